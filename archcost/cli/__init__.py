@@ -1,0 +1,32 @@
+"""The ``archcost`` command line: parses, calls, prints; no cost logic lives here."""
+
+from __future__ import annotations
+
+import typer
+
+from archcost.cli import analyze
+
+app = typer.Typer(
+    help="Architecture cost model for PyTorch training: compute, memory and communication.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _root() -> None:
+    """Architecture cost model for PyTorch training: compute, memory and communication."""
+
+
+analyze.register(app)
+try:  # profiles arrive with the hardware package
+    from archcost.cli import profiles
+
+    app.add_typer(profiles.app, name="profiles")
+except ImportError:  # pragma: no cover - during bootstrap only
+    pass
+
+
+def main() -> None:
+    app()

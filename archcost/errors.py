@@ -1,0 +1,39 @@
+"""The archcost exception hierarchy.
+
+Only the CLI catches these: it prints the message as one line and exits with ``exit_code``.
+Every message names the problem and the fix.
+"""
+
+
+class ArchcostError(Exception):
+    """Base of every error archcost reports to a user."""
+
+    exit_code = 2
+
+
+class ConfigError(ArchcostError):
+    """Bad command-line values, ``--set`` overrides or configuration files."""
+
+
+class ModelFileError(ArchcostError):
+    """The model file is missing, does not import, or breaks the model-file convention."""
+
+
+class TraceError(ArchcostError):
+    """The model could not be traced (bad inputs, an op without a fake kernel, ...)."""
+
+
+class ProfileError(ArchcostError):
+    """A hardware profile file is malformed."""
+
+
+class PlanError(ArchcostError):
+    """A parallel plan is invalid for the model or the cluster."""
+
+
+class InfeasibleError(ArchcostError):
+    """No plan or size satisfies the constraints."""
+
+
+class ValidationError(ArchcostError):
+    """A measured (validation or calibration) run failed."""

@@ -1,0 +1,225 @@
+"""Load a model file: the model-file convention and ``--set key=value`` overrides.
+
+A model file is ordinary Python (running it runs its code, as pytest does with test files) that
+defines:
+
+- ``build_model(**config) -> torch.nn.Module`` (or another builder named with ``file.py:name``);
+- ``example_inputs(batch_size, seq_len)`` returning a tuple (positional) or dict (keyword) of
+  tensors; it may also name ``model`` and any builder key, which are then passed by name;
+- optionally ``loss(output, inputs) -> Tensor``; without it the loss is ``output.loss`` when the
+  output has one, else ``output.float().mean()`` (or the sum over the tensors of a tuple).
+
+A builder that names ``seq_len`` (or ``batch_size``) receives the requested size unless the user
+set it. Nothing here allocates a model: the tracer calls :meth:`ModelSpec.build` under the meta
+device.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from archcost.errors import ModelFileError
+
+__all__ = ["ModelSpec", "load_model_file", "parse_overrides", "parse_value"]
+
+
+def parse_value(text: str) -> Any:
+    """Type a ``--set`` value: int, float, bool, None, else string."""
+    low = text.strip().lower()
+    if low in ("true", "yes", "on"):
+        return True
+    if low in ("false", "no", "off"):
+        return False
+    if low in ("none", "null"):
+        return None
+    for conv in (int, float):
+        try:
+            return conv(text.replace("_", "")) if conv is int else conv(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_overrides(items: list[str] | None) -> dict[str, Any]:
+    """``["layers=4", "hidden=64"]`` -> ``{"layers": 4, "hidden": 64}``."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key or not key.isidentifier():
+            raise ModelFileError(f"--set {item!r} is not KEY=VALUE; write it like --set layers=4")
+        out[key] = parse_value(value)
+    return out
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A loaded model file: how to build the model, its inputs and its loss."""
+
+    path: Path
+    builder_name: str
+    builder: Callable[..., Any]
+    inputs_fn: Callable[..., Any]
+    loss_fn: Callable[[Any, Any], Any] | None
+    config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.path.stem
+
+    def builder_config(self, batch_size: int, seq_len: int) -> dict[str, Any]:
+        """The keyword arguments the builder gets: user overrides plus requested sizes."""
+        params = inspect.signature(self.builder).parameters
+        cfg = dict(self.config)
+        for key, value in (("seq_len", seq_len), ("batch_size", batch_size)):
+            if key in params and key not in cfg:
+                cfg[key] = value
+        return cfg
+
+    def build(self, batch_size: int, seq_len: int):
+        cfg = self.builder_config(batch_size, seq_len)
+        try:
+            model = self.builder(**cfg)
+        except Exception as exc:  # the user's code: report it, don't crash
+            raise ModelFileError(
+                f"{self.path.name}: {self.builder_name}({_fmt(cfg)}) raised "
+                f"{type(exc).__name__}: {_first_line(exc)}; fix the model file or the --set values"
+            ) from exc
+        if not _is_module(model):
+            raise ModelFileError(
+                f"{self.path.name}: {self.builder_name}() returned {type(model).__name__}, "
+                "not a torch.nn.Module; return the model instance"
+            )
+        return model
+
+    def inputs(self, model, batch_size: int, seq_len: int):
+        params = inspect.signature(self.inputs_fn).parameters
+        kwargs: dict[str, Any] = {}
+        if "model" in params:
+            kwargs["model"] = model
+        cfg = self.builder_config(batch_size, seq_len)
+        for key, value in cfg.items():
+            if key in params and key not in ("batch_size", "seq_len", "model"):
+                kwargs[key] = value
+        try:
+            inputs = self.inputs_fn(batch_size, seq_len, **kwargs)
+        except Exception as exc:
+            raise ModelFileError(
+                f"{self.path.name}: example_inputs({batch_size}, {seq_len}) raised "
+                f"{type(exc).__name__}: {_first_line(exc)}; fix example_inputs or the sizes"
+            ) from exc
+        if not isinstance(inputs, (tuple, list, dict)):
+            inputs = (inputs,)
+        return inputs
+
+    def loss(self, output, inputs):
+        if self.loss_fn is not None:
+            return self.loss_fn(output, inputs)
+        return default_loss(output)
+
+
+def default_loss(output):
+    """``output.loss`` if present, else a scalar mean of the (first) tensor output."""
+    import torch
+
+    if hasattr(output, "loss") and output.loss is not None:
+        return output.loss
+    if isinstance(output, dict):
+        output = list(output.values())
+    if isinstance(output, (tuple, list)):
+        tensors = [o for o in output if isinstance(o, torch.Tensor) and o.is_floating_point()]
+        if not tensors:
+            raise ModelFileError("the model output holds no floating-point tensor; define loss()")
+        return sum(t.float().mean() for t in tensors)
+    if isinstance(output, torch.Tensor):
+        return output.float().mean()
+    raise ModelFileError(
+        f"cannot make a loss from a {type(output).__name__} output; define loss(output, inputs)"
+    )
+
+
+def load_model_file(target: str, overrides: dict[str, Any] | None = None) -> ModelSpec:
+    """Import ``path/to/model.py[:builder]`` and check the convention and the overrides."""
+    path_text, _, builder_name = target.partition(":") if target.count(":") == 1 else (target, "", "")
+    builder_name = builder_name or "build_model"
+    path = Path(path_text)
+    if not path.is_file():
+        raise ModelFileError(f"model file {path_text!r} not found; pass the path to a .py file")
+    module = _import(path)
+    builder = getattr(module, builder_name, None)
+    if not callable(builder):
+        raise ModelFileError(
+            f"{path.name} defines no function {builder_name}(); "
+            "add `def build_model(**config) -> torch.nn.Module`"
+        )
+    inputs_fn = getattr(module, "example_inputs", None)
+    if not callable(inputs_fn):
+        raise ModelFileError(
+            f"{path.name} defines no example_inputs(); "
+            "add `def example_inputs(batch_size, seq_len)` returning a tuple or dict of tensors"
+        )
+    loss_fn = getattr(module, "loss", None)
+    config = dict(overrides or {})
+    _check_keys(path, builder_name, builder, config)
+    return ModelSpec(path, builder_name, builder, inputs_fn, loss_fn if callable(loss_fn) else None, config)
+
+
+def _check_keys(path: Path, name: str, builder, config: dict[str, Any]) -> None:
+    params = inspect.signature(builder).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    known = [k for k, p in params.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL]
+    for key in config:
+        if key not in known:
+            import difflib
+
+            near = difflib.get_close_matches(key, known, n=1)
+            hint = f"did you mean {near[0]!r}? " if near else ""
+            raise ModelFileError(
+                f"--set {key}: {path.name}:{name}() has no parameter {key!r}; {hint}"
+                f"known keys: {', '.join(known) or '(none)'}"
+            )
+
+
+def _import(path: Path):
+    mod_name = f"archcost_model_{path.stem}_{abs(hash(path.resolve())) % 10**8}"
+    spec = importlib.util.spec_from_file_location(mod_name, path)
+    if spec is None or spec.loader is None:
+        raise ModelFileError(f"{path} cannot be imported as Python; pass a .py file")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[mod_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as exc:
+        sys.modules.pop(mod_name, None)
+        raise ModelFileError(
+            f"{path.name}:{exc.lineno}: syntax error: {exc.msg}; fix the model file"
+        ) from exc
+    except Exception as exc:
+        sys.modules.pop(mod_name, None)
+        raise ModelFileError(
+            f"{path.name}: importing it raised {type(exc).__name__}: {_first_line(exc)}; "
+            "fix the model file"
+        ) from exc
+    return module
+
+
+def _is_module(obj) -> bool:
+    import torch
+
+    return isinstance(obj, torch.nn.Module)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def _fmt(cfg: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in cfg.items())

@@ -1,0 +1,41 @@
+"""Tracing: model file -> one training step on fake tensors -> operator graph."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import networkx as nx
+
+from archcost.loader import ModelSpec
+from archcost.trace.capture import CaptureResult, capture_step
+from archcost.trace.graph import build_graph
+from archcost.trace.precision import PrecisionPolicy
+
+__all__ = ["Traced", "trace_model"]
+
+
+@dataclass
+class Traced:
+    graph: nx.DiGraph
+    capture: CaptureResult
+
+
+def trace_model(
+    spec: ModelSpec,
+    batch_size: int,
+    seq_len: int,
+    policy: PrecisionPolicy,
+    optimizer: str = "adamw",
+    dedupe_repeats: bool = True,
+    progress=None,
+) -> Traced:
+    cap = capture_step(spec, batch_size, seq_len, policy, optimizer, dedupe_repeats, progress)
+    attrs = {
+        "model": spec.name,
+        "batch_size": batch_size,
+        "seq_len": seq_len,
+        "precision": policy.precision.value,
+        "optimizer": optimizer,
+        "capture_method": cap.method,
+    }
+    return Traced(build_graph(cap.records, attrs), cap)

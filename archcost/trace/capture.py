@@ -1,0 +1,461 @@
+"""Capture one training step of a model as a list of aten-op records, on fake tensors.
+
+The model is built under the meta device, its parameters are swapped for FakeTensors on the CPU
+device, and one step -- forward, loss, backward, optimizer -- runs under ``FakeTensorMode`` while a
+``TorchDispatchMode`` records every aten op with its arguments as :class:`TensorMeta`. No tensor
+holds data, so a 400B-parameter model costs what its op list costs.
+
+Attribution:
+- forward ops belong to the innermost module whose forward is running (module hooks);
+- backward ops belong to the module of the forward op that created the autograd node now
+  executing (``torch._C._current_autograd_node()``; the node's ``metadata`` carries the module);
+- optimizer ops belong to the module owning the parameter being updated (one parameter at a time);
+- ops run by a module forward during backward (activation checkpointing) are ``recompute``.
+
+Repeated blocks: children of a ``ModuleList``/``Sequential`` with the same class and parameter
+shapes form a group; the first one is traced, and each later one whose inputs have the same
+shapes and dtypes returns its input unchanged, its cost being counted on the representative
+(``OpRecord.count``). A block whose output is not shaped like its input is traced in full.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_map
+
+from archcost.errors import TraceError
+from archcost.loader import ModelSpec
+from archcost.trace.precision import PrecisionPolicy
+from archcost.trace.records import OpRecord, Phase, TensorMeta
+from archcost.trace.repeats import RepeatTracker
+
+__all__ = ["CaptureResult", "ParamInfo", "capture_step", "OPTIMIZERS"]
+
+OPTIMIZERS = ("adamw", "adam", "sgd")
+_META_KEY = "archcost_module"
+_SKIP_NAMESPACES = ("prim", "profiler")
+
+
+@dataclass(frozen=True, slots=True)
+class ParamInfo:
+    name: str
+    module: str
+    shape: tuple[int, ...]
+    dtype: str
+    trainable: bool
+    count: int  # how many parameters this entry stands for (repeated blocks)
+    is_buffer: bool = False
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+
+@dataclass
+class CaptureResult:
+    records: list[OpRecord]
+    params: list[ParamInfo]
+    saved: dict[str, int]  # module -> saved-activation bytes (already multiplied by counts)
+    optimizer_state_bytes: int  # measured from the optimizer's state tensors, times counts
+    master_weight_bytes: int
+    method: str
+    seconds: float
+    repeat_groups: dict[str, dict[str, Any]] = field(default_factory=dict)
+    module_classes: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+class _Recorder(TorchDispatchMode):
+    """Records each aten op; keeps every tensor it saw alive so ``id()`` stays unique."""
+
+    def __init__(self, state: _State):
+        super().__init__()
+        self.state = state
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func.namespace in _SKIP_NAMESPACES:  # prim.device etc. run mid-op: not ops
+            return func(*args, **kwargs)
+        st = self.state
+        st.flush_pending()
+        out = func(*args, **kwargs)
+        st.record(func, args, kwargs, out)
+        return out
+
+
+class _State:
+    """Mutable bookkeeping of one capture (lives only inside :func:`capture_step`)."""
+
+    def __init__(self, repeats: RepeatTracker):
+        self.records: list[OpRecord] = []
+        self.phase = Phase.FORWARD
+        self.module_stack: list[str] = [""]
+        self.optimizer_module: str = ""
+        self.keep: list[Any] = []
+        self.pending: list[tuple[torch.Tensor, str]] = []
+        self.producer_module: dict[int, str] = {}
+        self.repeats = repeats
+
+    # --- tensor metadata -------------------------------------------------------------------
+    def meta(self, t: torch.Tensor) -> TensorMeta:
+        self.keep.append(t)
+        try:
+            storage = t.untyped_storage()._cdata
+        except Exception:  # sparse or otherwise storage-less tensors
+            storage = id(t)
+        return TensorMeta(
+            shape=tuple(int(d) for d in t.shape),
+            dtype=_dtype_name(t.dtype),
+            itemsize=t.element_size(),
+            storage=storage,
+            is_view=bool(t._is_view()),
+            tid=id(t),
+        )
+
+    def convert(self, obj):
+        def conv(x):
+            if isinstance(x, torch.Tensor):
+                return self.meta(x)
+            if isinstance(x, torch.dtype):
+                return _dtype_name(x)
+            if isinstance(x, (torch.device, torch.layout, torch.memory_format)):
+                return str(x)
+            return x
+
+        return tree_map(conv, obj)
+
+    # --- attribution -----------------------------------------------------------------------
+    def current_module(self) -> str:
+        if self.phase is Phase.OPTIMIZER:
+            return self.optimizer_module
+        if self.phase is Phase.BACKWARD:
+            node = torch._C._current_autograd_node()
+            if node is not None:
+                mod = node.metadata.get(_META_KEY)
+                if mod is not None:
+                    return mod
+            return ""
+        return self.module_stack[-1]
+
+    def flush_pending(self) -> None:
+        """Tag the autograd nodes of the previous op's outputs with its module."""
+        for t, module in self.pending:
+            fn = t.grad_fn
+            if fn is not None and _META_KEY not in fn.metadata:
+                fn.metadata[_META_KEY] = module
+        self.pending.clear()
+
+    def record(self, func, args, kwargs, out) -> None:
+        module = self.current_module()
+        a = self.convert(args)
+        k = self.convert(kwargs)
+        flat_out = [x for x in _flatten(out) if isinstance(x, torch.Tensor)]
+        outs = tuple(self.meta(x) for x in flat_out)
+        if module == "" and self.phase is Phase.BACKWARD:
+            # engine-level ops (gradient accumulation, seeding): follow the producer of an input
+            for x in _flatten(args):
+                if isinstance(x, torch.Tensor) and id(x) in self.producer_module:
+                    module = self.producer_module[id(x)]
+                    break
+        for x in flat_out:
+            self.producer_module[id(x)] = module
+        if self.phase in (Phase.FORWARD, Phase.RECOMPUTE):
+            self.pending.extend((x, module) for x in flat_out)
+        packet = str(func._overloadpacket)
+        self.records.append(
+            OpRecord(
+                op=packet if packet.startswith(func.namespace) else f"{func.namespace}.{packet}",
+                overload=str(func),
+                phase=self.phase,
+                module=module,
+                args=tuple(a),
+                kwargs=dict(k),
+                outputs=outs,
+                named=_bind(func, a, k),
+                repeat_group=self.repeats.group_of(module),
+                index=len(self.records),
+            )
+        )
+
+
+def _bind(func, args, kwargs) -> dict:
+    """Arguments by schema name, defaults included."""
+    named = {}
+    for i, arg in enumerate(func._schema.arguments):
+        if i < len(args) and not arg.kwarg_only:
+            named[arg.name] = args[i]
+        elif arg.name in kwargs:
+            named[arg.name] = kwargs[arg.name]
+        elif arg.has_default_value():
+            named[arg.name] = arg.default_value
+    return named
+
+
+def _flatten(obj):
+    if isinstance(obj, (list, tuple)):
+        for x in obj:
+            yield from _flatten(x)
+    else:
+        yield obj
+
+
+def _to_fake(model: nn.Module, dtype: torch.dtype) -> None:
+    """Swap every meta parameter/buffer for an empty FakeTensor on CPU (call inside fake mode).
+
+    Tied parameters (one tensor registered in two modules) stay tied: each is swapped once.
+    """
+    swapped: dict[int, torch.Tensor] = {}
+    for mod in model.modules():
+        for name, p in list(mod._parameters.items()):
+            if p is None:
+                continue
+            if id(p) not in swapped:
+                new = torch.empty(p.shape, dtype=dtype if p.is_floating_point() else p.dtype)
+                swapped[id(p)] = nn.Parameter(new, requires_grad=p.requires_grad)
+            mod._parameters[name] = swapped[id(p)]
+        for name, b in list(mod._buffers.items()):
+            if b is None:
+                continue
+            if id(b) not in swapped:
+                swapped[id(b)] = torch.zeros(
+                    b.shape, dtype=dtype if b.is_floating_point() else b.dtype
+                )
+            mod._buffers[name] = swapped[id(b)]
+
+
+def _install_module_hooks(model: nn.Module, st: _State) -> list[Any]:
+    handles = []
+    for path, mod in model.named_modules():
+
+        def pre(_m, _args, path=path):
+            st.module_stack.append(path)
+            if st.phase is Phase.BACKWARD:
+                st.phase = Phase.RECOMPUTE
+                st.module_stack.append("\0recompute-entry")
+
+        def post(_m, _args, _out, path=path):
+            if st.module_stack and st.module_stack[-1] == "\0recompute-entry":
+                st.module_stack.pop()
+                st.phase = Phase.BACKWARD
+            if len(st.module_stack) > 1:
+                st.module_stack.pop()
+
+        handles.append(mod.register_forward_pre_hook(pre))
+        handles.append(mod.register_forward_hook(post, always_call=True))
+    return handles
+
+
+def _make_optimizer(name: str, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=1e-4, foreach=False)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=1e-4, foreach=False)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=1e-2, momentum=0.9, foreach=False)
+    raise TraceError(f"--optimizer {name!r} is unknown; use one of {', '.join(OPTIMIZERS)}")
+
+
+def _owner(name: str) -> str:
+    return name.rpartition(".")[0]
+
+
+def _saved_hooks(st: _State, param_storages: set[int], saved: dict[str, int], seen: set[int]):
+    """saved_tensors_hooks that count each saved storage once, excluding parameters/buffers."""
+
+    def pack(t: torch.Tensor):
+        try:
+            key = t.untyped_storage()._cdata
+            nbytes = t.untyped_storage().nbytes()
+        except Exception:
+            return t
+        if key in param_storages or key in seen:
+            return t
+        seen.add(key)
+        module = st.current_module()
+        saved[module] = saved.get(module, 0) + nbytes
+        return t
+
+    return torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t)
+
+
+def capture_step(
+    spec: ModelSpec,
+    batch_size: int,
+    seq_len: int,
+    precision: PrecisionPolicy,
+    optimizer: str = "adamw",
+    dedupe_repeats: bool = True,
+    progress: Callable[[str], None] | None = None,
+) -> CaptureResult:
+    """Trace one training step of ``spec`` at (batch_size, seq_len)."""
+    say = progress or (lambda _msg: None)
+    if optimizer not in OPTIMIZERS:
+        raise TraceError(f"--optimizer {optimizer!r} is unknown; use one of {', '.join(OPTIMIZERS)}")
+    t0 = time.perf_counter()
+    dtype = getattr(torch, precision.compute_dtype)
+    say("building the model on the meta device")
+    with torch.device("meta"):
+        model = spec.build(batch_size, seq_len)
+    repeats = RepeatTracker.from_model(model) if dedupe_repeats else RepeatTracker.empty()
+    st = _State(repeats)
+    fake_mode = FakeTensorMode(allow_non_fake_inputs=False)
+    handles: list[Any] = []
+    saved: dict[str, int] = {}
+    notes: list[str] = []
+    with fake_mode:
+        _to_fake(model, dtype)
+        names = {id(p): n for n, p in model.named_parameters(remove_duplicate=False)}
+        params_by_name = dict(model.named_parameters())
+        param_storages = {
+            t.untyped_storage()._cdata for t in list(model.parameters()) + list(model.buffers())
+        }
+        inputs = spec.inputs(model, batch_size, seq_len)
+        inputs = tree_map(
+            lambda x: x.to(dtype) if isinstance(x, torch.Tensor) and x.is_floating_point() else x,
+            inputs,
+        )
+        handles += _install_module_hooks(model, st)
+        handles += repeats.install(model)
+        try:
+            with _Recorder(st), _saved_hooks(st, param_storages, saved, set()):
+                say("tracing forward and loss")
+                st.phase = Phase.FORWARD
+                output = _call(model, inputs, spec)
+                loss = spec.loss(output, inputs)
+            repeats.freeze()
+            _check_loss(loss, spec)
+            with _Recorder(st):
+                st.flush_pending()
+                say("tracing backward")
+                st.phase = Phase.BACKWARD
+                loss.backward()
+                say("tracing the optimizer step")
+                st.phase = Phase.OPTIMIZER
+                opt_bytes, master_bytes = _optimizer_step(
+                    st, params_by_name, names, precision, optimizer
+                )
+        except TraceError:
+            raise
+        except Exception as exc:
+            raise _explain(exc, spec, batch_size, seq_len) from exc
+        finally:
+            for h in handles:
+                h.remove()
+    repeats.finalize(st.records)
+    params = _param_infos(model)
+    if repeats.groups:
+        notes.append(repeats.describe())
+    return CaptureResult(
+        records=st.records,
+        params=params,
+        saved=repeats.rescale_saved(saved),
+        optimizer_state_bytes=opt_bytes,
+        master_weight_bytes=master_bytes,
+        method="fake-dispatch",
+        seconds=time.perf_counter() - t0,
+        repeat_groups=repeats.summary(),
+        module_classes={p: type(m).__name__ for p, m in model.named_modules()},
+        notes=notes,
+    )
+
+
+def _call(model, inputs, spec: ModelSpec):
+    if isinstance(inputs, dict):
+        return model(**inputs)
+    return model(*inputs)
+
+
+def _check_loss(loss, spec: ModelSpec) -> None:
+    if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+        what = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
+        raise TraceError(
+            f"{spec.path.name}: the loss is {what}, not a scalar tensor; "
+            "define loss(output, inputs) returning a scalar"
+        )
+    if not loss.requires_grad:
+        raise TraceError(
+            f"{spec.path.name}: the loss does not require grad (no trainable parameter reaches "
+            "it); check requires_grad on the model's parameters or the loss function"
+        )
+
+
+def _optimizer_step(st: _State, params_by_name, names, precision, optimizer: str):
+    """Step the optimizer one parameter at a time so each op has an owning module."""
+    state_bytes = 0
+    master_bytes = 0
+    for name, p in params_by_name.items():
+        if p.grad is None:
+            continue
+        module = _owner(name)
+        st.optimizer_module = module
+        count = st.repeats.count_for(module)
+        if precision.mixed:
+            # fp32 master copy, gradient cast to fp32, update, cast back (Micikevicius et al. 2018)
+            master = nn.Parameter(p.detach().to(torch.float32))
+            master.grad = p.grad.to(torch.float32)
+            target = master
+            master_bytes += master.numel() * 4 * count
+        else:
+            target = p
+        opt = _make_optimizer(optimizer, [target])
+        opt.step()
+        for value in opt.state[target].values():
+            if isinstance(value, torch.Tensor):
+                state_bytes += value.numel() * value.element_size() * count
+        if precision.mixed:
+            with torch.no_grad():
+                p.copy_(master)
+        p.grad = None
+    return state_bytes, master_bytes
+
+
+def _param_infos(model: nn.Module) -> list[ParamInfo]:
+    out = []
+    for name, p in model.named_parameters():
+        module = _owner(name)
+        out.append(
+            ParamInfo(name, module, tuple(p.shape), _dtype_name(p.dtype), p.requires_grad, 1)
+        )
+    for name, b in model.named_buffers():
+        module = _owner(name)
+        out.append(
+            ParamInfo(name, module, tuple(b.shape), _dtype_name(b.dtype), False, 1, is_buffer=True)
+        )
+    return out
+
+
+def _explain(exc: Exception, spec: ModelSpec, batch_size: int, seq_len: int) -> TraceError:
+    from torch._subclasses import fake_tensor as ft
+
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    if isinstance(exc, ft.UnsupportedOperatorException):
+        return TraceError(
+            f"{spec.path.name}: op {exc.func} has no fake-tensor kernel, so it cannot be traced "
+            "without data; replace it with a standard torch op or register a fake kernel "
+            "(torch.library.register_fake)"
+        )
+    if isinstance(exc, (ft.DynamicOutputShapeException, ft.DataDependentOutputException)):
+        return TraceError(
+            f"{spec.path.name}: op {getattr(exc, 'func', '?')} has a data-dependent output, "
+            "which fake tensors cannot trace; use static shapes (e.g. masks instead of nonzero)"
+        )
+    return TraceError(
+        f"{spec.path.name}: the training step failed on example_inputs({batch_size}, {seq_len}): "
+        f"{type(exc).__name__}: {first}; make example_inputs match the model's forward"
+    )

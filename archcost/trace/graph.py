@@ -1,0 +1,159 @@
+"""The operator graph: ``networkx.DiGraph`` with aten ops as nodes and tensors as edges.
+
+Node attributes (per occurrence; ``count`` says how many occurrences a node stands for):
+``op``, ``overload``, ``phase``, ``module``, ``op_class``, ``flops``, ``bytes_read``,
+``bytes_written``, ``out_bytes``, ``out_shapes``, ``out_dtypes``, ``has_rule``, ``count``,
+``repeat_group``, ``index`` (execution order), ``uses_storage_of`` (the nodes that allocated
+the storages this op reads, views and in-place results followed to their allocation).
+Edge attributes: ``bytes``, ``dtype``, ``shape`` of the tensor flowing from producer to consumer.
+
+The graph is the single source of truth about the model for every later stage; nothing re-traces.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import networkx as nx
+
+from archcost.trace.records import OpRecord, iter_tensors
+from archcost.trace.rules import op_cost
+
+__all__ = ["build_graph", "expand_repeats", "export_graph", "ordered_nodes"]
+
+_IN_PLACE_SUFFIX = "_"
+
+
+def build_graph(records: list[OpRecord], graph_attrs: dict | None = None) -> nx.DiGraph:
+    """Apply the op rules to every record and connect producers to consumers."""
+    g = nx.DiGraph(**(graph_attrs or {}))
+    producer: dict[int, int] = {}
+    storage_owner: dict[int, int] = {}  # storage -> node that allocated it
+    for rec in records:
+        cost = op_cost(rec)
+        nid = rec.index
+        uses = sorted(
+            {storage_owner[t.storage] for t in iter_tensors((rec.args, rec.kwargs))
+             if t.storage in storage_owner}
+        )
+        g.add_node(
+            nid,
+            op=rec.op,
+            overload=rec.overload,
+            phase=rec.phase.value,
+            module=rec.module,
+            op_class=cost.op_class.value,
+            flops=int(cost.flops),
+            bytes_read=int(cost.bytes_read),
+            bytes_written=int(cost.bytes_written),
+            out_bytes=_new_storage_bytes(rec),
+            out_shapes=[list(o.shape) for o in rec.outputs],
+            out_dtypes=[o.dtype for o in rec.outputs],
+            has_rule=bool(cost.has_rule),
+            count=int(rec.count),
+            repeat_group=rec.repeat_group,
+            index=rec.index,
+            uses_storage_of=uses,
+        )
+        seen: set[int] = set()
+        for t in iter_tensors((rec.args, rec.kwargs)):
+            src = producer.get(t.tid)
+            if src is None or t.tid in seen or src == nid:
+                continue
+            seen.add(t.tid)
+            g.add_edge(src, nid, bytes=t.nbytes, dtype=t.dtype, shape=list(t.shape))
+        for o in rec.outputs:
+            producer[o.tid] = nid
+            storage_owner.setdefault(o.storage, nid)
+        if rec.op.endswith(_IN_PLACE_SUFFIX):
+            for t in iter_tensors(rec.args[:1]):  # the mutated tensor(s) now come from here
+                producer[t.tid] = nid
+    return g
+
+
+def _new_storage_bytes(rec: OpRecord) -> int:
+    """Bytes of the storages an op allocates: outputs that are neither views nor inputs."""
+    inputs = {t.storage for t in iter_tensors((rec.args, rec.kwargs))}
+    seen: set[int] = set()
+    total = 0
+    for o in rec.outputs:
+        if o.is_view or o.storage in inputs or o.storage in seen:
+            continue
+        seen.add(o.storage)
+        total += o.nbytes
+    return total
+
+
+def ordered_nodes(g: nx.DiGraph):
+    """Nodes in execution order with their attributes."""
+    return sorted(g.nodes(data=True), key=lambda kv: kv[1]["index"])
+
+
+def expand_repeats(g: nx.DiGraph, groups: dict[str, dict]) -> nx.DiGraph:
+    """One node per executed op: every repeated-block node is copied once per layer.
+
+    ``groups`` maps a representative module path (``layers.0``) to its summary with ``members``
+    (the member paths) as produced by the capture. Copy ``k`` renames the module prefix to the
+    k-th member and has ``count`` divided accordingly. Edges inside a block are copied per layer;
+    an edge that crosses the block boundary is attached to every copy (each layer consumes and
+    produces the same kind of tensor). NB: the copies are not chained layer to layer.
+    """
+    out = nx.DiGraph(**g.graph)
+    copies: dict[int, list[int]] = {}
+    next_id = max(g.nodes, default=-1) + 1
+    for nid, data in g.nodes(data=True):
+        rep = data.get("repeat_group") or ""
+        members = groups.get(rep, {}).get("member_paths") if rep else None
+        if not members or data["count"] % len(members):
+            out.add_node(nid, **data)
+            copies[nid] = [nid]
+            continue
+        per_copy = data["count"] // len(members)
+        ids = []
+        for k, member in enumerate(members):
+            new_id = nid if k == 0 else next_id
+            if k:
+                next_id += 1
+            module = member + data["module"][len(rep):]
+            out.add_node(new_id, **{**data, "module": module, "count": per_copy, "layer": k})
+            ids.append(new_id)
+        copies[nid] = ids
+    for u, v, data in g.edges(data=True):
+        cu, cv = copies[u], copies[v]
+        if len(cu) == len(cv):
+            pairs = zip(cu, cv)
+        else:
+            pairs = [(a, b) for a in cu for b in cv]
+        for a, b in pairs:
+            out.add_edge(a, b, **data)
+    return out
+
+
+def export_graph(g: nx.DiGraph, path: Path) -> None:
+    """Write the graph as GraphML (``.graphml``) or node-link JSON (``.json``), atomically."""
+    from archcost.io import atomic_write_text
+
+    suffix = path.suffix.lower()
+    if suffix == ".json":
+        data = nx.node_link_data(g, edges="edges")
+        atomic_write_text(path, json.dumps(data, indent=1, default=str))
+    elif suffix == ".graphml":
+        flat = nx.DiGraph()
+        flat.graph.update({k: _scalar(v) for k, v in g.graph.items()})
+        for nid, data in g.nodes(data=True):
+            flat.add_node(nid, **{k: _scalar(v) for k, v in data.items()})
+        for u, v, data in g.edges(data=True):
+            flat.add_edge(u, v, **{k: _scalar(v) for k, v in data.items()})
+        text = "\n".join(nx.generate_graphml(flat))
+        atomic_write_text(path, text)
+    else:
+        from archcost.errors import ConfigError
+
+        raise ConfigError(f"--graph {path}: unknown format; name the file .graphml or .json")
+
+
+def _scalar(v):
+    if isinstance(v, (str, int, float, bool)):
+        return v
+    return json.dumps(v, default=str)

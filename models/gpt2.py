@@ -1,0 +1,135 @@
+"""GPT-2 / GPT-3 family decoder, nanoGPT-style.
+
+Architecture: Radford et al. 2019, "Language Models are Unsupervised Multitask Learners" (GPT-2:
+learned token and position embeddings, pre-LN blocks, final LayerNorm, LM head tied to the token
+embedding); Brown et al. 2020, "Language Models are Few-Shot Learners", Table 2.1 (GPT-3 sizes).
+Code layout follows Karpathy's nanoGPT ``model.py``.
+
+Parameter count (tied head, ffn = 4h): V·h + P·h + l·(12h² + 13h) + 2h, with P = block_size.
+GPT-2 small (l=12, h=768, V=50257, P=1024): 124,439,808 (nanoGPT prints 124M).
+GPT-3 175B: ``--set layers=96 --set hidden=12288 --set heads=96 --set vocab=51200
+--set ffn=49152`` at seq_len 2048 gives 174.6e9 (Brown et al. report "175.0B").
+
+Keys (``--set``): layers=12, hidden=768, heads=12, vocab=50257, ffn=None (4·hidden),
+block_size=None (the requested seq_len), dropout=0.0, bias=True, tie_weights=True.
+
+NB: attention masks are causal via SDPA ``is_causal=True``; the CPU SDPA kernel has no FLOP formula
+in ``torch.utils.flop_counter`` and counts full (not half) attention when it does.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, hidden: int, heads: int, dropout: float, bias: bool):
+        super().__init__()
+        if hidden % heads:
+            raise ValueError(f"hidden={hidden} is not divisible by heads={heads}")
+        self.heads = heads
+        self.dropout = dropout
+        self.c_attn = nn.Linear(hidden, 3 * hidden, bias=bias)  # q, k, v in one matmul
+        self.c_proj = nn.Linear(hidden, hidden, bias=bias)
+        self.resid_drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+
+    def forward(self, x):
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(C, dim=2)  # 3 x (B, T, C)
+        q = q.view(B, T, self.heads, C // self.heads).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, T, self.heads, C // self.heads).transpose(1, 2)  # (B, nh, T, hs)
+        v = v.view(B, T, self.heads, C // self.heads).transpose(1, 2)  # (B, nh, T, hs)
+        p = self.dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)  # (B, nh, T, hs)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
+        return self.resid_drop(self.c_proj(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, hidden: int, ffn: int, dropout: float, bias: bool):
+        super().__init__()
+        self.c_fc = nn.Linear(hidden, ffn, bias=bias)
+        self.c_proj = nn.Linear(ffn, hidden, bias=bias)
+        self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+
+    def forward(self, x):
+        # GPT-2 uses the tanh approximation of GELU (Hendrycks & Gimpel 2016)
+        return self.drop(self.c_proj(F.gelu(self.c_fc(x), approximate="tanh")))  # (B, T, C)
+
+
+class Block(nn.Module):
+    """Pre-LN transformer block: x + attn(ln(x)), then x + mlp(ln(x)) (GPT-2 Sec. 2.3)."""
+
+    def __init__(self, hidden: int, heads: int, ffn: int, dropout: float, bias: bool):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(hidden, bias=bias)
+        self.attn = CausalSelfAttention(hidden, heads, dropout, bias)
+        self.ln_2 = nn.LayerNorm(hidden, bias=bias)
+        self.mlp = MLP(hidden, ffn, dropout, bias)
+
+    def forward(self, x):
+        x = x + self.attn(self.ln_1(x))  # (B, T, C)
+        x = x + self.mlp(self.ln_2(x))  # (B, T, C)
+        return x
+
+
+class GPT(nn.Module):
+    def __init__(self, layers, hidden, heads, vocab, ffn, block_size, dropout, bias, tie_weights):
+        super().__init__()
+        self.vocab = vocab
+        self.block_size = block_size
+        self.wte = nn.Embedding(vocab, hidden)
+        self.wpe = nn.Embedding(block_size, hidden)
+        self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.layers = nn.ModuleList(
+            Block(hidden, heads, ffn, dropout, bias) for _ in range(layers)
+        )
+        self.ln_f = nn.LayerNorm(hidden, bias=bias)
+        # A tied head reads wte.weight in forward (no second module holding the same Parameter),
+        # so the tie survives anything that swaps parameters module by module.
+        self.lm_head = None if tie_weights else nn.Linear(hidden, vocab, bias=False)
+
+    def forward(self, idx):
+        B, T = idx.shape
+        if T > self.block_size:
+            raise ValueError(f"sequence length {T} exceeds block_size={self.block_size}")
+        pos = torch.arange(T, device=idx.device)  # (T,)
+        x = self.drop(self.wte(idx) + self.wpe(pos))  # (B, T, C)
+        for block in self.layers:
+            x = block(x)  # (B, T, C)
+        x = self.ln_f(x)  # (B, T, C)
+        if self.lm_head is None:
+            return F.linear(x, self.wte.weight)  # (B, T, V)
+        return self.lm_head(x)  # (B, T, V)
+
+
+def build_model(
+    *,
+    layers: int = 12,
+    hidden: int = 768,
+    heads: int = 12,
+    vocab: int = 50257,
+    ffn: int | None = None,
+    seq_len: int = 1024,
+    block_size: int | None = None,
+    dropout: float = 0.0,
+    bias: bool = True,
+    tie_weights: bool = True,
+) -> nn.Module:
+    """GPT-2 small by default; ``block_size`` (learned positions) defaults to ``seq_len``."""
+    return GPT(
+        layers, hidden, heads, vocab, ffn or 4 * hidden, block_size or seq_len, dropout, bias,
+        tie_weights,
+    )
+
+
+def example_inputs(batch_size: int, seq_len: int, model: nn.Module):
+    """Token ids (batch_size, seq_len) drawn from the model's vocabulary."""
+    return (torch.randint(0, model.vocab, (batch_size, seq_len)),)
+
+
+def loss(output, inputs):
+    """Next-token cross entropy; targets are the inputs shifted left (last target wraps)."""
+    idx = inputs[0]
+    targets = torch.roll(idx, -1, dims=1)  # (B, T)
+    return F.cross_entropy(output.flatten(0, 1).float(), targets.flatten())

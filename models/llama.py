@@ -1,0 +1,160 @@
+"""Llama 3 decoder: RMSNorm, rotary positions, grouped-query attention, SwiGLU, untied head.
+
+Architecture: Grattafiori et al. 2024, "The Llama 3 Herd of Models", Sec. 3.2 and Table 3 (sizes);
+RMSNorm: Zhang & Sennrich 2019; RoPE: Su et al. 2021, "RoFormer"; GQA: Ainslie et al. 2023;
+SwiGLU: Shazeer 2020, "GLU Variants Improve Transformer". No biases anywhere.
+
+Parameter count, hd = h/a, kv width g = kv_heads·hd:
+l·(2h² + 2h·g + 3h·f + 2h) + 2V·h + h (untied embedding and head, final norm).
+8B: 8,030,261,248; 70B: 70,553,706,496; 405B: 405,853,388,800 (Meta's model cards: 8.03B,
+70.6B, 405.9B).
+
+Keys (``--set``): preset="8b" (one of 8b, 70b, 405b, tiny); layers, hidden, heads, kv_heads, ffn,
+vocab override the preset (None = from the preset); rope_theta=500000.0.
+
+NB: RoPE cos/sin are computed in forward for the runtime length, so any seq_len traces. RoPE rotates
+the two halves of each head (the "rotate_half" layout) rather than interleaved pairs as in Meta's
+reference code; the two are the same map up to a fixed permutation of the q/k weight rows. No
+rope frequency scaling (that is Llama 3.1). RMSNorm runs in the input dtype (Meta's code upcasts
+to float32 first).
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# "The Llama 3 Herd of Models", Table 3; tiny is a test size
+PRESETS = {
+    "8b": dict(layers=32, hidden=4096, heads=32, kv_heads=8, ffn=14336, vocab=128256),
+    "70b": dict(layers=80, hidden=8192, heads=64, kv_heads=8, ffn=28672, vocab=128256),
+    "405b": dict(layers=126, hidden=16384, heads=128, kv_heads=8, ffn=53248, vocab=128256),
+    "tiny": dict(layers=2, hidden=64, heads=4, kv_heads=2, ffn=176, vocab=512),
+}
+
+
+class RMSNorm(nn.Module):
+    """x · rsqrt(mean(x²) + eps) · weight (Zhang & Sennrich 2019, Eq. 4), as explicit ops."""
+
+    def __init__(self, dim: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x):
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+
+
+def rope_cos_sin(T: int, head_dim: int, theta: float, like: torch.Tensor):
+    """cos, sin of shape (T, hs) for positions 0..T-1 (RoFormer Eq. 34, frequencies θ^(-2i/d))."""
+    inv_freq = 1.0 / theta ** (
+        torch.arange(0, head_dim, 2, dtype=torch.float32, device=like.device) / head_dim
+    )  # (hs/2,)
+    t = torch.arange(T, dtype=torch.float32, device=like.device)  # (T,)
+    freqs = torch.outer(t, inv_freq)  # (T, hs/2)
+    emb = torch.cat((freqs, freqs), dim=-1)  # (T, hs)
+    return emb.cos().to(like.dtype), emb.sin().to(like.dtype)
+
+
+def apply_rope(x, cos, sin):
+    # x: (B, nh, T, hs); rotate the pair (x1, x2) of halves by the position's angle
+    x1, x2 = x.chunk(2, dim=-1)  # 2 x (B, nh, T, hs/2)
+    return x * cos + torch.cat((-x2, x1), dim=-1) * sin  # (B, nh, T, hs)
+
+
+class Attention(nn.Module):
+    def __init__(self, hidden: int, heads: int, kv_heads: int):
+        super().__init__()
+        if hidden % heads or heads % kv_heads:
+            raise ValueError(f"need hidden % heads == 0 and heads % kv_heads == 0, got "
+                             f"hidden={hidden}, heads={heads}, kv_heads={kv_heads}")
+        self.heads, self.kv_heads, self.head_dim = heads, kv_heads, hidden // heads
+        self.wq = nn.Linear(hidden, heads * self.head_dim, bias=False)
+        self.wk = nn.Linear(hidden, kv_heads * self.head_dim, bias=False)
+        self.wv = nn.Linear(hidden, kv_heads * self.head_dim, bias=False)
+        self.wo = nn.Linear(heads * self.head_dim, hidden, bias=False)
+
+    def forward(self, x, cos, sin):
+        B, T, C = x.shape
+        q = self.wq(x).view(B, T, self.heads, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
+        k = self.wk(x).view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)  # (B, nkv, T, hs)
+        v = self.wv(x).view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)  # (B, nkv, T, hs)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        # enable_gqa: each group of nh/nkv query heads shares one k/v head (no repeat_interleave)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)  # (B, nh, T, hs)
+        return self.wo(y.transpose(1, 2).reshape(B, T, C))  # (B, T, C)
+
+
+class FeedForward(nn.Module):
+    """SwiGLU: w2(silu(w1 x) · w3 x) (Shazeer 2020, Eq. 6)."""
+
+    def __init__(self, hidden: int, ffn: int):
+        super().__init__()
+        self.w1 = nn.Linear(hidden, ffn, bias=False)
+        self.w3 = nn.Linear(hidden, ffn, bias=False)
+        self.w2 = nn.Linear(ffn, hidden, bias=False)
+
+    def forward(self, x):
+        return self.w2(F.silu(self.w1(x)) * self.w3(x))  # (B, T, C)
+
+
+class Block(nn.Module):
+    def __init__(self, hidden: int, heads: int, kv_heads: int, ffn: int):
+        super().__init__()
+        self.attention_norm = RMSNorm(hidden)
+        self.attention = Attention(hidden, heads, kv_heads)
+        self.ffn_norm = RMSNorm(hidden)
+        self.feed_forward = FeedForward(hidden, ffn)
+
+    def forward(self, x, cos, sin):
+        x = x + self.attention(self.attention_norm(x), cos, sin)  # (B, T, C)
+        x = x + self.feed_forward(self.ffn_norm(x))  # (B, T, C)
+        return x
+
+
+class Llama(nn.Module):
+    def __init__(self, layers, hidden, heads, kv_heads, ffn, vocab, rope_theta):
+        super().__init__()
+        self.vocab = vocab
+        self.head_dim = hidden // heads
+        self.rope_theta = rope_theta
+        self.tok_embeddings = nn.Embedding(vocab, hidden)
+        self.layers = nn.ModuleList(Block(hidden, heads, kv_heads, ffn) for _ in range(layers))
+        self.norm = RMSNorm(hidden)
+        self.output = nn.Linear(hidden, vocab, bias=False)  # untied (Llama 3, Sec. 3.2)
+
+    def forward(self, idx):
+        B, T = idx.shape
+        x = self.tok_embeddings(idx)  # (B, T, C)
+        cos, sin = rope_cos_sin(T, self.head_dim, self.rope_theta, x)  # 2 x (T, hs)
+        for block in self.layers:
+            x = block(x, cos, sin)  # (B, T, C)
+        return self.output(self.norm(x))  # (B, T, V)
+
+
+def build_model(
+    *,
+    preset: str = "8b",
+    layers: int | None = None,
+    hidden: int | None = None,
+    heads: int | None = None,
+    kv_heads: int | None = None,
+    ffn: int | None = None,
+    vocab: int | None = None,
+    rope_theta: float = 500000.0,
+) -> nn.Module:
+    if preset not in PRESETS:
+        raise ValueError(f"preset={preset!r} is unknown; use one of {', '.join(PRESETS)}")
+    given = dict(layers=layers, hidden=hidden, heads=heads, kv_heads=kv_heads, ffn=ffn, vocab=vocab)
+    cfg = {**PRESETS[preset], **{k: v for k, v in given.items() if v is not None}}
+    return Llama(**cfg, rope_theta=rope_theta)
+
+
+def example_inputs(batch_size: int, seq_len: int, model: nn.Module):
+    """Token ids (batch_size, seq_len) drawn from the model's vocabulary."""
+    return (torch.randint(0, model.vocab, (batch_size, seq_len)),)
+
+
+def loss(output, inputs):
+    """Next-token cross entropy; targets are the inputs shifted left (last target wraps)."""
+    targets = torch.roll(inputs[0], -1, dims=1)  # (B, T)
+    return F.cross_entropy(output.flatten(0, 1).float(), targets.flatten())

@@ -1,0 +1,9 @@
+import torch
+
+
+def build_model():
+    return 42
+
+
+def example_inputs(batch_size, seq_len):
+    return (torch.randn(batch_size, 4),)
