@@ -117,8 +117,8 @@ def test_saved_activations_within_one_percent_of_real_run(name, b, s):
 def test_gpt_totals_agree_with_korthikanti_formula(b, s):
     spec, t = traced("gpt2", b, s)
     cfg = TINY["gpt2"]
-    l, h, V = cfg["layers"], cfg["hidden"], cfg["vocab"]
-    formula = 72 * b * s * l * h * h * (1 + s / (6 * h) + V / (12 * l * h))
+    n_layers, h, V = cfg["layers"], cfg["hidden"], cfg["vocab"]
+    formula = 72 * b * s * n_layers * h * h * (1 + s / (6 * h) + V / (12 * n_layers * h))
     # the formula counts attention in full with backward = 2x forward; we count causal attention
     # at half and its backward at 2.5x (scores recomputed), so rebuild its convention from ours:
     attention_forward_full = 2 * _sum(t, ("attention",), ("forward",))

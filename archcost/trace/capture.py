@@ -20,7 +20,6 @@ shapes and dtypes returns its input unchanged, its cost being counted on the rep
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
