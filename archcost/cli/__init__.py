@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from archcost.cli import analyze
+from archcost.cli import analyze, profiles
 
 app = typer.Typer(
     help="Architecture cost model for PyTorch training: compute, memory and communication.",
@@ -20,12 +20,7 @@ def _root() -> None:
 
 
 analyze.register(app)
-try:  # profiles arrive with the hardware package
-    from archcost.cli import profiles
-
-    app.add_typer(profiles.app, name="profiles")
-except ImportError:  # pragma: no cover - during bootstrap only
-    pass
+app.add_typer(profiles.app, name="profiles")
 
 
 def main() -> None:

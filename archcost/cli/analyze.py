@@ -55,6 +55,10 @@ def analyze(
     symbolic: Annotated[
         bool, typer.Option("--symbolic", help="Fit exact formulas in batch b and sequence s.")
     ] = False,
+    hardware: Annotated[
+        str | None,
+        typer.Option("--hardware", help="GPU profile name or file: add the time/memory estimate."),
+    ] = None,
     no_dedupe: Annotated[
         bool, typer.Option("--no-dedupe", help="Trace every repeated block instead of one.")
     ] = False,
@@ -72,6 +76,11 @@ def analyze(
     if graph and Path(graph).suffix.lower() not in (".graphml", ".json"):
         raise ConfigError(f"--graph {graph}: unknown format; name the file .graphml or .json")
     policy = parse_precision(dtype, fp32_grads)
+    gpu = None
+    if hardware:
+        from archcost.hardware.profile import load_gpu
+
+        gpu = load_gpu(hardware)
     spec = load_model_file(model, parse_overrides(set_))
     quiet = as_json
     with err_console.status("tracing", spinner="dots") if not quiet else _null() as status:
@@ -84,6 +93,10 @@ def analyze(
             spec, batch_size, seq_len, policy, optimizer,
             dedupe_repeats=not no_dedupe, symbolic=symbolic, progress=progress,
         )
+    if gpu is not None:
+        from archcost.cost.estimate import estimate_single_device
+
+        doc["estimate"] = estimate_single_device(traced.graph, doc, gpu, policy.compute_dtype)
     if graph:
         from archcost.trace.graph import expand_repeats, export_graph
 
@@ -94,6 +107,10 @@ def analyze(
     emit(doc, as_json, output)
     if not as_json:
         render_analysis(out_console, doc, depth=depth, top=top)
+        if "estimate" in doc:
+            from archcost.cli.render import render_estimate
+
+            render_estimate(out_console, doc["estimate"])
         if output:
             out_console.print(f"wrote {output}")
         if graph:

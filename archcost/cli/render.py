@@ -117,3 +117,48 @@ def render_analysis(console: Console, doc: dict[str, Any], depth: int = 2, top: 
         for name, expr in sym["formulas"].items():
             tab.add_row(name, expr if expr is not None else "(no exact polynomial of degree 1 in b, 2 in s)")
         console.print(tab)
+
+
+def _seconds(t: float) -> str:
+    if t >= 1:
+        return f"{t:.3g} s"
+    if t >= 1e-3:
+        return f"{t * 1e3:.3g} ms"
+    return f"{t * 1e6:.3g} us"
+
+
+def render_estimate(console: Console, est: dict[str, Any]) -> None:
+    mem = est["memory_bytes"]
+    tab = Table(title=f"estimate on one {est['hardware']} (peak {si(est['peak_flops_per_s'], 'FLOP/s')})",
+                show_header=False, title_justify="left")
+    tab.add_column("quantity")
+    tab.add_column("value", justify="right")
+    tab.add_row("step time (C)", _seconds(est["step_time_s"]))
+    for phase, t in est["phase_seconds"].items():
+        if t:
+            tab.add_row(f"  {phase}", f"{_seconds(t)}  ({100 * t / est['step_time_s']:.1f}%)")
+    tab.add_row("MFU / HFU", f"{100 * est['mfu']:.1f}% / {100 * est['hfu']:.1f}%")
+    tab.add_row("peak memory (S)", si(mem["peak"], "B"))
+    tab.add_row("  persistent (weights, states)", si(mem["persistent"], "B"))
+    tab.add_row("  activations and temporaries", si(mem["activations_and_temporaries_at_peak"], "B"))
+    tab.add_row("  peak reached in", f"{mem['peak_at']['phase']} {mem['peak_at']['module'] or '(model)'}")
+    tab.add_row("device memory", si(mem["capacity"], "B"))
+    tab.add_row("fits", "yes" if est["fits"] else "[bold red]no[/]")
+    tab.add_row("communication (C_comm)", "0 B on one device")
+    console.print(tab)
+    roof = Table(title=f"roofline by op class (ridge point "
+                 f"{est['roofline']['ridge_point_flop_per_byte']:.0f} FLOP/B)", title_justify="left")
+    for col in ("class", "time", "share", "bound", "FLOP/B", "attainable", "achieved"):
+        roof.add_column(col, justify="left" if col in ("class", "bound") else "right")
+    for row in est["op_classes"]:
+        roof.add_row(row["class"], _seconds(row["seconds"]), f"{100 * row['share']:.1f}%", row["bound"],
+                     f"{row['arithmetic_intensity']:.1f}", si(row["attainable_flops_per_s"], "FLOP/s"),
+                     si(row["achieved_flops_per_s"], "FLOP/s"))
+    console.print(roof)
+    mods = Table(title="time by module (top 10)", title_justify="left")
+    mods.add_column("module")
+    mods.add_column("time", justify="right")
+    for row in est["modules"][:10]:
+        mods.add_row(row["path"] or "(model)", _seconds(row["seconds"]))
+    console.print(mods)
+    console.print(f"[dim]{est['components']['combination']}[/]")

@@ -1,0 +1,1 @@
+"""Hardware: GPU and cluster profiles (and, later, calibration of this machine)."""

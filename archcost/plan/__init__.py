@@ -1,0 +1,1 @@
+"""Parallel plans: the plan space, pipeline schedules, search."""
