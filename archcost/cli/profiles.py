@@ -53,22 +53,9 @@ def show(
     debug: DebugOpt = False,
 ) -> None:
     """Show every field of a GPU or cluster profile."""
-    from archcost.errors import ProfileError
-    from archcost.hardware.profile import list_profiles, load_cluster, load_gpu
+    from archcost.hardware.profile import load_any
 
-    names = list_profiles()
-    if name in names["clusters"]:
-        prof = load_cluster(name)
-    elif name in names["gpus"] or name.endswith((".yaml", ".yml")) or "/" in name:
-        try:
-            prof = load_gpu(name)
-        except ProfileError as gpu_error:
-            try:
-                prof = load_cluster(name)
-            except ProfileError:
-                raise gpu_error from None
-    else:
-        prof = load_gpu(name)  # raises with the list of known names
+    prof = load_any(name)
     data = _plain(dataclasses.asdict(prof))
     if as_json:
         typer.echo(json.dumps(data, indent=2))

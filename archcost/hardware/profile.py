@@ -25,7 +25,7 @@ from archcost.hardware.units import UnitError, parse_quantity
 
 __all__ = [
     "EfficiencyCurve", "GpuProfile", "LinkLevel", "ClusterProfile", "Topology",
-    "load_gpu", "load_cluster", "list_profiles", "DTYPES",
+    "load_gpu", "load_cluster", "load_any", "list_profiles", "DTYPES",
 ]
 
 DTYPES = ("fp32", "tf32", "bf16", "fp16", "fp8")
@@ -295,6 +295,19 @@ def gpu_from_dict(data: dict[str, Any], path: str) -> GpuProfile:
     )
 
 
+def load_any(name_or_path: str) -> GpuProfile | ClusterProfile:
+    """A GPU or a cluster profile, whichever the name or file holds."""
+    text = str(name_or_path)
+    if text in list_profiles()["clusters"]:
+        return load_cluster(text)
+    if text.endswith((".yaml", ".yml")) or "/" in text or "\\" in text:
+        path = _resolve(text, "gpus")
+        data = _read_yaml(path, text)
+        if "levels" in data or "gpus_per_node" in data:
+            return load_cluster(text)
+    return load_gpu(text)
+
+
 def load_cluster(name_or_path: str, gpus: int | None = None) -> ClusterProfile:
     path = _resolve(name_or_path, "clusters")
     data = _read_yaml(path, str(name_or_path))
@@ -309,7 +322,7 @@ def load_cluster(name_or_path: str, gpus: int | None = None) -> ClusterProfile:
             raise r.fail("gpu", f"no GPU profile named '{gpu_ref}'; use one of "
                                 f"{', '.join(list_profiles()['gpus'])}")
     else:
-        gpu_ref = str((path.parent / gpu_ref)) if not Path(gpu_ref).is_absolute() else gpu_ref
+        gpu_ref = str(path.parent / gpu_ref) if not Path(gpu_ref).is_absolute() else gpu_ref
     levels_raw = data["levels"]
     if not isinstance(levels_raw, list) or not levels_raw:
         raise r.fail("levels", "must be a list of link levels from innermost to outermost")
