@@ -205,11 +205,14 @@ def run_analysis(
     dedupe_repeats: bool = True,
     symbolic: bool = False,
     progress=None,
+    recompute=None,
 ):
     """Trace ``spec`` and return ``(document, traced)``; with ``symbolic`` add exact formulas."""
-    from archcost.trace import trace_model
+    from archcost.trace import Recompute, trace_model
 
-    traced = trace_model(spec, batch_size, seq_len, policy, optimizer, dedupe_repeats, progress)
+    recompute = recompute or Recompute.NONE
+    traced = trace_model(spec, batch_size, seq_len, policy, optimizer, dedupe_repeats, progress,
+                         recompute=recompute)
     header = {
         "model": {
             "name": spec.name,
@@ -223,15 +226,17 @@ def run_analysis(
             "precision": policy.precision.value,
             "fp32_grads": policy.fp32_grads,
             "optimizer": optimizer,
+            "recompute": recompute.value,
         },
     }
     doc = summarize(traced.graph, traced.capture, policy, header)
     if symbolic:
-        doc["symbolic"] = symbolic_formulas(spec, seq_len, policy, optimizer, progress)
+        doc["symbolic"] = symbolic_formulas(spec, seq_len, policy, optimizer, progress, recompute)
     return doc, traced
 
 
-def symbolic_formulas(spec, seq_len: int, policy: PrecisionPolicy, optimizer: str, progress=None):
+def symbolic_formulas(spec, seq_len: int, policy: PrecisionPolicy, optimizer: str, progress=None,
+                      recompute=None):
     """Exact polynomials in b and s for FLOPs per phase, bytes and saved activations."""
     from archcost.trace import trace_model
     from archcost.trace.symbolic import fit_many
@@ -239,7 +244,8 @@ def symbolic_formulas(spec, seq_len: int, policy: PrecisionPolicy, optimizer: st
     def measure(b: int, s: int) -> dict[str, int]:
         if progress:
             progress(f"fitting formulas: tracing b={b} s={s}")
-        t = trace_model(spec, b, s, policy, optimizer)
+        t = trace_model(spec, b, s, policy, optimizer, recompute=recompute) if recompute else \
+            trace_model(spec, b, s, policy, optimizer)
         fl = phase_flops(t.graph)
         moved = sum((d["bytes_read"] + d["bytes_written"]) * d["count"] for _, d in t.graph.nodes(data=True))
         return {

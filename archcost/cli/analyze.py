@@ -40,6 +40,9 @@ def analyze(
         bool, typer.Option("--fp32-grads", help="Mixed precision keeps fp32 gradients.")
     ] = False,
     optimizer: Annotated[str, typer.Option(help="Optimizer: adamw, adam or sgd.")] = "adamw",
+    recompute: Annotated[
+        str, typer.Option(help="Activation recomputation of repeated blocks: none, selective, full.")
+    ] = "none",
     as_json: Annotated[bool, typer.Option("--json", help="Print the JSON document.")] = False,
     output: Annotated[
         str | None, typer.Option("--output", "-o", help="Write the JSON document to this file.")
@@ -76,6 +79,14 @@ def analyze(
     if graph and Path(graph).suffix.lower() not in (".graphml", ".json"):
         raise ConfigError(f"--graph {graph}: unknown format; name the file .graphml or .json")
     policy = parse_precision(dtype, fp32_grads)
+    from archcost.trace.recompute import Recompute
+
+    try:
+        recompute_policy = Recompute(recompute)
+    except ValueError:
+        raise ConfigError(
+            f"--recompute {recompute!r} is unknown; use none, selective or full"
+        ) from None
     gpu = None
     if hardware:
         from archcost.hardware.profile import load_gpu
@@ -92,6 +103,7 @@ def analyze(
         doc, traced = run_analysis(
             spec, batch_size, seq_len, policy, optimizer,
             dedupe_repeats=not no_dedupe, symbolic=symbolic, progress=progress,
+            recompute=recompute_policy,
         )
     if gpu is not None:
         from archcost.cost.estimate import estimate_single_device

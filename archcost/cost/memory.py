@@ -4,7 +4,8 @@ Persistent memory (live the whole step): weights, buffers, optimizer states and 
 weights, as measured by the capture. Every other tensor is allocated when its producing op runs
 and freed after its last consumer (edges of the operator graph); views allocate nothing.
 Gradients are live from the op that produces them in backward to the end of the step
-(``optimizer.zero_grad(set_to_none=True)`` after ``step()``).
+(``optimizer.zero_grad(set_to_none=True)`` after ``step()``); the model's outputs and the loss
+are held by the training loop until backward is over.
 
 Repeated blocks are traced once: a tensor of a block that stays live past its own phase (saved
 activations, weight gradients) exists once per layer at the same time and is weighted by the
@@ -48,9 +49,17 @@ def liveness_arrays(g: nx.DiGraph):
     order = sorted(g.nodes, key=lambda n: g.nodes[n]["index"])
     step = {n: i for i, n in enumerate(order)}
     readers: dict[int, list[int]] = {}
+    held: set[int] = set()  # allocations the caller holds (through views too)
     for n in order:
-        for owner in g.nodes[n].get("uses_storage_of", ()):
+        d = g.nodes[n]
+        for owner in d.get("uses_storage_of", ()):
             readers.setdefault(owner, []).append(n)
+        if d.get("held_by_caller"):
+            held.add(n)
+            if d["out_bytes"] <= 0:
+                held.update(d.get("uses_storage_of", ()))
+    last_backward = max((step[n] for n in order if g.nodes[n]["phase"] == "backward"),
+                        default=len(order) - 1)
     alloc, last, size, weight = [], [], [], []
     for n in order:
         d = g.nodes[n]
@@ -63,6 +72,8 @@ def liveness_arrays(g: nx.DiGraph):
         phases = {g.nodes[u]["phase"] for u in users}
         if d["phase"] == "backward" and "optimizer" in phases:
             end = len(order) - 1  # a gradient: freed by zero_grad(set_to_none) after the step
+        if n in held:
+            end = max(end, last_backward)  # the model's output and the loss: held until backward is over
         crosses = any(p != d["phase"] for p in phases)
         alloc.append(step[n])
         last.append(end)

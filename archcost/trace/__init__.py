@@ -10,8 +10,9 @@ from archcost.loader import ModelSpec
 from archcost.trace.capture import CaptureResult, capture_step
 from archcost.trace.graph import build_graph
 from archcost.trace.precision import PrecisionPolicy
+from archcost.trace.recompute import Recompute
 
-__all__ = ["Traced", "trace_model"]
+__all__ = ["Traced", "trace_model", "Recompute"]
 
 
 @dataclass
@@ -28,14 +29,17 @@ def trace_model(
     optimizer: str = "adamw",
     dedupe_repeats: bool = True,
     progress=None,
+    recompute: Recompute = Recompute.NONE,
 ) -> Traced:
-    cap = capture_step(spec, batch_size, seq_len, policy, optimizer, dedupe_repeats, progress)
+    cap = capture_step(spec, batch_size, seq_len, policy, optimizer, dedupe_repeats, progress,
+                       recompute=recompute)
     attrs = {
         "model": spec.name,
         "batch_size": batch_size,
         "seq_len": seq_len,
         "precision": policy.precision.value,
         "optimizer": optimizer,
+        "recompute": recompute.value,
         "capture_method": cap.method,
     }
     return Traced(build_graph(cap.records, attrs), cap)

@@ -34,10 +34,11 @@ from torch.utils._pytree import tree_map
 from archcost.errors import TraceError
 from archcost.loader import ModelSpec
 from archcost.trace.precision import PrecisionPolicy
+from archcost.trace.recompute import Recompute, block_caller
 from archcost.trace.records import OpRecord, Phase, TensorMeta
 from archcost.trace.repeats import RepeatTracker
 
-__all__ = ["CaptureResult", "ParamInfo", "capture_step", "OPTIMIZERS"]
+__all__ = ["CaptureResult", "ParamInfo", "capture_step", "OPTIMIZERS", "Recompute"]
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
 _META_KEY = "archcost_module"
@@ -107,9 +108,11 @@ class _State:
         self.module_stack: list[str] = [""]
         self.optimizer_module: str = ""
         self.keep: list[Any] = []
-        self.pending: list[tuple[torch.Tensor, str]] = []
+        self.pending: list[tuple[torch.Tensor, str, int]] = []
         self.producer_module: dict[int, str] = {}
         self.repeats = repeats
+        self.sac_saved: dict[str, int] = {}  # module -> bytes cached by selective checkpointing
+        self.sac_decision: str | None = None
 
     # --- tensor metadata -------------------------------------------------------------------
     def meta(self, t: torch.Tensor) -> TensorMeta:
@@ -140,25 +143,31 @@ class _State:
         return tree_map(conv, obj)
 
     # --- attribution -----------------------------------------------------------------------
-    def current_module(self) -> str:
+    def current_module(self) -> str | None:
+        """The owning module path, or None in backward when the running node is not ours."""
         if self.phase is Phase.OPTIMIZER:
             return self.optimizer_module
         if self.phase is Phase.BACKWARD:
             node = torch._C._current_autograd_node()
-            if node is not None:
-                mod = node.metadata.get(_META_KEY)
-                if mod is not None:
-                    return mod
-            return ""
+            return None if node is None else node.metadata.get(_META_KEY)
         return self.module_stack[-1]
 
     def flush_pending(self) -> None:
-        """Tag the autograd nodes of the previous op's outputs with its module."""
-        for t, module in self.pending:
+        """Tag the autograd nodes of recent ops' outputs with their module.
+
+        Autograd sets ``grad_fn`` only after the op returns through every mode, and another
+        mode (selective checkpointing's cache) may run ops before that: an output without a
+        node yet is retried at the next few ops.
+        """
+        keep = []
+        for t, module, age in self.pending:
             fn = t.grad_fn
-            if fn is not None and _META_KEY not in fn.metadata:
-                fn.metadata[_META_KEY] = module
-        self.pending.clear()
+            if fn is not None:
+                if _META_KEY not in fn.metadata:
+                    fn.metadata[_META_KEY] = module
+            elif age < 4:
+                keep.append((t, module, age + 1))
+        self.pending = keep
 
     def record(self, func, args, kwargs, out) -> None:
         module = self.current_module()
@@ -166,16 +175,22 @@ class _State:
         k = self.convert(kwargs)
         flat_out = [x for x in _flatten(out) if isinstance(x, torch.Tensor)]
         outs = tuple(self.meta(x) for x in flat_out)
-        if module == "" and self.phase is Phase.BACKWARD:
+        if module is None:
             # engine-level ops (gradient accumulation, seeding): follow the producer of an input
+            module = ""
             for x in _flatten(args):
                 if isinstance(x, torch.Tensor) and id(x) in self.producer_module:
                     module = self.producer_module[id(x)]
                     break
         for x in flat_out:
             self.producer_module[id(x)] = module
+        if self.sac_decision == "save" and self.phase is Phase.FORWARD:
+            new = {o.storage for o in outs if not o.is_view}
+            self.sac_saved[module] = self.sac_saved.get(module, 0) + sum(
+                o.nbytes for o in outs if o.storage in new and not o.is_view)
+        self.sac_decision = None
         if self.phase in (Phase.FORWARD, Phase.RECOMPUTE):
-            self.pending.extend((x, module) for x in flat_out)
+            self.pending.extend((x, module, 0) for x in flat_out)
         packet = str(func._overloadpacket)
         self.records.append(
             OpRecord(
@@ -286,7 +301,7 @@ def _saved_hooks(st: _State, param_storages: set[int], saved: dict[str, int], se
         if key in param_storages or key in seen:
             return t
         seen.add(key)
-        module = st.current_module()
+        module = st.current_module() or ""
         saved[module] = saved.get(module, 0) + nbytes
         return t
 
@@ -301,6 +316,7 @@ def capture_step(
     optimizer: str = "adamw",
     dedupe_repeats: bool = True,
     progress: Callable[[str], None] | None = None,
+    recompute: Recompute = Recompute.NONE,
 ) -> CaptureResult:
     """Trace one training step of ``spec`` at (batch_size, seq_len)."""
     say = progress or (lambda _msg: None)
@@ -311,8 +327,9 @@ def capture_step(
     say("building the model on the meta device")
     with torch.device("meta"):
         model = spec.build(batch_size, seq_len)
-    repeats = RepeatTracker.from_model(model) if dedupe_repeats else RepeatTracker.empty()
-    st = _State(repeats)
+    st = _State(RepeatTracker.empty())
+    repeats = RepeatTracker.from_model(model, dedupe_repeats, block_caller(st, recompute))
+    st.repeats = repeats
     fake_mode = FakeTensorMode(allow_non_fake_inputs=False)
     handles: list[Any] = []
     saved: dict[str, int] = {}
@@ -338,6 +355,7 @@ def capture_step(
                 output = _call(model, inputs, spec)
                 loss = spec.loss(output, inputs)
             repeats.freeze()
+            _mark_step_outputs(st, (output, loss))
             _check_loss(loss, spec)
             with _Recorder(st):
                 st.flush_pending()
@@ -360,6 +378,8 @@ def capture_step(
     params = _param_infos(model)
     if repeats.groups:
         notes.append(repeats.describe())
+    for module, nbytes in st.sac_saved.items():  # cached by selective checkpointing
+        saved[module] = saved.get(module, 0) + nbytes
     return CaptureResult(
         records=st.records,
         params=params,
@@ -372,6 +392,26 @@ def capture_step(
         module_classes={p: type(m).__name__ for p, m in model.named_modules()},
         notes=notes,
     )
+
+
+def _mark_step_outputs(st: _State, outputs) -> None:
+    """The model's outputs and the loss are held by the caller until the step ends."""
+    tids = {id(t) for t in _flatten(_tensors_of(outputs))}
+    for rec in st.records:
+        if any(o.tid in tids for o in rec.outputs):
+            rec.extra["held_by_caller"] = True
+
+
+def _tensors_of(obj):
+    if isinstance(obj, torch.Tensor):
+        return [obj]
+    if isinstance(obj, dict):
+        obj = list(obj.values())
+    if isinstance(obj, (list, tuple)):
+        return [t for x in obj for t in _tensors_of(x)]
+    if hasattr(obj, "__dict__"):
+        return [v for v in vars(obj).values() if isinstance(v, torch.Tensor)]
+    return []
 
 
 def _call(model, inputs, spec: ModelSpec):

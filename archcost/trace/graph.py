@@ -55,6 +55,7 @@ def build_graph(records: list[OpRecord], graph_attrs: dict | None = None) -> nx.
             repeat_group=rec.repeat_group,
             index=rec.index,
             uses_storage_of=uses,
+            held_by_caller=bool(rec.extra.get("held_by_caller", False)),
         )
         seen: set[int] = set()
         for t in iter_tensors((rec.args, rec.kwargs)):

@@ -80,17 +80,20 @@ class _Restore:
 class RepeatTracker:
     """Finds repeated groups in a model and carries their multiplicities."""
 
-    def __init__(self, groups: list[RepeatGroup]):
-        self.groups = groups
-        self._by_rep = {g.rep: g for g in groups}
+    def __init__(self, groups: list[RepeatGroup], dedupe: bool = True, call_block=None):
+        self.dedupe = dedupe
+        self.blocks = groups  # the repeated blocks (recomputation wraps each of them)
+        self.groups = groups if dedupe else []  # the groups whose cost is carried by one member
+        self._by_rep = {g.rep: g for g in self.groups}
         self._frozen = False
+        self.call_block = call_block or (lambda orig, args, kwargs, path: orig(*args, **kwargs))
 
     @classmethod
     def empty(cls) -> RepeatTracker:
         return cls([])
 
     @classmethod
-    def from_model(cls, model: nn.Module) -> RepeatTracker:
+    def from_model(cls, model: nn.Module, dedupe: bool = True, call_block=None) -> RepeatTracker:
         groups: list[RepeatGroup] = []
         inside_member: list[str] = []
         for path, mod in model.named_modules():
@@ -108,12 +111,12 @@ class RepeatTracker:
                 if len(members) > 1:
                     groups.append(RepeatGroup(members[0], sig[1], members))
                     inside_member.extend(members[1:])
-        return cls(groups)
+        return cls(groups, dedupe, call_block)
 
     def install(self, model: nn.Module) -> list[_Restore]:
         modules = dict(model.named_modules())
         handles = []
-        for g in self.groups:
+        for g in self.blocks:
             for path in g.members:
                 mod = modules[path]
                 mod.forward = self._wrap(g, path, mod.forward)
@@ -122,13 +125,17 @@ class RepeatTracker:
 
     def _wrap(self, g: RepeatGroup, path: str, orig):
         is_rep = path == g.rep
+        call = self.call_block
+
+        if not self.dedupe:
+            return lambda *args, **kwargs: call(orig, args, kwargs, path)
 
         def forward(*args, **kwargs):
             if self._frozen:  # recomputation during backward: run as is, counts are fixed
                 return orig(*args, **kwargs)
             sig = _input_sig(args, kwargs)
             if is_rep:
-                out = orig(*args, **kwargs)
+                out = call(orig, args, kwargs, path)
                 if g.rep_sig is None:
                     g.rep_sig = sig
                     g.identity_ok = _same_shape_out(args, kwargs, out)
@@ -143,7 +150,7 @@ class RepeatTracker:
                     return x
                 return (x, *tuple(out)[1:])
             g.traced_in_full.append(path)
-            return orig(*args, **kwargs)
+            return call(orig, args, kwargs, path)
 
         return forward
 

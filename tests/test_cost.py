@@ -1,0 +1,140 @@
+"""The cost engine on traced graphs: peak memory against real CPU steps, recomputation against
+Korthikanti et al. 2022's closed forms, model states against ZeRO's 16 bytes/param, and the
+one-device estimate."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from archcost.cli import app
+from archcost.cost.memory import peak_memory
+from archcost.loader import load_model_file
+from archcost.trace import Recompute, trace_model
+from archcost.trace.precision import parse_precision
+from tests.conftest import MODELS
+from tests.groundtruth import real_step_peak
+
+FP32 = parse_precision("fp32")
+PEAK_MODELS = {
+    "seed_mlp": {},
+    "gpt2": dict(layers=2, hidden=64, heads=4, vocab=256),
+    "llama": dict(preset="tiny"),
+    "moe": dict(preset="tiny"),
+    "vit": dict(image_size=32, patch=8, layers=2, hidden=64, heads=4, ffn=128, classes=10),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PEAK_MODELS))
+def test_liveness_peak_within_5_percent_of_a_real_cpu_step(name):
+    spec = load_model_file(str(MODELS / f"{name}.py"), PEAK_MODELS[name])
+    t = trace_model(spec, 4, 16, FP32)
+    persistent = sum(p.numel * 4 for p in t.capture.params) + t.capture.optimizer_state_bytes
+    predicted = peak_memory(t.graph, persistent)
+    base, real_peak = real_step_peak(spec, 4, 16, lambda ps: torch.optim.AdamW(ps, foreach=False))
+    assert persistent == base  # weights, buffers and Adam states, measured on the real model
+    assert predicted.peak_bytes == pytest.approx(real_peak, rel=0.05)
+
+
+GPT = dict(layers=2, hidden=256, heads=8, vocab=256)
+S, B, H = 64, 2, 256
+
+
+def _layers_saved(t) -> int:
+    return sum(v for k, v in t.capture.saved.items() if k.startswith("layers."))
+
+
+def _phase(t, phase, prefix=""):
+    return sum(d["flops"] * d["count"] for _, d in t.graph.nodes(data=True)
+               if d["phase"] == phase and d["module"].startswith(prefix))
+
+
+@pytest.fixture(scope="module")
+def gpt_traces():
+    spec = load_model_file(str(MODELS / "gpt2.py"), GPT)
+    bf16 = parse_precision("bf16")
+    return {p: trace_model(spec, B, S, bf16, recompute=p) for p in Recompute}
+
+
+def test_full_recompute_keeps_only_each_layers_input(gpt_traces):
+    # Korthikanti et al. 2022, Sec. 4: full recomputation stores 2*s*b*h bytes per layer (16-bit)
+    assert _layers_saved(gpt_traces[Recompute.FULL]) == GPT["layers"] * 2 * S * B * H
+
+
+def test_full_recompute_repeats_the_blocks_forward(gpt_traces):
+    t = gpt_traces[Recompute.FULL]
+    assert _phase(t, "recompute") == _phase(t, "forward", "layers.")
+    assert _phase(t, "backward") == _phase(gpt_traces[Recompute.NONE], "backward")
+
+
+def test_selective_recompute_sits_between_none_and_full(gpt_traces):
+    none, sel, full = (gpt_traces[p] for p in Recompute)
+    assert _layers_saved(full) < _layers_saved(sel) < _layers_saved(none)
+    # saved: each layer's input (2sbh) plus the four weight-matmul outputs (6 + 2 + 8 + 2 sbh)
+    assert _layers_saved(sel) == GPT["layers"] * 20 * S * B * H
+    # recomputed: the attention core and the cheap ops, a small share of the forward
+    attention_fwd = sum(d["flops"] * d["count"] for _, d in sel.graph.nodes(data=True)
+                        if d["phase"] == "forward" and d["op_class"] == "attention")
+    assert attention_fwd <= _phase(sel, "recompute") < 0.1 * _phase(sel, "forward", "layers.")
+
+
+def test_mixed_precision_model_states_are_16_bytes_per_param(runner):
+    res = runner.invoke(app, ["analyze", str(MODELS / "llama.py"), "--set", "preset=tiny",
+                              "--dtype", "bf16-mixed", "--json"])
+    doc = json.loads(res.output)
+    n = doc["totals"]["params"]
+    mem = doc["totals"]["memory_bytes"]
+    # Rajbhandari et al. 2020: 2 (bf16 weights) + 2 (bf16 grads) + 12 (fp32 master, m, v);
+    # Adam also keeps one 4-byte step counter per parameter tensor
+    states = mem["optimizer_states"]
+    assert mem["weights"] == 2 * n and mem["gradients"] == 2 * n
+    assert 12 * n <= states <= 12 * n + 4 * 64
+    res32 = runner.invoke(app, ["analyze", str(MODELS / "llama.py"), "--set", "preset=tiny",
+                                "--dtype", "bf16-mixed", "--fp32-grads", "--json"])
+    assert json.loads(res32.output)["totals"]["memory_bytes"]["gradients"] == 4 * n
+
+
+def test_estimate_on_h100(runner):
+    res = runner.invoke(app, ["analyze", str(MODELS / "gpt2.py"), "-s", "512", "-b", "4",
+                              "--dtype", "bf16-mixed", "--hardware", "h100-sxm", "--json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.output)
+    est = doc["estimate"]
+    assert est["step_time_s"] == pytest.approx(sum(est["phase_seconds"].values()))
+    model_flops = doc["totals"]["flops"]["forward"] + doc["totals"]["flops"]["backward"]
+    assert est["mfu"] == pytest.approx(model_flops / (est["step_time_s"] * 989e12))
+    assert 0 < est["mfu"] < 0.8
+    assert est["fits"] is True and est["memory_bytes"]["peak"] > est["memory_bytes"]["persistent"]
+    bounds = {r["class"]: r["bound"] for r in est["op_classes"]}
+    assert bounds["matmul"] == "compute" and bounds["elementwise"] == "memory"
+    # a faster memory system speeds up only what is memory-bound
+    res2 = runner.invoke(app, ["analyze", str(MODELS / "gpt2.py"), "-s", "512", "-b", "4",
+                               "--dtype", "bf16-mixed", "--hardware", "h200", "--json"])
+    est2 = json.loads(res2.output)["estimate"]
+    t1 = {r["class"]: r["seconds"] for r in est["op_classes"]}
+    t2 = {r["class"]: r["seconds"] for r in est2["op_classes"]}
+    assert t2["elementwise"] < t1["elementwise"]
+    assert t2["matmul"] == pytest.approx(t1["matmul"], rel=0.05)
+
+
+def test_model_that_does_not_fit_says_so(runner):
+    res = runner.invoke(app, ["analyze", str(MODELS / "llama.py"), "--set", "preset=70b",
+                              "-s", "2048", "--dtype", "bf16-mixed", "--hardware", "h100-sxm", "--json"])
+    assert json.loads(res.output)["estimate"]["fits"] is False
+
+
+def test_gpt_flops_with_full_recompute_agree_with_narayanan_formula():
+    cfg = dict(layers=2, hidden=64, heads=4, vocab=256)
+    spec = load_model_file(str(MODELS / "gpt2.py"), cfg)
+    b, s = 2, 16
+    t = trace_model(spec, b, s, FP32, recompute=Recompute.FULL)
+    n_layers, h, V = cfg["layers"], cfg["hidden"], cfg["vocab"]
+    formula = 96 * b * s * n_layers * h * h * (1 + s / (6 * h) + V / (16 * n_layers * h))
+    matmul = sum(d["flops"] * d["count"] for _, d in t.graph.nodes(data=True)
+                 if d["op_class"] == "matmul" and d["phase"] != "optimizer")
+    causal_fwd = sum(d["flops"] * d["count"] for _, d in t.graph.nodes(data=True)
+                     if d["op_class"] == "attention" and d["phase"] == "forward")
+    # Narayanan et al. SC'21 count attention in full, backward 2x, recomputed once: 4x forward
+    assert matmul + 4 * (2 * causal_fwd) == pytest.approx(formula, rel=1e-12)
