@@ -206,11 +206,22 @@ def run_analysis(
     symbolic: bool = False,
     progress=None,
     recompute=None,
+    gpu=None,
+    solve: str | None = None,
 ):
-    """Trace ``spec`` and return ``(document, traced)``; with ``symbolic`` add exact formulas."""
+    """Trace ``spec`` and return ``(document, traced)``.
+
+    ``symbolic`` adds exact formulas in b and s (and the step time on ``gpu``); ``solve``
+    answers "max b s.t. memory <= LIMIT" style queries.
+    """
     from archcost.trace import Recompute, trace_model
 
     recompute = recompute or Recompute.NONE
+    query = None
+    if solve:
+        from archcost.solve import parse_query
+
+        query = parse_query(solve, gpu.mem_bytes if gpu is not None else None)
     traced = trace_model(spec, batch_size, seq_len, policy, optimizer, dedupe_repeats, progress,
                          recompute=recompute)
     header = {
@@ -230,33 +241,101 @@ def run_analysis(
         },
     }
     doc = summarize(traced.graph, traced.capture, policy, header)
-    if symbolic:
-        doc["symbolic"] = symbolic_formulas(spec, seq_len, policy, optimizer, progress, recompute)
+    sym = None
+    if symbolic or query is not None:
+        sym = symbolic_formulas(spec, seq_len, policy, optimizer, progress, recompute, gpu,
+                                reference=traced.graph)
+        fitted = sym.pop("_fitted")
+        if symbolic:
+            doc["symbolic"] = sym
+    if query is not None:
+        from archcost.solve import solve_max
+
+        fixed = seq_len if query.variable == "b" else batch_size
+
+        def exact_peak(v: int) -> int:
+            b, s = (v, fixed) if query.variable == "b" else (fixed, v)
+            if progress:
+                progress(f"checking {query.variable}={v} by tracing")
+            t = trace_model(spec, b, s, policy, optimizer, recompute=recompute)
+            from archcost.cost.memory import peak_memory
+
+            return peak_memory(t.graph, persistent_bytes(t.capture)).peak_bytes
+
+        best = solve_max(query, fixed, fitted["peak_memory_bytes"].expr, exact_peak)
+        doc["solve"] = {
+            "query": solve,
+            "variable": query.variable,
+            "limit_bytes": query.limit_bytes,
+            "fixed": {"s" if query.variable == "b" else "b": fixed},
+            "max": best,
+            "peak_memory_bytes_at_max": exact_peak(best),
+            "method": "fitted peak-memory polynomial, confirmed by tracing the answer and the "
+                      "next size" if fitted["peak_memory_bytes"].expr is not None
+                      else "search by tracing",
+        }
     return doc, traced
 
 
+def persistent_bytes(cap: CaptureResult) -> int:
+    """Weights, buffers, optimizer states and master weights: live the whole step."""
+    model = sum(p.numel * ITEMSIZE.get(p.dtype, 4) for p in cap.params)
+    return model + cap.optimizer_state_bytes + cap.master_weight_bytes
+
+
 def symbolic_formulas(spec, seq_len: int, policy: PrecisionPolicy, optimizer: str, progress=None,
-                      recompute=None):
-    """Exact polynomials in b and s for FLOPs per phase, bytes and saved activations."""
-    from archcost.trace import trace_model
+                      recompute=None, gpu=None, reference=None):
+    """Exact polynomials in b and s (FLOPs per phase, bytes, saved activations, peak memory);
+    with ``gpu`` also the piecewise step time."""
+    from archcost.solve import measure_point, step_time_expression
+    from archcost.trace import Recompute, trace_model
     from archcost.trace.symbolic import fit_many
+
+    recompute = recompute or Recompute.NONE
 
     def measure(b: int, s: int) -> dict[str, int]:
         if progress:
             progress(f"fitting formulas: tracing b={b} s={s}")
-        t = trace_model(spec, b, s, policy, optimizer, recompute=recompute) if recompute else \
-            trace_model(spec, b, s, policy, optimizer)
-        fl = phase_flops(t.graph)
-        moved = sum((d["bytes_read"] + d["bytes_written"]) * d["count"] for _, d in t.graph.nodes(data=True))
-        return {
-            **{f"flops_{k}": v for k, v in fl.items()},
-            "bytes_moved": moved,
-            "activations_saved_bytes": sum(t.capture.saved.values()),
-        }
+        t = trace_model(spec, b, s, policy, optimizer, recompute=recompute)
+        return measure_point(t, persistent_bytes(t.capture))
 
     fitted = fit_many(measure, seq_len)
-    return {
+    formulas = {k: (None if f.expr is None else str(f.expr))
+                for k, f in fitted.items() if not k.startswith("class:")}
+    out = {
         "variables": {"b": "batch size (sequences)", "s": "sequence length (tokens)"},
-        "formulas": {k: (None if f.expr is None else str(f.expr)) for k, f in fitted.items()},
+        "formulas": formulas,
         "method": "exact fit over traces at 6 sizes, verified at 3 more",
+        "_fitted": fitted,
     }
+    if gpu is not None:
+        from archcost.cost.compute import PEAK_KEY, TENSOR_CORE_CLASSES, class_roofline_parts, lower
+
+        ref_parts = class_roofline_parts(lower(reference), gpu)
+        classes = {k.split(":")[1] for k in fitted if k.startswith("class:")}
+        terms = {}
+        ok = True
+        for c in sorted(classes):
+            parts = {q: fitted[f"class:{c}:{q}"].expr for q in ("flops", "bytes", "ops")}
+            if any(v is None for v in parts.values()):
+                ok = False
+                break
+            rp = ref_parts.get(c, {"compute_s": 0.0, "memory_s": 0.0})
+            ref_flops = sum(d["flops"] * d["count"] for _, d in reference.nodes(data=True)
+                            if d["op_class"] == c)
+            ref_bytes = sum((d["bytes_read"] + d["bytes_written"]) * d["count"]
+                            for _, d in reference.nodes(data=True) if d["op_class"] == c)
+            key = PEAK_KEY.get(policy.compute_dtype, "fp32") if c in TENSOR_CORE_CLASSES else "fp32"
+            peak = gpu.peak_flops_per_s.get(key) or gpu.peak_flops_per_s["fp32"]
+            terms[c] = {
+                **parts,
+                "compute_eff": ref_flops / (peak * rp["compute_s"]) if rp["compute_s"] else 1.0,
+                "memory_eff": (ref_bytes / (gpu.mem_bw_bytes_per_s * rp["memory_s"])
+                               if rp["memory_s"] else 1.0),
+            }
+        if ok:
+            expr = step_time_expression(terms, gpu, policy.compute_dtype)
+            out["formulas"]["step_time_s"] = str(expr)
+            out["step_time_note"] = ("one roofline Max per op class; each class's effective "
+                                     f"efficiency measured at the analysed size on {gpu.name}")
+    return out

@@ -62,6 +62,10 @@ def analyze(
         str | None,
         typer.Option("--hardware", help="GPU profile name or file: add the time/memory estimate."),
     ] = None,
+    solve: Annotated[
+        str | None,
+        typer.Option("--solve", help='Largest size that fits, e.g. "max b s.t. memory <= 80GB".'),
+    ] = None,
     no_dedupe: Annotated[
         bool, typer.Option("--no-dedupe", help="Trace every repeated block instead of one.")
     ] = False,
@@ -103,7 +107,7 @@ def analyze(
         doc, traced = run_analysis(
             spec, batch_size, seq_len, policy, optimizer,
             dedupe_repeats=not no_dedupe, symbolic=symbolic, progress=progress,
-            recompute=recompute_policy,
+            recompute=recompute_policy, gpu=gpu, solve=solve,
         )
     if gpu is not None:
         from archcost.cost.estimate import estimate_single_device

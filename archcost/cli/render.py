@@ -109,6 +109,14 @@ def render_analysis(console: Console, doc: dict[str, Any], depth: int = 2, top: 
     )
     for note in cap["notes"]:
         console.print(note)
+    if "solve" in doc:
+        sv = doc["solve"]
+        (other, fixed), = sv["fixed"].items()
+        console.print(
+            f"[bold]{sv['query']}[/]: {sv['variable']} = {sv['max']:,} at {other} = {fixed:,} "
+            f"(peak {si(sv['peak_memory_bytes_at_max'], 'B')} <= {si(sv['limit_bytes'], 'B')}; "
+            f"{sv['method']})"
+        )
     if "symbolic" in doc:
         sym = doc["symbolic"]
         tab = Table(title=f"formulas in b, s ({sym['method']})", title_justify="left")
@@ -116,6 +124,8 @@ def render_analysis(console: Console, doc: dict[str, Any], depth: int = 2, top: 
         tab.add_column("polynomial")
         for name, expr in sym["formulas"].items():
             tab.add_row(name, expr if expr is not None else "(no exact polynomial of degree 1 in b, 2 in s)")
+        if "step_time_note" in sym:
+            tab.caption = sym["step_time_note"]
         console.print(tab)
 
 

@@ -101,3 +101,27 @@ def compute_times(arrays: OpArrays, gpu) -> ComputeResult:
         float(gpu.mem_bw_bytes_per_s), mx, my, len(mx), float(gpu.kernel_launch_s),
     )
     return ComputeResult(seconds=t * arrays.count, bound=bound, peak_used=peak)
+
+
+def class_roofline_parts(arrays: OpArrays, gpu) -> dict[str, dict[str, float]]:
+    """Per op class: summed compute-only and memory-only seconds and op count (all occurrences).
+
+    The effective efficiency of a class is then FLOPs / (peak * compute seconds), the same
+    per-op curves as :func:`compute_times` folded into one number per class.
+    """
+    out: dict[str, dict[str, float]] = {}
+    mem = gpu.memory_efficiency
+    for i, cls in enumerate(arrays.op_class):
+        row = out.setdefault(cls, {"compute_s": 0.0, "memory_s": 0.0, "ops": 0.0})
+        n = arrays.count[i]
+        row["ops"] += n
+        if arrays.flops[i] > 0:
+            if cls in TENSOR_CORE_CLASSES:
+                curve = gpu.attention_efficiency if cls == "attention" else gpu.matmul_efficiency
+                eff = curve.at(arrays.flops[i])
+            else:
+                eff = 1.0
+            row["compute_s"] += n * arrays.flops[i] / (_peak(gpu, arrays.dtype[i], cls) * eff)
+        if arrays.nbytes[i] > 0:
+            row["memory_s"] += n * arrays.nbytes[i] / (gpu.mem_bw_bytes_per_s * mem.at(arrays.nbytes[i]))
+    return out
