@@ -11,11 +11,14 @@ GPT-3 175B: ``--set layers=96 --set hidden=12288 --set heads=96 --set vocab=5120
 --set ffn=49152`` at seq_len 2048 gives 174.6e9 (Brown et al. report "175.0B").
 
 Keys (``--set``): layers=12, hidden=768, heads=12, vocab=50257, ffn=None (4·hidden),
-block_size=None (the requested seq_len), dropout=0.0, bias=True, tie_weights=True.
+block_size=None (the requested seq_len), dropout=0.0, bias=True, tie_weights=True,
+flash=True.
 
 NB: attention masks are causal via SDPA ``is_causal=True``; the CPU SDPA kernel has no FLOP formula
 in ``torch.utils.flop_counter`` and counts full (not half) attention when it does.
 """
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -23,12 +26,14 @@ from torch import nn
 
 
 class CausalSelfAttention(nn.Module):
-    def __init__(self, hidden: int, heads: int, dropout: float, bias: bool):
+    def __init__(self, hidden: int, heads: int, dropout: float, bias: bool, flash: bool = True):
         super().__init__()
         if hidden % heads:
             raise ValueError(f"hidden={hidden} is not divisible by heads={heads}")
         self.heads = heads
         self.dropout = dropout
+        self.flash = flash
+        self.attn_drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.c_attn = nn.Linear(hidden, 3 * hidden, bias=bias)  # q, k, v in one matmul
         self.c_proj = nn.Linear(hidden, hidden, bias=bias)
         self.resid_drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
@@ -39,8 +44,14 @@ class CausalSelfAttention(nn.Module):
         q = q.view(B, T, self.heads, C // self.heads).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, T, self.heads, C // self.heads).transpose(1, 2)  # (B, nh, T, hs)
         v = v.view(B, T, self.heads, C // self.heads).transpose(1, 2)  # (B, nh, T, hs)
-        p = self.dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)  # (B, nh, T, hs)
+        if self.flash:
+            p = self.dropout if self.training else 0.0
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)  # (B, nh, T, hs)
+        else:  # the explicit attention of Korthikanti et al. 2022, Sec. 4 (no fused kernel)
+            att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))  # (B, nh, T, T)
+            causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()  # (T, T)
+            att = F.softmax(att.masked_fill(~causal, float("-inf")), dim=-1)
+            y = self.attn_drop(att) @ v  # (B, nh, T, hs)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
         return self.resid_drop(self.c_proj(y))
 
@@ -60,10 +71,11 @@ class MLP(nn.Module):
 class Block(nn.Module):
     """Pre-LN transformer block: x + attn(ln(x)), then x + mlp(ln(x)) (GPT-2 Sec. 2.3)."""
 
-    def __init__(self, hidden: int, heads: int, ffn: int, dropout: float, bias: bool):
+    def __init__(self, hidden: int, heads: int, ffn: int, dropout: float, bias: bool,
+                 flash: bool = True):
         super().__init__()
         self.ln_1 = nn.LayerNorm(hidden, bias=bias)
-        self.attn = CausalSelfAttention(hidden, heads, dropout, bias)
+        self.attn = CausalSelfAttention(hidden, heads, dropout, bias, flash)
         self.ln_2 = nn.LayerNorm(hidden, bias=bias)
         self.mlp = MLP(hidden, ffn, dropout, bias)
 
@@ -74,7 +86,8 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
-    def __init__(self, layers, hidden, heads, vocab, ffn, block_size, dropout, bias, tie_weights):
+    def __init__(self, layers, hidden, heads, vocab, ffn, block_size, dropout, bias, tie_weights,
+                 flash=True):
         super().__init__()
         self.vocab = vocab
         self.block_size = block_size
@@ -82,7 +95,7 @@ class GPT(nn.Module):
         self.wpe = nn.Embedding(block_size, hidden)
         self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.layers = nn.ModuleList(
-            Block(hidden, heads, ffn, dropout, bias) for _ in range(layers)
+            Block(hidden, heads, ffn, dropout, bias, flash) for _ in range(layers)
         )
         self.ln_f = nn.LayerNorm(hidden, bias=bias)
         # A tied head reads wte.weight in forward (no second module holding the same Parameter),
@@ -115,11 +128,17 @@ def build_model(
     dropout: float = 0.0,
     bias: bool = True,
     tie_weights: bool = True,
+    flash: bool = True,
 ) -> nn.Module:
-    """GPT-2 small by default; ``block_size`` (learned positions) defaults to ``seq_len``."""
+    """GPT-2 small by default; ``block_size`` (learned positions) defaults to ``seq_len``.
+
+    ``flash=False`` computes attention explicitly (QK^T, softmax, dropout, @V) instead of the
+    fused scaled-dot-product kernel, as the activation-memory analysis of Korthikanti et al.
+    2022 assumes.
+    """
     return GPT(
         layers, hidden, heads, vocab, ffn or 4 * hidden, block_size or seq_len, dropout, bias,
-        tie_weights,
+        tie_weights, flash,
     )
 
 

@@ -173,3 +173,20 @@ def test_step_time_expression_is_piecewise_and_matches_the_engine(runner):
     # each class's efficiency is measured at the analysed size, and each class of this model is
     # uniformly compute- or memory-bound, so there the expression equals the per-op engine
     assert at_trace == pytest.approx(doc["estimate"]["step_time_s"], rel=1e-9)
+
+
+def test_activation_memory_without_flash_attention_matches_korthikanti():
+    # Korthikanti et al. 2022, Sec. 4: s*b*h*(34 + 5*a*s/h) bytes per layer in 16-bit with
+    # explicit (non-fused) attention and dropout. The formula counts 1-byte dropout masks; CPU
+    # kernels (what fake tensors trace) keep masks in the activation dtype (2 bytes): three
+    # masks -- attention (a*s*s*b), after attention and after the MLP (s*b*h each) -- add that.
+    cfg = dict(layers=2, hidden=256, heads=8, vocab=256, dropout=0.1, flash=False)
+    spec = load_model_file(str(MODELS / "gpt2.py"), cfg)
+    s, b, h, a = 64, 2, 256, 8
+    t = trace_model(spec, b, s, parse_precision("bf16"))
+    per_layer = _layers_saved(t) / cfg["layers"]
+    formula = s * b * h * (34 + 5 * a * s / h)
+    cpu_masks = a * s * s * b + 2 * s * b * h
+    assert per_layer == pytest.approx(formula + cpu_masks, rel=0.01)
+    full = trace_model(spec, b, s, parse_precision("bf16"), recompute=Recompute.FULL)
+    assert _layers_saved(full) / cfg["layers"] == 2 * s * b * h
