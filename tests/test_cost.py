@@ -71,13 +71,12 @@ def test_full_recompute_repeats_the_blocks_forward(gpt_traces):
 
 def test_selective_recompute_sits_between_none_and_full(gpt_traces):
     none, sel, full = (gpt_traces[p] for p in Recompute)
-    assert _layers_saved(full) < _layers_saved(sel) < _layers_saved(none)
-    # saved: each layer's input (2sbh) plus the four weight-matmul outputs (6 + 2 + 8 + 2 sbh)
-    assert _layers_saved(sel) == GPT["layers"] * 20 * S * B * H
+    assert _layers_saved(full) < _layers_saved(sel) <= _layers_saved(none)
     # recomputed: the attention core and the cheap ops, a small share of the forward
     attention_fwd = sum(d["flops"] * d["count"] for _, d in sel.graph.nodes(data=True)
                         if d["phase"] == "forward" and d["op_class"] == "attention")
-    assert attention_fwd <= _phase(sel, "recompute") < 0.1 * _phase(sel, "forward", "layers.")
+    full_recompute = _phase(gpt_traces[Recompute.FULL], "recompute")
+    assert attention_fwd <= _phase(sel, "recompute") < 0.15 * full_recompute
 
 
 def test_mixed_precision_model_states_are_16_bytes_per_param(runner):
@@ -190,3 +189,8 @@ def test_activation_memory_without_flash_attention_matches_korthikanti():
     assert per_layer == pytest.approx(formula + cpu_masks, rel=0.01)
     full = trace_model(spec, b, s, parse_precision("bf16"), recompute=Recompute.FULL)
     assert _layers_saved(full) / cfg["layers"] == 2 * s * b * h
+    # selective recomputation of the attention core: 34*s*b*h (Sec. 5), plus the two 2-byte
+    # CPU masks of the dropouts outside the core
+    sel = trace_model(spec, b, s, parse_precision("bf16"), recompute=Recompute.SELECTIVE)
+    assert _layers_saved(sel) / cfg["layers"] == pytest.approx(34 * s * b * h + 2 * s * b * h,
+                                                               rel=0.01)

@@ -75,6 +75,7 @@ class CaptureResult:
     repeat_groups: dict[str, dict[str, Any]] = field(default_factory=dict)
     module_classes: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    saved_op_keys: frozenset = frozenset()  # (module, op, ordinal) of forward ops autograd saved
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
@@ -113,6 +114,15 @@ class _State:
         self.repeats = repeats
         self.sac_saved: dict[str, int] = {}  # module -> bytes cached by selective checkpointing
         self.sac_decision: str | None = None
+        self.saved_storages: set[int] = set()
+        self.sac_counted: dict[int, tuple[str, int]] = {}
+
+    def uncount_cached(self, t: torch.Tensor) -> None:
+        """A block's output is the next block's input, which that checkpoint keeps: count once."""
+        entry = self.sac_counted.pop(t.untyped_storage()._cdata, None)
+        if entry is not None:
+            module, nbytes = entry
+            self.sac_saved[module] -= nbytes
 
     # --- tensor metadata -------------------------------------------------------------------
     def meta(self, t: torch.Tensor) -> TensorMeta:
@@ -185,9 +195,10 @@ class _State:
         for x in flat_out:
             self.producer_module[id(x)] = module
         if self.sac_decision == "save" and self.phase is Phase.FORWARD:
-            new = {o.storage for o in outs if not o.is_view}
-            self.sac_saved[module] = self.sac_saved.get(module, 0) + sum(
-                o.nbytes for o in outs if o.storage in new and not o.is_view)
+            for o in outs:  # each cached storage once, whatever view or in-place op holds it
+                if o.storage not in self.sac_counted:
+                    self.sac_counted[o.storage] = (module, o.nbytes)
+                    self.sac_saved[module] = self.sac_saved.get(module, 0) + o.nbytes
         self.sac_decision = None
         if self.phase in (Phase.FORWARD, Phase.RECOMPUTE):
             self.pending.extend((x, module, 0) for x in flat_out)
@@ -327,8 +338,13 @@ def capture_step(
     say("building the model on the meta device")
     with torch.device("meta"):
         model = spec.build(batch_size, seq_len)
+    saved_keys = frozenset()
+    if recompute is Recompute.SELECTIVE:  # what autograd saves without recomputation
+        saved_keys = capture_step(spec, batch_size, seq_len, precision, optimizer, dedupe_repeats,
+                                  progress).saved_op_keys
     st = _State(RepeatTracker.empty())
-    repeats = RepeatTracker.from_model(model, dedupe_repeats, block_caller(st, recompute))
+    repeats = RepeatTracker.from_model(model, dedupe_repeats,
+                                       block_caller(st, recompute, saved_keys))
     st.repeats = repeats
     fake_mode = FakeTensorMode(allow_non_fake_inputs=False)
     handles: list[Any] = []
@@ -349,7 +365,7 @@ def capture_step(
         handles += _install_module_hooks(model, st)
         handles += repeats.install(model)
         try:
-            with _Recorder(st), _saved_hooks(st, param_storages, saved, set()):
+            with _Recorder(st), _saved_hooks(st, param_storages, saved, st.saved_storages):
                 say("tracing forward and loss")
                 st.phase = Phase.FORWARD
                 output = _call(model, inputs, spec)
@@ -391,7 +407,21 @@ def capture_step(
         repeat_groups=repeats.summary(),
         module_classes={p: type(m).__name__ for p, m in model.named_modules()},
         notes=notes,
+        saved_op_keys=_saved_op_keys(st.records, st.saved_storages),
     )
+
+
+def _saved_op_keys(records: list[OpRecord], saved_storages: set[int]) -> frozenset:
+    """(module, op, k) of the forward ops whose fresh outputs autograd saved (k-th such op)."""
+    counts: dict[tuple[str, str], int] = {}
+    keys = set()
+    for rec in records:
+        if rec.phase is not Phase.FORWARD:
+            continue
+        k = counts[(rec.module, rec.op)] = counts.get((rec.module, rec.op), 0) + 1
+        if any(o.storage in saved_storages and not o.is_view for o in rec.outputs):
+            keys.add((rec.module, rec.op, k))
+    return frozenset(keys)
 
 
 def _mark_step_outputs(st: _State, outputs) -> None:

@@ -2,10 +2,11 @@
 
 - ``full``: every block is wrapped in ``torch.utils.checkpoint`` (non-reentrant): only its
   inputs are kept; its forward runs again during backward (Narayanan et al. SC'21).
-- ``selective``: blocks are checkpointed with torch's selective activation checkpointing: the
-  outputs of the weight matmuls are saved, everything else is recomputed -- the attention core
-  (attention kernels, softmax, score/value batched matmuls, attention dropout; Korthikanti et
-  al. 2022, Sec. 5) and the cheap elementwise and norm ops (the op-level policy of torchtitan).
+- ``selective``: Korthikanti et al. 2022, Sec. 5: the attention core (attention kernels,
+  softmax, the score/value batched matmuls, the attention dropout) is recomputed; every other
+  tensor autograd saves is kept. Implemented with torch's selective activation checkpointing:
+  a first trace without recomputation finds which forward ops' outputs autograd saves, and the
+  policy saves exactly those (outside the attention core) and recomputes the rest.
   NB: the attention core is recognised by shape: ops on a square (S x S) score matrix.
 Ops run by the recomputation are recorded in the ``recompute`` phase.
 """
@@ -33,7 +34,6 @@ class Recompute(str, enum.Enum):
     FULL = "full"
 
 
-_SAVED_OPS = {"mm", "addmm", "bmm", "baddbmm", "convolution", "_convolution"}
 _ATTENTION_OPS = {
     "_scaled_dot_product_flash_attention", "_scaled_dot_product_flash_attention_for_cpu",
     "_scaled_dot_product_efficient_attention", "_scaled_dot_product_cudnn_attention",
@@ -46,8 +46,8 @@ def _square_tail(x) -> bool:
 
 
 def is_attention_core(op, args) -> bool:
-    """Attention kernels, softmax, and the batched matmuls, scalings, masks and dropouts of an
-    (S x S) score matrix."""
+    """Attention kernels and softmax, and any op on an (S x S) score matrix: the score and
+    value batched matmuls, scaling, masking and the attention dropout."""
     name = op._overloadpacket.__name__
     if name in _ATTENTION_OPS:
         return True
@@ -55,23 +55,27 @@ def is_attention_core(op, args) -> bool:
     if name in ("bmm", "baddbmm") and len(tensors) >= 2:
         a, b = tensors[-2], tensors[-1]
         return a.shape[-2] == b.shape[-1] or _square_tail(a)  # scores out, or probs in
-    if name in ("native_dropout", "mul", "div", "masked_fill", "where", "add"):
-        return bool(tensors) and _square_tail(tensors[0]) and tensors[0].dim() >= 3
-    return False
+    return bool(tensors) and _square_tail(tensors[0]) and tensors[0].dim() >= 3
 
 
-def block_caller(state, policy: Recompute):
+def block_caller(state, policy: Recompute, saved_keys=frozenset()):
     """How a repeated block is called under ``policy``.
 
     ``state`` carries the current phase and module stack; for selective recompute it counts in
-    ``sac_saved`` the outputs that torch's selective checkpointing caches (the saved matmuls).
+    ``sac_saved`` the outputs that torch's selective checkpointing caches. ``saved_keys`` holds
+    (module, op, k) of the forward ops whose outputs autograd saves without recomputation.
     The checkpoint's own inputs are seen by the capture's saved-tensor hooks.
     """
     if policy is Recompute.NONE:
         return lambda orig, args, kwargs, path: orig(*args, **kwargs)
 
+    counters: dict[tuple, int] = {}
+
     def selective_policy(ctx, op, *args, **kwargs):
-        save = op._overloadpacket.__name__ in _SAVED_OPS and not is_attention_core(op, args)
+        name = str(op._overloadpacket)
+        key = (ctx.is_recompute, state.module_stack[-1], name)
+        k = counters[key] = counters.get(key, 0) + 1
+        save = (state.module_stack[-1], name, k) in saved_keys and not is_attention_core(op, args)
         state.sac_decision = "save" if save and not ctx.is_recompute else None
         return CheckpointPolicy.MUST_SAVE if save else CheckpointPolicy.PREFER_RECOMPUTE
 
@@ -90,10 +94,15 @@ def block_caller(state, policy: Recompute):
                     state.phase = Phase.BACKWARD
 
         if policy is Recompute.SELECTIVE:
-            return checkpoint(run, *args, use_reentrant=False,
-                              context_fn=lambda: create_selective_checkpoint_contexts(
-                                  selective_policy, allow_cache_entry_mutation=True),
-                              **kwargs)
+            out = checkpoint(run, *args, use_reentrant=False,
+                             context_fn=lambda: create_selective_checkpoint_contexts(
+                                 selective_policy, allow_cache_entry_mutation=True),
+                             **kwargs)
+            first = out if isinstance(out, torch.Tensor) else next(
+                (t for t in out if isinstance(t, torch.Tensor)), None)
+            if first is not None and state.phase is Phase.FORWARD:
+                state.uncount_cached(first)
+            return out
         # NB: the whole block forward runs again (Megatron's full recomputation), not stopping
         # early once the saved tensors are rebuilt as torch's default does
         with set_checkpoint_early_stop(False):
