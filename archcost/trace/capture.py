@@ -20,6 +20,8 @@ shapes and dtypes returns its input unchanged, its cost being counted on the rep
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -240,6 +242,18 @@ def _flatten(obj):
         yield obj
 
 
+@contextlib.contextmanager
+def _quiet_fake_tensor_log():
+    """Fake tensors log a traceback when a model's op fails; we report it in one line instead."""
+    logger = logging.getLogger("torch._subclasses.fake_tensor")
+    old = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(old)
+
+
 def _to_fake(model: nn.Module, dtype: torch.dtype) -> None:
     """Swap every meta parameter/buffer for an empty FakeTensor on CPU (call inside fake mode).
 
@@ -350,7 +364,7 @@ def capture_step(
     handles: list[Any] = []
     saved: dict[str, int] = {}
     notes: list[str] = []
-    with fake_mode:
+    with fake_mode, _quiet_fake_tensor_log():
         _to_fake(model, dtype)
         names = {id(p): n for n, p in model.named_parameters(remove_duplicate=False)}
         params_by_name = dict(model.named_parameters())
