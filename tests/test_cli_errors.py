@@ -22,7 +22,7 @@ M = DATA / "models"
         ([str(M / "no_fake_kernel.py")], "has no fake-tensor kernel"),
         ([str(M / "data_dependent.py")], "has a data-dependent output"),
         ([str(M / "tiny_ok.py"), "--recompute", "some"], "--recompute 'some' is unknown"),
-        ([str(M / "tiny_ok.py"), "--hardware", "h100x"], "no gpu profile named 'h100x'"),
+        ([str(M / "tiny_ok.py"), "--hardware", "h100x"], "profile named 'h100x'"),
         ([str(M / "tiny_ok.py"), "--solve", "min b"], "is not understood"),
         ([str(M / "returns_not_module.py")], "not a torch.nn.Module"),
         ([str(M / "tiny_ok.py"), "--dtype", "fp8"], "is not a precision"),
