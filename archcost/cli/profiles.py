@@ -1,103 +1,182 @@
-"""``archcost profiles list|show``: the bundled GPU and cluster profiles."""
+"""``archcost profiles list|show``: the bundled GPU and cluster profiles, printed with units.
+
+Mounted by the main app as ``app.add_typer(profiles.app, name="profiles")``. Profiles hold SI
+units; this is the display boundary where they become "989 TFLOP/s", "3.35 TB/s", "4 us".
+``--json`` prints the SI values under the dataclass field names.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import enum
 import json
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
 from archcost.cli.common import DebugOpt, out_console, reports_errors
-from archcost.cli.render import si
 
-app = typer.Typer(help="Bundled GPU and cluster hardware profiles.", no_args_is_help=True)
+__all__ = ["app", "to_json"]
+
+app = typer.Typer(
+    help="Hardware profiles: the bundled GPUs and clusters, or your own YAML files.",
+    no_args_is_help=True,
+)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON in SI units instead of tables.")]
 
 
 @app.command("list")
 @reports_errors
-def list_(debug: DebugOpt = False) -> None:
-    """List bundled GPUs and clusters with their headline figures."""
+def list_(as_json: JsonOpt = False, debug: DebugOpt = False) -> None:
+    """List the bundled GPUs and clusters with their headline figures."""
     from archcost.hardware.profile import list_profiles, load_cluster, load_gpu
 
     names = list_profiles()
-    gpus = Table(title="GPUs", title_justify="left")
-    for col in ("name", "bf16 dense", "fp8 dense", "memory", "mem BW", "TDP"):
-        gpus.add_column(col, justify="left" if col == "name" else "right")
-    for name in names["gpus"]:
-        g = load_gpu(name)
+    gpus = [load_gpu(n) for n in names["gpus"]]
+    clusters = [load_cluster(n) for n in names["clusters"]]
+    if as_json:
+        typer.echo(json.dumps({"gpus": [to_json(g) for g in gpus],
+                               "clusters": [to_json(c) for c in clusters]}, indent=2))
+        return
+    tab = Table(title="GPUs (dense peaks, per GPU)", title_justify="left")
+    tab.add_column("name", no_wrap=True)
+    tab.add_column("vendor")
+    for col in ("bf16 TFLOP/s", "fp8 TFLOP/s", "memory GB", "mem BW TB/s", "TDP W"):
+        tab.add_column(col, justify="right")
+    for g in gpus:
         fp8 = g.peak_flops_per_s.get("fp8")
-        gpus.add_row(name, si(g.peak_flops_per_s.get("bf16", 0), "FLOP/s"),
-                     si(fp8, "FLOP/s") if fp8 else "-", si(g.mem_bytes, "B"),
-                     si(g.mem_bw_bytes_per_s, "B/s"), f"{g.tdp_w:.0f} W")
-    out_console.print(gpus)
-    clusters = Table(title="clusters", title_justify="left")
-    for col in ("name", "gpu", "GPUs/node", "levels (per-GPU bandwidth, one direction)"):
-        clusters.add_column(col)
-    for name in names["clusters"]:
-        c = load_cluster(name)
-        levels = ", ".join(
-            f"{lv.name} {si(lv.bandwidth_per_gpu_bytes_per_s, 'B/s')}"
-            f" x{lv.domain_size if lv.domain_size else 'any'}" for lv in c.levels
-        )
-        clusters.add_row(name, c.gpu.name, str(c.gpus_per_node), levels)
-    out_console.print(clusters)
+        tab.add_row(g.name, g.vendor, f"{g.peak_flops_per_s.get('bf16', 0) / 1e12:,.0f}",
+                    f"{fp8 / 1e12:,.0f}" if fp8 else "-", f"{g.mem_bytes / 1e9:,.0f}",
+                    f"{g.mem_bw_bytes_per_s / 1e12:.2f}", f"{g.tdp_w:,.0f}")
+    out_console.print(tab)
+    tab = Table(title="clusters (link levels innermost first; bandwidth per GPU, each way)",
+                title_justify="left")
+    for col in ("name", "gpu", "GPUs/node", "levels"):
+        tab.add_column(col, justify="right" if col == "GPUs/node" else "left", no_wrap=col != "levels")
+    for c in clusters:
+        levels = ", ".join(f"{lv.name} ({_domain(lv.domain_size)}, {_si(lv.bandwidth_per_gpu_bytes_per_s, 'B/s')})"
+                           for lv in c.levels)
+        tab.add_row(c.name, c.gpu.name, str(c.gpus_per_node), levels)
+    out_console.print(tab)
 
 
 @app.command("show")
 @reports_errors
 def show(
-    name: Annotated[str, typer.Argument(help="Profile name or path to a .yaml file.")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON (SI units).")] = False,
+    name: Annotated[str, typer.Argument(help="A bundled profile name, or a path to a .yaml file.")],
+    gpus: Annotated[int | None, typer.Option("--gpus", help="Size a cluster to this many GPUs.")] = None,
+    as_json: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
-    """Show every field of a GPU or cluster profile."""
-    from archcost.hardware.profile import load_any
+    """Show every field of a GPU or cluster profile, with units."""
+    from archcost.errors import ConfigError
+    from archcost.hardware.profile import ClusterProfile, load_any
 
     prof = load_any(name)
-    data = _plain(dataclasses.asdict(prof))
+    if gpus is not None:
+        if not isinstance(prof, ClusterProfile):
+            raise ConfigError(f"--gpus sizes a cluster, but '{name}' is a GPU profile; drop --gpus "
+                              "or give a cluster")
+        prof = prof.with_gpus(gpus)
     if as_json:
-        typer.echo(json.dumps(data, indent=2))
+        typer.echo(json.dumps(to_json(prof), indent=2))
         return
-    tab = Table(title=name, show_header=False, title_justify="left")
-    tab.add_column("field")
-    tab.add_column("value")
-    for key, value in _flatten(data):
-        tab.add_row(key, _fmt(key, value))
-    out_console.print(tab)
+    if isinstance(prof, ClusterProfile):
+        out_console.print(_table(f"cluster {prof.name}", _cluster_rows(prof)))
+        prof = prof.gpu
+    out_console.print(_table(f"GPU {prof.name}", _gpu_rows(prof)))
 
 
-def _plain(obj):
+def to_json(prof: Any) -> dict[str, Any]:
+    """A profile as plain JSON data: SI values under the dataclass field names."""
+    kind = "cluster" if hasattr(prof, "levels") else "gpu"
+    return {"kind": kind, **_plain(dataclasses.asdict(prof))}
+
+
+def _plain(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {k: _plain(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [_plain(v) for v in obj]
-    if hasattr(obj, "value"):
+    if isinstance(obj, enum.Enum):
         return obj.value
     return obj
 
 
-def _flatten(data, prefix=""):
-    for key, value in data.items():
-        if isinstance(value, dict) and "points" not in value:
-            yield from _flatten(value, f"{prefix}{key}.")
-        else:
-            yield f"{prefix}{key}", value
+def _table(title: str, rows: list[tuple[str, str]]) -> Table:
+    tab = Table(title=title, show_header=False, title_justify="left")
+    tab.add_column("field", style="bold")
+    tab.add_column("value", overflow="fold")
+    for key, value in rows:
+        tab.add_row(key, value)
+    return tab
 
 
-def _fmt(key: str, value) -> str:
-    if isinstance(value, float):
-        if key.endswith("bytes_per_s"):
-            return si(value, "B/s")
-        if key.endswith("_bytes"):
-            return si(value, "B")
-        if "flops_per_s" in key:
-            return si(value, "FLOP/s")
-        if key.endswith("_s"):
-            return f"{value * 1e6:.3g} us"
-        if key.endswith("_w"):
-            return f"{value:.0f} W"
-    if isinstance(value, dict) and "points" in value:
-        return "  ".join(f"{x:.0e}:{y:.2f}" for x, y in value["points"])
-    return str(value)
+def _gpu_rows(g) -> list[tuple[str, str]]:
+    from archcost.hardware.profile import DTYPES
+
+    rows = [("name", g.name), ("vendor", g.vendor)]
+    for dt in DTYPES:
+        peak = g.peak_flops_per_s.get(dt)
+        rows.append((f"peak {dt} (dense)", f"{peak / 1e12:,.4g} TFLOP/s" if peak else "- (unsupported)"))
+    rows += [
+        ("memory", f"{_si(g.mem_bytes, 'B')} ({g.mem_bytes / 2**30:.1f} GiB)"),
+        ("memory bandwidth", _si(g.mem_bw_bytes_per_s, "B/s")),
+        ("last-level cache", _si(g.l2_bytes, "B")),
+        ("kernel launch", _si(g.kernel_launch_s, "s")),
+        ("TDP", _si(g.tdp_w, "W")),
+        ("idle power", f"{g.idle_power_fraction:.0%} of TDP ({_si(g.tdp_w * g.idle_power_fraction, 'W')})"),
+        ("price per GPU-hour", _price(g.price_per_gpu_hour_usd)),
+        ("matmul efficiency (FLOPs: fraction)", _curve(g.matmul_efficiency)),
+        ("attention efficiency (FLOPs: fraction)", _curve(g.attention_efficiency)),
+        ("memory efficiency (bytes: fraction)", _curve(g.memory_efficiency)),
+        ("file", g.source_path),
+    ]
+    return rows
+
+
+def _cluster_rows(c) -> list[tuple[str, str]]:
+    rows = [
+        ("name", c.name), ("gpu", c.gpu.name), ("GPUs per node", str(c.gpus_per_node)),
+        ("nodes", str(c.nodes)), ("GPUs", str(c.gpus)),
+        ("max nodes", str(c.max_nodes) if c.max_nodes is not None else "unbounded"),
+        ("node power overhead", _si(c.node_power_overhead_w, "W")),
+        ("price per GPU-hour", _price(c.price_per_gpu_hour_usd)),
+    ]
+    for i, lv in enumerate(c.levels):
+        rows.append((f"level {i}: {lv.name}",
+                     f"{_domain(lv.domain_size)}, {_si(lv.bandwidth_per_gpu_bytes_per_s, 'B/s')} per GPU "
+                     f"each way, latency {_si(lv.latency_s, 's')}, {lv.topology.value}"))
+    if c.notes:
+        rows.append(("notes", c.notes))
+    rows.append(("file", c.source_path))
+    return rows
+
+
+def _domain(size: int | None) -> str:
+    return f"{size} GPUs" if size is not None else "unbounded"
+
+
+def _price(usd: float | None) -> str:
+    return f"${usd:.2f}/h" if usd is not None else "-"
+
+
+def _curve(curve) -> str:
+    return "  ".join(f"{x:.3g}: {y:.3g}" for x, y in curve.points)
+
+
+_PREFIXES = ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"), (1.0, ""))
+
+
+def _si(value: float, unit: str) -> str:
+    """A value in SI units with a decimal prefix: 3.35e12, 'B/s' -> '3.35 TB/s'; seconds go down to ns."""
+    if unit == "s":
+        for scale, name in ((1.0, "s"), (1e-3, "ms"), (1e-6, "us"), (1e-9, "ns")):
+            if abs(value) >= scale or name == "ns":
+                return f"{value / scale:.4g} {name}"
+    for scale, prefix in _PREFIXES:
+        if abs(value) >= scale:
+            return f"{value / scale:.4g} {prefix}{unit}"
+    return f"{value:.4g} {unit}"

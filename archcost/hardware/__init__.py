@@ -1,1 +1,24 @@
-"""Hardware: GPU and cluster profiles (and, later, calibration of this machine)."""
+"""Hardware: GPU and cluster profiles read from YAML (bundled in ``archcost.profiles``).
+
+Modules: ``units`` parses "989 TFLOP/s"-style quantities to SI, ``reader`` validates fields with
+one-line errors, ``profile`` holds the frozen dataclasses and the loaders.
+"""
+
+from archcost.hardware.profile import (
+    DTYPES,
+    ClusterProfile,
+    Dtype,
+    EfficiencyCurve,
+    GpuProfile,
+    LinkLevel,
+    Topology,
+    list_profiles,
+    load_any,
+    load_cluster,
+    load_gpu,
+)
+
+__all__ = [
+    "DTYPES", "ClusterProfile", "Dtype", "EfficiencyCurve", "GpuProfile", "LinkLevel", "Topology",
+    "list_profiles", "load_any", "load_cluster", "load_gpu",
+]

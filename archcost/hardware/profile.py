@@ -1,34 +1,46 @@
 """Hardware profiles: GPUs and clusters, read from YAML and validated into frozen dataclasses.
 
-Bundled profiles live in ``hardware_profiles/`` of the source tree, installed as the package
-``archcost.profiles``; a path ending in ``.yaml``/``.yml`` or containing a separator names a
-user's file instead. Values carry units ("989 TFLOP/s", "80 GB", "450 GB/s"); inside, everything
-is SI (FLOP/s, bytes, bytes/s, seconds, watts). Every malformed file gives one ProfileError line
-naming the file, the field and the fix.
+A name ("h100-sxm", "dgx-h100-ndr") is a profile bundled in ``hardware_profiles/`` of the source
+tree, installed as the package ``archcost.profiles`` and read with importlib.resources; anything
+ending in ``.yaml``/``.yml`` or holding a path separator is a user's file. Values in files carry
+units ("989 TFLOP/s", "80 GB", "450 GB/s", see units.py); the dataclasses hold SI units only
+(FLOP/s, bytes, bytes/s, seconds, watts). A malformed file gives one ProfileError line naming the
+file, the field and the fix. The figures themselves and their sources live in the YAML files.
 """
 
 from __future__ import annotations
 
-import difflib
+import bisect
 import enum
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
-from archcost.errors import ProfileError
-from archcost.hardware.units import UnitError, parse_quantity
+from archcost.errors import PlanError, ProfileError
+from archcost.hardware.reader import EXAMPLE, Reader, read_yaml, suggest
+from archcost.hardware.units import Quantity
 
 __all__ = [
-    "EfficiencyCurve", "GpuProfile", "LinkLevel", "ClusterProfile", "Topology",
-    "load_gpu", "load_cluster", "load_any", "list_profiles", "DTYPES",
+    "Dtype", "DTYPES", "Topology", "EfficiencyCurve", "GpuProfile", "LinkLevel", "ClusterProfile",
+    "load_gpu", "load_cluster", "load_any", "list_profiles", "gpu_from_dict",
 ]
 
-DTYPES = ("fp32", "tf32", "bf16", "fp16", "fp8")
+
+class Dtype(str, enum.Enum):
+    """Dtypes with a peak rate in a profile; ``peak_flops_per_s`` is keyed by their values."""
+
+    FP32 = "fp32"
+    TF32 = "tf32"
+    BF16 = "bf16"
+    FP16 = "fp16"
+    FP8 = "fp8"
+
+
+DTYPES = tuple(d.value for d in Dtype)
 
 
 class Topology(str, enum.Enum):
@@ -42,315 +54,343 @@ class Topology(str, enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class EfficiencyCurve:
-    """Achieved fraction of peak as a piecewise-linear function of log10(x), clamped."""
+    """Achieved fraction of peak vs. the size of one op (FLOPs or bytes).
+
+    Piecewise-linear in log10(x) between the points, constant beyond the first and last point
+    (Calculon's efficiency tables, interpolated in log space). ``xs_log10``/``ys`` are the
+    arrays the numba kernels take.
+    """
 
     points: tuple[tuple[float, float], ...]
 
+    def __post_init__(self) -> None:
+        pts = tuple((float(x), float(y)) for x, y in self.points)
+        # internal invariant: files are validated (with a user-facing message) before this
+        if not pts or any(x <= 0 or not 0 < y <= 1 for x, y in pts) or any(
+            b[0] <= a[0] for a, b in zip(pts, pts[1:])
+        ):
+            raise ValueError(f"invalid efficiency curve {pts!r}")
+        object.__setattr__(self, "points", pts)
+
     @property
     def xs_log10(self) -> np.ndarray:
-        return np.array([math.log10(x) for x, _ in self.points], dtype=np.float64)
+        return np.log10(np.array([x for x, _ in self.points], dtype=np.float64))
 
     @property
     def ys(self) -> np.ndarray:
         return np.array([y for _, y in self.points], dtype=np.float64)
 
     def at(self, x: float) -> float:
-        xs, ys = self.xs_log10, self.ys
-        if x <= 0:
-            return float(ys[0])
-        return float(np.interp(math.log10(x), xs, ys))
+        pts = self.points
+        if x <= pts[0][0]:
+            return pts[0][1]
+        if x >= pts[-1][0]:
+            return pts[-1][1]
+        i = bisect.bisect_right([p[0] for p in pts], x)  # pts[i-1].x <= x < pts[i].x
+        (x0, y0), (x1, y1) = pts[i - 1], pts[i]
+        t = (math.log10(x) - math.log10(x0)) / (math.log10(x1) - math.log10(x0))
+        return y0 + t * (y1 - y0)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class GpuProfile:
     name: str
     vendor: str
-    peak_flops_per_s: dict[str, float]  # dense, per dtype in DTYPES (absent when unsupported)
+    peak_flops_per_s: dict[str, float]  # dense (not 2:4 sparse), keys Dtype values; absent = unsupported
     mem_bytes: float
     mem_bw_bytes_per_s: float
-    l2_bytes: float
+    l2_bytes: float  # last-level on-chip cache in front of device memory
     kernel_launch_s: float
     tdp_w: float
-    idle_power_fraction: float
-    matmul_efficiency: EfficiencyCurve
-    attention_efficiency: EfficiencyCurve
-    memory_efficiency: EfficiencyCurve
-    price_per_gpu_hour_usd: float | None = None
+    idle_power_fraction: float  # idle draw / TDP
+    price_per_gpu_hour_usd: float | None
+    matmul_efficiency: EfficiencyCurve  # x: FLOPs of one matmul
+    attention_efficiency: EfficiencyCurve  # x: FLOPs of one attention op
+    memory_efficiency: EfficiencyCurve  # x: bytes moved by one op
     source_path: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class LinkLevel:
     name: str
     domain_size: int | None  # GPUs reachable inside this level; None = unbounded
     bandwidth_per_gpu_bytes_per_s: float  # one direction, per GPU
-    latency_s: float
+    latency_s: float  # alpha of one message hop
     topology: Topology
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ClusterProfile:
+    """GPUs in nodes, joined by link levels ordered innermost (fastest) to outermost."""
+
     name: str
     gpu: GpuProfile
     gpus_per_node: int
     levels: tuple[LinkLevel, ...]
-    nodes: int = 1
+    nodes: int
+    gpus: int  # GPUs in use: nodes * gpus_per_node, or fewer inside a single node
     max_nodes: int | None = None
-    node_power_overhead_w: float = 0.0
+    node_power_overhead_w: float = 0.0  # CPUs, NICs, fans, ... per node, beyond the GPUs' TDP
+    price_per_gpu_hour_usd: float | None = None  # all-in, overrides the GPU profile's price
     source_path: str = ""
-    notes: tuple[str, ...] = field(default_factory=tuple)
-
-    @property
-    def gpus(self) -> int:
-        return self.nodes * self.gpus_per_node
+    notes: str = ""
 
     def with_gpus(self, n: int) -> ClusterProfile:
-        """The same cluster scaled to hold ``n`` GPUs (whole nodes beyond one node)."""
-        if n < 1:
-            raise ProfileError(f"{self.name}: {n} GPUs asked for; ask for at least 1")
-        nodes = math.ceil(n / self.gpus_per_node)
-        if n > self.gpus_per_node and n % self.gpus_per_node:
+        """The same cluster sized to ``n`` GPUs.
+
+        Policy: up to one node, any count (a partial node); beyond one node, whole nodes only,
+        because a job spread over partial nodes has no single bandwidth per level. Nodes are
+        ``ceil(n / gpus_per_node)``, at most ``max_nodes``, and ``n`` must fit the outermost
+        level when that level is bounded.
+        """
+        gpn = self.gpus_per_node
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ProfileError(f"{self.name}: {n!r} GPUs asked for; ask for a whole number >= 1")
+        if n > gpn and n % gpn:
             raise ProfileError(
-                f"{self.name}: {n} GPUs is not a whole number of {self.gpus_per_node}-GPU nodes; "
-                f"ask for a multiple of {self.gpus_per_node}"
+                f"{self.name}: {n} GPUs is not a whole number of {gpn}-GPU nodes; "
+                f"ask for at most {gpn} or a multiple of {gpn} (e.g. {n // gpn * gpn} or {(n // gpn + 1) * gpn})"
             )
+        nodes = math.ceil(n / gpn)
         if self.max_nodes is not None and nodes > self.max_nodes:
             raise ProfileError(
                 f"{self.name}: {n} GPUs needs {nodes} nodes but the cluster has at most "
-                f"{self.max_nodes}; ask for at most {self.max_nodes * self.gpus_per_node}"
+                f"{self.max_nodes}; ask for at most {self.max_nodes * gpn} GPUs"
             )
-        return replace(self, nodes=nodes)
+        outer = self.levels[-1]
+        if outer.domain_size is not None and n > outer.domain_size:
+            raise ProfileError(
+                f"{self.name}: {n} GPUs exceed its outermost level '{outer.name}' "
+                f"({outer.domain_size} GPUs); ask for at most {outer.domain_size}"
+            )
+        return replace(self, nodes=nodes, gpus=n)
+
+    def level_for_group(self, group_size: int, stride: int = 1) -> int:
+        """Index of the innermost level holding a group of ``group_size`` ranks ``stride`` apart.
+
+        Ranks fill the innermost level first, so the group spans ``group_size * stride``
+        consecutive GPUs and needs the first level whose domain holds that many.
+        """
+        extent = group_size * stride
+        if group_size < 1 or stride < 1 or extent > self.gpus:
+            raise PlanError(
+                f"{self.name}: a group of {group_size} ranks at stride {stride} spans {extent} "
+                f"GPUs but the cluster has {self.gpus}; shrink the group or add GPUs"
+            )
+        for i, level in enumerate(self.levels):
+            if level.domain_size is None or extent <= level.domain_size:
+                return i
+        return len(self.levels) - 1  # unreachable: with_gpus keeps gpus inside the outer level
 
 
-# --- reading ------------------------------------------------------------------------------------
-GPU_FIELDS = {
-    "name": "str", "vendor": "str", "peak_flops": "map", "memory": "bytes",
-    "memory_bandwidth": "bandwidth", "l2_cache": "bytes", "kernel_launch": "time",
-    "tdp": "power", "idle_power_fraction": "fraction", "price_per_gpu_hour": "usd_per_hour",
-    "matmul_efficiency": "curve", "attention_efficiency": "curve", "memory_efficiency": "curve",
+# --- reading -------------------------------------------------------------------------------------
+# field -> kind; kinds that are not a units.Quantity are checked by reader.Reader or below
+GPU_FIELDS: dict[str, Any] = {
+    "name": "str", "vendor": "str", "peak_flops": "peaks", "memory": Quantity.BYTES,
+    "memory_bandwidth": Quantity.BANDWIDTH, "l2_cache": Quantity.BYTES,
+    "kernel_launch": Quantity.TIME, "tdp": Quantity.POWER, "idle_power_fraction": "fraction",
+    "price_per_gpu_hour": Quantity.USD_PER_HOUR, "matmul_efficiency": "curve",
+    "attention_efficiency": "curve", "memory_efficiency": "curve",
 }
-GPU_OPTIONAL = {"price_per_gpu_hour", "attention_efficiency"}
-CLUSTER_FIELDS = {
-    "name": "str", "gpu": "str", "gpus_per_node": "int", "levels": "levels",
-    "max_nodes": "int", "node_power_overhead": "power", "notes": "str",
+GPU_OPTIONAL = {"price_per_gpu_hour", "attention_efficiency"}  # attention defaults to matmul's
+FIELD_EXAMPLES = {  # shown when a field is missing
+    "name": "'h100-sxm'", "vendor": "NVIDIA", "peak_flops": "{fp32: '67 TFLOP/s', bf16: '989 TFLOP/s'}",
+    "memory": "'80 GB'", "memory_bandwidth": "'3.35 TB/s'", "l2_cache": "'50 MB'",
+    "kernel_launch": "'4 us'", "tdp": "'700 W'", "gpu": "h100-sxm", "bandwidth_per_gpu": "'450 GB/s'",
+    "latency": "'3 us'", "domain_size": "8", "topology": "switch",
 }
-CLUSTER_OPTIONAL = {"max_nodes", "node_power_overhead", "notes"}
-LEVEL_FIELDS = {"name": "str", "domain_size": "int_or_null", "bandwidth_per_gpu": "bandwidth",
-                "latency": "time", "topology": "str"}
+CLUSTER_FIELDS: dict[str, Any] = {
+    "name": "str", "gpu": "str", "gpus_per_node": "count", "levels": "levels",
+    "max_nodes": "count", "node_power_overhead": Quantity.POWER,
+    "price_per_gpu_hour": Quantity.USD_PER_HOUR, "notes": "str",
+}
+CLUSTER_OPTIONAL = {"max_nodes", "node_power_overhead", "price_per_gpu_hour", "notes"}
+LEVEL_FIELDS: dict[str, Any] = {
+    "name": "str", "domain_size": "domain", "bandwidth_per_gpu": Quantity.BANDWIDTH,
+    "latency": Quantity.TIME, "topology": "topology",
+}
 
 
-class _Reader:
-    """Field-by-field validation with errors that name the file and the field."""
-
-    def __init__(self, path: str):
-        self.file = Path(path).name
-
-    def fail(self, fld: str, msg: str) -> ProfileError:
-        return ProfileError(f"{self.file}: field '{fld}': {msg}")
-
-    def check_keys(self, data: dict, known: dict, optional: set, where: str = "") -> None:
-        for key in data:
-            if key not in known:
-                near = difflib.get_close_matches(str(key), list(known), n=1)
-                hint = f"did you mean '{near[0]}'?" if near else f"known fields: {', '.join(known)}"
-                raise self.fail(where + str(key), f"unknown field; {hint}")
-        for key in known:
-            if key not in data and key not in optional:
-                raise self.fail(where + key, f"missing; add it (e.g. {_example(known[key])})")
-
-    def quantity(self, data: dict, key: str, kind: str, where: str = "", positive=True) -> float:
-        try:
-            v = parse_quantity(data[key], kind)
-        except UnitError as exc:
-            raise self.fail(where + key, str(exc)) from None
-        if positive and not v > 0:
-            raise self.fail(where + key, f"{data[key]!r} must be positive; give the real rate or size")
-        return v
-
-    def curve(self, data: dict, key: str) -> EfficiencyCurve:
-        pts = data[key]
-        if not isinstance(pts, list) or not pts:
-            raise self.fail(key, "must be a list of [x, efficiency] pairs, e.g. [[1e9, 0.5], [1e12, 0.8]]")
-        out = []
-        for p in pts:
-            if not (isinstance(p, list) and len(p) == 2 and all(_as_num(v) is not None for v in p)):
-                raise self.fail(key, f"point {p!r} is not a pair [x, efficiency] of numbers")
-            x, y = _as_num(p[0]), _as_num(p[1])
-            if x <= 0:
-                raise self.fail(key, f"point {p!r}: x must be positive")
-            if not 0 < y <= 1:
-                raise self.fail(key, f"point {p!r}: efficiency must be in (0, 1]")
-            out.append((x, y))
-        if any(b[0] <= a[0] for a, b in zip(out, out[1:])):
-            raise self.fail(key, "x values must increase from point to point")
-        return EfficiencyCurve(tuple(out))
+# --- finding files -------------------------------------------------------------------------------
+_KIND_LABEL = {"gpus": "GPU", "clusters": "cluster"}
 
 
-def _as_num(v) -> float | None:
-    """A number, or a string YAML left unparsed such as '1.0e6' (YAML 1.1 wants '1.0e+6')."""
-    if _is_num(v):
-        return float(v)
-    if isinstance(v, str):
-        try:
-            return float(v)
-        except ValueError:
-            return None
-    return None
+def _is_path(text: str) -> bool:
+    return text.endswith((".yaml", ".yml")) or "/" in text or "\\" in text
 
 
-def _is_num(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def _example(kind: str) -> str:
-    return {"str": "'h100-sxm'", "bytes": "'80 GB'", "bandwidth": "'3.35 TB/s'", "time": "'3 us'",
-            "power": "'700 W'", "fraction": "0.3", "map": "{bf16: '989 TFLOP/s'}",
-            "curve": "[[1e9, 0.5], [1e12, 0.8]]", "int": "8", "levels": "a list of link levels",
-            "usd_per_hour": "'2.50 $/h'", "int_or_null": "8"}.get(kind, "a value")
-
-
-def _read_yaml(path: Path, label: str) -> dict:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ProfileError(f"{label}: cannot read it ({exc.strerror}); check the path") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise ProfileError(f"{path.name}: YAML syntax error{where}; fix the file") from None
-    if not isinstance(data, dict):
-        raise ProfileError(f"{path.name}: the top level must be a mapping of fields")
-    return data
-
-
-def _bundled_dir(kind: str):
+def _bundled(kind: str):
     return resources.files("archcost.profiles").joinpath(kind)
+
+
+def list_profiles() -> dict[str, list[str]]:
+    """Names of the bundled profiles: {'gpus': [...], 'clusters': [...]}."""
+    return {
+        kind: sorted(p.name[: -len(".yaml")] for p in _bundled(kind).iterdir() if p.name.endswith(".yaml"))
+        for kind in ("gpus", "clusters")
+    }
 
 
 def _resolve(name_or_path: str, kind: str) -> Path:
     text = str(name_or_path)
-    if text.endswith((".yaml", ".yml")) or "/" in text or "\\" in text:
-        p = Path(text)
+    names = list_profiles()[kind]
+    if _is_path(text):
+        p = Path(text).expanduser()
         if not p.is_file():
-            raise ProfileError(f"{text}: profile file not found; check the path")
+            raise ProfileError(f"{text}: no such profile file; check the path, or use a bundled "
+                               f"{_KIND_LABEL[kind]} name: {', '.join(names)}")
         return p
-    res = _bundled_dir(kind).joinpath(f"{text}.yaml")
+    res = _bundled(kind).joinpath(f"{text}.yaml")
     if not res.is_file():
-        names = list_profiles()[kind]
-        near = difflib.get_close_matches(text, names, n=1)
-        hint = f"did you mean '{near[0]}'? " if near else ""
-        raise ProfileError(f"no {kind[:-1]} profile named '{text}'; {hint}known: {', '.join(names)}")
-    return Path(str(res))
+        hint = suggest(text, names)
+        raise ProfileError(f"no {_KIND_LABEL[kind]} profile named '{text}'; {hint}"
+                           f"bundled: {', '.join(names)} (or give a path to a .yaml file)")
+    return Path(str(res))  # a real file: the package is installed unzipped (wheel or editable)
 
 
-def list_profiles() -> dict[str, list[str]]:
-    out = {}
-    for kind in ("gpus", "clusters"):
-        d = _bundled_dir(kind)
-        out[kind] = sorted(p.name[: -len(".yaml")] for p in d.iterdir() if p.name.endswith(".yaml"))
-    return out
-
-
+# --- GPUs ----------------------------------------------------------------------------------------
 def load_gpu(name_or_path: str) -> GpuProfile:
+    """A bundled GPU profile by name, or a user's GPU profile file."""
     path = _resolve(name_or_path, "gpus")
-    data = _read_yaml(path, str(name_or_path))
+    data = read_yaml(path)
+    if "levels" in data or "gpus_per_node" in data:
+        raise ProfileError(f"{path.name}: this is a cluster profile (it has 'levels'); "
+                           "give it where a cluster is expected, or give a GPU profile here")
     return gpu_from_dict(data, str(path))
 
 
 def gpu_from_dict(data: dict[str, Any], path: str) -> GpuProfile:
-    r = _Reader(path)
-    r.check_keys(data, GPU_FIELDS, GPU_OPTIONAL)
-    peaks_raw = data["peak_flops"]
-    if not isinstance(peaks_raw, dict) or not peaks_raw:
-        raise r.fail("peak_flops", "must map dtypes to rates, e.g. {bf16: '989 TFLOP/s'}")
-    peaks = {}
-    for dt, v in peaks_raw.items():
-        if dt not in DTYPES:
-            raise r.fail(f"peak_flops.{dt}", f"unknown dtype; use one of {', '.join(DTYPES)}")
-        if v is None:
-            continue  # unsupported on this part
-        peaks[dt] = r.quantity(peaks_raw, dt, "flops_rate", "peak_flops.")
-    if "fp32" not in peaks:
-        raise r.fail("peak_flops.fp32", "missing; every profile needs the fp32 rate")
+    r = Reader(path)
+    r.check_keys(data, GPU_FIELDS, GPU_OPTIONAL, examples=FIELD_EXAMPLES)
     idle = data["idle_power_fraction"]
-    if not _is_num(idle) or not 0 <= idle < 1:
-        raise r.fail("idle_power_fraction", f"{idle!r} must be a number in [0, 1)")
-    mm = r.curve(data, "matmul_efficiency")
+    if isinstance(idle, bool) or not isinstance(idle, (int, float)) or not 0 <= idle < 1:
+        raise r.fail("idle_power_fraction", f"{idle!r} must be a number in [0, 1): idle draw / TDP")
+    matmul = EfficiencyCurve(r.curve(data, "matmul_efficiency"))
+    price = data.get("price_per_gpu_hour")
     return GpuProfile(
-        name=str(data["name"]), vendor=str(data["vendor"]), peak_flops_per_s=peaks,
-        mem_bytes=r.quantity(data, "memory", "bytes"),
-        mem_bw_bytes_per_s=r.quantity(data, "memory_bandwidth", "bandwidth"),
-        l2_bytes=r.quantity(data, "l2_cache", "bytes"),
-        kernel_launch_s=r.quantity(data, "kernel_launch", "time"),
-        tdp_w=r.quantity(data, "tdp", "power"),
+        name=r.text(data, "name"), vendor=r.text(data, "vendor"),
+        peak_flops_per_s=_peaks(r, data["peak_flops"]),
+        mem_bytes=r.quantity(data, "memory", Quantity.BYTES),
+        mem_bw_bytes_per_s=r.quantity(data, "memory_bandwidth", Quantity.BANDWIDTH),
+        l2_bytes=r.quantity(data, "l2_cache", Quantity.BYTES),
+        kernel_launch_s=r.quantity(data, "kernel_launch", Quantity.TIME),
+        tdp_w=r.quantity(data, "tdp", Quantity.POWER),
         idle_power_fraction=float(idle),
-        matmul_efficiency=mm,
-        attention_efficiency=r.curve(data, "attention_efficiency") if "attention_efficiency" in data else mm,
-        memory_efficiency=r.curve(data, "memory_efficiency"),
-        price_per_gpu_hour_usd=(r.quantity(data, "price_per_gpu_hour", "usd_per_hour")
-                                if data.get("price_per_gpu_hour") is not None else None),
+        price_per_gpu_hour_usd=(None if price is None else
+                                r.quantity(data, "price_per_gpu_hour", Quantity.USD_PER_HOUR)),
+        matmul_efficiency=matmul,
+        attention_efficiency=(EfficiencyCurve(r.curve(data, "attention_efficiency"))
+                              if data.get("attention_efficiency") is not None else matmul),
+        memory_efficiency=EfficiencyCurve(r.curve(data, "memory_efficiency")),
         source_path=path,
     )
 
 
-def load_any(name_or_path: str) -> GpuProfile | ClusterProfile:
-    """A GPU or a cluster profile, whichever the name or file holds."""
-    text = str(name_or_path)
-    if text in list_profiles()["clusters"]:
-        return load_cluster(text)
-    if text.endswith((".yaml", ".yml")) or "/" in text or "\\" in text:
-        path = _resolve(text, "gpus")
-        data = _read_yaml(path, text)
-        if "levels" in data or "gpus_per_node" in data:
-            return load_cluster(text)
-    return load_gpu(text)
+def _peaks(r: Reader, raw: Any) -> dict[str, float]:
+    if not isinstance(raw, dict) or not raw:
+        raise r.fail("peak_flops", f"must map dtypes to dense rates, e.g. {EXAMPLE['peaks']}")
+    peaks = {}
+    for dt, v in raw.items():
+        if dt not in DTYPES:
+            hint = suggest(str(dt), DTYPES)
+            raise r.fail(f"peak_flops.{dt}", f"unknown dtype; {hint}use {', '.join(DTYPES)}")
+        if v is not None:  # null: the part has no such mode (fp8 on A100)
+            peaks[dt] = r.quantity(raw, dt, Quantity.FLOPS_RATE, "peak_flops.")
+    if Dtype.FP32.value not in peaks:
+        raise r.fail("peak_flops.fp32", "missing; every profile needs the fp32 rate, e.g. fp32: '67 TFLOP/s'")
+    return peaks
 
 
+# --- clusters ------------------------------------------------------------------------------------
 def load_cluster(name_or_path: str, gpus: int | None = None) -> ClusterProfile:
+    """A bundled cluster by name, or a user's cluster file; one node unless ``gpus`` is given."""
     path = _resolve(name_or_path, "clusters")
-    data = _read_yaml(path, str(name_or_path))
-    r = _Reader(str(path))
-    r.check_keys(data, CLUSTER_FIELDS, CLUSTER_OPTIONAL)
-    gpn = data["gpus_per_node"]
-    if not isinstance(gpn, int) or isinstance(gpn, bool) or gpn < 1:
-        raise r.fail("gpus_per_node", f"{gpn!r} must be a positive whole number")
-    gpu_ref = str(data["gpu"])
-    if not (gpu_ref.endswith((".yaml", ".yml")) or "/" in gpu_ref):
-        if gpu_ref not in list_profiles()["gpus"]:
-            raise r.fail("gpu", f"no GPU profile named '{gpu_ref}'; use one of "
-                                f"{', '.join(list_profiles()['gpus'])}")
-    else:
-        gpu_ref = str(path.parent / gpu_ref) if not Path(gpu_ref).is_absolute() else gpu_ref
-    levels_raw = data["levels"]
-    if not isinstance(levels_raw, list) or not levels_raw:
-        raise r.fail("levels", "must be a list of link levels from innermost to outermost")
-    levels = []
-    for i, lv in enumerate(levels_raw):
+    data = read_yaml(path)
+    if "peak_flops" in data:
+        raise ProfileError(f"{path.name}: this is a GPU profile (it has 'peak_flops'); give it "
+                           "where a GPU is expected, or give a cluster profile here")
+    r = Reader(path)
+    r.check_keys(data, CLUSTER_FIELDS, CLUSTER_OPTIONAL, examples=FIELD_EXAMPLES)
+    gpn = r.count(data, "gpus_per_node")
+    gpu = load_gpu(_gpu_ref(r, path, r.text(data, "gpu")))
+    price = data.get("price_per_gpu_hour")
+    cluster = ClusterProfile(
+        name=r.text(data, "name"), gpu=gpu, gpus_per_node=gpn, levels=_levels(r, data["levels"]),
+        nodes=1, gpus=gpn,
+        max_nodes=r.count(data, "max_nodes") if data.get("max_nodes") is not None else None,
+        node_power_overhead_w=(r.quantity(data, "node_power_overhead", Quantity.POWER)
+                               if data.get("node_power_overhead") is not None else 0.0),
+        price_per_gpu_hour_usd=(None if price is None else
+                                r.quantity(data, "price_per_gpu_hour", Quantity.USD_PER_HOUR)),
+        source_path=str(path), notes=r.text(data, "notes") if data.get("notes") else "",
+    )
+    outer = cluster.levels[-1].domain_size
+    if outer is not None and outer < gpn:
+        raise r.fail(f"levels[{len(cluster.levels) - 1}].domain_size",
+                     f"{outer} GPUs cannot hold one {gpn}-GPU node; make it >= {gpn} or unbounded")
+    return cluster.with_gpus(gpus) if gpus is not None else cluster
+
+
+def _gpu_ref(r: Reader, cluster_path: Path, ref: str) -> str:
+    """A bundled GPU name, or a GPU file path (relative to the cluster file)."""
+    if _is_path(ref):
+        p = Path(ref).expanduser()
+        return str(p if p.is_absolute() else cluster_path.parent / p)
+    names = list_profiles()["gpus"]
+    if ref not in names:
+        hint = suggest(ref, names)
+        raise r.fail("gpu", f"no GPU profile named '{ref}'; {hint}use one of {', '.join(names)} "
+                            "or a path to a GPU .yaml file")
+    return ref
+
+
+def _levels(r: Reader, raw: Any) -> tuple[LinkLevel, ...]:
+    if not isinstance(raw, list) or not raw:
+        raise r.fail("levels", "must be a list of link levels, innermost (e.g. NVLink) first")
+    levels: list[LinkLevel] = []
+    for i, lv in enumerate(raw):
         where = f"levels[{i}]."
         if not isinstance(lv, dict):
-            raise r.fail(f"levels[{i}]", "each level must be a mapping")
-        r.check_keys(lv, LEVEL_FIELDS, set(), where)
+            raise r.fail(f"levels[{i}]", "each level must be a mapping of name, domain_size, "
+                                         "bandwidth_per_gpu, latency, topology")
+        r.check_keys(lv, LEVEL_FIELDS, set(), where, examples=FIELD_EXAMPLES)
         dom = lv["domain_size"]
-        if dom is not None and (not isinstance(dom, int) or isinstance(dom, bool) or dom < 1):
-            raise r.fail(where + "domain_size", f"{dom!r} must be a positive whole number or null")
+        if dom in (None, "unbounded"):
+            dom = None
+        elif isinstance(dom, bool) or not isinstance(dom, int) or dom < 1:
+            raise r.fail(where + "domain_size", f"{dom!r} must be a positive whole number of GPUs, or unbounded")
         try:
-            topo = Topology(str(lv["topology"]))
+            topo = Topology(lv["topology"])
         except ValueError:
             raise r.fail(where + "topology", f"{lv['topology']!r} is unknown; use one of "
                                              f"{', '.join(t.value for t in Topology)}") from None
+        inner = levels[-1] if levels else None
+        if inner is not None and inner.domain_size is None:
+            raise r.fail(f"levels[{i - 1}].domain_size", "only the outermost level may be "
+                         "unbounded; list levels innermost first")
+        if inner is not None and dom is not None and dom <= inner.domain_size:
+            raise r.fail(where + "domain_size", f"{dom} must be larger than the level inside it "
+                         f"('{inner.name}', {inner.domain_size} GPUs); list levels innermost first")
         levels.append(LinkLevel(
-            name=str(lv["name"]), domain_size=dom,
-            bandwidth_per_gpu_bytes_per_s=r.quantity(lv, "bandwidth_per_gpu", "bandwidth", where),
-            latency_s=r.quantity(lv, "latency", "time", where), topology=topo,
+            name=r.text(lv, "name", where), domain_size=dom,
+            bandwidth_per_gpu_bytes_per_s=r.quantity(lv, "bandwidth_per_gpu", Quantity.BANDWIDTH, where),
+            latency_s=r.quantity(lv, "latency", Quantity.TIME, where), topology=topo,
         ))
-    max_nodes = data.get("max_nodes")
-    cluster = ClusterProfile(
-        name=str(data["name"]), gpu=load_gpu(gpu_ref), gpus_per_node=gpn, levels=tuple(levels),
-        nodes=1, max_nodes=max_nodes,
-        node_power_overhead_w=(r.quantity(data, "node_power_overhead", "power")
-                               if "node_power_overhead" in data else 0.0),
-        source_path=str(path), notes=(str(data["notes"]),) if "notes" in data else (),
-    )
-    return cluster.with_gpus(gpus) if gpus else cluster
+    return tuple(levels)
+
+
+def load_any(name_or_path: str) -> GpuProfile | ClusterProfile:
+    """A GPU or a cluster profile, whichever the name or the file holds."""
+    text = str(name_or_path)
+    names = list_profiles()
+    if _is_path(text):
+        path = _resolve(text, "gpus")
+        data = read_yaml(path)
+        return load_cluster(text) if "levels" in data or "gpus_per_node" in data else load_gpu(text)
+    if text in names["clusters"]:
+        return load_cluster(text)
+    if text in names["gpus"]:
+        return load_gpu(text)
+    hint = suggest(text, names["gpus"] + names["clusters"])
+    raise ProfileError(f"no profile named '{text}'; {hint}GPUs: {', '.join(names['gpus'])}; "
+                       f"clusters: {', '.join(names['clusters'])}")
