@@ -11,6 +11,17 @@ ROOT = Path(__file__).resolve().parent.parent
 MODELS = ROOT / "models"
 DATA = Path(__file__).resolve().parent / "data"
 
+# small instances of every bundled model, cheap enough to run for real on a CPU
+TINY = {
+    "seed_mlp": {},
+    "gpt2": dict(layers=2, hidden=64, heads=4, vocab=256),
+    "llama": dict(preset="tiny"),
+    "moe": dict(preset="tiny"),
+    "vit": dict(image_size=32, patch=8, layers=2, hidden=64, heads=4, ffn=128, classes=10),
+    "resnet": dict(width=8, classes=10, image_size=32),
+    "bert": dict(layers=2, hidden=64, heads=4, ffn=128, vocab=256),
+}
+
 
 def load_module(path: Path):
     """Import a model file directly (model files are not a package)."""

@@ -14,17 +14,11 @@ from archcost.cost.memory import peak_memory
 from archcost.loader import load_model_file
 from archcost.trace import Recompute, trace_model
 from archcost.trace.precision import parse_precision
-from tests.conftest import MODELS
+from tests.conftest import MODELS, TINY
 from tests.groundtruth import real_step_peak
 
 FP32 = parse_precision("fp32")
-PEAK_MODELS = {
-    "seed_mlp": {},
-    "gpt2": dict(layers=2, hidden=64, heads=4, vocab=256),
-    "llama": dict(preset="tiny"),
-    "moe": dict(preset="tiny"),
-    "vit": dict(image_size=32, patch=8, layers=2, hidden=64, heads=4, ffn=128, classes=10),
-}
+PEAK_MODELS = {k: TINY[k] for k in ("seed_mlp", "gpt2", "llama", "moe", "vit")}
 
 
 @pytest.mark.parametrize("name", sorted(PEAK_MODELS))

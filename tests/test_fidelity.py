@@ -19,18 +19,9 @@ from torch.utils.flop_counter import FlopCounterMode
 from archcost.loader import load_model_file
 from archcost.trace import trace_model
 from archcost.trace.precision import parse_precision
-from tests.conftest import MODELS
+from tests.conftest import MODELS, TINY
 from tests.groundtruth import real_saved_bytes
 
-TINY = {
-    "seed_mlp": {},
-    "gpt2": dict(layers=2, hidden=64, heads=4, vocab=256),
-    "llama": dict(preset="tiny"),
-    "moe": dict(preset="tiny"),
-    "vit": dict(image_size=32, patch=8, layers=2, hidden=64, heads=4, ffn=128, classes=10),
-    "resnet": dict(width=8, classes=10, image_size=32),
-    "bert": dict(layers=2, hidden=64, heads=4, ffn=128, vocab=256),
-}
 POINTS = [(2, 16), (3, 24)]
 FP32 = parse_precision("fp32")
 _TRACES: dict = {}
