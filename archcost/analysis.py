@@ -178,6 +178,9 @@ def summarize(
         "totals": {
             "params": n_params,
             "trainable_params": n_trainable,
+            "frozen_params": n_params - n_trainable,
+            "parameter_tensors": len(params),
+            "buffer_tensors": sum(1 for p in cap.params if p.is_buffer),
             "flops": flops,
             "bytes": {"read": bytes_read, "written": bytes_written},
             "memory_bytes": {
