@@ -39,7 +39,10 @@ def analyze(
     fp32_grads: Annotated[
         bool, typer.Option("--fp32-grads", help="Mixed precision keeps fp32 gradients.")
     ] = False,
-    optimizer: Annotated[str, typer.Option(help="Optimizer: adamw, adam or sgd.")] = "adamw",
+    optimizer: Annotated[
+        str, typer.Option(help="Optimizer: adamw, adam, sgd (one kernel per update step), "
+                               "adamw-fused, adam-fused (one fused kernel).")
+    ] = "adamw",
     recompute: Annotated[
         str, typer.Option(help="Activation recomputation of repeated blocks: none, selective, full.")
     ] = "none",

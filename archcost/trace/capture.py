@@ -42,7 +42,7 @@ from archcost.trace.repeats import RepeatTracker
 
 __all__ = ["CaptureResult", "ParamInfo", "capture_step", "OPTIMIZERS", "Recompute"]
 
-OPTIMIZERS = ("adamw", "adam", "sgd")
+OPTIMIZERS = ("adamw", "adam", "sgd", "adamw-fused", "adam-fused")
 _META_KEY = "archcost_module"
 _SKIP_NAMESPACES = ("prim", "profiler")
 
@@ -301,11 +301,15 @@ def _install_module_hooks(model: nn.Module, st: _State) -> list[Any]:
 
 
 def _make_optimizer(name: str, params: list[nn.Parameter]) -> torch.optim.Optimizer:
-    if name == "adamw":
-        return torch.optim.AdamW(params, lr=1e-4, foreach=False)
-    if name == "adam":
-        return torch.optim.Adam(params, lr=1e-4, foreach=False)
-    if name == "sgd":
+    """Single-tensor (one kernel per step of the update) or fused (one kernel per update)."""
+    fused = name.endswith("-fused")
+    base = name.removesuffix("-fused")
+    kw = {"fused": True} if fused else {"foreach": False}
+    if base == "adamw":
+        return torch.optim.AdamW(params, lr=1e-4, **kw)
+    if base == "adam":
+        return torch.optim.Adam(params, lr=1e-4, **kw)
+    if base == "sgd" and not fused:
         return torch.optim.SGD(params, lr=1e-2, momentum=0.9, foreach=False)
     raise TraceError(f"--optimizer {name!r} is unknown; use one of {', '.join(OPTIMIZERS)}")
 
