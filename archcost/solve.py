@@ -23,7 +23,7 @@ import sympy
 
 from archcost.errors import ConfigError, InfeasibleError
 from archcost.hardware.units import UnitError, parse_quantity
-from archcost.trace.symbolic import B, S, fit_many
+from archcost.trace.symbolic import B, S
 
 __all__ = ["Query", "parse_query", "step_time_expression", "solve_max", "measure_point"]
 
@@ -95,10 +95,6 @@ def measure_point(traced, persistent_bytes: int) -> dict[str, int]:
         else:
             out.setdefault(f"class:{c}:ops", 0)
     return out
-
-
-def fit_point_quantities(measure: Callable[[int, int], dict[str, int]], seq_len: int):
-    return fit_many(measure, seq_len)
 
 
 def solve_max(query: Query, fixed: int, peak_poly: sympy.Expr | None,

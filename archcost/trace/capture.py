@@ -20,8 +20,6 @@ shapes and dtypes returns its input unchanged, its cost being counted on the rep
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,6 +33,8 @@ from torch.utils._pytree import tree_map
 
 from archcost.errors import TraceError
 from archcost.loader import ModelSpec
+from archcost.trace.fake import quiet_fake_tensor_log, to_fake
+from archcost.trace.optimizer import OPTIMIZERS, optimizer_step
 from archcost.trace.precision import PrecisionPolicy
 from archcost.trace.recompute import Recompute, block_caller
 from archcost.trace.records import OpRecord, Phase, TensorMeta
@@ -42,7 +42,6 @@ from archcost.trace.repeats import RepeatTracker
 
 __all__ = ["CaptureResult", "ParamInfo", "capture_step", "OPTIMIZERS", "Recompute"]
 
-OPTIMIZERS = ("adamw", "adam", "sgd", "adamw-fused", "adam-fused")
 _META_KEY = "archcost_module"
 _SKIP_NAMESPACES = ("prim", "profiler")
 
@@ -242,42 +241,6 @@ def _flatten(obj):
         yield obj
 
 
-@contextlib.contextmanager
-def _quiet_fake_tensor_log():
-    """Fake tensors log a traceback when a model's op fails; we report it in one line instead."""
-    logger = logging.getLogger("torch._subclasses.fake_tensor")
-    old = logger.level
-    logger.setLevel(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        logger.setLevel(old)
-
-
-def _to_fake(model: nn.Module, dtype: torch.dtype) -> None:
-    """Swap every meta parameter/buffer for an empty FakeTensor on CPU (call inside fake mode).
-
-    Tied parameters (one tensor registered in two modules) stay tied: each is swapped once.
-    """
-    swapped: dict[int, torch.Tensor] = {}
-    for mod in model.modules():
-        for name, p in list(mod._parameters.items()):
-            if p is None:
-                continue
-            if id(p) not in swapped:
-                new = torch.empty(p.shape, dtype=dtype if p.is_floating_point() else p.dtype)
-                swapped[id(p)] = nn.Parameter(new, requires_grad=p.requires_grad)
-            mod._parameters[name] = swapped[id(p)]
-        for name, b in list(mod._buffers.items()):
-            if b is None:
-                continue
-            if id(b) not in swapped:
-                swapped[id(b)] = torch.zeros(
-                    b.shape, dtype=dtype if b.is_floating_point() else b.dtype
-                )
-            mod._buffers[name] = swapped[id(b)]
-
-
 def _install_module_hooks(model: nn.Module, st: _State) -> list[Any]:
     handles = []
     for path, mod in model.named_modules():
@@ -298,20 +261,6 @@ def _install_module_hooks(model: nn.Module, st: _State) -> list[Any]:
         handles.append(mod.register_forward_pre_hook(pre))
         handles.append(mod.register_forward_hook(post, always_call=True))
     return handles
-
-
-def _make_optimizer(name: str, params: list[nn.Parameter]) -> torch.optim.Optimizer:
-    """Single-tensor (one kernel per step of the update) or fused (one kernel per update)."""
-    fused = name.endswith("-fused")
-    base = name.removesuffix("-fused")
-    kw = {"fused": True} if fused else {"foreach": False}
-    if base == "adamw":
-        return torch.optim.AdamW(params, lr=1e-4, **kw)
-    if base == "adam":
-        return torch.optim.Adam(params, lr=1e-4, **kw)
-    if base == "sgd" and not fused:
-        return torch.optim.SGD(params, lr=1e-2, momentum=0.9, foreach=False)
-    raise TraceError(f"--optimizer {name!r} is unknown; use one of {', '.join(OPTIMIZERS)}")
 
 
 def _owner(name: str) -> str:
@@ -368,9 +317,8 @@ def capture_step(
     handles: list[Any] = []
     saved: dict[str, int] = {}
     notes: list[str] = []
-    with fake_mode, _quiet_fake_tensor_log():
-        _to_fake(model, dtype)
-        names = {id(p): n for n, p in model.named_parameters(remove_duplicate=False)}
+    with fake_mode, quiet_fake_tensor_log():
+        to_fake(model, dtype)
         params_by_name = dict(model.named_parameters())
         param_storages = {
             t.untyped_storage()._cdata for t in list(model.parameters()) + list(model.buffers())
@@ -398,9 +346,7 @@ def capture_step(
                 loss.backward()
                 say("tracing the optimizer step")
                 st.phase = Phase.OPTIMIZER
-                opt_bytes, master_bytes = _optimizer_step(
-                    st, params_by_name, names, precision, optimizer
-                )
+                opt_bytes, master_bytes = optimizer_step(st, params_by_name, precision, optimizer)
         except TraceError:
             raise
         except Exception as exc:
@@ -480,36 +426,6 @@ def _check_loss(loss, spec: ModelSpec) -> None:
             f"{spec.path.name}: the loss does not require grad (no trainable parameter reaches "
             "it); check requires_grad on the model's parameters or the loss function"
         )
-
-
-def _optimizer_step(st: _State, params_by_name, names, precision, optimizer: str):
-    """Step the optimizer one parameter at a time so each op has an owning module."""
-    state_bytes = 0
-    master_bytes = 0
-    for name, p in params_by_name.items():
-        if p.grad is None:
-            continue
-        module = _owner(name)
-        st.optimizer_module = module
-        count = st.repeats.count_for(module)
-        if precision.mixed:
-            # fp32 master copy, gradient cast to fp32, update, cast back (Micikevicius et al. 2018)
-            master = nn.Parameter(p.detach().to(torch.float32))
-            master.grad = p.grad.to(torch.float32)
-            target = master
-            master_bytes += master.numel() * 4 * count
-        else:
-            target = p
-        opt = _make_optimizer(optimizer, [target])
-        opt.step()
-        for value in opt.state[target].values():
-            if isinstance(value, torch.Tensor):
-                state_bytes += value.numel() * value.element_size() * count
-        if precision.mixed:
-            with torch.no_grad():
-                p.copy_(master)
-        p.grad = None
-    return state_bytes, master_bytes
 
 
 def _param_infos(model: nn.Module) -> list[ParamInfo]:

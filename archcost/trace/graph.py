@@ -20,7 +20,7 @@ import networkx as nx
 from archcost.trace.records import OpRecord, iter_tensors
 from archcost.trace.rules import op_cost
 
-__all__ = ["build_graph", "expand_repeats", "export_graph", "ordered_nodes"]
+__all__ = ["build_graph", "expand_repeats", "export_graph"]
 
 _IN_PLACE_SUFFIX = "_"
 
@@ -84,11 +84,6 @@ def _new_storage_bytes(rec: OpRecord) -> int:
         seen.add(o.storage)
         total += o.nbytes
     return total
-
-
-def ordered_nodes(g: nx.DiGraph):
-    """Nodes in execution order with their attributes."""
-    return sorted(g.nodes(data=True), key=lambda kv: kv[1]["index"])
 
 
 def expand_repeats(g: nx.DiGraph, groups: dict[str, dict]) -> nx.DiGraph:
