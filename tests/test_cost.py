@@ -188,3 +188,16 @@ def test_activation_memory_without_flash_attention_matches_korthikanti():
     sel = trace_model(spec, b, s, parse_precision("bf16"), recompute=Recompute.SELECTIVE)
     assert _layers_saved(sel) / cfg["layers"] == pytest.approx(34 * s * b * h + 2 * s * b * h,
                                                                rel=0.01)
+
+
+@pytest.mark.parametrize("d", [1, 8, 64])
+def test_zero_stages_equal_rajbhandari_formulas(d):
+    from archcost.cost.memory import model_state_bytes
+
+    n = 7_000_000_000
+    total = [sum(model_state_bytes(n, 2, 2, 12, stage, d).values()) for stage in range(4)]
+    # Rajbhandari et al. 2020, Sec. 5 (16 bytes per parameter, mixed-precision Adam)
+    assert total[0] == pytest.approx(16 * n)
+    assert total[1] == pytest.approx(4 * n + 12 * n / d)
+    assert total[2] == pytest.approx(2 * n + 14 * n / d)
+    assert total[3] == pytest.approx(16 * n / d)

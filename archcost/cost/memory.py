@@ -23,7 +23,7 @@ import numpy as np
 
 from archcost.cost.kernels import liveness_peak
 
-__all__ = ["PeakMemory", "peak_memory", "liveness_arrays"]
+__all__ = ["PeakMemory", "peak_memory", "liveness_arrays", "model_state_bytes"]
 
 # optimizer-phase allocations that are the optimizer's own persistent state (counted in base)
 _STATE_OPS = frozenset({"aten.zeros_like", "aten.zeros", "aten.empty_like", "aten.lift_fresh"})
@@ -101,3 +101,25 @@ def peak_memory(g: nx.DiGraph, persistent_bytes: int) -> PeakMemory:
         activations_at_peak=int(round(peak)) - int(persistent_bytes),
         timeline=live,
     )
+
+
+def model_state_bytes(
+    n_params: int, weight_bytes: int, grad_bytes: int, optimizer_bytes: int, zero_stage: int,
+    dp: int,
+) -> dict[str, float]:
+    """Per-GPU weights, gradients and optimizer states under ZeRO stage 0-3 over ``dp`` ranks.
+
+    ``*_bytes`` are bytes per parameter (mixed-precision Adam: 2, 2, 12). Stage 1 shards the
+    optimizer states, stage 2 also the gradients, stage 3 also the weights (Rajbhandari et al.
+    2020, Sec. 5: 4N + 12N/d, 2N + 14N/d and 16N/d for 2/2/12 bytes per parameter).
+    """
+    if zero_stage not in (0, 1, 2, 3):
+        raise ValueError(f"ZeRO stage {zero_stage} is not one of 0, 1, 2, 3")
+    shard = [1, 1, 1]  # divisors of weights, gradients, optimizer states
+    for level in range(1, zero_stage + 1):
+        shard[3 - level] = dp
+    return {
+        "weights": n_params * weight_bytes / shard[0],
+        "gradients": n_params * grad_bytes / shard[1],
+        "optimizer_states": n_params * optimizer_bytes / shard[2],
+    }
