@@ -201,3 +201,18 @@ def test_zero_stages_equal_rajbhandari_formulas(d):
     assert total[1] == pytest.approx(4 * n + 12 * n / d)
     assert total[2] == pytest.approx(2 * n + 14 * n / d)
     assert total[3] == pytest.approx(16 * n / d)
+
+
+@pytest.mark.parametrize("name, cfg", [("gpt2", dict(layers=8, hidden=64, heads=4, vocab=256)),
+                                       ("llama", dict(preset="tiny", layers=8))])
+def test_peak_of_one_traced_block_equals_the_full_trace(name, cfg):
+    spec = load_model_file(str(MODELS / f"{name}.py"), cfg)
+    policy = parse_precision("bf16-mixed")
+    peaks = []
+    for dedupe in (True, False):
+        t = trace_model(spec, 4, 64, policy, dedupe_repeats=dedupe)
+        cap = t.capture
+        persistent = (sum(p.numel * 2 for p in cap.params) + cap.optimizer_state_bytes
+                      + cap.master_weight_bytes)
+        peaks.append(peak_memory(t.graph, persistent).peak_bytes)
+    assert peaks[0] == peaks[1]
