@@ -30,6 +30,7 @@ from torch import nn
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_map
+from torch.utils.weak import WeakIdKeyDictionary
 
 from archcost.errors import TraceError
 from archcost.loader import ModelSpec
@@ -84,7 +85,7 @@ def _dtype_name(dtype: torch.dtype) -> str:
 
 
 class _Recorder(TorchDispatchMode):
-    """Records each aten op; keeps every tensor it saw alive so ``id()`` stays unique."""
+    """Records each aten op into the capture state."""
 
     def __init__(self, state: _State):
         super().__init__()
@@ -109,7 +110,12 @@ class _State:
         self.phase = Phase.FORWARD
         self.module_stack: list[str] = [""]
         self.optimizer_module: str = ""
-        self.keep: list[Any] = []
+        # Tensor identities without holding the tensors: a held tensor would change what eager
+        # autograd does (AccumulateGrad copies a gradient someone else references instead of
+        # stealing it). Storages are held, so their addresses stay unique for the capture.
+        self.tids = WeakIdKeyDictionary()
+        self.next_tid = 0
+        self.keep_storages: list[Any] = []
         self.pending: list[tuple[torch.Tensor, str, int]] = []
         self.producer_module: dict[int, str] = {}
         self.repeats = repeats
@@ -126,19 +132,28 @@ class _State:
             self.sac_saved[module] -= nbytes
 
     # --- tensor metadata -------------------------------------------------------------------
+    def tid(self, t: torch.Tensor) -> int:
+        """A number for ``t`` unique within the capture (never reused, unlike ``id``)."""
+        tid = self.tids.get(t)
+        if tid is None:
+            self.next_tid += 1
+            tid = self.tids[t] = self.next_tid
+        return tid
+
     def meta(self, t: torch.Tensor) -> TensorMeta:
-        self.keep.append(t)
         try:
-            storage = t.untyped_storage()._cdata
+            st = t.untyped_storage()
+            storage = st._cdata
+            self.keep_storages.append(st)
         except Exception:  # sparse or otherwise storage-less tensors
-            storage = id(t)
+            storage = -self.tid(t)
         return TensorMeta(
             shape=tuple(int(d) for d in t.shape),
             dtype=_dtype_name(t.dtype),
             itemsize=t.element_size(),
             storage=storage,
             is_view=bool(t._is_view()),
-            tid=id(t),
+            tid=self.tid(t),
         )
 
     def convert(self, obj):
@@ -190,11 +205,11 @@ class _State:
             # engine-level ops (gradient accumulation, seeding): follow the producer of an input
             module = ""
             for x in _flatten(args):
-                if isinstance(x, torch.Tensor) and id(x) in self.producer_module:
-                    module = self.producer_module[id(x)]
+                if isinstance(x, torch.Tensor) and self.tid(x) in self.producer_module:
+                    module = self.producer_module[self.tid(x)]
                     break
         for x in flat_out:
-            self.producer_module[id(x)] = module
+            self.producer_module[self.tid(x)] = module
         if self.sac_decision == "save" and self.phase is Phase.FORWARD:
             for o in outs:  # each cached storage once, whatever view or in-place op holds it
                 if o.storage not in self.sac_counted:
@@ -390,7 +405,7 @@ def _saved_op_keys(records: list[OpRecord], saved_storages: set[int]) -> frozens
 
 def _mark_step_outputs(st: _State, outputs) -> None:
     """The model's outputs and the loss are held by the caller until the step ends."""
-    tids = {id(t) for t in _flatten(_tensors_of(outputs))}
+    tids = {st.tid(t) for t in _flatten(_tensors_of(outputs))}
     for rec in st.records:
         if any(o.tid in tids for o in rec.outputs):
             rec.extra["held_by_caller"] = True
