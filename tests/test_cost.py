@@ -18,7 +18,7 @@ from tests.conftest import MODELS, TINY
 from tests.groundtruth import real_step_peak
 
 FP32 = parse_precision("fp32")
-PEAK_MODELS = {k: TINY[k] for k in ("seed_mlp", "gpt2", "llama", "moe", "vit")}
+PEAK_MODELS = {k: TINY[k] for k in ("seed_mlp", "gpt2", "llama", "moe", "vit", "bert")}
 
 
 @pytest.mark.parametrize("name", sorted(PEAK_MODELS))
