@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from archcost.errors import ConfigError, PlanError
-from archcost.plan.space import (
+from archcost.plan import (
     PLAN_DTYPE,
     Axis,
     ModelShape,

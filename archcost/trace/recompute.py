@@ -13,8 +13,6 @@ Ops run by the recomputation are recorded in the ``recompute`` phase.
 
 from __future__ import annotations
 
-import enum
-
 import torch
 from torch.utils.checkpoint import (
     CheckpointPolicy,
@@ -23,15 +21,10 @@ from torch.utils.checkpoint import (
     set_checkpoint_early_stop,
 )
 
+from archcost.options import Recompute
 from archcost.trace.records import Phase
 
 __all__ = ["Recompute", "block_caller", "is_attention_core"]
-
-
-class Recompute(str, enum.Enum):
-    NONE = "none"
-    SELECTIVE = "selective"
-    FULL = "full"
 
 
 _ATTENTION_OPS = {
