@@ -182,3 +182,43 @@ def hierarchical_all_reduce(size, n_inner, n_outer, alpha_in, bw_in, alpha_out, 
     t += t_out
     t += collective_time(COLL_ALL_GATHER, ALGO_RING, size, n_inner, alpha_in, bw_in)
     return t
+
+
+@njit(cache=True)
+def group_collective_time(kind, size, n, stride, domain, bw, lat):
+    """Seconds of one collective over a group of ``n`` ranks ``stride`` apart on a cluster whose
+    link levels have ``domain`` sizes (<= 0: unbounded), per-GPU bandwidth ``bw`` and latency
+    ``lat``: the innermost level holding ``n * stride`` GPUs; across domains the faster of a flat
+    ring/tree bounded by the slowest level crossed and (all-reduce) the hierarchical algorithm.
+    The same choice as ``comm.collective_cost``, without Python objects, for plan kernels."""
+    if n <= 1 or size <= 0.0:
+        return 0.0
+    nlev = domain.shape[0]
+    extent = n * stride
+    outer = nlev - 1
+    for i in range(nlev):
+        if domain[i] <= 0 or extent <= domain[i]:
+            outer = i
+            break
+    if outer == 0:
+        t, _ = best_collective(kind, size, n, lat[0], bw[0])
+        return t
+    slow_bw = bw[0]
+    alpha = lat[0]
+    for i in range(1, outer + 1):
+        if bw[i] < slow_bw:
+            slow_bw = bw[i]
+        if lat[i] > alpha:
+            alpha = lat[i]
+    t, _ = best_collective(kind, size, n, alpha, slow_bw)
+    inner = domain[0] if domain[0] > 0 else extent
+    per_inner = min(n, inner // stride)
+    if per_inner < 1:
+        per_inner = 1
+    n_outer = n // per_inner
+    if kind == COLL_ALL_REDUCE and per_inner > 1 and n_outer > 1:
+        t_h = hierarchical_all_reduce(size, per_inner, n_outer, lat[0], bw[0], lat[outer],
+                                      bw[outer])
+        if t_h < t:
+            t = t_h
+    return t

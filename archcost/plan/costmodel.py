@@ -1,0 +1,79 @@
+"""Everything a plan's cost depends on besides the plan: the workload (traced model), the cluster
+(GPU profile and link levels) and the modelling choices, with the arrays the plan kernel reads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from archcost.cost.compute import PEAK_KEY
+from archcost.options import Recompute
+from archcost.plan.kernel import MODEL_KEYS
+from archcost.plan.space import PLACEMENTS
+from archcost.plan.table import CostTable, build_table
+from archcost.plan.workload import Workload
+
+__all__ = ["CostModel"]
+
+
+@dataclass
+class CostModel:
+    workload: Workload
+    cluster: object  # ClusterProfile
+    # data-parallel collectives overlap the last micro-batch's backward (PyTorch DDP/FSDP,
+    # Megatron-LM --overlap-grad-reduce); False: they run after it
+    overlap_dp: bool = True
+    # stage partition: False = balanced on traced layer costs, True = layers / stages
+    uniform_stages: bool = False
+    _tables: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def gpu(self):
+        return self.cluster.gpu
+
+    @property
+    def peak_flops(self) -> float:
+        peaks = self.gpu.peak_flops_per_s
+        return float(peaks.get(PEAK_KEY.get(self.workload.compute_dtype, "fp32"))
+                     or peaks["fp32"])
+
+    def table(self, combos: np.ndarray) -> CostTable:
+        """Cost-table rows for ``combos`` ([n, 5]: recompute, mbs, tp, sp, cp), cached."""
+        key = np.ascontiguousarray(combos, dtype=np.int64).tobytes()
+        if key not in self._tables:
+            self._tables[key] = build_table(self.workload, self.gpu, combos)
+        return self._tables[key]
+
+    def model_vector(self, table: CostTable) -> np.ndarray:
+        w = self.workload
+        rc = {r: (w.ops[r].recompute_flops if r in w.ops else 0.0) for r in Recompute}
+        any_ops = next(iter(w.ops.values()))
+        values = {
+            "layers": w.layers, "seq_len": w.seq_len, "hidden": w.hidden,
+            "act_bytes": w.act_bytes, "tp_points": w.tp_points, "kv_hidden": w.kv_hidden,
+            "dispatch_bytes": w.dispatch_bytes, "experts": w.shape.experts,
+            "params_pre": w.params_pre, "params_block": w.params_block,
+            "params_post": w.params_post, "params_expert_block": w.params_expert_block,
+            "weight_bytes": w.weight_bytes, "grad_bytes": w.grad_bytes,
+            "optimizer_bytes": w.optimizer_bytes,
+            "optimizer_s_per_param": table.optimizer_s_per_param,
+            "model_flops_per_seq": any_ops.model_flops,
+            "rc_flops_none": rc[Recompute.NONE], "rc_flops_selective": rc[Recompute.SELECTIVE],
+            "rc_flops_full": rc[Recompute.FULL], "peak_flops": self.peak_flops,
+            "mem_capacity": float(self.gpu.mem_bytes), "overlap_dp": float(self.overlap_dp),
+            "uniform_stages": float(self.uniform_stages),
+        }
+        return np.array([float(values[k]) for k in MODEL_KEYS])
+
+    def levels(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        lv = self.cluster.levels
+        dom = np.array([lv_.domain_size or 0 for lv_ in lv], dtype=np.int64)
+        bw = np.array([lv_.bandwidth_per_gpu_bytes_per_s for lv_ in lv], dtype=np.float64)
+        lat = np.array([lv_.latency_s for lv_ in lv], dtype=np.float64)
+        return dom, bw, lat
+
+    @staticmethod
+    def placements() -> np.ndarray:
+        return np.array([[a.code for a in order] for order in PLACEMENTS], dtype=np.int64)

@@ -1,0 +1,323 @@
+"""The full cost of one plan: every collective named with its group, link level, size and exposed
+time; the pipeline simulated op by op (``schedule.simulate``) with its bubble and in-flight
+micro-batches; memory per pipeline rank; step time, tokens/s, MFU and HFU.
+
+Pure Python over ``comm.collective_cost`` and the cost table, written apart from the plan kernel
+so the two check each other (they agree exactly when pipeline stages are equal).
+
+Per layer and micro-batch (Megatron-LM's collectives, Shoeybi et al. 2019; Korthikanti et al.
+2022): tensor parallel all-reduces the activation after each row-parallel projection in forward
+and backward (sequence parallel: all-gather + reduce-scatter instead; full recompute repeats the
+forward's); ring attention passes K and V around the context-parallel ring (cp - 1 sends in
+forward, twice the bytes in backward) behind the attention kernels, exposing only what they do
+not cover; MoE layers all-to-all their tokens to the experts and back in each pass. Pipeline
+stages send the activation (its sequence-parallel shard) forward and its gradient back. Data
+parallel (over dp x cp ranks): all-reduce of gradients (ZeRO-0), reduce-scatter of gradients and
+all-gather of updated weights (ZeRO-1/2), or both per micro-batch and layer (ZeRO-3/FSDP).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from archcost.cost.comm import Collective, collective_cost
+from archcost.errors import PlanError
+from archcost.options import Recompute
+from archcost.plan.costmodel import CostModel
+from archcost.plan.partition import balanced_counts, uniform_counts
+from archcost.plan.rules import validate
+from archcost.plan.schedule import ScheduleResult, simulate
+from archcost.plan.space import Axis, Plan, Schedule
+from archcost.plan.table import COLUMNS
+
+__all__ = ["estimate_plan", "COMPONENTS"]
+
+COMPONENTS = ("compute", "recompute", "tp_comm", "cp_comm", "ep_comm", "pp_comm", "bubble",
+              "dp_comm", "optimizer")
+
+
+def _strides(plan: Plan) -> dict[Axis, int]:
+    sizes = {Axis.TP: plan.tp, Axis.CP: plan.cp, Axis.DP: plan.dp, Axis.PP: plan.pp}
+    out, s = {}, 1
+    for ax in plan.placement:
+        out[ax] = s
+        s *= sizes[ax]
+    return out
+
+
+class _Comm:
+    """Collects every collective of the step: per group, kind, size, count and exposure."""
+
+    def __init__(self, cluster) -> None:
+        self.cluster = cluster
+        self.rows: list[dict[str, Any]] = []
+
+    def time(self, group: str, kind: Collective, size: float, n: int, stride: int,
+             per_step: float, note: str = "") -> float:
+        cost = collective_cost(kind, size, n, self.cluster, stride)
+        if n > 1 and size > 0 and per_step > 0:
+            self.rows.append({
+                "group": group, "collective": kind.value, "bytes": float(size), "ranks": int(n),
+                "levels": sorted(cost.bytes_per_level), "algorithm": cost.algorithm,
+                "seconds_each": cost.seconds, "per_step": float(per_step), "note": note,
+            })
+        return cost.seconds
+
+
+def estimate_plan(plan: Plan, cm: CostModel, *, with_schedule: bool = True
+                  ) -> tuple[dict[str, Any], ScheduleResult | None]:
+    """(the ``estimate`` document of ``plan``, the simulated schedule or None when pp = 1)."""
+    w = cm.workload
+    cluster = cm.cluster
+    reasons = validate(plan, w.shape, plan.gpus)
+    if reasons:
+        raise PlanError(f"plan {plan.to_string()} is invalid: " + "; ".join(reasons))
+    if plan.gpus > cluster.gpus:
+        raise PlanError(f"plan needs {plan.gpus} GPUs but cluster {cluster.name} is sized to "
+                        f"{cluster.gpus}: size the cluster to dp*tp*pp*cp GPUs")
+    if plan.recompute not in w.ops:
+        raise PlanError(f"recompute={plan.recompute.value} was not traced: trace it or fix "
+                        "recompute to a traced policy")
+    if plan.offload.value != "none":
+        raise PlanError(f"offload={plan.offload.value}: hardware profiles carry no host-link "
+                        "figures yet, so offloaded plans cannot be costed; use offload=none")
+    tp, cp, dp, pp, ep, v, m, mbs = (plan.tp, plan.cp, plan.dp, plan.pp, plan.ep, plan.vpp,
+                                     plan.num_microbatches, plan.mbs)
+    sp = int(plan.sp)
+    full = plan.recompute is Recompute.FULL
+    table = cm.table(np.array([[plan.recompute.code, mbs, tp, sp, cp]]))
+    row = dict(zip(COLUMNS, table.rows[0]))
+    st = _strides(plan)
+    comm = _Comm(cluster)
+    s, h = w.seq_len, w.hidden
+    act = mbs * s / cp * h * w.act_bytes
+
+    # ---- one layer, one micro-batch: forward and backward, with exposed communication
+    tp_f = 0.0
+    if tp > 1:
+        if sp:
+            ag = comm.time("tp", Collective.ALL_GATHER, act, tp, st[Axis.TP], 0)
+            rs = comm.time("tp", Collective.REDUCE_SCATTER, act, tp, st[Axis.TP], 0)
+            one = ag + rs
+            passes = w.tp_points * (3 if full else 2) * m
+            comm.time("tp", Collective.ALL_GATHER, act, tp, st[Axis.TP], passes * w.layers / pp,
+                      "sequence parallel, per row-parallel projection and pass")
+            comm.time("tp", Collective.REDUCE_SCATTER, act, tp, st[Axis.TP],
+                      passes * w.layers / pp, "sequence parallel, per row-parallel projection "
+                      "and pass")
+        else:
+            one = comm.time("tp", Collective.ALL_REDUCE, act, tp, st[Axis.TP],
+                            w.tp_points * (3 if full else 2) * m * w.layers / pp,
+                            "per row-parallel projection and pass")
+        tp_f = w.tp_points * one
+    tp_b = tp_f + (tp_f if full else 0.0)
+    cp_f = cp_b = 0.0
+    if cp > 1:
+        kv = 2.0 * mbs * s / cp * w.kv_hidden * w.act_bytes
+        ring = (cp - 1) * comm.time("cp", Collective.SEND_RECV, kv, 2, st[Axis.CP],
+                                    (cp - 1) * (4 if full else 3) * m * w.layers / pp,
+                                    "ring attention K,V blocks (backward: twice the bytes)")
+        cp_f = max(0.0, ring - row["attn_f"])
+        cp_b = max(0.0, 2 * ring - row["attn_b"]) + (max(0.0, ring - row["attn_f"]) if full
+                                                     else 0.0)
+    ep_f = ep_b = 0.0
+    if ep > 1 and w.shape.experts > 0:
+        d = mbs * w.dispatch_bytes / cp / (tp if sp else 1)
+        ep_stride = min(st[Axis.CP] if cp > 1 else st[Axis.DP],
+                        st[Axis.DP] if dp > 1 else st[Axis.CP])
+        a2a = comm.time("ep", Collective.ALL_TO_ALL, d, ep, ep_stride,
+                        (6 if full else 4) * m * w.layers / pp, "token dispatch and combine")
+        ep_f = 2 * a2a
+        ep_b = 2 * a2a + (2 * a2a if full else 0.0)
+    layer_f = row["block_f"] + tp_f + cp_f + ep_f
+    layer_b = row["block_b"] + row["block_rc"] + tp_b + cp_b + ep_b
+    emb = tp_f / max(w.tp_points, 1) if tp > 1 else 0.0  # vocab-parallel embedding / head
+    pre_f, pre_b = row["pre_f"] + emb, row["pre_b"]
+    post_f, post_b = row["post_f"], row["post_b"] + emb
+
+    # ---- stages and the pipeline
+    k = pp * v
+    counts = np.empty(k, dtype=np.int64)
+    layer = layer_f + layer_b
+    if cm.uniform_stages or v > 1:
+        uniform_counts(w.layers, k, layer, pre_f + pre_b, post_f + post_b, counts)
+    else:
+        balanced_counts(w.layers, k, layer, pre_f + pre_b, post_f + post_b, counts)
+    fwd = counts * layer_f
+    bwd = counts * layer_b
+    fwd[0] += pre_f
+    bwd[0] += pre_b
+    fwd[-1] += post_f
+    bwd[-1] += post_b
+    p2p = 0.0
+    sched: ScheduleResult | None = None
+    if pp > 1:
+        msg = act / (tp if sp else 1)
+        p2p = comm.time("pp", Collective.SEND_RECV, msg, 2, st[Axis.PP], 2 * m * v,
+                        "activation forward, its gradient back, per micro-batch and chunk")
+        sched = simulate(plan.schedule, pp, m, fwd, bwd, v=v, p2p_s=p2p)
+        makespan = sched.makespan_s
+        in_flight = sched.peak_in_flight
+    else:
+        makespan = m * float(fwd[0] + bwd[0])
+        in_flight = (1,)
+    rank_layers = np.zeros(pp)
+    rank_busy = np.zeros(pp)
+    for j in range(k):
+        rank_layers[j % pp] += counts[j]
+        rank_busy[j % pp] += fwd[j] + bwd[j]
+    crit = int(np.argmax(rank_busy))
+
+    # ---- data parallel and optimizer, memory: per pipeline rank
+    n_dp = dp * cp
+    dp_stride = min(st[Axis.DP] if dp > 1 else st[Axis.CP], st[Axis.CP] if cp > 1 else st[Axis.DP])
+    zero = int(plan.zero)
+    zg = plan.zero_group
+    pe = w.params_expert_block
+    pb = w.params_block - pe
+    zg_e = max(1, n_dp // ep)
+    ranks = []
+    for r in range(pp):
+        nl = rank_layers[r]
+        dense = (nl * pb + (w.params_pre if r == 0 else 0.0)
+                 + (w.params_post if r == pp - 1 else 0.0)) / tp
+        expert = nl * pe / (tp * ep)
+        grads_b = (dense + expert) * w.grad_bytes
+        weights_b = (dense + expert) * w.weight_bytes
+        rec = r == crit  # record the critical rank's collectives
+        bwd_c = fwd_c = 0.0
+        groups = [("dp", dense, n_dp, dp_stride, plan.hybrid_shard, zg)]
+        if pe > 0:
+            groups.append(("dp-experts", expert, zg_e, dp_stride * ep, False, zg_e) if ep > 1
+                          else ("dp-experts", expert, n_dp, dp_stride, plan.hybrid_shard, zg))
+        for tag, params, n, stride, hybrid, group in groups:
+            if n <= 1 or params <= 0:
+                continue
+            per = m if zero == 3 else 1
+            g_bytes, w_bytes = params * w.grad_bytes, params * w.weight_bytes
+            if zero == 0:
+                bwd_c += _coll(comm, rec, tag, Collective.ALL_REDUCE, g_bytes, n, stride, 1,
+                               "gradients")
+                continue
+            inner = group if hybrid else n
+            bwd_c += _coll(comm, rec, tag, Collective.REDUCE_SCATTER, g_bytes, inner, stride,
+                           per, "gradients")
+            fwd_c += _coll(comm, rec, tag, Collective.ALL_GATHER, w_bytes, inner, stride,
+                           2 * per if zero == 3 else 1,
+                           "parameters before forward and backward" if zero == 3 else
+                           "updated parameters after the step")
+            if hybrid and n // group > 1:
+                bwd_c += _coll(comm, rec, tag, Collective.ALL_REDUCE, g_bytes / group,
+                               n // group, stride * group, 1, "across shard-group replicas")
+        if zero == 3:
+            ag_l, rs_l = fwd_c / max(nl, 1.0), bwd_c / max(nl, 1.0)
+            exposed = max(0.0, ag_l - layer_f) + max(0.0, ag_l + rs_l - layer_b)
+            dp_t = m * nl * exposed + ag_l + rs_l
+        elif cm.overlap_dp:
+            dp_t = max(0.0, bwd_c - nl * layer_b) + max(0.0, fwd_c - nl * layer_f)
+        else:
+            dp_t = bwd_c + fwd_c
+        zshard = zg if zero >= 1 else 1
+        zshard_e = (zg_e if ep > 1 else zg) if zero >= 1 else 1
+        opt_t = (dense / zshard + expert / zshard_e) * table.optimizer_s_per_param
+        # memory
+        states = {}
+        for part, per_param in (("weights", w.weight_bytes), ("gradients", w.grad_bytes),
+                                ("optimizer_states", w.optimizer_bytes)):
+            level = {"weights": 3, "gradients": 2, "optimizer_states": 1}[part]
+            states[part] = (dense * per_param / (zg if zero >= level else 1)
+                            + expert * per_param / (zshard_e if zero >= level else 1))
+        if pp == 1:
+            units, unit_layers = 1, nl
+        elif plan.schedule is Schedule.INTERLEAVED:
+            units, unit_layers = in_flight[r], nl / v
+        else:
+            units, unit_layers = in_flight[r], nl
+        acts = units * (unit_layers * row["saved_layer"] + (row["saved_pre"] if r == 0 else 0.0)
+                        + (row["saved_post"] if r == pp - 1 else 0.0))
+        transient = row["transient"] + (2.0 * pb / tp * w.weight_bytes if zero == 3 else 0.0)
+        total = sum(states.values()) + acts + transient
+        ranks.append({
+            "rank": r, "layers": int(nl), "micro_batches_in_flight": int(units),
+            "params": dense + expert, "memory_bytes": {**states, "activations": acts,
+                                                       "transient": transient, "total": total},
+            "dp_comm_exposed_s": dp_t, "optimizer_s": opt_t, "busy_s": float(rank_busy[r]),
+            "grad_bytes": grads_b, "weight_bytes": weights_b,
+        })
+    dp_exposed = max(rk["dp_comm_exposed_s"] for rk in ranks)
+    opt_s = max(rk["optimizer_s"] for rk in ranks)
+    step = makespan + dp_exposed + opt_s
+    peak_rank = max(ranks, key=lambda rk: rk["memory_bytes"]["total"])
+    nl = rank_layers[crit]
+    m_f = float(m)
+    parts = {
+        "compute": m_f * (nl * (row["block_f"] + row["block_b"])
+                          + (row["pre_f"] + row["pre_b"] if crit == 0 else 0.0)
+                          + (row["post_f"] + row["post_b"] if crit == pp - 1 else 0.0)),
+        "recompute": m_f * nl * row["block_rc"],
+        "tp_comm": m_f * (nl * (tp_f + tp_b) + (emb if crit == 0 else 0.0)
+                          + (emb if crit == pp - 1 else 0.0)),
+        "cp_comm": m_f * nl * (cp_f + cp_b),
+        "ep_comm": m_f * nl * (ep_f + ep_b),
+        "pp_comm": 2.0 * (pp - 1) * p2p,
+    }
+    parts["bubble"] = makespan - m_f * float(rank_busy[crit]) - parts["pp_comm"]
+    parts["dp_comm"] = dp_exposed
+    parts["optimizer"] = opt_s
+    peak = cm.peak_flops
+    model_flops = w.ops[plan.recompute].model_flops * plan.gbs
+    rc_flops = w.ops[plan.recompute].recompute_flops * plan.gbs
+    cap = float(cm.gpu.mem_bytes)
+    doc = {
+        "plan": {**_plan_fields(plan), "gpus": plan.gpus, "num_microbatches": m},
+        "hardware": {"cluster": cluster.name, "gpu": cm.gpu.name},
+        "step_time_s": step,
+        "tokens_per_s": plan.gbs * s / step,
+        "mfu": model_flops / (step * plan.gpus * peak),
+        "hfu": (model_flops + rc_flops) / (step * plan.gpus * peak),
+        "peak_flops_per_s": peak,
+        "memory_bytes": {"peak_per_gpu": peak_rank["memory_bytes"]["total"],
+                         "capacity_per_gpu": cap, "peak_rank": peak_rank["rank"],
+                         **{k: peak_rank["memory_bytes"][k] for k in
+                            ("weights", "gradients", "optimizer_states", "activations",
+                             "transient")}},
+        "fits": bool(peak_rank["memory_bytes"]["total"] <= cap),
+        "components_s": parts,
+        "comm": sorted(comm.rows, key=lambda c: -c["seconds_each"] * c["per_step"]),
+        "pipeline": {
+            "schedule": plan.schedule.value, "stages": pp, "virtual_stages": v,
+            "layers_per_stage": [int(c) for c in counts], "micro_batches": m,
+            "makespan_s": makespan, "critical_rank": crit,
+            "bubble_fraction": parts["bubble"] / (m_f * float(rank_busy[crit]))
+            if rank_busy[crit] else 0.0,
+            "partition": "uniform" if (cm.uniform_stages or v > 1) else "balanced",
+            "method": "simulated op by op" if sched is not None else "sequential micro-batches",
+        },
+        "ranks": ranks,
+        "model_flops_per_step": model_flops,
+        "tp_collectives_per_layer": w.tp_points,
+    }
+    return doc, sched if with_schedule else None
+
+
+def _coll(comm: _Comm, record: bool, group: str, kind: Collective, size: float, n: int,
+          stride: int, per_step: float, note: str) -> float:
+    if record:
+        return comm.time(group, kind, size, n, stride, per_step, note)
+    return collective_cost(kind, size, n, comm.cluster, stride).seconds
+
+
+def _plan_fields(plan: Plan) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name in Plan.__dataclass_fields__:
+        value = getattr(plan, name)
+        if isinstance(value, bool) or value is None or isinstance(value, int) and not hasattr(
+                value, "value"):
+            out[name] = value
+        elif isinstance(value, tuple):
+            out[name] = "-".join(a.value for a in value)
+        elif hasattr(value, "value"):
+            out[name] = value.value if not isinstance(value.value, int) else int(value)
+    return out

@@ -1,0 +1,338 @@
+"""The plan kernel: score every plan of a PLAN_DTYPE array in one numba ``prange`` loop.
+
+Per plan: a layer's time per micro-batch from the cost table plus its exposed tensor-, context-
+and expert-parallel communication; stages from ``partition``; the pipeline's makespan from the
+closed form for stages of unequal cost, ``(m - 1/v) * max_r t_r + sum_r t_r / v`` (exactly
+``(m + p - 1) t`` and ``m t + (p - 1) t / v`` for equal stages, Narayanan et al. SC'21) plus the
+fill and drain sends; the data-parallel gradient and parameter collectives with the part that
+cannot hide behind the last micro-batch's backward; the optimizer step on the GPU's shard; and
+the peak memory of every pipeline rank (1F1B: rank r holds min(p - r, m) micro-batches in
+flight; interleaved: 2(p - r - 1) + (v - 1) p + 1 chunks, Megatron-LM's warm-up; GPipe: all m).
+
+This is the screen of the search. ``evaluate.estimate_plan`` is the full model of one plan (the
+pipeline simulated op by op, every collective named); the two agree exactly when the pipeline
+has equal stages, and the search re-ranks its best candidates with ``estimate_plan``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from archcost.cost.kernels import (
+    COLL_ALL_GATHER,
+    COLL_ALL_REDUCE,
+    COLL_ALL_TO_ALL,
+    COLL_REDUCE_SCATTER,
+    COLL_SEND_RECV,
+    group_collective_time,
+)
+from archcost.plan.partition import balanced_counts, uniform_counts
+from archcost.plan.table import (
+    ATTN_B,
+    ATTN_F,
+    BLOCK_B,
+    BLOCK_F,
+    BLOCK_RC,
+    POST_B,
+    POST_F,
+    PRE_B,
+    PRE_F,
+    SAVED_LAYER,
+    SAVED_POST,
+    SAVED_PRE,
+    TRANSIENT,
+)
+
+__all__ = ["OUT", "OUT_INDEX", "MODEL_KEYS", "score_plans"]
+
+# output columns
+OUT = ("step_s", "compute_s", "recompute_s", "tp_comm_s", "cp_comm_s", "ep_comm_s",
+       "pp_comm_s", "dp_comm_s", "bubble_s", "optimizer_s", "mem_peak", "mem_states",
+       "mem_activations", "mem_transient", "tokens_per_s", "mfu", "hfu", "fits")
+OUT_INDEX = {name: i for i, name in enumerate(OUT)}
+# model/hardware scalars, one float64 vector
+MODEL_KEYS = ("layers", "seq_len", "hidden", "act_bytes", "tp_points", "kv_hidden",
+              "dispatch_bytes", "experts", "params_pre", "params_block", "params_post",
+              "params_expert_block", "weight_bytes", "grad_bytes", "optimizer_bytes",
+              "optimizer_s_per_param", "model_flops_per_seq", "rc_flops_none",
+              "rc_flops_selective", "rc_flops_full", "peak_flops", "mem_capacity",
+              "overlap_dp", "uniform_stages")
+M = {name: i for i, name in enumerate(MODEL_KEYS)}
+# constant indices for njit code (numba cannot read dicts)
+_O_STEP_S = 0
+_O_COMPUTE_S = 1
+_O_RECOMPUTE_S = 2
+_O_TP_COMM_S = 3
+_O_CP_COMM_S = 4
+_O_EP_COMM_S = 5
+_O_PP_COMM_S = 6
+_O_DP_COMM_S = 7
+_O_BUBBLE_S = 8
+_O_OPTIMIZER_S = 9
+_O_MEM_PEAK = 10
+_O_MEM_STATES = 11
+_O_MEM_ACTIVATIONS = 12
+_O_MEM_TRANSIENT = 13
+_O_TOKENS_PER_S = 14
+_O_MFU = 15
+_O_HFU = 16
+_O_FITS = 17
+_M_LAYERS = 0
+_M_SEQ_LEN = 1
+_M_HIDDEN = 2
+_M_ACT_BYTES = 3
+_M_TP_POINTS = 4
+_M_KV_HIDDEN = 5
+_M_DISPATCH_BYTES = 6
+_M_EXPERTS = 7
+_M_PARAMS_PRE = 8
+_M_PARAMS_BLOCK = 9
+_M_PARAMS_POST = 10
+_M_PARAMS_EXPERT_BLOCK = 11
+_M_WEIGHT_BYTES = 12
+_M_GRAD_BYTES = 13
+_M_OPTIMIZER_BYTES = 14
+_M_OPTIMIZER_S_PER_PARAM = 15
+_M_MODEL_FLOPS_PER_SEQ = 16
+_M_RC_FLOPS_NONE = 17
+_M_RC_FLOPS_SELECTIVE = 18
+_M_RC_FLOPS_FULL = 19
+_M_PEAK_FLOPS = 20
+_M_MEM_CAPACITY = 21
+_M_OVERLAP_DP = 22
+_M_UNIFORM_STAGES = 23
+_AX_TP, _AX_CP, _AX_DP, _AX_PP = 0, 1, 2, 3
+_GPIPE, _1F1B, _INTERLEAVED = 0, 1, 2
+_FULL = 2
+
+
+@njit(cache=True)
+def _strides(order, tp, cp, dp, pp):
+    """Rank stride of each axis (tp, cp, dp, pp) for a placement, innermost first."""
+    sizes = np.array([tp, cp, dp, pp])
+    out = np.ones(4, dtype=np.int64)
+    s = 1
+    for j in range(4):
+        ax = order[j]
+        out[ax] = s
+        s *= sizes[ax]
+    return out
+
+
+@njit(cache=True)
+def _states(params, w_b, g_b, o_b, zero, zg):
+    w = params * w_b / (zg if zero >= 3 else 1)
+    g = params * g_b / (zg if zero >= 2 else 1)
+    o = params * o_b / (zg if zero >= 1 else 1)
+    return w + g + o
+
+
+@njit(cache=True)
+def _dp_time(zero, grads, weights, n, stride, hybrid, group, dom, bw, lat):
+    """(overlappable with backward, overlappable with forward) seconds of one step's gradient
+    and parameter collectives over ``n`` data-parallel ranks; hybrid: shard within ``group``,
+    all-reduce across the replicas."""
+    if n <= 1:
+        return 0.0, 0.0
+    inner, inner_stride = n, stride
+    if hybrid:
+        inner = group
+    if zero == 0:
+        return group_collective_time(COLL_ALL_REDUCE, grads, n, stride, dom, bw, lat), 0.0
+    bwd = group_collective_time(COLL_REDUCE_SCATTER, grads, inner, inner_stride, dom, bw, lat)
+    fwd = group_collective_time(COLL_ALL_GATHER, weights, inner, inner_stride, dom, bw, lat)
+    if hybrid and n // group > 1:
+        bwd += group_collective_time(COLL_ALL_REDUCE, grads / group, n // group,
+                                     stride * group, dom, bw, lat)
+    return bwd, fwd
+
+
+@njit(parallel=True, cache=True)
+def score_plans(dp_a, tp_a, pp_a, cp_a, ep_a, zero_a, hyb_a, sg_a, sp_a, vpp_a, sched_a, mbs_a,
+                gbs_a, rc_a, place_a, m_a, combo, table, model, placements, dom, bw, lat):
+    """Score plans (PLAN_DTYPE columns) -> float64 [n, len(OUT)]; ``combo[i]`` is plan i's row
+    of ``table``; ``placements[k]`` the axis order of placement k."""
+    n = dp_a.shape[0]
+    out = np.zeros((n, len(OUT)))
+    L = int(model[_M_LAYERS])
+    s = model[_M_SEQ_LEN]
+    h = model[_M_HIDDEN]
+    ab = model[_M_ACT_BYTES]
+    for i in prange(n):
+        dp, tp, pp, cp, ep = dp_a[i], tp_a[i], pp_a[i], cp_a[i], ep_a[i]
+        zero, sp, v, sched, mbs, m = zero_a[i], sp_a[i], vpp_a[i], sched_a[i], mbs_a[i], m_a[i]
+        rc = rc_a[i]
+        row = table[combo[i]]
+        st = _strides(placements[place_a[i]], tp, cp, dp, pp)
+        # ---- one layer, one micro-batch
+        act = mbs * s / cp * h * ab
+        tp_f = 0.0
+        if tp > 1:
+            if sp:
+                one = (group_collective_time(COLL_ALL_GATHER, act, tp, st[_AX_TP], dom, bw, lat)
+                       + group_collective_time(COLL_REDUCE_SCATTER, act, tp, st[_AX_TP], dom,
+                                               bw, lat))
+            else:
+                one = group_collective_time(COLL_ALL_REDUCE, act, tp, st[_AX_TP], dom, bw, lat)
+            tp_f = model[_M_TP_POINTS] * one
+        tp_layer = 2.0 * tp_f + (tp_f if rc == _FULL else 0.0)
+        cp_layer = 0.0
+        if cp > 1:
+            kv = 2.0 * mbs * s / cp * model[_M_KV_HIDDEN] * ab
+            ring = (cp - 1) * group_collective_time(COLL_SEND_RECV, kv, 2, st[_AX_CP], dom, bw,
+                                                    lat)
+            cp_layer = max(0.0, ring - row[ATTN_F]) + max(0.0, 2 * ring - row[ATTN_B])
+            if rc == _FULL:
+                cp_layer += max(0.0, ring - row[ATTN_F])
+        ep_layer = 0.0
+        if ep > 1 and model[_M_EXPERTS] > 0:
+            d = mbs * model[_M_DISPATCH_BYTES] / cp / (tp if sp else 1)
+            ep_stride = min(st[_AX_CP] if cp > 1 else st[_AX_DP], st[_AX_DP] if dp > 1 else
+                            st[_AX_CP])
+            a2a = group_collective_time(COLL_ALL_TO_ALL, d, ep, ep_stride, dom, bw, lat)
+            ep_layer = 4.0 * a2a + (2.0 * a2a if rc == _FULL else 0.0)
+        comp_layer = row[BLOCK_F] + row[BLOCK_B]
+        rc_layer = row[BLOCK_RC]
+        layer = comp_layer + rc_layer + tp_layer + cp_layer + ep_layer
+        emb_tp = tp_f / max(model[_M_TP_POINTS], 1.0) if tp > 1 else 0.0
+        first = row[PRE_F] + row[PRE_B] + emb_tp
+        last = row[POST_F] + row[POST_B] + emb_tp
+        # ---- stages
+        k = pp * v
+        counts = np.empty(k, dtype=np.int64)
+        if model[_M_UNIFORM_STAGES] > 0 or v > 1:
+            uniform_counts(L, k, layer, first, last, counts)
+        else:
+            balanced_counts(L, k, layer, first, last, counts)
+        rank_t = np.zeros(pp)
+        rank_layers = np.zeros(pp)
+        for j in range(k):
+            r = j % pp
+            rank_layers[r] += counts[j]
+            rank_t[r] += counts[j] * layer + (first if j == 0 else 0.0) + (last if j == k - 1
+                                                                          else 0.0)
+        t_max = 0.0
+        r_max = 0
+        for r in range(pp):
+            if rank_t[r] > t_max:
+                t_max = rank_t[r]
+                r_max = r
+        p2p = 0.0
+        if pp > 1:
+            msg = act / (tp if sp else 1)
+            p2p = group_collective_time(COLL_SEND_RECV, msg, 2, st[_AX_PP], dom, bw, lat)
+        makespan = (m - 1.0 / v) * t_max + rank_t.sum() / v + 2.0 * (pp - 1) * p2p
+        # ---- data parallel, per rank: params held (dense / tp, experts / (tp * ep))
+        zg = sg_a[i]
+        hybrid = hyb_a[i] == 1
+        n_dp = dp * cp
+        dp_stride = min(st[_AX_DP] if dp > 1 else st[_AX_CP], st[_AX_CP] if cp > 1 else
+                        st[_AX_DP])
+        pe = model[_M_PARAMS_EXPERT_BLOCK]
+        pb = model[_M_PARAMS_BLOCK] - pe
+        worst_dp = 0.0
+        worst_opt = 0.0
+        mem_peak = 0.0
+        mem_states_at = 0.0
+        mem_act_at = 0.0
+        for r in range(pp):
+            nl = rank_layers[r]
+            dense = nl * pb + (model[_M_PARAMS_PRE] if r == 0 else 0.0) + \
+                (model[_M_PARAMS_POST] if r == pp - 1 else 0.0)
+            dense /= tp
+            expert = nl * pe / (tp * ep)
+            zg_e = max(1, n_dp // ep)
+            bwd, fwd = _dp_time(zero, dense * model[_M_GRAD_BYTES],
+                                dense * model[_M_WEIGHT_BYTES], n_dp, dp_stride, hybrid, zg,
+                                dom, bw, lat)
+            if pe > 0 and ep > 1:
+                b2, f2 = _dp_time(zero, expert * model[_M_GRAD_BYTES],
+                                  expert * model[_M_WEIGHT_BYTES], zg_e, dp_stride * ep,
+                                  False, zg_e, dom, bw, lat)
+                bwd += b2
+                fwd += f2
+            elif pe > 0:
+                b2, f2 = _dp_time(zero, expert * model[_M_GRAD_BYTES],
+                                  expert * model[_M_WEIGHT_BYTES], n_dp, dp_stride, hybrid,
+                                  zg, dom, bw, lat)
+                bwd += b2
+                fwd += f2
+            layer_f = row[BLOCK_F] + tp_f
+            layer_b = layer - layer_f
+            if zero == 3:
+                # every micro-batch gathers each layer's parameters before its forward and again
+                # before its backward, and reduce-scatters its gradients after; each hides
+                # behind the neighbouring layer's compute except the first gather and last reduce
+                ag_l = fwd / max(nl, 1.0)
+                rs_l = bwd / max(nl, 1.0)
+                exposed = max(0.0, ag_l - layer_f) + max(0.0, ag_l + rs_l - layer_b)
+                dp_t = m * nl * exposed + ag_l + rs_l
+            elif model[_M_OVERLAP_DP] > 0:
+                # gradients reduce during the last micro-batch's backward; ZeRO's parameter
+                # gather after the step hides behind the next step's first forward
+                dp_t = max(0.0, bwd - nl * layer_b) + max(0.0, fwd - nl * layer_f)
+            else:
+                dp_t = bwd + fwd
+            if dp_t > worst_dp:
+                worst_dp = dp_t
+            zshard = zg if zero >= 1 else 1
+            zshard_e = (zg_e if ep > 1 else zg) if zero >= 1 else 1
+            opt = (dense / zshard + expert / zshard_e) * model[_M_OPTIMIZER_S_PER_PARAM]
+            if opt > worst_opt:
+                worst_opt = opt
+            # memory of this rank
+            states = _states(dense, model[_M_WEIGHT_BYTES], model[_M_GRAD_BYTES],
+                             model[_M_OPTIMIZER_BYTES], zero, zg) + \
+                _states(expert, model[_M_WEIGHT_BYTES], model[_M_GRAD_BYTES],
+                        model[_M_OPTIMIZER_BYTES], zero, zshard_e if zero >= 1 else 1)
+            if pp == 1:
+                units = 1.0
+                unit_layers = nl
+            elif sched == _GPIPE:
+                units = m
+                unit_layers = nl
+            elif sched == _INTERLEAVED:
+                units = min(m * v, 2 * (pp - r - 1) + (v - 1) * pp + 1)
+                unit_layers = nl / v
+            else:
+                units = min(pp - r, m)
+                unit_layers = nl
+            act_b = units * (unit_layers * row[SAVED_LAYER]
+                             + (row[SAVED_PRE] if r == 0 else 0.0)
+                             + (row[SAVED_POST] if r == pp - 1 else 0.0))
+            total = states + act_b + row[TRANSIENT]
+            if zero == 3:
+                total += 2.0 * pb / tp * model[_M_WEIGHT_BYTES]
+            if total > mem_peak:
+                mem_peak = total
+                mem_states_at = states
+                mem_act_at = act_b
+        step = makespan + worst_dp + worst_opt
+        o = out[i]
+        o[_O_STEP_S] = step
+        o[_O_COMPUTE_S] = m * (rank_layers[r_max] * comp_layer + (
+            row[PRE_F] + row[PRE_B] if r_max == 0 else 0.0) + (
+            row[POST_F] + row[POST_B] if r_max == pp - 1 else 0.0))
+        o[_O_RECOMPUTE_S] = m * rank_layers[r_max] * rc_layer
+        o[_O_TP_COMM_S] = m * (rank_layers[r_max] * tp_layer + (emb_tp if r_max == 0 else 0.0)
+                                 + (emb_tp if r_max == pp - 1 else 0.0))
+        o[_O_CP_COMM_S] = m * rank_layers[r_max] * cp_layer
+        o[_O_EP_COMM_S] = m * rank_layers[r_max] * ep_layer
+        o[_O_PP_COMM_S] = 2.0 * (pp - 1) * p2p
+        o[_O_BUBBLE_S] = makespan - m * t_max - 2.0 * (pp - 1) * p2p
+        o[_O_DP_COMM_S] = worst_dp
+        o[_O_OPTIMIZER_S] = worst_opt
+        o[_O_MEM_PEAK] = mem_peak
+        o[_O_MEM_STATES] = mem_states_at
+        o[_O_MEM_ACTIVATIONS] = mem_act_at
+        o[_O_MEM_TRANSIENT] = row[TRANSIENT]
+        gbs = gbs_a[i]
+        o[_O_TOKENS_PER_S] = gbs * s / step
+        gpus = dp * tp * pp * cp
+        mf = model[_M_MODEL_FLOPS_PER_SEQ] * gbs
+        o[_O_MFU] = mf / (step * gpus * model[_M_PEAK_FLOPS])
+        o[_O_HFU] = (mf + model[_M_RC_FLOPS_NONE + rc] * gbs) / (
+            step * gpus * model[_M_PEAK_FLOPS])
+        o[_O_FITS] = 1.0 if mem_peak <= model[_M_MEM_CAPACITY] else 0.0
+    return out

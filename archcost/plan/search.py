@@ -1,0 +1,235 @@
+"""Plan search: enumerate every valid plan, score all of them with the plan kernel, drop those
+that do not fit in memory, rank by the objective, then re-rank the best with the full model
+(``evaluate.estimate_plan``: pipeline simulated op by op) and report the top K with their
+breakdown and the Pareto front of step time, memory per GPU and GPUs used.
+
+Objectives: ``time`` (step time), ``cost`` (dollars per million tokens at the profile's price
+per GPU-hour) and ``energy`` (joules per token from TDP, idle power and node overhead).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+
+from archcost.cost.energy import price_per_gpu_hour, step_cost_usd, step_energy_j
+from archcost.errors import PlanError
+from archcost.plan.arrays import enumerate_plans, plan_from_row
+from archcost.plan.costmodel import CostModel
+from archcost.plan.evaluate import estimate_plan
+from archcost.plan.kernel import OUT_INDEX, score_plans
+
+__all__ = ["OBJECTIVES", "score", "search", "pareto_front", "objective_values", "economics"]
+
+OBJECTIVES = ("time", "cost", "energy")
+_COLS = ("dp", "tp", "pp", "cp", "ep", "zero", "hybrid_shard", "shard_group", "sp", "vpp",
+         "schedule", "mbs", "gbs", "recompute", "placement", "num_micro")
+_CHUNK = 1 << 20
+
+
+def score(cm: CostModel, plans: np.ndarray, progress: Callable[[int, int], None] | None = None
+          ) -> np.ndarray:
+    """Kernel results ([n, len(OUT)]) for a PLAN_DTYPE array."""
+    out = np.zeros((len(plans), len(OUT_INDEX)))
+    if not len(plans):
+        return out
+    combos = np.stack([plans[k] for k in ("recompute", "mbs", "tp", "sp", "cp")], 1)
+    unique, inverse = np.unique(combos, axis=0, return_inverse=True)
+    table = cm.table(unique)
+    vec = cm.model_vector(table)
+    dom, bw, lat = cm.levels()
+    placements = cm.placements()
+    inverse = np.asarray(inverse, dtype=np.int64).ravel()
+    for lo in range(0, len(plans), _CHUNK):
+        part = plans[lo:lo + _CHUNK]
+        cols = [np.ascontiguousarray(part[k]) for k in _COLS]
+        out[lo:lo + len(part)] = score_plans(*cols, inverse[lo:lo + len(part)], table.rows, vec,
+                                             placements, dom, bw, lat)
+        if progress:
+            progress(min(lo + _CHUNK, len(plans)), len(plans))
+    return out
+
+
+def economics(cm: CostModel, step_s: float, busy_s: float, gpus: int, tokens: float
+              ) -> dict[str, float | None]:
+    """Joules and dollars per step and per token for a step on ``gpus`` GPUs."""
+    gpu, cl = cm.gpu, cm.cluster
+    energy = step_energy_j(step_s, busy_s, gpus, gpu.tdp_w, gpu.idle_power_fraction,
+                           cl.gpus_per_node, cl.node_power_overhead_w)
+    price = price_per_gpu_hour(cl)
+    cost = step_cost_usd(step_s, gpus, price) if price is not None else None
+    return {
+        "joules_per_step": energy, "joules_per_token": energy / tokens,
+        "tokens_per_joule": tokens / energy if energy else 0.0,
+        "usd_per_gpu_hour": price, "usd_per_step": cost,
+        "usd_per_million_tokens": cost / tokens * 1e6 if cost is not None else None,
+    }
+
+
+def objective_values(cm: CostModel, plans: np.ndarray, res: np.ndarray, objective: str
+                     ) -> np.ndarray:
+    """Lower is better: step seconds, dollars per token or joules per token per plan."""
+    step = res[:, OUT_INDEX["step_s"]]
+    if objective == "time":
+        return step.copy()
+    gpus = plans["gpus"].astype(np.float64)
+    tokens = plans["gbs"].astype(np.float64) * cm.workload.seq_len
+    if objective == "cost":
+        price = price_per_gpu_hour(cm.cluster)
+        if price is None:
+            raise PlanError(f"--objective cost needs a price: profile {cm.cluster.name} has no "
+                            "price_per_gpu_hour; set it in the cluster or GPU profile")
+        return step / 3600.0 * gpus * price / tokens
+    if objective == "energy":
+        gpu, cl = cm.gpu, cm.cluster
+        busy = res[:, OUT_INDEX["compute_s"]] + res[:, OUT_INDEX["recompute_s"]]
+        frac = np.clip(busy / np.maximum(step, 1e-30), 0.0, 1.0)
+        watts = gpus * gpu.tdp_w * (gpu.idle_power_fraction
+                                    + (1 - gpu.idle_power_fraction) * frac)
+        nodes = np.ceil(gpus / cl.gpus_per_node)
+        return step * (watts + nodes * cl.node_power_overhead_w) / tokens
+    raise PlanError(f"objective {objective!r}: allowed {', '.join(OBJECTIVES)}")
+
+
+def pareto_front(points: np.ndarray) -> np.ndarray:
+    """Indices of the rows of ``points`` ([n, d], lower is better) no other row dominates."""
+    order = np.lexsort(points.T[::-1])
+    front: list[int] = []
+    for i in order:
+        p = points[i]
+        if any(np.all(points[j] <= p) and np.any(points[j] < p) for j in front):
+            continue
+        if any(np.array_equal(points[j], p) for j in front):
+            continue
+        front.append(int(i))
+    return np.array(front, dtype=np.int64)
+
+
+def _estimate_doc(cm: CostModel, plan, objective: str) -> dict[str, Any]:
+    doc, _ = estimate_plan(plan, cm, with_schedule=False)
+    busy = doc["components_s"]["compute"] + doc["components_s"]["recompute"]
+    doc["economics"] = economics(cm, doc["step_time_s"], busy, plan.gpus,
+                                 plan.gbs * cm.workload.seq_len)
+    return doc
+
+
+def _doc_objective(doc: dict[str, Any], objective: str) -> float:
+    if objective == "time":
+        return doc["step_time_s"]
+    if objective == "cost":
+        return doc["economics"]["usd_per_million_tokens"]
+    return doc["economics"]["joules_per_token"]
+
+
+def search(
+    cm: CostModel,
+    gpus: Iterable[int],
+    gbs: int,
+    *,
+    constraints: Iterable[str] = (),
+    fixed: Iterable[str] | None = None,
+    objective: str = "time",
+    top: int = 5,
+    max_tp: int | None = None,
+    rerank: int | None = None,
+    pareto_max: int = 20,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Search every valid plan on each GPU count in ``gpus``; the ``search`` document."""
+    if objective not in OBJECTIVES:
+        raise PlanError(f"objective {objective!r}: allowed {', '.join(OBJECTIVES)}")
+    t0 = time.perf_counter()
+    w = cm.workload
+    traced = [r.value for r in w.ops]
+    fixed = list(fixed or [])
+    constraints = list(constraints)
+    if not any(f.replace(" ", "").startswith("recompute=") for f in fixed):
+        constraints += [f"recompute!={r.value}" for r in _untraced(w)]
+    max_tp = max_tp if max_tp is not None else cm.cluster.gpus_per_node
+    arrays = []
+    for n in sorted(set(gpus)):
+        arrays.append(enumerate_plans(w.shape, n, gbs, max_tp=max_tp, constraints=constraints,
+                                      fixed=fixed or None))
+    plans = np.concatenate(arrays) if arrays else np.empty(0)
+    t_enum = time.perf_counter() - t0
+    if progress:
+        progress("scoring plans", 0, len(plans))
+    t1 = time.perf_counter()
+    res = score(cm, plans, (lambda d, n: progress("scoring plans", d, n)) if progress else None)
+    t_score = time.perf_counter() - t1
+    fits = res[:, OUT_INDEX["fits"]] > 0
+    doc: dict[str, Any] = {
+        "objective": objective,
+        "gpus": sorted(set(gpus)),
+        "gbs": gbs,
+        "constraints": constraints,
+        "fixed": fixed,
+        "recompute_traced": traced,
+    }
+    idx = np.flatnonzero(fits)
+    if not len(idx):
+        lowest = int(np.argmin(res[:, OUT_INDEX["mem_peak"]])) if len(plans) else None
+        doc.update(plans=[], pareto=[])
+        doc["search"] = _stats(plans, res, fits, t0, t_enum, t_score, 0)
+        if lowest is not None:
+            doc["closest"] = {"plan": plan_from_row(plans[lowest]).to_string(),
+                              "peak_per_gpu_bytes": float(res[lowest, OUT_INDEX["mem_peak"]]),
+                              "capacity_per_gpu_bytes": float(cm.gpu.mem_bytes)}
+        return doc
+    obj = objective_values(cm, plans[idx], res[idx], objective)
+    order = idx[np.argsort(obj, kind="stable")]
+    n_rerank = rerank if rerank is not None else max(4 * top, 32)
+    candidates = order[:n_rerank]
+    t2 = time.perf_counter()
+    rows = []
+    for k, i in enumerate(candidates):
+        plan = plan_from_row(plans[i])
+        est = _estimate_doc(cm, plan, objective)
+        if est["fits"]:
+            rows.append((_doc_objective(est, objective), k, plan, est, i))
+        if progress:
+            progress("re-ranking with the simulated pipeline", k + 1, len(candidates))
+    rows.sort(key=lambda r: (r[0], r[1]))
+    t_rerank = time.perf_counter() - t2
+    doc["plans"] = [{"rank": j + 1, "plan": plan.to_string(), "fields": est["plan"],
+                     "objective_value": val, "estimate": est,
+                     "screen_step_time_s": float(res[i, OUT_INDEX["step_s"]])}
+                    for j, (val, _, plan, est, i) in enumerate(rows[:top])]
+    # Pareto front over every fitting plan (kernel figures): time, memory, GPUs
+    pts = np.stack([res[idx, OUT_INDEX["step_s"]], res[idx, OUT_INDEX["mem_peak"]],
+                    plans["gpus"][idx].astype(np.float64)], 1)
+    front = idx[pareto_front(pts)]
+    front = front[np.argsort(res[front, OUT_INDEX["step_s"]])][:pareto_max]
+    doc["pareto"] = [{
+        "plan": plan_from_row(plans[i]).to_string(), "gpus": int(plans["gpus"][i]),
+        "step_time_s": float(res[i, OUT_INDEX["step_s"]]),
+        "peak_per_gpu_bytes": float(res[i, OUT_INDEX["mem_peak"]]),
+        "mfu": float(res[i, OUT_INDEX["mfu"]]),
+    } for i in front]
+    doc["search"] = _stats(plans, res, fits, t0, t_enum, t_score, len(candidates))
+    doc["search"]["rerank_seconds"] = t_rerank
+    doc["search"]["seconds"] = time.perf_counter() - t0
+    return doc
+
+
+def _untraced(w) -> list:
+    from archcost.options import Recompute
+
+    return [r for r in Recompute if r not in w.ops]
+
+
+def _stats(plans, res, fits, t0, t_enum, t_score, reranked) -> dict[str, Any]:
+    n = len(plans)
+    return {
+        "plans_evaluated": int(n),
+        "plans_valid": int(n),
+        "plans_fitting": int(fits.sum()),
+        "plans_reranked": int(reranked),
+        "enumerate_seconds": t_enum,
+        "score_seconds": t_score,
+        "plans_per_second": n / t_score if t_score > 0 else 0.0,
+        "seconds": time.perf_counter() - t0,
+    }

@@ -1,0 +1,103 @@
+"""Per-layer cost table: the roofline time and activation bytes of one micro-batch through one
+layer (and through the pre/post sections) for each (recompute, micro-batch, tp, sp, cp) a set
+of plans uses, on one GPU profile.
+
+Plans share few such combinations (a few hundred in a million plans), so the op-level roofline
+(``cost.kernels.roofline``, measured efficiency curves at the op's FLOPs as sharded) runs once
+per combination and the plan kernel only looks rows up.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from archcost.cost.compute import PEAK_KEY, _curves
+from archcost.cost.kernels import roofline
+from archcost.options import Recompute
+from archcost.plan.workload import SECTION_BLOCK, SECTION_POST, SECTION_PRE, OpTable, Workload
+
+__all__ = ["COLUMNS", "CostTable", "build_table", "op_seconds"]
+
+# columns of a table row (seconds per micro-batch; bytes per micro-batch per GPU)
+COLUMNS = ("block_f", "block_b", "block_rc", "attn_f", "attn_b", "pre_f", "pre_b", "post_f",
+           "post_b", "saved_layer", "saved_pre", "saved_post", "transient")
+(BLOCK_F, BLOCK_B, BLOCK_RC, ATTN_F, ATTN_B, PRE_F, PRE_B, POST_F, POST_B, SAVED_LAYER, SAVED_PRE,
+ SAVED_POST, TRANSIENT) = range(len(COLUMNS))  # njit code reads these as constants
+C = {name: i for i, name in enumerate(COLUMNS)}
+COMBO_KEYS = ("recompute", "mbs", "tp", "sp", "cp")
+
+
+@dataclass(frozen=True)
+class CostTable:
+    combos: np.ndarray  # int64 [n, 5]: recompute code, mbs, tp, sp, cp
+    rows: np.ndarray  # float64 [n, len(COLUMNS)]
+    optimizer_s_per_param: float  # optimizer step seconds per parameter held on one GPU
+
+    def index(self, recompute: int, mbs: int, tp: int, sp: int, cp: int) -> int:
+        hit = np.flatnonzero((self.combos == (recompute, mbs, tp, sp, cp)).all(axis=1))
+        if not len(hit):
+            raise KeyError((recompute, mbs, tp, sp, cp))
+        return int(hit[0])
+
+
+def _peaks(ops: OpTable, gpu) -> np.ndarray:
+    peaks = gpu.peak_flops_per_s
+    out = np.empty(len(ops.flops))
+    for i, (dt, tc) in enumerate(zip(ops.dtype, ops.tensor_core)):
+        key = PEAK_KEY.get(dt, "fp32") if tc else "fp32"
+        out[i] = float(peaks.get(key) or peaks["fp32"])
+    return out
+
+
+def op_seconds(ops: OpTable, gpu, peaks: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """Roofline seconds of every op (all its occurrences) with FLOPs and bytes times ``scale``."""
+    cx, cy, cn = _curves(gpu)
+    mem = gpu.memory_efficiency
+    mx = np.asarray(mem.xs_log10, dtype=np.float64)
+    my = np.asarray(mem.ys, dtype=np.float64)
+    t, _ = roofline(ops.flops * scale, ops.nbytes * scale, peaks, ops.curve, cx, cy, cn,
+                    float(gpu.mem_bw_bytes_per_s), mx, my, len(mx), float(gpu.kernel_launch_s))
+    return t * ops.count
+
+
+def _row(w: Workload, ops: OpTable, gpu, peaks, r: Recompute, mbs: int, tp: int, sp: int,
+         cp: int) -> np.ndarray:
+    div = np.where(ops.sp_only & (sp == 0), 1.0, float(tp)) * cp
+    t = op_seconds(ops, gpu, peaks, mbs / div)
+    row = np.zeros(len(COLUMNS))
+    fwd, bwd, rc = ops.phase == 0, ops.phase == 1, ops.phase == 2
+    blk, pre, post = (ops.section == SECTION_BLOCK, ops.section == SECTION_PRE,
+                      ops.section == SECTION_POST)
+    row[C["block_f"]] = t[blk & fwd].sum()
+    row[C["block_b"]] = t[blk & bwd].sum()
+    row[C["block_rc"]] = t[blk & rc].sum()
+    row[C["attn_f"]] = t[blk & fwd & ops.attention].sum()
+    row[C["attn_b"]] = t[blk & bwd & ops.attention].sum()
+    row[C["pre_f"]] = t[pre & fwd].sum()
+    row[C["pre_b"]] = t[pre & (bwd | rc)].sum()
+    row[C["post_f"]] = t[post & fwd].sum()
+    row[C["post_b"]] = t[post & (bwd | rc)].sum()
+    sharded, sp_only = w.saved_block[r]
+    row[C["saved_layer"]] = mbs * (sharded / tp + sp_only / (tp if sp else 1)) / cp
+    row[C["saved_pre"]] = mbs * w.saved_pre[r] / ((tp if sp else 1) * cp)
+    row[C["saved_post"]] = mbs * w.saved_post[r] / (tp * cp)
+    row[C["transient"]] = mbs * w.transient[r] / (tp * cp)
+    return row
+
+
+def build_table(w: Workload, gpu, combos: np.ndarray) -> CostTable:
+    """Rows for ``combos`` (int array [n, 5] of recompute code, mbs, tp, sp, cp)."""
+    combos = np.asarray(combos, dtype=np.int64).reshape(-1, 5)
+    rows = np.zeros((len(combos), len(COLUMNS)))
+    peaks = {r: _peaks(ops, gpu) for r, ops in w.ops.items()}
+    for i, (rc, mbs, tp, sp, cp) in enumerate(combos):
+        r = Recompute.from_code(int(rc))
+        if r not in w.ops:
+            raise KeyError(f"recompute={r.value} was not traced")
+        rows[i] = _row(w, w.ops[r], gpu, peaks[r], r, int(mbs), int(tp), int(sp), int(cp))
+    opt = w.optimizer
+    opt_s = float(op_seconds(opt, gpu, _peaks(opt, gpu), np.ones(len(opt.flops))).sum()) \
+        if len(opt.flops) else 0.0
+    return CostTable(combos, rows, opt_s / max(w.trainable_params, 1.0))

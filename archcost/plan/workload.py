@@ -1,0 +1,418 @@
+"""What a parallel plan needs to know about a model, read once from its traced graph.
+
+A plan never re-traces (DESIGN.md): the model is traced at one sequence per micro-batch for each
+recomputation policy the search considers, and everything a plan changes is a rescaling of those
+traces. The step splits into three sections along the pipeline:
+
+- ``pre``: ops before the main repeated block (embeddings) — on the first pipeline stage;
+- ``block``: one member of the main repeated group (a transformer layer), counted ``layers`` times;
+- ``post``: ops after it (final norm, head, loss) — on the last stage.
+
+Backward ops are placed by execution order (autograd runs post, blocks, pre). Each op carries
+how it shards under tensor parallelism, after Megatron-LM (Shoeybi et al. 2019; Korthikanti et
+al. 2022): matmul, attention and every op on a wider-than-hidden tensor (MLP activations,
+attention scores, vocabulary logits) divide by ``tp``; ops on hidden-width tensors (norms,
+residual adds, dropout after the projections) are replicated unless sequence parallel splits
+them too. Context parallel divides every op of the step by ``cp`` (each rank owns ``s/cp``
+tokens; ring attention computes ``1/cp`` of the score matrix per rank). Traced costs are per
+sequence and scale linearly with the micro-batch, as the symbolic fits confirm for the bundled
+models (FLOPs, bytes and saved bytes are degree 1 in b).
+
+NB: a model with several repeated groups (encoder and decoder stacks) pipelines the largest one;
+the others travel with the first or last stage. Experts are recognised as 3-D parameters of the
+block stacked over experts (E, in, out); experts held in a ModuleList are not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import networkx as nx
+import numpy as np
+
+from archcost.cost.memory import liveness_arrays
+from archcost.options import Recompute
+from archcost.plan.space import ModelShape
+from archcost.trace.precision import ITEMSIZE, PrecisionPolicy
+
+__all__ = ["SECTION_PRE", "SECTION_BLOCK", "SECTION_POST", "PHASE_CODES", "OpTable",
+           "Workload", "workload_from_traces", "trace_workload"]
+
+SECTION_PRE, SECTION_BLOCK, SECTION_POST = 0, 1, 2
+PHASE_CODES = {"forward": 0, "backward": 1, "recompute": 2}
+_TENSOR_CORE = ("matmul", "conv", "attention")
+_CURVE = {"matmul": 0, "conv": 0, "attention": 1}
+_MATMULS = frozenset({"aten.mm", "aten.addmm", "aten.bmm", "aten.baddbmm", "aten.matmul",
+                      "aten.linear"})
+
+
+@dataclass(frozen=True)
+class OpTable:
+    """The ops of one traced step (one sequence per micro-batch) outside the optimizer, per
+    occurrence; block ops are one layer's. Struct of arrays in execution order."""
+
+    section: np.ndarray  # int8: SECTION_*
+    phase: np.ndarray  # int8: PHASE_CODES
+    curve: np.ndarray  # int64: efficiency curve (0 matmul, 1 attention, -1 none)
+    dtype: tuple[str, ...]  # output dtype: picks the tensor-core peak
+    tensor_core: np.ndarray  # bool: runs at the tensor-core peak of its dtype
+    flops: np.ndarray  # float64
+    nbytes: np.ndarray  # float64, read + written
+    count: np.ndarray  # float64, occurrences per layer (block) or per step (pre/post)
+    sp_only: np.ndarray  # bool: replicated across tp unless sequence parallel (hidden-width)
+    attention: np.ndarray  # bool: attention core (what ring attention overlaps with)
+    model_flops: float  # forward + backward FLOPs per sequence, whole model, no recompute
+    recompute_flops: float  # per sequence, whole model
+
+
+@dataclass(frozen=True)
+class Workload:
+    """Per-sequence costs of a model at one sequence length, per recompute policy."""
+
+    name: str
+    shape: ModelShape
+    precision: str
+    compute_dtype: str
+    seq_len: int
+    ops: Mapping[Recompute, OpTable]
+    optimizer: OpTable  # the optimizer step's ops (section/phase meaningless), whole model
+    # parameters (elements) by where they live
+    params_pre: float
+    params_block: float  # one layer
+    params_post: float
+    params_expert_block: float  # of params_block: stacked expert weights (split by ep)
+    trainable_params: float
+    # bytes per parameter
+    weight_bytes: float
+    grad_bytes: float
+    optimizer_bytes: float  # optimizer states + fp32 master weights, per trainable parameter
+    # activations per sequence
+    saved_block: Mapping[Recompute, tuple[float, float]]  # (divided by tp, sp-only) one layer
+    saved_pre: Mapping[Recompute, float]
+    saved_post: Mapping[Recompute, float]
+    transient: Mapping[Recompute, float]  # working memory that dies within its phase
+    # communication facts per sequence
+    hidden: int
+    act_bytes: int  # bytes per activation element (compute dtype)
+    tp_points: int  # TP collectives per layer per pass (row-parallel projections)
+    kv_hidden: int  # kv_heads * head_dim: what ring attention sends per token (K and V each)
+    dispatch_bytes: float  # per sequence per MoE layer: tokens sent to experts (one all-to-all)
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def layers(self) -> int:
+        return self.shape.layers
+
+    @property
+    def params(self) -> float:
+        return self.params_pre + self.layers * self.params_block + self.params_post
+
+
+def _ordered(g: nx.DiGraph) -> list[tuple[int, dict]]:
+    return sorted(g.nodes(data=True), key=lambda kv: kv[1]["index"])
+
+
+def _main_group(cap) -> tuple[str, list[str], int]:
+    """(representative, member paths, layers) of the repeated group with the most members."""
+    best = None
+    for rep, info in cap.repeat_groups.items():
+        key = (info["count"], -len(rep))
+        if best is None or key > best[0]:
+            best = (key, rep, list(info.get("member_paths", [rep])), int(info["count"]))
+    if best is None:
+        return "", [], 1
+    return best[1], best[2], best[3]
+
+
+def _in_group(module: str, members: list[str]) -> bool:
+    return any(module == m or module.startswith(m + ".") for m in members)
+
+
+def _numel(shape) -> int:
+    n = 1
+    for d in shape:
+        n *= int(d)
+    return n
+
+
+def _sections(nodes: list[tuple[int, dict]], rep: str) -> dict[int, int]:
+    """Section of each non-optimizer node: block ops by their group, others by position."""
+    in_block = {n: bool(rep) and (d["repeat_group"] or "").startswith(rep) for n, d in nodes}
+    out: dict[int, int] = {}
+    for phase_set, before, after in ((("forward",), SECTION_PRE, SECTION_POST),
+                                     (("backward", "recompute"), SECTION_POST, SECTION_PRE)):
+        idx = [d["index"] for n, d in nodes if d["phase"] in phase_set and in_block[n]]
+        lo, hi = (min(idx), max(idx)) if idx else (None, None)
+        for n, d in nodes:
+            if d["phase"] not in phase_set:
+                continue
+            if in_block[n] or not rep:
+                out[n] = SECTION_BLOCK
+            elif lo is None or d["index"] < lo:
+                out[n] = before
+            elif d["index"] > hi:
+                out[n] = after
+            else:  # an op of another group (or the root) between blocks: keep it with the first
+                out[n] = before
+    return out
+
+
+def _hidden(nodes, sections) -> tuple[int, int]:
+    """(hidden width, elements per sequence) of the block's output: its last forward op."""
+    for n, d in reversed(nodes):
+        if d["phase"] == "forward" and sections.get(n) == SECTION_BLOCK and d["out_shapes"]:
+            shape = d["out_shapes"][0]
+            return int(shape[-1]) if shape else 1, _numel(shape)
+    for _, d in nodes:  # no block: the model input width
+        if d["phase"] == "forward" and d["out_shapes"] and d["out_shapes"][0]:
+            return int(d["out_shapes"][0][-1]), _numel(d["out_shapes"][0])
+    return 1, 1
+
+
+def _row_parallel_points(g: nx.DiGraph, nodes, sections, width_numel: int) -> int:
+    """Matmuls of one layer's forward whose hidden-width output flows (through shape-preserving
+    ops) into a residual add — the row-parallel projections Megatron all-reduces after."""
+    block_fwd = [(n, d) for n, d in nodes
+                 if d["phase"] == "forward" and sections.get(n) == SECTION_BLOCK]
+    points = 0
+    for n, d in block_fwd:
+        if d["op"] not in _MATMULS or not d["out_shapes"]:
+            continue
+        if _numel(d["out_shapes"][0]) != width_numel:
+            continue
+        desc = {n}
+        frontier = [n]
+        for _ in range(4):
+            nxt = []
+            for u in frontier:
+                for v in g.successors(u):
+                    dv = g.nodes[v]
+                    if dv["phase"] != "forward" or v in desc:
+                        continue
+                    if not dv["out_shapes"] or _numel(dv["out_shapes"][0]) != width_numel:
+                        continue
+                    desc.add(v)
+                    nxt.append(v)
+            frontier = nxt
+        for v in desc:
+            dv = g.nodes[v]
+            if dv["op"] in ("aten.add", "aten.add_") and any(
+                    u not in desc for u in g.predecessors(v)) and v != n:
+                points += 1
+                break
+    return points
+
+
+def _attention_facts(records, rep: str, hidden: int) -> tuple[int, int]:
+    """(query heads, kv hidden) from the first attention of the block."""
+    for rec in records:
+        if rec.phase.value != "forward" or (rep and not (rec.repeat_group or "").startswith(rep)):
+            continue
+        if "scaled_dot_product" in rec.op or "attention" in rec.op.split(".")[-1]:
+            q, k = rec.named.get("query"), rec.named.get("key")
+            if q is not None and k is not None and len(q.shape) == 4:
+                return int(q.shape[1]), int(k.shape[1]) * int(k.shape[3])
+        if rec.op in ("aten.bmm", "aten.matmul") and len(rec.outputs) == 1:
+            shape = rec.outputs[0].shape  # explicit attention: scores (b*heads, s, s)
+            if len(shape) == 3 and shape[1] == shape[2] and shape[1] > 1:
+                heads = int(shape[0])
+                return heads, hidden
+            if len(shape) == 4 and shape[2] == shape[3] and shape[2] > 1:
+                return int(shape[1]), hidden
+    return 0, hidden
+
+
+def _op_table(g: nx.DiGraph, rep: str, layers: int, width_numel: int) -> tuple[OpTable, OpTable]:
+    nodes = _ordered(g)
+    sections = _sections(nodes, rep)
+    cols: dict[str, list] = {k: [] for k in ("section", "phase", "curve", "dtype", "tc", "flops",
+                                             "nbytes", "count", "sp_only", "attention")}
+    opt: dict[str, list] = {k: [] for k in cols}
+    model_flops = recompute_flops = 0.0
+    for n, d in nodes:
+        total = d["flops"] * d["count"]
+        if d["phase"] in ("forward", "backward"):
+            model_flops += total
+        elif d["phase"] == "recompute":
+            recompute_flops += total
+        target = opt if d["phase"] == "optimizer" else cols
+        section = sections.get(n, SECTION_PRE)
+        count = d["count"] / layers if section == SECTION_BLOCK and rep else d["count"]
+        cls = d["op_class"]
+        out_numel = _numel(d["out_shapes"][0]) if d["out_shapes"] else 0
+        target["section"].append(section)
+        target["phase"].append(PHASE_CODES.get(d["phase"], 0))
+        target["curve"].append(_CURVE.get(cls, -1))
+        target["dtype"].append((d["out_dtypes"] or ["float32"])[0])
+        target["tc"].append(cls in _TENSOR_CORE)
+        target["flops"].append(float(d["flops"]))
+        target["nbytes"].append(float(d["bytes_read"] + d["bytes_written"]))
+        target["count"].append(float(count))
+        target["sp_only"].append(cls not in _TENSOR_CORE and 0 < out_numel <= width_numel)
+        target["attention"].append(cls == "attention" or d["op"] in (
+            "aten._softmax", "aten._softmax_backward_data"))
+
+    def table(c, mf, rf) -> OpTable:
+        return OpTable(
+            section=np.array(c["section"], dtype=np.int8),
+            phase=np.array(c["phase"], dtype=np.int8),
+            curve=np.array(c["curve"], dtype=np.int64),
+            dtype=tuple(c["dtype"]),
+            tensor_core=np.array(c["tc"], dtype=bool),
+            flops=np.array(c["flops"], dtype=np.float64),
+            nbytes=np.array(c["nbytes"], dtype=np.float64),
+            count=np.array(c["count"], dtype=np.float64),
+            sp_only=np.array(c["sp_only"], dtype=bool),
+            attention=np.array(c["attention"], dtype=bool),
+            model_flops=mf, recompute_flops=rf,
+        )
+
+    return table(cols, model_flops, recompute_flops), table(opt, 0.0, 0.0)
+
+
+def _activations(g: nx.DiGraph, cap, rep: str, members: list[str], width_numel: int,
+                 sections: dict[int, int]) -> tuple[tuple[float, float], float, float, float]:
+    """(one layer's saved bytes split (tp-sharded, sp-only), pre saved, post saved, transient)."""
+    sharded = sp_only = 0.0
+    for module, nbytes, numel in cap.saved_tensors:
+        if rep and _in_group(module, [rep]):
+            if numel <= width_numel:
+                sp_only += nbytes
+            else:
+                sharded += nbytes
+    alloc, last, size, weight, order = liveness_arrays(g)
+    phase = np.array([g.nodes[n]["phase"] for n in order])
+    section = np.array([sections.get(n, SECTION_PRE) for n in order])
+    end = len(order) - 1
+    pre = post = 0.0
+    keep = np.ones(len(alloc), dtype=bool)
+    for i in range(len(alloc)):
+        a_phase, l_phase = phase[alloc[i]], phase[last[i]]
+        if a_phase == "backward" and last[i] == end:  # a gradient (counted with model states)
+            keep[i] = False
+        elif a_phase == "forward" and l_phase != "forward":  # held into backward: saved
+            keep[i] = False
+            if section[alloc[i]] == SECTION_PRE:
+                pre += size[i]
+            elif section[alloc[i]] == SECTION_POST:
+                post += size[i]
+        elif a_phase == "optimizer":
+            keep[i] = False
+    from archcost.cost.kernels import liveness_peak
+
+    peak, _, _ = liveness_peak(alloc[keep], last[keep], size[keep], np.ones(int(keep.sum())),
+                               len(order), 0.0)
+    return (sharded, sp_only), pre, post, float(peak)
+
+
+def _param_split(cap, rep: str, members: list[str], layers: int, g: nx.DiGraph, sections):
+    first_fwd: dict[str, int] = {}
+    for n, d in _ordered(g):
+        if d["phase"] == "forward":
+            first_fwd.setdefault(d["module"], sections.get(n, SECTION_PRE))
+    pre = block = post = expert = 0.0
+    weight_bytes = 0.0
+    total = trainable = 0.0
+    for p in cap.params:
+        if p.is_buffer:
+            continue
+        n = float(_numel(p.shape))
+        total += n
+        trainable += n if p.trainable else 0.0
+        weight_bytes += n * ITEMSIZE.get(p.dtype, 4)
+        if members and _in_group(p.module, members):
+            block += n
+            if len(p.shape) == 3:
+                expert += n
+        elif first_fwd.get(p.module, SECTION_PRE) == SECTION_POST:
+            post += n
+        else:
+            pre += n
+    per_layer = block / layers if members else 0.0
+    return pre, per_layer, post, expert / layers if members else 0.0, total, trainable, \
+        weight_bytes
+
+
+def workload_from_traces(traces: Mapping[Recompute, object], policy: PrecisionPolicy,
+                         name: str = "model") -> Workload:
+    """A Workload from traces (``archcost.trace.Traced``) of one step at batch 1, one per
+    recompute policy; every trace at the same sequence length."""
+    if not traces:
+        raise ValueError("workload_from_traces needs at least one trace")
+    first = next(iter(traces.values()))
+    g0, cap0 = first.graph, first.capture
+    seq_len = int(g0.graph["seq_len"])
+    if int(g0.graph["batch_size"]) != 1:
+        raise ValueError("trace the model at batch 1: plans scale it by the micro-batch")
+    rep, members, layers = _main_group(cap0)
+    nodes0 = _ordered(g0)
+    sections0 = _sections(nodes0, rep)
+    hidden, width_numel = _hidden(nodes0, sections0)
+    heads, kv_hidden = _attention_facts(cap0.records, rep, hidden)
+    notes = []
+    if heads == 0:
+        notes.append("no attention found: tensor parallel limited by the hidden width")
+        heads = hidden
+    head_dim = max(1, hidden // heads)
+    kv_heads = max(1, kv_hidden // head_dim)
+    if heads % kv_heads:
+        kv_heads = heads
+    tp_points = _row_parallel_points(g0, nodes0, sections0, width_numel)
+    if rep and tp_points == 0:
+        notes.append("no row-parallel projection found in the block: tensor parallel is costed "
+                     "without its per-layer all-reduces")
+    pre, blk, post, expert, total, trainable, wbytes = _param_split(cap0, rep, members, layers,
+                                                                    g0, sections0)
+    experts = 0
+    dispatch = 0.0
+    for rec in cap0.records:
+        if rec.phase.value == "forward" and rec.op == "aten.bmm" and rep and \
+                (rec.repeat_group or "").startswith(rep):
+            a = rec.named.get("self")
+            b = rec.named.get("mat2")
+            if b is not None and a is not None and expert > 0 and len(b.shape) == 3:
+                experts = int(b.shape[0])
+                dispatch = float(a.nbytes)
+                break
+    ops, saved_block, saved_pre, saved_post, transient = {}, {}, {}, {}, {}
+    opt_table = None
+    for policy_r, traced in traces.items():
+        g, cap = traced.graph, traced.capture
+        if int(g.graph["seq_len"]) != seq_len or int(g.graph["batch_size"]) != 1:
+            raise ValueError("every trace must be at batch 1 and the same sequence length")
+        nodes = _ordered(g)
+        sections = _sections(nodes, rep)
+        table, opt = _op_table(g, rep, layers, width_numel)
+        ops[policy_r] = table
+        opt_table = opt_table or opt
+        saved_block[policy_r], saved_pre[policy_r], saved_post[policy_r], transient[policy_r] = \
+            _activations(g, cap, rep, members, width_numel, sections)
+    shape = ModelShape(layers=layers, heads=heads, kv_heads=kv_heads, hidden=hidden,
+                       seq_len=seq_len, experts=experts)
+    opt_bytes = (cap0.optimizer_state_bytes + cap0.master_weight_bytes) / max(trainable, 1.0)
+    return Workload(
+        name=name, shape=shape, precision=policy.precision.value,
+        compute_dtype=policy.compute_dtype, seq_len=seq_len, ops=ops, optimizer=opt_table,
+        params_pre=pre, params_block=blk, params_post=post, params_expert_block=expert,
+        trainable_params=trainable,
+        weight_bytes=wbytes / max(total, 1.0),
+        grad_bytes=ITEMSIZE[policy.grad_dtype] * trainable / max(total, 1.0),
+        optimizer_bytes=opt_bytes * trainable / max(total, 1.0),
+        saved_block=saved_block, saved_pre=saved_pre, saved_post=saved_post,
+        transient=transient, hidden=hidden, act_bytes=ITEMSIZE[policy.compute_dtype],
+        tp_points=tp_points, kv_hidden=kv_hidden, dispatch_bytes=dispatch, notes=tuple(notes),
+    )
+
+
+def trace_workload(spec, seq_len: int, policy: PrecisionPolicy, optimizer: str = "adamw",
+                   recomputes=tuple(Recompute), progress=None) -> Workload:
+    """Trace ``spec`` at one sequence of ``seq_len`` tokens once per recompute policy."""
+    from archcost.trace import trace_model
+
+    traces = {}
+    for r in recomputes:
+        if progress:
+            progress(f"tracing {spec.name} (recompute={r.value})")
+        traces[r] = trace_model(spec, 1, seq_len, policy, optimizer, recompute=r)
+    return workload_from_traces(traces, policy, name=spec.name)
