@@ -170,38 +170,45 @@ def _hidden(nodes, sections) -> tuple[int, int]:
     return 1, 1
 
 
-def _row_parallel_points(g: nx.DiGraph, nodes, sections, width_numel: int) -> int:
-    """Matmuls of one layer's forward whose hidden-width output flows (through shape-preserving
-    ops) into a residual add — the row-parallel projections Megatron all-reduces after."""
-    block_fwd = [(n, d) for n, d in nodes
-                 if d["phase"] == "forward" and sections.get(n) == SECTION_BLOCK]
+_CONST_OPS = frozenset({"aten.t", "aten.view", "aten.permute", "aten.transpose", "aten.expand",
+                        "aten._to_copy", "aten.detach", "aten.alias", "aten.ones", "aten.zeros",
+                        "aten.arange", "aten.full", "aten.empty", "aten.tril", "aten.triu",
+                        "aten.scalar_tensor", "aten.lift_fresh", "aten.clone",
+                        "aten.unsqueeze", "aten.slice", "aten.select", "aten.reshape"})
+
+
+def _tp_layout(g: nx.DiGraph, nodes, sections, hidden: int) -> tuple[set[int], int]:
+    """Which forward ops of one layer hold tensor-parallel shards, and how many row-parallel
+    projections the layer has (Megatron-LM's layout, found from the dataflow).
+
+    A weight matmul (one activation input; the other a parameter or its view) on a replicated
+    input is column-parallel: its output is sharded. On a sharded input with a hidden-width
+    output it is row-parallel: partial sums all-reduced into a replicated output (one TP
+    collective per pass). Every other op is sharded when any activation input is.
+    """
+    const: set[int] = set()
+    for n, d in nodes:
+        if d["phase"] != "forward":
+            continue
+        preds = list(g.predecessors(n))
+        if (not preds and d["op"] in _CONST_OPS) or (preds and all(u in const for u in preds)):
+            const.add(n)
+    sharded: set[int] = set()
     points = 0
-    for n, d in block_fwd:
-        if d["op"] not in _MATMULS or not d["out_shapes"]:
+    for n, d in nodes:
+        if d["phase"] != "forward" or sections.get(n) != SECTION_BLOCK or n in const:
             continue
-        if _numel(d["out_shapes"][0]) != width_numel:
-            continue
-        desc = {n}
-        frontier = [n]
-        for _ in range(4):
-            nxt = []
-            for u in frontier:
-                for v in g.successors(u):
-                    dv = g.nodes[v]
-                    if dv["phase"] != "forward" or v in desc:
-                        continue
-                    if not dv["out_shapes"] or _numel(dv["out_shapes"][0]) != width_numel:
-                        continue
-                    desc.add(v)
-                    nxt.append(v)
-            frontier = nxt
-        for v in desc:
-            dv = g.nodes[v]
-            if dv["op"] in ("aten.add", "aten.add_") and any(
-                    u not in desc for u in g.predecessors(v)) and v != n:
-                points += 1
-                break
-    return points
+        acts = [u for u in g.predecessors(n) if u not in const]
+        from_shard = any(u in sharded for u in acts)
+        if d["op"] in _MATMULS and len(acts) == 1:
+            width = d["out_shapes"][0][-1] if d["out_shapes"] and d["out_shapes"][0] else 0
+            if from_shard and width == hidden:
+                points += 1  # row-parallel: replicated after the all-reduce
+            else:
+                sharded.add(n)  # column-parallel, or a further projection of a shard
+        elif from_shard:
+            sharded.add(n)
+    return sharded, points
 
 
 def _attention_facts(records, rep: str, hidden: int) -> tuple[int, int]:
@@ -223,9 +230,11 @@ def _attention_facts(records, rep: str, hidden: int) -> tuple[int, int]:
     return 0, hidden
 
 
-def _op_table(g: nx.DiGraph, rep: str, layers: int, width_numel: int) -> tuple[OpTable, OpTable]:
+def _op_table(g: nx.DiGraph, rep: str, layers: int, width_numel: int, hidden: int
+              ) -> tuple[OpTable, OpTable]:
     nodes = _ordered(g)
     sections = _sections(nodes, rep)
+    sharded, _ = _tp_layout(g, nodes, sections, hidden)
     cols: dict[str, list] = {k: [] for k in ("section", "phase", "curve", "dtype", "tc", "flops",
                                              "nbytes", "count", "sp_only", "attention")}
     opt: dict[str, list] = {k: [] for k in cols}
@@ -249,7 +258,11 @@ def _op_table(g: nx.DiGraph, rep: str, layers: int, width_numel: int) -> tuple[O
         target["flops"].append(float(d["flops"]))
         target["nbytes"].append(float(d["bytes_read"] + d["bytes_written"]))
         target["count"].append(float(count))
-        target["sp_only"].append(cls not in _TENSOR_CORE and 0 < out_numel <= width_numel)
+        if d["phase"] == "forward" and section == SECTION_BLOCK:
+            replicated = n not in sharded
+        else:  # backward and pre/post: hidden-width outputs are the replicated ones
+            replicated = 0 < out_numel <= width_numel
+        target["sp_only"].append(cls not in _TENSOR_CORE and replicated)
         target["attention"].append(cls == "attention" or d["op"] in (
             "aten._softmax", "aten._softmax_backward_data"))
 
@@ -272,15 +285,25 @@ def _op_table(g: nx.DiGraph, rep: str, layers: int, width_numel: int) -> tuple[O
 
 
 def _activations(g: nx.DiGraph, cap, rep: str, members: list[str], width_numel: int,
-                 sections: dict[int, int]) -> tuple[tuple[float, float], float, float, float]:
+                 sections: dict[int, int], hidden: int
+                 ) -> tuple[tuple[float, float], float, float, float]:
     """(one layer's saved bytes split (tp-sharded, sp-only), pre saved, post saved, transient)."""
+    nodes = _ordered(g)
+    layout, _ = _tp_layout(g, nodes, sections, hidden)
+    producer: dict[int, int] = {}
+    for rec in cap.records:
+        for o in rec.outputs:
+            producer.setdefault(o.storage, rec.index)
     sharded = sp_only = 0.0
-    for module, nbytes, numel in cap.saved_tensors:
+    for module, nbytes, numel, storage in cap.saved_tensors:
         if rep and _in_group(module, [rep]):
-            if numel <= width_numel:
-                sp_only += nbytes
-            else:
+            node = producer.get(storage)
+            split = node in layout if node is not None and sections.get(node) == SECTION_BLOCK \
+                else numel > width_numel
+            if split:
                 sharded += nbytes
+            else:
+                sp_only += nbytes
     alloc, last, size, weight, order = liveness_arrays(g)
     phase = np.array([g.nodes[n]["phase"] for n in order])
     section = np.array([sections.get(n, SECTION_PRE) for n in order])
@@ -358,7 +381,7 @@ def workload_from_traces(traces: Mapping[Recompute, object], policy: PrecisionPo
     kv_heads = max(1, kv_hidden // head_dim)
     if heads % kv_heads:
         kv_heads = heads
-    tp_points = _row_parallel_points(g0, nodes0, sections0, width_numel)
+    _, tp_points = _tp_layout(g0, nodes0, sections0, hidden)
     if rep and tp_points == 0:
         notes.append("no row-parallel projection found in the block: tensor parallel is costed "
                      "without its per-layer all-reduces")
@@ -383,11 +406,11 @@ def workload_from_traces(traces: Mapping[Recompute, object], policy: PrecisionPo
             raise ValueError("every trace must be at batch 1 and the same sequence length")
         nodes = _ordered(g)
         sections = _sections(nodes, rep)
-        table, opt = _op_table(g, rep, layers, width_numel)
+        table, opt = _op_table(g, rep, layers, width_numel, hidden)
         ops[policy_r] = table
         opt_table = opt_table or opt
         saved_block[policy_r], saved_pre[policy_r], saved_post[policy_r], transient[policy_r] = \
-            _activations(g, cap, rep, members, width_numel, sections)
+            _activations(g, cap, rep, members, width_numel, sections, hidden)
     shape = ModelShape(layers=layers, heads=heads, kv_heads=kv_heads, hidden=hidden,
                        seq_len=seq_len, experts=experts)
     opt_bytes = (cap0.optimizer_state_bytes + cap0.master_weight_bytes) / max(trainable, 1.0)

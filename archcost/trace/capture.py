@@ -78,8 +78,9 @@ class CaptureResult:
     module_classes: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     saved_op_keys: frozenset = frozenset()  # (module, op, ordinal) of forward ops autograd saved
-    # every saved storage as traced (module, bytes, elements), not multiplied by repeat counts
-    saved_tensors: tuple[tuple[str, int, int], ...] = ()
+    # every saved storage as traced (module, bytes, elements, storage id), not multiplied by
+    # repeat counts; the storage id is TensorMeta.storage of the op outputs that hold it
+    saved_tensors: tuple[tuple[str, int, int, int], ...] = ()
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
@@ -124,13 +125,13 @@ class _State:
         self.sac_saved: dict[str, int] = {}  # module -> bytes cached by selective checkpointing
         self.sac_decision: str | None = None
         self.saved_storages: set[int] = set()
-        self.sac_counted: dict[int, tuple[str, int, int]] = {}  # storage -> module, bytes, numel
+        self.sac_counted: dict[int, tuple[str, int, int, int]] = {}  # storage -> module, bytes, numel, storage
 
     def uncount_cached(self, t: torch.Tensor) -> None:
         """A block's output is the next block's input, which that checkpoint keeps: count once."""
         entry = self.sac_counted.pop(t.untyped_storage()._cdata, None)
         if entry is not None:
-            module, nbytes, _ = entry
+            module, nbytes, _, _ = entry
             self.sac_saved[module] -= nbytes
 
     # --- tensor metadata -------------------------------------------------------------------
@@ -215,7 +216,7 @@ class _State:
         if self.sac_decision == "save" and self.phase is Phase.FORWARD:
             for o in outs:  # each cached storage once, whatever view or in-place op holds it
                 if o.storage not in self.sac_counted:
-                    self.sac_counted[o.storage] = (module, o.nbytes, o.numel)
+                    self.sac_counted[o.storage] = (module, o.nbytes, o.numel, o.storage)
                     self.sac_saved[module] = self.sac_saved.get(module, 0) + o.nbytes
         self.sac_decision = None
         if self.phase in (Phase.FORWARD, Phase.RECOMPUTE):
@@ -285,9 +286,9 @@ def _owner(name: str) -> str:
 
 
 def _saved_hooks(st: _State, param_storages: set[int], saved: dict[str, int], seen: set[int],
-                 tensors: list[tuple[str, int, int]]):
+                 tensors: list[tuple[str, int, int, int]]):
     """saved_tensors_hooks that count each saved storage once, excluding parameters/buffers;
-    ``tensors`` gets (module, bytes, elements) of each."""
+    ``tensors`` gets (module, bytes, elements, storage id) of each."""
 
     def pack(t: torch.Tensor):
         try:
@@ -300,7 +301,7 @@ def _saved_hooks(st: _State, param_storages: set[int], saved: dict[str, int], se
         seen.add(key)
         module = st.current_module() or ""
         saved[module] = saved.get(module, 0) + nbytes
-        tensors.append((module, nbytes, nbytes // max(1, t.element_size())))
+        tensors.append((module, nbytes, nbytes // max(1, t.element_size()), key))
         return t
 
     return torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t)
@@ -336,7 +337,7 @@ def capture_step(
     fake_mode = FakeTensorMode(allow_non_fake_inputs=False)
     handles: list[Any] = []
     saved: dict[str, int] = {}
-    saved_tensors: list[tuple[str, int, int]] = []
+    saved_tensors: list[tuple[str, int, int, int]] = []
     notes: list[str] = []
     with fake_mode, quiet_fake_tensor_log():
         to_fake(model, dtype)
