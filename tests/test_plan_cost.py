@@ -1,0 +1,321 @@
+"""The cost of a plan: oracles from outside the code under test.
+
+- the numba collective-on-a-topology equals ``comm.collective_cost`` (the nccl-tests formulas);
+- balanced stage partitions equal brute force over every split;
+- with equal pipeline stages and free links, the plan kernel equals the full estimate (whose
+  pipeline is simulated op by op) and the bubble equals (p-1)/m and (p-1)/(m v);
+- per-rank memory of the kernel (closed-form in-flight counts) equals the simulated schedule's;
+- ZeRO model states equal Rajbhandari et al.'s 4N + 12N/d, 2N + 14N/d, 16N/d;
+- activations under tensor parallelism equal Korthikanti et al.'s sbh(10 + 24/t + 5as/(ht));
+- the search's best plan equals brute force over every valid plan with the full estimate.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+
+import numpy as np
+import pytest
+
+from archcost.cost import kernels as k
+from archcost.cost.comm import Collective, collective_cost
+from archcost.errors import PlanError
+from archcost.hardware.profile import load_cluster
+from archcost.options import Recompute
+from archcost.plan import Plan, Schedule, ZeroStage, enumerate_plans, parse_plan, plan_from_row
+from archcost.plan.costmodel import CostModel
+from archcost.plan.evaluate import estimate_plan
+from archcost.plan.kernel import OUT_INDEX
+from archcost.plan.partition import balanced_counts, stage_costs, uniform_counts
+from archcost.plan.search import pareto_front, score, search
+from archcost.plan.workload import OpTable, Workload, trace_workload
+from archcost.trace.precision import parse_precision
+from tests.conftest import MODELS
+
+_KINDS = {Collective.ALL_REDUCE: k.COLL_ALL_REDUCE, Collective.ALL_GATHER: k.COLL_ALL_GATHER,
+          Collective.REDUCE_SCATTER: k.COLL_REDUCE_SCATTER,
+          Collective.ALL_TO_ALL: k.COLL_ALL_TO_ALL, Collective.SEND_RECV: k.COLL_SEND_RECV}
+
+
+def _levels(cluster):
+    return (np.array([lv.domain_size or 0 for lv in cluster.levels], dtype=np.int64),
+            np.array([lv.bandwidth_per_gpu_bytes_per_s for lv in cluster.levels]),
+            np.array([lv.latency_s for lv in cluster.levels]))
+
+
+@pytest.mark.parametrize("name", ["dgx-h100-ndr", "dgx-a100-hdr", "gb200-nvl72", "mi300x-ib"])
+def test_group_collective_time_equals_collective_cost(name):
+    cluster = load_cluster(name, 4096 if name != "gb200-nvl72" else 1152)
+    dom, bw, lat = _levels(cluster)
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        kind = list(_KINDS)[rng.integers(len(_KINDS))]
+        n = int(2 ** rng.integers(0, 10))
+        stride = int(2 ** rng.integers(0, 6))
+        size = float(10 ** rng.uniform(2, 10))
+        want = collective_cost(kind, size, n, cluster, stride).seconds
+        got = k.group_collective_time(_KINDS[kind], size, n, stride, dom, bw, lat)
+        assert got == pytest.approx(want, rel=1e-12, abs=0.0), (kind, n, stride, size)
+
+
+def _brute_partition(n, k_, cost, first, last):
+    best = None
+    for cuts in itertools.combinations(range(1, n), k_ - 1):
+        counts = np.diff([0, *cuts, n])
+        worst = stage_costs(counts, cost, first, last).max()
+        best = worst if best is None else min(best, worst)
+    return best
+
+
+def test_balanced_partition_equals_brute_force():
+    rng = np.random.default_rng(1)
+    for _ in range(400):
+        k_ = int(rng.integers(1, 6))
+        n = int(rng.integers(k_, 12))
+        cost = float(rng.uniform(0.1, 2.0))
+        first, last = (float(x) for x in rng.uniform(0.0, 4.0, 2))
+        out = np.empty(k_, dtype=np.int64)
+        worst = balanced_counts(n, k_, cost, first, last, out)
+        assert out.sum() == n and out.min() >= 1
+        assert worst == pytest.approx(stage_costs(out, cost, first, last).max())
+        assert worst == pytest.approx(_brute_partition(n, k_, cost, first, last), rel=1e-9)
+
+
+def test_balanced_partition_leaves_the_spare_layers_to_later_stages():
+    out = np.empty(4, dtype=np.int64)
+    balanced_counts(10, 4, 1.0, 0.0, 0.0, out)  # optimum 3: the first stage takes the rest
+    assert list(out) == [1, 3, 3, 3]
+    uniform_counts(10, 4, 1.0, 0.0, 0.0, out)
+    assert list(out) == [2, 2, 3, 3]
+
+
+# ---------------------------------------------------------------- a synthetic workload --------
+
+def _table(sections, phases, flops, attention=None) -> OpTable:
+    n = len(flops)
+    return OpTable(
+        section=np.array(sections, dtype=np.int8), phase=np.array(phases, dtype=np.int8),
+        curve=np.zeros(n, dtype=np.int64), dtype=("bfloat16",) * n,
+        tensor_core=np.ones(n, dtype=bool), flops=np.array(flops, dtype=np.float64),
+        nbytes=np.full(n, 1e3), count=np.ones(n), sp_only=np.zeros(n, dtype=bool),
+        attention=np.array(attention if attention is not None else [False] * n),
+        model_flops=0.0, recompute_flops=0.0)
+
+
+def synthetic(layers=16) -> Workload:
+    """A layer of one forward and one backward matmul (backward 2x), nothing before or after
+    the blocks: pipeline stages are exactly equal when the layers divide evenly."""
+    f = 4e12
+    ops = _table([1, 1], [0, 1], [f, 2 * f])
+    ops = dataclasses.replace(ops, model_flops=3 * f * layers)
+    from archcost.plan.space import ModelShape
+
+    return Workload(
+        name="synthetic", shape=ModelShape(layers=layers, heads=64, hidden=8192, seq_len=4096),
+        precision="bf16-mixed", compute_dtype="bfloat16", seq_len=4096,
+        ops={Recompute.NONE: ops}, optimizer=_table([0], [0], [0.0]),
+        params_pre=0.0, params_block=8e8, params_post=0.0, params_expert_block=0.0,
+        trainable_params=8e8 * layers, weight_bytes=2.0, grad_bytes=2.0, optimizer_bytes=12.0,
+        saved_block={Recompute.NONE: (6e8, 2e8)}, saved_pre={Recompute.NONE: 0.0},
+        saved_post={Recompute.NONE: 0.0}, transient={Recompute.NONE: 1e8}, hidden=8192,
+        act_bytes=2, tp_points=2, kv_hidden=8192, dispatch_bytes=0.0)
+
+
+def free_links(cluster):
+    """The cluster with zero latency and practically infinite bandwidth."""
+    levels = tuple(dataclasses.replace(lv, latency_s=0.0, bandwidth_per_gpu_bytes_per_s=1e30)
+                   for lv in cluster.levels)
+    return dataclasses.replace(cluster, levels=levels)
+
+
+@pytest.fixture(scope="module")
+def ideal():
+    return CostModel(synthetic(), free_links(load_cluster("dgx-h100-ndr", 64)))
+
+
+@pytest.mark.parametrize("p, m, v", [(4, 16, 1), (8, 32, 1), (4, 16, 2), (2, 8, 4), (8, 8, 2)])
+def test_plan_bubble_equals_the_closed_forms(ideal, p, m, v):
+    sched = Schedule.INTERLEAVED if v > 1 else Schedule.ONE_F_ONE_B
+    plan = Plan(pp=p, vpp=v, schedule=sched, mbs=1, gbs=m)
+    est, res = estimate_plan(plan, ideal)
+    assert est["pipeline"]["bubble_fraction"] == pytest.approx((p - 1) / (m * v))
+    assert res.bubble_fraction == pytest.approx((p - 1) / (m * v))
+    # and the components add up to the step
+    assert sum(est["components_s"].values()) == pytest.approx(est["step_time_s"])
+
+
+def _kernel_vs_estimate(cm, plans, fields=("step_s",), rel=1e-9):
+    res = score(cm, plans)
+    for i, row in enumerate(plans):
+        plan = plan_from_row(row)
+        est, _ = estimate_plan(plan, cm, with_schedule=False)
+        got = {"step_s": est["step_time_s"], "mem_peak": est["memory_bytes"]["peak_per_gpu"],
+               "mfu": est["mfu"]}
+        for f in fields:
+            assert res[i, OUT_INDEX[f]] == pytest.approx(got[f], rel=rel), (plan.to_string(), f)
+
+
+def test_kernel_equals_full_estimate_with_equal_stages(ideal):
+    plans = enumerate_plans(ideal.workload.shape, 64, 64, constraints=["recompute=none",
+                                                                       "mbs<=4"])
+    assert len(plans) > 200
+    _kernel_vs_estimate(ideal, plans, ("step_s", "mem_peak", "mfu"))
+
+
+# ---------------------------------------------------------------- a traced model --------------
+
+@pytest.fixture(scope="module")
+def gpt():
+    spec_cfg = dict(layers=4, hidden=128, heads=8, vocab=512, dropout=0.1, flash=False)
+    from archcost.loader import load_model_file
+
+    spec = load_model_file(str(MODELS / "gpt2.py"), spec_cfg)
+    return trace_workload(spec, 256, parse_precision("bf16-mixed"), "adamw")
+
+
+@pytest.fixture(scope="module")
+def gpt_cm(gpt):
+    return CostModel(gpt, load_cluster("dgx-h100-ndr", 16))
+
+
+def test_kernel_equals_full_estimate_without_pipeline(gpt_cm):
+    """pp = 1: no pipeline formula involved; every collective, ZeRO stage and hybrid shard."""
+    shape = gpt_cm.workload.shape
+    plans = np.concatenate([
+        enumerate_plans(shape, 16, 32, constraints=["pp=1"]),
+        enumerate_plans(shape, 16, 32, constraints=["pp=1"], fixed={"hybrid_shard": 1}),
+    ])
+    assert len(plans) > 300
+    _kernel_vs_estimate(gpt_cm, plans[::3], ("step_s", "mem_peak", "mfu"))
+
+
+def test_kernel_memory_equals_the_simulated_schedule(gpt_cm):
+    """The kernel's closed-form in-flight micro-batches per rank give the same memory as the
+    simulator's counts, for every schedule."""
+    plans = enumerate_plans(gpt_cm.workload.shape, 16, 32, constraints=["pp>=2", "mbs<=2"])
+    assert {int(s) for s in plans["schedule"]} == {s.code for s in Schedule}
+    _kernel_vs_estimate(gpt_cm, plans[::4], ("mem_peak",))
+
+
+def test_kernel_step_is_close_to_the_simulated_pipeline(gpt_cm):
+    plans = enumerate_plans(gpt_cm.workload.shape, 16, 32, constraints=["pp>=2", "mbs<=2"])
+    res = score(gpt_cm, plans)
+    errs = []
+    for i in range(0, len(plans), 7):
+        est, _ = estimate_plan(plan_from_row(plans[i]), gpt_cm, with_schedule=False)
+        errs.append(abs(res[i, OUT_INDEX["step_s"]] / est["step_time_s"] - 1))
+    assert np.median(errs) < 0.05 and max(errs) < 0.35
+
+
+@pytest.mark.parametrize("zero, formula", [
+    (0, lambda n, d: 16 * n), (1, lambda n, d: 4 * n + 12 * n / d),
+    (2, lambda n, d: 2 * n + 14 * n / d), (3, lambda n, d: 16 * n / d)])
+def test_zero_states_equal_rajbhandari(gpt_cm, zero, formula):
+    n_params = gpt_cm.workload.params
+    # GPT-2 closed form: V h + P h + l (12 h^2 + 13 h) + 2 h (tied head), P = block size
+    V, P, h, l = 512, 256, 128, 4  # noqa: E741
+    assert n_params == V * h + P * h + l * (12 * h * h + 13 * h) + 2 * h
+    d = 16
+    plan = Plan(dp=d, zero=ZeroStage(zero), gbs=16)
+    est, _ = estimate_plan(plan, gpt_cm)
+    mem = est["memory_bytes"]
+    states = mem["weights"] + mem["gradients"] + mem["optimizer_states"]
+    # adamw's step counters add a few bytes per tensor beyond 12 per parameter
+    assert states == pytest.approx(formula(n_params, d), rel=2e-4)
+
+
+def test_activations_split_as_korthikanti(gpt):
+    """Per layer, 16-bit, explicit attention: tensor parallel shards sbh(24 + 5as/h) and
+    replicates 10 sbh (Korthikanti et al. 2022, Sec. 4.2.1). Traced on CPU the dropout masks are
+    2 bytes (1 on GPU) and the causal mask (s x s bool) is kept per layer: both added here."""
+    s, h, a = 256, 128, 8
+    sbh = s * h
+    sharded, replicated = gpt.saved_block[Recompute.NONE]
+    mask_extra_attention = a * s * s  # one more byte per attention-dropout element
+    assert sharded == sbh * (24 + 5 * a * s / h) + mask_extra_attention
+    ln_stats = 2 * 2 * s * 2  # mean and rstd of two LayerNorms, in bf16 here
+    assert replicated == 10 * sbh + 2 * sbh + s * s + ln_stats
+    # selective recompute drops the attention core: 24 - 0 sharded... only 34 sbh remain
+    sh_sel, rep_sel = gpt.saved_block[Recompute.SELECTIVE]
+    assert sh_sel == 24 * sbh
+    assert gpt.saved_block[Recompute.FULL] == (0.0, 2 * sbh)  # the layer input only
+    assert gpt.tp_points == 2
+
+
+def test_tensor_parallel_memory_uses_the_split(gpt_cm):
+    w = gpt_cm.workload
+    sharded, replicated = w.saved_block[Recompute.NONE]
+    for tp, sp in ((2, False), (4, False), (4, True)):
+        row = gpt_cm.table(np.array([[0, 1, tp, int(sp), 1]])).rows[0]
+        from archcost.plan.table import SAVED_LAYER
+
+        want = sharded / tp + replicated / (tp if sp else 1)
+        assert row[SAVED_LAYER] == pytest.approx(want)
+
+
+def test_invalid_plans_are_rejected_with_the_reason(gpt_cm):
+    with pytest.raises(PlanError, match=r"heads\(8\) % tp\(3\)"):
+        estimate_plan(Plan(tp=3, gbs=3), gpt_cm)
+    with pytest.raises(PlanError, match="pp\\(8\\) > layers\\(4\\)"):
+        estimate_plan(Plan(pp=8, gbs=8), gpt_cm)
+    with pytest.raises(PlanError, match="cluster dgx-h100-ndr is sized to 16"):
+        estimate_plan(Plan(dp=32, gbs=32), gpt_cm)
+
+
+def test_search_best_equals_brute_force(gpt_cm):
+    constraints = ["mbs<=2", "cp<=2"]
+    doc = search(gpt_cm, [8], 16, constraints=constraints, top=3)
+    plans = enumerate_plans(gpt_cm.workload.shape, 8, 16, max_tp=8, constraints=constraints)
+    assert doc["search"]["plans_valid"] == len(plans)
+    best = None
+    for row in plans:
+        est, _ = estimate_plan(plan_from_row(row), gpt_cm, with_schedule=False)
+        if est["fits"] and (best is None or est["step_time_s"] < best[0]):
+            best = (est["step_time_s"], plan_from_row(row).to_string())
+    assert doc["plans"][0]["estimate"]["step_time_s"] == pytest.approx(best[0], rel=1e-12)
+    steps = [p["estimate"]["step_time_s"] for p in doc["plans"]]
+    assert steps == sorted(steps)
+
+
+def test_memory_pruning_and_objectives(gpt):
+    tiny_gpu = dataclasses.replace(load_cluster("dgx-h100-ndr", 8).gpu, mem_bytes=6e6)
+    cluster = dataclasses.replace(load_cluster("dgx-h100-ndr", 8), gpu=tiny_gpu)
+    cm = CostModel(gpt, cluster)
+    doc = search(cm, [8], 16, top=50)
+    assert doc["plans"], "some plan shards the model into 6 MB"
+    assert all(p["estimate"]["memory_bytes"]["peak_per_gpu"] <= 6e6 for p in doc["plans"])
+    assert doc["search"]["plans_fitting"] < doc["search"]["plans_valid"]
+    with pytest.raises(PlanError, match="price"):
+        search(cm, [8], 16, objective="cost")
+    energy = search(cm, [8], 16, objective="energy", top=3)
+    j = [p["estimate"]["economics"]["joules_per_token"] for p in energy["plans"]]
+    assert j == sorted(j)
+
+
+def test_pareto_front_equals_brute_force():
+    rng = np.random.default_rng(3)
+    pts = rng.integers(0, 6, size=(200, 3)).astype(float)
+    front = set(pareto_front(pts).tolist())
+    for i, p in enumerate(pts):
+        dominated = any(np.all(q <= p) and np.any(q < p) for q in pts)
+        if dominated:
+            assert i not in front
+    # one representative per distinct non-dominated point
+    undominated = {tuple(p) for p in pts if not any(np.all(q <= p) and np.any(q < p) for q in pts)}
+    assert {tuple(pts[i]) for i in front} == undominated
+
+
+def test_parse_and_estimate_the_issue_example(gpt_cm):
+    plan = parse_plan("dp=2,tp=2,pp=2,cp=1,ep=1,zero=1,mbs=1,gbs=16,recompute=none,sp=1,vpp=2,"
+                      "schedule=interleaved-1f1b")
+    est, sched = estimate_plan(plan, gpt_cm)
+    for key in ("step_time_s", "tokens_per_s", "mfu", "hfu", "fits"):
+        assert key in est
+    assert est["memory_bytes"]["peak_per_gpu"] > 0
+    assert set(est["components_s"]) == {"compute", "recompute", "tp_comm", "cp_comm", "ep_comm",
+                                        "pp_comm", "bubble", "dp_comm", "optimizer"}
+    assert sched.p == 2 and sched.v == 2
+    assert est["tokens_per_s"] == pytest.approx(16 * 256 / est["step_time_s"])
+    groups = {c["group"] for c in est["comm"]}
+    assert {"tp", "pp", "dp"} <= groups
