@@ -319,3 +319,38 @@ def test_parse_and_estimate_the_issue_example(gpt_cm):
     assert est["tokens_per_s"] == pytest.approx(16 * 256 / est["step_time_s"])
     groups = {c["group"] for c in est["comm"]}
     assert {"tp", "pp", "dp"} <= groups
+
+
+def test_offload_kernel_equals_estimate_and_trades_time_for_memory(gpt_cm):
+    shape = gpt_cm.workload.shape
+    plans = np.concatenate([enumerate_plans(shape, 16, 32, constraints=["pp=1"],
+                                            fixed={"offload": o})
+                            for o in ("optimizer", "activations")])
+    assert len(plans) > 50
+    _kernel_vs_estimate(gpt_cm, plans[::5], ("step_s", "mem_peak"))
+    base, _ = estimate_plan(Plan(dp=16, zero=1, gbs=16), gpt_cm)
+    off, _ = estimate_plan(Plan(dp=16, zero=1, gbs=16, offload="optimizer"), gpt_cm)
+    assert off["memory_bytes"]["optimizer_states"] == 0 < base["memory_bytes"]["optimizer_states"]
+    # at least the updated weights' trip back over the host link (PCIe Gen5 x16 here)
+    shard = gpt_cm.workload.params / 16
+    assert off["components_s"]["optimizer"] >= shard * 2 / gpt_cm.gpu.host_link_bw_bytes_per_s
+    act, _ = estimate_plan(Plan(gbs=16, mbs=16, offload="activations"), gpt_cm)
+    keep, _ = estimate_plan(Plan(gbs=16, mbs=16), gpt_cm)
+    assert act["memory_bytes"]["activations"] < keep["memory_bytes"]["activations"]
+    gpu = dataclasses.replace(gpt_cm.gpu, host_link_bw_bytes_per_s=None)
+    blind = CostModel(gpt_cm.workload, dataclasses.replace(gpt_cm.cluster, gpu=gpu))
+    with pytest.raises(PlanError, match="host_link_bandwidth"):
+        estimate_plan(Plan(dp=16, zero=1, gbs=16, offload="optimizer"), blind)
+
+
+def test_every_placement_is_searchable(gpt_cm):
+    plans = enumerate_plans(gpt_cm.workload.shape, 16, 16, constraints=["tp=2", "dp=8"],
+                            placements="all")
+    assert len({int(p) for p in plans["placement"]}) == 24
+    res = score(gpt_cm, plans)
+    # tp inside a node (innermost) is never slower than tp strided across nodes
+    from archcost.plan.space import PLACEMENTS, Axis
+
+    inner = [i for i, p in enumerate(plans) if PLACEMENTS[p["placement"]][0] is Axis.TP]
+    outer = [i for i, p in enumerate(plans) if PLACEMENTS[p["placement"]][-1] is Axis.TP]
+    assert min(res[inner, OUT_INDEX["step_s"]]) <= min(res[outer, OUT_INDEX["step_s"]])

@@ -154,6 +154,9 @@ def plan(
                                                "node).")] = None,
     partition: PartitionOpt = "balanced",
     overlap_dp: OverlapOpt = True,
+    all_placements: Annotated[bool, typer.Option("--all-placements", help="Try every rank "
+                                                 "order of tp, cp, dp, pp on the topology, not "
+                                                 "only tp innermost, pp outermost.")] = False,
     as_json: JsonOpt = False,
     output: OutOpt = None,
     timeline: TimelineOpt = None,
@@ -179,7 +182,8 @@ def plan(
     quiet = as_json
     if quiet:
         result = search(cm, counts, gbs, constraints=constraint or [], fixed=fixed,
-                        objective=objective, top=top, max_tp=max_tp)
+                        objective=objective, top=top, max_tp=max_tp,
+                        placements="all" if all_placements else "default")
     else:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
@@ -193,7 +197,8 @@ def plan(
                 bar.update(tasks[what], completed=done, total=total)
 
             result = search(cm, counts, gbs, constraints=constraint or [], fixed=fixed,
-                            objective=objective, top=top, max_tp=max_tp, progress=progress)
+                            objective=objective, top=top, max_tp=max_tp, progress=progress,
+                            placements="all" if all_placements else "default")
     doc = {**header, "kind": "plan", **result}
     best = parse_plan(doc["plans"][0]["plan"]) if doc["plans"] else None
     if best is not None and emit_fmt:

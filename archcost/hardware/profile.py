@@ -108,6 +108,11 @@ class GpuProfile:
     attention_efficiency: EfficiencyCurve  # x: FLOPs of one attention op
     memory_efficiency: EfficiencyCurve  # x: bytes moved by one op
     source_path: str = ""
+    # the GPU's link to host memory, per direction (PCIe, NVLink-C2C), and the host-memory
+    # bandwidth a GPU's share of its node gets: what offloading optimizer states or
+    # activations runs on; None = unknown (offloaded plans cannot be costed)
+    host_link_bw_bytes_per_s: float | None = None
+    host_memory_bw_bytes_per_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -191,8 +196,11 @@ GPU_FIELDS: dict[str, Any] = {
     "kernel_launch": Quantity.TIME, "tdp": Quantity.POWER, "idle_power_fraction": "fraction",
     "price_per_gpu_hour": Quantity.USD_PER_HOUR, "matmul_efficiency": "curve",
     "attention_efficiency": "curve", "memory_efficiency": "curve",
+    "host_link_bandwidth": Quantity.BANDWIDTH, "host_memory_bandwidth": Quantity.BANDWIDTH,
 }
-GPU_OPTIONAL = {"price_per_gpu_hour", "attention_efficiency"}  # attention defaults to matmul's
+# attention defaults to matmul's curve; without host figures offloaded plans are refused
+GPU_OPTIONAL = {"price_per_gpu_hour", "attention_efficiency", "host_link_bandwidth",
+                "host_memory_bandwidth"}
 FIELD_EXAMPLES = {  # shown when a field is missing
     "name": "'h100-sxm'", "vendor": "NVIDIA", "peak_flops": "{fp32: '67 TFLOP/s', bf16: '989 TFLOP/s'}",
     "memory": "'80 GB'", "memory_bandwidth": "'3.35 TB/s'", "l2_cache": "'50 MB'",
@@ -283,7 +291,15 @@ def gpu_from_dict(data: dict[str, Any], path: str) -> GpuProfile:
                               if data.get("attention_efficiency") is not None else matmul),
         memory_efficiency=EfficiencyCurve(r.curve(data, "memory_efficiency")),
         source_path=path,
+        host_link_bw_bytes_per_s=_optional(r, data, "host_link_bandwidth"),
+        host_memory_bw_bytes_per_s=_optional(r, data, "host_memory_bandwidth"),
     )
+
+
+def _optional(r: Reader, data: dict[str, Any], key: str) -> float | None:
+    if data.get(key) is None:
+        return None
+    return r.quantity(data, key, Quantity.BANDWIDTH)
 
 
 def _peaks(r: Reader, raw: Any) -> dict[str, float]:

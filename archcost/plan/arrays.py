@@ -148,6 +148,7 @@ def enumerate_plans(
     fixed: Mapping[str, object] | Iterable[str] | str | None = None,
     vpps: Iterable[int] = (1, 2, 4),
     max_mbs: int | None = None,
+    placements: str = "default",
 ) -> np.ndarray:
     """Every valid plan for ``shape`` on exactly ``gpus`` GPUs with global batch ``gbs``, as a
     PLAN_DTYPE array, in lexicographic order of (dp, tp, pp, mbs, ep, vpp, schedule, sp, zero,
@@ -161,7 +162,10 @@ def enumerate_plans(
     ``hybrid_shard=1`` enumerates shard_group unless it is fixed too. ``constraints`` are
     strings ``"tp<=8"``, ``"pp>=2"``, ``"dp=16"``, ``"schedule!=gpipe"`` over PLAN_DTYPE fields.
     Rules are applied as soon as the columns they read exist, so the space never blows up.
+    ``placements="all"`` tries every rank order of (tp, cp, dp, pp) instead of the default.
     """
+    if placements not in ("default", "all"):
+        raise PlanError(f"placements={placements!r}: use default or all")
     gpus, gbs = _positive("gpus", gpus), _positive("gbs", gbs)
     fix = _parse_fixed(fixed)
     constraints = [constraints] if isinstance(constraints, str) else list(constraints)
@@ -173,7 +177,8 @@ def enumerate_plans(
         "cp": divs, "mbs": [1 << k for k in range(top_mbs.bit_length())], "ep": divs,
         "hybrid_shard": [0], "shard_group": divs, "vpp": sorted(set(vpps)),
         "schedule": [s.code for s in Schedule], "sp": [0, 1], "zero": [int(z) for z in ZeroStage],
-        "recompute": [r.code for r in Recompute], "offload": [Offload.NONE.code], "placement": [0],
+        "recompute": [r.code for r in Recompute], "offload": [Offload.NONE.code],
+        "placement": list(range(len(PLACEMENTS))) if placements == "all" else [0],
     }
     for key, value in fix.items():
         axes[key] = [value]

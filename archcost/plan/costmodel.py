@@ -64,6 +64,8 @@ class CostModel:
             "rc_flops_full": rc[Recompute.FULL], "peak_flops": self.peak_flops,
             "mem_capacity": float(self.gpu.mem_bytes), "overlap_dp": float(self.overlap_dp),
             "uniform_stages": float(self.uniform_stages),
+            "host_link_bw": float(self.gpu.host_link_bw_bytes_per_s or 0.0),
+            "host_mem_bw": float(self.gpu.host_memory_bw_bytes_per_s or 0.0),
         }
         return np.array([float(values[k]) for k in MODEL_KEYS])
 

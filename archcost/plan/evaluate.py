@@ -29,7 +29,7 @@ from archcost.plan.costmodel import CostModel
 from archcost.plan.partition import balanced_counts, uniform_counts
 from archcost.plan.rules import validate
 from archcost.plan.schedule import ScheduleResult, simulate
-from archcost.plan.space import Axis, Plan, Schedule
+from archcost.plan.space import Axis, Offload, Plan, Schedule
 from archcost.plan.table import COLUMNS
 
 __all__ = ["estimate_plan", "COMPONENTS"]
@@ -80,9 +80,13 @@ def estimate_plan(plan: Plan, cm: CostModel, *, with_schedule: bool = True
     if plan.recompute not in w.ops:
         raise PlanError(f"recompute={plan.recompute.value} was not traced: trace it or fix "
                         "recompute to a traced policy")
-    if plan.offload.value != "none":
-        raise PlanError(f"offload={plan.offload.value}: hardware profiles carry no host-link "
-                        "figures yet, so offloaded plans cannot be costed; use offload=none")
+    host_link = cm.gpu.host_link_bw_bytes_per_s or 0.0
+    host_mem = cm.gpu.host_memory_bw_bytes_per_s or 0.0
+    off_opt = plan.offload is Offload.OPTIMIZER
+    off_act = plan.offload is Offload.ACTIVATIONS
+    if (off_opt and not (host_link and host_mem)) or (off_act and not host_link):
+        raise PlanError(f"offload={plan.offload.value}: GPU profile {cm.gpu.name} has no "
+                        "host_link_bandwidth/host_memory_bandwidth; add them or use offload=none")
     tp, cp, dp, pp, ep, v, m, mbs = (plan.tp, plan.cp, plan.dp, plan.pp, plan.ep, plan.vpp,
                                      plan.num_microbatches, plan.mbs)
     sp = int(plan.sp)
@@ -131,8 +135,13 @@ def estimate_plan(plan: Plan, cm: CostModel, *, with_schedule: bool = True
                         (6 if full else 4) * m * w.layers / pp, "token dispatch and combine")
         ep_f = 2 * a2a
         ep_b = 2 * a2a + (2 * a2a if full else 0.0)
-    layer_f = row["block_f"] + tp_f + cp_f + ep_f
-    layer_b = row["block_b"] + row["block_rc"] + tp_b + cp_b + ep_b
+    off_f = off_b = 0.0
+    if off_act:  # each layer's saved activations go to host in forward, come back in backward
+        x = row["saved_layer"] / host_link
+        off_f = max(0.0, x - row["block_f"])
+        off_b = max(0.0, x - row["block_b"] - row["block_rc"])
+    layer_f = row["block_f"] + tp_f + cp_f + ep_f + off_f
+    layer_b = row["block_b"] + row["block_rc"] + tp_b + cp_b + ep_b + off_b
     emb = tp_f / max(w.tp_points, 1) if tp > 1 else 0.0  # vocab-parallel embedding / head
     pre_f, pre_b = row["pre_f"] + emb, row["pre_b"]
     post_f, post_b = row["post_f"], row["post_b"] + emb
@@ -221,11 +230,16 @@ def estimate_plan(plan: Plan, cm: CostModel, *, with_schedule: bool = True
             dp_t = bwd_c + fwd_c
         zshard = zg if zero >= 1 else 1
         zshard_e = (zg_e if ep > 1 else zg) if zero >= 1 else 1
-        opt_t = (dense / zshard + expert / zshard_e) * table.optimizer_s_per_param
+        shard = dense / zshard + expert / zshard_e
+        opt_t = shard * table.optimizer_s_per_param
+        if off_opt:  # ZeRO-Offload: gradients to host behind backward, CPU step, weights back
+            down = shard * w.grad_bytes / host_link
+            cpu = shard * (2 * w.optimizer_bytes + w.grad_bytes + w.weight_bytes) / host_mem
+            opt_t = max(0.0, down - nl * layer_b) + cpu + shard * w.weight_bytes / host_link
         # memory
         states = {}
         for part, per_param in (("weights", w.weight_bytes), ("gradients", w.grad_bytes),
-                                ("optimizer_states", w.optimizer_bytes)):
+                                ("optimizer_states", 0.0 if off_opt else w.optimizer_bytes)):
             level = {"weights": 3, "gradients": 2, "optimizer_states": 1}[part]
             states[part] = (dense * per_param / (zg if zero >= level else 1)
                             + expert * per_param / (zshard_e if zero >= level else 1))
@@ -235,8 +249,9 @@ def estimate_plan(plan: Plan, cm: CostModel, *, with_schedule: bool = True
             units, unit_layers = in_flight[r], nl / v
         else:
             units, unit_layers = in_flight[r], nl
-        acts = units * (unit_layers * row["saved_layer"] + (row["saved_pre"] if r == 0 else 0.0)
-                        + (row["saved_post"] if r == pp - 1 else 0.0))
+        held = min(units * unit_layers, 2.0) if off_act else units * unit_layers
+        acts = held * row["saved_layer"] + units * ((row["saved_pre"] if r == 0 else 0.0)
+                                                     + (row["saved_post"] if r == pp - 1 else 0.0))
         transient = row["transient"] + (2.0 * pb / tp * w.weight_bytes if zero == 3 else 0.0)
         total = sum(states.values()) + acts + transient
         ranks.append({

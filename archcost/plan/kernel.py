@@ -57,7 +57,7 @@ MODEL_KEYS = ("layers", "seq_len", "hidden", "act_bytes", "tp_points", "kv_hidde
               "params_expert_block", "weight_bytes", "grad_bytes", "optimizer_bytes",
               "optimizer_s_per_param", "model_flops_per_seq", "rc_flops_none",
               "rc_flops_selective", "rc_flops_full", "peak_flops", "mem_capacity",
-              "overlap_dp", "uniform_stages")
+              "overlap_dp", "uniform_stages", "host_link_bw", "host_mem_bw")
 M = {name: i for i, name in enumerate(MODEL_KEYS)}
 # constant indices for njit code (numba cannot read dicts)
 _O_STEP_S = 0
@@ -102,6 +102,9 @@ _M_PEAK_FLOPS = 20
 _M_MEM_CAPACITY = 21
 _M_OVERLAP_DP = 22
 _M_UNIFORM_STAGES = 23
+_M_HOST_LINK_BW = 24
+_M_HOST_MEM_BW = 25
+_OFF_OPTIMIZER, _OFF_ACTIVATIONS = 1, 2
 _AX_TP, _AX_CP, _AX_DP, _AX_PP = 0, 1, 2, 3
 _GPIPE, _1F1B, _INTERLEAVED = 0, 1, 2
 _FULL = 2
@@ -150,7 +153,8 @@ def _dp_time(zero, grads, weights, n, stride, hybrid, group, dom, bw, lat):
 
 @njit(parallel=True, cache=True)
 def score_plans(dp_a, tp_a, pp_a, cp_a, ep_a, zero_a, hyb_a, sg_a, sp_a, vpp_a, sched_a, mbs_a,
-                gbs_a, rc_a, place_a, m_a, combo, table, model, placements, dom, bw, lat):
+                gbs_a, rc_a, off_a, place_a, m_a, combo, table, model, placements, dom, bw,
+                lat):
     """Score plans (PLAN_DTYPE columns) -> float64 [n, len(OUT)]; ``combo[i]`` is plan i's row
     of ``table``; ``placements[k]`` the axis order of placement k."""
     n = dp_a.shape[0]
@@ -163,6 +167,9 @@ def score_plans(dp_a, tp_a, pp_a, cp_a, ep_a, zero_a, hyb_a, sg_a, sp_a, vpp_a, 
         dp, tp, pp, cp, ep = dp_a[i], tp_a[i], pp_a[i], cp_a[i], ep_a[i]
         zero, sp, v, sched, mbs, m = zero_a[i], sp_a[i], vpp_a[i], sched_a[i], mbs_a[i], m_a[i]
         rc = rc_a[i]
+        off = off_a[i]
+        host_link = model[_M_HOST_LINK_BW]
+        host_mem = model[_M_HOST_MEM_BW]
         row = table[combo[i]]
         st = _strides(placements[place_a[i]], tp, cp, dp, pp)
         # ---- one layer, one micro-batch
@@ -194,7 +201,14 @@ def score_plans(dp_a, tp_a, pp_a, cp_a, ep_a, zero_a, hyb_a, sg_a, sp_a, vpp_a, 
             ep_layer = 4.0 * a2a + (2.0 * a2a if rc == _FULL else 0.0)
         comp_layer = row[BLOCK_F] + row[BLOCK_B]
         rc_layer = row[BLOCK_RC]
-        layer = comp_layer + rc_layer + tp_layer + cp_layer + ep_layer
+        off_layer = 0.0
+        if off == _OFF_ACTIVATIONS:  # saved activations stream to host and back behind compute
+            if host_link > 0:
+                x = row[SAVED_LAYER] / host_link
+                off_layer = max(0.0, x - row[BLOCK_F]) + max(0.0, x - row[BLOCK_B] - rc_layer)
+            else:
+                off_layer = np.inf
+        layer = comp_layer + rc_layer + tp_layer + cp_layer + ep_layer + off_layer
         emb_tp = tp_f / max(model[_M_TP_POINTS], 1.0) if tp > 1 else 0.0
         first = row[PRE_F] + row[PRE_B] + emb_tp
         last = row[POST_F] + row[POST_B] + emb_tp
@@ -278,14 +292,25 @@ def score_plans(dp_a, tp_a, pp_a, cp_a, ep_a, zero_a, hyb_a, sg_a, sp_a, vpp_a, 
                 worst_dp = dp_t
             zshard = zg if zero >= 1 else 1
             zshard_e = (zg_e if ep > 1 else zg) if zero >= 1 else 1
-            opt = (dense / zshard + expert / zshard_e) * model[_M_OPTIMIZER_S_PER_PARAM]
+            shard = dense / zshard + expert / zshard_e
+            opt = shard * model[_M_OPTIMIZER_S_PER_PARAM]
+            if off == _OFF_OPTIMIZER:  # ZeRO-Offload: gradients down, step on CPU, weights up
+                if host_link > 0 and host_mem > 0:
+                    down = shard * model[_M_GRAD_BYTES] / host_link
+                    cpu = shard * (2 * model[_M_OPTIMIZER_BYTES] + model[_M_GRAD_BYTES]
+                                   + model[_M_WEIGHT_BYTES]) / host_mem
+                    opt = max(0.0, down - nl * layer_b) + cpu + shard * model[
+                        _M_WEIGHT_BYTES] / host_link
+                else:
+                    opt = np.inf
             if opt > worst_opt:
                 worst_opt = opt
             # memory of this rank
-            states = _states(dense, model[_M_WEIGHT_BYTES], model[_M_GRAD_BYTES],
-                             model[_M_OPTIMIZER_BYTES], zero, zg) + \
-                _states(expert, model[_M_WEIGHT_BYTES], model[_M_GRAD_BYTES],
-                        model[_M_OPTIMIZER_BYTES], zero, zshard_e if zero >= 1 else 1)
+            o_b = 0.0 if off == _OFF_OPTIMIZER else model[_M_OPTIMIZER_BYTES]
+            states = _states(dense, model[_M_WEIGHT_BYTES], model[_M_GRAD_BYTES], o_b, zero,
+                             zg) + \
+                _states(expert, model[_M_WEIGHT_BYTES], model[_M_GRAD_BYTES], o_b, zero,
+                        zshard_e if zero >= 1 else 1)
             if pp == 1:
                 units = 1.0
                 unit_layers = nl
@@ -298,9 +323,11 @@ def score_plans(dp_a, tp_a, pp_a, cp_a, ep_a, zero_a, hyb_a, sg_a, sp_a, vpp_a, 
             else:
                 units = min(pp - r, m)
                 unit_layers = nl
-            act_b = units * (unit_layers * row[SAVED_LAYER]
-                             + (row[SAVED_PRE] if r == 0 else 0.0)
-                             + (row[SAVED_POST] if r == pp - 1 else 0.0))
+            held = units * unit_layers
+            if off == _OFF_ACTIVATIONS:  # the layer computing and the one prefetched
+                held = min(held, 2.0)
+            act_b = held * row[SAVED_LAYER] + units * (
+                (row[SAVED_PRE] if r == 0 else 0.0) + (row[SAVED_POST] if r == pp - 1 else 0.0))
             total = states + act_b + row[TRANSIENT]
             if zero == 3:
                 total += 2.0 * pb / tp * model[_M_WEIGHT_BYTES]

@@ -26,7 +26,7 @@ __all__ = ["OBJECTIVES", "score", "search", "pareto_front", "objective_values", 
 
 OBJECTIVES = ("time", "cost", "energy")
 _COLS = ("dp", "tp", "pp", "cp", "ep", "zero", "hybrid_shard", "shard_group", "sp", "vpp",
-         "schedule", "mbs", "gbs", "recompute", "placement", "num_micro")
+         "schedule", "mbs", "gbs", "recompute", "offload", "placement", "num_micro")
 _CHUNK = 1 << 20
 
 
@@ -136,6 +136,7 @@ def search(
     max_tp: int | None = None,
     rerank: int | None = None,
     pareto_max: int = 20,
+    placements: str = "default",
     progress: Callable[[str, int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Search every valid plan on each GPU count in ``gpus``; the ``search`` document."""
@@ -152,7 +153,7 @@ def search(
     arrays = []
     for n in sorted(set(gpus)):
         arrays.append(enumerate_plans(w.shape, n, gbs, max_tp=max_tp, constraints=constraints,
-                                      fixed=fixed or None))
+                                      fixed=fixed or None, placements=placements))
     plans = np.concatenate(arrays) if arrays else np.empty(0)
     t_enum = time.perf_counter() - t0
     if progress:
