@@ -284,7 +284,7 @@ def test_memory_pruning_and_objectives(gpt):
     cm = CostModel(gpt, cluster)
     doc = search(cm, [8], 16, top=50)
     assert doc["plans"], "some plan shards the model into 6 MB"
-    assert all(p["estimate"]["memory_bytes"]["peak_per_gpu"] <= 6e6 for p in doc["plans"])
+    assert all(p["estimate"]["memory_bytes"]["peak_per_gpu"] <= 0.9 * 6e6 for p in doc["plans"])
     assert doc["search"]["plans_fitting"] < doc["search"]["plans_valid"]
     with pytest.raises(PlanError, match="price"):
         search(cm, [8], 16, objective="cost")

@@ -30,6 +30,9 @@ PartitionOpt = Annotated[str, typer.Option(help="Pipeline stages: balanced (on t
                                                 "uniform (layers / stages).")]
 OverlapOpt = Annotated[bool, typer.Option("--overlap-dp/--no-overlap-dp",
                                           help="Data-parallel collectives overlap backward.")]
+UsableOpt = Annotated[float, typer.Option("--usable-memory", help="Share of each GPU's memory "
+                                          "a plan may fill (the rest: CUDA context, NCCL "
+                                          "buffers, workspaces, fragmentation).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the JSON document.")]
 OutOpt = Annotated[str | None, typer.Option("--output", "-o", help="Write the JSON document "
                                             "to this file.")]
@@ -45,7 +48,7 @@ def register(app: typer.Typer) -> None:
 
 
 def _setup(model, set_, dtype, optimizer, seq_len, cluster_name, gpus, recomputes, quiet,
-           partition, overlap_dp):
+           partition, overlap_dp, usable_memory):
     from archcost.hardware.profile import load_cluster
     from archcost.loader import load_model_file, parse_overrides
     from archcost.plan.costmodel import CostModel
@@ -54,6 +57,8 @@ def _setup(model, set_, dtype, optimizer, seq_len, cluster_name, gpus, recompute
 
     if seq_len < 1:
         raise ConfigError("--seq-len must be a positive integer; e.g. -s 4096")
+    if not 0 < usable_memory <= 1:
+        raise ConfigError(f"--usable-memory {usable_memory}: give a share in (0, 1], e.g. 0.9")
     if partition not in ("balanced", "uniform"):
         raise ConfigError(f"--partition {partition!r}: use balanced or uniform")
     policy = parse_precision(dtype)
@@ -66,7 +71,7 @@ def _setup(model, set_, dtype, optimizer, seq_len, cluster_name, gpus, recompute
 
         workload = trace_workload(spec, seq_len, policy, optimizer, recomputes, progress)
     cm = CostModel(workload, cluster, overlap_dp=overlap_dp,
-                   uniform_stages=partition == "uniform")
+                   uniform_stages=partition == "uniform", usable_memory=usable_memory)
     header = {
         "schema_version": SCHEMA_VERSION,
         "model": {"name": spec.name, "file": spec.path.name, "builder": spec.builder_name,
@@ -82,7 +87,8 @@ def _setup(model, set_, dtype, optimizer, seq_len, cluster_name, gpus, recompute
         "hardware": {"cluster": cluster.name, "gpu": cluster.gpu.name,
                      "gpus_per_node": cluster.gpus_per_node,
                      "levels": [lv.name for lv in cluster.levels]},
-        "assumptions": {"partition": partition, "overlap_dp": overlap_dp},
+        "assumptions": {"partition": partition, "overlap_dp": overlap_dp,
+                        "usable_memory": usable_memory},
     }
     return cm, header
 
@@ -154,6 +160,7 @@ def plan(
                                                "node).")] = None,
     partition: PartitionOpt = "balanced",
     overlap_dp: OverlapOpt = True,
+    usable_memory: UsableOpt = 0.9,
     all_placements: Annotated[bool, typer.Option("--all-placements", help="Try every rank "
                                                  "order of tp, cp, dp, pp on the topology, not "
                                                  "only tp innermost, pp outermost.")] = False,
@@ -178,7 +185,7 @@ def plan(
         raise ConfigError("--gbs must be a positive number of sequences")
     fixed = list(fix or [])
     cm, header = _setup(model, set_, dtype, optimizer, seq_len, cluster, max(counts),
-                        _recomputes(fixed), as_json, partition, overlap_dp)
+                        _recomputes(fixed), as_json, partition, overlap_dp, usable_memory)
     quiet = as_json
     if quiet:
         result = search(cm, counts, gbs, constraints=constraint or [], fixed=fixed,
@@ -232,6 +239,7 @@ def estimate(
     optimizer: OptimizerOpt = "adamw",
     partition: PartitionOpt = "balanced",
     overlap_dp: OverlapOpt = True,
+    usable_memory: UsableOpt = 0.9,
     as_json: JsonOpt = False,
     output: OutOpt = None,
     timeline: TimelineOpt = None,
@@ -248,7 +256,7 @@ def estimate(
     if plan_obj.vpp > 1 and "schedule" not in plan_text:
         plan_obj = parse_plan(_plan_text(plan_text), schedule=Schedule.INTERLEAVED)
     cm, header = _setup(model, set_, dtype, optimizer, seq_len, cluster, plan_obj.gpus,
-                        (plan_obj.recompute,), as_json, partition, overlap_dp)
+                        (plan_obj.recompute,), as_json, partition, overlap_dp, usable_memory)
     est, sched = estimate_plan(plan_obj, cm)
     busy = est["components_s"]["compute"] + est["components_s"]["recompute"]
     est["economics"] = economics(cm, est["step_time_s"], busy, plan_obj.gpus,

@@ -18,6 +18,21 @@ def _gib(b: float) -> str:
     return f"{b / _GIB:.1f} GiB" if b >= 0.1 * _GIB else si(b, "B", 1024)
 
 
+_DEFAULTS = {"ep": "1", "zero": "0", "sp": "0", "vpp": "1", "schedule": "1f1b",
+             "recompute": "none", "offload": "none"}
+
+
+def short_plan(text: str) -> str:
+    """``dp=2,tp=8,pp=4,cp=1,...`` without the keys at their defaults (and gbs): for tables."""
+    keep = []
+    for item in text.split(","):
+        key, _, value = item.partition("=")
+        if key == "gbs" or _DEFAULTS.get(key) == value or (key == "cp" and value == "1"):
+            continue
+        keep.append(f"{key}={'interleaved' if value == 'interleaved-1f1b' else value}")
+    return ",".join(keep)
+
+
 def _header(doc: dict[str, Any]) -> str:
     w, hw = doc["workload"], doc["hardware"]
     return (f"{doc['model']['name']}  {si(w['params'])} params, {w['layers']} layers, "
@@ -47,8 +62,9 @@ def _memory(est: dict[str, Any]) -> Table:
     for part in ("weights", "gradients", "optimizer_states", "activations", "transient"):
         tab.add_row(part.replace("_", " "), _gib(mem[part]))
     style = "bold green" if est["fits"] else "bold red"
-    tab.add_row(f"peak / capacity ({'fits' if est['fits'] else 'does NOT fit'})",
-                f"{_gib(mem['peak_per_gpu'])} / {_gib(mem['capacity_per_gpu'])}", style=style)
+    tab.add_row(f"peak / usable of {_gib(mem['capacity_per_gpu'])} "
+                f"({'fits' if est['fits'] else 'does NOT fit'})",
+                f"{_gib(mem['peak_per_gpu'])} / {_gib(mem['usable_per_gpu'])}", style=style)
     return tab
 
 
@@ -111,19 +127,21 @@ def render_search(console: Console, doc: dict[str, Any]) -> None:
         console.print(msg, style="bold red")
         return
     tab = Table(title="best plans", title_justify="left")
-    for col in ("#", "plan", "GPUs", "step", "tokens/s", "MFU", "mem/GPU", "bubble", "exposed comm"):
+    for col in ("#", "plan", "GPUs", "step", "tok/s", "MFU", "mem/GPU", "bubble", "comm"):
         tab.add_column(col, justify="left" if col == "plan" else "right",
-                       overflow="fold" if col == "plan" else "ellipsis", no_wrap=col != "plan")
+                       overflow="fold" if col == "plan" else "ellipsis", no_wrap=col != "plan",
+                       min_width=24 if col == "plan" else None)
     for row in doc["plans"]:
         est = row["estimate"]
         c = est["components_s"]
         comm = sum(c[k] for k in ("tp_comm", "cp_comm", "ep_comm", "pp_comm", "dp_comm"))
-        tab.add_row(str(row["rank"]), row["plan"], str(est["plan"]["gpus"]),
+        tab.add_row(str(row["rank"]), short_plan(row["plan"]), str(est["plan"]["gpus"]),
                     _seconds(est["step_time_s"]), si(est["tokens_per_s"]),
                     f"{100 * est['mfu']:.1f}%", _gib(est["memory_bytes"]["peak_per_gpu"]),
                     _seconds(c["bubble"]), _seconds(comm))
     console.print(tab)
     best = doc["plans"][0]["estimate"]
+    console.print(f"best plan: {doc['plans'][0]['plan']}", soft_wrap=True)
     console.print(f"best: {_summary(best)}")
     console.print(_components(best))
     console.print(_memory(best))
@@ -133,6 +151,6 @@ def render_search(console: Console, doc: dict[str, Any]) -> None:
             tab.add_column(col, justify="left" if col == "plan" else "right",
                        overflow="fold" if col == "plan" else "ellipsis", no_wrap=col != "plan")
         for p in doc["pareto"][:10]:
-            tab.add_row(p["plan"], str(p["gpus"]), _seconds(p["step_time_s"]),
+            tab.add_row(short_plan(p["plan"]), str(p["gpus"]), _seconds(p["step_time_s"]),
                         _gib(p["peak_per_gpu_bytes"]), f"{100 * p['mfu']:.1f}%")
         console.print(tab)

@@ -27,6 +27,9 @@ class CostModel:
     overlap_dp: bool = True
     # stage partition: False = balanced on traced layer costs, True = layers / stages
     uniform_stages: bool = False
+    # share of device memory a plan may fill: the rest is CUDA context, communication buffers,
+    # library workspaces and allocator fragmentation, which no trace sees
+    usable_memory: float = 0.9
     _tables: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -38,6 +41,10 @@ class CostModel:
         peaks = self.gpu.peak_flops_per_s
         return float(peaks.get(PEAK_KEY.get(self.workload.compute_dtype, "fp32"))
                      or peaks["fp32"])
+
+    @property
+    def usable_bytes(self) -> float:
+        return float(self.gpu.mem_bytes) * self.usable_memory
 
     def table(self, combos: np.ndarray) -> CostTable:
         """Cost-table rows for ``combos`` ([n, 5]: recompute, mbs, tp, sp, cp), cached."""
@@ -62,7 +69,7 @@ class CostModel:
             "model_flops_per_seq": any_ops.model_flops,
             "rc_flops_none": rc[Recompute.NONE], "rc_flops_selective": rc[Recompute.SELECTIVE],
             "rc_flops_full": rc[Recompute.FULL], "peak_flops": self.peak_flops,
-            "mem_capacity": float(self.gpu.mem_bytes), "overlap_dp": float(self.overlap_dp),
+            "mem_capacity": self.usable_bytes, "overlap_dp": float(self.overlap_dp),
             "uniform_stages": float(self.uniform_stages),
             "host_link_bw": float(self.gpu.host_link_bw_bytes_per_s or 0.0),
             "host_mem_bw": float(self.gpu.host_memory_bw_bytes_per_s or 0.0),

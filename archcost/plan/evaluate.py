@@ -294,11 +294,12 @@ def estimate_plan(plan: Plan, cm: CostModel, *, with_schedule: bool = True
         "hfu": (model_flops + rc_flops) / (step * plan.gpus * peak),
         "peak_flops_per_s": peak,
         "memory_bytes": {"peak_per_gpu": peak_rank["memory_bytes"]["total"],
-                         "capacity_per_gpu": cap, "peak_rank": peak_rank["rank"],
+                         "capacity_per_gpu": cap, "usable_per_gpu": cm.usable_bytes,
+                         "peak_rank": peak_rank["rank"],
                          **{k: peak_rank["memory_bytes"][k] for k in
                             ("weights", "gradients", "optimizer_states", "activations",
                              "transient")}},
-        "fits": bool(peak_rank["memory_bytes"]["total"] <= cap),
+        "fits": bool(peak_rank["memory_bytes"]["total"] <= cm.usable_bytes),
         "components_s": parts,
         "comm": sorted(comm.rows, key=lambda c: -c["seconds_each"] * c["per_step"]),
         "pipeline": {

@@ -178,7 +178,7 @@ def search(
         if lowest is not None:
             doc["closest"] = {"plan": plan_from_row(plans[lowest]).to_string(),
                               "peak_per_gpu_bytes": float(res[lowest, OUT_INDEX["mem_peak"]]),
-                              "capacity_per_gpu_bytes": float(cm.gpu.mem_bytes)}
+                              "capacity_per_gpu_bytes": cm.usable_bytes}
         return doc
     obj = objective_values(cm, plans[idx], res[idx], objective)
     order = idx[np.argsort(obj, kind="stable")]
