@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from archcost.cli import analyze, plan, profiles
+from archcost.cli import analyze, plan, profiles, validate
 
 app = typer.Typer(
     help="Architecture cost model for PyTorch training: compute, memory and communication.",
@@ -21,6 +21,7 @@ def _root() -> None:
 
 analyze.register(app)
 plan.register(app)
+validate.register(app)
 app.add_typer(profiles.app, name="profiles")
 
 

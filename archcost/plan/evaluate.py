@@ -312,6 +312,10 @@ def estimate_plan(plan: Plan, cm: CostModel, *, with_schedule: bool = True
             "method": "simulated op by op" if sched is not None else "sequential micro-batches",
         },
         "ranks": ranks,
+        # the critical rank's forward and backward (recompute included) over the step
+        "phases_s": {"forward": m_f * float(fwd[[j for j in range(k) if j % pp == crit]].sum()),
+                     "backward": m_f * float(bwd[[j for j in range(k) if j % pp == crit]].sum()),
+                     "optimizer": opt_s},
         "model_flops_per_step": model_flops,
         "tp_collectives_per_layer": w.tp_points,
     }
