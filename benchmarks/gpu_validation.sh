@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# GPU check: calibrate this CUDA GPU into a profile, then validate the bundled models on it
+# (one process each) against that profile, and write a summary table.
+#
+#     bash benchmarks/gpu_validation.sh OUTDIR
+#
+# Needs one CUDA GPU and the package installed (README set-up). Budget: under 8 minutes on an
+# H100/H200-class GPU; every step has its own timeout so one hang cannot eat the budget.
+# Outputs under OUTDIR: gpu.yaml (the calibrated profile), <model>.json (validation documents),
+# summary.md (predicted against measured per model and component), log.txt.
+set -uo pipefail
+
+OUT="${1:?usage: gpu_validation.sh OUTDIR}"
+mkdir -p "$OUT"
+LOG="$OUT/log.txt"
+: > "$LOG"
+python -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'" >>"$LOG" 2>&1 || {
+    echo "no CUDA device: nothing to check" | tee -a "$OUT/summary.md"; exit 2; }
+nvidia-smi >>"$LOG" 2>&1 || true
+
+echo "== calibrate" | tee -a "$LOG"
+timeout 240 archcost calibrate --device cuda -o "$OUT/gpu.yaml" --json >"$OUT/calibration.json" 2>>"$LOG" \
+    || echo "calibrate failed (see log.txt)" | tee -a "$LOG"
+PROFILE="$OUT/gpu.yaml"
+[ -f "$PROFILE" ] || PROFILE=h100-sxm
+
+run() {  # name, then archcost validate arguments
+    local name="$1"; shift
+    echo "== validate $name" | tee -a "$LOG"
+    timeout 90 archcost validate "$@" --device cuda --hardware "$PROFILE" --steps 10 --warmup 3 \
+        --json -o "$OUT/$name.json" >/dev/null 2>>"$LOG" || echo "$name failed (see log.txt)" | tee -a "$LOG"
+}
+run seed_mlp  models/seed_mlp.py -s 1 --plan "mbs=256,gbs=256"
+run gpt2      models/gpt2.py -s 1024 --plan "mbs=8,gbs=8" --dtype bf16
+run llama     models/llama.py --set layers=8 --set hidden=2048 --set heads=16 --set kv_heads=4 \
+              --set ffn=5632 --set vocab=32000 -s 2048 --plan "mbs=4,gbs=4" --dtype bf16
+run moe       models/moe.py --set preset=tiny -s 1024 --plan "mbs=8,gbs=8" --dtype bf16
+run vit       models/vit.py -s 1 --plan "mbs=64,gbs=64" --dtype bf16
+run bert      models/bert.py -s 512 --plan "mbs=16,gbs=16" --dtype bf16
+
+python - "$OUT" <<'PY' | tee "$OUT/summary.md"
+import json, sys, pathlib
+out = pathlib.Path(sys.argv[1])
+print("| model | component | predicted | measured | error |")
+print("|---|---|---:|---:|---:|")
+errs = []
+for f in sorted(out.glob("*.json")):
+    if f.name == "calibration.json":
+        continue
+    doc = json.loads(f.read_text())
+    for c in doc["validation"]["components"]:
+        err = c["error"]
+        if c["name"] == "step_time" and err is not None:
+            errs.append(abs(err))
+        fmt = (lambda v: f"{v * 1e3:.2f} ms") if c["unit"] == "s" else (lambda v: f"{v / 2**20:.1f} MiB")
+        print(f"| {f.stem} | {c['name']} | {fmt(c['predicted'])} | {fmt(c['measured'])} | "
+              f"{'' if err is None else f'{100 * err:+.1f}%'} |")
+if errs:
+    print(f"\nstep-time mean absolute error {100 * sum(errs) / len(errs):.1f}%, max {100 * max(errs):.1f}% "
+          f"over {len(errs)} models")
+PY
