@@ -107,20 +107,30 @@ _M_HOST_MEM_BW = 25
 _OFF_OPTIMIZER, _OFF_ACTIVATIONS = 1, 2
 _AX_TP, _AX_CP, _AX_DP, _AX_PP = 0, 1, 2, 3
 _GPIPE, _1F1B, _INTERLEAVED = 0, 1, 2
+_CHUNK = 512  # plans per parallel work item
 _FULL = 2
 
 
 @njit(cache=True)
 def _strides(order, tp, cp, dp, pp):
     """Rank stride of each axis (tp, cp, dp, pp) for a placement, innermost first."""
-    sizes = np.array([tp, cp, dp, pp])
-    out = np.ones(4, dtype=np.int64)
+    s_tp = s_cp = s_dp = s_pp = 1
     s = 1
     for j in range(4):
         ax = order[j]
-        out[ax] = s
-        s *= sizes[ax]
-    return out
+        if ax == _AX_TP:
+            s_tp = s
+            s *= tp
+        elif ax == _AX_CP:
+            s_cp = s
+            s *= cp
+        elif ax == _AX_DP:
+            s_dp = s
+            s *= dp
+        else:
+            s_pp = s
+            s *= pp
+    return s_tp, s_cp, s_dp, s_pp
 
 
 @njit(cache=True)
@@ -163,203 +173,223 @@ def score_plans(dp_a, tp_a, pp_a, cp_a, ep_a, zero_a, hyb_a, sg_a, sp_a, vpp_a, 
     s = model[_M_SEQ_LEN]
     h = model[_M_HIDDEN]
     ab = model[_M_ACT_BYTES]
-    for i in prange(n):
-        dp, tp, pp, cp, ep = dp_a[i], tp_a[i], pp_a[i], cp_a[i], ep_a[i]
-        zero, sp, v, sched, mbs, m = zero_a[i], sp_a[i], vpp_a[i], sched_a[i], mbs_a[i], m_a[i]
-        rc = rc_a[i]
-        off = off_a[i]
-        host_link = model[_M_HOST_LINK_BW]
-        host_mem = model[_M_HOST_MEM_BW]
-        row = table[combo[i]]
-        st = _strides(placements[place_a[i]], tp, cp, dp, pp)
-        # ---- one layer, one micro-batch
-        act = mbs * s / cp * h * ab
-        tp_f = 0.0
-        if tp > 1:
-            if sp:
-                one = (group_collective_time(COLL_ALL_GATHER, act, tp, st[_AX_TP], dom, bw, lat)
-                       + group_collective_time(COLL_REDUCE_SCATTER, act, tp, st[_AX_TP], dom,
-                                               bw, lat))
-            else:
-                one = group_collective_time(COLL_ALL_REDUCE, act, tp, st[_AX_TP], dom, bw, lat)
-            tp_f = model[_M_TP_POINTS] * one
-        tp_layer = 2.0 * tp_f + (tp_f if rc == _FULL else 0.0)
-        cp_layer = 0.0
-        if cp > 1:
-            kv = 2.0 * mbs * s / cp * model[_M_KV_HIDDEN] * ab
-            ring = (cp - 1) * group_collective_time(COLL_SEND_RECV, kv, 2, st[_AX_CP], dom, bw,
-                                                    lat)
-            cp_layer = max(0.0, ring - row[ATTN_F]) + max(0.0, 2 * ring - row[ATTN_B])
-            if rc == _FULL:
-                cp_layer += max(0.0, ring - row[ATTN_F])
-        ep_layer = 0.0
-        if ep > 1 and model[_M_EXPERTS] > 0:
-            d = mbs * model[_M_DISPATCH_BYTES] / cp / (tp if sp else 1)
-            ep_stride = min(st[_AX_CP] if cp > 1 else st[_AX_DP], st[_AX_DP] if dp > 1 else
-                            st[_AX_CP])
-            a2a = group_collective_time(COLL_ALL_TO_ALL, d, ep, ep_stride, dom, bw, lat)
-            ep_layer = 4.0 * a2a + (2.0 * a2a if rc == _FULL else 0.0)
-        comp_layer = row[BLOCK_F] + row[BLOCK_B]
-        rc_layer = row[BLOCK_RC]
-        off_layer = 0.0
-        if off == _OFF_ACTIVATIONS:  # saved activations stream to host and back behind compute
-            if host_link > 0:
-                x = row[SAVED_LAYER] / host_link
-                off_layer = max(0.0, x - row[BLOCK_F]) + max(0.0, x - row[BLOCK_B] - rc_layer)
-            else:
-                off_layer = np.inf
-        layer = comp_layer + rc_layer + tp_layer + cp_layer + ep_layer + off_layer
-        emb_tp = tp_f / max(model[_M_TP_POINTS], 1.0) if tp > 1 else 0.0
-        first = row[PRE_F] + row[PRE_B] + emb_tp
-        last = row[POST_F] + row[POST_B] + emb_tp
-        # ---- stages
-        k = pp * v
-        counts = np.empty(k, dtype=np.int64)
-        if model[_M_UNIFORM_STAGES] > 0 or v > 1:
-            uniform_counts(L, k, layer, first, last, counts)
-        else:
-            balanced_counts(L, k, layer, first, last, counts)
-        rank_t = np.zeros(pp)
-        rank_layers = np.zeros(pp)
-        for j in range(k):
-            r = j % pp
-            rank_layers[r] += counts[j]
-            rank_t[r] += counts[j] * layer + (first if j == 0 else 0.0) + (last if j == k - 1
-                                                                          else 0.0)
-        t_max = 0.0
-        r_max = 0
-        for r in range(pp):
-            if rank_t[r] > t_max:
-                t_max = rank_t[r]
-                r_max = r
-        p2p = 0.0
-        if pp > 1:
-            msg = act / (tp if sp else 1)
-            p2p = group_collective_time(COLL_SEND_RECV, msg, 2, st[_AX_PP], dom, bw, lat)
-        makespan = (m - 1.0 / v) * t_max + rank_t.sum() / v + 2.0 * (pp - 1) * p2p
-        # ---- data parallel, per rank: params held (dense / tp, experts / (tp * ep))
-        zg = sg_a[i]
-        hybrid = hyb_a[i] == 1
-        n_dp = dp * cp
-        dp_stride = min(st[_AX_DP] if dp > 1 else st[_AX_CP], st[_AX_CP] if cp > 1 else
-                        st[_AX_DP])
-        pe = model[_M_PARAMS_EXPERT_BLOCK]
-        pb = model[_M_PARAMS_BLOCK] - pe
-        worst_dp = 0.0
-        worst_opt = 0.0
-        mem_peak = 0.0
-        mem_states_at = 0.0
-        mem_act_at = 0.0
-        for r in range(pp):
-            nl = rank_layers[r]
-            dense = nl * pb + (model[_M_PARAMS_PRE] if r == 0 else 0.0) + \
-                (model[_M_PARAMS_POST] if r == pp - 1 else 0.0)
-            dense /= tp
-            expert = nl * pe / (tp * ep)
-            zg_e = max(1, n_dp // ep)
-            bwd, fwd = _dp_time(zero, dense * model[_M_GRAD_BYTES],
-                                dense * model[_M_WEIGHT_BYTES], n_dp, dp_stride, hybrid, zg,
-                                dom, bw, lat)
-            if pe > 0 and ep > 1:
-                b2, f2 = _dp_time(zero, expert * model[_M_GRAD_BYTES],
-                                  expert * model[_M_WEIGHT_BYTES], zg_e, dp_stride * ep,
-                                  False, zg_e, dom, bw, lat)
-                bwd += b2
-                fwd += f2
-            elif pe > 0:
-                b2, f2 = _dp_time(zero, expert * model[_M_GRAD_BYTES],
-                                  expert * model[_M_WEIGHT_BYTES], n_dp, dp_stride, hybrid,
-                                  zg, dom, bw, lat)
-                bwd += b2
-                fwd += f2
-            layer_f = row[BLOCK_F] + tp_f
-            layer_b = layer - layer_f
-            if zero == 3:
-                # every micro-batch gathers each layer's parameters before its forward and again
-                # before its backward, and reduce-scatters its gradients after; each hides
-                # behind the neighbouring layer's compute except the first gather and last reduce
-                ag_l = fwd / max(nl, 1.0)
-                rs_l = bwd / max(nl, 1.0)
-                exposed = max(0.0, ag_l - layer_f) + max(0.0, ag_l + rs_l - layer_b)
-                dp_t = m * nl * exposed + ag_l + rs_l
-            elif model[_M_OVERLAP_DP] > 0:
-                # gradients reduce during the last micro-batch's backward; ZeRO's parameter
-                # gather after the step hides behind the next step's first forward
-                dp_t = max(0.0, bwd - nl * layer_b) + max(0.0, fwd - nl * layer_f)
-            else:
-                dp_t = bwd + fwd
-            if dp_t > worst_dp:
-                worst_dp = dp_t
-            zshard = zg if zero >= 1 else 1
-            zshard_e = (zg_e if ep > 1 else zg) if zero >= 1 else 1
-            shard = dense / zshard + expert / zshard_e
-            opt = shard * model[_M_OPTIMIZER_S_PER_PARAM]
-            if off == _OFF_OPTIMIZER:  # ZeRO-Offload: gradients down, step on CPU, weights up
-                if host_link > 0 and host_mem > 0:
-                    down = shard * model[_M_GRAD_BYTES] / host_link
-                    cpu = shard * (2 * model[_M_OPTIMIZER_BYTES] + model[_M_GRAD_BYTES]
-                                   + model[_M_WEIGHT_BYTES]) / host_mem
-                    opt = max(0.0, down - nl * layer_b) + cpu + shard * model[
-                        _M_WEIGHT_BYTES] / host_link
+    max_k = 1
+    max_pp = 1
+    for i in range(n):
+        max_k = max(max_k, pp_a[i] * vpp_a[i])
+        max_pp = max(max_pp, pp_a[i])
+    n_chunks = (n + _CHUNK - 1) // _CHUNK
+    for c in prange(n_chunks):  # scratch arrays once per chunk, not per plan
+        counts_buf = np.empty(max_k, dtype=np.int64)
+        rank_t_buf = np.empty(max_pp)
+        rank_l_buf = np.empty(max_pp)
+        for i in range(c * _CHUNK, min(n, (c + 1) * _CHUNK)):
+                dp, tp, pp, cp, ep = dp_a[i], tp_a[i], pp_a[i], cp_a[i], ep_a[i]
+                zero, sp, v, sched, mbs, m = zero_a[i], sp_a[i], vpp_a[i], sched_a[i], mbs_a[i], m_a[i]
+                rc = rc_a[i]
+                off = off_a[i]
+                host_link = model[_M_HOST_LINK_BW]
+                host_mem = model[_M_HOST_MEM_BW]
+                row = table[combo[i]]
+                st = _strides(placements[place_a[i]], tp, cp, dp, pp)
+                # ---- one layer, one micro-batch
+                act = mbs * s / cp * h * ab
+                tp_f = 0.0
+                if tp > 1:
+                    if sp:
+                        one = (group_collective_time(COLL_ALL_GATHER, act, tp, st[_AX_TP], dom, bw, lat)
+                               + group_collective_time(COLL_REDUCE_SCATTER, act, tp, st[_AX_TP], dom,
+                                                       bw, lat))
+                    else:
+                        one = group_collective_time(COLL_ALL_REDUCE, act, tp, st[_AX_TP], dom, bw, lat)
+                    tp_f = model[_M_TP_POINTS] * one
+                tp_layer = 2.0 * tp_f + (tp_f if rc == _FULL else 0.0)
+                cp_layer = 0.0
+                if cp > 1:
+                    kv = 2.0 * mbs * s / cp * model[_M_KV_HIDDEN] * ab
+                    ring = (cp - 1) * group_collective_time(COLL_SEND_RECV, kv, 2, st[_AX_CP], dom, bw,
+                                                            lat)
+                    cp_layer = max(0.0, ring - row[ATTN_F]) + max(0.0, 2 * ring - row[ATTN_B])
+                    if rc == _FULL:
+                        cp_layer += max(0.0, ring - row[ATTN_F])
+                ep_layer = 0.0
+                if ep > 1 and model[_M_EXPERTS] > 0:
+                    d = mbs * model[_M_DISPATCH_BYTES] / cp / (tp if sp else 1)
+                    ep_stride = min(st[_AX_CP] if cp > 1 else st[_AX_DP], st[_AX_DP] if dp > 1 else
+                                    st[_AX_CP])
+                    a2a = group_collective_time(COLL_ALL_TO_ALL, d, ep, ep_stride, dom, bw, lat)
+                    ep_layer = 4.0 * a2a + (2.0 * a2a if rc == _FULL else 0.0)
+                comp_layer = row[BLOCK_F] + row[BLOCK_B]
+                rc_layer = row[BLOCK_RC]
+                off_layer = 0.0
+                if off == _OFF_ACTIVATIONS:  # saved activations stream to host and back behind compute
+                    if host_link > 0:
+                        x = row[SAVED_LAYER] / host_link
+                        off_layer = max(0.0, x - row[BLOCK_F]) + max(0.0, x - row[BLOCK_B] - rc_layer)
+                    else:
+                        off_layer = np.inf
+                layer = comp_layer + rc_layer + tp_layer + cp_layer + ep_layer + off_layer
+                emb_tp = tp_f / max(model[_M_TP_POINTS], 1.0) if tp > 1 else 0.0
+                first = row[PRE_F] + row[PRE_B] + emb_tp
+                last = row[POST_F] + row[POST_B] + emb_tp
+                # ---- stages
+                k = pp * v
+                counts = counts_buf[:k]
+                if model[_M_UNIFORM_STAGES] > 0 or v > 1:
+                    uniform_counts(L, k, layer, first, last, counts)
                 else:
-                    opt = np.inf
-            if opt > worst_opt:
-                worst_opt = opt
-            # memory of this rank
-            o_b = 0.0 if off == _OFF_OPTIMIZER else model[_M_OPTIMIZER_BYTES]
-            states = _states(dense, model[_M_WEIGHT_BYTES], model[_M_GRAD_BYTES], o_b, zero,
-                             zg) + \
-                _states(expert, model[_M_WEIGHT_BYTES], model[_M_GRAD_BYTES], o_b, zero,
-                        zshard_e if zero >= 1 else 1)
-            if pp == 1:
-                units = 1.0
-                unit_layers = nl
-            elif sched == _GPIPE:
-                units = m
-                unit_layers = nl
-            elif sched == _INTERLEAVED:
-                units = min(m * v, 2 * (pp - r - 1) + (v - 1) * pp + 1)
-                unit_layers = nl / v
-            else:
-                units = min(pp - r, m)
-                unit_layers = nl
-            held = units * unit_layers
-            if off == _OFF_ACTIVATIONS:  # the layer computing and the one prefetched
-                held = min(held, 2.0)
-            act_b = held * row[SAVED_LAYER] + units * (
-                (row[SAVED_PRE] if r == 0 else 0.0) + (row[SAVED_POST] if r == pp - 1 else 0.0))
-            total = states + act_b + row[TRANSIENT]
-            if zero == 3:
-                total += 2.0 * pb / tp * model[_M_WEIGHT_BYTES]
-            if total > mem_peak:
-                mem_peak = total
-                mem_states_at = states
-                mem_act_at = act_b
-        step = makespan + worst_dp + worst_opt
-        o = out[i]
-        o[_O_STEP_S] = step
-        o[_O_COMPUTE_S] = m * (rank_layers[r_max] * comp_layer + (
-            row[PRE_F] + row[PRE_B] if r_max == 0 else 0.0) + (
-            row[POST_F] + row[POST_B] if r_max == pp - 1 else 0.0))
-        o[_O_RECOMPUTE_S] = m * rank_layers[r_max] * rc_layer
-        o[_O_TP_COMM_S] = m * (rank_layers[r_max] * tp_layer + (emb_tp if r_max == 0 else 0.0)
-                                 + (emb_tp if r_max == pp - 1 else 0.0))
-        o[_O_CP_COMM_S] = m * rank_layers[r_max] * cp_layer
-        o[_O_EP_COMM_S] = m * rank_layers[r_max] * ep_layer
-        o[_O_PP_COMM_S] = 2.0 * (pp - 1) * p2p
-        o[_O_BUBBLE_S] = makespan - m * t_max - 2.0 * (pp - 1) * p2p
-        o[_O_DP_COMM_S] = worst_dp
-        o[_O_OPTIMIZER_S] = worst_opt
-        o[_O_MEM_PEAK] = mem_peak
-        o[_O_MEM_STATES] = mem_states_at
-        o[_O_MEM_ACTIVATIONS] = mem_act_at
-        o[_O_MEM_TRANSIENT] = row[TRANSIENT]
-        gbs = gbs_a[i]
-        o[_O_TOKENS_PER_S] = gbs * s / step
-        gpus = dp * tp * pp * cp
-        mf = model[_M_MODEL_FLOPS_PER_SEQ] * gbs
-        o[_O_MFU] = mf / (step * gpus * model[_M_PEAK_FLOPS])
-        o[_O_HFU] = (mf + model[_M_RC_FLOPS_NONE + rc] * gbs) / (
-            step * gpus * model[_M_PEAK_FLOPS])
-        o[_O_FITS] = 1.0 if mem_peak <= model[_M_MEM_CAPACITY] else 0.0
+                    balanced_counts(L, k, layer, first, last, counts)
+                rank_t = rank_t_buf[:pp]
+                rank_t[:] = 0.0
+                rank_layers = rank_l_buf[:pp]
+                rank_layers[:] = 0.0
+                for j in range(k):
+                    r = j % pp
+                    rank_layers[r] += counts[j]
+                    rank_t[r] += counts[j] * layer + (first if j == 0 else 0.0) + (last if j == k - 1
+                                                                                  else 0.0)
+                t_max = 0.0
+                r_max = 0
+                for r in range(pp):
+                    if rank_t[r] > t_max:
+                        t_max = rank_t[r]
+                        r_max = r
+                p2p = 0.0
+                if pp > 1:
+                    msg = act / (tp if sp else 1)
+                    p2p = group_collective_time(COLL_SEND_RECV, msg, 2, st[_AX_PP], dom, bw, lat)
+                makespan = (m - 1.0 / v) * t_max + rank_t.sum() / v + 2.0 * (pp - 1) * p2p
+                # ---- data parallel, per rank: params held (dense / tp, experts / (tp * ep))
+                zg = sg_a[i]
+                hybrid = hyb_a[i] == 1
+                n_dp = dp * cp
+                dp_stride = min(st[_AX_DP] if dp > 1 else st[_AX_CP], st[_AX_CP] if cp > 1 else
+                                st[_AX_DP])
+                pe = model[_M_PARAMS_EXPERT_BLOCK]
+                pb = model[_M_PARAMS_BLOCK] - pe
+                worst_dp = 0.0
+                worst_opt = 0.0
+                mem_peak = 0.0
+                mem_states_at = 0.0
+                mem_act_at = 0.0
+                cached_nl = -1.0
+                cached_dp = 0.0
+                layer_f = row[BLOCK_F] + tp_f
+                layer_b = layer - layer_f
+                for r in range(pp):
+                    nl = rank_layers[r]
+                    dense = nl * pb + (model[_M_PARAMS_PRE] if r == 0 else 0.0) + \
+                        (model[_M_PARAMS_POST] if r == pp - 1 else 0.0)
+                    dense /= tp
+                    expert = nl * pe / (tp * ep)
+                    zg_e = max(1, n_dp // ep)
+                    if r == 0 or r == pp - 1 or nl != cached_nl:
+                        bwd, fwd = _dp_time(zero, dense * model[_M_GRAD_BYTES],
+                                            dense * model[_M_WEIGHT_BYTES], n_dp, dp_stride, hybrid, zg,
+                                            dom, bw, lat)
+                        if pe > 0 and ep > 1:
+                            b2, f2 = _dp_time(zero, expert * model[_M_GRAD_BYTES],
+                                              expert * model[_M_WEIGHT_BYTES], zg_e, dp_stride * ep,
+                                              False, zg_e, dom, bw, lat)
+                            bwd += b2
+                            fwd += f2
+                        elif pe > 0:
+                            b2, f2 = _dp_time(zero, expert * model[_M_GRAD_BYTES],
+                                              expert * model[_M_WEIGHT_BYTES], n_dp, dp_stride, hybrid,
+                                              zg, dom, bw, lat)
+                            bwd += b2
+                            fwd += f2
+                        if zero == 3:
+                            # every micro-batch gathers each layer's parameters before its forward and again
+                            # before its backward, and reduce-scatters its gradients after; each hides
+                            # behind the neighbouring layer's compute except the first gather and last reduce
+                            ag_l = fwd / max(nl, 1.0)
+                            rs_l = bwd / max(nl, 1.0)
+                            exposed = max(0.0, ag_l - layer_f) + max(0.0, ag_l + rs_l - layer_b)
+                            dp_t = m * nl * exposed + ag_l + rs_l
+                        elif model[_M_OVERLAP_DP] > 0:
+                            # gradients reduce during the last micro-batch's backward; ZeRO's parameter
+                            # gather after the step hides behind the next step's first forward
+                            dp_t = max(0.0, bwd - nl * layer_b) + max(0.0, fwd - nl * layer_f)
+                        else:
+                            dp_t = bwd + fwd
+                        if 0 < r < pp - 1:
+                            cached_nl = nl
+                            cached_dp = dp_t
+                    else:  # a middle rank like the last one computed
+                        dp_t = cached_dp
+                    if dp_t > worst_dp:
+                        worst_dp = dp_t
+                    zshard = zg if zero >= 1 else 1
+                    zshard_e = (zg_e if ep > 1 else zg) if zero >= 1 else 1
+                    shard = dense / zshard + expert / zshard_e
+                    opt = shard * model[_M_OPTIMIZER_S_PER_PARAM]
+                    if off == _OFF_OPTIMIZER:  # ZeRO-Offload: gradients down, step on CPU, weights up
+                        if host_link > 0 and host_mem > 0:
+                            down = shard * model[_M_GRAD_BYTES] / host_link
+                            cpu = shard * (2 * model[_M_OPTIMIZER_BYTES] + model[_M_GRAD_BYTES]
+                                           + model[_M_WEIGHT_BYTES]) / host_mem
+                            opt = max(0.0, down - nl * layer_b) + cpu + shard * model[
+                                _M_WEIGHT_BYTES] / host_link
+                        else:
+                            opt = np.inf
+                    if opt > worst_opt:
+                        worst_opt = opt
+                    # memory of this rank
+                    o_b = 0.0 if off == _OFF_OPTIMIZER else model[_M_OPTIMIZER_BYTES]
+                    states = _states(dense, model[_M_WEIGHT_BYTES], model[_M_GRAD_BYTES], o_b, zero,
+                                     zg) + \
+                        _states(expert, model[_M_WEIGHT_BYTES], model[_M_GRAD_BYTES], o_b, zero,
+                                zshard_e if zero >= 1 else 1)
+                    if pp == 1:
+                        units = 1.0
+                        unit_layers = nl
+                    elif sched == _GPIPE:
+                        units = m
+                        unit_layers = nl
+                    elif sched == _INTERLEAVED:
+                        units = min(m * v, 2 * (pp - r - 1) + (v - 1) * pp + 1)
+                        unit_layers = nl / v
+                    else:
+                        units = min(pp - r, m)
+                        unit_layers = nl
+                    held = units * unit_layers
+                    if off == _OFF_ACTIVATIONS:  # the layer computing and the one prefetched
+                        held = min(held, 2.0)
+                    act_b = held * row[SAVED_LAYER] + units * (
+                        (row[SAVED_PRE] if r == 0 else 0.0) + (row[SAVED_POST] if r == pp - 1 else 0.0))
+                    total = states + act_b + row[TRANSIENT]
+                    if zero == 3:
+                        total += 2.0 * pb / tp * model[_M_WEIGHT_BYTES]
+                    if total > mem_peak:
+                        mem_peak = total
+                        mem_states_at = states
+                        mem_act_at = act_b
+                step = makespan + worst_dp + worst_opt
+                o = out[i]
+                o[_O_STEP_S] = step
+                o[_O_COMPUTE_S] = m * (rank_layers[r_max] * comp_layer + (
+                    row[PRE_F] + row[PRE_B] if r_max == 0 else 0.0) + (
+                    row[POST_F] + row[POST_B] if r_max == pp - 1 else 0.0))
+                o[_O_RECOMPUTE_S] = m * rank_layers[r_max] * rc_layer
+                o[_O_TP_COMM_S] = m * (rank_layers[r_max] * tp_layer + (emb_tp if r_max == 0 else 0.0)
+                                         + (emb_tp if r_max == pp - 1 else 0.0))
+                o[_O_CP_COMM_S] = m * rank_layers[r_max] * cp_layer
+                o[_O_EP_COMM_S] = m * rank_layers[r_max] * ep_layer
+                o[_O_PP_COMM_S] = 2.0 * (pp - 1) * p2p
+                o[_O_BUBBLE_S] = makespan - m * t_max - 2.0 * (pp - 1) * p2p
+                o[_O_DP_COMM_S] = worst_dp
+                o[_O_OPTIMIZER_S] = worst_opt
+                o[_O_MEM_PEAK] = mem_peak
+                o[_O_MEM_STATES] = mem_states_at
+                o[_O_MEM_ACTIVATIONS] = mem_act_at
+                o[_O_MEM_TRANSIENT] = row[TRANSIENT]
+                gbs = gbs_a[i]
+                o[_O_TOKENS_PER_S] = gbs * s / step
+                gpus = dp * tp * pp * cp
+                mf = model[_M_MODEL_FLOPS_PER_SEQ] * gbs
+                o[_O_MFU] = mf / (step * gpus * model[_M_PEAK_FLOPS])
+                o[_O_HFU] = (mf + model[_M_RC_FLOPS_NONE + rc] * gbs) / (
+                    step * gpus * model[_M_PEAK_FLOPS])
+                o[_O_FITS] = 1.0 if mem_peak <= model[_M_MEM_CAPACITY] else 0.0
     return out
