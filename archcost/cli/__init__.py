@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from archcost.cli import analyze, plan, profiles, validate
+from archcost.cli import analyze, plan, profiles, sweep, validate
 
 app = typer.Typer(
     help="Architecture cost model for PyTorch training: compute, memory and communication.",
@@ -22,6 +22,7 @@ def _root() -> None:
 analyze.register(app)
 plan.register(app)
 validate.register(app)
+sweep.register(app)
 app.add_typer(profiles.app, name="profiles")
 
 

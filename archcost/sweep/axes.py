@@ -1,0 +1,171 @@
+"""What-if axes: ``--vary KEY=V1,V2,...`` parsed and applied to a cluster (hardware) or to the
+workload (sequence length, global batch, precision, GPU count).
+
+Values are multipliers (``2x``, ``0.5x``) of the profile's figure or absolute values with units
+(``1.8TB/s``, ``192GB``, ``2000TFLOP/s``, ``3us``); counts are plain integers. Changing a peak
+FLOP rate or the memory bandwidth also rescales the x axis of the matching efficiency curves by
+the same factor: an op reaches a given efficiency at the same duration, so a faster part needs
+proportionally more FLOPs (bytes) to get there — the rule the bundled profiles follow.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from archcost.errors import ConfigError
+from archcost.hardware.units import Quantity, UnitError, parse_quantity
+
+__all__ = ["Axis", "AXES", "parse_vary", "apply_hardware", "HARDWARE_KEYS", "WORKLOAD_KEYS",
+           "RESOURCES"]
+
+# key -> (quantity kind or "count"/"name"/"dtype", description)
+AXES: dict[str, tuple[str, str]] = {
+    "peak_flops": (Quantity.FLOPS_RATE, "dense peak of every dtype (absolute: the compute dtype's)"),
+    "mem_bw": (Quantity.BANDWIDTH, "device memory bandwidth"),
+    "mem_capacity": (Quantity.BYTES, "device memory capacity"),
+    "link_bw": (Quantity.BANDWIDTH, "bandwidth per GPU of the innermost link level (NVLink)"),
+    "net_bw": (Quantity.BANDWIDTH, "bandwidth per GPU of the outermost link level (network)"),
+    "link_latency": (Quantity.TIME, "latency of the innermost link level"),
+    "net_latency": (Quantity.TIME, "latency of the outermost link level"),
+    "scaleup_domain": ("count", "GPUs in the innermost (NVLink) domain"),
+    "gpus_per_node": ("count", "GPUs per node"),
+    "host_link_bw": (Quantity.BANDWIDTH, "GPU-host link bandwidth (offload)"),
+    "tdp": (Quantity.POWER, "board power"),
+    "price": (Quantity.USD_PER_HOUR, "price per GPU-hour"),
+    "gpu": ("name", "GPU profile swapped into the cluster"),
+    "cluster": ("name", "cluster profile"),
+    "gpus": ("count", "GPUs used"),
+    "seq_len": ("count", "tokens per sequence"),
+    "gbs": ("count", "global batch in sequences"),
+    "dtype": ("dtype", "precision policy"),
+}
+ALIASES = {"nvlink_bw": "link_bw", "memory": "mem_capacity", "hbm_bw": "mem_bw",
+           "nvlink_domain": "scaleup_domain", "network_bw": "net_bw", "flops": "peak_flops",
+           "global_batch": "gbs", "seq": "seq_len"}
+WORKLOAD_KEYS = ("gpus", "seq_len", "gbs", "dtype")
+HARDWARE_KEYS = tuple(k for k in AXES if k not in WORKLOAD_KEYS)
+# continuous resources whose elasticity ``sensitivity`` reports
+RESOURCES = ("peak_flops", "mem_bw", "link_bw", "net_bw", "link_latency", "net_latency")
+
+
+@dataclass(frozen=True)
+class Axis:
+    key: str
+    values: tuple[Any, ...]  # ("x", factor) for multipliers, else absolute values
+    labels: tuple[str, ...]
+
+
+def _canonical(key: str) -> str:
+    k = ALIASES.get(key.strip().lower(), key.strip().lower())
+    if k not in AXES:
+        near = difflib.get_close_matches(k, list(AXES) + list(ALIASES), n=1, cutoff=0.5)
+        hint = f"did you mean {near[0]!r}? " if near else ""
+        raise ConfigError(f"--vary {key}: unknown key; {hint}keys: {', '.join(AXES)}")
+    return k
+
+
+def _value(key: str, text: str):
+    kind = AXES[key][0]
+    t = text.strip()
+    if kind in ("name", "dtype"):
+        return t
+    if t.lower().endswith("x") and kind != "count":
+        try:
+            f = float(t[:-1])
+        except ValueError:
+            raise ConfigError(f"--vary {key}={text}: write a multiplier like 2x") from None
+        if not f > 0:
+            raise ConfigError(f"--vary {key}={text}: multipliers must be > 0")
+        return ("x", f)
+    if kind == "count":
+        try:
+            n = int(t)
+        except ValueError:
+            raise ConfigError(f"--vary {key}={text}: {AXES[key][1]} is a whole number") from None
+        if n < 1:
+            raise ConfigError(f"--vary {key}={text}: must be >= 1")
+        return n
+    try:
+        return parse_quantity(t, kind)
+    except UnitError as exc:
+        raise ConfigError(f"--vary {key}={text}: {exc}; or a multiplier like 2x") from None
+
+
+def parse_vary(items: list[str]) -> list[Axis]:
+    axes: list[Axis] = []
+    for item in items:
+        key, eq, rest = item.partition("=")
+        if not eq or not rest.strip():
+            raise ConfigError(f"--vary {item!r}: write KEY=V1,V2,... e.g. mem_bw=1x,2x,4x")
+        k = _canonical(key)
+        if any(a.key == k for a in axes):
+            raise ConfigError(f"--vary {k} given twice: give its values once")
+        labels = tuple(v.strip() for v in rest.split(",") if v.strip())
+        axes.append(Axis(k, tuple(_value(k, v) for v in labels), labels))
+    return axes
+
+
+def _scaled(curve, factor: float):
+    pts = tuple((x * factor, y) for x, y in curve.points)
+    return dataclasses.replace(curve, points=pts)
+
+
+def _resolve(value, current: float) -> float:
+    return current * value[1] if isinstance(value, tuple) else float(value)
+
+
+def apply_hardware(cluster, key: str, value, compute_key: str = "bf16"):
+    """``cluster`` with one hardware figure changed."""
+    gpu = cluster.gpu
+    levels = list(cluster.levels)
+    if key == "peak_flops":
+        current = gpu.peak_flops_per_s.get(compute_key) or gpu.peak_flops_per_s["fp32"]
+        f = _resolve(value, current) / current
+        gpu = dataclasses.replace(
+            gpu, peak_flops_per_s={k: v * f for k, v in gpu.peak_flops_per_s.items()},
+            matmul_efficiency=_scaled(gpu.matmul_efficiency, f),
+            attention_efficiency=_scaled(gpu.attention_efficiency, f))
+    elif key == "mem_bw":
+        f = _resolve(value, gpu.mem_bw_bytes_per_s) / gpu.mem_bw_bytes_per_s
+        gpu = dataclasses.replace(gpu, mem_bw_bytes_per_s=gpu.mem_bw_bytes_per_s * f,
+                                  memory_efficiency=_scaled(gpu.memory_efficiency, f))
+    elif key == "mem_capacity":
+        gpu = dataclasses.replace(gpu, mem_bytes=_resolve(value, gpu.mem_bytes))
+    elif key in ("link_bw", "net_bw", "link_latency", "net_latency"):
+        i = 0 if key.startswith("link") else len(levels) - 1
+        field = "bandwidth_per_gpu_bytes_per_s" if key.endswith("_bw") else "latency_s"
+        levels[i] = dataclasses.replace(levels[i], **{
+            field: _resolve(value, getattr(levels[i], field))})
+    elif key == "scaleup_domain":
+        n = int(value[1] * (levels[0].domain_size or 1)) if isinstance(value, tuple) else value
+        levels[0] = dataclasses.replace(levels[0], domain_size=n)
+    elif key == "gpus_per_node":
+        n = int(value[1] * cluster.gpus_per_node) if isinstance(value, tuple) else value
+        cluster = dataclasses.replace(cluster, gpus_per_node=n)
+    elif key == "host_link_bw":
+        cur = gpu.host_link_bw_bytes_per_s or 0.0
+        if isinstance(value, tuple) and not cur:
+            raise ConfigError(f"--vary host_link_bw: {gpu.name} has no host link figure to "
+                              "multiply; give an absolute value like 64GB/s")
+        gpu = dataclasses.replace(gpu, host_link_bw_bytes_per_s=_resolve(value, cur))
+    elif key == "tdp":
+        gpu = dataclasses.replace(gpu, tdp_w=_resolve(value, gpu.tdp_w))
+    elif key == "price":
+        cur = cluster.price_per_gpu_hour_usd or gpu.price_per_gpu_hour_usd
+        if isinstance(value, tuple) and cur is None:
+            raise ConfigError("--vary price: the profile has no price to multiply; give "
+                              "absolute prices like '$2/h'")
+        cluster = dataclasses.replace(cluster, price_per_gpu_hour_usd=_resolve(value, cur or 0))
+    elif key == "gpu":
+        from archcost.hardware.profile import load_gpu
+
+        gpu = load_gpu(value)
+    else:
+        raise ConfigError(f"{key} is not a hardware figure")
+    if not all(math.isfinite(lv.bandwidth_per_gpu_bytes_per_s) for lv in levels):
+        raise ConfigError(f"--vary {key}: bandwidth must be finite")
+    return dataclasses.replace(cluster, gpu=gpu, levels=tuple(levels))
