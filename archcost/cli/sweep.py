@@ -48,6 +48,11 @@ def sweep(
                                                "document.")] = None,
     csv_path: Annotated[str | None, typer.Option("--csv", help="Write one row per grid point "
                                                  "as CSV.")] = None,
+    markdown: Annotated[str | None, typer.Option("--markdown", help="Write the study as "
+                                                 "Markdown (tables and the command).")] = None,
+    price: Annotated[list[str] | None, typer.Option("--price", help="GPU=$/h, the price per "
+                                                    "GPU-hour of a GPU profile, e.g. "
+                                                    "h100-sxm=2.5 (repeatable).")] = None,
     debug: DebugOpt = False,
 ) -> None:
     """Search the best plan at every point of a grid over hardware (peak FLOP/s, memory,
@@ -62,6 +67,7 @@ def sweep(
     from archcost.trace.precision import parse_precision
 
     axes = parse_vary(vary or [])
+    prices = _prices(price or [])
     if objective not in OBJECTIVES:
         raise ConfigError(f"--objective {objective!r}: use {', '.join(OBJECTIVES)}")
     if gpus < 1 or seq_len < 1 or rerank < 1:
@@ -91,7 +97,8 @@ def sweep(
                      top=1, rerank=rerank)
     if quiet:
         grid = run_grid(axes, cluster_name=cluster, gpus=gpus, gbs=gbs, seq_len=seq_len,
-                        dtype=dtype, workload_for=workload_for, search_kw=search_kw)
+                        dtype=dtype, workload_for=workload_for, search_kw=search_kw,
+                        prices=prices)
     else:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
@@ -100,12 +107,14 @@ def sweep(
             task = bar.add_task("grid", total=None)
             grid = run_grid(axes, cluster_name=cluster, gpus=gpus, gbs=gbs, seq_len=seq_len,
                             dtype=dtype, workload_for=workload_for, search_kw=search_kw,
+                            prices=prices,
                             progress=lambda d, n: bar.update(task, completed=d, total=n))
     doc = {
         "schema_version": SCHEMA_VERSION, "kind": "sweep",
         "model": {"name": spec.name, "file": spec.path.name},
         "base": {"cluster": cluster, "gpus": gpus, "gbs": gbs, "seq_len": seq_len,
                  "dtype": dtype, "objective": objective},
+        "prices_usd_per_gpu_hour": prices,
         **grid,
     }
     first = next((p for p in grid["points"] if p.get("fits")), None)
@@ -114,7 +123,7 @@ def sweep(
 
         _, point_cluster, *_, w = build_point(
             axes, first["index"], cluster_name=cluster, gpus=gpus, gbs=gbs, seq_len=seq_len,
-            dtype=dtype, workload_for=workload_for)
+            dtype=dtype, workload_for=workload_for, prices=prices)
         doc["sensitivity"] = {"point": first["point"], "plan": first["plan"],
                               "resources": sensitivity(CostModel(w, point_cluster),
                                                        parse_plan(first["plan"]))}
@@ -123,15 +132,80 @@ def sweep(
         from archcost.io import atomic_write_text
 
         atomic_write_text(csv_path, to_csv(doc))
+    if markdown:
+        from archcost.io import atomic_write_text
+
+        atomic_write_text(markdown, to_markdown(doc))
     if not as_json:
         _render(doc)
-        for path in (output, csv_path):
+        for path in (output, csv_path, markdown):
             if path:
                 out_console.print(f"wrote {path}")
 
 
 CSV_FIELDS = ("step_time_s", "tokens_per_s", "mfu", "peak_per_gpu_bytes", "joules_per_token",
               "usd_per_million_tokens", "bottleneck", "plan", "gpus", "gpu", "cluster")
+
+
+def _prices(items: list[str]) -> dict[str, float]:
+    from archcost.hardware.units import Quantity, UnitError, parse_quantity
+
+    out = {}
+    for item in items:
+        name, eq, value = item.partition("=")
+        if not eq:
+            raise ConfigError(f"--price {item!r}: write GPU=PRICE, e.g. h100-sxm=2.5 or "
+                              "'h100-sxm=$2.5/h'")
+        try:
+            v = value.strip()
+            out[name.strip()] = float(v) if v.replace(".", "", 1).isdigit() else \
+                parse_quantity(v, Quantity.USD_PER_HOUR)
+        except UnitError as exc:
+            raise ConfigError(f"--price {item!r}: {exc}") from None
+    return out
+
+
+def _md(text) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def to_markdown(doc) -> str:
+    """The sweep as a Markdown study: the grid, the best plans, the sensitivity."""
+    b = doc["base"]
+    keys = [a["key"] for a in doc["axes"]]
+    lines = [f"# What-if: {_md(doc['model']['name'])} on {b['gpus']} GPUs", "",
+             f"Base: cluster `{b['cluster']}`, {b['gpus']} GPUs, global batch {b['gbs']} "
+             f"sequences of {b['seq_len']} tokens, {b['dtype']}; best plan searched again at "
+             f"every point (objective: {b['objective']}).", ""]
+    if doc.get("prices_usd_per_gpu_hour"):
+        lines += ["Prices per GPU-hour (assumed, set your own with `--price`): " + ", ".join(
+            f"{k} ${v:g}" for k, v in doc["prices_usd_per_gpu_hour"].items()) + ".", ""]
+    head = [*keys, "step time", "tokens/s", "MFU", "memory/GPU", "tokens/J", "$/M tokens",
+            "bottleneck", "best plan"]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for p in doc["points"]:
+        vals = [_md(p["point"][k]) for k in keys]
+        if not p.get("fits"):
+            lines.append("| " + " | ".join(vals + ["no plan fits"] + [""] * 7) + " |")
+            continue
+        usd = p.get("usd_per_million_tokens")
+        lines.append("| " + " | ".join(vals + [
+            f"{p['step_time_s']:.3g} s", f"{p['tokens_per_s']:,.0f}", f"{100 * p['mfu']:.1f}%",
+            f"{p['peak_per_gpu_bytes'] / 2**30:.1f} GiB", f"{p['tokens_per_joule']:.3g}",
+            "-" if usd is None else f"{usd:.3g}", p["bottleneck"], f"`{p['plan']}`"]) + " |")
+    sens = doc.get("sensitivity")
+    if sens:
+        lines += ["", f"Elasticity of step time at {_md(sens['point'])} with plan "
+                  f"`{sens['plan']}` (d ln T / d ln r; -1: time halves when r doubles):", "",
+                  "| resource | elasticity | step if doubled | predicted from elasticity |",
+                  "|---|---:|---:|---:|"]
+        for r in sens["resources"]:
+            lines.append(f"| {r['resource']} | {r['elasticity']:+.3f} | "
+                         f"{r['step_time_if_doubled_s']:.4g} s | "
+                         f"{r['predicted_if_doubled_s']:.4g} s |")
+    lines += ["", f"{doc['grid_points']} grid points in {doc['seconds']:.1f} s "
+              f"({doc['points_per_second']:.2f} points/s).", ""]
+    return "\n".join(lines)
 
 
 def to_csv(doc) -> str:

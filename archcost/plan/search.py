@@ -36,8 +36,13 @@ def score(cm: CostModel, plans: np.ndarray, progress: Callable[[int, int], None]
     out = np.zeros((len(plans), len(OUT_INDEX)))
     if not len(plans):
         return out
-    combos = np.stack([plans[k] for k in ("recompute", "mbs", "tp", "sp", "cp")], 1)
-    unique, inverse = np.unique(combos, axis=0, return_inverse=True)
+    combos = np.stack([plans[k] for k in ("recompute", "mbs", "tp", "sp", "cp")], 1).astype(
+        np.int64)
+    # one int64 key per row (each column < 2**12 but mbs < 2**24): unique on 1-D is fast
+    key = (((combos[:, 0] * (1 << 24) + combos[:, 1]) * (1 << 12) + combos[:, 2]) * 2
+           + combos[:, 3]) * (1 << 12) + combos[:, 4]
+    _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+    unique = combos[first]
     table = cm.table(unique)
     vec = cm.model_vector(table)
     dom, bw, lat = cm.levels()
@@ -95,16 +100,26 @@ def objective_values(cm: CostModel, plans: np.ndarray, res: np.ndarray, objectiv
 
 
 def pareto_front(points: np.ndarray) -> np.ndarray:
-    """Indices of the rows of ``points`` ([n, d], lower is better) no other row dominates."""
+    """Indices of the rows of ``points`` ([n, 3]: time, memory, GPUs; lower is better) no other
+    row dominates, one per distinct point.
+
+    Sorted lexicographically, a row is dominated exactly when an earlier row has memory and
+    GPUs no larger; the earlier rows' least memory is kept per GPU count (few distinct counts),
+    so the sweep is linear in the rows."""
+    points = np.asarray(points, dtype=np.float64)
     order = np.lexsort(points.T[::-1])
+    gvals = np.unique(points[:, 2])
+    best = np.full(len(gvals), np.inf)  # least memory so far per GPU count
+    gidx = np.searchsorted(gvals, points[:, 2])
+    mem = points[:, 1]
     front: list[int] = []
-    for i in order:
-        p = points[i]
-        if any(np.all(points[j] <= p) and np.any(points[j] < p) for j in front):
+    for i in order.tolist():
+        g = gidx[i]
+        if best[: g + 1].min() <= mem[i]:
             continue
-        if any(np.array_equal(points[j], p) for j in front):
-            continue
-        front.append(int(i))
+        front.append(i)
+        if mem[i] < best[g]:
+            best[g] = mem[i]
     return np.array(front, dtype=np.int64)
 
 
@@ -138,8 +153,11 @@ def search(
     pareto_max: int = 20,
     placements: str = "default",
     progress: Callable[[str, int, int], None] | None = None,
+    enumerated: dict | None = None,
 ) -> dict[str, Any]:
-    """Search every valid plan on each GPU count in ``gpus``; the ``search`` document."""
+    """Search every valid plan on each GPU count in ``gpus``; the ``search`` document.
+    ``enumerated``: a dict kept by the caller across searches of the same model shape, so
+    plan arrays are enumerated once (what-if grids); ``pareto_max=0`` skips the front."""
     if objective not in OBJECTIVES:
         raise PlanError(f"objective {objective!r}: allowed {', '.join(OBJECTIVES)}")
     t0 = time.perf_counter()
@@ -152,8 +170,14 @@ def search(
     max_tp = max_tp if max_tp is not None else cm.cluster.gpus_per_node
     arrays = []
     for n in sorted(set(gpus)):
+        key = (w.shape, n, gbs, max_tp, tuple(constraints), tuple(fixed), placements)
+        if enumerated is not None and key in enumerated:
+            arrays.append(enumerated[key])
+            continue
         arrays.append(enumerate_plans(w.shape, n, gbs, max_tp=max_tp, constraints=constraints,
                                       fixed=fixed or None, placements=placements))
+        if enumerated is not None:
+            enumerated[key] = arrays[-1]
     plans = np.concatenate(arrays) if arrays else np.empty(0)
     t_enum = time.perf_counter() - t0
     if progress:
@@ -200,10 +224,12 @@ def search(
                      "screen_step_time_s": float(res[i, OUT_INDEX["step_s"]])}
                     for j, (val, _, plan, est, i) in enumerate(rows[:top])]
     # Pareto front over every fitting plan (kernel figures): time, memory, GPUs
-    pts = np.stack([res[idx, OUT_INDEX["step_s"]], res[idx, OUT_INDEX["mem_peak"]],
-                    plans["gpus"][idx].astype(np.float64)], 1)
-    front = idx[pareto_front(pts)]
-    front = front[np.argsort(res[front, OUT_INDEX["step_s"]])][:pareto_max]
+    front = np.empty(0, dtype=np.int64)
+    if pareto_max > 0:
+        pts = np.stack([res[idx, OUT_INDEX["step_s"]], res[idx, OUT_INDEX["mem_peak"]],
+                        plans["gpus"][idx].astype(np.float64)], 1)
+        front = idx[pareto_front(pts)]
+        front = front[np.argsort(res[front, OUT_INDEX["step_s"]])][:pareto_max]
     doc["pareto"] = [{
         "plan": plan_from_row(plans[i]).to_string(), "gpus": int(plans["gpus"][i]),
         "step_time_s": float(res[i, OUT_INDEX["step_s"]]),

@@ -62,41 +62,53 @@ def op_seconds(ops: OpTable, gpu, peaks: np.ndarray, scale: np.ndarray) -> np.nd
     return t * ops.count
 
 
-def _row(w: Workload, ops: OpTable, gpu, peaks, r: Recompute, mbs: int, tp: int, sp: int,
-         cp: int) -> np.ndarray:
-    div = np.where(ops.sp_only & (sp == 0), 1.0, float(tp)) * cp
-    t = op_seconds(ops, gpu, peaks, mbs / div)
-    row = np.zeros(len(COLUMNS))
+def _rows(w: Workload, ops: OpTable, gpu, peaks, r: Recompute, combos: np.ndarray
+          ) -> np.ndarray:
+    """Rows for every (mbs, tp, sp, cp) of ``combos`` ([n, 4]) under policy ``r``: one roofline
+    call over all combinations x ops, then sums by section and phase."""
+    n, n_ops = len(combos), len(ops.flops)
+    mbs, tp, sp, cp = (combos[:, i].astype(np.float64)[:, None] for i in range(4))
+    div = np.where(ops.sp_only[None, :] & (sp == 0), 1.0, tp) * cp
+    scale = (mbs / div).ravel()
+    cx, cy, cn = _curves(gpu)
+    mem = gpu.memory_efficiency
+    mx = np.asarray(mem.xs_log10, dtype=np.float64)
+    my = np.asarray(mem.ys, dtype=np.float64)
+    t, _ = roofline(np.tile(ops.flops, n) * scale, np.tile(ops.nbytes, n) * scale,
+                    np.tile(peaks, n), np.tile(ops.curve, n), cx, cy, cn,
+                    float(gpu.mem_bw_bytes_per_s), mx, my, len(mx), float(gpu.kernel_launch_s))
+    t = t.reshape(n, n_ops) * ops.count[None, :]
     fwd, bwd, rc = ops.phase == 0, ops.phase == 1, ops.phase == 2
     blk, pre, post = (ops.section == SECTION_BLOCK, ops.section == SECTION_PRE,
                       ops.section == SECTION_POST)
-    row[C["block_f"]] = t[blk & fwd].sum()
-    row[C["block_b"]] = t[blk & bwd].sum()
-    row[C["block_rc"]] = t[blk & rc].sum()
-    row[C["attn_f"]] = t[blk & fwd & ops.attention].sum()
-    row[C["attn_b"]] = t[blk & bwd & ops.attention].sum()
-    row[C["pre_f"]] = t[pre & fwd].sum()
-    row[C["pre_b"]] = t[pre & (bwd | rc)].sum()
-    row[C["post_f"]] = t[post & fwd].sum()
-    row[C["post_b"]] = t[post & (bwd | rc)].sum()
+    masks = {"block_f": blk & fwd, "block_b": blk & bwd, "block_rc": blk & rc,
+             "attn_f": blk & fwd & ops.attention, "attn_b": blk & bwd & ops.attention,
+             "pre_f": pre & fwd, "pre_b": pre & (bwd | rc), "post_f": post & fwd,
+             "post_b": post & (bwd | rc)}
+    rows = np.zeros((n, len(COLUMNS)))
+    for name, mask in masks.items():
+        rows[:, C[name]] = t @ mask.astype(np.float64)
     sharded, sp_only = w.saved_block[r]
-    row[C["saved_layer"]] = mbs * (sharded / tp + sp_only / (tp if sp else 1)) / cp
-    row[C["saved_pre"]] = mbs * w.saved_pre[r] / ((tp if sp else 1) * cp)
-    row[C["saved_post"]] = mbs * w.saved_post[r] / (tp * cp)
-    row[C["transient"]] = mbs * w.transient[r] / (tp * cp)
-    return row
+    mbs, tp, sp, cp = (x.ravel() for x in (mbs, tp, sp, cp))
+    tp_sp = np.where(sp > 0, tp, 1.0)
+    rows[:, C["saved_layer"]] = mbs * (sharded / tp + sp_only / tp_sp) / cp
+    rows[:, C["saved_pre"]] = mbs * w.saved_pre[r] / (tp_sp * cp)
+    rows[:, C["saved_post"]] = mbs * w.saved_post[r] / (tp * cp)
+    rows[:, C["transient"]] = mbs * w.transient[r] / (tp * cp)
+    return rows
 
 
 def build_table(w: Workload, gpu, combos: np.ndarray) -> CostTable:
     """Rows for ``combos`` (int array [n, 5] of recompute code, mbs, tp, sp, cp)."""
     combos = np.asarray(combos, dtype=np.int64).reshape(-1, 5)
     rows = np.zeros((len(combos), len(COLUMNS)))
-    peaks = {r: _peaks(ops, gpu) for r, ops in w.ops.items()}
-    for i, (rc, mbs, tp, sp, cp) in enumerate(combos):
-        r = Recompute.from_code(int(rc))
+    for code in np.unique(combos[:, 0]):
+        r = Recompute.from_code(int(code))
         if r not in w.ops:
             raise KeyError(f"recompute={r.value} was not traced")
-        rows[i] = _row(w, w.ops[r], gpu, peaks[r], r, int(mbs), int(tp), int(sp), int(cp))
+        sel = np.flatnonzero(combos[:, 0] == code)
+        ops = w.ops[r]
+        rows[sel] = _rows(w, ops, gpu, _peaks(ops, gpu), r, combos[sel, 1:])
     opt = w.optimizer
     opt_s = float(op_seconds(opt, gpu, _peaks(opt, gpu), np.ones(len(opt.flops))).sum()) \
         if len(opt.flops) else 0.0

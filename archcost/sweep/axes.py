@@ -37,7 +37,7 @@ AXES: dict[str, tuple[str, str]] = {
     "tdp": (Quantity.POWER, "board power"),
     "price": (Quantity.USD_PER_HOUR, "price per GPU-hour"),
     "gpu": ("name", "GPU profile swapped into the cluster"),
-    "cluster": ("name", "cluster profile"),
+    "cluster": ("name", "cluster profile, optionally with another GPU: dgx-h100-ndr+h200"),
     "gpus": ("count", "GPUs used"),
     "seq_len": ("count", "tokens per sequence"),
     "gbs": ("count", "global batch in sequences"),

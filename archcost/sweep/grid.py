@@ -11,6 +11,7 @@ smooth, so the derivative is taken where it is evaluated rather than from a glob
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import time
@@ -20,7 +21,7 @@ from typing import Any
 from archcost.errors import ConfigError
 from archcost.sweep.axes import RESOURCES, WORKLOAD_KEYS, Axis, apply_hardware
 
-__all__ = ["run_grid", "build_point", "sensitivity", "bottleneck"]
+__all__ = ["run_grid", "build_point", "load_system", "sensitivity", "bottleneck"]
 
 
 def bottleneck(estimate: dict[str, Any]) -> str:
@@ -63,12 +64,20 @@ def sensitivity(cm, plan, resources=RESOURCES, eps: float = 0.05) -> list[dict[s
     return rows
 
 
-def build_point(axes: list[Axis], idx, *, cluster_name: str, gpus: int, gbs: int,
-                seq_len: int, dtype: str, workload_for: Callable[[int, str], Any]):
-    """(labels, cluster sized to the point's GPUs, gpus, seq_len, gbs, dtype, workload) of the
-    grid point with value indices ``idx``."""
+def load_system(text: str):
+    """A cluster profile, optionally with another GPU in it: ``dgx-h100-ndr+h200``."""
     from archcost.hardware.profile import load_cluster
 
+    name, _, gpu = text.partition("+")
+    cluster = load_cluster(name)
+    return apply_hardware(cluster, "gpu", gpu) if gpu else cluster
+
+
+def build_point(axes: list[Axis], idx, *, cluster_name: str, gpus: int, gbs: int,
+                seq_len: int, dtype: str, workload_for: Callable[[int, str], Any],
+                prices: dict[str, float] | None = None):
+    """(labels, cluster sized to the point's GPUs, gpus, seq_len, gbs, dtype, workload) of the
+    grid point with value indices ``idx``."""
     setting = {a.key: a.values[i] for a, i in zip(axes, idx)}
     labels = {a.key: a.labels[i] for a, i in zip(axes, idx)}
 
@@ -79,10 +88,12 @@ def build_point(axes: list[Axis], idx, *, cluster_name: str, gpus: int, gbs: int
     n, s, b = scaled("gpus", gpus), scaled("seq_len", seq_len), scaled("gbs", gbs)
     d = setting.get("dtype", dtype)
     workload = workload_for(s, d)
-    cluster = load_cluster(setting.get("cluster", cluster_name))
+    cluster = load_system(setting.get("cluster", cluster_name))
     hardware = [a.key for a in axes if a.key not in ("gpu", "cluster", *WORKLOAD_KEYS)]
     for key in (["gpu"] if "gpu" in setting else []) + hardware:
         cluster = apply_hardware(cluster, key, setting[key], _compute_key(workload))
+    if prices and cluster.gpu.name in prices:
+        cluster = dataclasses.replace(cluster, price_per_gpu_hour_usd=prices[cluster.gpu.name])
     try:
         cluster = cluster.with_gpus(n)
     except Exception as exc:
@@ -101,6 +112,7 @@ def run_grid(
     workload_for: Callable[[int, str], Any],
     search_kw: dict[str, Any],
     cm_kw: dict[str, Any] | None = None,
+    prices: dict[str, float] | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Search the best plan at every point of the grid spanned by ``axes``."""
@@ -111,12 +123,13 @@ def run_grid(
     sizes = [len(a.values) for a in axes]
     total = math.prod(sizes) if sizes else 1
     points = []
+    enumerated: dict = {}  # plan arrays by (shape, GPUs, batch, ...): enumerate each once
     for k, idx in enumerate(itertools.product(*[range(n) for n in sizes])):
         labels, cluster, n, s, b, d, workload = build_point(
             axes, idx, cluster_name=cluster_name, gpus=gpus, gbs=gbs, seq_len=seq_len,
-            dtype=dtype, workload_for=workload_for)
+            dtype=dtype, workload_for=workload_for, prices=prices)
         cm = CostModel(workload, cluster, **(cm_kw or {}))
-        res = search(cm, [n], b, **search_kw)
+        res = search(cm, [n], b, enumerated=enumerated, pareto_max=0, **search_kw)
         row: dict[str, Any] = {"point": labels, "index": list(idx), "gpus": n, "seq_len": s,
                                "gbs": b, "dtype": d, "gpu": cluster.gpu.name,
                                "cluster": cluster.name,
