@@ -13,7 +13,8 @@ micro-batch count to be a multiple of p.
 With uniform stage times and free sends the simulated bubble equals the closed forms (p-1)/m and
 (p-1)/(m v); with uneven stages, send time or F/B ratios that differ per stage it is what the
 closed forms miss. The event loop visits each op once (a rank is retried only when a neighbour
-has finished something): p=64, m=512 takes about 0.15 s for 1F1B, 0.3 s interleaved (v=2).
+has finished something; a numba loop over arrays): p=64, m=512 takes about 0.05 s for 1F1B and
+0.1 s interleaved (v=2), most of it building the rank orders.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
 
 from archcost.errors import PlanError
 from archcost.plan.space import Schedule
@@ -168,86 +170,86 @@ def simulate(
     # lag[s]: send time across the boundary (s-1, s); none before the first or after the last
     sends = [0.0] * (n_stages - 1) if p == 1 else _stage_times("p2p_s", p2p_s, n_stages - 1)
     lag = [0.0, *sends, 0.0]
-    orders = rank_orders(schedule, p, m, v)
-    # flat op tables per rank: key = stage * m + mb indexes the end-time arrays
-    plans = []
-    for r, order in enumerate(orders):
-        kinds = [k for k, _, _ in order]
-        stages = [c * p + r for _, _, c in order]
-        keys = [s * m + mb for s, (_, mb, _) in zip(stages, order)]
-        durs = [bwd[s] if k else fwd[s] for k, s in zip(kinds, stages)]
-        lags = [lag[s + 1] if k else lag[s] for k, s in zip(kinds, stages)]
-        plans.append((kinds, keys, durs, lags))
-    starts = _run(plans, p, m, n_stages)
-    return _result(schedule, p, m, v, orders, plans, starts)
+    orders = np.asarray(rank_orders(schedule, p, m, v), dtype=np.int64)  # [p, 2 m v, 3]
+    kinds = orders[:, :, 0]
+    stages = orders[:, :, 2] * p + np.arange(p)[:, None]
+    keys = stages * m + orders[:, :, 1]  # indexes the per-(stage, micro-batch) end times
+    fwd_a, bwd_a, lag_a = np.asarray(fwd), np.asarray(bwd), np.asarray(lag)
+    durs = np.where(kinds == 1, bwd_a[stages], fwd_a[stages])
+    lags = np.where(kinds == 1, lag_a[stages + 1], lag_a[stages])
+    starts, pos = _run(kinds, keys, durs, lags, p, m, n_stages)
+    if (pos < kinds.shape[1]).any():
+        raise RuntimeError(f"schedule deadlocked at ops {pos.tolist()}")  # a bug in rank_orders
+    return _result(schedule, p, m, v, orders, durs, starts)
 
 
-def _run(plans: list, p: int, m: int, n_stages: int) -> list[list[float]]:
+@njit(cache=True)
+def _run(kinds, keys, durs, lags, p, m, n_stages):
     """The event loop: advance each rank while its next op's inputs are ready; when a rank moves,
-    retry its neighbours (the only ranks its results feed)."""
-    inf = math.inf
-    f_end = [inf] * (n_stages * m)
-    b_end = [inf] * (n_stages * m)
+    retry its neighbours (the only ranks its results feed). Returns (start times, ops done)."""
+    inf = np.inf
+    f_end = np.full(n_stages * m, inf)
+    b_end = np.full(n_stages * m, inf)
     last_key = (n_stages - 1) * m  # keys >= last_key are on the last stage
-    pos, free = [0] * p, [0.0] * p
-    starts: list[list[float]] = [[] for _ in range(p)]
-    queued = [True] * p
-    todo = list(range(p))
-    while todo:
-        r = todo.pop()
+    n = kinds.shape[1]
+    pos = np.zeros(p, dtype=np.int64)
+    free = np.zeros(p)
+    starts = np.zeros((p, n))
+    queued = np.ones(p, dtype=np.bool_)
+    todo = np.empty(p + 1, dtype=np.int64)  # a stack; each rank at most once
+    for r in range(p):
+        todo[r] = r
+    top = p
+    while top > 0:
+        top -= 1
+        r = todo[top]
         queued[r] = False
-        kinds, keys, durs, lags = plans[r]
-        i, t, n, out = pos[r], free[r], len(kinds), starts[r]
+        i, t = pos[r], free[r]
         while i < n:
-            key = keys[i]
-            if kinds[i]:
+            key = keys[r, i]
+            if kinds[r, i] == 1:
                 ready = f_end[key]
                 if key < last_key:
-                    upstream = b_end[key + m] + lags[i]
+                    upstream = b_end[key + m] + lags[r, i]
                     if upstream > ready:
                         ready = upstream
             else:
-                ready = f_end[key - m] + lags[i] if key >= m else 0.0
+                ready = f_end[key - m] + lags[r, i] if key >= m else 0.0
             if ready == inf:
                 break
             start = t if t > ready else ready
-            t = start + durs[i]
-            if kinds[i]:
+            t = start + durs[r, i]
+            if kinds[r, i] == 1:
                 b_end[key] = t
             else:
                 f_end[key] = t
-            out.append(start)
+            starts[r, i] = start
             i += 1
         if i > pos[r]:
-            pos[r], free[r] = i, t
+            pos[r] = i
+            free[r] = t
             for q in ((r - 1) % p, (r + 1) % p):
                 if not queued[q]:
                     queued[q] = True
-                    todo.append(q)
-    if any(pos[r] < len(plans[r][0]) for r in range(p)):
-        raise RuntimeError(f"schedule deadlocked at ops {pos}")  # a bug in rank_orders
-    return starts
+                    todo[top] = q
+                    top += 1
+    return starts, pos
 
 
-def _result(schedule, p, m, v, orders, plans, starts) -> ScheduleResult:
-    n_ops = sum(len(o) for o in orders)
-    events = np.empty(n_ops, dtype=EVENT_DTYPE)
-    busy, peak = [], []
-    at = 0
-    for r, order in enumerate(orders):
-        n = len(order)
-        table = np.asarray(order, dtype=np.int64).reshape(n, 3)
-        rows = events[at:at + n]
-        rows["rank"], rows["kind"] = r, table[:, 0]
-        rows["microbatch"], rows["chunk"] = table[:, 1], table[:, 2]
-        rows["start_s"] = starts[r]
-        durs = np.asarray(plans[r][2])
-        rows["end_s"] = rows["start_s"] + durs
-        busy.append(float(durs.sum()))
-        peak.append(int(np.cumsum(1 - 2 * table[:, 0]).max()))
-        at += n
-    return ScheduleResult(schedule, p, m, v, float(events["end_s"].max()), tuple(busy),
-                          max(busy), events, tuple(peak))
+def _result(schedule, p, m, v, orders, durs, starts) -> ScheduleResult:
+    n = orders.shape[1]
+    events = np.empty(p * n, dtype=EVENT_DTYPE)
+    events["rank"] = np.repeat(np.arange(p), n)
+    events["kind"] = orders[:, :, 0].ravel()
+    events["microbatch"] = orders[:, :, 1].ravel()
+    events["chunk"] = orders[:, :, 2].ravel()
+    events["start_s"] = starts.ravel()
+    events["end_s"] = (starts + durs).ravel()
+    busy = durs.sum(axis=1)
+    peak = np.cumsum(1 - 2 * orders[:, :, 0], axis=1).max(axis=1)
+    return ScheduleResult(schedule, p, m, v, float(events["end_s"].max()),
+                          tuple(float(b) for b in busy), float(busy.max()), events,
+                          tuple(int(x) for x in peak))
 
 
 def chrome_trace(

@@ -28,6 +28,7 @@ OBJECTIVES = ("time", "cost", "energy")
 _COLS = ("dp", "tp", "pp", "cp", "ep", "zero", "hybrid_shard", "shard_group", "sp", "vpp",
          "schedule", "mbs", "gbs", "recompute", "offload", "placement", "num_micro")
 _CHUNK = 1 << 20
+RERANK_MARGIN = 0.10  # re-rank kernel candidates within 10% of the kernel's best
 
 
 def score(cm: CostModel, plans: np.ndarray, progress: Callable[[int, int], None] | None = None
@@ -208,6 +209,14 @@ def search(
     order = idx[np.argsort(obj, kind="stable")]
     n_rerank = rerank if rerank is not None else max(4 * top, 32)
     candidates = order[:n_rerank]
+    if rerank is None:
+        # the kernel is within a few percent of the simulated pipeline: re-rank the candidates
+        # that could still win, not ones far behind (each simulation of a deep pipeline costs)
+        best_obj = obj[np.searchsorted(idx, order[0])] if len(order) else 0.0
+        keep = objective_values(cm, plans[candidates], res[candidates], objective) <= \
+            best_obj * (1 + RERANK_MARGIN)
+        keep[:top] = True
+        candidates = candidates[keep]
     t2 = time.perf_counter()
     rows = []
     for k, i in enumerate(candidates):
