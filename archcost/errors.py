@@ -37,3 +37,7 @@ class InfeasibleError(ArchcostError):
 
 class ValidationError(ArchcostError):
     """A measured (validation or calibration) run failed."""
+
+
+class DocumentError(ArchcostError):
+    """A result document or trace is unreadable, or two documents cannot be compared."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from archcost.cli import analyze, plan, profiles, sweep, validate
+from archcost.cli import analyze, ci, plan, profiles, report, sweep, validate
 
 app = typer.Typer(
     help="Architecture cost model for PyTorch training: compute, memory and communication.",
@@ -23,6 +23,8 @@ analyze.register(app)
 plan.register(app)
 validate.register(app)
 sweep.register(app)
+report.register(app)
+ci.register(app)
 app.add_typer(profiles.app, name="profiles")
 
 

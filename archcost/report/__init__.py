@@ -1,0 +1,24 @@
+"""Reports of result documents: Markdown (GitHub job summaries), a self-contained HTML page
+with hand-written SVG plots, and regression diffs between two documents of the same kind.
+
+Every renderer is a pure function from document dicts to text; reading files lives in
+``document``. Modules:
+
+- ``document``  read and check result documents and Chrome traces (the only I/O here)
+- ``fmt``       numbers with units
+- ``tables``    a document as titled tables (shared by Markdown and HTML)
+- ``markdown``  tables as GitHub-flavoured Markdown, user strings escaped
+- ``timeline``  pipeline lanes from a Chrome trace or from ``estimate.pipeline``
+- ``svg``       chart primitives (bars, stacked bars, log scatter, roofline, Gantt)
+- ``plots``     which charts a document gets, with their data
+- ``html``      the page: tables and plots, no script, no network
+- ``diff``      metrics of a document, compared with direction and threshold
+"""
+
+from archcost.report.diff import DiffResult, diff_documents, parse_threshold
+from archcost.report.document import KINDS, load_document, load_trace
+from archcost.report.html import to_html
+from archcost.report.markdown import to_markdown
+
+__all__ = ["KINDS", "DiffResult", "diff_documents", "load_document", "load_trace",
+           "parse_threshold", "to_html", "to_markdown"]
