@@ -239,7 +239,7 @@ def test_report_cli_prints_markdown_and_writes_html(runner, report_docs, tmp_pat
     ("not-json", "not JSON"),
     ("array", "is a JSON object"),
     ("missing", "no such file"),
-    ("sweep", "archcost sweep --markdown"),
+    ("sweep", "regenerate it with archcost sweep -o"),
     ("format", "--format 'pdf'"),
     ("other-trace", "the trace is of plan"),
     ("trace-for-analysis", "no plan to match the trace"),

@@ -35,7 +35,8 @@ def _format(fmt: str | None, output: str | None) -> str:
 @reports_errors
 def report(
     result: Annotated[str, typer.Argument(metavar="RESULT.json", help="A document written by "
-                                          "analyze, plan, estimate or validate with -o.",
+                                          "analyze, plan, estimate, validate or sweep with "
+                                          "-o.",
                                           show_default=False)],
     fmt: Annotated[str | None, typer.Option("--format", "-f", help="md (Markdown, e.g. for "
                                             "$GITHUB_STEP_SUMMARY) or html (one self-contained "
@@ -51,7 +52,8 @@ def report(
     debug: DebugOpt = False,
 ) -> None:
     """Render a result document as Markdown or as an HTML page with plots (roofline, memory,
-    time breakdowns, pipeline timeline, Pareto front, predicted vs measured)."""
+    time breakdowns, pipeline timeline, Pareto front, predicted vs measured, a sweep's step
+    time against each parameter, heatmap and sensitivity)."""
     from archcost.io import atomic_write_text
     from archcost.report.document import chosen_estimate, load_document, load_trace
     from archcost.report.html import to_html

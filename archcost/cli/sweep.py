@@ -111,7 +111,8 @@ def sweep(
                             progress=lambda d, n: bar.update(task, completed=d, total=n))
     doc = {
         "schema_version": SCHEMA_VERSION, "kind": "sweep",
-        "model": {"name": spec.name, "file": spec.path.name},
+        "model": {"name": spec.name, "file": spec.path.name, "builder": spec.builder_name,
+                  "config": spec.builder_config(1, seq_len)},
         "base": {"cluster": cluster, "gpus": gpus, "gbs": gbs, "seq_len": seq_len,
                  "dtype": dtype, "objective": objective},
         "prices_usd_per_gpu_hour": prices,
@@ -166,7 +167,9 @@ def _prices(items: list[str]) -> dict[str, float]:
 
 
 def _md(text) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+    from archcost.report.markdown import escape
+
+    return escape(text)
 
 
 def to_markdown(doc) -> str:

@@ -9,7 +9,8 @@ Every renderer is a pure function from document dicts to text; reading files liv
 - ``tables``    a document as titled tables (shared by Markdown and HTML)
 - ``markdown``  tables as GitHub-flavoured Markdown, user strings escaped
 - ``timeline``  pipeline lanes from a Chrome trace or from ``estimate.pipeline``
-- ``svg``       chart primitives (bars, stacked bars, log scatter, roofline, Gantt)
+- ``svg``       chart primitives (bars, stacked and signed bars, scatter on log or
+                categorical axes, roofline, heatmap, Gantt)
 - ``plots``     which charts a document gets, with their data
 - ``html``      the page: tables and plots, no script, no network
 - ``diff``      metrics of a document, compared with direction and threshold

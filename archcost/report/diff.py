@@ -8,6 +8,21 @@ change of a small error means little.
 
 ``diff_documents`` refuses (DocumentError, exit 2) documents of different kinds or schema
 versions, and of different models (name or builder configuration) unless ``force``.
+
+Sweeps (``archcost sweep -o``) are compared point by point: a point is named by its axis
+values joined with ``@`` (``mem_bw=2x@gpus=16``; ``base`` when nothing was varied), its
+metrics are ``step_time@POINT``, ``tokens_per_s@``, ``mfu@``, ``memory.peak@`` (per GPU),
+``tokens_per_joule@`` (more is better), ``usd_per_million_tokens@``, ``fits@`` (regresses when
+it turns false) and the texts ``plan@`` and ``bottleneck@``; over the grid, ``best.step_time``
+(the fastest point's), ``best.tokens_per_s``, ``best.tokens_per_joule`` (the highest),
+``best.usd_per_million_tokens`` (the lowest), ``best.point`` (text), ``points_fitting``, and
+the sensitivity's ``elasticity.<resource>`` (no better direction). Watched by default:
+``best.step_time``, every ``step_time@*`` and ``fits@*``, ``best.tokens_per_joule`` and
+``best.usd_per_million_tokens`` (when priced): each point's prediction, whether it still fits,
+and the best energy and cost. Memory per point is not watched by default, since the plan is
+searched again at every point and trades memory for time; watch it with ``--metrics
+'memory.peak@*'``. Sweeps over different grids or base settings are compared on the points
+both have, with a note.
 """
 
 from __future__ import annotations
@@ -20,7 +35,7 @@ from typing import Any
 
 from archcost.errors import DocumentError
 from archcost.report import fmt
-from archcost.report.document import chosen_estimate, model_title
+from archcost.report.document import chosen_estimate, model_title, point_label, sweep_keys
 from archcost.report.markdown import escape
 
 __all__ = ["Metric", "Row", "DiffResult", "DEFAULT_THRESHOLD", "DEFAULT_METRICS", "metrics_of",
@@ -38,6 +53,8 @@ DEFAULT_METRICS: dict[str, tuple[str, ...]] = {
     "plan": ("feasible", "step_time", "memory.peak", "mfu", "tokens_per_s"),
     "estimate": ("fits", "step_time", "memory.peak", "mfu", "tokens_per_s"),
     "validation": ("error.*",),
+    "sweep": ("best.step_time", "step_time@*", "fits@*", "best.tokens_per_joule",
+              "best.usd_per_million_tokens"),
 }
 
 
@@ -139,6 +156,47 @@ def _plan_estimate_metrics(est: dict[str, Any], out: dict[str, Metric]) -> None:
     _put(out, "usd_per_million_tokens", eco.get("usd_per_million_tokens"), "$", WORSE_HIGHER)
 
 
+def _sweep_metrics(doc: dict[str, Any], out: dict[str, Metric]) -> None:
+    keys = sweep_keys(doc)
+    points = [p for p in doc.get("points") or [] if isinstance(p, dict)]
+    fitting = [p for p in points if p.get("fits") and _n(p.get("step_time_s"))]
+    _put(out, "points_fitting", len(fitting), "count", BETTER_HIGHER)
+    if fitting:
+        best = min(fitting, key=lambda p: float(p["step_time_s"]))
+        _put(out, "best.step_time", best["step_time_s"], "s", WORSE_HIGHER)
+        out["best.point"] = Metric(point_label(best.get("point"), keys), "text", NEUTRAL)
+        for field, unit, direction in (("tokens_per_s", "tokens/s", BETTER_HIGHER),
+                                       ("tokens_per_joule", "tokens/J", BETTER_HIGHER),
+                                       ("usd_per_million_tokens", "$", WORSE_HIGHER)):
+            vals = [v for v in (_n(p.get(field)) for p in fitting) if v is not None]
+            if vals:
+                pick = max(vals) if direction == BETTER_HIGHER else min(vals)
+                _put(out, f"best.{field}", pick, unit, direction)
+    for p in points:
+        at = "@" + point_label(p.get("point"), keys, "@")
+        fits = bool(p.get("fits"))
+        out["fits" + at] = Metric(1.0 if fits else 0.0, "bool", BETTER_HIGHER, True)
+        out["plan" + at] = Metric(str(p.get("plan")) if fits and p.get("plan") else None,
+                                  "text", NEUTRAL)
+        if not fits:
+            continue
+        _put(out, "step_time" + at, p.get("step_time_s"), "s", WORSE_HIGHER)
+        _put(out, "tokens_per_s" + at, p.get("tokens_per_s"), "tokens/s", BETTER_HIGHER)
+        _put(out, "mfu" + at, p.get("mfu"), "ratio", BETTER_HIGHER)
+        _put(out, "memory.peak" + at, p.get("peak_per_gpu_bytes"), "B", WORSE_HIGHER)
+        _put(out, "tokens_per_joule" + at, p.get("tokens_per_joule"), "tokens/J",
+             BETTER_HIGHER)
+        _put(out, "usd_per_million_tokens" + at, p.get("usd_per_million_tokens"), "$",
+             WORSE_HIGHER)
+        if p.get("bottleneck") is not None:
+            out["bottleneck" + at] = Metric(str(p["bottleneck"]), "text", NEUTRAL)
+    sens = doc.get("sensitivity")
+    for r in (sens.get("resources") or []) if isinstance(sens, dict) else []:
+        if isinstance(r, dict) and r.get("resource"):
+            _put(out, f"elasticity.{r['resource']}", r.get("elasticity"), "elasticity",
+                 NEUTRAL, absolute=True)
+
+
 def metrics_of(doc: dict[str, Any]) -> dict[str, Metric]:
     """Every comparable figure of a checked document, by metric name."""
     kind = doc["kind"]
@@ -196,6 +254,8 @@ def metrics_of(doc: dict[str, Any]) -> dict[str, Metric]:
             out["plan"] = Metric(str(doc.get("plan")), "text", NEUTRAL)
         if est:
             _plan_estimate_metrics(est, out)
+    elif kind == "sweep":
+        _sweep_metrics(doc, out)
     else:  # validation
         for c in _get(doc, "validation", "components") or []:
             if not isinstance(c, dict) or not c.get("name"):
@@ -284,10 +344,12 @@ def _watched(requested: Iterable[str] | None, kind: str, base: dict[str, Metric]
                              "not compared")
                 matches.remove(name)
         if not matches:
-            sample = ", ".join(n for n in names if not n.startswith("module:"))
+            sample = ", ".join(dict.fromkeys(n.split("@")[0] + "@POINT" if "@" in n else n
+                                             for n in names if not n.startswith("module:")))
             raise DocumentError(f"--metrics {pattern}: no such metric in these {kind} "
                                 f"documents; available: {sample} (and module:PATH:flops|params|"
-                                "activations_saved|time for analyses)")
+                                "activations_saved|time for analyses; POINT: a sweep's point, "
+                                "e.g. mem_bw=2x@gpus=16, or a glob such as 'step_time@*')")
         for name in matches:
             if name not in base or name not in head:
                 raise DocumentError(f"--metrics {name}: only in "
@@ -341,12 +403,32 @@ def _row(name: str, b: Metric | None, h: Metric | None, watched: bool, threshold
     return row
 
 
+def _sweep_notes(base: dict[str, Any], head: dict[str, Any]) -> list[str]:
+    def grid(doc):
+        return "; ".join(f"{a.get('key')}={','.join(map(str, a.get('values') or []))}"
+                         for a in doc.get("axes") or [] if isinstance(a, dict)) or "nothing"
+
+    def settings(doc):
+        b = doc.get("base") if isinstance(doc.get("base"), dict) else {}
+        return ", ".join(f"{k}={v}" for k, v in b.items())
+
+    notes = []
+    if grid(base) != grid(head):
+        notes.append(f"different grids: BASE varies {grid(base)}, HEAD varies {grid(head)}; "
+                     "points are compared where both have them")
+    if settings(base) != settings(head):
+        notes.append(f"different base settings: BASE {settings(base)}, HEAD {settings(head)}")
+    return notes
+
+
 def diff_documents(base: dict[str, Any], head: dict[str, Any], *,
                    fail_above: float | str = DEFAULT_THRESHOLD,
                    metrics: Iterable[str] | None = None, force: bool = False) -> DiffResult:
     """Compare two checked documents (``document.check_document``); see the module doc."""
     threshold = parse_threshold(fail_above)
     notes = _check_pair(base, head, force)
+    if base["kind"] == "sweep":
+        notes += _sweep_notes(base, head)
     bm, hm = metrics_of(base), metrics_of(head)
     watched = _watched(metrics, base["kind"], bm, hm, notes)
     names = list(dict.fromkeys([*watched, *bm, *hm]))
@@ -367,6 +449,7 @@ def format_value(value, unit: str) -> str:
             "bool": lambda v: "yes" if v else "no",
             "count": fmt.count, "ratio": lambda v: fmt.percent(v, 2),
             "tokens/s": lambda v: fmt.si(v, "tok/s"), "J": lambda v: f"{v:.4g} J",
+            "tokens/J": lambda v: f"{v:.4g} tok/J", "elasticity": lambda v: f"{v:+.3f}",
             "$": lambda v: f"${v:.4g}"}.get(unit, fmt.number)(value)
 
 

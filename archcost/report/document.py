@@ -1,5 +1,6 @@
-"""Reading result documents (``analyze``/``plan``/``estimate``/``validate`` ``-o``) and Chrome
-traces (``--timeline``): the only I/O of the report package. Everything else takes the dicts.
+"""Reading result documents (``analyze``/``plan``/``estimate``/``validate``/``sweep`` ``-o``)
+and Chrome traces (``--timeline``): the only I/O of the report package. Everything else takes
+the dicts.
 """
 
 from __future__ import annotations
@@ -11,11 +12,12 @@ from typing import Any
 from archcost.errors import DocumentError
 
 __all__ = ["KINDS", "load_document", "load_trace", "check_document", "check_trace",
-           "chosen_estimate", "model_title"]
+           "chosen_estimate", "model_title", "sweep_keys", "point_label"]
 
-KINDS = ("analysis", "plan", "estimate", "validation")
+KINDS = ("analysis", "plan", "estimate", "validation", "sweep")
 _WRITTEN_BY = {"analysis": "archcost analyze -o", "plan": "archcost plan -o",
-               "estimate": "archcost estimate -o", "validation": "archcost validate -o"}
+               "estimate": "archcost estimate -o", "validation": "archcost validate -o",
+               "sweep": "archcost sweep -o"}
 
 
 def _read_json(path: Path | str, what: str) -> Any:
@@ -40,9 +42,6 @@ def check_document(doc: Any, where: str = "document") -> dict[str, Any]:
         raise DocumentError(f"{where}: a result document is a JSON object; this is a "
                             f"{type(doc).__name__}")
     kind = doc.get("kind")
-    if kind == "sweep":
-        raise DocumentError(f"{where}: kind 'sweep' is not reported here; write its Markdown "
-                            "with archcost sweep --markdown FILE")
     if kind not in KINDS:
         raise DocumentError(f"{where}: kind {kind!r} is not a result document; give one "
                             f"written by {', '.join(_WRITTEN_BY.values())}")
@@ -53,6 +52,14 @@ def check_document(doc: Any, where: str = "document") -> dict[str, Any]:
     if not isinstance(doc.get("model"), dict):
         raise DocumentError(f"{where}: no model section; regenerate it with "
                             f"{_WRITTEN_BY[kind]}")
+    if kind == "sweep":
+        axes, points = doc.get("axes"), doc.get("points")
+        if not isinstance(axes, list) or not isinstance(points, list) or not points \
+                or not all(isinstance(a, dict) and "key" in a for a in axes) \
+                or not all(isinstance(p, dict) and isinstance(p.get("point"), dict)
+                           for p in points):
+            raise DocumentError(f"{where}: a sweep without its grid (axes and points); "
+                                f"regenerate it with {_WRITTEN_BY[kind]}")
     return doc
 
 
@@ -99,3 +106,17 @@ def model_title(doc: dict[str, Any]) -> str:
     if isinstance(config, dict) and config:
         return f"{name} ({', '.join(f'{k}={v}' for k, v in config.items())})"
     return name
+
+
+def sweep_keys(doc: dict[str, Any]) -> list[str]:
+    """The varied parameters of a sweep, in grid order."""
+    return [str(a.get("key")) for a in doc.get("axes") or [] if isinstance(a, dict)]
+
+
+def point_label(point: Any, keys: list[str], sep: str = ", ") -> str:
+    """``mem_bw=2x, gpus=16``: a grid point by its axis values; ``base`` with no axes."""
+    if not isinstance(point, dict):
+        return str(point)
+    items = [f"{k}={point[k]}" for k in keys if k in point]
+    items += [f"{k}={v}" for k, v in point.items() if k not in keys]
+    return sep.join(items) or "base"

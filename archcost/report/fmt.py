@@ -35,7 +35,8 @@ def count(value) -> str:
     return f"{round(value):,}"
 
 
-def seconds(value) -> str:
+def seconds(value, digits: int = 3) -> str:
+    """1.5e-3 -> '1.5 ms', with ``digits`` significant digits."""
     if not _finite(value):
         return "-" if value is None else str(value)
     t = float(value)
@@ -43,12 +44,12 @@ def seconds(value) -> str:
     if a == 0:
         return "0 s"
     if a >= 1:
-        return f"{t:.3g} s"
+        return f"{t:.{digits}g} s"
     if a >= 1e-3:
-        return f"{t * 1e3:.3g} ms"
+        return f"{t * 1e3:.{digits}g} ms"
     if a >= 1e-6:
-        return f"{t * 1e6:.3g} us"
-    return f"{t * 1e9:.3g} ns"
+        return f"{t * 1e6:.{digits}g} us"
+    return f"{t * 1e9:.{digits}g} ns"
 
 
 def nbytes(value) -> str:

@@ -6,6 +6,11 @@
   plan's memory per GPU by pipeline rank and its pipeline timeline
 - estimate: step time by component, memory per GPU by pipeline rank, pipeline timeline
 - validation: predicted against measured, times and bytes
+- sweep: step time against each varied parameter (one line per combination of the other
+  parameters, or the fastest, median and slowest of them when there are more than
+  ``MAX_SERIES``; categorical x axes for names), a heatmap of step time when exactly two
+  parameters vary, step time by component at every point, the sensitivity (signed
+  elasticities, sorted), tokens per joule and dollars per million tokens per point
 
 A plot is ``(id, svg_figure)``; ids are stable (tests and anchors use them).
 """
@@ -13,15 +18,27 @@ A plot is ``(id, svg_figure)``; ids are stable (tests and anchors use them).
 from __future__ import annotations
 
 import math
+import re
+import statistics
 from typing import Any
 
 from archcost.report import fmt
-from archcost.report.document import chosen_estimate
-from archcost.report.svg import PALETTE, Axis, Line, Point, gantt_chart, hbar_chart, scatter_chart
+from archcost.report.document import chosen_estimate, point_label, sweep_keys
+from archcost.report.svg import (
+    PALETTE,
+    Axis,
+    Line,
+    Point,
+    gantt_chart,
+    hbar_chart,
+    heatmap_chart,
+    scatter_chart,
+    signed_bar_chart,
+)
 from archcost.report.tables import short_plan
 from archcost.report.timeline import Timeline, from_estimate
 
-__all__ = ["plots", "TIMELINE_COLORS", "COMPONENT_COLORS"]
+__all__ = ["plots", "TIMELINE_COLORS", "COMPONENT_COLORS", "MAX_SERIES", "sweep_x_axis"]
 
 TIMELINE_COLORS = {"forward": "#4e79a7", "backward": "#59a14f", "compute": "#76b7b2",
                    "bubble": "#cfcfcf", "pp send": "#f28e2b", "dp collectives": "#e15759",
@@ -338,6 +355,284 @@ def _validation(doc: dict[str, Any], tl: Timeline | None) -> list[tuple[str, str
     return out
 
 
+# ---------------------------------------------------------------- sweeps
+
+MAX_SERIES = 6  # lines per step-time plot before the other axes are summarised
+MAX_BARS = 60  # grid points in the per-point bar charts
+WIDTH_PLOT = 640  # about the width of a plot's drawing area (svg.WIDTH less the margins)
+_COUNT_UNITS = {"gpus": "GPUs", "scaleup_domain": "GPUs", "gpus_per_node": "GPUs",
+                "seq_len": "tokens", "gbs": "sequences"}
+_QUANTITY_UNITS = {"flops_rate": "FLOP/s", "bytes": "B", "bandwidth": "B/s", "time": "s",
+                   "power": "W", "usd_per_hour": "$/h"}
+_DESCRIPTIONS = {"cluster": "cluster profile (NAME or NAME+GPU)"}
+_PLAIN = re.compile(r"^\s*[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?\s*$")
+
+
+def sweep_x_axis(key: str, labels: list[str]) -> tuple[list[float], Axis, bool]:
+    """Positions of a swept parameter's values on an x axis, the axis, and whether it is
+    numeric. Multipliers (``2x``), counts and quantities with units (``1.8TB/s``) are placed
+    at their value (log scale when they span a factor of 4 or more), ticks at the swept
+    values labelled as written; anything else (GPU, cluster or dtype names, mixed forms) is
+    categorical, one slot per value in sweep order."""
+    from archcost.sweep.axes import AXES
+
+    kind, desc = AXES.get(key, ("", ""))
+    desc = _DESCRIPTIONS.get(key, desc)
+    name = f"{key}: {desc}" if desc else key
+    values: list[float] | None = None
+    unit = ""
+    if labels and all(lb.strip().lower().endswith("x") and _PLAIN.match(lb.strip()[:-1])
+                      for lb in labels):
+        values, unit = [float(lb.strip()[:-1]) for lb in labels], "multiple of the base"
+    elif labels and all(_PLAIN.match(lb) for lb in labels):
+        values, unit = [float(lb) for lb in labels], _COUNT_UNITS.get(key, "")
+    elif labels and kind in _QUANTITY_UNITS:
+        from archcost.hardware.units import UnitError, parse_quantity
+
+        try:
+            values, unit = [parse_quantity(lb, kind) for lb in labels], _QUANTITY_UNITS[kind]
+        except UnitError:
+            values = None
+    if values is not None and all(math.isfinite(v) for v in values) \
+            and len(set(values)) == len(values):
+        text = dict(zip(values, labels))
+
+        def label_of(v: float) -> str:
+            return text.get(v, f"{v:g}")
+
+        lo, hi = min(values), max(values)
+        if lo > 0 and hi / lo >= 4:
+            axis = Axis(f"{name} ({unit}, log scale)" if unit else f"{name} (log scale)",
+                        label_of, log=True, lo=lo / 1.25, hi=hi * 1.25, ticks=values)
+        else:
+            pad = 0.08 * ((hi - lo) or abs(lo) or 1.0)
+            axis = Axis(f"{name} ({unit})" if unit else name, label_of, lo=lo - pad,
+                        hi=hi + pad, zero=False, ticks=values)
+        return values, axis, True
+    n = len(labels)
+    width = max(int((WIDTH_PLOT / max(n, 1)) / 6.6) - 1, 3)
+
+    def category(v: float) -> str:
+        i = int(round(v))
+        text = labels[i] if 0 <= i < n else ""
+        return text if len(text) <= width else text[: width - 1] + "\u2026"
+
+    return [float(i) for i in range(n)], Axis(name, category, lo=-0.5, hi=n - 0.5, zero=False,
+                                              ticks=[float(i) for i in range(n)]), False
+
+
+def _step_axis(times: list[float], label: str = "step time (s)") -> Axis:
+    """Step time on a padded linear axis (log past a factor of 20), its tick labels with
+    enough digits to tell close ticks apart."""
+    pos = [t for t in times if t > 0]
+    log = bool(pos) and max(pos) / min(pos) > 20
+    digits = 3
+    if pos and not log:
+        _, ticks, _ = Axis(label, zero=False).domain(pos)
+        step = (ticks[-1] - ticks[0]) / max(len(ticks) - 1, 1)
+        while digits < 7 and any(abs(float(f"{t:.{digits}g}") - t) > 1e-6 * step
+                                 for t in ticks):
+            digits += 1
+
+    def text(v: float) -> str:
+        return fmt.seconds(v, digits)
+
+    return Axis(label + (", log scale" if log else ""), text, log=log, zero=False)
+
+
+def _grid(doc: dict[str, Any]) -> tuple[list[str], list[list[str]], dict[tuple, dict]]:
+    """Axis keys, their value labels, and the points by their tuple of labels."""
+    axes = [a for a in doc.get("axes") or [] if isinstance(a, dict)]
+    keys = [str(a.get("key")) for a in axes]
+    labels = [[str(v) for v in a.get("values") or []] for a in axes]
+    by = {}
+    for p in doc.get("points") or []:
+        if isinstance(p, dict) and isinstance(p.get("point"), dict):
+            by[tuple(str(p["point"].get(k, "")) for k in keys)] = p
+    return keys, labels, by
+
+
+def _time(p: dict | None) -> float | None:
+    if not p or not p.get("fits"):
+        return None
+    t = _n(p.get("step_time_s"))
+    return t if t and t > 0 else None
+
+
+def _plot_id(prefix: str, key: str, used: set[str]) -> str:
+    base = f"{prefix}-{re.sub(r'[^A-Za-z0-9_-]+', '_', key) or 'axis'}"
+    pid, k = base, 2
+    while pid in used:
+        pid, k = f"{base}-{k}", k + 1
+    used.add(pid)
+    return pid
+
+
+def _step_against(doc: dict[str, Any], used: set[str]) -> list[tuple[str, str]]:
+    """Step time against each varied parameter."""
+    import itertools
+
+    keys, labels, by = _grid(doc)
+    out = []
+    for a, key in enumerate(keys):
+        xs, xaxis, numeric = sweep_x_axis(key, labels[a])
+        others = [i for i in range(len(keys)) if i != a]
+        combos = list(itertools.product(*[labels[i] for i in others]))
+
+        def at(combo, j, a=a, others=others):
+            full = [""] * len(keys)
+            for i, v in zip(others, combo):
+                full[i] = v
+            full[a] = labels[a][j]
+            return by.get(tuple(full))
+
+        series: list[tuple[str, list[float | None], list[str]]] = []
+        if len(combos) <= MAX_SERIES:
+            for combo in combos:
+                name = ", ".join(f"{keys[i]}={v}" for i, v in zip(others, combo)) or "step time"
+                ts = [_time(at(combo, j)) for j in range(len(xs))]
+                tips = [short_plan((at(combo, j) or {}).get("plan") or "no plan fits")
+                        for j in range(len(xs))]
+                series.append((name, ts, tips))
+            sub = ("one line per combination of the other parameters" if others
+                   else "the best plan at every point")
+        else:
+            rows = {"fastest": [], "median": [], "slowest": []}
+            for j in range(len(xs)):
+                ts = sorted(t for t in (_time(at(c, j)) for c in combos) if t is not None)
+                rows["fastest"].append(ts[0] if ts else None)
+                rows["median"].append(statistics.median(ts) if ts else None)
+                rows["slowest"].append(ts[-1] if ts else None)
+            series = [(name, ts, [""] * len(ts)) for name, ts in rows.items()]
+            sub = (f"{len(combos)} combinations of the other parameters: fastest, median and "
+                   "slowest at each value")
+            if any(_time(at(c, j)) is None for c in combos for j in range(len(xs))):
+                sub += " (of those where a plan fits)"
+        missing = sum(1 for _, ts, _ in series for t in ts if t is None)
+        if missing and len(combos) <= MAX_SERIES:
+            sub += f"; {missing} point{'s' if missing > 1 else ''} where no plan fits not drawn"
+        points, lines, legend = [], [], []
+        for s, (name, ts, tips) in enumerate(series):
+            color = PALETTE[s % len(PALETTE)]
+            legend.append((name, color))
+            segment: tuple[list[float], list[float]] = ([], [])
+            for j, t in enumerate(ts):
+                if t is None:
+                    if len(segment[0]) > 1:
+                        lines.append(Line(*segment, color=color))
+                    segment = ([], [])
+                    continue
+                segment[0].append(xs[j])
+                segment[1].append(t)
+                tip = f"{key}={labels[a][j]}" + (f", {name}" if others else "") + \
+                    f": {fmt.seconds(t)}" + (f" ({tips[j]})" if tips[j] else "")
+                points.append(Point(xs[j], t, "", color, 4.5, tip))
+            if len(segment[0]) > 1:
+                lines.append(Line(*segment, color=color))
+        if not points:
+            continue
+        pid = _plot_id("step", key, used)
+        out.append((pid, scatter_chart(
+            pid, f"Step time against {key}", points, xaxis,
+            _step_axis([p.y for p in points]), lines=lines,
+            legend=legend if len(series) > 1 or others else [], subtitle=sub,
+            height=380)))
+    return out
+
+
+def _heatmap(doc: dict[str, Any]) -> str | None:
+    keys, labels, by = _grid(doc)
+    if len(keys) != 2:
+        return None
+    values = [[_time(by.get((r, c))) for c in labels[1]] for r in labels[0]]
+    flat = [v for row in values for v in row if v is not None]
+    if not flat:
+        return None
+    log = max(flat) / min(flat) > 20
+    best = min(flat)
+    return heatmap_chart(
+        "heatmap", f"Step time over {keys[0]} and {keys[1]}", labels[0], labels[1], values,
+        Axis("step time (s)", fmt.seconds, log=log), row_label=keys[0], column_label=keys[1],
+        missing="no plan fits",
+        subtitle=f"the best plan at every point; darker: slower; fastest {fmt.seconds(best)}")
+
+
+def _sweep_components(doc: dict[str, Any], keys: list[str]) -> str | None:
+    pts = [p for p in doc.get("points") or [] if isinstance(p, dict) and _time(p)
+           and isinstance(p.get("components_s"), dict)][:MAX_BARS]
+    if not pts:
+        return None
+    names = list(dict.fromkeys(k for p in pts for k in p["components_s"]))
+    series = [(k, [max(_n(p["components_s"].get(k)) or 0.0, 0.0) for p in pts]) for k in names]
+    series = [(k, v) for k, v in series if any(x > 0 for x in v)]
+    if not series:
+        return None
+    colors = [COMPONENT_COLORS.get(k, PALETTE[i % len(PALETTE)]) for i, (k, _) in
+              enumerate(series)]
+    return hbar_chart("sweep-components", "Step time by component at every point",
+                      [point_label(p["point"], keys) for p in pts],
+                      [(k.replace("_", " "), v) for k, v in series],
+                      _seconds_axis("step time (s)"), stacked=True, colors=colors,
+                      subtitle="the best plan's critical pipeline rank at each point")
+
+
+def _sensitivity(doc: dict[str, Any], keys: list[str]) -> str | None:
+    sens = doc.get("sensitivity")
+    if not isinstance(sens, dict):
+        return None
+    rows = [(str(r.get("resource")), _n(r.get("elasticity"))) for r in sens.get("resources")
+            or [] if isinstance(r, dict) and _n(r.get("elasticity")) is not None]
+    if not rows:
+        return None
+    rows.sort(key=lambda r: (r[1], r[0]))
+    return signed_bar_chart(
+        "sensitivity", f"Sensitivity of step time at {point_label(sens.get('point'), keys)}",
+        [r for r, _ in rows], [e for _, e in rows],
+        Axis("elasticity d ln(step time) / d ln(resource) (dimensionless)",
+             lambda v: f"{v:+.3g}" if v else "0"),
+        legend=("more of it: faster", "more of it: slower"),
+        subtitle=f"plan fixed: {short_plan(sens.get('plan') or '?')}; -1: step time halves "
+                 "when the resource doubles")
+
+
+def _per_point(doc: dict[str, Any], keys: list[str], field: str, pid: str, title: str,
+               axis: Axis, sub: str) -> str | None:
+    pts = [p for p in doc.get("points") or [] if isinstance(p, dict) and p.get("fits")
+           and _n(p.get(field)) is not None]
+    if not pts:
+        return None
+    shown = pts[:MAX_BARS]
+    if len(pts) > len(shown):
+        sub += f"; the first {len(shown)} of {len(pts)} points"
+    return hbar_chart(pid, title, [point_label(p["point"], keys) for p in shown],
+                      [(field.replace("_", " "), [_n(p.get(field)) for p in shown])], axis,
+                      subtitle=sub)
+
+
+def _sweep(doc: dict[str, Any]) -> list[tuple[str, str]]:
+    keys = sweep_keys(doc)
+    used = {"heatmap", "sweep-components", "sensitivity", "tokens-per-joule",
+            "usd-per-million-tokens"}
+    out = _step_against(doc, used)
+    for pid, svg in (("heatmap", _heatmap(doc)),
+                     ("sweep-components", _sweep_components(doc, keys)),
+                     ("sensitivity", _sensitivity(doc, keys)),
+                     ("tokens-per-joule", _per_point(
+                         doc, keys, "tokens_per_joule", "tokens-per-joule",
+                         "Tokens per joule at every point",
+                         Axis("tokens per joule (tokens/J)", lambda v: f"{v:.3g}"),
+                         "energy: GPUs between idle and TDP as they compute, plus node "
+                         "overhead; higher is better")),
+                     ("usd-per-million-tokens", _per_point(
+                         doc, keys, "usd_per_million_tokens", "usd-per-million-tokens",
+                         "Cost per million tokens at every point",
+                         Axis("cost per million tokens ($)", lambda v: f"${v:.3g}"),
+                         "price per GPU-hour times GPU-hours; lower is better"))):
+        if svg:
+            out.append((pid, svg))
+    return out
+
+
 def plots(doc: dict[str, Any], timeline: Timeline | None = None) -> list[tuple[str, str]]:
     """``(id, figure)`` for every plot the document's parts allow."""
     kind = doc["kind"]
@@ -347,4 +642,6 @@ def plots(doc: dict[str, Any], timeline: Timeline | None = None) -> list[tuple[s
         return _plan(doc, timeline)
     if kind == "estimate":
         return _estimate(doc, timeline)
+    if kind == "sweep":
+        return _sweep(doc)
     return _validation(doc, timeline)

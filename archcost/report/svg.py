@@ -1,5 +1,6 @@
-"""Charts as inline SVG, written by hand: horizontal bars (grouped or stacked), scatter on
-linear or log axes with reference lines (roofline, Pareto), and a Gantt chart (pipeline
+"""Charts as inline SVG, written by hand: horizontal bars (grouped or stacked, or signed around
+zero), scatter on linear, log or categorical axes with reference lines (roofline, Pareto, step
+time against a swept parameter), a heatmap with its colour scale, and a Gantt chart (pipeline
 timeline). No script, no external font or resource.
 
 Every text that reaches the SVG (titles, labels, tooltips) goes through ``html.escape``.
@@ -14,11 +15,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from html import escape
 
-__all__ = ["PALETTE", "Axis", "Point", "Line", "hbar_chart", "scatter_chart", "gantt_chart",
-           "nice_ticks", "log_ticks"]
+__all__ = ["PALETTE", "SEQUENTIAL", "Axis", "Point", "Line", "hbar_chart", "signed_bar_chart",
+           "scatter_chart", "heatmap_chart", "gantt_chart", "nice_ticks", "log_ticks",
+           "color_scale"]
 
 PALETTE = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#b07aa1", "#76b7b2", "#edc948",
            "#9c755f", "#ff9da7", "#bab0ac")
+# light to dark (ColorBrewer "Blues"): heatmap cells, larger values darker
+SEQUENTIAL = ("#f7fbff", "#deebf7", "#c6dbef", "#9ecae1", "#6baed6", "#4292c6", "#2171b5",
+              "#08519c", "#08306b")
 WIDTH = 760
 _FONT = 12
 _CHAR = 6.6  # average glyph width at 12px, to size margins and truncate labels
@@ -82,8 +87,16 @@ class Axis:
     zero: bool = True  # a linear axis starts at zero
     binary: bool = False  # linear ticks at round multiples of KiB, MiB, GiB, ...
     exact: bool = False  # the domain is [lo, hi] itself, ticks inside it
+    ticks: Sequence[float] | None = None  # these ticks (e.g. swept values, categories' indices)
 
     def domain(self, values: Sequence[float]) -> tuple[float, list[float], float]:
+        if self.ticks:
+            ticks = [float(t) for t in self.ticks]
+            lo = self.lo if self.lo is not None else min(ticks)
+            hi = self.hi if self.hi is not None else max(ticks)
+            if hi <= lo:
+                lo, hi = (lo / 2, lo * 2) if self.log else (lo - 0.5, lo + 0.5)
+            return lo, ticks, hi
         vals = [v for v in values if math.isfinite(v) and (v > 0 or not self.log)]
         if self.log:
             lo = self.lo if self.lo else (min(vals) if vals else 1.0)
@@ -301,6 +314,63 @@ def hbar_chart(plot_id: str, title: str, categories: Sequence[str],
     return "\n".join(out)
 
 
+def signed_bar_chart(plot_id: str, title: str, categories: Sequence[str],
+                     values: Sequence[float | None], axis: Axis, *,
+                     colors: tuple[str, str] = ("#59a14f", "#e15759"),
+                     legend: tuple[str, str] | None = None, subtitle: str | None = None,
+                     caption: str | None = None) -> str:
+    """Horizontal bars of signed values from a zero line, one per category (in the order
+    given): negative values left in ``colors[0]``, positive right in ``colors[1]``, each
+    labelled with its value; ``legend`` names the two signs. Missing values draw nothing."""
+    cats = [str(c) for c in categories]
+    vals = [float(v) if v is not None and math.isfinite(float(v)) else None for v in values]
+    finite = [v for v in vals if v is not None]
+    vlo, vhi = min(finite + [0.0]), max(finite + [0.0])
+    span = (vhi - vlo) or 1.0
+    # room for the value labels beyond the longest bars
+    lo = vlo - 0.18 * span if vlo < 0 else 0.0
+    hi = vhi + 0.18 * span if vhi > 0 or vlo == 0 else 0.0
+    lo, ticks, hi = Axis(axis.label, axis.fmt, False, lo, hi).domain([])
+    label_chars = min(max((len(c) for c in cats), default=4), 34)
+    left = 20 + label_chars * _CHAR + 8
+    right = WIDTH - 24
+    head = _TITLE_H + (18 if subtitle else 0) + 8
+    legend_items = [(legend[0], colors[0]), (legend[1], colors[1])] if legend else []
+    legend_h = _legend_height(legend_items, left)
+    top = head + legend_h + (6 if legend_items else 0)
+    band = 24.0
+    bottom = top + band * max(len(cats), 1)
+    height = bottom + 44
+    sx = _mapper(lo, hi, left, right, False)
+    x0 = sx(0.0)
+    out = _open(plot_id, title, height, subtitle)
+    if legend_items:
+        out += _legend(legend_items, left, head + 12)
+    out += _x_axis(ticks, sx, bottom, top, axis.fmt, axis.label, left, right)
+    out.append('<g class="bars">')
+    for i, (cat, v) in enumerate(zip(cats, vals)):
+        y0 = top + i * band
+        out.append(f'<text class="category" x="{_f(left - 6)}" y="{_f(y0 + band / 2 + 4)}" '
+                   f'text-anchor="end" fill="#222"><title>{_e(cat)}</title>'
+                   f'{_e(_clip(cat, 34))}</text>')
+        if v is None:
+            continue
+        x1 = sx(v)
+        color = colors[0] if v < 0 else colors[1]
+        out.append(f'<rect x="{_f(min(x0, x1))}" y="{_f(y0 + 4)}" '
+                   f'width="{_f(max(abs(x1 - x0), 0.5))}" height="{_f(band - 8)}" '
+                   f'fill="{color}"><title>{_e(cat)}: {_e(axis.fmt(v))}</title></rect>')
+        anchor, dx = ("end", -4) if v < 0 else ("start", 4)
+        out.append(f'<text class="value" x="{_f(x1 + dx)}" y="{_f(y0 + band / 2 + 4)}" '
+                   f'text-anchor="{anchor}" font-size="10" fill="#333">{_e(axis.fmt(v))}'
+                   '</text>')
+    out.append("</g>")
+    out.append(f'<line class="zero" x1="{_f(x0)}" y1="{_f(top)}" x2="{_f(x0)}" '
+               f'y2="{_f(bottom)}" stroke="#333"/>')
+    out += _close(caption)
+    return "\n".join(out)
+
+
 # ------------------------------------------------------------------ scatter
 
 @dataclass
@@ -374,6 +444,121 @@ def scatter_chart(plot_id: str, title: str, points: Sequence[Point], x: Axis, y:
             out.append(f'<text class="point-label" x="{_f(cx + dx)}" y="{_f(cy - p.r - 1)}" '
                        f'text-anchor="{anchor}" font-size="11" fill="#222">'
                        f'{_e(_clip(p.label, 30))}</text>')
+    out.append("</g>")
+    out += _close(caption)
+    return "\n".join(out)
+
+
+# ------------------------------------------------------------------ heatmap
+
+def _hex(c: str) -> tuple[int, int, int]:
+    return int(c[1:3], 16), int(c[3:5], 16), int(c[5:7], 16)
+
+
+def color_scale(t: float, stops: Sequence[str] = SEQUENTIAL) -> str:
+    """The colour at ``t`` in [0, 1] along ``stops``, interpolated linearly in RGB."""
+    t = min(max(t, 0.0), 1.0) if math.isfinite(t) else 0.0
+    pos = t * (len(stops) - 1)
+    i = min(int(pos), len(stops) - 2)
+    f = pos - i
+    a, b = _hex(stops[i]), _hex(stops[i + 1])
+    return "#" + "".join(f"{round(x + (y - x) * f):02x}" for x, y in zip(a, b))
+
+
+def _luma(c: str) -> float:
+    r, g, b = _hex(c)
+    return (0.299 * r + 0.587 * g + 0.114 * b) / 255
+
+
+def heatmap_chart(plot_id: str, title: str, rows: Sequence[str], columns: Sequence[str],
+                  values: Sequence[Sequence[float | None]], scale: Axis, *, row_label: str,
+                  column_label: str, missing: str = "-", subtitle: str | None = None,
+                  caption: str | None = None) -> str:
+    """A grid of cells (``values[row][column]``) coloured by value on ``scale`` (linear or
+    log; light: low, dark: high), each labelled with its value, with a colour scale legend
+    below. None draws a grey cell labelled ``missing``."""
+    rows = [str(r) for r in rows]
+    cols = [str(c) for c in columns]
+    flat = [float(v) for row in values for v in row
+            if v is not None and math.isfinite(float(v)) and (float(v) > 0 or not scale.log)]
+    vlo, vhi = (min(flat), max(flat)) if flat else (0.0, 1.0)
+    if scale.log:
+        lo, hi = math.log10(vlo or 1.0), math.log10(vhi or 1.0)
+    else:
+        lo, hi = vlo, vhi
+
+    def t_of(v: float) -> float:
+        x = math.log10(v) if scale.log else v
+        return (x - lo) / (hi - lo) if hi > lo else 0.5
+
+    label_chars = min(max((len(r) for r in rows), default=4), 24)
+    left = 36 + label_chars * _CHAR + 8
+    right = WIDTH - 24
+    head = _TITLE_H + (18 if subtitle else 0) + 8
+    top = head + 22  # column tick labels above the grid
+    cw = (right - left) / max(len(cols), 1)
+    ch = 34.0
+    bottom = top + ch * max(len(rows), 1)
+    legend_top = bottom + 44
+    height = legend_top + 56
+    out = _open(plot_id, title, height, subtitle)
+    out.append('<g class="x-axis">')
+    for j, c in enumerate(cols):
+        out.append(f'<text class="tick" x="{_f(left + (j + 0.5) * cw)}" y="{_f(top - 7)}" '
+                   f'text-anchor="middle" fill="#444"><title>{_e(c)}</title>'
+                   f'{_e(_clip(c, max(int(cw / _CHAR) - 1, 3)))}</text>')
+    out.append(f'<text class="axis-label" x="{_f((left + right) / 2)}" y="{_f(bottom + 22)}" '
+               f'text-anchor="middle" fill="#222">{_e(column_label)}</text>')
+    out.append("</g>")
+    out.append('<g class="y-axis">')
+    for i, r in enumerate(rows):
+        out.append(f'<text class="tick" x="{_f(left - 6)}" y="{_f(top + (i + 0.5) * ch + 4)}" '
+                   f'text-anchor="end" fill="#444"><title>{_e(r)}</title>'
+                   f'{_e(_clip(r, 24))}</text>')
+    cy = (top + bottom) / 2
+    out.append(f'<text class="axis-label" x="14" y="{_f(cy)}" text-anchor="middle" '
+               f'transform="rotate(-90 14 {_f(cy)})" fill="#222">{_e(row_label)}</text>')
+    out.append("</g>")
+    out.append('<g class="cells">')
+    for i, r in enumerate(rows):
+        row_vals = list(values[i]) if i < len(values) else []
+        for j, c in enumerate(cols):
+            v = row_vals[j] if j < len(row_vals) else None
+            ok = v is not None and math.isfinite(float(v)) and (float(v) > 0 or not scale.log)
+            x, y = left + j * cw, top + i * ch
+            fill = color_scale(t_of(float(v))) if ok else "#eeeeee"
+            text = scale.fmt(float(v)) if ok else missing
+            ink = "#ffffff" if ok and _luma(fill) < 0.55 else "#222222"
+            tip = f"{row_label} {r}, {column_label} {c}: {text}"
+            out.append(f'<rect x="{_f(x)}" y="{_f(y)}" width="{_f(cw)}" height="{_f(ch)}" '
+                       f'fill="{fill}" stroke="#ffffff" stroke-width="1.5">'
+                       f'<title>{_e(tip)}</title></rect>')
+            out.append(f'<text class="cell" x="{_f(x + cw / 2)}" y="{_f(y + ch / 2 + 4)}" '
+                       f'text-anchor="middle" font-size="11" fill="{ink}">'
+                       f'{_e(_clip(text, max(int(cw / 6.0) - 1, 3)))}</text>')
+    out.append("</g>")
+    # the colour scale: a bar of swatches from the lowest to the highest value
+    bar_l, bar_w, n = left, min(320.0, right - left), 48
+    out.append('<g class="color-scale">')
+    for k in range(n):
+        out.append(f'<rect x="{_f(bar_l + k * bar_w / n)}" y="{_f(legend_top)}" '
+                   f'width="{_f(bar_w / n + 0.6)}" height="12" '
+                   f'fill="{color_scale((k + 0.5) / n)}"/>')
+    out.append(f'<rect x="{_f(bar_l)}" y="{_f(legend_top)}" width="{_f(bar_w)}" height="12" '
+               'fill="none" stroke="#999"/>')
+    marks = [(0.0, vlo), (1.0, vhi)]
+    if flat and vhi > vlo:
+        mid = 10 ** ((lo + hi) / 2) if scale.log else (vlo + vhi) / 2
+        marks.insert(1, (0.5, mid))
+    for t, v in marks if flat else []:
+        x = bar_l + t * bar_w
+        out.append(f'<line x1="{_f(x)}" y1="{_f(legend_top + 12)}" x2="{_f(x)}" '
+                   f'y2="{_f(legend_top + 16)}" stroke="#666"/>')
+        out.append(f'<text class="tick" x="{_f(x)}" y="{_f(legend_top + 28)}" '
+                   f'text-anchor="middle" fill="#444">{_e(scale.fmt(v))}</text>')
+    out.append(f'<text class="axis-label" x="{_f(bar_l + bar_w + 12)}" '
+               f'y="{_f(legend_top + 11)}" fill="#222">{_e(scale.label)}'
+               f'{" (log scale)" if scale.log else ""}</text>')
     out.append("</g>")
     out += _close(caption)
     return "\n".join(out)

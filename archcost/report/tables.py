@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from archcost.report import fmt
-from archcost.report.document import chosen_estimate, model_title
+from archcost.report.document import chosen_estimate, model_title, point_label, sweep_keys
 from archcost.report.timeline import Timeline
 
-__all__ = ["Table", "Report", "build_report", "short_plan"]
+__all__ = ["Table", "Report", "build_report", "short_plan", "fitting_points", "fastest_point"]
 
 
 @dataclass
@@ -66,6 +66,10 @@ def _get(d: Any, *keys, default=None):
 
 def _num(v) -> float:
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else 0.0
+
+
+def _n(v) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
 
 def _share(part, whole) -> str:
@@ -416,8 +420,95 @@ def _timeline_table(tl: Timeline) -> Table:
                  note=f"span {fmt.seconds(tl.span)}")
 
 
+# ---------------------------------------------------------------- sweeps
+
+def fitting_points(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """The grid points where some plan fits, with a step time."""
+    return [p for p in doc.get("points") or [] if isinstance(p, dict) and p.get("fits")
+            and _num(p.get("step_time_s")) > 0]
+
+
+def fastest_point(doc: dict[str, Any]) -> dict[str, Any] | None:
+    pts = fitting_points(doc)
+    return min(pts, key=lambda p: _num(p["step_time_s"])) if pts else None
+
+
+def _sweep_facts(doc: dict[str, Any]) -> list[tuple[str, str]]:
+    b = doc.get("base") if isinstance(doc.get("base"), dict) else {}
+    facts = []
+    if b:
+        facts.append(("base", f"cluster {b.get('cluster', '?')}, {b.get('gpus', '?')} GPUs, "
+                              f"global batch {b.get('gbs', '?')} sequences of "
+                              f"{b.get('seq_len', '?')} tokens, {b.get('dtype', '?')}; best "
+                              f"plan searched again at every point (objective: "
+                              f"{b.get('objective', 'time')})"))
+    keys = sweep_keys(doc)
+    axes = [a for a in doc.get("axes") or [] if isinstance(a, dict)]
+    if axes:
+        facts.append(("varied", "; ".join(f"{a.get('key')} = "
+                                          f"{', '.join(map(str, a.get('values') or []))}"
+                                          for a in axes)))
+    prices = doc.get("prices_usd_per_gpu_hour")
+    if isinstance(prices, dict) and prices:
+        facts.append(("prices per GPU-hour", ", ".join(f"{k} ${_num(v):g}"
+                                                        for k, v in prices.items())))
+    points = [p for p in doc.get("points") or [] if isinstance(p, dict)]
+    fit = fitting_points(doc)
+    grid = f"{len(points)} points, {len(fit)} with a plan that fits"
+    if _num(doc.get("seconds")):
+        grid += f", searched in {_num(doc['seconds']):.3g} s"
+    facts.append(("grid", grid))
+    best = fastest_point(doc)
+    if best:
+        facts.append(("fastest", f"{point_label(best.get('point'), keys)}: "
+                                 f"{fmt.seconds(best.get('step_time_s'))}, "
+                                 f"{short_plan(best.get('plan') or '')}"))
+    return facts
+
+
+def _sweep(doc: dict[str, Any], rep: Report) -> None:
+    keys = sweep_keys(doc)
+    points = [p for p in doc.get("points") or [] if isinstance(p, dict)]
+    priced = any(p.get("usd_per_million_tokens") is not None for p in points)
+    cols = [*keys, "step time", "tokens/s", "MFU", "memory/GPU", "tokens/J",
+            *(["$/M tokens"] if priced else []), "bottleneck", "best plan"]
+    rows = []
+    for p in points:
+        vals = [str((p.get("point") or {}).get(k, "")) for k in keys]
+        if not p.get("fits"):
+            rows.append(vals + ["no plan fits"] + ["-"] * (len(cols) - len(keys) - 1))
+            continue
+        usd = p.get("usd_per_million_tokens")
+        rows.append(vals + [fmt.seconds(p.get("step_time_s")), fmt.si(p.get("tokens_per_s")),
+                            fmt.percent(p.get("mfu")), fmt.nbytes(p.get("peak_per_gpu_bytes")),
+                            "-" if p.get("tokens_per_joule") is None
+                            else f"{_num(p['tokens_per_joule']):.3g}",
+                            *([("-" if usd is None else f"${_num(usd):.3g}")] if priced else []),
+                            str(p.get("bottleneck", "-")).replace("_", " "),
+                            short_plan(p.get("plan") or "-")])
+    best = fastest_point(doc)
+    note = (f"fastest: {point_label(best.get('point'), keys)}; bottleneck: the largest "
+            "component of the step" if best else "no plan fits at any point")
+    rep.add(Table("grid", "Grid: the best plan at every point", cols, rows,
+                  "l" * len(keys) + "r" * (5 + priced) + "ll", note=note))
+    sens = doc.get("sensitivity")
+    if isinstance(sens, dict):
+        rows = [[str(r.get("resource")), "-" if _n(r.get("elasticity")) is None
+                 else f"{_num(r['elasticity']):+.3f}",
+                 fmt.seconds(r.get("step_time_if_doubled_s")),
+                 fmt.seconds(r.get("predicted_if_doubled_s"))]
+                for r in sens.get("resources") or [] if isinstance(r, dict)]
+        rep.add(Table("sensitivity", "Sensitivity of step time at "
+                      f"{point_label(sens.get('point'), keys)}",
+                      ["resource", "elasticity", "step time if doubled",
+                       "predicted from elasticity"], rows,
+                      note=f"elasticity d ln T / d ln r with the plan fixed "
+                           f"({short_plan(sens.get('plan') or '?')}): -1: the step time halves "
+                           "when the resource doubles; 0: it does not matter"))
+
+
 _TITLES = {"analysis": "analysis", "plan": "plan search", "estimate": "plan estimate",
-           "validation": "validation"}
+           "validation": "validation", "sweep": "sweep"}
 
 
 def build_report(doc: dict[str, Any], timeline: Timeline | None = None) -> Report:
@@ -434,12 +525,14 @@ def build_report(doc: dict[str, Any], timeline: Timeline | None = None) -> Repor
         rep.facts += facts
     if kind in ("estimate", "validation") and doc.get("plan"):
         rep.facts.append(("plan", str(doc["plan"])))
+    if kind == "sweep":
+        rep.facts += _sweep_facts(doc)
     if kind == "validation":
         rep.facts.append(("run", f"{doc.get('nproc', '?')} x {doc.get('device', '?')} "
                                  f"({doc.get('machine', '?')}), {doc.get('warmup', '?')} warm-up "
                                  f"+ {doc.get('steps', '?')} timed steps"))
     {"analysis": _analysis, "plan": _plan, "estimate": _estimate,
-     "validation": _validation}[kind](doc, rep)
+     "validation": _validation, "sweep": _sweep}[kind](doc, rep)
     if timeline is not None and timeline.bars:
         rep.add(_timeline_table(timeline))
     return rep
