@@ -6,6 +6,7 @@ hand computation, never from the code under test.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -368,3 +369,31 @@ def test_pyproject_ships_every_subpackage_and_the_profiles():
     globs = st["package-data"]["archcost.profiles"]
     shipped = {p for g in globs for p in BUNDLED.glob(g)}
     assert shipped == set(BUNDLED.glob("*/*.yaml"))
+
+
+# --- the optional calibration record (archcost calibrate) ------------------------------------------
+def test_calibration_is_an_optional_mapping_kept_on_the_profile(tmp_path):
+    gpu_text = (BUNDLED / "gpus" / "h100-sxm.yaml").read_text()
+    assert load_gpu("h100-sxm").calibration is None and load_cluster("dgx-h100-ndr").calibration is None
+    (tmp_path / "gpu.yaml").write_text(gpu_text + "calibration:\n  date: '2026-01-31'\n"
+                                       "  matmul: {fp32: [{m: 64, median_s: 1.0e-05}]}\n")
+    g = load_gpu(str(tmp_path / "gpu.yaml"))
+    assert g.calibration == {"date": "2026-01-31", "matmul": {"fp32": [{"m": 64, "median_s": 1e-05}]}}
+    assert g == dataclasses.replace(g, calibration=None)  # a record, not part of the figures
+    (tmp_path / "c.yaml").write_text(
+        "name: c\ngpu: ./gpu.yaml\ngpus_per_node: 2\ncalibration: {backend: gloo}\nlevels:\n"
+        "  - {name: loopback, domain_size: 2, bandwidth_per_gpu: 1 GB/s, latency: 300 us, topology: switch}\n")
+    c = load_cluster(str(tmp_path / "c.yaml"))
+    assert c.calibration == {"backend": "gloo"} and c.gpu.calibration["date"] == "2026-01-31"
+
+
+@pytest.mark.parametrize("loader, text", [
+    (load_gpu, (BUNDLED / "gpus" / "h100-sxm.yaml").read_text() + "calibration: [1, 2]\n"),
+    (load_cluster, (BUNDLED / "clusters" / "dgx-h100-ndr.yaml").read_text() + "calibration: yes\n"),
+])
+def test_calibration_that_is_not_a_mapping_is_one_line(tmp_path, loader, text):
+    (tmp_path / "p.yaml").write_text(text)
+    with pytest.raises(ProfileError) as info:
+        loader(str(tmp_path / "p.yaml"))
+    msg = str(info.value)
+    assert msg.startswith("p.yaml: field 'calibration': must be a mapping") and "\n" not in msg

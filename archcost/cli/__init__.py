@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from archcost.cli import analyze, ci, plan, profiles, report, sweep, validate
+from archcost.cli import analyze, calibrate, ci, plan, profiles, report, sweep, validate
 
 app = typer.Typer(
     help="Architecture cost model for PyTorch training: compute, memory and communication.",
@@ -24,6 +24,7 @@ plan.register(app)
 validate.register(app)
 sweep.register(app)
 report.register(app)
+calibrate.register(app)
 ci.register(app)
 app.add_typer(profiles.app, name="profiles")
 

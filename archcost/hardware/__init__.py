@@ -1,7 +1,10 @@
 """Hardware: GPU and cluster profiles read from YAML (bundled in ``archcost.profiles``).
 
 Modules: ``units`` parses "989 TFLOP/s"-style quantities to SI, ``reader`` validates fields with
-one-line errors, ``profile`` holds the frozen dataclasses and the loaders.
+one-line errors, ``profile`` holds the frozen dataclasses and the loaders. ``archcost calibrate``:
+``calibrate`` times this machine (``collective_launch`` starts the ranks of its collective
+benchmark, ``collective_worker`` is one), ``fit`` turns timings into peaks, curves and
+latency/bandwidth fits, ``writer`` writes the profiles as YAML; none of them is imported here.
 """
 
 from archcost.hardware.profile import (

@@ -6,6 +6,9 @@ ending in ``.yaml``/``.yml`` or holding a path separator is a user's file. Value
 units ("989 TFLOP/s", "80 GB", "450 GB/s", see units.py); the dataclasses hold SI units only
 (FLOP/s, bytes, bytes/s, seconds, watts). A malformed file gives one ProfileError line naming the
 file, the field and the fix. The figures themselves and their sources live in the YAML files.
+Profiles written by ``archcost calibrate`` add an optional ``calibration`` mapping (per benchmark
+point medians and spreads, date, device): checked only to be a mapping, kept on the dataclass,
+never read by the cost engine.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from __future__ import annotations
 import bisect
 import enum
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -113,6 +116,9 @@ class GpuProfile:
     # activations runs on; None = unknown (offloaded plans cannot be costed)
     host_link_bw_bytes_per_s: float | None = None
     host_memory_bw_bytes_per_s: float | None = None
+    # what `archcost calibrate` measured (per benchmark point median and spread, date, device):
+    # a record kept with the figures, never read by the cost engine; None for datasheet profiles
+    calibration: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -139,6 +145,7 @@ class ClusterProfile:
     price_per_gpu_hour_usd: float | None = None  # all-in, overrides the GPU profile's price
     source_path: str = ""
     notes: str = ""
+    calibration: dict[str, Any] | None = field(default=None, compare=False, repr=False)  # as GpuProfile's
 
     def with_gpus(self, n: int) -> ClusterProfile:
         """The same cluster sized to ``n`` GPUs.
@@ -197,10 +204,11 @@ GPU_FIELDS: dict[str, Any] = {
     "price_per_gpu_hour": Quantity.USD_PER_HOUR, "matmul_efficiency": "curve",
     "attention_efficiency": "curve", "memory_efficiency": "curve",
     "host_link_bandwidth": Quantity.BANDWIDTH, "host_memory_bandwidth": Quantity.BANDWIDTH,
+    "calibration": "mapping",
 }
 # attention defaults to matmul's curve; without host figures offloaded plans are refused
 GPU_OPTIONAL = {"price_per_gpu_hour", "attention_efficiency", "host_link_bandwidth",
-                "host_memory_bandwidth"}
+                "host_memory_bandwidth", "calibration"}
 FIELD_EXAMPLES = {  # shown when a field is missing
     "name": "'h100-sxm'", "vendor": "NVIDIA", "peak_flops": "{fp32: '67 TFLOP/s', bf16: '989 TFLOP/s'}",
     "memory": "'80 GB'", "memory_bandwidth": "'3.35 TB/s'", "l2_cache": "'50 MB'",
@@ -210,9 +218,10 @@ FIELD_EXAMPLES = {  # shown when a field is missing
 CLUSTER_FIELDS: dict[str, Any] = {
     "name": "str", "gpu": "str", "gpus_per_node": "count", "levels": "levels",
     "max_nodes": "count", "node_power_overhead": Quantity.POWER,
-    "price_per_gpu_hour": Quantity.USD_PER_HOUR, "notes": "str",
+    "price_per_gpu_hour": Quantity.USD_PER_HOUR, "notes": "str", "calibration": "mapping",
 }
-CLUSTER_OPTIONAL = {"max_nodes", "node_power_overhead", "price_per_gpu_hour", "notes"}
+CLUSTER_OPTIONAL = {"max_nodes", "node_power_overhead", "price_per_gpu_hour", "notes",
+                    "calibration"}
 LEVEL_FIELDS: dict[str, Any] = {
     "name": "str", "domain_size": "domain", "bandwidth_per_gpu": Quantity.BANDWIDTH,
     "latency": Quantity.TIME, "topology": "topology",
@@ -293,6 +302,7 @@ def gpu_from_dict(data: dict[str, Any], path: str) -> GpuProfile:
         source_path=path,
         host_link_bw_bytes_per_s=_optional(r, data, "host_link_bandwidth"),
         host_memory_bw_bytes_per_s=_optional(r, data, "host_memory_bandwidth"),
+        calibration=r.mapping(data, "calibration"),
     )
 
 
@@ -339,6 +349,7 @@ def load_cluster(name_or_path: str, gpus: int | None = None) -> ClusterProfile:
         price_per_gpu_hour_usd=(None if price is None else
                                 r.quantity(data, "price_per_gpu_hour", Quantity.USD_PER_HOUR)),
         source_path=str(path), notes=r.text(data, "notes") if data.get("notes") else "",
+        calibration=r.mapping(data, "calibration"),
     )
     outer = cluster.levels[-1].domain_size
     if outer is not None and outer < gpn:

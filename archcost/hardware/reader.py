@@ -2,7 +2,8 @@
 
 The generic half of profile loading (which fields exist and what they mean is in profile.py):
 a strict YAML load (a key given twice is an error, PyYAML would keep the last), unknown-field
-suggestions by difflib, and checks of texts, counts, quantities with units and efficiency curves.
+suggestions by difflib, and checks of texts, counts, quantities with units, efficiency curves and
+free-form mappings (``calibration``: only its being a mapping is checked).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ EXAMPLE = {  # how to write a field of each non-quantity kind
     "str": "'h100-sxm'", "peaks": "{bf16: '989 TFLOP/s'}", "fraction": "0.15", "count": "8",
     "curve": "[[1.0e+9, 0.5], [1.0e+12, 0.8]]", "levels": "a list of link levels",
     "domain": "8 (or unbounded)", "topology": "switch",
+    "mapping": "{date: '2026-01-31', device: 'NVIDIA H100 80GB HBM3'}",
 }
 
 
@@ -90,6 +92,16 @@ class Reader:
             raise self.fail(where + key, str(exc)) from None
         if not v > 0 or math.isinf(v):
             raise self.fail(where + key, f"{data[key]!r} must be positive and finite; give the real figure")
+        return v
+
+    def mapping(self, data: dict, key: str) -> dict[str, Any] | None:
+        """An optional free-form mapping (a record such as ``calibration``); None when absent."""
+        v = data.get(key)
+        if v is None:
+            return None
+        if not isinstance(v, dict):
+            raise self.fail(key, f"must be a mapping of names to values, e.g. {EXAMPLE['mapping']}; "
+                                 "leave it out if there is nothing to record")
         return v
 
     def curve(self, data: dict, key: str) -> tuple[tuple[float, float], ...]:

@@ -1,7 +1,8 @@
 """Quantities with units, as written in profile files: "989 TFLOP/s", "80 GB", "200 Gb/s", "3 us".
 
 This is the file boundary of the hardware layer: everything is converted here to SI base units
-(FLOP/s, bytes, bytes/s, seconds, watts, USD per hour) and nothing downstream sees a unit string.
+(FLOP/s, bytes, bytes/s, seconds, watts, USD per hour) and nothing downstream sees a unit string;
+``format_quantity`` is the way back, for the profiles ``archcost calibrate`` writes.
 
 Conventions (SI / IEC 80000-13):
 - decimal prefixes unless the binary form is written: "80 GB" = 80e9 bytes, "80 GiB" = 80 * 2**30;
@@ -15,7 +16,7 @@ from __future__ import annotations
 import enum
 import re
 
-__all__ = ["Quantity", "UnitError", "parse_quantity", "KINDS"]
+__all__ = ["Quantity", "UnitError", "parse_quantity", "format_quantity", "KINDS"]
 
 
 class Quantity(str, enum.Enum):
@@ -132,3 +133,33 @@ def _fix(number: str, unit: str, kind: Quantity) -> str:
     if kind is Quantity.FLOPS_RATE and re.fullmatch(r"[kKMGTPE]?FLOPs?", unit):
         return f"{number} {unit.rstrip('s')}/s"  # "989 TFLOP" -> "989 TFLOP/s"
     return _NOUN[kind][1]
+
+
+_UNIT = {Quantity.FLOPS_RATE: "FLOP/s", Quantity.BYTES: "B", Quantity.BANDWIDTH: "B/s",
+         Quantity.POWER: "W"}
+_PREFIX_STEPS = ((1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"),
+                 (1.0, ""))
+_TIME_STEPS = ((1.0, "s"), (1e-3, "ms"), (1e-6, "us"), (1e-9, "ns"))
+
+
+def format_quantity(value: float, kind: Quantity | str, digits: int = 4) -> str:
+    """``value`` (SI units) written the way profiles write it, with a decimal prefix and
+    ``digits`` significant digits: 1.234e11 FLOP/s -> "123.4 GFLOP/s", 3.2e-6 s -> "3.2 us".
+    ``parse_quantity`` reads it back to within the rounding.
+
+    >>> format_quantity(2.5e10, "bandwidth")
+    '25 GB/s'
+    """
+    kind = Quantity(kind)
+    if kind is Quantity.USD_PER_HOUR:
+        return f"${value:.2f}/h"
+    if kind is Quantity.TIME:
+        steps = _TIME_STEPS
+        unit = ""
+    else:
+        steps = tuple(s for s in _PREFIX_STEPS if kind is not Quantity.POWER or s[1] in ("", "k", "M"))
+        unit = _UNIT[kind]
+    for scale, prefix in steps:
+        if abs(value) >= scale or scale == steps[-1][0]:
+            return f"{value / scale:.{digits}g} {prefix}{unit}"
+    raise AssertionError("unreachable: the last step always matches")

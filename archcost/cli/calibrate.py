@@ -1,0 +1,206 @@
+"""``archcost calibrate --device cpu|cuda [--nproc N] -o my-machine.yaml``: this machine, measured
+into a GPU profile (and, with N > 1 processes, a cluster profile ``my-machine.cluster.yaml``).
+
+Parses, checks, calls ``archcost.hardware.calibrate`` (measurement and fits) and
+``archcost.hardware.writer`` (the YAML text), writes both files atomically, then prints a
+summary table (or ``--json``). The profiles are read back with the strict readers before the
+command succeeds, so a file it writes is a file every other command accepts.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from archcost.cli.common import DebugOpt, err_console, out_console, reports_errors
+from archcost.errors import ConfigError
+
+__all__ = ["register", "calibrate", "cluster_path"]
+
+
+def register(app: typer.Typer) -> None:
+    app.command("calibrate")(calibrate)
+
+
+def cluster_path(gpu_path: Path) -> Path:
+    """``my-machine.yaml`` -> ``my-machine.cluster.yaml``, beside it."""
+    return gpu_path.with_name(f"{gpu_path.stem}.cluster{gpu_path.suffix}")
+
+
+def _check_output(output: str) -> Path:
+    path = Path(output).expanduser()
+    if path.suffix not in (".yaml", ".yml"):
+        raise ConfigError(f"-o {output}: a profile file must end in .yaml or .yml (so that "
+                          "--hardware reads it as a file); e.g. -o my-machine.yaml")
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise ConfigError(f"-o {output}: folder {folder} does not exist; create it first")
+    return path
+
+
+def _command(device: str, nproc: int, output: str, quick: bool, tdp: str | None) -> str:
+    parts = ["archcost", "calibrate", "--device", device, "--nproc", str(nproc), "-o", output]
+    if quick:
+        parts.append("--quick")
+    if tdp:
+        parts += ["--tdp", tdp]
+    return shlex.join(parts)
+
+
+@reports_errors
+def calibrate(
+    output: Annotated[str, typer.Option("--output", "-o", help="GPU profile to write (.yaml); "
+                                        "with --nproc > 1 also <stem>.cluster.yaml beside it.")],
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    nproc: Annotated[int, typer.Option("--nproc", help="Processes for the collective benchmark "
+                                       "(gloo on cpu, nccl on cuda, one GPU each); 1: none.")] = 1,
+    quick: Annotated[bool, typer.Option("--quick", help="A few points per benchmark (seconds, "
+                                        "for tests), not the full grid.")] = False,
+    tdp: Annotated[str | None, typer.Option("--tdp", help="Power of the device, e.g. '350 W' "
+                                            "(not measured; default: an assumption, marked NB "
+                                            "in the file).")] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds before the collective benchmark is "
+                                           "stopped.")] = 600.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON (no "
+                                          "progress bar).")] = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Measure this machine (matmul rate per dtype, attention, memory bandwidth, kernel launch,
+    and collectives between --nproc processes) into a hardware profile the cost engine reads."""
+    from archcost.hardware.calibrate import (
+        DEFAULT_IDLE_FRACTION,
+        DEFAULT_TDP_W,
+        check_request,
+        count_points,
+        derive,
+        grid_for,
+        measure,
+    )
+    from archcost.hardware.profile import load_cluster, load_gpu
+    from archcost.hardware.units import Quantity, UnitError, parse_quantity
+    from archcost.hardware.writer import cluster_yaml, gpu_yaml
+    from archcost.io import atomic_write_text
+
+    path = _check_output(output)
+    check_request(device, nproc)
+    if timeout <= 0:
+        raise ConfigError(f"--timeout {timeout}: give a positive number of seconds")
+    tdp_w = DEFAULT_TDP_W[device]
+    if tdp is not None:
+        try:
+            tdp_w = parse_quantity(tdp, Quantity.POWER)
+        except UnitError as exc:
+            raise ConfigError(f"--tdp: {exc}") from None
+        if not tdp_w > 0:
+            raise ConfigError(f"--tdp {tdp}: give a positive power, e.g. '350 W'")
+    grid = grid_for(device, quick)
+    if as_json:
+        m = measure(device, nproc, grid, timeout_s=timeout)
+    else:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        with Progress(TextColumn("calibrating {task.description:<32}"), BarColumn(),
+                      MofNCompleteColumn(), TimeElapsedColumn(), console=err_console,
+                      transient=True) as bar:
+            task = bar.add_task("", total=count_points(grid, nproc))
+
+            def progress(done: str) -> None:
+                bar.update(task, advance=1, description=done)
+
+            m = measure(device, nproc, grid, progress, timeout_s=timeout)
+    for warning in m.warnings:
+        err_console.print(f"[yellow]warning:[/] {warning}", soft_wrap=True)
+    d = derive(m)
+    command = _command(device, nproc, output, quick, tdp)
+    atomic_write_text(path, gpu_yaml(m, d, name=path.stem, command=command, tdp_w=tdp_w,
+                                     tdp_given=tdp is not None,
+                                     idle_fraction=DEFAULT_IDLE_FRACTION[device]))
+    load_gpu(str(path))  # what it wrote, the strict reader accepts
+    written = {"gpu_profile": str(path)}
+    if nproc > 1:
+        cpath = cluster_path(path)
+        atomic_write_text(cpath, cluster_yaml(m, d, name=f"{path.stem}-{nproc}proc",
+                                              gpu_file=f"./{path.name}", command=command))
+        load_cluster(str(cpath))
+        written["cluster_profile"] = str(cpath)
+    doc = summary(m, d, written)
+    if as_json:
+        typer.echo(json.dumps(doc, indent=2))
+    else:
+        _print_summary(doc)
+
+
+def summary(m, d, written: dict[str, str]) -> dict[str, Any]:
+    """The result as plain JSON data (SI units)."""
+    doc: dict[str, Any] = {
+        "kind": "calibration", "device": m.device, "device_name": m.device_name,
+        "torch": m.torch_version, "threads": m.threads, "date": m.date,
+        "elapsed_s": m.elapsed_s, "files": written,
+        "peak_flops_per_s": d.peaks, "matmul_efficiency_dtype": d.reference_dtype,
+        "matmul_efficiency": [list(p) for p in d.matmul_curve],
+        "attention_efficiency": [list(p) for p in d.attention_curve or ()],
+        "memory_bandwidth_bytes_per_s": d.mem_bw,
+        "memory_efficiency": [list(p) for p in d.memory_curve],
+        "kernel_launch_s": d.launch_s, "memory_bytes": m.mem_bytes,
+        "matmul_points": {dt: [{**p.params, "flops": p.size, "median_s": p.time.median,
+                                "p10_s": p.time.p10, "p90_s": p.time.p90, "reps": p.time.reps}
+                               for p in pts] for dt, pts in m.matmul.items()},
+        "memory_points": [{"op": p.bench, **p.params, "bytes_moved": p.size,
+                           "median_s": p.time.median} for p in m.memory],
+        "skipped": m.skipped, "warnings": m.warnings,
+    }
+    if m.collectives:
+        doc["collectives"] = {
+            "backend": m.collectives["backend"], "processes": m.collectives["world_size"],
+            "fits": {op: _fit(f) for op, f in d.collective_fits.items()},
+            "level": _fit(d.level_fit),
+            "points": m.collectives["ops"],
+        }
+    return doc
+
+
+def _fit(f) -> dict[str, Any]:
+    return {"alpha_s": f.alpha_s, "bandwidth_bytes_per_s": f.bw_bytes_per_s,
+            "rms_rel_error": f.rms_rel_error, "max_rel_error": f.max_rel_error}
+
+
+def _print_summary(doc: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    from archcost.cli.profiles import _si
+
+    tab = Table(title=f"calibrated: {doc['device_name']} ({doc['device']}, {doc['threads']} "
+                      f"threads, {doc['elapsed_s']:.0f} s)", title_justify="left", min_width=64)
+    tab.add_column("figure", style="bold")
+    tab.add_column("value", justify="right")
+    for dt, rate in doc["peak_flops_per_s"].items():
+        tab.add_row(f"peak {dt}", _si(rate, "FLOP/s"))
+    tab.add_row("memory bandwidth", _si(doc["memory_bandwidth_bytes_per_s"], "B/s"))
+    tab.add_row("kernel launch", _si(doc["kernel_launch_s"], "s"))
+    tab.add_row("memory", _si(doc["memory_bytes"], "B"))
+    out_console.print(tab)
+    coll = doc.get("collectives")
+    if coll:
+        tab = Table(title=f"collectives: {coll['processes']} {coll['backend']} processes "
+                          "(ring model fits)", title_justify="left")
+        for col in ("op", "alpha", "bandwidth per rank", "rms error", "max error"):
+            tab.add_column(col, justify="left" if col == "op" else "right")
+        for op, f in [*coll["fits"].items(), ("level (all ops)", coll["level"])]:
+            tab.add_row(op, _si(f["alpha_s"], "s"), _si(f["bandwidth_bytes_per_s"], "B/s"),
+                        f"{f['rms_rel_error']:.0%}", f"{f['max_rel_error']:.0%}")
+        out_console.print(tab)
+    if doc["skipped"]:
+        out_console.print(f"skipped {len(doc['skipped'])} point(s) (see calibration.skipped in "
+                          "the file)")
+    for kind, path in doc["files"].items():
+        out_console.print(f"wrote {kind.replace('_', ' ')}: {path}")

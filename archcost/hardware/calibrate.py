@@ -1,0 +1,565 @@
+"""``archcost calibrate``: measure this machine (one CPU host or one CUDA GPU, and the links between
+N processes on it) into the figures of a hardware profile.
+
+Benchmarks (timing code here; every fit is a pure function of ``fit.py``):
+
+- matmul rate over a grid of square and skinny shapes per dtype (cpu: fp32, bf16; cuda: fp32,
+  tf32, bf16, fp16, fp8 where ``torch._scaled_mm`` runs) -> peak per dtype and
+  ``matmul_efficiency``;
+- causal ``scaled_dot_product_attention`` over a few sequence lengths -> ``attention_efficiency``;
+- ``dst.copy_(src)`` (bytes = read + write) and ``torch.add(a, b, out=c)`` (two reads, one
+  write) from KB to hundreds of MB -> ``memory_bandwidth`` and ``memory_efficiency``;
+- an add of 1-element tensors -> ``kernel_launch``; device memory (cuda: ``total_memory``; cpu:
+  MemTotal of /proc/meminfo) and the last-level cache (cuda: L2; cpu: sysfs) are read, not timed;
+- with N > 1 processes, all-reduce, all-gather, reduce-scatter and send/recv through a real
+  ``torch.distributed`` process group (gloo on cpu, nccl on cuda) started with the standard
+  launcher (``collective_worker.py``) -> latency and bandwidth per rank of one link level.
+
+Method, per point: warm-up calls, then repetitions of a batch of calls timed with
+``time.perf_counter`` around a device synchronisation (a batch lasts at least ``min_rep_s`` so
+microsecond ops are not lost in timer resolution); the figure is the median per-call time and
+the spread its 10th/90th percentiles. Points whose one call takes longer than ``max_call_s``
+(bf16 on CPUs without bf16 instructions) are skipped and recorded as such: matmul shapes are
+run by increasing FLOPs, each estimated from the latest call of its dtype, and not run when
+the estimate passes four times the limit (the limit itself once a call of the dtype passed it).
+The collective benchmark's launch (its own session, stopped with every rank on a timeout, an
+error or an interrupt) is ``collective_launch.py``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from archcost.errors import ConfigError, ValidationError
+from archcost.hardware.fit import (
+    COLLECTIVES,
+    CollectiveFit,
+    FitError,
+    Spread,
+    best_rate,
+    efficiency_curve,
+    fit_collective,
+    kernel_seconds,
+    matmul_flops,
+    sdpa_flops,
+    spread,
+)
+
+__all__ = [
+    "DEVICES", "Grid", "grid_for", "count_points", "check_request", "Point", "Measurements",
+    "Derived", "measure", "derive", "busy_warning", "DEFAULT_TDP_W", "DEFAULT_IDLE_FRACTION",
+]
+
+DEVICES = ("cpu", "cuda")
+# NB: assumptions, written as such in the profile: the bundled `cpu` profile's 2-socket server,
+# and an H100/H200 SXM board (hardware_profiles/gpus/*.yaml)
+DEFAULT_TDP_W = {"cpu": 600.0, "cuda": 700.0}
+DEFAULT_IDLE_FRACTION = {"cpu": 0.3, "cuda": 0.15}
+_MAX_NPROC_PER_CORE = 4
+
+
+# --- what to measure -----------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Grid:
+    """The benchmark points of one calibration and how each is timed."""
+
+    dtypes: tuple[str, ...]
+    matmul_shapes: tuple[tuple[int, int, int], ...]  # (m, n, k)
+    attention_dtype: str
+    attention_shapes: tuple[tuple[int, int, int, int], ...]  # (batch, heads, seq, head_dim)
+    memory_bytes: tuple[int, ...]  # bytes of one tensor
+    collective_bytes: tuple[int, ...]  # bytes of the full buffer
+    warmup: int
+    reps: int
+    min_rep_s: float
+    max_call_s: float
+    collective_warmup: int
+    collective_reps: int
+    collective_min_rep_s: float
+
+
+def _squares(lo: int, hi: int) -> tuple[tuple[int, int, int], ...]:
+    out, n = [], lo
+    while n <= hi:
+        out.append((n, n, n))
+        n *= 2
+    return tuple(out)
+
+
+def grid_for(device: str, quick: bool) -> Grid:
+    """The grid for ``device``; ``quick`` keeps a few points per benchmark (for tests)."""
+    if device == "cpu":
+        dts = ("fp32", "bf16")
+        if quick:
+            return Grid(dts, _squares(64, 1024)[::2] + ((1024, 1024, 64), (64, 1024, 1024)), "fp32",
+                        ((1, 8, 128, 64), (1, 8, 512, 64)), (4096, 262144, 16 << 20, 64 << 20),
+                        (8, 4096, 262144, 1 << 20, 4 << 20, 16 << 20),
+                        warmup=1, reps=5, min_rep_s=2e-3, max_call_s=0.1,
+                        collective_warmup=2, collective_reps=7, collective_min_rep_s=5e-3)
+        return Grid(dts, _squares(64, 2048) + ((2048, 2048, 64), (64, 2048, 2048), (2048, 128, 1024)),
+                    "fp32", tuple((1, 8, s, 64) for s in (128, 256, 512, 1024, 2048)),
+                    (4096, 65536, 1 << 20, 16 << 20, 64 << 20, 256 << 20),
+                    (8, 512, 8192, 131072, 1 << 20, 4 << 20, 16 << 20, 64 << 20),
+                    warmup=2, reps=7, min_rep_s=5e-3, max_call_s=0.5,
+                    collective_warmup=3, collective_reps=7, collective_min_rep_s=2e-2)
+    dts = ("fp32", "tf32", "bf16", "fp16", "fp8")
+    if quick:
+        return Grid(dts, _squares(256, 4096)[::2] + ((4096, 4096, 256),), "bf16",
+                    ((4, 16, 512, 128), (4, 16, 2048, 128)), (1 << 16, 1 << 22, 1 << 28),
+                    (8, 1 << 16, 1 << 22, 1 << 26),
+                    warmup=2, reps=5, min_rep_s=2e-3, max_call_s=0.5,
+                    collective_warmup=3, collective_reps=5, collective_min_rep_s=2e-3)
+    return Grid(dts, _squares(128, 8192) + ((8192, 8192, 1024), (1024, 8192, 8192),
+                                            (16384, 4096, 4096)),
+                "bf16", tuple((4, 16, s, 128) for s in (256, 512, 1024, 2048, 4096, 8192)),
+                (4096, 65536, 1 << 20, 16 << 20, 256 << 20, 1 << 30),
+                (8, 512, 8192, 131072, 1 << 20, 16 << 20, 64 << 20, 256 << 20, 1 << 29),
+                warmup=3, reps=10, min_rep_s=5e-3, max_call_s=1.0,
+                collective_warmup=5, collective_reps=10, collective_min_rep_s=5e-3)
+
+
+def count_points(grid: Grid, nproc: int) -> int:
+    """Benchmark points of a run: what a progress bar counts."""
+    n = len(grid.dtypes) * len(grid.matmul_shapes) + len(grid.attention_shapes)
+    n += 2 * len(grid.memory_bytes) + 1  # copy and add per size, the launch
+    if nproc > 1:
+        n += len(COLLECTIVES) * len(grid.collective_bytes)
+    return n
+
+
+def check_request(device: str, nproc: int) -> None:
+    """Refuse, before anything is measured, a device that is not here or a bad process count."""
+    import torch
+
+    if device not in DEVICES:
+        raise ConfigError(f"--device {device!r} is unknown; use cpu or cuda")
+    cores = os.cpu_count() or 1
+    if nproc < 1 or nproc > cores * _MAX_NPROC_PER_CORE:
+        raise ConfigError(f"--nproc {nproc}: give 1 (no collectives) up to {cores * _MAX_NPROC_PER_CORE} "
+                          f"({_MAX_NPROC_PER_CORE} per CPU core of this machine)")
+    if device == "cuda":
+        if not torch.cuda.is_available():
+            build = "a CPU-only build" if torch.version.cuda is None else "a CUDA build"
+            raise ConfigError(f"--device cuda: no CUDA device on this machine (torch "
+                              f"{torch.__version__} is {build}); use --device cpu, or run on a "
+                              "machine with a GPU and a CUDA build of torch")
+        if nproc > torch.cuda.device_count():
+            raise ConfigError(f"--nproc {nproc}: this machine has {torch.cuda.device_count()} CUDA "
+                              "device(s) and nccl needs one per process; use at most that many")
+
+
+# --- measurements --------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Point:
+    """One benchmark point: what ran (``params``), its size (FLOPs or bytes moved), its times."""
+
+    bench: str  # "matmul", "attention", "copy", "add"
+    params: dict[str, Any]
+    size: int
+    time: Spread
+    iters: int  # calls per timed repetition
+
+
+@dataclass(slots=True)
+class Measurements:
+    """Everything one calibration measured or read, before any fitting."""
+
+    device: str
+    device_name: str
+    vendor: str
+    torch_version: str
+    threads: int
+    date: str
+    grid: Grid
+    nproc: int
+    matmul: dict[str, list[Point]] = field(default_factory=dict)
+    attention: list[Point] = field(default_factory=list)
+    memory: list[Point] = field(default_factory=list)
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+    launch: Spread | None = None
+    mem_bytes: float = 0.0
+    mem_source: str = ""
+    llc_bytes: float | None = None
+    llc_source: str = ""
+    host_link_bw: float | None = None
+    collectives: dict[str, Any] | None = None
+    elapsed_s: float = 0.0
+    load_average: float | None = None  # 1-minute load average when the run started
+    warnings: list[str] = field(default_factory=list)
+
+
+Progress = Callable[[str], None]  # called once per benchmark point done, with a description
+
+
+def _sync_for(device: str) -> Callable[[], None]:
+    import torch
+
+    return torch.cuda.synchronize if device == "cuda" else (lambda: None)
+
+
+@dataclass(frozen=True, slots=True)
+class _Timed:
+    """Per-call seconds of each repetition and the calls per repetition, or, for a point
+    skipped because one call took longer than the grid allows, ``samples`` None."""
+
+    samples: list[float] | None
+    iters: int
+    first_s: float  # the first call's time (what the next point's estimate starts from)
+
+
+def _time_call(fn: Callable[[], Any], sync: Callable[[], None], grid: Grid, *,
+               max_iters: int = 1000, reps: int | None = None) -> _Timed:
+    """Warm-up calls, then repetitions of batched calls (a batch lasts >= ``min_rep_s``).
+
+    A first call over ``max_call_s`` gets one second chance (it may pay one-time set-up:
+    cuBLAS handles, OpenMP threads) unless it took over four times the limit.
+    """
+    cap = grid.max_call_s
+    first = once = _once(fn, sync)
+    if once > cap and (once > 4 * cap or _once(fn, sync) > cap):
+        return _Timed(None, 0, first)
+    for _ in range(grid.warmup):  # the rest of the warm-up; the last call sizes the batches
+        once = _once(fn, sync)
+    iters = max(1, min(max_iters, math.ceil(grid.min_rep_s / max(once, 1e-9))))
+    samples = []
+    for _ in range(reps or grid.reps):
+        t0 = time.perf_counter()
+        for _ in range(iters):
+            fn()
+        sync()
+        samples.append((time.perf_counter() - t0) / iters)
+    return _Timed(samples, iters, first)
+
+
+def _once(fn: Callable[[], Any], sync: Callable[[], None]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    sync()
+    return time.perf_counter() - t0
+
+
+@contextmanager
+def _fp32_precision(level: str) -> Iterator[None]:
+    """fp32 matmuls at ``level`` ("highest": true fp32, "high": TF32 on CUDA), then restored."""
+    import torch
+
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision(level)
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(before)
+
+
+def _matmul_fn(dtype: str, m: int, n: int, k: int, device: str) -> Callable[[], Any]:
+    import torch
+
+    if dtype == "fp8":  # a row-major (m, k) by a column-major (k, n), scaled, bf16 out
+        a = torch.randn(m, k, device=device).to(torch.float8_e4m3fn)
+        b = torch.randn(n, k, device=device).to(torch.float8_e4m3fn).t()
+        one = torch.ones((), device=device)
+        return lambda: torch._scaled_mm(a, b, scale_a=one, scale_b=one, out_dtype=torch.bfloat16)
+    tdt = {"fp32": torch.float32, "tf32": torch.float32, "bf16": torch.bfloat16,
+           "fp16": torch.float16}[dtype]
+    a = torch.randn(m, k, device=device, dtype=tdt)
+    b = torch.randn(k, n, device=device, dtype=tdt)
+    return lambda: torch.mm(a, b)
+
+
+def _dtype_unsupported(dtype: str, device: str) -> str | None:
+    """Why ``dtype`` cannot be measured on ``device`` (None: try it)."""
+    import torch
+
+    if device == "cpu" and dtype not in ("fp32", "bf16"):
+        return "calibrate measures fp32 and bf16 on a CPU"
+    if device == "cuda" and dtype == "fp8":
+        if not hasattr(torch, "float8_e4m3fn") or torch.cuda.get_device_capability() < (8, 9):
+            return "fp8 matmuls need compute capability 8.9 or later"
+        try:
+            _matmul_fn("fp8", 32, 32, 32, device)()
+            torch.cuda.synchronize()
+        except Exception as exc:  # a build without the fp8 kernels
+            return f"torch._scaled_mm failed: {type(exc).__name__}"
+    return None
+
+
+def _measure_matmul(m: Measurements, device: str, grid: Grid, progress: Progress) -> None:
+    sync = _sync_for(device)
+    for dtype in grid.dtypes:
+        shapes = sorted(grid.matmul_shapes, key=lambda s: matmul_flops(*s))
+        reason = _dtype_unsupported(dtype, device)
+        if reason:
+            m.skipped.append({"bench": "matmul", "dtype": dtype, "reason": reason})
+            for _ in shapes:
+                progress(f"matmul {dtype} (skipped)")
+            continue
+        points: list[Point] = []
+        last: tuple[int, float] | None = None  # (FLOPs, seconds) of the latest call timed
+        too_slow = False  # a call of this dtype took longer than the grid allows
+        with _fp32_precision("high" if dtype == "tf32" else "highest"):
+            for mm, nn, kk in shapes:
+                flops = matmul_flops(mm, nn, kk)
+                limit = grid.max_call_s * (1 if too_slow else 4)
+                if last is not None and flops * last[1] / last[0] > limit:
+                    m.skipped.append(_skip("matmul", dtype, (mm, nn, kk), grid, estimated=True))
+                else:
+                    timed = _time_call(_matmul_fn(dtype, mm, nn, kk, device), sync, grid)
+                    if timed.samples is None:
+                        too_slow = True
+                        last = (flops, timed.first_s)
+                        m.skipped.append(_skip("matmul", dtype, (mm, nn, kk), grid))
+                    else:
+                        sp = spread(timed.samples)
+                        last = (flops, sp.median)
+                        points.append(Point("matmul", {"m": mm, "n": nn, "k": kk}, flops, sp,
+                                            timed.iters))
+                progress(f"matmul {dtype} {mm}x{nn}x{kk}")
+        if points:
+            m.matmul[dtype] = points
+        else:
+            m.skipped.append({"bench": "matmul", "dtype": dtype,
+                              "reason": f"every shape took over {grid.max_call_s} s a call"})
+
+
+def _skip(bench: str, dtype: str, shape: tuple[int, int, int], grid: Grid,
+          estimated: bool = False) -> dict[str, Any]:
+    why = ("estimated from the previous shape, not run" if estimated else "timed")
+    return {"bench": bench, "dtype": dtype, "m": shape[0], "n": shape[1], "k": shape[2],
+            "reason": f"one call takes over {grid.max_call_s} s ({why})"}
+
+
+def _measure_attention(m: Measurements, device: str, grid: Grid, progress: Progress) -> None:
+    import torch
+    import torch.nn.functional as F
+
+    sync = _sync_for(device)
+    tdt = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[grid.attention_dtype]
+    for b, h, s, d in grid.attention_shapes:
+        q, k, v = (torch.randn(b, h, s, d, device=device, dtype=tdt) for _ in range(3))
+        timed = _time_call(lambda q=q, k=k, v=v: F.scaled_dot_product_attention(q, k, v, is_causal=True),
+                           sync, grid)
+        params = {"batch": b, "heads": h, "seq": s, "head_dim": d}
+        if timed.samples is None:
+            m.skipped.append({"bench": "attention", **params,
+                              "reason": f"one call takes over {grid.max_call_s} s"})
+        else:
+            m.attention.append(Point("attention", params, sdpa_flops(b, h, s, s, d, d, True),
+                                     spread(timed.samples), timed.iters))
+        progress(f"attention {grid.attention_dtype} seq {s}")
+
+
+def _measure_memory(m: Measurements, device: str, grid: Grid, progress: Progress) -> None:
+    import torch
+
+    sync = _sync_for(device)
+    for nbytes in grid.memory_bytes:
+        numel = max(1, nbytes // 4)
+        src = torch.ones(numel, device=device)
+        dst = torch.empty(numel, device=device)
+        other = torch.ones(numel, device=device)
+        copy = lambda d=dst, s=src: d.copy_(s)  # noqa: E731 - bytes = read + write
+        add = lambda d=dst, s=src, o=other: torch.add(s, o, out=d)  # noqa: E731 - 2 reads, 1 write
+        for bench, fn, moved in (("copy", copy, 2), ("add", add, 3)):
+            timed = _time_call(fn, sync, grid)
+            if timed.samples is None:
+                m.skipped.append({"bench": bench, "tensor_bytes": numel * 4,
+                                  "reason": f"one call takes over {grid.max_call_s} s"})
+            else:
+                m.memory.append(Point(bench, {"tensor_bytes": numel * 4}, moved * numel * 4,
+                                      spread(timed.samples), timed.iters))
+            progress(f"memory {bench} {numel * 4} B")
+        del src, dst, other
+
+
+def _measure_launch(device: str, grid: Grid) -> Spread:
+    import torch
+
+    a, b = torch.ones(1, device=device), torch.ones(1, device=device)
+    timed = _time_call(lambda: torch.add(a, b), _sync_for(device), grid, max_iters=5000,
+                       reps=max(grid.reps, 15))
+    if timed.samples is None:
+        raise ValidationError(f"one add of 1-element tensors took {timed.first_s:.3g} s on "
+                              f"{device}; the device is stalled or busy: rerun on an idle machine")
+    return spread(timed.samples)
+
+
+def _host_link_bw(grid: Grid) -> float:
+    """Best of pinned host-to-device and device-to-host copies of the largest memory size."""
+    import torch
+
+    numel = max(grid.memory_bytes) // 4
+    host = torch.ones(numel, pin_memory=True)
+    dev = torch.empty(numel, device="cuda")
+    best = 0.0
+    for fn in (lambda: dev.copy_(host, non_blocking=True), lambda: host.copy_(dev, non_blocking=True)):
+        timed = _time_call(fn, torch.cuda.synchronize, grid)
+        if timed.samples is not None:
+            best = max(best, numel * 4 / spread(timed.samples).median)
+    return best
+
+
+# --- reading the machine -------------------------------------------------------------------------
+def _memory_capacity(device: str) -> tuple[float, str]:
+    if device == "cuda":
+        import torch
+
+        return float(torch.cuda.get_device_properties(0).total_memory), "torch.cuda total_memory"
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemTotal:"):
+                    return float(line.split()[1]) * 1024, "/proc/meminfo MemTotal"
+    except OSError:
+        pass
+    return float(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")), "os.sysconf physical pages"
+
+
+def _last_level_cache(device: str) -> tuple[float | None, str]:
+    if device == "cuda":
+        import torch
+
+        size = getattr(torch.cuda.get_device_properties(0), "L2_cache_size", 0)
+        return (float(size), "torch.cuda L2_cache_size") if size else (None, "")
+    best = 0.0
+    for index in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
+        try:
+            text = (index / "size").read_text().strip()
+        except OSError:
+            continue
+        scale = {"K": 1024, "M": 1024**2, "G": 1024**3}.get(text[-1:], 1)
+        digits = text.rstrip("KMG")
+        if digits.isdigit():
+            best = max(best, float(digits) * scale)
+    return (best, "sysfs cpu0 largest cache level") if best else (None, "")
+
+
+def _vendor(device: str) -> str:
+    import torch
+
+    if device == "cuda":
+        return "AMD" if getattr(torch.version, "hip", None) else "NVIDIA"
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("vendor_id"):
+                    vid = line.split(":", 1)[1].strip()
+                    return {"GenuineIntel": "Intel", "AuthenticAMD": "AMD"}.get(vid, vid)
+    except OSError:
+        pass
+    import platform
+
+    return platform.machine() or "unknown"
+
+
+def busy_warning(load_average: float, cores: int) -> str | None:
+    """A warning when other jobs already use half the cores or more: they take CPU time from
+    the benchmarks (and from the host thread feeding a GPU), so the figures come out low."""
+    if load_average < 0.5 * cores:
+        return None
+    return (f"this machine was busy when calibration started (load average {load_average:.1f} "
+            f"on {cores} cores): figures may come out low; calibrate an idle machine")
+
+
+# --- one calibration -----------------------------------------------------------------------------
+def measure(device: str, nproc: int, grid: Grid, progress: Progress | None = None,
+            timeout_s: float = 600.0, pg_timeout_s: float = 120.0) -> Measurements:
+    """Run every benchmark of ``grid`` on ``device`` (and the collectives when ``nproc`` > 1)."""
+    import torch
+
+    from archcost.validate.compare import machine_id
+
+    report = progress or (lambda _desc: None)
+    start = time.perf_counter()
+    if device == "cuda":
+        torch.cuda.set_device(0)
+    m = Measurements(device=device, device_name=machine_id(device), vendor=_vendor(device),
+                     torch_version=str(torch.__version__), threads=torch.get_num_threads(),
+                     date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                     grid=grid, nproc=nproc)
+    if hasattr(os, "getloadavg"):
+        m.load_average = os.getloadavg()[0]
+        warning = busy_warning(m.load_average, os.cpu_count() or 1)
+        if warning:
+            m.warnings.append(warning)
+    m.mem_bytes, m.mem_source = _memory_capacity(device)
+    m.llc_bytes, m.llc_source = _last_level_cache(device)
+    m.launch = _measure_launch(device, grid)  # outside inference mode: dispatch as in training
+    report("kernel launch")
+    with torch.inference_mode():
+        _measure_matmul(m, device, grid, report)
+        _measure_attention(m, device, grid, report)
+        _measure_memory(m, device, grid, report)
+        if device == "cuda":
+            m.host_link_bw = _host_link_bw(grid) or None
+    if device == "cuda":
+        torch.cuda.empty_cache()
+    if nproc > 1:
+        from archcost.hardware.collective_launch import run_collectives
+
+        m.collectives = run_collectives(device, nproc, grid, progress=report, timeout_s=timeout_s,
+                                        pg_timeout_s=pg_timeout_s)
+    m.elapsed_s = time.perf_counter() - start
+    return m
+
+
+@dataclass(frozen=True, slots=True)
+class Derived:
+    """The profile's figures, fitted from one calibration's measurements."""
+
+    peaks: dict[str, float]  # FLOP/s per dtype
+    reference_dtype: str  # the dtype whose curve is matmul_efficiency
+    matmul_curve: tuple[tuple[int, float], ...]
+    attention_curve: tuple[tuple[int, float], ...] | None
+    mem_bw: float
+    memory_curve: tuple[tuple[int, float], ...]
+    launch_s: float
+    collective_fits: dict[str, CollectiveFit]
+    level_fit: CollectiveFit | None  # one (alpha, bw) for the link level: all ops together
+
+
+def derive(m: Measurements) -> Derived:
+    """Peaks, curves, bandwidth and collective fits from ``m`` (no timing: fit.py's rules)."""
+    if m.launch is None or "fp32" not in m.matmul or not m.memory:
+        raise ValidationError("the calibration measured no fp32 matmul or no memory copy; rerun "
+                              "it (with --debug to see why)")
+    launch = m.launch.median
+    peaks, curves = {}, {}
+    for dtype, pts in m.matmul.items():
+        secs = [kernel_seconds(p.time.median, launch) for p in pts]
+        peaks[dtype] = best_rate([p.size for p in pts], secs)
+        curves[dtype] = efficiency_curve([p.size for p in pts], secs, peaks[dtype])
+    ref = max((d for d in ("bf16", "fp32") if d in peaks), key=lambda d: peaks[d])
+    attention = None
+    if m.attention and m.grid.attention_dtype in peaks:
+        secs = [kernel_seconds(p.time.median, launch) for p in m.attention]
+        attention = efficiency_curve([p.size for p in m.attention], secs,
+                                     peaks[m.grid.attention_dtype])
+    secs = [kernel_seconds(p.time.median, launch) for p in m.memory]
+    mem_bw = best_rate([p.size for p in m.memory], secs)
+    fits: dict[str, CollectiveFit] = {}
+    level = None
+    if m.collectives:
+        n = int(m.collectives["world_size"])
+        rows = [(op, r["bytes"], r["median_s"]) for op, pts in m.collectives["ops"].items()
+                for r in pts]
+        for op in [*m.collectives["ops"], "all"]:
+            try:
+                if op == "all":
+                    level = fit_collective(rows, n)
+                else:
+                    fits[op] = fit_collective([r for r in rows if r[0] == op], n)
+            except FitError as exc:
+                raise ValidationError(f"collective benchmark, {op}: {exc}; rerun on an idle "
+                                      "machine, or calibrate with --nproc 1") from None
+    return Derived(peaks=peaks, reference_dtype=ref, matmul_curve=curves[ref],
+                   attention_curve=attention, mem_bw=mem_bw,
+                   memory_curve=efficiency_curve([p.size for p in m.memory], secs, mem_bw),
+                   launch_s=launch, collective_fits=fits, level_fit=level)

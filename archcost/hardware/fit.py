@@ -1,0 +1,180 @@
+"""Pure numerics of calibration: spreads of timed samples, peaks, efficiency curves, collective fits.
+
+Nothing here times anything (``calibrate.py`` and ``collective_worker.py`` do); every function
+takes plain numbers and returns plain numbers, so each is checked on synthetic data with a
+known answer (tests/test_calibrate.py).
+
+Conventions, chosen so a profile built from these figures reproduces what was measured when the
+cost engine evaluates it (``archcost/cost/kernels.py``):
+
+- FLOPs: a matmul of (m, k) by (k, n) is ``2*m*n*k`` (a multiply-add is 2 FLOPs, as
+  ``torch.utils.flop_counter``); scaled-dot-product attention is ``2*B*H*Sq*Sk*(Dq + Dv)``,
+  causal at half — the rule of ``archcost/trace/rules_attention.py`` (flash-attention's
+  convention).
+- Launch overhead: the engine adds ``kernel_launch`` to every op, outside the efficiency curves
+  (``hardware_profiles/gpus/h200.yaml``), so the rate of a measured op is its size over its
+  median time *less* the launch overhead. That difference is floored at half the median: the
+  launch figure comes from another op (an add of 1-element tensors) and never accounts for more
+  than half of a measured one.
+- Peak = the best such rate; an efficiency curve's points are [op size, rate / peak], one point
+  per distinct size (shapes of equal size averaged), sorted by size: the reader's rule (x
+  increasing, y in (0, 1]). Sizes are integers (FLOPs, bytes), so no two points collide by
+  rounding.
+- Collectives: ring formulas of nccl-tests' PERFORMANCE.md as ``kernels.collective_time`` has
+  them, with ``n`` ranks, ``S`` bytes of the full buffer, latency ``alpha`` per hop and
+  bandwidth ``bw`` per rank per direction: all-reduce ``2(n-1) alpha + 2(n-1)/n S/bw``,
+  all-gather and reduce-scatter ``(n-1) alpha + (n-1)/n S/bw``, send/recv ``alpha + S/bw``.
+  Each is linear in (alpha, 1/bw), fitted by least squares on relative errors (each equation
+  divided by its measured time, so a 64 MB point does not drown an 8-byte one), with alpha >= 0.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = [
+    "Spread", "spread", "matmul_flops", "sdpa_flops", "kernel_seconds", "best_rate",
+    "efficiency_curve", "COLLECTIVES", "ring_coefficients", "CollectiveFit", "fit_collective",
+    "predict_collective", "FitError",
+]
+
+COLLECTIVES = ("all_reduce", "all_gather", "reduce_scatter", "send_recv")
+
+
+class FitError(ValueError):
+    """Measurements a model cannot be fitted to (the caller names the benchmark and the fix)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Spread:
+    """Median and 10th/90th percentiles of one benchmark point's samples, in seconds."""
+
+    median: float
+    p10: float
+    p90: float
+    reps: int
+
+
+def spread(samples: Sequence[float]) -> Spread:
+    """Median, p10 and p90 (linear interpolation between order statistics) of ``samples``."""
+    if not samples:
+        raise FitError("no samples to summarise")
+    arr = np.asarray(samples, dtype=np.float64)
+    p10, med, p90 = np.percentile(arr, [10.0, 50.0, 90.0])
+    return Spread(median=float(med), p10=float(p10), p90=float(p90), reps=len(samples))
+
+
+def matmul_flops(m: int, n: int, k: int) -> int:
+    """FLOPs of an (m, k) @ (k, n) matmul: one multiply-add = 2 FLOPs."""
+    return 2 * m * n * k
+
+
+def sdpa_flops(batch: int, heads: int, sq: int, sk: int, dq: int, dv: int, causal: bool) -> int:
+    """FLOPs of one forward scaled-dot-product attention: QK^T and PV, causal at half."""
+    flops = 2 * batch * heads * sq * sk * (dq + dv)
+    return flops // 2 if causal else flops
+
+
+def kernel_seconds(median_s: float, launch_s: float) -> float:
+    """An op's time less the launch overhead the engine adds on top, at least half of it."""
+    return max(median_s - launch_s, 0.5 * median_s)
+
+
+def best_rate(sizes: Sequence[float], seconds: Sequence[float]) -> float:
+    """The highest size/time over the points: a dtype's peak, or the memory bandwidth."""
+    rates = [x / t for x, t in zip(sizes, seconds) if t > 0]
+    if not rates:
+        raise FitError("no point with a positive time")
+    return max(rates)
+
+
+def efficiency_curve(sizes: Sequence[int], seconds: Sequence[float], peak: float,
+                     digits: int = 4) -> tuple[tuple[int, float], ...]:
+    """[size, rate / peak] per distinct size, sorted by size; y rounded to ``digits``
+    significant digits, clipped to (0, 1] (attention against the matmul peak can exceed it)."""
+    if not peak > 0:
+        raise FitError(f"peak {peak!r} must be positive")
+    groups: dict[int, list[float]] = {}
+    for x, t in zip(sizes, seconds):
+        if x > 0 and t > 0:
+            groups.setdefault(int(x), []).append(x / t)
+    if not groups:
+        raise FitError("no point with a positive size and time")
+    floor = 10.0 ** -digits
+    out = []
+    for x in sorted(groups):
+        y = min(1.0, sum(groups[x]) / len(groups[x]) / peak)
+        out.append((x, max(floor, _round_sig(y, digits))))
+    return tuple(out)
+
+
+def _round_sig(v: float, digits: int) -> float:
+    if v == 0 or not math.isfinite(v):
+        return v
+    return round(v, digits - 1 - int(math.floor(math.log10(abs(v)))))
+
+
+def ring_coefficients(op: str, n: int) -> tuple[float, float]:
+    """(c_alpha, c_bytes) of ``t = c_alpha * alpha + c_bytes * S / bw`` for ``op`` on ``n``
+    ranks, the formulas of ``kernels.collective_time`` (ring algorithm)."""
+    if n < 2:
+        raise FitError(f"a collective needs at least 2 ranks, got {n}")
+    frac = (n - 1) / n
+    if op == "all_reduce":
+        return 2.0 * (n - 1), 2.0 * frac
+    if op in ("all_gather", "reduce_scatter"):
+        return float(n - 1), frac
+    if op == "send_recv":
+        return 1.0, 1.0
+    raise FitError(f"unknown collective {op!r}; use one of {', '.join(COLLECTIVES)}")
+
+
+@dataclass(frozen=True, slots=True)
+class CollectiveFit:
+    """Latency per hop and bandwidth per rank (one direction) fitted to measured medians."""
+
+    alpha_s: float
+    bw_bytes_per_s: float
+    rms_rel_error: float  # root mean square of (model - measured) / measured over the points
+    max_rel_error: float
+    points: int
+
+
+def predict_collective(op: str, n: int, nbytes: float, alpha_s: float, bw: float) -> float:
+    """Seconds of ``op`` over ``nbytes`` on ``n`` ranks (ring formula)."""
+    c_alpha, c_bytes = ring_coefficients(op, n)
+    return c_alpha * alpha_s + c_bytes * nbytes / bw
+
+
+def fit_collective(points: Iterable[tuple[str, float, float]], n: int) -> CollectiveFit:
+    """Least-squares (alpha, bw) over ``(op, bytes, median seconds)`` points on ``n`` ranks.
+
+    One op's points give that op's fit; several ops' points give the single (alpha, bw) pair a
+    link level holds. Relative errors are minimised, alpha is kept >= 0 (refitted at 0 when the
+    free fit goes negative); a bandwidth that does not come out positive is an error.
+    """
+    pts = [(op, float(s), float(t)) for op, s, t in points]
+    if len(pts) < 2 or any(t <= 0 or s <= 0 for _, s, t in pts):
+        raise FitError("need at least two points with positive sizes and times")
+    coef = np.array([ring_coefficients(op, n) for op, _, _ in pts], dtype=np.float64)
+    sizes = np.array([s for _, s, _ in pts])
+    times = np.array([t for _, _, t in pts])
+    a = np.column_stack([coef[:, 0], coef[:, 1] * sizes]) / times[:, None]
+    b = np.ones(len(pts))
+    (alpha, inv_bw), *_ = np.linalg.lstsq(a, b, rcond=None)
+    if alpha < 0:  # the latency term is not resolved: bandwidth alone, alpha at its bound
+        alpha, col = 0.0, a[:, 1]
+        inv_bw = float(col @ b / (col @ col))
+    if not inv_bw > 0:
+        raise FitError("times do not grow with size: the bandwidth cannot be fitted; "
+                       "measure larger sizes")
+    bw = 1.0 / inv_bw
+    model = coef[:, 0] * alpha + coef[:, 1] * sizes / bw
+    rel = model / times - 1.0
+    return CollectiveFit(alpha_s=float(alpha), bw_bytes_per_s=float(bw),
+                         rms_rel_error=float(np.sqrt(np.mean(rel**2))),
+                         max_rel_error=float(np.max(np.abs(rel))), points=len(pts))

@@ -1,0 +1,223 @@
+"""Calibrated profiles as YAML text that ``profile.load_gpu`` / ``load_cluster`` read back.
+
+The other half of ``reader.py``: what ``archcost calibrate`` measured (``calibrate.Measurements``)
+and fitted (``calibrate.Derived``) written in the bundled files' layout — figures with units
+("123.4 GFLOP/s", "45.1 GB/s", "3.2 us", see ``units.format_quantity``), a comment per figure
+saying where it comes from (measured, read from the system, or NB: an assumption), a header
+saying how and when it was measured, and the measurements themselves (per benchmark point median
+and p10/p90 spread) under the optional ``calibration`` mapping. Pure functions: text in, text
+out; the caller writes the files (atomically).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import yaml
+
+from archcost.hardware.calibrate import Derived, Measurements, Point
+from archcost.hardware.fit import CollectiveFit, Spread
+from archcost.hardware.units import Quantity, format_quantity
+
+__all__ = ["gpu_yaml", "cluster_yaml", "gpu_calibration", "cluster_calibration", "LEVEL_NAME"]
+
+LEVEL_NAME = {"cpu": "loopback", "cuda": "intra-node"}
+
+
+def _q(text: str) -> str:
+    """A YAML scalar that stays a string whatever it holds ("yes", "123", "a: b")."""
+    return json.dumps(text)
+
+
+def _r(v: float, digits: int = 4) -> float:
+    """``v`` to ``digits`` significant digits, for the records under ``calibration``."""
+    if v == 0 or not math.isfinite(v):
+        return float(v)
+    return round(float(v), digits - 1 - int(math.floor(math.log10(abs(v)))))
+
+
+def _times(sp: Spread) -> dict[str, Any]:
+    return {"median_s": _r(sp.median), "p10_s": _r(sp.p10), "p90_s": _r(sp.p90), "reps": sp.reps}
+
+
+def _point(p: Point, size_key: str) -> dict[str, Any]:
+    return {**p.params, size_key: p.size, **_times(p.time), "iters": p.iters}
+
+
+def _method(m: Measurements) -> dict[str, Any]:
+    g = m.grid
+    return {"warmup_calls": g.warmup + 1, "repetitions": g.reps, "min_repetition_s": g.min_rep_s,
+            "statistic": "median of per-call seconds over the repetitions (calls batched)",
+            "spread": "p10 and p90 of the same", "max_call_s": g.max_call_s}
+
+
+def _header(m: Measurements, command: str) -> list[str]:
+    return [
+        f"# Calibrated on this machine by archcost, not taken from a datasheet: {command}",
+        f"# Measured {m.date} in {m.elapsed_s:.0f} s with torch {m.torch_version} on "
+        f"{m.device_name!r} ({m.device}, {m.threads} threads).",
+    ]
+
+
+def gpu_calibration(m: Measurements, d: Derived, command: str) -> dict[str, Any]:
+    """The ``calibration`` record of a GPU profile: every benchmark point's median and spread."""
+    rec: dict[str, Any] = {
+        "tool": "archcost calibrate", "command": command, "date": m.date,
+        "device": m.device_name, "device_kind": m.device, "torch": m.torch_version,
+        "threads": m.threads, "elapsed_s": _r(m.elapsed_s, 3), "method": _method(m),
+        "kernel_launch": {"op": "torch.add of two 1-element tensors", **_times(m.launch)},
+        "matmul": {dt: [_point(p, "flops") for p in pts] for dt, pts in m.matmul.items()},
+        "attention": {"op": "scaled_dot_product_attention, is_causal=True",
+                      "dtype": m.grid.attention_dtype,
+                      "flops": "2*B*H*S*S*(D+D)/2 (archcost/trace/rules_attention.py)",
+                      "points": [_point(p, "flops") for p in m.attention]},
+        "memory": {"ops": "copy: dst.copy_(src), bytes = 2 x tensor; add: torch.add(a, b, "
+                          "out=c), bytes = 3 x tensor",
+                   "points": [{"op": p.bench, **_point(p, "bytes_moved")} for p in m.memory]},
+        "fits": {"peak_flops_per_s": {dt: _r(v, 6) for dt, v in d.peaks.items()},
+                 "matmul_efficiency_dtype": d.reference_dtype,
+                 "memory_bandwidth_bytes_per_s": _r(d.mem_bw, 6),
+                 "kernel_launch_s": _r(d.launch_s, 6)},
+        "memory_capacity_source": m.mem_source,
+        "load_average_at_start": None if m.load_average is None else _r(m.load_average, 3),
+    }
+    if m.warnings:
+        rec["warnings"] = m.warnings
+    if m.llc_source:
+        rec["l2_cache_source"] = m.llc_source
+    if m.skipped:
+        rec["skipped"] = m.skipped
+    return rec
+
+
+def _fit(f: CollectiveFit) -> dict[str, Any]:
+    return {"alpha_s": _r(f.alpha_s, 6), "bandwidth_per_gpu_bytes_per_s": _r(f.bw_bytes_per_s, 6),
+            "rms_rel_error": _r(f.rms_rel_error, 3), "max_rel_error": _r(f.max_rel_error, 3),
+            "points": f.points}
+
+
+def cluster_calibration(m: Measurements, d: Derived, command: str) -> dict[str, Any]:
+    """The ``calibration`` record of a cluster profile: collectives' medians, spreads and fits."""
+    assert m.collectives is not None and d.level_fit is not None
+    g = m.grid
+    return {
+        "tool": "archcost calibrate", "command": command, "date": m.date,
+        "device": m.device_name, "device_kind": m.device, "torch": m.torch_version,
+        "backend": m.collectives["backend"], "processes": m.collectives["world_size"],
+        "method": {"warmup_calls": g.collective_warmup + 1, "repetitions": g.collective_reps,
+                   "min_repetition_s": g.collective_min_rep_s,
+                   "statistic": "median over repetitions of the slowest rank's per-call seconds, "
+                                "each repetition after a barrier",
+                   "spread": "p10 and p90 of the same",
+                   "send_recv": "ping-pong between ranks 0 and 1, half the round trip",
+                   "bytes": "the full buffer (all-gather's output, reduce-scatter's input)"},
+        "model": "ring: all_reduce 2(n-1) alpha + 2(n-1)/n S/bw; all_gather, reduce_scatter "
+                 "(n-1) alpha + (n-1)/n S/bw; send_recv alpha + S/bw (archcost/cost/kernels.py)",
+        "fits": {**{op: _fit(f) for op, f in d.collective_fits.items()},
+                 "level": _fit(d.level_fit)},
+        "collectives": {op: [{k: (_r(v) if isinstance(v, float) else v) for k, v in row.items()}
+                             for row in rows]
+                        for op, rows in m.collectives["ops"].items()},
+    }
+
+
+def _dump(key: str, value: Any) -> str:
+    return yaml.safe_dump({key: value}, sort_keys=False, default_flow_style=None, width=110,
+                          allow_unicode=True)
+
+
+def _curve(points: tuple[tuple[int, float], ...]) -> list[str]:
+    return [f"  - [{x}, {y:.4g}]" for x, y in points]
+
+
+def gpu_yaml(m: Measurements, d: Derived, *, name: str, command: str, tdp_w: float,
+             tdp_given: bool, idle_fraction: float) -> str:
+    """The GPU profile of this machine, as text ``load_gpu`` accepts."""
+    fmt = format_quantity
+    g = m.grid
+    lines = _header(m, command) + [
+        "# Every figure is a median of timed repetitions (the spreads are under `calibration`);",
+        "# rates exclude `kernel_launch`, which the cost engine adds to every op; a peak is the",
+        "# best rate over the grid and a curve point is [op size, rate / peak]. NB marks what is",
+        "# not measured.",
+        f"name: {_q(name)}",
+        f"vendor: {_q(m.vendor)}",
+        "peak_flops:",
+    ]
+    for dt, rate in d.peaks.items():
+        n = len(m.matmul[dt])
+        lines.append(f"  {dt}: {fmt(rate, Quantity.FLOPS_RATE, 5):<16} # measured: best of {n} "
+                     f"matmul shape{'s' if n > 1 else ''}")
+    skipped = sorted({s["dtype"] for s in m.skipped if s["bench"] == "matmul"} - set(d.peaks))
+    if skipped:
+        lines.append(f"  # not measured here (see calibration.skipped): {', '.join(skipped)}")
+    lines += [
+        f"memory: {fmt(m.mem_bytes, Quantity.BYTES):<18} # read: {m.mem_source}",
+        f"memory_bandwidth: {fmt(d.mem_bw, Quantity.BANDWIDTH, 5):<10} # measured: best of copy "
+        f"and add, {_size(min(g.memory_bytes))} to {_size(max(g.memory_bytes))} tensors",
+    ]
+    if m.llc_bytes:
+        lines.append(f"l2_cache: {fmt(m.llc_bytes, Quantity.BYTES):<16} # read: {m.llc_source}")
+    else:
+        lines.append("l2_cache: 32 MB            # NB: assumption, the cache size could not be read")
+    lines += [
+        f"kernel_launch: {fmt(d.launch_s, Quantity.TIME, 4):<11} # measured: median of "
+        "torch.add on 1-element tensors",
+        f"tdp: {fmt(tdp_w, Quantity.POWER):<21} # NB: " + (
+            "given with --tdp, not measured" if tdp_given else
+            f"assumption, not measured (default for {m.device}; set it with --tdp)"),
+        f"idle_power_fraction: {idle_fraction:<5} # NB: assumption, not measured "
+        f"(default for {m.device})",
+    ]
+    if m.host_link_bw:
+        lines.append(f"host_link_bandwidth: {fmt(m.host_link_bw, Quantity.BANDWIDTH)}  # measured: "
+                     "best of pinned host-to-device and device-to-host copies")
+    lines.append(f"matmul_efficiency:      # [FLOPs of one matmul, fraction of peak "
+                 f"{d.reference_dtype}]; measured in {d.reference_dtype}")
+    lines += _curve(d.matmul_curve)
+    if d.attention_curve:
+        lines.append(f"attention_efficiency:   # [FLOPs of one causal attention op, fraction of "
+                     f"peak {g.attention_dtype}]; measured")
+        lines += _curve(d.attention_curve)
+    lines.append("memory_efficiency:      # [bytes moved by one op, fraction of memory_bandwidth]; "
+                 "measured")
+    lines += _curve(d.memory_curve)
+    lines.append("# what was measured, point by point (free-form; the cost engine does not read it)")
+    text = "\n".join(lines) + "\n"
+    return text + _dump("calibration", gpu_calibration(m, d, command))
+
+
+def cluster_yaml(m: Measurements, d: Derived, *, name: str, gpu_file: str, command: str) -> str:
+    """The cluster profile of this machine's N processes, as text ``load_cluster`` accepts;
+    ``gpu_file`` is the GPU profile's path relative to the cluster file."""
+    assert m.collectives is not None and d.level_fit is not None
+    n = int(m.collectives["world_size"])
+    lv = d.level_fit
+    backend = m.collectives["backend"]
+    lines = _header(m, command) + [
+        f"# {n} {backend} processes on this machine, one link level; its figures are the single",
+        "# (latency, bandwidth) pair fitted by least squares (relative errors) to the medians of",
+        "# all-reduce, all-gather, reduce-scatter and send/recv with the cost engine's ring",
+        "# formulas; each collective's own fit and every measured point are under `calibration`.",
+        f"name: {_q(name)}",
+        f"gpu: {_q(gpu_file)}",
+        f"gpus_per_node: {n}            # the processes calibrated",
+        "levels:",
+        f"  - name: {_q(LEVEL_NAME[m.device])}",
+        f"    domain_size: {n}",
+        f"    bandwidth_per_gpu: {format_quantity(lv.bw_bytes_per_s, Quantity.BANDWIDTH, 5)}"
+        f"   # measured: fitted, one direction per process (rms error {lv.rms_rel_error:.0%})",
+        f"    latency: {format_quantity(lv.alpha_s, Quantity.TIME, 4) if lv.alpha_s > 0 else '1 ns'}"
+        + ("   # measured: fitted alpha per hop" if lv.alpha_s > 0 else
+           "   # NB: the fit found no latency term; 1 ns stands for zero"),
+        "    topology: switch",
+        f"notes: {_q(f'calibrated: {n} {backend} processes on {m.device_name}, {m.date}')}",
+        "# what was measured, point by point (free-form; the cost engine does not read it)",
+    ]
+    return "\n".join(lines) + "\n" + _dump("calibration", cluster_calibration(m, d, command))
+
+
+def _size(nbytes: int) -> str:
+    return format_quantity(float(nbytes), Quantity.BYTES, 3)
