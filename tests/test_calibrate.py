@@ -31,7 +31,7 @@ from archcost.cost.kernels import (
 )
 from archcost.errors import ValidationError
 from archcost.hardware.calibrate import busy_warning, grid_for
-from archcost.hardware.collective_launch import processes_with_env, run_collectives
+from archcost.hardware.collective_launch import run_collectives
 from archcost.hardware.fit import (
     FitError,
     best_rate,
@@ -46,6 +46,7 @@ from archcost.hardware.fit import (
 )
 from archcost.hardware.profile import load_cluster, load_gpu
 from archcost.hardware.units import format_quantity, parse_quantity
+from archcost.launch import processes_with_env
 
 MARKER = "ARCHCOST_TEST_CALIBRATE"
 KIND = {"all_reduce": COLL_ALL_REDUCE, "all_gather": COLL_ALL_GATHER,
@@ -91,7 +92,8 @@ def calibrated(tmp_path_factory):
 
 # --- the real run ---------------------------------------------------------------------------------
 def test_quick_calibration_writes_profiles_the_strict_readers_load(calibrated):
-    from archcost.validate.compare import machine_id, profile_warnings
+    from archcost.hardware.machine import machine_id
+    from archcost.validate.compare import profile_warnings
 
     doc, gpu_path, cluster_path, _ = calibrated
     assert doc["files"] == {"gpu_profile": str(gpu_path), "cluster_profile": str(cluster_path)}

@@ -74,18 +74,14 @@ def validate(
 ) -> None:
     """Run real timed training steps of MODEL with the plan's data parallelism and compare
     them with the prediction, per component."""
+    from archcost.hardware.machine import machine_id
     from archcost.loader import load_model_file, parse_overrides
     from archcost.plan.costmodel import CostModel
     from archcost.plan.evaluate import estimate_plan
     from archcost.plan.space import parse_plan
     from archcost.plan.workload import trace_workload
     from archcost.trace.precision import parse_precision
-    from archcost.validate.compare import (
-        available_memory_bytes,
-        components,
-        machine_id,
-        profile_warnings,
-    )
+    from archcost.validate.compare import available_memory_bytes, components, profile_warnings
     from archcost.validate.step import RunConfig
 
     if dtype not in _VALIDATE_DTYPES:

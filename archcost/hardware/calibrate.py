@@ -474,7 +474,7 @@ def measure(device: str, nproc: int, grid: Grid, progress: Progress | None = Non
     """Run every benchmark of ``grid`` on ``device`` (and the collectives when ``nproc`` > 1)."""
     import torch
 
-    from archcost.validate.compare import machine_id
+    from archcost.hardware.machine import machine_id
 
     report = progress or (lambda _desc: None)
     start = time.perf_counter()

@@ -10,10 +10,9 @@ are each component's median over the timed steps on the slowest rank.
 from __future__ import annotations
 
 import os
-import platform
 from typing import Any
 
-__all__ = ["components", "machine_id", "profile_warnings", "single_gpu_cluster"]
+__all__ = ["components", "profile_warnings", "single_gpu_cluster", "available_memory_bytes"]
 
 
 def single_gpu_cluster(gpu):
@@ -26,24 +25,10 @@ def single_gpu_cluster(gpu):
                           gpus=1)
 
 
-def machine_id(device: str) -> str:
-    """What this machine's compute device is called (the processor model on CPU)."""
-    if device == "cuda":
-        import torch
-
-        return torch.cuda.get_device_name(0)
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def profile_warnings(gpu, device: str) -> list[str]:
     """Why this profile may not describe this machine (empty when it was measured here)."""
+    from archcost.hardware.machine import machine_id
+
     calib = getattr(gpu, "calibration", None) or {}
     here = machine_id(device)
     if not calib:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -175,7 +176,7 @@ def run_steps(cfg: RunConfig, rank: int = 0, distributed: bool = False) -> dict[
     def step(timings: dict[str, float] | None) -> None:
         for i, inputs in enumerate(batches):
             last = i == len(batches) - 1
-            ctx = no_sync() if (no_sync is not None and not last) else _nullcontext()
+            ctx = no_sync() if (no_sync is not None and not last) else nullcontext()
             with ctx:
                 t0 = time.perf_counter()
                 out, loss = forward(inputs)  # the loop holds the output through backward
@@ -218,14 +219,6 @@ def run_steps(cfg: RunConfig, rank: int = 0, distributed: bool = False) -> dict[
     if cfg.measure_memory:
         result["memory"] = _measure_memory(step, model, opt, device)
     return result
-
-
-class _nullcontext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _profile_comm(step, dtype: torch.dtype) -> dict[str, Any]:
