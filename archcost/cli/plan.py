@@ -249,7 +249,7 @@ def estimate(
     """Estimate one plan in full: step time, tokens/s, MFU, memory per GPU, time per component
     and every collective. Keys left out take defaults (gbs has none); GPUs = dp*tp*pp*cp."""
     from archcost.plan.evaluate import estimate_plan
-    from archcost.plan.search import economics
+    from archcost.plan.search import add_economics
     from archcost.plan.space import Schedule, parse_plan
 
     plan_obj = parse_plan(_plan_text(plan_text))
@@ -258,9 +258,7 @@ def estimate(
     cm, header = _setup(model, set_, dtype, optimizer, seq_len, cluster, plan_obj.gpus,
                         (plan_obj.recompute,), as_json, partition, overlap_dp, usable_memory)
     est, sched = estimate_plan(plan_obj, cm)
-    busy = est["components_s"]["compute"] + est["components_s"]["recompute"]
-    est["economics"] = economics(cm, est["step_time_s"], busy, plan_obj.gpus,
-                                 plan_obj.gbs * seq_len)
+    add_economics(cm, est)
     doc = {**header, "kind": "estimate", "plan": plan_obj.to_string(), "estimate": est}
     if emit_fmt:
         doc["emitted"] = {"format": emit_fmt, "text": _emit_config(emit_fmt, plan_obj, cm,

@@ -11,7 +11,15 @@ import typer
 
 from archcost.cli.analyze import ModelArg, _null
 from archcost.cli.common import DebugOpt, emit, err_console, out_console, reports_errors
-from archcost.cli.plan import SCHEMA_VERSION, ClusterOpt, DtypeOpt, OptimizerOpt, SeqOpt, SetOpt
+from archcost.cli.plan import (
+    SCHEMA_VERSION,
+    ClusterOpt,
+    DtypeOpt,
+    OptimizerOpt,
+    SeqOpt,
+    SetOpt,
+    _recomputes,
+)
 from archcost.errors import ConfigError
 
 
@@ -76,10 +84,7 @@ def sweep(
         gbs = max(1, 2 ** round(math.log2(max(1.0, 4 * 2**20 / seq_len))))
     spec = load_model_file(model, parse_overrides(set_))
     parse_precision(dtype)
-    recompute_fixed = [f for f in (fix or []) if "recompute=" in f.replace(" ", "")]
-    from archcost.cli.plan import _recomputes
-
-    recomputes = _recomputes(recompute_fixed)
+    recomputes = _recomputes(list(fix or []))
     cache: dict = {}
     quiet = as_json
     status_cm = err_console.status("tracing", spinner="dots") if not quiet else _null()

@@ -17,7 +17,8 @@ import numpy as np
 
 from archcost.cost.kernels import roofline
 
-__all__ = ["OpArrays", "ComputeResult", "lower", "compute_times", "PEAK_KEY"]
+__all__ = ["OpArrays", "ComputeResult", "lower", "compute_times", "roofline_seconds",
+           "peak_flops_for", "PEAK_KEY"]
 
 PEAK_KEY = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16",
             "float8_e4m3fn": "fp8", "float8_e5m2": "fp8", "float64": "fp32"}
@@ -60,14 +61,15 @@ class ComputeResult:
     peak_used: np.ndarray  # FLOP/s ceiling used per op
 
 
-def _peak(gpu, dtype: str, op_class: str) -> float:
+def peak_flops_for(gpu, dtype: str, tensor_core: bool) -> float:
+    """The FLOP/s ceiling of an op: the tensor-core peak of its dtype, else the fp32 peak."""
     peaks = gpu.peak_flops_per_s
-    if op_class in TENSOR_CORE_CLASSES:
-        key = PEAK_KEY.get(dtype, "fp32")
-        value = peaks.get(key) or peaks.get("fp32")
-    else:
-        value = peaks.get("fp32")
-    return float(value)
+    key = PEAK_KEY.get(dtype, "fp32") if tensor_core else "fp32"
+    return float(peaks.get(key) or peaks["fp32"])
+
+
+def _peak(gpu, dtype: str, op_class: str) -> float:
+    return peak_flops_for(gpu, dtype, op_class in TENSOR_CORE_CLASSES)
 
 
 def _curves(gpu):
@@ -84,6 +86,18 @@ def _curves(gpu):
     return cx, cy, cn
 
 
+def roofline_seconds(gpu, flops: np.ndarray, nbytes: np.ndarray, peak: np.ndarray,
+                     curve: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(seconds, bound) of one occurrence of each op on ``gpu``: the roofline kernel with the
+    profile's efficiency curves, bandwidth and launch overhead."""
+    cx, cy, cn = _curves(gpu)
+    mem = gpu.memory_efficiency
+    mx = np.asarray(mem.xs_log10, dtype=np.float64)
+    my = np.asarray(mem.ys, dtype=np.float64)
+    return roofline(flops, nbytes, peak, curve, cx, cy, cn, float(gpu.mem_bw_bytes_per_s), mx,
+                    my, len(mx), float(gpu.kernel_launch_s))
+
+
 def compute_times(arrays: OpArrays, gpu) -> ComputeResult:
     """Roofline time of every op on ``gpu`` (a GpuProfile)."""
     peak = np.array([_peak(gpu, d, c) for d, c in zip(arrays.dtype, arrays.op_class)])
@@ -92,14 +106,7 @@ def compute_times(arrays: OpArrays, gpu) -> ComputeResult:
          for c in arrays.op_class],
         dtype=np.int64,
     )
-    cx, cy, cn = _curves(gpu)
-    mem = gpu.memory_efficiency
-    mx = np.asarray(mem.xs_log10, dtype=np.float64)
-    my = np.asarray(mem.ys, dtype=np.float64)
-    t, bound = roofline(
-        arrays.flops, arrays.nbytes, peak, curve, cx, cy, cn,
-        float(gpu.mem_bw_bytes_per_s), mx, my, len(mx), float(gpu.kernel_launch_s),
-    )
+    t, bound = roofline_seconds(gpu, arrays.flops, arrays.nbytes, peak, curve)
     return ComputeResult(seconds=t * arrays.count, bound=bound, peak_used=peak)
 
 

@@ -10,24 +10,25 @@ as idle.
 
 from __future__ import annotations
 
-import math
+import numpy as np
 
 __all__ = ["step_energy_j", "step_cost_usd", "price_per_gpu_hour"]
 
 
-def step_energy_j(step_s: float, busy_s: float, gpus: int, tdp_w: float, idle_fraction: float,
-                  gpus_per_node: int = 8, node_overhead_w: float = 0.0) -> float:
-    """Joules one step draws on ``gpus`` GPUs."""
-    if step_s <= 0:
-        return 0.0
-    busy = min(max(busy_s / step_s, 0.0), 1.0)
+def step_energy_j(step_s, busy_s, gpus, tdp_w: float, idle_fraction: float,
+                  gpus_per_node: int = 8, node_overhead_w: float = 0.0):
+    """Joules one step draws on ``gpus`` GPUs. Step, busy time and GPUs are numbers or numpy
+    arrays (one per plan); a float comes back for numbers."""
+    step = np.asarray(step_s, dtype=np.float64)
+    busy = np.clip(np.asarray(busy_s, dtype=np.float64) / np.maximum(step, 1e-300), 0.0, 1.0)
     gpu_w = tdp_w * (idle_fraction + (1.0 - idle_fraction) * busy)
-    nodes = math.ceil(gpus / max(gpus_per_node, 1))
-    return step_s * (gpus * gpu_w + nodes * node_overhead_w)
+    nodes = np.ceil(np.asarray(gpus, dtype=np.float64) / max(gpus_per_node, 1))
+    joules = np.where(step > 0, step * (gpus * gpu_w + nodes * node_overhead_w), 0.0)
+    return float(joules) if joules.ndim == 0 else joules
 
 
-def step_cost_usd(step_s: float, gpus: int, usd_per_gpu_hour: float) -> float:
-    """Dollars one step costs at ``usd_per_gpu_hour`` per GPU."""
+def step_cost_usd(step_s, gpus, usd_per_gpu_hour: float):
+    """Dollars one step costs at ``usd_per_gpu_hour`` per GPU (numbers or numpy arrays)."""
     return step_s / 3600.0 * gpus * usd_per_gpu_hour
 
 

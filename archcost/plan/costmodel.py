@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from archcost.cost.compute import PEAK_KEY
+from archcost.cost.compute import peak_flops_for
 from archcost.options import Recompute
 from archcost.plan.kernel import MODEL_KEYS
 from archcost.plan.space import PLACEMENTS
@@ -38,9 +38,7 @@ class CostModel:
 
     @property
     def peak_flops(self) -> float:
-        peaks = self.gpu.peak_flops_per_s
-        return float(peaks.get(PEAK_KEY.get(self.workload.compute_dtype, "fp32"))
-                     or peaks["fp32"])
+        return peak_flops_for(self.gpu, self.workload.compute_dtype, tensor_core=True)
 
     @property
     def usable_bytes(self) -> float:

@@ -22,7 +22,8 @@ from archcost.plan.costmodel import CostModel
 from archcost.plan.evaluate import estimate_plan
 from archcost.plan.kernel import OUT_INDEX, score_plans
 
-__all__ = ["OBJECTIVES", "score", "search", "pareto_front", "objective_values", "economics"]
+__all__ = ["OBJECTIVES", "score", "search", "pareto_front", "objective_values", "economics",
+           "add_economics"]
 
 OBJECTIVES = ("time", "cost", "energy")
 _COLS = ("dp", "tp", "pp", "cp", "ep", "zero", "hybrid_shard", "shard_group", "sp", "vpp",
@@ -88,15 +89,12 @@ def objective_values(cm: CostModel, plans: np.ndarray, res: np.ndarray, objectiv
         if price is None:
             raise PlanError(f"--objective cost needs a price: profile {cm.cluster.name} has no "
                             "price_per_gpu_hour; set it in the cluster or GPU profile")
-        return step / 3600.0 * gpus * price / tokens
+        return step_cost_usd(step, gpus, price) / tokens
     if objective == "energy":
         gpu, cl = cm.gpu, cm.cluster
         busy = res[:, OUT_INDEX["compute_s"]] + res[:, OUT_INDEX["recompute_s"]]
-        frac = np.clip(busy / np.maximum(step, 1e-30), 0.0, 1.0)
-        watts = gpus * gpu.tdp_w * (gpu.idle_power_fraction
-                                    + (1 - gpu.idle_power_fraction) * frac)
-        nodes = np.ceil(gpus / cl.gpus_per_node)
-        return step * (watts + nodes * cl.node_power_overhead_w) / tokens
+        return step_energy_j(step, busy, gpus, gpu.tdp_w, gpu.idle_power_fraction,
+                             cl.gpus_per_node, cl.node_power_overhead_w) / tokens
     raise PlanError(f"objective {objective!r}: allowed {', '.join(OBJECTIVES)}")
 
 
@@ -124,12 +122,14 @@ def pareto_front(points: np.ndarray) -> np.ndarray:
     return np.array(front, dtype=np.int64)
 
 
-def _estimate_doc(cm: CostModel, plan, objective: str) -> dict[str, Any]:
-    doc, _ = estimate_plan(plan, cm, with_schedule=False)
-    busy = doc["components_s"]["compute"] + doc["components_s"]["recompute"]
-    doc["economics"] = economics(cm, doc["step_time_s"], busy, plan.gpus,
-                                 plan.gbs * cm.workload.seq_len)
-    return doc
+def add_economics(cm: CostModel, est: dict[str, Any]) -> dict[str, Any]:
+    """``est`` (an ``estimate_plan`` document) with its ``economics``: the GPUs count as busy
+    while they compute or recompute."""
+    plan = est["plan"]
+    busy = est["components_s"]["compute"] + est["components_s"]["recompute"]
+    est["economics"] = economics(cm, est["step_time_s"], busy, plan["gpus"],
+                                 plan["gbs"] * cm.workload.seq_len)
+    return est
 
 
 def _doc_objective(doc: dict[str, Any], objective: str) -> float:
@@ -206,22 +206,22 @@ def search(
                               "capacity_per_gpu_bytes": cm.usable_bytes}
         return doc
     obj = objective_values(cm, plans[idx], res[idx], objective)
-    order = idx[np.argsort(obj, kind="stable")]
+    ranked = np.argsort(obj, kind="stable")
+    order = idx[ranked]
     n_rerank = rerank if rerank is not None else max(4 * top, 32)
     candidates = order[:n_rerank]
     if rerank is None:
         # the kernel is within a few percent of the simulated pipeline: re-rank the candidates
         # that could still win, not ones far behind (each simulation of a deep pipeline costs)
-        best_obj = obj[np.searchsorted(idx, order[0])] if len(order) else 0.0
-        keep = objective_values(cm, plans[candidates], res[candidates], objective) <= \
-            best_obj * (1 + RERANK_MARGIN)
+        ranked_obj = obj[ranked[:n_rerank]]
+        keep = ranked_obj <= ranked_obj[0] * (1 + RERANK_MARGIN)
         keep[:top] = True
         candidates = candidates[keep]
     t2 = time.perf_counter()
     rows = []
     for k, i in enumerate(candidates):
         plan = plan_from_row(plans[i])
-        est = _estimate_doc(cm, plan, objective)
+        est = add_economics(cm, estimate_plan(plan, cm, with_schedule=False)[0])
         if est["fits"]:
             rows.append((_doc_objective(est, objective), k, plan, est, i))
         if progress:

@@ -13,8 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from archcost.cost.compute import PEAK_KEY, _curves
-from archcost.cost.kernels import roofline
+from archcost.cost.compute import peak_flops_for, roofline_seconds
 from archcost.options import Recompute
 from archcost.plan.workload import SECTION_BLOCK, SECTION_POST, SECTION_PRE, OpTable, Workload
 
@@ -43,22 +42,13 @@ class CostTable:
 
 
 def _peaks(ops: OpTable, gpu) -> np.ndarray:
-    peaks = gpu.peak_flops_per_s
-    out = np.empty(len(ops.flops))
-    for i, (dt, tc) in enumerate(zip(ops.dtype, ops.tensor_core)):
-        key = PEAK_KEY.get(dt, "fp32") if tc else "fp32"
-        out[i] = float(peaks.get(key) or peaks["fp32"])
-    return out
+    return np.array([peak_flops_for(gpu, dt, bool(tc))
+                     for dt, tc in zip(ops.dtype, ops.tensor_core)], dtype=np.float64)
 
 
 def op_seconds(ops: OpTable, gpu, peaks: np.ndarray, scale: np.ndarray) -> np.ndarray:
     """Roofline seconds of every op (all its occurrences) with FLOPs and bytes times ``scale``."""
-    cx, cy, cn = _curves(gpu)
-    mem = gpu.memory_efficiency
-    mx = np.asarray(mem.xs_log10, dtype=np.float64)
-    my = np.asarray(mem.ys, dtype=np.float64)
-    t, _ = roofline(ops.flops * scale, ops.nbytes * scale, peaks, ops.curve, cx, cy, cn,
-                    float(gpu.mem_bw_bytes_per_s), mx, my, len(mx), float(gpu.kernel_launch_s))
+    t, _ = roofline_seconds(gpu, ops.flops * scale, ops.nbytes * scale, peaks, ops.curve)
     return t * ops.count
 
 
@@ -70,13 +60,8 @@ def _rows(w: Workload, ops: OpTable, gpu, peaks, r: Recompute, combos: np.ndarra
     mbs, tp, sp, cp = (combos[:, i].astype(np.float64)[:, None] for i in range(4))
     div = np.where(ops.sp_only[None, :] & (sp == 0), 1.0, tp) * cp
     scale = (mbs / div).ravel()
-    cx, cy, cn = _curves(gpu)
-    mem = gpu.memory_efficiency
-    mx = np.asarray(mem.xs_log10, dtype=np.float64)
-    my = np.asarray(mem.ys, dtype=np.float64)
-    t, _ = roofline(np.tile(ops.flops, n) * scale, np.tile(ops.nbytes, n) * scale,
-                    np.tile(peaks, n), np.tile(ops.curve, n), cx, cy, cn,
-                    float(gpu.mem_bw_bytes_per_s), mx, my, len(mx), float(gpu.kernel_launch_s))
+    t, _ = roofline_seconds(gpu, np.tile(ops.flops, n) * scale, np.tile(ops.nbytes, n) * scale,
+                            np.tile(peaks, n), np.tile(ops.curve, n))
     t = t.reshape(n, n_ops) * ops.count[None, :]
     fwd, bwd, rc = ops.phase == 0, ops.phase == 1, ops.phase == 2
     blk, pre, post = (ops.section == SECTION_BLOCK, ops.section == SECTION_PRE,

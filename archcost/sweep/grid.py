@@ -117,7 +117,7 @@ def run_grid(
 ) -> dict[str, Any]:
     """Search the best plan at every point of the grid spanned by ``axes``."""
     from archcost.plan.costmodel import CostModel
-    from archcost.plan.search import economics, search
+    from archcost.plan.search import search
 
     t0 = time.perf_counter()
     sizes = [len(a.values) for a in axes]
@@ -135,14 +135,13 @@ def run_grid(
                                "cluster": cluster.name,
                                "plans_valid": res["search"]["plans_valid"]}
         if res["plans"]:
-            est = res["plans"][0]["estimate"]
-            busy = est["components_s"]["compute"] + est["components_s"]["recompute"]
+            est = res["plans"][0]["estimate"]  # with its economics, from the search
             row.update({
                 "fits": True, "plan": res["plans"][0]["plan"],
                 "step_time_s": est["step_time_s"], "tokens_per_s": est["tokens_per_s"],
                 "mfu": est["mfu"], "peak_per_gpu_bytes": est["memory_bytes"]["peak_per_gpu"],
                 "bottleneck": bottleneck(est), "components_s": est["components_s"],
-                **economics(cm, est["step_time_s"], busy, n, b * s),
+                **est["economics"],
             })
         else:
             row.update({"fits": False, "plan": None, "step_time_s": None})
