@@ -19,6 +19,8 @@ import time
 from datetime import date
 from pathlib import Path
 
+from _section import publish
+
 ROOT = Path(__file__).resolve().parent.parent
 
 REFERENCE = r"""
@@ -81,11 +83,7 @@ def main() -> None:
             f"| llama {preset} | {wall:.2f} | {rss:.0f} | {rwall:.2f} | {rrss:.0f} | "
             f"{wall / rwall:.2f}x | {fl:.4g} | {rfl:.4g} |"
         )
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        with open(args.out, "a") as fh:
-            fh.write("\n" + text)
+    publish(lines, args.out)
 
 
 def _cores() -> int:

@@ -19,6 +19,8 @@ import time
 from datetime import date
 from pathlib import Path
 
+from _section import publish
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -130,11 +132,7 @@ def main() -> None:
         f"| predicted step time, peak memory | {est['step_time_s']:.2f} s, "
         f"{est['memory_bytes']['peak'] / 1e12:.2f} TB |",
     ]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        with open(args.out, "a") as fh:
-            fh.write("\n" + text)
+    publish(lines, args.out)
 
 
 def _py_sweep(alloc, last, size, weight, n_steps):

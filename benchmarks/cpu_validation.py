@@ -21,6 +21,8 @@ import time
 from datetime import date
 from pathlib import Path
 
+from _section import publish
+
 ROOT = Path(__file__).resolve().parent.parent
 
 # small enough to run for real on 2 cores, large enough that kernels, not Python, dominate
@@ -104,11 +106,7 @@ def main() -> None:
               f"{1e3 * dcomps['dp_comm_time']['measured']:.2f} ms per step "
               f"({e(dcomps['dp_comm_time'])}); bytes {e(dcomps['dp_comm_bytes'])}; step "
               f"{e(dcomps['step_time'])}."]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        with open(args.out, "a") as fh:
-            fh.write("\n" + text)
+    publish(lines, args.out)
 
 
 if __name__ == "__main__":

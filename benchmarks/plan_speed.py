@@ -32,6 +32,9 @@ import time
 from datetime import date
 from pathlib import Path
 
+import numpy as np
+from _section import publish
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -262,14 +265,8 @@ def main() -> None:
                  f"{cli_s:.2f} s" + (f"; best `{cli_best['plan']}`, "
                                      f"{cli_best['estimate']['step_time_s']:.2f} s"
                                      if cli_best else "; no plan") + " |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        with open(args.out, "a") as fh:
-            fh.write("\n" + text)
+    publish(lines, args.out)
 
-
-import numpy as np  # noqa: E402  (after ROOT is on sys.path, with the rest of the imports)
 
 if __name__ == "__main__":
     main()

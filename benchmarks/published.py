@@ -23,6 +23,8 @@ import time
 from datetime import date
 from pathlib import Path
 
+from _section import publish
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 DEFAULT_CASES = ROOT.parent / "shared" / "data" / "published_cases.csv"
@@ -162,11 +164,7 @@ def main() -> None:
             lines.append(f"| {label} | {100 * sum(errs_v) / len(errs_v):.1f}% | "
                          f"{100 * max(errs_v):.1f}% |")
             print(lines[-1], flush=True)
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        with open(args.out, "a") as fh:
-            fh.write("\n" + text)
+    publish(lines, args.out)
 
 
 if __name__ == "__main__":

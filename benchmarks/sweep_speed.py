@@ -18,6 +18,8 @@ import time
 from datetime import date
 from pathlib import Path
 
+from _section import publish
+
 ROOT = Path(__file__).resolve().parent.parent
 STUDY = ["models/llama.py", "--set", "preset=70b", "-s", "8192", "--gpus", "1024", "--gbs",
          "1024", "--vary", "cluster=dgx-h100-ndr,dgx-h100-ndr+h200,dgx-h100-ndr+b200,gb200-nvl72"]
@@ -54,11 +56,7 @@ def main() -> None:
         "|---|---:|---:|---:|---:|",
         *[f"| {n} | {p} | {s:.1f} | {r:.2f} | {w:.1f} |" for n, p, s, r, w in rows],
     ]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        with open(args.out, "a") as fh:
-            fh.write("\n" + text)
+    publish(lines, args.out)
 
 
 if __name__ == "__main__":
