@@ -7,7 +7,11 @@ defines:
 - ``example_inputs(batch_size, seq_len)`` returning a tuple (positional) or dict (keyword) of
   tensors; it may also name ``model`` and any builder key, which are then passed by name;
 - optionally ``loss(output, inputs) -> Tensor``; without it the loss is ``output.loss`` when the
-  output has one, else ``output.float().mean()`` (or the sum over the tensors of a tuple).
+  output has one, else ``output.float().mean()`` (or the sum over the tensors of a tuple);
+- optionally, for ``archcost validate`` of tensor- and pipeline-parallel plans,
+  ``tp_plan(model, sequence_parallel=False)`` returning the ``parallelize_module`` plan (module
+  name -> ``ParallelStyle``) and ``pipeline_stage(model, layers, first, last)`` returning the
+  ``nn.Module`` one pipeline stage runs (see ``models/llama.py``).
 
 A builder that names ``seq_len`` (or ``batch_size``) receives the requested size unless the user
 set it. Nothing here allocates a model: the tracer calls :meth:`ModelSpec.build` under the meta
@@ -68,6 +72,8 @@ class ModelSpec:
     inputs_fn: Callable[..., Any]
     loss_fn: Callable[[Any, Any], Any] | None
     config: dict[str, Any] = field(default_factory=dict)
+    tp_plan_fn: Callable[..., Any] | None = None  # optional tp_plan(model, sequence_parallel)
+    pipeline_stage_fn: Callable[..., Any] | None = None  # optional pipeline_stage(model, ...)
 
     @property
     def name(self) -> str:
@@ -167,7 +173,14 @@ def load_model_file(target: str, overrides: dict[str, Any] | None = None) -> Mod
     loss_fn = getattr(module, "loss", None)
     config = dict(overrides or {})
     _check_keys(path, builder_name, builder, config)
-    return ModelSpec(path, builder_name, builder, inputs_fn, loss_fn if callable(loss_fn) else None, config)
+    return ModelSpec(path, builder_name, builder, inputs_fn, loss_fn if callable(loss_fn) else None,
+                     config, tp_plan_fn=_optional(module, "tp_plan"),
+                     pipeline_stage_fn=_optional(module, "pipeline_stage"))
+
+
+def _optional(module, name: str) -> Callable[..., Any] | None:
+    fn = getattr(module, name, None)
+    return fn if callable(fn) else None
 
 
 def _check_keys(path: Path, name: str, builder, config: dict[str, Any]) -> None:

@@ -14,6 +14,11 @@ Keys (``--set``): layers=12, hidden=768, heads=12, vocab=50257, ffn=None (4·hid
 block_size=None (the requested seq_len), dropout=0.0, bias=True, tie_weights=True,
 flash=True.
 
+Parallel validation hook (``archcost validate``): ``pipeline_stage`` cuts the blocks into
+pipeline stages, the embeddings on the first and the final LayerNorm and head on the last; it
+needs an untied head (``tie_weights=False``). No ``tp_plan``: the fused ``c_attn`` projection
+would need its q, k and v columns regrouped per rank before column-parallel sharding.
+
 NB: attention masks are causal via SDPA ``is_causal=True``; the CPU SDPA kernel has no FLOP formula
 in ``torch.utils.flop_counter`` and counts full (not half) attention when it does.
 """
@@ -152,3 +157,37 @@ def loss(output, inputs):
     idx = inputs[0]
     targets = torch.roll(idx, -1, dims=1)  # (B, T)
     return F.cross_entropy(output.flatten(0, 1).float(), targets.flatten())
+
+
+class Stage(nn.Module):
+    """One pipeline stage: token ids (first stage) or the hidden state in, the hidden state or
+    (last stage) the logits out. Holds the model's own submodules, not copies."""
+
+    def __init__(self, model: GPT, layers, first: bool, last: bool):
+        super().__init__()
+        self.first = first
+        self.wte = model.wte if first else None
+        self.wpe = model.wpe if first else None
+        self.drop = model.drop if first else None
+        self.layers = nn.ModuleList(model.layers[i] for i in layers)
+        self.ln_f = model.ln_f if last else None
+        self.lm_head = model.lm_head if last else None
+
+    def forward(self, x):
+        if self.first:
+            pos = torch.arange(x.shape[1], device=x.device)  # (T,)
+            x = self.drop(self.wte(x) + self.wpe(pos))  # (B, T, C)
+        for block in self.layers:
+            x = block(x)  # (B, T, C)
+        if self.lm_head is not None:
+            x = self.lm_head(self.ln_f(x))  # (B, T, V)
+        return x
+
+
+def pipeline_stage(model: GPT, layers, first: bool, last: bool) -> nn.Module:
+    """The pipeline stage running blocks ``layers`` (indices), with the embeddings when
+    ``first`` and the final LayerNorm and head when ``last``."""
+    if model.lm_head is None and first != last:
+        raise ValueError("tie_weights=True shares the token embedding between the first and the "
+                         "last pipeline stage; set --set tie_weights=false")
+    return Stage(model, layers, first, last)

@@ -9,6 +9,12 @@ l·(2h² + 2h·g + 3h·f + 2h) + 2V·h + h (untied embedding and head, final nor
 8B: 8,030,261,248; 70B: 70,553,706,496; 405B: 405,853,388,800 (Meta's model cards: 8.03B,
 70.6B, 405.9B).
 
+Parallel validation hooks (``archcost validate``): ``tp_plan`` shards attention by heads and
+SwiGLU by its inner width (Megatron-LM's layout: wq, wk, wv, w1, w3 column-parallel, wo and w2
+row-parallel; embedding, norms and head replicated, or with sequence parallelism the norms and
+residual stream sharded over the sequence); ``pipeline_stage`` cuts the blocks into stages, the
+embedding on the first and the final norm and head on the last.
+
 Keys (``--set``): preset="8b" (one of 8b, 70b, 405b, tiny); layers, hidden, heads, kv_heads, ffn,
 vocab override the preset (None = from the preset); rope_theta=500000.0.
 
@@ -74,14 +80,14 @@ class Attention(nn.Module):
         self.wo = nn.Linear(heads * self.head_dim, hidden, bias=False)
 
     def forward(self, x, cos, sin):
-        B, T, C = x.shape
-        q = self.wq(x).view(B, T, self.heads, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
-        k = self.wk(x).view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)  # (B, nkv, T, hs)
-        v = self.wv(x).view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)  # (B, nkv, T, hs)
+        B, T, _ = x.shape
+        q = self.wq(x).view(B, T, -1, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
+        k = self.wk(x).view(B, T, -1, self.head_dim).transpose(1, 2)  # (B, nkv, T, hs)
+        v = self.wv(x).view(B, T, -1, self.head_dim).transpose(1, 2)  # (B, nkv, T, hs)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         # enable_gqa: each group of nh/nkv query heads shares one k/v head (no repeat_interleave)
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)  # (B, nh, T, hs)
-        return self.wo(y.transpose(1, 2).reshape(B, T, C))  # (B, T, C)
+        return self.wo(y.transpose(1, 2).reshape(B, T, -1))  # (B, T, C)
 
 
 class FeedForward(nn.Module):
@@ -158,3 +164,76 @@ def loss(output, inputs):
     """Next-token cross entropy; targets are the inputs shifted left (last target wraps)."""
     targets = torch.roll(inputs[0], -1, dims=1)  # (B, T)
     return F.cross_entropy(output.flatten(0, 1).float(), targets.flatten())
+
+
+def tp_plan(model: Llama, sequence_parallel: bool = False) -> dict:
+    """``parallelize_module`` plan of the tensor-parallel layout (Shoeybi et al. 2019, Sec. 3).
+
+    Each block's attention and feed-forward input is made one replicated DTensor, so the
+    backward all-reduces its gradient once per sub-layer, not once per column-parallel linear.
+    With ``sequence_parallel`` (Korthikanti et al. 2022, Sec. 4.2.2) the norms and the residual
+    stream are sharded over the sequence: all-gather before, reduce-scatter after each
+    sub-layer; the replicated embedding's output is split locally and the head's input gathered.
+    """
+    from torch.distributed.tensor import Replicate, Shard
+    from torch.distributed.tensor.parallel import (
+        ColwiseParallel,
+        PrepareModuleInput,
+        PrepareModuleOutput,
+        RowwiseParallel,
+        SequenceParallel,
+    )
+
+    stream = Shard(1) if sequence_parallel else Replicate()
+    plan: dict = {}
+    if sequence_parallel:
+        plan["tok_embeddings"] = PrepareModuleOutput(output_layouts=Replicate(),
+                                                     desired_output_layouts=Shard(1))
+        plan["norm"] = SequenceParallel()
+        plan["output"] = PrepareModuleInput(input_layouts=Shard(1),
+                                            desired_input_layouts=Replicate(),
+                                            use_local_output=True)
+    for i in range(len(model.layers)):
+        p = f"layers.{i}."
+        plan[p + "attention"] = PrepareModuleInput(input_layouts=(stream, None, None),
+                                                   desired_input_layouts=(Replicate(), None, None))
+        plan[p + "feed_forward"] = PrepareModuleInput(input_layouts=(stream,),
+                                                      desired_input_layouts=(Replicate(),))
+        for name in ("attention.wq", "attention.wk", "attention.wv", "feed_forward.w1",
+                     "feed_forward.w3"):
+            plan[p + name] = ColwiseParallel()
+        for name in ("attention.wo", "feed_forward.w2"):
+            plan[p + name] = RowwiseParallel(output_layouts=stream)
+        if sequence_parallel:
+            plan[p + "attention_norm"] = SequenceParallel()
+            plan[p + "ffn_norm"] = SequenceParallel()
+    return plan
+
+
+class Stage(nn.Module):
+    """One pipeline stage: token ids (first stage) or the hidden state in, the hidden state or
+    (last stage) the logits out. Holds the model's own submodules, not copies."""
+
+    def __init__(self, model: Llama, layers, first: bool, last: bool):
+        super().__init__()
+        self.head_dim, self.rope_theta = model.head_dim, model.rope_theta
+        self.tok_embeddings = model.tok_embeddings if first else None
+        self.layers = nn.ModuleList(model.layers[i] for i in layers)
+        self.norm = model.norm if last else None
+        self.output = model.output if last else None
+
+    def forward(self, x):
+        if self.tok_embeddings is not None:
+            x = self.tok_embeddings(x)  # (B, T, C)
+        cos, sin = rope_cos_sin(x.shape[1], self.head_dim, self.rope_theta, x)  # 2 x (T, hs)
+        for block in self.layers:
+            x = block(x, cos, sin)  # (B, T, C)
+        if self.output is not None:
+            x = self.output(self.norm(x))  # (B, T, V)
+        return x
+
+
+def pipeline_stage(model: Llama, layers, first: bool, last: bool) -> nn.Module:
+    """The pipeline stage running blocks ``layers`` (indices), with the embedding when
+    ``first`` and the final norm and head when ``last``."""
+    return Stage(model, layers, first, last)

@@ -47,11 +47,43 @@ def _hardware(name: str | None, device: str, nproc: int):
     return single_gpu_cluster(prof)
 
 
+def _check_plan(plan) -> None:
+    """Refuse what validate does not run, with the reason and the alternative."""
+    if max(plan.cp, plan.ep) > 1 or plan.offload.value != "none":
+        raise ConfigError("validate runs data-, tensor- and pipeline-parallel plans without "
+                          "offload; cp/ep and offload plans are estimated, not run: use "
+                          "archcost estimate for them")
+    if plan.dp > 1 and (plan.tp > 1 or plan.pp > 1):
+        raise ConfigError(f"plan {plan.to_string()}: validate runs tensor or pipeline "
+                          "parallelism with dp=1 (data parallelism on its own otherwise); "
+                          "estimate the combination with archcost estimate")
+    if plan.tp > 1 and plan.pp > 1:
+        raise ConfigError(f"plan {plan.to_string()}: validate runs tp or pp, not both; validate "
+                          "each on its own or estimate the combination with archcost estimate")
+    if plan.pp > 1 and (plan.vpp > 1 or plan.schedule.value not in ("1f1b", "gpipe")):
+        raise ConfigError(f"schedule={plan.schedule.value}, vpp={plan.vpp}: validate runs "
+                          "pipelines with schedule=1f1b or gpipe and vpp=1")
+
+
+def _check_hooks_exist(spec, plan) -> None:
+    """A tensor- or pipeline-parallel plan needs the model file's hook for it."""
+    from archcost.validate.parallel import TP_EXAMPLE
+
+    if plan.tp > 1 and spec.tp_plan_fn is None:
+        raise ConfigError(f"model {spec.path.name} defines no tp_plan(model); tensor-parallel "
+                          f"validation needs one: {TP_EXAMPLE}")
+    if plan.pp > 1 and spec.pipeline_stage_fn is None:
+        raise ConfigError(f"model {spec.path.name} defines no pipeline_stage(model, layers, "
+                          f"first, last); pipeline-parallel validation needs one: {TP_EXAMPLE}")
+
+
 @reports_errors
 def validate(
     model: ModelArg,
-    plan_text: Annotated[str, typer.Option("--plan", help="Data-parallel plan, e.g. "
-                                           "'dp=2,zero=3,mbs=4,gbs=16' (GPUs = processes).")],
+    plan_text: Annotated[str, typer.Option("--plan", help="Data-, tensor- or pipeline-parallel "
+                                           "plan, e.g. 'dp=2,zero=3,mbs=4,gbs=16', "
+                                           "'tp=2,mbs=4,gbs=4' or 'pp=2,mbs=2,gbs=8' "
+                                           "(GPUs = processes).")],
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
     nproc: Annotated[int, typer.Option("--nproc", help="Processes (one per GPU on cuda).")] = 1,
     steps: Annotated[int, typer.Option(help="Timed steps.")] = 5,
@@ -72,8 +104,8 @@ def validate(
                                                "document.")] = None,
     debug: DebugOpt = False,
 ) -> None:
-    """Run real timed training steps of MODEL with the plan's data parallelism and compare
-    them with the prediction, per component."""
+    """Run real timed training steps of MODEL with the plan's data, tensor or pipeline
+    parallelism and compare them with the prediction, per component."""
     from archcost.hardware.machine import machine_id
     from archcost.loader import load_model_file, parse_overrides
     from archcost.plan.costmodel import CostModel
@@ -82,6 +114,7 @@ def validate(
     from archcost.plan.workload import trace_workload
     from archcost.trace.precision import parse_precision
     from archcost.validate.compare import available_memory_bytes, components, profile_warnings
+    from archcost.validate.parallel import check_hooks
     from archcost.validate.step import RunConfig
 
     if dtype not in _VALIDATE_DTYPES:
@@ -93,10 +126,7 @@ def validate(
     if plan.gpus != nproc:
         raise ConfigError(f"plan uses dp*tp*pp*cp = {plan.gpus} GPUs but --nproc is {nproc}: "
                           f"set --nproc {plan.gpus} or change the plan")
-    if max(plan.tp, plan.pp, plan.cp, plan.ep) > 1 or plan.offload.value != "none":
-        raise ConfigError("validate runs data-parallel plans (DDP, ZeRO-1, FSDP2 zero=2/3) "
-                          "without offload; tp/pp/cp/ep plans are estimated, not run: use "
-                          "archcost estimate for them")
+    _check_plan(plan)
     if plan.recompute.value != "none":
         raise ConfigError("validate runs recompute=none (the bundled models do not checkpoint "
                           "by themselves); estimate recomputation with archcost estimate")
@@ -105,6 +135,7 @@ def validate(
     warnings = profile_warnings(cluster.gpu, device)
     overrides = parse_overrides(set_)
     spec = load_model_file(model, overrides)
+    _check_hooks_exist(spec, plan)
     policy = parse_precision(dtype)
     quiet = as_json
     with err_console.status("tracing", spinner="dots") if not quiet else _null() as status:
@@ -135,7 +166,10 @@ def validate(
                               "micro-batch or sequence; nothing was allocated")
     cfg = RunConfig(model=model, overrides=overrides, seq_len=seq_len, mbs=plan.mbs,
                     gbs=plan.gbs, dp=plan.dp, zero=int(plan.zero), dtype=dtype,
-                    optimizer=optimizer, steps=steps, warmup=warmup, device=device)
+                    optimizer=optimizer, steps=steps, warmup=warmup, device=device,
+                    tp=plan.tp, sp=int(plan.sp), pp=plan.pp, schedule=plan.schedule.value,
+                    layers_per_stage=tuple(est["pipeline"]["layers_per_stage"]))
+    check_hooks(spec, cfg)
     for w in warnings:
         if not quiet:
             err_console.print(f"[yellow]warning:[/] {w}", soft_wrap=True)
@@ -162,7 +196,8 @@ def validate(
         "steps": steps, "warmup": warmup,
         "validation": {
             "components": rows,
-            "measured": [{k: r[k] for k in ("rank", "median", "spread", "steps") if k in r}
+            "measured": [{k: r[k] for k in ("rank", "mesh", "median", "spread", "steps",
+                                            "losses") if k in r}
                          | {"memory": r.get("memory"), "comm": r.get("comm")} for r in results],
         },
         "estimate": est,
@@ -192,3 +227,6 @@ def _render(doc) -> None:
                     "-" if r["predicted"] is None else fmt(r["predicted"]),
                     "-" if r["measured"] is None else fmt(r["measured"]), err)
     out_console.print(tab)
+    for r in doc["validation"]["components"]:
+        if r.get("note"):
+            out_console.print(f"{r['name'].replace('_', ' ')}: {r['note']}", soft_wrap=True)

@@ -41,39 +41,98 @@ def profile_warnings(gpu, device: str) -> list[str]:
     return []
 
 
-def _row(name: str, unit: str, predicted: float | None, measured: float | None
-         ) -> dict[str, Any]:
+def _row(name: str, unit: str, predicted: float | None, measured: float | None,
+         note: str | None = None) -> dict[str, Any]:
     error = None
     if predicted is not None and measured:
         error = predicted / measured - 1.0
     return {"name": name, "unit": unit, "predicted": predicted, "measured": measured,
-            "error": error}
+            "error": error, "note": note}
 
 
 def components(estimate: dict[str, Any], results: list[dict[str, Any]],
                single_peak_bytes: float | None) -> list[dict[str, Any]]:
-    """``validation.components``: one row per quantity with predicted, measured and error."""
-    def slowest(key: str) -> float:
-        return max(r["median"][key] for r in results)
+    """``validation.components``: one row per quantity with predicted, measured, error and a
+    note where the two count different things."""
+    def slowest(key: str) -> float | None:
+        values = [r["median"][key] for r in results if key in r["median"]]
+        return max(values) if values else None
 
-    rows = [
-        _row("step_time", "s", estimate["step_time_s"], slowest("step")),
-        _row("forward", "s", estimate["phases_s"]["forward"], slowest("forward")),
-        _row("backward", "s", estimate["phases_s"]["backward"], slowest("backward")),
-        _row("optimizer", "s", estimate["phases_s"]["optimizer"], slowest("optimizer")),
-    ]
+    plan = estimate["plan"]
+    pipelined = plan.get("pp", 1) > 1
+    rows = [_row("step_time", "s", estimate["step_time_s"], slowest("step"))]
+    inside = "inside the pipeline schedule: see pipeline_schedule" if pipelined else None
+    rows.append(_row("forward", "s", estimate["phases_s"]["forward"], slowest("forward"), inside))
+    rows.append(_row("backward", "s", estimate["phases_s"]["backward"], slowest("backward"),
+                     inside))
+    if pipelined:
+        rows.append(_row("pipeline_schedule", "s", estimate["pipeline"]["makespan_s"],
+                         slowest("schedule"), "the schedule's forwards, backwards and sends of "
+                         "all micro-batches (simulated makespan against its wall time)"))
+    rows.append(_row("optimizer", "s", estimate["phases_s"]["optimizer"], slowest("optimizer")))
     if len(results) > 1:
-        dp = [c for c in estimate["comm"] if c["group"].startswith("dp")]
-        rows.append(_row("dp_comm_time", "s", sum(c["seconds_each"] * c["per_step"] for c in dp),
-                         max(r["comm"]["seconds"] for r in results if "comm" in r)))
-        rows.append(_row("dp_comm_bytes", "B", sum(c["bytes"] * c["per_step"] for c in dp),
-                         float(results[0]["comm"]["bytes"]) if "comm" in results[0] else None))
+        for group in ("dp", "tp", "pp"):
+            if plan.get(group, 1) > 1:
+                rows += _comm_rows(group, estimate, results)
     if all("memory" in r for r in results):
         predicted = single_peak_bytes if (len(results) == 1 and single_peak_bytes) else \
             estimate["memory_bytes"]["peak_per_gpu"]
         rows.append(_row("peak_memory", "B", predicted,
                          max(float(r["memory"]["peak_bytes"]) for r in results)))
     return rows
+
+
+def _comm_rows(group: str, estimate: dict[str, Any], results: list[dict[str, Any]]
+               ) -> list[dict[str, Any]]:
+    """``<group>_comm_time`` and ``<group>_comm_bytes``: the estimate's collectives of that plan
+    dimension (bytes x count per step) against what the profiler saw in one step."""
+    rows = [c for c in estimate["comm"] if c["group"].startswith(group)]
+    measured = [r["comm"].get("groups", {}).get(group, {}) for r in results if "comm" in r]
+    seconds = max((m.get("seconds", 0.0) for m in measured), default=None)
+    if group == "pp":  # per stage boundary: activations forward and gradients back
+        sent = sum(m.get("sent_bytes", 0.0) for m in measured)
+        nbytes = sent / (estimate["plan"]["pp"] - 1) if measured else None
+    else:  # every rank of the group hands the same bytes to its collectives
+        nbytes = float(measured[0].get("bytes", 0.0)) if measured else None
+    time_note, bytes_note = _notes(group, estimate, rows,
+                                   float(results[0].get("tp_partial_grad_bytes", 0)))
+    replayed = [m["replayed_seconds"] for m in measured if "replayed_seconds" in m]
+    if replayed and seconds is not None:
+        time_note = (f"the step's {group} collectives replayed one at a time after a barrier, "
+                     "the setting of the collective formulas; inside the step the backend's "
+                     f"host time was {seconds:.4g} s (waiting for peers and overlap with "
+                     "compute included)")
+        seconds = max(replayed)
+    return [_row(f"{group}_comm_time", "s", sum(c["seconds_each"] * c["per_step"] for c in rows),
+                 seconds, time_note),
+            _row(f"{group}_comm_bytes", "B", sum(c["bytes"] * c["per_step"] for c in rows),
+                 nbytes, bytes_note)]
+
+
+def _notes(group: str, estimate: dict[str, Any], rows: list[dict[str, Any]],
+           partial_grad_bytes: float) -> tuple[str | None, str | None]:
+    """What the measured and the predicted figures of a dimension count, where they differ."""
+    plan = estimate["plan"]
+    if group == "pp":
+        return ("host time in send and receive, waiting for the peer stage included",
+                "per stage boundary: the activation forward and its gradient back, per "
+                "micro-batch (bytes sent by all ranks / (pp - 1))")
+    if group != "tp":
+        return None, None
+    grads = (f" + {partial_grad_bytes:.0f} B: one all-reduce per step of the gradients of the "
+             "replicated weights that saw sequence-sharded activations (the sequence-parallel "
+             "norms), which the estimate leaves out" if partial_grad_bytes else "")
+    if not plan.get("sp"):
+        return None, ("all-reduce after each row-parallel projection in forward and of each "
+                      "sub-layer's input gradient in backward; embedding and head replicated"
+                      + (f"; measured = predicted{grads}" if grads else ""))
+    act = rows[0]["bytes"] if rows else 0.0
+    m = plan.get("num_microbatches", 1)
+    return None, (f"measured = predicted + {2 * m * act:.0f} B: two all-gathers of the "
+                  "activation per micro-batch that the estimate's rows leave out (the head's "
+                  "input in forward, the embedding output's gradient in backward; embedding and "
+                  f"head replicated){grads}; gloo runs reduce-scatter as an all-reduce of the "
+                  "full buffer")
 
 
 def available_memory_bytes(device: str) -> float | None:

@@ -14,7 +14,8 @@ class StorageTracker:
     """Counts bytes of live storages created while active (a storage-counting dispatch mode).
 
     Storages are freed when their Python storage object dies (weakref finalizer); storages
-    that existed before are not counted. ``peak`` is the most bytes live at once.
+    that existed before are not counted; a DTensor counts its local shard. ``peak`` is the most
+    bytes live at once.
     """
 
     def __init__(self):
@@ -43,6 +44,7 @@ class StorageTracker:
         self.mode = _Mode()
 
     def _track(self, t):
+        t = _plain(t)
         st = t.untyped_storage()
         key = _ptr(t)
         if key is None or key in self.live or st.nbytes() == 0:
@@ -63,10 +65,15 @@ class StorageTracker:
         return self.mode.__exit__(*exc)
 
 
+def _plain(t: torch.Tensor) -> torch.Tensor:
+    """The local tensor of a DTensor (the mode sees DTensor ops, not the local ops they run)."""
+    return getattr(t, "_local_tensor", t)
+
+
 def _ptr(t: torch.Tensor) -> int | None:
     """Address of a tensor's storage; None for storages freed in place (FSDP's resize to 0)."""
     try:
-        return t.untyped_storage().data_ptr()
+        return _plain(t).untyped_storage().data_ptr()
     except RuntimeError:
         return None
 

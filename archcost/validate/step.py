@@ -5,13 +5,19 @@ plan's data parallelism — DDP (``zero=0``), DDP with ``ZeroRedundancyOptimizer
 FSDP2 ``fully_shard`` on every repeated block and the root (``zero=2``: parameters stay gathered
 between forward and backward; ``zero=3``: resharded after forward) — and run for warm-up steps
 then timed steps of ``gbs / dp`` sequences per rank in micro-batches of ``mbs`` (gradient
-accumulation, no gradient sync before the last micro-batch).
+accumulation, no gradient sync before the last micro-batch). Tensor-parallel plans shard the
+model with DTensor and pipeline-parallel plans run ``torch.distributed.pipelining`` schedules
+(``archcost.validate.parallel``); every rank builds the same initial weights and the ranks of one
+data-parallel replica read the same data, so a tensor- or pipeline-parallel run computes the
+one-process run's losses (``losses``).
 
 Measured per step: wall time (the slowest rank), forward (with loss), backward and optimizer
-time, from host timers around synchronised phases; communication time and the bytes handed to
-collectives from ``torch.profiler`` on one extra step; peak memory from the CUDA allocator or,
-on CPU, from a storage-counting dispatch mode on one more step (live storages created during
-the step, plus the persistent ones: parameters, buffers, optimizer states).
+time, from host timers around synchronised phases (pipeline: the schedule, forward and backward
+interleaved inside it, and the optimizer); communication time and the bytes handed to
+collectives and point-to-point sends from ``torch.profiler`` on one extra step, per plan
+dimension; peak memory from the CUDA allocator or, on CPU, from a storage-counting dispatch mode
+on one more step (live storages created during the step, plus the persistent ones: parameters,
+buffers, optimizer states).
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ __all__ = ["RunConfig", "run_steps", "DTYPES"]
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 _COLLECTIVE_MARKS = ("all_reduce", "allreduce", "reduce_scatter", "reducescatter", "all_gather",
                      "allgather", "broadcast", "alltoall", "all_to_all")
+_P2P_MARKS = (":send", ":recv")
 
 
 @dataclass(frozen=True)
@@ -51,6 +58,11 @@ class RunConfig:
     device: str  # cpu, cuda
     measure_memory: bool = True
     profile_comm: bool = True
+    tp: int = 1
+    sp: int = 0  # sequence parallel inside the tensor-parallel group
+    pp: int = 1
+    schedule: str = "1f1b"  # 1f1b or gpipe
+    layers_per_stage: tuple[int, ...] = ()  # blocks per pipeline stage, as the estimate split
 
     @property
     def micro_batches(self) -> int:
@@ -154,6 +166,7 @@ def _persistent_bytes(model: nn.Module, opt: torch.optim.Optimizer) -> int:
 def run_steps(cfg: RunConfig, rank: int = 0, distributed: bool = False) -> dict[str, Any]:
     """Build, run and measure; this rank's measurements."""
     from archcost.loader import load_model_file
+    from archcost.validate.parallel import build_mesh, mesh_coordinates
 
     device = torch.device("cuda", rank % max(1, torch.cuda.device_count())) \
         if cfg.device == "cuda" else torch.device("cpu")
@@ -161,19 +174,74 @@ def run_steps(cfg: RunConfig, rank: int = 0, distributed: bool = False) -> dict[
         torch.cuda.set_device(device)
     dtype = DTYPES[cfg.dtype]
     spec = load_model_file(cfg.model, cfg.overrides)
+    mesh = build_mesh(cfg, device) if distributed else None
+    coords = mesh_coordinates(mesh, rank, cfg.dp)
     torch.manual_seed(0)  # the same initial weights on every rank, as a checkpoint would give
     model = spec.build(cfg.mbs, cfg.seq_len).to(device=device, dtype=dtype)
     model.train()
-    torch.manual_seed(1000 + rank)  # different data on every rank
+    torch.manual_seed(1000 + coords["dp"])  # different data on every data-parallel replica
     batches = [_cast_inputs(spec.inputs(model, cfg.mbs, cfg.seq_len), dtype, device)
                for _ in range(cfg.micro_batches)]
+    partial_grads: dict[str, int] = {}
+    if cfg.tp > 1:
+        from archcost.validate.parallel import apply_tp, reduce_partial_grads
+
+        apply_tp(spec, model, mesh, bool(cfg.sp))
+
+        def prepare() -> None:  # timed with the optimizer
+            partial_grads["tp_partial_grad_bytes"] = reduce_partial_grads(model.parameters())
+    else:
+        prepare = None
+    if cfg.pp > 1:  # the stage replaces the model: the other stages' blocks are freed
+        model, opt, step = _pipeline(spec, model, cfg, mesh, batches, device, prepare)
+    else:
+        model, opt, step = _accumulation(spec, model, cfg, distributed, batches, device,
+                                         prepare)
+
+    losses: list[float | None] = [_mean(step(None)) for _ in range(cfg.warmup)]
+    rows = []
+    for _ in range(cfg.steps):
+        if distributed:
+            torch.distributed.barrier()
+        timings = dict.fromkeys(("schedule", "optimizer") if cfg.pp > 1 else
+                                ("forward", "backward", "optimizer"), 0.0)
+        t0 = time.perf_counter()
+        step_losses = step(timings)
+        timings["step"] = time.perf_counter() - t0
+        rows.append(timings)
+        losses.append(_mean(step_losses))
+    result: dict[str, Any] = {
+        "rank": rank,
+        "mesh": coords,
+        "steps": [dict(r) for r in rows],
+        "median": {k: statistics.median(r[k] for r in rows) for k in rows[0]},
+        "spread": {k: (min(r[k] for r in rows), max(r[k] for r in rows)) for k in rows[0]},
+        "params_local": sum(_local(p).numel() for p in model.parameters()),
+        "losses": losses,  # mean over the micro-batches, warm-up steps first; None: no loss here
+        **partial_grads,  # tensor parallel: bytes of gradients all-reduced before the step
+    }
+    if distributed and cfg.profile_comm:
+        result["comm"] = _profile_comm(step, dtype, cfg)
+    if cfg.measure_memory:
+        result["memory"] = _measure_memory(step, model, opt, device)
+    return result
+
+
+Step = Callable[[dict[str, float] | None], list[torch.Tensor]]
+
+
+def _accumulation(spec, model: nn.Module, cfg: RunConfig, distributed: bool, batches,
+                  device: torch.device, prepare: Callable[[], None] | None
+                  ) -> tuple[nn.Module, torch.optim.Optimizer, Step]:
+    """Micro-batches one after the other, gradients accumulated, then the optimizer."""
     call, opt, no_sync = _wrap(model, cfg, distributed)
 
     def forward(inputs):
         out = call(**inputs) if isinstance(inputs, dict) else call(*inputs)
         return out, spec.loss(out, inputs)
 
-    def step(timings: dict[str, float] | None) -> None:
+    def step(timings: dict[str, float] | None) -> list[torch.Tensor]:
+        losses = []
         for i, inputs in enumerate(batches):
             last = i == len(batches) - 1
             ctx = no_sync() if (no_sync is not None and not last) else nullcontext()
@@ -185,73 +253,162 @@ def run_steps(cfg: RunConfig, rank: int = 0, distributed: bool = False) -> dict[
                 loss.backward()
                 _sync(device)
                 t2 = time.perf_counter()
+                losses.append(loss.detach())
                 del out, loss
             if timings is not None:
                 timings["forward"] += t1 - t0
                 timings["backward"] += t2 - t1
-        t3 = time.perf_counter()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        _optimizer_step(opt, device, timings, prepare)
+        return losses
+    return model, opt, step
+
+
+def _pipeline(spec, model: nn.Module, cfg: RunConfig, mesh, batches, device: torch.device,
+              prepare: Callable[[], None] | None
+              ) -> tuple[nn.Module, torch.optim.Optimizer, Step]:
+    """The pipeline schedule over all micro-batches (forward and backward inside it), then the
+    optimizer on this stage's parameters. The caller drops the rest of the model."""
+    from archcost.validate.parallel import build_pipeline
+
+    stage, run = build_pipeline(spec, model, cfg, mesh, device)
+    opt = _optimizer(cfg.optimizer, stage.parameters())
+    batch = torch.cat([b[0] for b in batches])  # the schedule splits it into the micro-batches
+
+    def step(timings: dict[str, float] | None) -> list[torch.Tensor]:
+        t0 = time.perf_counter()
+        losses = run(batch)
         _sync(device)
         if timings is not None:
-            timings["optimizer"] += time.perf_counter() - t3
+            timings["schedule"] += time.perf_counter() - t0
+        _optimizer_step(opt, device, timings, prepare)
+        return [loss.detach() for loss in losses]
+    return stage, opt, step
 
-    for _ in range(cfg.warmup):
-        step(None)
-    rows = []
-    for _ in range(cfg.steps):
-        if distributed:
-            torch.distributed.barrier()
-        timings = {"forward": 0.0, "backward": 0.0, "optimizer": 0.0}
+
+def _optimizer_step(opt: torch.optim.Optimizer, device: torch.device,
+                    timings: dict[str, float] | None, prepare: Callable[[], None] | None
+                    ) -> None:
+    t0 = time.perf_counter()
+    if prepare is not None:
+        prepare()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    _sync(device)
+    if timings is not None:
+        timings["optimizer"] += time.perf_counter() - t0
+
+
+def _mean(losses: list[torch.Tensor]) -> float | None:
+    return float(torch.stack([x.float() for x in losses]).mean()) if losses else None
+
+
+def _comm_group(name: str, cfg: RunConfig) -> str | None:
+    """The plan dimension a backend event belongs to: point-to-point is the pipeline's,
+    collectives the tensor-parallel group's when tp > 1, else data parallel's."""
+    if not name.startswith(("gloo:", "nccl:")):
+        return None
+    if any(m in name for m in _P2P_MARKS):
+        return "pp"
+    if any(m in name for m in _COLLECTIVE_MARKS):
+        return "tp" if cfg.tp > 1 else "dp"
+    return None
+
+
+def _collective_kind(name: str) -> str | None:
+    for kind, marks in (("all_reduce", ("all_reduce", "allreduce")),
+                        ("all_gather", ("all_gather", "allgather")),
+                        ("reduce_scatter", ("reduce_scatter", "reducescatter")),
+                        ("broadcast", ("broadcast",))):
+        if any(m in name for m in marks):
+            return kind
+    return None
+
+
+def _replay(calls: list[tuple[str, int]], dtype: torch.dtype) -> float | None:
+    """Seconds (slowest rank) of the same collectives, same sizes and order, run one at a time
+    after a barrier on the whole group: what the cost model's collective formulas describe,
+    without a step's overlap with compute or waiting for a peer still computing. None when the
+    ranks recorded different calls."""
+    import torch.distributed as dist
+
+    world = dist.get_world_size()
+    counts: list[Any] = [None] * world
+    dist.all_gather_object(counts, [(k, n) for k, n in calls])
+    if any(c != counts[0] for c in counts):
+        return None
+    total = 0.0
+    for kind, numel in calls:
+        shard = max(1, numel // world)
+        full = torch.zeros(shard * world, dtype=dtype)
+        part = torch.zeros(shard, dtype=dtype)
+        dist.barrier()
         t0 = time.perf_counter()
-        step(timings)
-        timings["step"] = time.perf_counter() - t0
-        rows.append(timings)
-    result: dict[str, Any] = {
-        "rank": rank,
-        "steps": [dict(r) for r in rows],
-        "median": {k: statistics.median(r[k] for r in rows) for k in rows[0]},
-        "spread": {k: (min(r[k] for r in rows), max(r[k] for r in rows)) for k in rows[0]},
-        "params_local": sum(_local(p).numel() for p in model.parameters()),
-    }
-    if distributed and cfg.profile_comm:
-        result["comm"] = _profile_comm(step, dtype)
-    if cfg.measure_memory:
-        result["memory"] = _measure_memory(step, model, opt, device)
-    return result
+        if kind == "all_reduce":
+            dist.all_reduce(full)
+        elif kind == "all_gather":
+            dist.all_gather_into_tensor(full, part)
+        elif kind == "reduce_scatter":
+            dist.reduce_scatter_tensor(part, full)
+        else:
+            dist.broadcast(full, 0)
+        total += time.perf_counter() - t0
+    slowest = torch.tensor([total], dtype=torch.float64)
+    dist.all_reduce(slowest, op=dist.ReduceOp.MAX)
+    return float(slowest.item())
 
 
-def _profile_comm(step, dtype: torch.dtype) -> dict[str, Any]:
-    """Collective time and bytes of one step from torch.profiler's host-side events of the
-    backend (``gloo:*`` / ``nccl:*``). Bytes follow the nccl-tests convention: the full buffer
-    (an all-gather's output, a reduce-scatter's input), as the estimate counts them."""
+def _profile_comm(step: Step, dtype: torch.dtype, cfg: RunConfig) -> dict[str, Any]:
+    """Communication time and bytes of one step from torch.profiler's host-side events of the
+    backend (``gloo:*`` / ``nccl:*``), per plan dimension (``groups``: dp, tp, pp). Bytes follow
+    the nccl-tests convention: the full buffer (an all-gather's output, a reduce-scatter's
+    input), as the estimate counts them; a send or receive counts its tensor. Times are host
+    time inside the backend's calls, waiting for the peers included."""
     from torch.profiler import ProfilerActivity, profile
 
-    world = torch.distributed.get_world_size()
+    group_size = {"dp": cfg.dp, "tp": cfg.tp, "pp": 2}
     with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
         step(None)
     itemsize = torch.tensor([], dtype=dtype).element_size()
     by_name: dict[str, list[float]] = {}
-    for ev in prof.events():
+    groups: dict[str, dict[str, float]] = {}
+    calls: list[tuple[float, str, str, int]] = []  # (start, group, kind, full-buffer numel)
+    for ev in sorted(prof.events(), key=lambda e: e.time_range.start):
         name = ev.name.lower()
-        if not name.startswith(("gloo:", "nccl:")) or not any(m in name for m in
-                                                             _COLLECTIVE_MARKS):
+        group = _comm_group(name, cfg)
+        if group is None:
             continue
         shapes = [s for s in (ev.input_shapes or []) if s]
         n = 1
         for d in (shapes[0] if shapes else []):
             n *= d
         if "gather" in name:
-            n *= world  # the input is this rank's shard
+            n *= group_size[group]  # the input is this rank's shard
+        kind = _collective_kind(name)
+        if group != "pp" and kind is not None:
+            calls.append((ev.time_range.start, group, kind, n))
         row = by_name.setdefault(ev.name, [0, 0.0, 0.0])
         row[0] += 1
         row[1] += ev.cpu_time_total / 1e6
         row[2] += n * itemsize
+        g = groups.setdefault(group, {"calls": 0, "seconds": 0.0, "bytes": 0.0})
+        g["calls"] += 1
+        g["seconds"] += ev.cpu_time_total / 1e6
+        g["bytes"] += float(n * itemsize)
+        if group == "pp":
+            key = "sent_bytes" if "send" in name else "received_bytes"
+            g[key] = g.get(key, 0.0) + float(n * itemsize)
+    world = torch.distributed.get_world_size()
+    for group, g in groups.items():
+        if group != "pp" and group_size[group] == world:
+            replayed = _replay([(k, n) for _, grp, k, n in calls if grp == group], dtype)
+            if replayed is not None:
+                g["replayed_seconds"] = replayed
     return {"seconds": sum(r[1] for r in by_name.values()),
             "calls": int(sum(r[0] for r in by_name.values())),
             "bytes": float(sum(r[2] for r in by_name.values())),
             "by_collective": {k: {"calls": int(v[0]), "seconds": v[1], "bytes": v[2]}
-                              for k, v in by_name.items()}}
+                              for k, v in by_name.items()},
+            "groups": groups}
 
 
 def _measure_memory(step, model, opt, device: torch.device) -> dict[str, Any]:
