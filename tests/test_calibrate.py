@@ -194,6 +194,71 @@ def test_the_profile_reproduces_the_medians_it_was_fitted_to(calibrated):
                 assert predicted == pytest.approx(expected, rel=1e-3)
 
 
+def test_op_and_conv_curves_reproduce_the_medians_they_come_from(calibrated):
+    """Per aten op (its bytes by archcost's rule) and per convolution (its FLOPs): engine time
+    less overhead = the median less launch, wherever the curve was not clipped at 1."""
+    _, gpu_path, _, _ = calibrated
+    gpu = load_gpu(str(gpu_path))
+    launch = gpu.kernel_launch_s
+    points = gpu.calibration["ops"]["points"]
+    assert set(points) == set(gpu.op_efficiency) and {"aten.gelu", "aten.native_layer_norm",
+                                                      "aten.addcdiv_"} <= set(points)
+    checked = 0
+    for op, pts in points.items():
+        curve = gpu.op_efficiency[op]
+        for p in pts:
+            eff = curve.at(p["bytes_moved"])
+            if eff < 1.0:
+                predicted = p["bytes_moved"] / (gpu.mem_bw_bytes_per_s * eff)
+                assert predicted == pytest.approx(kernel_seconds(p["median_s"], launch),
+                                                  rel=2e-3), (op, p)
+                checked += 1
+    assert checked >= len(points) // 2
+    conv = gpu.calibration["conv"]["points"]
+    assert {p["direction"] for p in conv} == {"forward", "backward"}
+    by_size: dict[int, list[float]] = {}
+    for p in conv:
+        by_size.setdefault(p["flops"], []).append(p["flops"] / kernel_seconds(p["median_s"],
+                                                                              launch))
+    for size, rates in by_size.items():
+        model_rate = gpu.peak_flops_per_s["fp32"] * gpu.conv_efficiency.at(size)
+        assert model_rate == pytest.approx(sum(rates) / len(rates), rel=2e-3)
+
+
+def test_per_op_overheads_come_from_each_phase_of_a_real_step(calibrated):
+    _, gpu_path, _, _ = calibrated
+    gpu = load_gpu(str(gpu_path))
+    rec = gpu.calibration["op_overhead"]
+    assert set(gpu.op_overhead_s) == set(rec) == {"forward", "backward", "optimizer"}
+    for phase, r in rec.items():
+        assert r["ops"] > 20 and r["median_s"] > 0
+        # the residual per op: at least a bare launch, at most the whole phase over its ops
+        assert gpu.kernel_launch_s <= gpu.op_overhead_s[phase] <= r["median_s"] / r["ops"] * 1.001
+
+
+def test_probe_prices_real_calls_by_the_tracers_rules():
+    """A tanh-GELU of n fp32 elements reads and writes 4n bytes each; a layer norm backward
+    writes the input gradient; views are not charged."""
+    from archcost.trace.probe import probe
+
+    x = torch.randn(64, 128)
+    out, ops = probe(lambda: torch.nn.functional.gelu(x, approximate="tanh"))
+    assert [(p.op, p.nbytes, p.op_class) for p in ops] == [("aten.gelu", 2 * 4 * x.numel(),
+                                                            "elementwise")]
+    assert torch.equal(out, torch.nn.functional.gelu(x, approximate="tanh"))
+    _, ops = probe(lambda: x.t())
+    assert [(p.op, p.charged) for p in ops] == [("aten.t", False)]
+
+
+def test_per_op_overhead_is_the_residual_per_op_floored_at_a_launch():
+    from archcost.hardware.fit import per_op_overhead
+
+    assert per_op_overhead(1e-3, 4e-4, 60, 1e-6) == pytest.approx(1e-5)
+    assert per_op_overhead(1e-3, 2e-3, 60, 1e-6) == 1e-6
+    with pytest.raises(FitError):
+        per_op_overhead(1e-3, 0.0, 0, 1e-6)
+
+
 def test_collective_fits_predict_the_large_medians(calibrated):
     _, _, cluster_path, _ = calibrated
     cluster = load_cluster(str(cluster_path))

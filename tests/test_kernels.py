@@ -30,7 +30,7 @@ def py_interp(x, xs, ys):
     return ys[-1]
 
 
-def py_roofline(flops, nbytes, peak, curve, cx, cy, cn, bw, mx, my, launch):
+def py_roofline(flops, nbytes, peak, curve, cx, cy, cn, bw, mcurve, mx, my, mn, launch):
     out, bound = [], []
     for i in range(len(flops)):
         if flops[i] <= 0 and nbytes[i] <= 0:
@@ -39,8 +39,10 @@ def py_roofline(flops, nbytes, peak, curve, cx, cy, cn, bw, mx, my, launch):
             continue
         eff = py_interp(flops[i], cx[curve[i]][: cn[curve[i]]], cy[curve[i]][: cn[curve[i]]]) if curve[i] >= 0 else 1.0
         tc = flops[i] / (peak[i] * eff) if flops[i] > 0 else 0.0
-        tm = nbytes[i] / (bw * py_interp(nbytes[i], mx, my)) if nbytes[i] > 0 else 0.0
-        out.append(max(tc, tm) + launch)
+        m = mcurve[i]
+        tm = nbytes[i] / (bw * py_interp(nbytes[i], mx[m][: mn[m]], my[m][: mn[m]])) \
+            if nbytes[i] > 0 else 0.0
+        out.append(max(tc, tm) + launch[i])
         bound.append(0 if tc >= tm else 1)
     return np.array(out), np.array(bound)
 
@@ -68,9 +70,14 @@ def test_roofline_equals_python(trial):
     cx = np.array([[3.0, 6.0, 9.0, 12.0], [4.0, 8.0, 10.0, 0.0]])
     cy = np.array([[0.05, 0.3, 0.7, 0.85], [0.1, 0.5, 0.75, 1.0]])
     cn = np.array([4, 3])
-    mx, my = np.array([3.0, 6.0, 9.0]), np.array([0.1, 0.6, 0.9])
-    t, b = k.roofline(flops, nbytes, peak, curve, cx, cy, cn, 3e12, mx, my, 3, 4e-6)
-    rt, rb = py_roofline(flops, nbytes, peak, curve, cx, cy, cn, 3e12, mx, my, 4e-6)
+    mx = np.array([[3.0, 6.0, 9.0], [4.0, 7.0, 0.0]])
+    my = np.array([[0.1, 0.6, 0.9], [0.02, 0.3, 1.0]])
+    mn = np.array([3, 2])
+    mcurve = RNG.integers(0, 2, n)
+    launch = 10 ** RNG.uniform(-6, -4, n)
+    t, b = k.roofline(flops, nbytes, peak, curve, cx, cy, cn, 3e12, mcurve, mx, my, mn, launch)
+    rt, rb = py_roofline(flops, nbytes, peak, curve, cx, cy, cn, 3e12, mcurve, mx, my, mn,
+                         launch)
     np.testing.assert_allclose(t, rt, rtol=1e-12)
     np.testing.assert_array_equal(b, rb)
 

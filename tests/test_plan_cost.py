@@ -96,9 +96,9 @@ def _table(sections, phases, flops, attention=None) -> OpTable:
     n = len(flops)
     return OpTable(
         section=np.array(sections, dtype=np.int8), phase=np.array(phases, dtype=np.int8),
-        curve=np.zeros(n, dtype=np.int64), dtype=("bfloat16",) * n,
+        curve=np.zeros(n, dtype=np.int64), op=("aten.mm",) * n, dtype=("bfloat16",) * n,
         tensor_core=np.ones(n, dtype=bool), flops=np.array(flops, dtype=np.float64),
-        nbytes=np.full(n, 1e3), count=np.ones(n), sp_only=np.zeros(n, dtype=bool),
+        nbytes=np.full(n, 1e3), nbytes_fixed=np.zeros(n), count=np.ones(n), sp_only=np.zeros(n, dtype=bool),
         attention=np.array(attention if attention is not None else [False] * n),
         model_flops=0.0, recompute_flops=0.0)
 
@@ -354,3 +354,32 @@ def test_every_placement_is_searchable(gpt_cm):
     inner = [i for i, p in enumerate(plans) if PLACEMENTS[p["placement"]][0] is Axis.TP]
     outer = [i for i, p in enumerate(plans) if PLACEMENTS[p["placement"]][-1] is Axis.TP]
     assert min(res[inner, OUT_INDEX["step_s"]]) <= min(res[outer, OUT_INDEX["step_s"]])
+
+
+@pytest.mark.parametrize("model, seq", [("seed_mlp", 1), ("gpt2", 16)])
+def test_bytes_at_a_micro_batch_equal_a_trace_at_that_batch(model, seq):
+    """Ground truth: the step traced at batch b. The workload, traced at batches 1 and 2,
+    splits each op's bytes into a part that grows with b and one that does not (weights); at
+    b = 5 the two must agree exactly (FLOPs and bytes are degree 1 in b)."""
+    from archcost.loader import load_model_file
+    from archcost.plan.workload import SECTION_BLOCK, trace_workload
+    from archcost.trace import trace_model
+    from archcost.trace.precision import parse_precision
+
+    over = {} if model == "seed_mlp" else {"layers": 2, "hidden": 64, "heads": 4, "vocab": 128}
+    from tests.conftest import ROOT
+
+    spec = load_model_file(str(ROOT / "models" / f"{model}.py"), over)
+    policy = parse_precision("fp32")
+    w = trace_workload(spec, seq, policy, "adamw", (Recompute.NONE,))
+    ops = w.ops[Recompute.NONE]
+    assert ops.nbytes_fixed.sum() > 0 and (ops.nbytes_fixed <= ops.nbytes).all()
+    weight = ops.count * np.where(ops.section == SECTION_BLOCK, w.shape.layers, 1)
+    b = 5
+    predicted = float((((ops.nbytes - ops.nbytes_fixed) * b + ops.nbytes_fixed) * weight).sum())
+    g = trace_model(spec, b, seq, policy, "adamw").graph
+    traced = sum((d["bytes_read"] + d["bytes_written"]) * d["count"]
+                 for _, d in g.nodes(data=True) if d["phase"] in ("forward", "backward"))
+    assert predicted == pytest.approx(traced, rel=1e-9)
+    linear = float((ops.nbytes * b * weight).sum())  # what scaling the batch-1 trace gives
+    assert linear > traced

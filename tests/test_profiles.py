@@ -397,3 +397,59 @@ def test_calibration_that_is_not_a_mapping_is_one_line(tmp_path, loader, text):
         loader(str(tmp_path / "p.yaml"))
     msg = str(info.value)
     assert msg.startswith("p.yaml: field 'calibration': must be a mapping") and "\n" not in msg
+
+
+# --- measured refinements: conv curve, per-op curves, per-phase overhead ---------------------------
+_REFINED = """conv_efficiency: [[1.0e+6, 0.05], [1.0e+9, 0.5]]
+op_efficiency:
+  aten.gelu: [[1.0e+4, 0.01], [1.0e+7, 0.04]]
+op_overhead: {forward: 30 us, backward: 20 us, optimizer: 7 us}
+"""
+
+
+def test_refinements_load_and_the_engine_uses_them_exactly(tmp_path):
+    """Closed forms: a gelu in the table takes bytes / (bw x its curve) + the phase's overhead;
+    an op outside it the memory curve; a conv its own curve; recomputation pays forward's."""
+    import numpy as np
+
+    from archcost.cost.compute import (
+        CURVE_CONV,
+        memory_curve_index,
+        overhead_seconds,
+        roofline_seconds,
+    )
+
+    (tmp_path / "g.yaml").write_text((BUNDLED / "gpus" / "cpu.yaml").read_text() + _REFINED)
+    g = load_gpu(str(tmp_path / "g.yaml"))
+    assert g.op_overhead_s == pytest.approx({"forward": 30e-6, "backward": 20e-6,
+                                             "optimizer": 7e-6})
+    assert g.overhead_s("recompute") == g.overhead_s("forward")
+    assert load_gpu("cpu").overhead_s("backward") == load_gpu("cpu").kernel_launch_s
+    ops = ["aten.gelu", "aten.relu", "aten.convolution"]
+    flops = np.array([1e3, 1e3, 1e8])
+    nbytes = np.array([1e6, 1e6, 1e3])
+    peak = np.full(3, g.peak_flops_per_s["fp32"])
+    t, _ = roofline_seconds(g, flops, nbytes, peak, np.array([-1, -1, CURVE_CONV]),
+                            memory_curve_index(g, ops),
+                            overhead_seconds(g, ["forward", "backward", "recompute"]))
+    bw = g.mem_bw_bytes_per_s
+    gelu_eff = 0.01 + (0.04 - 0.01) * (6 - 4) / (7 - 4)  # log10-linear between the points
+    conv_eff = 0.05 + (0.5 - 0.05) * (8 - 6) / (9 - 6)
+    assert t[0] == pytest.approx(1e6 / (bw * gelu_eff) + 30e-6, rel=1e-12)
+    assert t[1] == pytest.approx(1e6 / (bw * g.memory_efficiency.at(1e6)) + 20e-6, rel=1e-12)
+    assert t[2] == pytest.approx(1e8 / (peak[2] * conv_eff) + 30e-6, rel=1e-12)
+
+
+@pytest.mark.parametrize("extra, message", [
+    ("op_overhead: {forwards: 3 us}\n", "field 'op_overhead.forwards': unknown phase"),
+    ("op_overhead: {forward: 3}\n", "op_overhead.forward"),
+    ("op_efficiency: {gelu: [[1.0, 0.5]]}\n", "keys are aten op names"),
+    ("op_efficiency: {aten.gelu: [[1.0, 1.5]]}\n", "efficiency must be in (0, 1]"),
+    ("op_efficiency: [1, 2]\n", "must map aten op names to curves"),
+])
+def test_bad_refinements_are_one_line(tmp_path, extra, message):
+    (tmp_path / "p.yaml").write_text((BUNDLED / "gpus" / "cpu.yaml").read_text() + extra)
+    with pytest.raises(ProfileError) as info:
+        load_gpu(str(tmp_path / "p.yaml"))
+    msg = str(info.value)
+    assert msg.startswith("p.yaml: ") and "\n" not in msg and message in msg, msg

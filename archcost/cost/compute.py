@@ -1,11 +1,14 @@
 """Compute C: per-op roofline time of an operator graph on one GPU profile.
 
 time(op) = max(FLOPs / (peak(dtype, class) * eff(op FLOPs)), bytes / (mem_bw * eff(bytes)))
-         + kernel launch overhead,
+         + per-op overhead,
 times the op's ``count``. Matmul, convolution and attention run at the tensor-core peak of their
-dtype scaled by the profile's measured efficiency curve; every other op runs at the fp32 vector
-peak and is in practice memory-bound. NB: ops execute one after another on one stream (no
-overlap between kernels), as eager PyTorch does on one device.
+dtype scaled by the profile's measured efficiency curve (convolutions by their own curve where
+the profile has one); every other op runs at the fp32 vector peak and is in practice
+memory-bound, at the op's own measured fraction of bandwidth where the profile has one
+(``op_efficiency``). The overhead is the profile's per-phase figure (``op_overhead``), else
+``kernel_launch``. NB: ops execute one after another on one stream (no overlap between
+kernels), as eager PyTorch does on one device.
 """
 
 from __future__ import annotations
@@ -18,12 +21,18 @@ import numpy as np
 from archcost.cost.kernels import roofline
 
 __all__ = ["OpArrays", "ComputeResult", "lower", "compute_times", "roofline_seconds",
-           "peak_flops_for", "PEAK_KEY"]
+           "peak_flops_for", "PEAK_KEY", "memory_curve_index", "overhead_seconds", "curve_for"]
 
 PEAK_KEY = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16",
             "float8_e4m3fn": "fp8", "float8_e5m2": "fp8", "float64": "fp32"}
 TENSOR_CORE_CLASSES = ("matmul", "conv", "attention")
-CURVE_MATMUL, CURVE_ATTENTION = 0, 1
+CURVE_MATMUL, CURVE_ATTENTION, CURVE_CONV = 0, 1, 2
+
+
+def curve_for(op_class: str) -> int:
+    """The compute-efficiency curve of an op class (-1: none, efficiency 1)."""
+    return {"matmul": CURVE_MATMUL, "conv": CURVE_CONV, "attention": CURVE_ATTENTION}.get(
+        op_class, -1)
 
 
 @dataclass(frozen=True)
@@ -31,6 +40,7 @@ class OpArrays:
     """Struct-of-arrays view of a graph, in execution order."""
 
     node: np.ndarray  # node ids
+    op: list[str]  # aten op names
     flops: np.ndarray  # per occurrence
     nbytes: np.ndarray  # read + written per occurrence
     count: np.ndarray
@@ -44,6 +54,7 @@ def lower(g: nx.DiGraph) -> OpArrays:
     nodes = sorted(g.nodes(data=True), key=lambda kv: kv[1]["index"])
     return OpArrays(
         node=np.array([n for n, _ in nodes], dtype=np.int64),
+        op=[d["op"] for _, d in nodes],
         flops=np.array([d["flops"] for _, d in nodes], dtype=np.float64),
         nbytes=np.array([d["bytes_read"] + d["bytes_written"] for _, d in nodes], dtype=np.float64),
         count=np.array([d["count"] for _, d in nodes], dtype=np.float64),
@@ -72,8 +83,7 @@ def _peak(gpu, dtype: str, op_class: str) -> float:
     return peak_flops_for(gpu, dtype, op_class in TENSOR_CORE_CLASSES)
 
 
-def _curves(gpu):
-    curves = [gpu.matmul_efficiency, gpu.attention_efficiency]
+def _curves(curves) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     m = max(len(c.points) for c in curves)
     cx = np.zeros((len(curves), m))
     cy = np.ones((len(curves), m))
@@ -86,27 +96,42 @@ def _curves(gpu):
     return cx, cy, cn
 
 
+def _memory_curves(gpu) -> list:
+    """Row 0: memory_efficiency; then the profile's per-op curves, by sorted op name."""
+    return [gpu.memory_efficiency] + [gpu.op_efficiency[k] for k in sorted(gpu.op_efficiency)]
+
+
+def memory_curve_index(gpu, ops) -> np.ndarray:
+    """Row of each op's memory-efficiency curve (0: the profile's memory_efficiency)."""
+    rows = {k: i + 1 for i, k in enumerate(sorted(gpu.op_efficiency))}
+    return np.array([rows.get(op, 0) for op in ops], dtype=np.int64)
+
+
+def overhead_seconds(gpu, phases) -> np.ndarray:
+    """Per-op overhead of each op from its phase name."""
+    by_phase = {p: gpu.overhead_s(p) for p in set(phases)}
+    return np.array([by_phase[p] for p in phases], dtype=np.float64)
+
+
 def roofline_seconds(gpu, flops: np.ndarray, nbytes: np.ndarray, peak: np.ndarray,
-                     curve: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                     curve: np.ndarray, mem_curve: np.ndarray, launch: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray]:
     """(seconds, bound) of one occurrence of each op on ``gpu``: the roofline kernel with the
-    profile's efficiency curves, bandwidth and launch overhead."""
-    cx, cy, cn = _curves(gpu)
-    mem = gpu.memory_efficiency
-    mx = np.asarray(mem.xs_log10, dtype=np.float64)
-    my = np.asarray(mem.ys, dtype=np.float64)
-    return roofline(flops, nbytes, peak, curve, cx, cy, cn, float(gpu.mem_bw_bytes_per_s), mx,
-                    my, len(mx), float(gpu.kernel_launch_s))
+    profile's efficiency curves and bandwidth, plus each op's overhead ``launch``."""
+    conv = gpu.conv_efficiency or gpu.matmul_efficiency
+    cx, cy, cn = _curves([gpu.matmul_efficiency, gpu.attention_efficiency, conv])
+    mx, my, mn = _curves(_memory_curves(gpu))
+    return roofline(flops, nbytes, peak, curve, cx, cy, cn, float(gpu.mem_bw_bytes_per_s),
+                    mem_curve, mx, my, mn, launch)
 
 
 def compute_times(arrays: OpArrays, gpu) -> ComputeResult:
     """Roofline time of every op on ``gpu`` (a GpuProfile)."""
     peak = np.array([_peak(gpu, d, c) for d, c in zip(arrays.dtype, arrays.op_class)])
-    curve = np.array(
-        [CURVE_MATMUL if c in ("matmul", "conv") else CURVE_ATTENTION if c == "attention" else -1
-         for c in arrays.op_class],
-        dtype=np.int64,
-    )
-    t, bound = roofline_seconds(gpu, arrays.flops, arrays.nbytes, peak, curve)
+    curve = np.array([curve_for(c) for c in arrays.op_class], dtype=np.int64)
+    t, bound = roofline_seconds(gpu, arrays.flops, arrays.nbytes, peak, curve,
+                                memory_curve_index(gpu, arrays.op),
+                                overhead_seconds(gpu, arrays.phase))
     return ComputeResult(seconds=t * arrays.count, bound=bound, peak_used=peak)
 
 
@@ -117,18 +142,18 @@ def class_roofline_parts(arrays: OpArrays, gpu) -> dict[str, dict[str, float]]:
     per-op curves as :func:`compute_times` folded into one number per class.
     """
     out: dict[str, dict[str, float]] = {}
-    mem = gpu.memory_efficiency
+    by_curve = {CURVE_MATMUL: gpu.matmul_efficiency, CURVE_ATTENTION: gpu.attention_efficiency,
+                CURVE_CONV: gpu.conv_efficiency or gpu.matmul_efficiency}
     for i, cls in enumerate(arrays.op_class):
         row = out.setdefault(cls, {"compute_s": 0.0, "memory_s": 0.0, "ops": 0.0})
         n = arrays.count[i]
         row["ops"] += n
         if arrays.flops[i] > 0:
-            if cls in TENSOR_CORE_CLASSES:
-                curve = gpu.attention_efficiency if cls == "attention" else gpu.matmul_efficiency
-                eff = curve.at(arrays.flops[i])
-            else:
-                eff = 1.0
+            eff = by_curve[curve_for(cls)].at(arrays.flops[i]) if cls in TENSOR_CORE_CLASSES \
+                else 1.0
             row["compute_s"] += n * arrays.flops[i] / (_peak(gpu, arrays.dtype[i], cls) * eff)
         if arrays.nbytes[i] > 0:
-            row["memory_s"] += n * arrays.nbytes[i] / (gpu.mem_bw_bytes_per_s * mem.at(arrays.nbytes[i]))
+            mem = gpu.op_efficiency.get(arrays.op[i], gpu.memory_efficiency)
+            row["memory_s"] += n * arrays.nbytes[i] / (gpu.mem_bw_bytes_per_s *
+                                                       mem.at(arrays.nbytes[i]))
     return out

@@ -66,12 +66,14 @@ def interp_log10(x, xs_log10, ys, n):
 
 @njit(cache=True)
 def roofline(flops, nbytes, peak, curve, curve_x, curve_y, curve_n,
-             mem_bw, mem_x, mem_y, mem_n, launch_s):
+             mem_bw, mem_curve, mem_x, mem_y, mem_n, launch):
     """Per-op time = max(compute, memory) + launch overhead, and which bound won.
 
     ``curve[i]`` indexes the compute-efficiency curve of op i (row of ``curve_x``/``curve_y``,
-    ``curve_n`` points); -1 means efficiency 1. Ops with neither FLOPs nor bytes take no time
-    (views). Returns (seconds[n], bound[n]) with bound 0 = compute, 1 = memory, 2 = none.
+    ``curve_n`` points); -1 means efficiency 1. ``mem_curve[i]`` indexes its memory-efficiency
+    curve (row of ``mem_x``/``mem_y``, ``mem_n`` points) and ``launch[i]`` is its per-op
+    overhead. Ops with neither FLOPs nor bytes take no time (views). Returns (seconds[n],
+    bound[n]) with bound 0 = compute, 1 = memory, 2 = none.
     """
     n = flops.shape[0]
     t = np.zeros(n)
@@ -88,13 +90,14 @@ def roofline(flops, nbytes, peak, curve, curve_x, curve_y, curve_n,
             tc = flops[i] / (peak[i] * eff)
         tm = 0.0
         if nbytes[i] > 0.0:
-            meff = interp_log10(nbytes[i], mem_x, mem_y, mem_n)
+            m = mem_curve[i]
+            meff = interp_log10(nbytes[i], mem_x[m], mem_y[m], mem_n[m])
             tm = nbytes[i] / (mem_bw * meff)
         if tc >= tm:
-            t[i] = tc + launch_s
+            t[i] = tc + launch[i]
             bound[i] = 0
         else:
-            t[i] = tm + launch_s
+            t[i] = tm + launch[i]
             bound[i] = 1
     return t, bound
 

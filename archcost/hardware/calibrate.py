@@ -49,6 +49,7 @@ from archcost.hardware.fit import (
     fit_collective,
     kernel_seconds,
     matmul_flops,
+    per_op_overhead,
     sdpa_flops,
     spread,
 )
@@ -84,6 +85,16 @@ class Grid:
     collective_warmup: int
     collective_reps: int
     collective_min_rep_s: float
+    # (batch, channels in, channels out, map size, kernel, stride); forward and backward each
+    conv_shapes: tuple[tuple[int, int, int, int, int, int], ...] = ()
+    op_numels: tuple[int, ...] = ()  # elements of one input of each op of opbench.OPS
+
+
+# ResNet-like convolutions, small to large FLOPs (opbench.measure_conv)
+_CONVS = ((4, 16, 16, 8, 3, 1), (8, 16, 16, 16, 3, 1), (8, 32, 32, 8, 3, 1),
+          (16, 32, 32, 8, 1, 1), (8, 16, 16, 32, 3, 1), (8, 32, 32, 16, 3, 1), (8, 64, 64, 16, 3, 1),
+          (8, 64, 64, 32, 1, 1), (16, 16, 32, 32, 3, 2), (16, 64, 64, 32, 3, 1),
+          (16, 128, 128, 16, 3, 1), (16, 256, 256, 8, 3, 1), (32, 64, 64, 56, 3, 1))
 
 
 def _squares(lo: int, hi: int) -> tuple[tuple[int, int, int], ...]:
@@ -103,13 +114,18 @@ def grid_for(device: str, quick: bool) -> Grid:
                         ((1, 8, 128, 64), (1, 8, 512, 64)), (4096, 262144, 16 << 20, 64 << 20),
                         (8, 4096, 262144, 1 << 20, 4 << 20, 16 << 20),
                         warmup=1, reps=5, min_rep_s=2e-3, max_call_s=0.1,
-                        collective_warmup=2, collective_reps=7, collective_min_rep_s=5e-3)
+                        collective_warmup=2, collective_reps=7, collective_min_rep_s=5e-3,
+                        conv_shapes=_CONVS[:2], op_numels=(1 << 16,))
         return Grid(dts, _squares(64, 2048) + ((2048, 2048, 64), (64, 2048, 2048), (2048, 128, 1024)),
-                    "fp32", tuple((1, 8, s, 64) for s in (128, 256, 512, 1024, 2048)),
+                    "fp32", tuple((b, 8, s, d) for s in (128, 256, 512, 1024, 2048)
+                                  for b, d in ((1, 64), (4, 32)) if b * s <= 2048),
                     (4096, 65536, 1 << 20, 16 << 20, 64 << 20, 256 << 20),
                     (8, 512, 8192, 131072, 1 << 20, 4 << 20, 16 << 20, 64 << 20),
-                    warmup=2, reps=7, min_rep_s=5e-3, max_call_s=0.5,
-                    collective_warmup=3, collective_reps=7, collective_min_rep_s=2e-2)
+                    # a shared CPU's speed swings by +-20 % within seconds: each point is
+                    # timed over ~0.3 s so the medians average the swings out
+                    warmup=2, reps=9, min_rep_s=3e-2, max_call_s=0.5,
+                    collective_warmup=3, collective_reps=7, collective_min_rep_s=2e-2,
+                    conv_shapes=_CONVS, op_numels=(1 << 10, 1 << 14, 1 << 17, 1 << 20, 1 << 23))
     dts = ("fp32", "tf32", "bf16", "fp16", "fp8")
     if quick:
         return Grid(dts, _squares(256, 4096)[::2] + ((4096, 4096, 256),), "bf16",
@@ -123,13 +139,15 @@ def grid_for(device: str, quick: bool) -> Grid:
                 (4096, 65536, 1 << 20, 16 << 20, 256 << 20, 1 << 30),
                 (8, 512, 8192, 131072, 1 << 20, 16 << 20, 64 << 20, 256 << 20, 1 << 29),
                 warmup=3, reps=10, min_rep_s=5e-3, max_call_s=1.0,
-                collective_warmup=5, collective_reps=10, collective_min_rep_s=5e-3)
+                collective_warmup=5, collective_reps=10, collective_min_rep_s=5e-3,
+                conv_shapes=_CONVS, op_numels=(1 << 20, 1 << 24))
 
 
 def count_points(grid: Grid, nproc: int) -> int:
     """Benchmark points of a run: what a progress bar counts."""
     n = len(grid.dtypes) * len(grid.matmul_shapes) + len(grid.attention_shapes)
     n += 2 * len(grid.memory_bytes) + 1  # copy and add per size, the launch
+    n += len(grid.conv_shapes) + len(grid.op_numels) + 1  # + the overheads
     if nproc > 1:
         n += len(COLLECTIVES) * len(grid.collective_bytes)
     return n
@@ -183,6 +201,9 @@ class Measurements:
     matmul: dict[str, list[Point]] = field(default_factory=dict)
     attention: list[Point] = field(default_factory=list)
     memory: list[Point] = field(default_factory=list)
+    conv: list[Point] = field(default_factory=list)
+    ops: dict[str, list[Point]] = field(default_factory=dict)  # aten op -> points (bytes)
+    overheads: dict[str, dict[str, Any]] = field(default_factory=dict)  # phase -> record
     skipped: list[dict[str, Any]] = field(default_factory=list)
     launch: Spread | None = None
     mem_bytes: float = 0.0
@@ -215,28 +236,59 @@ class _Timed:
     first_s: float  # the first call's time (what the next point's estimate starts from)
 
 
-def _time_call(fn: Callable[[], Any], sync: Callable[[], None], grid: Grid, *,
-               max_iters: int = 1000, reps: int | None = None) -> _Timed:
-    """Warm-up calls, then repetitions of batched calls (a batch lasts >= ``min_rep_s``).
+@dataclass(frozen=True, slots=True)
+class _Sized:
+    """A call after its warm-up: calls per timed batch, or None when one call is too slow."""
 
-    A first call over ``max_call_s`` gets one second chance (it may pay one-time set-up:
-    cuBLAS handles, OpenMP threads) unless it took over four times the limit.
-    """
+    fn: Callable[[], Any]
+    iters: int | None
+    first_s: float  # the first call's time
+    once_s: float  # the last warm-up call's time
+
+
+def _size_call(fn: Callable[[], Any], sync: Callable[[], None], grid: Grid,
+               max_iters: int = 1000) -> _Sized:
+    """Warm-up calls; the last one sizes the batches (a batch lasts >= ``min_rep_s``). A first
+    call over ``max_call_s`` gets one second chance (it may pay one-time set-up: cuBLAS
+    handles, OpenMP threads) unless it took over four times the limit."""
     cap = grid.max_call_s
     first = once = _once(fn, sync)
     if once > cap and (once > 4 * cap or _once(fn, sync) > cap):
-        return _Timed(None, 0, first)
-    for _ in range(grid.warmup):  # the rest of the warm-up; the last call sizes the batches
+        return _Sized(fn, None, first, once)
+    for _ in range(grid.warmup):
         once = _once(fn, sync)
-    iters = max(1, min(max_iters, math.ceil(grid.min_rep_s / max(once, 1e-9))))
-    samples = []
-    for _ in range(reps or grid.reps):
-        t0 = time.perf_counter()
-        for _ in range(iters):
-            fn()
-        sync()
-        samples.append((time.perf_counter() - t0) / iters)
-    return _Timed(samples, iters, first)
+    return _Sized(fn, max(1, min(max_iters, math.ceil(grid.min_rep_s / max(once, 1e-9)))),
+                  first, once)
+
+
+def _repeat(sized: list[_Sized], sync: Callable[[], None], reps: int) -> list[_Timed]:
+    """``reps`` timed batches of each call, round-robin over the calls: every point's samples
+    spread over the whole benchmark, so a slow spell of a shared machine falls on all points
+    alike instead of on the few timed during it."""
+    samples: list[list[float]] = [[] for _ in sized]
+    for _ in range(reps):
+        for i, c in enumerate(sized):
+            if c.iters is None:
+                continue
+            t0 = time.perf_counter()
+            for _ in range(c.iters):
+                c.fn()
+            sync()
+            samples[i].append((time.perf_counter() - t0) / c.iters)
+    return [_Timed(samples[i] if c.iters is not None else None, c.iters or 0, c.first_s)
+            for i, c in enumerate(sized)]
+
+
+def _time_calls(fns: list[Callable[[], Any]], sync: Callable[[], None], grid: Grid
+                ) -> list[_Timed]:
+    """Each call warmed up and sized, then their repetitions interleaved (:func:`_repeat`)."""
+    return _repeat([_size_call(fn, sync, grid) for fn in fns], sync, grid.reps)
+
+
+def _time_call(fn: Callable[[], Any], sync: Callable[[], None], grid: Grid, *,
+               max_iters: int = 1000, reps: int | None = None) -> _Timed:
+    """One call: warm-up, then repetitions of batched calls."""
+    return _repeat([_size_call(fn, sync, grid, max_iters)], sync, reps or grid.reps)[0]
 
 
 def _once(fn: Callable[[], Any], sync: Callable[[], None]) -> float:
@@ -302,26 +354,31 @@ def _measure_matmul(m: Measurements, device: str, grid: Grid, progress: Progress
                 progress(f"matmul {dtype} (skipped)")
             continue
         points: list[Point] = []
-        last: tuple[int, float] | None = None  # (FLOPs, seconds) of the latest call timed
+        last: tuple[int, float] | None = None  # (FLOPs, seconds) of the latest call sized
         too_slow = False  # a call of this dtype took longer than the grid allows
+        run: list[tuple[tuple[int, int, int], _Sized]] = []
         with _fp32_precision("high" if dtype == "tf32" else "highest"):
-            for mm, nn, kk in shapes:
+            for mm, nn, kk in shapes:  # warm-up and sizing, by increasing FLOPs
                 flops = matmul_flops(mm, nn, kk)
                 limit = grid.max_call_s * (1 if too_slow else 4)
                 if last is not None and flops * last[1] / last[0] > limit:
                     m.skipped.append(_skip("matmul", dtype, (mm, nn, kk), grid, estimated=True))
                 else:
-                    timed = _time_call(_matmul_fn(dtype, mm, nn, kk, device), sync, grid)
-                    if timed.samples is None:
+                    sized = _size_call(_matmul_fn(dtype, mm, nn, kk, device), sync, grid)
+                    if sized.iters is None:
                         too_slow = True
-                        last = (flops, timed.first_s)
+                        last = (flops, sized.first_s)
                         m.skipped.append(_skip("matmul", dtype, (mm, nn, kk), grid))
                     else:
-                        sp = spread(timed.samples)
-                        last = (flops, sp.median)
-                        points.append(Point("matmul", {"m": mm, "n": nn, "k": kk}, flops, sp,
-                                            timed.iters))
-                progress(f"matmul {dtype} {mm}x{nn}x{kk}")
+                        last = (flops, sized.once_s)
+                        run.append(((mm, nn, kk), sized))
+            for (mm, nn, kk), timed in zip([s for s, _ in run],
+                                           _repeat([c for _, c in run], sync, grid.reps)):
+                points.append(Point("matmul", {"m": mm, "n": nn, "k": kk},
+                                    matmul_flops(mm, nn, kk), spread(timed.samples),
+                                    timed.iters))
+        for mm, nn, kk in shapes:
+            progress(f"matmul {dtype} {mm}x{nn}x{kk}")
         if points:
             m.matmul[dtype] = points
         else:
@@ -342,10 +399,11 @@ def _measure_attention(m: Measurements, device: str, grid: Grid, progress: Progr
 
     sync = _sync_for(device)
     tdt = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[grid.attention_dtype]
+    fns = []
     for b, h, s, d in grid.attention_shapes:
         q, k, v = (torch.randn(b, h, s, d, device=device, dtype=tdt) for _ in range(3))
-        timed = _time_call(lambda q=q, k=k, v=v: F.scaled_dot_product_attention(q, k, v, is_causal=True),
-                           sync, grid)
+        fns.append(lambda q=q, k=k, v=v: F.scaled_dot_product_attention(q, k, v, is_causal=True))
+    for (b, h, s, d), timed in zip(grid.attention_shapes, _time_calls(fns, sync, grid)):
         params = {"batch": b, "heads": h, "seq": s, "head_dim": d}
         if timed.samples is None:
             m.skipped.append({"bench": "attention", **params,
@@ -475,6 +533,7 @@ def measure(device: str, nproc: int, grid: Grid, progress: Progress | None = Non
     import torch
 
     from archcost.hardware.machine import machine_id
+    from archcost.hardware.opbench import measure_conv, measure_ops, measure_overheads
 
     report = progress or (lambda _desc: None)
     start = time.perf_counter()
@@ -493,10 +552,14 @@ def measure(device: str, nproc: int, grid: Grid, progress: Progress | None = Non
     m.llc_bytes, m.llc_source = _last_level_cache(device)
     m.launch = _measure_launch(device, grid)  # outside inference mode: dispatch as in training
     report("kernel launch")
+    measure_overheads(m, device, grid, report)  # a training step's phases: with autograd
     with torch.inference_mode():
         _measure_matmul(m, device, grid, report)
         _measure_attention(m, device, grid, report)
         _measure_memory(m, device, grid, report)
+        measure_conv(m, device, grid, report)
+        if grid.op_numels:
+            measure_ops(m, device, grid, report)
         if device == "cuda":
             m.host_link_bw = _host_link_bw(grid) or None
     if device == "cuda":
@@ -510,6 +573,41 @@ def measure(device: str, nproc: int, grid: Grid, progress: Progress | None = Non
     return m
 
 
+def _overheads(m: Measurements, peaks, curves, attention, conv, mem_bw, memory_curve, op_curves,
+               launch: float) -> dict[str, float]:
+    """Per-op overhead of each phase: its measured time less the work the cost engine, with
+    the figures just fitted, gives its ops (fp32), over the ops; at least the bare launch."""
+    import numpy as np
+
+    from archcost.cost.compute import curve_for, memory_curve_index, roofline_seconds
+    from archcost.hardware.profile import EfficiencyCurve, GpuProfile
+
+    if not m.overheads or "fp32" not in peaks:
+        return {}
+    matmul = EfficiencyCurve(curves["fp32"])
+    gpu = GpuProfile(
+        name="calibration", vendor="", peak_flops_per_s={"fp32": peaks["fp32"]}, mem_bytes=1.0,
+        mem_bw_bytes_per_s=mem_bw, l2_bytes=1.0, kernel_launch_s=0.0, tdp_w=1.0,
+        idle_power_fraction=0.0, price_per_gpu_hour_usd=None, matmul_efficiency=matmul,
+        attention_efficiency=EfficiencyCurve(attention) if attention else matmul,
+        memory_efficiency=EfficiencyCurve(memory_curve),
+        conv_efficiency=EfficiencyCurve(conv) if conv else None,
+        op_efficiency={op: EfficiencyCurve(pts) for op, pts in op_curves.items()})
+    out = {}
+    for phase, rec in m.overheads.items():
+        ops = rec["charged"]
+        if not ops:
+            continue
+        flops = np.array([float(o[2]) for o in ops])
+        nbytes = np.array([float(o[3]) for o in ops])
+        work, _ = roofline_seconds(
+            gpu, flops, nbytes, np.full(len(ops), peaks["fp32"]),
+            np.array([curve_for(o[1]) for o in ops], dtype=np.int64),
+            memory_curve_index(gpu, [o[0] for o in ops]), np.zeros(len(ops)))
+        out[phase] = per_op_overhead(rec["median_s"], float(work.sum()), len(ops), launch)
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class Derived:
     """The profile's figures, fitted from one calibration's measurements."""
@@ -521,6 +619,9 @@ class Derived:
     mem_bw: float
     memory_curve: tuple[tuple[int, float], ...]
     launch_s: float
+    conv_curve: tuple[tuple[int, float], ...] | None
+    op_curves: dict[str, tuple[tuple[int, float], ...]]  # aten op -> [bytes, fraction of mem_bw]
+    overheads_s: dict[str, float]  # phase -> seconds per charged op
     collective_fits: dict[str, CollectiveFit]
     level_fit: CollectiveFit | None  # one (alpha, bw) for the link level: all ops together
 
@@ -542,8 +643,19 @@ def derive(m: Measurements) -> Derived:
         secs = [kernel_seconds(p.time.median, launch) for p in m.attention]
         attention = efficiency_curve([p.size for p in m.attention], secs,
                                      peaks[m.grid.attention_dtype])
+    conv = None
+    if m.conv and "fp32" in peaks:
+        conv = efficiency_curve([p.size for p in m.conv],
+                                [kernel_seconds(p.time.median, launch) for p in m.conv],
+                                peaks["fp32"])
     secs = [kernel_seconds(p.time.median, launch) for p in m.memory]
     mem_bw = best_rate([p.size for p in m.memory], secs)
+    op_curves = {op: efficiency_curve([p.size for p in pts],
+                                      [kernel_seconds(p.time.median, launch) for p in pts], mem_bw)
+                 for op, pts in m.ops.items()}
+    overheads = _overheads(m, peaks, curves, attention, conv, mem_bw,
+                           efficiency_curve([p.size for p in m.memory], secs, mem_bw), op_curves,
+                           launch)
     fits: dict[str, CollectiveFit] = {}
     level = None
     if m.collectives:
@@ -562,4 +674,5 @@ def derive(m: Measurements) -> Derived:
     return Derived(peaks=peaks, reference_dtype=ref, matmul_curve=curves[ref],
                    attention_curve=attention, mem_bw=mem_bw,
                    memory_curve=efficiency_curve([p.size for p in m.memory], secs, mem_bw),
-                   launch_s=launch, collective_fits=fits, level_fit=level)
+                   launch_s=launch, conv_curve=conv, op_curves=op_curves,
+                   overheads_s=overheads, collective_fits=fits, level_fit=level)

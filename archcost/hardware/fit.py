@@ -38,6 +38,7 @@ import numpy as np
 
 __all__ = [
     "Spread", "spread", "matmul_flops", "sdpa_flops", "kernel_seconds", "best_rate",
+    "per_op_overhead",
     "efficiency_curve", "COLLECTIVES", "ring_coefficients", "CollectiveFit", "fit_collective",
     "predict_collective", "FitError",
 ]
@@ -82,6 +83,14 @@ def sdpa_flops(batch: int, heads: int, sq: int, sk: int, dq: int, dv: int, causa
 def kernel_seconds(median_s: float, launch_s: float) -> float:
     """An op's time less the launch overhead the engine adds on top, at least half of it."""
     return max(median_s - launch_s, 0.5 * median_s)
+
+
+def per_op_overhead(phase_s: float, work_s: float, n_ops: int, floor_s: float) -> float:
+    """What one op of a phase costs beyond its work: the phase's measured time less the work
+    the engine gives its ops, over the ops; at least ``floor_s`` (a bare launch)."""
+    if n_ops < 1:
+        raise FitError("a phase without ops has no per-op overhead")
+    return max((phase_s - work_s) / n_ops, floor_s)
 
 
 def best_rate(sizes: Sequence[float], seconds: Sequence[float]) -> float:

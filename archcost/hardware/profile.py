@@ -119,6 +119,23 @@ class GpuProfile:
     # what `archcost calibrate` measured (per benchmark point median and spread, date, device):
     # a record kept with the figures, never read by the cost engine; None for datasheet profiles
     calibration: dict[str, Any] | None = field(default=None, compare=False, repr=False)
+    # measured refinements (`archcost calibrate` writes them; datasheet profiles leave them
+    # out): convolutions' own efficiency curve (None: the matmul curve); per aten op, the
+    # fraction of memory bandwidth that op reaches by its size in bytes, replacing
+    # memory_efficiency for it (ops that are slower than their bytes, such as transcendental
+    # pointwise ops and normalisations on a CPU); and the per-op overhead of each phase of a
+    # step (forward, backward, optimizer) where it differs from kernel_launch
+    conv_efficiency: EfficiencyCurve | None = None
+    op_efficiency: dict[str, EfficiencyCurve] = field(default_factory=dict)
+    op_overhead_s: dict[str, float] = field(default_factory=dict)
+
+    def overhead_s(self, phase: str) -> float:
+        """Per-op overhead of an op in ``phase`` (recomputation runs forward ops)."""
+        key = "forward" if phase == "recompute" else phase
+        return float(self.op_overhead_s.get(key, self.kernel_launch_s))
+
+
+OVERHEAD_PHASES = ("forward", "backward", "optimizer")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -204,11 +221,13 @@ GPU_FIELDS: dict[str, Any] = {
     "price_per_gpu_hour": Quantity.USD_PER_HOUR, "matmul_efficiency": "curve",
     "attention_efficiency": "curve", "memory_efficiency": "curve",
     "host_link_bandwidth": Quantity.BANDWIDTH, "host_memory_bandwidth": Quantity.BANDWIDTH,
-    "calibration": "mapping",
+    "calibration": "mapping", "conv_efficiency": "curve", "op_efficiency": "curves",
+    "op_overhead": "times",
 }
 # attention defaults to matmul's curve; without host figures offloaded plans are refused
 GPU_OPTIONAL = {"price_per_gpu_hour", "attention_efficiency", "host_link_bandwidth",
-                "host_memory_bandwidth", "calibration"}
+                "host_memory_bandwidth", "calibration", "conv_efficiency", "op_efficiency",
+                "op_overhead"}
 FIELD_EXAMPLES = {  # shown when a field is missing
     "name": "'h100-sxm'", "vendor": "NVIDIA", "peak_flops": "{fp32: '67 TFLOP/s', bf16: '989 TFLOP/s'}",
     "memory": "'80 GB'", "memory_bandwidth": "'3.35 TB/s'", "l2_cache": "'50 MB'",
@@ -303,7 +322,43 @@ def gpu_from_dict(data: dict[str, Any], path: str) -> GpuProfile:
         host_link_bw_bytes_per_s=_optional(r, data, "host_link_bandwidth"),
         host_memory_bw_bytes_per_s=_optional(r, data, "host_memory_bandwidth"),
         calibration=r.mapping(data, "calibration"),
+        conv_efficiency=(EfficiencyCurve(r.curve(data, "conv_efficiency"))
+                         if data.get("conv_efficiency") is not None else None),
+        op_efficiency=_op_curves(r, data),
+        op_overhead_s=_overheads(r, data),
     )
+
+
+def _op_curves(r: Reader, data: dict[str, Any]) -> dict[str, EfficiencyCurve]:
+    raw = data.get("op_efficiency")
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise r.fail("op_efficiency", "must map aten op names to curves, e.g. "
+                     "{aten.gelu: [[1.0e+6, 0.1], [1.0e+8, 0.2]]}")
+    out = {}
+    for op in raw:
+        if not isinstance(op, str) or not op.startswith("aten."):
+            raise r.fail(f"op_efficiency.{op}", "keys are aten op names such as aten.gelu")
+        out[op] = EfficiencyCurve(r.curve(raw, op))
+    return out
+
+
+def _overheads(r: Reader, data: dict[str, Any]) -> dict[str, float]:
+    raw = data.get("op_overhead")
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise r.fail("op_overhead", "must map phases to times, e.g. {forward: '6 us', "
+                     "backward: '9 us', optimizer: '12 us'}")
+    out = {}
+    for phase in raw:
+        if phase not in OVERHEAD_PHASES:
+            hint = suggest(str(phase), OVERHEAD_PHASES)
+            raise r.fail(f"op_overhead.{phase}", f"unknown phase; {hint}use "
+                         f"{', '.join(OVERHEAD_PHASES)}")
+        out[phase] = r.quantity(raw, phase, Quantity.TIME, "op_overhead.")
+    return out
 
 
 def _optional(r: Reader, data: dict[str, Any], key: str) -> float | None:

@@ -76,6 +76,15 @@ def gpu_calibration(m: Measurements, d: Derived, command: str) -> dict[str, Any]
         "memory": {"ops": "copy: dst.copy_(src), bytes = 2 x tensor; add: torch.add(a, b, "
                           "out=c), bytes = 3 x tensor",
                    "points": [{"op": p.bench, **_point(p, "bytes_moved")} for p in m.memory]},
+        "conv": {"ops": "aten.convolution and aten.convolution_backward (input and weight "
+                         "gradients), fp32; FLOPs by archcost's rule",
+                 "points": [_point(p, "flops") for p in m.conv]},
+        "ops": {"bytes": "read + written by archcost's rule for the op",
+                "points": {op: [_point(p, "bytes_moved") for p in pts]
+                           for op, pts in m.ops.items()}},
+        "op_overhead": {phase: {k: (_r(v) if isinstance(v, float) else v)
+                                for k, v in rec.items() if k != "charged"}
+                        for phase, rec in m.overheads.items()},
         "fits": {"peak_flops_per_s": {dt: _r(v, 6) for dt, v in d.peaks.items()},
                  "matmul_efficiency_dtype": d.reference_dtype,
                  "memory_bandwidth_bytes_per_s": _r(d.mem_bw, 6),
@@ -184,6 +193,20 @@ def gpu_yaml(m: Measurements, d: Derived, *, name: str, command: str, tdp_w: flo
     lines.append("memory_efficiency:      # [bytes moved by one op, fraction of memory_bandwidth]; "
                  "measured")
     lines += _curve(d.memory_curve)
+    if d.conv_curve:
+        lines.append("conv_efficiency:        # [FLOPs of one convolution (forward or backward), "
+                     "fraction of peak fp32]; measured in fp32")
+        lines += _curve(d.conv_curve)
+    if d.op_curves:
+        lines.append("op_efficiency:          # per aten op: [bytes it moves, fraction of "
+                     "memory_bandwidth]; measured")
+        for op, pts in d.op_curves.items():
+            lines.append(f"  {op}: [{', '.join(f'[{x}, {y:.4g}]' for x, y in pts)}]")
+    if d.overheads_s:
+        lines.append("op_overhead:            # per op charged in each phase of a training step; "
+                     "measured on a small workload")
+        for phase, sec in d.overheads_s.items():
+            lines.append(f"  {phase}: {fmt(sec, Quantity.TIME, 4)}")
     lines.append("# what was measured, point by point (free-form; the cost engine does not read it)")
     text = "\n".join(lines) + "\n"
     return text + _dump("calibration", gpu_calibration(m, d, command))

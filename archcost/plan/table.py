@@ -13,7 +13,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from archcost.cost.compute import peak_flops_for, roofline_seconds
+from archcost.cost.compute import (
+    memory_curve_index,
+    overhead_seconds,
+    peak_flops_for,
+    roofline_seconds,
+)
 from archcost.options import Recompute
 from archcost.plan.workload import SECTION_BLOCK, SECTION_POST, SECTION_PRE, OpTable, Workload
 
@@ -46,9 +51,21 @@ def _peaks(ops: OpTable, gpu) -> np.ndarray:
                      for dt, tc in zip(ops.dtype, ops.tensor_core)], dtype=np.float64)
 
 
-def op_seconds(ops: OpTable, gpu, peaks: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    """Roofline seconds of every op (all its occurrences) with FLOPs and bytes times ``scale``."""
-    t, _ = roofline_seconds(gpu, ops.flops * scale, ops.nbytes * scale, peaks, ops.curve)
+_PHASE_NAMES = ("forward", "backward", "recompute")
+
+
+def _overheads(ops: OpTable, gpu, phase: str | None = None) -> np.ndarray:
+    """Per-op overhead: by each op's phase code, or ``phase`` for all of them."""
+    names = [phase] * len(ops.phase) if phase else [_PHASE_NAMES[p] for p in ops.phase]
+    return overhead_seconds(gpu, names)
+
+
+def op_seconds(ops: OpTable, gpu, peaks: np.ndarray, scale: np.ndarray,
+               phase: str | None = None) -> np.ndarray:
+    """Roofline seconds of every op (all its occurrences) with FLOPs and bytes times ``scale``;
+    ``phase`` names the phase of every op (the optimizer table's are meaningless)."""
+    t, _ = roofline_seconds(gpu, ops.flops * scale, ops.nbytes * scale, peaks, ops.curve,
+                            memory_curve_index(gpu, ops.op), _overheads(ops, gpu, phase))
     return t * ops.count
 
 
@@ -58,10 +75,14 @@ def _rows(w: Workload, ops: OpTable, gpu, peaks, r: Recompute, combos: np.ndarra
     call over all combinations x ops, then sums by section and phase."""
     n, n_ops = len(combos), len(ops.flops)
     mbs, tp, sp, cp = (combos[:, i].astype(np.float64)[:, None] for i in range(4))
-    div = np.where(ops.sp_only[None, :] & (sp == 0), 1.0, tp) * cp
-    scale = (mbs / div).ravel()
-    t, _ = roofline_seconds(gpu, np.tile(ops.flops, n) * scale, np.tile(ops.nbytes, n) * scale,
-                            np.tile(peaks, n), np.tile(ops.curve, n))
+    tp_div = np.where(ops.sp_only[None, :] & (sp == 0), 1.0, tp)
+    scale = (mbs / (tp_div * cp)).ravel()
+    fixed = np.tile(ops.nbytes_fixed, n)  # weights: split by tp, not by cp or the micro-batch
+    nbytes = (np.tile(ops.nbytes, n) - fixed) * scale + fixed / tp_div.ravel()
+    t, _ = roofline_seconds(gpu, np.tile(ops.flops, n) * scale, nbytes,
+                            np.tile(peaks, n), np.tile(ops.curve, n),
+                            np.tile(memory_curve_index(gpu, ops.op), n),
+                            np.tile(_overheads(ops, gpu), n))
     t = t.reshape(n, n_ops) * ops.count[None, :]
     fwd, bwd, rc = ops.phase == 0, ops.phase == 1, ops.phase == 2
     blk, pre, post = (ops.section == SECTION_BLOCK, ops.section == SECTION_PRE,
@@ -95,6 +116,7 @@ def build_table(w: Workload, gpu, combos: np.ndarray) -> CostTable:
         ops = w.ops[r]
         rows[sel] = _rows(w, ops, gpu, _peaks(ops, gpu), r, combos[sel, 1:])
     opt = w.optimizer
-    opt_s = float(op_seconds(opt, gpu, _peaks(opt, gpu), np.ones(len(opt.flops))).sum()) \
+    opt_s = float(op_seconds(opt, gpu, _peaks(opt, gpu), np.ones(len(opt.flops)),
+                             "optimizer").sum()) \
         if len(opt.flops) else 0.0
     return CostTable(combos, rows, opt_s / max(w.trainable_params, 1.0))

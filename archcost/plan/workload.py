@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 import networkx as nx
 import numpy as np
 
+from archcost.cost.compute import curve_for
 from archcost.cost.memory import liveness_arrays
 from archcost.options import Recompute
 from archcost.plan.space import ModelShape
@@ -42,7 +43,6 @@ __all__ = ["SECTION_PRE", "SECTION_BLOCK", "SECTION_POST", "PHASE_CODES", "OpTab
 SECTION_PRE, SECTION_BLOCK, SECTION_POST = 0, 1, 2
 PHASE_CODES = {"forward": 0, "backward": 1, "recompute": 2}
 _TENSOR_CORE = ("matmul", "conv", "attention")
-_CURVE = {"matmul": 0, "conv": 0, "attention": 1}
 _MATMULS = frozenset({"aten.mm", "aten.addmm", "aten.bmm", "aten.baddbmm", "aten.matmul",
                       "aten.linear"})
 
@@ -54,11 +54,15 @@ class OpTable:
 
     section: np.ndarray  # int8: SECTION_*
     phase: np.ndarray  # int8: PHASE_CODES
-    curve: np.ndarray  # int64: efficiency curve (0 matmul, 1 attention, -1 none)
+    curve: np.ndarray  # int64: efficiency curve (cost.compute.curve_for)
+    op: tuple[str, ...]  # aten op names (per-op memory curves of a calibrated profile)
     dtype: tuple[str, ...]  # output dtype: picks the tensor-core peak
     tensor_core: np.ndarray  # bool: runs at the tensor-core peak of its dtype
     flops: np.ndarray  # float64
     nbytes: np.ndarray  # float64, read + written
+    # float64, the part of nbytes that does not grow with the micro-batch (weights read, weight
+    # gradients written): bytes(b) = (nbytes - fixed) * b + fixed; zeros when unknown
+    nbytes_fixed: np.ndarray
     count: np.ndarray  # float64, occurrences per layer (block) or per step (pre/post)
     sp_only: np.ndarray  # bool: replicated across tp unless sequence parallel (hidden-width)
     attention: np.ndarray  # bool: attention core (what ring attention overlaps with)
@@ -230,13 +234,32 @@ def _attention_facts(records, rep: str, hidden: int) -> tuple[int, int]:
     return 0, hidden
 
 
-def _op_table(g: nx.DiGraph, rep: str, layers: int, width_numel: int, hidden: int
-              ) -> tuple[OpTable, OpTable]:
+def _fixed_bytes(g1: nx.DiGraph, g2: nx.DiGraph | None) -> dict[int, float]:
+    """Per node of ``g1`` (batch 1), the bytes that do not grow with the batch, from the same
+    step traced at batch 2 (bytes are a*b + c: c = 2 bytes(1) - bytes(2), within [0, bytes(1)]);
+    empty when there is no second trace or the two ran different ops."""
+    if g2 is None:
+        return {}
+    n1, n2 = _ordered(g1), _ordered(g2)
+    if len(n1) != len(n2) or any(a["op"] != b["op"] or a["phase"] != b["phase"]
+                                 for (_, a), (_, b) in zip(n1, n2)):
+        return {}
+    out = {}
+    for (n, a), (_, b) in zip(n1, n2):
+        one = a["bytes_read"] + a["bytes_written"]
+        two = b["bytes_read"] + b["bytes_written"]
+        out[n] = float(min(max(2 * one - two, 0), one))
+    return out
+
+
+def _op_table(g: nx.DiGraph, rep: str, layers: int, width_numel: int, hidden: int,
+              fixed: dict[int, float]) -> tuple[OpTable, OpTable]:
     nodes = _ordered(g)
     sections = _sections(nodes, rep)
     sharded, _ = _tp_layout(g, nodes, sections, hidden)
-    cols: dict[str, list] = {k: [] for k in ("section", "phase", "curve", "dtype", "tc", "flops",
-                                             "nbytes", "count", "sp_only", "attention")}
+    cols: dict[str, list] = {k: [] for k in ("section", "phase", "curve", "op", "dtype", "tc",
+                                             "flops", "nbytes", "fixed", "count", "sp_only",
+                                             "attention")}
     opt: dict[str, list] = {k: [] for k in cols}
     model_flops = recompute_flops = 0.0
     for n, d in nodes:
@@ -252,11 +275,13 @@ def _op_table(g: nx.DiGraph, rep: str, layers: int, width_numel: int, hidden: in
         out_numel = _numel(d["out_shapes"][0]) if d["out_shapes"] else 0
         target["section"].append(section)
         target["phase"].append(PHASE_CODES.get(d["phase"], 0))
-        target["curve"].append(_CURVE.get(cls, -1))
+        target["curve"].append(curve_for(cls))
+        target["op"].append(d["op"])
         target["dtype"].append((d["out_dtypes"] or ["float32"])[0])
         target["tc"].append(cls in _TENSOR_CORE)
         target["flops"].append(float(d["flops"]))
         target["nbytes"].append(float(d["bytes_read"] + d["bytes_written"]))
+        target["fixed"].append(fixed.get(n, 0.0))
         target["count"].append(float(count))
         if d["phase"] == "forward" and section == SECTION_BLOCK:
             replicated = n not in sharded
@@ -271,10 +296,12 @@ def _op_table(g: nx.DiGraph, rep: str, layers: int, width_numel: int, hidden: in
             section=np.array(c["section"], dtype=np.int8),
             phase=np.array(c["phase"], dtype=np.int8),
             curve=np.array(c["curve"], dtype=np.int64),
+            op=tuple(c["op"]),
             dtype=tuple(c["dtype"]),
             tensor_core=np.array(c["tc"], dtype=bool),
             flops=np.array(c["flops"], dtype=np.float64),
             nbytes=np.array(c["nbytes"], dtype=np.float64),
+            nbytes_fixed=np.array(c["fixed"], dtype=np.float64),
             count=np.array(c["count"], dtype=np.float64),
             sp_only=np.array(c["sp_only"], dtype=bool),
             attention=np.array(c["attention"], dtype=bool),
@@ -358,9 +385,12 @@ def _param_split(cap, rep: str, members: list[str], layers: int, g: nx.DiGraph, 
 
 
 def workload_from_traces(traces: Mapping[Recompute, object], policy: PrecisionPolicy,
-                         name: str = "model") -> Workload:
+                         name: str = "model",
+                         at_batch_2: Mapping[Recompute, object] | None = None) -> Workload:
     """A Workload from traces (``archcost.trace.Traced``) of one step at batch 1, one per
-    recompute policy; every trace at the same sequence length."""
+    recompute policy; every trace at the same sequence length. ``at_batch_2``: the same steps
+    at batch 2, where traced, to split each op's bytes into the part that grows with the
+    micro-batch and the part that does not (weights)."""
     if not traces:
         raise ValueError("workload_from_traces needs at least one trace")
     first = next(iter(traces.values()))
@@ -406,7 +436,9 @@ def workload_from_traces(traces: Mapping[Recompute, object], policy: PrecisionPo
             raise ValueError("every trace must be at batch 1 and the same sequence length")
         nodes = _ordered(g)
         sections = _sections(nodes, rep)
-        table, opt = _op_table(g, rep, layers, width_numel, hidden)
+        two = (at_batch_2 or {}).get(policy_r)
+        table, opt = _op_table(g, rep, layers, width_numel, hidden,
+                               _fixed_bytes(g, two.graph if two is not None else None))
         ops[policy_r] = table
         opt_table = opt_table or opt
         saved_block[policy_r], saved_pre[policy_r], saved_post[policy_r], transient[policy_r] = \
@@ -433,9 +465,10 @@ def trace_workload(spec, seq_len: int, policy: PrecisionPolicy, optimizer: str =
     """Trace ``spec`` at one sequence of ``seq_len`` tokens once per recompute policy."""
     from archcost.trace import trace_model
 
-    traces = {}
+    traces, twos = {}, {}
     for r in recomputes:
         if progress:
             progress(f"tracing {spec.name} (recompute={r.value})")
         traces[r] = trace_model(spec, 1, seq_len, policy, optimizer, recompute=r)
-    return workload_from_traces(traces, policy, name=spec.name)
+        twos[r] = trace_model(spec, 2, seq_len, policy, optimizer, recompute=r)
+    return workload_from_traces(traces, policy, name=spec.name, at_batch_2=twos)

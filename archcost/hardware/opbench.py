@@ -1,0 +1,362 @@
+"""Calibration benchmarks beyond matmul and copies: convolutions, the pointwise, normalisation,
+reduction and loss ops whose speed their bytes do not tell, and the per-op overhead of each
+phase of an eager training step.
+
+- ``conv``: ``aten.convolution`` forward and ``aten.convolution_backward`` over a grid of
+  ResNet-like shapes -> ``conv_efficiency`` (FLOPs by the tracer's rule, as matmuls).
+- ``ops``: each op of :data:`OPS` at a few sizes, called through ``torch.ops.aten`` on real
+  tensors -> ``op_efficiency[op]``, the op's bytes (the tracer's rule) over its time less the
+  launch overhead, as a fraction of the measured memory bandwidth. On a GPU these ops stream at
+  close to the copy bandwidth; on a CPU a tanh-GELU, a softmax or a layer-norm backward is
+  compute-bound at a fraction of it, and the plain roofline under-counts them several times.
+  Backward ops and the optimizer's updates (:data:`COLD`) run on operands evicted from the
+  last-level cache, as in a step; forward ops on operands in cache, as a layer's output is
+  when the next op reads it.
+- ``overhead``: a chain of small functional blocks (linear, layer norm, GELU, residual add)
+  on 16-wide tensors, forward and backward, and an AdamW step (``foreach=False``) over its
+  parameters: each phase's time less the work the engine gives its ops, over the ops it
+  charges (views excluded) -> ``op_overhead``: what one op costs beyond its work in that phase
+  (dispatch, autograd recording, the autograd engine, the optimizer's Python loop). Python
+  module calls are not in it: their cost varies by model and the engine does not see them.
+
+Every op's size comes from ``trace.probe`` (the cost rules applied to the real call), so a
+profile built from these points reproduces the measured times when the engine evaluates it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+from archcost.hardware.calibrate import (
+    Grid,
+    Measurements,
+    Point,
+    Progress,
+    _sync_for,
+    _time_calls,
+)
+from archcost.hardware.fit import spread
+
+__all__ = ["OPS", "measure_conv", "measure_ops", "measure_overheads"]
+
+_WIDTH = 1024  # row length of the row-wise ops (normalisations, softmax)
+
+
+def _ops_table(torch) -> dict[str, Callable[[int, Any], Callable[[], Any]]]:
+    """op name -> (numel, device) -> a call of that op on fresh random tensors."""
+    aten = torch.ops.aten
+    F = torch.nn.functional
+
+    def rows(n, dev):
+        return torch.randn(max(1, n // _WIDTH), _WIDTH, device=dev)
+
+    def unary(fn):
+        def make(n, dev):
+            x = rows(n, dev)
+            return lambda: fn(x)
+        return make
+
+    def backward(fn):  # (gradient, input); binary ops take two inputs the same way
+        def make(n, dev):
+            g, x = rows(n, dev), rows(n, dev)
+            return lambda: fn(g, x)
+        return make
+
+    def both(make_a, make_b):  # calls alternate between two forms of one op
+        def make(n, dev):
+            calls = itertools.cycle([make_a(n, dev), make_b(n, dev)])
+            return lambda: next(calls)()
+        return make
+
+    def positive(fn):  # (any, positive) operands built once
+        def make(n, dev):
+            a, b = rows(n, dev), rows(n, dev).abs() + 1.0
+            return lambda: fn(a, b)
+        return make
+
+    def scale_in_place(n, dev):
+        a, one = rows(n, dev), torch.ones(max(1, n // _WIDTH), _WIDTH, device=dev)
+        return lambda: a.mul_(one)
+
+    def softmax_bwd(op, fwd):
+        def make(n, dev):
+            x = rows(n, dev)
+            y = fwd(x, -1, False)
+            g = torch.randn_like(y)
+            return lambda: op(g, y, -1, x.dtype)
+        return make
+
+    def layer_norm(n, dev):
+        x, w, b = rows(n, dev), torch.randn(_WIDTH, device=dev), torch.randn(_WIDTH, device=dev)
+        return lambda: aten.native_layer_norm(x, [_WIDTH], w, b, 1e-5)
+
+    def layer_norm_bwd(n, dev):
+        x, w, b = rows(n, dev), torch.randn(_WIDTH, device=dev), torch.randn(_WIDTH, device=dev)
+        _, mean, rstd = aten.native_layer_norm(x, [_WIDTH], w, b, 1e-5)
+        g = torch.randn_like(x)
+        return lambda: aten.native_layer_norm_backward(g, x, [_WIDTH], mean, rstd, w, b,
+                                                       [True, True, True])
+
+    def image(n, dev):  # (N, C, H, W) with C = 64, 16 x 16 maps
+        return torch.randn(max(1, n // (64 * 256)), 64, 16, 16, device=dev)
+
+    def batch_norm(n, dev):
+        x = image(n, dev)
+        w, b = torch.ones(64, device=dev), torch.zeros(64, device=dev)
+        rm, rv = torch.zeros(64, device=dev), torch.ones(64, device=dev)
+        return lambda: aten.native_batch_norm(x, w, b, rm, rv, True, 0.1, 1e-5)
+
+    def batch_norm_bwd(n, dev):
+        x = image(n, dev)
+        w, b = torch.ones(64, device=dev), torch.zeros(64, device=dev)
+        rm, rv = torch.zeros(64, device=dev), torch.ones(64, device=dev)
+        _, mean, invstd = aten.native_batch_norm(x, w, b, rm, rv, True, 0.1, 1e-5)
+        g = torch.randn_like(x)
+        return lambda: aten.native_batch_norm_backward(g, x, w, rm, rv, mean, invstd, True, 1e-5,
+                                                       [True, True, True])
+
+    def nll(n, dev):
+        logp = F.log_softmax(rows(n, dev), -1)
+        t = torch.randint(0, _WIDTH, (logp.shape[0],), device=dev)
+        return lambda: aten.nll_loss_forward(logp, t, None, 1, -100)
+
+    def nll_bwd(n, dev):
+        logp = F.log_softmax(rows(n, dev), -1)
+        t = torch.randint(0, _WIDTH, (logp.shape[0],), device=dev)
+        _, total = aten.nll_loss_forward(logp, t, None, 1, -100)
+        g = torch.ones((), device=dev)
+        return lambda: aten.nll_loss_backward(g, logp, t, None, 1, -100, total)
+
+    def maxpool(n, dev):
+        x = image(n, dev)
+        return lambda: aten.max_pool2d_with_indices(x, [3, 3], [2, 2], [1, 1])
+
+    return {
+        # GELU: the exact (erf) and the tanh form alternate, one op name standing for both
+        "aten.gelu": both(unary(lambda x: aten.gelu(x)),
+                          unary(lambda x: aten.gelu(x, approximate="tanh"))),
+        "aten.gelu_backward": both(backward(aten.gelu_backward),
+                                   backward(lambda g, x: aten.gelu_backward(g, x,
+                                                                            approximate="tanh"))),
+        "aten.silu": unary(aten.silu),
+        "aten.silu_backward": backward(aten.silu_backward),
+        "aten.relu": unary(aten.relu),
+        "aten.threshold_backward": backward(lambda g, x: aten.threshold_backward(g, x, 0.0)),
+        "aten.sigmoid": unary(aten.sigmoid),
+        "aten.tanh": unary(aten.tanh),
+        "aten.exp": unary(aten.exp),
+        "aten.rsqrt": unary(aten.rsqrt),
+        "aten.pow": unary(lambda x: aten.pow(x, 2)),
+        "aten.mul": backward(aten.mul),
+        "aten.add": backward(aten.add),
+        "aten.sum": unary(lambda x: aten.sum(x, [0])),  # a bias gradient: rows summed
+        "aten.mean": unary(lambda x: aten.mean(x, [-1], True)),
+        "aten._softmax": unary(lambda x: aten._softmax(x, -1, False)),
+        "aten._softmax_backward_data": softmax_bwd(aten._softmax_backward_data, aten._softmax),
+        "aten._log_softmax": unary(lambda x: aten._log_softmax(x, -1, False)),
+        "aten._log_softmax_backward_data": softmax_bwd(aten._log_softmax_backward_data,
+                                                       aten._log_softmax),
+        "aten.nll_loss_forward": nll,
+        "aten.nll_loss_backward": nll_bwd,
+        "aten.native_layer_norm": layer_norm,
+        "aten.native_layer_norm_backward": layer_norm_bwd,
+        "aten.native_batch_norm": batch_norm,
+        "aten.native_batch_norm_backward": batch_norm_bwd,
+        "aten.max_pool2d_with_indices": maxpool,
+        "aten.cat": backward(lambda a, b: aten.cat([a, b], -1)),
+        "aten.clone": unary(aten.clone),
+        # an optimizer's in-place updates (AdamW, foreach=False)
+        # (values stay normal over thousands of calls: denormals would time something else)
+        "aten.mul_": scale_in_place,
+        "aten.add_": backward(lambda a, b: a.add_(b, alpha=0.1)),
+        "aten.lerp_": backward(lambda a, b: a.lerp_(b, 0.1)),
+        "aten.addcmul_": backward(lambda a, b: a.addcmul_(b, b, value=0.001)),
+        "aten.addcdiv_": positive(lambda a, b: a.addcdiv_(b, b, value=-1e-6)),
+        "aten.sqrt": positive(lambda a, b: aten.sqrt(b)),
+        "aten.div": positive(lambda a, b: aten.div(a, b)),
+    }
+
+
+OPS = ("aten.gelu", "aten.gelu_backward", "aten.silu", "aten.silu_backward", "aten.relu",
+       "aten.threshold_backward", "aten.sigmoid", "aten.tanh", "aten.exp", "aten.rsqrt",
+       "aten.pow", "aten.mul", "aten.add", "aten.sum", "aten.mean", "aten._softmax",
+       "aten._softmax_backward_data", "aten._log_softmax", "aten._log_softmax_backward_data",
+       "aten.nll_loss_forward", "aten.nll_loss_backward", "aten.native_layer_norm",
+       "aten.native_layer_norm_backward", "aten.native_batch_norm",
+       "aten.native_batch_norm_backward", "aten.max_pool2d_with_indices", "aten.cat",
+       "aten.clone", "aten.mul_", "aten.add_", "aten.lerp_", "aten.addcmul_", "aten.addcdiv_",
+       "aten.sqrt", "aten.div")
+
+
+def _size_of(fn: Callable[[], Any], op: str, key: str) -> int:
+    """FLOPs or bytes of ``op`` in one call of ``fn``, by the cost rules."""
+    from archcost.trace.probe import probe
+
+    _, ops = probe(fn)
+    sizes = [getattr(p, key) for p in ops if p.op == op]
+    if not sizes:
+        raise RuntimeError(f"the {op} benchmark ran {[p.op for p in ops]}, not {op}")
+    return int(sum(sizes))
+
+
+# ops a training step runs on data that is not in cache: backward kernels read activations
+# saved in forward, the optimizer's in-place updates read states touched once a step
+COLD = frozenset({"aten.gelu_backward", "aten.silu_backward", "aten.threshold_backward",
+                  "aten._softmax_backward_data", "aten._log_softmax_backward_data",
+                  "aten.native_layer_norm_backward", "aten.native_batch_norm_backward",
+                  "aten.mul_", "aten.add_", "aten.lerp_", "aten.addcmul_", "aten.addcdiv_",
+                  "aten.sqrt", "aten.div"})
+
+
+def _cold(make: Callable[[int, Any], Callable[[], Any]], numel: int, device: str,
+          cache_bytes: float) -> Callable[[], Any]:
+    """Calls cycling over enough copies of the operands that each call finds its own evicted
+    from the last-level cache (twice its size in operands, three tensors a call assumed)."""
+    copies = max(1, math.ceil(2 * cache_bytes / (3 * 4 * numel)))
+    calls = itertools.cycle([make(numel, device) for _ in range(copies)])
+    return lambda: next(calls)()
+
+
+def measure_ops(m: Measurements, device: str, grid: Grid, progress: Progress) -> None:
+    """Each op of :data:`OPS` at each size of ``grid.op_numels`` -> ``m.ops[op]`` points; the
+    ops of :data:`COLD` on operands out of cache."""
+    import torch
+
+    table = _ops_table(torch)
+    sync = _sync_for(device)
+    cache = m.llc_bytes or 32e6
+    found: dict[str, list[Point]] = {}
+    for numel in grid.op_numels:  # every op at one size, repetitions interleaved
+        fns = [_cold(table[op], numel, device, cache) if op in COLD else table[op](numel, device)
+               for op in OPS]
+        sizes = [_size_of(fn, op, "nbytes") for fn, op in zip(fns, OPS)]
+        for op, nbytes, timed in zip(OPS, sizes, _time_calls(fns, sync, grid)):
+            if timed.samples is None:
+                m.skipped.append({"bench": "op", "op": op, "numel": numel,
+                                  "reason": f"one call takes over {grid.max_call_s} s"})
+            else:
+                found.setdefault(op, []).append(
+                    Point("op", {"op": op, "numel": numel, "cold": op in COLD}, nbytes,
+                          spread(timed.samples), timed.iters))
+        del fns
+        progress(f"ops at {numel} elements")
+    m.ops.update({op: found[op] for op in OPS if op in found})
+
+
+def measure_conv(m: Measurements, device: str, grid: Grid, progress: Progress) -> None:
+    """Convolution forward and backward (input and weight gradients) over ``grid.conv_shapes``
+    (batch, channels in, channels out, map size, kernel, stride) in fp32."""
+    import torch
+
+    if device != "cpu":  # GPU convolutions run in the model's dtype: the matmul curve stands
+        return
+    aten = torch.ops.aten
+    sync = _sync_for(device)
+    calls, params = [], []
+    for n, cin, cout, hw, k, stride in grid.conv_shapes:
+        x = torch.randn(n, cin, hw, hw, device=device)
+        w = torch.randn(cout, cin, k, k, device=device)
+        pad = [k // 2, k // 2]
+        y = aten.convolution(x, w, None, [stride, stride], pad, [1, 1], False, [0, 0], 1)
+        g = torch.randn_like(y)
+        calls += [
+            ("aten.convolution", lambda x=x, w=w, pad=pad, s=stride: aten.convolution(
+                x, w, None, [s, s], pad, [1, 1], False, [0, 0], 1)),
+            ("aten.convolution_backward", lambda g=g, x=x, w=w, pad=pad, s=stride:
+                aten.convolution_backward(g, x, w, None, [s, s], pad, [1, 1], False, [0, 0], 1,
+                                          [True, True, False])),
+        ]
+        shape = {"batch": n, "c_in": cin, "c_out": cout, "hw": hw, "kernel": k, "stride": stride}
+        params += [{"direction": "forward", **shape}, {"direction": "backward", **shape}]
+    flops = [_size_of(fn, op, "flops") for op, fn in calls]
+    timed_all = _time_calls([fn for _, fn in calls], sync, grid)
+    for p, size, timed in zip(params, flops, timed_all):
+        if timed.samples is None:
+            m.skipped.append({"bench": "conv", **p,
+                              "reason": f"one call takes over {grid.max_call_s} s"})
+        else:
+            m.conv.append(Point("conv", p, size, spread(timed.samples), timed.iters))
+    for _, cin, cout, hw, k, _ in grid.conv_shapes:
+        progress(f"conv {cin}->{cout} {hw}x{hw} k{k}")
+
+
+def _chain(torch, width: int, depth: int):
+    """Parameters and the forward of ``depth`` x (linear, layer norm, GELU, residual add) as
+    plain functional calls: per-op costs without Python module calls, which vary by model."""
+    F = torch.nn.functional
+    params = []
+    for _ in range(depth):
+        params += [torch.nn.Parameter(torch.randn(width, width) / width ** 0.5),
+                   torch.nn.Parameter(torch.zeros(width)), torch.nn.Parameter(torch.ones(width)),
+                   torch.nn.Parameter(torch.zeros(width))]
+
+    def forward(x):
+        for i in range(0, len(params), 4):
+            w, b, g, beta = params[i:i + 4]
+            x = x + F.gelu(F.layer_norm(F.linear(x, w, b), (width,), g, beta))
+        return x.sum()
+
+    return params, forward
+
+
+def measure_overheads(m: Measurements, device: str, grid: Grid, progress: Progress) -> None:
+    """Per-op overhead of forward, backward and an AdamW step -> ``m.overheads``."""
+    import torch
+
+    from archcost.trace.probe import probe
+
+    if device != "cpu":  # a GPU's host runs ahead of its kernels: launch is what it costs
+        return
+    width, depth, reps = 16, 24, max(5, grid.reps)
+    torch.manual_seed(0)
+    params, chain = _chain(torch, width, depth)
+    x = torch.randn(4, width)
+    opt = torch.optim.AdamW(params, lr=1e-4, foreach=False)
+
+    def forward():
+        return chain(x)
+
+    def one_step():
+        loss = forward()
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    for _ in range(3):  # optimizer states exist, caches warm
+        one_step()
+    loss, fwd_ops = probe(forward)
+    _, bwd_ops = probe(loss.backward)
+    _, opt_ops = probe(opt.step)
+    opt.zero_grad(set_to_none=True)
+    fwd_t, bwd_t, opt_t = [], [], []
+    for _ in range(reps):
+        iters = 20
+        f = b = o = 0.0
+        for _ in range(iters):
+            t0 = time.perf_counter()
+            loss = forward()
+            t1 = time.perf_counter()
+            loss.backward()
+            t2 = time.perf_counter()
+            opt.step()
+            t3 = time.perf_counter()
+            opt.zero_grad(set_to_none=True)
+            f, b, o = f + t1 - t0, b + t2 - t1, o + t3 - t2
+        fwd_t.append(f / iters)
+        bwd_t.append(b / iters)
+        opt_t.append(o / iters)
+    for phase, ops, times in (("forward", fwd_ops, fwd_t), ("backward", bwd_ops, bwd_t),
+                              ("optimizer", opt_ops, opt_t)):
+        charged = [p for p in ops if p.charged]
+        sp = spread(times)
+        m.overheads[phase] = {"ops": len(charged), "median_s": sp.median, "p10_s": sp.p10,
+                              "p90_s": sp.p90, "reps": sp.reps,
+                              "workload": f"{depth} x (linear, layer_norm, gelu, add) on "
+                                          f"(4, {width}); AdamW foreach=False",
+                              "charged": [[p.op, p.op_class, p.flops, p.nbytes]
+                                          for p in charged]}
+    progress("per-op overhead")
