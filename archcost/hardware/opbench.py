@@ -2,8 +2,9 @@
 reduction and loss ops whose speed their bytes do not tell, and the per-op overhead of each
 phase of an eager training step.
 
-- ``conv``: ``aten.convolution`` forward and ``aten.convolution_backward`` over a grid of
-  ResNet-like shapes -> ``conv_efficiency`` (FLOPs by the tracer's rule, as matmuls).
+- ``conv``: ``aten.convolution`` forward and ``aten.convolution_backward`` (its saved input
+  out of cache) over a grid of ResNet-like shapes -> ``conv_efficiency`` (FLOPs by the
+  tracer's rule, as matmuls).
 - ``ops``: each op of :data:`OPS` at a few sizes, called through ``torch.ops.aten`` on real
   tensors -> ``op_efficiency[op]``, the op's bytes (the tracer's rule) over its time less the
   launch overhead, as a fraction of the measured memory bandwidth. On a GPU these ops stream at
@@ -221,6 +222,13 @@ def _cold(make: Callable[[int, Any], Callable[[], Any]], numel: int, device: str
     return lambda: next(calls)()
 
 
+def _copies(t, cache_bytes: float, most: int = 64):
+    """An endless cycle over copies of ``t`` that together are twice the last-level cache: the
+    input a backward convolution reads was saved in forward and is out of cache by then."""
+    n = min(most, max(1, math.ceil(2 * cache_bytes / (t.numel() * t.element_size()))))
+    return itertools.cycle([t.clone() for _ in range(n)])
+
+
 def measure_ops(m: Measurements, device: str, grid: Grid, progress: Progress) -> None:
     """Each op of :data:`OPS` at each size of ``grid.op_numels`` -> ``m.ops[op]`` points; the
     ops of :data:`COLD` on operands out of cache."""
@@ -256,6 +264,7 @@ def measure_conv(m: Measurements, device: str, grid: Grid, progress: Progress) -
         return
     aten = torch.ops.aten
     sync = _sync_for(device)
+    cache = m.llc_bytes or 32e6
     calls, params = [], []
     for n, cin, cout, hw, k, stride in grid.conv_shapes:
         x = torch.randn(n, cin, hw, hw, device=device)
@@ -263,12 +272,13 @@ def measure_conv(m: Measurements, device: str, grid: Grid, progress: Progress) -
         pad = [k // 2, k // 2]
         y = aten.convolution(x, w, None, [stride, stride], pad, [1, 1], False, [0, 0], 1)
         g = torch.randn_like(y)
+        saved = _copies(x, cache)
         calls += [
             ("aten.convolution", lambda x=x, w=w, pad=pad, s=stride: aten.convolution(
                 x, w, None, [s, s], pad, [1, 1], False, [0, 0], 1)),
-            ("aten.convolution_backward", lambda g=g, x=x, w=w, pad=pad, s=stride:
-                aten.convolution_backward(g, x, w, None, [s, s], pad, [1, 1], False, [0, 0], 1,
-                                          [True, True, False])),
+            ("aten.convolution_backward", lambda g=g, xs=saved, w=w, pad=pad, s=stride:
+                aten.convolution_backward(g, next(xs), w, None, [s, s], pad, [1, 1], False,
+                                          [0, 0], 1, [True, True, False])),
         ]
         shape = {"batch": n, "c_in": cin, "c_out": cout, "hw": hw, "kernel": k, "stride": stride}
         params += [{"direction": "forward", **shape}, {"direction": "backward", **shape}]
