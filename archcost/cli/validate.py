@@ -65,18 +65,6 @@ def _check_plan(plan) -> None:
                           "pipelines with schedule=1f1b or gpipe and vpp=1")
 
 
-def _check_hooks_exist(spec, plan) -> None:
-    """A tensor- or pipeline-parallel plan needs the model file's hook for it."""
-    from archcost.validate.parallel import TP_EXAMPLE
-
-    if plan.tp > 1 and spec.tp_plan_fn is None:
-        raise ConfigError(f"model {spec.path.name} defines no tp_plan(model); tensor-parallel "
-                          f"validation needs one: {TP_EXAMPLE}")
-    if plan.pp > 1 and spec.pipeline_stage_fn is None:
-        raise ConfigError(f"model {spec.path.name} defines no pipeline_stage(model, layers, "
-                          f"first, last); pipeline-parallel validation needs one: {TP_EXAMPLE}")
-
-
 @reports_errors
 def validate(
     model: ModelArg,
@@ -114,7 +102,7 @@ def validate(
     from archcost.plan.workload import trace_workload
     from archcost.trace.precision import parse_precision
     from archcost.validate.compare import available_memory_bytes, components, profile_warnings
-    from archcost.validate.parallel import check_hooks
+    from archcost.validate.parallel import check_hooks, require_hooks
     from archcost.validate.step import RunConfig
 
     if dtype not in _VALIDATE_DTYPES:
@@ -135,7 +123,7 @@ def validate(
     warnings = profile_warnings(cluster.gpu, device)
     overrides = parse_overrides(set_)
     spec = load_model_file(model, overrides)
-    _check_hooks_exist(spec, plan)
+    require_hooks(spec, plan.tp > 1, plan.pp > 1)  # before tracing: the hooks run later
     policy = parse_precision(dtype)
     quiet = as_json
     with err_console.status("tracing", spinner="dots") if not quiet else _null() as status:

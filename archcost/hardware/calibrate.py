@@ -650,11 +650,11 @@ def derive(m: Measurements) -> Derived:
                                 peaks["fp32"])
     secs = [kernel_seconds(p.time.median, launch) for p in m.memory]
     mem_bw = best_rate([p.size for p in m.memory], secs)
+    memory_curve = efficiency_curve([p.size for p in m.memory], secs, mem_bw)
     op_curves = {op: efficiency_curve([p.size for p in pts],
                                       [kernel_seconds(p.time.median, launch) for p in pts], mem_bw)
                  for op, pts in m.ops.items()}
-    overheads = _overheads(m, peaks, curves, attention, conv, mem_bw,
-                           efficiency_curve([p.size for p in m.memory], secs, mem_bw), op_curves,
+    overheads = _overheads(m, peaks, curves, attention, conv, mem_bw, memory_curve, op_curves,
                            launch)
     fits: dict[str, CollectiveFit] = {}
     level = None
@@ -673,6 +673,5 @@ def derive(m: Measurements) -> Derived:
                                       "machine, or calibrate with --nproc 1") from None
     return Derived(peaks=peaks, reference_dtype=ref, matmul_curve=curves[ref],
                    attention_curve=attention, mem_bw=mem_bw,
-                   memory_curve=efficiency_curve([p.size for p in m.memory], secs, mem_bw),
-                   launch_s=launch, conv_curve=conv, op_curves=op_curves,
+                   memory_curve=memory_curve, launch_s=launch, conv_curve=conv, op_curves=op_curves,
                    overheads_s=overheads, collective_fits=fits, level_fit=level)

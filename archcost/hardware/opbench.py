@@ -213,11 +213,17 @@ COLD = frozenset({"aten.gelu_backward", "aten.silu_backward", "aten.threshold_ba
                   "aten.sqrt", "aten.div"})
 
 
+def _out_of_cache(nbytes: float, cache_bytes: float) -> int:
+    """Copies of ``nbytes`` of operands that together are twice the last-level cache: cycling
+    over them, each call finds its own evicted."""
+    return max(1, math.ceil(2 * cache_bytes / nbytes))
+
+
 def _cold(make: Callable[[int, Any], Callable[[], Any]], numel: int, device: str,
           cache_bytes: float) -> Callable[[], Any]:
-    """Calls cycling over enough copies of the operands that each call finds its own evicted
-    from the last-level cache (twice its size in operands, three tensors a call assumed)."""
-    copies = max(1, math.ceil(2 * cache_bytes / (3 * 4 * numel)))
+    """Calls cycling over copies of the operands out of cache (three fp32 tensors a call
+    assumed)."""
+    copies = _out_of_cache(3 * 4 * numel, cache_bytes)
     calls = itertools.cycle([make(numel, device) for _ in range(copies)])
     return lambda: next(calls)()
 
@@ -225,7 +231,7 @@ def _cold(make: Callable[[int, Any], Callable[[], Any]], numel: int, device: str
 def _copies(t, cache_bytes: float, most: int = 64):
     """An endless cycle over copies of ``t`` that together are twice the last-level cache: the
     input a backward convolution reads was saved in forward and is out of cache by then."""
-    n = min(most, max(1, math.ceil(2 * cache_bytes / (t.numel() * t.element_size()))))
+    n = min(most, _out_of_cache(t.numel() * t.element_size(), cache_bytes))
     return itertools.cycle([t.clone() for _ in range(n)])
 
 

@@ -330,12 +330,8 @@ def gpu_from_dict(data: dict[str, Any], path: str) -> GpuProfile:
 
 
 def _op_curves(r: Reader, data: dict[str, Any]) -> dict[str, EfficiencyCurve]:
-    raw = data.get("op_efficiency")
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        raise r.fail("op_efficiency", "must map aten op names to curves, e.g. "
-                     "{aten.gelu: [[1.0e+6, 0.1], [1.0e+8, 0.2]]}")
+    raw = r.mapping(data, "op_efficiency", "must map aten op names to curves, e.g. "
+                    "{aten.gelu: [[1.0e+6, 0.1], [1.0e+8, 0.2]]}") or {}
     out = {}
     for op in raw:
         if not isinstance(op, str) or not op.startswith("aten."):
@@ -345,12 +341,8 @@ def _op_curves(r: Reader, data: dict[str, Any]) -> dict[str, EfficiencyCurve]:
 
 
 def _overheads(r: Reader, data: dict[str, Any]) -> dict[str, float]:
-    raw = data.get("op_overhead")
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        raise r.fail("op_overhead", "must map phases to times, e.g. {forward: '6 us', "
-                     "backward: '9 us', optimizer: '12 us'}")
+    raw = r.mapping(data, "op_overhead", "must map phases to times, e.g. {forward: '6 us', "
+                    "backward: '9 us', optimizer: '12 us'}") or {}
     out = {}
     for phase in raw:
         if phase not in OVERHEAD_PHASES:

@@ -94,14 +94,16 @@ class Reader:
             raise self.fail(where + key, f"{data[key]!r} must be positive and finite; give the real figure")
         return v
 
-    def mapping(self, data: dict, key: str) -> dict[str, Any] | None:
-        """An optional free-form mapping (a record such as ``calibration``); None when absent."""
+    def mapping(self, data: dict, key: str, what: str | None = None) -> dict[str, Any] | None:
+        """An optional mapping (a record such as ``calibration``); None when absent. ``what``
+        says what it must map, for the error (default: a free-form record)."""
         v = data.get(key)
         if v is None:
             return None
         if not isinstance(v, dict):
-            raise self.fail(key, f"must be a mapping of names to values, e.g. {EXAMPLE['mapping']}; "
-                                 "leave it out if there is nothing to record")
+            raise self.fail(key, what or f"must be a mapping of names to values, e.g. "
+                                         f"{EXAMPLE['mapping']}; leave it out if there is "
+                                         "nothing to record")
         return v
 
     def curve(self, data: dict, key: str) -> tuple[tuple[float, float], ...]:

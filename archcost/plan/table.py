@@ -20,7 +20,14 @@ from archcost.cost.compute import (
     roofline_seconds,
 )
 from archcost.options import Recompute
-from archcost.plan.workload import SECTION_BLOCK, SECTION_POST, SECTION_PRE, OpTable, Workload
+from archcost.plan.workload import (
+    PHASE_CODES,
+    SECTION_BLOCK,
+    SECTION_POST,
+    SECTION_PRE,
+    OpTable,
+    Workload,
+)
 
 __all__ = ["COLUMNS", "CostTable", "build_table", "op_seconds"]
 
@@ -51,7 +58,7 @@ def _peaks(ops: OpTable, gpu) -> np.ndarray:
                      for dt, tc in zip(ops.dtype, ops.tensor_core)], dtype=np.float64)
 
 
-_PHASE_NAMES = ("forward", "backward", "recompute")
+_PHASE_NAMES = tuple(sorted(PHASE_CODES, key=PHASE_CODES.__getitem__))  # code -> name
 
 
 def _overheads(ops: OpTable, gpu, phase: str | None = None) -> np.ndarray:

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import networkx as nx
 import numpy as np
 
-from archcost.cost.compute import curve_for
+from archcost.cost.compute import TENSOR_CORE_CLASSES, curve_for
 from archcost.cost.memory import liveness_arrays
 from archcost.options import Recompute
 from archcost.plan.space import ModelShape
@@ -42,7 +42,6 @@ __all__ = ["SECTION_PRE", "SECTION_BLOCK", "SECTION_POST", "PHASE_CODES", "OpTab
 
 SECTION_PRE, SECTION_BLOCK, SECTION_POST = 0, 1, 2
 PHASE_CODES = {"forward": 0, "backward": 1, "recompute": 2}
-_TENSOR_CORE = ("matmul", "conv", "attention")
 _MATMULS = frozenset({"aten.mm", "aten.addmm", "aten.bmm", "aten.baddbmm", "aten.matmul",
                       "aten.linear"})
 
@@ -278,7 +277,7 @@ def _op_table(g: nx.DiGraph, rep: str, layers: int, width_numel: int, hidden: in
         target["curve"].append(curve_for(cls))
         target["op"].append(d["op"])
         target["dtype"].append((d["out_dtypes"] or ["float32"])[0])
-        target["tc"].append(cls in _TENSOR_CORE)
+        target["tc"].append(cls in TENSOR_CORE_CLASSES)
         target["flops"].append(float(d["flops"]))
         target["nbytes"].append(float(d["bytes_read"] + d["bytes_written"]))
         target["fixed"].append(fixed.get(n, 0.0))
@@ -287,7 +286,7 @@ def _op_table(g: nx.DiGraph, rep: str, layers: int, width_numel: int, hidden: in
             replicated = n not in sharded
         else:  # backward and pre/post: hidden-width outputs are the replicated ones
             replicated = 0 < out_numel <= width_numel
-        target["sp_only"].append(cls not in _TENSOR_CORE and replicated)
+        target["sp_only"].append(cls not in TENSOR_CORE_CLASSES and replicated)
         target["attention"].append(cls == "attention" or d["op"] in (
             "aten._softmax", "aten._softmax_backward_data"))
 

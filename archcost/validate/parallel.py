@@ -25,7 +25,7 @@ from torch import nn
 
 from archcost.errors import ConfigError
 
-__all__ = ["stage_layers", "check_hooks", "build_mesh", "mesh_coordinates", "apply_tp",
+__all__ = ["stage_layers", "require_hooks", "check_hooks", "build_mesh", "mesh_coordinates", "apply_tp",
            "reduce_partial_grads", "build_pipeline", "TP_EXAMPLE"]
 
 TP_EXAMPLE = "see models/llama.py"
@@ -37,11 +37,20 @@ def stage_layers(counts: list[int], stage: int) -> list[int]:
     return list(range(start, start + counts[stage]))
 
 
-def tp_plan(spec, model: nn.Module, sequence_parallel: bool) -> dict[str, Any]:
-    """The model file's ``parallelize_module`` plan; ConfigError when it has none."""
-    if spec.tp_plan_fn is None:
+def require_hooks(spec, tp: bool, pp: bool) -> None:
+    """ConfigError when the model file lacks the hook a tensor- (``tp``) or pipeline-parallel
+    (``pp``) run needs."""
+    if tp and spec.tp_plan_fn is None:
         raise ConfigError(f"model {spec.path.name} defines no tp_plan(model); tensor-parallel "
                           f"validation needs one: {TP_EXAMPLE}")
+    if pp and spec.pipeline_stage_fn is None:
+        raise ConfigError(f"model {spec.path.name} defines no pipeline_stage(model, layers, "
+                          f"first, last); pipeline-parallel validation needs one: {TP_EXAMPLE}")
+
+
+def tp_plan(spec, model: nn.Module, sequence_parallel: bool) -> dict[str, Any]:
+    """The model file's ``parallelize_module`` plan; ConfigError when it has none."""
+    require_hooks(spec, tp=True, pp=False)
     if sequence_parallel:
         if "sequence_parallel" not in inspect.signature(spec.tp_plan_fn).parameters:
             raise ConfigError(f"model {spec.path.name}: tp_plan(model) takes no "
@@ -53,9 +62,7 @@ def tp_plan(spec, model: nn.Module, sequence_parallel: bool) -> dict[str, Any]:
 
 def pipeline_stage(spec, model: nn.Module, counts: list[int], stage: int) -> nn.Module:
     """This rank's pipeline stage from the model file's ``pipeline_stage`` hook."""
-    if spec.pipeline_stage_fn is None:
-        raise ConfigError(f"model {spec.path.name} defines no pipeline_stage(model, layers, "
-                          f"first, last); pipeline-parallel validation needs one: {TP_EXAMPLE}")
+    require_hooks(spec, tp=False, pp=True)
     module = spec.pipeline_stage_fn(model, stage_layers(counts, stage), stage == 0,
                                     stage == len(counts) - 1)
     if not isinstance(module, nn.Module):

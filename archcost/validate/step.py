@@ -37,8 +37,13 @@ from archcost.errors import ValidationError
 __all__ = ["RunConfig", "run_steps", "DTYPES"]
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-_COLLECTIVE_MARKS = ("all_reduce", "allreduce", "reduce_scatter", "reducescatter", "all_gather",
-                     "allgather", "broadcast", "alltoall", "all_to_all")
+# backend event name fragments of each collective
+_COLLECTIVE_KINDS = {"all_reduce": ("all_reduce", "allreduce"),
+                     "all_gather": ("all_gather", "allgather"),
+                     "reduce_scatter": ("reduce_scatter", "reducescatter"),
+                     "broadcast": ("broadcast",), "all_to_all": ("alltoall", "all_to_all")}
+_COLLECTIVE_MARKS = tuple(m for marks in _COLLECTIVE_KINDS.values() for m in marks)
+_REPLAYED = ("all_reduce", "all_gather", "reduce_scatter", "broadcast")
 _P2P_MARKS = (":send", ":recv")
 
 
@@ -315,13 +320,8 @@ def _comm_group(name: str, cfg: RunConfig) -> str | None:
 
 
 def _collective_kind(name: str) -> str | None:
-    for kind, marks in (("all_reduce", ("all_reduce", "allreduce")),
-                        ("all_gather", ("all_gather", "allgather")),
-                        ("reduce_scatter", ("reduce_scatter", "reducescatter")),
-                        ("broadcast", ("broadcast",))):
-        if any(m in name for m in marks):
-            return kind
-    return None
+    return next((k for k, marks in _COLLECTIVE_KINDS.items() if any(m in name for m in marks)),
+                None)
 
 
 def _replay(calls: list[tuple[str, int]], dtype: torch.dtype) -> float | None:
@@ -362,7 +362,8 @@ def _profile_comm(step: Step, dtype: torch.dtype, cfg: RunConfig) -> dict[str, A
     backend (``gloo:*`` / ``nccl:*``), per plan dimension (``groups``: dp, tp, pp). Bytes follow
     the nccl-tests convention: the full buffer (an all-gather's output, a reduce-scatter's
     input), as the estimate counts them; a send or receive counts its tensor. Times are host
-    time inside the backend's calls, waiting for the peers included."""
+    time inside the backend's calls, waiting for the peers included; a group that spans every
+    rank also gets ``replayed_seconds`` (:func:`_replay`)."""
     from torch.profiler import ProfilerActivity, profile
 
     group_size = {"dp": cfg.dp, "tp": cfg.tp, "pp": 2}
@@ -384,7 +385,7 @@ def _profile_comm(step: Step, dtype: torch.dtype, cfg: RunConfig) -> dict[str, A
         if "gather" in name:
             n *= group_size[group]  # the input is this rank's shard
         kind = _collective_kind(name)
-        if group != "pp" and kind is not None:
+        if group != "pp" and kind in _REPLAYED:
             calls.append((ev.time_range.start, group, kind, n))
         row = by_name.setdefault(ev.name, [0, 0.0, 0.0])
         row[0] += 1
