@@ -25,7 +25,13 @@ cost engine evaluates it (``archcost/cost/kernels.py``):
   bandwidth ``bw`` per rank per direction: all-reduce ``2(n-1) alpha + 2(n-1)/n S/bw``,
   all-gather and reduce-scatter ``(n-1) alpha + (n-1)/n S/bw``, send/recv ``alpha + S/bw``.
   Each is linear in (alpha, 1/bw), fitted by least squares on relative errors (each equation
-  divided by its measured time, so a 64 MB point does not drown an 8-byte one), with alpha >= 0.
+  divided by its measured time, so a 64 MB point does not drown an 8-byte one), with alpha >= 0,
+  over the two ends of each collective's size range (Hockney's two regimes): its smallest size,
+  where the time is latency, and the largest quarter of its sizes (at least two), where it is
+  bandwidth. Sizes in between do not pull the fit: on a shared CPU their times bend with the
+  caches (a 1 MB gloo reduce-scatter can beat a 256 KB one), and a fit that splits the
+  difference with them misses the large buffers a training step sends by half. Their errors are
+  still reported (``rms_rel_error``, ``max_rel_error`` are over every point).
 """
 
 from __future__ import annotations
@@ -40,7 +46,7 @@ __all__ = [
     "Spread", "spread", "matmul_flops", "sdpa_flops", "kernel_seconds", "best_rate",
     "per_op_overhead",
     "efficiency_curve", "COLLECTIVES", "ring_coefficients", "CollectiveFit", "fit_collective",
-    "predict_collective", "FitError",
+    "predict_collective", "regime_points", "FitError",
 ]
 
 COLLECTIVES = ("all_reduce", "all_gather", "reduce_scatter", "send_recv")
@@ -163,8 +169,9 @@ def fit_collective(points: Iterable[tuple[str, float, float]], n: int) -> Collec
     """Least-squares (alpha, bw) over ``(op, bytes, median seconds)`` points on ``n`` ranks.
 
     One op's points give that op's fit; several ops' points give the single (alpha, bw) pair a
-    link level holds. Relative errors are minimised, alpha is kept >= 0 (refitted at 0 when the
-    free fit goes negative); a bandwidth that does not come out positive is an error.
+    link level holds. The fit uses each op's latency and bandwidth points (``regime_points``);
+    relative errors are minimised, alpha is kept >= 0 (refitted at 0 when the free fit goes
+    negative); a bandwidth that does not come out positive is an error.
     """
     pts = [(op, float(s), float(t)) for op, s, t in points]
     if len(pts) < 2 or any(t <= 0 or s <= 0 for _, s, t in pts):
@@ -172,8 +179,9 @@ def fit_collective(points: Iterable[tuple[str, float, float]], n: int) -> Collec
     coef = np.array([ring_coefficients(op, n) for op, _, _ in pts], dtype=np.float64)
     sizes = np.array([s for _, s, _ in pts])
     times = np.array([t for _, _, t in pts])
-    a = np.column_stack([coef[:, 0], coef[:, 1] * sizes]) / times[:, None]
-    b = np.ones(len(pts))
+    a_all = np.column_stack([coef[:, 0], coef[:, 1] * sizes]) / times[:, None]
+    used = regime_points(pts)
+    a, b = a_all[used], np.ones(len(used))
     (alpha, inv_bw), *_ = np.linalg.lstsq(a, b, rcond=None)
     if alpha < 0:  # the latency term is not resolved: bandwidth alone, alpha at its bound
         alpha, col = 0.0, a[:, 1]
@@ -187,3 +195,17 @@ def fit_collective(points: Iterable[tuple[str, float, float]], n: int) -> Collec
     return CollectiveFit(alpha_s=float(alpha), bw_bytes_per_s=float(bw),
                          rms_rel_error=float(np.sqrt(np.mean(rel**2))),
                          max_rel_error=float(np.max(np.abs(rel))), points=len(pts))
+
+
+def regime_points(points: Sequence[tuple[str, float, float]]) -> list[int]:
+    """Indices of the points a collective fit uses: per op, its smallest size (the latency
+    regime) and the largest quarter of its distinct sizes, at least two (the bandwidth regime);
+    every point at one of those sizes."""
+    by_op: dict[str, list[float]] = {}
+    for op, s, _ in points:
+        by_op.setdefault(op, []).append(s)
+    keep: dict[str, set[float]] = {}
+    for op, sizes in by_op.items():
+        distinct = sorted(set(sizes))
+        keep[op] = {distinct[0], *distinct[-max(2, len(distinct) // 4):]}
+    return [i for i, (op, s, _) in enumerate(points) if s in keep[op]]
