@@ -133,7 +133,7 @@ def test_single_rank_and_empty_cost_nothing():
 
 def test_hierarchical_all_reduce_is_the_sum_of_its_phases():
     size, g, nodes = 1e9, 8, 16
-    t = k.hierarchical_all_reduce(size, g, nodes, 3e-6, 450e9, 10e-6, 50e9)
+    t = k.hierarchical_all_reduce(size, g, nodes, 3e-6, 450e9, 3e-6, 450e9, 10e-6, 50e9)
     rs = 7 / 8 * size / 450e9 + 7 * 3e-6
     ar = min(2 * 15 / 16 * size / 8 / 50e9 + 2 * 15 * 10e-6, 2 * size / 8 / 50e9 + 2 * 4 * 10e-6)
     assert t == pytest.approx(2 * rs + ar)

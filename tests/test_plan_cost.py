@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from archcost.cost import kernels as k
-from archcost.cost.comm import Collective, collective_cost
+from archcost.cost.comm import Collective, collective_cost, level_arrays
 from archcost.errors import PlanError
 from archcost.hardware.profile import load_cluster
 from archcost.options import Recompute
@@ -38,16 +38,10 @@ _KINDS = {Collective.ALL_REDUCE: k.COLL_ALL_REDUCE, Collective.ALL_GATHER: k.COL
           Collective.ALL_TO_ALL: k.COLL_ALL_TO_ALL, Collective.SEND_RECV: k.COLL_SEND_RECV}
 
 
-def _levels(cluster):
-    return (np.array([lv.domain_size or 0 for lv in cluster.levels], dtype=np.int64),
-            np.array([lv.bandwidth_per_gpu_bytes_per_s for lv in cluster.levels]),
-            np.array([lv.latency_s for lv in cluster.levels]))
-
-
 @pytest.mark.parametrize("name", ["dgx-h100-ndr", "dgx-a100-hdr", "gb200-nvl72", "mi300x-ib"])
 def test_group_collective_time_equals_collective_cost(name):
     cluster = load_cluster(name, 4096 if name != "gb200-nvl72" else 1152)
-    dom, bw, lat = _levels(cluster)
+    dom, bw, lat = level_arrays(cluster)
     rng = np.random.default_rng(0)
     for _ in range(300):
         kind = list(_KINDS)[rng.integers(len(_KINDS))]

@@ -333,7 +333,8 @@ def test_cli_show_prints_units_and_json_in_si(runner):
     doc = json.loads(runner.invoke(profiles_cli.app, ["show", "dgx-a100-hdr", "--gpus", "3072", "--json"]).output)
     assert (doc["nodes"], doc["gpus"]) == (384, 3072)  # Narayanan et al. SC'21's largest run
     assert doc["levels"][1] == {"name": "ib-hdr", "domain_size": None, "bandwidth_per_gpu_bytes_per_s": 25e9,
-                                "latency_s": 6e-6, "topology": "fat-tree"}
+                                "latency_s": 6e-6, "topology": "fat-tree",
+                                "collectives": {}}
     a100 = runner.invoke(profiles_cli.app, ["show", "a100-sxm-80gb"], env={"COLUMNS": "160"}).output
     assert "- (unsupported)" in a100  # fp8 on Ampere
 
@@ -453,3 +454,74 @@ def test_bad_refinements_are_one_line(tmp_path, extra, message):
         load_gpu(str(tmp_path / "p.yaml"))
     msg = str(info.value)
     assert msg.startswith("p.yaml: ") and "\n" not in msg and message in msg, msg
+
+
+_OWN = """name: own
+gpu: cpu
+gpus_per_node: 4
+levels:
+  - name: loopback
+    domain_size: 4
+    bandwidth_per_gpu: 2 GB/s
+    latency: 100 us
+    topology: switch
+    collectives:
+      all_reduce: {bandwidth_per_gpu: 500 MB/s, latency: 300 us}
+      send_recv: {bandwidth_per_gpu: 4 GB/s, latency: 50 us}
+  - {name: net, domain_size: null, bandwidth_per_gpu: 1 GB/s, latency: 1 ms, topology: fat-tree}
+"""
+
+
+def test_a_levels_own_collective_figures_replace_its_pair_for_that_collective(tmp_path):
+    """Closed forms on one level (n=4, ring): all-reduce 6 alpha + 1.5 S / bw with its own
+    figures; all-gather 3 alpha + 0.75 S / bw with the level's; the plan kernels agree."""
+    from archcost.cost.comm import Collective, collective_cost, level_arrays
+    from archcost.cost.kernels import COLL_ALL_GATHER, COLL_ALL_REDUCE, group_collective_time
+
+    (tmp_path / "own.yaml").write_text(_OWN)
+    c = load_cluster(str(tmp_path / "own.yaml"), 4)
+    lv = c.levels[0]
+    assert lv.figures("all_reduce") == pytest.approx((300e-6, 500e6))
+    assert lv.figures("all_gather") == (lv.latency_s, lv.bandwidth_per_gpu_bytes_per_s)
+    assert c.levels[1].collectives == ()
+    s = 64e6
+    ar = collective_cost(Collective.ALL_REDUCE, s, 4, c).seconds
+    ag = collective_cost(Collective.ALL_GATHER, s, 4, c).seconds
+    assert ar == pytest.approx(6 * 300e-6 + 1.5 * s / 500e6, rel=1e-12)
+    assert ag == pytest.approx(3 * 100e-6 + 0.75 * s / 2e9, rel=1e-12)
+    dom, bw, lat = level_arrays(c)
+    assert bw.shape == lat.shape == (2, 6)
+    assert group_collective_time(COLL_ALL_REDUCE, s, 4, 1, dom, bw, lat) == ar
+    assert group_collective_time(COLL_ALL_GATHER, s, 4, 1, dom, bw, lat) == ag
+    # scaling the level keeps each collective's ratio to it
+    half = lv.scaled(bw_factor=0.5, latency_factor=2.0)
+    assert half.figures("all_reduce") == pytest.approx((600e-6, 250e6))
+    assert half.figures("all_gather") == pytest.approx((200e-6, 1e9))
+
+
+def test_collective_names_follow_the_kernels_kind_codes():
+    from archcost.cost import kernels as k
+    from archcost.hardware.profile import COLLECTIVE_NAMES
+
+    for code, name in ((k.COLL_ALL_REDUCE, "all_reduce"), (k.COLL_ALL_GATHER, "all_gather"),
+                       (k.COLL_REDUCE_SCATTER, "reduce_scatter"), (k.COLL_ALL_TO_ALL, "all_to_all"),
+                       (k.COLL_BROADCAST, "broadcast"), (k.COLL_SEND_RECV, "send_recv")):
+        assert COLLECTIVE_NAMES[code] == name
+
+
+@pytest.mark.parametrize("old, new, message", [
+    ("all_reduce: {", "allreduce: {", "field 'levels[0].collectives.allreduce': unknown collective; "
+                                      "did you mean 'all_reduce'?"),
+    (", latency: 300 us}", "}", "field 'levels[0].collectives.all_reduce.latency': missing"),
+    ("500 MB/s", "500 MB", "levels[0].collectives.all_reduce.bandwidth_per_gpu"),
+    ("    collectives:\n      all_reduce: {bandwidth_per_gpu: 500 MB/s, latency: 300 us}\n"
+     "      send_recv: {bandwidth_per_gpu: 4 GB/s, latency: 50 us}\n",
+     "    collectives: [all_reduce]\n", "'levels[0].collectives': must map collectives"),
+])
+def test_bad_collective_figures_are_one_line(tmp_path, old, new, message):
+    assert old in _OWN
+    (tmp_path / "own.yaml").write_text(_OWN.replace(old, new, 1))
+    with pytest.raises(ProfileError) as info:
+        load_cluster(str(tmp_path / "own.yaml"))
+    msg = str(info.value)
+    assert msg.startswith("own.yaml: ") and "\n" not in msg and message in msg, msg

@@ -53,6 +53,10 @@ def test_apply_hardware_changes_one_figure():
     assert apply_hardware(base, "net_latency", ("x", 3.0)).levels[-1].latency_s == \
         pytest.approx(3 * base.levels[-1].latency_s)
     assert apply_hardware(base, "scaleup_domain", 72).levels[0].domain_size == 72
+    own = dataclasses.replace(base, levels=(dataclasses.replace(
+        base.levels[0], collectives=(("all_reduce", 5e-6, 300e9),)), *base.levels[1:]))
+    assert apply_hardware(own, "link_bw", ("x", 2.0)).levels[0].figures("all_reduce") == \
+        pytest.approx((5e-6, 600e9))  # a collective's own figures keep their ratio to the level's
     assert apply_hardware(base, "gpu", "b200").gpu.name == "b200"
     assert base.gpu.peak_flops_per_s["bf16"] == 989e12  # the base is untouched
 

@@ -92,7 +92,11 @@ def show(
 def to_json(prof: Any) -> dict[str, Any]:
     """A profile as plain JSON data: SI values under the dataclass field names."""
     kind = "cluster" if hasattr(prof, "levels") else "gpu"
-    return {"kind": kind, **_plain(dataclasses.asdict(prof))}
+    doc = _plain(dataclasses.asdict(prof))
+    for lv in doc.get("levels", []):  # (name, latency, bandwidth) triples as a mapping
+        lv["collectives"] = {name: {"latency_s": lat, "bandwidth_per_gpu_bytes_per_s": bw}
+                             for name, lat, bw in lv["collectives"]}
+    return {"kind": kind, **doc}
 
 
 def _plain(obj: Any) -> Any:
@@ -149,6 +153,8 @@ def _cluster_rows(c) -> list[tuple[str, str]]:
         rows.append((f"level {i}: {lv.name}",
                      f"{_domain(lv.domain_size)}, {_si(lv.bandwidth_per_gpu_bytes_per_s, 'B/s')} per GPU "
                      f"each way, latency {_si(lv.latency_s, 's')}, {lv.topology.value}"))
+        for name, lat, bw in lv.collectives:
+            rows.append((f"  {name}", f"{_si(bw, 'B/s')} per GPU each way, latency {_si(lat, 's')}"))
     if c.notes:
         rows.append(("notes", c.notes))
     rows.append(("file", c.source_path))

@@ -13,9 +13,12 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from archcost.cost import kernels as k
+import numpy as np
 
-__all__ = ["Collective", "CommCost", "collective_cost", "span_levels"]
+from archcost.cost import kernels as k
+from archcost.hardware.profile import COLLECTIVE_NAMES
+
+__all__ = ["Collective", "CommCost", "collective_cost", "span_levels", "level_arrays"]
 
 
 class Collective(str, enum.Enum):
@@ -47,6 +50,18 @@ _RING_SEND_FACTOR = {
 }
 
 
+def level_arrays(cluster) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(domain sizes (0: unbounded), bandwidth, latency) of the cluster's link levels, the last
+    two ``[level, collective kind]`` (kinds in ``kernels.COLL_*`` order): the plan kernels'
+    view of ``collective_cost``'s figures."""
+    levels = cluster.levels
+    figs = [[lv.figures(name) for name in COLLECTIVE_NAMES] for lv in levels]
+    dom = np.array([lv.domain_size or 0 for lv in levels], dtype=np.int64)
+    lat = np.array([[f[0] for f in row] for row in figs], dtype=np.float64)
+    bw = np.array([[f[1] for f in row] for row in figs], dtype=np.float64)
+    return dom, bw, lat
+
+
 @dataclass(frozen=True)
 class CommCost:
     seconds: float
@@ -74,27 +89,26 @@ def collective_cost(kind: Collective, size_bytes: float, n: int, cluster, stride
     if n <= 1 or size_bytes <= 0:
         return CommCost(0.0, "none", {})
     kind_id = _KIND[kind]
+    name = COLLECTIVE_NAMES[kind_id]
     outer, per_inner = span_levels(cluster, n, stride)
     levels = cluster.levels
     lo = levels[outer]
     send = _RING_SEND_FACTOR[kind](n) * size_bytes
     if outer == 0:
-        t, algo = k.best_collective(kind_id, float(size_bytes), n, lo.latency_s,
-                                    lo.bandwidth_per_gpu_bytes_per_s)
+        t, algo = k.best_collective(kind_id, float(size_bytes), n, *lo.figures(name))
         return CommCost(t, "tree" if algo == k.ALGO_TREE else "ring", {lo.name: send})
     # flat: ring/tree over the slowest level crossed (all its hops are bounded by it)
-    slow = min(levels[: outer + 1], key=lambda lv: lv.bandwidth_per_gpu_bytes_per_s)
-    alpha = max(lv.latency_s for lv in levels[: outer + 1])
-    t_flat, algo = k.best_collective(kind_id, float(size_bytes), n, alpha,
-                                     slow.bandwidth_per_gpu_bytes_per_s)
+    crossed = levels[: outer + 1]
+    slow = min(crossed, key=lambda lv: lv.figures(name)[1])
+    alpha = max(lv.figures(name)[0] for lv in crossed)
+    t_flat, algo = k.best_collective(kind_id, float(size_bytes), n, alpha, slow.figures(name)[1])
     best = CommCost(t_flat, "tree" if algo == k.ALGO_TREE else "ring", {slow.name: send})
     n_outer = n // per_inner
     inner = levels[0]
     if kind is Collective.ALL_REDUCE and per_inner > 1 and n_outer > 1:
         t_h = k.hierarchical_all_reduce(
-            float(size_bytes), per_inner, n_outer, inner.latency_s,
-            inner.bandwidth_per_gpu_bytes_per_s, lo.latency_s, lo.bandwidth_per_gpu_bytes_per_s,
-        )
+            float(size_bytes), per_inner, n_outer, *inner.figures("reduce_scatter"),
+            *inner.figures("all_gather"), *lo.figures("all_reduce"))
         if t_h < best.seconds:
             in_bytes = 2 * (per_inner - 1) / per_inner * size_bytes
             out_bytes = 2 * (n_outer - 1) / n_outer * size_bytes / per_inner

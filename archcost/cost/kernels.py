@@ -175,15 +175,17 @@ def best_collective(kind, size, n, alpha, bw):
 
 
 @njit(cache=True)
-def hierarchical_all_reduce(size, n_inner, n_outer, alpha_in, bw_in, alpha_out, bw_out):
-    """Reduce-scatter inside the node, all-reduce of 1/n_inner across nodes, all-gather inside.
+def hierarchical_all_reduce(size, n_inner, n_outer, alpha_rs, bw_rs, alpha_ag, bw_ag, alpha_out,
+                            bw_out):
+    """Reduce-scatter inside the node, all-reduce of 1/n_inner across nodes, all-gather inside
+    (each phase with its collective's figures on its level).
 
     Each of the n_inner ranks of a node drives its own NIC share of the outer level.
     """
-    t = collective_time(COLL_REDUCE_SCATTER, ALGO_RING, size, n_inner, alpha_in, bw_in)
+    t = collective_time(COLL_REDUCE_SCATTER, ALGO_RING, size, n_inner, alpha_rs, bw_rs)
     t_out, _ = best_collective(COLL_ALL_REDUCE, size / n_inner, n_outer, alpha_out, bw_out)
     t += t_out
-    t += collective_time(COLL_ALL_GATHER, ALGO_RING, size, n_inner, alpha_in, bw_in)
+    t += collective_time(COLL_ALL_GATHER, ALGO_RING, size, n_inner, alpha_ag, bw_ag)
     return t
 
 
@@ -191,9 +193,10 @@ def hierarchical_all_reduce(size, n_inner, n_outer, alpha_in, bw_in, alpha_out, 
 def group_collective_time(kind, size, n, stride, domain, bw, lat):
     """Seconds of one collective over a group of ``n`` ranks ``stride`` apart on a cluster whose
     link levels have ``domain`` sizes (<= 0: unbounded), per-GPU bandwidth ``bw`` and latency
-    ``lat``: the innermost level holding ``n * stride`` GPUs; across domains the faster of a flat
-    ring/tree bounded by the slowest level crossed and (all-reduce) the hierarchical algorithm.
-    The same choice as ``comm.collective_cost``, without Python objects, for plan kernels."""
+    ``lat`` (``[level, collective kind]``, ``comm.level_arrays``): the innermost level holding
+    ``n * stride`` GPUs; across domains the faster of a flat ring/tree bounded by the slowest
+    level crossed and (all-reduce) the hierarchical algorithm. The same choice as
+    ``comm.collective_cost``, without Python objects, for plan kernels."""
     if n <= 1 or size <= 0.0:
         return 0.0
     nlev = domain.shape[0]
@@ -204,15 +207,15 @@ def group_collective_time(kind, size, n, stride, domain, bw, lat):
             outer = i
             break
     if outer == 0:
-        t, _ = best_collective(kind, size, n, lat[0], bw[0])
+        t, _ = best_collective(kind, size, n, lat[0, kind], bw[0, kind])
         return t
-    slow_bw = bw[0]
-    alpha = lat[0]
+    slow_bw = bw[0, kind]
+    alpha = lat[0, kind]
     for i in range(1, outer + 1):
-        if bw[i] < slow_bw:
-            slow_bw = bw[i]
-        if lat[i] > alpha:
-            alpha = lat[i]
+        if bw[i, kind] < slow_bw:
+            slow_bw = bw[i, kind]
+        if lat[i, kind] > alpha:
+            alpha = lat[i, kind]
     t, _ = best_collective(kind, size, n, alpha, slow_bw)
     inner = domain[0] if domain[0] > 0 else extent
     per_inner = min(n, inner // stride)
@@ -220,8 +223,10 @@ def group_collective_time(kind, size, n, stride, domain, bw, lat):
         per_inner = 1
     n_outer = n // per_inner
     if kind == COLL_ALL_REDUCE and per_inner > 1 and n_outer > 1:
-        t_h = hierarchical_all_reduce(size, per_inner, n_outer, lat[0], bw[0], lat[outer],
-                                      bw[outer])
+        t_h = hierarchical_all_reduce(size, per_inner, n_outer, lat[0, COLL_REDUCE_SCATTER],
+                                      bw[0, COLL_REDUCE_SCATTER], lat[0, COLL_ALL_GATHER],
+                                      bw[0, COLL_ALL_GATHER], lat[outer, COLL_ALL_REDUCE],
+                                      bw[outer, COLL_ALL_REDUCE])
         if t_h < t:
             t = t_h
     return t

@@ -138,6 +138,11 @@ class GpuProfile:
 OVERHEAD_PHASES = ("forward", "backward", "optimizer")
 
 
+# collectives a link level may give figures of its own (``collectives:`` in a cluster file)
+COLLECTIVE_NAMES = ("all_reduce", "all_gather", "reduce_scatter", "all_to_all", "broadcast",
+                    "send_recv")
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LinkLevel:
     name: str
@@ -145,6 +150,25 @@ class LinkLevel:
     bandwidth_per_gpu_bytes_per_s: float  # one direction, per GPU
     latency_s: float  # alpha of one message hop
     topology: Topology
+    # (collective, latency s, bandwidth B/s): measured figures of one collective that replace
+    # the level's for it (a gloo all-reduce and a send/recv on one loopback differ 3x)
+    collectives: tuple[tuple[str, float, float], ...] = ()
+
+    def figures(self, collective: str) -> tuple[float, float]:
+        """(latency s, bandwidth B/s) of ``collective`` (a COLLECTIVE_NAMES entry) here."""
+        for name, lat, bw in self.collectives:
+            if name == collective:
+                return lat, bw
+        return self.latency_s, self.bandwidth_per_gpu_bytes_per_s
+
+    def scaled(self, bw_factor: float = 1.0, latency_factor: float = 1.0) -> LinkLevel:
+        """This level with its bandwidth and latency scaled; each collective's own figures
+        keep their ratio to the level's."""
+        return replace(
+            self, bandwidth_per_gpu_bytes_per_s=self.bandwidth_per_gpu_bytes_per_s * bw_factor,
+            latency_s=self.latency_s * latency_factor,
+            collectives=tuple((c, lat * latency_factor, bw * bw_factor)
+                              for c, lat, bw in self.collectives))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -243,8 +267,11 @@ CLUSTER_OPTIONAL = {"max_nodes", "node_power_overhead", "price_per_gpu_hour", "n
                     "calibration"}
 LEVEL_FIELDS: dict[str, Any] = {
     "name": "str", "domain_size": "domain", "bandwidth_per_gpu": Quantity.BANDWIDTH,
-    "latency": Quantity.TIME, "topology": "topology",
+    "latency": Quantity.TIME, "topology": "topology", "collectives": "mapping",
 }
+LEVEL_OPTIONAL = {"collectives"}
+COLLECTIVE_FIELDS: dict[str, Any] = {"bandwidth_per_gpu": Quantity.BANDWIDTH,
+                                     "latency": Quantity.TIME}
 
 
 # --- finding files -------------------------------------------------------------------------------
@@ -427,7 +454,7 @@ def _levels(r: Reader, raw: Any) -> tuple[LinkLevel, ...]:
         if not isinstance(lv, dict):
             raise r.fail(f"levels[{i}]", "each level must be a mapping of name, domain_size, "
                                          "bandwidth_per_gpu, latency, topology")
-        r.check_keys(lv, LEVEL_FIELDS, set(), where, examples=FIELD_EXAMPLES)
+        r.check_keys(lv, LEVEL_FIELDS, LEVEL_OPTIONAL, where, examples=FIELD_EXAMPLES)
         dom = lv["domain_size"]
         if dom in (None, "unbounded"):
             dom = None
@@ -449,8 +476,30 @@ def _levels(r: Reader, raw: Any) -> tuple[LinkLevel, ...]:
             name=r.text(lv, "name", where), domain_size=dom,
             bandwidth_per_gpu_bytes_per_s=r.quantity(lv, "bandwidth_per_gpu", Quantity.BANDWIDTH, where),
             latency_s=r.quantity(lv, "latency", Quantity.TIME, where), topology=topo,
+            collectives=_level_collectives(r, lv.get("collectives"), where),
         ))
     return tuple(levels)
+
+
+def _level_collectives(r: Reader, raw: Any, where: str) -> tuple[tuple[str, float, float], ...]:
+    """A level's own figures per collective: {all_reduce: {bandwidth_per_gpu, latency}, ...}."""
+    if raw is None:
+        return ()
+    shown = "{all_reduce: {bandwidth_per_gpu: '0.7 GB/s', latency: '300 us'}}"
+    if not isinstance(raw, dict):
+        raise r.fail(where + "collectives", f"must map collectives to figures, e.g. {shown}")
+    out = []
+    for name, figs in raw.items():
+        at = f"{where}collectives.{name}"
+        if name not in COLLECTIVE_NAMES:
+            hint = suggest(str(name), COLLECTIVE_NAMES)
+            raise r.fail(at, f"unknown collective; {hint}use {', '.join(COLLECTIVE_NAMES)}")
+        if not isinstance(figs, dict):
+            raise r.fail(at, f"must be a mapping of bandwidth_per_gpu and latency, e.g. {shown}")
+        r.check_keys(figs, COLLECTIVE_FIELDS, set(), at + ".", examples=FIELD_EXAMPLES)
+        out.append((name, r.quantity(figs, "latency", Quantity.TIME, at + "."),
+                    r.quantity(figs, "bandwidth_per_gpu", Quantity.BANDWIDTH, at + ".")))
+    return tuple(out)
 
 
 def load_any(name_or_path: str) -> GpuProfile | ClusterProfile:

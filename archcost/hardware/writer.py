@@ -224,7 +224,8 @@ def cluster_yaml(m: Measurements, d: Derived, *, name: str, gpu_file: str, comma
         "# (latency, bandwidth) pair fitted by least squares (relative errors) to the medians of",
         "# all-reduce, all-gather, reduce-scatter and send/recv with the cost engine's ring",
         "# formulas, at each one's smallest size and largest quarter of sizes; each collective's",
-        "# own fit and every measured point are under `calibration`.",
+        "# own fit is under `collectives` (the engine uses it for that collective, the pair for",
+        "# all-to-all and broadcast) and every measured point under `calibration`.",
         f"name: {_q(name)}",
         f"gpu: {_q(gpu_file)}",
         f"gpus_per_node: {n}            # the processes calibrated",
@@ -233,14 +234,25 @@ def cluster_yaml(m: Measurements, d: Derived, *, name: str, gpu_file: str, comma
         f"    domain_size: {n}",
         f"    bandwidth_per_gpu: {format_quantity(lv.bw_bytes_per_s, Quantity.BANDWIDTH, 5)}"
         f"   # measured: fitted, one direction per process (rms error {lv.rms_rel_error:.0%})",
-        f"    latency: {format_quantity(lv.alpha_s, Quantity.TIME, 4) if lv.alpha_s > 0 else '1 ns'}"
+        f"    latency: {_latency(lv.alpha_s)}"
         + ("   # measured: fitted alpha per hop" if lv.alpha_s > 0 else
            "   # NB: the fit found no latency term; 1 ns stands for zero"),
         "    topology: switch",
+        "    collectives:   # measured: each collective's own fit, used for it instead of the above",
+        *(f"      {op}: {{bandwidth_per_gpu: "
+          f"{format_quantity(f.bw_bytes_per_s, Quantity.BANDWIDTH, 5)}, latency: "
+          f"{_latency(f.alpha_s)}}}   # rms error {f.rms_rel_error:.0%}"
+          for op, f in d.collective_fits.items()),
         f"notes: {_q(f'calibrated: {n} {backend} processes on {m.device_name}, {m.date}')}",
         "# what was measured, point by point (free-form; the cost engine does not read it)",
     ]
     return "\n".join(lines) + "\n" + _dump("calibration", cluster_calibration(m, d, command))
+
+
+def _latency(alpha_s: float) -> str:
+    """A fitted alpha as a profile time; a fit without a latency term writes 1 ns (the
+    reader wants a positive figure)."""
+    return format_quantity(alpha_s, Quantity.TIME, 4) if alpha_s > 0 else "1 ns"
 
 
 def _size(nbytes: int) -> str:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from archcost.cost.comm import level_arrays
 from archcost.cost.compute import peak_flops_for
 from archcost.options import Recompute
 from archcost.plan.kernel import MODEL_KEYS
@@ -75,11 +76,7 @@ class CostModel:
         return np.array([float(values[k]) for k in MODEL_KEYS])
 
     def levels(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        lv = self.cluster.levels
-        dom = np.array([lv_.domain_size or 0 for lv_ in lv], dtype=np.int64)
-        bw = np.array([lv_.bandwidth_per_gpu_bytes_per_s for lv_ in lv], dtype=np.float64)
-        lat = np.array([lv_.latency_s for lv_ in lv], dtype=np.float64)
-        return dom, bw, lat
+        return level_arrays(self.cluster)
 
     @staticmethod
     def placements() -> np.ndarray:

@@ -137,9 +137,12 @@ def apply_hardware(cluster, key: str, value, compute_key: str = "bf16"):
         gpu = dataclasses.replace(gpu, mem_bytes=_resolve(value, gpu.mem_bytes))
     elif key in ("link_bw", "net_bw", "link_latency", "net_latency"):
         i = 0 if key.startswith("link") else len(levels) - 1
-        field = "bandwidth_per_gpu_bytes_per_s" if key.endswith("_bw") else "latency_s"
-        levels[i] = dataclasses.replace(levels[i], **{
-            field: _resolve(value, getattr(levels[i], field))})
+        lv = levels[i]
+        if key.endswith("_bw"):
+            levels[i] = lv.scaled(bw_factor=_resolve(value, lv.bandwidth_per_gpu_bytes_per_s)
+                                  / lv.bandwidth_per_gpu_bytes_per_s)
+        else:
+            levels[i] = lv.scaled(latency_factor=_resolve(value, lv.latency_s) / lv.latency_s)
     elif key == "scaleup_domain":
         n = int(value[1] * (levels[0].domain_size or 1)) if isinstance(value, tuple) else value
         levels[0] = dataclasses.replace(levels[0], domain_size=n)
