@@ -30,9 +30,10 @@ sys.path.insert(0, sys.argv[1])
 t0 = time.perf_counter()
 from archcost.cost import kernels  # noqa: E402  (compiles lazily on first call)
 import numpy as np
-a = np.ones(4); i = np.zeros(4, dtype=np.int64); c = np.zeros((1, 2)); n = np.ones(1, dtype=np.int64)
+a = np.ones(4); i = np.zeros(4, dtype=np.int64); c = np.zeros((1, 2)); o = np.ones((1, 2))
+n = np.ones(1, dtype=np.int64)
 t1 = time.perf_counter()
-kernels.roofline(a, a, a, i - 1, c, c, n, 1.0, a[:2], a[:2], 2, 0.0)
+kernels.roofline(a, a, a, i - 1, a, c, o, n, 1.0, i, c, o, n, a)
 kernels.liveness_peak(i, i, a, a, 4, 0.0)
 kernels.best_collective(0, 1.0, 4, 1e-6, 1e9)
 t2 = time.perf_counter()
@@ -85,21 +86,30 @@ def main() -> None:
     eval_s = (time.perf_counter() - t0) / reps
 
     arrays = lower(traced.graph)
-    from archcost.cost.compute import _curves, _peak
+    from archcost.cost.compute import (
+        _curves,
+        _memory_curves,
+        _peak,
+        curve_for,
+        memory_curve_index,
+        overhead_seconds,
+    )
 
     peak = np.array([_peak(gpu, d, c) for d, c in zip(arrays.dtype, arrays.op_class)])
-    curve = np.array([0 if c in ("matmul", "conv") else 1 if c == "attention" else -1
-                      for c in arrays.op_class], dtype=np.int64)
-    cx, cy, cn = _curves(gpu)
-    mx, my = gpu.memory_efficiency.xs_log10, gpu.memory_efficiency.ys
+    curve = np.array([curve_for(c) for c in arrays.op_class], dtype=np.int64)
+    cx, cy, cn = _curves([gpu.matmul_efficiency, gpu.attention_efficiency])
+    mx, my, mn = _curves(_memory_curves(gpu))
     # tile the op arrays so each kernel call does measurable work
     tile = 200
-    fl, nb, pk, cv = (np.tile(x, tile) for x in (arrays.flops, arrays.nbytes, peak, curve))
+    fl, nb, pk, cv, mc, la = (np.tile(x, tile) for x in (
+        arrays.flops, arrays.nbytes, peak, np.minimum(curve, 1),
+        memory_curve_index(gpu, arrays.op), overhead_seconds(gpu, arrays.phase)))
+    roof_args = (fl, nb, pk, cv, fl, cx, cy, cn, gpu.mem_bw_bytes_per_s, mc, mx, my, mn, la)
     t0 = time.perf_counter()
-    kernels.roofline(fl, nb, pk, cv, cx, cy, cn, gpu.mem_bw_bytes_per_s, mx, my, len(mx), 4e-6)
+    kernels.roofline(*roof_args)
     numba_roof = time.perf_counter() - t0
     t0 = time.perf_counter()
-    py_roofline(fl, nb, pk, cv, cx, cy, cn, gpu.mem_bw_bytes_per_s, mx, my, 4e-6)
+    py_roofline(*roof_args)
     py_roof = time.perf_counter() - t0
 
     alloc, last, size, weight, order = liveness_arrays(traced.graph)

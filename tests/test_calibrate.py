@@ -38,6 +38,7 @@ from archcost.hardware.fit import (
     best_rate,
     efficiency_curve,
     fit_collective,
+    held_out_error,
     kernel_seconds,
     matmul_flops,
     predict_collective,
@@ -476,3 +477,28 @@ def _cmdline(pid: int) -> bytes:
 def _environ(pid: int) -> bytes:
     return _read(pid, "environ")
 
+
+
+def test_held_out_error_tells_which_size_a_rate_follows():
+    """Rates that follow the FLOPs of one (batch, head) slice: indexed by slice, every
+    held-out point is predicted exactly; indexed by the op's FLOPs, the batch-4 points are not."""
+    peak = 1e11
+    eff = {1 << 20: 0.2, 1 << 22: 0.4, 1 << 24: 0.6, 1 << 26: 0.8}
+    pts = [(b * 8 * x, x, b * 8 * x / (peak * e)) for b in (1, 4) for x, e in eff.items()]
+    flops, per_slice, secs = ([p[i] for p in pts] for i in range(3))
+    assert held_out_error(per_slice, secs, peak, work=flops) == pytest.approx(0.0, abs=1e-9)
+    assert held_out_error(flops, secs, peak) > 0.1
+    curve = efficiency_curve(per_slice, secs, peak, work=flops)
+    assert curve == tuple((x, e) for x, e in sorted(eff.items()))
+    with pytest.raises(FitError, match="three points"):
+        held_out_error(flops[:2], secs[:2], peak)
+
+
+def test_attention_slices_follow_each_kernels_layout():
+    from archcost.trace.rules_attention import attention_slices
+
+    assert attention_slices("aten._scaled_dot_product_flash_attention_for_cpu", [2, 8, 128, 64]) == 16
+    assert attention_slices("aten._flash_attention_forward", [2, 128, 8, 64]) == 16  # (B, S, H, D)
+    assert attention_slices("aten._flash_attention_forward", [1, 4096, 8, 64]) == 0  # maybe packed
+    assert attention_slices("aten._efficient_attention_forward", [512, 8, 64]) == 0  # packed
+    assert attention_slices("aten.mm", [2, 8, 128, 64]) == 0

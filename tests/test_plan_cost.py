@@ -94,7 +94,7 @@ def _table(sections, phases, flops, attention=None) -> OpTable:
         tensor_core=np.ones(n, dtype=bool), flops=np.array(flops, dtype=np.float64),
         nbytes=np.full(n, 1e3), nbytes_fixed=np.zeros(n), count=np.ones(n), sp_only=np.zeros(n, dtype=bool),
         attention=np.array(attention if attention is not None else [False] * n),
-        model_flops=0.0, recompute_flops=0.0)
+        slices=np.zeros(n), model_flops=0.0, recompute_flops=0.0)
 
 
 def synthetic(layers=16) -> Workload:
@@ -377,3 +377,24 @@ def test_bytes_at_a_micro_batch_equal_a_trace_at_that_batch(model, seq):
     assert predicted == pytest.approx(traced, rel=1e-9)
     linear = float((ops.nbytes * b * weight).sum())  # what scaling the batch-1 trace gives
     assert linear > traced
+
+
+def test_attention_slices_grow_with_the_micro_batch_as_a_trace_at_that_batch():
+    """The table reads a per-slice attention curve at FLOPs / (slices x b / tp): the slices
+    of the batch-1 workload times b must be those of the step traced at batch b."""
+    from archcost.cost.compute import lower
+    from archcost.loader import load_model_file
+    from archcost.plan.workload import trace_workload
+    from archcost.trace import trace_model
+    from archcost.trace.precision import parse_precision
+    from tests.conftest import ROOT
+
+    spec = load_model_file(str(ROOT / "models" / "gpt2.py"),
+                           {"layers": 2, "hidden": 64, "heads": 4, "vocab": 128})
+    policy = parse_precision("fp32")
+    ops = trace_workload(spec, 16, policy, "adamw", (Recompute.NONE,)).ops[Recompute.NONE]
+    assert sorted(set(ops.slices[ops.curve == 1])) == [4.0]  # 1 sequence x 4 heads
+    traced = lower(trace_model(spec, 3, 16, policy, "adamw").graph)
+    att = np.array([c == "attention" for c in traced.op_class])
+    assert att.any() and set(traced.slices[att]) == {3 * 4.0}
+    assert not traced.slices[~att].any()

@@ -525,3 +525,36 @@ def test_bad_collective_figures_are_one_line(tmp_path, old, new, message):
         load_cluster(str(tmp_path / "own.yaml"))
     msg = str(info.value)
     assert msg.startswith("own.yaml: ") and "\n" not in msg and message in msg, msg
+
+
+def test_attention_reads_the_per_slice_curve_at_its_flops_per_slice(tmp_path):
+    """Closed form on a traced GPT-2 (batch 3, 4 heads): each attention op takes
+    FLOPs / (peak x curve(FLOPs / 12)) + the launch; without the field, curve(FLOPs)."""
+    import numpy as np
+
+    from archcost.cost.compute import compute_times, lower
+    from archcost.loader import load_model_file
+    from archcost.trace import trace_model
+    from archcost.trace.precision import parse_precision
+    from tests.conftest import ROOT
+
+    text = (BUNDLED / "gpus" / "cpu.yaml").read_text()
+    (tmp_path / "s.yaml").write_text(text + "attention_head_efficiency: [[1.0e+3, 1.0e-4], [1.0e+9, 1.0e-3]]\n")
+    sliced, plain = load_gpu(str(tmp_path / "s.yaml")), load_gpu("cpu")
+    spec = load_model_file(str(ROOT / "models" / "gpt2.py"),
+                           {"layers": 1, "hidden": 64, "heads": 4, "vocab": 128})
+    arrays = lower(trace_model(spec, 3, 16, parse_precision("fp32"), "adamw").graph)
+    att = [i for i, c in enumerate(arrays.op_class) if c == "attention"]
+    assert len(att) == 2  # forward and backward
+    for gpu, at in ((sliced, lambda f: sliced.attention_head_efficiency.at(f / 12)),
+                    (plain, lambda f: plain.attention_efficiency.at(f))):
+        t = compute_times(arrays, gpu).seconds
+        for i in att:
+            f = arrays.flops[i]
+            work = max(f / (gpu.peak_flops_per_s["fp32"] * at(f)),
+                       arrays.nbytes[i] / (gpu.mem_bw_bytes_per_s * gpu.memory_efficiency.at(arrays.nbytes[i])))
+            assert t[i] == pytest.approx((work + gpu.overhead_s(arrays.phase[i])) * arrays.count[i],
+                                         rel=1e-12)
+    # compute-bound at these efficiencies: the per-slice reading is what sets the time
+    res = compute_times(arrays, sliced)
+    assert np.all(res.bound[att] == 0)

@@ -149,6 +149,8 @@ def summary(m, d, written: dict[str, str]) -> dict[str, Any]:
         "peak_flops_per_s": d.peaks, "matmul_efficiency_dtype": d.reference_dtype,
         "matmul_efficiency": [list(p) for p in d.matmul_curve],
         "attention_efficiency": [list(p) for p in d.attention_curve or ()],
+        "attention_head_efficiency": [list(p) for p in d.attention_slice_curve or ()],
+        "attention_held_out_rms_log_error": d.attention_held_out,
         "memory_bandwidth_bytes_per_s": d.mem_bw,
         "memory_efficiency": [list(p) for p in d.memory_curve],
         "kernel_launch_s": d.launch_s, "memory_bytes": m.mem_bytes,

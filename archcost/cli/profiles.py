@@ -135,6 +135,8 @@ def _gpu_rows(g) -> list[tuple[str, str]]:
         ("price per GPU-hour", _price(g.price_per_gpu_hour_usd)),
         ("matmul efficiency (FLOPs: fraction)", _curve(g.matmul_efficiency)),
         ("attention efficiency (FLOPs: fraction)", _curve(g.attention_efficiency)),
+        *([("attention per (batch, head) slice (FLOPs: fraction)",
+            _curve(g.attention_head_efficiency))] if g.attention_head_efficiency else []),
         ("memory efficiency (bytes: fraction)", _curve(g.memory_efficiency)),
         ("file", g.source_path),
     ]

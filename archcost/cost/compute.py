@@ -4,7 +4,8 @@ time(op) = max(FLOPs / (peak(dtype, class) * eff(op FLOPs)), bytes / (mem_bw * e
          + per-op overhead,
 times the op's ``count``. Matmul, convolution and attention run at the tensor-core peak of their
 dtype scaled by the profile's measured efficiency curve (convolutions by their own curve where
-the profile has one); every other op runs at the fp32 vector peak and is in practice
+the profile has one; attention by the FLOPs of one (batch, head) slice where the profile has
+that curve and the op's shape gives its slices); every other op runs at the fp32 vector peak and is in practice
 memory-bound, at the op's own measured fraction of bandwidth where the profile has one
 (``op_efficiency``). The overhead is the profile's per-phase figure (``op_overhead``), else
 ``kernel_launch``. NB: ops execute one after another on one stream (no overlap between
@@ -19,14 +20,16 @@ import networkx as nx
 import numpy as np
 
 from archcost.cost.kernels import roofline
+from archcost.trace.rules_attention import attention_slices
 
 __all__ = ["OpArrays", "ComputeResult", "lower", "compute_times", "roofline_seconds",
-           "peak_flops_for", "PEAK_KEY", "memory_curve_index", "overhead_seconds", "curve_for"]
+           "peak_flops_for", "PEAK_KEY", "memory_curve_index", "overhead_seconds", "curve_for",
+           "per_slice_curves"]
 
 PEAK_KEY = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16",
             "float8_e4m3fn": "fp8", "float8_e5m2": "fp8", "float64": "fp32"}
 TENSOR_CORE_CLASSES = ("matmul", "conv", "attention")
-CURVE_MATMUL, CURVE_ATTENTION, CURVE_CONV = 0, 1, 2
+CURVE_MATMUL, CURVE_ATTENTION, CURVE_CONV, CURVE_ATTENTION_SLICE = 0, 1, 2, 3
 
 
 def curve_for(op_class: str) -> int:
@@ -48,6 +51,14 @@ class OpArrays:
     dtype: list[str]
     phase: list[str]
     module: list[str]
+    slices: np.ndarray  # attention: (batch, head) slices per occurrence; 0 otherwise or unknown
+
+
+def op_slices(d: dict) -> int:
+    """(batch, head) slices of an attention node (0 for other ops or an unknown shape)."""
+    if d["op_class"] != "attention" or not d["out_shapes"]:
+        return 0
+    return attention_slices(d["op"], d["out_shapes"][0])
 
 
 def lower(g: nx.DiGraph) -> OpArrays:
@@ -62,6 +73,7 @@ def lower(g: nx.DiGraph) -> OpArrays:
         dtype=[(d["out_dtypes"] or ["float32"])[0] for _, d in nodes],
         phase=[d["phase"] for _, d in nodes],
         module=[d["module"] for _, d in nodes],
+        slices=np.array([op_slices(d) for _, d in nodes], dtype=np.float64),
     )
 
 
@@ -113,25 +125,41 @@ def overhead_seconds(gpu, phases) -> np.ndarray:
     return np.array([by_phase[p] for p in phases], dtype=np.float64)
 
 
-def roofline_seconds(gpu, flops: np.ndarray, nbytes: np.ndarray, peak: np.ndarray,
-                     curve: np.ndarray, mem_curve: np.ndarray, launch: np.ndarray
+def per_slice_curves(gpu, curve: np.ndarray, flops: np.ndarray, slices: np.ndarray
                      ) -> tuple[np.ndarray, np.ndarray]:
+    """(curve, size) per op: attention ops with known slices read the profile's per-slice
+    attention curve at their FLOPs per slice; every other op its curve at its FLOPs."""
+    size = np.asarray(flops, dtype=np.float64)
+    if gpu.attention_head_efficiency is None:
+        return curve, size
+    hit = (curve == CURVE_ATTENTION) & (slices > 0)
+    return (np.where(hit, CURVE_ATTENTION_SLICE, curve),
+            np.where(hit, size / np.where(hit, slices, 1.0), size))
+
+
+def roofline_seconds(gpu, flops: np.ndarray, nbytes: np.ndarray, peak: np.ndarray,
+                     curve: np.ndarray, mem_curve: np.ndarray, launch: np.ndarray,
+                     size: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(seconds, bound) of one occurrence of each op on ``gpu``: the roofline kernel with the
-    profile's efficiency curves and bandwidth, plus each op's overhead ``launch``."""
+    profile's efficiency curves and bandwidth, plus each op's overhead ``launch``; ``size`` is
+    where each op reads its compute curve (default: its FLOPs; see ``per_slice_curves``)."""
     conv = gpu.conv_efficiency or gpu.matmul_efficiency
-    cx, cy, cn = _curves([gpu.matmul_efficiency, gpu.attention_efficiency, conv])
+    head = gpu.attention_head_efficiency or gpu.attention_efficiency
+    cx, cy, cn = _curves([gpu.matmul_efficiency, gpu.attention_efficiency, conv, head])
     mx, my, mn = _curves(_memory_curves(gpu))
-    return roofline(flops, nbytes, peak, curve, cx, cy, cn, float(gpu.mem_bw_bytes_per_s),
-                    mem_curve, mx, my, mn, launch)
+    return roofline(flops, nbytes, peak, curve, flops if size is None else size, cx, cy, cn,
+                    float(gpu.mem_bw_bytes_per_s), mem_curve, mx, my, mn, launch)
 
 
 def compute_times(arrays: OpArrays, gpu) -> ComputeResult:
     """Roofline time of every op on ``gpu`` (a GpuProfile)."""
     peak = np.array([_peak(gpu, d, c) for d, c in zip(arrays.dtype, arrays.op_class)])
-    curve = np.array([curve_for(c) for c in arrays.op_class], dtype=np.int64)
+    curve, size = per_slice_curves(
+        gpu, np.array([curve_for(c) for c in arrays.op_class], dtype=np.int64), arrays.flops,
+        arrays.slices)
     t, bound = roofline_seconds(gpu, arrays.flops, arrays.nbytes, peak, curve,
                                 memory_curve_index(gpu, arrays.op),
-                                overhead_seconds(gpu, arrays.phase))
+                                overhead_seconds(gpu, arrays.phase), size)
     return ComputeResult(seconds=t * arrays.count, bound=bound, peak_used=peak)
 
 
@@ -143,14 +171,17 @@ def class_roofline_parts(arrays: OpArrays, gpu) -> dict[str, dict[str, float]]:
     """
     out: dict[str, dict[str, float]] = {}
     by_curve = {CURVE_MATMUL: gpu.matmul_efficiency, CURVE_ATTENTION: gpu.attention_efficiency,
-                CURVE_CONV: gpu.conv_efficiency or gpu.matmul_efficiency}
+                CURVE_CONV: gpu.conv_efficiency or gpu.matmul_efficiency,
+                CURVE_ATTENTION_SLICE: gpu.attention_head_efficiency}
+    curve, size = per_slice_curves(
+        gpu, np.array([curve_for(c) for c in arrays.op_class], dtype=np.int64), arrays.flops,
+        arrays.slices)
     for i, cls in enumerate(arrays.op_class):
         row = out.setdefault(cls, {"compute_s": 0.0, "memory_s": 0.0, "ops": 0.0})
         n = arrays.count[i]
         row["ops"] += n
         if arrays.flops[i] > 0:
-            eff = by_curve[curve_for(cls)].at(arrays.flops[i]) if cls in TENSOR_CORE_CLASSES \
-                else 1.0
+            eff = by_curve[int(curve[i])].at(size[i]) if cls in TENSOR_CORE_CLASSES else 1.0
             row["compute_s"] += n * arrays.flops[i] / (_peak(gpu, arrays.dtype[i], cls) * eff)
         if arrays.nbytes[i] > 0:
             mem = gpu.op_efficiency.get(arrays.op[i], gpu.memory_efficiency)

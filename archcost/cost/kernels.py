@@ -65,12 +65,13 @@ def interp_log10(x, xs_log10, ys, n):
 
 
 @njit(cache=True)
-def roofline(flops, nbytes, peak, curve, curve_x, curve_y, curve_n,
+def roofline(flops, nbytes, peak, curve, size, curve_x, curve_y, curve_n,
              mem_bw, mem_curve, mem_x, mem_y, mem_n, launch):
     """Per-op time = max(compute, memory) + launch overhead, and which bound won.
 
     ``curve[i]`` indexes the compute-efficiency curve of op i (row of ``curve_x``/``curve_y``,
-    ``curve_n`` points); -1 means efficiency 1. ``mem_curve[i]`` indexes its memory-efficiency
+    ``curve_n`` points), read at ``size[i]`` (its FLOPs, or those of one slice for a per-slice
+    curve); -1 means efficiency 1. ``mem_curve[i]`` indexes its memory-efficiency
     curve (row of ``mem_x``/``mem_y``, ``mem_n`` points) and ``launch[i]`` is its per-op
     overhead. Ops with neither FLOPs nor bytes take no time (views). Returns (seconds[n],
     bound[n]) with bound 0 = compute, 1 = memory, 2 = none.
@@ -86,7 +87,7 @@ def roofline(flops, nbytes, peak, curve, curve_x, curve_y, curve_n,
             eff = 1.0
             c = curve[i]
             if c >= 0:
-                eff = interp_log10(flops[i], curve_x[c], curve_y[c], curve_n[c])
+                eff = interp_log10(size[i], curve_x[c], curve_y[c], curve_n[c])
             tc = flops[i] / (peak[i] * eff)
         tm = 0.0
         if nbytes[i] > 0.0:

@@ -47,6 +47,7 @@ from archcost.hardware.fit import (
     best_rate,
     efficiency_curve,
     fit_collective,
+    held_out_error,
     kernel_seconds,
     matmul_flops,
     per_op_overhead,
@@ -111,14 +112,18 @@ def grid_for(device: str, quick: bool) -> Grid:
         dts = ("fp32", "bf16")
         if quick:
             return Grid(dts, _squares(64, 1024)[::2] + ((1024, 1024, 64), (64, 1024, 1024)), "fp32",
-                        ((1, 8, 128, 64), (1, 8, 512, 64)), (4096, 262144, 16 << 20, 64 << 20),
+                        ((1, 8, 128, 16), (1, 8, 512, 64), (4, 8, 256, 32)),
+                        (4096, 262144, 16 << 20, 64 << 20),
                         (8, 4096, 262144, 1 << 20, 4 << 20, 16 << 20),
                         warmup=1, reps=5, min_rep_s=2e-3, max_call_s=0.1,
                         collective_warmup=2, collective_reps=7, collective_min_rep_s=5e-3,
                         conv_shapes=_CONVS[:2], op_numels=(1 << 16,))
         return Grid(dts, _squares(64, 2048) + ((2048, 2048, 64), (64, 2048, 2048), (2048, 128, 1024)),
-                    "fp32", tuple((b, 8, s, d) for s in (128, 256, 512, 1024, 2048)
-                                  for b, d in ((1, 64), (4, 32)) if b * s <= 2048),
+                    # head dims 16-128 at one batch x heads, and a second batch: tells a rate
+                    # that follows the (batch, head) slice from one that follows the op
+                    "fp32", tuple((1, 8, s, d) for s in (128, 256, 512, 1024, 2048)
+                                  for d in (16, 32, 64, 128) if s * d <= 2048 * 64)
+                    + tuple((4, 8, s, 32) for s in (128, 256, 512)),
                     (4096, 65536, 1 << 20, 16 << 20, 64 << 20, 256 << 20),
                     (8, 512, 8192, 131072, 1 << 20, 4 << 20, 16 << 20, 64 << 20),
                     # a shared CPU's speed swings by +-20 % within seconds: each point is
@@ -135,7 +140,8 @@ def grid_for(device: str, quick: bool) -> Grid:
                     collective_warmup=3, collective_reps=5, collective_min_rep_s=2e-3)
     return Grid(dts, _squares(128, 8192) + ((8192, 8192, 1024), (1024, 8192, 8192),
                                             (16384, 4096, 4096)),
-                "bf16", tuple((4, 16, s, 128) for s in (256, 512, 1024, 2048, 4096, 8192)),
+                "bf16", tuple((4, 16, s, 128) for s in (256, 512, 1024, 2048, 4096, 8192))
+                + tuple((16, 16, s, 64) for s in (512, 1024, 2048)),
                 (4096, 65536, 1 << 20, 16 << 20, 256 << 20, 1 << 30),
                 (8, 512, 8192, 131072, 1 << 20, 16 << 20, 64 << 20, 256 << 20, 1 << 29),
                 warmup=3, reps=10, min_rep_s=5e-3, max_call_s=1.0,
@@ -616,6 +622,9 @@ class Derived:
     reference_dtype: str  # the dtype whose curve is matmul_efficiency
     matmul_curve: tuple[tuple[int, float], ...]
     attention_curve: tuple[tuple[int, float], ...] | None
+    # by the FLOPs of one (batch, head) slice: kept when it predicts held-out points better
+    attention_slice_curve: tuple[tuple[int, float], ...] | None
+    attention_held_out: dict[str, float]  # curve indexing -> rms log error, leave one out
     mem_bw: float
     memory_curve: tuple[tuple[int, float], ...]
     launch_s: float
@@ -638,11 +647,19 @@ def derive(m: Measurements) -> Derived:
         peaks[dtype] = best_rate([p.size for p in pts], secs)
         curves[dtype] = efficiency_curve([p.size for p in pts], secs, peaks[dtype])
     ref = max((d for d in ("bf16", "fp32") if d in peaks), key=lambda d: peaks[d])
-    attention = None
+    attention = attention_slice = None
+    held_out: dict[str, float] = {}
     if m.attention and m.grid.attention_dtype in peaks:
         secs = [kernel_seconds(p.time.median, launch) for p in m.attention]
-        attention = efficiency_curve([p.size for p in m.attention], secs,
-                                     peaks[m.grid.attention_dtype])
+        peak = peaks[m.grid.attention_dtype]
+        flops = [p.size for p in m.attention]
+        attention = efficiency_curve(flops, secs, peak)
+        per_slice = [p.size // (p.params["batch"] * p.params["heads"]) for p in m.attention]
+        if len(m.attention) >= 3:
+            held_out = {"by_op_flops": held_out_error(flops, secs, peak),
+                        "by_slice_flops": held_out_error(per_slice, secs, peak, work=flops)}
+            if held_out["by_slice_flops"] < held_out["by_op_flops"]:
+                attention_slice = efficiency_curve(per_slice, secs, peak, work=flops)
     conv = None
     if m.conv and "fp32" in peaks:
         conv = efficiency_curve([p.size for p in m.conv],
@@ -672,6 +689,7 @@ def derive(m: Measurements) -> Derived:
                 raise ValidationError(f"collective benchmark, {op}: {exc}; rerun on an idle "
                                       "machine, or calibrate with --nproc 1") from None
     return Derived(peaks=peaks, reference_dtype=ref, matmul_curve=curves[ref],
-                   attention_curve=attention, mem_bw=mem_bw,
+                   attention_curve=attention, attention_slice_curve=attention_slice,
+                   attention_held_out=held_out, mem_bw=mem_bw,
                    memory_curve=memory_curve, launch_s=launch, conv_curve=conv, op_curves=op_curves,
                    overheads_s=overheads, collective_fits=fits, level_fit=level)

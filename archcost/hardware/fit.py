@@ -45,7 +45,7 @@ import numpy as np
 __all__ = [
     "Spread", "spread", "matmul_flops", "sdpa_flops", "kernel_seconds", "best_rate",
     "per_op_overhead",
-    "efficiency_curve", "COLLECTIVES", "ring_coefficients", "CollectiveFit", "fit_collective",
+    "efficiency_curve", "held_out_error", "COLLECTIVES", "ring_coefficients", "CollectiveFit", "fit_collective",
     "predict_collective", "regime_points", "FitError",
 ]
 
@@ -108,15 +108,18 @@ def best_rate(sizes: Sequence[float], seconds: Sequence[float]) -> float:
 
 
 def efficiency_curve(sizes: Sequence[int], seconds: Sequence[float], peak: float,
-                     digits: int = 4) -> tuple[tuple[int, float], ...]:
+                     digits: int = 4, work: Sequence[float] | None = None
+                     ) -> tuple[tuple[int, float], ...]:
     """[size, rate / peak] per distinct size, sorted by size; y rounded to ``digits``
-    significant digits, clipped to (0, 1] (attention against the matmul peak can exceed it)."""
+    significant digits, clipped to (0, 1] (attention against the matmul peak can exceed it).
+    The rate is ``work / seconds``, the work being the size unless given (a curve indexed by
+    the FLOPs of one slice of an op still rates the whole op's FLOPs)."""
     if not peak > 0:
         raise FitError(f"peak {peak!r} must be positive")
     groups: dict[int, list[float]] = {}
-    for x, t in zip(sizes, seconds):
+    for i, (x, t) in enumerate(zip(sizes, seconds)):
         if x > 0 and t > 0:
-            groups.setdefault(int(x), []).append(x / t)
+            groups.setdefault(int(x), []).append((x if work is None else work[i]) / t)
     if not groups:
         raise FitError("no point with a positive size and time")
     floor = 10.0 ** -digits
@@ -125,6 +128,28 @@ def efficiency_curve(sizes: Sequence[int], seconds: Sequence[float], peak: float
         y = min(1.0, sum(groups[x]) / len(groups[x]) / peak)
         out.append((x, max(floor, _round_sig(y, digits))))
     return tuple(out)
+
+
+def held_out_error(sizes: Sequence[float], seconds: Sequence[float], peak: float,
+                   work: Sequence[float] | None = None) -> float:
+    """How well an efficiency curve indexed by ``sizes`` (rating ``work``, default the sizes)
+    predicts points it was not fitted to: the root mean square of log(predicted / measured
+    time) over the points, each predicted by the curve of all the others (leave one out).
+    Compares two ways of indexing the same measurements (attention by its FLOPs, or by the
+    FLOPs of one (batch, head) slice)."""
+    from archcost.hardware.profile import EfficiencyCurve
+
+    w = list(sizes) if work is None else list(work)
+    pts = [(float(x), float(t), float(f)) for x, t, f in zip(sizes, seconds, w) if x > 0 and t > 0]
+    if len(pts) < 3:
+        raise FitError("need at least three points to compare curves")
+    errs = []
+    for i, (x, t, f) in enumerate(pts):
+        rest = pts[:i] + pts[i + 1:]
+        curve = EfficiencyCurve(efficiency_curve([r[0] for r in rest], [r[1] for r in rest], peak,
+                                                 digits=12, work=[r[2] for r in rest]))
+        errs.append(math.log(f / (peak * curve.at(x)) / t))
+    return math.sqrt(sum(e * e for e in errs) / len(errs))
 
 
 def _round_sig(v: float, digits: int) -> float:

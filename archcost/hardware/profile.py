@@ -126,6 +126,10 @@ class GpuProfile:
     # pointwise ops and normalisations on a CPU); and the per-op overhead of each phase of a
     # step (forward, backward, optimizer) where it differs from kernel_launch
     conv_efficiency: EfficiencyCurve | None = None
+    # attention by the FLOPs of one (batch, head) slice, where the op's shape tells them: on a
+    # CPU an attention's rate follows its sequence length and head dim, not its batch x heads
+    # (None: attention_efficiency by the op's FLOPs)
+    attention_head_efficiency: EfficiencyCurve | None = None
     op_efficiency: dict[str, EfficiencyCurve] = field(default_factory=dict)
     op_overhead_s: dict[str, float] = field(default_factory=dict)
 
@@ -246,12 +250,12 @@ GPU_FIELDS: dict[str, Any] = {
     "attention_efficiency": "curve", "memory_efficiency": "curve",
     "host_link_bandwidth": Quantity.BANDWIDTH, "host_memory_bandwidth": Quantity.BANDWIDTH,
     "calibration": "mapping", "conv_efficiency": "curve", "op_efficiency": "curves",
-    "op_overhead": "times",
+    "op_overhead": "times", "attention_head_efficiency": "curve",
 }
 # attention defaults to matmul's curve; without host figures offloaded plans are refused
 GPU_OPTIONAL = {"price_per_gpu_hour", "attention_efficiency", "host_link_bandwidth",
                 "host_memory_bandwidth", "calibration", "conv_efficiency", "op_efficiency",
-                "op_overhead"}
+                "op_overhead", "attention_head_efficiency"}
 FIELD_EXAMPLES = {  # shown when a field is missing
     "name": "'h100-sxm'", "vendor": "NVIDIA", "peak_flops": "{fp32: '67 TFLOP/s', bf16: '989 TFLOP/s'}",
     "memory": "'80 GB'", "memory_bandwidth": "'3.35 TB/s'", "l2_cache": "'50 MB'",
@@ -349,11 +353,15 @@ def gpu_from_dict(data: dict[str, Any], path: str) -> GpuProfile:
         host_link_bw_bytes_per_s=_optional(r, data, "host_link_bandwidth"),
         host_memory_bw_bytes_per_s=_optional(r, data, "host_memory_bandwidth"),
         calibration=r.mapping(data, "calibration"),
-        conv_efficiency=(EfficiencyCurve(r.curve(data, "conv_efficiency"))
-                         if data.get("conv_efficiency") is not None else None),
+        conv_efficiency=_optional_curve(r, data, "conv_efficiency"),
+        attention_head_efficiency=_optional_curve(r, data, "attention_head_efficiency"),
         op_efficiency=_op_curves(r, data),
         op_overhead_s=_overheads(r, data),
     )
+
+
+def _optional_curve(r: Reader, data: dict[str, Any], key: str) -> EfficiencyCurve | None:
+    return EfficiencyCurve(r.curve(data, key)) if data.get(key) is not None else None
 
 
 def _op_curves(r: Reader, data: dict[str, Any]) -> dict[str, EfficiencyCurve]:

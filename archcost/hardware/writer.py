@@ -72,6 +72,8 @@ def gpu_calibration(m: Measurements, d: Derived, command: str) -> dict[str, Any]
         "attention": {"op": "scaled_dot_product_attention, is_causal=True",
                       "dtype": m.grid.attention_dtype,
                       "flops": "2*B*H*S*S*(D+D)/2 (archcost/trace/rules_attention.py)",
+                      "held_out_rms_log_error": {k: _r(v, 3)
+                                                 for k, v in d.attention_held_out.items()},
                       "points": [_point(p, "flops") for p in m.attention]},
         "memory": {"ops": "copy: dst.copy_(src), bytes = 2 x tensor; add: torch.add(a, b, "
                           "out=c), bytes = 3 x tensor",
@@ -190,6 +192,14 @@ def gpu_yaml(m: Measurements, d: Derived, *, name: str, command: str, tdp_w: flo
         lines.append(f"attention_efficiency:   # [FLOPs of one causal attention op, fraction of "
                      f"peak {g.attention_dtype}]; measured")
         lines += _curve(d.attention_curve)
+    if d.attention_slice_curve:
+        held = d.attention_held_out
+        lines.append("attention_head_efficiency:   # [FLOPs of one (batch, head) slice, fraction "
+                     f"of peak {g.attention_dtype}]; measured; used where an op's shape gives its "
+                     "slices")
+        lines.append(f"  # it predicts held-out points to {held['by_slice_flops']:.0%} (rms), "
+                     f"the curve by op FLOPs to {held['by_op_flops']:.0%}")
+        lines += _curve(d.attention_slice_curve)
     lines.append("memory_efficiency:      # [bytes moved by one op, fraction of memory_bandwidth]; "
                  "measured")
     lines += _curve(d.memory_curve)

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import networkx as nx
 import numpy as np
 
-from archcost.cost.compute import TENSOR_CORE_CLASSES, curve_for
+from archcost.cost.compute import TENSOR_CORE_CLASSES, curve_for, op_slices
 from archcost.cost.memory import liveness_arrays
 from archcost.options import Recompute
 from archcost.plan.space import ModelShape
@@ -65,6 +65,7 @@ class OpTable:
     count: np.ndarray  # float64, occurrences per layer (block) or per step (pre/post)
     sp_only: np.ndarray  # bool: replicated across tp unless sequence parallel (hidden-width)
     attention: np.ndarray  # bool: attention core (what ring attention overlaps with)
+    slices: np.ndarray  # float64, attention ops' (batch, head) slices per sequence; 0 otherwise
     model_flops: float  # forward + backward FLOPs per sequence, whole model, no recompute
     recompute_flops: float  # per sequence, whole model
 
@@ -258,7 +259,7 @@ def _op_table(g: nx.DiGraph, rep: str, layers: int, width_numel: int, hidden: in
     sharded, _ = _tp_layout(g, nodes, sections, hidden)
     cols: dict[str, list] = {k: [] for k in ("section", "phase", "curve", "op", "dtype", "tc",
                                              "flops", "nbytes", "fixed", "count", "sp_only",
-                                             "attention")}
+                                             "attention", "slices")}
     opt: dict[str, list] = {k: [] for k in cols}
     model_flops = recompute_flops = 0.0
     for n, d in nodes:
@@ -289,6 +290,7 @@ def _op_table(g: nx.DiGraph, rep: str, layers: int, width_numel: int, hidden: in
         target["sp_only"].append(cls not in TENSOR_CORE_CLASSES and replicated)
         target["attention"].append(cls == "attention" or d["op"] in (
             "aten._softmax", "aten._softmax_backward_data"))
+        target["slices"].append(float(op_slices(d)))
 
     def table(c, mf, rf) -> OpTable:
         return OpTable(
@@ -304,6 +306,7 @@ def _op_table(g: nx.DiGraph, rep: str, layers: int, width_numel: int, hidden: in
             count=np.array(c["count"], dtype=np.float64),
             sp_only=np.array(c["sp_only"], dtype=bool),
             attention=np.array(c["attention"], dtype=bool),
+            slices=np.array(c["slices"], dtype=np.float64),
             model_flops=mf, recompute_flops=rf,
         )
 

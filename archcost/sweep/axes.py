@@ -110,6 +110,8 @@ def parse_vary(items: list[str]) -> list[Axis]:
 
 
 def _scaled(curve, factor: float):
+    if curve is None:
+        return None
     pts = tuple((x * factor, y) for x, y in curve.points)
     return dataclasses.replace(curve, points=pts)
 
@@ -128,7 +130,9 @@ def apply_hardware(cluster, key: str, value, compute_key: str = "bf16"):
         gpu = dataclasses.replace(
             gpu, peak_flops_per_s={k: v * f for k, v in gpu.peak_flops_per_s.items()},
             matmul_efficiency=_scaled(gpu.matmul_efficiency, f),
-            attention_efficiency=_scaled(gpu.attention_efficiency, f))
+            attention_efficiency=_scaled(gpu.attention_efficiency, f),
+            attention_head_efficiency=_scaled(gpu.attention_head_efficiency, f),
+            conv_efficiency=_scaled(gpu.conv_efficiency, f))
     elif key == "mem_bw":
         f = _resolve(value, gpu.mem_bw_bytes_per_s) / gpu.mem_bw_bytes_per_s
         gpu = dataclasses.replace(gpu, mem_bw_bytes_per_s=gpu.mem_bw_bytes_per_s * f,

@@ -138,6 +138,19 @@ def _kept_fraction(rec: OpRecord, kernel: _Kernel, sk: int) -> tuple[int, int]:
     return (1, 2) if causal else (1, 1)
 
 
+def attention_slices(op: str, out_shape) -> int:
+    """Independent (batch, head) slices of an attention op from its first output's shape (the
+    output, or the query's gradient, in the op's layout): B * H, or 0 when the shape does not
+    tell (packed variable-length batches, an op without a rule)."""
+    entry = _KERNELS.get(op)
+    if entry is None or len(out_shape) != 4:
+        return 0
+    b, x, y, _ = out_shape
+    if entry[0].varlen and b == 1:  # (1, total, H, D) may pack many sequences: unknown
+        return 0
+    return int(b * (x if entry[0].layout == "bhsd" else y))
+
+
 def attention(rec: OpRecord) -> int:
     kernel = _KERNELS[rec.op][0]
     b, h, sq, sk, dq, dv = _dims(rec, kernel)
