@@ -5,9 +5,9 @@ time(op) = max(FLOPs / (peak(dtype, class) * eff(op FLOPs)), bytes / (mem_bw * e
 times the op's ``count``. Matmul, convolution and attention run at the tensor-core peak of their
 dtype scaled by the profile's measured efficiency curve (convolutions by their own curve where
 the profile has one; attention by the FLOPs of one (batch, head) slice where the profile has
-that curve and the op's shape gives its slices); every other op runs at the fp32 vector peak and is in practice
-memory-bound, at the op's own measured fraction of bandwidth where the profile has one
-(``op_efficiency``). The overhead is the profile's per-phase figure (``op_overhead``), else
+that curve and the op's shape gives its slices); every other op runs at the fp32 vector peak
+and is in practice memory-bound, at the op's own measured fraction of bandwidth where the
+profile has one (``op_efficiency``). The overhead is the profile's per-phase figure (``op_overhead``), else
 ``kernel_launch``. NB: ops execute one after another on one stream (no overlap between
 kernels), as eager PyTorch does on one device.
 """
