@@ -87,6 +87,7 @@ def main() -> None:
 
     arrays = lower(traced.graph)
     from archcost.cost.compute import (
+        _curve_rows,
         _curves,
         _memory_curves,
         _peak,
@@ -96,13 +97,14 @@ def main() -> None:
     )
 
     peak = np.array([_peak(gpu, d, c) for d, c in zip(arrays.dtype, arrays.op_class)])
-    curve = np.array([curve_for(c) for c in arrays.op_class], dtype=np.int64)
-    cx, cy, cn = _curves([gpu.matmul_efficiency, gpu.attention_efficiency])
+    curve = np.array([curve_for(c, op) for c, op in zip(arrays.op_class, arrays.op)],
+                     dtype=np.int64)
+    cx, cy, cn = _curves(_curve_rows(gpu))
     mx, my, mn = _curves(_memory_curves(gpu))
     # tile the op arrays so each kernel call does measurable work
     tile = 200
     fl, nb, pk, cv, mc, la = (np.tile(x, tile) for x in (
-        arrays.flops, arrays.nbytes, peak, np.minimum(curve, 1),
+        arrays.flops, arrays.nbytes, peak, curve,
         memory_curve_index(gpu, arrays.op), overhead_seconds(gpu, arrays.phase)))
     roof_args = (fl, nb, pk, cv, fl, cx, cy, cn, gpu.mem_bw_bytes_per_s, mc, mx, my, mn, la)
     t0 = time.perf_counter()

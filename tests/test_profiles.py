@@ -402,6 +402,7 @@ def test_calibration_that_is_not_a_mapping_is_one_line(tmp_path, loader, text):
 
 # --- measured refinements: conv curve, per-op curves, per-phase overhead ---------------------------
 _REFINED = """conv_efficiency: [[1.0e+6, 0.05], [1.0e+9, 0.5]]
+conv_backward_efficiency: [[1.0e+6, 0.02], [1.0e+9, 0.2]]
 op_efficiency:
   aten.gelu: [[1.0e+4, 0.01], [1.0e+7, 0.04]]
 op_overhead: {forward: 30 us, backward: 20 us, optimizer: 7 us}
@@ -415,6 +416,8 @@ def test_refinements_load_and_the_engine_uses_them_exactly(tmp_path):
 
     from archcost.cost.compute import (
         CURVE_CONV,
+        CURVE_CONV_BACKWARD,
+        curve_for,
         memory_curve_index,
         overhead_seconds,
         roofline_seconds,
@@ -426,19 +429,29 @@ def test_refinements_load_and_the_engine_uses_them_exactly(tmp_path):
                                              "optimizer": 7e-6})
     assert g.overhead_s("recompute") == g.overhead_s("forward")
     assert load_gpu("cpu").overhead_s("backward") == load_gpu("cpu").kernel_launch_s
-    ops = ["aten.gelu", "aten.relu", "aten.convolution"]
-    flops = np.array([1e3, 1e3, 1e8])
-    nbytes = np.array([1e6, 1e6, 1e3])
-    peak = np.full(3, g.peak_flops_per_s["fp32"])
-    t, _ = roofline_seconds(g, flops, nbytes, peak, np.array([-1, -1, CURVE_CONV]),
-                            memory_curve_index(g, ops),
-                            overhead_seconds(g, ["forward", "backward", "recompute"]))
+    ops = ["aten.gelu", "aten.relu", "aten.convolution", "aten.convolution_backward"]
+    flops = np.array([1e3, 1e3, 1e8, 1e8])
+    nbytes = np.array([1e6, 1e6, 1e3, 1e3])
+    peak = np.full(4, g.peak_flops_per_s["fp32"])
+    curves = np.array([curve_for(c, op) for c, op in zip(["elementwise", "elementwise", "conv",
+                                                          "conv"], ops)])
+    assert list(curves) == [-1, -1, CURVE_CONV, CURVE_CONV_BACKWARD]
+    t, _ = roofline_seconds(g, flops, nbytes, peak, curves, memory_curve_index(g, ops),
+                            overhead_seconds(g, ["forward", "backward", "recompute", "backward"]))
     bw = g.mem_bw_bytes_per_s
     gelu_eff = 0.01 + (0.04 - 0.01) * (6 - 4) / (7 - 4)  # log10-linear between the points
     conv_eff = 0.05 + (0.5 - 0.05) * (8 - 6) / (9 - 6)
     assert t[0] == pytest.approx(1e6 / (bw * gelu_eff) + 30e-6, rel=1e-12)
     assert t[1] == pytest.approx(1e6 / (bw * g.memory_efficiency.at(1e6)) + 20e-6, rel=1e-12)
     assert t[2] == pytest.approx(1e8 / (peak[2] * conv_eff) + 30e-6, rel=1e-12)
+    assert t[3] == pytest.approx(1e8 / (peak[3] * conv_eff * 0.4) + 20e-6, rel=1e-12)
+    # without its own curve a backward convolution reads the forward's
+    (tmp_path / "f.yaml").write_text((BUNDLED / "gpus" / "cpu.yaml").read_text()
+                                     + _REFINED.replace("conv_backward_efficiency", "# none"))
+    plain = load_gpu(str(tmp_path / "f.yaml"))
+    t2, _ = roofline_seconds(plain, flops, nbytes, peak, curves, memory_curve_index(plain, ops),
+                             overhead_seconds(plain, ["forward", "backward", "recompute", "backward"]))
+    assert t2[3] == pytest.approx(1e8 / (peak[3] * conv_eff) + 20e-6, rel=1e-12)
 
 
 @pytest.mark.parametrize("extra, message", [

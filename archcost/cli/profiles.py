@@ -138,6 +138,9 @@ def _gpu_rows(g) -> list[tuple[str, str]]:
         *([("attention per (batch, head) slice (FLOPs: fraction)",
             _curve(g.attention_head_efficiency))] if g.attention_head_efficiency else []),
         ("memory efficiency (bytes: fraction)", _curve(g.memory_efficiency)),
+        *[(label, _curve(c)) for label, c in (
+            ("convolution forward (FLOPs: fraction)", g.conv_efficiency),
+            ("convolution backward (FLOPs: fraction)", g.conv_backward_efficiency)) if c],
         ("file", g.source_path),
     ]
     return rows

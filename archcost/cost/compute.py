@@ -29,13 +29,24 @@ __all__ = ["OpArrays", "ComputeResult", "lower", "compute_times", "roofline_seco
 PEAK_KEY = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16",
             "float8_e4m3fn": "fp8", "float8_e5m2": "fp8", "float64": "fp32"}
 TENSOR_CORE_CLASSES = ("matmul", "conv", "attention")
-CURVE_MATMUL, CURVE_ATTENTION, CURVE_CONV, CURVE_ATTENTION_SLICE = 0, 1, 2, 3
+CURVE_MATMUL, CURVE_ATTENTION, CURVE_CONV, CURVE_ATTENTION_SLICE, CURVE_CONV_BACKWARD = range(5)
 
 
-def curve_for(op_class: str) -> int:
-    """The compute-efficiency curve of an op class (-1: none, efficiency 1)."""
+def curve_for(op_class: str, op: str = "") -> int:
+    """The compute-efficiency curve of an op of ``op_class`` (-1: none, efficiency 1);
+    a convolution's backward (``op``) has its own."""
+    if op_class == "conv" and op == "aten.convolution_backward":
+        return CURVE_CONV_BACKWARD
     return {"matmul": CURVE_MATMUL, "conv": CURVE_CONV, "attention": CURVE_ATTENTION}.get(
         op_class, -1)
+
+
+def _curve_rows(gpu) -> list:
+    """The compute curves in CURVE_* order, each falling back as the profile lacks it."""
+    conv = gpu.conv_efficiency or gpu.matmul_efficiency
+    return [gpu.matmul_efficiency, gpu.attention_efficiency, conv,
+            gpu.attention_head_efficiency or gpu.attention_efficiency,
+            gpu.conv_backward_efficiency or conv]
 
 
 @dataclass(frozen=True)
@@ -143,9 +154,7 @@ def roofline_seconds(gpu, flops: np.ndarray, nbytes: np.ndarray, peak: np.ndarra
     """(seconds, bound) of one occurrence of each op on ``gpu``: the roofline kernel with the
     profile's efficiency curves and bandwidth, plus each op's overhead ``launch``; ``size`` is
     where each op reads its compute curve (default: its FLOPs; see ``per_slice_curves``)."""
-    conv = gpu.conv_efficiency or gpu.matmul_efficiency
-    head = gpu.attention_head_efficiency or gpu.attention_efficiency
-    cx, cy, cn = _curves([gpu.matmul_efficiency, gpu.attention_efficiency, conv, head])
+    cx, cy, cn = _curves(_curve_rows(gpu))
     mx, my, mn = _curves(_memory_curves(gpu))
     return roofline(flops, nbytes, peak, curve, flops if size is None else size, cx, cy, cn,
                     float(gpu.mem_bw_bytes_per_s), mem_curve, mx, my, mn, launch)
@@ -155,7 +164,8 @@ def compute_times(arrays: OpArrays, gpu) -> ComputeResult:
     """Roofline time of every op on ``gpu`` (a GpuProfile)."""
     peak = np.array([_peak(gpu, d, c) for d, c in zip(arrays.dtype, arrays.op_class)])
     curve, size = per_slice_curves(
-        gpu, np.array([curve_for(c) for c in arrays.op_class], dtype=np.int64), arrays.flops,
+        gpu, np.array([curve_for(c, op) for c, op in zip(arrays.op_class, arrays.op)],
+                      dtype=np.int64), arrays.flops,
         arrays.slices)
     t, bound = roofline_seconds(gpu, arrays.flops, arrays.nbytes, peak, curve,
                                 memory_curve_index(gpu, arrays.op),
@@ -170,11 +180,10 @@ def class_roofline_parts(arrays: OpArrays, gpu) -> dict[str, dict[str, float]]:
     per-op curves as :func:`compute_times` folded into one number per class.
     """
     out: dict[str, dict[str, float]] = {}
-    by_curve = {CURVE_MATMUL: gpu.matmul_efficiency, CURVE_ATTENTION: gpu.attention_efficiency,
-                CURVE_CONV: gpu.conv_efficiency or gpu.matmul_efficiency,
-                CURVE_ATTENTION_SLICE: gpu.attention_head_efficiency}
+    by_curve = _curve_rows(gpu)
     curve, size = per_slice_curves(
-        gpu, np.array([curve_for(c) for c in arrays.op_class], dtype=np.int64), arrays.flops,
+        gpu, np.array([curve_for(c, op) for c, op in zip(arrays.op_class, arrays.op)],
+                      dtype=np.int64), arrays.flops,
         arrays.slices)
     for i, cls in enumerate(arrays.op_class):
         row = out.setdefault(cls, {"compute_s": 0.0, "memory_s": 0.0, "ops": 0.0})

@@ -608,7 +608,7 @@ def _overheads(m: Measurements, peaks, curves, attention, conv, mem_bw, memory_c
         nbytes = np.array([float(o[3]) for o in ops])
         work, _ = roofline_seconds(
             gpu, flops, nbytes, np.full(len(ops), peaks["fp32"]),
-            np.array([curve_for(o[1]) for o in ops], dtype=np.int64),
+            np.array([curve_for(o[1], o[0]) for o in ops], dtype=np.int64),
             memory_curve_index(gpu, [o[0] for o in ops]), np.zeros(len(ops)))
         out[phase] = per_op_overhead(rec["median_s"], float(work.sum()), len(ops), launch)
     return out
@@ -628,7 +628,8 @@ class Derived:
     mem_bw: float
     memory_curve: tuple[tuple[int, float], ...]
     launch_s: float
-    conv_curve: tuple[tuple[int, float], ...] | None
+    conv_curve: tuple[tuple[int, float], ...] | None  # forward
+    conv_backward_curve: tuple[tuple[int, float], ...] | None
     op_curves: dict[str, tuple[tuple[int, float], ...]]  # aten op -> [bytes, fraction of mem_bw]
     overheads_s: dict[str, float]  # phase -> seconds per charged op
     collective_fits: dict[str, CollectiveFit]
@@ -660,11 +661,14 @@ def derive(m: Measurements) -> Derived:
                         "by_slice_flops": held_out_error(per_slice, secs, peak, work=flops)}
             if held_out["by_slice_flops"] < held_out["by_op_flops"]:
                 attention_slice = efficiency_curve(per_slice, secs, peak, work=flops)
-    conv = None
-    if m.conv and "fp32" in peaks:
-        conv = efficiency_curve([p.size for p in m.conv],
-                                [kernel_seconds(p.time.median, launch) for p in m.conv],
-                                peaks["fp32"])
+    conv = conv_backward = None
+    if m.conv and "fp32" in peaks:  # forward and backward each by their own curve
+        conv, conv_backward = (
+            efficiency_curve([p.size for p in pts],
+                             [kernel_seconds(p.time.median, launch) for p in pts],
+                             peaks["fp32"]) if pts else None
+            for pts in ([p for p in m.conv if p.params["direction"] == d]
+                        for d in ("forward", "backward")))
     secs = [kernel_seconds(p.time.median, launch) for p in m.memory]
     mem_bw = best_rate([p.size for p in m.memory], secs)
     memory_curve = efficiency_curve([p.size for p in m.memory], secs, mem_bw)
@@ -691,5 +695,6 @@ def derive(m: Measurements) -> Derived:
     return Derived(peaks=peaks, reference_dtype=ref, matmul_curve=curves[ref],
                    attention_curve=attention, attention_slice_curve=attention_slice,
                    attention_held_out=held_out, mem_bw=mem_bw,
-                   memory_curve=memory_curve, launch_s=launch, conv_curve=conv, op_curves=op_curves,
+                   memory_curve=memory_curve, launch_s=launch, conv_curve=conv,
+                   conv_backward_curve=conv_backward, op_curves=op_curves,
                    overheads_s=overheads, collective_fits=fits, level_fit=level)

@@ -126,6 +126,7 @@ class GpuProfile:
     # pointwise ops and normalisations on a CPU); and the per-op overhead of each phase of a
     # step (forward, backward, optimizer) where it differs from kernel_launch
     conv_efficiency: EfficiencyCurve | None = None
+    conv_backward_efficiency: EfficiencyCurve | None = None  # None: conv_efficiency's
     # attention by the FLOPs of one (batch, head) slice, where the op's shape tells them: on a
     # CPU an attention's rate follows its sequence length and head dim, not its batch x heads
     # (None: attention_efficiency by the op's FLOPs)
@@ -251,11 +252,12 @@ GPU_FIELDS: dict[str, Any] = {
     "host_link_bandwidth": Quantity.BANDWIDTH, "host_memory_bandwidth": Quantity.BANDWIDTH,
     "calibration": "mapping", "conv_efficiency": "curve", "op_efficiency": "curves",
     "op_overhead": "times", "attention_head_efficiency": "curve",
+    "conv_backward_efficiency": "curve",
 }
 # attention defaults to matmul's curve; without host figures offloaded plans are refused
 GPU_OPTIONAL = {"price_per_gpu_hour", "attention_efficiency", "host_link_bandwidth",
                 "host_memory_bandwidth", "calibration", "conv_efficiency", "op_efficiency",
-                "op_overhead", "attention_head_efficiency"}
+                "op_overhead", "attention_head_efficiency", "conv_backward_efficiency"}
 FIELD_EXAMPLES = {  # shown when a field is missing
     "name": "'h100-sxm'", "vendor": "NVIDIA", "peak_flops": "{fp32: '67 TFLOP/s', bf16: '989 TFLOP/s'}",
     "memory": "'80 GB'", "memory_bandwidth": "'3.35 TB/s'", "l2_cache": "'50 MB'",
@@ -354,6 +356,7 @@ def gpu_from_dict(data: dict[str, Any], path: str) -> GpuProfile:
         host_memory_bw_bytes_per_s=_optional(r, data, "host_memory_bandwidth"),
         calibration=r.mapping(data, "calibration"),
         conv_efficiency=_optional_curve(r, data, "conv_efficiency"),
+        conv_backward_efficiency=_optional_curve(r, data, "conv_backward_efficiency"),
         attention_head_efficiency=_optional_curve(r, data, "attention_head_efficiency"),
         op_efficiency=_op_curves(r, data),
         op_overhead_s=_overheads(r, data),

@@ -204,9 +204,13 @@ def gpu_yaml(m: Measurements, d: Derived, *, name: str, command: str, tdp_w: flo
                  "measured")
     lines += _curve(d.memory_curve)
     if d.conv_curve:
-        lines.append("conv_efficiency:        # [FLOPs of one convolution (forward or backward), "
+        lines.append("conv_efficiency:        # [FLOPs of one convolution forward, "
                      "fraction of peak fp32]; measured in fp32")
         lines += _curve(d.conv_curve)
+    if d.conv_backward_curve:
+        lines.append("conv_backward_efficiency:   # [FLOPs of one convolution backward (input "
+                     "and weight gradients), fraction of peak fp32]; measured in fp32")
+        lines += _curve(d.conv_backward_curve)
     if d.op_curves:
         lines.append("op_efficiency:          # per aten op: [bytes it moves, fraction of "
                      "memory_bandwidth]; measured")

@@ -275,7 +275,7 @@ def _op_table(g: nx.DiGraph, rep: str, layers: int, width_numel: int, hidden: in
         out_numel = _numel(d["out_shapes"][0]) if d["out_shapes"] else 0
         target["section"].append(section)
         target["phase"].append(PHASE_CODES.get(d["phase"], 0))
-        target["curve"].append(curve_for(cls))
+        target["curve"].append(curve_for(cls, d["op"]))
         target["op"].append(d["op"])
         target["dtype"].append((d["out_dtypes"] or ["float32"])[0])
         target["tc"].append(cls in TENSOR_CORE_CLASSES)

@@ -132,7 +132,8 @@ def apply_hardware(cluster, key: str, value, compute_key: str = "bf16"):
             matmul_efficiency=_scaled(gpu.matmul_efficiency, f),
             attention_efficiency=_scaled(gpu.attention_efficiency, f),
             attention_head_efficiency=_scaled(gpu.attention_head_efficiency, f),
-            conv_efficiency=_scaled(gpu.conv_efficiency, f))
+            conv_efficiency=_scaled(gpu.conv_efficiency, f),
+            conv_backward_efficiency=_scaled(gpu.conv_backward_efficiency, f))
     elif key == "mem_bw":
         f = _resolve(value, gpu.mem_bw_bytes_per_s) / gpu.mem_bw_bytes_per_s
         gpu = dataclasses.replace(gpu, mem_bw_bytes_per_s=gpu.mem_bw_bytes_per_s * f,
