@@ -55,6 +55,27 @@ def _archcost(*args: str) -> dict:
     return json.loads(out.stdout)
 
 
+_PROBE = r"""
+import json, time, torch
+a, b = torch.randn(512, 512), torch.randn(512, 512)
+for _ in range(5):
+    a @ b
+n, t0 = 0, time.perf_counter()
+while time.perf_counter() - t0 < 0.5:
+    a @ b
+    n += 1
+print(json.dumps(2 * 512 ** 3 * n / (time.perf_counter() - t0)))
+"""
+
+
+def _probe() -> float:
+    """This machine's fp32 matmul rate now (FLOP/s, a 512^3 matmul for 0.5 s in a fresh
+    process, as validate's runs are): the reference the drift of each run is measured by."""
+    out = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True,
+                         check=True)
+    return float(out.stdout)
+
+
 def _round(args, chosen) -> tuple[list, dict, float]:
     """One round: calibrate (2 processes), then validate every model and a 2-process DDP run
     with that profile. (per-model components, DDP components, calibration seconds)."""
@@ -65,13 +86,16 @@ def _round(args, chosen) -> tuple[list, dict, float]:
                         "--nproc", "2", "-o", str(profile)], cwd=ROOT, check=True,
                        capture_output=True)
         calib_s = time.perf_counter() - t0
-        print(f"calibrated in {calib_s:.0f} s", flush=True)
+        ref = _probe()
+        print(f"calibrated in {calib_s:.0f} s; probe {ref / 1e9:.1f} GFLOP/s", flush=True)
         cluster = profile.with_name(f"{profile.stem}.cluster.yaml")
         rows = []
         for name, argv in chosen:
+            drift = _probe() / ref
             doc = _archcost("validate", *argv, "--hardware", str(profile), "--steps",
                             str(args.steps), "--warmup", "2")
             comps = {c["name"]: c for c in doc["validation"]["components"]}
+            comps["probe_drift"] = {"error": drift - 1.0}
             rows.append((name, comps))
             print(name, {k: None if v["error"] is None else round(100 * v["error"], 1)
                          for k, v in comps.items()}, flush=True)
@@ -82,6 +106,16 @@ def _round(args, chosen) -> tuple[list, dict, float]:
         print("ddp", {k: None if v["error"] is None else round(100 * v["error"], 1)
                       for k, v in dcomps.items()}, flush=True)
     return rows, dcomps, calib_s
+
+
+def _corr(x: list[float], y: list[float]) -> float:
+    """Pearson correlation of two equal-length series."""
+    n = len(x)
+    mx, my = sum(x) / n, sum(y) / n
+    sxy = sum((a - mx) * (b - my) for a, b in zip(x, y))
+    sxx = sum((a - mx) ** 2 for a in x)
+    syy = sum((b - my) ** 2 for b in y)
+    return sxy / (sxx * syy) ** 0.5 if sxx > 0 and syy > 0 else 0.0
 
 
 def _pct(x: float) -> str:
@@ -121,6 +155,7 @@ def main() -> None:
         "| optimizer | peak memory |",
         "|---|---:|---|---:|---:|---:|---:|---:|",
     ]
+    drifts = {name: [err(r, name, "probe_drift") for r in range(len(rounds))] for name in names}
     for name in names:
         first = dict(rounds[0][0])[name]["step_time"]
         per = [err(r, name, "step_time") for r in range(len(rounds))]
@@ -135,9 +170,18 @@ def main() -> None:
                          for c in comps[1:]) + " |")
     maes = [sum(abs(err(r, n, "step_time")) for n in names) / len(names)
             for r in range(len(rounds))]
+    errors = [err(r, n, "step_time") for r in range(len(rounds)) for n in names]
+    moves = [drifts[n][r] for r in range(len(rounds)) for n in names]
     lines += ["", "Step-time mean absolute error per round: "
               + ", ".join(f"**{100 * m:.1f}%**" for m in maes)
               + f"; over the rounds {100 * sum(maes) / len(maes):.1f}% (target: <= 15%).", "",
+              "Machine drift: a 512^3 fp32 matmul timed for 0.5 s in a fresh process right "
+              "after each calibration and right before each model's run; its rate at the run "
+              "over the rate after calibration - 1, per model and round: "
+              + "; ".join(f"{n} " + ", ".join(_pct(d) for d in drifts[n]) for n in names)
+              + f". Correlation of the step errors with these drifts over all runs: "
+              f"{_corr(moves, errors):+.2f} (a faster machine at the run than at calibration "
+              "makes the prediction high).", "",
               "Collectives, gloo over loopback (GPT above, 2 processes, DDP), per round: "
               "dp_comm_time predicted against the step's collectives replayed one at a time "
               "(same sizes and order): "
