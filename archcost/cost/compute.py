@@ -7,9 +7,9 @@ dtype scaled by the profile's measured efficiency curve (convolutions by their o
 the profile has one; attention by the FLOPs of one (batch, head) slice where the profile has
 that curve and the op's shape gives its slices); every other op runs at the fp32 vector peak
 and is in practice memory-bound, at the op's own measured fraction of bandwidth where the
-profile has one (``op_efficiency``). The overhead is the profile's per-phase figure (``op_overhead``), else
-``kernel_launch``. NB: ops execute one after another on one stream (no overlap between
-kernels), as eager PyTorch does on one device.
+profile has one (``op_efficiency``). The overhead is the profile's per-phase figure
+(``op_overhead``), else ``kernel_launch``. NB: ops execute one after another on one stream (no
+overlap between kernels), as eager PyTorch does on one device.
 """
 
 from __future__ import annotations
@@ -23,8 +23,7 @@ from archcost.cost.kernels import roofline
 from archcost.trace.rules_attention import attention_slices
 
 __all__ = ["OpArrays", "ComputeResult", "lower", "compute_times", "roofline_seconds",
-           "peak_flops_for", "PEAK_KEY", "memory_curve_index", "overhead_seconds", "curve_for",
-           "per_slice_curves"]
+           "peak_flops_for", "PEAK_KEY", "memory_curve_index", "overhead_seconds", "curve_for"]
 
 PEAK_KEY = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16",
             "float8_e4m3fn": "fp8", "float8_e5m2": "fp8", "float64": "fp32"}
@@ -136,12 +135,12 @@ def overhead_seconds(gpu, phases) -> np.ndarray:
     return np.array([by_phase[p] for p in phases], dtype=np.float64)
 
 
-def per_slice_curves(gpu, curve: np.ndarray, flops: np.ndarray, slices: np.ndarray
-                     ) -> tuple[np.ndarray, np.ndarray]:
+def _per_slice(gpu, curve: np.ndarray, flops: np.ndarray, slices: np.ndarray | None
+               ) -> tuple[np.ndarray, np.ndarray]:
     """(curve, size) per op: attention ops with known slices read the profile's per-slice
     attention curve at their FLOPs per slice; every other op its curve at its FLOPs."""
     size = np.asarray(flops, dtype=np.float64)
-    if gpu.attention_head_efficiency is None:
+    if gpu.attention_head_efficiency is None or slices is None:
         return curve, size
     hit = (curve == CURVE_ATTENTION) & (slices > 0)
     return (np.where(hit, CURVE_ATTENTION_SLICE, curve),
@@ -150,26 +149,29 @@ def per_slice_curves(gpu, curve: np.ndarray, flops: np.ndarray, slices: np.ndarr
 
 def roofline_seconds(gpu, flops: np.ndarray, nbytes: np.ndarray, peak: np.ndarray,
                      curve: np.ndarray, mem_curve: np.ndarray, launch: np.ndarray,
-                     size: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                     slices: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(seconds, bound) of one occurrence of each op on ``gpu``: the roofline kernel with the
-    profile's efficiency curves and bandwidth, plus each op's overhead ``launch``; ``size`` is
-    where each op reads its compute curve (default: its FLOPs; see ``per_slice_curves``)."""
+    profile's efficiency curves and bandwidth, plus each op's overhead ``launch``. ``slices``
+    (attention ops' (batch, head) slices, 0 where unknown) lets attention read a per-slice
+    curve at its FLOPs per slice, where the profile has one."""
+    curve, size = _per_slice(gpu, curve, flops, slices)
     cx, cy, cn = _curves(_curve_rows(gpu))
     mx, my, mn = _curves(_memory_curves(gpu))
-    return roofline(flops, nbytes, peak, curve, flops if size is None else size, cx, cy, cn,
+    return roofline(flops, nbytes, peak, curve, size, cx, cy, cn,
                     float(gpu.mem_bw_bytes_per_s), mem_curve, mx, my, mn, launch)
+
+
+def _op_curves(arrays: OpArrays) -> np.ndarray:
+    return np.array([curve_for(c, op) for c, op in zip(arrays.op_class, arrays.op)],
+                    dtype=np.int64)
 
 
 def compute_times(arrays: OpArrays, gpu) -> ComputeResult:
     """Roofline time of every op on ``gpu`` (a GpuProfile)."""
     peak = np.array([_peak(gpu, d, c) for d, c in zip(arrays.dtype, arrays.op_class)])
-    curve, size = per_slice_curves(
-        gpu, np.array([curve_for(c, op) for c, op in zip(arrays.op_class, arrays.op)],
-                      dtype=np.int64), arrays.flops,
-        arrays.slices)
-    t, bound = roofline_seconds(gpu, arrays.flops, arrays.nbytes, peak, curve,
+    t, bound = roofline_seconds(gpu, arrays.flops, arrays.nbytes, peak, _op_curves(arrays),
                                 memory_curve_index(gpu, arrays.op),
-                                overhead_seconds(gpu, arrays.phase), size)
+                                overhead_seconds(gpu, arrays.phase), arrays.slices)
     return ComputeResult(seconds=t * arrays.count, bound=bound, peak_used=peak)
 
 
@@ -181,10 +183,7 @@ def class_roofline_parts(arrays: OpArrays, gpu) -> dict[str, dict[str, float]]:
     """
     out: dict[str, dict[str, float]] = {}
     by_curve = _curve_rows(gpu)
-    curve, size = per_slice_curves(
-        gpu, np.array([curve_for(c, op) for c, op in zip(arrays.op_class, arrays.op)],
-                      dtype=np.int64), arrays.flops,
-        arrays.slices)
+    curve, size = _per_slice(gpu, _op_curves(arrays), arrays.flops, arrays.slices)
     for i, cls in enumerate(arrays.op_class):
         row = out.setdefault(cls, {"compute_s": 0.0, "memory_s": 0.0, "ops": 0.0})
         n = arrays.count[i]

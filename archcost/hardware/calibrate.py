@@ -642,6 +642,12 @@ def derive(m: Measurements) -> Derived:
         raise ValidationError("the calibration measured no fp32 matmul or no memory copy; rerun "
                               "it (with --debug to see why)")
     launch = m.launch.median
+
+    def curve(pts: list[Point], peak: float) -> tuple[tuple[int, float], ...]:
+        """Efficiency by size of ``pts`` against ``peak``, their launch overhead taken off."""
+        return efficiency_curve([p.size for p in pts],
+                                [kernel_seconds(p.time.median, launch) for p in pts], peak)
+
     peaks, curves = {}, {}
     for dtype, pts in m.matmul.items():
         secs = [kernel_seconds(p.time.median, launch) for p in pts]
@@ -663,18 +669,14 @@ def derive(m: Measurements) -> Derived:
                 attention_slice = efficiency_curve(per_slice, secs, peak, work=flops)
     conv = conv_backward = None
     if m.conv and "fp32" in peaks:  # forward and backward each by their own curve
-        conv, conv_backward = (
-            efficiency_curve([p.size for p in pts],
-                             [kernel_seconds(p.time.median, launch) for p in pts],
-                             peaks["fp32"]) if pts else None
-            for pts in ([p for p in m.conv if p.params["direction"] == d]
-                        for d in ("forward", "backward")))
+        forward = [p for p in m.conv if p.params["direction"] == "forward"]
+        backward = [p for p in m.conv if p.params["direction"] == "backward"]
+        conv = curve(forward, peaks["fp32"]) if forward else None
+        conv_backward = curve(backward, peaks["fp32"]) if backward else None
     secs = [kernel_seconds(p.time.median, launch) for p in m.memory]
     mem_bw = best_rate([p.size for p in m.memory], secs)
     memory_curve = efficiency_curve([p.size for p in m.memory], secs, mem_bw)
-    op_curves = {op: efficiency_curve([p.size for p in pts],
-                                      [kernel_seconds(p.time.median, launch) for p in pts], mem_bw)
-                 for op, pts in m.ops.items()}
+    op_curves = {op: curve(pts, mem_bw) for op, pts in m.ops.items()}
     overheads = _overheads(m, peaks, curves, attention, conv, mem_bw, memory_curve, op_curves,
                            launch)
     fits: dict[str, CollectiveFit] = {}

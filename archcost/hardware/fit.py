@@ -45,8 +45,8 @@ import numpy as np
 __all__ = [
     "Spread", "spread", "matmul_flops", "sdpa_flops", "kernel_seconds", "best_rate",
     "per_op_overhead",
-    "efficiency_curve", "held_out_error", "COLLECTIVES", "ring_coefficients", "CollectiveFit", "fit_collective",
-    "predict_collective", "regime_points", "FitError",
+    "efficiency_curve", "held_out_error", "COLLECTIVES", "ring_coefficients", "CollectiveFit",
+    "fit_collective", "predict_collective", "regime_points", "FitError",
 ]
 
 COLLECTIVES = ("all_reduce", "all_gather", "reduce_scatter", "send_recv")

@@ -17,7 +17,6 @@ from archcost.cost.compute import (
     memory_curve_index,
     overhead_seconds,
     peak_flops_for,
-    per_slice_curves,
     roofline_seconds,
 )
 from archcost.options import Recompute
@@ -72,10 +71,9 @@ def op_seconds(ops: OpTable, gpu, peaks: np.ndarray, scale: np.ndarray,
                phase: str | None = None) -> np.ndarray:
     """Roofline seconds of every op (all its occurrences) with FLOPs and bytes times ``scale``;
     ``phase`` names the phase of every op (the optimizer table's are meaningless)."""
-    flops = ops.flops * scale
-    curve, size = per_slice_curves(gpu, ops.curve, flops, ops.slices * scale)
-    t, _ = roofline_seconds(gpu, flops, ops.nbytes * scale, peaks, curve,
-                            memory_curve_index(gpu, ops.op), _overheads(ops, gpu, phase), size)
+    t, _ = roofline_seconds(gpu, ops.flops * scale, ops.nbytes * scale, peaks, ops.curve,
+                            memory_curve_index(gpu, ops.op), _overheads(ops, gpu, phase),
+                            ops.slices * scale)
     return t * ops.count
 
 
@@ -89,13 +87,11 @@ def _rows(w: Workload, ops: OpTable, gpu, peaks, r: Recompute, combos: np.ndarra
     scale = (mbs / (tp_div * cp)).ravel()
     fixed = np.tile(ops.nbytes_fixed, n)  # weights: split by tp, not by cp or the micro-batch
     nbytes = (np.tile(ops.nbytes, n) - fixed) * scale + fixed / tp_div.ravel()
-    flops = np.tile(ops.flops, n) * scale
     # attention's (batch, head) slices grow with the micro-batch and split over tp, not cp
     slices = np.tile(ops.slices, n) * (mbs / tp_div).ravel()
-    curve, size = per_slice_curves(gpu, np.tile(ops.curve, n), flops, slices)
-    t, _ = roofline_seconds(gpu, flops, nbytes, np.tile(peaks, n), curve,
-                            np.tile(memory_curve_index(gpu, ops.op), n),
-                            np.tile(_overheads(ops, gpu), n), size)
+    t, _ = roofline_seconds(gpu, np.tile(ops.flops, n) * scale, nbytes, np.tile(peaks, n),
+                            np.tile(ops.curve, n), np.tile(memory_curve_index(gpu, ops.op), n),
+                            np.tile(_overheads(ops, gpu), n), slices)
     t = t.reshape(n, n_ops) * ops.count[None, :]
     fwd, bwd, rc = ops.phase == 0, ops.phase == 1, ops.phase == 2
     blk, pre, post = (ops.section == SECTION_BLOCK, ops.section == SECTION_PRE,
