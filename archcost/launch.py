@@ -16,6 +16,7 @@ Used by ``archcost calibrate`` (collective benchmark) and ``archcost validate``.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -110,7 +111,17 @@ def first_rank_error(paths: Sequence[Path]) -> tuple[int, str] | None:
     return rank_of(first), first.read_text().strip()
 
 
+_ROOT_CAUSE = re.compile(r"^\s*(rank|exitcode|traceback)\s*:\s*(.*?)\s*$")
+
+
 def log_tail(log_path: Path) -> str:
-    """The last line the launcher wrote, for a failure without a rank's own message."""
+    """What the launcher said about a failure without a rank's own message: the root cause of
+    its failure summary (rank, exit code, signal or traceback) where it printed one, else its
+    last line that is not a rule of ``=`` or ``-``."""
     lines = log_path.read_text(errors="replace").strip().splitlines() if log_path.exists() else []
-    return (lines or ["no output"])[-1].strip()
+    cause = dict(m.groups() for m in map(_ROOT_CAUSE.match, lines) if m)
+    if "rank" in cause:
+        return "; ".join(f"{k} {' '.join(cause[k].split())}"
+                         for k in ("rank", "exitcode", "traceback") if k in cause)
+    text = [ln.strip() for ln in lines if ln.strip().strip("=-")]
+    return (text or ["no output"])[-1]

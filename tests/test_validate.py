@@ -170,3 +170,22 @@ def test_bad_input_is_refused_before_running(runner, args, message):
     assert r.exit_code == 2, r.output
     assert message in r.output.replace("\n", " ")
     assert "Traceback" not in r.output
+
+
+def test_a_rank_killed_without_a_message_is_named_from_the_launchers_summary(tmp_path,
+                                                                             monkeypatch):
+    """A real launch whose rank 1 is killed by SIGKILL (no error file): the one line is the
+    launcher's root cause, rank and exit code, not the rule its summary ends with."""
+    from archcost.launch import launch_ranks, log_tail
+
+    (tmp_path / "killed_rank.py").write_text(
+        "import os, signal, time\n"
+        "if os.environ['RANK'] == '1':\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+        "time.sleep(30)\n")
+    monkeypatch.setenv("PYTHONPATH", f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    log = tmp_path / "launcher.log"
+    assert launch_ranks("killed_rank", [], 2, log, 120.0) != 0
+    line = log_tail(log)
+    assert "\n" not in line and line.startswith("rank 1"), line
+    assert "exitcode -9" in line and "SIGKILL" in line, line
