@@ -522,3 +522,54 @@ def test_attention_slices_follow_each_kernels_layout():
     assert attention_slices("aten._flash_attention_forward", [1, 4096, 8, 64]) == 0  # maybe packed
     assert attention_slices("aten._efficient_attention_forward", [512, 8, 64]) == 0  # packed
     assert attention_slices("aten.mm", [2, 8, 128, 64]) == 0
+
+
+def test_the_shape_table_reproduces_the_cells_it_timed(calibrated):
+    """Engine time of an mm at a timed cell's (m, n, k) = its median less the launch (floored
+    at half), plus the launch, to the file's rounding; cells over the FLOPs cap read the
+    curve by FLOPs; the table is in the curve's dtype."""
+    import numpy as np
+
+    from archcost.cost.compute import CURVE_MATMUL, roofline_seconds
+
+    doc, gpu_path, _, _ = calibrated
+    gpu = load_gpu(str(gpu_path))
+    table, tab = doc["matmul_table"], gpu.matmul_shape_efficiency
+    assert tab is not None and table["dtype"] == doc["matmul_efficiency_dtype"]
+    assert list(tab.dims) == table["dims"]
+    peak = gpu.peak_flops_per_s[table["dtype"]]
+    launch = gpu.kernel_launch_s
+    pts = table["points"]
+    cells = {(p["m"], p["n"], p["k"]) for p in pts}
+    assert cells and len(cells) == len(pts)
+    assert all(p["flops"] <= 2 ** 28 for p in pts)  # the quick grid's cap
+    mnk = np.array([[p["m"], p["n"], p["k"]] for p in pts], dtype=float)
+    flops = np.array([p["flops"] for p in pts], dtype=float)
+    t, _ = roofline_seconds(gpu, flops, np.zeros(len(pts)), np.full(len(pts), peak),
+                            np.full(len(pts), CURVE_MATMUL), np.zeros(len(pts), dtype=np.int64),
+                            np.full(len(pts), launch), mnk=mnk)
+    for p, got in zip(pts, t):
+        if p["flops"] / kernel_seconds(p["median_s"], launch) < peak:  # else clipped to 1
+            want = kernel_seconds(p["median_s"], launch) + launch
+            assert got == pytest.approx(want, rel=2 * ROUNDING), p
+    filled = [tuple(c) for c in table["filled_from_curve"]]
+    dims = table["dims"]
+    every = {(m, n, k) for m in dims for n in dims for k in dims}
+    assert set(filled) == every - cells and filled
+    for m, n, k in filled:
+        assert float(tab.at(m, n, k)) == pytest.approx(
+            gpu.matmul_efficiency.at(2 * m * n * k), rel=ROUNDING)
+
+
+def test_shape_table_fit_rates_timed_cells_and_fills_the_rest():
+    from archcost.hardware.fit import shape_table
+
+    dims = (2, 4)
+    seconds = {(2, 2, 2): 16 / 100.0, (4, 4, 4): 128 / 400.0, (2, 4, 4): 0.0}
+    values, filled = shape_table(dims, seconds, 100.0, lambda flops: flops / 1000.0)
+    assert values[0][0][0] == 1.0 and values[1][1][1] == 1.0  # 100 and 400 FLOP/s: clipped
+    assert values[0][1][1] == pytest.approx(64 / 1000.0)  # not timed: from the fill
+    assert set(filled) == {(m, n, k) for m in dims for n in dims for k in dims} - {
+        (2, 2, 2), (4, 4, 4)}
+    values, _ = shape_table(dims, {(2, 2, 2): 16 / 50.0}, 100.0, lambda flops: 0.3)
+    assert values[0][0][0] == 0.5 and values[1][0][1] == 0.3

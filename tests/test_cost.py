@@ -216,3 +216,42 @@ def test_peak_of_one_traced_block_equals_the_full_trace(name, cfg):
                       + cap.master_weight_bytes)
         peaks.append(peak_memory(t.graph, persistent).peak_bytes)
     assert peaks[0] == peaks[1]
+
+
+class _MatmulShapes(torch.utils._python_dispatch.TorchDispatchMode):
+    """Ground truth: the (m, n, k) of every mm and addmm a real step runs."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen: list[tuple[int, int, int]] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = str(func.overloadpacket)
+        if name in ("aten.mm", "aten.addmm"):
+            a, b = (args[0], args[1]) if name == "aten.mm" else (args[1], args[2])
+            self.seen.append((a.shape[0], b.shape[1], a.shape[1]))
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("name", ["seed_mlp", "gpt2", "vit"])
+def test_matmul_shapes_in_the_graph_are_the_real_steps(name):
+    """Every 2-D matmul's (m, n, k) the engine reads a shape table at is one a real forward +
+    backward of the model runs, as often (counts of repeated layers included)."""
+    from collections import Counter
+
+    from archcost.cost.compute import lower
+
+    spec = load_model_file(str(MODELS / f"{name}.py"), TINY[name])
+    arrays = lower(trace_model(spec, 2, 16, FP32).graph)
+    traced: Counter = Counter()
+    for (m, n, k), c, phase in zip(arrays.mnk, arrays.count, arrays.phase):
+        if m > 0 and phase in ("forward", "backward"):
+            traced[(int(m), int(n), int(k))] += int(c)
+    torch.manual_seed(0)
+    model = spec.build(2, 16)
+    inputs = spec.inputs(model, 2, 16)
+    mode = _MatmulShapes()
+    with mode:
+        out = model(**inputs) if isinstance(inputs, dict) else model(*inputs)
+        spec.loss(out, inputs).backward()
+    assert traced and traced == Counter(mode.seen)

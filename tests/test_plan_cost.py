@@ -94,7 +94,8 @@ def _table(sections, phases, flops, attention=None) -> OpTable:
         tensor_core=np.ones(n, dtype=bool), flops=np.array(flops, dtype=np.float64),
         nbytes=np.full(n, 1e3), nbytes_fixed=np.zeros(n), count=np.ones(n), sp_only=np.zeros(n, dtype=bool),
         attention=np.array(attention if attention is not None else [False] * n),
-        slices=np.zeros(n), model_flops=0.0, recompute_flops=0.0)
+        slices=np.zeros(n), mnk=np.zeros((n, 3)), mnk_batch=np.zeros((n, 3), dtype=bool),
+        model_flops=0.0, recompute_flops=0.0)
 
 
 def synthetic(layers=16) -> Workload:
@@ -398,3 +399,56 @@ def test_attention_slices_grow_with_the_micro_batch_as_a_trace_at_that_batch():
     att = np.array([c == "attention" for c in traced.op_class])
     assert att.any() and set(traced.slices[att]) == {3 * 4.0}
     assert not traced.slices[~att].any()
+
+
+# ---------------------------------------------------------------- matmul shapes in the table ---
+
+@pytest.mark.parametrize("name", ["seed_mlp", "vit", "gpt2"])
+def test_table_scales_matmul_shapes_as_a_trace_at_the_micro_batch(name):
+    """The plan table's (m, n, k) at micro-batch 4 (grown from one sequence by the dims the
+    batch-2 trace shows growing) are those of an independent trace at batch 4, op by op; the
+    one-device estimate with a shape table then equals the engine on that trace (to 0.1 %:
+    ViT at one image runs a copy where larger batches sum the class token's gradient)."""
+    from archcost.cost.compute import compute_times, lower
+    from archcost.hardware.profile import ShapeTable, load_gpu
+    from archcost.loader import load_model_file
+    from archcost.plan.table import _mnk
+    from archcost.trace import trace_model
+    from archcost.validate.compare import single_gpu_cluster
+    from tests.conftest import TINY
+
+    spec = load_model_file(str(MODELS / f"{name}.py"), TINY[name])
+    fp32 = parse_precision("fp32")
+    w = trace_workload(spec, 16, fp32, "adamw", (Recompute.NONE,))
+    ops = w.ops[Recompute.NONE]
+    at4 = lower(trace_model(spec, 4, 16, fp32).graph)
+    want = at4.mnk[(at4.mnk[:, 0] > 0) & np.isin(at4.phase, ["forward", "backward"])]
+    got = _mnk(ops, np.array([[4.0]]), np.ones((1, 1)))
+    got = got[ops.mnk[:, 0] > 0]
+    assert len(got) and sorted(map(tuple, got)) == sorted(map(tuple, want))
+    dims = (4.0, 32.0, 256.0, 2048.0)
+    vals = [[[0.05 + 0.9 * (i * 16 + j * 4 + k) / 63 for k in range(4)] for j in range(4)]
+            for i in range(4)]
+    gpu = dataclasses.replace(load_gpu("cpu"), matmul_shape_efficiency=ShapeTable(dims, vals))
+    est, _ = estimate_plan(parse_plan("mbs=4,gbs=4"),
+                           CostModel(w, single_gpu_cluster(gpu), usable_memory=1.0),
+                           with_schedule=False)
+    full = trace_model(spec, 4, 16, fp32)
+    assert est["step_time_s"] == pytest.approx(
+        float(compute_times(lower(full.graph), gpu).seconds.sum()), rel=1e-3)
+
+
+def test_tensor_parallel_splits_the_widest_weight_dim_of_each_matmul(gpt):
+    """Under tp the dim a matmul loses is the largest one the batch does not grow (the MLP's
+    or the heads' width, Megatron's split): its FLOPs scale by 1/tp as the table's FLOPs do."""
+    from archcost.plan.table import _mnk
+
+    ops = gpt.ops[Recompute.NONE]
+    hit = ops.mnk[:, 0] > 0
+    one = _mnk(ops, np.array([[2.0]]), np.ones((1, 1)))
+    two = _mnk(ops, np.array([[2.0]]), np.full((1, 1), 2.0))
+    ratio = two[hit] / one[hit]
+    assert np.all(np.sort(ratio, axis=1) == [0.5, 1.0, 1.0])  # exactly one dim halved
+    for row, grows, r in zip(ops.mnk[hit], ops.mnk_batch[hit], ratio):
+        assert not grows[r == 0.5][0] and row[r == 0.5][0] == max(row[~grows])
+    assert np.prod(two[hit], axis=1) == pytest.approx(np.prod(one[hit], axis=1) / 2)

@@ -571,3 +571,105 @@ def test_attention_reads_the_per_slice_curve_at_its_flops_per_slice(tmp_path):
     # compute-bound at these efficiencies: the per-slice reading is what sets the time
     res = compute_times(arrays, sliced)
     assert np.all(res.bound[att] == 0)
+
+
+_TABLE = """matmul_shape_efficiency:
+  dims: [16, 256, 4096]
+  values:
+    - [[0.01, 0.02, 0.03], [0.04, 0.05, 0.06], [0.07, 0.08, 0.09]]
+    - [[0.11, 0.12, 0.13], [0.14, 0.15, 0.16], [0.17, 0.18, 0.19]]
+    - [[0.21, 0.22, 0.23], [0.24, 0.25, 0.26], [0.27, 0.28, 0.29]]
+"""
+
+
+def _trilinear(dims, values, m, n, k):
+    """Brute force: the 8 corners around (m, n, k) in log2 space, weights from each axis."""
+    import itertools
+    import math
+
+    def axis(x):
+        lx = min(max(math.log2(x), math.log2(dims[0])), math.log2(dims[-1]))
+        for i in range(len(dims) - 1):
+            lo, hi = math.log2(dims[i]), math.log2(dims[i + 1])
+            if lx <= hi:
+                return i, (lx - lo) / (hi - lo)
+        raise AssertionError
+
+    (i, wi), (j, wj), (l_, wl) = axis(m), axis(n), axis(k)
+    return sum((wi if a else 1 - wi) * (wj if b else 1 - wj) * (wl if c else 1 - wl)
+               * values[i + a][j + b][l_ + c] for a, b, c in itertools.product((0, 1), repeat=3))
+
+
+def test_shape_table_reads_cells_exactly_and_trilinear_in_log2_between(tmp_path):
+    import numpy as np
+
+    (tmp_path / "g.yaml").write_text((BUNDLED / "gpus" / "cpu.yaml").read_text() + _TABLE)
+    t = load_gpu(str(tmp_path / "g.yaml")).matmul_shape_efficiency
+    dims = (16, 256, 4096)
+    values = [[[round(0.1 * i + 0.03 * j + 0.01 * (k + 1), 10) for k in range(3)]
+               for j in range(3)] for i in range(3)]
+    assert t.dims == dims and np.allclose(np.array(t.values), values)
+    assert float(t.at(256, 4096, 16)) == pytest.approx(0.17)  # a cell: m=256, n=4096, k=16
+    shapes = [(64, 64, 64), (100, 3000, 20), (16, 16, 16), (1, 1, 1), (1e6, 1e6, 1e6),
+              (300, 17, 9000), (2048, 128, 512)]
+    got = t.at(*np.array(shapes, dtype=float).T)
+    for (m, n, k), g in zip(shapes, got):
+        assert g == pytest.approx(_trilinear(dims, values, m, n, k), rel=1e-12), (m, n, k)
+    assert float(t.at(1, 1, 1)) == pytest.approx(0.01) and float(t.at(1e9, 1e9, 1e9)) == 0.29
+    # a part twice as fast reaches each cell's efficiency at 2x the FLOPs (dims x 2^(1/3))
+    s = t.scaled(2.0)
+    assert float(s.at(64 * 2 ** (1 / 3), 100 * 2 ** (1 / 3), 9 * 2 ** (1 / 3))) == \
+        pytest.approx(float(t.at(64, 100, 9)), rel=1e-9)
+
+
+def test_the_engine_prices_2d_matmuls_by_the_shape_table(tmp_path):
+    """Closed form: an mm with (m, n, k) takes 2mnk / (peak x table(m, n, k)) + launch; a bmm
+    (no shape) its FLOPs curve; without a table the mm reads the curve too."""
+    import numpy as np
+
+    from archcost.cost.compute import (
+        CURVE_MATMUL,
+        memory_curve_index,
+        overhead_seconds,
+        roofline_seconds,
+    )
+
+    (tmp_path / "g.yaml").write_text((BUNDLED / "gpus" / "cpu.yaml").read_text() + _TABLE)
+    g = load_gpu(str(tmp_path / "g.yaml"))
+    plain = load_gpu("cpu")
+    ops = ["aten.mm", "aten.bmm"]
+    mnk = np.array([[100.0, 3000.0, 20.0], [0.0, 0.0, 0.0]])
+    flops = np.array([2 * 100 * 3000 * 20.0, 2 * 100 * 3000 * 20.0])
+    nbytes = np.array([1.0, 1.0])
+    peak = np.full(2, g.peak_flops_per_s["fp32"])
+    curves = np.full(2, CURVE_MATMUL)
+    launch = overhead_seconds(g, ["forward", "forward"])
+    t, _ = roofline_seconds(g, flops, nbytes, peak, curves, memory_curve_index(g, ops), launch,
+                            mnk=mnk)
+    eff = _trilinear((16, 256, 4096), np.array(g.matmul_shape_efficiency.values), 100, 3000, 20)
+    assert t[0] == pytest.approx(flops[0] / (peak[0] * eff) + launch[0], rel=1e-12)
+    assert t[1] == pytest.approx(flops[1] / (peak[1] * g.matmul_efficiency.at(flops[1]))
+                                 + launch[1], rel=1e-12)
+    t2, _ = roofline_seconds(plain, flops, nbytes, peak, curves, memory_curve_index(plain, ops),
+                             launch, mnk=mnk)
+    assert t2[0] == pytest.approx(t[1], rel=1e-12)
+
+
+@pytest.mark.parametrize("table, message", [
+    ("{dims: [16], values: [[[0.5]]]}", "2 or more increasing positive sizes"),
+    ("{dims: [64, 16], values: []}", "2 or more increasing positive sizes"),
+    ("{dims: [16, 64], values: [[[0.5, 0.5]]]}", "must be a 2 x 2 x 2 nested list"),
+    ("{dims: [16, 64], values: [[[0.5, 0.5], [0.5, 0.5]], [[0.5, 0.5], [0.5, 1.5]]]}",
+     "cell (64, 64, 64) is 1.5; efficiency must be in (0, 1]"),
+    ("{dims: [16, 64], values: [[[0.5, 0.5], [0.5, 0.5]], [[0.5, 0.5], [0.5, 0.5]]], k: 1}",
+     "unknown key; use dims and values"),
+    ("[1, 2]", "must be a mapping {dims"),
+])
+def test_bad_shape_tables_are_one_line(tmp_path, table, message):
+    (tmp_path / "p.yaml").write_text((BUNDLED / "gpus" / "cpu.yaml").read_text()
+                                     + f"matmul_shape_efficiency: {table}\n")
+    with pytest.raises(ProfileError) as info:
+        load_gpu(str(tmp_path / "p.yaml"))
+    msg = str(info.value)
+    assert msg.startswith("p.yaml: field 'matmul_shape_efficiency") and "\n" not in msg
+    assert message in msg, msg

@@ -134,6 +134,8 @@ def _gpu_rows(g) -> list[tuple[str, str]]:
         ("idle power", f"{g.idle_power_fraction:.0%} of TDP ({_si(g.tdp_w * g.idle_power_fraction, 'W')})"),
         ("price per GPU-hour", _price(g.price_per_gpu_hour_usd)),
         ("matmul efficiency (FLOPs: fraction)", _curve(g.matmul_efficiency)),
+        *([("matmul by shape (m, n, k)", _shape(g.matmul_shape_efficiency))]
+          if g.matmul_shape_efficiency else []),
         ("attention efficiency (FLOPs: fraction)", _curve(g.attention_efficiency)),
         *([("attention per (batch, head) slice (FLOPs: fraction)",
             _curve(g.attention_head_efficiency))] if g.attention_head_efficiency else []),
@@ -144,6 +146,16 @@ def _gpu_rows(g) -> list[tuple[str, str]]:
         ("file", g.source_path),
     ]
     return rows
+
+
+def _shape(t) -> str:
+    """A shape table in one line: its grid and the cells at the corners of it."""
+    d, v = t.dims, t.values
+    lo, hi = d[0], d[-1]
+    corners = [(lo, lo, lo, v[0][0][0]), (lo, hi, hi, v[0][-1][-1]), (hi, hi, lo, v[-1][-1][0]),
+               (hi, hi, hi, v[-1][-1][-1])]
+    return (f"{len(d)}^3 cells over {', '.join(f'{x:g}' for x in d)}; "
+            + ", ".join(f"({a:g}, {b:g}, {c:g}): {e:.2f}" for a, b, c, e in corners))
 
 
 def _cluster_rows(c) -> list[tuple[str, str]]:

@@ -5,7 +5,8 @@ time(op) = max(FLOPs / (peak(dtype, class) * eff(op FLOPs)), bytes / (mem_bw * e
 times the op's ``count``. Matmul, convolution and attention run at the tensor-core peak of their
 dtype scaled by the profile's measured efficiency curve (convolutions by their own curve where
 the profile has one; attention by the FLOPs of one (batch, head) slice where the profile has
-that curve and the op's shape gives its slices); every other op runs at the fp32 vector peak
+that curve and the op's shape gives its slices; 2-D matmuls by their (m, n, k) where the profile
+has a shape table); every other op runs at the fp32 vector peak
 and is in practice memory-bound, at the op's own measured fraction of bandwidth where the
 profile has one (``op_efficiency``). The overhead is the profile's per-phase figure
 (``op_overhead``), else ``kernel_launch``. NB: ops execute one after another on one stream (no
@@ -23,12 +24,14 @@ from archcost.cost.kernels import roofline
 from archcost.trace.rules_attention import attention_slices
 
 __all__ = ["OpArrays", "ComputeResult", "lower", "compute_times", "roofline_seconds",
-           "peak_flops_for", "PEAK_KEY", "memory_curve_index", "overhead_seconds", "curve_for"]
+           "peak_flops_for", "PEAK_KEY", "memory_curve_index", "overhead_seconds", "curve_for",
+           "op_mnk", "SHAPED_MATMULS"]
 
 PEAK_KEY = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16",
             "float8_e4m3fn": "fp8", "float8_e5m2": "fp8", "float64": "fp32"}
 TENSOR_CORE_CLASSES = ("matmul", "conv", "attention")
 CURVE_MATMUL, CURVE_ATTENTION, CURVE_CONV, CURVE_ATTENTION_SLICE, CURVE_CONV_BACKWARD = range(5)
+SHAPED_MATMULS = ("aten.mm", "aten.addmm")  # 2-D products a shape table prices by (m, n, k)
 
 
 def curve_for(op_class: str, op: str = "") -> int:
@@ -62,6 +65,7 @@ class OpArrays:
     phase: list[str]
     module: list[str]
     slices: np.ndarray  # attention: (batch, head) slices per occurrence; 0 otherwise or unknown
+    mnk: np.ndarray  # [n, 3] float64: (m, n, k) of 2-D matmuls; zeros for other ops
 
 
 def op_slices(d: dict) -> int:
@@ -69,6 +73,17 @@ def op_slices(d: dict) -> int:
     if d["op_class"] != "attention" or not d["out_shapes"]:
         return 0
     return attention_slices(d["op"], d["out_shapes"][0])
+
+
+def op_mnk(d: dict) -> tuple[float, float, float]:
+    """(m, n, k) of a 2-D matmul node ((m, k) @ (k, n), from its output and FLOPs = 2mnk);
+    zeros for other ops."""
+    if d["op"] not in SHAPED_MATMULS or not d["out_shapes"] or len(d["out_shapes"][0]) != 2:
+        return 0.0, 0.0, 0.0
+    m, n = d["out_shapes"][0]
+    if m * n <= 0 or d["flops"] <= 0:
+        return 0.0, 0.0, 0.0
+    return float(m), float(n), d["flops"] / (2.0 * m * n)
 
 
 def lower(g: nx.DiGraph) -> OpArrays:
@@ -84,6 +99,7 @@ def lower(g: nx.DiGraph) -> OpArrays:
         phase=[d["phase"] for _, d in nodes],
         module=[d["module"] for _, d in nodes],
         slices=np.array([op_slices(d) for _, d in nodes], dtype=np.float64),
+        mnk=np.array([op_mnk(d) for _, d in nodes], dtype=np.float64).reshape(-1, 3),
     )
 
 
@@ -147,13 +163,30 @@ def _per_slice(gpu, curve: np.ndarray, flops: np.ndarray, slices: np.ndarray | N
             np.where(hit, size / np.where(hit, slices, 1.0), size))
 
 
+def _per_shape(gpu, curve: np.ndarray, peak: np.ndarray, mnk: np.ndarray | None
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """(curve, peak) per op: 2-D matmuls with a known (m, n, k) run at the profile's shape
+    table's efficiency, folded into their peak (curve -1: no curve on top); others unchanged."""
+    if gpu.matmul_shape_efficiency is None or mnk is None or not len(curve):
+        return curve, peak
+    mnk = np.asarray(mnk, dtype=np.float64).reshape(-1, 3)
+    hit = (curve == CURVE_MATMUL) & (mnk[:, 0] > 0)
+    if not hit.any():
+        return curve, peak
+    eff = gpu.matmul_shape_efficiency.at(*np.where(hit[:, None], mnk, 1.0).T)
+    return np.where(hit, -1, curve), np.where(hit, peak * eff, peak)
+
+
 def roofline_seconds(gpu, flops: np.ndarray, nbytes: np.ndarray, peak: np.ndarray,
                      curve: np.ndarray, mem_curve: np.ndarray, launch: np.ndarray,
-                     slices: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                     slices: np.ndarray | None = None, mnk: np.ndarray | None = None
+                     ) -> tuple[np.ndarray, np.ndarray]:
     """(seconds, bound) of one occurrence of each op on ``gpu``: the roofline kernel with the
     profile's efficiency curves and bandwidth, plus each op's overhead ``launch``. ``slices``
     (attention ops' (batch, head) slices, 0 where unknown) lets attention read a per-slice
-    curve at its FLOPs per slice, where the profile has one."""
+    curve at its FLOPs per slice, and ``mnk`` (2-D matmuls' (m, n, k), zeros where unknown)
+    lets matmuls read the shape table, where the profile has them."""
+    curve, peak = _per_shape(gpu, np.asarray(curve), np.asarray(peak, dtype=np.float64), mnk)
     curve, size = _per_slice(gpu, curve, flops, slices)
     cx, cy, cn = _curves(_curve_rows(gpu))
     mx, my, mn = _curves(_memory_curves(gpu))
@@ -171,7 +204,7 @@ def compute_times(arrays: OpArrays, gpu) -> ComputeResult:
     peak = np.array([_peak(gpu, d, c) for d, c in zip(arrays.dtype, arrays.op_class)])
     t, bound = roofline_seconds(gpu, arrays.flops, arrays.nbytes, peak, _op_curves(arrays),
                                 memory_curve_index(gpu, arrays.op),
-                                overhead_seconds(gpu, arrays.phase), arrays.slices)
+                                overhead_seconds(gpu, arrays.phase), arrays.slices, arrays.mnk)
     return ComputeResult(seconds=t * arrays.count, bound=bound, peak_used=peak)
 
 
@@ -183,14 +216,17 @@ def class_roofline_parts(arrays: OpArrays, gpu) -> dict[str, dict[str, float]]:
     """
     out: dict[str, dict[str, float]] = {}
     by_curve = _curve_rows(gpu)
-    curve, size = _per_slice(gpu, _op_curves(arrays), arrays.flops, arrays.slices)
+    peak = np.array([_peak(gpu, d, c) for d, c in zip(arrays.dtype, arrays.op_class)])
+    curve, peak = _per_shape(gpu, _op_curves(arrays), peak, arrays.mnk)
+    curve, size = _per_slice(gpu, curve, arrays.flops, arrays.slices)
     for i, cls in enumerate(arrays.op_class):
         row = out.setdefault(cls, {"compute_s": 0.0, "memory_s": 0.0, "ops": 0.0})
         n = arrays.count[i]
         row["ops"] += n
         if arrays.flops[i] > 0:
-            eff = by_curve[int(curve[i])].at(size[i]) if cls in TENSOR_CORE_CLASSES else 1.0
-            row["compute_s"] += n * arrays.flops[i] / (_peak(gpu, arrays.dtype[i], cls) * eff)
+            c = int(curve[i])
+            eff = by_curve[c].at(size[i]) if cls in TENSOR_CORE_CLASSES and c >= 0 else 1.0
+            row["compute_s"] += n * arrays.flops[i] / (peak[i] * eff)
         if arrays.nbytes[i] > 0:
             mem = gpu.op_efficiency.get(arrays.op[i], gpu.memory_efficiency)
             row["memory_s"] += n * arrays.nbytes[i] / (gpu.mem_bw_bytes_per_s *

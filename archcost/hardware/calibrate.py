@@ -5,7 +5,9 @@ Benchmarks (timing code here; every fit is a pure function of ``fit.py``):
 
 - matmul rate over a grid of square and skinny shapes per dtype (cpu: fp32, bf16; cuda: fp32,
   tf32, bf16, fp16, fp8 where ``torch._scaled_mm`` runs) -> peak per dtype and
-  ``matmul_efficiency``;
+  ``matmul_efficiency``; then, in the fastest of bf16 and fp32, every (m, n, k) of a grid of
+  dims (cells above a FLOPs cap are not timed: the curve by FLOPs fills them) ->
+  ``matmul_shape_efficiency``;
 - causal ``scaled_dot_product_attention`` over a few sequence lengths -> ``attention_efficiency``;
 - ``dst.copy_(src)`` (bytes = read + write) and ``torch.add(a, b, out=c)`` (two reads, one
   write) from KB to hundreds of MB -> ``memory_bandwidth`` and ``memory_efficiency``;
@@ -52,12 +54,13 @@ from archcost.hardware.fit import (
     matmul_flops,
     per_op_overhead,
     sdpa_flops,
+    shape_table,
     spread,
 )
 
 __all__ = [
     "DEVICES", "Grid", "grid_for", "count_points", "check_request", "Point", "Measurements",
-    "Derived", "measure", "derive", "busy_warning", "DEFAULT_TDP_W", "DEFAULT_IDLE_FRACTION",
+    "Derived", "measure", "derive", "reference_dtype", "busy_warning", "DEFAULT_TDP_W", "DEFAULT_IDLE_FRACTION",
 ]
 
 DEVICES = ("cpu", "cuda")
@@ -89,6 +92,15 @@ class Grid:
     # (batch, channels in, channels out, map size, kernel, stride); forward and backward each
     conv_shapes: tuple[tuple[int, int, int, int, int, int], ...] = ()
     op_numels: tuple[int, ...] = ()  # elements of one input of each op of opbench.OPS
+    # every (m, n, k) over these dims, timed up to matmul_table_max_flops (one call)
+    matmul_table_dims: tuple[int, ...] = ()
+    matmul_table_max_flops: float = 0.0
+
+    def table_cells(self) -> list[tuple[int, int, int]]:
+        """The (m, n, k) cells of the shape table that are timed."""
+        d = self.matmul_table_dims
+        return [(m, n, k) for m in d for n in d for k in d
+                if matmul_flops(m, n, k) <= self.matmul_table_max_flops]
 
 
 # ResNet-like convolutions, small to large FLOPs (opbench.measure_conv)
@@ -117,7 +129,8 @@ def grid_for(device: str, quick: bool) -> Grid:
                         (8, 4096, 262144, 1 << 20, 4 << 20, 16 << 20),
                         warmup=1, reps=5, min_rep_s=2e-3, max_call_s=0.1,
                         collective_warmup=2, collective_reps=7, collective_min_rep_s=5e-3,
-                        conv_shapes=_CONVS[:2], op_numels=(1 << 16,))
+                        conv_shapes=_CONVS[:2], op_numels=(1 << 16,),
+                        matmul_table_dims=(64, 256, 1024), matmul_table_max_flops=2 ** 28)
         return Grid(dts, _squares(64, 2048) + ((2048, 2048, 64), (64, 2048, 2048), (2048, 128, 1024)),
                     # head dims 16-128 at one batch x heads, and a second batch: tells a rate
                     # that follows the (batch, head) slice from one that follows the op
@@ -130,14 +143,16 @@ def grid_for(device: str, quick: bool) -> Grid:
                     # timed over ~0.3 s so the medians average the swings out
                     warmup=2, reps=9, min_rep_s=3e-2, max_call_s=0.5,
                     collective_warmup=3, collective_reps=7, collective_min_rep_s=2e-2,
-                    conv_shapes=_CONVS, op_numels=(1 << 10, 1 << 14, 1 << 17, 1 << 20, 1 << 23))
+                    conv_shapes=_CONVS, op_numels=(1 << 10, 1 << 14, 1 << 17, 1 << 20, 1 << 23),
+                    matmul_table_dims=(16, 64, 256, 1024, 4096), matmul_table_max_flops=2 ** 31)
     dts = ("fp32", "tf32", "bf16", "fp16", "fp8")
     if quick:
         return Grid(dts, _squares(256, 4096)[::2] + ((4096, 4096, 256),), "bf16",
                     ((4, 16, 512, 128), (4, 16, 2048, 128)), (1 << 16, 1 << 22, 1 << 28),
                     (8, 1 << 16, 1 << 22, 1 << 26),
                     warmup=2, reps=5, min_rep_s=2e-3, max_call_s=0.5,
-                    collective_warmup=3, collective_reps=5, collective_min_rep_s=2e-3)
+                    collective_warmup=3, collective_reps=5, collective_min_rep_s=2e-3,
+                    matmul_table_dims=(256, 1024, 4096), matmul_table_max_flops=2 ** 38)
     return Grid(dts, _squares(128, 8192) + ((8192, 8192, 1024), (1024, 8192, 8192),
                                             (16384, 4096, 4096)),
                 "bf16", tuple((4, 16, s, 128) for s in (256, 512, 1024, 2048, 4096, 8192))
@@ -146,12 +161,14 @@ def grid_for(device: str, quick: bool) -> Grid:
                 (8, 512, 8192, 131072, 1 << 20, 16 << 20, 64 << 20, 256 << 20, 1 << 29),
                 warmup=3, reps=10, min_rep_s=5e-3, max_call_s=1.0,
                 collective_warmup=5, collective_reps=10, collective_min_rep_s=5e-3,
-                conv_shapes=_CONVS, op_numels=(1 << 20, 1 << 24))
+                conv_shapes=_CONVS, op_numels=(1 << 20, 1 << 24),
+                matmul_table_dims=(64, 256, 1024, 4096, 16384), matmul_table_max_flops=2 ** 41)
 
 
 def count_points(grid: Grid, nproc: int) -> int:
     """Benchmark points of a run: what a progress bar counts."""
     n = len(grid.dtypes) * len(grid.matmul_shapes) + len(grid.attention_shapes)
+    n += len(grid.table_cells())
     n += 2 * len(grid.memory_bytes) + 1  # copy and add per size, the launch
     n += len(grid.conv_shapes) + len(grid.op_numels) + 1  # + the overheads
     if nproc > 1:
@@ -205,6 +222,8 @@ class Measurements:
     grid: Grid
     nproc: int
     matmul: dict[str, list[Point]] = field(default_factory=dict)
+    matmul_table: list[Point] = field(default_factory=list)  # (m, n, k) cells, one dtype
+    matmul_table_dtype: str = ""
     attention: list[Point] = field(default_factory=list)
     memory: list[Point] = field(default_factory=list)
     conv: list[Point] = field(default_factory=list)
@@ -392,6 +411,37 @@ def _measure_matmul(m: Measurements, device: str, grid: Grid, progress: Progress
                               "reason": f"every shape took over {grid.max_call_s} s a call"})
 
 
+def reference_dtype(m: Measurements) -> str | None:
+    """The faster of bf16 and fp32 by their best matmul rate: the dtype whose efficiency the
+    profile's matmul curve and shape table hold (None: neither was measured)."""
+    launch = m.launch.median if m.launch is not None else 0.0
+    rates = {dt: best_rate([p.size for p in pts],
+                           [kernel_seconds(p.time.median, launch) for p in pts])
+             for dt, pts in m.matmul.items() if dt in ("bf16", "fp32") and pts}
+    return max(rates, key=rates.__getitem__) if rates else None
+
+
+def _measure_matmul_table(m: Measurements, device: str, grid: Grid, progress: Progress) -> None:
+    """Every timed cell of the shape table in the reference dtype, repetitions interleaved."""
+    cells = grid.table_cells()
+    dtype = reference_dtype(m)
+    if dtype is None:
+        for _ in cells:
+            progress("matmul table (skipped)")
+        return
+    sync = _sync_for(device)
+    with _fp32_precision("highest"):
+        timed = _time_calls([_matmul_fn(dtype, *c, device) for c in cells], sync, grid)
+    for (mm, nn, kk), t in zip(cells, timed):
+        if t.samples is None:
+            m.skipped.append(_skip("matmul_table", dtype, (mm, nn, kk), grid))
+        else:
+            m.matmul_table.append(Point("matmul", {"m": mm, "n": nn, "k": kk},
+                                        matmul_flops(mm, nn, kk), spread(t.samples), t.iters))
+        progress(f"matmul {dtype} {mm}x{nn}x{kk}")
+    m.matmul_table_dtype = dtype
+
+
 def _skip(bench: str, dtype: str, shape: tuple[int, int, int], grid: Grid,
           estimated: bool = False) -> dict[str, Any]:
     why = ("estimated from the previous shape, not run" if estimated else "timed")
@@ -561,6 +611,7 @@ def measure(device: str, nproc: int, grid: Grid, progress: Progress | None = Non
     measure_overheads(m, device, grid, report)  # a training step's phases: with autograd
     with torch.inference_mode():
         _measure_matmul(m, device, grid, report)
+        _measure_matmul_table(m, device, grid, report)
         _measure_attention(m, device, grid, report)
         _measure_memory(m, device, grid, report)
         measure_conv(m, device, grid, report)
@@ -621,6 +672,9 @@ class Derived:
     peaks: dict[str, float]  # FLOP/s per dtype
     reference_dtype: str  # the dtype whose curve is matmul_efficiency
     matmul_curve: tuple[tuple[int, float], ...]
+    # (dims, nested values, cells filled by the curve, rms log error of the curve by FLOPs
+    # on the timed cells) in the reference dtype; None when not measured
+    matmul_table: tuple[tuple[int, ...], list, list[tuple[int, int, int]], float] | None
     attention_curve: tuple[tuple[int, float], ...] | None
     # by the FLOPs of one (batch, head) slice: kept when it predicts held-out points better
     attention_slice_curve: tuple[tuple[int, float], ...] | None
@@ -653,7 +707,19 @@ def derive(m: Measurements) -> Derived:
         secs = [kernel_seconds(p.time.median, launch) for p in pts]
         peaks[dtype] = best_rate([p.size for p in pts], secs)
         curves[dtype] = efficiency_curve([p.size for p in pts], secs, peaks[dtype])
-    ref = max((d for d in ("bf16", "fp32") if d in peaks), key=lambda d: peaks[d])
+    ref = reference_dtype(m)
+    table = None
+    if m.matmul_table and m.matmul_table_dtype == ref:
+        from archcost.hardware.profile import EfficiencyCurve
+
+        by_flops = EfficiencyCurve(curves[ref])
+        cells = {(p.params["m"], p.params["n"], p.params["k"]): kernel_seconds(p.time.median, launch)
+                 for p in m.matmul_table}
+        values, filled = shape_table(m.grid.matmul_table_dims, cells, peaks[ref], by_flops.at)
+        miss = [math.log(p.size / (peaks[ref] * by_flops.at(p.size)) / cells[c])
+                for c, p in zip(cells, m.matmul_table)]
+        table = (m.grid.matmul_table_dims, values, filled,
+                 math.sqrt(sum(x * x for x in miss) / len(miss)))
     attention = attention_slice = None
     held_out: dict[str, float] = {}
     if m.attention and m.grid.attention_dtype in peaks:
@@ -694,7 +760,7 @@ def derive(m: Measurements) -> Derived:
             except FitError as exc:
                 raise ValidationError(f"collective benchmark, {op}: {exc}; rerun on an idle "
                                       "machine, or calibrate with --nproc 1") from None
-    return Derived(peaks=peaks, reference_dtype=ref, matmul_curve=curves[ref],
+    return Derived(peaks=peaks, reference_dtype=ref, matmul_curve=curves[ref], matmul_table=table,
                    attention_curve=attention, attention_slice_curve=attention_slice,
                    attention_held_out=held_out, mem_bw=mem_bw,
                    memory_curve=memory_curve, launch_s=launch, conv_curve=conv,

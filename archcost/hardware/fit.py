@@ -43,7 +43,7 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = [
-    "Spread", "spread", "matmul_flops", "sdpa_flops", "kernel_seconds", "best_rate",
+    "Spread", "spread", "shape_table", "matmul_flops", "sdpa_flops", "kernel_seconds", "best_rate",
     "per_op_overhead",
     "efficiency_curve", "held_out_error", "COLLECTIVES", "ring_coefficients", "CollectiveFit",
     "fit_collective", "predict_collective", "regime_points", "FitError",
@@ -128,6 +128,34 @@ def efficiency_curve(sizes: Sequence[int], seconds: Sequence[float], peak: float
         y = min(1.0, sum(groups[x]) / len(groups[x]) / peak)
         out.append((x, max(floor, _round_sig(y, digits))))
     return tuple(out)
+
+
+def shape_table(dims: Sequence[int], seconds: dict[tuple[int, int, int], float], peak: float,
+                fill, digits: int = 4) -> tuple[list, list[tuple[int, int, int]]]:
+    """Efficiency of each (m, n, k) cell of the grid ``dims``^3 (nested m, n, k): FLOPs /
+    seconds / ``peak`` where the cell was timed (``seconds``), clipped to (0, 1]; else
+    ``fill(FLOPs)`` (the curve by FLOPs: cells too large to time are on its plateau).
+    Returns the values and the cells filled."""
+    if not peak > 0:
+        raise FitError(f"peak {peak!r} must be positive")
+    floor = 10.0 ** -digits
+    values, filled = [], []
+    for m in dims:
+        plane = []
+        for n in dims:
+            row = []
+            for k in dims:
+                flops = matmul_flops(m, n, k)
+                t = seconds.get((m, n, k), 0.0)
+                if t > 0:
+                    y = min(1.0, flops / t / peak)
+                else:
+                    y = min(1.0, float(fill(flops)))
+                    filled.append((m, n, k))
+                row.append(max(floor, _round_sig(y, digits)))
+            plane.append(row)
+        values.append(plane)
+    return values, filled
 
 
 def held_out_error(sizes: Sequence[float], seconds: Sequence[float], peak: float,

@@ -69,6 +69,13 @@ def gpu_calibration(m: Measurements, d: Derived, command: str) -> dict[str, Any]
         "threads": m.threads, "elapsed_s": _r(m.elapsed_s, 3), "method": _method(m),
         "kernel_launch": {"op": "torch.add of two 1-element tensors", **_times(m.launch)},
         "matmul": {dt: [_point(p, "flops") for p in pts] for dt, pts in m.matmul.items()},
+        "matmul_table": {"dtype": m.matmul_table_dtype, "dims": list(m.grid.matmul_table_dims),
+                         "max_flops_timed": m.grid.matmul_table_max_flops,
+                         "filled_from_curve": [list(c) for c in d.matmul_table[2]]
+                         if d.matmul_table else [],
+                         "curve_rms_log_error": _r(d.matmul_table[3], 3)
+                         if d.matmul_table else None,
+                         "points": [_point(p, "flops") for p in m.matmul_table]},
         "attention": {"op": "scaled_dot_product_attention, is_causal=True",
                       "dtype": m.grid.attention_dtype,
                       "flops": "2*B*H*S*S*(D+D)/2 (archcost/trace/rules_attention.py)",
@@ -188,6 +195,18 @@ def gpu_yaml(m: Measurements, d: Derived, *, name: str, command: str, tdp_w: flo
     lines.append(f"matmul_efficiency:      # [FLOPs of one matmul, fraction of peak "
                  f"{d.reference_dtype}]; measured in {d.reference_dtype}")
     lines += _curve(d.matmul_curve)
+    if d.matmul_table:
+        dims, values, filled, miss = d.matmul_table
+        lines.append(f"matmul_shape_efficiency:   # an (m, k) @ (k, n) matmul, fraction of peak "
+                     f"{d.reference_dtype}, on dims^3; measured; used for 2-D matmuls")
+        lines.append(f"  # the curve by FLOPs misses the timed cells by {miss:.0%} (rms); "
+                     f"{len(filled)} cells over {m.grid.matmul_table_max_flops:.3g} FLOPs "
+                     "are not timed but read from it")
+        lines.append(f"  dims: [{', '.join(str(x) for x in dims)}]")
+        lines.append("  values:   # values[i][j][l]: m = dims[i], n = dims[j], k = dims[l]")
+        for plane in values:
+            rows = ", ".join(f"[{', '.join(f'{v:.4g}' for v in row)}]" for row in plane)
+            lines.append(f"    - [{rows}]")
     if d.attention_curve:
         lines.append(f"attention_efficiency:   # [FLOPs of one causal attention op, fraction of "
                      f"peak {g.attention_dtype}]; measured")

@@ -67,13 +67,29 @@ def _overheads(ops: OpTable, gpu, phase: str | None = None) -> np.ndarray:
     return overhead_seconds(gpu, names)
 
 
+def _mnk(ops: OpTable, tokens: np.ndarray, tp: np.ndarray) -> np.ndarray:
+    """2-D matmuls' (m, n, k) per (combination, op), flattened as the roofline call's ops:
+    the dims that grow with the batch times ``tokens`` (micro-batch / cp), and the largest of
+    the others (the weight dim Megatron splits: the MLP's and the heads' width) over ``tp``;
+    ``tokens`` and ``tp`` are [n, 1] (or [n, n_ops]) per combination."""
+    mnk = np.broadcast_to(ops.mnk, (len(tokens),) + ops.mnk.shape).copy()
+    mnk = np.where(ops.mnk_batch[None], mnk * np.asarray(tokens)[..., None], mnk)
+    fixed = np.where(ops.mnk_batch, -1.0, ops.mnk)  # the largest dim not grown by the batch
+    split = (np.arange(3)[None, :] == fixed.argmax(axis=1)[:, None]) & (fixed.max(axis=1) > 0)[:, None]
+    mnk = np.where(split[None], mnk / np.asarray(tp)[..., None], mnk)
+    return mnk.reshape(-1, 3)
+
+
 def op_seconds(ops: OpTable, gpu, peaks: np.ndarray, scale: np.ndarray,
                phase: str | None = None) -> np.ndarray:
-    """Roofline seconds of every op (all its occurrences) with FLOPs and bytes times ``scale``;
-    ``phase`` names the phase of every op (the optimizer table's are meaningless)."""
+    """Roofline seconds of every op (all its occurrences) with FLOPs and bytes times ``scale``
+    (and the matmuls' batch dims); ``phase`` names the phase of every op (the optimizer
+    table's are meaningless)."""
     t, _ = roofline_seconds(gpu, ops.flops * scale, ops.nbytes * scale, peaks, ops.curve,
                             memory_curve_index(gpu, ops.op), _overheads(ops, gpu, phase),
-                            ops.slices * scale)
+                            ops.slices * scale,
+                            _mnk(ops, np.asarray(scale, dtype=np.float64)[None, :],
+                                 np.ones((1, 1))))
     return t * ops.count
 
 
@@ -91,7 +107,8 @@ def _rows(w: Workload, ops: OpTable, gpu, peaks, r: Recompute, combos: np.ndarra
     slices = np.tile(ops.slices, n) * (mbs / tp_div).ravel()
     t, _ = roofline_seconds(gpu, np.tile(ops.flops, n) * scale, nbytes, np.tile(peaks, n),
                             np.tile(ops.curve, n), np.tile(memory_curve_index(gpu, ops.op), n),
-                            np.tile(_overheads(ops, gpu), n), slices)
+                            np.tile(_overheads(ops, gpu), n), slices,
+                            _mnk(ops, mbs / cp, tp_div))
     t = t.reshape(n, n_ops) * ops.count[None, :]
     fwd, bwd, rc = ops.phase == 0, ops.phase == 1, ops.phase == 2
     blk, pre, post = (ops.section == SECTION_BLOCK, ops.section == SECTION_PRE,

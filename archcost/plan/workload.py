@@ -25,13 +25,14 @@ block stacked over experts (E, in, out); experts held in a ModuleList are not.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import networkx as nx
 import numpy as np
 
-from archcost.cost.compute import TENSOR_CORE_CLASSES, curve_for, op_slices
+from archcost.cost.compute import TENSOR_CORE_CLASSES, curve_for, op_mnk, op_slices
 from archcost.cost.memory import liveness_arrays
 from archcost.options import Recompute
 from archcost.plan.space import ModelShape
@@ -66,6 +67,10 @@ class OpTable:
     sp_only: np.ndarray  # bool: replicated across tp unless sequence parallel (hidden-width)
     attention: np.ndarray  # bool: attention core (what ring attention overlaps with)
     slices: np.ndarray  # float64, attention ops' (batch, head) slices per sequence; 0 otherwise
+    # [n, 3] float64: 2-D matmuls' (m, n, k) at one sequence, zeros for other ops; and [n, 3]
+    # bool: which of them grow with the micro-batch (its tokens), from the trace at batch 2
+    mnk: np.ndarray
+    mnk_batch: np.ndarray
     model_flops: float  # forward + backward FLOPs per sequence, whole model, no recompute
     recompute_flops: float  # per sequence, whole model
 
@@ -234,33 +239,51 @@ def _attention_facts(records, rep: str, hidden: int) -> tuple[int, int]:
     return 0, hidden
 
 
-def _fixed_bytes(g1: nx.DiGraph, g2: nx.DiGraph | None) -> dict[int, float]:
-    """Per node of ``g1`` (batch 1), the bytes that do not grow with the batch, from the same
-    step traced at batch 2 (bytes are a*b + c: c = 2 bytes(1) - bytes(2), within [0, bytes(1)]);
-    empty when there is no second trace or the two ran different ops."""
+def _pairs(g1: nx.DiGraph, g2: nx.DiGraph | None) -> list[tuple[int, dict, dict]]:
+    """Each node of ``g1`` (batch 1) with its twin in ``g2`` (the same step at batch 2): the
+    longest matching runs of (op, phase), so an op that only one batch size runs (the batch-sum
+    of a broadcast parameter's gradient) leaves the rest paired; empty without a second trace."""
     if g2 is None:
-        return {}
+        return []
     n1, n2 = _ordered(g1), _ordered(g2)
-    if len(n1) != len(n2) or any(a["op"] != b["op"] or a["phase"] != b["phase"]
-                                 for (_, a), (_, b) in zip(n1, n2)):
-        return {}
+    match = difflib.SequenceMatcher(None, [(d["op"], d["phase"]) for _, d in n1],
+                                    [(d["op"], d["phase"]) for _, d in n2], autojunk=False)
+    return [(n1[i + j][0], n1[i + j][1], n2[k + j][1])
+            for i, k, size in match.get_matching_blocks() for j in range(size)]
+
+
+def _fixed_bytes(pairs: list[tuple[int, dict, dict]]) -> dict[int, float]:
+    """Per paired node at batch 1, the bytes that do not grow with the batch (bytes are a*b +
+    c: c = 2 bytes(1) - bytes(2), within [0, bytes(1)])."""
     out = {}
-    for (n, a), (_, b) in zip(n1, n2):
+    for n, a, b in pairs:
         one = a["bytes_read"] + a["bytes_written"]
         two = b["bytes_read"] + b["bytes_written"]
         out[n] = float(min(max(2 * one - two, 0), one))
     return out
 
 
+def _mnk_growth(pairs: list[tuple[int, dict, dict]]) -> dict[int, tuple[bool, bool, bool]]:
+    """Per 2-D matmul node, which of (m, n, k) grow with the batch (they double at batch 2);
+    without a second trace none are known to, and the one-sequence shape is kept."""
+    out = {}
+    for n, a, b in pairs:
+        one, two = op_mnk(a), op_mnk(b)
+        if one[0] > 0 and two[0] > 0:
+            out[n] = tuple(y > 1.5 * x for x, y in zip(one, two))
+    return out
+
+
 def _op_table(g: nx.DiGraph, rep: str, layers: int, width_numel: int, hidden: int,
-              fixed: dict[int, float]) -> tuple[OpTable, OpTable]:
+              pairs: list[tuple[int, dict, dict]]) -> tuple[OpTable, OpTable]:
     nodes = _ordered(g)
     sections = _sections(nodes, rep)
     sharded, _ = _tp_layout(g, nodes, sections, hidden)
     cols: dict[str, list] = {k: [] for k in ("section", "phase", "curve", "op", "dtype", "tc",
                                              "flops", "nbytes", "fixed", "count", "sp_only",
-                                             "attention", "slices")}
+                                             "attention", "slices", "mnk", "grows")}
     opt: dict[str, list] = {k: [] for k in cols}
+    fixed, growth = _fixed_bytes(pairs), _mnk_growth(pairs)
     model_flops = recompute_flops = 0.0
     for n, d in nodes:
         total = d["flops"] * d["count"]
@@ -291,6 +314,8 @@ def _op_table(g: nx.DiGraph, rep: str, layers: int, width_numel: int, hidden: in
         target["attention"].append(cls == "attention" or d["op"] in (
             "aten._softmax", "aten._softmax_backward_data"))
         target["slices"].append(float(op_slices(d)))
+        target["mnk"].append(op_mnk(d))
+        target["grows"].append(growth.get(n, (False, False, False)))
 
     def table(c, mf, rf) -> OpTable:
         return OpTable(
@@ -307,6 +332,8 @@ def _op_table(g: nx.DiGraph, rep: str, layers: int, width_numel: int, hidden: in
             sp_only=np.array(c["sp_only"], dtype=bool),
             attention=np.array(c["attention"], dtype=bool),
             slices=np.array(c["slices"], dtype=np.float64),
+            mnk=np.array(c["mnk"], dtype=np.float64).reshape(-1, 3),
+            mnk_batch=np.array(c["grows"], dtype=bool).reshape(-1, 3),
             model_flops=mf, recompute_flops=rf,
         )
 
@@ -440,7 +467,7 @@ def workload_from_traces(traces: Mapping[Recompute, object], policy: PrecisionPo
         sections = _sections(nodes, rep)
         two = (at_batch_2 or {}).get(policy_r)
         table, opt = _op_table(g, rep, layers, width_numel, hidden,
-                               _fixed_bytes(g, two.graph if two is not None else None))
+                               _pairs(g, two.graph if two is not None else None))
         ops[policy_r] = table
         opt_table = opt_table or opt
         saved_block[policy_r], saved_pre[policy_r], saved_post[policy_r], transient[policy_r] = \

@@ -133,7 +133,9 @@ def apply_hardware(cluster, key: str, value, compute_key: str = "bf16"):
             attention_efficiency=_scaled(gpu.attention_efficiency, f),
             attention_head_efficiency=_scaled(gpu.attention_head_efficiency, f),
             conv_efficiency=_scaled(gpu.conv_efficiency, f),
-            conv_backward_efficiency=_scaled(gpu.conv_backward_efficiency, f))
+            conv_backward_efficiency=_scaled(gpu.conv_backward_efficiency, f),
+            matmul_shape_efficiency=(gpu.matmul_shape_efficiency.scaled(f)
+                                     if gpu.matmul_shape_efficiency else None))
     elif key == "mem_bw":
         f = _resolve(value, gpu.mem_bw_bytes_per_s) / gpu.mem_bw_bytes_per_s
         gpu = dataclasses.replace(gpu, mem_bw_bytes_per_s=gpu.mem_bw_bytes_per_s * f,
