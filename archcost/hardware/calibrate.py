@@ -4,7 +4,9 @@ N processes on it) into the figures of a hardware profile.
 Benchmarks (timing code here; every fit is a pure function of ``fit.py``):
 
 - matmul rate over a grid of square and skinny shapes per dtype (cpu: fp32, bf16; cuda: fp32,
-  tf32, bf16, fp16, fp8 where ``torch._scaled_mm`` runs) -> peak per dtype and
+  tf32, bf16, fp16, fp8 where ``torch._scaled_mm`` runs), on operands out of the last-level
+  cache (``_Arena``: a small matmul runs 1.2-1.8x slower on them on a CPU, as in a step, where
+  a layer's weight was last read a layer or a step before) -> peak per dtype and
   ``matmul_efficiency``; then, in the fastest of bf16 and fp32, every (m, n, k) of a grid of
   dims (cells above a FLOPs cap are not timed: the curve by FLOPs fills them) ->
   ``matmul_shape_efficiency``;
@@ -31,6 +33,7 @@ error or an interrupt) is ``collective_launch.py``.
 from __future__ import annotations
 
 import datetime
+import itertools
 import math
 import os
 import time
@@ -336,7 +339,34 @@ def _fp32_precision(level: str) -> Iterator[None]:
         torch.set_float32_matmul_precision(before)
 
 
-def _matmul_fn(dtype: str, m: int, n: int, k: int, device: str) -> Callable[[], Any]:
+class _Arena:
+    """One buffer per dtype, twice the last-level cache plus the largest operand pair of the
+    grid: a matmul's operands are slices of it at offsets that cycle through it, so each call
+    reads operands out of cache, as a step's matmuls do (a weight was last touched a layer or
+    a step before), at no more memory than the buffer."""
+
+    def __init__(self, device: str, cache_bytes: float, largest: int):
+        self.device, self.cache_bytes, self.largest = device, cache_bytes, largest
+        self.buffers: dict[Any, Any] = {}
+
+    def operands(self, tdt, m: int, n: int, k: int) -> list[tuple[Any, Any]]:
+        import torch
+
+        size = m * k + k * n
+        span = max(1, math.ceil(2 * self.cache_bytes / torch.empty((), dtype=tdt).element_size()))
+        if tdt not in self.buffers:
+            self.buffers[tdt] = torch.randn(span + max(size, self.largest),
+                                            device=self.device).to(tdt)
+        buf = self.buffers[tdt]
+        copies = max(1, min((buf.numel() - size) // size + 1, span // size, 4096))
+        return [(buf[i * size:i * size + m * k].view(m, k),
+                 buf[i * size + m * k:(i + 1) * size].view(k, n)) for i in range(copies)]
+
+
+def _matmul_fn(dtype: str, m: int, n: int, k: int, device: str,
+               arena: _Arena | None = None) -> Callable[[], Any]:
+    """A call of an (m, k) @ (k, n) matmul: on operands cycling out of cache through
+    ``arena`` where given (fp8 aside: its operands are converted copies), else on one pair."""
     import torch
 
     if dtype == "fp8":  # a row-major (m, k) by a column-major (k, n), scaled, bf16 out
@@ -346,9 +376,12 @@ def _matmul_fn(dtype: str, m: int, n: int, k: int, device: str) -> Callable[[], 
         return lambda: torch._scaled_mm(a, b, scale_a=one, scale_b=one, out_dtype=torch.bfloat16)
     tdt = {"fp32": torch.float32, "tf32": torch.float32, "bf16": torch.bfloat16,
            "fp16": torch.float16}[dtype]
-    a = torch.randn(m, k, device=device, dtype=tdt)
-    b = torch.randn(k, n, device=device, dtype=tdt)
-    return lambda: torch.mm(a, b)
+    if arena is None:
+        a = torch.randn(m, k, device=device, dtype=tdt)
+        b = torch.randn(k, n, device=device, dtype=tdt)
+        return lambda: torch.mm(a, b)
+    pairs = itertools.cycle(arena.operands(tdt, m, n, k))
+    return lambda: torch.mm(*next(pairs))
 
 
 def _dtype_unsupported(dtype: str, device: str) -> str | None:
@@ -368,7 +401,8 @@ def _dtype_unsupported(dtype: str, device: str) -> str | None:
     return None
 
 
-def _measure_matmul(m: Measurements, device: str, grid: Grid, progress: Progress) -> None:
+def _measure_matmul(m: Measurements, device: str, grid: Grid, progress: Progress,
+                    arena: _Arena) -> None:
     sync = _sync_for(device)
     for dtype in grid.dtypes:
         shapes = sorted(grid.matmul_shapes, key=lambda s: matmul_flops(*s))
@@ -389,7 +423,8 @@ def _measure_matmul(m: Measurements, device: str, grid: Grid, progress: Progress
                 if last is not None and flops * last[1] / last[0] > limit:
                     m.skipped.append(_skip("matmul", dtype, (mm, nn, kk), grid, estimated=True))
                 else:
-                    sized = _size_call(_matmul_fn(dtype, mm, nn, kk, device), sync, grid)
+                    sized = _size_call(_matmul_fn(dtype, mm, nn, kk, device, arena), sync,
+                                       grid)
                     if sized.iters is None:
                         too_slow = True
                         last = (flops, sized.first_s)
@@ -421,7 +456,8 @@ def reference_dtype(m: Measurements) -> str | None:
     return max(rates, key=rates.__getitem__) if rates else None
 
 
-def _measure_matmul_table(m: Measurements, device: str, grid: Grid, progress: Progress) -> None:
+def _measure_matmul_table(m: Measurements, device: str, grid: Grid, progress: Progress,
+                          arena: _Arena) -> None:
     """Every timed cell of the shape table in the reference dtype, repetitions interleaved."""
     cells = grid.table_cells()
     dtype = reference_dtype(m)
@@ -431,7 +467,7 @@ def _measure_matmul_table(m: Measurements, device: str, grid: Grid, progress: Pr
         return
     sync = _sync_for(device)
     with _fp32_precision("highest"):
-        timed = _time_calls([_matmul_fn(dtype, *c, device) for c in cells], sync, grid)
+        timed = _time_calls([_matmul_fn(dtype, *c, device, arena) for c in cells], sync, grid)
     for (mm, nn, kk), t in zip(cells, timed):
         if t.samples is None:
             m.skipped.append(_skip("matmul_table", dtype, (mm, nn, kk), grid))
@@ -610,8 +646,12 @@ def measure(device: str, nproc: int, grid: Grid, progress: Progress | None = Non
     report("kernel launch")
     measure_overheads(m, device, grid, report)  # a training step's phases: with autograd
     with torch.inference_mode():
-        _measure_matmul(m, device, grid, report)
-        _measure_matmul_table(m, device, grid, report)
+        arena = _Arena(device, m.llc_bytes or 32e6,
+                       max(mm * kk + kk * nn for mm, nn, kk in
+                           (*grid.matmul_shapes, *grid.table_cells())))
+        _measure_matmul(m, device, grid, report, arena)
+        _measure_matmul_table(m, device, grid, report, arena)
+        del arena
         _measure_attention(m, device, grid, report)
         _measure_memory(m, device, grid, report)
         measure_conv(m, device, grid, report)
