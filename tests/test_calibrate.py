@@ -573,3 +573,38 @@ def test_shape_table_fit_rates_timed_cells_and_fills_the_rest():
         (2, 2, 2), (4, 4, 4)}
     values, _ = shape_table(dims, {(2, 2, 2): 16 / 50.0}, 100.0, lambda flops: 0.3)
     assert values[0][0][0] == 0.5 and values[1][0][1] == 0.3
+
+
+def test_the_calibrated_cluster_validates_ddp_with_each_rank_on_its_share(calibrated):
+    """A 2-process DDP run on the calibrated cluster: each rank is predicted at its threads
+    (cores // 2, what the launcher gives it) over the profile's, the estimate equal to the plan
+    cost model on the profile scaled by that share."""
+    from dataclasses import replace
+
+    from archcost.loader import load_model_file, parse_overrides
+    from archcost.plan.costmodel import CostModel
+    from archcost.plan.evaluate import estimate_plan
+    from archcost.plan.space import parse_plan
+    from archcost.plan.workload import trace_workload
+    from archcost.trace.precision import parse_precision
+    from tests.conftest import MODELS
+
+    _, gpu_path, cluster_path, _ = calibrated
+    sets = ["layers=2", "hidden=64", "heads=4", "vocab=256"]
+    res = CliRunner().invoke(app, ["validate", str(MODELS / "gpt2.py"),
+                                   *[a for s in sets for a in ("--set", s)], "-s", "32",
+                                   "--plan", "dp=2,mbs=2,gbs=4", "--nproc", "2", "--hardware",
+                                   str(cluster_path), "--steps", "1", "--warmup", "1", "--json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    gpu = load_gpu(str(gpu_path))
+    share = max(1, (os.cpu_count() or 1) // 2) / gpu.calibration["threads"]
+    assert doc["hardware"]["rank_share"] == pytest.approx(min(1.0, share))
+    cluster = load_cluster(str(cluster_path)).with_gpus(2)
+    cluster = replace(cluster, gpu=cluster.gpu.scaled(flops=min(1.0, share),
+                                                      mem_bw=min(1.0, share)))
+    spec = load_model_file(str(MODELS / "gpt2.py"), parse_overrides(sets))
+    w = trace_workload(spec, 32, parse_precision("fp32"), "adamw")
+    est, _ = estimate_plan(parse_plan("dp=2,mbs=2,gbs=4"), CostModel(w, cluster, usable_memory=1.0),
+                           with_schedule=False)
+    assert doc["estimate"]["step_time_s"] == pytest.approx(est["step_time_s"], rel=1e-9)

@@ -412,7 +412,7 @@ def test_table_scales_matmul_shapes_as_a_trace_at_the_micro_batch(name):
     from archcost.cost.compute import compute_times, lower
     from archcost.hardware.profile import ShapeTable, load_gpu
     from archcost.loader import load_model_file
-    from archcost.plan.table import _mnk
+    from archcost.plan.table import matmul_dims
     from archcost.trace import trace_model
     from archcost.validate.compare import single_gpu_cluster
     from tests.conftest import TINY
@@ -423,7 +423,7 @@ def test_table_scales_matmul_shapes_as_a_trace_at_the_micro_batch(name):
     ops = w.ops[Recompute.NONE]
     at4 = lower(trace_model(spec, 4, 16, fp32).graph)
     want = at4.mnk[(at4.mnk[:, 0] > 0) & np.isin(at4.phase, ["forward", "backward"])]
-    got = _mnk(ops, np.array([[4.0]]), np.ones((1, 1)))
+    got = matmul_dims(ops, np.array([[4.0]]), np.ones((1, 1)))
     got = got[ops.mnk[:, 0] > 0]
     assert len(got) and sorted(map(tuple, got)) == sorted(map(tuple, want))
     dims = (4.0, 32.0, 256.0, 2048.0)
@@ -441,12 +441,12 @@ def test_table_scales_matmul_shapes_as_a_trace_at_the_micro_batch(name):
 def test_tensor_parallel_splits_the_widest_weight_dim_of_each_matmul(gpt):
     """Under tp the dim a matmul loses is the largest one the batch does not grow (the MLP's
     or the heads' width, Megatron's split): its FLOPs scale by 1/tp as the table's FLOPs do."""
-    from archcost.plan.table import _mnk
+    from archcost.plan.table import matmul_dims
 
     ops = gpt.ops[Recompute.NONE]
     hit = ops.mnk[:, 0] > 0
-    one = _mnk(ops, np.array([[2.0]]), np.ones((1, 1)))
-    two = _mnk(ops, np.array([[2.0]]), np.full((1, 1), 2.0))
+    one = matmul_dims(ops, np.array([[2.0]]), np.ones((1, 1)))
+    two = matmul_dims(ops, np.array([[2.0]]), np.full((1, 1), 2.0))
     ratio = two[hit] / one[hit]
     assert np.all(np.sort(ratio, axis=1) == [0.5, 1.0, 1.0])  # exactly one dim halved
     for row, grows, r in zip(ops.mnk[hit], ops.mnk_batch[hit], ratio):

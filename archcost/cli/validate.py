@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Annotated
 
 import typer
@@ -120,6 +121,14 @@ def validate(
                           "by themselves); estimate recomputation with archcost estimate")
     _check_device(device, nproc)
     cluster = _hardware(hardware, device, nproc)
+    share = 1.0
+    if device == "cpu" and nproc > 1:  # the ranks share this host's cores
+        from dataclasses import replace
+
+        from archcost.validate.compare import cpu_rank_share
+
+        share = cpu_rank_share(cluster.gpu, nproc, os.cpu_count() or 1)
+        cluster = replace(cluster, gpu=cluster.gpu.scaled(flops=share, mem_bw=share))
     warnings = profile_warnings(cluster.gpu, device)
     overrides = parse_overrides(set_)
     spec = load_model_file(model, overrides)
@@ -180,7 +189,8 @@ def validate(
         "workload": {"seq_len": seq_len, "dtype": dtype, "optimizer": optimizer},
         "plan": plan.to_string(),
         "device": device, "machine": machine_id(device), "nproc": nproc,
-        "hardware": {"profile": cluster.gpu.name, "cluster": cluster.name},
+        "hardware": {"profile": cluster.gpu.name, "cluster": cluster.name,
+                     "rank_share": share},
         "steps": steps, "warmup": warmup,
         "validation": {
             "components": rows,
@@ -215,6 +225,12 @@ def _render(doc) -> None:
                     "-" if r["predicted"] is None else fmt(r["predicted"]),
                     "-" if r["measured"] is None else fmt(r["measured"]), err)
     out_console.print(tab)
+    share = doc["hardware"]["rank_share"]
+    if share < 1:
+        out_console.print(f"each of the {doc['nproc']} processes shares this host: predicted "
+                          f"at {share:.0%} of the profile's compute and memory bandwidth "
+                          "(its threads over those the profile was measured with)",
+                          soft_wrap=True)
     for r in doc["validation"]["components"]:
         if r.get("note"):
             out_console.print(f"{r['name'].replace('_', ' ')}: {r['note']}", soft_wrap=True)

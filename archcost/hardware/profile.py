@@ -83,6 +83,11 @@ class EfficiencyCurve:
     def ys(self) -> np.ndarray:
         return np.array([y for _, y in self.points], dtype=np.float64)
 
+    def scaled(self, factor: float) -> EfficiencyCurve:
+        """The curve of a part ``factor`` times as fast: an op reaches each efficiency at the
+        same duration, so at ``factor`` times the size."""
+        return replace(self, points=tuple((x * factor, y) for x, y in self.points))
+
     def at(self, x: float) -> float:
         pts = self.points
         if x <= pts[0][0]:
@@ -189,6 +194,26 @@ class GpuProfile:
     matmul_shape_efficiency: ShapeTable | None = None
     op_efficiency: dict[str, EfficiencyCurve] = field(default_factory=dict)
     op_overhead_s: dict[str, float] = field(default_factory=dict)
+
+    def scaled(self, flops: float = 1.0, mem_bw: float = 1.0) -> GpuProfile:
+        """This part with every FLOP rate ``flops`` times and its memory bandwidth ``mem_bw``
+        times as fast; each efficiency curve (and shape table) reaches its efficiencies at
+        sizes scaled alike, as ops of the same duration. Overheads are unchanged."""
+        def curve(c):
+            return c.scaled(flops) if c is not None else None
+
+        return replace(
+            self, peak_flops_per_s={k: v * flops for k, v in self.peak_flops_per_s.items()},
+            matmul_efficiency=curve(self.matmul_efficiency),
+            attention_efficiency=curve(self.attention_efficiency),
+            attention_head_efficiency=curve(self.attention_head_efficiency),
+            conv_efficiency=curve(self.conv_efficiency),
+            conv_backward_efficiency=curve(self.conv_backward_efficiency),
+            matmul_shape_efficiency=(self.matmul_shape_efficiency.scaled(flops)
+                                     if self.matmul_shape_efficiency else None),
+            mem_bw_bytes_per_s=self.mem_bw_bytes_per_s * mem_bw,
+            memory_efficiency=self.memory_efficiency.scaled(mem_bw),
+            op_efficiency={op: c.scaled(mem_bw) for op, c in self.op_efficiency.items()})
 
     def overhead_s(self, phase: str) -> float:
         """Per-op overhead of an op in ``phase`` (recomputation runs forward ops)."""

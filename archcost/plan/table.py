@@ -29,7 +29,7 @@ from archcost.plan.workload import (
     Workload,
 )
 
-__all__ = ["COLUMNS", "CostTable", "build_table", "op_seconds"]
+__all__ = ["COLUMNS", "CostTable", "build_table", "op_seconds", "matmul_dims"]
 
 # columns of a table row (seconds per micro-batch; bytes per micro-batch per GPU)
 COLUMNS = ("block_f", "block_b", "block_rc", "attn_f", "attn_b", "pre_f", "pre_b", "post_f",
@@ -67,7 +67,7 @@ def _overheads(ops: OpTable, gpu, phase: str | None = None) -> np.ndarray:
     return overhead_seconds(gpu, names)
 
 
-def _mnk(ops: OpTable, tokens: np.ndarray, tp: np.ndarray) -> np.ndarray:
+def matmul_dims(ops: OpTable, tokens: np.ndarray, tp: np.ndarray) -> np.ndarray:
     """2-D matmuls' (m, n, k) per (combination, op), flattened as the roofline call's ops:
     the dims that grow with the batch times ``tokens`` (micro-batch / cp), and the largest of
     the others (the weight dim Megatron splits: the MLP's and the heads' width) over ``tp``;
@@ -88,7 +88,7 @@ def op_seconds(ops: OpTable, gpu, peaks: np.ndarray, scale: np.ndarray,
     t, _ = roofline_seconds(gpu, ops.flops * scale, ops.nbytes * scale, peaks, ops.curve,
                             memory_curve_index(gpu, ops.op), _overheads(ops, gpu, phase),
                             ops.slices * scale,
-                            _mnk(ops, np.asarray(scale, dtype=np.float64)[None, :],
+                            matmul_dims(ops, np.asarray(scale, dtype=np.float64)[None, :],
                                  np.ones((1, 1))))
     return t * ops.count
 
@@ -108,7 +108,7 @@ def _rows(w: Workload, ops: OpTable, gpu, peaks, r: Recompute, combos: np.ndarra
     t, _ = roofline_seconds(gpu, np.tile(ops.flops, n) * scale, nbytes, np.tile(peaks, n),
                             np.tile(ops.curve, n), np.tile(memory_curve_index(gpu, ops.op), n),
                             np.tile(_overheads(ops, gpu), n), slices,
-                            _mnk(ops, mbs / cp, tp_div))
+                            matmul_dims(ops, mbs / cp, tp_div))
     t = t.reshape(n, n_ops) * ops.count[None, :]
     fwd, bwd, rc = ops.phase == 0, ops.phase == 1, ops.phase == 2
     blk, pre, post = (ops.section == SECTION_BLOCK, ops.section == SECTION_PRE,

@@ -109,13 +109,6 @@ def parse_vary(items: list[str]) -> list[Axis]:
     return axes
 
 
-def _scaled(curve, factor: float):
-    if curve is None:
-        return None
-    pts = tuple((x * factor, y) for x, y in curve.points)
-    return dataclasses.replace(curve, points=pts)
-
-
 def _resolve(value, current: float) -> float:
     return current * value[1] if isinstance(value, tuple) else float(value)
 
@@ -126,20 +119,9 @@ def apply_hardware(cluster, key: str, value, compute_key: str = "bf16"):
     levels = list(cluster.levels)
     if key == "peak_flops":
         current = gpu.peak_flops_per_s.get(compute_key) or gpu.peak_flops_per_s["fp32"]
-        f = _resolve(value, current) / current
-        gpu = dataclasses.replace(
-            gpu, peak_flops_per_s={k: v * f for k, v in gpu.peak_flops_per_s.items()},
-            matmul_efficiency=_scaled(gpu.matmul_efficiency, f),
-            attention_efficiency=_scaled(gpu.attention_efficiency, f),
-            attention_head_efficiency=_scaled(gpu.attention_head_efficiency, f),
-            conv_efficiency=_scaled(gpu.conv_efficiency, f),
-            conv_backward_efficiency=_scaled(gpu.conv_backward_efficiency, f),
-            matmul_shape_efficiency=(gpu.matmul_shape_efficiency.scaled(f)
-                                     if gpu.matmul_shape_efficiency else None))
+        gpu = gpu.scaled(flops=_resolve(value, current) / current)
     elif key == "mem_bw":
-        f = _resolve(value, gpu.mem_bw_bytes_per_s) / gpu.mem_bw_bytes_per_s
-        gpu = dataclasses.replace(gpu, mem_bw_bytes_per_s=gpu.mem_bw_bytes_per_s * f,
-                                  memory_efficiency=_scaled(gpu.memory_efficiency, f))
+        gpu = gpu.scaled(mem_bw=_resolve(value, gpu.mem_bw_bytes_per_s) / gpu.mem_bw_bytes_per_s)
     elif key == "mem_capacity":
         gpu = dataclasses.replace(gpu, mem_bytes=_resolve(value, gpu.mem_bytes))
     elif key in ("link_bw", "net_bw", "link_latency", "net_latency"):

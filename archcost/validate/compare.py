@@ -12,7 +12,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-__all__ = ["components", "profile_warnings", "single_gpu_cluster", "available_memory_bytes"]
+__all__ = ["components", "profile_warnings", "single_gpu_cluster", "available_memory_bytes",
+           "cpu_rank_share"]
 
 
 def single_gpu_cluster(gpu):
@@ -23,6 +24,19 @@ def single_gpu_cluster(gpu):
                       latency_s=0.0, topology=Topology.SWITCH)
     return ClusterProfile(name=gpu.name, gpu=gpu, gpus_per_node=1, levels=(level,), nodes=1,
                           gpus=1)
+
+
+def cpu_rank_share(gpu, nproc: int, cores: int) -> float:
+    """The part of a profile calibrated on a CPU that one of ``nproc`` processes on this host
+    runs at: the threads the launcher gives each rank (cores // nproc) over the threads the
+    profile was measured with, at most 1 (1 for any other profile). N ranks on one host
+    share its cores and memory bandwidth: a 2-process gloo DDP step on 2 cores ran twice the
+    time the whole-host profile gave each rank."""
+    calib = getattr(gpu, "calibration", None) or {}
+    if calib.get("device_kind") != "cpu":  # a datasheet or a GPU: each rank has its own part
+        return 1.0
+    measured = int(calib.get("threads") or cores)
+    return min(1.0, max(1, cores // max(1, nproc)) / max(1, measured))
 
 
 def profile_warnings(gpu, device: str) -> list[str]:
