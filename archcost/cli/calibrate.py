@@ -160,9 +160,10 @@ def summary(m, d, written: dict[str, str]) -> dict[str, Any]:
         "memory_points": [{"op": p.bench, **p.params, "bytes_moved": p.size,
                            "median_s": p.time.median} for p in m.memory],
         "matmul_table": None if d.matmul_table is None else {
-            "dtype": m.matmul_table_dtype, "dims": list(d.matmul_table[0]),
-            "values": d.matmul_table[1], "filled_from_curve": [list(c) for c in d.matmul_table[2]],
-            "curve_rms_log_error": d.matmul_table[3],
+            "dtype": m.matmul_table_dtype, "dims": list(d.matmul_table.dims),
+            "values": d.matmul_table.values,
+            "filled_from_curve": [list(c) for c in d.matmul_table.filled],
+            "curve_rms_log_error": d.matmul_table.curve_error,
             "points": [{**p.params, "flops": p.size, "median_s": p.time.median}
                        for p in m.matmul_table]},
         "skipped": m.skipped, "warnings": m.warnings,

@@ -63,7 +63,7 @@ from archcost.hardware.fit import (
 
 __all__ = [
     "DEVICES", "Grid", "grid_for", "count_points", "check_request", "Point", "Measurements",
-    "Derived", "measure", "derive", "reference_dtype", "busy_warning", "DEFAULT_TDP_W", "DEFAULT_IDLE_FRACTION",
+    "Derived", "TableFit", "measure", "derive", "reference_dtype", "busy_warning", "DEFAULT_TDP_W", "DEFAULT_IDLE_FRACTION",
 ]
 
 DEVICES = ("cpu", "cuda")
@@ -706,15 +706,23 @@ def _overheads(m: Measurements, peaks, curves, attention, conv, mem_bw, memory_c
 
 
 @dataclass(frozen=True, slots=True)
+class TableFit:
+    """The shape table fitted from the timed cells, in the reference dtype."""
+
+    dims: tuple[int, ...]
+    values: list  # values[i][j][l]: efficiency at (dims[i], dims[j], dims[l])
+    filled: list[tuple[int, int, int]]  # cells not timed (over the FLOPs cap): from the curve
+    curve_error: float  # rms log error of the curve by FLOPs on the timed cells
+
+
+@dataclass(frozen=True, slots=True)
 class Derived:
     """The profile's figures, fitted from one calibration's measurements."""
 
     peaks: dict[str, float]  # FLOP/s per dtype
     reference_dtype: str  # the dtype whose curve is matmul_efficiency
     matmul_curve: tuple[tuple[int, float], ...]
-    # (dims, nested values, cells filled by the curve, rms log error of the curve by FLOPs
-    # on the timed cells) in the reference dtype; None when not measured
-    matmul_table: tuple[tuple[int, ...], list, list[tuple[int, int, int]], float] | None
+    matmul_table: TableFit | None  # None when not measured
     attention_curve: tuple[tuple[int, float], ...] | None
     # by the FLOPs of one (batch, head) slice: kept when it predicts held-out points better
     attention_slice_curve: tuple[tuple[int, float], ...] | None
@@ -758,8 +766,8 @@ def derive(m: Measurements) -> Derived:
         values, filled = shape_table(m.grid.matmul_table_dims, cells, peaks[ref], by_flops.at)
         miss = [math.log(p.size / (peaks[ref] * by_flops.at(p.size)) / cells[c])
                 for c, p in zip(cells, m.matmul_table)]
-        table = (m.grid.matmul_table_dims, values, filled,
-                 math.sqrt(sum(x * x for x in miss) / len(miss)))
+        table = TableFit(m.grid.matmul_table_dims, values, filled,
+                         math.sqrt(sum(x * x for x in miss) / len(miss)))
     attention = attention_slice = None
     held_out: dict[str, float] = {}
     if m.attention and m.grid.attention_dtype in peaks:

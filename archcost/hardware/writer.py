@@ -71,9 +71,9 @@ def gpu_calibration(m: Measurements, d: Derived, command: str) -> dict[str, Any]
         "matmul": {dt: [_point(p, "flops") for p in pts] for dt, pts in m.matmul.items()},
         "matmul_table": {"dtype": m.matmul_table_dtype, "dims": list(m.grid.matmul_table_dims),
                          "max_flops_timed": m.grid.matmul_table_max_flops,
-                         "filled_from_curve": [list(c) for c in d.matmul_table[2]]
+                         "filled_from_curve": [list(c) for c in d.matmul_table.filled]
                          if d.matmul_table else [],
-                         "curve_rms_log_error": _r(d.matmul_table[3], 3)
+                         "curve_rms_log_error": _r(d.matmul_table.curve_error, 3)
                          if d.matmul_table else None,
                          "points": [_point(p, "flops") for p in m.matmul_table]},
         "attention": {"op": "scaled_dot_product_attention, is_causal=True",
@@ -196,7 +196,8 @@ def gpu_yaml(m: Measurements, d: Derived, *, name: str, command: str, tdp_w: flo
                  f"{d.reference_dtype}]; measured in {d.reference_dtype}")
     lines += _curve(d.matmul_curve)
     if d.matmul_table:
-        dims, values, filled, miss = d.matmul_table
+        t = d.matmul_table
+        dims, values, filled, miss = t.dims, t.values, t.filled, t.curve_error
         lines.append(f"matmul_shape_efficiency:   # an (m, k) @ (k, n) matmul, fraction of peak "
                      f"{d.reference_dtype}, on dims^3; measured; used for 2-D matmuls")
         lines.append(f"  # the curve by FLOPs misses the timed cells by {miss:.0%} (rms); "
