@@ -409,6 +409,13 @@ op_overhead: {forward: 30 us, backward: 20 us, optimizer: 7 us}
 """
 
 
+def _cpu_with(tmp_path, extra: str, name: str = "g.yaml") -> str:
+    """The bundled cpu profile with ``extra`` YAML appended, written as ``name``: its path."""
+    path = tmp_path / name
+    path.write_text((BUNDLED / "gpus" / "cpu.yaml").read_text() + extra)
+    return str(path)
+
+
 def test_refinements_load_and_the_engine_uses_them_exactly(tmp_path):
     """Closed forms: a gelu in the table takes bytes / (bw x its curve) + the phase's overhead;
     an op outside it the memory curve; a conv its own curve; recomputation pays forward's."""
@@ -423,8 +430,7 @@ def test_refinements_load_and_the_engine_uses_them_exactly(tmp_path):
         roofline_seconds,
     )
 
-    (tmp_path / "g.yaml").write_text((BUNDLED / "gpus" / "cpu.yaml").read_text() + _REFINED)
-    g = load_gpu(str(tmp_path / "g.yaml"))
+    g = load_gpu(_cpu_with(tmp_path, _REFINED))
     assert g.op_overhead_s == pytest.approx({"forward": 30e-6, "backward": 20e-6,
                                              "optimizer": 7e-6})
     assert g.overhead_s("recompute") == g.overhead_s("forward")
@@ -462,9 +468,8 @@ def test_refinements_load_and_the_engine_uses_them_exactly(tmp_path):
     ("op_efficiency: [1, 2]\n", "must map aten op names to curves"),
 ])
 def test_bad_refinements_are_one_line(tmp_path, extra, message):
-    (tmp_path / "p.yaml").write_text((BUNDLED / "gpus" / "cpu.yaml").read_text() + extra)
     with pytest.raises(ProfileError) as info:
-        load_gpu(str(tmp_path / "p.yaml"))
+        load_gpu(_cpu_with(tmp_path, extra, "p.yaml"))
     msg = str(info.value)
     assert msg.startswith("p.yaml: ") and "\n" not in msg and message in msg, msg
 
@@ -603,8 +608,7 @@ def _trilinear(dims, values, m, n, k):
 def test_shape_table_reads_cells_exactly_and_trilinear_in_log2_between(tmp_path):
     import numpy as np
 
-    (tmp_path / "g.yaml").write_text((BUNDLED / "gpus" / "cpu.yaml").read_text() + _TABLE)
-    t = load_gpu(str(tmp_path / "g.yaml")).matmul_shape_efficiency
+    t = load_gpu(_cpu_with(tmp_path, _TABLE)).matmul_shape_efficiency
     dims = (16, 256, 4096)
     values = [[[round(0.1 * i + 0.03 * j + 0.01 * (k + 1), 10) for k in range(3)]
                for j in range(3)] for i in range(3)]
@@ -634,8 +638,7 @@ def test_the_engine_prices_2d_matmuls_by_the_shape_table(tmp_path):
         roofline_seconds,
     )
 
-    (tmp_path / "g.yaml").write_text((BUNDLED / "gpus" / "cpu.yaml").read_text() + _TABLE)
-    g = load_gpu(str(tmp_path / "g.yaml"))
+    g = load_gpu(_cpu_with(tmp_path, _TABLE))
     plain = load_gpu("cpu")
     ops = ["aten.mm", "aten.bmm"]
     mnk = np.array([[100.0, 3000.0, 20.0], [0.0, 0.0, 0.0]])
@@ -666,10 +669,8 @@ def test_the_engine_prices_2d_matmuls_by_the_shape_table(tmp_path):
     ("[1, 2]", "must be a mapping {dims"),
 ])
 def test_bad_shape_tables_are_one_line(tmp_path, table, message):
-    (tmp_path / "p.yaml").write_text((BUNDLED / "gpus" / "cpu.yaml").read_text()
-                                     + f"matmul_shape_efficiency: {table}\n")
     with pytest.raises(ProfileError) as info:
-        load_gpu(str(tmp_path / "p.yaml"))
+        load_gpu(_cpu_with(tmp_path, f"matmul_shape_efficiency: {table}\n", "p.yaml"))
     msg = str(info.value)
     assert msg.startswith("p.yaml: field 'matmul_shape_efficiency") and "\n" not in msg
     assert message in msg, msg
