@@ -25,7 +25,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-__all__ = ["RUN_MARKER", "launch_ranks", "first_rank_error", "processes_with_env"]
+__all__ = ["RUN_MARKER", "launch_ranks", "rank_threads", "first_rank_error", "processes_with_env"]
 
 RUN_MARKER = "ARCHCOST_RUN"  # environment variable naming one run's processes
 
@@ -68,6 +68,14 @@ def _stop(proc: subprocess.Popen, marker: str) -> None:
             pass
 
 
+def rank_threads(nproc: int) -> int:
+    """Threads each of ``nproc`` ranks on this host gets: ``OMP_NUM_THREADS`` where it is set to
+    a count, else an equal share of the cores."""
+    given = os.environ.get("OMP_NUM_THREADS", "")
+    return int(given) if given.isdigit() and int(given) > 0 else max(1, (os.cpu_count() or 1)
+                                                                      // nproc)
+
+
 def launch_ranks(module: str, args: Sequence[str], nproc: int, log_path: Path,
                  timeout_s: float, on_stdout_line: Callable[[str], None] | None = None) -> int:
     """Run ``python -m module *args`` on ``nproc`` ranks; the launcher's exit code. The
@@ -76,8 +84,8 @@ def launch_ranks(module: str, args: Sequence[str], nproc: int, log_path: Path,
     marker = uuid.uuid4().hex
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
            f"--nproc-per-node={nproc}", "--max-restarts=0", "-m", module, *args]
-    env = {**os.environ, RUN_MARKER: marker, "OMP_NUM_THREADS": os.environ.get(
-        "OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))}
+    env = {**os.environ, RUN_MARKER: marker,
+           "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(rank_threads(nproc)))}
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True,
                                 start_new_session=True, env=env)

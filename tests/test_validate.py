@@ -189,3 +189,25 @@ def test_a_rank_killed_without_a_message_is_named_from_the_launchers_summary(tmp
     line = log_tail(log)
     assert "\n" not in line and line.startswith("rank 1"), line
     assert "exitcode -9" in line and "SIGKILL" in line, line
+
+
+def test_rank_threads_is_the_launchers_split_and_the_share_follows_it(monkeypatch):
+    """Each rank gets OMP_NUM_THREADS where set to a count, else cores // nproc; a profile
+    calibrated on this CPU with T threads is shared at that over T, others not at all."""
+    from types import SimpleNamespace
+
+    from archcost.launch import rank_threads
+    from archcost.validate.compare import cpu_rank_share
+
+    cores = os.cpu_count() or 1
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert rank_threads(2) == max(1, cores // 2) and rank_threads(10 * cores) == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert rank_threads(2) == 3
+    monkeypatch.setenv("OMP_NUM_THREADS", "many")
+    assert rank_threads(2) == max(1, cores // 2)
+    cpu = SimpleNamespace(calibration={"device_kind": "cpu", "threads": 8})
+    assert cpu_rank_share(cpu, 2) == 0.25 and cpu_rank_share(cpu, 16) == 1.0
+    assert cpu_rank_share(SimpleNamespace(calibration=None), 1) == 1.0
+    assert cpu_rank_share(SimpleNamespace(calibration={"device_kind": "cuda", "threads": 8}),
+                          1) == 1.0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Annotated
 
 import typer
@@ -125,9 +124,10 @@ def validate(
     if device == "cpu" and nproc > 1:  # the ranks share this host's cores
         from dataclasses import replace
 
+        from archcost.launch import rank_threads
         from archcost.validate.compare import cpu_rank_share
 
-        share = cpu_rank_share(cluster.gpu, nproc, os.cpu_count() or 1)
+        share = cpu_rank_share(cluster.gpu, rank_threads(nproc))
         cluster = replace(cluster, gpu=cluster.gpu.scaled(flops=share, mem_bw=share))
     warnings = profile_warnings(cluster.gpu, device)
     overrides = parse_overrides(set_)

@@ -63,7 +63,8 @@ from archcost.hardware.fit import (
 
 __all__ = [
     "DEVICES", "Grid", "grid_for", "count_points", "check_request", "Point", "Measurements",
-    "Derived", "TableFit", "measure", "derive", "reference_dtype", "busy_warning", "DEFAULT_TDP_W", "DEFAULT_IDLE_FRACTION",
+    "Derived", "TableFit", "measure", "derive", "reference_dtype", "busy_warning",
+    "DEFAULT_TDP_W", "DEFAULT_IDLE_FRACTION",
 ]
 
 DEVICES = ("cpu", "cuda")
@@ -353,12 +354,12 @@ class _Arena:
         import torch
 
         size = m * k + k * n
-        span = max(1, math.ceil(2 * self.cache_bytes / torch.empty((), dtype=tdt).element_size()))
-        if tdt not in self.buffers:
-            self.buffers[tdt] = torch.randn(span + max(size, self.largest),
-                                            device=self.device).to(tdt)
+        item = torch.empty((), dtype=tdt).element_size()
+        span = max(1, math.ceil(2 * self.cache_bytes / item))
+        if tdt not in self.buffers:  # every operand pair of the grid fits after the span
+            self.buffers[tdt] = torch.randn(span + self.largest, device=self.device).to(tdt)
         buf = self.buffers[tdt]
-        copies = max(1, min((buf.numel() - size) // size + 1, span // size, 4096))
+        copies = max(1, min(span // size, 4096))
         return [(buf[i * size:i * size + m * k].view(m, k),
                  buf[i * size + m * k:(i + 1) * size].view(k, n)) for i in range(copies)]
 
@@ -761,8 +762,8 @@ def derive(m: Measurements) -> Derived:
         from archcost.hardware.profile import EfficiencyCurve
 
         by_flops = EfficiencyCurve(curves[ref])
-        cells = {(p.params["m"], p.params["n"], p.params["k"]): kernel_seconds(p.time.median, launch)
-                 for p in m.matmul_table}
+        cells = {(p.params["m"], p.params["n"], p.params["k"]):
+                 kernel_seconds(p.time.median, launch) for p in m.matmul_table}
         values, filled = shape_table(m.grid.matmul_table_dims, cells, peaks[ref], by_flops.at)
         miss = [math.log(p.size / (peaks[ref] * by_flops.at(p.size)) / cells[c])
                 for c, p in zip(cells, m.matmul_table)]
@@ -808,7 +809,8 @@ def derive(m: Measurements) -> Derived:
             except FitError as exc:
                 raise ValidationError(f"collective benchmark, {op}: {exc}; rerun on an idle "
                                       "machine, or calibrate with --nproc 1") from None
-    return Derived(peaks=peaks, reference_dtype=ref, matmul_curve=curves[ref], matmul_table=table,
+    return Derived(peaks=peaks, reference_dtype=ref, matmul_curve=curves[ref],
+                   matmul_table=table,
                    attention_curve=attention, attention_slice_curve=attention_slice,
                    attention_held_out=held_out, mem_bw=mem_bw,
                    memory_curve=memory_curve, launch_s=launch, conv_curve=conv,

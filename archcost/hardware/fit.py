@@ -43,8 +43,8 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = [
-    "Spread", "spread", "shape_table", "matmul_flops", "sdpa_flops", "kernel_seconds", "best_rate",
-    "per_op_overhead",
+    "Spread", "spread", "shape_table", "matmul_flops", "sdpa_flops", "kernel_seconds",
+    "best_rate", "per_op_overhead",
     "efficiency_curve", "held_out_error", "COLLECTIVES", "ring_coefficients", "CollectiveFit",
     "fit_collective", "predict_collective", "regime_points", "FitError",
 ]

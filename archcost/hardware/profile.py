@@ -28,7 +28,8 @@ from archcost.hardware.reader import EXAMPLE, Reader, read_yaml, suggest
 from archcost.hardware.units import Quantity
 
 __all__ = [
-    "Dtype", "DTYPES", "Topology", "EfficiencyCurve", "ShapeTable", "GpuProfile", "LinkLevel", "ClusterProfile",
+    "Dtype", "DTYPES", "Topology", "EfficiencyCurve", "ShapeTable", "GpuProfile", "LinkLevel",
+    "ClusterProfile",
     "load_gpu", "load_cluster", "load_any", "list_profiles", "gpu_from_dict",
 ]
 

@@ -72,12 +72,10 @@ def matmul_dims(ops: OpTable, tokens: np.ndarray, tp: np.ndarray) -> np.ndarray:
     the dims that grow with the batch times ``tokens`` (micro-batch / cp), and the largest of
     the others (the weight dim Megatron splits: the MLP's and the heads' width) over ``tp``;
     ``tokens`` and ``tp`` are [n, 1] (or [n, n_ops]) per combination."""
-    mnk = np.broadcast_to(ops.mnk, (len(tokens),) + ops.mnk.shape).copy()
-    mnk = np.where(ops.mnk_batch[None], mnk * np.asarray(tokens)[..., None], mnk)
+    mnk = np.where(ops.mnk_batch, ops.mnk * np.asarray(tokens)[..., None], ops.mnk)
     fixed = np.where(ops.mnk_batch, -1.0, ops.mnk)  # the largest dim not grown by the batch
-    split = (np.arange(3)[None, :] == fixed.argmax(axis=1)[:, None]) & (fixed.max(axis=1) > 0)[:, None]
-    mnk = np.where(split[None], mnk / np.asarray(tp)[..., None], mnk)
-    return mnk.reshape(-1, 3)
+    split = (np.arange(3) == fixed.argmax(axis=1)[:, None]) & (fixed.max(axis=1) > 0)[:, None]
+    return np.where(split, mnk / np.asarray(tp)[..., None], mnk).reshape(-1, 3)
 
 
 def op_seconds(ops: OpTable, gpu, peaks: np.ndarray, scale: np.ndarray,
@@ -89,7 +87,7 @@ def op_seconds(ops: OpTable, gpu, peaks: np.ndarray, scale: np.ndarray,
                             memory_curve_index(gpu, ops.op), _overheads(ops, gpu, phase),
                             ops.slices * scale,
                             matmul_dims(ops, np.asarray(scale, dtype=np.float64)[None, :],
-                                 np.ones((1, 1))))
+                                        np.ones((1, 1))))
     return t * ops.count
 
 

@@ -26,17 +26,17 @@ def single_gpu_cluster(gpu):
                           gpus=1)
 
 
-def cpu_rank_share(gpu, nproc: int, cores: int) -> float:
-    """The part of a profile calibrated on a CPU that one of ``nproc`` processes on this host
-    runs at: the threads the launcher gives each rank (cores // nproc) over the threads the
-    profile was measured with, at most 1 (1 for any other profile). N ranks on one host
-    share its cores and memory bandwidth: a 2-process gloo DDP step on 2 cores ran twice the
-    time the whole-host profile gave each rank."""
+def cpu_rank_share(gpu, threads: int) -> float:
+    """The part of a profile calibrated on a CPU that a rank with ``threads`` threads on this
+    host (``launch.rank_threads``) runs at: those threads over the threads the profile was
+    measured with (all cores where it does not say), at most 1; 1 for any other profile. N
+    ranks on one host share its cores and memory bandwidth: a 2-process gloo DDP step on 2
+    cores ran twice the time the whole-host profile gave each rank."""
     calib = getattr(gpu, "calibration", None) or {}
     if calib.get("device_kind") != "cpu":  # a datasheet or a GPU: each rank has its own part
         return 1.0
-    measured = int(calib.get("threads") or cores)
-    return min(1.0, max(1, cores // max(1, nproc)) / max(1, measured))
+    measured = int(calib.get("threads") or os.cpu_count() or 1)
+    return min(1.0, max(1, threads) / measured)
 
 
 def profile_warnings(gpu, device: str) -> list[str]:
