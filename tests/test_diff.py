@@ -14,21 +14,34 @@ from archcost.report.diff import diff_documents, metrics_of, parse_threshold
 from tests._report_docs import load, report_docs  # noqa: F401 (fixture)
 
 MODEL = {"name": "llama", "file": "llama.py", "config": {"preset": "tiny"}}
+PLAN = {"dp": 8, "tp": 1, "pp": 1, "cp": 1, "ep": 1, "zero": 0, "mbs": 1, "gbs": 64, "gpus": 8}
+
+
+def plan_estimate(step=1.0, mem=40e9, mfu=0.40, tps=1e6) -> dict:
+    """A plan estimate with every field its schema requires (one pipeline stage)."""
+    return {"plan": dict(PLAN), "hardware": {"cluster": "dgx-h100-ndr", "gpu": "h100-sxm"},
+            "step_time_s": step, "tokens_per_s": tps, "mfu": mfu, "hfu": mfu,
+            "memory_bytes": {"peak_per_gpu": mem, "weights": 1e9},
+            "fits": True, "components_s": {"compute": 0.8 * step, "dp_comm": 0.2 * step},
+            "comm": [], "pipeline": {"stages": 1, "micro_batches": 8, "makespan_s": 0.8 * step,
+                                     "bubble_fraction": 0.0},
+            "ranks": [{"rank": 0, "memory_bytes": {"total": mem}}],
+            "phases_s": {"forward": 0.3 * step, "backward": 0.5 * step}}
 
 
 def estimate(step=1.0, mem=40e9, mfu=0.40, tps=1e6, **extra) -> dict:
     doc = {"schema_version": 1, "kind": "estimate", "model": copy.deepcopy(MODEL),
-           "plan": "dp=8,tp=1,pp=1,gbs=64",
-           "estimate": {"step_time_s": step, "tokens_per_s": tps, "mfu": mfu, "hfu": mfu,
-                        "memory_bytes": {"peak_per_gpu": mem, "weights": 1e9},
-                        "components_s": {"compute": 0.8 * step, "dp_comm": 0.2 * step}}}
+           "workload": {"seq_len": 128, "precision": "bf16-mixed", "optimizer": "adamw"},
+           "plan": "dp=8,tp=1,pp=1,gbs=64", "estimate": plan_estimate(step, mem, mfu, tps)}
     doc.update(extra)
     return doc
 
 
 def analysis(flops=1e12, params=1e8, modules=None, **extra) -> dict:
     doc = {"schema_version": 1, "kind": "analysis", "model": copy.deepcopy(MODEL),
-           "workload": {"batch_size": 1, "seq_len": 128},
+           "workload": {"batch_size": 1, "seq_len": 128, "precision": "fp32",
+                        "optimizer": "adamw"},
+           "capture": {"method": "fake-dispatch", "ops_recorded": 10, "ops_executed": 20},
            "totals": {"params": params, "trainable_params": params,
                       "flops": {"forward": flops / 3, "backward": 2 * flops / 3, "optimizer": 0,
                                 "recompute": 0, "total": flops},
@@ -39,24 +52,28 @@ def analysis(flops=1e12, params=1e8, modules=None, **extra) -> dict:
            "modules": modules if modules is not None else [
                {"path": "", "depth": 0, "flops": {"total": flops}, "params": params},
                {"path": "layers.0", "depth": 2, "flops": {"total": flops / 2},
-                "params": params / 2, "activations_saved": 1e8}]}
+                "params": params / 2, "activations_saved": 1e8}],
+           "op_classes": []}
     doc.update(extra)
     return doc
 
 
 def validation(errors: dict[str, float]) -> dict:
     return {"schema_version": 1, "kind": "validation", "model": copy.deepcopy(MODEL),
+            "workload": {"seq_len": 128}, "plan": "mbs=1,gbs=1", "device": "cpu", "nproc": 1,
+            "hardware": {"profile": "cpu"}, "steps": 3, "estimate": plan_estimate(),
             "validation": {"components": [
                 {"name": n, "unit": "B" if n == "peak_memory" else "s",
                  "predicted": 1.0 + e, "measured": 1.0, "error": e} for n, e in errors.items()]}}
 
 
 def plan(step=1.0, mem=40e9, best="dp=8,tp=1,pp=1,gbs=64") -> dict:
-    est = estimate(step, mem)["estimate"]
-    est["plan"] = {"gpus": 8}
     return {"schema_version": 1, "kind": "plan", "model": copy.deepcopy(MODEL),
-            "plans": [{"rank": 1, "plan": best, "estimate": est}],
-            "pareto": [], "search": {"plans_fitting": 10}}
+            "workload": {"seq_len": 128, "precision": "bf16-mixed", "optimizer": "adamw"},
+            "objective": "time", "gpus": [8], "gbs": 64,
+            "plans": [{"rank": 1, "plan": best, "estimate": plan_estimate(step, mem)}],
+            "pareto": [], "search": {"plans_evaluated": 20, "plans_valid": 15,
+                                     "plans_fitting": 10}}
 
 
 def row(result, metric):
