@@ -53,7 +53,7 @@ def analysis(flops=1e12, params=1e8, modules=None, **extra) -> dict:
                {"path": "", "depth": 0, "flops": {"total": flops}, "params": params},
                {"path": "layers.0", "depth": 2, "flops": {"total": flops / 2},
                 "params": params / 2, "activations_saved": 1e8}],
-           "op_classes": []}
+           "op_classes": [], "ops_without_rule": []}
     doc.update(extra)
     return doc
 
@@ -61,7 +61,8 @@ def analysis(flops=1e12, params=1e8, modules=None, **extra) -> dict:
 def validation(errors: dict[str, float]) -> dict:
     return {"schema_version": 1, "kind": "validation", "model": copy.deepcopy(MODEL),
             "workload": {"seq_len": 128}, "plan": "mbs=1,gbs=1", "device": "cpu", "nproc": 1,
-            "hardware": {"profile": "cpu"}, "steps": 3, "estimate": plan_estimate(),
+            "machine": "x86_64", "hardware": {"profile": "cpu"}, "steps": 3, "warmup": 1,
+            "warnings": [], "estimate": plan_estimate(),
             "validation": {"components": [
                 {"name": n, "unit": "B" if n == "peak_memory" else "s",
                  "predicted": 1.0 + e, "measured": 1.0, "error": e} for n, e in errors.items()]}}
@@ -70,7 +71,8 @@ def validation(errors: dict[str, float]) -> dict:
 def plan(step=1.0, mem=40e9, best="dp=8,tp=1,pp=1,gbs=64") -> dict:
     return {"schema_version": 1, "kind": "plan", "model": copy.deepcopy(MODEL),
             "workload": {"seq_len": 128, "precision": "bf16-mixed", "optimizer": "adamw"},
-            "objective": "time", "gpus": [8], "gbs": 64,
+            "objective": "time", "gpus": [8], "gbs": 64, "constraints": [], "fixed": [],
+            "recompute_traced": ["none"],
             "plans": [{"rank": 1, "plan": best, "estimate": plan_estimate(step, mem)}],
             "pareto": [], "search": {"plans_evaluated": 20, "plans_valid": 15,
                                      "plans_fitting": 10}}
@@ -159,9 +161,11 @@ def test_plan_documents_compare_the_best_plan():
     assert set(res.watched) == {"feasible", "step_time", "memory.peak", "mfu", "tokens_per_s"}
     none_fits = plan()
     none_fits["plans"] = []
-    res = diff_documents(plan(), none_fits)
-    assert [r.metric for r in res.regressions] == ["feasible"]
-    assert row(res, "step_time").status == "gone"
+    res = diff_documents(plan(), none_fits)  # no plan fits: the best plan's figures are gone
+    assert [(r.metric, r.status) for r in res.regressions] == [
+        ("feasible", "regressed"), ("step_time", "missing"), ("memory.peak", "missing"),
+        ("mfu", "missing"), ("tokens_per_s", "missing")]
+    assert diff_documents(none_fits, plan()).exit_code == 0  # a plan fits again
     assert diff_documents(none_fits, copy.deepcopy(none_fits)).exit_code == 0
 
 

@@ -28,7 +28,8 @@ def _read_json(path: Path | str, what: str, fix: str) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise DocumentError(f"{p}: not JSON ({exc.msg} at line {exc.lineno}); {fix}") from None
+        raise DocumentError(f"{p}: not JSON ({exc.msg}: line {exc.lineno} column "
+                            f"{exc.colno}); {fix}") from None
 
 
 def check_document(doc: Any, where: str = "document", fix: str | None = None) -> dict[str, Any]:
@@ -41,7 +42,7 @@ def load_document(path: Path | str, fix: str | None = None) -> dict[str, Any]:
     """The result document at ``path``, checked against its schema (DocumentError names the
     file, the first offending field and the fix; ``fix`` replaces the default advice)."""
     default = "give a result document written by archcost analyze, plan, estimate, validate " \
-              "or sweep -o"
+              "or sweep -o (a cut-off file: write it again)"
     return check_document(_read_json(path, "result document", fix or default), str(path), fix)
 
 

@@ -64,7 +64,9 @@ def load_schema(name: str, version: int | None = None) -> dict[str, Any]:
 
 
 def _kinds_text() -> str:
-    return ", ".join(f"{cmd.split()[1]}" for cmd in WRITTEN_BY.values())
+    """``analyze, plan, estimate, validate or sweep``"""
+    commands = [cmd.split()[1] for cmd in WRITTEN_BY.values()]
+    return ", ".join(commands[:-1]) + " or " + commands[-1]
 
 
 def _refuse(where: str, problem: Problem | str, fix: str) -> DocumentError:
@@ -80,10 +82,10 @@ def check(doc: Any, where: str = "document", fix: str | None = None) -> dict[str
                       f"give a document written by archcost {_kinds_text()} -o")
     kind = doc.get("kind")
     if kind not in KINDS:
-        found = "missing" if "kind" not in doc else describe(kind)
-        raise DocumentError(f"{where}: $.kind {found} is not a result document (kinds: "
-                            f"{', '.join(KINDS)}); give a document written by archcost "
-                            f"{_kinds_text()} -o")
+        problem = Problem(("kind",), f"one of {', '.join(KINDS)}",
+                          describe(kind) if "kind" in doc else "")
+        raise DocumentError(f"{where}: not a result document: {problem}; give a document "
+                            f"written by archcost {_kinds_text()} -o")
     regenerate = fix or f"regenerate it with {WRITTEN_BY[kind]}"
     version = doc.get("schema_version")
     if not isinstance(version, int) or isinstance(version, bool):

@@ -71,7 +71,8 @@ def describe(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, (int, float)):
         if isinstance(value, float) and not math.isfinite(value):
-            return f"{value} (not a JSON number)"
+            name = "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+            return f"{name} (not a JSON number)"
         return f"the number {value!r}"
     if isinstance(value, str):
         text = value if len(value) <= 40 else value[:37] + "..."
