@@ -386,6 +386,25 @@ def test_sweep_diff_notes_different_grids():
     assert res.exit_code == 0
 
 
+def test_sweep_diff_a_smaller_grid_is_noted_a_lost_point_fails():
+    base = synthetic([("gpus", ["8", "16", "32"])])
+    head = synthetic([("gpus", ["8", "16"])])  # another grid: gpus=32 is not in it
+    res = diff_documents(base, head)
+    # the fastest point was gpus=32: the smaller grid's best is slower, the points both have
+    # are unchanged
+    assert all(r.metric.startswith("best.") for r in res.regressions)
+    assert "step_time@gpus=32" not in res.watched and "step_time@gpus=16" in res.watched
+    assert "step_time@gpus=32: its point is not in HEAD's grid; not compared" in res.notes
+    cut = copy.deepcopy(base)  # the same grid with a point gone: half-written
+    cut["points"].pop()
+    res = diff_documents(base, cut)
+    assert [(r.metric, r.status) for r in res.regressions
+            if not r.metric.startswith("best.")] == [("step_time@gpus=32", "missing"),
+                                                     ("fits@gpus=32", "missing")]
+    with pytest.raises(DocumentError, match=r"\$.points: expected the 3 points"):
+        check_document(cut, "cut.json")
+
+
 def test_diff_cli_on_sweeps(runner, sweeps, tmp_path):
     base = str(sweeps["two"])
     slow = tmp_path / "slow.json"

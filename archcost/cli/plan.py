@@ -297,5 +297,5 @@ def _plan_text(text: str) -> str:
         return doc["plans"][0]["plan"]
     if doc["kind"] in ("estimate", "validation"):
         return doc["plan"]
-    raise ConfigError(f"--plan {text}: a {doc['kind']} document holds no plan; use a file from "
-                      "archcost plan -o or archcost estimate -o")
+    raise ConfigError(f"--plan {text}: this {doc['kind']} document holds no plan; use a file "
+                      "from archcost plan -o or archcost estimate -o")
