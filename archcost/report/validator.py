@@ -127,6 +127,12 @@ def _equal(a: Any, b: Any) -> bool:
     return type(a) is type(b) and a == b
 
 
+def _literal(value: Any) -> str:
+    """``'s'``, ``1``, ``true``, ``null``: a schema's constant as a user reads it."""
+    return "true" if value is True else "false" if value is False else \
+        "null" if value is None else repr(value)
+
+
 def _resolve(ref: str, root: dict[str, Any]) -> dict[str, Any]:
     prefix = "#/$defs/"
     if not ref.startswith(prefix) or ref[len(prefix):] not in root.get("$defs", {}):
@@ -151,9 +157,9 @@ def first_problem(value: Any, schema: dict[str, Any] | bool, root: dict[str, Any
         if not any(_is_type(value, t) for t in types):
             return Problem(path, _expected_type(types, schema), describe(value))
     if "const" in schema and not _equal(value, schema["const"]):
-        return Problem(path, f"{schema['const']!r}", describe(value))
+        return Problem(path, _literal(schema["const"]), describe(value))
     if "enum" in schema and not any(_equal(value, e) for e in schema["enum"]):
-        return Problem(path, "one of " + ", ".join(repr(e) for e in schema["enum"]),
+        return Problem(path, "one of " + ", ".join(_literal(e) for e in schema["enum"]),
                        describe(value))
     if "minimum" in schema and _is_type(value, "number") and value < schema["minimum"]:
         return Problem(path, f"a number >= {schema['minimum']:g}", describe(value))
