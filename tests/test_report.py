@@ -237,7 +237,7 @@ def test_report_cli_prints_markdown_and_writes_html(runner, report_docs, tmp_pat
 
 @pytest.mark.parametrize("case, message", [
     ("not-json", "not JSON"),
-    ("array", "is a JSON object"),
+    ("array", "$: expected a JSON object"),
     ("missing", "no such file"),
     ("sweep", "regenerate it with archcost sweep -o"),
     ("format", "--format 'pdf'"),

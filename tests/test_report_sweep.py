@@ -364,10 +364,9 @@ def test_sweep_diff_a_point_that_stops_fitting_and_energy(sweeps):
     head = copy.deepcopy(base)
     head["points"][1].update(fits=False, plan=None, step_time_s=None)
     res = diff_documents(base, head)
-    assert [r.metric for r in res.regressions] == ["fits@mem_bw=1x@gpus=16"]
-    assert row(res, "step_time@mem_bw=1x@gpus=16").status == "gone"
+    assert [(r.metric, r.status) for r in res.regressions] == [
+        ("step_time@mem_bw=1x@gpus=16", "missing"), ("fits@mem_bw=1x@gpus=16", "regressed")]
     assert row(res, "points_fitting").status == "worse"
-    assert any("only in BASE" in n for n in res.notes)
     assert diff_documents(head, base).exit_code == 0
     greedy = _scaled(base, 0.9, field="tokens_per_joule")
     res = diff_documents(base, greedy)
@@ -385,6 +384,25 @@ def test_sweep_diff_notes_different_grids():
     assert any(n.startswith("different grids") for n in res.notes)
     assert row(res, "step_time@gpus=32").status == "new"
     assert res.exit_code == 0
+
+
+def test_sweep_diff_a_smaller_grid_is_noted_a_lost_point_fails():
+    base = synthetic([("gpus", ["8", "16", "32"])])
+    head = synthetic([("gpus", ["8", "16"])])  # another grid: gpus=32 is not in it
+    res = diff_documents(base, head)
+    # the fastest point was gpus=32: the smaller grid's best is slower, the points both have
+    # are unchanged
+    assert all(r.metric.startswith("best.") for r in res.regressions)
+    assert "step_time@gpus=32" not in res.watched and "step_time@gpus=16" in res.watched
+    assert "step_time@gpus=32: its point is not in HEAD's grid; not compared" in res.notes
+    cut = copy.deepcopy(base)  # the same grid with a point gone: half-written
+    cut["points"].pop()
+    res = diff_documents(base, cut)
+    assert [(r.metric, r.status) for r in res.regressions
+            if not r.metric.startswith("best.")] == [("step_time@gpus=32", "missing"),
+                                                     ("fits@gpus=32", "missing")]
+    with pytest.raises(DocumentError, match=r"\$.points: expected the 3 points"):
+        check_document(cut, "cut.json")
 
 
 def test_diff_cli_on_sweeps(runner, sweeps, tmp_path):

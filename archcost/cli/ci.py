@@ -3,7 +3,6 @@ baselines, print a Markdown summary; exit 1 on a regression past a threshold."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -38,6 +37,7 @@ def ci(
     from archcost.io import atomic_write_text
     from archcost.report.diff import diff_documents
     from archcost.report.diff import to_markdown as diff_markdown
+    from archcost.report.document import check_document, load_document
     from archcost.report.markdown import to_markdown
 
     cfg = load_config(Path(config))
@@ -56,7 +56,9 @@ def ci(
     for run in runs:
         with err_console.status(f"{run.name}: {run.kind} {Path(run.model).name}",
                                 spinner="dots"):
-            doc = canonical(produce(run))
+            doc = check_document(canonical(produce(run)), f"run {run.name}'s report",
+                                 fix="archcost wrote a document its own schema refuses: "
+                                     "report this bug")
         text = canonical_json(doc)
         atomic_write_text(out / f"{run.name}.json", text)
         atomic_write_text(out / f"{run.name}.md", to_markdown(doc))
@@ -68,11 +70,8 @@ def ci(
         if not baseline.is_file():
             raise ConfigError(f"no baseline {baseline.relative_to(cfg.root)} for run "
                               f"{run.name!r}: run archcost ci --update-baselines and commit it")
-        try:
-            base = json.loads(baseline.read_text())
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{baseline}: not JSON ({exc}); regenerate it with "
-                              "archcost ci --update-baselines") from None
+        base = load_document(baseline, fix="regenerate it with archcost ci "
+                                           "--update-baselines and commit it")
         result = diff_documents(base, doc, fail_above=run.fail_above if run.fail_above
                                 is not None else cfg.fail_above, metrics=run.metrics)
         regressions = [r.metric for r in result.regressions]

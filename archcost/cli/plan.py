@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Annotated
@@ -12,7 +11,7 @@ import typer
 
 from archcost.cli.analyze import ModelArg, _null
 from archcost.cli.common import DebugOpt, emit, err_console, out_console, reports_errors
-from archcost.errors import ConfigError
+from archcost.errors import ConfigError, DocumentError
 
 SCHEMA_VERSION = 1
 
@@ -278,21 +277,25 @@ def estimate(
 
 
 def _plan_text(text: str) -> str:
-    """Plan text, or the best plan of a JSON document written by ``plan`` / ``estimate``."""
-    path = Path(text)
-    if text.endswith(".json"):
-        if not path.is_file():
-            raise ConfigError(f"--plan {text}: no such file; give a plan string or a JSON file "
-                              "from archcost plan -o")
-        try:
-            doc = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ConfigError(f"--plan {text}: not readable JSON ({exc}); regenerate it with "
-                              "archcost plan -o") from None
-        if isinstance(doc, dict) and doc.get("plans"):
-            return doc["plans"][0]["plan"]
-        if isinstance(doc, dict) and isinstance(doc.get("plan"), str):
-            return doc["plan"]
-        raise ConfigError(f"--plan {text}: no plan in this JSON; use a file from archcost plan "
-                          "-o or archcost estimate -o")
-    return text
+    """Plan text, or the plan of a result document (checked against its schema): the best
+    plan of ``plan -o``, the plan of ``estimate -o`` or ``validate -o``."""
+    if not text.endswith(".json"):
+        return text
+    from archcost.report.document import load_document
+
+    if not Path(text).is_file():
+        raise ConfigError(f"--plan {text}: no such file; give a plan string or a JSON file "
+                          "from archcost plan -o")
+    try:
+        doc = load_document(text)
+    except DocumentError as exc:
+        raise DocumentError(f"--plan {exc}") from None
+    if doc["kind"] == "plan":
+        if not doc["plans"]:
+            raise ConfigError(f"--plan {text}: no plan of this search fits in memory; search "
+                              "again (more GPUs, a smaller batch) or give a plan string")
+        return doc["plans"][0]["plan"]
+    if doc["kind"] in ("estimate", "validation"):
+        return doc["plan"]
+    raise ConfigError(f"--plan {text}: this {doc['kind']} document holds no plan; use a file "
+                      "from archcost plan -o or archcost estimate -o")

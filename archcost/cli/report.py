@@ -119,7 +119,8 @@ def diff(
         raise typer.Exit(result.exit_code)
 
 
-_STYLE = {"regressed": "bold red", "worse": "yellow", "improved": "green", "new": "cyan",
+_STYLE = {"regressed": "bold red", "missing": "bold red", "invalid": "bold red",
+          "worse": "yellow", "improved": "green", "new": "cyan",
           "gone": "cyan"}
 
 
