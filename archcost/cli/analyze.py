@@ -20,7 +20,8 @@ ModelArg = Annotated[
 
 
 def register(app: typer.Typer) -> None:
-    app.command("analyze")(analyze)
+    app.command("analyze",
+                short_help="Count the FLOPs, bytes and memory of one training step.")(analyze)
 
 
 @reports_errors
