@@ -184,10 +184,11 @@ def _fit(f) -> dict[str, Any]:
             "rms_rel_error": f.rms_rel_error, "max_rel_error": f.max_rel_error}
 
 
-def _print_summary(doc: dict[str, Any]) -> None:
+def _print_summary(doc: dict[str, Any], console=None) -> None:
     from archcost.cli.layout import Col, Grid, say
     from archcost.report import fmt
 
+    console = console or out_console
     tab = Grid(f"calibrated: {doc['device_name']} ({doc['device']}, {doc['threads']} threads, "
                f"{fmt.seconds(doc['elapsed_s'])})", [Col("figure", "left"), Col("value")],
                header=False)
@@ -196,19 +197,19 @@ def _print_summary(doc: dict[str, Any]) -> None:
     tab.row(("memory bandwidth", "bold"), fmt.si(doc["memory_bandwidth_bytes_per_s"], "B/s", 4))
     tab.row(("kernel launch", "bold"), fmt.seconds(doc["kernel_launch_s"], 4))
     tab.row(("memory", "bold"), fmt.nbytes(doc["memory_bytes"], 4))
-    tab.print(out_console)
+    tab.print(console)
     coll = doc.get("collectives")
     if coll:
         tab = Grid(f"collectives: {coll['processes']} {coll['backend']} processes (ring model "
                    "fits)", [Col("op", "left", key=True), Col("alpha"),
                              Col("bandwidth per rank"), Col("rms error"), Col("max error")])
         for op, f in [*coll["fits"].items(), ("level (all ops)", coll["level"])]:
-            tab.row(op, fmt.seconds(f["alpha_s"], 4), fmt.si(f["bandwidth_bytes_per_s"], "B/s", 4),
+            tab.row(op, fmt.seconds(f["alpha_s"], 4),
+                    fmt.si(f["bandwidth_bytes_per_s"], "B/s", 4),
                     fmt.percent(f["rms_rel_error"], 0), fmt.percent(f["max_rel_error"], 0))
-        tab.print(out_console)
+        tab.print(console)
     if doc["skipped"]:
-        say(out_console, f"skipped {len(doc['skipped'])} point(s) (see calibration.skipped in "
-                         "the file)")
+        say(console, f"skipped {len(doc['skipped'])} point(s) (see calibration.skipped in the "
+                     "file)")
     for kind, path in doc["files"].items():
-        out_console.print(f"wrote {kind.replace('_', ' ')}: {path}", markup=False,
-                          highlight=False, soft_wrap=True)
+        say(console, f"wrote {kind.replace('_', ' ')}: {path}")

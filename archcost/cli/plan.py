@@ -187,18 +187,18 @@ def _finish(doc, render, *, as_json: bool, output: str | None, timeline: str | N
         atomic_write_text(emit_file, emitted["text"])
     if as_json:
         return
+    from archcost.cli.layout import say
+
     console = err_console if emitted and not emit_file else out_console
     render(console, doc)
     if emitted:
-        from archcost.cli.layout import say
-
         for note in notes:
             say(console, f"note: {emitted['format']}: {note}", style="yellow")
         if not emit_file:
             typer.echo(emitted["text"], nl=False)
     for path in (output, timeline, emit_file if emitted else None):
         if path:
-            console.print(f"wrote {path}", markup=False, highlight=False, soft_wrap=True)
+            say(console, f"wrote {path}")
 
 
 @reports_errors
@@ -288,9 +288,9 @@ def plan(
 @reports_errors
 def estimate(
     model: ModelArg,
-    plan_text: Annotated[str, typer.Option("--plan", help='The plan, e.g. "dp=8,tp=8,pp=4,'
-                                           'zero=1,mbs=1,gbs=512,recompute=selective,sp=1,'
-                                           'vpp=2"; or a plan JSON file from archcost plan.')],
+    plan_text: Annotated[str, typer.Option("--plan", help='The plan, e.g. '
+                                           '"dp=8,tp=8,pp=4,zero=1,gbs=512"; or a plan JSON '
+                                           'file from archcost plan.')],
     cluster: ClusterOpt = "dgx-h100-ndr",
     seq_len: SeqOpt = 4096,
     set_: SetOpt = None,

@@ -70,7 +70,9 @@ def report(
     text = to_html(doc, tl) if kind == "html" else to_markdown(doc, tl)
     if output:
         atomic_write_text(output, text)
-        out_console.print(f"wrote {output}", markup=False)
+        from archcost.cli.layout import say
+
+        say(out_console, f"wrote {output}")
     else:
         typer.echo(text, nl=False)
 

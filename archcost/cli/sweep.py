@@ -144,11 +144,12 @@ def sweep(
 
         atomic_write_text(markdown, to_markdown(doc))
     if not as_json:
+        from archcost.cli.layout import say
+
         _render(out_console, doc)
         for path in (output, csv_path, markdown):
             if path:
-                out_console.print(f"wrote {path}", markup=False, highlight=False,
-                                  soft_wrap=True)
+                say(out_console, f"wrote {path}")
 
 
 CSV_FIELDS = ("step_time_s", "tokens_per_s", "mfu", "peak_per_gpu_bytes", "joules_per_token",

@@ -206,7 +206,9 @@ def validate(
     if not as_json:
         _render(out_console, doc)
         if output:
-            out_console.print(f"wrote {output}", markup=False, highlight=False, soft_wrap=True)
+            from archcost.cli.layout import say
+
+            say(out_console, f"wrote {output}")
 
 
 def _render(console, doc) -> None:

@@ -59,10 +59,15 @@ def _scaled(v: float, base: float, lo: int, hi: int, digits: int) -> tuple[str, 
     [lo, hi] at which the value rounds below 1000."""
     e = 0 if v == 0 else math.floor(math.log(abs(v), base) + 1e-12)
     e = min(max(e, lo), hi)
+    carried = False
     while True:
-        text = sig(v / base**e, digits)
+        m = v / base**e
+        if carried and base == 1000:  # it rounded to 1000 one unit down: 1 here, whatever the
+            m = math.copysign(max(abs(m), 1.0), m)  # float noise in the division
+        text = sig(m, digits)
         if e < hi and abs(float(text.replace(",", ""))) >= 1000:
             e += 1
+            carried = True
             continue
         return text, e
 
@@ -102,13 +107,14 @@ def seconds(value, digits: int = 3) -> str:
     if t == 0:
         return "0 s"
     i = next((k for k, (scale, _) in enumerate(_TIME) if abs(t) >= scale), len(_TIME) - 1)
+    m = t / _TIME[i][0]
     while True:
-        scale, name = _TIME[i]
-        text = sig(t / scale, digits)
+        text = sig(m, digits)
         if i > 0 and abs(float(text.replace(",", ""))) >= 1000:
-            i -= 1
+            i -= 1  # it rounded to 1000: 1 of the next unit
+            m = math.copysign(max(abs(t / _TIME[i][0]), 1.0), t)
             continue
-        return f"{text} {name}"
+        return f"{text} {_TIME[i][1]}"
 
 
 def count(value) -> str:
