@@ -342,6 +342,24 @@ def test_help_is_plain_text_at_80_columns(runner, command):
             assert re.search(rf"^\s+{name}\s+\S.*\.$", out, re.M), name  # a whole summary
 
 
+def test_reports_and_diffs_follow_the_unit_convention(report_docs, sweeps):  # noqa: F811
+    """report's Markdown and HTML and diff's Markdown of every kind of document."""
+    from archcost.report.diff import diff_documents
+    from archcost.report.diff import to_markdown as diff_markdown
+    from archcost.report.html import to_html
+    from archcost.report.markdown import to_markdown
+
+    docs = [load(report_docs[k]) for k in ("analysis", "analysis-plain", "plan", "estimate",
+                                           "validation")]
+    docs += [load(sweeps[k]) for k in ("two", "one")]
+    for doc in docs:
+        page = re.sub(r"<style.*?</style>|<[^>]+>", " ", to_html(doc), flags=re.S)  # its text
+        for text in (to_markdown(doc), page, diff_markdown(diff_documents(doc, doc))):
+            assert not SI_MEMORY.search(text), (doc["kind"], SI_MEMORY.search(text).group(0))
+            assert not E_UNIT.search(text), (doc["kind"], E_UNIT.search(text).group(0))
+        assert "MiB" in to_markdown(doc) or "GiB" in to_markdown(doc) or "KiB" in to_markdown(doc)
+
+
 def test_hostile_validation_and_estimate_print_literally(report_docs):  # noqa: F811
     from archcost.cli.render_plan import render_plan_estimate
     from archcost.cli.validate import _render

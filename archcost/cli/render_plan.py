@@ -74,8 +74,10 @@ def _summary(est: dict[str, Any]) -> list[str]:
         parts.append(f"{fmt.usd(econ['usd_per_million_tokens'])}/M tokens")
     p = est["pipeline"]
     if p["stages"] > 1:
-        parts.append(f"bubble {fmt.percent(p['bubble_fraction'])} ({p['partition']} stages "
-                     f"of {','.join(map(str, p['layers_per_stage']))} layers)")
+        layers = p["layers_per_stage"]
+        shape = (f"{len(layers)} stages of {layers[0]} layers" if len(set(layers)) == 1
+                 else f"stages of {','.join(map(str, layers))} layers")
+        parts.append(f"bubble {fmt.percent(p['bubble_fraction'])} ({p['partition']}: {shape})")
     return parts
 
 
