@@ -5,8 +5,8 @@ to ``console.width`` (80 columns and up) by these rules:
 
 - nothing breaks inside a token: a number stays with the word after it (``13.1 GiB``,
   ``64 GPUs``), a plan string wraps only after a comma, a metric, module or file name only
-  after ``,`` ``:`` ``@`` ``.`` ``/``; a token longer than the whole width (a long path) is the
-  one exception, cut after those separators, and only as a last resort anywhere;
+  after ``,`` ``:`` ``@`` ``.`` ``/``; a word wider than the whole line (a long path) is cut
+  after those separators too, and a piece wider than the line anywhere (the last resort);
 - no column is dropped or cut: when a table is wider than the console, the columns marked
   ``below`` (long text such as plan strings) move under it as a list keyed by the row's key
   column; if it is still too wide, its columns are spread over several tables, each repeating

@@ -175,10 +175,10 @@ def _emitted(doc, fmt: str | None, plan, cm, seq_len: int) -> list[str]:
 
 
 def _finish(doc, render, *, as_json: bool, output: str | None, timeline: str | None,
-            emit_file: str | None, notes: list[str]) -> None:
-    """Write the files, then show the tables and the configuration: the configuration alone on
-    stdout (the tables on stderr) without --emit-file, else in the file (tables on stdout).
-    A configuration is printed as it is, never wrapped."""
+            emit_fmt: str | None, emit_file: str | None, notes: list[str]) -> None:
+    """Write the files, then show the tables and the configuration: with --emit and no
+    --emit-file, stdout holds the configuration alone (nothing when no plan fits) and the tables
+    go to stderr; otherwise the tables are on stdout. A configuration is never wrapped."""
     emitted = doc.get("emitted")
     emit(doc, as_json, output)
     if emitted and emit_file:
@@ -189,7 +189,7 @@ def _finish(doc, render, *, as_json: bool, output: str | None, timeline: str | N
         return
     from archcost.cli.layout import say
 
-    console = err_console if emitted and not emit_file else out_console
+    console = err_console if emit_fmt and not emit_file else out_console
     render(console, doc)
     if emitted:
         for note in notes:
@@ -280,7 +280,8 @@ def plan(
     from archcost.cli.render_plan import render_search
 
     _finish(doc, render_search, as_json=as_json, output=output,
-            timeline=timeline if best is not None else None, emit_file=emit_file, notes=notes)
+            timeline=timeline if best is not None else None, emit_fmt=emit_fmt,
+            emit_file=emit_file, notes=notes)
     if not doc["plans"]:
         raise typer.Exit(3)
 
@@ -327,7 +328,7 @@ def estimate(
     from archcost.cli.render_plan import render_plan_estimate
 
     _finish(doc, render_plan_estimate, as_json=as_json, output=output, timeline=timeline,
-            emit_file=emit_file, notes=notes)
+            emit_fmt=emit_fmt, emit_file=emit_file, notes=notes)
 
 
 def _plan_text(text: str) -> str:
