@@ -23,6 +23,7 @@ import sympy
 
 from archcost.errors import ConfigError, InfeasibleError
 from archcost.hardware.units import UnitError, parse_quantity
+from archcost.report.fmt import nbytes
 from archcost.trace.symbolic import B, S
 
 __all__ = ["Query", "parse_query", "step_time_expression", "solve_max", "measure_point"]
@@ -109,7 +110,7 @@ def solve_max(query: Query, fixed: int, peak_poly: sympy.Expr | None,
     fits = fits_poly if peak_poly is not None else (lambda v: exact_peak(v) <= query.limit_bytes)
     if not fits(1):
         raise InfeasibleError(
-            f"even {query.variable}=1 needs more than {query.limit_bytes:.4g} bytes; "
+            f"even {query.variable}=1 needs more than {nbytes(query.limit_bytes, 4)}; "
             "use a smaller model, a lower precision or recomputation"
         )
     lo, hi = 1, 2

@@ -129,6 +129,22 @@ def test_one_process_prints_the_summary_and_writes_no_cluster(calibrated):
     assert not one.with_name("one.cluster.yaml").exists()
 
 
+@pytest.mark.parametrize("width", (80, 160))
+def test_summary_tables_at_80_and_160_columns(calibrated, width):
+    from archcost.cli.calibrate import _print_summary
+    from archcost.report import fmt
+    from tests.test_terminal_output import check, render
+
+    doc = calibrated[0]
+    text = render(lambda c, d: _print_summary(d, c), doc, width=width)
+    coll = doc["collectives"]
+    tokens = [fmt.nbytes(doc["memory_bytes"], 4), fmt.seconds(doc["kernel_launch_s"], 4),
+              *[fmt.si(v, "FLOP/s", 4) for v in doc["peak_flops_per_s"].values()],
+              *[fmt.si(f["bandwidth_bytes_per_s"], "B/s", 4) for f in coll["fits"].values()],
+              "level (all ops)", str(calibrated[1])]
+    check(text, width, ["op", "alpha", "bandwidth per rank", "rms error", "max error"], tokens)
+
+
 def test_figures_are_sane_for_a_cpu(calibrated):
     """Orders of magnitude any CPU host meets, even a shared runner whose other jobs slow this
     one's threads a hundredfold (seen: a 64^3 matmul at 16 ms instead of 15 us)."""

@@ -11,6 +11,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # help is plain text: "[tool.archcost.runs]" stays, flags show no type
 )
 
 
@@ -26,7 +27,8 @@ sweep.register(app)
 report.register(app)
 calibrate.register(app)
 ci.register(app)
-app.add_typer(profiles.app, name="profiles")
+app.add_typer(profiles.app, name="profiles",
+              short_help="The bundled GPU and cluster profiles, or your own YAML files.")
 
 
 def main() -> None:

@@ -20,7 +20,8 @@ ModelArg = Annotated[
 
 
 def register(app: typer.Typer) -> None:
-    app.command("analyze")(analyze)
+    app.command("analyze",
+                short_help="Count the FLOPs, bytes and memory of one training step.")(analyze)
 
 
 @reports_errors
@@ -125,15 +126,17 @@ def analyze(
         export_graph(g, Path(graph))
     emit(doc, as_json, output)
     if not as_json:
+        from archcost.cli.layout import say
+
         render_analysis(out_console, doc, depth=depth, top=top)
         if "estimate" in doc:
             from archcost.cli.render import render_estimate
 
             render_estimate(out_console, doc["estimate"])
         if output:
-            out_console.print(f"wrote {output}")
+            say(out_console, f"wrote {output}")
         if graph:
-            out_console.print(f"wrote {graph}")
+            say(out_console, f"wrote {graph}")
 
 
 class _null:

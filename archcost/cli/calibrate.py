@@ -23,7 +23,8 @@ __all__ = ["register", "calibrate", "cluster_path"]
 
 
 def register(app: typer.Typer) -> None:
-    app.command("calibrate")(calibrate)
+    app.command("calibrate",
+                short_help="Measure this machine into a hardware profile.")(calibrate)
 
 
 def cluster_path(gpu_path: Path) -> Path:
@@ -183,33 +184,32 @@ def _fit(f) -> dict[str, Any]:
             "rms_rel_error": f.rms_rel_error, "max_rel_error": f.max_rel_error}
 
 
-def _print_summary(doc: dict[str, Any]) -> None:
-    from rich.table import Table
+def _print_summary(doc: dict[str, Any], console=None) -> None:
+    from archcost.cli.layout import Col, Grid, say
+    from archcost.report import fmt
 
-    from archcost.cli.profiles import _si
-
-    tab = Table(title=f"calibrated: {doc['device_name']} ({doc['device']}, {doc['threads']} "
-                      f"threads, {doc['elapsed_s']:.0f} s)", title_justify="left", min_width=64)
-    tab.add_column("figure", style="bold")
-    tab.add_column("value", justify="right")
+    console = console or out_console
+    tab = Grid(f"calibrated: {doc['device_name']} ({doc['device']}, {doc['threads']} threads, "
+               f"{fmt.seconds(doc['elapsed_s'])})", [Col("figure", "left"), Col("value")],
+               header=False)
     for dt, rate in doc["peak_flops_per_s"].items():
-        tab.add_row(f"peak {dt}", _si(rate, "FLOP/s"))
-    tab.add_row("memory bandwidth", _si(doc["memory_bandwidth_bytes_per_s"], "B/s"))
-    tab.add_row("kernel launch", _si(doc["kernel_launch_s"], "s"))
-    tab.add_row("memory", _si(doc["memory_bytes"], "B"))
-    out_console.print(tab)
+        tab.row((f"peak {dt}", "bold"), fmt.si(rate, "FLOP/s", 4))
+    tab.row(("memory bandwidth", "bold"), fmt.si(doc["memory_bandwidth_bytes_per_s"], "B/s", 4))
+    tab.row(("kernel launch", "bold"), fmt.seconds(doc["kernel_launch_s"], 4))
+    tab.row(("memory", "bold"), fmt.nbytes(doc["memory_bytes"], 4))
+    tab.print(console)
     coll = doc.get("collectives")
     if coll:
-        tab = Table(title=f"collectives: {coll['processes']} {coll['backend']} processes "
-                          "(ring model fits)", title_justify="left")
-        for col in ("op", "alpha", "bandwidth per rank", "rms error", "max error"):
-            tab.add_column(col, justify="left" if col == "op" else "right")
+        tab = Grid(f"collectives: {coll['processes']} {coll['backend']} processes (ring model "
+                   "fits)", [Col("op", "left", key=True), Col("alpha"),
+                             Col("bandwidth per rank"), Col("rms error"), Col("max error")])
         for op, f in [*coll["fits"].items(), ("level (all ops)", coll["level"])]:
-            tab.add_row(op, _si(f["alpha_s"], "s"), _si(f["bandwidth_bytes_per_s"], "B/s"),
-                        f"{f['rms_rel_error']:.0%}", f"{f['max_rel_error']:.0%}")
-        out_console.print(tab)
+            tab.row(op, fmt.seconds(f["alpha_s"], 4),
+                    fmt.si(f["bandwidth_bytes_per_s"], "B/s", 4),
+                    fmt.percent(f["rms_rel_error"], 0), fmt.percent(f["max_rel_error"], 0))
+        tab.print(console)
     if doc["skipped"]:
-        out_console.print(f"skipped {len(doc['skipped'])} point(s) (see calibration.skipped in "
-                          "the file)")
+        say(console, f"skipped {len(doc['skipped'])} point(s) (see calibration.skipped in the "
+                     "file)")
     for kind, path in doc["files"].items():
-        out_console.print(f"wrote {kind.replace('_', ' ')}: {path}")
+        say(console, f"wrote {kind.replace('_', ' ')}: {path}")

@@ -1,5 +1,6 @@
 """``archcost ci``: run the project's declared reports, diff them against the committed
-baselines, print a Markdown summary; exit 1 on a regression past a threshold."""
+baselines, print a table per run (and write the Markdown summary with ``--summary``); exit 1
+on a regression past a threshold."""
 
 from __future__ import annotations
 
@@ -8,12 +9,13 @@ from typing import Annotated
 
 import typer
 
-from archcost.cli.common import DebugOpt, err_console, reports_errors
+from archcost.cli.common import DebugOpt, err_console, out_console, reports_errors
 from archcost.errors import ConfigError
 
 
 def register(app: typer.Typer) -> None:
-    app.command("ci")(ci)
+    app.command("ci",
+                short_help="Run the declared reports and diff them with the baselines.")(ci)
 
 
 @reports_errors
@@ -24,7 +26,7 @@ def ci(
                                                    "baselines with this run's reports.")] = False,
     out_dir: Annotated[str, typer.Option("--out-dir", help="Where this run's reports (JSON and "
                                          "Markdown) go.")] = "build/archcost-ci",
-    summary: Annotated[str | None, typer.Option("--summary", help="Also write the Markdown "
+    summary: Annotated[str | None, typer.Option("--summary", help="Write the Markdown "
                                                 "summary here (e.g. $GITHUB_STEP_SUMMARY).")] = None,
     only: Annotated[list[str] | None, typer.Option("--only", help="Run only these names "
                                                    "(repeatable).")] = None,
@@ -52,6 +54,8 @@ def ci(
     cfg.reports_dir.mkdir(parents=True, exist_ok=True)
     lines = ["# archcost CI", "", "| run | kind | status | regressions |", "|---|---|---|---|"]
     details: list[str] = []
+    table: list[tuple[str, str, str, str]] = []
+    changed = []
     worst = 0
     for run in runs:
         with err_console.status(f"{run.name}: {run.kind} {Path(run.model).name}",
@@ -66,6 +70,7 @@ def ci(
         if update_baselines:
             atomic_write_text(baseline, text)
             lines.append(f"| {run.name} | {run.kind} | baseline written | |")
+            table.append((run.name, run.kind, "baseline written", ""))
             continue
         if not baseline.is_file():
             raise ConfigError(f"no baseline {baseline.relative_to(cfg.root)} for run "
@@ -78,10 +83,31 @@ def ci(
         status = "regressed" if regressions else ("identical" if base == doc else "ok")
         worst = max(worst, result.exit_code)
         lines.append(f"| {run.name} | {run.kind} | {status} | {', '.join(regressions)} |")
+        table.append((run.name, run.kind, status, ",".join(regressions)))
         if base != doc:
             details += ["", f"## {run.name}", "", diff_markdown(result)]
+            changed.append(result)
     text = "\n".join(lines + details) + "\n"
     if summary:
         atomic_write_text(summary, text)
-    typer.echo(text)
+    _render(table, changed, summary)
     raise typer.Exit(worst)
+
+
+def _render(table, changed, summary: str | None) -> None:
+    """The terminal view: one row per run, then the comparison of each run that changed (the
+    Markdown summary goes to --summary)."""
+    from archcost.cli.layout import Col, Grid, say
+    from archcost.cli.report import _render as render_diff
+
+    g = Grid("archcost ci", [Col("run", "left", "list", key=True), Col("kind", "left"),
+                             Col("status", "left"), Col("regressions", "left", "list")])
+    for name, kind, status, regressions in table:
+        g.row(name, kind, status, regressions,
+              style="bold red" if status == "regressed" else None)
+    g.print(out_console)
+    for result in changed:
+        out_console.print()
+        render_diff(result, out_console)
+    if summary:
+        say(out_console, f"wrote the Markdown summary to {summary}")

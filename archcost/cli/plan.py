@@ -37,13 +37,18 @@ OutOpt = Annotated[str | None, typer.Option("--output", "-o", help="Write the JS
                                             "to this file.")]
 TimelineOpt = Annotated[str | None, typer.Option("--timeline", help="Write the simulated "
                                                  "schedule as a Chrome/Perfetto trace (.json).")]
-EmitOpt = Annotated[str | None, typer.Option("--emit", help="Print the plan as trainer "
-                                             "configuration: torchtitan, deepspeed, megatron.")]
+EmitOpt = Annotated[str | None, typer.Option("--emit", help="The plan as trainer "
+                                             "configuration: torchtitan, deepspeed, megatron. "
+                                             "Printed alone on stdout (the tables go to stderr) "
+                                             "unless --emit-file is given.")]
+EmitFileOpt = Annotated[str | None, typer.Option("--emit-file", help="Write the --emit "
+                                                 "configuration to this file (atomically); the "
+                                                 "tables stay on stdout.")]
 
 
 def register(app: typer.Typer) -> None:
-    app.command("plan")(plan)
-    app.command("estimate")(estimate)
+    app.command("plan", short_help="Search and rank every valid parallel plan.")(plan)
+    app.command("estimate", short_help="Estimate one parallel plan in full.")(estimate)
 
 
 def _setup(model, set_, dtype, optimizer, seq_len, cluster_name, gpus, recomputes, quiet,
@@ -136,6 +141,65 @@ def _emit_config(fmt: str, plan, cm, seq_len: int) -> str:
                      layers=cm.workload.layers)
 
 
+def _check_emit(emit_fmt: str | None, emit_file: str | None, as_json: bool) -> str | None:
+    """The trainer format, checked before any tracing."""
+    from archcost.plan.emit import FORMATS
+
+    if emit_fmt is None:
+        if emit_file:
+            raise ConfigError(f"--emit-file {emit_file}: say which configuration with --emit "
+                              f"{'|'.join(FORMATS)}")
+        return None
+    key = emit_fmt.strip().lower()
+    if key not in FORMATS:
+        raise ConfigError(f"--emit {emit_fmt!r}: use {', '.join(FORMATS)}")
+    if as_json and not emit_file:
+        raise ConfigError("--json and --emit both print to stdout: add --emit-file FILE for the "
+                          "configuration (the JSON document also holds it under 'emitted')")
+    return key
+
+
+def _emitted(doc, fmt: str | None, plan, cm, seq_len: int) -> list[str]:
+    """Add the trainer configuration of ``plan`` to ``doc``; what it does differently from the
+    plan, one line each (a DeepSpeed JSON or Megatron arguments cannot carry comments)."""
+    if fmt is None or plan is None:
+        return []
+    from archcost.plan.emit import caveats
+
+    doc["emitted"] = {"format": fmt, "text": _emit_config(fmt, plan, cm, seq_len)}
+    if fmt == "torchtitan":  # the TOML holds them as comments
+        return []
+    return caveats(plan, fmt, seq_len=seq_len, precision=cm.workload.precision,
+                   layers=cm.workload.layers)
+
+
+def _finish(doc, render, *, as_json: bool, output: str | None, timeline: str | None,
+            emit_fmt: str | None, emit_file: str | None, notes: list[str]) -> None:
+    """Write the files, then show the tables and the configuration: with --emit and no
+    --emit-file, stdout holds the configuration alone (nothing when no plan fits) and the tables
+    go to stderr; otherwise the tables are on stdout. A configuration is never wrapped."""
+    emitted = doc.get("emitted")
+    emit(doc, as_json, output)
+    if emitted and emit_file:
+        from archcost.io import atomic_write_text
+
+        atomic_write_text(emit_file, emitted["text"])
+    if as_json:
+        return
+    from archcost.cli.layout import say
+
+    console = err_console if emit_fmt and not emit_file else out_console
+    render(console, doc)
+    if emitted:
+        for note in notes:
+            say(console, f"note: {emitted['format']}: {note}", style="yellow")
+        if not emit_file:
+            typer.echo(emitted["text"], nl=False)
+    for path in (output, timeline, emit_file if emitted else None):
+        if path:
+            say(console, f"wrote {path}")
+
+
 @reports_errors
 def plan(
     model: ModelArg,
@@ -167,6 +231,7 @@ def plan(
     output: OutOpt = None,
     timeline: TimelineOpt = None,
     emit_fmt: EmitOpt = None,
+    emit_file: EmitFileOpt = None,
     debug: DebugOpt = False,
 ) -> None:
     """Search every valid parallel plan for MODEL on the cluster and rank them."""
@@ -174,6 +239,7 @@ def plan(
     from archcost.plan.space import parse_plan
 
     counts = _gpu_counts(gpus)
+    emit_fmt = _check_emit(emit_fmt, emit_file, as_json)
     if objective not in OBJECTIVES:
         raise ConfigError(f"--objective {objective!r}: use {', '.join(OBJECTIVES)}")
     if top < 1:
@@ -207,20 +273,14 @@ def plan(
                             placements="all" if all_placements else "default")
     doc = {**header, "kind": "plan", **result}
     best = parse_plan(doc["plans"][0]["plan"]) if doc["plans"] else None
-    if best is not None and emit_fmt:
-        doc["emitted"] = {"format": emit_fmt, "text": _emit_config(emit_fmt, best, cm, seq_len)}
+    notes = _emitted(doc, emit_fmt, best, cm, seq_len)
     if best is not None and timeline:
         _write_timeline(timeline, best, cm)
-    emit(doc, as_json, output)
-    if not as_json:
-        from archcost.cli.render_plan import render_search
+    from archcost.cli.render_plan import render_search
 
-        render_search(out_console, doc)
-        if emit_fmt and best is not None:
-            out_console.print(doc["emitted"]["text"], markup=False, highlight=False)
-        for path in (output, timeline):
-            if path:
-                out_console.print(f"wrote {path}")
+    _finish(doc, render_search, as_json=as_json, output=output,
+            timeline=timeline if best is not None else None, emit_fmt=emit_fmt,
+            emit_file=emit_file, notes=notes)
     if not doc["plans"]:
         raise typer.Exit(3)
 
@@ -228,9 +288,9 @@ def plan(
 @reports_errors
 def estimate(
     model: ModelArg,
-    plan_text: Annotated[str, typer.Option("--plan", help='The plan, e.g. "dp=8,tp=8,pp=4,'
-                                           'zero=1,mbs=1,gbs=512,recompute=selective,sp=1,'
-                                           'vpp=2"; or a plan JSON file from archcost plan.')],
+    plan_text: Annotated[str, typer.Option("--plan", help='The plan, e.g. '
+                                           '"dp=8,tp=8,pp=4,zero=1,gbs=512"; or a plan JSON '
+                                           'file from archcost plan.')],
     cluster: ClusterOpt = "dgx-h100-ndr",
     seq_len: SeqOpt = 4096,
     set_: SetOpt = None,
@@ -243,6 +303,7 @@ def estimate(
     output: OutOpt = None,
     timeline: TimelineOpt = None,
     emit_fmt: EmitOpt = None,
+    emit_file: EmitFileOpt = None,
     debug: DebugOpt = False,
 ) -> None:
     """Estimate one plan in full: step time, tokens/s, MFU, memory per GPU, time per component
@@ -251,6 +312,7 @@ def estimate(
     from archcost.plan.search import add_economics
     from archcost.plan.space import Schedule, parse_plan
 
+    emit_fmt = _check_emit(emit_fmt, emit_file, as_json)
     plan_obj = parse_plan(_plan_text(plan_text))
     if plan_obj.vpp > 1 and "schedule" not in plan_text:
         plan_obj = parse_plan(_plan_text(plan_text), schedule=Schedule.INTERLEAVED)
@@ -259,21 +321,13 @@ def estimate(
     est, sched = estimate_plan(plan_obj, cm)
     add_economics(cm, est)
     doc = {**header, "kind": "estimate", "plan": plan_obj.to_string(), "estimate": est}
-    if emit_fmt:
-        doc["emitted"] = {"format": emit_fmt, "text": _emit_config(emit_fmt, plan_obj, cm,
-                                                                   seq_len)}
+    notes = _emitted(doc, emit_fmt, plan_obj, cm, seq_len)
     if timeline:
         _write_timeline(timeline, plan_obj, cm)
-    emit(doc, as_json, output)
-    if not as_json:
-        from archcost.cli.render_plan import render_plan_estimate
+    from archcost.cli.render_plan import render_plan_estimate
 
-        render_plan_estimate(out_console, doc)
-        if emit_fmt:
-            out_console.print(doc["emitted"]["text"], markup=False, highlight=False)
-        for path in (output, timeline):
-            if path:
-                out_console.print(f"wrote {path}")
+    _finish(doc, render_plan_estimate, as_json=as_json, output=output, timeline=timeline,
+            emit_fmt=emit_fmt, emit_file=emit_file, notes=notes)
 
 
 def _plan_text(text: str) -> str:

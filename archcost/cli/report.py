@@ -14,8 +14,9 @@ from archcost.errors import ConfigError
 
 
 def register(app: typer.Typer) -> None:
-    app.command("report")(report)
-    app.command("diff")(diff)
+    app.command("report", short_help="Render a result document as Markdown or HTML.")(report)
+    app.command("diff", short_help="Compare two result documents; exit 1 on a "
+                "regression.")(diff)
 
 
 _FORMATS = ("md", "html")
@@ -69,7 +70,9 @@ def report(
     text = to_html(doc, tl) if kind == "html" else to_markdown(doc, tl)
     if output:
         atomic_write_text(output, text)
-        out_console.print(f"wrote {output}", markup=False)
+        from archcost.cli.layout import say
+
+        say(out_console, f"wrote {output}")
     else:
         typer.echo(text, nl=False)
 
@@ -124,9 +127,8 @@ _STYLE = {"regressed": "bold red", "missing": "bold red", "invalid": "bold red",
           "gone": "cyan"}
 
 
-def _render(result, max_rows: int = 15) -> None:
-    from rich.table import Table
-
+def _render(result, console=None, max_rows: int = 15) -> None:
+    from archcost.cli.layout import Col, Grid, say
     from archcost.report.diff import (
         STATUS_TEXT,
         format_change,
@@ -136,20 +138,20 @@ def _render(result, max_rows: int = 15) -> None:
         summary,
     )
 
+    console = console or out_console
     title = f"{result.kind}: {result.base_model}"
     if result.head_model != result.base_model:
         title += f" -> {result.head_model}"
-    tab = Table(title=title, title_justify="left")
-    for col in ("metric", "base", "head", "delta", "change", "status"):
-        tab.add_column(col, justify="left" if col in ("metric", "status") else "right",
-                       no_wrap=col != "metric", overflow="fold")
+    tab = Grid(title, [Col("metric", "left", "list", key=True), Col("base", wrap="words"),
+                       Col("head", wrap="words"), Col("delta", wrap="words"), Col("change"),
+                       Col("status", "left")])
     watched = [r for r in result.rows if r.watched]
     others = other_changes(result)
     for r in watched + others[:max_rows]:
-        tab.add_row(r.metric, format_value(r.base, r.unit), format_value(r.head, r.unit),
-                    format_delta(r), format_change(r), STATUS_TEXT[r.status],
-                    style=_STYLE.get(r.status, "bold" if r.watched else None))
-    out_console.print(tab, markup=False)
+        tab.row(r.metric, format_value(r.base, r.unit), format_value(r.head, r.unit),
+                format_delta(r), format_change(r), STATUS_TEXT[r.status],
+                style=_STYLE.get(r.status, "bold" if r.watched else None))
+    tab.print(console)
     hidden = len(others) - min(len(others), max_rows)
     unchanged = sum(1 for r in result.rows if not r.watched and r.status == "same")
     extra = []
@@ -158,8 +160,8 @@ def _render(result, max_rows: int = 15) -> None:
     if unchanged:
         extra.append(f"{unchanged} other metrics unchanged")
     if extra:
-        out_console.print("; ".join(extra), markup=False, style="dim")
+        say(console, "; ".join(extra), style="dim")
     for note in result.notes:
-        out_console.print(f"note: {note}", markup=False)
-    out_console.print(("REGRESSION: " if result.regressions else "ok: ") + summary(result),
-                      markup=False, style="bold red" if result.regressions else "green")
+        say(console, f"note: {note}")
+    say(console, ("REGRESSION: " if result.regressions else "ok: ") + summary(result),
+        style="bold red" if result.regressions else "green")

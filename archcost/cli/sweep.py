@@ -24,7 +24,8 @@ from archcost.errors import ConfigError
 
 
 def register(app: typer.Typer) -> None:
-    app.command("sweep")(sweep)
+    app.command("sweep",
+                short_help="The best plan at every point of a what-if grid.")(sweep)
 
 
 @reports_errors
@@ -143,10 +144,12 @@ def sweep(
 
         atomic_write_text(markdown, to_markdown(doc))
     if not as_json:
-        _render(doc)
+        from archcost.cli.layout import say
+
+        _render(out_console, doc)
         for path in (output, csv_path, markdown):
             if path:
-                out_console.print(f"wrote {path}")
+                say(out_console, f"wrote {path}")
 
 
 CSV_FIELDS = ("step_time_s", "tokens_per_s", "mfu", "peak_per_gpu_bytes", "joules_per_token",
@@ -179,6 +182,9 @@ def _md(text) -> str:
 
 def to_markdown(doc) -> str:
     """The sweep as a Markdown study: the grid, the best plans, the sensitivity."""
+    from archcost.report import fmt
+    from archcost.report.document import point_label
+
     b = doc["base"]
     keys = [a["key"] for a in doc["axes"]]
     lines = [f"# What-if: {_md(doc['model']['name'])} on {b['gpus']} GPUs", "",
@@ -198,21 +204,21 @@ def to_markdown(doc) -> str:
             continue
         usd = p.get("usd_per_million_tokens")
         lines.append("| " + " | ".join(vals + [
-            f"{p['step_time_s']:.3g} s", f"{p['tokens_per_s']:,.0f}", f"{100 * p['mfu']:.1f}%",
-            f"{p['peak_per_gpu_bytes'] / 2**30:.1f} GiB", f"{p['tokens_per_joule']:.3g}",
-            "-" if usd is None else f"{usd:.3g}", p["bottleneck"], f"`{p['plan']}`"]) + " |")
+            fmt.seconds(p["step_time_s"]), f"{p['tokens_per_s']:,.0f}", fmt.percent(p["mfu"]),
+            fmt.nbytes(p["peak_per_gpu_bytes"]), fmt.si(p["tokens_per_joule"]),
+            fmt.usd(usd), p["bottleneck"], f"`{p['plan']}`"]) + " |")
     sens = doc.get("sensitivity")
     if sens:
-        lines += ["", f"Elasticity of step time at {_md(sens['point'])} with plan "
-                  f"`{sens['plan']}` (d ln T / d ln r; -1: time halves when r doubles):", "",
+        lines += ["", f"Elasticity of step time at {_md(point_label(sens['point'], keys))} "
+                  f"with plan `{sens['plan']}` (d ln T / d ln r; -1: time halves when r doubles):", "",
                   "| resource | elasticity | step if doubled | predicted from elasticity |",
                   "|---|---:|---:|---:|"]
         for r in sens["resources"]:
             lines.append(f"| {r['resource']} | {r['elasticity']:+.3f} | "
-                         f"{r['step_time_if_doubled_s']:.4g} s | "
-                         f"{r['predicted_if_doubled_s']:.4g} s |")
-    lines += ["", f"{doc['grid_points']} grid points in {doc['seconds']:.1f} s "
-              f"({doc['points_per_second']:.2f} points/s).", ""]
+                         f"{fmt.seconds(r['step_time_if_doubled_s'], 4)} | "
+                         f"{fmt.seconds(r['predicted_if_doubled_s'], 4)} |")
+    lines += ["", f"{doc['grid_points']} grid points in {fmt.seconds(doc['seconds'])} "
+              f"({fmt.si(doc['points_per_second'], 'points/s')}).", ""]
     return "\n".join(lines)
 
 
@@ -226,47 +232,45 @@ def to_csv(doc) -> str:
     return buf.getvalue()
 
 
-def _render(doc) -> None:
-    from rich.table import Table
-
-    from archcost.cli.render import _seconds, si
-    from archcost.cli.render_plan import short_plan
+def _render(console, doc) -> None:
+    from archcost.cli.layout import Col, Grid
+    from archcost.report import fmt
+    from archcost.report.document import point_label
+    from archcost.report.tables import short_plan
 
     keys = [a["key"] for a in doc["axes"]]
-    tab = Table(title=f"{doc['model']['name']} on {doc['base']['cluster']}: "
-                f"{doc['grid_points']} grid points in {doc['seconds']:.1f} s",
-                title_justify="left")
     priced = any(p.get("usd_per_million_tokens") is not None for p in doc["points"])
-    cols = [*keys, "step", "tok/s", "MFU", "mem/GPU", "tok/J", *(["$/Mtok"] if priced else []),
-            "bound"]
-    for col in cols:
-        tab.add_column(col, justify="left" if col == "bound" else "right", no_wrap=True)
-    plans = Table(title="best plan at each point", title_justify="left")
-    for col in (*keys, "plan"):
-        plans.add_column(col, justify="left" if col == "plan" else "right", overflow="fold")
+    cols = [*[Col(k, "left", key=True) for k in keys], Col("step"), Col("tok/s"), Col("MFU"),
+            Col("mem/GPU"), Col("tok/J"), *([Col("$/Mtok")] if priced else []),
+            Col("bound", "left"), Col("best plan", "left", "list", below=True)]
+    tab = Grid(f"{doc['model']['name']} on {doc['base']['cluster']}: {doc['grid_points']} grid "
+               f"points in {fmt.seconds(doc['seconds'])}", cols,
+               notes=["tok/s: tokens per second; mem/GPU: peak memory of the fullest GPU; "
+                      "tok/J: tokens per joule; "
+                      + ("$/Mtok: dollars per million tokens; " if priced else "")
+                      + "bound: the largest component of the step; best plan: the keys away "
+                      "from their defaults, as archcost plan shows them"])
     for p in doc["points"]:
-        vals = [p["point"][k] for k in keys]
+        vals = [str(p["point"][k]) for k in keys]
         if not p.get("fits"):
-            tab.add_row(*vals, "no plan fits", *[""] * (len(cols) - len(vals) - 1))
-            plans.add_row(*vals, "-")
+            tab.row(*vals, ("no plan fits", "bold red"), *[""] * (len(cols) - len(vals) - 1))
             continue
-        plans.add_row(*vals, short_plan(p["plan"]))
         usd = p.get("usd_per_million_tokens")
-        tab.add_row(*vals, _seconds(p["step_time_s"]), si(p["tokens_per_s"]),
-                    f"{100 * p['mfu']:.1f}%", si(p["peak_per_gpu_bytes"], "B", 1024),
-                    f"{p['tokens_per_joule']:.3g}",
-                    *([("-" if usd is None else f"{usd:.3g}")] if priced else []),
-                    p["bottleneck"].replace("_comm", ""))
-    out_console.print(tab)
-    out_console.print(plans)
+        tab.row(*vals, fmt.seconds(p["step_time_s"]), fmt.si(p["tokens_per_s"]),
+                fmt.percent(p["mfu"]), fmt.nbytes(p["peak_per_gpu_bytes"]),
+                fmt.si(p["tokens_per_joule"]), *([fmt.usd(usd)] if priced else []),
+                p["bottleneck"].replace("_comm", ""), short_plan(p["plan"]))
+    tab.print(console)
     sens = doc.get("sensitivity")
     if sens:
-        tab = Table(title=f"what the next chip should improve: elasticity of step time at "
-                    f"{sens['point'] or 'the base point'}", title_justify="left")
-        for col in ("resource", "d ln T / d ln r", "if doubled", "predicted"):
-            tab.add_column(col, justify="left" if col == "resource" else "right")
+        tab = Grid(f"what the next chip should improve: elasticity of step time at "
+                   f"{point_label(sens['point'], keys) if sens['point'] else 'the base point'}",
+                   [Col("resource", "left", key=True), Col("d ln T / d ln r"),
+                    Col("if doubled"), Col("predicted")],
+                   notes=["if doubled: the step time with the resource doubled; predicted: "
+                          "the same from the elasticity"])
         for r in sens["resources"]:
-            tab.add_row(r["resource"], f"{r['elasticity']:+.3f}",
-                        _seconds(r["step_time_if_doubled_s"]),
-                        _seconds(r["predicted_if_doubled_s"]))
-        out_console.print(tab)
+            tab.row(r["resource"], f"{r['elasticity']:+.3f}",
+                    fmt.seconds(r["step_time_if_doubled_s"]),
+                    fmt.seconds(r["predicted_if_doubled_s"]))
+        tab.print(console)

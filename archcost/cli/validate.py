@@ -15,7 +15,8 @@ _VALIDATE_DTYPES = ("fp32", "bf16", "fp16")
 
 
 def register(app: typer.Typer) -> None:
-    app.command("validate")(validate)
+    app.command("validate",
+                short_help="Time real training steps against the prediction.")(validate)
 
 
 def _check_device(device: str, nproc: int) -> None:
@@ -203,34 +204,32 @@ def validate(
     }
     emit(doc, as_json, output)
     if not as_json:
-        _render(doc)
+        _render(out_console, doc)
         if output:
-            out_console.print(f"wrote {output}")
+            from archcost.cli.layout import say
+
+            say(out_console, f"wrote {output}")
 
 
-def _render(doc) -> None:
-    from rich.table import Table
+def _render(console, doc) -> None:
+    from archcost.cli.layout import Col, Grid, say
+    from archcost.report import fmt
 
-    from archcost.cli.render import _seconds, si
-
-    tab = Table(title=f"{doc['model']['name']}  plan {doc['plan']}  on {doc['nproc']} x "
-                f"{doc['device']} ({doc['machine']}), profile {doc['hardware']['profile']}",
-                title_justify="left")
-    for col in ("component", "predicted", "measured", "error"):
-        tab.add_column(col, justify="left" if col == "component" else "right")
+    say(console, f"{doc['model']['name']}  plan {doc['plan']}  on {doc['nproc']} x "
+                 f"{doc['device']} ({doc['machine']}), profile {doc['hardware']['profile']}",
+        style="bold")
+    tab = Grid(None, [Col("component", "left", key=True), Col("predicted"), Col("measured"),
+                      Col("error")])
     for r in doc["validation"]["components"]:
-        fmt = _seconds if r["unit"] == "s" else (lambda v: si(v, "B", 1024))
-        err = "" if r["error"] is None else f"{100 * r['error']:+.1f}%"
-        tab.add_row(r["name"].replace("_", " "),
-                    "-" if r["predicted"] is None else fmt(r["predicted"]),
-                    "-" if r["measured"] is None else fmt(r["measured"]), err)
-    out_console.print(tab)
+        f = fmt.seconds if r["unit"] == "s" else fmt.nbytes
+        tab.row(r["name"].replace("_", " "), f(r["predicted"]), f(r["measured"]),
+                "" if r["error"] is None else fmt.signed_percent(r["error"], 1))
+    tab.print(console)
     share = doc["hardware"]["rank_share"]
     if share < 1:
-        out_console.print(f"each of the {doc['nproc']} processes shares this host: predicted "
-                          f"at {share:.0%} of the profile's compute and memory bandwidth "
-                          "(its threads over those the profile was measured with)",
-                          soft_wrap=True)
+        say(console, f"each of the {doc['nproc']} processes shares this host: predicted at "
+                     f"{fmt.percent(share, 0)} of the profile's compute and memory bandwidth "
+                     "(its threads over those the profile was measured with)")
     for r in doc["validation"]["components"]:
         if r.get("note"):
-            out_console.print(f"{r['name'].replace('_', ' ')}: {r['note']}", soft_wrap=True)
+            say(console, f"{r['name'].replace('_', ' ')}: {r['note']}")

@@ -85,7 +85,7 @@ def _roofline(est: dict[str, Any], model: str) -> str | None:
     for c in drawn:
         share = _n(c.get("share")) or 0.0
         bound = str(c.get("bound", "none"))
-        tip = (f"{c.get('class')}: {c['arithmetic_intensity']:.3g} FLOP/B, "
+        tip = (f"{c.get('class')}: {fmt.sig(c['arithmetic_intensity'])} FLOP/B, "
                f"{fmt.si(c['achieved_flops_per_s'], 'FLOP/s')} achieved, "
                f"{fmt.seconds(c.get('seconds'))} ({fmt.percent(share)} of the step), {bound}-bound")
         points.append(Point(float(c["arithmetic_intensity"]), float(c["achieved_flops_per_s"]),
@@ -96,12 +96,12 @@ def _roofline(est: dict[str, Any], model: str) -> str | None:
              Line([ridge, xhi], [peak, peak], f"compute roof {fmt.si(peak, 'FLOP/s')}", "#111")]
     bounds = list(dict.fromkeys(str(c.get("bound", "none")) for c in drawn))
     sub = (f"op classes on {est.get('hardware', '?')}; point area ~ share of step time; "
-           f"ridge at {ridge:.3g} FLOP/B")
+           f"ridge at {fmt.sig(ridge)} FLOP/B")
     if skipped:
         sub += f"; not drawn (no FLOPs): {', '.join(str(c.get('class')) for c in skipped)}"
     return scatter_chart(
         "roofline", f"Roofline: {model}", points,
-        Axis("arithmetic intensity (FLOP/byte)", lambda v: f"{v:g}", log=True, lo=xlo, hi=xhi),
+        Axis("arithmetic intensity (FLOP/byte)", fmt.sig, log=True, lo=xlo, hi=xhi),
         Axis("achieved (FLOP/s)", lambda v: fmt.si(v, "FLOP/s"), log=True, lo=ylo,
              hi=peak * 2),
         lines=lines, legend=[(f"{b}-bound", _BOUND_COLORS.get(b, "#9c9c9c")) for b in bounds],
@@ -398,7 +398,7 @@ def sweep_x_axis(key: str, labels: list[str]) -> tuple[list[float], Axis, bool]:
         text = dict(zip(values, labels))
 
         def label_of(v: float) -> str:
-            return text.get(v, f"{v:g}")
+            return text.get(v, fmt.number(v))
 
         lo, hi = min(values), max(values)
         if lo > 0 and hi / lo >= 4:
@@ -620,13 +620,13 @@ def _sweep(doc: dict[str, Any]) -> list[tuple[str, str]]:
                      ("tokens-per-joule", _per_point(
                          doc, keys, "tokens_per_joule", "tokens-per-joule",
                          "Tokens per joule at every point",
-                         Axis("tokens per joule (tokens/J)", lambda v: f"{v:.3g}"),
+                         Axis("tokens per joule (tokens/J)", lambda v: fmt.si(v)),
                          "energy: GPUs between idle and TDP as they compute, plus node "
                          "overhead; higher is better")),
                      ("usd-per-million-tokens", _per_point(
                          doc, keys, "usd_per_million_tokens", "usd-per-million-tokens",
                          "Cost per million tokens at every point",
-                         Axis("cost per million tokens ($)", lambda v: f"${v:.3g}"),
+                         Axis("cost per million tokens ($)", fmt.usd),
                          "price per GPU-hour times GPU-hours; lower is better"))):
         if svg:
             out.append((pid, svg))

@@ -15,6 +15,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from html import escape
 
+from archcost.report.fmt import sig as fmt_sig
+
 __all__ = ["PALETTE", "SEQUENTIAL", "Axis", "Point", "Line", "hbar_chart", "signed_bar_chart",
            "scatter_chart", "heatmap_chart", "gantt_chart", "nice_ticks", "log_ticks",
            "color_scale"]
@@ -80,7 +82,7 @@ def log_ticks(lo: float, hi: float) -> list[float]:
 @dataclass
 class Axis:
     label: str  # with the unit, e.g. "step time (s)"
-    fmt: Callable[[float], str] = lambda v: f"{v:.3g}"
+    fmt: Callable[[float], str] = fmt_sig  # no e-notation: report.fmt's rule
     log: bool = False
     lo: float | None = None
     hi: float | None = None

@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from archcost.report.fmt import seconds as fmt_seconds
+
 __all__ = ["components", "profile_warnings", "single_gpu_cluster", "available_memory_bytes",
            "cpu_rank_share"]
 
@@ -114,7 +116,7 @@ def _comm_rows(group: str, estimate: dict[str, Any], results: list[dict[str, Any
     if replayed and seconds is not None:
         time_note = (f"the step's {group} collectives replayed one at a time after a barrier, "
                      "the setting of the collective formulas; inside the step the backend's "
-                     f"host time was {seconds:.4g} s (waiting for peers and overlap with "
+                     f"host time was {fmt_seconds(seconds, 4)} (waiting for peers and overlap with "
                      "compute included)")
         seconds = max(replayed)
     return [_row(f"{group}_comm_time", "s", sum(c["seconds_each"] * c["per_step"] for c in rows),
