@@ -143,6 +143,14 @@ def render_search(console: Console, doc: dict[str, Any]) -> None:
     best = doc["plans"][0]["estimate"]
     console.print(f"best plan: {doc['plans'][0]['plan']}", soft_wrap=True)
     console.print(f"best: {_summary(best)}")
+    ranking = doc.get("ranking") or {}
+    if ranking.get("least_objective_plan") not in (None, doc["plans"][0]["plan"]):
+        gap = doc["plans"][0]["objective_value"] / ranking["least_objective_value"] - 1
+        what = {"time": "step time"}.get(doc["objective"], doc["objective"])
+        console.print(f"chosen over {short_plan(ranking['least_objective_plan'])} "
+                      f"({100 * gap:.2f}% lower {what}): within "
+                      f"{100 * ranking['objective_tie']:g}% of the least {what}, plans go to "
+                      "more memory headroom, then fewer moving parts", style="dim")
     console.print(_components(best))
     console.print(_memory(best))
     if doc["pareto"]:
