@@ -162,3 +162,44 @@ def test_the_search_picks_what_the_rule_picks_over_every_plan(gpt_cm):
     tied = [r for r in tied if r[2] <= roomiest + 0.01 * gpt_cm.gpu.mem_bytes]
     want = min(tied, key=lambda r: (moving_parts(r[0]), r[1], r[2], r[0].to_string()))
     assert doc["plans"][0]["plan"] == want[0].to_string()
+
+
+# ---------------------------------------------------------------- the front, priced lazily ----
+
+def _priced(row: int, text: str, step: float, mem: float):
+    from archcost.plan.choose import Priced
+
+    plan = parse_plan(text)
+    est = {"step_time_s": step, "memory_bytes": {"peak_per_gpu": mem}, "mfu": 0.5,
+           "plan": {"gpus": plan.gpus}}
+    return Priced(row, plan, est, step)
+
+
+@pytest.mark.parametrize("full_step, best", [(9.9, 2), (10.5, 0)])
+def test_a_front_plan_that_could_dominate_the_best_is_priced_first(full_step, best):
+    """Candidate 0 (10 s, 60 GB) is the best priced plan. Kernel front row 2 screens at 9.95 s
+    and 50 GB, no worse anywhere: it is priced before the best is final. Priced at 9.9 s it
+    dominates and wins; priced at 10.5 s it does not. Row 3 (screened 20 s, 40 GB) is never
+    priced and is shown with its kernel figures."""
+    from archcost.plan.choose import Screened, choose
+
+    full = {0: _priced(0, "dp=8,gbs=64", 10.0, 60 * GB),
+            1: _priced(1, "dp=4,pp=2,gbs=64", 10.4, 70 * GB),
+            2: _priced(2, "dp=4,tp=2,gbs=64", full_step, 50 * GB),
+            3: _priced(3, "dp=2,tp=4,gbs=64", 21.0, 40 * GB)}
+    asked: list[int] = []
+
+    def price(r):
+        asked.append(r)
+        return full[r]
+
+    screened = Screened(np.array([2, 3]), np.array([[9.95, 50 * GB, 8], [20.0, 40 * GB, 8]]),
+                        np.array([0.5, 0.4]), [full[2].plan, full[3].plan])
+    doc = choose(price, [0, 1], screened, "time", 3, 10, DEVICE, lambda r: 0.0)
+    assert asked == [0, 1, 2]
+    assert doc["plans"][0]["plan"] == full[best].plan.to_string()
+    shown = {p["plan"]: p for p in doc["pareto"]}
+    assert shown[full[3].plan.to_string()]["simulated"] is False
+    assert shown[full[3].plan.to_string()]["step_time_s"] == 20.0
+    assert shown[full[2].plan.to_string()]["step_time_s"] == full_step
+    assert full[best].plan.to_string() in shown
