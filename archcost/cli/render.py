@@ -121,12 +121,21 @@ def render_analysis(console: Console, doc: dict[str, Any], depth: int = 2, top: 
         sym = doc["symbolic"]
         tab = Table(title=f"formulas in b, s ({sym['method']})", title_justify="left")
         tab.add_column("quantity")
-        tab.add_column("polynomial")
+        tab.add_column("formula")
+        peak = sym.get("peak_memory") or {}
         for name, expr in sym["formulas"].items():
-            tab.add_row(name, expr if expr is not None else "(no exact polynomial of degree 1 in b, 2 in s)")
+            if expr is None:
+                expr = (f"(not fitted: {peak['reason']})" if name == "peak_memory_bytes"
+                        and peak.get("reason") else "(no exact polynomial of degree 1 in b, 2 in s)")
+            tab.add_row(name, expr)
         if "step_time_note" in sym:
             tab.caption = sym["step_time_note"]
         console.print(tab)
+        if peak.get("pieces"):
+            ranges = [f"{p['formula']} for {p['b_from']:,} <= b" + (
+                f" <= {p['b_to']:,}" if p["b_to"] is not None else "") for p in peak["pieces"]]
+            console.print(f"peak memory at s={peak['s']:,}, piecewise in b: " + "; ".join(ranges)
+                          + " (breakpoints checked by tracing on both sides)", markup=False)
 
 
 def _seconds(t: float) -> str:
