@@ -203,3 +203,16 @@ def test_a_front_plan_that_could_dominate_the_best_is_priced_first(full_step, be
     assert shown[full[3].plan.to_string()]["step_time_s"] == 20.0
     assert shown[full[2].plan.to_string()]["step_time_s"] == full_step
     assert full[best].plan.to_string() in shown
+
+
+def test_a_four_column_front_equals_brute_force():
+    """With the objective as a fourth column (energy), the front is still exactly the
+    undominated points, one per distinct point."""
+    from archcost.plan.search import pareto_front
+
+    rng = np.random.default_rng(7)
+    pts = rng.integers(0, 5, size=(300, 4)).astype(float)
+    front = pareto_front(pts)
+    undominated = {tuple(p) for p in pts
+                   if not any(np.all(q <= p) and np.any(q < p) for q in pts)}
+    assert {tuple(pts[i]) for i in front} == undominated and len(front) == len(undominated)
