@@ -104,6 +104,7 @@ def test_quick_calibration_writes_profiles_the_strict_readers_load(calibrated):
     assert gpu.calibration["device"] == machine_id("cpu") and gpu.calibration["matmul"]["fp32"]
     assert profile_warnings(gpu, "cpu") == []  # validate sees a profile measured here
     cluster = load_cluster(str(cluster_path))
+    assert profile_warnings(cluster.gpu, "cpu", cluster, 2) == []  # links measured here too
     assert (cluster.gpus_per_node, cluster.gpus, len(cluster.levels)) == (2, 2, 1)
     level = cluster.levels[0]
     assert (level.name, level.domain_size, level.topology.value) == ("loopback", 2, "switch")

@@ -52,7 +52,8 @@ DATASHEET = {
 def test_every_bundled_profile_loads_under_its_file_name():
     names = list_profiles()
     assert set(names["gpus"]) == set(DATASHEET) | {"cpu"}
-    assert set(names["clusters"]) == {"dgx-a100-hdr", "dgx-h100-ndr", "gb200-nvl72", "mi300x-ib"}
+    assert set(names["clusters"]) == {"cpu-host", "dgx-a100-hdr", "dgx-h100-ndr", "gb200-nvl72",
+                                      "mi300x-ib"}
     for name in names["gpus"]:
         g = load_gpu(name)
         assert isinstance(g, GpuProfile) and g.name == name and "fp32" in g.peak_flops_per_s

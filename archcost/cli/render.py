@@ -82,9 +82,12 @@ def _norule(doc: dict[str, Any]) -> Grid:
 def _symbolic(sym: dict[str, Any]) -> Grid:
     g = Grid(f"formulas in b, s ({sym['method']})",
              [Col("quantity", "left", key=True), Col("polynomial", "left", "words")])
+    peak = sym.get("peak_memory") or {}
     for name, expr in sym["formulas"].items():
-        g.row(name, expr if expr is not None
-              else "(no exact polynomial of degree 1 in b, 2 in s)")
+        if expr is None:
+            expr = (f"(not fitted: {peak['reason']})" if name == "peak_memory_bytes"
+                    and peak.get("reason") else "(no exact polynomial of degree 1 in b, 2 in s)")
+        g.row(name, expr)
     if "step_time_note" in sym:
         g.note(sym["step_time_note"])
     return g
@@ -110,7 +113,14 @@ def render_analysis(console: Console, doc: dict[str, Any], depth: int = 2, top: 
                      f"{fixed:,} (peak {fmt.nbytes(sv['peak_memory_bytes_at_max'])} <= "
                      f"{fmt.nbytes(sv['limit_bytes'])}; {sv['method']})", style="bold")
     if "symbolic" in doc:
-        _symbolic(doc["symbolic"]).print(console)
+        sym = doc["symbolic"]
+        _symbolic(sym).print(console)
+        peak = sym.get("peak_memory") or {}
+        if peak.get("pieces"):
+            ranges = [f"{p['formula']} for {p['b_from']:,} <= b" + (
+                f" <= {p['b_to']:,}" if p["b_to"] is not None else "") for p in peak["pieces"]]
+            say(console, f"peak memory at s={peak['s']:,}, piecewise in b: " + "; ".join(ranges)
+                + " (breakpoints checked by tracing on both sides)")
 
 
 def render_estimate(console: Console, est: dict[str, Any]) -> None:

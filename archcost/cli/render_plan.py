@@ -141,6 +141,14 @@ def render_search(console: Console, doc: dict[str, Any]) -> None:
     say(console, f"best plan: {doc['plans'][0]['plan']}", indent=11)
     first, *rest = _summary(best)
     say_parts(console, [f"best: {first}", *rest])
+    ranking = doc.get("ranking") or {}
+    if ranking.get("least_objective_plan") not in (None, doc["plans"][0]["plan"]):
+        gap = doc["plans"][0]["objective_value"] / ranking["least_objective_value"] - 1
+        what = {"time": "step time"}.get(doc["objective"], doc["objective"])
+        say(console, f"chosen over {short_plan(ranking['least_objective_plan'])} "
+                     f"({100 * gap:.2f}% lower {what}): within "
+                     f"{100 * ranking['objective_tie']:g}% of the least {what}, plans go to "
+                     "more memory headroom, then fewer moving parts", style="dim")
     _components(best).print(console)
     _memory(best).print(console)
     if doc["pareto"]:

@@ -33,19 +33,32 @@ def _check_device(device: str, nproc: int) -> None:
 
 
 def _hardware(name: str | None, device: str, nproc: int):
-    from archcost.hardware.profile import ClusterProfile, load_any
+    """The cluster predictions use. Without ``--hardware``: the bundled ``cpu`` profile (one
+    process) or ``cpu-host`` cluster (several: ``cpu`` with rough gloo-over-loopback links) on a
+    CPU, ``h100-sxm`` or ``dgx-h100-ndr`` on CUDA. A CPU's profile (the bundled ``cpu``, or one
+    ``archcost calibrate --device cpu`` wrote without --nproc) for several CPU processes gets
+    ``cpu-host``'s links."""
+    from dataclasses import replace
+
+    from archcost.hardware.profile import ClusterProfile, load_any, load_cluster, load_gpu
     from archcost.validate.compare import single_gpu_cluster
 
-    name = name or ("cpu" if device == "cpu" else "h100-sxm")
+    if name is None:
+        name = {("cpu", True): "cpu", ("cpu", False): "cpu-host",
+                ("cuda", True): "h100-sxm", ("cuda", False): "dgx-h100-ndr"}[device, nproc == 1]
     prof = load_any(name)
     if isinstance(prof, ClusterProfile):
         return prof.with_gpus(nproc) if nproc <= prof.gpus_per_node or nproc % \
             prof.gpus_per_node == 0 else prof
-    if nproc > 1:
-        raise ConfigError(f"--hardware {name} is a GPU profile; {nproc} processes need a cluster "
-                          "profile with the links between them (archcost calibrate --nproc N "
-                          "writes one)")
-    return single_gpu_cluster(prof)
+    if nproc == 1:
+        return single_gpu_cluster(prof)
+    if device == "cpu" and (prof == load_gpu("cpu")
+                            or (prof.calibration or {}).get("device_kind") == "cpu"):
+        host = load_cluster("cpu-host")
+        return replace(host, gpu=prof).with_gpus(min(nproc, host.gpus_per_node))
+    raise ConfigError(f"--hardware {name} is a GPU profile; {nproc} processes need a cluster "
+                      "profile with the links between them (archcost calibrate --nproc N "
+                      "writes one)")
 
 
 def _check_plan(plan) -> None:
@@ -79,7 +92,8 @@ def validate(
     warmup: Annotated[int, typer.Option(help="Untimed steps first.")] = 2,
     hardware: Annotated[str | None, typer.Option(
         "--hardware", help="Profile predictions use (GPU profile for one process, cluster "
-        "profile for several); default the bundled cpu / h100-sxm profile.")] = None,
+        "profile for several); default the bundled cpu (one process) or cpu-host (several) "
+        "on a CPU, h100-sxm or dgx-h100-ndr on CUDA.")] = None,
     seq_len: Annotated[int, typer.Option("--seq-len", "-s", help="Tokens per sequence.")] = 128,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Builder argument KEY=VALUE.",
                                                    show_default=False)] = None,
@@ -128,9 +142,9 @@ def validate(
         from archcost.launch import rank_threads
         from archcost.validate.compare import cpu_rank_share
 
-        share = cpu_rank_share(cluster.gpu, rank_threads(nproc))
+        share = cpu_rank_share(cluster.gpu, rank_threads(nproc), nproc)
         cluster = replace(cluster, gpu=cluster.gpu.scaled(flops=share, mem_bw=share))
-    warnings = profile_warnings(cluster.gpu, device)
+    warnings = profile_warnings(cluster.gpu, device, cluster, nproc)
     overrides = parse_overrides(set_)
     spec = load_model_file(model, overrides)
     require_hooks(spec, plan.tp > 1, plan.pp > 1)  # before tracing: the hooks run later
@@ -229,7 +243,8 @@ def _render(console, doc) -> None:
     if share < 1:
         say(console, f"each of the {doc['nproc']} processes shares this host: predicted at "
                      f"{fmt.percent(share, 0)} of the profile's compute and memory bandwidth "
-                     "(its threads over those the profile was measured with)")
+                     "(calibrated: its threads over those the profile was measured with; "
+                     "datasheet: the whole host's, split evenly)")
     for r in doc["validation"]["components"]:
         if r.get("note"):
             say(console, f"{r['name'].replace('_', ' ')}: {r['note']}")
