@@ -9,7 +9,8 @@ from typing import Annotated
 
 import typer
 
-from archcost.cli.common import DebugOpt, err_console, reports_errors
+from archcost.cli.common import check_outputs, reports_errors, spinner
+from archcost.cli.options import DebugOpt
 from archcost.errors import ConfigError
 
 
@@ -35,7 +36,7 @@ def ci(
     baselines in reports_dir. Exit 0: no regression; 1: a watched metric regressed past its
     threshold; 2: bad configuration or a missing baseline."""
     from archcost.ci import canonical, canonical_json, load_config, produce
-    from archcost.io import atomic_write_text
+    from archcost.io import write_files
     from archcost.report.diff import diff_documents
     from archcost.report.diff import to_markdown as diff_markdown
     from archcost.report.markdown import to_markdown
@@ -45,34 +46,32 @@ def ci(
     if only and len(runs) != len(set(only)):
         known = ", ".join(r.name for r in cfg.runs)
         raise ConfigError(f"--only {', '.join(only)}: not all are run names; names: {known}")
+    check_outputs(summary=summary)
     out = Path(out_dir)
     if not out.is_absolute():
         out = cfg.root / out
-    out.mkdir(parents=True, exist_ok=True)
-    cfg.reports_dir.mkdir(parents=True, exist_ok=True)
+    for folder, option in ((out, "--out-dir"), (cfg.reports_dir, "reports_dir")):
+        if folder.exists() and not folder.is_dir():
+            raise ConfigError(f"{option} {folder}: is a file, not a folder; choose another path")
+    baselines = {} if update_baselines else {run.name: _baseline(cfg, run) for run in runs}
+    docs = {}
+    for run in runs:  # every report first: a failing run leaves no file behind
+        with spinner(False, f"{run.name}: {run.kind} {Path(run.model).name}"):
+            docs[run.name] = canonical(produce(run))
+    files: dict[Path, str] = {}
     lines = ["# archcost CI", "", "| run | kind | status | regressions |", "|---|---|---|---|"]
     details: list[str] = []
     worst = 0
     for run in runs:
-        with err_console.status(f"{run.name}: {run.kind} {Path(run.model).name}",
-                                spinner="dots"):
-            doc = canonical(produce(run))
+        doc = docs[run.name]
         text = canonical_json(doc)
-        atomic_write_text(out / f"{run.name}.json", text)
-        atomic_write_text(out / f"{run.name}.md", to_markdown(doc))
-        baseline = cfg.reports_dir / f"{run.name}.json"
+        files[out / f"{run.name}.json"] = text
+        files[out / f"{run.name}.md"] = to_markdown(doc)
         if update_baselines:
-            atomic_write_text(baseline, text)
+            files[cfg.reports_dir / f"{run.name}.json"] = text
             lines.append(f"| {run.name} | {run.kind} | baseline written | |")
             continue
-        if not baseline.is_file():
-            raise ConfigError(f"no baseline {baseline.relative_to(cfg.root)} for run "
-                              f"{run.name!r}: run archcost ci --update-baselines and commit it")
-        try:
-            base = json.loads(baseline.read_text())
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{baseline}: not JSON ({exc}); regenerate it with "
-                              "archcost ci --update-baselines") from None
+        base = baselines[run.name]
         result = diff_documents(base, doc, fail_above=run.fail_above if run.fail_above
                                 is not None else cfg.fail_above, metrics=run.metrics)
         regressions = [r.metric for r in result.regressions]
@@ -83,6 +82,31 @@ def ci(
             details += ["", f"## {run.name}", "", diff_markdown(result)]
     text = "\n".join(lines + details) + "\n"
     if summary:
-        atomic_write_text(summary, text)
+        files[Path(summary)] = text
+    for folder in (out, cfg.reports_dir):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot create folder {folder}: {exc.strerror or exc}; choose "
+                              "another --out-dir or reports_dir") from None
+    write_files(files)
     typer.echo(text)
     raise typer.Exit(worst)
+
+
+def _baseline(cfg, run) -> dict:
+    """The committed baseline of ``run``, read before anything runs."""
+    baseline = cfg.reports_dir / f"{run.name}.json"
+    if not baseline.is_file():
+        where = baseline.relative_to(cfg.root) if baseline.is_relative_to(cfg.root) else baseline
+        raise ConfigError(f"no baseline {where} for run {run.name!r}: run archcost ci "
+                          "--update-baselines and commit it")
+    try:
+        base = json.loads(baseline.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{baseline}: not JSON ({exc}); regenerate it with "
+                          "archcost ci --update-baselines") from None
+    if not isinstance(base, dict):
+        raise ConfigError(f"{baseline}: not a result document; regenerate it with "
+                          "archcost ci --update-baselines")
+    return base
