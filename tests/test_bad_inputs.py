@@ -451,6 +451,17 @@ CASES = [
 ]
 
 
+@pytest.fixture
+def runner():
+    """A runner that keeps stderr apart from stdout (click >= 8.2 always does)."""
+    from typer.testing import CliRunner
+
+    try:
+        return CliRunner(mix_stderr=False)
+    except TypeError:
+        return CliRunner()
+
+
 @pytest.fixture(scope="module")
 def docs(tmp_path_factory):
     """Bad documents, shared by the cases that read them (none may change them)."""

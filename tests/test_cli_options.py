@@ -53,7 +53,7 @@ SHARED = {name: cmds for name, cmds in OPTIONS.items() if len(cmds) > 1}
 
 
 def _type(param) -> str:
-    """The value type as declared (typer >= 0.20 keeps the annotation; older, a click type)."""
+    """The value type as declared (recent typer keeps the annotation; older, a click type)."""
     descriptor = getattr(param, "type_descriptor", None)
     return str(descriptor.annotation) if descriptor is not None else param.type.name
 

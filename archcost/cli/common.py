@@ -24,7 +24,7 @@ from typer.core import TyperGroup
 from archcost.errors import ArchcostError
 from archcost.io import write_files
 
-try:  # typer >= 0.20 carries its own copy of click
+try:  # recent typer carries its own copy of click
     from typer._click.exceptions import ClickException
 except ImportError:  # pragma: no cover - older typer on click
     from click.exceptions import ClickException
