@@ -211,11 +211,13 @@ def run_analysis(
     recompute=None,
     gpu=None,
     solve: str | None = None,
+    usable_memory: float = 0.9,
 ):
     """Trace ``spec`` and return ``(document, traced)``.
 
     ``symbolic`` adds exact formulas in b and s (and the step time on ``gpu``); ``solve``
-    answers "max b s.t. memory <= LIMIT" style queries.
+    answers "max b s.t. memory <= LIMIT" style queries (``capacity``: the ``usable_memory``
+    share of ``gpu``'s memory).
     """
     from archcost.trace import Recompute, trace_model
 
@@ -224,7 +226,7 @@ def run_analysis(
     if solve:
         from archcost.solve import parse_query
 
-        query = parse_query(solve, gpu.mem_bytes if gpu is not None else None)
+        query = parse_query(solve, gpu.mem_bytes * usable_memory if gpu is not None else None)
     traced = trace_model(spec, batch_size, seq_len, policy, optimizer, dedupe_repeats, progress,
                          recompute=recompute)
     header = {

@@ -357,7 +357,7 @@ def test_cuda_without_a_gpu_is_one_line_exit_2(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--nproc", "0"], "--nproc 0: give 1"),
+    (["--nproc", "0"], "--nproc': Input should be greater than or equal to 1"),
     (["--nproc", str((os.cpu_count() or 1) * 4 + 1)], "per CPU core of this machine"),
     (["--device", "tpu"], "--device 'tpu' is unknown; use cpu or cuda"),
     (["--tdp", "fast"], "--tdp: 'fast' is not a number with a unit"),

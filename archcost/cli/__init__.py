@@ -5,8 +5,10 @@ from __future__ import annotations
 import typer
 
 from archcost.cli import analyze, calibrate, ci, plan, profiles, report, sweep, validate
+from archcost.cli.common import OneLineErrors
 
 app = typer.Typer(
+    cls=OneLineErrors,
     help="Architecture cost model for PyTorch training: compute, memory and communication.",
     no_args_is_help=True,
     add_completion=False,

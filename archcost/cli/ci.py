@@ -9,7 +9,8 @@ from typing import Annotated
 
 import typer
 
-from archcost.cli.common import DebugOpt, err_console, out_console, reports_errors
+from archcost.cli.common import check_outputs, out_console, reports_errors, spinner
+from archcost.cli.options import DebugOpt
 from archcost.errors import ConfigError
 
 
@@ -36,10 +37,10 @@ def ci(
     baselines in reports_dir. Exit 0: no regression; 1: a watched metric regressed past its
     threshold; 2: bad configuration or a missing baseline."""
     from archcost.ci import canonical, canonical_json, load_config, produce
-    from archcost.io import atomic_write_text
+    from archcost.io import write_files
     from archcost.report.diff import diff_documents
     from archcost.report.diff import to_markdown as diff_markdown
-    from archcost.report.document import check_document, load_document
+    from archcost.report.document import check_document
     from archcost.report.markdown import to_markdown
 
     cfg = load_config(Path(config))
@@ -47,36 +48,37 @@ def ci(
     if only and len(runs) != len(set(only)):
         known = ", ".join(r.name for r in cfg.runs)
         raise ConfigError(f"--only {', '.join(only)}: not all are run names; names: {known}")
+    check_outputs(summary=summary)
     out = Path(out_dir)
     if not out.is_absolute():
         out = cfg.root / out
-    out.mkdir(parents=True, exist_ok=True)
-    cfg.reports_dir.mkdir(parents=True, exist_ok=True)
+    for folder, option in ((out, "--out-dir"), (cfg.reports_dir, "reports_dir")):
+        if folder.exists() and not folder.is_dir():
+            raise ConfigError(f"{option} {folder}: is a file, not a folder; choose another path")
+    baselines = {} if update_baselines else {run.name: _baseline(cfg, run) for run in runs}
+    docs = {}
+    for run in runs:  # every report first: a failing run leaves no file behind
+        with spinner(False, f"{run.name}: {run.kind} {Path(run.model).name}"):
+            docs[run.name] = check_document(
+                canonical(produce(run)), f"run {run.name}'s report",
+                fix="archcost wrote a document its own schema refuses: report this bug")
+    files: dict[Path, str] = {}
     lines = ["# archcost CI", "", "| run | kind | status | regressions |", "|---|---|---|---|"]
     details: list[str] = []
     table: list[tuple[str, str, str, str]] = []
     changed = []
     worst = 0
     for run in runs:
-        with err_console.status(f"{run.name}: {run.kind} {Path(run.model).name}",
-                                spinner="dots"):
-            doc = check_document(canonical(produce(run)), f"run {run.name}'s report",
-                                 fix="archcost wrote a document its own schema refuses: "
-                                     "report this bug")
+        doc = docs[run.name]
         text = canonical_json(doc)
-        atomic_write_text(out / f"{run.name}.json", text)
-        atomic_write_text(out / f"{run.name}.md", to_markdown(doc))
-        baseline = cfg.reports_dir / f"{run.name}.json"
+        files[out / f"{run.name}.json"] = text
+        files[out / f"{run.name}.md"] = to_markdown(doc)
         if update_baselines:
-            atomic_write_text(baseline, text)
+            files[cfg.reports_dir / f"{run.name}.json"] = text
             lines.append(f"| {run.name} | {run.kind} | baseline written | |")
             table.append((run.name, run.kind, "baseline written", ""))
             continue
-        if not baseline.is_file():
-            raise ConfigError(f"no baseline {baseline.relative_to(cfg.root)} for run "
-                              f"{run.name!r}: run archcost ci --update-baselines and commit it")
-        base = load_document(baseline, fix="regenerate it with archcost ci "
-                                           "--update-baselines and commit it")
+        base = baselines[run.name]
         result = diff_documents(base, doc, fail_above=run.fail_above if run.fail_above
                                 is not None else cfg.fail_above, metrics=run.metrics)
         regressions = [r.metric for r in result.regressions]
@@ -89,7 +91,14 @@ def ci(
             changed.append(result)
     text = "\n".join(lines + details) + "\n"
     if summary:
-        atomic_write_text(summary, text)
+        files[Path(summary)] = text
+    for folder in (out, cfg.reports_dir):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot create folder {folder}: {exc.strerror or exc}; choose "
+                              "another --out-dir or reports_dir") from None
+    write_files(files)
     _render(table, changed, summary)
     raise typer.Exit(worst)
 
@@ -111,3 +120,17 @@ def _render(table, changed, summary: str | None) -> None:
         render_diff(result, out_console)
     if summary:
         say(out_console, f"wrote the Markdown summary to {summary}")
+
+
+def _baseline(cfg, run) -> dict:
+    """The committed baseline of ``run``, read (and checked against its schema) before anything
+    runs."""
+    from archcost.report.document import load_document
+
+    baseline = cfg.reports_dir / f"{run.name}.json"
+    if not baseline.is_file():
+        where = baseline.relative_to(cfg.root) if baseline.is_relative_to(cfg.root) else baseline
+        raise ConfigError(f"no baseline {where} for run {run.name!r}: run archcost ci "
+                          "--update-baselines and commit it")
+    return load_document(baseline, fix="regenerate it with archcost ci --update-baselines and "
+                                       "commit it")

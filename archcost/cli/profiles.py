@@ -15,8 +15,9 @@ from typing import Annotated, Any
 
 import typer
 
-from archcost.cli.common import DebugOpt, out_console, reports_errors
+from archcost.cli.common import out_console, reports_errors
 from archcost.cli.layout import Col, Grid
+from archcost.cli.options import DebugOpt, GpusOpt, JsonOpt, gpu_counts
 from archcost.report import fmt
 
 __all__ = ["app", "to_json"]
@@ -26,8 +27,6 @@ app = typer.Typer(
     no_args_is_help=True,
     rich_markup_mode=None,
 )
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON in SI units instead of tables.")]
 
 
 @app.command("list")
@@ -64,24 +63,27 @@ def list_(as_json: JsonOpt = False, debug: DebugOpt = False) -> None:
     tab.print(out_console)
 
 
-@app.command("show")
+@app.command("show", short_help="Show every field of a GPU or cluster profile, with units.")
 @reports_errors
 def show(
     name: Annotated[str, typer.Argument(help="A bundled profile name, or a path to a .yaml file.")],
-    gpus: Annotated[int | None, typer.Option("--gpus", help="Size a cluster to this many GPUs.")] = None,
+    gpus: GpusOpt = None,
     as_json: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
-    """Show every field of a GPU or cluster profile, with units."""
+    """Show every field of a GPU or cluster profile, with units (--json: SI values)."""
     from archcost.errors import ConfigError
     from archcost.hardware.profile import ClusterProfile, load_any
 
+    counts = gpu_counts(gpus)
+    if counts is not None and len(counts) > 1:
+        raise ConfigError(f"--gpus {gpus}: show sizes a cluster to one GPU count, e.g. --gpus 64")
     prof = load_any(name)
-    if gpus is not None:
+    if counts is not None:
         if not isinstance(prof, ClusterProfile):
             raise ConfigError(f"--gpus sizes a cluster, but '{name}' is a GPU profile; drop --gpus "
                               "or give a cluster")
-        prof = prof.with_gpus(gpus)
+        prof = prof.with_gpus(counts[0])
     if as_json:
         typer.echo(json.dumps(to_json(prof), indent=2))
         return

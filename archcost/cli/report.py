@@ -9,7 +9,15 @@ from typing import Annotated
 
 import typer
 
-from archcost.cli.common import DebugOpt, out_console, reports_errors
+from archcost.cli.common import check_outputs, out_console, reports_errors
+from archcost.cli.options import (
+    FAIL_ABOVE,
+    DebugOpt,
+    JsonOpt,
+    MarkdownOpt,
+    OutputOpt,
+    one_output,
+)
 from archcost.errors import ConfigError
 
 
@@ -22,7 +30,11 @@ def register(app: typer.Typer) -> None:
 _FORMATS = ("md", "html")
 
 
-def _format(fmt: str | None, output: str | None) -> str:
+def _format(fmt: str | None, output: str | None, markdown: bool) -> str:
+    if markdown:
+        if fmt is not None and _format(fmt, None, False) != "md":
+            raise ConfigError(f"--markdown and --format {fmt}: choose one")
+        return "md"
     if fmt is None:
         suffix = Path(output).suffix.lower() if output else ""
         return "html" if suffix in (".html", ".htm") else "md"
@@ -43,9 +55,8 @@ def report(
                                             "$GITHUB_STEP_SUMMARY) or html (one self-contained "
                                             "page with plots); default: html when -o ends in "
                                             ".html, else md.", show_default=False)] = None,
-    output: Annotated[str | None, typer.Option("--output", "-o", help="Write the report here "
-                                               "(atomically); default: print it.",
-                                               show_default=False)] = None,
+    markdown: MarkdownOpt = False,
+    output: OutputOpt = None,
     timeline: Annotated[str | None, typer.Option("--timeline", help="Chrome trace of the "
                                                  "same plan (plan/estimate --timeline): the "
                                                  "pipeline timeline micro-batch by "
@@ -61,7 +72,8 @@ def report(
     from archcost.report.markdown import to_markdown
     from archcost.report.timeline import check_matches, from_trace
 
-    kind = _format(fmt, output)
+    kind = _format(fmt, output, markdown)
+    check_outputs(o=output)
     doc = load_document(result)
     tl = None
     if timeline:
@@ -85,17 +97,15 @@ def diff(
                                         "the same kind and model.", show_default=False)],
     fail_above: Annotated[str, typer.Option("--fail-above", help="Largest change for the "
                                             "worse a watched metric may show, relative to "
-                                            "BASE (validation errors: in points).")] = "2%",
+                                            "BASE (validation errors: in points).")] = FAIL_ABOVE,
     metrics: Annotated[list[str] | None, typer.Option("--metrics", help="Watched metrics, "
                                                       "comma-separated (globs allowed, e.g. "
                                                       "'error.*'); default: a set per kind.",
                                                       show_default=False)] = None,
     force: Annotated[bool, typer.Option("--force", help="Compare documents of different "
                                         "models.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the comparison as "
-                                          "JSON.")] = False,
-    markdown: Annotated[bool, typer.Option("--markdown", help="Print the comparison as "
-                                           "Markdown.")] = False,
+    as_json: JsonOpt = False,
+    markdown: MarkdownOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """Compare two result documents of the same kind: exit 1 when a watched metric regressed
@@ -105,8 +115,7 @@ def diff(
     from archcost.report.diff import diff_documents, to_markdown
     from archcost.report.document import load_document
 
-    if as_json and markdown:
-        raise ConfigError("--json and --markdown: choose one output")
+    one_output(as_json, markdown)
     watched = None
     if metrics:
         watched = [m.strip() for item in metrics for m in item.split(",") if m.strip()]

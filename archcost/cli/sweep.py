@@ -1,25 +1,50 @@
-"""``archcost sweep MODEL --cluster NAME --gpus N --vary KEY=V1,V2 ...``: hardware what-ifs."""
+"""``archcost sweep MODEL --hardware NAME --gpus N --vary KEY=V1,V2 ...``: hardware what-ifs."""
 
 from __future__ import annotations
 
 import csv
 import io
-import math
 from typing import Annotated
 
 import typer
 
-from archcost.cli.analyze import ModelArg, _null
-from archcost.cli.common import DebugOpt, emit, err_console, out_console, reports_errors
-from archcost.cli.plan import (
-    SCHEMA_VERSION,
-    ClusterOpt,
-    DtypeOpt,
-    OptimizerOpt,
-    SeqOpt,
-    SetOpt,
-    _recomputes,
+from archcost.cli.common import (
+    check_outputs,
+    emit,
+    out_console,
+    progress_bar,
+    reports_errors,
+    spinner,
 )
+from archcost.cli.options import (
+    DTYPE,
+    FALLBACK_CLUSTER,
+    OBJECTIVE,
+    OPTIMIZER,
+    SEQ_LEN,
+    USABLE_MEMORY,
+    ConstraintOpt,
+    DebugOpt,
+    DtypeOpt,
+    FixOpt,
+    GbsOpt,
+    GpusOpt,
+    HardwareOrClusterOpt,
+    JsonOpt,
+    MarkdownOpt,
+    ModelArg,
+    ObjectiveOpt,
+    OptimizerOpt,
+    OutputOpt,
+    SeqLenOpt,
+    SetOpt,
+    UsableMemoryOpt,
+    check_usable_memory,
+    default_gbs,
+    gpu_counts,
+    one_output,
+)
+from archcost.cli.plan import SCHEMA_VERSION, _recomputes
 from archcost.errors import ConfigError
 
 
@@ -31,34 +56,31 @@ def register(app: typer.Typer) -> None:
 @reports_errors
 def sweep(
     model: ModelArg,
-    gpus: Annotated[int, typer.Option("--gpus", help="GPUs used (vary it with --vary gpus=...).")],
+    gpus: GpusOpt = None,
     vary: Annotated[list[str] | None, typer.Option("--vary", help="KEY=V1,V2,... multipliers "
                                                    "(2x) or values with units (1.8TB/s); "
                                                    "repeatable: the grid is their product.")] = None,
-    cluster: ClusterOpt = "dgx-h100-ndr",
-    gbs: Annotated[int | None, typer.Option("--gbs", help="Global batch in sequences (default: "
-                                            "about 4M tokens).")] = None,
-    seq_len: SeqOpt = 4096,
+    cluster: HardwareOrClusterOpt = None,
+    gbs: GbsOpt = None,
+    seq_len: SeqLenOpt = SEQ_LEN,
     set_: SetOpt = None,
-    dtype: DtypeOpt = "bf16-mixed",
-    optimizer: OptimizerOpt = "adamw",
-    objective: Annotated[str, typer.Option(help="Best plan by: time, cost, energy.")] = "time",
-    constraint: Annotated[list[str] | None, typer.Option("--constraint", help="Plan filter, e.g. "
-                                                         "tp<=8 (repeatable).")] = None,
-    fix: Annotated[list[str] | None, typer.Option("--fix", help="Pin plan fields, e.g. "
-                                                  "recompute=full.")] = None,
-    rerank: Annotated[int, typer.Option(help="Best kernel candidates re-evaluated with the "
-                                        "simulated pipeline at each point.")] = 2,
+    dtype: DtypeOpt = DTYPE,
+    optimizer: OptimizerOpt = OPTIMIZER,
+    objective: ObjectiveOpt = OBJECTIVE,
+    constraint: ConstraintOpt = None,
+    fix: FixOpt = None,
+    usable_memory: UsableMemoryOpt = USABLE_MEMORY,
+    rerank: Annotated[int, typer.Option(min=1, max=1000, help="Best kernel candidates "
+                                        "re-evaluated with the simulated pipeline at each "
+                                        "point.")] = 2,
     sensitivity_: Annotated[bool, typer.Option("--sensitivity/--no-sensitivity", help="Add the "
                                                "elasticity of step time to each resource at "
                                                "the first grid point.")] = True,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the JSON document.")] = False,
-    output: Annotated[str | None, typer.Option("--output", "-o", help="Write the JSON "
-                                               "document.")] = None,
-    csv_path: Annotated[str | None, typer.Option("--csv", help="Write one row per grid point "
-                                                 "as CSV.")] = None,
-    markdown: Annotated[str | None, typer.Option("--markdown", help="Write the study as "
-                                                 "Markdown (tables and the command).")] = None,
+    as_json: JsonOpt = False,
+    markdown: MarkdownOpt = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help="Print one row per grid point as CSV "
+                                         "instead of tables.")] = False,
+    output: OutputOpt = None,
     price: Annotated[list[str] | None, typer.Option("--price", help="GPU=$/h, the price per "
                                                     "GPU-hour of a GPU profile, e.g. "
                                                     "h100-sxm=2.5 (repeatable).")] = None,
@@ -75,21 +97,32 @@ def sweep(
     from archcost.sweep.grid import build_point, run_grid, sensitivity
     from archcost.trace.precision import parse_precision
 
-    axes = parse_vary(vary or [])
+    one_output(as_json, markdown, as_csv)
+    counts = gpu_counts(gpus)
+    vary = list(vary or [])
+    if counts and len(counts) > 1:  # --gpus 16,32 is the gpus axis
+        if any(v.strip().lower().startswith("gpus=") for v in vary):
+            raise ConfigError(f"--gpus {gpus} and --vary gpus=...: give the GPU counts once")
+        vary.insert(0, f"gpus={gpus}")
+    axes = parse_vary(vary)
     prices = _prices(price or [])
     if objective not in OBJECTIVES:
         raise ConfigError(f"--objective {objective!r}: use {', '.join(OBJECTIVES)}")
-    if gpus < 1 or seq_len < 1 or rerank < 1:
-        raise ConfigError("--gpus, --seq-len and --rerank must be >= 1")
-    if gbs is None:
-        gbs = max(1, 2 ** round(math.log2(max(1.0, 4 * 2**20 / seq_len))))
-    spec = load_model_file(model, parse_overrides(set_))
+    check_usable_memory(usable_memory)
     parse_precision(dtype)
+    check_outputs(o=output)
+    cluster = cluster or FALLBACK_CLUSTER
+    if counts is None:  # one node of the cluster
+        from archcost.hardware.profile import load_cluster
+
+        counts = [load_cluster(cluster).gpus]
+    gpus_n = counts[0]
+    gbs = gbs or default_gbs(seq_len)
+    spec = load_model_file(model, parse_overrides(set_))
     recomputes = _recomputes(list(fix or []))
     cache: dict = {}
-    quiet = as_json
-    status_cm = err_console.status("tracing", spinner="dots") if not quiet else _null()
-    with status_cm as status:
+    quiet = as_json or markdown or as_csv
+    with spinner(quiet) as status:
         def workload_for(s: int, d: str):
             if (s, d) not in cache:
                 if status is not None:
@@ -101,25 +134,18 @@ def sweep(
         workload_for(seq_len, dtype)
     search_kw = dict(constraints=constraint or [], fixed=list(fix or []), objective=objective,
                      top=1, rerank=rerank)
-    if quiet:
-        grid = run_grid(axes, cluster_name=cluster, gpus=gpus, gbs=gbs, seq_len=seq_len,
-                        dtype=dtype, workload_for=workload_for, search_kw=search_kw,
-                        prices=prices)
-    else:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-        with Progress(TextColumn("grid points"), BarColumn(), MofNCompleteColumn(),
-                      console=err_console, transient=True) as bar:
-            task = bar.add_task("grid", total=None)
-            grid = run_grid(axes, cluster_name=cluster, gpus=gpus, gbs=gbs, seq_len=seq_len,
-                            dtype=dtype, workload_for=workload_for, search_kw=search_kw,
-                            prices=prices,
-                            progress=lambda d, n: bar.update(task, completed=d, total=n))
+    grid_kw = dict(cluster_name=cluster, gpus=gpus_n, gbs=gbs, seq_len=seq_len, dtype=dtype,
+                   workload_for=workload_for, search_kw=search_kw, prices=prices,
+                   cm_kw={"usable_memory": usable_memory})
+    with progress_bar(quiet, "grid points") as bar:
+        task = bar.add_task("grid", total=None) if bar is not None else None
+        grid = run_grid(axes, **grid_kw, progress=None if bar is None else
+                        lambda d, n: bar.update(task, completed=d, total=n))
     doc = {
         "schema_version": SCHEMA_VERSION, "kind": "sweep",
         "model": {"name": spec.name, "file": spec.path.name, "builder": spec.builder_name,
                   "config": spec.builder_config(1, seq_len)},
-        "base": {"cluster": cluster, "gpus": gpus, "gbs": gbs, "seq_len": seq_len,
+        "base": {"cluster": cluster, "gpus": gpus_n, "gbs": gbs, "seq_len": seq_len,
                  "dtype": dtype, "objective": objective},
         "prices_usd_per_gpu_hour": prices,
         **grid,
@@ -129,27 +155,21 @@ def sweep(
         from archcost.plan.costmodel import CostModel
 
         _, point_cluster, *_, w = build_point(
-            axes, first["index"], cluster_name=cluster, gpus=gpus, gbs=gbs, seq_len=seq_len,
+            axes, first["index"], cluster_name=cluster, gpus=gpus_n, gbs=gbs, seq_len=seq_len,
             dtype=dtype, workload_for=workload_for, prices=prices)
         doc["sensitivity"] = {"point": first["point"], "plan": first["plan"],
-                              "resources": sensitivity(CostModel(w, point_cluster),
-                                                       parse_plan(first["plan"]))}
+                              "resources": sensitivity(
+                                  CostModel(w, point_cluster, usable_memory=usable_memory),
+                                  parse_plan(first["plan"]))}
     emit(doc, as_json, output)
-    if csv_path:
-        from archcost.io import atomic_write_text
-
-        atomic_write_text(csv_path, to_csv(doc))
-    if markdown:
-        from archcost.io import atomic_write_text
-
-        atomic_write_text(markdown, to_markdown(doc))
-    if not as_json:
+    if markdown or as_csv:
+        typer.echo(to_markdown(doc) if markdown else to_csv(doc), nl=False)
+    elif not as_json:
         from archcost.cli.layout import say
 
         _render(out_console, doc)
-        for path in (output, csv_path, markdown):
-            if path:
-                say(out_console, f"wrote {path}")
+        if output:
+            say(out_console, f"wrote {output}")
 
 
 CSV_FIELDS = ("step_time_s", "tokens_per_s", "mfu", "peak_per_gpu_bytes", "joules_per_token",

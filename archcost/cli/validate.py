@@ -6,8 +6,29 @@ from typing import Annotated
 
 import typer
 
-from archcost.cli.analyze import ModelArg, _null
-from archcost.cli.common import DebugOpt, emit, err_console, out_console, reports_errors
+from archcost.cli.common import check_outputs, emit, err_console, out_console, reports_errors
+from archcost.cli.common import spinner as _spinner
+from archcost.cli.options import (
+    DEVICE,
+    DTYPE,
+    NPROC,
+    OPTIMIZER,
+    SEQ_LEN,
+    TIMEOUT_S,
+    DebugOpt,
+    DeviceOpt,
+    DtypeOpt,
+    HardwareOpt,
+    JsonOpt,
+    ModelArg,
+    NprocOpt,
+    OptimizerOpt,
+    OutputOpt,
+    PlanOpt,
+    SeqLenOpt,
+    SetOpt,
+    TimeoutOpt,
+)
 from archcost.errors import ConfigError, ValidationError
 
 SCHEMA_VERSION = 1
@@ -82,50 +103,42 @@ def _check_plan(plan) -> None:
 @reports_errors
 def validate(
     model: ModelArg,
-    plan_text: Annotated[str, typer.Option("--plan", help="Data-, tensor- or pipeline-parallel "
-                                           "plan, e.g. 'dp=2,zero=3,mbs=4,gbs=16', "
-                                           "'tp=2,mbs=4,gbs=4' or 'pp=2,mbs=2,gbs=8' "
-                                           "(GPUs = processes).")],
-    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
-    nproc: Annotated[int, typer.Option("--nproc", help="Processes (one per GPU on cuda).")] = 1,
-    steps: Annotated[int, typer.Option(help="Timed steps.")] = 5,
-    warmup: Annotated[int, typer.Option(help="Untimed steps first.")] = 2,
-    hardware: Annotated[str | None, typer.Option(
-        "--hardware", help="Profile predictions use (GPU profile for one process, cluster "
-        "profile for several); default the bundled cpu (one process) or cpu-host (several) "
-        "on a CPU, h100-sxm or dgx-h100-ndr on CUDA.")] = None,
-    seq_len: Annotated[int, typer.Option("--seq-len", "-s", help="Tokens per sequence.")] = 128,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="Builder argument KEY=VALUE.",
-                                                   show_default=False)] = None,
-    dtype: Annotated[str, typer.Option(help="fp32, bf16 or fp16 (all tensors).")] = "fp32",
-    optimizer: Annotated[str, typer.Option(help="adamw, adam, sgd, adamw-fused, "
-                                                "adam-fused.")] = "adamw",
-    timeout: Annotated[float, typer.Option(help="Seconds before a multi-process run is "
-                                                "stopped.")] = 600.0,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the JSON document.")] = False,
-    output: Annotated[str | None, typer.Option("--output", "-o", help="Write the JSON "
-                                               "document.")] = None,
+    plan_text: PlanOpt,
+    device: DeviceOpt = DEVICE,
+    nproc: NprocOpt = NPROC,
+    steps: Annotated[int, typer.Option(min=1, max=10**6, help="Timed steps.")] = 5,
+    warmup: Annotated[int, typer.Option(min=0, max=10**6, help="Untimed steps first.")] = 2,
+    hardware: HardwareOpt = None,
+    seq_len: SeqLenOpt = SEQ_LEN,
+    set_: SetOpt = None,
+    dtype: DtypeOpt = DTYPE,
+    optimizer: OptimizerOpt = OPTIMIZER,
+    timeout: TimeoutOpt = TIMEOUT_S,
+    as_json: JsonOpt = False,
+    output: OutputOpt = None,
     debug: DebugOpt = False,
 ) -> None:
     """Run real timed training steps of MODEL with the plan's data, tensor or pipeline
     parallelism and compare them with the prediction, per component."""
+    from archcost.cli.plan import read_plan
     from archcost.hardware.machine import machine_id
     from archcost.loader import load_model_file, parse_overrides
     from archcost.plan.costmodel import CostModel
     from archcost.plan.evaluate import estimate_plan
-    from archcost.plan.space import parse_plan
     from archcost.plan.workload import trace_workload
     from archcost.trace.precision import parse_precision
     from archcost.validate.compare import available_memory_bytes, components, profile_warnings
     from archcost.validate.parallel import check_hooks, require_hooks
     from archcost.validate.step import RunConfig
 
+    parse_precision(dtype)
     if dtype not in _VALIDATE_DTYPES:
         raise ConfigError(f"--dtype {dtype!r}: validate runs {', '.join(_VALIDATE_DTYPES)} "
                           "(mixed precision's fp32 master copies are not materialised)")
-    if steps < 1 or warmup < 0 or nproc < 1 or seq_len < 1:
-        raise ConfigError("--steps, --nproc and --seq-len must be >= 1 and --warmup >= 0")
-    plan = parse_plan(plan_text)
+    if not timeout > 0:
+        raise ConfigError(f"--timeout {timeout}: give a positive number of seconds")
+    check_outputs(o=output)
+    plan = read_plan(plan_text)
     if plan.gpus != nproc:
         raise ConfigError(f"plan uses dp*tp*pp*cp = {plan.gpus} GPUs but --nproc is {nproc}: "
                           f"set --nproc {plan.gpus} or change the plan")
@@ -150,7 +163,7 @@ def validate(
     require_hooks(spec, plan.tp > 1, plan.pp > 1)  # before tracing: the hooks run later
     policy = parse_precision(dtype)
     quiet = as_json
-    with err_console.status("tracing", spinner="dots") if not quiet else _null() as status:
+    with _spinner(quiet) as status:
         def progress(msg: str) -> None:
             if status is not None:
                 status.update(msg)
@@ -185,9 +198,8 @@ def validate(
     for w in warnings:
         if not quiet:
             err_console.print(f"[yellow]warning:[/] {w}", soft_wrap=True)
-    with err_console.status(f"running {warmup} + {steps} steps on {nproc} process"
-                            f"{'es' if nproc > 1 else ''}", spinner="dots") \
-            if not quiet else _null():
+    with _spinner(quiet, f"running {warmup} + {steps} steps on {nproc} process"
+                  f"{'es' if nproc > 1 else ''}"):
         if nproc == 1:
             from archcost.validate.step import run_steps
 
