@@ -105,7 +105,7 @@ def test_readme_setup_in_a_clean_clone_new_venv_without_chromium(tmp_path):
     assert re.search(r"step_time|step time", out), out[-3000:]
     where = subprocess.run([str(venv / "bin" / "python"), "-c",
                             "import archcost; print(archcost.__file__)"], capture_output=True,
-                           text=True, env=env, cwd=tmp_path, check=True).stdout.strip()
+                           text=True, env=env, cwd=venv, check=True).stdout.strip()
     assert Path(where).resolve().is_relative_to(clone.resolve()), where
     assert shutil.which("archcost", path=path) == str(venv / "bin" / "archcost")
 
