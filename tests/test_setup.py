@@ -110,9 +110,12 @@ def test_readme_setup_in_a_clean_clone_new_venv_without_chromium(tmp_path):
     assert shutil.which("archcost", path=path) == str(venv / "bin" / "archcost")
 
     # command 2: the test script, on the selection
-    out = _run(" ".join([test, *SELECTION]), clone, env)
+    nested_tmp = tmp_path / "nested-pytest"
+    out = _run(" ".join([test, *SELECTION, f"--basetemp={nested_tmp}"]), clone, env)
     m = re.search(r"^test\.sh: python (\S+), chromium (\S+)$", out, re.M)
     assert m, out[-3000:]
+    if shutil.which("apt-get", path=path):  # as on CI: Chromium came through apt-get, off PATH
+        assert "test.sh: installing Chromium (apt-get install chromium)" in out, out[-3000:]
     assert Path(m.group(1)).parent == venv / "bin", m.group(0)  # the new venv's python
     assert m.group(2) != "none" and Path(m.group(2)).is_absolute(), m.group(0)
     summary = re.findall(r"^=*\s*(\d+ (?:passed|failed|skipped|errors?)\b.*?)\s*=*$", out, re.M)

@@ -4,8 +4,8 @@ communication), bars coloured by category (forward, backward, sends, bubble, ...
 A long schedule has thousands of micro-batch bars, each far narrower than a pixel: drawn as
 they are they read as idle. So runs of bars narrower than ``MIN_BAR_PX`` with gaps under it
 between them are merged into one block (``merge_thin``), drawn across the run with its height
-split by the share of the run's time each category took (the rest of the height, left empty,
-is idle time inside the run); a lone thin bar is widened to ``MIN_BAR_PX``. The legend and the
+split by the share of the run's time each category took, top down in legend order (the rest
+of the height, left empty at the bottom, is idle time inside the run); a lone thin bar is widened to ``MIN_BAR_PX``. The legend and the
 footnote say when either happened; every block's tooltip gives its counts and seconds.
 """
 
@@ -91,11 +91,13 @@ def merge_thin(bars: Sequence[tuple[int, float, float, str, str]], thin_s: float
     return out
 
 
-def _stripes(block: Block, height: float) -> list[tuple[str, float]]:
-    """(category, px of height) of a merged block: each category's share of the block's
-    span, at least ``_MIN_STRIPE`` each, at most ``height`` in all."""
+def _stripes(block: Block, height: float, order: dict[str, int]) -> list[tuple[str, float]]:
+    """(category, px of height) of a merged block, top to bottom in legend ``order``: each
+    category's share of the block's span, at least ``_MIN_STRIPE`` each, at most ``height``
+    in all."""
     span = max(block.end - block.start, 1e-300)
-    hs = [(cat, max(height * min(sec / span, 1.0), _MIN_STRIPE)) for cat, sec in block.busy]
+    busy = sorted(block.busy, key=lambda cs: order.get(cs[0], len(order)))
+    hs = [(cat, max(height * min(sec / span, 1.0), _MIN_STRIPE)) for cat, sec in busy]
     total = sum(h for _, h in hs)
     if total > height:
         hs = [(c, h * height / total) for c, h in hs]
@@ -118,11 +120,12 @@ def gantt_chart(plot_id: str, title: str, lanes: Sequence[str],
     merged = [b for b in blocks if b.count > 1]
     widened = any(b.count == 1 and sx(b.end) - sx(b.start) < MIN_BAR_PX for b in blocks)
     cats = list(dict.fromkeys(c for *_, c in bars))
+    order = {c: i for i, c in enumerate(cats)}
     legend_items: list[tuple[str, ...]] = [(c, colors.get(c, "#999")) for c in cats]
     notes = []
     if merged:
         mixed = next((b for b in merged if len(b.busy) > 1), merged[0])
-        pair = [colors.get(c, "#999") for c, _ in mixed.busy[:2]]
+        pair = [colors.get(c, "#999") for c, _ in _stripes(mixed, 1.0, order)[:2]]
         legend_items.append((f"merged bars under {MIN_BAR_PX:g} px: height by share of time",
                              ",".join((pair * 2)[:2]), "stripes"))
         notes.append(f"{sum(b.count for b in merged):,} bars narrower than {MIN_BAR_PX:g} px "
@@ -169,11 +172,11 @@ def gantt_chart(plot_id: str, title: str, lanes: Sequence[str],
         parts = ", ".join(f"{c} {axis.fmt(s)} ({s / span:.0%})" for c, s in b.busy)
         tip = (f"{b.count:,} bars merged, {axis.fmt(b.start)} to {axis.fmt(b.end)}: {parts}; "
                f"idle {axis.fmt(max(span - sum(s for _, s in b.busy), 0.0))}")
-        yb = y0 + _BAR_H
-        for cat, h in _stripes(b, _BAR_H):
-            yb -= h
+        yb = y0
+        for cat, h in _stripes(b, _BAR_H, order):
             out.append(f'<rect x="{num(x0)}" y="{num(yb)}" width="{num(w)}" height="{num(h)}" '
                        f'fill="{colors.get(cat, "#999")}"><title>{esc(tip)}</title></rect>')
+            yb += h
     out.append("</g>")
     out += names
     out += footnote(note, bottom + X_AXIS_BELOW + 8)
