@@ -157,7 +157,9 @@ def test_figures_are_sane_for_a_cpu(calibrated):
     mem_total = next(int(ln.split()[1]) * 1024 for ln in Path("/proc/meminfo").read_text().splitlines()
                      if ln.startswith("MemTotal:"))
     assert gpu.mem_bytes == pytest.approx(mem_total, rel=1e-3)
-    assert doc["elapsed_s"] > 0 and doc["wall_s"] < 120
+    # the calibration's own clock is inside the command's (how long it takes is a benchmark's
+    # question: a loaded runner stretches it several-fold)
+    assert 0 < doc["elapsed_s"] <= doc["wall_s"]
 
 
 def test_peak_bounds_every_measured_rate_and_is_the_best_one(calibrated):
