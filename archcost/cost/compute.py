@@ -11,6 +11,13 @@ and is in practice memory-bound, at the op's own measured fraction of bandwidth 
 profile has one (``op_efficiency``). The overhead is the profile's per-phase figure
 (``op_overhead``), else ``kernel_launch``. NB: ops execute one after another on one stream (no
 overlap between kernels), as eager PyTorch does on one device.
+
+Low-precision GEMMs (``aten._scaled_mm``) run at the peak of their operands' format (``fp8``,
+``mxfp8``, ``nvfp4``; the node's ``compute_dtype``), not of their bf16 output. Their efficiency
+is read from the profile's curve (or shape table) at the size a bf16 GEMM of the same duration
+has: FLOPs times bf16 peak / format peak (each of m, n, k times its cube root), the rule by which
+``GpuProfile.scaled`` moves curves to a faster part. NB: the bf16 measurements stand in for the
+format's own; a large fp8 GEMM reaches the bf16 ceiling fraction of the fp8 peak.
 """
 
 from __future__ import annotations
@@ -25,13 +32,16 @@ from archcost.trace.rules_attention import attention_slices
 
 __all__ = ["OpArrays", "ComputeResult", "lower", "compute_times", "roofline_seconds",
            "peak_flops_for", "PEAK_KEY", "memory_curve_index", "overhead_seconds", "curve_for",
-           "op_mnk", "SHAPED_MATMULS"]
+           "op_mnk", "SHAPED_MATMULS", "peak_keys", "LOW_PRECISION_KEYS", "require_peak"]
 
 PEAK_KEY = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16",
-            "float8_e4m3fn": "fp8", "float8_e5m2": "fp8", "float64": "fp32"}
+            "float8_e4m3fn": "fp8", "float8_e5m2": "fp8", "float64": "fp32",
+            "mxfp8": "mxfp8", "nvfp4": "nvfp4"}
+LOW_PRECISION_KEYS = ("fp8", "mxfp8", "nvfp4")
 TENSOR_CORE_CLASSES = ("matmul", "conv", "attention")
 CURVE_MATMUL, CURVE_ATTENTION, CURVE_CONV, CURVE_ATTENTION_SLICE, CURVE_CONV_BACKWARD = range(5)
-SHAPED_MATMULS = ("aten.mm", "aten.addmm")  # 2-D products a shape table prices by (m, n, k)
+# 2-D products a shape table prices by (m, n, k)
+SHAPED_MATMULS = ("aten.mm", "aten.addmm", "aten._scaled_mm")
 
 
 def curve_for(op_class: str, op: str = "") -> int:
@@ -86,6 +96,12 @@ def op_mnk(d: dict) -> tuple[float, float, float]:
     return float(m), float(n), d["flops"] / (2.0 * m * n)
 
 
+def op_dtype(d: dict) -> str:
+    """What a node computes in (its peak's dtype): ``compute_dtype``, else its first output's
+    dtype (graphs traced before the attribute existed)."""
+    return d.get("compute_dtype") or (d["out_dtypes"] or ["float32"])[0]
+
+
 def lower(g: nx.DiGraph) -> OpArrays:
     nodes = sorted(g.nodes(data=True), key=lambda kv: kv[1]["index"])
     return OpArrays(
@@ -95,7 +111,7 @@ def lower(g: nx.DiGraph) -> OpArrays:
         nbytes=np.array([d["bytes_read"] + d["bytes_written"] for _, d in nodes], dtype=np.float64),
         count=np.array([d["count"] for _, d in nodes], dtype=np.float64),
         op_class=[d["op_class"] for _, d in nodes],
-        dtype=[(d["out_dtypes"] or ["float32"])[0] for _, d in nodes],
+        dtype=[op_dtype(d) for _, d in nodes],
         phase=[d["phase"] for _, d in nodes],
         module=[d["module"] for _, d in nodes],
         slices=np.array([op_slices(d) for _, d in nodes], dtype=np.float64),
@@ -115,6 +131,39 @@ def peak_flops_for(gpu, dtype: str, tensor_core: bool) -> float:
     peaks = gpu.peak_flops_per_s
     key = PEAK_KEY.get(dtype, "fp32") if tensor_core else "fp32"
     return float(peaks.get(key) or peaks["fp32"])
+
+
+def peak_keys(dtypes) -> list[str]:
+    """The ``peak_flops_per_s`` key of each op's dtype."""
+    return [PEAK_KEY.get(dt, "fp32") for dt in dtypes]
+
+
+def require_peak(gpu, key: str, option: str) -> None:
+    """A one-line ConfigError when ``gpu`` has no ``key`` peak (``--dtype fp8`` on an A100)."""
+    from archcost.errors import ConfigError
+
+    if gpu.peak_flops_per_s.get(key):
+        return
+    have = ", ".join(k for k in LOW_PRECISION_KEYS if gpu.peak_flops_per_s.get(k)) or "none"
+    if key == "fp8":
+        fix = ("use --dtype bf16-mixed, or a GPU profile with an fp8 peak (Hopper, Ada, "
+               "Blackwell: h100-sxm, h200, b200, gb200)")
+    else:
+        other = "fp8" if gpu.peak_flops_per_s.get("fp8") else "bf16-mixed"
+        fix = f"use --dtype {other} on this GPU, or a Blackwell GPU profile (b200, gb200)"
+    raise ConfigError(f"{option}: GPU profile {gpu.name} has no {key} peak (its low-precision "
+                      f"peaks: {have}); {fix}")
+
+
+def _reference_scale(gpu, keys: list[str] | None, n: int) -> np.ndarray:
+    """Per op, the factor from its size to that of a bf16 op of equal duration: bf16 peak /
+    its format's peak for low-precision ops on a profile with both peaks, else 1."""
+    if keys is None:
+        return np.ones(n)
+    peaks = gpu.peak_flops_per_s
+    ref = peaks.get("bf16")
+    ratio = {k: ref / peaks[k] for k in LOW_PRECISION_KEYS if ref and peaks.get(k)}
+    return np.array([ratio.get(k, 1.0) for k in keys], dtype=np.float64)
 
 
 def _peak(gpu, dtype: str, op_class: str) -> float:
@@ -179,15 +228,20 @@ def _per_shape(gpu, curve: np.ndarray, peak: np.ndarray, mnk: np.ndarray | None
 
 def roofline_seconds(gpu, flops: np.ndarray, nbytes: np.ndarray, peak: np.ndarray,
                      curve: np.ndarray, mem_curve: np.ndarray, launch: np.ndarray,
-                     slices: np.ndarray | None = None, mnk: np.ndarray | None = None
-                     ) -> tuple[np.ndarray, np.ndarray]:
+                     slices: np.ndarray | None = None, mnk: np.ndarray | None = None,
+                     keys: list[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(seconds, bound) of one occurrence of each op on ``gpu``: the roofline kernel with the
     profile's efficiency curves and bandwidth, plus each op's overhead ``launch``. ``slices``
     (attention ops' (batch, head) slices, 0 where unknown) lets attention read a per-slice
     curve at its FLOPs per slice, and ``mnk`` (2-D matmuls' (m, n, k), zeros where unknown)
-    lets matmuls read the shape table, where the profile has them."""
+    lets matmuls read the shape table, where the profile has them; ``keys`` (each op's peak
+    key, :func:`peak_keys`) reads low-precision ops at their bf16-equivalent size."""
+    scale = _reference_scale(gpu, keys, len(np.asarray(flops)))
+    if mnk is not None:
+        mnk = np.asarray(mnk, dtype=np.float64).reshape(-1, 3) * np.cbrt(scale)[:, None]
     curve, peak = _per_shape(gpu, np.asarray(curve), np.asarray(peak, dtype=np.float64), mnk)
     curve, size = _per_slice(gpu, curve, flops, slices)
+    size = size * scale
     cx, cy, cn = _curves(_curve_rows(gpu))
     mx, my, mn = _curves(_memory_curves(gpu))
     return roofline(flops, nbytes, peak, curve, size, cx, cy, cn,
@@ -204,7 +258,8 @@ def compute_times(arrays: OpArrays, gpu) -> ComputeResult:
     peak = np.array([_peak(gpu, d, c) for d, c in zip(arrays.dtype, arrays.op_class)])
     t, bound = roofline_seconds(gpu, arrays.flops, arrays.nbytes, peak, _op_curves(arrays),
                                 memory_curve_index(gpu, arrays.op),
-                                overhead_seconds(gpu, arrays.phase), arrays.slices, arrays.mnk)
+                                overhead_seconds(gpu, arrays.phase), arrays.slices, arrays.mnk,
+                                peak_keys(arrays.dtype))
     return ComputeResult(seconds=t * arrays.count, bound=bound, peak_used=peak)
 
 
@@ -217,8 +272,10 @@ def class_roofline_parts(arrays: OpArrays, gpu) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {}
     by_curve = _curve_rows(gpu)
     peak = np.array([_peak(gpu, d, c) for d, c in zip(arrays.dtype, arrays.op_class)])
-    curve, peak = _per_shape(gpu, _op_curves(arrays), peak, arrays.mnk)
+    scale = _reference_scale(gpu, peak_keys(arrays.dtype), len(peak))
+    curve, peak = _per_shape(gpu, _op_curves(arrays), peak, arrays.mnk * np.cbrt(scale)[:, None])
     curve, size = _per_slice(gpu, curve, arrays.flops, arrays.slices)
+    size = size * scale
     for i, cls in enumerate(arrays.op_class):
         row = out.setdefault(cls, {"compute_s": 0.0, "memory_s": 0.0, "ops": 0.0})
         n = arrays.count[i]

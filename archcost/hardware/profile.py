@@ -42,6 +42,8 @@ class Dtype(str, enum.Enum):
     BF16 = "bf16"
     FP16 = "fp16"
     FP8 = "fp8"
+    MXFP8 = "mxfp8"  # OCP MX FP8: FP8 elements, one shared scale per 32 (Blackwell tensor cores)
+    NVFP4 = "nvfp4"  # NVIDIA FP4 (e2m1) with one FP8 scale per 16 elements (Blackwell)
 
 
 DTYPES = tuple(d.value for d in Dtype)

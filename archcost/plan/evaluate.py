@@ -205,7 +205,7 @@ def estimate_plan(plan: Plan, cm: CostModel, *, with_schedule: bool = True
             if n <= 1 or params <= 0:
                 continue
             per = m if zero == 3 else 1
-            g_bytes, w_bytes = params * w.grad_bytes, params * w.weight_bytes
+            g_bytes, w_bytes = params * w.grad_bytes, params * cm.gather_bytes
             if zero == 0:
                 bwd_c += _coll(comm, rec, tag, Collective.ALL_REDUCE, g_bytes, n, stride, 1,
                                "gradients")

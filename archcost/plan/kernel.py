@@ -57,7 +57,7 @@ MODEL_KEYS = ("layers", "seq_len", "hidden", "act_bytes", "tp_points", "kv_hidde
               "params_expert_block", "weight_bytes", "grad_bytes", "optimizer_bytes",
               "optimizer_s_per_param", "model_flops_per_seq", "rc_flops_none",
               "rc_flops_selective", "rc_flops_full", "peak_flops", "mem_capacity",
-              "overlap_dp", "uniform_stages", "host_link_bw", "host_mem_bw")
+              "overlap_dp", "uniform_stages", "host_link_bw", "host_mem_bw", "gather_bytes")
 M = {name: i for i, name in enumerate(MODEL_KEYS)}
 # constant indices for njit code (numba cannot read dicts)
 _O_STEP_S = 0
@@ -104,6 +104,7 @@ _M_OVERLAP_DP = 22
 _M_UNIFORM_STAGES = 23
 _M_HOST_LINK_BW = 24
 _M_HOST_MEM_BW = 25
+_M_GATHER_BYTES = 26  # bytes per parameter of a parameter all-gather
 _OFF_OPTIMIZER, _OFF_ACTIVATIONS = 1, 2
 _AX_TP, _AX_CP, _AX_DP, _AX_PP = 0, 1, 2, 3
 _GPIPE, _1F1B, _INTERLEAVED = 0, 1, 2
@@ -285,17 +286,17 @@ def score_plans(dp_a, tp_a, pp_a, cp_a, ep_a, zero_a, hyb_a, sg_a, sp_a, vpp_a, 
                     zg_e = max(1, n_dp // ep)
                     if r == 0 or r == pp - 1 or nl != cached_nl:
                         bwd, fwd = _dp_time(zero, dense * model[_M_GRAD_BYTES],
-                                            dense * model[_M_WEIGHT_BYTES], n_dp, dp_stride, hybrid, zg,
+                                            dense * model[_M_GATHER_BYTES], n_dp, dp_stride, hybrid, zg,
                                             dom, bw, lat)
                         if pe > 0 and ep > 1:
                             b2, f2 = _dp_time(zero, expert * model[_M_GRAD_BYTES],
-                                              expert * model[_M_WEIGHT_BYTES], zg_e, dp_stride * ep,
+                                              expert * model[_M_GATHER_BYTES], zg_e, dp_stride * ep,
                                               False, zg_e, dom, bw, lat)
                             bwd += b2
                             fwd += f2
                         elif pe > 0:
                             b2, f2 = _dp_time(zero, expert * model[_M_GRAD_BYTES],
-                                              expert * model[_M_WEIGHT_BYTES], n_dp, dp_stride, hybrid,
+                                              expert * model[_M_GATHER_BYTES], n_dp, dp_stride, hybrid,
                                               zg, dom, bw, lat)
                             bwd += b2
                             fwd += f2
