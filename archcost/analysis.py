@@ -189,7 +189,7 @@ def summarize(
                 "gradients": grads,
                 "optimizer_states": cap.optimizer_state_bytes + cap.master_weight_bytes,
                 "master_weights": cap.master_weight_bytes,
-                "lowp_state": cap.lowp_state_bytes,
+                **({"lowp_state": cap.lowp_state_bytes} if policy.low_precision else {}),
                 "activations_saved": sum(cap.saved.values()),
             },
             "arithmetic_intensity": flops["total"] / moved if moved else 0.0,
