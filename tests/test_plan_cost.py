@@ -1,6 +1,5 @@
 """The cost of a plan: oracles from outside the code under test.
 
-- the numba collective-on-a-topology equals ``comm.collective_cost`` (the nccl-tests formulas);
 - balanced stage partitions equal brute force over every split;
 - with equal pipeline stages and free links, the plan kernel equals the full estimate (whose
   pipeline is simulated op by op) and the bubble equals (p-1)/m and (p-1)/(m v);
@@ -18,8 +17,6 @@ import itertools
 import numpy as np
 import pytest
 
-from archcost.cost import kernels as k
-from archcost.cost.comm import Collective, collective_cost, level_arrays
 from archcost.errors import PlanError
 from archcost.hardware.profile import load_cluster
 from archcost.options import Recompute
@@ -32,25 +29,6 @@ from archcost.plan.search import pareto_front, score, search
 from archcost.plan.workload import OpTable, Workload, trace_workload
 from archcost.trace.precision import parse_precision
 from tests.conftest import MODELS
-
-_KINDS = {Collective.ALL_REDUCE: k.COLL_ALL_REDUCE, Collective.ALL_GATHER: k.COLL_ALL_GATHER,
-          Collective.REDUCE_SCATTER: k.COLL_REDUCE_SCATTER,
-          Collective.ALL_TO_ALL: k.COLL_ALL_TO_ALL, Collective.SEND_RECV: k.COLL_SEND_RECV}
-
-
-@pytest.mark.parametrize("name", ["dgx-h100-ndr", "dgx-a100-hdr", "gb200-nvl72", "mi300x-ib"])
-def test_group_collective_time_equals_collective_cost(name):
-    cluster = load_cluster(name, 4096 if name != "gb200-nvl72" else 1152)
-    dom, bw, lat = level_arrays(cluster)
-    rng = np.random.default_rng(0)
-    for _ in range(300):
-        kind = list(_KINDS)[rng.integers(len(_KINDS))]
-        n = int(2 ** rng.integers(0, 10))
-        stride = int(2 ** rng.integers(0, 6))
-        size = float(10 ** rng.uniform(2, 10))
-        want = collective_cost(kind, size, n, cluster, stride).seconds
-        got = k.group_collective_time(_KINDS[kind], size, n, stride, dom, bw, lat)
-        assert got == pytest.approx(want, rel=1e-12, abs=0.0), (kind, n, stride, size)
 
 
 def _brute_partition(n, k_, cost, first, last):

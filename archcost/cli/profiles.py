@@ -169,7 +169,8 @@ def _cluster_rows(c) -> list[tuple[str, str]]:
     for i, lv in enumerate(c.levels):
         rows.append((f"level {i}: {lv.name}",
                      f"{_domain(lv.domain_size)}, {_si(lv.bandwidth_per_gpu_bytes_per_s, 'B/s')} per GPU "
-                     f"each way, latency {_si(lv.latency_s, 's')}, {lv.topology.value}"))
+                     f"each way, latency {_si(lv.latency_s, 's')}, {lv.topology.value}"
+                     + (f", {lv.gpus_per_link} GPUs per link" if lv.gpus_per_link > 1 else "")))
         for name, lat, bw in lv.collectives:
             rows.append((f"  {name}", f"{_si(bw, 'B/s')} per GPU each way, latency {_si(lat, 's')}"))
     if c.notes:
