@@ -309,3 +309,84 @@ def test_plan_groups_follow_the_placement():
     assert (g["dp"].n1, g["dp"].s1, g["dp"].n2, g["dp"].s2, g["dp"].size) == (2, 8, 2, 16, 4)
     assert (g["ep"].size, g["ep"].step, g["dp-experts"].size, g["dp-experts"].step) == (
         2, 1, 2, 2)
+
+
+# ---------------------------------------------------------------- the issue's examples --------
+
+def _workload(model: str, over: dict, seq: int):
+    from archcost.loader import load_model_file
+    from archcost.options import Recompute
+    from archcost.plan.workload import trace_workload
+    from archcost.trace.precision import parse_precision
+    from tests.conftest import MODELS
+
+    spec = load_model_file(str(MODELS / f"{model}.py"), over)
+    return trace_workload(spec, seq, parse_precision("bf16-mixed"), "adamw", (Recompute.NONE,))
+
+
+def test_context_parallel_over_two_nodes_costs_its_internode_hops():
+    """Llama-3 70B at 8k, tp=1, pp=4, cp=16 on 64 H100s: the cp group is 16 consecutive ranks
+    over two nodes; each ring step waits for the hop on one GPU's NDR port (2 MiB of K,V at
+    50 GB/s + 6 us), of which attention hides only its share of the step, in forward (cp - 1
+    steps) and backward (K,V and their gradients: twice the bytes)."""
+    from archcost.plan.costmodel import CostModel
+    from archcost.plan.evaluate import estimate_plan
+    from archcost.plan.space import parse_plan
+
+    cm = CostModel(_workload("llama", {"preset": "70b"}, 8192), load_cluster("dgx-h100-ndr", 64))
+    est, _ = estimate_plan(parse_plan("tp=1,pp=4,cp=16,zero=2,mbs=1,gbs=512"), cm,
+                           with_schedule=False)
+    (cp,) = [c for c in est["comm"] if c["group"] == "cp"]
+    kv = 2 * 8192 / 16 * 1024 * 2  # K and V of 512 tokens, 8 kv heads x 128, bf16
+    assert cp["bytes"] == kv and cp["levels"] == ["nvlink4", "ib-ndr"]
+    hop = kv / 50e9 + 6e-6
+    assert cp["seconds_each"] == pytest.approx(hop)
+    row = dict(zip(("attn_f", "attn_b"), cm.table(np.array([[0, 1, 1, 0, 16]])).rows[0, 3:5]))
+    layer = 15 * (max(0.0, hop - row["attn_f"] / 16) + max(0.0, 2 * hop - row["attn_b"] / 16))
+    layers = est["ranks"][est["pipeline"]["critical_rank"]]["layers"]
+    assert est["components_s"]["cp_comm"] == pytest.approx(512 * layers * layer)
+    assert est["components_s"]["cp_comm"] > 0.1 * est["step_time_s"]
+
+
+def test_llama_405b_search_no_longer_takes_cp_32_across_four_nodes():
+    """Llama-3 405B at 8k on 4096 H100s: the plan the search took while cp was free on NVLink
+    (dp=2, tp=1, pp=64, cp=32: ring attention over 4 nodes) now pays its inter-node hops and
+    loses by over 10%. The best plan keeps cp within two nodes; the best tp=8 plan (what
+    Megatron-LM and Llama 3 run) is behind it only by its tensor-parallel collectives, which this
+    model leaves exposed (Megatron-LM's --tp-comm-overlap and torchtitan's AsyncTP hide them)."""
+    from archcost.plan.costmodel import CostModel
+    from archcost.plan.evaluate import estimate_plan
+    from archcost.plan.search import search
+    from archcost.plan.space import parse_plan
+
+    cm = CostModel(_workload("llama", {"preset": "405b"}, 8192),
+                   load_cluster("dgx-h100-ndr", 4096))
+    best = search(cm, [4096], 2048, top=1)["plans"][0]
+    plan = parse_plan(best["plan"])
+    assert plan.cp * plan.tp <= 16 and best["estimate"]["components_s"]["cp_comm"] > 0
+    old, _ = estimate_plan(parse_plan("dp=2,tp=1,pp=64,cp=32,zero=1,mbs=2,gbs=2048"), cm,
+                           with_schedule=False)
+    assert old["step_time_s"] > 1.1 * best["estimate"]["step_time_s"]
+    (cp,) = [c for c in old["comm"] if c["group"] == "cp"]
+    assert cp["levels"] == ["nvlink4", "ib-ndr"]
+    tp8 = search(cm, [4096], 2048, top=1, fixed=["tp=8"])["plans"][0]["estimate"]
+    parts = tp8["components_s"]
+    assert tp8["step_time_s"] > best["estimate"]["step_time_s"]
+    assert tp8["step_time_s"] - parts["tp_comm"] < best["estimate"]["step_time_s"]
+
+
+def test_gpt2_small_on_eight_gpus_runs_data_parallel():
+    """GPT-2 small at 1024 tokens on one 8-GPU node: plain data parallelism whenever the batch
+    has a sequence per GPU; with 4 sequences, dp=4 and a second axis of 2 inside the node."""
+    from archcost.plan.costmodel import CostModel
+    from archcost.plan.search import search
+    from archcost.plan.space import parse_plan
+
+    cm = CostModel(_workload("gpt2", {}, 1024), load_cluster("dgx-h100-ndr", 8))
+    for gbs in (8, 64):
+        plan = parse_plan(search(cm, [8], gbs, top=1)["plans"][0]["plan"])
+        assert (plan.dp, plan.tp, plan.pp, plan.cp) == (8, 1, 1, 1), plan
+    four = search(cm, [8], 4, top=1)["plans"][0]
+    plan = parse_plan(four["plan"])
+    assert plan.dp == 4 and plan.tp * plan.pp * plan.cp == 2
+    assert all(c["levels"] == ["nvlink4"] for c in four["estimate"]["comm"])

@@ -163,6 +163,33 @@ def test_kernel_equals_full_estimate_without_pipeline(gpt_cm):
     _kernel_vs_estimate(gpt_cm, plans[::3], ("step_s", "mem_peak", "mfu"))
 
 
+def test_kernel_equals_full_estimate_on_placed_groups(gpt):
+    """Nodes of 6 GPUs under 16 ranks (groups that are not translates of one another: simulated
+    hop by hop), every placement, the all-gather variant of context parallelism, and MoE
+    expert-parallel windows of the dp x cp block: the kernel prices every group as the full
+    estimate does, and context parallelism crosses the nodes."""
+    from archcost.loader import load_model_file
+    from tests.conftest import TINY
+
+    base = load_cluster("dgx-h100-ndr", 16)
+    six = dataclasses.replace(base, levels=(dataclasses.replace(base.levels[0], domain_size=6),
+                                            base.levels[1]))
+    shape = gpt.shape
+    plans = enumerate_plans(shape, 16, 32, constraints=["pp=1", "cp>=2"], placements="all")
+    assert len(plans) > 300
+    for cm in (CostModel(gpt, six), CostModel(gpt, base, cp_comm="all_gather")):
+        _kernel_vs_estimate(cm, plans[::7], ("step_s", "mem_peak"))
+    est, _ = estimate_plan(Plan(cp=16, gbs=1), CostModel(gpt, base, cp_comm="all_gather"))
+    (row,) = [c for c in est["comm"] if c["group"] == "cp" and c["collective"] == "all-gather"]
+    assert row["levels"] == ["nvlink4", "ib-ndr"] and est["components_s"]["cp_comm"] > 0
+    spec = load_model_file(str(MODELS / "moe.py"), TINY["moe"])
+    moe = trace_workload(spec, 64, parse_precision("bf16-mixed"), "adamw", (Recompute.NONE,))
+    ep_plans = enumerate_plans(moe.shape, 16, 32, constraints=["pp=1", "ep>=2", "recompute=none"],
+                               placements="all")
+    assert len(ep_plans) > 100 and {2, 4} <= {int(e) for e in ep_plans["ep"]}
+    _kernel_vs_estimate(CostModel(moe, six), ep_plans[::5], ("step_s", "mem_peak"))
+
+
 def test_kernel_memory_equals_the_simulated_schedule(gpt_cm):
     """The kernel's closed-form in-flight micro-batches per rank give the same memory as the
     simulator's counts, for every schedule."""
