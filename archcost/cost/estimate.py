@@ -25,11 +25,13 @@ _BOUND = {0: "compute", 1: "memory", 2: "none"}
 
 
 def estimate_single_device(
-    g: nx.DiGraph, doc: dict[str, Any], gpu, compute_dtype: str
+    g: nx.DiGraph, doc: dict[str, Any], gpu, compute_dtype: str,
+    attention_kernel: str | None = None,
 ) -> dict[str, Any]:
-    """The ``estimate`` section of an analysis document for ``gpu`` (a GpuProfile)."""
+    """The ``estimate`` section of an analysis document for ``gpu`` (a GpuProfile); attention
+    ops read ``attention_kernel``'s table where the profile has attention tables."""
     arrays = lower(g)
-    res = compute_times(arrays, gpu)
+    res = compute_times(arrays, gpu, attention_kernel)
     seconds = res.seconds
     step = float(seconds.sum())
     by_phase: dict[str, float] = defaultdict(float)
