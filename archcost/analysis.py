@@ -211,13 +211,15 @@ def run_analysis(
     recompute=None,
     gpu=None,
     solve: str | None = None,
+    usable_memory: float = 0.9,
     attention_kernel: str | None = None,
 ):
     """Trace ``spec`` and return ``(document, traced)``.
 
     ``symbolic`` adds exact formulas in b and s (and the step time on ``gpu``, attention priced
     by ``attention_kernel``'s table where the profile has one); ``solve`` answers "max b s.t.
-    memory <= LIMIT" style queries.
+    memory <= LIMIT" style queries (``capacity``: the ``usable_memory`` share of ``gpu``'s
+    memory).
     """
     from archcost.trace import Recompute, trace_model
 
@@ -226,7 +228,7 @@ def run_analysis(
     if solve:
         from archcost.solve import parse_query
 
-        query = parse_query(solve, gpu.mem_bytes if gpu is not None else None)
+        query = parse_query(solve, gpu.mem_bytes * usable_memory if gpu is not None else None)
     traced = trace_model(spec, batch_size, seq_len, policy, optimizer, dedupe_repeats, progress,
                          recompute=recompute)
     header = {
@@ -293,25 +295,36 @@ def symbolic_formulas(spec, seq_len: int, policy: PrecisionPolicy, optimizer: st
                       attention_kernel: str | None = None):
     """Exact polynomials in b and s (FLOPs per phase, bytes, saved activations, peak memory);
     with ``gpu`` also the piecewise step time."""
-    from archcost.solve import measure_point, step_time_expression
+    from archcost.cost.memory import live_bytes_exact
+    from archcost.solve import measure_point, peak_document, step_time_expression
     from archcost.trace import Recompute, trace_model
-    from archcost.trace.symbolic import fit_many
+    from archcost.trace.symbolic import fit_peak, fit_samples, sample_points, verify_pieces
 
     recompute = recompute or Recompute.NONE
 
-    def measure(b: int, s: int) -> dict[str, int]:
+    def trace_at(b: int, s: int, why: str):
         if progress:
-            progress(f"fitting formulas: tracing b={b} s={s}")
+            progress(f"{why}: tracing b={b} s={s}")
         t = trace_model(spec, b, s, policy, optimizer, recompute=recompute)
-        return measure_point(t, persistent_bytes(t.capture))
+        return t, live_bytes_exact(t.graph, persistent_bytes(t.capture))
 
-    fitted = fit_many(measure, seq_len)
+    fit, check = sample_points(seq_len)
+    samples, timelines = {}, {}
+    for p in fit + check:
+        t, timelines[p] = trace_at(*p, "fitting formulas")
+        samples[p] = measure_point(t, persistent_bytes(t.capture))
+    fitted = fit_samples(samples, fit, check)
+    peak = verify_pieces(fit_peak(timelines, fit, check, seq_len),
+                         lambda b: max(trace_at(b, seq_len, "checking a breakpoint")[1]))
+    fitted["peak_memory_bytes"] = peak
     formulas = {k: (None if f.expr is None else str(f.expr))
                 for k, f in fitted.items() if not k.startswith("class:")}
     out = {
         "variables": {"b": "batch size (sequences)", "s": "sequence length (tokens)"},
         "formulas": formulas,
-        "method": "exact fit over traces at 6 sizes, verified at 3 more",
+        "method": (f"exact fit over traces at {len(fit)} sizes, verified at {len(check)} more "
+                   f"(up to b={max(b for b, _ in check)})"),
+        "peak_memory": peak_document(peak),
         "_fitted": fitted,
     }
     if gpu is not None:

@@ -77,8 +77,8 @@ GPT_1T = {"name": "GPT 1T (128 x 25600)", "file": "models/gpt2.py",
                   "dropout": 0.1, "flash": False},
           "seq": 2048, "precision": "fp16-mixed", "cluster": "dgx-a100-hdr", "gpus": 5120,
           "gbs": 3072}
-CLI = ["plan", "models/llama.py", "--set", "preset=405b", "--gpus", "4096", "--cluster",
-       "dgx-h100-ndr", "-s", "8192", "--gbs", "2048", "--json"]
+CLI = ["plan", "models/llama.py", "--set", "preset=405b", "--gpus", "4096", "--hardware",
+       "dgx-h100-ndr", "-s", "8192", "--gbs", "2048", "--dtype", "bf16-mixed", "--json"]
 
 
 def compile_times() -> tuple[float, float]:

@@ -7,7 +7,7 @@
 - per-rank memory of the kernel (closed-form in-flight counts) equals the simulated schedule's;
 - ZeRO model states equal Rajbhandari et al.'s 4N + 12N/d, 2N + 14N/d, 16N/d;
 - activations under tensor parallelism equal Korthikanti et al.'s sbh(10 + 24/t + 5as/(ht));
-- the search's best plan equals brute force over every valid plan with the full estimate.
+- the search's best plan is within the 1% tie of brute force over every valid plan.
 """
 
 from __future__ import annotations
@@ -269,9 +269,8 @@ def test_search_best_equals_brute_force(gpt_cm):
         est, _ = estimate_plan(plan_from_row(row), gpt_cm, with_schedule=False)
         if est["fits"] and (best is None or est["step_time_s"] < best[0]):
             best = (est["step_time_s"], plan_from_row(row).to_string())
-    assert doc["plans"][0]["estimate"]["step_time_s"] == pytest.approx(best[0], rel=1e-12)
-    steps = [p["estimate"]["step_time_s"] for p in doc["plans"]]
-    assert steps == sorted(steps)
+    # ties within 1% go to headroom and fewer moving parts (tests/test_plan_rank.py)
+    assert best[0] <= doc["plans"][0]["estimate"]["step_time_s"] <= best[0] * 1.01
 
 
 def test_memory_pruning_and_objectives(gpt):
@@ -286,7 +285,7 @@ def test_memory_pruning_and_objectives(gpt):
         search(cm, [8], 16, objective="cost")
     energy = search(cm, [8], 16, objective="energy", top=3)
     j = [p["estimate"]["economics"]["joules_per_token"] for p in energy["plans"]]
-    assert j == sorted(j)
+    assert j[0] <= min(j) * 1.01  # the least, or tied with it within 1%
 
 
 def test_pareto_front_equals_brute_force():

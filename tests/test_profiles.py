@@ -54,8 +54,8 @@ DATASHEET = {
 def test_every_bundled_profile_loads_under_its_file_name():
     names = list_profiles()
     assert set(names["gpus"]) == set(DATASHEET) | {"cpu"}
-    assert set(names["clusters"]) == {"dgx-a100-hdr", "dgx-h100-ndr", "gb200-nvl72", "mi300x-ib",
-                                      "grand-teton-h100"}
+    assert set(names["clusters"]) == {"cpu-host", "dgx-a100-hdr", "dgx-h100-ndr", "gb200-nvl72",
+                                      "mi300x-ib", "grand-teton-h100"}
     for name in names["gpus"]:
         g = load_gpu(name)
         assert isinstance(g, GpuProfile) and g.name == name and "fp32" in g.peak_flops_per_s
@@ -367,7 +367,8 @@ def test_cli_list_shows_every_profile(runner):
     assert res.exit_code == 0, res.output
     for name in [*DATASHEET, "cpu", "dgx-a100-hdr", "dgx-h100-ndr", "gb200-nvl72", "mi300x-ib"]:
         assert name in res.output
-    assert re.search(r"h100-sxm\s.*\s989\s.*\s1,979\s.*\s80\s.*\s3\.35\s.*\s700", res.output)
+    # 80 GB of memory in GiB: 80e9 / 2**30 = 74.5
+    assert re.search(r"h100-sxm\s.*\s989\s.*\s1,979\s.*\s74\.5\s.*\s3\.35\s.*\s700", res.output)
     doc = json.loads(runner.invoke(profiles_cli.app, ["list", "--json"]).output)
     assert len(doc["gpus"]) == 11 and doc["clusters"][0]["kind"] == "cluster"
 
@@ -375,7 +376,9 @@ def test_cli_list_shows_every_profile(runner):
 def test_cli_show_prints_units_and_json_in_si(runner):
     res = runner.invoke(profiles_cli.app, ["show", "h100-sxm"], env={"COLUMNS": "160"})
     assert res.exit_code == 0, res.output
-    for text in ("989 TFLOP/s", "80 GB (74.5 GiB)", "3.35 TB/s", "50 MB", "4 us", "700 W"):
+    # memory in IEC units: 80e9 B / 2**30 = 74.51 GiB, a 50e6 B cache / 2**20 = 47.68 MiB
+    for text in ("989 TFLOP/s", "74.51 GiB (80,000,000,000 bytes)", "3.35 TB/s", "47.68 MiB",
+                 "4 us", "700 W"):
         assert text in res.output
     res = runner.invoke(profiles_cli.app, ["show", "h200", "--json"])
     doc = json.loads(res.output)

@@ -1,7 +1,8 @@
 """``archcost profiles list|show``: the bundled GPU and cluster profiles, printed with units.
 
 Mounted by the main app as ``app.add_typer(profiles.app, name="profiles")``. Profiles hold SI
-units; this is the display boundary where they become "989 TFLOP/s", "3.35 TB/s", "4 us".
+units; this is the display boundary where they become "989 TFLOP/s", "3.35 TB/s", "4 us" and,
+memory being binary, "74.51 GiB" (``report.fmt``).
 ``--json`` prints the SI values under the dataclass field names.
 """
 
@@ -13,18 +14,19 @@ import json
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
-from archcost.cli.common import DebugOpt, out_console, reports_errors
+from archcost.cli.common import out_console, reports_errors
+from archcost.cli.layout import Col, Grid
+from archcost.cli.options import DebugOpt, GpusOpt, JsonOpt, gpu_counts
+from archcost.report import fmt
 
 __all__ = ["app", "to_json"]
 
 app = typer.Typer(
     help="Hardware profiles: the bundled GPUs and clusters, or your own YAML files.",
     no_args_is_help=True,
+    rich_markup_mode=None,
 )
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON in SI units instead of tables.")]
 
 
 @app.command("list")
@@ -40,53 +42,55 @@ def list_(as_json: JsonOpt = False, debug: DebugOpt = False) -> None:
         typer.echo(json.dumps({"gpus": [to_json(g) for g in gpus],
                                "clusters": [to_json(c) for c in clusters]}, indent=2))
         return
-    tab = Table(title="GPUs (dense peaks, per GPU)", title_justify="left")
-    tab.add_column("name", no_wrap=True)
-    tab.add_column("vendor")
-    for col in ("bf16 TFLOP/s", "fp8 TFLOP/s", "memory GB", "mem BW TB/s", "TDP W"):
-        tab.add_column(col, justify="right")
+    tab = Grid("GPUs (dense peaks, per GPU)",
+               [Col("name", "left", key=True), Col("vendor", "left"), Col("bf16 TFLOP/s"),
+                Col("fp8 TFLOP/s"), Col("mem GiB"), Col("mem TB/s"), Col("TDP W")],
+               notes=["mem GiB: memory; mem TB/s: memory bandwidth; TDP W: board power"])
     for g in gpus:
         fp8 = g.peak_flops_per_s.get("fp8")
-        tab.add_row(g.name, g.vendor, f"{g.peak_flops_per_s.get('bf16', 0) / 1e12:,.0f}",
-                    f"{fp8 / 1e12:,.0f}" if fp8 else "-", f"{g.mem_bytes / 1e9:,.0f}",
-                    f"{g.mem_bw_bytes_per_s / 1e12:.2f}", f"{g.tdp_w:,.0f}")
-    out_console.print(tab)
-    tab = Table(title="clusters (link levels innermost first; bandwidth per GPU, each way)",
-                title_justify="left")
-    for col in ("name", "gpu", "GPUs/node", "levels"):
-        tab.add_column(col, justify="right" if col == "GPUs/node" else "left", no_wrap=col != "levels")
+        tab.row(g.name, g.vendor, f"{g.peak_flops_per_s.get('bf16', 0) / 1e12:,.0f}",
+                f"{fp8 / 1e12:,.0f}" if fp8 else "-", fmt.sig(g.mem_bytes / 2**30),
+                f"{g.mem_bw_bytes_per_s / 1e12:.2f}", f"{g.tdp_w:,.0f}")
+    tab.print(out_console)
+    tab = Grid("clusters (link levels innermost first; bandwidth per GPU, each way)",
+               [Col("name", "left", key=True), Col("gpu", "left"), Col("GPUs/node"),
+                Col("levels", "left", "words")])
     for c in clusters:
-        levels = ", ".join(f"{lv.name} ({_domain(lv.domain_size)}, {_si(lv.bandwidth_per_gpu_bytes_per_s, 'B/s')})"
+        levels = ", ".join(f"{lv.name} ({_domain(lv.domain_size)}, "
+                           f"{fmt.si(lv.bandwidth_per_gpu_bytes_per_s, 'B/s')})"
                            for lv in c.levels)
-        tab.add_row(c.name, c.gpu.name, str(c.gpus_per_node), levels)
-    out_console.print(tab)
+        tab.row(c.name, c.gpu.name, str(c.gpus_per_node), levels)
+    tab.print(out_console)
 
 
-@app.command("show")
+@app.command("show", short_help="Show every field of a GPU or cluster profile, with units.")
 @reports_errors
 def show(
     name: Annotated[str, typer.Argument(help="A bundled profile name, or a path to a .yaml file.")],
-    gpus: Annotated[int | None, typer.Option("--gpus", help="Size a cluster to this many GPUs.")] = None,
+    gpus: GpusOpt = None,
     as_json: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
-    """Show every field of a GPU or cluster profile, with units."""
+    """Show every field of a GPU or cluster profile, with units (--json: SI values)."""
     from archcost.errors import ConfigError
     from archcost.hardware.profile import ClusterProfile, load_any
 
+    counts = gpu_counts(gpus)
+    if counts is not None and len(counts) > 1:
+        raise ConfigError(f"--gpus {gpus}: show sizes a cluster to one GPU count, e.g. --gpus 64")
     prof = load_any(name)
-    if gpus is not None:
+    if counts is not None:
         if not isinstance(prof, ClusterProfile):
             raise ConfigError(f"--gpus sizes a cluster, but '{name}' is a GPU profile; drop --gpus "
                               "or give a cluster")
-        prof = prof.with_gpus(gpus)
+        prof = prof.with_gpus(counts[0])
     if as_json:
         typer.echo(json.dumps(to_json(prof), indent=2))
         return
     if isinstance(prof, ClusterProfile):
-        out_console.print(_table(f"cluster {prof.name}", _cluster_rows(prof)))
+        _table(f"cluster {prof.name}", _cluster_rows(prof)).print(out_console)
         prof = prof.gpu
-    out_console.print(_table(f"GPU {prof.name}", _gpu_rows(prof)))
+    _table(f"GPU {prof.name}", _gpu_rows(prof)).print(out_console)
 
 
 def to_json(prof: Any) -> dict[str, Any]:
@@ -109,12 +113,11 @@ def _plain(obj: Any) -> Any:
     return obj
 
 
-def _table(title: str, rows: list[tuple[str, str]]) -> Table:
-    tab = Table(title=title, show_header=False, title_justify="left")
-    tab.add_column("field", style="bold")
-    tab.add_column("value", overflow="fold")
+def _table(title: str, rows: list[tuple[str, str]]) -> Grid:
+    tab = Grid(title, [Col("field", "left", "words"), Col("value", "left", "words")],
+               header=False)
     for key, value in rows:
-        tab.add_row(key, value)
+        tab.row((key, "bold"), value)
     return tab
 
 
@@ -124,34 +127,36 @@ def _gpu_rows(g) -> list[tuple[str, str]]:
     rows = [("name", g.name), ("vendor", g.vendor)]
     for dt in DTYPES:
         peak = g.peak_flops_per_s.get(dt)
-        rows.append((f"peak {dt} (dense)", f"{peak / 1e12:,.4g} TFLOP/s" if peak else "- (unsupported)"))
+        rows.append((f"peak {dt} (dense)", _si(peak, "FLOP/s") if peak else "- (unsupported)"))
     rows += [
-        ("memory", f"{_si(g.mem_bytes, 'B')} ({g.mem_bytes / 2**30:.1f} GiB)"),
+        ("memory", f"{fmt.nbytes(g.mem_bytes, 4)} ({fmt.count(g.mem_bytes)} bytes)"),
         ("memory bandwidth", _si(g.mem_bw_bytes_per_s, "B/s")),
-        ("last-level cache", _si(g.l2_bytes, "B")),
-        ("kernel launch", _si(g.kernel_launch_s, "s")),
+        ("last-level cache", fmt.nbytes(g.l2_bytes, 4)),
+        ("kernel launch", fmt.seconds(g.kernel_launch_s, 4)),
         ("TDP", _si(g.tdp_w, "W")),
-        ("idle power", f"{g.idle_power_fraction:.0%} of TDP ({_si(g.tdp_w * g.idle_power_fraction, 'W')})"),
+        ("idle power", f"{g.idle_power_fraction:.0%} of TDP "
+                       f"({_si(g.tdp_w * g.idle_power_fraction, 'W')})"),
         ("price per GPU-hour", _price(g.price_per_gpu_hour_usd)),
-        ("matmul efficiency (FLOPs: fraction)", _curve(g.matmul_efficiency)),
+        ("matmul efficiency (FLOPs=fraction)", _curve(g.matmul_efficiency)),
         *[(f"matmul by shape (m, n, k), {dt}", _shape(t))
           for dt, t in g.matmul_shape_efficiency.items()],
-        ("attention efficiency (FLOPs: fraction)", _curve(g.attention_efficiency)),
-        *([("attention per (batch, head) slice (FLOPs: fraction)",
+        ("attention efficiency (FLOPs=fraction)", _curve(g.attention_efficiency)),
+        *([("attention per (batch, head) slice (FLOPs=fraction)",
             _curve(g.attention_head_efficiency))] if g.attention_head_efficiency else []),
         *[(f"attention kernel {k} (head dim x seq)", _attention(t))
           for k, t in g.attention_kernels.items()],
-        ("memory efficiency (bytes: fraction)", _curve(g.memory_efficiency)),
+        ("memory efficiency (bytes=fraction)", _curve(g.memory_efficiency, fmt.nbytes)),
         *[(label, _curve(c)) for label, c in (
-            ("convolution forward (FLOPs: fraction)", g.conv_efficiency),
-            ("convolution backward (FLOPs: fraction)", g.conv_backward_efficiency)) if c],
+            ("convolution forward (FLOPs=fraction)", g.conv_efficiency),
+            ("convolution backward (FLOPs=fraction)", g.conv_backward_efficiency)) if c],
         ("file", g.source_path),
     ]
     return rows
 
 
 def _sizes(d) -> str:
-    return f"{d[0]:g}..{d[-1]:g}" if len(d) > 2 else ", ".join(f"{x:g}" for x in d)
+    return (f"{fmt.number(d[0])}..{fmt.number(d[-1])}" if len(d) > 2
+            else ", ".join(fmt.number(x) for x in d))
 
 
 def _shape(t) -> str:
@@ -161,7 +166,8 @@ def _shape(t) -> str:
                (dm[-1], dn[-1], dk[0], v[-1][-1][0]), (dm[-1], dn[-1], dk[-1], v[-1][-1][-1])]
     return (f"{len(dm)} x {len(dn)} x {len(dk)} cells over m {_sizes(dm)}, n {_sizes(dn)}, "
             f"k {_sizes(dk)}; "
-            + ", ".join(f"({a:g}, {b:g}, {c:g}): {e:.2f}" for a, b, c, e in corners))
+            + ", ".join(f"({fmt.number(a)}, {fmt.number(b)}, {fmt.number(c)}): {e:.2f}"
+                        for a, b, c, e in corners))
 
 
 def _attention(t) -> str:
@@ -184,10 +190,12 @@ def _cluster_rows(c) -> list[tuple[str, str]]:
     ]
     for i, lv in enumerate(c.levels):
         rows.append((f"level {i}: {lv.name}",
-                     f"{_domain(lv.domain_size)}, {_si(lv.bandwidth_per_gpu_bytes_per_s, 'B/s')} per GPU "
-                     f"each way, latency {_si(lv.latency_s, 's')}, {lv.topology.value}"))
+                     f"{_domain(lv.domain_size)}, {_si(lv.bandwidth_per_gpu_bytes_per_s, 'B/s')} "
+                     f"per GPU each way, latency {fmt.seconds(lv.latency_s, 4)}, "
+                     f"{lv.topology.value}"))
         for name, lat, bw in lv.collectives:
-            rows.append((f"  {name}", f"{_si(bw, 'B/s')} per GPU each way, latency {_si(lat, 's')}"))
+            rows.append((f"  {name}", f"{_si(bw, 'B/s')} per GPU each way, latency "
+                                      f"{fmt.seconds(lat, 4)}"))
     if c.notes:
         rows.append(("notes", c.notes))
     rows.append(("file", c.source_path))
@@ -202,20 +210,12 @@ def _price(usd: float | None) -> str:
     return f"${usd:.2f}/h" if usd is not None else "-"
 
 
-def _curve(curve) -> str:
-    return "  ".join(f"{x:.3g}: {y:.3g}" for x, y in curve.points)
-
-
-_PREFIXES = ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"), (1.0, ""))
+def _curve(curve, size=fmt.si) -> str:
+    """Points of an efficiency curve, ``size=fraction`` (a point never splits over lines)."""
+    return ", ".join(f"{size(x)}={fmt.sig(y)}" for x, y in curve.points)
 
 
 def _si(value: float, unit: str) -> str:
-    """A value in SI units with a decimal prefix: 3.35e12, 'B/s' -> '3.35 TB/s'; seconds go down to ns."""
-    if unit == "s":
-        for scale, name in ((1.0, "s"), (1e-3, "ms"), (1e-6, "us"), (1e-9, "ns")):
-            if abs(value) >= scale or name == "ns":
-                return f"{value / scale:.4g} {name}"
-    for scale, prefix in _PREFIXES:
-        if abs(value) >= scale:
-            return f"{value / scale:.4g} {prefix}{unit}"
-    return f"{value:.4g} {unit}"
+    """A datasheet figure with a decimal SI prefix and four significant digits (a rate, a
+    power): 3.35e12, 'B/s' -> '3.35 TB/s'. Memory sizes are binary (``fmt.nbytes``)."""
+    return fmt.si(value, unit, 4)

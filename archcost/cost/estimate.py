@@ -2,7 +2,7 @@
 
 They are kept apart, never summed across units (the founding article's min{C + S + C_comm}).
 On one device they combine into a step time as ``step_time = C`` (compute, kernels in sequence)
-+ exposed communication (none on one device), subject to ``S <= device memory`` (``fits``).
++ exposed communication (none on one device), subject to ``S <= usable_memory * device memory`` (``fits``; 0.9 by default, as the planner).
 
 MFU = model FLOPs (forward + backward, no recompute) / (step time * dense peak of the compute
 dtype); HFU counts recompute FLOPs too (PaLM, Chowdhery et al. 2022, Appendix B).
@@ -25,11 +25,13 @@ _BOUND = {0: "compute", 1: "memory", 2: "none"}
 
 
 def estimate_single_device(
-    g: nx.DiGraph, doc: dict[str, Any], gpu, compute_dtype: str,
+    g: nx.DiGraph, doc: dict[str, Any], gpu, compute_dtype: str, usable_memory: float = 0.9,
     attention_kernel: str | None = None,
 ) -> dict[str, Any]:
-    """The ``estimate`` section of an analysis document for ``gpu`` (a GpuProfile); attention
-    ops read ``attention_kernel``'s table where the profile has attention tables."""
+    """The ``estimate`` section of an analysis document for ``gpu`` (a GpuProfile); the step
+    fits when its peak is within ``usable_memory`` of the device's memory, as a plan does;
+    attention ops read ``attention_kernel``'s table where the profile has attention tables."""
+    usable = int(gpu.mem_bytes * usable_memory)
     arrays = lower(g)
     res = compute_times(arrays, gpu, attention_kernel)
     seconds = res.seconds
@@ -87,15 +89,16 @@ def estimate_single_device(
             "persistent": pm.persistent_bytes,
             "activations_and_temporaries_at_peak": pm.activations_at_peak,
             "capacity": int(gpu.mem_bytes),
+            "usable": usable,
             "peak_at": {"phase": pm.peak_phase, "module": pm.peak_module, "op_index": pm.peak_index},
         },
-        "fits": bool(pm.peak_bytes <= gpu.mem_bytes),
+        "fits": bool(pm.peak_bytes <= usable),
         "components": {
             "C_compute_s": step,
             "S_peak_bytes": pm.peak_bytes,
             "C_comm_bytes": 0,
             "combination": "step_time = C_compute + exposed C_comm time (0 on one device); "
-                           "feasible when S_peak <= device memory",
+                           "feasible when S_peak <= usable share of device memory",
         },
         "op_classes": classes,
         "modules": modules[:50],

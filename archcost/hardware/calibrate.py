@@ -64,6 +64,7 @@ from archcost.hardware.fit import (
     shape_table,
     spread,
 )
+from archcost.report.fmt import seconds as fmt_seconds
 
 __all__ = [
     "DEVICES", "Grid", "grid_for", "count_points", "check_request", "Point", "Measurements",
@@ -564,7 +565,7 @@ def _measure_launch(device: str, grid: Grid) -> Spread:
     timed = _time_call(lambda: torch.add(a, b), _sync_for(device), grid, max_iters=5000,
                        reps=max(grid.reps, 15))
     if timed.samples is None:
-        raise ValidationError(f"one add of 1-element tensors took {timed.first_s:.3g} s on "
+        raise ValidationError(f"one add of 1-element tensors took {fmt_seconds(timed.first_s)} on "
                               f"{device}; the device is stalled or busy: rerun on an idle machine")
     return spread(timed.samples)
 

@@ -380,6 +380,10 @@ def _resolve(name_or_path: str, kind: str) -> Path:
                                f"{_KIND_LABEL[kind]} name: {', '.join(names)}")
         return p
     res = _bundled(kind).joinpath(f"{text}.yaml")
+    other = "clusters" if kind == "gpus" else "gpus"
+    if not res.is_file() and text in list_profiles()[other]:
+        raise ProfileError(f"'{text}' is a {_KIND_LABEL[other]} profile; a "
+                           f"{_KIND_LABEL[kind]} profile is needed here: {', '.join(names)}")
     if not res.is_file():
         hint = suggest(text, names)
         raise ProfileError(f"no {_KIND_LABEL[kind]} profile named '{text}'; {hint}"

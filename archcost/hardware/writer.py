@@ -20,6 +20,7 @@ import yaml
 from archcost.hardware.calibrate import Derived, Measurements, Point
 from archcost.hardware.fit import CollectiveFit, Spread
 from archcost.hardware.units import Quantity, format_quantity
+from archcost.report.fmt import si
 
 __all__ = ["gpu_yaml", "cluster_yaml", "gpu_calibration", "cluster_calibration", "LEVEL_NAME"]
 
@@ -227,7 +228,7 @@ def gpu_yaml(m: Measurements, d: Derived, *, name: str, command: str, tdp_w: flo
         lines.append(f"matmul_shape_efficiency:   # an (m, k) @ (k, n) matmul, fraction of peak "
                      f"{d.reference_dtype}, on dims^3; measured; used for 2-D matmuls")
         lines.append(f"  # the curve by FLOPs misses the timed cells by {miss:.0%} (rms); "
-                     f"{len(filled)} cells over {m.grid.matmul_table_max_flops:.3g} FLOPs "
+                     f"{len(filled)} cells over {si(m.grid.matmul_table_max_flops, 'FLOP')} "
                      "are not timed but read from it")
         lines.append(f"  dims: [{', '.join(str(x) for x in dims)}]")
         lines.append("  values:   # values[i][j][l]: m = dims[i], n = dims[j], k = dims[l]")
