@@ -5,7 +5,9 @@ tree, installed as the package ``archcost.profiles`` and read with importlib.res
 ending in ``.yaml``/``.yml`` or holding a path separator is a user's file. Values in files carry
 units ("989 TFLOP/s", "80 GB", "450 GB/s", see units.py); the dataclasses hold SI units only
 (FLOP/s, bytes, bytes/s, seconds, watts). A malformed file gives one ProfileError line naming the
-file, the field and the fix. The figures themselves and their sources live in the YAML files.
+file, the field and the fix. The figures themselves and their sources live in the YAML files;
+the measured tables a GPU may carry (GEMM efficiency by shape per dtype, attention efficiency
+per kernel) are ``tables.py``'s.
 Profiles written by ``archcost calibrate`` add an optional ``calibration`` mapping (per benchmark
 point medians and spreads, date, device): checked only to be a mapping, kept on the dataclass,
 never read by the cost engine.
