@@ -149,7 +149,7 @@ def _gpu_rows(g) -> list[tuple[str, str]]:
         *[(label, _curve(c)) for label, c in (
             ("convolution forward (FLOPs=fraction)", g.conv_efficiency),
             ("convolution backward (FLOPs=fraction)", g.conv_backward_efficiency)) if c],
-        ("file", g.source_path),
+        ("file", _file(g.source_path)),
     ]
     return rows
 
@@ -198,8 +198,23 @@ def _cluster_rows(c) -> list[tuple[str, str]]:
                                       f"{fmt.seconds(lat, 4)}"))
     if c.notes:
         rows.append(("notes", c.notes))
-    rows.append(("file", c.source_path))
+    rows.append(("file", _file(c.source_path)))
     return rows
+
+
+def _file(path) -> str:
+    """A bundled profile as ``bundled: clusters/NAME.yaml`` (where the package lies on this machine
+    says nothing about the profile and would wrap its name); a user's file as given."""
+    from importlib import resources
+    from pathlib import Path
+
+    if not path:
+        return "-"
+    root = Path(str(resources.files("archcost.profiles"))).resolve()
+    try:
+        return f"bundled: {Path(path).resolve().relative_to(root).as_posix()}"
+    except ValueError:
+        return str(path)
 
 
 def _domain(size: int | None) -> str:
