@@ -73,6 +73,7 @@ def _table(sections, phases, flops, attention=None) -> OpTable:
         nbytes=np.full(n, 1e3), nbytes_fixed=np.zeros(n), count=np.ones(n), sp_only=np.zeros(n, dtype=bool),
         attention=np.array(attention if attention is not None else [False] * n),
         slices=np.zeros(n), mnk=np.zeros((n, 3)), mnk_batch=np.zeros((n, 3), dtype=bool),
+        batched=np.zeros(n, dtype=bool), attn=np.zeros((n, 5)),
         model_flops=0.0, recompute_flops=0.0)
 
 
@@ -443,8 +444,9 @@ def test_table_scales_matmul_shapes_as_a_trace_at_the_micro_batch(name):
 
 
 def test_tensor_parallel_splits_the_widest_weight_dim_of_each_matmul(gpt):
-    """Under tp the dim a matmul loses is the largest one the batch does not grow (the MLP's
-    or the heads' width, Megatron's split): its FLOPs scale by 1/tp as the table's FLOPs do."""
+    """Under tp the dim a 2-D matmul loses is the largest one the batch does not grow (the
+    MLP's or the heads' width, Megatron's split), a batched matmul's its m (batch x heads x
+    rows: the heads are split): FLOPs scale by 1/tp as the table's FLOPs do."""
     from archcost.plan.table import matmul_dims
 
     ops = gpt.ops[Recompute.NONE]
@@ -453,6 +455,10 @@ def test_tensor_parallel_splits_the_widest_weight_dim_of_each_matmul(gpt):
     two = matmul_dims(ops, np.array([[2.0]]), np.full((1, 1), 2.0))
     ratio = two[hit] / one[hit]
     assert np.all(np.sort(ratio, axis=1) == [0.5, 1.0, 1.0])  # exactly one dim halved
-    for row, grows, r in zip(ops.mnk[hit], ops.mnk_batch[hit], ratio):
-        assert not grows[r == 0.5][0] and row[r == 0.5][0] == max(row[~grows])
+    assert ops.batched[hit].any() and not ops.batched[hit].all()  # explicit attention's bmm
+    for row, grows, r, bmm in zip(ops.mnk[hit], ops.mnk_batch[hit], ratio, ops.batched[hit]):
+        if bmm:
+            assert r[0] == 0.5 and grows[0]
+        else:
+            assert not grows[r == 0.5][0] and row[r == 0.5][0] == max(row[~grows])
     assert np.prod(two[hit], axis=1) == pytest.approx(np.prod(one[hit], axis=1) / 2)

@@ -39,6 +39,10 @@ class CostModel:
     # library workspaces and allocator fragmentation, which no trace sees
     usable_memory: float = 0.9
     cp_comm: str = "p2p"  # one of CP_COMM
+    # the fused attention kernel that runs the model's attention ops (flash2, flash3, cudnn,
+    # ...: the runtime's choice), read from the GPU profile's attention tables; None: the
+    # profile's attention curves
+    attention_kernel: str | None = None
     _tables: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -61,7 +65,8 @@ class CostModel:
         """Cost-table rows for ``combos`` ([n, 5]: recompute, mbs, tp, sp, cp), cached."""
         key = np.ascontiguousarray(combos, dtype=np.int64).tobytes()
         if key not in self._tables:
-            self._tables[key] = build_table(self.workload, self.gpu, combos)
+            self._tables[key] = build_table(self.workload, self.gpu, combos,
+                                            self.attention_kernel)
         return self._tables[key]
 
     def model_vector(self, table: CostTable) -> np.ndarray:

@@ -4,7 +4,9 @@ Node attributes (per occurrence; ``count`` says how many occurrences a node stan
 ``op``, ``overload``, ``phase``, ``module``, ``op_class``, ``flops``, ``bytes_read``,
 ``bytes_written``, ``out_bytes``, ``out_shapes``, ``out_dtypes``, ``has_rule``, ``count``,
 ``repeat_group``, ``index`` (execution order), ``uses_storage_of`` (the nodes that allocated
-the storages this op reads, views and in-place results followed to their allocation).
+the storages this op reads, views and in-place results followed to their allocation),
+``attention_shape`` ([head dim, query length, key length, causal, backward] of attention ops,
+what an attention kernel's table is read by; [] for other ops).
 Edge attributes: ``bytes``, ``dtype``, ``shape`` of the tensor flowing from producer to consumer.
 
 The graph is the single source of truth about the model for every later stage; nothing re-traces.
@@ -18,6 +20,7 @@ import networkx as nx
 
 from archcost.trace.records import OpRecord, iter_tensors
 from archcost.trace.rules import op_cost
+from archcost.trace.rules_attention import attention_geometry
 
 __all__ = ["build_graph", "expand_repeats", "graph_text"]
 
@@ -55,6 +58,7 @@ def build_graph(records: list[OpRecord], graph_attrs: dict | None = None) -> nx.
             index=rec.index,
             uses_storage_of=uses,
             held_by_caller=bool(rec.extra.get("held_by_caller", False)),
+            attention_shape=attention_geometry(rec),
         )
         seen: set[int] = set()
         for t in iter_tensors((rec.args, rec.kwargs)):
