@@ -11,11 +11,12 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from archcost.cli import app as main_app
 from archcost.cli import profiles as profiles_cli
-from archcost.errors import PlanError, ProfileError
+from archcost.errors import ProfileError
 from archcost.hardware.profile import (
     DTYPES,
     ClusterProfile,
@@ -266,17 +267,6 @@ def test_with_gpus_respects_max_nodes_and_bounded_fabrics(tmp_path):
         c.with_gpus(24)
 
 
-def test_level_for_group_picks_the_innermost_level_holding_the_span():
-    c = load_cluster("dgx-h100-ndr", gpus=64)
-    assert c.level_for_group(8) == 0  # tensor parallel inside a node: NVLink
-    assert c.level_for_group(8, stride=8) == 1  # data parallel across nodes: InfiniBand
-    assert c.level_for_group(2, stride=4) == 0  # spans 8 GPUs: still one node
-    nvl = load_cluster("gb200-nvl72", gpus=144)
-    assert nvl.level_for_group(72) == 0 and nvl.level_for_group(2, stride=72) == 1
-    with pytest.raises(PlanError, match="spans 128 GPUs but the cluster has 64"):
-        c.level_for_group(16, stride=8)
-
-
 # --- malformed files: one line naming the file and the field -------------------------------------
 MALFORMED = {  # file stem: (what the message must name, a phrase of the fix)
     "misspelled_field": ("field 'memory_bandwith'", "did you mean 'memory_bandwidth'"),
@@ -299,6 +289,8 @@ MALFORMED = {  # file stem: (what the message must name, a phrase of the fix)
     "cluster_unknown_gpu": ("field 'gpu'", "did you mean 'h100-sxm'"),
     "cluster_wrong_unit": ("field 'levels[1].bandwidth_per_gpu'", "write it like '400 Gb/s'"),
     "cluster_bad_count": ("field 'gpus_per_node'", "must be a positive whole number"),
+    "cluster_bad_gpus_per_link": ("field 'levels[1].gpus_per_link'",
+                                  "must be a positive whole number"),
     "cluster_levels_not_nested": ("field 'levels[1].domain_size'", "must be larger than the level inside it"),
     "cluster_unbounded_inner": ("field 'levels[0].domain_size'", "only the outermost level may be unbounded"),
     "cluster_level_missing_latency": ("field 'levels[0].latency'", "missing"),
@@ -387,7 +379,7 @@ def test_cli_show_prints_units_and_json_in_si(runner):
     assert (doc["nodes"], doc["gpus"]) == (384, 3072)  # Narayanan et al. SC'21's largest run
     assert doc["levels"][1] == {"name": "ib-hdr", "domain_size": None, "bandwidth_per_gpu_bytes_per_s": 25e9,
                                 "latency_s": 6e-6, "topology": "fat-tree",
-                                "collectives": {}}
+                                "collectives": {}, "gpus_per_link": 1}
     a100 = runner.invoke(profiles_cli.app, ["show", "a100-sxm-80gb"], env={"COLUMNS": "160"}).output
     assert "- (unsupported)" in a100  # fp8 on Ampere
 
@@ -546,8 +538,9 @@ levels:
 def test_a_levels_own_collective_figures_replace_its_pair_for_that_collective(tmp_path):
     """Closed forms on one level (n=4, ring): all-reduce 6 alpha + 1.5 S / bw with its own
     figures; all-gather 3 alpha + 0.75 S / bw with the level's; the plan kernels agree."""
-    from archcost.cost.comm import Collective, collective_cost, level_arrays
-    from archcost.cost.kernels import COLL_ALL_GATHER, COLL_ALL_REDUCE, group_collective_time
+    from archcost.cost.comm import Collective, Group, collective_cost, level_arrays
+    from archcost.cost.kernels import COLL_ALL_GATHER, COLL_ALL_REDUCE
+    from archcost.cost.placement import FIG_LEN, group_figures, group_seconds
 
     (tmp_path / "own.yaml").write_text(_OWN)
     c = load_cluster(str(tmp_path / "own.yaml"), 4)
@@ -560,10 +553,12 @@ def test_a_levels_own_collective_figures_replace_its_pair_for_that_collective(tm
     ag = collective_cost(Collective.ALL_GATHER, s, 4, c).seconds
     assert ar == pytest.approx(6 * 300e-6 + 1.5 * s / 500e6, rel=1e-12)
     assert ag == pytest.approx(3 * 100e-6 + 0.75 * s / 2e9, rel=1e-12)
-    dom, bw, lat = level_arrays(c)
+    dom, bw, lat, share = level_arrays(c)
     assert bw.shape == lat.shape == (2, 6)
-    assert group_collective_time(COLL_ALL_REDUCE, s, 4, 1, dom, bw, lat) == ar
-    assert group_collective_time(COLL_ALL_GATHER, s, 4, 1, dom, bw, lat) == ag
+    fig = np.empty(FIG_LEN)
+    group_figures(Group.axis(4, 1, 4).geo, dom, bw, lat, share, np.empty(2, dtype=np.int64), fig)
+    assert group_seconds(COLL_ALL_REDUCE, s, 4, fig)[0] == ar
+    assert group_seconds(COLL_ALL_GATHER, s, 4, fig)[0] == ag
     # scaling the level keeps each collective's ratio to it
     half = lv.scaled(bw_factor=0.5, latency_factor=2.0)
     assert half.figures("all_reduce") == pytest.approx((600e-6, 250e6))

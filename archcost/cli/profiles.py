@@ -192,7 +192,8 @@ def _cluster_rows(c) -> list[tuple[str, str]]:
         rows.append((f"level {i}: {lv.name}",
                      f"{_domain(lv.domain_size)}, {_si(lv.bandwidth_per_gpu_bytes_per_s, 'B/s')} "
                      f"per GPU each way, latency {fmt.seconds(lv.latency_s, 4)}, "
-                     f"{lv.topology.value}"))
+                     f"{lv.topology.value}"
+                     + (f", {lv.gpus_per_link} GPUs per link" if lv.gpus_per_link > 1 else "")))
         for name, lat, bw in lv.collectives:
             rows.append((f"  {name}", f"{_si(bw, 'B/s')} per GPU each way, latency "
                                       f"{fmt.seconds(lat, 4)}"))

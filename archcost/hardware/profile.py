@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from archcost.errors import PlanError, ProfileError
+from archcost.errors import ProfileError
 from archcost.hardware.reader import EXAMPLE, Reader, read_yaml, suggest
 from archcost.hardware.tables import (
     ALL_DTYPES,
@@ -228,6 +228,9 @@ class LinkLevel:
     # (collective, latency s, bandwidth B/s): measured figures of one collective that replace
     # the level's for it (a gloo all-reduce and a send/recv on one loopback differ 3x)
     collectives: tuple[tuple[str, float, float], ...] = ()
+    # GPUs sharing one link of this level (a node with 4 NICs for 8 GPUs: 2); a GPU's share is
+    # bandwidth_per_gpu, a lone point-to-point flow may use the whole link
+    gpus_per_link: int = 1
 
     def figures(self, collective: str) -> tuple[float, float]:
         """(latency s, bandwidth B/s) of ``collective`` (a COLLECTIVE_NAMES entry) here."""
@@ -293,23 +296,6 @@ class ClusterProfile:
             )
         return replace(self, nodes=nodes, gpus=n)
 
-    def level_for_group(self, group_size: int, stride: int = 1) -> int:
-        """Index of the innermost level holding a group of ``group_size`` ranks ``stride`` apart.
-
-        Ranks fill the innermost level first, so the group spans ``group_size * stride``
-        consecutive GPUs and needs the first level whose domain holds that many.
-        """
-        extent = group_size * stride
-        if group_size < 1 or stride < 1 or extent > self.gpus:
-            raise PlanError(
-                f"{self.name}: a group of {group_size} ranks at stride {stride} spans {extent} "
-                f"GPUs but the cluster has {self.gpus}; shrink the group or add GPUs"
-            )
-        for i, level in enumerate(self.levels):
-            if level.domain_size is None or extent <= level.domain_size:
-                return i
-        return len(self.levels) - 1  # unreachable: with_gpus keeps gpus inside the outer level
-
 
 # --- reading -------------------------------------------------------------------------------------
 # field -> kind; kinds that are not a units.Quantity are checked by reader.Reader or below
@@ -346,8 +332,9 @@ CLUSTER_OPTIONAL = {"max_nodes", "node_power_overhead", "price_per_gpu_hour", "n
 LEVEL_FIELDS: dict[str, Any] = {
     "name": "str", "domain_size": "domain", "bandwidth_per_gpu": Quantity.BANDWIDTH,
     "latency": Quantity.TIME, "topology": "topology", "collectives": "mapping",
+    "gpus_per_link": "count",
 }
-LEVEL_OPTIONAL = {"collectives"}
+LEVEL_OPTIONAL = {"collectives", "gpus_per_link"}
 COLLECTIVE_FIELDS: dict[str, Any] = {"bandwidth_per_gpu": Quantity.BANDWIDTH,
                                      "latency": Quantity.TIME}
 
@@ -566,6 +553,7 @@ def _levels(r: Reader, raw: Any) -> tuple[LinkLevel, ...]:
             bandwidth_per_gpu_bytes_per_s=r.quantity(lv, "bandwidth_per_gpu", Quantity.BANDWIDTH, where),
             latency_s=r.quantity(lv, "latency", Quantity.TIME, where), topology=topo,
             collectives=_level_collectives(r, lv.get("collectives"), where),
+            gpus_per_link=r.count(lv, "gpus_per_link", where) if "gpus_per_link" in lv else 1,
         ))
     return tuple(levels)
 
