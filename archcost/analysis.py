@@ -213,12 +213,14 @@ def run_analysis(
     gpu=None,
     solve: str | None = None,
     usable_memory: float = 0.9,
+    attention_kernel: str | None = None,
 ):
     """Trace ``spec`` and return ``(document, traced)``.
 
-    ``symbolic`` adds exact formulas in b and s (and the step time on ``gpu``); ``solve``
-    answers "max b s.t. memory <= LIMIT" style queries (``capacity``: the ``usable_memory``
-    share of ``gpu``'s memory).
+    ``symbolic`` adds exact formulas in b and s (and the step time on ``gpu``, attention priced
+    by ``attention_kernel``'s table where the profile has one); ``solve`` answers "max b s.t.
+    memory <= LIMIT" style queries (``capacity``: the ``usable_memory`` share of ``gpu``'s
+    memory).
     """
     from archcost.trace import Recompute, trace_model
 
@@ -251,7 +253,7 @@ def run_analysis(
     sym = None
     if symbolic or query is not None:
         sym = symbolic_formulas(spec, seq_len, policy, optimizer, progress, recompute, gpu,
-                                reference=traced.graph)
+                                reference=traced.graph, attention_kernel=attention_kernel)
         fitted = sym.pop("_fitted")
         if symbolic:
             doc["symbolic"] = sym
@@ -292,7 +294,8 @@ def persistent_bytes(cap: CaptureResult) -> int:
 
 
 def symbolic_formulas(spec, seq_len: int, policy: PrecisionPolicy, optimizer: str, progress=None,
-                      recompute=None, gpu=None, reference=None):
+                      recompute=None, gpu=None, reference=None,
+                      attention_kernel: str | None = None):
     """Exact polynomials in b and s (FLOPs per phase, bytes, saved activations, peak memory);
     with ``gpu`` also the piecewise step time."""
     from archcost.cost.memory import live_bytes_exact
@@ -330,7 +333,7 @@ def symbolic_formulas(spec, seq_len: int, policy: PrecisionPolicy, optimizer: st
     if gpu is not None:
         from archcost.cost.compute import PEAK_KEY, TENSOR_CORE_CLASSES, class_roofline_parts, lower
 
-        ref_parts = class_roofline_parts(lower(reference), gpu)
+        ref_parts = class_roofline_parts(lower(reference), gpu, attention_kernel)
         classes = {k.split(":")[1] for k in fitted if k.startswith("class:")}
         terms = {}
         ok = True

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from typer.testing import CliRunner
 
 from archcost.cli import app
@@ -543,6 +544,39 @@ def test_attention_slices_follow_each_kernels_layout():
     assert attention_slices("aten.mm", [2, 8, 128, 64]) == 0
 
 
+def test_the_attention_tables_reproduce_the_cells_they_timed(calibrated):
+    """Every SDPA backend of the CPU grid (math, the fused CPU kernel) is written as an
+    attention table the strict reader accepts; the engine, told the kernel, prices an attention
+    op of a timed cell at its median time (less the launch, plus the launch) to the file's 4
+    digits: FLOPs as the rule counts them, causal at half, backward 2.5x."""
+    import numpy as np
+
+    from archcost.cost.compute import CURVE_ATTENTION, roofline_seconds
+
+    doc, gpu_path, _, _ = calibrated
+    gpu = load_gpu(str(gpu_path))
+    rec = yaml.safe_load(Path(gpu_path).read_text())["calibration"]["attention_tables"]
+    grid = grid_for("cpu", quick=True)
+    assert set(gpu.attention_kernels) == set(rec["kernels"]) == set(grid.attention_table_kernels)
+    assert set(doc["attention_kernels"]) == set(gpu.attention_kernels)
+    pts = rec["points"]
+    assert len(pts) == len(grid.attention_table_kernels) * 2 * 2 * 2 * 2  # d x s x mask x phase
+    peak, launch = gpu.peak_flops_per_s[rec["dtype"]], gpu.kernel_launch_s
+    for p in pts:
+        b, h, s, d, causal = p["batch"], p["heads"], p["seq"], p["head_dim"], p["causal"]
+        full = 4 * b * h * s * s * d
+        want_flops = full // (2 if causal else 1) * (2.5 if p["phase"] == "backward" else 1)
+        assert p["flops"] == want_flops and b * s == grid.attention_table_tokens
+        attn = np.array([[d, s, s, float(causal), float(p["phase"] == "backward")]])
+        t, _ = roofline_seconds(gpu, np.array([float(p["flops"])]), np.zeros(1),
+                                np.array([peak]), np.array([CURVE_ATTENTION]),
+                                np.zeros(1, dtype=np.int64), np.array([launch]), attn=attn,
+                                attention_kernel=p["kernel"])
+        kernel_s = kernel_seconds(p["median_s"], launch)
+        if p["flops"] / kernel_s < peak:  # else clipped to 1
+            assert t[0] == pytest.approx(kernel_s + launch, rel=2 * ROUNDING), p
+
+
 def test_the_shape_table_reproduces_the_cells_it_timed(calibrated):
     """Engine time of an mm at a timed cell's (m, n, k) = its median less the launch (floored
     at half), plus the launch, to the file's rounding; cells over the FLOPs cap read the
@@ -553,7 +587,7 @@ def test_the_shape_table_reproduces_the_cells_it_timed(calibrated):
 
     doc, gpu_path, _, _ = calibrated
     gpu = load_gpu(str(gpu_path))
-    table, tab = doc["matmul_table"], gpu.matmul_shape_efficiency
+    table, tab = doc["matmul_table"], gpu.matmul_shape_efficiency.get("all")
     assert tab is not None and table["dtype"] == doc["matmul_efficiency_dtype"]
     assert list(tab.dims) == table["dims"]
     peak = gpu.peak_flops_per_s[table["dtype"]]

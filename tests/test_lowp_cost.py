@@ -12,6 +12,7 @@ import pytest
 
 from archcost.cli import app
 from archcost.cost.compute import CURVE_MATMUL, compute_times, lower, roofline_seconds
+from archcost.errors import ConfigError
 from archcost.hardware.profile import load_cluster, load_gpu
 from archcost.loader import load_model_file, parse_overrides
 from archcost.options import Recompute
@@ -113,7 +114,7 @@ def test_fp8_param_allgather_moves_a_byte_per_converted_weight(workload):
     n = workload.params
     assert [c["bytes"] for c in rows[None]] == [2 * n]
     assert [c["bytes"] for c in rows["fp8"]] == [pytest.approx(2 * n - LINEAR_PARAMS)]
-    with pytest.raises(ValueError, match="param_allgather_dtype='nvfp4'"):
+    with pytest.raises(ConfigError, match="param_allgather_dtype='nvfp4'"):
         CostModel(workload, cluster, param_allgather_dtype="nvfp4")
 
 

@@ -306,7 +306,7 @@ def test_profiles_list_and_show(runner, width):
     for name, tokens in (("dgx-h100-ndr", ["450 GB/s", "latency 3 us", "74.51 GiB",
                                            "47.68 MiB", "494.5 TFLOP/s", "dgx-h100-ndr.yaml",
                                            "1 M=0.01,", "100 G=0.72,"]),
-                         ("gb200", ["2.53 G=0.35,", "1.56 GiB=0.9", "(FLOPs=fraction)"])):
+                         ("gb200", ["2.53 G=0.319,", "1.56 GiB=0.9", "(FLOPs=fraction)"])):
         r = runner.invoke(app, ["profiles", "show", name], env=env)
         assert r.exit_code == 0, r.output
         check(r.stdout, width, (), tokens)

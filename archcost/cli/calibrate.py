@@ -151,6 +151,7 @@ def summary(m, d, written: dict[str, str]) -> dict[str, Any]:
         "attention_efficiency": [list(p) for p in d.attention_curve or ()],
         "attention_head_efficiency": [list(p) for p in d.attention_slice_curve or ()],
         "attention_held_out_rms_log_error": d.attention_held_out,
+        "attention_kernels": d.attention_tables,
         "memory_bandwidth_bytes_per_s": d.mem_bw,
         "memory_efficiency": [list(p) for p in d.memory_curve],
         "kernel_launch_s": d.launch_s, "memory_bytes": m.mem_bytes,

@@ -138,29 +138,46 @@ def _gpu_rows(g) -> list[tuple[str, str]]:
                        f"({_si(g.tdp_w * g.idle_power_fraction, 'W')})"),
         ("price per GPU-hour", _price(g.price_per_gpu_hour_usd)),
         ("matmul efficiency (FLOPs=fraction)", _curve(g.matmul_efficiency)),
-        *([("matmul by shape (m, n, k)", _shape(g.matmul_shape_efficiency))]
-          if g.matmul_shape_efficiency else []),
+        *[(f"matmul by shape (m, n, k), {dt}", _shape(t))
+          for dt, t in g.matmul_shape_efficiency.items()],
         ("attention efficiency (FLOPs=fraction)", _curve(g.attention_efficiency)),
         *([("attention per (batch, head) slice (FLOPs=fraction)",
             _curve(g.attention_head_efficiency))] if g.attention_head_efficiency else []),
+        *[(f"attention kernel {k} (head dim x seq)", _attention(t))
+          for k, t in g.attention_kernels.items()],
         ("memory efficiency (bytes=fraction)", _curve(g.memory_efficiency, fmt.nbytes)),
         *[(label, _curve(c)) for label, c in (
             ("convolution forward (FLOPs=fraction)", g.conv_efficiency),
             ("convolution backward (FLOPs=fraction)", g.conv_backward_efficiency)) if c],
-        ("file", g.source_path),
+        ("file", _file(g.source_path)),
     ]
     return rows
 
 
+def _sizes(d) -> str:
+    return (f"{fmt.number(d[0])}..{fmt.number(d[-1])}" if len(d) > 2
+            else ", ".join(fmt.number(x) for x in d))
+
+
 def _shape(t) -> str:
     """A shape table in one line: its grid and the cells at the corners of it."""
-    d, v = t.dims, t.values
-    lo, hi = d[0], d[-1]
-    corners = [(lo, lo, lo, v[0][0][0]), (lo, hi, hi, v[0][-1][-1]), (hi, hi, lo, v[-1][-1][0]),
-               (hi, hi, hi, v[-1][-1][-1])]
-    return (f"{len(d)}^3 cells over {', '.join(fmt.number(x) for x in d)}; "
+    (dm, dn, dk), v = t.axes, t.values
+    corners = [(dm[0], dn[0], dk[0], v[0][0][0]), (dm[0], dn[-1], dk[-1], v[0][-1][-1]),
+               (dm[-1], dn[-1], dk[0], v[-1][-1][0]), (dm[-1], dn[-1], dk[-1], v[-1][-1][-1])]
+    return (f"{len(dm)} x {len(dn)} x {len(dk)} cells over m {_sizes(dm)}, n {_sizes(dn)}, "
+            f"k {_sizes(dk)}; "
             + ", ".join(f"({fmt.number(a)}, {fmt.number(b)}, {fmt.number(c)}): {e:.2f}"
                         for a, b, c, e in corners))
+
+
+def _attention(t) -> str:
+    """An attention table in one line: its grid and the largest head dim's longest sequence."""
+    (fwd_full, fwd_causal), (bwd_full, bwd_causal) = t.values
+    return (f"{len(t.head_dims)} x {len(t.seq_lens)} cells over head dims "
+            f"{_sizes(t.head_dims)}, seq {_sizes(t.seq_lens)}; at ({t.head_dims[-1]:g}, "
+            f"{t.seq_lens[-1]:g}): forward {fwd_full[-1][-1]:.2f} (causal "
+            f"{fwd_causal[-1][-1]:.2f}), backward {bwd_full[-1][-1]:.2f} (causal "
+            f"{bwd_causal[-1][-1]:.2f})")
 
 
 def _cluster_rows(c) -> list[tuple[str, str]]:
@@ -175,14 +192,30 @@ def _cluster_rows(c) -> list[tuple[str, str]]:
         rows.append((f"level {i}: {lv.name}",
                      f"{_domain(lv.domain_size)}, {_si(lv.bandwidth_per_gpu_bytes_per_s, 'B/s')} "
                      f"per GPU each way, latency {fmt.seconds(lv.latency_s, 4)}, "
-                     f"{lv.topology.value}"))
+                     f"{lv.topology.value}"
+                     + (f", {lv.gpus_per_link} GPUs per link" if lv.gpus_per_link > 1 else "")))
         for name, lat, bw in lv.collectives:
             rows.append((f"  {name}", f"{_si(bw, 'B/s')} per GPU each way, latency "
                                       f"{fmt.seconds(lat, 4)}"))
     if c.notes:
         rows.append(("notes", c.notes))
-    rows.append(("file", c.source_path))
+    rows.append(("file", _file(c.source_path)))
     return rows
+
+
+def _file(path) -> str:
+    """A bundled profile as ``bundled: clusters/NAME.yaml`` (where the package lies on this machine
+    says nothing about the profile and would wrap its name); a user's file as given."""
+    from importlib import resources
+    from pathlib import Path
+
+    if not path:
+        return "-"
+    root = Path(str(resources.files("archcost.profiles"))).resolve()
+    try:
+        return f"bundled: {Path(path).resolve().relative_to(root).as_posix()}"
+    except ValueError:
+        return str(path)
 
 
 def _domain(size: int | None) -> str:

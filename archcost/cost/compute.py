@@ -1,23 +1,26 @@
 """Compute C: per-op roofline time of an operator graph on one GPU profile.
 
-time(op) = max(FLOPs / (peak(dtype, class) * eff(op FLOPs)), bytes / (mem_bw * eff(bytes)))
+time(op) = max(FLOPs / (peak(dtype, class) * eff(op)), bytes / (mem_bw * eff(bytes)))
          + per-op overhead,
 times the op's ``count``. Matmul, convolution and attention run at the tensor-core peak of their
-dtype scaled by the profile's measured efficiency curve (convolutions by their own curve where
-the profile has one; attention by the FLOPs of one (batch, head) slice where the profile has
-that curve and the op's shape gives its slices; 2-D matmuls by their (m, n, k) where the profile
-has a shape table); every other op runs at the fp32 vector peak
-and is in practice memory-bound, at the op's own measured fraction of bandwidth where the
-profile has one (``op_efficiency``). The overhead is the profile's per-phase figure
-(``op_overhead``), else ``kernel_launch``. NB: ops execute one after another on one stream (no
-overlap between kernels), as eager PyTorch does on one device.
+dtype scaled by the profile's measured efficiency, the most specific the profile and the op
+give: matmuls (mm, addmm, _scaled_mm; bmm, baddbmm read as (b*m, n, k)) by their (m, n, k) in
+the shape table of their dtype; attention ops by head dim, sequence, mask and phase in the table
+of the attention kernel the caller names (``attention_kernel``: the runtime's choice, e.g.
+flash3; None keeps the curves); attention by the FLOPs of one (batch, head) slice where the
+profile has that curve; convolutions by their own curve; else the curve by the op's FLOPs. Every
+other op runs at the fp32 vector peak and is in practice memory-bound, at the op's own measured
+fraction of bandwidth where the profile has one (``op_efficiency``). The overhead is the
+profile's per-phase figure (``op_overhead``), else ``kernel_launch``. NB: ops execute one after
+another on one stream (no overlap between kernels), as eager PyTorch does on one device.
 
 Low-precision GEMMs (``aten._scaled_mm``) run at the peak of their operands' format (``fp8``,
-``mxfp8``, ``nvfp4``; the node's ``compute_dtype``), not of their bf16 output. Their efficiency
-is read from the profile's curve (or shape table) at the size a bf16 GEMM of the same duration
+``mxfp8``, ``nvfp4``; the node's ``compute_dtype``), not of their bf16 output, at the shape
+table of their format where the profile has one (b200, gb200: measured fp8). Elsewhere their
+efficiency is read from the bf16 table (or curve) at the size a bf16 GEMM of the same duration
 has: FLOPs times bf16 peak / format peak (each of m, n, k times its cube root), the rule by which
-``GpuProfile.scaled`` moves curves to a faster part. NB: the bf16 measurements stand in for the
-format's own; a large fp8 GEMM reaches the bf16 ceiling fraction of the fp8 peak.
+``GpuProfile.scaled`` moves curves to a faster part. NB: there the bf16 measurements stand in
+for the format's own; a large fp8 GEMM reaches the bf16 ceiling fraction of the fp8 peak.
 """
 
 from __future__ import annotations
@@ -28,11 +31,13 @@ import networkx as nx
 import numpy as np
 
 from archcost.cost.kernels import roofline
+from archcost.hardware.tables import ALL_DTYPES
 from archcost.trace.rules_attention import attention_slices
 
 __all__ = ["OpArrays", "ComputeResult", "lower", "compute_times", "roofline_seconds",
            "peak_flops_for", "PEAK_KEY", "memory_curve_index", "overhead_seconds", "curve_for",
-           "op_mnk", "SHAPED_MATMULS", "peak_keys", "LOW_PRECISION_KEYS", "require_peak"]
+           "op_mnk", "op_attention", "peak_keys", "SHAPED_MATMULS", "BATCHED_MATMULS",
+           "LOW_PRECISION_KEYS", "require_peak"]
 
 PEAK_KEY = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16",
             "float8_e4m3fn": "fp8", "float8_e5m2": "fp8", "float64": "fp32",
@@ -40,8 +45,9 @@ PEAK_KEY = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16",
 LOW_PRECISION_KEYS = ("fp8", "mxfp8", "nvfp4")
 TENSOR_CORE_CLASSES = ("matmul", "conv", "attention")
 CURVE_MATMUL, CURVE_ATTENTION, CURVE_CONV, CURVE_ATTENTION_SLICE, CURVE_CONV_BACKWARD = range(5)
-# 2-D products a shape table prices by (m, n, k)
-SHAPED_MATMULS = ("aten.mm", "aten.addmm", "aten._scaled_mm")
+BATCHED_MATMULS = ("aten.bmm", "aten.baddbmm")  # (b, m, k) @ (b, k, n): read as (b*m, n, k)
+# priced by (m, n, k)
+SHAPED_MATMULS = ("aten.mm", "aten.addmm", "aten._scaled_mm", *BATCHED_MATMULS)
 
 
 def curve_for(op_class: str, op: str = "") -> int:
@@ -75,7 +81,10 @@ class OpArrays:
     phase: list[str]
     module: list[str]
     slices: np.ndarray  # attention: (batch, head) slices per occurrence; 0 otherwise or unknown
-    mnk: np.ndarray  # [n, 3] float64: (m, n, k) of 2-D matmuls; zeros for other ops
+    mnk: np.ndarray  # [n, 3] float64: (m, n, k) of matmuls (bmm: (b*m, n, k)); zeros otherwise
+    # [n, 5] float64: attention ops' head dim, query and key length, causal, backward; zeros
+    # for other ops
+    attn: np.ndarray
 
 
 def op_slices(d: dict) -> int:
@@ -86,11 +95,15 @@ def op_slices(d: dict) -> int:
 
 
 def op_mnk(d: dict) -> tuple[float, float, float]:
-    """(m, n, k) of a 2-D matmul node ((m, k) @ (k, n), from its output and FLOPs = 2mnk);
-    zeros for other ops."""
-    if d["op"] not in SHAPED_MATMULS or not d["out_shapes"] or len(d["out_shapes"][0]) != 2:
+    """(m, n, k) of a matmul node ((m, k) @ (k, n), from its output and FLOPs = 2mnk); a
+    batched one ((b, m, k) @ (b, k, n)) as (b*m, n, k), the batch adding output rows (see
+    ``hardware.tables.ShapeTable``); zeros for other ops."""
+    if d["op"] not in SHAPED_MATMULS or not d["out_shapes"]:
         return 0.0, 0.0, 0.0
-    m, n = d["out_shapes"][0]
+    shape = d["out_shapes"][0]
+    if len(shape) != (3 if d["op"] in BATCHED_MATMULS else 2):
+        return 0.0, 0.0, 0.0
+    m, n = shape[-2] * (shape[0] if len(shape) == 3 else 1), shape[-1]
     if m * n <= 0 or d["flops"] <= 0:
         return 0.0, 0.0, 0.0
     return float(m), float(n), d["flops"] / (2.0 * m * n)
@@ -100,6 +113,13 @@ def op_dtype(d: dict) -> str:
     """What a node computes in (its peak's dtype): ``compute_dtype``, else its first output's
     dtype (graphs traced before the attribute existed)."""
     return d.get("compute_dtype") or (d["out_dtypes"] or ["float32"])[0]
+
+
+def op_attention(d: dict) -> tuple[float, ...]:
+    """(head dim, query length, key length, causal, backward) of an attention node; zeros for
+    other ops and for graphs traced before the attribute existed."""
+    shape = d.get("attention_shape") or ()
+    return tuple(float(x) for x in shape) if len(shape) == 5 else (0.0,) * 5
 
 
 def lower(g: nx.DiGraph) -> OpArrays:
@@ -116,6 +136,7 @@ def lower(g: nx.DiGraph) -> OpArrays:
         module=[d["module"] for _, d in nodes],
         slices=np.array([op_slices(d) for _, d in nodes], dtype=np.float64),
         mnk=np.array([op_mnk(d) for _, d in nodes], dtype=np.float64).reshape(-1, 3),
+        attn=np.array([op_attention(d) for _, d in nodes], dtype=np.float64).reshape(-1, 5),
     )
 
 
@@ -134,7 +155,7 @@ def peak_flops_for(gpu, dtype: str, tensor_core: bool) -> float:
 
 
 def peak_keys(dtypes) -> list[str]:
-    """The ``peak_flops_per_s`` key of each op's dtype."""
+    """The ``peak_flops_per_s`` key of each op's dtype (what its shape table is keyed by)."""
     return [PEAK_KEY.get(dt, "fp32") for dt in dtypes]
 
 
@@ -212,34 +233,69 @@ def _per_slice(gpu, curve: np.ndarray, flops: np.ndarray, slices: np.ndarray | N
             np.where(hit, size / np.where(hit, slices, 1.0), size))
 
 
-def _per_shape(gpu, curve: np.ndarray, peak: np.ndarray, mnk: np.ndarray | None
+def _per_shape(gpu, curve: np.ndarray, peak: np.ndarray, mnk: np.ndarray | None,
+               keys: list[str] | None, scale: np.ndarray | None = None
                ) -> tuple[np.ndarray, np.ndarray]:
-    """(curve, peak) per op: 2-D matmuls with a known (m, n, k) run at the profile's shape
-    table's efficiency, folded into their peak (curve -1: no curve on top); others unchanged."""
-    if gpu.matmul_shape_efficiency is None or mnk is None or not len(curve):
+    """(curve, peak) per op: matmuls with a known (m, n, k) whose dtype (``keys``: peak keys;
+    None: the table of every dtype only) has a shape table run at the table's efficiency,
+    folded into their peak (curve -1: no curve on top); others unchanged. A low-precision op
+    on a profile without a table of its format reads the bf16 table (else the every-dtype one)
+    at its bf16-equivalent shape: each of m, n, k times the cube root of its ``scale``."""
+    if not gpu.matmul_shape_efficiency or mnk is None or not len(curve):
         return curve, peak
     mnk = np.asarray(mnk, dtype=np.float64).reshape(-1, 3)
-    hit = (curve == CURVE_MATMUL) & (mnk[:, 0] > 0)
+    cand = (curve == CURVE_MATMUL) & (mnk[:, 0] > 0)
+    if not cand.any():
+        return curve, peak
+    keys = keys if keys is not None else [ALL_DTYPES] * len(curve)
+    tables = gpu.matmul_shape_efficiency
+    for key in set(keys[i] for i in np.flatnonzero(cand)):
+        borrowed = key in LOW_PRECISION_KEYS and key not in tables
+        table = gpu.shape_table("bf16" if borrowed else key)
+        if table is None:
+            continue
+        hit = cand & np.array([k == key for k in keys])
+        dims = mnk * np.cbrt(scale)[:, None] if borrowed and scale is not None else mnk
+        eff = table.at(*np.where(hit[:, None], dims, 1.0).T)
+        curve, peak = np.where(hit, -1, curve), np.where(hit, peak * eff, peak)
+    return curve, peak
+
+
+def _per_kernel(gpu, curve: np.ndarray, peak: np.ndarray, attn: np.ndarray | None,
+                kernel: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """(curve, peak) per op: with ``kernel`` named and a profile that has attention tables,
+    attention ops with a known geometry run at that kernel's table's efficiency by head dim,
+    sequence (the geometric mean of query and key lengths), mask and phase, folded into their
+    peak (curve -1); others unchanged. A profile without attention tables keeps its curves."""
+    if kernel is None or not gpu.attention_kernels or attn is None or not len(curve):
+        return curve, peak
+    table = gpu.attention_table(kernel)
+    attn = np.asarray(attn, dtype=np.float64).reshape(-1, 5)
+    hit = (curve == CURVE_ATTENTION) & (attn[:, 0] > 0)
     if not hit.any():
         return curve, peak
-    eff = gpu.matmul_shape_efficiency.at(*np.where(hit[:, None], mnk, 1.0).T)
+    safe = np.where(hit[:, None], attn, 1.0)
+    eff = table.at(safe[:, 0], np.sqrt(safe[:, 1] * safe[:, 2]), safe[:, 3] > 0, safe[:, 4] > 0)
     return np.where(hit, -1, curve), np.where(hit, peak * eff, peak)
 
 
 def roofline_seconds(gpu, flops: np.ndarray, nbytes: np.ndarray, peak: np.ndarray,
                      curve: np.ndarray, mem_curve: np.ndarray, launch: np.ndarray,
                      slices: np.ndarray | None = None, mnk: np.ndarray | None = None,
-                     keys: list[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+                     keys: list[str] | None = None, attn: np.ndarray | None = None,
+                     attention_kernel: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(seconds, bound) of one occurrence of each op on ``gpu``: the roofline kernel with the
-    profile's efficiency curves and bandwidth, plus each op's overhead ``launch``. ``slices``
-    (attention ops' (batch, head) slices, 0 where unknown) lets attention read a per-slice
-    curve at its FLOPs per slice, and ``mnk`` (2-D matmuls' (m, n, k), zeros where unknown)
-    lets matmuls read the shape table, where the profile has them; ``keys`` (each op's peak
-    key, :func:`peak_keys`) reads low-precision ops at their bf16-equivalent size."""
+    profile's efficiency curves and bandwidth, plus each op's overhead ``launch``. Where the
+    profile has them: ``slices`` (attention ops' (batch, head) slices, 0 where unknown) lets
+    attention read a per-slice curve at its FLOPs per slice; ``mnk`` (matmuls' (m, n, k), zeros
+    where unknown) with ``keys`` (each op's peak key, :func:`peak_keys`) lets matmuls read the
+    shape table of their dtype (low-precision ops without a table of their own: the bf16 one
+    at their bf16-equivalent size); ``attn`` (:attr:`OpArrays.attn` rows) with
+    ``attention_kernel`` lets attention read that kernel's table."""
     scale = _reference_scale(gpu, keys, len(np.asarray(flops)))
-    if mnk is not None:
-        mnk = np.asarray(mnk, dtype=np.float64).reshape(-1, 3) * np.cbrt(scale)[:, None]
-    curve, peak = _per_shape(gpu, np.asarray(curve), np.asarray(peak, dtype=np.float64), mnk)
+    curve, peak = _per_shape(gpu, np.asarray(curve), np.asarray(peak, dtype=np.float64), mnk,
+                             keys, scale)
+    curve, peak = _per_kernel(gpu, curve, peak, attn, attention_kernel)
     curve, size = _per_slice(gpu, curve, flops, slices)
     size = size * scale
     cx, cy, cn = _curves(_curve_rows(gpu))
@@ -253,17 +309,19 @@ def _op_curves(arrays: OpArrays) -> np.ndarray:
                     dtype=np.int64)
 
 
-def compute_times(arrays: OpArrays, gpu) -> ComputeResult:
-    """Roofline time of every op on ``gpu`` (a GpuProfile)."""
+def compute_times(arrays: OpArrays, gpu, attention_kernel: str | None = None) -> ComputeResult:
+    """Roofline time of every op on ``gpu`` (a GpuProfile); attention ops read the table of
+    ``attention_kernel`` where the profile has attention tables."""
     peak = np.array([_peak(gpu, d, c) for d, c in zip(arrays.dtype, arrays.op_class)])
     t, bound = roofline_seconds(gpu, arrays.flops, arrays.nbytes, peak, _op_curves(arrays),
                                 memory_curve_index(gpu, arrays.op),
                                 overhead_seconds(gpu, arrays.phase), arrays.slices, arrays.mnk,
-                                peak_keys(arrays.dtype))
+                                peak_keys(arrays.dtype), arrays.attn, attention_kernel)
     return ComputeResult(seconds=t * arrays.count, bound=bound, peak_used=peak)
 
 
-def class_roofline_parts(arrays: OpArrays, gpu) -> dict[str, dict[str, float]]:
+def class_roofline_parts(arrays: OpArrays, gpu, attention_kernel: str | None = None
+                         ) -> dict[str, dict[str, float]]:
     """Per op class: summed compute-only and memory-only seconds and op count (all occurrences).
 
     The effective efficiency of a class is then FLOPs / (peak * compute seconds), the same
@@ -272,8 +330,10 @@ def class_roofline_parts(arrays: OpArrays, gpu) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {}
     by_curve = _curve_rows(gpu)
     peak = np.array([_peak(gpu, d, c) for d, c in zip(arrays.dtype, arrays.op_class)])
-    scale = _reference_scale(gpu, peak_keys(arrays.dtype), len(peak))
-    curve, peak = _per_shape(gpu, _op_curves(arrays), peak, arrays.mnk * np.cbrt(scale)[:, None])
+    keys = peak_keys(arrays.dtype)
+    scale = _reference_scale(gpu, keys, len(peak))
+    curve, peak = _per_shape(gpu, _op_curves(arrays), peak, arrays.mnk, keys, scale)
+    curve, peak = _per_kernel(gpu, curve, peak, arrays.attn, attention_kernel)
     curve, size = _per_slice(gpu, curve, arrays.flops, arrays.slices)
     size = size * scale
     for i, cls in enumerate(arrays.op_class):

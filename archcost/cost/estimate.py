@@ -29,13 +29,15 @@ _BOUND = {0: "compute", 1: "memory", 2: "none"}
 
 
 def estimate_single_device(
-    g: nx.DiGraph, doc: dict[str, Any], gpu, compute_dtype: str, usable_memory: float = 0.9
+    g: nx.DiGraph, doc: dict[str, Any], gpu, compute_dtype: str, usable_memory: float = 0.9,
+    attention_kernel: str | None = None,
 ) -> dict[str, Any]:
     """The ``estimate`` section of an analysis document for ``gpu`` (a GpuProfile); the step
-    fits when its peak is within ``usable_memory`` of the device's memory, as a plan does."""
+    fits when its peak is within ``usable_memory`` of the device's memory, as a plan does;
+    attention ops read ``attention_kernel``'s table where the profile has attention tables."""
     usable = int(gpu.mem_bytes * usable_memory)
     arrays = lower(g)
-    res = compute_times(arrays, gpu)
+    res = compute_times(arrays, gpu, attention_kernel)
     seconds = res.seconds
     step = float(seconds.sum())
     by_phase: dict[str, float] = defaultdict(float)

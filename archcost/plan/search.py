@@ -50,14 +50,14 @@ def score(cm: CostModel, plans: np.ndarray, progress: Callable[[int, int], None]
     unique = combos[first]
     table = cm.table(unique)
     vec = cm.model_vector(table)
-    dom, bw, lat = cm.levels()
+    dom, bw, lat, share = cm.levels()
     placements = cm.placements()
     inverse = np.asarray(inverse, dtype=np.int64).ravel()
     for lo in range(0, len(plans), _CHUNK):
         part = plans[lo:lo + _CHUNK]
         cols = [np.ascontiguousarray(part[k]) for k in _COLS]
         out[lo:lo + len(part)] = score_plans(*cols, inverse[lo:lo + len(part)], table.rows, vec,
-                                             placements, dom, bw, lat)
+                                             placements, dom, bw, lat, share)
         if progress:
             progress(min(lo + _CHUNK, len(plans)), len(plans))
     return out

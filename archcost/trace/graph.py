@@ -5,7 +5,9 @@ Node attributes (per occurrence; ``count`` says how many occurrences a node stan
 ``bytes_written``, ``out_bytes``, ``out_shapes``, ``out_dtypes``, ``compute_dtype`` (what the op
 computes in: a scaled GEMM's operand format, else its first output's dtype), ``has_rule``, ``count``,
 ``repeat_group``, ``index`` (execution order), ``uses_storage_of`` (the nodes that allocated
-the storages this op reads, views and in-place results followed to their allocation).
+the storages this op reads, views and in-place results followed to their allocation),
+``attention_shape`` ([head dim, query length, key length, causal, backward] of attention ops,
+what an attention kernel's table is read by; [] for other ops).
 Edge attributes: ``bytes``, ``dtype``, ``shape`` of the tensor flowing from producer to consumer.
 
 The graph is the single source of truth about the model for every later stage; nothing re-traces.
@@ -19,6 +21,7 @@ import networkx as nx
 
 from archcost.trace.records import OpRecord, iter_tensors
 from archcost.trace.rules import compute_dtype, op_cost
+from archcost.trace.rules_attention import attention_geometry
 
 __all__ = ["build_graph", "expand_repeats", "graph_text"]
 
@@ -57,6 +60,7 @@ def build_graph(records: list[OpRecord], graph_attrs: dict | None = None) -> nx.
             index=rec.index,
             uses_storage_of=uses,
             held_by_caller=bool(rec.extra.get("held_by_caller", False)),
+            attention_shape=attention_geometry(rec),
         )
         seen: set[int] = set()
         for t in iter_tensors((rec.args, rec.kwargs)):
