@@ -195,6 +195,8 @@ CASES = [
       "--fp8-recipe 'blockwise' is not a recipe"),
     c("fp8-recipe-without-fp8", f"analyze {TINY} --dtype bf16-mixed --fp8-recipe delayed",
       "--fp8-recipe delayed applies to --dtype fp8"),
+    c("fp8-all-gather-without-fp8", "estimate {M}/tiny_ok.py --dtype bf16-mixed --fp8-all-gather "
+      "--plan gbs=8", "--fp8-all-gather needs low-precision GEMMs"),
     c("dtype-empty", f"analyze {TINY} --dtype ''", "is not a precision"),
     c("plan-dtype-unknown", "plan {M}/tiny_ok.py --dtype half", "is not a precision"),
     c("estimate-dtype-unknown", "estimate {M}/tiny_ok.py --dtype bf17 --plan gbs=8",

@@ -64,6 +64,36 @@ def test_fp8_gemm_efficiency_is_the_bf16_curve_at_equal_duration(flops):
     assert fp8 == pytest.approx(flops / (p8 * eff.at(flops * p16 / p8)), rel=1e-9)
 
 
+def _mm_seconds(gpu, mnk, key):
+    m, n, k = mnk
+    t, _ = roofline_seconds(gpu, np.array([2.0 * m * n * k]), np.zeros(1),
+                            np.array([gpu.peak_flops_per_s[key]]), np.array([CURVE_MATMUL]),
+                            np.zeros(1, dtype=np.int64), np.zeros(1),
+                            mnk=np.array([mnk], dtype=np.float64), keys=[key])
+    return float(t[0])
+
+
+def test_scaled_gemm_reads_the_fp8_shape_table_where_the_profile_has_one():
+    """b200.yaml's fp8 table (XLA's measured B200 fp8 matmuls): cell (m, n, k) = (2048, 4096,
+    1024) reads 0.316 (m = 2048 block, n = 4096 row, k = 1024 column) of the 4500 TFLOP/s peak."""
+    gpu = load_gpu("b200")
+    flops = 2.0 * 2048 * 4096 * 1024
+    assert _mm_seconds(gpu, (2048, 4096, 1024), "fp8") == pytest.approx(
+        flops / (4500e12 * 0.316), rel=1e-6)
+
+
+def test_scaled_gemm_reads_the_bf16_shape_table_at_equal_duration_elsewhere():
+    """h100-sxm.yaml has a bf16 table only: an fp8 GEMM runs as long as a bf16 GEMM of its
+    FLOPs times 989/1979, each of m, n, k times the cube root of that ratio."""
+    gpu = load_gpu("h100-sxm")
+    assert "fp8" not in gpu.matmul_shape_efficiency
+    c = (989 / 1979) ** (1 / 3)
+    for mnk in [(8192.0, 4096.0, 4096.0), (2048.0, 1024.0, 4096.0)]:
+        eq = tuple(x * c for x in mnk)
+        assert _mm_seconds(gpu, mnk, "fp8") == pytest.approx(_mm_seconds(gpu, eq, "bf16"),
+                                                             rel=1e-9)
+
+
 def _analyze(args: list[str]) -> dict:
     from typer.testing import CliRunner
 
@@ -116,6 +146,28 @@ def test_fp8_param_allgather_moves_a_byte_per_converted_weight(workload):
     assert [c["bytes"] for c in rows["fp8"]] == [pytest.approx(2 * n - LINEAR_PARAMS)]
     with pytest.raises(ConfigError, match="param_allgather_dtype='nvfp4'"):
         CostModel(workload, cluster, param_allgather_dtype="nvfp4")
+
+
+def test_cli_fp8_all_gather_moves_a_byte_per_converted_weight():
+    """estimate --fp8-all-gather: the ZeRO-3 all-gather of 2n bytes (bf16 weights) loses one
+    byte per converted linear weight; the document names the format."""
+    from typer.testing import CliRunner
+
+    sets = [x for kv in LLAMA for x in ("--set", kv)]
+    base = ["estimate", str(MODELS / "llama.py"), *sets, "-s", "128", "--dtype", "fp8",
+            "--plan", "dp=8,zero=3,mbs=1,gbs=8", "--json"]
+    docs = {}
+    for flag in ([], ["--fp8-all-gather"]):
+        r = CliRunner().invoke(app, base + flag)
+        assert r.exit_code == 0, r.output
+        docs[bool(flag)] = json.loads(r.stdout)
+    gathered = {k: [c["bytes"] for c in d["estimate"]["comm"] if c["collective"] == "all-gather"]
+                for k, d in docs.items()}
+    n = docs[False]["workload"]["params"]
+    assert gathered[False] == [pytest.approx(2 * n)]
+    assert gathered[True] == [pytest.approx(2 * n - LINEAR_PARAMS)]
+    assert docs[True]["assumptions"]["param_all_gather"] == "fp8"
+    assert "param_all_gather" not in docs[False]["assumptions"]
 
 
 def test_emitted_configurations_say_fp8_is_not_in_them():

@@ -72,6 +72,11 @@ Fp8RecipeOpt = Annotated[str | None, typer.Option(
     "--fp8-recipe", show_default=False,
     help="With --dtype fp8: tensorwise (per-tensor current scaling, the default), delayed "
     "(scales from an amax history), rowwise (one scale per row).")]
+LowpGatherOpt = Annotated[bool, typer.Option(
+    "--fp8-all-gather", show_default=False,
+    help="With --dtype fp8, mxfp8 or nvfp4: parameter all-gathers (FSDP/ZeRO-3 before each "
+    "pass, the distributed optimizer after the step) move the converted linears' weights in "
+    "that format (torchao's FSDP float8 all-gather, Megatron's --fp8-param-gather).")]
 OptimizerOpt = Annotated[str, typer.Option(
     "--optimizer", help="Optimizer: adamw, adam, sgd (one kernel per update step), adamw-fused, "
     "adam-fused (one fused kernel).")]

@@ -26,6 +26,8 @@ def _header(doc: dict[str, Any]) -> str:
     return (f"{doc['model']['name']}  {fmt.si(w['params'])} params, {w['layers']} layers, "
             f"s={w['seq_len']} {w['precision']}"
             + (f" ({w['fp8_recipe']})" if w.get("fp8_recipe") else "")
+            + (f", {gather} all-gather" if (gather := doc.get("assumptions", {}).get(
+                "param_all_gather")) else "")
             + f"  on {hw['cluster']} ({hw['gpu']})")
 
 
