@@ -189,6 +189,7 @@ def summarize(
                 "gradients": grads,
                 "optimizer_states": cap.optimizer_state_bytes + cap.master_weight_bytes,
                 "master_weights": cap.master_weight_bytes,
+                **({"lowp_state": cap.lowp_state_bytes} if policy.low_precision else {}),
                 "activations_saved": sum(cap.saved.values()),
             },
             "arithmetic_intensity": flops["total"] / moved if moved else 0.0,
@@ -242,6 +243,7 @@ def run_analysis(
             "batch_size": batch_size,
             "seq_len": seq_len,
             "precision": policy.precision.value,
+            **({"fp8_recipe": policy.fp8_recipe.value} if policy.fp8_recipe else {}),
             "fp32_grads": policy.fp32_grads,
             "optimizer": optimizer,
             "recompute": recompute.value,
@@ -285,9 +287,10 @@ def run_analysis(
 
 
 def persistent_bytes(cap: CaptureResult) -> int:
-    """Weights, buffers, optimizer states and master weights: live the whole step."""
+    """Weights, buffers, optimizer states, master weights and low-precision state (weight
+    caches, scales, amax histories): live the whole step."""
     model = sum(p.numel * ITEMSIZE.get(p.dtype, 4) for p in cap.params)
-    return model + cap.optimizer_state_bytes + cap.master_weight_bytes
+    return model + cap.optimizer_state_bytes + cap.master_weight_bytes + cap.lowp_state_bytes
 
 
 def symbolic_formulas(spec, seq_len: int, policy: PrecisionPolicy, optimizer: str, progress=None,

@@ -42,10 +42,10 @@ _VOLATILE = {("capture", "seconds"), ("search", "seconds"), ("search", "score_se
              ("search", "plans_per_second"), ((), "seconds"), ((), "points_per_second")}
 _RUN_KEYS = {"name", "kind", "model", "set", "batch_size", "seq_len", "dtype", "optimizer",
              "hardware", "cluster", "plan", "gpus", "gbs", "top", "recompute", "fail_above",
-             "metrics", "usable_memory"}
+             "metrics", "usable_memory", "fp8_recipe"}
 _COUNTS = ("batch_size", "seq_len", "gpus", "gbs", "top")  # whole numbers >= 1
 _TEXTS = ("name", "kind", "model", "dtype", "optimizer", "hardware", "cluster", "plan",
-          "recompute")
+          "recompute", "fp8_recipe")
 
 
 @dataclass(frozen=True)
@@ -177,6 +177,15 @@ def canonical_json(doc: dict[str, Any]) -> str:
     return json.dumps(canonical(doc), indent=2, sort_keys=False) + "\n"
 
 
+def _require_peak(run: RunSpec, gpu, policy) -> None:
+    """A low-precision run on a GPU without that peak is refused (one line, the run named)."""
+    if policy.low_precision is not None:
+        from archcost.cost.compute import require_peak
+
+        require_peak(gpu, policy.low_precision.peak_key, f"run {run.name}: dtype = "
+                     f"{policy.precision.value!r}")
+
+
 def produce(run: RunSpec, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run one configured job in-process; its document."""
     from archcost.cli import options as default
@@ -185,7 +194,7 @@ def produce(run: RunSpec, progress: Callable[[str], None] | None = None) -> dict
 
     o = run.options
     overrides = dict(o.get("set", {}))
-    policy = parse_precision(o.get("dtype", default.DTYPE))
+    policy = parse_precision(o.get("dtype", default.DTYPE), fp8_recipe=o.get("fp8_recipe"))
     seq = o.get("seq_len", default.SEQ_LEN)
     optimizer = o.get("optimizer", default.OPTIMIZER)
     usable = o.get("usable_memory", default.USABLE_MEMORY)
@@ -205,6 +214,7 @@ def produce(run: RunSpec, progress: Callable[[str], None] | None = None) -> dict
 
             gpu = load_any(hardware)
             gpu = gpu.gpu if isinstance(gpu, ClusterProfile) else gpu
+            _require_peak(run, gpu, policy)
         spec = load_model_file(run.model, overrides)
         doc, traced = run_analysis(spec, o.get("batch_size", default.BATCH_SIZE), seq, policy,
                                    optimizer, recompute=recompute, gpu=gpu, usable_memory=usable)
@@ -212,7 +222,7 @@ def produce(run: RunSpec, progress: Callable[[str], None] | None = None) -> dict
             from archcost.cost.estimate import estimate_single_device
 
             doc["estimate"] = estimate_single_device(traced.graph, doc, gpu,
-                                                     policy.compute_dtype, usable_memory=usable)
+                                                     policy.gemm_dtype, usable_memory=usable)
         doc["model"]["file"] = Path(run.model).name
         return doc
     from archcost.cli.plan import SCHEMA_VERSION
@@ -234,13 +244,16 @@ def produce(run: RunSpec, progress: Callable[[str], None] | None = None) -> dict
         if "plan" not in o:
             raise ConfigError(f"run {run.name}: kind estimate needs plan = \"dp=...,gbs=...\"")
         plan = parse_plan(o["plan"])
+        cluster = load_cluster(cluster_name, plan.gpus)
+        _require_peak(run, cluster.gpu, policy)
         w = trace_workload(spec, seq, policy, optimizer, (plan.recompute,), progress)
-        cm = CostModel(w, load_cluster(cluster_name, plan.gpus), usable_memory=usable)
+        cm = CostModel(w, cluster, usable_memory=usable)
         est, _ = estimate_plan(plan, cm, with_schedule=False)
         return {**header, "kind": "estimate", "plan": plan.to_string(), "estimate": est}
     from archcost.plan.search import search
 
     cluster = load_cluster(cluster_name, o.get("gpus"))  # default: one node
+    _require_peak(run, cluster.gpu, policy)
     w = trace_workload(spec, seq, policy, optimizer, progress=progress)
     cm = CostModel(w, cluster, usable_memory=usable)
     res = search(cm, [cluster.gpus], o.get("gbs", default.default_gbs(seq)),

@@ -182,7 +182,21 @@ CASES = [
     c("analyze-solve-capacity-no-hw", f"analyze {TINY} --solve 'max b s.t. memory <= capacity'",
       "needs --hardware"),
     # ---- dtypes, optimizers, recompute ----
-    c("dtype-fp8", f"analyze {TINY} --dtype fp8", "is not a precision"),
+    c("dtype-fp6", f"analyze {TINY} --dtype fp6", "is not a precision"),
+    c("dtype-fp8-on-a100", f"analyze {TINY} --dtype fp8 --hardware a100-sxm-80gb",
+      "GPU profile a100-sxm-80gb has no fp8 peak"),
+    c("plan-nvfp4-on-hopper", "plan {M}/tiny_ok.py -s 4 --dtype nvfp4 --hardware dgx-h100-ndr",
+      "GPU profile h100-sxm has no nvfp4 peak"),
+    c("estimate-mxfp8-on-a100", "estimate {M}/tiny_ok.py --dtype mxfp8 --hardware dgx-a100-hdr "
+      "--plan gbs=8", "has no mxfp8 peak"),
+    c("sweep-fp8-on-a100", "sweep {M}/tiny_ok.py -s 4 --dtype fp8 --hardware dgx-a100-hdr",
+      "has no fp8 peak"),
+    c("fp8-recipe-unknown", f"analyze {TINY} --dtype fp8 --fp8-recipe blockwise",
+      "--fp8-recipe 'blockwise' is not a recipe"),
+    c("fp8-recipe-without-fp8", f"analyze {TINY} --dtype bf16-mixed --fp8-recipe delayed",
+      "--fp8-recipe delayed applies to --dtype fp8"),
+    c("fp8-all-gather-without-fp8", "estimate {M}/tiny_ok.py --dtype bf16-mixed --fp8-all-gather "
+      "--plan gbs=8", "--fp8-all-gather needs low-precision GEMMs"),
     c("dtype-empty", f"analyze {TINY} --dtype ''", "is not a precision"),
     c("plan-dtype-unknown", "plan {M}/tiny_ok.py --dtype half", "is not a precision"),
     c("estimate-dtype-unknown", "estimate {M}/tiny_ok.py --dtype bf17 --plan gbs=8",

@@ -417,8 +417,8 @@ def test_emit_takes_the_shared_options_for_every_format():
 
 def test_bad_precision_and_batch():
     plan, _ = _case("dense-ddp")
-    with pytest.raises(ConfigError, match="precision 'fp8': allowed fp32, bf16, fp16"):
-        deepspeed_json(plan, precision="fp8")
+    with pytest.raises(ConfigError, match="precision 'fp6': allowed fp32, bf16, fp16"):
+        deepspeed_json(plan, precision="fp6")
     uneven = Plan(dp=4, mbs=2, gbs=36)
     for fmt in FORMATS:
         with pytest.raises(PlanError, match=r"gbs\(36\) % \(dp\(4\)\*mbs\(2\)\) != 0"):

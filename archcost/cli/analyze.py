@@ -25,6 +25,7 @@ from archcost.cli.options import (
     BatchSizeOpt,
     DebugOpt,
     DtypeOpt,
+    Fp8RecipeOpt,
     HardwareOpt,
     JsonOpt,
     ModelArg,
@@ -52,6 +53,7 @@ def analyze(
     seq_len: SeqLenOpt = SEQ_LEN,
     set_: SetOpt = None,
     dtype: DtypeOpt = DTYPE,
+    fp8_recipe: Fp8RecipeOpt = None,
     fp32_grads: Annotated[
         bool, typer.Option("--fp32-grads", help="Mixed precision keeps fp32 gradients.")
     ] = False,
@@ -94,7 +96,7 @@ def analyze(
     if graph and Path(graph).suffix.lower() not in (".graphml", ".json"):
         raise ConfigError(f"--graph {graph}: unknown format; name the file .graphml or .json")
     check_outputs(o=output, graph=graph)
-    policy = parse_precision(dtype, fp32_grads)
+    policy = parse_precision(dtype, fp32_grads, fp8_recipe)
     from archcost.trace.recompute import Recompute
 
     try:
@@ -110,6 +112,10 @@ def analyze(
         gpu = load_any(hardware)
         if isinstance(gpu, ClusterProfile):  # one of its GPUs
             gpu = gpu.gpu
+        if policy.low_precision is not None:
+            from archcost.cost.compute import require_peak
+
+            require_peak(gpu, policy.low_precision.peak_key, f"--dtype {dtype}")
     spec = load_model_file(model, parse_overrides(set_))
     with spinner(as_json) as status:
 
@@ -125,7 +131,7 @@ def analyze(
     if gpu is not None:
         from archcost.cost.estimate import estimate_single_device
 
-        doc["estimate"] = estimate_single_device(traced.graph, doc, gpu, policy.compute_dtype,
+        doc["estimate"] = estimate_single_device(traced.graph, doc, gpu, policy.gemm_dtype,
                                                  usable_memory=usable)
     files = {}
     if graph:

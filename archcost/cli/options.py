@@ -13,6 +13,8 @@ Why these defaults (README, "Options every command shares"):
 - ``--dtype fp32``: what PyTorch trains in when the model file asks for nothing else, and the
   one precision every command runs (``validate`` runs real steps); ``--dtype bf16-mixed``
   for today's large-model training.
+- ``--fp8-recipe``: none given means ``tensorwise`` for ``--dtype fp8`` (per-tensor current
+  scaling, the recipe of torchao/torchtitan and Megatron-Bridge's FP8 performance runs).
 - ``--hardware``: no default profile in the declaration; each command says what it falls back
   on (``analyze``: none, no time estimate; ``plan``/``estimate``/``sweep``: ``dgx-h100-ndr``;
   ``validate``: the bundled profile of ``--device``).
@@ -64,7 +66,17 @@ SetOpt = Annotated[list[str] | None, typer.Option(
     help="Builder argument KEY=VALUE (repeatable), typed by the builder's signature.")]
 DtypeOpt = Annotated[str, typer.Option(
     "--dtype", help="Precision: fp32, bf16, fp16 (all tensors), bf16-mixed, fp16-mixed (16-bit "
-    "compute, fp32 master weights and optimizer states).")]
+    "compute, fp32 master weights and optimizer states); fp8, mxfp8, nvfp4 (bf16-mixed with "
+    "the transformer layers' linear GEMMs in that format; mxfp8 and nvfp4 on Blackwell).")]
+Fp8RecipeOpt = Annotated[str | None, typer.Option(
+    "--fp8-recipe", show_default=False,
+    help="With --dtype fp8: tensorwise (per-tensor current scaling, the default), delayed "
+    "(scales from an amax history), rowwise (one scale per row).")]
+LowpGatherOpt = Annotated[bool, typer.Option(
+    "--fp8-all-gather", show_default=False,
+    help="With --dtype fp8, mxfp8 or nvfp4: parameter all-gathers (FSDP/ZeRO-3 before each "
+    "pass, the distributed optimizer after the step) move the converted linears' weights in "
+    "that format (torchao's FSDP float8 all-gather, Megatron's --fp8-param-gather).")]
 OptimizerOpt = Annotated[str, typer.Option(
     "--optimizer", help="Optimizer: adamw, adam, sgd (one kernel per update step), adamw-fused, "
     "adam-fused (one fused kernel).")]

@@ -32,10 +32,12 @@ from archcost.cli.options import (
     EmitFileOpt,
     EmitOpt,
     FixOpt,
+    Fp8RecipeOpt,
     GbsOpt,
     GpusOpt,
     HardwareOrClusterOpt,
     JsonOpt,
+    LowpGatherOpt,
     ModelArg,
     ObjectiveOpt,
     OptimizerOpt,
@@ -62,26 +64,33 @@ def register(app: typer.Typer) -> None:
     app.command("estimate", short_help="Estimate one parallel plan in full.")(estimate)
 
 
-def check_common(dtype, partition, usable_memory) -> None:
+def check_common(dtype, partition, usable_memory, fp8_recipe=None, lowp_gather=False) -> None:
     """What plan and estimate check before loading anything."""
     from archcost.trace.precision import parse_precision
 
     check_usable_memory(usable_memory)
     if partition not in ("balanced", "uniform"):
         raise ConfigError(f"--partition {partition!r}: use balanced or uniform")
-    parse_precision(dtype)
+    policy = parse_precision(dtype, fp8_recipe=fp8_recipe)
+    if lowp_gather and policy.low_precision is None:
+        raise ConfigError(f"--fp8-all-gather needs low-precision GEMMs; --dtype {dtype} has "
+                          "none: add --dtype fp8 (or mxfp8, nvfp4), or drop --fp8-all-gather")
 
 
 def _setup(model, set_, dtype, optimizer, seq_len, cluster_name, gpus, recomputes, quiet,
-           partition, overlap_dp, usable_memory):
+           partition, overlap_dp, usable_memory, fp8_recipe=None, lowp_gather=False):
     from archcost.hardware.profile import load_cluster
     from archcost.loader import load_model_file, parse_overrides
     from archcost.plan.costmodel import CostModel
     from archcost.plan.workload import trace_workload
     from archcost.trace.precision import parse_precision
 
-    policy = parse_precision(dtype)
+    policy = parse_precision(dtype, fp8_recipe=fp8_recipe)
     cluster = load_cluster(cluster_name or FALLBACK_CLUSTER, gpus)
+    if policy.low_precision is not None:
+        from archcost.cost.compute import require_peak
+
+        require_peak(cluster.gpu, policy.low_precision.peak_key, f"--dtype {dtype}")
     spec = load_model_file(model, parse_overrides(set_))
     with spinner(quiet) as status:
         def progress(msg: str) -> None:
@@ -89,13 +98,16 @@ def _setup(model, set_, dtype, optimizer, seq_len, cluster_name, gpus, recompute
                 status.update(msg)
 
         workload = trace_workload(spec, seq_len, policy, optimizer, recomputes, progress)
+    gather = policy.low_precision.peak_key if lowp_gather else None
     cm = CostModel(workload, cluster, overlap_dp=overlap_dp,
-                   uniform_stages=partition == "uniform", usable_memory=usable_memory)
+                   uniform_stages=partition == "uniform", usable_memory=usable_memory,
+                   param_allgather_dtype=gather)
     header = {
         "schema_version": SCHEMA_VERSION,
         "model": {"name": spec.name, "file": spec.path.name, "builder": spec.builder_name,
                   "config": spec.builder_config(1, seq_len)},
         "workload": {"seq_len": seq_len, "precision": policy.precision.value,
+                     **({"fp8_recipe": policy.fp8_recipe.value} if policy.fp8_recipe else {}),
                      "optimizer": optimizer, "layers": workload.layers,
                      "params": workload.params, "shape": {
                          "layers": workload.shape.layers, "heads": workload.shape.heads,
@@ -107,7 +119,8 @@ def _setup(model, set_, dtype, optimizer, seq_len, cluster_name, gpus, recompute
                      "gpus_per_node": cluster.gpus_per_node,
                      "levels": [lv.name for lv in cluster.levels]},
         "assumptions": {"partition": partition, "overlap_dp": overlap_dp,
-                        "usable_memory": usable_memory},
+                        "usable_memory": usable_memory,
+                        **({"param_all_gather": gather} if gather else {})},
     }
     return cm, header
 
@@ -213,6 +226,8 @@ def plan(
     seq_len: SeqLenOpt = SEQ_LEN,
     set_: SetOpt = None,
     dtype: DtypeOpt = DTYPE,
+    fp8_recipe: Fp8RecipeOpt = None,
+    lowp_gather: LowpGatherOpt = False,
     optimizer: OptimizerOpt = OPTIMIZER,
     objective: ObjectiveOpt = OBJECTIVE,
     constraint: ConstraintOpt = None,
@@ -240,7 +255,7 @@ def plan(
     counts = gpu_counts(gpus)
     if objective not in OBJECTIVES:
         raise ConfigError(f"--objective {objective!r}: use {', '.join(OBJECTIVES)}")
-    check_common(dtype, partition, usable_memory)
+    check_common(dtype, partition, usable_memory, fp8_recipe, lowp_gather)
     emit_fmt = _check_emit(emit_fmt, emit_file, as_json)
     _check_timeline(timeline)
     check_outputs(o=output, timeline=timeline, emit_file=emit_file)
@@ -248,7 +263,7 @@ def plan(
     fixed = list(fix or [])
     cm, header = _setup(model, set_, dtype, optimizer, seq_len, cluster,
                         max(counts) if counts else None, _recomputes(fixed), as_json,
-                        partition, overlap_dp, usable_memory)
+                        partition, overlap_dp, usable_memory, fp8_recipe, lowp_gather)
     counts = counts or [cm.cluster.gpus]
     with progress_bar(as_json, "{task.description}") as bar:
         tasks: dict[str, int] = {}
@@ -282,6 +297,8 @@ def estimate(
     seq_len: SeqLenOpt = SEQ_LEN,
     set_: SetOpt = None,
     dtype: DtypeOpt = DTYPE,
+    fp8_recipe: Fp8RecipeOpt = None,
+    lowp_gather: LowpGatherOpt = False,
     optimizer: OptimizerOpt = OPTIMIZER,
     partition: PartitionOpt = PARTITION,
     overlap_dp: OverlapOpt = True,
@@ -298,13 +315,14 @@ def estimate(
     from archcost.plan.evaluate import estimate_plan
     from archcost.plan.search import add_economics
 
-    check_common(dtype, partition, usable_memory)
+    check_common(dtype, partition, usable_memory, fp8_recipe, lowp_gather)
     emit_fmt = _check_emit(emit_fmt, emit_file, as_json)
     _check_timeline(timeline)
     check_outputs(o=output, timeline=timeline, emit_file=emit_file)
     plan_obj = read_plan(plan_text)
     cm, header = _setup(model, set_, dtype, optimizer, seq_len, cluster, plan_obj.gpus,
-                        (plan_obj.recompute,), as_json, partition, overlap_dp, usable_memory)
+                        (plan_obj.recompute,), as_json, partition, overlap_dp, usable_memory,
+                        fp8_recipe, lowp_gather)
     est, sched = estimate_plan(plan_obj, cm)
     add_economics(cm, est)
     doc = {**header, "kind": "estimate", "plan": plan_obj.to_string(), "estimate": est}

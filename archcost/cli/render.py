@@ -20,7 +20,8 @@ _MODULE_LEGEND = ("x: occurrences of a repeated block; fwd, bwd, opt: FLOPs of f
 
 def _totals(doc: dict[str, Any]) -> Grid:
     t, w = doc["totals"], doc["workload"]
-    g = Grid(f"{doc['model']['name']}  b={w['batch_size']} s={w['seq_len']} {w['precision']} "
+    prec = w["precision"] + (f" ({w['fp8_recipe']})" if w.get("fp8_recipe") else "")
+    g = Grid(f"{doc['model']['name']}  b={w['batch_size']} s={w['seq_len']} {prec} "
              f"{w['optimizer']}", [Col("quantity", "left"), Col("value"), Col("exact")],
              header=False)
     g.row("parameters", fmt.si(t["params"]), fmt.count(t["params"]))
@@ -34,8 +35,10 @@ def _totals(doc: dict[str, Any]) -> Grid:
     for key in ("read", "written"):
         g.row(f"bytes {key}", fmt.nbytes(t["bytes"][key]), fmt.count(t["bytes"][key]))
     mem = t["memory_bytes"]
-    for key in ("weights", "gradients", "optimizer_states", "activations_saved"):
-        g.row(f"memory {key.replace('_', ' ')}", fmt.nbytes(mem[key]), fmt.count(mem[key]))
+    for key in ("weights", "gradients", "optimizer_states", "lowp_state", "activations_saved"):
+        if key in mem and (mem[key] or key != "lowp_state"):
+            label = "low-precision state" if key == "lowp_state" else key.replace("_", " ")
+            g.row(f"memory {label}", fmt.nbytes(mem[key]), fmt.count(mem[key]))
     g.row("arithmetic intensity", f"{fmt.sig(t['arithmetic_intensity'])} FLOP/B", "")
     return g
 

@@ -27,6 +27,7 @@ from archcost.cli.options import (
     DebugOpt,
     DtypeOpt,
     FixOpt,
+    Fp8RecipeOpt,
     GbsOpt,
     GpusOpt,
     HardwareOrClusterOpt,
@@ -65,6 +66,7 @@ def sweep(
     seq_len: SeqLenOpt = SEQ_LEN,
     set_: SetOpt = None,
     dtype: DtypeOpt = DTYPE,
+    fp8_recipe: Fp8RecipeOpt = None,
     optimizer: OptimizerOpt = OPTIMIZER,
     objective: ObjectiveOpt = OBJECTIVE,
     constraint: ConstraintOpt = None,
@@ -109,7 +111,7 @@ def sweep(
     if objective not in OBJECTIVES:
         raise ConfigError(f"--objective {objective!r}: use {', '.join(OBJECTIVES)}")
     check_usable_memory(usable_memory)
-    parse_precision(dtype)
+    parse_precision(dtype, fp8_recipe=fp8_recipe)
     check_outputs(o=output)
     cluster = cluster or FALLBACK_CLUSTER
     if counts is None:  # one node of the cluster
@@ -127,8 +129,9 @@ def sweep(
             if (s, d) not in cache:
                 if status is not None:
                     status.update(f"tracing {spec.name} at seq_len={s}, {d}")
-                cache[(s, d)] = trace_workload(spec, s, parse_precision(d), optimizer,
-                                               recomputes)
+                recipe = fp8_recipe if d.strip().lower() == "fp8" else None
+                cache[(s, d)] = trace_workload(spec, s, parse_precision(d, fp8_recipe=recipe),
+                                               optimizer, recomputes)
             return cache[(s, d)]
 
         workload_for(seq_len, dtype)

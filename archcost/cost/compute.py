@@ -4,15 +4,23 @@ time(op) = max(FLOPs / (peak(dtype, class) * eff(op)), bytes / (mem_bw * eff(byt
          + per-op overhead,
 times the op's ``count``. Matmul, convolution and attention run at the tensor-core peak of their
 dtype scaled by the profile's measured efficiency, the most specific the profile and the op
-give: matmuls (mm, addmm; bmm, baddbmm read as (b*m, n, k)) by their (m, n, k) in the shape
-table of their dtype; attention ops by head dim, sequence, mask and phase in the table of the
-attention kernel the caller names (``attention_kernel``: the runtime's choice, e.g. flash3;
-None keeps the curves); attention by the FLOPs of one (batch, head) slice where the profile has
-that curve; convolutions by their own curve; else the curve by the op's FLOPs. Every other op
-runs at the fp32 vector peak and is in practice memory-bound, at the op's own measured fraction
-of bandwidth where the profile has one (``op_efficiency``). The overhead is the profile's
-per-phase figure (``op_overhead``), else ``kernel_launch``. NB: ops execute one after another on
-one stream (no overlap between kernels), as eager PyTorch does on one device.
+give: matmuls (mm, addmm, _scaled_mm; bmm, baddbmm read as (b*m, n, k)) by their (m, n, k) in
+the shape table of their dtype; attention ops by head dim, sequence, mask and phase in the table
+of the attention kernel the caller names (``attention_kernel``: the runtime's choice, e.g.
+flash3; None keeps the curves); attention by the FLOPs of one (batch, head) slice where the
+profile has that curve; convolutions by their own curve; else the curve by the op's FLOPs. Every
+other op runs at the fp32 vector peak and is in practice memory-bound, at the op's own measured
+fraction of bandwidth where the profile has one (``op_efficiency``). The overhead is the
+profile's per-phase figure (``op_overhead``), else ``kernel_launch``. NB: ops execute one after
+another on one stream (no overlap between kernels), as eager PyTorch does on one device.
+
+Low-precision GEMMs (``aten._scaled_mm``) run at the peak of their operands' format (``fp8``,
+``mxfp8``, ``nvfp4``; the node's ``compute_dtype``), not of their bf16 output, at the shape
+table of their format where the profile has one (b200, gb200: measured fp8). Elsewhere their
+efficiency is read from the bf16 table (or curve) at the size a bf16 GEMM of the same duration
+has: FLOPs times bf16 peak / format peak (each of m, n, k times its cube root), the rule by which
+``GpuProfile.scaled`` moves curves to a faster part. NB: there the bf16 measurements stand in
+for the format's own; a large fp8 GEMM reaches the bf16 ceiling fraction of the fp8 peak.
 """
 
 from __future__ import annotations
@@ -28,14 +36,18 @@ from archcost.trace.rules_attention import attention_slices
 
 __all__ = ["OpArrays", "ComputeResult", "lower", "compute_times", "roofline_seconds",
            "peak_flops_for", "PEAK_KEY", "memory_curve_index", "overhead_seconds", "curve_for",
-           "op_mnk", "op_attention", "peak_keys", "SHAPED_MATMULS", "BATCHED_MATMULS"]
+           "op_mnk", "op_attention", "peak_keys", "SHAPED_MATMULS", "BATCHED_MATMULS",
+           "LOW_PRECISION_KEYS", "require_peak"]
 
 PEAK_KEY = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16",
-            "float8_e4m3fn": "fp8", "float8_e5m2": "fp8", "float64": "fp32"}
+            "float8_e4m3fn": "fp8", "float8_e5m2": "fp8", "float64": "fp32",
+            "mxfp8": "mxfp8", "nvfp4": "nvfp4"}
+LOW_PRECISION_KEYS = ("fp8", "mxfp8", "nvfp4")
 TENSOR_CORE_CLASSES = ("matmul", "conv", "attention")
 CURVE_MATMUL, CURVE_ATTENTION, CURVE_CONV, CURVE_ATTENTION_SLICE, CURVE_CONV_BACKWARD = range(5)
 BATCHED_MATMULS = ("aten.bmm", "aten.baddbmm")  # (b, m, k) @ (b, k, n): read as (b*m, n, k)
-SHAPED_MATMULS = ("aten.mm", "aten.addmm", *BATCHED_MATMULS)  # priced by (m, n, k)
+# priced by (m, n, k)
+SHAPED_MATMULS = ("aten.mm", "aten.addmm", "aten._scaled_mm", *BATCHED_MATMULS)
 
 
 def curve_for(op_class: str, op: str = "") -> int:
@@ -97,6 +109,12 @@ def op_mnk(d: dict) -> tuple[float, float, float]:
     return float(m), float(n), d["flops"] / (2.0 * m * n)
 
 
+def op_dtype(d: dict) -> str:
+    """What a node computes in (its peak's dtype): ``compute_dtype``, else its first output's
+    dtype (graphs traced before the attribute existed)."""
+    return d.get("compute_dtype") or (d["out_dtypes"] or ["float32"])[0]
+
+
 def op_attention(d: dict) -> tuple[float, ...]:
     """(head dim, query length, key length, causal, backward) of an attention node; zeros for
     other ops and for graphs traced before the attribute existed."""
@@ -113,7 +131,7 @@ def lower(g: nx.DiGraph) -> OpArrays:
         nbytes=np.array([d["bytes_read"] + d["bytes_written"] for _, d in nodes], dtype=np.float64),
         count=np.array([d["count"] for _, d in nodes], dtype=np.float64),
         op_class=[d["op_class"] for _, d in nodes],
-        dtype=[(d["out_dtypes"] or ["float32"])[0] for _, d in nodes],
+        dtype=[op_dtype(d) for _, d in nodes],
         phase=[d["phase"] for _, d in nodes],
         module=[d["module"] for _, d in nodes],
         slices=np.array([op_slices(d) for _, d in nodes], dtype=np.float64),
@@ -139,6 +157,34 @@ def peak_flops_for(gpu, dtype: str, tensor_core: bool) -> float:
 def peak_keys(dtypes) -> list[str]:
     """The ``peak_flops_per_s`` key of each op's dtype (what its shape table is keyed by)."""
     return [PEAK_KEY.get(dt, "fp32") for dt in dtypes]
+
+
+def require_peak(gpu, key: str, option: str) -> None:
+    """A one-line ConfigError when ``gpu`` has no ``key`` peak (``--dtype fp8`` on an A100)."""
+    from archcost.errors import ConfigError
+
+    if gpu.peak_flops_per_s.get(key):
+        return
+    have = ", ".join(k for k in LOW_PRECISION_KEYS if gpu.peak_flops_per_s.get(k)) or "none"
+    if key == "fp8":
+        fix = ("use --dtype bf16-mixed, or a GPU profile with an fp8 peak (Hopper, Ada, "
+               "Blackwell: h100-sxm, h200, b200, gb200)")
+    else:
+        other = "fp8" if gpu.peak_flops_per_s.get("fp8") else "bf16-mixed"
+        fix = f"use --dtype {other} on this GPU, or a Blackwell GPU profile (b200, gb200)"
+    raise ConfigError(f"{option}: GPU profile {gpu.name} has no {key} peak (its low-precision "
+                      f"peaks: {have}); {fix}")
+
+
+def _reference_scale(gpu, keys: list[str] | None, n: int) -> np.ndarray:
+    """Per op, the factor from its size to that of a bf16 op of equal duration: bf16 peak /
+    its format's peak for low-precision ops on a profile with both peaks, else 1."""
+    if keys is None:
+        return np.ones(n)
+    peaks = gpu.peak_flops_per_s
+    ref = peaks.get("bf16")
+    ratio = {k: ref / peaks[k] for k in LOW_PRECISION_KEYS if ref and peaks.get(k)}
+    return np.array([ratio.get(k, 1.0) for k in keys], dtype=np.float64)
 
 
 def _peak(gpu, dtype: str, op_class: str) -> float:
@@ -188,10 +234,13 @@ def _per_slice(gpu, curve: np.ndarray, flops: np.ndarray, slices: np.ndarray | N
 
 
 def _per_shape(gpu, curve: np.ndarray, peak: np.ndarray, mnk: np.ndarray | None,
-               keys: list[str] | None) -> tuple[np.ndarray, np.ndarray]:
+               keys: list[str] | None, scale: np.ndarray | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
     """(curve, peak) per op: matmuls with a known (m, n, k) whose dtype (``keys``: peak keys;
     None: the table of every dtype only) has a shape table run at the table's efficiency,
-    folded into their peak (curve -1: no curve on top); others unchanged."""
+    folded into their peak (curve -1: no curve on top); others unchanged. A low-precision op
+    on a profile without a table of its format reads the bf16 table (else the every-dtype one)
+    at its bf16-equivalent shape: each of m, n, k times the cube root of its ``scale``."""
     if not gpu.matmul_shape_efficiency or mnk is None or not len(curve):
         return curve, peak
     mnk = np.asarray(mnk, dtype=np.float64).reshape(-1, 3)
@@ -199,12 +248,15 @@ def _per_shape(gpu, curve: np.ndarray, peak: np.ndarray, mnk: np.ndarray | None,
     if not cand.any():
         return curve, peak
     keys = keys if keys is not None else [ALL_DTYPES] * len(curve)
+    tables = gpu.matmul_shape_efficiency
     for key in set(keys[i] for i in np.flatnonzero(cand)):
-        table = gpu.shape_table(key)
+        borrowed = key in LOW_PRECISION_KEYS and key not in tables
+        table = gpu.shape_table("bf16" if borrowed else key)
         if table is None:
             continue
         hit = cand & np.array([k == key for k in keys])
-        eff = table.at(*np.where(hit[:, None], mnk, 1.0).T)
+        dims = mnk * np.cbrt(scale)[:, None] if borrowed and scale is not None else mnk
+        eff = table.at(*np.where(hit[:, None], dims, 1.0).T)
         curve, peak = np.where(hit, -1, curve), np.where(hit, peak * eff, peak)
     return curve, peak
 
@@ -237,12 +289,15 @@ def roofline_seconds(gpu, flops: np.ndarray, nbytes: np.ndarray, peak: np.ndarra
     profile has them: ``slices`` (attention ops' (batch, head) slices, 0 where unknown) lets
     attention read a per-slice curve at its FLOPs per slice; ``mnk`` (matmuls' (m, n, k), zeros
     where unknown) with ``keys`` (each op's peak key, :func:`peak_keys`) lets matmuls read the
-    shape table of their dtype; ``attn`` (:attr:`OpArrays.attn` rows) with
+    shape table of their dtype (low-precision ops without a table of their own: the bf16 one
+    at their bf16-equivalent size); ``attn`` (:attr:`OpArrays.attn` rows) with
     ``attention_kernel`` lets attention read that kernel's table."""
+    scale = _reference_scale(gpu, keys, len(np.asarray(flops)))
     curve, peak = _per_shape(gpu, np.asarray(curve), np.asarray(peak, dtype=np.float64), mnk,
-                             keys)
+                             keys, scale)
     curve, peak = _per_kernel(gpu, curve, peak, attn, attention_kernel)
     curve, size = _per_slice(gpu, curve, flops, slices)
+    size = size * scale
     cx, cy, cn = _curves(_curve_rows(gpu))
     mx, my, mn = _curves(_memory_curves(gpu))
     return roofline(flops, nbytes, peak, curve, size, cx, cy, cn,
@@ -275,9 +330,12 @@ def class_roofline_parts(arrays: OpArrays, gpu, attention_kernel: str | None = N
     out: dict[str, dict[str, float]] = {}
     by_curve = _curve_rows(gpu)
     peak = np.array([_peak(gpu, d, c) for d, c in zip(arrays.dtype, arrays.op_class)])
-    curve, peak = _per_shape(gpu, _op_curves(arrays), peak, arrays.mnk, peak_keys(arrays.dtype))
+    keys = peak_keys(arrays.dtype)
+    scale = _reference_scale(gpu, keys, len(peak))
+    curve, peak = _per_shape(gpu, _op_curves(arrays), peak, arrays.mnk, keys, scale)
     curve, peak = _per_kernel(gpu, curve, peak, arrays.attn, attention_kernel)
     curve, size = _per_slice(gpu, curve, arrays.flops, arrays.slices)
+    size = size * scale
     for i, cls in enumerate(arrays.op_class):
         row = out.setdefault(cls, {"compute_s": 0.0, "memory_s": 0.0, "ops": 0.0})
         n = arrays.count[i]

@@ -4,8 +4,12 @@ They are kept apart, never summed across units (the founding article's min{C + S
 On one device they combine into a step time as ``step_time = C`` (compute, kernels in sequence)
 + exposed communication (none on one device), subject to ``S <= usable_memory * device memory`` (``fits``; 0.9 by default, as the planner).
 
-MFU = model FLOPs (forward + backward, no recompute) / (step time * dense peak of the compute
-dtype); HFU counts recompute FLOPs too (PaLM, Chowdhery et al. 2022, Appendix B).
+MFU = model FLOPs (forward + backward, no recompute) / (step time * dense peak of the dtype
+the GEMMs run in: the fp8 peak for ``--dtype fp8``, though attention and the LM head run in
+bf16); HFU counts recompute FLOPs too (PaLM, Chowdhery et al. 2022, Appendix B). NB: published
+MFUs of fp8 runs differ: torchtitan divides by the bf16 peak whatever the precision
+(torchtitan @9dec370 ``torchtitan/utils.py`` ``get_peak_flops``), NVIDIA's tables give model
+TFLOP/s and no MFU.
 """
 
 from __future__ import annotations
@@ -58,7 +62,8 @@ def estimate_single_device(
                  gpu.peak_flops_per_s["fp32"])
     model_flops = flops["forward"] + flops["backward"]
     mem = doc["totals"]["memory_bytes"]
-    persistent = mem["weights"] + mem["buffers"] + mem["optimizer_states"]
+    persistent = (mem["weights"] + mem["buffers"] + mem["optimizer_states"]
+                  + mem.get("lowp_state", 0))
     pm = peak_memory(g, persistent)
     classes = []
     for cls, row in sorted(by_class.items(), key=lambda kv: -kv[1]["seconds"]):

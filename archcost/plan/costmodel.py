@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from archcost.cost.comm import level_arrays
-from archcost.cost.compute import peak_flops_for
+from archcost.cost.compute import PEAK_KEY, peak_flops_for
 from archcost.errors import ConfigError
 from archcost.options import Recompute
 from archcost.plan.kernel import MODEL_KEYS
@@ -43,11 +43,21 @@ class CostModel:
     # ...: the runtime's choice), read from the GPU profile's attention tables; None: the
     # profile's attention curves
     attention_kernel: str | None = None
+    # what parameter all-gathers (ZeRO-3/FSDP before each pass, ZeRO-1/2 after the step) move:
+    # None, the weights in their own dtype; a low-precision format ("fp8", "mxfp8", "nvfp4",
+    # the workload's): its linear weights in that format, 1 byte per fp8 parameter (torchao's
+    # FSDP float8 all-gather, Megatron's --fp8-param-gather), the rest as stored
+    param_allgather_dtype: str | None = None
     _tables: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         if self.cp_comm not in CP_COMM:
             raise ConfigError(f"cp_comm={self.cp_comm!r}: allowed {', '.join(CP_COMM)}")
+        own = self.workload.gemm_dtype or self.workload.compute_dtype
+        if self.param_allgather_dtype not in (None, PEAK_KEY.get(own)) or (
+                self.param_allgather_dtype is not None and self.workload.lowp_gather_bytes <= 0):
+            raise ConfigError(f"param_allgather_dtype={self.param_allgather_dtype!r}: the "
+                              f"workload's GEMMs run in {own}; use None or its format")
 
     @property
     def gpu(self):
@@ -55,7 +65,17 @@ class CostModel:
 
     @property
     def peak_flops(self) -> float:
-        return peak_flops_for(self.gpu, self.workload.compute_dtype, tensor_core=True)
+        """The peak MFU is against: that of the dtype the GEMMs run in (fp8 for --dtype fp8)."""
+        w = self.workload
+        return peak_flops_for(self.gpu, w.gemm_dtype or w.compute_dtype, tensor_core=True)
+
+    @property
+    def gather_bytes(self) -> float:
+        """Bytes per parameter a parameter all-gather moves (``param_allgather_dtype``)."""
+        w = self.workload
+        if self.param_allgather_dtype is not None:
+            return w.lowp_gather_bytes
+        return w.gather_bytes or w.weight_bytes
 
     @property
     def usable_bytes(self) -> float:
@@ -89,6 +109,7 @@ class CostModel:
             "uniform_stages": float(self.uniform_stages),
             "host_link_bw": float(self.gpu.host_link_bw_bytes_per_s or 0.0),
             "host_mem_bw": float(self.gpu.host_memory_bw_bytes_per_s or 0.0),
+            "gather_bytes": self.gather_bytes,
             "cp_all_gather": float(self.cp_comm == "all_gather"),
         }
         return np.array([float(values[k]) for k in MODEL_KEYS])

@@ -26,10 +26,11 @@ from typing import NamedTuple
 from archcost.errors import ConfigError, PlanError
 from archcost.plan.space import Offload, Plan, Recompute, Schedule, ZeroStage
 
-__all__ = ["FORMATS", "PRECISIONS", "caveats", "deepspeed_json", "emit", "megatron_args",
+__all__ = ["FORMATS", "LOW_PRECISIONS", "PRECISIONS", "caveats", "deepspeed_json", "emit", "megatron_args",
            "torchtitan_toml"]
 
 PRECISIONS = ("fp32", "bf16", "fp16", "bf16-mixed", "fp16-mixed")
+LOW_PRECISIONS = ("fp8", "mxfp8", "nvfp4")  # emitted as bf16-mixed, with a note
 FORMATS = ("torchtitan", "deepspeed", "megatron")
 
 
@@ -40,11 +41,17 @@ class _Built(NamedTuple):
 
 # ---------------------------------------------------------------- shared checks ---------------
 
-def _precision(precision: str) -> str:
+def _precision(precision: str) -> tuple[str, list[str]]:
+    """The precision the configuration is written for, and a note when it differs: a low
+    precision is emitted as its bf16-mixed base (the trainers' FP8 switches are not emitted)."""
     p = precision.strip().lower()
-    if p not in PRECISIONS:
-        raise ConfigError(f"precision {precision!r}: allowed {', '.join(PRECISIONS)}")
-    return p
+    if p not in PRECISIONS + LOW_PRECISIONS:
+        raise ConfigError(f"precision {precision!r}: allowed "
+                          f"{', '.join(PRECISIONS + LOW_PRECISIONS)}")
+    if p in LOW_PRECISIONS:
+        return "bf16-mixed", [f"precision {p}: emitted as bf16-mixed; turn on the trainer's own "
+                              f"{p} training (Transformer Engine recipe, torchao converter)"]
+    return p, []
 
 
 def _check_batch(plan: Plan) -> None:
@@ -161,7 +168,7 @@ def _titan_precision(plan: Plan, precision: str, fsdp: bool) -> tuple[str, list[
 
 
 def _torchtitan(plan: Plan, seq_len: int, precision: str, layers: int | None = None) -> _Built:
-    precision = _precision(precision)
+    precision, low_notes = _precision(precision)
     _check_batch(plan)
     divisor = plan.tp * 2 * plan.cp
     if seq_len % divisor:
@@ -187,7 +194,7 @@ def _torchtitan(plan: Plan, seq_len: int, precision: str, layers: int | None = N
                 "seq_len": seq_len, "mixed_precision_param": param_dtype,
                 "enable_cpu_offload": plan.offload == Offload.OPTIMIZER}
     ac: dict[str, object] = {"mode": _TITAN_AC[plan.recompute]}
-    notes += ep_notes + dtype_notes
+    notes += ep_notes + dtype_notes + low_notes
     if plan.recompute == Recompute.SELECTIVE:
         ac["selective_ac_option"] = "op"
         notes.append("recompute=selective: torchtitan's op-level policy saves matmul and "
@@ -235,9 +242,8 @@ def torchtitan_toml(plan: Plan, *, seq_len: int, precision: str, layers: int | N
 # ---------------------------------------------------------------- DeepSpeed -------------------
 
 def _deepspeed(plan: Plan, precision: str) -> _Built:
-    precision = _precision(precision)
+    precision, notes = _precision(precision)
     _check_batch(plan)
-    notes = []
     stage = int(plan.zero)
     if plan.pp > 1 and stage >= ZeroStage.GRADIENTS:
         notes.append(f"zero={stage} with pp>1: DeepSpeed's pipeline engine rejects ZeRO-2/3; "
@@ -324,9 +330,8 @@ def _megatron_offload(plan: Plan, layers: int | None) -> tuple[list[str], list[s
 
 
 def _megatron(plan: Plan, precision: str, seq_len: int, layers: int | None = None) -> _Built:
-    precision = _precision(precision)
+    precision, notes = _precision(precision)
     _check_batch(plan)
-    notes: list[str] = []
     args = [f"--tensor-model-parallel-size {plan.tp}",
             f"--pipeline-model-parallel-size {plan.pp}",
             f"--context-parallel-size {plan.cp}",

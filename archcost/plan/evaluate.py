@@ -239,7 +239,7 @@ def estimate_plan(plan: Plan, cm: CostModel, *, with_schedule: bool = True
             if whole.size <= 1 or params <= 0:
                 continue
             per = m if zero == 3 else 1
-            g_bytes, w_bytes = params * w.grad_bytes, params * w.weight_bytes
+            g_bytes, w_bytes = params * w.grad_bytes, params * cm.gather_bytes
             if zero == 0:
                 bwd_c += _coll(comm, rec, tag, Collective.ALL_REDUCE, g_bytes, whole, 1,
                                "gradients")

@@ -65,7 +65,8 @@ MODEL_KEYS = ("layers", "seq_len", "hidden", "act_bytes", "tp_points", "kv_hidde
               "params_expert_block", "weight_bytes", "grad_bytes", "optimizer_bytes",
               "optimizer_s_per_param", "model_flops_per_seq", "rc_flops_none",
               "rc_flops_selective", "rc_flops_full", "peak_flops", "mem_capacity",
-              "overlap_dp", "uniform_stages", "host_link_bw", "host_mem_bw", "cp_all_gather")
+              "overlap_dp", "uniform_stages", "host_link_bw", "host_mem_bw", "cp_all_gather",
+              "gather_bytes")
 M = {name: i for i, name in enumerate(MODEL_KEYS)}
 # constant indices for njit code (numba cannot read dicts)
 _O_STEP_S = 0
@@ -113,6 +114,7 @@ _M_UNIFORM_STAGES = 23
 _M_HOST_LINK_BW = 24
 _M_HOST_MEM_BW = 25
 _M_CP_ALL_GATHER = 26
+_M_GATHER_BYTES = 27  # bytes per parameter of a parameter all-gather
 _OFF_OPTIMIZER, _OFF_ACTIVATIONS = 1, 2
 _AX_TP, _AX_CP, _AX_DP, _AX_PP = 0, 1, 2, 3
 _GPIPE, _1F1B, _INTERLEAVED = 0, 1, 2
@@ -334,17 +336,17 @@ def score_plans(dp_a, tp_a, pp_a, cp_a, ep_a, zero_a, hyb_a, sg_a, sp_a, vpp_a, 
                     expert = nl * pe / (tp * ep)
                     if r == 0 or r == pp - 1 or nl != cached_nl:
                         bwd, fwd = _dp_time(zero, dense * model[_M_GRAD_BYTES],
-                                            dense * model[_M_WEIGHT_BYTES], hybrid, _G_DP,
+                                            dense * model[_M_GATHER_BYTES], hybrid, _G_DP,
                                             _G_SHARD, _G_REPL, geo, fig)
                         if pe > 0 and ep > 1:
                             b2, f2 = _dp_time(zero, expert * model[_M_GRAD_BYTES],
-                                              expert * model[_M_WEIGHT_BYTES], False, _G_DPE,
+                                              expert * model[_M_GATHER_BYTES], False, _G_DPE,
                                               _G_DPE, _G_DPE, geo, fig)
                             bwd += b2
                             fwd += f2
                         elif pe > 0:
                             b2, f2 = _dp_time(zero, expert * model[_M_GRAD_BYTES],
-                                              expert * model[_M_WEIGHT_BYTES], hybrid, _G_DP,
+                                              expert * model[_M_GATHER_BYTES], hybrid, _G_DP,
                                               _G_SHARD, _G_REPL, geo, fig)
                             bwd += b2
                             fwd += f2

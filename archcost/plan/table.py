@@ -117,9 +117,13 @@ def _rows(w: Workload, ops: OpTable, gpu, peaks, r: Recompute, combos: np.ndarra
     scale = (mbs / (tp_div * cp)).ravel()
     fixed = np.tile(ops.nbytes_fixed, n)  # weights: split by tp, not by cp or the micro-batch
     nbytes = (np.tile(ops.nbytes, n) - fixed) * scale + fixed / tp_div.ravel()
+    # an op on weights alone (its bytes do not grow with the batch: a weight's cast) does the
+    # same work at any micro-batch, split by tp
+    weight_only = np.tile((ops.nbytes > 0) & (ops.nbytes_fixed >= ops.nbytes), n)
+    flops = np.tile(ops.flops, n) * np.where(weight_only, 1.0 / tp_div.ravel(), scale)
     # attention's (batch, head) slices grow with the micro-batch and split over tp, not cp
     slices = np.tile(ops.slices, n) * (mbs / tp_div).ravel()
-    t, _ = roofline_seconds(gpu, np.tile(ops.flops, n) * scale, nbytes, np.tile(peaks, n),
+    t, _ = roofline_seconds(gpu, flops, nbytes, np.tile(peaks, n),
                             np.tile(ops.curve, n), np.tile(memory_curve_index(gpu, ops.op), n),
                             np.tile(_overheads(ops, gpu), n), slices,
                             matmul_dims(ops, mbs / cp, tp_div), peak_keys(ops.dtype) * n,

@@ -37,6 +37,7 @@ from archcost.cost.compute import (
     TENSOR_CORE_CLASSES,
     curve_for,
     op_attention,
+    op_dtype,
     op_mnk,
     op_slices,
 )
@@ -51,7 +52,8 @@ __all__ = ["SECTION_PRE", "SECTION_BLOCK", "SECTION_POST", "PHASE_CODES", "OpTab
 SECTION_PRE, SECTION_BLOCK, SECTION_POST = 0, 1, 2
 PHASE_CODES = {"forward": 0, "backward": 1, "recompute": 2}
 _MATMULS = frozenset({"aten.mm", "aten.addmm", "aten.bmm", "aten.baddbmm", "aten.matmul",
-                      "aten.linear"})
+                      "aten.linear", "aten._scaled_mm"})
+_LOWP = "archcost_lowp."  # low-precision casts: on a weight, each tensor-parallel rank casts its shard
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,7 @@ class OpTable:
     phase: np.ndarray  # int8: PHASE_CODES
     curve: np.ndarray  # int64: efficiency curve (cost.compute.curve_for)
     op: tuple[str, ...]  # aten op names (per-op memory curves of a calibrated profile)
-    dtype: tuple[str, ...]  # output dtype: picks the tensor-core peak
+    dtype: tuple[str, ...]  # what the op computes in (cost.compute.op_dtype): picks the peak
     tensor_core: np.ndarray  # bool: runs at the tensor-core peak of its dtype
     flops: np.ndarray  # float64
     nbytes: np.ndarray  # float64, read + written
@@ -120,6 +122,14 @@ class Workload:
     kv_hidden: int  # kv_heads * head_dim: what ring attention sends per token (K and V each)
     dispatch_bytes: float  # per sequence per MoE layer: tokens sent to experts (one all-to-all)
     notes: tuple[str, ...] = field(default_factory=tuple)
+    # what the GEMMs run in (PrecisionPolicy.gemm_dtype: its peak prices MFU); "" = compute_dtype
+    gemm_dtype: str = ""
+    # bytes per parameter a parameter all-gather moves: the weights in their own dtype
+    # (``gather_bytes``; 0 = weight_bytes) or, with low precision, the converted linears' weights
+    # in its format, scales included (``lowp_gather_bytes``); weight_bytes also counts the
+    # low-precision weight caches and scaling state
+    gather_bytes: float = 0.0
+    lowp_gather_bytes: float = 0.0
 
     @property
     def layers(self) -> int:
@@ -212,9 +222,12 @@ def _tp_layout(g: nx.DiGraph, nodes, sections, hidden: int) -> tuple[set[int], i
         if d["phase"] != "forward":
             continue
         preds = list(g.predecessors(n))
-        if (not preds and d["op"] in _CONST_OPS) or (preds and all(u in const for u in preds)):
+        if (not preds and (d["op"] in _CONST_OPS or d["op"].startswith(_LOWP))) or (
+                preds and all(u in const for u in preds)):
             const.add(n)
-    sharded: set[int] = set()
+    # a weight's low-precision cast runs on each rank's shard of the weight
+    sharded: set[int] = {n for n in const if sections.get(n) == SECTION_BLOCK
+                         and g.nodes[n]["op"].startswith(_LOWP)}
     points = 0
     for n, d in nodes:
         if d["phase"] != "forward" or sections.get(n) != SECTION_BLOCK or n in const:
@@ -313,7 +326,7 @@ def _op_table(g: nx.DiGraph, rep: str, layers: int, width_numel: int, hidden: in
         target["phase"].append(PHASE_CODES.get(d["phase"], 0))
         target["curve"].append(curve_for(cls, d["op"]))
         target["op"].append(d["op"])
-        target["dtype"].append((d["out_dtypes"] or ["float32"])[0])
+        target["dtype"].append(op_dtype(d))
         target["tc"].append(cls in TENSOR_CORE_CLASSES)
         target["flops"].append(float(d["flops"]))
         target["nbytes"].append(float(d["bytes_read"] + d["bytes_written"]))
@@ -492,17 +505,24 @@ def workload_from_traces(traces: Mapping[Recompute, object], policy: PrecisionPo
     shape = ModelShape(layers=layers, heads=heads, kv_heads=kv_heads, hidden=hidden,
                        seq_len=seq_len, experts=experts)
     opt_bytes = (cap0.optimizer_state_bytes + cap0.master_weight_bytes) / max(trainable, 1.0)
+    low = policy.low_precision
+    n = max(total, 1.0)
+    own = wbytes / n  # bytes per parameter of the weights as stored
+    lowp_gather = own if low is None else (
+        wbytes - cap0.lowp_params * ITEMSIZE[policy.compute_dtype]
+        + cap0.lowp_params * low.param_bytes) / n
     return Workload(
         name=name, shape=shape, precision=policy.precision.value,
         compute_dtype=policy.compute_dtype, seq_len=seq_len, ops=ops, optimizer=opt_table,
         params_pre=pre, params_block=blk, params_post=post, params_expert_block=expert,
         trainable_params=trainable,
-        weight_bytes=wbytes / max(total, 1.0),
+        weight_bytes=(wbytes + cap0.lowp_state_bytes) / n,
         grad_bytes=ITEMSIZE[policy.grad_dtype] * trainable / max(total, 1.0),
         optimizer_bytes=opt_bytes * trainable / max(total, 1.0),
         saved_block=saved_block, saved_pre=saved_pre, saved_post=saved_post,
         transient=transient, hidden=hidden, act_bytes=ITEMSIZE[policy.compute_dtype],
         tp_points=tp_points, kv_hidden=kv_hidden, dispatch_bytes=dispatch, notes=tuple(notes),
+        gemm_dtype=policy.gemm_dtype, gather_bytes=own, lowp_gather_bytes=lowp_gather,
     )
 
 

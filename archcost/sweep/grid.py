@@ -33,7 +33,7 @@ def bottleneck(estimate: dict[str, Any]) -> str:
 def _compute_key(workload) -> str:
     from archcost.cost.compute import PEAK_KEY
 
-    return PEAK_KEY.get(workload.compute_dtype, "fp32")
+    return PEAK_KEY.get(workload.gemm_dtype or workload.compute_dtype, "fp32")
 
 
 def sensitivity(cm, plan, resources=RESOURCES, eps: float = 0.05) -> list[dict[str, Any]]:
@@ -92,6 +92,10 @@ def build_point(axes: list[Axis], idx, *, cluster_name: str, gpus: int, gbs: int
     hardware = [a.key for a in axes if a.key not in ("gpu", "cluster", *WORKLOAD_KEYS)]
     for key in (["gpu"] if "gpu" in setting else []) + hardware:
         cluster = apply_hardware(cluster, key, setting[key], _compute_key(workload))
+    if workload.gemm_dtype and workload.gemm_dtype != workload.compute_dtype:
+        from archcost.cost.compute import require_peak
+
+        require_peak(cluster.gpu, _compute_key(workload), f"grid point {labels}: --dtype {d}")
     if prices and cluster.gpu.name in prices:
         cluster = dataclasses.replace(cluster, price_per_gpu_hour_usd=prices[cluster.gpu.name])
     try:

@@ -35,6 +35,7 @@ from torch.utils.weak import WeakIdKeyDictionary
 from archcost.errors import ArchcostError, ModelFileError, TraceError
 from archcost.loader import ModelSpec
 from archcost.trace.fake import quiet_fake_tensor_log, to_fake
+from archcost.trace.lowp_linear import LowPrecisionLinears
 from archcost.trace.optimizer import OPTIMIZERS, optimizer_step
 from archcost.trace.precision import PrecisionPolicy
 from archcost.trace.recompute import Recompute, block_caller
@@ -81,6 +82,10 @@ class CaptureResult:
     # every saved storage as traced (module, bytes, elements, storage id), not multiplied by
     # repeat counts; the storage id is TensorMeta.storage of the op outputs that hold it
     saved_tensors: tuple[tuple[str, int, int, int], ...] = ()
+    # low precision: weight caches, scales and amax histories (persistent), and the converted
+    # linears' parameters (elements)
+    lowp_state_bytes: int = 0
+    lowp_params: int = 0
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
@@ -342,9 +347,13 @@ def capture_step(
     with fake_mode, quiet_fake_tensor_log():
         to_fake(model, dtype)
         params_by_name = dict(model.named_parameters())
-        param_storages = {
-            t.untyped_storage()._cdata for t in list(model.parameters()) + list(model.buffers())
-        }
+        lowp = None
+        if precision.low_precision is not None:  # before tracing: its tensors are state
+            lowp = LowPrecisionLinears(model, [m for g in repeats.blocks for m in g.members],
+                                       precision.low_precision, precision.fp8_weight_cache)
+        state = list(model.parameters()) + list(model.buffers()) + (
+            lowp.state_tensors() if lowp else [])
+        param_storages = {t.untyped_storage()._cdata for t in state}
         inputs = spec.inputs(model, batch_size, seq_len)
         inputs = tree_map(
             lambda x: x.to(dtype) if isinstance(x, torch.Tensor) and x.is_floating_point() else x,
@@ -363,12 +372,18 @@ def capture_step(
             _check_loss(loss, spec)
             with _Recorder(st):
                 st.flush_pending()
+                if lowp:
+                    lowp.end_of_pass(forward=True)
                 say("tracing backward")
                 st.phase = Phase.BACKWARD
                 loss.backward()
+                if lowp:
+                    lowp.end_of_pass(forward=False)
                 say("tracing the optimizer step")
                 st.phase = Phase.OPTIMIZER
-                opt_bytes, master_bytes = optimizer_step(st, params_by_name, precision, optimizer)
+                opt_bytes, master_bytes = optimizer_step(
+                    st, params_by_name, precision, optimizer,
+                    lowp.after_update if lowp else None)
         except ArchcostError:
             raise
         except SystemExit as exc:  # the model's forward (or a hook) ended the process
@@ -399,6 +414,8 @@ def capture_step(
         notes=notes,
         saved_op_keys=_saved_op_keys(st.records, st.saved_storages),
         saved_tensors=tuple(saved_tensors) + tuple(st.sac_counted.values()),
+        lowp_state_bytes=lowp.state_bytes() if lowp else 0,
+        lowp_params=lowp.params() if lowp else 0,
     )
 
 

@@ -2,7 +2,8 @@
 
 Node attributes (per occurrence; ``count`` says how many occurrences a node stands for):
 ``op``, ``overload``, ``phase``, ``module``, ``op_class``, ``flops``, ``bytes_read``,
-``bytes_written``, ``out_bytes``, ``out_shapes``, ``out_dtypes``, ``has_rule``, ``count``,
+``bytes_written``, ``out_bytes``, ``out_shapes``, ``out_dtypes``, ``compute_dtype`` (what the op
+computes in: a scaled GEMM's operand format, else its first output's dtype), ``has_rule``, ``count``,
 ``repeat_group``, ``index`` (execution order), ``uses_storage_of`` (the nodes that allocated
 the storages this op reads, views and in-place results followed to their allocation),
 ``attention_shape`` ([head dim, query length, key length, causal, backward] of attention ops,
@@ -19,7 +20,7 @@ import json
 import networkx as nx
 
 from archcost.trace.records import OpRecord, iter_tensors
-from archcost.trace.rules import op_cost
+from archcost.trace.rules import compute_dtype, op_cost
 from archcost.trace.rules_attention import attention_geometry
 
 __all__ = ["build_graph", "expand_repeats", "graph_text"]
@@ -52,6 +53,7 @@ def build_graph(records: list[OpRecord], graph_attrs: dict | None = None) -> nx.
             out_bytes=_new_storage_bytes(rec),
             out_shapes=[list(o.shape) for o in rec.outputs],
             out_dtypes=[o.dtype for o in rec.outputs],
+            compute_dtype=compute_dtype(rec),
             has_rule=bool(cost.has_rule),
             count=int(rec.count),
             repeat_group=rec.repeat_group,

@@ -30,8 +30,9 @@ def make_optimizer(name: str, params: list[nn.Parameter]) -> torch.optim.Optimiz
     raise TraceError(f"--optimizer {name!r} is unknown; use one of {', '.join(OPTIMIZERS)}")
 
 
-def optimizer_step(st, params_by_name, precision, optimizer: str):
-    """Step the optimizer one parameter at a time; ``st`` (the capture state) learns the owner.
+def optimizer_step(st, params_by_name, precision, optimizer: str, after_update=None):
+    """Step the optimizer one parameter at a time; ``st`` (the capture state) learns the owner;
+    ``after_update(p)`` runs on each updated weight (low precision recasts its cache).
 
     Returns (optimizer-state bytes, fp32 master-weight bytes), each times its block count.
     """
@@ -59,5 +60,7 @@ def optimizer_step(st, params_by_name, precision, optimizer: str):
         if precision.mixed:
             with torch.no_grad():
                 p.copy_(master)
+        if after_update is not None:
+            after_update(p)
         p.grad = None
     return state_bytes, master_bytes

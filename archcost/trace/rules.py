@@ -3,7 +3,8 @@
 One rule per op packet (``"aten.mm"``), registered by decorator with
 :func:`~archcost.trace.rules_base.register` (a duplicate raises), in the manner of
 ``torch.utils.flop_counter`` (``register_flop_formula``). The rules live in topic modules:
-``rules_matmul`` (matrix products, convolutions), ``rules_attention`` (fused attention),
+``rules_matmul`` (matrix products, convolutions), ``rules_lowp`` (scaled low-precision GEMMs,
+casts and amax reductions), ``rules_attention`` (fused attention),
 ``rules_pointwise`` (elementwise, ``_foreach_*``, fused optimizers), ``rules_reduce`` (norms,
 reductions, softmax, losses, pooling) and ``rules_memory`` (views, copies, gathers, scatters).
 No module imports torch. Sources: torch 2.13 ``torch/utils/flop_counter.py`` and the aten
@@ -58,6 +59,7 @@ from dataclasses import dataclass
 # the topic modules register their rules on import
 from archcost.trace import (  # noqa: F401
     rules_attention,
+    rules_lowp,
     rules_matmul,
     rules_memory,
     rules_pointwise,
@@ -65,9 +67,10 @@ from archcost.trace import (  # noqa: F401
 )
 from archcost.trace.records import OpClass, OpRecord
 from archcost.trace.rules_base import FOREACH_PREFIX, RULES, Entry, default_io, register
+from archcost.trace.rules_lowp import gemm_dtype
 from archcost.trace.rules_pointwise import foreach_entry
 
-__all__ = ["OpCost", "classify", "has_flop_rule", "op_cost", "register"]
+__all__ = ["OpCost", "classify", "compute_dtype", "has_flop_rule", "op_cost", "register"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,3 +110,12 @@ def op_cost(rec: OpRecord) -> OpCost:
         return OpCost(0, read, written, OpClass.OTHER, False)
     read, written = entry.io(rec)
     return OpCost(int(entry.flops(rec)), int(read), int(written), entry.op_class, True)
+
+
+def compute_dtype(rec: OpRecord) -> str:
+    """The dtype an op computes in (its peak and shape table): a scaled GEMM's operand format
+    (``rules_lowp.gemm_dtype``), else its first output's dtype (float32 without outputs)."""
+    fmt = gemm_dtype(rec)
+    if fmt is not None:
+        return fmt
+    return rec.outputs[0].dtype if rec.outputs else "float32"

@@ -24,7 +24,7 @@ declare_positions({
 
 
 # --- matrix products --------------------------------------------------------------------------
-@register("aten.mm", "aten._int_mm", "aten._scaled_mm", op_class=OpClass.MATMUL)
+@register("aten.mm", "aten._int_mm", op_class=OpClass.MATMUL)
 def mm(rec: OpRecord) -> int:
     (m, k), (_, n) = rec.args[0].shape, rec.args[1].shape  # (M, K) @ (K, N)
     return 2 * m * k * n
