@@ -557,10 +557,14 @@ def test_the_attention_tables_reproduce_the_cells_they_timed(calibrated):
     gpu = load_gpu(str(gpu_path))
     rec = yaml.safe_load(Path(gpu_path).read_text())["calibration"]["attention_tables"]
     grid = grid_for("cpu", quick=True)
-    assert set(gpu.attention_kernels) == set(rec["kernels"]) == set(grid.attention_table_kernels)
+    # a kernel with a cell over the grid's time cap on a busy host is left out, and says so
+    skipped = {s["kernel"] for s in doc["skipped"] if s.get("bench") == "attention_table"}
+    timed = set(grid.attention_table_kernels) - skipped
+    assert "cpu-flash" in timed
+    assert set(gpu.attention_kernels) == set(rec["kernels"]) == timed
     assert set(doc["attention_kernels"]) == set(gpu.attention_kernels)
-    pts = rec["points"]
-    assert len(pts) == len(grid.attention_table_kernels) * 2 * 2 * 2 * 2  # d x s x mask x phase
+    pts = [p for p in rec["points"] if p["kernel"] in timed]
+    assert len(pts) == len(timed) * 2 * 2 * 2 * 2  # d x s x mask x phase
     peak, launch = gpu.peak_flops_per_s[rec["dtype"]], gpu.kernel_launch_s
     for p in pts:
         b, h, s, d, causal = p["batch"], p["heads"], p["seq"], p["head_dim"], p["causal"]
