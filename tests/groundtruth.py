@@ -112,7 +112,7 @@ class _Kernels(torch.utils._python_dispatch.TorchDispatchMode):
 
 def real_step_counts(spec, batch_size: int, seq_len: int) -> dict[str, int]:
     """One real fp32 training step on CPU (forward, loss, backward) of a model spec, measured:
-    parameters (numel of the distinct parameters), matmul and convolution FLOPs (FlopCounterMode
+    parameters (numel of the distinct parameters, all and trainable), matmul and convolution FLOPs (FlopCounterMode
     plus grouped GEMMs), fused-attention FLOPs, and the bytes of the distinct storages autograd
     saves that are not parameters or buffers."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -137,6 +137,7 @@ def real_step_counts(spec, batch_size: int, seq_len: int) -> dict[str, int]:
         loss.backward()
     return {
         "params": sum(p.numel() for p in model.parameters()),
+        "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "matmul_conv_flops": fc.get_total_flops() + kernels.grouped_mm,
         "attention_flops": kernels.attention,
         "saved_bytes": sum(saved.values()),

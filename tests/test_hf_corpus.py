@@ -1,10 +1,11 @@
 """A corpus of real models: small configs of each family ``transformers`` ships, analysed through
-``archcost analyze hf:CONFIG --json`` and checked against one real CPU training step of the same
-model (tests/groundtruth.py): parameters exact (numel of the real model), matmul and convolution
-FLOPs equal to FlopCounterMode's (plus the closed form of grouped GEMMs, which it counts as 0),
-fused-attention FLOPs equal to the closed form on the real run's attention shapes (FlopCounterMode
-counts CPU attention as 0), saved activations within 1% of what autograd saves in the real step
-(``saved_tensors_hooks``, distinct storages).
+``archcost analyze hf:CONFIG --json`` (and a LoRA-wrapped Llama written in plain code, as a user
+without peft would) and checked against one real CPU training step of the same model
+(tests/groundtruth.py): parameters exact (numel of the real model, all and trainable), matmul and
+convolution FLOPs equal to FlopCounterMode's (plus the closed form of grouped GEMMs, which it
+counts as 0), fused-attention FLOPs equal to the closed form on the real run's attention shapes
+(FlopCounterMode counts CPU attention as 0), saved activations within 1% of what autograd saves
+in the real step (``saved_tensors_hooks``, distinct storages).
 
 The configs (tests/data/hf/*.json) are 2 layers of width 32-64 so that a real step takes well
 under a second; every family's distinguishing parts are kept (GQA, sliding windows, soft-capping,
@@ -34,6 +35,8 @@ CORPUS = {
     "EfficientNet": "efficientnet", "Mamba": "mamba", "BERT": "bert", "RoBERTa": "roberta",
     "DistilBERT": "distilbert",
 }
+# family -> model file in tests/data/models (transformers models wrapped in the user's own code)
+WRAPPED = {"LoRA (Llama)": "lora_llama.py"}
 
 
 # NB: the encoder's output, produced once and read by every decoder layer, is counted once per
@@ -52,12 +55,19 @@ def _class_flops(doc: dict, *classes: str) -> int:
     return sum(c["flops"] for c in doc["op_classes"] if c["class"] in classes)
 
 
-@pytest.mark.parametrize("family", sorted(CORPUS))
+def _target(family: str) -> str:
+    if family in WRAPPED:
+        return str(DATA / "models" / WRAPPED[family])
+    return f"hf:{HF / CORPUS[family]}.json"
+
+
+@pytest.mark.parametrize("family", sorted({**CORPUS, **WRAPPED}))
 def test_corpus_model_matches_a_real_training_step(family, runner):
-    target = f"hf:{HF / CORPUS[family]}.json"
+    target = _target(family)
     doc = _analyze(runner, target, *(["--no-dedupe"] if family in SHARED_ACROSS_BLOCKS else []))
     real = real_step_counts(load_model_file(target), B, S)
     assert doc["totals"]["params"] == real["params"]
+    assert doc["totals"]["trainable_params"] == real["trainable_params"]
     assert _class_flops(doc, "matmul", "conv") == real["matmul_conv_flops"]
     assert _class_flops(doc, "attention") == real["attention_flops"]
     saved = doc["totals"]["memory_bytes"]["activations_saved"]
