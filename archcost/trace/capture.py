@@ -163,6 +163,7 @@ def capture_step(
 
     dog = Watchdog(options.trace_timeout_s, lambda: st.progress_at, st.where,
                    lambda where, blocked: _stalled(spec, options, where, blocked), debug)
+    st.check = dog.check
     try:
         with dog, torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)  # what inputs and assumed values draw is the same every run
@@ -178,8 +179,9 @@ def _stalled(spec: ModelSpec, options: CaptureOptions, where: str, blocked: bool
     limit = f"{options.trace_timeout_s:g} s"
     if blocked:
         return (f"{spec.path.name}: the capture is blocked (no progress for {limit}; {where}): "
-                "a deadlock inside torch or the capture, archcost's gap, not your model's "
-                "(rerun with --debug and report it)")
+                "a deadlock in native code (torch, the capture or the model's own) or a loop "
+                "that runs no torch op; if the model runs for real, it is archcost's gap: rerun "
+                "with --debug (every thread's stack) and report it")
     return (f"{spec.path.name}: the capture made no progress for {limit} ({where}): the model's "
             "code loops without end (a loop on values computed from the weights, which a trace "
             "reads as stated in README 'How it counts'?); if it is only slow, raise "

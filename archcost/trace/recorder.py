@@ -45,6 +45,7 @@ class Recorder(TorchDispatchMode):
         if func.namespace in _SKIP_NAMESPACES:  # prim.device etc. run mid-op: not ops
             return func(*args, **kwargs)
         st = self.state
+        st.check()  # the watchdog asked the capture to stop
         st.current_op = func
         values = st.values
         if not self.recording:
@@ -82,6 +83,7 @@ class CaptureState:
         self.progress_at = time.monotonic()
         self.stage = "building the model"
         self.current_op = None
+        self.check = _nothing  # the watchdog's check (raises Stalled once it fired)
 
     def progress(self, stage: str | None = None) -> None:
         if stage is not None:
@@ -222,6 +224,10 @@ class CaptureState:
                 index=len(self.records),
             )
         )
+
+
+def _nothing() -> None:
+    return None
 
 
 def _bind(func, args, kwargs) -> dict:
