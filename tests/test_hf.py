@@ -158,3 +158,17 @@ def test_without_transformers_the_error_names_the_extra(runner, monkeypatch):
     r = runner.invoke(app, ["analyze", f"hf:{TINY}", "-s", "16"])
     assert r.exit_code == 2
     assert "pip install 'archcost[hf]'" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_ci_runs_take_hf_models_relative_to_the_project(tmp_path):
+    from archcost.ci import load_config
+
+    (tmp_path / "cfg").mkdir()
+    shutil.copy(TINY, tmp_path / "cfg" / "config.json")
+    (tmp_path / "pyproject.toml").write_text(
+        '[tool.archcost]\n'
+        '[[tool.archcost.runs]]\nname = "a"\nkind = "analyze"\nmodel = "hf:llama-3.1-8b"\n'
+        '[[tool.archcost.runs]]\nname = "b"\nkind = "analyze"\nmodel = "hf:cfg"\n')
+    a, b = load_config(tmp_path / "pyproject.toml").runs
+    assert a.model == "hf:llama-3.1-8b"
+    assert b.model == f"hf:{tmp_path / 'cfg'}" and load_model_file(b.model).name == "cfg"
