@@ -156,3 +156,27 @@ def test_tensors_shared_by_repeated_blocks_are_counted_once_under_dedupe(style):
     else:  # NB: the encoder output's gradient summed over 4 layers (3 adds of 2*8*16) is
         # not yet counted under dedupe
         assert flops[1]["backward"] - flops[0]["backward"] == 3 * 2 * 8 * 16
+
+
+def test_buffers_autograd_saves_are_held_once_as_buffers_not_again_as_activations():
+    # measured on a real step: what autograd saves of a buffer is the buffer's own storage (a
+    # reference, no copy), so the memory it holds is the buffer's, counted once under buffers
+    from archcost.analysis import summarize
+
+    spec = load_model_file(str(DATA / "models" / "saved_buffers.py"))
+    model = spec.build(2, 8)
+    bufs = {b.untyped_storage().data_ptr(): n for n, b in model.named_buffers()}
+    held = set()
+
+    def pack(t):
+        held.add(bufs.get(t.untyped_storage().data_ptr()))
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(*spec.inputs(model, 2, 8)).mean()
+    assert {"position_ids", "table", "bn.running_mean", "bn.running_var"} <= held
+    t = trace_model(spec, 2, 8, FP32)
+    assert sum(t.capture.saved.values()) == real_saved_bytes(spec, 2, 8)
+    doc = summarize(t.graph, t.capture, FP32, {})
+    assert doc["totals"]["memory_bytes"]["buffers"] == sum(
+        b.numel() * b.element_size() for b in model.buffers())
