@@ -224,6 +224,10 @@ def _capture(spec, batch_size, seq_len, precision, optimizer, dedupe_repeats, re
                 output = _call(model, inputs, spec)
                 loss = spec.loss(output, inputs)
             repeats.freeze()
+            saved_tensors[:] = _shared_counted_once(saved_tensors, st, repeats)
+            saved.clear()
+            for module, nbytes, _, _ in saved_tensors:
+                saved[module] = saved.get(module, 0) + nbytes
             _mark_step_outputs(st, (output, loss))
             _check_loss(loss, spec)
             with Recorder(st):
@@ -267,6 +271,16 @@ def _capture(spec, batch_size, seq_len, precision, optimizer, dedupe_repeats, re
         saved_tensors=tuple(saved_tensors) + tuple(st.sac_counted.values()),
         assumptions=assumptions(st.values, repeats.count_for),
     )
+
+
+def _shared_counted_once(saved_tensors, st: CaptureState, repeats: RepeatTracker):
+    """Saved storages re-owned where every instance of a repeated block reads the same one
+    (``RepeatTracker.owner_of_saved``), so the repeat count multiplies only what each has."""
+    saved_by: dict[str, set[int]] = {}
+    for module, _, _, storage in saved_tensors:
+        saved_by.setdefault(repeats.group_of(module), set()).add(storage)
+    return [(repeats.owner_of_saved(module, storage, st.storage_producer.get(storage), saved_by),
+             nbytes, numel, storage) for module, nbytes, numel, storage in saved_tensors]
 
 
 def _saved_op_keys(records: list[OpRecord], saved_storages: set[int]) -> frozenset:

@@ -72,6 +72,7 @@ class CaptureState:
         self.keep_storages: list[Any] = []
         self.pending: list[tuple[torch.Tensor, str, int]] = []
         self.producer_module: dict[int, str] = {}
+        self.storage_producer: dict[int, str] = {}  # storage -> module of its first forward op
         self.repeats = repeats
         self.sac_saved: dict[str, int] = {}  # module -> bytes cached by selective checkpointing
         self.sac_decision: str | None = None
@@ -209,6 +210,9 @@ class CaptureState:
         self.sac_decision = None
         if self.phase in (Phase.FORWARD, Phase.RECOMPUTE):
             self.pending.extend((x, module, 0) for x in flat_out)
+        if self.phase is Phase.FORWARD:
+            for o in outs:
+                self.storage_producer.setdefault(o.storage, module)
         packet = str(func._overloadpacket)
         self.records.append(
             OpRecord(
