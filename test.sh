@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command (README, "Set-up"; .ci/run calls it): installs archcost with its test extras
-# into the current Python, makes headless Chromium available for the HTML report tests, then
-# runs ruff and the test suite. Arguments go to pytest: ./test.sh tests/test_report.py -x
+# and the hf extra (transformers: the corpus of Hugging Face models) into the current Python,
+# makes headless Chromium available for the HTML report tests, then runs ruff and the test
+# suite. Arguments go to pytest: ./test.sh tests/test_report.py -x
 #
 # torch==2.13.0 is pinned first so pip takes the CPU build instead of pulling the multi-GB CUDA
 # one; any torch >= 2.4 works once installed. Chromium: the first of $ARCHCOST_CHROMIUM,
@@ -12,8 +13,8 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-echo "test.sh: python -m pip install torch==2.13.0 -e '.[test]'"
-python -m pip install --quiet torch==2.13.0 -e '.[test]'
+echo "test.sh: python -m pip install torch==2.13.0 -e '.[test,hf]'"
+python -m pip install --quiet torch==2.13.0 -e '.[test,hf]'
 
 find_chromium() {
     local name

@@ -143,6 +143,15 @@ def _ops_without_rule(g: nx.DiGraph) -> list[dict[str, Any]]:
     return sorted(rows.values(), key=lambda r: (-(r["bytes_read"] + r["bytes_written"]), r["op"]))
 
 
+def _assumed(cap: CaptureResult) -> dict[str, Any]:
+    """``{"assumptions": ...}`` when the trace assumed values (routing, bounds) or fell back on
+    a shape rule of its own; nothing for a model whose shapes never depended on values."""
+    a = cap.assumptions
+    if not a or not (a["routing"]["routers"] or a["bounds"] or a["fallbacks"]):
+        return {}
+    return {"assumptions": a}
+
+
 def summarize(
     g: nx.DiGraph,
     cap: CaptureResult,
@@ -174,6 +183,7 @@ def summarize(
                 for rep, info in cap.repeat_groups.items()
             },
             "notes": list(cap.notes),
+            **_assumed(cap),
         },
         "totals": {
             "params": n_params,
@@ -214,16 +224,23 @@ def run_analysis(
     solve: str | None = None,
     usable_memory: float = 0.9,
     attention_kernel: str | None = None,
+    options=None,
+    debug: bool = False,
 ):
     """Trace ``spec`` and return ``(document, traced)``.
 
     ``symbolic`` adds exact formulas in b and s (and the step time on ``gpu``, attention priced
     by ``attention_kernel``'s table where the profile has one); ``solve`` answers "max b s.t.
     memory <= LIMIT" style queries (``capacity``: the ``usable_memory`` share of ``gpu``'s
-    memory).
+    memory). ``options``: the trace's assumptions where values are unknown
+    (:class:`~archcost.trace.CaptureOptions`), used by every trace of the analysis.
     """
-    from archcost.trace import Recompute, trace_model
+    from functools import partial
 
+    from archcost.trace import Recompute
+    from archcost.trace import trace_model as _trace
+
+    trace_model = partial(_trace, options=options, debug=debug)
     recompute = recompute or Recompute.NONE
     query = None
     if solve:
@@ -253,7 +270,8 @@ def run_analysis(
     sym = None
     if symbolic or query is not None:
         sym = symbolic_formulas(spec, seq_len, policy, optimizer, progress, recompute, gpu,
-                                reference=traced.graph, attention_kernel=attention_kernel)
+                                reference=traced.graph, attention_kernel=attention_kernel,
+                                options=options)
         fitted = sym.pop("_fitted")
         if symbolic:
             doc["symbolic"] = sym
@@ -295,7 +313,7 @@ def persistent_bytes(cap: CaptureResult) -> int:
 
 def symbolic_formulas(spec, seq_len: int, policy: PrecisionPolicy, optimizer: str, progress=None,
                       recompute=None, gpu=None, reference=None,
-                      attention_kernel: str | None = None):
+                      attention_kernel: str | None = None, options=None):
     """Exact polynomials in b and s (FLOPs per phase, bytes, saved activations, peak memory);
     with ``gpu`` also the piecewise step time."""
     from archcost.cost.memory import live_bytes_exact
@@ -308,7 +326,7 @@ def symbolic_formulas(spec, seq_len: int, policy: PrecisionPolicy, optimizer: st
     def trace_at(b: int, s: int, why: str):
         if progress:
             progress(f"{why}: tracing b={b} s={s}")
-        t = trace_model(spec, b, s, policy, optimizer, recompute=recompute)
+        t = trace_model(spec, b, s, policy, optimizer, recompute=recompute, options=options)
         return t, live_bytes_exact(t.graph, persistent_bytes(t.capture))
 
     fit, check = sample_points(seq_len)

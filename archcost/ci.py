@@ -123,11 +123,21 @@ def load_config(pyproject: Path) -> CiConfig:
         opts = {k: v for k, v in raw.items() if k not in ("name", "kind", "model", "fail_above",
                                                           "metrics")}
         runs.append(RunSpec(
-            name=raw["name"], kind=raw["kind"], model=str(root / raw["model"]), options=opts,
+            name=raw["name"], kind=raw["kind"], model=_model_target(raw["model"], root),
+            options=opts,
             fail_above=_percent(raw["fail_above"], where) if "fail_above" in raw else None,
             metrics=tuple(raw["metrics"]) if "metrics" in raw else None))
     return CiConfig(root=root, reports_dir=root / table.get("reports_dir", "reports"),
                     fail_above=default, runs=tuple(runs))
+
+
+def _model_target(text: str, root: Path) -> str:
+    """A run's model, its path relative to the project: ``models/x.py``, ``hf:configs/x.json``;
+    an ``hf:`` bundled name (no such path) stays as written."""
+    if text.startswith("hf:"):
+        rest = text[3:]
+        return f"hf:{root / rest}" if (root / rest).exists() else text
+    return str(root / text)
 
 
 def _check_types(raw: dict[str, Any], where: str) -> None:
@@ -223,7 +233,6 @@ def produce(run: RunSpec, progress: Callable[[str], None] | None = None) -> dict
 
             doc["estimate"] = estimate_single_device(traced.graph, doc, gpu,
                                                      policy.gemm_dtype, usable_memory=usable)
-        doc["model"]["file"] = Path(run.model).name
         return doc
     from archcost.cli.plan import SCHEMA_VERSION
     from archcost.hardware.profile import load_cluster
@@ -232,7 +241,7 @@ def produce(run: RunSpec, progress: Callable[[str], None] | None = None) -> dict
 
     spec = load_model_file(run.model, overrides)
     header = {"schema_version": SCHEMA_VERSION,
-              "model": {"name": spec.name, "file": Path(run.model).name,
+              "model": {"name": spec.name, "file": spec.path.name,
                         "builder": spec.builder_name, "config": spec.builder_config(1, seq)},
               "workload": {"seq_len": seq, "precision": policy.precision.value,
                            "optimizer": optimizer}}

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from archcost.errors import ModelFileError
+from archcost.errors import ArchcostError, ModelFileError
 
 __all__ = ["ModelSpec", "load_model_file", "parse_overrides", "parse_value"]
 
@@ -60,12 +60,13 @@ def parse_value(text: str) -> Any:
 
 
 def parse_overrides(items: list[str] | None) -> dict[str, Any]:
-    """``["layers=4", "hidden=64"]`` -> ``{"layers": 4, "hidden": 64}``."""
+    """``["layers=4", "hidden=64"]`` -> ``{"layers": 4, "hidden": 64}``; a key may be dotted
+    (``text_config.hidden_size``: a nested field of an ``hf:`` config)."""
     out: dict[str, Any] = {}
     for item in items or []:
         key, sep, value = item.partition("=")
         key = key.strip()
-        if not sep or not key or not key.isidentifier():
+        if not sep or not key or not all(part.isidentifier() for part in key.split(".")):
             raise ModelFileError(f"--set {item!r} is not KEY=VALUE; write it like --set layers=4")
         out[key] = parse_value(value)
     return out
@@ -83,10 +84,11 @@ class ModelSpec:
     config: dict[str, Any] = field(default_factory=dict)
     tp_plan_fn: Callable[..., Any] | None = None  # optional tp_plan(model, sequence_parallel)
     pipeline_stage_fn: Callable[..., Any] | None = None  # optional pipeline_stage(model, ...)
+    label: str | None = None  # the model's name when the file's stem is not (hf: configs)
 
     @property
     def name(self) -> str:
-        return self.path.stem
+        return self.label or self.path.stem
 
     def builder_config(self, batch_size: int, seq_len: int) -> dict[str, Any]:
         """The keyword arguments the builder gets: user overrides plus requested sizes."""
@@ -103,6 +105,8 @@ class ModelSpec:
             model = self.builder(**cfg)
         except SystemExit as exc:
             raise _exited(self.path, f"{self.builder_name}()", exc) from None
+        except ArchcostError:  # already names the problem and the fix
+            raise
         except Exception as exc:  # the user's code: report it, don't crash
             raise ModelFileError(
                 f"{self.path.name}: {self.builder_name}({_fmt(cfg)}) raised "
@@ -128,6 +132,8 @@ class ModelSpec:
             inputs = self.inputs_fn(batch_size, seq_len, **kwargs)
         except SystemExit as exc:
             raise _exited(self.path, "example_inputs()", exc) from None
+        except ArchcostError:
+            raise
         except Exception as exc:
             raise ModelFileError(
                 f"{self.path.name}: example_inputs({batch_size}, {seq_len}) raised "
@@ -167,7 +173,12 @@ def default_loss(output):
 
 
 def load_model_file(target: str, overrides: dict[str, Any] | None = None) -> ModelSpec:
-    """Import ``path/to/model.py[:builder]`` and check the convention and the overrides."""
+    """Import ``path/to/model.py[:builder]`` and check the convention and the overrides;
+    ``hf:CONFIG`` builds a Hugging Face model from its config instead (:mod:`archcost.hf`)."""
+    if target.startswith("hf:"):
+        from archcost.hf import load_hf
+
+        return load_hf(target[3:], overrides)
     path_text, _, builder_name = target.partition(":") if target.count(":") == 1 else (target, "", "")
     builder_name = builder_name or "build_model"
     path = Path(path_text)

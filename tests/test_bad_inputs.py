@@ -71,7 +71,6 @@ CASES = [
     c("model-returns-not-module", "analyze {M}/returns_not_module.py", "not a torch.nn.Module"),
     c("model-example_inputs-wrong", "analyze {M}/bad_inputs.py", "make example_inputs match"),
     c("model-no-fake-kernel", "analyze {M}/no_fake_kernel.py", "no fake-tensor kernel"),
-    c("model-data-dependent", "analyze {M}/data_dependent.py", "data-dependent output"),
     c("model-exit-on-import", "analyze {M}/exits_on_import.py", "importing it called sys.exit(0)"),
     c("model-exit0-builder", f"analyze {MIS} --set at=builder --set action=exit0",
       "build_model() called sys.exit(0)"),

@@ -17,10 +17,13 @@ from archcost.cli.common import (
 from archcost.cli.options import (
     BATCH_SIZE,
     DTYPE,
+    MASK_DENSITY,
     OPTIMIZER,
     RECOMPUTE,
+    ROUTING,
     SEQ_LEN,
     TOP,
+    TRACE_TIMEOUT_S,
     USABLE_MEMORY,
     BatchSizeOpt,
     DebugOpt,
@@ -28,14 +31,18 @@ from archcost.cli.options import (
     Fp8RecipeOpt,
     HardwareOpt,
     JsonOpt,
+    MaskDensityOpt,
     ModelArg,
     OptimizerOpt,
     OutputOpt,
     RecomputeOpt,
+    RoutingOpt,
     SeqLenOpt,
     SetOpt,
     TopOpt,
+    TraceTimeoutOpt,
     UsableMemoryOpt,
+    capture_options,
     check_usable_memory,
 )
 from archcost.errors import ConfigError
@@ -83,6 +90,9 @@ def analyze(
     no_dedupe: Annotated[
         bool, typer.Option("--no-dedupe", help="Trace every repeated block instead of one.")
     ] = False,
+    routing: RoutingOpt = ROUTING,
+    mask_density: MaskDensityOpt = MASK_DENSITY,
+    trace_timeout: TraceTimeoutOpt = TRACE_TIMEOUT_S,
     debug: DebugOpt = False,
 ) -> None:
     """Trace forward, loss, backward and optimizer step on fake tensors; report FLOPs, bytes
@@ -97,6 +107,7 @@ def analyze(
         raise ConfigError(f"--graph {graph}: unknown format; name the file .graphml or .json")
     check_outputs(o=output, graph=graph)
     policy = parse_precision(dtype, fp32_grads, fp8_recipe)
+    options = capture_options(routing, mask_density, trace_timeout)
     from archcost.trace.recompute import Recompute
 
     try:
@@ -127,6 +138,7 @@ def analyze(
             spec, batch_size, seq_len, policy, optimizer,
             dedupe_repeats=not no_dedupe, symbolic=symbolic, progress=progress,
             recompute=recompute_policy, gpu=gpu, solve=solve, usable_memory=usable,
+            options=options, debug=debug,
         )
     if gpu is not None:
         from archcost.cost.estimate import estimate_single_device

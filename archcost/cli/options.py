@@ -22,6 +22,8 @@ Why these defaults (README, "Options every command shares"):
   GPU's memory; the rest goes to the CUDA context, NCCL buffers and fragmentation.
 - ``--gbs``: about 4M tokens per step (a power of two of sequences), the order of the
   published large-model runs.
+- ``--routing balanced``, ``--mask-density 1.0``, ``--trace-timeout 120``: what a trace assumes
+  where values are unknown, and when it gives up (``archcost/trace/assume.py``).
 """
 
 from __future__ import annotations
@@ -49,6 +51,9 @@ NPROC = 1
 TIMEOUT_S = 600.0
 FAIL_ABOVE = "2%"  # diff and ci: the change for the worse a watched metric may show
 GBS_TOKENS = 4 * 2**20  # --gbs default: about this many tokens per step
+ROUTING = "balanced"  # a mixture-of-experts router's choices: archcost/trace/assume.py
+MASK_DENSITY = 1.0  # a mask computed from the weights is all true: the upper bound
+TRACE_TIMEOUT_S = 120.0  # archcost/trace/watchdog.py DEFAULT_LIMIT_S
 MAX_SIZE = 2**31 - 1  # batch, sequence and GPU counts: beyond this no step is meaningful
 
 ModelArg = Annotated[str, typer.Argument(
@@ -137,6 +142,14 @@ EmitFileOpt = Annotated[str | None, typer.Option(
 DeviceOpt = Annotated[str, typer.Option("--device", help="cpu or cuda.")]
 NprocOpt = Annotated[int, typer.Option(
     "--nproc", min=1, max=4096, help="Processes (one per GPU on cuda).")]
+RoutingOpt = Annotated[str, typer.Option(
+    "--routing", help="Where routers pick experts: balanced, capacity=F (busiest expert F x "
+    "the mean) or histogram=FILE (JSON list of tokens per expert).")]
+MaskDensityOpt = Annotated[float, typer.Option(
+    "--mask-density", help="Share of a mask computed from the weights that is true (what "
+    "nonzero or x[mask] selects).")]
+TraceTimeoutOpt = Annotated[float, typer.Option(
+    "--trace-timeout", help="Seconds without progress before a trace is stopped.")]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")]
 TimeoutOpt = Annotated[float, typer.Option(
     "--timeout", help="Seconds before a multi-process run is stopped.")]
@@ -174,3 +187,10 @@ def one_output(as_json: bool, markdown: bool, csv: bool = False) -> None:
                                    ("--csv", csv)) if on]
     if len(given) > 1:
         raise ConfigError(f"{' and '.join(given)}: choose one output")
+
+
+def capture_options(routing: str, mask_density: float, trace_timeout: float):
+    """The trace's assumptions and watchdog limit from the options above (checked)."""
+    from archcost.trace.assume import CaptureOptions, parse_routing
+
+    return CaptureOptions(parse_routing(routing), mask_density, trace_timeout)

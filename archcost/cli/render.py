@@ -109,6 +109,8 @@ def render_analysis(console: Console, doc: dict[str, Any], depth: int = 2, top: 
                  f"{cap['ops_recorded']:,} ops recorded, {cap['ops_executed']:,} executed")
     for note in cap["notes"]:
         say(console, note)
+    for line in assumption_lines(cap.get("assumptions")):
+        say(console, line)
     if "solve" in doc:
         sv = doc["solve"]
         (other, fixed), = sv["fixed"].items()
@@ -161,3 +163,24 @@ def render_estimate(console: Console, est: dict[str, Any]) -> None:
         mods.row(row["path"] or "(model)", fmt.seconds(row["seconds"]))
     mods.print(console)
     say(console, est["components"]["combination"], style="dim")
+
+
+def assumption_lines(a: dict[str, Any] | None) -> list[str]:
+    """One line per assumption the trace made (routing, assumed values, shape fallbacks)."""
+    if not a:
+        return []
+    lines = []
+    routers = a["routing"]["routers"]
+    if routers:
+        calls = sum(r["calls"] for r in routers)
+        busiest = max(routers, key=lambda r: r["busiest_expert_tokens"] * r["experts"]
+                      / max(1, r["tokens"] * r["top_k"]))
+        lines.append(f"routing assumed: {a['routing']['description']} ({calls:,} router calls; "
+                     f"e.g. {busiest['tokens']:,} tokens x top-{busiest['top_k']} over "
+                     f"{busiest['experts']} experts, busiest {busiest['busiest_expert_tokens']:,})")
+    for b in a["bounds"]:
+        lines.append(f"value assumed: {b['op']} in '{b['module'] or '(model)'}' read a tensor "
+                     f"computed from the weights: {b['rule']} ({b['calls']:,} calls)")
+    for f in a["fallbacks"]:
+        lines.append(f"shape fallback: {f['op']} in '{f['module'] or '(model)'}': {f['how']}")
+    return lines

@@ -7,12 +7,13 @@ from dataclasses import dataclass
 import networkx as nx
 
 from archcost.loader import ModelSpec
+from archcost.trace.assume import CaptureOptions
 from archcost.trace.capture import CaptureResult, capture_step
 from archcost.trace.graph import build_graph
 from archcost.trace.precision import PrecisionPolicy
 from archcost.trace.recompute import Recompute
 
-__all__ = ["Traced", "trace_model", "Recompute"]
+__all__ = ["CaptureOptions", "Traced", "trace_model", "Recompute"]
 
 
 @dataclass
@@ -30,9 +31,13 @@ def trace_model(
     dedupe_repeats: bool = True,
     progress=None,
     recompute: Recompute = Recompute.NONE,
+    options: CaptureOptions | None = None,
+    debug: bool = False,
 ) -> Traced:
+    """Trace one training step; ``options``: the assumptions where values are unknown and the
+    watchdog's limit (defaults: :class:`CaptureOptions`)."""
     cap = capture_step(spec, batch_size, seq_len, policy, optimizer, dedupe_repeats, progress,
-                       recompute=recompute)
+                       recompute=recompute, options=options, debug=debug)
     attrs = {
         "model": spec.name,
         "batch_size": batch_size,

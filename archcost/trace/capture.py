@@ -28,25 +28,24 @@ from typing import Any
 import torch
 from torch import nn
 from torch._subclasses.fake_tensor import FakeTensorMode
-from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_map
-from torch.utils.weak import WeakIdKeyDictionary
 
 from archcost.errors import ArchcostError, ModelFileError, TraceError
 from archcost.loader import ModelSpec
+from archcost.trace.assume import CaptureOptions
 from archcost.trace.fake import quiet_fake_tensor_log, to_fake
+from archcost.trace.fallbacks import OpRefused
 from archcost.trace.lowp_linear import LowPrecisionLinears
 from archcost.trace.optimizer import OPTIMIZERS, optimizer_step
 from archcost.trace.precision import PrecisionPolicy
 from archcost.trace.recompute import Recompute, block_caller
-from archcost.trace.records import OpRecord, Phase, TensorMeta
+from archcost.trace.recorder import CaptureState, Recorder, dtype_name, flatten
+from archcost.trace.records import OpRecord, Phase
 from archcost.trace.repeats import RepeatTracker
+from archcost.trace.values import Values, assumptions
+from archcost.trace.watchdog import Stalled, Watchdog
 
 __all__ = ["CaptureResult", "ParamInfo", "capture_step", "OPTIMIZERS", "Recompute"]
-
-_META_KEY = "archcost_module"
-_SKIP_NAMESPACES = ("prim", "profiler")
-
 
 @dataclass(frozen=True, slots=True)
 class ParamInfo:
@@ -86,185 +85,11 @@ class CaptureResult:
     # linears' parameters (elements)
     lowp_state_bytes: int = 0
     lowp_params: int = 0
+    # what the capture assumed where values were unknown (routing, bounds, fallbacks)
+    assumptions: dict[str, Any] = field(default_factory=dict)
 
 
-def _dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).removeprefix("torch.")
-
-
-class _Recorder(TorchDispatchMode):
-    """Records each aten op into the capture state."""
-
-    def __init__(self, state: _State):
-        super().__init__()
-        self.state = state
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if func.namespace in _SKIP_NAMESPACES:  # prim.device etc. run mid-op: not ops
-            return func(*args, **kwargs)
-        st = self.state
-        st.flush_pending()
-        out = func(*args, **kwargs)
-        st.record(func, args, kwargs, out)
-        return out
-
-
-class _State:
-    """Mutable bookkeeping of one capture (lives only inside :func:`capture_step`)."""
-
-    def __init__(self, repeats: RepeatTracker):
-        self.records: list[OpRecord] = []
-        self.phase = Phase.FORWARD
-        self.module_stack: list[str] = [""]
-        self.optimizer_module: str = ""
-        # Tensor identities without holding the tensors: a held tensor would change what eager
-        # autograd does (AccumulateGrad copies a gradient someone else references instead of
-        # stealing it). Storages are held, so their addresses stay unique for the capture.
-        self.tids = WeakIdKeyDictionary()
-        self.next_tid = 0
-        self.keep_storages: list[Any] = []
-        self.pending: list[tuple[torch.Tensor, str, int]] = []
-        self.producer_module: dict[int, str] = {}
-        self.repeats = repeats
-        self.sac_saved: dict[str, int] = {}  # module -> bytes cached by selective checkpointing
-        self.sac_decision: str | None = None
-        self.saved_storages: set[int] = set()
-        self.sac_counted: dict[int, tuple[str, int, int, int]] = {}  # storage -> module, bytes, numel, storage
-
-    def uncount_cached(self, t: torch.Tensor) -> None:
-        """A block's output is the next block's input, which that checkpoint keeps: count once."""
-        entry = self.sac_counted.pop(t.untyped_storage()._cdata, None)
-        if entry is not None:
-            module, nbytes, _, _ = entry
-            self.sac_saved[module] -= nbytes
-
-    # --- tensor metadata -------------------------------------------------------------------
-    def tid(self, t: torch.Tensor) -> int:
-        """A number for ``t`` unique within the capture (never reused, unlike ``id``)."""
-        tid = self.tids.get(t)
-        if tid is None:
-            self.next_tid += 1
-            tid = self.tids[t] = self.next_tid
-        return tid
-
-    def meta(self, t: torch.Tensor) -> TensorMeta:
-        try:
-            st = t.untyped_storage()
-            storage = st._cdata
-            self.keep_storages.append(st)
-        except Exception:  # sparse or otherwise storage-less tensors
-            storage = -self.tid(t)
-        return TensorMeta(
-            shape=tuple(int(d) for d in t.shape),
-            dtype=_dtype_name(t.dtype),
-            itemsize=t.element_size(),
-            storage=storage,
-            is_view=bool(t._is_view()),
-            tid=self.tid(t),
-        )
-
-    def convert(self, obj):
-        def conv(x):
-            if isinstance(x, torch.Tensor):
-                return self.meta(x)
-            if isinstance(x, torch.dtype):
-                return _dtype_name(x)
-            if isinstance(x, (torch.device, torch.layout, torch.memory_format)):
-                return str(x)
-            return x
-
-        return tree_map(conv, obj)
-
-    # --- attribution -----------------------------------------------------------------------
-    def current_module(self) -> str | None:
-        """The owning module path, or None in backward when the running node is not ours."""
-        if self.phase is Phase.OPTIMIZER:
-            return self.optimizer_module
-        if self.phase is Phase.BACKWARD:
-            node = torch._C._current_autograd_node()
-            return None if node is None else node.metadata.get(_META_KEY)
-        return self.module_stack[-1]
-
-    def flush_pending(self) -> None:
-        """Tag the autograd nodes of recent ops' outputs with their module.
-
-        Autograd sets ``grad_fn`` only after the op returns through every mode, and another
-        mode (selective checkpointing's cache) may run ops before that: an output without a
-        node yet is retried at the next few ops.
-        """
-        keep = []
-        for t, module, age in self.pending:
-            fn = t.grad_fn
-            if fn is not None:
-                if _META_KEY not in fn.metadata:
-                    fn.metadata[_META_KEY] = module
-            elif age < 4:
-                keep.append((t, module, age + 1))
-        self.pending = keep
-
-    def record(self, func, args, kwargs, out) -> None:
-        module = self.current_module()
-        a = self.convert(args)
-        k = self.convert(kwargs)
-        flat_out = [x for x in _flatten(out) if isinstance(x, torch.Tensor)]
-        outs = tuple(self.meta(x) for x in flat_out)
-        if module is None:
-            # engine-level ops (gradient accumulation, seeding): follow the producer of an input
-            module = ""
-            for x in _flatten(args):
-                if isinstance(x, torch.Tensor) and self.tid(x) in self.producer_module:
-                    module = self.producer_module[self.tid(x)]
-                    break
-        for x in flat_out:
-            self.producer_module[self.tid(x)] = module
-        if self.sac_decision == "save" and self.phase is Phase.FORWARD:
-            for o in outs:  # each cached storage once, whatever view or in-place op holds it
-                if o.storage not in self.sac_counted:
-                    self.sac_counted[o.storage] = (module, o.nbytes, o.numel, o.storage)
-                    self.sac_saved[module] = self.sac_saved.get(module, 0) + o.nbytes
-        self.sac_decision = None
-        if self.phase in (Phase.FORWARD, Phase.RECOMPUTE):
-            self.pending.extend((x, module, 0) for x in flat_out)
-        packet = str(func._overloadpacket)
-        self.records.append(
-            OpRecord(
-                op=packet if packet.startswith(func.namespace) else f"{func.namespace}.{packet}",
-                overload=str(func),
-                phase=self.phase,
-                module=module,
-                args=tuple(a),
-                kwargs=dict(k),
-                outputs=outs,
-                named=_bind(func, a, k),
-                repeat_group=self.repeats.group_of(module),
-                index=len(self.records),
-            )
-        )
-
-
-def _bind(func, args, kwargs) -> dict:
-    """Arguments by schema name, defaults included."""
-    named = {}
-    for i, arg in enumerate(func._schema.arguments):
-        if i < len(args) and not arg.kwarg_only:
-            named[arg.name] = args[i]
-        elif arg.name in kwargs:
-            named[arg.name] = kwargs[arg.name]
-        elif arg.has_default_value():
-            named[arg.name] = arg.default_value
-    return named
-
-
-def _flatten(obj):
-    if isinstance(obj, (list, tuple)):
-        for x in obj:
-            yield from _flatten(x)
-    else:
-        yield obj
-
-
-def _install_module_hooks(model: nn.Module, st: _State) -> list[Any]:
+def _install_module_hooks(model: nn.Module, st: CaptureState) -> list[Any]:
     handles = []
     for path, mod in model.named_modules():
 
@@ -290,7 +115,7 @@ def _owner(name: str) -> str:
     return name.rpartition(".")[0]
 
 
-def _saved_hooks(st: _State, param_storages: set[int], saved: dict[str, int], seen: set[int],
+def _saved_hooks(st: CaptureState, param_storages: set[int], saved: dict[str, int], seen: set[int],
                  tensors: list[tuple[str, int, int, int]]):
     """saved_tensors_hooks that count each saved storage once, excluding parameters/buffers;
     ``tensors`` gets (module, bytes, elements, storage id) of each."""
@@ -321,21 +146,59 @@ def capture_step(
     dedupe_repeats: bool = True,
     progress: Callable[[str], None] | None = None,
     recompute: Recompute = Recompute.NONE,
+    options: CaptureOptions | None = None,
+    debug: bool = False,
 ) -> CaptureResult:
     """Trace one training step of ``spec`` at (batch_size, seq_len)."""
-    say = progress or (lambda _msg: None)
+    options = options or CaptureOptions()
     if optimizer not in OPTIMIZERS:
         raise TraceError(f"--optimizer {optimizer!r} is unknown; use one of {', '.join(OPTIMIZERS)}")
     t0 = time.perf_counter()
+    saved_keys = frozenset()
+    if recompute is Recompute.SELECTIVE:  # what autograd saves without recomputation
+        saved_keys = capture_step(spec, batch_size, seq_len, precision, optimizer, dedupe_repeats,
+                                  progress, options=options, debug=debug).saved_op_keys
+    st = CaptureState(RepeatTracker.empty())
+    st.values = Values(options, lambda: st.current_module() or "")
+
+    def say(msg: str) -> None:
+        st.progress(msg)
+        if progress:
+            progress(msg)
+
+    dog = Watchdog(options.trace_timeout_s, lambda: st.progress_at, st.where,
+                   lambda where, blocked: _stalled(spec, options, where, blocked), debug)
+    st.check = dog.check
+    try:
+        with dog, torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)  # what inputs and assumed values draw is the same every run
+            return _capture(spec, batch_size, seq_len, precision, optimizer, dedupe_repeats,
+                            recompute, saved_keys, st, say, t0)
+    except Stalled:
+        raise TraceError(dog.fired or _stalled(spec, options, st.where(), False)) from None
+    except OpRefused as exc:
+        raise TraceError(f"{spec.path.name}: {exc.text()}") from exc
+
+
+def _stalled(spec: ModelSpec, options: CaptureOptions, where: str, blocked: bool) -> str:
+    limit = f"{options.trace_timeout_s:g} s"
+    if blocked:
+        return (f"{spec.path.name}: the capture is blocked (no progress for {limit}; {where}): "
+                "a deadlock in native code (torch, the capture or the model's own) or a loop "
+                "that runs no torch op; if the model runs for real, it is archcost's gap: rerun "
+                "with --debug (every thread's stack) and report it")
+    return (f"{spec.path.name}: the capture made no progress for {limit} ({where}): the model's "
+            "code loops without end (a loop on values computed from the weights, which a trace "
+            "reads as stated in README 'How it counts'?); if it is only slow, raise "
+            "--trace-timeout")
+
+
+def _capture(spec, batch_size, seq_len, precision, optimizer, dedupe_repeats, recompute,
+             saved_keys, st: CaptureState, say, t0) -> CaptureResult:
     dtype = getattr(torch, precision.compute_dtype)
     say("building the model on the meta device")
     with torch.device("meta"):
         model = spec.build(batch_size, seq_len)
-    saved_keys = frozenset()
-    if recompute is Recompute.SELECTIVE:  # what autograd saves without recomputation
-        saved_keys = capture_step(spec, batch_size, seq_len, precision, optimizer, dedupe_repeats,
-                                  progress).saved_op_keys
-    st = _State(RepeatTracker.empty())
     repeats = RepeatTracker.from_model(model, dedupe_repeats,
                                        block_caller(st, recompute, saved_keys))
     st.repeats = repeats
@@ -354,23 +217,29 @@ def capture_step(
         state = list(model.parameters()) + list(model.buffers()) + (
             lowp.state_tensors() if lowp else [])
         param_storages = {t.untyped_storage()._cdata for t in state}
-        inputs = spec.inputs(model, batch_size, seq_len)
-        inputs = tree_map(
-            lambda x: x.to(dtype) if isinstance(x, torch.Tensor) and x.is_floating_point() else x,
-            inputs,
-        )
+        say("building the example inputs")
+        with Recorder(st, record=False):  # their values are known: kept where small
+            inputs = spec.inputs(model, batch_size, seq_len)
+            inputs = tree_map(
+                lambda x: x.to(dtype) if isinstance(x, torch.Tensor) and x.is_floating_point()
+                else x, inputs)
         handles += _install_module_hooks(model, st)
         handles += repeats.install(model)
         try:
-            with _Recorder(st), _saved_hooks(st, param_storages, saved, st.saved_storages, saved_tensors):
+            with Recorder(st), _saved_hooks(st, param_storages, saved, st.saved_storages,
+                                            saved_tensors):
                 say("tracing forward and loss")
                 st.phase = Phase.FORWARD
                 output = _call(model, inputs, spec)
                 loss = spec.loss(output, inputs)
             repeats.freeze()
+            saved_tensors[:] = _shared_counted_once(saved_tensors, st, repeats)
+            saved.clear()
+            for module, nbytes, _, _ in saved_tensors:
+                saved[module] = saved.get(module, 0) + nbytes
             _mark_step_outputs(st, (output, loss))
             _check_loss(loss, spec)
-            with _Recorder(st):
+            with Recorder(st):
                 st.flush_pending()
                 if lowp:
                     lowp.end_of_pass(forward=True)
@@ -381,10 +250,11 @@ def capture_step(
                     lowp.end_of_pass(forward=False)
                 say("tracing the optimizer step")
                 st.phase = Phase.OPTIMIZER
+                st.values.active = False  # nothing in an optimizer step depends on values
                 opt_bytes, master_bytes = optimizer_step(
                     st, params_by_name, precision, optimizer,
                     lowp.after_update if lowp else None)
-        except ArchcostError:
+        except (ArchcostError, Stalled):
             raise
         except SystemExit as exc:  # the model's forward (or a hook) ended the process
             raise ModelFileError(f"{spec.path.name}: the training step called sys.exit("
@@ -416,7 +286,18 @@ def capture_step(
         saved_tensors=tuple(saved_tensors) + tuple(st.sac_counted.values()),
         lowp_state_bytes=lowp.state_bytes() if lowp else 0,
         lowp_params=lowp.params() if lowp else 0,
+        assumptions=assumptions(st.values, repeats.count_for),
     )
+
+
+def _shared_counted_once(saved_tensors, st: CaptureState, repeats: RepeatTracker):
+    """Saved storages re-owned where every instance of a repeated block reads the same one
+    (``RepeatTracker.owner_of_saved``), so the repeat count multiplies only what each has."""
+    saved_by: dict[str, set[int]] = {}
+    for module, _, _, storage in saved_tensors:
+        saved_by.setdefault(repeats.group_of(module), set()).add(storage)
+    return [(repeats.owner_of_saved(module, storage, st.storage_producer.get(storage), saved_by),
+             nbytes, numel, storage) for module, nbytes, numel, storage in saved_tensors]
 
 
 def _saved_op_keys(records: list[OpRecord], saved_storages: set[int]) -> frozenset:
@@ -432,9 +313,9 @@ def _saved_op_keys(records: list[OpRecord], saved_storages: set[int]) -> frozens
     return frozenset(keys)
 
 
-def _mark_step_outputs(st: _State, outputs) -> None:
+def _mark_step_outputs(st: CaptureState, outputs) -> None:
     """The model's outputs and the loss are held by the caller until the step ends."""
-    tids = {st.tid(t) for t in _flatten(_tensors_of(outputs))}
+    tids = {st.tid(t) for t in flatten(_tensors_of(outputs))}
     for rec in st.records:
         if any(o.tid in tids for o in rec.outputs):
             rec.extra["held_by_caller"] = True
@@ -477,31 +358,20 @@ def _param_infos(model: nn.Module) -> list[ParamInfo]:
     for name, p in model.named_parameters():
         module = _owner(name)
         out.append(
-            ParamInfo(name, module, tuple(p.shape), _dtype_name(p.dtype), p.requires_grad, 1)
+            ParamInfo(name, module, tuple(p.shape), dtype_name(p.dtype), p.requires_grad, 1)
         )
     for name, b in model.named_buffers():
         module = _owner(name)
         out.append(
-            ParamInfo(name, module, tuple(b.shape), _dtype_name(b.dtype), False, 1, is_buffer=True)
+            ParamInfo(name, module, tuple(b.shape), dtype_name(b.dtype), False, 1, is_buffer=True)
         )
     return out
 
 
 def _explain(exc: Exception, spec: ModelSpec, batch_size: int, seq_len: int) -> TraceError:
-    from torch._subclasses import fake_tensor as ft
-
+    """An exception of the model's own code (an op that refuses its arguments is an
+    ``OpRefused``, with the op named)."""
     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    if isinstance(exc, ft.UnsupportedOperatorException):
-        return TraceError(
-            f"{spec.path.name}: op {exc.func} has no fake-tensor kernel, so it cannot be traced "
-            "without data; replace it with a standard torch op or register a fake kernel "
-            "(torch.library.register_fake)"
-        )
-    if isinstance(exc, (ft.DynamicOutputShapeException, ft.DataDependentOutputException)):
-        return TraceError(
-            f"{spec.path.name}: op {getattr(exc, 'func', '?')} has a data-dependent output, "
-            "which fake tensors cannot trace; use static shapes (e.g. masks instead of nonzero)"
-        )
     return TraceError(
         f"{spec.path.name}: the training step failed on example_inputs({batch_size}, {seq_len}): "
         f"{type(exc).__name__}: {first}; make example_inputs match the model's forward"

@@ -45,7 +45,10 @@ from archcost.errors import ConfigError
 __all__ = ["Precision", "Fp8Recipe", "LowPrecisionFormat", "PrecisionPolicy", "parse_precision",
            "DEFAULT_FP8_RECIPE", "LOW_PRECISION_PEAKS"]
 
-ITEMSIZE = {"float32": 4, "bfloat16": 2, "float16": 2, "float64": 8}
+# bytes per element of each dtype a parameter or buffer holds (torch.dtype.itemsize); integer
+# and bool buffers (position ids, index tables, BatchNorm's num_batches_tracked) included
+ITEMSIZE = {"float32": 4, "bfloat16": 2, "float16": 2, "float64": 8, "int64": 8, "int32": 4,
+            "int16": 2, "int8": 1, "uint8": 1, "bool": 1, "complex64": 8}
 
 
 class Precision(str, enum.Enum):

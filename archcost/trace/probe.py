@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from archcost.trace.capture import _Recorder, _State
+from archcost.trace.recorder import CaptureState, Recorder
 from archcost.trace.repeats import RepeatTracker
 from archcost.trace.rules import op_cost
 
@@ -35,8 +35,8 @@ class ProbedOp:
 
 def probe(fn: Callable[[], Any]) -> tuple[Any, list[ProbedOp]]:
     """Run ``fn`` for real and return its result and the ops it dispatched, priced."""
-    state = _State(RepeatTracker.empty())
-    with _Recorder(state):
+    state = CaptureState(RepeatTracker.empty())
+    with Recorder(state):
         out = fn()
     ops = []
     for rec in state.records:

@@ -8,6 +8,10 @@ which is exact for blocks that map a tensor to a tensor of the same shape (trans
 residual stages). Its cost is then carried by the representative's records through
 ``OpRecord.count``. A member whose inputs differ, or a group whose output is not shaped like its
 input, is traced in full.
+
+Saved activations: a storage the representative saves is counted once per instance when each
+instance has its own (made inside the block, or its input), and once in all when every instance
+reads the same one, made outside the block (``owner_of_saved``), as a run of every block saves it.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ class RepeatGroup:
     skipped: int = 0
     traced_in_full: list[str] = field(default_factory=list)
     factor: int = 1
+    flow: tuple[int | None, int | None] = (None, None)  # storages of the rep's input, output
 
     def compute_factor(self) -> int:
         if self.rep_calls == 0:
@@ -140,6 +145,9 @@ class RepeatTracker:
                     g.rep_sig = sig
                     g.identity_ok = _same_shape_out(args, kwargs, out)
                     g.rep_out = out
+                    g.flow = (_storage(_first_tensor(args, kwargs)),
+                              _storage(_first_tensor((out,) if isinstance(out, torch.Tensor)
+                                                     else tuple(out or ()), {})))
                 g.rep_calls += 1
                 return out
             if g.identity_ok and sig == g.rep_sig:
@@ -189,6 +197,24 @@ class RepeatTracker:
     def rescale_saved(self, saved: dict[str, int]) -> dict[str, int]:
         return {m: b * self.count_for(m) for m, b in saved.items()}
 
+    def owner_of_saved(self, saver: str, storage: int, producer: str | None,
+                       saved_by: dict[str, set[int]]) -> str:
+        """The module whose count a saved storage takes: the saver's, unless every instance of
+        the saver's block reads the same storage, made outside the block (an encoder output,
+        RoPE tables, a mask: then the producer's, '' for an input). The block's own input is
+        each instance's own, except when the block also saves its output, which the next
+        instance saves as its input: then the first instance's input is the one more.
+        ``saved_by``: the storages each representative's block saves."""
+        rep = self.group_of(saver)
+        if not rep or (producer is not None
+                       and (producer == rep or producer.startswith(rep + "."))):
+            return saver
+        g = self._by_rep[rep]
+        flow_in, flow_out = g.flow
+        if storage == flow_in and flow_out not in saved_by.get(rep, ()):
+            return saver
+        return producer or ""
+
     def summary(self) -> dict[str, dict[str, Any]]:
         return {
             g.rep: {
@@ -222,3 +248,12 @@ def _same_shape_out(args, kwargs, out) -> bool:
         and first.dtype == x.dtype
         and (isinstance(out, torch.Tensor) or isinstance(out, tuple))
     )
+
+
+def _storage(t) -> int | None:
+    if not isinstance(t, torch.Tensor):
+        return None
+    try:
+        return t.untyped_storage()._cdata
+    except Exception:  # storage-less tensors
+        return None
