@@ -211,22 +211,29 @@ def run_analysis(
     recompute=None,
     gpu=None,
     solve: str | None = None,
+    runtime=None,
 ):
     """Trace ``spec`` and return ``(document, traced)``.
 
     ``symbolic`` adds exact formulas in b and s (and the step time on ``gpu``); ``solve``
-    answers "max b s.t. memory <= LIMIT" style queries.
+    answers "max b s.t. memory <= LIMIT" style queries. ``runtime`` (a RuntimeProfile;
+    default: the default runtime) says what selective recomputation saves and which optimizer
+    kernel runs.
     """
+    from archcost.runtime import load_runtime
     from archcost.trace import Recompute, trace_model
 
     recompute = recompute or Recompute.NONE
+    runtime = runtime or load_runtime()
+    traced_opt = runtime.traced_optimizer(optimizer)
+    sel = runtime.selective_recompute
     query = None
     if solve:
         from archcost.solve import parse_query
 
         query = parse_query(solve, gpu.mem_bytes if gpu is not None else None)
-    traced = trace_model(spec, batch_size, seq_len, policy, optimizer, dedupe_repeats, progress,
-                         recompute=recompute)
+    traced = trace_model(spec, batch_size, seq_len, policy, traced_opt, dedupe_repeats, progress,
+                         recompute=recompute, selective=sel)
     header = {
         "model": {
             "name": spec.name,
@@ -241,13 +248,14 @@ def run_analysis(
             "fp32_grads": policy.fp32_grads,
             "optimizer": optimizer,
             "recompute": recompute.value,
+            "runtime": runtime.name,
         },
     }
     doc = summarize(traced.graph, traced.capture, policy, header)
     sym = None
     if symbolic or query is not None:
         sym = symbolic_formulas(spec, seq_len, policy, optimizer, progress, recompute, gpu,
-                                reference=traced.graph)
+                                reference=traced.graph, runtime=runtime)
         fitted = sym.pop("_fitted")
         if symbolic:
             doc["symbolic"] = sym
@@ -260,7 +268,7 @@ def run_analysis(
             b, s = (v, fixed) if query.variable == "b" else (fixed, v)
             if progress:
                 progress(f"checking {query.variable}={v} by tracing")
-            t = trace_model(spec, b, s, policy, optimizer, recompute=recompute)
+            t = trace_model(spec, b, s, policy, traced_opt, recompute=recompute, selective=sel)
             from archcost.cost.memory import peak_memory
 
             return peak_memory(t.graph, persistent_bytes(t.capture)).peak_bytes
@@ -287,19 +295,22 @@ def persistent_bytes(cap: CaptureResult) -> int:
 
 
 def symbolic_formulas(spec, seq_len: int, policy: PrecisionPolicy, optimizer: str, progress=None,
-                      recompute=None, gpu=None, reference=None):
+                      recompute=None, gpu=None, reference=None, runtime=None):
     """Exact polynomials in b and s (FLOPs per phase, bytes, saved activations, peak memory);
-    with ``gpu`` also the piecewise step time."""
+    with ``gpu`` also the piecewise step time (as ``runtime`` executes the graph)."""
+    from archcost.runtime import load_runtime
     from archcost.solve import measure_point, step_time_expression
     from archcost.trace import Recompute, trace_model
     from archcost.trace.symbolic import fit_many
 
     recompute = recompute or Recompute.NONE
+    runtime = runtime or load_runtime()
 
     def measure(b: int, s: int) -> dict[str, int]:
         if progress:
             progress(f"fitting formulas: tracing b={b} s={s}")
-        t = trace_model(spec, b, s, policy, optimizer, recompute=recompute)
+        t = trace_model(spec, b, s, policy, runtime.traced_optimizer(optimizer),
+                        recompute=recompute, selective=runtime.selective_recompute)
         return measure_point(t, persistent_bytes(t.capture))
 
     fitted = fit_many(measure, seq_len)
@@ -313,8 +324,9 @@ def symbolic_formulas(spec, seq_len: int, policy: PrecisionPolicy, optimizer: st
     }
     if gpu is not None:
         from archcost.cost.compute import PEAK_KEY, TENSOR_CORE_CLASSES, class_roofline_parts, lower
+        from archcost.cost.fusion import executed_graph
 
-        ref_parts = class_roofline_parts(lower(reference), gpu)
+        ref_parts = class_roofline_parts(lower(executed_graph(reference, runtime)), gpu, runtime)
         classes = {k.split(":")[1] for k in fitted if k.startswith("class:")}
         terms = {}
         ok = True

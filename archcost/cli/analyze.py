@@ -7,7 +7,14 @@ from typing import Annotated
 
 import typer
 
-from archcost.cli.common import DebugOpt, emit, err_console, out_console, reports_errors
+from archcost.cli.common import (
+    DebugOpt,
+    RuntimeOpt,
+    emit,
+    err_console,
+    out_console,
+    reports_errors,
+)
 from archcost.errors import ConfigError
 
 ModelArg = Annotated[
@@ -72,6 +79,7 @@ def analyze(
     no_dedupe: Annotated[
         bool, typer.Option("--no-dedupe", help="Trace every repeated block instead of one.")
     ] = False,
+    runtime: RuntimeOpt = "eager",
     debug: DebugOpt = False,
 ) -> None:
     """Trace forward, loss, backward and optimizer step on fake tensors; report FLOPs, bytes
@@ -94,6 +102,9 @@ def analyze(
         raise ConfigError(
             f"--recompute {recompute!r} is unknown; use none, selective or full"
         ) from None
+    from archcost.runtime import load_runtime
+
+    stack = load_runtime(runtime)
     gpu = None
     if hardware:
         from archcost.hardware.profile import load_gpu
@@ -110,12 +121,13 @@ def analyze(
         doc, traced = run_analysis(
             spec, batch_size, seq_len, policy, optimizer,
             dedupe_repeats=not no_dedupe, symbolic=symbolic, progress=progress,
-            recompute=recompute_policy, gpu=gpu, solve=solve,
+            recompute=recompute_policy, gpu=gpu, solve=solve, runtime=stack,
         )
     if gpu is not None:
         from archcost.cost.estimate import estimate_single_device
 
-        doc["estimate"] = estimate_single_device(traced.graph, doc, gpu, policy.compute_dtype)
+        doc["estimate"] = estimate_single_device(traced.graph, doc, gpu, policy.compute_dtype,
+                                                 stack)
     if graph:
         from archcost.trace.graph import expand_repeats, export_graph
 

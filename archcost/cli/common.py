@@ -17,6 +17,10 @@ out_console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
 
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")]
+RuntimeOpt = Annotated[str, typer.Option(
+    "--runtime", help="Software stack that runs the model: a runtime profile name or file "
+    "(archcost profiles list): eager (PyTorch as written), torchtitan, torchtitan-compile, "
+    "fsdp, deepspeed, megatron, megatron-2022.")]
 
 
 def reports_errors(fn):
@@ -32,7 +36,8 @@ def reports_errors(fn):
         except ArchcostError as exc:
             if debug:
                 traceback.print_exc()
-            err_console.print(f"[bold red]error:[/] {exc}", markup=True, soft_wrap=True)
+            for line in str(exc).splitlines() or [""]:  # one line per error (profile readers)
+                err_console.print(f"[bold red]error:[/] {line}", markup=True, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             err_console.print("interrupted")

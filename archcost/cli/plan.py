@@ -11,7 +11,14 @@ from typing import Annotated
 import typer
 
 from archcost.cli.analyze import ModelArg, _null
-from archcost.cli.common import DebugOpt, emit, err_console, out_console, reports_errors
+from archcost.cli.common import (
+    DebugOpt,
+    RuntimeOpt,
+    emit,
+    err_console,
+    out_console,
+    reports_errors,
+)
 from archcost.errors import ConfigError
 
 SCHEMA_VERSION = 1
@@ -28,8 +35,10 @@ OptimizerOpt = Annotated[str, typer.Option(help="Optimizer: adamw, adam, sgd, ad
 PartitionOpt = Annotated[str, typer.Option(help="Pipeline stages: balanced (on traced layer "
                                                 "costs, embedding and head included) or "
                                                 "uniform (layers / stages).")]
-OverlapOpt = Annotated[bool, typer.Option("--overlap-dp/--no-overlap-dp",
-                                          help="Data-parallel collectives overlap backward.")]
+OverlapOpt = Annotated[bool | None, typer.Option(
+    "--overlap-dp/--no-overlap-dp", show_default=False,
+    help="Data-parallel collectives overlap backward (default: as the runtime does at the "
+         "plan's ZeRO stage).")]
 UsableOpt = Annotated[float, typer.Option("--usable-memory", help="Share of each GPU's memory "
                                           "a plan may fill (the rest: CUDA context, NCCL "
                                           "buffers, workspaces, fragmentation).")]
@@ -48,11 +57,12 @@ def register(app: typer.Typer) -> None:
 
 
 def _setup(model, set_, dtype, optimizer, seq_len, cluster_name, gpus, recomputes, quiet,
-           partition, overlap_dp, usable_memory):
+           partition, overlap_dp, usable_memory, runtime_name="eager"):
     from archcost.hardware.profile import load_cluster
     from archcost.loader import load_model_file, parse_overrides
     from archcost.plan.costmodel import CostModel
     from archcost.plan.workload import trace_workload
+    from archcost.runtime import load_runtime
     from archcost.trace.precision import parse_precision
 
     if seq_len < 1:
@@ -62,6 +72,7 @@ def _setup(model, set_, dtype, optimizer, seq_len, cluster_name, gpus, recompute
     if partition not in ("balanced", "uniform"):
         raise ConfigError(f"--partition {partition!r}: use balanced or uniform")
     policy = parse_precision(dtype)
+    runtime = load_runtime(runtime_name)
     cluster = load_cluster(cluster_name, gpus)
     spec = load_model_file(model, parse_overrides(set_))
     with err_console.status("tracing", spinner="dots") if not quiet else _null() as status:
@@ -69,7 +80,8 @@ def _setup(model, set_, dtype, optimizer, seq_len, cluster_name, gpus, recompute
             if status is not None:
                 status.update(msg)
 
-        workload = trace_workload(spec, seq_len, policy, optimizer, recomputes, progress)
+        workload = trace_workload(spec, seq_len, policy, optimizer, recomputes, progress,
+                                  runtime)
     cm = CostModel(workload, cluster, overlap_dp=overlap_dp,
                    uniform_stages=partition == "uniform", usable_memory=usable_memory)
     header = {
@@ -87,7 +99,9 @@ def _setup(model, set_, dtype, optimizer, seq_len, cluster_name, gpus, recompute
         "hardware": {"cluster": cluster.name, "gpu": cluster.gpu.name,
                      "gpus_per_node": cluster.gpus_per_node,
                      "levels": [lv.name for lv in cluster.levels]},
-        "assumptions": {"partition": partition, "overlap_dp": overlap_dp,
+        "runtime": runtime.summary(),
+        "assumptions": {"partition": partition,
+                        "overlap_dp": overlap_dp,  # None: the runtime's rule
                         "usable_memory": usable_memory},
     }
     return cm, header
@@ -159,7 +173,8 @@ def plan(
     max_tp: Annotated[int | None, typer.Option(help="Largest tp tried (default: GPUs per "
                                                "node).")] = None,
     partition: PartitionOpt = "balanced",
-    overlap_dp: OverlapOpt = True,
+    overlap_dp: OverlapOpt = None,
+    runtime: RuntimeOpt = "eager",
     usable_memory: UsableOpt = 0.9,
     all_placements: Annotated[bool, typer.Option("--all-placements", help="Try every rank "
                                                  "order of tp, cp, dp, pp on the topology, not "
@@ -185,7 +200,8 @@ def plan(
         raise ConfigError("--gbs must be a positive number of sequences")
     fixed = list(fix or [])
     cm, header = _setup(model, set_, dtype, optimizer, seq_len, cluster, max(counts),
-                        _recomputes(fixed), as_json, partition, overlap_dp, usable_memory)
+                        _recomputes(fixed), as_json, partition, overlap_dp, usable_memory,
+                        runtime)
     quiet = as_json
     if quiet:
         result = search(cm, counts, gbs, constraints=constraint or [], fixed=fixed,
@@ -238,7 +254,8 @@ def estimate(
     dtype: DtypeOpt = "bf16-mixed",
     optimizer: OptimizerOpt = "adamw",
     partition: PartitionOpt = "balanced",
-    overlap_dp: OverlapOpt = True,
+    overlap_dp: OverlapOpt = None,
+    runtime: RuntimeOpt = "eager",
     usable_memory: UsableOpt = 0.9,
     as_json: JsonOpt = False,
     output: OutOpt = None,
@@ -256,7 +273,8 @@ def estimate(
     if plan_obj.vpp > 1 and "schedule" not in plan_text:
         plan_obj = parse_plan(_plan_text(plan_text), schedule=Schedule.INTERLEAVED)
     cm, header = _setup(model, set_, dtype, optimizer, seq_len, cluster, plan_obj.gpus,
-                        (plan_obj.recompute,), as_json, partition, overlap_dp, usable_memory)
+                        (plan_obj.recompute,), as_json, partition, overlap_dp, usable_memory,
+                        runtime)
     est, sched = estimate_plan(plan_obj, cm)
     add_economics(cm, est)
     doc = {**header, "kind": "estimate", "plan": plan_obj.to_string(), "estimate": est}

@@ -1,4 +1,5 @@
-"""``archcost profiles list|show``: the bundled GPU and cluster profiles, printed with units.
+"""``archcost profiles list|show``: the bundled GPU, cluster and runtime profiles, printed with
+units.
 
 Mounted by the main app as ``app.add_typer(profiles.app, name="profiles")``. Profiles hold SI
 units; this is the display boundary where they become "989 TFLOP/s", "3.35 TB/s", "4 us".
@@ -10,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -20,7 +22,8 @@ from archcost.cli.common import DebugOpt, out_console, reports_errors
 __all__ = ["app", "to_json"]
 
 app = typer.Typer(
-    help="Hardware profiles: the bundled GPUs and clusters, or your own YAML files.",
+    help="Hardware and runtime profiles: the bundled GPUs, clusters and software stacks, or "
+         "your own YAML files.",
     no_args_is_help=True,
 )
 
@@ -30,15 +33,18 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON in SI units in
 @app.command("list")
 @reports_errors
 def list_(as_json: JsonOpt = False, debug: DebugOpt = False) -> None:
-    """List the bundled GPUs and clusters with their headline figures."""
+    """List the bundled GPUs, clusters and runtimes with their headline figures."""
     from archcost.hardware.profile import list_profiles, load_cluster, load_gpu
+    from archcost.runtime import list_runtimes, load_runtime
 
     names = list_profiles()
     gpus = [load_gpu(n) for n in names["gpus"]]
     clusters = [load_cluster(n) for n in names["clusters"]]
+    runtimes = [load_runtime(n) for n in list_runtimes()]
     if as_json:
         typer.echo(json.dumps({"gpus": [to_json(g) for g in gpus],
-                               "clusters": [to_json(c) for c in clusters]}, indent=2))
+                               "clusters": [to_json(c) for c in clusters],
+                               "runtimes": [to_json(r) for r in runtimes]}, indent=2))
         return
     tab = Table(title="GPUs (dense peaks, per GPU)", title_justify="left")
     tab.add_column("name", no_wrap=True)
@@ -60,6 +66,14 @@ def list_(as_json: JsonOpt = False, debug: DebugOpt = False) -> None:
                            for lv in c.levels)
         tab.add_row(c.name, c.gpu.name, str(c.gpus_per_node), levels)
     out_console.print(tab)
+    tab = Table(title="runtimes (software stacks; --runtime)", title_justify="left")
+    for col in ("name", "attention", "fused", "optimizer", "selective", "grad reduce"):
+        tab.add_column(col, no_wrap=col == "name")
+    for r in runtimes:
+        tab.add_row(r.name, ", ".join(k.value for k in r.attention_kernel),
+                    ", ".join(sorted(f.value for f in r.fusions)) or "-", r.optimizer.value,
+                    r.selective_recompute.value, r.gradient_reduce_dtype.value)
+    out_console.print(tab)
 
 
 @app.command("show")
@@ -70,10 +84,23 @@ def show(
     as_json: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
-    """Show every field of a GPU or cluster profile, with units."""
+    """Show every field of a GPU, cluster or runtime profile, with units."""
     from archcost.errors import ConfigError
-    from archcost.hardware.profile import ClusterProfile, load_any
+    from archcost.hardware.profile import ClusterProfile, list_profiles, load_any
+    from archcost.hardware.reader import read_yaml
+    from archcost.runtime import list_runtimes, load_runtime
 
+    hw = list_profiles()
+    is_file = name.endswith((".yaml", ".yml")) or "/" in name
+    if (name in list_runtimes() and name not in hw["gpus"] + hw["clusters"]) or (
+            is_file and Path(name).is_file() and not {"peak_flops", "levels", "gpus_per_node"}
+            & set(read_yaml(Path(name)))):
+        rt = load_runtime(name)
+        if as_json:
+            typer.echo(json.dumps(to_json(rt), indent=2))
+            return
+        out_console.print(_table(f"runtime {rt.name}", _runtime_rows(rt)))
+        return
     prof = load_any(name)
     if gpus is not None:
         if not isinstance(prof, ClusterProfile):
@@ -91,6 +118,11 @@ def show(
 
 def to_json(prof: Any) -> dict[str, Any]:
     """A profile as plain JSON data: SI values under the dataclass field names."""
+    from archcost.runtime import RuntimeProfile
+
+    if isinstance(prof, RuntimeProfile):
+        return {"kind": "runtime", **prof.summary(), "description": prof.description,
+                "source_path": prof.source_path}
     kind = "cluster" if hasattr(prof, "levels") else "gpu"
     doc = _plain(dataclasses.asdict(prof))
     for lv in doc.get("levels", []):  # (name, latency, bandwidth) triples as a mapping
@@ -146,6 +178,25 @@ def _gpu_rows(g) -> list[tuple[str, str]]:
         ("file", g.source_path),
     ]
     return rows
+
+
+def _runtime_rows(r) -> list[tuple[str, str]]:
+    return [
+        ("name", r.name), ("description", r.description),
+        ("attention kernel (first the GPU rates)", ", ".join(k.value for k in r.attention_kernel)),
+        ("fused op families", ", ".join(sorted(f.value for f in r.fusions)) or "none"),
+        ("optimizer kernel", r.optimizer.value),
+        ("selective recompute", r.selective_recompute.value),
+        ("gradient reduction dtype", r.gradient_reduce_dtype.value),
+        ("data-parallel overlap at ZeRO stages", ", ".join(map(str, sorted(r.overlap_dp)))
+         or "none"),
+        ("tensor-parallel comm exposed", f"{r.tp_comm_exposed:g}"),
+        ("allocator headroom", "-" if r.allocator_headroom is None
+         else f"{r.allocator_headroom:g}"),
+        ("FP8 recipe", "-" if r.fp8 is None else
+         f"{r.fp8.recipe.value}, weight all-gather {'fp8' if r.fp8.weight_all_gather else 'bf16'}"),
+        ("file", r.source_path),
+    ]
 
 
 def _shape(t) -> str:

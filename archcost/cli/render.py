@@ -139,8 +139,8 @@ def _seconds(t: float) -> str:
 
 def render_estimate(console: Console, est: dict[str, Any]) -> None:
     mem = est["memory_bytes"]
-    tab = Table(title=f"estimate on one {est['hardware']} (peak {si(est['peak_flops_per_s'], 'FLOP/s')})",
-                show_header=False, title_justify="left")
+    tab = Table(title=f"estimate on one {est['hardware']} (peak {si(est['peak_flops_per_s'], 'FLOP/s')}), "
+                f"runtime {est.get('runtime', 'eager')}", show_header=False, title_justify="left")
     tab.add_column("quantity")
     tab.add_column("value", justify="right")
     tab.add_row("step time (C)", _seconds(est["step_time_s"]))
@@ -152,6 +152,8 @@ def render_estimate(console: Console, est: dict[str, Any]) -> None:
     tab.add_row("  persistent (weights, states)", si(mem["persistent"], "B"))
     tab.add_row("  activations and temporaries", si(mem["activations_and_temporaries_at_peak"], "B"))
     tab.add_row("  peak reached in", f"{mem['peak_at']['phase']} {mem['peak_at']['module'] or '(model)'}")
+    if mem.get("reserved") is not None:
+        tab.add_row("  reserved by the allocator", si(mem["reserved"], "B"))
     tab.add_row("device memory", si(mem["capacity"], "B"))
     tab.add_row("fits", "yes" if est["fits"] else "[bold red]no[/]")
     tab.add_row("communication (C_comm)", "0 B on one device")

@@ -35,8 +35,10 @@ def short_plan(text: str) -> str:
 
 def _header(doc: dict[str, Any]) -> str:
     w, hw = doc["workload"], doc["hardware"]
+    runtime = doc.get("runtime", {}).get("name", "eager")
     return (f"{doc['model']['name']}  {si(w['params'])} params, {w['layers']} layers, "
-            f"s={w['seq_len']} {w['precision']}  on {hw['cluster']} ({hw['gpu']})")
+            f"s={w['seq_len']} {w['precision']}  on {hw['cluster']} ({hw['gpu']}), "
+            f"runtime {runtime}")
 
 
 def _components(est: dict[str, Any]) -> Table:

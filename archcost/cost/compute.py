@@ -1,16 +1,19 @@
 """Compute C: per-op roofline time of an operator graph on one GPU profile.
 
 time(op) = max(FLOPs / (peak(dtype, class) * eff(op FLOPs)), bytes / (mem_bw * eff(bytes)))
-         + per-op overhead,
+         + per-op overhead x kernels launched,
 times the op's ``count``. Matmul, convolution and attention run at the tensor-core peak of their
 dtype scaled by the profile's measured efficiency curve (convolutions by their own curve where
 the profile has one; attention by the FLOPs of one (batch, head) slice where the profile has
-that curve and the op's shape gives its slices; 2-D matmuls by their (m, n, k) where the profile
-has a shape table); every other op runs at the fp32 vector peak
+that curve and the op's shape gives its slices, or by the forward or backward curve of the
+attention kernel the runtime runs where the profile rates it; 2-D matmuls by their (m, n, k)
+where the profile has a shape table); every other op runs at the fp32 vector peak
 and is in practice memory-bound, at the op's own measured fraction of bandwidth where the
 profile has one (``op_efficiency``). The overhead is the profile's per-phase figure
-(``op_overhead``), else ``kernel_launch``. NB: ops execute one after another on one stream (no
-overlap between kernels), as eager PyTorch does on one device.
+(``op_overhead``), else ``kernel_launch``, once per kernel the op launches (a node of a fused
+group carries the group's bytes and kernel, the others none: ``cost.fusion``). NB: ops execute
+one after another on one stream (no overlap between kernels), as eager PyTorch does on one
+device.
 """
 
 from __future__ import annotations
@@ -25,12 +28,13 @@ from archcost.trace.rules_attention import attention_slices
 
 __all__ = ["OpArrays", "ComputeResult", "lower", "compute_times", "roofline_seconds",
            "peak_flops_for", "PEAK_KEY", "memory_curve_index", "overhead_seconds", "curve_for",
-           "op_mnk", "SHAPED_MATMULS"]
+           "op_mnk", "SHAPED_MATMULS", "attention_kernel", "backward_ops"]
 
 PEAK_KEY = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16",
             "float8_e4m3fn": "fp8", "float8_e5m2": "fp8", "float64": "fp32"}
 TENSOR_CORE_CLASSES = ("matmul", "conv", "attention")
-CURVE_MATMUL, CURVE_ATTENTION, CURVE_CONV, CURVE_ATTENTION_SLICE, CURVE_CONV_BACKWARD = range(5)
+(CURVE_MATMUL, CURVE_ATTENTION, CURVE_CONV, CURVE_ATTENTION_SLICE, CURVE_CONV_BACKWARD,
+ CURVE_KERNEL_FORWARD, CURVE_KERNEL_BACKWARD) = range(7)
 SHAPED_MATMULS = ("aten.mm", "aten.addmm")  # 2-D products a shape table prices by (m, n, k)
 
 
@@ -43,12 +47,25 @@ def curve_for(op_class: str, op: str = "") -> int:
         op_class, -1)
 
 
-def _curve_rows(gpu) -> list:
-    """The compute curves in CURVE_* order, each falling back as the profile lacks it."""
+def _curve_rows(gpu, kernel: str | None = None) -> list:
+    """The compute curves in CURVE_* order, each falling back as the profile lacks it; the
+    attention ``kernel``'s forward and backward curves (per slice) where the profile rates it."""
     conv = gpu.conv_efficiency or gpu.matmul_efficiency
-    return [gpu.matmul_efficiency, gpu.attention_efficiency, conv,
-            gpu.attention_head_efficiency or gpu.attention_efficiency,
-            gpu.conv_backward_efficiency or conv]
+    head = gpu.attention_head_efficiency or gpu.attention_efficiency
+    fwd, bwd = gpu.attention_kernels[kernel] if kernel else (head, head)
+    return [gpu.matmul_efficiency, gpu.attention_efficiency, conv, head,
+            gpu.conv_backward_efficiency or conv, fwd, bwd]
+
+
+def attention_kernel(gpu, runtime) -> str | None:
+    """The attention kernel ``runtime`` runs on ``gpu``: the first of its preference the profile
+    rates (None: the profile's generic attention curves)."""
+    return gpu.attention_kernel([k.value for k in runtime.attention_kernel]) if runtime else None
+
+
+def backward_ops(ops) -> np.ndarray:
+    """Which ops (aten names) are backward kernels (their attention has its own curve)."""
+    return np.array(["backward" in op for op in ops], dtype=bool)
 
 
 @dataclass(frozen=True)
@@ -66,6 +83,7 @@ class OpArrays:
     module: list[str]
     slices: np.ndarray  # attention: (batch, head) slices per occurrence; 0 otherwise or unknown
     mnk: np.ndarray  # [n, 3] float64: (m, n, k) of 2-D matmuls; zeros for other ops
+    launches: np.ndarray  # kernels each op launches (0 inside a fused group, cost.fusion)
 
 
 def op_slices(d: dict) -> int:
@@ -100,6 +118,7 @@ def lower(g: nx.DiGraph) -> OpArrays:
         module=[d["module"] for _, d in nodes],
         slices=np.array([op_slices(d) for _, d in nodes], dtype=np.float64),
         mnk=np.array([op_mnk(d) for _, d in nodes], dtype=np.float64).reshape(-1, 3),
+        launches=np.array([d.get("launches", 1.0) for _, d in nodes], dtype=np.float64),
     )
 
 
@@ -151,15 +170,23 @@ def overhead_seconds(gpu, phases) -> np.ndarray:
     return np.array([by_phase[p] for p in phases], dtype=np.float64)
 
 
-def _per_slice(gpu, curve: np.ndarray, flops: np.ndarray, slices: np.ndarray | None
+def _per_slice(gpu, curve: np.ndarray, flops: np.ndarray, slices: np.ndarray | None,
+               kernel: str | None = None, backward: np.ndarray | None = None
                ) -> tuple[np.ndarray, np.ndarray]:
-    """(curve, size) per op: attention ops with known slices read the profile's per-slice
-    attention curve at their FLOPs per slice; every other op its curve at its FLOPs."""
+    """(curve, size) per op: attention ops with known slices read the attention ``kernel``'s
+    forward or backward curve (``backward`` marks the backward ops), else the profile's
+    per-slice attention curve, at their FLOPs per slice; every other op its curve at its
+    FLOPs."""
     size = np.asarray(flops, dtype=np.float64)
-    if gpu.attention_head_efficiency is None or slices is None:
+    if (gpu.attention_head_efficiency is None and kernel is None) or slices is None:
         return curve, size
     hit = (curve == CURVE_ATTENTION) & (slices > 0)
-    return (np.where(hit, CURVE_ATTENTION_SLICE, curve),
+    if kernel is None:
+        sliced = np.full(len(curve), CURVE_ATTENTION_SLICE)
+    else:
+        back = np.zeros(len(curve), dtype=bool) if backward is None else backward
+        sliced = np.where(back, CURVE_KERNEL_BACKWARD, CURVE_KERNEL_FORWARD)
+    return (np.where(hit, sliced, curve),
             np.where(hit, size / np.where(hit, slices, 1.0), size))
 
 
@@ -179,16 +206,19 @@ def _per_shape(gpu, curve: np.ndarray, peak: np.ndarray, mnk: np.ndarray | None
 
 def roofline_seconds(gpu, flops: np.ndarray, nbytes: np.ndarray, peak: np.ndarray,
                      curve: np.ndarray, mem_curve: np.ndarray, launch: np.ndarray,
-                     slices: np.ndarray | None = None, mnk: np.ndarray | None = None
+                     slices: np.ndarray | None = None, mnk: np.ndarray | None = None,
+                     kernel: str | None = None, backward: np.ndarray | None = None
                      ) -> tuple[np.ndarray, np.ndarray]:
     """(seconds, bound) of one occurrence of each op on ``gpu``: the roofline kernel with the
     profile's efficiency curves and bandwidth, plus each op's overhead ``launch``. ``slices``
     (attention ops' (batch, head) slices, 0 where unknown) lets attention read a per-slice
-    curve at its FLOPs per slice, and ``mnk`` (2-D matmuls' (m, n, k), zeros where unknown)
-    lets matmuls read the shape table, where the profile has them."""
+    curve at its FLOPs per slice (the attention ``kernel``'s forward or backward one, as
+    ``backward`` marks the op, where the profile rates that kernel), and ``mnk`` (2-D matmuls'
+    (m, n, k), zeros where unknown) lets matmuls read the shape table, where the profile has
+    them."""
     curve, peak = _per_shape(gpu, np.asarray(curve), np.asarray(peak, dtype=np.float64), mnk)
-    curve, size = _per_slice(gpu, curve, flops, slices)
-    cx, cy, cn = _curves(_curve_rows(gpu))
+    curve, size = _per_slice(gpu, curve, flops, slices, kernel, backward)
+    cx, cy, cn = _curves(_curve_rows(gpu, kernel))
     mx, my, mn = _curves(_memory_curves(gpu))
     return roofline(flops, nbytes, peak, curve, size, cx, cy, cn,
                     float(gpu.mem_bw_bytes_per_s), mem_curve, mx, my, mn, launch)
@@ -199,26 +229,31 @@ def _op_curves(arrays: OpArrays) -> np.ndarray:
                     dtype=np.int64)
 
 
-def compute_times(arrays: OpArrays, gpu) -> ComputeResult:
-    """Roofline time of every op on ``gpu`` (a GpuProfile)."""
+def compute_times(arrays: OpArrays, gpu, runtime=None) -> ComputeResult:
+    """Roofline time of every op on ``gpu`` (a GpuProfile) as ``runtime`` (a RuntimeProfile,
+    None: the profile's generic attention) runs it."""
     peak = np.array([_peak(gpu, d, c) for d, c in zip(arrays.dtype, arrays.op_class)])
     t, bound = roofline_seconds(gpu, arrays.flops, arrays.nbytes, peak, _op_curves(arrays),
                                 memory_curve_index(gpu, arrays.op),
-                                overhead_seconds(gpu, arrays.phase), arrays.slices, arrays.mnk)
+                                overhead_seconds(gpu, arrays.phase) * arrays.launches,
+                                arrays.slices, arrays.mnk, attention_kernel(gpu, runtime),
+                                backward_ops(arrays.op))
     return ComputeResult(seconds=t * arrays.count, bound=bound, peak_used=peak)
 
 
-def class_roofline_parts(arrays: OpArrays, gpu) -> dict[str, dict[str, float]]:
+def class_roofline_parts(arrays: OpArrays, gpu, runtime=None) -> dict[str, dict[str, float]]:
     """Per op class: summed compute-only and memory-only seconds and op count (all occurrences).
 
     The effective efficiency of a class is then FLOPs / (peak * compute seconds), the same
     per-op curves as :func:`compute_times` folded into one number per class.
     """
     out: dict[str, dict[str, float]] = {}
-    by_curve = _curve_rows(gpu)
+    kernel = attention_kernel(gpu, runtime)
+    by_curve = _curve_rows(gpu, kernel)
     peak = np.array([_peak(gpu, d, c) for d, c in zip(arrays.dtype, arrays.op_class)])
     curve, peak = _per_shape(gpu, _op_curves(arrays), peak, arrays.mnk)
-    curve, size = _per_slice(gpu, curve, arrays.flops, arrays.slices)
+    curve, size = _per_slice(gpu, curve, arrays.flops, arrays.slices, kernel,
+                             backward_ops(arrays.op))
     for i, cls in enumerate(arrays.op_class):
         row = out.setdefault(cls, {"compute_s": 0.0, "memory_s": 0.0, "ops": 0.0})
         n = arrays.count[i]

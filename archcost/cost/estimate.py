@@ -17,7 +17,9 @@ import networkx as nx
 import numpy as np
 
 from archcost.cost.compute import PEAK_KEY, compute_times, lower
+from archcost.cost.fusion import executed_graph
 from archcost.cost.memory import peak_memory
+from archcost.runtime import load_runtime
 
 __all__ = ["estimate_single_device"]
 
@@ -25,11 +27,13 @@ _BOUND = {0: "compute", 1: "memory", 2: "none"}
 
 
 def estimate_single_device(
-    g: nx.DiGraph, doc: dict[str, Any], gpu, compute_dtype: str
+    g: nx.DiGraph, doc: dict[str, Any], gpu, compute_dtype: str, runtime=None
 ) -> dict[str, Any]:
-    """The ``estimate`` section of an analysis document for ``gpu`` (a GpuProfile)."""
-    arrays = lower(g)
-    res = compute_times(arrays, gpu)
+    """The ``estimate`` section of an analysis document for ``gpu`` (a GpuProfile), as
+    ``runtime`` (a RuntimeProfile; default: the default runtime) executes ``g``."""
+    runtime = runtime or load_runtime()
+    arrays = lower(executed_graph(g, runtime))
+    res = compute_times(arrays, gpu, runtime)
     seconds = res.seconds
     step = float(seconds.sum())
     by_phase: dict[str, float] = defaultdict(float)
@@ -73,8 +77,10 @@ def estimate_single_device(
         ({"path": p, "seconds": t} for p, t in by_module.items()), key=lambda r: -r["seconds"]
     )
     ridge = peak / gpu.mem_bw_bytes_per_s
+    headroom = runtime.allocator_headroom
     return {
         "hardware": gpu.name,
+        "runtime": runtime.name,
         "peak_flops_per_s": peak,
         "step_time_s": step,
         "phase_seconds": {p: by_phase.get(p, 0.0) for p in ("forward", "backward", "recompute", "optimizer")},
@@ -85,6 +91,8 @@ def estimate_single_device(
             "persistent": pm.persistent_bytes,
             "activations_and_temporaries_at_peak": pm.activations_at_peak,
             "capacity": int(gpu.mem_bytes),
+            # what the caching allocator holds at the peak, where the runtime says (None: unknown)
+            "reserved": None if headroom is None else pm.peak_bytes * (1.0 + headroom),
             "peak_at": {"phase": pm.peak_phase, "module": pm.peak_module, "op_index": pm.peak_index},
         },
         "fits": bool(pm.peak_bytes <= gpu.mem_bytes),

@@ -193,6 +193,12 @@ class GpuProfile:
     # 2-D matmuls (mm, addmm) by their (m, n, k), where the trace gives it (None: by FLOPs,
     # matmul_efficiency); fractions of the peak of each op's dtype, as matmul_efficiency
     matmul_shape_efficiency: ShapeTable | None = None
+    # per attention kernel a runtime may run (runtime.AttentionKernel values): (forward,
+    # backward) curves by the FLOPs of one (batch, head) slice of the op, from the kernel's
+    # published rates on this part; a runtime whose kernels the profile does not rate gets
+    # attention_head_efficiency / attention_efficiency
+    attention_kernels: dict[str, tuple[EfficiencyCurve, EfficiencyCurve]] = field(
+        default_factory=dict)
     op_efficiency: dict[str, EfficiencyCurve] = field(default_factory=dict)
     op_overhead_s: dict[str, float] = field(default_factory=dict)
 
@@ -212,9 +218,15 @@ class GpuProfile:
             conv_backward_efficiency=curve(self.conv_backward_efficiency),
             matmul_shape_efficiency=(self.matmul_shape_efficiency.scaled(flops)
                                      if self.matmul_shape_efficiency else None),
+            attention_kernels={k: (f.scaled(flops), b.scaled(flops))
+                               for k, (f, b) in self.attention_kernels.items()},
             mem_bw_bytes_per_s=self.mem_bw_bytes_per_s * mem_bw,
             memory_efficiency=self.memory_efficiency.scaled(mem_bw),
             op_efficiency={op: c.scaled(mem_bw) for op, c in self.op_efficiency.items()})
+
+    def attention_kernel(self, preference) -> str | None:
+        """The first kernel of ``preference`` (names, a runtime's order) this profile rates."""
+        return next((k for k in preference if k in self.attention_kernels), None)
 
     def overhead_s(self, phase: str) -> float:
         """Per-op overhead of an op in ``phase`` (recomputation runs forward ops)."""
@@ -335,12 +347,13 @@ GPU_FIELDS: dict[str, Any] = {
     "calibration": "mapping", "conv_efficiency": "curve", "op_efficiency": "curves",
     "op_overhead": "times", "attention_head_efficiency": "curve",
     "conv_backward_efficiency": "curve", "matmul_shape_efficiency": "shape table",
+    "attention_kernels": "kernel curves",
 }
 # attention defaults to matmul's curve; without host figures offloaded plans are refused
 GPU_OPTIONAL = {"price_per_gpu_hour", "attention_efficiency", "host_link_bandwidth",
                 "host_memory_bandwidth", "calibration", "conv_efficiency", "op_efficiency",
                 "op_overhead", "attention_head_efficiency", "conv_backward_efficiency",
-                "matmul_shape_efficiency"}
+                "matmul_shape_efficiency", "attention_kernels"}
 FIELD_EXAMPLES = {  # shown when a field is missing
     "name": "'h100-sxm'", "vendor": "NVIDIA", "peak_flops": "{fp32: '67 TFLOP/s', bf16: '989 TFLOP/s'}",
     "memory": "'80 GB'", "memory_bandwidth": "'3.35 TB/s'", "l2_cache": "'50 MB'",
@@ -442,6 +455,7 @@ def gpu_from_dict(data: dict[str, Any], path: str) -> GpuProfile:
         conv_backward_efficiency=_optional_curve(r, data, "conv_backward_efficiency"),
         attention_head_efficiency=_optional_curve(r, data, "attention_head_efficiency"),
         matmul_shape_efficiency=_shape_table(r, data),
+        attention_kernels=_kernel_curves(r, data),
         op_efficiency=_op_curves(r, data),
         op_overhead_s=_overheads(r, data),
     )
@@ -480,6 +494,28 @@ def _shape_table(r: Reader, data: dict[str, Any]) -> ShapeTable | None:
     if extra:
         raise r.fail(f"{key}.{sorted(map(str, extra))[0]}", "unknown key; use dims and values")
     return ShapeTable(tuple(dims), tuple(tuple(tuple(row) for row in p) for p in vals))
+
+
+ATTENTION_KERNELS = ("flash2", "flash3", "cudnn", "flash4", "efficient", "math")  # runtime's
+
+
+def _kernel_curves(r: Reader, data: dict[str, Any]
+                   ) -> dict[str, tuple[EfficiencyCurve, EfficiencyCurve]]:
+    shown = "{flash2: {forward: [[1.0e+8, 0.2], [1.0e+10, 0.34]], backward: [[...]]}}"
+    raw = r.mapping(data, "attention_kernels", f"must map attention kernels to their forward "
+                    f"and backward curves, e.g. {shown}") or {}
+    out = {}
+    for name, curves in raw.items():
+        at = f"attention_kernels.{name}"
+        if name not in ATTENTION_KERNELS:
+            hint = suggest(str(name), ATTENTION_KERNELS)
+            raise r.fail(at, f"unknown attention kernel; {hint}use {', '.join(ATTENTION_KERNELS)}")
+        if not isinstance(curves, dict) or set(curves) != {"forward", "backward"}:
+            raise r.fail(at, f"must map forward and backward to curves, e.g. {shown}")
+        named = {f"{at}.{k}": v for k, v in curves.items()}  # errors name the whole path
+        out[name] = (EfficiencyCurve(r.curve(named, f"{at}.forward")),
+                     EfficiencyCurve(r.curve(named, f"{at}.backward")))
+    return out
 
 
 def _op_curves(r: Reader, data: dict[str, Any]) -> dict[str, EfficiencyCurve]:

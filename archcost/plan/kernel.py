@@ -57,7 +57,8 @@ MODEL_KEYS = ("layers", "seq_len", "hidden", "act_bytes", "tp_points", "kv_hidde
               "params_expert_block", "weight_bytes", "grad_bytes", "optimizer_bytes",
               "optimizer_s_per_param", "model_flops_per_seq", "rc_flops_none",
               "rc_flops_selective", "rc_flops_full", "peak_flops", "mem_capacity",
-              "overlap_dp", "uniform_stages", "host_link_bw", "host_mem_bw")
+              "overlap_dp", "uniform_stages", "host_link_bw", "host_mem_bw", "reduce_bytes",
+              "tp_comm_exposed")
 M = {name: i for i, name in enumerate(MODEL_KEYS)}
 # constant indices for njit code (numba cannot read dicts)
 _O_STEP_S = 0
@@ -104,6 +105,8 @@ _M_OVERLAP_DP = 22
 _M_UNIFORM_STAGES = 23
 _M_HOST_LINK_BW = 24
 _M_HOST_MEM_BW = 25
+_M_REDUCE_BYTES = 26
+_M_TP_COMM_EXPOSED = 27
 _OFF_OPTIMIZER, _OFF_ACTIVATIONS = 1, 2
 _AX_TP, _AX_CP, _AX_DP, _AX_PP = 0, 1, 2, 3
 _GPIPE, _1F1B, _INTERLEAVED = 0, 1, 2
@@ -195,6 +198,7 @@ def score_plans(dp_a, tp_a, pp_a, cp_a, ep_a, zero_a, hyb_a, sg_a, sp_a, vpp_a, 
                 # ---- one layer, one micro-batch
                 act = mbs * s / cp * h * ab
                 tp_f = 0.0
+                one = 0.0
                 if tp > 1:
                     if sp:
                         one = (group_collective_time(COLL_ALL_GATHER, act, tp, st[_AX_TP], dom, bw, lat)
@@ -202,34 +206,40 @@ def score_plans(dp_a, tp_a, pp_a, cp_a, ep_a, zero_a, hyb_a, sg_a, sp_a, vpp_a, 
                                                        bw, lat))
                     else:
                         one = group_collective_time(COLL_ALL_REDUCE, act, tp, st[_AX_TP], dom, bw, lat)
-                    tp_f = model[_M_TP_POINTS] * one
+                    tp_f = model[_M_TP_POINTS] * one * model[_M_TP_COMM_EXPOSED]
                 tp_layer = 2.0 * tp_f + (tp_f if rc == _FULL else 0.0)
                 cp_layer = 0.0
+                cp_f = 0.0  # of cp_layer, what the forward exposes
                 if cp > 1:
                     kv = 2.0 * mbs * s / cp * model[_M_KV_HIDDEN] * ab
                     ring = (cp - 1) * group_collective_time(COLL_SEND_RECV, kv, 2, st[_AX_CP], dom, bw,
                                                             lat)
-                    cp_layer = max(0.0, ring - row[ATTN_F]) + max(0.0, 2 * ring - row[ATTN_B])
+                    cp_f = max(0.0, ring - row[ATTN_F])
+                    cp_layer = cp_f + max(0.0, 2 * ring - row[ATTN_B])
                     if rc == _FULL:
                         cp_layer += max(0.0, ring - row[ATTN_F])
                 ep_layer = 0.0
+                ep_f = 0.0
                 if ep > 1 and model[_M_EXPERTS] > 0:
                     d = mbs * model[_M_DISPATCH_BYTES] / cp / (tp if sp else 1)
                     ep_stride = min(st[_AX_CP] if cp > 1 else st[_AX_DP], st[_AX_DP] if dp > 1 else
                                     st[_AX_CP])
                     a2a = group_collective_time(COLL_ALL_TO_ALL, d, ep, ep_stride, dom, bw, lat)
                     ep_layer = 4.0 * a2a + (2.0 * a2a if rc == _FULL else 0.0)
+                    ep_f = 2.0 * a2a
                 comp_layer = row[BLOCK_F] + row[BLOCK_B]
                 rc_layer = row[BLOCK_RC]
                 off_layer = 0.0
+                off_f = 0.0
                 if off == _OFF_ACTIVATIONS:  # saved activations stream to host and back behind compute
                     if host_link > 0:
                         x = row[SAVED_LAYER] / host_link
-                        off_layer = max(0.0, x - row[BLOCK_F]) + max(0.0, x - row[BLOCK_B] - rc_layer)
+                        off_f = max(0.0, x - row[BLOCK_F])
+                        off_layer = off_f + max(0.0, x - row[BLOCK_B] - rc_layer)
                     else:
                         off_layer = np.inf
                 layer = comp_layer + rc_layer + tp_layer + cp_layer + ep_layer + off_layer
-                emb_tp = tp_f / max(model[_M_TP_POINTS], 1.0) if tp > 1 else 0.0
+                emb_tp = one  # vocab-parallel embedding / head: one collective, exposed
                 first = row[PRE_F] + row[PRE_B] + emb_tp
                 last = row[POST_F] + row[POST_B] + emb_tp
                 # ---- stages
@@ -274,7 +284,7 @@ def score_plans(dp_a, tp_a, pp_a, cp_a, ep_a, zero_a, hyb_a, sg_a, sp_a, vpp_a, 
                 mem_act_at = 0.0
                 cached_nl = -1.0
                 cached_dp = 0.0
-                layer_f = row[BLOCK_F] + tp_f
+                layer_f = row[BLOCK_F] + tp_f + cp_f + ep_f + off_f  # a layer's forward, as evaluate
                 layer_b = layer - layer_f
                 for r in range(pp):
                     nl = rank_layers[r]
@@ -284,17 +294,17 @@ def score_plans(dp_a, tp_a, pp_a, cp_a, ep_a, zero_a, hyb_a, sg_a, sp_a, vpp_a, 
                     expert = nl * pe / (tp * ep)
                     zg_e = max(1, n_dp // ep)
                     if r == 0 or r == pp - 1 or nl != cached_nl:
-                        bwd, fwd = _dp_time(zero, dense * model[_M_GRAD_BYTES],
+                        bwd, fwd = _dp_time(zero, dense * model[_M_REDUCE_BYTES],
                                             dense * model[_M_WEIGHT_BYTES], n_dp, dp_stride, hybrid, zg,
                                             dom, bw, lat)
                         if pe > 0 and ep > 1:
-                            b2, f2 = _dp_time(zero, expert * model[_M_GRAD_BYTES],
+                            b2, f2 = _dp_time(zero, expert * model[_M_REDUCE_BYTES],
                                               expert * model[_M_WEIGHT_BYTES], zg_e, dp_stride * ep,
                                               False, zg_e, dom, bw, lat)
                             bwd += b2
                             fwd += f2
                         elif pe > 0:
-                            b2, f2 = _dp_time(zero, expert * model[_M_GRAD_BYTES],
+                            b2, f2 = _dp_time(zero, expert * model[_M_REDUCE_BYTES],
                                               expert * model[_M_WEIGHT_BYTES], n_dp, dp_stride, hybrid,
                                               zg, dom, bw, lat)
                             bwd += b2
@@ -307,7 +317,7 @@ def score_plans(dp_a, tp_a, pp_a, cp_a, ep_a, zero_a, hyb_a, sg_a, sp_a, vpp_a, 
                             rs_l = bwd / max(nl, 1.0)
                             exposed = max(0.0, ag_l - layer_f) + max(0.0, ag_l + rs_l - layer_b)
                             dp_t = m * nl * exposed + ag_l + rs_l
-                        elif model[_M_OVERLAP_DP] > 0:
+                        elif (int(model[_M_OVERLAP_DP]) >> zero) & 1:  # mask over ZeRO stages
                             # gradients reduce during the last micro-batch's backward; ZeRO's parameter
                             # gather after the step hides behind the next step's first forward
                             dp_t = max(0.0, bwd - nl * layer_b) + max(0.0, fwd - nl * layer_f)

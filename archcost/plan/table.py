@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from archcost.cost.compute import (
+    attention_kernel,
+    backward_ops,
     memory_curve_index,
     overhead_seconds,
     peak_flops_for,
@@ -62,9 +64,10 @@ _PHASE_NAMES = tuple(sorted(PHASE_CODES, key=PHASE_CODES.__getitem__))  # code -
 
 
 def _overheads(ops: OpTable, gpu, phase: str | None = None) -> np.ndarray:
-    """Per-op overhead: by each op's phase code, or ``phase`` for all of them."""
+    """Per-op overhead: by each op's phase code, or ``phase`` for all of them, once per kernel
+    the op launches."""
     names = [phase] * len(ops.phase) if phase else [_PHASE_NAMES[p] for p in ops.phase]
-    return overhead_seconds(gpu, names)
+    return overhead_seconds(gpu, names) * ops.kernels
 
 
 def matmul_dims(ops: OpTable, tokens: np.ndarray, tp: np.ndarray) -> np.ndarray:
@@ -79,20 +82,20 @@ def matmul_dims(ops: OpTable, tokens: np.ndarray, tp: np.ndarray) -> np.ndarray:
 
 
 def op_seconds(ops: OpTable, gpu, peaks: np.ndarray, scale: np.ndarray,
-               phase: str | None = None) -> np.ndarray:
+               phase: str | None = None, kernel: str | None = None) -> np.ndarray:
     """Roofline seconds of every op (all its occurrences) with FLOPs and bytes times ``scale``
     (and the matmuls' batch dims); ``phase`` names the phase of every op (the optimizer
-    table's are meaningless)."""
+    table's are meaningless); ``kernel``: the attention kernel run."""
     t, _ = roofline_seconds(gpu, ops.flops * scale, ops.nbytes * scale, peaks, ops.curve,
                             memory_curve_index(gpu, ops.op), _overheads(ops, gpu, phase),
                             ops.slices * scale,
                             matmul_dims(ops, np.asarray(scale, dtype=np.float64)[None, :],
-                                        np.ones((1, 1))))
+                                        np.ones((1, 1))), kernel, backward_ops(ops.op))
     return t * ops.count
 
 
-def _rows(w: Workload, ops: OpTable, gpu, peaks, r: Recompute, combos: np.ndarray
-          ) -> np.ndarray:
+def _rows(w: Workload, ops: OpTable, gpu, peaks, r: Recompute, combos: np.ndarray,
+          kernel: str | None) -> np.ndarray:
     """Rows for every (mbs, tp, sp, cp) of ``combos`` ([n, 4]) under policy ``r``: one roofline
     call over all combinations x ops, then sums by section and phase."""
     n, n_ops = len(combos), len(ops.flops)
@@ -106,7 +109,8 @@ def _rows(w: Workload, ops: OpTable, gpu, peaks, r: Recompute, combos: np.ndarra
     t, _ = roofline_seconds(gpu, np.tile(ops.flops, n) * scale, nbytes, np.tile(peaks, n),
                             np.tile(ops.curve, n), np.tile(memory_curve_index(gpu, ops.op), n),
                             np.tile(_overheads(ops, gpu), n), slices,
-                            matmul_dims(ops, mbs / cp, tp_div))
+                            matmul_dims(ops, mbs / cp, tp_div), kernel,
+                            np.tile(backward_ops(ops.op), n))
     t = t.reshape(n, n_ops) * ops.count[None, :]
     fwd, bwd, rc = ops.phase == 0, ops.phase == 1, ops.phase == 2
     blk, pre, post = (ops.section == SECTION_BLOCK, ops.section == SECTION_PRE,
@@ -129,8 +133,10 @@ def _rows(w: Workload, ops: OpTable, gpu, peaks, r: Recompute, combos: np.ndarra
 
 
 def build_table(w: Workload, gpu, combos: np.ndarray) -> CostTable:
-    """Rows for ``combos`` (int array [n, 5] of recompute code, mbs, tp, sp, cp)."""
+    """Rows for ``combos`` (int array [n, 5] of recompute code, mbs, tp, sp, cp), as the
+    workload's runtime runs its ops (attention kernel; fusion and launches are in the ops)."""
     combos = np.asarray(combos, dtype=np.int64).reshape(-1, 5)
+    kernel = attention_kernel(gpu, w.runtime)
     rows = np.zeros((len(combos), len(COLUMNS)))
     for code in np.unique(combos[:, 0]):
         r = Recompute.from_code(int(code))
@@ -138,7 +144,7 @@ def build_table(w: Workload, gpu, combos: np.ndarray) -> CostTable:
             raise KeyError(f"recompute={r.value} was not traced")
         sel = np.flatnonzero(combos[:, 0] == code)
         ops = w.ops[r]
-        rows[sel] = _rows(w, ops, gpu, _peaks(ops, gpu), r, combos[sel, 1:])
+        rows[sel] = _rows(w, ops, gpu, _peaks(ops, gpu), r, combos[sel, 1:], kernel)
     opt = w.optimizer
     opt_s = float(op_seconds(opt, gpu, _peaks(opt, gpu), np.ones(len(opt.flops)),
                              "optimizer").sum()) \

@@ -33,9 +33,11 @@ import networkx as nx
 import numpy as np
 
 from archcost.cost.compute import TENSOR_CORE_CLASSES, curve_for, op_mnk, op_slices
+from archcost.cost.fusion import executed_graph
 from archcost.cost.memory import liveness_arrays
 from archcost.options import Recompute
 from archcost.plan.space import ModelShape
+from archcost.runtime import RuntimeProfile, load_runtime
 from archcost.trace.precision import ITEMSIZE, PrecisionPolicy
 
 __all__ = ["SECTION_PRE", "SECTION_BLOCK", "SECTION_POST", "PHASE_CODES", "OpTable",
@@ -73,6 +75,13 @@ class OpTable:
     mnk_batch: np.ndarray
     model_flops: float  # forward + backward FLOPs per sequence, whole model, no recompute
     recompute_flops: float  # per sequence, whole model
+    # kernels each op launches as the runtime runs it (0 inside a fused group, a fraction for a
+    # multi-tensor optimizer op); None: one each
+    launches: np.ndarray | None = None
+
+    @property
+    def kernels(self) -> np.ndarray:
+        return np.ones(len(self.flops)) if self.launches is None else self.launches
 
 
 @dataclass(frozen=True)
@@ -108,6 +117,7 @@ class Workload:
     kv_hidden: int  # kv_heads * head_dim: what ring attention sends per token (K and V each)
     dispatch_bytes: float  # per sequence per MoE layer: tokens sent to experts (one all-to-all)
     notes: tuple[str, ...] = field(default_factory=tuple)
+    runtime: RuntimeProfile | None = None  # the stack traced for (None: the default runtime)
 
     @property
     def layers(self) -> int:
@@ -276,12 +286,15 @@ def _mnk_growth(pairs: list[tuple[int, dict, dict]]) -> dict[int, tuple[bool, bo
 
 def _op_table(g: nx.DiGraph, rep: str, layers: int, width_numel: int, hidden: int,
               pairs: list[tuple[int, dict, dict]]) -> tuple[OpTable, OpTable]:
+    """The step's ops and the optimizer's, from ``g`` as the runtime executes it (bytes and
+    kernels of fused groups and of multi-tensor optimizer ops, ``cost.fusion``)."""
     nodes = _ordered(g)
     sections = _sections(nodes, rep)
     sharded, _ = _tp_layout(g, nodes, sections, hidden)
     cols: dict[str, list] = {k: [] for k in ("section", "phase", "curve", "op", "dtype", "tc",
                                              "flops", "nbytes", "fixed", "count", "sp_only",
-                                             "attention", "slices", "mnk", "grows")}
+                                             "attention", "slices", "mnk", "grows",
+                                             "launches")}
     opt: dict[str, list] = {k: [] for k in cols}
     fixed, growth = _fixed_bytes(pairs), _mnk_growth(pairs)
     model_flops = recompute_flops = 0.0
@@ -316,6 +329,7 @@ def _op_table(g: nx.DiGraph, rep: str, layers: int, width_numel: int, hidden: in
         target["slices"].append(float(op_slices(d)))
         target["mnk"].append(op_mnk(d))
         target["grows"].append(growth.get(n, (False, False, False)))
+        target["launches"].append(float(d.get("launches", 1.0)))
 
     def table(c, mf, rf) -> OpTable:
         return OpTable(
@@ -335,6 +349,7 @@ def _op_table(g: nx.DiGraph, rep: str, layers: int, width_numel: int, hidden: in
             mnk=np.array(c["mnk"], dtype=np.float64).reshape(-1, 3),
             mnk_batch=np.array(c["grows"], dtype=bool).reshape(-1, 3),
             model_flops=mf, recompute_flops=rf,
+            launches=np.array(c["launches"], dtype=np.float64),
         )
 
     return table(cols, model_flops, recompute_flops), table(opt, 0.0, 0.0)
@@ -415,11 +430,14 @@ def _param_split(cap, rep: str, members: list[str], layers: int, g: nx.DiGraph, 
 
 def workload_from_traces(traces: Mapping[Recompute, object], policy: PrecisionPolicy,
                          name: str = "model",
-                         at_batch_2: Mapping[Recompute, object] | None = None) -> Workload:
+                         at_batch_2: Mapping[Recompute, object] | None = None,
+                         runtime: RuntimeProfile | None = None) -> Workload:
     """A Workload from traces (``archcost.trace.Traced``) of one step at batch 1, one per
     recompute policy; every trace at the same sequence length. ``at_batch_2``: the same steps
     at batch 2, where traced, to split each op's bytes into the part that grows with the
-    micro-batch and the part that does not (weights)."""
+    micro-batch and the part that does not (weights). ``runtime`` (default: the default
+    runtime profile) fuses ops and launches the optimizer as the stack does."""
+    runtime = runtime or load_runtime()
     if not traces:
         raise ValueError("workload_from_traces needs at least one trace")
     first = next(iter(traces.values()))
@@ -466,8 +484,10 @@ def workload_from_traces(traces: Mapping[Recompute, object], policy: PrecisionPo
         nodes = _ordered(g)
         sections = _sections(nodes, rep)
         two = (at_batch_2 or {}).get(policy_r)
-        table, opt = _op_table(g, rep, layers, width_numel, hidden,
-                               _pairs(g, two.graph if two is not None else None))
+        run = executed_graph(g, runtime)
+        table, opt = _op_table(run, rep, layers, width_numel, hidden,
+                               _pairs(run, executed_graph(two.graph, runtime)
+                                      if two is not None else None))
         ops[policy_r] = table
         opt_table = opt_table or opt
         saved_block[policy_r], saved_pre[policy_r], saved_post[policy_r], transient[policy_r] = \
@@ -486,18 +506,26 @@ def workload_from_traces(traces: Mapping[Recompute, object], policy: PrecisionPo
         saved_block=saved_block, saved_pre=saved_pre, saved_post=saved_post,
         transient=transient, hidden=hidden, act_bytes=ITEMSIZE[policy.compute_dtype],
         tp_points=tp_points, kv_hidden=kv_hidden, dispatch_bytes=dispatch, notes=tuple(notes),
+        runtime=runtime,
     )
 
 
 def trace_workload(spec, seq_len: int, policy: PrecisionPolicy, optimizer: str = "adamw",
-                   recomputes=tuple(Recompute), progress=None) -> Workload:
-    """Trace ``spec`` at one sequence of ``seq_len`` tokens once per recompute policy."""
+                   recomputes=tuple(Recompute), progress=None,
+                   runtime: RuntimeProfile | None = None) -> Workload:
+    """Trace ``spec`` at one sequence of ``seq_len`` tokens once per recompute policy, as
+    ``runtime`` (default: the default runtime profile) runs it."""
     from archcost.trace import trace_model
 
+    runtime = runtime or load_runtime()
+    opt = runtime.traced_optimizer(optimizer)
     traces, twos = {}, {}
     for r in recomputes:
         if progress:
             progress(f"tracing {spec.name} (recompute={r.value})")
-        traces[r] = trace_model(spec, 1, seq_len, policy, optimizer, recompute=r)
-        twos[r] = trace_model(spec, 2, seq_len, policy, optimizer, recompute=r)
-    return workload_from_traces(traces, policy, name=spec.name, at_batch_2=twos)
+        traces[r] = trace_model(spec, 1, seq_len, policy, opt, recompute=r,
+                                selective=runtime.selective_recompute)
+        twos[r] = trace_model(spec, 2, seq_len, policy, opt, recompute=r,
+                              selective=runtime.selective_recompute)
+    return workload_from_traces(traces, policy, name=spec.name, at_batch_2=twos,
+                                runtime=runtime)
