@@ -109,6 +109,9 @@ class RuntimeProfile:
     overlap_dp: frozenset[int]
     # share of each tensor-parallel collective left exposed (1: none hidden)
     tp_comm_exposed: float
+    # SMs the overlapped tensor-parallel communication kernels hold while the layer's matmuls
+    # run (0: no overlap); the matmuls run on the rest of the GPU's SMs
+    tp_comm_sms: int
     # reserved by the caching allocator over the live tensors' peak, as a share of it;
     # None: not known for the stack (reserved memory is then not predicted)
     allocator_headroom: float | None = None
@@ -135,6 +138,7 @@ class RuntimeProfile:
             "selective_recompute": self.selective_recompute.value,
             "gradient_reduce_dtype": self.gradient_reduce_dtype.value,
             "overlap_dp": sorted(self.overlap_dp), "tp_comm_exposed": self.tp_comm_exposed,
+            "tp_comm_sms": self.tp_comm_sms,
             "allocator_headroom": self.allocator_headroom,
             "fp8": None if self.fp8 is None else {"recipe": self.fp8.recipe.value,
                                                   "weight_all_gather": self.fp8.weight_all_gather},
@@ -152,6 +156,7 @@ RUNTIME_FIELDS: dict[str, tuple[Any, str]] = {
     "gradient_reduce_dtype": (ReduceDtype, "fp32"),
     "overlap_dp": ("stages", "[0, 1, 2, 3]"),
     "tp_comm_exposed": ("fraction", "0.25"),
+    "tp_comm_sms": ("sms", "16"),
     "allocator_headroom": ("share", "0.05"),
     "fp8": ("fp8", "{recipe: current, weight_all_gather: true}"),
 }
@@ -197,6 +202,11 @@ class _Check:
                 return float(v)
             bound = "in [0, 1]" if kind == "fraction" else ">= 0 (a share: 0.05 is 5 %)"
             self.fail(fld, f"{v!r} must be a number {bound}, e.g. {shown}")
+        elif kind == "sms":
+            if not isinstance(v, bool) and isinstance(v, int) and v >= 0:
+                return v
+            self.fail(fld, f"{v!r} must be a whole number of SMs >= 0, e.g. {shown}; 0 when "
+                      "tensor-parallel communication does not overlap the matmuls")
         elif kind == "stages":
             if isinstance(v, list) and all(
                     not isinstance(x, bool) and isinstance(x, int) and 0 <= x <= 3 for x in v):

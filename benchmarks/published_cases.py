@@ -184,8 +184,10 @@ def _llama3_128k(row: dict) -> Case:
              "with one layer fewer on the first and last stage (126 = 16 x 8 - 2), which equal "
              "interleaved chunks cannot express",
              "attention priced causal (the paper's document mask does less; unpublished)",
-             "context parallel costed as archcost's ring attention (the paper all-gathers K, V)")
-    return Case(id=row["id"], source="L3", model="llama.py", sets=dict(preset="405b"), seq=seq,
+             "context parallel costed as archcost's ring attention of the 8 KV heads (the paper "
+             "all-gathers K and V before repeating them: gqa=native)")
+    return Case(id=row["id"], source="L3", model="llama.py", sets=dict(preset="405b", gqa="native"),
+                seq=seq,
                 dtype="bf16-mixed", runtime="torchtitan", plan=plan, cluster="dgx-h100-ndr",
                 gpus=dp * tp * pp * cp, metric=row["metric"], value=tflops, step_s=step,
                 assumptions=notes)

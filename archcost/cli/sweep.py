@@ -10,7 +10,14 @@ from typing import Annotated
 import typer
 
 from archcost.cli.analyze import ModelArg, _null
-from archcost.cli.common import DebugOpt, emit, err_console, out_console, reports_errors
+from archcost.cli.common import (
+    DebugOpt,
+    RuntimeOpt,
+    emit,
+    err_console,
+    out_console,
+    reports_errors,
+)
 from archcost.cli.plan import (
     SCHEMA_VERSION,
     ClusterOpt,
@@ -61,6 +68,7 @@ def sweep(
     price: Annotated[list[str] | None, typer.Option("--price", help="GPU=$/h, the price per "
                                                     "GPU-hour of a GPU profile, e.g. "
                                                     "h100-sxm=2.5 (repeatable).")] = None,
+    runtime: RuntimeOpt = "eager",
     debug: DebugOpt = False,
 ) -> None:
     """Search the best plan at every point of a grid over hardware (peak FLOP/s, memory,
@@ -82,6 +90,9 @@ def sweep(
         raise ConfigError("--gpus, --seq-len and --rerank must be >= 1")
     if gbs is None:
         gbs = max(1, 2 ** round(math.log2(max(1.0, 4 * 2**20 / seq_len))))
+    from archcost.runtime import load_runtime
+
+    stack = load_runtime(runtime)
     spec = load_model_file(model, parse_overrides(set_))
     parse_precision(dtype)
     recomputes = _recomputes(list(fix or []))
@@ -94,7 +105,7 @@ def sweep(
                 if status is not None:
                     status.update(f"tracing {spec.name} at seq_len={s}, {d}")
                 cache[(s, d)] = trace_workload(spec, s, parse_precision(d), optimizer,
-                                               recomputes)
+                                               recomputes, runtime=stack)
             return cache[(s, d)]
 
         workload_for(seq_len, dtype)
@@ -119,7 +130,7 @@ def sweep(
         "model": {"name": spec.name, "file": spec.path.name, "builder": spec.builder_name,
                   "config": spec.builder_config(1, seq_len)},
         "base": {"cluster": cluster, "gpus": gpus, "gbs": gbs, "seq_len": seq_len,
-                 "dtype": dtype, "objective": objective},
+                 "dtype": dtype, "objective": objective, "runtime": stack.name},
         "prices_usd_per_gpu_hour": prices,
         **grid,
     }
@@ -183,7 +194,8 @@ def to_markdown(doc) -> str:
     keys = [a["key"] for a in doc["axes"]]
     lines = [f"# What-if: {_md(doc['model']['name'])} on {b['gpus']} GPUs", "",
              f"Base: cluster `{b['cluster']}`, {b['gpus']} GPUs, global batch {b['gbs']} "
-             f"sequences of {b['seq_len']} tokens, {b['dtype']}; best plan searched again at "
+             f"sequences of {b['seq_len']} tokens, {b['dtype']}, runtime "
+             f"`{b.get('runtime', 'eager')}`; best plan searched again at "
              f"every point (objective: {b['objective']}).", ""]
     if doc.get("prices_usd_per_gpu_hour"):
         lines += ["Prices per GPU-hour (assumed, set your own with `--price`): " + ", ".join(

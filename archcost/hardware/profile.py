@@ -201,6 +201,9 @@ class GpuProfile:
         default_factory=dict)
     op_efficiency: dict[str, EfficiencyCurve] = field(default_factory=dict)
     op_overhead_s: dict[str, float] = field(default_factory=dict)
+    # streaming multiprocessors: what a runtime's communication kernels take a share of while
+    # they overlap compute (None: unknown, no share taken)
+    sm_count: int | None = None
 
     def scaled(self, flops: float = 1.0, mem_bw: float = 1.0) -> GpuProfile:
         """This part with every FLOP rate ``flops`` times and its memory bandwidth ``mem_bw``
@@ -347,13 +350,13 @@ GPU_FIELDS: dict[str, Any] = {
     "calibration": "mapping", "conv_efficiency": "curve", "op_efficiency": "curves",
     "op_overhead": "times", "attention_head_efficiency": "curve",
     "conv_backward_efficiency": "curve", "matmul_shape_efficiency": "shape table",
-    "attention_kernels": "kernel curves",
+    "attention_kernels": "kernel curves", "sm_count": "count",
 }
 # attention defaults to matmul's curve; without host figures offloaded plans are refused
 GPU_OPTIONAL = {"price_per_gpu_hour", "attention_efficiency", "host_link_bandwidth",
                 "host_memory_bandwidth", "calibration", "conv_efficiency", "op_efficiency",
                 "op_overhead", "attention_head_efficiency", "conv_backward_efficiency",
-                "matmul_shape_efficiency", "attention_kernels"}
+                "matmul_shape_efficiency", "attention_kernels", "sm_count"}
 FIELD_EXAMPLES = {  # shown when a field is missing
     "name": "'h100-sxm'", "vendor": "NVIDIA", "peak_flops": "{fp32: '67 TFLOP/s', bf16: '989 TFLOP/s'}",
     "memory": "'80 GB'", "memory_bandwidth": "'3.35 TB/s'", "l2_cache": "'50 MB'",
@@ -458,6 +461,7 @@ def gpu_from_dict(data: dict[str, Any], path: str) -> GpuProfile:
         attention_kernels=_kernel_curves(r, data),
         op_efficiency=_op_curves(r, data),
         op_overhead_s=_overheads(r, data),
+        sm_count=r.count(data, "sm_count") if data.get("sm_count") is not None else None,
     )
 
 

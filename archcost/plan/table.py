@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from archcost.cost.compute import (
+    CURVE_MATMUL,
     attention_kernel,
     backward_ops,
     memory_curve_index,
@@ -31,7 +32,7 @@ from archcost.plan.workload import (
     Workload,
 )
 
-__all__ = ["COLUMNS", "CostTable", "build_table", "op_seconds", "matmul_dims"]
+__all__ = ["COLUMNS", "CostTable", "build_table", "op_seconds", "matmul_dims", "overlap_share"]
 
 # columns of a table row (seconds per micro-batch; bytes per micro-batch per GPU)
 COLUMNS = ("block_f", "block_b", "block_rc", "attn_f", "attn_b", "pre_f", "pre_b", "post_f",
@@ -94,19 +95,33 @@ def op_seconds(ops: OpTable, gpu, peaks: np.ndarray, scale: np.ndarray,
     return t * ops.count
 
 
+def overlap_share(runtime, gpu) -> float:
+    """Share of the GPU's SMs the runtime's overlapped tensor-parallel communication holds
+    while the layer's matmuls run (0 when it does not overlap or the SMs are unknown)."""
+    if runtime is None or not runtime.tp_comm_sms or not gpu.sm_count:
+        return 0.0
+    return min(runtime.tp_comm_sms / gpu.sm_count, 1.0)
+
+
 def _rows(w: Workload, ops: OpTable, gpu, peaks, r: Recompute, combos: np.ndarray,
           kernel: str | None) -> np.ndarray:
     """Rows for every (mbs, tp, sp, cp) of ``combos`` ([n, 4]) under policy ``r``: one roofline
-    call over all combinations x ops, then sums by section and phase."""
+    call over all combinations x ops, then sums by section and phase. With tp > 1 the block's
+    matmuls run beside the runtime's overlapped tensor-parallel communication, on its share of
+    SMs less (every block matmul neighbours a TP collective: QKV and FC1 the all-gather, the
+    output projections the reduce-scatter, and their backward)."""
     n, n_ops = len(combos), len(ops.flops)
     mbs, tp, sp, cp = (combos[:, i].astype(np.float64)[:, None] for i in range(4))
+    beside = (ops.curve == CURVE_MATMUL) & (ops.section == SECTION_BLOCK)
+    share = overlap_share(w.runtime, gpu)
+    peaks = np.where(beside[None, :] & (tp > 1), peaks[None, :] * (1.0 - share), peaks[None, :])
     tp_div = np.where(ops.sp_only[None, :] & (sp == 0), 1.0, tp)
     scale = (mbs / (tp_div * cp)).ravel()
     fixed = np.tile(ops.nbytes_fixed, n)  # weights: split by tp, not by cp or the micro-batch
     nbytes = (np.tile(ops.nbytes, n) - fixed) * scale + fixed / tp_div.ravel()
     # attention's (batch, head) slices grow with the micro-batch and split over tp, not cp
     slices = np.tile(ops.slices, n) * (mbs / tp_div).ravel()
-    t, _ = roofline_seconds(gpu, np.tile(ops.flops, n) * scale, nbytes, np.tile(peaks, n),
+    t, _ = roofline_seconds(gpu, np.tile(ops.flops, n) * scale, nbytes, peaks.ravel(),
                             np.tile(ops.curve, n), np.tile(memory_curve_index(gpu, ops.op), n),
                             np.tile(_overheads(ops, gpu), n), slices,
                             matmul_dims(ops, mbs / cp, tp_div), kernel,

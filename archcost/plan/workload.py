@@ -230,6 +230,26 @@ def _tp_layout(g: nx.DiGraph, nodes, sections, hidden: int) -> tuple[set[int], i
     return sharded, points
 
 
+_COPIES = frozenset({"aten.view", "aten._unsafe_view", "aten.reshape", "aten.clone",
+                     "aten.expand", "aten.unsqueeze", "aten.contiguous", "aten.transpose"})
+
+
+def _unrepeated(records, t) -> int:
+    """Elements of ``t`` before any copies and expands made it (K/V heads repeated to every
+    query head before attention are the model's KV heads, sent as such by context parallel)."""
+    made = {o.tid: rec for rec in records for o in rec.outputs}
+    numel, seen = t.numel, set()
+    rec = made.get(t.tid)
+    while rec is not None and rec.op in _COPIES and rec.index not in seen:
+        seen.add(rec.index)
+        src = rec.args[0] if rec.args and hasattr(rec.args[0], "numel") else None
+        if src is None:
+            break
+        numel = min(numel, src.numel)
+        rec = made.get(src.tid)
+    return numel
+
+
 def _attention_facts(records, rep: str, hidden: int) -> tuple[int, int]:
     """(query heads, kv hidden) from the first attention of the block."""
     for rec in records:
@@ -238,7 +258,8 @@ def _attention_facts(records, rep: str, hidden: int) -> tuple[int, int]:
         if "scaled_dot_product" in rec.op or "attention" in rec.op.split(".")[-1]:
             q, k = rec.named.get("query"), rec.named.get("key")
             if q is not None and k is not None and len(q.shape) == 4:
-                return int(q.shape[1]), int(k.shape[1]) * int(k.shape[3])
+                tokens = int(q.shape[0]) * int(q.shape[2])
+                return int(q.shape[1]), _unrepeated(records, k) // max(tokens, 1)
         if rec.op in ("aten.bmm", "aten.matmul") and len(rec.outputs) == 1:
             shape = rec.outputs[0].shape  # explicit attention: scores (b*heads, s, s)
             if len(shape) == 3 and shape[1] == shape[2] and shape[1] > 1:
