@@ -16,6 +16,7 @@ each naming the file, the field and the fix.
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -116,6 +117,9 @@ class RuntimeProfile:
     # None: not known for the stack (reserved memory is then not predicted)
     allocator_headroom: float | None = None
     fp8: Fp8 | None = None
+    # plans the stack cannot run, as plan constraints (archcost plan --constraint): what a
+    # search on this runtime keeps to
+    plan_constraints: tuple[str, ...] = ()
     source_path: str = ""
 
     def reduce_itemsize(self, grad_itemsize: float) -> float:
@@ -142,6 +146,7 @@ class RuntimeProfile:
             "allocator_headroom": self.allocator_headroom,
             "fp8": None if self.fp8 is None else {"recipe": self.fp8.recipe.value,
                                                   "weight_all_gather": self.fp8.weight_all_gather},
+            "plan_constraints": list(self.plan_constraints),
         }
 
 
@@ -159,8 +164,11 @@ RUNTIME_FIELDS: dict[str, tuple[Any, str]] = {
     "tp_comm_sms": ("sms", "16"),
     "allocator_headroom": ("share", "0.05"),
     "fp8": ("fp8", "{recipe: current, weight_all_gather: true}"),
+    "plan_constraints": ("constraints", "['cp=1', 'zero=0']"),
 }
-_OPTIONAL = {"fp8", "allocator_headroom"}
+_OPTIONAL = {"fp8", "allocator_headroom", "plan_constraints"}
+# a plan constraint as `archcost plan --constraint` writes it (archcost.plan.arrays checks the key)
+_CONSTRAINT = re.compile(r"^\s*[A-Za-z_]+\s*(<=|>=|==|!=|=|<|>)\s*[A-Za-z0-9_\-]+\s*$")
 _FP8_FIELDS = {"recipe": (Fp8Recipe, "current"), "weight_all_gather": ("bool", "true")}
 
 
@@ -202,6 +210,12 @@ class _Check:
                 return float(v)
             bound = "in [0, 1]" if kind == "fraction" else ">= 0 (a share: 0.05 is 5 %)"
             self.fail(fld, f"{v!r} must be a number {bound}, e.g. {shown}")
+        elif kind == "constraints":
+            if isinstance(v, list) and all(isinstance(x, str) and _CONSTRAINT.match(x)
+                                           for x in v):
+                return tuple(v)
+            self.fail(fld, f"{v!r} must be a list of plan constraints (key, operator, value), "
+                      f"e.g. {shown}")
         elif kind == "sms":
             if not isinstance(v, bool) and isinstance(v, int) and v >= 0:
                 return v
@@ -269,6 +283,7 @@ def runtime_from_dict(data: dict[str, Any], path: str | Path) -> RuntimeProfile:
     fp8 = _fp8(c, data.get("fp8"))
     if c.errors:
         raise ProfileError("\n".join(c.errors))
+    got["plan_constraints"] = got["plan_constraints"] or ()
     return RuntimeProfile(**got, attention_kernel=kernels, fp8=fp8, source_path=str(path))
 
 

@@ -70,6 +70,9 @@ def cluster_for(case: Case):
     cluster = load_cluster(case.cluster, case.gpus)
     if case.gpu_standin == "96gb":
         cluster = dataclasses.replace(cluster, gpu=h100_96gb()[0])
+    if case.extra.get("flops_scale"):  # a what-if variant, never a case's own figure
+        cluster = dataclasses.replace(cluster, gpu=cluster.gpu.scaled(
+            flops=case.extra["flops_scale"]))
     return cluster
 
 
@@ -145,6 +148,57 @@ def expert(case: Case, cache_dir, memo, published_step: float) -> dict:
     return {"plan": best["plan"], "step": step, "speedup": published_step / step - 1.0}
 
 
+# --- what-if variants (sensitivity, never used for the figures above) -----------------------------
+def _largest_vpp(case: Case) -> Case:
+    plan = _plan(case)
+    per = case.sets.get("layers", 0) // plan.pp if plan.pp > 1 else 0
+    v = max((d for d in range(2, 9) if per and per % d == 0), default=1)
+    if v == 1:
+        return case
+    return dataclasses.replace(case, plan=case.plan + f",vpp={v},schedule=interleaved-1f1b")
+
+
+VARIANTS = {
+    "A100 tensor rates x 0.82 (EleutherAI cookbook bsweep: 220 TFLOP/s for multi-TFLOP "
+    "GEMMs against 267.7 for one 8192^3)":
+        lambda c: dataclasses.replace(c, extra={**c.extra, "flops_scale": 220 / 267.7})
+        if c.cluster == "dgx-a100-hdr" else c,
+    "Megatron-Core H100 runs interleaved (vpp: the largest divisor <= 8 of layers per stage)":
+        lambda c: _largest_vpp(c) if c.source == "MC24" else c,
+    "H100 96 GB 500 W at the H100 NVL peak (835 of 989 TFLOP/s)":
+        lambda c: dataclasses.replace(c, extra={**c.extra, "flops_scale": 835 / 989 / 0.975})
+        if c.gpu_standin == "96gb" else c,
+    "every case on the eager runtime": lambda c: dataclasses.replace(c, runtime="eager"),
+}
+
+
+def variants(cases, results, cache_dir, memo) -> list[str]:
+    lines = ["", "What moves the figures (sensitivity; each row changes one thing for the cases "
+             "it applies to, mean absolute / signed mean error per source):", "",
+             "| variant | " + " | ".join(SOURCES[s][0] for s in SOURCES) + " | all |",
+             "|---|" + "---:|" * (len(SOURCES) + 1)]
+
+    def row(label, errs):
+        cells = []
+        for src in SOURCES:
+            e = [errs[c.id] for c in cases if c.source == src and c.id in errs]
+            st = stats(e)
+            cells.append("-" if not e else f"{_apct(st['mean'])} / {_pct(st['signed'])}")
+        st = stats(list(errs.values()))
+        return f"| {label} | " + " | ".join(cells) + f" | {_apct(st['mean'])} / " \
+            f"{_pct(st['signed'])} |"
+
+    lines.append(row("as above", {k: r["error"] for k, r in results.items()}))
+    for label, change in VARIANTS.items():
+        errs = {}
+        for c in cases:
+            if c.id in results:
+                errs[c.id] = predict(fp8_ready(change(c)), cache_dir, memo)["error"]
+        lines.append(row(label, errs))
+        print(lines[-1], flush=True)
+    return lines
+
+
 # --- pending cases -------------------------------------------------------------------------------
 def pending_reason(case: Case) -> str:
     if case.extra.get("needs_model") and not (ROOT / "models" / case.model).is_file():
@@ -207,6 +261,8 @@ def main() -> None:
     ap.add_argument("--expert", action="store_true",
                     help="also search the best plan of every case (point 7 of issue 14)")
     ap.add_argument("--cache", default=None, help="keep traced workloads in this folder")
+    ap.add_argument("--variants", action="store_true",
+                    help="also report how what-if changes move the errors")
     args = ap.parse_args()
     cases = load_cases(args.cases)
     if args.only:
@@ -235,16 +291,18 @@ def main() -> None:
                                           results[case.id]["step"])
                 print(f"{case.id:18s} best {experts[case.id]['plan']} speedup "
                       f"{_pct(experts[case.id]['speedup'])}", flush=True)
+    extra = variants(cases, results, args.cache, memo) if args.variants else []
     wall = time.perf_counter() - t_all
-    publish(report(cases, results, pending, experts, wall), args.out)
+    publish(report(cases, results, pending, experts, wall, extra), args.out)
 
 
-def report(cases, results, pending, experts, wall) -> list[str]:
+def report(cases, results, pending, experts, wall, extra=()) -> list[str]:
     gpu96, how96 = h100_96gb()
     errors = {cid: r["error"] for cid, r in results.items()}
     lines = [f"### published runs ({date.today().isoformat()}, {platform.machine()}, "
              f"{len(os.sched_getaffinity(0))} cores)", "",
-             "Command: `python benchmarks/published.py" + (" --expert" if experts else "") + "`",
+             "Command: `python benchmarks/published.py" + (" --expert" if experts else "")
+             + (" --variants" if extra else "") + "`",
              "", "Step times, measured (each source's metric converted with its own FLOP "
              "formula) against predicted; error = predicted / measured - 1 (negative: archcost "
              "predicts a faster step).", "",
@@ -312,6 +370,7 @@ def report(cases, results, pending, experts, wall) -> list[str]:
                 e = experts[c.id]
                 lines.append(f"| {c.id} | {c.plan} | {results[c.id]['step']:.3g} | {e['plan']} "
                              f"| {e['step']:.3g} | {_pct(e['speedup'])} |")
+    lines += list(extra)
     lines += ["", f"{wall:.0f} s wall including tracing."]
     return lines
 

@@ -332,3 +332,65 @@ def test_the_runtimes_attention_kernel_prices_sdpa_at_its_published_rate():
     assert times["flash2"] == pytest.approx(arrays.flops[i] / (989e12 * f2.at(x)) + launch)
     assert times["cudnn"] == pytest.approx(arrays.flops[i] / (989e12 * cu.at(x)) + launch)
     assert np.isclose(f2.at(6.71e7), 0.193) and np.isclose(cu.at(6.71e7), 0.319)
+
+
+def test_overlapped_tp_communication_takes_its_sms_from_the_layers_matmuls():
+    from archcost.plan.table import C, build_table
+    from tests.test_plan_cost import synthetic
+
+    cluster = load_cluster("dgx-h100-ndr", 8)
+    gpu = cluster.gpu
+    assert gpu.sm_count == 132  # H100 SXM5 (NVIDIA H100 whitepaper)
+    rows = {}
+    for name in ("megatron", "eager"):
+        w = dataclasses.replace(synthetic(), runtime=load_runtime(name))
+        t = build_table(w, gpu, np.array([[0, 1, 1, 0, 1], [0, 1, 2, 0, 1]]))
+        rows[name] = t.rows[:, C["block_f"]]
+    launch = gpu.kernel_launch_s
+    eff = gpu.matmul_efficiency.at(2e12)  # the synthetic layer's 4e12 FLOPs over tp = 2
+    # tp = 1: no TP collective beside the matmul; tp = 2: megatron's 16 of 132 SMs are held
+    assert rows["megatron"][0] == pytest.approx(rows["eager"][0])
+    assert rows["eager"][1] == pytest.approx(2e12 / (989e12 * eff) + launch)
+    assert rows["megatron"][1] == pytest.approx(2e12 / (989e12 * eff * (1 - 16 / 132)) + launch)
+
+
+def test_repeated_kv_heads_are_read_as_the_models_kv_heads():
+    from archcost.loader import load_model_file
+
+    out = {}
+    for gqa in ("repeat", "native"):
+        spec = load_model_file(str(MODELS / "llama.py"), {"preset": "tiny", "gqa": gqa})
+        w = trace_workload(spec, 32, parse_precision("bf16-mixed"), "adamw", (Recompute.NONE,))
+        out[gqa] = w
+    # tiny: 4 query heads of 16, 2 KV heads: K and V are 2 x 16 wide per token either way
+    for w in out.values():
+        assert (w.shape.heads, w.shape.kv_heads, w.kv_hidden) == (4, 2, 32)
+    ops = {k: w.ops[Recompute.NONE] for k, w in out.items()}
+    # the copies' gradient sums back over the repeated heads: one add per element of the
+    # repeated K and V gradients, 2 layers x 2 tensors x (4 heads x 32 tokens x 16)
+    assert ops["repeat"].model_flops - ops["native"].model_flops == 2 * 2 * 4 * 32 * 16
+    # Meta's repeat_kv copies K and V to every query head: more bytes, same FLOPs
+    assert (ops["repeat"].nbytes * ops["repeat"].count).sum() > \
+        (ops["native"].nbytes * ops["native"].count).sum()
+
+
+def test_a_search_keeps_to_the_plans_the_stack_can_run(tmp_path):
+    from archcost.loader import load_model_file
+    from archcost.plan.search import search
+
+    # Megatron-LM 2021-22 had neither the distributed optimizer nor context parallelism
+    assert load_runtime("megatron-2022").plan_constraints == ("zero=0", "cp=1")
+    spec = load_model_file(str(MODELS / "gpt2.py"), {"layers": 4, "hidden": 256, "heads": 4,
+                                                     "vocab": 1024})
+    found = {}
+    for name in ("eager", "megatron-2022"):
+        w = trace_workload(spec, 256, parse_precision("fp16-mixed"), "adamw",
+                           (Recompute.NONE,), runtime=load_runtime(name))
+        res = search(CostModel(w, load_cluster("dgx-a100-hdr", 16)), [16], 64, top=400,
+                     pareto_max=0, rerank=400)
+        found[name] = [parse_plan(p["plan"]) for p in res["plans"]]
+    assert all(p.cp == 1 and int(p.zero) == 0 for p in found["megatron-2022"])
+    assert any(p.cp > 1 or int(p.zero) > 0 for p in found["eager"])
+    text = (RUNTIMES / "eager.yaml").read_text() + "plan_constraints: ['cp<<2']\n"
+    with pytest.raises(ProfileError, match="field 'plan_constraints': .* list of plan constr"):
+        load_runtime(_write(tmp_path, text))
