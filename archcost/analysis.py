@@ -211,14 +211,17 @@ def run_analysis(
     recompute=None,
     gpu=None,
     solve: str | None = None,
+    usable_memory: float = 0.9,
+    attention_kernel: str | None = None,
     runtime=None,
 ):
     """Trace ``spec`` and return ``(document, traced)``.
 
-    ``symbolic`` adds exact formulas in b and s (and the step time on ``gpu``); ``solve``
-    answers "max b s.t. memory <= LIMIT" style queries. ``runtime`` (a RuntimeProfile;
-    default: the default runtime) says what selective recomputation saves and which optimizer
-    kernel runs.
+    ``symbolic`` adds exact formulas in b and s (and the step time on ``gpu``, attention priced
+    by ``attention_kernel``'s table where the profile has one, by default the runtime's
+    kernel); ``solve`` answers "max b s.t. memory <= LIMIT" style queries (``capacity``: the
+    ``usable_memory`` share of ``gpu``'s memory). ``runtime`` (a RuntimeProfile; default: the
+    default runtime) says what selective recomputation saves and which optimizer kernel runs.
     """
     from archcost.runtime import load_runtime
     from archcost.trace import Recompute, trace_model
@@ -231,7 +234,7 @@ def run_analysis(
     if solve:
         from archcost.solve import parse_query
 
-        query = parse_query(solve, gpu.mem_bytes if gpu is not None else None)
+        query = parse_query(solve, gpu.mem_bytes * usable_memory if gpu is not None else None)
     traced = trace_model(spec, batch_size, seq_len, policy, traced_opt, dedupe_repeats, progress,
                          recompute=recompute, selective=sel)
     header = {
@@ -255,7 +258,8 @@ def run_analysis(
     sym = None
     if symbolic or query is not None:
         sym = symbolic_formulas(spec, seq_len, policy, optimizer, progress, recompute, gpu,
-                                reference=traced.graph, runtime=runtime)
+                                reference=traced.graph, runtime=runtime,
+                                attention_kernel=attention_kernel)
         fitted = sym.pop("_fitted")
         if symbolic:
             doc["symbolic"] = sym
@@ -295,38 +299,59 @@ def persistent_bytes(cap: CaptureResult) -> int:
 
 
 def symbolic_formulas(spec, seq_len: int, policy: PrecisionPolicy, optimizer: str, progress=None,
-                      recompute=None, gpu=None, reference=None, runtime=None):
+                      recompute=None, gpu=None, reference=None, runtime=None,
+                      attention_kernel: str | None = None):
     """Exact polynomials in b and s (FLOPs per phase, bytes, saved activations, peak memory);
-    with ``gpu`` also the piecewise step time (as ``runtime`` executes the graph)."""
+    with ``gpu`` also the piecewise step time (as ``runtime`` executes the graph, attention by
+    ``attention_kernel``, by default the runtime's kernel)."""
+    from archcost.cost.memory import live_bytes_exact
     from archcost.runtime import load_runtime
-    from archcost.solve import measure_point, step_time_expression
+    from archcost.solve import measure_point, peak_document, step_time_expression
     from archcost.trace import Recompute, trace_model
-    from archcost.trace.symbolic import fit_many
+    from archcost.trace.symbolic import fit_peak, fit_samples, sample_points, verify_pieces
 
     recompute = recompute or Recompute.NONE
     runtime = runtime or load_runtime()
 
-    def measure(b: int, s: int) -> dict[str, int]:
+    def trace_at(b: int, s: int, why: str):
         if progress:
-            progress(f"fitting formulas: tracing b={b} s={s}")
+            progress(f"{why}: tracing b={b} s={s}")
         t = trace_model(spec, b, s, policy, runtime.traced_optimizer(optimizer),
                         recompute=recompute, selective=runtime.selective_recompute)
-        return measure_point(t, persistent_bytes(t.capture))
+        return t, live_bytes_exact(t.graph, persistent_bytes(t.capture))
 
-    fitted = fit_many(measure, seq_len)
+    fit, check = sample_points(seq_len)
+    samples, timelines = {}, {}
+    for p in fit + check:
+        t, timelines[p] = trace_at(*p, "fitting formulas")
+        samples[p] = measure_point(t, persistent_bytes(t.capture))
+    fitted = fit_samples(samples, fit, check)
+    peak = verify_pieces(fit_peak(timelines, fit, check, seq_len),
+                         lambda b: max(trace_at(b, seq_len, "checking a breakpoint")[1]))
+    fitted["peak_memory_bytes"] = peak
     formulas = {k: (None if f.expr is None else str(f.expr))
                 for k, f in fitted.items() if not k.startswith("class:")}
     out = {
         "variables": {"b": "batch size (sequences)", "s": "sequence length (tokens)"},
         "formulas": formulas,
-        "method": "exact fit over traces at 6 sizes, verified at 3 more",
+        "method": (f"exact fit over traces at {len(fit)} sizes, verified at {len(check)} more "
+                   f"(up to b={max(b for b, _ in check)})"),
+        "peak_memory": peak_document(peak),
         "_fitted": fitted,
     }
     if gpu is not None:
-        from archcost.cost.compute import PEAK_KEY, TENSOR_CORE_CLASSES, class_roofline_parts, lower
+        from archcost.cost.compute import (
+            PEAK_KEY,
+            TENSOR_CORE_CLASSES,
+            class_roofline_parts,
+            lower,
+            runtime_attention_kernel,
+        )
         from archcost.cost.fusion import executed_graph
 
-        ref_parts = class_roofline_parts(lower(executed_graph(reference, runtime)), gpu, runtime)
+        ref_parts = class_roofline_parts(lower(executed_graph(reference, runtime)), gpu,
+                                         attention_kernel
+                                         or runtime_attention_kernel(gpu, runtime))
         classes = {k.split(":")[1] for k in fitted if k.startswith("class:")}
         terms = {}
         ok = True

@@ -13,8 +13,11 @@ written as deterministic reports and compared with the committed baselines.
     batch_size = 8
     seq_len = 1024
     dtype = "bf16-mixed"
-    hardware = "h100-sxm"          # analyze: a GPU profile; estimate/plan: cluster = "..."
+    hardware = "h100-sxm"          # a GPU profile (analyze) or a cluster (estimate, plan)
     # estimate: plan = "dp=...,gbs=..."; plan: gpus = 64, gbs = 512, top = 3
+
+Keys and defaults are the command-line options' (``archcost/cli/options.py``); ``cluster`` is
+read as ``hardware``, its old spelling.
 
 Reports are canonical: the timings of the tool itself (tracing and search seconds, plans per
 second) are dropped, so the same inputs give byte-identical JSON on any machine.
@@ -39,7 +42,10 @@ _VOLATILE = {("capture", "seconds"), ("search", "seconds"), ("search", "score_se
              ("search", "plans_per_second"), ((), "seconds"), ((), "points_per_second")}
 _RUN_KEYS = {"name", "kind", "model", "set", "batch_size", "seq_len", "dtype", "optimizer",
              "hardware", "cluster", "plan", "gpus", "gbs", "top", "recompute", "fail_above",
-             "metrics"}
+             "metrics", "usable_memory"}
+_COUNTS = ("batch_size", "seq_len", "gpus", "gbs", "top")  # whole numbers >= 1
+_TEXTS = ("name", "kind", "model", "dtype", "optimizer", "hardware", "cluster", "plan",
+          "recompute")
 
 
 @dataclass(frozen=True)
@@ -95,7 +101,9 @@ def load_config(pyproject: Path) -> CiConfig:
     runs_raw = table.get("runs")
     if not isinstance(runs_raw, list) or not runs_raw:
         raise ConfigError(f"{pyproject}: [tool.archcost] has no [[tool.archcost.runs]]; add one")
-    default = _percent(table.get("fail_above", "2%"), "[tool.archcost] fail_above")
+    from archcost.cli.options import FAIL_ABOVE
+
+    default = _percent(table.get("fail_above", FAIL_ABOVE), "[tool.archcost] fail_above")
     runs, names = [], set()
     for i, raw in enumerate(runs_raw):
         where = f"[[tool.archcost.runs]] #{i + 1}"
@@ -106,6 +114,7 @@ def load_config(pyproject: Path) -> CiConfig:
         for key in ("name", "kind", "model"):
             if key not in raw:
                 raise ConfigError(f"{where}: missing {key!r}")
+        _check_types(raw, where)
         if raw["kind"] not in KINDS:
             raise ConfigError(f"{where}: kind {raw['kind']!r}; use one of {', '.join(KINDS)}")
         if raw["name"] in names:
@@ -119,6 +128,34 @@ def load_config(pyproject: Path) -> CiConfig:
             metrics=tuple(raw["metrics"]) if "metrics" in raw else None))
     return CiConfig(root=root, reports_dir=root / table.get("reports_dir", "reports"),
                     fail_above=default, runs=tuple(runs))
+
+
+def _check_types(raw: dict[str, Any], where: str) -> None:
+    from archcost.cli.options import MAX_SIZE
+
+    for key in _COUNTS:
+        v = raw.get(key)
+        if key in raw and (isinstance(v, bool) or not isinstance(v, int) or
+                           not 1 <= v <= MAX_SIZE):
+            raise ConfigError(f"{where}: {key} = {v!r}; give a whole number >= 1")
+    for key in _TEXTS:
+        if key in raw and not isinstance(raw[key], str):
+            raise ConfigError(f"{where}: {key} = {raw[key]!r}; give a string in quotes")
+    if "hardware" in raw and "cluster" in raw:
+        raise ConfigError(f"{where}: hardware and cluster (its old spelling) both given; keep "
+                          "hardware")
+    if "set" in raw and not isinstance(raw["set"], dict):
+        raise ConfigError(f"{where}: set = {raw['set']!r}; give a table, e.g. set = "
+                          "{ layers = 4 }")
+    metrics = raw.get("metrics")
+    if "metrics" in raw and (not isinstance(metrics, list) or
+                             not all(isinstance(m, str) for m in metrics)):
+        raise ConfigError(f"{where}: metrics = {metrics!r}; give a list of names, e.g. "
+                          "[\"step_time\", \"memory.peak\"]")
+    share = raw.get("usable_memory")
+    if "usable_memory" in raw and (isinstance(share, bool) or
+                                   not isinstance(share, (int, float)) or not 0 < share <= 1):
+        raise ConfigError(f"{where}: usable_memory = {share!r}; give a share in (0, 1], e.g. 0.9")
 
 
 def canonical(doc: Any, path: tuple[str, ...] = ()) -> Any:
@@ -142,31 +179,40 @@ def canonical_json(doc: dict[str, Any]) -> str:
 
 def produce(run: RunSpec, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run one configured job in-process; its document."""
+    from archcost.cli import options as default
     from archcost.loader import load_model_file
     from archcost.trace.precision import parse_precision
 
     o = run.options
     overrides = dict(o.get("set", {}))
-    spec = load_model_file(run.model, overrides)
-    policy = parse_precision(o.get("dtype", "bf16-mixed"))
-    seq = int(o.get("seq_len", 1024))
-    optimizer = o.get("optimizer", "adamw")
+    policy = parse_precision(o.get("dtype", default.DTYPE))
+    seq = o.get("seq_len", default.SEQ_LEN)
+    optimizer = o.get("optimizer", default.OPTIMIZER)
+    usable = o.get("usable_memory", default.USABLE_MEMORY)
+    hardware = o.get("hardware", o.get("cluster"))
     if run.kind == "analyze":
         from archcost.analysis import run_analysis
         from archcost.options import Recompute
 
+        try:
+            recompute = Recompute(o.get("recompute", default.RECOMPUTE))
+        except ValueError:
+            raise ConfigError(f"run {run.name}: recompute = {o['recompute']!r}; use none, "
+                              "selective or full") from None
         gpu = None
-        if "hardware" in o:
-            from archcost.hardware.profile import load_gpu
+        if hardware is not None:
+            from archcost.hardware.profile import ClusterProfile, load_any
 
-            gpu = load_gpu(o["hardware"])
-        doc, traced = run_analysis(spec, int(o.get("batch_size", 1)), seq, policy, optimizer,
-                                   recompute=Recompute(o.get("recompute", "none")), gpu=gpu)
+            gpu = load_any(hardware)
+            gpu = gpu.gpu if isinstance(gpu, ClusterProfile) else gpu
+        spec = load_model_file(run.model, overrides)
+        doc, traced = run_analysis(spec, o.get("batch_size", default.BATCH_SIZE), seq, policy,
+                                   optimizer, recompute=recompute, gpu=gpu, usable_memory=usable)
         if gpu is not None:
             from archcost.cost.estimate import estimate_single_device
 
             doc["estimate"] = estimate_single_device(traced.graph, doc, gpu,
-                                                     policy.compute_dtype)
+                                                     policy.compute_dtype, usable_memory=usable)
         doc["model"]["file"] = Path(run.model).name
         return doc
     from archcost.cli.plan import SCHEMA_VERSION
@@ -174,12 +220,13 @@ def produce(run: RunSpec, progress: Callable[[str], None] | None = None) -> dict
     from archcost.plan.costmodel import CostModel
     from archcost.plan.workload import trace_workload
 
+    spec = load_model_file(run.model, overrides)
     header = {"schema_version": SCHEMA_VERSION,
               "model": {"name": spec.name, "file": Path(run.model).name,
                         "builder": spec.builder_name, "config": spec.builder_config(1, seq)},
               "workload": {"seq_len": seq, "precision": policy.precision.value,
                            "optimizer": optimizer}}
-    cluster_name = o.get("cluster", "dgx-h100-ndr")
+    cluster_name = hardware or default.FALLBACK_CLUSTER
     if run.kind == "estimate":
         from archcost.plan.evaluate import estimate_plan
         from archcost.plan.space import parse_plan
@@ -188,13 +235,14 @@ def produce(run: RunSpec, progress: Callable[[str], None] | None = None) -> dict
             raise ConfigError(f"run {run.name}: kind estimate needs plan = \"dp=...,gbs=...\"")
         plan = parse_plan(o["plan"])
         w = trace_workload(spec, seq, policy, optimizer, (plan.recompute,), progress)
-        cm = CostModel(w, load_cluster(cluster_name, plan.gpus))
+        cm = CostModel(w, load_cluster(cluster_name, plan.gpus), usable_memory=usable)
         est, _ = estimate_plan(plan, cm, with_schedule=False)
         return {**header, "kind": "estimate", "plan": plan.to_string(), "estimate": est}
     from archcost.plan.search import search
 
-    gpus = int(o.get("gpus", 8))
+    cluster = load_cluster(cluster_name, o.get("gpus"))  # default: one node
     w = trace_workload(spec, seq, policy, optimizer, progress=progress)
-    cm = CostModel(w, load_cluster(cluster_name, gpus))
-    res = search(cm, [gpus], int(o.get("gbs", gpus)), top=int(o.get("top", 3)))
+    cm = CostModel(w, cluster, usable_memory=usable)
+    res = search(cm, [cluster.gpus], o.get("gbs", default.default_gbs(seq)),
+                 top=o.get("top", default.TOP))
     return {**header, "kind": "plan", **res}

@@ -16,6 +16,13 @@ defines:
 A builder that names ``seq_len`` (or ``batch_size``) receives the requested size unless the user
 set it. Nothing here allocates a model: the tracer calls :meth:`ModelSpec.build` under the meta
 device.
+
+``--set`` values are typed by the builder's signature: a parameter annotated (or defaulting to)
+``bool`` takes ``true``/``false`` only, ``int`` a whole number, ``float`` a number, ``str`` the
+text as written; ``None`` only where the annotation or the default allows it. What values a
+builder accepts beyond their type (``hidden >= 1``, ``heads`` dividing ``hidden``) only the
+builder knows: it raises, and the error names the model file, the builder and its arguments.
+A model file's code never ends the process: ``sys.exit`` in it is a model-file error.
 """
 
 from __future__ import annotations
@@ -23,6 +30,8 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import sys
+import types
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,6 +101,8 @@ class ModelSpec:
         cfg = self.builder_config(batch_size, seq_len)
         try:
             model = self.builder(**cfg)
+        except SystemExit as exc:
+            raise _exited(self.path, f"{self.builder_name}()", exc) from None
         except Exception as exc:  # the user's code: report it, don't crash
             raise ModelFileError(
                 f"{self.path.name}: {self.builder_name}({_fmt(cfg)}) raised "
@@ -115,6 +126,8 @@ class ModelSpec:
                 kwargs[key] = value
         try:
             inputs = self.inputs_fn(batch_size, seq_len, **kwargs)
+        except SystemExit as exc:
+            raise _exited(self.path, "example_inputs()", exc) from None
         except Exception as exc:
             raise ModelFileError(
                 f"{self.path.name}: example_inputs({batch_size}, {seq_len}) raised "
@@ -126,7 +139,10 @@ class ModelSpec:
 
     def loss(self, output, inputs):
         if self.loss_fn is not None:
-            return self.loss_fn(output, inputs)
+            try:
+                return self.loss_fn(output, inputs)
+            except SystemExit as exc:
+                raise _exited(self.path, "loss()", exc) from None
         return default_loss(output)
 
 
@@ -184,6 +200,7 @@ def _optional(module, name: str) -> Callable[..., Any] | None:
 
 
 def _check_keys(path: Path, name: str, builder, config: dict[str, Any]) -> None:
+    """Refuse unknown keys and values of the wrong type; type values by the signature."""
     params = inspect.signature(builder).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return
@@ -198,6 +215,87 @@ def _check_keys(path: Path, name: str, builder, config: dict[str, Any]) -> None:
                 f"--set {key}: {path.name}:{name}() has no parameter {key!r}; {hint}"
                 f"known keys: {', '.join(known) or '(none)'}"
             )
+    hints = _annotations(builder)
+    for key, value in list(config.items()):
+        param = params[key]
+        kinds = _kinds(hints.get(key, param.annotation), param.default)
+        if kinds is not None:
+            config[key] = _typed(f"--set {key}={_show(value)}: {path.name}:{name}()", key, value,
+                                 kinds)
+
+
+_NAMES = {"bool": bool, "int": int, "float": float, "str": str, "None": type(None)}
+
+
+def _annotations(fn) -> dict[str, Any]:
+    try:
+        return typing.get_type_hints(fn)
+    except Exception:  # names the annotations use may not resolve: read them as text
+        return {}
+
+
+def _kinds(annotation, default) -> tuple | None:
+    """The types a parameter takes (bool, int, float, str, NoneType, or Literal values as
+    ("literal", values)); None when the signature does not say."""
+    if isinstance(annotation, str):  # unresolved: "int", "int | None", "Optional[int]"
+        text = annotation.replace("Optional[", "").replace("]", "").replace(" ", "")
+        parts = [_NAMES.get(p) for p in text.split("|")]
+        kinds = tuple(parts) if all(parts) else None
+        if kinds and "Optional[" in annotation:
+            kinds += (type(None),)
+        return kinds
+    if annotation is not inspect.Parameter.empty:
+        origin = typing.get_origin(annotation)
+        if origin is typing.Literal:
+            return (("literal", typing.get_args(annotation)),)
+        args = typing.get_args(annotation) if origin in (typing.Union, types.UnionType) else \
+            (annotation,)
+        if all(a in (bool, int, float, str, type(None)) for a in args):
+            return tuple(args)
+        return None
+    if default is not inspect.Parameter.empty and type(default) in (bool, int, float, str):
+        return (type(default),)
+    return None
+
+
+def _show(value: Any) -> str:
+    return "none" if value is None else str(value).lower() if isinstance(value, bool) else \
+        str(value)
+
+
+def _typed(where: str, key: str, value: Any, kinds: tuple) -> Any:
+    """``value`` as one of ``kinds``, or a ModelFileError saying what the parameter takes."""
+    for kind in kinds:
+        if isinstance(kind, tuple):  # Literal
+            if value in kind[1] or _show(value) in kind[1]:
+                return value if value in kind[1] else _show(value)
+            continue
+        if kind is type(None) and value is None:
+            return None
+        if kind is bool and isinstance(value, bool):
+            return value
+        if kind is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    if str in kinds and value is not None:
+        return _show(value)  # the text as written: preset=70 is "70"
+    names = []
+    for kind in kinds:
+        if isinstance(kind, tuple):
+            names.append("one of " + ", ".join(repr(v) for v in kind[1]))
+        else:
+            names.append({bool: "true or false", int: "a whole number", float: "a number",
+                          str: "text", type(None): "none"}[kind])
+    raise ModelFileError(f"{where} takes {key} as {' or '.join(names)}; "
+                         f"write e.g. --set {key}={_example(kinds)}")
+
+
+def _example(kinds: tuple) -> str:
+    kind = next(k for k in kinds if k is not type(None))
+    if isinstance(kind, tuple):
+        return str(kind[1][0])
+    return {bool: "true", int: "4", float: "0.5", str: "name"}[kind]
 
 
 def _import(path: Path):
@@ -214,6 +312,9 @@ def _import(path: Path):
         raise ModelFileError(
             f"{path.name}:{exc.lineno}: syntax error: {exc.msg}; fix the model file"
         ) from exc
+    except SystemExit as exc:
+        sys.modules.pop(mod_name, None)
+        raise _exited(path, "importing it", exc) from None
     except Exception as exc:
         sys.modules.pop(mod_name, None)
         raise ModelFileError(
@@ -221,6 +322,11 @@ def _import(path: Path):
             "fix the model file"
         ) from exc
     return module
+
+
+def _exited(path: Path, where: str, exc: SystemExit) -> ModelFileError:
+    return ModelFileError(f"{path.name}: {where} called sys.exit({exc.code!r}); a model file "
+                          "defines functions and must not end the process: remove the call")
 
 
 def _is_module(obj) -> bool:

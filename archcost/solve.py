@@ -1,7 +1,8 @@
 """Symbolic cost in (b, s) on a hardware profile, and "largest size that fits" queries.
 
-Traced quantities (FLOPs, bytes, saved activations, peak memory) are fitted exactly as
-polynomials in b and s (``trace/symbolic.py``). On a GPU profile the step time is written as a
+Traced quantities (FLOPs, bytes, saved activations) are fitted exactly as polynomials in b and
+s, peak memory as the largest of several such polynomials, piecewise in b
+(``trace/symbolic.py``). On a GPU profile the step time is written as a
 piecewise expression: one roofline term per op class,
 ``T(b, s) = sum_c Max(F_c(b, s) / (peak_c * e_c), B_c(b, s) / (mem_bw * m_c)) + n_ops * launch``,
 which switches from memory- to compute-bound where the two arguments cross.
@@ -23,9 +24,11 @@ import sympy
 
 from archcost.errors import ConfigError, InfeasibleError
 from archcost.hardware.units import UnitError, parse_quantity
+from archcost.report.fmt import nbytes
 from archcost.trace.symbolic import B, S
 
-__all__ = ["Query", "parse_query", "step_time_expression", "solve_max", "measure_point"]
+__all__ = ["Query", "parse_query", "step_time_expression", "solve_max", "measure_point",
+           "peak_document"]
 
 _QUERY = re.compile(r"^\s*max\s+([bs])\s+s\.?t\.?\s+memory\s*<=\s*(.+?)\s*$", re.IGNORECASE)
 
@@ -75,16 +78,15 @@ def step_time_expression(class_terms: dict[str, dict], gpu, compute_dtype: str) 
 
 
 def measure_point(traced, persistent_bytes: int) -> dict[str, int]:
-    """Integer quantities of one trace that the fits use."""
+    """Integer quantities of one trace that the polynomial fits use (peak memory is fitted
+    apart, from the live bytes after each op: ``trace.symbolic.fit_peak``)."""
     from archcost.analysis import phase_flops
-    from archcost.cost.memory import peak_memory
 
     g = traced.graph
     out = {f"flops_{k}": v for k, v in phase_flops(g).items()}
     out["bytes_moved"] = sum((d["bytes_read"] + d["bytes_written"]) * d["count"]
                              for _, d in g.nodes(data=True))
     out["activations_saved_bytes"] = sum(traced.capture.saved.values())
-    out["peak_memory_bytes"] = peak_memory(g, persistent_bytes).peak_bytes
     for _, d in g.nodes(data=True):
         c = d["op_class"]
         out[f"class:{c}:flops"] = out.get(f"class:{c}:flops", 0) + d["flops"] * d["count"]
@@ -95,6 +97,21 @@ def measure_point(traced, persistent_bytes: int) -> dict[str, int]:
         else:
             out.setdefault(f"class:{c}:ops", 0)
     return out
+
+
+def peak_document(peak) -> dict:
+    """The JSON of a ``trace.symbolic.PeakFormula``: its pieces along b, or why it has none."""
+    if peak.terms is None:
+        return {"fitted": False, "reason": peak.reason}
+    return {
+        "fitted": True, "s": peak.s, "terms": [str(t) for t in peak.terms],
+        "pieces": [{"b_from": p.b_from, "b_to": p.b_to, "formula": str(p.expr)}
+                   for p in peak.pieces],
+        "checked_at": [list(p) for p in peak.checked],
+        "note": "the largest over the step's ops of the bytes live after each op; each term "
+                "is exact, the pieces are the leading term on each range of b at s, checked by "
+                "tracing on both sides of every breakpoint",
+    }
 
 
 def solve_max(query: Query, fixed: int, peak_poly: sympy.Expr | None,
@@ -109,7 +126,7 @@ def solve_max(query: Query, fixed: int, peak_poly: sympy.Expr | None,
     fits = fits_poly if peak_poly is not None else (lambda v: exact_peak(v) <= query.limit_bytes)
     if not fits(1):
         raise InfeasibleError(
-            f"even {query.variable}=1 needs more than {query.limit_bytes:.4g} bytes; "
+            f"even {query.variable}=1 needs more than {nbytes(query.limit_bytes, 4)}; "
             "use a smaller model, a lower precision or recomputation"
         )
     lo, hi = 1, 2

@@ -43,7 +43,8 @@ SEARCH_TARGET_S = 5.0  # whole search after tracing (issue)
 
 # The kernel compiled alone on one synthetic plan with the argument types the search passes
 # (int32 plan columns, int64 combo index, float64 table and model vector, int64 placements and
-# level domains, float64 bandwidths and latencies), so the signature matches the cached one.
+# level domains, float64 [level, kind] bandwidths and latencies, int64 GPUs per link), so the
+# signature matches the cached one.
 CHILD = r"""
 import sys, time, json
 sys.path.insert(0, sys.argv[1])
@@ -61,10 +62,11 @@ combo = np.zeros(1, dtype=np.int64)
 table = np.full((1, len(COLUMNS)), 1e-3)
 model = np.ones(len(MODEL_KEYS))
 placements = CostModel.placements()
-dom = np.array([8, 0], dtype=np.int64)
-bw, lat = np.array([4.5e11, 5e10]), np.array([1e-6, 5e-6])
+dom, share = np.array([8, 0], dtype=np.int64), np.ones(2, dtype=np.int64)
+bw = np.array([[4.5e11] * 6, [5e10] * 6])
+lat = np.array([[1e-6] * 6, [5e-6] * 6])
 t2 = time.perf_counter()
-score_plans(*cols, combo, table, model, placements, dom, bw, lat)
+score_plans(*cols, combo, table, model, placements, dom, bw, lat, share)
 t3 = time.perf_counter()
 print(json.dumps({"import_s": t1 - t0, "compile_s": t3 - t2}))
 """
@@ -77,8 +79,8 @@ GPT_1T = {"name": "GPT 1T (128 x 25600)", "file": "models/gpt2.py",
                   "dropout": 0.1, "flash": False},
           "seq": 2048, "precision": "fp16-mixed", "cluster": "dgx-a100-hdr", "gpus": 5120,
           "gbs": 3072}
-CLI = ["plan", "models/llama.py", "--set", "preset=405b", "--gpus", "4096", "--cluster",
-       "dgx-h100-ndr", "-s", "8192", "--gbs", "2048", "--json"]
+CLI = ["plan", "models/llama.py", "--set", "preset=405b", "--gpus", "4096", "--hardware",
+       "dgx-h100-ndr", "-s", "8192", "--gbs", "2048", "--dtype", "bf16-mixed", "--json"]
 
 
 def compile_times() -> tuple[float, float]:
@@ -117,10 +119,10 @@ def kernel_inputs(cm, plans: np.ndarray) -> tuple[list, float, int]:
     table = cm.table(combos[first])
     table_s = time.perf_counter() - t0
     vec = cm.model_vector(table)
-    dom, bw, lat = cm.levels()
+    dom, bw, lat, share = cm.levels()
     cols = [np.ascontiguousarray(plans[k]) for k in _COLS]
     inverse = np.asarray(inverse, dtype=np.int64).ravel()
-    return ([*cols, inverse, table.rows, vec, cm.placements(), dom, bw, lat], table_s,
+    return ([*cols, inverse, table.rows, vec, cm.placements(), dom, bw, lat, share], table_s,
             len(table.rows))
 
 

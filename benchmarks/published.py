@@ -13,8 +13,7 @@ modelling error to explain).
 
 Cases that cannot be predicted yet say why: FP8 runs need ``--dtype fp8`` (used as soon as
 archcost accepts it), DeepSeek-V3 needs ``models/deepseek_v3.py``. The torchtitan runs' GPU (H100
-SXM5 96 GB HBM2e at 500 W) is a bundled profile when one exists, else a stand-in printed with
-its figures.
+SXM5 96 GB HBM2e at 500 W) is the bundled profile h100-sxm-96gb-500w (cluster grand-teton-h100).
 
     python benchmarks/published.py [--cases PATH] [--out BENCHMARKS.md] [--only ID,...]
         [--expert] [--cache DIR]
@@ -46,30 +45,10 @@ ORIGINAL_BAR = {"mean": 0.081, "max": 0.177}
 
 
 # --- hardware ------------------------------------------------------------------------------------
-def h100_96gb():
-    """(GPU profile, how it was obtained) of the H100 SXM5 96 GB HBM2e at 500 W."""
-    from archcost.hardware.profile import list_profiles, load_gpu
-
-    for name in list_profiles()["gpus"]:
-        if "h100" in name and "96" in name:
-            return load_gpu(name), f"bundled profile {name}"
-    # NB: a stand-in until a sourced profile is bundled: the H100 SXM profile with
-    # torchtitan's figures for this part (benchmarks/llama3_h100_202412_torchtitan.md: 96 GB
-    # HBM2e, 2.4 TB/s, 500 W) and torchao's achievable GEMM on it (pytorch/ao 36027d8
-    # roofline_utils.py: 0.78 x 989 TFLOP/s against the SXM profile's 0.80 ceiling)
-    sxm = load_gpu("h100-sxm")
-    g = dataclasses.replace(sxm.scaled(flops=0.78 / 0.80, mem_bw=2.4e12 / sxm.mem_bw_bytes_per_s),
-                            name="h100-96gb-500w (stand-in)", mem_bytes=96e9, tdp_w=500.0)
-    return g, ("stand-in: h100-sxm with 96 GB, 2.4 TB/s HBM2e, 500 W, FLOP rates x 0.975 "
-               "(torchao's 0.78 achievable GEMM on this part over the SXM profile's 0.80)")
-
-
 def cluster_for(case: Case):
     from archcost.hardware.profile import load_cluster
 
     cluster = load_cluster(case.cluster, case.gpus)
-    if case.gpu_standin == "96gb":
-        cluster = dataclasses.replace(cluster, gpu=h100_96gb()[0])
     if case.extra.get("flops_scale"):  # a what-if variant, never a case's own figure
         cluster = dataclasses.replace(cluster, gpu=cluster.gpu.scaled(
             flops=case.extra["flops_scale"]))
@@ -165,9 +144,10 @@ VARIANTS = {
         if c.cluster == "dgx-a100-hdr" else c,
     "Megatron-Core H100 runs interleaved (vpp: the largest divisor <= 8 of layers per stage)":
         lambda c: _largest_vpp(c) if c.source == "MC24" else c,
-    "H100 96 GB 500 W at the H100 NVL peak (835 of 989 TFLOP/s)":
-        lambda c: dataclasses.replace(c, extra={**c.extra, "flops_scale": 835 / 989 / 0.975})
-        if c.gpu_standin == "96gb" else c,
+    "H100 96 GB 500 W at the H100 NVL peak (835 of 989 TFLOP/s, the low end of torchtitan's "
+    "bracket)":
+        lambda c: dataclasses.replace(c, extra={**c.extra, "flops_scale": 835 / 960})
+        if c.cluster == "grand-teton-h100" else c,
     "every case on the eager runtime": lambda c: dataclasses.replace(c, runtime="eager"),
 }
 
@@ -297,7 +277,6 @@ def main() -> None:
 
 
 def report(cases, results, pending, experts, wall, extra=()) -> list[str]:
-    gpu96, how96 = h100_96gb()
     errors = {cid: r["error"] for cid, r in results.items()}
     lines = [f"### published runs ({date.today().isoformat()}, {platform.machine()}, "
              f"{len(os.sched_getaffinity(0))} cores)", "",
@@ -344,7 +323,8 @@ def report(cases, results, pending, experts, wall, extra=()) -> list[str]:
               "published runs (every figure is a datasheet, a published microbenchmark or a "
               "stack's source code), so the held-out error of each source equals its error "
               "above; `loso()` refits any figure that is, per held-out source.", "",
-              f"H100 96 GB HBM2e 500 W (torchtitan): {how96} ({gpu96.name}).", ""]
+              "torchtitan's H100 SXM5 96 GB HBM2e at 500 W: bundled profile "
+              "h100-sxm-96gb-500w in cluster grand-teton-h100.", ""]
     lines += ["Assumptions (each source's rule, the same for all its rows):", ""]
     seen = set()
     for c in cases:

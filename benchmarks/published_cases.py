@@ -54,7 +54,6 @@ class Case:
     metric: str  # the CSV's metric
     value: float  # the CSV's figure in that metric
     step_s: float  # measured step time the figure implies
-    gpu_standin: str = ""  # "96gb": the H100 96 GB HBM2e 500 W part (profile or stand-in)
     memory_gib: float | None = None  # published memory per GPU (torchtitan: max reserved)
     overlap_dp: bool | None = None  # None: the runtime's rule
     assumptions: tuple[str, ...] = ()
@@ -201,7 +200,8 @@ def _torchtitan(row: dict) -> Case:
     step = gbs * seq / (tps * n)
     dp, tp, pp = (int(row[k]) for k in ("dp", "tp", "pp"))
     fp8 = "fp8" in row["precision"]
-    notes = ["H100 SXM5 96 GB HBM2e at 500 W (the benchmark's 'Hardware' section)",
+    notes = ["H100 SXM5 96 GB HBM2e at 500 W on 400 Gb/s RDMA per GPU (the benchmark's "
+             "'Hardware' section): cluster grand-teton-h100",
              "FSDP2 per transformer block, bf16 params, fp32 reduce-scatter "
              "(torchtitan 9dec370 parallelize_llama.py, config_manager.py)"]
     if preset == "405b":
@@ -221,8 +221,8 @@ def _torchtitan(row: dict) -> Case:
         runtime = "torchtitan"
         notes.append("selective AC option 'op' (per-op SAC), eager (no torch.compile)")
     return Case(id=row["id"], source="TT", model="llama.py", sets=dict(preset=preset), seq=seq,
-                dtype="bf16-mixed", runtime=runtime, plan=plan, cluster="dgx-h100-ndr",
-                gpus=n, metric=row["metric"], value=tps, step_s=step, gpu_standin="96gb",
+                dtype="bf16-mixed", runtime=runtime, plan=plan, cluster="grand-teton-h100",
+                gpus=n, metric=row["metric"], value=tps, step_s=step,
                 memory_gib=_mem(row["value"]), assumptions=tuple(notes), needs_fp8=fp8)
 
 

@@ -21,11 +21,11 @@ from pathlib import Path
 from _section import publish
 
 ROOT = Path(__file__).resolve().parent.parent
-STUDY = ["models/llama.py", "--set", "preset=70b", "-s", "8192", "--gpus", "1024", "--gbs",
-         "1024", "--vary", "cluster=dgx-h100-ndr,dgx-h100-ndr+h200,dgx-h100-ndr+b200,gb200-nvl72"]
+STUDY = ["models/llama.py", "--set", "preset=70b", "-s", "8192", "--dtype", "bf16-mixed", "--gpus",
+         "1024", "--gbs", "1024", "--vary", "cluster=dgx-h100-ndr,dgx-h100-ndr+h200,dgx-h100-ndr+b200,gb200-nvl72"]
 STEPS = "0.5x,0.75x,1x,1.25x,1.5x,2x,2.5x,3x,3.5x,4x"
-GRID = ["models/llama.py", "--set", "preset=70b", "-s", "8192", "--gpus", "1024", "--gbs", "1024",
-        "--cluster", "dgx-h100-ndr", "--vary", f"mem_bw={STEPS}", "--vary", f"link_bw={STEPS}"]
+GRID = ["models/llama.py", "--set", "preset=70b", "-s", "8192", "--dtype", "bf16-mixed", "--gpus",
+        "1024", "--gbs", "1024", "--hardware", "dgx-h100-ndr", "--vary", f"mem_bw={STEPS}", "--vary", f"link_bw={STEPS}"]
 
 
 def run(args: list[str]) -> tuple[dict, float]:

@@ -89,6 +89,13 @@ class BERT(nn.Module):
         return F.linear(x, self.word_embeddings.weight, self.mlm_bias)  # (B, T, V)
 
 
+def _positive(**sizes) -> None:
+    """Refuse sizes no model has (archcost types --set values; their domain is the builder's)."""
+    for key, value in sizes.items():
+        if value is not None and value < 1:
+            raise ValueError(f"{key}={value} must be >= 1")
+
+
 def build_model(
     *,
     layers: int = 12,
@@ -100,6 +107,8 @@ def build_model(
     seq_len: int = 512,
 ) -> nn.Module:
     """BERT-base by default; raises if the requested seq_len exceeds max_positions."""
+    _positive(layers=layers, hidden=hidden, heads=heads, ffn=ffn, vocab=vocab,
+              max_positions=max_positions, seq_len=seq_len)
     if seq_len > max_positions:
         raise ValueError(
             f"seq_len={seq_len} exceeds max_positions={max_positions} (BERT's learned positions);"

@@ -121,6 +121,13 @@ class GPT(nn.Module):
         return self.lm_head(x)  # (B, T, V)
 
 
+def _positive(**sizes) -> None:
+    """Refuse sizes no model has (archcost types --set values; their domain is the builder's)."""
+    for key, value in sizes.items():
+        if value is not None and value < 1:
+            raise ValueError(f"{key}={value} must be >= 1")
+
+
 def build_model(
     *,
     layers: int = 12,
@@ -141,6 +148,10 @@ def build_model(
     fused scaled-dot-product kernel, as the activation-memory analysis of Korthikanti et al.
     2022 assumes.
     """
+    _positive(layers=layers, hidden=hidden, heads=heads, vocab=vocab, ffn=ffn, seq_len=seq_len,
+              block_size=block_size)
+    if not 0 <= dropout < 1:
+        raise ValueError(f"dropout={dropout} must be in [0, 1)")
     return GPT(
         layers, hidden, heads, vocab, ffn or 4 * hidden, block_size or seq_len, dropout, bias,
         tie_weights, flash,

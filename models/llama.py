@@ -154,6 +154,13 @@ class Llama(nn.Module):
         return self.output(self.norm(x))  # (B, T, V)
 
 
+def _positive(**sizes) -> None:
+    """Refuse sizes no model has (archcost types --set values; their domain is the builder's)."""
+    for key, value in sizes.items():
+        if value is not None and value < 1:
+            raise ValueError(f"{key}={value} must be >= 1")
+
+
 def build_model(
     *,
     preset: str = "8b",
@@ -172,6 +179,9 @@ def build_model(
         raise ValueError(f"gqa={gqa!r} is unknown; use repeat or native")
     given = dict(layers=layers, hidden=hidden, heads=heads, kv_heads=kv_heads, ffn=ffn, vocab=vocab)
     cfg = {**PRESETS[preset], **{k: v for k, v in given.items() if v is not None}}
+    _positive(**cfg)
+    if rope_theta <= 0:
+        raise ValueError(f"rope_theta={rope_theta} must be positive")
     return Llama(**cfg, rope_theta=rope_theta, gqa=gqa)
 
 

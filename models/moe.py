@@ -180,6 +180,13 @@ class MoETransformer(nn.Module):
         return self.output(self.norm(x))  # (B, T, V)
 
 
+def _positive(**sizes) -> None:
+    """Refuse sizes no model has (archcost types --set values; their domain is the builder's)."""
+    for key, value in sizes.items():
+        if value is not None and value < 1:
+            raise ValueError(f"{key}={value} must be >= 1")
+
+
 def build_model(
     *,
     preset: str = "mixtral-8x7b",
@@ -199,6 +206,9 @@ def build_model(
     given = dict(layers=layers, hidden=hidden, heads=heads, kv_heads=kv_heads, ffn=ffn,
                  vocab=vocab, experts=experts, top_k=top_k)
     cfg = {**PRESETS[preset], **{k: v for k, v in given.items() if v is not None}}
+    _positive(**cfg)
+    if rope_theta <= 0:
+        raise ValueError(f"rope_theta={rope_theta} must be positive")
     return MoETransformer(**cfg, capacity_factor=capacity_factor, rope_theta=rope_theta)
 
 

@@ -116,9 +116,17 @@ class ResNet(nn.Module):
         return self.fc(x)  # (B, K)
 
 
+def _positive(**sizes) -> None:
+    """Refuse sizes no model has (archcost types --set values; their domain is the builder's)."""
+    for key, value in sizes.items():
+        if value is not None and value < 1:
+            raise ValueError(f"{key}={value} must be >= 1")
+
+
 def build_model(
     *, depth: int = 50, width: int = 64, classes: int = 1000, image_size: int = 224
 ) -> nn.Module:
+    _positive(width=width, classes=classes, image_size=image_size)
     return ResNet(depth, width, classes, image_size)
 
 

@@ -39,9 +39,17 @@ class SeedMLP(nn.Module):
         return x  # (B, d_out)
 
 
+def _positive(**sizes) -> None:
+    """Refuse sizes no model has (archcost types --set values; their domain is the builder's)."""
+    for key, value in sizes.items():
+        if value is not None and value < 1:
+            raise ValueError(f"{key}={value} must be >= 1")
+
+
 def build_model(
     *, layers: int = 10, d_in: int = 512, hidden: int = 256, d_out: int = 512, bias: bool = True
 ) -> nn.Module:
+    _positive(d_in=d_in, hidden=hidden, d_out=d_out)
     return SeedMLP(layers, d_in, hidden, d_out, bias)
 
 

@@ -85,6 +85,13 @@ class ViT(nn.Module):
         return self.head(self.norm(x)[:, 0])  # (B, K) from the class token
 
 
+def _positive(**sizes) -> None:
+    """Refuse sizes no model has (archcost types --set values; their domain is the builder's)."""
+    for key, value in sizes.items():
+        if value is not None and value < 1:
+            raise ValueError(f"{key}={value} must be >= 1")
+
+
 def build_model(
     *,
     image_size: int = 224,
@@ -96,6 +103,8 @@ def build_model(
     classes: int = 1000,
     channels: int = 3,
 ) -> nn.Module:
+    _positive(image_size=image_size, patch=patch, layers=layers, hidden=hidden, heads=heads,
+              ffn=ffn, classes=classes, channels=channels)
     return ViT(image_size, patch, layers, hidden, heads, ffn, classes, channels)
 
 

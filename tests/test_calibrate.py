@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from typer.testing import CliRunner
 
 from archcost.cli import app
@@ -104,6 +105,7 @@ def test_quick_calibration_writes_profiles_the_strict_readers_load(calibrated):
     assert gpu.calibration["device"] == machine_id("cpu") and gpu.calibration["matmul"]["fp32"]
     assert profile_warnings(gpu, "cpu") == []  # validate sees a profile measured here
     cluster = load_cluster(str(cluster_path))
+    assert profile_warnings(cluster.gpu, "cpu", cluster, 2) == []  # links measured here too
     assert (cluster.gpus_per_node, cluster.gpus, len(cluster.levels)) == (2, 2, 1)
     level = cluster.levels[0]
     assert (level.name, level.domain_size, level.topology.value) == ("loopback", 2, "switch")
@@ -129,6 +131,22 @@ def test_one_process_prints_the_summary_and_writes_no_cluster(calibrated):
     assert not one.with_name("one.cluster.yaml").exists()
 
 
+@pytest.mark.parametrize("width", (80, 160))
+def test_summary_tables_at_80_and_160_columns(calibrated, width):
+    from archcost.cli.calibrate import _print_summary
+    from archcost.report import fmt
+    from tests.test_terminal_output import check, render
+
+    doc = calibrated[0]
+    text = render(lambda c, d: _print_summary(d, c), doc, width=width)
+    coll = doc["collectives"]
+    tokens = [fmt.nbytes(doc["memory_bytes"], 4), fmt.seconds(doc["kernel_launch_s"], 4),
+              *[fmt.si(v, "FLOP/s", 4) for v in doc["peak_flops_per_s"].values()],
+              *[fmt.si(f["bandwidth_bytes_per_s"], "B/s", 4) for f in coll["fits"].values()],
+              "level (all ops)", str(calibrated[1])]
+    check(text, width, ["op", "alpha", "bandwidth per rank", "rms error", "max error"], tokens)
+
+
 def test_figures_are_sane_for_a_cpu(calibrated):
     """Orders of magnitude any CPU host meets, even a shared runner whose other jobs slow this
     one's threads a hundredfold (seen: a 64^3 matmul at 16 ms instead of 15 us)."""
@@ -140,7 +158,9 @@ def test_figures_are_sane_for_a_cpu(calibrated):
     mem_total = next(int(ln.split()[1]) * 1024 for ln in Path("/proc/meminfo").read_text().splitlines()
                      if ln.startswith("MemTotal:"))
     assert gpu.mem_bytes == pytest.approx(mem_total, rel=1e-3)
-    assert doc["elapsed_s"] > 0 and doc["wall_s"] < 120
+    # the calibration's own clock is inside the command's (how long it takes is a benchmark's
+    # question: a loaded runner stretches it several-fold)
+    assert 0 < doc["elapsed_s"] <= doc["wall_s"]
 
 
 def test_peak_bounds_every_measured_rate_and_is_the_best_one(calibrated):
@@ -340,7 +360,7 @@ def test_cuda_without_a_gpu_is_one_line_exit_2(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--nproc", "0"], "--nproc 0: give 1"),
+    (["--nproc", "0"], "--nproc': Input should be greater than or equal to 1"),
     (["--nproc", str((os.cpu_count() or 1) * 4 + 1)], "per CPU core of this machine"),
     (["--device", "tpu"], "--device 'tpu' is unknown; use cpu or cuda"),
     (["--tdp", "fast"], "--tdp: 'fast' is not a number with a unit"),
@@ -524,6 +544,39 @@ def test_attention_slices_follow_each_kernels_layout():
     assert attention_slices("aten.mm", [2, 8, 128, 64]) == 0
 
 
+def test_the_attention_tables_reproduce_the_cells_they_timed(calibrated):
+    """Every SDPA backend of the CPU grid (math, the fused CPU kernel) is written as an
+    attention table the strict reader accepts; the engine, told the kernel, prices an attention
+    op of a timed cell at its median time (less the launch, plus the launch) to the file's 4
+    digits: FLOPs as the rule counts them, causal at half, backward 2.5x."""
+    import numpy as np
+
+    from archcost.cost.compute import CURVE_ATTENTION, roofline_seconds
+
+    doc, gpu_path, _, _ = calibrated
+    gpu = load_gpu(str(gpu_path))
+    rec = yaml.safe_load(Path(gpu_path).read_text())["calibration"]["attention_tables"]
+    grid = grid_for("cpu", quick=True)
+    assert set(gpu.attention_kernels) == set(rec["kernels"]) == set(grid.attention_table_kernels)
+    assert set(doc["attention_kernels"]) == set(gpu.attention_kernels)
+    pts = rec["points"]
+    assert len(pts) == len(grid.attention_table_kernels) * 2 * 2 * 2 * 2  # d x s x mask x phase
+    peak, launch = gpu.peak_flops_per_s[rec["dtype"]], gpu.kernel_launch_s
+    for p in pts:
+        b, h, s, d, causal = p["batch"], p["heads"], p["seq"], p["head_dim"], p["causal"]
+        full = 4 * b * h * s * s * d
+        want_flops = full // (2 if causal else 1) * (2.5 if p["phase"] == "backward" else 1)
+        assert p["flops"] == want_flops and b * s == grid.attention_table_tokens
+        attn = np.array([[d, s, s, float(causal), float(p["phase"] == "backward")]])
+        t, _ = roofline_seconds(gpu, np.array([float(p["flops"])]), np.zeros(1),
+                                np.array([peak]), np.array([CURVE_ATTENTION]),
+                                np.zeros(1, dtype=np.int64), np.array([launch]), attn=attn,
+                                attention_kernel=p["kernel"])
+        kernel_s = kernel_seconds(p["median_s"], launch)
+        if p["flops"] / kernel_s < peak:  # else clipped to 1
+            assert t[0] == pytest.approx(kernel_s + launch, rel=2 * ROUNDING), p
+
+
 def test_the_shape_table_reproduces_the_cells_it_timed(calibrated):
     """Engine time of an mm at a timed cell's (m, n, k) = its median less the launch (floored
     at half), plus the launch, to the file's rounding; cells over the FLOPs cap read the
@@ -534,7 +587,7 @@ def test_the_shape_table_reproduces_the_cells_it_timed(calibrated):
 
     doc, gpu_path, _, _ = calibrated
     gpu = load_gpu(str(gpu_path))
-    table, tab = doc["matmul_table"], gpu.matmul_shape_efficiency
+    table, tab = doc["matmul_table"], gpu.matmul_shape_efficiency.get("all")
     assert tab is not None and table["dtype"] == doc["matmul_efficiency_dtype"]
     assert list(tab.dims) == table["dims"]
     peak = gpu.peak_flops_per_s[table["dtype"]]

@@ -78,3 +78,30 @@ def test_configuration_errors_exit_2(runner, tmp_path):
                                              "model='m.py'\n")
     r = runner.invoke(app, ["ci", "--config", cfg])
     assert r.exit_code == 2 and "lots" in r.output
+
+
+def test_baselines_are_checked_and_a_lost_metric_fails(runner, tmp_path):
+    """A baseline its schema refuses is one line and exit 2 (fix: --update-baselines); a run
+    that lost watched metrics (the analysis without --hardware) fails the gate: exit 1."""
+    cfg = _project(tmp_path)
+    out = str(tmp_path / "out")
+    r = runner.invoke(app, ["ci", "--config", cfg, "--out-dir", out, "--update-baselines"])
+    assert r.exit_code == 0, r.output
+    baseline = tmp_path / "baselines" / "tiny.json"
+    good = baseline.read_text()
+    doc = json.loads(good)
+    doc["totals"]["flops"]["total"] = "many"
+    baseline.write_text(json.dumps(doc))
+    r = runner.invoke(app, ["ci", "--config", cfg, "--out-dir", out])
+    assert r.exit_code == 2, r.output
+    assert r.output.strip().splitlines()[-1] == (
+        f"error: {baseline}: $.totals.flops.total: expected a number >= 0, found the string "
+        "'many'; regenerate it with archcost ci --update-baselines and commit it")
+    baseline.write_text(good)
+    (tmp_path / "pyproject.toml").write_text(
+        (tmp_path / "pyproject.toml").read_text().replace('hardware = "h100-sxm"', ""))
+    r = runner.invoke(app, ["ci", "--config", cfg, "--out-dir", out])
+    assert r.exit_code == 1, r.output
+    assert re.search(r"^tiny\s+analyze\s+regressed\s+memory\.peak, ?step_time, ?mfu,", r.output,
+                     flags=re.M), r.output
+    assert "missing" in r.output

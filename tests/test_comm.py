@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
-from archcost.cost.comm import Collective, collective_cost, span_levels
+from archcost.cost.comm import Collective, Group, collective_cost
 from archcost.hardware.profile import load_cluster
 
 
@@ -14,33 +16,39 @@ def dgx():
 
 
 def test_groups_inside_a_node_use_nvlink_only(dgx):
-    assert span_levels(dgx, 8) == (0, 8)
     c = collective_cost(Collective.ALL_REDUCE, 1e9, 8, dgx)
     nv = dgx.levels[0]
     ring = 2 * 7 / 8 * 1e9 / nv.bandwidth_per_gpu_bytes_per_s + 2 * 7 * nv.latency_s
     assert c.seconds == pytest.approx(ring) and c.algorithm == "ring"
-    assert set(c.bytes_per_level) == {"nvlink4"}
+    assert set(c.bytes_per_level) == {"nvlink4"} and c.levels == ("nvlink4",)
 
 
 def test_strided_groups_cross_nodes(dgx):
     # 8 data-parallel ranks 8 apart (tp=8 inside the node): one rank per node, all on the NIC
-    outer, per_node = span_levels(dgx, 8, stride=8)
-    assert (outer, per_node) == (1, 1)
     c = collective_cost(Collective.ALL_GATHER, 1e9, 8, dgx, stride=8)
     ib = dgx.levels[1]
     assert c.seconds == pytest.approx(7 / 8 * 1e9 / ib.bandwidth_per_gpu_bytes_per_s + 7 * ib.latency_s)
     assert set(c.bytes_per_level) == {"ib-ndr"}
+    assert c == collective_cost(Collective.ALL_GATHER, 1e9, Group.axis(8, 8, 64), dgx)
 
 
-def test_hierarchical_all_reduce_beats_a_flat_ring_across_nodes(dgx):
-    c = collective_cost(Collective.ALL_REDUCE, 4e9, 64, dgx)
+def test_hierarchical_all_reduce_wins_where_nvlink_is_far_faster_than_the_nics(dgx):
+    """2 nodes of 8, NVLink at 1.8 TB/s a GPU: the flat ring moves 2 (15/16) S over the node's
+    8 x 50 GB/s; reduce-scatter inside, all-reduce of S/8 across, all-gather inside moves only
+    S/8 per GPU across (2 (1/2) S/8 at 50 GB/s each) at the price of 2 (7/8) S on NVLink."""
+    fast = dataclasses.replace(dgx.levels[0], bandwidth_per_gpu_bytes_per_s=1.8e12)
+    c16 = dataclasses.replace(dgx, levels=(fast, dgx.levels[1]), gpus=16, nodes=2)
+    size = 4e9
+    c = collective_cost(Collective.ALL_REDUCE, size, 16, c16)
     assert c.algorithm == "hierarchical"
-    nv, ib = dgx.levels
-    flat = 2 * 63 / 64 * 4e9 / ib.bandwidth_per_gpu_bytes_per_s
-    assert c.seconds < flat
-    # inter-node traffic per rank: all-reduce of 1/8 of the buffer across 8 nodes
-    assert c.bytes_per_level["ib-ndr"] == pytest.approx(2 * 7 / 8 * 4e9 / 8)
-    assert c.bytes_per_level["nvlink4"] == pytest.approx(2 * 7 / 8 * 4e9)
+    inner = 2 * 7 / 8 * size / 1.8e12 + 2 * 7 * 3e-6
+    outer = min(2 * 1 / 2 * size / 8 / 50e9 + 2 * 6e-6, 2 * size / 8 / 50e9 + 2 * 6e-6)
+    assert c.seconds == pytest.approx(inner + outer)
+    assert c.seconds < 2 * 15 / 16 * size / 400e9
+    assert c.bytes_per_level["ib-ndr"] == pytest.approx(2 * 1 / 2 * size / 8)
+    assert c.bytes_per_level["nvlink4"] == pytest.approx(2 * 7 / 8 * size)
+    # on the DGX's own 450 GB/s NVLink the flat ring over all 8 NICs of each node is faster
+    assert collective_cost(Collective.ALL_REDUCE, size, 16, dgx).algorithm != "hierarchical"
 
 
 def test_trivial_collectives_are_free(dgx):

@@ -1,34 +1,51 @@
 """``archcost diff``: direction-aware deltas, the threshold on watched metrics, exit codes
-(1 regression, 0 otherwise, 2 bad input) on crafted pairs, and real documents end to end."""
+(1 regression, 0 otherwise, 2 bad input) on crafted pairs, and real documents end to end; the
+gate's holes closed (a watched metric missing from HEAD or no number fails, yes/no metrics read
+yes/no and regress whatever the threshold). The crafted documents match their schemas."""
 
 from __future__ import annotations
 
 import copy
 import json
+import math
+import re
 
 import pytest
 
 from archcost.cli import app
 from archcost.errors import DocumentError
-from archcost.report.diff import diff_documents, metrics_of, parse_threshold
+from archcost.report.diff import diff_documents, metrics_of, parse_threshold, summary
 from tests._report_docs import load, report_docs  # noqa: F401 (fixture)
 
 MODEL = {"name": "llama", "file": "llama.py", "config": {"preset": "tiny"}}
+PLAN = {"dp": 8, "tp": 1, "pp": 1, "cp": 1, "ep": 1, "zero": 0, "mbs": 1, "gbs": 64, "gpus": 8}
+
+
+def plan_estimate(step=1.0, mem=40e9, mfu=0.40, tps=1e6) -> dict:
+    """A plan estimate with every field its schema requires (one pipeline stage)."""
+    return {"plan": dict(PLAN), "hardware": {"cluster": "dgx-h100-ndr", "gpu": "h100-sxm"},
+            "step_time_s": step, "tokens_per_s": tps, "mfu": mfu, "hfu": mfu,
+            "memory_bytes": {"peak_per_gpu": mem, "weights": 1e9},
+            "fits": True, "components_s": {"compute": 0.8 * step, "dp_comm": 0.2 * step},
+            "comm": [], "pipeline": {"stages": 1, "micro_batches": 8, "makespan_s": 0.8 * step,
+                                     "bubble_fraction": 0.0},
+            "ranks": [{"rank": 0, "memory_bytes": {"total": mem}}],
+            "phases_s": {"forward": 0.3 * step, "backward": 0.5 * step}}
 
 
 def estimate(step=1.0, mem=40e9, mfu=0.40, tps=1e6, **extra) -> dict:
     doc = {"schema_version": 1, "kind": "estimate", "model": copy.deepcopy(MODEL),
-           "plan": "dp=8,tp=1,pp=1,gbs=64",
-           "estimate": {"step_time_s": step, "tokens_per_s": tps, "mfu": mfu, "hfu": mfu,
-                        "memory_bytes": {"peak_per_gpu": mem, "weights": 1e9},
-                        "components_s": {"compute": 0.8 * step, "dp_comm": 0.2 * step}}}
+           "workload": {"seq_len": 128, "precision": "bf16-mixed", "optimizer": "adamw"},
+           "plan": "dp=8,tp=1,pp=1,gbs=64", "estimate": plan_estimate(step, mem, mfu, tps)}
     doc.update(extra)
     return doc
 
 
 def analysis(flops=1e12, params=1e8, modules=None, **extra) -> dict:
     doc = {"schema_version": 1, "kind": "analysis", "model": copy.deepcopy(MODEL),
-           "workload": {"batch_size": 1, "seq_len": 128},
+           "workload": {"batch_size": 1, "seq_len": 128, "precision": "fp32",
+                        "optimizer": "adamw"},
+           "capture": {"method": "fake-dispatch", "ops_recorded": 10, "ops_executed": 20},
            "totals": {"params": params, "trainable_params": params,
                       "flops": {"forward": flops / 3, "backward": 2 * flops / 3, "optimizer": 0,
                                 "recompute": 0, "total": flops},
@@ -39,24 +56,30 @@ def analysis(flops=1e12, params=1e8, modules=None, **extra) -> dict:
            "modules": modules if modules is not None else [
                {"path": "", "depth": 0, "flops": {"total": flops}, "params": params},
                {"path": "layers.0", "depth": 2, "flops": {"total": flops / 2},
-                "params": params / 2, "activations_saved": 1e8}]}
+                "params": params / 2, "activations_saved": 1e8}],
+           "op_classes": [], "ops_without_rule": []}
     doc.update(extra)
     return doc
 
 
 def validation(errors: dict[str, float]) -> dict:
     return {"schema_version": 1, "kind": "validation", "model": copy.deepcopy(MODEL),
+            "workload": {"seq_len": 128}, "plan": "mbs=1,gbs=1", "device": "cpu", "nproc": 1,
+            "machine": "x86_64", "hardware": {"profile": "cpu"}, "steps": 3, "warmup": 1,
+            "warnings": [], "estimate": plan_estimate(),
             "validation": {"components": [
                 {"name": n, "unit": "B" if n == "peak_memory" else "s",
                  "predicted": 1.0 + e, "measured": 1.0, "error": e} for n, e in errors.items()]}}
 
 
 def plan(step=1.0, mem=40e9, best="dp=8,tp=1,pp=1,gbs=64") -> dict:
-    est = estimate(step, mem)["estimate"]
-    est["plan"] = {"gpus": 8}
     return {"schema_version": 1, "kind": "plan", "model": copy.deepcopy(MODEL),
-            "plans": [{"rank": 1, "plan": best, "estimate": est}],
-            "pareto": [], "search": {"plans_fitting": 10}}
+            "workload": {"seq_len": 128, "precision": "bf16-mixed", "optimizer": "adamw"},
+            "objective": "time", "gpus": [8], "gbs": 64, "constraints": [], "fixed": [],
+            "recompute_traced": ["none"],
+            "plans": [{"rank": 1, "plan": best, "estimate": plan_estimate(step, mem)}],
+            "pareto": [], "search": {"plans_evaluated": 20, "plans_valid": 15,
+                                     "plans_fitting": 10}}
 
 
 def row(result, metric):
@@ -142,9 +165,11 @@ def test_plan_documents_compare_the_best_plan():
     assert set(res.watched) == {"feasible", "step_time", "memory.peak", "mfu", "tokens_per_s"}
     none_fits = plan()
     none_fits["plans"] = []
-    res = diff_documents(plan(), none_fits)
-    assert [r.metric for r in res.regressions] == ["feasible"]
-    assert row(res, "step_time").status == "gone"
+    res = diff_documents(plan(), none_fits)  # no plan fits: the best plan's figures are gone
+    assert [(r.metric, r.status) for r in res.regressions] == [
+        ("feasible", "regressed"), ("step_time", "missing"), ("memory.peak", "missing"),
+        ("mfu", "missing"), ("tokens_per_s", "missing")]
+    assert diff_documents(none_fits, plan()).exit_code == 0  # a plan fits again
     assert diff_documents(none_fits, copy.deepcopy(none_fits)).exit_code == 0
 
 
@@ -290,3 +315,89 @@ def test_real_analyses_batch_doubled(report_docs):  # noqa: F811
     assert [r.metric for r in res.regressions] == ["flops.total"]
     assert row(res, "step_time").status == "within"
     assert row(res, "tokens_per_s").status == "within"
+
+
+# ---------------------------------------------------------------- the gate has no holes
+
+def test_a_watched_metric_head_lost_fails_the_gate(runner, report_docs):  # noqa: F811
+    """HEAD written without --hardware: its step time, MFU, throughput, peak and fits are
+    gone. That is a failure (exit 1), not 'not compared'."""
+    base, head = str(report_docs["analysis"]), str(report_docs["analysis-plain"])
+    r = runner.invoke(app, ["diff", base, head])
+    assert r.exit_code == 1, r.output
+    lost = ["memory.peak", "step_time", "mfu", "tokens_per_s", "fits"]
+    text = " ".join(r.stdout.split())  # the console wraps long lines
+    assert f"REGRESSION: 5 watched metrics missing from HEAD: {', '.join(lost)}" in text
+    data = json.loads(runner.invoke(app, ["diff", base, head, "--json"]).stdout)
+    assert data["regressions"] == lost and data["exit_code"] == 1
+    assert {r["metric"]: r["status"] for r in data["rows"] if r["watched"]} == {
+        "params": "same", "flops.total": "same", **{m: "missing" for m in lost}}
+    # the other way round nothing is lost: HEAD's new figures are noted, not compared
+    r = runner.invoke(app, ["diff", head, base])
+    assert r.exit_code == 0, r.output
+    assert "note: step_time is only in HEAD: not compared" in " ".join(r.stdout.split())
+
+
+def test_a_watched_metric_that_is_no_number_fails_the_gate():
+    for bad in ("fast", None, math.nan, [1.0], True):
+        head = estimate()
+        head["estimate"]["step_time_s"] = bad
+        res = diff_documents(estimate(), head)
+        assert res.exit_code == 1, bad
+        st = row(res, "step_time")
+        assert st.regressed and st.status == ("missing" if bad is None else "invalid"), bad
+    head = estimate()
+    head["estimate"]["fits"] = "yes"  # not a boolean
+    res = diff_documents(estimate(), head)
+    assert [(r.metric, r.status) for r in res.regressions] == [("fits", "invalid")]
+    assert summary(res) == "1 watched metric not a number: fits (BASE yes, HEAD 'yes')"
+    base = estimate()
+    base["estimate"]["mfu"] = "0.4"  # a broken BASE does not pass either
+    assert row(diff_documents(base, estimate()), "mfu").status == "invalid"
+    errors = validation({"step_time": 0.05})
+    errors["validation"]["components"][0]["error"] = "5%"
+    assert diff_documents(validation({"step_time": 0.05}), errors).exit_code == 1
+
+
+def test_a_yes_no_metric_reads_yes_no_and_regresses_whatever_the_threshold(runner, tmp_path,
+                                                                           report_docs):  # noqa: F811
+    same = runner.invoke(app, ["diff", str(report_docs["analysis"]),
+                               str(report_docs["analysis"])])
+    assert same.exit_code == 0, same.output
+    line = next(x for x in same.stdout.splitlines() if x.split()[:1] == ["fits"])
+    assert re.fullmatch(r"fits\s+yes\s+yes\s+-\s+-\s*", line), line
+    assert "now no" not in same.stdout and "now yes" not in same.stdout
+    doc = load(report_docs["analysis"])
+    doc["estimate"]["fits"] = False
+    head = tmp_path / "head.json"
+    head.write_text(json.dumps(doc))
+    for threshold in ("2%", "150%"):  # a yes turned no is no matter of size
+        r = runner.invoke(app, ["diff", str(report_docs["analysis"]), str(head), "--fail-above",
+                                threshold])
+        assert r.exit_code == 1, r.output
+        line = next(x for x in r.stdout.splitlines() if x.split()[:1] == ["fits"])
+        assert re.fullmatch(r"fits\s+yes\s+no\s+now no\s+-\s+regressed\s*", line), line
+        assert f"regressed past {threshold}: fits (now no)" in " ".join(r.stdout.split())
+    r = runner.invoke(app, ["diff", str(head), str(report_docs["analysis"]), "--markdown"])
+    assert r.exit_code == 0 and "| fits | no | yes | now yes | - | improved |" in r.stdout
+
+
+def test_default_metrics_absent_from_base_are_refused():
+    empty = validation({})
+    empty["validation"]["components"] = [{"name": "step_time", "unit": "s", "predicted": 1.0,
+                                          "measured": None, "error": None}]
+    with pytest.raises(DocumentError, match="BASE has none of the metrics a validation diff "
+                                            "watches by default"):
+        diff_documents(empty, copy.deepcopy(empty))
+
+
+def test_named_metrics_lost_or_only_in_head():
+    base, head = estimate(), estimate()
+    del head["estimate"]["memory_bytes"]["weights"]
+    res = diff_documents(base, head, metrics=["memory.weights"])
+    assert [(r.metric, r.status) for r in res.regressions] == [("memory.weights", "missing")]
+    with pytest.raises(DocumentError, match="--metrics memory.weights: only in HEAD"):
+        diff_documents(head, base, metrics=["memory.weights"])
+    res = diff_documents(head, base, metrics=["memory.*"])  # a glob watches what BASE has
+    assert res.watched == ["memory.peak"] and res.exit_code == 0
+    assert "memory.weights is only in HEAD: not compared" in res.notes

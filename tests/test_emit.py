@@ -68,7 +68,11 @@ def _case(name: str) -> tuple[Plan, ModelShape]:
 
 @pytest.fixture(scope="module")
 def tomllib():
-    return pytest.importorskip("tomllib")  # Python >= 3.11
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10: tomli, a declared dependency there
+        import tomli as tomllib
+    return tomllib
 
 
 # ---------------------------------------------------------------- documented keys -------------
@@ -419,3 +423,83 @@ def test_bad_precision_and_batch():
     for fmt in FORMATS:
         with pytest.raises(PlanError, match=r"gbs\(36\) % \(dp\(4\)\*mbs\(2\)\) != 0"):
             emit(uneven, fmt, precision="bf16", seq_len=SEQ)
+
+
+# ---------------------------------------------------------------- the CLI: --emit, --emit-file
+
+GPT = [str(Path(__file__).resolve().parent.parent / "models" / "gpt2.py"), "--set", "layers=2",
+       "--set", "hidden=64", "--set", "heads=4", "--set", "vocab=256", "-s", "64"]
+PLAN = "dp=2,tp=2,pp=2,zero=2,sp=1,gbs=16"  # 8 GPUs; 16 / (dp 2 * mbs 1) = 8 micro-batches
+
+
+def _cli(args, width=80):
+    from typer.testing import CliRunner
+
+    from archcost.cli import app
+
+    r = CliRunner().invoke(app, args, env={"COLUMNS": str(width)})
+    return r
+
+
+def _check_config(fmt: str, text: str, tomllib) -> None:
+    """``text`` is the configuration and nothing else, and holds the plan's values."""
+    if fmt == "torchtitan":
+        doc = tomllib.loads(text)
+        _assert_documented(_flatten(doc), "torchtitan")
+        par, train = doc["parallelism"], doc["training"]
+        assert (par["tensor_parallel_degree"], par["pipeline_parallel_degree"]) == (2, 2)
+        assert par["data_parallel_replicate_degree"] * par["data_parallel_shard_degree"] == 2
+        assert (train["global_batch_size"], train["seq_len"]) == (16, 64)
+        assert "# NOTE: zero=2" in text  # what differs, as a comment
+    elif fmt == "deepspeed":
+        doc = json.loads(text)
+        _assert_documented(_flatten(doc), "deepspeed")
+        assert (doc["train_batch_size"], doc["train_micro_batch_size_per_gpu"],
+                doc["gradient_accumulation_steps"]) == (16, 1, 8)
+    else:
+        lines = text.splitlines()
+        assert all(re.fullmatch(r"--[a-z0-9-]+( [\w.]+)?", line.removesuffix(" \\"))
+                   for line in lines), lines
+        assert all(line.endswith(" \\") for line in lines[:-1])
+        flags = _parse_args(text)
+        _assert_documented(flags, "megatron")
+        assert (flags["--tensor-model-parallel-size"], flags["--pipeline-model-parallel-size"],
+                flags["--global-batch-size"], flags["--seq-length"],
+                flags["--num-layers"]) == ("2", "2", "16", "64", "2")
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_estimate_emits_the_config_alone_on_stdout(fmt, tomllib):
+    r = _cli(["estimate", *GPT, "--plan", PLAN, "--emit", fmt])
+    assert r.exit_code == 0, r.output
+    _check_config(fmt, r.stdout, tomllib)
+    assert "where the step goes" in r.stderr  # the tables, on stderr
+    if fmt != "torchtitan":  # no comments in JSON or arguments: the caveats are notes
+        assert f"note: {fmt}: zero=2" in r.stderr.replace("\n", " ")
+
+
+def test_plan_search_emits_unwrapped_toml_at_80_columns(tomllib, tmp_path):
+    args = ["plan", *GPT, "--gpus", "8", "--gbs", "16", "--fix", "pp=2,zero=2,sp=1", "--top", "2"]
+    r = _cli([*args, "--emit", "torchtitan"])
+    assert r.exit_code == 0, r.output
+    doc = tomllib.loads(r.stdout)  # a wrapped comment or a table line would not parse
+    assert doc["parallelism"]["pipeline_parallel_degree"] == 2
+    assert max(map(len, r.stdout.splitlines())) > 80  # long comments stay on their line
+    assert "best plans" in r.stderr and "best plans" not in r.stdout
+    out = tmp_path / "job.toml"
+    r = _cli([*args, "--emit", "torchtitan", "--emit-file", str(out)])
+    assert r.exit_code == 0, r.output
+    assert tomllib.loads(out.read_text()) == doc
+    assert "best plans" in r.stdout and "wrote" in r.stdout and str(out) in r.stdout
+    assert "[parallelism]" not in r.stdout
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--emit", "nemo"], "--emit 'nemo': use torchtitan, deepspeed, megatron"),
+    (["--emit-file", "x.toml"], "say which configuration with --emit"),
+    (["--emit", "deepspeed", "--json"], "--json and --emit both print to stdout"),
+])
+def test_emit_options_are_checked_before_tracing(extra, message, tmp_path):
+    r = _cli(["estimate", str(tmp_path / "no-such-model.py"), "--plan", PLAN, *extra])
+    assert r.exit_code == 2 and message in r.output, r.output
+    assert len(r.output.strip().splitlines()) == 1

@@ -88,10 +88,13 @@ def test_bad_input_is_one_line_and_exit_2(runner, args, message):
     assert "Traceback" not in r.output
 
 
-def test_no_plan_fits_says_why(runner):
+@pytest.mark.parametrize("emit", [[], ["--emit", "megatron"]])
+def test_no_plan_fits_says_why(runner, emit):
     # one 80 GB A100 cannot hold the 16 bytes per parameter of a 9.7B-parameter model
     r = runner.invoke(app, ["plan", str(MODELS / "gpt2.py"), "--set", "layers=48", "--set",
                             "hidden=4096", "--set", "heads=32", "-s", "128", "--gpus", "1",
-                            "--gbs", "1", "--cluster", "dgx-a100-hdr"])
+                            "--gbs", "1", "--cluster", "dgx-a100-hdr", *emit])
     assert r.exit_code == 3, r.output
-    assert "no plan fits in memory" in r.output
+    assert "no plan fits in memory" in (r.stderr if emit else r.stdout)
+    if emit:  # stdout holds the configuration alone: here, nothing
+        assert r.stdout == ""

@@ -1,13 +1,12 @@
 """The cost of a plan: oracles from outside the code under test.
 
-- the numba collective-on-a-topology equals ``comm.collective_cost`` (the nccl-tests formulas);
 - balanced stage partitions equal brute force over every split;
 - with equal pipeline stages and free links, the plan kernel equals the full estimate (whose
   pipeline is simulated op by op) and the bubble equals (p-1)/m and (p-1)/(m v);
 - per-rank memory of the kernel (closed-form in-flight counts) equals the simulated schedule's;
 - ZeRO model states equal Rajbhandari et al.'s 4N + 12N/d, 2N + 14N/d, 16N/d;
 - activations under tensor parallelism equal Korthikanti et al.'s sbh(10 + 24/t + 5as/(ht));
-- the search's best plan equals brute force over every valid plan with the full estimate.
+- the search's best plan is within the 1% tie of brute force over every valid plan.
 """
 
 from __future__ import annotations
@@ -18,8 +17,6 @@ import itertools
 import numpy as np
 import pytest
 
-from archcost.cost import kernels as k
-from archcost.cost.comm import Collective, collective_cost, level_arrays
 from archcost.errors import PlanError
 from archcost.hardware.profile import load_cluster
 from archcost.options import Recompute
@@ -32,25 +29,6 @@ from archcost.plan.search import pareto_front, score, search
 from archcost.plan.workload import OpTable, Workload, trace_workload
 from archcost.trace.precision import parse_precision
 from tests.conftest import MODELS
-
-_KINDS = {Collective.ALL_REDUCE: k.COLL_ALL_REDUCE, Collective.ALL_GATHER: k.COLL_ALL_GATHER,
-          Collective.REDUCE_SCATTER: k.COLL_REDUCE_SCATTER,
-          Collective.ALL_TO_ALL: k.COLL_ALL_TO_ALL, Collective.SEND_RECV: k.COLL_SEND_RECV}
-
-
-@pytest.mark.parametrize("name", ["dgx-h100-ndr", "dgx-a100-hdr", "gb200-nvl72", "mi300x-ib"])
-def test_group_collective_time_equals_collective_cost(name):
-    cluster = load_cluster(name, 4096 if name != "gb200-nvl72" else 1152)
-    dom, bw, lat = level_arrays(cluster)
-    rng = np.random.default_rng(0)
-    for _ in range(300):
-        kind = list(_KINDS)[rng.integers(len(_KINDS))]
-        n = int(2 ** rng.integers(0, 10))
-        stride = int(2 ** rng.integers(0, 6))
-        size = float(10 ** rng.uniform(2, 10))
-        want = collective_cost(kind, size, n, cluster, stride).seconds
-        got = k.group_collective_time(_KINDS[kind], size, n, stride, dom, bw, lat)
-        assert got == pytest.approx(want, rel=1e-12, abs=0.0), (kind, n, stride, size)
 
 
 def _brute_partition(n, k_, cost, first, last):
@@ -95,6 +73,7 @@ def _table(sections, phases, flops, attention=None) -> OpTable:
         nbytes=np.full(n, 1e3), nbytes_fixed=np.zeros(n), count=np.ones(n), sp_only=np.zeros(n, dtype=bool),
         attention=np.array(attention if attention is not None else [False] * n),
         slices=np.zeros(n), mnk=np.zeros((n, 3)), mnk_batch=np.zeros((n, 3), dtype=bool),
+        batched=np.zeros(n, dtype=bool), attn=np.zeros((n, 5)),
         model_flops=0.0, recompute_flops=0.0)
 
 
@@ -185,6 +164,33 @@ def test_kernel_equals_full_estimate_without_pipeline(gpt_cm):
     _kernel_vs_estimate(gpt_cm, plans[::3], ("step_s", "mem_peak", "mfu"))
 
 
+def test_kernel_equals_full_estimate_on_placed_groups(gpt):
+    """Nodes of 6 GPUs under 16 ranks (groups that are not translates of one another: simulated
+    hop by hop), every placement, the all-gather variant of context parallelism, and MoE
+    expert-parallel windows of the dp x cp block: the kernel prices every group as the full
+    estimate does, and context parallelism crosses the nodes."""
+    from archcost.loader import load_model_file
+    from tests.conftest import TINY
+
+    base = load_cluster("dgx-h100-ndr", 16)
+    six = dataclasses.replace(base, levels=(dataclasses.replace(base.levels[0], domain_size=6),
+                                            base.levels[1]))
+    shape = gpt.shape
+    plans = enumerate_plans(shape, 16, 32, constraints=["pp=1", "cp>=2"], placements="all")
+    assert len(plans) > 300
+    for cm in (CostModel(gpt, six), CostModel(gpt, base, cp_comm="all_gather")):
+        _kernel_vs_estimate(cm, plans[::7], ("step_s", "mem_peak"))
+    est, _ = estimate_plan(Plan(cp=16, gbs=1), CostModel(gpt, base, cp_comm="all_gather"))
+    (row,) = [c for c in est["comm"] if c["group"] == "cp" and c["collective"] == "all-gather"]
+    assert row["levels"] == ["nvlink4", "ib-ndr"] and est["components_s"]["cp_comm"] > 0
+    spec = load_model_file(str(MODELS / "moe.py"), TINY["moe"])
+    moe = trace_workload(spec, 64, parse_precision("bf16-mixed"), "adamw", (Recompute.NONE,))
+    ep_plans = enumerate_plans(moe.shape, 16, 32, constraints=["pp=1", "ep>=2", "recompute=none"],
+                               placements="all")
+    assert len(ep_plans) > 100 and {2, 4} <= {int(e) for e in ep_plans["ep"]}
+    _kernel_vs_estimate(CostModel(moe, six), ep_plans[::5], ("step_s", "mem_peak"))
+
+
 def test_kernel_memory_equals_the_simulated_schedule(gpt_cm):
     """The kernel's closed-form in-flight micro-batches per rank give the same memory as the
     simulator's counts, for every schedule."""
@@ -268,9 +274,8 @@ def test_search_best_equals_brute_force(gpt_cm):
         est, _ = estimate_plan(plan_from_row(row), gpt_cm, with_schedule=False)
         if est["fits"] and (best is None or est["step_time_s"] < best[0]):
             best = (est["step_time_s"], plan_from_row(row).to_string())
-    assert doc["plans"][0]["estimate"]["step_time_s"] == pytest.approx(best[0], rel=1e-12)
-    steps = [p["estimate"]["step_time_s"] for p in doc["plans"]]
-    assert steps == sorted(steps)
+    # ties within 1% go to headroom and fewer moving parts (tests/test_plan_rank.py)
+    assert best[0] <= doc["plans"][0]["estimate"]["step_time_s"] <= best[0] * 1.01
 
 
 def test_memory_pruning_and_objectives(gpt):
@@ -285,7 +290,7 @@ def test_memory_pruning_and_objectives(gpt):
         search(cm, [8], 16, objective="cost")
     energy = search(cm, [8], 16, objective="energy", top=3)
     j = [p["estimate"]["economics"]["joules_per_token"] for p in energy["plans"]]
-    assert j == sorted(j)
+    assert j[0] <= min(j) * 1.01  # the least, or tied with it within 1%
 
 
 def test_pareto_front_equals_brute_force():
@@ -441,8 +446,9 @@ def test_table_scales_matmul_shapes_as_a_trace_at_the_micro_batch(name):
 
 
 def test_tensor_parallel_splits_the_widest_weight_dim_of_each_matmul(gpt):
-    """Under tp the dim a matmul loses is the largest one the batch does not grow (the MLP's
-    or the heads' width, Megatron's split): its FLOPs scale by 1/tp as the table's FLOPs do."""
+    """Under tp the dim a 2-D matmul loses is the largest one the batch does not grow (the
+    MLP's or the heads' width, Megatron's split), a batched matmul's its m (batch x heads x
+    rows: the heads are split): FLOPs scale by 1/tp as the table's FLOPs do."""
     from archcost.plan.table import matmul_dims
 
     ops = gpt.ops[Recompute.NONE]
@@ -451,6 +457,10 @@ def test_tensor_parallel_splits_the_widest_weight_dim_of_each_matmul(gpt):
     two = matmul_dims(ops, np.array([[2.0]]), np.full((1, 1), 2.0))
     ratio = two[hit] / one[hit]
     assert np.all(np.sort(ratio, axis=1) == [0.5, 1.0, 1.0])  # exactly one dim halved
-    for row, grows, r in zip(ops.mnk[hit], ops.mnk_batch[hit], ratio):
-        assert not grows[r == 0.5][0] and row[r == 0.5][0] == max(row[~grows])
+    assert ops.batched[hit].any() and not ops.batched[hit].all()  # explicit attention's bmm
+    for row, grows, r, bmm in zip(ops.mnk[hit], ops.mnk_batch[hit], ratio, ops.batched[hit]):
+        if bmm:
+            assert r[0] == 0.5 and grows[0]
+        else:
+            assert not grows[r == 0.5][0] and row[r == 0.5][0] == max(row[~grows])
     assert np.prod(two[hit], axis=1) == pytest.approx(np.prod(one[hit], axis=1) / 2)

@@ -11,11 +11,12 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from archcost.cli import app as main_app
 from archcost.cli import profiles as profiles_cli
-from archcost.errors import PlanError, ProfileError
+from archcost.errors import ProfileError
 from archcost.hardware.profile import (
     DTYPES,
     ClusterProfile,
@@ -45,6 +46,8 @@ DATASHEET = {
     "gb200": (2500, 5000, 186e9, 8e12, 1200),
     "mi300x": (1307, 2615, 192e9, 5.3e12, 750),
     "l4": (121, 242, 24e9, 300e9, 72),
+    # no datasheet: torchtitan's figures (2.4 TB/s, 500 W, 95 GB) and the file's peak rule
+    "h100-sxm-96gb-500w": (960, 1921, 95 * 2**30, 2.4e12, 500),
 }
 
 
@@ -52,7 +55,8 @@ DATASHEET = {
 def test_every_bundled_profile_loads_under_its_file_name():
     names = list_profiles()
     assert set(names["gpus"]) == set(DATASHEET) | {"cpu"}
-    assert set(names["clusters"]) == {"dgx-a100-hdr", "dgx-h100-ndr", "gb200-nvl72", "mi300x-ib"}
+    assert set(names["clusters"]) == {"cpu-host", "dgx-a100-hdr", "dgx-h100-ndr", "gb200-nvl72",
+                                      "mi300x-ib", "grand-teton-h100"}
     for name in names["gpus"]:
         g = load_gpu(name)
         assert isinstance(g, GpuProfile) and g.name == name and "fp32" in g.peak_flops_per_s
@@ -67,7 +71,7 @@ def test_bundled_files_are_the_source_checkout():
         assert list_profiles()[kind] == sorted(p.stem for p in (BUNDLED / kind).glob("*.yaml"))
 
 
-FIGURE_KEYS = ("fp32", "tf32", "bf16", "fp16", "fp8", "memory", "memory_bandwidth", "l2_cache",
+FIGURE_KEYS = ("fp32", "tf32", "bf16", "fp16", "fp8", "mxfp8", "nvfp4", "memory", "memory_bandwidth", "l2_cache",
                "kernel_launch", "tdp", "idle_power_fraction", "gpus_per_node", "domain_size",
                "bandwidth_per_gpu", "latency", "node_power_overhead")
 
@@ -96,6 +100,31 @@ def test_gpu_figures_equal_the_datasheet_table(name):
     assert g.tdp_w == pytest.approx(tdp)
 
 
+def test_the_500w_h100_peaks_follow_the_stated_clock_rule():
+    """Every peak of the 500 W part is the SXM5 datasheet's x 771.42 / 794.5 (torchao's large
+    GEMM on this variant, 0.78 x 989, over the 700 W part's MAMF), inside torchtitan's bracket
+    of 835 (H100 NVL) to 989 TFLOP/s (SXM)."""
+    capped, sxm = load_gpu("h100-sxm-96gb-500w"), load_gpu("h100-sxm")
+    clock = 0.78 * 989 / 794.5
+    assert set(capped.peak_flops_per_s) == set(sxm.peak_flops_per_s)
+    for dt, peak in capped.peak_flops_per_s.items():
+        assert peak == pytest.approx(sxm.peak_flops_per_s[dt] * clock, rel=2e-3), dt
+    assert 835e12 < capped.peak_flops_per_s["bf16"] < 989e12
+    c = load_cluster("grand-teton-h100", 512)
+    assert (c.gpu.name, c.gpus_per_node, c.nodes) == ("h100-sxm-96gb-500w", 8, 64)
+    assert c.levels[0].bandwidth_per_gpu_bytes_per_s == pytest.approx(900e9 / 2)
+    assert c.levels[1].bandwidth_per_gpu_bytes_per_s == pytest.approx(400e9 / 8)
+
+
+def test_blackwell_block_scaled_peaks():
+    """MXFP8 runs at the FP8 rate, NVFP4 at twice it (HGX B200 and GB200 NVL72 specs)."""
+    for name, fp4 in (("b200", 9000e12), ("gb200", 10000e12)):
+        g = load_gpu(name)
+        assert g.peak_flops_per_s["mxfp8"] == g.peak_flops_per_s["fp8"] == fp4 / 2
+        assert g.peak_flops_per_s["nvfp4"] == fp4
+    assert "mxfp8" not in load_gpu("h100-sxm").peak_flops_per_s
+
+
 def test_clusters_match_their_published_layouts():
     # scale-up links: REFERENCES.md gives bidirectional figures; profiles hold one direction
     a100 = load_cluster("dgx-a100-hdr")
@@ -119,11 +148,14 @@ H200_MATMUL = [(1e6, .01), (1e8, .12), (1e9, .35), (1e10, .60), (1e11, .72), (1e
 H200_ATTENTION = [(1e7, .05), (1e9, .25), (1e11, .45), (1e12, .55)]
 H200_MEMORY = [(1e4, .03), (1e5, .20), (1e6, .50), (1e7, .75), (1e8, .85), (1e9, .90)]
 # rule stated in each file: x * (peak / H200's), y * (ceiling / H200's); ceilings from the MAMF
-# table (A100 SXM 85.9 %, MI300X 60.1 %) or, where nothing is published, H200's own (NB)
+# table (A100 SXM 85.9 %, B200 77.6 %, GB200 72.9 %, MI300X 60.1 %), torchao's roofline figures
+# for the 500 W H100 (GEMM 771 of 960 TFLOP/s, copy 0.92) or, where nothing is published, H200's
+# own (NB)
 DERIVED = {  # name: (bf16 TFLOP/s, GEMM ceiling, mem TB/s, copy ceiling)
     "a100-sxm-40gb": (312, 0.859, 1.555, 0.90), "a100-sxm-80gb": (312, 0.859, 2.039, 0.90),
     "h100-sxm": (989, 0.80, 3.35, 0.90), "h100-pcie": (756, 0.80, 2.0, 0.90),
-    "b200": (2250, 0.80, 8.0, 0.90), "gb200": (2500, 0.80, 8.0, 0.90), "l4": (121, 0.80, 0.3, 0.90),
+    "b200": (2250, 0.776, 8.0, 0.90), "gb200": (2500, 0.729, 8.0, 0.90), "l4": (121, 0.80, 0.3, 0.90),
+    "h100-sxm-96gb-500w": (960, 0.80, 2.4, 0.92),
     "mi300x": (1307.4, 0.601, 5.3, 0.80),
 }
 
@@ -235,17 +267,6 @@ def test_with_gpus_respects_max_nodes_and_bounded_fabrics(tmp_path):
         c.with_gpus(24)
 
 
-def test_level_for_group_picks_the_innermost_level_holding_the_span():
-    c = load_cluster("dgx-h100-ndr", gpus=64)
-    assert c.level_for_group(8) == 0  # tensor parallel inside a node: NVLink
-    assert c.level_for_group(8, stride=8) == 1  # data parallel across nodes: InfiniBand
-    assert c.level_for_group(2, stride=4) == 0  # spans 8 GPUs: still one node
-    nvl = load_cluster("gb200-nvl72", gpus=144)
-    assert nvl.level_for_group(72) == 0 and nvl.level_for_group(2, stride=72) == 1
-    with pytest.raises(PlanError, match="spans 128 GPUs but the cluster has 64"):
-        c.level_for_group(16, stride=8)
-
-
 # --- malformed files: one line naming the file and the field -------------------------------------
 MALFORMED = {  # file stem: (what the message must name, a phrase of the fix)
     "misspelled_field": ("field 'memory_bandwith'", "did you mean 'memory_bandwidth'"),
@@ -268,6 +289,8 @@ MALFORMED = {  # file stem: (what the message must name, a phrase of the fix)
     "cluster_unknown_gpu": ("field 'gpu'", "did you mean 'h100-sxm'"),
     "cluster_wrong_unit": ("field 'levels[1].bandwidth_per_gpu'", "write it like '400 Gb/s'"),
     "cluster_bad_count": ("field 'gpus_per_node'", "must be a positive whole number"),
+    "cluster_bad_gpus_per_link": ("field 'levels[1].gpus_per_link'",
+                                  "must be a positive whole number"),
     "cluster_levels_not_nested": ("field 'levels[1].domain_size'", "must be larger than the level inside it"),
     "cluster_unbounded_inner": ("field 'levels[0].domain_size'", "only the outermost level may be unbounded"),
     "cluster_level_missing_latency": ("field 'levels[0].latency'", "missing"),
@@ -275,6 +298,24 @@ MALFORMED = {  # file stem: (what the message must name, a phrase of the fix)
     "cluster_given_a_gpu": ("'peak_flops'", "this is a GPU profile"),
     "yaml_syntax": ("line 4", "YAML syntax error"),
     "not_a_mapping": ("top level", "must be a mapping"),
+    # measured tables (hardware/tables.py) and the parts that carry them
+    "tables_shape_unknown_dtype": ("field 'matmul_shape_efficiency.bf61'", "did you mean 'bf16'"),
+    "tables_shape_alias_without_table": ("field 'matmul_shape_efficiency.fp16'",
+                                         "names 'fp8', which has no table here"),
+    "tables_shape_wrong_rows": ("field 'matmul_shape_efficiency.bf16.values'",
+                                "must be a 7 x 5 x 5 nested list"),
+    "tables_shape_cell_above_one": ("field 'matmul_shape_efficiency.bf16.values'",
+                                    "cell (16384, 256, 256) is 1.2; efficiency must be in (0, 1]"),
+    "tables_attention_misspelled_phase": ("field 'attention_kernels.flash3.backwards'",
+                                          "did you mean 'backward'"),
+    "tables_attention_row_length": ("field 'attention_kernels.flash3.forward.full'",
+                                    "must be 3 rows (one per head dim) of 6 values"),
+    "tables_attention_bad_kernel_name": ("field 'attention_kernels.FlashAttention3'",
+                                         "a kernel name is lower-case"),
+    "tables_attention_seq_not_increasing": ("field 'attention_kernels.flash3.seq_lens'",
+                                            "must be increasing positive sizes"),
+    "blackwell_nvfp4_no_unit": ("field 'peak_flops.nvfp4'", "has no unit"),
+    "cluster_grand_teton_unknown_gpu": ("field 'gpu'", "did you mean 'h100-sxm-96gb-500w'"),
 }
 
 
@@ -296,7 +337,8 @@ def test_malformed_profile_gives_one_line_naming_file_and_field(stem):
 def test_missing_file_and_unknown_name_list_the_bundled_profiles():
     with pytest.raises(ProfileError, match=r"no such profile file; .*h100-sxm"):
         load_gpu("nowhere/h100.yaml")
-    with pytest.raises(ProfileError, match=r"no GPU profile named 'h100'; did you mean 'h100-pcie' or 'h100-sxm'\?"):
+    with pytest.raises(ProfileError, match=r"no GPU profile named 'h100'; did you mean 'h100-pcie' "
+                                           r"or 'h100-sxm' or 'h100-sxm-96gb-500w'\?"):
         load_gpu("h100")
     with pytest.raises(ProfileError, match=r"no cluster profile named 'dgx'.*dgx-h100-ndr"):
         load_cluster("dgx")
@@ -317,15 +359,18 @@ def test_cli_list_shows_every_profile(runner):
     assert res.exit_code == 0, res.output
     for name in [*DATASHEET, "cpu", "dgx-a100-hdr", "dgx-h100-ndr", "gb200-nvl72", "mi300x-ib"]:
         assert name in res.output
-    assert re.search(r"h100-sxm\s.*\s989\s.*\s1,979\s.*\s80\s.*\s3\.35\s.*\s700", res.output)
+    # 80 GB of memory in GiB: 80e9 / 2**30 = 74.5
+    assert re.search(r"h100-sxm\s.*\s989\s.*\s1,979\s.*\s74\.5\s.*\s3\.35\s.*\s700", res.output)
     doc = json.loads(runner.invoke(profiles_cli.app, ["list", "--json"]).output)
-    assert len(doc["gpus"]) == 10 and doc["clusters"][0]["kind"] == "cluster"
+    assert len(doc["gpus"]) == 11 and doc["clusters"][0]["kind"] == "cluster"
 
 
 def test_cli_show_prints_units_and_json_in_si(runner):
     res = runner.invoke(profiles_cli.app, ["show", "h100-sxm"], env={"COLUMNS": "160"})
     assert res.exit_code == 0, res.output
-    for text in ("989 TFLOP/s", "80 GB (74.5 GiB)", "3.35 TB/s", "50 MB", "4 us", "700 W"):
+    # memory in IEC units: 80e9 B / 2**30 = 74.51 GiB, a 50e6 B cache / 2**20 = 47.68 MiB
+    for text in ("989 TFLOP/s", "74.51 GiB (80,000,000,000 bytes)", "3.35 TB/s", "47.68 MiB",
+                 "4 us", "700 W"):
         assert text in res.output
     res = runner.invoke(profiles_cli.app, ["show", "h200", "--json"])
     doc = json.loads(res.output)
@@ -334,7 +379,7 @@ def test_cli_show_prints_units_and_json_in_si(runner):
     assert (doc["nodes"], doc["gpus"]) == (384, 3072)  # Narayanan et al. SC'21's largest run
     assert doc["levels"][1] == {"name": "ib-hdr", "domain_size": None, "bandwidth_per_gpu_bytes_per_s": 25e9,
                                 "latency_s": 6e-6, "topology": "fat-tree",
-                                "collectives": {}}
+                                "collectives": {}, "gpus_per_link": 1}
     a100 = runner.invoke(profiles_cli.app, ["show", "a100-sxm-80gb"], env={"COLUMNS": "160"}).output
     assert "- (unsupported)" in a100  # fp8 on Ampere
 
@@ -497,8 +542,9 @@ levels:
 def test_a_levels_own_collective_figures_replace_its_pair_for_that_collective(tmp_path):
     """Closed forms on one level (n=4, ring): all-reduce 6 alpha + 1.5 S / bw with its own
     figures; all-gather 3 alpha + 0.75 S / bw with the level's; the plan kernels agree."""
-    from archcost.cost.comm import Collective, collective_cost, level_arrays
-    from archcost.cost.kernels import COLL_ALL_GATHER, COLL_ALL_REDUCE, group_collective_time
+    from archcost.cost.comm import Collective, Group, collective_cost, level_arrays
+    from archcost.cost.kernels import COLL_ALL_GATHER, COLL_ALL_REDUCE
+    from archcost.cost.placement import FIG_LEN, group_figures, group_seconds
 
     (tmp_path / "own.yaml").write_text(_OWN)
     c = load_cluster(str(tmp_path / "own.yaml"), 4)
@@ -511,10 +557,12 @@ def test_a_levels_own_collective_figures_replace_its_pair_for_that_collective(tm
     ag = collective_cost(Collective.ALL_GATHER, s, 4, c).seconds
     assert ar == pytest.approx(6 * 300e-6 + 1.5 * s / 500e6, rel=1e-12)
     assert ag == pytest.approx(3 * 100e-6 + 0.75 * s / 2e9, rel=1e-12)
-    dom, bw, lat = level_arrays(c)
+    dom, bw, lat, share = level_arrays(c)
     assert bw.shape == lat.shape == (2, 6)
-    assert group_collective_time(COLL_ALL_REDUCE, s, 4, 1, dom, bw, lat) == ar
-    assert group_collective_time(COLL_ALL_GATHER, s, 4, 1, dom, bw, lat) == ag
+    fig = np.empty(FIG_LEN)
+    group_figures(Group.axis(4, 1, 4).geo, dom, bw, lat, share, np.empty(2, dtype=np.int64), fig)
+    assert group_seconds(COLL_ALL_REDUCE, s, 4, fig)[0] == ar
+    assert group_seconds(COLL_ALL_GATHER, s, 4, fig)[0] == ag
     # scaling the level keeps each collective's ratio to it
     half = lv.scaled(bw_factor=0.5, latency_factor=2.0)
     assert half.figures("all_reduce") == pytest.approx((600e-6, 250e6))
@@ -592,27 +640,32 @@ _TABLE = """matmul_shape_efficiency:
 
 
 def _trilinear(dims, values, m, n, k):
-    """Brute force: the 8 corners around (m, n, k) in log2 space, weights from each axis."""
+    """Brute force: the 8 corners around (m, n, k) in log2 space, weights from each axis;
+    clamped above the grid, times sqrt(x / dims[0]) per axis below it (the stated rule)."""
     import itertools
     import math
 
     def axis(x):
+        below = math.sqrt(x / dims[0]) if x < dims[0] else 1.0
         lx = min(max(math.log2(x), math.log2(dims[0])), math.log2(dims[-1]))
         for i in range(len(dims) - 1):
             lo, hi = math.log2(dims[i]), math.log2(dims[i + 1])
             if lx <= hi:
-                return i, (lx - lo) / (hi - lo)
+                return i, (lx - lo) / (hi - lo), below
         raise AssertionError
 
-    (i, wi), (j, wj), (l_, wl) = axis(m), axis(n), axis(k)
-    return sum((wi if a else 1 - wi) * (wj if b else 1 - wj) * (wl if c else 1 - wl)
-               * values[i + a][j + b][l_ + c] for a, b, c in itertools.product((0, 1), repeat=3))
+    (i, wi, fi), (j, wj, fj), (l_, wl, fl) = axis(m), axis(n), axis(k)
+    return fi * fj * fl * sum(
+        (wi if a else 1 - wi) * (wj if b else 1 - wj) * (wl if c else 1 - wl)
+        * values[i + a][j + b][l_ + c] for a, b, c in itertools.product((0, 1), repeat=3))
 
 
 def test_shape_table_reads_cells_exactly_and_trilinear_in_log2_between(tmp_path):
     import numpy as np
 
-    t = load_gpu(_cpu_with(tmp_path, _TABLE)).matmul_shape_efficiency
+    gpu = load_gpu(_cpu_with(tmp_path, _TABLE))
+    t = gpu.matmul_shape_efficiency["all"]
+    assert gpu.shape_table("bf16") is t and gpu.shape_table("fp32") is t  # one for every dtype
     dims = (16, 256, 4096)
     values = [[[round(0.1 * i + 0.03 * j + 0.01 * (k + 1), 10) for k in range(3)]
                for j in range(3)] for i in range(3)]
@@ -623,7 +676,9 @@ def test_shape_table_reads_cells_exactly_and_trilinear_in_log2_between(tmp_path)
     got = t.at(*np.array(shapes, dtype=float).T)
     for (m, n, k), g in zip(shapes, got):
         assert g == pytest.approx(_trilinear(dims, values, m, n, k), rel=1e-12), (m, n, k)
-    assert float(t.at(1, 1, 1)) == pytest.approx(0.01) and float(t.at(1e9, 1e9, 1e9)) == 0.29
+    # clamped above the grid; below it, sqrt(x / 16) per axis: (1/4)^3 at (1, 1, 1)
+    assert float(t.at(1, 1, 1)) == pytest.approx(0.01 / 64) and float(t.at(1e9, 1e9, 1e9)) == 0.29
+    assert float(t.at(4, 256, 16)) == pytest.approx(0.04 * 0.5)  # m below: sqrt(4 / 16)
     # a part twice as fast reaches each cell's efficiency at 2x the FLOPs (dims x 2^(1/3))
     s = t.scaled(2.0)
     assert float(s.at(64 * 2 ** (1 / 3), 100 * 2 ** (1 / 3), 9 * 2 ** (1 / 3))) == \
@@ -653,7 +708,7 @@ def test_the_engine_prices_2d_matmuls_by_the_shape_table(tmp_path):
     launch = overhead_seconds(g, ["forward", "forward"])
     t, _ = roofline_seconds(g, flops, nbytes, peak, curves, memory_curve_index(g, ops), launch,
                             mnk=mnk)
-    eff = _trilinear((16, 256, 4096), np.array(g.matmul_shape_efficiency.values), 100, 3000, 20)
+    eff = _trilinear((16, 256, 4096), np.array(g.shape_table("fp32").values), 100, 3000, 20)
     assert t[0] == pytest.approx(flops[0] / (peak[0] * eff) + launch[0], rel=1e-12)
     assert t[1] == pytest.approx(flops[1] / (peak[1] * g.matmul_efficiency.at(flops[1]))
                                  + launch[1], rel=1e-12)
@@ -669,7 +724,9 @@ def test_the_engine_prices_2d_matmuls_by_the_shape_table(tmp_path):
     ("{dims: [16, 64], values: [[[0.5, 0.5], [0.5, 0.5]], [[0.5, 0.5], [0.5, 1.5]]]}",
      "cell (64, 64, 64) is 1.5; efficiency must be in (0, 1]"),
     ("{dims: [16, 64], values: [[[0.5, 0.5], [0.5, 0.5]], [[0.5, 0.5], [0.5, 0.5]]], k: 1}",
-     "unknown key; use dims and values"),
+     "give either dims (one grid for m, n and k) or m, n and k, not both"),
+    ("{dims: [16, 64], values: [[[0.5, 0.5], [0.5, 0.5]], [[0.5, 0.5], [0.5, 0.5]]], x: 1}",
+     "unknown key; use dims (or m, n and k) and values"),
     ("[1, 2]", "must be a mapping {dims"),
 ])
 def test_bad_shape_tables_are_one_line(tmp_path, table, message):

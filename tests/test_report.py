@@ -4,6 +4,7 @@ plots headless Chromium renders without a console error, user strings escaped ev
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -13,6 +14,7 @@ import pytest
 from archcost.cli import app
 from archcost.report import load_document, load_trace, to_html, to_markdown
 from archcost.report.timeline import from_trace
+from tests._layout import measure, problems
 from tests._report_docs import HOSTILE, hostile, load, report_docs  # noqa: F401 (fixture)
 
 # the plots each kind of document gets (ids are data-plot attributes)
@@ -167,20 +169,30 @@ def test_html_page_has_the_plots_and_needs_nothing_else(report_docs, kind):  # n
 CHROMIUM = ("chromium", "chromium-browser", "google-chrome")
 
 
-def _chromium() -> str:
+def chromium() -> str:
+    """The headless Chromium to render with: $ARCHCOST_CHROMIUM (what ./test.sh found or
+    installed, on PATH or not), else the first of CHROMIUM on PATH. Fails, never skips,
+    when there is none."""
+    given = os.environ.get("ARCHCOST_CHROMIUM")
+    if given:
+        if not (os.path.isfile(given) and os.access(given, os.X_OK)):
+            pytest.fail(f"ARCHCOST_CHROMIUM={given} is not an executable file: point it at a "
+                        "Chromium or Chrome binary, or unset it to search PATH")
+        return given
     for name in CHROMIUM:
         path = shutil.which(name)
         if path:
             return path
     pytest.fail("headless Chromium is needed to check the HTML reports render, and none was "
-                "found (looked for chromium, chromium-browser, google-chrome on PATH). Install "
-                "it: `apt-get install -y chromium` on Debian (what .ci/run does), or put a "
-                "Chromium or Chrome binary on PATH; then rerun the tests.")
+                "found (ARCHCOST_CHROMIUM is unset; looked for chromium, chromium-browser, "
+                "google-chrome on PATH). Run the suite with ./test.sh, which installs it with "
+                "apt-get where it can, or set ARCHCOST_CHROMIUM to a Chromium or Chrome "
+                "binary; then rerun the tests.")
 
 
 def render_dom(page_path, profile) -> tuple[str, list[str]]:
     """The DOM Chromium built from the page, and the console lines it logged."""
-    cmd = [_chromium(), "--headless", "--disable-gpu", "--no-sandbox",
+    cmd = [chromium(), "--headless", "--disable-gpu", "--no-sandbox",
            "--disable-dev-shm-usage", "--no-first-run", "--disable-extensions",
            f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0",
            "--virtual-time-budget=2000", "--dump-dom", page_path.as_uri()]
@@ -214,6 +226,109 @@ def test_chromium_renders_every_plot_without_console_errors(report_docs, tmp_pat
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in dom  # shown as text
 
 
+@pytest.mark.parametrize("kind", list(PLOTS))
+def test_chromium_layout_no_overlapping_text_no_sliver(report_docs, tmp_path, kind):  # noqa: F811
+    """Each kind's plots as Chromium lays them out: no two texts overlap, none is cut by the
+    plot's edge, no bar is thinner than MIN_BAR_PX, no legend swatch touches a name."""
+    page = to_html(load_document(report_docs[kind]), _timeline(report_docs, kind))
+    figs = measure(page, tmp_path)
+    assert {f["id"] for f in figs} == PLOTS[kind]
+    assert not problems(figs), "\n".join(problems(figs))
+
+
+def _long_trace(ranks: int = 4, micro: int = 600) -> tuple[dict, float]:
+    """A Chrome trace of a long 1F1B-like schedule as ``--timeline`` writes it: per rank a
+    compute thread of back-to-back forward (10 ms) and backward (20 ms) bars, a communication
+    thread of 1 ms sends after each forward. Returns it and its span in seconds."""
+    events = []
+    for r in range(ranks):
+        events += [{"ph": "M", "name": "process_name", "pid": r, "tid": 0,
+                    "args": {"name": f"pipeline rank {r}"}},
+                   {"ph": "M", "name": "thread_name", "pid": r, "tid": 0,
+                    "args": {"name": "compute"}},
+                   {"ph": "M", "name": "thread_name", "pid": r, "tid": 1,
+                    "args": {"name": "communication"}}]
+        t = 0.0
+        for m in range(micro):
+            for kind, dur in (("forward", 10_000.0), ("backward", 20_000.0)):
+                events.append({"ph": "X", "pid": r, "tid": 0, "cat": "compute",
+                               "name": f"{kind[0].upper()}{m}", "ts": t, "dur": dur,
+                               "args": {"kind": kind, "microbatch": m}})
+                if kind == "forward":
+                    events.append({"ph": "X", "pid": r, "tid": 1, "cat": "pp",
+                                   "name": "send activation", "ts": t + dur, "dur": 1_000.0})
+                t += dur
+    return {"traceEvents": events}, micro * 0.030
+
+
+def _coverage(svg: str, lane_y: float, lane_h: float) -> tuple[float, float, float]:
+    """(first x, last x, length of the union) of the bars drawn in the row at ``lane_y``."""
+    spans = sorted((float(x), float(x) + float(w)) for x, y, w in re.findall(
+        r'<rect x="([\d.]+)" y="([\d.]+)" width="([\d.]+)"', svg.split('<g class="bars">')[1])
+        if lane_y <= float(y) < lane_y + lane_h)
+    union, end = 0.0, -1.0
+    for a, b in spans:
+        union += max(0.0, b - max(a, end))
+        end = max(end, b)
+    return spans[0][0], end, union
+
+
+def test_long_schedule_timeline_reads_busy_not_idle(report_docs, tmp_path):  # noqa: F811
+    """1,800 bars per rank (600 forward, 600 backward, 600 sends), each under a pixel: the compute rows are drawn covered end to
+    end (the trace has no idle time there), forward and backward in proportion 1:2 of the
+    height, the merging said in the legend and the footnote; Chromium finds no overlap and
+    no sliver."""
+    trace, span = _long_trace()
+    page = to_html(load_document(report_docs["estimate"]), from_trace(trace, source="long"))
+    fig = re.search(r'<figure class="plot" id="plot-pipeline".*?</figure>', page, re.S).group(0)
+    assert "merged bars under 2 px: height by share of time" in fig
+    assert "7,200 bars narrower than 2 px are merged into 8 blocks" in \
+        " ".join(re.findall(r'<text class="note"[^>]*>([^<]*)</text>', fig))
+    lanes = [float(y) for y in re.findall(
+        r'<text class="category" x="[\d.]+" y="([\d.]+)"', fig)]
+    assert len(lanes) == 8  # 4 ranks x (compute, communication)
+    zero = float(re.search(r'<text class="tick" x="([\d.]+)"[^>]*>0 s<', fig).group(1))
+    # where span seconds fall: the tick labelled with the last round second before the span
+    ticks = {t: float(x) for x, t in re.findall(r'<text class="tick" x="([\d.]+)"[^>]*>'
+                                                 r'(\d+) s<', fig)}
+    px_per_s = (ticks[max(ticks)] - zero) / int(max(ticks))
+    for row in (0, 2, 4, 6):  # the compute rows: busy from 0 to the span
+        first, last, union = _coverage(fig, lanes[row] - 15, 22)
+        assert abs(first - zero) < 0.05 and abs(last - (zero + span * px_per_s)) < 0.5
+        assert union == pytest.approx(span * px_per_s, abs=0.5)
+    stripes = re.findall(r'<rect x="[\d.]+" y="[\d.]+" width="[\d.]+" height="([\d.]+)" '
+                         r'fill="(#[0-9a-f]+)"><title>1,200 bars merged', fig)
+    heights = {}
+    for h, color in stripes[:2]:
+        heights[color] = float(h)
+    assert heights == pytest.approx({"#4e79a7": 16 / 3, "#59a14f": 32 / 3}, abs=0.06)
+    figs = measure(page, tmp_path)
+    assert not problems(figs), "\n".join(problems(figs))
+
+
+def test_chromium_layout_of_crowded_point_labels(report_docs, tmp_path):  # noqa: F811
+    """A roofline whose op classes all sit at nearly one point, and plans with long names:
+    every label is placed clear of the others (or named in the footnote), none is cut."""
+    doc = load(report_docs["analysis"])
+    classes = doc["estimate"]["op_classes"]
+    for i, c in enumerate(classes):
+        c["arithmetic_intensity"] = 10.0 * (1 + 0.01 * i)
+        c["achieved_flops_per_s"] = 1e12 * (1 + 0.01 * i)
+        c["class"] = f"{c['class']} class number {i}"
+    plan = load(report_docs["plan"])
+    for p in plan["plans"]:
+        p["plan"] += ",schedule=interleaved-1f1b,placement=tp-cp-dp-pp,recompute=selective"
+    for d in (doc, plan):
+        page = to_html(d, _timeline(report_docs, d["kind"]))
+        figs = measure(page, tmp_path)
+        assert not problems(figs), "\n".join(problems(figs))
+    roof = next(f for f in measure(to_html(doc), tmp_path) if f["id"] == "roofline")
+    labelled = [t["text"] for t in roof["texts"] if t["cls"] == "point-label"]
+    note = " ".join(t["text"] for t in roof["texts"] if t["cls"] == "note")
+    for c in classes:
+        assert (c["class"] in labelled) != (c["class"] in note), c["class"]
+
+
 # ---------------------------------------------------------------- the command
 
 def test_report_cli_prints_markdown_and_writes_html(runner, report_docs, tmp_path):  # noqa: F811
@@ -237,7 +352,7 @@ def test_report_cli_prints_markdown_and_writes_html(runner, report_docs, tmp_pat
 
 @pytest.mark.parametrize("case, message", [
     ("not-json", "not JSON"),
-    ("array", "is a JSON object"),
+    ("array", "$: expected a JSON object"),
     ("missing", "no such file"),
     ("sweep", "regenerate it with archcost sweep -o"),
     ("format", "--format 'pdf'"),

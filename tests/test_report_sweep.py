@@ -20,6 +20,7 @@ from archcost.report import diff_documents, fmt, load_document, to_html, to_mark
 from archcost.report.diff import metrics_of
 from archcost.report.document import check_document
 from archcost.report.tables import short_plan
+from tests._layout import measure, problems
 from tests._report_docs import HOSTILE, _invoke, load
 from tests.conftest import MODELS
 from tests.test_report import assert_tables, render_dom
@@ -115,6 +116,16 @@ def figures(page: str) -> dict[str, str]:
                            r"</figure>", page, re.S))
 
 
+def assert_bars_from_zero(svg: str, n: int) -> None:
+    """``n`` bars, each starting where the value axis has its tick ``0 s``."""
+    ticks = re.findall(r'<text class="tick" x="([\d.]+)"[^>]*>([^<]*)</text>', svg)
+    zero = [float(x) for x, text in ticks if text == "0 s"]
+    bars = re.findall(r'<rect x="([\d.]+)" y="[\d.]+" width="([\d.]+)"',
+                      svg.split('<g class="bars">')[1].split("</g>")[0])
+    assert len(zero) == 1 and len(bars) == n, (ticks, bars)
+    assert all(abs(float(x) - zero[0]) < 0.05 and float(w) > 0 for x, w in bars), bars
+
+
 def _texts(svg: str, cls: str) -> list[str]:
     return [re.sub(r"<title>.*?</title>", "", t)
             for t in re.findall(rf'<text class="{cls}"[^>]*>(.*?)</text>', svg, re.S)]
@@ -203,8 +214,13 @@ def test_html_has_every_sweep_plot(sweeps, name):
     for key, axis in zip(keys, doc["axes"]):
         fig = figs[f"step-{key}"]
         assert f"Step time against {key}" in fig
-        assert _texts(fig, "tick")[:len(axis["values"])] == axis["values"]  # x ticks as swept
         assert "step time (s)" in _texts(fig, "axis-label")
+        if key == "gpu":  # names: a bar from zero per value, in sweep order
+            assert _texts(fig, "category") == axis["values"]
+            assert_bars_from_zero(fig, len(axis["values"]))
+        else:  # quantities: points at the swept values, joined by lines
+            assert _texts(fig, "tick")[:len(axis["values"])] == axis["values"]
+            assert "<polyline" in fig and "<g class=\"bars\">" not in fig
     sens = _texts(figs["sensitivity"], "category")
     by = {r["resource"]: r["elasticity"] for r in doc["sensitivity"]["resources"]}
     assert sorted(sens) == sorted(by) and [by[r] for r in sens] == sorted(by.values())
@@ -240,7 +256,10 @@ def test_many_combinations_are_summarised_and_values_placed_on_log_axes():
     gaps = [b - a for a, b in zip(xs, xs[1:])]
     assert max(gaps) - min(gaps) < 1.0
     cl = figs["step-cluster"]
-    assert _texts(cl, "tick")[:3] == ["a", "b", "c"]  # categorical: one slot per name
+    assert _texts(cl, "category") == ["a", "b", "c"]  # names: one band per value, in order
+    # three series (fastest, median, slowest), each a bar from zero in every band
+    assert_bars_from_zero(cl, 9)
+    assert "<polyline" not in cl
     two = synthetic([("gpus", ["8", "16"]), ("seq_len", ["1024", "2048", "4096"])],
                     no_fit=lambda idx: idx == (0, 2))
     figs = figures(to_html(two))
@@ -277,6 +296,43 @@ def test_chromium_renders_every_sweep_plot(sweeps, tmp_path, name):
     assert dom.count('class="tick"') >= 2 * len(PLOTS[name])
     assert dom.count('class="axis-label"') >= len(PLOTS[name])
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in dom
+
+
+@pytest.mark.parametrize("name", ["two", "one"])
+def test_chromium_layout_of_sweeps(sweeps, tmp_path, name):
+    """The real sweeps' plots as Chromium lays them out: no overlapping or cut text, no bar
+    under MIN_BAR_PX, no legend swatch touching a name."""
+    figs = measure(to_html(load(sweeps[name])), tmp_path)
+    assert {f["id"] for f in figs} == PLOTS[name]
+    assert not problems(figs), "\n".join(problems(figs))
+
+
+def test_chromium_layout_of_a_categorical_sweep(tmp_path):
+    """Names swept (clusters, with GPUs and dtypes beside them): each name's step time is a
+    bar from zero in the real browser, grouped by the other parameters, labels clear of each
+    other, bars no thinner than MIN_BAR_PX; and the step-time bars span the same axis as
+    their values (the longest bar is the slowest point)."""
+    doc = synthetic([("cluster", ["dgx-h100-ndr", "dgx-h100-ndr+h200", "gb200-nvl72",
+                                  "mi300x-ib"]), ("gpus", ["8", "16"]),
+                     ("dtype", ["bf16-mixed", "fp8"])], no_fit=lambda idx: idx == (3, 0, 1))
+    figs = {f["id"]: f for f in measure(to_html(doc), tmp_path)}
+    assert not problems(list(figs.values())), "\n".join(problems(list(figs.values())))
+    fig = figs["step-cluster"]
+    cats = [t["text"] for t in fig["texts"] if t["cls"] == "category"]
+    assert cats == ["dgx-h100-ndr", "dgx-h100-ndr+h200", "gb200-nvl72", "mi300x-ib"]
+    # 4 combinations of gpus x dtype, one bar each per cluster, less the point that does not fit
+    assert len(fig["bars"]) == 4 * 4 - 1
+    widths = {b["tip"]: b["width"] for b in fig["bars"]}
+    slow = max((p for p in doc["points"] if p["fits"]), key=lambda p: p["step_time_s"])
+    fast = min((p for p in doc["points"] if p["fits"]), key=lambda p: p["step_time_s"])
+    tip = "{}: gpus={}, dtype={} {}"
+    w_slow = widths[tip.format(slow["point"]["cluster"], slow["point"]["gpus"],
+                               slow["point"]["dtype"], fmt.seconds(slow["step_time_s"]))]
+    w_fast = widths[tip.format(fast["point"]["cluster"], fast["point"]["gpus"],
+                               fast["point"]["dtype"], fmt.seconds(fast["step_time_s"]))]
+    assert w_slow == max(widths.values())
+    # bars from zero: widths in proportion to the step times
+    assert w_fast / w_slow == pytest.approx(fast["step_time_s"] / slow["step_time_s"], abs=0.01)
 
 
 # ---------------------------------------------------------------- the commands
@@ -364,10 +420,9 @@ def test_sweep_diff_a_point_that_stops_fitting_and_energy(sweeps):
     head = copy.deepcopy(base)
     head["points"][1].update(fits=False, plan=None, step_time_s=None)
     res = diff_documents(base, head)
-    assert [r.metric for r in res.regressions] == ["fits@mem_bw=1x@gpus=16"]
-    assert row(res, "step_time@mem_bw=1x@gpus=16").status == "gone"
+    assert [(r.metric, r.status) for r in res.regressions] == [
+        ("step_time@mem_bw=1x@gpus=16", "missing"), ("fits@mem_bw=1x@gpus=16", "regressed")]
     assert row(res, "points_fitting").status == "worse"
-    assert any("only in BASE" in n for n in res.notes)
     assert diff_documents(head, base).exit_code == 0
     greedy = _scaled(base, 0.9, field="tokens_per_joule")
     res = diff_documents(base, greedy)
@@ -385,6 +440,25 @@ def test_sweep_diff_notes_different_grids():
     assert any(n.startswith("different grids") for n in res.notes)
     assert row(res, "step_time@gpus=32").status == "new"
     assert res.exit_code == 0
+
+
+def test_sweep_diff_a_smaller_grid_is_noted_a_lost_point_fails():
+    base = synthetic([("gpus", ["8", "16", "32"])])
+    head = synthetic([("gpus", ["8", "16"])])  # another grid: gpus=32 is not in it
+    res = diff_documents(base, head)
+    # the fastest point was gpus=32: the smaller grid's best is slower, the points both have
+    # are unchanged
+    assert all(r.metric.startswith("best.") for r in res.regressions)
+    assert "step_time@gpus=32" not in res.watched and "step_time@gpus=16" in res.watched
+    assert "step_time@gpus=32: its point is not in HEAD's grid; not compared" in res.notes
+    cut = copy.deepcopy(base)  # the same grid with a point gone: half-written
+    cut["points"].pop()
+    res = diff_documents(base, cut)
+    assert [(r.metric, r.status) for r in res.regressions
+            if not r.metric.startswith("best.")] == [("step_time@gpus=32", "missing"),
+                                                     ("fits@gpus=32", "missing")]
+    with pytest.raises(DocumentError, match=r"\$.points: expected the 3 points"):
+        check_document(cut, "cut.json")
 
 
 def test_diff_cli_on_sweeps(runner, sweeps, tmp_path):

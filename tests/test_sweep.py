@@ -101,10 +101,9 @@ def test_energy_is_power_times_time_and_cost_is_price_times_gpu_hours():
 
 
 def test_sweep_cli_grid_json_and_csv(runner, tmp_path):
-    out, table = tmp_path / "sweep.json", tmp_path / "sweep.csv"
-    r = runner.invoke(app, ["sweep", *TINY, "--cluster", "dgx-h100-ndr", "--gpus", "8",
-                            "--gbs", "16", "--vary", "mem_bw=1x,2x", "--vary", "gpus=8,16",
-                            "-o", str(out), "--csv", str(table)])
+    out = tmp_path / "sweep.json"
+    r = runner.invoke(app, ["sweep", *TINY, "--hardware", "dgx-h100-ndr", "--gpus", "8,16",
+                            "--gbs", "16", "--vary", "mem_bw=1x,2x", "-o", str(out), "--csv"])
     assert r.exit_code == 0, r.output
     doc = json.loads(out.read_text())
     assert doc["kind"] == "sweep" and doc["grid_points"] == 4 == len(doc["points"])
@@ -112,8 +111,9 @@ def test_sweep_cli_grid_json_and_csv(runner, tmp_path):
     for p in doc["points"]:
         assert p["fits"] and p["plan"] and p["bottleneck"] in p["components_s"]
         assert p["step_time_s"] > 0 and p["joules_per_token"] > 0
-    rows = list(csv.DictReader(io.StringIO(table.read_text())))
-    assert len(rows) == 4 and rows[0]["mem_bw"] == "1x"
+    assert [a["key"] for a in doc["axes"]] == ["gpus", "mem_bw"]  # --gpus 8,16: an axis
+    rows = list(csv.DictReader(io.StringIO(r.stdout)))  # --csv: the rows alone on stdout
+    assert len(rows) == 4 and rows[0]["mem_bw"] == "1x" and rows[0]["gpus"] == "8"
     sens = doc["sensitivity"]["resources"]
     assert sens and all("elasticity" in s for s in sens)
 

@@ -160,7 +160,7 @@ def _children() -> set[int]:
     ([*LLAMA, "--plan", "pp=2,vpp=2,schedule=interleaved-1f1b,mbs=1,gbs=4", "--nproc", "2",
       *CLUSTER], "schedule=1f1b or gpipe"),
     ([*GPT, "--plan", "mbs=4,gbs=4", "--dtype", "bf16-mixed"], "--dtype 'bf16-mixed'"),
-    ([*GPT, "--plan", "dp=2,mbs=4,gbs=8", "--nproc", "2", "--hardware", "cpu"],
+    ([*GPT, "--plan", "dp=2,mbs=4,gbs=8", "--nproc", "2", "--hardware", "h100-sxm"],
      "need a cluster profile"),
     ([str(MODELS / "gpt2.py"), "--set", "layers=64", "--set", "hidden=8192", "--set",
       "heads=64", "-s", "64", "--plan", "mbs=1,gbs=1"], "nothing was allocated"),
@@ -193,7 +193,8 @@ def test_a_rank_killed_without_a_message_is_named_from_the_launchers_summary(tmp
 
 def test_rank_threads_is_the_launchers_split_and_the_share_follows_it(monkeypatch):
     """Each rank gets OMP_NUM_THREADS where set to a count, else cores // nproc; a profile
-    calibrated on this CPU with T threads is shared at that over T, others not at all."""
+    calibrated on this CPU with T threads is shared at that over T, a datasheet one at 1/N, one
+    calibrated on a GPU not at all."""
     from types import SimpleNamespace
 
     from archcost.launch import rank_threads
@@ -209,5 +210,7 @@ def test_rank_threads_is_the_launchers_split_and_the_share_follows_it(monkeypatc
     cpu = SimpleNamespace(calibration={"device_kind": "cpu", "threads": 8})
     assert cpu_rank_share(cpu, 2) == 0.25 and cpu_rank_share(cpu, 16) == 1.0
     assert cpu_rank_share(SimpleNamespace(calibration=None), 1) == 1.0
+    # a datasheet profile (the bundled cpu) describes the whole host: N ranks split it
+    assert cpu_rank_share(SimpleNamespace(calibration=None), 1, nproc=2) == 0.5
     assert cpu_rank_share(SimpleNamespace(calibration={"device_kind": "cuda", "threads": 8}),
                           1) == 1.0

@@ -16,14 +16,25 @@ from typing import Annotated, Any
 
 import typer
 
-from archcost.cli.common import DebugOpt, err_console, out_console, reports_errors
+from archcost.cli.common import err_console, out_console, progress_bar, reports_errors
+from archcost.cli.options import (
+    DEVICE,
+    NPROC,
+    TIMEOUT_S,
+    DebugOpt,
+    DeviceOpt,
+    JsonOpt,
+    NprocOpt,
+    TimeoutOpt,
+)
 from archcost.errors import ConfigError
 
 __all__ = ["register", "calibrate", "cluster_path"]
 
 
 def register(app: typer.Typer) -> None:
-    app.command("calibrate")(calibrate)
+    app.command("calibrate",
+                short_help="Measure this machine into a hardware profile.")(calibrate)
 
 
 def cluster_path(gpu_path: Path) -> Path:
@@ -31,14 +42,16 @@ def cluster_path(gpu_path: Path) -> Path:
     return gpu_path.with_name(f"{gpu_path.stem}.cluster{gpu_path.suffix}")
 
 
-def _check_output(output: str) -> Path:
+def _check_output(output: str, nproc: int) -> Path:
+    from archcost.io import check_writable
+
     path = Path(output).expanduser()
     if path.suffix not in (".yaml", ".yml"):
         raise ConfigError(f"-o {output}: a profile file must end in .yaml or .yml (so that "
                           "--hardware reads it as a file); e.g. -o my-machine.yaml")
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise ConfigError(f"-o {output}: folder {folder} does not exist; create it first")
+    check_writable(path, "-o")
+    if nproc > 1:
+        check_writable(cluster_path(path), "-o (its cluster profile)")
     return path
 
 
@@ -55,18 +68,15 @@ def _command(device: str, nproc: int, output: str, quick: bool, tdp: str | None)
 def calibrate(
     output: Annotated[str, typer.Option("--output", "-o", help="GPU profile to write (.yaml); "
                                         "with --nproc > 1 also <stem>.cluster.yaml beside it.")],
-    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
-    nproc: Annotated[int, typer.Option("--nproc", help="Processes for the collective benchmark "
-                                       "(gloo on cpu, nccl on cuda, one GPU each); 1: none.")] = 1,
+    device: DeviceOpt = DEVICE,
+    nproc: NprocOpt = NPROC,
     quick: Annotated[bool, typer.Option("--quick", help="A few points per benchmark (seconds, "
                                         "for tests), not the full grid.")] = False,
     tdp: Annotated[str | None, typer.Option("--tdp", help="Power of the device, e.g. '350 W' "
                                             "(not measured; default: an assumption, marked NB "
                                             "in the file).")] = None,
-    timeout: Annotated[float, typer.Option(help="Seconds before the collective benchmark is "
-                                           "stopped.")] = 600.0,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON (no "
-                                          "progress bar).")] = False,
+    timeout: TimeoutOpt = TIMEOUT_S,
+    as_json: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """Measure this machine (matmul rate per dtype, attention, memory bandwidth, kernel launch,
@@ -83,9 +93,9 @@ def calibrate(
     from archcost.hardware.profile import load_cluster, load_gpu
     from archcost.hardware.units import Quantity, UnitError, parse_quantity
     from archcost.hardware.writer import cluster_yaml, gpu_yaml
-    from archcost.io import atomic_write_text
+    from archcost.io import write_files
 
-    path = _check_output(output)
+    path = _check_output(output, nproc)
     check_request(device, nproc)
     if timeout <= 0:
         raise ConfigError(f"--timeout {timeout}: give a positive number of seconds")
@@ -98,39 +108,29 @@ def calibrate(
         if not tdp_w > 0:
             raise ConfigError(f"--tdp {tdp}: give a positive power, e.g. '350 W'")
     grid = grid_for(device, quick)
-    if as_json:
-        m = measure(device, nproc, grid, timeout_s=timeout)
-    else:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-        )
+    with progress_bar(as_json, "calibrating {task.description:<32}") as bar:
+        task = bar.add_task("", total=count_points(grid, nproc)) if bar is not None else None
 
-        with Progress(TextColumn("calibrating {task.description:<32}"), BarColumn(),
-                      MofNCompleteColumn(), TimeElapsedColumn(), console=err_console,
-                      transient=True) as bar:
-            task = bar.add_task("", total=count_points(grid, nproc))
+        def progress(done: str) -> None:
+            bar.update(task, advance=1, description=done)
 
-            def progress(done: str) -> None:
-                bar.update(task, advance=1, description=done)
-
-            m = measure(device, nproc, grid, progress, timeout_s=timeout)
+        m = measure(device, nproc, grid, progress if bar is not None else None,
+                    timeout_s=timeout)
     for warning in m.warnings:
         err_console.print(f"[yellow]warning:[/] {warning}", soft_wrap=True)
     d = derive(m)
     command = _command(device, nproc, output, quick, tdp)
-    atomic_write_text(path, gpu_yaml(m, d, name=path.stem, command=command, tdp_w=tdp_w,
-                                     tdp_given=tdp is not None,
-                                     idle_fraction=DEFAULT_IDLE_FRACTION[device]))
-    load_gpu(str(path))  # what it wrote, the strict reader accepts
+    files = {path: gpu_yaml(m, d, name=path.stem, command=command, tdp_w=tdp_w,
+                            tdp_given=tdp is not None,
+                            idle_fraction=DEFAULT_IDLE_FRACTION[device])}
     written = {"gpu_profile": str(path)}
     if nproc > 1:
         cpath = cluster_path(path)
-        atomic_write_text(cpath, cluster_yaml(m, d, name=f"{path.stem}-{nproc}proc",
-                                              gpu_file=f"./{path.name}", command=command))
+        files[cpath] = cluster_yaml(m, d, name=f"{path.stem}-{nproc}proc",
+                                    gpu_file=f"./{path.name}", command=command)
+    write_files(files)
+    load_gpu(str(path))  # what it wrote, the strict readers accept
+    if nproc > 1:
         load_cluster(str(cpath))
         written["cluster_profile"] = str(cpath)
     doc = summary(m, d, written)
@@ -151,6 +151,7 @@ def summary(m, d, written: dict[str, str]) -> dict[str, Any]:
         "attention_efficiency": [list(p) for p in d.attention_curve or ()],
         "attention_head_efficiency": [list(p) for p in d.attention_slice_curve or ()],
         "attention_held_out_rms_log_error": d.attention_held_out,
+        "attention_kernels": d.attention_tables,
         "memory_bandwidth_bytes_per_s": d.mem_bw,
         "memory_efficiency": [list(p) for p in d.memory_curve],
         "kernel_launch_s": d.launch_s, "memory_bytes": m.mem_bytes,
@@ -183,33 +184,32 @@ def _fit(f) -> dict[str, Any]:
             "rms_rel_error": f.rms_rel_error, "max_rel_error": f.max_rel_error}
 
 
-def _print_summary(doc: dict[str, Any]) -> None:
-    from rich.table import Table
+def _print_summary(doc: dict[str, Any], console=None) -> None:
+    from archcost.cli.layout import Col, Grid, say
+    from archcost.report import fmt
 
-    from archcost.cli.profiles import _si
-
-    tab = Table(title=f"calibrated: {doc['device_name']} ({doc['device']}, {doc['threads']} "
-                      f"threads, {doc['elapsed_s']:.0f} s)", title_justify="left", min_width=64)
-    tab.add_column("figure", style="bold")
-    tab.add_column("value", justify="right")
+    console = console or out_console
+    tab = Grid(f"calibrated: {doc['device_name']} ({doc['device']}, {doc['threads']} threads, "
+               f"{fmt.seconds(doc['elapsed_s'])})", [Col("figure", "left"), Col("value")],
+               header=False)
     for dt, rate in doc["peak_flops_per_s"].items():
-        tab.add_row(f"peak {dt}", _si(rate, "FLOP/s"))
-    tab.add_row("memory bandwidth", _si(doc["memory_bandwidth_bytes_per_s"], "B/s"))
-    tab.add_row("kernel launch", _si(doc["kernel_launch_s"], "s"))
-    tab.add_row("memory", _si(doc["memory_bytes"], "B"))
-    out_console.print(tab)
+        tab.row((f"peak {dt}", "bold"), fmt.si(rate, "FLOP/s", 4))
+    tab.row(("memory bandwidth", "bold"), fmt.si(doc["memory_bandwidth_bytes_per_s"], "B/s", 4))
+    tab.row(("kernel launch", "bold"), fmt.seconds(doc["kernel_launch_s"], 4))
+    tab.row(("memory", "bold"), fmt.nbytes(doc["memory_bytes"], 4))
+    tab.print(console)
     coll = doc.get("collectives")
     if coll:
-        tab = Table(title=f"collectives: {coll['processes']} {coll['backend']} processes "
-                          "(ring model fits)", title_justify="left")
-        for col in ("op", "alpha", "bandwidth per rank", "rms error", "max error"):
-            tab.add_column(col, justify="left" if col == "op" else "right")
+        tab = Grid(f"collectives: {coll['processes']} {coll['backend']} processes (ring model "
+                   "fits)", [Col("op", "left", key=True), Col("alpha"),
+                             Col("bandwidth per rank"), Col("rms error"), Col("max error")])
         for op, f in [*coll["fits"].items(), ("level (all ops)", coll["level"])]:
-            tab.add_row(op, _si(f["alpha_s"], "s"), _si(f["bandwidth_bytes_per_s"], "B/s"),
-                        f"{f['rms_rel_error']:.0%}", f"{f['max_rel_error']:.0%}")
-        out_console.print(tab)
+            tab.row(op, fmt.seconds(f["alpha_s"], 4),
+                    fmt.si(f["bandwidth_bytes_per_s"], "B/s", 4),
+                    fmt.percent(f["rms_rel_error"], 0), fmt.percent(f["max_rel_error"], 0))
+        tab.print(console)
     if doc["skipped"]:
-        out_console.print(f"skipped {len(doc['skipped'])} point(s) (see calibration.skipped in "
-                          "the file)")
+        say(console, f"skipped {len(doc['skipped'])} point(s) (see calibration.skipped in the "
+                     "file)")
     for kind, path in doc["files"].items():
-        out_console.print(f"wrote {kind.replace('_', ' ')}: {path}")
+        say(console, f"wrote {kind.replace('_', ' ')}: {path}")

@@ -1,30 +1,83 @@
-"""What every command shares: error reporting, consoles, output files."""
+"""What every command shares: error reporting, consoles, output files.
+
+Every way a command can fail on its input ends the same: one line on stderr, exit code 2, no
+traceback (``--debug`` shows it), no file left behind. ``reports_errors`` does it for errors
+raised while a command runs (``ArchcostError``, a model file's ``sys.exit``; Ctrl-C is one line
+and exit 130); ``OneLineErrors`` for what the command line parser refuses before that (a bad
+integer, an unknown option, a missing argument), which click would print as a usage box.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import traceback
-from typing import Annotated, Any
+from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
+from typer.core import TyperGroup
 
-from archcost.errors import ArchcostError
-from archcost.io import write_json
+from archcost.errors import ArchcostError, ProfileError
+from archcost.io import write_files
+
+try:  # recent typer carries its own copy of click
+    from typer._click.exceptions import ClickException
+except ImportError:  # pragma: no cover - older typer on click
+    from click.exceptions import ClickException
 
 out_console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
 
-DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")]
-RuntimeOpt = Annotated[str, typer.Option(
-    "--runtime", help="Software stack that runs the model: a runtime profile name or file "
-    "(archcost profiles list): eager (PyTorch as written), torchtitan, torchtitan-compile, "
-    "fsdp, deepspeed, megatron, megatron-2022.")]
+INTERRUPTED = 130  # 128 + SIGINT, as a shell reports it
+
+
+def _error_line(text: str) -> None:
+    err_console.print(f"[bold red]error:[/] {escape(text)}", markup=True, soft_wrap=True,
+                      emoji=False)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(part.strip() for part in str(text).strip().splitlines() if part.strip())
+
+
+class OneLineErrors(TyperGroup):
+    """The root command: what the parser refuses is one ``error:`` line on stderr, exit 2.
+
+    click (and typer's rich formatting of it) prints a usage line, a hint and a boxed message;
+    a script reading stderr, or a user at 80 columns, gets one line naming the option, the
+    problem and where the help is. A missing command or argument with ``no_args_is_help``
+    still prints the help.
+    """
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except ClickException as exc:
+            _refuse(exc)
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except ClickException as exc:
+            _refuse(exc)
+
+
+def _refuse(exc: ClickException):
+    if type(exc).__name__ == "NoArgsIsHelpError":  # `archcost` alone: the help, as click shows it
+        raise exc
+    ctx = getattr(exc, "ctx", None)
+    where = f"; see {ctx.command_path} --help" if ctx is not None else ""
+    _error_line(_one_line(exc.format_message()).rstrip(".") + where)
+    raise typer.Exit(2)
 
 
 def reports_errors(fn):
-    """Turn ArchcostError into one line on stderr and exit 2; other exceptions into exit 1."""
+    """Turn ArchcostError into one line on stderr and exit 2, Ctrl-C into one line and exit
+    130, a model file's ``sys.exit`` into an error; other exceptions into exit 1."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -36,29 +89,78 @@ def reports_errors(fn):
         except ArchcostError as exc:
             if debug:
                 traceback.print_exc()
-            for line in str(exc).splitlines() or [""]:  # one line per error (profile readers)
-                err_console.print(f"[bold red]error:[/] {line}", markup=True, soft_wrap=True)
+            # a profile reader reports every error of a file, one line each
+            lines = str(exc).splitlines() if isinstance(exc, ProfileError) else [str(exc)]
+            for line in lines or [""]:
+                _error_line(_one_line(line))
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
-            err_console.print("interrupted")
-            raise typer.Exit(130) from None
+            if debug:
+                traceback.print_exc()
+            _error_line("interrupted (Ctrl-C); stopped without writing any output")
+            raise typer.Exit(INTERRUPTED) from None
+        except SystemExit as exc:  # archcost never calls sys.exit inside a command: user code did
+            if debug:
+                traceback.print_exc()
+            _error_line(f"code run for this command called sys.exit({exc.code!r}) (a model file "
+                        "must define functions, not exit); remove the call")
+            raise typer.Exit(2) from None
         except Exception as exc:  # a bug in archcost: say so plainly
             if debug:
                 traceback.print_exc()
             first = (str(exc).strip().splitlines() or [""])[0]
             err_console.print(
-                f"[bold red]internal error:[/] {type(exc).__name__}: {first} "
+                f"[bold red]internal error:[/] {type(exc).__name__}: {escape(first)} "
                 "(rerun with --debug for the traceback and report it)",
-                soft_wrap=True,
+                soft_wrap=True, markup=True, emoji=False,
             )
             raise typer.Exit(1) from None
 
     return wrapper
 
 
-def emit(doc: dict[str, Any], as_json: bool, output: str | None) -> None:
-    """Write ``doc`` to ``output`` (atomically) and/or print it as JSON."""
-    if output:
-        write_json(output, doc)
+def spinner(quiet: bool, text: str = "tracing"):
+    """A status line on stderr (nothing when ``quiet``); ``.update(msg)`` on what it yields."""
+    return contextlib.nullcontext() if quiet else err_console.status(text, spinner="dots")
+
+
+def progress_bar(quiet: bool, *columns: str):
+    """A transient progress bar on stderr, yielding a ``rich.progress.Progress``; None (and
+    nothing printed) when ``quiet`` or when stderr is not a terminal, where a bar would only
+    leave blank lines in a log."""
+    if quiet or not err_console.is_terminal:
+        return contextlib.nullcontext()
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    return Progress(*(TextColumn(c) for c in columns), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=err_console, transient=True)
+
+
+def check_outputs(**paths: str | None) -> None:
+    """Refuse, before any work, output paths no file can be written to (``o=path`` for ``-o``,
+    ``graph=path`` for ``--graph``)."""
+    from archcost.io import check_writable
+
+    for name, path in paths.items():
+        if path:
+            check_writable(path, "-o" if name == "o" else f"--{name.replace('_', '-')}")
+
+
+def document_text(doc: dict[str, Any]) -> str:
+    return json.dumps(doc, indent=2) + "\n"
+
+
+def emit(doc: dict[str, Any], as_json: bool, output: str | None,
+         extra: dict[str, str] | None = None) -> None:
+    """Write ``doc`` to ``output`` and the ``extra`` files (path -> text), all or none, then
+    print the document when ``as_json``."""
+    files = {**({output: document_text(doc)} if output else {}), **(extra or {})}
+    write_files({Path(p): text for p, text in files.items()})
     if as_json:
         typer.echo(json.dumps(doc, indent=2))

@@ -3,57 +3,75 @@
 
 from __future__ import annotations
 
-import json
-import math
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from archcost.cli.analyze import ModelArg, _null
 from archcost.cli.common import (
-    DebugOpt,
-    RuntimeOpt,
+    check_outputs,
     emit,
     err_console,
     out_console,
+    progress_bar,
     reports_errors,
+    spinner,
 )
-from archcost.errors import ConfigError
+from archcost.cli.options import (
+    DTYPE,
+    FALLBACK_CLUSTER,
+    OBJECTIVE,
+    OPTIMIZER,
+    PARTITION,
+    RUNTIME,
+    SEQ_LEN,
+    TOP,
+    USABLE_MEMORY,
+    ConstraintOpt,
+    DebugOpt,
+    DtypeOpt,
+    EmitFileOpt,
+    EmitOpt,
+    FixOpt,
+    GbsOpt,
+    GpusOpt,
+    HardwareOrClusterOpt,
+    JsonOpt,
+    ModelArg,
+    ObjectiveOpt,
+    OptimizerOpt,
+    OutputOpt,
+    OverlapOpt,
+    PartitionOpt,
+    PlanOpt,
+    RuntimeOpt,
+    SeqLenOpt,
+    SetOpt,
+    TimelineOpt,
+    TopOpt,
+    UsableMemoryOpt,
+    check_usable_memory,
+    default_gbs,
+    gpu_counts,
+)
+from archcost.errors import ConfigError, DocumentError
 
 SCHEMA_VERSION = 1
 
-SeqOpt = Annotated[int, typer.Option("--seq-len", "-s", help="Tokens per sequence.")]
-SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Builder argument KEY=VALUE "
-                                                  "(repeatable).", show_default=False)]
-DtypeOpt = Annotated[str, typer.Option(help="Precision: fp32, bf16, fp16, bf16-mixed, "
-                                            "fp16-mixed.")]
-ClusterOpt = Annotated[str, typer.Option("--cluster", help="Cluster profile name or file "
-                                         "(archcost profiles list).")]
-OptimizerOpt = Annotated[str, typer.Option(help="Optimizer: adamw, adam, sgd, adamw-fused, "
-                                                "adam-fused.")]
-PartitionOpt = Annotated[str, typer.Option(help="Pipeline stages: balanced (on traced layer "
-                                                "costs, embedding and head included) or "
-                                                "uniform (layers / stages).")]
-OverlapOpt = Annotated[bool | None, typer.Option(
-    "--overlap-dp/--no-overlap-dp", show_default=False,
-    help="Data-parallel collectives overlap backward (default: as the runtime does at the "
-         "plan's ZeRO stage).")]
-UsableOpt = Annotated[float, typer.Option("--usable-memory", help="Share of each GPU's memory "
-                                          "a plan may fill (the rest: CUDA context, NCCL "
-                                          "buffers, workspaces, fragmentation).")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the JSON document.")]
-OutOpt = Annotated[str | None, typer.Option("--output", "-o", help="Write the JSON document "
-                                            "to this file.")]
-TimelineOpt = Annotated[str | None, typer.Option("--timeline", help="Write the simulated "
-                                                 "schedule as a Chrome/Perfetto trace (.json).")]
-EmitOpt = Annotated[str | None, typer.Option("--emit", help="Print the plan as trainer "
-                                             "configuration: torchtitan, deepspeed, megatron.")]
-
 
 def register(app: typer.Typer) -> None:
-    app.command("plan")(plan)
-    app.command("estimate")(estimate)
+    app.command("plan", short_help="Search and rank every valid parallel plan.")(plan)
+    app.command("estimate", short_help="Estimate one parallel plan in full.")(estimate)
+
+
+def check_common(dtype, partition, usable_memory) -> None:
+    """What plan and estimate check before loading anything."""
+    from archcost.trace.precision import parse_precision
+
+    check_usable_memory(usable_memory)
+    if partition not in ("balanced", "uniform"):
+        raise ConfigError(f"--partition {partition!r}: use balanced or uniform")
+    parse_precision(dtype)
 
 
 def _setup(model, set_, dtype, optimizer, seq_len, cluster_name, gpus, recomputes, quiet,
@@ -65,17 +83,11 @@ def _setup(model, set_, dtype, optimizer, seq_len, cluster_name, gpus, recompute
     from archcost.runtime import load_runtime
     from archcost.trace.precision import parse_precision
 
-    if seq_len < 1:
-        raise ConfigError("--seq-len must be a positive integer; e.g. -s 4096")
-    if not 0 < usable_memory <= 1:
-        raise ConfigError(f"--usable-memory {usable_memory}: give a share in (0, 1], e.g. 0.9")
-    if partition not in ("balanced", "uniform"):
-        raise ConfigError(f"--partition {partition!r}: use balanced or uniform")
     policy = parse_precision(dtype)
     runtime = load_runtime(runtime_name)
-    cluster = load_cluster(cluster_name, gpus)
+    cluster = load_cluster(cluster_name or FALLBACK_CLUSTER, gpus)
     spec = load_model_file(model, parse_overrides(set_))
-    with err_console.status("tracing", spinner="dots") if not quiet else _null() as status:
+    with spinner(quiet) as status:
         def progress(msg: str) -> None:
             if status is not None:
                 status.update(msg)
@@ -122,26 +134,18 @@ def _recomputes(fixed: list[str]):
     return tuple(Recompute)
 
 
-def _gpu_counts(text: str) -> list[int]:
-    try:
-        counts = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise ConfigError(f"--gpus {text!r}: give a GPU count or a comma list, e.g. 8 or "
-                          "512,1024") from None
-    if not counts or any(n < 1 for n in counts):
-        raise ConfigError(f"--gpus {text!r}: GPU counts must be positive")
-    return counts
+def _check_timeline(path: str | None) -> None:
+    if path and Path(path).suffix.lower() != ".json":
+        raise ConfigError(f"--timeline {path}: name the file .json (Chrome/Perfetto trace)")
 
 
-def _write_timeline(path: str, plan, cm) -> None:
-    from archcost.io import write_json
+def _timeline_text(plan, cm) -> str:
+    from archcost.cli.common import document_text
     from archcost.plan.evaluate import estimate_plan
     from archcost.plan.timeline import plan_trace
 
     doc, sched = estimate_plan(plan, cm)
-    if Path(path).suffix.lower() != ".json":
-        raise ConfigError(f"--timeline {path}: name the file .json (Chrome/Perfetto trace)")
-    write_json(path, plan_trace(doc, sched))
+    return document_text(plan_trace(doc, sched))
 
 
 def _emit_config(fmt: str, plan, cm, seq_len: int) -> str:
@@ -151,93 +155,129 @@ def _emit_config(fmt: str, plan, cm, seq_len: int) -> str:
                      layers=cm.workload.layers)
 
 
+def _check_emit(emit_fmt: str | None, emit_file: str | None, as_json: bool) -> str | None:
+    """The trainer format, checked before any tracing."""
+    from archcost.plan.emit import FORMATS
+
+    if emit_fmt is None:
+        if emit_file:
+            raise ConfigError(f"--emit-file {emit_file}: say which configuration with --emit "
+                              f"{'|'.join(FORMATS)}")
+        return None
+    key = emit_fmt.strip().lower()
+    if key not in FORMATS:
+        raise ConfigError(f"--emit {emit_fmt!r}: use {', '.join(FORMATS)}")
+    if as_json and not emit_file:
+        raise ConfigError("--json and --emit both print to stdout: add --emit-file FILE for the "
+                          "configuration (the JSON document also holds it under 'emitted')")
+    return key
+
+
+def _emitted(doc, fmt: str | None, plan, cm, seq_len: int) -> list[str]:
+    """Add the trainer configuration of ``plan`` to ``doc``; what it does differently from the
+    plan, one line each (a DeepSpeed JSON or Megatron arguments cannot carry comments)."""
+    if fmt is None or plan is None:
+        return []
+    from archcost.plan.emit import caveats
+
+    doc["emitted"] = {"format": fmt, "text": _emit_config(fmt, plan, cm, seq_len)}
+    if fmt == "torchtitan":  # the TOML holds them as comments
+        return []
+    return caveats(plan, fmt, seq_len=seq_len, precision=cm.workload.precision,
+                   layers=cm.workload.layers)
+
+
+def _finish(doc, render, *, as_json: bool, output: str | None, files: dict[str, str],
+            emit_fmt: str | None, emit_file: str | None, notes: list[str]) -> None:
+    """Write the files (the document, ``files`` and the configuration: all or none), then show the tables and the configuration: with --emit and no
+    --emit-file, stdout holds the configuration alone (nothing when no plan fits) and the tables
+    go to stderr; otherwise the tables are on stdout. A configuration is never wrapped."""
+    emitted = doc.get("emitted")
+    extra = {**files, **({emit_file: emitted["text"]} if emitted and emit_file else {})}
+    emit(doc, as_json, output, extra)
+    if as_json:
+        return
+    from archcost.cli.layout import say
+
+    console = err_console if emit_fmt and not emit_file else out_console
+    render(console, doc)
+    if emitted:
+        for note in notes:
+            say(console, f"note: {emitted['format']}: {note}", style="yellow")
+        if not emit_file:
+            typer.echo(emitted["text"], nl=False)
+    for path in (output, *extra):
+        if path:  # a path is never wrapped: it is copied as it is
+            console.print(f"wrote {path}", markup=False, highlight=False, soft_wrap=True)
+
+
 @reports_errors
 def plan(
     model: ModelArg,
-    gpus: Annotated[str, typer.Option("--gpus", help="GPU count, or a comma list to compare "
-                                      "(e.g. 512,1024).")],
-    cluster: ClusterOpt = "dgx-h100-ndr",
-    gbs: Annotated[int | None, typer.Option("--gbs", help="Global batch in sequences (default: "
-                                            "about 4M tokens, a power of two).")] = None,
-    seq_len: SeqOpt = 4096,
+    gpus: GpusOpt = None,
+    cluster: HardwareOrClusterOpt = None,
+    gbs: GbsOpt = None,
+    seq_len: SeqLenOpt = SEQ_LEN,
     set_: SetOpt = None,
-    dtype: DtypeOpt = "bf16-mixed",
-    optimizer: OptimizerOpt = "adamw",
-    objective: Annotated[str, typer.Option(help="Rank by: time (step time), cost ($ per "
-                                           "million tokens), energy (joules per token).")] = "time",
-    constraint: Annotated[list[str] | None, typer.Option("--constraint", help="Filter, e.g. "
-                                                         "tp<=8 (repeatable).")] = None,
-    fix: Annotated[list[str] | None, typer.Option("--fix", help="Pin fields, e.g. pp=4 or "
-                                                  "zero=1,recompute=full (repeatable).")] = None,
-    top: Annotated[int, typer.Option(help="Plans shown.")] = 5,
-    max_tp: Annotated[int | None, typer.Option(help="Largest tp tried (default: GPUs per "
-                                               "node).")] = None,
-    partition: PartitionOpt = "balanced",
+    dtype: DtypeOpt = DTYPE,
+    optimizer: OptimizerOpt = OPTIMIZER,
+    objective: ObjectiveOpt = OBJECTIVE,
+    constraint: ConstraintOpt = None,
+    fix: FixOpt = None,
+    top: TopOpt = TOP,
+    max_tp: Annotated[int | None, typer.Option(min=1, help="Largest tp tried (default: GPUs "
+                                               "per node).")] = None,
+    partition: PartitionOpt = PARTITION,
     overlap_dp: OverlapOpt = None,
-    runtime: RuntimeOpt = "eager",
-    usable_memory: UsableOpt = 0.9,
+    runtime: RuntimeOpt = RUNTIME,
+    usable_memory: UsableMemoryOpt = USABLE_MEMORY,
     all_placements: Annotated[bool, typer.Option("--all-placements", help="Try every rank "
                                                  "order of tp, cp, dp, pp on the topology, not "
                                                  "only tp innermost, pp outermost.")] = False,
     as_json: JsonOpt = False,
-    output: OutOpt = None,
+    output: OutputOpt = None,
     timeline: TimelineOpt = None,
     emit_fmt: EmitOpt = None,
+    emit_file: EmitFileOpt = None,
     debug: DebugOpt = False,
 ) -> None:
     """Search every valid parallel plan for MODEL on the cluster and rank them."""
     from archcost.plan.search import OBJECTIVES, search
     from archcost.plan.space import parse_plan
 
-    counts = _gpu_counts(gpus)
+    counts = gpu_counts(gpus)
     if objective not in OBJECTIVES:
         raise ConfigError(f"--objective {objective!r}: use {', '.join(OBJECTIVES)}")
-    if top < 1:
-        raise ConfigError("--top must be >= 1")
-    if gbs is None:
-        gbs = max(1, 2 ** round(math.log2(max(1.0, 4 * 2**20 / seq_len))))
-    if gbs < 1:
-        raise ConfigError("--gbs must be a positive number of sequences")
+    check_common(dtype, partition, usable_memory)
+    emit_fmt = _check_emit(emit_fmt, emit_file, as_json)
+    _check_timeline(timeline)
+    check_outputs(o=output, timeline=timeline, emit_file=emit_file)
+    gbs = gbs or default_gbs(seq_len)
     fixed = list(fix or [])
-    cm, header = _setup(model, set_, dtype, optimizer, seq_len, cluster, max(counts),
-                        _recomputes(fixed), as_json, partition, overlap_dp, usable_memory,
-                        runtime)
-    quiet = as_json
-    if quiet:
+    cm, header = _setup(model, set_, dtype, optimizer, seq_len, cluster,
+                        max(counts) if counts else None, _recomputes(fixed), as_json,
+                        partition, overlap_dp, usable_memory, runtime)
+    counts = counts or [cm.cluster.gpus]
+    with progress_bar(as_json, "{task.description}") as bar:
+        tasks: dict[str, int] = {}
+
+        def progress(what: str, done: int, total: int) -> None:
+            if what not in tasks:
+                tasks[what] = bar.add_task(what, total=total)
+            bar.update(tasks[what], completed=done, total=total)
+
         result = search(cm, counts, gbs, constraints=constraint or [], fixed=fixed,
                         objective=objective, top=top, max_tp=max_tp,
+                        progress=progress if bar is not None else None,
                         placements="all" if all_placements else "default")
-    else:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      console=err_console, transient=True) as bar:
-            tasks: dict[str, int] = {}
-
-            def progress(what: str, done: int, total: int) -> None:
-                if what not in tasks:
-                    tasks[what] = bar.add_task(what, total=total)
-                bar.update(tasks[what], completed=done, total=total)
-
-            result = search(cm, counts, gbs, constraints=constraint or [], fixed=fixed,
-                            objective=objective, top=top, max_tp=max_tp, progress=progress,
-                            placements="all" if all_placements else "default")
     doc = {**header, "kind": "plan", **result}
     best = parse_plan(doc["plans"][0]["plan"]) if doc["plans"] else None
-    if best is not None and emit_fmt:
-        doc["emitted"] = {"format": emit_fmt, "text": _emit_config(emit_fmt, best, cm, seq_len)}
-    if best is not None and timeline:
-        _write_timeline(timeline, best, cm)
-    emit(doc, as_json, output)
-    if not as_json:
-        from archcost.cli.render_plan import render_search
+    notes = _emitted(doc, emit_fmt, best, cm, seq_len)
+    files = {timeline: _timeline_text(best, cm)} if best is not None and timeline else {}
+    from archcost.cli.render_plan import render_search
 
-        render_search(out_console, doc)
-        if emit_fmt and best is not None:
-            out_console.print(doc["emitted"]["text"], markup=False, highlight=False)
-        for path in (output, timeline):
-            if path:
-                out_console.print(f"wrote {path}")
+    _finish(doc, render_search, as_json=as_json, output=output, files=files,
+            emit_fmt=emit_fmt, emit_file=emit_file, notes=notes)
     if not doc["plans"]:
         raise typer.Exit(3)
 
@@ -245,72 +285,78 @@ def plan(
 @reports_errors
 def estimate(
     model: ModelArg,
-    plan_text: Annotated[str, typer.Option("--plan", help='The plan, e.g. "dp=8,tp=8,pp=4,'
-                                           'zero=1,mbs=1,gbs=512,recompute=selective,sp=1,'
-                                           'vpp=2"; or a plan JSON file from archcost plan.')],
-    cluster: ClusterOpt = "dgx-h100-ndr",
-    seq_len: SeqOpt = 4096,
+    plan_text: PlanOpt,
+    cluster: HardwareOrClusterOpt = None,
+    seq_len: SeqLenOpt = SEQ_LEN,
     set_: SetOpt = None,
-    dtype: DtypeOpt = "bf16-mixed",
-    optimizer: OptimizerOpt = "adamw",
-    partition: PartitionOpt = "balanced",
+    dtype: DtypeOpt = DTYPE,
+    optimizer: OptimizerOpt = OPTIMIZER,
+    partition: PartitionOpt = PARTITION,
     overlap_dp: OverlapOpt = None,
-    runtime: RuntimeOpt = "eager",
-    usable_memory: UsableOpt = 0.9,
+    runtime: RuntimeOpt = RUNTIME,
+    usable_memory: UsableMemoryOpt = USABLE_MEMORY,
     as_json: JsonOpt = False,
-    output: OutOpt = None,
+    output: OutputOpt = None,
     timeline: TimelineOpt = None,
     emit_fmt: EmitOpt = None,
+    emit_file: EmitFileOpt = None,
     debug: DebugOpt = False,
 ) -> None:
     """Estimate one plan in full: step time, tokens/s, MFU, memory per GPU, time per component
     and every collective. Keys left out take defaults (gbs has none); GPUs = dp*tp*pp*cp."""
     from archcost.plan.evaluate import estimate_plan
     from archcost.plan.search import add_economics
-    from archcost.plan.space import Schedule, parse_plan
 
-    plan_obj = parse_plan(_plan_text(plan_text))
-    if plan_obj.vpp > 1 and "schedule" not in plan_text:
-        plan_obj = parse_plan(_plan_text(plan_text), schedule=Schedule.INTERLEAVED)
+    check_common(dtype, partition, usable_memory)
+    emit_fmt = _check_emit(emit_fmt, emit_file, as_json)
+    _check_timeline(timeline)
+    check_outputs(o=output, timeline=timeline, emit_file=emit_file)
+    plan_obj = read_plan(plan_text)
     cm, header = _setup(model, set_, dtype, optimizer, seq_len, cluster, plan_obj.gpus,
                         (plan_obj.recompute,), as_json, partition, overlap_dp, usable_memory,
                         runtime)
     est, sched = estimate_plan(plan_obj, cm)
     add_economics(cm, est)
     doc = {**header, "kind": "estimate", "plan": plan_obj.to_string(), "estimate": est}
-    if emit_fmt:
-        doc["emitted"] = {"format": emit_fmt, "text": _emit_config(emit_fmt, plan_obj, cm,
-                                                                   seq_len)}
-    if timeline:
-        _write_timeline(timeline, plan_obj, cm)
-    emit(doc, as_json, output)
-    if not as_json:
-        from archcost.cli.render_plan import render_plan_estimate
+    notes = _emitted(doc, emit_fmt, plan_obj, cm, seq_len)
+    files = {timeline: _timeline_text(plan_obj, cm)} if timeline else {}
+    from archcost.cli.render_plan import render_plan_estimate
 
-        render_plan_estimate(out_console, doc)
-        if emit_fmt:
-            out_console.print(doc["emitted"]["text"], markup=False, highlight=False)
-        for path in (output, timeline):
-            if path:
-                out_console.print(f"wrote {path}")
+    _finish(doc, render_plan_estimate, as_json=as_json, output=output, files=files,
+            emit_fmt=emit_fmt, emit_file=emit_file, notes=notes)
+
+
+def read_plan(text: str):
+    """``--plan``: a plan string, or the best plan of a JSON document from plan/estimate -o."""
+    from archcost.plan.space import Schedule, parse_plan
+
+    plan_text = _plan_text(text)
+    plan_obj = parse_plan(plan_text)
+    if plan_obj.vpp > 1 and "schedule" not in plan_text:
+        plan_obj = parse_plan(plan_text, schedule=Schedule.INTERLEAVED)
+    return plan_obj
 
 
 def _plan_text(text: str) -> str:
-    """Plan text, or the best plan of a JSON document written by ``plan`` / ``estimate``."""
-    path = Path(text)
-    if text.endswith(".json"):
-        if not path.is_file():
-            raise ConfigError(f"--plan {text}: no such file; give a plan string or a JSON file "
-                              "from archcost plan -o")
-        try:
-            doc = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ConfigError(f"--plan {text}: not readable JSON ({exc}); regenerate it with "
-                              "archcost plan -o") from None
-        if isinstance(doc, dict) and doc.get("plans"):
-            return doc["plans"][0]["plan"]
-        if isinstance(doc, dict) and isinstance(doc.get("plan"), str):
-            return doc["plan"]
-        raise ConfigError(f"--plan {text}: no plan in this JSON; use a file from archcost plan "
-                          "-o or archcost estimate -o")
-    return text
+    """Plan text, or the plan of a result document (checked against its schema): the best
+    plan of ``plan -o``, the plan of ``estimate -o`` or ``validate -o``."""
+    if not text.endswith(".json"):
+        return text
+    from archcost.report.document import load_document
+
+    if not Path(text).is_file():
+        raise ConfigError(f"--plan {text}: no such file; give a plan string or a JSON file "
+                          "from archcost plan -o")
+    try:
+        doc = load_document(text)
+    except DocumentError as exc:
+        raise DocumentError(f"--plan {exc}") from None
+    if doc["kind"] == "plan":
+        if not doc["plans"]:
+            raise ConfigError(f"--plan {text}: no plan of this search fits in memory; search "
+                              "again (more GPUs, a smaller batch) or give a plan string")
+        return doc["plans"][0]["plan"]
+    if doc["kind"] in ("estimate", "validation"):
+        return doc["plan"]
+    raise ConfigError(f"--plan {text}: this {doc['kind']} document holds no plan; use a file "
+                      "from archcost plan -o or archcost estimate -o")

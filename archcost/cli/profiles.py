@@ -2,7 +2,8 @@
 units.
 
 Mounted by the main app as ``app.add_typer(profiles.app, name="profiles")``. Profiles hold SI
-units; this is the display boundary where they become "989 TFLOP/s", "3.35 TB/s", "4 us".
+units; this is the display boundary where they become "989 TFLOP/s", "3.35 TB/s", "4 us" and,
+memory being binary, "74.51 GiB" (``report.fmt``).
 ``--json`` prints the SI values under the dataclass field names.
 """
 
@@ -15,9 +16,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
-from archcost.cli.common import DebugOpt, out_console, reports_errors
+from archcost.cli.common import out_console, reports_errors
+from archcost.cli.layout import Col, Grid
+from archcost.cli.options import DebugOpt, GpusOpt, JsonOpt, gpu_counts
+from archcost.report import fmt
 
 __all__ = ["app", "to_json"]
 
@@ -25,9 +28,8 @@ app = typer.Typer(
     help="Hardware and runtime profiles: the bundled GPUs, clusters and software stacks, or "
          "your own YAML files.",
     no_args_is_help=True,
+    rich_markup_mode=None,
 )
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON in SI units instead of tables.")]
 
 
 @app.command("list")
@@ -46,50 +48,56 @@ def list_(as_json: JsonOpt = False, debug: DebugOpt = False) -> None:
                                "clusters": [to_json(c) for c in clusters],
                                "runtimes": [to_json(r) for r in runtimes]}, indent=2))
         return
-    tab = Table(title="GPUs (dense peaks, per GPU)", title_justify="left")
-    tab.add_column("name", no_wrap=True)
-    tab.add_column("vendor")
-    for col in ("bf16 TFLOP/s", "fp8 TFLOP/s", "memory GB", "mem BW TB/s", "TDP W"):
-        tab.add_column(col, justify="right")
+    tab = Grid("GPUs (dense peaks, per GPU)",
+               [Col("name", "left", key=True), Col("vendor", "left"), Col("bf16 TFLOP/s"),
+                Col("fp8 TFLOP/s"), Col("mem GiB"), Col("mem TB/s"), Col("TDP W")],
+               notes=["mem GiB: memory; mem TB/s: memory bandwidth; TDP W: board power"])
     for g in gpus:
         fp8 = g.peak_flops_per_s.get("fp8")
-        tab.add_row(g.name, g.vendor, f"{g.peak_flops_per_s.get('bf16', 0) / 1e12:,.0f}",
-                    f"{fp8 / 1e12:,.0f}" if fp8 else "-", f"{g.mem_bytes / 1e9:,.0f}",
-                    f"{g.mem_bw_bytes_per_s / 1e12:.2f}", f"{g.tdp_w:,.0f}")
-    out_console.print(tab)
-    tab = Table(title="clusters (link levels innermost first; bandwidth per GPU, each way)",
-                title_justify="left")
-    for col in ("name", "gpu", "GPUs/node", "levels"):
-        tab.add_column(col, justify="right" if col == "GPUs/node" else "left", no_wrap=col != "levels")
+        tab.row(g.name, g.vendor, f"{g.peak_flops_per_s.get('bf16', 0) / 1e12:,.0f}",
+                f"{fp8 / 1e12:,.0f}" if fp8 else "-", fmt.sig(g.mem_bytes / 2**30),
+                f"{g.mem_bw_bytes_per_s / 1e12:.2f}", f"{g.tdp_w:,.0f}")
+    tab.print(out_console)
+    tab = Grid("clusters (link levels innermost first; bandwidth per GPU, each way)",
+               [Col("name", "left", key=True), Col("gpu", "left"), Col("GPUs/node"),
+                Col("levels", "left", "words")])
     for c in clusters:
-        levels = ", ".join(f"{lv.name} ({_domain(lv.domain_size)}, {_si(lv.bandwidth_per_gpu_bytes_per_s, 'B/s')})"
+        levels = ", ".join(f"{lv.name} ({_domain(lv.domain_size)}, "
+                           f"{fmt.si(lv.bandwidth_per_gpu_bytes_per_s, 'B/s')})"
                            for lv in c.levels)
-        tab.add_row(c.name, c.gpu.name, str(c.gpus_per_node), levels)
-    out_console.print(tab)
-    tab = Table(title="runtimes (software stacks; --runtime)", title_justify="left")
-    for col in ("name", "attention", "fused", "optimizer", "selective", "grad reduce"):
-        tab.add_column(col, no_wrap=col == "name")
+        tab.row(c.name, c.gpu.name, str(c.gpus_per_node), levels)
+    tab.print(out_console)
+    tab = Grid("runtimes (software stacks; --runtime)",
+               [Col("name", "left", key=True), Col("attention", "left", "list"),
+                Col("fused", "left", "list"), Col("optimizer", "left"),
+                Col("selective", "left"), Col("reduce", "left")],
+               notes=["attention: kernels in the stack's order, the first the GPU rates runs; "
+                      "reduce: gradient reduction dtype"])
     for r in runtimes:
-        tab.add_row(r.name, ", ".join(k.value for k in r.attention_kernel),
-                    ", ".join(sorted(f.value for f in r.fusions)) or "-", r.optimizer.value,
-                    r.selective_recompute.value, r.gradient_reduce_dtype.value)
-    out_console.print(tab)
+        tab.row(r.name, ",".join(k.value for k in r.attention_kernel),
+                ",".join(sorted(f.value for f in r.fusions)) or "-", r.optimizer.value,
+                r.selective_recompute.value, r.gradient_reduce_dtype.value)
+    tab.print(out_console)
 
 
-@app.command("show")
+@app.command("show", short_help="Show every field of a GPU, cluster or runtime profile, with "
+             "units.")
 @reports_errors
 def show(
     name: Annotated[str, typer.Argument(help="A bundled profile name, or a path to a .yaml file.")],
-    gpus: Annotated[int | None, typer.Option("--gpus", help="Size a cluster to this many GPUs.")] = None,
+    gpus: GpusOpt = None,
     as_json: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
-    """Show every field of a GPU, cluster or runtime profile, with units."""
+    """Show every field of a GPU, cluster or runtime profile, with units (--json: SI values)."""
     from archcost.errors import ConfigError
     from archcost.hardware.profile import ClusterProfile, list_profiles, load_any
     from archcost.hardware.reader import read_yaml
     from archcost.runtime import list_runtimes, load_runtime
 
+    counts = gpu_counts(gpus)
+    if counts is not None and len(counts) > 1:
+        raise ConfigError(f"--gpus {gpus}: show sizes a cluster to one GPU count, e.g. --gpus 64")
     hw = list_profiles()
     is_file = name.endswith((".yaml", ".yml")) or "/" in name
     if (name in list_runtimes() and name not in hw["gpus"] + hw["clusters"]) or (
@@ -99,21 +107,21 @@ def show(
         if as_json:
             typer.echo(json.dumps(to_json(rt), indent=2))
             return
-        out_console.print(_table(f"runtime {rt.name}", _runtime_rows(rt)))
+        _table(f"runtime {rt.name}", _runtime_rows(rt)).print(out_console)
         return
     prof = load_any(name)
-    if gpus is not None:
+    if counts is not None:
         if not isinstance(prof, ClusterProfile):
             raise ConfigError(f"--gpus sizes a cluster, but '{name}' is a GPU profile; drop --gpus "
                               "or give a cluster")
-        prof = prof.with_gpus(gpus)
+        prof = prof.with_gpus(counts[0])
     if as_json:
         typer.echo(json.dumps(to_json(prof), indent=2))
         return
     if isinstance(prof, ClusterProfile):
-        out_console.print(_table(f"cluster {prof.name}", _cluster_rows(prof)))
+        _table(f"cluster {prof.name}", _cluster_rows(prof)).print(out_console)
         prof = prof.gpu
-    out_console.print(_table(f"GPU {prof.name}", _gpu_rows(prof)))
+    _table(f"GPU {prof.name}", _gpu_rows(prof)).print(out_console)
 
 
 def to_json(prof: Any) -> dict[str, Any]:
@@ -141,12 +149,11 @@ def _plain(obj: Any) -> Any:
     return obj
 
 
-def _table(title: str, rows: list[tuple[str, str]]) -> Table:
-    tab = Table(title=title, show_header=False, title_justify="left")
-    tab.add_column("field", style="bold")
-    tab.add_column("value", overflow="fold")
+def _table(title: str, rows: list[tuple[str, str]]) -> Grid:
+    tab = Grid(title, [Col("field", "left", "words"), Col("value", "left", "words")],
+               header=False)
     for key, value in rows:
-        tab.add_row(key, value)
+        tab.row((key, "bold"), value)
     return tab
 
 
@@ -156,26 +163,29 @@ def _gpu_rows(g) -> list[tuple[str, str]]:
     rows = [("name", g.name), ("vendor", g.vendor)]
     for dt in DTYPES:
         peak = g.peak_flops_per_s.get(dt)
-        rows.append((f"peak {dt} (dense)", f"{peak / 1e12:,.4g} TFLOP/s" if peak else "- (unsupported)"))
+        rows.append((f"peak {dt} (dense)", _si(peak, "FLOP/s") if peak else "- (unsupported)"))
     rows += [
-        ("memory", f"{_si(g.mem_bytes, 'B')} ({g.mem_bytes / 2**30:.1f} GiB)"),
+        ("memory", f"{fmt.nbytes(g.mem_bytes, 4)} ({fmt.count(g.mem_bytes)} bytes)"),
         ("memory bandwidth", _si(g.mem_bw_bytes_per_s, "B/s")),
-        ("last-level cache", _si(g.l2_bytes, "B")),
-        ("kernel launch", _si(g.kernel_launch_s, "s")),
+        ("last-level cache", fmt.nbytes(g.l2_bytes, 4)),
+        ("kernel launch", fmt.seconds(g.kernel_launch_s, 4)),
         ("TDP", _si(g.tdp_w, "W")),
-        ("idle power", f"{g.idle_power_fraction:.0%} of TDP ({_si(g.tdp_w * g.idle_power_fraction, 'W')})"),
+        ("idle power", f"{g.idle_power_fraction:.0%} of TDP "
+                       f"({_si(g.tdp_w * g.idle_power_fraction, 'W')})"),
         ("price per GPU-hour", _price(g.price_per_gpu_hour_usd)),
-        ("matmul efficiency (FLOPs: fraction)", _curve(g.matmul_efficiency)),
-        *([("matmul by shape (m, n, k)", _shape(g.matmul_shape_efficiency))]
-          if g.matmul_shape_efficiency else []),
-        ("attention efficiency (FLOPs: fraction)", _curve(g.attention_efficiency)),
-        *([("attention per (batch, head) slice (FLOPs: fraction)",
+        ("matmul efficiency (FLOPs=fraction)", _curve(g.matmul_efficiency)),
+        *[(f"matmul by shape (m, n, k), {dt}", _shape(t))
+          for dt, t in g.matmul_shape_efficiency.items()],
+        ("attention efficiency (FLOPs=fraction)", _curve(g.attention_efficiency)),
+        *([("attention per (batch, head) slice (FLOPs=fraction)",
             _curve(g.attention_head_efficiency))] if g.attention_head_efficiency else []),
-        ("memory efficiency (bytes: fraction)", _curve(g.memory_efficiency)),
+        *[(f"attention kernel {k} (head dim x seq)", _attention(t))
+          for k, t in g.attention_kernels.items()],
+        ("memory efficiency (bytes=fraction)", _curve(g.memory_efficiency, fmt.nbytes)),
         *[(label, _curve(c)) for label, c in (
-            ("convolution forward (FLOPs: fraction)", g.conv_efficiency),
-            ("convolution backward (FLOPs: fraction)", g.conv_backward_efficiency)) if c],
-        ("file", g.source_path),
+            ("convolution forward (FLOPs=fraction)", g.conv_efficiency),
+            ("convolution backward (FLOPs=fraction)", g.conv_backward_efficiency)) if c],
+        ("file", _file(g.source_path)),
     ]
     return rows
 
@@ -197,16 +207,30 @@ def _runtime_rows(r) -> list[tuple[str, str]]:
          f"{r.fp8.recipe.value}, weight all-gather {'fp8' if r.fp8.weight_all_gather else 'bf16'}"),
         ("file", r.source_path),
     ]
+def _sizes(d) -> str:
+    return (f"{fmt.number(d[0])}..{fmt.number(d[-1])}" if len(d) > 2
+            else ", ".join(fmt.number(x) for x in d))
 
 
 def _shape(t) -> str:
     """A shape table in one line: its grid and the cells at the corners of it."""
-    d, v = t.dims, t.values
-    lo, hi = d[0], d[-1]
-    corners = [(lo, lo, lo, v[0][0][0]), (lo, hi, hi, v[0][-1][-1]), (hi, hi, lo, v[-1][-1][0]),
-               (hi, hi, hi, v[-1][-1][-1])]
-    return (f"{len(d)}^3 cells over {', '.join(f'{x:g}' for x in d)}; "
-            + ", ".join(f"({a:g}, {b:g}, {c:g}): {e:.2f}" for a, b, c, e in corners))
+    (dm, dn, dk), v = t.axes, t.values
+    corners = [(dm[0], dn[0], dk[0], v[0][0][0]), (dm[0], dn[-1], dk[-1], v[0][-1][-1]),
+               (dm[-1], dn[-1], dk[0], v[-1][-1][0]), (dm[-1], dn[-1], dk[-1], v[-1][-1][-1])]
+    return (f"{len(dm)} x {len(dn)} x {len(dk)} cells over m {_sizes(dm)}, n {_sizes(dn)}, "
+            f"k {_sizes(dk)}; "
+            + ", ".join(f"({fmt.number(a)}, {fmt.number(b)}, {fmt.number(c)}): {e:.2f}"
+                        for a, b, c, e in corners))
+
+
+def _attention(t) -> str:
+    """An attention table in one line: its grid and the largest head dim's longest sequence."""
+    (fwd_full, fwd_causal), (bwd_full, bwd_causal) = t.values
+    return (f"{len(t.head_dims)} x {len(t.seq_lens)} cells over head dims "
+            f"{_sizes(t.head_dims)}, seq {_sizes(t.seq_lens)}; at ({t.head_dims[-1]:g}, "
+            f"{t.seq_lens[-1]:g}): forward {fwd_full[-1][-1]:.2f} (causal "
+            f"{fwd_causal[-1][-1]:.2f}), backward {bwd_full[-1][-1]:.2f} (causal "
+            f"{bwd_causal[-1][-1]:.2f})")
 
 
 def _cluster_rows(c) -> list[tuple[str, str]]:
@@ -219,14 +243,32 @@ def _cluster_rows(c) -> list[tuple[str, str]]:
     ]
     for i, lv in enumerate(c.levels):
         rows.append((f"level {i}: {lv.name}",
-                     f"{_domain(lv.domain_size)}, {_si(lv.bandwidth_per_gpu_bytes_per_s, 'B/s')} per GPU "
-                     f"each way, latency {_si(lv.latency_s, 's')}, {lv.topology.value}"))
+                     f"{_domain(lv.domain_size)}, {_si(lv.bandwidth_per_gpu_bytes_per_s, 'B/s')} "
+                     f"per GPU each way, latency {fmt.seconds(lv.latency_s, 4)}, "
+                     f"{lv.topology.value}"
+                     + (f", {lv.gpus_per_link} GPUs per link" if lv.gpus_per_link > 1 else "")))
         for name, lat, bw in lv.collectives:
-            rows.append((f"  {name}", f"{_si(bw, 'B/s')} per GPU each way, latency {_si(lat, 's')}"))
+            rows.append((f"  {name}", f"{_si(bw, 'B/s')} per GPU each way, latency "
+                                      f"{fmt.seconds(lat, 4)}"))
     if c.notes:
         rows.append(("notes", c.notes))
-    rows.append(("file", c.source_path))
+    rows.append(("file", _file(c.source_path)))
     return rows
+
+
+def _file(path) -> str:
+    """A bundled profile as ``bundled: clusters/NAME.yaml`` (where the package lies on this machine
+    says nothing about the profile and would wrap its name); a user's file as given."""
+    from importlib import resources
+    from pathlib import Path
+
+    if not path:
+        return "-"
+    root = Path(str(resources.files("archcost.profiles"))).resolve()
+    try:
+        return f"bundled: {Path(path).resolve().relative_to(root).as_posix()}"
+    except ValueError:
+        return str(path)
 
 
 def _domain(size: int | None) -> str:
@@ -237,20 +279,12 @@ def _price(usd: float | None) -> str:
     return f"${usd:.2f}/h" if usd is not None else "-"
 
 
-def _curve(curve) -> str:
-    return "  ".join(f"{x:.3g}: {y:.3g}" for x, y in curve.points)
-
-
-_PREFIXES = ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"), (1.0, ""))
+def _curve(curve, size=fmt.si) -> str:
+    """Points of an efficiency curve, ``size=fraction`` (a point never splits over lines)."""
+    return ", ".join(f"{size(x)}={fmt.sig(y)}" for x, y in curve.points)
 
 
 def _si(value: float, unit: str) -> str:
-    """A value in SI units with a decimal prefix: 3.35e12, 'B/s' -> '3.35 TB/s'; seconds go down to ns."""
-    if unit == "s":
-        for scale, name in ((1.0, "s"), (1e-3, "ms"), (1e-6, "us"), (1e-9, "ns")):
-            if abs(value) >= scale or name == "ns":
-                return f"{value / scale:.4g} {name}"
-    for scale, prefix in _PREFIXES:
-        if abs(value) >= scale:
-            return f"{value / scale:.4g} {prefix}{unit}"
-    return f"{value:.4g} {unit}"
+    """A datasheet figure with a decimal SI prefix and four significant digits (a rate, a
+    power): 3.35e12, 'B/s' -> '3.35 TB/s'. Memory sizes are binary (``fmt.nbytes``)."""
+    return fmt.si(value, unit, 4)

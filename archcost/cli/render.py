@@ -1,176 +1,162 @@
-"""Rich rendering of analysis documents for the terminal (display only, no computation)."""
+"""Terminal rendering of analysis documents (display only, no computation): the totals, module
+and op-class tables of ``analyze`` and, with ``--hardware``, the one-device estimate. Laid out
+for the console's width by ``layout``; numbers by ``report.fmt``."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 
-__all__ = ["render_analysis", "si", "count"]
+from archcost.cli.layout import Col, Grid, say
+from archcost.report import fmt
 
+__all__ = ["render_analysis", "render_estimate"]
 
-def si(value: float, unit: str = "", base: int = 1000) -> str:
-    """1.5e12 -> '1.50 T' + unit."""
-    prefixes = ["", "K", "M", "G", "T", "P", "E"]
-    v = float(value)
-    i = 0
-    while abs(v) >= base and i < len(prefixes) - 1:
-        v /= base
-        i += 1
-    return f"{v:.3g} {prefixes[i]}{unit}".rstrip() if i or unit else f"{v:.4g}"
+_MODULE_LEGEND = ("x: occurrences of a repeated block; fwd, bwd, opt: FLOPs of forward, "
+                  "backward and optimizer step; share: of the step's FLOPs; act.: saved "
+                  "activations")
 
 
-def count(n: int) -> str:
-    return f"{n:,}"
-
-
-def _totals_table(doc: dict[str, Any]) -> Table:
-    t = doc["totals"]
-    w = doc["workload"]
-    tab = Table(title=f"{doc['model']['name']}  b={w['batch_size']} s={w['seq_len']} "
-                f"{w['precision']} {w['optimizer']}", show_header=False, title_justify="left")
-    tab.add_column("quantity")
-    tab.add_column("value", justify="right")
-    tab.add_column("exact", justify="right", style="dim")
-    tab.add_row("parameters", si(t["params"]), count(t["params"]))
-    tab.add_row("trainable parameters", si(t["trainable_params"]), count(t["trainable_params"]))
+def _totals(doc: dict[str, Any]) -> Grid:
+    t, w = doc["totals"], doc["workload"]
+    g = Grid(f"{doc['model']['name']}  b={w['batch_size']} s={w['seq_len']} {w['precision']} "
+             f"{w['optimizer']}", [Col("quantity", "left"), Col("value"), Col("exact")],
+             header=False)
+    g.row("parameters", fmt.si(t["params"]), fmt.count(t["params"]))
+    g.row("trainable parameters", fmt.si(t["trainable_params"]),
+          fmt.count(t["trainable_params"]))
     for phase in ("forward", "backward", "recompute", "optimizer", "total"):
         v = t["flops"][phase]
         if phase == "recompute" and not v:
             continue
-        tab.add_row(f"FLOPs {phase}", si(v, "FLOP"), count(v))
-    tab.add_row("bytes read", si(t["bytes"]["read"], "B"), count(t["bytes"]["read"]))
-    tab.add_row("bytes written", si(t["bytes"]["written"], "B"), count(t["bytes"]["written"]))
+        g.row(f"FLOPs {phase}", fmt.si(v, "FLOP"), fmt.count(v))
+    for key in ("read", "written"):
+        g.row(f"bytes {key}", fmt.nbytes(t["bytes"][key]), fmt.count(t["bytes"][key]))
     mem = t["memory_bytes"]
     for key in ("weights", "gradients", "optimizer_states", "activations_saved"):
-        tab.add_row(f"memory {key.replace('_', ' ')}", si(mem[key], "B"), count(mem[key]))
-    tab.add_row("arithmetic intensity", f"{t['arithmetic_intensity']:.2f} FLOP/B", "")
-    return tab
+        g.row(f"memory {key.replace('_', ' ')}", fmt.nbytes(mem[key]), fmt.count(mem[key]))
+    g.row("arithmetic intensity", f"{fmt.sig(t['arithmetic_intensity'])} FLOP/B", "")
+    return g
 
 
-def _modules_table(doc: dict[str, Any], depth: int, top: int) -> Table:
-    tab = Table(title=f"modules (depth <= {depth}, top {top} by FLOPs)", title_justify="left")
-    for col, just in (("module", "left"), ("class", "left"), ("x", "right"), ("params", "right"),
-                      ("fwd FLOP", "right"), ("bwd FLOP", "right"), ("opt FLOP", "right"),
-                      ("share", "right"), ("saved act.", "right")):
-        tab.add_column(col, justify=just)
+def _modules(doc: dict[str, Any], depth: int, top: int) -> Grid:
+    g = Grid(f"modules (depth <= {depth}, top {top} by FLOPs)",
+             [Col("module", "left", "list", key=True), Col("class", "left"), Col("x"),
+              Col("params"), Col("fwd"), Col("bwd"), Col("opt"), Col("share"), Col("act.")],
+             notes=[_MODULE_LEGEND])
     rows = [m for m in doc["modules"] if m["depth"] <= depth]
     total = doc["totals"]["flops"]["total"] or 1
     rows.sort(key=lambda m: -m["flops"]["total"])
-    shown = sorted(rows[:top], key=lambda m: m["path"])
-    for m in shown:
+    for m in sorted(rows[:top], key=lambda m: m["path"]):
         f = m["flops"]
-        name = ("  " * max(m["depth"] - 1, 0)) + (m["path"].rsplit(".", 1)[-1] or "(model)")
-        tab.add_row(
-            name, m["class"], str(m["repeat"]) if m["repeat"] > 1 else "",
-            si(m["params"]), si(f["forward"]), si(f["backward"]), si(f["optimizer"]),
-            f"{100 * f['total'] / total:.1f}%", si(m["activations_saved"], "B"),
-        )
-    return tab
+        g.row(m["path"] or "(model)", m["class"], str(m["repeat"]) if m["repeat"] > 1 else "",
+              fmt.si(m["params"]), fmt.si(f["forward"]), fmt.si(f["backward"]),
+              fmt.si(f["optimizer"]), fmt.percent(f["total"] / total),
+              fmt.nbytes(m["activations_saved"]))
+    return g
 
 
-def _classes_table(doc: dict[str, Any]) -> Table:
-    tab = Table(title="op classes", title_justify="left")
-    for col in ("class", "ops", "FLOPs", "share", "bytes read", "bytes written", "FLOP/B"):
-        tab.add_column(col, justify="left" if col == "class" else "right")
+def _classes(doc: dict[str, Any]) -> Grid:
+    g = Grid("op classes", [Col("class", "left", key=True), Col("ops"), Col("FLOPs"),
+                            Col("share"), Col("read"), Col("written"), Col("FLOP/B")],
+             notes=["read, written: bytes between memory and compute"])
     for row in doc["op_classes"]:
         moved = row["bytes_read"] + row["bytes_written"]
-        tab.add_row(
-            row["class"], count(row["ops"]), si(row["flops"]), f"{100 * row['flops_share']:.1f}%",
-            si(row["bytes_read"], "B"), si(row["bytes_written"], "B"),
-            f"{row['flops'] / moved:.2f}" if moved else "-",
-        )
-    return tab
+        g.row(row["class"], fmt.count(row["ops"]), fmt.si(row["flops"]),
+              fmt.percent(row["flops_share"]), fmt.nbytes(row["bytes_read"]),
+              fmt.nbytes(row["bytes_written"]), fmt.sig(row["flops"] / moved) if moved else "-")
+    return g
 
 
-def _norule_table(doc: dict[str, Any]) -> Table:
-    tab = Table(title="ops without a FLOP rule (bytes still counted)", title_justify="left")
-    for col in ("op", "occurrences", "phases", "bytes read", "bytes written"):
-        tab.add_column(col, justify="left" if col in ("op", "phases") else "right")
+def _norule(doc: dict[str, Any]) -> Grid:
+    g = Grid("ops without a FLOP rule (bytes still counted)",
+             [Col("op", "left", "list", key=True), Col("occurrences"),
+              Col("phases", "left", "list"), Col("read"), Col("written")])
     for row in doc["ops_without_rule"]:
-        tab.add_row(row["op"], count(row["occurrences"]), ",".join(row["phases"]),
-                    si(row["bytes_read"], "B"), si(row["bytes_written"], "B"))
-    return tab
+        g.row(row["op"], fmt.count(row["occurrences"]), ",".join(row["phases"]),
+              fmt.nbytes(row["bytes_read"]), fmt.nbytes(row["bytes_written"]))
+    return g
+
+
+def _symbolic(sym: dict[str, Any]) -> Grid:
+    g = Grid(f"formulas in b, s ({sym['method']})",
+             [Col("quantity", "left", key=True), Col("polynomial", "left", "words")])
+    peak = sym.get("peak_memory") or {}
+    for name, expr in sym["formulas"].items():
+        if expr is None:
+            expr = (f"(not fitted: {peak['reason']})" if name == "peak_memory_bytes"
+                    and peak.get("reason") else "(no exact polynomial of degree 1 in b, 2 in s)")
+        g.row(name, expr)
+    if "step_time_note" in sym:
+        g.note(sym["step_time_note"])
+    return g
 
 
 def render_analysis(console: Console, doc: dict[str, Any], depth: int = 2, top: int = 15) -> None:
-    console.print(_totals_table(doc))
-    console.print(_modules_table(doc, depth, top))
-    console.print(_classes_table(doc))
+    _totals(doc).print(console)
+    _modules(doc, depth, top).print(console)
+    _classes(doc).print(console)
     if doc["ops_without_rule"]:
-        console.print(_norule_table(doc))
+        _norule(doc).print(console)
     else:
-        console.print("ops without a FLOP rule: none")
+        say(console, "ops without a FLOP rule: none")
     cap = doc["capture"]
-    console.print(
-        f"captured by {cap['method']} in {cap['seconds']:.2f} s: {cap['ops_recorded']:,} ops "
-        f"recorded, {cap['ops_executed']:,} executed"
-    )
+    say(console, f"captured by {cap['method']} in {fmt.seconds(cap['seconds'])}: "
+                 f"{cap['ops_recorded']:,} ops recorded, {cap['ops_executed']:,} executed")
     for note in cap["notes"]:
-        console.print(note)
+        say(console, note)
     if "solve" in doc:
         sv = doc["solve"]
         (other, fixed), = sv["fixed"].items()
-        console.print(
-            f"[bold]{sv['query']}[/]: {sv['variable']} = {sv['max']:,} at {other} = {fixed:,} "
-            f"(peak {si(sv['peak_memory_bytes_at_max'], 'B')} <= {si(sv['limit_bytes'], 'B')}; "
-            f"{sv['method']})"
-        )
+        say(console, f"{sv['query']}: {sv['variable']} = {sv['max']:,} at {other} = "
+                     f"{fixed:,} (peak {fmt.nbytes(sv['peak_memory_bytes_at_max'])} <= "
+                     f"{fmt.nbytes(sv['limit_bytes'])}; {sv['method']})", style="bold")
     if "symbolic" in doc:
         sym = doc["symbolic"]
-        tab = Table(title=f"formulas in b, s ({sym['method']})", title_justify="left")
-        tab.add_column("quantity")
-        tab.add_column("polynomial")
-        for name, expr in sym["formulas"].items():
-            tab.add_row(name, expr if expr is not None else "(no exact polynomial of degree 1 in b, 2 in s)")
-        if "step_time_note" in sym:
-            tab.caption = sym["step_time_note"]
-        console.print(tab)
-
-
-def _seconds(t: float) -> str:
-    if t >= 1:
-        return f"{t:.3g} s"
-    if t >= 1e-3:
-        return f"{t * 1e3:.3g} ms"
-    return f"{t * 1e6:.3g} us"
+        _symbolic(sym).print(console)
+        peak = sym.get("peak_memory") or {}
+        if peak.get("pieces"):
+            ranges = [f"{p['formula']} for {p['b_from']:,} <= b" + (
+                f" <= {p['b_to']:,}" if p["b_to"] is not None else "") for p in peak["pieces"]]
+            say(console, f"peak memory at s={peak['s']:,}, piecewise in b: " + "; ".join(ranges)
+                + " (breakpoints checked by tracing on both sides)")
 
 
 def render_estimate(console: Console, est: dict[str, Any]) -> None:
     mem = est["memory_bytes"]
-    tab = Table(title=f"estimate on one {est['hardware']} (peak {si(est['peak_flops_per_s'], 'FLOP/s')}), "
-                f"runtime {est.get('runtime', 'eager')}", show_header=False, title_justify="left")
-    tab.add_column("quantity")
-    tab.add_column("value", justify="right")
-    tab.add_row("step time (C)", _seconds(est["step_time_s"]))
+    step = est["step_time_s"]
+    g = Grid(f"estimate on one {est['hardware']} (peak "
+             f"{fmt.si(est['peak_flops_per_s'], 'FLOP/s')}), runtime {est.get('runtime', 'eager')}",
+             [Col("quantity", "left", "words"), Col("value", wrap="words")], header=False)
+    g.row("step time (C)", fmt.seconds(step))
     for phase, t in est["phase_seconds"].items():
         if t:
-            tab.add_row(f"  {phase}", f"{_seconds(t)}  ({100 * t / est['step_time_s']:.1f}%)")
-    tab.add_row("MFU / HFU", f"{100 * est['mfu']:.1f}% / {100 * est['hfu']:.1f}%")
-    tab.add_row("peak memory (S)", si(mem["peak"], "B"))
-    tab.add_row("  persistent (weights, states)", si(mem["persistent"], "B"))
-    tab.add_row("  activations and temporaries", si(mem["activations_and_temporaries_at_peak"], "B"))
-    tab.add_row("  peak reached in", f"{mem['peak_at']['phase']} {mem['peak_at']['module'] or '(model)'}")
+            g.row(f"  {phase}", f"{fmt.seconds(t)} ({fmt.percent(t / step)})")
+    g.row("MFU / HFU", f"{fmt.percent(est['mfu'])} / {fmt.percent(est['hfu'])}")
+    g.row("peak memory (S)", fmt.nbytes(mem["peak"]))
+    g.row("  persistent (weights, states)", fmt.nbytes(mem["persistent"]))
+    g.row("  activations and temporaries", fmt.nbytes(mem["activations_and_temporaries_at_peak"]))
+    g.row("  peak reached in", f"{mem['peak_at']['phase']} {mem['peak_at']['module'] or '(model)'}")
     if mem.get("reserved") is not None:
-        tab.add_row("  reserved by the allocator", si(mem["reserved"], "B"))
-    tab.add_row("device memory", si(mem["capacity"], "B"))
-    tab.add_row("fits", "yes" if est["fits"] else "[bold red]no[/]")
-    tab.add_row("communication (C_comm)", "0 B on one device")
-    console.print(tab)
-    roof = Table(title=f"roofline by op class (ridge point "
-                 f"{est['roofline']['ridge_point_flop_per_byte']:.0f} FLOP/B)", title_justify="left")
-    for col in ("class", "time", "share", "bound", "FLOP/B", "attainable", "achieved"):
-        roof.add_column(col, justify="left" if col in ("class", "bound") else "right")
+        g.row("  reserved by the allocator", fmt.nbytes(mem["reserved"]))
+    g.row("device memory", fmt.nbytes(mem["capacity"]))
+    g.row("fits", "yes" if est["fits"] else ("no", "bold red"))
+    g.row("communication (C_comm)", "0 B on one device")
+    g.print(console)
+    roof = Grid(f"roofline by op class (ridge point "
+                f"{fmt.sig(est['roofline']['ridge_point_flop_per_byte'])} FLOP/B)",
+                [Col("class", "left", key=True), Col("time"), Col("share"), Col("bound", "left"),
+                 Col("FLOP/B"), Col("attainable"), Col("achieved")])
     for row in est["op_classes"]:
-        roof.add_row(row["class"], _seconds(row["seconds"]), f"{100 * row['share']:.1f}%", row["bound"],
-                     f"{row['arithmetic_intensity']:.1f}", si(row["attainable_flops_per_s"], "FLOP/s"),
-                     si(row["achieved_flops_per_s"], "FLOP/s"))
-    console.print(roof)
-    mods = Table(title="time by module (top 10)", title_justify="left")
-    mods.add_column("module")
-    mods.add_column("time", justify="right")
+        roof.row(row["class"], fmt.seconds(row["seconds"]), fmt.percent(row["share"]),
+                 row["bound"], fmt.sig(row["arithmetic_intensity"]),
+                 fmt.si(row["attainable_flops_per_s"], "FLOP/s"),
+                 fmt.si(row["achieved_flops_per_s"], "FLOP/s"))
+    roof.print(console)
+    mods = Grid("time by module (top 10)", [Col("module", "left", "list", key=True),
+                                            Col("time")])
     for row in est["modules"][:10]:
-        mods.add_row(row["path"] or "(model)", _seconds(row["seconds"]))
-    console.print(mods)
-    console.print(f"[dim]{est['components']['combination']}[/]")
+        mods.row(row["path"] or "(model)", fmt.seconds(row["seconds"]))
+    mods.print(console)
+    say(console, est["components"]["combination"], style="dim")

@@ -9,19 +9,32 @@ from typing import Annotated
 
 import typer
 
-from archcost.cli.common import DebugOpt, out_console, reports_errors
+from archcost.cli.common import check_outputs, out_console, reports_errors
+from archcost.cli.options import (
+    FAIL_ABOVE,
+    DebugOpt,
+    JsonOpt,
+    MarkdownOpt,
+    OutputOpt,
+    one_output,
+)
 from archcost.errors import ConfigError
 
 
 def register(app: typer.Typer) -> None:
-    app.command("report")(report)
-    app.command("diff")(diff)
+    app.command("report", short_help="Render a result document as Markdown or HTML.")(report)
+    app.command("diff", short_help="Compare two result documents; exit 1 on a "
+                "regression.")(diff)
 
 
 _FORMATS = ("md", "html")
 
 
-def _format(fmt: str | None, output: str | None) -> str:
+def _format(fmt: str | None, output: str | None, markdown: bool) -> str:
+    if markdown:
+        if fmt is not None and _format(fmt, None, False) != "md":
+            raise ConfigError(f"--markdown and --format {fmt}: choose one")
+        return "md"
     if fmt is None:
         suffix = Path(output).suffix.lower() if output else ""
         return "html" if suffix in (".html", ".htm") else "md"
@@ -42,9 +55,8 @@ def report(
                                             "$GITHUB_STEP_SUMMARY) or html (one self-contained "
                                             "page with plots); default: html when -o ends in "
                                             ".html, else md.", show_default=False)] = None,
-    output: Annotated[str | None, typer.Option("--output", "-o", help="Write the report here "
-                                               "(atomically); default: print it.",
-                                               show_default=False)] = None,
+    markdown: MarkdownOpt = False,
+    output: OutputOpt = None,
     timeline: Annotated[str | None, typer.Option("--timeline", help="Chrome trace of the "
                                                  "same plan (plan/estimate --timeline): the "
                                                  "pipeline timeline micro-batch by "
@@ -60,7 +72,8 @@ def report(
     from archcost.report.markdown import to_markdown
     from archcost.report.timeline import check_matches, from_trace
 
-    kind = _format(fmt, output)
+    kind = _format(fmt, output, markdown)
+    check_outputs(o=output)
     doc = load_document(result)
     tl = None
     if timeline:
@@ -69,7 +82,9 @@ def report(
     text = to_html(doc, tl) if kind == "html" else to_markdown(doc, tl)
     if output:
         atomic_write_text(output, text)
-        out_console.print(f"wrote {output}", markup=False)
+        from archcost.cli.layout import say
+
+        say(out_console, f"wrote {output}")
     else:
         typer.echo(text, nl=False)
 
@@ -82,17 +97,15 @@ def diff(
                                         "the same kind and model.", show_default=False)],
     fail_above: Annotated[str, typer.Option("--fail-above", help="Largest change for the "
                                             "worse a watched metric may show, relative to "
-                                            "BASE (validation errors: in points).")] = "2%",
+                                            "BASE (validation errors: in points).")] = FAIL_ABOVE,
     metrics: Annotated[list[str] | None, typer.Option("--metrics", help="Watched metrics, "
                                                       "comma-separated (globs allowed, e.g. "
                                                       "'error.*'); default: a set per kind.",
                                                       show_default=False)] = None,
     force: Annotated[bool, typer.Option("--force", help="Compare documents of different "
                                         "models.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the comparison as "
-                                          "JSON.")] = False,
-    markdown: Annotated[bool, typer.Option("--markdown", help="Print the comparison as "
-                                           "Markdown.")] = False,
+    as_json: JsonOpt = False,
+    markdown: MarkdownOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """Compare two result documents of the same kind: exit 1 when a watched metric regressed
@@ -102,8 +115,7 @@ def diff(
     from archcost.report.diff import diff_documents, to_markdown
     from archcost.report.document import load_document
 
-    if as_json and markdown:
-        raise ConfigError("--json and --markdown: choose one output")
+    one_output(as_json, markdown)
     watched = None
     if metrics:
         watched = [m.strip() for item in metrics for m in item.split(",") if m.strip()]
@@ -119,13 +131,13 @@ def diff(
         raise typer.Exit(result.exit_code)
 
 
-_STYLE = {"regressed": "bold red", "worse": "yellow", "improved": "green", "new": "cyan",
+_STYLE = {"regressed": "bold red", "missing": "bold red", "invalid": "bold red",
+          "worse": "yellow", "improved": "green", "new": "cyan",
           "gone": "cyan"}
 
 
-def _render(result, max_rows: int = 15) -> None:
-    from rich.table import Table
-
+def _render(result, console=None, max_rows: int = 15) -> None:
+    from archcost.cli.layout import Col, Grid, say
     from archcost.report.diff import (
         STATUS_TEXT,
         format_change,
@@ -135,20 +147,20 @@ def _render(result, max_rows: int = 15) -> None:
         summary,
     )
 
+    console = console or out_console
     title = f"{result.kind}: {result.base_model}"
     if result.head_model != result.base_model:
         title += f" -> {result.head_model}"
-    tab = Table(title=title, title_justify="left")
-    for col in ("metric", "base", "head", "delta", "change", "status"):
-        tab.add_column(col, justify="left" if col in ("metric", "status") else "right",
-                       no_wrap=col != "metric", overflow="fold")
+    tab = Grid(title, [Col("metric", "left", "list", key=True), Col("base", wrap="words"),
+                       Col("head", wrap="words"), Col("delta", wrap="words"), Col("change"),
+                       Col("status", "left")])
     watched = [r for r in result.rows if r.watched]
     others = other_changes(result)
     for r in watched + others[:max_rows]:
-        tab.add_row(r.metric, format_value(r.base, r.unit), format_value(r.head, r.unit),
-                    format_delta(r), format_change(r), STATUS_TEXT[r.status],
-                    style=_STYLE.get(r.status, "bold" if r.watched else None))
-    out_console.print(tab, markup=False)
+        tab.row(r.metric, format_value(r.base, r.unit), format_value(r.head, r.unit),
+                format_delta(r), format_change(r), STATUS_TEXT[r.status],
+                style=_STYLE.get(r.status, "bold" if r.watched else None))
+    tab.print(console)
     hidden = len(others) - min(len(others), max_rows)
     unchanged = sum(1 for r in result.rows if not r.watched and r.status == "same")
     extra = []
@@ -157,8 +169,8 @@ def _render(result, max_rows: int = 15) -> None:
     if unchanged:
         extra.append(f"{unchanged} other metrics unchanged")
     if extra:
-        out_console.print("; ".join(extra), markup=False, style="dim")
+        say(console, "; ".join(extra), style="dim")
     for note in result.notes:
-        out_console.print(f"note: {note}", markup=False)
-    out_console.print(("REGRESSION: " if result.regressions else "ok: ") + summary(result),
-                      markup=False, style="bold red" if result.regressions else "green")
+        say(console, f"note: {note}")
+    say(console, ("REGRESSION: " if result.regressions else "ok: ") + summary(result),
+        style="bold red" if result.regressions else "green")

@@ -1,74 +1,92 @@
-"""``archcost sweep MODEL --cluster NAME --gpus N --vary KEY=V1,V2 ...``: hardware what-ifs."""
+"""``archcost sweep MODEL --hardware NAME --gpus N --vary KEY=V1,V2 ...``: hardware what-ifs."""
 
 from __future__ import annotations
 
 import csv
 import io
-import math
 from typing import Annotated
 
 import typer
 
-from archcost.cli.analyze import ModelArg, _null
 from archcost.cli.common import (
-    DebugOpt,
-    RuntimeOpt,
+    check_outputs,
     emit,
-    err_console,
     out_console,
+    progress_bar,
     reports_errors,
+    spinner,
 )
-from archcost.cli.plan import (
-    SCHEMA_VERSION,
-    ClusterOpt,
+from archcost.cli.options import (
+    DTYPE,
+    FALLBACK_CLUSTER,
+    OBJECTIVE,
+    OPTIMIZER,
+    RUNTIME,
+    SEQ_LEN,
+    USABLE_MEMORY,
+    ConstraintOpt,
+    DebugOpt,
     DtypeOpt,
+    FixOpt,
+    GbsOpt,
+    GpusOpt,
+    HardwareOrClusterOpt,
+    JsonOpt,
+    MarkdownOpt,
+    ModelArg,
+    ObjectiveOpt,
     OptimizerOpt,
-    SeqOpt,
+    OutputOpt,
+    RuntimeOpt,
+    SeqLenOpt,
     SetOpt,
-    _recomputes,
+    UsableMemoryOpt,
+    check_usable_memory,
+    default_gbs,
+    gpu_counts,
+    one_output,
 )
+from archcost.cli.plan import SCHEMA_VERSION, _recomputes
 from archcost.errors import ConfigError
 
 
 def register(app: typer.Typer) -> None:
-    app.command("sweep")(sweep)
+    app.command("sweep",
+                short_help="The best plan at every point of a what-if grid.")(sweep)
 
 
 @reports_errors
 def sweep(
     model: ModelArg,
-    gpus: Annotated[int, typer.Option("--gpus", help="GPUs used (vary it with --vary gpus=...).")],
+    gpus: GpusOpt = None,
     vary: Annotated[list[str] | None, typer.Option("--vary", help="KEY=V1,V2,... multipliers "
                                                    "(2x) or values with units (1.8TB/s); "
                                                    "repeatable: the grid is their product.")] = None,
-    cluster: ClusterOpt = "dgx-h100-ndr",
-    gbs: Annotated[int | None, typer.Option("--gbs", help="Global batch in sequences (default: "
-                                            "about 4M tokens).")] = None,
-    seq_len: SeqOpt = 4096,
+    cluster: HardwareOrClusterOpt = None,
+    gbs: GbsOpt = None,
+    seq_len: SeqLenOpt = SEQ_LEN,
     set_: SetOpt = None,
-    dtype: DtypeOpt = "bf16-mixed",
-    optimizer: OptimizerOpt = "adamw",
-    objective: Annotated[str, typer.Option(help="Best plan by: time, cost, energy.")] = "time",
-    constraint: Annotated[list[str] | None, typer.Option("--constraint", help="Plan filter, e.g. "
-                                                         "tp<=8 (repeatable).")] = None,
-    fix: Annotated[list[str] | None, typer.Option("--fix", help="Pin plan fields, e.g. "
-                                                  "recompute=full.")] = None,
-    rerank: Annotated[int, typer.Option(help="Best kernel candidates re-evaluated with the "
-                                        "simulated pipeline at each point.")] = 2,
+    dtype: DtypeOpt = DTYPE,
+    optimizer: OptimizerOpt = OPTIMIZER,
+    objective: ObjectiveOpt = OBJECTIVE,
+    constraint: ConstraintOpt = None,
+    fix: FixOpt = None,
+    usable_memory: UsableMemoryOpt = USABLE_MEMORY,
+    rerank: Annotated[int, typer.Option(min=1, max=1000, help="Best kernel candidates "
+                                        "re-evaluated with the simulated pipeline at each "
+                                        "point.")] = 2,
     sensitivity_: Annotated[bool, typer.Option("--sensitivity/--no-sensitivity", help="Add the "
                                                "elasticity of step time to each resource at "
                                                "the first grid point.")] = True,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the JSON document.")] = False,
-    output: Annotated[str | None, typer.Option("--output", "-o", help="Write the JSON "
-                                               "document.")] = None,
-    csv_path: Annotated[str | None, typer.Option("--csv", help="Write one row per grid point "
-                                                 "as CSV.")] = None,
-    markdown: Annotated[str | None, typer.Option("--markdown", help="Write the study as "
-                                                 "Markdown (tables and the command).")] = None,
+    as_json: JsonOpt = False,
+    markdown: MarkdownOpt = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help="Print one row per grid point as CSV "
+                                         "instead of tables.")] = False,
+    output: OutputOpt = None,
     price: Annotated[list[str] | None, typer.Option("--price", help="GPU=$/h, the price per "
                                                     "GPU-hour of a GPU profile, e.g. "
                                                     "h100-sxm=2.5 (repeatable).")] = None,
-    runtime: RuntimeOpt = "eager",
+    runtime: RuntimeOpt = RUNTIME,
     debug: DebugOpt = False,
 ) -> None:
     """Search the best plan at every point of a grid over hardware (peak FLOP/s, memory,
@@ -82,24 +100,35 @@ def sweep(
     from archcost.sweep.grid import build_point, run_grid, sensitivity
     from archcost.trace.precision import parse_precision
 
-    axes = parse_vary(vary or [])
+    one_output(as_json, markdown, as_csv)
+    counts = gpu_counts(gpus)
+    vary = list(vary or [])
+    if counts and len(counts) > 1:  # --gpus 16,32 is the gpus axis
+        if any(v.strip().lower().startswith("gpus=") for v in vary):
+            raise ConfigError(f"--gpus {gpus} and --vary gpus=...: give the GPU counts once")
+        vary.insert(0, f"gpus={gpus}")
+    axes = parse_vary(vary)
     prices = _prices(price or [])
     if objective not in OBJECTIVES:
         raise ConfigError(f"--objective {objective!r}: use {', '.join(OBJECTIVES)}")
-    if gpus < 1 or seq_len < 1 or rerank < 1:
-        raise ConfigError("--gpus, --seq-len and --rerank must be >= 1")
-    if gbs is None:
-        gbs = max(1, 2 ** round(math.log2(max(1.0, 4 * 2**20 / seq_len))))
+    check_usable_memory(usable_memory)
     from archcost.runtime import load_runtime
 
     stack = load_runtime(runtime)
-    spec = load_model_file(model, parse_overrides(set_))
     parse_precision(dtype)
+    check_outputs(o=output)
+    cluster = cluster or FALLBACK_CLUSTER
+    if counts is None:  # one node of the cluster
+        from archcost.hardware.profile import load_cluster
+
+        counts = [load_cluster(cluster).gpus]
+    gpus_n = counts[0]
+    gbs = gbs or default_gbs(seq_len)
+    spec = load_model_file(model, parse_overrides(set_))
     recomputes = _recomputes(list(fix or []))
     cache: dict = {}
-    quiet = as_json
-    status_cm = err_console.status("tracing", spinner="dots") if not quiet else _null()
-    with status_cm as status:
+    quiet = as_json or markdown or as_csv
+    with spinner(quiet) as status:
         def workload_for(s: int, d: str):
             if (s, d) not in cache:
                 if status is not None:
@@ -111,25 +140,18 @@ def sweep(
         workload_for(seq_len, dtype)
     search_kw = dict(constraints=constraint or [], fixed=list(fix or []), objective=objective,
                      top=1, rerank=rerank)
-    if quiet:
-        grid = run_grid(axes, cluster_name=cluster, gpus=gpus, gbs=gbs, seq_len=seq_len,
-                        dtype=dtype, workload_for=workload_for, search_kw=search_kw,
-                        prices=prices)
-    else:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-        with Progress(TextColumn("grid points"), BarColumn(), MofNCompleteColumn(),
-                      console=err_console, transient=True) as bar:
-            task = bar.add_task("grid", total=None)
-            grid = run_grid(axes, cluster_name=cluster, gpus=gpus, gbs=gbs, seq_len=seq_len,
-                            dtype=dtype, workload_for=workload_for, search_kw=search_kw,
-                            prices=prices,
-                            progress=lambda d, n: bar.update(task, completed=d, total=n))
+    grid_kw = dict(cluster_name=cluster, gpus=gpus_n, gbs=gbs, seq_len=seq_len, dtype=dtype,
+                   workload_for=workload_for, search_kw=search_kw, prices=prices,
+                   cm_kw={"usable_memory": usable_memory})
+    with progress_bar(quiet, "grid points") as bar:
+        task = bar.add_task("grid", total=None) if bar is not None else None
+        grid = run_grid(axes, **grid_kw, progress=None if bar is None else
+                        lambda d, n: bar.update(task, completed=d, total=n))
     doc = {
         "schema_version": SCHEMA_VERSION, "kind": "sweep",
         "model": {"name": spec.name, "file": spec.path.name, "builder": spec.builder_name,
                   "config": spec.builder_config(1, seq_len)},
-        "base": {"cluster": cluster, "gpus": gpus, "gbs": gbs, "seq_len": seq_len,
+        "base": {"cluster": cluster, "gpus": gpus_n, "gbs": gbs, "seq_len": seq_len,
                  "dtype": dtype, "objective": objective, "runtime": stack.name},
         "prices_usd_per_gpu_hour": prices,
         **grid,
@@ -139,25 +161,21 @@ def sweep(
         from archcost.plan.costmodel import CostModel
 
         _, point_cluster, *_, w = build_point(
-            axes, first["index"], cluster_name=cluster, gpus=gpus, gbs=gbs, seq_len=seq_len,
+            axes, first["index"], cluster_name=cluster, gpus=gpus_n, gbs=gbs, seq_len=seq_len,
             dtype=dtype, workload_for=workload_for, prices=prices)
         doc["sensitivity"] = {"point": first["point"], "plan": first["plan"],
-                              "resources": sensitivity(CostModel(w, point_cluster),
-                                                       parse_plan(first["plan"]))}
+                              "resources": sensitivity(
+                                  CostModel(w, point_cluster, usable_memory=usable_memory),
+                                  parse_plan(first["plan"]))}
     emit(doc, as_json, output)
-    if csv_path:
-        from archcost.io import atomic_write_text
+    if markdown or as_csv:
+        typer.echo(to_markdown(doc) if markdown else to_csv(doc), nl=False)
+    elif not as_json:
+        from archcost.cli.layout import say
 
-        atomic_write_text(csv_path, to_csv(doc))
-    if markdown:
-        from archcost.io import atomic_write_text
-
-        atomic_write_text(markdown, to_markdown(doc))
-    if not as_json:
-        _render(doc)
-        for path in (output, csv_path, markdown):
-            if path:
-                out_console.print(f"wrote {path}")
+        _render(out_console, doc)
+        if output:
+            say(out_console, f"wrote {output}")
 
 
 CSV_FIELDS = ("step_time_s", "tokens_per_s", "mfu", "peak_per_gpu_bytes", "joules_per_token",
@@ -190,6 +208,9 @@ def _md(text) -> str:
 
 def to_markdown(doc) -> str:
     """The sweep as a Markdown study: the grid, the best plans, the sensitivity."""
+    from archcost.report import fmt
+    from archcost.report.document import point_label
+
     b = doc["base"]
     keys = [a["key"] for a in doc["axes"]]
     lines = [f"# What-if: {_md(doc['model']['name'])} on {b['gpus']} GPUs", "",
@@ -210,21 +231,21 @@ def to_markdown(doc) -> str:
             continue
         usd = p.get("usd_per_million_tokens")
         lines.append("| " + " | ".join(vals + [
-            f"{p['step_time_s']:.3g} s", f"{p['tokens_per_s']:,.0f}", f"{100 * p['mfu']:.1f}%",
-            f"{p['peak_per_gpu_bytes'] / 2**30:.1f} GiB", f"{p['tokens_per_joule']:.3g}",
-            "-" if usd is None else f"{usd:.3g}", p["bottleneck"], f"`{p['plan']}`"]) + " |")
+            fmt.seconds(p["step_time_s"]), f"{p['tokens_per_s']:,.0f}", fmt.percent(p["mfu"]),
+            fmt.nbytes(p["peak_per_gpu_bytes"]), fmt.si(p["tokens_per_joule"]),
+            fmt.usd(usd), p["bottleneck"], f"`{p['plan']}`"]) + " |")
     sens = doc.get("sensitivity")
     if sens:
-        lines += ["", f"Elasticity of step time at {_md(sens['point'])} with plan "
-                  f"`{sens['plan']}` (d ln T / d ln r; -1: time halves when r doubles):", "",
+        lines += ["", f"Elasticity of step time at {_md(point_label(sens['point'], keys))} "
+                  f"with plan `{sens['plan']}` (d ln T / d ln r; -1: time halves when r doubles):", "",
                   "| resource | elasticity | step if doubled | predicted from elasticity |",
                   "|---|---:|---:|---:|"]
         for r in sens["resources"]:
             lines.append(f"| {r['resource']} | {r['elasticity']:+.3f} | "
-                         f"{r['step_time_if_doubled_s']:.4g} s | "
-                         f"{r['predicted_if_doubled_s']:.4g} s |")
-    lines += ["", f"{doc['grid_points']} grid points in {doc['seconds']:.1f} s "
-              f"({doc['points_per_second']:.2f} points/s).", ""]
+                         f"{fmt.seconds(r['step_time_if_doubled_s'], 4)} | "
+                         f"{fmt.seconds(r['predicted_if_doubled_s'], 4)} |")
+    lines += ["", f"{doc['grid_points']} grid points in {fmt.seconds(doc['seconds'])} "
+              f"({fmt.si(doc['points_per_second'], 'points/s')}).", ""]
     return "\n".join(lines)
 
 
@@ -238,47 +259,45 @@ def to_csv(doc) -> str:
     return buf.getvalue()
 
 
-def _render(doc) -> None:
-    from rich.table import Table
-
-    from archcost.cli.render import _seconds, si
-    from archcost.cli.render_plan import short_plan
+def _render(console, doc) -> None:
+    from archcost.cli.layout import Col, Grid
+    from archcost.report import fmt
+    from archcost.report.document import point_label
+    from archcost.report.tables import short_plan
 
     keys = [a["key"] for a in doc["axes"]]
-    tab = Table(title=f"{doc['model']['name']} on {doc['base']['cluster']}: "
-                f"{doc['grid_points']} grid points in {doc['seconds']:.1f} s",
-                title_justify="left")
     priced = any(p.get("usd_per_million_tokens") is not None for p in doc["points"])
-    cols = [*keys, "step", "tok/s", "MFU", "mem/GPU", "tok/J", *(["$/Mtok"] if priced else []),
-            "bound"]
-    for col in cols:
-        tab.add_column(col, justify="left" if col == "bound" else "right", no_wrap=True)
-    plans = Table(title="best plan at each point", title_justify="left")
-    for col in (*keys, "plan"):
-        plans.add_column(col, justify="left" if col == "plan" else "right", overflow="fold")
+    cols = [*[Col(k, "left", key=True) for k in keys], Col("step"), Col("tok/s"), Col("MFU"),
+            Col("mem/GPU"), Col("tok/J"), *([Col("$/Mtok")] if priced else []),
+            Col("bound", "left"), Col("best plan", "left", "list", below=True)]
+    tab = Grid(f"{doc['model']['name']} on {doc['base']['cluster']}: {doc['grid_points']} grid "
+               f"points in {fmt.seconds(doc['seconds'])}", cols,
+               notes=["tok/s: tokens per second; mem/GPU: peak memory of the fullest GPU; "
+                      "tok/J: tokens per joule; "
+                      + ("$/Mtok: dollars per million tokens; " if priced else "")
+                      + "bound: the largest component of the step; best plan: the keys away "
+                      "from their defaults, as archcost plan shows them"])
     for p in doc["points"]:
-        vals = [p["point"][k] for k in keys]
+        vals = [str(p["point"][k]) for k in keys]
         if not p.get("fits"):
-            tab.add_row(*vals, "no plan fits", *[""] * (len(cols) - len(vals) - 1))
-            plans.add_row(*vals, "-")
+            tab.row(*vals, ("no plan fits", "bold red"), *[""] * (len(cols) - len(vals) - 1))
             continue
-        plans.add_row(*vals, short_plan(p["plan"]))
         usd = p.get("usd_per_million_tokens")
-        tab.add_row(*vals, _seconds(p["step_time_s"]), si(p["tokens_per_s"]),
-                    f"{100 * p['mfu']:.1f}%", si(p["peak_per_gpu_bytes"], "B", 1024),
-                    f"{p['tokens_per_joule']:.3g}",
-                    *([("-" if usd is None else f"{usd:.3g}")] if priced else []),
-                    p["bottleneck"].replace("_comm", ""))
-    out_console.print(tab)
-    out_console.print(plans)
+        tab.row(*vals, fmt.seconds(p["step_time_s"]), fmt.si(p["tokens_per_s"]),
+                fmt.percent(p["mfu"]), fmt.nbytes(p["peak_per_gpu_bytes"]),
+                fmt.si(p["tokens_per_joule"]), *([fmt.usd(usd)] if priced else []),
+                p["bottleneck"].replace("_comm", ""), short_plan(p["plan"]))
+    tab.print(console)
     sens = doc.get("sensitivity")
     if sens:
-        tab = Table(title=f"what the next chip should improve: elasticity of step time at "
-                    f"{sens['point'] or 'the base point'}", title_justify="left")
-        for col in ("resource", "d ln T / d ln r", "if doubled", "predicted"):
-            tab.add_column(col, justify="left" if col == "resource" else "right")
+        tab = Grid(f"what the next chip should improve: elasticity of step time at "
+                   f"{point_label(sens['point'], keys) if sens['point'] else 'the base point'}",
+                   [Col("resource", "left", key=True), Col("d ln T / d ln r"),
+                    Col("if doubled"), Col("predicted")],
+                   notes=["if doubled: the step time with the resource doubled; predicted: "
+                          "the same from the elasticity"])
         for r in sens["resources"]:
-            tab.add_row(r["resource"], f"{r['elasticity']:+.3f}",
-                        _seconds(r["step_time_if_doubled_s"]),
-                        _seconds(r["predicted_if_doubled_s"]))
-        out_console.print(tab)
+            tab.row(r["resource"], f"{r['elasticity']:+.3f}",
+                    fmt.seconds(r["step_time_if_doubled_s"]),
+                    fmt.seconds(r["predicted_if_doubled_s"]))
+        tab.print(console)

@@ -6,8 +6,29 @@ from typing import Annotated
 
 import typer
 
-from archcost.cli.analyze import ModelArg, _null
-from archcost.cli.common import DebugOpt, emit, err_console, out_console, reports_errors
+from archcost.cli.common import check_outputs, emit, err_console, out_console, reports_errors
+from archcost.cli.common import spinner as _spinner
+from archcost.cli.options import (
+    DEVICE,
+    DTYPE,
+    NPROC,
+    OPTIMIZER,
+    SEQ_LEN,
+    TIMEOUT_S,
+    DebugOpt,
+    DeviceOpt,
+    DtypeOpt,
+    HardwareOpt,
+    JsonOpt,
+    ModelArg,
+    NprocOpt,
+    OptimizerOpt,
+    OutputOpt,
+    PlanOpt,
+    SeqLenOpt,
+    SetOpt,
+    TimeoutOpt,
+)
 from archcost.errors import ConfigError, ValidationError
 
 SCHEMA_VERSION = 1
@@ -15,7 +36,8 @@ _VALIDATE_DTYPES = ("fp32", "bf16", "fp16")
 
 
 def register(app: typer.Typer) -> None:
-    app.command("validate")(validate)
+    app.command("validate",
+                short_help="Time real training steps against the prediction.")(validate)
 
 
 def _check_device(device: str, nproc: int) -> None:
@@ -32,19 +54,32 @@ def _check_device(device: str, nproc: int) -> None:
 
 
 def _hardware(name: str | None, device: str, nproc: int):
-    from archcost.hardware.profile import ClusterProfile, load_any
+    """The cluster predictions use. Without ``--hardware``: the bundled ``cpu`` profile (one
+    process) or ``cpu-host`` cluster (several: ``cpu`` with rough gloo-over-loopback links) on a
+    CPU, ``h100-sxm`` or ``dgx-h100-ndr`` on CUDA. A CPU's profile (the bundled ``cpu``, or one
+    ``archcost calibrate --device cpu`` wrote without --nproc) for several CPU processes gets
+    ``cpu-host``'s links."""
+    from dataclasses import replace
+
+    from archcost.hardware.profile import ClusterProfile, load_any, load_cluster, load_gpu
     from archcost.validate.compare import single_gpu_cluster
 
-    name = name or ("cpu" if device == "cpu" else "h100-sxm")
+    if name is None:
+        name = {("cpu", True): "cpu", ("cpu", False): "cpu-host",
+                ("cuda", True): "h100-sxm", ("cuda", False): "dgx-h100-ndr"}[device, nproc == 1]
     prof = load_any(name)
     if isinstance(prof, ClusterProfile):
         return prof.with_gpus(nproc) if nproc <= prof.gpus_per_node or nproc % \
             prof.gpus_per_node == 0 else prof
-    if nproc > 1:
-        raise ConfigError(f"--hardware {name} is a GPU profile; {nproc} processes need a cluster "
-                          "profile with the links between them (archcost calibrate --nproc N "
-                          "writes one)")
-    return single_gpu_cluster(prof)
+    if nproc == 1:
+        return single_gpu_cluster(prof)
+    if device == "cpu" and (prof == load_gpu("cpu")
+                            or (prof.calibration or {}).get("device_kind") == "cpu"):
+        host = load_cluster("cpu-host")
+        return replace(host, gpu=prof).with_gpus(min(nproc, host.gpus_per_node))
+    raise ConfigError(f"--hardware {name} is a GPU profile; {nproc} processes need a cluster "
+                      "profile with the links between them (archcost calibrate --nproc N "
+                      "writes one)")
 
 
 def _check_plan(plan) -> None:
@@ -68,49 +103,42 @@ def _check_plan(plan) -> None:
 @reports_errors
 def validate(
     model: ModelArg,
-    plan_text: Annotated[str, typer.Option("--plan", help="Data-, tensor- or pipeline-parallel "
-                                           "plan, e.g. 'dp=2,zero=3,mbs=4,gbs=16', "
-                                           "'tp=2,mbs=4,gbs=4' or 'pp=2,mbs=2,gbs=8' "
-                                           "(GPUs = processes).")],
-    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
-    nproc: Annotated[int, typer.Option("--nproc", help="Processes (one per GPU on cuda).")] = 1,
-    steps: Annotated[int, typer.Option(help="Timed steps.")] = 5,
-    warmup: Annotated[int, typer.Option(help="Untimed steps first.")] = 2,
-    hardware: Annotated[str | None, typer.Option(
-        "--hardware", help="Profile predictions use (GPU profile for one process, cluster "
-        "profile for several); default the bundled cpu / h100-sxm profile.")] = None,
-    seq_len: Annotated[int, typer.Option("--seq-len", "-s", help="Tokens per sequence.")] = 128,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="Builder argument KEY=VALUE.",
-                                                   show_default=False)] = None,
-    dtype: Annotated[str, typer.Option(help="fp32, bf16 or fp16 (all tensors).")] = "fp32",
-    optimizer: Annotated[str, typer.Option(help="adamw, adam, sgd, adamw-fused, "
-                                                "adam-fused.")] = "adamw",
-    timeout: Annotated[float, typer.Option(help="Seconds before a multi-process run is "
-                                                "stopped.")] = 600.0,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the JSON document.")] = False,
-    output: Annotated[str | None, typer.Option("--output", "-o", help="Write the JSON "
-                                               "document.")] = None,
+    plan_text: PlanOpt,
+    device: DeviceOpt = DEVICE,
+    nproc: NprocOpt = NPROC,
+    steps: Annotated[int, typer.Option(min=1, max=10**6, help="Timed steps.")] = 5,
+    warmup: Annotated[int, typer.Option(min=0, max=10**6, help="Untimed steps first.")] = 2,
+    hardware: HardwareOpt = None,
+    seq_len: SeqLenOpt = SEQ_LEN,
+    set_: SetOpt = None,
+    dtype: DtypeOpt = DTYPE,
+    optimizer: OptimizerOpt = OPTIMIZER,
+    timeout: TimeoutOpt = TIMEOUT_S,
+    as_json: JsonOpt = False,
+    output: OutputOpt = None,
     debug: DebugOpt = False,
 ) -> None:
     """Run real timed training steps of MODEL with the plan's data, tensor or pipeline
     parallelism and compare them with the prediction, per component."""
+    from archcost.cli.plan import read_plan
     from archcost.hardware.machine import machine_id
     from archcost.loader import load_model_file, parse_overrides
     from archcost.plan.costmodel import CostModel
     from archcost.plan.evaluate import estimate_plan
-    from archcost.plan.space import parse_plan
     from archcost.plan.workload import trace_workload
     from archcost.trace.precision import parse_precision
     from archcost.validate.compare import available_memory_bytes, components, profile_warnings
     from archcost.validate.parallel import check_hooks, require_hooks
     from archcost.validate.step import RunConfig
 
+    parse_precision(dtype)
     if dtype not in _VALIDATE_DTYPES:
         raise ConfigError(f"--dtype {dtype!r}: validate runs {', '.join(_VALIDATE_DTYPES)} "
                           "(mixed precision's fp32 master copies are not materialised)")
-    if steps < 1 or warmup < 0 or nproc < 1 or seq_len < 1:
-        raise ConfigError("--steps, --nproc and --seq-len must be >= 1 and --warmup >= 0")
-    plan = parse_plan(plan_text)
+    if not timeout > 0:
+        raise ConfigError(f"--timeout {timeout}: give a positive number of seconds")
+    check_outputs(o=output)
+    plan = read_plan(plan_text)
     if plan.gpus != nproc:
         raise ConfigError(f"plan uses dp*tp*pp*cp = {plan.gpus} GPUs but --nproc is {nproc}: "
                           f"set --nproc {plan.gpus} or change the plan")
@@ -127,15 +155,15 @@ def validate(
         from archcost.launch import rank_threads
         from archcost.validate.compare import cpu_rank_share
 
-        share = cpu_rank_share(cluster.gpu, rank_threads(nproc))
+        share = cpu_rank_share(cluster.gpu, rank_threads(nproc), nproc)
         cluster = replace(cluster, gpu=cluster.gpu.scaled(flops=share, mem_bw=share))
-    warnings = profile_warnings(cluster.gpu, device)
+    warnings = profile_warnings(cluster.gpu, device, cluster, nproc)
     overrides = parse_overrides(set_)
     spec = load_model_file(model, overrides)
     require_hooks(spec, plan.tp > 1, plan.pp > 1)  # before tracing: the hooks run later
     policy = parse_precision(dtype)
     quiet = as_json
-    with err_console.status("tracing", spinner="dots") if not quiet else _null() as status:
+    with _spinner(quiet) as status:
         def progress(msg: str) -> None:
             if status is not None:
                 status.update(msg)
@@ -170,9 +198,8 @@ def validate(
     for w in warnings:
         if not quiet:
             err_console.print(f"[yellow]warning:[/] {w}", soft_wrap=True)
-    with err_console.status(f"running {warmup} + {steps} steps on {nproc} process"
-                            f"{'es' if nproc > 1 else ''}", spinner="dots") \
-            if not quiet else _null():
+    with _spinner(quiet, f"running {warmup} + {steps} steps on {nproc} process"
+                  f"{'es' if nproc > 1 else ''}"):
         if nproc == 1:
             from archcost.validate.step import run_steps
 
@@ -205,34 +232,33 @@ def validate(
     }
     emit(doc, as_json, output)
     if not as_json:
-        _render(doc)
+        _render(out_console, doc)
         if output:
-            out_console.print(f"wrote {output}")
+            from archcost.cli.layout import say
+
+            say(out_console, f"wrote {output}")
 
 
-def _render(doc) -> None:
-    from rich.table import Table
+def _render(console, doc) -> None:
+    from archcost.cli.layout import Col, Grid, say
+    from archcost.report import fmt
 
-    from archcost.cli.render import _seconds, si
-
-    tab = Table(title=f"{doc['model']['name']}  plan {doc['plan']}  on {doc['nproc']} x "
-                f"{doc['device']} ({doc['machine']}), profile {doc['hardware']['profile']}",
-                title_justify="left")
-    for col in ("component", "predicted", "measured", "error"):
-        tab.add_column(col, justify="left" if col == "component" else "right")
+    say(console, f"{doc['model']['name']}  plan {doc['plan']}  on {doc['nproc']} x "
+                 f"{doc['device']} ({doc['machine']}), profile {doc['hardware']['profile']}",
+        style="bold")
+    tab = Grid(None, [Col("component", "left", key=True), Col("predicted"), Col("measured"),
+                      Col("error")])
     for r in doc["validation"]["components"]:
-        fmt = _seconds if r["unit"] == "s" else (lambda v: si(v, "B", 1024))
-        err = "" if r["error"] is None else f"{100 * r['error']:+.1f}%"
-        tab.add_row(r["name"].replace("_", " "),
-                    "-" if r["predicted"] is None else fmt(r["predicted"]),
-                    "-" if r["measured"] is None else fmt(r["measured"]), err)
-    out_console.print(tab)
+        f = fmt.seconds if r["unit"] == "s" else fmt.nbytes
+        tab.row(r["name"].replace("_", " "), f(r["predicted"]), f(r["measured"]),
+                "" if r["error"] is None else fmt.signed_percent(r["error"], 1))
+    tab.print(console)
     share = doc["hardware"]["rank_share"]
     if share < 1:
-        out_console.print(f"each of the {doc['nproc']} processes shares this host: predicted "
-                          f"at {share:.0%} of the profile's compute and memory bandwidth "
-                          "(its threads over those the profile was measured with)",
-                          soft_wrap=True)
+        say(console, f"each of the {doc['nproc']} processes shares this host: predicted at "
+                     f"{fmt.percent(share, 0)} of the profile's compute and memory bandwidth "
+                     "(calibrated: its threads over those the profile was measured with; "
+                     "datasheet: the whole host's, split evenly)")
     for r in doc["validation"]["components"]:
         if r.get("note"):
-            out_console.print(f"{r['name'].replace('_', ' ')}: {r['note']}", soft_wrap=True)
+            say(console, f"{r['name'].replace('_', ' ')}: {r['note']}")

@@ -1,11 +1,11 @@
 """Communication C_comm: collectives of a parallel group placed on a cluster's link levels.
 
-A group of ``n`` ranks whose members sit ``stride`` ranks apart (rank order fills the innermost
-link level first) spans the smallest level whose domain holds ``n * stride`` GPUs. Inside one
-domain a collective runs on that level alone; across domains it may run flat (ring or tree,
-bounded by the slowest level it crosses) or hierarchically (reduce-scatter inside, all-reduce
-across, all-gather inside). The fastest choice is taken, as NCCL's tuner does. The kernels and
-their formulas are in ``kernels.py``.
+A ``Group`` names the ranks a collective runs over (one axis of the plan's rank layout, or a
+window of the block of two axes, see ``placement``); ``collective_cost`` prices one collective
+on the links its members' placement makes it cross: a flat ring or tree bounded by its slowest
+hop, or (all-reduce) the hierarchical algorithm, the fastest taken as NCCL's tuner does. The
+kernels and their formulas are in ``kernels.py`` and ``placement.py``; this module gives them
+Python names and the cluster's figures.
 """
 
 from __future__ import annotations
@@ -16,9 +16,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from archcost.cost import kernels as k
+from archcost.cost import placement as pl
 from archcost.hardware.profile import COLLECTIVE_NAMES
 
-__all__ = ["Collective", "CommCost", "collective_cost", "span_levels", "level_arrays"]
+__all__ = ["Collective", "CommCost", "Group", "collective_cost", "level_arrays"]
 
 
 class Collective(str, enum.Enum):
@@ -30,7 +31,7 @@ class Collective(str, enum.Enum):
     SEND_RECV = "send-recv"
 
 
-_KIND = {
+KIND = {
     Collective.ALL_REDUCE: k.COLL_ALL_REDUCE,
     Collective.ALL_GATHER: k.COLL_ALL_GATHER,
     Collective.REDUCE_SCATTER: k.COLL_REDUCE_SCATTER,
@@ -50,67 +51,88 @@ _RING_SEND_FACTOR = {
 }
 
 
-def level_arrays(cluster) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(domain sizes (0: unbounded), bandwidth, latency) of the cluster's link levels, the last
-    two ``[level, collective kind]`` (kinds in ``kernels.COLL_*`` order): the plan kernels'
-    view of ``collective_cost``'s figures."""
+def level_arrays(cluster) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(domain sizes (0: unbounded), bandwidth, latency, GPUs per link) of the cluster's link
+    levels; bandwidth and latency ``[level, collective kind]`` (kinds in ``kernels.COLL_*``
+    order): the kernels' view of the cluster."""
     levels = cluster.levels
     figs = [[lv.figures(name) for name in COLLECTIVE_NAMES] for lv in levels]
     dom = np.array([lv.domain_size or 0 for lv in levels], dtype=np.int64)
     lat = np.array([[f[0] for f in row] for row in figs], dtype=np.float64)
     bw = np.array([[f[1] for f in row] for row in figs], dtype=np.float64)
-    return dom, bw, lat
+    share = np.array([lv.gpus_per_link for lv in levels], dtype=np.int64)
+    return dom, bw, lat, share
+
+
+@dataclass(frozen=True)
+class Group:
+    """``size`` ranks of a parallel group among ``world``: indices ``step`` apart of the
+    combined index over an axis of ``n1`` ranks ``s1`` apart inside one of ``n2`` ranks ``s2``
+    apart (``placement``'s geo); ``Group.axis`` for one axis."""
+
+    n1: int
+    s1: int
+    n2: int
+    s2: int
+    size: int
+    step: int
+    world: int
+
+    @classmethod
+    def axis(cls, n: int, stride: int, world: int) -> Group:
+        """``n`` ranks ``stride`` apart (a tensor-, context- or pipeline-parallel group)."""
+        return cls(n, stride, 1, stride * n, n, 1, world)
+
+    @classmethod
+    def block(cls, axes: tuple[tuple[int, int], tuple[int, int]], size: int, step: int,
+              world: int) -> Group:
+        """A window of ``size`` indices ``step`` apart over two axes ((n, stride) each), the
+        physically inner first: the data-parallel block and its expert windows."""
+        geo = np.empty(pl.GEO_LEN, dtype=np.int64)
+        (n_a, s_a), (n_b, s_b) = axes
+        pl.block_geo(n_a, s_a, n_b, s_b, size, step, world, geo)
+        return cls(*(int(x) for x in geo))
+
+    @property
+    def geo(self) -> np.ndarray:
+        return np.array([self.n1, self.s1, self.n2, self.s2, self.size, self.step, self.world],
+                        dtype=np.int64)
 
 
 @dataclass(frozen=True)
 class CommCost:
     seconds: float
-    algorithm: str  # "ring", "tree", "hierarchical"
-    bytes_per_level: dict[str, float]  # bytes sent per rank on each link level crossed
+    algorithm: str  # "ring", "tree", "hierarchical", "none"
+    bytes_per_level: dict[str, float]  # bytes a rank sends on each link level it uses
+    bandwidth_bytes_per_s: float = 0.0  # the flat algorithm's slowest hop
+    levels: tuple[str, ...] = ()  # the levels its hops use, innermost first
 
 
-def span_levels(cluster, n: int, stride: int = 1) -> tuple[int, int]:
-    """(index of the outermost level the group crosses, ranks of the group per inner domain)."""
-    extent = n * stride
-    levels = cluster.levels
-    for i, lvl in enumerate(levels):
-        dom = lvl.domain_size
-        if dom is None or extent <= dom:
-            if i == 0:
-                return 0, n
-            inner = levels[0].domain_size or extent
-            per_inner = max(1, min(n, inner // stride))
-            return i, per_inner
-    return len(levels) - 1, max(1, min(n, (levels[0].domain_size or extent) // stride))
-
-
-def collective_cost(kind: Collective, size_bytes: float, n: int, cluster, stride: int = 1) -> CommCost:
-    """Time and per-level traffic of one collective over a group of ``n`` ranks."""
+def collective_cost(kind: Collective, size_bytes: float, group: Group | int, cluster,
+                    stride: int = 1) -> CommCost:
+    """Time and per-level traffic of one collective over ``group`` (or over ``group`` ranks
+    ``stride`` apart among the cluster's GPUs)."""
+    if not isinstance(group, Group):
+        group = Group.axis(int(group), int(stride), int(cluster.gpus))
+    n = group.size
     if n <= 1 or size_bytes <= 0:
         return CommCost(0.0, "none", {})
-    kind_id = _KIND[kind]
-    name = COLLECTIVE_NAMES[kind_id]
-    outer, per_inner = span_levels(cluster, n, stride)
-    levels = cluster.levels
-    lo = levels[outer]
-    send = _RING_SEND_FACTOR[kind](n) * size_bytes
-    if outer == 0:
-        t, algo = k.best_collective(kind_id, float(size_bytes), n, *lo.figures(name))
-        return CommCost(t, "tree" if algo == k.ALGO_TREE else "ring", {lo.name: send})
-    # flat: ring/tree over the slowest level crossed (all its hops are bounded by it)
-    crossed = levels[: outer + 1]
-    slow = min(crossed, key=lambda lv: lv.figures(name)[1])
-    alpha = max(lv.figures(name)[0] for lv in crossed)
-    t_flat, algo = k.best_collective(kind_id, float(size_bytes), n, alpha, slow.figures(name)[1])
-    best = CommCost(t_flat, "tree" if algo == k.ALGO_TREE else "ring", {slow.name: send})
-    n_outer = n // per_inner
-    inner = levels[0]
-    if kind is Collective.ALL_REDUCE and per_inner > 1 and n_outer > 1:
-        t_h = k.hierarchical_all_reduce(
-            float(size_bytes), per_inner, n_outer, *inner.figures("reduce_scatter"),
-            *inner.figures("all_gather"), *lo.figures("all_reduce"))
-        if t_h < best.seconds:
-            in_bytes = 2 * (per_inner - 1) / per_inner * size_bytes
-            out_bytes = 2 * (n_outer - 1) / n_outer * size_bytes / per_inner
-            best = CommCost(t_h, "hierarchical", {inner.name: in_bytes, lo.name: out_bytes})
-    return best
+    dom, bw, lat, share = level_arrays(cluster)
+    geo = group.geo
+    m = np.empty(len(dom), dtype=np.int64)
+    fig = np.empty(pl.FIG_LEN)
+    regular = pl.group_figures(geo, dom, bw, lat, share, m, fig)
+    kid = KIND[kind]
+    b, _, _, mask = pl.figures(kid, geo, m, regular, dom, bw, lat, share)
+    seconds, algo = pl.group_seconds(kid, float(size_bytes), n, fig)
+    names = [lv.name for lv in cluster.levels]
+    used = tuple(names[i] for i in range(len(names)) if mask & (1 << i))
+    if algo == pl.ALGO_HIERARCHICAL:
+        n_in = int(m[0])
+        n_out = n // n_in
+        per = {names[0]: 2 * (n_in - 1) / n_in * size_bytes,
+               used[-1]: 2 * (n_out - 1) / n_out * size_bytes / n_in}
+        return CommCost(float(seconds), "hierarchical", per, float(b), used)
+    send = _RING_SEND_FACTOR[kind](2 if kind is Collective.SEND_RECV else n) * size_bytes
+    return CommCost(float(seconds), "tree" if algo == k.ALGO_TREE else "ring",
+                    {name: send for name in used}, float(b), used)

@@ -1,19 +1,20 @@
 """Compute C: per-op roofline time of an operator graph on one GPU profile.
 
-time(op) = max(FLOPs / (peak(dtype, class) * eff(op FLOPs)), bytes / (mem_bw * eff(bytes)))
-         + per-op overhead x kernels launched,
+time(op) = max(FLOPs / (peak(dtype, class) * eff(op)), bytes / (mem_bw * eff(bytes)))
+         + per-op overhead,
 times the op's ``count``. Matmul, convolution and attention run at the tensor-core peak of their
-dtype scaled by the profile's measured efficiency curve (convolutions by their own curve where
-the profile has one; attention by the FLOPs of one (batch, head) slice where the profile has
-that curve and the op's shape gives its slices, or by the forward or backward curve of the
-attention kernel the runtime runs where the profile rates it; 2-D matmuls by their (m, n, k)
-where the profile has a shape table); every other op runs at the fp32 vector peak
-and is in practice memory-bound, at the op's own measured fraction of bandwidth where the
-profile has one (``op_efficiency``). The overhead is the profile's per-phase figure
-(``op_overhead``), else ``kernel_launch``, once per kernel the op launches (a node of a fused
-group carries the group's bytes and kernel, the others none: ``cost.fusion``). NB: ops execute
-one after another on one stream (no overlap between kernels), as eager PyTorch does on one
-device.
+dtype scaled by the profile's measured efficiency, the most specific the profile and the op
+give: matmuls (mm, addmm; bmm, baddbmm read as (b*m, n, k)) by their (m, n, k) in the shape
+table of their dtype; attention ops by head dim, sequence, mask and phase in the table of the
+attention kernel the caller names (``attention_kernel``: the runtime's choice, e.g. flash3;
+None keeps the curves); attention by the FLOPs of one (batch, head) slice where the profile has
+that curve; convolutions by their own curve; else the curve by the op's FLOPs. Every other op
+runs at the fp32 vector peak and is in practice memory-bound, at the op's own measured fraction
+of bandwidth where the profile has one (``op_efficiency``). The overhead is the profile's
+per-phase figure (``op_overhead``), else ``kernel_launch``, once per kernel the op launches (a
+node of a fused group carries the group's bytes and kernel, the others none: ``cost.fusion``).
+NB: ops execute one after another on
+one stream (no overlap between kernels), as eager PyTorch does on one device.
 """
 
 from __future__ import annotations
@@ -24,18 +25,29 @@ import networkx as nx
 import numpy as np
 
 from archcost.cost.kernels import roofline
+from archcost.hardware.tables import ALL_DTYPES
 from archcost.trace.rules_attention import attention_slices
 
 __all__ = ["OpArrays", "ComputeResult", "lower", "compute_times", "roofline_seconds",
            "peak_flops_for", "PEAK_KEY", "memory_curve_index", "overhead_seconds", "curve_for",
-           "op_mnk", "SHAPED_MATMULS", "attention_kernel", "backward_ops"]
+           "op_mnk", "op_attention", "peak_keys", "SHAPED_MATMULS", "BATCHED_MATMULS",
+           "runtime_attention_kernel"]
 
 PEAK_KEY = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16",
             "float8_e4m3fn": "fp8", "float8_e5m2": "fp8", "float64": "fp32"}
 TENSOR_CORE_CLASSES = ("matmul", "conv", "attention")
-(CURVE_MATMUL, CURVE_ATTENTION, CURVE_CONV, CURVE_ATTENTION_SLICE, CURVE_CONV_BACKWARD,
- CURVE_KERNEL_FORWARD, CURVE_KERNEL_BACKWARD) = range(7)
-SHAPED_MATMULS = ("aten.mm", "aten.addmm")  # 2-D products a shape table prices by (m, n, k)
+CURVE_MATMUL, CURVE_ATTENTION, CURVE_CONV, CURVE_ATTENTION_SLICE, CURVE_CONV_BACKWARD = range(5)
+BATCHED_MATMULS = ("aten.bmm", "aten.baddbmm")  # (b, m, k) @ (b, k, n): read as (b*m, n, k)
+SHAPED_MATMULS = ("aten.mm", "aten.addmm", *BATCHED_MATMULS)  # priced by (m, n, k)
+
+
+def runtime_attention_kernel(gpu, runtime) -> str | None:
+    """The attention kernel ``runtime`` (a RuntimeProfile) runs on ``gpu``: the first of its
+    preference list the profile has a table for (None: no runtime, or none rated: the profile's
+    attention curves)."""
+    if runtime is None:
+        return None
+    return gpu.attention_kernel([k.value for k in runtime.attention_kernel])
 
 
 def curve_for(op_class: str, op: str = "") -> int:
@@ -47,25 +59,12 @@ def curve_for(op_class: str, op: str = "") -> int:
         op_class, -1)
 
 
-def _curve_rows(gpu, kernel: str | None = None) -> list:
-    """The compute curves in CURVE_* order, each falling back as the profile lacks it; the
-    attention ``kernel``'s forward and backward curves (per slice) where the profile rates it."""
+def _curve_rows(gpu) -> list:
+    """The compute curves in CURVE_* order, each falling back as the profile lacks it."""
     conv = gpu.conv_efficiency or gpu.matmul_efficiency
-    head = gpu.attention_head_efficiency or gpu.attention_efficiency
-    fwd, bwd = gpu.attention_kernels[kernel] if kernel else (head, head)
-    return [gpu.matmul_efficiency, gpu.attention_efficiency, conv, head,
-            gpu.conv_backward_efficiency or conv, fwd, bwd]
-
-
-def attention_kernel(gpu, runtime) -> str | None:
-    """The attention kernel ``runtime`` runs on ``gpu``: the first of its preference the profile
-    rates (None: the profile's generic attention curves)."""
-    return gpu.attention_kernel([k.value for k in runtime.attention_kernel]) if runtime else None
-
-
-def backward_ops(ops) -> np.ndarray:
-    """Which ops (aten names) are backward kernels (their attention has its own curve)."""
-    return np.array(["backward" in op for op in ops], dtype=bool)
+    return [gpu.matmul_efficiency, gpu.attention_efficiency, conv,
+            gpu.attention_head_efficiency or gpu.attention_efficiency,
+            gpu.conv_backward_efficiency or conv]
 
 
 @dataclass(frozen=True)
@@ -82,7 +81,10 @@ class OpArrays:
     phase: list[str]
     module: list[str]
     slices: np.ndarray  # attention: (batch, head) slices per occurrence; 0 otherwise or unknown
-    mnk: np.ndarray  # [n, 3] float64: (m, n, k) of 2-D matmuls; zeros for other ops
+    mnk: np.ndarray  # [n, 3] float64: (m, n, k) of matmuls (bmm: (b*m, n, k)); zeros otherwise
+    # [n, 5] float64: attention ops' head dim, query and key length, causal, backward; zeros
+    # for other ops
+    attn: np.ndarray
     launches: np.ndarray  # kernels each op launches (0 inside a fused group, cost.fusion)
 
 
@@ -94,14 +96,25 @@ def op_slices(d: dict) -> int:
 
 
 def op_mnk(d: dict) -> tuple[float, float, float]:
-    """(m, n, k) of a 2-D matmul node ((m, k) @ (k, n), from its output and FLOPs = 2mnk);
-    zeros for other ops."""
-    if d["op"] not in SHAPED_MATMULS or not d["out_shapes"] or len(d["out_shapes"][0]) != 2:
+    """(m, n, k) of a matmul node ((m, k) @ (k, n), from its output and FLOPs = 2mnk); a
+    batched one ((b, m, k) @ (b, k, n)) as (b*m, n, k), the batch adding output rows (see
+    ``hardware.tables.ShapeTable``); zeros for other ops."""
+    if d["op"] not in SHAPED_MATMULS or not d["out_shapes"]:
         return 0.0, 0.0, 0.0
-    m, n = d["out_shapes"][0]
+    shape = d["out_shapes"][0]
+    if len(shape) != (3 if d["op"] in BATCHED_MATMULS else 2):
+        return 0.0, 0.0, 0.0
+    m, n = shape[-2] * (shape[0] if len(shape) == 3 else 1), shape[-1]
     if m * n <= 0 or d["flops"] <= 0:
         return 0.0, 0.0, 0.0
     return float(m), float(n), d["flops"] / (2.0 * m * n)
+
+
+def op_attention(d: dict) -> tuple[float, ...]:
+    """(head dim, query length, key length, causal, backward) of an attention node; zeros for
+    other ops and for graphs traced before the attribute existed."""
+    shape = d.get("attention_shape") or ()
+    return tuple(float(x) for x in shape) if len(shape) == 5 else (0.0,) * 5
 
 
 def lower(g: nx.DiGraph) -> OpArrays:
@@ -118,6 +131,7 @@ def lower(g: nx.DiGraph) -> OpArrays:
         module=[d["module"] for _, d in nodes],
         slices=np.array([op_slices(d) for _, d in nodes], dtype=np.float64),
         mnk=np.array([op_mnk(d) for _, d in nodes], dtype=np.float64).reshape(-1, 3),
+        attn=np.array([op_attention(d) for _, d in nodes], dtype=np.float64).reshape(-1, 5),
         launches=np.array([d.get("launches", 1.0) for _, d in nodes], dtype=np.float64),
     )
 
@@ -134,6 +148,11 @@ def peak_flops_for(gpu, dtype: str, tensor_core: bool) -> float:
     peaks = gpu.peak_flops_per_s
     key = PEAK_KEY.get(dtype, "fp32") if tensor_core else "fp32"
     return float(peaks.get(key) or peaks["fp32"])
+
+
+def peak_keys(dtypes) -> list[str]:
+    """The ``peak_flops_per_s`` key of each op's dtype (what its shape table is keyed by)."""
+    return [PEAK_KEY.get(dt, "fp32") for dt in dtypes]
 
 
 def _peak(gpu, dtype: str, op_class: str) -> float:
@@ -170,55 +189,75 @@ def overhead_seconds(gpu, phases) -> np.ndarray:
     return np.array([by_phase[p] for p in phases], dtype=np.float64)
 
 
-def _per_slice(gpu, curve: np.ndarray, flops: np.ndarray, slices: np.ndarray | None,
-               kernel: str | None = None, backward: np.ndarray | None = None
+def _per_slice(gpu, curve: np.ndarray, flops: np.ndarray, slices: np.ndarray | None
                ) -> tuple[np.ndarray, np.ndarray]:
-    """(curve, size) per op: attention ops with known slices read the attention ``kernel``'s
-    forward or backward curve (``backward`` marks the backward ops), else the profile's
-    per-slice attention curve, at their FLOPs per slice; every other op its curve at its
-    FLOPs."""
+    """(curve, size) per op: attention ops with known slices read the profile's per-slice
+    attention curve at their FLOPs per slice; every other op its curve at its FLOPs."""
     size = np.asarray(flops, dtype=np.float64)
-    if (gpu.attention_head_efficiency is None and kernel is None) or slices is None:
+    if gpu.attention_head_efficiency is None or slices is None:
         return curve, size
     hit = (curve == CURVE_ATTENTION) & (slices > 0)
-    if kernel is None:
-        sliced = np.full(len(curve), CURVE_ATTENTION_SLICE)
-    else:
-        back = np.zeros(len(curve), dtype=bool) if backward is None else backward
-        sliced = np.where(back, CURVE_KERNEL_BACKWARD, CURVE_KERNEL_FORWARD)
-    return (np.where(hit, sliced, curve),
+    return (np.where(hit, CURVE_ATTENTION_SLICE, curve),
             np.where(hit, size / np.where(hit, slices, 1.0), size))
 
 
-def _per_shape(gpu, curve: np.ndarray, peak: np.ndarray, mnk: np.ndarray | None
-               ) -> tuple[np.ndarray, np.ndarray]:
-    """(curve, peak) per op: 2-D matmuls with a known (m, n, k) run at the profile's shape
-    table's efficiency, folded into their peak (curve -1: no curve on top); others unchanged."""
-    if gpu.matmul_shape_efficiency is None or mnk is None or not len(curve):
+def _per_shape(gpu, curve: np.ndarray, peak: np.ndarray, mnk: np.ndarray | None,
+               keys: list[str] | None) -> tuple[np.ndarray, np.ndarray]:
+    """(curve, peak) per op: matmuls with a known (m, n, k) whose dtype (``keys``: peak keys;
+    None: the table of every dtype only) has a shape table run at the table's efficiency,
+    folded into their peak (curve -1: no curve on top); others unchanged."""
+    if not gpu.matmul_shape_efficiency or mnk is None or not len(curve):
         return curve, peak
     mnk = np.asarray(mnk, dtype=np.float64).reshape(-1, 3)
-    hit = (curve == CURVE_MATMUL) & (mnk[:, 0] > 0)
+    cand = (curve == CURVE_MATMUL) & (mnk[:, 0] > 0)
+    if not cand.any():
+        return curve, peak
+    keys = keys if keys is not None else [ALL_DTYPES] * len(curve)
+    for key in set(keys[i] for i in np.flatnonzero(cand)):
+        table = gpu.shape_table(key)
+        if table is None:
+            continue
+        hit = cand & np.array([k == key for k in keys])
+        eff = table.at(*np.where(hit[:, None], mnk, 1.0).T)
+        curve, peak = np.where(hit, -1, curve), np.where(hit, peak * eff, peak)
+    return curve, peak
+
+
+def _per_kernel(gpu, curve: np.ndarray, peak: np.ndarray, attn: np.ndarray | None,
+                kernel: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """(curve, peak) per op: with ``kernel`` named and a profile that has attention tables,
+    attention ops with a known geometry run at that kernel's table's efficiency by head dim,
+    sequence (the geometric mean of query and key lengths), mask and phase, folded into their
+    peak (curve -1); others unchanged. A profile without attention tables keeps its curves."""
+    if kernel is None or not gpu.attention_kernels or attn is None or not len(curve):
+        return curve, peak
+    table = gpu.attention_table(kernel)
+    attn = np.asarray(attn, dtype=np.float64).reshape(-1, 5)
+    hit = (curve == CURVE_ATTENTION) & (attn[:, 0] > 0)
     if not hit.any():
         return curve, peak
-    eff = gpu.matmul_shape_efficiency.at(*np.where(hit[:, None], mnk, 1.0).T)
+    safe = np.where(hit[:, None], attn, 1.0)
+    eff = table.at(safe[:, 0], np.sqrt(safe[:, 1] * safe[:, 2]), safe[:, 3] > 0, safe[:, 4] > 0)
     return np.where(hit, -1, curve), np.where(hit, peak * eff, peak)
 
 
 def roofline_seconds(gpu, flops: np.ndarray, nbytes: np.ndarray, peak: np.ndarray,
                      curve: np.ndarray, mem_curve: np.ndarray, launch: np.ndarray,
                      slices: np.ndarray | None = None, mnk: np.ndarray | None = None,
-                     kernel: str | None = None, backward: np.ndarray | None = None
-                     ) -> tuple[np.ndarray, np.ndarray]:
+                     keys: list[str] | None = None, attn: np.ndarray | None = None,
+                     attention_kernel: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(seconds, bound) of one occurrence of each op on ``gpu``: the roofline kernel with the
-    profile's efficiency curves and bandwidth, plus each op's overhead ``launch``. ``slices``
-    (attention ops' (batch, head) slices, 0 where unknown) lets attention read a per-slice
-    curve at its FLOPs per slice (the attention ``kernel``'s forward or backward one, as
-    ``backward`` marks the op, where the profile rates that kernel), and ``mnk`` (2-D matmuls'
-    (m, n, k), zeros where unknown) lets matmuls read the shape table, where the profile has
-    them."""
-    curve, peak = _per_shape(gpu, np.asarray(curve), np.asarray(peak, dtype=np.float64), mnk)
-    curve, size = _per_slice(gpu, curve, flops, slices, kernel, backward)
-    cx, cy, cn = _curves(_curve_rows(gpu, kernel))
+    profile's efficiency curves and bandwidth, plus each op's overhead ``launch``. Where the
+    profile has them: ``slices`` (attention ops' (batch, head) slices, 0 where unknown) lets
+    attention read a per-slice curve at its FLOPs per slice; ``mnk`` (matmuls' (m, n, k), zeros
+    where unknown) with ``keys`` (each op's peak key, :func:`peak_keys`) lets matmuls read the
+    shape table of their dtype; ``attn`` (:attr:`OpArrays.attn` rows) with
+    ``attention_kernel`` lets attention read that kernel's table."""
+    curve, peak = _per_shape(gpu, np.asarray(curve), np.asarray(peak, dtype=np.float64), mnk,
+                             keys)
+    curve, peak = _per_kernel(gpu, curve, peak, attn, attention_kernel)
+    curve, size = _per_slice(gpu, curve, flops, slices)
+    cx, cy, cn = _curves(_curve_rows(gpu))
     mx, my, mn = _curves(_memory_curves(gpu))
     return roofline(flops, nbytes, peak, curve, size, cx, cy, cn,
                     float(gpu.mem_bw_bytes_per_s), mem_curve, mx, my, mn, launch)
@@ -229,31 +268,31 @@ def _op_curves(arrays: OpArrays) -> np.ndarray:
                     dtype=np.int64)
 
 
-def compute_times(arrays: OpArrays, gpu, runtime=None) -> ComputeResult:
-    """Roofline time of every op on ``gpu`` (a GpuProfile) as ``runtime`` (a RuntimeProfile,
-    None: the profile's generic attention) runs it."""
+def compute_times(arrays: OpArrays, gpu, attention_kernel: str | None = None) -> ComputeResult:
+    """Roofline time of every op on ``gpu`` (a GpuProfile); attention ops read the table of
+    ``attention_kernel`` where the profile has attention tables."""
     peak = np.array([_peak(gpu, d, c) for d, c in zip(arrays.dtype, arrays.op_class)])
     t, bound = roofline_seconds(gpu, arrays.flops, arrays.nbytes, peak, _op_curves(arrays),
                                 memory_curve_index(gpu, arrays.op),
                                 overhead_seconds(gpu, arrays.phase) * arrays.launches,
-                                arrays.slices, arrays.mnk, attention_kernel(gpu, runtime),
-                                backward_ops(arrays.op))
+                                arrays.slices, arrays.mnk,
+                                peak_keys(arrays.dtype), arrays.attn, attention_kernel)
     return ComputeResult(seconds=t * arrays.count, bound=bound, peak_used=peak)
 
 
-def class_roofline_parts(arrays: OpArrays, gpu, runtime=None) -> dict[str, dict[str, float]]:
+def class_roofline_parts(arrays: OpArrays, gpu, attention_kernel: str | None = None
+                         ) -> dict[str, dict[str, float]]:
     """Per op class: summed compute-only and memory-only seconds and op count (all occurrences).
 
     The effective efficiency of a class is then FLOPs / (peak * compute seconds), the same
     per-op curves as :func:`compute_times` folded into one number per class.
     """
     out: dict[str, dict[str, float]] = {}
-    kernel = attention_kernel(gpu, runtime)
-    by_curve = _curve_rows(gpu, kernel)
+    by_curve = _curve_rows(gpu)
     peak = np.array([_peak(gpu, d, c) for d, c in zip(arrays.dtype, arrays.op_class)])
-    curve, peak = _per_shape(gpu, _op_curves(arrays), peak, arrays.mnk)
-    curve, size = _per_slice(gpu, curve, arrays.flops, arrays.slices, kernel,
-                             backward_ops(arrays.op))
+    curve, peak = _per_shape(gpu, _op_curves(arrays), peak, arrays.mnk, peak_keys(arrays.dtype))
+    curve, peak = _per_kernel(gpu, curve, peak, arrays.attn, attention_kernel)
+    curve, size = _per_slice(gpu, curve, arrays.flops, arrays.slices)
     for i, cls in enumerate(arrays.op_class):
         row = out.setdefault(cls, {"compute_s": 0.0, "memory_s": 0.0, "ops": 0.0})
         n = arrays.count[i]

@@ -2,7 +2,7 @@
 
 They are kept apart, never summed across units (the founding article's min{C + S + C_comm}).
 On one device they combine into a step time as ``step_time = C`` (compute, kernels in sequence)
-+ exposed communication (none on one device), subject to ``S <= device memory`` (``fits``).
++ exposed communication (none on one device), subject to ``S <= usable_memory * device memory`` (``fits``; 0.9 by default, as the planner).
 
 MFU = model FLOPs (forward + backward, no recompute) / (step time * dense peak of the compute
 dtype); HFU counts recompute FLOPs too (PaLM, Chowdhery et al. 2022, Appendix B).
@@ -16,7 +16,7 @@ from typing import Any
 import networkx as nx
 import numpy as np
 
-from archcost.cost.compute import PEAK_KEY, compute_times, lower
+from archcost.cost.compute import PEAK_KEY, compute_times, lower, runtime_attention_kernel
 from archcost.cost.fusion import executed_graph
 from archcost.cost.memory import peak_memory
 from archcost.runtime import load_runtime
@@ -27,13 +27,18 @@ _BOUND = {0: "compute", 1: "memory", 2: "none"}
 
 
 def estimate_single_device(
-    g: nx.DiGraph, doc: dict[str, Any], gpu, compute_dtype: str, runtime=None
+    g: nx.DiGraph, doc: dict[str, Any], gpu, compute_dtype: str, usable_memory: float = 0.9,
+    attention_kernel: str | None = None, runtime=None,
 ) -> dict[str, Any]:
     """The ``estimate`` section of an analysis document for ``gpu`` (a GpuProfile), as
-    ``runtime`` (a RuntimeProfile; default: the default runtime) executes ``g``."""
+    ``runtime`` (a RuntimeProfile; default: the default runtime) executes ``g``; the step fits
+    when its peak is within ``usable_memory`` of the device's memory, as a plan does; attention
+    ops read ``attention_kernel``'s table (default: the runtime's kernel) where the profile has
+    attention tables."""
     runtime = runtime or load_runtime()
+    usable = int(gpu.mem_bytes * usable_memory)
     arrays = lower(executed_graph(g, runtime))
-    res = compute_times(arrays, gpu, runtime)
+    res = compute_times(arrays, gpu, attention_kernel or runtime_attention_kernel(gpu, runtime))
     seconds = res.seconds
     step = float(seconds.sum())
     by_phase: dict[str, float] = defaultdict(float)
@@ -93,15 +98,16 @@ def estimate_single_device(
             "capacity": int(gpu.mem_bytes),
             # what the caching allocator holds at the peak, where the runtime says (None: unknown)
             "reserved": None if headroom is None else pm.peak_bytes * (1.0 + headroom),
+            "usable": usable,
             "peak_at": {"phase": pm.peak_phase, "module": pm.peak_module, "op_index": pm.peak_index},
         },
-        "fits": bool(pm.peak_bytes <= gpu.mem_bytes),
+        "fits": bool(pm.peak_bytes <= usable),
         "components": {
             "C_compute_s": step,
             "S_peak_bytes": pm.peak_bytes,
             "C_comm_bytes": 0,
             "combination": "step_time = C_compute + exposed C_comm time (0 on one device); "
-                           "feasible when S_peak <= device memory",
+                           "feasible when S_peak <= usable share of device memory",
         },
         "op_classes": classes,
         "modules": modules[:50],

@@ -23,7 +23,7 @@ import numpy as np
 
 from archcost.cost.kernels import liveness_peak
 
-__all__ = ["PeakMemory", "peak_memory", "liveness_arrays", "model_state_bytes"]
+__all__ = ["PeakMemory", "peak_memory", "liveness_arrays", "live_bytes_exact", "model_state_bytes"]
 
 # optimizer-phase allocations that are the optimizer's own persistent state (counted in base)
 _STATE_OPS = frozenset({"aten.zeros_like", "aten.zeros", "aten.empty_like", "aten.lift_fresh"})
@@ -38,6 +38,12 @@ class PeakMemory:
     persistent_bytes: int
     activations_at_peak: int
     timeline: np.ndarray  # live bytes after each op, in execution order
+
+
+def _allocates(d: dict) -> bool:
+    """An op whose output takes memory of its own in the liveness pass (not a view, not an
+    optimizer state counted with the persistent bytes)."""
+    return d["out_bytes"] > 0 and not (d["phase"] == "optimizer" and d["op"] in _STATE_OPS)
 
 
 def liveness_arrays(g: nx.DiGraph):
@@ -63,9 +69,7 @@ def liveness_arrays(g: nx.DiGraph):
     alloc, last, size, weight = [], [], [], []
     for n in order:
         d = g.nodes[n]
-        if d["out_bytes"] <= 0:
-            continue
-        if d["phase"] == "optimizer" and d["op"] in _STATE_OPS:
+        if not _allocates(d):
             continue
         users = readers.get(n, [])
         end = max((step[u] for u in users), default=step[n])
@@ -86,6 +90,23 @@ def liveness_arrays(g: nx.DiGraph):
         np.array(weight, dtype=np.float64),
         order,
     )
+
+
+def live_bytes_exact(g: nx.DiGraph, persistent_bytes: int) -> list[int]:
+    """Live bytes after each op in execution order, as ``peak_memory``'s timeline, in Python
+    integers: exact at any size (float64 is exact only below 2**53 bytes, about 9 PB, which a
+    batch of 65536 long sequences passes). The symbolic fits read it."""
+    alloc, last, _, weight, order = liveness_arrays(g)
+    sizes = [int(g.nodes[n]["out_bytes"]) for n in order if _allocates(g.nodes[n])]
+    delta = [0] * (len(order) + 1)
+    for a, e, size, w in zip(alloc.tolist(), last.tolist(), sizes, weight.tolist(), strict=True):
+        delta[a] += size * int(w)
+        delta[max(e, a) + 1] -= size * int(w)
+    live, cur = [], int(persistent_bytes)
+    for d in delta[:-1]:
+        cur += d
+        live.append(cur)
+    return live
 
 
 def peak_memory(g: nx.DiGraph, persistent_bytes: int) -> PeakMemory:

@@ -11,6 +11,8 @@ Benchmarks (timing code here; every fit is a pure function of ``fit.py``):
   dims (cells above a FLOPs cap are not timed: the curve by FLOPs fills them) ->
   ``matmul_shape_efficiency``;
 - causal ``scaled_dot_product_attention`` over a few sequence lengths -> ``attention_efficiency``;
+  and each SDPA backend over head dims x sequence lengths x mask x phase -> ``attention_kernels``
+  (``attnbench.py``);
 - ``dst.copy_(src)`` (bytes = read + write) and ``torch.add(a, b, out=c)`` (two reads, one
   write) from KB to hundreds of MB -> ``memory_bandwidth`` and ``memory_efficiency``;
 - an add of 1-element tensors -> ``kernel_launch``; device memory (cuda: ``total_memory``; cpu:
@@ -44,6 +46,8 @@ from pathlib import Path
 from typing import Any
 
 from archcost.errors import ConfigError, ValidationError
+from archcost.hardware.attnbench import fit_attention_tables, measure_attention_tables
+from archcost.hardware.attnbench import table_cells as attention_cells
 from archcost.hardware.fit import (
     COLLECTIVES,
     CollectiveFit,
@@ -60,6 +64,7 @@ from archcost.hardware.fit import (
     shape_table,
     spread,
 )
+from archcost.report.fmt import seconds as fmt_seconds
 
 __all__ = [
     "DEVICES", "Grid", "grid_for", "count_points", "check_request", "Point", "Measurements",
@@ -99,6 +104,13 @@ class Grid:
     # every (m, n, k) over these dims, timed up to matmul_table_max_flops (one call)
     matmul_table_dims: tuple[int, ...] = ()
     matmul_table_max_flops: float = 0.0
+    # attention tables per SDPA backend (attnbench.py): head dims x sequence lengths, at
+    # batch x seq = tokens and heads x head dim = hidden (the FlashAttention benchmarks' rule)
+    attention_table_kernels: tuple[str, ...] = ()  # attnbench.BACKENDS names
+    attention_table_head_dims: tuple[int, ...] = ()
+    attention_table_seqs: tuple[int, ...] = ()
+    attention_table_tokens: int = 0
+    attention_table_hidden: int = 0
 
     def table_cells(self) -> list[tuple[int, int, int]]:
         """The (m, n, k) cells of the shape table that are timed."""
@@ -134,7 +146,10 @@ def grid_for(device: str, quick: bool) -> Grid:
                         warmup=1, reps=5, min_rep_s=2e-3, max_call_s=0.1,
                         collective_warmup=2, collective_reps=7, collective_min_rep_s=5e-3,
                         conv_shapes=_CONVS[:2], op_numels=(1 << 16,),
-                        matmul_table_dims=(64, 256, 1024), matmul_table_max_flops=2 ** 28)
+                        matmul_table_dims=(64, 256, 1024), matmul_table_max_flops=2 ** 28,
+                        attention_table_kernels=("math", "cpu-flash"),
+                        attention_table_head_dims=(16, 32), attention_table_seqs=(64, 128),
+                        attention_table_tokens=256, attention_table_hidden=64)
         return Grid(dts, _squares(64, 2048) + ((2048, 2048, 64), (64, 2048, 2048), (2048, 128, 1024)),
                     # head dims 16-128 at one batch x heads, and a second batch: tells a rate
                     # that follows the (batch, head) slice from one that follows the op
@@ -148,7 +163,10 @@ def grid_for(device: str, quick: bool) -> Grid:
                     warmup=2, reps=9, min_rep_s=3e-2, max_call_s=0.5,
                     collective_warmup=3, collective_reps=7, collective_min_rep_s=2e-2,
                     conv_shapes=_CONVS, op_numels=(1 << 10, 1 << 14, 1 << 17, 1 << 20, 1 << 23),
-                    matmul_table_dims=(16, 64, 256, 1024, 4096), matmul_table_max_flops=2 ** 31)
+                    matmul_table_dims=(16, 64, 256, 1024, 4096), matmul_table_max_flops=2 ** 31,
+                    attention_table_kernels=("math", "cpu-flash"),
+                    attention_table_head_dims=(32, 64), attention_table_seqs=(128, 256, 512),
+                    attention_table_tokens=2048, attention_table_hidden=256)
     dts = ("fp32", "tf32", "bf16", "fp16", "fp8")
     if quick:
         return Grid(dts, _squares(256, 4096)[::2] + ((4096, 4096, 256),), "bf16",
@@ -156,7 +174,10 @@ def grid_for(device: str, quick: bool) -> Grid:
                     (8, 1 << 16, 1 << 22, 1 << 26),
                     warmup=2, reps=5, min_rep_s=2e-3, max_call_s=0.5,
                     collective_warmup=3, collective_reps=5, collective_min_rep_s=2e-3,
-                    matmul_table_dims=(256, 1024, 4096), matmul_table_max_flops=2 ** 38)
+                    matmul_table_dims=(256, 1024, 4096), matmul_table_max_flops=2 ** 38,
+                    attention_table_kernels=("flash2", "efficient", "cudnn"),
+                    attention_table_head_dims=(64, 128), attention_table_seqs=(512, 2048),
+                    attention_table_tokens=4096, attention_table_hidden=1024)
     return Grid(dts, _squares(128, 8192) + ((8192, 8192, 1024), (1024, 8192, 8192),
                                             (16384, 4096, 4096)),
                 "bf16", tuple((4, 16, s, 128) for s in (256, 512, 1024, 2048, 4096, 8192))
@@ -166,13 +187,19 @@ def grid_for(device: str, quick: bool) -> Grid:
                 warmup=3, reps=10, min_rep_s=5e-3, max_call_s=1.0,
                 collective_warmup=5, collective_reps=10, collective_min_rep_s=5e-3,
                 conv_shapes=_CONVS, op_numels=(1 << 20, 1 << 24),
-                matmul_table_dims=(64, 256, 1024, 4096, 16384), matmul_table_max_flops=2 ** 41)
+                matmul_table_dims=(64, 256, 1024, 4096, 16384), matmul_table_max_flops=2 ** 41,
+                # the FlashAttention-2/3 papers' grid: 16k tokens, 2048 hidden
+                attention_table_kernels=("flash2", "efficient", "cudnn"),
+                attention_table_head_dims=(64, 128, 256),
+                attention_table_seqs=(512, 1024, 2048, 4096, 8192, 16384),
+                attention_table_tokens=16384, attention_table_hidden=2048)
 
 
 def count_points(grid: Grid, nproc: int) -> int:
     """Benchmark points of a run: what a progress bar counts."""
     n = len(grid.dtypes) * len(grid.matmul_shapes) + len(grid.attention_shapes)
     n += len(grid.table_cells())
+    n += len(grid.attention_table_kernels) * len(attention_cells(grid)) * 2
     n += 2 * len(grid.memory_bytes) + 1  # copy and add per size, the launch
     n += len(grid.conv_shapes) + len(grid.op_numels) + 1  # + the overheads
     if nproc > 1:
@@ -229,6 +256,7 @@ class Measurements:
     matmul_table: list[Point] = field(default_factory=list)  # (m, n, k) cells, one dtype
     matmul_table_dtype: str = ""
     attention: list[Point] = field(default_factory=list)
+    attention_table: list[Point] = field(default_factory=list)  # per backend, attnbench.py
     memory: list[Point] = field(default_factory=list)
     conv: list[Point] = field(default_factory=list)
     ops: dict[str, list[Point]] = field(default_factory=dict)  # aten op -> points (bytes)
@@ -537,7 +565,7 @@ def _measure_launch(device: str, grid: Grid) -> Spread:
     timed = _time_call(lambda: torch.add(a, b), _sync_for(device), grid, max_iters=5000,
                        reps=max(grid.reps, 15))
     if timed.samples is None:
-        raise ValidationError(f"one add of 1-element tensors took {timed.first_s:.3g} s on "
+        raise ValidationError(f"one add of 1-element tensors took {fmt_seconds(timed.first_s)} on "
                               f"{device}; the device is stalled or busy: rerun on an idle machine")
     return spread(timed.samples)
 
@@ -646,6 +674,9 @@ def measure(device: str, nproc: int, grid: Grid, progress: Progress | None = Non
     m.launch = _measure_launch(device, grid)  # outside inference mode: dispatch as in training
     report("kernel launch")
     measure_overheads(m, device, grid, report)  # a training step's phases: with autograd
+    measure_attention_tables(m, device, grid, _time_calls, _sync_for(device), report,
+                             lambda params, flops, t: Point("attention", params, flops,
+                                                            spread(t.samples), t.iters))
     with torch.inference_mode():
         arena = _Arena(device, m.llc_bytes or 32e6,
                        max(mm * kk + kk * nn for mm, nn, kk in
@@ -728,6 +759,8 @@ class Derived:
     # by the FLOPs of one (batch, head) slice: kept when it predicts held-out points better
     attention_slice_curve: tuple[tuple[int, float], ...] | None
     attention_held_out: dict[str, float]  # curve indexing -> rms log error, leave one out
+    # kernel -> {head_dims, seq_lens, values[phase][mask][d][s]}: attnbench.fit_attention_tables
+    attention_tables: dict[str, dict[str, Any]]
     mem_bw: float
     memory_curve: tuple[tuple[int, float], ...]
     launch_s: float
@@ -782,6 +815,11 @@ def derive(m: Measurements) -> Derived:
                         "by_slice_flops": held_out_error(per_slice, secs, peak, work=flops)}
             if held_out["by_slice_flops"] < held_out["by_op_flops"]:
                 attention_slice = efficiency_curve(per_slice, secs, peak, work=flops)
+    tables = {}
+    if m.attention_table and m.grid.attention_dtype in peaks:
+        tables = fit_attention_tables(m.attention_table, launch, peaks[m.grid.attention_dtype],
+                                      m.grid.attention_table_head_dims,
+                                      m.grid.attention_table_seqs)
     conv = conv_backward = None
     if m.conv and "fp32" in peaks:  # forward and backward each by their own curve
         forward = [p for p in m.conv if p.params["direction"] == "forward"]
@@ -812,7 +850,7 @@ def derive(m: Measurements) -> Derived:
     return Derived(peaks=peaks, reference_dtype=ref, matmul_curve=curves[ref],
                    matmul_table=table,
                    attention_curve=attention, attention_slice_curve=attention_slice,
-                   attention_held_out=held_out, mem_bw=mem_bw,
+                   attention_held_out=held_out, attention_tables=tables, mem_bw=mem_bw,
                    memory_curve=memory_curve, launch_s=launch, conv_curve=conv,
                    conv_backward_curve=conv_backward, op_curves=op_curves,
                    overheads_s=overheads, collective_fits=fits, level_fit=level)

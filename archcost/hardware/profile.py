@@ -5,7 +5,9 @@ tree, installed as the package ``archcost.profiles`` and read with importlib.res
 ending in ``.yaml``/``.yml`` or holding a path separator is a user's file. Values in files carry
 units ("989 TFLOP/s", "80 GB", "450 GB/s", see units.py); the dataclasses hold SI units only
 (FLOP/s, bytes, bytes/s, seconds, watts). A malformed file gives one ProfileError line naming the
-file, the field and the fix. The figures themselves and their sources live in the YAML files.
+file, the field and the fix. The figures themselves and their sources live in the YAML files;
+the measured tables a GPU may carry (GEMM efficiency by shape per dtype, attention efficiency
+per kernel) are ``tables.py``'s.
 Profiles written by ``archcost calibrate`` add an optional ``calibration`` mapping (per benchmark
 point medians and spreads, date, device): checked only to be a mapping, kept on the dataclass,
 never read by the cost engine.
@@ -23,12 +25,20 @@ from typing import Any
 
 import numpy as np
 
-from archcost.errors import PlanError, ProfileError
+from archcost.errors import ProfileError
 from archcost.hardware.reader import EXAMPLE, Reader, read_yaml, suggest
+from archcost.hardware.tables import (
+    ALL_DTYPES,
+    AttentionTable,
+    ShapeTable,
+    read_attention_tables,
+    read_shape_tables,
+)
 from archcost.hardware.units import Quantity
 
 __all__ = [
-    "Dtype", "DTYPES", "Topology", "EfficiencyCurve", "ShapeTable", "GpuProfile", "LinkLevel",
+    "Dtype", "DTYPES", "Topology", "EfficiencyCurve", "ShapeTable", "AttentionTable",
+    "GpuProfile", "LinkLevel",
     "ClusterProfile",
     "load_gpu", "load_cluster", "load_any", "list_profiles", "gpu_from_dict",
 ]
@@ -42,6 +52,8 @@ class Dtype(str, enum.Enum):
     BF16 = "bf16"
     FP16 = "fp16"
     FP8 = "fp8"
+    MXFP8 = "mxfp8"  # OCP MX FP8: FP8 elements, one shared scale per 32 (Blackwell tensor cores)
+    NVFP4 = "nvfp4"  # NVIDIA FP4 (e2m1) with one FP8 scale per 16 elements (Blackwell)
 
 
 DTYPES = tuple(d.value for d in Dtype)
@@ -101,59 +113,6 @@ class EfficiencyCurve:
         return y0 + t * (y1 - y0)
 
 
-@dataclass(frozen=True, slots=True)
-class ShapeTable:
-    """Achieved fraction of peak of an (m, n, k) matmul ((m, k) @ (k, n)), measured on the grid
-    ``dims`` x ``dims`` x ``dims``: ``values[i][j][l]`` is the cell (dims[i], dims[j], dims[l]).
-
-    Trilinear in log2 of each dim between the cells, clamped to the grid's range: a matmul's
-    rate follows its shape, not only its FLOPs (on a CPU, (64, 1024, 1024) runs at two thirds
-    of the rate of (1024, 1024, 64)), which one curve by FLOPs cannot say.
-    """
-
-    dims: tuple[float, ...]
-    values: tuple[tuple[tuple[float, ...], ...], ...]
-
-    def __post_init__(self) -> None:
-        dims = tuple(float(d) for d in self.dims)
-        vals = tuple(tuple(tuple(float(v) for v in row) for row in plane)
-                     for plane in self.values)
-        n = len(dims)
-        # internal invariant: files are validated (with a user-facing message) before this
-        if (n < 2 or any(d <= 0 for d in dims) or any(b <= a for a, b in zip(dims, dims[1:]))
-                or len(vals) != n or any(len(p) != n or any(len(r) != n for r in p)
-                                         for p in vals)
-                or any(not 0 < v <= 1 for p in vals for r in p for v in r)):
-            raise ValueError(f"invalid shape table dims={dims!r}")
-        object.__setattr__(self, "dims", dims)
-        object.__setattr__(self, "values", vals)
-
-    def at(self, m, n, k) -> np.ndarray:
-        """Efficiency of each (m, n, k) (arrays or numbers, broadcast together)."""
-        grid = np.log2(np.asarray(self.dims))
-        vals = np.asarray(self.values)
-        idx, w = [], []
-        for x in (m, n, k):
-            lx = np.clip(np.log2(np.maximum(np.asarray(x, dtype=np.float64), 1e-300)),
-                         grid[0], grid[-1])
-            i = np.clip(np.searchsorted(grid, lx, side="right") - 1, 0, len(grid) - 2)
-            idx.append(i)
-            w.append((lx - grid[i]) / (grid[i + 1] - grid[i]))
-        out = 0.0
-        for di in (0, 1):
-            for dj in (0, 1):
-                for dl in (0, 1):
-                    weight = ((w[0] if di else 1 - w[0]) * (w[1] if dj else 1 - w[1])
-                              * (w[2] if dl else 1 - w[2]))
-                    out = out + weight * vals[idx[0] + di, idx[1] + dj, idx[2] + dl]
-        return np.asarray(out, dtype=np.float64)
-
-    def scaled(self, factor: float) -> ShapeTable:
-        """The table of a part ``factor`` times as fast: each cell's efficiency is reached by a
-        matmul ``factor`` times the FLOPs, each dim scaled by the cube root."""
-        return replace(self, dims=tuple(d * factor ** (1 / 3) for d in self.dims))
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class GpuProfile:
     name: str
@@ -190,20 +149,42 @@ class GpuProfile:
     # CPU an attention's rate follows its sequence length and head dim, not its batch x heads
     # (None: attention_efficiency by the op's FLOPs)
     attention_head_efficiency: EfficiencyCurve | None = None
-    # 2-D matmuls (mm, addmm) by their (m, n, k), where the trace gives it (None: by FLOPs,
-    # matmul_efficiency); fractions of the peak of each op's dtype, as matmul_efficiency
-    matmul_shape_efficiency: ShapeTable | None = None
-    # per attention kernel a runtime may run (runtime.AttentionKernel values): (forward,
-    # backward) curves by the FLOPs of one (batch, head) slice of the op, from the kernel's
-    # published rates on this part; a runtime whose kernels the profile does not rate gets
-    # attention_head_efficiency / attention_efficiency
-    attention_kernels: dict[str, tuple[EfficiencyCurve, EfficiencyCurve]] = field(
-        default_factory=dict)
+    # matmuls (mm, addmm; bmm, baddbmm as (b*m, n, k)) by their (m, n, k), per dtype key
+    # (``ALL_DTYPES``: every dtype, what calibration writes); fractions of the peak of each op's
+    # dtype. A dtype without a table reads matmul_efficiency by FLOPs. A bare ShapeTable given
+    # here is taken as the table of every dtype.
+    matmul_shape_efficiency: dict[str, ShapeTable] = field(default_factory=dict)
+    # fused attention kernels (flash2, flash3, cudnn, ...) by head dim, sequence, mask and
+    # phase: read for attention ops when the caller names the kernel that runs them
+    attention_kernels: dict[str, AttentionTable] = field(default_factory=dict)
     op_efficiency: dict[str, EfficiencyCurve] = field(default_factory=dict)
     op_overhead_s: dict[str, float] = field(default_factory=dict)
     # streaming multiprocessors: what a runtime's communication kernels take a share of while
     # they overlap compute (None: unknown, no share taken)
     sm_count: int | None = None
+
+    def __post_init__(self) -> None:
+        table = self.matmul_shape_efficiency
+        if table is None:
+            object.__setattr__(self, "matmul_shape_efficiency", {})
+        elif isinstance(table, ShapeTable):
+            object.__setattr__(self, "matmul_shape_efficiency", {ALL_DTYPES: table})
+
+    def shape_table(self, dtype_key: str) -> ShapeTable | None:
+        """The shape table of ops of ``dtype_key`` (a ``peak_flops_per_s`` key), or None."""
+        tables = self.matmul_shape_efficiency
+        return tables.get(dtype_key) or tables.get(ALL_DTYPES)
+
+    def attention_table(self, kernel: str) -> AttentionTable:
+        """The table of attention kernel ``kernel``; a one-line ProfileError naming the kernels
+        this profile has when it has none for it."""
+        table = self.attention_kernels.get(kernel)
+        if table is None:
+            have = ", ".join(sorted(self.attention_kernels)) or "none"
+            hint = suggest(kernel, sorted(self.attention_kernels))
+            raise ProfileError(f"GPU profile {self.name} has no attention table for kernel "
+                               f"'{kernel}'; {hint}its kernels: {have}")
+        return table
 
     def scaled(self, flops: float = 1.0, mem_bw: float = 1.0) -> GpuProfile:
         """This part with every FLOP rate ``flops`` times and its memory bandwidth ``mem_bw``
@@ -219,10 +200,9 @@ class GpuProfile:
             attention_head_efficiency=curve(self.attention_head_efficiency),
             conv_efficiency=curve(self.conv_efficiency),
             conv_backward_efficiency=curve(self.conv_backward_efficiency),
-            matmul_shape_efficiency=(self.matmul_shape_efficiency.scaled(flops)
-                                     if self.matmul_shape_efficiency else None),
-            attention_kernels={k: (f.scaled(flops), b.scaled(flops))
-                               for k, (f, b) in self.attention_kernels.items()},
+            matmul_shape_efficiency={k: t.scaled(flops)
+                                     for k, t in self.matmul_shape_efficiency.items()},
+            attention_kernels={k: t.scaled(flops) for k, t in self.attention_kernels.items()},
             mem_bw_bytes_per_s=self.mem_bw_bytes_per_s * mem_bw,
             memory_efficiency=self.memory_efficiency.scaled(mem_bw),
             op_efficiency={op: c.scaled(mem_bw) for op, c in self.op_efficiency.items()})
@@ -255,6 +235,9 @@ class LinkLevel:
     # (collective, latency s, bandwidth B/s): measured figures of one collective that replace
     # the level's for it (a gloo all-reduce and a send/recv on one loopback differ 3x)
     collectives: tuple[tuple[str, float, float], ...] = ()
+    # GPUs sharing one link of this level (a node with 4 NICs for 8 GPUs: 2); a GPU's share is
+    # bandwidth_per_gpu, a lone point-to-point flow may use the whole link
+    gpus_per_link: int = 1
 
     def figures(self, collective: str) -> tuple[float, float]:
         """(latency s, bandwidth B/s) of ``collective`` (a COLLECTIVE_NAMES entry) here."""
@@ -320,23 +303,6 @@ class ClusterProfile:
             )
         return replace(self, nodes=nodes, gpus=n)
 
-    def level_for_group(self, group_size: int, stride: int = 1) -> int:
-        """Index of the innermost level holding a group of ``group_size`` ranks ``stride`` apart.
-
-        Ranks fill the innermost level first, so the group spans ``group_size * stride``
-        consecutive GPUs and needs the first level whose domain holds that many.
-        """
-        extent = group_size * stride
-        if group_size < 1 or stride < 1 or extent > self.gpus:
-            raise PlanError(
-                f"{self.name}: a group of {group_size} ranks at stride {stride} spans {extent} "
-                f"GPUs but the cluster has {self.gpus}; shrink the group or add GPUs"
-            )
-        for i, level in enumerate(self.levels):
-            if level.domain_size is None or extent <= level.domain_size:
-                return i
-        return len(self.levels) - 1  # unreachable: with_gpus keeps gpus inside the outer level
-
 
 # --- reading -------------------------------------------------------------------------------------
 # field -> kind; kinds that are not a units.Quantity are checked by reader.Reader or below
@@ -350,7 +316,7 @@ GPU_FIELDS: dict[str, Any] = {
     "calibration": "mapping", "conv_efficiency": "curve", "op_efficiency": "curves",
     "op_overhead": "times", "attention_head_efficiency": "curve",
     "conv_backward_efficiency": "curve", "matmul_shape_efficiency": "shape table",
-    "attention_kernels": "kernel curves", "sm_count": "count",
+    "attention_kernels": "attention tables", "sm_count": "count",
 }
 # attention defaults to matmul's curve; without host figures offloaded plans are refused
 GPU_OPTIONAL = {"price_per_gpu_hour", "attention_efficiency", "host_link_bandwidth",
@@ -373,8 +339,9 @@ CLUSTER_OPTIONAL = {"max_nodes", "node_power_overhead", "price_per_gpu_hour", "n
 LEVEL_FIELDS: dict[str, Any] = {
     "name": "str", "domain_size": "domain", "bandwidth_per_gpu": Quantity.BANDWIDTH,
     "latency": Quantity.TIME, "topology": "topology", "collectives": "mapping",
+    "gpus_per_link": "count",
 }
-LEVEL_OPTIONAL = {"collectives"}
+LEVEL_OPTIONAL = {"collectives", "gpus_per_link"}
 COLLECTIVE_FIELDS: dict[str, Any] = {"bandwidth_per_gpu": Quantity.BANDWIDTH,
                                      "latency": Quantity.TIME}
 
@@ -409,6 +376,10 @@ def _resolve(name_or_path: str, kind: str) -> Path:
                                f"{_KIND_LABEL[kind]} name: {', '.join(names)}")
         return p
     res = _bundled(kind).joinpath(f"{text}.yaml")
+    other = "clusters" if kind == "gpus" else "gpus"
+    if not res.is_file() and text in list_profiles()[other]:
+        raise ProfileError(f"'{text}' is a {_KIND_LABEL[other]} profile; a "
+                           f"{_KIND_LABEL[kind]} profile is needed here: {', '.join(names)}")
     if not res.is_file():
         hint = suggest(text, names)
         raise ProfileError(f"no {_KIND_LABEL[kind]} profile named '{text}'; {hint}"
@@ -457,8 +428,8 @@ def gpu_from_dict(data: dict[str, Any], path: str) -> GpuProfile:
         conv_efficiency=_optional_curve(r, data, "conv_efficiency"),
         conv_backward_efficiency=_optional_curve(r, data, "conv_backward_efficiency"),
         attention_head_efficiency=_optional_curve(r, data, "attention_head_efficiency"),
-        matmul_shape_efficiency=_shape_table(r, data),
-        attention_kernels=_kernel_curves(r, data),
+        matmul_shape_efficiency=read_shape_tables(r, data, DTYPES),
+        attention_kernels=read_attention_tables(r, data),
         op_efficiency=_op_curves(r, data),
         op_overhead_s=_overheads(r, data),
         sm_count=r.count(data, "sm_count") if data.get("sm_count") is not None else None,
@@ -467,59 +438,6 @@ def gpu_from_dict(data: dict[str, Any], path: str) -> GpuProfile:
 
 def _optional_curve(r: Reader, data: dict[str, Any], key: str) -> EfficiencyCurve | None:
     return EfficiencyCurve(r.curve(data, key)) if data.get(key) is not None else None
-
-
-def _shape_table(r: Reader, data: dict[str, Any]) -> ShapeTable | None:
-    raw = r.mapping(data, "matmul_shape_efficiency", "must be a mapping {dims: [...], values: "
-                    "[[[...]]]}: efficiency of an (m, n, k) matmul on the grid dims^3") or None
-    if raw is None:
-        return None
-    key = "matmul_shape_efficiency"
-    dims = raw.get("dims")
-    if (not isinstance(dims, list) or len(dims) < 2
-            or any(isinstance(d, bool) or not isinstance(d, (int, float)) or d <= 0 for d in dims)
-            or any(b <= a for a, b in zip(dims, dims[1:]))):
-        raise r.fail(f"{key}.dims", f"{dims!r} must be 2 or more increasing positive sizes, "
-                     "e.g. [64, 256, 1024]")
-    n = len(dims)
-    vals = raw.get("values")
-    if not (isinstance(vals, list) and len(vals) == n and all(
-            isinstance(p, list) and len(p) == n and all(isinstance(row, list) and len(row) == n
-                                                        for row in p) for p in vals)):
-        raise r.fail(f"{key}.values", f"must be a {n} x {n} x {n} nested list (m, then n, then "
-                     "k over dims)")
-    for i, p in enumerate(vals):
-        for j, row in enumerate(p):
-            for ll, v in enumerate(row):
-                if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 1:
-                    raise r.fail(f"{key}.values", f"cell ({dims[i]}, {dims[j]}, {dims[ll]}) is "
-                                 f"{v!r}; efficiency must be in (0, 1]: a fraction of peak")
-    extra = set(raw) - {"dims", "values"}
-    if extra:
-        raise r.fail(f"{key}.{sorted(map(str, extra))[0]}", "unknown key; use dims and values")
-    return ShapeTable(tuple(dims), tuple(tuple(tuple(row) for row in p) for p in vals))
-
-
-ATTENTION_KERNELS = ("flash2", "flash3", "cudnn", "flash4", "efficient", "math")  # runtime's
-
-
-def _kernel_curves(r: Reader, data: dict[str, Any]
-                   ) -> dict[str, tuple[EfficiencyCurve, EfficiencyCurve]]:
-    shown = "{flash2: {forward: [[1.0e+8, 0.2], [1.0e+10, 0.34]], backward: [[...]]}}"
-    raw = r.mapping(data, "attention_kernels", f"must map attention kernels to their forward "
-                    f"and backward curves, e.g. {shown}") or {}
-    out = {}
-    for name, curves in raw.items():
-        at = f"attention_kernels.{name}"
-        if name not in ATTENTION_KERNELS:
-            hint = suggest(str(name), ATTENTION_KERNELS)
-            raise r.fail(at, f"unknown attention kernel; {hint}use {', '.join(ATTENTION_KERNELS)}")
-        if not isinstance(curves, dict) or set(curves) != {"forward", "backward"}:
-            raise r.fail(at, f"must map forward and backward to curves, e.g. {shown}")
-        named = {f"{at}.{k}": v for k, v in curves.items()}  # errors name the whole path
-        out[name] = (EfficiencyCurve(r.curve(named, f"{at}.forward")),
-                     EfficiencyCurve(r.curve(named, f"{at}.backward")))
-    return out
 
 
 def _op_curves(r: Reader, data: dict[str, Any]) -> dict[str, EfficiencyCurve]:
@@ -643,6 +561,7 @@ def _levels(r: Reader, raw: Any) -> tuple[LinkLevel, ...]:
             bandwidth_per_gpu_bytes_per_s=r.quantity(lv, "bandwidth_per_gpu", Quantity.BANDWIDTH, where),
             latency_s=r.quantity(lv, "latency", Quantity.TIME, where), topology=topo,
             collectives=_level_collectives(r, lv.get("collectives"), where),
+            gpus_per_link=r.count(lv, "gpus_per_link", where) if "gpus_per_link" in lv else 1,
         ))
     return tuple(levels)
 

@@ -20,6 +20,7 @@ import yaml
 from archcost.hardware.calibrate import Derived, Measurements, Point
 from archcost.hardware.fit import CollectiveFit, Spread
 from archcost.hardware.units import Quantity, format_quantity
+from archcost.report.fmt import si
 
 __all__ = ["gpu_yaml", "cluster_yaml", "gpu_calibration", "cluster_calibration", "LEVEL_NAME"]
 
@@ -82,6 +83,12 @@ def gpu_calibration(m: Measurements, d: Derived, command: str) -> dict[str, Any]
                       "held_out_rms_log_error": {k: _r(v, 3)
                                                  for k, v in d.attention_held_out.items()},
                       "points": [_point(p, "flops") for p in m.attention]},
+        "attention_tables": {
+            "op": "scaled_dot_product_attention under torch.nn.attention.sdpa_kernel(backend); "
+                  "backward: torch.autograd.grad of its output, graph retained",
+            "dtype": m.grid.attention_dtype, "kernels": list(d.attention_tables),
+            "flops": "forward 2*B*H*S*S*(D+D), halved when causal; backward 2.5x forward",
+            "points": [_point(p, "flops") for p in m.attention_table]},
         "memory": {"ops": "copy: dst.copy_(src), bytes = 2 x tensor; add: torch.add(a, b, "
                           "out=c), bytes = 3 x tensor",
                    "points": [{"op": p.bench, **_point(p, "bytes_moved")} for p in m.memory]},
@@ -150,6 +157,26 @@ def _curve(points: tuple[tuple[int, float], ...]) -> list[str]:
     return [f"  - [{x}, {y:.4g}]" for x, y in points]
 
 
+def _attention_tables(m: Measurements, d: Derived) -> list[str]:
+    """``attention_kernels``: each backend's table, the bundled profiles' layout."""
+    if not d.attention_tables:
+        return []
+    g = m.grid
+    lines = [f"attention_kernels:   # measured: each SDPA backend that runs here, fraction of peak "
+             f"{g.attention_dtype}; batch x seq = {g.attention_table_tokens} tokens, heads x "
+             f"head dim = {g.attention_table_hidden}"]
+    for kernel, t in d.attention_tables.items():
+        lines += [f"  {kernel}:", f"    head_dims: [{', '.join(str(x) for x in t['head_dims'])}]",
+                  f"    seq_lens: [{', '.join(str(x) for x in t['seq_lens'])}]"]
+        for phase, grids in zip(("forward", "backward"), t["values"]):
+            lines.append(f"    {phase}:")
+            for mask, rows in zip(("full", "causal"), grids):
+                lines.append(f"      {mask}:")
+                lines += [f"        - [{', '.join(f'{v:.4g}' for v in row)}]  # d = {hd}"
+                          for hd, row in zip(t["head_dims"], rows)]
+    return lines
+
+
 def gpu_yaml(m: Measurements, d: Derived, *, name: str, command: str, tdp_w: float,
              tdp_given: bool, idle_fraction: float) -> str:
     """The GPU profile of this machine, as text ``load_gpu`` accepts."""
@@ -201,7 +228,7 @@ def gpu_yaml(m: Measurements, d: Derived, *, name: str, command: str, tdp_w: flo
         lines.append(f"matmul_shape_efficiency:   # an (m, k) @ (k, n) matmul, fraction of peak "
                      f"{d.reference_dtype}, on dims^3; measured; used for 2-D matmuls")
         lines.append(f"  # the curve by FLOPs misses the timed cells by {miss:.0%} (rms); "
-                     f"{len(filled)} cells over {m.grid.matmul_table_max_flops:.3g} FLOPs "
+                     f"{len(filled)} cells over {si(m.grid.matmul_table_max_flops, 'FLOP')} "
                      "are not timed but read from it")
         lines.append(f"  dims: [{', '.join(str(x) for x in dims)}]")
         lines.append("  values:   # values[i][j][l]: m = dims[i], n = dims[j], k = dims[l]")
@@ -220,6 +247,7 @@ def gpu_yaml(m: Measurements, d: Derived, *, name: str, command: str, tdp_w: flo
         lines.append(f"  # it predicts held-out points to {held['by_slice_flops']:.0%} (rms), "
                      f"the curve by op FLOPs to {held['by_op_flops']:.0%}")
         lines += _curve(d.attention_slice_curve)
+    lines += _attention_tables(m, d)
     lines.append("memory_efficiency:      # [bytes moved by one op, fraction of memory_bandwidth]; "
                  "measured")
     lines += _curve(d.memory_curve)

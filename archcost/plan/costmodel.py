@@ -10,6 +10,7 @@ import numpy as np
 
 from archcost.cost.comm import level_arrays
 from archcost.cost.compute import peak_flops_for
+from archcost.errors import ConfigError
 from archcost.options import Recompute
 from archcost.plan.kernel import MODEL_KEYS
 from archcost.plan.space import PLACEMENTS
@@ -17,7 +18,13 @@ from archcost.plan.table import CostTable, build_table
 from archcost.plan.workload import Workload
 from archcost.runtime import RuntimeProfile, load_runtime
 
-__all__ = ["CostModel"]
+__all__ = ["CostModel", "CP_COMM"]
+
+# how context-parallel attention exchanges K and V (Transformer Engine's ``cp_comm_type``
+# names): "p2p" passes blocks around the ring behind each step's attention (Megatron-LM, TE's
+# default); "all_gather" gathers them before attention, exposed (Llama 3, Dubey et al. 2024
+# Sec. 3.3.2)
+CP_COMM = ("p2p", "all_gather")
 
 
 @dataclass
@@ -33,8 +40,17 @@ class CostModel:
     # share of device memory a plan may fill: the rest is CUDA context, communication buffers,
     # library workspaces and allocator fragmentation, which no trace sees
     usable_memory: float = 0.9
+    cp_comm: str = "p2p"  # one of CP_COMM
+    # the fused attention kernel that runs the model's attention ops (flash2, flash3, cudnn,
+    # ...: the runtime's choice), read from the GPU profile's attention tables; None: the
+    # profile's attention curves
+    attention_kernel: str | None = None
     _tables: dict = field(default_factory=dict, repr=False)
     _runtime: RuntimeProfile | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.cp_comm not in CP_COMM:
+            raise ConfigError(f"cp_comm={self.cp_comm!r}: allowed {', '.join(CP_COMM)}")
 
     @property
     def gpu(self):
@@ -84,7 +100,8 @@ class CostModel:
         """Cost-table rows for ``combos`` ([n, 5]: recompute, mbs, tp, sp, cp), cached."""
         key = np.ascontiguousarray(combos, dtype=np.int64).tobytes()
         if key not in self._tables:
-            self._tables[key] = build_table(self.workload, self.gpu, combos)
+            self._tables[key] = build_table(self.workload, self.gpu, combos,
+                                            self.attention_kernel)
         return self._tables[key]
 
     def model_vector(self, table: CostTable) -> np.ndarray:
@@ -108,10 +125,12 @@ class CostModel:
             "uniform_stages": float(self.uniform_stages),
             "host_link_bw": float(self.gpu.host_link_bw_bytes_per_s or 0.0),
             "host_mem_bw": float(self.gpu.host_memory_bw_bytes_per_s or 0.0),
+            "cp_all_gather": float(self.cp_comm == "all_gather"),
         }
         return np.array([float(values[k]) for k in MODEL_KEYS])
 
-    def levels(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def levels(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(domain sizes, bandwidth, latency, GPUs per link) of the link levels."""
         return level_arrays(self.cluster)
 
     @staticmethod

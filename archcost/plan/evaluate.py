@@ -2,15 +2,18 @@
 time; the pipeline simulated op by op (``schedule.simulate``) with its bubble and in-flight
 micro-batches; memory per pipeline rank; step time, tokens/s, MFU and HFU.
 
-Pure Python over ``comm.collective_cost`` and the cost table, written apart from the plan kernel
+Pure Python over ``comm.collective_cost`` (each group placed on the ranks it occupies,
+``placement``) and the cost table, written apart from the plan kernel
 so the two check each other (they agree exactly when pipeline stages are equal).
 
 Per layer and micro-batch (Megatron-LM's collectives, Shoeybi et al. 2019; Korthikanti et al.
 2022): tensor parallel all-reduces the activation after each row-parallel projection in forward
 and backward (sequence parallel: all-gather + reduce-scatter instead; full recompute repeats the
-forward's); ring attention passes K and V around the context-parallel ring (cp - 1 sends in
-forward, twice the bytes in backward) behind the attention kernels, exposing only what they do
-not cover; MoE layers all-to-all their tokens to the experts and back in each pass. Pipeline
+forward's); context parallel either passes K and V around the ring (``cp_comm=p2p``,
+Megatron-LM / Transformer Engine: cp - 1 sends in forward, K,V and their gradients in backward,
+each behind one step's attention, exposing only what that step does not cover) or all-gathers
+them before attention and reduce-scatters their gradients after (``all_gather``, Llama 3,
+Dubey et al. 2024 Sec. 3.3.2: exposed); MoE layers all-to-all their tokens to the experts and back in each pass. Pipeline
 stages send the activation (its sequence-parallel shard) forward and its gradient back. Data
 parallel (over dp x cp ranks): all-reduce of gradients (ZeRO-0), reduce-scatter of gradients and
 all-gather of updated weights (ZeRO-1/2), or both per micro-batch and layer (ZeRO-3/FSDP).
@@ -22,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from archcost.cost.comm import Collective, collective_cost
+from archcost.cost.comm import Collective, Group, collective_cost
 from archcost.errors import PlanError
 from archcost.options import Recompute
 from archcost.plan.costmodel import CostModel
@@ -32,7 +35,7 @@ from archcost.plan.schedule import ScheduleResult, simulate
 from archcost.plan.space import Axis, Offload, Plan, Schedule
 from archcost.plan.table import COLUMNS
 
-__all__ = ["estimate_plan", "COMPONENTS"]
+__all__ = ["estimate_plan", "plan_groups", "COMPONENTS"]
 
 COMPONENTS = ("compute", "recompute", "tp_comm", "cp_comm", "ep_comm", "pp_comm", "bubble",
               "dp_comm", "optimizer")
@@ -47,6 +50,27 @@ def _strides(plan: Plan) -> dict[Axis, int]:
     return out
 
 
+def plan_groups(plan: Plan) -> dict[str, Group]:
+    """Every parallel group of ``plan`` on the ranks it occupies: tp, cp and pp (one axis each),
+    dp (the dp x cp ranks that hold the same weights), its hybrid-sharding shard and replica
+    groups, ep (the first ep ranks of that block, Megatron-LM's "tp-cp-ep-dp-pp") and
+    dp-experts (every ep-th: the ranks that hold the same experts)."""
+    st = _strides(plan)
+    world = plan.gpus
+    block = ((plan.cp, st[Axis.CP]), (plan.dp, st[Axis.DP]))
+    n_dp, zg, ep = plan.dp * plan.cp, plan.zero_group, plan.ep
+    return {
+        "tp": Group.axis(plan.tp, st[Axis.TP], world),
+        "cp": Group.axis(plan.cp, st[Axis.CP], world),
+        "pp": Group.axis(plan.pp, st[Axis.PP], world),
+        "dp": Group.block(block, n_dp, 1, world),
+        "shard": Group.block(block, zg, 1, world),
+        "replicas": Group.block(block, n_dp // zg, zg, world),
+        "ep": Group.block(block, ep, 1, world),
+        "dp-experts": Group.block(block, n_dp // ep, ep, world),
+    }
+
+
 class _Comm:
     """Collects every collective of the step: per group, kind, size, count and exposure."""
 
@@ -54,13 +78,14 @@ class _Comm:
         self.cluster = cluster
         self.rows: list[dict[str, Any]] = []
 
-    def time(self, group: str, kind: Collective, size: float, n: int, stride: int,
-             per_step: float, note: str = "") -> float:
-        cost = collective_cost(kind, size, n, self.cluster, stride)
-        if n > 1 and size > 0 and per_step > 0:
+    def time(self, name: str, kind: Collective, size: float, group: Group, per_step: float,
+             note: str = "") -> float:
+        cost = collective_cost(kind, size, group, self.cluster)
+        if group.size > 1 and size > 0 and per_step > 0:
             self.rows.append({
-                "group": group, "collective": kind.value, "bytes": float(size), "ranks": int(n),
-                "levels": sorted(cost.bytes_per_level), "algorithm": cost.algorithm,
+                "group": name, "collective": kind.value, "bytes": float(size),
+                "ranks": int(group.size), "levels": list(cost.levels),
+                "algorithm": cost.algorithm, "bandwidth_bytes_per_s": cost.bandwidth_bytes_per_s,
                 "seconds_each": cost.seconds, "per_step": float(per_step), "note": note,
             })
         return cost.seconds
@@ -93,8 +118,9 @@ def estimate_plan(plan: Plan, cm: CostModel, *, with_schedule: bool = True
     full = plan.recompute is Recompute.FULL
     table = cm.table(np.array([[plan.recompute.code, mbs, tp, sp, cp]]))
     row = dict(zip(COLUMNS, table.rows[0]))
-    st = _strides(plan)
+    groups = plan_groups(plan)
     comm = _Comm(cluster)
+    g_tp = groups["tp"]
     s, h = w.seq_len, w.hidden
     act = mbs * s / cp * h * w.act_bytes
 
@@ -102,36 +128,42 @@ def estimate_plan(plan: Plan, cm: CostModel, *, with_schedule: bool = True
     tp_f = one = 0.0
     if tp > 1:
         if sp:
-            ag = comm.time("tp", Collective.ALL_GATHER, act, tp, st[Axis.TP], 0)
-            rs = comm.time("tp", Collective.REDUCE_SCATTER, act, tp, st[Axis.TP], 0)
+            ag = comm.time("tp", Collective.ALL_GATHER, act, g_tp, 0)
+            rs = comm.time("tp", Collective.REDUCE_SCATTER, act, g_tp, 0)
             one = ag + rs
             passes = w.tp_points * (3 if full else 2) * m
-            comm.time("tp", Collective.ALL_GATHER, act, tp, st[Axis.TP], passes * w.layers / pp,
+            comm.time("tp", Collective.ALL_GATHER, act, g_tp, passes * w.layers / pp,
                       "sequence parallel, per row-parallel projection and pass")
-            comm.time("tp", Collective.REDUCE_SCATTER, act, tp, st[Axis.TP],
-                      passes * w.layers / pp, "sequence parallel, per row-parallel projection "
-                      "and pass")
+            comm.time("tp", Collective.REDUCE_SCATTER, act, g_tp, passes * w.layers / pp,
+                      "sequence parallel, per row-parallel projection and pass")
         else:
-            one = comm.time("tp", Collective.ALL_REDUCE, act, tp, st[Axis.TP],
+            one = comm.time("tp", Collective.ALL_REDUCE, act, g_tp,
                             w.tp_points * (3 if full else 2) * m * w.layers / pp,
                             "per row-parallel projection and pass")
         tp_f = w.tp_points * one * cm.tp_comm_exposed  # what the runtime leaves exposed
     tp_b = tp_f + (tp_f if full else 0.0)
     cp_f = cp_b = 0.0
     if cp > 1:
-        kv = 2.0 * mbs * s / cp * w.kv_hidden * w.act_bytes
-        ring = (cp - 1) * comm.time("cp", Collective.SEND_RECV, kv, 2, st[Axis.CP],
-                                    (cp - 1) * (4 if full else 3) * m * w.layers / pp,
-                                    "ring attention K,V blocks (backward: twice the bytes)")
-        cp_f = max(0.0, ring - row["attn_f"])
-        cp_b = max(0.0, 2 * ring - row["attn_b"]) + (max(0.0, ring - row["attn_f"]) if full
-                                                     else 0.0)
+        g_cp = groups["cp"]
+        kv = 2.0 * mbs * s / cp * w.kv_hidden * w.act_bytes  # this rank's K and V
+        if cm.cp_comm == "all_gather":
+            cp_f = comm.time("cp", Collective.ALL_GATHER, kv * cp, g_cp,
+                             (2 if full else 1) * m * w.layers / pp,
+                             "K,V of the whole sequence before attention (exposed)")
+            cp_b = comm.time("cp", Collective.REDUCE_SCATTER, kv * cp, g_cp, m * w.layers / pp,
+                             "K,V gradients after attention's backward (exposed)")
+            cp_b += cp_f if full else 0.0
+        else:
+            hop = comm.time("cp", Collective.SEND_RECV, kv, g_cp,
+                            (cp - 1) * (4 if full else 3) * m * w.layers / pp,
+                            "ring attention K,V blocks, each behind one step's attention "
+                            "(backward: twice the bytes)")
+            cp_f = (cp - 1) * max(0.0, hop - row["attn_f"] / cp)
+            cp_b = (cp - 1) * max(0.0, 2 * hop - row["attn_b"] / cp) + (cp_f if full else 0.0)
     ep_f = ep_b = 0.0
     if ep > 1 and w.shape.experts > 0:
         d = mbs * w.dispatch_bytes / cp / (tp if sp else 1)
-        ep_stride = min(st[Axis.CP] if cp > 1 else st[Axis.DP],
-                        st[Axis.DP] if dp > 1 else st[Axis.CP])
-        a2a = comm.time("ep", Collective.ALL_TO_ALL, d, ep, ep_stride,
+        a2a = comm.time("ep", Collective.ALL_TO_ALL, d, groups["ep"],
                         (6 if full else 4) * m * w.layers / pp, "token dispatch and combine")
         ep_f = 2 * a2a
         ep_b = 2 * a2a + (2 * a2a if full else 0.0)
@@ -164,7 +196,7 @@ def estimate_plan(plan: Plan, cm: CostModel, *, with_schedule: bool = True
     sched: ScheduleResult | None = None
     if pp > 1:
         msg = act / (tp if sp else 1)
-        p2p = comm.time("pp", Collective.SEND_RECV, msg, 2, st[Axis.PP], 2 * m * v,
+        p2p = comm.time("pp", Collective.SEND_RECV, msg, groups["pp"], 2 * m * v,
                         "activation forward, its gradient back, per micro-batch and chunk")
         sched = simulate(plan.schedule, pp, m, fwd, bwd, v=v, p2p_s=p2p)
         makespan = sched.makespan_s
@@ -181,12 +213,15 @@ def estimate_plan(plan: Plan, cm: CostModel, *, with_schedule: bool = True
 
     # ---- data parallel and optimizer, memory: per pipeline rank
     n_dp = dp * cp
-    dp_stride = min(st[Axis.DP] if dp > 1 else st[Axis.CP], st[Axis.CP] if cp > 1 else st[Axis.DP])
     zero = int(plan.zero)
     zg = plan.zero_group
     pe = w.params_expert_block
     pb = w.params_block - pe
     zg_e = max(1, n_dp // ep)
+    g_dp = groups["dp"]
+    dense_groups = ((g_dp, groups["shard"], groups["replicas"]) if plan.hybrid_shard
+                    else (g_dp, g_dp, None))
+    expert_groups = (groups["dp-experts"],) * 2 + (None,) if ep > 1 else dense_groups
     ranks = []
     for r in range(pp):
         nl = rank_layers[r]
@@ -197,29 +232,27 @@ def estimate_plan(plan: Plan, cm: CostModel, *, with_schedule: bool = True
         weights_b = (dense + expert) * w.weight_bytes
         rec = r == crit  # record the critical rank's collectives
         bwd_c = fwd_c = 0.0
-        groups = [("dp", dense, n_dp, dp_stride, plan.hybrid_shard, zg)]
+        groups = [("dp", dense, dense_groups)]
         if pe > 0:
-            groups.append(("dp-experts", expert, zg_e, dp_stride * ep, False, zg_e) if ep > 1
-                          else ("dp-experts", expert, n_dp, dp_stride, plan.hybrid_shard, zg))
-        for tag, params, n, stride, hybrid, group in groups:
-            if n <= 1 or params <= 0:
+            groups.append(("dp-experts", expert, expert_groups))
+        for tag, params, (whole, inner, replicas) in groups:
+            if whole.size <= 1 or params <= 0:
                 continue
             per = m if zero == 3 else 1
             g_bytes, w_bytes = params * cm.reduce_bytes, params * w.weight_bytes
             if zero == 0:
-                bwd_c += _coll(comm, rec, tag, Collective.ALL_REDUCE, g_bytes, n, stride, 1,
+                bwd_c += _coll(comm, rec, tag, Collective.ALL_REDUCE, g_bytes, whole, 1,
                                "gradients")
                 continue
-            inner = group if hybrid else n
-            bwd_c += _coll(comm, rec, tag, Collective.REDUCE_SCATTER, g_bytes, inner, stride,
-                           per, "gradients")
-            fwd_c += _coll(comm, rec, tag, Collective.ALL_GATHER, w_bytes, inner, stride,
+            bwd_c += _coll(comm, rec, tag, Collective.REDUCE_SCATTER, g_bytes, inner, per,
+                           "gradients")
+            fwd_c += _coll(comm, rec, tag, Collective.ALL_GATHER, w_bytes, inner,
                            2 * per if zero == 3 else 1,
                            "parameters before forward and backward" if zero == 3 else
                            "updated parameters after the step")
-            if hybrid and n // group > 1:
-                bwd_c += _coll(comm, rec, tag, Collective.ALL_REDUCE, g_bytes / group,
-                               n // group, stride * group, 1, "across shard-group replicas")
+            if replicas is not None and replicas.size > 1:
+                bwd_c += _coll(comm, rec, tag, Collective.ALL_REDUCE, g_bytes / inner.size,
+                               replicas, 1, "across shard-group replicas")
         if zero == 3:
             ag_l, rs_l = fwd_c / max(nl, 1.0), bwd_c / max(nl, 1.0)
             exposed = max(0.0, ag_l - layer_f) + max(0.0, ag_l + rs_l - layer_b)
@@ -323,11 +356,11 @@ def estimate_plan(plan: Plan, cm: CostModel, *, with_schedule: bool = True
     return doc, sched if with_schedule else None
 
 
-def _coll(comm: _Comm, record: bool, group: str, kind: Collective, size: float, n: int,
-          stride: int, per_step: float, note: str) -> float:
+def _coll(comm: _Comm, record: bool, name: str, kind: Collective, size: float, group: Group,
+          per_step: float, note: str) -> float:
     if record:
-        return comm.time(group, kind, size, n, stride, per_step, note)
-    return collective_cost(kind, size, n, comm.cluster, stride).seconds
+        return comm.time(name, kind, size, group, per_step, note)
+    return collective_cost(kind, size, group, comm.cluster).seconds
 
 
 def _plan_fields(plan: Plan) -> dict[str, Any]:

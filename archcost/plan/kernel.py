@@ -1,7 +1,8 @@
 """The plan kernel: score every plan of a PLAN_DTYPE array in one numba ``prange`` loop.
 
 Per plan: a layer's time per micro-batch from the cost table plus its exposed tensor-, context-
-and expert-parallel communication; stages from ``partition``; the pipeline's makespan from the
+and expert-parallel communication, each group placed on the ranks it occupies
+(``cost.placement``, the same functions the full estimate calls); stages from ``partition``; the pipeline's makespan from the
 closed form for stages of unequal cost, ``(m - 1/v) * max_r t_r + sum_r t_r / v`` (exactly
 ``(m + p - 1) t`` and ``m t + (p - 1) t / v`` for equal stages, Narayanan et al. SC'21) plus the
 fill and drain sends; the data-parallel gradient and parameter collectives with the part that
@@ -25,7 +26,14 @@ from archcost.cost.kernels import (
     COLL_ALL_TO_ALL,
     COLL_REDUCE_SCATTER,
     COLL_SEND_RECV,
-    group_collective_time,
+)
+from archcost.cost.placement import (
+    FIG_LEN,
+    GEO_LEN,
+    axis_geo,
+    block_geo,
+    group_figures,
+    group_seconds,
 )
 from archcost.plan.partition import balanced_counts, uniform_counts
 from archcost.plan.table import (
@@ -57,8 +65,8 @@ MODEL_KEYS = ("layers", "seq_len", "hidden", "act_bytes", "tp_points", "kv_hidde
               "params_expert_block", "weight_bytes", "grad_bytes", "optimizer_bytes",
               "optimizer_s_per_param", "model_flops_per_seq", "rc_flops_none",
               "rc_flops_selective", "rc_flops_full", "peak_flops", "mem_capacity",
-              "overlap_dp", "uniform_stages", "host_link_bw", "host_mem_bw", "reduce_bytes",
-              "tp_comm_exposed")
+              "overlap_dp", "uniform_stages", "host_link_bw", "host_mem_bw", "cp_all_gather",
+              "reduce_bytes", "tp_comm_exposed")
 M = {name: i for i, name in enumerate(MODEL_KEYS)}
 # constant indices for njit code (numba cannot read dicts)
 _O_STEP_S = 0
@@ -105,13 +113,17 @@ _M_OVERLAP_DP = 22
 _M_UNIFORM_STAGES = 23
 _M_HOST_LINK_BW = 24
 _M_HOST_MEM_BW = 25
-_M_REDUCE_BYTES = 26
-_M_TP_COMM_EXPOSED = 27
+_M_CP_ALL_GATHER = 26
+_M_REDUCE_BYTES = 27
+_M_TP_COMM_EXPOSED = 28
 _OFF_OPTIMIZER, _OFF_ACTIVATIONS = 1, 2
 _AX_TP, _AX_CP, _AX_DP, _AX_PP = 0, 1, 2, 3
 _GPIPE, _1F1B, _INTERLEAVED = 0, 1, 2
 _CHUNK = 512  # plans per parallel work item
 _FULL = 2
+# the parallel groups a plan places: rows of the per-chunk geometry buffers
+_G_TP, _G_CP, _G_PP, _G_DP, _G_SHARD, _G_REPL, _G_EP, _G_DPE = range(8)
+_N_GROUPS = 8
 
 
 @njit(cache=True)
@@ -145,31 +157,56 @@ def _states(params, w_b, g_b, o_b, zero, zg):
 
 
 @njit(cache=True)
-def _dp_time(zero, grads, weights, n, stride, hybrid, group, dom, bw, lat):
+def _place_groups(order, tp, cp, dp, pp, ep, zg, geo, m, fig, dom, bw, lat, share):
+    """Every group of a plan (rows ``_G_*`` of ``geo``) on its ranks, and its collectives'
+    figures into the same rows of ``fig`` (``m``: scratch)."""
+    s_tp, s_cp, s_dp, s_pp = _strides(order, tp, cp, dp, pp)
+    world = tp * cp * dp * pp
+    n_dp = dp * cp
+    axis_geo(tp, s_tp, world, geo[_G_TP])
+    axis_geo(cp, s_cp, world, geo[_G_CP])
+    axis_geo(pp, s_pp, world, geo[_G_PP])
+    block_geo(cp, s_cp, dp, s_dp, n_dp, 1, world, geo[_G_DP])
+    block_geo(cp, s_cp, dp, s_dp, zg, 1, world, geo[_G_SHARD])
+    block_geo(cp, s_cp, dp, s_dp, n_dp // zg, zg, world, geo[_G_REPL])
+    block_geo(cp, s_cp, dp, s_dp, ep, 1, world, geo[_G_EP])
+    block_geo(cp, s_cp, dp, s_dp, n_dp // ep, ep, world, geo[_G_DPE])
+    for i in range(_N_GROUPS):
+        if geo[i, 4] > 1:
+            group_figures(geo[i], dom, bw, lat, share, m, fig[i])
+
+
+@njit(cache=True)
+def _t(kind, size, i, geo, fig):
+    """Seconds of one collective over placed group ``i``."""
+    t, _ = group_seconds(kind, size, geo[i, 4], fig[i])
+    return t
+
+
+@njit(cache=True)
+def _dp_time(zero, grads, weights, hybrid, whole, inner, replicas, geo, fig):
     """(overlappable with backward, overlappable with forward) seconds of one step's gradient
-    and parameter collectives over ``n`` data-parallel ranks; hybrid: shard within ``group``,
-    all-reduce across the replicas."""
-    if n <= 1:
+    and parameter collectives over the placed data-parallel group ``whole``; hybrid: shard
+    within group ``inner``, all-reduce across group ``replicas``."""
+    if geo[whole, 4] <= 1:
         return 0.0, 0.0
-    inner, inner_stride = n, stride
-    if hybrid:
-        inner = group
     if zero == 0:
-        return group_collective_time(COLL_ALL_REDUCE, grads, n, stride, dom, bw, lat), 0.0
-    bwd = group_collective_time(COLL_REDUCE_SCATTER, grads, inner, inner_stride, dom, bw, lat)
-    fwd = group_collective_time(COLL_ALL_GATHER, weights, inner, inner_stride, dom, bw, lat)
-    if hybrid and n // group > 1:
-        bwd += group_collective_time(COLL_ALL_REDUCE, grads / group, n // group,
-                                     stride * group, dom, bw, lat)
+        return _t(COLL_ALL_REDUCE, grads, whole, geo, fig), 0.0
+    g = inner if hybrid else whole
+    bwd = _t(COLL_REDUCE_SCATTER, grads, g, geo, fig)
+    fwd = _t(COLL_ALL_GATHER, weights, g, geo, fig)
+    if hybrid and geo[replicas, 4] > 1:
+        bwd += _t(COLL_ALL_REDUCE, grads / geo[inner, 4], replicas, geo, fig)
     return bwd, fwd
 
 
 @njit(parallel=True, cache=True)
 def score_plans(dp_a, tp_a, pp_a, cp_a, ep_a, zero_a, hyb_a, sg_a, sp_a, vpp_a, sched_a, mbs_a,
                 gbs_a, rc_a, off_a, place_a, m_a, combo, table, model, placements, dom, bw,
-                lat):
+                lat, share):
     """Score plans (PLAN_DTYPE columns) -> float64 [n, len(OUT)]; ``combo[i]`` is plan i's row
-    of ``table``; ``placements[k]`` the axis order of placement k."""
+    of ``table``; ``placements[k]`` the axis order of placement k; ``dom``, ``bw``, ``lat``,
+    ``share`` the link levels (``comm.level_arrays``)."""
     n = dp_a.shape[0]
     out = np.zeros((n, len(OUT)))
     L = int(model[_M_LAYERS])
@@ -186,6 +223,10 @@ def score_plans(dp_a, tp_a, pp_a, cp_a, ep_a, zero_a, hyb_a, sg_a, sp_a, vpp_a, 
         counts_buf = np.empty(max_k, dtype=np.int64)
         rank_t_buf = np.empty(max_pp)
         rank_l_buf = np.empty(max_pp)
+        geo = np.empty((_N_GROUPS, GEO_LEN), dtype=np.int64)
+        gm = np.empty(dom.shape[0], dtype=np.int64)
+        fig = np.empty((_N_GROUPS, FIG_LEN))
+        key = np.full(7, -1, dtype=np.int64)  # the plan whose groups are placed in geo
         for i in range(c * _CHUNK, min(n, (c + 1) * _CHUNK)):
                 dp, tp, pp, cp, ep = dp_a[i], tp_a[i], pp_a[i], cp_a[i], ep_a[i]
                 zero, sp, v, sched, mbs, m = zero_a[i], sp_a[i], vpp_a[i], sched_a[i], mbs_a[i], m_a[i]
@@ -194,39 +235,45 @@ def score_plans(dp_a, tp_a, pp_a, cp_a, ep_a, zero_a, hyb_a, sg_a, sp_a, vpp_a, 
                 host_link = model[_M_HOST_LINK_BW]
                 host_mem = model[_M_HOST_MEM_BW]
                 row = table[combo[i]]
-                st = _strides(placements[place_a[i]], tp, cp, dp, pp)
+                zg = sg_a[i]
+                if (key[0] != tp or key[1] != cp or key[2] != dp or key[3] != pp
+                        or key[4] != ep or key[5] != zg or key[6] != place_a[i]):
+                    _place_groups(placements[place_a[i]], tp, cp, dp, pp, ep, zg, geo, gm, fig,
+                                  dom, bw, lat, share)
+                    key[0], key[1], key[2], key[3] = tp, cp, dp, pp
+                    key[4], key[5], key[6] = ep, zg, place_a[i]
                 # ---- one layer, one micro-batch
                 act = mbs * s / cp * h * ab
                 tp_f = 0.0
                 one = 0.0
                 if tp > 1:
                     if sp:
-                        one = (group_collective_time(COLL_ALL_GATHER, act, tp, st[_AX_TP], dom, bw, lat)
-                               + group_collective_time(COLL_REDUCE_SCATTER, act, tp, st[_AX_TP], dom,
-                                                       bw, lat))
+                        one = (_t(COLL_ALL_GATHER, act, _G_TP, geo, fig)
+                               + _t(COLL_REDUCE_SCATTER, act, _G_TP, geo, fig))
                     else:
-                        one = group_collective_time(COLL_ALL_REDUCE, act, tp, st[_AX_TP], dom, bw, lat)
+                        one = _t(COLL_ALL_REDUCE, act, _G_TP, geo, fig)
                     tp_f = model[_M_TP_POINTS] * one * model[_M_TP_COMM_EXPOSED]
                 tp_layer = 2.0 * tp_f + (tp_f if rc == _FULL else 0.0)
                 cp_layer = 0.0
-                cp_f = 0.0  # of cp_layer, what the forward exposes
+                cp_f = 0.0
                 if cp > 1:
                     kv = 2.0 * mbs * s / cp * model[_M_KV_HIDDEN] * ab
-                    ring = (cp - 1) * group_collective_time(COLL_SEND_RECV, kv, 2, st[_AX_CP], dom, bw,
-                                                            lat)
-                    cp_f = max(0.0, ring - row[ATTN_F])
-                    cp_layer = cp_f + max(0.0, 2 * ring - row[ATTN_B])
+                    if model[_M_CP_ALL_GATHER] > 0:  # gathered before attention, exposed
+                        cp_f = _t(COLL_ALL_GATHER, kv * cp, _G_CP, geo, fig)
+                        cp_layer = cp_f + _t(COLL_REDUCE_SCATTER, kv * cp, _G_CP, geo, fig)
+                    else:  # ring: each block behind one step's attention
+                        hop = _t(COLL_SEND_RECV, kv, _G_CP, geo, fig)
+                        cp_f = (cp - 1) * max(0.0, hop - row[ATTN_F] / cp)
+                        cp_layer = cp_f + (cp - 1) * max(0.0, 2 * hop - row[ATTN_B] / cp)
                     if rc == _FULL:
-                        cp_layer += max(0.0, ring - row[ATTN_F])
+                        cp_layer += cp_f
+                n_dp = dp * cp
                 ep_layer = 0.0
-                ep_f = 0.0
+                a2a = 0.0
                 if ep > 1 and model[_M_EXPERTS] > 0:
                     d = mbs * model[_M_DISPATCH_BYTES] / cp / (tp if sp else 1)
-                    ep_stride = min(st[_AX_CP] if cp > 1 else st[_AX_DP], st[_AX_DP] if dp > 1 else
-                                    st[_AX_CP])
-                    a2a = group_collective_time(COLL_ALL_TO_ALL, d, ep, ep_stride, dom, bw, lat)
+                    a2a = _t(COLL_ALL_TO_ALL, d, _G_EP, geo, fig)
                     ep_layer = 4.0 * a2a + (2.0 * a2a if rc == _FULL else 0.0)
-                    ep_f = 2.0 * a2a
                 comp_layer = row[BLOCK_F] + row[BLOCK_B]
                 rc_layer = row[BLOCK_RC]
                 off_layer = 0.0
@@ -267,15 +314,12 @@ def score_plans(dp_a, tp_a, pp_a, cp_a, ep_a, zero_a, hyb_a, sg_a, sp_a, vpp_a, 
                 p2p = 0.0
                 if pp > 1:
                     msg = act / (tp if sp else 1)
-                    p2p = group_collective_time(COLL_SEND_RECV, msg, 2, st[_AX_PP], dom, bw, lat)
+                    p2p = _t(COLL_SEND_RECV, msg, _G_PP, geo, fig)
                 makespan = (m - 1.0 / v) * t_max + rank_t.sum() / v + 2.0 * (pp - 1) * p2p
                 # ---- data parallel, per rank: params held (dense / tp, experts / (tp * ep))
-                zg = sg_a[i]
                 hybrid = hyb_a[i] == 1
-                n_dp = dp * cp
-                dp_stride = min(st[_AX_DP] if dp > 1 else st[_AX_CP], st[_AX_CP] if cp > 1 else
-                                st[_AX_DP])
                 pe = model[_M_PARAMS_EXPERT_BLOCK]
+                zg_e = max(1, n_dp // ep)
                 pb = model[_M_PARAMS_BLOCK] - pe
                 worst_dp = 0.0
                 worst_opt = 0.0
@@ -284,7 +328,7 @@ def score_plans(dp_a, tp_a, pp_a, cp_a, ep_a, zero_a, hyb_a, sg_a, sp_a, vpp_a, 
                 mem_act_at = 0.0
                 cached_nl = -1.0
                 cached_dp = 0.0
-                layer_f = row[BLOCK_F] + tp_f + cp_f + ep_f + off_f  # a layer's forward, as evaluate
+                layer_f = row[BLOCK_F] + tp_f + cp_f + 2.0 * a2a + off_f  # forward's share
                 layer_b = layer - layer_f
                 for r in range(pp):
                     nl = rank_layers[r]
@@ -292,21 +336,20 @@ def score_plans(dp_a, tp_a, pp_a, cp_a, ep_a, zero_a, hyb_a, sg_a, sp_a, vpp_a, 
                         (model[_M_PARAMS_POST] if r == pp - 1 else 0.0)
                     dense /= tp
                     expert = nl * pe / (tp * ep)
-                    zg_e = max(1, n_dp // ep)
                     if r == 0 or r == pp - 1 or nl != cached_nl:
                         bwd, fwd = _dp_time(zero, dense * model[_M_REDUCE_BYTES],
-                                            dense * model[_M_WEIGHT_BYTES], n_dp, dp_stride, hybrid, zg,
-                                            dom, bw, lat)
+                                            dense * model[_M_WEIGHT_BYTES], hybrid, _G_DP,
+                                            _G_SHARD, _G_REPL, geo, fig)
                         if pe > 0 and ep > 1:
                             b2, f2 = _dp_time(zero, expert * model[_M_REDUCE_BYTES],
-                                              expert * model[_M_WEIGHT_BYTES], zg_e, dp_stride * ep,
-                                              False, zg_e, dom, bw, lat)
+                                              expert * model[_M_WEIGHT_BYTES], False, _G_DPE,
+                                              _G_DPE, _G_DPE, geo, fig)
                             bwd += b2
                             fwd += f2
                         elif pe > 0:
                             b2, f2 = _dp_time(zero, expert * model[_M_REDUCE_BYTES],
-                                              expert * model[_M_WEIGHT_BYTES], n_dp, dp_stride, hybrid,
-                                              zg, dom, bw, lat)
+                                              expert * model[_M_WEIGHT_BYTES], hybrid, _G_DP,
+                                              _G_SHARD, _G_REPL, geo, fig)
                             bwd += b2
                             fwd += f2
                         if zero == 3:

@@ -1,7 +1,9 @@
 """Plan search: enumerate every valid plan, score all of them with the plan kernel, drop those
-that do not fit in memory, rank by the objective, then re-rank the best with the full model
-(``evaluate.estimate_plan``: pipeline simulated op by op) and report the top K with their
-breakdown and the Pareto front of step time, memory per GPU and GPUs used.
+that do not fit in memory, rank by the objective, then price the best and the kernel's Pareto
+front with the full model (``evaluate.estimate_plan``: pipeline simulated op by op) and report,
+on those figures, the top K ranked by ``rank`` (the best on the Pareto front by construction,
+ties to more headroom and fewer moving parts) and the Pareto front of step time, memory per GPU
+and GPUs used (and the objective when it is not the time).
 
 Objectives: ``time`` (step time), ``cost`` (dollars per million tokens at the profile's price
 per GPU-hour) and ``energy`` (joules per token from TDP, idle power and node overhead).
@@ -18,6 +20,7 @@ import numpy as np
 from archcost.cost.energy import price_per_gpu_hour, step_cost_usd, step_energy_j
 from archcost.errors import PlanError
 from archcost.plan.arrays import enumerate_plans, plan_from_row
+from archcost.plan.choose import Priced, Screened, choose, front_columns
 from archcost.plan.costmodel import CostModel
 from archcost.plan.evaluate import estimate_plan
 from archcost.plan.kernel import OUT_INDEX, score_plans
@@ -47,14 +50,14 @@ def score(cm: CostModel, plans: np.ndarray, progress: Callable[[int, int], None]
     unique = combos[first]
     table = cm.table(unique)
     vec = cm.model_vector(table)
-    dom, bw, lat = cm.levels()
+    dom, bw, lat, share = cm.levels()
     placements = cm.placements()
     inverse = np.asarray(inverse, dtype=np.int64).ravel()
     for lo in range(0, len(plans), _CHUNK):
         part = plans[lo:lo + _CHUNK]
         cols = [np.ascontiguousarray(part[k]) for k in _COLS]
         out[lo:lo + len(part)] = score_plans(*cols, inverse[lo:lo + len(part)], table.rows, vec,
-                                             placements, dom, bw, lat)
+                                             placements, dom, bw, lat, share)
         if progress:
             progress(min(lo + _CHUNK, len(plans)), len(plans))
     return out
@@ -99,19 +102,29 @@ def objective_values(cm: CostModel, plans: np.ndarray, res: np.ndarray, objectiv
 
 
 def pareto_front(points: np.ndarray) -> np.ndarray:
-    """Indices of the rows of ``points`` ([n, 3]: time, memory, GPUs; lower is better) no other
-    row dominates, one per distinct point.
+    """Indices of the rows of ``points`` ([n, d]: time, memory, GPUs and optionally the
+    objective; lower is better) no other row dominates, one per distinct point.
 
-    Sorted lexicographically, a row is dominated exactly when an earlier row has memory and
-    GPUs no larger; the earlier rows' least memory is kept per GPU count (few distinct counts),
-    so the sweep is linear in the rows."""
+    Sorted lexicographically, a row is dominated (or repeats a kept point) exactly when an
+    earlier kept row is no larger anywhere. With three columns the earlier rows' least memory is
+    kept per GPU count (few distinct counts), so the sweep is linear in the rows; with more,
+    each row is compared with the kept rows."""
     points = np.asarray(points, dtype=np.float64)
     order = np.lexsort(points.T[::-1])
+    if points.shape[1] != 3:
+        kept = np.empty((0, points.shape[1]))
+        front: list[int] = []
+        for i in order.tolist():
+            if np.any(np.all(kept <= points[i], axis=1)):
+                continue
+            front.append(i)
+            kept = np.vstack([kept, points[i]])
+        return np.array(front, dtype=np.int64)
     gvals = np.unique(points[:, 2])
     best = np.full(len(gvals), np.inf)  # least memory so far per GPU count
     gidx = np.searchsorted(gvals, points[:, 2])
     mem = points[:, 1]
-    front: list[int] = []
+    front = []
     for i in order.tolist():
         g = gidx[i]
         if best[: g + 1].min() <= mem[i]:
@@ -217,38 +230,49 @@ def search(
         keep = ranked_obj <= ranked_obj[0] * (1 + RERANK_MARGIN)
         keep[:top] = True
         candidates = candidates[keep]
-    t2 = time.perf_counter()
-    rows = []
-    for k, i in enumerate(candidates):
+    # the Pareto front of every fitting plan on the kernel's figures (time, memory, GPUs, and
+    # the objective when it is not the time), fastest first
+    front = np.empty(0, dtype=np.int64)
+    pts = np.empty((0, 3 if objective == "time" else 4))
+    if pareto_max > 0:
+        cols = front_columns(res[idx, OUT_INDEX["step_s"]], res[idx, OUT_INDEX["mem_peak"]],
+                             plans["gpus"][idx], obj, objective)
+        on = pareto_front(cols)
+        on = on[np.argsort(cols[on, 0], kind="stable")]
+        front, pts = idx[on], cols[on]
+    screened = Screened(front, pts, res[front, OUT_INDEX["mfu"]],
+                        _LazyPlans(plans, front))
+
+    def price(i: int) -> Priced | None:
         plan = plan_from_row(plans[i])
         est = add_economics(cm, estimate_plan(plan, cm, with_schedule=False)[0])
-        if est["fits"]:
-            rows.append((_doc_objective(est, objective), k, plan, est, i))
-        if progress:
-            progress("re-ranking with the simulated pipeline", k + 1, len(candidates))
-    rows.sort(key=lambda r: (r[0], r[1]))
+        return Priced(i, plan, est, _doc_objective(est, objective)) if est["fits"] else None
+
+    t2 = time.perf_counter()
+    doc.update(choose(
+        price, [int(i) for i in candidates], screened, objective, top, pareto_max,
+        cm.gpu.mem_bytes, lambda i: float(res[i, OUT_INDEX["step_s"]]),
+        (lambda d, n: progress("re-ranking with the simulated pipeline", d, n))
+        if progress else None))
     t_rerank = time.perf_counter() - t2
-    doc["plans"] = [{"rank": j + 1, "plan": plan.to_string(), "fields": est["plan"],
-                     "objective_value": val, "estimate": est,
-                     "screen_step_time_s": float(res[i, OUT_INDEX["step_s"]])}
-                    for j, (val, _, plan, est, i) in enumerate(rows[:top])]
-    # Pareto front over every fitting plan (kernel figures): time, memory, GPUs
-    front = np.empty(0, dtype=np.int64)
-    if pareto_max > 0:
-        pts = np.stack([res[idx, OUT_INDEX["step_s"]], res[idx, OUT_INDEX["mem_peak"]],
-                        plans["gpus"][idx].astype(np.float64)], 1)
-        front = idx[pareto_front(pts)]
-        front = front[np.argsort(res[front, OUT_INDEX["step_s"]])][:pareto_max]
-    doc["pareto"] = [{
-        "plan": plan_from_row(plans[i]).to_string(), "gpus": int(plans["gpus"][i]),
-        "step_time_s": float(res[i, OUT_INDEX["step_s"]]),
-        "peak_per_gpu_bytes": float(res[i, OUT_INDEX["mem_peak"]]),
-        "mfu": float(res[i, OUT_INDEX["mfu"]]),
-    } for i in front]
-    doc["search"] = _stats(plans, res, fits, t0, t_enum, t_score, len(candidates))
+    doc["search"] = _stats(plans, res, fits, t0, t_enum, t_score,
+                           doc.get("ranking", {}).get("plans_priced", 0))
     doc["search"]["rerank_seconds"] = t_rerank
     doc["search"]["seconds"] = time.perf_counter() - t0
     return doc
+
+
+class _LazyPlans:
+    """``Plan`` of each front row, built when asked for (a front can hold thousands)."""
+
+    def __init__(self, plans: np.ndarray, rows: np.ndarray) -> None:
+        self._plans, self._rows = plans, rows
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __getitem__(self, j: int):
+        return plan_from_row(self._plans[self._rows[j]])
 
 
 def _untraced(w) -> list:

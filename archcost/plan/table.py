@@ -3,8 +3,10 @@ layer (and through the pre/post sections) for each (recompute, micro-batch, tp, 
 of plans uses, on one GPU profile.
 
 Plans share few such combinations (a few hundred in a million plans), so the op-level roofline
-(``cost.kernels.roofline``, measured efficiency curves at the op's FLOPs as sharded) runs once
-per combination and the plan kernel only looks rows up.
+(``cost.kernels.roofline``, measured efficiency curves and tables at the op's FLOPs and shape
+as sharded) runs once per combination and the plan kernel only looks rows up. Attention ops
+read the table of the attention kernel named by the caller (``attention_kernel``, by default
+the workload's runtime's) at their head dim and, under context parallelism, the s/cp tokens of one ring-attention chunk.
 """
 
 from __future__ import annotations
@@ -15,12 +17,12 @@ import numpy as np
 
 from archcost.cost.compute import (
     CURVE_MATMUL,
-    attention_kernel,
-    backward_ops,
     memory_curve_index,
     overhead_seconds,
     peak_flops_for,
+    peak_keys,
     roofline_seconds,
+    runtime_attention_kernel,
 )
 from archcost.options import Recompute
 from archcost.plan.workload import (
@@ -32,7 +34,8 @@ from archcost.plan.workload import (
     Workload,
 )
 
-__all__ = ["COLUMNS", "CostTable", "build_table", "op_seconds", "matmul_dims", "overlap_share"]
+__all__ = ["COLUMNS", "CostTable", "build_table", "op_seconds", "matmul_dims", "attention_dims",
+           "overlap_share"]
 
 # columns of a table row (seconds per micro-batch; bytes per micro-batch per GPU)
 COLUMNS = ("block_f", "block_b", "block_rc", "attn_f", "attn_b", "pre_f", "pre_b", "post_f",
@@ -72,26 +75,39 @@ def _overheads(ops: OpTable, gpu, phase: str | None = None) -> np.ndarray:
 
 
 def matmul_dims(ops: OpTable, tokens: np.ndarray, tp: np.ndarray) -> np.ndarray:
-    """2-D matmuls' (m, n, k) per (combination, op), flattened as the roofline call's ops:
-    the dims that grow with the batch times ``tokens`` (micro-batch / cp), and the largest of
-    the others (the weight dim Megatron splits: the MLP's and the heads' width) over ``tp``;
+    """Matmuls' (m, n, k) per (combination, op), flattened as the roofline call's ops: the dims
+    that grow with the batch times ``tokens`` (micro-batch / cp); over ``tp``, a batched
+    matmul's m (its batch: the attention heads Megatron splits) and a 2-D matmul's largest dim
+    the batch does not grow (the weight dim Megatron splits: the MLP's and the heads' width);
     ``tokens`` and ``tp`` are [n, 1] (or [n, n_ops]) per combination."""
     mnk = np.where(ops.mnk_batch, ops.mnk * np.asarray(tokens)[..., None], ops.mnk)
     fixed = np.where(ops.mnk_batch, -1.0, ops.mnk)  # the largest dim not grown by the batch
-    split = (np.arange(3) == fixed.argmax(axis=1)[:, None]) & (fixed.max(axis=1) > 0)[:, None]
+    axis = np.where(ops.batched, 0, fixed.argmax(axis=1))
+    split = (np.arange(3) == axis[:, None]) & (ops.mnk[:, 0] > 0)[:, None] & (
+        ops.batched | (fixed.max(axis=1) > 0))[:, None]
     return np.where(split, mnk / np.asarray(tp)[..., None], mnk).reshape(-1, 3)
 
 
+def attention_dims(ops: OpTable, cp: np.ndarray) -> np.ndarray:
+    """Attention ops' geometry rows per (combination, op), flattened as the roofline call's
+    ops: query and key lengths over ``cp`` ([n, 1] per combination; a ring-attention step
+    runs one s/cp chunk of queries against one of keys)."""
+    scale = np.ones(5) * np.ones((np.asarray(cp).shape[0], 1, 1))
+    scale[:, :, 1:3] = 1.0 / np.asarray(cp, dtype=np.float64)[:, :, None]
+    return (ops.attn[None, :, :] * scale).reshape(-1, 5)
+
+
 def op_seconds(ops: OpTable, gpu, peaks: np.ndarray, scale: np.ndarray,
-               phase: str | None = None, kernel: str | None = None) -> np.ndarray:
+               phase: str | None = None, attention_kernel: str | None = None) -> np.ndarray:
     """Roofline seconds of every op (all its occurrences) with FLOPs and bytes times ``scale``
     (and the matmuls' batch dims); ``phase`` names the phase of every op (the optimizer
-    table's are meaningless); ``kernel``: the attention kernel run."""
+    table's are meaningless); ``attention_kernel``: the attention kernel run."""
     t, _ = roofline_seconds(gpu, ops.flops * scale, ops.nbytes * scale, peaks, ops.curve,
                             memory_curve_index(gpu, ops.op), _overheads(ops, gpu, phase),
                             ops.slices * scale,
                             matmul_dims(ops, np.asarray(scale, dtype=np.float64)[None, :],
-                                        np.ones((1, 1))), kernel, backward_ops(ops.op))
+                                        np.ones((1, 1))),
+                            peak_keys(ops.dtype), ops.attn, attention_kernel)
     return t * ops.count
 
 
@@ -104,7 +120,7 @@ def overlap_share(runtime, gpu) -> float:
 
 
 def _rows(w: Workload, ops: OpTable, gpu, peaks, r: Recompute, combos: np.ndarray,
-          kernel: str | None) -> np.ndarray:
+          attention_kernel: str | None = None) -> np.ndarray:
     """Rows for every (mbs, tp, sp, cp) of ``combos`` ([n, 4]) under policy ``r``: one roofline
     call over all combinations x ops, then sums by section and phase. With tp > 1 the block's
     matmuls run beside the runtime's overlapped tensor-parallel communication, on its share of
@@ -124,8 +140,8 @@ def _rows(w: Workload, ops: OpTable, gpu, peaks, r: Recompute, combos: np.ndarra
     t, _ = roofline_seconds(gpu, np.tile(ops.flops, n) * scale, nbytes, peaks.ravel(),
                             np.tile(ops.curve, n), np.tile(memory_curve_index(gpu, ops.op), n),
                             np.tile(_overheads(ops, gpu), n), slices,
-                            matmul_dims(ops, mbs / cp, tp_div), kernel,
-                            np.tile(backward_ops(ops.op), n))
+                            matmul_dims(ops, mbs / cp, tp_div), peak_keys(ops.dtype) * n,
+                            attention_dims(ops, cp), attention_kernel)
     t = t.reshape(n, n_ops) * ops.count[None, :]
     fwd, bwd, rc = ops.phase == 0, ops.phase == 1, ops.phase == 2
     blk, pre, post = (ops.section == SECTION_BLOCK, ops.section == SECTION_PRE,
@@ -147,11 +163,14 @@ def _rows(w: Workload, ops: OpTable, gpu, peaks, r: Recompute, combos: np.ndarra
     return rows
 
 
-def build_table(w: Workload, gpu, combos: np.ndarray) -> CostTable:
+def build_table(w: Workload, gpu, combos: np.ndarray, attention_kernel: str | None = None
+                ) -> CostTable:
     """Rows for ``combos`` (int array [n, 5] of recompute code, mbs, tp, sp, cp), as the
-    workload's runtime runs its ops (attention kernel; fusion and launches are in the ops)."""
+    workload's runtime runs its ops (fusion and launches are in the ops); attention ops read
+    ``attention_kernel``'s table, by default the runtime's kernel where the profile has its
+    table."""
     combos = np.asarray(combos, dtype=np.int64).reshape(-1, 5)
-    kernel = attention_kernel(gpu, w.runtime)
+    attention_kernel = attention_kernel or runtime_attention_kernel(gpu, w.runtime)
     rows = np.zeros((len(combos), len(COLUMNS)))
     for code in np.unique(combos[:, 0]):
         r = Recompute.from_code(int(code))
@@ -159,7 +178,7 @@ def build_table(w: Workload, gpu, combos: np.ndarray) -> CostTable:
             raise KeyError(f"recompute={r.value} was not traced")
         sel = np.flatnonzero(combos[:, 0] == code)
         ops = w.ops[r]
-        rows[sel] = _rows(w, ops, gpu, _peaks(ops, gpu), r, combos[sel, 1:], kernel)
+        rows[sel] = _rows(w, ops, gpu, _peaks(ops, gpu), r, combos[sel, 1:], attention_kernel)
     opt = w.optimizer
     opt_s = float(op_seconds(opt, gpu, _peaks(opt, gpu), np.ones(len(opt.flops)),
                              "optimizer").sum()) \

@@ -32,7 +32,14 @@ from dataclasses import dataclass, field
 import networkx as nx
 import numpy as np
 
-from archcost.cost.compute import TENSOR_CORE_CLASSES, curve_for, op_mnk, op_slices
+from archcost.cost.compute import (
+    BATCHED_MATMULS,
+    TENSOR_CORE_CLASSES,
+    curve_for,
+    op_attention,
+    op_mnk,
+    op_slices,
+)
 from archcost.cost.fusion import executed_graph
 from archcost.cost.memory import liveness_arrays
 from archcost.options import Recompute
@@ -69,10 +76,15 @@ class OpTable:
     sp_only: np.ndarray  # bool: replicated across tp unless sequence parallel (hidden-width)
     attention: np.ndarray  # bool: attention core (what ring attention overlaps with)
     slices: np.ndarray  # float64, attention ops' (batch, head) slices per sequence; 0 otherwise
-    # [n, 3] float64: 2-D matmuls' (m, n, k) at one sequence, zeros for other ops; and [n, 3]
-    # bool: which of them grow with the micro-batch (its tokens), from the trace at batch 2
+    # [n, 3] float64: matmuls' (m, n, k) at one sequence (bmm: (b*m, n, k)), zeros for other
+    # ops; [n, 3] bool: which of them grow with the micro-batch (its tokens), from the trace at
+    # batch 2; [n] bool: batched matmuls (their m holds the batch: heads, which tp splits)
     mnk: np.ndarray
     mnk_batch: np.ndarray
+    batched: np.ndarray
+    # [n, 5] float64: attention ops' head dim, query and key length, causal, backward; zeros
+    # for other ops (cost.compute.op_attention)
+    attn: np.ndarray
     model_flops: float  # forward + backward FLOPs per sequence, whole model, no recompute
     recompute_flops: float  # per sequence, whole model
     # kernels each op launches as the runtime runs it (0 inside a fused group, a fraction for a
@@ -295,7 +307,7 @@ def _fixed_bytes(pairs: list[tuple[int, dict, dict]]) -> dict[int, float]:
 
 
 def _mnk_growth(pairs: list[tuple[int, dict, dict]]) -> dict[int, tuple[bool, bool, bool]]:
-    """Per 2-D matmul node, which of (m, n, k) grow with the batch (they double at batch 2);
+    """Per matmul node, which of (m, n, k) grow with the batch (they double at batch 2);
     without a second trace none are known to, and the one-sequence shape is kept."""
     out = {}
     for n, a, b in pairs:
@@ -315,7 +327,7 @@ def _op_table(g: nx.DiGraph, rep: str, layers: int, width_numel: int, hidden: in
     cols: dict[str, list] = {k: [] for k in ("section", "phase", "curve", "op", "dtype", "tc",
                                              "flops", "nbytes", "fixed", "count", "sp_only",
                                              "attention", "slices", "mnk", "grows",
-                                             "launches")}
+                                             "launches", "batched", "attn")}
     opt: dict[str, list] = {k: [] for k in cols}
     fixed, growth = _fixed_bytes(pairs), _mnk_growth(pairs)
     model_flops = recompute_flops = 0.0
@@ -351,6 +363,8 @@ def _op_table(g: nx.DiGraph, rep: str, layers: int, width_numel: int, hidden: in
         target["mnk"].append(op_mnk(d))
         target["grows"].append(growth.get(n, (False, False, False)))
         target["launches"].append(float(d.get("launches", 1.0)))
+        target["batched"].append(d["op"] in BATCHED_MATMULS)
+        target["attn"].append(op_attention(d))
 
     def table(c, mf, rf) -> OpTable:
         return OpTable(
@@ -369,6 +383,8 @@ def _op_table(g: nx.DiGraph, rep: str, layers: int, width_numel: int, hidden: in
             slices=np.array(c["slices"], dtype=np.float64),
             mnk=np.array(c["mnk"], dtype=np.float64).reshape(-1, 3),
             mnk_batch=np.array(c["grows"], dtype=bool).reshape(-1, 3),
+            batched=np.array(c["batched"], dtype=bool),
+            attn=np.array(c["attn"], dtype=np.float64).reshape(-1, 5),
             model_flops=mf, recompute_flops=rf,
             launches=np.array(c["launches"], dtype=np.float64),
         )

@@ -5,6 +5,8 @@ Every renderer is a pure function from document dicts to text; reading files liv
 ``document``. Modules:
 
 - ``document``  read and check result documents and Chrome traces (the only I/O here)
+- ``schema``    the schema of each kind and version (``schemas/``), the check every read runs
+- ``validator`` the JSON Schema subset those schemas use, naming the first offending field
 - ``fmt``       numbers with units
 - ``tables``    a document as titled tables (shared by Markdown and HTML)
 - ``markdown``  tables as GitHub-flavoured Markdown, user strings escaped
@@ -13,7 +15,8 @@ Every renderer is a pure function from document dicts to text; reading files liv
                 categorical axes, roofline, heatmap, Gantt)
 - ``plots``     which charts a document gets, with their data
 - ``html``      the page: tables and plots, no script, no network
-- ``diff``      metrics of a document, compared with direction and threshold
+- ``metrics``   the comparable figures of a document, with unit and better direction
+- ``diff``      two documents' metrics compared with direction and threshold: the CI gate
 """
 
 from archcost.report.diff import DiffResult, diff_documents, parse_threshold

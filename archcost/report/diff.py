@@ -6,44 +6,44 @@ the base (``fail_above``, default 2%). Errors of a validation (``error.*``) are 
 absolute errors and their threshold is in points (2% = two percentage points), since a relative
 change of a small error means little.
 
-``diff_documents`` refuses (DocumentError, exit 2) documents of different kinds or schema
-versions, and of different models (name or builder configuration) unless ``force``.
+The gate never passes on what it could not compare: a watched metric BASE has and HEAD lacks
+is ``missing``, one whose value is there but no finite number is ``invalid``, and both fail like
+a regression (exit 1); a yes/no metric (``fits``, ``feasible``) regresses when it turns no,
+whatever the threshold. A metric only HEAD has is noted and not compared.
 
-Sweeps (``archcost sweep -o``) are compared point by point: a point is named by its axis
-values joined with ``@`` (``mem_bw=2x@gpus=16``; ``base`` when nothing was varied), its
-metrics are ``step_time@POINT``, ``tokens_per_s@``, ``mfu@``, ``memory.peak@`` (per GPU),
-``tokens_per_joule@`` (more is better), ``usd_per_million_tokens@``, ``fits@`` (regresses when
-it turns false) and the texts ``plan@`` and ``bottleneck@``; over the grid, ``best.step_time``
-(the fastest point's), ``best.tokens_per_s``, ``best.tokens_per_joule`` (the highest),
-``best.usd_per_million_tokens`` (the lowest), ``best.point`` (text), ``points_fitting``, and
-the sensitivity's ``elasticity.<resource>`` (no better direction). Watched by default:
-``best.step_time``, every ``step_time@*`` and ``fits@*``, ``best.tokens_per_joule`` and
-``best.usd_per_million_tokens`` (when priced): each point's prediction, whether it still fits,
-and the best energy and cost. Memory per point is not watched by default, since the plan is
-searched again at every point and trades memory for time; watch it with ``--metrics
-'memory.peak@*'``. Sweeps over different grids or base settings are compared on the points
-both have, with a note.
+``diff_documents`` refuses (DocumentError, exit 2) documents of different kinds or schema
+versions, of different models (name or builder configuration) unless ``force``, and a BASE
+without any of the metrics watched by default.
+
+Sweeps (``archcost sweep -o``) are compared point by point (``metrics`` names the metrics).
+Watched by default: ``best.step_time``, every ``step_time@*`` and ``fits@*``,
+``best.tokens_per_joule`` and ``best.usd_per_million_tokens`` (when priced): each point's
+prediction, whether it still fits, and the best energy and cost. Memory per point is not
+watched by default, since the plan is searched again at every point and trades memory for
+time; watch it with ``--metrics 'memory.peak@*'``. Sweeps over different grids or base
+settings are compared on the points both have, with a note (a BASE point outside HEAD's grid
+is not ``missing``).
 """
 
 from __future__ import annotations
 
 import fnmatch
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from archcost.errors import DocumentError
 from archcost.report import fmt
-from archcost.report.document import chosen_estimate, model_title, point_label, sweep_keys
+from archcost.report.document import model_title
 from archcost.report.markdown import escape
+from archcost.report.metrics import NEUTRAL, Metric, metrics_of
 
 __all__ = ["Metric", "Row", "DiffResult", "DEFAULT_THRESHOLD", "DEFAULT_METRICS", "metrics_of",
            "parse_threshold", "diff_documents", "to_markdown", "summary", "format_value",
            "format_delta", "format_change", "other_changes", "STATUS_TEXT", "STATUS_LEGEND"]
 
 DEFAULT_THRESHOLD = 0.02
-WORSE_HIGHER, BETTER_HIGHER, NEUTRAL = 1, -1, 0
 _EPS = 1e-12
 
 # watched when --metrics is not given (those present in both documents)
@@ -58,14 +58,6 @@ DEFAULT_METRICS: dict[str, tuple[str, ...]] = {
 }
 
 
-@dataclass(frozen=True)
-class Metric:
-    value: float | str | None
-    unit: str  # s, B, FLOP, count, ratio, tokens/s, J, $, text
-    direction: int  # WORSE_HIGHER, BETTER_HIGHER or NEUTRAL
-    absolute: bool = False  # threshold on the absolute change (ratios such as errors)
-
-
 @dataclass
 class Row:
     metric: str
@@ -77,7 +69,7 @@ class Row:
     relative: float | None  # (head - base) / |base|; inf when base is 0
     watched: bool
     regressed: bool
-    status: str  # regressed, worse, improved, within, changed, same, new, gone
+    status: str  # regressed, missing, invalid, worse, improved, within, changed, same, new, gone
     absolute: bool = False  # the threshold applies to delta (points), not to relative
 
 
@@ -112,161 +104,6 @@ class DiffResult:
                 "watched": self.watched, "regressions": [r.metric for r in self.regressions],
                 "exit_code": self.exit_code, "forced": self.forced, "notes": self.notes,
                 "rows": rows}
-
-
-# ---------------------------------------------------------------- metrics of a document
-
-def _n(v) -> float | None:
-    if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
-        return float(v)
-    return None
-
-
-def _get(d: Any, *keys):
-    for k in keys:
-        if not isinstance(d, dict) or k not in d:
-            return None
-        d = d[k]
-    return d
-
-
-def _put(out: dict[str, Metric], name: str, value, unit: str, direction: int,
-         absolute: bool = False) -> None:
-    v = float(value) if isinstance(value, bool) else _n(value)
-    if v is not None:
-        out[name] = Metric(v, unit, direction, absolute)
-
-
-def _plan_estimate_metrics(est: dict[str, Any], out: dict[str, Metric]) -> None:
-    _put(out, "fits", est.get("fits"), "bool", BETTER_HIGHER, absolute=True)
-    _put(out, "step_time", est.get("step_time_s"), "s", WORSE_HIGHER)
-    _put(out, "tokens_per_s", est.get("tokens_per_s"), "tokens/s", BETTER_HIGHER)
-    _put(out, "mfu", est.get("mfu"), "ratio", BETTER_HIGHER)
-    _put(out, "hfu", est.get("hfu"), "ratio", NEUTRAL)
-    mem = est.get("memory_bytes") or {}
-    _put(out, "memory.peak", mem.get("peak_per_gpu"), "B", WORSE_HIGHER)
-    for part in ("weights", "gradients", "optimizer_states", "activations", "transient"):
-        _put(out, f"memory.{part}", mem.get(part), "B", WORSE_HIGHER)
-    for comp, t in (est.get("components_s") or {}).items():
-        _put(out, f"time.{comp}", t, "s", WORSE_HIGHER)
-    _put(out, "bubble_fraction", _get(est, "pipeline", "bubble_fraction"), "ratio",
-         WORSE_HIGHER, absolute=True)
-    eco = est.get("economics") or {}
-    _put(out, "joules_per_token", eco.get("joules_per_token"), "J", WORSE_HIGHER)
-    _put(out, "usd_per_million_tokens", eco.get("usd_per_million_tokens"), "$", WORSE_HIGHER)
-
-
-def _sweep_metrics(doc: dict[str, Any], out: dict[str, Metric]) -> None:
-    keys = sweep_keys(doc)
-    points = [p for p in doc.get("points") or [] if isinstance(p, dict)]
-    fitting = [p for p in points if p.get("fits") and _n(p.get("step_time_s"))]
-    _put(out, "points_fitting", len(fitting), "count", BETTER_HIGHER)
-    if fitting:
-        best = min(fitting, key=lambda p: float(p["step_time_s"]))
-        _put(out, "best.step_time", best["step_time_s"], "s", WORSE_HIGHER)
-        out["best.point"] = Metric(point_label(best.get("point"), keys), "text", NEUTRAL)
-        for field, unit, direction in (("tokens_per_s", "tokens/s", BETTER_HIGHER),
-                                       ("tokens_per_joule", "tokens/J", BETTER_HIGHER),
-                                       ("usd_per_million_tokens", "$", WORSE_HIGHER)):
-            vals = [v for v in (_n(p.get(field)) for p in fitting) if v is not None]
-            if vals:
-                pick = max(vals) if direction == BETTER_HIGHER else min(vals)
-                _put(out, f"best.{field}", pick, unit, direction)
-    for p in points:
-        at = "@" + point_label(p.get("point"), keys, "@")
-        fits = bool(p.get("fits"))
-        out["fits" + at] = Metric(1.0 if fits else 0.0, "bool", BETTER_HIGHER, True)
-        out["plan" + at] = Metric(str(p.get("plan")) if fits and p.get("plan") else None,
-                                  "text", NEUTRAL)
-        if not fits:
-            continue
-        _put(out, "step_time" + at, p.get("step_time_s"), "s", WORSE_HIGHER)
-        _put(out, "tokens_per_s" + at, p.get("tokens_per_s"), "tokens/s", BETTER_HIGHER)
-        _put(out, "mfu" + at, p.get("mfu"), "ratio", BETTER_HIGHER)
-        _put(out, "memory.peak" + at, p.get("peak_per_gpu_bytes"), "B", WORSE_HIGHER)
-        _put(out, "tokens_per_joule" + at, p.get("tokens_per_joule"), "tokens/J",
-             BETTER_HIGHER)
-        _put(out, "usd_per_million_tokens" + at, p.get("usd_per_million_tokens"), "$",
-             WORSE_HIGHER)
-        if p.get("bottleneck") is not None:
-            out["bottleneck" + at] = Metric(str(p["bottleneck"]), "text", NEUTRAL)
-    sens = doc.get("sensitivity")
-    for r in (sens.get("resources") or []) if isinstance(sens, dict) else []:
-        if isinstance(r, dict) and r.get("resource"):
-            _put(out, f"elasticity.{r['resource']}", r.get("elasticity"), "elasticity",
-                 NEUTRAL, absolute=True)
-
-
-def metrics_of(doc: dict[str, Any]) -> dict[str, Metric]:
-    """Every comparable figure of a checked document, by metric name."""
-    kind = doc["kind"]
-    out: dict[str, Metric] = {}
-    if kind == "analysis":
-        t = doc.get("totals") or {}
-        _put(out, "params", t.get("params"), "count", WORSE_HIGHER)
-        _put(out, "trainable_params", t.get("trainable_params"), "count", WORSE_HIGHER)
-        for phase in ("forward", "backward", "recompute", "optimizer", "total"):
-            _put(out, f"flops.{phase}", _get(t, "flops", phase), "FLOP", WORSE_HIGHER)
-        moved = [_n(_get(t, "bytes", k)) for k in ("read", "written")]
-        if all(v is not None for v in moved):
-            _put(out, "bytes.moved", sum(moved), "B", WORSE_HIGHER)
-        mem = t.get("memory_bytes") or {}
-        parts = ("weights", "buffers", "gradients", "optimizer_states", "activations_saved")
-        for part in parts:
-            _put(out, f"memory.{part}", mem.get(part), "B", WORSE_HIGHER)
-        if any(_n(mem.get(p)) is not None for p in parts):
-            _put(out, "memory.static", sum(_n(mem.get(p)) or 0.0 for p in parts), "B",
-                 WORSE_HIGHER)
-        est = doc.get("estimate") if isinstance(doc.get("estimate"), dict) else None
-        if est:
-            step = _n(est.get("step_time_s"))
-            _put(out, "step_time", step, "s", WORSE_HIGHER)
-            for phase, s in (est.get("phase_seconds") or {}).items():
-                _put(out, f"time.{phase}", s, "s", WORSE_HIGHER)
-            _put(out, "mfu", est.get("mfu"), "ratio", BETTER_HIGHER)
-            _put(out, "hfu", est.get("hfu"), "ratio", NEUTRAL)
-            w = doc.get("workload") or {}
-            b, s = _n(w.get("batch_size")), _n(w.get("seq_len"))
-            if step and b and s:
-                _put(out, "tokens_per_s", b * s / step, "tokens/s", BETTER_HIGHER)
-            _put(out, "memory.peak", _get(est, "memory_bytes", "peak"), "B", WORSE_HIGHER)
-            _put(out, "fits", est.get("fits"), "bool", BETTER_HIGHER, absolute=True)
-        for m in doc.get("modules") or []:
-            if not isinstance(m, dict) or not m.get("path"):
-                continue
-            p = m["path"]
-            _put(out, f"module:{p}:flops", _get(m, "flops", "total"), "FLOP", WORSE_HIGHER)
-            _put(out, f"module:{p}:params", m.get("params"), "count", WORSE_HIGHER)
-            _put(out, f"module:{p}:activations_saved", m.get("activations_saved"), "B",
-                 WORSE_HIGHER)
-        for m in (est or {}).get("modules") or []:
-            if isinstance(m, dict) and m.get("path"):
-                _put(out, f"module:{m['path']}:time", m.get("seconds"), "s", WORSE_HIGHER)
-    elif kind in ("plan", "estimate"):
-        est = chosen_estimate(doc)
-        if kind == "plan":
-            plans = doc.get("plans") or []
-            out["feasible"] = Metric(1.0 if plans else 0.0, "bool", BETTER_HIGHER, True)
-            out["plan"] = Metric(str(plans[0].get("plan")) if plans else None, "text", NEUTRAL)
-            _put(out, "gpus", _get(est, "plan", "gpus"), "count", NEUTRAL)
-            _put(out, "plans_fitting", _get(doc, "search", "plans_fitting"), "count", NEUTRAL)
-        else:
-            out["plan"] = Metric(str(doc.get("plan")), "text", NEUTRAL)
-        if est:
-            _plan_estimate_metrics(est, out)
-    elif kind == "sweep":
-        _sweep_metrics(doc, out)
-    else:  # validation
-        for c in _get(doc, "validation", "components") or []:
-            if not isinstance(c, dict) or not c.get("name"):
-                continue
-            name, unit = str(c["name"]), "s" if c.get("unit") == "s" else "B"
-            err = _n(c.get("error"))
-            if err is not None:
-                out[f"error.{name}"] = Metric(abs(err), "ratio", WORSE_HIGHER, absolute=True)
-            _put(out, f"predicted.{name}", c.get("predicted"), unit, WORSE_HIGHER)
-            _put(out, f"measured.{name}", c.get("measured"), unit, WORSE_HIGHER)
-    return out
 
 
 # ---------------------------------------------------------------- comparison
@@ -314,23 +151,36 @@ def _check_pair(base: dict[str, Any], head: dict[str, Any], force: bool) -> list
 
 
 def _watched(requested: Iterable[str] | None, kind: str, base: dict[str, Metric],
-             head: dict[str, Metric], notes: list[str]) -> list[str]:
+             head: dict[str, Metric], notes: list[str], outside: Callable[[str], bool]) -> list[str]:
+    """The watched metric names. One BASE has and HEAD lacks is watched (it fails the gate as
+    ``missing``) unless ``outside`` says it belongs to a sweep point outside HEAD's grid; one
+    only HEAD has is noted and left out (nothing to compare it with)."""
     names = list(dict.fromkeys([*base, *head]))
+
+    def keep(name: str, out: list[str]) -> None:
+        if name in out:
+            return
+        if name not in head and outside(name):
+            notes.append(f"{name}: its point is not in HEAD's grid; not compared")
+        elif name not in base:
+            notes.append(f"{name} is only in HEAD: not compared")
+        else:
+            out.append(name)
+
+    out: list[str] = []
     if requested is None:
-        out = []
         for pattern in DEFAULT_METRICS[kind]:
             for name in names:
-                if fnmatch.fnmatchcase(name, pattern) and name not in out:
-                    if name in base and name in head:
-                        out.append(name)
-                    else:
-                        notes.append(f"{name} is only in {'BASE' if name in base else 'HEAD'}: "
-                                     "not compared")
+                if fnmatch.fnmatchcase(name, pattern):
+                    keep(name, out)
         # memory.static stands in for memory.peak only when there is no peak
         if "memory.peak" in out and "memory.static" in out:
             out.remove("memory.static")
+        if not out:
+            raise DocumentError(f"BASE has none of the metrics a {kind} diff watches by "
+                                f"default ({', '.join(DEFAULT_METRICS[kind])}); name them "
+                                "with --metrics")
         return out
-    out = []
     for pattern in requested:
         pattern = pattern.strip()
         if not pattern:
@@ -338,11 +188,6 @@ def _watched(requested: Iterable[str] | None, kind: str, base: dict[str, Metric]
         glob = any(ch in pattern for ch in "*?[")
         matches = [n for n in names if fnmatch.fnmatchcase(n, pattern)] if glob \
             else ([pattern] if pattern in names else [])
-        if glob:  # a pattern watches what both documents have
-            for name in [n for n in matches if n not in base or n not in head]:
-                notes.append(f"{name} is only in {'BASE' if name in base else 'HEAD'}: "
-                             "not compared")
-                matches.remove(name)
         if not matches:
             sample = ", ".join(dict.fromkeys(n.split("@")[0] + "@POINT" if "@" in n else n
                                              for n in names if not n.startswith("module:")))
@@ -350,15 +195,14 @@ def _watched(requested: Iterable[str] | None, kind: str, base: dict[str, Metric]
                                 f"documents; available: {sample} (and module:PATH:flops|params|"
                                 "activations_saved|time for analyses; POINT: a sweep's point, "
                                 "e.g. mem_bw=2x@gpus=16, or a glob such as 'step_time@*')")
-        for name in matches:
-            if name not in base or name not in head:
-                raise DocumentError(f"--metrics {name}: only in "
-                                    f"{'BASE' if name in base else 'HEAD'}; regenerate the "
-                                    "other document with the same options")
-            if name not in out:
-                out.append(name)
+        if not glob and pattern not in base:
+            raise DocumentError(f"--metrics {pattern}: only in HEAD; regenerate BASE with the "
+                                "options that give it")
+        for name in matches:  # a pattern watches what BASE has (HEAD-only names are noted)
+            keep(name, out)
     if not out:
-        raise DocumentError("--metrics: name at least one metric, e.g. step_time,memory.peak")
+        raise DocumentError("--metrics: name at least one metric BASE has, e.g. "
+                            "step_time,memory.peak")
     return out
 
 
@@ -369,13 +213,18 @@ def _row(name: str, b: Metric | None, h: Metric | None, watched: bool, threshold
     hv = h.value if h else None
     row = Row(name, bv, hv, ref.unit, ref.direction, None, None, watched, False, "same",
               ref.absolute)
+    if (b and b.invalid) or (h and h.invalid):  # no number where one belongs
+        row.base = b.invalid or bv if b else None
+        row.head = h.invalid or hv if h else None
+        row.status, row.regressed = "invalid", watched
+        return row
     if bv is None and hv is None:
         return row
     if b is None or bv is None:
         row.status = "new"
         return row
     if h is None or hv is None:
-        row.status = "gone"
+        row.status, row.regressed = ("missing", True) if watched else ("gone", False)
         return row
     if not isinstance(bv, float) or not isinstance(hv, float):
         row.status = "same" if bv == hv else "changed"
@@ -391,7 +240,7 @@ def _row(name: str, b: Metric | None, h: Metric | None, watched: bool, threshold
         row.status = "changed"
         return row
     size = abs(row.delta) if ref.absolute else abs(row.relative)
-    past = size > threshold + _EPS
+    past = ref.unit == "bool" or size > threshold + _EPS  # a yes turned no is no matter of size
     worse = ref.direction * row.delta > 0
     if past and worse:
         row.regressed = watched
@@ -421,6 +270,16 @@ def _sweep_notes(base: dict[str, Any], head: dict[str, Any]) -> list[str]:
     return notes
 
 
+def _outside_grid(base: dict[str, Any], head: dict[str, Any],
+                  hm: dict[str, Metric]) -> Callable[[str], bool]:
+    """Whether a metric of BASE belongs to a sweep point HEAD's grid does not have (sweeps over
+    different grids are compared on the points both have); never for other kinds."""
+    if base["kind"] != "sweep" or base.get("axes") == head.get("axes"):
+        return lambda name: False
+    points = {n.split("@", 1)[1] for n in hm if n.startswith("fits@")}
+    return lambda name: "@" in name and name.split("@", 1)[1] not in points
+
+
 def diff_documents(base: dict[str, Any], head: dict[str, Any], *,
                    fail_above: float | str = DEFAULT_THRESHOLD,
                    metrics: Iterable[str] | None = None, force: bool = False) -> DiffResult:
@@ -430,7 +289,8 @@ def diff_documents(base: dict[str, Any], head: dict[str, Any], *,
     if base["kind"] == "sweep":
         notes += _sweep_notes(base, head)
     bm, hm = metrics_of(base), metrics_of(head)
-    watched = _watched(metrics, base["kind"], bm, hm, notes)
+    outside = _outside_grid(base, head, hm)
+    watched = _watched(metrics, base["kind"], bm, hm, notes, outside)
     names = list(dict.fromkeys([*watched, *bm, *hm]))
     rows = [_row(n, bm.get(n), hm.get(n), n in watched, threshold) for n in names]
     return DiffResult(kind=base["kind"], base_model=model_title(base),
@@ -448,9 +308,9 @@ def format_value(value, unit: str) -> str:
     return {"s": fmt.seconds, "B": fmt.nbytes, "FLOP": lambda v: fmt.si(v, "FLOP"),
             "bool": lambda v: "yes" if v else "no",
             "count": fmt.count, "ratio": lambda v: fmt.percent(v, 2),
-            "tokens/s": lambda v: fmt.si(v, "tok/s"), "J": lambda v: f"{v:.4g} J",
-            "tokens/J": lambda v: f"{v:.4g} tok/J", "elasticity": lambda v: f"{v:+.3f}",
-            "$": lambda v: f"${v:.4g}"}.get(unit, fmt.number)(value)
+            "tokens/s": lambda v: f"{fmt.si(v)} tok/s", "J": lambda v: fmt.si(v, "J", 4),
+            "tokens/J": lambda v: f"{fmt.si(v, digits=4)} tok/J", "elasticity": lambda v: f"{v:+.3f}",
+            "$": lambda v: fmt.usd(v, 4)}.get(unit, fmt.number)(value)
 
 
 def format_delta(row: Row) -> str:
@@ -459,36 +319,56 @@ def format_delta(row: Row) -> str:
     if row.unit == "ratio":
         return f"{100 * row.delta:+.2f} pt"
     if row.unit == "bool":
-        return "now yes" if row.delta > 0 else "now no"
+        return "-" if row.delta == 0 else ("now yes" if row.delta > 0 else "now no")
     text = format_value(abs(row.delta), row.unit)
     return ("+" if row.delta > 0 else "-") + text if row.delta else "0"
 
 
 def format_change(row: Row) -> str:
+    if row.unit == "bool":  # a yes/no has no relative change
+        return "-"
     return fmt.signed_percent(row.relative) if row.relative is not None else "-"
 
 
+def _plural(n: int) -> str:
+    return f"{n} watched metric{'s' if n > 1 else ''}"
+
+
 def summary(result: DiffResult) -> str:
-    """One line: what regressed, or that nothing did."""
+    """One line: what failed the gate (regressed past the threshold, missing from HEAD, not a
+    number), or that nothing did."""
     pct = f"{100 * result.threshold:g}%"
     bad = result.regressions
-    if bad:
+    if not bad:
+        return (f"no watched metric regressed past {pct} "
+                f"(watched: {', '.join(result.watched) or 'none'})")
+    parts = []
+    worse = [r for r in bad if r.status == "regressed"]
+    if worse:
         items = ", ".join(f"{r.metric} ({format_delta(r) if r.absolute else format_change(r)})"
-                          for r in bad)
-        return (f"{len(bad)} watched metric{'s' if len(bad) > 1 else ''} regressed past {pct}: "
-                f"{items}")
-    return (f"no watched metric regressed past {pct} "
-            f"(watched: {', '.join(result.watched) or 'none'})")
+                          for r in worse)
+        parts.append(f"{_plural(len(worse))} regressed past {pct}: {items}")
+    missing = [r.metric for r in bad if r.status == "missing"]
+    if missing:
+        parts.append(f"{_plural(len(missing))} missing from HEAD: {', '.join(missing)}")
+    invalid = [r for r in bad if r.status == "invalid"]
+    if invalid:
+        items = ", ".join(f"{r.metric} (BASE {format_value(r.base, r.unit)}, HEAD "
+                          f"{format_value(r.head, r.unit)})" for r in invalid)
+        parts.append(f"{_plural(len(invalid))} not a number: {items}")
+    return "; ".join(parts)
 
 
-STATUS_TEXT = {"regressed": "regressed", "worse": "worse", "improved": "improved",
-               "within": "within", "changed": "changed", "same": "", "new": "new",
-               "gone": "gone"}
-STATUS_LEGEND = ("regressed: a watched metric worse past the threshold; worse: an unwatched "
-                 "one; within: changed by less than the threshold; changed: a metric without "
-                 "a better direction; new/gone: in HEAD/BASE only")
-_ORDER = {"regressed": 0, "worse": 1, "improved": 2, "within": 3, "changed": 4, "new": 5,
-          "gone": 6, "same": 7}
+STATUS_TEXT = {"regressed": "regressed", "missing": "missing", "invalid": "invalid",
+               "worse": "worse", "improved": "improved", "within": "within",
+               "changed": "changed", "same": "", "new": "new", "gone": "gone"}
+STATUS_LEGEND = ("regressed: a watched metric worse past the threshold; missing: a watched "
+                 "metric HEAD lacks; invalid: no number where one belongs (all three fail); "
+                 "worse: an unwatched metric worse; within: changed by less than the "
+                 "threshold; changed: a metric without a better direction; new/gone: in "
+                 "HEAD/BASE only")
+_ORDER = {"regressed": 0, "missing": 0, "invalid": 0, "worse": 1, "improved": 2, "within": 3,
+          "changed": 4, "new": 5, "gone": 6, "same": 7}
 
 
 def other_changes(result: DiffResult) -> list[Row]:

@@ -1,6 +1,6 @@
 """Reading result documents (``analyze``/``plan``/``estimate``/``validate``/``sweep`` ``-o``)
-and Chrome traces (``--timeline``): the only I/O of the report package. Everything else takes
-the dicts.
+and Chrome traces (``--timeline``), each checked against its schema (``schema``): the only I/O
+of the report package. Everything else takes the checked dicts.
 """
 
 from __future__ import annotations
@@ -10,79 +10,51 @@ from pathlib import Path
 from typing import Any
 
 from archcost.errors import DocumentError
+from archcost.report import schema
+from archcost.report.schema import KINDS
 
 __all__ = ["KINDS", "load_document", "load_trace", "check_document", "check_trace",
            "chosen_estimate", "model_title", "sweep_keys", "point_label"]
 
-KINDS = ("analysis", "plan", "estimate", "validation", "sweep")
-_WRITTEN_BY = {"analysis": "archcost analyze -o", "plan": "archcost plan -o",
-               "estimate": "archcost estimate -o", "validation": "archcost validate -o",
-               "sweep": "archcost sweep -o"}
 
-
-def _read_json(path: Path | str, what: str) -> Any:
+def _read_json(path: Path | str, what: str, fix: str) -> Any:
     p = Path(path)
     if not p.is_file():
         raise DocumentError(f"{p}: no such file; give the {what} written with -o")
     try:
         text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise DocumentError(f"{p}: cannot read it ({exc}); give the {what} written with "
-                            "-o") from None
+        raise DocumentError(f"{p}: cannot read it ({exc}); {fix}") from None
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise DocumentError(f"{p}: not JSON ({exc.msg} at line {exc.lineno}); give the "
-                            f"{what} written with -o") from None
+        raise DocumentError(f"{p}: not JSON ({exc.msg}: line {exc.lineno} column "
+                            f"{exc.colno}); {fix}") from None
 
 
-def check_document(doc: Any, where: str = "document") -> dict[str, Any]:
-    """``doc`` if it is a result document of a kind reports read; DocumentError otherwise."""
-    if not isinstance(doc, dict):
-        raise DocumentError(f"{where}: a result document is a JSON object; this is a "
-                            f"{type(doc).__name__}")
-    kind = doc.get("kind")
-    if kind not in KINDS:
-        raise DocumentError(f"{where}: kind {kind!r} is not a result document; give one "
-                            f"written by {', '.join(_WRITTEN_BY.values())}")
-    version = doc.get("schema_version")
-    if not isinstance(version, int) or isinstance(version, bool):
-        raise DocumentError(f"{where}: no integer schema_version; regenerate it with "
-                            f"{_WRITTEN_BY[kind]}")
-    if not isinstance(doc.get("model"), dict):
-        raise DocumentError(f"{where}: no model section; regenerate it with "
-                            f"{_WRITTEN_BY[kind]}")
-    if kind == "sweep":
-        axes, points = doc.get("axes"), doc.get("points")
-        if not isinstance(axes, list) or not isinstance(points, list) or not points \
-                or not all(isinstance(a, dict) and "key" in a for a in axes) \
-                or not all(isinstance(p, dict) and isinstance(p.get("point"), dict)
-                           for p in points):
-            raise DocumentError(f"{where}: a sweep without its grid (axes and points); "
-                                f"regenerate it with {_WRITTEN_BY[kind]}")
-    return doc
+def check_document(doc: Any, where: str = "document", fix: str | None = None) -> dict[str, Any]:
+    """``doc`` if it is a result document matching its kind's schema; DocumentError (one line
+    naming ``where``, the JSON path, what was expected and the fix) otherwise."""
+    return schema.check(doc, where, fix)
 
 
-def load_document(path: Path | str) -> dict[str, Any]:
-    """The result document at ``path``, checked (DocumentError names the file and the fix)."""
-    return check_document(_read_json(path, "result document"), str(path))
+def load_document(path: Path | str, fix: str | None = None) -> dict[str, Any]:
+    """The result document at ``path``, checked against its schema (DocumentError names the
+    file, the first offending field and the fix; ``fix`` replaces the default advice)."""
+    default = "give a result document written by archcost analyze, plan, estimate, validate " \
+              "or sweep -o (a cut-off file: write it again)"
+    return check_document(_read_json(path, "result document", fix or default), str(path), fix)
 
 
 def check_trace(trace: Any, where: str = "trace") -> dict[str, Any]:
-    """A Chrome trace (object with ``traceEvents``, or the bare event array) as an object."""
-    if isinstance(trace, list):
-        trace = {"traceEvents": trace}
-    if not isinstance(trace, dict) or not isinstance(trace.get("traceEvents"), list):
-        raise DocumentError(f"{where}: not a Chrome trace (no traceEvents list); give the file "
-                            "written by archcost plan/estimate --timeline")
-    if not any(isinstance(e, dict) and e.get("ph") == "X" for e in trace["traceEvents"]):
-        raise DocumentError(f"{where}: the trace has no complete ('X') events to draw; give the "
-                            "file written by archcost plan/estimate --timeline")
-    return trace
+    """A Chrome trace (object with ``traceEvents``, or the bare event array) as an object,
+    checked against the trace schema."""
+    return schema.check_trace(trace, where)
 
 
 def load_trace(path: Path | str) -> dict[str, Any]:
-    return check_trace(_read_json(path, "Chrome trace"), str(path))
+    fix = "give the file written by archcost plan/estimate --timeline"
+    return check_trace(_read_json(path, "Chrome trace", fix), str(path))
 
 
 def chosen_estimate(doc: dict[str, Any]) -> dict[str, Any] | None:

@@ -1,4 +1,4 @@
-"""Which plots a document gets, and their data (drawn by ``svg``):
+"""Which plots a document gets, and their data (drawn by ``svg``, ``gantt`` and ``heatmap``):
 
 - analysis: roofline of the op classes (with ``--hardware``), memory breakdown, time (or FLOPs)
   by phase, by module and by op class
@@ -8,8 +8,8 @@
 - validation: predicted against measured, times and bytes
 - sweep: step time against each varied parameter (one line per combination of the other
   parameters, or the fastest, median and slowest of them when there are more than
-  ``MAX_SERIES``; categorical x axes for names), a heatmap of step time when exactly two
-  parameters vary, step time by component at every point, the sensitivity (signed
+  ``MAX_SERIES``; bars from zero, one per value, when the values are names), a heatmap of
+  step time when exactly two parameters vary, step time by component at every point, the sensitivity (signed
   elasticities, sorted), tokens per joule and dollars per million tokens per point
 
 A plot is ``(id, svg_figure)``; ids are stable (tests and anchors use them).
@@ -24,17 +24,10 @@ from typing import Any
 
 from archcost.report import fmt
 from archcost.report.document import chosen_estimate, point_label, sweep_keys
-from archcost.report.svg import (
-    PALETTE,
-    Axis,
-    Line,
-    Point,
-    gantt_chart,
-    hbar_chart,
-    heatmap_chart,
-    scatter_chart,
-    signed_bar_chart,
-)
+from archcost.report.frame import PALETTE, Axis
+from archcost.report.gantt import gantt_chart
+from archcost.report.heatmap import heatmap_chart
+from archcost.report.svg import Line, Point, hbar_chart, scatter_chart, signed_bar_chart
 from archcost.report.tables import short_plan
 from archcost.report.timeline import Timeline, from_estimate
 
@@ -85,26 +78,27 @@ def _roofline(est: dict[str, Any], model: str) -> str | None:
     for c in drawn:
         share = _n(c.get("share")) or 0.0
         bound = str(c.get("bound", "none"))
-        tip = (f"{c.get('class')}: {c['arithmetic_intensity']:.3g} FLOP/B, "
+        tip = (f"{c.get('class')}: {fmt.sig(c['arithmetic_intensity'])} FLOP/B, "
                f"{fmt.si(c['achieved_flops_per_s'], 'FLOP/s')} achieved, "
                f"{fmt.seconds(c.get('seconds'))} ({fmt.percent(share)} of the step), {bound}-bound")
         points.append(Point(float(c["arithmetic_intensity"]), float(c["achieved_flops_per_s"]),
                             str(c.get("class")), _BOUND_COLORS.get(bound, "#9c9c9c"),
                             4.0 + 10.0 * math.sqrt(max(share, 0.0)), tip, show=True))
+    points.sort(key=lambda p: -p.r)  # the largest shares drawn, and labelled, first
     lines = [Line([xlo, ridge], [bw * xlo, peak], f"memory roof {fmt.si(bw, 'B/s')}", "#555",
                   "6,3"),
              Line([ridge, xhi], [peak, peak], f"compute roof {fmt.si(peak, 'FLOP/s')}", "#111")]
     bounds = list(dict.fromkeys(str(c.get("bound", "none")) for c in drawn))
     sub = (f"op classes on {est.get('hardware', '?')}; point area ~ share of step time; "
-           f"ridge at {ridge:.3g} FLOP/B")
+           f"ridge at {fmt.sig(ridge)} FLOP/B")
     if skipped:
         sub += f"; not drawn (no FLOPs): {', '.join(str(c.get('class')) for c in skipped)}"
     return scatter_chart(
         "roofline", f"Roofline: {model}", points,
-        Axis("arithmetic intensity (FLOP/byte)", lambda v: f"{v:g}", log=True, lo=xlo, hi=xhi),
+        Axis("arithmetic intensity (FLOP/byte)", fmt.sig, log=True, lo=xlo, hi=xhi),
         Axis("achieved (FLOP/s)", lambda v: fmt.si(v, "FLOP/s"), log=True, lo=ylo,
              hi=peak * 2),
-        lines=lines, legend=[(f"{b}-bound", _BOUND_COLORS.get(b, "#9c9c9c")) for b in bounds],
+        lines=lines, legend_items=[(f"{b}-bound", _BOUND_COLORS.get(b, "#9c9c9c")) for b in bounds],
         subtitle=sub)
 
 
@@ -272,7 +266,7 @@ def _pareto(doc: dict[str, Any]) -> str | None:
         "pareto", "Pareto front of the searched plans", points,
         Axis("step time (s)", fmt.seconds, log=logx, zero=False),
         Axis("memory per GPU (bytes)", fmt.nbytes, log=logy, zero=False, binary=True),
-        legend=legend,
+        legend_items=legend,
         subtitle="plans no other beats on step time, memory per GPU and GPU count; colour and "
                  "size: GPUs")
 
@@ -359,7 +353,6 @@ def _validation(doc: dict[str, Any], tl: Timeline | None) -> list[tuple[str, str
 
 MAX_SERIES = 6  # lines per step-time plot before the other axes are summarised
 MAX_BARS = 60  # grid points in the per-point bar charts
-WIDTH_PLOT = 640  # about the width of a plot's drawing area (svg.WIDTH less the margins)
 _COUNT_UNITS = {"gpus": "GPUs", "scaleup_domain": "GPUs", "gpus_per_node": "GPUs",
                 "seq_len": "tokens", "gbs": "sequences"}
 _QUANTITY_UNITS = {"flops_rate": "FLOP/s", "bytes": "B", "bandwidth": "B/s", "time": "s",
@@ -368,12 +361,12 @@ _DESCRIPTIONS = {"cluster": "cluster profile (NAME or NAME+GPU)"}
 _PLAIN = re.compile(r"^\s*[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?\s*$")
 
 
-def sweep_x_axis(key: str, labels: list[str]) -> tuple[list[float], Axis, bool]:
-    """Positions of a swept parameter's values on an x axis, the axis, and whether it is
-    numeric. Multipliers (``2x``), counts and quantities with units (``1.8TB/s``) are placed
-    at their value (log scale when they span a factor of 4 or more), ticks at the swept
-    values labelled as written; anything else (GPU, cluster or dtype names, mixed forms) is
-    categorical, one slot per value in sweep order."""
+def sweep_x_axis(key: str, labels: list[str]) -> tuple[list[float], Axis] | None:
+    """Positions of a swept parameter's values on an x axis and the axis, or None when the
+    values are names. Multipliers (``2x``), counts and quantities with units (``1.8TB/s``)
+    are placed at their value (log scale when they span a factor of 4 or more), ticks at the
+    swept values labelled as written; anything else (GPU, cluster or dtype names, mixed
+    forms) is categorical: drawn as bars, one per value in sweep order, not as a line."""
     from archcost.sweep.axes import AXES
 
     kind, desc = AXES.get(key, ("", ""))
@@ -398,7 +391,7 @@ def sweep_x_axis(key: str, labels: list[str]) -> tuple[list[float], Axis, bool]:
         text = dict(zip(values, labels))
 
         def label_of(v: float) -> str:
-            return text.get(v, f"{v:g}")
+            return text.get(v, fmt.number(v))
 
         lo, hi = min(values), max(values)
         if lo > 0 and hi / lo >= 4:
@@ -408,17 +401,8 @@ def sweep_x_axis(key: str, labels: list[str]) -> tuple[list[float], Axis, bool]:
             pad = 0.08 * ((hi - lo) or abs(lo) or 1.0)
             axis = Axis(f"{name} ({unit})" if unit else name, label_of, lo=lo - pad,
                         hi=hi + pad, zero=False, ticks=values)
-        return values, axis, True
-    n = len(labels)
-    width = max(int((WIDTH_PLOT / max(n, 1)) / 6.6) - 1, 3)
-
-    def category(v: float) -> str:
-        i = int(round(v))
-        text = labels[i] if 0 <= i < n else ""
-        return text if len(text) <= width else text[: width - 1] + "\u2026"
-
-    return [float(i) for i in range(n)], Axis(name, category, lo=-0.5, hi=n - 0.5, zero=False,
-                                              ticks=[float(i) for i in range(n)]), False
+        return values, axis
+    return None
 
 
 def _step_axis(times: list[float], label: str = "step time (s)") -> Axis:
@@ -468,49 +452,68 @@ def _plot_id(prefix: str, key: str, used: set[str]) -> str:
     return pid
 
 
-def _step_against(doc: dict[str, Any], used: set[str]) -> list[tuple[str, str]]:
-    """Step time against each varied parameter."""
+def _series_against(keys, labels, by, a: int
+                    ) -> tuple[list[tuple[str, list[float | None], list[str]]], str]:
+    """Step times along axis ``a``: one series per combination of the other axes (or their
+    fastest, median and slowest past ``MAX_SERIES``), each (name, times, plan tips), and the
+    subtitle saying which."""
     import itertools
 
+    others = [i for i in range(len(keys)) if i != a]
+    combos = list(itertools.product(*[labels[i] for i in others]))
+    n = len(labels[a])
+
+    def at(combo, j):
+        full = [""] * len(keys)
+        for i, v in zip(others, combo):
+            full[i] = v
+        full[a] = labels[a][j]
+        return by.get(tuple(full))
+
+    series: list[tuple[str, list[float | None], list[str]]] = []
+    if len(combos) <= MAX_SERIES:
+        for combo in combos:
+            name = ", ".join(f"{keys[i]}={v}" for i, v in zip(others, combo)) or "step time"
+            series.append((name, [_time(at(combo, j)) for j in range(n)],
+                           [short_plan((at(combo, j) or {}).get("plan") or "no plan fits")
+                            for j in range(n)]))
+        sub = ("one series per combination of the other parameters" if others
+               else "the best plan at every point")
+        missing = sum(1 for _, ts, _ in series for t in ts if t is None)
+        if missing:
+            sub += f"; {missing} point{'s' if missing > 1 else ''} where no plan fits not drawn"
+        return series, sub
+    rows: dict[str, list[float | None]] = {"fastest": [], "median": [], "slowest": []}
+    for j in range(n):
+        ts = sorted(t for t in (_time(at(c, j)) for c in combos) if t is not None)
+        rows["fastest"].append(ts[0] if ts else None)
+        rows["median"].append(statistics.median(ts) if ts else None)
+        rows["slowest"].append(ts[-1] if ts else None)
+    sub = (f"{len(combos)} combinations of the other parameters: fastest, median and slowest "
+           "at each value")
+    if any(_time(at(c, j)) is None for c in combos for j in range(n)):
+        sub += " (of those where a plan fits)"
+    return [(name, ts, [""] * n) for name, ts in rows.items()], sub
+
+
+def _step_against(doc: dict[str, Any], used: set[str]) -> list[tuple[str, str]]:
+    """Step time against each varied parameter: points joined by lines along a numeric axis;
+    bars from zero, one per value, along names (GPUs, clusters, dtypes)."""
     keys, labels, by = _grid(doc)
     out = []
     for a, key in enumerate(keys):
-        xs, xaxis, numeric = sweep_x_axis(key, labels[a])
-        others = [i for i in range(len(keys)) if i != a]
-        combos = list(itertools.product(*[labels[i] for i in others]))
-
-        def at(combo, j, a=a, others=others):
-            full = [""] * len(keys)
-            for i, v in zip(others, combo):
-                full[i] = v
-            full[a] = labels[a][j]
-            return by.get(tuple(full))
-
-        series: list[tuple[str, list[float | None], list[str]]] = []
-        if len(combos) <= MAX_SERIES:
-            for combo in combos:
-                name = ", ".join(f"{keys[i]}={v}" for i, v in zip(others, combo)) or "step time"
-                ts = [_time(at(combo, j)) for j in range(len(xs))]
-                tips = [short_plan((at(combo, j) or {}).get("plan") or "no plan fits")
-                        for j in range(len(xs))]
-                series.append((name, ts, tips))
-            sub = ("one line per combination of the other parameters" if others
-                   else "the best plan at every point")
-        else:
-            rows = {"fastest": [], "median": [], "slowest": []}
-            for j in range(len(xs)):
-                ts = sorted(t for t in (_time(at(c, j)) for c in combos) if t is not None)
-                rows["fastest"].append(ts[0] if ts else None)
-                rows["median"].append(statistics.median(ts) if ts else None)
-                rows["slowest"].append(ts[-1] if ts else None)
-            series = [(name, ts, [""] * len(ts)) for name, ts in rows.items()]
-            sub = (f"{len(combos)} combinations of the other parameters: fastest, median and "
-                   "slowest at each value")
-            if any(_time(at(c, j)) is None for c in combos for j in range(len(xs))):
-                sub += " (of those where a plan fits)"
-        missing = sum(1 for _, ts, _ in series for t in ts if t is None)
-        if missing and len(combos) <= MAX_SERIES:
-            sub += f"; {missing} point{'s' if missing > 1 else ''} where no plan fits not drawn"
+        series, sub = _series_against(keys, labels, by, a)
+        if not any(t is not None for _, ts, _ in series for t in ts):
+            continue
+        pid = _plot_id("step", key, used)
+        title = f"Step time against {key}"
+        placed = sweep_x_axis(key, labels[a])
+        if placed is None:
+            out.append((pid, hbar_chart(
+                pid, title, labels[a], [(name, ts) for name, ts, _ in series],
+                _seconds_axis("step time (s)"), subtitle=f"{key}: {sub}")))
+            continue
+        xs, xaxis = placed
         points, lines, legend = [], [], []
         for s, (name, ts, tips) in enumerate(series):
             color = PALETTE[s % len(PALETTE)]
@@ -524,18 +527,14 @@ def _step_against(doc: dict[str, Any], used: set[str]) -> list[tuple[str, str]]:
                     continue
                 segment[0].append(xs[j])
                 segment[1].append(t)
-                tip = f"{key}={labels[a][j]}" + (f", {name}" if others else "") + \
+                tip = f"{key}={labels[a][j]}" + (f", {name}" if len(keys) > 1 else "") + \
                     f": {fmt.seconds(t)}" + (f" ({tips[j]})" if tips[j] else "")
                 points.append(Point(xs[j], t, "", color, 4.5, tip))
             if len(segment[0]) > 1:
                 lines.append(Line(*segment, color=color))
-        if not points:
-            continue
-        pid = _plot_id("step", key, used)
         out.append((pid, scatter_chart(
-            pid, f"Step time against {key}", points, xaxis,
-            _step_axis([p.y for p in points]), lines=lines,
-            legend=legend if len(series) > 1 or others else [], subtitle=sub,
+            pid, title, points, xaxis, _step_axis([p.y for p in points]), lines=lines,
+            legend_items=legend if len(series) > 1 or len(keys) > 1 else [], subtitle=sub,
             height=380)))
     return out
 
@@ -590,7 +589,7 @@ def _sensitivity(doc: dict[str, Any], keys: list[str]) -> str | None:
         [r for r, _ in rows], [e for _, e in rows],
         Axis("elasticity d ln(step time) / d ln(resource) (dimensionless)",
              lambda v: f"{v:+.3g}" if v else "0"),
-        legend=("more of it: faster", "more of it: slower"),
+        legend_names=("more of it: faster", "more of it: slower"),
         subtitle=f"plan fixed: {short_plan(sens.get('plan') or '?')}; -1: step time halves "
                  "when the resource doubles")
 
@@ -620,13 +619,13 @@ def _sweep(doc: dict[str, Any]) -> list[tuple[str, str]]:
                      ("tokens-per-joule", _per_point(
                          doc, keys, "tokens_per_joule", "tokens-per-joule",
                          "Tokens per joule at every point",
-                         Axis("tokens per joule (tokens/J)", lambda v: f"{v:.3g}"),
+                         Axis("tokens per joule (tokens/J)", lambda v: fmt.si(v)),
                          "energy: GPUs between idle and TDP as they compute, plus node "
                          "overhead; higher is better")),
                      ("usd-per-million-tokens", _per_point(
                          doc, keys, "usd_per_million_tokens", "usd-per-million-tokens",
                          "Cost per million tokens at every point",
-                         Axis("cost per million tokens ($)", lambda v: f"${v:.3g}"),
+                         Axis("cost per million tokens ($)", fmt.usd),
                          "price per GPU-hour times GPU-hours; lower is better"))):
         if svg:
             out.append((pid, svg))

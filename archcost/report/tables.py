@@ -119,9 +119,10 @@ def _analysis(doc: dict[str, Any], rep: Report) -> None:
     for key in ("read", "written"):
         v = _get(t, "bytes", key)
         if v is not None:
-            rows.append([f"bytes {key}", fmt.si(v, "B"), fmt.count(v)])
+            rows.append([f"bytes {key}", fmt.nbytes(v), fmt.count(v)])
     if "arithmetic_intensity" in t:
-        rows.append(["arithmetic intensity", f"{_num(t['arithmetic_intensity']):.3g} FLOP/B", ""])
+        rows.append(["arithmetic intensity", f"{fmt.sig(_num(t['arithmetic_intensity']))} FLOP/B",
+                     ""])
     rep.add(Table("totals", "Totals", ["quantity", "value", "exact"], rows))
 
     flops = t.get("flops") or {}
@@ -170,7 +171,7 @@ def _analysis(doc: dict[str, Any], rep: Report) -> None:
                          f"{est['ops_compute_bound']} / {est.get('ops_memory_bound', '?')}"])
         ridge = _get(est, "roofline", "ridge_point_flop_per_byte")
         if ridge is not None:
-            rows.append(["ridge point", f"{_num(ridge):.3g} FLOP/B"])
+            rows.append(["ridge point", f"{fmt.sig(_num(ridge))} FLOP/B"])
         comps = est.get("components") or {}
         for key, label, f in (("C_compute_s", "C: compute time", fmt.seconds),
                               ("S_peak_bytes", "S: peak memory", fmt.nbytes),
@@ -219,8 +220,8 @@ def _analysis(doc: dict[str, Any], rep: Report) -> None:
     for c in doc.get("op_classes") or []:
         moved = _num(c.get("bytes_read")) + _num(c.get("bytes_written"))
         row = [str(c.get("class")), fmt.count(c.get("ops")), fmt.si(c.get("flops"), "FLOP"),
-               fmt.percent(c.get("flops_share")), fmt.si(moved, "B"),
-               f"{_num(c.get('flops')) / moved:.3g}" if moved else "-"]
+               fmt.percent(c.get("flops_share")), fmt.nbytes(moved),
+               fmt.sig(_num(c.get("flops")) / moved) if moved else "-"]
         if est_class:
             e = est_class.get(c.get("class"), {})
             row += [fmt.seconds(e.get("seconds")), fmt.percent(e.get("share")),
@@ -322,9 +323,9 @@ def _summary_rows(est: dict[str, Any]) -> list[list[str]]:
             ["fits", "yes" if est.get("fits") else "no"]]
     eco = est.get("economics") or {}
     if eco.get("joules_per_token") is not None:
-        rows.append(["energy per token", f"{_num(eco['joules_per_token']):.3g} J"])
+        rows.append(["energy per token", fmt.si(_num(eco["joules_per_token"]), "J")])
     if eco.get("usd_per_million_tokens") is not None:
-        rows.append(["cost per million tokens", f"${_num(eco['usd_per_million_tokens']):.3g}"])
+        rows.append(["cost per million tokens", fmt.usd(_num(eco["usd_per_million_tokens"]))])
     return rows
 
 
@@ -456,7 +457,7 @@ def _sweep_facts(doc: dict[str, Any]) -> list[tuple[str, str]]:
     fit = fitting_points(doc)
     grid = f"{len(points)} points, {len(fit)} with a plan that fits"
     if _num(doc.get("seconds")):
-        grid += f", searched in {_num(doc['seconds']):.3g} s"
+        grid += f", searched in {fmt.seconds(_num(doc['seconds']))}"
     facts.append(("grid", grid))
     best = fastest_point(doc)
     if best:
@@ -482,8 +483,8 @@ def _sweep(doc: dict[str, Any], rep: Report) -> None:
         rows.append(vals + [fmt.seconds(p.get("step_time_s")), fmt.si(p.get("tokens_per_s")),
                             fmt.percent(p.get("mfu")), fmt.nbytes(p.get("peak_per_gpu_bytes")),
                             "-" if p.get("tokens_per_joule") is None
-                            else f"{_num(p['tokens_per_joule']):.3g}",
-                            *([("-" if usd is None else f"${_num(usd):.3g}")] if priced else []),
+                            else fmt.si(_num(p["tokens_per_joule"])),
+                            *([fmt.usd(usd)] if priced else []),
                             str(p.get("bottleneck", "-")).replace("_", " "),
                             short_plan(p.get("plan") or "-")])
     best = fastest_point(doc)

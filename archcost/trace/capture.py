@@ -32,7 +32,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_map
 from torch.utils.weak import WeakIdKeyDictionary
 
-from archcost.errors import TraceError
+from archcost.errors import ArchcostError, ModelFileError, TraceError
 from archcost.loader import ModelSpec
 from archcost.runtime import SelectiveRecompute
 from archcost.trace.fake import quiet_fake_tensor_log, to_fake
@@ -373,8 +373,12 @@ def capture_step(
                 say("tracing the optimizer step")
                 st.phase = Phase.OPTIMIZER
                 opt_bytes, master_bytes = optimizer_step(st, params_by_name, precision, optimizer)
-        except TraceError:
+        except ArchcostError:
             raise
+        except SystemExit as exc:  # the model's forward (or a hook) ended the process
+            raise ModelFileError(f"{spec.path.name}: the training step called sys.exit("
+                                 f"{exc.code!r}); a model must not end the process: remove "
+                                 "the call") from None
         except Exception as exc:
             raise _explain(exc, spec, batch_size, seq_len) from exc
         finally:

@@ -4,7 +4,9 @@ Node attributes (per occurrence; ``count`` says how many occurrences a node stan
 ``op``, ``overload``, ``phase``, ``module``, ``op_class``, ``flops``, ``bytes_read``,
 ``bytes_written``, ``out_bytes``, ``out_shapes``, ``out_dtypes``, ``has_rule``, ``count``,
 ``repeat_group``, ``index`` (execution order), ``uses_storage_of`` (the nodes that allocated
-the storages this op reads, views and in-place results followed to their allocation).
+the storages this op reads, views and in-place results followed to their allocation),
+``attention_shape`` ([head dim, query length, key length, causal, backward] of attention ops,
+what an attention kernel's table is read by; [] for other ops).
 Edge attributes: ``bytes``, ``dtype``, ``shape`` of the tensor flowing from producer to consumer.
 
 The graph is the single source of truth about the model for every later stage; nothing re-traces.
@@ -13,14 +15,14 @@ The graph is the single source of truth about the model for every later stage; n
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import networkx as nx
 
 from archcost.trace.records import OpRecord, iter_tensors
 from archcost.trace.rules import op_cost
+from archcost.trace.rules_attention import attention_geometry
 
-__all__ = ["build_graph", "expand_repeats", "export_graph"]
+__all__ = ["build_graph", "expand_repeats", "graph_text"]
 
 _IN_PLACE_SUFFIX = "_"
 
@@ -56,6 +58,7 @@ def build_graph(records: list[OpRecord], graph_attrs: dict | None = None) -> nx.
             index=rec.index,
             uses_storage_of=uses,
             held_by_caller=bool(rec.extra.get("held_by_caller", False)),
+            attention_shape=attention_geometry(rec),
         )
         seen: set[int] = set()
         for t in iter_tensors((rec.args, rec.kwargs)):
@@ -126,27 +129,23 @@ def expand_repeats(g: nx.DiGraph, groups: dict[str, dict]) -> nx.DiGraph:
     return out
 
 
-def export_graph(g: nx.DiGraph, path: Path) -> None:
-    """Write the graph as GraphML (``.graphml``) or node-link JSON (``.json``), atomically."""
-    from archcost.io import atomic_write_text
-
-    suffix = path.suffix.lower()
+def graph_text(g: nx.DiGraph, suffix: str) -> str:
+    """The graph as GraphML (``.graphml``) or node-link JSON (``.json``) text."""
+    suffix = suffix.lower()
     if suffix == ".json":
         data = nx.node_link_data(g, edges="edges")
-        atomic_write_text(path, json.dumps(data, indent=1, default=str))
-    elif suffix == ".graphml":
+        return json.dumps(data, indent=1, default=str)
+    if suffix == ".graphml":
         flat = nx.DiGraph()
         flat.graph.update({k: _scalar(v) for k, v in g.graph.items()})
         for nid, data in g.nodes(data=True):
             flat.add_node(nid, **{k: _scalar(v) for k, v in data.items()})
         for u, v, data in g.edges(data=True):
             flat.add_edge(u, v, **{k: _scalar(v) for k, v in data.items()})
-        text = "\n".join(nx.generate_graphml(flat))
-        atomic_write_text(path, text)
-    else:
-        from archcost.errors import ConfigError
+        return "\n".join(nx.generate_graphml(flat))
+    from archcost.errors import ConfigError
 
-        raise ConfigError(f"--graph {path}: unknown format; name the file .graphml or .json")
+    raise ConfigError(f"--graph: unknown format {suffix!r}; name the file .graphml or .json")
 
 
 def _scalar(v):

@@ -121,12 +121,15 @@ def _dims(rec: OpRecord, kernel: _Kernel) -> tuple[int, int, int, int, int, int]
     return b, hq, sq, sk, dq, dv
 
 
+def _is_causal(rec: OpRecord, kernel: _Kernel) -> bool:
+    if kernel.causal == "custom_mask_type":
+        return int(arg(rec, "custom_mask_type", 0) or 0) != 0
+    return bool(arg(rec, "is_causal", False))
+
+
 def _kept_fraction(rec: OpRecord, kernel: _Kernel, sk: int) -> tuple[int, int]:
     """(numerator, denominator) of the score matrix a mask keeps: 1/1, causal 1/2, or a window."""
-    if kernel.causal == "custom_mask_type":
-        causal = int(arg(rec, "custom_mask_type", 0) or 0) != 0
-    else:
-        causal = bool(arg(rec, "is_causal", False))
+    causal = _is_causal(rec, kernel)
     if kernel.window:
         left = arg(rec, "window_size_left")
         right = 0 if causal else arg(rec, "window_size_right")
@@ -149,6 +152,19 @@ def attention_slices(op: str, out_shape) -> int:
     if entry[0].varlen and b == 1:  # (1, total, H, D) may pack many sequences: unknown
         return 0
     return int(b * (x if entry[0].layout == "bhsd" else y))
+
+
+def attention_geometry(rec: OpRecord) -> list[int]:
+    """[head dim, query length, key length, causal, backward] of an attention op: what an
+    attention kernel's measured table is read by (the query-key head dim; causal 1 for a causal
+    mask, backward 1 for a backward kernel); [] for other ops. A sliding window or a packed
+    batch keeps its maximum lengths."""
+    entry = _KERNELS.get(rec.op)
+    if entry is None:
+        return []
+    kernel = entry[0]
+    _, _, sq, sk, dq, _ = _dims(rec, kernel)
+    return [int(dq), int(sq), int(sk), int(_is_causal(rec, kernel)), int(kernel.backward)]
 
 
 def attention(rec: OpRecord) -> int:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from archcost.report.fmt import seconds as fmt_seconds
+
 __all__ = ["components", "profile_warnings", "single_gpu_cluster", "available_memory_bytes",
            "cpu_rank_share"]
 
@@ -26,32 +28,44 @@ def single_gpu_cluster(gpu):
                           gpus=1)
 
 
-def cpu_rank_share(gpu, threads: int) -> float:
-    """The part of a profile calibrated on a CPU that a rank with ``threads`` threads on this
-    host (``launch.rank_threads``) runs at: those threads over the threads the profile was
-    measured with (all cores where it does not say), at most 1; 1 for any other profile. N
-    ranks on one host share its cores and memory bandwidth: a 2-process gloo DDP step on 2
-    cores ran twice the time the whole-host profile gave each rank."""
+def cpu_rank_share(gpu, threads: int, nproc: int = 1) -> float:
+    """The part of a CPU profile each of ``nproc`` ranks on this host runs at (``threads`` each,
+    ``launch.rank_threads``). Calibrated on a CPU: its threads over the threads the profile was
+    measured with (all cores where it does not say), at most 1 (a 2-process gloo DDP step on 2
+    cores ran twice the time the whole-host profile gave each rank). A datasheet profile
+    describes the whole host (the bundled ``cpu``): 1 / nproc. Calibrated on a GPU: 1."""
     calib = getattr(gpu, "calibration", None) or {}
-    if calib.get("device_kind") != "cpu":  # a datasheet or a GPU: each rank has its own part
+    if not calib:
+        return 1.0 / max(1, nproc)
+    if calib.get("device_kind") != "cpu":
         return 1.0
     measured = int(calib.get("threads") or os.cpu_count() or 1)
     return min(1.0, max(1, threads) / measured)
 
 
-def profile_warnings(gpu, device: str) -> list[str]:
-    """Why this profile may not describe this machine (empty when it was measured here)."""
+def profile_warnings(gpu, device: str, cluster=None, nproc: int = 1) -> list[str]:
+    """Why the profile may not describe this machine (empty when it was measured here), in one
+    line naming the calibration that gives fairer predictions."""
     from archcost.hardware.machine import machine_id
 
     calib = getattr(gpu, "calibration", None) or {}
     here = machine_id(device)
+    links = nproc > 1 and cluster is not None and not getattr(cluster, "calibration", None)
+    command = (f"archcost calibrate --device {device}"
+               + (f" --nproc {nproc} -o my-machine.yaml (then --hardware "
+                  "my-machine.cluster.yaml)" if nproc > 1 else
+                  " -o my-machine.yaml (then --hardware my-machine.yaml)"))
     if not calib:
-        return [f"profile {gpu.name} is not a measurement of this machine ({here}); predictions "
-                "use its datasheet figures: run archcost calibrate for a fair comparison"]
+        what = f"profile {gpu.name}" + (f" and the links of {cluster.name}" if links else "")
+        return [f"predictions use rough datasheet-like figures ({what}), not measurements of "
+                f"this machine ({here}): {command} gives fairer ones"]
     measured_on = str(calib.get("device") or calib.get("device_name") or "")
     if measured_on and measured_on != here:
         return [f"profile {gpu.name} was measured on {measured_on!r}, this machine is {here!r}: "
-                "continuing, but recalibrate for a fair comparison"]
+                f"continuing, but {command} gives fairer predictions"]
+    if links:
+        return [f"the links between the {nproc} processes use {cluster.name}'s rough figures, "
+                f"not measurements of this machine: {command} measures them"]
     return []
 
 
@@ -114,7 +128,7 @@ def _comm_rows(group: str, estimate: dict[str, Any], results: list[dict[str, Any
     if replayed and seconds is not None:
         time_note = (f"the step's {group} collectives replayed one at a time after a barrier, "
                      "the setting of the collective formulas; inside the step the backend's "
-                     f"host time was {seconds:.4g} s (waiting for peers and overlap with "
+                     f"host time was {fmt_seconds(seconds, 4)} (waiting for peers and overlap with "
                      "compute included)")
         seconds = max(replayed)
     return [_row(f"{group}_comm_time", "s", sum(c["seconds_each"] * c["per_step"] for c in rows),

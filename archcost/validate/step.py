@@ -327,11 +327,14 @@ def _collective_kind(name: str) -> str | None:
 def _replay(calls: list[tuple[str, int]], dtype: torch.dtype) -> float | None:
     """Seconds (slowest rank) of the same collectives, same sizes and order, run one at a time
     after a barrier on the whole group: what the cost model's collective formulas describe,
-    without a step's overlap with compute or waiting for a peer still computing. None when the
-    ranks recorded different calls."""
+    without a step's overlap with compute or waiting for a peer still computing. The calls are
+    replayed in one canonical order, since one at a time their order does not change the sum
+    (a loaded host can make two ranks' profilers start overlapping calls in different orders).
+    None when the ranks recorded different calls."""
     import torch.distributed as dist
 
     world = dist.get_world_size()
+    calls = sorted(calls)
     counts: list[Any] = [None] * world
     dist.all_gather_object(counts, [(k, n) for k, n in calls])
     if any(c != counts[0] for c in counts):
