@@ -95,7 +95,8 @@ def predict(case: Case, cache_dir, memo) -> dict:
 
     plan = _plan(case)
     w = workload(case, (plan.recompute,), cache_dir, memo)
-    cm = CostModel(w, cluster_for(case), overlap_dp=case.overlap_dp, uniform_stages=True)
+    cm = CostModel(w, cluster_for(case), overlap_dp=case.overlap_dp, uniform_stages=True,
+                   cp_comm=case.cp_comm)
     est, _ = estimate_plan(plan, cm, with_schedule=False)
     step = est["step_time_s"]
     comps = est["components_s"]
@@ -118,7 +119,8 @@ def expert(case: Case, cache_dir, memo, published_step: float) -> dict:
 
     plan = _plan(case)
     w = workload(case, tuple(Recompute), cache_dir, memo)
-    cm = CostModel(w, cluster_for(case), overlap_dp=case.overlap_dp, uniform_stages=True)
+    cm = CostModel(w, cluster_for(case), overlap_dp=case.overlap_dp, uniform_stages=True,
+                   cp_comm=case.cp_comm)
     res = search(cm, [case.gpus], plan.gbs, top=1, pareto_max=0)
     if not res["plans"]:
         return {"plan": "none fits", "step": float("nan"), "speedup": float("nan")}

@@ -56,6 +56,7 @@ class Case:
     step_s: float  # measured step time the figure implies
     memory_gib: float | None = None  # published memory per GPU (torchtitan: max reserved)
     overlap_dp: bool | None = None  # None: the runtime's rule
+    cp_comm: str = "p2p"  # CostModel.cp_comm: ring attention, or K,V all-gathered (Llama 3)
     assumptions: tuple[str, ...] = ()
     pending: str = ""  # why the case cannot be predicted yet
     needs_fp8: bool = False
@@ -173,19 +174,23 @@ def _llama3_128k(row: dict) -> Case:
     tflops = float(row["value"])
     per_token = palm_flops_per_token(LLAMA_PARAMS["405b"], layers, hidden, seq)
     step = per_token * gbs * seq / (tflops * 1e12 * dp * tp * pp * cp)
-    plan = f"dp={dp},tp={tp},pp={pp},cp={cp},zero=2,sp=1,mbs=1,gbs={gbs},recompute=none"
+    plan = (f"dp={dp},tp={tp},pp={pp},cp={cp},zero=2,sp=1,mbs=1,gbs={gbs},recompute=none,"
+            "vpp=2,schedule=interleaved-1f1b")
     notes = ("source is the Llama 3 paper, Table 4 row 3 (the CSV says 'same')",
              "380 TFLOP/s read with PaLM's convention (attention at full s^2): 15.3 s per step; "
              "halved attention would read 10.9 s",
              "FSDP without resharding after forward = zero=2, gradients reduce-scattered in "
              "fp32 (Sec. 3.3.2): runtime torchtitan (Meta's PyTorch stack)",
-             "mbs 1, no recompute, sequence parallel: unpublished; 1F1B: the paper interleaves "
-             "with one layer fewer on the first and last stage (126 = 16 x 8 - 2), which equal "
-             "interleaved chunks cannot express",
+             "mbs 1, no recompute, sequence parallel: unpublished",
+             "interleaved 1F1B (Sec. 3.3.2), V unpublished: vpp=2; the paper's stages are 16 x 8 "
+             "layer slots with the embedding and the head each in one (126 = 16 x 8 - 2), "
+             "priced as 128 layers since archcost's interleaved chunks need equal layer counts "
+             "(each stage holds 8 layers, as the paper's)",
              "attention priced causal (the paper's document mask does less; unpublished)",
-             "context parallel costed as archcost's ring attention of the 8 KV heads (the paper "
-             "all-gathers K and V before repeating them: gqa=native)")
-    return Case(id=row["id"], source="L3", model="llama.py", sets=dict(preset="405b", gqa="native"),
+             "context parallelism all-gathers K and V before attention, exposed (Sec. 3.3.2: "
+             "cp_comm=all_gather), of the 8 KV heads (gqa=native)")
+    return Case(id=row["id"], source="L3", model="llama.py",
+                sets=dict(preset="405b", gqa="native", layers=16 * 8), cp_comm="all_gather",
                 seq=seq,
                 dtype="bf16-mixed", runtime="torchtitan", plan=plan, cluster="dgx-h100-ndr",
                 gpus=dp * tp * pp * cp, metric=row["metric"], value=tflops, step_s=step,

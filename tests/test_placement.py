@@ -394,3 +394,31 @@ def test_gpt2_small_on_eight_gpus_runs_data_parallel():
     plan = parse_plan(four["plan"])
     assert plan.dp == 4 and plan.tp * plan.pp * plan.cp == 2
     assert all(c["levels"] == ["nvlink4"] for c in four["estimate"]["comm"])
+
+
+@pytest.mark.parametrize("over,tp,per_rank_heads", [
+    ({"preset": "70b", "layers": 2}, 8, 1),  # 8 KV heads over tp = 8: one each
+    ({"preset": "70b", "layers": 2}, 2, 4),  # over tp = 2: four each
+])
+def test_context_parallel_sends_this_ranks_share_of_the_kv_heads(over, tp, per_rank_heads):
+    """Tensor parallelism splits attention by heads, so a cp rank exchanges the K,V of its own
+    KV heads: kv_heads / tp of them (plans keep tp dividing kv_heads). The plan kernel prices
+    the same bytes as the full estimate."""
+    from archcost.plan import enumerate_plans
+    from archcost.plan.costmodel import CostModel
+    from archcost.plan.evaluate import estimate_plan
+    from archcost.plan.space import parse_plan
+    from tests.test_plan_cost import _kernel_vs_estimate
+
+    s, cp = 256, 2
+    w = _workload("llama", over, s)
+    head_dim = w.kv_hidden // w.shape.kv_heads
+    cm = CostModel(w, load_cluster("dgx-h100-ndr", tp * cp))
+    plan = parse_plan(f"tp={tp},cp={cp},sp=1,mbs=1,gbs=4")
+    est, _ = estimate_plan(plan, cm, with_schedule=False)
+    (row,) = [c for c in est["comm"] if c["group"] == "cp"]
+    assert row["bytes"] == 2 * (s // cp) * per_rank_heads * head_dim * 2  # K and V, bf16
+    rows = enumerate_plans(w.shape, tp * cp, 4, constraints=[
+        f"tp={tp}", f"cp={cp}", "pp=1", "sp=1", "mbs=1", "zero=0", "recompute=none"])
+    assert len(rows)
+    _kernel_vs_estimate(cm, rows, ("step_s",))

@@ -145,7 +145,8 @@ def estimate_plan(plan: Plan, cm: CostModel, *, with_schedule: bool = True
     cp_f = cp_b = 0.0
     if cp > 1:
         g_cp = groups["cp"]
-        kv = 2.0 * mbs * s / cp * w.kv_hidden * w.act_bytes  # this rank's K and V
+        # this rank's K and V: tensor parallelism splits the KV heads (tp divides kv_heads)
+        kv = 2.0 * mbs * s / cp * w.kv_hidden * w.act_bytes / tp
         if cm.cp_comm == "all_gather":
             cp_f = comm.time("cp", Collective.ALL_GATHER, kv * cp, g_cp,
                              (2 if full else 1) * m * w.layers / pp,

@@ -257,7 +257,8 @@ def score_plans(dp_a, tp_a, pp_a, cp_a, ep_a, zero_a, hyb_a, sg_a, sp_a, vpp_a, 
                 cp_layer = 0.0
                 cp_f = 0.0
                 if cp > 1:
-                    kv = 2.0 * mbs * s / cp * model[_M_KV_HIDDEN] * ab
+                    # this rank's K and V: tensor parallelism splits the KV heads
+                    kv = 2.0 * mbs * s / cp * model[_M_KV_HIDDEN] * ab / tp
                     if model[_M_CP_ALL_GATHER] > 0:  # gathered before attention, exposed
                         cp_f = _t(COLL_ALL_GATHER, kv * cp, _G_CP, geo, fig)
                         cp_layer = cp_f + _t(COLL_REDUCE_SCATTER, kv * cp, _G_CP, geo, fig)
