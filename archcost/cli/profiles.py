@@ -35,7 +35,7 @@ app = typer.Typer(
 @app.command("list")
 @reports_errors
 def list_(as_json: JsonOpt = False, debug: DebugOpt = False) -> None:
-    """List the bundled GPUs, clusters and runtimes with their headline figures."""
+    """List the bundled GPU, cluster and runtime profiles."""
     from archcost.hardware.profile import list_profiles, load_cluster, load_gpu
     from archcost.runtime import list_runtimes, load_runtime
 
