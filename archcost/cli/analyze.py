@@ -19,6 +19,7 @@ from archcost.cli.options import (
     DTYPE,
     OPTIMIZER,
     RECOMPUTE,
+    RUNTIME,
     SEQ_LEN,
     TOP,
     USABLE_MEMORY,
@@ -32,6 +33,7 @@ from archcost.cli.options import (
     OptimizerOpt,
     OutputOpt,
     RecomputeOpt,
+    RuntimeOpt,
     SeqLenOpt,
     SetOpt,
     TopOpt,
@@ -83,6 +85,7 @@ def analyze(
     no_dedupe: Annotated[
         bool, typer.Option("--no-dedupe", help="Trace every repeated block instead of one.")
     ] = False,
+    runtime: RuntimeOpt = RUNTIME,
     debug: DebugOpt = False,
 ) -> None:
     """Trace forward, loss, backward and optimizer step on fake tensors; report FLOPs, bytes
@@ -105,6 +108,9 @@ def analyze(
         raise ConfigError(
             f"--recompute {recompute!r} is unknown; use none, selective or full"
         ) from None
+    from archcost.runtime import load_runtime
+
+    stack = load_runtime(runtime)
     gpu = None
     if hardware:
         from archcost.hardware.profile import ClusterProfile, load_any
@@ -127,12 +133,13 @@ def analyze(
             spec, batch_size, seq_len, policy, optimizer,
             dedupe_repeats=not no_dedupe, symbolic=symbolic, progress=progress,
             recompute=recompute_policy, gpu=gpu, solve=solve, usable_memory=usable,
+            runtime=stack,
         )
     if gpu is not None:
         from archcost.cost.estimate import estimate_single_device
 
         doc["estimate"] = estimate_single_device(traced.graph, doc, gpu, policy.gemm_dtype,
-                                                 usable_memory=usable)
+                                                 usable_memory=usable, runtime=stack)
     files = {}
     if graph:
         from archcost.trace.graph import expand_repeats, graph_text

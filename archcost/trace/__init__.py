@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import networkx as nx
 
 from archcost.loader import ModelSpec
+from archcost.runtime import SelectiveRecompute
 from archcost.trace.capture import CaptureResult, capture_step
 from archcost.trace.graph import build_graph
 from archcost.trace.precision import PrecisionPolicy
@@ -30,9 +31,10 @@ def trace_model(
     dedupe_repeats: bool = True,
     progress=None,
     recompute: Recompute = Recompute.NONE,
+    selective: SelectiveRecompute = SelectiveRecompute.ATTENTION_CORE,
 ) -> Traced:
     cap = capture_step(spec, batch_size, seq_len, policy, optimizer, dedupe_repeats, progress,
-                       recompute=recompute)
+                       recompute=recompute, selective=selective)
     attrs = {
         "model": spec.name,
         "batch_size": batch_size,
@@ -40,6 +42,8 @@ def trace_model(
         "precision": policy.precision.value,
         "optimizer": optimizer,
         "recompute": recompute.value,
+        "selective_recompute": selective.value,
         "capture_method": cap.method,
+        "module_classes": dict(cap.module_classes),  # what fusion families key on
     }
     return Traced(build_graph(cap.records, attrs), cap)

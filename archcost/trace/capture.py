@@ -34,6 +34,7 @@ from torch.utils.weak import WeakIdKeyDictionary
 
 from archcost.errors import ArchcostError, ModelFileError, TraceError
 from archcost.loader import ModelSpec
+from archcost.runtime import SelectiveRecompute
 from archcost.trace.fake import quiet_fake_tensor_log, to_fake
 from archcost.trace.lowp_linear import LowPrecisionLinears
 from archcost.trace.optimizer import OPTIMIZERS, optimizer_step
@@ -321,8 +322,10 @@ def capture_step(
     dedupe_repeats: bool = True,
     progress: Callable[[str], None] | None = None,
     recompute: Recompute = Recompute.NONE,
+    selective: SelectiveRecompute = SelectiveRecompute.ATTENTION_CORE,
 ) -> CaptureResult:
-    """Trace one training step of ``spec`` at (batch_size, seq_len)."""
+    """Trace one training step of ``spec`` at (batch_size, seq_len); ``selective`` says what
+    recompute=selective saves (the runtime profile's)."""
     say = progress or (lambda _msg: None)
     if optimizer not in OPTIMIZERS:
         raise TraceError(f"--optimizer {optimizer!r} is unknown; use one of {', '.join(OPTIMIZERS)}")
@@ -332,12 +335,13 @@ def capture_step(
     with torch.device("meta"):
         model = spec.build(batch_size, seq_len)
     saved_keys = frozenset()
-    if recompute is Recompute.SELECTIVE:  # what autograd saves without recomputation
+    if recompute is Recompute.SELECTIVE and selective is SelectiveRecompute.ATTENTION_CORE:
+        # what autograd saves without recomputation
         saved_keys = capture_step(spec, batch_size, seq_len, precision, optimizer, dedupe_repeats,
                                   progress).saved_op_keys
     st = _State(RepeatTracker.empty())
     repeats = RepeatTracker.from_model(model, dedupe_repeats,
-                                       block_caller(st, recompute, saved_keys))
+                                       block_caller(st, recompute, saved_keys, selective))
     st.repeats = repeats
     fake_mode = FakeTensorMode(allow_non_fake_inputs=False)
     handles: list[Any] = []
