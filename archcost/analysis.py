@@ -226,29 +226,36 @@ def run_analysis(
     attention_kernel: str | None = None,
     options=None,
     debug: bool = False,
+    runtime=None,
 ):
     """Trace ``spec`` and return ``(document, traced)``.
 
     ``symbolic`` adds exact formulas in b and s (and the step time on ``gpu``, attention priced
-    by ``attention_kernel``'s table where the profile has one); ``solve`` answers "max b s.t.
-    memory <= LIMIT" style queries (``capacity``: the ``usable_memory`` share of ``gpu``'s
-    memory). ``options``: the trace's assumptions where values are unknown
+    by ``attention_kernel``'s table where the profile has one, by default the runtime's
+    kernel); ``solve`` answers "max b s.t. memory <= LIMIT" style queries (``capacity``: the
+    ``usable_memory`` share of ``gpu``'s memory). ``runtime`` (a RuntimeProfile; default: the
+    default runtime) says what selective recomputation saves and which optimizer kernel runs.
+    ``options``: the trace's assumptions where values are unknown
     (:class:`~archcost.trace.CaptureOptions`), used by every trace of the analysis.
     """
     from functools import partial
 
+    from archcost.runtime import load_runtime
     from archcost.trace import Recompute
     from archcost.trace import trace_model as _trace
 
     trace_model = partial(_trace, options=options, debug=debug)
     recompute = recompute or Recompute.NONE
+    runtime = runtime or load_runtime()
+    traced_opt = runtime.traced_optimizer(optimizer)
+    sel = runtime.selective_recompute
     query = None
     if solve:
         from archcost.solve import parse_query
 
         query = parse_query(solve, gpu.mem_bytes * usable_memory if gpu is not None else None)
-    traced = trace_model(spec, batch_size, seq_len, policy, optimizer, dedupe_repeats, progress,
-                         recompute=recompute)
+    traced = trace_model(spec, batch_size, seq_len, policy, traced_opt, dedupe_repeats, progress,
+                         recompute=recompute, selective=sel)
     header = {
         "model": {
             "name": spec.name,
@@ -264,14 +271,15 @@ def run_analysis(
             "fp32_grads": policy.fp32_grads,
             "optimizer": optimizer,
             "recompute": recompute.value,
+            "runtime": runtime.name,
         },
     }
     doc = summarize(traced.graph, traced.capture, policy, header)
     sym = None
     if symbolic or query is not None:
         sym = symbolic_formulas(spec, seq_len, policy, optimizer, progress, recompute, gpu,
-                                reference=traced.graph, attention_kernel=attention_kernel,
-                                options=options)
+                                reference=traced.graph, runtime=runtime,
+                                attention_kernel=attention_kernel, options=options)
         fitted = sym.pop("_fitted")
         if symbolic:
             doc["symbolic"] = sym
@@ -284,7 +292,7 @@ def run_analysis(
             b, s = (v, fixed) if query.variable == "b" else (fixed, v)
             if progress:
                 progress(f"checking {query.variable}={v} by tracing")
-            t = trace_model(spec, b, s, policy, optimizer, recompute=recompute)
+            t = trace_model(spec, b, s, policy, traced_opt, recompute=recompute, selective=sel)
             from archcost.cost.memory import peak_memory
 
             return peak_memory(t.graph, persistent_bytes(t.capture)).peak_bytes
@@ -312,21 +320,26 @@ def persistent_bytes(cap: CaptureResult) -> int:
 
 
 def symbolic_formulas(spec, seq_len: int, policy: PrecisionPolicy, optimizer: str, progress=None,
-                      recompute=None, gpu=None, reference=None,
+                      recompute=None, gpu=None, reference=None, runtime=None,
                       attention_kernel: str | None = None, options=None):
     """Exact polynomials in b and s (FLOPs per phase, bytes, saved activations, peak memory);
-    with ``gpu`` also the piecewise step time."""
+    with ``gpu`` also the piecewise step time (as ``runtime`` executes the graph, attention by
+    ``attention_kernel``, by default the runtime's kernel)."""
     from archcost.cost.memory import live_bytes_exact
+    from archcost.runtime import load_runtime
     from archcost.solve import measure_point, peak_document, step_time_expression
     from archcost.trace import Recompute, trace_model
     from archcost.trace.symbolic import fit_peak, fit_samples, sample_points, verify_pieces
 
     recompute = recompute or Recompute.NONE
+    runtime = runtime or load_runtime()
 
     def trace_at(b: int, s: int, why: str):
         if progress:
             progress(f"{why}: tracing b={b} s={s}")
-        t = trace_model(spec, b, s, policy, optimizer, recompute=recompute, options=options)
+        t = trace_model(spec, b, s, policy, runtime.traced_optimizer(optimizer),
+                        recompute=recompute, selective=runtime.selective_recompute,
+                        options=options)
         return t, live_bytes_exact(t.graph, persistent_bytes(t.capture))
 
     fit, check = sample_points(seq_len)
@@ -349,9 +362,18 @@ def symbolic_formulas(spec, seq_len: int, policy: PrecisionPolicy, optimizer: st
         "_fitted": fitted,
     }
     if gpu is not None:
-        from archcost.cost.compute import PEAK_KEY, TENSOR_CORE_CLASSES, class_roofline_parts, lower
+        from archcost.cost.compute import (
+            PEAK_KEY,
+            TENSOR_CORE_CLASSES,
+            class_roofline_parts,
+            lower,
+            runtime_attention_kernel,
+        )
+        from archcost.cost.fusion import executed_graph
 
-        ref_parts = class_roofline_parts(lower(reference), gpu, attention_kernel)
+        ref_parts = class_roofline_parts(lower(executed_graph(reference, runtime)), gpu,
+                                         attention_kernel
+                                         or runtime_attention_kernel(gpu, runtime))
         classes = {k.split(":")[1] for k in fitted if k.startswith("class:")}
         terms = {}
         ok = True

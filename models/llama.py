@@ -16,13 +16,20 @@ residual stream sharded over the sequence); ``pipeline_stage`` cuts the blocks i
 embedding on the first and the final norm and head on the last.
 
 Keys (``--set``): preset="8b" (one of 8b, 70b, 405b, tiny); layers, hidden, heads, kv_heads, ffn,
-vocab override the preset (None = from the preset); rope_theta=500000.0.
+vocab override the preset (None = from the preset); rope_theta=500000.0; gqa="repeat" (or
+"native").
+
+Numerics as Meta's reference model (meta-llama/llama3 ``llama/model.py``) and torchtitan's copy
+of it (``torchtitan/models/llama/model.py``, 9dec370) run them: RMSNorm normalizes in float32
+(``self._norm(x.float()).type_as(x) * self.weight``), RoPE rotates q and k in float32 and casts
+back, and with ``gqa="repeat"`` (the default) each key/value head is copied to its query heads
+before attention (``repeat_kv``); ``gqa="native"`` hands the grouped heads to SDPA
+(``enable_gqa``, no copies), as Transformer Engine's attention takes them.
 
 NB: RoPE cos/sin are computed in forward for the runtime length, so any seq_len traces. RoPE rotates
-the two halves of each head (the "rotate_half" layout) rather than interleaved pairs as in Meta's
-reference code; the two are the same map up to a fixed permutation of the q/k weight rows. No
-rope frequency scaling (that is Llama 3.1). RMSNorm runs in the input dtype (Meta's code upcasts
-to float32 first).
+the two halves of each head (the "rotate_half" layout) in real arithmetic rather than interleaved
+pairs as complex numbers as in Meta's reference code; the two are the same map up to a fixed
+permutation of the q/k weight rows. No rope frequency scaling (that is Llama 3.1).
 """
 
 import torch
@@ -47,7 +54,9 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x):
-        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+        x32 = x.float()  # normalized in float32, as Meta's reference model
+        return (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x) \
+            * self.weight
 
 
 def rope_cos_sin(T: int, head_dim: int, theta: float, like: torch.Tensor):
@@ -58,22 +67,24 @@ def rope_cos_sin(T: int, head_dim: int, theta: float, like: torch.Tensor):
     t = torch.arange(T, dtype=torch.float32, device=like.device)  # (T,)
     freqs = torch.outer(t, inv_freq)  # (T, hs/2)
     emb = torch.cat((freqs, freqs), dim=-1)  # (T, hs)
-    return emb.cos().to(like.dtype), emb.sin().to(like.dtype)
+    return emb.cos(), emb.sin()  # float32
 
 
 def apply_rope(x, cos, sin):
-    # x: (B, nh, T, hs); rotate the pair (x1, x2) of halves by the position's angle
-    x1, x2 = x.chunk(2, dim=-1)  # 2 x (B, nh, T, hs/2)
-    return x * cos + torch.cat((-x2, x1), dim=-1) * sin  # (B, nh, T, hs)
+    # x: (B, nh, T, hs); rotate the pair (x1, x2) of halves by the position's angle, in float32
+    x32 = x.float()
+    x1, x2 = x32.chunk(2, dim=-1)  # 2 x (B, nh, T, hs/2)
+    return (x32 * cos + torch.cat((-x2, x1), dim=-1) * sin).type_as(x)  # (B, nh, T, hs)
 
 
 class Attention(nn.Module):
-    def __init__(self, hidden: int, heads: int, kv_heads: int):
+    def __init__(self, hidden: int, heads: int, kv_heads: int, gqa: str = "repeat"):
         super().__init__()
         if hidden % heads or heads % kv_heads:
             raise ValueError(f"need hidden % heads == 0 and heads % kv_heads == 0, got "
                              f"hidden={hidden}, heads={heads}, kv_heads={kv_heads}")
         self.heads, self.kv_heads, self.head_dim = heads, kv_heads, hidden // heads
+        self.repeat = gqa == "repeat"
         self.wq = nn.Linear(hidden, heads * self.head_dim, bias=False)
         self.wk = nn.Linear(hidden, kv_heads * self.head_dim, bias=False)
         self.wv = nn.Linear(hidden, kv_heads * self.head_dim, bias=False)
@@ -85,8 +96,13 @@ class Attention(nn.Module):
         k = self.wk(x).view(B, T, -1, self.head_dim).transpose(1, 2)  # (B, nkv, T, hs)
         v = self.wv(x).view(B, T, -1, self.head_dim).transpose(1, 2)  # (B, nkv, T, hs)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        # enable_gqa: each group of nh/nkv query heads shares one k/v head (no repeat_interleave)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)  # (B, nh, T, hs)
+        if self.repeat and q.shape[1] != k.shape[1]:  # repeat_kv: copy each k/v head to its group
+            rep = q.shape[1] // k.shape[1]
+            k, v = (t[:, :, None].expand(B, t.shape[1], rep, T, self.head_dim)
+                    .reshape(B, t.shape[1] * rep, T, self.head_dim) for t in (k, v))  # (B, nh, T, hs)
+        # enable_gqa: each group of nh/nkv query heads shares one k/v head (no copies)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True,
+                                           enable_gqa=not self.repeat)  # (B, nh, T, hs)
         return self.wo(y.transpose(1, 2).reshape(B, T, -1))  # (B, T, C)
 
 
@@ -104,10 +120,10 @@ class FeedForward(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, hidden: int, heads: int, kv_heads: int, ffn: int):
+    def __init__(self, hidden: int, heads: int, kv_heads: int, ffn: int, gqa: str = "repeat"):
         super().__init__()
         self.attention_norm = RMSNorm(hidden)
-        self.attention = Attention(hidden, heads, kv_heads)
+        self.attention = Attention(hidden, heads, kv_heads, gqa)
         self.ffn_norm = RMSNorm(hidden)
         self.feed_forward = FeedForward(hidden, ffn)
 
@@ -118,13 +134,14 @@ class Block(nn.Module):
 
 
 class Llama(nn.Module):
-    def __init__(self, layers, hidden, heads, kv_heads, ffn, vocab, rope_theta):
+    def __init__(self, layers, hidden, heads, kv_heads, ffn, vocab, rope_theta, gqa="repeat"):
         super().__init__()
         self.vocab = vocab
         self.head_dim = hidden // heads
         self.rope_theta = rope_theta
         self.tok_embeddings = nn.Embedding(vocab, hidden)
-        self.layers = nn.ModuleList(Block(hidden, heads, kv_heads, ffn) for _ in range(layers))
+        self.layers = nn.ModuleList(Block(hidden, heads, kv_heads, ffn, gqa)
+                                    for _ in range(layers))
         self.norm = RMSNorm(hidden)
         self.output = nn.Linear(hidden, vocab, bias=False)  # untied (Llama 3, Sec. 3.2)
 
@@ -154,15 +171,18 @@ def build_model(
     ffn: int | None = None,
     vocab: int | None = None,
     rope_theta: float = 500000.0,
+    gqa: str = "repeat",
 ) -> nn.Module:
     if preset not in PRESETS:
         raise ValueError(f"preset={preset!r} is unknown; use one of {', '.join(PRESETS)}")
+    if gqa not in ("repeat", "native"):
+        raise ValueError(f"gqa={gqa!r} is unknown; use repeat or native")
     given = dict(layers=layers, hidden=hidden, heads=heads, kv_heads=kv_heads, ffn=ffn, vocab=vocab)
     cfg = {**PRESETS[preset], **{k: v for k, v in given.items() if v is not None}}
     _positive(**cfg)
     if rope_theta <= 0:
         raise ValueError(f"rope_theta={rope_theta} must be positive")
-    return Llama(**cfg, rope_theta=rope_theta)
+    return Llama(**cfg, rope_theta=rope_theta, gqa=gqa)
 
 
 def example_inputs(batch_size: int, seq_len: int, model: nn.Module):

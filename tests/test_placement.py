@@ -313,27 +313,31 @@ def test_plan_groups_follow_the_placement():
 
 # ---------------------------------------------------------------- the issue's examples --------
 
-def _workload(model: str, over: dict, seq: int):
+def _workload(model: str, over: dict, seq: int, runtime: str = "eager"):
     from archcost.loader import load_model_file
     from archcost.options import Recompute
     from archcost.plan.workload import trace_workload
+    from archcost.runtime import load_runtime
     from archcost.trace.precision import parse_precision
     from tests.conftest import MODELS
 
     spec = load_model_file(str(MODELS / f"{model}.py"), over)
-    return trace_workload(spec, seq, parse_precision("bf16-mixed"), "adamw", (Recompute.NONE,))
+    return trace_workload(spec, seq, parse_precision("bf16-mixed"), "adamw", (Recompute.NONE,),
+                          runtime=load_runtime(runtime))
 
 
 def test_context_parallel_over_two_nodes_costs_its_internode_hops():
     """Llama-3 70B at 8k, tp=1, pp=4, cp=16 on 64 H100s: the cp group is 16 consecutive ranks
     over two nodes; each ring step waits for the hop on one GPU's NDR port (2 MiB of K,V at
     50 GB/s + 6 us), of which attention hides only its share of the step, in forward (cp - 1
-    steps) and backward (K,V and their gradients: twice the bytes)."""
+    steps) and backward (K,V and their gradients: twice the bytes). Run as Megatron-Core runs
+    it (fused elementwise ops, cuDNN attention), the stack whose ring attention this is."""
     from archcost.plan.costmodel import CostModel
     from archcost.plan.evaluate import estimate_plan
     from archcost.plan.space import parse_plan
 
-    cm = CostModel(_workload("llama", {"preset": "70b"}, 8192), load_cluster("dgx-h100-ndr", 64))
+    cm = CostModel(_workload("llama", {"preset": "70b"}, 8192, "megatron"),
+                   load_cluster("dgx-h100-ndr", 64))
     est, _ = estimate_plan(parse_plan("tp=1,pp=4,cp=16,zero=2,mbs=1,gbs=512"), cm,
                            with_schedule=False)
     (cp,) = [c for c in est["comm"] if c["group"] == "cp"]
@@ -363,7 +367,10 @@ def test_llama_405b_search_no_longer_takes_cp_32_across_four_nodes():
                    load_cluster("dgx-h100-ndr", 4096))
     best = search(cm, [4096], 2048, top=1)["plans"][0]
     plan = parse_plan(best["plan"])
-    assert plan.cp * plan.tp <= 16 and best["estimate"]["components_s"]["cp_comm"] > 0
+    assert plan.cp * plan.tp <= 16
+    if plan.cp > 1:  # its ring sends this rank's K,V: 8 KV heads of 128 split over tp, bf16
+        (row,) = [c for c in best["estimate"]["comm"] if c["group"] == "cp"]
+        assert row["bytes"] == 2 * plan.mbs * 8192 / plan.cp * 8 * 128 / plan.tp * 2
     old, _ = estimate_plan(parse_plan("dp=2,tp=1,pp=64,cp=32,zero=1,mbs=2,gbs=2048"), cm,
                            with_schedule=False)
     assert old["step_time_s"] > 1.1 * best["estimate"]["step_time_s"]
@@ -390,3 +397,31 @@ def test_gpt2_small_on_eight_gpus_runs_data_parallel():
     plan = parse_plan(four["plan"])
     assert plan.dp == 4 and plan.tp * plan.pp * plan.cp == 2
     assert all(c["levels"] == ["nvlink4"] for c in four["estimate"]["comm"])
+
+
+@pytest.mark.parametrize("over,tp,per_rank_heads", [
+    ({"preset": "70b", "layers": 2}, 8, 1),  # 8 KV heads over tp = 8: one each
+    ({"preset": "70b", "layers": 2}, 2, 4),  # over tp = 2: four each
+])
+def test_context_parallel_sends_this_ranks_share_of_the_kv_heads(over, tp, per_rank_heads):
+    """Tensor parallelism splits attention by heads, so a cp rank exchanges the K,V of its own
+    KV heads: kv_heads / tp of them (plans keep tp dividing kv_heads). The plan kernel prices
+    the same bytes as the full estimate."""
+    from archcost.plan import enumerate_plans
+    from archcost.plan.costmodel import CostModel
+    from archcost.plan.evaluate import estimate_plan
+    from archcost.plan.space import parse_plan
+    from tests.test_plan_cost import _kernel_vs_estimate
+
+    s, cp = 256, 2
+    w = _workload("llama", over, s)
+    head_dim = w.kv_hidden // w.shape.kv_heads
+    cm = CostModel(w, load_cluster("dgx-h100-ndr", tp * cp))
+    plan = parse_plan(f"tp={tp},cp={cp},sp=1,mbs=1,gbs=4")
+    est, _ = estimate_plan(plan, cm, with_schedule=False)
+    (row,) = [c for c in est["comm"] if c["group"] == "cp"]
+    assert row["bytes"] == 2 * (s // cp) * per_rank_heads * head_dim * 2  # K and V, bf16
+    rows = enumerate_plans(w.shape, tp * cp, 4, constraints=[
+        f"tp={tp}", f"cp={cp}", "pp=1", "sp=1", "mbs=1", "zero=0", "recompute=none"])
+    assert len(rows)
+    _kernel_vs_estimate(cm, rows, ("step_s",))

@@ -410,11 +410,15 @@ def test_pyproject_ships_every_subpackage_and_the_profiles():
     # an explicit list: setuptools' find cannot see hardware_profiles/ as archcost.profiles,
     # so a new archcost.* subpackage must be added here by hand -- this test says so
     on_disk = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "archcost").rglob("__init__.py")}
-    assert set(st["packages"]) == on_disk | {"archcost.profiles"}
+    assert set(st["packages"]) == on_disk | {"archcost.profiles", "archcost.runtime_profiles"}
     assert Path(st["package-dir"]["archcost.profiles"]) == Path("hardware_profiles")
     globs = st["package-data"]["archcost.profiles"]
     shipped = {p for g in globs for p in BUNDLED.glob(g)}
     assert shipped == set(BUNDLED.glob("*/*.yaml"))
+    runtimes = ROOT / "runtime_profiles"
+    assert Path(st["package-dir"]["archcost.runtime_profiles"]) == Path("runtime_profiles")
+    shipped = {p for g in st["package-data"]["archcost.runtime_profiles"] for p in runtimes.glob(g)}
+    assert shipped == set(runtimes.glob("*.yaml")) and len(shipped) >= 7
 
 
 # --- the optional calibration record (archcost calibrate) ------------------------------------------

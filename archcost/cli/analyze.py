@@ -21,6 +21,7 @@ from archcost.cli.options import (
     OPTIMIZER,
     RECOMPUTE,
     ROUTING,
+    RUNTIME,
     SEQ_LEN,
     TOP,
     TRACE_TIMEOUT_S,
@@ -37,6 +38,7 @@ from archcost.cli.options import (
     OutputOpt,
     RecomputeOpt,
     RoutingOpt,
+    RuntimeOpt,
     SeqLenOpt,
     SetOpt,
     TopOpt,
@@ -93,6 +95,7 @@ def analyze(
     routing: RoutingOpt = ROUTING,
     mask_density: MaskDensityOpt = MASK_DENSITY,
     trace_timeout: TraceTimeoutOpt = TRACE_TIMEOUT_S,
+    runtime: RuntimeOpt = RUNTIME,
     debug: DebugOpt = False,
 ) -> None:
     """Trace forward, loss, backward and optimizer step on fake tensors; report FLOPs, bytes
@@ -116,6 +119,9 @@ def analyze(
         raise ConfigError(
             f"--recompute {recompute!r} is unknown; use none, selective or full"
         ) from None
+    from archcost.runtime import load_runtime
+
+    stack = load_runtime(runtime)
     gpu = None
     if hardware:
         from archcost.hardware.profile import ClusterProfile, load_any
@@ -138,13 +144,13 @@ def analyze(
             spec, batch_size, seq_len, policy, optimizer,
             dedupe_repeats=not no_dedupe, symbolic=symbolic, progress=progress,
             recompute=recompute_policy, gpu=gpu, solve=solve, usable_memory=usable,
-            options=options, debug=debug,
+            options=options, debug=debug, runtime=stack,
         )
     if gpu is not None:
         from archcost.cost.estimate import estimate_single_device
 
         doc["estimate"] = estimate_single_device(traced.graph, doc, gpu, policy.gemm_dtype,
-                                                 usable_memory=usable)
+                                                 usable_memory=usable, runtime=stack)
     files = {}
     if graph:
         from archcost.trace.graph import expand_repeats, graph_text

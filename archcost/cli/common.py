@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperGroup
 
-from archcost.errors import ArchcostError
+from archcost.errors import ArchcostError, ProfileError
 from archcost.io import write_files
 
 try:  # recent typer carries its own copy of click
@@ -89,7 +89,10 @@ def reports_errors(fn):
         except ArchcostError as exc:
             if debug:
                 traceback.print_exc()
-            _error_line(_one_line(exc))
+            # a profile reader reports every error of a file, one line each
+            lines = str(exc).splitlines() if isinstance(exc, ProfileError) else [str(exc)]
+            for line in lines or [""]:
+                _error_line(_one_line(line))
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             if debug:

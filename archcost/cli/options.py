@@ -18,6 +18,9 @@ Why these defaults (README, "Options every command shares"):
 - ``--hardware``: no default profile in the declaration; each command says what it falls back
   on (``analyze``: none, no time estimate; ``plan``/``estimate``/``sweep``: ``dgx-h100-ndr``;
   ``validate``: the bundled profile of ``--device``).
+- ``--runtime eager``: PyTorch running the model file as written (no fusion, the default
+  SDPA kernel), what ``validate`` measures; name the training stack (megatron, torchtitan, ...)
+  to price how it executes the same graph.
 - ``--usable-memory 0.9``: a plan (and ``analyze --solve``/``fits``) may fill 90% of each
   GPU's memory; the rest goes to the CUDA context, NCCL buffers and fragmentation.
 - ``--gbs``: about 4M tokens per step (a power of two of sequences), the order of the
@@ -41,6 +44,7 @@ SEQ_LEN = 1024
 DTYPE = "fp32"
 OPTIMIZER = "adamw"
 RECOMPUTE = "none"
+RUNTIME = "eager"  # the model as written, what validate runs
 FALLBACK_CLUSTER = "dgx-h100-ndr"  # plan, estimate and sweep without --hardware
 USABLE_MEMORY = 0.9
 OBJECTIVE = "time"
@@ -115,8 +119,10 @@ TopOpt = Annotated[int, typer.Option("--top", min=1, max=MAX_SIZE, help="Rows sh
 PartitionOpt = Annotated[str, typer.Option(
     "--partition", help="Pipeline stages: balanced (on traced layer costs, embedding and head "
     "included) or uniform (layers / stages).")]
-OverlapOpt = Annotated[bool, typer.Option(
-    "--overlap-dp/--no-overlap-dp", help="Data-parallel collectives overlap backward.")]
+OverlapOpt = Annotated[bool | None, typer.Option(
+    "--overlap-dp/--no-overlap-dp", show_default=False,
+    help="Data-parallel collectives overlap backward (default: as the runtime does at the "
+         "plan's ZeRO stage).")]
 PlanOpt = Annotated[str, typer.Option(
     "--plan", show_default=False,
     help='The plan, e.g. "dp=8,tp=8,pp=4,zero=1,gbs=512"; or a JSON file from archcost plan -o '
@@ -151,6 +157,10 @@ MaskDensityOpt = Annotated[float, typer.Option(
 TraceTimeoutOpt = Annotated[float, typer.Option(
     "--trace-timeout", help="Seconds without progress before a trace is stopped.")]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")]
+RuntimeOpt = Annotated[str, typer.Option(
+    "--runtime", help="Software stack that runs the model: a runtime profile name or file "
+    "(archcost profiles list): eager (PyTorch as written), torchtitan, torchtitan-compile, "
+    "fsdp, deepspeed, megatron, megatron-2022.")]
 TimeoutOpt = Annotated[float, typer.Option(
     "--timeout", help="Seconds before a multi-process run is stopped.")]
 

@@ -23,6 +23,7 @@ from archcost.cli.options import (
     OBJECTIVE,
     OPTIMIZER,
     PARTITION,
+    RUNTIME,
     SEQ_LEN,
     TOP,
     USABLE_MEMORY,
@@ -45,6 +46,7 @@ from archcost.cli.options import (
     OverlapOpt,
     PartitionOpt,
     PlanOpt,
+    RuntimeOpt,
     SeqLenOpt,
     SetOpt,
     TimelineOpt,
@@ -78,14 +80,17 @@ def check_common(dtype, partition, usable_memory, fp8_recipe=None, lowp_gather=F
 
 
 def _setup(model, set_, dtype, optimizer, seq_len, cluster_name, gpus, recomputes, quiet,
-           partition, overlap_dp, usable_memory, fp8_recipe=None, lowp_gather=False):
+           partition, overlap_dp, usable_memory, fp8_recipe=None, lowp_gather=False,
+           runtime_name="eager"):
     from archcost.hardware.profile import load_cluster
     from archcost.loader import load_model_file, parse_overrides
     from archcost.plan.costmodel import CostModel
     from archcost.plan.workload import trace_workload
+    from archcost.runtime import load_runtime
     from archcost.trace.precision import parse_precision
 
     policy = parse_precision(dtype, fp8_recipe=fp8_recipe)
+    runtime = load_runtime(runtime_name)
     cluster = load_cluster(cluster_name or FALLBACK_CLUSTER, gpus)
     if policy.low_precision is not None:
         from archcost.cost.compute import require_peak
@@ -97,7 +102,8 @@ def _setup(model, set_, dtype, optimizer, seq_len, cluster_name, gpus, recompute
             if status is not None:
                 status.update(msg)
 
-        workload = trace_workload(spec, seq_len, policy, optimizer, recomputes, progress)
+        workload = trace_workload(spec, seq_len, policy, optimizer, recomputes, progress,
+                                  runtime)
     gather = policy.low_precision.peak_key if lowp_gather else None
     cm = CostModel(workload, cluster, overlap_dp=overlap_dp,
                    uniform_stages=partition == "uniform", usable_memory=usable_memory,
@@ -118,7 +124,9 @@ def _setup(model, set_, dtype, optimizer, seq_len, cluster_name, gpus, recompute
         "hardware": {"cluster": cluster.name, "gpu": cluster.gpu.name,
                      "gpus_per_node": cluster.gpus_per_node,
                      "levels": [lv.name for lv in cluster.levels]},
-        "assumptions": {"partition": partition, "overlap_dp": overlap_dp,
+        "runtime": runtime.summary(),
+        "assumptions": {"partition": partition,
+                        "overlap_dp": overlap_dp,  # None: the runtime's rule
                         "usable_memory": usable_memory,
                         **({"param_all_gather": gather} if gather else {})},
     }
@@ -236,7 +244,8 @@ def plan(
     max_tp: Annotated[int | None, typer.Option(min=1, help="Largest tp tried (default: GPUs "
                                                "per node).")] = None,
     partition: PartitionOpt = PARTITION,
-    overlap_dp: OverlapOpt = True,
+    overlap_dp: OverlapOpt = None,
+    runtime: RuntimeOpt = RUNTIME,
     usable_memory: UsableMemoryOpt = USABLE_MEMORY,
     all_placements: Annotated[bool, typer.Option("--all-placements", help="Try every rank "
                                                  "order of tp, cp, dp, pp on the topology, not "
@@ -263,7 +272,7 @@ def plan(
     fixed = list(fix or [])
     cm, header = _setup(model, set_, dtype, optimizer, seq_len, cluster,
                         max(counts) if counts else None, _recomputes(fixed), as_json,
-                        partition, overlap_dp, usable_memory, fp8_recipe, lowp_gather)
+                        partition, overlap_dp, usable_memory, fp8_recipe, lowp_gather, runtime)
     counts = counts or [cm.cluster.gpus]
     with progress_bar(as_json, "{task.description}") as bar:
         tasks: dict[str, int] = {}
@@ -301,7 +310,8 @@ def estimate(
     lowp_gather: LowpGatherOpt = False,
     optimizer: OptimizerOpt = OPTIMIZER,
     partition: PartitionOpt = PARTITION,
-    overlap_dp: OverlapOpt = True,
+    overlap_dp: OverlapOpt = None,
+    runtime: RuntimeOpt = RUNTIME,
     usable_memory: UsableMemoryOpt = USABLE_MEMORY,
     as_json: JsonOpt = False,
     output: OutputOpt = None,
@@ -322,7 +332,7 @@ def estimate(
     plan_obj = read_plan(plan_text)
     cm, header = _setup(model, set_, dtype, optimizer, seq_len, cluster, plan_obj.gpus,
                         (plan_obj.recompute,), as_json, partition, overlap_dp, usable_memory,
-                        fp8_recipe, lowp_gather)
+                        fp8_recipe, lowp_gather, runtime)
     est, sched = estimate_plan(plan_obj, cm)
     add_economics(cm, est)
     doc = {**header, "kind": "estimate", "plan": plan_obj.to_string(), "estimate": est}

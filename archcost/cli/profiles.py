@@ -1,4 +1,5 @@
-"""``archcost profiles list|show``: the bundled GPU and cluster profiles, printed with units.
+"""``archcost profiles list|show``: the bundled GPU, cluster and runtime profiles, printed with
+units.
 
 Mounted by the main app as ``app.add_typer(profiles.app, name="profiles")``. Profiles hold SI
 units; this is the display boundary where they become "989 TFLOP/s", "3.35 TB/s", "4 us" and,
@@ -11,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -23,7 +25,8 @@ from archcost.report import fmt
 __all__ = ["app", "to_json"]
 
 app = typer.Typer(
-    help="Hardware profiles: the bundled GPUs and clusters, or your own YAML files.",
+    help="Hardware and runtime profiles: the bundled GPUs, clusters and software stacks, or "
+         "your own YAML files.",
     no_args_is_help=True,
     rich_markup_mode=None,
 )
@@ -32,15 +35,18 @@ app = typer.Typer(
 @app.command("list")
 @reports_errors
 def list_(as_json: JsonOpt = False, debug: DebugOpt = False) -> None:
-    """List the bundled GPUs and clusters with their headline figures."""
+    """List the bundled GPU, cluster and runtime profiles."""
     from archcost.hardware.profile import list_profiles, load_cluster, load_gpu
+    from archcost.runtime import list_runtimes, load_runtime
 
     names = list_profiles()
     gpus = [load_gpu(n) for n in names["gpus"]]
     clusters = [load_cluster(n) for n in names["clusters"]]
+    runtimes = [load_runtime(n) for n in list_runtimes()]
     if as_json:
         typer.echo(json.dumps({"gpus": [to_json(g) for g in gpus],
-                               "clusters": [to_json(c) for c in clusters]}, indent=2))
+                               "clusters": [to_json(c) for c in clusters],
+                               "runtimes": [to_json(r) for r in runtimes]}, indent=2))
         return
     tab = Grid("GPUs (dense peaks, per GPU)",
                [Col("name", "left", key=True), Col("vendor", "left"), Col("bf16 TFLOP/s"),
@@ -61,9 +67,21 @@ def list_(as_json: JsonOpt = False, debug: DebugOpt = False) -> None:
                            for lv in c.levels)
         tab.row(c.name, c.gpu.name, str(c.gpus_per_node), levels)
     tab.print(out_console)
+    tab = Grid("runtimes (software stacks; --runtime)",
+               [Col("name", "left", key=True), Col("attention", "left", "list"),
+                Col("fused", "left", "list"), Col("optimizer", "left"),
+                Col("selective", "left"), Col("reduce", "left")],
+               notes=["attention: kernels in the stack's order, the first the GPU rates runs; "
+                      "reduce: gradient reduction dtype"])
+    for r in runtimes:
+        tab.row(r.name, ",".join(k.value for k in r.attention_kernel),
+                ",".join(sorted(f.value for f in r.fusions)) or "-", r.optimizer.value,
+                r.selective_recompute.value, r.gradient_reduce_dtype.value)
+    tab.print(out_console)
 
 
-@app.command("show", short_help="Show every field of a GPU or cluster profile, with units.")
+@app.command("show", short_help="Show every field of a GPU, cluster or runtime profile, with "
+             "units.")
 @reports_errors
 def show(
     name: Annotated[str, typer.Argument(help="A bundled profile name, or a path to a .yaml file.")],
@@ -71,13 +89,26 @@ def show(
     as_json: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
-    """Show every field of a GPU or cluster profile, with units (--json: SI values)."""
+    """Show every field of a GPU, cluster or runtime profile, with units (--json: SI values)."""
     from archcost.errors import ConfigError
-    from archcost.hardware.profile import ClusterProfile, load_any
+    from archcost.hardware.profile import ClusterProfile, list_profiles, load_any
+    from archcost.hardware.reader import read_yaml
+    from archcost.runtime import list_runtimes, load_runtime
 
     counts = gpu_counts(gpus)
     if counts is not None and len(counts) > 1:
         raise ConfigError(f"--gpus {gpus}: show sizes a cluster to one GPU count, e.g. --gpus 64")
+    hw = list_profiles()
+    is_file = name.endswith((".yaml", ".yml")) or "/" in name
+    if (name in list_runtimes() and name not in hw["gpus"] + hw["clusters"]) or (
+            is_file and Path(name).is_file() and not {"peak_flops", "levels", "gpus_per_node"}
+            & set(read_yaml(Path(name)))):
+        rt = load_runtime(name)
+        if as_json:
+            typer.echo(json.dumps(to_json(rt), indent=2))
+            return
+        _table(f"runtime {rt.name}", _runtime_rows(rt)).print(out_console)
+        return
     prof = load_any(name)
     if counts is not None:
         if not isinstance(prof, ClusterProfile):
@@ -95,6 +126,11 @@ def show(
 
 def to_json(prof: Any) -> dict[str, Any]:
     """A profile as plain JSON data: SI values under the dataclass field names."""
+    from archcost.runtime import RuntimeProfile
+
+    if isinstance(prof, RuntimeProfile):
+        return {"kind": "runtime", **prof.summary(), "description": prof.description,
+                "source_path": prof.source_path}
     kind = "cluster" if hasattr(prof, "levels") else "gpu"
     doc = _plain(dataclasses.asdict(prof))
     for lv in doc.get("levels", []):  # (name, latency, bandwidth) triples as a mapping
@@ -154,6 +190,23 @@ def _gpu_rows(g) -> list[tuple[str, str]]:
     return rows
 
 
+def _runtime_rows(r) -> list[tuple[str, str]]:
+    return [
+        ("name", r.name), ("description", r.description),
+        ("attention kernel (first the GPU rates)", ", ".join(k.value for k in r.attention_kernel)),
+        ("fused op families", ", ".join(sorted(f.value for f in r.fusions)) or "none"),
+        ("optimizer kernel", r.optimizer.value),
+        ("selective recompute", r.selective_recompute.value),
+        ("gradient reduction dtype", r.gradient_reduce_dtype.value),
+        ("data-parallel overlap at ZeRO stages", ", ".join(map(str, sorted(r.overlap_dp)))
+         or "none"),
+        ("tensor-parallel comm exposed", f"{r.tp_comm_exposed:g}"),
+        ("allocator headroom", "-" if r.allocator_headroom is None
+         else f"{r.allocator_headroom:g}"),
+        ("FP8 recipe", "-" if r.fp8 is None else
+         f"{r.fp8.recipe.value}, weight all-gather {'fp8' if r.fp8.weight_all_gather else 'bf16'}"),
+        ("file", r.source_path),
+    ]
 def _sizes(d) -> str:
     return (f"{fmt.number(d[0])}..{fmt.number(d[-1])}" if len(d) > 2
             else ", ".join(fmt.number(x) for x in d))

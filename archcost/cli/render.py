@@ -132,7 +132,7 @@ def render_estimate(console: Console, est: dict[str, Any]) -> None:
     mem = est["memory_bytes"]
     step = est["step_time_s"]
     g = Grid(f"estimate on one {est['hardware']} (peak "
-             f"{fmt.si(est['peak_flops_per_s'], 'FLOP/s')})",
+             f"{fmt.si(est['peak_flops_per_s'], 'FLOP/s')}), runtime {est.get('runtime', 'eager')}",
              [Col("quantity", "left", "words"), Col("value", wrap="words")], header=False)
     g.row("step time (C)", fmt.seconds(step))
     for phase, t in est["phase_seconds"].items():
@@ -143,6 +143,8 @@ def render_estimate(console: Console, est: dict[str, Any]) -> None:
     g.row("  persistent (weights, states)", fmt.nbytes(mem["persistent"]))
     g.row("  activations and temporaries", fmt.nbytes(mem["activations_and_temporaries_at_peak"]))
     g.row("  peak reached in", f"{mem['peak_at']['phase']} {mem['peak_at']['module'] or '(model)'}")
+    if mem.get("reserved") is not None:
+        g.row("  reserved by the allocator", fmt.nbytes(mem["reserved"]))
     g.row("device memory", fmt.nbytes(mem["capacity"]))
     g.row("fits", "yes" if est["fits"] else ("no", "bold red"))
     g.row("communication (C_comm)", "0 B on one device")

@@ -23,12 +23,13 @@ _COMM = ("tp_comm", "cp_comm", "ep_comm", "pp_comm", "dp_comm")
 
 def _header(doc: dict[str, Any]) -> str:
     w, hw = doc["workload"], doc["hardware"]
+    runtime = doc.get("runtime", {}).get("name", "eager")
     return (f"{doc['model']['name']}  {fmt.si(w['params'])} params, {w['layers']} layers, "
             f"s={w['seq_len']} {w['precision']}"
             + (f" ({w['fp8_recipe']})" if w.get("fp8_recipe") else "")
             + (f", {gather} all-gather" if (gather := doc.get("assumptions", {}).get(
                 "param_all_gather")) else "")
-            + f"  on {hw['cluster']} ({hw['gpu']})")
+            + f"  on {hw['cluster']} ({hw['gpu']}), runtime {runtime}")
 
 
 def _components(est: dict[str, Any]) -> Grid:

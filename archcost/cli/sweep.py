@@ -21,6 +21,7 @@ from archcost.cli.options import (
     FALLBACK_CLUSTER,
     OBJECTIVE,
     OPTIMIZER,
+    RUNTIME,
     SEQ_LEN,
     USABLE_MEMORY,
     ConstraintOpt,
@@ -37,6 +38,7 @@ from archcost.cli.options import (
     ObjectiveOpt,
     OptimizerOpt,
     OutputOpt,
+    RuntimeOpt,
     SeqLenOpt,
     SetOpt,
     UsableMemoryOpt,
@@ -86,6 +88,7 @@ def sweep(
     price: Annotated[list[str] | None, typer.Option("--price", help="GPU=$/h, the price per "
                                                     "GPU-hour of a GPU profile, e.g. "
                                                     "h100-sxm=2.5 (repeatable).")] = None,
+    runtime: RuntimeOpt = RUNTIME,
     debug: DebugOpt = False,
 ) -> None:
     """Search the best plan at every point of a grid over hardware (peak FLOP/s, memory,
@@ -111,6 +114,9 @@ def sweep(
     if objective not in OBJECTIVES:
         raise ConfigError(f"--objective {objective!r}: use {', '.join(OBJECTIVES)}")
     check_usable_memory(usable_memory)
+    from archcost.runtime import load_runtime
+
+    stack = load_runtime(runtime)
     parse_precision(dtype, fp8_recipe=fp8_recipe)
     check_outputs(o=output)
     cluster = cluster or FALLBACK_CLUSTER
@@ -131,7 +137,7 @@ def sweep(
                     status.update(f"tracing {spec.name} at seq_len={s}, {d}")
                 recipe = fp8_recipe if d.strip().lower() == "fp8" else None
                 cache[(s, d)] = trace_workload(spec, s, parse_precision(d, fp8_recipe=recipe),
-                                               optimizer, recomputes)
+                                               optimizer, recomputes, runtime=stack)
             return cache[(s, d)]
 
         workload_for(seq_len, dtype)
@@ -149,7 +155,7 @@ def sweep(
         "model": {"name": spec.name, "file": spec.path.name, "builder": spec.builder_name,
                   "config": spec.builder_config(1, seq_len)},
         "base": {"cluster": cluster, "gpus": gpus_n, "gbs": gbs, "seq_len": seq_len,
-                 "dtype": dtype, "objective": objective},
+                 "dtype": dtype, "objective": objective, "runtime": stack.name},
         "prices_usd_per_gpu_hour": prices,
         **grid,
     }
@@ -212,7 +218,8 @@ def to_markdown(doc) -> str:
     keys = [a["key"] for a in doc["axes"]]
     lines = [f"# What-if: {_md(doc['model']['name'])} on {b['gpus']} GPUs", "",
              f"Base: cluster `{b['cluster']}`, {b['gpus']} GPUs, global batch {b['gbs']} "
-             f"sequences of {b['seq_len']} tokens, {b['dtype']}; best plan searched again at "
+             f"sequences of {b['seq_len']} tokens, {b['dtype']}, runtime "
+             f"`{b.get('runtime', 'eager')}`; best plan searched again at "
              f"every point (objective: {b['objective']}).", ""]
     if doc.get("prices_usd_per_gpu_hour"):
         lines += ["Prices per GPU-hour (assumed, set your own with `--price`): " + ", ".join(

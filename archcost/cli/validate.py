@@ -213,7 +213,9 @@ def validate(
         "schema_version": SCHEMA_VERSION,
         "kind": "validation",
         "model": {"name": spec.name, "file": spec.path.name, "config": overrides},
-        "workload": {"seq_len": seq_len, "dtype": dtype, "optimizer": optimizer},
+        # predicted as the default runtime (eager PyTorch), which is what validate runs
+        "workload": {"seq_len": seq_len, "dtype": dtype, "optimizer": optimizer,
+                     "runtime": workload.runtime.name},
         "plan": plan.to_string(),
         "device": device, "machine": machine_id(device), "nproc": nproc,
         "hardware": {"profile": cluster.gpu.name, "cluster": cluster.name,

@@ -11,8 +11,10 @@ flash3; None keeps the curves); attention by the FLOPs of one (batch, head) slic
 profile has that curve; convolutions by their own curve; else the curve by the op's FLOPs. Every
 other op runs at the fp32 vector peak and is in practice memory-bound, at the op's own measured
 fraction of bandwidth where the profile has one (``op_efficiency``). The overhead is the
-profile's per-phase figure (``op_overhead``), else ``kernel_launch``. NB: ops execute one after
-another on one stream (no overlap between kernels), as eager PyTorch does on one device.
+profile's per-phase figure (``op_overhead``), else ``kernel_launch``, once per kernel
+the op launches (a node of a fused group carries the group's bytes and kernel, the others none:
+``cost.fusion``). NB: ops execute one after another on one stream (no overlap between kernels),
+as eager PyTorch does on one device.
 
 Low-precision GEMMs (``aten._scaled_mm``) run at the peak of their operands' format (``fp8``,
 ``mxfp8``, ``nvfp4``; the node's ``compute_dtype``), not of their bf16 output, at the shape
@@ -37,7 +39,7 @@ from archcost.trace.rules_attention import attention_slices
 __all__ = ["OpArrays", "ComputeResult", "lower", "compute_times", "roofline_seconds",
            "peak_flops_for", "PEAK_KEY", "memory_curve_index", "overhead_seconds", "curve_for",
            "op_mnk", "op_attention", "peak_keys", "SHAPED_MATMULS", "BATCHED_MATMULS",
-           "LOW_PRECISION_KEYS", "require_peak"]
+           "LOW_PRECISION_KEYS", "require_peak", "runtime_attention_kernel"]
 
 PEAK_KEY = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16",
             "float8_e4m3fn": "fp8", "float8_e5m2": "fp8", "float64": "fp32",
@@ -48,6 +50,15 @@ CURVE_MATMUL, CURVE_ATTENTION, CURVE_CONV, CURVE_ATTENTION_SLICE, CURVE_CONV_BAC
 BATCHED_MATMULS = ("aten.bmm", "aten.baddbmm")  # (b, m, k) @ (b, k, n): read as (b*m, n, k)
 # priced by (m, n, k)
 SHAPED_MATMULS = ("aten.mm", "aten.addmm", "aten._scaled_mm", *BATCHED_MATMULS)
+
+
+def runtime_attention_kernel(gpu, runtime) -> str | None:
+    """The attention kernel ``runtime`` (a RuntimeProfile) runs on ``gpu``: the first of its
+    preference list the profile has a table for (None: no runtime, or none rated: the profile's
+    attention curves)."""
+    if runtime is None:
+        return None
+    return gpu.attention_kernel([k.value for k in runtime.attention_kernel])
 
 
 def curve_for(op_class: str, op: str = "") -> int:
@@ -85,6 +96,7 @@ class OpArrays:
     # [n, 5] float64: attention ops' head dim, query and key length, causal, backward; zeros
     # for other ops
     attn: np.ndarray
+    launches: np.ndarray  # kernels each op launches (0 inside a fused group, cost.fusion)
 
 
 def op_slices(d: dict) -> int:
@@ -137,6 +149,7 @@ def lower(g: nx.DiGraph) -> OpArrays:
         slices=np.array([op_slices(d) for _, d in nodes], dtype=np.float64),
         mnk=np.array([op_mnk(d) for _, d in nodes], dtype=np.float64).reshape(-1, 3),
         attn=np.array([op_attention(d) for _, d in nodes], dtype=np.float64).reshape(-1, 5),
+        launches=np.array([d.get("launches", 1.0) for _, d in nodes], dtype=np.float64),
     )
 
 
@@ -315,7 +328,8 @@ def compute_times(arrays: OpArrays, gpu, attention_kernel: str | None = None) ->
     peak = np.array([_peak(gpu, d, c) for d, c in zip(arrays.dtype, arrays.op_class)])
     t, bound = roofline_seconds(gpu, arrays.flops, arrays.nbytes, peak, _op_curves(arrays),
                                 memory_curve_index(gpu, arrays.op),
-                                overhead_seconds(gpu, arrays.phase), arrays.slices, arrays.mnk,
+                                overhead_seconds(gpu, arrays.phase) * arrays.launches,
+                                arrays.slices, arrays.mnk,
                                 peak_keys(arrays.dtype), arrays.attn, attention_kernel)
     return ComputeResult(seconds=t * arrays.count, bound=bound, peak_used=peak)
 

@@ -20,8 +20,10 @@ from typing import Any
 import networkx as nx
 import numpy as np
 
-from archcost.cost.compute import PEAK_KEY, compute_times, lower
+from archcost.cost.compute import PEAK_KEY, compute_times, lower, runtime_attention_kernel
+from archcost.cost.fusion import executed_graph
 from archcost.cost.memory import peak_memory
+from archcost.runtime import load_runtime
 
 __all__ = ["estimate_single_device"]
 
@@ -30,14 +32,17 @@ _BOUND = {0: "compute", 1: "memory", 2: "none"}
 
 def estimate_single_device(
     g: nx.DiGraph, doc: dict[str, Any], gpu, compute_dtype: str, usable_memory: float = 0.9,
-    attention_kernel: str | None = None,
+    attention_kernel: str | None = None, runtime=None,
 ) -> dict[str, Any]:
-    """The ``estimate`` section of an analysis document for ``gpu`` (a GpuProfile); the step
-    fits when its peak is within ``usable_memory`` of the device's memory, as a plan does;
-    attention ops read ``attention_kernel``'s table where the profile has attention tables."""
+    """The ``estimate`` section of an analysis document for ``gpu`` (a GpuProfile), as
+    ``runtime`` (a RuntimeProfile; default: the default runtime) executes ``g``; the step fits
+    when its peak is within ``usable_memory`` of the device's memory, as a plan does; attention
+    ops read ``attention_kernel``'s table (default: the runtime's kernel) where the profile has
+    attention tables."""
+    runtime = runtime or load_runtime()
     usable = int(gpu.mem_bytes * usable_memory)
-    arrays = lower(g)
-    res = compute_times(arrays, gpu, attention_kernel)
+    arrays = lower(executed_graph(g, runtime))
+    res = compute_times(arrays, gpu, attention_kernel or runtime_attention_kernel(gpu, runtime))
     seconds = res.seconds
     step = float(seconds.sum())
     by_phase: dict[str, float] = defaultdict(float)
@@ -82,8 +87,10 @@ def estimate_single_device(
         ({"path": p, "seconds": t} for p, t in by_module.items()), key=lambda r: -r["seconds"]
     )
     ridge = peak / gpu.mem_bw_bytes_per_s
+    headroom = runtime.allocator_headroom
     return {
         "hardware": gpu.name,
+        "runtime": runtime.name,
         "peak_flops_per_s": peak,
         "step_time_s": step,
         "phase_seconds": {p: by_phase.get(p, 0.0) for p in ("forward", "backward", "recompute", "optimizer")},
@@ -94,6 +101,8 @@ def estimate_single_device(
             "persistent": pm.persistent_bytes,
             "activations_and_temporaries_at_peak": pm.activations_at_peak,
             "capacity": int(gpu.mem_bytes),
+            # what the caching allocator holds at the peak, where the runtime says (None: unknown)
+            "reserved": None if headroom is None else pm.peak_bytes * (1.0 + headroom),
             "usable": usable,
             "peak_at": {"phase": pm.peak_phase, "module": pm.peak_module, "op_index": pm.peak_index},
         },

@@ -159,6 +159,9 @@ class GpuProfile:
     attention_kernels: dict[str, AttentionTable] = field(default_factory=dict)
     op_efficiency: dict[str, EfficiencyCurve] = field(default_factory=dict)
     op_overhead_s: dict[str, float] = field(default_factory=dict)
+    # streaming multiprocessors: what a runtime's communication kernels take a share of while
+    # they overlap compute (None: unknown, no share taken)
+    sm_count: int | None = None
 
     def __post_init__(self) -> None:
         table = self.matmul_shape_efficiency
@@ -203,6 +206,10 @@ class GpuProfile:
             mem_bw_bytes_per_s=self.mem_bw_bytes_per_s * mem_bw,
             memory_efficiency=self.memory_efficiency.scaled(mem_bw),
             op_efficiency={op: c.scaled(mem_bw) for op, c in self.op_efficiency.items()})
+
+    def attention_kernel(self, preference) -> str | None:
+        """The first kernel of ``preference`` (names, a runtime's order) this profile rates."""
+        return next((k for k in preference if k in self.attention_kernels), None)
 
     def overhead_s(self, phase: str) -> float:
         """Per-op overhead of an op in ``phase`` (recomputation runs forward ops)."""
@@ -309,13 +316,13 @@ GPU_FIELDS: dict[str, Any] = {
     "calibration": "mapping", "conv_efficiency": "curve", "op_efficiency": "curves",
     "op_overhead": "times", "attention_head_efficiency": "curve",
     "conv_backward_efficiency": "curve", "matmul_shape_efficiency": "shape table",
-    "attention_kernels": "attention tables",
+    "attention_kernels": "attention tables", "sm_count": "count",
 }
 # attention defaults to matmul's curve; without host figures offloaded plans are refused
 GPU_OPTIONAL = {"price_per_gpu_hour", "attention_efficiency", "host_link_bandwidth",
                 "host_memory_bandwidth", "calibration", "conv_efficiency", "op_efficiency",
                 "op_overhead", "attention_head_efficiency", "conv_backward_efficiency",
-                "matmul_shape_efficiency", "attention_kernels"}
+                "matmul_shape_efficiency", "attention_kernels", "sm_count"}
 FIELD_EXAMPLES = {  # shown when a field is missing
     "name": "'h100-sxm'", "vendor": "NVIDIA", "peak_flops": "{fp32: '67 TFLOP/s', bf16: '989 TFLOP/s'}",
     "memory": "'80 GB'", "memory_bandwidth": "'3.35 TB/s'", "l2_cache": "'50 MB'",
@@ -425,6 +432,7 @@ def gpu_from_dict(data: dict[str, Any], path: str) -> GpuProfile:
         attention_kernels=read_attention_tables(r, data),
         op_efficiency=_op_curves(r, data),
         op_overhead_s=_overheads(r, data),
+        sm_count=r.count(data, "sm_count") if data.get("sm_count") is not None else None,
     )
 
 

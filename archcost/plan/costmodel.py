@@ -16,6 +16,7 @@ from archcost.plan.kernel import MODEL_KEYS
 from archcost.plan.space import PLACEMENTS
 from archcost.plan.table import CostTable, build_table
 from archcost.plan.workload import Workload
+from archcost.runtime import RuntimeProfile, load_runtime
 
 __all__ = ["CostModel", "CP_COMM"]
 
@@ -31,8 +32,9 @@ class CostModel:
     workload: Workload
     cluster: object  # ClusterProfile
     # data-parallel collectives overlap the last micro-batch's backward (PyTorch DDP/FSDP,
-    # Megatron-LM --overlap-grad-reduce); False: they run after it
-    overlap_dp: bool = True
+    # Megatron-LM --overlap-grad-reduce); False: they run after it; None: as the runtime
+    # profile says for the plan's ZeRO stage
+    overlap_dp: bool | None = None
     # stage partition: False = balanced on traced layer costs, True = layers / stages
     uniform_stages: bool = False
     # share of device memory a plan may fill: the rest is CUDA context, communication buffers,
@@ -49,6 +51,7 @@ class CostModel:
     # FSDP float8 all-gather, Megatron's --fp8-param-gather), the rest as stored
     param_allgather_dtype: str | None = None
     _tables: dict = field(default_factory=dict, repr=False)
+    _runtime: RuntimeProfile | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.cp_comm not in CP_COMM:
@@ -62,6 +65,38 @@ class CostModel:
     @property
     def gpu(self):
         return self.cluster.gpu
+
+    @property
+    def runtime(self) -> RuntimeProfile:
+        """The stack the workload was traced for (its fusions, kernels and overlap rules)."""
+        if self._runtime is None:
+            self._runtime = self.workload.runtime or load_runtime()
+        return self._runtime
+
+    def overlaps_dp(self, zero: int) -> bool:
+        """Whether data-parallel collectives overlap compute at ZeRO stage ``zero``."""
+        if self.overlap_dp is not None:
+            return bool(self.overlap_dp)
+        return int(zero) in self.runtime.overlap_dp
+
+    @property
+    def overlap_mask(self) -> float:
+        """``overlaps_dp`` as a bit mask over ZeRO stages 0-3 (the plan kernel's form)."""
+        return float(sum(1 << z for z in range(4) if self.overlaps_dp(z)))
+
+    @property
+    def reduce_bytes(self) -> float:
+        """Bytes per parameter of a gradient reduction, in the runtime's reduce dtype (the
+        workload's grad_bytes folds the trainable share of the parameters in)."""
+        w = self.workload
+        share = w.trainable_params / max(w.params, 1.0)
+        if share <= 0:
+            return 0.0
+        return self.runtime.reduce_itemsize(w.grad_bytes / share) * share
+
+    @property
+    def tp_comm_exposed(self) -> float:
+        return self.runtime.tp_comm_exposed
 
     @property
     def peak_flops(self) -> float:
@@ -105,7 +140,8 @@ class CostModel:
             "model_flops_per_seq": any_ops.model_flops,
             "rc_flops_none": rc[Recompute.NONE], "rc_flops_selective": rc[Recompute.SELECTIVE],
             "rc_flops_full": rc[Recompute.FULL], "peak_flops": self.peak_flops,
-            "mem_capacity": self.usable_bytes, "overlap_dp": float(self.overlap_dp),
+            "mem_capacity": self.usable_bytes, "overlap_dp": self.overlap_mask,
+            "reduce_bytes": self.reduce_bytes, "tp_comm_exposed": self.tp_comm_exposed,
             "uniform_stages": float(self.uniform_stages),
             "host_link_bw": float(self.gpu.host_link_bw_bytes_per_s or 0.0),
             "host_mem_bw": float(self.gpu.host_memory_bw_bytes_per_s or 0.0),

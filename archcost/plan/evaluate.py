@@ -125,7 +125,7 @@ def estimate_plan(plan: Plan, cm: CostModel, *, with_schedule: bool = True
     act = mbs * s / cp * h * w.act_bytes
 
     # ---- one layer, one micro-batch: forward and backward, with exposed communication
-    tp_f = 0.0
+    tp_f = one = 0.0
     if tp > 1:
         if sp:
             ag = comm.time("tp", Collective.ALL_GATHER, act, g_tp, 0)
@@ -140,12 +140,13 @@ def estimate_plan(plan: Plan, cm: CostModel, *, with_schedule: bool = True
             one = comm.time("tp", Collective.ALL_REDUCE, act, g_tp,
                             w.tp_points * (3 if full else 2) * m * w.layers / pp,
                             "per row-parallel projection and pass")
-        tp_f = w.tp_points * one
+        tp_f = w.tp_points * one * cm.tp_comm_exposed  # what the runtime leaves exposed
     tp_b = tp_f + (tp_f if full else 0.0)
     cp_f = cp_b = 0.0
     if cp > 1:
         g_cp = groups["cp"]
-        kv = 2.0 * mbs * s / cp * w.kv_hidden * w.act_bytes  # this rank's K and V
+        # this rank's K and V: tensor parallelism splits the KV heads (tp divides kv_heads)
+        kv = 2.0 * mbs * s / cp * w.kv_hidden * w.act_bytes / tp
         if cm.cp_comm == "all_gather":
             cp_f = comm.time("cp", Collective.ALL_GATHER, kv * cp, g_cp,
                              (2 if full else 1) * m * w.layers / pp,
@@ -174,7 +175,7 @@ def estimate_plan(plan: Plan, cm: CostModel, *, with_schedule: bool = True
         off_b = max(0.0, x - row["block_b"] - row["block_rc"])
     layer_f = row["block_f"] + tp_f + cp_f + ep_f + off_f
     layer_b = row["block_b"] + row["block_rc"] + tp_b + cp_b + ep_b + off_b
-    emb = tp_f / max(w.tp_points, 1) if tp > 1 else 0.0  # vocab-parallel embedding / head
+    emb = one  # vocab-parallel embedding / head: one collective, not overlapped
     pre_f, pre_b = row["pre_f"] + emb, row["pre_b"]
     post_f, post_b = row["post_f"], row["post_b"] + emb
 
@@ -239,7 +240,7 @@ def estimate_plan(plan: Plan, cm: CostModel, *, with_schedule: bool = True
             if whole.size <= 1 or params <= 0:
                 continue
             per = m if zero == 3 else 1
-            g_bytes, w_bytes = params * w.grad_bytes, params * cm.gather_bytes
+            g_bytes, w_bytes = params * cm.reduce_bytes, params * cm.gather_bytes
             if zero == 0:
                 bwd_c += _coll(comm, rec, tag, Collective.ALL_REDUCE, g_bytes, whole, 1,
                                "gradients")
@@ -257,7 +258,7 @@ def estimate_plan(plan: Plan, cm: CostModel, *, with_schedule: bool = True
             ag_l, rs_l = fwd_c / max(nl, 1.0), bwd_c / max(nl, 1.0)
             exposed = max(0.0, ag_l - layer_f) + max(0.0, ag_l + rs_l - layer_b)
             dp_t = m * nl * exposed + ag_l + rs_l
-        elif cm.overlap_dp:
+        elif cm.overlaps_dp(zero):
             dp_t = max(0.0, bwd_c - nl * layer_b) + max(0.0, fwd_c - nl * layer_f)
         else:
             dp_t = bwd_c + fwd_c
@@ -321,6 +322,7 @@ def estimate_plan(plan: Plan, cm: CostModel, *, with_schedule: bool = True
     doc = {
         "plan": {**_plan_fields(plan), "gpus": plan.gpus, "num_microbatches": m},
         "hardware": {"cluster": cluster.name, "gpu": cm.gpu.name},
+        "runtime": cm.runtime.name,
         "step_time_s": step,
         "tokens_per_s": plan.gbs * s / step,
         "mfu": model_flops / (step * plan.gpus * peak),

@@ -66,7 +66,7 @@ MODEL_KEYS = ("layers", "seq_len", "hidden", "act_bytes", "tp_points", "kv_hidde
               "optimizer_s_per_param", "model_flops_per_seq", "rc_flops_none",
               "rc_flops_selective", "rc_flops_full", "peak_flops", "mem_capacity",
               "overlap_dp", "uniform_stages", "host_link_bw", "host_mem_bw", "cp_all_gather",
-              "gather_bytes")
+              "gather_bytes", "reduce_bytes", "tp_comm_exposed")
 M = {name: i for i, name in enumerate(MODEL_KEYS)}
 # constant indices for njit code (numba cannot read dicts)
 _O_STEP_S = 0
@@ -115,6 +115,8 @@ _M_HOST_LINK_BW = 24
 _M_HOST_MEM_BW = 25
 _M_CP_ALL_GATHER = 26
 _M_GATHER_BYTES = 27  # bytes per parameter of a parameter all-gather
+_M_REDUCE_BYTES = 28
+_M_TP_COMM_EXPOSED = 29
 _OFF_OPTIMIZER, _OFF_ACTIVATIONS = 1, 2
 _AX_TP, _AX_CP, _AX_DP, _AX_PP = 0, 1, 2, 3
 _GPIPE, _1F1B, _INTERLEAVED = 0, 1, 2
@@ -244,18 +246,20 @@ def score_plans(dp_a, tp_a, pp_a, cp_a, ep_a, zero_a, hyb_a, sg_a, sp_a, vpp_a, 
                 # ---- one layer, one micro-batch
                 act = mbs * s / cp * h * ab
                 tp_f = 0.0
+                one = 0.0
                 if tp > 1:
                     if sp:
                         one = (_t(COLL_ALL_GATHER, act, _G_TP, geo, fig)
                                + _t(COLL_REDUCE_SCATTER, act, _G_TP, geo, fig))
                     else:
                         one = _t(COLL_ALL_REDUCE, act, _G_TP, geo, fig)
-                    tp_f = model[_M_TP_POINTS] * one
+                    tp_f = model[_M_TP_POINTS] * one * model[_M_TP_COMM_EXPOSED]
                 tp_layer = 2.0 * tp_f + (tp_f if rc == _FULL else 0.0)
                 cp_layer = 0.0
                 cp_f = 0.0
                 if cp > 1:
-                    kv = 2.0 * mbs * s / cp * model[_M_KV_HIDDEN] * ab
+                    # this rank's K and V: tensor parallelism splits the KV heads
+                    kv = 2.0 * mbs * s / cp * model[_M_KV_HIDDEN] * ab / tp
                     if model[_M_CP_ALL_GATHER] > 0:  # gathered before attention, exposed
                         cp_f = _t(COLL_ALL_GATHER, kv * cp, _G_CP, geo, fig)
                         cp_layer = cp_f + _t(COLL_REDUCE_SCATTER, kv * cp, _G_CP, geo, fig)
@@ -284,7 +288,7 @@ def score_plans(dp_a, tp_a, pp_a, cp_a, ep_a, zero_a, hyb_a, sg_a, sp_a, vpp_a, 
                     else:
                         off_layer = np.inf
                 layer = comp_layer + rc_layer + tp_layer + cp_layer + ep_layer + off_layer
-                emb_tp = tp_f / max(model[_M_TP_POINTS], 1.0) if tp > 1 else 0.0
+                emb_tp = one  # vocab-parallel embedding / head: one collective, exposed
                 first = row[PRE_F] + row[PRE_B] + emb_tp
                 last = row[POST_F] + row[POST_B] + emb_tp
                 # ---- stages
@@ -335,17 +339,17 @@ def score_plans(dp_a, tp_a, pp_a, cp_a, ep_a, zero_a, hyb_a, sg_a, sp_a, vpp_a, 
                     dense /= tp
                     expert = nl * pe / (tp * ep)
                     if r == 0 or r == pp - 1 or nl != cached_nl:
-                        bwd, fwd = _dp_time(zero, dense * model[_M_GRAD_BYTES],
+                        bwd, fwd = _dp_time(zero, dense * model[_M_REDUCE_BYTES],
                                             dense * model[_M_GATHER_BYTES], hybrid, _G_DP,
                                             _G_SHARD, _G_REPL, geo, fig)
                         if pe > 0 and ep > 1:
-                            b2, f2 = _dp_time(zero, expert * model[_M_GRAD_BYTES],
+                            b2, f2 = _dp_time(zero, expert * model[_M_REDUCE_BYTES],
                                               expert * model[_M_GATHER_BYTES], False, _G_DPE,
                                               _G_DPE, _G_DPE, geo, fig)
                             bwd += b2
                             fwd += f2
                         elif pe > 0:
-                            b2, f2 = _dp_time(zero, expert * model[_M_GRAD_BYTES],
+                            b2, f2 = _dp_time(zero, expert * model[_M_REDUCE_BYTES],
                                               expert * model[_M_GATHER_BYTES], hybrid, _G_DP,
                                               _G_SHARD, _G_REPL, geo, fig)
                             bwd += b2
@@ -358,7 +362,7 @@ def score_plans(dp_a, tp_a, pp_a, cp_a, ep_a, zero_a, hyb_a, sg_a, sp_a, vpp_a, 
                             rs_l = bwd / max(nl, 1.0)
                             exposed = max(0.0, ag_l - layer_f) + max(0.0, ag_l + rs_l - layer_b)
                             dp_t = m * nl * exposed + ag_l + rs_l
-                        elif model[_M_OVERLAP_DP] > 0:
+                        elif (int(model[_M_OVERLAP_DP]) >> zero) & 1:  # mask over ZeRO stages
                             # gradients reduce during the last micro-batch's backward; ZeRO's parameter
                             # gather after the step hides behind the next step's first forward
                             dp_t = max(0.0, bwd - nl * layer_b) + max(0.0, fwd - nl * layer_f)

@@ -178,7 +178,7 @@ def search(
     w = cm.workload
     traced = [r.value for r in w.ops]
     fixed = list(fixed or [])
-    constraints = list(constraints)
+    constraints = list(constraints) + list(cm.runtime.plan_constraints)  # what the stack runs
     if not any(f.replace(" ", "").startswith("recompute=") for f in fixed):
         constraints += [f"recompute!={r.value}" for r in _untraced(w)]
     max_tp = max_tp if max_tp is not None else cm.cluster.gpus_per_node

@@ -5,8 +5,8 @@ of plans uses, on one GPU profile.
 Plans share few such combinations (a few hundred in a million plans), so the op-level roofline
 (``cost.kernels.roofline``, measured efficiency curves and tables at the op's FLOPs and shape
 as sharded) runs once per combination and the plan kernel only looks rows up. Attention ops
-read the table of the attention kernel named by the caller (``attention_kernel``) at their head
-dim and, under context parallelism, the s/cp tokens of one ring-attention chunk.
+read the table of the attention kernel named by the caller (``attention_kernel``, by default
+the workload's runtime's) at their head dim and, under context parallelism, the s/cp tokens of one ring-attention chunk.
 """
 
 from __future__ import annotations
@@ -16,11 +16,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from archcost.cost.compute import (
+    CURVE_MATMUL,
     memory_curve_index,
     overhead_seconds,
     peak_flops_for,
     peak_keys,
     roofline_seconds,
+    runtime_attention_kernel,
 )
 from archcost.options import Recompute
 from archcost.plan.workload import (
@@ -32,7 +34,8 @@ from archcost.plan.workload import (
     Workload,
 )
 
-__all__ = ["COLUMNS", "CostTable", "build_table", "op_seconds", "matmul_dims", "attention_dims"]
+__all__ = ["COLUMNS", "CostTable", "build_table", "op_seconds", "matmul_dims", "attention_dims",
+           "overlap_share"]
 
 # columns of a table row (seconds per micro-batch; bytes per micro-batch per GPU)
 COLUMNS = ("block_f", "block_b", "block_rc", "attn_f", "attn_b", "pre_f", "pre_b", "post_f",
@@ -65,9 +68,10 @@ _PHASE_NAMES = tuple(sorted(PHASE_CODES, key=PHASE_CODES.__getitem__))  # code -
 
 
 def _overheads(ops: OpTable, gpu, phase: str | None = None) -> np.ndarray:
-    """Per-op overhead: by each op's phase code, or ``phase`` for all of them."""
+    """Per-op overhead: by each op's phase code, or ``phase`` for all of them, once per kernel
+    the op launches."""
     names = [phase] * len(ops.phase) if phase else [_PHASE_NAMES[p] for p in ops.phase]
-    return overhead_seconds(gpu, names)
+    return overhead_seconds(gpu, names) * ops.kernels
 
 
 def matmul_dims(ops: OpTable, tokens: np.ndarray, tp: np.ndarray) -> np.ndarray:
@@ -97,7 +101,7 @@ def op_seconds(ops: OpTable, gpu, peaks: np.ndarray, scale: np.ndarray,
                phase: str | None = None, attention_kernel: str | None = None) -> np.ndarray:
     """Roofline seconds of every op (all its occurrences) with FLOPs and bytes times ``scale``
     (and the matmuls' batch dims); ``phase`` names the phase of every op (the optimizer
-    table's are meaningless)."""
+    table's are meaningless); ``attention_kernel``: the attention kernel run."""
     t, _ = roofline_seconds(gpu, ops.flops * scale, ops.nbytes * scale, peaks, ops.curve,
                             memory_curve_index(gpu, ops.op), _overheads(ops, gpu, phase),
                             ops.slices * scale,
@@ -107,12 +111,26 @@ def op_seconds(ops: OpTable, gpu, peaks: np.ndarray, scale: np.ndarray,
     return t * ops.count
 
 
+def overlap_share(runtime, gpu) -> float:
+    """Share of the GPU's SMs the runtime's overlapped tensor-parallel communication holds
+    while the layer's matmuls run (0 when it does not overlap or the SMs are unknown)."""
+    if runtime is None or not runtime.tp_comm_sms or not gpu.sm_count:
+        return 0.0
+    return min(runtime.tp_comm_sms / gpu.sm_count, 1.0)
+
+
 def _rows(w: Workload, ops: OpTable, gpu, peaks, r: Recompute, combos: np.ndarray,
           attention_kernel: str | None = None) -> np.ndarray:
     """Rows for every (mbs, tp, sp, cp) of ``combos`` ([n, 4]) under policy ``r``: one roofline
-    call over all combinations x ops, then sums by section and phase."""
+    call over all combinations x ops, then sums by section and phase. With tp > 1 the block's
+    matmuls run beside the runtime's overlapped tensor-parallel communication, on its share of
+    SMs less (every block matmul neighbours a TP collective: QKV and FC1 the all-gather, the
+    output projections the reduce-scatter, and their backward)."""
     n, n_ops = len(combos), len(ops.flops)
     mbs, tp, sp, cp = (combos[:, i].astype(np.float64)[:, None] for i in range(4))
+    beside = (ops.curve == CURVE_MATMUL) & (ops.section == SECTION_BLOCK)
+    share = overlap_share(w.runtime, gpu)
+    peaks = np.where(beside[None, :] & (tp > 1), peaks[None, :] * (1.0 - share), peaks[None, :])
     tp_div = np.where(ops.sp_only[None, :] & (sp == 0), 1.0, tp)
     scale = (mbs / (tp_div * cp)).ravel()
     fixed = np.tile(ops.nbytes_fixed, n)  # weights: split by tp, not by cp or the micro-batch
@@ -123,7 +141,7 @@ def _rows(w: Workload, ops: OpTable, gpu, peaks, r: Recompute, combos: np.ndarra
     flops = np.tile(ops.flops, n) * np.where(weight_only, 1.0 / tp_div.ravel(), scale)
     # attention's (batch, head) slices grow with the micro-batch and split over tp, not cp
     slices = np.tile(ops.slices, n) * (mbs / tp_div).ravel()
-    t, _ = roofline_seconds(gpu, flops, nbytes, np.tile(peaks, n),
+    t, _ = roofline_seconds(gpu, flops, nbytes, peaks.ravel(),
                             np.tile(ops.curve, n), np.tile(memory_curve_index(gpu, ops.op), n),
                             np.tile(_overheads(ops, gpu), n), slices,
                             matmul_dims(ops, mbs / cp, tp_div), peak_keys(ops.dtype) * n,
@@ -151,9 +169,12 @@ def _rows(w: Workload, ops: OpTable, gpu, peaks, r: Recompute, combos: np.ndarra
 
 def build_table(w: Workload, gpu, combos: np.ndarray, attention_kernel: str | None = None
                 ) -> CostTable:
-    """Rows for ``combos`` (int array [n, 5] of recompute code, mbs, tp, sp, cp); attention ops
-    read ``attention_kernel``'s table where the profile has attention tables."""
+    """Rows for ``combos`` (int array [n, 5] of recompute code, mbs, tp, sp, cp), as the
+    workload's runtime runs its ops (fusion and launches are in the ops); attention ops read
+    ``attention_kernel``'s table, by default the runtime's kernel where the profile has its
+    table."""
     combos = np.asarray(combos, dtype=np.int64).reshape(-1, 5)
+    attention_kernel = attention_kernel or runtime_attention_kernel(gpu, w.runtime)
     rows = np.zeros((len(combos), len(COLUMNS)))
     for code in np.unique(combos[:, 0]):
         r = Recompute.from_code(int(code))

@@ -41,9 +41,11 @@ from archcost.cost.compute import (
     op_mnk,
     op_slices,
 )
+from archcost.cost.fusion import executed_graph
 from archcost.cost.memory import liveness_arrays
 from archcost.options import Recompute
 from archcost.plan.space import ModelShape
+from archcost.runtime import RuntimeProfile, load_runtime
 from archcost.trace.precision import ITEMSIZE, PrecisionPolicy
 
 __all__ = ["SECTION_PRE", "SECTION_BLOCK", "SECTION_POST", "PHASE_CODES", "OpTable",
@@ -87,6 +89,13 @@ class OpTable:
     attn: np.ndarray
     model_flops: float  # forward + backward FLOPs per sequence, whole model, no recompute
     recompute_flops: float  # per sequence, whole model
+    # kernels each op launches as the runtime runs it (0 inside a fused group, a fraction for a
+    # multi-tensor optimizer op); None: one each
+    launches: np.ndarray | None = None
+
+    @property
+    def kernels(self) -> np.ndarray:
+        return np.ones(len(self.flops)) if self.launches is None else self.launches
 
 
 @dataclass(frozen=True)
@@ -130,6 +139,7 @@ class Workload:
     # low-precision weight caches and scaling state
     gather_bytes: float = 0.0
     lowp_gather_bytes: float = 0.0
+    runtime: RuntimeProfile | None = None  # the stack traced for (None: the default runtime)
 
     @property
     def layers(self) -> int:
@@ -245,6 +255,26 @@ def _tp_layout(g: nx.DiGraph, nodes, sections, hidden: int) -> tuple[set[int], i
     return sharded, points
 
 
+_COPIES = frozenset({"aten.view", "aten._unsafe_view", "aten.reshape", "aten.clone",
+                     "aten.expand", "aten.unsqueeze", "aten.contiguous", "aten.transpose"})
+
+
+def _unrepeated(records, t) -> int:
+    """Elements of ``t`` before any copies and expands made it (K/V heads repeated to every
+    query head before attention are the model's KV heads, sent as such by context parallel)."""
+    made = {o.tid: rec for rec in records for o in rec.outputs}
+    numel, seen = t.numel, set()
+    rec = made.get(t.tid)
+    while rec is not None and rec.op in _COPIES and rec.index not in seen:
+        seen.add(rec.index)
+        src = rec.args[0] if rec.args and hasattr(rec.args[0], "numel") else None
+        if src is None:
+            break
+        numel = min(numel, src.numel)
+        rec = made.get(src.tid)
+    return numel
+
+
 def _attention_facts(records, rep: str, hidden: int) -> tuple[int, int]:
     """(query heads, kv hidden) from the first attention of the block."""
     for rec in records:
@@ -253,7 +283,8 @@ def _attention_facts(records, rep: str, hidden: int) -> tuple[int, int]:
         if "scaled_dot_product" in rec.op or "attention" in rec.op.split(".")[-1]:
             q, k = rec.named.get("query"), rec.named.get("key")
             if q is not None and k is not None and len(q.shape) == 4:
-                return int(q.shape[1]), int(k.shape[1]) * int(k.shape[3])
+                tokens = int(q.shape[0]) * int(q.shape[2])
+                return int(q.shape[1]), _unrepeated(records, k) // max(tokens, 1)
         if rec.op in ("aten.bmm", "aten.matmul") and len(rec.outputs) == 1:
             shape = rec.outputs[0].shape  # explicit attention: scores (b*heads, s, s)
             if len(shape) == 3 and shape[1] == shape[2] and shape[1] > 1:
@@ -301,13 +332,15 @@ def _mnk_growth(pairs: list[tuple[int, dict, dict]]) -> dict[int, tuple[bool, bo
 
 def _op_table(g: nx.DiGraph, rep: str, layers: int, width_numel: int, hidden: int,
               pairs: list[tuple[int, dict, dict]]) -> tuple[OpTable, OpTable]:
+    """The step's ops and the optimizer's, from ``g`` as the runtime executes it (bytes and
+    kernels of fused groups and of multi-tensor optimizer ops, ``cost.fusion``)."""
     nodes = _ordered(g)
     sections = _sections(nodes, rep)
     sharded, _ = _tp_layout(g, nodes, sections, hidden)
     cols: dict[str, list] = {k: [] for k in ("section", "phase", "curve", "op", "dtype", "tc",
                                              "flops", "nbytes", "fixed", "count", "sp_only",
                                              "attention", "slices", "mnk", "grows",
-                                             "batched", "attn")}
+                                             "launches", "batched", "attn")}
     opt: dict[str, list] = {k: [] for k in cols}
     fixed, growth = _fixed_bytes(pairs), _mnk_growth(pairs)
     model_flops = recompute_flops = 0.0
@@ -342,6 +375,7 @@ def _op_table(g: nx.DiGraph, rep: str, layers: int, width_numel: int, hidden: in
         target["slices"].append(float(op_slices(d)))
         target["mnk"].append(op_mnk(d))
         target["grows"].append(growth.get(n, (False, False, False)))
+        target["launches"].append(float(d.get("launches", 1.0)))
         target["batched"].append(d["op"] in BATCHED_MATMULS)
         target["attn"].append(op_attention(d))
 
@@ -365,6 +399,7 @@ def _op_table(g: nx.DiGraph, rep: str, layers: int, width_numel: int, hidden: in
             batched=np.array(c["batched"], dtype=bool),
             attn=np.array(c["attn"], dtype=np.float64).reshape(-1, 5),
             model_flops=mf, recompute_flops=rf,
+            launches=np.array(c["launches"], dtype=np.float64),
         )
 
     return table(cols, model_flops, recompute_flops), table(opt, 0.0, 0.0)
@@ -445,11 +480,14 @@ def _param_split(cap, rep: str, members: list[str], layers: int, g: nx.DiGraph, 
 
 def workload_from_traces(traces: Mapping[Recompute, object], policy: PrecisionPolicy,
                          name: str = "model",
-                         at_batch_2: Mapping[Recompute, object] | None = None) -> Workload:
+                         at_batch_2: Mapping[Recompute, object] | None = None,
+                         runtime: RuntimeProfile | None = None) -> Workload:
     """A Workload from traces (``archcost.trace.Traced``) of one step at batch 1, one per
     recompute policy; every trace at the same sequence length. ``at_batch_2``: the same steps
     at batch 2, where traced, to split each op's bytes into the part that grows with the
-    micro-batch and the part that does not (weights)."""
+    micro-batch and the part that does not (weights). ``runtime`` (default: the default
+    runtime profile) fuses ops and launches the optimizer as the stack does."""
+    runtime = runtime or load_runtime()
     if not traces:
         raise ValueError("workload_from_traces needs at least one trace")
     first = next(iter(traces.values()))
@@ -496,8 +534,10 @@ def workload_from_traces(traces: Mapping[Recompute, object], policy: PrecisionPo
         nodes = _ordered(g)
         sections = _sections(nodes, rep)
         two = (at_batch_2 or {}).get(policy_r)
-        table, opt = _op_table(g, rep, layers, width_numel, hidden,
-                               _pairs(g, two.graph if two is not None else None))
+        run = executed_graph(g, runtime)
+        table, opt = _op_table(run, rep, layers, width_numel, hidden,
+                               _pairs(run, executed_graph(two.graph, runtime)
+                                      if two is not None else None))
         ops[policy_r] = table
         opt_table = opt_table or opt
         saved_block[policy_r], saved_pre[policy_r], saved_post[policy_r], transient[policy_r] = \
@@ -523,18 +563,26 @@ def workload_from_traces(traces: Mapping[Recompute, object], policy: PrecisionPo
         transient=transient, hidden=hidden, act_bytes=ITEMSIZE[policy.compute_dtype],
         tp_points=tp_points, kv_hidden=kv_hidden, dispatch_bytes=dispatch, notes=tuple(notes),
         gemm_dtype=policy.gemm_dtype, gather_bytes=own, lowp_gather_bytes=lowp_gather,
+        runtime=runtime,
     )
 
 
 def trace_workload(spec, seq_len: int, policy: PrecisionPolicy, optimizer: str = "adamw",
-                   recomputes=tuple(Recompute), progress=None) -> Workload:
-    """Trace ``spec`` at one sequence of ``seq_len`` tokens once per recompute policy."""
+                   recomputes=tuple(Recompute), progress=None,
+                   runtime: RuntimeProfile | None = None) -> Workload:
+    """Trace ``spec`` at one sequence of ``seq_len`` tokens once per recompute policy, as
+    ``runtime`` (default: the default runtime profile) runs it."""
     from archcost.trace import trace_model
 
+    runtime = runtime or load_runtime()
+    opt = runtime.traced_optimizer(optimizer)
     traces, twos = {}, {}
     for r in recomputes:
         if progress:
             progress(f"tracing {spec.name} (recompute={r.value})")
-        traces[r] = trace_model(spec, 1, seq_len, policy, optimizer, recompute=r)
-        twos[r] = trace_model(spec, 2, seq_len, policy, optimizer, recompute=r)
-    return workload_from_traces(traces, policy, name=spec.name, at_batch_2=twos)
+        traces[r] = trace_model(spec, 1, seq_len, policy, opt, recompute=r,
+                                selective=runtime.selective_recompute)
+        twos[r] = trace_model(spec, 2, seq_len, policy, opt, recompute=r,
+                              selective=runtime.selective_recompute)
+    return workload_from_traces(traces, policy, name=spec.name, at_batch_2=twos,
+                                runtime=runtime)

@@ -32,6 +32,7 @@ from torch.utils._pytree import tree_map
 
 from archcost.errors import ArchcostError, ModelFileError, TraceError
 from archcost.loader import ModelSpec
+from archcost.runtime import SelectiveRecompute
 from archcost.trace.assume import CaptureOptions
 from archcost.trace.fake import quiet_fake_tensor_log, to_fake
 from archcost.trace.fallbacks import OpRefused
@@ -148,14 +149,17 @@ def capture_step(
     recompute: Recompute = Recompute.NONE,
     options: CaptureOptions | None = None,
     debug: bool = False,
+    selective: SelectiveRecompute = SelectiveRecompute.ATTENTION_CORE,
 ) -> CaptureResult:
-    """Trace one training step of ``spec`` at (batch_size, seq_len)."""
+    """Trace one training step of ``spec`` at (batch_size, seq_len); ``selective`` says what
+    recompute=selective saves (the runtime profile's)."""
     options = options or CaptureOptions()
     if optimizer not in OPTIMIZERS:
         raise TraceError(f"--optimizer {optimizer!r} is unknown; use one of {', '.join(OPTIMIZERS)}")
     t0 = time.perf_counter()
     saved_keys = frozenset()
-    if recompute is Recompute.SELECTIVE:  # what autograd saves without recomputation
+    if recompute is Recompute.SELECTIVE and selective is SelectiveRecompute.ATTENTION_CORE:
+        # what autograd saves without recomputation
         saved_keys = capture_step(spec, batch_size, seq_len, precision, optimizer, dedupe_repeats,
                                   progress, options=options, debug=debug).saved_op_keys
     st = CaptureState(RepeatTracker.empty())
@@ -173,7 +177,7 @@ def capture_step(
         with dog, torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)  # what inputs and assumed values draw is the same every run
             return _capture(spec, batch_size, seq_len, precision, optimizer, dedupe_repeats,
-                            recompute, saved_keys, st, say, t0)
+                            recompute, saved_keys, selective, st, say, t0)
     except Stalled:
         raise TraceError(dog.fired or _stalled(spec, options, st.where(), False)) from None
     except OpRefused as exc:
@@ -194,13 +198,13 @@ def _stalled(spec: ModelSpec, options: CaptureOptions, where: str, blocked: bool
 
 
 def _capture(spec, batch_size, seq_len, precision, optimizer, dedupe_repeats, recompute,
-             saved_keys, st: CaptureState, say, t0) -> CaptureResult:
+             saved_keys, selective, st: CaptureState, say, t0) -> CaptureResult:
     dtype = getattr(torch, precision.compute_dtype)
     say("building the model on the meta device")
     with torch.device("meta"):
         model = spec.build(batch_size, seq_len)
     repeats = RepeatTracker.from_model(model, dedupe_repeats,
-                                       block_caller(st, recompute, saved_keys))
+                                       block_caller(st, recompute, saved_keys, selective))
     st.repeats = repeats
     fake_mode = FakeTensorMode(allow_non_fake_inputs=False)
     handles: list[Any] = []

@@ -2,12 +2,17 @@
 
 - ``full``: every block is wrapped in ``torch.utils.checkpoint`` (non-reentrant): only its
   inputs are kept; its forward runs again during backward (Narayanan et al. SC'21).
-- ``selective``: Korthikanti et al. 2022, Sec. 5: the attention core (attention kernels,
-  softmax, the score/value batched matmuls, the attention dropout) is recomputed; every other
-  tensor autograd saves is kept. Implemented with torch's selective activation checkpointing:
-  a first trace without recomputation finds which forward ops' outputs autograd saves, and the
-  policy saves exactly those (outside the attention core) and recomputes the rest.
-  NB: the attention core is recognised by shape: ops on a square (S x S) score matrix.
+- ``selective``, as the runtime profile defines it (``runtime.SelectiveRecompute``):
+  ``attention-core`` (Megatron-LM; Korthikanti et al. 2022, Sec. 5): the attention core
+  (attention kernels, softmax, the score/value batched matmuls, the attention dropout) is
+  recomputed; every other tensor autograd saves is kept. Implemented with torch's selective
+  activation checkpointing: a first trace without recomputation finds which forward ops'
+  outputs autograd saves, and the policy saves exactly those (outside the attention core) and
+  recomputes the rest. NB: the attention core is recognised by shape: ops on a square (S x S)
+  score matrix. ``op-sac`` (torchtitan's per-op policy, torchtitan 9dec370
+  torchtitan/parallelisms/parallelize_llama.py:214-270): the outputs of ``aten.mm`` (all but
+  every second one of each block call) and of the attention kernels are saved, every other
+  op of the block is recomputed.
 Ops run by the recomputation are recorded in the ``recompute`` phase.
 """
 
@@ -22,6 +27,7 @@ from torch.utils.checkpoint import (
 )
 
 from archcost.options import Recompute
+from archcost.runtime import SelectiveRecompute
 from archcost.trace.records import Phase
 
 __all__ = ["Recompute", "block_caller", "is_attention_core"]
@@ -51,12 +57,22 @@ def is_attention_core(op, args) -> bool:
     return bool(tensors) and _square_tail(tensors[0]) and tensors[0].dim() >= 3
 
 
-def block_caller(state, policy: Recompute, saved_keys=frozenset()):
+# torchtitan's per-op save list (parallelize_llama.py:214-224 at 9dec370), with the CPU flash
+# kernel a fake trace records in place of CUDA's
+_OP_SAC_SAVE = {"mm", "_scaled_dot_product_efficient_attention",
+                "_scaled_dot_product_flash_attention",
+                "_scaled_dot_product_flash_attention_for_cpu",
+                "_scaled_dot_product_cudnn_attention", "reduce_scatter_tensor", "abs", "max"}
+
+
+def block_caller(state, policy: Recompute, saved_keys=frozenset(),
+                 selective: SelectiveRecompute = SelectiveRecompute.ATTENTION_CORE):
     """How a repeated block is called under ``policy``.
 
     ``state`` carries the current phase and module stack; for selective recompute it counts in
     ``sac_saved`` the outputs that torch's selective checkpointing caches. ``saved_keys`` holds
-    (module, op, k) of the forward ops whose outputs autograd saves without recomputation.
+    (module, op, k) of the forward ops whose outputs autograd saves without recomputation
+    (``attention-core`` only); ``selective`` says what selective recomputation saves.
     The checkpoint's own inputs are seen by the capture's saved-tensor hooks.
     """
     if policy is Recompute.NONE:
@@ -64,13 +80,32 @@ def block_caller(state, policy: Recompute, saved_keys=frozenset()):
 
     counters: dict[tuple, int] = {}
 
-    def selective_policy(ctx, op, *args, **kwargs):
+    def attention_core_policy(ctx, op, *args, **kwargs):
         name = str(op._overloadpacket)
         key = (ctx.is_recompute, state.module_stack[-1], name)
         k = counters[key] = counters.get(key, 0) + 1
         save = (state.module_stack[-1], name, k) in saved_keys and not is_attention_core(op, args)
         state.sac_decision = "save" if save and not ctx.is_recompute else None
         return CheckpointPolicy.MUST_SAVE if save else CheckpointPolicy.PREFER_RECOMPUTE
+
+    def op_sac_context():
+        mm = {False: 0, True: 0}  # matmuls seen in this block call, forward and recompute
+
+        def policy_fn(ctx, op, *args, **kwargs):
+            name = op._overloadpacket.__name__
+            if name == "mm":
+                mm[ctx.is_recompute] += 1
+            save = name in _OP_SAC_SAVE and not (name == "mm" and mm[ctx.is_recompute] % 2 == 0)
+            state.sac_decision = "save" if save and not ctx.is_recompute else None
+            return CheckpointPolicy.MUST_SAVE if save else CheckpointPolicy.PREFER_RECOMPUTE
+
+        return create_selective_checkpoint_contexts(policy_fn, allow_cache_entry_mutation=True)
+
+    def context_fn():
+        if selective is SelectiveRecompute.OP_SAC:
+            return op_sac_context()
+        return create_selective_checkpoint_contexts(attention_core_policy,
+                                                    allow_cache_entry_mutation=True)
 
     def call(orig, args, kwargs, path):
 
@@ -87,10 +122,7 @@ def block_caller(state, policy: Recompute, saved_keys=frozenset()):
                     state.phase = Phase.BACKWARD
 
         if policy is Recompute.SELECTIVE:
-            out = checkpoint(run, *args, use_reentrant=False,
-                             context_fn=lambda: create_selective_checkpoint_contexts(
-                                 selective_policy, allow_cache_entry_mutation=True),
-                             **kwargs)
+            out = checkpoint(run, *args, use_reentrant=False, context_fn=context_fn, **kwargs)
             first = out if isinstance(out, torch.Tensor) else next(
                 (t for t in out if isinstance(t, torch.Tensor)), None)
             if first is not None and state.phase is Phase.FORWARD:

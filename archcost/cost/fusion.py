@@ -1,0 +1,211 @@
+"""Kernel fusion as a runtime executes the traced graph: which memory-bound ops share a kernel.
+
+The graph records one aten op per node, as eager PyTorch on a CPU dispatches them. A GPU stack
+runs some chains of pointwise ops, reductions and copies as one kernel: the chain's inputs are
+read once, its outputs written once, the tensors passed inside it never reach device memory.
+``fuse_graph`` rewrites the bytes each node moves accordingly and says how many kernels it
+launches (``launches``: 1 for the first member of a group, 0 for the others).
+
+Which chains fuse is the runtime's list (``runtime.Fusion``), each a family of fusable nodes
+(op classes elementwise, reduction, norm, data-movement) tagged by what they compute:
+
+- ``dropout``: a dropout's ops (CPU dispatch decomposes it into bernoulli_, div_, mul; CUDA runs
+  one native_dropout kernel writing the output and the mask);
+- ``residual``: a dropout with the residual add after it (Megatron's bias-dropout-add);
+- ``softmax``: the ops on the attention score matrix around softmax (scale, mask, softmax and
+  their backward: Megatron's fused scale-mask-softmax);
+- ``norm``: the ops of a normalization module written out (RMSNorm: pow, mean, add, rsqrt, mul,
+  mul), one kernel as Apex/Transformer Engine's fused norms;
+- ``activation``: an activation and its pointwise neighbours in its module (bias-GeLU, SwiGLU);
+- ``rope``: the pointwise ops and copies inside an attention module (rotary embeddings, layout
+  copies) outside the score matrix;
+- ``elementwise``: every chain inside the repeated blocks (torch.compile's Inductor per block).
+
+Two tagged nodes of one family, the same phase and the same block join when an edge links them
+and they sit at the same *level*, the number of unfused kernels on the longest path from the
+graph's sources to them: a path from one member through a matmul to another member would raise
+the level, so a group never needs an unfused kernel's output that needs the group's own (the
+legality rule of Inductor's scheduler).
+
+A group's FLOPs and bytes go to its first member (the kernel overlaps its math with its
+traffic), the others carry none. Bytes of a group: what its members read from outside it (tensors made by other kernels,
+parameters, inputs) plus what they write that something outside reads (saved activations
+included: their readers run in backward) or nothing reads. NB: the saved set and the memory
+held are the trace's (a compiler may save or recompute differently); the group keeps the op
+name and efficiency curve of its first member.
+
+The optimizer's ops of a ``foreach`` runtime launch one multi-tensor kernel per kind of op over
+all parameters (``executed_graph``): each op's share of those launches.
+"""
+
+from __future__ import annotations
+
+import networkx as nx
+
+from archcost.runtime import Fusion, OptimizerKernel
+
+__all__ = ["fuse_graph", "executed_graph", "FUSABLE_CLASSES"]
+
+# op classes a fusing runtime merges (memory-bound, no tensor-core kernel)
+FUSABLE_CLASSES = frozenset({"elementwise", "reduction", "norm", "data-movement"})
+_PHASES = ("forward", "backward", "recompute")
+_DROPOUT = frozenset({"aten.bernoulli_", "aten.native_dropout", "aten.native_dropout_backward"})
+_ACTIVATIONS = frozenset({"aten.gelu", "aten.silu", "aten.relu", "aten.sigmoid", "aten.tanh",
+                          "aten.gelu_backward", "aten.silu_backward", "aten.threshold_backward",
+                          "aten.sigmoid_backward", "aten.tanh_backward"})
+_SOFTMAX = frozenset({"aten._softmax", "aten._safe_softmax", "aten._softmax_backward_data"})
+
+
+def _square(d: dict) -> bool:
+    """Its output is a score matrix: (..., S, S) with S > 1 and at least 3 dims."""
+    shape = d["out_shapes"][0] if d["out_shapes"] else []
+    return len(shape) >= 3 and shape[-1] == shape[-2] and shape[-1] > 1
+
+
+def _levels(g: nx.DiGraph, fusable: set[int]) -> dict[int, int]:
+    """Unfused kernels on the longest path from a source to each node (the node excluded)."""
+    level: dict[int, int] = {}
+    for n in sorted(g.nodes, key=lambda v: g.nodes[v]["index"]):  # execution order: topological
+        level[n] = max((level[p] + (p not in fusable) for p in g.predecessors(n)
+                        if p in level), default=0)
+    return level
+
+
+def _tags(g: nx.DiGraph, fusions: frozenset[Fusion]) -> dict[int, tuple]:
+    """Each fusable node's family key under ``fusions`` (untagged nodes run alone)."""
+    classes = g.graph.get("module_classes", {})
+    fusable = [n for n, d in g.nodes(data=True)
+               if d["op_class"] in FUSABLE_CLASSES and d["phase"] in _PHASES]
+    tags: dict[int, tuple] = {}
+    if Fusion.ELEMENTWISE in fusions:
+        for n in fusable:
+            if g.nodes[n].get("repeat_group"):
+                tags[n] = ("elementwise",)
+        return tags
+    is_fusable = set(fusable)
+    if Fusion.DROPOUT in fusions or Fusion.RESIDUAL in fusions:
+        for n, d in g.nodes(data=True):
+            if d["op"] == "aten.bernoulli_":  # bernoulli_ -> div_ -> mul: one native_dropout
+                key = ("dropout", n)
+                tags[n] = key
+                for s in g.successors(n):
+                    if g.nodes[s]["op"] == "aten.div_":
+                        tags[s] = key
+                        for m in g.successors(s):
+                            if g.nodes[m]["op"] == "aten.mul" and m in is_fusable:
+                                tags[m] = key
+                                if Fusion.RESIDUAL in fusions:
+                                    for a in g.successors(m):
+                                        if g.nodes[a]["op"] == "aten.add" and a in is_fusable:
+                                            tags[a] = key
+    for n in fusable:
+        if n in tags:
+            continue
+        d = g.nodes[n]
+        cls = classes.get(d["module"], "")
+        if Fusion.SOFTMAX in fusions and (d["op"] in _SOFTMAX or _square(d)):
+            tags[n] = ("softmax", d["module"])
+        elif Fusion.NORM in fusions and "Norm" in cls:
+            tags[n] = ("norm", d["module"])
+        elif Fusion.ACTIVATION in fusions and (d["op"] in _ACTIVATIONS or any(
+                g.nodes[m]["op"] in _ACTIVATIONS and g.nodes[m]["module"] == d["module"]
+                for m in (*g.predecessors(n), *g.successors(n)))):
+            tags[n] = ("activation", d["module"])
+        elif Fusion.ROPE in fusions and "Attention" in cls and not _square(d):
+            tags[n] = ("rope", d["module"])
+    return tags
+
+
+def _groups(g: nx.DiGraph, tags: dict[int, tuple]) -> list[list[int]]:
+    level = _levels(g, set(tags))  # NB: a node of another family on a path counts as free
+    parent = {n: n for n in tags}
+
+    def find(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for u, v in g.edges:
+        if u not in tags or v not in tags or tags[u] != tags[v] or level[u] != level[v]:
+            continue
+        du, dv = g.nodes[u], g.nodes[v]
+        if du["phase"] == dv["phase"] and du.get("repeat_group") == dv.get("repeat_group"):
+            parent[find(u)] = find(v)
+    out: dict[int, list[int]] = {}
+    for n in tags:
+        out.setdefault(find(n), []).append(n)
+    return [sorted(m, key=lambda v: g.nodes[v]["index"]) for m in out.values()]
+
+
+def _origin(g: nx.DiGraph, n: int, inside: set[int]) -> int:
+    """The node whose kernel wrote what ``n`` outputs: a member view (it writes nothing) is
+    followed to its largest input's producer, so a tensor read through a view is external when
+    its storage was written outside the group."""
+    seen = set()
+    while n in inside and g.nodes[n]["bytes_written"] == 0 and n not in seen:
+        seen.add(n)
+        ins = list(g.in_edges(n, data=True))
+        if not ins:
+            return -1  # a view of a parameter or an input: outside
+        n = max(ins, key=lambda e: e[2]["bytes"])[0]
+    return n
+
+
+def _escapes(g: nx.DiGraph, n: int, inside: set[int], depth: int = 0) -> bool:
+    """Whether what ``n`` writes is read outside the group (or by nothing): a reader outside,
+    or a member view (it writes nothing) whose own readers are outside."""
+    succ = list(g.successors(n))
+    if not succ:
+        return True
+    for s in succ:
+        if s not in inside:
+            return True
+        if g.nodes[s]["bytes_written"] == 0 and depth < 16 and _escapes(g, s, inside, depth + 1):
+            return True
+    return False
+
+
+def fuse_graph(g: nx.DiGraph, fusions=()) -> nx.DiGraph:
+    """A copy of ``g`` whose ``bytes_read``/``bytes_written`` are those of the kernels a
+    runtime fusing ``fusions`` (``runtime.Fusion`` values) launches, each node with
+    ``launches`` (kernels it stands for)."""
+    fusions = frozenset(Fusion(f) for f in fusions)
+    out = g.copy()
+    for _, d in out.nodes(data=True):
+        d["launches"] = 1.0
+    if not fusions:
+        return out
+    for members in _groups(g, _tags(g, fusions)):
+        if len(members) < 2:
+            continue
+        inside = set(members)
+        read = written = 0
+        for n in members:
+            d = g.nodes[n]
+            internal_in = sum(e["bytes"] for p, _, e in g.in_edges(n, data=True)
+                              if _origin(g, p, inside) in inside)
+            read += max(0, d["bytes_read"] - internal_in)
+            if _escapes(g, n, inside):
+                written += d["bytes_written"]
+        flops = sum(g.nodes[n]["flops"] for n in members)
+        for i, n in enumerate(members):
+            d = out.nodes[n]
+            d["bytes_read"], d["bytes_written"] = (read, written) if i == 0 else (0, 0)
+            d["flops"] = flops if i == 0 else 0  # the kernel overlaps its math and its traffic
+            d["launches"] = 1.0 if i == 0 else 0.0
+    return out
+
+
+def executed_graph(g: nx.DiGraph, runtime) -> nx.DiGraph:
+    """``g`` as ``runtime`` (a RuntimeProfile) executes it: fused as its ``fusions`` say, and
+    the optimizer's ops sharing one kernel per kind of op when it runs foreach. NB: torch's
+    multi-tensor apply launches a kernel per chunk of tensors; one per op kind is its floor."""
+    out = fuse_graph(g, runtime.fusions)
+    if runtime.optimizer is OptimizerKernel.FOREACH:
+        opt = [d for _, d in out.nodes(data=True) if d["phase"] == "optimizer"]
+        if opt:
+            share = len({d["op"] for d in opt}) / sum(d["count"] for d in opt)
+            for d in opt:
+                d["launches"] = share
+    return out

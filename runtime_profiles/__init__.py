@@ -1,0 +1,1 @@
+"""Bundled runtime profiles (installed as the package ``archcost.runtime_profiles``)."""
