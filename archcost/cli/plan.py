@@ -20,11 +20,14 @@ from archcost.cli.common import (
 from archcost.cli.options import (
     DTYPE,
     FALLBACK_CLUSTER,
+    MASK_DENSITY,
     OBJECTIVE,
     OPTIMIZER,
     PARTITION,
+    ROUTING,
     SEQ_LEN,
     TOP,
+    TRACE_TIMEOUT_S,
     USABLE_MEMORY,
     ConstraintOpt,
     DebugOpt,
@@ -36,6 +39,7 @@ from archcost.cli.options import (
     GpusOpt,
     HardwareOrClusterOpt,
     JsonOpt,
+    MaskDensityOpt,
     ModelArg,
     ObjectiveOpt,
     OptimizerOpt,
@@ -43,11 +47,14 @@ from archcost.cli.options import (
     OverlapOpt,
     PartitionOpt,
     PlanOpt,
+    RoutingOpt,
     SeqLenOpt,
     SetOpt,
     TimelineOpt,
     TopOpt,
+    TraceTimeoutOpt,
     UsableMemoryOpt,
+    capture_options,
     check_usable_memory,
     default_gbs,
     gpu_counts,
@@ -73,7 +80,7 @@ def check_common(dtype, partition, usable_memory) -> None:
 
 
 def _setup(model, set_, dtype, optimizer, seq_len, cluster_name, gpus, recomputes, quiet,
-           partition, overlap_dp, usable_memory):
+           partition, overlap_dp, usable_memory, options=None):
     from archcost.hardware.profile import load_cluster
     from archcost.loader import load_model_file, parse_overrides
     from archcost.plan.costmodel import CostModel
@@ -88,7 +95,8 @@ def _setup(model, set_, dtype, optimizer, seq_len, cluster_name, gpus, recompute
             if status is not None:
                 status.update(msg)
 
-        workload = trace_workload(spec, seq_len, policy, optimizer, recomputes, progress)
+        workload = trace_workload(spec, seq_len, policy, optimizer, recomputes, progress,
+                                  options)
     cm = CostModel(workload, cluster, overlap_dp=overlap_dp,
                    uniform_stages=partition == "uniform", usable_memory=usable_memory)
     header = {
@@ -231,6 +239,9 @@ def plan(
     timeline: TimelineOpt = None,
     emit_fmt: EmitOpt = None,
     emit_file: EmitFileOpt = None,
+    routing: RoutingOpt = ROUTING,
+    mask_density: MaskDensityOpt = MASK_DENSITY,
+    trace_timeout: TraceTimeoutOpt = TRACE_TIMEOUT_S,
     debug: DebugOpt = False,
 ) -> None:
     """Search every valid parallel plan for MODEL on the cluster and rank them."""
@@ -248,7 +259,8 @@ def plan(
     fixed = list(fix or [])
     cm, header = _setup(model, set_, dtype, optimizer, seq_len, cluster,
                         max(counts) if counts else None, _recomputes(fixed), as_json,
-                        partition, overlap_dp, usable_memory)
+                        partition, overlap_dp, usable_memory,
+                        capture_options(routing, mask_density, trace_timeout))
     counts = counts or [cm.cluster.gpus]
     with progress_bar(as_json, "{task.description}") as bar:
         tasks: dict[str, int] = {}
@@ -291,6 +303,9 @@ def estimate(
     timeline: TimelineOpt = None,
     emit_fmt: EmitOpt = None,
     emit_file: EmitFileOpt = None,
+    routing: RoutingOpt = ROUTING,
+    mask_density: MaskDensityOpt = MASK_DENSITY,
+    trace_timeout: TraceTimeoutOpt = TRACE_TIMEOUT_S,
     debug: DebugOpt = False,
 ) -> None:
     """Estimate one plan in full: step time, tokens/s, MFU, memory per GPU, time per component
@@ -304,7 +319,8 @@ def estimate(
     check_outputs(o=output, timeline=timeline, emit_file=emit_file)
     plan_obj = read_plan(plan_text)
     cm, header = _setup(model, set_, dtype, optimizer, seq_len, cluster, plan_obj.gpus,
-                        (plan_obj.recompute,), as_json, partition, overlap_dp, usable_memory)
+                        (plan_obj.recompute,), as_json, partition, overlap_dp, usable_memory,
+                        capture_options(routing, mask_density, trace_timeout))
     est, sched = estimate_plan(plan_obj, cm)
     add_economics(cm, est)
     doc = {**header, "kind": "estimate", "plan": plan_obj.to_string(), "estimate": est}

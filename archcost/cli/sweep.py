@@ -19,9 +19,12 @@ from archcost.cli.common import (
 from archcost.cli.options import (
     DTYPE,
     FALLBACK_CLUSTER,
+    MASK_DENSITY,
     OBJECTIVE,
     OPTIMIZER,
+    ROUTING,
     SEQ_LEN,
+    TRACE_TIMEOUT_S,
     USABLE_MEMORY,
     ConstraintOpt,
     DebugOpt,
@@ -32,13 +35,17 @@ from archcost.cli.options import (
     HardwareOrClusterOpt,
     JsonOpt,
     MarkdownOpt,
+    MaskDensityOpt,
     ModelArg,
     ObjectiveOpt,
     OptimizerOpt,
     OutputOpt,
+    RoutingOpt,
     SeqLenOpt,
     SetOpt,
+    TraceTimeoutOpt,
     UsableMemoryOpt,
+    capture_options,
     check_usable_memory,
     default_gbs,
     gpu_counts,
@@ -84,6 +91,9 @@ def sweep(
     price: Annotated[list[str] | None, typer.Option("--price", help="GPU=$/h, the price per "
                                                     "GPU-hour of a GPU profile, e.g. "
                                                     "h100-sxm=2.5 (repeatable).")] = None,
+    routing: RoutingOpt = ROUTING,
+    mask_density: MaskDensityOpt = MASK_DENSITY,
+    trace_timeout: TraceTimeoutOpt = TRACE_TIMEOUT_S,
     debug: DebugOpt = False,
 ) -> None:
     """Search the best plan at every point of a grid over hardware (peak FLOP/s, memory,
@@ -111,6 +121,7 @@ def sweep(
     check_usable_memory(usable_memory)
     parse_precision(dtype)
     check_outputs(o=output)
+    options = capture_options(routing, mask_density, trace_timeout)
     cluster = cluster or FALLBACK_CLUSTER
     if counts is None:  # one node of the cluster
         from archcost.hardware.profile import load_cluster
@@ -128,7 +139,7 @@ def sweep(
                 if status is not None:
                     status.update(f"tracing {spec.name} at seq_len={s}, {d}")
                 cache[(s, d)] = trace_workload(spec, s, parse_precision(d), optimizer,
-                                               recomputes)
+                                               recomputes, options=options)
             return cache[(s, d)]
 
         workload_for(seq_len, dtype)
