@@ -20,12 +20,15 @@ from archcost.cli.common import (
 from archcost.cli.options import (
     DTYPE,
     FALLBACK_CLUSTER,
+    MASK_DENSITY,
     OBJECTIVE,
     OPTIMIZER,
     PARTITION,
+    ROUTING,
     RUNTIME,
     SEQ_LEN,
     TOP,
+    TRACE_TIMEOUT_S,
     USABLE_MEMORY,
     ConstraintOpt,
     DebugOpt,
@@ -39,6 +42,7 @@ from archcost.cli.options import (
     HardwareOrClusterOpt,
     JsonOpt,
     LowpGatherOpt,
+    MaskDensityOpt,
     ModelArg,
     ObjectiveOpt,
     OptimizerOpt,
@@ -46,12 +50,15 @@ from archcost.cli.options import (
     OverlapOpt,
     PartitionOpt,
     PlanOpt,
+    RoutingOpt,
     RuntimeOpt,
     SeqLenOpt,
     SetOpt,
     TimelineOpt,
     TopOpt,
+    TraceTimeoutOpt,
     UsableMemoryOpt,
+    capture_options,
     check_usable_memory,
     default_gbs,
     gpu_counts,
@@ -81,7 +88,7 @@ def check_common(dtype, partition, usable_memory, fp8_recipe=None, lowp_gather=F
 
 def _setup(model, set_, dtype, optimizer, seq_len, cluster_name, gpus, recomputes, quiet,
            partition, overlap_dp, usable_memory, fp8_recipe=None, lowp_gather=False,
-           runtime_name="eager"):
+           runtime_name="eager", options=None):
     from archcost.hardware.profile import load_cluster
     from archcost.loader import load_model_file, parse_overrides
     from archcost.plan.costmodel import CostModel
@@ -103,7 +110,7 @@ def _setup(model, set_, dtype, optimizer, seq_len, cluster_name, gpus, recompute
                 status.update(msg)
 
         workload = trace_workload(spec, seq_len, policy, optimizer, recomputes, progress,
-                                  runtime)
+                                  runtime, options)
     gather = policy.low_precision.peak_key if lowp_gather else None
     cm = CostModel(workload, cluster, overlap_dp=overlap_dp,
                    uniform_stages=partition == "uniform", usable_memory=usable_memory,
@@ -255,6 +262,9 @@ def plan(
     timeline: TimelineOpt = None,
     emit_fmt: EmitOpt = None,
     emit_file: EmitFileOpt = None,
+    routing: RoutingOpt = ROUTING,
+    mask_density: MaskDensityOpt = MASK_DENSITY,
+    trace_timeout: TraceTimeoutOpt = TRACE_TIMEOUT_S,
     debug: DebugOpt = False,
 ) -> None:
     """Search every valid parallel plan for MODEL on the cluster and rank them."""
@@ -272,7 +282,8 @@ def plan(
     fixed = list(fix or [])
     cm, header = _setup(model, set_, dtype, optimizer, seq_len, cluster,
                         max(counts) if counts else None, _recomputes(fixed), as_json,
-                        partition, overlap_dp, usable_memory, fp8_recipe, lowp_gather, runtime)
+                        partition, overlap_dp, usable_memory, fp8_recipe, lowp_gather, runtime,
+                        capture_options(routing, mask_density, trace_timeout))
     counts = counts or [cm.cluster.gpus]
     with progress_bar(as_json, "{task.description}") as bar:
         tasks: dict[str, int] = {}
@@ -318,6 +329,9 @@ def estimate(
     timeline: TimelineOpt = None,
     emit_fmt: EmitOpt = None,
     emit_file: EmitFileOpt = None,
+    routing: RoutingOpt = ROUTING,
+    mask_density: MaskDensityOpt = MASK_DENSITY,
+    trace_timeout: TraceTimeoutOpt = TRACE_TIMEOUT_S,
     debug: DebugOpt = False,
 ) -> None:
     """Estimate one plan in full: step time, tokens/s, MFU, memory per GPU, time per component
@@ -332,7 +346,8 @@ def estimate(
     plan_obj = read_plan(plan_text)
     cm, header = _setup(model, set_, dtype, optimizer, seq_len, cluster, plan_obj.gpus,
                         (plan_obj.recompute,), as_json, partition, overlap_dp, usable_memory,
-                        fp8_recipe, lowp_gather, runtime)
+                        fp8_recipe, lowp_gather, runtime,
+                        capture_options(routing, mask_density, trace_timeout))
     est, sched = estimate_plan(plan_obj, cm)
     add_economics(cm, est)
     doc = {**header, "kind": "estimate", "plan": plan_obj.to_string(), "estimate": est}

@@ -19,10 +19,13 @@ from archcost.cli.common import (
 from archcost.cli.options import (
     DTYPE,
     FALLBACK_CLUSTER,
+    MASK_DENSITY,
     OBJECTIVE,
     OPTIMIZER,
+    ROUTING,
     RUNTIME,
     SEQ_LEN,
+    TRACE_TIMEOUT_S,
     USABLE_MEMORY,
     ConstraintOpt,
     DebugOpt,
@@ -34,14 +37,18 @@ from archcost.cli.options import (
     HardwareOrClusterOpt,
     JsonOpt,
     MarkdownOpt,
+    MaskDensityOpt,
     ModelArg,
     ObjectiveOpt,
     OptimizerOpt,
     OutputOpt,
+    RoutingOpt,
     RuntimeOpt,
     SeqLenOpt,
     SetOpt,
+    TraceTimeoutOpt,
     UsableMemoryOpt,
+    capture_options,
     check_usable_memory,
     default_gbs,
     gpu_counts,
@@ -89,6 +96,9 @@ def sweep(
                                                     "GPU-hour of a GPU profile, e.g. "
                                                     "h100-sxm=2.5 (repeatable).")] = None,
     runtime: RuntimeOpt = RUNTIME,
+    routing: RoutingOpt = ROUTING,
+    mask_density: MaskDensityOpt = MASK_DENSITY,
+    trace_timeout: TraceTimeoutOpt = TRACE_TIMEOUT_S,
     debug: DebugOpt = False,
 ) -> None:
     """Search the best plan at every point of a grid over hardware (peak FLOP/s, memory,
@@ -119,6 +129,7 @@ def sweep(
     stack = load_runtime(runtime)
     parse_precision(dtype, fp8_recipe=fp8_recipe)
     check_outputs(o=output)
+    options = capture_options(routing, mask_density, trace_timeout)
     cluster = cluster or FALLBACK_CLUSTER
     if counts is None:  # one node of the cluster
         from archcost.hardware.profile import load_cluster
@@ -137,7 +148,8 @@ def sweep(
                     status.update(f"tracing {spec.name} at seq_len={s}, {d}")
                 recipe = fp8_recipe if d.strip().lower() == "fp8" else None
                 cache[(s, d)] = trace_workload(spec, s, parse_precision(d, fp8_recipe=recipe),
-                                               optimizer, recomputes, runtime=stack)
+                                               optimizer, recomputes, runtime=stack,
+                                               options=options)
             return cache[(s, d)]
 
         workload_for(seq_len, dtype)

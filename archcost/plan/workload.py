@@ -512,6 +512,9 @@ def workload_from_traces(traces: Mapping[Recompute, object], policy: PrecisionPo
     if rep and tp_points == 0:
         notes.append("no row-parallel projection found in the block: tensor parallel is costed "
                      "without its per-layer all-reduces")
+    routing = (getattr(cap0, "assumptions", None) or {}).get("routing") or {}
+    if routing.get("routers"):
+        notes.append(f"routing assumed: {routing['description']}")
     pre, blk, post, expert, total, trainable, wbytes = _param_split(cap0, rep, members, layers,
                                                                     g0, sections0)
     experts = 0
@@ -569,10 +572,15 @@ def workload_from_traces(traces: Mapping[Recompute, object], policy: PrecisionPo
 
 def trace_workload(spec, seq_len: int, policy: PrecisionPolicy, optimizer: str = "adamw",
                    recomputes=tuple(Recompute), progress=None,
-                   runtime: RuntimeProfile | None = None) -> Workload:
+                   runtime: RuntimeProfile | None = None, options=None) -> Workload:
     """Trace ``spec`` at one sequence of ``seq_len`` tokens once per recompute policy, as
-    ``runtime`` (default: the default runtime profile) runs it."""
-    from archcost.trace import trace_model
+    ``runtime`` (default: the default runtime profile) runs it (``options``: the traces'
+    assumptions, :class:`archcost.trace.CaptureOptions`)."""
+    from functools import partial
+
+    from archcost.trace import trace_model as _trace
+
+    trace_model = partial(_trace, options=options)
 
     runtime = runtime or load_runtime()
     opt = runtime.traced_optimizer(optimizer)
