@@ -60,6 +60,7 @@ class Case:
     step_s: float  # measured step time the published figure implies
     pending: str = ""  # why the run cannot be expressed yet
     stack: str = ""  # key of STACKS: what the trainer that ran it could run
+    memory_gib: float | None = None  # published memory per GPU (torchtitan: max reserved)
 
     @property
     def recompute(self) -> str:
@@ -71,7 +72,9 @@ class Case:
 STACKS = {
     # Megatron-LM of 2021-22 (Narayanan et al. SC'21; Korthikanti et al. 2022): data parallel
     # by all-reduce (the distributed optimizer came later: Megatron-LM
-    # --use-distributed-optimizer, 2022), no context parallelism (Megatron-Core 0.5, 2024).
+    # --use-distributed-optimizer, 2022), no context parallelism (Megatron-Core 0.5, 2024);
+    # sequence parallelism is Korthikanti et al. 2022's own contribution, absent from SC'21.
+    "megatron-2021": ("zero=0", "cp=1", "ep=1", "sp=0"),
     "megatron-2022": ("zero=0", "cp=1", "ep=1"),
     # Megatron-Core r0.8.0 (2024): distributed optimizer (ZeRO-1) but no ZeRO-2/3 (Megatron
     # FSDP arrived in Megatron-Core 0.11, 2025); context parallel available.
@@ -108,7 +111,8 @@ def _megatron_2022(r: dict) -> Case:
         96 * gbs * s * L * h * h * (1 + s / (6 * h) + V / (16 * L * h)) / (value * 1e12 * gpus))
     return Case(r["id"], "gpt2.py", dict(layers=L, hidden=h, heads=a, ffn=f, vocab=V,
                                          dropout=0.1, flash=False),
-                s, "fp16-mixed", plan, "dgx-a100-hdr", gpus, step, stack="megatron-2022")
+                s, "fp16-mixed", plan, "dgx-a100-hdr", gpus, step,
+                stack="megatron-2022" if r["id"].startswith("K") else "megatron-2021")
 
 
 def _mc24(r: dict) -> Case:
@@ -136,8 +140,10 @@ def _torchtitan(r: dict) -> Case:
     dp = int(r["dp"])
     pending = "FP8 run (needs --dtype fp8)" if "fp8" in r["precision"] else ""
     plan = f"dp={dp},zero=3,mbs={_int(r['mbs'], 1)},gbs={gbs},recompute=selective"
+    mem = re.search(r"mem ([0-9.]+)\s*GiB", r["value"])
     return Case(r["id"], "llama.py", dict(preset=preset), s, "bf16-mixed", plan,
-                "grand-teton-h100", n, gbs * s / (tps * n), pending, stack="torchtitan")
+                "grand-teton-h100", n, gbs * s / (tps * n), pending, stack="torchtitan",
+                memory_gib=float(mem[1]) if mem else None)
 
 
 def _pending(r: dict, why: str) -> Case:
@@ -165,13 +171,17 @@ def load_cases(path: str | Path) -> list[Case]:
     return out
 
 
-def workload(case: Case, cache_dir: str | None, memo: dict):
-    """The case's model traced under every recompute policy (cached on disk when asked)."""
+def workload(case: Case, cache_dir: str | None, memo: dict, recomputes=None):
+    """The case's model traced under every recompute policy, or those given (cached on disk
+    when asked)."""
     from archcost.loader import load_model_file
+    from archcost.options import Recompute
     from archcost.plan.workload import trace_workload
     from archcost.trace.precision import parse_precision
 
-    key = repr((case.model, sorted(case.sets.items()), case.seq, case.dtype))
+    recomputes = tuple(recomputes or Recompute)
+    key = repr((case.model, sorted(case.sets.items()), case.seq, case.dtype,
+                tuple(r.value for r in recomputes)))
     if key in memo:
         return memo[key]
     path = Path(cache_dir) / (hashlib.sha256(key.encode()).hexdigest()[:20] + ".pkl") \
@@ -180,7 +190,7 @@ def workload(case: Case, cache_dir: str | None, memo: dict):
         memo[key] = pickle.loads(path.read_bytes())
         return memo[key]
     spec = load_model_file(str(ROOT / "models" / case.model), dict(case.sets))
-    memo[key] = trace_workload(spec, case.seq, parse_precision(case.dtype), "adamw")
+    memo[key] = trace_workload(spec, case.seq, parse_precision(case.dtype), "adamw", recomputes)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(pickle.dumps(memo[key]))
