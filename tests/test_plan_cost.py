@@ -137,6 +137,21 @@ def test_kernel_equals_full_estimate_with_equal_stages(ideal):
     _kernel_vs_estimate(ideal, plans, ("step_s", "mem_peak", "mfu"))
 
 
+def test_zero3_holds_fsdp2s_unsharded_buffers(ideal):
+    """FSDP2's backward holds the block being differentiated and the prefetched one unsharded,
+    the block's unsharded gradients and the previous block's reduce-scatter input (PyTorch
+    FSDP2 ``ReduceScatterState``): by hand for the synthetic block of 8e8 bf16 parameters with
+    bf16 gradients, 8e8 x (2 + 2 + 2 + 2) B, over the trace's own transient (1e8 B)."""
+    est, _ = estimate_plan(parse_plan("dp=8,zero=3,mbs=1,gbs=8"), ideal, with_schedule=False)
+    assert est["memory_bytes"]["transient"] == pytest.approx(1e8 + 8e8 * 8)
+    est2, _ = estimate_plan(parse_plan("dp=8,zero=2,mbs=1,gbs=8"), ideal, with_schedule=False)
+    assert est2["memory_bytes"]["transient"] == pytest.approx(1e8)
+    # and the plan kernel agrees
+    plans = enumerate_plans(ideal.workload.shape, 8, 8, fixed=["zero=3", "mbs=1", "dp=8"],
+                            constraints=["recompute=none"])
+    _kernel_vs_estimate(ideal, plans, ("mem_peak",))
+
+
 # ---------------------------------------------------------------- a traced model --------------
 
 @pytest.fixture(scope="module")

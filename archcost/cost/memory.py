@@ -23,7 +23,8 @@ import numpy as np
 
 from archcost.cost.kernels import liveness_peak
 
-__all__ = ["PeakMemory", "peak_memory", "liveness_arrays", "live_bytes_exact", "model_state_bytes"]
+__all__ = ["PeakMemory", "peak_memory", "liveness_arrays", "live_bytes_exact", "model_state_bytes",
+           "zero3_buffer_bytes"]
 
 # optimizer-phase allocations that are the optimizer's own persistent state (counted in base)
 _STATE_OPS = frozenset({"aten.zeros_like", "aten.zeros", "aten.empty_like", "aten.lift_fresh"})
@@ -144,3 +145,19 @@ def model_state_bytes(
         "gradients": n_params * grad_bytes / shard[1],
         "optimizer_states": n_params * optimizer_bytes / shard[2],
     }
+
+
+def zero3_buffer_bytes(block_params: float, weight_bytes: float, grad_bytes: float) -> float:
+    """Per-GPU bytes of the unsharded buffers ZeRO-3 / FSDP holds at the peak of backward, for
+    a block of ``block_params`` parameters (this GPU's tensor-parallel share).
+
+    PyTorch FSDP2 (torch/distributed/_composable/fsdp/_fsdp_param_group.py, _fsdp_collectives.py):
+    in backward the block being differentiated is all-gathered and the next one is prefetched
+    (2 x weight_bytes); the block's gradients are produced unsharded in the compute dtype
+    (weight_bytes); the previous block's reduce-scatter input, in the reduce dtype
+    (grad_bytes), is held until that reduce-scatter is done, which overlaps this block's
+    backward (``ReduceScatterState``). Forward holds only the first two.
+    NB: the all-gather output and the unsharded parameters copied out of it overlap briefly
+    during the copy-out; not counted.
+    """
+    return block_params * (3.0 * weight_bytes + grad_bytes)
