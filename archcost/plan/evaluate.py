@@ -286,8 +286,9 @@ def estimate_plan(plan: Plan, cm: CostModel, *, with_schedule: bool = True
         held = min(units * unit_layers, 2.0) if off_act else units * unit_layers
         acts = held * row["saved_layer"] + units * ((row["saved_pre"] if r == 0 else 0.0)
                                                      + (row["saved_post"] if r == pp - 1 else 0.0))
-        transient = row["transient"] + (zero3_buffer_bytes(pb / tp, w.weight_bytes, w.grad_bytes)
-                                        if zero == 3 else 0.0)
+        outside = ((w.params_pre if r == 0 else 0.0) + (w.params_post if r == pp - 1 else 0.0)) / tp
+        transient = row["transient"] + (
+            zero3_buffer_bytes(pb / tp, outside, w.weight_bytes, w.grad_bytes) if zero == 3 else 0.0)
         total = sum(states.values()) + acts + transient
         ranks.append({
             "rank": r, "layers": int(nl), "micro_batches_in_flight": int(units),
