@@ -137,6 +137,26 @@ def test_kernel_equals_full_estimate_with_equal_stages(ideal):
     _kernel_vs_estimate(ideal, plans, ("step_s", "mem_peak", "mfu"))
 
 
+def test_zero3_holds_fsdp2s_unsharded_buffers():
+    """FSDP2's backward holds the block being differentiated and the prefetched one unsharded,
+    the block's unsharded gradients and the previous block's reduce-scatter input (PyTorch
+    FSDP2 ``ReduceScatterState``), and the root unit (embedding and head) unsharded with its
+    gradients: by hand for the synthetic block of 8e8 bf16 parameters with bf16 gradients and
+    3e8 + 5e8 parameters outside the blocks, 8e8 x (2 + 2 + 2 + 2) B + 8e8 x (2 + 2) B, over the
+    trace's own transient (1e8 B)."""
+    w = dataclasses.replace(synthetic(), params_pre=3e8, params_post=5e8)
+    cm = CostModel(w, free_links(load_cluster("dgx-h100-ndr", 64)))
+    est, _ = estimate_plan(parse_plan("dp=8,zero=3,mbs=1,gbs=8"), cm, with_schedule=False)
+    assert est["memory_bytes"]["transient"] == pytest.approx(1e8 + 8e8 * 8 + 8e8 * 4)
+    est2, _ = estimate_plan(parse_plan("dp=8,zero=2,mbs=1,gbs=8"), cm, with_schedule=False)
+    assert est2["memory_bytes"]["transient"] == pytest.approx(1e8)
+    # and the plan kernel agrees on every zero=3 plan (no pipeline: ZeRO-3 runs without one)
+    plans = enumerate_plans(w.shape, 16, 16, fixed=["zero=3", "mbs=1"],
+                            constraints=["recompute=none"])
+    assert len(plans) > 5
+    _kernel_vs_estimate(cm, plans, ("mem_peak",))
+
+
 # ---------------------------------------------------------------- a traced model --------------
 
 @pytest.fixture(scope="module")
