@@ -29,7 +29,7 @@ import time
 from datetime import date
 
 from _section import publish
-from published import DEFAULT_CASES, cluster_for, fp8_ready, pending_reason, workload
+from published import DEFAULT_CASES, cost_model, fp8_ready, pending_reason, workload
 from published_cases import SOURCES, Case, load_cases
 
 SUBSET = ("K22B_sel", "K175B_sel", "N21_1.7B", "N21_39B", "MC24_7.1B", "MC24_70B",
@@ -73,13 +73,6 @@ def skip_reason(case: Case) -> str:
 
 def _recompute(case: Case) -> str:
     return re.search(r"recompute=(\w+)", case.plan)[1]
-
-
-def cost_model(case: Case, w):
-    from archcost.plan.costmodel import CostModel
-
-    return CostModel(w, cluster_for(case), overlap_dp=case.overlap_dp, uniform_stages=True,
-                     cp_comm=case.cp_comm)
 
 
 def _parts(est: dict) -> dict[str, float]:
