@@ -11,8 +11,9 @@ the best plan archcost's search finds on the same GPUs, batch and sequence again
 published plan (an expert-tuned plan leaves little headroom: a claimed speedup over 15% is a
 modelling error to explain).
 
-Cases that cannot be predicted yet say why: FP8 runs need ``--dtype fp8`` (used as soon as
-archcost accepts it), DeepSeek-V3 needs ``models/deepseek_v3.py``. The torchtitan runs' GPU (H100
+FP8 runs are priced with ``--dtype fp8`` and their source's recipe (``--fp8-recipe``, and the
+fp8 parameter all-gather where the stack does one: ``published_cases.py``). Cases that cannot be
+predicted yet say why: DeepSeek-V3 needs ``models/deepseek_v3.py``. The torchtitan runs' GPU (H100
 SXM5 96 GB HBM2e at 500 W) is the bundled profile h100-sxm-96gb-500w (cluster grand-teton-h100).
 
     python benchmarks/published.py [--cases PATH] [--out BENCHMARKS.md] [--only ID,...]
@@ -63,7 +64,8 @@ def workload(case: Case, recomputes, cache_dir: str | None, memo: dict):
     from archcost.trace.precision import parse_precision
 
     runtime = load_runtime(case.runtime)
-    key = repr((case.model, sorted(case.sets.items()), case.seq, case.dtype, runtime,
+    recipe = case.fp8_recipe if case.dtype == "fp8" and case.fp8_recipe else None
+    key = repr((case.model, sorted(case.sets.items()), case.seq, case.dtype, recipe, runtime,
                 tuple(r.value for r in recomputes)))
     if key in memo:
         return memo[key]
@@ -74,13 +76,23 @@ def workload(case: Case, recomputes, cache_dir: str | None, memo: dict):
             memo[key] = pickle.loads(path.read_bytes())
             return memo[key]
     spec = load_model_file(str(ROOT / "models" / case.model), dict(case.sets))
-    w = trace_workload(spec, case.seq, parse_precision(case.dtype), "adamw", recomputes,
-                       runtime=runtime)
+    w = trace_workload(spec, case.seq, parse_precision(case.dtype, fp8_recipe=recipe), "adamw",
+                       recomputes, runtime=runtime)
     memo[key] = w
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(pickle.dumps(w))
     return w
+
+
+def cost_model(case: Case, w):
+    """The case's cost model: its cluster, overlap and context-parallel rules, and the fp8
+    parameter all-gather where its stack does one."""
+    from archcost.plan.costmodel import CostModel
+
+    gather = "fp8" if case.dtype == "fp8" and case.fp8_all_gather else None
+    return CostModel(w, cluster_for(case), overlap_dp=case.overlap_dp, uniform_stages=True,
+                     cp_comm=case.cp_comm, param_allgather_dtype=gather)
 
 
 def _plan(case: Case):
@@ -90,13 +102,11 @@ def _plan(case: Case):
 
 
 def predict(case: Case, cache_dir, memo) -> dict:
-    from archcost.plan.costmodel import CostModel
     from archcost.plan.evaluate import estimate_plan
 
     plan = _plan(case)
     w = workload(case, (plan.recompute,), cache_dir, memo)
-    cm = CostModel(w, cluster_for(case), overlap_dp=case.overlap_dp, uniform_stages=True,
-                   cp_comm=case.cp_comm)
+    cm = cost_model(case, w)
     est, _ = estimate_plan(plan, cm, with_schedule=False)
     step = est["step_time_s"]
     comps = est["components_s"]
@@ -114,13 +124,11 @@ def expert(case: Case, cache_dir, memo, published_step: float) -> dict:
     """The best plan archcost finds on the case's GPUs, batch and sequence (every recompute
     policy), re-estimated in full, against the published plan's prediction."""
     from archcost.options import Recompute
-    from archcost.plan.costmodel import CostModel
     from archcost.plan.search import search
 
     plan = _plan(case)
     w = workload(case, tuple(Recompute), cache_dir, memo)
-    cm = CostModel(w, cluster_for(case), overlap_dp=case.overlap_dp, uniform_stages=True,
-                   cp_comm=case.cp_comm)
+    cm = cost_model(case, w)
     res = search(cm, [case.gpus], plan.gbs, top=1, pareto_max=0)
     if not res["plans"]:
         return {"plan": "none fits", "step": float("nan"), "speedup": float("nan")}

@@ -60,6 +60,10 @@ class Case:
     assumptions: tuple[str, ...] = ()
     pending: str = ""  # why the case cannot be predicted yet
     needs_fp8: bool = False
+    # the stack's FP8 recipe (--fp8-recipe) and whether its parameter all-gathers move fp8
+    # weights (--fp8-all-gather): one rule per source
+    fp8_recipe: str = ""
+    fp8_all_gather: bool = False
     original: bool = False  # one of the 18 A100 cases the benchmark was built on
     extra: dict = field(default_factory=dict)
 
@@ -225,10 +229,14 @@ def _torchtitan(row: dict) -> Case:
         plan = f"dp={dp},zero=3,mbs={mbs},gbs={gbs},recompute=selective"
         runtime = "torchtitan"
         notes.append("selective AC option 'op' (per-op SAC), eager (no torch.compile)")
+    if fp8:
+        notes.append("float8 tensorwise (torchao Float8LinearConfig, torchtitan's float8 "
+                     "default) with the FSDP fp8 all-gather (enable_fsdp_float8_all_gather)")
     return Case(id=row["id"], source="TT", model="llama.py", sets=dict(preset=preset), seq=seq,
                 dtype="bf16-mixed", runtime=runtime, plan=plan, cluster="grand-teton-h100",
                 gpus=n, metric=row["metric"], value=tps, step_s=step,
-                memory_gib=_mem(row["value"]), assumptions=tuple(notes), needs_fp8=fp8)
+                memory_gib=_mem(row["value"]), assumptions=tuple(notes), needs_fp8=fp8,
+                fp8_recipe="tensorwise" if fp8 else "", fp8_all_gather=fp8)
 
 
 def _nemo_mb(row: dict) -> Case:
@@ -253,11 +261,18 @@ def _nemo_mb(row: dict) -> Case:
         ffn=int(row["ffn"]), vocab=50688, dropout=0.0, flash=True, tie_weights=False)
     plan = (f"dp={dp},tp={tp},pp={pp},cp={cp},zero=1,sp=1,mbs={mbs},gbs={gbs},recompute=none,"
             f"vpp={vpp},schedule=interleaved-1f1b")
+    # NeMo 24.x: Transformer Engine DelayedScaling (amax history 1024); Megatron-Bridge 25.11
+    # fp8_cs: current (per-tensor) scaling with --fp8-param-gather
+    recipe = "delayed" if src == "NEMO" else "tensorwise"
+    fp8_note = ("FP8: TE delayed scaling (NeMo's recipe), bf16 parameter all-gathers"
+                if src == "NEMO" else
+                "FP8: current scaling (fp8_cs) with fp8 parameter all-gathers (fp8_param_gather)")
     return Case(id=row["id"], source=src, model="llama.py" if preset else "gpt2.py", sets=sets,
                 seq=seq, dtype="bf16-mixed", runtime="megatron", plan=plan,
                 cluster="dgx-h100-ndr", gpus=n, metric=row["metric"], value=tps, step_s=step,
-                assumptions=("distributed optimizer (zero=1), sequence parallel, no recompute",),
-                needs_fp8=True)
+                assumptions=("distributed optimizer (zero=1), sequence parallel, no recompute",
+                             fp8_note),
+                needs_fp8=True, fp8_recipe=recipe, fp8_all_gather=src == "MB")
 
 
 def load_cases(path: str | Path) -> list[Case]:

@@ -356,8 +356,9 @@ def test_llama_405b_search_no_longer_takes_cp_32_across_four_nodes():
     """Llama-3 405B at 8k on 4096 H100s: the plan the search took while cp was free on NVLink
     (dp=2, tp=1, pp=64, cp=32: ring attention over 4 nodes) now pays its inter-node hops and
     loses by over 10%. The best plan keeps cp within two nodes; the best tp=8 plan (what
-    Megatron-LM and Llama 3 run) is behind it only by its tensor-parallel collectives, which this
-    model leaves exposed (Megatron-LM's --tp-comm-overlap and torchtitan's AsyncTP hide them)."""
+    Megatron-LM and Llama 3 run) is no slower than it but for its tensor-parallel collectives,
+    which this model leaves exposed (Megatron-LM's --tp-comm-overlap and torchtitan's AsyncTP
+    hide them); with interleaved chunks one layer apart (126 layers) it is the best plan."""
     from archcost.plan.costmodel import CostModel
     from archcost.plan.evaluate import estimate_plan
     from archcost.plan.search import search
@@ -378,7 +379,7 @@ def test_llama_405b_search_no_longer_takes_cp_32_across_four_nodes():
     assert cp["levels"] == ["nvlink4", "ib-ndr"]
     tp8 = search(cm, [4096], 2048, top=1, fixed=["tp=8"])["plans"][0]["estimate"]
     parts = tp8["components_s"]
-    assert tp8["step_time_s"] > best["estimate"]["step_time_s"]
+    assert tp8["step_time_s"] >= best["estimate"]["step_time_s"]
     assert tp8["step_time_s"] - parts["tp_comm"] < best["estimate"]["step_time_s"]
 
 

@@ -104,8 +104,8 @@ def test_plan_coerces_text_and_rejects_bad_fields():
 # ---------------------------------------------------------------- validity --------------------
 
 SHAPE_4L = ModelShape(layers=4, heads=32, hidden=4096, seq_len=4096)
-SHAPE_30L = ModelShape(layers=30, heads=32, hidden=4096, seq_len=4096)
 SHAPE_12H = ModelShape(layers=32, heads=12, hidden=768, seq_len=1024)
+L405 = ModelShape(layers=126, heads=128, kv_heads=8, hidden=16384, seq_len=8192)
 
 
 @pytest.mark.parametrize("text, shape, gpus, expected", [
@@ -117,8 +117,8 @@ SHAPE_12H = ModelShape(layers=32, heads=12, hidden=768, seq_len=1024)
     ("dp=2,ep=4,gbs=8", MOE, 2, "ep(4) must divide dp*cp(2)"),
     ("dp=2,tp=2,ep=2,gbs=8", MOE, 4, "ep(2) with tp(2) needs sp=1"),
     ("pp=8,gbs=8", SHAPE_4L, 8, "pp(8) > layers(4)"),
-    ("pp=4,vpp=2,schedule=interleaved-1f1b,gbs=8", SHAPE_30L, 4,
-     "layers(30) % (pp(4)*vpp(2)) != 0"),
+    ("pp=4,vpp=2,schedule=interleaved-1f1b,gbs=8", SHAPE_4L, 4,
+     "layers(4) < pp(4)*vpp(2): every interleaved chunk needs a layer"),
     ("pp=2,vpp=2,gbs=8", DENSE, 2, "vpp(2) > 1 needs schedule interleaved-1f1b, not 1f1b"),
     ("pp=2,schedule=interleaved-1f1b,gbs=8", DENSE, 2,
      "schedule interleaved-1f1b needs vpp > 1"),
@@ -152,6 +152,9 @@ def test_valid_plans_have_no_reasons():
         ("dp=16,ep=8,tp=2,sp=1,zero=3,gbs=64", MOE, 32),
         ("dp=8,cp=2,zero=3,hybrid_shard=1,shard_group=8,offload=optimizer,gbs=16", DENSE, 16),
         ("pp=4,schedule=gpipe,mbs=2,gbs=2", DENSE, 4),  # fewer micro-batches than stages: allowed
+        # chunks one layer apart (126 layers): torchtitan's and Megatron-Bridge's Llama 3.1 405B
+        ("dp=8,tp=8,pp=8,sp=1,vpp=2,schedule=interleaved-1f1b,mbs=4,gbs=256", L405, 512),
+        ("dp=8,tp=8,pp=8,cp=2,sp=1,vpp=8,schedule=interleaved-1f1b,gbs=512", L405, 1024),
     ]:
         plan = parse_plan(text)
         assert validate(plan, shape, gpus) == [] and check(plan, shape, gpus) is plan

@@ -23,7 +23,8 @@ import numpy as np
 
 from archcost.cost.kernels import liveness_peak
 
-__all__ = ["PeakMemory", "peak_memory", "liveness_arrays", "live_bytes_exact", "model_state_bytes"]
+__all__ = ["PeakMemory", "peak_memory", "liveness_arrays", "live_bytes_exact", "model_state_bytes",
+           "zero3_buffer_bytes"]
 
 # optimizer-phase allocations that are the optimizer's own persistent state (counted in base)
 _STATE_OPS = frozenset({"aten.zeros_like", "aten.zeros", "aten.empty_like", "aten.lift_fresh"})
@@ -144,3 +145,30 @@ def model_state_bytes(
         "gradients": n_params * grad_bytes / shard[1],
         "optimizer_states": n_params * optimizer_bytes / shard[2],
     }
+
+
+def zero3_buffer_bytes(block_params: float, outside_params: float, weight_bytes: float,
+                       grad_bytes: float) -> float:
+    """Per-GPU bytes of the unsharded buffers ZeRO-3 / FSDP holds at the peak of backward, for
+    blocks of ``block_params`` parameters and ``outside_params`` parameters outside the blocks
+    on this GPU (embedding, final norm, head; each this GPU's tensor-parallel share).
+
+    PyTorch FSDP2 (torch/distributed/fsdp/_fully_shard/_fsdp_param_group.py,
+    _fsdp_collectives.py), one unit per block and the root unit for the rest, as torchtitan
+    wraps a model (``fully_shard`` per transformer block, then on the whole model):
+    - in backward the block being differentiated is all-gathered and the next one is
+      prefetched (2 x weight_bytes); the block's gradients are produced unsharded in the
+      compute dtype (weight_bytes); the previous block's reduce-scatter input, in the reduce
+      dtype (``grad_bytes``: bytes per parameter of the runtime's gradient reduction, fp32 for
+      torchtitan), is held until that reduce-scatter is done, which overlaps this block's
+      backward (``ReduceScatterState``);
+    - the root unit is gathered before the forward's first op and before the head's backward
+      and is resharded only after its own post-backward, when the embedding's gradient is
+      done: its parameters and their unsharded gradients stay through backward
+      (2 x weight_bytes).
+    NB: the all-gather output and the unsharded parameters copied out of it overlap briefly
+    during the copy-out; not counted. The embedding's gradient appears at the end of backward,
+    after the activations are freed; counted at the peak all the same (an overstatement of at
+    most the embedding's size).
+    """
+    return block_params * (3.0 * weight_bytes + grad_bytes) + outside_params * 2.0 * weight_bytes

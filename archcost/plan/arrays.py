@@ -146,7 +146,7 @@ def enumerate_plans(
     max_tp: int | None = 8,
     constraints: Iterable[str] | str = (),
     fixed: Mapping[str, object] | Iterable[str] | str | None = None,
-    vpps: Iterable[int] = (1, 2, 4),
+    vpps: Iterable[int] = range(1, 9),
     max_mbs: int | None = None,
     placements: str = "default",
 ) -> np.ndarray:
@@ -155,7 +155,9 @@ def enumerate_plans(
     recompute).
 
     Axes: dp, tp, pp, cp dividing ``gpus`` (tp <= ``max_tp``, default one 8-GPU NVLink node),
-    ep dividing gpus, zero 0-3, sp, vpp in ``vpps``, every schedule, mbs a power of two up to
+    ep dividing gpus, zero 0-3, sp, vpp in ``vpps`` (default 1-8: Megatron-LM interleaves any
+    number of chunks that divides the layers of a stage, e.g. SC'21's 3 chunks of 105 layers on
+    35 stages), every schedule, mbs a power of two up to
     ``max_mbs`` (default gbs), every recompute policy; offload none, no hybrid sharding and the
     default placement unless ``fixed``. ``fixed`` pins fields (``{"pp": 4}``, ``"pp=4,zero=1"`` or
     ``["pp=4"]``), replacing the axis (so ``fixed`` tp=16 beats ``max_tp``); fixing

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from archcost.cost.comm import Collective, Group, collective_cost
+from archcost.cost.memory import zero3_buffer_bytes
 from archcost.errors import PlanError
 from archcost.options import Recompute
 from archcost.plan.costmodel import CostModel
@@ -286,7 +287,10 @@ def estimate_plan(plan: Plan, cm: CostModel, *, with_schedule: bool = True
         held = min(units * unit_layers, 2.0) if off_act else units * unit_layers
         acts = held * row["saved_layer"] + units * ((row["saved_pre"] if r == 0 else 0.0)
                                                      + (row["saved_post"] if r == pp - 1 else 0.0))
-        transient = row["transient"] + (2.0 * pb / tp * w.weight_bytes if zero == 3 else 0.0)
+        outside = ((w.params_pre if r == 0 else 0.0) + (w.params_post if r == pp - 1 else 0.0)) / tp
+        transient = row["transient"] + (
+            zero3_buffer_bytes(pb / tp, outside, w.weight_bytes, cm.reduce_bytes) if zero == 3
+            else 0.0)
         total = sum(states.values()) + acts + transient
         ranks.append({
             "rank": r, "layers": int(nl), "micro_batches_in_flight": int(units),

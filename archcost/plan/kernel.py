@@ -414,8 +414,11 @@ def score_plans(dp_a, tp_a, pp_a, cp_a, ep_a, zero_a, hyb_a, sg_a, sp_a, vpp_a, 
                     act_b = held * row[SAVED_LAYER] + units * (
                         (row[SAVED_PRE] if r == 0 else 0.0) + (row[SAVED_POST] if r == pp - 1 else 0.0))
                     total = states + act_b + row[TRANSIENT]
-                    if zero == 3:
-                        total += 2.0 * pb / tp * model[_M_WEIGHT_BYTES]
+                    if zero == 3:  # memory.zero3_buffer_bytes, inlined for numba
+                        outside = ((model[_M_PARAMS_PRE] if r == 0 else 0.0) + (
+                            model[_M_PARAMS_POST] if r == pp - 1 else 0.0)) / tp
+                        total += pb / tp * (3.0 * model[_M_WEIGHT_BYTES] + model[_M_REDUCE_BYTES]) + (
+                            outside * 2.0 * model[_M_WEIGHT_BYTES])
                     if total > mem_peak:
                         mem_peak = total
                         mem_states_at = states
