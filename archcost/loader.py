@@ -274,6 +274,21 @@ def _show(value: Any) -> str:
         str(value)
 
 
+NOT_SCALAR = object()  # what as_scalar returns for a value that is not of the kind
+
+
+def as_scalar(kind: type, value: Any) -> Any:
+    """``value`` (as ``parse_value`` read it) as a ``kind`` of bool, int or float (an int is a
+    float, a bool is neither number); ``NOT_SCALAR`` where it is not one."""
+    if kind is bool and isinstance(value, bool):
+        return value
+    if kind is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    return NOT_SCALAR
+
+
 def _typed(where: str, key: str, value: Any, kinds: tuple) -> Any:
     """``value`` as one of ``kinds``, or a ModelFileError saying what the parameter takes."""
     for kind in kinds:
@@ -283,12 +298,9 @@ def _typed(where: str, key: str, value: Any, kinds: tuple) -> Any:
             continue
         if kind is type(None) and value is None:
             return None
-        if kind is bool and isinstance(value, bool):
-            return value
-        if kind is int and isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+        scalar = as_scalar(kind, value)
+        if scalar is not NOT_SCALAR:
+            return scalar
     if str in kinds and value is not None:
         return _show(value)  # the text as written: preset=70 is "70"
     names = []

@@ -128,13 +128,12 @@ def _typed(key: str, value: Any, current: Any) -> Any:
              list: "a JSON list", dict: "a JSON object"}
     if current is None:
         return _json(value) if isinstance(value, str) else value
+    from archcost.loader import NOT_SCALAR, as_scalar
+
     kind = type(current)
-    if kind is bool and isinstance(value, bool):
-        return value
-    if kind is int and isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
+    scalar = as_scalar(kind, value)
+    if scalar is not NOT_SCALAR:
+        return scalar
     if kind is str and value is not None:
         return str(value).lower() if isinstance(value, bool) else str(value)
     if kind in (list, dict) and isinstance(value, str) and isinstance(_json(value), kind):
