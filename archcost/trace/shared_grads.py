@@ -75,20 +75,24 @@ class SharedGrads:
         if not self.finals:
             return
         st = self.st
-        made_by: dict[int, OpRecord] = {}
+        made_by: dict[int, list[OpRecord]] = {}  # tid -> backward records writing it, in order
         for rec in st.records:
             if rec.phase is Phase.BACKWARD:
                 for o in rec.outputs:
-                    made_by[o.tid] = rec
+                    made_by.setdefault(o.tid, []).append(rec)
+
+        def writer(tid: int, before: int) -> OpRecord | None:  # in-place adds rewrite a tid
+            return next((r for r in reversed(made_by.get(tid, ())) if r.index < before), None)
+
         for tid, owner in self.finals:
             chain: list[OpRecord] = []
             leaves: list[OpRecord | None] = []
-            todo = [tid]
+            todo = [(tid, len(st.records))]
             while todo:
-                rec = made_by.get(todo.pop())
+                rec = writer(*todo.pop())
                 if rec is not None and rec.extra.get("grad_sum") and rec.overload in _ADDS:
                     chain.append(rec)
-                    todo.extend(m.tid for m in _metas(rec.args))
+                    todo.extend((m.tid, rec.index) for m in _metas(rec.args))
                 else:
                     leaves.append(rec)
             contributions = sum(r.count if r is not None else 1 for r in leaves)
