@@ -44,14 +44,8 @@ MOE = {"Mixtral", "Qwen2-MoE", "OLMoE", "DeepSeek-V3"}
 WRAPPED = {"LoRA (Llama)": "lora_llama.py"}
 
 
-# NB: under the repeated-block dedupe, BART's last encoder layer's output (the encoder's output,
-# read by every decoder layer's cross-attention) is counted once more than a real step saves it
-# (by 1.2% here): BART is traced block by block (--no-dedupe), which is the count of a real step.
-SHARED_ACROSS_BLOCKS = {"BART"}
-
-
-def _analyze(runner, target: str, *extra: str) -> dict:
-    r = runner.invoke(app, ["analyze", target, "-b", str(B), "-s", str(S), "--json", *extra])
+def _analyze(runner, target: str) -> dict:
+    r = runner.invoke(app, ["analyze", target, "-b", str(B), "-s", str(S), "--json"])
     assert r.exit_code == 0, r.output
     return json.loads(r.stdout)
 
@@ -69,7 +63,7 @@ def _target(family: str) -> str:
 @pytest.mark.parametrize("family", sorted({**CORPUS, **WRAPPED}))
 def test_corpus_model_matches_a_real_training_step(family, runner):
     target = _target(family)
-    doc = _analyze(runner, target, *(["--no-dedupe"] if family in SHARED_ACROSS_BLOCKS else []))
+    doc = _analyze(runner, target)
     real = real_step_counts(load_model_file(target), B, S)
     assert doc["totals"]["params"] == real["params"]
     assert doc["totals"]["trainable_params"] == real["trainable_params"]

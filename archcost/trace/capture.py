@@ -43,6 +43,7 @@ from archcost.trace.recompute import Recompute, block_caller
 from archcost.trace.recorder import CaptureState, Recorder, dtype_name, flatten
 from archcost.trace.records import OpRecord, Phase
 from archcost.trace.repeats import RepeatTracker
+from archcost.trace.shared_grads import SharedGrads
 from archcost.trace.values import Values, assumptions
 from archcost.trace.watchdog import Stalled, Watchdog
 
@@ -237,6 +238,8 @@ def _capture(spec, batch_size, seq_len, precision, optimizer, dedupe_repeats, re
                 output = _call(model, inputs, spec)
                 loss = spec.loss(output, inputs)
             repeats.freeze()
+            shared = SharedGrads(st)
+            shared.install()
             saved_tensors[:] = _shared_counted_once(saved_tensors, st, repeats)
             saved.clear()
             for module, nbytes, _, _ in saved_tensors:
@@ -269,7 +272,9 @@ def _capture(spec, batch_size, seq_len, precision, optimizer, dedupe_repeats, re
         finally:
             for h in handles:
                 h.remove()
+    shared.remove()
     repeats.finalize(st.records)
+    shared.recount()
     params = _param_infos(model)
     if repeats.groups:
         notes.append(repeats.describe())

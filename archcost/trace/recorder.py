@@ -193,7 +193,8 @@ class CaptureState:
         k = self.convert(kwargs)
         flat_out = [x for x in flatten(out) if isinstance(x, torch.Tensor)]
         outs = tuple(self.meta(x) for x in flat_out)
-        if module is None:
+        engine = module is None
+        if engine:
             # engine-level ops (gradient accumulation, seeding): follow the producer of an input
             module = ""
             for x in flatten(args):
@@ -226,6 +227,7 @@ class CaptureState:
                 named=_bind(func, a, k),
                 repeat_group=self.repeats.group_of(module),
                 index=len(self.records),
+                extra={"grad_sum": True} if engine else {},
             )
         )
 

@@ -11,7 +11,8 @@ input, is traced in full.
 
 Saved activations: a storage the representative saves is counted once per instance when each
 instance has its own (made inside the block, or its input), and once in all when every instance
-reads the same one, made outside the block (``owner_of_saved``), as a run of every block saves it.
+reads the same one, made outside the block (``owner_of_saved``), as a run of every block saves it;
+made by another repeated block (an encoder's last layer), it is that block's last output: once.
 """
 
 from __future__ import annotations
@@ -213,7 +214,18 @@ class RepeatTracker:
         flow_in, flow_out = g.flow
         if storage == flow_in and flow_out not in saved_by.get(rep, ()):
             return saver
-        return producer or ""
+        return self._outside_other_blocks(producer or "", saver)
+
+    def _outside_other_blocks(self, path: str, saver: str) -> str:
+        """``path``, or its nearest ancestor outside every representative that does not hold
+        ``saver``: what the instances read of another repeated block is one tensor, its last
+        instance's output (an encoder's output read by every decoder layer), counted once."""
+        def within(p: str, rep: str) -> bool:
+            return p == rep or p.startswith(rep + ".")
+
+        while path and any(within(path, r) and not within(saver, r) for r in self._by_rep):
+            path = path.rpartition(".")[0]
+        return path
 
     def summary(self) -> dict[str, dict[str, Any]]:
         return {
