@@ -16,6 +16,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten, tree_map
 from torch.utils.flop_counter import FlopCounterMode
 
+from archcost.trace.recorder import _bind as bind_arguments  # as the capture binds them
 from archcost.trace.records import OpRecord, Phase, TensorMeta
 
 
@@ -35,19 +36,6 @@ def meta(t: torch.Tensor, is_view: bool | None = None) -> TensorMeta:
         is_view=t._base is not None if is_view is None else is_view,
         tid=id(t),
     )
-
-
-def _bind(func, args: tuple, kwargs: dict) -> dict:
-    """Arguments by schema name with defaults, as the project's capture binds them."""
-    named = {}
-    for i, a in enumerate(func._schema.arguments):
-        if i < len(args) and not a.kwarg_only:
-            named[a.name] = args[i]
-        elif a.name in kwargs:
-            named[a.name] = kwargs[a.name]
-        elif a.has_default_value():
-            named[a.name] = a.default_value
-    return named
 
 
 class Recorder(TorchDispatchMode):
@@ -90,7 +78,7 @@ class Recorder(TorchDispatchMode):
             args=tuple(a),
             kwargs=dict(k),
             outputs=tuple(outs),
-            named=_bind(func, a, k) if self.bind else {},
+            named=bind_arguments(func, a, k) if self.bind else {},
             index=len(self.records),
         ))
         return out
