@@ -32,6 +32,18 @@ def real_saved_bytes(spec, batch_size: int, seq_len: int, dtype=torch.float32) -
     return sum(seen.values())
 
 
+def real_step_flops(spec, batch_size: int, seq_len: int) -> int:
+    """FLOPs FlopCounterMode counts in one real forward and backward of ``spec`` (seed 0)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    torch.manual_seed(0)
+    model = spec.build(batch_size, seq_len)
+    inputs = spec.inputs(model, batch_size, seq_len)
+    with FlopCounterMode(display=False) as fc:
+        spec.loss(model(*inputs), inputs).backward()
+    return fc.get_total_flops()
+
+
 def real_step_peak(spec, batch_size: int, seq_len: int, optimizer_factory) -> tuple[int, int]:
     """(persistent bytes, peak bytes) of the second real training step on CPU."""
     import gc

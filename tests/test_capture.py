@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from archcost.analysis import phase_flops
 from archcost.loader import load_model_file
 from archcost.trace import trace_model
 from archcost.trace.precision import parse_precision
 from tests.conftest import DATA
-from tests.groundtruth import real_saved_bytes
+from tests.groundtruth import real_saved_bytes, real_step_flops
 
 TINY = str(DATA / "models" / "tiny_ok.py")
 FP32 = parse_precision("fp32")
@@ -71,15 +70,6 @@ def test_frozen_parameters_have_no_weight_gradient_or_state():
     assert backward_matmul(train) - backward_matmul(frozen) == 2 * (2 * 8) * 16 * 32
 
 
-def _real_matmul_flops(spec, b, s):
-    torch.manual_seed(0)
-    model = spec.build(b, s)
-    inputs = spec.inputs(model, b, s)
-    with FlopCounterMode(display=False) as fc:
-        spec.loss(model(*inputs), inputs).backward()
-    return fc.get_total_flops()
-
-
 @pytest.mark.parametrize("b, s", [(2, 8), (3, 5)])
 def test_matmul_flops_equal_flop_counter_mode(b, s):
     spec, t = _trace(b=b, s=s)
@@ -87,7 +77,7 @@ def test_matmul_flops_equal_flop_counter_mode(b, s):
         d["flops"] * d["count"] for _, d in t.graph.nodes(data=True)
         if d["op_class"] in ("matmul", "conv", "attention") and d["phase"] != "optimizer"
     )
-    assert ours == _real_matmul_flops(spec, b, s)
+    assert ours == real_step_flops(spec, b, s)
 
 
 def test_saved_activation_bytes_match_a_real_run():

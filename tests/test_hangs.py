@@ -8,29 +8,18 @@ import subprocess
 import sys
 
 import pytest
-import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from archcost.errors import TraceError
 from archcost.loader import load_model_file
 from archcost.trace import CaptureOptions, trace_model
 from archcost.trace.precision import parse_precision
 from tests.conftest import DATA, ROOT
-from tests.groundtruth import real_saved_bytes
+from tests.groundtruth import real_saved_bytes, real_step_flops
 
 FP32 = parse_precision("fp32")
 VIEWS = str(DATA / "models" / "inplace_views.py")
 # generous: the fixed capture takes well under a second; the old one blocked forever
 LIMIT = CaptureOptions(trace_timeout_s=60)
-
-
-def _real_flops(spec, b, s):
-    torch.manual_seed(0)
-    model = spec.build(b, s)
-    inputs = spec.inputs(model, b, s)
-    with FlopCounterMode(display=False) as fc:
-        spec.loss(model(*inputs), inputs).backward()
-    return fc.get_total_flops()
 
 
 @pytest.mark.parametrize("style", ["mla", "act_slice", "conv_inplace"])
@@ -39,7 +28,7 @@ def test_inplace_ops_on_views_trace_and_count_what_a_real_step_does(style):
     t = trace_model(spec, 2, 8, FP32, options=LIMIT)
     ours = sum(d["flops"] * d["count"] for _, d in t.graph.nodes(data=True)
                if d["op_class"] in ("matmul", "conv") and d["phase"] != "optimizer")
-    assert ours == _real_flops(spec, 2, 8)
+    assert ours == real_step_flops(spec, 2, 8)
     assert sum(t.capture.saved.values()) == real_saved_bytes(spec, 2, 8)
 
 
