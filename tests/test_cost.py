@@ -255,3 +255,27 @@ def test_matmul_shapes_in_the_graph_are_the_real_steps(name):
         out = model(**inputs) if isinstance(inputs, dict) else model(*inputs)
         spec.loss(out, inputs).backward()
     assert traced and traced == Counter(mode.seen)
+
+
+def test_a_sustained_clock_slows_compute_bound_ops_alone():
+    """A profile's sustained clock divides the rate of an op's compute side and leaves its memory
+    side alone: a large bf16 matmul takes 1/clock as long (less its launch), a copy as long."""
+    import dataclasses
+
+    import numpy as np
+
+    from archcost.cost.compute import CURVE_MATMUL, roofline_seconds
+    from archcost.hardware.profile import load_gpu
+
+    gpu = dataclasses.replace(load_gpu("h100-sxm"), sustained_clock=1.0)
+    n = 8192
+    flops = np.array([2.0 * n**3, 0.0])
+    nbytes = np.array([3.0 * n * n * 2, 2.0 * 2**30])
+    peak = np.array([gpu.peak_flops_per_s["bf16"], gpu.peak_flops_per_s["fp32"]])
+    args = (flops, nbytes, peak, np.array([CURVE_MATMUL, CURVE_MATMUL]), np.zeros(2, np.int64),
+            np.zeros(2))
+    full, bound = roofline_seconds(gpu, *args)
+    slow, bound_slow = roofline_seconds(dataclasses.replace(gpu, sustained_clock=0.8), *args)
+    assert list(bound) == list(bound_slow) == [0, 1]
+    assert slow[0] == pytest.approx(full[0] / 0.8, rel=1e-12)
+    assert slow[1] == pytest.approx(full[1], rel=1e-12)

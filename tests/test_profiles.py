@@ -100,6 +100,20 @@ def test_gpu_figures_equal_the_datasheet_table(name):
     assert g.tdp_w == pytest.approx(tdp)
 
 
+def test_sustained_clocks_follow_the_stated_rule():
+    """The 700 W GH100 parts share the one fitted clock; the 500 W part's is it x
+    (500/700)^(1/3) (dynamic power ~ f^3 at the power limit) over its own tables' clock (its peaks
+    carry 0.78 x 989 / 794.5 of the 700 W part's); every other bundled part keeps 1."""
+    sxm, h200, capped = load_gpu("h100-sxm"), load_gpu("h200"), load_gpu("h100-sxm-96gb-500w")
+    assert 0 < sxm.sustained_clock < 1 and h200.sustained_clock == sxm.sustained_clock
+    rule = sxm.sustained_clock * (500 / 700) ** (1 / 3) / (0.78 * 989 / 794.5)
+    assert capped.sustained_clock == pytest.approx(rule, abs=5e-4)
+    fitted = {"h100-sxm", "h200", "h100-sxm-96gb-500w"}
+    for path in sorted((ROOT / "hardware_profiles" / "gpus").glob("*.yaml")):
+        if path.stem not in fitted:
+            assert load_gpu(path.stem).sustained_clock == 1.0, path.stem
+
+
 def test_the_500w_h100_peaks_follow_the_stated_clock_rule():
     """Every peak of the 500 W part is the SXM5 datasheet's x 771.42 / 794.5 (torchao's large
     GEMM on this variant, 0.78 x 989, over the 700 W part's MAMF), inside torchtitan's bracket
@@ -281,6 +295,7 @@ MALFORMED = {  # file stem: (what the message must name, a phrase of the fix)
     "curve_not_increasing": ("field 'memory_efficiency'", "x must increase"),
     "curve_bad_point": ("field 'attention_efficiency'", "is not a pair"),
     "fraction_out_of_range": ("field 'idle_power_fraction'", "in [0, 1)"),
+    "sustained_clock_above_one": ("field 'sustained_clock'", "must be a number in (0, 1]"),
     "unknown_dtype": ("field 'peak_flops.fp4'", "unknown dtype"),
     "duplicate_field": ("field 'memory'", "given twice"),
     "price_not_a_price": ("field 'price_per_gpu_hour'", "write it like '$2.50/h'"),

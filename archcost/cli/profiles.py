@@ -173,6 +173,7 @@ def _gpu_rows(g) -> list[tuple[str, str]]:
         ("idle power", f"{g.idle_power_fraction:.0%} of TDP "
                        f"({_si(g.tdp_w * g.idle_power_fraction, 'W')})"),
         ("price per GPU-hour", _price(g.price_per_gpu_hour_usd)),
+        ("sustained clock in training", f"{g.sustained_clock:.3g} of the tables' clock"),
         ("matmul efficiency (FLOPs=fraction)", _curve(g.matmul_efficiency)),
         *[(f"matmul by shape (m, n, k), {dt}", _shape(t))
           for dt, t in g.matmul_shape_efficiency.items()],

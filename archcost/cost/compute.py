@@ -309,6 +309,7 @@ def roofline_seconds(gpu, flops: np.ndarray, nbytes: np.ndarray, peak: np.ndarra
     curve, peak = _per_shape(gpu, np.asarray(curve), np.asarray(peak, dtype=np.float64), mnk,
                              keys, scale)
     curve, peak = _per_kernel(gpu, curve, peak, attn, attention_kernel)
+    peak = peak * gpu.sustained_clock  # the share of the tables' clock a training step holds
     curve, size = _per_slice(gpu, curve, flops, slices)
     size = size * scale
     cx, cy, cn = _curves(_curve_rows(gpu))

@@ -158,6 +158,11 @@ class GpuProfile:
     # phase: read for attention ops when the caller names the kernel that runs them
     attention_kernels: dict[str, AttentionTable] = field(default_factory=dict)
     op_efficiency: dict[str, EfficiencyCurve] = field(default_factory=dict)
+    # the share of the clock its rate tables were measured at that the GPU holds through a
+    # whole training step at its power limit: compute-bound ops (matmuls, attention,
+    # convolutions) run at their table's rate times this; memory-bound ops are unchanged (the
+    # memory clock is separate). 1.0 where the tables were measured as training runs.
+    sustained_clock: float = 1.0
     op_overhead_s: dict[str, float] = field(default_factory=dict)
     # streaming multiprocessors: what a runtime's communication kernels take a share of while
     # they overlap compute (None: unknown, no share taken)
@@ -317,12 +322,13 @@ GPU_FIELDS: dict[str, Any] = {
     "op_overhead": "times", "attention_head_efficiency": "curve",
     "conv_backward_efficiency": "curve", "matmul_shape_efficiency": "shape table",
     "attention_kernels": "attention tables", "sm_count": "count",
+    "sustained_clock": "fraction",
 }
 # attention defaults to matmul's curve; without host figures offloaded plans are refused
 GPU_OPTIONAL = {"price_per_gpu_hour", "attention_efficiency", "host_link_bandwidth",
                 "host_memory_bandwidth", "calibration", "conv_efficiency", "op_efficiency",
                 "op_overhead", "attention_head_efficiency", "conv_backward_efficiency",
-                "matmul_shape_efficiency", "attention_kernels", "sm_count"}
+                "matmul_shape_efficiency", "attention_kernels", "sm_count", "sustained_clock"}
 FIELD_EXAMPLES = {  # shown when a field is missing
     "name": "'h100-sxm'", "vendor": "NVIDIA", "peak_flops": "{fp32: '67 TFLOP/s', bf16: '989 TFLOP/s'}",
     "memory": "'80 GB'", "memory_bandwidth": "'3.35 TB/s'", "l2_cache": "'50 MB'",
@@ -433,7 +439,16 @@ def gpu_from_dict(data: dict[str, Any], path: str) -> GpuProfile:
         op_efficiency=_op_curves(r, data),
         op_overhead_s=_overheads(r, data),
         sm_count=r.count(data, "sm_count") if data.get("sm_count") is not None else None,
+        sustained_clock=_sustained_clock(r, data),
     )
+
+
+def _sustained_clock(r: Reader, data: dict[str, Any]) -> float:
+    x = data.get("sustained_clock", 1.0)
+    if isinstance(x, bool) or not isinstance(x, (int, float)) or not 0 < x <= 1:
+        raise r.fail("sustained_clock", f"{x!r} must be a number in (0, 1]: the share of the "
+                     "clock its tables were measured at that a training step sustains")
+    return float(x)
 
 
 def _optional_curve(r: Reader, data: dict[str, Any], key: str) -> EfficiencyCurve | None:
