@@ -123,13 +123,14 @@ def test_bmm_and_shapes_beyond_the_grid():
     cells = _xla("sm_90", "bf16")
     f = 2.0 * 4 * 4096 ** 3
     t, bound = _engine_seconds(g, "aten.bmm", (4, 4096, 4096), f)
-    assert bound == 0 and t == pytest.approx(f / cells[(4, 4096, 4096, 4096)], rel=ROUND)
+    clk = g.sustained_clock  # every rate at the clock a training step holds
+    assert bound == 0 and t == pytest.approx(f / (cells[(4, 4096, 4096, 4096)] * clk), rel=ROUND)
     f = 2.0 * 8 * 8192 * 8192 * 8192
     t, _ = _engine_seconds(g, "aten.bmm", (8, 8192, 8192), f)  # (65536, 8192, 8192): clamped
-    assert t == pytest.approx(f / cells[(4, 4096, 4096, 4096)], rel=ROUND)
+    assert t == pytest.approx(f / (cells[(4, 4096, 4096, 4096)] * clk), rel=ROUND)
     f = 2.0 * 16384 * 2048 * 128  # k = 128: half of the smallest measured 256
     t, _ = _engine_seconds(g, "aten.mm", (16384, 2048), f)
-    assert t == pytest.approx(f / (cells[(4, 4096, 2048, 256)] * math.sqrt(0.5)), rel=ROUND)
+    assert t == pytest.approx(f / (cells[(4, 4096, 2048, 256)] * math.sqrt(0.5) * clk), rel=ROUND)
 
 
 def test_the_a100_rule_against_the_cookbook_sweeps():
@@ -275,7 +276,8 @@ def test_the_engine_prices_a_traced_step_at_the_cited_rates(traced):
     fwd_mm = [i for i, (op, ph) in enumerate(zip(arrays.op, arrays.phase))
               if op == "aten.mm" and ph == "forward"]
     assert len(fwd_mm) == 1 and tuple(arrays.mnk[fwd_mm[0]]) == (2048, 6144, 2048)
-    rate = _xla("sm_90", "bf16")[(1, 2048, 4096, 2048)]  # n = 6144 above the grid: clamped
+    clk = g.sustained_clock  # every rate at the clock a training step holds
+    rate = _xla("sm_90", "bf16")[(1, 2048, 4096, 2048)] * clk  # n = 6144 above the grid: clamped
     assert res.seconds[fwd_mm[0]] == pytest.approx(2 * 2048 * 6144 * 2048 / rate + launch,
                                                    rel=ROUND)
     att = [i for i, c in enumerate(arrays.op_class) if c == "attention"]
@@ -284,17 +286,17 @@ def test_the_engine_prices_a_traced_step_at_the_cited_rates(traced):
     assert len(fwd) == len(bwd) == 1 and list(arrays.attn[fwd[0]]) == [128, 2048, 2048, 1, 0]
     fa_flops = 4 * 1 * 2048 ** 2 * 16 * 128 / 2  # the FA convention: causal at half
     assert arrays.flops[fwd[0]] == fa_flops
-    want = fa_flops / (_fa("fa3_fwd", "flash3", "forward", 128, 2048, 1) * 1e12) + launch
+    want = fa_flops / (_fa("fa3_fwd", "flash3", "forward", 128, 2048, 1) * 1e12 * clk) + launch
     assert res.seconds[fwd[0]] == pytest.approx(want, rel=ROUND)
     cell = float(g.attention_table("flash3").at(128, 2048, 1, True))
-    assert res.seconds[bwd[0]] == pytest.approx(2.5 * fa_flops / (989e12 * cell) + launch,
+    assert res.seconds[bwd[0]] == pytest.approx(2.5 * fa_flops / (989e12 * cell * clk) + launch,
                                                 rel=1e-9)
     # no kernel named: today's curves; another kernel: its own cells
     plain = compute_times(arrays, g).seconds
     assert plain[fwd[0]] != pytest.approx(res.seconds[fwd[0]], rel=1e-3)
     assert plain[fwd_mm[0]] == res.seconds[fwd_mm[0]]
     cudnn = compute_times(arrays, g, attention_kernel="cudnn").seconds
-    want = fa_flops / (_fa("fa3_fwd", "cudnn", "forward", 128, 2048, 1) * 1e12) + launch
+    want = fa_flops / (_fa("fa3_fwd", "cudnn", "forward", 128, 2048, 1) * 1e12 * clk) + launch
     assert cudnn[fwd[0]] == pytest.approx(want, rel=ROUND)
 
 
@@ -352,7 +354,7 @@ def test_the_plan_table_reads_the_kernel_as_the_single_device_engine(traced):
         assert len(sel) == 1 and ops.attn[sel[0]][4] == phase
         d, sq, sk, causal, bwd = ops.attn[sel[0]]
         cell = float(table.at(d, math.sqrt(sq * sk), causal, bwd))
-        want = 2 * ops.flops[sel[0]] / (989e12 * cell) + g.kernel_launch_s
+        want = 2 * ops.flops[sel[0]] / (989e12 * cell * g.sustained_clock) + g.kernel_launch_s
         assert named[C[col]] == pytest.approx(want, rel=1e-9)
     assert named[C["attn_f"]] != pytest.approx(plain[C["attn_f"]], rel=0.1)  # not the curve
     rows = attention_dims(ops, np.array([[1.0], [4.0]])).reshape(2, -1, 5)

@@ -349,6 +349,7 @@ def class_roofline_parts(arrays: OpArrays, gpu, attention_kernel: str | None = N
     scale = _reference_scale(gpu, keys, len(peak))
     curve, peak = _per_shape(gpu, _op_curves(arrays), peak, arrays.mnk, keys, scale)
     curve, peak = _per_kernel(gpu, curve, peak, arrays.attn, attention_kernel)
+    peak = peak * gpu.sustained_clock
     curve, size = _per_slice(gpu, curve, arrays.flops, arrays.slices)
     size = size * scale
     for i, cls in enumerate(arrays.op_class):
