@@ -14,13 +14,19 @@ runs other ops. Two exceptions, each because it does not change which ops run or
   members' distance (a shift of 1 between neighbours) reads as a label;
 - a float is compared by its sign only (negative, zero, positive): a rate or scale changes
   values, not ops, except where it is zero (``drop_prob == 0.0`` makes stochastic depth a
-  no-op, ``p=0`` dropout runs nothing), which is the test code makes. Stochastic depth with
+  no-op, ``p=0`` dropout runs nothing), the test such code makes. Stochastic depth with
   linearly increasing rates keeps one group for every block whose rate is above zero; the first
-  block (rate 0) is its own.
+  block (rate 0) is its own. Measured on Swin-B (224x224, batch 2, 24 blocks, rates 0 to 0.1):
+  the capture takes 6.8 s with the two groups of 9 this gives in its third stage, 11.1 s with
+  every block traced, which is what comparing rates exactly would give (no two are equal).
 
 Members whose settings differ are split into sub-groups by the settings they differ in (Swin's
 blocks with and without a window shift; Gemma's sliding and global layers); a sub-group of one
-is traced in full. Settings a forward changes as it runs are not seen.
+is traced in full. A setting a forward changes as it runs is read as built: Swin sets a shift
+to 0 where the window covers the whole map (Swin-B's last stage), so blocks built with shifts 0
+and 3 that run alike are traced each, which costs time, not fidelity. Recomputation and
+low-precision linears wrap every block alike in class and parameter and buffer shapes
+(``RepeatTracker.blocks``), grouped or not.
 
 The first member of a group is the representative and is traced. Every later member whose call
 has the same input signature (shapes, dtypes and non-tensor values of its arguments) as the
