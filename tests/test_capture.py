@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
 from archcost.analysis import phase_flops
 from archcost.loader import load_model_file
 from archcost.trace import trace_model
 from archcost.trace.precision import parse_precision
+from archcost.trace.repeats import RepeatTracker
 from tests.conftest import DATA
 from tests.groundtruth import real_saved_bytes, real_step_flops
 
@@ -167,3 +169,67 @@ def test_buffers_autograd_saves_are_held_once_as_buffers_not_again_as_activation
     doc = summarize(t.graph, t.capture, FP32, {})
     assert doc["totals"]["memory_bytes"]["buffers"] == sum(
         b.numel() * b.element_size() for b in model.buffers())
+
+
+class _Block(nn.Module):
+    """A block with a position label, an int setting, a float rate and a swappable child."""
+
+    def __init__(self, layer_idx=0, shift=0, rate=0.0, width=4, stride=1, drop=None):
+        super().__init__()
+        self.fc = nn.Linear(width, width)
+        self.conv = nn.Conv1d(width, width, 1, stride=stride)
+        self.drop = drop if drop is not None else nn.Identity()
+        self.layer_idx, self.shift, self.rate = layer_idx, shift, rate
+
+
+def _groups(blocks) -> list[list[str]]:
+    model = nn.Module()
+    model.layers = nn.ModuleList(blocks)
+    return sorted(g.members for g in RepeatTracker.from_model(model).groups)
+
+
+def _blocks_of(blocks) -> list[list[str]]:
+    model = nn.Module()
+    model.layers = nn.ModuleList(blocks)
+    return [b.members for b in RepeatTracker.from_model(model).blocks]
+
+
+def test_a_label_that_numbers_the_members_keeps_one_group():
+    assert _groups(_Block(layer_idx=i + 3) for i in range(4)) == [
+        [f"layers.{i}" for i in range(4)]]
+    # interleaved blocks of two shapes: each numbered by its position in the container
+    mixed = [_Block(layer_idx=i, width=4 if i % 2 == 0 else 8) for i in range(4)]
+    assert _groups(mixed) == [["layers.0", "layers.2"], ["layers.1", "layers.3"]]
+
+
+def test_a_differing_setting_splits_the_group():
+    shifted = [_Block(layer_idx=i, shift=2 * (i % 2)) for i in range(4)]  # Swin: 0, w/2, 0, w/2
+    assert _groups(shifted) == [["layers.0", "layers.2"], ["layers.1", "layers.3"]]
+    strided = [_Block(stride=2 if i == 1 else 1) for i in range(3)]  # a submodule's setting
+    assert _groups(strided) == [["layers.0", "layers.2"]]
+    # every block is still a block (recomputation wraps it), deduped or not
+    assert _blocks_of(shifted) == [[f"layers.{i}" for i in range(4)]]
+
+
+def test_rates_split_at_zero_only_and_child_classes_must_agree():
+    rates = [_Block(rate=0.1 * i / 3) for i in range(4)]  # stochastic depth: 0 ... 0.1
+    assert _groups(rates) == [["layers.1", "layers.2", "layers.3"]]
+    dropped = [_Block(drop=nn.Dropout(0.1) if i else None) for i in range(3)]  # Identity at 0
+    assert _groups(dropped) == [["layers.1", "layers.2"]]
+
+
+def test_blocks_differing_in_settings_agree_with_a_full_trace_and_a_real_step():
+    # 6 blocks: twice on odd ones, rate 0 on the first: groups {1, 3, 5}, {2, 4}, 0 alone
+    spec = load_model_file(str(DATA / "models" / "varied_blocks.py"))
+    dedup = trace_model(spec, 2, 8, FP32)
+    full = trace_model(spec, 2, 8, FP32, dedupe_repeats=False)
+    assert {rep: g["count"] for rep, g in dedup.capture.repeat_groups.items()} == {
+        "layers.1": 3, "layers.2": 2}
+    moved = [sum((d["bytes_read"] + d["bytes_written"]) * d["count"]
+                 for _, d in t.graph.nodes(data=True)) for t in (dedup, full)]
+    assert phase_flops(dedup.graph) == phase_flops(full.graph) and moved[0] == moved[1]
+    matmul = sum(d["flops"] * d["count"] for _, d in dedup.graph.nodes(data=True)
+                 if d["op_class"] == "matmul" and d["phase"] != "optimizer")
+    assert matmul == real_step_flops(spec, 2, 8)
+    saved = [sum(t.capture.saved.values()) for t in (dedup, full)]
+    assert saved[0] == saved[1] == real_saved_bytes(spec, 2, 8)

@@ -5,7 +5,10 @@ without peft would) and checked against one real CPU training step of the same m
 convolution FLOPs equal to FlopCounterMode's (plus the closed form of grouped GEMMs, which it
 counts as 0), fused-attention FLOPs equal to the closed form on the real run's attention shapes
 (FlopCounterMode counts CPU attention as 0), saved activations within 1% of what autograd saves
-in the real step (``saved_tensors_hooks``, distinct storages).
+in the real step (``saved_tensors_hooks``, distinct storages). Each model's FLOPs, bytes and saved
+activations are the same traced with repeated blocks deduped and with ``--no-dedupe``, also for
+deeper variants whose repeated layers split into sub-groups by their settings (Swin's shifted
+windows, Gemma 2's sliding layers).
 
 The configs (tests/data/hf/*.json) are 2 layers of width 32-64 so that a real step takes well
 under a second; every family's distinguishing parts are kept (GQA, sliding windows, soft-capping,
@@ -40,18 +43,28 @@ CORPUS = {
 # assumes; the expert GEMMs' FLOPs are the same either way (every token reaches top_k experts of
 # equal size, however they split), so the real step is the oracle for both.
 MOE = {"Mixtral", "Qwen2-MoE", "OLMoE", "DeepSeek-V3"}
+# deeper variants where a repeated layer's members differ in a setting and split into sub-groups
+# of more than one: Swin's shifted and unshifted blocks, Gemma 2's sliding and global layers
+DEEPER = {"Swin, 4 blocks": ("swin", "depths=[2,4]"),
+          "Gemma 2, 4 layers": ("gemma2", "num_hidden_layers=4")}
 # family -> model file in tests/data/models (transformers models wrapped in the user's own code)
 WRAPPED = {"LoRA (Llama)": "lora_llama.py"}
 
 
-def _analyze(runner, target: str) -> dict:
-    r = runner.invoke(app, ["analyze", target, "-b", str(B), "-s", str(S), "--json"])
+def _analyze(runner, target: str, *extra: str) -> dict:
+    r = runner.invoke(app, ["analyze", target, "-b", str(B), "-s", str(S), "--json", *extra])
     assert r.exit_code == 0, r.output
     return json.loads(r.stdout)
 
 
 def _class_flops(doc: dict, *classes: str) -> int:
     return sum(c["flops"] for c in doc["op_classes"] if c["class"] in classes)
+
+
+def _totals(doc: dict) -> dict:
+    t = doc["totals"]
+    return {"flops": t["flops"], "bytes": t["bytes"],
+            "saved": t["memory_bytes"]["activations_saved"]}
 
 
 def _target(family: str) -> str:
@@ -74,3 +87,15 @@ def test_corpus_model_matches_a_real_training_step(family, runner):
         assert routing["assumption"] == "balanced" and routing["routers"]
     saved = doc["totals"]["memory_bytes"]["activations_saved"]
     assert saved == pytest.approx(real["saved_bytes"], rel=0.01)
+    # tracing one member of each repeated group costs exactly what tracing every block does
+    assert _totals(doc) == _totals(_analyze(runner, target, "--no-dedupe"))
+
+
+@pytest.mark.parametrize("case", sorted(DEEPER))
+def test_deeper_models_dedupe_sub_groups_and_agree_with_no_dedupe(case, runner):
+    name, setting = DEEPER[case]
+    target = f"hf:{HF / name}.json"
+    dedup = _analyze(runner, target, "--set", setting)
+    full = _analyze(runner, target, "--set", setting, "--no-dedupe")
+    assert sorted(g["count"] for g in dedup["capture"]["repeated_blocks"].values()) == [2, 2]
+    assert _totals(dedup) == _totals(full)

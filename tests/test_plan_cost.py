@@ -509,3 +509,28 @@ def test_tensor_parallel_splits_the_widest_weight_dim_of_each_matmul(gpt):
         else:
             assert not grows[r == 0.5][0] and row[r == 0.5][0] == max(row[~grows])
     assert np.prod(two[hit], axis=1) == pytest.approx(np.prod(one[hit], axis=1) / 2)
+
+
+def test_a_stack_of_layers_that_differ_in_a_setting_is_one_pipeline_stack():
+    """Gemma 2's sliding and global layers are two repeated groups (their settings differ);
+    the plan pipelines them as one stack of 4 layers: one layer's parameters are those of a
+    real decoder layer, and the block's ops times the layers plus the rest are the FLOPs of a
+    trace of every layer."""
+    from archcost.loader import load_model_file
+    from archcost.plan.workload import SECTION_BLOCK, trace_workload
+    from archcost.trace import trace_model
+    from archcost.trace.precision import parse_precision
+    from tests.conftest import DATA
+
+    spec = load_model_file(f"hf:{DATA / 'hf' / 'gemma2.json'}", {"num_hidden_layers": 4})
+    policy = parse_precision("fp32")
+    w = trace_workload(spec, 16, policy, "adamw", (Recompute.NONE,))
+    layer = spec.build(1, 16).model.layers[0]
+    assert w.layers == 4
+    assert w.params_block == sum(p.numel() for p in layer.parameters())
+    ops = w.ops[Recompute.NONE]
+    weight = ops.count * np.where(ops.section == SECTION_BLOCK, w.layers, 1)
+    g = trace_model(spec, 1, 16, policy, "adamw", dedupe_repeats=False).graph
+    full = sum(d["flops"] * d["count"] for _, d in g.nodes(data=True)
+               if d["phase"] in ("forward", "backward"))
+    assert float((ops.flops * weight).sum()) == pytest.approx(full, rel=1e-9)

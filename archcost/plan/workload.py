@@ -5,7 +5,8 @@ recomputation policy the search considers, and everything a plan changes is a re
 traces. The step splits into three sections along the pipeline:
 
 - ``pre``: ops before the main repeated block (embeddings) — on the first pipeline stage;
-- ``block``: one member of the main repeated group (a transformer layer), counted ``layers`` times;
+- ``block``: one member of the main repeated group (a transformer layer), counted ``layers`` times
+  (groups of one stack, whose layers differ in a setting: their mean layer);
 - ``post``: ops after it (final norm, head, loss) — on the last stage.
 
 Backward ops are placed by execution order (autograd runs post, blocks, pre). Each op carries
@@ -154,16 +155,25 @@ def _ordered(g: nx.DiGraph) -> list[tuple[int, dict]]:
     return sorted(g.nodes(data=True), key=lambda kv: kv[1]["index"])
 
 
-def _main_group(cap) -> tuple[str, list[str], int]:
-    """(representative, member paths, layers) of the repeated group with the most members."""
-    best = None
+def _main_group(cap) -> tuple[tuple[str, ...], list[str], int, dict[str, int]]:
+    """(representatives, member paths, layers, count of each representative) of the largest
+    stack: the repeated groups of one class in one container, which are one group unless their
+    members differ in a setting (Gemma 2's sliding and global layers: two groups, one stack)."""
+    stacks: dict[tuple[str, str], list[tuple[str, dict]]] = {}
     for rep, info in cap.repeat_groups.items():
-        key = (info["count"], -len(rep))
+        stacks.setdefault((rep.rpartition(".")[0], info["class"]), []).append((rep, info))
+    best = None
+    for groups in stacks.values():
+        layers = sum(int(info["count"]) for _, info in groups)
+        key = (layers, -len(groups[0][0]))
         if best is None or key > best[0]:
-            best = (key, rep, list(info.get("member_paths", [rep])), int(info["count"]))
+            best = (key, groups, layers)
     if best is None:
-        return "", [], 1
-    return best[1], best[2], best[3]
+        return (), [], 1, {}
+    _, groups, layers = best
+    members = [m for rep, info in groups for m in info.get("member_paths", [rep])]
+    return (tuple(rep for rep, _ in groups), members, layers,
+            {rep: int(info["count"]) for rep, info in groups})
 
 
 def _in_group(module: str, members: list[str]) -> bool:
@@ -177,7 +187,7 @@ def _numel(shape) -> int:
     return n
 
 
-def _sections(nodes: list[tuple[int, dict]], rep: str) -> dict[int, int]:
+def _sections(nodes: list[tuple[int, dict]], rep: tuple[str, ...]) -> dict[int, int]:
     """Section of each non-optimizer node: block ops by their group, others by position."""
     in_block = {n: bool(rep) and (d["repeat_group"] or "").startswith(rep) for n, d in nodes}
     out: dict[int, int] = {}
@@ -275,7 +285,7 @@ def _unrepeated(records, t) -> int:
     return numel
 
 
-def _attention_facts(records, rep: str, hidden: int) -> tuple[int, int]:
+def _attention_facts(records, rep: tuple[str, ...], hidden: int) -> tuple[int, int]:
     """(query heads, kv hidden) from the first attention of the block."""
     for rec in records:
         if rec.phase.value != "forward" or (rep and not (rec.repeat_group or "").startswith(rep)):
@@ -330,7 +340,7 @@ def _mnk_growth(pairs: list[tuple[int, dict, dict]]) -> dict[int, tuple[bool, bo
     return out
 
 
-def _op_table(g: nx.DiGraph, rep: str, layers: int, width_numel: int, hidden: int,
+def _op_table(g: nx.DiGraph, rep: tuple[str, ...], layers: int, width_numel: int, hidden: int,
               pairs: list[tuple[int, dict, dict]]) -> tuple[OpTable, OpTable]:
     """The step's ops and the optimizer's, from ``g`` as the runtime executes it (bytes and
     kernels of fused groups and of multi-tensor optimizer ops, ``cost.fusion``)."""
@@ -405,10 +415,11 @@ def _op_table(g: nx.DiGraph, rep: str, layers: int, width_numel: int, hidden: in
     return table(cols, model_flops, recompute_flops), table(opt, 0.0, 0.0)
 
 
-def _activations(g: nx.DiGraph, cap, rep: str, members: list[str], width_numel: int,
-                 sections: dict[int, int], hidden: int
+def _activations(g: nx.DiGraph, cap, rep: tuple[str, ...], counts: dict[str, int], layers: int,
+                 width_numel: int, sections: dict[int, int], hidden: int
                  ) -> tuple[tuple[float, float], float, float, float]:
-    """(one layer's saved bytes split (tp-sharded, sp-only), pre saved, post saved, transient)."""
+    """(one layer's saved bytes split (tp-sharded, sp-only), pre saved, post saved, transient);
+    a stack of several groups: their layers' mean."""
     nodes = _ordered(g)
     layout, _ = _tp_layout(g, nodes, sections, hidden)
     producer: dict[int, int] = {}
@@ -417,7 +428,9 @@ def _activations(g: nx.DiGraph, cap, rep: str, members: list[str], width_numel: 
             producer.setdefault(o.storage, rec.index)
     sharded = sp_only = 0.0
     for module, nbytes, numel, storage in cap.saved_tensors:
-        if rep and _in_group(module, [rep]):
+        owner = next((r for r in rep if _in_group(module, [r])), None)
+        if owner is not None:
+            nbytes = nbytes * counts[owner] / layers
             node = producer.get(storage)
             split = node in layout if node is not None and sections.get(node) == SECTION_BLOCK \
                 else numel > width_numel
@@ -450,7 +463,7 @@ def _activations(g: nx.DiGraph, cap, rep: str, members: list[str], width_numel: 
     return (sharded, sp_only), pre, post, float(peak)
 
 
-def _param_split(cap, rep: str, members: list[str], layers: int, g: nx.DiGraph, sections):
+def _param_split(cap, rep: tuple[str, ...], members: list[str], layers: int, g: nx.DiGraph, sections):
     first_fwd: dict[str, int] = {}
     for n, d in _ordered(g):
         if d["phase"] == "forward":
@@ -495,7 +508,7 @@ def workload_from_traces(traces: Mapping[Recompute, object], policy: PrecisionPo
     seq_len = int(g0.graph["seq_len"])
     if int(g0.graph["batch_size"]) != 1:
         raise ValueError("trace the model at batch 1: plans scale it by the micro-batch")
-    rep, members, layers = _main_group(cap0)
+    rep, members, layers, counts = _main_group(cap0)
     nodes0 = _ordered(g0)
     sections0 = _sections(nodes0, rep)
     hidden, width_numel = _hidden(nodes0, sections0)
@@ -544,7 +557,7 @@ def workload_from_traces(traces: Mapping[Recompute, object], policy: PrecisionPo
         ops[policy_r] = table
         opt_table = opt_table or opt
         saved_block[policy_r], saved_pre[policy_r], saved_post[policy_r], transient[policy_r] = \
-            _activations(g, cap, rep, members, width_numel, sections, hidden)
+            _activations(g, cap, rep, counts, layers, width_numel, sections, hidden)
     shape = ModelShape(layers=layers, heads=heads, kv_heads=kv_heads, hidden=hidden,
                        seq_len=seq_len, experts=experts)
     opt_bytes = (cap0.optimizer_state_bytes + cap0.master_weight_bytes) / max(trainable, 1.0)
