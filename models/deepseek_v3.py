@@ -21,8 +21,9 @@ balancing, a buffer here, zero, updated by a rule outside the gradient, Sec. 2.1
 g_i = s_i / Σ_topk s_j times the routed scaling factor 2.5 (config ``routed_scaling_factor``).
 Routed experts are stacked (E, in, out) parameters run as batched matmuls over a static-shape
 capacity dispatch, as ``models/moe.py`` does (GShard Sec. 2.2; Switch Transformers Sec. 2.2):
-each expert has C = ceil(top_k·N / E · capacity_factor) slots for the N = B·T tokens; the
-shared expert is a plain SwiGLU every token passes.
+each expert has C = ceil(top_k·N / E · capacity_factor) slots for the N = B·T tokens, filled by
+a gather of the tokens (a permutation, as Megatron-LM's token dispatcher does); the shared
+expert is a plain SwiGLU every token passes.
 
 Parameter count, a heads, r_q, r_kv the ranks, d_n, d_r, d_v the head widths, l layers of which
 l_d dense, E routed and S shared experts of width f_e, dense width f:
@@ -210,11 +211,14 @@ class DeepSeekMoE(nn.Module):
         onehot = F.one_hot(expert, E)  # (K·N, E)
         slot = ((onehot.cumsum(0) - 1) * onehot).sum(-1)  # (K·N,) position within its expert
         keep = slot < C  # (K·N,) over capacity -> dropped
-        # dropped choices go to one spare row E·C, discarded on the way in and zero on the way out
+        # dropped choices go to one spare slot E·C, discarded on the way in and zero on the way out
         dest = torch.where(keep, expert * C + slot, torch.full_like(slot, E * C))  # (K·N,)
-        src = xf.repeat(K, 1)  # (K·N, H), same (K, N) order as dest
-        buf = xf.new_zeros(E * C + 1, H).index_add(0, dest, src)  # (E·C+1, H)
-        xe = buf[: E * C].view(E, C, H)  # (E, C, H)
+        # the token in each slot (N: an empty slot, which reads a zero row): a gather, whose
+        # backward needs only the indices (a scatter-add would keep its source for backward)
+        token = torch.arange(N, device=x.device).repeat(K)  # (K·N,), same (K, N) order as dest
+        slot_token = torch.full((E * C + 1,), N, device=x.device).scatter(0, dest, token)
+        xz = torch.cat((xf, xf.new_zeros(1, H)), dim=0)  # (N+1, H); row N reads zero
+        xe = xz.index_select(0, slot_token[: E * C]).view(E, C, H)  # (E, C, H)
         h = F.silu(torch.bmm(xe, self.w1)) * torch.bmm(xe, self.w3)  # (E, C, F)
         ye = torch.bmm(h, self.w2).view(E * C, H)  # (E·C, H)
         ye = torch.cat((ye, ye.new_zeros(1, H)), dim=0)  # (E·C+1, H); spare row reads zero
