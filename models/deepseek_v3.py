@@ -51,7 +51,7 @@ topk_group) changes which experts are chosen, not how many: it is not modelled. 
 multi-token-prediction module (Sec. 2.2) and no complementary sequence-wise balance loss.
 NB: the padded v makes the attention core's value product count at width 192: its FLOPs are
 (192 + 192)/(192 + 128) = 1.2x those of a kernel taking v at 128 (cuDNN's, which Transformer
-Engine runs for MLA), about 2.5% of DeepSeek-V3's step FLOPs at 4096 tokens. Without the padding
+Engine runs for MLA), about 3% of DeepSeek-V3's step FLOPs at 4096 tokens. Without the padding
 the CPU trace records SDPA's math fallback (S x S scores in memory), far from any GPU stack.
 NB: RoPE rotates halves (the "rotate_half" layout) without the YaRN extension (used only after
 pre-training, Sec. 4.3, to reach 128K); RMSNorm and RoPE compute in float32, as Hugging Face's
@@ -271,7 +271,7 @@ class DeepSeekV3(nn.Module):
 def _positive(**sizes) -> None:
     """Refuse sizes no model has (archcost types --set values; their domain is the builder's)."""
     for key, value in sizes.items():
-        if value is not None and value < 1 and key != "dense_layers":
+        if value is not None and value < 1:
             raise ValueError(f"{key}={value} must be >= 1")
 
 
@@ -304,7 +304,7 @@ def build_model(
                  qk_rope_dim=qk_rope_dim, v_dim=v_dim, ffn=ffn, expert_ffn=expert_ffn,
                  experts=experts, shared_experts=shared_experts, top_k=top_k, vocab=vocab)
     cfg = {**PRESETS[preset], **{k: v for k, v in given.items() if v is not None}}
-    _positive(**cfg)
+    _positive(**{k: v for k, v in cfg.items() if k != "dense_layers"})  # 0 dense layers is valid
     if not 0 <= cfg["dense_layers"] <= cfg["layers"]:
         raise ValueError(f"dense_layers={cfg['dense_layers']} must be between 0 and "
                          f"layers={cfg['layers']}")
