@@ -35,7 +35,8 @@ the 14B multi-token-prediction module, which is not built here).
 Active parameters per token: the above less the (E − top_k) unchosen routed experts of every MoE
 layer and less the input embedding table (a row lookup, no multiply): 36,625,603,584 for
 DeepSeek-V3, the report's "37B activated for each token" (Sec. 4.2). With the embedding counted
-it is 37.55B, which rounds to 38B; so the report's figure leaves the lookup out.
+it is 37.55B, which rounds to 38B: leaving the lookup out is the convention that reproduces the
+published figure (the report does not state one).
 
 Keys (``--set``): preset="deepseek-v3" (or "tiny"); layers, dense_layers, hidden, heads, q_rank,
 kv_rank, qk_nope_dim, qk_rope_dim, v_dim, ffn, expert_ffn, experts, shared_experts, top_k, vocab
