@@ -293,7 +293,7 @@ def test_tensor_parallel_memory_uses_the_split(gpt_cm):
     w = gpt_cm.workload
     sharded, replicated = w.saved_block[Recompute.NONE]
     for tp, sp in ((2, False), (4, False), (4, True)):
-        row = gpt_cm.table(np.array([[0, 1, tp, int(sp), 1]])).rows[0]
+        row = gpt_cm.table(np.array([[0, 1, tp, int(sp), 1, 1]])).rows[0]
         from archcost.plan.table import SAVED_LAYER
 
         want = sharded / tp + replicated / (tp if sp else 1)
@@ -509,3 +509,40 @@ def test_tensor_parallel_splits_the_widest_weight_dim_of_each_matmul(gpt):
         else:
             assert not grows[r == 0.5][0] and row[r == 0.5][0] == max(row[~grows])
     assert np.prod(two[hit], axis=1) == pytest.approx(np.prod(one[hit], axis=1) / 2)
+
+
+# ---------------------------------------------------------------- expert parallelism -----------
+
+@pytest.mark.parametrize("ep", [2, 4])
+def test_an_expert_parallel_rank_does_the_work_of_the_model_with_experts_over_ep(ep):
+    """Brute force: with balanced routing a rank of an ep group holds E/ep experts and serves
+    ep times its own tokens per expert (GShard Sec. 3.1) — the expert GEMMs of the same model
+    built with E/ep experts (capacity k·N/(E/ep) = ep·k·N/E), traced on its own. The table's
+    expert ops at ep equal that trace's op by op (FLOPs, bytes, GEMM shapes); their weight
+    reads are the model's stacked expert weights (3·E·h·f bf16, the closed form) over ep."""
+    from archcost.loader import load_model_file
+    from archcost.plan.table import sharded_work
+    from tests.conftest import TINY
+
+    bf16 = parse_precision("bf16-mixed")
+    cfg = {**TINY["moe"], "hidden": 64, "ffn": 128, "experts": 8, "top_k": 2}
+    traced = {e: trace_workload(load_model_file(str(MODELS / "moe.py"), {**cfg, "experts": e}),
+                                64, bf16, "adamw", (Recompute.NONE,)).ops[Recompute.NONE]
+              for e in (8, 8 // ep)}
+    whole, local = traced[8], traced[8 // ep]
+    fwd_bmm = whole.on_experts & (whole.phase == 0) & (whole.mnk[:, 0] > 0)
+    assert fwd_bmm.sum() == 3  # w1, w3, w2
+    assert whole.nbytes_fixed[fwd_bmm].sum() == 3 * 8 * 64 * 128 * 2
+    f_at, b_at, _, mnk_at = sharded_work(whole, np.array([[1, 1, 0, 1, ep]]))
+    f_one, b_one, _, mnk_one = sharded_work(local, np.array([[1, 1, 0, 1, 1]]))
+    mine, theirs = whole.on_experts, local.on_experts
+    assert mine.sum() == theirs.sum() > 6
+    assert f_at[mine] == pytest.approx(f_one[theirs], rel=1e-12)
+    assert b_at[mine] == pytest.approx(b_one[theirs], rel=1e-12)
+    assert (mnk_at[mine] == mnk_one[theirs]).all()
+    # the weights read per rank: 1/ep of those read at ep = 1 (the activations unchanged)
+    _, b_1, _, _ = sharded_work(whole, np.array([[1, 1, 0, 1, 1]]))
+    assert (b_1 - b_at)[fwd_bmm].sum() == pytest.approx(
+        whole.nbytes_fixed[fwd_bmm].sum() * (1 - 1 / ep))
+    # dense ops do not change with ep
+    assert (b_1 == b_at)[~mine].all()

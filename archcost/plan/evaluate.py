@@ -117,7 +117,7 @@ def estimate_plan(plan: Plan, cm: CostModel, *, with_schedule: bool = True
                                      plan.num_microbatches, plan.mbs)
     sp = int(plan.sp)
     full = plan.recompute is Recompute.FULL
-    table = cm.table(np.array([[plan.recompute.code, mbs, tp, sp, cp]]))
+    table = cm.table(np.array([[plan.recompute.code, mbs, tp, sp, cp, ep]]))
     row = dict(zip(COLUMNS, table.rows[0]))
     groups = plan_groups(plan)
     comm = _Comm(cluster)
