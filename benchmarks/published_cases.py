@@ -254,6 +254,9 @@ _DSV3_NOTES = (
     "the first stage",
     "recompute: the config's selective recompute of mla_up_proj (the q/kv up-projections) is "
     "priced as the runtime's selective policy (attention core)",
+    "cluster gb200-nvl72-64: each 64-GPU expert-parallel group in one rack (16 of its 18 trays), "
+    "as NVIDIA places EP groups on NVL72 with Slurm segments (Megatron-LM's DeepSeek-V3 GB200 "
+    "guide); gb200-nvl72 would fill racks 72 GPUs at a time and cross racks with EP 64",
 )
 
 
@@ -267,7 +270,7 @@ def _nemo_mb(row: dict) -> Case:
                     dtype="bf16-mixed", runtime="megatron",
                     plan=f"dp=64,pp=4,ep=64,zero=1,mbs=1,gbs={gbs},recompute=selective,vpp=4,"
                          "schedule=interleaved-1f1b",
-                    cluster="gb200-nvl72", gpus=n, metric=row["metric"], value=tps,
+                    cluster="gb200-nvl72-64", gpus=n, metric=row["metric"], value=tps,
                     step_s=step, assumptions=_DSV3_NOTES)
     dp, tp, pp, cp, vpp = (_row_int(row, k, 1) for k in ("dp", "tp", "pp", "cp", "vpp"))
     mbs = _row_int(row, "mbs", 1)
