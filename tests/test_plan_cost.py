@@ -546,3 +546,35 @@ def test_an_expert_parallel_rank_does_the_work_of_the_model_with_experts_over_ep
         whole.nbytes_fixed[fwd_bmm].sum() * (1 - 1 / ep))
     # dense ops do not change with ep
     assert (b_1 == b_at)[~mine].all()
+
+
+@pytest.mark.parametrize("dense", [2, 3])
+def test_saved_bytes_before_the_blocks_count_every_member_of_another_repeated_group(dense):
+    """Brute force: the step traced with every layer (no repeated-block dedupe). What the ops
+    before the main group (embedding, the dense layers: a second repeated group, traced once)
+    allocate in forward and hold into backward equals the workload's saved_pre."""
+    from archcost.cost.memory import liveness_arrays
+    from archcost.loader import load_model_file
+    from archcost.trace import trace_model
+
+    bf16 = parse_precision("bf16-mixed")
+    spec = load_model_file(str(MODELS / "deepseek_v3.py"),
+                           {"preset": "tiny", "layers": 8, "dense_layers": dense})
+    w = trace_workload(spec, 32, bf16, "adamw", (Recompute.NONE,))
+    assert w.layers == 8 - dense  # the MoE layers are the main group
+    g = trace_model(spec, 1, 32, bf16, "adamw", dedupe_repeats=False).graph
+    alloc, last, size, weight, order = liveness_arrays(g)
+    assert (weight == 1).all()  # every layer traced: nothing stands for more than itself
+    nodes = [g.nodes[n] for n in order]
+    first_layer = min(d["index"] for d in nodes if d["module"].startswith("layers."))
+    before = {f"layers.{i}" for i in range(dense)}
+    held = 0.0
+    for a, z, s in zip(alloc, last, size):
+        d = nodes[a]
+        if d["phase"] != "forward" or nodes[z]["phase"] == "forward":
+            continue
+        top = ".".join(d["module"].split(".")[:2])
+        if top in before or d["module"].startswith("tok_embeddings") or (
+                d["module"] == "" and d["index"] < first_layer):
+            held += s
+    assert held > 0 and w.saved_pre[Recompute.NONE] == held

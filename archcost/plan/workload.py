@@ -479,10 +479,12 @@ def _activations(g: nx.DiGraph, cap, rep: str, members: list[str], width_numel: 
             keep[i] = False
         elif a_phase == "forward" and l_phase != "forward":  # held into backward: saved
             keep[i] = False
+            # times the members of another repeated group it stands for (dense layers before
+            # the main group's): ``weight`` is the op's count for what crosses into backward
             if section[alloc[i]] == SECTION_PRE:
-                pre += size[i]
+                pre += size[i] * weight[i]
             elif section[alloc[i]] == SECTION_POST:
-                post += size[i]
+                post += size[i] * weight[i]
         elif a_phase == "optimizer":
             keep[i] = False
     from archcost.cost.kernels import liveness_peak
