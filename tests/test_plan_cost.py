@@ -578,3 +578,20 @@ def test_saved_bytes_before_the_blocks_count_every_member_of_another_repeated_gr
                 d["module"] == "" and d["index"] < first_layer):
             held += s
     assert held > 0 and w.saved_pre[Recompute.NONE] == held
+
+
+def test_interleaved_first_and_last_sections_are_held_by_their_chunks_forwards():
+    """The embedding (rank 0, chunk 0) and the head (last rank, last chunk) are held once per
+    forward of their own chunk in flight, not per forward of any chunk: the kernel's periodic
+    count equals the simulated Megatron order's, counted op by op, on every rank and chunk;
+    Megatron's rank 0 at p = 4, v = 4 holds 19 chunk-forwards of which 8 are chunk 0's (its
+    forwards 0-3 and 16-19 before the backward of micro-batch 0's chunk 0)."""
+    from archcost.plan.kernel import _chunk_peak
+    from archcost.plan.schedule import simulate
+
+    for p, v, m in itertools.product((2, 3, 4, 8), (2, 3, 4), (1, 2, 3, 16)):
+        res = simulate(Schedule.INTERLEAVED, p, m * p, np.ones(p * v), np.full(p * v, 2.0), v=v)
+        for r, c in itertools.product(range(p), range(v)):
+            assert _chunk_peak(r, p, m * p, v, c) == res.chunk_peak_in_flight(r, c), (p, v, m, r, c)
+    res = simulate(Schedule.INTERLEAVED, 4, 64, np.ones(16), np.full(16, 2.0), v=4)
+    assert res.peak_in_flight[0] == 19 and res.chunk_peak_in_flight(0, 0) == 8
