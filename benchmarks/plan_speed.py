@@ -108,12 +108,12 @@ def trace(case: dict):
 
 def kernel_inputs(cm, plans: np.ndarray) -> tuple[list, float, int]:
     """The kernel's arguments for ``plans`` as ``search.score`` builds them, the seconds spent
-    building the cost table for the distinct (recompute, mbs, tp, sp, cp) combinations and its
-    row count."""
+    building the cost table for the distinct (recompute, mbs, tp, sp, cp, ep) combinations and
+    its row count."""
     from archcost.plan.search import _COLS
+    from archcost.plan.table import COMBO_KEYS
 
-    combos = np.stack([plans[k] for k in ("recompute", "mbs", "tp", "sp", "cp")], 1).astype(
-        np.int64)
+    combos = np.stack([plans[k] for k in COMBO_KEYS], 1).astype(np.int64)
     _, first, inverse = np.unique(combos, axis=0, return_index=True, return_inverse=True)
     t0 = time.perf_counter()
     table = cm.table(combos[first])

@@ -13,8 +13,8 @@ modelling error to explain).
 
 FP8 runs are priced with ``--dtype fp8`` and their source's recipe (``--fp8-recipe``, and the
 fp8 parameter all-gather where the stack does one: ``published_cases.py``). Cases that cannot be
-predicted yet say why: DeepSeek-V3 needs ``models/deepseek_v3.py``. The torchtitan runs' GPU (H100
-SXM5 96 GB HBM2e at 500 W) is the bundled profile h100-sxm-96gb-500w (cluster grand-teton-h100).
+predicted yet say why. The torchtitan runs' GPU (H100 SXM5 96 GB HBM2e at 500 W) is the bundled
+profile h100-sxm-96gb-500w (cluster grand-teton-h100).
 
     python benchmarks/published.py [--cases PATH] [--out BENCHMARKS.md] [--only ID,...]
         [--expert] [--cache DIR]
@@ -263,8 +263,6 @@ def variants(cases, results, cache_dir, memo) -> list[str]:
 
 # --- pending cases -------------------------------------------------------------------------------
 def pending_reason(case: Case) -> str:
-    if case.extra.get("needs_model") and not (ROOT / "models" / case.model).is_file():
-        return "not yet predictable: needs the DeepSeek-V3 model (models/deepseek_v3.py)"
     if case.needs_fp8:
         from archcost.errors import ConfigError
         from archcost.trace.precision import parse_precision

@@ -247,6 +247,32 @@ def _torchtitan(row: dict) -> Case:
                 fp8_recipe="tensorwise" if fp8 else "", fp8_all_gather=fp8)
 
 
+# Megatron-Bridge@05d003f src/megatron/bridge/recipes/deepseek/deepseek_v3.py (layout_map, (4, 4);
+# mtp_num_layers = 1) and @0426418 scripts/performance/configs/deepseek/
+# deepseek_workload_base_configs.py (DEEPSEEK_V3_PRETRAIN_CONFIG_GB200_BF16_V2)
+_DSV3_NOTES = (
+    "GBS 4096 (the table and the config's V2 variant; V1 says 2048)",
+    "force-balanced routing: the model's capacity dispatch at capacity factor 1 gives every "
+    "expert k*N/E tokens",
+    "no MTP: the recipe builds one MTP layer beside the loss on the last virtual stage "
+    "(mtp_num_layers = 1); the model has none",
+    "pipeline: the recipe's (pp, vpp) = (4, 4) layout is embedding + 4 decoder layers (the 3 "
+    "dense + 1 MoE), 14 x 4, then 1 + MTP + loss; archcost pipelines the 58 MoE layers "
+    "uniformly (3 or 4 per virtual stage) and the 3 dense layers travel with the embedding on "
+    "the first stage",
+    "recompute: the config's selective recompute of mla_up_proj (the q/kv up-projections) is "
+    "priced as the runtime's selective policy (attention core)",
+    "cluster gb200-nvl72-64: each 64-GPU expert-parallel group in one rack (16 of its 18 trays), "
+    "as NVIDIA places EP groups on NVL72 with Slurm segments (Megatron-LM's DeepSeek-V3 GB200 "
+    "guide); gb200-nvl72 would fill racks 72 GPUs at a time and cross racks with EP 64",
+    "memory: of the traced 2,875 MiB per MoE layer and micro-batch about 1,040 MiB is not held "
+    "by the stack: the q, k, v that mla_up_proj recompute drops (576 MiB), RMSNorm's float32 "
+    "copies where TE's fused norm keeps its bf16 input (256 MiB), SwiGLU's silu output where the "
+    "fused activation keeps its inputs (144 MiB) and the zero-padded v (64 MiB); rank 0 holds "
+    "66.5 layer-micro-batches, so the peak is about 67 GiB high",
+)
+
+
 def _nemo_mb(row: dict) -> Case:
     src = "NEMO" if row["id"].startswith("NEMO") else "MB"
     tps = _num(row["value"])
@@ -257,10 +283,8 @@ def _nemo_mb(row: dict) -> Case:
                     dtype="bf16-mixed", runtime="megatron",
                     plan=f"dp=64,pp=4,ep=64,zero=1,mbs=1,gbs={gbs},recompute=selective,vpp=4,"
                          "schedule=interleaved-1f1b",
-                    cluster="gb200-nvl72", gpus=n, metric=row["metric"], value=tps,
-                    step_s=step, assumptions=("GBS 4096 (the table; the config file says 2048)",
-                                              "no MTP, force-balanced routing"),
-                    extra={"needs_model": "models/deepseek_v3.py"})
+                    cluster="gb200-nvl72-64", gpus=n, metric=row["metric"], value=tps,
+                    step_s=step, assumptions=_DSV3_NOTES)
     dp, tp, pp, cp, vpp = (_row_int(row, k, 1) for k in ("dp", "tp", "pp", "cp", "vpp"))
     mbs = _row_int(row, "mbs", 1)
     preset = "70b" if "70B" in row["model"] else "405b" if "405B" in row["model"] else None

@@ -17,6 +17,7 @@ TINY = {
     "gpt2": dict(layers=2, hidden=64, heads=4, vocab=256),
     "llama": dict(preset="tiny"),
     "moe": dict(preset="tiny"),
+    "deepseek_v3": dict(preset="tiny"),
     "vit": dict(image_size=32, patch=8, layers=2, hidden=64, heads=4, ffn=128, classes=10),
     "resnet": dict(width=8, classes=10, image_size=32),
     "bert": dict(layers=2, hidden=64, heads=4, ffn=128, vocab=256),

@@ -344,7 +344,7 @@ def test_the_plan_table_reads_the_kernel_as_the_single_device_engine(traced):
         float(compute_times(full, g, "flash3").seconds.sum()), rel=1e-3)
     from archcost.plan.table import C
 
-    combo = np.array([[Recompute.NONE.code, 2, 1, 0, 1]])
+    combo = np.array([[Recompute.NONE.code, 2, 1, 0, 1, 1]])
     plain = CostModel(w, single_gpu_cluster(g), usable_memory=1.0).table(combo).rows[0]
     named = cm.table(combo).rows[0]
     ops = w.ops[Recompute.NONE]

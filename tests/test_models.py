@@ -148,13 +148,14 @@ def test_unknown_preset_is_rejected():
 
 # ---- the convention ------------------------------------------------------------------------
 
-NAMES = ["seed_mlp", "gpt2", "llama", "moe", "vit", "resnet", "bert"]
+NAMES = ["seed_mlp", "gpt2", "llama", "moe", "deepseek_v3", "vit", "resnet", "bert"]
 
 TINY = {
     "seed_mlp": dict(layers=4, d_in=16, hidden=8, d_out=16),
     "gpt2": dict(layers=2, hidden=32, heads=4, vocab=97, seq_len=16),
     "llama": dict(preset="tiny"),
     "moe": dict(preset="tiny"),
+    "deepseek_v3": dict(preset="tiny"),
     "vit": dict(image_size=32, patch=8, layers=2, hidden=32, heads=4, ffn=64, classes=10),
     "resnet": dict(depth=50, width=8, classes=10, image_size=32),
     "bert": dict(layers=2, hidden=32, heads=4, ffn=64, vocab=97, max_positions=32, seq_len=16),
@@ -194,6 +195,8 @@ def _repeated(name, model):
         return [list(model.layers)[1:-1]]  # hidden -> hidden; first and last change width
     if name == "resnet":
         return [list(stage.blocks) for stage in model.stages]  # blocks after each stage's first
+    if name == "deepseek_v3":
+        return [list(model.layers)[:1], list(model.layers)[1:]]  # the dense layer, the MoE layers
     return [list(model.layers)]
 
 

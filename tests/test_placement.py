@@ -345,7 +345,7 @@ def test_context_parallel_over_two_nodes_costs_its_internode_hops():
     assert cp["bytes"] == kv and cp["levels"] == ["nvlink4", "ib-ndr"]
     hop = kv / 50e9 + 6e-6
     assert cp["seconds_each"] == pytest.approx(hop)
-    row = dict(zip(("attn_f", "attn_b"), cm.table(np.array([[0, 1, 1, 0, 16]])).rows[0, 3:5]))
+    row = dict(zip(("attn_f", "attn_b"), cm.table(np.array([[0, 1, 1, 0, 16, 1]])).rows[0, 3:5]))
     layer = 15 * (max(0.0, hop - row["attn_f"] / 16) + max(0.0, 2 * hop - row["attn_b"] / 16))
     layers = est["ranks"][est["pipeline"]["critical_rank"]]["layers"]
     assert est["components_s"]["cp_comm"] == pytest.approx(512 * layers * layer)

@@ -293,7 +293,7 @@ def test_tensor_parallel_memory_uses_the_split(gpt_cm):
     w = gpt_cm.workload
     sharded, replicated = w.saved_block[Recompute.NONE]
     for tp, sp in ((2, False), (4, False), (4, True)):
-        row = gpt_cm.table(np.array([[0, 1, tp, int(sp), 1]])).rows[0]
+        row = gpt_cm.table(np.array([[0, 1, tp, int(sp), 1, 1]])).rows[0]
         from archcost.plan.table import SAVED_LAYER
 
         want = sharded / tp + replicated / (tp if sp else 1)
@@ -534,3 +534,89 @@ def test_a_stack_of_layers_that_differ_in_a_setting_is_one_pipeline_stack():
     full = sum(d["flops"] * d["count"] for _, d in g.nodes(data=True)
                if d["phase"] in ("forward", "backward"))
     assert float((ops.flops * weight).sum()) == pytest.approx(full, rel=1e-9)
+
+
+# ---------------------------------------------------------------- expert parallelism -----------
+
+@pytest.mark.parametrize("ep", [2, 4])
+def test_an_expert_parallel_rank_does_the_work_of_the_model_with_experts_over_ep(ep):
+    """Brute force: with balanced routing a rank of an ep group holds E/ep experts and serves
+    ep times its own tokens per expert (GShard Sec. 3.1) — the expert GEMMs of the same model
+    built with E/ep experts (capacity k·N/(E/ep) = ep·k·N/E), traced on its own. The table's
+    expert ops at ep equal that trace's op by op (FLOPs, bytes, GEMM shapes); their weight
+    reads are the model's stacked expert weights (3·E·h·f bf16, the closed form) over ep."""
+    from archcost.loader import load_model_file
+    from archcost.plan.table import sharded_work
+    from tests.conftest import TINY
+
+    bf16 = parse_precision("bf16-mixed")
+    cfg = {**TINY["moe"], "hidden": 64, "ffn": 128, "experts": 8, "top_k": 2}
+    traced = {e: trace_workload(load_model_file(str(MODELS / "moe.py"), {**cfg, "experts": e}),
+                                64, bf16, "adamw", (Recompute.NONE,)).ops[Recompute.NONE]
+              for e in (8, 8 // ep)}
+    whole, local = traced[8], traced[8 // ep]
+    fwd_bmm = whole.on_experts & (whole.phase == 0) & (whole.mnk[:, 0] > 0)
+    assert fwd_bmm.sum() == 3  # w1, w3, w2
+    assert whole.nbytes_fixed[fwd_bmm].sum() == 3 * 8 * 64 * 128 * 2
+    f_at, b_at, _, mnk_at = sharded_work(whole, np.array([[1, 1, 0, 1, ep]]))
+    f_one, b_one, _, mnk_one = sharded_work(local, np.array([[1, 1, 0, 1, 1]]))
+    mine, theirs = whole.on_experts, local.on_experts
+    assert mine.sum() == theirs.sum() > 6
+    assert f_at[mine] == pytest.approx(f_one[theirs], rel=1e-12)
+    assert b_at[mine] == pytest.approx(b_one[theirs], rel=1e-12)
+    assert (mnk_at[mine] == mnk_one[theirs]).all()
+    # the weights read per rank: 1/ep of those read at ep = 1 (the activations unchanged)
+    _, b_1, _, _ = sharded_work(whole, np.array([[1, 1, 0, 1, 1]]))
+    assert (b_1 - b_at)[fwd_bmm].sum() == pytest.approx(
+        whole.nbytes_fixed[fwd_bmm].sum() * (1 - 1 / ep))
+    # dense ops do not change with ep
+    assert (b_1 == b_at)[~mine].all()
+
+
+@pytest.mark.parametrize("dense", [2, 3])
+def test_saved_bytes_before_the_blocks_count_every_member_of_another_repeated_group(dense):
+    """Brute force: the step traced with every layer (no repeated-block dedupe). What the ops
+    before the main group (embedding, the dense layers: a second repeated group, traced once)
+    allocate in forward and hold into backward equals the workload's saved_pre."""
+    from archcost.cost.memory import liveness_arrays
+    from archcost.loader import load_model_file
+    from archcost.trace import trace_model
+
+    bf16 = parse_precision("bf16-mixed")
+    spec = load_model_file(str(MODELS / "deepseek_v3.py"),
+                           {"preset": "tiny", "layers": 8, "dense_layers": dense})
+    w = trace_workload(spec, 32, bf16, "adamw", (Recompute.NONE,))
+    assert w.layers == 8 - dense  # the MoE layers are the main group
+    g = trace_model(spec, 1, 32, bf16, "adamw", dedupe_repeats=False).graph
+    alloc, last, size, weight, order = liveness_arrays(g)
+    assert (weight == 1).all()  # every layer traced: nothing stands for more than itself
+    nodes = [g.nodes[n] for n in order]
+    first_layer = min(d["index"] for d in nodes if d["module"].startswith("layers."))
+    before = {f"layers.{i}" for i in range(dense)}
+    held = 0.0
+    for a, z, s in zip(alloc, last, size):
+        d = nodes[a]
+        if d["phase"] != "forward" or nodes[z]["phase"] == "forward":
+            continue
+        top = ".".join(d["module"].split(".")[:2])
+        if top in before or d["module"].startswith("tok_embeddings") or (
+                d["module"] == "" and d["index"] < first_layer):
+            held += s
+    assert held > 0 and w.saved_pre[Recompute.NONE] == held
+
+
+def test_interleaved_first_and_last_sections_are_held_by_their_chunks_forwards():
+    """The embedding (rank 0, chunk 0) and the head (last rank, last chunk) are held once per
+    forward of their own chunk in flight, not per forward of any chunk: the kernel's periodic
+    count equals the simulated Megatron order's, counted op by op, on every rank and chunk;
+    Megatron's rank 0 at p = 4, v = 4 holds 19 chunk-forwards of which 8 are chunk 0's (its
+    forwards 0-3 and 16-19 before the backward of micro-batch 0's chunk 0)."""
+    from archcost.plan.kernel import _chunk_peak
+    from archcost.plan.schedule import simulate
+
+    for p, v, m in itertools.product((2, 3, 4, 8), (2, 3, 4), (1, 2, 3, 16)):
+        res = simulate(Schedule.INTERLEAVED, p, m * p, np.ones(p * v), np.full(p * v, 2.0), v=v)
+        for r, c in itertools.product(range(p), range(v)):
+            assert _chunk_peak(r, p, m * p, v, c) == res.chunk_peak_in_flight(r, c), (p, v, m, r, c)
+    res = simulate(Schedule.INTERLEAVED, 4, 64, np.ones(16), np.full(16, 2.0), v=4)
+    assert res.peak_in_flight[0] == 19 and res.chunk_peak_in_flight(0, 0) == 8

@@ -56,7 +56,7 @@ def test_every_bundled_profile_loads_under_its_file_name():
     names = list_profiles()
     assert set(names["gpus"]) == set(DATASHEET) | {"cpu"}
     assert set(names["clusters"]) == {"cpu-host", "dgx-a100-hdr", "dgx-h100-ndr", "gb200-nvl72",
-                                      "mi300x-ib", "grand-teton-h100"}
+                                      "gb200-nvl72-64", "mi300x-ib", "grand-teton-h100"}
     for name in names["gpus"]:
         g = load_gpu(name)
         assert isinstance(g, GpuProfile) and g.name == name and "fp32" in g.peak_flops_per_s
@@ -152,6 +152,11 @@ def test_clusters_match_their_published_layouts():
     nvl = load_cluster("gb200-nvl72")
     assert (nvl.gpus_per_node, nvl.levels[0].domain_size) == (4, 72)
     assert nvl.levels[0].bandwidth_per_gpu_bytes_per_s == pytest.approx(1.8e12 / 2)
+    # 16 of a rack's 18 trays per job segment; every per-GPU figure that of the whole rack
+    seg = load_cluster("gb200-nvl72-64")
+    assert seg.levels[0].domain_size == 16 * 4
+    assert dataclasses.replace(seg, name=nvl.name, source_path=nvl.source_path, levels=(
+        dataclasses.replace(seg.levels[0], domain_size=72), *seg.levels[1:])) == nvl
     mi = load_cluster("mi300x-ib")
     assert mi.levels[0].topology is Topology.FULL_MESH
     assert mi.levels[0].bandwidth_per_gpu_bytes_per_s == pytest.approx(896e9 / 2)  # 7 x 64 GB/s
@@ -372,7 +377,8 @@ def test_load_any_tells_a_gpu_from_a_cluster_file():
 def test_cli_list_shows_every_profile(runner):
     res = runner.invoke(profiles_cli.app, ["list"], env={"COLUMNS": "160"})
     assert res.exit_code == 0, res.output
-    for name in [*DATASHEET, "cpu", "dgx-a100-hdr", "dgx-h100-ndr", "gb200-nvl72", "mi300x-ib"]:
+    for name in [*DATASHEET, "cpu", "dgx-a100-hdr", "dgx-h100-ndr", "gb200-nvl72", "gb200-nvl72-64",
+                 "mi300x-ib"]:
         assert name in res.output
     # 80 GB of memory in GiB: 80e9 / 2**30 = 74.5
     assert re.search(r"h100-sxm\s.*\s989\s.*\s1,979\s.*\s74\.5\s.*\s3\.35\s.*\s700", res.output)

@@ -344,7 +344,7 @@ def test_overlapped_tp_communication_takes_its_sms_from_the_layers_matmuls():
     rows = {}
     for name in ("megatron", "eager"):
         w = dataclasses.replace(synthetic(), runtime=load_runtime(name))
-        t = build_table(w, gpu, np.array([[0, 1, 1, 0, 1], [0, 1, 2, 0, 1]]))
+        t = build_table(w, gpu, np.array([[0, 1, 1, 0, 1, 1], [0, 1, 2, 0, 1, 1]]))
         rows[name] = t.rows[:, C["block_f"]]
     launch = gpu.kernel_launch_s
     eff = gpu.matmul_efficiency.at(2e12)  # the synthetic layer's 4e12 FLOPs over tp = 2

@@ -117,7 +117,7 @@ class CostModel:
         return float(self.gpu.mem_bytes) * self.usable_memory
 
     def table(self, combos: np.ndarray) -> CostTable:
-        """Cost-table rows for ``combos`` ([n, 5]: recompute, mbs, tp, sp, cp), cached."""
+        """Cost-table rows for ``combos`` ([n, 6]: recompute, mbs, tp, sp, cp, ep), cached."""
         key = np.ascontiguousarray(combos, dtype=np.int64).tobytes()
         if key not in self._tables:
             self._tables[key] = build_table(self.workload, self.gpu, combos,

@@ -117,7 +117,7 @@ def estimate_plan(plan: Plan, cm: CostModel, *, with_schedule: bool = True
                                      plan.num_microbatches, plan.mbs)
     sp = int(plan.sp)
     full = plan.recompute is Recompute.FULL
-    table = cm.table(np.array([[plan.recompute.code, mbs, tp, sp, cp]]))
+    table = cm.table(np.array([[plan.recompute.code, mbs, tp, sp, cp, ep]]))
     row = dict(zip(COLUMNS, table.rows[0]))
     groups = plan_groups(plan)
     comm = _Comm(cluster)
@@ -285,8 +285,16 @@ def estimate_plan(plan: Plan, cm: CostModel, *, with_schedule: bool = True
         else:
             units, unit_layers = in_flight[r], nl
         held = min(units * unit_layers, 2.0) if off_act else units * unit_layers
-        acts = held * row["saved_layer"] + units * ((row["saved_pre"] if r == 0 else 0.0)
-                                                     + (row["saved_post"] if r == pp - 1 else 0.0))
+        # the first and last sections live in the first rank's first chunk and the last rank's
+        # last chunk: under interleaving only that chunk's forwards in flight hold them
+        # (NB: each chunk's peak taken alone, an upper bound within one chunk of layers)
+        pre_units = post_units = units
+        if sched is not None and plan.schedule is Schedule.INTERLEAVED:
+            pre_units = sched.chunk_peak_in_flight(0, 0)
+            post_units = sched.chunk_peak_in_flight(pp - 1, v - 1)
+        acts = held * row["saved_layer"] + ((pre_units * row["saved_pre"] if r == 0 else 0.0)
+                                            + (post_units * row["saved_post"] if r == pp - 1
+                                               else 0.0))
         outside = ((w.params_pre if r == 0 else 0.0) + (w.params_post if r == pp - 1 else 0.0)) / tp
         transient = row["transient"] + (
             zero3_buffer_bytes(pb / tp, outside, w.weight_bytes, cm.reduce_bytes) if zero == 3

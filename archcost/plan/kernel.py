@@ -150,6 +150,29 @@ def _strides(order, tp, cp, dp, pp):
 
 
 @njit(cache=True)
+def _chunk_peak(r, pp, m, v, c):
+    """Megatron's interleaved order on rank ``r`` (schedule._interleaved_order): the most
+    forwards of chunk ``c`` whose backward has not run. Forward k runs chunk (k // pp) % v,
+    backward j chunk v - 1 - (j // pp) % v; after the warm-up the count repeats every pp * v
+    forward/backward pairs, so one period bounds the loop."""
+    total = m * v
+    warm = min(2 * (pp - r - 1) + (v - 1) * pp, total)
+    n = 0
+    best = 0
+    for k in range(warm):
+        if (k // pp) % v == c:
+            n += 1
+            best = max(best, n)
+    for i in range(min(total - warm, pp * v)):
+        if ((warm + i) // pp) % v == c:
+            n += 1
+            best = max(best, n)
+        if v - 1 - (i // pp) % v == c:
+            n -= 1
+    return best
+
+
+@njit(cache=True)
 def _states(params, w_b, g_b, o_b, zero, zg):
     w = params * w_b / (zg if zero >= 3 else 1)
     g = params * g_b / (zg if zero >= 2 else 1)
@@ -411,8 +434,15 @@ def score_plans(dp_a, tp_a, pp_a, cp_a, ep_a, zero_a, hyb_a, sg_a, sp_a, vpp_a, 
                     held = units * unit_layers
                     if off == _OFF_ACTIVATIONS:  # the layer computing and the one prefetched
                         held = min(held, 2.0)
-                    act_b = held * row[SAVED_LAYER] + units * (
-                        (row[SAVED_PRE] if r == 0 else 0.0) + (row[SAVED_POST] if r == pp - 1 else 0.0))
+                    # first / last section: held by its chunk's forwards in flight only
+                    pre_u = units
+                    post_u = units
+                    if pp > 1 and sched == _INTERLEAVED:
+                        pre_u = _chunk_peak(0, pp, m, v, 0)
+                        post_u = _chunk_peak(pp - 1, pp, m, v, v - 1)
+                    act_b = held * row[SAVED_LAYER] + (
+                        (pre_u * row[SAVED_PRE] if r == 0 else 0.0)
+                        + (post_u * row[SAVED_POST] if r == pp - 1 else 0.0))
                     total = states + act_b + row[TRANSIENT]
                     if zero == 3:  # memory.zero3_buffer_bytes, inlined for numba
                         outside = ((model[_M_PARAMS_PRE] if r == 0 else 0.0) + (

@@ -87,6 +87,12 @@ class ScheduleResult:
     def stage_of(self, op: Op) -> int:
         return op.chunk * self.p + op.rank
 
+    def chunk_peak_in_flight(self, rank: int, chunk: int) -> int:
+        """The most forwards of model chunk ``chunk`` on ``rank`` whose backward has not run
+        yet (the embedding's or the head's activations are held once per such forward)."""
+        ev = self.events[(self.events["rank"] == rank) & (self.events["chunk"] == chunk)]
+        return int(np.cumsum(1 - 2 * ev["kind"].astype(np.int64)).max()) if len(ev) else 0
+
 
 def _interleaved_order(r: int, p: int, m: int, v: int) -> list[tuple[int, int, int]]:
     """Megatron's order: the k-th chunk-forward of a rank is micro-batch (k // pv) p + k % p on

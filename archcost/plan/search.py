@@ -24,6 +24,7 @@ from archcost.plan.choose import Priced, Screened, choose, front_columns
 from archcost.plan.costmodel import CostModel
 from archcost.plan.evaluate import estimate_plan
 from archcost.plan.kernel import OUT_INDEX, score_plans
+from archcost.plan.table import COMBO_KEYS
 
 __all__ = ["OBJECTIVES", "score", "search", "pareto_front", "objective_values", "economics",
            "add_economics"]
@@ -41,11 +42,11 @@ def score(cm: CostModel, plans: np.ndarray, progress: Callable[[int, int], None]
     out = np.zeros((len(plans), len(OUT_INDEX)))
     if not len(plans):
         return out
-    combos = np.stack([plans[k] for k in ("recompute", "mbs", "tp", "sp", "cp")], 1).astype(
-        np.int64)
-    # one int64 key per row (each column < 2**12 but mbs < 2**24): unique on 1-D is fast
-    key = (((combos[:, 0] * (1 << 24) + combos[:, 1]) * (1 << 12) + combos[:, 2]) * 2
-           + combos[:, 3]) * (1 << 12) + combos[:, 4]
+    combos = np.stack([plans[k] for k in COMBO_KEYS], 1).astype(np.int64)
+    # one int64 key per row (recompute < 4, mbs < 2**24, sp < 2, the others < 2**12: 63
+    # bits): unique on 1-D is fast
+    key = ((((combos[:, 0] * (1 << 24) + combos[:, 1]) * (1 << 12) + combos[:, 2]) * 2
+            + combos[:, 3]) * (1 << 12) + combos[:, 4]) * (1 << 12) + combos[:, 5]
     _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
     unique = combos[first]
     table = cm.table(unique)

@@ -1,12 +1,17 @@
 """Per-layer cost table: the roofline time and activation bytes of one micro-batch through one
-layer (and through the pre/post sections) for each (recompute, micro-batch, tp, sp, cp) a set
-of plans uses, on one GPU profile.
+layer (and through the pre/post sections) for each (recompute, micro-batch, tp, sp, cp, ep) a
+set of plans uses, on one GPU profile.
 
 Plans share few such combinations (a few hundred in a million plans), so the op-level roofline
 (``cost.kernels.roofline``, measured efficiency curves and tables at the op's FLOPs and shape
 as sharded) runs once per combination and the plan kernel only looks rows up. Attention ops
 read the table of the attention kernel named by the caller (``attention_kernel``, by default
 the workload's runtime's) at their head dim and, under context parallelism, the s/cp tokens of one ring-attention chunk.
+Under expert parallelism a rank holds experts / ep of the stacked experts and computes its
+share of the ep group's routed tokens: with balanced routing that is as many tokens as its own
+micro-batch routes (the same FLOPs and activation bytes as at ep = 1), on experts / ep weights
+(Lepikhin et al. 2020, GShard Sec. 3.1; Megatron-LM's expert-parallel layout), so the ops on
+expert weights read (and write the gradients of) 1 / ep of them.
 """
 
 from __future__ import annotations
@@ -34,8 +39,8 @@ from archcost.plan.workload import (
     Workload,
 )
 
-__all__ = ["COLUMNS", "CostTable", "build_table", "op_seconds", "matmul_dims", "attention_dims",
-           "overlap_share"]
+__all__ = ["COLUMNS", "COMBO_KEYS", "CostTable", "build_table", "op_seconds", "matmul_dims",
+           "attention_dims", "overlap_share", "sharded_work"]
 
 # columns of a table row (seconds per micro-batch; bytes per micro-batch per GPU)
 COLUMNS = ("block_f", "block_b", "block_rc", "attn_f", "attn_b", "pre_f", "pre_b", "post_f",
@@ -43,20 +48,14 @@ COLUMNS = ("block_f", "block_b", "block_rc", "attn_f", "attn_b", "pre_f", "pre_b
 (BLOCK_F, BLOCK_B, BLOCK_RC, ATTN_F, ATTN_B, PRE_F, PRE_B, POST_F, POST_B, SAVED_LAYER, SAVED_PRE,
  SAVED_POST, TRANSIENT) = range(len(COLUMNS))  # njit code reads these as constants
 C = {name: i for i, name in enumerate(COLUMNS)}
-COMBO_KEYS = ("recompute", "mbs", "tp", "sp", "cp")
+COMBO_KEYS = ("recompute", "mbs", "tp", "sp", "cp", "ep")
 
 
 @dataclass(frozen=True)
 class CostTable:
-    combos: np.ndarray  # int64 [n, 5]: recompute code, mbs, tp, sp, cp
+    combos: np.ndarray  # int64 [n, 6]: recompute code, mbs, tp, sp, cp, ep
     rows: np.ndarray  # float64 [n, len(COLUMNS)]
     optimizer_s_per_param: float  # optimizer step seconds per parameter held on one GPU
-
-    def index(self, recompute: int, mbs: int, tp: int, sp: int, cp: int) -> int:
-        hit = np.flatnonzero((self.combos == (recompute, mbs, tp, sp, cp)).all(axis=1))
-        if not len(hit):
-            raise KeyError((recompute, mbs, tp, sp, cp))
-        return int(hit[0])
 
 
 def _peaks(ops: OpTable, gpu) -> np.ndarray:
@@ -74,13 +73,22 @@ def _overheads(ops: OpTable, gpu, phase: str | None = None) -> np.ndarray:
     return overhead_seconds(gpu, names) * ops.kernels
 
 
-def matmul_dims(ops: OpTable, tokens: np.ndarray, tp: np.ndarray) -> np.ndarray:
+def matmul_dims(ops: OpTable, tokens: np.ndarray, tp: np.ndarray, ep: np.ndarray | None = None
+                ) -> np.ndarray:
     """Matmuls' (m, n, k) per (combination, op), flattened as the roofline call's ops: the dims
     that grow with the batch times ``tokens`` (micro-batch / cp); over ``tp``, a batched
     matmul's m (its batch: the attention heads Megatron splits) and a 2-D matmul's largest dim
     the batch does not grow (the weight dim Megatron splits: the MLP's and the heads' width);
-    ``tokens`` and ``tp`` are [n, 1] (or [n, n_ops]) per combination."""
+    ``tokens``, ``tp`` and ``ep`` are [n, 1] (or [n, n_ops]) per combination. Over ``ep`` an
+    expert matmul runs experts / ep GEMMs of ep times the tokens: its m (experts x rows) is
+    unchanged where it holds the tokens (forward, input gradient) and divides by ep where it
+    does not (the weight gradient, whose k grows ep times instead)."""
     mnk = np.where(ops.mnk_batch, ops.mnk * np.asarray(tokens)[..., None], ops.mnk)
+    if ep is not None:
+        # experts / ep per rank: m (experts x rows) divides, the token dim grows ep times
+        e = np.where(ops.on_experts & ops.batched & ~ops.mnk_batch[:, 0], np.asarray(ep), 1.0)
+        mnk = mnk * np.where(ops.mnk_batch, e[..., None], 1.0)
+        mnk[..., 0] = mnk[..., 0] / e
     fixed = np.where(ops.mnk_batch, -1.0, ops.mnk)  # the largest dim not grown by the batch
     axis = np.where(ops.batched, 0, fixed.argmax(axis=1))
     split = (np.arange(3) == axis[:, None]) & (ops.mnk[:, 0] > 0)[:, None] & (
@@ -119,33 +127,43 @@ def overlap_share(runtime, gpu) -> float:
     return min(runtime.tp_comm_sms / gpu.sm_count, 1.0)
 
 
+def sharded_work(ops: OpTable, combos: np.ndarray) -> tuple[np.ndarray, ...]:
+    """One GPU's share of every op per (mbs, tp, sp, cp, ep) of ``combos`` ([n, 5]), each
+    [n * n_ops] (``mnk`` [n * n_ops, 3]): (FLOPs, bytes, attention slices, matmul dims)."""
+    n = len(combos)
+    mbs, tp, sp, cp, ep = (combos[:, i].astype(np.float64)[:, None] for i in range(5))
+    tp_div = np.where(ops.sp_only[None, :] & (sp == 0), 1.0, tp)
+    scale = (mbs / (tp_div * cp)).ravel()
+    # weights: split by tp (expert weights by tp x ep), not by cp or the micro-batch
+    w_div = (tp_div * np.where(ops.on_experts[None, :], ep, 1.0)).ravel()
+    fixed = np.tile(ops.nbytes_fixed, n)
+    nbytes = (np.tile(ops.nbytes, n) - fixed) * scale + fixed / w_div
+    # an op on weights alone (its bytes do not grow with the batch: a weight's cast) does the
+    # same work at any micro-batch, split as its weights are
+    weight_only = np.tile((ops.nbytes > 0) & (ops.nbytes_fixed >= ops.nbytes), n)
+    flops = np.tile(ops.flops, n) * np.where(weight_only, 1.0 / w_div, scale)
+    # attention's (batch, head) slices grow with the micro-batch and split over tp, not cp
+    slices = np.tile(ops.slices, n) * (mbs / tp_div).ravel()
+    return flops, nbytes, slices, matmul_dims(ops, mbs / cp, tp_div, ep)
+
+
 def _rows(w: Workload, ops: OpTable, gpu, peaks, r: Recompute, combos: np.ndarray,
           attention_kernel: str | None = None) -> np.ndarray:
-    """Rows for every (mbs, tp, sp, cp) of ``combos`` ([n, 4]) under policy ``r``: one roofline
-    call over all combinations x ops, then sums by section and phase. With tp > 1 the block's
-    matmuls run beside the runtime's overlapped tensor-parallel communication, on its share of
-    SMs less (every block matmul neighbours a TP collective: QKV and FC1 the all-gather, the
-    output projections the reduce-scatter, and their backward)."""
+    """Rows for every (mbs, tp, sp, cp, ep) of ``combos`` ([n, 5]) under policy ``r``: one
+    roofline call over all combinations x ops (``sharded_work``), then sums by section and
+    phase. With tp > 1 the block's matmuls run beside the runtime's overlapped tensor-parallel
+    communication, on its share of SMs less (every block matmul neighbours a TP collective: QKV
+    and FC1 the all-gather, the output projections the reduce-scatter, and their backward)."""
     n, n_ops = len(combos), len(ops.flops)
-    mbs, tp, sp, cp = (combos[:, i].astype(np.float64)[:, None] for i in range(4))
+    tp, cp = (combos[:, i].astype(np.float64)[:, None] for i in (1, 3))
     beside = (ops.curve == CURVE_MATMUL) & (ops.section == SECTION_BLOCK)
     share = overlap_share(w.runtime, gpu)
     peaks = np.where(beside[None, :] & (tp > 1), peaks[None, :] * (1.0 - share), peaks[None, :])
-    tp_div = np.where(ops.sp_only[None, :] & (sp == 0), 1.0, tp)
-    scale = (mbs / (tp_div * cp)).ravel()
-    fixed = np.tile(ops.nbytes_fixed, n)  # weights: split by tp, not by cp or the micro-batch
-    nbytes = (np.tile(ops.nbytes, n) - fixed) * scale + fixed / tp_div.ravel()
-    # an op on weights alone (its bytes do not grow with the batch: a weight's cast) does the
-    # same work at any micro-batch, split by tp
-    weight_only = np.tile((ops.nbytes > 0) & (ops.nbytes_fixed >= ops.nbytes), n)
-    flops = np.tile(ops.flops, n) * np.where(weight_only, 1.0 / tp_div.ravel(), scale)
-    # attention's (batch, head) slices grow with the micro-batch and split over tp, not cp
-    slices = np.tile(ops.slices, n) * (mbs / tp_div).ravel()
+    flops, nbytes, slices, mnk = sharded_work(ops, combos)
     t, _ = roofline_seconds(gpu, flops, nbytes, peaks.ravel(),
                             np.tile(ops.curve, n), np.tile(memory_curve_index(gpu, ops.op), n),
-                            np.tile(_overheads(ops, gpu), n), slices,
-                            matmul_dims(ops, mbs / cp, tp_div), peak_keys(ops.dtype) * n,
-                            attention_dims(ops, cp), attention_kernel)
+                            np.tile(_overheads(ops, gpu), n), slices, mnk,
+                            peak_keys(ops.dtype) * n, attention_dims(ops, cp), attention_kernel)
     t = t.reshape(n, n_ops) * ops.count[None, :]
     fwd, bwd, rc = ops.phase == 0, ops.phase == 1, ops.phase == 2
     blk, pre, post = (ops.section == SECTION_BLOCK, ops.section == SECTION_PRE,
@@ -158,7 +176,7 @@ def _rows(w: Workload, ops: OpTable, gpu, peaks, r: Recompute, combos: np.ndarra
     for name, mask in masks.items():
         rows[:, C[name]] = t @ mask.astype(np.float64)
     sharded, sp_only = w.saved_block[r]
-    mbs, tp, sp, cp = (x.ravel() for x in (mbs, tp, sp, cp))
+    mbs, tp, sp, cp = (combos[:, i].astype(np.float64) for i in range(4))  # ep: none of these
     tp_sp = np.where(sp > 0, tp, 1.0)
     rows[:, C["saved_layer"]] = mbs * (sharded / tp + sp_only / tp_sp) / cp
     rows[:, C["saved_pre"]] = mbs * w.saved_pre[r] / (tp_sp * cp)
@@ -169,11 +187,11 @@ def _rows(w: Workload, ops: OpTable, gpu, peaks, r: Recompute, combos: np.ndarra
 
 def build_table(w: Workload, gpu, combos: np.ndarray, attention_kernel: str | None = None
                 ) -> CostTable:
-    """Rows for ``combos`` (int array [n, 5] of recompute code, mbs, tp, sp, cp), as the
+    """Rows for ``combos`` (int array [n, 6] of recompute code, mbs, tp, sp, cp, ep), as the
     workload's runtime runs its ops (fusion and launches are in the ops); attention ops read
     ``attention_kernel``'s table, by default the runtime's kernel where the profile has its
     table."""
-    combos = np.asarray(combos, dtype=np.int64).reshape(-1, 5)
+    combos = np.asarray(combos, dtype=np.int64).reshape(-1, len(COMBO_KEYS))
     attention_kernel = attention_kernel or runtime_attention_kernel(gpu, w.runtime)
     rows = np.zeros((len(combos), len(COLUMNS)))
     for code in np.unique(combos[:, 0]):

@@ -48,6 +48,7 @@ from archcost.options import Recompute
 from archcost.plan.space import ModelShape
 from archcost.runtime import RuntimeProfile, load_runtime
 from archcost.trace.precision import ITEMSIZE, PrecisionPolicy
+from archcost.trace.records import iter_tensors
 
 __all__ = ["SECTION_PRE", "SECTION_BLOCK", "SECTION_POST", "PHASE_CODES", "OpTable",
            "Workload", "workload_from_traces", "trace_workload"]
@@ -93,10 +94,18 @@ class OpTable:
     # kernels each op launches as the runtime runs it (0 inside a fused group, a fraction for a
     # multi-tensor optimizer op); None: one each
     launches: np.ndarray | None = None
+    # bool: block ops that read stacked expert weights or write their gradients (their fixed
+    # bytes split over the expert-parallel ranks, each holding experts / ep); None: none.
+    # NB: known from the fixed bytes, so only where a batch-2 trace split them
+    expert: np.ndarray | None = None
 
     @property
     def kernels(self) -> np.ndarray:
         return np.ones(len(self.flops)) if self.launches is None else self.launches
+
+    @property
+    def on_experts(self) -> np.ndarray:
+        return np.zeros(len(self.flops), dtype=bool) if self.expert is None else self.expert
 
 
 @dataclass(frozen=True)
@@ -157,11 +166,13 @@ def _ordered(g: nx.DiGraph) -> list[tuple[int, dict]]:
 
 def _main_group(cap) -> tuple[tuple[str, ...], list[str], int, dict[str, int]]:
     """(representatives, member paths, layers, count of each representative) of the largest
-    stack: the repeated groups of one class in one container, which are one group unless their
-    members differ in a setting (Gemma 2's sliding and global layers: two groups, one stack)."""
-    stacks: dict[tuple[str, str], list[tuple[str, dict]]] = {}
+    stack: the repeated groups of one block (members of one container alike in class and
+    parameter shapes), which are one group unless their members differ in a setting (Gemma 2's
+    sliding and global layers: two groups, one stack). Layers of other shapes (DeepSeek-V3's
+    dense layers before its MoE layers) are another stack."""
+    stacks: dict[str, list[tuple[str, dict]]] = {}
     for rep, info in cap.repeat_groups.items():
-        stacks.setdefault((rep.rpartition(".")[0], info["class"]), []).append((rep, info))
+        stacks.setdefault(info.get("block") or rep, []).append((rep, info))
     best = None
     for groups in stacks.values():
         layers = sum(int(info["count"]) for _, info in groups)
@@ -340,17 +351,46 @@ def _mnk_growth(pairs: list[tuple[int, dict, dict]]) -> dict[int, tuple[bool, bo
     return out
 
 
+def _expert_ops(cap, rep: tuple[str, ...], members: list[str]) -> frozenset[int]:
+    """Indices of the block's records that read a stacked expert weight (a 3-D parameter of
+    the block, or a view of it) or, in backward, write a tensor of its shape (its gradient, or
+    an activation gradient of that shape: ``_op_table`` keeps those with fixed bytes). A
+    parameter is a storage some op reads before any op has made it."""
+    shapes: set[tuple[int, ...]] = set()
+    for p in cap.params:
+        if not p.is_buffer and members and _in_group(p.module, members) and len(p.shape) == 3:
+            e, a, b = (int(x) for x in p.shape)
+            shapes |= {(e, a, b), (e, b, a)}
+    if not shapes:
+        return frozenset()
+    made: set[int] = set()
+    leaves: set[int] = set()
+    out: set[int] = set()
+    for rec in cap.records:
+        reads = list(iter_tensors((rec.args, rec.kwargs)))
+        leaves.update(t.storage for t in reads if t.storage not in made)
+        if (rec.repeat_group or "").startswith(rep) and rec.phase.value != "optimizer" and (
+                any(t.storage in leaves and tuple(t.shape) in shapes for t in reads)
+                or (rec.phase.value != "forward"
+                    and any(tuple(o.shape) in shapes for o in rec.outputs))):
+            out.add(rec.index)
+        made.update(o.storage for o in rec.outputs)
+    return frozenset(out)
+
+
 def _op_table(g: nx.DiGraph, rep: tuple[str, ...], layers: int, width_numel: int, hidden: int,
-              pairs: list[tuple[int, dict, dict]]) -> tuple[OpTable, OpTable]:
+              pairs: list[tuple[int, dict, dict]], expert_ops: frozenset[int] = frozenset()
+              ) -> tuple[OpTable, OpTable]:
     """The step's ops and the optimizer's, from ``g`` as the runtime executes it (bytes and
-    kernels of fused groups and of multi-tensor optimizer ops, ``cost.fusion``)."""
+    kernels of fused groups and of multi-tensor optimizer ops, ``cost.fusion``);
+    ``expert_ops``: the record indices of ops on stacked expert weights (``_expert_ops``)."""
     nodes = _ordered(g)
     sections = _sections(nodes, rep)
     sharded, _ = _tp_layout(g, nodes, sections, hidden)
     cols: dict[str, list] = {k: [] for k in ("section", "phase", "curve", "op", "dtype", "tc",
                                              "flops", "nbytes", "fixed", "count", "sp_only",
                                              "attention", "slices", "mnk", "grows",
-                                             "launches", "batched", "attn")}
+                                             "launches", "batched", "attn", "expert")}
     opt: dict[str, list] = {k: [] for k in cols}
     fixed, growth = _fixed_bytes(pairs), _mnk_growth(pairs)
     model_flops = recompute_flops = 0.0
@@ -388,6 +428,9 @@ def _op_table(g: nx.DiGraph, rep: tuple[str, ...], layers: int, width_numel: int
         target["launches"].append(float(d.get("launches", 1.0)))
         target["batched"].append(d["op"] in BATCHED_MATMULS)
         target["attn"].append(op_attention(d))
+        # an activation the shape of an expert weight has no fixed bytes: not an expert op
+        target["expert"].append(section == SECTION_BLOCK and d["index"] in expert_ops
+                                and fixed.get(n, 0.0) > 0)
 
     def table(c, mf, rf) -> OpTable:
         return OpTable(
@@ -410,6 +453,7 @@ def _op_table(g: nx.DiGraph, rep: tuple[str, ...], layers: int, width_numel: int
             attn=np.array(c["attn"], dtype=np.float64).reshape(-1, 5),
             model_flops=mf, recompute_flops=rf,
             launches=np.array(c["launches"], dtype=np.float64),
+            expert=np.array(c["expert"], dtype=bool),
         )
 
     return table(cols, model_flops, recompute_flops), table(opt, 0.0, 0.0)
@@ -450,10 +494,12 @@ def _activations(g: nx.DiGraph, cap, rep: tuple[str, ...], counts: dict[str, int
             keep[i] = False
         elif a_phase == "forward" and l_phase != "forward":  # held into backward: saved
             keep[i] = False
+            # times the members of another repeated group it stands for (dense layers before
+            # the main group's): ``weight`` is the op's count for what crosses into backward
             if section[alloc[i]] == SECTION_PRE:
-                pre += size[i]
+                pre += size[i] * weight[i]
             elif section[alloc[i]] == SECTION_POST:
-                post += size[i]
+                post += size[i] * weight[i]
         elif a_phase == "optimizer":
             keep[i] = False
     from archcost.cost.kernels import liveness_peak
@@ -553,7 +599,8 @@ def workload_from_traces(traces: Mapping[Recompute, object], policy: PrecisionPo
         run = executed_graph(g, runtime)
         table, opt = _op_table(run, rep, layers, width_numel, hidden,
                                _pairs(run, executed_graph(two.graph, runtime)
-                                      if two is not None else None))
+                                      if two is not None else None),
+                               _expert_ops(cap, rep, members) if expert > 0 else frozenset())
         ops[policy_r] = table
         opt_table = opt_table or opt
         saved_block[policy_r], saved_pre[policy_r], saved_post[policy_r], transient[policy_r] = \

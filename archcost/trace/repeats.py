@@ -65,6 +65,7 @@ class RepeatGroup:
     traced_in_full: list[str] = field(default_factory=list)
     factor: int = 1
     flow: tuple[int | None, int | None] = (None, None)  # storages of the rep's input, output
+    block: str = ""  # first member of the block it splits (alike in class and shapes)
 
     def compute_factor(self) -> int:
         if self.rep_calls == 0:
@@ -213,7 +214,7 @@ class RepeatTracker:
                 for alike in by_structure.values():
                     for sub in split_by_settings(alike) if len(alike) > 1 else ():
                         if len(sub) > 1:
-                            groups.append(RepeatGroup(sub[0], sig[1], sub))
+                            groups.append(RepeatGroup(sub[0], sig[1], sub, block=members[0][1]))
                             inside_member.extend(sub[1:])
         return cls(blocks, groups, dedupe, call_block)
 
@@ -333,6 +334,7 @@ class RepeatTracker:
                 "member_paths": list(g.members),
                 "count": g.factor,
                 "traced_in_full": list(g.traced_in_full),
+                "block": g.block or g.rep,  # the first member of its block (same shapes)
             }
             for g in self.groups
         }
