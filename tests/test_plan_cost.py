@@ -25,6 +25,7 @@ from archcost.plan.costmodel import CostModel
 from archcost.plan.evaluate import estimate_plan
 from archcost.plan.kernel import OUT_INDEX
 from archcost.plan.partition import balanced_counts, stage_costs, uniform_counts
+from archcost.plan.schedule import rank_orders
 from archcost.plan.search import pareto_front, score, search
 from archcost.plan.workload import OpTable, Workload, trace_workload
 from archcost.trace.precision import parse_precision
@@ -509,3 +510,46 @@ def test_tensor_parallel_splits_the_widest_weight_dim_of_each_matmul(gpt):
         else:
             assert not grows[r == 0.5][0] and row[r == 0.5][0] == max(row[~grows])
     assert np.prod(two[hit], axis=1) == pytest.approx(np.prod(one[hit], axis=1) / 2)
+
+
+def _replayed_peak(schedule, p, m, v, stage_bytes):
+    """Per rank, the most bytes held at any point of its op order, replayed op by op: a forward
+    of stage s adds stage_bytes[s], its backward frees them."""
+    peaks = []
+    for order in rank_orders(schedule, p, m, v):
+        held = peak = 0.0
+        for is_backward, _, chunk in order:
+            held += -stage_bytes[chunk * p + len(peaks)] if is_backward else \
+                stage_bytes[chunk * p + len(peaks)]
+            peak = max(peak, held)
+        peaks.append(peak)
+    return peaks
+
+
+@pytest.mark.parametrize("schedule, v", [(Schedule.ONE_F_ONE_B, 1), (Schedule.GPIPE, 1),
+                                         (Schedule.INTERLEAVED, 2)])
+def test_the_last_stage_holds_the_loss_of_its_micro_batches_in_flight(schedule, v):
+    """The head and loss (saved_post: the logits' log-softmax) are held per micro-batch by the
+    last stage only until its backward, which 1F1B and interleaved 1F1B run right after its
+    forward: one micro-batch, GPipe all m. The estimate's last rank equals the schedule replayed
+    op by op with each stage's own bytes (the last stage's layers plus the loss), for
+    16 layers on p = 4, m = 8."""
+    post = 5e9
+    w = dataclasses.replace(synthetic(), saved_post={Recompute.NONE: post})
+    cm = CostModel(w, free_links(load_cluster("dgx-h100-ndr", 64)))
+    p, m = 4, 8
+    plan = Plan(pp=p, vpp=v, schedule=schedule, mbs=1, gbs=m)
+    est, _ = estimate_plan(plan, cm)
+    layer = sum(w.saved_block[Recompute.NONE])
+    stage_bytes = [16 / (p * v) * layer] * (p * v)
+    stage_bytes[-1] += post
+    want = _replayed_peak(schedule, p, m, v, stage_bytes)[-1]
+    got = est["ranks"][-1]["memory_bytes"]["activations"]
+    assert got == pytest.approx(want)
+    if schedule is Schedule.ONE_F_ONE_B:  # one micro-batch of the last stage's 4 layers
+        assert got == pytest.approx(4 * layer + post)
+    if schedule is Schedule.GPIPE:
+        assert got == pytest.approx(m * (4 * layer + post))
+    plans = enumerate_plans(w.shape, 4, 8, constraints=["recompute=none", "pp=4", "mbs=1"])
+    assert len(plans) > 0
+    _kernel_vs_estimate(cm, plans, ("mem_peak",))

@@ -285,8 +285,12 @@ def estimate_plan(plan: Plan, cm: CostModel, *, with_schedule: bool = True
         else:
             units, unit_layers = in_flight[r], nl
         held = min(units * unit_layers, 2.0) if off_act else units * unit_layers
-        acts = held * row["saved_layer"] + units * ((row["saved_pre"] if r == 0 else 0.0)
-                                                     + (row["saved_post"] if r == pp - 1 else 0.0))
+        # the head and loss are held by the last stage's micro-batches in flight: 1F1B and
+        # interleaved 1F1B run each one's backward right after its forward there, GPipe all m
+        # NB: rank 0's interleaved first chunk is counted with all its units (an upper bound)
+        post = pp == 1 or plan.schedule is not Schedule.GPIPE
+        acts = (held * row["saved_layer"] + (units * row["saved_pre"] if r == 0 else 0.0)
+                + ((1 if post else units) * row["saved_post"] if r == pp - 1 else 0.0))
         outside = ((w.params_pre if r == 0 else 0.0) + (w.params_post if r == pp - 1 else 0.0)) / tp
         transient = row["transient"] + (
             zero3_buffer_bytes(pb / tp, outside, w.weight_bytes, cm.reduce_bytes) if zero == 3

@@ -411,8 +411,9 @@ def score_plans(dp_a, tp_a, pp_a, cp_a, ep_a, zero_a, hyb_a, sg_a, sp_a, vpp_a, 
                     held = units * unit_layers
                     if off == _OFF_ACTIVATIONS:  # the layer computing and the one prefetched
                         held = min(held, 2.0)
-                    act_b = held * row[SAVED_LAYER] + units * (
-                        (row[SAVED_PRE] if r == 0 else 0.0) + (row[SAVED_POST] if r == pp - 1 else 0.0))
+                    act_b = held * row[SAVED_LAYER] + (units * row[SAVED_PRE] if r == 0 else 0.0)
+                    if r == pp - 1:  # the head and loss: one micro-batch unless GPipe
+                        act_b += (units if pp > 1 and sched == _GPIPE else 1.0) * row[SAVED_POST]
                     total = states + act_b + row[TRANSIENT]
                     if zero == 3:  # memory.zero3_buffer_bytes, inlined for numba
                         outside = ((model[_M_PARAMS_PRE] if r == 0 else 0.0) + (
