@@ -553,3 +553,77 @@ def test_the_last_stage_holds_the_loss_of_its_micro_batches_in_flight(schedule, 
     plans = enumerate_plans(w.shape, 4, 8, constraints=["recompute=none", "pp=4", "mbs=1"])
     assert len(plans) > 0
     _kernel_vs_estimate(cm, plans, ("mem_peak",))
+
+
+_FSDP2_GRADS = """
+import os, sys, torch, torch.distributed as dist
+from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=sys.argv[1])
+dist.init_process_group("gloo", rank=0, world_size=1)
+model = torch.nn.Sequential(*(torch.nn.Linear(64, 64, bias=False) for _ in range(2)))
+mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+for layer in model:
+    fully_shard(layer, mp_policy=mp, reshard_after_forward=False)
+fully_shard(model, mp_policy=mp, reshard_after_forward=False)
+n = sum(p.numel() for p in model.parameters())
+x = torch.randn(4, 64)
+model.set_requires_gradient_sync(False)  # a pipeline micro-batch before the last
+model(x).sum().backward()
+held = sum(fp.unsharded_accumulated_grad.nbytes for layer in model
+           for fp in layer._get_fsdp_state()._fsdp_param_group.fsdp_params)
+model.set_requires_gradient_sync(True)  # the last: reduce-scatter into the shards
+model(x).sum().backward()
+sharded = sum(p.grad.to_local().nbytes for p in model.parameters())
+print(held / n, sharded / n)
+dist.destroy_process_group()
+"""
+
+
+def test_gradients_are_held_in_the_reduce_dtype_as_fsdp2_holds_them():
+    """torchtitan's FSDP2 (bf16 parameters, fp32 reduction) holds fp32 gradients: unsharded
+    while pipeline micro-batches accumulate without gradient sync, sharded after the
+    reduce-scatter. Measured on a real FSDP2 step on the CPU (gloo, one rank): bytes per
+    parameter of both, against the plan's gradients at zero=1 (unsharded) and zero=2
+    (sharded over d = 8)."""
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = subprocess.run([sys.executable, "-c", _FSDP2_GRADS, str(port)], capture_output=True,
+                         text=True, timeout=300, check=True).stdout.split()
+    held, sharded = float(out[-2]), float(out[-1])
+    assert held == sharded == 4.0
+    from archcost.runtime import load_runtime
+
+    w = dataclasses.replace(synthetic(), runtime=load_runtime("torchtitan"))
+    cm = CostModel(w, free_links(load_cluster("dgx-h100-ndr", 64)))
+    n = w.params_block * w.layers
+    for zero, per_gpu in ((1, held * n), (2, sharded * n / 8)):
+        est, _ = estimate_plan(parse_plan(f"dp=8,zero={zero},mbs=1,gbs=8"), cm,
+                               with_schedule=False)
+        assert est["memory_bytes"]["gradients"] == pytest.approx(per_gpu)
+    plans = enumerate_plans(w.shape, 8, 8, constraints=["recompute=none", "mbs=1"])
+    _kernel_vs_estimate(cm, plans, ("mem_peak",))
+
+
+def test_unsharded_weights_are_held_in_the_all_gathered_format():
+    """With fp8 parameter all-gathers (torchao's FSDP float8 all-gather, Megatron's
+    --fp8-param-gather) the unsharded weights a ZeRO-1/2 rank holds are the gathered fp8
+    ones, not the bf16 weights they were cast from: by hand, 1.0 byte per parameter for the
+    linears' share (here all of them) in place of 2, and the bytes as traced without fp8
+    gathers; ZeRO-3's shards stay as stored."""
+    w = dataclasses.replace(synthetic(), gemm_dtype="float8_e4m3fn", gather_bytes=2.0,
+                            lowp_gather_bytes=1.0)
+    n = w.params_block * w.layers
+    cluster = free_links(load_cluster("dgx-h100-ndr", 64))
+    for gather, zero, per_gpu in (("fp8", 1, 1.0 * n), (None, 1, 2.0 * n),
+                                  ("fp8", 3, 2.0 * n / 8)):
+        cm = CostModel(w, cluster, param_allgather_dtype=gather)
+        est, _ = estimate_plan(parse_plan(f"dp=8,zero={zero},mbs=1,gbs=8"), cm,
+                               with_schedule=False)
+        assert est["memory_bytes"]["weights"] == pytest.approx(per_gpu), (gather, zero)
+        plans = enumerate_plans(w.shape, 8, 8, constraints=["recompute=none", "mbs=1"])
+        _kernel_vs_estimate(cm, plans, ("mem_peak",))

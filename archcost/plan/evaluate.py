@@ -273,7 +273,8 @@ def estimate_plan(plan: Plan, cm: CostModel, *, with_schedule: bool = True
             opt_t = max(0.0, down - nl * layer_b) + cpu + shard * w.weight_bytes / host_link
         # memory
         states = {}
-        for part, per_param in (("weights", w.weight_bytes), ("gradients", w.grad_bytes),
+        for part, per_param in (("weights", w.weight_bytes if zero >= 3 else cm.held_weight_bytes),
+                                ("gradients", cm.held_grad_bytes),
                                 ("optimizer_states", 0.0 if off_opt else w.optimizer_bytes)):
             level = {"weights": 3, "gradients": 2, "optimizer_states": 1}[part]
             states[part] = (dense * per_param / (zg if zero >= level else 1)

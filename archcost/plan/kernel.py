@@ -66,7 +66,7 @@ MODEL_KEYS = ("layers", "seq_len", "hidden", "act_bytes", "tp_points", "kv_hidde
               "optimizer_s_per_param", "model_flops_per_seq", "rc_flops_none",
               "rc_flops_selective", "rc_flops_full", "peak_flops", "mem_capacity",
               "overlap_dp", "uniform_stages", "host_link_bw", "host_mem_bw", "cp_all_gather",
-              "gather_bytes", "reduce_bytes", "tp_comm_exposed")
+              "gather_bytes", "reduce_bytes", "tp_comm_exposed", "held_weight_bytes")
 M = {name: i for i, name in enumerate(MODEL_KEYS)}
 # constant indices for njit code (numba cannot read dicts)
 _O_STEP_S = 0
@@ -117,6 +117,7 @@ _M_CP_ALL_GATHER = 26
 _M_GATHER_BYTES = 27  # bytes per parameter of a parameter all-gather
 _M_REDUCE_BYTES = 28
 _M_TP_COMM_EXPOSED = 29
+_M_HELD_WEIGHT_BYTES = 30  # bytes per parameter of unsharded weights (CostModel.held_weight_bytes)
 _OFF_OPTIMIZER, _OFF_ACTIVATIONS = 1, 2
 _AX_TP, _AX_CP, _AX_DP, _AX_PP = 0, 1, 2, 3
 _GPIPE, _1F1B, _INTERLEAVED = 0, 1, 2
@@ -150,8 +151,8 @@ def _strides(order, tp, cp, dp, pp):
 
 
 @njit(cache=True)
-def _states(params, w_b, g_b, o_b, zero, zg):
-    w = params * w_b / (zg if zero >= 3 else 1)
+def _states(params, w_b, held_w_b, g_b, o_b, zero, zg):
+    w = params * w_b / zg if zero >= 3 else params * held_w_b
     g = params * g_b / (zg if zero >= 2 else 1)
     o = params * o_b / (zg if zero >= 1 else 1)
     return w + g + o
@@ -392,9 +393,12 @@ def score_plans(dp_a, tp_a, pp_a, cp_a, ep_a, zero_a, hyb_a, sg_a, sp_a, vpp_a, 
                         worst_opt = opt
                     # memory of this rank
                     o_b = 0.0 if off == _OFF_OPTIMIZER else model[_M_OPTIMIZER_BYTES]
-                    states = _states(dense, model[_M_WEIGHT_BYTES], model[_M_GRAD_BYTES], o_b, zero,
-                                     zg) + \
-                        _states(expert, model[_M_WEIGHT_BYTES], model[_M_GRAD_BYTES], o_b, zero,
+                    # gradients are held in the wider of their dtype and the reduce dtype
+                    # (CostModel.held_grad_bytes)
+                    g_b = max(model[_M_GRAD_BYTES], model[_M_REDUCE_BYTES])
+                    w_b, held_w_b = model[_M_WEIGHT_BYTES], model[_M_HELD_WEIGHT_BYTES]
+                    states = _states(dense, w_b, held_w_b, g_b, o_b, zero, zg) + \
+                        _states(expert, w_b, held_w_b, g_b, o_b, zero,
                                 zshard_e if zero >= 1 else 1)
                     if pp == 1:
                         units = 1.0
