@@ -627,3 +627,27 @@ def test_unsharded_weights_are_held_in_the_all_gathered_format():
         assert est["memory_bytes"]["weights"] == pytest.approx(per_gpu), (gather, zero)
         plans = enumerate_plans(w.shape, 8, 8, constraints=["recompute=none", "mbs=1"])
         _kernel_vs_estimate(cm, plans, ("mem_peak",))
+
+
+def test_only_the_last_stage_holds_the_losss_working_tensors():
+    """The loss's backward works on logits-wide fp32 tensors (the gradients of nll and of
+    log-softmax, 2 x s x V x 4 bytes: by hand, for a vocabulary far wider than the model);
+    a pipeline stage without the head holds none of them: its transient peak stays under one
+    such tensor, and only the last rank of a pp=2 plan is priced with the loss's."""
+    from archcost.loader import load_model_file
+
+    s, vocab = 256, 8192
+    spec = load_model_file(str(MODELS / "gpt2.py"), dict(layers=4, hidden=128, heads=8,
+                                                         vocab=vocab, dropout=0.1, flash=False))
+    w = trace_workload(spec, s, parse_precision("bf16-mixed"), "adamw",
+                       recomputes=(Recompute.NONE,))
+    logits = s * vocab * 4
+    assert w.transient[Recompute.NONE] == 2 * logits
+    assert w.transient_body[Recompute.NONE] < logits
+    cm = CostModel(w, load_cluster("dgx-h100-ndr", 16))
+    est, _ = estimate_plan(parse_plan("pp=2,mbs=2,gbs=8"), cm)
+    first, last = (rk["memory_bytes"]["transient"] for rk in est["ranks"])
+    assert first == pytest.approx(2 * w.transient_body[Recompute.NONE])
+    assert last == pytest.approx(2 * 2 * logits)
+    plans = enumerate_plans(w.shape, 16, 8, constraints=["recompute=none", "pp>=2"])
+    _kernel_vs_estimate(cm, plans[::3], ("mem_peak",))

@@ -293,7 +293,8 @@ def estimate_plan(plan: Plan, cm: CostModel, *, with_schedule: bool = True
         acts = (held * row["saved_layer"] + (units * row["saved_pre"] if r == 0 else 0.0)
                 + ((1 if post else units) * row["saved_post"] if r == pp - 1 else 0.0))
         outside = ((w.params_pre if r == 0 else 0.0) + (w.params_post if r == pp - 1 else 0.0)) / tp
-        transient = row["transient"] + (
+        # the head and loss's working tensors are the last stage's
+        transient = row["transient" if r == pp - 1 else "transient_body"] + (
             zero3_buffer_bytes(pb / tp, outside, w.weight_bytes, cm.reduce_bytes) if zero == 3
             else 0.0)
         total = sum(states.values()) + acts + transient

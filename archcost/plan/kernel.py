@@ -50,6 +50,7 @@ from archcost.plan.table import (
     SAVED_POST,
     SAVED_PRE,
     TRANSIENT,
+    TRANSIENT_BODY,
 )
 
 __all__ = ["OUT", "OUT_INDEX", "MODEL_KEYS", "score_plans"]
@@ -329,6 +330,7 @@ def score_plans(dp_a, tp_a, pp_a, cp_a, ep_a, zero_a, hyb_a, sg_a, sp_a, vpp_a, 
                 mem_peak = 0.0
                 mem_states_at = 0.0
                 mem_act_at = 0.0
+                mem_trans_at = 0.0
                 cached_nl = -1.0
                 cached_dp = 0.0
                 layer_f = row[BLOCK_F] + tp_f + cp_f + 2.0 * a2a + off_f  # forward's share
@@ -418,7 +420,8 @@ def score_plans(dp_a, tp_a, pp_a, cp_a, ep_a, zero_a, hyb_a, sg_a, sp_a, vpp_a, 
                     act_b = held * row[SAVED_LAYER] + (units * row[SAVED_PRE] if r == 0 else 0.0)
                     if r == pp - 1:  # the head and loss: one micro-batch unless GPipe
                         act_b += (units if pp > 1 and sched == _GPIPE else 1.0) * row[SAVED_POST]
-                    total = states + act_b + row[TRANSIENT]
+                    trans = row[TRANSIENT] if r == pp - 1 else row[TRANSIENT_BODY]
+                    total = states + act_b + trans
                     if zero == 3:  # memory.zero3_buffer_bytes, inlined for numba
                         outside = ((model[_M_PARAMS_PRE] if r == 0 else 0.0) + (
                             model[_M_PARAMS_POST] if r == pp - 1 else 0.0)) / tp
@@ -428,6 +431,7 @@ def score_plans(dp_a, tp_a, pp_a, cp_a, ep_a, zero_a, hyb_a, sg_a, sp_a, vpp_a, 
                         mem_peak = total
                         mem_states_at = states
                         mem_act_at = act_b
+                        mem_trans_at = trans
                 step = makespan + worst_dp + worst_opt
                 o = out[i]
                 o[_O_STEP_S] = step
@@ -446,7 +450,7 @@ def score_plans(dp_a, tp_a, pp_a, cp_a, ep_a, zero_a, hyb_a, sg_a, sp_a, vpp_a, 
                 o[_O_MEM_PEAK] = mem_peak
                 o[_O_MEM_STATES] = mem_states_at
                 o[_O_MEM_ACTIVATIONS] = mem_act_at
-                o[_O_MEM_TRANSIENT] = row[TRANSIENT]
+                o[_O_MEM_TRANSIENT] = mem_trans_at
                 gbs = gbs_a[i]
                 o[_O_TOKENS_PER_S] = gbs * s / step
                 gpus = dp * tp * pp * cp
