@@ -112,8 +112,9 @@ def workload(case: Case, recomputes, cache_dir: str | None, memo: dict):
 
     runtime = load_runtime(case.runtime)
     recipe = case.fp8_recipe if case.dtype == "fp8" and case.fp8_recipe else None
+    cache = case.fp8_weight_cache or recipe is None
     key = repr((case.model, sorted(case.sets.items()), case.seq, case.dtype, recipe, runtime,
-                tuple(r.value for r in recomputes)))
+                tuple(r.value for r in recomputes)) + (() if cache else ("no fp8 weight cache",)))
     if key in memo:
         return memo[key]
     path = None
@@ -123,7 +124,8 @@ def workload(case: Case, recomputes, cache_dir: str | None, memo: dict):
             memo[key] = pickle.loads(path.read_bytes())
             return memo[key]
     spec = load_model_file(str(ROOT / "models" / case.model), dict(case.sets))
-    w = trace_workload(spec, case.seq, parse_precision(case.dtype, fp8_recipe=recipe), "adamw",
+    w = trace_workload(spec, case.seq, parse_precision(case.dtype, fp8_recipe=recipe,
+                                                       fp8_weight_cache=cache), "adamw",
                        recomputes, runtime=runtime)
     memo[key] = w
     if path is not None:

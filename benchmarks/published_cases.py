@@ -64,6 +64,9 @@ class Case:
     # weights (--fp8-all-gather): one rule per source
     fp8_recipe: str = ""
     fp8_all_gather: bool = False
+    # whether the stack keeps fp8 copies of the weights between steps (Transformer Engine's
+    # weight cache) or casts them in every forward (torchao Float8Linear)
+    fp8_weight_cache: bool = True
     original: bool = False  # one of the 18 A100 cases the benchmark was built on
     # the source does not publish its interleaving: priced with the V (pipeline chunks per rank,
     # dividing its layers per stage, at most 8) that archcost finds fastest for the published
@@ -223,10 +226,17 @@ def _torchtitan(row: dict) -> Case:
              "(torchtitan 9dec370 parallelize_llama.py, config_manager.py)"]
     if preset == "405b":
         mbs = gbs // dp // 8
-        plan = (f"dp={dp},tp={tp},pp={pp},zero=2,sp=1,mbs={mbs},gbs={gbs},recompute=full,"
+        # FSDP2 under torch.distributed.pipelining: no reshard after forward, and gradient
+        # sync off for every micro-batch's backward but the last (pipelining/stage.py
+        # backward_maybe_with_nosync: set_requires_gradient_sync(False)), so each rank holds
+        # its stages' parameters and gradients unsharded through the step, reduce-scatters
+        # once and gathers once per step: ZeRO-1's states and collectives
+        plan = (f"dp={dp},tp={tp},pp={pp},zero=1,sp=1,mbs={mbs},gbs={gbs},recompute=full,"
                 "vpp=2,schedule=interleaved-1f1b")
         notes.append("PP: 8 micro-batches of 4 (n_microbatches defaults to pp), 2 stages per "
-                     "rank, FSDP without reshard after forward (zero=2)")
+                     "rank, FSDP without reshard after forward and without gradient sync "
+                     "until the last micro-batch (zero=1: unsharded parameters and gradients "
+                     "through the step)")
         runtime = "torchtitan-compile"
     elif tp > 1:
         mbs = gbs // dp
@@ -244,7 +254,10 @@ def _torchtitan(row: dict) -> Case:
                 dtype="bf16-mixed", runtime=runtime, plan=plan, cluster="grand-teton-h100",
                 gpus=n, metric=row["metric"], value=tps, step_s=step,
                 memory_gib=_mem(row["value"]), assumptions=tuple(notes), needs_fp8=fp8,
-                fp8_recipe="tensorwise" if fp8 else "", fp8_all_gather=fp8)
+                fp8_recipe="tensorwise" if fp8 else "", fp8_all_gather=fp8,
+                # torchao/float8/float8_linear.py casts the weight in each forward (with the
+                # FSDP fp8 all-gather, in fsdp_utils.py fsdp_pre_all_gather): no weight cache
+                fp8_weight_cache=False)
 
 
 # Megatron-Bridge@05d003f src/megatron/bridge/recipes/deepseek/deepseek_v3.py (layout_map, (4, 4);

@@ -25,6 +25,7 @@ from archcost.plan.costmodel import CostModel
 from archcost.plan.evaluate import estimate_plan
 from archcost.plan.kernel import OUT_INDEX
 from archcost.plan.partition import balanced_counts, stage_costs, uniform_counts
+from archcost.plan.schedule import rank_orders
 from archcost.plan.search import pareto_front, score, search
 from archcost.plan.workload import OpTable, Workload, trace_workload
 from archcost.trace.precision import parse_precision
@@ -620,3 +621,144 @@ def test_interleaved_first_and_last_sections_are_held_by_their_chunks_forwards()
             assert _chunk_peak(r, p, m * p, v, c) == res.chunk_peak_in_flight(r, c), (p, v, m, r, c)
     res = simulate(Schedule.INTERLEAVED, 4, 64, np.ones(16), np.full(16, 2.0), v=4)
     assert res.peak_in_flight[0] == 19 and res.chunk_peak_in_flight(0, 0) == 8
+
+
+def _replayed_peak(schedule, p, m, v, stage_bytes):
+    """Per rank, the most bytes held at any point of its op order, replayed op by op: a forward
+    of stage s adds stage_bytes[s], its backward frees them."""
+    peaks = []
+    for order in rank_orders(schedule, p, m, v):
+        held = peak = 0.0
+        for is_backward, _, chunk in order:
+            held += -stage_bytes[chunk * p + len(peaks)] if is_backward else \
+                stage_bytes[chunk * p + len(peaks)]
+            peak = max(peak, held)
+        peaks.append(peak)
+    return peaks
+
+
+@pytest.mark.parametrize("schedule, v", [(Schedule.ONE_F_ONE_B, 1), (Schedule.GPIPE, 1),
+                                         (Schedule.INTERLEAVED, 2)])
+def test_the_last_stage_holds_the_loss_of_its_micro_batches_in_flight(schedule, v):
+    """The head and loss (saved_post: the logits' log-softmax) are held per micro-batch by the
+    last stage only until its backward, which 1F1B and interleaved 1F1B run right after its
+    forward: one micro-batch, GPipe all m. The estimate's last rank equals the schedule replayed
+    op by op with each stage's own bytes (the last stage's layers plus the loss), for
+    16 layers on p = 4, m = 8."""
+    post = 5e9
+    w = dataclasses.replace(synthetic(), saved_post={Recompute.NONE: post})
+    cm = CostModel(w, free_links(load_cluster("dgx-h100-ndr", 64)))
+    p, m = 4, 8
+    plan = Plan(pp=p, vpp=v, schedule=schedule, mbs=1, gbs=m)
+    est, _ = estimate_plan(plan, cm)
+    layer = sum(w.saved_block[Recompute.NONE])
+    stage_bytes = [16 / (p * v) * layer] * (p * v)
+    stage_bytes[-1] += post
+    want = _replayed_peak(schedule, p, m, v, stage_bytes)[-1]
+    got = est["ranks"][-1]["memory_bytes"]["activations"]
+    assert got == pytest.approx(want)
+    if schedule is Schedule.ONE_F_ONE_B:  # one micro-batch of the last stage's 4 layers
+        assert got == pytest.approx(4 * layer + post)
+    if schedule is Schedule.GPIPE:
+        assert got == pytest.approx(m * (4 * layer + post))
+    plans = enumerate_plans(w.shape, 4, 8, constraints=["recompute=none", "pp=4", "mbs=1"])
+    assert len(plans) > 0
+    _kernel_vs_estimate(cm, plans, ("mem_peak",))
+
+
+_FSDP2_GRADS = """
+import os, sys, torch, torch.distributed as dist
+from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=sys.argv[1])
+dist.init_process_group("gloo", rank=0, world_size=1)
+model = torch.nn.Sequential(*(torch.nn.Linear(64, 64, bias=False) for _ in range(2)))
+mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+for layer in model:
+    fully_shard(layer, mp_policy=mp, reshard_after_forward=False)
+fully_shard(model, mp_policy=mp, reshard_after_forward=False)
+n = sum(p.numel() for p in model.parameters())
+x = torch.randn(4, 64)
+model.set_requires_gradient_sync(False)  # a pipeline micro-batch before the last
+model(x).sum().backward()
+held = sum(fp.unsharded_accumulated_grad.nbytes for layer in model
+           for fp in layer._get_fsdp_state()._fsdp_param_group.fsdp_params)
+model.set_requires_gradient_sync(True)  # the last: reduce-scatter into the shards
+model(x).sum().backward()
+sharded = sum(p.grad.to_local().nbytes for p in model.parameters())
+print(held / n, sharded / n)
+dist.destroy_process_group()
+"""
+
+
+def test_gradients_are_held_in_the_reduce_dtype_as_fsdp2_holds_them():
+    """torchtitan's FSDP2 (bf16 parameters, fp32 reduction) holds fp32 gradients: unsharded
+    while pipeline micro-batches accumulate without gradient sync, sharded after the
+    reduce-scatter. Measured on a real FSDP2 step on the CPU (gloo, one rank): bytes per
+    parameter of both, against the plan's gradients at zero=1 (unsharded) and zero=2
+    (sharded over d = 8)."""
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = subprocess.run([sys.executable, "-c", _FSDP2_GRADS, str(port)], capture_output=True,
+                         text=True, timeout=300, check=True).stdout.split()
+    held, sharded = float(out[-2]), float(out[-1])
+    assert held == sharded == 4.0
+    from archcost.runtime import load_runtime
+
+    w = dataclasses.replace(synthetic(), runtime=load_runtime("torchtitan"))
+    cm = CostModel(w, free_links(load_cluster("dgx-h100-ndr", 64)))
+    n = w.params_block * w.layers
+    for zero, per_gpu in ((1, held * n), (2, sharded * n / 8)):
+        est, _ = estimate_plan(parse_plan(f"dp=8,zero={zero},mbs=1,gbs=8"), cm,
+                               with_schedule=False)
+        assert est["memory_bytes"]["gradients"] == pytest.approx(per_gpu)
+    plans = enumerate_plans(w.shape, 8, 8, constraints=["recompute=none", "mbs=1"])
+    _kernel_vs_estimate(cm, plans, ("mem_peak",))
+
+
+def test_unsharded_weights_are_held_in_the_all_gathered_format():
+    """With fp8 parameter all-gathers (torchao's FSDP float8 all-gather, Megatron's
+    --fp8-param-gather) the unsharded weights a ZeRO-1/2 rank holds are the gathered fp8
+    ones, not the bf16 weights they were cast from: by hand, 1.0 byte per parameter for the
+    linears' share (here all of them) in place of 2, and the bytes as traced without fp8
+    gathers; ZeRO-3's shards stay as stored."""
+    w = dataclasses.replace(synthetic(), gemm_dtype="float8_e4m3fn", gather_bytes=2.0,
+                            lowp_gather_bytes=1.0)
+    n = w.params_block * w.layers
+    cluster = free_links(load_cluster("dgx-h100-ndr", 64))
+    for gather, zero, per_gpu in (("fp8", 1, 1.0 * n), (None, 1, 2.0 * n),
+                                  ("fp8", 3, 2.0 * n / 8)):
+        cm = CostModel(w, cluster, param_allgather_dtype=gather)
+        est, _ = estimate_plan(parse_plan(f"dp=8,zero={zero},mbs=1,gbs=8"), cm,
+                               with_schedule=False)
+        assert est["memory_bytes"]["weights"] == pytest.approx(per_gpu), (gather, zero)
+        plans = enumerate_plans(w.shape, 8, 8, constraints=["recompute=none", "mbs=1"])
+        _kernel_vs_estimate(cm, plans, ("mem_peak",))
+
+
+def test_only_the_last_stage_holds_the_losss_working_tensors():
+    """The loss's backward works on logits-wide fp32 tensors (the gradients of nll and of
+    log-softmax, 2 x s x V x 4 bytes: by hand, for a vocabulary far wider than the model);
+    a pipeline stage without the head holds none of them: its transient peak stays under one
+    such tensor, and only the last rank of a pp=2 plan is priced with the loss's."""
+    from archcost.loader import load_model_file
+
+    s, vocab = 256, 8192
+    spec = load_model_file(str(MODELS / "gpt2.py"), dict(layers=4, hidden=128, heads=8,
+                                                         vocab=vocab, dropout=0.1, flash=False))
+    w = trace_workload(spec, s, parse_precision("bf16-mixed"), "adamw",
+                       recomputes=(Recompute.NONE,))
+    logits = s * vocab * 4
+    assert w.transient[Recompute.NONE] == 2 * logits
+    assert w.transient_body[Recompute.NONE] < logits
+    cm = CostModel(w, load_cluster("dgx-h100-ndr", 16))
+    est, _ = estimate_plan(parse_plan("pp=2,mbs=2,gbs=8"), cm)
+    first, last = (rk["memory_bytes"]["transient"] for rk in est["ranks"])
+    assert first == pytest.approx(2 * w.transient_body[Recompute.NONE])
+    assert last == pytest.approx(2 * 2 * logits)
+    plans = enumerate_plans(w.shape, 16, 8, constraints=["recompute=none", "pp>=2"])
+    _kernel_vs_estimate(cm, plans[::3], ("mem_peak",))

@@ -95,6 +95,29 @@ class CostModel:
         return self.runtime.reduce_itemsize(w.grad_bytes / share) * share
 
     @property
+    def held_weight_bytes(self) -> float:
+        """Bytes per parameter of the weights a GPU holds unsharded (ZeRO 0-2): as traced, but
+        the gathered format in place of the stored dtype where the parameter all-gather moves
+        a low-precision one (``param_allgather_dtype``): FSDP2 keeps the all-gather's output
+        as the unsharded parameter (torchao float8 ``fsdp_post_all_gather`` returns the fp8
+        tensor, torchao/float8/fsdp_utils.py), Megatron's --fp8-param-gather keeps fp8
+        parameters."""
+        w = self.workload
+        return w.weight_bytes - (w.gather_bytes or w.weight_bytes) + self.gather_bytes
+
+    @property
+    def held_grad_bytes(self) -> float:
+        """Bytes per parameter of the gradients a GPU holds between backward and the optimizer
+        step: the wider of their own dtype and the reduce dtype. FSDP2 reduces into the sharded
+        parameter's dtype (torch/distributed/fsdp/_fully_shard/_fsdp_collectives.py
+        ``foreach_reduce``: the reduce-scatter output is cast to the fp32 shard's dtype) and,
+        while gradient sync is off (pipeline micro-batches), accumulates unsharded gradients
+        in ``reduce_dtype`` (``_fsdp_param.py`` ``to_accumulated_grad_if_needed``); Megatron's
+        bf16 runs keep fp32 ``main_grad`` buffers (``--accumulate-allreduce-grads-in-fp32``,
+        forced for bf16)."""
+        return max(self.workload.grad_bytes, self.reduce_bytes)
+
+    @property
     def tp_comm_exposed(self) -> float:
         return self.runtime.tp_comm_exposed
 
@@ -145,7 +168,7 @@ class CostModel:
             "uniform_stages": float(self.uniform_stages),
             "host_link_bw": float(self.gpu.host_link_bw_bytes_per_s or 0.0),
             "host_mem_bw": float(self.gpu.host_memory_bw_bytes_per_s or 0.0),
-            "gather_bytes": self.gather_bytes,
+            "gather_bytes": self.gather_bytes, "held_weight_bytes": self.held_weight_bytes,
             "cp_all_gather": float(self.cp_comm == "all_gather"),
         }
         return np.array([float(values[k]) for k in MODEL_KEYS])

@@ -273,7 +273,8 @@ def estimate_plan(plan: Plan, cm: CostModel, *, with_schedule: bool = True
             opt_t = max(0.0, down - nl * layer_b) + cpu + shard * w.weight_bytes / host_link
         # memory
         states = {}
-        for part, per_param in (("weights", w.weight_bytes), ("gradients", w.grad_bytes),
+        for part, per_param in (("weights", w.weight_bytes if zero >= 3 else cm.held_weight_bytes),
+                                ("gradients", cm.held_grad_bytes),
                                 ("optimizer_states", 0.0 if off_opt else w.optimizer_bytes)):
             level = {"weights": 3, "gradients": 2, "optimizer_states": 1}[part]
             states[part] = (dense * per_param / (zg if zero >= level else 1)
@@ -285,18 +286,21 @@ def estimate_plan(plan: Plan, cm: CostModel, *, with_schedule: bool = True
         else:
             units, unit_layers = in_flight[r], nl
         held = min(units * unit_layers, 2.0) if off_act else units * unit_layers
-        # the first and last sections live in the first rank's first chunk and the last rank's
-        # last chunk: under interleaving only that chunk's forwards in flight hold them
-        # (NB: each chunk's peak taken alone, an upper bound within one chunk of layers)
-        pre_units = post_units = units
+        # the first section lives in the first rank's first chunk: under interleaving only that
+        # chunk's forwards in flight hold it (NB: each chunk's peak taken alone, an upper bound
+        # within one chunk of layers); the head and loss are held by the last stage's
+        # micro-batches in flight: 1F1B and interleaved 1F1B run each one's backward right
+        # after its forward there, GPipe holds all m
+        pre_units = units
         if sched is not None and plan.schedule is Schedule.INTERLEAVED:
             pre_units = sched.chunk_peak_in_flight(0, 0)
-            post_units = sched.chunk_peak_in_flight(pp - 1, v - 1)
+        post_units = 1 if pp == 1 or plan.schedule is not Schedule.GPIPE else units
         acts = held * row["saved_layer"] + ((pre_units * row["saved_pre"] if r == 0 else 0.0)
                                             + (post_units * row["saved_post"] if r == pp - 1
                                                else 0.0))
         outside = ((w.params_pre if r == 0 else 0.0) + (w.params_post if r == pp - 1 else 0.0)) / tp
-        transient = row["transient"] + (
+        # the head and loss's working tensors are the last stage's
+        transient = row["transient" if r == pp - 1 else "transient_body"] + (
             zero3_buffer_bytes(pb / tp, outside, w.weight_bytes, cm.reduce_bytes) if zero == 3
             else 0.0)
         total = sum(states.values()) + acts + transient

@@ -50,6 +50,7 @@ from archcost.plan.table import (
     SAVED_POST,
     SAVED_PRE,
     TRANSIENT,
+    TRANSIENT_BODY,
 )
 
 __all__ = ["OUT", "OUT_INDEX", "MODEL_KEYS", "score_plans"]
@@ -66,7 +67,7 @@ MODEL_KEYS = ("layers", "seq_len", "hidden", "act_bytes", "tp_points", "kv_hidde
               "optimizer_s_per_param", "model_flops_per_seq", "rc_flops_none",
               "rc_flops_selective", "rc_flops_full", "peak_flops", "mem_capacity",
               "overlap_dp", "uniform_stages", "host_link_bw", "host_mem_bw", "cp_all_gather",
-              "gather_bytes", "reduce_bytes", "tp_comm_exposed")
+              "gather_bytes", "reduce_bytes", "tp_comm_exposed", "held_weight_bytes")
 M = {name: i for i, name in enumerate(MODEL_KEYS)}
 # constant indices for njit code (numba cannot read dicts)
 _O_STEP_S = 0
@@ -117,6 +118,7 @@ _M_CP_ALL_GATHER = 26
 _M_GATHER_BYTES = 27  # bytes per parameter of a parameter all-gather
 _M_REDUCE_BYTES = 28
 _M_TP_COMM_EXPOSED = 29
+_M_HELD_WEIGHT_BYTES = 30  # bytes per parameter of unsharded weights (CostModel.held_weight_bytes)
 _OFF_OPTIMIZER, _OFF_ACTIVATIONS = 1, 2
 _AX_TP, _AX_CP, _AX_DP, _AX_PP = 0, 1, 2, 3
 _GPIPE, _1F1B, _INTERLEAVED = 0, 1, 2
@@ -173,8 +175,8 @@ def _chunk_peak(r, pp, m, v, c):
 
 
 @njit(cache=True)
-def _states(params, w_b, g_b, o_b, zero, zg):
-    w = params * w_b / (zg if zero >= 3 else 1)
+def _states(params, w_b, held_w_b, g_b, o_b, zero, zg):
+    w = params * w_b / zg if zero >= 3 else params * held_w_b
     g = params * g_b / (zg if zero >= 2 else 1)
     o = params * o_b / (zg if zero >= 1 else 1)
     return w + g + o
@@ -351,6 +353,7 @@ def score_plans(dp_a, tp_a, pp_a, cp_a, ep_a, zero_a, hyb_a, sg_a, sp_a, vpp_a, 
                 mem_peak = 0.0
                 mem_states_at = 0.0
                 mem_act_at = 0.0
+                mem_trans_at = 0.0
                 cached_nl = -1.0
                 cached_dp = 0.0
                 layer_f = row[BLOCK_F] + tp_f + cp_f + 2.0 * a2a + off_f  # forward's share
@@ -415,9 +418,12 @@ def score_plans(dp_a, tp_a, pp_a, cp_a, ep_a, zero_a, hyb_a, sg_a, sp_a, vpp_a, 
                         worst_opt = opt
                     # memory of this rank
                     o_b = 0.0 if off == _OFF_OPTIMIZER else model[_M_OPTIMIZER_BYTES]
-                    states = _states(dense, model[_M_WEIGHT_BYTES], model[_M_GRAD_BYTES], o_b, zero,
-                                     zg) + \
-                        _states(expert, model[_M_WEIGHT_BYTES], model[_M_GRAD_BYTES], o_b, zero,
+                    # gradients are held in the wider of their dtype and the reduce dtype
+                    # (CostModel.held_grad_bytes)
+                    g_b = max(model[_M_GRAD_BYTES], model[_M_REDUCE_BYTES])
+                    w_b, held_w_b = model[_M_WEIGHT_BYTES], model[_M_HELD_WEIGHT_BYTES]
+                    states = _states(dense, w_b, held_w_b, g_b, o_b, zero, zg) + \
+                        _states(expert, w_b, held_w_b, g_b, o_b, zero,
                                 zshard_e if zero >= 1 else 1)
                     if pp == 1:
                         units = 1.0
@@ -434,16 +440,16 @@ def score_plans(dp_a, tp_a, pp_a, cp_a, ep_a, zero_a, hyb_a, sg_a, sp_a, vpp_a, 
                     held = units * unit_layers
                     if off == _OFF_ACTIVATIONS:  # the layer computing and the one prefetched
                         held = min(held, 2.0)
-                    # first / last section: held by its chunk's forwards in flight only
+                    # first section: held by its chunk's forwards in flight only; the head and
+                    # loss: one micro-batch unless GPipe
                     pre_u = units
-                    post_u = units
                     if pp > 1 and sched == _INTERLEAVED:
                         pre_u = _chunk_peak(0, pp, m, v, 0)
-                        post_u = _chunk_peak(pp - 1, pp, m, v, v - 1)
-                    act_b = held * row[SAVED_LAYER] + (
-                        (pre_u * row[SAVED_PRE] if r == 0 else 0.0)
-                        + (post_u * row[SAVED_POST] if r == pp - 1 else 0.0))
-                    total = states + act_b + row[TRANSIENT]
+                    act_b = held * row[SAVED_LAYER] + (pre_u * row[SAVED_PRE] if r == 0 else 0.0)
+                    if r == pp - 1:
+                        act_b += (units if pp > 1 and sched == _GPIPE else 1.0) * row[SAVED_POST]
+                    trans = row[TRANSIENT] if r == pp - 1 else row[TRANSIENT_BODY]
+                    total = states + act_b + trans
                     if zero == 3:  # memory.zero3_buffer_bytes, inlined for numba
                         outside = ((model[_M_PARAMS_PRE] if r == 0 else 0.0) + (
                             model[_M_PARAMS_POST] if r == pp - 1 else 0.0)) / tp
@@ -453,6 +459,7 @@ def score_plans(dp_a, tp_a, pp_a, cp_a, ep_a, zero_a, hyb_a, sg_a, sp_a, vpp_a, 
                         mem_peak = total
                         mem_states_at = states
                         mem_act_at = act_b
+                        mem_trans_at = trans
                 step = makespan + worst_dp + worst_opt
                 o = out[i]
                 o[_O_STEP_S] = step
@@ -471,7 +478,7 @@ def score_plans(dp_a, tp_a, pp_a, cp_a, ep_a, zero_a, hyb_a, sg_a, sp_a, vpp_a, 
                 o[_O_MEM_PEAK] = mem_peak
                 o[_O_MEM_STATES] = mem_states_at
                 o[_O_MEM_ACTIVATIONS] = mem_act_at
-                o[_O_MEM_TRANSIENT] = row[TRANSIENT]
+                o[_O_MEM_TRANSIENT] = mem_trans_at
                 gbs = gbs_a[i]
                 o[_O_TOKENS_PER_S] = gbs * s / step
                 gpus = dp * tp * pp * cp

@@ -44,9 +44,9 @@ __all__ = ["COLUMNS", "COMBO_KEYS", "CostTable", "build_table", "op_seconds", "m
 
 # columns of a table row (seconds per micro-batch; bytes per micro-batch per GPU)
 COLUMNS = ("block_f", "block_b", "block_rc", "attn_f", "attn_b", "pre_f", "pre_b", "post_f",
-           "post_b", "saved_layer", "saved_pre", "saved_post", "transient")
+           "post_b", "saved_layer", "saved_pre", "saved_post", "transient", "transient_body")
 (BLOCK_F, BLOCK_B, BLOCK_RC, ATTN_F, ATTN_B, PRE_F, PRE_B, POST_F, POST_B, SAVED_LAYER, SAVED_PRE,
- SAVED_POST, TRANSIENT) = range(len(COLUMNS))  # njit code reads these as constants
+ SAVED_POST, TRANSIENT, TRANSIENT_BODY) = range(len(COLUMNS))  # njit code reads these as constants
 C = {name: i for i, name in enumerate(COLUMNS)}
 COMBO_KEYS = ("recompute", "mbs", "tp", "sp", "cp", "ep")
 
@@ -182,6 +182,7 @@ def _rows(w: Workload, ops: OpTable, gpu, peaks, r: Recompute, combos: np.ndarra
     rows[:, C["saved_pre"]] = mbs * w.saved_pre[r] / (tp_sp * cp)
     rows[:, C["saved_post"]] = mbs * w.saved_post[r] / (tp * cp)
     rows[:, C["transient"]] = mbs * w.transient[r] / (tp * cp)
+    rows[:, C["transient_body"]] = mbs * w.transient_body.get(r, w.transient[r]) / (tp * cp)
     return rows
 
 

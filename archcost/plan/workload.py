@@ -143,6 +143,9 @@ class Workload:
     notes: tuple[str, ...] = field(default_factory=tuple)
     # what the GEMMs run in (PrecisionPolicy.gemm_dtype: its peak prices MFU); "" = compute_dtype
     gemm_dtype: str = ""
+    # the transient peak outside the head and loss (what a pipeline stage without them holds:
+    # the loss's logits-wide working tensors are the last stage's); empty: ``transient``
+    transient_body: Mapping[Recompute, float] = field(default_factory=dict)
     # bytes per parameter a parameter all-gather moves: the weights in their own dtype
     # (``gather_bytes``; 0 = weight_bytes) or, with low precision, the converted linears' weights
     # in its format, scales included (``lowp_gather_bytes``); weight_bytes also counts the
@@ -462,8 +465,8 @@ def _op_table(g: nx.DiGraph, rep: tuple[str, ...], layers: int, width_numel: int
 def _activations(g: nx.DiGraph, cap, rep: tuple[str, ...], counts: dict[str, int], layers: int,
                  width_numel: int, sections: dict[int, int], hidden: int
                  ) -> tuple[tuple[float, float], float, float, float]:
-    """(one layer's saved bytes split (tp-sharded, sp-only), pre saved, post saved, transient);
-    a stack of several groups: their layers' mean."""
+    """(one layer's saved bytes split (tp-sharded, sp-only), pre saved, post saved, transient,
+    transient outside the post section); a stack of several groups: their layers' mean."""
     nodes = _ordered(g)
     layout, _ = _tp_layout(g, nodes, sections, hidden)
     producer: dict[int, int] = {}
@@ -504,9 +507,10 @@ def _activations(g: nx.DiGraph, cap, rep: tuple[str, ...], counts: dict[str, int
             keep[i] = False
     from archcost.cost.kernels import liveness_peak
 
-    peak, _, _ = liveness_peak(alloc[keep], last[keep], size[keep], np.ones(int(keep.sum())),
-                               len(order), 0.0)
-    return (sharded, sp_only), pre, post, float(peak)
+    peak, _, live = liveness_peak(alloc[keep], last[keep], size[keep], np.ones(int(keep.sum())),
+                                  len(order), 0.0)
+    body = live[section != SECTION_POST]
+    return (sharded, sp_only), pre, post, float(peak), float(body.max()) if len(body) else 0.0
 
 
 def _param_split(cap, rep: tuple[str, ...], members: list[str], layers: int, g: nx.DiGraph, sections):
@@ -587,7 +591,7 @@ def workload_from_traces(traces: Mapping[Recompute, object], policy: PrecisionPo
                 experts = int(b.shape[0])
                 dispatch = float(a.nbytes)
                 break
-    ops, saved_block, saved_pre, saved_post, transient = {}, {}, {}, {}, {}
+    ops, saved_block, saved_pre, saved_post, transient, body = {}, {}, {}, {}, {}, {}
     opt_table = None
     for policy_r, traced in traces.items():
         g, cap = traced.graph, traced.capture
@@ -603,8 +607,9 @@ def workload_from_traces(traces: Mapping[Recompute, object], policy: PrecisionPo
                                _expert_ops(cap, rep, members) if expert > 0 else frozenset())
         ops[policy_r] = table
         opt_table = opt_table or opt
-        saved_block[policy_r], saved_pre[policy_r], saved_post[policy_r], transient[policy_r] = \
-            _activations(g, cap, rep, counts, layers, width_numel, sections, hidden)
+        (saved_block[policy_r], saved_pre[policy_r], saved_post[policy_r], transient[policy_r],
+         body[policy_r]) = _activations(g, cap, rep, counts, layers, width_numel, sections,
+                                        hidden)
     shape = ModelShape(layers=layers, heads=heads, kv_heads=kv_heads, hidden=hidden,
                        seq_len=seq_len, experts=experts)
     opt_bytes = (cap0.optimizer_state_bytes + cap0.master_weight_bytes) / max(trainable, 1.0)
@@ -623,7 +628,7 @@ def workload_from_traces(traces: Mapping[Recompute, object], policy: PrecisionPo
         grad_bytes=ITEMSIZE[policy.grad_dtype] * trainable / max(total, 1.0),
         optimizer_bytes=opt_bytes * trainable / max(total, 1.0),
         saved_block=saved_block, saved_pre=saved_pre, saved_post=saved_post,
-        transient=transient, hidden=hidden, act_bytes=ITEMSIZE[policy.compute_dtype],
+        transient=transient, transient_body=body, hidden=hidden, act_bytes=ITEMSIZE[policy.compute_dtype],
         tp_points=tp_points, kv_hidden=kv_hidden, dispatch_bytes=dispatch, notes=tuple(notes),
         gemm_dtype=policy.gemm_dtype, gather_bytes=own, lowp_gather_bytes=lowp_gather,
         runtime=runtime,
