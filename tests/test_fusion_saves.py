@@ -1,9 +1,10 @@
 """What a fused kernel saves for backward (cost.fused_saves): ground truth from real CPU steps.
 
-A block written with eager ops is traced under a runtime that fuses its norm and activation;
+A block written with eager ops is traced under a runtime that fuses its norm, activation and
+dropout;
 the same block written with fused autograd functions that save what TransformerEngine's RMSNorm
-(input and per-row rstd) and Megatron's SwiGLU (its input) save is run for real, its saved
-tensors measured with saved_tensors_hooks. The fused rule maps one onto the other.
+(input and per-row rstd), Megatron's SwiGLU (its input) and CUDA's dropout (a one-byte mask)
+save is run for real, its saved tensors measured with saved_tensors_hooks. The fused rule maps one onto the other.
 """
 
 from __future__ import annotations
@@ -75,6 +76,21 @@ class FusedSwiGLU(torch.autograd.Function):
         return go * u * s * (1 + g * (1 - s)), go * g * s
 
 
+class FusedDropout(torch.autograd.Function):
+    """Saves its mask as one byte per element, as CUDA's native_dropout does."""
+
+    @staticmethod
+    def forward(ctx, x):
+        mask = torch.rand_like(x) >= 0.1
+        ctx.save_for_backward(mask)
+        return x * mask / 0.9
+
+    @staticmethod
+    def backward(ctx, go):
+        (mask,) = ctx.saved_tensors
+        return go * mask / 0.9
+
+
 class MLP(nn.Module):
     def __init__(self, dim, fused):
         super().__init__()
@@ -86,7 +102,8 @@ class MLP(nn.Module):
     def forward(self, x):
         g, u = self.w1(x), self.w3(x)
         h = FusedSwiGLU.apply(g, u) if self.fused else torch.nn.functional.silu(g) * u
-        return self.w2(h)
+        out = self.w2(h)
+        return FusedDropout.apply(out) if self.fused else torch.nn.functional.dropout(out, 0.1)
 
 
 class Block(nn.Module):
@@ -124,7 +141,7 @@ def loss(output, inputs):
     return output.sum()
 '''
 
-_FUSING = frozenset({Fusion.NORM, Fusion.ACTIVATION})
+_FUSING = frozenset({Fusion.NORM, Fusion.ACTIVATION, Fusion.DROPOUT, Fusion.RESIDUAL})
 
 
 @pytest.fixture(scope="module")
