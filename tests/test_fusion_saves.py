@@ -3,7 +3,7 @@
 A block written with eager ops is traced under a runtime that fuses its norm, activation and
 dropout;
 the same block written with fused autograd functions that save what TransformerEngine's RMSNorm
-(input and per-row rstd), Megatron's SwiGLU (its input) and CUDA's dropout (a one-byte mask)
+(input and per-row rstd) or LayerNorm (input, per-row mean and rstd), Megatron's SwiGLU (its input) and CUDA's dropout (a one-byte mask)
 save is run for real, its saved tensors measured with saved_tensors_hooks. The fused rule maps one onto the other.
 """
 
@@ -41,6 +41,43 @@ class RMSNorm(nn.Module):
         x32 = x.float()
         return (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + 1e-5)).type_as(x) \\
             * self.weight
+
+
+class LayerNorm(nn.Module):
+    def __init__(self, dim, fused):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.bias = nn.Parameter(torch.zeros(dim))
+        self.fused = fused
+
+    def forward(self, x):
+        if self.fused:
+            return FusedLayerNorm.apply(x, self.weight, self.bias)
+        x32 = x.float()
+        mean = x32.mean(-1, keepdim=True)
+        xc = x32 - mean
+        rstd = torch.rsqrt(xc.pow(2).mean(-1, keepdim=True) + 1e-5)
+        return (xc * rstd).type_as(x) * self.weight + self.bias
+
+
+class FusedLayerNorm(torch.autograd.Function):
+    """Saves its input, the per-row mean and rstd (fp32), as a fused LayerNorm kernel does."""
+
+    @staticmethod
+    def forward(ctx, x, w, b):
+        mean = x.float().mean(-1, keepdim=True)
+        rstd = torch.rsqrt((x.float() - mean).pow(2).mean(-1, keepdim=True) + 1e-5)
+        ctx.save_for_backward(x, w, mean, rstd)
+        return ((x.float() - mean) * rstd).type_as(x) * w + b
+
+    @staticmethod
+    def backward(ctx, go):
+        x, w, mean, rstd = ctx.saved_tensors
+        with torch.enable_grad():
+            xx, ww = x.detach().requires_grad_(), w.detach().requires_grad_()
+            xc = xx.float() - xx.float().mean(-1, keepdim=True)
+            y = (xc * torch.rsqrt(xc.pow(2).mean(-1, keepdim=True) + 1e-5)).type_as(xx) * ww
+            return (*torch.autograd.grad(y, (xx, ww), go), go.sum((0, 1)))
 
 
 class FusedRMSNorm(torch.autograd.Function):
@@ -107,9 +144,9 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, dim, fused):
+    def __init__(self, dim, fused, norm):
         super().__init__()
-        self.norm = RMSNorm(dim, fused)
+        self.norm = (RMSNorm if norm == "rms" else LayerNorm)(dim, fused)
         self.mlp = MLP(dim, fused)
 
     def forward(self, x):
@@ -117,9 +154,9 @@ class Block(nn.Module):
 
 
 class Net(nn.Module):
-    def __init__(self, dim, layers, fused):
+    def __init__(self, dim, layers, fused, norm):
         super().__init__()
-        self.layers = nn.ModuleList(Block(dim, fused) for _ in range(layers))
+        self.layers = nn.ModuleList(Block(dim, fused, norm) for _ in range(layers))
 
     def forward(self, x):
         x = x * 2.0  # the first layer's input is a tensor of the step (saves nothing)
@@ -128,8 +165,8 @@ class Net(nn.Module):
         return x
 
 
-def build_model(dim: int = 32, layers: int = 3, fused: bool = False):
-    return Net(dim, layers, fused)
+def build_model(dim: int = 32, layers: int = 3, fused: bool = False, norm: str = "rms"):
+    return Net(dim, layers, fused, norm)
 
 
 def example_inputs(batch_size, seq_len, model):
@@ -145,11 +182,16 @@ _FUSING = frozenset({Fusion.NORM, Fusion.ACTIVATION, Fusion.DROPOUT, Fusion.RESI
 
 
 @pytest.fixture(scope="module")
-def specs(tmp_path_factory):
+def model_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("fused") / "block.py"
     path.write_text(_MODEL)
-    return (load_model_file(str(path), {"fused": False}),
-            load_model_file(str(path), {"fused": True}))
+    return str(path)
+
+
+@pytest.fixture(params=["rms", "layer"])
+def specs(model_file, request):
+    return (load_model_file(model_file, {"fused": False, "norm": request.param}),
+            load_model_file(model_file, {"fused": True, "norm": request.param}))
 
 
 def _saved_by_liveness(g) -> int:
