@@ -22,8 +22,11 @@ for their own backward) stay as traced. Per family, from the fused kernels' code
   Megatron-LM@550f9c44589efb85af6c5a11da8fbc8c3491b636: megatron/core/fusions/fused_softmax.py
   ``ScaledUpperTriangMaskedSoftmax.forward``: ``ctx.save_for_backward(softmax_results,
   scale_t)``.
-- ``rope``: its input tables (TransformerEngine ``FusedRoPEFunc`` saves ``freqs``); the
-  rotated tensor is an output.
+- ``rope``: the position table only, not the rotated tensors (rotation is linear).
+  TransformerEngine@61fa1f95c37f247d26b1ae5ec48fcb511c31ebf4:
+  transformer_engine/pytorch/attention/rope.py ``FusedRoPEFunc.forward``:
+  ``ctx.save_for_backward(freqs, cu_seqlens)``. NB: a table made inside the group (one row of
+  head-dim values per position) is dropped with the other intermediates.
 - ``dropout``, ``residual``: the dropout mask, one byte per element (CUDA ``native_dropout``
   returns a bool mask; Megatron-LM@5ee2820a8f8fcbc48a0b88277638fd48a233fb47:
   megatron/core/fusions/fused_bias_dropout.py calls ``torch.nn.functional.dropout``).
@@ -67,7 +70,7 @@ _RULES = {
     "norm": _Rule(inputs=True, row_stats=2, mask_bytes=0),
     "activation": _Rule(inputs=True, row_stats=0, mask_bytes=0),
     "softmax": _Rule(inputs=False, row_stats=0, mask_bytes=0),
-    "rope": _Rule(inputs=True, row_stats=0, mask_bytes=0),
+    "rope": _Rule(inputs=False, row_stats=0, mask_bytes=0),
     "dropout": _Rule(inputs=False, row_stats=0, mask_bytes=1),
 }
 
