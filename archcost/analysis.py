@@ -295,7 +295,8 @@ def run_analysis(
             t = trace_model(spec, b, s, policy, traced_opt, recompute=recompute, selective=sel)
             from archcost.cost.memory import peak_memory
 
-            return peak_memory(t.graph, persistent_bytes(t.capture)).peak_bytes
+            return peak_memory(t.graph, persistent_bytes(t.capture),
+                               runtime.fusions).peak_bytes
 
         best = solve_max(query, fixed, fitted["peak_memory_bytes"].expr, exact_peak)
         doc["solve"] = {
@@ -340,7 +341,7 @@ def symbolic_formulas(spec, seq_len: int, policy: PrecisionPolicy, optimizer: st
         t = trace_model(spec, b, s, policy, runtime.traced_optimizer(optimizer),
                         recompute=recompute, selective=runtime.selective_recompute,
                         options=options)
-        return t, live_bytes_exact(t.graph, persistent_bytes(t.capture))
+        return t, live_bytes_exact(t.graph, persistent_bytes(t.capture), runtime.fusions)
 
     fit, check = sample_points(seq_len)
     samples, timelines = {}, {}

@@ -278,11 +278,11 @@ _DSV3_NOTES = (
     "cluster gb200-nvl72-64: each 64-GPU expert-parallel group in one rack (16 of its 18 trays), "
     "as NVIDIA places EP groups on NVL72 with Slurm segments (Megatron-LM's DeepSeek-V3 GB200 "
     "guide); gb200-nvl72 would fill racks 72 GPUs at a time and cross racks with EP 64",
-    "memory: of the traced 2,875 MiB per MoE layer and micro-batch about 1,040 MiB is not held "
-    "by the stack: the q, k, v that mla_up_proj recompute drops (576 MiB), RMSNorm's float32 "
-    "copies where TE's fused norm keeps its bf16 input (256 MiB), SwiGLU's silu output where the "
-    "fused activation keeps its inputs (144 MiB) and the zero-padded v (64 MiB); rank 0 holds "
-    "66.5 layer-micro-batches, so the peak is about 67 GiB high",
+    "memory: the runtime's fused norm and activation keep what TE's RMSNorm and the fused "
+    "SwiGLU keep (about 400 MiB per MoE layer and micro-batch fewer than the eager ops' float32 "
+    "copies and silu output); of the rest about 640 MiB is not held by the stack: the q, k, v "
+    "that mla_up_proj recompute drops (576 MiB) and the zero-padded v (64 MiB); rank 0 holds "
+    "66.5 layer-micro-batches, so the peak is about 42 GiB high",
 )
 
 

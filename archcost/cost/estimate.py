@@ -69,7 +69,7 @@ def estimate_single_device(
     mem = doc["totals"]["memory_bytes"]
     persistent = (mem["weights"] + mem["buffers"] + mem["optimizer_states"]
                   + mem.get("lowp_state", 0))
-    pm = peak_memory(g, persistent)
+    pm = peak_memory(g, persistent, runtime.fusions)
     classes = []
     for cls, row in sorted(by_class.items(), key=lambda kv: -kv[1]["seconds"]):
         bound = "compute" if row["compute"] >= row["memory"] else "memory"

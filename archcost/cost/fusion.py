@@ -30,9 +30,9 @@ legality rule of Inductor's scheduler).
 A group's FLOPs and bytes go to its first member (the kernel overlaps its math with its
 traffic), the others carry none. Bytes of a group: what its members read from outside it (tensors made by other kernels,
 parameters, inputs) plus what they write that something outside reads (saved activations
-included: their readers run in backward) or nothing reads. NB: the saved set and the memory
-held are the trace's (a compiler may save or recompute differently); the group keeps the op
-name and efficiency curve of its first member.
+included: their readers run in backward) or nothing reads. NB: the bytes moved count the
+trace's saved set; the memory held counts the fused kernels' (``cost.fused_saves``). The group
+keeps the op name and efficiency curve of its first member.
 
 The optimizer's ops of a ``foreach`` runtime launch one multi-tensor kernel per kind of op over
 all parameters (``executed_graph``): each op's share of those launches.

@@ -12,6 +12,9 @@ activations, weight gradients) exists once per layer at the same time and is wei
 block's count; a tensor that dies within its phase exists one layer at a time and is weighted 1.
 NB: this makes the end of forward exact and slightly overstates the middle of backward, where a
 real run has freed the saved tensors of the layers already done.
+
+A runtime's fused kernels save their own set for backward in place of the eager ops'
+intermediates (``cost.fused_saves``): ``fusions`` says which families are fused.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from dataclasses import dataclass
 import networkx as nx
 import numpy as np
 
+from archcost.cost.fused_saves import saved_graph
 from archcost.cost.kernels import liveness_peak
 
 __all__ = ["PeakMemory", "peak_memory", "liveness_arrays", "live_bytes_exact", "model_state_bytes",
@@ -93,10 +97,11 @@ def liveness_arrays(g: nx.DiGraph):
     )
 
 
-def live_bytes_exact(g: nx.DiGraph, persistent_bytes: int) -> list[int]:
+def live_bytes_exact(g: nx.DiGraph, persistent_bytes: int, fusions=()) -> list[int]:
     """Live bytes after each op in execution order, as ``peak_memory``'s timeline, in Python
     integers: exact at any size (float64 is exact only below 2**53 bytes, about 9 PB, which a
     batch of 65536 long sequences passes). The symbolic fits read it."""
+    g = saved_graph(g, fusions)
     alloc, last, _, weight, order = liveness_arrays(g)
     sizes = [int(g.nodes[n]["out_bytes"]) for n in order if _allocates(g.nodes[n])]
     delta = [0] * (len(order) + 1)
@@ -110,7 +115,10 @@ def live_bytes_exact(g: nx.DiGraph, persistent_bytes: int) -> list[int]:
     return live
 
 
-def peak_memory(g: nx.DiGraph, persistent_bytes: int) -> PeakMemory:
+def peak_memory(g: nx.DiGraph, persistent_bytes: int, fusions=()) -> PeakMemory:
+    """The liveness peak of ``g`` on top of ``persistent_bytes``, the tensors saved for
+    backward those of the kernels a runtime fusing ``fusions`` runs (``cost.fused_saves``)."""
+    g = saved_graph(g, fusions)
     alloc, last, size, weight, order = liveness_arrays(g)
     peak, at, live = liveness_peak(alloc, last, size, weight, len(order), float(persistent_bytes))
     node = g.nodes[order[at]] if order else {"index": 0, "phase": "", "module": ""}

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import networkx as nx
 import numpy as np
@@ -42,6 +42,7 @@ from archcost.cost.compute import (
     op_mnk,
     op_slices,
 )
+from archcost.cost.fused_saves import apply_saves, fused_saves
 from archcost.cost.fusion import executed_graph
 from archcost.cost.memory import liveness_arrays
 from archcost.options import Recompute
@@ -463,33 +464,61 @@ def _op_table(g: nx.DiGraph, rep: tuple[str, ...], layers: int, width_numel: int
 
 
 def _activations(g: nx.DiGraph, cap, rep: tuple[str, ...], counts: dict[str, int], layers: int,
-                 width_numel: int, sections: dict[int, int], hidden: int
+                 width_numel: int, sections: dict[int, int], hidden: int, fusions=()
                  ) -> tuple[tuple[float, float], float, float, float]:
     """(one layer's saved bytes split (tp-sharded, sp-only), pre saved, post saved, transient,
-    transient outside the post section); a stack of several groups: their layers' mean."""
+    transient outside the post section); a stack of several groups: their layers' mean. What
+    autograd saves is the fused kernels' set under ``fusions`` (``cost.fused_saves``), in the
+    trace's record of saved tensors and in the liveness pass alike."""
     nodes = _ordered(g)
     layout, _ = _tp_layout(g, nodes, sections, hidden)
     producer: dict[int, int] = {}
     for rec in cap.records:
         for o in rec.outputs:
             producer.setdefault(o.storage, rec.index)
-    sharded = sp_only = 0.0
+    saves = fused_saves(g, fusions)
+    saved = []  # (module, bytes, elements, producing node): the fused kernels' saves
     for module, nbytes, numel, storage in cap.saved_tensors:
+        node = producer.get(storage)
+        if node in saves.bytes:
+            nbytes = saves.bytes[node]
+            numel = nbytes // max(1, ITEMSIZE.get(g.nodes[node]["out_dtypes"][0], 4))
+        if nbytes > 0:
+            saved.append((module, nbytes, numel, node))
+    already = {node for *_, node in saved}
+    # inputs a fused kernel keeps that nothing else did: a layer's kernel keeps its own (one
+    # per layer, though made before it); a kernel of pre or post keeps one, counted there
+    layer_inputs, outer_inputs = set(), {SECTION_PRE: 0.0, SECTION_POST: 0.0}
+    for node, reader in saves.kept.items():
+        if node in already:
+            continue
+        d = g.nodes[node]
+        if any(_in_group(g.nodes[reader]["module"], [r]) for r in rep):
+            saved.append((g.nodes[reader]["module"], d["out_bytes"],
+                          _numel(d["out_shapes"][0]) if d["out_shapes"] else 0, node))
+            if sections.get(node) != SECTION_BLOCK:
+                layer_inputs.add(node)
+        elif sections.get(node) == SECTION_BLOCK:  # not counted by the liveness pass below
+            side = SECTION_POST if sections.get(reader) == SECTION_POST else SECTION_PRE
+            outer_inputs[side] += d["out_bytes"]
+    sharded = sp_only = 0.0
+    for module, nbytes, numel, node in saved:
         owner = next((r for r in rep if _in_group(module, [r])), None)
         if owner is not None:
             nbytes = nbytes * counts[owner] / layers
-            node = producer.get(storage)
             split = node in layout if node is not None and sections.get(node) == SECTION_BLOCK \
                 else numel > width_numel
             if split:
                 sharded += nbytes
             else:
                 sp_only += nbytes
+    # the layers' inputs are counted per layer by the saved list above, not by the liveness
+    g = apply_saves(g, replace(saves, counts={}))
     alloc, last, size, weight, order = liveness_arrays(g)
     phase = np.array([g.nodes[n]["phase"] for n in order])
     section = np.array([sections.get(n, SECTION_PRE) for n in order])
     end = len(order) - 1
-    pre = post = 0.0
+    pre, post = outer_inputs[SECTION_PRE], outer_inputs[SECTION_POST]
     keep = np.ones(len(alloc), dtype=bool)
     for i in range(len(alloc)):
         a_phase, l_phase = phase[alloc[i]], phase[last[i]]
@@ -497,6 +526,8 @@ def _activations(g: nx.DiGraph, cap, rep: tuple[str, ...], counts: dict[str, int
             keep[i] = False
         elif a_phase == "forward" and l_phase != "forward":  # held into backward: saved
             keep[i] = False
+            if order[alloc[i]] in layer_inputs:
+                continue
             # times the members of another repeated group it stands for (dense layers before
             # the main group's): ``weight`` is the op's count for what crosses into backward
             if section[alloc[i]] == SECTION_PRE:
@@ -609,7 +640,7 @@ def workload_from_traces(traces: Mapping[Recompute, object], policy: PrecisionPo
         opt_table = opt_table or opt
         (saved_block[policy_r], saved_pre[policy_r], saved_post[policy_r], transient[policy_r],
          body[policy_r]) = _activations(g, cap, rep, counts, layers, width_numel, sections,
-                                        hidden)
+                                        hidden, runtime.fusions)
     shape = ModelShape(layers=layers, heads=heads, kv_heads=kv_heads, hidden=hidden,
                        seq_len=seq_len, experts=experts)
     opt_bytes = (cap0.optimizer_state_bytes + cap0.master_weight_bytes) / max(trainable, 1.0)
