@@ -53,20 +53,26 @@ STACKS = {
     # torchtitan 9dec370 (Dec 2024): FSDP2 (ZeRO-3; ZeRO-2-like without reshard), HSDP, TP,
     # PP and CP (parallel_dims.py): every dense layout archcost enumerates.
     "torchtitan": ("ep=1",),
+    # NeMo 24.07 and Megatron-Bridge 25.11 run Megatron-Core: the distributed optimizer (ZeRO-1)
+    # as their recipes do (Megatron FSDP exists from Megatron-Core 0.11 but is not what they run)
+    "megatron-core-nemo": ("zero<=1",),
 }
 # the stack of each source of ``published_cases.py`` (SOURCES); a source without one is not
 # searched
 SOURCE_STACK = {"K22": "megatron-2022", "N21": "megatron-2021", "MC24": "megatron-core-0.8",
-                "TT": "torchtitan"}
+                "TT": "torchtitan", "NEMO": "megatron-core-nemo", "MB": "megatron-core-nemo"}
 NOT_ATTEMPTED = {
     "L3": "405B at 131,072 tokens on 16,384 GPUs not attempted (three traces at 128k, a 16k-GPU "
           "search)",
+    "MB_DSV3_bf16": "DeepSeek-V3: a search over expert parallelism too on 256 GPUs, not "
+                    "attempted here (three traces of the 671B model per recompute policy)",
 }
 
 
 def skip_reason(case: Case) -> str:
     """Why the case is not searched ("" when it is)."""
-    why = pending_reason(case) or NOT_ATTEMPTED.get(case.source, "")
+    why = (pending_reason(case) or NOT_ATTEMPTED.get(case.id, "")
+           or NOT_ATTEMPTED.get(case.source, ""))
     if not why and case.source not in SOURCE_STACK:
         why = f"no record of what {SOURCES[case.source][0]}'s trainer could run"
     return why
