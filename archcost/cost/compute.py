@@ -292,6 +292,20 @@ def _per_kernel(gpu, curve: np.ndarray, peak: np.ndarray, attn: np.ndarray | Non
     return np.where(hit, -1, curve), np.where(hit, peak * eff, peak)
 
 
+def _folded(gpu, flops, peak, curve, slices, mnk, keys, attn, attention_kernel
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(curve, peak, size) per op: the shape and attention-kernel tables folded into the peak
+    (curve -1), the peak at the clock a training step holds, and the size each remaining curve
+    is read at (per slice, at its bf16-equivalent size)."""
+    scale = _reference_scale(gpu, keys, len(np.asarray(flops)))
+    curve, peak = _per_shape(gpu, np.asarray(curve), np.asarray(peak, dtype=np.float64), mnk,
+                             keys, scale)
+    curve, peak = _per_kernel(gpu, curve, peak, attn, attention_kernel)
+    peak = peak * gpu.sustained_clock  # the share of the tables' clock a training step holds
+    curve, size = _per_slice(gpu, curve, flops, slices)
+    return curve, peak, size * scale
+
+
 def roofline_seconds(gpu, flops: np.ndarray, nbytes: np.ndarray, peak: np.ndarray,
                      curve: np.ndarray, mem_curve: np.ndarray, launch: np.ndarray,
                      slices: np.ndarray | None = None, mnk: np.ndarray | None = None,
@@ -305,13 +319,8 @@ def roofline_seconds(gpu, flops: np.ndarray, nbytes: np.ndarray, peak: np.ndarra
     shape table of their dtype (low-precision ops without a table of their own: the bf16 one
     at their bf16-equivalent size); ``attn`` (:attr:`OpArrays.attn` rows) with
     ``attention_kernel`` lets attention read that kernel's table."""
-    scale = _reference_scale(gpu, keys, len(np.asarray(flops)))
-    curve, peak = _per_shape(gpu, np.asarray(curve), np.asarray(peak, dtype=np.float64), mnk,
-                             keys, scale)
-    curve, peak = _per_kernel(gpu, curve, peak, attn, attention_kernel)
-    peak = peak * gpu.sustained_clock  # the share of the tables' clock a training step holds
-    curve, size = _per_slice(gpu, curve, flops, slices)
-    size = size * scale
+    curve, peak, size = _folded(gpu, flops, peak, curve, slices, mnk, keys, attn,
+                                attention_kernel)
     cx, cy, cn = _curves(_curve_rows(gpu))
     mx, my, mn = _curves(_memory_curves(gpu))
     return roofline(flops, nbytes, peak, curve, size, cx, cy, cn,
@@ -345,13 +354,9 @@ def class_roofline_parts(arrays: OpArrays, gpu, attention_kernel: str | None = N
     out: dict[str, dict[str, float]] = {}
     by_curve = _curve_rows(gpu)
     peak = np.array([_peak(gpu, d, c) for d, c in zip(arrays.dtype, arrays.op_class)])
-    keys = peak_keys(arrays.dtype)
-    scale = _reference_scale(gpu, keys, len(peak))
-    curve, peak = _per_shape(gpu, _op_curves(arrays), peak, arrays.mnk, keys, scale)
-    curve, peak = _per_kernel(gpu, curve, peak, arrays.attn, attention_kernel)
-    peak = peak * gpu.sustained_clock
-    curve, size = _per_slice(gpu, curve, arrays.flops, arrays.slices)
-    size = size * scale
+    curve, peak, size = _folded(gpu, arrays.flops, peak, _op_curves(arrays), arrays.slices,
+                                arrays.mnk, peak_keys(arrays.dtype), arrays.attn,
+                                attention_kernel)
     for i, cls in enumerate(arrays.op_class):
         row = out.setdefault(cls, {"compute_s": 0.0, "memory_s": 0.0, "ops": 0.0})
         n = arrays.count[i]
