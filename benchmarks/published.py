@@ -86,14 +86,14 @@ def clock_rule(gpu, s700: float) -> float | None:
 def clock_scan(cases: list[Case], results: dict, cache_dir, memo) -> dict[float, dict[str, float]]:
     """Per grid clock, every predicted case's error (cases on other GPUs: their plain error)."""
     grid: dict[float, dict[str, float]] = {}
+    hopper = {c.id for c in cases if clock_rule(cluster_for(c).gpu, 1.0) is not None}
     for s in CLOCK_GRID:
         errs = {}
         for c in cases:
             if c.id not in results:
                 continue
-            hopper = clock_rule(cluster_for(c).gpu, s) is not None
-            errs[c.id] = (predict(fp8_ready(c), cache_dir, memo, clock=s)["error"] if hopper
-                          else results[c.id]["error"])
+            errs[c.id] = (predict(fp8_ready(c), cache_dir, memo, clock=s)["error"]
+                          if c.id in hopper else results[c.id]["error"])
         grid[s] = errs
     return grid
 
@@ -156,14 +156,18 @@ def with_vpp(plan_text: str, v: int) -> str:
     return ",".join(keep + ([f"vpp={v}", "schedule=interleaved-1f1b"] if v > 1 else ["vpp=1"]))
 
 
-def vpp_candidates(case: Case) -> list[int]:
-    """V for a run that does not publish it: 1-8, dividing its layers per stage."""
+def _vpp_divisors(case: Case) -> list[int]:
+    """V a pipelined case can interleave with: 1-8, dividing its layers per stage."""
     plan = _plan(case)
     layers = case.sets.get("layers")
-    if not case.vpp_unpublished or plan.pp <= 1 or not layers:
+    if plan.pp <= 1 or not layers:
         return []
-    per = layers // plan.pp
-    return [v for v in range(1, 9) if per % v == 0]
+    return [v for v in range(1, 9) if (layers // plan.pp) % v == 0]
+
+
+def vpp_candidates(case: Case) -> list[int]:
+    """V for a run that does not publish it (:func:`_vpp_divisors`); none for one that does."""
+    return _vpp_divisors(case) if case.vpp_unpublished else []
 
 
 def predict(case: Case, cache_dir, memo, clock: float | None = None) -> dict:
@@ -213,12 +217,11 @@ def expert(case: Case, cache_dir, memo, published_step: float) -> dict:
 
 # --- what-if variants (sensitivity, never used for the figures above) -----------------------------
 def _largest_vpp(case: Case) -> Case:
-    plan = _plan(case)
-    per = case.sets.get("layers", 0) // plan.pp if plan.pp > 1 else 0
-    v = max((d for d in range(2, 9) if per and per % d == 0), default=1)
+    """The case at its largest V, held there (not re-chosen by :func:`predict`)."""
+    v = max(_vpp_divisors(case), default=1)
     if v == 1:
         return case
-    return dataclasses.replace(case, plan=case.plan + f",vpp={v},schedule=interleaved-1f1b")
+    return dataclasses.replace(case, plan=with_vpp(case.plan, v), vpp_unpublished=False)
 
 
 VARIANTS = {
