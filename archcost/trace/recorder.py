@@ -56,6 +56,21 @@ class Recorder(TorchDispatchMode):
         return out
 
 
+def _addressed(t: torch.Tensor) -> int:
+    """Distinct elements of a broadcast view (stride-0 dims of size > 1); 0 otherwise."""
+    try:
+        strides = t.stride()
+    except Exception:  # no strides (sparse, nested)
+        return 0
+    if not any(st == 0 and n > 1 for n, st in zip(t.shape, strides)):
+        return 0
+    n = 1
+    for size, st in zip(t.shape, strides):
+        if st != 0:
+            n *= int(size)
+    return n
+
+
 class CaptureState:
     """Mutable bookkeeping of one capture (lives only inside :func:`capture_step`)."""
 
@@ -133,6 +148,7 @@ class CaptureState:
             storage=storage,
             is_view=bool(t._is_view()),
             tid=self.tid(t),
+            addressed=_addressed(t),
         )
 
     def convert(self, obj):

@@ -49,10 +49,19 @@ class TensorMeta:
     storage: int = 0
     is_view: bool = False
     tid: int = 0  # identity of the tensor object within one capture (edges of the graph)
+    # elements the tensor addresses when fewer than it holds (a broadcast view: stride-0
+    # dims); 0 = numel
+    addressed: int = 0
 
     @property
     def numel(self) -> int:
         return prod(self.shape)
+
+    @property
+    def addressed_bytes(self) -> int:
+        """Bytes of the distinct elements the tensor addresses (a broadcast operand's memory
+        is read once: the repeats hit cache)."""
+        return (self.addressed or self.numel) * self.itemsize
 
     @property
     def nbytes(self) -> int:

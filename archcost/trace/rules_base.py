@@ -187,6 +187,14 @@ def default_io(rec: OpRecord) -> tuple[int, int]:
     return read, _written_outputs(rec, inputs)
 
 
+def broadcast_io(rec: OpRecord) -> tuple[int, int]:
+    """As :func:`default_io`, reading a broadcast operand (stride-0 dims: one weight matrix
+    expanded over a batch, as ``matmul`` hands ``bmm`` a linear's weight for a
+    non-contiguous 3-D input) once per distinct element: the repeats are served from cache."""
+    inputs = tensor_inputs(rec)
+    return sum(t.addressed_bytes for t in inputs), _written_outputs(rec, inputs)
+
+
 def view_io(rec: OpRecord) -> tuple[int, int]:
     """Views (and aliases such as ``detach``) allocate and move nothing."""
     return 0, 0

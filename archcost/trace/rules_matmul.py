@@ -11,7 +11,7 @@ from __future__ import annotations
 from math import prod
 
 from archcost.trace.records import OpClass, OpRecord
-from archcost.trace.rules_base import arg, declare_positions, register
+from archcost.trace.rules_base import arg, broadcast_io, declare_positions, register
 
 declare_positions({
     "aten.convolution": "input weight bias stride padding dilation transposed",
@@ -36,13 +36,13 @@ def addmm(rec: OpRecord) -> int:
     return 2 * m * k * n
 
 
-@register("aten.bmm", op_class=OpClass.MATMUL)
+@register("aten.bmm", op_class=OpClass.MATMUL, io=broadcast_io)
 def bmm(rec: OpRecord) -> int:
     (b, m, k), (_, _, n) = rec.args[0].shape, rec.args[1].shape  # (B, M, K) @ (B, K, N)
     return 2 * b * m * k * n
 
 
-@register("aten.baddbmm", "aten.addbmm", op_class=OpClass.MATMUL)
+@register("aten.baddbmm", "aten.addbmm", op_class=OpClass.MATMUL, io=broadcast_io)
 def baddbmm(rec: OpRecord) -> int:
     (b, m, k), (_, _, n) = rec.args[1].shape, rec.args[2].shape
     return 2 * b * m * k * n

@@ -1,0 +1,47 @@
+"""Terminal rendering of inference documents (display only, no computation)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+
+from archcost.cli.layout import Col, Grid, say
+from archcost.report import fmt
+
+__all__ = ["render_inference"]
+
+
+def render_inference(console: Console, doc: dict[str, Any]) -> None:
+    w, h, inf = doc["workload"], doc["hardware"], doc["inference"]
+    par = f"tp={h['tp']} pp={h['pp']}" if h["gpus"] > 1 else "1 GPU"
+    g = Grid(f"{doc['model']['name']}  batch {w['batch']}, {w['input_len']} in / "
+             f"{w['output_len']} out, {w['dtype']} (KV {w['kv_dtype']}), {h['gpu']} {par}, "
+             f"{w['runtime']}", [Col("quantity", "left"), Col("value")], header=False)
+    g.row("time to first token", fmt.seconds(inf["ttft_s"]))
+    g.row("time per output token (mean)", fmt.seconds(inf["tpot_s"]))
+    g.row("end-to-end latency", fmt.seconds(inf["e2e_s"]))
+    g.row("output tokens/s", fmt.sig(inf["output_tokens_per_s"]))
+    g.row("output tokens/s per GPU", fmt.sig(inf["output_tokens_per_s_per_gpu"]))
+    mem = inf["memory_bytes"]
+    for key in ("weights", "kv_cache", "activations", "peak_per_gpu"):
+        g.row(f"memory {key.replace('_', ' ')}", fmt.nbytes(mem[key]))
+    g.row("usable memory per GPU", fmt.nbytes(mem["usable"]))
+    g.row("largest batch that fits", str(inf["max_batch"]))
+    g.print(console)
+    p = Grid("phases (per GPU; roofline: memory-bound below the ridge point)",
+             [Col("phase", "left"), Col("seconds"), Col("FLOPs"), Col("bytes"),
+              Col("FLOP/B"), Col("ridge"), Col("bound", "left"), Col("TP comm")])
+    for name, ph in inf["phases"].items():
+        label = name if name == "prefill" else f"decode @ {ph['context']}"
+        p.row(label, fmt.seconds(ph["seconds"]), fmt.si(ph["flops_per_gpu"]),
+              fmt.nbytes(ph["bytes_per_gpu"]), fmt.sig(ph["arithmetic_intensity"]),
+              fmt.sig(ph["ridge_point_flop_per_byte"]), ph["bound"],
+              fmt.seconds(ph["tp_comm_s"]))
+    p.print(console)
+    t = Grid("time per output token by context", [Col("context"), Col("seconds")])
+    for row in inf["tpot_by_context"]:
+        t.row(str(row["context"]), fmt.seconds(row["seconds"]))
+    t.print(console)
+    for note in doc.get("notes", []):
+        say(console, f"note: {note}")

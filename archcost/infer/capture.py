@@ -1,0 +1,231 @@
+"""Capture one inference step of a model, forward only, against a KV cache, on fake tensors.
+
+Two steps make up generation:
+
+- **prefill**: the ``B x I`` prompt tokens at positions ``[0, I)`` written into an empty cache,
+  the logits of the last position out (the first output token);
+- **decode**: ``B x 1`` new tokens at position ``L`` against a cache holding ``L`` tokens of
+  context, one token out per sequence.
+
+The model file's ``kv_cache(model, batch_size, max_len, dtype)`` hook builds the cache and its
+forward takes ``cache=`` and ``start_pos=`` (README "Inference"). The model is built under the
+meta device and runs under ``FakeTensorMode`` and ``torch.no_grad`` while the recorder of the
+training capture (:mod:`archcost.trace.capture`) records every aten op; repeated blocks are
+traced once and counted (their cache writes too). The cache is built outside the recording, as
+the example inputs are: its allocation is no part of a step; its bytes are measured from its
+tensors.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.utils._pytree import tree_map
+
+from archcost.errors import ArchcostError, ConfigError, ModelFileError, TraceError
+from archcost.loader import ModelSpec
+from archcost.trace.assume import CaptureOptions
+from archcost.trace.capture import (
+    CaptureResult,
+    _explain,
+    _install_module_hooks,
+    _param_infos,
+    _stalled,
+    _tensors_of,
+)
+from archcost.trace.fake import quiet_fake_tensor_log, to_fake
+from archcost.trace.fallbacks import OpRefused
+from archcost.trace.graph import build_graph
+from archcost.trace.precision import PrecisionPolicy
+from archcost.trace.recompute import Recompute, block_caller
+from archcost.trace.recorder import CaptureState, Recorder
+from archcost.trace.records import Phase
+from archcost.trace.repeats import RepeatTracker
+from archcost.trace.values import Values, assumptions
+from archcost.trace.watchdog import Stalled, Watchdog
+
+__all__ = ["InferStep", "InferCapture", "capture_inference"]
+
+
+@dataclass(frozen=True)
+class InferStep:
+    """One forward of ``new_tokens`` per sequence after ``context`` tokens already cached."""
+
+    kind: str  # "prefill" | "decode"
+    batch: int
+    new_tokens: int
+    context: int = 0
+
+    @property
+    def max_len(self) -> int:
+        return self.context + self.new_tokens
+
+    @classmethod
+    def prefill(cls, batch: int, input_len: int) -> InferStep:
+        return cls("prefill", batch, input_len, 0)
+
+    @classmethod
+    def decode(cls, batch: int, context: int) -> InferStep:
+        return cls("decode", batch, 1, context)
+
+
+@dataclass
+class InferCapture:
+    """A traced inference step: its op graph, the capture, and the cache it ran against."""
+
+    step: InferStep
+    capture: CaptureResult
+    graph: Any  # networkx.DiGraph
+    kv_cache_bytes: int  # every layer's K and V at max_len, as allocated
+    kv_cache_dtype: str
+    weight_bytes: int  # parameters and buffers as held (quantized weights as packed)
+    notes: list[str] = field(default_factory=list)
+
+
+def _cache_bytes(cache) -> int:
+    """Bytes of the distinct storages the cache object holds."""
+    seen: dict[int, int] = {}
+    for t in _tensors_of(cache):
+        try:
+            s = t.untyped_storage()
+            seen.setdefault(s._cdata, s.nbytes())
+        except Exception:  # a tensor without storage: count its elements
+            seen.setdefault(id(t), t.numel() * t.element_size())
+    return sum(seen.values())
+
+
+def capture_inference(spec: ModelSpec, step: InferStep, policy: PrecisionPolicy,
+                      kv_dtype: str | None = None, quantize=None,
+                      options: CaptureOptions | None = None, dedupe_repeats: bool = True,
+                      debug: bool = False, progress=None, build_len: int | None = None
+                      ) -> InferCapture:
+    """Trace ``step`` of ``spec`` in ``policy``'s compute dtype; the cache in ``kv_dtype``
+    (a torch dtype name; None: the compute dtype); ``quantize(model, members)`` (optional)
+    converts the repeated blocks' linears before the step and returns an object whose
+    ``state_bytes()`` are the converted weights as held; ``build_len``: the sequence length
+    the model is built for (default: the step's end), the generation's longest."""
+    options = options or CaptureOptions()
+    if step.batch < 1 or step.new_tokens < 1 or step.context < 0:
+        raise ArchcostError(f"inference step {step}: batch and tokens must be >= 1")
+    st = CaptureState(RepeatTracker.empty())
+    st.values = Values(options, lambda: st.current_module() or "")
+
+    def say(msg: str) -> None:
+        st.progress(msg)
+        if progress:
+            progress(msg)
+
+    dog = Watchdog(options.trace_timeout_s, lambda: st.progress_at, st.where,
+                   lambda where, blocked: _stalled(spec, options, where, blocked), debug)
+    st.check = dog.check
+    t0 = time.perf_counter()
+    try:
+        with dog, torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            return _capture(spec, step, policy, kv_dtype, quantize, dedupe_repeats, st, say, t0,
+                            max(build_len or 0, step.max_len))
+    except Stalled:
+        raise TraceError(dog.fired or _stalled(spec, options, st.where(), False)) from None
+    except OpRefused as exc:
+        raise TraceError(f"{spec.path.name}: {exc.text()}") from exc
+
+
+def _capture(spec, step: InferStep, policy, kv_dtype, quantize, dedupe, st, say, t0,
+             build_len: int) -> InferCapture:
+    dtype = getattr(torch, policy.compute_dtype)
+    cache_dtype = getattr(torch, kv_dtype) if kv_dtype else dtype
+    say("building the model on the meta device")
+    with torch.device("meta"):
+        model = spec.build(step.batch, build_len)
+    limit = getattr(model, "max_seq_len", None)
+    if isinstance(limit, int) and build_len > limit:
+        raise ConfigError(f"{spec.path.name}: {build_len} tokens (input + output) pass the "
+                          f"model's limit of {limit} (its max_seq_len); shorten --input-len or "
+                          "--output-len, or build the model longer with --set")
+    repeats = RepeatTracker.from_model(model, dedupe, block_caller(st, Recompute.NONE))
+    st.repeats = repeats
+    notes: list[str] = []
+    handles: list[Any] = []
+    with FakeTensorMode(allow_non_fake_inputs=False), quiet_fake_tensor_log():
+        to_fake(model, dtype)
+        for p in model.parameters():
+            p.requires_grad_(False)
+        qstate = None
+        if quantize is not None:
+            qstate = quantize(model, [m for g in repeats.blocks for m in g.members])
+        with Recorder(st, record=False):  # built before the step, as the example inputs
+            say("building the KV cache and the inputs")
+            cache = spec.kv_cache(model, step.batch, step.max_len, cache_dtype)
+            inputs = spec.inputs(model, step.batch, step.new_tokens)
+            inputs = tree_map(
+                lambda x: x.to(dtype) if isinstance(x, torch.Tensor) and x.is_floating_point()
+                else x, inputs)
+        kv_bytes = _cache_bytes(cache)
+        handles += _install_module_hooks(model, st)
+        handles += repeats.install(model)
+        try:
+            with Recorder(st), torch.no_grad():
+                say(f"tracing {step.kind}")
+                st.phase = Phase.FORWARD
+                if isinstance(inputs, dict):
+                    out = model(**inputs, cache=cache, start_pos=step.context)
+                else:
+                    out = model(*inputs, cache=cache, start_pos=step.context)
+                st.flush_pending()
+            repeats.freeze()
+        except (ArchcostError, Stalled):
+            raise
+        except TypeError as exc:
+            if "cache" in str(exc) or "start_pos" in str(exc):
+                raise ModelFileError(
+                    f"{spec.path.name}: the model's forward does not take cache= and "
+                    f"start_pos= ({exc}); see README 'Inference' for the kv_cache convention"
+                ) from None
+            raise _explain(exc, spec, step.batch, step.new_tokens) from exc
+        except SystemExit as exc:
+            raise ModelFileError(f"{spec.path.name}: the {step.kind} step called sys.exit("
+                                 f"{exc.code!r}); a model must not end the process: remove "
+                                 "the call") from None
+        except Exception as exc:
+            raise _explain(exc, spec, step.batch, step.new_tokens) from exc
+        finally:
+            for h in handles:
+                h.remove()
+    _check_logits(out, spec, step)
+    repeats.finalize(st.records)
+    params = _param_infos(model)
+    if repeats.groups:
+        notes.append(repeats.describe())
+    from archcost.trace.precision import ITEMSIZE
+
+    weights = sum(p.numel * ITEMSIZE.get(p.dtype, 4) for p in params)  # packed ones included
+    cap = CaptureResult(
+        records=st.records, params=params, saved={}, optimizer_state_bytes=0,
+        master_weight_bytes=0, method="fake-dispatch", seconds=time.perf_counter() - t0,
+        repeat_groups=repeats.summary(),
+        module_classes={p: type(m).__name__ for p, m in model.named_modules()}, notes=notes,
+        lowp_state_bytes=qstate.state_bytes() if qstate is not None else 0,
+        lowp_params=qstate.params() if qstate is not None else 0,
+        assumptions=assumptions(st.values, repeats.count_for))
+    attrs = {"model": spec.name, "batch_size": step.batch, "seq_len": step.new_tokens,
+             "context": step.context, "step": step.kind, "precision": policy.precision.value,
+             "capture_method": cap.method, "module_classes": dict(cap.module_classes)}
+    return InferCapture(step=step, capture=cap, graph=build_graph(cap.records, attrs),
+                        kv_cache_bytes=kv_bytes, kv_cache_dtype=str(cache_dtype).removeprefix(
+                            "torch."),
+                        weight_bytes=weights, notes=notes)
+
+
+def _check_logits(out, spec: ModelSpec, step: InferStep) -> None:
+    t = out if isinstance(out, torch.Tensor) else getattr(out, "logits", None)
+    if t is None and isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
+        t = out[0]
+    if t is None or t.dim() < 2 or t.shape[0] != step.batch:
+        what = tuple(t.shape) if isinstance(t, torch.Tensor) else type(out).__name__
+        raise ModelFileError(f"{spec.path.name}: the {step.kind} forward returned {what}, not "
+                             f"logits of {step.batch} sequences; with cache= return the last "
+                             "position's logits (README 'Inference')")

@@ -1,0 +1,78 @@
+"""The inference document: what ``archcost infer`` prints and writes (``kind: inference``).
+
+Static batching (all sequences prefilled together, then decoded together, as a batch
+benchmark runs) is priced by :func:`archcost.infer.serving.static_serving` on the step costs of
+:class:`archcost.infer.price.InferenceCosts`; the roofline verdict of each phase comes from the
+FLOPs and bytes one GPU runs in it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from archcost.errors import ConfigError
+from archcost.infer.capture import InferStep
+from archcost.infer.price import InferenceCosts
+
+__all__ = ["SCHEMA_VERSION", "hardware_header", "inference_section", "check_fits"]
+
+SCHEMA_VERSION = 1
+GIB = 2**30
+
+
+def hardware_header(costs: InferenceCosts) -> dict[str, Any]:
+    c = costs.cluster
+    return {"gpu": c.gpu.name, "cluster": c.name, "gpus_per_node": c.gpus_per_node,
+            "tp": costs.tp, "pp": costs.pp, "gpus": costs.gpus,
+            "memory_bytes_per_gpu": float(c.gpu.mem_bytes),
+            "usable_memory": costs.usable_memory}
+
+
+def _phase(costs: InferenceCosts, batch: int, step: InferStep) -> dict[str, Any]:
+    timing = costs.step(batch, step)
+    work = costs.work(batch, step)
+    return {"tokens": batch * step.new_tokens, "context": step.context, **timing, **work}
+
+
+def inference_section(costs: InferenceCosts, batch: int, input_len: int, output_len: int
+                      ) -> dict[str, Any]:
+    """The ``inference`` section: static batching of ``batch`` sequences of ``input_len``
+    prompt tokens generating ``output_len`` tokens each."""
+    from archcost.infer.serving import static_serving
+
+    run = static_serving(costs, batch, input_len, output_len)
+    mid = input_len + max(output_len // 2, 1)
+    mem = dict(run.memory_bytes)
+    mem["capacity"] = float(costs.gpu.mem_bytes)
+    mem["usable"] = float(costs.capacity_bytes)
+    return {
+        "batch": batch, "input_len": input_len, "output_len": output_len,
+        "ttft_s": run.ttft_s, "tpot_s": run.tpot_s, "e2e_s": run.e2e_s,
+        "output_tokens_per_s": run.output_tokens_per_s,
+        "output_tokens_per_s_per_gpu": run.output_tokens_per_s_per_gpu,
+        "tpot_by_context": [{"context": int(c), "seconds": float(s)}
+                            for c, s in run.tpot_by_context],
+        "phases": {"prefill": _phase(costs, batch, InferStep.prefill(1, input_len)),
+                   "decode": _phase(costs, batch, InferStep.decode(1, mid))},
+        "memory_bytes": mem,
+        "kv_cache_bytes_per_token": costs.kv_bytes_per_token(),
+        "fits": bool(run.fits),
+        "max_batch": int(run.max_batch),
+    }
+
+
+def check_fits(section: dict[str, Any], costs: InferenceCosts) -> None:
+    """One line when the batch does not fit: what each part takes and the largest batch that
+    does."""
+    if section["fits"]:
+        return
+    m = section["memory_bytes"]
+    largest = section["max_batch"]
+    fix = (f"the largest batch that fits is {largest}" if largest else
+           "not even one sequence fits: raise --tp/--pp, quantize (--weights int4, "
+           "--kv-dtype fp8) or shorten the sequences")
+    raise ConfigError(
+        f"batch {section['batch']} does not fit: {m['peak_per_gpu'] / GIB:.1f} GiB per GPU "
+        f"(weights {m['weights'] / GIB:.1f}, KV cache {m['kv_cache'] / GIB:.1f}, activations "
+        f"{m['activations'] / GIB:.1f}) against {costs.capacity_bytes / GIB:.1f} GiB usable on "
+        f"{costs.gpu.name}; {fix} (or --ignore-memory to price it anyway)")

@@ -1,0 +1,269 @@
+"""Price prefill and decode steps on a GPU or a cluster, under tensor and pipeline parallelism.
+
+A step is traced at batch 1 and 2 (``archcost.infer.capture``) and read into the same
+:class:`~archcost.plan.workload.Workload` a training plan reads, so one op table prices every
+batch: each op's FLOPs and activation bytes grow with the batch, its weight bytes do not
+(``nbytes_fixed``), and the roofline (``cost.compute``: efficiency by FLOPs and GEMM shape,
+memory efficiency by bytes, the GPU's sustained clock) runs at each size (``plan.table``).
+A decode step is traced at two context lengths: its ops are the same at every context and
+each op's FLOPs, bytes and attention geometry are affine in the context (the keys and values
+read), so the tables interpolate exactly to any context before the roofline prices them.
+
+Tensor parallelism splits as training's does (Megatron-LM's layout found from the dataflow):
+matmuls, attention and the ops between a column- and a row-parallel projection divide by
+``tp``; norms and residual adds are replicated; each row-parallel projection ends in an
+all-reduce of the layer's output over the tensor-parallel group, costed on the cluster's links
+(``cost.comm``), exposed (decode kernels are too short to hide it). Pipeline parallelism holds
+``layers / pp`` layers per GPU; a step's batch splits into ``pp`` micro-batches that follow each
+other through the stages (TensorRT-LLM's pipeline-parallel generation), so a step takes ``pp``
+stage times of ``batch / pp`` sequences plus the hops between stages.
+
+Memory per GPU: the weights as held (quantized ones as packed), split ``tp`` ways (matrices;
+vectors replicated, which the split ignores: under 0.1 % of a transformer) and ``pp`` ways; the
+KV cache of ``batch`` sequences at ``max_len`` tokens, split over the KV heads (a GPU holds at
+least one head: ``max(1/tp, 1/kv_heads)``) and the stages; the step's transient activations
+(the liveness peak of the traced forward above the weights and the cache).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from archcost.cost.comm import Collective, collective_cost
+from archcost.cost.compute import peak_flops_for
+from archcost.errors import ConfigError
+from archcost.infer.capture import InferCapture, InferStep, capture_inference
+from archcost.options import Recompute
+from archcost.plan.table import C, build_table, sharded_work
+from archcost.plan.workload import SECTION_BLOCK, OpTable, Workload, workload_from_traces
+
+__all__ = ["InferenceCosts", "interpolate_ops"]
+
+# decode steps are traced at two contexts and interpolated (any two distinct lengths: the
+# quantities are affine in the context)
+_ANCHORS = (16, 32)
+
+
+def interpolate_ops(a: OpTable, b: OpTable, x: float) -> OpTable:
+    """``a + x (b - a)`` for every quantity that grows with the context (FLOPs, bytes, matmul
+    dims, attention geometry); ``a`` and ``b`` run the same ops."""
+    if a.op != b.op:
+        raise ValueError("the two decode traces run different ops: they cannot interpolate")
+
+    def lerp(u, v):
+        return u + x * (v - u)
+
+    return dataclasses.replace(a, flops=lerp(a.flops, b.flops), nbytes=lerp(a.nbytes, b.nbytes),
+                               nbytes_fixed=lerp(a.nbytes_fixed, b.nbytes_fixed),
+                               mnk=lerp(a.mnk, b.mnk), attn=lerp(a.attn, b.attn),
+                               slices=lerp(a.slices, b.slices))
+
+
+@dataclass
+class InferenceCosts:
+    """Step costs of one model replica on ``tp * pp`` GPUs (the ``StepCosts`` protocol of
+    ``archcost.infer.costs``). ``build_len``: the longest sequence the generation reaches
+    (input + output), the length the model is built for."""
+
+    spec: object  # ModelSpec
+    cluster: object  # ClusterProfile (one GPU: a one-GPU cluster)
+    policy: object  # PrecisionPolicy
+    runtime: object  # RuntimeProfile
+    build_len: int
+    tp: int = 1
+    pp: int = 1
+    kv_dtype: str | None = None
+    quantize: object = None
+    usable_memory: float = 0.9
+    options: object = None
+    progress: object = None
+    _traces: dict = field(default_factory=dict, repr=False)
+    _workloads: dict = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.tp < 1 or self.pp < 1:
+            raise ConfigError(f"--tp {self.tp} --pp {self.pp}: both must be >= 1")
+        if self.gpus > self.cluster.gpus:
+            raise ConfigError(f"tp x pp = {self.gpus} GPUs, but the hardware has "
+                              f"{self.cluster.gpus}; give a --cluster with more GPUs or "
+                              "lower --tp/--pp")
+
+    # --- the protocol -----------------------------------------------------------------------
+    @property
+    def gpus(self) -> int:
+        return self.tp * self.pp
+
+    @property
+    def gpu(self):
+        return self.cluster.gpu
+
+    @property
+    def capacity_bytes(self) -> float:
+        return self.usable_memory * self.gpu.mem_bytes
+
+    def prefill_s(self, batch: int, input_len: int) -> float:
+        return self.step(batch, InferStep.prefill(1, input_len))["seconds"]
+
+    def decode_s(self, batch: int, context_len: int) -> float:
+        return self.step(batch, InferStep.decode(1, context_len))["seconds"]
+
+    def memory_bytes(self, batch: int, max_len: int) -> dict:
+        weights = self.weight_bytes_per_gpu()
+        kv = self.kv_bytes_per_gpu(batch, max_len)
+        acts = max(self.activation_bytes(batch, InferStep.prefill(1, min(max_len, self.build_len))),
+                   self.activation_bytes(batch, InferStep.decode(1, max_len - 1)))
+        return {"weights": weights, "kv_cache": kv, "activations": acts,
+                "peak_per_gpu": weights + kv + acts}
+
+    def check_shapes(self) -> None:
+        """One line when tp cannot split the model: heads (and KV heads, unless each GPU
+        holds whole copies of them) must divide by it, and layers must fill the stages."""
+        w = self.workload(InferStep.decode(1, _ANCHORS[0]))
+        heads, kv = w.shape.heads, w.shape.kv_heads
+        name = self.spec.path.name
+        if heads % self.tp:
+            raise ConfigError(f"--tp {self.tp} does not divide {name}'s {heads} attention "
+                              f"heads; use a divisor of {heads}")
+        if kv % self.tp and self.tp % kv:
+            raise ConfigError(f"--tp {self.tp} cannot split {name}'s {kv} KV heads (neither "
+                              f"divides the other); use a divisor or a multiple of {kv}")
+        if self.pp > w.layers:
+            raise ConfigError(f"--pp {self.pp} is more stages than {name}'s {w.layers} layers; "
+                              f"use at most {w.layers}")
+
+    def notes(self) -> list[str]:
+        w = self.workload(InferStep.decode(1, _ANCHORS[0]))
+        out = list(w.notes)
+        if self.pp > 1:
+            out.append(f"pipeline: a step's batch runs as {self.pp} micro-batches through "
+                       f"{self.pp} stages of {math.ceil(w.layers / self.pp)} layers")
+        if self.tp > 1 and self.kv_heads() < self.tp:
+            out.append(f"{self.kv_heads()} KV heads over tp {self.tp}: each GPU holds a copy "
+                       "of one head")
+        return out
+
+    # --- traces -------------------------------------------------------------------------------
+    def _trace(self, step: InferStep) -> InferCapture:
+        key = step
+        if key not in self._traces:
+            if self.progress:
+                self.progress(f"tracing {step.kind} (batch {step.batch}, "
+                              f"{step.new_tokens} new tokens, context {step.context})")
+            self._traces[key] = capture_inference(
+                self.spec, step, self.policy, kv_dtype=self.kv_dtype, quantize=self.quantize,
+                options=self.options, build_len=self.build_len)
+        return self._traces[key]
+
+    def _anchored(self, step: InferStep) -> Workload:
+        key = (step.kind, step.new_tokens, step.context)
+        if key not in self._workloads:
+            one = self._trace(dataclasses.replace(step, batch=1))
+            two = self._trace(dataclasses.replace(step, batch=2))
+            self._workloads[key] = workload_from_traces(
+                {Recompute.NONE: one}, self.policy, name=self.spec.name,
+                at_batch_2={Recompute.NONE: two}, runtime=self.runtime)
+        return self._workloads[key]
+
+    def workload(self, step: InferStep) -> Workload:
+        """The step's workload at batch 1 (decode: interpolated to its context)."""
+        if step.kind == "prefill":
+            return self._anchored(step)
+        lo, hi = (self._anchored(InferStep.decode(1, c)) for c in _ANCHORS)
+        x = (step.context - _ANCHORS[0]) / (_ANCHORS[1] - _ANCHORS[0])
+        ops = interpolate_ops(lo.ops[Recompute.NONE], hi.ops[Recompute.NONE], x)
+        transient = {Recompute.NONE: lo.transient[Recompute.NONE] + x * (
+            hi.transient[Recompute.NONE] - lo.transient[Recompute.NONE])}
+        return dataclasses.replace(lo, ops={Recompute.NONE: ops}, transient=transient,
+                                   transient_body=transient)
+
+    # --- pricing ------------------------------------------------------------------------------
+    def _rows(self, w: Workload, batch: float) -> np.ndarray:
+        combo = np.array([[Recompute.NONE.code, 1, self.tp, 0, 1, 1]], dtype=np.int64)
+        # one sequence per row, scaled by the batch: the table's micro-batch is an integer
+        scaled = dataclasses.replace(w, ops={Recompute.NONE: _scale(w.ops[Recompute.NONE],
+                                                                    batch)})
+        return build_table(scaled, self.gpu, combo).rows[0]
+
+    def step(self, batch: int, step: InferStep) -> dict:
+        """Seconds of one step of ``batch`` sequences (``step`` at batch 1 gives the kind and
+        the lengths) and where they go."""
+        if batch < 1:
+            raise ConfigError(f"batch {batch}: must be >= 1")
+        w = self.workload(step)
+        micro = batch / self.pp  # sequences per micro-batch
+        rows = self._rows(w, micro)
+        stage_layers = w.layers if self.pp == 1 else math.ceil(w.layers / self.pp)
+        ends = rows[C["pre_f"]] + rows[C["post_f"]] if self.pp == 1 else max(
+            rows[C["pre_f"]], rows[C["post_f"]])
+        compute = stage_layers * rows[C["block_f"]] + ends  # the slowest stage, one micro-batch
+        tokens = micro * step.new_tokens
+        ar = collective_cost(Collective.ALL_REDUCE, tokens * w.hidden * w.act_bytes, self.tp,
+                             self.cluster).seconds if self.tp > 1 else 0.0
+        tp_comm = stage_layers * w.tp_points * ar
+        hop = collective_cost(Collective.SEND_RECV, tokens * w.hidden * w.act_bytes, 2,
+                              self.cluster, stride=self.tp).seconds if self.pp > 1 else 0.0
+        seconds = self.pp * (compute + tp_comm) + (self.pp - 1) * hop
+        return {"seconds": float(seconds), "compute_s": float(self.pp * compute),
+                "attention_s": float(self.pp * stage_layers * rows[C["attn_f"]]),
+                "tp_comm_s": float(self.pp * tp_comm), "pp_comm_s": float((self.pp - 1) * hop),
+                "tokens": batch * step.new_tokens}
+
+    def work(self, batch: int, step: InferStep) -> dict:
+        """FLOPs and bytes one GPU runs and moves in a step of ``batch`` sequences (its
+        stage's layers, each op's share under tp), with the roofline's verdict: the step is
+        memory-bound when its arithmetic intensity is below the GPU's ridge point."""
+        w = self.workload(step)
+        ops = _scale(w.ops[Recompute.NONE], batch)
+        combo = np.array([[1, self.tp, 0, 1, 1]], dtype=np.int64)
+        flops, nbytes, _, _ = sharded_work(ops, combo)
+        per_op = np.where(ops.section == SECTION_BLOCK, w.layers, 1.0) * ops.count / self.pp
+        f, b = float(flops @ per_op), float(nbytes @ per_op)
+        peak = peak_flops_for(self.gpu, w.gemm_dtype or w.compute_dtype, True)
+        ridge = peak * self.gpu.sustained_clock / self.gpu.mem_bw_bytes_per_s
+        intensity = f / b if b else 0.0
+        return {"flops_per_gpu": f, "bytes_per_gpu": b, "arithmetic_intensity": intensity,
+                "ridge_point_flop_per_byte": ridge,
+                "bound": "memory" if intensity < ridge else "compute"}
+
+    # --- memory -------------------------------------------------------------------------------
+    def weight_bytes_per_gpu(self) -> float:
+        w = self.workload(InferStep.decode(1, _ANCHORS[0]))
+        per_stage = math.ceil(w.layers / self.pp)
+        params = (max(w.params_pre, w.params_post) if self.pp > 1 else
+                  w.params_pre + w.params_post) + per_stage * w.params_block
+        return params * w.weight_bytes / self.tp
+
+    def kv_bytes_per_token(self) -> float:
+        """KV-cache bytes per sequence per token, all layers (measured on the traced cache)."""
+        cap = self._trace(InferStep.decode(1, _ANCHORS[0]))
+        return cap.kv_cache_bytes / cap.step.max_len
+
+    def kv_heads(self) -> int:
+        return self.workload(InferStep.decode(1, _ANCHORS[0])).shape.kv_heads
+
+    def kv_bytes_per_gpu(self, batch: int, max_len: int) -> float:
+        w = self.workload(InferStep.decode(1, _ANCHORS[0]))
+        share = max(1.0 / self.tp, 1.0 / max(self.kv_heads(), 1))
+        stage = math.ceil(w.layers / self.pp) / w.layers
+        return self.kv_bytes_per_token() * batch * max_len * share * stage
+
+    def activation_bytes(self, batch: int, step: InferStep) -> float:
+        """The step's transient activations per GPU: one micro-batch's, split over tp."""
+        w = self.workload(step)
+        return float(batch / self.pp * w.transient[Recompute.NONE] / self.tp)
+
+
+def _scale(ops: OpTable, batch: float) -> OpTable:
+    """The op table of ``batch`` sequences from one sequence's: what grows with the batch
+    times ``batch``, weights read once (``plan.table.sharded_work``'s rule at micro-batch 1)."""
+    fixed = ops.nbytes_fixed
+    weight_only = (ops.nbytes > 0) & (fixed >= ops.nbytes)
+    mnk = np.where(ops.mnk_batch, ops.mnk * batch, ops.mnk)
+    return dataclasses.replace(
+        ops, flops=np.where(weight_only, ops.flops, ops.flops * batch),
+        nbytes=(ops.nbytes - fixed) * batch + fixed, mnk=mnk, slices=ops.slices * batch,
+        attn=ops.attn)
