@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from archcost.cli import analyze, calibrate, ci, plan, profiles, report, sweep, validate
+from archcost.cli import analyze, calibrate, ci, infer, plan, profiles, report, sweep, validate
 from archcost.cli.common import OneLineErrors
 
 app = typer.Typer(
@@ -23,6 +23,7 @@ def _root() -> None:
 
 
 analyze.register(app)
+infer.register(app)
 plan.register(app)
 validate.register(app)
 sweep.register(app)

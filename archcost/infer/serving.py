@@ -1,0 +1,418 @@
+"""Serving metrics of one model replica from its step costs: static batching and continuous
+batching in steady state. Pure functions of a ``StepCosts`` (``archcost.infer.costs``).
+
+What the figures assume (quotable)
+----------------------------------
+Static batching runs as TensorRT-LLM's ``gptSessionBenchmark`` does (TensorRT-LLM v0.9,
+``benchmarks/cpp/gptSessionBenchmark.cpp``): the B sequences are prefilled together, the first
+output token of each comes out of the prefill, then ``output_len - 1`` decode steps run at
+contexts ``input_len + 1 .. input_len + output_len - 1`` (the tokens each step attends to).
+``tpot_s`` is the mean of those steps, ``e2e_s = ttft_s + (output_len - 1) * tpot_s`` and the
+throughput is ``B * output_len / e2e_s``. Memory is read at ``max_len = input_len +
+output_len`` (the cache a batch benchmark allocates); a batch fits when ``peak_per_gpu`` is
+within ``capacity_bytes``, and the largest batch that fits is found by doubling then bisection
+(peak memory assumed non-decreasing in batch).
+
+Continuous batching is a discrete-event simulation of an iteration-level scheduler like vLLM's
+default (v0.6, ``vllm/core/scheduler.py``: FCFS, prefill-prioritised, no chunked prefill):
+requests arrive as a Poisson process (seeded ``numpy`` Generator, so runs are reproducible)
+with fixed lengths or lengths drawn from given arrays. Each iteration admits waiting requests in
+arrival order while the running and admitted requests fit at their full length (input + output
+tokens of KV cache, read as ``memory_bytes(n, ceil(total tokens / n))``: KV bytes are
+bilinear, batch x length) and while the batch stays within ``max_batch`` (vLLM's
+``--max-num-seqs``, 256 by default); the admitted requests are prefilled (those of one input
+length as one ``prefill_s(k, input_len)``, distinct lengths back to back: NB an engine packs
+them in one forward, so mixed lengths are over-priced by the extra weight reads), which gives
+their first token; then one decode step gives every running request (the admitted included) a
+token. Finished requests leave at once. A decode step over sequences of mixed contexts costs
+``decode_s(n, mean context)``: decode cost is taken as bilinear in batch and context (the
+per-sequence attention term is linear in its context, so a sum over sequences is the batch
+times the mean), evaluated between the two integer contexts around the mean. Runs of decode
+steps with no arrival or departure between them are priced on the chord of their first and
+last step (at most ``RUN_STEPS`` steps: exact for cost affine in context, NB a kink of the
+roofline inside a run is smoothed).
+
+Measurement: the first ``warmup_fraction`` of requests (by arrival) is warm-up and discarded;
+the window runs from the first measured arrival to the last arrival. Throughput counts output
+tokens produced in the window; latency percentiles are over the measured requests (TPOT of a
+request = (e2e - ttft) / (output_len - 1), as vLLM's ``benchmarks/benchmark_serving.py``).
+The queue is stable when the waiting queue does not grow over the second half of the window:
+its least-squares slope times that half's length is below ``QUEUE_GROWTH_FRACTION`` of the
+requests arriving in it. Under overload the latency percentiles grow with the run's length and
+only say that the rate is too high.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from archcost.errors import ConfigError, InfeasibleError
+from archcost.infer.costs import StepCosts
+
+__all__ = ["StaticServing", "Percentiles", "ContinuousServing", "fits", "largest_batch",
+           "mean_decode_s", "static_serving", "simulate_continuous",
+           "EXACT_STEPS", "RUN_STEPS", "TPOT_POINTS", "BATCH_LIMIT", "QUEUE_GROWTH_FRACTION"]
+
+EXACT_STEPS = 256  # decode steps priced one by one; longer outputs in this many trapezoids
+TPOT_POINTS = 5  # contexts at which the static TPOT is reported
+BATCH_LIMIT = 1 << 20  # the largest batch the fit search tries
+RUN_STEPS = 64  # decode steps priced on one chord in the simulation
+QUEUE_GROWTH_FRACTION = 0.05  # queue growth over the second half that reads as unstable
+DEFAULT_MAX_BATCH = 256  # vLLM --max-num-seqs default (docs.vllm.ai, engine arguments)
+
+
+@dataclass(frozen=True, slots=True)
+class StaticServing:
+    """Static batching of ``batch`` sequences on one replica."""
+
+    batch: int
+    input_len: int
+    output_len: int
+    gpus: int
+    ttft_s: float
+    tpot_s: float  # mean over the decode steps; 0 when output_len == 1
+    tpot_by_context: tuple[tuple[int, float], ...]  # (context tokens, seconds of one step)
+    e2e_s: float
+    output_tokens_per_s: float
+    output_tokens_per_s_per_gpu: float
+    memory_bytes: Mapping[str, float]
+    fits: bool
+    max_batch: int  # the largest batch that fits at this max_len (0: not even one)
+
+
+def _positive_int(value: int, name: str) -> int:
+    if int(value) != value or value < 1:
+        raise ConfigError(f"{name} {value!r}: must be a positive integer")
+    return int(value)
+
+
+def fits(costs: StepCosts, batch: int, max_len: int) -> bool:
+    """Whether ``batch`` sequences of ``max_len`` tokens fit in one GPU's usable memory."""
+    return costs.memory_bytes(batch, max_len)["peak_per_gpu"] <= costs.capacity_bytes
+
+
+def largest_batch(costs: StepCosts, max_len: int, limit: int = BATCH_LIMIT) -> int:
+    """The largest batch (<= ``limit``) whose peak memory fits, 0 when one sequence does not:
+    doubling to bracket it, then bisection (peak memory non-decreasing in batch)."""
+    if not fits(costs, 1, max_len):
+        return 0
+    lo, hi = 1, 2
+    while hi <= limit and fits(costs, hi, max_len):
+        lo, hi = hi, hi * 2
+    hi = min(hi, limit + 1)  # hi does not fit, or lies past the limit
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if fits(costs, mid, max_len):
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+def mean_decode_s(costs: StepCosts, batch: int, first: int, last: int,
+                  exact_steps: int = EXACT_STEPS) -> float:
+    """Mean seconds of the decode steps at contexts ``first .. last`` (inclusive; 0 when the
+    range is empty). Up to ``exact_steps`` steps every one is priced; beyond, the range is cut
+    into ``exact_steps`` runs of consecutive contexts, each priced by the trapezoid of its end
+    steps (exact when the step cost is affine in context; NB a roofline kink inside one run
+    is smoothed)."""
+    n = last - first + 1
+    if n <= 0:
+        return 0.0
+    edges = np.unique(np.linspace(first, last + 1, min(n, exact_steps) + 1).round().astype(int))
+    total = 0.0
+    for a, b in zip(edges[:-1].tolist(), (edges[1:] - 1).tolist()):
+        fa = costs.decode_s(batch, a)
+        fb = fa if b == a else costs.decode_s(batch, b)
+        total += (b - a + 1) * 0.5 * (fa + fb)
+    return total / n
+
+
+def static_serving(costs: StepCosts, batch: int, input_len: int,
+                   output_len: int) -> StaticServing:
+    """Static batching metrics (module docstring): TTFT, mean TPOT and TPOT at ``TPOT_POINTS``
+    contexts, end-to-end latency, output tokens/s, memory and the largest batch that fits."""
+    batch = _positive_int(batch, "batch")
+    input_len = _positive_int(input_len, "input length")
+    output_len = _positive_int(output_len, "output length")
+    first, last = input_len + 1, input_len + output_len - 1
+    ttft = costs.prefill_s(batch, input_len)
+    tpot = mean_decode_s(costs, batch, first, last)
+    points = sorted(set(np.linspace(first, last, TPOT_POINTS).round().astype(int).tolist()))
+    by_context = tuple((c, costs.decode_s(batch, c)) for c in points if first <= c <= last)
+    e2e = ttft + (output_len - 1) * tpot
+    tokens_per_s = batch * output_len / e2e
+    max_len = input_len + output_len
+    memory = dict(costs.memory_bytes(batch, max_len))
+    return StaticServing(
+        batch=batch, input_len=input_len, output_len=output_len, gpus=costs.gpus,
+        ttft_s=ttft, tpot_s=tpot, tpot_by_context=by_context, e2e_s=e2e,
+        output_tokens_per_s=tokens_per_s, output_tokens_per_s_per_gpu=tokens_per_s / costs.gpus,
+        memory_bytes=memory, fits=memory["peak_per_gpu"] <= costs.capacity_bytes,
+        max_batch=largest_batch(costs, max_len))
+
+
+@dataclass(frozen=True, slots=True)
+class Percentiles:
+    """p50 / p90 / p99 of a latency, seconds."""
+
+    p50_s: float
+    p90_s: float
+    p99_s: float
+
+    @classmethod
+    def of(cls, values: np.ndarray) -> Percentiles:
+        if values.size == 0:
+            return cls(0.0, 0.0, 0.0)
+        p50, p90, p99 = np.percentile(values, [50, 90, 99]).tolist()
+        return cls(p50, p90, p99)
+
+
+@dataclass(frozen=True, slots=True)
+class ContinuousServing:
+    """Continuous batching at ``rate_per_s`` on one replica, measured after warm-up."""
+
+    rate_per_s: float
+    gpus: int
+    window_s: tuple[float, float]  # first measured arrival, last arrival
+    output_tokens_per_s: float
+    output_tokens_per_s_per_gpu: float
+    ttft: Percentiles
+    tpot: Percentiles
+    e2e: Percentiles
+    mean_batch: float  # running sequences per decode step in the window
+    max_running: int  # most sequences running at once, whole run
+    mean_in_system: float  # waiting + running, time-averaged over the window
+    queue_growth: float  # least-squares growth of the waiting queue over the second half
+    stable: bool
+    # per measured request, arrival order
+    arrival_s: np.ndarray
+    first_token_s: np.ndarray
+    finish_s: np.ndarray
+    output_len: np.ndarray
+
+
+def _lengths(rng: np.random.Generator, input_len: int | Sequence[int],
+             output_len: int | Sequence[int], n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Input and output lengths of ``n`` requests: fixed, or drawn from the arrays (two arrays
+    of one length are drawn as pairs, one request's lengths together)."""
+    arrays = [np.atleast_1d(np.asarray(v)) for v in (input_len, output_len)]
+    for arr, name in zip(arrays, ("input", "output")):
+        if arr.size == 0 or not np.issubdtype(arr.dtype, np.integer) or arr.min() < 1:
+            raise ConfigError(f"{name} lengths: give positive integers")
+    inp, out = arrays
+    if inp.size > 1 and out.size > 1:
+        if inp.size != out.size:
+            raise ConfigError(f"{inp.size} input lengths and {out.size} output lengths: give "
+                              "one pair per request, or one of them fixed")
+        pick = rng.integers(0, inp.size, n)
+        return inp[pick].astype(np.int64), out[pick].astype(np.int64)
+    inp = inp[rng.integers(0, inp.size, n)] if inp.size > 1 else np.full(n, inp[0])
+    out = out[rng.integers(0, out.size, n)] if out.size > 1 else np.full(n, out[0])
+    return inp.astype(np.int64), out.astype(np.int64)
+
+
+def _decode_at(costs: StepCosts, batch: int, context: float) -> float:
+    """One decode step of ``batch`` sequences of mean context ``context``: linear between the
+    integer contexts around it."""
+    lo = math.floor(context)
+    f_lo = costs.decode_s(batch, lo)
+    if context == lo:
+        return f_lo
+    return f_lo + (context - lo) * (costs.decode_s(batch, lo + 1) - f_lo)
+
+
+def _prefill_s(costs: StepCosts, inp: np.ndarray) -> float:
+    """Prefill of the admitted requests (input lengths ``inp``): one ``prefill_s`` per distinct
+    length, back to back."""
+    lengths, counts = np.unique(inp, return_counts=True)
+    return sum(costs.prefill_s(int(k), int(n)) for n, k in zip(lengths, counts))
+
+
+@dataclass(frozen=True, slots=True)
+class _Trace:
+    """What one simulated run records: per request, then per decode run and prefill."""
+
+    admit_s: np.ndarray
+    first_token_s: np.ndarray
+    finish_s: np.ndarray
+    decode_end_s: np.ndarray  # end of every decode step
+    decode_batch: np.ndarray  # sequences in that step
+    prefill_end_s: np.ndarray
+    prefill_tokens: np.ndarray  # first tokens out of that prefill
+    max_running: int
+
+
+class _Scheduler:
+    """State of one simulated run (local to ``_run``): the queue, the running requests and
+    what happened to each request."""
+
+    def __init__(self, costs: StepCosts, arrival: np.ndarray, inp: np.ndarray, out: np.ndarray,
+                 max_batch: int) -> None:
+        self.costs, self.arrival, self.inp, self.out = costs, arrival, inp, out
+        self.max_batch = max_batch
+        n = arrival.size
+        self.admit, self.first, self.finish = (np.full(n, np.nan) for _ in range(3))
+        self.fit_memo: dict[tuple[int, int], bool] = {}
+        self.waiting: deque[int] = deque()
+        self.run = np.empty(0, np.int64)  # running requests
+        self.ctx = np.empty(0, np.int64)  # tokens the next decode step attends to, per request
+        self.left = np.empty(0, np.int64)  # decode steps each still needs
+        self.held = 0  # tokens of KV cache the running requests hold at their full length
+        self.nxt = self.done = self.max_running = 0
+        self.t = 0.0
+        self.ends: list[np.ndarray] = []
+        self.batches: list[np.ndarray] = []
+        self.p_ends: list[float] = []
+        self.p_tokens: list[int] = []
+
+    def room(self, batch: int, tokens: int) -> bool:
+        key = (batch, -(-tokens // batch))
+        if key not in self.fit_memo:
+            self.fit_memo[key] = fits(self.costs, *key)
+        return self.fit_memo[key]
+
+    def admit_and_prefill(self) -> None:
+        """Queue the arrivals so far, admit FCFS while memory and ``max_batch`` allow, prefill."""
+        if self.run.size == 0 and not self.waiting:
+            self.t = max(self.t, float(self.arrival[self.nxt]))
+        while self.nxt < self.arrival.size and self.arrival[self.nxt] <= self.t:
+            self.waiting.append(self.nxt)
+            self.nxt += 1
+        new: list[int] = []
+        while self.waiting and self.run.size + len(new) < self.max_batch:
+            head = self.waiting[0]
+            need = self.held + int(self.inp[head] + self.out[head])
+            if not self.room(self.run.size + len(new) + 1, need):
+                break
+            new.append(self.waiting.popleft())
+            self.held = need
+        if not new:
+            return
+        idx = np.array(new, np.int64)
+        self.admit[idx] = self.t
+        self.t += _prefill_s(self.costs, self.inp[idx])
+        self.first[idx] = self.t
+        self.p_ends.append(self.t)
+        self.p_tokens.append(idx.size)
+        self.retire(idx[self.out[idx] == 1])
+        idx = idx[self.out[idx] > 1]
+        self.run = np.concatenate([self.run, idx])
+        self.ctx = np.concatenate([self.ctx, self.inp[idx] + 1])
+        self.left = np.concatenate([self.left, self.out[idx] - 1])
+
+    def retire(self, idx: np.ndarray) -> None:
+        self.finish[idx] = self.t
+        self.done += idx.size
+        self.held -= int((self.inp[idx] + self.out[idx]).sum())
+
+    def decode(self) -> None:
+        """Decode steps of the running batch up to the next departure, the step the next
+        arrival falls in (when it could be admitted) or ``RUN_STEPS``, priced on one chord."""
+        self.max_running = max(self.max_running, self.run.size)
+        if self.run.size == 0:
+            return
+        k = int(min(self.left.min(), RUN_STEPS))
+        mean_ctx = float(self.ctx.mean())
+        a = _decode_at(self.costs, self.run.size, mean_ctx)
+        b = _decode_at(self.costs, self.run.size, mean_ctx + k - 1) if k > 1 else a
+        ends = self.t + np.cumsum(a + (b - a) * np.arange(k) / max(k - 1, 1))
+        if not self.waiting and self.nxt < self.arrival.size:
+            k = min(k, int(np.searchsorted(ends, self.arrival[self.nxt], side="left")) + 1)
+            ends = ends[:k]
+        self.t = float(ends[-1])
+        self.ends.append(ends)
+        self.batches.append(np.full(k, self.run.size))
+        self.ctx, self.left = self.ctx + k, self.left - k
+        gone = self.left == 0
+        if gone.any():
+            self.retire(self.run[gone])
+            self.run, self.ctx, self.left = self.run[~gone], self.ctx[~gone], self.left[~gone]
+
+
+def _run(costs: StepCosts, arrival: np.ndarray, inp: np.ndarray, out: np.ndarray,
+         max_batch: int) -> _Trace:
+    """The scheduler of the module docstring, from the first arrival until every request is
+    done."""
+    s = _Scheduler(costs, arrival, inp, out, max_batch)
+    while s.done < arrival.size:
+        s.admit_and_prefill()
+        s.decode()
+    ends = np.concatenate(s.ends) if s.ends else np.empty(0)
+    batches = np.concatenate(s.batches) if s.batches else np.empty(0, np.int64)
+    return _Trace(s.admit, s.first, s.finish, ends, batches, np.array(s.p_ends),
+                  np.array(s.p_tokens, np.int64), s.max_running)
+
+
+def _mean_in_system(arrival: np.ndarray, finish: np.ndarray, t0: float, t1: float) -> float:
+    """Requests in the system (arrived, not finished), time-averaged over [t0, t1]."""
+    times = np.concatenate([arrival, finish])
+    order = np.argsort(times, kind="stable")
+    count = np.cumsum(np.concatenate([np.ones(arrival.size), -np.ones(finish.size)])[order])
+    edges = np.clip(times[order], t0, t1)
+    return float(np.sum(count[:-1] * np.diff(edges)) / (t1 - t0))
+
+
+def _queue_growth(arrival: np.ndarray, admit: np.ndarray, t0: float, t1: float,
+                  points: int = 200) -> tuple[float, int]:
+    """Least-squares growth of the waiting queue (arrived, not admitted) over [t0, t1], and the
+    requests arriving in it."""
+    grid = np.linspace(t0, t1, points)
+    queue = (np.searchsorted(np.sort(arrival), grid, side="right")
+             - np.searchsorted(np.sort(admit), grid, side="right"))
+    slope = np.polyfit(grid - t0, queue.astype(float), 1)[0]
+    arrived = int(np.count_nonzero((arrival >= t0) & (arrival <= t1)))
+    return float(slope * (t1 - t0)), arrived
+
+
+def simulate_continuous(costs: StepCosts, rate_per_s: float,
+                        input_len: int | Sequence[int], output_len: int | Sequence[int], *,
+                        requests: int = 2000, max_batch: int = DEFAULT_MAX_BATCH,
+                        seed: int = 0, warmup_fraction: float = 0.2) -> ContinuousServing:
+    """Continuous batching in steady state (module docstring): ``requests`` Poisson arrivals at
+    ``rate_per_s``, the first ``warmup_fraction`` of them discarded."""
+    if not rate_per_s > 0 or not math.isfinite(rate_per_s):
+        raise ConfigError(f"request rate {rate_per_s!r}: give a positive number of requests/s")
+    requests = _positive_int(requests, "requests")
+    max_batch = _positive_int(max_batch, "max batch")
+    if requests < 20:
+        raise ConfigError(f"{requests} requests: simulate at least 20 to measure a steady state")
+    if not 0 <= warmup_fraction <= 0.5:
+        raise ConfigError(f"warm-up fraction {warmup_fraction!r}: give a number in [0, 0.5]")
+    rng = np.random.default_rng(seed)
+    arrival = np.cumsum(rng.exponential(1.0 / rate_per_s, requests))
+    inp, out = _lengths(rng, input_len, output_len, requests)
+    longest = int((inp + out).max())
+    if not fits(costs, 1, longest):
+        raise InfeasibleError(f"one request of {longest} tokens does not fit in "
+                              f"{costs.capacity_bytes / 2**30:.1f} GiB per GPU: use more GPUs "
+                              "per replica or shorter requests")
+    tr = _run(costs, arrival, inp, out, max_batch)
+    w = int(warmup_fraction * requests)
+    t0, t1 = float(arrival[w]), float(arrival[-1])
+    in_window = (tr.decode_end_s >= t0) & (tr.decode_end_s <= t1)
+    p_window = (tr.prefill_end_s >= t0) & (tr.prefill_end_s <= t1)
+    tokens = tr.decode_batch[in_window].sum() + tr.prefill_tokens[p_window].sum()
+    throughput = float(tokens) / (t1 - t0)
+    half = 0.5 * (t0 + t1)
+    growth, arrived = _queue_growth(arrival, tr.admit_s, half, t1)
+    sel = slice(w, None)
+    ttft = tr.first_token_s[sel] - arrival[sel]
+    e2e = tr.finish_s[sel] - arrival[sel]
+    multi = out[sel] > 1
+    tpot = (tr.finish_s[sel] - tr.first_token_s[sel])[multi] / (out[sel][multi] - 1)
+    return ContinuousServing(
+        rate_per_s=rate_per_s, gpus=costs.gpus, window_s=(t0, t1),
+        output_tokens_per_s=throughput, output_tokens_per_s_per_gpu=throughput / costs.gpus,
+        ttft=Percentiles.of(ttft), tpot=Percentiles.of(tpot), e2e=Percentiles.of(e2e),
+        mean_batch=float(tr.decode_batch[in_window].mean()) if in_window.any() else 0.0,
+        max_running=tr.max_running,
+        mean_in_system=_mean_in_system(arrival, tr.finish_s, t0, t1),
+        queue_growth=growth, stable=growth <= QUEUE_GROWTH_FRACTION * arrived,
+        arrival_s=arrival[sel], first_token_s=tr.first_token_s[sel], finish_s=tr.finish_s[sel],
+        output_len=out[sel])
