@@ -81,8 +81,9 @@ class InferenceCosts:
     usable_memory: float = 0.9
     options: object = None
     progress: object = None
-    _traces: dict = field(default_factory=dict, repr=False)
-    _workloads: dict = field(default_factory=dict, repr=False)
+    # traces and workloads by step, shareable between replicas of one model, precision and
+    # build length (a serving search prices many tp/pp on the same traces)
+    memo: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         if self.tp < 1 or self.pp < 1:
@@ -147,26 +148,32 @@ class InferenceCosts:
         return out
 
     # --- traces -------------------------------------------------------------------------------
+    def _key(self, *what) -> tuple:
+        spec = self.spec
+        return (str(spec.path), spec.builder_name, repr(sorted(spec.config.items())),
+                self.policy, self.kv_dtype, self.build_len, repr(self.quantize),
+                self.runtime.name, *what)
+
     def _trace(self, step: InferStep) -> InferCapture:
-        key = step
-        if key not in self._traces:
+        key = self._key("trace", step)
+        if key not in self.memo:
             if self.progress:
                 self.progress(f"tracing {step.kind} (batch {step.batch}, "
                               f"{step.new_tokens} new tokens, context {step.context})")
-            self._traces[key] = capture_inference(
+            self.memo[key] = capture_inference(
                 self.spec, step, self.policy, kv_dtype=self.kv_dtype, quantize=self.quantize,
                 options=self.options, build_len=self.build_len)
-        return self._traces[key]
+        return self.memo[key]
 
     def _anchored(self, step: InferStep) -> Workload:
-        key = (step.kind, step.new_tokens, step.context)
-        if key not in self._workloads:
+        key = self._key("workload", step.kind, step.new_tokens, step.context)
+        if key not in self.memo:
             one = self._trace(dataclasses.replace(step, batch=1))
             two = self._trace(dataclasses.replace(step, batch=2))
-            self._workloads[key] = workload_from_traces(
+            self.memo[key] = workload_from_traces(
                 {Recompute.NONE: one}, self.policy, name=self.spec.name,
                 at_batch_2={Recompute.NONE: two}, runtime=self.runtime)
-        return self._workloads[key]
+        return self.memo[key]
 
     def workload(self, step: InferStep) -> Workload:
         """The step's workload at batch 1 (decode: interpolated to its context)."""
