@@ -11,7 +11,15 @@ defines:
 - optionally, for ``archcost validate`` of tensor- and pipeline-parallel plans,
   ``tp_plan(model, sequence_parallel=False)`` returning the ``parallelize_module`` plan (module
   name -> ``ParallelStyle``) and ``pipeline_stage(model, layers, first, last)`` returning the
-  ``nn.Module`` one pipeline stage runs (see ``models/llama.py``).
+  ``nn.Module`` one pipeline stage runs (see ``models/llama.py``);
+- optionally, for inference, ``kv_cache(model, batch_size, max_len, dtype=None)`` returning an
+  empty KV cache: per layer, in layer order, a (K, V) tuple of zero tensors shaped
+  ``(batch_size, kv_heads, max_len, head_dim)`` in ``dtype`` (None: the parameters' dtype) on
+  the parameters' device. The model's ``forward(idx, cache=None, start_pos=0)`` then takes the
+  cache: the T new tokens sit at positions ``[start_pos, start_pos + T)``, each attention writes
+  its K, V there (in the cache's dtype) and attends causally over ``[0, start_pos + T)``, and
+  only the last position's logits ``(B, 1, vocab)`` are returned. Without ``cache`` the forward
+  is the training one (see ``models/llama.py``).
 
 A builder that names ``seq_len`` (or ``batch_size``) receives the requested size unless the user
 set it. Nothing here allocates a model: the tracer calls :meth:`ModelSpec.build` under the meta
@@ -84,6 +92,7 @@ class ModelSpec:
     config: dict[str, Any] = field(default_factory=dict)
     tp_plan_fn: Callable[..., Any] | None = None  # optional tp_plan(model, sequence_parallel)
     pipeline_stage_fn: Callable[..., Any] | None = None  # optional pipeline_stage(model, ...)
+    kv_cache_fn: Callable[..., Any] | None = None  # optional kv_cache(model, batch_size, ...)
     label: str | None = None  # the model's name when the file's stem is not (hf: configs)
 
     @property
@@ -142,6 +151,26 @@ class ModelSpec:
         if not isinstance(inputs, (tuple, list, dict)):
             inputs = (inputs,)
         return inputs
+
+    def kv_cache(self, model, batch_size: int, max_len: int, dtype=None):
+        """The model file's empty KV cache for ``batch_size`` sequences of up to ``max_len``
+        tokens (a list of one (K, V) tuple per layer)."""
+        if self.kv_cache_fn is None:
+            raise ModelFileError(
+                f"{self.path.name} defines no kv_cache(); add `def kv_cache(model, batch_size, "
+                "max_len, dtype=None)` returning one (K, V) tuple per layer (see models/llama.py)"
+            )
+        try:
+            return self.kv_cache_fn(model, batch_size, max_len, dtype)
+        except SystemExit as exc:
+            raise _exited(self.path, "kv_cache()", exc) from None
+        except ArchcostError:
+            raise
+        except Exception as exc:
+            raise ModelFileError(
+                f"{self.path.name}: kv_cache(model, {batch_size}, {max_len}) raised "
+                f"{type(exc).__name__}: {_first_line(exc)}; fix kv_cache or the sizes"
+            ) from exc
 
     def loss(self, output, inputs):
         if self.loss_fn is not None:
@@ -202,7 +231,8 @@ def load_model_file(target: str, overrides: dict[str, Any] | None = None) -> Mod
     _check_keys(path, builder_name, builder, config)
     return ModelSpec(path, builder_name, builder, inputs_fn, loss_fn if callable(loss_fn) else None,
                      config, tp_plan_fn=_optional(module, "tp_plan"),
-                     pipeline_stage_fn=_optional(module, "pipeline_stage"))
+                     pipeline_stage_fn=_optional(module, "pipeline_stage"),
+                     kv_cache_fn=_optional(module, "kv_cache"))
 
 
 def _optional(module, name: str) -> Callable[..., Any] | None:

@@ -14,6 +14,11 @@ Keys (``--set``): layers=12, hidden=768, heads=12, vocab=50257, ffn=None (4·hid
 block_size=None (the requested seq_len), dropout=0.0, bias=True, tie_weights=True,
 flash=True.
 
+Inference hook: ``kv_cache(model, batch_size, max_len, dtype=None)``, per layer K and V of
+(batch_size, heads, max_len, hidden/heads) (every head cached: multi-head attention), and the
+cached ``forward(idx, cache, start_pos)``, as in ``models/llama.py``; start_pos + T must stay
+within block_size.
+
 Parallel validation hook (``archcost validate``): ``pipeline_stage`` cuts the blocks into
 pipeline stages, the embeddings on the first and the final LayerNorm and head on the last; it
 needs an untied head (``tie_weights=False``). No ``tp_plan``: the fused ``c_attn`` projection
@@ -30,6 +35,24 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def cached_kv(k, v, kv, start_pos: int):
+    """Write the new k, v (B, nkv, T, hs) at [start_pos, start_pos+T) of the layer's cache
+    ``kv`` = (K, V) in its dtype; return the cached keys and values of positions
+    [0, start_pos+T) in k's dtype, and the attention mask for the new queries: ``None`` with
+    ``is_causal`` (prefill from 0), ``None`` without (one new token sees them all), else a
+    causal boolean mask aligned to the bottom right (query i sees keys up to start_pos + i)."""
+    k_cache, v_cache = kv
+    T, end = k.shape[2], start_pos + k.shape[2]
+    k_cache[:, :, start_pos:end] = k.to(k_cache.dtype)
+    v_cache[:, :, start_pos:end] = v.to(v_cache.dtype)
+    k_all = k_cache[:, :, :end].to(k.dtype)  # (B, nkv, start_pos+T, hs)
+    v_all = v_cache[:, :, :end].to(v.dtype)  # (B, nkv, start_pos+T, hs)
+    if start_pos == 0 or T == 1:
+        return k_all, v_all, None, start_pos == 0
+    mask = torch.ones(T, end, dtype=torch.bool, device=k.device).tril(start_pos)  # (T, end)
+    return k_all, v_all, mask, False
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, hidden: int, heads: int, dropout: float, bias: bool, flash: bool = True):
         super().__init__()
@@ -43,19 +66,26 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(hidden, hidden, bias=bias)
         self.resid_drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
-    def forward(self, x):
+    def forward(self, x, kv=None, start_pos: int = 0):
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)  # 3 x (B, T, C)
         q = q.view(B, T, self.heads, C // self.heads).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, T, self.heads, C // self.heads).transpose(1, 2)  # (B, nh, T, hs)
         v = v.view(B, T, self.heads, C // self.heads).transpose(1, 2)  # (B, nh, T, hs)
+        mask, causal = None, True
+        if kv is not None:  # inference: attend over the cache, the new tokens included
+            k, v, mask, causal = cached_kv(k, v, kv, start_pos)  # 2 x (B, nh, S, hs)
         if self.flash:
             p = self.dropout if self.training else 0.0
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)  # (B, nh, T, hs)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p,
+                                               is_causal=causal)  # (B, nh, T, hs)
         else:  # the explicit attention of Korthikanti et al. 2022, Sec. 4 (no fused kernel)
-            att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))  # (B, nh, T, T)
-            causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()  # (T, T)
-            att = F.softmax(att.masked_fill(~causal, float("-inf")), dim=-1)
+            att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))  # (B, nh, T, S)
+            if causal:  # keys are the T queries' own positions
+                mask = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()  # (T, T)
+            if mask is not None:
+                att = att.masked_fill(~mask, float("-inf"))
+            att = F.softmax(att, dim=-1)
             y = self.attn_drop(att) @ v  # (B, nh, T, hs)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
         return self.resid_drop(self.c_proj(y))
@@ -84,8 +114,8 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(hidden, bias=bias)
         self.mlp = MLP(hidden, ffn, dropout, bias)
 
-    def forward(self, x):
-        x = x + self.attn(self.ln_1(x))  # (B, T, C)
+    def forward(self, x, kv=None, start_pos: int = 0):
+        x = x + self.attn(self.ln_1(x), kv, start_pos)  # (B, T, C)
         x = x + self.mlp(self.ln_2(x))  # (B, T, C)
         return x
 
@@ -107,14 +137,23 @@ class GPT(nn.Module):
         # so the tie survives anything that swaps parameters module by module.
         self.lm_head = None if tie_weights else nn.Linear(hidden, vocab, bias=False)
 
-    def forward(self, idx):
+    def forward(self, idx, cache=None, start_pos: int = 0):
+        """Logits (B, T, V); with a ``cache`` (from :func:`kv_cache`) the T tokens sit at
+        positions start_pos.. and only the last position's logits (B, 1, V) are returned."""
         B, T = idx.shape
-        if T > self.block_size:
-            raise ValueError(f"sequence length {T} exceeds block_size={self.block_size}")
+        if start_pos + T > self.block_size:
+            raise ValueError(f"sequence length {start_pos + T} exceeds block_size={self.block_size}")
         pos = torch.arange(T, device=idx.device)  # (T,)
+        if start_pos:
+            pos = pos + start_pos  # the new tokens' positions in a KV cache
         x = self.drop(self.wte(idx) + self.wpe(pos))  # (B, T, C)
-        for block in self.layers:
-            x = block(x)  # (B, T, C)
+        if cache is None:
+            for block in self.layers:
+                x = block(x)  # (B, T, C)
+        else:
+            for block, kv in zip(self.layers, cache, strict=True):
+                x = block(x, kv, start_pos)  # (B, T, C)
+            x = x[:, -1:]  # (B, 1, C): the head on the last token only
         x = self.ln_f(x)  # (B, T, C)
         if self.lm_head is None:
             return F.linear(x, self.wte.weight)  # (B, T, V)
@@ -168,6 +207,16 @@ def loss(output, inputs):
     idx = inputs[0]
     targets = torch.roll(idx, -1, dims=1)  # (B, T)
     return F.cross_entropy(output.flatten(0, 1).float(), targets.flatten())
+
+
+def kv_cache(model: GPT, batch_size: int, max_len: int, dtype=None) -> list:
+    """An empty KV cache: per layer a (K, V) pair of zeros shaped (batch_size, heads, max_len,
+    hidden/heads) in ``dtype`` (None: the parameters' dtype), on the parameters' device."""
+    w = model.wte.weight
+    return [tuple(torch.zeros(batch_size, block.attn.heads, max_len,
+                              w.shape[1] // block.attn.heads, dtype=dtype or w.dtype,
+                              device=w.device) for _ in range(2))
+            for block in model.layers]
 
 
 class Stage(nn.Module):

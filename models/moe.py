@@ -10,6 +10,11 @@ Parameter count, hd = h/a, g = kv_heads·hd:
 l·(2h² + 2h·g + E·3h·f + h·E + 2h) + 2V·h + h. Mixtral 8x7B: 46,702,792,704 (Mistral's
 "46.7B total parameters", Jiang et al. Sec. 1).
 
+Inference hook: ``kv_cache(model, batch_size, max_len, dtype=None)`` and the cached
+``forward(idx, cache, start_pos)``, as in ``models/llama.py``. NB: capacity dispatch depends on
+how many tokens share a forward, so with capacity_factor < E/top_k a cached decode can drop other
+tokens than a full recomputation does.
+
 Keys (``--set``): preset="mixtral-8x7b" (or "tiny"); layers, hidden, heads, kv_heads, ffn, vocab,
 experts, top_k override the preset (None = from the preset); capacity_factor=1.0;
 rope_theta=1000000.0 (Mixtral's config).
@@ -54,12 +59,15 @@ class RMSNorm(nn.Module):
         return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
 
 
-def rope_cos_sin(T: int, head_dim: int, theta: float, like: torch.Tensor):
-    """cos, sin of shape (T, hs) for positions 0..T-1 (RoFormer Eq. 34, frequencies θ^(-2i/d))."""
+def rope_cos_sin(T: int, head_dim: int, theta: float, like: torch.Tensor, start: int = 0):
+    """cos, sin of shape (T, hs) for positions start..start+T-1 (RoFormer Eq. 34, frequencies
+    θ^(-2i/d))."""
     inv_freq = 1.0 / theta ** (
         torch.arange(0, head_dim, 2, dtype=torch.float32, device=like.device) / head_dim
     )  # (hs/2,)
     t = torch.arange(T, dtype=torch.float32, device=like.device)  # (T,)
+    if start:
+        t = t + start  # the new tokens' positions in a KV cache
     freqs = torch.outer(t, inv_freq)  # (T, hs/2)
     emb = torch.cat((freqs, freqs), dim=-1)  # (T, hs)
     return emb.cos().to(like.dtype), emb.sin().to(like.dtype)
@@ -69,6 +77,24 @@ def apply_rope(x, cos, sin):
     # x: (B, nh, T, hs); rotate the pair (x1, x2) of halves by the position's angle
     x1, x2 = x.chunk(2, dim=-1)  # 2 x (B, nh, T, hs/2)
     return x * cos + torch.cat((-x2, x1), dim=-1) * sin  # (B, nh, T, hs)
+
+
+def cached_kv(k, v, kv, start_pos: int):
+    """Write the new k, v (B, nkv, T, hs) at [start_pos, start_pos+T) of the layer's cache
+    ``kv`` = (K, V) in its dtype; return the cached keys and values of positions
+    [0, start_pos+T) in k's dtype, and the attention mask for the new queries: ``None`` with
+    ``is_causal`` (prefill from 0), ``None`` without (one new token sees them all), else a
+    causal boolean mask aligned to the bottom right (query i sees keys up to start_pos + i)."""
+    k_cache, v_cache = kv
+    T, end = k.shape[2], start_pos + k.shape[2]
+    k_cache[:, :, start_pos:end] = k.to(k_cache.dtype)
+    v_cache[:, :, start_pos:end] = v.to(v_cache.dtype)
+    k_all = k_cache[:, :, :end].to(k.dtype)  # (B, nkv, start_pos+T, hs)
+    v_all = v_cache[:, :, :end].to(v.dtype)  # (B, nkv, start_pos+T, hs)
+    if start_pos == 0 or T == 1:
+        return k_all, v_all, None, start_pos == 0
+    mask = torch.ones(T, end, dtype=torch.bool, device=k.device).tril(start_pos)  # (T, end)
+    return k_all, v_all, mask, False
 
 
 class Attention(nn.Module):
@@ -83,13 +109,17 @@ class Attention(nn.Module):
         self.wv = nn.Linear(hidden, kv_heads * self.head_dim, bias=False)
         self.wo = nn.Linear(heads * self.head_dim, hidden, bias=False)
 
-    def forward(self, x, cos, sin):
+    def forward(self, x, cos, sin, kv=None, start_pos: int = 0):
         B, T, C = x.shape
         q = self.wq(x).view(B, T, self.heads, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
         k = self.wk(x).view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)  # (B, nkv, T, hs)
         v = self.wv(x).view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)  # (B, nkv, T, hs)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)  # (B, nh, T, hs)
+        mask, causal = None, True
+        if kv is not None:  # inference: attend over the cache, the new tokens included
+            k, v, mask, causal = cached_kv(k, v, kv, start_pos)  # 2 x (B, nkv, S, hs)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
+                                           enable_gqa=True)  # (B, nh, T, hs)
         return self.wo(y.transpose(1, 2).reshape(B, T, C))  # (B, T, C)
 
 
@@ -150,8 +180,8 @@ class Block(nn.Module):
         self.ffn_norm = RMSNorm(hidden)
         self.moe = SparseMoE(hidden, ffn, experts, top_k, capacity_factor)
 
-    def forward(self, x, cos, sin):
-        x = x + self.attention(self.attention_norm(x), cos, sin)  # (B, T, C)
+    def forward(self, x, cos, sin, kv=None, start_pos: int = 0):
+        x = x + self.attention(self.attention_norm(x), cos, sin, kv, start_pos)  # (B, T, C)
         x = x + self.moe(self.ffn_norm(x))  # (B, T, C)
         return x
 
@@ -171,13 +201,19 @@ class MoETransformer(nn.Module):
         self.norm = RMSNorm(hidden)
         self.output = nn.Linear(hidden, vocab, bias=False)  # untied
 
-    def forward(self, idx):
+    def forward(self, idx, cache=None, start_pos: int = 0):
+        """Logits (B, T, V); with a ``cache`` (from :func:`kv_cache`) the T tokens sit at
+        positions start_pos.. and only the last position's logits (B, 1, V) are returned."""
         B, T = idx.shape
         x = self.tok_embeddings(idx)  # (B, T, C)
-        cos, sin = rope_cos_sin(T, self.head_dim, self.rope_theta, x)  # 2 x (T, hs)
-        for block in self.layers:
-            x = block(x, cos, sin)  # (B, T, C)
-        return self.output(self.norm(x))  # (B, T, V)
+        cos, sin = rope_cos_sin(T, self.head_dim, self.rope_theta, x, start_pos)  # 2 x (T, hs)
+        if cache is None:
+            for block in self.layers:
+                x = block(x, cos, sin)  # (B, T, C)
+            return self.output(self.norm(x))  # (B, T, V)
+        for block, kv in zip(self.layers, cache, strict=True):
+            x = block(x, cos, sin, kv, start_pos)  # (B, T, C)
+        return self.output(self.norm(x[:, -1:]))  # (B, 1, V): the head on the last token only
 
 
 def _positive(**sizes) -> None:
@@ -221,3 +257,12 @@ def loss(output, inputs):
     """Next-token cross entropy; targets are the inputs shifted left (last target wraps)."""
     targets = torch.roll(inputs[0], -1, dims=1)  # (B, T)
     return F.cross_entropy(output.flatten(0, 1).float(), targets.flatten())
+
+
+def kv_cache(model: MoETransformer, batch_size: int, max_len: int, dtype=None) -> list:
+    """An empty KV cache: per layer a (K, V) pair of zeros shaped (batch_size, kv_heads, max_len,
+    head_dim) in ``dtype`` (None: the parameters' dtype), on the parameters' device."""
+    w = model.output.weight
+    return [tuple(torch.zeros(batch_size, block.attention.kv_heads, max_len, model.head_dim,
+                              dtype=dtype or w.dtype, device=w.device) for _ in range(2))
+            for block in model.layers]
