@@ -9,12 +9,16 @@ import typer
 
 from archcost.cli.common import check_outputs, emit, out_console, reports_errors, spinner
 from archcost.cli.options import (
+    MASK_DENSITY,
+    ROUTING,
     TRACE_TIMEOUT_S,
     USABLE_MEMORY,
     DebugOpt,
     JsonOpt,
+    MaskDensityOpt,
     ModelArg,
     OutputOpt,
+    RoutingOpt,
     SetOpt,
     TraceTimeoutOpt,
     UsableMemoryOpt,
@@ -64,6 +68,8 @@ def infer(
     ] = False,
     as_json: JsonOpt = False,
     output: OutputOpt = None,
+    routing: RoutingOpt = ROUTING,
+    mask_density: MaskDensityOpt = MASK_DENSITY,
     trace_timeout: TraceTimeoutOpt = TRACE_TIMEOUT_S,
     debug: DebugOpt = False,
 ) -> None:
@@ -97,7 +103,7 @@ def infer(
         costs = InferenceCosts(spec, cluster, policy, stack, build_len=input_len + output_len,
                                tp=tp, pp=pp, kv_dtype=_KV_DTYPES.get(kv_dtype or ""),
                                usable_memory=usable,
-                               options=capture_options(None, None, trace_timeout),
+                               options=capture_options(routing, mask_density, trace_timeout),
                                progress=progress)
         costs.check_shapes()
         section = inference_section(costs, batch, input_len, output_len)
