@@ -1,0 +1,239 @@
+"""Inference fidelity: predict every published TensorRT-LLM measurement with ``archcost infer``.
+
+``inference_cases.csv`` holds 47 rows from TensorRT-LLM v0.5.0 ``docs/source/performance.md``:
+static-batching throughput (output tokens/s, all GPUs of the run) at a batch, tensor
+parallelism, input and output length, and first-token latency at batch 1, on H100 SXM (FP8
+weights, activations and KV cache), L40S (FP8) and A100 SXM 80GB (FP16). Each row's model is
+built from the dimensions the row gives, with the bundled model file of its family:
+
+- GPT-J 6B: ``models/gptj.py`` (parallel attention and MLP, partial rotary, the row's dims);
+- LLaMA 7B / 70B: ``models/llama.py`` with the row's dims (LLaMA 1/2: RoPE theta 10,000;
+  70B's 8 KV heads grouped, TensorRT-LLM's GQA kernel: ``gqa=native``, no copies);
+- Falcon 180B: ``models/falcon.py`` (parallel attention and MLP, 8 KV heads).
+
+Hardware: H100 runs on ``dgx-h100-ndr`` (NVLink within the node for tp <= 8), A100 on
+``dgx-a100-hdr``, L40S on its GPU profile (tp 1). Runtime: ``tensorrt-llm`` (what its engines
+fuse, read from its sources) where bundled, else ``eager``. Throughput is the row's batch x
+output length over the run's end-to-end latency, prefill included (gptSessionBenchmark's
+definition: one generation session of the whole batch); first-token latency is the prefill of
+one sequence with its first token (output length 1).
+
+    python benchmarks/inference_published.py [--cases PATH] [--out BENCHMARKS.md] [--only ID,...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+from _section import publish
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+DEFAULT_CASES = next((p for p in (ROOT.parent / "shared" / "data" / "inference_cases.csv",
+                                  ROOT.parent.parent / "shared" / "data" / "inference_cases.csv")
+                      if p.is_file()), ROOT.parent / "shared" / "data" / "inference_cases.csv")
+TARGET = {"mean": 0.12, "max": 0.30}  # issue 16's bar
+
+_GPUS = {"H100-SXM-80GB": ("dgx-h100-ndr", "H100 SXM 80GB, DGX H100"),
+         "A100-SXM-80GB": ("dgx-a100-hdr", "A100 SXM 80GB, DGX A100"),
+         "L40S-48GB": ("l40s", "L40S 48GB, one GPU")}
+
+
+@dataclass
+class Case:
+    id: str
+    family: str
+    model: str  # bundled model file
+    sets: dict
+    gpu: str  # the CSV's GPU
+    hardware: str  # profile name
+    tp: int
+    batch: int
+    input_len: int
+    output_len: int
+    precision: str  # the CSV's
+    metric: str
+    value: float
+    assumptions: list[str] = field(default_factory=list)
+
+    @property
+    def fp8(self) -> bool:
+        return self.precision.startswith("fp8")
+
+
+def _model(row: dict) -> tuple[str, dict, list[str]]:
+    name = row["model"]
+    dims = {k: int(row[k]) for k in ("layers", "hidden", "heads", "kv_heads", "ffn", "vocab")}
+    if name.startswith("GPT-J"):
+        return "gptj.py", {"layers": dims["layers"], "hidden": dims["hidden"],
+                           "heads": dims["heads"], "vocab": dims["vocab"]}, [
+            "GPT-J: rotary on 64 of each head's 256 dims, ffn 4h (the row's 16384)"]
+    if name.startswith("LLaMA"):
+        return "llama.py", {**dims, "rope_theta": 10000.0, "gqa": "native"}, [
+            "LLaMA 1/2 dims as the row gives; RoPE theta 10,000; GQA heads fed to one kernel "
+            "(gqa=native)"]
+    if name.startswith("Falcon"):
+        return "falcon.py", {**dims}, ["Falcon: parallel attention and MLP, GELU ffn, the row's "
+                                       "dims"]
+    raise ValueError(f"{row['id']}: no bundled model for {name}")
+
+
+def load_cases(path: str) -> list[Case]:
+    out = []
+    with open(path, newline="") as fh:
+        for row in csv.DictReader(fh):
+            model, sets, notes = _model(row)
+            hw = _GPUS[row["gpu"]][0]
+            out.append(Case(id=row["id"], family=row["model"], model=model, sets=sets,
+                            gpu=row["gpu"], hardware=hw, tp=int(row["tp"]),
+                            batch=int(row["batch"]), input_len=int(row["input_len"]),
+                            output_len=int(row["output_len"]), precision=row["precision"],
+                            metric=row["metric"], value=float(row["value"]),
+                            assumptions=notes))
+    return out
+
+
+def pending_reason(case: Case) -> str:
+    from archcost.runtime import list_runtimes
+
+    if not (ROOT / "models" / case.model).is_file():
+        return f"models/{case.model} is not bundled yet"
+    if case.fp8 and "fp8" not in _quant_schemes():
+        return "fp8 weights and activations are not modelled yet"
+    del list_runtimes
+    return ""
+
+
+def _quant_schemes() -> tuple[str, ...]:
+    try:
+        from archcost.trace import quant
+    except ImportError:
+        return ()
+    return tuple(getattr(quant, "SCHEMES", ()))
+
+
+def runtime_name() -> str:
+    from archcost.runtime import list_runtimes
+
+    return "tensorrt-llm" if "tensorrt-llm" in list_runtimes() else "eager"
+
+
+def predict(case: Case, memo: dict) -> dict:
+    from archcost.cli.infer import one_replica_cluster
+    from archcost.infer.price import InferenceCosts
+    from archcost.infer.serving import static_serving
+    from archcost.loader import load_model_file
+    from archcost.runtime import load_runtime
+    from archcost.trace.precision import parse_precision
+
+    spec = load_model_file(str(ROOT / "models" / case.model), dict(case.sets))
+    quantize, kv = None, None
+    dtype = "fp16"
+    if case.fp8:
+        from archcost.trace.quant import parse_weight_quant, quantizer
+
+        quantize = quantizer(parse_weight_quant("fp8", 128, None))
+        kv = "float8_e4m3fn"
+        dtype = "bf16"
+    ttft_only = case.metric == "first_token_latency_ms"
+    out_len = 1 if ttft_only else case.output_len
+    costs = InferenceCosts(spec, one_replica_cluster(case.hardware, case.tp),
+                           parse_precision(dtype), load_runtime(runtime_name()),
+                           build_len=case.input_len + out_len, tp=case.tp, kv_dtype=kv,
+                           quantize=quantize, memo=memo)
+    run = static_serving(costs, case.batch, case.input_len, out_len)
+    if ttft_only:
+        pred = run.ttft_s * 1e3
+    else:
+        pred = run.output_tokens_per_s
+    return {"pred": pred, "error": pred / case.value - 1.0, "fits": run.fits,
+            "peak_gib": run.memory_bytes["peak_per_gpu"] / 2**30, "ttft_s": run.ttft_s,
+            "tpot_s": run.tpot_s}
+
+
+def stats(errors: list[float]) -> dict:
+    if not errors:
+        return {"n": 0, "mean": float("nan"), "max": float("nan"), "signed": float("nan")}
+    return {"n": len(errors), "mean": sum(abs(e) for e in errors) / len(errors),
+            "max": max(abs(e) for e in errors), "signed": sum(errors) / len(errors)}
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:+.1f}%"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--cases", default=str(DEFAULT_CASES))
+    ap.add_argument("--out", default=None, help="append the result section to this file")
+    ap.add_argument("--only", default=None, help="comma list of case ids")
+    args = ap.parse_args()
+    cases = load_cases(args.cases)
+    if args.only:
+        keep = set(args.only.split(","))
+        cases = [c for c in cases if c.id in keep]
+    memo: dict = {}
+    results, pending = {}, {}
+    t0 = time.perf_counter()
+    for c in cases:
+        why = pending_reason(c)
+        if why:
+            pending[c.id] = why
+            print(f"{c.id:34s} {why}", flush=True)
+            continue
+        r = predict(c, memo)
+        results[c.id] = r
+        print(f"{c.id:34s} published {c.value:9.1f} predicted {r['pred']:9.1f} "
+              f"{_pct(r['error'])}  ttft {1e3 * r['ttft_s']:.1f} ms tpot "
+              f"{1e3 * r['tpot_s']:.2f} ms peak {r['peak_gib']:.1f} GiB", flush=True)
+    publish(report(cases, results, pending, time.perf_counter() - t0), args.out)
+
+
+def report(cases, results, pending, wall) -> list[str]:
+    lines = [f"## Inference against TensorRT-LLM's published measurements ({date.today()})", "",
+             f"`python benchmarks/inference_published.py` on {platform.machine()} "
+             f"({wall:.0f} s, runtime profile `{runtime_name()}`). Error = predicted / "
+             "published - 1 (throughput: + is faster than measured; first-token latency: + "
+             "is slower).", "",
+             "| id | model | GPU | tp | batch | in | out | metric | published | predicted | "
+             "error |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for c in cases:
+        r = results.get(c.id)
+        metric = "tok/s" if c.metric.startswith("output") else "TTFT ms"
+        if r is None:
+            lines.append(f"| {c.id} | {c.family} | {c.gpu} | {c.tp} | {c.batch} | "
+                         f"{c.input_len} | {c.output_len} | {metric} | {c.value:g} | pending "
+                         f"| {pending.get(c.id, '')} |")
+            continue
+        lines.append(f"| {c.id} | {c.family} | {c.gpu} | {c.tp} | {c.batch} | {c.input_len} | "
+                     f"{c.output_len} | {metric} | {c.value:g} | {r['pred']:.4g} | "
+                     f"{_pct(r['error'])} |")
+    lines.append("")
+    groups = {"all": [c for c in cases if c.id in results]}
+    for key in ("H100-SXM-80GB", "L40S-48GB", "A100-SXM-80GB"):
+        groups[key] = [c for c in groups["all"] if c.gpu == key]
+    groups["throughput"] = [c for c in groups["all"] if c.metric.startswith("output")]
+    groups["first-token latency"] = [c for c in groups["all"] if c.metric.startswith("first")]
+    lines += ["| rows | n | mean abs | max abs | signed mean |", "|---|---|---|---|---|"]
+    for name, cs in groups.items():
+        s = stats([results[c.id]["error"] for c in cs])
+        if s["n"]:
+            lines.append(f"| {name} | {s['n']} | {100 * s['mean']:.1f}% | {100 * s['max']:.1f}% "
+                         f"| {_pct(s['signed'])} |")
+    s = stats([results[c.id]["error"] for c in groups["all"]])
+    lines += ["", f"{s['n']} of {len(cases)} rows predicted; target mean <= "
+              f"{100 * TARGET['mean']:.0f}% and max <= {100 * TARGET['max']:.0f}%."]
+    if pending:
+        lines.append(f"Pending: {len(pending)} rows ({'; '.join(sorted(set(pending.values())))}).")
+    return lines
+
+
+if __name__ == "__main__":
+    main()
