@@ -141,6 +141,16 @@ def test_light_load_is_one_request_alone():
     assert run.mean_batch == pytest.approx(1.0, abs=0.01)
 
 
+def test_light_load_tpot_with_decode_cost_not_affine_in_context():
+    # runs of decode steps are priced on chords: a lone request's TPOT is the mean of its steps
+    # to within the chord error of a convex cost
+    cf, inp, out = Quadratic(), 300, 400
+    run = simulate_continuous(cf, 0.01, inp, out, requests=100, seed=7)
+    exact = np.mean([cf.decode_s(1, c) for c in range(inp + 1, inp + out)])
+    assert run.tpot.p50_s == pytest.approx(exact, rel=1e-3)
+    assert run.tpot.p50_s >= exact * (1 - 1e-12)  # a chord lies above a convex cost
+
+
 def _window_rate(run):
     t0, t1 = run.window_s
     return run.arrival_s.size / (t1 - t0)

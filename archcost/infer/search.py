@@ -162,7 +162,7 @@ def _evaluate(costs: StepCosts, plan: ServingPlan, gpus: int, mode: Mode, input_
     batch = 1
     most = largest_batch(costs, max_len, limit)
     while batch <= most:
-        st = static_serving(costs, batch, input_len, output_len)
+        st = static_serving(costs, batch, input_len, output_len, most)
         total = plan.replicas * st.output_tokens_per_s
         out.append(Evaluated(replace(plan, batch=batch), st.ttft_s, st.tpot_s, total,
                              total / gpus, st.memory_bytes["peak_per_gpu"],
