@@ -321,6 +321,18 @@ def test_search_skips_plans_where_one_sequence_does_not_fit():
     assert not res.evaluated and not res.ranked and not res.front
 
 
+def test_bad_search_inputs():
+    with pytest.raises(ConfigError, match="GPUs"):
+        search(0, factory, ["bf16"], 128, 16)
+    with pytest.raises(ConfigError, match="precisions"):
+        search(8, factory, [], 128, 16)
+
+
+def test_static_search_batch_cap():
+    res = search(1, factory, ["bf16"], 1024, 128, max_batch=6)
+    assert [e.plan.batch for e in res.evaluated] == [1, 2, 4]
+
+
 def test_continuous_search_finds_the_highest_rate_within_the_slos():
     inp, out, ttft_slo, tpot_slo = 512, 16, 0.05, 0.012
     res = search(2, factory, ["bf16"], inp, out, ttft_slo_s=ttft_slo, tpot_slo_s=tpot_slo,

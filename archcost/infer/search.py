@@ -36,6 +36,7 @@ import numpy as np
 from archcost.errors import ArchcostError, ConfigError
 from archcost.infer.costs import StepCosts
 from archcost.infer.serving import (
+    BATCH_LIMIT,
     DEFAULT_MAX_BATCH,
     ContinuousServing,
     largest_batch,
@@ -147,20 +148,21 @@ def max_rate_within_slo(costs: StepCosts, input_len: int, output_len: int,
 
 def _evaluate(costs: StepCosts, plan: ServingPlan, gpus: int, mode: Mode, input_len: int,
               output_len: int, ttft_slo_s: float | None, tpot_slo_s: float | None,
-              limit: int, requests: int) -> list[Evaluated]:
+              max_batch: int | None, requests: int) -> list[Evaluated]:
     """The configurations of one plan and precision: each batch (static) or the rate search
     (continuous)."""
     max_len = input_len + output_len
     if mode is Mode.CONTINUOUS:
         run, ok = max_rate_within_slo(costs, input_len, output_len, ttft_slo_s, tpot_slo_s,
-                                      requests=requests, max_batch=min(limit, DEFAULT_MAX_BATCH))
+                                      requests=requests,
+                                      max_batch=max_batch or DEFAULT_MAX_BATCH)
         total = plan.replicas * run.output_tokens_per_s
         peak = costs.memory_bytes(max(run.max_running, 1), max_len)["peak_per_gpu"]
         return [Evaluated(plan, run.ttft.p90_s, run.tpot.p90_s, total, total / gpus, peak, ok,
                           plan.replicas * run.rate_per_s, run.mean_batch)]
     out = []
     batch = 1
-    most = largest_batch(costs, max_len, limit)
+    most = largest_batch(costs, max_len, max_batch or BATCH_LIMIT)
     while batch <= most:
         st = static_serving(costs, batch, input_len, output_len, most)
         total = plan.replicas * st.output_tokens_per_s
@@ -215,10 +217,12 @@ def _explain(evaluated: list[Evaluated], ranked: list[Evaluated], front_idx: np.
 def search(gpus: int, costs_for: Callable[[int, int, str], StepCosts],
            precisions: Sequence[str], input_len: int, output_len: int, *,
            ttft_slo_s: float | None = None, tpot_slo_s: float | None = None,
-           mode: Mode = Mode.STATIC, max_batch: int = 1 << 20,
+           mode: Mode = Mode.STATIC, max_batch: int | None = None,
            requests: int = 1000) -> SearchResult:
     """Every plan (tp, pp, replicas), batch and precision on ``gpus`` GPUs, ranked by output
-    tokens/s per GPU within the SLOs, with the Pareto front (module docstring)."""
+    tokens/s per GPU within the SLOs, with the Pareto front (module docstring). ``max_batch``:
+    the largest static batch tried (default: whatever fits), or the continuous scheduler's cap
+    on running requests (default vLLM's 256); ``requests``: simulated per rate."""
     if gpus < 1 or not precisions:
         raise ConfigError(f"{gpus} GPUs, {len(precisions)} precisions: give at least one of each")
     evaluated: list[Evaluated] = []

@@ -72,7 +72,7 @@ TPOT_POINTS = 5  # contexts at which the static TPOT is reported
 BATCH_LIMIT = 1 << 20  # the largest batch the fit search tries
 RUN_STEPS = 128  # decode steps priced on one chord in the simulation
 QUEUE_GROWTH_FRACTION = 0.05  # queue growth over the second half that reads as unstable
-DEFAULT_MAX_BATCH = 256  # vLLM --max-num-seqs default (docs.vllm.ai, engine arguments)
+DEFAULT_MAX_BATCH = 256  # vLLM --max-num-seqs default (vllm/engine/arg_utils.py, EngineArgs)
 
 
 @dataclass(frozen=True, slots=True)
