@@ -162,9 +162,9 @@ def _evaluate(costs: StepCosts, plan: ServingPlan, gpus: int, mode: Mode, input_
                           plan.replicas * run.rate_per_s, run.mean_batch)]
     out = []
     batch = 1
-    most = largest_batch(costs, max_len, max_batch or BATCH_LIMIT)
-    while batch <= most:
-        st = static_serving(costs, batch, input_len, output_len, most)
+    fit = largest_batch(costs, max_len)
+    while batch <= min(fit, max_batch or BATCH_LIMIT):
+        st = static_serving(costs, batch, input_len, output_len, fit)
         total = plan.replicas * st.output_tokens_per_s
         out.append(Evaluated(replace(plan, batch=batch), st.ttft_s, st.tpot_s, total,
                              total / gpus, st.memory_bytes["peak_per_gpu"],
