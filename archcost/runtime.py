@@ -54,6 +54,8 @@ class Fusion(str, enum.Enum):
     ACTIVATION = "activation"  # an activation and its pointwise neighbours (bias-GeLU, SwiGLU)
     ROPE = "rope"  # rotary embedding and layout copies inside attention
     ELEMENTWISE = "elementwise"  # every chain inside the blocks (torch.compile per block)
+    DEQUANT = "dequant"  # a packed weight's unpack/scale chain inside its GEMM (weight-only)
+    KV_CACHE = "kv-cache"  # the KV cache's read casts inside the attention kernel
 
 
 class OptimizerKernel(str, enum.Enum):

@@ -19,7 +19,15 @@ Which chains fuse is the runtime's list (``runtime.Fusion``), each a family of f
 - ``activation``: an activation and its pointwise neighbours in its module (bias-GeLU, SwiGLU);
 - ``rope``: the pointwise ops and copies inside an attention module (rotary embeddings, layout
   copies) outside the score matrix;
-- ``elementwise``: every chain inside the repeated blocks (torch.compile's Inductor per block).
+- ``elementwise``: every chain inside the repeated blocks (torch.compile's Inductor per block);
+- ``dequant``: inside a packed linear (``trace.quant``: a module class ending ``QuantLinear``),
+  the chain that turns the packed weight into the GEMM's operand (unpack, convert, scale, 2:4
+  scatter) runs inside the GEMM, which reads the packed bytes (TensorRT-LLM's weight-only and
+  cuSPARSELt GEMMs); the input's fp8 cast chain there is one kernel (TRT-LLM's quantize);
+  the GEMM of a ``Sparse*`` linear is marked ``sparsity`` 2:4 (it runs at the sparse peak);
+- ``kv-cache``: the chain from the KV cache to an attention op (the read slice, the cast from
+  the cache's dtype, GQA head repeats) runs inside the attention kernel, which reads the cache
+  in its own dtype (TensorRT-LLM's attention dequantizes an int8/fp8 cache on the fly).
 
 Two tagged nodes of one family, the same phase and the same block join when an edge links them
 and they sit at the same *level*, the number of unfused kernels on the longest path from the
@@ -33,6 +41,12 @@ parameters, inputs) plus what they write that something outside reads (saved act
 included: their readers run in backward) or nothing reads. NB: the bytes moved count the
 trace's saved set; the memory held counts the fused kernels' (``cost.fused_saves``). The group
 keeps the op name and efficiency curve of its first member.
+
+The last two fold a *prologue* into a compute kernel: the memory-bound ops of the compute op's
+module that lead only into it and read nothing but persistent state (parameters, packed
+weights, the cache) join it; the kernel reads what the chain reads from outside and carries
+the chain's FLOPs (the dequantization's ALU work), keeping the compute op's name and curve.
+NB: a state tensor two members read is counted twice (``trace.quant`` reads each once).
 
 The optimizer's ops of a ``foreach`` runtime launch one multi-tensor kernel per kind of op over
 all parameters (``executed_graph``): each op's share of those launches.
@@ -54,6 +68,8 @@ _ACTIVATIONS = frozenset({"aten.gelu", "aten.silu", "aten.relu", "aten.sigmoid",
                           "aten.gelu_backward", "aten.silu_backward", "aten.threshold_backward",
                           "aten.sigmoid_backward", "aten.tanh_backward"})
 _SOFTMAX = frozenset({"aten._softmax", "aten._safe_softmax", "aten._softmax_backward_data"})
+_COMPUTE = frozenset({"matmul", "conv", "attention"})  # kernels a prologue can join
+_PACKED = "QuantLinear"  # class-name suffix of trace.quant's packed linears
 
 
 def _square(d: dict) -> bool:
@@ -71,11 +87,13 @@ def _levels(g: nx.DiGraph, fusable: set[int]) -> dict[int, int]:
     return level
 
 
-def _tags(g: nx.DiGraph, fusions: frozenset[Fusion]) -> dict[int, tuple]:
-    """Each fusable node's family key under ``fusions`` (untagged nodes run alone)."""
+def _tags(g: nx.DiGraph, fusions: frozenset[Fusion], absorbed: frozenset[int] = frozenset()
+          ) -> dict[int, tuple]:
+    """Each fusable node's family key under ``fusions`` (untagged nodes run alone); nodes
+    ``absorbed`` into a compute kernel's prologue take no family."""
     classes = g.graph.get("module_classes", {})
-    fusable = [n for n, d in g.nodes(data=True)
-               if d["op_class"] in FUSABLE_CLASSES and d["phase"] in _PHASES]
+    fusable = [n for n, d in g.nodes(data=True) if n not in absorbed
+               and d["op_class"] in FUSABLE_CLASSES and d["phase"] in _PHASES]
     tags: dict[int, tuple] = {}
     if Fusion.ELEMENTWISE in fusions:
         for n in fusable:
@@ -103,7 +121,9 @@ def _tags(g: nx.DiGraph, fusions: frozenset[Fusion]) -> dict[int, tuple]:
             continue
         d = g.nodes[n]
         cls = classes.get(d["module"], "")
-        if Fusion.SOFTMAX in fusions and (d["op"] in _SOFTMAX or _square(d)):
+        if Fusion.DEQUANT in fusions and cls.endswith(_PACKED):
+            tags[n] = ("quantize", d["module"])
+        elif Fusion.SOFTMAX in fusions and (d["op"] in _SOFTMAX or _square(d)):
             tags[n] = ("softmax", d["module"])
         elif Fusion.NORM in fusions and "Norm" in cls:
             tags[n] = ("norm", d["module"])
@@ -114,6 +134,65 @@ def _tags(g: nx.DiGraph, fusions: frozenset[Fusion]) -> dict[int, tuple]:
         elif Fusion.ROPE in fusions and "Attention" in cls and not _square(d):
             tags[n] = ("rope", d["module"])
     return tags
+
+
+def _state_chain(g: nx.DiGraph, c: int) -> list[int]:
+    """The memory-bound ops of ``c``'s module and phase that lead only into ``c`` and read no
+    tensor another op made outside them, in execution order. A tensor no traced op made is
+    persistent state (parameters, packed weights, the cache): the model's own inputs reach the
+    blocks only through ops (the embedding)."""
+    d = g.nodes[c]
+    near = sorted((n for n in nx.ancestors(g, c)
+                   if g.nodes[n]["module"] == d["module"] and g.nodes[n]["phase"] == d["phase"]
+                   and g.nodes[n]["op_class"] not in _COMPUTE),
+                  key=lambda n: g.nodes[n]["index"])
+    chain: set[int] = set()
+    for n in near:  # producers first: a node joins when everything it reads is state or chain
+        if all(p in chain for p in g.predecessors(n)):
+            chain.add(n)
+    changed = True
+    while changed:  # what a node outside the chain (or nothing) reads would be written: drop it
+        changed = False
+        for n in list(chain):
+            succ = set(g.successors(n))
+            if not succ or not succ <= chain | {c}:
+                chain.discard(n)
+                changed = True
+    return sorted(chain, key=lambda n: g.nodes[n]["index"])
+
+
+def _prologues(g: nx.DiGraph, fusions: frozenset[Fusion]) -> dict[int, list[int]]:
+    """Compute node -> the state chain that runs inside its kernel (``dequant``, ``kv-cache``)."""
+    classes = g.graph.get("module_classes", {})
+    out: dict[int, list[int]] = {}
+    for c, d in g.nodes(data=True):
+        packed = d["op_class"] == "matmul" and classes.get(d["module"], "").endswith(_PACKED)
+        if (Fusion.DEQUANT in fusions and packed) or (
+                Fusion.KV_CACHE in fusions and d["op_class"] == "attention"):
+            chain = _state_chain(g, c)
+            if chain:
+                out[c] = chain
+    return out
+
+
+def _absorb(g: nx.DiGraph, out: nx.DiGraph, prologues: dict[int, list[int]]) -> None:
+    """Each compute node of ``out`` reads what its chain reads from outside and carries the
+    chain's FLOPs; the chain's nodes move nothing and launch nothing."""
+    classes = g.graph.get("module_classes", {})
+    for c, chain in prologues.items():
+        inside = set(chain) | {c}
+        read = 0
+        for n in (*chain, c):
+            internal_in = sum(e["bytes"] for p, _, e in g.in_edges(n, data=True)
+                              if _origin(g, p, inside) in inside)
+            read += max(0, g.nodes[n]["bytes_read"] - internal_in)
+        d = out.nodes[c]
+        d["bytes_read"] = read
+        d["flops"] = g.nodes[c]["flops"] + sum(g.nodes[n]["flops"] for n in chain)
+        if classes.get(d["module"], "").startswith("Sparse") and d["op_class"] == "matmul":
+            d["sparsity"] = "2:4"
+        for n in chain:
+            out.nodes[n].update(bytes_read=0, bytes_written=0, flops=0, launches=0.0)
 
 
 def _groups(g: nx.DiGraph, tags: dict[int, tuple]) -> list[list[int]]:
@@ -176,7 +255,9 @@ def fuse_graph(g: nx.DiGraph, fusions=()) -> nx.DiGraph:
         d["launches"] = 1.0
     if not fusions:
         return out
-    for members in _groups(g, _tags(g, fusions)):
+    prologues = _prologues(g, fusions)
+    absorbed = frozenset(n for chain in prologues.values() for n in chain)
+    for members in _groups(g, _tags(g, fusions, absorbed)):
         if len(members) < 2:
             continue
         inside = set(members)
@@ -194,6 +275,7 @@ def fuse_graph(g: nx.DiGraph, fusions=()) -> nx.DiGraph:
             d["bytes_read"], d["bytes_written"] = (read, written) if i == 0 else (0, 0)
             d["flops"] = flops if i == 0 else 0  # the kernel overlaps its math and its traffic
             d["launches"] = 1.0 if i == 0 else 0.0
+    _absorb(g, out, prologues)
     return out
 
 

@@ -33,7 +33,8 @@ class StepCosts(Protocol):
 
     def decode_s(self, batch: int, context_len: int) -> float:
         """Seconds of one decode step: each of ``batch`` sequences gets one token, attending to
-        ``context_len`` tokens."""
+        ``context_len`` tokens, the new one included (the step at ``start_pos`` L of the
+        model-file convention has context L + 1)."""
         ...
 
     def memory_bytes(self, batch: int, max_len: int) -> dict:

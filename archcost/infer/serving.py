@@ -3,34 +3,43 @@ batching in steady state. Pure functions of a ``StepCosts`` (``archcost.infer.co
 
 What the figures assume (quotable)
 ----------------------------------
-Static batching runs as TensorRT-LLM's ``gptSessionBenchmark`` does (TensorRT-LLM v0.9,
-``benchmarks/cpp/gptSessionBenchmark.cpp``): the B sequences are prefilled together, the first
-output token of each comes out of the prefill, then ``output_len - 1`` decode steps run at
-contexts ``input_len + 1 .. input_len + output_len - 1`` (the tokens each step attends to).
-``tpot_s`` is the mean of those steps, ``e2e_s = ttft_s + (output_len - 1) * tpot_s`` and the
-throughput is ``B * output_len / e2e_s``. Memory is read at ``max_len = input_len +
-output_len`` (the cache a batch benchmark allocates); a batch fits when ``peak_per_gpu`` is
-within ``capacity_bytes``, and the largest batch that fits is found by doubling then bisection
-(peak memory assumed non-decreasing in batch).
+Static batching runs as TensorRT-LLM's ``gptSessionBenchmark`` does
+(NVIDIA/TensorRT-LLM@027cd518:benchmarks/cpp/gptSessionBenchmark.cpp: ``session.setup(batch,
+beam, maxInputLength + maxNewTokens)``, then one timed ``generate``): the B sequences are
+prefilled together, the first output token of each comes out of the prefill, then
+``output_len - 1`` decode steps run at contexts ``input_len + 1 .. input_len + output_len - 1``
+(the tokens each step attends to). ``tpot_s`` is the mean of those steps (every step priced up
+to ``EXACT_STEPS`` of them, beyond in ``EXACT_STEPS`` trapezoids of consecutive contexts),
+``e2e_s = ttft_s + (output_len - 1) * tpot_s`` and the throughput is ``B * output_len /
+e2e_s``. Memory is read
+at ``max_len = input_len + output_len`` (the cache that benchmark sets up); a batch fits when
+``peak_per_gpu`` is within ``capacity_bytes``, and the largest batch that fits is found by
+doubling then bisection (peak memory taken as non-decreasing in batch).
 
 Continuous batching is a discrete-event simulation of an iteration-level scheduler like vLLM's
-default (v0.6, ``vllm/core/scheduler.py``: FCFS, prefill-prioritised, no chunked prefill):
-requests arrive as a Poisson process (seeded ``numpy`` Generator, so runs are reproducible)
-with fixed lengths or lengths drawn from given arrays. Each iteration admits waiting requests in
-arrival order while the running and admitted requests fit at their full length (input + output
-tokens of KV cache, read as ``memory_bytes(n, ceil(total tokens / n))``: KV bytes are
-bilinear, batch x length) and while the batch stays within ``max_batch`` (vLLM's
-``--max-num-seqs``, 256 by default); the admitted requests are prefilled (those of one input
-length as one ``prefill_s(k, input_len)``, distinct lengths back to back: NB an engine packs
-them in one forward, so mixed lengths are over-priced by the extra weight reads), which gives
-their first token; then one decode step gives every running request (the admitted included) a
-token. Finished requests leave at once. A decode step over sequences of mixed contexts costs
-``decode_s(n, mean context)``: decode cost is taken as bilinear in batch and context (the
-per-sequence attention term is linear in its context, so a sum over sequences is the batch
-times the mean), evaluated between the two integer contexts around the mean. Runs of decode
-steps with no arrival or departure between them are priced on the chord of their first and
-last step (at most ``RUN_STEPS`` steps: exact for cost affine in context, NB a kink of the
-roofline inside a run is smoothed).
+default (FCFS, prefill-prioritised, no chunked prefill; vLLM v0.6 ``vllm/core/scheduler.py``
+``_schedule_default``). Requests arrive as a Poisson process (seeded ``numpy`` Generator: runs
+are reproducible) with fixed lengths, or lengths drawn from given arrays. Each iteration:
+1. admit waiting requests in arrival order while the batch stays within ``max_batch`` (vLLM's
+   ``--max-num-seqs``, 256 by default) and the running and admitted requests fit at their full
+   length: ``input + output`` tokens of KV cache each, read as ``memory_bytes(n, ceil(total
+   tokens / n))`` since KV bytes are bilinear in batch and length. A request holds its full
+   length from admission, so nothing is ever preempted (NB: vLLM allocates blocks as tokens
+   come and preempts when they run out; reserving is TensorRT-LLM's ``GUARANTEED_NO_EVICT``
+   capacity policy; vLLM's ``max_num_batched_tokens`` prefill budget is not modelled);
+2. prefill the admitted requests, which gives their first token: those of one input length as
+   one ``prefill_s(k, input_len)``, distinct lengths back to back (NB: an engine packs them in
+   one forward, so mixed lengths are over-priced by the extra weight reads);
+3. one decode step gives every running request (the admitted included) a token; finished
+   requests leave at once. NB: vLLM v0.6 skips the decode in an iteration that prefills
+   ("Don't schedule decodes if prefills are scheduled"), so there several admissions in a row
+   can hold the running batch; here one prefill at most sits between two decode steps.
+A decode step over sequences of mixed contexts costs ``decode_s(n, mean context)``: decode cost
+is taken as bilinear in batch and context (the per-sequence attention term is linear in its
+context, so the sum over sequences is the batch times the mean), linear between the two integer
+contexts around the mean. A run of decode steps with no arrival or departure between them is
+priced on the chord of its first and last step (at most ``RUN_STEPS`` steps: exact for cost
+affine in context; NB a roofline kink inside a run is smoothed).
 
 Measurement: the first ``warmup_fraction`` of requests (by arrival) is warm-up and discarded;
 the window runs from the first measured arrival to the last arrival. Throughput counts output
@@ -61,9 +70,9 @@ __all__ = ["StaticServing", "Percentiles", "ContinuousServing", "fits", "largest
 EXACT_STEPS = 256  # decode steps priced one by one; longer outputs in this many trapezoids
 TPOT_POINTS = 5  # contexts at which the static TPOT is reported
 BATCH_LIMIT = 1 << 20  # the largest batch the fit search tries
-RUN_STEPS = 64  # decode steps priced on one chord in the simulation
+RUN_STEPS = 128  # decode steps priced on one chord in the simulation
 QUEUE_GROWTH_FRACTION = 0.05  # queue growth over the second half that reads as unstable
-DEFAULT_MAX_BATCH = 256  # vLLM --max-num-seqs default (docs.vllm.ai, engine arguments)
+DEFAULT_MAX_BATCH = 256  # vLLM --max-num-seqs default (vllm/engine/arg_utils.py, EngineArgs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,10 +142,11 @@ def mean_decode_s(costs: StepCosts, batch: int, first: int, last: int,
     return total / n
 
 
-def static_serving(costs: StepCosts, batch: int, input_len: int,
-                   output_len: int) -> StaticServing:
+def static_serving(costs: StepCosts, batch: int, input_len: int, output_len: int,
+                   max_batch: int | None = None) -> StaticServing:
     """Static batching metrics (module docstring): TTFT, mean TPOT and TPOT at ``TPOT_POINTS``
-    contexts, end-to-end latency, output tokens/s, memory and the largest batch that fits."""
+    contexts, end-to-end latency, output tokens/s, memory and the largest batch that fits
+    (``max_batch`` when the caller knows it already)."""
     batch = _positive_int(batch, "batch")
     input_len = _positive_int(input_len, "input length")
     output_len = _positive_int(output_len, "output length")
@@ -154,7 +164,7 @@ def static_serving(costs: StepCosts, batch: int, input_len: int,
         ttft_s=ttft, tpot_s=tpot, tpot_by_context=by_context, e2e_s=e2e,
         output_tokens_per_s=tokens_per_s, output_tokens_per_s_per_gpu=tokens_per_s / costs.gpus,
         memory_bytes=memory, fits=memory["peak_per_gpu"] <= costs.capacity_bytes,
-        max_batch=largest_batch(costs, max_len))
+        max_batch=largest_batch(costs, max_len) if max_batch is None else max_batch)
 
 
 @dataclass(frozen=True, slots=True)

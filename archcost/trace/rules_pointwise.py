@@ -47,7 +47,8 @@ ELEMENTWISE_COST: dict[str, int] = {
         threshold threshold_backward maximum minimum fmax fmin clamp clamp_min clamp_max hardtanh
         hardtanh_backward leaky_relu leaky_relu_backward where masked_fill eq ne lt le gt ge
         logical_not logical_and logical_or logical_xor bitwise_not bitwise_and bitwise_or
-        bitwise_xor floor ceil round trunc frac remainder fmod floor_divide isnan isinf isfinite
+        bitwise_xor bitwise_left_shift bitwise_right_shift floor ceil round trunc frac remainder
+        fmod floor_divide isnan isinf isfinite
         nan_to_num copysign hardshrink softshrink heaviside""".split(), 1),
     # stores, no arithmetic
     "fill": 0, "zero": 0, "copy": 0,

@@ -1,0 +1,254 @@
+"""Serving-plan search: how to split G GPUs into model replicas (tensor- and pipeline-parallel
+degrees), which batch and which precision give the most output tokens/s per GPU within a
+time-to-first-token and a time-per-output-token SLO, and the throughput-latency Pareto front.
+
+What the search assumes (quotable)
+----------------------------------
+- A plan is ``tp`` and ``pp``, each a divisor of G with ``tp * pp <= G``; ``replicas = G //
+  (tp * pp)`` copies serve independently, requests spread evenly over them; GPUs left over
+  stay idle and count in the per-GPU figure (``replicas * tokens/s of one replica / G``).
+- ``costs_for(tp, pp, precision)`` prices one replica; a plan it refuses (``ValueError`` or an
+  ``ArchcostError``: tp not dividing the heads, a precision the GPU lacks) is skipped with the
+  reason, and so is a plan where one sequence does not fit.
+- Static batching (``serving.static_serving``): batch sizes are the powers of two up to the
+  largest that fits at ``input_len + output_len``; a configuration meets the SLOs when its TTFT
+  and its mean TPOT are within them.
+- Continuous batching (``serving.simulate_continuous``): for each plan and precision, the
+  highest arrival rate whose simulation is stable with p90 TTFT and p90 TPOT within the SLOs,
+  found by bisection (``RATE_HALVINGS`` halvings) below an upper bound on what the replica can
+  serve (Little's law: the largest batch that fits over the shortest time a request can run,
+  ``prefill_s(1, I) + (output_len - 1) * decode_s(1, I + 1)``; step times taken
+  non-decreasing in batch and context). The same seed draws the same arrival pattern at every
+  rate, scaled, so feasibility is close to monotone in the rate. The batch is the scheduler's.
+- Ranking: tokens/s per GPU, ties to the lower TPOT, then TTFT, then fewer GPUs per replica.
+  The Pareto front (most tokens/s per GPU, least TPOT) is over every configuration evaluated
+  that fits in memory, within the SLOs or not.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from archcost.errors import ArchcostError, ConfigError
+from archcost.infer.costs import StepCosts
+from archcost.infer.serving import (
+    BATCH_LIMIT,
+    DEFAULT_MAX_BATCH,
+    ContinuousServing,
+    largest_batch,
+    simulate_continuous,
+    static_serving,
+)
+
+__all__ = ["Mode", "ServingPlan", "Evaluated", "Skipped", "SearchResult", "divisors",
+           "pareto_front", "max_rate_within_slo", "search", "RATE_HALVINGS"]
+
+RATE_HALVINGS = 10  # bisection steps on the arrival rate (continuous batching)
+
+
+class Mode(enum.Enum):
+    STATIC = "static"
+    CONTINUOUS = "continuous"
+
+
+@dataclass(frozen=True, slots=True)
+class ServingPlan:
+    tp: int
+    pp: int
+    replicas: int
+    precision: str
+    batch: int | None  # static batch; None under continuous batching (the scheduler's)
+
+    @property
+    def label(self) -> str:
+        batch = "" if self.batch is None else f",batch={self.batch}"
+        return f"tp={self.tp},pp={self.pp},replicas={self.replicas}{batch},{self.precision}"
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluated:
+    """One configuration: static metrics, or continuous ones at the highest rate in the SLOs
+    (percentiles p90)."""
+
+    plan: ServingPlan
+    ttft_s: float
+    tpot_s: float
+    output_tokens_per_s: float  # all replicas
+    output_tokens_per_s_per_gpu: float  # over the G GPUs
+    peak_bytes_per_gpu: float
+    meets_slo: bool
+    rate_per_s: float | None = None  # continuous: requests/s over all replicas
+    mean_batch: float | None = None  # continuous: running sequences per decode step
+    why: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    tp: int
+    pp: int
+    precision: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class SearchResult:
+    ranked: tuple[Evaluated, ...]  # within the SLOs, best first
+    front: tuple[Evaluated, ...]  # Pareto front, by TPOT
+    evaluated: tuple[Evaluated, ...]  # every configuration that fits, in search order
+    skipped: tuple[Skipped, ...]
+
+
+def divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def pareto_front(tokens_per_s: np.ndarray, tpot_s: np.ndarray) -> np.ndarray:
+    """Indices of the points no other point dominates (as many or more tokens/s at as low or a
+    lower TPOT, better in one), by TPOT then tokens/s descending. Equal points all stay."""
+    x = np.asarray(tokens_per_s, dtype=np.float64)[:, None]
+    y = np.asarray(tpot_s, dtype=np.float64)[:, None]
+    dominated = ((x.T >= x) & (y.T <= y) & ((x.T > x) | (y.T < y))).any(axis=1)
+    idx = np.flatnonzero(~dominated)
+    return idx[np.lexsort((-x[idx, 0], y[idx, 0]))]
+
+
+def _meets(ttft: float, tpot: float, ttft_slo: float | None, tpot_slo: float | None) -> bool:
+    return (ttft_slo is None or ttft <= ttft_slo) and (tpot_slo is None or tpot <= tpot_slo)
+
+
+def max_rate_within_slo(costs: StepCosts, input_len: int, output_len: int,
+                        ttft_slo_s: float | None, tpot_slo_s: float | None, *,
+                        requests: int = 1000, max_batch: int = DEFAULT_MAX_BATCH,
+                        seed: int = 0) -> tuple[ContinuousServing, bool]:
+    """The simulation at the highest rate (one replica) that is stable with p90 TTFT and TPOT
+    within the SLOs, and True; when none of the rates tried is, the lowest one tried, and
+    False (module docstring)."""
+    most = min(max_batch, largest_batch(costs, input_len + output_len))
+    shortest = costs.prefill_s(1, input_len) + (output_len - 1) * costs.decode_s(1, input_len + 1)
+    lo, hi = 0.0, most / shortest
+
+    def sim(rate: float) -> ContinuousServing:
+        return simulate_continuous(costs, rate, input_len, output_len, requests=requests,
+                                   max_batch=max_batch, seed=seed)
+
+    best = None
+    for _ in range(RATE_HALVINGS):
+        mid = 0.5 * (lo + hi)
+        run = sim(mid)
+        if run.stable and _meets(run.ttft.p90_s, run.tpot.p90_s, ttft_slo_s, tpot_slo_s):
+            lo, best = mid, run
+        else:
+            hi = mid
+    return (best, True) if best is not None else (sim(hi), False)
+
+
+def _evaluate(costs: StepCosts, plan: ServingPlan, gpus: int, mode: Mode, input_len: int,
+              output_len: int, ttft_slo_s: float | None, tpot_slo_s: float | None,
+              max_batch: int | None, requests: int) -> list[Evaluated]:
+    """The configurations of one plan and precision: each batch (static) or the rate search
+    (continuous)."""
+    max_len = input_len + output_len
+    if mode is Mode.CONTINUOUS:
+        run, ok = max_rate_within_slo(costs, input_len, output_len, ttft_slo_s, tpot_slo_s,
+                                      requests=requests,
+                                      max_batch=max_batch or DEFAULT_MAX_BATCH)
+        total = plan.replicas * run.output_tokens_per_s
+        peak = costs.memory_bytes(max(run.max_running, 1), max_len)["peak_per_gpu"]
+        return [Evaluated(plan, run.ttft.p90_s, run.tpot.p90_s, total, total / gpus, peak, ok,
+                          plan.replicas * run.rate_per_s, run.mean_batch)]
+    out = []
+    batch = 1
+    fit = largest_batch(costs, max_len)
+    while batch <= min(fit, max_batch or BATCH_LIMIT):
+        st = static_serving(costs, batch, input_len, output_len, fit)
+        total = plan.replicas * st.output_tokens_per_s
+        out.append(Evaluated(replace(plan, batch=batch), st.ttft_s, st.tpot_s, total,
+                             total / gpus, st.memory_bytes["peak_per_gpu"],
+                             _meets(st.ttft_s, st.tpot_s, ttft_slo_s, tpot_slo_s)))
+        batch *= 2
+    return out
+
+
+def _rank_key(e: Evaluated) -> tuple:
+    return (-e.output_tokens_per_s_per_gpu, e.tpot_s, e.ttft_s, e.plan.tp * e.plan.pp,
+            e.plan.tp, e.plan.batch or 0, e.plan.precision)
+
+
+def _slo_text(e: Evaluated, ttft_slo_s: float | None, tpot_slo_s: float | None) -> str:
+    misses = [f"{name} {v * 1e3:.1f} ms > {slo * 1e3:.1f} ms"
+              for name, v, slo in (("TTFT", e.ttft_s, ttft_slo_s), ("TPOT", e.tpot_s, tpot_slo_s))
+              if slo is not None and v > slo]
+    return "misses the SLOs: " + ", ".join(misses) if misses else "misses the SLOs at any rate"
+
+
+def _explain(evaluated: list[Evaluated], ranked: list[Evaluated], front_idx: np.ndarray,
+             ttft_slo_s: float | None, tpot_slo_s: float | None) -> list[Evaluated]:
+    """Each configuration with why it wins or loses: its place against the best within the SLOs
+    (or the SLO it misses), and whether it is on the Pareto front or what dominates it."""
+    best = ranked[0] if ranked else None
+    rank = {id(e): i for i, e in enumerate(ranked)}
+    on_front = set(front_idx.tolist())
+    front = [evaluated[i] for i in front_idx.tolist()]
+    out = []
+    for i, e in enumerate(evaluated):
+        if not e.meets_slo:
+            place = _slo_text(e, ttft_slo_s, tpot_slo_s)
+        elif rank[id(e)] == 0:
+            place = "best: the most output tokens/s per GPU within the SLOs"
+        else:
+            gap = 1.0 - e.output_tokens_per_s_per_gpu / best.output_tokens_per_s_per_gpu
+            place = (f"#{rank[id(e)] + 1}: {gap:.1%} fewer tokens/s per GPU than "
+                     f"{best.plan.label}")
+        if i in on_front:
+            pareto = "on the Pareto front: nothing has more tokens/s per GPU at a TPOT as low"
+        else:
+            by = next(f for f in front if f.output_tokens_per_s_per_gpu
+                      >= e.output_tokens_per_s_per_gpu and f.tpot_s <= e.tpot_s)
+            pareto = (f"dominated by {by.plan.label} ({by.output_tokens_per_s_per_gpu:.1f} "
+                      f"tokens/s/GPU at {by.tpot_s * 1e3:.1f} ms TPOT)")
+        out.append(replace(e, why=f"{place}; {pareto}"))
+    return out
+
+
+def search(gpus: int, costs_for: Callable[[int, int, str], StepCosts],
+           precisions: Sequence[str], input_len: int, output_len: int, *,
+           ttft_slo_s: float | None = None, tpot_slo_s: float | None = None,
+           mode: Mode = Mode.STATIC, max_batch: int | None = None,
+           requests: int = 1000) -> SearchResult:
+    """Every plan (tp, pp, replicas), batch and precision on ``gpus`` GPUs, ranked by output
+    tokens/s per GPU within the SLOs, with the Pareto front (module docstring). ``max_batch``:
+    the largest static batch tried (default: whatever fits), or the continuous scheduler's cap
+    on running requests (default vLLM's 256); ``requests``: simulated per rate."""
+    if gpus < 1 or not precisions:
+        raise ConfigError(f"{gpus} GPUs, {len(precisions)} precisions: give at least one of each")
+    evaluated: list[Evaluated] = []
+    skipped: list[Skipped] = []
+    for precision in precisions:
+        for tp in divisors(gpus):
+            for pp in (p for p in divisors(gpus) if tp * p <= gpus):
+                try:
+                    costs = costs_for(tp, pp, precision)
+                except (ValueError, ArchcostError) as err:
+                    skipped.append(Skipped(tp, pp, precision, str(err)))
+                    continue
+                if largest_batch(costs, input_len + output_len, 1) == 0:
+                    peak = costs.memory_bytes(1, input_len + output_len)["peak_per_gpu"]
+                    skipped.append(Skipped(tp, pp, precision, (
+                        f"one sequence of {input_len + output_len} tokens does not fit: peak "
+                        f"{peak / 2**30:.1f} GiB > {costs.capacity_bytes / 2**30:.1f} GiB per GPU")))
+                    continue
+                plan = ServingPlan(tp, pp, gpus // (tp * pp), str(precision), None)
+                evaluated += _evaluate(costs, plan, gpus, mode, input_len, output_len,
+                                       ttft_slo_s, tpot_slo_s, max_batch, requests)
+    ranked = sorted((e for e in evaluated if e.meets_slo), key=_rank_key)
+    front_idx = pareto_front(np.array([e.output_tokens_per_s_per_gpu for e in evaluated]),
+                             np.array([e.tpot_s for e in evaluated]))
+    explained = _explain(evaluated, ranked, front_idx, ttft_slo_s, tpot_slo_s)
+    by_id = {id(e): x for e, x in zip(evaluated, explained)}
+    return SearchResult(ranked=tuple(by_id[id(e)] for e in ranked),
+                        front=tuple(explained[i] for i in front_idx.tolist()),
+                        evaluated=tuple(explained), skipped=tuple(skipped))

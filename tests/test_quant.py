@@ -1,0 +1,321 @@
+"""Inference weight compression: packed bytes by closed form, forwards against hand-dequantized
+references, and the executed graph of a runtime that fuses the dequantization and the KV cache.
+
+Ground truth: closed forms of the storage (n/2 bytes per int4 weight, one scale per group),
+references decoded byte by byte in plain Python, torch's FlopCounterMode for the GEMM FLOPs.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.utils.flop_counter import FlopCounterMode
+
+from archcost.cost.fusion import executed_graph
+from archcost.errors import ConfigError
+from archcost.runtime import Fusion, load_runtime
+from archcost.trace.capture import _install_module_hooks
+from archcost.trace.fake import to_fake
+from archcost.trace.graph import build_graph
+from archcost.trace.quant import parse_weight_quant, quantize_linears
+from archcost.trace.recorder import CaptureState, Recorder
+from archcost.trace.repeats import RepeatTracker
+from tests.conftest import MODELS
+
+TRT = load_runtime("tensorrt-llm")
+
+
+# --- parsing -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("text, group, sparsity, words", [
+    ("int3", 128, None, "unknown"),
+    ("int4", 0, None, "group size"),
+    ("int4", 33, None, "group size"),
+    ("int8", 128, "1:4", "2:4"),
+    ("int4", 128, "2:4", "not a kernel"),
+])
+def test_bad_weight_quantization_is_one_line_naming_the_fix(text, group, sparsity, words):
+    with pytest.raises(ConfigError) as err:
+        parse_weight_quant(text, group, sparsity)
+    msg = str(err.value)
+    assert words in msg and "\n" not in msg
+
+
+def test_no_quantization_is_none_and_sparsity_alone_keeps_the_compute_dtype():
+    assert parse_weight_quant(None, 128, None) is None
+    q = parse_weight_quant(None, 128, "2:4")
+    assert (q.scheme, q.sparsity) == ("none", "2:4")
+    assert parse_weight_quant("FP8", 128, "2:4").scheme == "fp8"
+
+
+# --- packed bytes: closed forms ------------------------------------------------------------------
+def _llama_tiny():
+    from archcost.loader import load_model_file
+
+    spec = load_model_file(str(MODELS / "llama.py"), {"preset": "tiny"})
+    return spec.build(1, 16)
+
+
+def _block_linears(model):
+    return {p: (m.out_features, m.in_features) for p, m in model.named_modules()
+            if isinstance(m, nn.Linear) and p.startswith("layers.")}
+
+
+@pytest.mark.parametrize("text, group, sparsity, per_linear", [
+    # int4: two per byte + one bf16 scale per 16 weights
+    ("int4", 16, None, lambda n, k: n * k // 2 + (n * k // 16) * 2),
+    # int8 per channel: one byte each + one bf16 scale per output row
+    ("int8", -1, None, lambda n, k: n * k + n * 2),
+    # fp8: one byte each + the weight's and the input's fp32 scales
+    ("fp8", 128, None, lambda n, k: n * k + 4 + 4),
+    # fp8 2:4: half the values, 2 bits of position per kept value, the two scales
+    ("fp8", 128, "2:4", lambda n, k: n * k // 2 + (n * k // 2) * 2 // 8 + 8),
+    # bf16 2:4: half the values in bf16 + the positions
+    (None, 128, "2:4", lambda n, k: (n * k // 2) * 2 + (n * k // 2) * 2 // 8),
+])
+def test_state_bytes_are_the_closed_form_of_the_packed_storage(text, group, sparsity, per_linear):
+    model = _llama_tiny().to(torch.bfloat16)
+    shapes = _block_linears(model)
+    head = model.output
+    quant = parse_weight_quant(text, group, sparsity)
+    with FakeTensorMode(), torch.no_grad():  # as the capture runs it: on fake parameters
+        to_fake(model, torch.bfloat16)
+        state = quantize_linears(model, ["layers.0", "layers.1"], quant)
+        assert state.state_bytes() == sum(per_linear(n, k) for n, k in shapes.values())
+    assert state.params() == sum(n * k for n, k in shapes.values())
+    assert set(state.linears) == set(shapes) and not state.kept
+    # the head stays a compute-dtype linear; the converted weights left the parameters
+    assert model.output is head
+    names = {n for n, _ in model.named_parameters()}
+    assert not any(p + ".weight" in names for p in shapes)
+    assert "output.weight" in names
+
+
+def test_a_linear_the_group_does_not_divide_stays_in_the_compute_dtype():
+    model = _llama_tiny()
+    state = quantize_linears(model, ["layers.0"], parse_weight_quant("int4", 32, None))
+    # hidden 64 inputs divide into groups of 32; w2's ffn = 176 inputs do not
+    assert set(state.kept) == {"layers.0.feed_forward.w2"}
+    assert isinstance(model.layers[0].feed_forward.w2, nn.Linear)
+    assert any("w2" in n for n in state.notes())
+
+
+# --- forwards against hand-dequantized references ------------------------------------------------
+def _nibble(b: int) -> int:
+    return b - 16 if b >= 8 else b
+
+
+def _int4_reference(packed: torch.Tensor, scales: torch.Tensor, group: int) -> torch.Tensor:
+    rows = []
+    for n, row in enumerate(packed.tolist()):
+        vals = []
+        for b in row:
+            u = b & 0xFF
+            vals += [_nibble(u & 0xF), _nibble(u >> 4)]
+        rows.append([v * float(scales[n, j // group]) for j, v in enumerate(vals)])
+    return torch.tensor(rows, dtype=torch.float64)
+
+
+def _positions(meta: torch.Tensor) -> list[list[int]]:
+    return [[(b >> (2 * j)) & 3 for b in row for j in range(4)] for row in meta.tolist()]
+
+
+class _Block(nn.Module):
+    """A linear whose input an op makes, as in a model (a norm, the embedding)."""
+
+    def __init__(self, lin: nn.Linear):
+        super().__init__()
+        self.lin = lin
+
+    def forward(self, x):
+        return self.lin(torch.relu(x))
+
+
+def _one_linear(n=48, k=64, bias=True, dtype=torch.float32):
+    torch.manual_seed(0)
+    root = nn.Module()
+    root.block = _Block(nn.Linear(k, n, bias=bias).to(dtype))
+    return root
+
+
+def test_int4_forward_equals_the_weight_decoded_byte_by_byte():
+    root = _one_linear()
+    w = root.block.lin.weight.detach().clone()
+    b = root.block.lin.bias.detach().clone()
+    state = quantize_linears(root, ["block"], parse_weight_quant("int4", 32, None))
+    lin = state.linears["block.lin"]
+    wd = _int4_reference(lin.state["weight"], lin.state["scales"], 32)
+    x = torch.randn(2, 3, 64)
+    torch.testing.assert_close(root.block.lin(x).double(), x.double() @ wd.T + b.double(),
+                               rtol=1e-5, atol=1e-5)
+    # symmetric round-to-nearest: every weight within half a step of its group's scale
+    step = lin.state["scales"].double().repeat_interleave(32, dim=1)
+    assert ((wd - w.double()).abs() <= step / 2 + 1e-6).all()
+
+
+def test_int8_per_channel_forward_equals_the_hand_dequantized_weight():
+    root = _one_linear()
+    b = root.block.lin.bias.detach().clone()
+    state = quantize_linears(root, ["block"], parse_weight_quant("int8", -1, None))
+    lin = state.linears["block.lin"]
+    q, s = lin.state["weight"].tolist(), lin.state["scales"].tolist()  # (N, K), (N, 1)
+    wd = torch.tensor([[v * s[n][0] for v in row] for n, row in enumerate(q)],
+                      dtype=torch.float64)
+    x = torch.randn(5, 64)
+    torch.testing.assert_close(root.block.lin(x).double(), x.double() @ wd.T + b.double(),
+                               rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("sparsity", [None, "2:4"])
+def test_fp8_forward_equals_the_scaled_fp8_product(sparsity):
+    root = _one_linear()
+    w = root.block.lin.weight.detach().clone()
+    b = root.block.lin.bias.detach().clone()
+    state = quantize_linears(root, ["block"], parse_weight_quant("fp8", 128, sparsity))
+    lin = state.linears["block.lin"]
+    sw, sx = float(lin.state["weight_scale"]), float(lin.state["input_scale"])
+    vals = lin.state["weight"].float().double() * sw  # kept values (N, K/2) or (N, K)
+    if sparsity:
+        wd = torch.zeros(48, 64, dtype=torch.float64)
+        for n, pos in enumerate(_positions(lin.state["meta"])):
+            for j, p in enumerate(pos):
+                wd[n, 4 * (j // 2) + p] = vals[n, j]
+        # the two kept weights of each four are its two largest in magnitude
+        kept = w.abs().view(48, 16, 4).topk(2, dim=-1).values.sum(-1)
+        assert torch.allclose((wd != 0).double().view(48, 16, 4).mul(
+            w.abs().double().view(48, 16, 4)).sum(-1), kept.double())
+    else:
+        wd = vals
+    x = torch.randn(4, 64)
+    xq = (x / sx).clamp(-448, 448).to(torch.float8_e4m3fn).double() * sx
+    torch.testing.assert_close(root.block.lin(x).double(), xq @ wd.T + b.double(),
+                               rtol=1e-4, atol=1e-4)
+
+
+def test_bf16_2_4_forward_scatters_the_kept_values_back():
+    root = _one_linear(bias=False)
+    w = root.block.lin.weight.detach().clone()
+    state = quantize_linears(root, ["block"], parse_weight_quant(None, 128, "2:4"))
+    lin = state.linears["block.lin"]
+    vals = lin.state["weight"].double()
+    wd = torch.zeros(48, 64, dtype=torch.float64)
+    for n, pos in enumerate(_positions(lin.state["meta"])):
+        for j, p in enumerate(pos):
+            wd[n, 4 * (j // 2) + p] = vals[n, j]
+    assert ((wd == 0) | (wd == w.double())).all()
+    assert ((wd != 0).view(48, 16, 4).sum(-1) <= 2).all()
+    x = torch.randn(3, 64)
+    torch.testing.assert_close(root.block.lin(x).double(), x.double() @ wd.T)
+
+
+# --- pricing: the executed graph under a fusing runtime ------------------------------------------
+def _graph(model, *args):
+    st = CaptureState(RepeatTracker.empty())
+    handles = _install_module_hooks(model, st)
+    try:
+        with torch.no_grad(), Recorder(st):
+            model(*args)
+    finally:
+        for h in handles:
+            h.remove()
+    classes = {p: type(m).__name__ for p, m in model.named_modules()}
+    return build_graph(st.records, {"module_classes": classes})
+
+
+def _moved(g, nodes):
+    return sum(g.nodes[n]["bytes_read"] + g.nodes[n]["bytes_written"] for n in nodes)
+
+
+def test_a_fused_int4_linear_reads_the_packed_weight_and_carries_the_dequant_flops():
+    m, n, k, group = 8, 48, 64, 32
+    root = _one_linear(n, k, bias=False, dtype=torch.bfloat16)
+    state = quantize_linears(root, ["block"], parse_weight_quant("int4", group, None))
+    x = torch.randn(m, k, dtype=torch.bfloat16)
+    with FlopCounterMode(display=False) as fc:
+        root.block.lin(x)
+    gemm_flops = fc.get_total_flops()
+    assert gemm_flops == 2 * m * n * k
+    g = _graph(root.block, x)
+    lin_nodes = [v for v, d in g.nodes(data=True) if d["module"] == "lin"]
+    ex = executed_graph(g, TRT)
+    mm = [v for v in lin_nodes if g.nodes[v]["op_class"] == "matmul"]
+    assert len(mm) == 1 and ex.nodes[mm[0]]["launches"] == 1
+    assert sum(ex.nodes[v]["launches"] for v in lin_nodes if v != mm[0]
+               if g.nodes[v]["bytes_read"] + g.nodes[v]["bytes_written"]) == 0
+    packed, scales = n * k // 2, (n * k // group) * 2
+    assert state.state_bytes() == packed + scales
+    activations = m * k * 2 + m * n * 2  # x read, y written (bf16)
+    fused = _moved(ex, lin_nodes)
+    assert packed + scales + activations <= fused <= packed + scales + activations + 16
+    assert fused < _moved(g, lin_nodes) / 3  # unfused: the bf16 weight written and read back
+    # FLOPs: the GEMM's, plus shift left, shift right and the scale multiply per weight
+    assert sum(ex.nodes[v]["flops"] for v in lin_nodes) == gemm_flops + 3 * n * k
+    assert ex.nodes[mm[0]]["flops"] == gemm_flops + 3 * n * k
+    # eager runs every op of the chain as its own kernel
+    eager = executed_graph(g, load_runtime("eager"))
+    assert _moved(eager, lin_nodes) == _moved(g, lin_nodes)
+
+
+def test_a_fused_2_4_fp8_gemm_is_marked_sparse_and_reads_values_and_metadata():
+    m, n, k = 8, 48, 64
+    root = _one_linear(n, k, bias=False, dtype=torch.bfloat16)
+    quantize_linears(root, ["block"], parse_weight_quant("fp8", 128, "2:4"))
+    x = torch.randn(m, k, dtype=torch.bfloat16)
+    g = _graph(root.block, x)
+    ex = executed_graph(g, TRT)
+    gemm = [v for v, d in g.nodes(data=True) if d["op"] == "aten._scaled_mm"]
+    assert len(gemm) == 1
+    d = ex.nodes[gemm[0]]
+    assert d.get("sparsity") == "2:4"
+    # kept fp8 values + 2-bit positions + the two scales + the fp8 input, bf16 output
+    weight = n * k // 2 + n * k // 8 + 4 + 4
+    assert weight + m * k + m * n * 2 <= d["bytes_read"] + d["bytes_written"] \
+        <= weight + m * k + m * n * 2 + 16
+    assert "sparsity" not in executed_graph(g, load_runtime("eager")).nodes[gemm[0]]
+
+
+# --- the KV cache: casts inside the attention kernel ---------------------------------------------
+class _CachedAttention(nn.Module):
+    """One attention layer following the inference convention: cast on cache write and read."""
+
+    def __init__(self, dim=64, heads=4):
+        super().__init__()
+        self.heads, self.hd = heads, dim // heads
+        self.wqkv = nn.Linear(dim, 3 * dim, bias=False)
+
+    def forward(self, x, cache, start_pos):
+        B, T, _ = x.shape
+        q, k, v = self.wqkv(x).view(B, T, 3, self.heads, self.hd).permute(2, 0, 3, 1, 4)
+        kc, vc = cache  # (B, H, max_len, hd)
+        kc[:, :, start_pos:start_pos + T] = k.to(kc.dtype)
+        vc[:, :, start_pos:start_pos + T] = v.to(vc.dtype)
+        keys = kc[:, :, :start_pos + T].to(q.dtype)  # (B, H, L, hd)
+        values = vc[:, :, :start_pos + T].to(q.dtype)
+        return F.scaled_dot_product_attention(q, keys, values)  # T == 1: no mask
+
+
+def _attention_read(cache_dtype, runtime):
+    torch.manual_seed(0)
+    att = _CachedAttention().to(torch.bfloat16)
+    B, L = 2, 40
+    cache = [torch.zeros(B, 4, L + 1, 16, dtype=cache_dtype) for _ in range(2)]
+    g = _graph(att, torch.randn(B, 1, 64, dtype=torch.bfloat16), cache, L)
+    ex = executed_graph(g, runtime)
+    (a,) = [v for v, d in g.nodes(data=True) if d["op_class"] == "attention"]
+    return ex.nodes[a]["bytes_read"], B * 4 * 1 * 16 * 2, B * 4 * (L + 1) * 16  # q bytes, K elems
+
+
+def test_an_fp8_cache_halves_what_the_fused_attention_reads():
+    bf16, q, kv = _attention_read(torch.bfloat16, TRT)
+    fp8, _, _ = _attention_read(torch.float8_e4m3fn, TRT)
+    assert bf16 - q == 2 * kv * 2  # K and V of L+1 tokens in bf16
+    assert fp8 - q == 2 * kv * 1  # read in their fp8 storage
+    # without the fusion the attention reads the casts' bf16 copies
+    unfused, _, _ = _attention_read(torch.float8_e4m3fn, load_runtime("eager"))
+    assert unfused == bf16
+
+
+def test_the_tensorrt_llm_runtime_fuses_what_its_sources_say():
+    assert {Fusion.DEQUANT, Fusion.KV_CACHE, Fusion.ROPE, Fusion.NORM} <= TRT.fusions

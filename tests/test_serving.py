@@ -1,0 +1,351 @@
+"""Serving metrics, the continuous-batching simulation and the serving-plan search, against
+closed-form step costs: hand-derived formulas, brute force, Little's law and the light- and
+heavy-load limits of a queue."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from archcost.errors import ConfigError, InfeasibleError
+from archcost.infer.costs import StepCosts
+from archcost.infer.search import Mode, max_rate_within_slo, search
+from archcost.infer.serving import (
+    EXACT_STEPS,
+    largest_batch,
+    mean_decode_s,
+    simulate_continuous,
+    static_serving,
+)
+
+
+@dataclass(frozen=True)
+class Affine:
+    """prefill = a + b*B*I, decode = c + d*B + e*B*L, peak memory = w + k*B*L + r*B."""
+
+    a: float = 5e-3
+    b: float = 2e-6
+    c: float = 8e-3
+    d: float = 5e-5
+    e: float = 2e-8
+    w: float = 10e9
+    k: float = 2e5
+    r: float = 1e6
+    gpus: int = 1
+    capacity_bytes: float = 80e9
+
+    def prefill_s(self, batch: int, input_len: int) -> float:
+        return self.a + self.b * batch * input_len
+
+    def decode_s(self, batch: int, context_len: int) -> float:
+        return self.c + self.d * batch + self.e * batch * context_len
+
+    def memory_bytes(self, batch: int, max_len: int) -> dict:
+        kv = self.k * batch * max_len
+        return {"weights": self.w, "kv_cache": kv, "activations": self.r * batch,
+                "peak_per_gpu": self.w + kv + self.r * batch}
+
+
+@dataclass(frozen=True)
+class Quadratic(Affine):
+    """Decode cost quadratic in context: not affine, so only an exact sum is exact."""
+
+    def decode_s(self, batch: int, context_len: int) -> float:
+        return self.c + self.e * batch * context_len**2 / 1000
+
+
+def test_closed_form_costs_satisfy_the_protocol():
+    assert isinstance(Affine(), StepCosts)
+
+
+@pytest.mark.parametrize("batch,inp,out", [(1, 128, 1), (8, 512, 128), (3, 100, 2),
+                                           (16, 2048, 1000)])
+def test_static_equals_closed_form(batch, inp, out):
+    cf = Affine(gpus=2)
+    st = static_serving(cf, batch, inp, out)
+    ttft = cf.a + cf.b * batch * inp
+    # decode steps at contexts I+1 .. I+O-1, whose mean is I + O/2
+    tpot = cf.c + cf.d * batch + cf.e * batch * (inp + out / 2) if out > 1 else 0.0
+    e2e = ttft + (out - 1) * tpot
+    assert st.ttft_s == pytest.approx(ttft, rel=1e-12)
+    assert st.tpot_s == pytest.approx(tpot, rel=1e-12)
+    assert st.e2e_s == pytest.approx(e2e, rel=1e-12)
+    assert st.output_tokens_per_s == pytest.approx(batch * out / e2e, rel=1e-12)
+    assert st.output_tokens_per_s_per_gpu == pytest.approx(batch * out / e2e / 2, rel=1e-12)
+    peak = cf.w + cf.k * batch * (inp + out) + cf.r * batch
+    assert st.memory_bytes["peak_per_gpu"] == pytest.approx(peak)
+    if out > 2:
+        contexts = [c for c, _ in st.tpot_by_context]
+        assert contexts[0] == inp + 1 and contexts[-1] == inp + out - 1
+        assert contexts == sorted(set(contexts)) and len(contexts) >= 3
+        for c, s in st.tpot_by_context:
+            assert s == pytest.approx(cf.c + cf.d * batch + cf.e * batch * c, rel=1e-12)
+    else:
+        assert all(inp + 1 <= c <= inp + out - 1 for c, _ in st.tpot_by_context)
+
+
+def test_mean_decode_sums_every_step_up_to_the_exact_limit():
+    cf = Quadratic()
+    first, last = 700, 700 + EXACT_STEPS - 1
+    brute = np.mean([cf.decode_s(4, c) for c in range(first, last + 1)])
+    assert mean_decode_s(cf, 4, first, last) == pytest.approx(brute, rel=1e-12)
+    # beyond it, trapezoids: exact for affine cost, and within 1e-4 for this convex one
+    last = first + 20 * EXACT_STEPS
+    brute = np.mean([cf.decode_s(4, c) for c in range(first, last + 1)])
+    assert mean_decode_s(cf, 4, first, last) == pytest.approx(brute, rel=1e-4)
+    aff = Affine()
+    brute = np.mean([aff.decode_s(4, c) for c in range(first, last + 1)])
+    assert mean_decode_s(aff, 4, first, last) == pytest.approx(brute, rel=1e-12)
+
+
+def _brute_largest(cf, max_len, limit=100_000):
+    best = 0
+    for b in range(1, limit + 1):
+        if cf.memory_bytes(b, max_len)["peak_per_gpu"] > cf.capacity_bytes:
+            break
+        best = b
+    return best
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_largest_batch_equals_brute_force(seed):
+    rng = np.random.default_rng(seed)
+    cf = Affine(w=rng.uniform(1e9, 70e9), k=rng.uniform(1e4, 1e6), r=rng.uniform(0, 1e8),
+                capacity_bytes=80e9)
+    max_len = int(rng.integers(64, 8192))
+    want = _brute_largest(cf, max_len)
+    assert largest_batch(cf, max_len) == want
+    if want:
+        assert static_serving(cf, want, max_len // 2, max_len - max_len // 2).fits
+        assert not static_serving(cf, want + 1, max_len // 2, max_len - max_len // 2).fits
+
+
+def test_largest_batch_when_nothing_fits_and_at_the_limit():
+    assert largest_batch(Affine(w=81e9), 100) == 0
+    assert largest_batch(Affine(k=0, r=0), 100, limit=1000) == 1000
+    assert largest_batch(Affine(k=0, r=0), 100, limit=777) == 777
+
+
+def test_light_load_is_one_request_alone():
+    cf, inp, out = Affine(), 512, 32
+    run = simulate_continuous(cf, 0.01, inp, out, requests=400, seed=1)
+    assert run.ttft.p50_s == pytest.approx(cf.prefill_s(1, inp), rel=1e-9)
+    assert run.ttft.p90_s == pytest.approx(cf.prefill_s(1, inp), rel=1e-9)
+    alone = cf.c + cf.d + cf.e * (inp + out / 2)  # batch-1 decode over contexts I+1..I+O-1
+    assert run.tpot.p50_s == pytest.approx(alone, rel=1e-9)
+    assert run.e2e.p50_s == pytest.approx(cf.prefill_s(1, inp) + (out - 1) * alone, rel=1e-9)
+    assert run.stable
+    assert run.mean_batch == pytest.approx(1.0, abs=0.01)
+
+
+def test_light_load_tpot_with_decode_cost_not_affine_in_context():
+    # runs of decode steps are priced on chords: a lone request's TPOT is the mean of its steps
+    # to within the chord error of a convex cost
+    cf, inp, out = Quadratic(), 300, 400
+    run = simulate_continuous(cf, 0.01, inp, out, requests=100, seed=7)
+    exact = np.mean([cf.decode_s(1, c) for c in range(inp + 1, inp + out)])
+    assert run.tpot.p50_s == pytest.approx(exact, rel=1e-3)
+    assert run.tpot.p50_s >= exact * (1 - 1e-12)  # a chord lies above a convex cost
+
+
+def _window_rate(run):
+    t0, t1 = run.window_s
+    return run.arrival_s.size / (t1 - t0)
+
+
+@pytest.mark.parametrize("rate", [20.0, 60.0])
+def test_littles_law_and_throughput_when_stable(rate):
+    cf, out = Affine(), 32
+    run = simulate_continuous(cf, rate, 512, out, requests=3000, seed=2)
+    assert run.stable
+    mean_e2e = float(np.mean(run.finish_s - run.arrival_s))
+    lam = _window_rate(run)
+    assert lam == pytest.approx(rate, rel=0.05)
+    assert run.mean_in_system == pytest.approx(lam * mean_e2e, rel=0.03)
+    assert run.output_tokens_per_s == pytest.approx(lam * out, rel=0.03)
+    assert run.output_tokens_per_s == pytest.approx(rate * out, rel=0.06)
+
+
+def test_littles_law_with_lengths_drawn_from_arrays():
+    cf = Affine()
+    inp, out = np.array([128, 512, 1024, 300]), np.array([16, 64, 8, 40])
+    run = simulate_continuous(cf, 15.0, inp, out, requests=2000, seed=3)
+    assert run.stable
+    lam = _window_rate(run)
+    mean_e2e = float(np.mean(run.finish_s - run.arrival_s))
+    assert run.mean_in_system == pytest.approx(lam * mean_e2e, rel=0.03)
+    assert set(run.output_len.tolist()) <= set(out.tolist())
+    assert run.output_tokens_per_s == pytest.approx(lam * run.output_len.mean(), rel=0.03)
+    again = simulate_continuous(cf, 15.0, inp, out, requests=2000, seed=3)
+    assert np.array_equal(again.finish_s, run.finish_s)
+    other = simulate_continuous(cf, 15.0, inp, out, requests=2000, seed=4)
+    assert not np.array_equal(other.finish_s, run.finish_s)
+
+
+def test_overload_is_detected_and_memory_caps_the_batch():
+    inp, out = 512, 32
+    cf = Affine(capacity_bytes=10e9 + 2e5 * 544 * 40 + 1e6 * 40)  # 40 requests fit
+    most = _brute_largest(cf, inp + out)
+    assert most == 40
+    # no schedule serves more than `most` requests per (O - 1) batch-1 decode steps
+    ceiling = most / ((out - 1) * cf.decode_s(1, inp + 1))
+    over = simulate_continuous(cf, 2 * ceiling, inp, out, requests=2000, seed=5)
+    assert not over.stable
+    assert over.max_running == most
+    assert over.mean_batch <= most
+    # each request prefilled alone and decoded at the full batch still leaves this much room
+    floor = most / (most * cf.prefill_s(1, inp) + (out - 1) * cf.decode_s(most, inp + out))
+    light = simulate_continuous(cf, 0.5 * floor, inp, out, requests=2000, seed=5)
+    assert light.stable
+    assert light.max_running <= most
+
+
+def test_max_batch_caps_the_running_requests():
+    run = simulate_continuous(Affine(), 500.0, 512, 16, requests=600, max_batch=8, seed=6)
+    assert run.max_running == 8
+    assert not run.stable
+
+
+def test_bad_serving_inputs():
+    with pytest.raises(ConfigError, match="request rate"):
+        simulate_continuous(Affine(), 0.0, 512, 32)
+    with pytest.raises(ConfigError, match="pair per request"):
+        simulate_continuous(Affine(), 1.0, np.array([1, 2]), np.array([1, 2, 3]))
+    with pytest.raises(InfeasibleError, match="does not fit"):
+        simulate_continuous(Affine(w=81e9), 1.0, 512, 32)
+    with pytest.raises(ConfigError, match="output length"):
+        static_serving(Affine(), 1, 512, 0)
+
+
+# --- search ---------------------------------------------------------------------------------
+
+HEADS = 4
+SCALE = {"bf16": 1.0, "fp8": 0.55}
+
+
+def factory(tp: int, pp: int, precision: str) -> Affine:
+    """One replica: compute split over tp with a per-token all-reduce term, pp adds a latency
+    per stage, weights and KV split over the tp * pp GPUs."""
+    if HEADS % tp:
+        raise ValueError(f"tp={tp} does not divide {HEADS} heads")
+    if precision not in SCALE:
+        raise ValueError(f"precision {precision}: unknown")
+    f = SCALE[precision]
+    return Affine(a=2e-3 * pp, b=4e-6 * f / tp + 2e-7 * (tp - 1), c=6e-3 * pp + 1e-3 * (tp - 1),
+                  d=2e-4 * f / tp, e=1e-7 * f / tp, w=60e9 * f / (tp * pp), k=4e5 / (tp * pp),
+                  r=2e6, gpus=tp * pp, capacity_bytes=80e9)
+
+
+def _brute_grid(gpus, inp, out, ttft_slo, tpot_slo):
+    rows = []
+    for prec, tp, pp in itertools.product(SCALE, [1, 2, 4, 8], [1, 2, 4, 8]):
+        if tp * pp > gpus or HEADS % tp:
+            continue
+        cf = factory(tp, pp, prec)
+        most = _brute_largest(cf, inp + out)
+        b = 1
+        while b <= most:
+            ttft = cf.a + cf.b * b * inp
+            tpot = cf.c + cf.d * b + cf.e * b * (inp + out / 2)
+            e2e = ttft + (out - 1) * tpot
+            per_gpu = (gpus // (tp * pp)) * b * out / e2e / gpus
+            rows.append(((tp, pp, prec, b), per_gpu, ttft, tpot,
+                         ttft <= ttft_slo and tpot <= tpot_slo))
+            b *= 2
+    return rows
+
+
+def test_search_equals_brute_force():
+    gpus, inp, out, ttft_slo, tpot_slo = 8, 1024, 128, 0.25, 0.03
+    res = search(gpus, factory, list(SCALE), inp, out, ttft_slo_s=ttft_slo, tpot_slo_s=tpot_slo)
+    brute = _brute_grid(gpus, inp, out, ttft_slo, tpot_slo)
+
+    def key(e):
+        return (e.plan.tp, e.plan.pp, e.plan.precision, e.plan.batch)
+
+    got = {key(e): e for e in res.evaluated}
+    assert set(got) == {r[0] for r in brute}
+    for cfg, per_gpu, ttft, tpot, ok in brute:
+        e = got[cfg]
+        assert e.output_tokens_per_s_per_gpu == pytest.approx(per_gpu, rel=1e-9)
+        assert (e.ttft_s, e.tpot_s, e.meets_slo) == (pytest.approx(ttft), pytest.approx(tpot), ok)
+    feasible = [r for r in brute if r[4]]
+    assert 0 < len(feasible) < len(brute)
+    assert {key(e) for e in res.ranked} == {r[0] for r in feasible}
+    best = max(feasible, key=lambda r: r[1])
+    assert key(res.ranked[0]) == best[0]
+    assert res.ranked[0].why.startswith("best")
+    per_gpu = [e.output_tokens_per_s_per_gpu for e in res.ranked]
+    assert per_gpu == sorted(per_gpu, reverse=True)
+    assert all("misses the SLOs" in e.why for e in res.evaluated if not e.meets_slo)
+    # tp=8 does not divide the heads: skipped with the reason, once per pp and precision
+    assert {(s.tp, s.pp) for s in res.skipped} == {(8, 1)}
+    assert all("does not divide 4 heads" in s.reason for s in res.skipped)
+
+
+def test_pareto_front_is_non_dominated_and_covers_the_rest():
+    res = search(8, factory, list(SCALE), 1024, 128, ttft_slo_s=0.25, tpot_slo_s=0.03)
+
+    def dominates(p, q):
+        return (p.output_tokens_per_s_per_gpu >= q.output_tokens_per_s_per_gpu
+                and p.tpot_s <= q.tpot_s
+                and (p.output_tokens_per_s_per_gpu > q.output_tokens_per_s_per_gpu
+                     or p.tpot_s < q.tpot_s))
+
+    assert len(res.front) >= 3
+    for p, q in itertools.permutations(res.front, 2):
+        assert not dominates(p, q)
+    front_ids = {id(e) for e in res.front}
+    for e in res.evaluated:
+        if id(e) not in front_ids:
+            assert any(dominates(f, e) for f in res.front)
+            assert "dominated by" in e.why
+        else:
+            assert "on the Pareto front" in e.why
+    tpots = [e.tpot_s for e in res.front]
+    assert tpots == sorted(tpots)
+
+
+def test_search_skips_plans_where_one_sequence_does_not_fit():
+    # one sequence of 200,010 tokens: 60 GB + 0.4 MB x 200,010 > 80 GB on one GPU; split
+    # over two GPUs 30 GB + 0.2 MB x 200,010 = 70 GB fits
+    res = search(2, factory, ["bf16"], 200_000, 10)
+    assert [(s.tp, s.pp) for s in res.skipped] == [(1, 1)]
+    assert "does not fit" in res.skipped[0].reason
+    assert {(e.plan.tp, e.plan.pp) for e in res.evaluated} == {(1, 2), (2, 1)}
+    assert all(e.plan.batch == 1 for e in res.evaluated)
+    res = search(1, factory, ["bf16"], 200_000, 10)
+    assert not res.evaluated and not res.ranked and not res.front
+
+
+def test_bad_search_inputs():
+    with pytest.raises(ConfigError, match="GPUs"):
+        search(0, factory, ["bf16"], 128, 16)
+    with pytest.raises(ConfigError, match="precisions"):
+        search(8, factory, [], 128, 16)
+
+
+def test_static_search_batch_cap():
+    res = search(1, factory, ["bf16"], 1024, 128, max_batch=6)
+    assert [e.plan.batch for e in res.evaluated] == [1, 2, 4]
+
+
+def test_continuous_search_finds_the_highest_rate_within_the_slos():
+    inp, out, ttft_slo, tpot_slo = 512, 16, 0.05, 0.012
+    res = search(2, factory, ["bf16"], inp, out, ttft_slo_s=ttft_slo, tpot_slo_s=tpot_slo,
+                 mode=Mode.CONTINUOUS, requests=300)
+    assert len(res.evaluated) == 3 and res.ranked
+    best = res.ranked[0]
+    per_replica = best.rate_per_s / best.plan.replicas
+    cf = factory(best.plan.tp, best.plan.pp, "bf16")
+    at = simulate_continuous(cf, per_replica, inp, out, requests=300)
+    assert at.stable and at.ttft.p90_s <= ttft_slo and at.tpot.p90_s <= tpot_slo
+    assert best.output_tokens_per_s_per_gpu == pytest.approx(
+        best.plan.replicas * at.output_tokens_per_s / 2, rel=1e-12)
+    above = simulate_continuous(cf, 1.5 * per_replica, inp, out, requests=300)
+    assert not (above.stable and above.ttft.p90_s <= ttft_slo and above.tpot.p90_s <= tpot_slo)
+    _, ok = max_rate_within_slo(cf, inp, out, 1e-6, None, requests=300)
+    assert not ok
