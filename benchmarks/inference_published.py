@@ -101,22 +101,13 @@ def load_cases(path: str) -> list[Case]:
 
 
 def pending_reason(case: Case) -> str:
-    from archcost.runtime import list_runtimes
+    from archcost.hardware.profile import list_profiles
 
     if not (ROOT / "models" / case.model).is_file():
         return f"models/{case.model} is not bundled yet"
-    if case.fp8 and "fp8" not in _quant_schemes():
-        return "fp8 weights and activations are not modelled yet"
-    del list_runtimes
+    if case.hardware not in list_profiles()["gpus"] + list_profiles()["clusters"]:
+        return f"no {case.hardware} profile yet"
     return ""
-
-
-def _quant_schemes() -> tuple[str, ...]:
-    try:
-        from archcost.trace import quant
-    except ImportError:
-        return ()
-    return tuple(getattr(quant, "SCHEMES", ()))
 
 
 def runtime_name() -> str:
@@ -126,7 +117,7 @@ def runtime_name() -> str:
 
 
 def predict(case: Case, memo: dict) -> dict:
-    from archcost.cli.infer import one_replica_cluster
+    from archcost.cli.infer import one_replica_cluster, quantizer
     from archcost.infer.price import InferenceCosts
     from archcost.infer.serving import static_serving
     from archcost.loader import load_model_file
@@ -134,14 +125,9 @@ def predict(case: Case, memo: dict) -> dict:
     from archcost.trace.precision import parse_precision
 
     spec = load_model_file(str(ROOT / "models" / case.model), dict(case.sets))
-    quantize, kv = None, None
-    dtype = "fp16"
-    if case.fp8:
-        from archcost.trace.quant import parse_weight_quant, quantizer
-
-        quantize = quantizer(parse_weight_quant("fp8", 128, None))
-        kv = "float8_e4m3fn"
-        dtype = "bf16"
+    quantize, kv, dtype = None, None, "fp16"
+    if case.fp8:  # the layers' linears in fp8 (per-tensor scales), the cache in fp8
+        quantize, kv, dtype = quantizer("fp8", None, 128, None), "float8_e4m3fn", "bf16"
     ttft_only = case.metric == "first_token_latency_ms"
     out_len = 1 if ttft_only else case.output_len
     costs = InferenceCosts(spec, one_replica_cluster(case.hardware, case.tp),

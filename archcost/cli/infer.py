@@ -28,7 +28,7 @@ from archcost.cli.options import (
 from archcost.errors import ConfigError
 
 INFER_RUNTIME = "eager"
-_DTYPES = ("bf16", "fp16", "fp32")
+_DTYPES = ("bf16", "fp16", "fp32", "fp8")
 _KV_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32",
               "fp8": "float8_e4m3fn", "int8": "int8"}
 
@@ -55,7 +55,17 @@ def infer(
     output_len: Annotated[int, typer.Option("--output-len", "-n", min=1,
                                             help="Tokens generated per sequence.")] = 128,
     dtype: Annotated[str, typer.Option(
-        "--dtype", help="Weights and activations: bf16, fp16 or fp32.")] = "bf16",
+        "--dtype", help="Weights and activations: bf16, fp16, fp32, or fp8 (the layers' "
+        "linears in fp8 with per-tensor scales, the rest in bf16).")] = "bf16",
+    weights: Annotated[str | None, typer.Option(
+        "--weights", show_default=False,
+        help="Weight-only quantization of the layers' linears: int8 or int4.")] = None,
+    group_size: Annotated[int, typer.Option(
+        "--group-size", help="Weights per scale for --weights (-1: one per channel).")] = 128,
+    sparsity: Annotated[str | None, typer.Option(
+        "--sparsity", show_default=False,
+        help="2:4: the layers' linears keep two of every four weights (sparse tensor cores).")
+    ] = None,
     kv_dtype: Annotated[str | None, typer.Option(
         "--kv-dtype", show_default=False,
         help="KV-cache dtype: bf16, fp16, fp32, fp8 or int8 (default: --dtype).")] = None,
@@ -88,7 +98,8 @@ def infer(
         raise ConfigError(f"--dtype {dtype!r}: use one of {', '.join(_DTYPES)}")
     if kv_dtype is not None and kv_dtype not in _KV_DTYPES:
         raise ConfigError(f"--kv-dtype {kv_dtype!r}: use one of {', '.join(_KV_DTYPES)}")
-    policy = parse_precision(dtype)
+    quantize = quantizer(dtype, weights, group_size, sparsity)
+    policy = parse_precision("bf16" if dtype == "fp8" else dtype)
     stack = load_runtime(runtime)
     cluster = one_replica_cluster(hardware or "h100-sxm", tp * pp)
     spec = load_model_file(model, parse_overrides(set_))
@@ -102,6 +113,7 @@ def infer(
 
         costs = InferenceCosts(spec, cluster, policy, stack, build_len=input_len + output_len,
                                tp=tp, pp=pp, kv_dtype=_KV_DTYPES.get(kv_dtype or ""),
+                               quantize=quantize,
                                usable_memory=usable,
                                options=capture_options(routing, mask_density, trace_timeout),
                                progress=progress)
@@ -115,7 +127,9 @@ def infer(
         "model": {"name": spec.name, "file": spec.path.name, "builder": spec.builder_name,
                   "config": spec.builder_config(batch, input_len + output_len)},
         "workload": {"batch": batch, "input_len": input_len, "output_len": output_len,
-                     "dtype": dtype, "kv_dtype": kv_dtype or dtype, "runtime": stack.name,
+                     "dtype": dtype, "kv_dtype": kv_dtype or ("bf16" if dtype == "fp8" else dtype),
+                     "weights": quantize.keywords["quant"].describe() if quantize else dtype,
+                     "runtime": stack.name,
                      "batching": "static"},
         "hardware": hardware_header(costs),
         "inference": section,
@@ -126,6 +140,23 @@ def infer(
         from archcost.cli.render_infer import render_inference
 
         render_inference(out_console, doc)
+
+
+def quantizer(dtype: str, weights: str | None, group_size: int, sparsity: str | None):
+    """The conversion of the layers' linears the options ask for (None: none): fp8 weights
+    and activations, int8/int4 weight-only, 2:4 sparsity."""
+    from functools import partial
+
+    from archcost.trace.quant import parse_weight_quant, quantize_linears
+
+    if dtype == "fp8" and weights:
+        raise ConfigError(f"--dtype fp8 already stores the weights in fp8; drop --weights "
+                          f"{weights} or use --dtype bf16 --weights {weights}")
+    if weights is not None and weights not in ("int8", "int4"):
+        raise ConfigError(f"--weights {weights!r}: use int8 or int4 (weight-only), or --dtype "
+                          "fp8 for fp8 weights and activations")
+    quant = parse_weight_quant("fp8" if dtype == "fp8" else weights, group_size, sparsity)
+    return None if quant is None else partial(quantize_linears, quant=quant)
 
 
 def one_replica_cluster(name: str, gpus: int):

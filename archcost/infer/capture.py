@@ -82,7 +82,8 @@ class InferCapture:
     graph: Any  # networkx.DiGraph
     kv_cache_bytes: int  # every layer's K and V at max_len, as allocated
     kv_cache_dtype: str
-    weight_bytes: int  # parameters and buffers as held (quantized weights as packed)
+    weight_bytes: int  # parameters and buffers as held, converted weights as packed
+    packed_bytes: int = 0  # of weight_bytes: the converted (quantized) linears' state
     notes: list[str] = field(default_factory=list)
 
 
@@ -202,7 +203,8 @@ def _capture(spec, step: InferStep, policy, kv_dtype, quantize, dedupe, st, say,
         notes.append(repeats.describe())
     from archcost.trace.precision import ITEMSIZE
 
-    weights = sum(p.numel * ITEMSIZE.get(p.dtype, 4) for p in params)  # packed ones included
+    packed = qstate.state_bytes() if qstate is not None else 0
+    weights = sum(p.numel * ITEMSIZE.get(p.dtype, 4) for p in params) + packed
     cap = CaptureResult(
         records=st.records, params=params, saved={}, optimizer_state_bytes=0,
         master_weight_bytes=0, method="fake-dispatch", seconds=time.perf_counter() - t0,
@@ -217,7 +219,8 @@ def _capture(spec, step: InferStep, policy, kv_dtype, quantize, dedupe, st, say,
     return InferCapture(step=step, capture=cap, graph=build_graph(cap.records, attrs),
                         kv_cache_bytes=kv_bytes, kv_cache_dtype=str(cache_dtype).removeprefix(
                             "torch."),
-                        weight_bytes=weights, notes=notes)
+                        weight_bytes=weights, packed_bytes=packed,
+                        notes=notes + (qstate.notes() if qstate is not None else []))
 
 
 def _check_logits(out, spec: ModelSpec, step: InferStep) -> None:

@@ -238,11 +238,16 @@ class InferenceCosts:
 
     # --- memory -------------------------------------------------------------------------------
     def weight_bytes_per_gpu(self) -> float:
+        """Weights one GPU holds: its stage's layers (and the embedding or the head), split
+        over tp; converted linears (all inside the layers) as packed."""
         w = self.workload(InferStep.decode(1, _ANCHORS[0]))
-        per_stage = math.ceil(w.layers / self.pp)
-        params = (max(w.params_pre, w.params_post) if self.pp > 1 else
-                  w.params_pre + w.params_post) + per_stage * w.params_block
-        return params * w.weight_bytes / self.tp
+        cap = self._trace(InferStep.decode(1, _ANCHORS[0]))
+        plain = (cap.weight_bytes - cap.packed_bytes) / max(w.params, 1.0)  # bytes/parameter
+        stage = math.ceil(w.layers / self.pp)
+        ends = w.params_pre + w.params_post if self.pp == 1 else max(w.params_pre,
+                                                                     w.params_post)
+        return ((ends + stage * w.params_block) * plain
+                + cap.packed_bytes * stage / w.layers) / self.tp
 
     def kv_bytes_per_token(self) -> float:
         """KV-cache bytes per sequence per token, all layers (measured on the traced cache)."""
