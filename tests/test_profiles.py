@@ -49,12 +49,23 @@ DATASHEET = {
     # no datasheet: torchtitan's figures (2.4 TB/s, 500 W, 95 GB) and the file's peak rule
     "h100-sxm-96gb-500w": (960, 1921, 95 * 2**30, 2.4e12, 500),
 }
+# inference and edge parts, from their own sources (each file names them): bf16 (Apple: the ALU
+# rate), fp8, int8 TOPS, memory a model may use (unified: the GPU's share of the whole), mem BW,
+# TDP. L40S datasheet (sparse / 2); RTX 4090: Ada whitepaper appendix, FP32-accumulate rates;
+# Jetson AGX Orin 64GB: data sheet and technical brief, 90 % of 64 GiB (NB); Apple M3 Max:
+# newsroom and technical specifications, macOS's 75 % of 128 GiB.
+EDGE = {
+    "l40s": (366.5, 733, 733, 48e9, 864e9, 350),
+    "rtx-4090": (165.2, 330.3, 660.6, 24e9, 1008e9, 450),
+    "jetson-agx-orin-64gb": (42.5, None, 85, 0.9 * 64 * 2**30, 204.8e9, 60),
+    "apple-m3-max": (14.3, None, None, 0.75 * 128 * 2**30, 400e9, 60),
+}
 
 
 # --- bundled profiles ----------------------------------------------------------------------------
 def test_every_bundled_profile_loads_under_its_file_name():
     names = list_profiles()
-    assert set(names["gpus"]) == set(DATASHEET) | {"cpu"}
+    assert set(names["gpus"]) == set(DATASHEET) | set(EDGE) | {"cpu"}
     assert set(names["clusters"]) == {"cpu-host", "dgx-a100-hdr", "dgx-h100-ndr", "gb200-nvl72",
                                       "gb200-nvl72-64", "mi300x-ib", "grand-teton-h100"}
     for name in names["gpus"]:
@@ -71,7 +82,8 @@ def test_bundled_files_are_the_source_checkout():
         assert list_profiles()[kind] == sorted(p.stem for p in (BUNDLED / kind).glob("*.yaml"))
 
 
-FIGURE_KEYS = ("fp32", "tf32", "bf16", "fp16", "fp8", "mxfp8", "nvfp4", "memory", "memory_bandwidth", "l2_cache",
+FIGURE_KEYS = ("fp32", "tf32", "bf16", "fp16", "fp8", "mxfp8", "nvfp4", "int8", "gpu_share",
+               "memory", "memory_bandwidth", "l2_cache",
                "kernel_launch", "tdp", "idle_power_fraction", "gpus_per_node", "domain_size",
                "bandwidth_per_gpu", "latency", "node_power_overhead")
 
@@ -98,6 +110,93 @@ def test_gpu_figures_equal_the_datasheet_table(name):
     assert g.mem_bytes == pytest.approx(mem)
     assert g.mem_bw_bytes_per_s == pytest.approx(bw)
     assert g.tdp_w == pytest.approx(tdp)
+
+
+@pytest.mark.parametrize("name", sorted(EDGE))
+def test_edge_and_inference_figures_equal_their_sources(name):
+    g = load_gpu(name)
+    bf16, fp8, int8, mem, bw, tdp = EDGE[name]
+    peaks = g.peak_flops_per_s
+    assert peaks["bf16"] == pytest.approx(bf16 * 1e12, rel=1e-3)
+    for key, want in (("fp8", fp8), ("int8", int8)):
+        if want is None:
+            assert key not in peaks  # unsupported, not zero
+        else:
+            assert peaks[key] == pytest.approx(want * 1e12, rel=1e-3)
+    assert g.mem_bytes == pytest.approx(mem)
+    assert g.mem_bw_bytes_per_s == pytest.approx(bw)
+    assert g.tdp_w == pytest.approx(tdp)
+
+
+def test_every_int8_tensor_core_part_has_its_int8_peak():
+    """Datasheet int8 TOPS (dense = sparse / 2): A100 624, H100 SXM / H200 1979, H100 PCIe 1513,
+    L4 242.5; the 500 W H100 follows its peak rule (x 0.78 x 989 / 794.5)."""
+    want = {"a100-sxm-40gb": 624, "a100-sxm-80gb": 624, "h100-sxm": 1979, "h200": 1979,
+            "h100-pcie": 1513, "l4": 242.5, "h100-sxm-96gb-500w": 1979 * 0.78 * 989 / 794.5}
+    for name, tops in want.items():
+        assert load_gpu(name).peak_flops_per_s["int8"] == pytest.approx(tops * 1e12, rel=2e-3)
+    for name in ("b200", "gb200", "mi300x", "cpu"):  # not stated (yet): absent, never zero
+        assert "int8" not in load_gpu(name).peak_flops_per_s
+
+
+def test_sparse_peaks_are_the_datasheets_twice_dense():
+    """2:4 sparsity doubles the tensor-core rate; every stated sparse peak is the dense one x 2
+    (within the datasheets' rounding: L4 fp8 485 over 242), and the literals match."""
+    stated = 0
+    for name in list_profiles()["gpus"]:
+        g = load_gpu(name)
+        for dt, sparse in g.sparse_peak_flops_per_s.items():
+            assert sparse / g.peak_flops_per_s[dt] == pytest.approx(2.0, rel=5e-3), (name, dt)
+            stated += 1
+    assert stated >= 35
+    assert load_gpu("h100-sxm").sparse_peak_flops_per_s["bf16"] == 1979e12
+    assert load_gpu("a100-sxm-80gb").sparse_peak_flops_per_s["int8"] == 1248e12
+    assert load_gpu("rtx-4090").sparse_peak_flops_per_s["fp16"] == pytest.approx(330.4e12)
+    assert load_gpu("jetson-agx-orin-64gb").sparse_peak_flops_per_s["int8"] == 170e12
+    assert load_gpu("apple-m3-max").sparse_peak_flops_per_s == {}
+    doubled = load_gpu("l40s").scaled(flops=0.5)
+    assert doubled.sparse_peak_flops_per_s["fp8"] == pytest.approx(733e12)
+
+
+def test_edge_peaks_follow_their_stated_derivations():
+    """Orin: the module's 275 sparse INT8 TOPS less the DLAs' 105 is the GPU's 170; dense is
+    half; Ampere tensor cores run fp16 at half the int8 rate and tf32 at a quarter; fp32 is
+    2048 cores x 2 x 1.3 GHz. RTX 4090: bf16/fp16 with FP32 accumulate at half the FP16-accumulate
+    330.3 TFLOP/s, fp8 at half 660.6. M3 Max: 40 cores x 256 ops/clock x 1.398 GHz, fp16 = fp32."""
+    orin = load_gpu("jetson-agx-orin-64gb").peak_flops_per_s
+    int8 = (275 - 105) / 2 * 1e12
+    assert orin["int8"] == int8
+    assert orin["fp16"] == orin["bf16"] == int8 / 2 and orin["tf32"] == int8 / 4
+    assert orin["fp32"] == pytest.approx(2048 * 2 * 1.3e9, rel=5e-3)
+    assert int8 / (64 * 1.3e9) == pytest.approx(624e12 / (432 * 1.41e9), rel=5e-3)  # A100 per TC
+    rtx = load_gpu("rtx-4090").peak_flops_per_s
+    assert rtx["bf16"] == rtx["fp16"] == pytest.approx(330.3e12 / 2, rel=1e-3)
+    assert rtx["fp8"] == pytest.approx(660.6e12 / 2, rel=1e-3)
+    m3 = load_gpu("apple-m3-max").peak_flops_per_s
+    assert m3["fp32"] == m3["fp16"] == pytest.approx(40 * 256 * 1.398e9, rel=2e-3)
+    assert "tf32" not in m3 and "fp8" not in m3  # no tensor cores
+
+
+def test_unified_memory_gives_the_gpu_its_share():
+    """memory: the whole shared memory; mem_bytes (the capacity every estimate reads) the share
+    the GPU may use: macOS's default wired limit 0.75 of 128 GiB = 96 GiB."""
+    m3 = load_gpu("apple-m3-max")
+    assert m3.unified_memory_bytes == 128 * 2**30 and m3.mem_bytes == 96 * 2**30
+    orin = load_gpu("jetson-agx-orin-64gb")
+    assert orin.unified_memory_bytes == 64 * 2**30 and orin.mem_bytes == pytest.approx(57.6 * 2**30)
+    for name in DATASHEET:  # discrete parts: their own memory, all of it
+        assert load_gpu(name).unified_memory_bytes is None
+    for g in (m3, orin):  # offloading to the host's memory frees nothing: no host link given
+        assert g.host_link_bw_bytes_per_s is None
+
+
+def test_an_estimate_on_unified_memory_fits_against_the_gpus_share(runner):
+    res = runner.invoke(main_app, ["analyze", str(ROOT / "models" / "llama.py"), "--set",
+                                   "preset=tiny", "--hardware", "apple-m3-max", "--json"])
+    assert res.exit_code == 0, res.output
+    est = json.loads(res.output)["estimate"]
+    assert est["hardware"] == "apple-m3-max" and est["peak_flops_per_s"] == 14.3e12  # fp32 run
+    assert est["memory_bytes"]["capacity"] == 96 * 2**30
 
 
 def test_sustained_clocks_follow_the_stated_rule():
@@ -176,6 +275,8 @@ DERIVED = {  # name: (bf16 TFLOP/s, GEMM ceiling, mem TB/s, copy ceiling)
     "b200": (2250, 0.776, 8.0, 0.90), "gb200": (2500, 0.729, 8.0, 0.90), "l4": (121, 0.80, 0.3, 0.90),
     "h100-sxm-96gb-500w": (960, 0.80, 2.4, 0.92),
     "mi300x": (1307.4, 0.601, 5.3, 0.80),
+    "l40s": (366.5, 0.80, 0.864, 0.90), "rtx-4090": (165.2, 0.80, 1.008, 0.90),
+    "jetson-agx-orin-64gb": (42.5, 0.80, 0.2048, 0.90), "apple-m3-max": (14.3, 0.80, 0.4, 0.90),
 }
 
 
@@ -209,7 +310,8 @@ def test_h200_curves_are_the_measured_anchor():
      ("200 Gb/s", "bandwidth", 25e9), ("400 Gbps", "bandwidth", 50e9), ("1 GiB/s", "bandwidth", 2**30),
      ("3 us", "time", 3e-6), ("3 \u00b5s", "time", 3e-6), ("1.5 ms", "time", 1.5e-3),
      ("700 W", "power", 700.0), ("10.2 kW", "power", 10200.0), ("$2.50/h", "usd_per_hour", 2.5),
-     ("2.50 $/h", "usd_per_hour", 2.5), (2.5, "usd_per_hour", 2.5), ("1e3 GB", "bytes", 1e12)],
+     ("2.50 $/h", "usd_per_hour", 2.5), (2.5, "usd_per_hour", 2.5), ("1e3 GB", "bytes", 1e12),
+     ("624 TOPS", "flops_rate", 624e12), ("1.5 POP/s", "flops_rate", 1.5e15)],
 )
 def test_units_parse_to_si(text, kind, value):
     assert parse_quantity(text, kind) == pytest.approx(value)
@@ -336,6 +438,15 @@ MALFORMED = {  # file stem: (what the message must name, a phrase of the fix)
                                             "must be increasing positive sizes"),
     "blackwell_nvfp4_no_unit": ("field 'peak_flops.nvfp4'", "has no unit"),
     "cluster_grand_teton_unknown_gpu": ("field 'gpu'", "did you mean 'h100-sxm-96gb-500w'"),
+    # inference and edge fields: int8 and 2:4-sparse peaks, unified memory
+    "negative_int8": ("field 'peak_flops.int8'", "must be positive"),
+    "sparse_above_twice": ("field 'sparse_peak_flops.bf16'",
+                           "must lie above the dense bf16 peak (366.5 TFLOP/s) and at most twice"),
+    "sparse_not_above_dense": ("field 'sparse_peak_flops.tf32'", "must lie above the dense"),
+    "sparse_without_dense": ("field 'sparse_peak_flops.fp8'", "peak_flops has no fp8 rate"),
+    "unified_share_above_one": ("field 'unified_memory.gpu_share'", "1.25 must be a number in (0, 1]"),
+    "unified_not_a_mapping": ("field 'unified_memory'", "must be a mapping such as {gpu_share: 0.75}"),
+    "unified_misspelled_share": ("field 'unified_memory.gpu_shares'", "did you mean 'gpu_share'"),
 }
 
 
@@ -383,7 +494,7 @@ def test_cli_list_shows_every_profile(runner):
     # 80 GB of memory in GiB: 80e9 / 2**30 = 74.5
     assert re.search(r"h100-sxm\s.*\s989\s.*\s1,979\s.*\s74\.5\s.*\s3\.35\s.*\s700", res.output)
     doc = json.loads(runner.invoke(profiles_cli.app, ["list", "--json"]).output)
-    assert len(doc["gpus"]) == 11 and doc["clusters"][0]["kind"] == "cluster"
+    assert len(doc["gpus"]) == 15 and doc["clusters"][0]["kind"] == "cluster"
 
 
 def test_cli_show_prints_units_and_json_in_si(runner):
@@ -403,6 +514,14 @@ def test_cli_show_prints_units_and_json_in_si(runner):
                                 "collectives": {}, "gpus_per_link": 1}
     a100 = runner.invoke(profiles_cli.app, ["show", "a100-sxm-80gb"], env={"COLUMNS": "160"}).output
     assert "- (unsupported)" in a100  # fp8 on Ampere
+    l40s = runner.invoke(profiles_cli.app, ["show", "l40s"], env={"COLUMNS": "160"}).output
+    assert re.search(r"peak int8 \(dense\)\s+733 TOP/s", l40s)
+    assert re.search(r"peak bf16 \(2:4 sparse\)\s+733 TFLOP/s", l40s)
+    m3 = runner.invoke(profiles_cli.app, ["show", "apple-m3-max"], env={"COLUMNS": "160"}).output
+    assert "96 GiB (103,079,215,104 bytes)" in m3  # 0.75 x 128 GiB
+    assert "128 GiB; the GPU may use 75% of it" in m3 and "unified memory" in m3
+    doc = json.loads(runner.invoke(profiles_cli.app, ["show", "jetson-agx-orin-64gb", "--json"]).output)
+    assert doc["unified_memory_bytes"] == 64 * 2**30 and doc["sparse_peak_flops_per_s"]["int8"] == 170e12
 
 
 @pytest.mark.parametrize(

@@ -163,9 +163,15 @@ def _gpu_rows(g) -> list[tuple[str, str]]:
     rows = [("name", g.name), ("vendor", g.vendor)]
     for dt in DTYPES:
         peak = g.peak_flops_per_s.get(dt)
-        rows.append((f"peak {dt} (dense)", _si(peak, "FLOP/s") if peak else "- (unsupported)"))
+        rows.append((f"peak {dt} (dense)", _si(peak, _rate(dt)) if peak else "- (unsupported)"))
+    rows += [(f"peak {dt} (2:4 sparse)", _si(g.sparse_peak_flops_per_s[dt], _rate(dt)))
+             for dt in DTYPES if dt in g.sparse_peak_flops_per_s]
     rows += [
         ("memory", f"{fmt.nbytes(g.mem_bytes, 4)} ({fmt.count(g.mem_bytes)} bytes)"),
+        *([("unified memory (shared with the CPU)",
+            f"{fmt.nbytes(g.unified_memory_bytes, 4)}; the GPU may use "
+            f"{g.mem_bytes / g.unified_memory_bytes:.0%} of it (memory above)")]
+          if g.unified_memory_bytes else []),
         ("memory bandwidth", _si(g.mem_bw_bytes_per_s, "B/s")),
         ("last-level cache", fmt.nbytes(g.l2_bytes, 4)),
         ("kernel launch", fmt.seconds(g.kernel_launch_s, 4)),
@@ -189,6 +195,11 @@ def _gpu_rows(g) -> list[tuple[str, str]]:
         ("file", _file(g.source_path)),
     ]
     return rows
+
+
+def _rate(dtype: str) -> str:
+    """The unit of a peak: integer tensor cores do operations, not floating-point ones."""
+    return "OP/s" if dtype == "int8" else "FLOP/s"
 
 
 def _runtime_rows(r) -> list[tuple[str, str]]:

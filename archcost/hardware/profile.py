@@ -8,6 +8,10 @@ units ("989 TFLOP/s", "80 GB", "450 GB/s", see units.py); the dataclasses hold S
 file, the field and the fix. The figures themselves and their sources live in the YAML files;
 the measured tables a GPU may carry (GEMM efficiency by shape per dtype, attention efficiency
 per kernel) are ``tables.py``'s.
+A part may also state its 2:4-sparse peaks (``sparse_peak_flops``: the figures datasheets print
+with sparsity, each above its dtype's dense peak and at most twice it) and that its memory is
+unified with the CPU's (``unified_memory: {gpu_share: 0.75}``: ``memory`` is then the whole
+shared memory and ``mem_bytes``, the capacity every estimate reads, the GPU's share of it).
 Profiles written by ``archcost calibrate`` add an optional ``calibration`` mapping (per benchmark
 point medians and spreads, date, device): checked only to be a mapping, kept on the dataclass,
 never read by the cost engine.
@@ -54,6 +58,7 @@ class Dtype(str, enum.Enum):
     FP8 = "fp8"
     MXFP8 = "mxfp8"  # OCP MX FP8: FP8 elements, one shared scale per 32 (Blackwell tensor cores)
     NVFP4 = "nvfp4"  # NVIDIA FP4 (e2m1) with one FP8 scale per 16 elements (Blackwell)
+    INT8 = "int8"  # integer tensor-core multiply-adds, two operations each (datasheets' TOPS)
 
 
 DTYPES = tuple(d.value for d in Dtype)
@@ -167,6 +172,11 @@ class GpuProfile:
     # streaming multiprocessors: what a runtime's communication kernels take a share of while
     # they overlap compute (None: unknown, no share taken)
     sm_count: int | None = None
+    # 2:4 structured-sparse peaks, keyed like peak_flops_per_s (only dtypes the datasheet gives)
+    sparse_peak_flops_per_s: dict[str, float] = field(default_factory=dict)
+    # memory shared with the CPU (Apple silicon, Jetson): the whole of it; mem_bytes is the share
+    # the GPU may use. None: the GPU's own memory.
+    unified_memory_bytes: float | None = None
 
     def __post_init__(self) -> None:
         table = self.matmul_shape_efficiency
@@ -200,6 +210,8 @@ class GpuProfile:
 
         return replace(
             self, peak_flops_per_s={k: v * flops for k, v in self.peak_flops_per_s.items()},
+            sparse_peak_flops_per_s={k: v * flops
+                                     for k, v in self.sparse_peak_flops_per_s.items()},
             matmul_efficiency=curve(self.matmul_efficiency),
             attention_efficiency=curve(self.attention_efficiency),
             attention_head_efficiency=curve(self.attention_head_efficiency),
@@ -322,13 +334,15 @@ GPU_FIELDS: dict[str, Any] = {
     "op_overhead": "times", "attention_head_efficiency": "curve",
     "conv_backward_efficiency": "curve", "matmul_shape_efficiency": "shape table",
     "attention_kernels": "attention tables", "sm_count": "count",
-    "sustained_clock": "fraction",
+    "sustained_clock": "fraction", "sparse_peak_flops": "sparse peaks",
+    "unified_memory": "unified memory",
 }
 # attention defaults to matmul's curve; without host figures offloaded plans are refused
 GPU_OPTIONAL = {"price_per_gpu_hour", "attention_efficiency", "host_link_bandwidth",
                 "host_memory_bandwidth", "calibration", "conv_efficiency", "op_efficiency",
                 "op_overhead", "attention_head_efficiency", "conv_backward_efficiency",
-                "matmul_shape_efficiency", "attention_kernels", "sm_count", "sustained_clock"}
+                "matmul_shape_efficiency", "attention_kernels", "sm_count", "sustained_clock",
+                "sparse_peak_flops", "unified_memory"}
 FIELD_EXAMPLES = {  # shown when a field is missing
     "name": "'h100-sxm'", "vendor": "NVIDIA", "peak_flops": "{fp32: '67 TFLOP/s', bf16: '989 TFLOP/s'}",
     "memory": "'80 GB'", "memory_bandwidth": "'3.35 TB/s'", "l2_cache": "'50 MB'",
@@ -412,10 +426,15 @@ def gpu_from_dict(data: dict[str, Any], path: str) -> GpuProfile:
         raise r.fail("idle_power_fraction", f"{idle!r} must be a number in [0, 1): idle draw / TDP")
     matmul = EfficiencyCurve(r.curve(data, "matmul_efficiency"))
     price = data.get("price_per_gpu_hour")
+    peaks = _peaks(r, data["peak_flops"])
+    memory = r.quantity(data, "memory", Quantity.BYTES)
+    share = _gpu_share(r, data.get("unified_memory"))
     return GpuProfile(
         name=r.text(data, "name"), vendor=r.text(data, "vendor"),
-        peak_flops_per_s=_peaks(r, data["peak_flops"]),
-        mem_bytes=r.quantity(data, "memory", Quantity.BYTES),
+        peak_flops_per_s=peaks,
+        sparse_peak_flops_per_s=_sparse_peaks(r, data.get("sparse_peak_flops"), peaks),
+        mem_bytes=memory if share is None else memory * share,
+        unified_memory_bytes=None if share is None else memory,
         mem_bw_bytes_per_s=r.quantity(data, "memory_bandwidth", Quantity.BANDWIDTH),
         l2_bytes=r.quantity(data, "l2_cache", Quantity.BYTES),
         kernel_launch_s=r.quantity(data, "kernel_launch", Quantity.TIME),
@@ -441,6 +460,56 @@ def gpu_from_dict(data: dict[str, Any], path: str) -> GpuProfile:
         sm_count=r.count(data, "sm_count") if data.get("sm_count") is not None else None,
         sustained_clock=_sustained_clock(r, data),
     )
+
+
+# datasheets round both figures (L4: fp8 242.5 dense, 485 sparse): a sparse peak may exceed twice
+# the dense one written beside it by this much
+_SPARSE_ROUNDING = 5e-3
+
+
+def _sparse_peaks(r: Reader, raw: Any, dense: dict[str, float]) -> dict[str, float]:
+    """2:4-sparse peaks: per dtype with a dense peak, above it and at most twice it (2:4
+    sparsity skips half the multiplies: NVIDIA A100 whitepaper, "Fine-grained structured
+    sparsity")."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict) or not raw:
+        raise r.fail("sparse_peak_flops", "must map dtypes to 2:4-sparse rates, e.g. "
+                     "{bf16: '1979 TFLOP/s'}; leave it out if the part has none")
+    out = {}
+    for dt in raw:
+        where = f"sparse_peak_flops.{dt}"
+        if dt not in DTYPES:
+            hint = suggest(str(dt), DTYPES)
+            raise r.fail(where, f"unknown dtype; {hint}use {', '.join(DTYPES)}")
+        v = r.quantity(raw, dt, Quantity.FLOPS_RATE, "sparse_peak_flops.")
+        base = dense.get(dt)
+        if base is None:
+            raise r.fail(where, f"peak_flops has no {dt} rate; give its dense peak there too "
+                                "(datasheets print both)")
+        if not base < v <= 2 * base * (1 + _SPARSE_ROUNDING):
+            raise r.fail(where, f"{raw[dt]!r} must lie above the dense {dt} peak "
+                                f"({base / 1e12:g} TFLOP/s) and at most twice it: 2:4 sparsity "
+                                "skips half the multiplies; give the datasheet's sparse figure")
+        out[dt] = v
+    return out
+
+
+def _gpu_share(r: Reader, raw: Any) -> float | None:
+    """The share of a unified memory the GPU may use; None for a GPU with its own memory."""
+    if raw is None:
+        return None
+    shown = "{gpu_share: 0.75}"
+    if not isinstance(raw, dict):
+        raise r.fail("unified_memory", f"must be a mapping such as {shown}: the share of "
+                                       "'memory' (shared with the CPU) the GPU may use")
+    r.check_keys(raw, {"gpu_share": "fraction"}, set(), "unified_memory.",
+                 examples={"gpu_share": "0.75"})
+    x = raw["gpu_share"]
+    if isinstance(x, bool) or not isinstance(x, (int, float)) or not 0 < x <= 1:
+        raise r.fail("unified_memory.gpu_share", f"{x!r} must be a number in (0, 1]: the "
+                     "share of the shared memory the GPU may use (macOS: 0.75)")
+    return float(x)
 
 
 def _sustained_clock(r: Reader, data: dict[str, Any]) -> float:

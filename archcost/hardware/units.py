@@ -94,7 +94,9 @@ def _factor(unit: str, kind: Quantity) -> float | None:
         m = re.fullmatch(r"(\$|USD)(/h|/hr|/hour)", unit)
         return 1.0 if m else None
     if kind is Quantity.FLOPS_RATE:
-        m = re.fullmatch(r"([kKMGTPE]?)FLOP(?:S|s)?/s", unit) or re.fullmatch(r"([kKMGTPE]?)FLOPS", unit)
+        # an integer rate (int8 tensor cores) is written in operations: "624 TOPS", "624 TOP/s"
+        m = (re.fullmatch(r"([kKMGTPE]?)(?:FLOP|OP)(?:S|s)?/s", unit)
+             or re.fullmatch(r"([kKMGTPE]?)(?:FLOP|OP)S", unit))
         return _DECIMAL[m.group(1)] if m else None
     if kind is Quantity.BYTES:
         return _data(unit)
