@@ -171,3 +171,27 @@ def test_missing_hook_is_a_one_line_error():
     message = str(err.value)
     assert "\n" not in message
     assert "tiny_ok.py defines no kv_cache()" in message and "def kv_cache(" in message
+
+
+@pytest.mark.parametrize("case", ["llama", "gpt2", "moe"])
+def test_prefill_and_decode_run_under_fake_tensors(case):
+    """The cached forward traces the way archcost captures inference: meta-built model,
+    parameters swapped for fake bf16 tensors, an fp8 cache, no_grad."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    name, cfg = CASES[case]
+    mod = module(name)
+    with torch.device("meta"):
+        model = mod.build_model(**cfg)
+    B, prompt_len = 2, 8
+    with FakeTensorMode(allow_non_fake_inputs=False), torch.no_grad():
+        for m in model.modules():
+            for n, p in list(m._parameters.items()):
+                if p is not None:
+                    m._parameters[n] = torch.nn.Parameter(torch.empty(p.shape,
+                                                                      dtype=torch.bfloat16))
+        cache = mod.kv_cache(model, B, prompt_len + 1, torch.float8_e4m3fn)
+        prefill = model(torch.zeros(B, prompt_len, dtype=torch.long), cache=cache, start_pos=0)
+        decode = model(torch.zeros(B, 1, dtype=torch.long), cache=cache, start_pos=prompt_len)
+    assert prefill.shape == decode.shape == (B, 1, model.vocab)
+    assert prefill.dtype == decode.dtype == torch.bfloat16
