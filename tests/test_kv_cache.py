@@ -29,6 +29,9 @@ CASES = {
     "gpt2-explicit": ("gpt2", dict(layers=2, hidden=64, heads=4, vocab=256, seq_len=32,
                                    flash=False)),
     "moe": ("moe", dict(preset="tiny", capacity_factor=2.0)),
+    "gptj": ("gptj", dict(preset="tiny")),
+    "falcon": ("falcon", dict(preset="tiny")),
+    "falcon-untied": ("falcon", dict(preset="tiny", tie_weights=False)),
 }
 
 
@@ -99,6 +102,12 @@ SIZES = [
     # GPT-2 small is multi-head attention: every head is cached (Radford et al. 2019)
     ("gpt2", dict(), (12, 12, 64)),
     ("gpt2", dict(layers=2, hidden=64, heads=4, vocab=256), (2, 4, 16)),
+    ("gptj", dict(preset="tiny"), (2, 4, 16)),
+    # GPT-J 6B (GPTJConfig defaults): 28 layers, multi-head, 16 heads of 4096/16
+    ("gptj", dict(preset="6b"), (28, 16, 256)),
+    ("falcon", dict(preset="tiny"), (2, 2, 16)),
+    # Falcon-180B (Almazrouei et al. 2023): 80 layers, 8 KV heads of 14848/232 = 64
+    ("falcon", dict(preset="180b"), (80, 8, 64)),
 ]
 
 
@@ -129,7 +138,7 @@ def test_llama_8b_caches_128_kib_per_token_in_bf16():
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float8_e4m3fn])
-@pytest.mark.parametrize("case", ["llama", "gpt2", "moe"])
+@pytest.mark.parametrize("case", ["llama", "gpt2", "moe", "gptj", "falcon"])
 def test_low_precision_cache_holds_the_rounded_keys_and_values(case, dtype):
     mod, model = build(case)
     B, T = 2, 7
@@ -153,7 +162,7 @@ def test_cache_rejects_a_sequence_past_gpt2_positions():
         model(prompt(model, 1, 2), cache=cache, start_pos=31)
 
 
-@pytest.mark.parametrize("name", ["llama", "gpt2", "moe"])
+@pytest.mark.parametrize("name", ["llama", "gpt2", "moe", "gptj", "falcon"])
 def test_loader_finds_the_hook(name):
     spec = load_model_file(str(MODELS / f"{name}.py"))
     assert spec.kv_cache_fn is not None
@@ -173,7 +182,7 @@ def test_missing_hook_is_a_one_line_error():
     assert "tiny_ok.py defines no kv_cache()" in message and "def kv_cache(" in message
 
 
-@pytest.mark.parametrize("case", ["llama", "gpt2", "moe"])
+@pytest.mark.parametrize("case", ["llama", "gpt2", "moe", "gptj", "falcon"])
 def test_prefill_and_decode_run_under_fake_tensors(case):
     """The cached forward traces the way archcost captures inference: meta-built model,
     parameters swapped for fake bf16 tensors, an fp8 cache, no_grad."""
