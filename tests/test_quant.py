@@ -319,3 +319,42 @@ def test_an_fp8_cache_halves_what_the_fused_attention_reads():
 
 def test_the_tensorrt_llm_runtime_fuses_what_its_sources_say():
     assert {Fusion.DEQUANT, Fusion.KV_CACHE, Fusion.ROPE, Fusion.NORM} <= TRT.fusions
+
+
+# --- 2:4 sparse GEMMs at the profile's sparse peak -----------------------------------------------
+class _WithSpeedup:
+    """A GPU profile that also states a 2:4 sparsity speedup (as a profile field would)."""
+
+    def __init__(self, gpu, speedup: float):
+        self._gpu, self.sparsity_speedup = gpu, speedup
+
+    def __getattr__(self, name):
+        return getattr(self._gpu, name)
+
+
+def test_a_sparse_gemm_runs_at_the_sparse_peak_or_the_dense_one_with_a_note():
+    from types import SimpleNamespace
+
+    from archcost.cost.compute import compute_times, lower
+    from archcost.hardware.profile import load_gpu
+    from archcost.hardware.sparsity import sparse_speedup
+
+    # A100 whitepaper: 2:4 sparse tensor cores run at twice the dense rate
+    a100 = SimpleNamespace(name="a100", peak_flops_per_s={"bf16": 312e12},
+                           sparse_peak_flops_per_s={"bf16": 624e12})
+    assert sparse_speedup(a100, "bf16") == (2.0, None)
+    factor, note = sparse_speedup(a100, "fp8")
+    assert factor == 1.0 and "dense peak" in note
+
+    root = _one_linear(48, 64, bias=False, dtype=torch.bfloat16)
+    quantize_linears(root, ["block"], parse_weight_quant("fp8", 128, "2:4"))
+    g = _graph(root.block, torch.randn(8, 64, dtype=torch.bfloat16))
+    arrays = lower(executed_graph(g, TRT))
+    (i,) = [j for j, op in enumerate(arrays.op) if op == "aten._scaled_mm"]
+    gpu = load_gpu("h100-sxm")
+    dense = compute_times(arrays, gpu).peak_used[i]
+    assert dense == gpu.peak_flops_per_s["fp8"]
+    assert compute_times(arrays, _WithSpeedup(gpu, 2.0)).peak_used[i] == 2 * dense
+    # the same GEMM unfused (eager) is a dense one
+    eager = lower(executed_graph(g, load_runtime("eager")))
+    assert compute_times(eager, _WithSpeedup(gpu, 2.0)).peak_used[i] == dense
