@@ -358,3 +358,19 @@ def test_a_sparse_gemm_runs_at_the_sparse_peak_or_the_dense_one_with_a_note():
     # the same GEMM unfused (eager) is a dense one
     eager = lower(executed_graph(g, load_runtime("eager")))
     assert compute_times(eager, _WithSpeedup(gpu, 2.0)).peak_used[i] == dense
+
+
+def test_the_plan_tables_price_a_sparse_gemm_at_the_sparse_peak():
+    from archcost.hardware.profile import load_gpu
+    from archcost.plan.table import _peaks
+    from archcost.plan.workload import _op_table
+
+    root = _one_linear(48, 64, bias=False, dtype=torch.bfloat16)
+    quantize_linears(root, ["block"], parse_weight_quant("fp8", 128, "2:4"))
+    g = executed_graph(_graph(root.block, torch.randn(8, 64, dtype=torch.bfloat16)), TRT)
+    ops, _ = _op_table(g, (), 1, 64, 64, [])
+    (i,) = [j for j, op in enumerate(ops.op) if op == "aten._scaled_mm"]
+    gpu = load_gpu("h100-sxm")
+    assert ops.sparse[i] and ops.sparse.sum() == 1
+    assert _peaks(ops, gpu)[i] == gpu.peak_flops_per_s["fp8"]  # no sparse rate stated
+    assert _peaks(ops, _WithSpeedup(gpu, 2.0))[i] == 2 * gpu.peak_flops_per_s["fp8"]
