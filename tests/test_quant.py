@@ -7,6 +7,7 @@ references decoded byte by byte in plain Python, torch's FlopCounterMode for the
 
 from __future__ import annotations
 
+import networkx as nx
 import pytest
 import torch
 import torch.nn.functional as F
@@ -374,3 +375,42 @@ def test_the_plan_tables_price_a_sparse_gemm_at_the_sparse_peak():
     assert ops.sparse[i] and ops.sparse.sum() == 1
     assert _peaks(ops, gpu)[i] == gpu.peak_flops_per_s["fp8"]  # no sparse rate stated
     assert _peaks(ops, _WithSpeedup(gpu, 2.0))[i] == 2 * gpu.peak_flops_per_s["fp8"]
+
+
+# --- a whole model, on fake tensors as the capture runs it ---------------------------------------
+def test_a_fake_llama_forward_fuses_every_block_linear_and_leaves_the_head_alone():
+    model = _llama_tiny().to(torch.bfloat16)
+    shapes = _block_linears(model)
+    with FakeTensorMode(), torch.no_grad():
+        to_fake(model, torch.bfloat16)
+        state = quantize_linears(model, ["layers.0", "layers.1"],
+                                 parse_weight_quant("int4", 16, None))
+        g = _graph(model, torch.zeros(2, 8, dtype=torch.long))
+    ex = executed_graph(g, TRT)
+    mms = {d["module"]: v for v, d in g.nodes(data=True) if d["op_class"] == "matmul"}
+    assert set(shapes) | {"output"} <= set(mms)
+    tokens = 2 * 8
+    for path, (n, k) in shapes.items():
+        d = ex.nodes[mms[path]]
+        assert d["flops"] == 2 * tokens * n * k + 3 * n * k  # GEMM + shifts and scale per weight
+        packed = n * k // 2 + (n * k // 16) * 2
+        act = tokens * (k + n) * 2
+        assert packed + act <= d["bytes_read"] + d["bytes_written"] <= packed + act + 16
+    head = ex.nodes[mms["output"]]
+    assert head["flops"] == g.nodes[mms["output"]]["flops"]  # the head: an ordinary bf16 GEMM
+    assert state.params() == sum(n * k for n, k in shapes.values())
+
+
+def test_the_fp8_input_cast_is_one_kernel_reading_bf16_and_writing_fp8():
+    m, n, k = 8, 48, 64
+    root = _one_linear(n, k, bias=False, dtype=torch.bfloat16)
+    quantize_linears(root, ["block"], parse_weight_quant("fp8", 128, None))
+    g = _graph(root.block, torch.randn(m, k, dtype=torch.bfloat16))
+    ex = executed_graph(g, TRT)
+    (gemm,) = [v for v, d in g.nodes(data=True) if d["op"] == "aten._scaled_mm"]
+    # what the GEMM's input passes through in the linear (reshape, divide, clamp, convert)
+    cast = [v for v in nx.ancestors(g, gemm) if g.nodes[v]["module"] == "lin" and g.in_degree(v)]
+    assert {g.nodes[v]["op"] for v in cast} >= {"aten.div", "aten.clamp", "aten._to_copy"}
+    assert sum(ex.nodes[v]["launches"] for v in cast) == 1
+    # x in bf16 and its fp32 scale read, the E4M3 copy written
+    assert _moved(ex, cast) == m * k * 2 + 4 + m * k
