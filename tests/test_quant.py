@@ -414,3 +414,18 @@ def test_the_fp8_input_cast_is_one_kernel_reading_bf16_and_writing_fp8():
     assert sum(ex.nodes[v]["launches"] for v in cast) == 1
     # x in bf16 and its fp32 scale read, the E4M3 copy written
     assert _moved(ex, cast) == m * k * 2 + 4 + m * k
+
+
+@pytest.mark.parametrize("text, group, sparsity", [
+    ("int8", -1, None), ("fp8", 128, None), ("fp8", 128, "2:4"), (None, 128, "2:4")])
+def test_every_scheme_runs_on_fake_tensors_and_only_2_4_gemms_are_sparse(text, group, sparsity):
+    model = _llama_tiny().to(torch.bfloat16)
+    with FakeTensorMode(), torch.no_grad():
+        to_fake(model, torch.bfloat16)
+        state = quantize_linears(model, ["layers.0", "layers.1"],
+                                 parse_weight_quant(text, group, sparsity))
+        g = _graph(model, torch.zeros(2, 8, dtype=torch.long))
+    ex = executed_graph(g, TRT)
+    sparse = {d["module"] for _, d in ex.nodes(data=True) if d.get("sparsity") == "2:4"}
+    assert sparse == (set(state.linears) if sparsity else set())
+    assert len(state.linears) == 14  # 7 linears in each of the 2 blocks
