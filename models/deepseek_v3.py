@@ -38,6 +38,17 @@ DeepSeek-V3, the report's "37B activated for each token" (Sec. 4.2). With the em
 it is 37.55B, which rounds to 38B: leaving the lookup out is the convention that reproduces the
 published figure (the report does not state one).
 
+Inference hook: ``kv_cache(model, batch_size, max_len, dtype=None)`` gives the MLA cache: per
+layer, in the (K, V) slots of the convention, the normalized latent c_KV (batch_size, 1,
+max_len, kv_rank) and the shared rotated key k_R (batch_size, 1, max_len, qk_rope_dim), what MLA
+caches (DeepSeek-V2, Shao et al. 2024, Sec. 2.1.2): (512 + 64)·61 elements per token for
+DeepSeek-V3, against 2·128·192·61 for the keys and values of plain multi-head attention.
+``forward(idx, cache, start_pos)`` runs the tokens at positions start_pos.. in the absorbed form
+(``MLA.absorbed``: W_UK folded into the query, W_UV applied to the attended latent, as
+DeepSeek's inference code and serving engines run it) and returns the last position's logits.
+NB: the absorbed form pads the latent value with 64 zero columns to the key width 576 for one
+SDPA head width, as the training form pads v: its value product counts at 576, not 512.
+
 Keys (``--set``): preset="deepseek-v3" (or "tiny"); layers, dense_layers, hidden, heads, q_rank,
 kv_rank, qk_nope_dim, qk_rope_dim, v_dim, ffn, expert_ffn, experts, shared_experts, top_k, vocab
 override the preset (None = from the preset); capacity_factor=1.0; rope_theta=10000.0 and
@@ -94,12 +105,15 @@ class RMSNorm(nn.Module):
             * self.weight
 
 
-def rope_cos_sin(T: int, dim: int, theta: float, like: torch.Tensor):
-    """cos, sin of shape (T, dim) for positions 0..T-1 (RoFormer Eq. 34, frequencies θ^(-2i/d))."""
+def rope_cos_sin(T: int, dim: int, theta: float, like: torch.Tensor, start: int = 0):
+    """cos, sin of shape (T, dim) for positions start..start+T-1 (RoFormer Eq. 34, frequencies
+    θ^(-2i/d))."""
     inv_freq = 1.0 / theta ** (
         torch.arange(0, dim, 2, dtype=torch.float32, device=like.device) / dim
     )  # (d/2,)
     t = torch.arange(T, dtype=torch.float32, device=like.device)  # (T,)
+    if start:
+        t = t + start  # the new tokens' positions in a KV cache
     freqs = torch.outer(t, inv_freq)  # (T, d/2)
     emb = torch.cat((freqs, freqs), dim=-1)  # (T, d)
     return emb.cos(), emb.sin()  # float32
@@ -110,6 +124,24 @@ def apply_rope(x, cos, sin):
     x32 = x.float()
     x1, x2 = x32.chunk(2, dim=-1)  # 2 x (B, n, T, d/2)
     return (x32 * cos + torch.cat((-x2, x1), dim=-1) * sin).type_as(x)  # (B, n, T, d)
+
+
+def cached_kv(k, v, kv, start_pos: int):
+    """Write the new k, v (B, nkv, T, hs) at [start_pos, start_pos+T) of the layer's cache
+    ``kv`` = (K, V) in its dtype; return the cached keys and values of positions
+    [0, start_pos+T) in k's dtype, and the attention mask for the new queries: ``None`` with
+    ``is_causal`` (prefill from 0), ``None`` without (one new token sees them all), else a
+    causal boolean mask aligned to the bottom right (query i sees keys up to start_pos + i)."""
+    k_cache, v_cache = kv
+    T, end = k.shape[2], start_pos + k.shape[2]
+    k_cache[:, :, start_pos:end] = k.to(k_cache.dtype)
+    v_cache[:, :, start_pos:end] = v.to(v_cache.dtype)
+    k_all = k_cache[:, :, :end].to(k.dtype)  # (B, nkv, start_pos+T, hs)
+    v_all = v_cache[:, :, :end].to(v.dtype)  # (B, nkv, start_pos+T, hs)
+    if start_pos == 0 or T == 1:
+        return k_all, v_all, None, start_pos == 0
+    mask = torch.ones(T, end, dtype=torch.bool, device=k.device).tril(start_pos)  # (T, end)
+    return k_all, v_all, mask, False
 
 
 class MLA(nn.Module):
@@ -129,7 +161,7 @@ class MLA(nn.Module):
         self.wkv_b = nn.Linear(kv_rank, heads * (qk_nope_dim + v_dim), bias=False)  # W_UK, W_UV
         self.wo = nn.Linear(heads * v_dim, hidden, bias=False)
 
-    def forward(self, x, cos, sin):
+    def forward(self, x, cos, sin, cache=None, start_pos: int = 0):
         B, T, _ = x.shape
         H = self.heads
         q = self.wq_b(self.q_norm(self.wq_a(x)))  # (B, T, H·(dn+dr))
@@ -137,6 +169,9 @@ class MLA(nn.Module):
         q_nope, q_pe = q.split([self.nope, self.rope], dim=-1)  # (B, H, T, dn), (B, H, T, dr)
         kv, k_pe = self.wkv_a(x).split([self.kv_rank, self.rope], dim=-1)  # (B,T,r_kv), (B,T,dr)
         k_pe = apply_rope(k_pe.unsqueeze(1), cos, sin)  # (B, 1, T, dr): one key for all heads
+        if cache is not None:  # inference: the latent form over the cache
+            c_kv = self.kv_norm(kv).unsqueeze(1)  # (B, 1, T, r_kv)
+            return self.absorbed(q_nope, apply_rope(q_pe, cos, sin), c_kv, k_pe, cache, start_pos)
         q = torch.cat((q_nope, apply_rope(q_pe, cos, sin)), dim=-1)  # (B, H, T, dn+dr)
         kv = self.wkv_b(self.kv_norm(kv))  # (B, T, H·(dn+dv))
         kv = kv.view(B, T, H, self.nope + self.v_dim).transpose(1, 2)  # (B, H, T, dn+dv)
@@ -149,6 +184,24 @@ class MLA(nn.Module):
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True,
                                            scale=(self.nope + self.rope) ** -0.5)  # (B, H, T, d)
         y = y[..., : self.v_dim]  # (B, H, T, dv)
+        return self.wo(y.transpose(1, 2).reshape(B, T, H * self.v_dim))  # (B, T, C)
+
+    def absorbed(self, q_nope, q_pe, c_kv, k_pe, cache, start_pos: int):
+        """Attention over the cached latents with W_UK absorbed into the query and W_UV applied
+        after (DeepSeek-V2, Shao et al. 2024, Sec. 2.1.2 and 2.1.3; deepseek-ai/DeepSeek-V3
+        ``inference/model.py``, ``attn_impl="absorb"``): scores q_nope·W_UK·c_KV + q_R·k_R, the
+        same values as the training form's, without up-projecting the cache."""
+        B, H, T, _ = q_nope.shape
+        c_all, pe_all, mask, causal = cached_kv(c_kv, k_pe, cache, start_pos)  # (B,1,S,r), (B,1,S,dr)
+        w = self.wkv_b.weight.view(H, self.nope + self.v_dim, self.kv_rank)
+        w_uk, w_uv = w.split([self.nope, self.v_dim], dim=1)  # (H, dn, r), (H, dv, r)
+        q = torch.cat((torch.einsum("bhtd,hdr->bhtr", q_nope, w_uk), q_pe), dim=-1)  # (B,H,T,r+dr)
+        k = torch.cat((c_all, pe_all), dim=-1)  # (B, 1, S, r+dr): one latent key for all heads
+        v = F.pad(c_all, (0, self.rope))  # (B, 1, S, r+dr): zero columns, one width for SDPA
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
+                                           scale=(self.nope + self.rope) ** -0.5,
+                                           enable_gqa=True)  # (B, H, T, r+dr)
+        y = torch.einsum("bhtr,hvr->bhtv", y[..., : self.kv_rank], w_uv)  # (B, H, T, dv)
         return self.wo(y.transpose(1, 2).reshape(B, T, H * self.v_dim))  # (B, T, C)
 
 
@@ -236,8 +289,8 @@ class Block(nn.Module):
         self.ffn_norm = RMSNorm(hidden)
         self.ffn = ffn  # FeedForward (the first dense_layers) or DeepSeekMoE
 
-    def forward(self, x, cos, sin):
-        x = x + self.attention(self.attention_norm(x), cos, sin)  # (B, T, C)
+    def forward(self, x, cos, sin, cache=None, start_pos: int = 0):
+        x = x + self.attention(self.attention_norm(x), cos, sin, cache, start_pos)  # (B, T, C)
         x = x + self.ffn(self.ffn_norm(x))  # (B, T, C)
         return x
 
@@ -260,13 +313,19 @@ class DeepSeekV3(nn.Module):
         self.norm = RMSNorm(hidden)
         self.output = nn.Linear(hidden, vocab, bias=False)  # untied (config tie_word_embeddings)
 
-    def forward(self, idx):
+    def forward(self, idx, cache=None, start_pos: int = 0):
+        """Logits (B, T, V); with a ``cache`` (from :func:`kv_cache`) the T tokens sit at
+        positions start_pos.. and only the last position's logits (B, 1, V) are returned."""
         B, T = idx.shape
         x = self.tok_embeddings(idx)  # (B, T, C)
-        cos, sin = rope_cos_sin(T, self.rope_dim, self.rope_theta, x)  # 2 x (T, dr)
-        for block in self.layers:
-            x = block(x, cos, sin)  # (B, T, C)
-        return self.output(self.norm(x))  # (B, T, V)
+        cos, sin = rope_cos_sin(T, self.rope_dim, self.rope_theta, x, start_pos)  # 2 x (T, dr)
+        if cache is None:
+            for block in self.layers:
+                x = block(x, cos, sin)  # (B, T, C)
+            return self.output(self.norm(x))  # (B, T, V)
+        for block, kv in zip(self.layers, cache, strict=True):
+            x = block(x, cos, sin, kv, start_pos)  # (B, T, C)
+        return self.output(self.norm(x[:, -1:]))  # (B, 1, V): the head on the last token only
 
 
 def _positive(**sizes) -> None:
@@ -324,3 +383,15 @@ def loss(output, inputs):
     """Next-token cross entropy; targets are the inputs shifted left (last target wraps)."""
     targets = torch.roll(inputs[0], -1, dims=1)  # (B, T)
     return F.cross_entropy(output.flatten(0, 1).float(), targets.flatten())
+
+
+def kv_cache(model: DeepSeekV3, batch_size: int, max_len: int, dtype=None) -> list:
+    """An empty MLA cache: per layer the pair (c_KV, k_R) of zeros shaped
+    (batch_size, 1, max_len, kv_rank) and (batch_size, 1, max_len, qk_rope_dim), the normalized
+    latent and the shared rotated key every head reads (DeepSeek-V2, Sec. 2.1.2), in ``dtype``
+    (None: the parameters' dtype), on the parameters' device."""
+    w = model.output.weight
+    return [tuple(torch.zeros(batch_size, 1, max_len, width, dtype=dtype or w.dtype,
+                              device=w.device)
+                  for width in (block.attention.kv_rank, block.attention.rope))
+            for block in model.layers]

@@ -21,6 +21,8 @@ TINY = {
     "vit": dict(image_size=32, patch=8, layers=2, hidden=64, heads=4, ffn=128, classes=10),
     "resnet": dict(width=8, classes=10, image_size=32),
     "bert": dict(layers=2, hidden=64, heads=4, ffn=128, vocab=256),
+    "gptj": dict(preset="tiny"),
+    "falcon": dict(preset="tiny"),
 }
 
 

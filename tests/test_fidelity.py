@@ -68,14 +68,16 @@ def _attention_calls(t):
     return out
 
 
-ATTENTION_MODELS = {"gpt2": True, "llama": True, "moe": True, "bert": False, "vit": False}
+ATTENTION_MODELS = {"gpt2": True, "llama": True, "moe": True, "bert": False, "vit": False,
+                    "gptj": True, "falcon": True}
 
 
 @pytest.mark.parametrize("b, s", POINTS)
 @pytest.mark.parametrize("name", sorted(ATTENTION_MODELS))
 def test_attention_flops_equal_closed_form(name, b, s):
     spec, t = traced(name, b, s)
-    # the "tiny" presets of llama.py and moe.py are 2 layers of width 64, like the others here
+    # the "tiny" presets of llama.py, moe.py, gptj.py and falcon.py are 2 layers of width 64,
+    # like the others here
     layers, hidden = 2, 64
     seq = (32 // 8) ** 2 + 1 if name == "vit" else s  # 4x4 patches + the class token
     causal = ATTENTION_MODELS[name]

@@ -29,6 +29,11 @@ CASES = {
     "gpt2-explicit": ("gpt2", dict(layers=2, hidden=64, heads=4, vocab=256, seq_len=32,
                                    flash=False)),
     "moe": ("moe", dict(preset="tiny", capacity_factor=2.0)),
+    "gptj": ("gptj", dict(preset="tiny")),
+    "falcon": ("falcon", dict(preset="tiny")),
+    "falcon-untied": ("falcon", dict(preset="tiny", tie_weights=False)),
+    # 8 experts, top-2: capacity_factor 4 = E/top_k never drops
+    "deepseek_v3": ("deepseek_v3", dict(preset="tiny", capacity_factor=4.0)),
 }
 
 
@@ -99,6 +104,12 @@ SIZES = [
     # GPT-2 small is multi-head attention: every head is cached (Radford et al. 2019)
     ("gpt2", dict(), (12, 12, 64)),
     ("gpt2", dict(layers=2, hidden=64, heads=4, vocab=256), (2, 4, 16)),
+    ("gptj", dict(preset="tiny"), (2, 4, 16)),
+    # GPT-J 6B (GPTJConfig defaults): 28 layers, multi-head, 16 heads of 4096/16
+    ("gptj", dict(preset="6b"), (28, 16, 256)),
+    ("falcon", dict(preset="tiny"), (2, 2, 16)),
+    # Falcon-180B (Almazrouei et al. 2023): 80 layers, 8 KV heads of 14848/232 = 64
+    ("falcon", dict(preset="180b"), (80, 8, 64)),
 ]
 
 
@@ -120,6 +131,29 @@ def test_cache_bytes_closed_form(name, cfg, shape, dtype):
     assert total == 2 * layers * kv_heads * head_dim * max_len * B * itemsize
 
 
+@pytest.mark.parametrize("dtype", [None, torch.bfloat16, torch.float8_e4m3fn])
+@pytest.mark.parametrize("cfg, shape", [
+    (dict(preset="tiny"), (3, 16, 8)),
+    # DeepSeek-V3 config: 61 layers, kv_lora_rank 512, qk_rope_head_dim 64
+    (dict(preset="deepseek-v3"), (61, 512, 64)),
+])
+def test_mla_cache_holds_the_latent_and_the_rope_key(cfg, shape, dtype):
+    """MLA caches (d_c + d_R) elements per token and layer, not 2·heads·head_dim (DeepSeek-V2,
+    Shao et al. 2024, Sec. 2.1.2 and Table 1)."""
+    layers, kv_rank, rope = shape
+    B, max_len = 3, 40
+    mod = module("deepseek_v3")
+    with torch.device("meta"):
+        model = mod.build_model(**cfg)
+    cache = mod.kv_cache(model, B, max_len, dtype)
+    assert len(cache) == layers
+    for c_kv, k_pe in cache:
+        assert c_kv.shape == (B, 1, max_len, kv_rank) and k_pe.shape == (B, 1, max_len, rope)
+    total = sum(t.numel() * t.element_size() for kv in cache for t in kv)
+    itemsize = ITEMSIZE[dtype or torch.float32]
+    assert total == layers * (kv_rank + rope) * max_len * B * itemsize
+
+
 def test_llama_8b_caches_128_kib_per_token_in_bf16():
     # 2 (K, V) · 32 layers · 8 KV heads · 128 · 2 bytes = 131,072 bytes per token
     with torch.device("meta"):
@@ -129,7 +163,8 @@ def test_llama_8b_caches_128_kib_per_token_in_bf16():
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float8_e4m3fn])
-@pytest.mark.parametrize("case", ["llama", "gpt2", "moe"])
+@pytest.mark.parametrize("case", ["llama", "gpt2", "moe", "gptj", "falcon",
+                                  "deepseek_v3"])
 def test_low_precision_cache_holds_the_rounded_keys_and_values(case, dtype):
     mod, model = build(case)
     B, T = 2, 7
@@ -153,7 +188,8 @@ def test_cache_rejects_a_sequence_past_gpt2_positions():
         model(prompt(model, 1, 2), cache=cache, start_pos=31)
 
 
-@pytest.mark.parametrize("name", ["llama", "gpt2", "moe"])
+@pytest.mark.parametrize("name", ["llama", "gpt2", "moe", "gptj", "falcon",
+                                  "deepseek_v3"])
 def test_loader_finds_the_hook(name):
     spec = load_model_file(str(MODELS / f"{name}.py"))
     assert spec.kv_cache_fn is not None
@@ -171,3 +207,31 @@ def test_missing_hook_is_a_one_line_error():
     message = str(err.value)
     assert "\n" not in message
     assert "tiny_ok.py defines no kv_cache()" in message and "def kv_cache(" in message
+
+
+@pytest.mark.parametrize("case", ["llama", "gpt2", "moe", "gptj", "falcon",
+                                  "deepseek_v3"])
+def test_prefill_and_decode_run_under_fake_tensors(case):
+    """The cached forward traces the way archcost captures inference: meta-built model,
+    parameters swapped for fake bf16 tensors, an fp8 cache, no_grad."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    name, cfg = CASES[case]
+    mod = module(name)
+    with torch.device("meta"):
+        model = mod.build_model(**cfg)
+    B, prompt_len = 2, 8
+    with FakeTensorMode(allow_non_fake_inputs=False), torch.no_grad():
+        for m in model.modules():
+            for n, p in list(m._parameters.items()):
+                if p is not None:
+                    m._parameters[n] = torch.nn.Parameter(torch.empty(p.shape,
+                                                                      dtype=torch.bfloat16))
+            for n, b in list(m._buffers.items()):
+                if b is not None:
+                    m._buffers[n] = torch.zeros(b.shape, dtype=torch.bfloat16)
+        cache = mod.kv_cache(model, B, prompt_len + 1, torch.float8_e4m3fn)
+        prefill = model(torch.zeros(B, prompt_len, dtype=torch.long), cache=cache, start_pos=0)
+        decode = model(torch.zeros(B, 1, dtype=torch.long), cache=cache, start_pos=prompt_len)
+    assert prefill.shape == decode.shape == (B, 1, model.vocab)
+    assert prefill.dtype == decode.dtype == torch.bfloat16

@@ -148,7 +148,8 @@ def test_unknown_preset_is_rejected():
 
 # ---- the convention ------------------------------------------------------------------------
 
-NAMES = ["seed_mlp", "gpt2", "llama", "moe", "deepseek_v3", "vit", "resnet", "bert"]
+NAMES = ["seed_mlp", "gpt2", "llama", "moe", "deepseek_v3", "vit", "resnet", "bert", "gptj",
+         "falcon"]
 
 TINY = {
     "seed_mlp": dict(layers=4, d_in=16, hidden=8, d_out=16),
@@ -159,6 +160,8 @@ TINY = {
     "vit": dict(image_size=32, patch=8, layers=2, hidden=32, heads=4, ffn=64, classes=10),
     "resnet": dict(depth=50, width=8, classes=10, image_size=32),
     "bert": dict(layers=2, hidden=32, heads=4, ffn=64, vocab=97, max_positions=32, seq_len=16),
+    "gptj": dict(preset="tiny"),
+    "falcon": dict(preset="tiny"),
 }
 B, S = 2, 16
 

@@ -7,6 +7,7 @@ references decoded byte by byte in plain Python, torch's FlopCounterMode for the
 
 from __future__ import annotations
 
+import networkx as nx
 import pytest
 import torch
 import torch.nn.functional as F
@@ -319,3 +320,112 @@ def test_an_fp8_cache_halves_what_the_fused_attention_reads():
 
 def test_the_tensorrt_llm_runtime_fuses_what_its_sources_say():
     assert {Fusion.DEQUANT, Fusion.KV_CACHE, Fusion.ROPE, Fusion.NORM} <= TRT.fusions
+
+
+# --- 2:4 sparse GEMMs at the profile's sparse peak -----------------------------------------------
+class _WithSpeedup:
+    """A GPU profile that also states a 2:4 sparsity speedup (as a profile field would)."""
+
+    def __init__(self, gpu, speedup: float):
+        self._gpu, self.sparsity_speedup = gpu, speedup
+
+    def __getattr__(self, name):
+        return getattr(self._gpu, name)
+
+
+def test_a_sparse_gemm_runs_at_the_sparse_peak_or_the_dense_one_with_a_note():
+    from types import SimpleNamespace
+
+    from archcost.cost.compute import compute_times, lower
+    from archcost.hardware.profile import load_gpu
+    from archcost.hardware.sparsity import sparse_speedup
+
+    # A100 whitepaper: 2:4 sparse tensor cores run at twice the dense rate
+    a100 = SimpleNamespace(name="a100", peak_flops_per_s={"bf16": 312e12},
+                           sparse_peak_flops_per_s={"bf16": 624e12})
+    assert sparse_speedup(a100, "bf16") == (2.0, None)
+    factor, note = sparse_speedup(a100, "fp8")
+    assert factor == 1.0 and "dense peak" in note
+
+    root = _one_linear(48, 64, bias=False, dtype=torch.bfloat16)
+    quantize_linears(root, ["block"], parse_weight_quant("fp8", 128, "2:4"))
+    g = _graph(root.block, torch.randn(8, 64, dtype=torch.bfloat16))
+    arrays = lower(executed_graph(g, TRT))
+    (i,) = [j for j, op in enumerate(arrays.op) if op == "aten._scaled_mm"]
+    gpu = load_gpu("h100-sxm")
+    dense = compute_times(arrays, gpu).peak_used[i]
+    assert dense == gpu.peak_flops_per_s["fp8"]
+    assert compute_times(arrays, _WithSpeedup(gpu, 2.0)).peak_used[i] == 2 * dense
+    # the same GEMM unfused (eager) is a dense one
+    eager = lower(executed_graph(g, load_runtime("eager")))
+    assert compute_times(eager, _WithSpeedup(gpu, 2.0)).peak_used[i] == dense
+
+
+def test_the_plan_tables_price_a_sparse_gemm_at_the_sparse_peak():
+    from archcost.hardware.profile import load_gpu
+    from archcost.plan.table import _peaks
+    from archcost.plan.workload import _op_table
+
+    root = _one_linear(48, 64, bias=False, dtype=torch.bfloat16)
+    quantize_linears(root, ["block"], parse_weight_quant("fp8", 128, "2:4"))
+    g = executed_graph(_graph(root.block, torch.randn(8, 64, dtype=torch.bfloat16)), TRT)
+    ops, _ = _op_table(g, (), 1, 64, 64, [])
+    (i,) = [j for j, op in enumerate(ops.op) if op == "aten._scaled_mm"]
+    gpu = load_gpu("h100-sxm")
+    assert ops.sparse[i] and ops.sparse.sum() == 1
+    assert _peaks(ops, gpu)[i] == gpu.peak_flops_per_s["fp8"]  # no sparse rate stated
+    assert _peaks(ops, _WithSpeedup(gpu, 2.0))[i] == 2 * gpu.peak_flops_per_s["fp8"]
+
+
+# --- a whole model, on fake tensors as the capture runs it ---------------------------------------
+def test_a_fake_llama_forward_fuses_every_block_linear_and_leaves_the_head_alone():
+    model = _llama_tiny().to(torch.bfloat16)
+    shapes = _block_linears(model)
+    with FakeTensorMode(), torch.no_grad():
+        to_fake(model, torch.bfloat16)
+        state = quantize_linears(model, ["layers.0", "layers.1"],
+                                 parse_weight_quant("int4", 16, None))
+        g = _graph(model, torch.zeros(2, 8, dtype=torch.long))
+    ex = executed_graph(g, TRT)
+    mms = {d["module"]: v for v, d in g.nodes(data=True) if d["op_class"] == "matmul"}
+    assert set(shapes) | {"output"} <= set(mms)
+    tokens = 2 * 8
+    for path, (n, k) in shapes.items():
+        d = ex.nodes[mms[path]]
+        assert d["flops"] == 2 * tokens * n * k + 3 * n * k  # GEMM + shifts and scale per weight
+        packed = n * k // 2 + (n * k // 16) * 2
+        act = tokens * (k + n) * 2
+        assert packed + act <= d["bytes_read"] + d["bytes_written"] <= packed + act + 16
+    head = ex.nodes[mms["output"]]
+    assert head["flops"] == g.nodes[mms["output"]]["flops"]  # the head: an ordinary bf16 GEMM
+    assert state.params() == sum(n * k for n, k in shapes.values())
+
+
+def test_the_fp8_input_cast_is_one_kernel_reading_bf16_and_writing_fp8():
+    m, n, k = 8, 48, 64
+    root = _one_linear(n, k, bias=False, dtype=torch.bfloat16)
+    quantize_linears(root, ["block"], parse_weight_quant("fp8", 128, None))
+    g = _graph(root.block, torch.randn(m, k, dtype=torch.bfloat16))
+    ex = executed_graph(g, TRT)
+    (gemm,) = [v for v, d in g.nodes(data=True) if d["op"] == "aten._scaled_mm"]
+    # what the GEMM's input passes through in the linear (reshape, divide, clamp, convert)
+    cast = [v for v in nx.ancestors(g, gemm) if g.nodes[v]["module"] == "lin" and g.in_degree(v)]
+    assert {g.nodes[v]["op"] for v in cast} >= {"aten.div", "aten.clamp", "aten._to_copy"}
+    assert sum(ex.nodes[v]["launches"] for v in cast) == 1
+    # x in bf16 and its fp32 scale read, the E4M3 copy written
+    assert _moved(ex, cast) == m * k * 2 + 4 + m * k
+
+
+@pytest.mark.parametrize("text, group, sparsity", [
+    ("int8", -1, None), ("fp8", 128, None), ("fp8", 128, "2:4"), (None, 128, "2:4")])
+def test_every_scheme_runs_on_fake_tensors_and_only_2_4_gemms_are_sparse(text, group, sparsity):
+    model = _llama_tiny().to(torch.bfloat16)
+    with FakeTensorMode(), torch.no_grad():
+        to_fake(model, torch.bfloat16)
+        state = quantize_linears(model, ["layers.0", "layers.1"],
+                                 parse_weight_quant(text, group, sparsity))
+        g = _graph(model, torch.zeros(2, 8, dtype=torch.long))
+    ex = executed_graph(g, TRT)
+    sparse = {d["module"] for _, d in ex.nodes(data=True) if d.get("sparsity") == "2:4"}
+    assert sparse == (set(state.linears) if sparsity else set())
+    assert len(state.linears) == 14  # 7 linears in each of the 2 blocks

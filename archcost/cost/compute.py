@@ -23,6 +23,10 @@ efficiency is read from the bf16 table (or curve) at the size a bf16 GEMM of the
 has: FLOPs times bf16 peak / format peak (each of m, n, k times its cube root), the rule by which
 ``GpuProfile.scaled`` moves curves to a faster part. NB: there the bf16 measurements stand in
 for the format's own; a large fp8 GEMM reaches the bf16 ceiling fraction of the fp8 peak.
+
+A GEMM on a 2:4-sparse operand (node ``sparsity``, ``cost.fusion``'s ``dequant`` family) runs
+at its dtype's peak times the profile's sparse speedup (``hardware.sparsity``), its FLOPs those
+of the dense GEMM.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import networkx as nx
 import numpy as np
 
 from archcost.cost.kernels import roofline
+from archcost.hardware.sparsity import sparse_speedup
 from archcost.hardware.tables import ALL_DTYPES
 from archcost.trace.rules_attention import attention_slices
 
@@ -97,6 +102,9 @@ class OpArrays:
     # for other ops
     attn: np.ndarray
     launches: np.ndarray  # kernels each op launches (0 inside a fused group, cost.fusion)
+    # GEMMs on a 2:4-sparse operand (the ``sparsity`` a fused ``dequant`` prologue marks);
+    # None: none
+    sparse: np.ndarray | None = None
 
 
 def op_slices(d: dict) -> int:
@@ -150,6 +158,7 @@ def lower(g: nx.DiGraph) -> OpArrays:
         mnk=np.array([op_mnk(d) for _, d in nodes], dtype=np.float64).reshape(-1, 3),
         attn=np.array([op_attention(d) for _, d in nodes], dtype=np.float64).reshape(-1, 5),
         launches=np.array([d.get("launches", 1.0) for _, d in nodes], dtype=np.float64),
+        sparse=np.array([d.get("sparsity") == "2:4" for _, d in nodes], dtype=bool),
     )
 
 
@@ -202,6 +211,17 @@ def _reference_scale(gpu, keys: list[str] | None, n: int) -> np.ndarray:
 
 def _peak(gpu, dtype: str, op_class: str) -> float:
     return peak_flops_for(gpu, dtype, op_class in TENSOR_CORE_CLASSES)
+
+
+def _peaks(arrays: OpArrays, gpu) -> np.ndarray:
+    """Each op's FLOP/s ceiling: its dtype's peak, times the profile's 2:4 sparse speedup for
+    GEMMs on a sparse operand (``hardware.sparsity``; 1 where the profile states none)."""
+    peak = np.array([_peak(gpu, d, c) for d, c in zip(arrays.dtype, arrays.op_class)])
+    if arrays.sparse is None or not arrays.sparse.any():
+        return peak
+    keys = peak_keys(arrays.dtype)
+    return peak * np.array([sparse_speedup(gpu, k)[0] if s else 1.0
+                            for s, k in zip(arrays.sparse, keys)])
 
 
 def _curves(curves) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -335,7 +355,7 @@ def _op_curves(arrays: OpArrays) -> np.ndarray:
 def compute_times(arrays: OpArrays, gpu, attention_kernel: str | None = None) -> ComputeResult:
     """Roofline time of every op on ``gpu`` (a GpuProfile); attention ops read the table of
     ``attention_kernel`` where the profile has attention tables."""
-    peak = np.array([_peak(gpu, d, c) for d, c in zip(arrays.dtype, arrays.op_class)])
+    peak = _peaks(arrays, gpu)
     t, bound = roofline_seconds(gpu, arrays.flops, arrays.nbytes, peak, _op_curves(arrays),
                                 memory_curve_index(gpu, arrays.op),
                                 overhead_seconds(gpu, arrays.phase) * arrays.launches,
@@ -353,7 +373,7 @@ def class_roofline_parts(arrays: OpArrays, gpu, attention_kernel: str | None = N
     """
     out: dict[str, dict[str, float]] = {}
     by_curve = _curve_rows(gpu)
-    peak = np.array([_peak(gpu, d, c) for d, c in zip(arrays.dtype, arrays.op_class)])
+    peak = _peaks(arrays, gpu)
     curve, peak, size = _folded(gpu, arrays.flops, peak, _op_curves(arrays), arrays.slices,
                                 arrays.mnk, peak_keys(arrays.dtype), arrays.attn,
                                 attention_kernel)

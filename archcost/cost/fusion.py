@@ -46,7 +46,9 @@ The last two fold a *prologue* into a compute kernel: the memory-bound ops of th
 module that lead only into it and read nothing but persistent state (parameters, packed
 weights, the cache) join it; the kernel reads what the chain reads from outside and carries
 the chain's FLOPs (the dequantization's ALU work), keeping the compute op's name and curve.
-NB: a state tensor two members read is counted twice (``trace.quant`` reads each once).
+NB: a state tensor two members read is counted twice (``trace.quant`` reads each once); the
+chain's FLOPs run at the compute op's peak (on the GPU they are CUDA-core work the kernel
+overlaps with its tensor-core math and its loads).
 
 The optimizer's ops of a ``foreach`` runtime launch one multi-tensor kernel per kind of op over
 all parameters (``executed_graph``): each op's share of those launches.

@@ -29,6 +29,7 @@ from archcost.cost.compute import (
     roofline_seconds,
     runtime_attention_kernel,
 )
+from archcost.hardware.sparsity import sparse_speedup
 from archcost.options import Recompute
 from archcost.plan.workload import (
     PHASE_CODES,
@@ -59,8 +60,14 @@ class CostTable:
 
 
 def _peaks(ops: OpTable, gpu) -> np.ndarray:
-    return np.array([peak_flops_for(gpu, dt, bool(tc))
+    """Each op's FLOP/s ceiling; 2:4-sparse GEMMs times the profile's sparse speedup."""
+    peak = np.array([peak_flops_for(gpu, dt, bool(tc))
                      for dt, tc in zip(ops.dtype, ops.tensor_core)], dtype=np.float64)
+    if ops.sparse is None or not ops.sparse.any():
+        return peak
+    keys = peak_keys(ops.dtype)
+    return peak * np.array([sparse_speedup(gpu, k)[0] if s else 1.0
+                            for s, k in zip(ops.sparse, keys)])
 
 
 _PHASE_NAMES = tuple(sorted(PHASE_CODES, key=PHASE_CODES.__getitem__))  # code -> name

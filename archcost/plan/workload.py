@@ -99,6 +99,9 @@ class OpTable:
     # bytes split over the expert-parallel ranks, each holding experts / ep); None: none.
     # NB: known from the fixed bytes, so only where a batch-2 trace split them
     expert: np.ndarray | None = None
+    # bool: GEMMs on a 2:4-sparse operand (run at the profile's sparse speedup,
+    # hardware.sparsity); None: none
+    sparse: np.ndarray | None = None
 
     @property
     def kernels(self) -> np.ndarray:
@@ -394,7 +397,8 @@ def _op_table(g: nx.DiGraph, rep: tuple[str, ...], layers: int, width_numel: int
     cols: dict[str, list] = {k: [] for k in ("section", "phase", "curve", "op", "dtype", "tc",
                                              "flops", "nbytes", "fixed", "count", "sp_only",
                                              "attention", "slices", "mnk", "grows",
-                                             "launches", "batched", "attn", "expert")}
+                                             "launches", "batched", "attn", "expert",
+                                             "sparse")}
     opt: dict[str, list] = {k: [] for k in cols}
     fixed, growth = _fixed_bytes(pairs), _mnk_growth(pairs)
     model_flops = recompute_flops = 0.0
@@ -432,6 +436,7 @@ def _op_table(g: nx.DiGraph, rep: tuple[str, ...], layers: int, width_numel: int
         target["launches"].append(float(d.get("launches", 1.0)))
         target["batched"].append(d["op"] in BATCHED_MATMULS)
         target["attn"].append(op_attention(d))
+        target["sparse"].append(d.get("sparsity") == "2:4")
         # an activation the shape of an expert weight has no fixed bytes: not an expert op
         target["expert"].append(section == SECTION_BLOCK and d["index"] in expert_ops
                                 and fixed.get(n, 0.0) > 0)
@@ -458,6 +463,7 @@ def _op_table(g: nx.DiGraph, rep: tuple[str, ...], layers: int, width_numel: int
             model_flops=mf, recompute_flops=rf,
             launches=np.array(c["launches"], dtype=np.float64),
             expert=np.array(c["expert"], dtype=bool),
+            sparse=np.array(c["sparse"], dtype=bool),
         )
 
     return table(cols, model_flops, recompute_flops), table(opt, 0.0, 0.0)

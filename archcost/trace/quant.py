@@ -169,9 +169,10 @@ def _int_quantize(w: torch.Tensor, qmax: int, group: int) -> tuple[torch.Tensor,
     """Symmetric round-to-nearest: (int8 values (N, K), scales (N, K/group) in w's dtype)."""
     n, k = w.shape
     g = w.float().view(n, k // group, group)
-    scale = (g.abs().amax(-1) / qmax).clamp(min=torch.finfo(torch.float32).tiny)
-    q = torch.round(g / scale.unsqueeze(-1)).clamp(-qmax - 1, qmax).to(torch.int8)
-    return q.view(n, k), scale.to(w.dtype)
+    scale = (g.abs().amax(-1) / qmax).to(w.dtype)  # as stored: the forward multiplies by it
+    safe = scale.float().clamp(min=torch.finfo(torch.float32).tiny).unsqueeze(-1)
+    q = torch.round(g / safe).clamp(-qmax - 1, qmax).to(torch.int8)
+    return q.view(n, k), scale
 
 
 # --- the quantized linears -------------------------------------------------------------------------
