@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
+import pickle
 import platform
 import sys
 import time
@@ -144,6 +146,32 @@ def predict(case: Case, memo: dict) -> dict:
             "tpot_s": run.tpot_s}
 
 
+class DiskMemo(dict):
+    """The traces and workloads an ``InferenceCosts`` memo holds, kept in ``folder`` too (a
+    rerun reads them; clear the folder when the tracer or the models change)."""
+
+    def __init__(self, folder: str | None):
+        super().__init__()
+        self.folder = Path(folder) if folder else None
+
+    def _path(self, key) -> Path:
+        return self.folder / (hashlib.sha256(repr(key).encode()).hexdigest()[:24] + ".pkl")
+
+    def __contains__(self, key) -> bool:
+        if super().__contains__(key):
+            return True
+        if self.folder is not None and self._path(key).is_file():
+            super().__setitem__(key, pickle.loads(self._path(key).read_bytes()))
+            return True
+        return False
+
+    def __setitem__(self, key, value) -> None:
+        super().__setitem__(key, value)
+        if self.folder is not None:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self._path(key).write_bytes(pickle.dumps(value))
+
+
 def stats(errors: list[float]) -> dict:
     if not errors:
         return {"n": 0, "mean": float("nan"), "max": float("nan"), "signed": float("nan")}
@@ -160,12 +188,13 @@ def main() -> None:
     ap.add_argument("--cases", default=str(DEFAULT_CASES))
     ap.add_argument("--out", default=None, help="append the result section to this file")
     ap.add_argument("--only", default=None, help="comma list of case ids")
+    ap.add_argument("--cache", default=None, help="keep traces in this folder")
     args = ap.parse_args()
     cases = load_cases(args.cases)
     if args.only:
         keep = set(args.only.split(","))
         cases = [c for c in cases if c.id in keep]
-    memo: dict = {}
+    memo = DiskMemo(args.cache)
     results, pending = {}, {}
     t0 = time.perf_counter()
     for c in cases:

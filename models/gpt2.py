@@ -126,6 +126,7 @@ class GPT(nn.Module):
         super().__init__()
         self.vocab = vocab
         self.block_size = block_size
+        self.max_seq_len = block_size  # the longest sequence it runs (archcost infer checks it)
         self.wte = nn.Embedding(vocab, hidden)
         self.wpe = nn.Embedding(block_size, hidden)
         self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()

@@ -1,0 +1,191 @@
+"""Inference pricing (``archcost.infer``): traced prefill and decode steps against closed forms,
+real CPU steps under ``FlopCounterMode`` and direct traces (the interpolation and batch
+scaling the pricing does must equal tracing the step itself), and the ``infer`` command's
+one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+from typer.testing import CliRunner
+
+from archcost.cli import app
+from archcost.cli.infer import one_replica_cluster, quantizer
+from archcost.infer.capture import InferStep, capture_inference
+from archcost.infer.price import InferenceCosts
+from archcost.loader import load_model_file
+from archcost.runtime import load_runtime
+from archcost.trace.precision import parse_precision
+from tests.conftest import MODELS
+
+LLAMA_TINY = dict(layers=2, hidden=64, heads=4, kv_heads=2, ffn=176, vocab=512)  # the preset
+
+
+def _llama(**extra):
+    return load_model_file(str(MODELS / "llama.py"), dict(preset="tiny", **extra))
+
+
+def _costs(spec, build_len=64, tp=1, hardware="h100-sxm", dtype="bf16", **kw):
+    return InferenceCosts(spec, one_replica_cluster(hardware, tp), parse_precision(dtype),
+                          load_runtime("eager"), build_len=build_len, tp=tp, **kw)
+
+
+def _class_flops(g, *classes) -> int:
+    return sum(d["flops"] * d["count"] for _, d in g.nodes(data=True)
+               if d["op_class"] in classes)
+
+
+@pytest.mark.parametrize("batch,max_len,tp", [(1, 64, 1), (3, 40, 1), (2, 64, 2)])
+def test_kv_cache_bytes_closed_form(batch, max_len, tp):
+    """2 * layers * kv_heads * head_dim * context * batch * bytes, split over the KV heads."""
+    d = LLAMA_TINY
+    closed = 2 * d["layers"] * d["kv_heads"] * (d["hidden"] // d["heads"]) * max_len * batch * 2
+    hw = "dgx-h100-ndr" if tp > 1 else "h100-sxm"
+    mem = _costs(_llama(), build_len=max_len, tp=tp, hardware=hw).memory_bytes(batch, max_len)
+    assert mem["kv_cache"] == closed / tp
+
+
+def test_kv_cache_bytes_mha_and_fp8():
+    spec = load_model_file(str(MODELS / "gpt2.py"), dict(layers=2, hidden=64, heads=4,
+                                                         vocab=256))
+    mem = _costs(spec, build_len=48, kv_dtype="float8_e4m3fn").memory_bytes(2, 48)
+    assert mem["kv_cache"] == 2 * 2 * 4 * 16 * 48 * 2 * 1  # MHA: kv_heads = heads, 1 byte
+
+
+def test_decode_flops_closed_form_and_flop_counter():
+    """Decode FLOPs per token = 2 x the parameters a token multiplies (every linear, the head;
+    not the embedding's lookup) + attention over the context (QK^T and PV: 4 * heads *
+    head_dim * keys per layer); the matmuls' equal FlopCounterMode's count of a real CPU decode
+    step (it counts no FLOPs for the CPU's fused attention op)."""
+    d, ctx = LLAMA_TINY, 21
+    spec = _llama()
+    cap = capture_inference(spec, InferStep.decode(1, ctx), parse_precision("fp32"))
+    h, f, g = d["hidden"], d["ffn"], d["kv_heads"] * d["hidden"] // d["heads"]
+    linear = d["layers"] * (2 * h * h + 2 * h * g + 3 * h * f) + d["vocab"] * h
+    attention = d["layers"] * 4 * d["heads"] * (h // d["heads"]) * (ctx + 1)
+    assert _class_flops(cap.graph, "matmul", "attention") == 2 * linear + attention
+    assert _class_flops(cap.graph, "attention") == attention
+    model = spec.build(1, ctx + 1)
+    cache = spec.kv_cache(model, 1, ctx + 1)
+    with torch.no_grad():
+        model(torch.randint(0, d["vocab"], (1, ctx)), cache=cache, start_pos=0)
+        with FlopCounterMode(display=False) as fc:
+            model(torch.randint(0, d["vocab"], (1, 1)), cache=cache, start_pos=ctx)
+    assert fc.get_total_flops() == _class_flops(cap.graph, "matmul") == 2 * linear
+
+
+def test_decode_interpolation_equals_a_direct_trace():
+    """A decode step at any context is priced from two traced contexts; its op table must be
+    the one a trace at that context gives (FLOPs, bytes, attention geometry)."""
+    from archcost.options import Recompute
+    from archcost.plan.workload import workload_from_traces
+
+    spec = _llama(gqa="native")
+    costs = _costs(spec, build_len=128)
+    policy, runtime = costs.policy, costs.runtime
+    ctx = 77
+    got = costs.workload(InferStep.decode(1, ctx)).ops[Recompute.NONE]
+    one, two = (capture_inference(spec, InferStep.decode(b, ctx), policy, build_len=128)
+                for b in (1, 2))
+    want = workload_from_traces({Recompute.NONE: one}, policy, at_batch_2={Recompute.NONE: two},
+                                runtime=runtime).ops[Recompute.NONE]
+    assert got.op == want.op
+    for name in ("flops", "nbytes", "nbytes_fixed", "mnk", "attn", "slices"):
+        np.testing.assert_allclose(getattr(got, name), getattr(want, name), rtol=1e-12,
+                                   err_msg=name)
+
+
+@pytest.mark.parametrize("kind", ["prefill", "decode"])
+def test_batch_scaling_equals_a_direct_trace(kind):
+    """FLOPs and bytes of a step at batch 3, scaled from batch 1 and 2, equal the trace at 3."""
+    spec = _llama()
+    costs = _costs(spec, build_len=64)
+    step = InferStep.prefill(1, 24) if kind == "prefill" else InferStep.decode(1, 32)
+    got = costs.work(3, step)
+    cap = capture_inference(spec, InferStep(step.kind, 3, step.new_tokens, step.context),
+                            costs.policy, build_len=64)
+    from archcost.cost.fusion import executed_graph
+
+    run = executed_graph(cap.graph, costs.runtime)
+    flops = sum(d["flops"] * d["count"] for _, d in run.nodes(data=True))
+    nbytes = sum((d["bytes_read"] + d["bytes_written"]) * d["count"]
+                 for _, d in run.nodes(data=True))
+    assert got["flops_per_gpu"] == pytest.approx(flops, rel=1e-9)
+    assert got["bytes_per_gpu"] == pytest.approx(nbytes, rel=1e-9)
+
+
+def test_int4_weights_are_packed_in_memory():
+    """int4 weight-only: the layers' linears hold numel/2 bytes plus one bf16 scale per group;
+    everything else (embedding, head, norms) stays bf16."""
+    d, group = LLAMA_TINY, 16  # divides every input width (64, 176)
+    h, f, g = d["hidden"], d["ffn"], d["kv_heads"] * d["hidden"] // d["heads"]
+    linear = d["layers"] * (2 * h * h + 2 * h * g + 3 * h * f)
+    rest = 2 * d["vocab"] * h + (2 * d["layers"] + 1) * h
+    costs = _costs(_llama(), quantize=quantizer("bf16", "int4", group, None))
+    assert costs.weight_bytes_per_gpu() == linear // 2 + linear // group * 2 + rest * 2
+
+
+def test_tp_splits_time_and_adds_all_reduces():
+    spec = _llama()
+    one = _costs(spec).step(8, InferStep.decode(1, 40))
+    two = _costs(spec, tp=2, hardware="dgx-h100-ndr").step(8, InferStep.decode(1, 40))
+    assert two["tp_comm_s"] > 0 and one["tp_comm_s"] == 0
+    assert two["compute_s"] < one["compute_s"]
+
+
+# --- the command -----------------------------------------------------------------------------
+runner = CliRunner()
+
+
+def _infer(*args):
+    return runner.invoke(app, ["infer", str(MODELS / "llama.py"), "--set", "preset=tiny",
+                               *args])
+
+
+def test_infer_json_has_the_documented_keys():
+    res = _infer("--batch", "2", "--input-len", "16", "--output-len", "8", "--json")
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    inf = doc["inference"]
+    assert doc["schema_version"] == 1 and doc["kind"] == "inference"
+    for key in ("ttft_s", "tpot_s", "output_tokens_per_s", "output_tokens_per_s_per_gpu",
+                "fits"):
+        assert key in inf
+    assert set(inf["memory_bytes"]) >= {"weights", "kv_cache", "peak_per_gpu"}
+    assert inf["output_tokens_per_s"] == pytest.approx(2 * 8 / inf["e2e_s"])
+
+
+@pytest.mark.parametrize("args,needle", [
+    (("--tp", "3", "--hardware", "dgx-h100-ndr"), "does not divide"),
+    (("--tp", "2"), "is one GPU"),
+    (("--batch", "100000", "--input-len", "4096", "--output-len", "4096", "--hardware",
+      "l4"), "does not fit"),
+    (("--dtype", "int3"), "--dtype"),
+    (("--weights", "int4", "--dtype", "fp8"), "already stores"),
+])
+def test_infer_bad_inputs_one_line(args, needle):
+    res = _infer(*args)
+    assert res.exit_code == 2, res.output
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and needle in lines[0], res.stderr
+
+
+def test_infer_input_past_the_model_limit():
+    res = runner.invoke(app, ["infer", str(MODELS / "gpt2.py"), "--set", "layers=2", "--set",
+                              "hidden=64", "--set", "heads=4", "--set", "vocab=256", "--set",
+                              "block_size=64", "--input-len", "60", "--output-len", "8"])
+    assert res.exit_code == 2
+    assert "pass the model's limit of 64" in res.stderr and len(res.stderr.splitlines()) == 1
+
+
+def test_infer_model_without_cache_hook(tmp_path):
+    src = (MODELS / "llama.py").read_text().replace("def kv_cache(", "def _no_kv_cache(")
+    path = tmp_path / "nocache.py"
+    path.write_text(src)
+    res = runner.invoke(app, ["infer", str(path), "--set", "preset=tiny"])
+    assert res.exit_code == 2 and "kv_cache" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
