@@ -290,7 +290,8 @@ class Block(nn.Module):
         self.ffn = ffn  # FeedForward (the first dense_layers) or DeepSeekMoE
 
     def forward(self, x, cos, sin, cache=None, start_pos: int = 0):
-        x = x + self.attention(self.attention_norm(x), cos, sin, cache, start_pos)  # (B, T, C)
+        x = x + self.attention(self.attention_norm(x), cos, sin,
+                               cache=cache, start_pos=start_pos)  # (B, T, C)
         x = x + self.ffn(self.ffn_norm(x))  # (B, T, C)
         return x
 

@@ -136,7 +136,8 @@ class Block(nn.Module):
         self.mlp = MLP(hidden, ffn)
 
     def forward(self, x, cos, sin, kv=None, start_pos: int = 0):
-        attn = self.self_attention(self.ln_attn(x), cos, sin, kv, start_pos)  # (B, T, C)
+        attn = self.self_attention(self.ln_attn(x), cos, sin,
+                                   kv=kv, start_pos=start_pos)  # (B, T, C)
         return x + attn + self.mlp(self.ln_mlp(x))  # (B, T, C)
 
 

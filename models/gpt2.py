@@ -115,7 +115,7 @@ class Block(nn.Module):
         self.mlp = MLP(hidden, ffn, dropout, bias)
 
     def forward(self, x, kv=None, start_pos: int = 0):
-        x = x + self.attn(self.ln_1(x), kv, start_pos)  # (B, T, C)
+        x = x + self.attn(self.ln_1(x), kv=kv, start_pos=start_pos)  # (B, T, C)
         x = x + self.mlp(self.ln_2(x))  # (B, T, C)
         return x
 

@@ -127,7 +127,7 @@ class Block(nn.Module):
 
     def forward(self, x, cos, sin, kv=None, start_pos: int = 0):
         h = self.ln_1(x)  # (B, T, C)
-        return x + self.attn(h, cos, sin, kv, start_pos) + self.mlp(h)  # (B, T, C)
+        return x + self.attn(h, cos, sin, kv=kv, start_pos=start_pos) + self.mlp(h)  # (B, T, C)
 
 
 class GPTJ(nn.Module):

@@ -158,7 +158,9 @@ class Block(nn.Module):
         self.feed_forward = FeedForward(hidden, ffn)
 
     def forward(self, x, cos, sin, kv=None, start_pos: int = 0):
-        x = x + self.attention(self.attention_norm(x), cos, sin, kv, start_pos)  # (B, T, C)
+        # the cache by keyword: a tensor-parallel plan lays out the positional inputs only
+        x = x + self.attention(self.attention_norm(x), cos, sin,
+                               kv=kv, start_pos=start_pos)  # (B, T, C)
         x = x + self.feed_forward(self.ffn_norm(x))  # (B, T, C)
         return x
 

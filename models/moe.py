@@ -181,7 +181,8 @@ class Block(nn.Module):
         self.moe = SparseMoE(hidden, ffn, experts, top_k, capacity_factor)
 
     def forward(self, x, cos, sin, kv=None, start_pos: int = 0):
-        x = x + self.attention(self.attention_norm(x), cos, sin, kv, start_pos)  # (B, T, C)
+        x = x + self.attention(self.attention_norm(x), cos, sin,
+                               kv=kv, start_pos=start_pos)  # (B, T, C)
         x = x + self.moe(self.ffn_norm(x))  # (B, T, C)
         return x
 
