@@ -72,6 +72,25 @@ def infer(
     runtime: Annotated[str, typer.Option(
         "--runtime", help="Software stack that runs the model (archcost profiles list).")
     ] = INFER_RUNTIME,
+    rate: Annotated[float | None, typer.Option(
+        "--rate", show_default=False, min=0.0,
+        help="Continuous batching: requests/s arriving (Poisson) at one replica; reports "
+        "throughput and latency percentiles from a queueing simulation.")] = None,
+    gpus: Annotated[int | None, typer.Option(
+        "--gpus", show_default=False, min=1,
+        help="Serving search: the best tp, pp, replicas, batch and precision on this many "
+        "GPUs within --ttft-slo/--tpot-slo, with the throughput-latency Pareto front.")] = None,
+    ttft_slo: Annotated[str | None, typer.Option(
+        "--ttft-slo", show_default=False, help="Time-to-first-token limit, e.g. 500ms.")] = None,
+    tpot_slo: Annotated[str | None, typer.Option(
+        "--tpot-slo", show_default=False, help="Time-per-output-token limit, e.g. 50ms.")
+    ] = None,
+    precisions: Annotated[str, typer.Option(
+        "--precisions", help="Serving search: precisions to try (comma list of bf16, fp16, "
+        "fp8, int8, int4; int8/int4: weight-only).")] = "bf16,fp8",
+    continuous: Annotated[bool, typer.Option(
+        "--continuous", help="Serving search under continuous batching (the highest request "
+        "rate whose p90 latencies meet the SLOs) instead of static batches.")] = False,
     usable: UsableMemoryOpt = USABLE_MEMORY,
     ignore_memory: Annotated[bool, typer.Option(
         "--ignore-memory", help="Price a batch that does not fit instead of refusing it.")
@@ -86,14 +105,18 @@ def infer(
     """Trace a prefill and a decode step of MODEL forward-only against its KV cache (the model
     file's kv_cache hook) and price static batching: TTFT, TPOT by context, end-to-end latency,
     output tokens/s, the bound of each phase, memory per GPU and the largest batch that fits."""
-    from archcost.infer.document import SCHEMA_VERSION, check_fits, hardware_header, \
-        inference_section
+    from archcost.infer.document import SCHEMA_VERSION, check_fits, continuous_section, \
+        hardware_header, inference_section
     from archcost.loader import load_model_file, parse_overrides
     from archcost.runtime import load_runtime
     from archcost.trace.precision import parse_precision
 
     check_usable_memory(usable)
     check_outputs(o=output)
+    slos = (_duration(ttft_slo, "--ttft-slo"), _duration(tpot_slo, "--tpot-slo"))
+    if (ttft_slo or tpot_slo or continuous) and gpus is None:
+        raise ConfigError("--ttft-slo, --tpot-slo and --continuous belong to the serving search; "
+                          "add --gpus N")
     if dtype not in _DTYPES:
         raise ConfigError(f"--dtype {dtype!r}: use one of {', '.join(_DTYPES)}")
     if kv_dtype is not None and kv_dtype not in _KV_DTYPES:
@@ -101,8 +124,12 @@ def infer(
     quantize = quantizer(dtype, weights, group_size, sparsity)
     policy = parse_precision("bf16" if dtype == "fp8" else dtype)
     stack = load_runtime(runtime)
-    cluster = one_replica_cluster(hardware or "h100-sxm", tp * pp)
     spec = load_model_file(model, parse_overrides(set_))
+    if gpus is not None:
+        return _search(spec, hardware or "dgx-h100-ndr", gpus, precisions, slos, continuous,
+                       input_len, output_len, kv_dtype, group_size, stack, usable,
+                       capture_options(routing, mask_density, trace_timeout), as_json, output)
+    cluster = one_replica_cluster(hardware or "h100-sxm", tp * pp)
     from archcost.infer.price import InferenceCosts
 
     with spinner(as_json) as status:
@@ -119,6 +146,9 @@ def infer(
                                progress=progress)
         costs.check_shapes()
         section = inference_section(costs, batch, input_len, output_len)
+        if rate is not None:
+            progress(f"simulating continuous batching at {rate:g} requests/s")
+            section["continuous"] = continuous_section(costs, rate, input_len, output_len)
     if not ignore_memory:
         check_fits(section, costs)
     doc = {
@@ -140,6 +170,76 @@ def infer(
         from archcost.cli.render_infer import render_inference
 
         render_inference(out_console, doc)
+
+
+def _duration(text: str | None, option: str) -> float | None:
+    """Seconds of ``500ms``, ``0.5s``, ``50 ms`` (a bare number: seconds)."""
+    if text is None:
+        return None
+    import re
+
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(us|ms|s)?\s*", text)
+    if not m or float(m.group(1)) <= 0:
+        raise ConfigError(f"{option} {text!r}: give a positive duration such as 500ms or 0.5s")
+    return float(m.group(1)) * {"us": 1e-6, "ms": 1e-3, "s": 1.0, None: 1.0}[m.group(2)]
+
+
+_SEARCH_PRECISIONS = {"bf16": ("bf16", None), "fp16": ("fp16", None), "fp8": ("fp8", None),
+                      "int8": ("bf16", "int8"), "int4": ("bf16", "int4")}
+
+
+def _search(spec, hardware, gpus, precisions, slos, continuous, input_len, output_len,
+            kv_dtype, group_size, stack, usable, options, as_json, output) -> None:
+    from archcost.infer.document import SCHEMA_VERSION, search_section
+    from archcost.infer.price import InferenceCosts
+    from archcost.infer.search import Mode, search
+    from archcost.trace.precision import parse_precision
+
+    names = [p.strip() for p in precisions.split(",") if p.strip()]
+    bad = [p for p in names if p not in _SEARCH_PRECISIONS]
+    if bad or not names:
+        raise ConfigError(f"--precisions {precisions!r}: use a comma list of "
+                          f"{', '.join(_SEARCH_PRECISIONS)}")
+    from archcost.hardware.profile import ClusterProfile, load_any
+
+    if not isinstance(load_any(hardware), ClusterProfile) and gpus > 1:
+        raise ConfigError(f"--hardware {hardware} is one GPU; the serving search over {gpus} "
+                          "GPUs needs a cluster (e.g. --hardware dgx-h100-ndr)")
+    memo: dict = {}
+
+    def costs_for(tp: int, pp: int, precision: str) -> InferenceCosts:
+        dtype, weights = _SEARCH_PRECISIONS[precision]
+        costs = InferenceCosts(
+            spec, one_replica_cluster(hardware, tp * pp),
+            parse_precision("bf16" if dtype == "fp8" else dtype), stack,
+            build_len=input_len + output_len, tp=tp, pp=pp,
+            kv_dtype=_KV_DTYPES.get(kv_dtype or ""),
+            quantize=quantizer(dtype, weights, group_size, None), usable_memory=usable,
+            options=options, memo=memo)
+        costs.check_shapes()
+        return costs
+
+    with spinner(as_json) as status:
+        if status is not None:
+            status.update(f"searching {gpus} GPUs (tracing once per precision)")
+        res = search(gpus, costs_for, names, input_len, output_len, ttft_slo_s=slos[0],
+                     tpot_slo_s=slos[1], mode=Mode.CONTINUOUS if continuous else Mode.STATIC)
+    doc = {
+        "schema_version": SCHEMA_VERSION,
+        "kind": "inference",
+        "model": {"name": spec.name, "file": spec.path.name, "builder": spec.builder_name,
+                  "config": spec.builder_config(1, input_len + output_len)},
+        "workload": {"input_len": input_len, "output_len": output_len,
+                     "precisions": names, "runtime": stack.name,
+                     "batching": "continuous" if continuous else "static"},
+        "hardware": {"cluster": hardware, "gpus": gpus},
+        "search": search_section(res, slos),
+    }
+    emit(doc, as_json, output)
+    if not as_json:
+        from archcost.cli.render_infer import render_search
+
+        render_search(out_console, doc)
 
 
 def quantizer(dtype: str, weights: str | None, group_size: int, sparsity: str | None):

@@ -9,7 +9,7 @@ from rich.console import Console
 from archcost.cli.layout import Col, Grid, say
 from archcost.report import fmt
 
-__all__ = ["render_inference"]
+__all__ = ["render_inference", "render_search"]
 
 
 def render_inference(console: Console, doc: dict[str, Any]) -> None:
@@ -43,5 +43,44 @@ def render_inference(console: Console, doc: dict[str, Any]) -> None:
     for row in inf["tpot_by_context"]:
         t.row(str(row["context"]), fmt.seconds(row["seconds"]))
     t.print(console)
+    cont = inf.get("continuous")
+    if cont:
+        c = Grid(f"continuous batching at {fmt.sig(cont['rate_per_s'])} requests/s "
+                 f"({'stable' if cont['stable'] else 'UNSTABLE: the queue grows'})",
+                 [Col("quantity", "left"), Col("p50"), Col("p90"), Col("p99")])
+        for key, label in (("ttft", "time to first token"), ("tpot", "time per output token"),
+                           ("e2e", "end-to-end latency")):
+            p = cont[key]
+            c.row(label, fmt.seconds(p["p50_s"]), fmt.seconds(p["p90_s"]),
+                  fmt.seconds(p["p99_s"]))
+        c.note(f"output tokens/s {fmt.sig(cont['output_tokens_per_s'])}, per GPU "
+               f"{fmt.sig(cont['output_tokens_per_s_per_gpu'])}; mean batch "
+               f"{fmt.sig(cont['mean_batch'])}")
+        c.print(console)
     for note in doc.get("notes", []):
         say(console, f"note: {note}")
+
+
+def render_search(console: Console, doc: dict[str, Any]) -> None:
+    s, w = doc["search"], doc["workload"]
+    slo = ", ".join(f"{k} <= {fmt.seconds(v)}" for k, v in
+                    (("TTFT", s["ttft_slo_s"]), ("TPOT", s["tpot_slo_s"])) if v is not None)
+    cols = [Col("plan", "left"), Col("TTFT"), Col("TPOT"), Col("tok/s/GPU"), Col("peak/GPU")]
+    g = Grid(f"{doc['model']['name']} on {doc['hardware']['gpus']} GPUs of "
+             f"{doc['hardware']['cluster']}, {w['input_len']} in / {w['output_len']} out, "
+             f"{w['batching']} batching; within {slo or 'no SLO'}", cols)
+    for e in s["ranked"]:
+        g.row(e["plan"], fmt.seconds(e["ttft_s"]), fmt.seconds(e["tpot_s"]),
+              fmt.sig(e["output_tokens_per_s_per_gpu"]), fmt.nbytes(e["peak_bytes_per_gpu"]))
+    if not s["ranked"]:
+        g.note("no configuration meets the SLOs: relax them or add GPUs")
+    g.print(console)
+    f = Grid("throughput-latency Pareto front (all that fit)", cols)
+    for e in s["pareto_front"]:
+        f.row(e["plan"], fmt.seconds(e["ttft_s"]), fmt.seconds(e["tpot_s"]),
+              fmt.sig(e["output_tokens_per_s_per_gpu"]), fmt.nbytes(e["peak_bytes_per_gpu"]))
+    f.print(console)
+    if s["ranked"]:
+        say(console, f"best: {s['ranked'][0]['plan']}: {s['ranked'][0]['why']}")
+    for sk in s["skipped"][:8]:
+        say(console, f"skipped tp={sk['tp']} pp={sk['pp']} {sk['precision']}: {sk['reason']}")

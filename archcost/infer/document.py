@@ -14,7 +14,8 @@ from archcost.errors import ConfigError
 from archcost.infer.capture import InferStep
 from archcost.infer.price import InferenceCosts
 
-__all__ = ["SCHEMA_VERSION", "hardware_header", "inference_section", "check_fits"]
+__all__ = ["SCHEMA_VERSION", "hardware_header", "inference_section", "check_fits",
+           "continuous_section", "search_section"]
 
 SCHEMA_VERSION = 1
 GIB = 2**30
@@ -76,3 +77,41 @@ def check_fits(section: dict[str, Any], costs: InferenceCosts) -> None:
         f"(weights {m['weights'] / GIB:.1f}, KV cache {m['kv_cache'] / GIB:.1f}, activations "
         f"{m['activations'] / GIB:.1f}) against {costs.capacity_bytes / GIB:.1f} GiB usable on "
         f"{costs.gpu.name}; {fix} (or --ignore-memory to price it anyway)")
+
+
+def continuous_section(costs: InferenceCosts, rate: float, input_len: int, output_len: int
+                       ) -> dict[str, Any]:
+    """Continuous batching at ``rate`` requests/s in steady state
+    (:func:`archcost.infer.serving.simulate_continuous`)."""
+    from archcost.infer.serving import simulate_continuous
+
+    run = simulate_continuous(costs, rate, input_len, output_len)
+
+    def pct(p) -> dict[str, float]:
+        return {"p50_s": p.p50_s, "p90_s": p.p90_s, "p99_s": p.p99_s}
+
+    return {"rate_per_s": run.rate_per_s, "output_tokens_per_s": run.output_tokens_per_s,
+            "output_tokens_per_s_per_gpu": run.output_tokens_per_s_per_gpu,
+            "ttft": pct(run.ttft), "tpot": pct(run.tpot), "e2e": pct(run.e2e),
+            "mean_batch": run.mean_batch, "max_running": run.max_running,
+            "stable": bool(run.stable), "queue_growth": run.queue_growth}
+
+
+def _evaluated(e) -> dict[str, Any]:
+    return {"plan": e.plan.label, "tp": e.plan.tp, "pp": e.plan.pp,
+            "replicas": e.plan.replicas, "precision": e.plan.precision, "batch": e.plan.batch,
+            "ttft_s": e.ttft_s, "tpot_s": e.tpot_s, "output_tokens_per_s": e.output_tokens_per_s,
+            "output_tokens_per_s_per_gpu": e.output_tokens_per_s_per_gpu,
+            "peak_bytes_per_gpu": e.peak_bytes_per_gpu, "meets_slo": e.meets_slo,
+            "rate_per_s": e.rate_per_s, "why": e.why}
+
+
+def search_section(res, slos, top: int = 10) -> dict[str, Any]:
+    """The serving search (:func:`archcost.infer.search.search`): the best configurations
+    within the SLOs, the Pareto front, and the plans skipped with why."""
+    return {"ttft_slo_s": slos[0], "tpot_slo_s": slos[1],
+            "ranked": [_evaluated(e) for e in res.ranked[:top]],
+            "pareto_front": [_evaluated(e) for e in res.front],
+            "evaluated": len(res.evaluated),
+            "skipped": [{"tp": s.tp, "pp": s.pp, "precision": s.precision, "reason": s.reason}
+                        for s in res.skipped]}
