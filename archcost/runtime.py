@@ -56,6 +56,9 @@ class Fusion(str, enum.Enum):
     ELEMENTWISE = "elementwise"  # every chain inside the blocks (torch.compile per block)
     DEQUANT = "dequant"  # a packed weight's unpack/scale chain inside its GEMM (weight-only)
     KV_CACHE = "kv-cache"  # the KV cache's read casts inside the attention kernel
+    # as kv-cache, each query head reading its KV head's cache itself (generation kernels that
+    # do not share a KV head's loads across its group of query heads)
+    KV_CACHE_PER_HEAD = "kv-cache-per-head"
 
 
 class OptimizerKernel(str, enum.Enum):

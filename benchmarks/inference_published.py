@@ -12,8 +12,9 @@ built from the dimensions the row gives, with the bundled model file of its fami
 - Falcon 180B: ``models/falcon.py`` (parallel attention and MLP, 8 KV heads).
 
 Hardware: H100 runs on ``dgx-h100-ndr`` (NVLink within the node for tp <= 8), A100 on
-``dgx-a100-hdr``, L40S on its GPU profile (tp 1). Runtime: ``tensorrt-llm`` (what its engines
-fuse, read from its sources) where bundled, else ``eager``. Throughput is the row's batch x
+``dgx-a100-hdr``, L40S on its GPU profile (tp 1). Runtime: ``tensorrt-llm-0.5``, the release
+measured (what its engines fuse, read from its sources; its generation attention loads a
+grouped KV head once per query head: it predates the XQA kernel). Throughput is the row's batch x
 output length over the run's end-to-end latency, prefill included (gptSessionBenchmark's
 definition: one generation session of the whole batch); first-token latency is the prefill of
 one sequence with its first token (output length 1).
@@ -115,7 +116,7 @@ def pending_reason(case: Case) -> str:
 def runtime_name() -> str:
     from archcost.runtime import list_runtimes
 
-    return "tensorrt-llm" if "tensorrt-llm" in list_runtimes() else "eager"
+    return "tensorrt-llm-0.5" if "tensorrt-llm-0.5" in list_runtimes() else "eager"
 
 
 def predict(case: Case, memo: dict) -> dict:

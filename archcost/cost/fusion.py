@@ -27,7 +27,13 @@ Which chains fuse is the runtime's list (``runtime.Fusion``), each a family of f
   the GEMM of a ``Sparse*`` linear is marked ``sparsity`` 2:4 (it runs at the sparse peak);
 - ``kv-cache``: the chain from the KV cache to an attention op (the read slice, the cast from
   the cache's dtype, GQA head repeats) runs inside the attention kernel, which reads the cache
-  in its own dtype (TensorRT-LLM's attention dequantizes an int8/fp8 cache on the fly).
+  in its own dtype (TensorRT-LLM's attention dequantizes an int8/fp8 cache on the fly);
+- ``kv-cache-per-head``: as ``kv-cache``, the cache read once per query head rather than once
+  per KV head: a generation kernel that runs each (sequence, query head) on its own loads the
+  KV head it shares with the other heads of its group again (TensorRT-LLM's masked multi-head
+  attention before its XQA kernel shared them, NVIDIA/TensorRT-LLM
+  docs/source/blogs/XQA-kernel.md, 2024-01-30: XQA "provides optimization for MQA and GQA
+  during generation phase ... reducing data loading").
 
 Two tagged nodes of one family, the same phase and the same block join when an edge links them
 and they sit at the same *level*, the number of unfused kernels on the longest path from the
@@ -170,26 +176,42 @@ def _prologues(g: nx.DiGraph, fusions: frozenset[Fusion]) -> dict[int, list[int]
     for c, d in g.nodes(data=True):
         packed = d["op_class"] == "matmul" and classes.get(d["module"], "").endswith(_PACKED)
         if (Fusion.DEQUANT in fusions and packed) or (
-                Fusion.KV_CACHE in fusions and d["op_class"] == "attention"):
+                fusions & {Fusion.KV_CACHE, Fusion.KV_CACHE_PER_HEAD}
+                and d["op_class"] == "attention"):
             chain = _state_chain(g, c)
             if chain:
                 out[c] = chain
     return out
 
 
-def _absorb(g: nx.DiGraph, out: nx.DiGraph, prologues: dict[int, list[int]]) -> None:
+def _group_ratio(g: nx.DiGraph, c: int) -> float:
+    """Query heads per KV head of an attention node: its output's heads over the fewest heads
+    of a 4-D input (the keys and values of grouped-query attention); 1 for others."""
+    out = g.nodes[c]["out_shapes"]
+    heads = out[0][1] if out and len(out[0]) == 4 else 0
+    kv = [e["shape"][1] for _, _, e in g.in_edges(c, data=True)
+          if len(e.get("shape") or ()) == 4 and 0 < e["shape"][1] < heads]
+    return heads / min(kv) if kv and heads else 1.0
+
+
+def _absorb(g: nx.DiGraph, out: nx.DiGraph, prologues: dict[int, list[int]],
+            per_head: bool = False) -> None:
     """Each compute node of ``out`` reads what its chain reads from outside and carries the
-    chain's FLOPs; the chain's nodes move nothing and launch nothing."""
+    chain's FLOPs; the chain's nodes move nothing and launch nothing. ``per_head``: an
+    attention node reads its chain's (the cache's) bytes once per query head of a group."""
     classes = g.graph.get("module_classes", {})
     for c, chain in prologues.items():
         inside = set(chain) | {c}
-        read = 0
+        read = 0.0
         for n in (*chain, c):
             internal_in = sum(e["bytes"] for p, _, e in g.in_edges(n, data=True)
                               if _origin(g, p, inside) in inside)
-            read += max(0, g.nodes[n]["bytes_read"] - internal_in)
+            own = max(0, g.nodes[n]["bytes_read"] - internal_in)
+            if per_head and n != c and g.nodes[c]["op_class"] == "attention":
+                own *= _group_ratio(g, c)
+            read += own
         d = out.nodes[c]
-        d["bytes_read"] = read
+        d["bytes_read"] = int(read)
         d["flops"] = g.nodes[c]["flops"] + sum(g.nodes[n]["flops"] for n in chain)
         if classes.get(d["module"], "").startswith("Sparse") and d["op_class"] == "matmul":
             d["sparsity"] = "2:4"
@@ -277,7 +299,7 @@ def fuse_graph(g: nx.DiGraph, fusions=()) -> nx.DiGraph:
             d["bytes_read"], d["bytes_written"] = (read, written) if i == 0 else (0, 0)
             d["flops"] = flops if i == 0 else 0  # the kernel overlaps its math and its traffic
             d["launches"] = 1.0 if i == 0 else 0.0
-    _absorb(g, out, prologues)
+    _absorb(g, out, prologues, per_head=Fusion.KV_CACHE_PER_HEAD in fusions)
     return out
 
 

@@ -149,10 +149,12 @@ class InferenceCosts:
 
     # --- traces -------------------------------------------------------------------------------
     def _key(self, *what) -> tuple:
+        """Memo key: the model, precision and lengths (a trace's), the runtime too (a
+        workload's: it fuses as the runtime does)."""
         spec = self.spec
+        stack = (self.runtime.name,) if what[0] == "workload" else ()
         return (str(spec.path), spec.builder_name, repr(sorted(spec.config.items())),
-                self.policy, self.kv_dtype, self.build_len, repr(self.quantize),
-                self.runtime.name, *what)
+                self.policy, self.kv_dtype, self.build_len, repr(self.quantize), *stack, *what)
 
     def _trace(self, step: InferStep) -> InferCapture:
         key = self._key("trace", step)
