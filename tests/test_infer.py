@@ -189,3 +189,24 @@ def test_infer_model_without_cache_hook(tmp_path):
     res = runner.invoke(app, ["infer", str(path), "--set", "preset=tiny"])
     assert res.exit_code == 2 and "kv_cache" in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_kv_cache_per_head_reads_a_grouped_kv_head_once_per_query_head():
+    """tensorrt-llm-0.5's generation attention (before XQA) loads the KV head a group of query
+    heads shares once per query head: llama tiny groups 4 query heads on 2 KV heads, so the
+    cache bytes it reads double; the query's bytes do not change."""
+    from archcost.cost.fusion import executed_graph
+
+    d, ctx = LLAMA_TINY, 30
+    cap = capture_inference(_llama(gqa="native"), InferStep.decode(2, ctx),
+                            parse_precision("bf16"), kv_dtype="float8_e4m3fn")
+    reads = {}
+    for name in ("tensorrt-llm", "tensorrt-llm-0.5"):
+        run = executed_graph(cap.graph, load_runtime(name))
+        (a,) = [x for n, x in run.nodes(data=True) if x["op_class"] == "attention"]
+        reads[name] = a["bytes_read"]
+    hd = d["hidden"] // d["heads"]
+    query = 2 * d["heads"] * 1 * hd * 2  # bf16
+    cache = 2 * (2 * d["kv_heads"] * (ctx + 1) * hd * 1)  # K and V, fp8
+    assert reads["tensorrt-llm"] - query == cache
+    assert reads["tensorrt-llm-0.5"] - query == cache * d["heads"] // d["kv_heads"]
