@@ -105,8 +105,10 @@ def infer(
     """Trace a prefill and a decode step of MODEL forward-only against its KV cache (the model
     file's kv_cache hook) and price static batching: TTFT, TPOT by context, end-to-end latency,
     output tokens/s, the bound of each phase, memory per GPU and the largest batch that fits."""
-    from archcost.infer.document import SCHEMA_VERSION, check_fits, continuous_section, \
-        hardware_header, inference_section
+    import dataclasses
+
+    from archcost.infer.document import SCHEMA_VERSION, baseline_section, check_fits, \
+        continuous_section, hardware_header, inference_section
     from archcost.loader import load_model_file, parse_overrides
     from archcost.runtime import load_runtime
     from archcost.trace.precision import parse_precision
@@ -146,6 +148,11 @@ def infer(
                                progress=progress)
         costs.check_shapes()
         section = inference_section(costs, batch, input_len, output_len)
+        if quantize is not None or kv_dtype not in (None, dtype):
+            progress("pricing the same generation in bf16, for comparison")
+            base = dataclasses.replace(costs, policy=parse_precision("bf16"), quantize=None,
+                                       kv_dtype=None, memo={})
+            section["bf16_baseline"] = baseline_section(base, batch, input_len, output_len)
         if rate is not None:
             progress(f"simulating continuous batching at {rate:g} requests/s")
             section["continuous"] = continuous_section(costs, rate, input_len, output_len)

@@ -43,6 +43,23 @@ def render_inference(console: Console, doc: dict[str, Any]) -> None:
     for row in inf["tpot_by_context"]:
         t.row(str(row["context"]), fmt.seconds(row["seconds"]))
     t.print(console)
+    base = inf.get("bf16_baseline")
+    if base:
+        b = Grid(f"{w['weights']}, KV {w['kv_dtype']} beside bf16",
+                 [Col("quantity", "left"), Col("this"), Col("bf16"), Col("ratio")])
+        for key, label, show in (
+                ("ttft_s", "time to first token", fmt.seconds),
+                ("tpot_s", "time per output token", fmt.seconds),
+                ("output_tokens_per_s", "output tokens/s", fmt.sig)):
+            b.row(label, show(inf[key]), show(base[key]),
+                  f"{inf[key] / base[key]:.2f}x" if base[key] else "")
+        for key in ("weights", "kv_cache", "peak_per_gpu"):
+            mine, theirs = inf["memory_bytes"][key], base["memory_bytes"][key]
+            b.row(f"memory {key.replace('_', ' ')}", fmt.nbytes(mine), fmt.nbytes(theirs),
+                  f"{mine / theirs:.2f}x" if theirs else "")
+        b.row("largest batch that fits", str(inf["max_batch"]), str(base["max_batch"]),
+              f"{inf['max_batch'] / base['max_batch']:.2f}x" if base["max_batch"] else "")
+        b.print(console)
     cont = inf.get("continuous")
     if cont:
         c = Grid(f"continuous batching at {fmt.sig(cont['rate_per_s'])} requests/s "

@@ -15,7 +15,7 @@ from archcost.infer.capture import InferStep
 from archcost.infer.price import InferenceCosts
 
 __all__ = ["SCHEMA_VERSION", "hardware_header", "inference_section", "check_fits",
-           "continuous_section", "search_section"]
+           "baseline_section", "continuous_section", "search_section"]
 
 SCHEMA_VERSION = 1
 GIB = 2**30
@@ -77,6 +77,20 @@ def check_fits(section: dict[str, Any], costs: InferenceCosts) -> None:
         f"(weights {m['weights'] / GIB:.1f}, KV cache {m['kv_cache'] / GIB:.1f}, activations "
         f"{m['activations'] / GIB:.1f}) against {costs.capacity_bytes / GIB:.1f} GiB usable on "
         f"{costs.gpu.name}; {fix} (or --ignore-memory to price it anyway)")
+
+
+def baseline_section(costs: InferenceCosts, batch: int, input_len: int, output_len: int
+                     ) -> dict[str, Any]:
+    """The same generation in bf16 with a bf16 cache, beside a quantized one: what
+    quantization buys in time and memory."""
+    from archcost.infer.serving import static_serving
+
+    run = static_serving(costs, batch, input_len, output_len)
+    return {"ttft_s": run.ttft_s, "tpot_s": run.tpot_s, "e2e_s": run.e2e_s,
+            "output_tokens_per_s": run.output_tokens_per_s,
+            "output_tokens_per_s_per_gpu": run.output_tokens_per_s_per_gpu,
+            "memory_bytes": {k: float(v) for k, v in run.memory_bytes.items()},
+            "fits": bool(run.fits), "max_batch": int(run.max_batch)}
 
 
 def continuous_section(costs: InferenceCosts, rate: float, input_len: int, output_len: int
