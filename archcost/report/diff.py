@@ -20,9 +20,13 @@ Watched by default: ``best.step_time``, every ``step_time@*`` and ``fits@*``,
 ``best.tokens_per_joule`` and ``best.usd_per_million_tokens`` (when priced): each point's
 prediction, whether it still fits, and the best energy and cost. Memory per point is not
 watched by default, since the plan is searched again at every point and trades memory for
-time; watch it with ``--metrics 'memory.peak@*'``. Sweeps over different grids or base
-settings are compared on the points both have, with a note (a BASE point outside HEAD's grid
-is not ``missing``).
+time; watch it with ``--metrics 'memory.peak@*'``. Inference sweeps (``sweep --infer``) watch
+``ttft@*``, ``tpot@*``, ``tokens_per_s_per_gpu@*``, ``fits@*`` and
+``best.tokens_per_s_per_gpu``. Sweeps over different grids or base settings are compared on
+the points both have, with a note (a BASE point outside HEAD's grid is not ``missing``).
+
+Inference documents (``archcost infer -o``) watch ``fits``, ``ttft``, ``tpot``,
+``tokens_per_s_per_gpu`` and ``memory.peak`` (per GPU).
 """
 
 from __future__ import annotations
@@ -54,7 +58,9 @@ DEFAULT_METRICS: dict[str, tuple[str, ...]] = {
     "estimate": ("fits", "step_time", "memory.peak", "mfu", "tokens_per_s"),
     "validation": ("error.*",),
     "sweep": ("best.step_time", "step_time@*", "fits@*", "best.tokens_per_joule",
-              "best.usd_per_million_tokens"),
+              "best.usd_per_million_tokens", "best.tokens_per_s_per_gpu", "ttft@*", "tpot@*",
+              "tokens_per_s_per_gpu@*"),
+    "inference": ("fits", "ttft", "tpot", "tokens_per_s_per_gpu", "memory.peak"),
 }
 
 
