@@ -74,7 +74,7 @@ def sweep(
     gbs: GbsOpt = None,
     seq_len: SeqLenOpt = SEQ_LEN,
     set_: SetOpt = None,
-    dtype: DtypeOpt = DTYPE,
+    dtype: DtypeOpt = None,
     fp8_recipe: Fp8RecipeOpt = None,
     optimizer: OptimizerOpt = OPTIMIZER,
     objective: ObjectiveOpt = OBJECTIVE,
@@ -99,20 +99,53 @@ def sweep(
     routing: RoutingOpt = ROUTING,
     mask_density: MaskDensityOpt = MASK_DENSITY,
     trace_timeout: TraceTimeoutOpt = TRACE_TIMEOUT_S,
+    infer: Annotated[bool, typer.Option(
+        "--infer", help="Sweep generation instead of training: price archcost infer (static "
+        "batching on one replica) at every point; vary batch, input_len, output_len, dtype, "
+        "hardware, gpu and hardware figures.")] = False,
+    batch: Annotated[int | None, typer.Option(
+        "--batch", "-b", min=1, show_default=False,
+        help="--infer: sequences generated together (default 1).")] = None,
+    input_len: Annotated[int | None, typer.Option(
+        "--input-len", "-i", min=1, show_default=False,
+        help="--infer: prompt tokens per sequence (default 128).")] = None,
+    output_len: Annotated[int | None, typer.Option(
+        "--output-len", "-n", min=1, show_default=False,
+        help="--infer: tokens generated per sequence (default 128).")] = None,
+    tp: Annotated[int, typer.Option("--tp", min=1, help="--infer: tensor-parallel GPUs per "
+                                    "replica.")] = 1,
+    pp: Annotated[int, typer.Option("--pp", min=1, help="--infer: pipeline stages per "
+                                    "replica.")] = 1,
     debug: DebugOpt = False,
 ) -> None:
     """Search the best plan at every point of a grid over hardware (peak FLOP/s, memory,
     bandwidths, latencies, NVLink domain, GPUs) and workload (sequence, batch, precision)
-    parameters; report step time, tokens/s, MFU, memory, energy, cost and the bottleneck."""
+    parameters; report step time, tokens/s, MFU, memory, energy, cost and the bottleneck.
+    With --infer: time to first token, time per output token, throughput and memory of
+    generation at every point."""
     from archcost.loader import load_model_file, parse_overrides
     from archcost.plan.search import OBJECTIVES
     from archcost.plan.space import parse_plan
     from archcost.plan.workload import trace_workload
-    from archcost.sweep.axes import parse_vary
+    from archcost.sweep.axes import check_mode, parse_vary
     from archcost.sweep.grid import build_point, run_grid, sensitivity
     from archcost.trace.precision import parse_precision
 
     one_output(as_json, markdown, as_csv)
+    if infer:
+        _infer(model, vary, cluster, set_, dtype, batch, input_len, output_len, tp, pp,
+               usable_memory, runtime, capture_options(routing, mask_density, trace_timeout),
+               as_json, markdown, as_csv, output,
+               training={"--gpus": gpus, "--gbs": gbs, "--fix": fix, "--constraint": constraint,
+                         "--price": price, "--fp8-recipe": fp8_recipe})
+        return
+    given = [n for n, v in (("--batch", batch), ("--input-len", input_len),
+                            ("--output-len", output_len)) if v is not None]
+    given += [n for n, v in (("--tp", tp), ("--pp", pp)) if v != 1]
+    if given:
+        raise ConfigError(f"{', '.join(given)}: options of an inference sweep; add --infer "
+                          "(a training sweep takes --gbs, --seq-len and --fix)")
+    dtype = dtype or DTYPE
     counts = gpu_counts(gpus)
     vary = list(vary or [])
     if counts and len(counts) > 1:  # --gpus 16,32 is the gpus axis
@@ -120,6 +153,7 @@ def sweep(
             raise ConfigError(f"--gpus {gpus} and --vary gpus=...: give the GPU counts once")
         vary.insert(0, f"gpus={gpus}")
     axes = parse_vary(vary)
+    check_mode(axes, infer=False)
     prices = _prices(price or [])
     if objective not in OBJECTIVES:
         raise ConfigError(f"--objective {objective!r}: use {', '.join(OBJECTIVES)}")
@@ -191,6 +225,34 @@ def sweep(
         _render(out_console, doc)
         if output:
             say(out_console, f"wrote {output}")
+
+
+def _infer(model, vary, hardware, set_, dtype, batch, input_len, output_len, tp, pp, usable,
+           runtime, options, as_json, markdown, as_csv, output, training) -> None:
+    """``sweep --infer``: the base of the grid from the options, then ``sweep_infer``."""
+    from archcost.cli.sweep_infer import INFER_DEFAULTS, run_infer_sweep
+    from archcost.runtime import load_runtime
+    from archcost.sweep.axes import parse_vary
+    from archcost.sweep.infer_grid import INFER_DTYPES
+
+    given = [name for name, v in training.items() if v]
+    if given:
+        raise ConfigError(f"{', '.join(given)}: options of a training sweep, not of --infer; "
+                          "vary batch, input_len, output_len, dtype or hardware instead")
+    check_usable_memory(usable)
+    check_outputs(o=output)
+    d = dtype or INFER_DEFAULTS["dtype"]
+    if d not in INFER_DTYPES:
+        raise ConfigError(f"--dtype {d!r}: inference prices {', '.join(INFER_DTYPES)}")
+    base = {"hardware": hardware or INFER_DEFAULTS["hardware"], "tp": tp, "pp": pp,
+            "batch": batch or INFER_DEFAULTS["batch"],
+            "input_len": input_len or INFER_DEFAULTS["input_len"],
+            "output_len": output_len or INFER_DEFAULTS["output_len"], "dtype": d,
+            "usable_memory": usable}
+    run_infer_sweep(model=model, set_=set_, axes=parse_vary(list(vary or [])), base=base,
+                    runtime=load_runtime(runtime),
+                    options=options, as_json=as_json, markdown=markdown, as_csv=as_csv,
+                    output=output)
 
 
 CSV_FIELDS = ("step_time_s", "tokens_per_s", "mfu", "peak_per_gpu_bytes", "joules_per_token",
