@@ -15,6 +15,7 @@ import pytest
 from archcost.cli import app
 from archcost.report import diff_documents, fmt, load_document, schema, to_html, to_markdown
 from tests._infer_docs import LLAMA, infer_docs  # noqa: F401 (fixture)
+from tests._layout import measure, problems
 from tests._report_docs import HOSTILE, load
 from tests.test_report import assert_tables, render_dom
 
@@ -163,7 +164,7 @@ def test_html_report_plots_of_an_inference_document(infer_docs, tmp_path):  # no
         assert label in memory
 
 
-@pytest.mark.parametrize("name, plots", [
+@pytest.mark.parametrize("name, plots", [  # hostile names; text overlaps, cut text, thin bars
     ("infer", {"inference-tpot", "inference-roofline", "inference-memory"}),
     ("sweep", {"sweep-tpot", "sweep-ttft", "sweep-tokens-per-gpu"}),
 ])
@@ -177,6 +178,9 @@ def test_chromium_renders_inference_pages(infer_docs, tmp_path, name, plots):  #
     assert "<script" not in dom.lower()
     for pid in plots:
         assert f'data-plot="{pid}"' in dom, pid
+    figs = measure(to_html(load(infer_docs[name])), tmp_path)
+    assert {f["id"] for f in figs} == plots
+    assert not problems(figs), "\n".join(problems(figs))
 
 
 # ---------------------------------------------------------------- diff

@@ -27,6 +27,7 @@ from archcost.cli.options import (
     SEQ_LEN,
     TRACE_TIMEOUT_S,
     USABLE_MEMORY,
+    BatchOpt,
     ConstraintOpt,
     DebugOpt,
     DtypeOpt,
@@ -35,17 +36,21 @@ from archcost.cli.options import (
     GbsOpt,
     GpusOpt,
     HardwareOrClusterOpt,
+    InputLenOpt,
     JsonOpt,
     MarkdownOpt,
     MaskDensityOpt,
     ModelArg,
     ObjectiveOpt,
     OptimizerOpt,
+    OutputLenOpt,
     OutputOpt,
+    PpOpt,
     RoutingOpt,
     RuntimeOpt,
     SeqLenOpt,
     SetOpt,
+    TpOpt,
     TraceTimeoutOpt,
     UsableMemoryOpt,
     capture_options,
@@ -74,7 +79,7 @@ def sweep(
     gbs: GbsOpt = None,
     seq_len: SeqLenOpt = SEQ_LEN,
     set_: SetOpt = None,
-    dtype: DtypeOpt = None,
+    dtype: DtypeOpt = DTYPE,
     fp8_recipe: Fp8RecipeOpt = None,
     optimizer: OptimizerOpt = OPTIMIZER,
     objective: ObjectiveOpt = OBJECTIVE,
@@ -103,19 +108,12 @@ def sweep(
         "--infer", help="Sweep generation instead of training: price archcost infer (static "
         "batching on one replica) at every point; vary batch, input_len, output_len, dtype, "
         "hardware, gpu and hardware figures.")] = False,
-    batch: Annotated[int | None, typer.Option(
-        "--batch", "-b", min=1, show_default=False,
-        help="--infer: sequences generated together (default 1).")] = None,
-    input_len: Annotated[int | None, typer.Option(
-        "--input-len", "-i", min=1, show_default=False,
-        help="--infer: prompt tokens per sequence (default 128).")] = None,
-    output_len: Annotated[int | None, typer.Option(
-        "--output-len", "-n", min=1, show_default=False,
-        help="--infer: tokens generated per sequence (default 128).")] = None,
-    tp: Annotated[int, typer.Option("--tp", min=1, help="--infer: tensor-parallel GPUs per "
-                                    "replica.")] = 1,
-    pp: Annotated[int, typer.Option("--pp", min=1, help="--infer: pipeline stages per "
-                                    "replica.")] = 1,
+    batch: BatchOpt = 1,
+    input_len: InputLenOpt = 128,
+    output_len: OutputLenOpt = 128,
+    tp: TpOpt = 1,
+    pp: PpOpt = 1,
+    ctx: typer.Context = None,
     debug: DebugOpt = False,
 ) -> None:
     """Search the best plan at every point of a grid over hardware (peak FLOP/s, memory,
@@ -132,20 +130,23 @@ def sweep(
     from archcost.trace.precision import parse_precision
 
     one_output(as_json, markdown, as_csv)
+    def given(name: str) -> bool:  # on the command line (or the environment), not defaulted
+        source = ctx.get_parameter_source(name) if ctx is not None else None
+        return source is not None and source.name != "DEFAULT"
+
     if infer:
-        _infer(model, vary, cluster, set_, dtype, batch, input_len, output_len, tp, pp,
-               usable_memory, runtime, capture_options(routing, mask_density, trace_timeout),
-               as_json, markdown, as_csv, output,
-               training={"--gpus": gpus, "--gbs": gbs, "--fix": fix, "--constraint": constraint,
-                         "--price": price, "--fp8-recipe": fp8_recipe})
+        _infer(model, vary, cluster, set_, dtype if given("dtype") else None, batch,
+               input_len, output_len, tp, pp, usable_memory, runtime,
+               capture_options(routing, mask_density, trace_timeout), as_json, markdown,
+               as_csv, output, training={"--gpus": gpus, "--gbs": gbs, "--fix": fix,
+                                         "--constraint": constraint, "--price": price,
+                                         "--fp8-recipe": fp8_recipe})
         return
-    given = [n for n, v in (("--batch", batch), ("--input-len", input_len),
-                            ("--output-len", output_len)) if v is not None]
-    given += [n for n, v in (("--tp", tp), ("--pp", pp)) if v != 1]
-    if given:
-        raise ConfigError(f"{', '.join(given)}: options of an inference sweep; add --infer "
+    inference = [f"--{name.replace('_', '-')}" for name in
+                 ("batch", "input_len", "output_len", "tp", "pp") if given(name)]
+    if inference:
+        raise ConfigError(f"{', '.join(inference)}: options of an inference sweep; add --infer "
                           "(a training sweep takes --gbs, --seq-len and --fix)")
-    dtype = dtype or DTYPE
     counts = gpu_counts(gpus)
     vary = list(vary or [])
     if counts and len(counts) > 1:  # --gpus 16,32 is the gpus axis
@@ -245,9 +246,7 @@ def _infer(model, vary, hardware, set_, dtype, batch, input_len, output_len, tp,
     if d not in INFER_DTYPES:
         raise ConfigError(f"--dtype {d!r}: inference prices {', '.join(INFER_DTYPES)}")
     base = {"hardware": hardware or INFER_DEFAULTS["hardware"], "tp": tp, "pp": pp,
-            "batch": batch or INFER_DEFAULTS["batch"],
-            "input_len": input_len or INFER_DEFAULTS["input_len"],
-            "output_len": output_len or INFER_DEFAULTS["output_len"], "dtype": d,
+            "batch": batch, "input_len": input_len, "output_len": output_len, "dtype": d,
             "usable_memory": usable}
     run_infer_sweep(model=model, set_=set_, axes=parse_vary(list(vary or [])), base=base,
                     runtime=load_runtime(runtime),

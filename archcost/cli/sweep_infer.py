@@ -14,9 +14,8 @@ from archcost.cli.common import emit, out_console, progress_bar
 
 __all__ = ["run_infer_sweep", "to_csv", "CSV_FIELDS", "INFER_DEFAULTS"]
 
-# what `archcost infer` prices when not told otherwise
-INFER_DEFAULTS = {"hardware": "h100-sxm", "batch": 1, "input_len": 128, "output_len": 128,
-                  "dtype": "bf16"}
+# what `archcost infer` prices when not told otherwise (the lengths and batch: the options')
+INFER_DEFAULTS = {"hardware": "h100-sxm", "dtype": "bf16"}
 CSV_FIELDS = ("ttft_s", "tpot_s", "e2e_s", "output_tokens_per_s", "output_tokens_per_s_per_gpu",
               "peak_per_gpu_bytes", "fits", "max_batch", "prefill_bound", "decode_bound", "gpu",
               "cluster")
