@@ -286,6 +286,14 @@ def test_one_trace_memo_serves_the_grid(monkeypatch):
     grid = run_infer_grid(parse_vary(["batch=1,4,16", "hardware=h100-sxm,a100-sxm-80gb,cpu"]),
                           **kw)
     assert len(calls) == first and grid["grid_points"] == 9
+    # memory shrunk below the weights: priced all the same, marked as not fitting
+    small = run_infer_grid(parse_vary(["mem_capacity=0.3MB,1GB"]), **kw)["points"]
+    assert len(calls) == first
+    for p in small:
+        usable = 0.9 * {"0.3MB": 0.3e6, "1GB": 1e9}[p["point"]["mem_capacity"]]
+        assert p["fits"] == (p["peak_per_gpu_bytes"] <= usable)
+    assert [p["fits"] for p in small] == [False, True]
+    assert small[0]["max_batch"] == 0 and small[0]["tpot_s"] == small[1]["tpot_s"]
     run_infer_grid(parse_vary(["input_len=24"]), **kw)  # another length: new traces
     assert len(calls) > first
 
