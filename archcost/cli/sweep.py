@@ -130,20 +130,18 @@ def sweep(
     from archcost.trace.precision import parse_precision
 
     one_output(as_json, markdown, as_csv)
-    def given(name: str) -> bool:  # on the command line (or the environment), not defaulted
-        source = ctx.get_parameter_source(name) if ctx is not None else None
-        return source is not None and source.name != "DEFAULT"
-
     if infer:
-        _infer(model, vary, cluster, set_, dtype if given("dtype") else None, batch,
-               input_len, output_len, tp, pp, usable_memory, runtime,
-               capture_options(routing, mask_density, trace_timeout), as_json, markdown,
-               as_csv, output, training={"--gpus": gpus, "--gbs": gbs, "--fix": fix,
-                                         "--constraint": constraint, "--price": price,
-                                         "--fp8-recipe": fp8_recipe})
+        from archcost.cli.sweep_infer import infer_sweep
+
+        infer_sweep(model, vary, cluster, set_, dtype if _given(ctx, "dtype") else None, batch,
+                    input_len, output_len, tp, pp, usable_memory, runtime,
+                    capture_options(routing, mask_density, trace_timeout), as_json, markdown,
+                    as_csv, output, training={"--gpus": gpus, "--gbs": gbs, "--fix": fix,
+                                              "--constraint": constraint, "--price": price,
+                                              "--fp8-recipe": fp8_recipe})
         return
     inference = [f"--{name.replace('_', '-')}" for name in
-                 ("batch", "input_len", "output_len", "tp", "pp") if given(name)]
+                 ("batch", "input_len", "output_len", "tp", "pp") if _given(ctx, name)]
     if inference:
         raise ConfigError(f"{', '.join(inference)}: options of an inference sweep; add --infer "
                           "(a training sweep takes --gbs, --seq-len and --fix)")
@@ -228,30 +226,11 @@ def sweep(
             say(out_console, f"wrote {output}")
 
 
-def _infer(model, vary, hardware, set_, dtype, batch, input_len, output_len, tp, pp, usable,
-           runtime, options, as_json, markdown, as_csv, output, training) -> None:
-    """``sweep --infer``: the base of the grid from the options, then ``sweep_infer``."""
-    from archcost.cli.sweep_infer import INFER_DEFAULTS, run_infer_sweep
-    from archcost.runtime import load_runtime
-    from archcost.sweep.axes import parse_vary
-    from archcost.sweep.infer_grid import INFER_DTYPES
-
-    given = [name for name, v in training.items() if v]
-    if given:
-        raise ConfigError(f"{', '.join(given)}: options of a training sweep, not of --infer; "
-                          "vary batch, input_len, output_len, dtype or hardware instead")
-    check_usable_memory(usable)
-    check_outputs(o=output)
-    d = dtype or INFER_DEFAULTS["dtype"]
-    if d not in INFER_DTYPES:
-        raise ConfigError(f"--dtype {d!r}: inference prices {', '.join(INFER_DTYPES)}")
-    base = {"hardware": hardware or INFER_DEFAULTS["hardware"], "tp": tp, "pp": pp,
-            "batch": batch, "input_len": input_len, "output_len": output_len, "dtype": d,
-            "usable_memory": usable}
-    run_infer_sweep(model=model, set_=set_, axes=parse_vary(list(vary or [])), base=base,
-                    runtime=load_runtime(runtime),
-                    options=options, as_json=as_json, markdown=markdown, as_csv=as_csv,
-                    output=output)
+def _given(ctx, name: str) -> bool:
+    """Whether option ``name`` came from the command line (or the environment), not its
+    default."""
+    source = ctx.get_parameter_source(name) if ctx is not None else None
+    return source is not None and source.name != "DEFAULT"
 
 
 CSV_FIELDS = ("step_time_s", "tokens_per_s", "mfu", "peak_per_gpu_bytes", "joules_per_token",

@@ -12,13 +12,41 @@ import typer
 
 from archcost.cli.common import emit, out_console, progress_bar
 
-__all__ = ["run_infer_sweep", "to_csv", "CSV_FIELDS", "INFER_DEFAULTS"]
+__all__ = ["infer_sweep", "run_infer_sweep", "to_csv", "CSV_FIELDS", "INFER_DEFAULTS"]
 
 # what `archcost infer` prices when not told otherwise (the lengths and batch: the options')
 INFER_DEFAULTS = {"hardware": "h100-sxm", "dtype": "bf16"}
 CSV_FIELDS = ("ttft_s", "tpot_s", "e2e_s", "output_tokens_per_s", "output_tokens_per_s_per_gpu",
               "peak_per_gpu_bytes", "fits", "max_batch", "prefill_bound", "decode_bound", "gpu",
               "cluster")
+
+
+def infer_sweep(model, vary, hardware, set_, dtype, batch, input_len, output_len, tp, pp,
+                usable, runtime, options, as_json, markdown, as_csv, output, training) -> None:
+    """``sweep --infer``: the options checked, the base of the grid from them, then the
+    sweep (``training``: the training-only options, option name -> value)."""
+    from archcost.cli.common import check_outputs
+    from archcost.cli.options import check_usable_memory
+    from archcost.errors import ConfigError
+    from archcost.runtime import load_runtime
+    from archcost.sweep.axes import parse_vary
+    from archcost.sweep.infer_grid import INFER_DTYPES
+
+    given = [name for name, v in training.items() if v]
+    if given:
+        raise ConfigError(f"{', '.join(given)}: options of a training sweep, not of --infer; "
+                          "vary batch, input_len, output_len, dtype or hardware instead")
+    check_usable_memory(usable)
+    check_outputs(o=output)
+    d = dtype or INFER_DEFAULTS["dtype"]
+    if d not in INFER_DTYPES:
+        raise ConfigError(f"--dtype {d!r}: inference prices {', '.join(INFER_DTYPES)}")
+    base = {"hardware": hardware or INFER_DEFAULTS["hardware"], "tp": tp, "pp": pp,
+            "batch": batch, "input_len": input_len, "output_len": output_len, "dtype": d,
+            "usable_memory": usable}
+    run_infer_sweep(model=model, set_=set_, axes=parse_vary(list(vary or [])), base=base,
+                    runtime=load_runtime(runtime), options=options, as_json=as_json,
+                    markdown=markdown, as_csv=as_csv, output=output)
 
 
 def run_infer_sweep(*, model: str, set_: list[str] | None, axes, base: dict[str, Any], runtime,
