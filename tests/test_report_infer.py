@@ -18,6 +18,7 @@ from tests._infer_docs import LLAMA, infer_docs  # noqa: F401 (fixture)
 from tests._layout import measure, problems
 from tests._report_docs import HOSTILE, load
 from tests.test_report import assert_tables, render_dom
+from tests.test_report_sweep import sweeps  # noqa: F401 (fixture)
 
 jsonschema = pytest.importorskip("jsonschema")
 
@@ -220,6 +221,13 @@ def test_diff_cli_fails_when_a_batch_stops_fitting(runner, tmp_path, infer_docs)
     assert "fits" in r.output.split("REGRESSION")[1]
     same = runner.invoke(app, ["diff", str(infer_docs["infer"]), str(infer_docs["infer"])])
     assert same.exit_code == 0, same.output
+
+
+def test_diff_refuses_an_inference_sweep_against_a_training_sweep(runner, infer_docs,  # noqa: F811
+                                                                  sweeps):  # noqa: F811
+    for pair in ((infer_docs["sweep"], sweeps["one"]), (sweeps["one"], infer_docs["sweep"])):
+        r = runner.invoke(app, ["diff", *map(str, pair)])
+        _one_line_exit_2(r, "sweep: compare sweeps of the same mode")
 
 
 def test_diff_of_inference_sweeps_point_by_point(infer_docs):  # noqa: F811

@@ -144,6 +144,10 @@ def _check_pair(base: dict[str, Any], head: dict[str, Any], force: bool) -> list
     if base["kind"] != head["kind"]:
         raise DocumentError(f"BASE is of kind {base['kind']} and HEAD of kind {head['kind']}: "
                             "compare documents of the same kind")
+    modes = [d.get("mode", "training") for d in (base, head)]
+    if modes[0] != modes[1]:
+        raise DocumentError(f"BASE is a {modes[0]} sweep and HEAD a {modes[1]} sweep: compare "
+                            "sweeps of the same mode (sweep --infer against sweep --infer)")
     if base["schema_version"] != head["schema_version"]:
         raise DocumentError(f"BASE has schema_version {base['schema_version']} and HEAD "
                             f"{head['schema_version']}: regenerate the older one with this "
