@@ -20,6 +20,7 @@ from archcost.cli import app
 from archcost.errors import DocumentError
 from archcost.report import schema
 from archcost.report.validator import first_problem, json_path, unsupported_keywords
+from tests._infer_docs import infer_docs  # noqa: F401 (fixture)
 from tests._report_docs import GPT, _invoke, load, report_docs  # noqa: F401 (fixture)
 from tests.conftest import MODELS, ROOT
 from tests.test_report_sweep import sweeps  # noqa: F401 (fixture)
@@ -44,12 +45,13 @@ def test_one_schema_per_kind_and_the_writers_versions_are_read():
     from archcost.cli.plan import SCHEMA_VERSION as PLAN
     from archcost.cli.sweep import SCHEMA_VERSION as SWEEP
     from archcost.cli.validate import SCHEMA_VERSION as VALIDATION
+    from archcost.infer.document import SCHEMA_VERSION as INFERENCE
 
     names = schema.schema_names()
     assert names == sorted([f"{k}.v1.schema.json" for k in schema.KINDS] + ["trace.schema.json"])
     assert {k: schema.versions(k) for k in schema.KINDS} == {k: (1,) for k in schema.KINDS}
     written = {"analysis": ANALYSIS, "plan": PLAN, "estimate": PLAN, "validation": VALIDATION,
-               "sweep": SWEEP}
+               "sweep": SWEEP, "inference": INFERENCE}
     for kind, version in written.items():  # what archcost writes, it reads
         assert version in schema.versions(kind), kind
 
@@ -171,13 +173,15 @@ _DELETE = object()
 _WRONG = ["text", -1, 2.5, None, True, [], {}, 7, _DELETE]
 
 
-def test_validator_agrees_with_jsonschema_on_mutated_real_documents(report_docs, sweeps):  # noqa: F811
+def test_validator_agrees_with_jsonschema_on_mutated_real_documents(report_docs, sweeps,  # noqa: F811
+                                                                     infer_docs):  # noqa: F811
     """Brute force: every real document, 40 random fields each set to a wrong value (or
     deleted); the own validator refuses exactly what jsonschema refuses, at a place jsonschema
     names too."""
     rng = random.Random(13)
     files = [report_docs[k] for k in ("analysis", "analysis-plain", "plan", "estimate",
                                       "validation")] + [sweeps["two"], sweeps["one"]]
+    files += [infer_docs["infer"], infer_docs["sweep"]]
     files += sorted((ROOT / "reports").glob("*.json"))
     checked = refused = 0
     for f in files:
@@ -230,8 +234,9 @@ def more_docs(tmp_path_factory) -> dict[str, Path]:
     return files
 
 
-def test_every_commands_output_validates(report_docs, sweeps, more_docs):  # noqa: F811
+def test_every_commands_output_validates(report_docs, sweeps, more_docs, infer_docs):  # noqa: F811
     docs = {f"report_docs:{k}": v for k, v in report_docs.items() if "trace" not in k}
+    docs |= {f"infer:{k}": v for k, v in infer_docs.items()}
     docs |= {f"sweep:{k}": v for k, v in sweeps.items()}
     docs |= {f"more:{k}": v for k, v in more_docs.items()}
     docs |= {f"reports/{p.name}": p for p in (ROOT / "reports").glob("*.json")}

@@ -48,7 +48,8 @@ def _format(fmt: str | None, output: str | None, markdown: bool) -> str:
 @reports_errors
 def report(
     result: Annotated[str, typer.Argument(metavar="RESULT.json", help="A document written by "
-                                          "analyze, plan, estimate, validate or sweep with "
+                                          "analyze, plan, estimate, validate, sweep or "
+                                          "infer with "
                                           "-o.",
                                           show_default=False)],
     fmt: Annotated[str | None, typer.Option("--format", "-f", help="md (Markdown, e.g. for "

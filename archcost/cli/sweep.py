@@ -27,6 +27,7 @@ from archcost.cli.options import (
     SEQ_LEN,
     TRACE_TIMEOUT_S,
     USABLE_MEMORY,
+    BatchOpt,
     ConstraintOpt,
     DebugOpt,
     DtypeOpt,
@@ -35,17 +36,21 @@ from archcost.cli.options import (
     GbsOpt,
     GpusOpt,
     HardwareOrClusterOpt,
+    InputLenOpt,
     JsonOpt,
     MarkdownOpt,
     MaskDensityOpt,
     ModelArg,
     ObjectiveOpt,
     OptimizerOpt,
+    OutputLenOpt,
     OutputOpt,
+    PpOpt,
     RoutingOpt,
     RuntimeOpt,
     SeqLenOpt,
     SetOpt,
+    TpOpt,
     TraceTimeoutOpt,
     UsableMemoryOpt,
     capture_options,
@@ -99,20 +104,47 @@ def sweep(
     routing: RoutingOpt = ROUTING,
     mask_density: MaskDensityOpt = MASK_DENSITY,
     trace_timeout: TraceTimeoutOpt = TRACE_TIMEOUT_S,
+    infer: Annotated[bool, typer.Option(
+        "--infer", help="Sweep generation instead of training: price archcost infer (static "
+        "batching on one replica) at every point; vary batch, input_len, output_len, dtype, "
+        "hardware, gpu and hardware figures.")] = False,
+    batch: BatchOpt = 1,
+    input_len: InputLenOpt = 128,
+    output_len: OutputLenOpt = 128,
+    tp: TpOpt = 1,
+    pp: PpOpt = 1,
+    ctx: typer.Context = None,
     debug: DebugOpt = False,
 ) -> None:
     """Search the best plan at every point of a grid over hardware (peak FLOP/s, memory,
     bandwidths, latencies, NVLink domain, GPUs) and workload (sequence, batch, precision)
-    parameters; report step time, tokens/s, MFU, memory, energy, cost and the bottleneck."""
+    parameters; report step time, tokens/s, MFU, memory, energy, cost and the bottleneck.
+    With --infer: time to first token, time per output token, throughput and memory of
+    generation at every point."""
     from archcost.loader import load_model_file, parse_overrides
     from archcost.plan.search import OBJECTIVES
     from archcost.plan.space import parse_plan
     from archcost.plan.workload import trace_workload
-    from archcost.sweep.axes import parse_vary
+    from archcost.sweep.axes import check_mode, parse_vary
     from archcost.sweep.grid import build_point, run_grid, sensitivity
     from archcost.trace.precision import parse_precision
 
     one_output(as_json, markdown, as_csv)
+    if infer:
+        from archcost.cli.sweep_infer import infer_sweep
+
+        infer_sweep(model, vary, cluster, set_, dtype if _given(ctx, "dtype") else None, batch,
+                    input_len, output_len, tp, pp, usable_memory, runtime,
+                    capture_options(routing, mask_density, trace_timeout), as_json, markdown,
+                    as_csv, output, training={"--gpus": gpus, "--gbs": gbs, "--fix": fix,
+                                              "--constraint": constraint, "--price": price,
+                                              "--fp8-recipe": fp8_recipe})
+        return
+    inference = [f"--{name.replace('_', '-')}" for name in
+                 ("batch", "input_len", "output_len", "tp", "pp") if _given(ctx, name)]
+    if inference:
+        raise ConfigError(f"{', '.join(inference)}: options of an inference sweep; add --infer "
+                          "(a training sweep takes --gbs, --seq-len and --fix)")
     counts = gpu_counts(gpus)
     vary = list(vary or [])
     if counts and len(counts) > 1:  # --gpus 16,32 is the gpus axis
@@ -120,6 +152,7 @@ def sweep(
             raise ConfigError(f"--gpus {gpus} and --vary gpus=...: give the GPU counts once")
         vary.insert(0, f"gpus={gpus}")
     axes = parse_vary(vary)
+    check_mode(axes, infer=False)
     prices = _prices(price or [])
     if objective not in OBJECTIVES:
         raise ConfigError(f"--objective {objective!r}: use {', '.join(OBJECTIVES)}")
@@ -191,6 +224,13 @@ def sweep(
         _render(out_console, doc)
         if output:
             say(out_console, f"wrote {output}")
+
+
+def _given(ctx, name: str) -> bool:
+    """Whether option ``name`` came from the command line (or the environment), not its
+    default."""
+    source = ctx.get_parameter_source(name) if ctx is not None else None
+    return source is not None and source.name != "DEFAULT"
 
 
 CSV_FIELDS = ("step_time_s", "tokens_per_s", "mfu", "peak_per_gpu_bytes", "joules_per_token",

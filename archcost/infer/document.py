@@ -26,13 +26,24 @@ def hardware_header(costs: InferenceCosts) -> dict[str, Any]:
     return {"gpu": c.gpu.name, "cluster": c.name, "gpus_per_node": c.gpus_per_node,
             "tp": costs.tp, "pp": costs.pp, "gpus": costs.gpus,
             "memory_bytes_per_gpu": float(c.gpu.mem_bytes),
+            "mem_bw_bytes_per_s": float(c.gpu.mem_bw_bytes_per_s),
             "usable_memory": costs.usable_memory}
 
 
 def _phase(costs: InferenceCosts, batch: int, step: InferStep) -> dict[str, Any]:
     timing = costs.step(batch, step)
     work = costs.work(batch, step)
-    return {"tokens": batch * step.new_tokens, "context": step.context, **timing, **work}
+    # the roofline of the phase: its compute roof (the ridge point times the memory bandwidth,
+    # the peak at the sustained clock), the FLOP/s the roofline allows at its intensity, and
+    # what the priced step achieves
+    peak = work["ridge_point_flop_per_byte"] * costs.gpu.mem_bw_bytes_per_s
+    roof = {"peak_flops_per_s": peak,
+            "attainable_flops_per_s": min(peak, work["arithmetic_intensity"]
+                                          * costs.gpu.mem_bw_bytes_per_s),
+            "achieved_flops_per_s": work["flops_per_gpu"] / timing["seconds"]
+            if timing["seconds"] > 0 else 0.0}
+    return {"tokens": batch * step.new_tokens, "context": step.context, **timing, **work,
+            **roof}
 
 
 def inference_section(costs: InferenceCosts, batch: int, input_len: int, output_len: int

@@ -14,6 +14,7 @@ Every renderer is a pure function from document dicts to text; reading files liv
 - ``svg``       chart primitives (bars, stacked and signed bars, scatter on log or
                 categorical axes, roofline, heatmap, Gantt)
 - ``plots``     which charts a document gets, with their data
+- ``infer_tables``, ``infer_plots``  the tables and charts of inference documents and sweeps
 - ``html``      the page: tables and plots, no script, no network
 - ``metrics``   the comparable figures of a document, with unit and better direction
 - ``diff``      two documents' metrics compared with direction and threshold: the CI gate

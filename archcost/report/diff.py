@@ -20,9 +20,13 @@ Watched by default: ``best.step_time``, every ``step_time@*`` and ``fits@*``,
 ``best.tokens_per_joule`` and ``best.usd_per_million_tokens`` (when priced): each point's
 prediction, whether it still fits, and the best energy and cost. Memory per point is not
 watched by default, since the plan is searched again at every point and trades memory for
-time; watch it with ``--metrics 'memory.peak@*'``. Sweeps over different grids or base
-settings are compared on the points both have, with a note (a BASE point outside HEAD's grid
-is not ``missing``).
+time; watch it with ``--metrics 'memory.peak@*'``. Inference sweeps (``sweep --infer``) watch
+``ttft@*``, ``tpot@*``, ``tokens_per_s_per_gpu@*``, ``fits@*`` and
+``best.tokens_per_s_per_gpu``. Sweeps over different grids or base settings are compared on
+the points both have, with a note (a BASE point outside HEAD's grid is not ``missing``).
+
+Inference documents (``archcost infer -o``) watch ``fits``, ``ttft``, ``tpot``,
+``tokens_per_s_per_gpu`` and ``memory.peak`` (per GPU).
 """
 
 from __future__ import annotations
@@ -54,7 +58,9 @@ DEFAULT_METRICS: dict[str, tuple[str, ...]] = {
     "estimate": ("fits", "step_time", "memory.peak", "mfu", "tokens_per_s"),
     "validation": ("error.*",),
     "sweep": ("best.step_time", "step_time@*", "fits@*", "best.tokens_per_joule",
-              "best.usd_per_million_tokens"),
+              "best.usd_per_million_tokens", "best.tokens_per_s_per_gpu", "ttft@*", "tpot@*",
+              "tokens_per_s_per_gpu@*"),
+    "inference": ("fits", "ttft", "tpot", "tokens_per_s_per_gpu", "memory.peak"),
 }
 
 
@@ -138,6 +144,10 @@ def _check_pair(base: dict[str, Any], head: dict[str, Any], force: bool) -> list
     if base["kind"] != head["kind"]:
         raise DocumentError(f"BASE is of kind {base['kind']} and HEAD of kind {head['kind']}: "
                             "compare documents of the same kind")
+    modes = [d.get("mode", "training") for d in (base, head)]
+    if modes[0] != modes[1]:
+        raise DocumentError(f"BASE is a {modes[0]} sweep and HEAD a {modes[1]} sweep: compare "
+                            "sweeps of the same mode (sweep --infer against sweep --infer)")
     if base["schema_version"] != head["schema_version"]:
         raise DocumentError(f"BASE has schema_version {base['schema_version']} and HEAD "
                             f"{head['schema_version']}: regenerate the older one with this "

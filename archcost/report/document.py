@@ -1,6 +1,6 @@
-"""Reading result documents (``analyze``/``plan``/``estimate``/``validate``/``sweep`` ``-o``)
-and Chrome traces (``--timeline``), each checked against its schema (``schema``): the only I/O
-of the report package. Everything else takes the checked dicts.
+"""Reading result documents (``analyze``/``plan``/``estimate``/``validate``/``sweep``/``infer``
+``-o``) and Chrome traces (``--timeline``), each checked against its schema (``schema``): the
+only I/O of the report package. Everything else takes the checked dicts.
 """
 
 from __future__ import annotations
@@ -41,8 +41,8 @@ def check_document(doc: Any, where: str = "document", fix: str | None = None) ->
 def load_document(path: Path | str, fix: str | None = None) -> dict[str, Any]:
     """The result document at ``path``, checked against its schema (DocumentError names the
     file, the first offending field and the fix; ``fix`` replaces the default advice)."""
-    default = "give a result document written by archcost analyze, plan, estimate, validate " \
-              "or sweep -o (a cut-off file: write it again)"
+    default = "give a result document written by archcost analyze, plan, estimate, validate, " \
+              "sweep or infer -o (a cut-off file: write it again)"
     return check_document(_read_json(path, "result document", fix or default), str(path), fix)
 
 

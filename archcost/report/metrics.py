@@ -22,6 +22,14 @@ grid, ``best.step_time`` (the fastest point's), ``best.tokens_per_s``,
 ``best.tokens_per_joule`` (the highest), ``best.usd_per_million_tokens`` (the lowest),
 ``best.point`` (text), ``points_fitting``, and the sensitivity's ``elasticity.<resource>`` (no
 better direction).
+
+Inference (``archcost infer``): ``ttft``, ``tpot``, ``e2e`` (s), ``tokens_per_s`` (the
+replica's output tokens/s) and ``tokens_per_s_per_gpu`` (more is better), ``memory.peak`` (per
+GPU) and ``memory.<part>`` (weights, kv_cache, activations), ``fits``, ``max_batch`` (more is
+better), ``time.prefill`` and ``time.decode`` (one step of each phase). Inference sweeps:
+``ttft@POINT``, ``tpot@``, ``e2e@``, ``tokens_per_s@``, ``tokens_per_s_per_gpu@``,
+``memory.peak@``, ``fits@``; over the grid, ``best.tokens_per_s_per_gpu`` (the highest among
+the points that fit) and ``points_fitting``.
 """
 
 from __future__ import annotations
@@ -140,6 +148,35 @@ def _sweep_metrics(doc: dict[str, Any], out: dict[str, Metric]) -> None:
                  NEUTRAL, absolute=True)
 
 
+def _inference_metrics(inf: dict[str, Any], out: dict[str, Metric], at: str = "") -> None:
+    """The figures of one inference section (or an inference sweep's point, ``at`` naming
+    it)."""
+    _put(out, "fits" + at, inf.get("fits"), "bool", BETTER_HIGHER, absolute=True)
+    _put(out, "ttft" + at, inf.get("ttft_s"), "s", WORSE_HIGHER)
+    _put(out, "tpot" + at, inf.get("tpot_s"), "s", WORSE_HIGHER)
+    _put(out, "e2e" + at, inf.get("e2e_s"), "s", WORSE_HIGHER)
+    _put(out, "tokens_per_s" + at, inf.get("output_tokens_per_s"), "tokens/s", BETTER_HIGHER)
+    _put(out, "tokens_per_s_per_gpu" + at, inf.get("output_tokens_per_s_per_gpu"), "tokens/s",
+         BETTER_HIGHER)
+    _put(out, "memory.peak" + at, inf.get("peak_per_gpu_bytes",
+                                          _get(inf, "memory_bytes", "peak_per_gpu")),
+         "B", WORSE_HIGHER)
+    _put(out, "max_batch" + at, inf.get("max_batch"), "count", BETTER_HIGHER)
+
+
+def _infer_sweep_metrics(doc: dict[str, Any], out: dict[str, Metric]) -> None:
+    keys = sweep_keys(doc)
+    points = [p for p in doc.get("points") or [] if isinstance(p, dict)]
+    fitting = [p for p in points if p.get("fits") is True]
+    _put(out, "points_fitting", len(fitting), "count", BETTER_HIGHER)
+    rates = [v for v in (_n(p.get("output_tokens_per_s_per_gpu")) for p in fitting)
+             if v is not None]
+    if rates:
+        _put(out, "best.tokens_per_s_per_gpu", max(rates), "tokens/s", BETTER_HIGHER)
+    for p in points:
+        _inference_metrics(p, out, "@" + point_label(p.get("point"), keys, "@"))
+
+
 def metrics_of(doc: dict[str, Any]) -> dict[str, Metric]:
     """Every comparable figure of a checked document, by metric name."""
     kind = doc["kind"]
@@ -197,8 +234,18 @@ def metrics_of(doc: dict[str, Any]) -> dict[str, Metric]:
             out["plan"] = Metric(str(doc.get("plan")), "text", NEUTRAL)
         if est:
             _plan_estimate_metrics(est, out)
+    elif kind == "sweep" and doc.get("mode") == "inference":
+        _infer_sweep_metrics(doc, out)
     elif kind == "sweep":
         _sweep_metrics(doc, out)
+    elif kind == "inference":
+        inf = doc.get("inference") or {}
+        _inference_metrics(inf, out)
+        for part in ("weights", "kv_cache", "activations"):
+            _put(out, f"memory.{part}", _get(inf, "memory_bytes", part), "B", WORSE_HIGHER)
+        for phase in ("prefill", "decode"):
+            _put(out, f"time.{phase}", _get(inf, "phases", phase, "seconds"), "s",
+                 WORSE_HIGHER)
     else:  # validation
         for c in _get(doc, "validation", "components") or []:
             if not isinstance(c, dict) or not c.get("name"):

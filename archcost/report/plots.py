@@ -6,6 +6,7 @@
   plan's memory per GPU by pipeline rank and its pipeline timeline
 - estimate: step time by component, memory per GPU by pipeline rank, pipeline timeline
 - validation: predicted against measured, times and bytes
+- inference and inference sweeps: see ``infer_plots``
 - sweep: step time against each varied parameter (one line per combination of the other
   parameters, or the fastest, median and slowest of them when there are more than
   ``MAX_SERIES``; bars from zero, one per value, when the values are names), a heatmap of
@@ -31,7 +32,8 @@ from archcost.report.svg import Line, Point, hbar_chart, scatter_chart, signed_b
 from archcost.report.tables import short_plan
 from archcost.report.timeline import Timeline, from_estimate
 
-__all__ = ["plots", "TIMELINE_COLORS", "COMPONENT_COLORS", "MAX_SERIES", "sweep_x_axis"]
+__all__ = ["plots", "TIMELINE_COLORS", "COMPONENT_COLORS", "MAX_SERIES", "sweep_x_axis",
+           "roofline_chart", "BOUND_COLORS"]
 
 TIMELINE_COLORS = {"forward": "#4e79a7", "backward": "#59a14f", "compute": "#76b7b2",
                    "bubble": "#cfcfcf", "pp send": "#f28e2b", "dp collectives": "#e15759",
@@ -39,7 +41,7 @@ TIMELINE_COLORS = {"forward": "#4e79a7", "backward": "#59a14f", "compute": "#76b
 COMPONENT_COLORS = {"compute": "#4e79a7", "recompute": "#76b7b2", "tp_comm": "#f28e2b",
                     "cp_comm": "#edc948", "ep_comm": "#9c755f", "pp_comm": "#ff9da7",
                     "bubble": "#cfcfcf", "dp_comm": "#e15759", "optimizer": "#b07aa1"}
-_BOUND_COLORS = {"compute": "#4e79a7", "memory": "#f28e2b", "none": "#9c9c9c"}
+BOUND_COLORS = {"compute": "#4e79a7", "memory": "#f28e2b", "none": "#9c9c9c"}
 
 
 def _n(v) -> float | None:
@@ -58,22 +60,39 @@ def _bytes_axis(label: str = "memory per GPU (bytes)") -> Axis:
 
 # ---------------------------------------------------------------- analysis
 
+def roofline_chart(plot_id: str, title: str, points: list[Point], peak: float, bw: float,
+                   subtitle: str, bounds: list[str], y_label: str = "achieved (FLOP/s)") -> str:
+    """Points on the roofline of a GPU: arithmetic intensity (FLOP/B) against FLOP/s, log-log,
+    under the memory roof (``bw`` B/s) up to the ridge point and the compute roof (``peak``
+    FLOP/s) after it; the legend names ``bounds`` (their colours in ``BOUND_COLORS``)."""
+    ridge = peak / bw
+    xs = [p.x for p in points] + [ridge]
+    ys = [p.y for p in points]
+    xlo, xhi = min(xs) / 4, max(xs) * 4
+    ylo = min(ys + [peak]) / 4
+    xlo = max(xlo, ylo / bw / 4)
+    lines = [Line([xlo, ridge], [bw * xlo, peak], f"memory roof {fmt.si(bw, 'B/s')}", "#555",
+                  "6,3"),
+             Line([ridge, xhi], [peak, peak], f"compute roof {fmt.si(peak, 'FLOP/s')}", "#111")]
+    return scatter_chart(
+        plot_id, title, points,
+        Axis("arithmetic intensity (FLOP/byte)", fmt.sig, log=True, lo=xlo, hi=xhi),
+        Axis(y_label, lambda v: fmt.si(v, "FLOP/s"), log=True, lo=ylo, hi=peak * 2),
+        lines=lines, legend_items=[(f"{b}-bound", BOUND_COLORS.get(b, "#9c9c9c"))
+                                   for b in bounds],
+        subtitle=f"{subtitle}; ridge at {fmt.sig(ridge)} FLOP/B")
+
+
 def _roofline(est: dict[str, Any], model: str) -> str | None:
     classes = [c for c in est.get("op_classes") or [] if isinstance(c, dict)]
     peak = _n(est.get("peak_flops_per_s"))
     bw = _n((est.get("roofline") or {}).get("mem_bw_bytes_per_s"))
     if not classes or not peak or not bw:
         return None
-    ridge = peak / bw
     drawn, skipped = [], []
     for c in classes:
         x, y = _n(c.get("arithmetic_intensity")), _n(c.get("achieved_flops_per_s"))
         (drawn if x and y and x > 0 and y > 0 else skipped).append(c)
-    xs = [float(c["arithmetic_intensity"]) for c in drawn] + [ridge]
-    ys = [float(c["achieved_flops_per_s"]) for c in drawn]
-    xlo, xhi = min(xs) / 4, max(xs) * 4
-    ylo = min(ys + [peak]) / 4
-    xlo = max(xlo, ylo / bw / 4)
     points = []
     for c in drawn:
         share = _n(c.get("share")) or 0.0
@@ -82,24 +101,14 @@ def _roofline(est: dict[str, Any], model: str) -> str | None:
                f"{fmt.si(c['achieved_flops_per_s'], 'FLOP/s')} achieved, "
                f"{fmt.seconds(c.get('seconds'))} ({fmt.percent(share)} of the step), {bound}-bound")
         points.append(Point(float(c["arithmetic_intensity"]), float(c["achieved_flops_per_s"]),
-                            str(c.get("class")), _BOUND_COLORS.get(bound, "#9c9c9c"),
+                            str(c.get("class")), BOUND_COLORS.get(bound, "#9c9c9c"),
                             4.0 + 10.0 * math.sqrt(max(share, 0.0)), tip, show=True))
     points.sort(key=lambda p: -p.r)  # the largest shares drawn, and labelled, first
-    lines = [Line([xlo, ridge], [bw * xlo, peak], f"memory roof {fmt.si(bw, 'B/s')}", "#555",
-                  "6,3"),
-             Line([ridge, xhi], [peak, peak], f"compute roof {fmt.si(peak, 'FLOP/s')}", "#111")]
-    bounds = list(dict.fromkeys(str(c.get("bound", "none")) for c in drawn))
-    sub = (f"op classes on {est.get('hardware', '?')}; point area ~ share of step time; "
-           f"ridge at {fmt.sig(ridge)} FLOP/B")
+    sub = f"op classes on {est.get('hardware', '?')}; point area ~ share of step time"
     if skipped:
         sub += f"; not drawn (no FLOPs): {', '.join(str(c.get('class')) for c in skipped)}"
-    return scatter_chart(
-        "roofline", f"Roofline: {model}", points,
-        Axis("arithmetic intensity (FLOP/byte)", fmt.sig, log=True, lo=xlo, hi=xhi),
-        Axis("achieved (FLOP/s)", lambda v: fmt.si(v, "FLOP/s"), log=True, lo=ylo,
-             hi=peak * 2),
-        lines=lines, legend_items=[(f"{b}-bound", _BOUND_COLORS.get(b, "#9c9c9c")) for b in bounds],
-        subtitle=sub)
+    bounds = list(dict.fromkeys(str(c.get("bound", "none")) for c in drawn))
+    return roofline_chart("roofline", f"Roofline: {model}", points, peak, bw, sub, bounds)
 
 
 def _analysis(doc: dict[str, Any]) -> list[tuple[str, str]]:
@@ -159,7 +168,7 @@ def _analysis(doc: dict[str, Any]) -> list[tuple[str, str]]:
                                  for c in classes]) for b in ("compute", "memory", "none")
                  if any(c.get("bound") == b for c in classes)],
                 _seconds_axis(), stacked=True,
-                colors=[_BOUND_COLORS[b] for b in ("compute", "memory", "none")
+                colors=[BOUND_COLORS[b] for b in ("compute", "memory", "none")
                         if any(c.get("bound") == b for c in classes)],
                 subtitle="colour: what bounds most of the class's time (roofline)")))
     else:
@@ -635,6 +644,11 @@ def _sweep(doc: dict[str, Any]) -> list[tuple[str, str]]:
 def plots(doc: dict[str, Any], timeline: Timeline | None = None) -> list[tuple[str, str]]:
     """``(id, figure)`` for every plot the document's parts allow."""
     kind = doc["kind"]
+    if kind == "inference" or doc.get("mode") == "inference":
+        from archcost.report import infer_plots
+
+        return (infer_plots.inference_plots if kind == "inference"
+                else infer_plots.infer_sweep_plots)(doc)
     if kind == "analysis":
         return _analysis(doc)
     if kind == "plan":

@@ -27,10 +27,10 @@ from archcost.report.validator import Problem, describe, first_problem
 __all__ = ["KINDS", "WRITTEN_BY", "versions", "load_schema", "schema_names", "check",
            "check_trace"]
 
-KINDS = ("analysis", "plan", "estimate", "validation", "sweep")
+KINDS = ("analysis", "plan", "estimate", "validation", "sweep", "inference")
 WRITTEN_BY = {"analysis": "archcost analyze -o", "plan": "archcost plan -o",
               "estimate": "archcost estimate -o", "validation": "archcost validate -o",
-              "sweep": "archcost sweep -o"}
+              "sweep": "archcost sweep -o", "inference": "archcost infer -o"}
 TRACE = "trace"
 _TRACE_FIX = "give the file written by archcost plan/estimate --timeline"
 
@@ -64,7 +64,7 @@ def load_schema(name: str, version: int | None = None) -> dict[str, Any]:
 
 
 def _kinds_text() -> str:
-    """``analyze, plan, estimate, validate or sweep``"""
+    """``analyze, plan, estimate, validate, sweep or infer``"""
     commands = [cmd.split()[1] for cmd in WRITTEN_BY.values()]
     return ", ".join(commands[:-1]) + " or " + commands[-1]
 

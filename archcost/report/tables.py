@@ -509,7 +509,7 @@ def _sweep(doc: dict[str, Any], rep: Report) -> None:
 
 
 _TITLES = {"analysis": "analysis", "plan": "plan search", "estimate": "plan estimate",
-           "validation": "validation", "sweep": "sweep"}
+           "validation": "validation", "sweep": "sweep", "inference": "inference"}
 
 
 def build_report(doc: dict[str, Any], timeline: Timeline | None = None) -> Report:
@@ -526,14 +526,26 @@ def build_report(doc: dict[str, Any], timeline: Timeline | None = None) -> Repor
         rep.facts += facts
     if kind in ("estimate", "validation") and doc.get("plan"):
         rep.facts.append(("plan", str(doc["plan"])))
-    if kind == "sweep":
+    from archcost.report import infer_tables
+
+    if infer_tables.is_infer_sweep(doc):
+        rep.title = f"archcost inference sweep: {model_title(doc)}"
+        rep.facts += infer_tables.infer_sweep_facts(doc)
+    elif kind == "sweep":
         rep.facts += _sweep_facts(doc)
+    if kind == "inference":  # its workload is the generation fact
+        rep.facts = [f for f in rep.facts if f[0] != "workload"]
+        rep.facts += infer_tables.inference_facts(doc)
     if kind == "validation":
         rep.facts.append(("run", f"{doc.get('nproc', '?')} x {doc.get('device', '?')} "
                                  f"({doc.get('machine', '?')}), {doc.get('warmup', '?')} warm-up "
                                  f"+ {doc.get('steps', '?')} timed steps"))
-    {"analysis": _analysis, "plan": _plan, "estimate": _estimate,
-     "validation": _validation, "sweep": _sweep}[kind](doc, rep)
+    tables = {"analysis": _analysis, "plan": _plan, "estimate": _estimate,
+              "validation": _validation, "sweep": _sweep,
+              "inference": infer_tables.inference_tables}[kind]
+    if infer_tables.is_infer_sweep(doc):
+        tables = infer_tables.infer_sweep_tables
+    tables(doc, rep)
     if timeline is not None and timeline.bars:
         rep.add(_timeline_table(timeline))
     return rep

@@ -3,7 +3,7 @@ use, reporting the first offending field: its JSON path, what was expected and w
 
 The subset (``KEYWORDS``): ``type``, ``properties``, ``required``, ``additionalProperties``,
 ``items``, ``minItems``, ``enum``, ``const``, ``minimum``, ``$ref`` to ``#/$defs/NAME``, and
-``if``/``then``; annotations (``title``, ``description``, ...) are read by nobody. The
+``if``/``then``/``else``; annotations (``title``, ``description``, ...) are read by nobody. The
 schemas in ``archcost/report/schemas/`` use nothing else (``unsupported_keywords`` finds
 anything else, and a test runs it), so any draft 2020-12 validator reads them as this one does.
 
@@ -26,7 +26,8 @@ __all__ = ["Problem", "KEYWORDS", "ANNOTATIONS", "first_problem", "unsupported_k
            "json_path", "describe"]
 
 KEYWORDS = frozenset({"type", "properties", "required", "additionalProperties", "items",
-                      "minItems", "enum", "const", "minimum", "$ref", "if", "then"})
+                      "minItems", "enum", "const", "minimum", "$ref", "if", "then",
+                      "else"})
 ANNOTATIONS = frozenset({"$schema", "$id", "$comment", "$defs", "title", "description",
                          "examples", "default"})
 _TYPE_WORDS = {"object": "an object", "array": "an array", "string": "a string",
@@ -175,9 +176,10 @@ def first_problem(value: Any, schema: dict[str, Any] | bool, root: dict[str, Any
                 found = first_problem(item, schema["items"], root, (*path, i))
                 if found:
                     return found
-    if "if" in schema and "then" in schema \
-            and first_problem(value, schema["if"], root, path) is None:
-        return first_problem(value, schema["then"], root, path)
+    if "if" in schema:
+        branch = "then" if first_problem(value, schema["if"], root, path) is None else "else"
+        if branch in schema:
+            return first_problem(value, schema[branch], root, path)
     return None
 
 
@@ -213,5 +215,5 @@ def unsupported_keywords(schema: Any, path: str = "#") -> Iterator[str]:
         elif key in ("properties", "$defs"):
             for name, s in sub.items():
                 yield from unsupported_keywords(s, f"{here}/{name}")
-        elif key in ("additionalProperties", "items", "if", "then"):
+        elif key in ("additionalProperties", "items", "if", "then", "else"):
             yield from unsupported_keywords(sub, here)

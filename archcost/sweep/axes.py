@@ -19,8 +19,8 @@ from typing import Any
 from archcost.errors import ConfigError
 from archcost.hardware.units import Quantity, UnitError, parse_quantity
 
-__all__ = ["Axis", "AXES", "parse_vary", "apply_hardware", "HARDWARE_KEYS", "WORKLOAD_KEYS",
-           "RESOURCES"]
+__all__ = ["Axis", "AXES", "parse_vary", "apply_hardware", "check_mode", "HARDWARE_KEYS",
+           "WORKLOAD_KEYS", "INFER_ONLY_KEYS", "INFER_KEYS", "RESOURCES"]
 
 # key -> (quantity kind or "count"/"name"/"dtype", description)
 AXES: dict[str, tuple[str, str]] = {
@@ -42,12 +42,22 @@ AXES: dict[str, tuple[str, str]] = {
     "seq_len": ("count", "tokens per sequence"),
     "gbs": ("count", "global batch in sequences"),
     "dtype": ("dtype", "precision policy"),
+    # inference (sweep --infer) only
+    "batch": ("count", "sequences generated together (inference)"),
+    "input_len": ("count", "prompt tokens per sequence (inference)"),
+    "output_len": ("count", "tokens generated per sequence (inference)"),
+    "hardware": ("name", "GPU or cluster profile one replica runs on (inference)"),
 }
 ALIASES = {"nvlink_bw": "link_bw", "memory": "mem_capacity", "hbm_bw": "mem_bw",
            "nvlink_domain": "scaleup_domain", "network_bw": "net_bw", "flops": "peak_flops",
            "global_batch": "gbs", "seq": "seq_len"}
 WORKLOAD_KEYS = ("gpus", "seq_len", "gbs", "dtype")
-HARDWARE_KEYS = tuple(k for k in AXES if k not in WORKLOAD_KEYS)
+INFER_ONLY_KEYS = ("batch", "input_len", "output_len", "hardware")
+HARDWARE_KEYS = tuple(k for k in AXES if k not in WORKLOAD_KEYS + INFER_ONLY_KEYS)
+# what an inference sweep varies: its own keys, the precision, a GPU swapped in, and the
+# hardware figures generation reads (power, price, host link and node shape it does not)
+INFER_KEYS = (*INFER_ONLY_KEYS, "dtype", "gpu", "peak_flops", "mem_bw", "mem_capacity",
+              "link_bw", "net_bw", "link_latency", "net_latency", "scaleup_domain")
 # continuous resources whose elasticity ``sensitivity`` reports
 RESOURCES = ("peak_flops", "mem_bw", "link_bw", "net_bw", "link_latency", "net_latency")
 
@@ -107,6 +117,18 @@ def parse_vary(items: list[str]) -> list[Axis]:
         labels = tuple(v.strip() for v in rest.split(",") if v.strip())
         axes.append(Axis(k, tuple(_value(k, v) for v in labels), labels))
     return axes
+
+
+def check_mode(axes: list[Axis], infer: bool) -> None:
+    """One line when an axis does not belong to the kind of sweep: inference keys without
+    ``--infer``, training-only keys (or figures generation does not read) with it."""
+    for a in axes:
+        if not infer and a.key in INFER_ONLY_KEYS:
+            raise ConfigError(f"--vary {a.key}: an inference axis; add --infer to sweep "
+                              "generation (a training sweep varies gbs and seq_len)")
+        if infer and a.key not in INFER_KEYS:
+            raise ConfigError(f"--vary {a.key}: not an inference axis; with --infer vary "
+                              f"{', '.join(INFER_KEYS)}")
 
 
 def _resolve(value, current: float) -> float:
