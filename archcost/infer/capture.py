@@ -10,12 +10,12 @@ Two steps make up generation:
 The model file's ``kv_cache(model, batch_size, max_len, dtype)`` hook builds the cache and its
 forward takes ``cache=`` and ``start_pos=`` (README "Inference"); ``ModelSpec.infer_step``
 readies the call (an ``hf:`` model's: transformers' ``DynamicCache`` and ``generate``'s call,
-:mod:`archcost.hf.cache`). The model is built under the
-meta device and runs under ``FakeTensorMode`` and ``torch.no_grad`` while the recorder of the
-training capture (:mod:`archcost.trace.capture`) records every aten op; repeated blocks are
-traced once and counted (their cache writes too). The cache is built outside the recording, as
-the example inputs are: its allocation is no part of a step; its bytes are measured from its
-tensors.
+:mod:`archcost.hf.cache`). The model is built under the meta device and runs under
+``FakeTensorMode`` and ``torch.no_grad`` while the recorder of the training capture
+(:mod:`archcost.trace.capture`) records every aten op; repeated blocks are traced once and
+counted (their cache writes too). The cache is built and the call readied outside the
+recording, as the example inputs are: its allocation is no part of a step; its bytes are
+measured from the tensors it holds at ``max_len``.
 """
 
 from __future__ import annotations
