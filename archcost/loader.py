@@ -19,7 +19,9 @@ defines:
   cache: the T new tokens sit at positions ``[start_pos, start_pos + T)``, each attention writes
   its K, V there (in the cache's dtype) and attends causally over ``[0, start_pos + T)``, and
   only the last position's logits ``(B, 1, vocab)`` are returned. Without ``cache`` the forward
-  is the training one (see ``models/llama.py``).
+  is the training one (see ``models/llama.py``). ``hf:`` causal LMs get both from
+  :mod:`archcost.hf.cache` instead: transformers' own ``DynamicCache`` and the call
+  ``generate`` makes (``ModelSpec.infer_step``).
 
 A builder that names ``seq_len`` (or ``batch_size``) receives the requested size unless the user
 set it. Nothing here allocates a model: the tracer calls :meth:`ModelSpec.build` under the meta
@@ -93,6 +95,7 @@ class ModelSpec:
     tp_plan_fn: Callable[..., Any] | None = None  # optional tp_plan(model, sequence_parallel)
     pipeline_stage_fn: Callable[..., Any] | None = None  # optional pipeline_stage(model, ...)
     kv_cache_fn: Callable[..., Any] | None = None  # optional kv_cache(model, batch_size, ...)
+    infer_step_fn: Callable[..., Any] | None = None  # hf: specs' infer_step (archcost.hf.cache)
     label: str | None = None  # the model's name when the file's stem is not (hf: configs)
 
     @property
@@ -155,6 +158,11 @@ class ModelSpec:
     def kv_cache(self, model, batch_size: int, max_len: int, dtype=None):
         """The model file's empty KV cache for ``batch_size`` sequences of up to ``max_len``
         tokens (a list of one (K, V) tuple per layer)."""
+        if self.kv_cache_fn is None and self.path.suffix == ".json":  # an hf: config
+            raise ModelFileError(
+                f"{self.name} is a {self.builder_name}, which keeps no KV cache; archcost "
+                "infer runs causal language models (hf: configs whose head is ...ForCausalLM)"
+            )
         if self.kv_cache_fn is None:
             raise ModelFileError(
                 f"{self.path.name} defines no kv_cache(); add `def kv_cache(model, batch_size, "
@@ -171,6 +179,24 @@ class ModelSpec:
                 f"{self.path.name}: kv_cache(model, {batch_size}, {max_len}) raised "
                 f"{type(exc).__name__}: {_first_line(exc)}; fix kv_cache or the sizes"
             ) from exc
+
+    def infer_step(self, model, inputs, cache, start_pos: int):
+        """The call of one cached inference step, readied before it runs: by default the
+        convention above, ``model(*inputs, cache=cache, start_pos=start_pos)``; an ``hf:`` spec
+        calls transformers' own signature (:mod:`archcost.hf.cache`)."""
+        if self.infer_step_fn is not None:
+            try:
+                return self.infer_step_fn(model, inputs, cache, start_pos)
+            except ArchcostError:
+                raise
+            except Exception as exc:
+                raise ModelFileError(
+                    f"{self.path.name}: readying the step at position {start_pos} raised "
+                    f"{type(exc).__name__}: {_first_line(exc)}; fix the cache or the sizes"
+                ) from exc
+        if isinstance(inputs, dict):
+            return lambda: model(**inputs, cache=cache, start_pos=start_pos)
+        return lambda: model(*inputs, cache=cache, start_pos=start_pos)
 
     def loss(self, output, inputs):
         if self.loss_fn is not None:

@@ -103,12 +103,19 @@ def infer(
     debug: DebugOpt = False,
 ) -> None:
     """Trace a prefill and a decode step of MODEL forward-only against its KV cache (the model
-    file's kv_cache hook) and price static batching: TTFT, TPOT by context, end-to-end latency,
-    output tokens/s, the bound of each phase, memory per GPU and the largest batch that fits."""
+    file's kv_cache hook; an hf: causal LM's transformers DynamicCache) and price static
+    batching: TTFT, TPOT by context, end-to-end latency, output tokens/s, the bound of each
+    phase, memory per GPU and the largest batch that fits."""
     import dataclasses
 
-    from archcost.infer.document import SCHEMA_VERSION, baseline_section, check_fits, \
-        continuous_section, hardware_header, inference_section
+    from archcost.infer.document import (
+        SCHEMA_VERSION,
+        baseline_section,
+        check_fits,
+        continuous_section,
+        hardware_header,
+        inference_section,
+    )
     from archcost.loader import load_model_file, parse_overrides
     from archcost.runtime import load_runtime
     from archcost.trace.precision import parse_precision

@@ -18,6 +18,10 @@ these. Fields of nested configs take a dotted key (``--set text_config.num_hidde
 Overrides are applied to the file's values before the config class is built, so the fields it
 derives (``head_dim`` from ``hidden_size``) follow them. Unknown fields are refused. A training
 step keeps no KV cache: ``use_cache`` is false unless set.
+
+A causal LM also runs ``archcost infer``: its spec carries the ``kv_cache`` and ``infer_step``
+hooks of :mod:`archcost.hf.cache` (transformers' ``DynamicCache``, called as ``generate`` calls
+the model, with ``logits_to_keep=1``); other heads have no KV cache and are refused.
 """
 
 from __future__ import annotations
@@ -213,7 +217,12 @@ def load_hf(text: str, overrides: dict[str, Any] | None = None) -> ModelSpec:
     def inputs(batch_size: int, seq_len: int, model):
         return example_inputs(task, model.config, batch_size, seq_len)
 
-    return ModelSpec(path, task.name, build, inputs, None, overrides, label=name)
+    hooks = {}
+    if task.kind == "causal-lm":  # archcost infer: transformers' own cache and call
+        from archcost.hf.cache import infer_step, kv_cache
+
+        hooks = {"kv_cache_fn": kv_cache, "infer_step_fn": infer_step}
+    return ModelSpec(path, task.name, build, inputs, None, overrides, label=name, **hooks)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -8,12 +8,14 @@ Two steps make up generation:
   context, one token out per sequence.
 
 The model file's ``kv_cache(model, batch_size, max_len, dtype)`` hook builds the cache and its
-forward takes ``cache=`` and ``start_pos=`` (README "Inference"). The model is built under the
-meta device and runs under ``FakeTensorMode`` and ``torch.no_grad`` while the recorder of the
-training capture (:mod:`archcost.trace.capture`) records every aten op; repeated blocks are
-traced once and counted (their cache writes too). The cache is built outside the recording, as
-the example inputs are: its allocation is no part of a step; its bytes are measured from its
-tensors.
+forward takes ``cache=`` and ``start_pos=`` (README "Inference"); ``ModelSpec.infer_step``
+readies the call (an ``hf:`` model's: transformers' ``DynamicCache`` and ``generate``'s call,
+:mod:`archcost.hf.cache`). The model is built under the meta device and runs under
+``FakeTensorMode`` and ``torch.no_grad`` while the recorder of the training capture
+(:mod:`archcost.trace.capture`) records every aten op; repeated blocks are traced once and
+counted (their cache writes too). The cache is built and the call readied outside the
+recording, as the example inputs are: its allocation is no part of a step; its bytes are
+measured from the tensors it holds at ``max_len``.
 """
 
 from __future__ import annotations
@@ -35,7 +37,6 @@ from archcost.trace.capture import (
     _install_module_hooks,
     _param_infos,
     _stalled,
-    _tensors_of,
 )
 from archcost.trace.fake import quiet_fake_tensor_log, to_fake
 from archcost.trace.fallbacks import OpRefused
@@ -87,10 +88,29 @@ class InferCapture:
     notes: list[str] = field(default_factory=list)
 
 
+def _held_tensors(obj, seen: set[int]) -> list[torch.Tensor]:
+    """The tensors ``obj`` holds through lists, tuples, dicts and attributes, at any depth (a
+    transformers ``Cache`` holds layers, each its keys and values)."""
+    if isinstance(obj, torch.Tensor):
+        return [obj]
+    if id(obj) in seen or isinstance(obj, torch.nn.Module):
+        return []
+    seen.add(id(obj))  # the objects walked stay alive in the cache: their ids are unique
+    if isinstance(obj, dict):
+        items = obj.values()
+    elif isinstance(obj, (list, tuple)):
+        items = obj
+    elif hasattr(obj, "__dict__"):
+        items = vars(obj).values()
+    else:
+        return []
+    return [t for x in items for t in _held_tensors(x, seen)]
+
+
 def _cache_bytes(cache) -> int:
     """Bytes of the distinct storages the cache object holds."""
     seen: dict[int, int] = {}
-    for t in _tensors_of(cache):
+    for t in _held_tensors(cache, set()):
         try:
             s = t.untyped_storage()
             seen.setdefault(s._cdata, s.nbytes())
@@ -165,17 +185,15 @@ def _capture(spec, step: InferStep, policy, kv_dtype, quantize, dedupe, st, say,
             inputs = tree_map(
                 lambda x: x.to(dtype) if isinstance(x, torch.Tensor) and x.is_floating_point()
                 else x, inputs)
-        kv_bytes = _cache_bytes(cache)
+            kv_bytes = _cache_bytes(cache)  # at max_len, before the step readies the cache
+            call = spec.infer_step(model, inputs, cache, step.context)
         handles += _install_module_hooks(model, st)
         handles += repeats.install(model)
         try:
             with Recorder(st), torch.no_grad():
                 say(f"tracing {step.kind}")
                 st.phase = Phase.FORWARD
-                if isinstance(inputs, dict):
-                    out = model(**inputs, cache=cache, start_pos=step.context)
-                else:
-                    out = model(*inputs, cache=cache, start_pos=step.context)
+                out = call()
                 st.flush_pending()
             repeats.freeze()
         except (ArchcostError, Stalled):

@@ -1,0 +1,122 @@
+"""The KV cache of a Hugging Face causal LM, for ``archcost infer``: transformers' own cache.
+
+Two hooks a causal-LM ``hf:`` spec carries (:func:`archcost.hf.load_hf`):
+
+- :func:`kv_cache` ``(model, batch_size, max_len, dtype)``: the ``DynamicCache`` that
+  ``generate`` builds by default (``DynamicCache(config=model.config)``), each layer
+  ``update``-d once with ``max_len`` tokens of zeros: the cache a generation of ``max_len``
+  tokens ends with, held as that class holds it. Layers of another kind are refused: a
+  sliding window (Mistral v0.1, Gemma 2) caps a layer's cache and its decode cost, which the
+  pricing takes as affine in the context (``archcost.infer.price``), and linear-attention or
+  shared layers keep other state;
+- :func:`infer_step` ``(model, inputs, cache, start_pos)``: readies one step outside the
+  recording and returns the call that runs it: the cache is cropped to the ``start_pos``
+  tokens already generated (``Cache.crop``: views of its tensors), and the call is
+  ``model(input_ids, cache=cache, use_cache=True, position_ids=[start_pos, start_pos + T),
+  logits_to_keep=1)``, so only the last position's logits are computed, as ``generate`` does.
+  The keyword names are read from the installed version's ``forward`` (``cache`` or
+  ``past_key_values``; ``logits_to_keep`` or ``num_logits_to_keep``; ``cache_position`` where
+  the forward takes it).
+
+Why ``DynamicCache`` and not ``StaticCache``: it is what a plain ``model.generate`` runs in eager
+mode. Its ``update`` concatenates (``torch.cat([keys, new], dim=-2)``, transformers
+``cache_utils.DynamicLayer.update``), so every step copies the whole cache into a new tensor:
+the trace records that copy and it is priced as traced (NB: a serving engine writes in place;
+``StaticCache``, built for ``torch.compile``, writes with ``index_copy_``). NB: during a layer's
+``cat`` its old and new K/V exist together; that one layer's transient copy is not in the KV
+bytes, which are the ``max_len`` tokens the cache holds.
+
+Per-layer shapes come from the config, as transformers' attention stores them:
+``(B, num_key_value_heads, L, head_dim)`` for K and for V (``head_dim`` defaults to
+``hidden_size // num_attention_heads``); DeepSeek-V3's multi-head latent attention
+(a config with ``kv_lora_rank``) caches its compressed latent, not per-head K/V: the
+normalised ``kv_lora_rank`` latent as "keys" ``(B, 1, L, kv_lora_rank)`` and the roped shared
+key as "values" ``(B, 1, L, qk_rope_head_dim)`` (transformers 5.x
+``DeepseekV3Attention.forward``: "Cache read / write is performed while latent KV is still
+compressed"), then expands both through ``kv_b_proj`` on every step.
+
+The cache is kept in the compute dtype: ``DynamicCache`` stores what attention computes, so a
+different KV dtype is refused.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from archcost.errors import ModelFileError
+
+__all__ = ["kv_cache", "infer_step", "layer_shapes"]
+
+
+
+def layer_shapes(config, batch_size: int, length: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(K shape, V shape) of one layer holding ``length`` tokens, as transformers caches them."""
+    text = config.get_text_config(decoder=True)
+    if getattr(text, "kv_lora_rank", None):  # MLA: the latent and the roped key (see above)
+        return ((batch_size, 1, length, int(text.kv_lora_rank)),
+                (batch_size, 1, length, int(text.qk_rope_head_dim)))
+    heads = int(text.num_attention_heads)
+    kv_heads = int(getattr(text, "num_key_value_heads", None) or heads)
+    head_dim = int(getattr(text, "head_dim", None) or text.hidden_size // heads)
+    shape = (batch_size, kv_heads, length, head_dim)
+    return shape, shape
+
+
+def kv_cache(model, batch_size: int, max_len: int, dtype=None):
+    """transformers' ``DynamicCache`` for ``model`` holding ``max_len`` tokens of zeros per
+    layer, in the parameters' dtype and device."""
+    import torch
+    from transformers import DynamicCache
+
+    param = next(model.parameters())
+    if dtype is not None and dtype != param.dtype:
+        raise ModelFileError(f"hf: models keep their KV cache in the compute dtype "
+                             f"({str(param.dtype).removeprefix('torch.')}: transformers' "
+                             "DynamicCache stores what attention computes); drop --kv-dtype")
+    cache = DynamicCache(config=model.config)
+    k_shape, v_shape = layer_shapes(model.config, batch_size, max_len)
+    for i, layer in enumerate(cache.layers):
+        if getattr(layer, "is_sliding", False):
+            raise ModelFileError(f"hf:{model.config.model_type}: layer {i} attends within a "
+                                 "sliding window, which caps the decode cost archcost infer "
+                                 "prices as affine in the context; pass a config without "
+                                 "sliding_window")
+        if type(layer).__name__ != "DynamicLayer":
+            raise ModelFileError(f"hf:{model.config.model_type}: layer {i} keeps a "
+                                 f"{type(layer).__name__} cache, which archcost infer does not "
+                                 "build; pass a model whose layers all attend in full")
+        layer.update(torch.zeros(k_shape, dtype=param.dtype, device=param.device),
+                     torch.zeros(v_shape, dtype=param.dtype, device=param.device))
+    return cache
+
+
+def _keyword(params, *names: str) -> str | None:
+    return next((n for n in names if n in params), None)
+
+
+def infer_step(model, inputs, cache, start_pos: int) -> Callable[[], Any]:
+    """The call of one cached step of ``inputs["input_ids"]`` at ``start_pos`` (the cache cut
+    back to ``start_pos`` tokens here, before the step)."""
+    import torch
+
+    ids = inputs["input_ids"] if isinstance(inputs, dict) else inputs[0]
+    held = cache.get_seq_length()
+    if held < start_pos:
+        raise ModelFileError(f"hf: the cache holds {held} tokens, fewer than the "
+                             f"{start_pos} the step starts after; build it with max_len >= "
+                             f"{start_pos + ids.shape[1]}")
+    if held > start_pos:
+        cache.crop(start_pos - held)  # views of the held zeros: no copy
+    params = inspect.signature(model.forward).parameters
+    positions = torch.arange(start_pos, start_pos + ids.shape[1], device=ids.device)
+    kwargs: dict[str, Any] = {"input_ids": ids, "use_cache": True,
+                              "position_ids": positions.unsqueeze(0).expand(ids.shape[0], -1)}
+    kwargs[_keyword(params, "cache", "past_key_values") or "past_key_values"] = cache
+    keep = _keyword(params, "logits_to_keep", "num_logits_to_keep")
+    if keep:
+        kwargs[keep] = 1
+    if "cache_position" in params:
+        kwargs["cache_position"] = positions
+    return lambda: model(**kwargs)

@@ -1,0 +1,181 @@
+"""``archcost infer hf:...``: Hugging Face causal LMs through transformers' own ``DynamicCache``.
+
+Ground truth from outside the code under test: the logits of a full recompute (the model's own
+forward without a cache) at every step of a real CPU greedy generation; the cache shapes
+transformers' own ``DynamicCache`` ends with after a real forward; ``FlopCounterMode`` on a
+real CPU decode step; closed forms with the sizes written out from the published configs.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+from typer.testing import CliRunner
+
+from archcost.cli import app
+from archcost.hf.cache import layer_shapes
+from archcost.infer.capture import InferStep, capture_inference
+from archcost.loader import load_model_file
+from archcost.trace.precision import parse_precision
+from tests.conftest import DATA
+
+# llama-3.1-8b's widths shrunk: 2 layers, hidden 64, 4 heads on 2 KV heads, ffn 176, vocab 512
+TINY = dict(num_hidden_layers=2, hidden_size=64, intermediate_size=176, num_attention_heads=4,
+            num_key_value_heads=2, vocab_size=512)
+runner = CliRunner()
+
+
+def _class_flops(g, *classes) -> int:
+    return sum(d["flops"] * d["count"] for _, d in g.nodes(data=True)
+               if d["op_class"] in classes)
+
+
+@pytest.mark.parametrize("width", ["tiny", "published"])
+def test_decode_flops_closed_form_and_flop_counter(width):
+    """Decode FLOPs = 2 x the parameters a token multiplies (q, k, v, o, gate, up, down, the
+    head; not the embedding's lookup) + attention over the context (QK^T and PV: 4 * heads *
+    head_dim * keys per layer). At llama-3.1-8b's published widths (hidden 4096, 32 heads of
+    128 on 8 KV heads, ffn 14336, vocab 128256) on 2 layers, and tiny, where a real CPU decode
+    step under FlopCounterMode gives the matmuls' count (it counts no FLOPs for the CPU's fused
+    attention op)."""
+    cfg = TINY if width == "tiny" else {"num_hidden_layers": 2}
+    h, f, V, heads, kvh = ((64, 176, 512, 4, 2) if width == "tiny"
+                           else (4096, 14336, 128256, 32, 8))
+    layers, hd, ctx = 2, h // heads, 21
+    spec = load_model_file("hf:llama-3.1-8b", cfg)
+    cap = capture_inference(spec, InferStep.decode(1, ctx), parse_precision("fp32"))
+    linear = layers * (2 * h * h + 2 * h * kvh * hd + 3 * h * f) + V * h
+    attention = layers * 4 * heads * hd * (ctx + 1)
+    assert _class_flops(cap.graph, "matmul", "attention") == 2 * linear + attention
+    assert _class_flops(cap.graph, "attention") == attention
+    if width != "tiny":
+        return
+    model = spec.build(1, ctx + 1).eval()
+    cache = spec.kv_cache(model, 1, ctx + 1)
+    with torch.no_grad():
+        spec.infer_step(model, {"input_ids": torch.randint(0, V, (1, ctx))}, cache, 0)()
+        step = spec.infer_step(model, {"input_ids": torch.randint(0, V, (1, 1))}, cache, ctx)
+        with FlopCounterMode(display=False) as fc:
+            step()
+    assert fc.get_total_flops() == _class_flops(cap.graph, "matmul") == 2 * linear
+
+
+def test_prefill_runs_the_head_on_the_last_position_only():
+    """logits_to_keep=1: a prefill of I tokens multiplies I tokens through the layers' linears
+    and one through the head (vocab x hidden), as generate does."""
+    h, f, V, kvh, hd, layers, n = 64, 176, 512, 2, 16, 2, 12
+    spec = load_model_file("hf:llama-3.1-8b", TINY)
+    cap = capture_inference(spec, InferStep.prefill(1, n), parse_precision("fp32"))
+    per_token = layers * (2 * h * h + 2 * h * kvh * hd + 3 * h * f)
+    assert _class_flops(cap.graph, "matmul") == 2 * (n * per_token + V * h)
+
+
+def test_the_cache_concatenates_as_transformers_eager_does():
+    """DynamicCache.update copies the held K and V with the new token into new tensors
+    (torch.cat): a decode at context L writes L + 1 tokens of K and of V per layer."""
+    ctx, kvh, hd, layers = 21, 2, 16, 2
+    spec = load_model_file("hf:llama-3.1-8b", TINY)
+    cap = capture_inference(spec, InferStep.decode(1, ctx), parse_precision("fp32"))
+    written = sum(d["bytes_written"] * d["count"] for _, d in cap.graph.nodes(data=True)
+                  if d["op"] == "aten.cat" and d["bytes_written"] == kvh * (ctx + 1) * hd * 4)
+    assert written == 2 * layers * kvh * (ctx + 1) * hd * 4
+
+
+# published config.json values: (layers, kv heads, head_dim)
+PUBLISHED_KV = {"llama-3.1-8b": (32, 8, 128), "mistral-7b": (32, 8, 128),
+                "qwen3-8b": (36, 8, 128)}
+
+
+@pytest.mark.parametrize("name", list(PUBLISHED_KV))
+@pytest.mark.parametrize("depth", ["2 layers", "published"])
+def test_kv_cache_bytes_closed_form(name, depth):
+    """2 * layers * kv_heads * head_dim * max_len * batch * bytes (bf16)."""
+    layers, kvh, hd = PUBLISHED_KV[name]
+    layers = 2 if depth == "2 layers" else layers
+    batch, ctx = 3, 40
+    spec = load_model_file(f"hf:{name}", {"num_hidden_layers": layers})
+    cap = capture_inference(spec, InferStep.decode(batch, ctx), parse_precision("bf16"))
+    assert cap.kv_cache_bytes == 2 * layers * kvh * hd * (ctx + 1) * batch * 2
+
+
+def test_deepseek_v3_caches_its_latent():
+    """transformers' DeepSeek-V3 caches the compressed latent (d_c = 512) and the shared roped
+    key (d_h^R = 64) per token and layer (DeepSeek-V3 report, table of hyper-parameters;
+    DeepSeek-V2 section 2.1: KV cache (d_c + d_h^R) * layers elements per token), not per-head
+    K and V (128 heads x (192 + 128))."""
+    spec = load_model_file("hf:deepseek-v3", {"num_hidden_layers": 2})
+    with torch.device("meta"):
+        model = spec.build(2, 48).to(torch.bfloat16)
+    cache = spec.kv_cache(model, 2, 48)
+    held = sum(t.numel() * t.element_size() for layer in cache.layers
+               for t in (layer.keys, layer.values))
+    assert held == 2 * (512 + 64) * 48 * 2 * 2
+
+
+@pytest.mark.parametrize("config", ["llama", "qwen3", "deepseek_v3"])
+def test_hook_shapes_are_those_transformers_caches(config):
+    """The per-layer K and V shapes the hook builds equal what transformers' own DynamicCache
+    holds after a real forward of the same tokens."""
+    from transformers import DynamicCache
+
+    spec = load_model_file(f"hf:{DATA / 'hf' / f'{config}.json'}")
+    torch.manual_seed(0)
+    model = spec.build(2, 10).eval()
+    own = DynamicCache(config=model.config)
+    name = "cache" if "cache" in inspect.signature(model.forward).parameters else \
+        "past_key_values"
+    with torch.no_grad():
+        model(input_ids=torch.randint(0, 256, (2, 10)), use_cache=True, **{name: own})
+    k, v = layer_shapes(model.config, 2, 10)
+    for layer in own.layers:
+        assert (tuple(layer.keys.shape), tuple(layer.values.shape)) == (k, v)
+
+
+@pytest.mark.parametrize("config", ["llama", "qwen3", "deepseek_v3"])
+def test_greedy_generation_with_cache_matches_recomputing(config):
+    """Prefill then one token at a time through the hooks (transformers' cache, the call
+    ``generate`` makes): each step's last logits equal a full recompute without a cache."""
+    spec = load_model_file(f"hf:{DATA / 'hf' / f'{config}.json'}")
+    batch, prompt, new = 2, 9, 6
+    torch.manual_seed(0)
+    model = spec.build(batch, prompt + new).eval()
+    ids = torch.randint(0, 256, (batch, prompt), generator=torch.Generator().manual_seed(1))
+    cache = spec.kv_cache(model, batch, prompt + new)
+    with torch.no_grad():
+        pos = 0
+        for _ in range(new):
+            step = ids[:, pos:]
+            got = spec.infer_step(model, {"input_ids": step}, cache, pos)().logits
+            want = model(input_ids=ids).logits[:, -1:]
+            assert got.shape == (batch, 1, 256)
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+            pos = ids.shape[1]
+            ids = torch.cat([ids, got.argmax(-1)], dim=1)
+    assert cache.get_seq_length() == prompt + new - 1
+
+
+def test_infer_command_runs_with_the_closed_form_kv_bytes():
+    res = runner.invoke(app, ["infer", "hf:llama-3.1-8b", "--set", "num_hidden_layers=2",
+                              "--batch", "2", "--input-len", "16", "--output-len", "8",
+                              "--json"])
+    assert res.exit_code == 0, res.output
+    inf = json.loads(res.stdout)["inference"]
+    assert inf["memory_bytes"]["kv_cache"] == 2 * 2 * 8 * 128 * (16 + 8) * 2 * 2
+    assert inf["tpot_s"] > 0 and inf["ttft_s"] > 0
+
+
+@pytest.mark.parametrize("config,args,needle", [
+    ("bert", (), "keeps no KV cache"),
+    ("mistral", (), "sliding window"),  # sliding_window = 32
+    ("llama", ("--kv-dtype", "fp8"), "drop --kv-dtype"),
+])
+def test_infer_refusals_one_line(config, args, needle):
+    res = runner.invoke(app, ["infer", f"hf:{DATA / 'hf' / f'{config}.json'}", "--input-len",
+                              "16", "--output-len", "8", *args])
+    assert res.exit_code == 2, res.output
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and needle in lines[0], res.stderr
