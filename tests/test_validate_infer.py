@@ -10,13 +10,15 @@ validation schema accepts; bad input is one line.
 from __future__ import annotations
 
 import json
+import re
+import shlex
 
 import pytest
 import torch
 
 from archcost.cli import app
 from archcost.report import schema
-from tests.conftest import DATA, MODELS
+from tests.conftest import DATA, MODELS, ROOT
 
 TINY = ["--set", "preset=tiny"]
 LLAMA = str(MODELS / "llama.py")
@@ -45,11 +47,22 @@ def test_the_timed_generation_generates_what_recomputing_gives():
     assert got["tokens"] == seq[:, n_in:].tolist()
 
 
-def test_validate_infer_runs_end_to_end_and_its_document_is_valid(runner, tmp_path):
+def _readme_command() -> list[str]:
+    """The command of the README's "Checking inference predictions" block."""
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("### Checking inference predictions"):]
+    block = re.search(r"```bash\n(.*?)```", section, re.S).group(1)
+    (line,) = [ln for ln in re.sub(r"\\\n\s*", " ", block).splitlines() if ln.strip()]
+    return shlex.split(line, comments=True)
+
+
+def test_the_readme_command_runs_as_written_and_its_document_is_valid(runner, monkeypatch,
+                                                                       tmp_path):
+    command = _readme_command()
+    assert command[:2] == ["archcost", "validate"] and "--infer" in command
+    monkeypatch.chdir(ROOT)  # the command names models/ relative to the checkout
     out = tmp_path / "v.json"
-    r = runner.invoke(app, ["validate", LLAMA, *TINY, "--infer", "--batch", "2",
-                            "--input-len", "8", "--output-len", "4", "--steps", "2",
-                            "--warmup", "1", "-o", str(out)])
+    r = runner.invoke(app, [*command[1:], "-o", str(out)])
     assert r.exit_code == 0, r.output
     text = " ".join(r.output.split())
     assert "ttft" in text and "tpot" in text
@@ -61,7 +74,9 @@ def test_validate_infer_runs_end_to_end_and_its_document_is_valid(runner, tmp_pa
     measured = doc["inference"]["measured"]
     assert rows["ttft"]["measured"] == measured["ttft_s"] > 0
     steps = [p["seconds"] for p in measured["tpot_by_context"]]
-    assert len(steps) == 3 and rows["tpot"]["measured"] == pytest.approx(sum(steps) / 3)
+    n_out = int(command[command.index("--output-len") + 1])
+    assert len(steps) == n_out - 1
+    assert rows["tpot"]["measured"] == pytest.approx(sum(steps) / (n_out - 1))
     assert rows["e2e"]["measured"] == pytest.approx(measured["ttft_s"] + sum(steps))
     predicted = doc["inference"]["predicted"]
     assert rows["tpot"]["predicted"] == predicted["tpot_s"]
