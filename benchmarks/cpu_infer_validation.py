@@ -28,6 +28,8 @@ from pathlib import Path
 from _section import publish
 from cpu_validation import _archcost, _probe
 
+from archcost.hardware.profile import load_gpu
+
 ROOT = Path(__file__).resolve().parent.parent
 
 # a decode step of milliseconds, not microseconds: kernels and per-op dispatch both count
@@ -43,9 +45,9 @@ POINTS = [(1, 128, 32), (8, 128, 32)]  # (batch, input_len, output_len)
 QUANTITIES = ("ttft", "tpot")
 
 
-def _round(args) -> tuple[dict, float]:
+def _round(args) -> tuple[dict, float, str]:
     """One round: calibrate, then validate every model at every point with that profile.
-    ({(model, point): components by name}, calibration seconds)."""
+    ({(model, point): components by name}, calibration seconds, the figures calibrated)."""
     with tempfile.TemporaryDirectory() as tmp:
         profile = Path(tmp) / "this-machine.yaml"
         t0 = time.perf_counter()
@@ -53,7 +55,12 @@ def _round(args) -> tuple[dict, float]:
                         str(profile)], cwd=ROOT, check=True, capture_output=True)
         calib_s = time.perf_counter() - t0
         ref = _probe()
-        print(f"calibrated in {calib_s:.0f} s; probe {ref / 1e9:.1f} GFLOP/s", flush=True)
+        gpu = load_gpu(str(profile))
+        figures = (f"peak fp32 {gpu.peak_flops_per_s['fp32'] / 1e9:.1f} GFLOP/s, memory "
+                   f"{gpu.mem_bw_bytes_per_s / 1e9:.1f} GB/s, per-op overhead forward "
+                   f"{1e6 * gpu.overhead_s('forward'):.1f} us, inference "
+                   f"{1e6 * gpu.overhead_s('inference'):.1f} us; probe {ref / 1e9:.1f} GFLOP/s")
+        print(f"calibrated in {calib_s:.0f} s: {figures}", flush=True)
         out = {}
         for name, argv in MODELS:
             for b, i, o in POINTS:
@@ -66,7 +73,7 @@ def _round(args) -> tuple[dict, float]:
                 out[name, (b, i, o)] = comps
                 print(name, (b, i, o), {k: round(100 * comps[k]["error"], 1)
                                         for k in (*QUANTITIES, "probe_drift")}, flush=True)
-    return out, calib_s
+    return out, calib_s, figures
 
 
 def _pct(x: float) -> str:
@@ -91,7 +98,7 @@ def main() -> None:
         "",
         f"Command: `python benchmarks/cpu_infer_validation.py --rounds {args.rounds} --steps "
         f"{args.steps} --threads {args.threads}`: {args.rounds} rounds, each `archcost calibrate "
-        f"--device cpu` ({', '.join(f'{s:.0f} s' for _, s in rounds)}) then `archcost validate "
+        f"--device cpu` ({', '.join(f'{s:.0f} s' for _, s, _ in rounds)}) then `archcost validate "
         f"MODEL --infer` at every point (medians of {args.steps} timed greedy generations after "
         "1 untimed; TPOT the mean of the decode steps' medians), fp32, "
         f"OMP_NUM_THREADS={args.threads} throughout. Errors are predicted / measured - 1.",
@@ -103,7 +110,7 @@ def main() -> None:
     errors: dict[str, list[float]] = {q: [] for q in QUANTITIES}
     for key in keys:
         name, (b, i, o) = key
-        per = {q: [r[key][q]["error"] for r, _ in rounds] for q in (*QUANTITIES, "probe_drift")}
+        per = {q: [r[key][q]["error"] for r, _, _ in rounds] for q in (*QUANTITIES, "probe_drift")}
         for q in QUANTITIES:
             errors[q] += per[q]
         first = rounds[0][0][key]
@@ -117,6 +124,9 @@ def main() -> None:
         f"{100 * max(map(abs, e)):.1f}%, within 20%: {sum(abs(x) <= 0.2 for x in e)} of {len(e)}"
         for q, e in errors.items())
     lines += ["", summary + " (target: within 20%).", "",
+              "Calibrated per round: " + "; ".join(f"round {n + 1}: {f}"
+                                                   for n, (_, _, f) in enumerate(rounds)) + ".",
+              "",
               "Probe drift: a 512^3 fp32 matmul timed for 0.5 s in a fresh process right after "
               "the calibration and right before each run; its rate at the run over the rate "
               "after calibration - 1 (a faster machine at the run than at calibration makes "
