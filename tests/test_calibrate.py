@@ -267,7 +267,9 @@ def test_per_op_overheads_come_from_each_phase_of_a_real_step(calibrated):
     _, gpu_path, _, _ = calibrated
     gpu = load_gpu(str(gpu_path))
     rec = gpu.calibration["op_overhead"]
-    assert set(gpu.op_overhead_s) == set(rec) == {"forward", "backward", "optimizer"}
+    assert set(gpu.op_overhead_s) == set(rec) == {"forward", "backward", "optimizer",
+                                                  "inference"}
+    assert rec["inference"]["ops"] == rec["forward"]["ops"]  # the same forward, no autograd
     for phase, r in rec.items():
         assert r["ops"] > 20 and r["median_s"] > 0
         # the residual per op: at least a bare launch, at most the whole phase over its ops

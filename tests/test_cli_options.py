@@ -17,7 +17,8 @@ from archcost.cli import options as shared
 
 # A shared name whose declaration may differ, and why.
 DIFFERENT = {("calibrate", "--output"): "names the profile calibrate creates: required, .yaml",
-             ("report", "--timeline"): "reads the trace plan/estimate --timeline wrote"}
+             ("report", "--timeline"): "reads the trace plan/estimate --timeline wrote",
+             ("validate", "--plan"): "optional: validate --infer runs a generation, no plan"}
 
 
 def _commands(group, prefix=""):

@@ -9,14 +9,20 @@ import typer
 
 from archcost.cli.common import check_outputs, emit, out_console, reports_errors, spinner
 from archcost.cli.options import (
+    BATCH,
+    INPUT_LEN,
     MASK_DENSITY,
+    OUTPUT_LEN,
     ROUTING,
     TRACE_TIMEOUT_S,
     USABLE_MEMORY,
+    BatchOpt,
     DebugOpt,
+    InputLenOpt,
     JsonOpt,
     MaskDensityOpt,
     ModelArg,
+    OutputLenOpt,
     OutputOpt,
     RoutingOpt,
     SetOpt,
@@ -48,12 +54,9 @@ def infer(
         "Default: h100-sxm.")] = None,
     tp: Annotated[int, typer.Option("--tp", min=1, help="Tensor-parallel GPUs per replica.")] = 1,
     pp: Annotated[int, typer.Option("--pp", min=1, help="Pipeline stages per replica.")] = 1,
-    batch: Annotated[int, typer.Option("--batch", "-b", min=1,
-                                       help="Sequences generated together.")] = 1,
-    input_len: Annotated[int, typer.Option("--input-len", "-i", min=1,
-                                           help="Prompt tokens per sequence.")] = 128,
-    output_len: Annotated[int, typer.Option("--output-len", "-n", min=1,
-                                            help="Tokens generated per sequence.")] = 128,
+    batch: BatchOpt = BATCH,
+    input_len: InputLenOpt = INPUT_LEN,
+    output_len: OutputLenOpt = OUTPUT_LEN,
     dtype: Annotated[str, typer.Option(
         "--dtype", help="Weights and activations: bf16, fp16, fp32, or fp8 (the layers' "
         "linears in fp8 with per-tensor scales, the rest in bf16).")] = "bf16",

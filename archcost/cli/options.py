@@ -128,6 +128,14 @@ PlanOpt = Annotated[str, typer.Option(
     help='The plan, e.g. "dp=8,tp=8,pp=4,zero=1,gbs=512"; or a JSON file from archcost plan -o '
     "or estimate -o.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
+# generation (archcost infer, archcost validate --infer)
+BATCH, INPUT_LEN, OUTPUT_LEN = 1, 128, 128
+BatchOpt = Annotated[int, typer.Option("--batch", "-b", min=1,
+                                       help="Sequences generated together.")]
+InputLenOpt = Annotated[int, typer.Option("--input-len", "-i", min=1,
+                                          help="Prompt tokens per sequence.")]
+OutputLenOpt = Annotated[int, typer.Option("--output-len", "-n", min=1,
+                                           help="Tokens generated per sequence.")]
 MarkdownOpt = Annotated[bool, typer.Option(
     "--markdown", help="Print Markdown instead of tables (e.g. >> $GITHUB_STEP_SUMMARY).")]
 OutputOpt = Annotated[str | None, typer.Option(

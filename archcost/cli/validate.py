@@ -9,20 +9,26 @@ import typer
 from archcost.cli.common import check_outputs, emit, err_console, out_console, reports_errors
 from archcost.cli.common import spinner as _spinner
 from archcost.cli.options import (
+    BATCH,
     DEVICE,
     DTYPE,
+    INPUT_LEN,
     NPROC,
     OPTIMIZER,
+    OUTPUT_LEN,
     SEQ_LEN,
     TIMEOUT_S,
+    BatchOpt,
     DebugOpt,
     DeviceOpt,
     DtypeOpt,
     HardwareOpt,
+    InputLenOpt,
     JsonOpt,
     ModelArg,
     NprocOpt,
     OptimizerOpt,
+    OutputLenOpt,
     OutputOpt,
     PlanOpt,
     SeqLenOpt,
@@ -36,8 +42,8 @@ _VALIDATE_DTYPES = ("fp32", "bf16", "fp16")
 
 
 def register(app: typer.Typer) -> None:
-    app.command("validate",
-                short_help="Time real training steps against the prediction.")(validate)
+    app.command("validate", short_help="Time real training steps (or, with --infer, a real "
+                "generation) against the prediction.")(validate)
 
 
 def _check_device(device: str, nproc: int) -> None:
@@ -103,7 +109,14 @@ def _check_plan(plan) -> None:
 @reports_errors
 def validate(
     model: ModelArg,
-    plan_text: PlanOpt,
+    plan_text: PlanOpt = None,
+    infer: Annotated[bool, typer.Option(
+        "--infer", help="Time a real generation with the model's KV cache (prefill, then "
+        "decode steps) against the predicted TTFT and TPOT, instead of training steps.")
+    ] = False,
+    batch: BatchOpt = BATCH,
+    input_len: InputLenOpt = INPUT_LEN,
+    output_len: OutputLenOpt = OUTPUT_LEN,
     device: DeviceOpt = DEVICE,
     nproc: NprocOpt = NPROC,
     steps: Annotated[int, typer.Option(min=1, max=10**6, help="Timed steps.")] = 5,
@@ -119,7 +132,25 @@ def validate(
     debug: DebugOpt = False,
 ) -> None:
     """Run real timed training steps of MODEL with the plan's data, tensor or pipeline
-    parallelism and compare them with the prediction, per component."""
+    parallelism and compare them with the prediction, per component. With --infer: generate
+    for real with the model's KV cache (--steps timed generations after --warmup untimed ones)
+    and compare TTFT and TPOT with archcost infer's prediction."""
+    if infer:
+        from archcost.cli.validate_infer import validate_infer
+
+        if plan_text is not None:
+            raise ConfigError("--infer times a generation on one device, not a training plan: "
+                              "drop --plan (or drop --infer to validate training steps)")
+        if nproc != 1:
+            raise ConfigError(f"--nproc {nproc}: --infer generates in one process; use "
+                              "--nproc 1")
+        validate_infer(model, batch=batch, input_len=input_len, output_len=output_len,
+                       device=device, steps=steps, warmup=warmup, hardware=hardware,
+                       set_=set_, dtype=dtype, as_json=as_json, output=output)
+        return
+    if plan_text is None:
+        raise ConfigError("--plan is missing: give the plan of the training steps to run, e.g. "
+                          "--plan mbs=8,gbs=8 (or --infer to time a generation)")
     from archcost.cli.plan import read_plan
     from archcost.hardware.machine import machine_id
     from archcost.loader import load_model_file, parse_overrides

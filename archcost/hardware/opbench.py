@@ -320,7 +320,9 @@ def _chain(torch, width: int, depth: int):
 
 
 def measure_overheads(m: Measurements, device: str, grid: Grid, progress: Progress) -> None:
-    """Per-op overhead of forward, backward and an AdamW step -> ``m.overheads``."""
+    """Per-op overhead of forward, backward and an AdamW step, and of the forward under
+    ``torch.inference_mode`` (``inference``: no autograd bookkeeping, as generation runs)
+    -> ``m.overheads``."""
     import torch
 
     from archcost.trace.probe import probe
@@ -365,8 +367,18 @@ def measure_overheads(m: Measurements, device: str, grid: Grid, progress: Progre
         fwd_t.append(f / iters)
         bwd_t.append(b / iters)
         opt_t.append(o / iters)
+    inf_t = []  # the forward as generation runs it: no autograd records (torch.inference_mode)
+    with torch.inference_mode():
+        for _ in range(3):
+            forward()
+        for _ in range(reps):
+            iters = 20
+            t0 = time.perf_counter()
+            for _ in range(iters):
+                forward()
+            inf_t.append((time.perf_counter() - t0) / iters)
     for phase, ops, times in (("forward", fwd_ops, fwd_t), ("backward", bwd_ops, bwd_t),
-                              ("optimizer", opt_ops, opt_t)):
+                              ("optimizer", opt_ops, opt_t), ("inference", fwd_ops, inf_t)):
         charged = [p for p in ops if p.charged]
         sp = spread(times)
         m.overheads[phase] = {"ops": len(charged), "median_s": sp.median, "p10_s": sp.p10,

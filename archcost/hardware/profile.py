@@ -231,10 +231,21 @@ class GpuProfile:
     def overhead_s(self, phase: str) -> float:
         """Per-op overhead of an op in ``phase`` (recomputation runs forward ops)."""
         key = "forward" if phase == "recompute" else phase
+        if key == "inference" and key not in self.op_overhead_s:
+            key = "forward"  # a profile calibrated before the inference phase was measured
         return float(self.op_overhead_s.get(key, self.kernel_launch_s))
 
+    def for_inference(self) -> GpuProfile:
+        """This profile with its forward ops charged the inference-mode per-op overhead (a
+        generation's forward keeps no autograd records), where the profile measured one."""
+        if "inference" not in self.op_overhead_s:
+            return self
+        return replace(self, op_overhead_s={**self.op_overhead_s,
+                                             "forward": self.overhead_s("inference")})
 
-OVERHEAD_PHASES = ("forward", "backward", "optimizer")
+
+# inference: a forward under torch.inference_mode (archcost.hardware.opbench)
+OVERHEAD_PHASES = ("forward", "backward", "optimizer", "inference")
 
 
 # collectives a link level may give figures of its own (``collectives:`` in a cluster file)

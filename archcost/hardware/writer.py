@@ -265,7 +265,8 @@ def gpu_yaml(m: Measurements, d: Derived, *, name: str, command: str, tdp_w: flo
         for op, pts in d.op_curves.items():
             lines.append(f"  {op}: [{', '.join(f'[{x}, {y:.4g}]' for x, y in pts)}]")
     if d.overheads_s:
-        lines.append("op_overhead:            # per op charged in each phase of a training step; "
+        lines.append("op_overhead:            # per op charged in each phase of a training step "
+                     "(inference: a forward under torch.inference_mode); "
                      "measured on a small workload")
         for phase, sec in d.overheads_s.items():
             lines.append(f"  {phase}: {fmt(sec, Quantity.TIME, 4)}")

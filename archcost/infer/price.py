@@ -100,7 +100,7 @@ class InferenceCosts:
 
     @property
     def gpu(self):
-        return self.cluster.gpu
+        return self.cluster.gpu.for_inference()  # forward ops at the inference-mode overhead
 
     @property
     def capacity_bytes(self) -> float:

@@ -14,7 +14,7 @@ from typing import Any
 
 from archcost.report.fmt import seconds as fmt_seconds
 
-__all__ = ["components", "profile_warnings", "single_gpu_cluster", "available_memory_bytes",
+__all__ = ["components", "generation_components", "profile_warnings", "single_gpu_cluster", "available_memory_bytes",
            "cpu_rank_share"]
 
 
@@ -107,6 +107,27 @@ def components(estimate: dict[str, Any], results: list[dict[str, Any]],
             estimate["memory_bytes"]["peak_per_gpu"]
         rows.append(_row("peak_memory", "B", predicted,
                          max(float(r["memory"]["peak_bytes"]) for r in results)))
+    return rows
+
+
+def generation_components(predicted: dict[str, Any], measured: dict[str, Any]
+                          ) -> list[dict[str, Any]]:
+    """``validation.components`` of a generation (``validate --infer``): TTFT, mean TPOT,
+    end-to-end latency, and the decode step at each context the prediction reports
+    (``inference.tpot_by_context``) against the measured step at that context.
+    ``predicted``: ``archcost infer``'s ``inference`` section; ``measured``:
+    ``archcost.validate.generate.run_generation``'s result."""
+    steps = dict(measured["tpot_by_context"])
+    e2e = measured["ttft_s"] + sum(steps.values())
+    rows = [_row("ttft", "s", predicted["ttft_s"], measured["ttft_s"],
+                 "prefill of the prompt with the first token's argmax"),
+            _row("tpot", "s", predicted["tpot_s"], measured["tpot_s"] if steps else None,
+                 "mean of the decode steps"),
+            _row("e2e", "s", predicted["e2e_s"], e2e, "TTFT + the decode steps")]
+    for point in predicted["tpot_by_context"]:
+        context = point["context"]
+        rows.append(_row(f"decode_at_{context}", "s", point["seconds"], steps.get(context),
+                         f"one decode step attending {context} tokens"))
     return rows
 
 
