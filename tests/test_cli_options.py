@@ -18,7 +18,13 @@ from archcost.cli import options as shared
 # A shared name whose declaration may differ, and why.
 DIFFERENT = {("calibrate", "--output"): "names the profile calibrate creates: required, .yaml",
              ("report", "--timeline"): "reads the trace plan/estimate --timeline wrote",
-             ("validate", "--plan"): "optional: validate --infer runs a generation, no plan"}
+             ("validate", "--plan"): "optional: validate --infer runs a generation, no plan",
+             ("infer", "--dtype"): "generation precisions: bf16 by default (what serving runs), "
+                                   "fp8 for fp8 linears; no mixed-precision training modes",
+             ("infer", "--gpus"): "one count: the GPUs the serving search fills",
+             ("infer", "--hardware"): "one replica's GPU or cluster, h100-sxm by default",
+             ("infer", "--runtime"): "its help names the serving runtimes (tensorrt-llm)",
+             ("sweep", "--infer"): "prices generations; validate --infer times a real one"}
 
 
 def _commands(group, prefix=""):
@@ -67,7 +73,7 @@ def _declaration(param):
 
 
 def test_every_command_is_read_back():
-    assert {"analyze", "plan", "estimate", "validate", "sweep", "report", "diff", "ci",
+    assert {"analyze", "infer", "plan", "estimate", "validate", "sweep", "report", "diff", "ci",
             "calibrate", "profiles list", "profiles show"} == set(COMMANDS)
 
 

@@ -210,3 +210,32 @@ def test_kv_cache_per_head_reads_a_grouped_kv_head_once_per_query_head():
     cache = 2 * (2 * d["kv_heads"] * (ctx + 1) * hd * 1)  # K and V, fp8
     assert reads["tensorrt-llm"] - query == cache
     assert reads["tensorrt-llm-0.5"] - query == cache * d["heads"] // d["kv_heads"]
+
+
+def test_search_and_continuous_documents_validate_and_render(tmp_path):
+    """The serving search and continuous batching write documents the inference schema
+    checks and `report` renders (their tables: plans ranked within the SLOs, the Pareto front;
+    latency percentiles and the bf16 comparison)."""
+    from archcost.report.schema import check
+
+    search = tmp_path / "search.json"
+    res = _infer("--gpus", "2", "--tpot-slo", "5ms", "--precisions", "bf16", "--input-len",
+                 "16", "--output-len", "4", "-o", str(search))
+    assert res.exit_code == 0, res.output
+    doc = check(json.loads(search.read_text()))
+    ranked = doc["search"]["ranked"]
+    assert ranked and all(e["meets_slo"] and e["tpot_s"] <= 5e-3 for e in ranked)
+    assert [e["output_tokens_per_s_per_gpu"] for e in ranked] == sorted(
+        (e["output_tokens_per_s_per_gpu"] for e in ranked), reverse=True)
+    cont = tmp_path / "cont.json"
+    res = _infer("--batch", "2", "--input-len", "16", "--output-len", "4", "--rate", "50",
+                 "--kv-dtype", "fp8", "-o", str(cont))
+    assert res.exit_code == 0, res.output
+    inf = check(json.loads(cont.read_text()))["inference"]
+    assert inf["continuous"]["ttft"]["p50_s"] <= inf["continuous"]["ttft"]["p99_s"]
+    assert inf["memory_bytes"]["kv_cache"] == inf["bf16_baseline"]["memory_bytes"]["kv_cache"] / 2
+    for path, needle in ((search, "Throughput-latency Pareto front"),
+                         (cont, "Continuous batching")):
+        out = tmp_path / (path.stem + ".md")
+        assert runner.invoke(app, ["report", str(path), "-o", str(out)]).exit_code == 0
+        assert needle in out.read_text()

@@ -110,7 +110,9 @@ class InferenceCosts:
         return self.step(batch, InferStep.prefill(1, input_len))["seconds"]
 
     def decode_s(self, batch: int, context_len: int) -> float:
-        return self.step(batch, InferStep.decode(1, context_len))["seconds"]
+        """One decode step whose new token attends to ``context_len`` tokens (itself
+        included): the cache holds ``context_len - 1`` before it."""
+        return self.step(batch, InferStep.decode(1, max(context_len - 1, 0)))["seconds"]
 
     def memory_bytes(self, batch: int, max_len: int) -> dict:
         weights = self.weight_bytes_per_gpu()

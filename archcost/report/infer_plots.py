@@ -101,6 +101,8 @@ def _memory(inf: dict[str, Any], model: str) -> str | None:
 
 
 def inference_plots(doc: dict[str, Any]) -> list[tuple[str, str]]:
+    if "search" in doc:  # a serving search: its tables say it
+        return []
     inf = doc.get("inference") or {}
     model = str((doc.get("model") or {}).get("name", "?"))
     out = []

@@ -35,6 +35,11 @@ def _yes(v) -> str:
 
 def inference_facts(doc: dict[str, Any]) -> list[tuple[str, str]]:
     w = doc.get("workload") or {}
+    if "search" in doc:
+        return [("serving search", f"{w.get('input_len')} prompt tokens, {w.get('output_len')} "
+                                   f"generated, precisions {', '.join(w.get('precisions') or [])},"
+                                   f" runtime {w.get('runtime', '?')}, "
+                                   f"{w.get('batching', 'static')} batching")]
     facts = [("generation", f"batch {w.get('batch')}, {w.get('input_len')} prompt tokens, "
                             f"{w.get('output_len')} generated per sequence, {w.get('dtype')} "
                             f"(KV cache {w.get('kv_dtype', w.get('dtype'))}), runtime "
@@ -104,10 +109,70 @@ def _memory(inf: dict[str, Any]) -> Table:
                       f"{fmt.nbytes(mem.get('capacity'))}")
 
 
+def _baseline(inf: dict[str, Any]) -> Table:
+    base = inf.get("bf16_baseline") or {}
+    rows = []
+    for key, label, show in (("ttft_s", "time to first token", fmt.seconds),
+                             ("tpot_s", "time per output token", fmt.seconds),
+                             ("output_tokens_per_s", "output tokens/s", fmt.si)):
+        a, b = _num(inf.get(key)), _num(base.get(key))
+        rows.append([label, show(a), show(b), f"{a / b:.2f}x" if b else "-"])
+    for key, label in (*MEMORY_PARTS, ("peak_per_gpu", "peak")):
+        a = _num((inf.get("memory_bytes") or {}).get(key))
+        b = _num((base.get("memory_bytes") or {}).get(key))
+        rows.append([f"memory {label}", fmt.nbytes(a), fmt.nbytes(b), f"{a / b:.2f}x" if b else "-"])
+    return Table("inference-baseline", "Beside bf16", ["quantity", "this", "bf16", "ratio"],
+                 rows, "lrrr", note="the same generation with bf16 weights and a bf16 cache")
+
+
+def _continuous(inf: dict[str, Any]) -> Table:
+    c = inf.get("continuous") or {}
+    rows = [[label] + [fmt.seconds((c.get(key) or {}).get(p)) for p in ("p50_s", "p90_s",
+                                                                      "p99_s")]
+            for key, label in (("ttft", "time to first token"), ("tpot", "time per output token"),
+                               ("e2e", "end-to-end latency"))]
+    return Table("inference-continuous",
+                 f"Continuous batching at {fmt.sig(_num(c.get('rate_per_s')))} requests/s",
+                 ["latency", "p50", "p90", "p99"], rows, "lrrr",
+                 note=f"output tokens/s {fmt.si(c.get('output_tokens_per_s'))}, mean batch "
+                      f"{fmt.sig(_num(c.get('mean_batch')))}; queue "
+                      f"{'stable' if c.get('stable') else 'growing: the rate is past capacity'}")
+
+
+def _plans(title: str, key: str, rows_in: list, note: str) -> Table:
+    rows = [[str(e.get("plan")), fmt.seconds(e.get("ttft_s")), fmt.seconds(e.get("tpot_s")),
+             fmt.si(e.get("output_tokens_per_s_per_gpu")), fmt.nbytes(e.get("peak_bytes_per_gpu")),
+             _yes(e.get("meets_slo"))] for e in rows_in if isinstance(e, dict)]
+    return Table(key, title, ["plan", "TTFT", "TPOT", "tokens/s per GPU", "peak per GPU",
+                              "meets SLOs"], rows, "lrrrrl", note=note)
+
+
+def search_tables(doc: dict[str, Any], rep: Report) -> None:
+    s = doc.get("search") or {}
+    slo = ", ".join(f"{n} at most {fmt.seconds(s.get(k))}" for n, k in
+                    (("TTFT", "ttft_slo_s"), ("TPOT", "tpot_slo_s")) if s.get(k) is not None)
+    rep.add(_plans("Best serving plans within the SLOs", "search-ranked", s.get("ranked") or [],
+                   f"SLOs: {slo or 'none'}; ranked by output tokens/s per GPU"))
+    rep.add(_plans("Throughput-latency Pareto front", "search-front",
+                   s.get("pareto_front") or [], "every configuration that fits: nothing has "
+                   "more tokens/s per GPU at a TPOT as low"))
+    skipped = [[f"tp={k.get('tp')} pp={k.get('pp')} {k.get('precision')}", str(k.get("reason"))]
+               for k in s.get("skipped") or [] if isinstance(k, dict)]
+    if skipped:
+        rep.add(Table("search-skipped", "Plans skipped", ["plan", "why"], skipped, "ll"))
+
+
 def inference_tables(doc: dict[str, Any], rep: Report) -> None:
+    if "search" in doc:
+        search_tables(doc, rep)
+        return
     inf = doc.get("inference") or {}
     for table in (_summary(inf), _phases(inf), _tpot(inf), _memory(inf)):
         rep.add(table)
+    if inf.get("bf16_baseline"):
+        rep.add(_baseline(inf))
+    if inf.get("continuous"):
+        rep.add(_continuous(inf))
 
 
 # ---------------------------------------------------------------- sweeps
