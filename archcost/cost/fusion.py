@@ -103,12 +103,11 @@ def _tags(g: nx.DiGraph, fusions: frozenset[Fusion], absorbed: frozenset[int] = 
     fusable = [n for n, d in g.nodes(data=True) if n not in absorbed
                and d["op_class"] in FUSABLE_CLASSES and d["phase"] in _PHASES]
     tags: dict[int, tuple] = {}
-    if Fusion.ELEMENTWISE in fusions:
+    if Fusion.ELEMENTWISE in fusions:  # the blocks' chains; outside them, the other families
         for n in fusable:
             if g.nodes[n].get("repeat_group"):
                 tags[n] = ("elementwise",)
-        return tags
-    is_fusable = set(fusable)
+    is_fusable = set(fusable) - set(tags)
     if Fusion.DROPOUT in fusions or Fusion.RESIDUAL in fusions:
         for n, d in g.nodes(data=True):
             if d["op"] == "aten.bernoulli_":  # bernoulli_ -> div_ -> mul: one native_dropout
