@@ -57,7 +57,7 @@ DATASHEET = {
 EDGE = {
     "l40s": (366.5, 733, 733, 48e9, 864e9, 350),
     "rtx-4090": (165.2, 330.3, 660.6, 24e9, 1008e9, 450),
-    "jetson-agx-orin-64gb": (42.5, None, 85, 0.9 * 64 * 2**30, 204.8e9, 60),
+    "jetson-agx-orin": (42.5, None, 85, 0.9 * 64 * 2**30, 204.8e9, 60),
     "apple-m3-max": (14.3, None, None, 0.75 * 128 * 2**30, 400e9, 60),
 }
 
@@ -152,7 +152,7 @@ def test_sparse_peaks_are_the_datasheets_twice_dense():
     assert load_gpu("h100-sxm").sparse_peak_flops_per_s["bf16"] == 1979e12
     assert load_gpu("a100-sxm-80gb").sparse_peak_flops_per_s["int8"] == 1248e12
     assert load_gpu("rtx-4090").sparse_peak_flops_per_s["fp16"] == pytest.approx(330.4e12)
-    assert load_gpu("jetson-agx-orin-64gb").sparse_peak_flops_per_s["int8"] == 170e12
+    assert load_gpu("jetson-agx-orin").sparse_peak_flops_per_s["int8"] == 170e12
     assert load_gpu("apple-m3-max").sparse_peak_flops_per_s == {}
     doubled = load_gpu("l40s").scaled(flops=0.5)
     assert doubled.sparse_peak_flops_per_s["fp8"] == pytest.approx(733e12)
@@ -163,7 +163,7 @@ def test_edge_peaks_follow_their_stated_derivations():
     half; Ampere tensor cores run fp16 at half the int8 rate and tf32 at a quarter; fp32 is
     2048 cores x 2 x 1.3 GHz. RTX 4090: bf16/fp16 with FP32 accumulate at half the FP16-accumulate
     330.3 TFLOP/s, fp8 at half 660.6. M3 Max: 40 cores x 256 ops/clock x 1.398 GHz, fp16 = fp32."""
-    orin = load_gpu("jetson-agx-orin-64gb").peak_flops_per_s
+    orin = load_gpu("jetson-agx-orin").peak_flops_per_s
     int8 = (275 - 105) / 2 * 1e12
     assert orin["int8"] == int8
     assert orin["fp16"] == orin["bf16"] == int8 / 2 and orin["tf32"] == int8 / 4
@@ -182,7 +182,7 @@ def test_unified_memory_gives_the_gpu_its_share():
     the GPU may use: macOS's default wired limit 0.75 of 128 GiB = 96 GiB."""
     m3 = load_gpu("apple-m3-max")
     assert m3.unified_memory_bytes == 128 * 2**30 and m3.mem_bytes == 96 * 2**30
-    orin = load_gpu("jetson-agx-orin-64gb")
+    orin = load_gpu("jetson-agx-orin")
     assert orin.unified_memory_bytes == 64 * 2**30 and orin.mem_bytes == pytest.approx(57.6 * 2**30)
     for name in DATASHEET:  # discrete parts: their own memory, all of it
         assert load_gpu(name).unified_memory_bytes is None
@@ -276,7 +276,7 @@ DERIVED = {  # name: (bf16 TFLOP/s, GEMM ceiling, mem TB/s, copy ceiling)
     "h100-sxm-96gb-500w": (960, 0.80, 2.4, 0.92),
     "mi300x": (1307.4, 0.601, 5.3, 0.80),
     "l40s": (366.5, 0.80, 0.864, 0.90), "rtx-4090": (165.2, 0.80, 1.008, 0.90),
-    "jetson-agx-orin-64gb": (42.5, 0.80, 0.2048, 0.90), "apple-m3-max": (14.3, 0.80, 0.4, 0.90),
+    "jetson-agx-orin": (42.5, 0.80, 0.2048, 0.90), "apple-m3-max": (14.3, 0.80, 0.4, 0.90),
 }
 
 
@@ -520,7 +520,7 @@ def test_cli_show_prints_units_and_json_in_si(runner):
     m3 = runner.invoke(profiles_cli.app, ["show", "apple-m3-max"], env={"COLUMNS": "160"}).output
     assert "96 GiB (103,079,215,104 bytes)" in m3  # 0.75 x 128 GiB
     assert "128 GiB; the GPU may use 75% of it" in m3 and "unified memory" in m3
-    doc = json.loads(runner.invoke(profiles_cli.app, ["show", "jetson-agx-orin-64gb", "--json"]).output)
+    doc = json.loads(runner.invoke(profiles_cli.app, ["show", "jetson-agx-orin", "--json"]).output)
     assert doc["unified_memory_bytes"] == 64 * 2**30 and doc["sparse_peak_flops_per_s"]["int8"] == 170e12
 
 
