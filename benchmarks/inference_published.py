@@ -20,6 +20,7 @@ definition: one generation session of the whole batch); first-token latency is t
 one sequence with its first token (output length 1).
 
     python benchmarks/inference_published.py [--cases PATH] [--out BENCHMARKS.md] [--only ID,...]
+        [--cache DIR]
 """
 
 from __future__ import annotations
