@@ -172,6 +172,8 @@ def test_infer_command_runs_with_the_closed_form_kv_bytes():
     ("bert", (), "keeps no KV cache"),
     ("mistral", (), "sliding window"),  # sliding_window = 32
     ("llama", ("--kv-dtype", "fp8"), "drop --kv-dtype"),
+    # max_position_embeddings = 64: 60 + 8 tokens pass it
+    ("llama", ("--input-len", "60"), "infer: --input-len + --output-len"),
 ])
 def test_infer_refusals_one_line(config, args, needle):
     res = runner.invoke(app, ["infer", f"hf:{DATA / 'hf' / f'{config}.json'}", "--input-len",

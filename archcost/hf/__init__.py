@@ -204,7 +204,8 @@ def load_hf(text: str, overrides: dict[str, Any] | None = None) -> ModelSpec:
         if limit is not None and seq_len > limit[1]:
             field, most = limit
             raise ConfigError(f"--seq-len {seq_len}: {name} has {field} = {most}; pass "
-                              f"-s {most} or less, or --set {field}=N for more positions")
+                              f"-s {most} or less (infer: --input-len + --output-len), or "
+                              f"--set {field}=N for more positions")
         try:
             model = task.model_class._from_config(cfg, dtype=torch.float32)
         except Exception as exc:
