@@ -121,21 +121,20 @@ def runtime_name() -> str:
 
 
 def predict(case: Case, memo: dict) -> dict:
-    from archcost.cli.infer import one_replica_cluster, quantizer
+    from archcost.cli.infer import infer_policy, one_replica_cluster, quantizer
     from archcost.infer.price import InferenceCosts
     from archcost.infer.serving import static_serving
     from archcost.loader import load_model_file
     from archcost.runtime import load_runtime
-    from archcost.trace.precision import parse_precision
 
     spec = load_model_file(str(ROOT / "models" / case.model), dict(case.sets))
     quantize, kv, dtype = None, None, "fp16"
     if case.fp8:  # the layers' linears in fp8 (per-tensor scales), the cache in fp8
-        quantize, kv, dtype = quantizer("fp8", None, 128, None), "float8_e4m3fn", "bf16"
+        quantize, kv, dtype = quantizer("fp8", None, 128, None), "float8_e4m3fn", "fp8"
     ttft_only = case.metric == "first_token_latency_ms"
     out_len = 1 if ttft_only else case.output_len
     costs = InferenceCosts(spec, one_replica_cluster(case.hardware, case.tp),
-                           parse_precision(dtype), load_runtime(runtime_name()),
+                           infer_policy(dtype), load_runtime(runtime_name()),
                            build_len=case.input_len + out_len, tp=case.tp, kv_dtype=kv,
                            quantize=quantize, memo=memo)
     run = static_serving(costs, case.batch, case.input_len, out_len)

@@ -134,7 +134,7 @@ def infer(
     if kv_dtype is not None and kv_dtype not in _KV_DTYPES:
         raise ConfigError(f"--kv-dtype {kv_dtype!r}: use one of {', '.join(_KV_DTYPES)}")
     quantize = quantizer(dtype, weights, group_size, sparsity)
-    policy = parse_precision("bf16" if dtype == "fp8" else dtype)
+    policy = infer_policy(dtype)
     stack = load_runtime(runtime)
     spec = load_model_file(model, parse_overrides(set_))
     if gpus is not None:
@@ -174,7 +174,7 @@ def infer(
         "model": {"name": spec.name, "file": spec.path.name, "builder": spec.builder_name,
                   "config": spec.builder_config(batch, input_len + output_len)},
         "workload": {"batch": batch, "input_len": input_len, "output_len": output_len,
-                     "dtype": dtype, "kv_dtype": kv_dtype or ("bf16" if dtype == "fp8" else dtype),
+                     "dtype": dtype, "kv_dtype": kv_dtype or infer_policy(dtype).precision.value,
                      "weights": quantize.keywords["quant"].describe() if quantize else dtype,
                      "runtime": stack.name,
                      "batching": "static"},
@@ -210,7 +210,6 @@ def _search(spec, hardware, gpus, precisions, slos, continuous, input_len, outpu
     from archcost.infer.document import SCHEMA_VERSION, search_section
     from archcost.infer.price import InferenceCosts
     from archcost.infer.search import Mode, search
-    from archcost.trace.precision import parse_precision
 
     names = [p.strip() for p in precisions.split(",") if p.strip()]
     bad = [p for p in names if p not in _SEARCH_PRECISIONS]
@@ -228,7 +227,7 @@ def _search(spec, hardware, gpus, precisions, slos, continuous, input_len, outpu
         dtype, weights = _SEARCH_PRECISIONS[precision]
         costs = InferenceCosts(
             spec, one_replica_cluster(hardware, tp * pp),
-            parse_precision("bf16" if dtype == "fp8" else dtype), stack,
+            infer_policy(dtype), stack,
             build_len=input_len + output_len, tp=tp, pp=pp,
             kv_dtype=_KV_DTYPES.get(kv_dtype or ""),
             quantize=quantizer(dtype, weights, group_size, None), usable_memory=usable,
@@ -257,6 +256,14 @@ def _search(spec, hardware, gpus, precisions, slos, continuous, input_len, outpu
         from archcost.cli.render_infer import render_search
 
         render_search(out_console, doc)
+
+
+def infer_policy(dtype: str):
+    """The precision policy a generation in ``dtype`` computes in: fp8 is bf16 with the
+    layers' linears converted (:func:`quantizer`)."""
+    from archcost.trace.precision import parse_precision
+
+    return parse_precision("bf16" if dtype == "fp8" else dtype)
 
 
 def quantizer(dtype: str, weights: str | None, group_size: int, sparsity: str | None):

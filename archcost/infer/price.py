@@ -156,7 +156,7 @@ class InferenceCosts:
         spec = self.spec
         stack = (self.runtime.name,) if what[0] == "workload" else ()
         return (str(spec.path), spec.builder_name, repr(sorted(spec.config.items())),
-                self.policy, self.kv_dtype, self.build_len, repr(self.quantize), *stack, *what)
+                self.policy, self.kv_dtype, self.build_len, repr(getattr(self.quantize, "keywords", self.quantize)), *stack, *what)
 
     def _trace(self, step: InferStep) -> InferCapture:
         key = self._key("trace", step)
