@@ -28,7 +28,7 @@ import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils._pytree import tree_map
 
-from archcost.errors import ArchcostError, ConfigError, ModelFileError, TraceError
+from archcost.errors import ArchcostError, ConfigError, ModelFileError
 from archcost.loader import ModelSpec
 from archcost.trace.assume import CaptureOptions
 from archcost.trace.capture import (
@@ -36,18 +36,17 @@ from archcost.trace.capture import (
     _explain,
     _install_module_hooks,
     _param_infos,
-    _stalled,
+    watched,
 )
 from archcost.trace.fake import quiet_fake_tensor_log, to_fake
-from archcost.trace.fallbacks import OpRefused
 from archcost.trace.graph import build_graph
 from archcost.trace.precision import PrecisionPolicy
 from archcost.trace.recompute import Recompute, block_caller
-from archcost.trace.recorder import CaptureState, Recorder
+from archcost.trace.recorder import Recorder
 from archcost.trace.records import Phase
 from archcost.trace.repeats import RepeatTracker
-from archcost.trace.values import Values, assumptions
-from archcost.trace.watchdog import Stalled, Watchdog
+from archcost.trace.values import assumptions
+from archcost.trace.watchdog import Stalled
 
 __all__ = ["InferStep", "InferCapture", "capture_inference"]
 
@@ -132,27 +131,10 @@ def capture_inference(spec: ModelSpec, step: InferStep, policy: PrecisionPolicy,
     options = options or CaptureOptions()
     if step.batch < 1 or step.new_tokens < 1 or step.context < 0:
         raise ArchcostError(f"inference step {step}: batch and tokens must be >= 1")
-    st = CaptureState(RepeatTracker.empty())
-    st.values = Values(options, lambda: st.current_module() or "")
-
-    def say(msg: str) -> None:
-        st.progress(msg)
-        if progress:
-            progress(msg)
-
-    dog = Watchdog(options.trace_timeout_s, lambda: st.progress_at, st.where,
-                   lambda where, blocked: _stalled(spec, options, where, blocked), debug)
-    st.check = dog.check
     t0 = time.perf_counter()
-    try:
-        with dog, torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
-            return _capture(spec, step, policy, kv_dtype, quantize, dedupe_repeats, st, say, t0,
-                            max(build_len or 0, step.max_len))
-    except Stalled:
-        raise TraceError(dog.fired or _stalled(spec, options, st.where(), False)) from None
-    except OpRefused as exc:
-        raise TraceError(f"{spec.path.name}: {exc.text()}") from exc
+    return watched(spec, options, debug, progress, lambda st, say: _capture(
+        spec, step, policy, kv_dtype, quantize, dedupe_repeats, st, say, t0,
+        max(build_len or 0, step.max_len)))
 
 
 def _capture(spec, step: InferStep, policy, kv_dtype, quantize, dedupe, st, say, t0,

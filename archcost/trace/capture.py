@@ -163,6 +163,16 @@ def capture_step(
         # what autograd saves without recomputation
         saved_keys = capture_step(spec, batch_size, seq_len, precision, optimizer, dedupe_repeats,
                                   progress, options=options, debug=debug).saved_op_keys
+    return watched(spec, options, debug, progress, lambda st, say: _capture(
+        spec, batch_size, seq_len, precision, optimizer, dedupe_repeats, recompute, saved_keys,
+        selective, st, say, t0))
+
+
+def watched(spec: ModelSpec, options: CaptureOptions, debug: bool,
+            progress: Callable[[str], None] | None, body: Callable[[CaptureState, Callable], Any]):
+    """``body(state, say)`` on a fresh capture state, under the watchdog and a fixed seed (what
+    inputs and assumed values draw is the same every run); a stall or a refused op ends as one
+    TraceError. Every capture (a training step, an inference step) runs through it."""
     st = CaptureState(RepeatTracker.empty())
     st.values = Values(options, lambda: st.current_module() or "")
 
@@ -176,9 +186,8 @@ def capture_step(
     st.check = dog.check
     try:
         with dog, torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)  # what inputs and assumed values draw is the same every run
-            return _capture(spec, batch_size, seq_len, precision, optimizer, dedupe_repeats,
-                            recompute, saved_keys, selective, st, say, t0)
+            torch.manual_seed(0)
+            return body(st, say)
     except Stalled:
         raise TraceError(dog.fired or _stalled(spec, options, st.where(), False)) from None
     except OpRefused as exc:
