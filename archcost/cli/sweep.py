@@ -304,13 +304,14 @@ def to_markdown(doc) -> str:
     return "\n".join(lines)
 
 
-def to_csv(doc) -> str:
+def to_csv(doc, fields=CSV_FIELDS) -> str:
+    """One row per grid point: its axis values, then ``fields`` of the point."""
     keys = [a["key"] for a in doc["axes"]]
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow([*keys, *CSV_FIELDS])
+    w.writerow([*keys, *fields])
     for p in doc["points"]:
-        w.writerow([p["point"][k] for k in keys] + [p.get(f) for f in CSV_FIELDS])
+        w.writerow([p["point"][k] for k in keys] + [p.get(f) for f in fields])
     return buf.getvalue()
 
 

@@ -4,8 +4,6 @@ sweep document (``mode: inference``), its table, Markdown and CSV."""
 
 from __future__ import annotations
 
-import csv
-import io
 from typing import Any
 
 import typer
@@ -92,13 +90,10 @@ def run_infer_sweep(*, model: str, set_: list[str] | None, axes, base: dict[str,
 
 
 def to_csv(doc: dict[str, Any]) -> str:
-    keys = [a["key"] for a in doc["axes"]]
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow([*keys, *CSV_FIELDS])
-    for p in doc["points"]:
-        w.writerow([p["point"][k] for k in keys] + [p.get(f) for f in CSV_FIELDS])
-    return buf.getvalue()
+    """The grid as CSV, a row per point (``sweep``'s writer with the inference fields)."""
+    from archcost.cli.sweep import to_csv as grid_csv
+
+    return grid_csv(doc, CSV_FIELDS)
 
 
 def _render(console, doc: dict[str, Any]) -> None:
