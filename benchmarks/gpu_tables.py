@@ -14,8 +14,13 @@ Rules (each part's file says which it uses; a cell is a fraction of that part's 
 
 - GEMM grid: m, n, k in 256..4096 from XLA's b = 1 cells; m = 8192 and 16384 from its
   b = 2 and 4 cells at m = 4096 (a batched matmul reads as (b*m, n, k):
-  ``hardware.tables.ShapeTable``; the check printed below). fp16 names the bf16 table (same
-  tensor-core rate). XLA's H100 fp8 rows are refused: 29 of 375 exceed the 1979 TFLOP/s fp8
+  ``hardware.tables.ShapeTable``; the check printed below); n = 8192 and 16384 from the
+  transposed cells, (m, n, k) as (n, m, k) (C^T = B^T A^T: the same tiles and work; XLA's own
+  cells measured both ways agree, the check printed below), and where both m and n pass 4096,
+  which no cell measures, n's edge (n = 4096), what the table read before n had these cells.
+  The transposed cells give a GEMM of few rows and a wide output (a prefill of 128 tokens
+  through a 16384-wide FFN) the rate of its transpose, which the m = 8192, 16384 cells hold,
+  instead of the n = 4096 edge's. fp16 names the bf16 table (same tensor-core rate). XLA's H100 fp8 rows are refused: 29 of 375 exceed the 1979 TFLOP/s fp8
   peak (up to 2593), which no kernel can; H100 fp8 keeps the curve by FLOPs.
 - H200 = H100 SXM (the same GH100 compute and clocks; stas00/ml-engineering's MAMF table: "H200
   is the same"); the 500 W H100 = H100 SXM as fractions of its own (lower) peak; A100 = H100 at
@@ -47,6 +52,7 @@ END = "# <<< generated"
 
 DIMS = (256, 512, 1024, 2048, 4096)
 M_DIMS = DIMS + (8192, 16384)
+N_DIMS = M_DIMS  # n = 8192, 16384: the transposed m cells
 SEQS = (512, 1024, 2048, 4096, 8192, 16384)
 PEAK = {"h100": {"bf16": 989e12, "fp8": 1979e12}, "b200": {"bf16": 2250e12, "fp8": 4500e12},
         "gb200": {"bf16": 2500e12, "fp8": 5000e12}, "a100": {"bf16": 312e12}}
@@ -75,11 +81,14 @@ def xla_rates() -> dict[tuple[str, str], dict[tuple[int, int, int, int], float]]
 
 
 def grid_rates(cells: dict[tuple[int, int, int, int], float]) -> list:
-    """Rates on the M_DIMS x DIMS x DIMS grid: b = 1 up to m = 4096, then b = m / 4096."""
+    """Rates on the M_DIMS x N_DIMS x DIMS grid: b = 1 up to m = 4096, then b = m / 4096; n
+    past 4096 from the transposed cell (n, m, k), or n = 4096's when m is past it too."""
     def cell(m, n, k):
+        if n > 4096:
+            return cell(n, m, k) if m <= 4096 else cell(m, 4096, k)
         return cells[(1, m, n, k)] if m <= 4096 else cells[(m // 4096, 4096, n, k)]
 
-    return [[[cell(m, n, k) for k in DIMS] for n in DIMS] for m in M_DIMS]
+    return [[[cell(m, n, k) for k in DIMS] for n in N_DIMS] for m in M_DIMS]
 
 
 def shape_tables() -> dict[str, dict[str, list]]:
@@ -108,6 +117,17 @@ def fold_check() -> dict[tuple[str, str], tuple[float, float, float]]:
         r = sorted(v / cells[(1, b * m, n, k)] for (b, m, n, k), v in cells.items()
                    if b > 1 and (1, b * m, n, k) in cells)
         out[key] = (r[len(r) // 2], r[len(r) // 10], r[(9 * len(r)) // 10])
+    return out
+
+
+def transpose_check() -> dict[tuple[str, str], tuple[float, float, float, int]]:
+    """Per (gpu, dtype): median, p10, p90 of rate(1, m, n, k) / rate(1, n, m, k) over the cells
+    measured both ways with m < n, and their count: how well a GEMM reads as its transpose."""
+    out = {}
+    for key, cells in xla_rates().items():
+        r = sorted(v / cells[(1, n, m, k)] for (b, m, n, k), v in cells.items()
+                   if b == 1 and m < n and (1, n, m, k) in cells)
+        out[key] = (r[len(r) // 2], r[len(r) // 10], r[(9 * len(r)) // 10], len(r))
     return out
 
 
@@ -274,9 +294,23 @@ SHAPE_NOTES = {
 }
 _GRID_NOTE = [
     "Grid m, n, k = 256..4096 (XLA's b = 1 cells); m = 8192, 16384 from its b = 2, 4 cells at",
-    "m = 4096 (a batched matmul reads as (b*m, n, k)); beyond the grid: clamped above, x sqrt(size",
-    "/ 256) below (archcost/hardware/tables.py). fp16 names bf16's table (same tensor-core rate).",
+    "m = 4096 (a batched matmul reads as (b*m, n, k)); n = 8192, 16384 from the transposed cells",
+    "(an (m, n, k) matmul as (n, m, k): C^T = B^T A^T; XLA's cells measured both ways, rate(m, n,",
+    "k) / rate(n, m, k): {transpose}), n = 4096's where m passes 4096 too; beyond the grid:",
+    "clamped above, x sqrt(size / 256) below (archcost/hardware/tables.py). fp16 names bf16's",
+    "table (same tensor-core rate).",
 ]
+_TRANSPOSED_ROWS = {"h100": [("sm_90", "bf16")], "h200": [("sm_90", "bf16")],
+                    "h100-500w": [("sm_90", "bf16")], "a100": [("sm_90", "bf16")],
+                    "b200": [("sm_100_B200", "bf16"), ("sm_100_B200", "fp8")],
+                    "gb200": [("sm_100_B200", "bf16"), ("sm_100_B200", "fp8")]}
+
+
+def _transpose_note(part: str) -> str:
+    checks = transpose_check()
+    return "; ".join(f"{gpu} {dt} median {checks[(gpu, dt)][0]:.2f}, p10 {checks[(gpu, dt)][1]:.2f},"
+                     f" p90 {checks[(gpu, dt)][2]:.2f} over {checks[(gpu, dt)][3]} pairs"
+                     for gpu, dt in _TRANSPOSED_ROWS[part])
 ATTENTION_NOTES = {
     "h100": ["Forward: FlashAttention-3 paper Fig. 5 (flash-attention @0251105a",
              "assets/flash3_fp16_fwd.png), H100 SXM5, fp16, batch x seq = 16k tokens.",
@@ -321,7 +355,7 @@ def cookbook_check() -> tuple[float, float, float, int]:
     from archcost.hardware.tables import ShapeTable
 
     vals = shape_tables()["a100"]["bf16"]
-    t = ShapeTable(M_DIMS, [[[sig(v) for v in row] for row in p] for p in vals], DIMS, DIMS)
+    t = ShapeTable(M_DIMS, [[[sig(v) for v in row] for row in p] for p in vals], N_DIMS, DIMS)
     r = sorted(f / float(t.at(m, n, k)) for _, m, n, k, f in cookbook_points())
     return r[len(r) // 2], r[len(r) // 10], r[(9 * len(r)) // 10], len(r)
 
@@ -333,10 +367,11 @@ def render(part: str) -> list[str]:
     cb = cookbook_check() if part == "a100" else None
     notes = [n.format(cookbook=f"median {cb[0]:.2f}, p10 {cb[1]:.2f}, p90 {cb[2]:.2f} over "
                       f"{cb[3]} points") if cb else n for n in SHAPE_NOTES[part]]
-    lines += _comment(notes + _GRID_NOTE)
+    lines += _comment(notes + [n.format(transpose=_transpose_note(part)) if "{" in n else n
+                               for n in _GRID_NOTE])
     lines.append("matmul_shape_efficiency:")
     for dt, vals in shape_tables()[part].items():
-        lines += [f"  {dt}:", f"    m: {_dims(M_DIMS)}", f"    n: {_dims(DIMS)}",
+        lines += [f"  {dt}:", f"    m: {_dims(M_DIMS)}", f"    n: {_dims(N_DIMS)}",
                   f"    k: {_dims(DIMS)}", "    values:  # one block per m; a row per n, a value "
                   "per k"]
         for m, plane in zip(M_DIMS, vals):
@@ -390,6 +425,9 @@ def main() -> int:
     for (gpu, dt), (med, p10, p90) in sorted(fold_check().items()):
         print(f"batch as rows, {gpu} {dt}: rate(b, m) / rate(1, b*m) median {med:.3f} "
               f"p10 {p10:.3f} p90 {p90:.3f}")
+    for (gpu, dt), (med, p10, p90, count) in sorted(transpose_check().items()):
+        print(f"transpose, {gpu} {dt}: rate(m, n, k) / rate(n, m, k) median {med:.3f} "
+              f"p10 {p10:.3f} p90 {p90:.3f} over {count} pairs")
     n, of, top = fp8_over_peak()
     print(f"H100 fp8 rows refused: {n} of {of} cells over the 1979 TFLOP/s peak (max "
           f"{top / 1e12:.0f})")

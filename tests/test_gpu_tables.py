@@ -62,16 +62,46 @@ CITED = [
 @pytest.mark.parametrize("name, dtype, rows, peak, scale", CITED, ids=[f"{c[0]}-{c[1]}" for c in CITED])
 def test_shape_tables_hit_every_cited_cell(name, dtype, rows, peak, scale):
     """Every grid point reads XLA's measured rate (b = 1 cells; m = 8192, 16384 from b = 2, 4
-    at m = 4096) as a fraction of the part's peak, to the files' rounding."""
+    at m = 4096; n = 8192, 16384 from the transposed cell) as a fraction of the part's peak, to
+    the files' rounding."""
     table = load_gpu(name).shape_table(dtype)
     cells = _xla(*rows)
     dims = (256, 512, 1024, 2048, 4096)
-    pts = [(m, n, k) for m in dims + (8192, 16384) for n in dims for k in dims]
+    wide = dims + (8192, 16384)
+    pts = [(m, n, k) for m in wide for n in wide for k in dims]
     got = table.at(*np.array(pts, dtype=float).T)
     for (m, n, k), eff in zip(pts, got):
+        if n > 4096:  # the transposed cell; past the grid both ways, n = 4096's
+            m, n = (n, m) if m <= 4096 else (m, 4096)
         b, mm = (1, m) if m <= 4096 else (m // 4096, 4096)
         want = cells[(b, mm, n, k)] * scale / peak
         assert eff == pytest.approx(want, rel=ROUND), (m, n, k)
+
+
+@pytest.mark.parametrize("gpu, dtype", [("sm_90", "bf16"), ("sm_100_B200", "bf16"),
+                                        ("sm_100_B200", "fp8")])
+def test_a_gemm_reads_as_its_transpose_in_xla_tables(gpu, dtype):
+    """The rule behind the n = 8192, 16384 cells: XLA's cells measured both ways, (m, n, k)
+    against (n, m, k), agree (H100's fp8 rows, refused, are the exception the rule skips)."""
+    cells = _xla(gpu, dtype)
+    r = np.array([v / cells[(1, n, m, k)] for (b, m, n, k), v in cells.items()
+                  if b == 1 and m < n and (1, n, m, k) in cells])
+    assert len(r) == 50 and abs(np.median(r) - 1) < 0.01
+    assert np.percentile(r, 10) > 0.93 and np.percentile(r, 90) < 1.15
+
+
+def test_a_few_rows_through_a_wide_weight_read_as_many_rows_through_a_narrow_one():
+    """A prefill's GEMM (128 rows, 16384 wide) reads the rate of its transpose, which the
+    cookbook measured on A100 (27648 rows, 128 wide: 0.442 of peak), not the n = 4096 edge's."""
+    t = load_gpu("a100-sxm-80gb").shape_table("fp16")
+    measured = {(int(r["m"]), int(r["n"])): float(r["tflops"]) * 1e12 / 312e12
+                for r in _csv("cookbook_a100_gemm.csv")
+                if r["file"] == "mm/ksweep_low" and int(r["k"]) == 4096}
+    for n in (128, 192, 256):  # (below 128 the sub-grid rule's own spread: test above)
+        wide, tall = float(t.at(n, 27648, 4096)), float(t.at(27648, n, 4096))
+        assert wide == pytest.approx(tall, rel=0.02)
+        assert wide == pytest.approx(measured[(27648, n)], rel=0.2), n
+    assert float(t.at(128, 16384, 4096)) > 1.3 * float(t.at(128, 4096, 4096))
 
 
 def test_a_batch_reads_as_rows_in_xla_tables():
