@@ -59,6 +59,9 @@ class Fusion(str, enum.Enum):
     # as kv-cache, each query head reading its KV head's cache itself (generation kernels that
     # do not share a KV head's loads across its group of query heads)
     KV_CACHE_PER_HEAD = "kv-cache-per-head"
+    # the query, key and value projections of an attention module as one GEMM (one weight of
+    # their widths side by side), its input read once
+    QKV = "qkv"
 
 
 class OptimizerKernel(str, enum.Enum):

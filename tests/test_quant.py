@@ -394,14 +394,67 @@ def test_a_fake_llama_forward_fuses_every_block_linear_and_leaves_the_head_alone
     assert set(shapes) | {"output"} <= set(mms)
     tokens = 2 * 8
     for path, (n, k) in shapes.items():
+        if path.rpartition(".")[2] in ("wq", "wk", "wv"):
+            continue  # one GEMM (qkv): test_the_qkv_projections_run_as_one_gemm_reading_the_input_once
         d = ex.nodes[mms[path]]
         assert d["flops"] == 2 * tokens * n * k + 3 * n * k  # GEMM + shifts and scale per weight
         packed = n * k // 2 + (n * k // 16) * 2
         act = tokens * (k + n) * 2
         assert packed + act <= d["bytes_read"] + d["bytes_written"] <= packed + act + 16
+    for layer in ("layers.0", "layers.1"):  # the merged projections: packed weights, x once
+        qkv = [shapes[f"{layer}.attention.{w}"] for w in ("wq", "wk", "wv")]
+        n, k = sum(s[0] for s in qkv), qkv[0][1]
+        d = ex.nodes[mms[f"{layer}.attention.wq"]]
+        assert d["flops"] == 2 * tokens * n * k + 3 * n * k
+        packed = n * k // 2 + (n * k // 16) * 2
+        act = tokens * (k + n) * 2
+        assert packed + act <= d["bytes_read"] + d["bytes_written"] <= packed + act + 3 * 16
     head = ex.nodes[mms["output"]]
     assert head["flops"] == g.nodes[mms["output"]]["flops"]  # the head: an ordinary bf16 GEMM
     assert state.params() == sum(n * k for n, k in shapes.values())
+
+
+@pytest.mark.parametrize("dtype, itemsize", [(torch.bfloat16, 2), (torch.float32, 4)])
+def test_the_qkv_projections_run_as_one_gemm_reading_the_input_once(dtype, itemsize):
+    """TensorRT-LLM's one ``qkv`` linear: the query, key and value GEMMs of an attention module
+    (grouped-query widths) as one GEMM of their widths side by side, FLOPs by FlopCounterMode,
+    bytes by closed form (weights, the input once, the outputs); the gated FFN's two GEMMs on
+    one input (not an attention module) stay apart, and eager runs all of them alone."""
+    from archcost.cost.compute import op_mnk
+
+    model = _llama_tiny().to(dtype)
+    shapes = _block_linears(model)
+    tokens = 2 * 8
+    counted = {}  # FLOPs torch counts for each projection on `tokens` rows of its input
+    for path, mod in model.named_modules():
+        if path.rpartition(".")[2] in ("wq", "wk", "wv"):
+            with FlopCounterMode(display=False) as fc, torch.no_grad():
+                mod(torch.randn(tokens, mod.in_features, dtype=dtype))
+            counted[path] = fc.get_total_flops()
+    with FakeTensorMode(), torch.no_grad():
+        to_fake(model, dtype)
+        g = _graph(model, torch.zeros(2, 8, dtype=torch.long))
+    ex = executed_graph(g, TRT)
+    mms = {d["module"]: v for v, d in g.nodes(data=True) if d["op_class"] == "matmul"}
+    for layer in ("layers.0", "layers.1"):
+        att = [f"{layer}.attention.{w}" for w in ("wq", "wk", "wv")]
+        n, k = sum(shapes[a][0] for a in att), shapes[att[0]][1]
+        assert shapes[att[1]][0] < shapes[att[0]][0]  # grouped-query: narrower keys, values
+        first = ex.nodes[mms[att[0]]]
+        assert first["launches"] == 1 and first["gemm_shape"] == [tokens, n]
+        assert op_mnk(first) == (tokens, n, k)
+        assert first["flops"] == sum(counted[a] for a in att) == 2 * tokens * n * k
+        assert first["bytes_read"] + first["bytes_written"] == (n * k + tokens * k
+                                                                + tokens * n) * itemsize
+        for a in att[1:]:
+            d = ex.nodes[mms[a]]
+            assert (d["launches"], d["flops"], d["bytes_read"], d["bytes_written"]) == (0, 0, 0, 0)
+        for w in ("w1", "w3"):  # one input, two GEMMs, but a feed-forward module: apart
+            path = f"{layer}.feed_forward.{w}"
+            assert ex.nodes[mms[path]]["launches"] == 1 and "gemm_shape" not in ex.nodes[mms[path]]
+    eager = executed_graph(g, load_runtime("eager"))
+    assert all(eager.nodes[v]["launches"] == 1 and "gemm_shape" not in eager.nodes[v]
+               for v in mms.values())
 
 
 def test_the_fp8_input_cast_is_one_kernel_reading_bf16_and_writing_fp8():

@@ -120,7 +120,7 @@ def op_mnk(d: dict) -> tuple[float, float, float]:
     ``hardware.tables.ShapeTable``); zeros for other ops."""
     if d["op"] not in SHAPED_MATMULS or not d["out_shapes"]:
         return 0.0, 0.0, 0.0
-    shape = d["out_shapes"][0]
+    shape = d.get("gemm_shape") or d["out_shapes"][0]  # a merged GEMM's (``cost.fusion``)
     if len(shape) != (3 if d["op"] in BATCHED_MATMULS else 2):
         return 0.0, 0.0, 0.0
     m, n = shape[-2] * (shape[0] if len(shape) == 3 else 1), shape[-1]

@@ -56,6 +56,14 @@ NB: a state tensor two members read is counted twice (``trace.quant`` reads each
 chain's FLOPs run at the compute op's peak (on the GPU they are CUDA-core work the kernel
 overlaps with its tensor-core math and its loads).
 
+``qkv`` merges compute kernels rather than memory-bound ones: the forward GEMMs of the linears
+of one attention module (a module class with ``Attention`` in its name) that read the same input
+run as one GEMM whose weight holds theirs side by side (TensorRT-LLM's ``Attention.qkv``, one
+``ColumnLinear`` of the query, key and value widths): the first carries their FLOPs and bytes,
+the input read once, and the merged shape (``gemm_shape``: rows x the widths' sum, which the
+shape tables price), the others nothing. NB: forward only; a training stack that fuses them
+(Megatron's ``linear_qkv``) merges their backward too, which this family does not model.
+
 The optimizer's ops of a ``foreach`` runtime launch one multi-tensor kernel per kind of op over
 all parameters (``executed_graph``): each op's share of those launches.
 """
@@ -78,6 +86,7 @@ _ACTIVATIONS = frozenset({"aten.gelu", "aten.silu", "aten.relu", "aten.sigmoid",
 _SOFTMAX = frozenset({"aten._softmax", "aten._safe_softmax", "aten._softmax_backward_data"})
 _COMPUTE = frozenset({"matmul", "conv", "attention"})  # kernels a prologue can join
 _PACKED = "QuantLinear"  # class-name suffix of trace.quant's packed linears
+_GEMMS = frozenset({"aten.mm", "aten.addmm", "aten._scaled_mm"})  # a linear's GEMM
 
 
 def _square(d: dict) -> bool:
@@ -299,7 +308,59 @@ def fuse_graph(g: nx.DiGraph, fusions=()) -> nx.DiGraph:
             d["flops"] = flops if i == 0 else 0  # the kernel overlaps its math and its traffic
             d["launches"] = 1.0 if i == 0 else 0.0
     _absorb(g, out, prologues, per_head=Fusion.KV_CACHE_PER_HEAD in fusions)
+    if Fusion.QKV in fusions:
+        for members in _sibling_projections(g):
+            _merge_gemms(g, out, members)
     return out
+
+
+def _sibling_projections(g: nx.DiGraph) -> list[list[int]]:
+    """Forward GEMMs of the linears of one attention module that read the same input (the
+    tensors their linears' ops read from outside the linear), each list of two or more in
+    execution order."""
+    from archcost.cost.compute import op_mnk
+
+    classes = g.graph.get("module_classes", {})
+    by_module: dict[str, list[int]] = {}
+    for n, d in g.nodes(data=True):
+        by_module.setdefault(d["module"], []).append(n)
+    groups: dict[tuple, list[int]] = {}
+    for n, d in g.nodes(data=True):
+        parent = d["module"].rpartition(".")[0]
+        if (d["op"] not in _GEMMS or d["phase"] != "forward" or not d["module"]
+                or "Attention" not in classes.get(parent, "")):
+            continue
+        own = set(by_module[d["module"]])
+        reads = frozenset(o for v in own if g.nodes[v]["phase"] == "forward"
+                          for o in g.nodes[v]["uses_storage_of"] if o not in own)
+        m, _, k = op_mnk(d)
+        if reads and m > 0:
+            key = (parent, d.get("repeat_group"), reads, m, round(k))
+            groups.setdefault(key, []).append(n)
+    return [sorted(v, key=lambda x: g.nodes[x]["index"]) for v in groups.values()
+            if len({g.nodes[x]["module"] for x in v}) > 1]
+
+
+def _merge_gemms(g: nx.DiGraph, out: nx.DiGraph, members: list[int]) -> None:
+    """``members`` (GEMMs of one input) as one GEMM on the first: FLOPs and bytes summed, the
+    input (each one's operand of ``m x k``: the lightest in-edge of that shape) read once."""
+    from archcost.cost.compute import op_mnk
+
+    m, _, k = op_mnk(g.nodes[members[0]])
+    width = 0
+    again = 0.0
+    for i, n in enumerate(members):
+        width += g.nodes[n]["out_shapes"][0][-1]
+        if i:
+            edges = [e["bytes"] for _, _, e in g.in_edges(n, data=True)
+                     if list(e.get("shape") or ()) == [m, round(k)]]
+            again += min(edges, default=0)
+    first = out.nodes[members[0]]
+    for key in ("flops", "bytes_written", "bytes_read"):
+        first[key] = sum(out.nodes[n][key] for n in members) - (again if key == "bytes_read" else 0)
+    first["gemm_shape"] = [m, width]
+    for n in members[1:]:
+        out.nodes[n].update(bytes_read=0, bytes_written=0, flops=0, launches=0.0)
 
 
 def executed_graph(g: nx.DiGraph, runtime) -> nx.DiGraph:
