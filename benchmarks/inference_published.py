@@ -184,6 +184,11 @@ def _pct(x: float) -> str:
     return f"{100 * x:+.1f}%"
 
 
+def _figure(x: float) -> str:
+    """A predicted figure as the published ones are written: whole above 100, else 4 digits."""
+    return f"{x:.0f}" if abs(x) >= 100 else f"{x:.4g}"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--cases", default=str(DEFAULT_CASES))
@@ -229,7 +234,7 @@ def report(cases, results, pending, wall) -> list[str]:
                          f"| {pending.get(c.id, '')} |")
             continue
         lines.append(f"| {c.id} | {c.family} | {c.gpu} | {c.tp} | {c.batch} | {c.input_len} | "
-                     f"{c.output_len} | {metric} | {c.value:g} | {r['pred']:.4g} | "
+                     f"{c.output_len} | {metric} | {c.value:g} | {_figure(r['pred'])} | "
                      f"{_pct(r['error'])} |")
     lines.append("")
     groups = {"all": [c for c in cases if c.id in results]}
