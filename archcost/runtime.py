@@ -128,6 +128,10 @@ class RuntimeProfile:
     # plans the stack cannot run, as plan constraints (archcost plan --constraint): what a
     # search on this runtime keeps to
     plan_constraints: tuple[str, ...] = ()
+    # the model's forward runs as eager Python, each nn.Module call and each view op
+    # dispatched by the host one by one (inference pricing charges them where the hardware
+    # profile measured what they cost); False: a compiled engine runs the graph
+    python_dispatch: bool = False
     source_path: str = ""
 
     def reduce_itemsize(self, grad_itemsize: float) -> float:
@@ -173,8 +177,9 @@ RUNTIME_FIELDS: dict[str, tuple[Any, str]] = {
     "allocator_headroom": ("share", "0.05"),
     "fp8": ("fp8", "{recipe: current, weight_all_gather: true}"),
     "plan_constraints": ("constraints", "['cp=1', 'zero=0']"),
+    "python_dispatch": ("bool", "true"),
 }
-_OPTIONAL = {"fp8", "allocator_headroom", "plan_constraints"}
+_OPTIONAL = {"fp8", "allocator_headroom", "plan_constraints", "python_dispatch"}
 # a plan constraint as `archcost plan --constraint` writes it (archcost.plan.arrays checks the key)
 _CONSTRAINT = re.compile(r"^\s*[A-Za-z_]+\s*(<=|>=|==|!=|=|<|>)\s*[A-Za-z0-9_\-]+\s*$")
 _FP8_FIELDS = {"recipe": (Fp8Recipe, "current"), "weight_all_gather": ("bool", "true")}
@@ -292,6 +297,7 @@ def runtime_from_dict(data: dict[str, Any], path: str | Path) -> RuntimeProfile:
     if c.errors:
         raise ProfileError("\n".join(c.errors))
     got["plan_constraints"] = got["plan_constraints"] or ()
+    got["python_dispatch"] = bool(got["python_dispatch"])
     return RuntimeProfile(**got, attention_kernel=kernels, fp8=fp8, source_path=str(path))
 
 

@@ -59,7 +59,10 @@ def _round(args) -> tuple[dict, float, str]:
         figures = (f"peak fp32 {gpu.peak_flops_per_s['fp32'] / 1e9:.1f} GFLOP/s, memory "
                    f"{gpu.mem_bw_bytes_per_s / 1e9:.1f} GB/s, per-op overhead forward "
                    f"{1e6 * gpu.overhead_s('forward'):.1f} us, inference "
-                   f"{1e6 * gpu.overhead_s('inference'):.1f} us; probe {ref / 1e9:.1f} GFLOP/s")
+                   f"{1e6 * gpu.overhead_s('inference'):.1f} us, per view "
+                   f"{1e6 * gpu.dispatch_overhead_s.get('view', 0.0):.2f} us, per module call "
+                   f"{1e6 * gpu.dispatch_overhead_s.get('module_call', 0.0):.2f} us; probe "
+                   f"{ref / 1e9:.1f} GFLOP/s")
         print(f"calibrated in {calib_s:.0f} s: {figures}", flush=True)
         out = {}
         for name, argv in MODELS:

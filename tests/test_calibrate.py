@@ -276,6 +276,25 @@ def test_per_op_overheads_come_from_each_phase_of_a_real_step(calibrated):
         assert gpu.kernel_launch_s <= gpu.op_overhead_s[phase] <= r["median_s"] / r["ops"] * 1.001
 
 
+def test_dispatch_figures_are_each_chains_time_over_its_calls(calibrated):
+    """Per view op and per module call: the chain's median over its calls, as written; the
+    inference phase's per-op overhead has its chain's views taken off at the per-view figure,
+    so it is below the per-op residual without that (at least a launch)."""
+    _, gpu_path, _, _ = calibrated
+    gpu = load_gpu(str(gpu_path))
+    rec = gpu.calibration["dispatch_overhead"]
+    assert set(gpu.dispatch_overhead_s) == set(rec) == {"view", "module_call"}
+    for kind, r in rec.items():
+        assert r["calls"] == 60
+        assert gpu.dispatch_overhead_s[kind] == pytest.approx(r["median_s"] / r["calls"],
+                                                             rel=ROUNDING)
+        assert 1e-8 < gpu.dispatch_overhead_s[kind] < 1e-3
+    inf = gpu.calibration["op_overhead"]["inference"]
+    assert inf["views"] > 0  # F.linear's transposed weight, one per linear
+    residual = (inf["median_s"] - inf["views"] * gpu.dispatch_overhead_s["view"]) / inf["ops"]
+    assert gpu.kernel_launch_s <= gpu.op_overhead_s["inference"] <= residual * 1.001
+
+
 def test_probe_prices_real_calls_by_the_tracers_rules():
     """A tanh-GELU of n fp32 elements reads and writes 4n bytes each; a layer norm backward
     writes the input gradient; views are not charged."""

@@ -201,7 +201,7 @@ def count_points(grid: Grid, nproc: int) -> int:
     n += len(grid.table_cells())
     n += len(grid.attention_table_kernels) * len(attention_cells(grid)) * 2
     n += 2 * len(grid.memory_bytes) + 1  # copy and add per size, the launch
-    n += len(grid.conv_shapes) + len(grid.op_numels) + 1  # + the overheads
+    n += len(grid.conv_shapes) + len(grid.op_numels) + 2  # + the overheads, the dispatch
     if nproc > 1:
         n += len(COLLECTIVES) * len(grid.collective_bytes)
     return n
@@ -261,6 +261,7 @@ class Measurements:
     conv: list[Point] = field(default_factory=list)
     ops: dict[str, list[Point]] = field(default_factory=dict)  # aten op -> points (bytes)
     overheads: dict[str, dict[str, Any]] = field(default_factory=dict)  # phase -> record
+    dispatch: dict[str, dict[str, Any]] = field(default_factory=dict)  # kind -> record
     skipped: list[dict[str, Any]] = field(default_factory=list)
     launch: Spread | None = None
     mem_bytes: float = 0.0
@@ -654,7 +655,12 @@ def measure(device: str, nproc: int, grid: Grid, progress: Progress | None = Non
     import torch
 
     from archcost.hardware.machine import machine_id
-    from archcost.hardware.opbench import measure_conv, measure_ops, measure_overheads
+    from archcost.hardware.opbench import (
+        measure_conv,
+        measure_dispatch,
+        measure_ops,
+        measure_overheads,
+    )
 
     report = progress or (lambda _desc: None)
     start = time.perf_counter()
@@ -674,6 +680,7 @@ def measure(device: str, nproc: int, grid: Grid, progress: Progress | None = Non
     m.launch = _measure_launch(device, grid)  # outside inference mode: dispatch as in training
     report("kernel launch")
     measure_overheads(m, device, grid, report)  # a training step's phases: with autograd
+    measure_dispatch(m, device, grid, report)  # views and module calls: inference mode
     measure_attention_tables(m, device, grid, _time_calls, _sync_for(device), report,
                              lambda params, flops, t: Point("attention", params, flops,
                                                             spread(t.samples), t.iters))
@@ -705,7 +712,9 @@ def measure(device: str, nproc: int, grid: Grid, progress: Progress | None = Non
 def _overheads(m: Measurements, peaks, curves, attention, conv, mem_bw, memory_curve, op_curves,
                launch: float) -> dict[str, float]:
     """Per-op overhead of each phase: its measured time less the work the cost engine, with
-    the figures just fitted, gives its ops (fp32), over the ops; at least the bare launch."""
+    the figures just fitted, gives its ops (fp32), over the ops; at least the bare launch. The
+    inference phase also less its views at the measured per-view figure (``dispatch_s``),
+    which inference pricing charges on its own."""
     import numpy as np
 
     from archcost.cost.compute import curve_for, memory_curve_index, roofline_seconds
@@ -733,8 +742,17 @@ def _overheads(m: Measurements, peaks, curves, attention, conv, mem_bw, memory_c
             gpu, flops, nbytes, np.full(len(ops), peaks["fp32"]),
             np.array([curve_for(o[1], o[0]) for o in ops], dtype=np.int64),
             memory_curve_index(gpu, [o[0] for o in ops]), np.zeros(len(ops)))
-        out[phase] = per_op_overhead(rec["median_s"], float(work.sum()), len(ops), launch)
+        views = rec.get("views", 0) * dispatch_s(m).get("view", 0.0) if phase == "inference" \
+            else 0.0
+        out[phase] = per_op_overhead(rec["median_s"] - views, float(work.sum()), len(ops),
+                                     launch)
     return out
+
+
+def dispatch_s(m: Measurements) -> dict[str, float]:
+    """Seconds per view op and per nn.Module call (``opbench.measure_dispatch``)."""
+    return {kind: rec["median_s"] / rec["calls"] for kind, rec in m.dispatch.items()
+            if rec["calls"] > 0}
 
 
 @dataclass(frozen=True, slots=True)
@@ -770,6 +788,7 @@ class Derived:
     overheads_s: dict[str, float]  # phase -> seconds per charged op
     collective_fits: dict[str, CollectiveFit]
     level_fit: CollectiveFit | None  # one (alpha, bw) for the link level: all ops together
+    dispatch_s: dict[str, float] = field(default_factory=dict)  # view, module_call -> seconds
 
 
 def derive(m: Measurements) -> Derived:
@@ -853,4 +872,5 @@ def derive(m: Measurements) -> Derived:
                    attention_held_out=held_out, attention_tables=tables, mem_bw=mem_bw,
                    memory_curve=memory_curve, launch_s=launch, conv_curve=conv,
                    conv_backward_curve=conv_backward, op_curves=op_curves,
-                   overheads_s=overheads, collective_fits=fits, level_fit=level)
+                   overheads_s=overheads, collective_fits=fits, level_fit=level,
+                   dispatch_s=dispatch_s(m))

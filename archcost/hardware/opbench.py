@@ -19,6 +19,14 @@ phase of an eager training step.
   charges (views excluded) -> ``op_overhead``: what one op costs beyond its work in that phase
   (dispatch, autograd recording, the autograd engine, the optimizer's Python loop). Python
   module calls are not in it: their cost varies by model and the engine does not see them.
+- ``dispatch``: under ``torch.inference_mode``, a chain of view ops (view, transpose,
+  unsqueeze, select on a small tensor) and a chain of ``nn.Identity`` calls through an
+  ``nn.Sequential`` -> ``dispatch_overhead``: seconds per view op and per nn.Module call, what
+  eager Python pays for the calls the engine gives no work (inference pricing charges them
+  for runtimes that run the model as Python). The inference phase of ``op_overhead`` has its
+  chain's own views taken off at that figure, so a view is charged once. NB: the chain's views
+  are those ``F.linear`` dispatches in C++ (``aten.t``), cheaper than a Python-level view; the
+  subtraction takes them at the Python-level figure, a model's views being mostly such.
 
 Every op's size comes from ``trace.probe`` (the cost rules applied to the real call), so a
 profile built from these points reproduces the measured times when the engine evaluates it.
@@ -42,7 +50,7 @@ from archcost.hardware.calibrate import (
 )
 from archcost.hardware.fit import spread
 
-__all__ = ["OPS", "measure_conv", "measure_ops", "measure_overheads"]
+__all__ = ["OPS", "measure_conv", "measure_ops", "measure_overheads", "measure_dispatch"]
 
 _WIDTH = 1024  # row length of the row-wise ops (normalisations, softmax)
 
@@ -381,10 +389,78 @@ def measure_overheads(m: Measurements, device: str, grid: Grid, progress: Progre
                               ("optimizer", opt_ops, opt_t), ("inference", fwd_ops, inf_t)):
         charged = [p for p in ops if p.charged]
         sp = spread(times)
-        m.overheads[phase] = {"ops": len(charged), "median_s": sp.median, "p10_s": sp.p10,
+        m.overheads[phase] = {"ops": len(charged), "views": len(ops) - len(charged),
+                              "median_s": sp.median, "p10_s": sp.p10,
                               "p90_s": sp.p90, "reps": sp.reps,
                               "workload": f"{depth} x (linear, layer_norm, gelu, add) on "
                                           f"(4, {width}); AdamW foreach=False",
                               "charged": [[p.op, p.op_class, p.flops, p.nbytes]
                                           for p in charged]}
     progress("per-op overhead")
+
+
+def _dispatch_chains(torch, n: int):
+    """(a chain of ``n`` view ops on a (4, 16) tensor, a chain of ``n`` nn.Module calls: an
+    nn.Sequential of ``n - 1`` nn.Identity) as calls."""
+    x = torch.randn(4, 16)
+
+    def views():
+        y = x
+        for _ in range(n // 6):  # (4, 16) -> (16, 4) -> (1, 16, 4) -> (16, 4) -> (4, 16) x 3
+            y = y.view(16, 4).unsqueeze(0)[0].view(4, 16).transpose(0, 1).transpose(0, 1)
+        return y
+
+    seq = torch.nn.Sequential(*[torch.nn.Identity() for _ in range(n - 1)])
+    return views, lambda: seq(x)
+
+
+def _module_calls(torch, fn: Callable[[], Any]) -> int:
+    """nn.Module calls one call of ``fn`` makes, counted by a global forward pre-hook."""
+    calls = [0]
+
+    def count(_m, _args):
+        calls[0] += 1
+
+    handle = torch.nn.modules.module.register_module_forward_pre_hook(count)
+    try:
+        fn()
+    finally:
+        handle.remove()
+    return calls[0]
+
+
+def measure_dispatch(m: Measurements, device: str, grid: Grid, progress: Progress) -> None:
+    """Seconds per view op and per nn.Module call under ``torch.inference_mode`` ->
+    ``m.dispatch[kind]``: the chain's median time, the calls in it and the time per call."""
+    import torch
+
+    from archcost.trace.probe import probe
+
+    if device != "cpu":  # a GPU's host runs ahead of its kernels: the kernels set the pace
+        return
+    n, reps = 60, max(5, grid.reps)
+    views, modules = _dispatch_chains(torch, n)
+    _, ops = probe(views)
+    if any(p.charged for p in ops):
+        raise RuntimeError(f"the view chain ran charged ops: {[p.op for p in ops if p.charged]}")
+    counts = {"view": len(ops), "module_call": _module_calls(torch, modules)}
+    with torch.inference_mode():
+        for kind, fn in (("view", views), ("module_call", modules)):
+            for _ in range(3):
+                fn()
+            times = []
+            for _ in range(reps):
+                iters = 50
+                t0 = time.perf_counter()
+                for _ in range(iters):
+                    fn()
+                times.append((time.perf_counter() - t0) / iters)
+            sp = spread(times)
+            m.dispatch[kind] = {"calls": counts[kind], "median_s": sp.median, "p10_s": sp.p10,
+                                "p90_s": sp.p90, "reps": sp.reps,
+                                "per_call_s": sp.median / counts[kind],
+                                "workload": ("view, unsqueeze, select, view, transpose, "
+                                             "transpose on (4, 16)"
+                                             if kind == "view" else
+                                             f"nn.Sequential of {n - 1} nn.Identity on (4, 16)")}
+    progress("dispatch overhead")

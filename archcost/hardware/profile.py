@@ -169,6 +169,11 @@ class GpuProfile:
     # memory clock is separate). 1.0 where the tables were measured as training runs.
     sustained_clock: float = 1.0
     op_overhead_s: dict[str, float] = field(default_factory=dict)
+    # what eager Python pays beyond the charged ops of an inference forward (CPU calibration
+    # measures it under torch.inference_mode; datasheet and GPU profiles leave it out, and
+    # nothing is charged): per ``DISPATCH_KINDS`` entry, seconds per call -- a view or
+    # metadata op (no work of its own), an nn.Module call
+    dispatch_overhead_s: dict[str, float] = field(default_factory=dict)
     # streaming multiprocessors: what a runtime's communication kernels take a share of while
     # they overlap compute (None: unknown, no share taken)
     sm_count: int | None = None
@@ -246,6 +251,8 @@ class GpuProfile:
 
 # inference: a forward under torch.inference_mode (archcost.hardware.opbench)
 OVERHEAD_PHASES = ("forward", "backward", "optimizer", "inference")
+# dispatch_overhead: a view or metadata op; an nn.Module __call__ (archcost.hardware.opbench)
+DISPATCH_KINDS = ("view", "module_call")
 
 
 # collectives a link level may give figures of its own (``collectives:`` in a cluster file)
@@ -342,7 +349,7 @@ GPU_FIELDS: dict[str, Any] = {
     "attention_efficiency": "curve", "memory_efficiency": "curve",
     "host_link_bandwidth": Quantity.BANDWIDTH, "host_memory_bandwidth": Quantity.BANDWIDTH,
     "calibration": "mapping", "conv_efficiency": "curve", "op_efficiency": "curves",
-    "op_overhead": "times", "attention_head_efficiency": "curve",
+    "op_overhead": "times", "dispatch_overhead": "times", "attention_head_efficiency": "curve",
     "conv_backward_efficiency": "curve", "matmul_shape_efficiency": "shape table",
     "attention_kernels": "attention tables", "sm_count": "count",
     "sustained_clock": "fraction", "sparse_peak_flops": "sparse peaks",
@@ -351,7 +358,8 @@ GPU_FIELDS: dict[str, Any] = {
 # attention defaults to matmul's curve; without host figures offloaded plans are refused
 GPU_OPTIONAL = {"price_per_gpu_hour", "attention_efficiency", "host_link_bandwidth",
                 "host_memory_bandwidth", "calibration", "conv_efficiency", "op_efficiency",
-                "op_overhead", "attention_head_efficiency", "conv_backward_efficiency",
+                "op_overhead", "dispatch_overhead", "attention_head_efficiency",
+                "conv_backward_efficiency",
                 "matmul_shape_efficiency", "attention_kernels", "sm_count", "sustained_clock",
                 "sparse_peak_flops", "unified_memory"}
 FIELD_EXAMPLES = {  # shown when a field is missing
@@ -468,6 +476,7 @@ def gpu_from_dict(data: dict[str, Any], path: str) -> GpuProfile:
         attention_kernels=read_attention_tables(r, data),
         op_efficiency=_op_curves(r, data),
         op_overhead_s=_overheads(r, data),
+        dispatch_overhead_s=_dispatch(r, data),
         sm_count=r.count(data, "sm_count") if data.get("sm_count") is not None else None,
         sustained_clock=_sustained_clock(r, data),
     )
@@ -556,6 +565,19 @@ def _overheads(r: Reader, data: dict[str, Any]) -> dict[str, float]:
             raise r.fail(f"op_overhead.{phase}", f"unknown phase; {hint}use "
                          f"{', '.join(OVERHEAD_PHASES)}")
         out[phase] = r.quantity(raw, phase, Quantity.TIME, "op_overhead.")
+    return out
+
+
+def _dispatch(r: Reader, data: dict[str, Any]) -> dict[str, float]:
+    raw = r.mapping(data, "dispatch_overhead", "must map kinds to times, e.g. {view: '0.5 us', "
+                    "module_call: '2 us'}") or {}
+    out = {}
+    for kind in raw:
+        if kind not in DISPATCH_KINDS:
+            hint = suggest(str(kind), DISPATCH_KINDS)
+            raise r.fail(f"dispatch_overhead.{kind}", f"unknown kind; {hint}use "
+                         f"{', '.join(DISPATCH_KINDS)}")
+        out[kind] = r.quantity(raw, kind, Quantity.TIME, "dispatch_overhead.")
     return out
 
 

@@ -101,6 +101,9 @@ def gpu_calibration(m: Measurements, d: Derived, command: str) -> dict[str, Any]
         "op_overhead": {phase: {k: (_r(v) if isinstance(v, float) else v)
                                 for k, v in rec.items() if k != "charged"}
                         for phase, rec in m.overheads.items()},
+        "dispatch_overhead": {kind: {k: (_r(v) if isinstance(v, float) else v)
+                                     for k, v in rec.items()}
+                              for kind, rec in m.dispatch.items()},
         "fits": {"peak_flops_per_s": {dt: _r(v, 6) for dt, v in d.peaks.items()},
                  "matmul_efficiency_dtype": d.reference_dtype,
                  "memory_bandwidth_bytes_per_s": _r(d.mem_bw, 6),
@@ -270,6 +273,12 @@ def gpu_yaml(m: Measurements, d: Derived, *, name: str, command: str, tdp_w: flo
                      "measured on a small workload")
         for phase, sec in d.overheads_s.items():
             lines.append(f"  {phase}: {fmt(sec, Quantity.TIME, 4)}")
+    if d.dispatch_s:
+        lines.append("dispatch_overhead:      # eager Python beyond the charged ops, under "
+                     "torch.inference_mode: per view op (a chain of view, unsqueeze, select, "
+                     "transpose) and per nn.Module call (a chain of nn.Identity); measured")
+        for kind, sec in d.dispatch_s.items():
+            lines.append(f"  {kind}: {fmt(sec, Quantity.TIME, 4)}")
     lines.append("# what was measured, point by point (free-form; the cost engine does not read it)")
     text = "\n".join(lines) + "\n"
     return text + _dump("calibration", gpu_calibration(m, d, command))

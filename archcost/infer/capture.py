@@ -212,7 +212,8 @@ def _capture(spec, step: InferStep, policy, kv_dtype, quantize, dedupe, st, say,
         module_classes={p: type(m).__name__ for p, m in model.named_modules()}, notes=notes,
         lowp_state_bytes=qstate.state_bytes() if qstate is not None else 0,
         lowp_params=qstate.params() if qstate is not None else 0,
-        assumptions=assumptions(st.values, repeats.count_for))
+        assumptions=assumptions(st.values, repeats.count_for),
+        module_calls=repeats.counted_calls(st.module_calls))
     attrs = {"model": spec.name, "batch_size": step.batch, "seq_len": step.new_tokens,
              "context": step.context, "step": step.kind, "precision": policy.precision.value,
              "capture_method": cap.method, "module_classes": dict(cap.module_classes)}

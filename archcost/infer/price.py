@@ -39,9 +39,17 @@ from archcost.errors import ConfigError
 from archcost.infer.capture import InferCapture, InferStep, capture_inference
 from archcost.options import Recompute
 from archcost.plan.table import C, build_table, sharded_work
-from archcost.plan.workload import SECTION_BLOCK, OpTable, Workload, workload_from_traces
+from archcost.plan.workload import (
+    PHASE_CODES,
+    SECTION_BLOCK,
+    SECTION_POST,
+    SECTION_PRE,
+    OpTable,
+    Workload,
+    workload_from_traces,
+)
 
-__all__ = ["InferenceCosts", "interpolate_ops"]
+__all__ = ["InferenceCosts", "interpolate_ops", "dispatch_seconds"]
 
 # decode steps are traced at two contexts and interpolated (any two distinct lengths: the
 # quantities are affine in the context)
@@ -208,9 +216,11 @@ class InferenceCosts:
         micro = batch / self.pp  # sequences per micro-batch
         rows = self._rows(w, micro)
         stage_layers = w.layers if self.pp == 1 else math.ceil(w.layers / self.pp)
-        ends = rows[C["pre_f"]] + rows[C["post_f"]] if self.pp == 1 else max(
-            rows[C["pre_f"]], rows[C["post_f"]])
-        compute = stage_layers * rows[C["block_f"]] + ends  # the slowest stage, one micro-batch
+        d_pre, d_block, d_post = dispatch_seconds(w, self.gpu, self.runtime)
+        pre, post = rows[C["pre_f"]] + d_pre, rows[C["post_f"]] + d_post
+        ends = pre + post if self.pp == 1 else max(pre, post)
+        # the slowest stage, one micro-batch
+        compute = stage_layers * (rows[C["block_f"]] + d_block) + ends
         tokens = micro * step.new_tokens
         ar = collective_cost(Collective.ALL_REDUCE, tokens * w.hidden * w.act_bytes, self.tp,
                              self.cluster).seconds if self.tp > 1 else 0.0
@@ -271,6 +281,30 @@ class InferenceCosts:
         """The step's transient activations per GPU: one micro-batch's, split over tp."""
         w = self.workload(step)
         return float(batch / self.pp * w.transient[Recompute.NONE] / self.tp)
+
+
+def dispatch_seconds(w: Workload, gpu, runtime) -> tuple[float, float, float]:
+    """Seconds eager Python pays per step beyond the charged ops, (pre, one layer, post): the
+    step's view and metadata ops (``OpTable.dispatch_only``) times the profile's per-view
+    figure, its nn.Module calls (``Workload.module_calls``) times the per-call figure. Only
+    for a runtime that runs the model as Python (``python_dispatch``) on a profile that
+    measured them (``dispatch_overhead``: CPU calibration); zeros otherwise. Neither grows with
+    the batch: a view or a call costs the same on any tensor. NB: views a composite op
+    dispatches inside C++ (``F.linear``'s transpose, ``matmul``'s reshapes) cost less than the
+    Python-level view calibration times, and are charged the same. NB: training pricing does not
+    charge them (its validation record predates them; its op_overhead phases are measured
+    without views and module calls too)."""
+    figures = gpu.dispatch_overhead_s
+    if not runtime.python_dispatch or not figures:
+        return 0.0, 0.0, 0.0
+    ops = w.ops[Recompute.NONE]
+    views = np.zeros(len(ops.flops), dtype=bool) if ops.dispatch_only is None \
+        else ops.dispatch_only & (ops.phase == PHASE_CODES["forward"])
+    view_s, call_s = figures.get("view", 0.0), figures.get("module_call", 0.0)
+    return tuple(float(view_s * ops.count[views & (ops.section == sec)].sum()
+                       + call_s * calls)
+                 for sec, calls in zip((SECTION_PRE, SECTION_BLOCK, SECTION_POST),
+                                       w.module_calls))
 
 
 def _scale(ops: OpTable, batch: float) -> OpTable:

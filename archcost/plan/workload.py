@@ -26,6 +26,7 @@ block stacked over experts (E, in, out); experts held in a ModuleList are not.
 
 from __future__ import annotations
 
+import bisect
 import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -102,6 +103,10 @@ class OpTable:
     # bool: GEMMs on a 2:4-sparse operand (run at the profile's sparse speedup,
     # hardware.sparsity); None: none
     sparse: np.ndarray | None = None
+    # bool: aten calls the runtime dispatches that carry no work (views and metadata ops: no
+    # FLOPs, no bytes, not inside a fused kernel); the roofline gives them no time, eager
+    # Python pays their dispatch (``infer.price``); None: none
+    dispatch_only: np.ndarray | None = None
 
     @property
     def kernels(self) -> np.ndarray:
@@ -157,6 +162,8 @@ class Workload:
     gather_bytes: float = 0.0
     lowp_gather_bytes: float = 0.0
     runtime: RuntimeProfile | None = None  # the stack traced for (None: the default runtime)
+    # forward nn.Module calls of the step (pre, one layer, post), counted as the ops are
+    module_calls: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
     @property
     def layers(self) -> int:
@@ -398,7 +405,7 @@ def _op_table(g: nx.DiGraph, rep: tuple[str, ...], layers: int, width_numel: int
                                              "flops", "nbytes", "fixed", "count", "sp_only",
                                              "attention", "slices", "mnk", "grows",
                                              "launches", "batched", "attn", "expert",
-                                             "sparse")}
+                                             "sparse", "dispatch_only")}
     opt: dict[str, list] = {k: [] for k in cols}
     fixed, growth = _fixed_bytes(pairs), _mnk_growth(pairs)
     model_flops = recompute_flops = 0.0
@@ -437,6 +444,8 @@ def _op_table(g: nx.DiGraph, rep: tuple[str, ...], layers: int, width_numel: int
         target["batched"].append(d["op"] in BATCHED_MATMULS)
         target["attn"].append(op_attention(d))
         target["sparse"].append(d.get("sparsity") == "2:4")
+        target["dispatch_only"].append(d["flops"] <= 0 and d["bytes_read"] + d["bytes_written"]
+                                       <= 0 and d.get("launches", 1.0) > 0)
         # an activation the shape of an expert weight has no fixed bytes: not an expert op
         target["expert"].append(section == SECTION_BLOCK and d["index"] in expert_ops
                                 and fixed.get(n, 0.0) > 0)
@@ -464,6 +473,7 @@ def _op_table(g: nx.DiGraph, rep: tuple[str, ...], layers: int, width_numel: int
             launches=np.array(c["launches"], dtype=np.float64),
             expert=np.array(c["expert"], dtype=bool),
             sparse=np.array(c["sparse"], dtype=bool),
+            dispatch_only=np.array(c["dispatch_only"], dtype=bool),
         )
 
     return table(cols, model_flops, recompute_flops), table(opt, 0.0, 0.0)
@@ -548,6 +558,34 @@ def _activations(g: nx.DiGraph, cap, rep: tuple[str, ...], counts: dict[str, int
                                   len(order), 0.0)
     body = live[section != SECTION_POST]
     return (sharded, sp_only), pre, post, float(peak), float(body.max()) if len(body) else 0.0
+
+
+def _module_calls(cap, nodes, sections, members: list[str], layers: int
+                  ) -> tuple[float, float, float]:
+    """Forward module calls per step (pre, one layer, post): a call inside the main group's
+    members is the block's; any other takes the section of its first op, or, making none
+    (an identity), of the op before it (the first op's when none is before); each call
+    counted as the capture counted it."""
+    fwd = sorted((d["index"], sections.get(n, SECTION_PRE), d["module"]) for n, d in nodes
+                 if d["phase"] == "forward")
+    starts = [i for i, _, _ in fwd]
+    own: dict[str, list[int]] = {}  # module -> positions in fwd of its ops and its children's
+    for pos, (_, _, module) in enumerate(fwd):
+        parts = module.split(".") if module else []
+        for k in range(len(parts) + 1):
+            own.setdefault(".".join(parts[:k]), []).append(pos)
+    out = [0.0, 0.0, 0.0]
+    for path, index, count in getattr(cap, "module_calls", ()):
+        if not members or _in_group(path, members) or not fwd:
+            section = SECTION_BLOCK
+        else:
+            mine = own.get(path, [])
+            at = bisect.bisect_left(mine, bisect.bisect_left(starts, index))
+            pos = mine[at] if at < len(mine) else max(bisect.bisect_left(starts, index) - 1, 0)
+            section = fwd[pos][1]
+        out[section] += count
+    out[SECTION_BLOCK] /= layers if members else 1
+    return out[SECTION_PRE], out[SECTION_BLOCK], out[SECTION_POST]
 
 
 def _param_split(cap, rep: tuple[str, ...], members: list[str], layers: int, g: nx.DiGraph, sections):
@@ -668,7 +706,7 @@ def workload_from_traces(traces: Mapping[Recompute, object], policy: PrecisionPo
         transient=transient, transient_body=body, hidden=hidden, act_bytes=ITEMSIZE[policy.compute_dtype],
         tp_points=tp_points, kv_hidden=kv_hidden, dispatch_bytes=dispatch, notes=tuple(notes),
         gemm_dtype=policy.gemm_dtype, gather_bytes=own, lowp_gather_bytes=lowp_gather,
-        runtime=runtime,
+        runtime=runtime, module_calls=_module_calls(cap0, nodes0, sections0, members, layers),
     )
 
 

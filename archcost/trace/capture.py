@@ -89,6 +89,9 @@ class CaptureResult:
     lowp_params: int = 0
     # what the capture assumed where values were unknown (routing, bounds, fallbacks)
     assumptions: dict[str, Any] = field(default_factory=dict)
+    # forward nn.Module calls (path, index of the first record after the call began, count):
+    # what eager Python pays per call beyond its ops (``RepeatTracker.counted_calls``)
+    module_calls: tuple[tuple[str, int, int], ...] = ()
 
 
 def _install_module_hooks(model: nn.Module, st: CaptureState) -> list[Any]:
@@ -97,6 +100,8 @@ def _install_module_hooks(model: nn.Module, st: CaptureState) -> list[Any]:
 
         def pre(_m, _args, path=path):
             st.module_stack.append(path)
+            if st.phase is Phase.FORWARD:
+                st.module_calls.append((path, len(st.records)))
             if st.phase is Phase.BACKWARD:
                 st.phase = Phase.RECOMPUTE
                 st.module_stack.append("\0recompute-entry")
@@ -301,6 +306,7 @@ def _capture(spec, batch_size, seq_len, precision, optimizer, dedupe_repeats, re
         module_classes={p: type(m).__name__ for p, m in model.named_modules()},
         notes=notes,
         saved_op_keys=_saved_op_keys(st.records, st.saved_storages),
+        module_calls=repeats.counted_calls(st.module_calls),
         saved_tensors=tuple(saved_tensors) + tuple(st.sac_counted.values()),
         lowp_state_bytes=lowp.state_bytes() if lowp else 0,
         lowp_params=lowp.params() if lowp else 0,

@@ -78,6 +78,8 @@ class CaptureState:
         self.records: list[OpRecord] = []
         self.phase = Phase.FORWARD
         self.module_stack: list[str] = [""]
+        # forward module calls as made: (path, index of the next record)
+        self.module_calls: list[tuple[str, int]] = []
         self.optimizer_module: str = ""
         # Tensor identities without holding the tensors: a held tensor would change what eager
         # autograd does (AccumulateGrad copies a gradient someone else references instead of

@@ -179,6 +179,7 @@ class RepeatTracker:
         self._by_rep = {g.rep: g for g in self.groups}
         self._group_of_member = {m: g for g in self.groups for m in g.members}
         self._frozen = False
+        self.skipped_paths: list[str] = []  # each skipped member call, by the member's path
         self.call_block = call_block or (lambda orig, args, kwargs, path: orig(*args, **kwargs))
 
     @classmethod
@@ -252,6 +253,7 @@ class RepeatTracker:
                 return out
             if g.identity_ok and sig == g.rep_sig:
                 g.skipped += 1
+                self.skipped_paths.append(path)
                 x = _first_tensor(args, kwargs)
                 out = g.rep_out
                 if isinstance(out, torch.Tensor):
@@ -293,6 +295,21 @@ class RepeatTracker:
             if c is None:
                 c = cache[rec.module] = self.count_for(rec.module)
             rec.count = c
+
+    def counted_calls(self, calls: list[tuple[str, int]]) -> tuple[tuple[str, int, int], ...]:
+        """The module calls a run of every block makes, from ``calls`` (path, index of the
+        next record) as traced: a skipped member's own call dropped (its representative's
+        calls stand for it), each call counted as its records are (``count_for``)."""
+        skipped: dict[str, int] = {}
+        for path in self.skipped_paths:
+            skipped[path] = skipped.get(path, 0) + 1
+        out = []
+        for path, index in calls:
+            if skipped.get(path, 0) > 0:
+                skipped[path] -= 1
+                continue
+            out.append((path, index, self.count_for(path)))
+        return tuple(out)
 
     def rescale_saved(self, saved: dict[str, int]) -> dict[str, int]:
         return {m: b * self.count_for(m) for m, b in saved.items()}
