@@ -163,7 +163,9 @@ def grid_for(device: str, quick: bool) -> Grid:
                     warmup=2, reps=9, min_rep_s=3e-2, max_call_s=0.5,
                     collective_warmup=3, collective_reps=7, collective_min_rep_s=2e-2,
                     conv_shapes=_CONVS, op_numels=(1 << 10, 1 << 14, 1 << 17, 1 << 20, 1 << 23),
-                    matmul_table_dims=(16, 64, 256, 1024, 4096), matmul_table_max_flops=2 ** 31,
+                    # m = 1: a decode step's one-row matmuls (GEMVs, memory-bound), which the
+                    # rule below the grid (x sqrt(m / 16)) priced 4x faster than m = 16
+                    matmul_table_dims=(1, 16, 64, 256, 1024, 4096), matmul_table_max_flops=2 ** 31,
                     attention_table_kernels=("math", "cpu-flash"),
                     attention_table_head_dims=(32, 64), attention_table_seqs=(128, 256, 512),
                     attention_table_tokens=2048, attention_table_hidden=256)
