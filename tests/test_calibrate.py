@@ -292,7 +292,9 @@ def test_dispatch_figures_are_each_chains_time_over_its_calls(calibrated):
     inf = gpu.calibration["op_overhead"]["inference"]
     assert inf["views"] > 0  # F.linear's transposed weight, one per linear
     residual = (inf["median_s"] - inf["views"] * gpu.dispatch_overhead_s["view"]) / inf["ops"]
-    assert gpu.kernel_launch_s <= gpu.op_overhead_s["inference"] <= residual * 1.001
+    # at least a launch: on a busy machine the views' share can leave less than one
+    assert gpu.op_overhead_s["inference"] <= max(residual * 1.001, gpu.kernel_launch_s)
+    assert gpu.kernel_launch_s <= gpu.op_overhead_s["inference"]
 
 
 def test_probe_prices_real_calls_by_the_tracers_rules():
