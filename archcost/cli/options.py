@@ -165,15 +165,9 @@ MaskDensityOpt = Annotated[float, typer.Option(
 TraceTimeoutOpt = Annotated[float, typer.Option(
     "--trace-timeout", help="Seconds without progress before a trace is stopped.")]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")]
-# generation (infer, sweep --infer): declared as archcost infer declares them
+# replicas and stack (infer, sweep --infer)
 TpOpt = Annotated[int, typer.Option("--tp", min=1, help="Tensor-parallel GPUs per replica.")]
 PpOpt = Annotated[int, typer.Option("--pp", min=1, help="Pipeline stages per replica.")]
-BatchOpt = Annotated[int, typer.Option("--batch", "-b", min=1,
-                                       help="Sequences generated together.")]
-InputLenOpt = Annotated[int, typer.Option("--input-len", "-i", min=1,
-                                          help="Prompt tokens per sequence.")]
-OutputLenOpt = Annotated[int, typer.Option("--output-len", "-n", min=1,
-                                           help="Tokens generated per sequence.")]
 RuntimeOpt = Annotated[str, typer.Option(
     "--runtime", help="Software stack that runs the model: a runtime profile name or file "
     "(archcost profiles list): eager (PyTorch as written), torchtitan, torchtitan-compile, "
