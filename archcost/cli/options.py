@@ -165,9 +165,10 @@ MaskDensityOpt = Annotated[float, typer.Option(
 TraceTimeoutOpt = Annotated[float, typer.Option(
     "--trace-timeout", help="Seconds without progress before a trace is stopped.")]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")]
-# replicas and stack (infer, sweep --infer)
+# a replica's parallelism (infer, sweep --infer)
 TpOpt = Annotated[int, typer.Option("--tp", min=1, help="Tensor-parallel GPUs per replica.")]
 PpOpt = Annotated[int, typer.Option("--pp", min=1, help="Pipeline stages per replica.")]
+# the software stack (every command that prices a step)
 RuntimeOpt = Annotated[str, typer.Option(
     "--runtime", help="Software stack that runs the model: a runtime profile name or file "
     "(archcost profiles list): eager (PyTorch as written), torchtitan, torchtitan-compile, "
