@@ -555,30 +555,27 @@ def _op_curves(r: Reader, data: dict[str, Any]) -> dict[str, EfficiencyCurve]:
     return out
 
 
-def _overheads(r: Reader, data: dict[str, Any]) -> dict[str, float]:
-    raw = r.mapping(data, "op_overhead", "must map phases to times, e.g. {forward: '6 us', "
-                    "backward: '9 us', optimizer: '12 us'}") or {}
+def _times(r: Reader, data: dict[str, Any], key: str, names: tuple[str, ...], what: str,
+           example: str) -> dict[str, float]:
+    """``key``: a mapping of ``names`` (each a ``what``) to times; {} when absent."""
+    raw = r.mapping(data, key, f"must map {what}s to times, e.g. {example}") or {}
     out = {}
-    for phase in raw:
-        if phase not in OVERHEAD_PHASES:
-            hint = suggest(str(phase), OVERHEAD_PHASES)
-            raise r.fail(f"op_overhead.{phase}", f"unknown phase; {hint}use "
-                         f"{', '.join(OVERHEAD_PHASES)}")
-        out[phase] = r.quantity(raw, phase, Quantity.TIME, "op_overhead.")
+    for name in raw:
+        if name not in names:
+            hint = suggest(str(name), names)
+            raise r.fail(f"{key}.{name}", f"unknown {what}; {hint}use {', '.join(names)}")
+        out[name] = r.quantity(raw, name, Quantity.TIME, f"{key}.")
     return out
+
+
+def _overheads(r: Reader, data: dict[str, Any]) -> dict[str, float]:
+    return _times(r, data, "op_overhead", OVERHEAD_PHASES, "phase",
+                  "{forward: '6 us', backward: '9 us', optimizer: '12 us'}")
 
 
 def _dispatch(r: Reader, data: dict[str, Any]) -> dict[str, float]:
-    raw = r.mapping(data, "dispatch_overhead", "must map kinds to times, e.g. {view: '0.5 us', "
-                    "module_call: '2 us'}") or {}
-    out = {}
-    for kind in raw:
-        if kind not in DISPATCH_KINDS:
-            hint = suggest(str(kind), DISPATCH_KINDS)
-            raise r.fail(f"dispatch_overhead.{kind}", f"unknown kind; {hint}use "
-                         f"{', '.join(DISPATCH_KINDS)}")
-        out[kind] = r.quantity(raw, kind, Quantity.TIME, "dispatch_overhead.")
-    return out
+    return _times(r, data, "dispatch_overhead", DISPATCH_KINDS, "kind",
+                  "{view: '0.5 us', module_call: '2 us'}")
 
 
 def _optional(r: Reader, data: dict[str, Any], key: str) -> float | None:
