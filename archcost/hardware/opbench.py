@@ -375,16 +375,9 @@ def measure_overheads(m: Measurements, device: str, grid: Grid, progress: Progre
         fwd_t.append(f / iters)
         bwd_t.append(b / iters)
         opt_t.append(o / iters)
-    inf_t = []  # the forward as generation runs it: no autograd records (torch.inference_mode)
+    # the forward as generation runs it: no autograd records (torch.inference_mode)
     with torch.inference_mode():
-        for _ in range(3):
-            forward()
-        for _ in range(reps):
-            iters = 20
-            t0 = time.perf_counter()
-            for _ in range(iters):
-                forward()
-            inf_t.append((time.perf_counter() - t0) / iters)
+        inf_t = _per_call_times(forward, reps, iters=20)
     for phase, ops, times in (("forward", fwd_ops, fwd_t), ("backward", bwd_ops, bwd_t),
                               ("optimizer", opt_ops, opt_t), ("inference", fwd_ops, inf_t)):
         charged = [p for p in ops if p.charged]
@@ -397,6 +390,20 @@ def measure_overheads(m: Measurements, device: str, grid: Grid, progress: Progre
                               "charged": [[p.op, p.op_class, p.flops, p.nbytes]
                                           for p in charged]}
     progress("per-op overhead")
+
+
+def _per_call_times(fn: Callable[[], Any], reps: int, iters: int) -> list[float]:
+    """Seconds per call of ``fn``: 3 warm-up calls, then ``reps`` repetitions of ``iters``
+    calls each, timed on the host."""
+    for _ in range(3):
+        fn()
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        for _ in range(iters):
+            fn()
+        times.append((time.perf_counter() - t0) / iters)
+    return times
 
 
 def _dispatch_chains(torch, n: int):
@@ -446,16 +453,7 @@ def measure_dispatch(m: Measurements, device: str, grid: Grid, progress: Progres
     counts = {"view": len(ops), "module_call": _module_calls(torch, modules)}
     with torch.inference_mode():
         for kind, fn in (("view", views), ("module_call", modules)):
-            for _ in range(3):
-                fn()
-            times = []
-            for _ in range(reps):
-                iters = 50
-                t0 = time.perf_counter()
-                for _ in range(iters):
-                    fn()
-                times.append((time.perf_counter() - t0) / iters)
-            sp = spread(times)
+            sp = spread(_per_call_times(fn, reps, iters=50))
             m.dispatch[kind] = {"calls": counts[kind], "median_s": sp.median, "p10_s": sp.p10,
                                 "p90_s": sp.p90, "reps": sp.reps,
                                 "per_call_s": sp.median / counts[kind],
