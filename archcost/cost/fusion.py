@@ -72,6 +72,7 @@ from __future__ import annotations
 
 import networkx as nx
 
+from archcost.cost.compute import op_mnk
 from archcost.runtime import Fusion, OptimizerKernel
 
 __all__ = ["fuse_graph", "executed_graph", "FUSABLE_CLASSES"]
@@ -318,8 +319,6 @@ def _sibling_projections(g: nx.DiGraph) -> list[list[int]]:
     """Forward GEMMs of the linears of one attention module that read the same input (the
     tensors their linears' ops read from outside the linear), each list of two or more in
     execution order."""
-    from archcost.cost.compute import op_mnk
-
     classes = g.graph.get("module_classes", {})
     by_module: dict[str, list[int]] = {}
     for n, d in g.nodes(data=True):
@@ -344,8 +343,6 @@ def _sibling_projections(g: nx.DiGraph) -> list[list[int]]:
 def _merge_gemms(g: nx.DiGraph, out: nx.DiGraph, members: list[int]) -> None:
     """``members`` (GEMMs of one input) as one GEMM on the first: FLOPs and bytes summed, the
     input (each one's operand of ``m x k``: the lightest in-edge of that shape) read once."""
-    from archcost.cost.compute import op_mnk
-
     m, _, k = op_mnk(g.nodes[members[0]])
     width = 0
     again = 0.0
