@@ -21,7 +21,7 @@ from typing import Any
 from archcost.errors import ConfigError
 from archcost.sweep.axes import RESOURCES, WORKLOAD_KEYS, Axis, apply_hardware
 
-__all__ = ["run_grid", "build_point", "load_system", "sensitivity", "bottleneck"]
+__all__ = ["run_grid", "grid_result", "build_point", "load_system", "sensitivity", "bottleneck"]
 
 
 def bottleneck(estimate: dict[str, Any]) -> str:
@@ -105,6 +105,16 @@ def build_point(axes: list[Axis], idx, *, cluster_name: str, gpus: int, gbs: int
     return labels, cluster, n, s, b, d, workload
 
 
+def grid_result(axes: list[Axis], points: list[dict[str, Any]], total: int, t0: float
+                ) -> dict[str, Any]:
+    """A sweep's grid as its document holds it: the axes, the points, and the pace since
+    ``t0`` (a ``time.perf_counter`` reading)."""
+    seconds = time.perf_counter() - t0
+    return {"axes": [{"key": a.key, "values": list(a.labels)} for a in axes],
+            "points": points, "grid_points": total, "seconds": seconds,
+            "points_per_second": total / seconds if seconds else 0.0}
+
+
 def run_grid(
     axes: list[Axis],
     *,
@@ -152,7 +162,4 @@ def run_grid(
         points.append(row)
         if progress:
             progress(k + 1, total)
-    seconds = time.perf_counter() - t0
-    return {"axes": [{"key": a.key, "values": list(a.labels)} for a in axes],
-            "points": points, "grid_points": total, "seconds": seconds,
-            "points_per_second": total / seconds if seconds else 0.0}
+    return grid_result(axes, points, total, t0)

@@ -19,6 +19,7 @@ from typing import Any
 
 from archcost.errors import ConfigError
 from archcost.sweep.axes import INFER_KEYS, INFER_ONLY_KEYS, Axis, apply_hardware
+from archcost.sweep.grid import grid_result
 
 __all__ = ["INFER_DTYPES", "run_infer_grid"]
 
@@ -93,7 +94,4 @@ def run_infer_grid(
             "decode_bound": phases["decode"]["bound"]})
         if progress:
             progress(k + 1, total)
-    seconds = time.perf_counter() - t0
-    return {"axes": [{"key": a.key, "values": list(a.labels)} for a in axes],
-            "points": points, "grid_points": total, "seconds": seconds,
-            "points_per_second": total / seconds if seconds else 0.0}
+    return grid_result(axes, points, total, t0)
