@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import math
 import sys
 import textwrap
@@ -72,8 +73,10 @@ def sig(x: float, digits: int = 3) -> float:
 
 
 # --- GEMM --------------------------------------------------------------------------------------
+@functools.cache
 def xla_rates() -> dict[tuple[str, str], dict[tuple[int, int, int, int], float]]:
-    """(gpu, dtype) -> {(b, m, n, k): FLOP/s} of the XLA extract."""
+    """(gpu, dtype) -> {(b, m, n, k): FLOP/s} of the XLA extract, read once (callers only
+    read it)."""
     out: dict = defaultdict(dict)
     for r in _rows("xla_matmul_perf_table.csv"):
         out[(r["gpu"], r["dtype"])][tuple(int(r[c]) for c in "bmnk")] = float(r["flops_per_s"])
@@ -120,6 +123,7 @@ def fold_check() -> dict[tuple[str, str], tuple[float, float, float]]:
     return out
 
 
+@functools.cache
 def transpose_check() -> dict[tuple[str, str], tuple[float, float, float, int]]:
     """Per (gpu, dtype): median, p10, p90 of rate(1, m, n, k) / rate(1, n, m, k) over the cells
     measured both ways with m < n, and their count: how well a GEMM reads as its transpose."""
