@@ -97,9 +97,10 @@ def run_case(case: Case, cache_dir: str | None, memo: dict) -> dict:
     from archcost.plan.space import parse_plan
 
     case = fp8_ready(case)
-    # the published plan as benchmarks/published.py prices it (an unpublished V: its fastest)
+    # the published plan as benchmarks/published.py prices it (an unpublished V or micro-batch
+    # size: its fastest)
     case = dataclasses.replace(case, plan=predict(case, cache_dir, memo)["plan"],
-                               vpp_unpublished=False)
+                               vpp_unpublished=False, mbs_unpublished=False)
     cm = cost_model(case, workload(case, tuple(Recompute), cache_dir, memo))
     plan = parse_plan(case.plan)
     pub, _ = estimate_plan(plan, cm, with_schedule=False)

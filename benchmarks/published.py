@@ -165,19 +165,54 @@ def _vpp_divisors(case: Case) -> list[int]:
     return [v for v in range(1, 9) if (layers // plan.pp) % v == 0]
 
 
-def vpp_candidates(case: Case) -> list[int]:
-    """V for a run that does not publish it (:func:`_vpp_divisors`); none for one that does."""
-    return _vpp_divisors(case) if case.vpp_unpublished else []
+def with_mbs(plan_text: str, m: int) -> str:
+    """The plan with micro-batches of ``m`` sequences."""
+    return ",".join(t if not t.startswith("mbs=") else f"mbs={m}" for t in plan_text.split(","))
+
+
+def _mbs_choices(case: Case) -> list[int]:
+    """Micro-batch sizes a run could use: 1, 2, 4 or 8 sequences, dividing its sequences per
+    data-parallel replica."""
+    plan = _plan(case)
+    per_replica = plan.gbs // plan.dp
+    return [m for m in (1, 2, 4, 8) if per_replica % m == 0]
+
+
+def plan_candidates(case: Case, shape) -> list[str]:
+    """The plans a run that does not publish its interleaving or its micro-batch size could
+    have run: every V of :func:`_vpp_divisors` and every micro-batch size of
+    :func:`_mbs_choices` it leaves open, the valid combinations only; none when the run
+    publishes both."""
+    from archcost.plan.rules import validate
+    from archcost.plan.space import parse_plan
+
+    if not (case.vpp_unpublished or case.mbs_unpublished):
+        return []
+    vs = _vpp_divisors(case) if case.vpp_unpublished else [None]
+    ms = _mbs_choices(case) if case.mbs_unpublished else [None]
+    out = []
+    for m in ms:
+        for v in vs or [None]:
+            text = case.plan if m is None else with_mbs(case.plan, m)
+            text = text if v is None else with_vpp(text, v)
+            plan = parse_plan(text)
+            if not validate(plan, shape, plan.gpus):
+                out.append(text)
+    return out
 
 
 def predict(case: Case, cache_dir, memo, clock: float | None = None) -> dict:
-    """The case's prediction; a run that does not publish its interleaving takes the fastest
-    V that fits (:func:`vpp_candidates`), chosen on archcost's own estimate."""
-    cands = vpp_candidates(case)
-    if cands:
-        runs = [predict(dataclasses.replace(case, plan=with_vpp(case.plan, v),
-                                            vpp_unpublished=False), cache_dir, memo, clock)
-                for v in cands]
+    """The case's prediction; a run that does not publish its interleaving or its micro-batch
+    size takes the fastest valid choice that fits (:func:`plan_candidates`), chosen on
+    archcost's own estimate, as the run's engineers would have tuned it."""
+    if case.vpp_unpublished or case.mbs_unpublished:
+        shape = workload(case, (_plan(case).recompute,), cache_dir, memo).shape
+        cands = plan_candidates(case, shape)
+        if not cands:
+            raise ValueError(f"{case.id}: no valid plan among its unpublished choices")
+        runs = [predict(dataclasses.replace(case, plan=text, vpp_unpublished=False,
+                                            mbs_unpublished=False), cache_dir, memo, clock)
+                for text in cands]
         fitting = [r for r in runs if r["est"]["fits"]] or runs
         return min(fitting, key=lambda r: r["step"])
     from archcost.plan.evaluate import estimate_plan

@@ -72,6 +72,10 @@ class Case:
     # dividing its layers per stage, at most 8) that archcost finds fastest for the published
     # plan among those that fit, as the run's engineers would have tuned it
     vpp_unpublished: bool = False
+    # nor its micro-batch size: priced with the size of 1, 2, 4 or 8 sequences (dividing the
+    # sequences per data-parallel replica) that archcost finds fastest among those that fit,
+    # chosen together with an unpublished V
+    mbs_unpublished: bool = False
     extra: dict = field(default_factory=dict)
 
     def predicted_metric(self, step_s: float) -> float:
@@ -169,7 +173,9 @@ def _mc24(row: dict) -> Case:
              "BF16 (MFU column = TFLOP/s / 989), H100 SXM 80GB on DGX H100 + NDR",
              "distributed optimizer (zero=1) and sequence parallel for tp > 1 "
              "(--overlap-param-gather and --tp-comm-overlap require them)",
-             "mbs 1, no recompute: unpublished, Megatron's defaults",
+             "no recompute: unpublished, Megatron's default",
+             "micro-batch size unpublished: the one of 1, 2, 4, 8 archcost finds fastest "
+             "(dividing the sequences per replica, fitting the GPU), as tuned runs do",
              "interleaving unpublished: for pp > 1 the V archcost finds fastest (1-8, dividing "
              "the layers per stage), as tuned runs do; the table's MFU rising at pp 8-16 "
              "suggests they interleaved")
@@ -178,7 +184,7 @@ def _mc24(row: dict) -> Case:
                           dropout=0.0, flash=True, tie_weights=False),
                 seq=seq, dtype="bf16-mixed", runtime="megatron", plan=plan,
                 cluster="dgx-h100-ndr", gpus=dp * tp * pp, metric=row["metric"], value=tflops,
-                step_s=step, assumptions=notes, vpp_unpublished=pp > 1)
+                step_s=step, assumptions=notes, vpp_unpublished=pp > 1, mbs_unpublished=True)
 
 
 def _llama3_128k(row: dict) -> Case:
