@@ -121,6 +121,10 @@ class RuntimeProfile:
     # SMs the overlapped tensor-parallel communication kernels hold while the layer's matmuls
     # run (0: no overlap); the matmuls run on the rest of the GPU's SMs
     tp_comm_sms: int
+    # how much slower compute runs while an overlapped data-parallel collective (DDP's
+    # all-reduce, ZeRO's reduce-scatter and all-gather, FSDP's prefetch) runs beside it: the
+    # collective's kernels take SMs and memory bandwidth from it (0: no interference)
+    overlap_slowdown: float = 0.0
     # reserved by the caching allocator over the live tensors' peak, as a share of it;
     # None: not known for the stack (reserved memory is then not predicted)
     allocator_headroom: float | None = None
@@ -154,7 +158,7 @@ class RuntimeProfile:
             "selective_recompute": self.selective_recompute.value,
             "gradient_reduce_dtype": self.gradient_reduce_dtype.value,
             "overlap_dp": sorted(self.overlap_dp), "tp_comm_exposed": self.tp_comm_exposed,
-            "tp_comm_sms": self.tp_comm_sms,
+            "tp_comm_sms": self.tp_comm_sms, "overlap_slowdown": self.overlap_slowdown,
             "allocator_headroom": self.allocator_headroom,
             "fp8": None if self.fp8 is None else {"recipe": self.fp8.recipe.value,
                                                   "weight_all_gather": self.fp8.weight_all_gather},
@@ -174,12 +178,14 @@ RUNTIME_FIELDS: dict[str, tuple[Any, str]] = {
     "overlap_dp": ("stages", "[0, 1, 2, 3]"),
     "tp_comm_exposed": ("fraction", "0.25"),
     "tp_comm_sms": ("sms", "16"),
+    "overlap_slowdown": ("fraction", "0.189"),
     "allocator_headroom": ("share", "0.05"),
     "fp8": ("fp8", "{recipe: current, weight_all_gather: true}"),
     "plan_constraints": ("constraints", "['cp=1', 'zero=0']"),
     "python_dispatch": ("bool", "true"),
 }
-_OPTIONAL = {"fp8", "allocator_headroom", "plan_constraints", "python_dispatch"}
+_OPTIONAL = {"fp8", "allocator_headroom", "plan_constraints", "python_dispatch",
+             "overlap_slowdown"}
 # a plan constraint as `archcost plan --constraint` writes it (archcost.plan.arrays checks the key)
 _CONSTRAINT = re.compile(r"^\s*[A-Za-z_]+\s*(<=|>=|==|!=|=|<|>)\s*[A-Za-z0-9_\-]+\s*$")
 _FP8_FIELDS = {"recipe": (Fp8Recipe, "current"), "weight_all_gather": ("bool", "true")}
@@ -298,6 +304,7 @@ def runtime_from_dict(data: dict[str, Any], path: str | Path) -> RuntimeProfile:
         raise ProfileError("\n".join(c.errors))
     got["plan_constraints"] = got["plan_constraints"] or ()
     got["python_dispatch"] = bool(got["python_dispatch"])
+    got["overlap_slowdown"] = got["overlap_slowdown"] or 0.0
     return RuntimeProfile(**got, attention_kernel=kernels, fp8=fp8, source_path=str(path))
 
 

@@ -72,6 +72,12 @@ def test_every_bundled_runtime_loads_and_the_default_is_eager():
     ("eager", "fusions", frozenset()),
     ("eager", "optimizer", OptimizerKernel.PER_TENSOR),
     ("fsdp", "optimizer", OptimizerKernel.FOREACH),
+    # Lee et al. 2025 (arXiv 2507.03114): compute beside communication 18.9 % slower on average
+    ("megatron", "overlap_slowdown", 0.189),
+    ("torchtitan", "overlap_slowdown", 0.189),
+    ("eager", "overlap_slowdown", 0.189),
+    # an inference engine reduces no gradients: nothing charged
+    ("tensorrt-llm", "overlap_slowdown", 0.0),
 ])
 def test_bundled_figures_match_their_sources(name, field, value):
     assert getattr(load_runtime(name), field) == value
@@ -98,6 +104,8 @@ def _write(tmp_path, text: str):
     (("fp8: null", "fp8: {recipe: current}"), "fp8.weight_all_gather", "missing"),
     (("fp8: null", "fp8: null\nfusion: none"), "fusion", "did you mean 'fusions'"),
     (("fp8: null", "allocator_headroom: -0.1"), "allocator_headroom", ">= 0"),
+    (("overlap_slowdown: 0.189", "overlap_slowdown: 1.5"), "overlap_slowdown", "in [0, 1]"),
+    (("overlap_slowdown: 0.189", "overlap_slowdown: '19 %'"), "overlap_slowdown", "in [0, 1]"),
 ])
 def test_a_malformed_runtime_is_one_line_naming_file_field_and_fix(tmp_path, edit, field, words):
     text = (RUNTIMES / "eager.yaml").read_text()
@@ -284,6 +292,47 @@ def test_deepspeed_overlaps_gradient_reduction_only_at_stage_3(gpt_runtimes):
     est, _ = _est(w, "dp=8,zero=1,mbs=1,gbs=8")
     rs = sum(c["seconds_each"] * c["per_step"] for c in est["comm"] if c["group"] == "dp")
     assert est["components_s"]["dp_comm"] == pytest.approx(rs)  # nothing hidden
+
+
+def _slowed(w, slowdown: float):
+    return dataclasses.replace(w, runtime=dataclasses.replace(load_runtime("eager"),
+                                                              overlap_slowdown=slowdown))
+
+
+@pytest.mark.parametrize("plan", ["dp=8,zero=1,mbs=1,gbs=8", "dp=8,zero=1,mbs=1,gbs=32"])
+def test_compute_beside_an_overlapped_gradient_reduction_runs_slower(gpt_runtimes, plan):
+    """A collective hidden behind backward still costs what it slows the compute beside it:
+    with the compute s slower while it runs, a hidden collective of T seconds adds
+    T s / (1 + s) (the compute it displaced), checked against the recorded collectives."""
+    w = gpt_runtimes["eager"]
+    free, _ = _est(_slowed(w, 0.0), plan)
+    assert free["components_s"]["dp_comm"] == 0.0  # hidden entirely without interference
+    s = 0.189
+    slowed, _ = _est(_slowed(w, s), plan)
+    dp = sum(c["seconds_each"] * c["per_step"] for c in slowed["comm"] if c["group"] == "dp")
+    assert dp > 0
+    assert slowed["components_s"]["dp_comm"] == pytest.approx(dp * s / (1 + s))
+    assert slowed["step_time_s"] - free["step_time_s"] == pytest.approx(dp * s / (1 + s))
+
+
+def test_zero3_gathers_slow_every_layer_they_overlap(gpt_runtimes):
+    """ZeRO-3: each micro-batch gathers every layer's parameters before its forward and its
+    backward and reduce-scatters its gradients; all but the first gather and the last reduce
+    hide behind a neighbouring layer, each slowing it by its time x s / (1 + s)."""
+    plan = "dp=8,zero=3,mbs=1,gbs=16"
+    w = gpt_runtimes["eager"]
+    free, _ = _est(_slowed(w, 0.0), plan)
+    s = 0.189
+    slowed, _ = _est(_slowed(w, s), plan)
+    ag = next(c for c in slowed["comm"] if c["collective"] == "all-gather")["seconds_each"]
+    rs = next(c for c in slowed["comm"] if c["collective"] == "reduce-scatter")["seconds_each"]
+    layers = w.layers
+    m = slowed["plan"]["num_microbatches"]
+    assert m == 2
+    # without interference only the first layer's gather and the last layer's reduce show
+    assert free["components_s"]["dp_comm"] == pytest.approx((ag + rs) / layers)
+    assert slowed["components_s"]["dp_comm"] - free["components_s"]["dp_comm"] == \
+        pytest.approx(m * (2 * ag + rs) * s / (1 + s))
 
 
 @pytest.mark.parametrize("name", ["torchtitan", "deepspeed", "megatron"])

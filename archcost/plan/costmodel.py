@@ -122,6 +122,12 @@ class CostModel:
         return self.runtime.tp_comm_exposed
 
     @property
+    def overlap_slowdown(self) -> float:
+        """How much slower compute runs beside an overlapped data-parallel collective (the
+        runtime's figure)."""
+        return self.runtime.overlap_slowdown
+
+    @property
     def peak_flops(self) -> float:
         """The peak MFU is against: that of the dtype the GEMMs run in (fp8 for --dtype fp8)."""
         w = self.workload
@@ -170,6 +176,7 @@ class CostModel:
             "host_mem_bw": float(self.gpu.host_memory_bw_bytes_per_s or 0.0),
             "gather_bytes": self.gather_bytes, "held_weight_bytes": self.held_weight_bytes,
             "cp_all_gather": float(self.cp_comm == "all_gather"),
+            "overlap_slowdown": self.overlap_slowdown,
         }
         return np.array([float(values[k]) for k in MODEL_KEYS])
 

@@ -30,6 +30,7 @@ from archcost.cost.memory import zero3_buffer_bytes
 from archcost.errors import PlanError
 from archcost.options import Recompute
 from archcost.plan.costmodel import CostModel
+from archcost.plan.kernel import exposed_beside
 from archcost.plan.partition import balanced_counts, uniform_counts
 from archcost.plan.rules import validate
 from archcost.plan.schedule import ScheduleResult, simulate
@@ -225,6 +226,7 @@ def estimate_plan(plan: Plan, cm: CostModel, *, with_schedule: bool = True
                     else (g_dp, g_dp, None))
     expert_groups = (groups["dp-experts"],) * 2 + (None,) if ep > 1 else dense_groups
     ranks = []
+    slow = cm.overlap_slowdown  # compute beside an overlapped collective runs this much slower
     for r in range(pp):
         nl = rank_layers[r]
         dense = (nl * pb + (w.params_pre if r == 0 else 0.0)
@@ -257,10 +259,12 @@ def estimate_plan(plan: Plan, cm: CostModel, *, with_schedule: bool = True
                                replicas, 1, "across shard-group replicas")
         if zero == 3:
             ag_l, rs_l = fwd_c / max(nl, 1.0), bwd_c / max(nl, 1.0)
-            exposed = max(0.0, ag_l - layer_f) + max(0.0, ag_l + rs_l - layer_b)
+            exposed = (exposed_beside(ag_l, layer_f, slow)
+                       + exposed_beside(ag_l + rs_l, layer_b, slow))
             dp_t = m * nl * exposed + ag_l + rs_l
         elif cm.overlaps_dp(zero):
-            dp_t = max(0.0, bwd_c - nl * layer_b) + max(0.0, fwd_c - nl * layer_f)
+            dp_t = (exposed_beside(bwd_c, nl * layer_b, slow)
+                    + exposed_beside(fwd_c, nl * layer_f, slow))
         else:
             dp_t = bwd_c + fwd_c
         zshard = zg if zero >= 1 else 1

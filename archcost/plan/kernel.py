@@ -67,7 +67,8 @@ MODEL_KEYS = ("layers", "seq_len", "hidden", "act_bytes", "tp_points", "kv_hidde
               "optimizer_s_per_param", "model_flops_per_seq", "rc_flops_none",
               "rc_flops_selective", "rc_flops_full", "peak_flops", "mem_capacity",
               "overlap_dp", "uniform_stages", "host_link_bw", "host_mem_bw", "cp_all_gather",
-              "gather_bytes", "reduce_bytes", "tp_comm_exposed", "held_weight_bytes")
+              "gather_bytes", "reduce_bytes", "tp_comm_exposed", "held_weight_bytes",
+              "overlap_slowdown")
 M = {name: i for i, name in enumerate(MODEL_KEYS)}
 # constant indices for njit code (numba cannot read dicts)
 _O_STEP_S = 0
@@ -119,6 +120,7 @@ _M_GATHER_BYTES = 27  # bytes per parameter of a parameter all-gather
 _M_REDUCE_BYTES = 28
 _M_TP_COMM_EXPOSED = 29
 _M_HELD_WEIGHT_BYTES = 30  # bytes per parameter of unsharded weights (CostModel.held_weight_bytes)
+_M_OVERLAP_SLOWDOWN = 31  # compute slowdown beside an overlapped collective (RuntimeProfile)
 _OFF_OPTIMIZER, _OFF_ACTIVATIONS = 1, 2
 _AX_TP, _AX_CP, _AX_DP, _AX_PP = 0, 1, 2, 3
 _GPIPE, _1F1B, _INTERLEAVED = 0, 1, 2
@@ -127,6 +129,18 @@ _FULL = 2
 # the parallel groups a plan places: rows of the per-chunk geometry buffers
 _G_TP, _G_CP, _G_PP, _G_DP, _G_SHARD, _G_REPL, _G_EP, _G_DPE = range(8)
 _N_GROUPS = 8
+
+
+@njit(cache=True)
+def exposed_beside(comm, compute, slowdown):
+    """Seconds a collective of ``comm`` seconds adds to the ``compute`` seconds it overlaps,
+    when the compute running beside it is ``slowdown`` slower (its kernels share the GPU's SMs
+    and memory with the collective's): the compute left after the overlap, or, where the
+    compute outlasts the collective, what the collective's time cost the compute,
+    ``comm x slowdown / (1 + slowdown)``. 0 slowdown: ``max(0, comm - compute)``."""
+    if comm <= 0.0:
+        return 0.0
+    return max(comm - compute, comm * slowdown / (1.0 + slowdown))
 
 
 @njit(cache=True)
@@ -386,12 +400,16 @@ def score_plans(dp_a, tp_a, pp_a, cp_a, ep_a, zero_a, hyb_a, sg_a, sp_a, vpp_a, 
                             # behind the neighbouring layer's compute except the first gather and last reduce
                             ag_l = fwd / max(nl, 1.0)
                             rs_l = bwd / max(nl, 1.0)
-                            exposed = max(0.0, ag_l - layer_f) + max(0.0, ag_l + rs_l - layer_b)
+                            slow = model[_M_OVERLAP_SLOWDOWN]
+                            exposed = (exposed_beside(ag_l, layer_f, slow)
+                                       + exposed_beside(ag_l + rs_l, layer_b, slow))
                             dp_t = m * nl * exposed + ag_l + rs_l
                         elif (int(model[_M_OVERLAP_DP]) >> zero) & 1:  # mask over ZeRO stages
                             # gradients reduce during the last micro-batch's backward; ZeRO's parameter
                             # gather after the step hides behind the next step's first forward
-                            dp_t = max(0.0, bwd - nl * layer_b) + max(0.0, fwd - nl * layer_f)
+                            slow = model[_M_OVERLAP_SLOWDOWN]
+                            dp_t = (exposed_beside(bwd, nl * layer_b, slow)
+                                    + exposed_beside(fwd, nl * layer_f, slow))
                         else:
                             dp_t = bwd + fwd
                         if 0 < r < pp - 1:
