@@ -135,9 +135,11 @@ _N_GROUPS = 8
 def exposed_beside(comm, compute, slowdown):
     """Seconds a collective of ``comm`` seconds adds to the ``compute`` seconds it overlaps,
     when the compute running beside it is ``slowdown`` slower (its kernels share the GPU's SMs
-    and memory with the collective's): the compute left after the overlap, or, where the
-    compute outlasts the collective, what the collective's time cost the compute,
-    ``comm x slowdown / (1 + slowdown)``. 0 slowdown: ``max(0, comm - compute)``."""
+    and memory with the collective's): where the collective outlasts the compute, the part of
+    it that shows past the compute, ``comm - compute``; where the compute outlasts it, the
+    time it cost the compute, ``comm x slowdown / (1 + slowdown)``; the larger of the two
+    (they meet at ``comm = compute x (1 + slowdown)``). 0 slowdown: ``max(0, comm -
+    compute)``."""
     if comm <= 0.0:
         return 0.0
     return max(comm - compute, comm * slowdown / (1.0 + slowdown))
