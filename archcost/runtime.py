@@ -75,6 +75,9 @@ class SelectiveRecompute(str, enum.Enum):
 
     ATTENTION_CORE = "attention-core"  # Megatron-LM: the attention core is recomputed
     OP_SAC = "op-sac"  # torchtitan: matmul (all but every second) and attention outputs saved
+    # Megatron-Core --recompute-modules mla_up_proj: multi-latent attention's up-projections
+    # and what follows them up to the attention kernel are recomputed, the rest kept
+    MLA_UP_PROJ = "mla-up-proj"
 
 
 class ReduceDtype(str, enum.Enum):

@@ -107,10 +107,13 @@ def fit_clock(grid: dict[float, dict[str, float]], ids: list[str]) -> float:
 def workload(case: Case, recomputes, cache_dir: str | None, memo: dict):
     from archcost.loader import load_model_file
     from archcost.plan.workload import trace_workload
-    from archcost.runtime import load_runtime
+    from archcost.runtime import SelectiveRecompute, load_runtime
     from archcost.trace.precision import parse_precision
 
     runtime = load_runtime(case.runtime)
+    if case.selective:
+        runtime = dataclasses.replace(runtime,
+                                      selective_recompute=SelectiveRecompute(case.selective))
     recipe = case.fp8_recipe if case.dtype == "fp8" and case.fp8_recipe else None
     cache = case.fp8_weight_cache or recipe is None
     key = repr((case.model, sorted(case.sets.items()), case.seq, case.dtype, recipe, runtime,

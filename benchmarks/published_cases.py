@@ -76,6 +76,9 @@ class Case:
     # sequences per data-parallel replica) that archcost finds fastest among those that fit,
     # chosen together with an unpublished V
     mbs_unpublished: bool = False
+    # what recompute=selective recomputes in this run when its config says otherwise than the
+    # runtime (runtime.SelectiveRecompute value); "" keeps the runtime's
+    selective: str = ""
     extra: dict = field(default_factory=dict)
 
     def predicted_metric(self, step_s: float) -> float:
@@ -279,8 +282,8 @@ _DSV3_NOTES = (
     "dense + 1 MoE), 14 x 4, then 1 + MTP + loss; archcost pipelines the 58 MoE layers "
     "uniformly (3 or 4 per virtual stage) and the 3 dense layers travel with the embedding on "
     "the first stage",
-    "recompute: the config's selective recompute of mla_up_proj (the q/kv up-projections) is "
-    "priced as the runtime's selective policy (attention core)",
+    "recompute: the config's recompute_modules = [mla_up_proj]: the q and kv up-projections "
+    "and what follows them up to the attention kernel recomputed (selective mla-up-proj)",
     "cluster gb200-nvl72-64: each 64-GPU expert-parallel group in one rack (16 of its 18 trays), "
     "as NVIDIA places EP groups on NVL72 with Slurm segments (Megatron-LM's DeepSeek-V3 GB200 "
     "guide); gb200-nvl72 would fill racks 72 GPUs at a time and cross racks with EP 64",
@@ -303,7 +306,7 @@ def _nemo_mb(row: dict) -> Case:
                     plan=f"dp=64,pp=4,ep=64,zero=1,mbs=1,gbs={gbs},recompute=selective,vpp=4,"
                          "schedule=interleaved-1f1b",
                     cluster="gb200-nvl72-64", gpus=n, metric=row["metric"], value=tps,
-                    step_s=step, assumptions=_DSV3_NOTES)
+                    step_s=step, assumptions=_DSV3_NOTES, selective="mla-up-proj")
     dp, tp, pp, cp, vpp = (_row_int(row, k, 1) for k in ("dp", "tp", "pp", "cp", "vpp"))
     mbs = _row_int(row, "mbs", 1)
     preset = "70b" if "70B" in row["model"] else "405b" if "405B" in row["model"] else None

@@ -444,3 +444,58 @@ def test_a_search_keeps_to_the_plans_the_stack_can_run(tmp_path):
     text = (RUNTIMES / "eager.yaml").read_text() + "plan_constraints: ['cp<<2']\n"
     with pytest.raises(ProfileError, match="field 'plan_constraints': .* list of plan constr"):
         load_runtime(_write(tmp_path, text))
+
+
+# --- what selective recomputation runs again --------------------------------------------------
+def _recomputed_matmuls(model: str, sets: dict, selective: SelectiveRecompute,
+                        batch: int = 2, seq: int = 32) -> dict:
+    """(module, op) -> count of the matmuls the selective trace runs again in backward."""
+    from archcost.loader import load_model_file
+    from archcost.trace.capture import capture_step
+    from archcost.trace.records import Phase
+
+    spec = load_model_file(str(MODELS / model), sets)
+    r = capture_step(spec, batch, seq, parse_precision("fp32"), "adamw",
+                     recompute=Recompute.SELECTIVE, selective=selective)
+    out: dict = {}
+    for rec in r.records:
+        if rec.phase is Phase.RECOMPUTE and rec.op in ("aten.mm", "aten.addmm", "aten.bmm"):
+            shapes = tuple(tuple(a.shape) for a in rec.args if hasattr(a, "shape"))
+            key = (rec.module.rpartition(".")[2], rec.op, shapes)
+            out[key] = out.get(key, 0) + rec.count  # repeated layers traced once, counted
+    return out
+
+
+@pytest.mark.parametrize("model, sets", [
+    ("gpt2.py", dict(layers=2, hidden=64, heads=4, vocab=256, flash=False, dropout=0.1)),
+    ("llama.py", dict(preset="tiny")),
+])
+def test_attention_core_recompute_runs_no_projection_again(model, sets):
+    """Megatron checkpoints the attention core alone (Korthikanti et al. 2022, Sec. 5): its
+    projections and the MLP do not run again in backward; with explicit attention the score and
+    value batched matmuls do (torch's replay of the block would otherwise rerun every op before
+    the core whose own output autograd does not save)."""
+    got = _recomputed_matmuls(model, sets, SelectiveRecompute.ATTENTION_CORE)
+    assert all(op == "aten.bmm" for _, op, _ in got), got
+    if not sets.get("flash", True):
+        assert got  # the explicit core's bmm run again
+
+
+def test_mla_up_proj_recompute_runs_the_two_up_projections_again():
+    """Megatron-Core's recompute_modules = [mla_up_proj]: the query and key-value
+    up-projections run again, each on its latent (B*T x q_rank, B*T x kv_rank), and no other
+    matmul: the down-projections, the output projection and the experts keep their outputs."""
+    from models.deepseek_v3 import PRESETS
+
+    # two dense and two MoE layers: each kind a repeated block, so every layer is checkpointed
+    cfg = {**PRESETS["tiny"], "layers": 4, "dense_layers": 2}
+    heads = cfg["heads"]
+    got = _recomputed_matmuls("deepseek_v3.py", dict(preset="tiny", layers=4, dense_layers=2),
+                              SelectiveRecompute.MLA_UP_PROJ, batch=2, seq=64)
+    rows = 2 * 64
+    q_out = heads * (cfg["qk_nope_dim"] + cfg["qk_rope_dim"])
+    kv_out = heads * (cfg["qk_nope_dim"] + cfg["v_dim"])
+    assert got == {
+        ("wq_b", "aten.mm", ((rows, cfg["q_rank"]), (cfg["q_rank"], q_out))): cfg["layers"],
+        ("wkv_b", "aten.mm", ((rows, cfg["kv_rank"]), (cfg["kv_rank"], kv_out))): cfg["layers"],
+    }

@@ -164,7 +164,8 @@ def capture_step(
         raise TraceError(f"--optimizer {optimizer!r} is unknown; use one of {', '.join(OPTIMIZERS)}")
     t0 = time.perf_counter()
     saved_keys = frozenset()
-    if recompute is Recompute.SELECTIVE and selective is SelectiveRecompute.ATTENTION_CORE:
+    if recompute is Recompute.SELECTIVE and selective in (SelectiveRecompute.ATTENTION_CORE,
+                                                          SelectiveRecompute.MLA_UP_PROJ):
         # what autograd saves without recomputation
         saved_keys = capture_step(spec, batch_size, seq_len, precision, optimizer, dedupe_repeats,
                                   progress, options=options, debug=debug).saved_op_keys

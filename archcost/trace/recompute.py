@@ -12,7 +12,16 @@
   score matrix. ``op-sac`` (torchtitan's per-op policy, torchtitan 9dec370
   torchtitan/parallelisms/parallelize_llama.py:214-270): the outputs of ``aten.mm`` (all but
   every second one of each block call) and of the attention kernels are saved, every other
-  op of the block is recomputed.
+  op of the block is recomputed. ``mla-up-proj`` (Megatron-Core ``--recompute-modules
+  mla_up_proj``, NVIDIA/Megatron-LM megatron/core/transformer/multi_latent_attention.py): in
+  multi-latent attention the up-projections of the compressed query and key-value latents
+  (modules named as DeepSeek's ``wq_b``/``wkv_b``, Hugging Face's ``q_b_proj``/``kv_b_proj``
+  or Megatron's ``linear_q_up_proj``/``linear_kv_up_proj``) and the attention module's own ops
+  after the first of them up to the attention kernel (RoPE, concatenation, padding) are
+  recomputed; the compressed latents, the attention output and everything else autograd saves
+  are kept, as for ``attention-core``. NB: an op of that stretch that only reshapes a
+  down-projection's output (the split of the key-value latent from its RoPE key) is recomputed
+  too, and with it that down-projection.
 Ops run by the recomputation are recorded in the ``recompute`` phase.
 """
 
@@ -65,6 +74,15 @@ _OP_SAC_SAVE = {"mm", "_scaled_dot_product_efficient_attention",
                 "_scaled_dot_product_cudnn_attention", "reduce_scatter_tensor", "abs", "max"}
 
 
+# names of multi-latent attention's up-projection modules (the last part of a module path)
+UP_PROJ_MODULES = frozenset({"wq_b", "wkv_b", "q_b_proj", "kv_b_proj", "linear_q_up_proj",
+                             "linear_kv_up_proj"})
+
+
+def _parent(path: str) -> str:
+    return path.rpartition(".")[0]
+
+
 def block_caller(state, policy: Recompute, saved_keys=frozenset(),
                  selective: SelectiveRecompute = SelectiveRecompute.ATTENTION_CORE):
     """How a repeated block is called under ``policy``.
@@ -80,13 +98,42 @@ def block_caller(state, policy: Recompute, saved_keys=frozenset(),
 
     counters: dict[tuple, int] = {}
 
-    def attention_core_policy(ctx, op, *args, **kwargs):
-        name = str(op._overloadpacket)
-        key = (ctx.is_recompute, state.module_stack[-1], name)
+    def keep(ctx, where: str, name: str, recompute: bool):
+        """Megatron checkpoints only the recomputed stretch (its inputs saved, nothing before
+        it replayed): every other op's output is kept through backward, so torch's replay,
+        which runs the block from its start, recomputes none of them; its memory is counted
+        only where autograd saves it without recomputation (``saved_keys``)."""
+        key = (ctx.is_recompute, where, name)
         k = counters[key] = counters.get(key, 0) + 1
-        save = (state.module_stack[-1], name, k) in saved_keys and not is_attention_core(op, args)
-        state.sac_decision = "save" if save and not ctx.is_recompute else None
-        return CheckpointPolicy.MUST_SAVE if save else CheckpointPolicy.PREFER_RECOMPUTE
+        held = (where, name, k) in saved_keys and not recompute
+        state.sac_decision = "save" if held and not ctx.is_recompute else None
+        return CheckpointPolicy.PREFER_RECOMPUTE if recompute else CheckpointPolicy.MUST_SAVE
+
+    def attention_core_policy(ctx, op, *args, **kwargs):
+        return keep(ctx, state.module_stack[-1], str(op._overloadpacket),
+                    is_attention_core(op, args))
+
+    def up_proj_context():
+        # per block call (forward, then its recompute): the attention modules whose
+        # up-projection has run, and those whose attention kernel has run since
+        opened: dict[bool, set] = {False: set(), True: set()}
+        closed: dict[bool, set] = {False: set(), True: set()}
+
+        def policy_fn(ctx, op, *args, **kwargs):
+            name = str(op._overloadpacket)
+            where = state.module_stack[-1]
+            again = ctx.is_recompute
+            if where.rpartition(".")[2] in UP_PROJ_MODULES:
+                opened[again].add(_parent(where))
+                region = True
+            else:
+                region = (where in opened[again] and where not in closed[again]
+                          and op._overloadpacket.__name__ not in _ATTENTION_OPS)
+                if op._overloadpacket.__name__ in _ATTENTION_OPS and where in opened[again]:
+                    closed[again].add(where)
+            return keep(ctx, where, name, region)
+
+        return create_selective_checkpoint_contexts(policy_fn, allow_cache_entry_mutation=True)
 
     def op_sac_context():
         mm = {False: 0, True: 0}  # matmuls seen in this block call, forward and recompute
@@ -104,6 +151,8 @@ def block_caller(state, policy: Recompute, saved_keys=frozenset(),
     def context_fn():
         if selective is SelectiveRecompute.OP_SAC:
             return op_sac_context()
+        if selective is SelectiveRecompute.MLA_UP_PROJ:
+            return up_proj_context()
         return create_selective_checkpoint_contexts(attention_core_policy,
                                                     allow_cache_entry_mutation=True)
 
