@@ -7,8 +7,9 @@
   (attention kernels, softmax, the score/value batched matmuls, the attention dropout) is
   recomputed; every other tensor autograd saves is kept. Implemented with torch's selective
   activation checkpointing: a first trace without recomputation finds which forward ops'
-  outputs autograd saves, and the policy saves exactly those (outside the attention core) and
-  recomputes the rest. NB: the attention core is recognised by shape: ops on a square (S x S)
+  outputs autograd saves, and the policy counts exactly those (outside the attention core) as
+  held; it caches every op outside the core for torch's replay, which would otherwise run the
+  block from its start again, so only the core is recomputed. NB: the attention core is recognised by shape: ops on a square (S x S)
   score matrix. ``op-sac`` (torchtitan's per-op policy, torchtitan 9dec370
   torchtitan/parallelisms/parallelize_llama.py:214-270): the outputs of ``aten.mm`` (all but
   every second one of each block call) and of the attention kernels are saved, every other
@@ -19,9 +20,9 @@
   or Megatron's ``linear_q_up_proj``/``linear_kv_up_proj``) and the attention module's own ops
   after the first of them up to the attention kernel (RoPE, concatenation, padding) are
   recomputed; the compressed latents, the attention output and everything else autograd saves
-  are kept, as for ``attention-core``. NB: an op of that stretch that only reshapes a
-  down-projection's output (the split of the key-value latent from its RoPE key) is recomputed
-  too, and with it that down-projection.
+  are kept, as for ``attention-core``. NB: the stretch also holds the attention module's own
+  ops on the down-projection's output that fall inside it (the split of the key-value latent
+  from its RoPE key, that key's RoPE): they run again, the down-projection does not.
 Ops run by the recomputation are recorded in the ``recompute`` phase.
 """
 
@@ -79,10 +80,6 @@ UP_PROJ_MODULES = frozenset({"wq_b", "wkv_b", "q_b_proj", "kv_b_proj", "linear_q
                              "linear_kv_up_proj"})
 
 
-def _parent(path: str) -> str:
-    return path.rpartition(".")[0]
-
-
 def block_caller(state, policy: Recompute, saved_keys=frozenset(),
                  selective: SelectiveRecompute = SelectiveRecompute.ATTENTION_CORE):
     """How a repeated block is called under ``policy``.
@@ -120,18 +117,18 @@ def block_caller(state, policy: Recompute, saved_keys=frozenset(),
         closed: dict[bool, set] = {False: set(), True: set()}
 
         def policy_fn(ctx, op, *args, **kwargs):
-            name = str(op._overloadpacket)
             where = state.module_stack[-1]
             again = ctx.is_recompute
-            if where.rpartition(".")[2] in UP_PROJ_MODULES:
-                opened[again].add(_parent(where))
+            parent, _, leaf = where.rpartition(".")
+            kernel = op._overloadpacket.__name__ in _ATTENTION_OPS
+            if leaf in UP_PROJ_MODULES:
+                opened[again].add(parent)
                 region = True
             else:
-                region = (where in opened[again] and where not in closed[again]
-                          and op._overloadpacket.__name__ not in _ATTENTION_OPS)
-                if op._overloadpacket.__name__ in _ATTENTION_OPS and where in opened[again]:
+                region = where in opened[again] and where not in closed[again] and not kernel
+                if kernel and where in opened[again]:
                     closed[again].add(where)
-            return keep(ctx, where, name, region)
+            return keep(ctx, where, str(op._overloadpacket), region)
 
         return create_selective_checkpoint_contexts(policy_fn, allow_cache_entry_mutation=True)
 
