@@ -47,8 +47,8 @@ ORIGINAL_BAR = {"mean": 0.081, "max": 0.177}
 
 # --- hardware ------------------------------------------------------------------------------------
 def cluster_for(case: Case, clock: float | None = None):
-    """The case's cluster; with ``clock``, its Hopper GPU's sustained clock set by
-    :func:`clock_rule` from that 700 W figure (what leave-one-source-out refits)."""
+    """The case's cluster; with ``clock``, its GPU's sustained clock set by :func:`clock_rule`
+    from its family's fitted figure (what leave-one-source-out refits)."""
     from archcost.hardware.profile import load_cluster
 
     cluster = load_cluster(case.cluster, case.gpus)
@@ -62,38 +62,49 @@ def cluster_for(case: Case, clock: float | None = None):
     return cluster
 
 
-# --- the one figure fitted on published runs -----------------------------------------------------
-# The clock a GH100 holds through a training step at its 700 W limit, as a share of the clock
-# its rate tables were measured at (hardware_profiles/gpus/h100-sxm.yaml, sustained_clock): no
-# datasheet or microbenchmark gives it, so it is fitted here, on every source but the one it is
-# then tested on. The 500 W part follows by the dynamic-power rule (P ~ f^3 at the power limit:
-# f ~ P^(1/3)) over its own tables' clock (its peaks already carry 0.971, the ratio of large-GEMM
-# rates measured on the two parts).
-HOPPER_700W = ("h100-sxm", "h200")
+# --- the figures fitted on published runs: one sustained clock per GPU die and power ---------------
+# The clock a GPU holds through a training step at its power limit, as a share of the clock its
+# rate tables were measured at (``sustained_clock`` in its profile): no datasheet or
+# microbenchmark gives it (rate tables are measured kernel by kernel, below the limit), so it is
+# fitted here, on every source but the one it is then tested on. One figure per die at one power
+# limit, shared by its parts: the 700 W GH100 (h100-sxm, h200; the 500 W part follows by the
+# dynamic-power rule, P ~ f^3 at the power limit: f ~ P^(1/3), over its own tables' clock, its
+# peaks already carrying 0.971, the ratio of large-GEMM rates measured on the two parts) and the
+# 400 W GA100 (a100-sxm-80gb, a100-sxm-40gb). Blackwell keeps its profile's figure.
+CLOCK_FAMILIES = {"GH100 700 W": ("h100-sxm", "h200"),
+                  "GA100 400 W": ("a100-sxm-80gb", "a100-sxm-40gb")}
 CLOCK_GRID = tuple(round(0.70 + 0.01 * i, 2) for i in range(31))
 
 
-def clock_rule(gpu, s700: float) -> float | None:
-    """The sustained clock of ``gpu`` given the 700 W GH100's; None for the parts it does not
-    cover (A100 and Blackwell keep their profile's figure)."""
-    if gpu.name in HOPPER_700W:
-        return s700
+def clock_family(gpu) -> str | None:
+    """The fitted clock ``gpu`` follows (its own or by rule), None where none is fitted."""
     if gpu.name == "h100-sxm-96gb-500w":
-        return s700 * (gpu.tdp_w / 700.0) ** (1 / 3) / 0.971
-    return None
+        return "GH100 700 W"
+    return next((f for f, parts in CLOCK_FAMILIES.items() if gpu.name in parts), None)
+
+
+def clock_rule(gpu, s: float) -> float | None:
+    """The sustained clock of ``gpu`` given its family's fitted figure ``s``; None for the parts
+    no figure covers (Blackwell keeps its profile's figure)."""
+    if clock_family(gpu) is None:
+        return None
+    if gpu.name == "h100-sxm-96gb-500w":
+        return s * (gpu.tdp_w / 700.0) ** (1 / 3) / 0.971
+    return s
 
 
 def clock_scan(cases: list[Case], results: dict, cache_dir, memo) -> dict[float, dict[str, float]]:
-    """Per grid clock, every predicted case's error (cases on other GPUs: their plain error)."""
+    """Per grid clock, every predicted case's error with its family's clock there (cases on
+    other GPUs: their plain error)."""
     grid: dict[float, dict[str, float]] = {}
-    hopper = {c.id for c in cases if clock_rule(cluster_for(c).gpu, 1.0) is not None}
+    fitted = {c.id for c in cases if clock_family(cluster_for(c).gpu) is not None}
     for s in CLOCK_GRID:
         errs = {}
         for c in cases:
             if c.id not in results:
                 continue
             errs[c.id] = (predict(fp8_ready(c), cache_dir, memo, clock=s)["error"]
-                          if c.id in hopper else results[c.id]["error"])
+                          if c.id in fitted else results[c.id]["error"])
         grid[s] = errs
     return grid
 
@@ -101,6 +112,16 @@ def clock_scan(cases: list[Case], results: dict, cache_dir, memo) -> dict[float,
 def fit_clock(grid: dict[float, dict[str, float]], ids: list[str]) -> float:
     """The grid clock with the least mean absolute error over the cases ``ids``."""
     return min(grid, key=lambda s: sum(abs(grid[s][i]) for i in ids) / len(ids))
+
+
+def fit_clocks(grid: dict[float, dict[str, float]], cases: list[Case]) -> dict[str, float]:
+    """Each family's clock fitted on ``cases`` of its GPUs (1.0, the tables' clock, for a
+    family none of them runs on: no evidence, nothing fitted)."""
+    out = {}
+    for fam in CLOCK_FAMILIES:
+        ids = [c.id for c in cases if clock_family(cluster_for(c).gpu) == fam]
+        out[fam] = fit_clock(grid, ids) if ids else 1.0
+    return out
 
 
 # --- tracing, cached -----------------------------------------------------------------------------
@@ -347,13 +368,15 @@ def loso(cases: list[Case], errors: dict[str, float], fit=None, refit_predict=No
     return out
 
 
-def _fit_all(grid, errors) -> str:
+def _fit_all(grid, cases: list[Case]) -> str:
     if not grid:
         return "not refitted in this run"
     from archcost.hardware.profile import load_gpu
 
-    return (f"{fit_clock(grid, list(errors)):.2f}; h100-sxm.yaml holds "
-            f"{load_gpu('h100-sxm').sustained_clock:.2f}")
+    fitted = fit_clocks(grid, cases)
+    return "; ".join(f"{fam} {fitted[fam]:.2f}, {parts[0]}.yaml holds "
+                     f"{load_gpu(parts[0]).sustained_clock:.2f}"
+                     for fam, parts in CLOCK_FAMILIES.items())
 
 
 def _pct(x: float) -> str:
@@ -411,13 +434,18 @@ def main() -> None:
 
 def report(cases, results, pending, experts, wall, extra=(), grid=None) -> list[str]:
     errors = {cid: r["error"] for cid, r in results.items()}
-    folds: dict[str, float] = {}
+    folds: dict[str, set[str]] = {}
+    held_out: dict[str, float] = {}
 
-    def fit(train: list[Case]) -> float:
-        return fit_clock(grid, [c.id for c in train])
+    def fit(train: list[Case]) -> dict[str, float]:
+        return fit_clocks(grid, train)
 
-    def refit_predict(c: Case, s: float) -> float:
-        folds[c.source] = s
+    def refit_predict(c: Case, figures: dict[str, float]) -> float:
+        fam = clock_family(cluster_for(c).gpu)
+        s = figures[fam] if fam else CLOCK_GRID[-1]  # other GPUs: the same error at any clock
+        if fam:
+            folds.setdefault(c.source, set()).add(f"{s:.2f}")
+        held_out[c.id] = grid[s][c.id]
         return c.step_s * (1.0 + grid[s][c.id])
     lines = [f"### published runs ({date.today().isoformat()}, {platform.machine()}, "
              f"{len(os.sched_getaffinity(0))} cores)", "",
@@ -441,7 +469,7 @@ def report(cases, results, pending, experts, wall, extra=(), grid=None) -> list[
               "| source | cases | mean abs | max abs | signed mean | LOSO mean abs | "
               "LOSO max | LOSO signed | LOSO clock |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     held = loso(cases, errors, fit, refit_predict) if grid else loso(cases, errors)
-    held_all = [grid[folds[c.source]][c.id] for c in cases if c.id in errors] if grid else []
+    held_all = list(held_out.values())
     for src, (label, _) in SOURCES.items():
         errs = [errors[c.id] for c in cases if c.source == src and c.id in errors]
         n_all = sum(c.source == src for c in cases)
@@ -450,7 +478,7 @@ def report(cases, results, pending, experts, wall, extra=(), grid=None) -> list[
         lines.append(f"| {label} | {st['n']}/{n_all} | {_apct(st['mean'])} | "
                      f"{_apct(st['max'])} | {_pct(st['signed'])} | {_apct(lo['mean'])} | "
                      f"{_apct(lo['max'])} | {_pct(lo['signed'])} | "
-                     f"{folds.get(src, float('nan')):.2f} |")
+                     f"{', '.join(sorted(folds.get(src, ()))) or '-'} |")
     st = stats(list(errors.values()))
     la = stats(held_all) if held_all else st
     lines.append(f"| **all** | {st['n']}/{len(cases)} | **{_apct(st['mean'])}** | "
@@ -462,15 +490,22 @@ def report(cases, results, pending, experts, wall, extra=(), grid=None) -> list[
     lines += ["", f"The 18 original A100 cases: step time mean {_apct(so['mean'])}, max "
               f"{_apct(so['max'])}; in their own metric (TFLOP/s for SC'21) mean "
               f"{_apct(sm['mean'])}, max {_apct(sm['max'])} (before runtime profiles: "
-              f"{100 * ORIGINAL_BAR['mean']:.1f}%, {100 * ORIGINAL_BAR['max']:.1f}%).", "",
-              "Leave-one-source-out: one figure is fitted on published runs, the clock a "
-              "700 W GH100 (h100-sxm, h200) sustains through a training step as a share of "
-              "the clock its rate tables were measured at (the 500 W part follows by the "
-              "f ~ P^(1/3) rule); every other figure is a datasheet, a published "
-              "microbenchmark or a stack's source code. For each source the clock is refitted "
-              "on the other sources (grid 0.70-1.00, least mean absolute error; 'LOSO clock') "
-              "and that source is predicted with it: the LOSO columns. The profiles carry the "
-              f"clock fitted on all sources ({_fit_all(grid, errors)}).", "",
+              f"{100 * ORIGINAL_BAR['mean']:.1f}%, {100 * ORIGINAL_BAR['max']:.1f}%)."]
+    if held_out:
+        ho = stats([c.predicted_metric(c.step_s * (1 + held_out[c.id])) / c.value - 1
+                    for c in orig])
+        lines[-1] += (f" Held out (each source with the clocks fitted on the others): own metric "
+                      f"mean {_apct(ho['mean'])}, max {_apct(ho['max'])}.")
+    lines += ["", "Leave-one-source-out: the figures fitted on published runs are sustained "
+              "clocks, one per GPU die at its power limit: the clock a 700 W GH100 (h100-sxm, "
+              "h200; the 500 W part follows by the f ~ P^(1/3) rule) and a 400 W GA100 "
+              "(a100-sxm-80gb, a100-sxm-40gb) hold through a training step, as a share of the "
+              "clock their rate tables were measured at; every other figure is a datasheet, a "
+              "published microbenchmark or a stack's source code. For each source every clock "
+              "is refitted on the other sources' runs on that die (grid 0.70-1.00, least mean "
+              "absolute error; 'LOSO clock') and that source is predicted with it: the LOSO "
+              "columns. The profiles carry the clocks fitted on all sources "
+              f"({_fit_all(grid, [c for c in cases if c.id in errors])}).", "",
               "torchtitan's H100 SXM5 96 GB HBM2e at 500 W: bundled profile "
               "h100-sxm-96gb-500w in cluster grand-teton-h100.", ""]
     lines += ["Assumptions (each source's rule, the same for all its rows):", ""]

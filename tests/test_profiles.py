@@ -200,14 +200,17 @@ def test_an_estimate_on_unified_memory_fits_against_the_gpus_share(runner):
 
 
 def test_sustained_clocks_follow_the_stated_rule():
-    """The 700 W GH100 parts share the one fitted clock; the 500 W part's is it x
-    (500/700)^(1/3) (dynamic power ~ f^3 at the power limit) over its own tables' clock (its peaks
-    carry 0.78 x 989 / 794.5 of the 700 W part's); every other bundled part keeps 1."""
+    """The 700 W GH100 parts share one fitted clock, the 400 W GA100 parts another; the 500 W
+    H100's is the 700 W figure x (500/700)^(1/3) (dynamic power ~ f^3 at the power limit) over its
+    own tables' clock (its peaks carry 0.78 x 989 / 794.5 of the 700 W part's); every other
+    bundled part keeps 1."""
     sxm, h200, capped = load_gpu("h100-sxm"), load_gpu("h200"), load_gpu("h100-sxm-96gb-500w")
     assert 0 < sxm.sustained_clock < 1 and h200.sustained_clock == sxm.sustained_clock
     rule = sxm.sustained_clock * (500 / 700) ** (1 / 3) / (0.78 * 989 / 794.5)
     assert capped.sustained_clock == pytest.approx(rule, abs=5e-4)
-    fitted = {"h100-sxm", "h200", "h100-sxm-96gb-500w"}
+    a80, a40 = load_gpu("a100-sxm-80gb"), load_gpu("a100-sxm-40gb")
+    assert 0 < a80.sustained_clock < 1 and a40.sustained_clock == a80.sustained_clock
+    fitted = {"h100-sxm", "h200", "h100-sxm-96gb-500w", "a100-sxm-80gb", "a100-sxm-40gb"}
     for path in sorted((ROOT / "hardware_profiles" / "gpus").glob("*.yaml")):
         if path.stem not in fitted:
             assert load_gpu(path.stem).sustained_clock == 1.0, path.stem
