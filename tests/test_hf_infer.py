@@ -168,10 +168,66 @@ def test_infer_command_runs_with_the_closed_form_kv_bytes():
     assert inf["tpot_s"] > 0 and inf["ttft_s"] > 0
 
 
+@pytest.mark.parametrize("kv,size", [("fp8", 1), ("int8", 1), ("fp32", 4)])
+def test_infer_command_prices_the_cache_in_its_kv_dtype(kv, size):
+    """--kv-dtype stores the cache narrower (or wider) than bf16: the closed form at its bytes."""
+    res = runner.invoke(app, ["infer", "hf:llama-3.1-8b", "--set", "num_hidden_layers=2",
+                              "--batch", "2", "--input-len", "16", "--output-len", "8",
+                              "--kv-dtype", kv, "--json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert doc["workload"]["kv_dtype"] == kv
+    assert doc["inference"]["memory_bytes"]["kv_cache"] == 2 * 2 * 8 * 128 * (16 + 8) * 2 * size
+
+
+def test_an_fp8_cache_holds_what_attention_computed_cast_to_fp8():
+    """A real CPU prefill and decode through an fp8 cache: every layer holds float8 K/V, the
+    first layer's equal to what transformers' own cache holds after the same tokens, cast to
+    fp8; attention gets them back in the compute dtype (the logits stay close to a full
+    recompute's)."""
+    from transformers import DynamicCache
+
+    spec = load_model_file(f"hf:{DATA / 'hf' / 'llama.json'}")
+    torch.manual_seed(0)
+    model = spec.build(2, 12).eval()
+    ids = torch.randint(0, 256, (2, 11), generator=torch.Generator().manual_seed(1))
+    fp8 = spec.kv_cache(model, 2, 12, torch.float8_e4m3fn)
+    own = DynamicCache(config=model.config)
+    name = "cache" if "cache" in inspect.signature(model.forward).parameters else \
+        "past_key_values"
+    with torch.no_grad():
+        model(input_ids=ids, use_cache=True, **{name: own})
+        got = spec.infer_step(model, {"input_ids": ids}, fp8, 0)().logits
+        want = model(input_ids=ids).logits[:, -1:]
+        step = spec.infer_step(model, {"input_ids": got.argmax(-1)}, fp8, 11)().logits
+    assert all(held.keys.dtype == held.values.dtype == torch.float8_e4m3fn
+               for held in fp8.layers)
+    # the first layer sees the same inputs either way; later ones see fp8-rounded attention
+    first, ref = fp8.layers[0], own.layers[0]
+    for held, want_kv in ((first.keys, ref.keys), (first.values, ref.values)):
+        assert torch.equal(held[:, :, :11].view(torch.uint8),
+                           want_kv.to(torch.float8_e4m3fn).view(torch.uint8))
+    assert got.dtype == torch.float32 and step.shape == (2, 1, 256)
+    torch.testing.assert_close(got, want, rtol=0, atol=0.05 * want.abs().max().item())
+    assert fp8.get_seq_length() == 12
+
+
+def test_a_narrow_cache_is_cast_up_for_attention_in_the_trace():
+    """The decode trace reads the fp8 cache and writes its compute-dtype copy: a cast per K and
+    V per layer of the whole context (eager's cost; a serving kernel reads fp8 directly)."""
+    ctx, kvh, hd, layers = 21, 2, 16, 2
+    spec = load_model_file("hf:llama-3.1-8b", TINY)
+    cap = capture_inference(spec, InferStep.decode(1, ctx), parse_precision("fp32"),
+                            kv_dtype="float8_e4m3fn")
+    assert cap.kv_cache_bytes == 2 * layers * kvh * (ctx + 1) * hd * 1
+    up = [d for _, d in cap.graph.nodes(data=True) if d["op"] == "aten._to_copy"
+          and d["bytes_read"] == kvh * (ctx + 1) * hd and d["bytes_written"] == 4 * d["bytes_read"]]
+    assert sum(d["count"] for d in up) == 2 * layers
+
+
 @pytest.mark.parametrize("config,args,needle", [
     ("bert", (), "keeps no KV cache"),
     ("mistral", (), "sliding window"),  # sliding_window = 32
-    ("llama", ("--kv-dtype", "fp8"), "drop --kv-dtype"),
     # max_position_embeddings = 64: 60 + 8 tokens pass it
     ("llama", ("--input-len", "60"), "infer: --input-len + --output-len"),
 ])

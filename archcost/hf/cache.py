@@ -35,12 +35,18 @@ key as "values" ``(B, 1, L, qk_rope_head_dim)`` (transformers 5.x
 ``DeepseekV3Attention.forward``: "Cache read / write is performed while latent KV is still
 compressed"), then expands both through ``kv_b_proj`` on every step.
 
-The cache is kept in the compute dtype: ``DynamicCache`` stores what attention computes, so a
-different KV dtype is refused.
+A KV dtype other than the compute dtype (``--kv-dtype fp8``, ``int8``) stores each layer's K and V
+in it and hands attention a compute-dtype copy, as the bundled models' hook does: each layer's
+``update`` casts the new K/V down, concatenates in the KV dtype, and casts the held cache back
+up (``.to``), so the cache is priced at its stored bytes and each step at the casts an eager
+model runs (NB: a serving engine's kernel reads the narrow cache directly; the casts are the
+eager cost). ``int8`` stores the values cast, without scales: the bytes and the ops of an int8
+cache, not its numerics.
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable
 from typing import Any
@@ -66,15 +72,12 @@ def layer_shapes(config, batch_size: int, length: int) -> tuple[tuple[int, ...],
 
 def kv_cache(model, batch_size: int, max_len: int, dtype=None):
     """transformers' ``DynamicCache`` for ``model`` holding ``max_len`` tokens of zeros per
-    layer, in the parameters' dtype and device."""
+    layer on the parameters' device, stored in ``dtype`` (None: the parameters' dtype)."""
     import torch
     from transformers import DynamicCache
 
     param = next(model.parameters())
-    if dtype is not None and dtype != param.dtype:
-        raise ModelFileError(f"hf: models keep their KV cache in the compute dtype "
-                             f"({str(param.dtype).removeprefix('torch.')}: transformers' "
-                             "DynamicCache stores what attention computes); drop --kv-dtype")
+    stored = None if dtype is None or dtype == param.dtype else dtype
     cache = DynamicCache(config=model.config)
     k_shape, v_shape = layer_shapes(model.config, batch_size, max_len)
     for i, layer in enumerate(cache.layers):
@@ -87,9 +90,29 @@ def kv_cache(model, batch_size: int, max_len: int, dtype=None):
             raise ModelFileError(f"hf:{model.config.model_type}: layer {i} keeps a "
                                  f"{type(layer).__name__} cache, which archcost infer does not "
                                  "build; pass a model whose layers all attend in full")
+        if stored is not None:
+            layer.__class__ = _stored_in_class()
+            layer.stored_dtype = stored
         layer.update(torch.zeros(k_shape, dtype=param.dtype, device=param.device),
                      torch.zeros(v_shape, dtype=param.dtype, device=param.device))
     return cache
+
+
+@functools.cache
+def _stored_in_class():
+    """``DynamicLayer`` holding its K/V in ``stored_dtype`` and returning them in the dtype
+    attention computes in (see the module docstring)."""
+    from transformers.cache_utils import DynamicLayer
+
+    class StoredInLayer(DynamicLayer):
+        stored_dtype = None
+
+        def update(self, key_states, value_states, *args, **kwargs):
+            keys, values = super().update(key_states.to(self.stored_dtype),
+                                          value_states.to(self.stored_dtype), *args, **kwargs)
+            return keys.to(key_states.dtype), values.to(value_states.dtype)
+
+    return StoredInLayer
 
 
 def _keyword(params, *names: str) -> str | None:
