@@ -56,6 +56,23 @@ def test_kv_cache_bytes_mha_and_fp8():
     assert mem["kv_cache"] == 2 * 2 * 4 * 16 * 48 * 2 * 1  # MHA: kv_heads = heads, 1 byte
 
 
+def test_static_memory_prefills_at_the_input_length():
+    """A static batch prefills its input, then decodes one token a step: the transient peak is
+    the larger of the input-length prefill's and the last decode step's, not a prefill of the
+    whole input + output (the upper bound kept for callers that do not know the input)."""
+    from archcost.infer.serving import largest_batch, static_serving
+
+    costs = _costs(_llama(), build_len=64)
+    st = static_serving(costs, 4, 8, 56)
+    prefill = costs.activation_bytes(4, InferStep.prefill(1, 8))
+    last = costs.activation_bytes(4, InferStep.decode(1, 63))
+    assert st.memory_bytes["activations"] == max(prefill, last)
+    bound = costs.memory_bytes(4, 64)["activations"]
+    assert st.memory_bytes["activations"] < bound == costs.activation_bytes(
+        4, InferStep.prefill(1, 64))
+    assert st.max_batch == largest_batch(costs, 64, input_len=8) >= largest_batch(costs, 64)
+
+
 def test_decode_flops_closed_form_and_flop_counter():
     """Decode FLOPs per token = 2 x the parameters a token multiplies (every linear, the head;
     not the embedding's lookup) + attention over the context (QK^T and PV: 4 * heads *

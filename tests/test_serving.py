@@ -43,7 +43,7 @@ class Affine:
     def decode_s(self, batch: int, context_len: int) -> float:
         return self.c + self.d * batch + self.e * batch * context_len
 
-    def memory_bytes(self, batch: int, max_len: int) -> dict:
+    def memory_bytes(self, batch: int, max_len: int, input_len: int | None = None) -> dict:
         kv = self.k * batch * max_len
         return {"weights": self.w, "kv_cache": kv, "activations": self.r * batch,
                 "peak_per_gpu": self.w + kv + self.r * batch}

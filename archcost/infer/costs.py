@@ -37,7 +37,8 @@ class StepCosts(Protocol):
         model-file convention has context L + 1)."""
         ...
 
-    def memory_bytes(self, batch: int, max_len: int) -> dict:
-        """Bytes held with ``batch`` sequences of up to ``max_len`` tokens: keys ``weights``,
+    def memory_bytes(self, batch: int, max_len: int, input_len: int | None = None) -> dict:
+        """Bytes held with ``batch`` sequences of up to ``max_len`` tokens, prefilled at
+        ``input_len`` tokens (None: up to ``max_len``, an upper bound): keys ``weights``,
         ``kv_cache``, ``activations``, ``peak_per_gpu``."""
         ...

@@ -162,7 +162,7 @@ def _evaluate(costs: StepCosts, plan: ServingPlan, gpus: int, mode: Mode, input_
                           plan.replicas * run.rate_per_s, run.mean_batch)]
     out = []
     batch = 1
-    fit = largest_batch(costs, max_len)
+    fit = largest_batch(costs, max_len, input_len=input_len)
     while batch <= min(fit, max_batch or BATCH_LIMIT):
         st = static_serving(costs, batch, input_len, output_len, fit)
         total = plan.replicas * st.output_tokens_per_s
@@ -235,8 +235,9 @@ def search(gpus: int, costs_for: Callable[[int, int, str], StepCosts],
                 except (ValueError, ArchcostError) as err:
                     skipped.append(Skipped(tp, pp, precision, str(err)))
                     continue
-                if largest_batch(costs, input_len + output_len, 1) == 0:
-                    peak = costs.memory_bytes(1, input_len + output_len)["peak_per_gpu"]
+                if largest_batch(costs, input_len + output_len, 1, input_len) == 0:
+                    peak = costs.memory_bytes(1, input_len + output_len,
+                                              input_len)["peak_per_gpu"]
                     skipped.append(Skipped(tp, pp, precision, (
                         f"one sequence of {input_len + output_len} tokens does not fit: peak "
                         f"{peak / 2**30:.1f} GiB > {costs.capacity_bytes / 2**30:.1f} GiB per GPU")))

@@ -12,7 +12,8 @@ prefilled together, the first output token of each comes out of the prefill, the
 to ``EXACT_STEPS`` of them, beyond in ``EXACT_STEPS`` trapezoids of consecutive contexts),
 ``e2e_s = ttft_s + (output_len - 1) * tpot_s`` and the throughput is ``B * output_len /
 e2e_s``. Memory is read
-at ``max_len = input_len + output_len`` (the cache that benchmark sets up); a batch fits when
+at ``max_len = input_len + output_len`` (the cache that benchmark sets up), the transient
+activations the larger of the ``input_len`` prefill's and the last decode step's; a batch fits when
 ``peak_per_gpu`` is within ``capacity_bytes``, and the largest batch that fits is found by
 doubling then bisection (peak memory taken as non-decreasing in batch).
 
@@ -23,7 +24,8 @@ are reproducible) with fixed lengths, or lengths drawn from given arrays. Each i
 1. admit waiting requests in arrival order while the batch stays within ``max_batch`` (vLLM's
    ``--max-num-seqs``, 256 by default) and the running and admitted requests fit at their full
    length: ``input + output`` tokens of KV cache each, read as ``memory_bytes(n, ceil(total
-   tokens / n))`` since KV bytes are bilinear in batch and length. A request holds its full
+   tokens / n))`` since KV bytes are bilinear in batch and length (NB: its activations then
+   take a prefill of all ``n`` at that length, an upper bound). A request holds its full
    length from admission, so nothing is ever preempted (NB: vLLM allocates blocks as tokens
    come and preempts when they run out; reserving is TensorRT-LLM's ``GUARANTEED_NO_EVICT``
    capacity policy; vLLM's ``max_num_batched_tokens`` prefill budget is not modelled);
@@ -100,23 +102,25 @@ def _positive_int(value: int, name: str) -> int:
     return int(value)
 
 
-def fits(costs: StepCosts, batch: int, max_len: int) -> bool:
-    """Whether ``batch`` sequences of ``max_len`` tokens fit in one GPU's usable memory."""
-    return costs.memory_bytes(batch, max_len)["peak_per_gpu"] <= costs.capacity_bytes
+def fits(costs: StepCosts, batch: int, max_len: int, input_len: int | None = None) -> bool:
+    """Whether ``batch`` sequences of ``max_len`` tokens, prefilled at ``input_len`` (None: an
+    upper bound, ``max_len``), fit in one GPU's usable memory."""
+    return costs.memory_bytes(batch, max_len, input_len)["peak_per_gpu"] <= costs.capacity_bytes
 
 
-def largest_batch(costs: StepCosts, max_len: int, limit: int = BATCH_LIMIT) -> int:
+def largest_batch(costs: StepCosts, max_len: int, limit: int = BATCH_LIMIT,
+                  input_len: int | None = None) -> int:
     """The largest batch (<= ``limit``) whose peak memory fits, 0 when one sequence does not:
     doubling to bracket it, then bisection (peak memory non-decreasing in batch)."""
-    if not fits(costs, 1, max_len):
+    if not fits(costs, 1, max_len, input_len):
         return 0
     lo, hi = 1, 2
-    while hi <= limit and fits(costs, hi, max_len):
+    while hi <= limit and fits(costs, hi, max_len, input_len):
         lo, hi = hi, hi * 2
     hi = min(hi, limit + 1)  # hi does not fit, or lies past the limit
     while hi - lo > 1:
         mid = (lo + hi) // 2
-        if fits(costs, mid, max_len):
+        if fits(costs, mid, max_len, input_len):
             lo = mid
         else:
             hi = mid
@@ -158,13 +162,14 @@ def static_serving(costs: StepCosts, batch: int, input_len: int, output_len: int
     e2e = ttft + (output_len - 1) * tpot
     tokens_per_s = batch * output_len / e2e
     max_len = input_len + output_len
-    memory = dict(costs.memory_bytes(batch, max_len))
+    memory = dict(costs.memory_bytes(batch, max_len, input_len))
     return StaticServing(
         batch=batch, input_len=input_len, output_len=output_len, gpus=costs.gpus,
         ttft_s=ttft, tpot_s=tpot, tpot_by_context=by_context, e2e_s=e2e,
         output_tokens_per_s=tokens_per_s, output_tokens_per_s_per_gpu=tokens_per_s / costs.gpus,
         memory_bytes=memory, fits=memory["peak_per_gpu"] <= costs.capacity_bytes,
-        max_batch=largest_batch(costs, max_len) if max_batch is None else max_batch)
+        max_batch=(largest_batch(costs, max_len, input_len=input_len) if max_batch is None
+                   else max_batch))
 
 
 @dataclass(frozen=True, slots=True)
