@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 import json
 
+import numpy as np
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -225,9 +226,82 @@ def test_a_narrow_cache_is_cast_up_for_attention_in_the_trace():
     assert sum(d["count"] for d in up) == 2 * layers
 
 
+@pytest.mark.parametrize("config,window", [("mistral", 32), ("gemma2", 8)])
+def test_sliding_window_kv_bytes_closed_form(config, window):
+    """A sliding layer holds the last window's tokens (the last step's concatenation: window - 1
+    kept and the new one), a full layer all: 2 * kv_heads * head_dim * bytes * batch *
+    (sum over layers of min(length, window) or length). Mistral's layers all slide; Gemma 2's
+    alternate sliding and full."""
+    from archcost.cli.infer import one_replica_cluster
+    from archcost.infer.price import InferenceCosts
+    from archcost.runtime import load_runtime
+
+    spec = load_model_file(f"hf:{DATA / 'hf' / f'{config}.json'}")
+    costs = InferenceCosts(spec, one_replica_cluster("h100-sxm", 1), parse_precision("bf16"),
+                           load_runtime("eager"), build_len=64)
+    kinds = ["sliding"] * 2 if config == "mistral" else ["sliding", "full"]
+    assert costs.kv_windows() == (window,)
+    per_token = 2 * 2 * 16 * 2  # K and V, 2 KV heads, head_dim 16, bf16
+    for length in (5, window - 1, window, window + 1, 40, 64):
+        want = per_token * sum(min(length, window) if k == "sliding" else length for k in kinds)
+        assert costs.kv_bytes_per_sequence(length) == pytest.approx(want, abs=1e-6), length
+
+
+@pytest.mark.parametrize("config", ["mistral", "gemma2"])
+def test_sliding_window_decode_interpolation_equals_a_direct_trace(config):
+    """Either side of the window's edge a decode step is priced from two traces on that side;
+    its op table equals a trace at that very context."""
+    from archcost.cli.infer import one_replica_cluster
+    from archcost.infer.price import InferenceCosts
+    from archcost.options import Recompute
+    from archcost.plan.workload import workload_from_traces
+    from archcost.runtime import load_runtime
+
+    spec = load_model_file(f"hf:{DATA / 'hf' / f'{config}.json'}")
+    policy, runtime = parse_precision("bf16"), load_runtime("eager")
+    costs = InferenceCosts(spec, one_replica_cluster("h100-sxm", 1), policy, runtime,
+                           build_len=64)
+    window = costs.kv_windows()[0]
+    for ctx in (window // 2 + 1, window + 9, 60):
+        got = costs.workload(InferStep.decode(1, ctx)).ops[Recompute.NONE]
+        one, two = (capture_inference(spec, InferStep.decode(b, ctx), policy, build_len=64)
+                    for b in (1, 2))
+        want = workload_from_traces({Recompute.NONE: one}, policy,
+                                    at_batch_2={Recompute.NONE: two},
+                                    runtime=runtime).ops[Recompute.NONE]
+        assert got.op == want.op, ctx
+        for name in ("flops", "nbytes", "nbytes_fixed", "mnk", "attn", "slices"):
+            np.testing.assert_allclose(getattr(got, name), getattr(want, name), rtol=1e-9,
+                                       atol=1e-6, err_msg=f"{name} at {ctx}")
+
+
+@pytest.mark.parametrize("config", ["mistral", "gemma2"])
+def test_greedy_generation_past_the_window_matches_recomputing(config):
+    """Prefill then one token at a time past the sliding window through the hooks: each step's
+    logits equal a full recompute (transformers' sliding mask), and the sliding layers hold
+    window - 1 tokens."""
+    spec = load_model_file(f"hf:{DATA / 'hf' / f'{config}.json'}")
+    window = 32 if config == "mistral" else 8
+    batch, prompt, new = 1, window - 3, 8
+    torch.manual_seed(0)
+    model = spec.build(batch, prompt + new).eval()
+    ids = torch.randint(0, 256, (batch, prompt), generator=torch.Generator().manual_seed(1))
+    cache = spec.kv_cache(model, batch, prompt + new)
+    with torch.no_grad():
+        pos = 0
+        for _ in range(new):
+            got = spec.infer_step(model, {"input_ids": ids[:, pos:]}, cache, pos)().logits
+            want = model(input_ids=ids).logits[:, -1:]
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+            pos = ids.shape[1]
+            ids = torch.cat([ids, got.argmax(-1)], dim=1)
+    held = [layer.keys.shape[-2] for layer in cache.layers if layer.is_sliding]
+    assert held and all(h == window - 1 for h in held)
+
+
 @pytest.mark.parametrize("config,args,needle", [
     ("bert", (), "keeps no KV cache"),
-    ("mistral", (), "sliding window"),  # sliding_window = 32
+    ("mistral", ("--set", "sliding_window=2"), "give sliding_window >= 4"),
     # max_position_embeddings = 64: 60 + 8 tokens pass it
     ("llama", ("--input-len", "60"), "infer: --input-len + --output-len"),
 ])

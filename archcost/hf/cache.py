@@ -5,13 +5,15 @@ Two hooks a causal-LM ``hf:`` spec carries (:func:`archcost.hf.load_hf`):
 - :func:`kv_cache` ``(model, batch_size, max_len, dtype)``: the ``DynamicCache`` that
   ``generate`` builds by default (``DynamicCache(config=model.config)``), each layer
   ``update``-d once with ``max_len`` tokens of zeros: the cache a generation of ``max_len``
-  tokens ends with, held as that class holds it. Layers of another kind are refused: a
-  sliding window (Mistral v0.1, Gemma 2) caps a layer's cache and its decode cost, which the
-  pricing takes as affine in the context (``archcost.infer.price``), and linear-attention or
-  shared layers keep other state;
+  tokens ends with, held as that class holds it: a full-attention layer all ``max_len`` tokens, a
+  sliding-window layer (Mistral v0.1, Gemma 2/3, gpt-oss: ``DynamicSlidingWindowLayer``) the
+  last ``window - 1`` (each step attends to those and its own token). Layers of another kind
+  (linear-attention, chunked or shared layers keep other state) are refused;
 - :func:`infer_step` ``(model, inputs, cache, start_pos)``: readies one step outside the
   recording and returns the call that runs it: the cache is cropped to the ``start_pos``
-  tokens already generated (``Cache.crop``: views of its tensors), and the call is
+  tokens already generated (views of its tensors: a full layer's first ``start_pos`` tokens, a
+  sliding layer's last ``min(start_pos, window - 1)``, as a generation of ``start_pos``
+  tokens leaves them), and the call is
   ``model(input_ids, cache=cache, use_cache=True, position_ids=[start_pos, start_pos + T),
   logits_to_keep=1)``, so only the last position's logits are computed, as ``generate`` does.
   The keyword names are read from the installed version's ``forward`` (``cache`` or
@@ -79,32 +81,37 @@ def kv_cache(model, batch_size: int, max_len: int, dtype=None):
     param = next(model.parameters())
     stored = None if dtype is None or dtype == param.dtype else dtype
     cache = DynamicCache(config=model.config)
-    k_shape, v_shape = layer_shapes(model.config, batch_size, max_len)
     for i, layer in enumerate(cache.layers):
-        if getattr(layer, "is_sliding", False):
-            raise ModelFileError(f"hf:{model.config.model_type}: layer {i} attends within a "
-                                 "sliding window, which caps the decode cost archcost infer "
-                                 "prices as affine in the context; pass a config without "
-                                 "sliding_window")
-        if type(layer).__name__ != "DynamicLayer":
-            raise ModelFileError(f"hf:{model.config.model_type}: layer {i} keeps a "
-                                 f"{type(layer).__name__} cache, which archcost infer does not "
-                                 "build; pass a model whose layers all attend in full")
+        kind = type(layer).__name__
+        if kind not in _LAYERS:
+            raise ModelFileError(f"hf:{model.config.model_type}: layer {i} keeps a {kind} "
+                                 "cache, which archcost infer does not build; pass a model "
+                                 "whose layers attend in full or within a sliding window")
+        if kind == "DynamicSlidingWindowLayer" and layer.sliding_window < 4:
+            raise ModelFileError(f"hf:{model.config.model_type}: a sliding window of "
+                                 f"{layer.sliding_window} tokens; give sliding_window >= 4")
         if stored is not None:
-            layer.__class__ = _stored_in_class()
+            layer.__class__ = _stored_in_class(type(layer))
             layer.stored_dtype = stored
-        layer.update(torch.zeros(k_shape, dtype=param.dtype, device=param.device),
-                     torch.zeros(v_shape, dtype=param.dtype, device=param.device))
+        # a sliding layer as the generation's last step leaves it: the last update's cat (its
+        # storage, min(max_len, window) tokens) viewed to its last window - 1
+        sliding = getattr(layer, "is_sliding", False) and max_len > 1
+        for n in (max_len - 1, 1) if sliding else (max_len,):
+            k_shape, v_shape = layer_shapes(model.config, batch_size, n)
+            layer.update(torch.zeros(k_shape, dtype=param.dtype, device=param.device),
+                         torch.zeros(v_shape, dtype=param.dtype, device=param.device))
     return cache
 
 
-@functools.cache
-def _stored_in_class():
-    """``DynamicLayer`` holding its K/V in ``stored_dtype`` and returning them in the dtype
-    attention computes in (see the module docstring)."""
-    from transformers.cache_utils import DynamicLayer
+_LAYERS = ("DynamicLayer", "DynamicSlidingWindowLayer")
 
-    class StoredInLayer(DynamicLayer):
+
+@functools.cache
+def _stored_in_class(base):
+    """``base`` (a transformers cache layer class) holding its K/V in ``stored_dtype`` and
+    returning them in the dtype attention computes in (see the module docstring)."""
+
+    class StoredInLayer(base):
         stored_dtype = None
 
         def update(self, key_states, value_states, *args, **kwargs):
@@ -113,6 +120,22 @@ def _stored_in_class():
             return keys.to(key_states.dtype), values.to(value_states.dtype)
 
     return StoredInLayer
+
+
+def _cut(cache, start_pos: int) -> None:
+    """Each layer as a generation of ``start_pos`` tokens leaves it (views of the held zeros,
+    no copy): a full layer its first ``start_pos`` tokens; a sliding layer the last
+    ``min(start_pos, window - 1)`` with ``start_pos`` tokens seen (transformers'
+    ``DynamicSlidingWindowLayer.crop`` refuses once the window is full)."""
+    for layer in cache.layers:
+        if not layer.is_initialized:
+            continue
+        if getattr(layer, "is_sliding", False):
+            keep = min(start_pos, layer.sliding_window - 1)
+            layer.keys, layer.values = layer.keys[:, :, :keep], layer.values[:, :, :keep]
+            layer.cumulative_length = start_pos
+        else:
+            layer.crop(start_pos - layer.keys.shape[-2])
 
 
 def _keyword(params, *names: str) -> str | None:
@@ -131,7 +154,7 @@ def infer_step(model, inputs, cache, start_pos: int) -> Callable[[], Any]:
                              f"{start_pos} the step starts after; build it with max_len >= "
                              f"{start_pos + ids.shape[1]}")
     if held > start_pos:
-        cache.crop(start_pos - held)  # views of the held zeros: no copy
+        _cut(cache, start_pos)
     params = inspect.signature(model.forward).parameters
     positions = torch.arange(start_pos, start_pos + ids.shape[1], device=ids.device)
     kwargs: dict[str, Any] = {"input_ids": ids, "use_cache": True,

@@ -85,6 +85,9 @@ class InferCapture:
     weight_bytes: int  # parameters and buffers as held, converted weights as packed
     packed_bytes: int = 0  # of weight_bytes: the converted (quantized) linears' state
     notes: list[str] = field(default_factory=list)
+    # the distinct sliding windows of the cache's layers (a transformers Cache's sliding
+    # layers): each such layer holds and attends to at most its window; () when none has one
+    kv_windows: tuple[int, ...] = ()
 
 
 def _held_tensors(obj, seen: set[int]) -> list[torch.Tensor]:
@@ -106,10 +109,20 @@ def _held_tensors(obj, seen: set[int]) -> list[torch.Tensor]:
     return [t for x in items for t in _held_tensors(x, seen)]
 
 
+def _cache_windows(cache) -> tuple[int, ...]:
+    """The distinct windows of a transformers ``Cache``'s sliding layers (``is_sliding``,
+    ``sliding_window``); () for caches without layers (a model file's list of tensors)."""
+    layers = getattr(cache, "layers", ())
+    return tuple(sorted({int(layer.sliding_window) for layer in layers
+                         if getattr(layer, "is_sliding", False)}))
+
+
 def _cache_bytes(cache) -> int:
     """Bytes of the distinct storages the cache object holds."""
     seen: dict[int, int] = {}
     for t in _held_tensors(cache, set()):
+        if t.dim() == 0:  # a scalar the cache keeps beside K/V (a sliding layer's window)
+            continue
         try:
             s = t.untyped_storage()
             seen.setdefault(s._cdata, s.nbytes())
@@ -168,6 +181,7 @@ def _capture(spec, step: InferStep, policy, kv_dtype, quantize, dedupe, st, say,
                 lambda x: x.to(dtype) if isinstance(x, torch.Tensor) and x.is_floating_point()
                 else x, inputs)
             kv_bytes = _cache_bytes(cache)  # at max_len, before the step readies the cache
+            windows = _cache_windows(cache)
             call = spec.infer_step(model, inputs, cache, step.context)
         handles += _install_module_hooks(model, st)
         handles += repeats.install(model)
@@ -220,7 +234,7 @@ def _capture(spec, step: InferStep, policy, kv_dtype, quantize, dedupe, st, say,
     return InferCapture(step=step, capture=cap, graph=build_graph(cap.records, attrs),
                         kv_cache_bytes=kv_bytes, kv_cache_dtype=str(cache_dtype).removeprefix(
                             "torch."),
-                        weight_bytes=weights, packed_bytes=packed,
+                        weight_bytes=weights, packed_bytes=packed, kv_windows=windows,
                         notes=notes + (qstate.notes() if qstate is not None else []))
 
 

@@ -7,7 +7,11 @@ batch: each op's FLOPs and activation bytes grow with the batch, its weight byte
 memory efficiency by bytes, the GPU's sustained clock) runs at each size (``plan.table``).
 A decode step is traced at two context lengths: its ops are the same at every context and
 each op's FLOPs, bytes and attention geometry are affine in the context (the keys and values
-read), so the tables interpolate exactly to any context before the roofline prices them.
+read), so the tables interpolate exactly to any context before the roofline prices them. A
+model whose cache has sliding-window layers (window W: a layer holds the last W - 1 tokens and
+attends to them and the new one) is affine in the context on each side of the window's edge,
+so it is traced at two contexts on each side (below the edge, and from it on) and each step
+interpolates within its side; its KV bytes the same way in the cache's length.
 
 Tensor parallelism splits as training's does (Megatron-LM's layout found from the dataflow):
 matmuls, attention and the ops between a column- and a row-parallel projection divide by
@@ -52,8 +56,27 @@ from archcost.plan.workload import (
 __all__ = ["InferenceCosts", "interpolate_ops", "dispatch_seconds"]
 
 # decode steps are traced at two contexts and interpolated (any two distinct lengths: the
-# quantities are affine in the context)
+# quantities are affine in the context; with a sliding window, on each side of its edge)
 _ANCHORS = (16, 32)
+
+
+def decode_anchors(context: int, windows: tuple[int, ...]) -> tuple[int, int]:
+    """The two decode contexts (tokens cached before the step) whose traces interpolate a step
+    at ``context`` exactly, and its cache bytes at ``context + 1`` tokens: ``_ANCHORS`` without
+    a sliding window; with window W, below its edge (a cache of at most W - 1 tokens, the step
+    attending to at most W) two contexts up to W - 2, and from the edge on (context >= W - 1,
+    the window full) W - 1 and W + 15."""
+    if not windows:
+        return _ANCHORS
+    if len(windows) > 1:
+        raise ConfigError(f"sliding windows of {', '.join(map(str, windows))} tokens in one "
+                          "model: archcost infer prices one window; give the layers one "
+                          "sliding_window")
+    (w,) = windows
+    if context >= w - 1:
+        return w - 1, w + 15
+    hi = min(_ANCHORS[1], w - 2)
+    return min(_ANCHORS[0], hi // 2), hi
 
 
 def interpolate_ops(a: OpTable, b: OpTable, x: float) -> OpTable:
@@ -195,8 +218,9 @@ class InferenceCosts:
         """The step's workload at batch 1 (decode: interpolated to its context)."""
         if step.kind == "prefill":
             return self._anchored(step)
-        lo, hi = (self._anchored(InferStep.decode(1, c)) for c in _ANCHORS)
-        x = (step.context - _ANCHORS[0]) / (_ANCHORS[1] - _ANCHORS[0])
+        a, b = decode_anchors(step.context, self.kv_windows())
+        lo, hi = (self._anchored(InferStep.decode(1, c)) for c in (a, b))
+        x = (step.context - a) / (b - a)
         ops = interpolate_ops(lo.ops[Recompute.NONE], hi.ops[Recompute.NONE], x)
         transient = {Recompute.NONE: lo.transient[Recompute.NONE] + x * (
             hi.transient[Recompute.NONE] - lo.transient[Recompute.NONE])}
@@ -267,10 +291,24 @@ class InferenceCosts:
         return ((ends + stage * w.params_block) * plain
                 + cap.packed_bytes * stage / w.layers) / self.tp
 
+    def kv_windows(self) -> tuple[int, ...]:
+        """The sliding windows of the model's cache layers (none: all attend in full)."""
+        return self._trace(InferStep.decode(1, _ANCHORS[0])).kv_windows
+
     def kv_bytes_per_token(self) -> float:
-        """KV-cache bytes per sequence per token, all layers (measured on the traced cache)."""
-        cap = self._trace(InferStep.decode(1, _ANCHORS[0]))
+        """KV-cache bytes per sequence per token, all layers (measured on the traced cache; with
+        a sliding window, while the cache is shorter than it)."""
+        cap = self._trace(InferStep.decode(1, decode_anchors(0, self.kv_windows())[0]))
         return cap.kv_cache_bytes / cap.step.max_len
+
+    def kv_bytes_per_sequence(self, max_len: int) -> float:
+        """KV-cache bytes of one sequence of ``max_len`` tokens, all layers: linear in the
+        length between the traced caches on its side of a sliding window's edge (through zero
+        without one: the cache is the tokens times a per-token size)."""
+        a, b = (self._trace(InferStep.decode(1, c))
+                for c in decode_anchors(max_len - 1, self.kv_windows()))
+        la, lb = a.step.max_len, b.step.max_len
+        return a.kv_cache_bytes + (max_len - la) * (b.kv_cache_bytes - a.kv_cache_bytes) / (lb - la)
 
     def kv_heads(self) -> int:
         return self.workload(InferStep.decode(1, _ANCHORS[0])).shape.kv_heads
@@ -279,7 +317,7 @@ class InferenceCosts:
         w = self.workload(InferStep.decode(1, _ANCHORS[0]))
         share = max(1.0 / self.tp, 1.0 / max(self.kv_heads(), 1))
         stage = math.ceil(w.layers / self.pp) / w.layers
-        return self.kv_bytes_per_token() * batch * max_len * share * stage
+        return self.kv_bytes_per_sequence(max_len) * batch * share * stage
 
     def activation_bytes(self, batch: int, step: InferStep) -> float:
         """The step's transient activations per GPU: one micro-batch's, split over tp."""

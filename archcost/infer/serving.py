@@ -25,7 +25,8 @@ are reproducible) with fixed lengths, or lengths drawn from given arrays. Each i
    ``--max-num-seqs``, 256 by default) and the running and admitted requests fit at their full
    length: ``input + output`` tokens of KV cache each, read as ``memory_bytes(n, ceil(total
    tokens / n))`` since KV bytes are bilinear in batch and length (NB: its activations then
-   take a prefill of all ``n`` at that length, an upper bound). A request holds its full
+   take a prefill of all ``n`` at that length, an upper bound; with a sliding window the bytes
+   are concave in the length, so the mean length over-counts them: an upper bound too). A request holds its full
    length from admission, so nothing is ever preempted (NB: vLLM allocates blocks as tokens
    come and preempts when they run out; reserving is TensorRT-LLM's ``GUARANTEED_NO_EVICT``
    capacity policy; vLLM's ``max_num_batched_tokens`` prefill budget is not modelled);
