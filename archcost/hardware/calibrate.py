@@ -4,9 +4,11 @@ N processes on it) into the figures of a hardware profile.
 Benchmarks (timing code here; every fit is a pure function of ``fit.py``):
 
 - matmul rate over a grid of square and skinny shapes per dtype (cpu: fp32, bf16; cuda: fp32,
-  tf32, bf16, fp16, fp8 where ``torch._scaled_mm`` runs), on operands out of the last-level
-  cache (``_Arena``: a small matmul runs 1.2-1.8x slower on them on a CPU, as in a step, where
-  a layer's weight was last read a layer or a step before) -> peak per dtype and
+  tf32, bf16, fp16, fp8 where ``torch._scaled_mm`` runs), as a linear layer runs it
+  (``F.linear``: the weight held (n, k) as ``nn.Linear`` holds it, read transposed; on a CPU a
+  one-row matmul reads such a weight 1.5-2.4x slower than a (k, n) one), on operands out of
+  the last-level cache (``_Arena``: a small matmul runs 1.2-1.8x slower on them on a CPU, as in
+  a step, where a layer's weight was last read a layer or a step before) -> peak per dtype and
   ``matmul_efficiency``; then, in the fastest of bf16 and fp32, every (m, n, k) of a grid of
   dims (cells above a FLOPs cap are not timed: the curve by FLOPs fills them) ->
   ``matmul_shape_efficiency``;
@@ -382,6 +384,8 @@ class _Arena:
         self.buffers: dict[Any, Any] = {}
 
     def operands(self, tdt, m: int, n: int, k: int) -> list[tuple[Any, Any]]:
+        """Pairs of an (m, k) input and an (n, k) weight (a linear layer's), cycling through
+        the buffer."""
         import torch
 
         size = m * k + k * n
@@ -392,14 +396,17 @@ class _Arena:
         buf = self.buffers[tdt]
         copies = max(1, min(span // size, 4096))
         return [(buf[i * size:i * size + m * k].view(m, k),
-                 buf[i * size + m * k:(i + 1) * size].view(k, n)) for i in range(copies)]
+                 buf[i * size + m * k:(i + 1) * size].view(n, k)) for i in range(copies)]
 
 
 def _matmul_fn(dtype: str, m: int, n: int, k: int, device: str,
                arena: _Arena | None = None) -> Callable[[], Any]:
-    """A call of an (m, k) @ (k, n) matmul: on operands cycling out of cache through
-    ``arena`` where given (fp8 aside: its operands are converted copies), else on one pair."""
+    """A call of an (m, k) @ (k, n) matmul as a linear layer runs it: ``F.linear`` of an
+    (m, k) input and an (n, k) weight (row-major, read transposed: ``nn.Linear``'s layout and
+    the fp8 path's); on operands cycling out of cache through ``arena`` where given (fp8
+    aside: its operands are converted copies), else on one pair."""
     import torch
+    import torch.nn.functional as F
 
     if dtype == "fp8":  # a row-major (m, k) by a column-major (k, n), scaled, bf16 out
         a = torch.randn(m, k, device=device).to(torch.float8_e4m3fn)
@@ -410,10 +417,10 @@ def _matmul_fn(dtype: str, m: int, n: int, k: int, device: str,
            "fp16": torch.float16}[dtype]
     if arena is None:
         a = torch.randn(m, k, device=device, dtype=tdt)
-        b = torch.randn(k, n, device=device, dtype=tdt)
-        return lambda: torch.mm(a, b)
+        w = torch.randn(n, k, device=device, dtype=tdt)
+        return lambda: F.linear(a, w)
     pairs = itertools.cycle(arena.operands(tdt, m, n, k))
-    return lambda: torch.mm(*next(pairs))
+    return lambda: F.linear(*next(pairs))
 
 
 def _dtype_unsupported(dtype: str, device: str) -> str | None:
