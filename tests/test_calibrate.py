@@ -614,7 +614,8 @@ def test_the_attention_tables_reproduce_the_cells_they_timed(calibrated):
 def test_the_shape_table_reproduces_the_cells_it_timed(calibrated):
     """Engine time of an mm at a timed cell's (m, n, k) = its median less the launch (floored
     at half), plus the launch, to the file's rounding; cells over the FLOPs cap read the
-    curve by FLOPs; the table is in the curve's dtype."""
+    curve by FLOPs; the table is in the curve's dtype, on its own grid of m (finer, for a
+    decode step's batch) by the grid of n and k."""
     import numpy as np
 
     from archcost.cost.compute import CURVE_MATMUL, roofline_seconds
@@ -623,7 +624,8 @@ def test_the_shape_table_reproduces_the_cells_it_timed(calibrated):
     gpu = load_gpu(str(gpu_path))
     table, tab = doc["matmul_table"], gpu.matmul_shape_efficiency.get("all")
     assert tab is not None and table["dtype"] == doc["matmul_efficiency_dtype"]
-    assert list(tab.dims) == table["dims"]
+    assert list(tab.dims) == table["m_dims"] != table["dims"]
+    assert list(tab.n_dims) == list(tab.k_dims) == table["dims"]
     peak = gpu.peak_flops_per_s[table["dtype"]]
     launch = gpu.kernel_launch_s
     pts = table["points"]
@@ -641,7 +643,7 @@ def test_the_shape_table_reproduces_the_cells_it_timed(calibrated):
             assert got == pytest.approx(want, rel=2 * ROUNDING), p
     filled = [tuple(c) for c in table["filled_from_curve"]]
     dims = table["dims"]
-    every = {(m, n, k) for m in dims for n in dims for k in dims}
+    every = {(m, n, k) for m in table["m_dims"] for n in dims for k in dims}
     assert set(filled) == every - cells and filled
     for m, n, k in filled:
         assert float(tab.at(m, n, k)) == pytest.approx(
@@ -660,6 +662,10 @@ def test_shape_table_fit_rates_timed_cells_and_fills_the_rest():
         (2, 2, 2), (4, 4, 4)}
     values, _ = shape_table(dims, {(2, 2, 2): 16 / 50.0}, 100.0, lambda flops: 0.3)
     assert values[0][0][0] == 0.5 and values[1][0][1] == 0.3
+    values, filled = shape_table(dims, {(1, 2, 2): 8 / 100.0}, 100.0, lambda flops: 0.3,
+                                 m_dims=(1, 2, 4))
+    assert len(values) == 3 and all(len(p) == 2 and len(p[0]) == 2 for p in values)
+    assert values[0][0][0] == 1.0 and values[2][1][1] == 0.3 and (1, 2, 2) not in filled
 
 
 def test_the_calibrated_cluster_validates_ddp_with_each_rank_on_its_share(calibrated):

@@ -103,8 +103,10 @@ class Grid:
     # (batch, channels in, channels out, map size, kernel, stride); forward and backward each
     conv_shapes: tuple[tuple[int, int, int, int, int, int], ...] = ()
     op_numels: tuple[int, ...] = ()  # elements of one input of each op of opbench.OPS
-    # every (m, n, k) over these dims, timed up to matmul_table_max_flops (one call)
+    # every (m, n, k) over these dims (m over matmul_table_m_dims where given), timed up to
+    # matmul_table_max_flops (one call)
     matmul_table_dims: tuple[int, ...] = ()
+    matmul_table_m_dims: tuple[int, ...] = ()
     matmul_table_max_flops: float = 0.0
     # attention tables per SDPA backend (attnbench.py): head dims x sequence lengths, at
     # batch x seq = tokens and heads x head dim = hidden (the FlashAttention benchmarks' rule)
@@ -114,10 +116,15 @@ class Grid:
     attention_table_tokens: int = 0
     attention_table_hidden: int = 0
 
+    @property
+    def table_m_dims(self) -> tuple[int, ...]:
+        """The shape table's grid of m (the rows: tokens, or a decode step's batch)."""
+        return self.matmul_table_m_dims or self.matmul_table_dims
+
     def table_cells(self) -> list[tuple[int, int, int]]:
         """The (m, n, k) cells of the shape table that are timed."""
         d = self.matmul_table_dims
-        return [(m, n, k) for m in d for n in d for k in d
+        return [(m, n, k) for m in self.table_m_dims for n in d for k in d
                 if matmul_flops(m, n, k) <= self.matmul_table_max_flops]
 
 
@@ -148,7 +155,8 @@ def grid_for(device: str, quick: bool) -> Grid:
                         warmup=1, reps=5, min_rep_s=2e-3, max_call_s=0.1,
                         collective_warmup=2, collective_reps=7, collective_min_rep_s=5e-3,
                         conv_shapes=_CONVS[:2], op_numels=(1 << 16,),
-                        matmul_table_dims=(64, 256, 1024), matmul_table_max_flops=2 ** 28,
+                        matmul_table_dims=(64, 256, 1024), matmul_table_m_dims=(16, 64, 256, 1024),
+                        matmul_table_max_flops=2 ** 28,
                         attention_table_kernels=("math", "cpu-flash"),
                         attention_table_head_dims=(16, 32), attention_table_seqs=(64, 128),
                         attention_table_tokens=256, attention_table_hidden=64)
@@ -166,8 +174,13 @@ def grid_for(device: str, quick: bool) -> Grid:
                     collective_warmup=3, collective_reps=7, collective_min_rep_s=2e-2,
                     conv_shapes=_CONVS, op_numels=(1 << 10, 1 << 14, 1 << 17, 1 << 20, 1 << 23),
                     # m = 1: a decode step's one-row matmuls (GEMVs, memory-bound), which the
-                    # rule below the grid (x sqrt(m / 16)) priced 4x faster than m = 16
-                    matmul_table_dims=(1, 16, 64, 256, 1024, 4096), matmul_table_max_flops=2 ** 31,
+                    # rule below the grid (x sqrt(m / 16)) priced 4x faster than m = 16; m = 2-8
+                    # and 32: a decode step's batch, where the time of a memory-bound matmul
+                    # grows far from linearly in log m (interpolating m = 8 between the m = 1 and
+                    # m = 16 cells read a (8, 768, 256) linear 25 % fast)
+                    matmul_table_dims=(1, 16, 64, 256, 1024, 4096),
+                    matmul_table_m_dims=(1, 2, 4, 8, 16, 32, 64, 256, 1024, 4096),
+                    matmul_table_max_flops=2 ** 31,
                     attention_table_kernels=("math", "cpu-flash"),
                     attention_table_head_dims=(32, 64), attention_table_seqs=(128, 256, 512),
                     attention_table_tokens=2048, attention_table_hidden=256)
@@ -768,10 +781,11 @@ def dispatch_s(m: Measurements) -> dict[str, float]:
 class TableFit:
     """The shape table fitted from the timed cells, in the reference dtype."""
 
-    dims: tuple[int, ...]
-    values: list  # values[i][j][l]: efficiency at (dims[i], dims[j], dims[l])
+    dims: tuple[int, ...]  # n and k (and m unless m_dims differs)
+    values: list  # values[i][j][l]: efficiency at (m_dims[i], dims[j], dims[l])
     filled: list[tuple[int, int, int]]  # cells not timed (over the FLOPs cap): from the curve
     curve_error: float  # rms log error of the curve by FLOPs on the timed cells
+    m_dims: tuple[int, ...] = ()  # the grid of m; () = dims
 
 
 @dataclass(frozen=True, slots=True)
@@ -825,11 +839,12 @@ def derive(m: Measurements) -> Derived:
         by_flops = EfficiencyCurve(curves[ref])
         cells = {(p.params["m"], p.params["n"], p.params["k"]):
                  kernel_seconds(p.time.median, launch) for p in m.matmul_table}
-        values, filled = shape_table(m.grid.matmul_table_dims, cells, peaks[ref], by_flops.at)
+        values, filled = shape_table(m.grid.matmul_table_dims, cells, peaks[ref], by_flops.at,
+                                     m_dims=m.grid.table_m_dims)
         miss = [math.log(p.size / (peaks[ref] * by_flops.at(p.size)) / cells[c])
                 for c, p in zip(cells, m.matmul_table)]
         table = TableFit(m.grid.matmul_table_dims, values, filled,
-                         math.sqrt(sum(x * x for x in miss) / len(miss)))
+                         math.sqrt(sum(x * x for x in miss) / len(miss)), m.grid.table_m_dims)
     attention = attention_slice = None
     held_out: dict[str, float] = {}
     if m.attention and m.grid.attention_dtype in peaks:

@@ -131,8 +131,10 @@ def efficiency_curve(sizes: Sequence[int], seconds: Sequence[float], peak: float
 
 
 def shape_table(dims: Sequence[int], seconds: dict[tuple[int, int, int], float], peak: float,
-                fill, digits: int = 4) -> tuple[list, list[tuple[int, int, int]]]:
-    """Efficiency of each (m, n, k) cell of the grid ``dims``^3 (nested m, n, k): FLOPs /
+                fill, digits: int = 4, m_dims: Sequence[int] | None = None
+                ) -> tuple[list, list[tuple[int, int, int]]]:
+    """Efficiency of each (m, n, k) cell of the grid ``m_dims`` x ``dims`` x ``dims``
+    (``m_dims`` defaults to ``dims``; nested m, n, k): FLOPs /
     seconds / ``peak`` where the cell was timed (``seconds``), clipped to (0, 1]; else
     ``fill(FLOPs)`` (the curve by FLOPs: cells too large to time are on its plateau).
     Returns the values and the cells filled."""
@@ -140,7 +142,7 @@ def shape_table(dims: Sequence[int], seconds: dict[tuple[int, int, int], float],
         raise FitError(f"peak {peak!r} must be positive")
     floor = 10.0 ** -digits
     values, filled = [], []
-    for m in dims:
+    for m in (dims if m_dims is None else m_dims):
         plane = []
         for n in dims:
             row = []

@@ -71,6 +71,7 @@ def gpu_calibration(m: Measurements, d: Derived, command: str) -> dict[str, Any]
         "kernel_launch": {"op": "torch.add of two 1-element tensors", **_times(m.launch)},
         "matmul": {dt: [_point(p, "flops") for p in pts] for dt, pts in m.matmul.items()},
         "matmul_table": {"dtype": m.matmul_table_dtype, "dims": list(m.grid.matmul_table_dims),
+                         "m_dims": list(m.grid.table_m_dims),
                          "max_flops_timed": m.grid.matmul_table_max_flops,
                          "filled_from_curve": [list(c) for c in d.matmul_table.filled]
                          if d.matmul_table else [],
@@ -228,13 +229,20 @@ def gpu_yaml(m: Measurements, d: Derived, *, name: str, command: str, tdp_w: flo
     if d.matmul_table:
         t = d.matmul_table
         dims, values, filled, miss = t.dims, t.values, t.filled, t.curve_error
+        m_dims = t.m_dims or dims
+        grid = "dims^3" if tuple(m_dims) == tuple(dims) else "m x n x k"
         lines.append(f"matmul_shape_efficiency:   # an (m, k) @ (k, n) matmul, fraction of peak "
-                     f"{d.reference_dtype}, on dims^3; measured; used for 2-D matmuls")
+                     f"{d.reference_dtype}, on {grid}; measured; used for 2-D matmuls")
         lines.append(f"  # the curve by FLOPs misses the timed cells by {miss:.0%} (rms); "
                      f"{len(filled)} cells over {si(m.grid.matmul_table_max_flops, 'FLOP')} "
                      "are not timed but read from it")
-        lines.append(f"  dims: [{', '.join(str(x) for x in dims)}]")
-        lines.append("  values:   # values[i][j][l]: m = dims[i], n = dims[j], k = dims[l]")
+        if tuple(m_dims) == tuple(dims):
+            lines.append(f"  dims: [{', '.join(str(x) for x in dims)}]")
+            lines.append("  values:   # values[i][j][l]: m = dims[i], n = dims[j], k = dims[l]")
+        else:
+            for axis, grid_dims in (("m", m_dims), ("n", dims), ("k", dims)):
+                lines.append(f"  {axis}: [{', '.join(str(x) for x in grid_dims)}]")
+            lines.append("  values:   # values[i][j][l]: m = m[i], n = n[j], k = k[l]")
         for plane in values:
             rows = ", ".join(f"[{', '.join(f'{v:.4g}' for v in row)}]" for row in plane)
             lines.append(f"    - [{rows}]")
