@@ -136,12 +136,11 @@ def test_hook_shapes_are_those_transformers_caches(config):
         assert (tuple(layer.keys.shape), tuple(layer.values.shape)) == (k, v)
 
 
-@pytest.mark.parametrize("config", ["llama", "qwen3", "deepseek_v3"])
-def test_greedy_generation_with_cache_matches_recomputing(config):
-    """Prefill then one token at a time through the hooks (transformers' cache, the call
-    ``generate`` makes): each step's last logits equal a full recompute without a cache."""
+def _greedy_generation(config: str, batch: int, prompt: int, new: int):
+    """A real greedy generation of ``new`` tokens after ``prompt`` through the hooks (the
+    prefill, then one token at a time), each step's last logits checked against a full
+    recompute without a cache; returns the cache it ends with."""
     spec = load_model_file(f"hf:{DATA / 'hf' / f'{config}.json'}")
-    batch, prompt, new = 2, 9, 6
     torch.manual_seed(0)
     model = spec.build(batch, prompt + new).eval()
     ids = torch.randint(0, 256, (batch, prompt), generator=torch.Generator().manual_seed(1))
@@ -149,13 +148,21 @@ def test_greedy_generation_with_cache_matches_recomputing(config):
     with torch.no_grad():
         pos = 0
         for _ in range(new):
-            step = ids[:, pos:]
-            got = spec.infer_step(model, {"input_ids": step}, cache, pos)().logits
+            got = spec.infer_step(model, {"input_ids": ids[:, pos:]}, cache, pos)().logits
             want = model(input_ids=ids).logits[:, -1:]
             assert got.shape == (batch, 1, 256)
             torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
             pos = ids.shape[1]
             ids = torch.cat([ids, got.argmax(-1)], dim=1)
+    return cache
+
+
+@pytest.mark.parametrize("config", ["llama", "qwen3", "deepseek_v3"])
+def test_greedy_generation_with_cache_matches_recomputing(config):
+    """Prefill then one token at a time through the hooks (transformers' cache, the call
+    ``generate`` makes): each step's last logits equal a full recompute without a cache."""
+    prompt, new = 9, 6
+    cache = _greedy_generation(config, 2, prompt, new)
     assert cache.get_seq_length() == prompt + new - 1
 
 
@@ -226,19 +233,25 @@ def test_a_narrow_cache_is_cast_up_for_attention_in_the_trace():
     assert sum(d["count"] for d in up) == 2 * layers
 
 
+def _sliding_costs(config: str):
+    """The pricing of a bundled sliding-window test config on one H100, bf16, eager, built
+    for 64 tokens."""
+    from archcost.cli.infer import one_replica_cluster
+    from archcost.infer.price import InferenceCosts
+    from archcost.runtime import load_runtime
+
+    spec = load_model_file(f"hf:{DATA / 'hf' / f'{config}.json'}")
+    return InferenceCosts(spec, one_replica_cluster("h100-sxm", 1), parse_precision("bf16"),
+                          load_runtime("eager"), build_len=64)
+
+
 @pytest.mark.parametrize("config,window", [("mistral", 32), ("gemma2", 8)])
 def test_sliding_window_kv_bytes_closed_form(config, window):
     """A sliding layer holds the last window's tokens (the last step's concatenation: window - 1
     kept and the new one), a full layer all: 2 * kv_heads * head_dim * bytes * batch *
     (sum over layers of min(length, window) or length). Mistral's layers all slide; Gemma 2's
     alternate sliding and full."""
-    from archcost.cli.infer import one_replica_cluster
-    from archcost.infer.price import InferenceCosts
-    from archcost.runtime import load_runtime
-
-    spec = load_model_file(f"hf:{DATA / 'hf' / f'{config}.json'}")
-    costs = InferenceCosts(spec, one_replica_cluster("h100-sxm", 1), parse_precision("bf16"),
-                           load_runtime("eager"), build_len=64)
+    costs = _sliding_costs(config)
     kinds = ["sliding"] * 2 if config == "mistral" else ["sliding", "full"]
     assert costs.kv_windows() == (window,)
     per_token = 2 * 2 * 16 * 2  # K and V, 2 KV heads, head_dim 16, bf16
@@ -251,16 +264,11 @@ def test_sliding_window_kv_bytes_closed_form(config, window):
 def test_sliding_window_decode_interpolation_equals_a_direct_trace(config):
     """Either side of the window's edge a decode step is priced from two traces on that side;
     its op table equals a trace at that very context."""
-    from archcost.cli.infer import one_replica_cluster
-    from archcost.infer.price import InferenceCosts
     from archcost.options import Recompute
     from archcost.plan.workload import workload_from_traces
-    from archcost.runtime import load_runtime
 
-    spec = load_model_file(f"hf:{DATA / 'hf' / f'{config}.json'}")
-    policy, runtime = parse_precision("bf16"), load_runtime("eager")
-    costs = InferenceCosts(spec, one_replica_cluster("h100-sxm", 1), policy, runtime,
-                           build_len=64)
+    costs = _sliding_costs(config)
+    spec, policy, runtime = costs.spec, costs.policy, costs.runtime
     window = costs.kv_windows()[0]
     for ctx in (window // 2 + 1, window + 9, 60):
         got = costs.workload(InferStep.decode(1, ctx)).ops[Recompute.NONE]
@@ -280,21 +288,8 @@ def test_greedy_generation_past_the_window_matches_recomputing(config):
     """Prefill then one token at a time past the sliding window through the hooks: each step's
     logits equal a full recompute (transformers' sliding mask), and the sliding layers hold
     window - 1 tokens."""
-    spec = load_model_file(f"hf:{DATA / 'hf' / f'{config}.json'}")
     window = 32 if config == "mistral" else 8
-    batch, prompt, new = 1, window - 3, 8
-    torch.manual_seed(0)
-    model = spec.build(batch, prompt + new).eval()
-    ids = torch.randint(0, 256, (batch, prompt), generator=torch.Generator().manual_seed(1))
-    cache = spec.kv_cache(model, batch, prompt + new)
-    with torch.no_grad():
-        pos = 0
-        for _ in range(new):
-            got = spec.infer_step(model, {"input_ids": ids[:, pos:]}, cache, pos)().logits
-            want = model(input_ids=ids).logits[:, -1:]
-            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
-            pos = ids.shape[1]
-            ids = torch.cat([ids, got.argmax(-1)], dim=1)
+    cache = _greedy_generation(config, 1, window - 3, 8)
     held = [layer.keys.shape[-2] for layer in cache.layers if layer.is_sliding]
     assert held and all(h == window - 1 for h in held)
 

@@ -162,7 +162,7 @@ def summary(m, d, written: dict[str, str]) -> dict[str, Any]:
                            "median_s": p.time.median} for p in m.memory],
         "matmul_table": None if d.matmul_table is None else {
             "dtype": m.matmul_table_dtype, "dims": list(d.matmul_table.dims),
-            "m_dims": list(d.matmul_table.m_dims or d.matmul_table.dims),
+            "m_dims": list(d.matmul_table.m_dims),
             "values": d.matmul_table.values,
             "filled_from_curve": [list(c) for c in d.matmul_table.filled],
             "curve_rms_log_error": d.matmul_table.curve_error,

@@ -781,11 +781,11 @@ def dispatch_s(m: Measurements) -> dict[str, float]:
 class TableFit:
     """The shape table fitted from the timed cells, in the reference dtype."""
 
-    dims: tuple[int, ...]  # n and k (and m unless m_dims differs)
+    dims: tuple[int, ...]  # the grid of n and k
     values: list  # values[i][j][l]: efficiency at (m_dims[i], dims[j], dims[l])
     filled: list[tuple[int, int, int]]  # cells not timed (over the FLOPs cap): from the curve
     curve_error: float  # rms log error of the curve by FLOPs on the timed cells
-    m_dims: tuple[int, ...] = ()  # the grid of m; () = dims
+    m_dims: tuple[int, ...]  # the grid of m (the grid's table_m_dims)
 
 
 @dataclass(frozen=True, slots=True)

@@ -228,8 +228,7 @@ def gpu_yaml(m: Measurements, d: Derived, *, name: str, command: str, tdp_w: flo
     lines += _curve(d.matmul_curve)
     if d.matmul_table:
         t = d.matmul_table
-        dims, values, filled, miss = t.dims, t.values, t.filled, t.curve_error
-        m_dims = t.m_dims or dims
+        dims, m_dims, values, filled, miss = t.dims, t.m_dims, t.values, t.filled, t.curve_error
         grid = "dims^3" if tuple(m_dims) == tuple(dims) else "m x n x k"
         lines.append(f"matmul_shape_efficiency:   # an (m, k) @ (k, n) matmul, fraction of peak "
                      f"{d.reference_dtype}, on {grid}; measured; used for 2-D matmuls")

@@ -87,7 +87,8 @@ def kv_cache(model, batch_size: int, max_len: int, dtype=None):
             raise ModelFileError(f"hf:{model.config.model_type}: layer {i} keeps a {kind} "
                                  "cache, which archcost infer does not build; pass a model "
                                  "whose layers attend in full or within a sliding window")
-        if kind == "DynamicSlidingWindowLayer" and layer.sliding_window < 4:
+        sliding = kind == "DynamicSlidingWindowLayer"
+        if sliding and layer.sliding_window < 4:
             raise ModelFileError(f"hf:{model.config.model_type}: a sliding window of "
                                  f"{layer.sliding_window} tokens; give sliding_window >= 4")
         if stored is not None:
@@ -95,8 +96,7 @@ def kv_cache(model, batch_size: int, max_len: int, dtype=None):
             layer.stored_dtype = stored
         # a sliding layer as the generation's last step leaves it: the last update's cat (its
         # storage, min(max_len, window) tokens) viewed to its last window - 1
-        sliding = getattr(layer, "is_sliding", False) and max_len > 1
-        for n in (max_len - 1, 1) if sliding else (max_len,):
+        for n in (max_len - 1, 1) if sliding and max_len > 1 else (max_len,):
             k_shape, v_shape = layer_shapes(model.config, batch_size, n)
             layer.update(torch.zeros(k_shape, dtype=param.dtype, device=param.device),
                          torch.zeros(v_shape, dtype=param.dtype, device=param.device))
