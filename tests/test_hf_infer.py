@@ -283,6 +283,24 @@ def test_sliding_window_decode_interpolation_equals_a_direct_trace(config):
                                        atol=1e-6, err_msg=f"{name} at {ctx}")
 
 
+def test_decode_anchors_sit_on_one_side_of_the_window_edge():
+    """Both anchors of a decode step lie on its side of the edge (context W - 1), where every
+    quantity is affine: below it their caches hold at most W - 1 tokens (context <= W - 2);
+    from it on both contexts are >= W - 1. Two distinct windows in one model: one line."""
+    from archcost.errors import ConfigError
+    from archcost.infer.price import decode_anchors
+
+    assert decode_anchors(100, ()) == (16, 32)
+    for w in (4, 8, 32, 4096):
+        for ctx in (0, 1, w - 2, w - 1, w, 3 * w):
+            a, b = decode_anchors(ctx, (w,))
+            assert 1 <= a < b
+            assert (b <= w - 2) if ctx < w - 1 else (a >= w - 1)
+    with pytest.raises(ConfigError) as err:
+        decode_anchors(10, (8, 16))
+    assert "\n" not in str(err.value) and "8, 16" in str(err.value)
+
+
 @pytest.mark.parametrize("config", ["mistral", "gemma2"])
 def test_greedy_generation_past_the_window_matches_recomputing(config):
     """Prefill then one token at a time past the sliding window through the hooks: each step's
