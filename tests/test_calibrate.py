@@ -269,6 +269,7 @@ def test_per_op_overheads_come_from_each_phase_of_a_real_step(calibrated):
     rec = gpu.calibration["op_overhead"]
     assert set(gpu.op_overhead_s) == set(rec) == {"forward", "backward", "optimizer",
                                                   "inference"}
+    assert not gpu.host_ahead  # a CPU is its own host: the overheads add to each op
     assert rec["inference"]["ops"] == rec["forward"]["ops"]  # the same forward, no autograd
     for phase, r in rec.items():
         assert r["ops"] > 20 and r["median_s"] > 0

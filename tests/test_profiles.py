@@ -652,7 +652,47 @@ def test_refinements_load_and_the_engine_uses_them_exactly(tmp_path):
     assert t2[3] == pytest.approx(1e8 / (peak[3] * conv_eff) + 20e-6, rel=1e-12)
 
 
+def test_where_the_host_runs_ahead_its_time_per_op_is_a_floor_not_an_addition(tmp_path):
+    """host_ahead (a GPU calibrated by archcost): an op takes max(roofline + kernel_launch,
+    its phase's host figure); a view (no FLOPs, no bytes) still takes nothing; the inference
+    phase's figure is the floor of a generation's forward ops. Closed forms on a tiny op (the
+    host's figure wins) and a large one (the device's time wins)."""
+    from archcost.cost.compute import (
+        floor_seconds,
+        memory_curve_index,
+        overhead_seconds,
+        roofline_seconds,
+    )
+
+    host = "host_ahead: true\nop_overhead: {forward: 30 us, backward: 20 us, inference: 9 us}\n"
+    g = load_gpu(_cpu_with(tmp_path, host))
+    plain = load_gpu(_cpu_with(tmp_path, host.replace("true", "false"), "p.yaml"))
+    launch = g.kernel_launch_s
+    assert g.host_ahead and not plain.host_ahead and not load_gpu("h100-sxm").host_ahead
+    assert g.overhead_s("forward") == g.overhead_s("backward") == launch
+    assert g.host_floor_s("forward") == g.host_floor_s("recompute") == pytest.approx(30e-6)
+    assert plain.host_floor_s("forward") == 0.0
+    assert plain.overhead_s("forward") == pytest.approx(30e-6)
+    assert g.for_inference().host_floor_s("forward") == pytest.approx(9e-6)  # a generation's
+    ops = ["aten.relu", "aten.relu", "aten.view"]
+    nbytes = np.array([1e3, 1e10, 0.0])
+    args = (g, np.zeros(3), nbytes, np.full(3, g.peak_flops_per_s["fp32"]), np.full(3, -1),
+            memory_curve_index(g, ops))
+    phases = ["forward", "backward", "forward"]
+    t, _ = roofline_seconds(*args, overhead_seconds(g, phases), floor=floor_seconds(g, phases))
+    big = 1e10 / (g.mem_bw_bytes_per_s * g.memory_efficiency.at(1e10)) + launch
+    assert big > 20e-6  # the device's time wins
+    assert list(t) == pytest.approx([g.host_floor_s("forward"), big, 0.0], rel=1e-12)
+    t_plain, _ = roofline_seconds(plain, *args[1:], overhead_seconds(plain, phases),
+                                  floor=floor_seconds(plain, phases))
+    small = 1e3 / (g.mem_bw_bytes_per_s * g.memory_efficiency.at(1e3))
+    assert list(t_plain) == pytest.approx([small + plain.overhead_s("forward"),
+                                           big - launch + plain.overhead_s("backward"), 0.0],
+                                          rel=1e-12)
+
+
 @pytest.mark.parametrize("extra, message", [
+    ("host_ahead: yes please\n", "field 'host_ahead': 'yes please' must be true or false"),
     ("op_overhead: {forwards: 3 us}\n", "field 'op_overhead.forwards': unknown phase"),
     ("op_overhead: {forward: 3}\n", "op_overhead.forward"),
     ("op_efficiency: {gelu: [[1.0, 0.5]]}\n", "keys are aten op names"),

@@ -42,7 +42,8 @@ from archcost.hardware.tables import ALL_DTYPES
 from archcost.trace.rules_attention import attention_slices
 
 __all__ = ["OpArrays", "ComputeResult", "lower", "compute_times", "roofline_seconds",
-           "peak_flops_for", "PEAK_KEY", "memory_curve_index", "overhead_seconds", "curve_for",
+           "peak_flops_for", "PEAK_KEY", "memory_curve_index", "overhead_seconds", "floor_seconds",
+           "curve_for",
            "op_mnk", "op_attention", "peak_keys", "SHAPED_MATMULS", "BATCHED_MATMULS",
            "LOW_PRECISION_KEYS", "require_peak", "runtime_attention_kernel"]
 
@@ -254,6 +255,13 @@ def overhead_seconds(gpu, phases) -> np.ndarray:
     return np.array([by_phase[p] for p in phases], dtype=np.float64)
 
 
+def floor_seconds(gpu, phases) -> np.ndarray:
+    """The least time of each op from its phase name: the host's time per op where the host
+    runs ahead of the device (``GpuProfile.host_ahead``), zeros elsewhere."""
+    by_phase = {p: gpu.host_floor_s(p) for p in set(phases)}
+    return np.array([by_phase[p] for p in phases], dtype=np.float64)
+
+
 def _per_slice(gpu, curve: np.ndarray, flops: np.ndarray, slices: np.ndarray | None
                ) -> tuple[np.ndarray, np.ndarray]:
     """(curve, size) per op: attention ops with known slices read the profile's per-slice
@@ -330,9 +338,11 @@ def roofline_seconds(gpu, flops: np.ndarray, nbytes: np.ndarray, peak: np.ndarra
                      curve: np.ndarray, mem_curve: np.ndarray, launch: np.ndarray,
                      slices: np.ndarray | None = None, mnk: np.ndarray | None = None,
                      keys: list[str] | None = None, attn: np.ndarray | None = None,
-                     attention_kernel: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+                     attention_kernel: str | None = None, floor: np.ndarray | None = None
+                     ) -> tuple[np.ndarray, np.ndarray]:
     """(seconds, bound) of one occurrence of each op on ``gpu``: the roofline kernel with the
-    profile's efficiency curves and bandwidth, plus each op's overhead ``launch``. Where the
+    profile's efficiency curves and bandwidth, plus each op's overhead ``launch``, at least
+    ``floor`` (:func:`floor_seconds`; ``bound`` stays the roofline's). Where the
     profile has them: ``slices`` (attention ops' (batch, head) slices, 0 where unknown) lets
     attention read a per-slice curve at its FLOPs per slice; ``mnk`` (matmuls' (m, n, k), zeros
     where unknown) with ``keys`` (each op's peak key, :func:`peak_keys`) lets matmuls read the
@@ -343,8 +353,11 @@ def roofline_seconds(gpu, flops: np.ndarray, nbytes: np.ndarray, peak: np.ndarra
                                 attention_kernel)
     cx, cy, cn = _curves(_curve_rows(gpu))
     mx, my, mn = _curves(_memory_curves(gpu))
-    return roofline(flops, nbytes, peak, curve, size, cx, cy, cn,
-                    float(gpu.mem_bw_bytes_per_s), mem_curve, mx, my, mn, launch)
+    t, bound = roofline(flops, nbytes, peak, curve, size, cx, cy, cn,
+                        float(gpu.mem_bw_bytes_per_s), mem_curve, mx, my, mn, launch)
+    if floor is None:
+        return t, bound
+    return np.where(bound == 2, t, np.maximum(t, floor)), bound  # views take no time
 
 
 def _op_curves(arrays: OpArrays) -> np.ndarray:
@@ -360,7 +373,8 @@ def compute_times(arrays: OpArrays, gpu, attention_kernel: str | None = None) ->
                                 memory_curve_index(gpu, arrays.op),
                                 overhead_seconds(gpu, arrays.phase) * arrays.launches,
                                 arrays.slices, arrays.mnk,
-                                peak_keys(arrays.dtype), arrays.attn, attention_kernel)
+                                peak_keys(arrays.dtype), arrays.attn, attention_kernel,
+                                floor_seconds(gpu, arrays.phase) * arrays.launches)
     return ComputeResult(seconds=t * arrays.count, bound=bound, peak_used=peak)
 
 

@@ -204,7 +204,11 @@ def grid_for(device: str, quick: bool) -> Grid:
                 warmup=3, reps=10, min_rep_s=5e-3, max_call_s=1.0,
                 collective_warmup=5, collective_reps=10, collective_min_rep_s=5e-3,
                 conv_shapes=_CONVS, op_numels=(1 << 20, 1 << 24),
-                matmul_table_dims=(64, 256, 1024, 4096, 16384), matmul_table_max_flops=2 ** 41,
+                # m = 1-16: decode batches and short prompts, where a GEMM reads its weights
+                # for few rows (memory- or launch-bound) and the rule below the grid guesses
+                matmul_table_dims=(64, 256, 1024, 4096, 16384),
+                matmul_table_m_dims=(1, 4, 16, 64, 256, 1024, 4096, 16384),
+                matmul_table_max_flops=2 ** 41,
                 # the FlashAttention-2/3 papers' grid: 16k tokens, 2048 hidden
                 attention_table_kernels=("flash2", "efficient", "cudnn"),
                 attention_table_head_dims=(64, 128, 256),
@@ -581,16 +585,46 @@ def _measure_memory(m: Measurements, device: str, grid: Grid, progress: Progress
         del src, dst, other
 
 
+_GRAPH_ADDS = 100  # adds per CUDA graph replay (kernel_launch on a GPU)
+
+
 def _measure_launch(device: str, grid: Grid) -> Spread:
+    """Seconds one tiny kernel costs the device. CPU: an add of 1-element tensors, called
+    from Python (the host is the device). GPU: one of ``_GRAPH_ADDS`` such adds captured in a
+    CUDA graph and replayed, the device's gap between back-to-back kernels with no host in it;
+    the host's time per op of eager PyTorch is ``op_overhead`` (``opbench.measure_overheads``)."""
     import torch
 
     a, b = torch.ones(1, device=device), torch.ones(1, device=device)
+    if device == "cuda":
+        return _measure_graph_launch(torch, a, b, grid)
     timed = _time_call(lambda: torch.add(a, b), _sync_for(device), grid, max_iters=5000,
                        reps=max(grid.reps, 15))
     if timed.samples is None:
         raise ValidationError(f"one add of 1-element tensors took {fmt_seconds(timed.first_s)} on "
                               f"{device}; the device is stalled or busy: rerun on an idle machine")
     return spread(timed.samples)
+
+
+def _measure_graph_launch(torch, a, b, grid: Grid) -> Spread:
+    out = torch.empty_like(a)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # the capture's warm-up, off the default stream
+        for _ in range(3):
+            torch.add(a, b, out=out)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(_GRAPH_ADDS):
+            torch.add(a, b, out=out)
+    timed = _time_call(graph.replay, torch.cuda.synchronize, grid, max_iters=500,
+                       reps=max(grid.reps, 15))
+    if timed.samples is None:
+        raise ValidationError(f"one replay of {_GRAPH_ADDS} adds took "
+                              f"{fmt_seconds(timed.first_s)}; the GPU is stalled or busy: rerun "
+                              "on an idle machine")
+    return spread([t / _GRAPH_ADDS for t in timed.samples])
 
 
 def _host_link_bw(grid: Grid) -> float:

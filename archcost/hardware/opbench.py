@@ -308,15 +308,16 @@ def measure_conv(m: Measurements, device: str, grid: Grid, progress: Progress) -
         progress(f"conv {cin}->{cout} {hw}x{hw} k{k}")
 
 
-def _chain(torch, width: int, depth: int):
+def _chain(torch, width: int, depth: int, device: str = "cpu"):
     """Parameters and the forward of ``depth`` x (linear, layer norm, GELU, residual add) as
     plain functional calls: per-op costs without Python module calls, which vary by model."""
     F = torch.nn.functional
     params = []
     for _ in range(depth):
-        params += [torch.nn.Parameter(torch.randn(width, width) / width ** 0.5),
-                   torch.nn.Parameter(torch.zeros(width)), torch.nn.Parameter(torch.ones(width)),
-                   torch.nn.Parameter(torch.zeros(width))]
+        params += [torch.nn.Parameter(torch.randn(width, width, device=device) / width ** 0.5),
+                   torch.nn.Parameter(torch.zeros(width, device=device)),
+                   torch.nn.Parameter(torch.ones(width, device=device)),
+                   torch.nn.Parameter(torch.zeros(width, device=device))]
 
     def forward(x):
         for i in range(0, len(params), 4):
@@ -330,17 +331,18 @@ def _chain(torch, width: int, depth: int):
 def measure_overheads(m: Measurements, device: str, grid: Grid, progress: Progress) -> None:
     """Per-op overhead of forward, backward and an AdamW step, and of the forward under
     ``torch.inference_mode`` (``inference``: no autograd bookkeeping, as generation runs)
-    -> ``m.overheads``."""
+    -> ``m.overheads``. On a GPU the ops are tiny next to their host's work, so each phase's
+    time is the host's: the device is synchronised after every repetition, not inside it (the
+    host runs ahead of its kernels, as in a step), and the figure is the host's time per op."""
     import torch
 
     from archcost.trace.probe import probe
 
-    if device != "cpu":  # a GPU's host runs ahead of its kernels: launch is what it costs
-        return
     width, depth, reps = 16, 24, max(5, grid.reps)
     torch.manual_seed(0)
-    params, chain = _chain(torch, width, depth)
-    x = torch.randn(4, width)
+    params, chain = _chain(torch, width, depth, device)
+    x = torch.randn(4, width, device=device)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     opt = torch.optim.AdamW(params, lr=1e-4, foreach=False)
 
     def forward():
@@ -354,6 +356,7 @@ def measure_overheads(m: Measurements, device: str, grid: Grid, progress: Progre
 
     for _ in range(3):  # optimizer states exist, caches warm
         one_step()
+    sync()
     loss, fwd_ops = probe(forward)
     _, bwd_ops = probe(loss.backward)
     _, opt_ops = probe(opt.step)
@@ -372,12 +375,13 @@ def measure_overheads(m: Measurements, device: str, grid: Grid, progress: Progre
             t3 = time.perf_counter()
             opt.zero_grad(set_to_none=True)
             f, b, o = f + t1 - t0, b + t2 - t1, o + t3 - t2
+        sync()
         fwd_t.append(f / iters)
         bwd_t.append(b / iters)
         opt_t.append(o / iters)
     # the forward as generation runs it: no autograd records (torch.inference_mode)
     with torch.inference_mode():
-        inf_t = _per_call_times(forward, reps, iters=20)
+        inf_t = _per_call_times(forward, reps, iters=20, sync=sync)
     for phase, ops, times in (("forward", fwd_ops, fwd_t), ("backward", bwd_ops, bwd_t),
                               ("optimizer", opt_ops, opt_t), ("inference", fwd_ops, inf_t)):
         charged = [p for p in ops if p.charged]
@@ -392,24 +396,28 @@ def measure_overheads(m: Measurements, device: str, grid: Grid, progress: Progre
     progress("per-op overhead")
 
 
-def _per_call_times(fn: Callable[[], Any], reps: int, iters: int) -> list[float]:
+def _per_call_times(fn: Callable[[], Any], reps: int, iters: int,
+                    sync: Callable[[], None] = lambda: None) -> list[float]:
     """Seconds per call of ``fn``: 3 warm-up calls, then ``reps`` repetitions of ``iters``
-    calls each, timed on the host."""
+    calls each, timed on the host (``sync``: the device, before each repetition starts and
+    after it ends)."""
     for _ in range(3):
         fn()
     times = []
     for _ in range(reps):
+        sync()
         t0 = time.perf_counter()
         for _ in range(iters):
             fn()
+        sync()
         times.append((time.perf_counter() - t0) / iters)
     return times
 
 
-def _dispatch_chains(torch, n: int):
+def _dispatch_chains(torch, n: int, device: str = "cpu"):
     """(a chain of ``n`` view ops on a (4, 16) tensor, a chain of ``n`` nn.Module calls: an
     nn.Sequential of ``n - 1`` nn.Identity) as calls."""
-    x = torch.randn(4, 16)
+    x = torch.randn(4, 16, device=device)
 
     def views():
         y = x
@@ -443,10 +451,8 @@ def measure_dispatch(m: Measurements, device: str, grid: Grid, progress: Progres
 
     from archcost.trace.probe import probe
 
-    if device != "cpu":  # a GPU's host runs ahead of its kernels: the kernels set the pace
-        return
     n, reps = 60, max(5, grid.reps)
-    views, modules = _dispatch_chains(torch, n)
+    views, modules = _dispatch_chains(torch, n, device)
     _, ops = probe(views)
     if any(p.charged for p in ops):
         raise RuntimeError(f"the view chain ran charged ops: {[p.op for p in ops if p.charged]}")

@@ -169,6 +169,12 @@ class GpuProfile:
     # memory clock is separate). 1.0 where the tables were measured as training runs.
     sustained_clock: float = 1.0
     op_overhead_s: dict[str, float] = field(default_factory=dict)
+    # False (a CPU, a datasheet): an op costs its roofline time plus its phase's op_overhead
+    # (else kernel_launch), one after the other. True (a GPU calibrated by archcost): the host
+    # issues kernels ahead of the device, so op_overhead (the host's time per op of eager
+    # PyTorch) is a floor under each op's time and kernel_launch (the device's time per
+    # kernel) what is added to it: tiny ops run at the host's pace, large ones at the GPU's
+    host_ahead: bool = False
     # what eager Python pays beyond the charged ops of an inference forward (CPU calibration
     # measures it under torch.inference_mode; datasheet and GPU profiles leave it out, and
     # nothing is charged): per ``DISPATCH_KINDS`` entry, seconds per call -- a view or
@@ -234,11 +240,24 @@ class GpuProfile:
         return next((k for k in preference if k in self.attention_kernels), None)
 
     def overhead_s(self, phase: str) -> float:
-        """Per-op overhead of an op in ``phase`` (recomputation runs forward ops)."""
+        """Seconds added to each op's roofline time in ``phase``: its per-op overhead
+        (recomputation runs forward ops), or ``kernel_launch`` where the host runs ahead."""
+        if self.host_ahead:
+            return float(self.kernel_launch_s)
+        return float(self.op_overhead_s.get(self._phase_key(phase), self.kernel_launch_s))
+
+    def host_floor_s(self, phase: str) -> float:
+        """The least time an op of ``phase`` takes where the host runs ahead of the device (the
+        host's time per op); 0 elsewhere."""
+        if not self.host_ahead:
+            return 0.0
+        return float(self.op_overhead_s.get(self._phase_key(phase), 0.0))
+
+    def _phase_key(self, phase: str) -> str:
         key = "forward" if phase == "recompute" else phase
         if key == "inference" and key not in self.op_overhead_s:
             key = "forward"  # a profile calibrated before the inference phase was measured
-        return float(self.op_overhead_s.get(key, self.kernel_launch_s))
+        return key
 
     def for_inference(self) -> GpuProfile:
         """This profile with its forward ops charged the inference-mode per-op overhead (a
@@ -246,7 +265,7 @@ class GpuProfile:
         if "inference" not in self.op_overhead_s:
             return self
         return replace(self, op_overhead_s={**self.op_overhead_s,
-                                             "forward": self.overhead_s("inference")})
+                                             "forward": self.op_overhead_s["inference"]})
 
 
 # inference: a forward under torch.inference_mode (archcost.hardware.opbench)
@@ -353,7 +372,7 @@ GPU_FIELDS: dict[str, Any] = {
     "conv_backward_efficiency": "curve", "matmul_shape_efficiency": "shape table",
     "attention_kernels": "attention tables", "sm_count": "count",
     "sustained_clock": "fraction", "sparse_peak_flops": "sparse peaks",
-    "unified_memory": "unified memory",
+    "unified_memory": "unified memory", "host_ahead": "bool",
 }
 # attention defaults to matmul's curve; without host figures offloaded plans are refused
 GPU_OPTIONAL = {"price_per_gpu_hour", "attention_efficiency", "host_link_bandwidth",
@@ -361,7 +380,7 @@ GPU_OPTIONAL = {"price_per_gpu_hour", "attention_efficiency", "host_link_bandwid
                 "op_overhead", "dispatch_overhead", "attention_head_efficiency",
                 "conv_backward_efficiency",
                 "matmul_shape_efficiency", "attention_kernels", "sm_count", "sustained_clock",
-                "sparse_peak_flops", "unified_memory"}
+                "sparse_peak_flops", "unified_memory", "host_ahead"}
 FIELD_EXAMPLES = {  # shown when a field is missing
     "name": "'h100-sxm'", "vendor": "NVIDIA", "peak_flops": "{fp32: '67 TFLOP/s', bf16: '989 TFLOP/s'}",
     "memory": "'80 GB'", "memory_bandwidth": "'3.35 TB/s'", "l2_cache": "'50 MB'",
@@ -479,7 +498,16 @@ def gpu_from_dict(data: dict[str, Any], path: str) -> GpuProfile:
         dispatch_overhead_s=_dispatch(r, data),
         sm_count=r.count(data, "sm_count") if data.get("sm_count") is not None else None,
         sustained_clock=_sustained_clock(r, data),
+        host_ahead=_host_ahead(r, data),
     )
+
+
+def _host_ahead(r: Reader, data: dict[str, Any]) -> bool:
+    x = data.get("host_ahead", False)
+    if not isinstance(x, bool):
+        raise r.fail("host_ahead", f"{x!r} must be true or false: whether the host issues "
+                     "kernels ahead of the device (a GPU's calibration writes true)")
+    return x
 
 
 # datasheets round both figures (L4: fp8 242.5 dense, 485 sparse): a sparse peak may exceed twice

@@ -62,13 +62,18 @@ def _header(m: Measurements, command: str) -> list[str]:
     ]
 
 
+# what ``kernel_launch`` times (calibrate._measure_launch)
+_LAUNCH_OP = {"cpu": "torch.add of two 1-element tensors",
+              "cuda": "torch.add of two 1-element tensors, one of 100 in a CUDA graph replay"}
+
+
 def gpu_calibration(m: Measurements, d: Derived, command: str) -> dict[str, Any]:
     """The ``calibration`` record of a GPU profile: every benchmark point's median and spread."""
     rec: dict[str, Any] = {
         "tool": "archcost calibrate", "command": command, "date": m.date,
         "device": m.device_name, "device_kind": m.device, "torch": m.torch_version,
         "threads": m.threads, "elapsed_s": _r(m.elapsed_s, 3), "method": _method(m),
-        "kernel_launch": {"op": "torch.add of two 1-element tensors", **_times(m.launch)},
+        "kernel_launch": {"op": _LAUNCH_OP[m.device], **_times(m.launch)},
         "matmul": {dt: [_point(p, "flops") for p in pts] for dt, pts in m.matmul.items()},
         "matmul_table": {"dtype": m.matmul_table_dtype, "dims": list(m.grid.matmul_table_dims),
                          "m_dims": list(m.grid.table_m_dims),
@@ -213,7 +218,8 @@ def gpu_yaml(m: Measurements, d: Derived, *, name: str, command: str, tdp_w: flo
         lines.append("l2_cache: 32 MB            # NB: assumption, the cache size could not be read")
     lines += [
         f"kernel_launch: {fmt(d.launch_s, Quantity.TIME, 4):<11} # measured: median of "
-        "torch.add on 1-element tensors",
+        + ("torch.add on 1-element tensors" if m.device == "cpu" else
+           "torch.add on 1-element tensors in a CUDA graph (the device's time per kernel)"),
         f"tdp: {fmt(tdp_w, Quantity.POWER):<21} # NB: " + (
             "given with --tdp, not measured" if tdp_given else
             f"assumption, not measured (default for {m.device}; set it with --tdp)"),
@@ -274,6 +280,9 @@ def gpu_yaml(m: Measurements, d: Derived, *, name: str, command: str, tdp_w: flo
                      "memory_bandwidth]; measured")
         for op, pts in d.op_curves.items():
             lines.append(f"  {op}: [{', '.join(f'[{x}, {y:.4g}]' for x, y in pts)}]")
+    if d.overheads_s and m.device == "cuda":
+        lines.append("host_ahead: true        # the host issues kernels ahead of the GPU: "
+                     "op_overhead is the host's time per op, a floor under each op's time")
     if d.overheads_s:
         lines.append("op_overhead:            # per op charged in each phase of a training step "
                      "(inference: a forward under torch.inference_mode); "

@@ -22,6 +22,7 @@ import numpy as np
 
 from archcost.cost.compute import (
     CURVE_MATMUL,
+    floor_seconds,
     memory_curve_index,
     overhead_seconds,
     peak_flops_for,
@@ -73,11 +74,19 @@ def _peaks(ops: OpTable, gpu) -> np.ndarray:
 _PHASE_NAMES = tuple(sorted(PHASE_CODES, key=PHASE_CODES.__getitem__))  # code -> name
 
 
+def _phase_names(ops: OpTable, phase: str | None) -> list[str]:
+    return [phase] * len(ops.phase) if phase else [_PHASE_NAMES[p] for p in ops.phase]
+
+
 def _overheads(ops: OpTable, gpu, phase: str | None = None) -> np.ndarray:
     """Per-op overhead: by each op's phase code, or ``phase`` for all of them, once per kernel
     the op launches."""
-    names = [phase] * len(ops.phase) if phase else [_PHASE_NAMES[p] for p in ops.phase]
-    return overhead_seconds(gpu, names) * ops.kernels
+    return overhead_seconds(gpu, _phase_names(ops, phase)) * ops.kernels
+
+
+def _floors(ops: OpTable, gpu, phase: str | None = None) -> np.ndarray:
+    """Per-op least time (the host's, where it runs ahead of the device), once per kernel."""
+    return floor_seconds(gpu, _phase_names(ops, phase)) * ops.kernels
 
 
 def matmul_dims(ops: OpTable, tokens: np.ndarray, tp: np.ndarray, ep: np.ndarray | None = None
@@ -122,7 +131,8 @@ def op_seconds(ops: OpTable, gpu, peaks: np.ndarray, scale: np.ndarray,
                             ops.slices * scale,
                             matmul_dims(ops, np.asarray(scale, dtype=np.float64)[None, :],
                                         np.ones((1, 1))),
-                            peak_keys(ops.dtype), ops.attn, attention_kernel)
+                            peak_keys(ops.dtype), ops.attn, attention_kernel,
+                            _floors(ops, gpu, phase))
     return t * ops.count
 
 
@@ -170,7 +180,8 @@ def _rows(w: Workload, ops: OpTable, gpu, peaks, r: Recompute, combos: np.ndarra
     t, _ = roofline_seconds(gpu, flops, nbytes, peaks.ravel(),
                             np.tile(ops.curve, n), np.tile(memory_curve_index(gpu, ops.op), n),
                             np.tile(_overheads(ops, gpu), n), slices, mnk,
-                            peak_keys(ops.dtype) * n, attention_dims(ops, cp), attention_kernel)
+                            peak_keys(ops.dtype) * n, attention_dims(ops, cp), attention_kernel,
+                            np.tile(_floors(ops, gpu), n))
     t = t.reshape(n, n_ops) * ops.count[None, :]
     fwd, bwd, rc = ops.phase == 0, ops.phase == 1, ops.phase == 2
     blk, pre, post = (ops.section == SECTION_BLOCK, ops.section == SECTION_PRE,
