@@ -8,7 +8,7 @@
 # Needs one CUDA GPU and the package installed (README set-up). Budget: under 8 minutes on an
 # H100/H200-class GPU; every step has its own timeout so one hang cannot eat the budget.
 # Outputs under OUTDIR: gpu.yaml (the calibrated profile), <model>.json (training validations),
-# infer-<case>.json (generation validations),
+# infer-<case>.json (generation validations), op-<model>.md (op-by-op profiles),
 # summary.md (predicted against measured per model and component), log.txt.
 set -uo pipefail
 
@@ -58,6 +58,15 @@ infer gpt2-b1        "$PROFILE" models/gpt2.py --dtype bf16 -b 1 -i 512 -n 64
 infer gpt2-b32       "$PROFILE" models/gpt2.py --dtype bf16 -b 32 -i 512 -n 64
 infer llama-b1-src   "$SOURCED" "${LLAMA[@]}" --dtype bf16 -b 1 -i 1024 -n 64
 infer llama-b32-src  "$SOURCED" "${LLAMA[@]}" --dtype bf16 -b 32 -i 512 -n 64
+
+# op by op, the two training steps the engine misses most (host, kernels, predicted per op)
+for m in gpt2 moe; do
+    echo "== op profile $m" | tee -a "$LOG"
+    set_args=(); [ "$m" = moe ] && set_args=(--set preset=tiny)
+    timeout 90 python benchmarks/op_profile.py "models/$m.py" "${set_args[@]}" -s 1024 --mbs 8 \
+        --dtype bf16 --device cuda --hardware "$PROFILE" -o "$OUT/op-$m.md" >/dev/null 2>>"$LOG" \
+        || echo "op profile $m failed (see log.txt)" | tee -a "$LOG"
+done
 
 python - "$OUT" <<'PY' | tee "$OUT/summary.md"
 import json, sys, pathlib
