@@ -24,9 +24,27 @@ def _profile(outdir: Path, name: str) -> str:
     return str(outdir / "gpu.yaml") if name == "gpu" else name
 
 
+def _cluster(outdir: Path, name: str):
+    """The cluster of one GPU the run was priced on. A calibrated table written before tables
+    named their dtype gets the one its calibration record names (what a calibration now
+    writes beside the cells)."""
+    import dataclasses
+
+    from archcost.cli.validate import _hardware
+
+    cluster = _hardware(_profile(outdir, name), "cuda", 1)
+    gpu = cluster.gpu
+    measured_in = ((gpu.calibration or {}).get("matmul_table") or {}).get("dtype")
+    tables = {k: (dataclasses.replace(t, dtype=measured_in) if t.dtype is None else t)
+              for k, t in gpu.matmul_shape_efficiency.items()}
+    if measured_in and tables != gpu.matmul_shape_efficiency:
+        cluster = dataclasses.replace(cluster, gpu=dataclasses.replace(
+            gpu, matmul_shape_efficiency=tables))
+    return cluster
+
+
 def _training(doc: dict, model: str, outdir: Path) -> dict[str, float]:
     from archcost.cli.plan import read_plan
-    from archcost.cli.validate import _hardware
     from archcost.loader import load_model_file
     from archcost.plan.costmodel import CostModel
     from archcost.plan.evaluate import estimate_plan
@@ -38,7 +56,7 @@ def _training(doc: dict, model: str, outdir: Path) -> dict[str, float]:
     spec = load_model_file(model, doc["model"]["config"])
     workload = trace_workload(spec, w["seq_len"], parse_precision(w["dtype"]), w["optimizer"],
                               (plan.recompute,), None)
-    cluster = _hardware(_profile(outdir, doc["hardware"]["profile"]), "cuda", 1)
+    cluster = _cluster(outdir, doc["hardware"]["profile"])
     est, _ = estimate_plan(plan, CostModel(workload, cluster, usable_memory=1.0),
                            with_schedule=False)
     return {"step_time": est["step_time_s"], **{p: est["phases_s"][p] for p in
@@ -47,7 +65,6 @@ def _training(doc: dict, model: str, outdir: Path) -> dict[str, float]:
 
 def _inference(doc: dict, model: str, outdir: Path) -> dict[str, float]:
     from archcost.cli.infer import INFER_RUNTIME
-    from archcost.cli.validate import _hardware
     from archcost.infer.document import inference_section
     from archcost.infer.price import InferenceCosts
     from archcost.loader import load_model_file
@@ -56,7 +73,7 @@ def _inference(doc: dict, model: str, outdir: Path) -> dict[str, float]:
 
     w = doc["workload"]
     spec = load_model_file(model, doc["model"]["config"])
-    cluster = _hardware(_profile(outdir, doc["hardware"]["profile"]), "cuda", 1)
+    cluster = _cluster(outdir, doc["hardware"]["profile"])
     costs = InferenceCosts(spec, cluster, parse_precision(w["dtype"]), load_runtime(INFER_RUNTIME),
                            build_len=w["input_len"] + w["output_len"])
     got = inference_section(costs, w["batch"], w["input_len"], w["output_len"])

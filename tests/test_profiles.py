@@ -900,7 +900,44 @@ def test_the_engine_prices_2d_matmuls_by_the_shape_table(tmp_path):
     assert t2[0] == pytest.approx(t[1], rel=1e-12)
 
 
+def test_a_table_measured_in_one_dtype_is_read_at_the_same_duration_shape_by_another(tmp_path):
+    """The one table of every dtype, measured in fp32 (``dtype: fp32``, as a calibration writes
+    it): an fp32 mm reads its own cell; a bf16 mm on a part whose bf16 peak is 8x the fp32 one
+    reads the cell of the fp32 matmul of equal duration, each dim times cbrt(1/8) = 1/2. A table
+    without a dtype is read at the op's own shape by every dtype."""
+    import dataclasses
+
+    import numpy as np
+
+    from archcost.cost.compute import CURVE_MATMUL, memory_curve_index, roofline_seconds
+
+    base = load_gpu(_cpu_with(tmp_path, _TABLE.replace("  dims:", "  dtype: fp32\n  dims:")))
+    assert base.shape_table("bf16").dtype == "fp32"
+    g = dataclasses.replace(base, peak_flops_per_s={**base.peak_flops_per_s, "fp32": 1e13,
+                                                    "bf16": 8e13})
+    untyped = dataclasses.replace(g, matmul_shape_efficiency={
+        k: dataclasses.replace(t, dtype=None) for k, t in g.matmul_shape_efficiency.items()})
+    m, n, k = 200.0, 3000.0, 40.0
+    flops = np.full(2, 2 * m * n * k)
+    peak = np.array([1e13, 8e13])
+    args = (flops, np.ones(2), peak, np.full(2, CURVE_MATMUL),
+            memory_curve_index(g, ["aten.mm"] * 2), np.zeros(2))
+    kw = {"mnk": np.array([[m, n, k]] * 2), "keys": ["fp32", "bf16"]}
+    t, _ = roofline_seconds(g, *args, **kw)
+    values = np.array(g.shape_table("fp32").values)
+    assert t[0] == pytest.approx(flops[0] / (1e13 * _trilinear((16, 256, 4096), values, m, n, k)),
+                                 rel=1e-12)
+    assert t[1] == pytest.approx(flops[1] / (8e13 * _trilinear((16, 256, 4096), values, m / 2,
+                                                               n / 2, k / 2)), rel=1e-12)
+    t_plain, _ = roofline_seconds(untyped, *args, **kw)
+    assert t_plain[1] == pytest.approx(flops[1] / (8e13 * _trilinear((16, 256, 4096), values,
+                                                                     m, n, k)), rel=1e-12)
+    assert t[1] > t_plain[1]  # a smaller shape: a lower share of the faster peak
+
+
 @pytest.mark.parametrize("table, message", [
+    ("{dtype: bf61, dims: [16, 64], values: [[[0.5, 0.5], [0.5, 0.5]], [[0.5, 0.5], [0.5, 0.5]]]}",
+     "'bf61' is not a dtype"),
     ("{dims: [16], values: [[[0.5]]]}", "2 or more increasing positive sizes"),
     ("{dims: [64, 16], values: []}", "2 or more increasing positive sizes"),
     ("{dims: [16, 64], values: [[[0.5, 0.5]]]}", "must be a 2 x 2 x 2 nested list"),

@@ -281,7 +281,10 @@ def _per_shape(gpu, curve: np.ndarray, peak: np.ndarray, mnk: np.ndarray | None,
     None: the table of every dtype only) has a shape table run at the table's efficiency,
     folded into their peak (curve -1: no curve on top); others unchanged. A low-precision op
     on a profile without a table of its format reads the bf16 table (else the every-dtype one)
-    at its bf16-equivalent shape: each of m, n, k times the cube root of its ``scale``."""
+    at its bf16-equivalent shape: each of m, n, k times the cube root of its ``scale``. An
+    op reading the one table of every dtype, measured in another dtype (``ShapeTable.dtype``: a
+    calibration's), reads it at its same-duration shape the same way, the cube root of the
+    table dtype's peak over its own (an fp32 matmul on a bf16 table: a larger shape)."""
     if not gpu.matmul_shape_efficiency or mnk is None or not len(curve):
         return curve, peak
     mnk = np.asarray(mnk, dtype=np.float64).reshape(-1, 3)
@@ -297,6 +300,10 @@ def _per_shape(gpu, curve: np.ndarray, peak: np.ndarray, mnk: np.ndarray | None,
             continue
         hit = cand & np.array([k == key for k in keys])
         dims = mnk * np.cbrt(scale)[:, None] if borrowed and scale is not None else mnk
+        peaks = gpu.peak_flops_per_s
+        if not borrowed and table.dtype not in (None, key) and peaks.get(table.dtype) \
+                and peaks.get(key):  # measured in another dtype: its same-duration shape
+            dims = mnk * np.cbrt(peaks[table.dtype] / peaks[key])
         eff = table.at(*np.where(hit[:, None], dims, 1.0).T)
         curve, peak = np.where(hit, -1, curve), np.where(hit, peak * eff, peak)
     return curve, peak

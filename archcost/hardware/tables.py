@@ -77,6 +77,9 @@ class ShapeTable:
     values: tuple[tuple[tuple[float, ...], ...], ...]
     n_dims: tuple[float, ...] | None = None
     k_dims: tuple[float, ...] | None = None
+    # the dtype the cells were measured in, where one table serves every dtype (a calibration's):
+    # a matmul of another dtype reads it at its same-duration shape (compute._per_shape)
+    dtype: str | None = None
 
     def __post_init__(self) -> None:
         axes = [tuple(float(d) for d in a) for a in (self.dims, self.n_dims or self.dims,
@@ -201,14 +204,19 @@ def _fraction(r: Reader, where: str, v: Any, cell: str) -> float:
     return float(v)
 
 
-def _one_shape_table(r: Reader, key: str, raw: Any) -> ShapeTable:
+def _one_shape_table(r: Reader, key: str, raw: Any, dtypes: tuple[str, ...] = ()) -> ShapeTable:
+    """One table; ``dtypes`` (the one table of every dtype): its cells' dtype may be named."""
     if not isinstance(raw, dict):
         raise r.fail(key, "must be a mapping {dims: [...], values: [[[...]]]} (or m, n, k "
                      "grids instead of dims): efficiency of an (m, n, k) matmul")
-    extra = set(raw) - {"dims", "m", "n", "k", "values"}
+    extra = set(raw) - {"dims", "m", "n", "k", "values"} - ({"dtype"} if dtypes else set())
     if extra:
         raise r.fail(f"{key}.{sorted(map(str, extra))[0]}", "unknown key; use dims (or m, n "
-                     "and k) and values")
+                     "and k) and values" + (", and dtype" if dtypes else ""))
+    measured_in = raw.get("dtype")
+    if measured_in is not None and measured_in not in dtypes:
+        raise r.fail(f"{key}.dtype", f"{measured_in!r} is not a dtype; use one of "
+                     f"{', '.join(dtypes)}: the dtype the cells were measured in")
     if "dims" in raw and any(a in raw for a in "mnk"):
         raise r.fail(f"{key}.dims", "give either dims (one grid for m, n and k) or m, n and k, "
                      "not both")
@@ -228,8 +236,8 @@ def _one_shape_table(r: Reader, key: str, raw: Any) -> ShapeTable:
                               for ll, v in enumerate(row)) for j, row in enumerate(p))
                   for i, p in enumerate(vals))
     if "dims" in raw:
-        return ShapeTable(axes[0], cells)
-    return ShapeTable(axes[0], cells, axes[1], axes[2])
+        return ShapeTable(axes[0], cells, dtype=measured_in)
+    return ShapeTable(axes[0], cells, axes[1], axes[2], dtype=measured_in)
 
 
 def read_shape_tables(r: Reader, data: dict[str, Any], dtypes: tuple[str, ...]
@@ -245,7 +253,7 @@ def read_shape_tables(r: Reader, data: dict[str, Any], dtypes: tuple[str, ...]
         raise r.fail(key, "must be a mapping {dims: [...], values: [[[...]]]}: efficiency of an "
                      "(m, n, k) matmul on the grid dims^3, or a mapping of dtypes to such tables")
     if set(raw) & {"dims", "values", "m", "n", "k"}:
-        return {ALL_DTYPES: _one_shape_table(r, key, raw)}
+        return {ALL_DTYPES: _one_shape_table(r, key, raw, dtypes)}
     out: dict[str, ShapeTable] = {}
     aliases = {}
     for dt, table in raw.items():

@@ -238,6 +238,8 @@ def gpu_yaml(m: Measurements, d: Derived, *, name: str, command: str, tdp_w: flo
         grid = "dims^3" if tuple(m_dims) == tuple(dims) else "m x n x k"
         lines.append(f"matmul_shape_efficiency:   # an (m, k) @ (k, n) matmul, fraction of peak "
                      f"{d.reference_dtype}, on {grid}; measured; used for 2-D matmuls")
+        lines.append(f"  dtype: {m.matmul_table_dtype}   # measured in it: another dtype's matmul "
+                     "reads the table at its same-duration shape")
         lines.append(f"  # the curve by FLOPs misses the timed cells by {miss:.0%} (rms); "
                      f"{len(filled)} cells over {si(m.grid.matmul_table_max_flops, 'FLOP')} "
                      "are not timed but read from it")
