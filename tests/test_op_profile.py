@@ -3,13 +3,9 @@ training step, the matmuls the trace prices occur as often as the profiler sees 
 
 from __future__ import annotations
 
-import sys
+from tests.conftest import ROOT, load_module
 
-from tests.conftest import ROOT
-
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-import op_profile  # noqa: E402
+op_profile = load_module(ROOT / "benchmarks" / "op_profile.py")
 
 
 def test_the_profiled_matmuls_are_the_traced_ones():

@@ -22,7 +22,9 @@ table of their format where the profile has one (b200, gb200: measured fp8). Els
 efficiency is read from the bf16 table (or curve) at the size a bf16 GEMM of the same duration
 has: FLOPs times bf16 peak / format peak (each of m, n, k times its cube root), the rule by which
 ``GpuProfile.scaled`` moves curves to a faster part. NB: there the bf16 measurements stand in
-for the format's own; a large fp8 GEMM reaches the bf16 ceiling fraction of the fp8 peak.
+for the format's own; a large fp8 GEMM reaches the bf16 ceiling fraction of the fp8 peak. A
+calibration's one table of every dtype names the dtype it was measured in, and a matmul of any
+other dtype reads it by the same rule (an fp32 matmul on a GPU's bf16 table: a larger shape).
 
 A GEMM on a 2:4-sparse operand (node ``sparsity``, ``cost.fusion``'s ``dequant`` family) runs
 at its dtype's peak times the profile's sparse speedup (``hardware.sparsity``), its FLOPs those
@@ -249,17 +251,20 @@ def memory_curve_index(gpu, ops) -> np.ndarray:
     return np.array([rows.get(op, 0) for op in ops], dtype=np.int64)
 
 
+def _by_phase(figure, phases) -> np.ndarray:
+    by_phase = {p: figure(p) for p in set(phases)}
+    return np.array([by_phase[p] for p in phases], dtype=np.float64)
+
+
 def overhead_seconds(gpu, phases) -> np.ndarray:
     """Per-op overhead of each op from its phase name."""
-    by_phase = {p: gpu.overhead_s(p) for p in set(phases)}
-    return np.array([by_phase[p] for p in phases], dtype=np.float64)
+    return _by_phase(gpu.overhead_s, phases)
 
 
 def floor_seconds(gpu, phases) -> np.ndarray:
     """The least time of each op from its phase name: the host's time per op where the host
     runs ahead of the device (``GpuProfile.host_ahead``), zeros elsewhere."""
-    by_phase = {p: gpu.host_floor_s(p) for p in set(phases)}
-    return np.array([by_phase[p] for p in phases], dtype=np.float64)
+    return _by_phase(gpu.host_floor_s, phases)
 
 
 def _per_slice(gpu, curve: np.ndarray, flops: np.ndarray, slices: np.ndarray | None
@@ -275,16 +280,16 @@ def _per_slice(gpu, curve: np.ndarray, flops: np.ndarray, slices: np.ndarray | N
 
 
 def _per_shape(gpu, curve: np.ndarray, peak: np.ndarray, mnk: np.ndarray | None,
-               keys: list[str] | None, scale: np.ndarray | None = None
-               ) -> tuple[np.ndarray, np.ndarray]:
+               keys: list[str] | None) -> tuple[np.ndarray, np.ndarray]:
     """(curve, peak) per op: matmuls with a known (m, n, k) whose dtype (``keys``: peak keys;
     None: the table of every dtype only) has a shape table run at the table's efficiency,
-    folded into their peak (curve -1: no curve on top); others unchanged. A low-precision op
-    on a profile without a table of its format reads the bf16 table (else the every-dtype one)
-    at its bf16-equivalent shape: each of m, n, k times the cube root of its ``scale``. An
-    op reading the one table of every dtype, measured in another dtype (``ShapeTable.dtype``: a
-    calibration's), reads it at its same-duration shape the same way, the cube root of the
-    table dtype's peak over its own (an fp32 matmul on a bf16 table: a larger shape)."""
+    folded into their peak (curve -1: no curve on top); others unchanged. An op reading a
+    table measured in another dtype reads it at its same-duration shape: each of m, n, k times
+    the cube root of the table dtype's peak over its own. That dtype is the table's own
+    (``ShapeTable.dtype``: a calibration's one table of every dtype), else bf16 for a
+    low-precision op on a profile without a table of its format, which reads the bf16 table
+    (else the every-dtype one); an fp32 matmul on a bf16 table reads a larger shape, an fp8
+    one a smaller."""
     if not gpu.matmul_shape_efficiency or mnk is None or not len(curve):
         return curve, peak
     mnk = np.asarray(mnk, dtype=np.float64).reshape(-1, 3)
@@ -292,18 +297,17 @@ def _per_shape(gpu, curve: np.ndarray, peak: np.ndarray, mnk: np.ndarray | None,
     if not cand.any():
         return curve, peak
     keys = keys if keys is not None else [ALL_DTYPES] * len(curve)
-    tables = gpu.matmul_shape_efficiency
+    tables, peaks = gpu.matmul_shape_efficiency, gpu.peak_flops_per_s
     for key in set(keys[i] for i in np.flatnonzero(cand)):
         borrowed = key in LOW_PRECISION_KEYS and key not in tables
         table = gpu.shape_table("bf16" if borrowed else key)
         if table is None:
             continue
         hit = cand & np.array([k == key for k in keys])
-        dims = mnk * np.cbrt(scale)[:, None] if borrowed and scale is not None else mnk
-        peaks = gpu.peak_flops_per_s
-        if not borrowed and table.dtype not in (None, key) and peaks.get(table.dtype) \
-                and peaks.get(key):  # measured in another dtype: its same-duration shape
-            dims = mnk * np.cbrt(peaks[table.dtype] / peaks[key])
+        ref = table.dtype or ("bf16" if borrowed else None)
+        dims = mnk
+        if ref not in (None, key) and peaks.get(ref) and peaks.get(key):
+            dims = mnk * np.cbrt(peaks[ref] / peaks[key])  # its same-duration shape
         eff = table.at(*np.where(hit[:, None], dims, 1.0).T)
         curve, peak = np.where(hit, -1, curve), np.where(hit, peak * eff, peak)
     return curve, peak
@@ -334,7 +338,7 @@ def _folded(gpu, flops, peak, curve, slices, mnk, keys, attn, attention_kernel
     is read at (per slice, at its bf16-equivalent size)."""
     scale = _reference_scale(gpu, keys, len(np.asarray(flops)))
     curve, peak = _per_shape(gpu, np.asarray(curve), np.asarray(peak, dtype=np.float64), mnk,
-                             keys, scale)
+                             keys)
     curve, peak = _per_kernel(gpu, curve, peak, attn, attention_kernel)
     peak = peak * gpu.sustained_clock  # the share of the tables' clock a training step holds
     curve, size = _per_slice(gpu, curve, flops, slices)

@@ -342,7 +342,7 @@ def measure_overheads(m: Measurements, device: str, grid: Grid, progress: Progre
     torch.manual_seed(0)
     params, chain = _chain(torch, width, depth, device)
     x = torch.randn(4, width, device=device)
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    sync = _sync_for(device)
     opt = torch.optim.AdamW(params, lr=1e-4, foreach=False)
 
     def forward():

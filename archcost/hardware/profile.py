@@ -175,9 +175,9 @@ class GpuProfile:
     # PyTorch) is a floor under each op's time and kernel_launch (the device's time per
     # kernel) what is added to it: tiny ops run at the host's pace, large ones at the GPU's
     host_ahead: bool = False
-    # what eager Python pays beyond the charged ops of an inference forward (CPU calibration
-    # measures it under torch.inference_mode; datasheet and GPU profiles leave it out, and
-    # nothing is charged): per ``DISPATCH_KINDS`` entry, seconds per call -- a view or
+    # what eager Python pays beyond the charged ops of an inference forward (calibration
+    # measures it under torch.inference_mode; datasheet profiles leave it out, and nothing is
+    # charged): per ``DISPATCH_KINDS`` entry, seconds per call -- a view or
     # metadata op (no work of its own), an nn.Module call
     dispatch_overhead_s: dict[str, float] = field(default_factory=dict)
     # streaming multiprocessors: what a runtime's communication kernels take a share of while

@@ -218,8 +218,7 @@ def gpu_yaml(m: Measurements, d: Derived, *, name: str, command: str, tdp_w: flo
         lines.append("l2_cache: 32 MB            # NB: assumption, the cache size could not be read")
     lines += [
         f"kernel_launch: {fmt(d.launch_s, Quantity.TIME, 4):<11} # measured: median of "
-        + ("torch.add on 1-element tensors" if m.device == "cpu" else
-           "torch.add on 1-element tensors in a CUDA graph (the device's time per kernel)"),
+        f"{_LAUNCH_OP[m.device]}",
         f"tdp: {fmt(tdp_w, Quantity.POWER):<21} # NB: " + (
             "given with --tdp, not measured" if tdp_given else
             f"assumption, not measured (default for {m.device}; set it with --tdp)"),

@@ -330,7 +330,7 @@ def dispatch_seconds(w: Workload, gpu, runtime) -> tuple[float, float, float]:
     step's view and metadata ops (``OpTable.dispatch_only``) times the profile's per-view
     figure, its nn.Module calls (``Workload.module_calls``) times the per-call figure. Only
     for a runtime that runs the model as Python (``python_dispatch``) on a profile that
-    measured them (``dispatch_overhead``: CPU calibration); zeros otherwise. Neither grows with
+    measured them (``dispatch_overhead``: a calibration); zeros otherwise. Neither grows with
     the batch: a view or a call costs the same on any tensor. NB: views a composite op
     dispatches inside C++ (``F.linear``'s transpose, ``matmul``'s reshapes) cost less than the
     Python-level view calibration times, and are charged the same. NB: training pricing does not
