@@ -93,7 +93,7 @@ def validate_infer(model: str, *, batch: int, input_len: int, output_len: int, d
         },
         "inference": {"predicted": predicted,
                       "measured": {k: measured[k] for k in ("ttft_s", "tpot_s", "repeats",
-                                                            "warmup")}
+                                                            "warmup", "allocator")}
                       | {"tpot_by_context": [{"context": c, "seconds": s}
                                              for c, s in measured["tpot_by_context"]]}},
         "warnings": warnings,

@@ -19,7 +19,9 @@ and each decode step by its index), and ``tpot_s`` is the mean of the decode ste
 as ``static_serving``'s TPOT is the mean of its steps. A decode step at position ``p`` attends
 ``p + 1`` tokens, its context in ``tpot_by_context`` (``serving.static_serving``'s convention:
 contexts ``I + 1 .. I + O - 1``). Threads: torch's default in this process, as one-process
-``archcost validate`` runs its training steps.
+``archcost validate`` runs its training steps. On the CPU the process keeps the memory its steps
+free (``archcost.validate.allocator``), so a step does not take fresh zeroed pages from the
+kernel; ``allocator`` in the result says what was set.
 """
 
 from __future__ import annotations
@@ -84,7 +86,10 @@ def run_generation(cfg: GenerateConfig) -> dict[str, Any]:
     the timed generations and the tokens of the last one."""
     from archcost.loader import load_model_file
 
+    from archcost.validate.allocator import keep_freed_memory
+
     device = torch.device(cfg.device)
+    allocator = keep_freed_memory() if device.type == "cpu" else "the device's caching allocator"
     dtype = DTYPES[cfg.dtype]
     spec = load_model_file(cfg.model, cfg.overrides)
     torch.manual_seed(0)
@@ -109,6 +114,6 @@ def run_generation(cfg: GenerateConfig) -> dict[str, Any]:
         "tpot_by_context": [(cfg.input_len + 1 + k, s) for k, s in enumerate(per_step)],
         "spread": {"ttft_s": [min(ttfts), max(ttfts)],
                    "tpot_s": [min(means), max(means)] if means else [0.0, 0.0]},
-        "repeats": cfg.repeats, "warmup": cfg.warmup,
+        "repeats": cfg.repeats, "warmup": cfg.warmup, "allocator": allocator,
         "tokens": runs[-1][2].tolist(),
     }
