@@ -33,6 +33,7 @@ from typing import Any
 
 import torch
 
+from archcost.validate.allocator import keep_freed_memory
 from archcost.validate.step import DTYPES
 
 __all__ = ["GenerateConfig", "run_generation"]
@@ -85,8 +86,6 @@ def run_generation(cfg: GenerateConfig) -> dict[str, Any]:
     ``ttft_s``, ``tpot_s``, ``tpot_by_context`` [(context, seconds)], the spread of each over
     the timed generations and the tokens of the last one."""
     from archcost.loader import load_model_file
-
-    from archcost.validate.allocator import keep_freed_memory
 
     device = torch.device(cfg.device)
     allocator = keep_freed_memory() if device.type == "cpu" else "the device's caching allocator"
