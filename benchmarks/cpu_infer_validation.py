@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -64,19 +65,36 @@ def _round(args) -> tuple[dict, float, str]:
                    f"{1e6 * gpu.dispatch_overhead_s.get('module_call', 0.0):.2f} us; probe "
                    f"{ref / 1e9:.1f} GFLOP/s")
         print(f"calibrated in {calib_s:.0f} s: {figures}", flush=True)
-        out = {}
-        for name, argv in MODELS:
-            for b, i, o in POINTS:
-                drift = _probe() / ref
-                doc = _archcost("validate", *argv, "--infer", "--batch", str(b), "--input-len",
-                                str(i), "--output-len", str(o), "--hardware", str(profile),
-                                "--steps", str(args.steps), "--warmup", "1")
-                comps = {c["name"]: c for c in doc["validation"]["components"]}
-                comps["probe_drift"] = {"error": drift - 1.0}
-                out[name, (b, i, o)] = comps
-                print(name, (b, i, o), {k: round(100 * comps[k]["error"], 1)
-                                        for k in (*QUANTITIES, "probe_drift")}, flush=True)
+        runs: dict = {}
+        for _ in range(args.runs):  # the points in turn, so a point's runs spread over the round
+            for name, argv in MODELS:
+                for b, i, o in POINTS:
+                    drift = _probe() / ref
+                    doc = _archcost("validate", *argv, "--infer", "--batch", str(b),
+                                    "--input-len", str(i), "--output-len", str(o), "--hardware",
+                                    str(profile), "--steps", str(args.steps), "--warmup", "1")
+                    comps = {c["name"]: c for c in doc["validation"]["components"]}
+                    runs.setdefault((name, (b, i, o)), []).append((comps, drift))
+        out = {key: _median_run(got) for key, got in runs.items()}
+        for key, comps in out.items():
+            print(*key, {k: round(100 * comps[k]["error"], 1)
+                         for k in (*QUANTITIES, "probe_drift")}, flush=True)
     return out, calib_s, figures
+
+
+def _median_run(got: list) -> dict:
+    """One point's runs as one: each quantity's measured figure the median over the runs (the
+    prediction is the same in every run: one profile), its spread the slowest run over the
+    fastest - 1; the probe drift the median."""
+    out = {}
+    for q in QUANTITIES:
+        measured = sorted(c[q]["measured"] for c, _ in got)
+        predicted = got[0][0][q]["predicted"]
+        mid = statistics.median(measured)
+        out[q] = {"predicted": predicted, "measured": mid, "error": predicted / mid - 1.0,
+                  "spread": measured[-1] / measured[0] - 1.0}
+    out["probe_drift"] = {"error": statistics.median(d for _, d in got) - 1.0}
+    return out
 
 
 def _pct(x: float) -> str:
@@ -88,6 +106,8 @@ def main() -> None:
     ap.add_argument("--out", default=None)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--steps", type=int, default=3, help="timed generations per run")
+    ap.add_argument("--runs", type=int, default=1,
+                    help="validation runs per point per round (error from their median)")
     ap.add_argument("--threads", type=int, default=1,
                     help="OpenMP threads of the calibration and every run")
     args = ap.parse_args()
@@ -100,27 +120,34 @@ def main() -> None:
         f"cores, {args.threads} thread{'s' if args.threads > 1 else ''})",
         "",
         f"Command: `python benchmarks/cpu_infer_validation.py --rounds {args.rounds} --steps "
-        f"{args.steps} --threads {args.threads}`: {args.rounds} rounds, each `archcost calibrate "
-        f"--device cpu` ({', '.join(f'{s:.0f} s' for _, s, _ in rounds)}) then `archcost validate "
-        f"MODEL --infer` at every point (medians of {args.steps} timed greedy generations after "
-        "1 untimed; TPOT the mean of the decode steps' medians), fp32, "
-        f"OMP_NUM_THREADS={args.threads} throughout. Errors are predicted / measured - 1.",
+        f"{args.steps} --runs {args.runs} --threads {args.threads}`: {args.rounds} rounds, each "
+        f"`archcost calibrate --device cpu` ({', '.join(f'{s:.0f} s' for _, s, _ in rounds)}) "
+        f"then `archcost validate MODEL --infer` {args.runs} time{'s' if args.runs > 1 else ''} "
+        f"at every point, the points in turn (each run: medians of {args.steps} timed greedy "
+        "generations after 1 untimed; TPOT the mean of the decode steps' medians); a point's "
+        "measured figure is the median over its runs, its spread the slowest run over the "
+        f"fastest - 1. fp32, OMP_NUM_THREADS={args.threads} throughout. Errors are predicted / "
+        "measured - 1.",
         "",
         "| model | batch x (input + output) | TTFT measured | TTFT error per round | "
-        "TPOT measured | TPOT error per round | probe drift per round |",
-        "|---|---|---:|---|---:|---|---|",
+        "TTFT spread per round | TPOT measured | TPOT error per round | TPOT spread per round "
+        "| probe drift per round |",
+        "|---|---|---:|---|---|---:|---|---|---|",
     ]
     errors: dict[str, list[float]] = {q: [] for q in QUANTITIES}
     for key in keys:
         name, (b, i, o) = key
         per = {q: [r[key][q]["error"] for r, _, _ in rounds] for q in (*QUANTITIES, "probe_drift")}
+        spread = {q: [r[key][q]["spread"] for r, _, _ in rounds] for q in QUANTITIES}
         for q in QUANTITIES:
             errors[q] += per[q]
         first = rounds[0][0][key]
         lines.append(f"| {name} | {b} x ({i} + {o}) | {1e3 * first['ttft']['measured']:.2f} ms "
                      f"| {', '.join(_pct(e) for e in per['ttft'])} | "
+                     f"{', '.join(_pct(e) for e in spread['ttft'])} | "
                      f"{1e3 * first['tpot']['measured']:.2f} ms | "
                      f"{', '.join(_pct(e) for e in per['tpot'])} | "
+                     f"{', '.join(_pct(e) for e in spread['tpot'])} | "
                      f"{', '.join(_pct(e) for e in per['probe_drift'])} |")
     summary = "; ".join(
         f"{q.upper()} mean absolute error {100 * sum(map(abs, e)) / len(e):.1f}%, max "
