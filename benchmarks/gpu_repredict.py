@@ -30,9 +30,9 @@ def _cluster(outdir: Path, name: str):
     writes beside the cells)."""
     import dataclasses
 
-    from archcost.cli.validate import _hardware
+    from archcost.validate.compare import validation_cluster
 
-    cluster = _hardware(_profile(outdir, name), "cuda", 1)
+    cluster = validation_cluster(_profile(outdir, name), "cuda", 1)
     gpu = cluster.gpu
     measured_in = ((gpu.calibration or {}).get("matmul_table") or {}).get("dtype")
     tables = {k: (dataclasses.replace(t, dtype=measured_in) if t.dtype is None else t)

@@ -27,15 +27,15 @@ ROOT = Path(__file__).resolve().parent.parent
 def predicted(model: str, overrides: dict, seq: int, mbs: int, dtype: str, hardware: str,
               device: str) -> dict[str, list[float]]:
     """{aten op: [seconds per step, occurrences per step]} as the engine prices them."""
-    from archcost.cli.validate import _hardware
     from archcost.cost.compute import compute_times, lower, runtime_attention_kernel
     from archcost.loader import load_model_file
     from archcost.runtime import load_runtime
     from archcost.trace import trace_model
     from archcost.trace.precision import parse_precision
+    from archcost.validate.compare import validation_cluster
 
     spec = load_model_file(model, overrides)
-    gpu = _hardware(hardware, device, 1).gpu
+    gpu = validation_cluster(hardware, device, 1).gpu
     traced = trace_model(spec, mbs, seq, parse_precision(dtype), "adamw")
     arrays = lower(traced.graph)
     res = compute_times(arrays, gpu, runtime_attention_kernel(gpu, load_runtime("eager")))

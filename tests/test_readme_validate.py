@@ -47,14 +47,14 @@ def test_a_readme_validate_command_runs_as_written(runner, monkeypatch, command)
 
 
 def test_a_cpu_profile_for_several_processes_gets_the_host_links(runner):
-    from archcost.cli.validate import _hardware
     from archcost.hardware.profile import load_gpu
+    from archcost.validate.compare import validation_cluster
 
-    default = _hardware(None, "cpu", 2)
-    derived = _hardware("cpu", "cpu", 2)
+    default = validation_cluster(None, "cpu", 2)
+    derived = validation_cluster("cpu", "cpu", 2)
     assert default.name == derived.name == "cpu-host" and derived.gpu == load_gpu("cpu")
     assert default.gpus == 2 and [lv.name for lv in default.levels] == ["loopback"]
     with pytest.raises(ConfigError, match="need a cluster profile"):
-        _hardware("h100-sxm", "cpu", 2)  # a GPU's datasheet says nothing of a host's links
+        validation_cluster("h100-sxm", "cpu", 2)  # a GPU's datasheet says nothing of a host's links
     r = runner.invoke(app, ["profiles", "show", "cpu-host", "--json"])
     assert r.exit_code == 0 and json.loads(r.output)["name"] == "cpu-host"

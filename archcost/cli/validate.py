@@ -59,35 +59,6 @@ def _check_device(device: str, nproc: int) -> None:
                               "CUDA devices; use at most that many")
 
 
-def _hardware(name: str | None, device: str, nproc: int):
-    """The cluster predictions use. Without ``--hardware``: the bundled ``cpu`` profile (one
-    process) or ``cpu-host`` cluster (several: ``cpu`` with rough gloo-over-loopback links) on a
-    CPU, ``h100-sxm`` or ``dgx-h100-ndr`` on CUDA. A CPU's profile (the bundled ``cpu``, or one
-    ``archcost calibrate --device cpu`` wrote without --nproc) for several CPU processes gets
-    ``cpu-host``'s links."""
-    from dataclasses import replace
-
-    from archcost.hardware.profile import ClusterProfile, load_any, load_cluster, load_gpu
-    from archcost.validate.compare import single_gpu_cluster
-
-    if name is None:
-        name = {("cpu", True): "cpu", ("cpu", False): "cpu-host",
-                ("cuda", True): "h100-sxm", ("cuda", False): "dgx-h100-ndr"}[device, nproc == 1]
-    prof = load_any(name)
-    if isinstance(prof, ClusterProfile):
-        return prof.with_gpus(nproc) if nproc <= prof.gpus_per_node or nproc % \
-            prof.gpus_per_node == 0 else prof
-    if nproc == 1:
-        return single_gpu_cluster(prof)
-    if device == "cpu" and (prof == load_gpu("cpu")
-                            or (prof.calibration or {}).get("device_kind") == "cpu"):
-        host = load_cluster("cpu-host")
-        return replace(host, gpu=prof).with_gpus(min(nproc, host.gpus_per_node))
-    raise ConfigError(f"--hardware {name} is a GPU profile; {nproc} processes need a cluster "
-                      "profile with the links between them (archcost calibrate --nproc N "
-                      "writes one)")
-
-
 def _check_plan(plan) -> None:
     """Refuse what validate does not run, with the reason and the alternative."""
     if max(plan.cp, plan.ep) > 1 or plan.offload.value != "none":
@@ -158,7 +129,12 @@ def validate(
     from archcost.plan.evaluate import estimate_plan
     from archcost.plan.workload import trace_workload
     from archcost.trace.precision import parse_precision
-    from archcost.validate.compare import available_memory_bytes, components, profile_warnings
+    from archcost.validate.compare import (
+        available_memory_bytes,
+        components,
+        profile_warnings,
+        validation_cluster,
+    )
     from archcost.validate.parallel import check_hooks, require_hooks
     from archcost.validate.step import RunConfig
 
@@ -178,7 +154,7 @@ def validate(
         raise ConfigError("validate runs recompute=none (the bundled models do not checkpoint "
                           "by themselves); estimate recomputation with archcost estimate")
     _check_device(device, nproc)
-    cluster = _hardware(hardware, device, nproc)
+    cluster = validation_cluster(hardware, device, nproc)
     share = 1.0
     if device == "cpu" and nproc > 1:  # the ranks share this host's cores
         from dataclasses import replace

@@ -21,7 +21,7 @@ def validate_infer(model: str, *, batch: int, input_len: int, output_len: int, d
     prefill and decode steps priced on the profile, ``infer.serving.static_serving``), run
     ``warmup`` then ``steps`` real generations (``validate.generate``), compare."""
     from archcost.cli.infer import INFER_RUNTIME
-    from archcost.cli.validate import SCHEMA_VERSION, _check_device, _hardware
+    from archcost.cli.validate import SCHEMA_VERSION, _check_device
     from archcost.hardware.machine import machine_id
     from archcost.infer.document import inference_section
     from archcost.infer.price import InferenceCosts
@@ -32,6 +32,7 @@ def validate_infer(model: str, *, batch: int, input_len: int, output_len: int, d
         available_memory_bytes,
         generation_components,
         profile_warnings,
+        validation_cluster,
     )
     from archcost.validate.generate import GenerateConfig
 
@@ -39,7 +40,7 @@ def validate_infer(model: str, *, batch: int, input_len: int, output_len: int, d
         raise ConfigError(f"--dtype {dtype!r}: validate --infer runs {', '.join(_DTYPES)}")
     check_outputs(o=output)
     _check_device(device, 1)
-    cluster = _hardware(hardware, device, 1)
+    cluster = validation_cluster(hardware, device, 1)
     warnings = profile_warnings(cluster.gpu, device)
     overrides = parse_overrides(set_)
     spec = load_model_file(model, overrides)

@@ -14,8 +14,8 @@ from typing import Any
 
 from archcost.report.fmt import seconds as fmt_seconds
 
-__all__ = ["components", "generation_components", "profile_warnings", "single_gpu_cluster", "available_memory_bytes",
-           "cpu_rank_share"]
+__all__ = ["components", "generation_components", "profile_warnings", "single_gpu_cluster",
+           "available_memory_bytes", "cpu_rank_share", "validation_cluster"]
 
 
 def single_gpu_cluster(gpu):
@@ -26,6 +26,35 @@ def single_gpu_cluster(gpu):
                       latency_s=0.0, topology=Topology.SWITCH)
     return ClusterProfile(name=gpu.name, gpu=gpu, gpus_per_node=1, levels=(level,), nodes=1,
                           gpus=1)
+
+
+def validation_cluster(name: str | None, device: str, nproc: int):
+    """The cluster a validation's predictions use (``name``: ``--hardware``). Without it: the bundled ``cpu`` profile (one
+    process) or ``cpu-host`` cluster (several: ``cpu`` with rough gloo-over-loopback links) on a
+    CPU, ``h100-sxm`` or ``dgx-h100-ndr`` on CUDA. A CPU's profile (the bundled ``cpu``, or one
+    ``archcost calibrate --device cpu`` wrote without --nproc) for several CPU processes gets
+    ``cpu-host``'s links."""
+    from dataclasses import replace
+
+    from archcost.errors import ConfigError
+    from archcost.hardware.profile import ClusterProfile, load_any, load_cluster, load_gpu
+
+    if name is None:
+        name = {("cpu", True): "cpu", ("cpu", False): "cpu-host",
+                ("cuda", True): "h100-sxm", ("cuda", False): "dgx-h100-ndr"}[device, nproc == 1]
+    prof = load_any(name)
+    if isinstance(prof, ClusterProfile):
+        return prof.with_gpus(nproc) if nproc <= prof.gpus_per_node or nproc % \
+            prof.gpus_per_node == 0 else prof
+    if nproc == 1:
+        return single_gpu_cluster(prof)
+    if device == "cpu" and (prof == load_gpu("cpu")
+                            or (prof.calibration or {}).get("device_kind") == "cpu"):
+        host = load_cluster("cpu-host")
+        return replace(host, gpu=prof).with_gpus(min(nproc, host.gpus_per_node))
+    raise ConfigError(f"--hardware {name} is a GPU profile; {nproc} processes need a cluster "
+                      "profile with the links between them (archcost calibrate --nproc N "
+                      "writes one)")
 
 
 def cpu_rank_share(gpu, threads: int, nproc: int = 1) -> float:
