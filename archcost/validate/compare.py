@@ -29,11 +29,11 @@ def single_gpu_cluster(gpu):
 
 
 def validation_cluster(name: str | None, device: str, nproc: int):
-    """The cluster a validation's predictions use (``name``: ``--hardware``). Without it: the bundled ``cpu`` profile (one
-    process) or ``cpu-host`` cluster (several: ``cpu`` with rough gloo-over-loopback links) on a
-    CPU, ``h100-sxm`` or ``dgx-h100-ndr`` on CUDA. A CPU's profile (the bundled ``cpu``, or one
-    ``archcost calibrate --device cpu`` wrote without --nproc) for several CPU processes gets
-    ``cpu-host``'s links."""
+    """The cluster a validation's predictions use (``name``: ``--hardware``). Without it: the
+    bundled ``cpu`` profile (one process) or ``cpu-host`` cluster (several: ``cpu`` with rough
+    gloo-over-loopback links) on a CPU, ``h100-sxm`` or ``dgx-h100-ndr`` on CUDA. A CPU's
+    profile (the bundled ``cpu``, or one ``archcost calibrate --device cpu`` wrote without
+    --nproc) for several CPU processes gets ``cpu-host``'s links."""
     from dataclasses import replace
 
     from archcost.errors import ConfigError

@@ -88,7 +88,8 @@ def run_generation(cfg: GenerateConfig) -> dict[str, Any]:
     from archcost.loader import load_model_file
 
     device = torch.device(cfg.device)
-    allocator = keep_freed_memory() if device.type == "cpu" else "the device's caching allocator"
+    allocator = keep_freed_memory() if device.type == "cpu" else \
+        "system allocator as configured (the steps' tensors are on the device)"
     dtype = DTYPES[cfg.dtype]
     spec = load_model_file(cfg.model, cfg.overrides)
     torch.manual_seed(0)
