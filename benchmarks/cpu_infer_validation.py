@@ -111,6 +111,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1,
                     help="OpenMP threads of the calibration and every run")
     args = ap.parse_args()
+    for flag in ("rounds", "steps", "runs", "threads"):
+        if getattr(args, flag) < 1:
+            ap.error(f"--{flag} {getattr(args, flag)}: give a whole number of at least 1")
     os.environ["OMP_NUM_THREADS"] = str(args.threads)  # inherited by every subprocess
     rounds = [_round(args) for _ in range(args.rounds)]
     keys = list(rounds[0][0])
