@@ -702,3 +702,42 @@ def test_the_calibrated_cluster_validates_ddp_with_each_rank_on_its_share(calibr
     est, _ = estimate_plan(parse_plan("dp=2,mbs=2,gbs=4"), CostModel(w, cluster, usable_memory=1.0),
                            with_schedule=False)
     assert doc["estimate"]["step_time_s"] == pytest.approx(est["step_time_s"], rel=1e-9)
+
+
+def test_a_cold_ops_copies_are_sized_by_the_bytes_it_holds():
+    """The copies a cold op cycles over: twice the last-level cache by the bytes one copy
+    really holds (counted from the tensors made for it, against the shapes by hand), at most
+    the grid's bound; each call reads its own copy in turn."""
+    from archcost.hardware.opbench import _cold, _made
+
+    mib = 2**20
+
+    def make(n, dev):  # two (n / 1024, 1024) fp32 operands and a temporary made on the way
+        x = torch.randn(n // 1024, 1024, device=dev)
+        y = torch.randn(n // 1024, 1024, device=dev).abs() + 1.0
+        return lambda: (x.data_ptr(), y.data_ptr())
+
+    fn, held = _made(make, 1 << 18, "cpu")  # 1 MiB each: x, y, the abs and the sum
+    assert held == 4 * mib
+    fn, total = _cold(make, 1 << 18, "cpu", 32 * mib, most=4096)
+    seen = [fn() for _ in range(32)]
+    assert total == 16 * held and len(set(seen)) == 16 and seen[:16] == seen[16:]
+    fn, total = _cold(make, 1 << 18, "cpu", 32 * mib, most=3)
+    assert total == 3 * held and len({fn() for _ in range(9)}) == 3
+
+
+def test_op_benchmark_times_every_op_when_memory_allows_one_cold_op_at_a_time():
+    """A memory budget under one cold op's copies (a machine whose last-level cache is large
+    against its memory) cuts the ops into batches: every op is still timed, at its size."""
+    from archcost.hardware.calibrate import Measurements
+    from archcost.hardware.opbench import COLD, OPS, measure_ops
+
+    grid = grid_for("cpu", quick=True)
+    m = Measurements(device="cpu", device_name="cpu", vendor="", torch_version="", threads=1,
+                     date="", grid=grid, nproc=1)
+    m.llc_bytes, m.mem_bytes = 4 * 2**20, 8 * 2**20  # budget 1 MiB: each cold op alone
+    measure_ops(m, "cpu", grid, lambda _msg: None)
+    assert set(m.ops) == set(OPS)
+    for op, points in m.ops.items():
+        assert [p.params["numel"] for p in points] == list(grid.op_numels)
+        assert all(p.params["cold"] == (op in COLD) and p.time.median > 0 for p in points)

@@ -103,6 +103,9 @@ class Grid:
     # (batch, channels in, channels out, map size, kernel, stride); forward and backward each
     conv_shapes: tuple[tuple[int, int, int, int, int, int], ...] = ()
     op_numels: tuple[int, ...] = ()  # elements of one input of each op of opbench.OPS
+    # copies a cold op (opbench.COLD) cycles over, at most (twice the last-level cache's worth
+    # below that); a small bound keeps a quick calibration's memory small
+    cold_copies: int = 4096
     # every (m, n, k) over these dims (m over matmul_table_m_dims where given), timed up to
     # matmul_table_max_flops (one call)
     matmul_table_dims: tuple[int, ...] = ()
@@ -154,7 +157,7 @@ def grid_for(device: str, quick: bool) -> Grid:
                         (8, 4096, 262144, 1 << 20, 4 << 20, 16 << 20),
                         warmup=1, reps=5, min_rep_s=2e-3, max_call_s=0.1,
                         collective_warmup=2, collective_reps=7, collective_min_rep_s=5e-3,
-                        conv_shapes=_CONVS[:2], op_numels=(1 << 16,),
+                        conv_shapes=_CONVS[:2], op_numels=(1 << 16,), cold_copies=16,
                         matmul_table_dims=(64, 256, 1024), matmul_table_m_dims=(16, 64, 256, 1024),
                         matmul_table_max_flops=2 ** 28,
                         attention_table_kernels=("math", "cpu-flash"),
@@ -409,7 +412,7 @@ class _Arena:
         item = torch.empty((), dtype=tdt).element_size()
         span = max(1, math.ceil(2 * self.cache_bytes / item))
         if tdt not in self.buffers:  # every operand pair of the grid fits after the span
-            self.buffers[tdt] = torch.randn(span + self.largest, device=self.device).to(tdt)
+            self.buffers[tdt] = torch.randn(span + self.largest, device=self.device, dtype=tdt)
         buf = self.buffers[tdt]
         copies = max(1, min(span // size, 4096))
         return [(buf[i * size:i * size + m * k].view(m, k),

@@ -227,13 +227,40 @@ def _out_of_cache(nbytes: float, cache_bytes: float) -> int:
     return max(1, math.ceil(2 * cache_bytes / nbytes))
 
 
+def _made(make: Callable[[int, Any], Callable[[], Any]], numel: int, device: str
+          ) -> tuple[Callable[[], Any], int]:
+    """A call made by ``make`` and the bytes of the tensors made for it: every tensor an op
+    returned while it was made (its operands, and temporaries, once per storage)."""
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_leaves
+
+    storages: dict[int, int] = {}
+
+    class _Count(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for t in tree_leaves(out):
+                if isinstance(t, torch.Tensor):
+                    st = t.untyped_storage()
+                    storages[st.data_ptr()] = st.nbytes()
+            return out
+
+    with _Count():
+        fn = make(numel, device)
+    return fn, sum(storages.values())
+
+
 def _cold(make: Callable[[int, Any], Callable[[], Any]], numel: int, device: str,
-          cache_bytes: float) -> Callable[[], Any]:
-    """Calls cycling over copies of the operands out of cache (three fp32 tensors a call
-    assumed)."""
-    copies = _out_of_cache(3 * 4 * numel, cache_bytes)
-    calls = itertools.cycle([make(numel, device) for _ in range(copies)])
-    return lambda: next(calls)()
+          cache_bytes: float, most: int) -> tuple[Callable[[], Any], int]:
+    """(call, bytes held): calls cycling over copies of the operands out of cache, as many
+    copies as make twice the last-level cache by the bytes one copy holds, at most ``most``
+    (a call of a few KiB then cycles over less than twice a large last-level cache, out of the
+    per-core caches still, and building the copies stays quick)."""
+    first, held = _made(make, numel, device)
+    copies = min(most, _out_of_cache(max(held, 1), cache_bytes))
+    calls = itertools.cycle([first] + [make(numel, device) for _ in range(copies - 1)])
+    return (lambda: next(calls)()), copies * held
 
 
 def _copies(t, cache_bytes: float, most: int = 64):
@@ -245,18 +272,22 @@ def _copies(t, cache_bytes: float, most: int = 64):
 
 def measure_ops(m: Measurements, device: str, grid: Grid, progress: Progress) -> None:
     """Each op of :data:`OPS` at each size of ``grid.op_numels`` -> ``m.ops[op]`` points; the
-    ops of :data:`COLD` on operands out of cache."""
+    ops of :data:`COLD` on operands out of cache. The ops of one size are timed together, their
+    repetitions interleaved, in batches whose operands stay within an eighth of the memory
+    (``m.mem_bytes``): each cold op holds twice the last-level cache, and a large one (hundreds
+    of MiB on some servers) held by every cold op at once would not fit."""
     import torch
 
     table = _ops_table(torch)
     sync = _sync_for(device)
     cache = m.llc_bytes or 32e6
+    budget = (m.mem_bytes or 8 * 2**30) / 8
     found: dict[str, list[Point]] = {}
-    for numel in grid.op_numels:  # every op at one size, repetitions interleaved
-        fns = [_cold(table[op], numel, device, cache) if op in COLD else table[op](numel, device)
-               for op in OPS]
-        sizes = [_size_of(fn, op, "nbytes") for fn, op in zip(fns, OPS)]
-        for op, nbytes, timed in zip(OPS, sizes, _time_calls(fns, sync, grid)):
+
+    def run(batch: list[tuple[str, Callable[[], Any]]]) -> None:
+        sizes = [_size_of(fn, op, "nbytes") for op, fn in batch]
+        timed_all = _time_calls([fn for _, fn in batch], sync, grid)
+        for (op, _), nbytes, timed in zip(batch, sizes, timed_all):
             if timed.samples is None:
                 m.skipped.append({"bench": "op", "op": op, "numel": numel,
                                   "reason": f"one call takes over {grid.max_call_s} s"})
@@ -264,7 +295,20 @@ def measure_ops(m: Measurements, device: str, grid: Grid, progress: Progress) ->
                 found.setdefault(op, []).append(
                     Point("op", {"op": op, "numel": numel, "cold": op in COLD}, nbytes,
                           spread(timed.samples), timed.iters))
-        del fns
+
+    for numel in grid.op_numels:
+        batch: list[tuple[str, Callable[[], Any]]] = []
+        held = 0
+        for op in OPS:
+            fn, size = (_cold(table[op], numel, device, cache, grid.cold_copies) if op in COLD
+                        else _made(table[op], numel, device))
+            if batch and held + size > budget:
+                run(batch)
+                batch, held = [], 0
+            batch.append((op, fn))
+            held += size
+        run(batch)
+        del batch
         progress(f"ops at {numel} elements")
     m.ops.update({op: found[op] for op in OPS if op in found})
 
