@@ -613,42 +613,50 @@ def test_the_attention_tables_reproduce_the_cells_they_timed(calibrated):
 
 
 def test_the_shape_table_reproduces_the_cells_it_timed(calibrated):
-    """Engine time of an mm at a timed cell's (m, n, k) = its median less the launch (floored
-    at half), plus the launch, to the file's rounding; cells over the FLOPs cap read the
-    curve by FLOPs; the table is in the curve's dtype, on its own grid of m (finer, for a
-    decode step's batch) by the grid of n and k."""
+    """A CPU calibration times the shape table in each of its dtypes (fp32 and bf16), each a
+    table of its own in its own peak. Engine time of an mm of that dtype at a timed cell's
+    (m, n, k) = its median less the launch (floored at half), plus the launch, to the file's
+    rounding; the reference dtype's cells over the FLOPs cap read its curve by FLOPs; each
+    table is on its own grid of m (finer, for a decode step's batch) by the grid of n and k."""
     import numpy as np
 
     from archcost.cost.compute import CURVE_MATMUL, roofline_seconds
 
     doc, gpu_path, _, _ = calibrated
     gpu = load_gpu(str(gpu_path))
-    table, tab = doc["matmul_table"], gpu.matmul_shape_efficiency.get("all")
-    assert tab is not None and table["dtype"] == doc["matmul_efficiency_dtype"]
-    assert list(tab.dims) == table["m_dims"] != table["dims"]
-    assert list(tab.n_dims) == list(tab.k_dims) == table["dims"]
-    peak = gpu.peak_flops_per_s[table["dtype"]]
-    launch = gpu.kernel_launch_s
-    pts = table["points"]
-    cells = {(p["m"], p["n"], p["k"]) for p in pts}
-    assert cells and len(cells) == len(pts)
-    assert all(p["flops"] <= 2 ** 28 for p in pts)  # the quick grid's cap
-    mnk = np.array([[p["m"], p["n"], p["k"]] for p in pts], dtype=float)
-    flops = np.array([p["flops"] for p in pts], dtype=float)
-    t, _ = roofline_seconds(gpu, flops, np.zeros(len(pts)), np.full(len(pts), peak),
-                            np.full(len(pts), CURVE_MATMUL), np.zeros(len(pts), dtype=np.int64),
-                            np.full(len(pts), launch), mnk=mnk)
-    for p, got in zip(pts, t):
-        if p["flops"] / kernel_seconds(p["median_s"], launch) < peak:  # else clipped to 1
-            want = kernel_seconds(p["median_s"], launch) + launch
-            assert got == pytest.approx(want, rel=2 * ROUNDING), p
-    filled = [tuple(c) for c in table["filled_from_curve"]]
-    dims = table["dims"]
-    every = {(m, n, k) for m in table["m_dims"] for n in dims for k in dims}
-    assert set(filled) == every - cells and filled
-    for m, n, k in filled:
-        assert float(tab.at(m, n, k)) == pytest.approx(
-            gpu.matmul_efficiency.at(2 * m * n * k), rel=ROUNDING)
+    record = doc["matmul_table"]
+    assert record["dtype"] is None and set(record["tables"]) == {"fp32", "bf16"}
+    assert next(iter(record["tables"])) == doc["matmul_efficiency_dtype"]
+    assert set(gpu.matmul_shape_efficiency) == {"fp32", "bf16"}
+    for dtype, table in record["tables"].items():
+        tab = gpu.matmul_shape_efficiency[dtype]
+        assert tab.dtype is None  # fractions of the dtype's own peak
+        assert list(tab.dims) == table["m_dims"] != table["dims"]
+        assert list(tab.n_dims) == list(tab.k_dims) == table["dims"]
+        peak = gpu.peak_flops_per_s[dtype]
+        launch = gpu.kernel_launch_s
+        pts = table["points"]
+        cells = {(p["m"], p["n"], p["k"]) for p in pts}
+        assert cells and len(cells) == len(pts)
+        assert all(p["flops"] <= 2 ** 28 for p in pts)  # the quick grid's cap
+        mnk = np.array([[p["m"], p["n"], p["k"]] for p in pts], dtype=float)
+        flops = np.array([p["flops"] for p in pts], dtype=float)
+        t, _ = roofline_seconds(gpu, flops, np.zeros(len(pts)), np.full(len(pts), peak),
+                                np.full(len(pts), CURVE_MATMUL),
+                                np.zeros(len(pts), dtype=np.int64), np.full(len(pts), launch),
+                                mnk=mnk, keys=[dtype] * len(pts))
+        for p, got in zip(pts, t):
+            if p["flops"] / kernel_seconds(p["median_s"], launch) < peak:  # else clipped to 1
+                want = kernel_seconds(p["median_s"], launch) + launch
+                assert got == pytest.approx(want, rel=2 * ROUNDING), (dtype, p)
+        filled = [tuple(c) for c in table["filled_from_curve"]]
+        dims = table["dims"]
+        every = {(m, n, k) for m in table["m_dims"] for n in dims for k in dims}
+        assert set(filled) == every - cells and filled
+        if dtype == doc["matmul_efficiency_dtype"]:  # the profile's curve is this dtype's
+            for m, n, k in filled:
+                assert float(tab.at(m, n, k)) == pytest.approx(
+                    gpu.matmul_efficiency.at(2 * m * n * k), rel=ROUNDING)
 
 
 def test_shape_table_fit_rates_timed_cells_and_fills_the_rest():

@@ -160,14 +160,15 @@ def summary(m, d, written: dict[str, str]) -> dict[str, Any]:
                                for p in pts] for dt, pts in m.matmul.items()},
         "memory_points": [{"op": p.bench, **p.params, "bytes_moved": p.size,
                            "median_s": p.time.median} for p in m.memory],
-        "matmul_table": None if d.matmul_table is None else {
-            "dtype": m.matmul_table_dtype, "dims": list(d.matmul_table.dims),
-            "m_dims": list(d.matmul_table.m_dims),
-            "values": d.matmul_table.values,
-            "filled_from_curve": [list(c) for c in d.matmul_table.filled],
-            "curve_rms_log_error": d.matmul_table.curve_error,
-            "points": [{**p.params, "flops": p.size, "median_s": p.time.median}
-                       for p in m.matmul_table]},
+        "matmul_table": None if not d.matmul_table else {
+            "dtype": next(iter(d.matmul_table)) if len(d.matmul_table) == 1 else None,
+            "tables": {dt: {
+                "dims": list(t.dims), "m_dims": list(t.m_dims), "values": t.values,
+                "filled_from_curve": [list(c) for c in t.filled],
+                "curve_rms_log_error": t.curve_error,
+                "points": [{**p.params, "flops": p.size, "median_s": p.time.median}
+                           for p in m.matmul_table.get(dt, [])]}
+                for dt, t in d.matmul_table.items()}},
         "skipped": m.skipped, "warnings": m.warnings,
     }
     if m.collectives:

@@ -111,6 +111,9 @@ class Grid:
     matmul_table_dims: tuple[int, ...] = ()
     matmul_table_m_dims: tuple[int, ...] = ()
     matmul_table_max_flops: float = 0.0
+    # the dtypes the shape table is timed in (each a table of its own); empty: the reference
+    # dtype alone, which every other dtype reads at its same-duration shape
+    matmul_table_dtypes: tuple[str, ...] = ()
     # attention tables per SDPA backend (attnbench.py): head dims x sequence lengths, at
     # batch x seq = tokens and heads x head dim = hidden (the FlashAttention benchmarks' rule)
     attention_table_kernels: tuple[str, ...] = ()  # attnbench.BACKENDS names
@@ -159,7 +162,7 @@ def grid_for(device: str, quick: bool) -> Grid:
                         collective_warmup=2, collective_reps=7, collective_min_rep_s=5e-3,
                         conv_shapes=_CONVS[:2], op_numels=(1 << 16,), cold_copies=16,
                         matmul_table_dims=(64, 256, 1024), matmul_table_m_dims=(16, 64, 256, 1024),
-                        matmul_table_max_flops=2 ** 28,
+                        matmul_table_max_flops=2 ** 28, matmul_table_dtypes=dts,
                         attention_table_kernels=("math", "cpu-flash"),
                         attention_table_head_dims=(16, 32), attention_table_seqs=(64, 128),
                         attention_table_tokens=256, attention_table_hidden=64)
@@ -184,6 +187,11 @@ def grid_for(device: str, quick: bool) -> Grid:
                     matmul_table_dims=(1, 16, 64, 256, 1024, 4096),
                     matmul_table_m_dims=(1, 2, 4, 8, 16, 32, 64, 256, 1024, 4096),
                     matmul_table_max_flops=2 ** 31,
+                    # a table per dtype: on a CPU whose bf16 runs on matrix units (AMX) an fp32
+                    # matmul's time is not the bf16 table's at any one shape (read at the
+                    # same-duration shape, a decode step's one-row fp32 matmuls came out 2-3x
+                    # slow against the fp32 table's)
+                    matmul_table_dtypes=dts,
                     attention_table_kernels=("math", "cpu-flash"),
                     attention_table_head_dims=(32, 64), attention_table_seqs=(128, 256, 512),
                     attention_table_tokens=2048, attention_table_hidden=256)
@@ -277,8 +285,7 @@ class Measurements:
     grid: Grid
     nproc: int
     matmul: dict[str, list[Point]] = field(default_factory=dict)
-    matmul_table: list[Point] = field(default_factory=list)  # (m, n, k) cells, one dtype
-    matmul_table_dtype: str = ""
+    matmul_table: dict[str, list[Point]] = field(default_factory=dict)  # dtype -> (m, n, k) cells
     attention: list[Point] = field(default_factory=list)
     attention_table: list[Point] = field(default_factory=list)  # per backend, attnbench.py
     memory: list[Point] = field(default_factory=list)
@@ -515,26 +522,38 @@ def reference_dtype(m: Measurements) -> str | None:
     return max(rates, key=rates.__getitem__) if rates else None
 
 
+def table_dtypes(m: Measurements) -> tuple[str, ...]:
+    """The dtypes the shape table is timed in: the grid's that had a matmul measured (the
+    reference dtype first), else the reference dtype alone."""
+    ref = reference_dtype(m)
+    if ref is None:
+        return ()
+    more = [dt for dt in m.grid.matmul_table_dtypes if dt != ref and m.matmul.get(dt)]
+    return (ref, *more)
+
+
 def _measure_matmul_table(m: Measurements, device: str, grid: Grid, progress: Progress,
                           arena: _Arena) -> None:
-    """Every timed cell of the shape table in the reference dtype, repetitions interleaved."""
+    """Every timed cell of the shape table in each of its dtypes, repetitions interleaved."""
     cells = grid.table_cells()
-    dtype = reference_dtype(m)
-    if dtype is None:
+    dtypes = table_dtypes(m)
+    if not dtypes:
         for _ in cells:
             progress("matmul table (skipped)")
         return
     sync = _sync_for(device)
-    with _fp32_precision("highest"):
-        timed = _time_calls([_matmul_fn(dtype, *c, device, arena) for c in cells], sync, grid)
-    for (mm, nn, kk), t in zip(cells, timed):
-        if t.samples is None:
-            m.skipped.append(_skip("matmul_table", dtype, (mm, nn, kk), grid))
-        else:
-            m.matmul_table.append(Point("matmul", {"m": mm, "n": nn, "k": kk},
-                                        matmul_flops(mm, nn, kk), spread(t.samples), t.iters))
-        progress(f"matmul {dtype} {mm}x{nn}x{kk}")
-    m.matmul_table_dtype = dtype
+    for dtype in dtypes:
+        with _fp32_precision("highest"):
+            timed = _time_calls([_matmul_fn(dtype, *c, device, arena) for c in cells], sync,
+                                grid)
+        for (mm, nn, kk), t in zip(cells, timed):
+            if t.samples is None:
+                m.skipped.append(_skip("matmul_table", dtype, (mm, nn, kk), grid))
+            else:
+                m.matmul_table.setdefault(dtype, []).append(
+                    Point("matmul", {"m": mm, "n": nn, "k": kk}, matmul_flops(mm, nn, kk),
+                          spread(t.samples), t.iters))
+            progress(f"matmul {dtype} {mm}x{nn}x{kk}")
 
 
 def _skip(bench: str, dtype: str, shape: tuple[int, int, int], grid: Grid,
@@ -816,7 +835,7 @@ def dispatch_s(m: Measurements) -> dict[str, float]:
 
 @dataclass(frozen=True, slots=True)
 class TableFit:
-    """The shape table fitted from the timed cells, in the reference dtype."""
+    """The shape table of one dtype fitted from its timed cells (fractions of its peak)."""
 
     dims: tuple[int, ...]  # the grid of n and k
     values: list  # values[i][j][l]: efficiency at (m_dims[i], dims[j], dims[l])
@@ -832,7 +851,7 @@ class Derived:
     peaks: dict[str, float]  # FLOP/s per dtype
     reference_dtype: str  # the dtype whose curve is matmul_efficiency
     matmul_curve: tuple[tuple[int, float], ...]
-    matmul_table: TableFit | None  # None when not measured
+    matmul_table: dict[str, TableFit]  # dtype -> table (the reference dtype first); {}: none
     attention_curve: tuple[tuple[int, float], ...] | None
     # by the FLOPs of one (batch, head) slice: kept when it predicts held-out points better
     attention_slice_curve: tuple[tuple[int, float], ...] | None
@@ -869,19 +888,23 @@ def derive(m: Measurements) -> Derived:
         peaks[dtype] = best_rate([p.size for p in pts], secs)
         curves[dtype] = efficiency_curve([p.size for p in pts], secs, peaks[dtype])
     ref = reference_dtype(m)
-    table = None
-    if m.matmul_table and m.matmul_table_dtype == ref:
-        from archcost.hardware.profile import EfficiencyCurve
+    from archcost.hardware.profile import EfficiencyCurve
 
-        by_flops = EfficiencyCurve(curves[ref])
+    shape_fits: dict[str, TableFit] = {}
+    for dt in table_dtypes(m):
+        pts = m.matmul_table.get(dt)
+        if not pts:
+            continue
+        by_flops = EfficiencyCurve(curves[dt])
         cells = {(p.params["m"], p.params["n"], p.params["k"]):
-                 kernel_seconds(p.time.median, launch) for p in m.matmul_table}
-        values, filled = shape_table(m.grid.matmul_table_dims, cells, peaks[ref], by_flops.at,
+                 kernel_seconds(p.time.median, launch) for p in pts}
+        values, filled = shape_table(m.grid.matmul_table_dims, cells, peaks[dt], by_flops.at,
                                      m_dims=m.grid.table_m_dims)
-        miss = [math.log(p.size / (peaks[ref] * by_flops.at(p.size)) / cells[c])
-                for c, p in zip(cells, m.matmul_table)]
-        table = TableFit(m.grid.matmul_table_dims, values, filled,
-                         math.sqrt(sum(x * x for x in miss) / len(miss)), m.grid.table_m_dims)
+        miss = [math.log(p.size / (peaks[dt] * by_flops.at(p.size)) / cells[c])
+                for c, p in zip(cells, pts)]
+        shape_fits[dt] = TableFit(m.grid.matmul_table_dims, values, filled,
+                                  math.sqrt(sum(x * x for x in miss) / len(miss)),
+                                  m.grid.table_m_dims)
     attention = attention_slice = None
     held_out: dict[str, float] = {}
     if m.attention and m.grid.attention_dtype in peaks:
@@ -928,7 +951,7 @@ def derive(m: Measurements) -> Derived:
                 raise ValidationError(f"collective benchmark, {op}: {exc}; rerun on an idle "
                                       "machine, or calibrate with --nproc 1") from None
     return Derived(peaks=peaks, reference_dtype=ref, matmul_curve=curves[ref],
-                   matmul_table=table,
+                   matmul_table=shape_fits,
                    attention_curve=attention, attention_slice_curve=attention_slice,
                    attention_held_out=held_out, attention_tables=tables, mem_bw=mem_bw,
                    memory_curve=memory_curve, launch_s=launch, conv_curve=conv,

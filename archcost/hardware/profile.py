@@ -155,7 +155,8 @@ class GpuProfile:
     # (None: attention_efficiency by the op's FLOPs)
     attention_head_efficiency: EfficiencyCurve | None = None
     # matmuls (mm, addmm; bmm, baddbmm as (b*m, n, k)) by their (m, n, k), per dtype key
-    # (``ALL_DTYPES``: every dtype, what calibration writes); fractions of the peak of each op's
+    # (``ALL_DTYPES``: every dtype, what a CUDA calibration writes; a CPU one writes fp32 and
+    # bf16); fractions of the peak of each op's
     # dtype. A dtype without a table reads matmul_efficiency by FLOPs. A bare ShapeTable given
     # here is taken as the table of every dtype.
     matmul_shape_efficiency: dict[str, ShapeTable] = field(default_factory=dict)

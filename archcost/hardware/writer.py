@@ -75,14 +75,16 @@ def gpu_calibration(m: Measurements, d: Derived, command: str) -> dict[str, Any]
         "threads": m.threads, "elapsed_s": _r(m.elapsed_s, 3), "method": _method(m),
         "kernel_launch": {"op": _LAUNCH_OP[m.device], **_times(m.launch)},
         "matmul": {dt: [_point(p, "flops") for p in pts] for dt, pts in m.matmul.items()},
-        "matmul_table": {"dtype": m.matmul_table_dtype, "dims": list(m.grid.matmul_table_dims),
+        "matmul_table": {"dtype": next(iter(d.matmul_table)) if len(d.matmul_table) == 1
+                         else None,
+                         "dims": list(m.grid.matmul_table_dims),
                          "m_dims": list(m.grid.table_m_dims),
                          "max_flops_timed": m.grid.matmul_table_max_flops,
-                         "filled_from_curve": [list(c) for c in d.matmul_table.filled]
-                         if d.matmul_table else [],
-                         "curve_rms_log_error": _r(d.matmul_table.curve_error, 3)
-                         if d.matmul_table else None,
-                         "points": [_point(p, "flops") for p in m.matmul_table]},
+                         "tables": {dt: {"filled_from_curve": [list(c) for c in t.filled],
+                                         "curve_rms_log_error": _r(t.curve_error, 3),
+                                         "points": [_point(p, "flops")
+                                                    for p in m.matmul_table.get(dt, [])]}
+                                    for dt, t in d.matmul_table.items()}},
         "attention": {"op": "scaled_dot_product_attention, is_causal=True",
                       "dtype": m.grid.attention_dtype,
                       "flops": "2*B*H*S*S*(D+D)/2 (archcost/trace/rules_attention.py)",
@@ -186,6 +188,39 @@ def _attention_tables(m: Measurements, d: Derived) -> list[str]:
     return lines
 
 
+def _shape_tables(m: Measurements, d: Derived) -> list[str]:
+    """``matmul_shape_efficiency``: one table (the reference dtype's, which every other dtype
+    reads at its same-duration shape) or a table per dtype measured, each in its own peak."""
+    one = len(d.matmul_table) == 1
+    first = next(iter(d.matmul_table.values()))
+    grid = "dims^3" if tuple(first.m_dims) == tuple(first.dims) else "m x n x k"
+    what = f"peak {d.reference_dtype}" if one else "its dtype's peak"
+    lines = [f"matmul_shape_efficiency:   # an (m, k) @ (k, n) matmul, fraction of {what}, on "
+             f"{grid}; measured; used for 2-D matmuls"]
+    for dt, t in d.matmul_table.items():
+        pad = "  " if one else "    "
+        if one:
+            lines.append(f"  dtype: {dt}   # measured in it: another dtype's matmul reads the "
+                         "table at its same-duration shape")
+        else:
+            lines.append(f"  {dt}:   # measured in {dt}")
+        lines.append(f"{pad}# the curve by FLOPs misses the timed cells by {t.curve_error:.0%} "
+                     f"(rms); {len(t.filled)} cells over "
+                     f"{si(m.grid.matmul_table_max_flops, 'FLOP')} are not timed but read from it")
+        if tuple(t.m_dims) == tuple(t.dims):
+            lines.append(f"{pad}dims: [{', '.join(str(x) for x in t.dims)}]")
+            lines.append(f"{pad}values:   # values[i][j][l]: m = dims[i], n = dims[j], "
+                         "k = dims[l]")
+        else:
+            for axis, grid_dims in (("m", t.m_dims), ("n", t.dims), ("k", t.dims)):
+                lines.append(f"{pad}{axis}: [{', '.join(str(x) for x in grid_dims)}]")
+            lines.append(f"{pad}values:   # values[i][j][l]: m = m[i], n = n[j], k = k[l]")
+        for plane in t.values:
+            rows = ", ".join(f"[{', '.join(f'{v:.4g}' for v in row)}]" for row in plane)
+            lines.append(f"{pad}  - [{rows}]")
+    return lines
+
+
 def gpu_yaml(m: Measurements, d: Derived, *, name: str, command: str, tdp_w: float,
              tdp_given: bool, idle_fraction: float) -> str:
     """The GPU profile of this machine, as text ``load_gpu`` accepts."""
@@ -232,26 +267,7 @@ def gpu_yaml(m: Measurements, d: Derived, *, name: str, command: str, tdp_w: flo
                  f"{d.reference_dtype}]; measured in {d.reference_dtype}")
     lines += _curve(d.matmul_curve)
     if d.matmul_table:
-        t = d.matmul_table
-        dims, m_dims, values, filled, miss = t.dims, t.m_dims, t.values, t.filled, t.curve_error
-        grid = "dims^3" if tuple(m_dims) == tuple(dims) else "m x n x k"
-        lines.append(f"matmul_shape_efficiency:   # an (m, k) @ (k, n) matmul, fraction of peak "
-                     f"{d.reference_dtype}, on {grid}; measured; used for 2-D matmuls")
-        lines.append(f"  dtype: {m.matmul_table_dtype}   # measured in it: another dtype's matmul "
-                     "reads the table at its same-duration shape")
-        lines.append(f"  # the curve by FLOPs misses the timed cells by {miss:.0%} (rms); "
-                     f"{len(filled)} cells over {si(m.grid.matmul_table_max_flops, 'FLOP')} "
-                     "are not timed but read from it")
-        if tuple(m_dims) == tuple(dims):
-            lines.append(f"  dims: [{', '.join(str(x) for x in dims)}]")
-            lines.append("  values:   # values[i][j][l]: m = dims[i], n = dims[j], k = dims[l]")
-        else:
-            for axis, grid_dims in (("m", m_dims), ("n", dims), ("k", dims)):
-                lines.append(f"  {axis}: [{', '.join(str(x) for x in grid_dims)}]")
-            lines.append("  values:   # values[i][j][l]: m = m[i], n = n[j], k = k[l]")
-        for plane in values:
-            rows = ", ".join(f"[{', '.join(f'{v:.4g}' for v in row)}]" for row in plane)
-            lines.append(f"    - [{rows}]")
+        lines += _shape_tables(m, d)
     if d.attention_curve:
         lines.append(f"attention_efficiency:   # [FLOPs of one causal attention op, fraction of "
                      f"peak {g.attention_dtype}]; measured")
