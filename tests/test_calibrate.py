@@ -749,3 +749,49 @@ def test_op_benchmark_times_every_op_when_memory_allows_one_cold_op_at_a_time():
     for op, points in m.ops.items():
         assert [p.params["numel"] for p in points] == list(grid.op_numels)
         assert all(p.params["cold"] == (op in COLD) and p.time.median > 0 for p in points)
+
+
+def test_decode_attention_points_are_what_the_engine_prices_one_query_at(calibrated):
+    """Each decode point (one query per sequence over S keys, timed): FLOPs by the rule
+    2*B*H*S*(D+D); the engine prices an attention op of one query at that geometry, forward,
+    at the mean rate of the points that share its FLOPs per (batch, head) slice (the curve's
+    x), plus the launch; an op of more queries or a backward one does not read that curve."""
+    import numpy as np
+
+    from archcost.cost.compute import CURVE_ATTENTION, roofline_seconds
+
+    doc, gpu_path, _, _ = calibrated
+    gpu = load_gpu(str(gpu_path))
+    rec = yaml.safe_load(Path(gpu_path).read_text())["calibration"]["attention_decode"]
+    grid = grid_for("cpu", quick=True)
+    pts = rec["points"]
+    assert [(p["batch"], p["heads"], p["keys"], p["head_dim"]) for p in pts] == \
+        list(grid.attention_decode_shapes)
+    assert gpu.attention_decode_efficiency is not None
+    assert [list(p) for p in gpu.attention_decode_efficiency.points] == \
+        doc["attention_decode_efficiency"]
+    peak, launch = gpu.peak_flops_per_s[rec["dtype"]], gpu.kernel_launch_s
+    rates: dict[int, list[float]] = {}
+    for p in pts:
+        assert p["flops"] == 4 * p["batch"] * p["heads"] * p["keys"] * p["head_dim"]
+        rates.setdefault(p["flops"] // (p["batch"] * p["heads"]), []).append(
+            p["flops"] / kernel_seconds(p["median_s"], launch))
+
+    def priced(p, queries, backward):
+        b, h, s, d = p["batch"], p["heads"], p["keys"], p["head_dim"]
+        attn = np.array([[d, queries, s, 0.0, float(backward)]])
+        t, _ = roofline_seconds(gpu, np.array([float(p["flops"])]), np.zeros(1),
+                                np.array([peak]), np.array([CURVE_ATTENTION]),
+                                np.zeros(1, dtype=np.int64), np.array([launch]),
+                                slices=np.array([float(b * h)]), attn=attn)
+        return float(t[0])
+
+    for p in pts:
+        want = sum(rates[p["flops"] // (p["batch"] * p["heads"])]) / len(
+            rates[p["flops"] // (p["batch"] * p["heads"])])
+        if want < peak:  # else clipped to 1
+            got = p["flops"] / (priced(p, 1, False) - launch)
+            assert got == pytest.approx(want, rel=2 * ROUNDING), p
+        assert priced(p, 4, False) != pytest.approx(priced(p, 1, False), rel=1e-3) or \
+            gpu.attention_head_efficiency is None
+        assert priced(p, 1, True) == pytest.approx(priced(p, 4, True))

@@ -150,6 +150,7 @@ def summary(m, d, written: dict[str, str]) -> dict[str, Any]:
         "matmul_efficiency": [list(p) for p in d.matmul_curve],
         "attention_efficiency": [list(p) for p in d.attention_curve or ()],
         "attention_head_efficiency": [list(p) for p in d.attention_slice_curve or ()],
+        "attention_decode_efficiency": [list(p) for p in d.attention_decode_curve or ()],
         "attention_held_out_rms_log_error": d.attention_held_out,
         "attention_kernels": d.attention_tables,
         "memory_bandwidth_bytes_per_s": d.mem_bw,

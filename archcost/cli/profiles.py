@@ -186,6 +186,8 @@ def _gpu_rows(g) -> list[tuple[str, str]]:
         ("attention efficiency (FLOPs=fraction)", _curve(g.attention_efficiency)),
         *([("attention per (batch, head) slice (FLOPs=fraction)",
             _curve(g.attention_head_efficiency))] if g.attention_head_efficiency else []),
+        *([("decode attention per (batch, head) slice (FLOPs=fraction)",
+            _curve(g.attention_decode_efficiency))] if g.attention_decode_efficiency else []),
         *[(f"attention kernel {k} (head dim x seq)", _attention(t))
           for k, t in g.attention_kernels.items()],
         ("memory efficiency (bytes=fraction)", _curve(g.memory_efficiency, fmt.nbytes)),

@@ -54,7 +54,8 @@ PEAK_KEY = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16",
             "mxfp8": "mxfp8", "nvfp4": "nvfp4"}
 LOW_PRECISION_KEYS = ("fp8", "mxfp8", "nvfp4")
 TENSOR_CORE_CLASSES = ("matmul", "conv", "attention")
-CURVE_MATMUL, CURVE_ATTENTION, CURVE_CONV, CURVE_ATTENTION_SLICE, CURVE_CONV_BACKWARD = range(5)
+(CURVE_MATMUL, CURVE_ATTENTION, CURVE_CONV, CURVE_ATTENTION_SLICE, CURVE_CONV_BACKWARD,
+ CURVE_ATTENTION_DECODE) = range(6)
 BATCHED_MATMULS = ("aten.bmm", "aten.baddbmm")  # (b, m, k) @ (b, k, n): read as (b*m, n, k)
 # priced by (m, n, k)
 SHAPED_MATMULS = ("aten.mm", "aten.addmm", "aten._scaled_mm", *BATCHED_MATMULS)
@@ -81,9 +82,9 @@ def curve_for(op_class: str, op: str = "") -> int:
 def _curve_rows(gpu) -> list:
     """The compute curves in CURVE_* order, each falling back as the profile lacks it."""
     conv = gpu.conv_efficiency or gpu.matmul_efficiency
-    return [gpu.matmul_efficiency, gpu.attention_efficiency, conv,
-            gpu.attention_head_efficiency or gpu.attention_efficiency,
-            gpu.conv_backward_efficiency or conv]
+    per_slice = gpu.attention_head_efficiency or gpu.attention_efficiency
+    return [gpu.matmul_efficiency, gpu.attention_efficiency, conv, per_slice,
+            gpu.conv_backward_efficiency or conv, gpu.attention_decode_efficiency or per_slice]
 
 
 @dataclass(frozen=True)
@@ -267,15 +268,23 @@ def floor_seconds(gpu, phases) -> np.ndarray:
     return _by_phase(gpu.host_floor_s, phases)
 
 
-def _per_slice(gpu, curve: np.ndarray, flops: np.ndarray, slices: np.ndarray | None
-               ) -> tuple[np.ndarray, np.ndarray]:
+def _per_slice(gpu, curve: np.ndarray, flops: np.ndarray, slices: np.ndarray | None,
+               attn: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(curve, size) per op: attention ops with known slices read the profile's per-slice
-    attention curve at their FLOPs per slice; every other op its curve at its FLOPs."""
+    attention curve at their FLOPs per slice, a forward of one query (``attn``: a decode
+    step's) its decode curve where it has one; every other op its curve at its FLOPs."""
     size = np.asarray(flops, dtype=np.float64)
-    if gpu.attention_head_efficiency is None or slices is None:
+    if slices is None or (gpu.attention_head_efficiency is None
+                          and gpu.attention_decode_efficiency is None):
         return curve, size
     hit = (curve == CURVE_ATTENTION) & (slices > 0)
-    return (np.where(hit, CURVE_ATTENTION_SLICE, curve),
+    decode = np.zeros(len(size), dtype=bool)
+    if gpu.attention_decode_efficiency is not None and attn is not None and len(size):
+        rows = np.asarray(attn, dtype=np.float64).reshape(-1, 5)
+        decode = hit & (rows[:, 1] > 0) & (rows[:, 1] <= 1) & (rows[:, 4] == 0)
+    if gpu.attention_head_efficiency is None:
+        hit = decode
+    return (np.where(decode, CURVE_ATTENTION_DECODE, np.where(hit, CURVE_ATTENTION_SLICE, curve)),
             np.where(hit, size / np.where(hit, slices, 1.0), size))
 
 
@@ -341,7 +350,7 @@ def _folded(gpu, flops, peak, curve, slices, mnk, keys, attn, attention_kernel
                              keys)
     curve, peak = _per_kernel(gpu, curve, peak, attn, attention_kernel)
     peak = peak * gpu.sustained_clock  # the share of the tables' clock a training step holds
-    curve, size = _per_slice(gpu, curve, flops, slices)
+    curve, size = _per_slice(gpu, curve, flops, slices, attn)
     return curve, peak, size * scale
 
 

@@ -121,6 +121,9 @@ class Grid:
     attention_table_seqs: tuple[int, ...] = ()
     attention_table_tokens: int = 0
     attention_table_hidden: int = 0
+    # (batch, heads, keys, head dim) of decode attention: one query per sequence against the
+    # keys, no mask, timed on warm operands -> attention_decode_efficiency
+    attention_decode_shapes: tuple[tuple[int, int, int, int], ...] = ()
 
     @property
     def table_m_dims(self) -> tuple[int, ...]:
@@ -165,7 +168,9 @@ def grid_for(device: str, quick: bool) -> Grid:
                         matmul_table_max_flops=2 ** 28, matmul_table_dtypes=dts,
                         attention_table_kernels=("math", "cpu-flash"),
                         attention_table_head_dims=(16, 32), attention_table_seqs=(64, 128),
-                        attention_table_tokens=256, attention_table_hidden=64)
+                        attention_table_tokens=256, attention_table_hidden=64,
+                        attention_decode_shapes=((1, 8, 128, 32), (8, 4, 256, 16),
+                                                 (2, 8, 512, 64)))
         return Grid(dts, _squares(64, 2048) + ((2048, 2048, 64), (64, 2048, 2048), (2048, 128, 1024)),
                     # head dims 16-128 at one batch x heads, and a second batch: tells a rate
                     # that follows the (batch, head) slice from one that follows the op
@@ -194,7 +199,14 @@ def grid_for(device: str, quick: bool) -> Grid:
                     matmul_table_dtypes=dts,
                     attention_table_kernels=("math", "cpu-flash"),
                     attention_table_head_dims=(32, 64), attention_table_seqs=(128, 256, 512),
-                    attention_table_tokens=2048, attention_table_hidden=256)
+                    attention_table_tokens=2048, attention_table_hidden=256,
+                    # a decode step's SDPA: memory-bound on the keys and values, its rate by
+                    # the FLOPs of a (batch, head) slice unlike a square one's at the same FLOPs
+                    # (one query over 149 keys, 8 heads of 32, priced 9.3 us from the square
+                    # cells' curve, took 14-17 us alone; at batch 8, 54 us against 101-108 us)
+                    attention_decode_shapes=tuple((b, 8, s, d) for b in (1, 8)
+                                                  for s in (64, 128, 256, 512, 1024, 2048)
+                                                  for d in (16, 32, 64, 128)))
     dts = ("fp32", "tf32", "bf16", "fp16", "fp8")
     if quick:
         return Grid(dts, _squares(256, 4096)[::2] + ((4096, 4096, 256),), "bf16",
@@ -230,7 +242,8 @@ def grid_for(device: str, quick: bool) -> Grid:
 def count_points(grid: Grid, nproc: int) -> int:
     """Benchmark points of a run: what a progress bar counts."""
     n = len(grid.dtypes) * len(grid.matmul_shapes) + len(grid.attention_shapes)
-    n += len(grid.table_cells())
+    n += len(grid.table_cells()) * max(1, len(grid.matmul_table_dtypes))
+    n += len(grid.attention_decode_shapes)
     n += len(grid.attention_table_kernels) * len(attention_cells(grid)) * 2
     n += 2 * len(grid.memory_bytes) + 1  # copy and add per size, the launch
     n += len(grid.conv_shapes) + len(grid.op_numels) + 2  # + the overheads, the dispatch
@@ -287,6 +300,7 @@ class Measurements:
     matmul: dict[str, list[Point]] = field(default_factory=dict)
     matmul_table: dict[str, list[Point]] = field(default_factory=dict)  # dtype -> (m, n, k) cells
     attention: list[Point] = field(default_factory=list)
+    attention_decode: list[Point] = field(default_factory=list)  # one query per sequence
     attention_table: list[Point] = field(default_factory=list)  # per backend, attnbench.py
     memory: list[Point] = field(default_factory=list)
     conv: list[Point] = field(default_factory=list)
@@ -584,6 +598,33 @@ def _measure_attention(m: Measurements, device: str, grid: Grid, progress: Progr
         progress(f"attention {grid.attention_dtype} seq {s}")
 
 
+def _measure_attention_decode(m: Measurements, device: str, grid: Grid,
+                              progress: Progress) -> None:
+    """Decode attention: one query per sequence over ``keys`` keys and values, no mask (the
+    query is the last position: every key is visible), operands reused (a step's cache was
+    written or read a layer before)."""
+    import torch
+    import torch.nn.functional as F
+
+    sync = _sync_for(device)
+    tdt = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[grid.attention_dtype]
+    fns = []
+    for b, h, s, d in grid.attention_decode_shapes:
+        q = torch.randn(b, h, 1, d, device=device, dtype=tdt)
+        k, v = (torch.randn(b, h, s, d, device=device, dtype=tdt) for _ in range(2))
+        fns.append(lambda q=q, k=k, v=v: F.scaled_dot_product_attention(q, k, v))
+    for (b, h, s, d), timed in zip(grid.attention_decode_shapes, _time_calls(fns, sync, grid)):
+        params = {"batch": b, "heads": h, "keys": s, "head_dim": d}
+        if timed.samples is None:
+            m.skipped.append({"bench": "attention_decode", **params,
+                              "reason": f"one call takes over {grid.max_call_s} s"})
+        else:
+            m.attention_decode.append(Point("attention_decode", params,
+                                            sdpa_flops(b, h, 1, s, d, d, False),
+                                            spread(timed.samples), timed.iters))
+        progress(f"decode attention {grid.attention_dtype} keys {s} d={d}")
+
+
 def _measure_memory(m: Measurements, device: str, grid: Grid, progress: Progress) -> None:
     import torch
 
@@ -770,6 +811,8 @@ def measure(device: str, nproc: int, grid: Grid, progress: Progress | None = Non
         _measure_matmul_table(m, device, grid, report, arena)
         del arena
         _measure_attention(m, device, grid, report)
+        if grid.attention_decode_shapes:
+            _measure_attention_decode(m, device, grid, report)
         _measure_memory(m, device, grid, report)
         measure_conv(m, device, grid, report)
         if grid.op_numels:
@@ -855,6 +898,8 @@ class Derived:
     attention_curve: tuple[tuple[int, float], ...] | None
     # by the FLOPs of one (batch, head) slice: kept when it predicts held-out points better
     attention_slice_curve: tuple[tuple[int, float], ...] | None
+    # decode attention (one query) by the FLOPs of one (batch, head) slice; None: not measured
+    attention_decode_curve: tuple[tuple[int, float], ...] | None
     attention_held_out: dict[str, float]  # curve indexing -> rms log error, leave one out
     # kernel -> {head_dims, seq_lens, values[phase][mask][d][s]}: attnbench.fit_attention_tables
     attention_tables: dict[str, dict[str, Any]]
@@ -918,6 +963,13 @@ def derive(m: Measurements) -> Derived:
                         "by_slice_flops": held_out_error(per_slice, secs, peak, work=flops)}
             if held_out["by_slice_flops"] < held_out["by_op_flops"]:
                 attention_slice = efficiency_curve(per_slice, secs, peak, work=flops)
+    decode = None
+    if m.attention_decode and m.grid.attention_dtype in peaks:
+        secs = [kernel_seconds(p.time.median, launch) for p in m.attention_decode]
+        per_slice = [p.size // (p.params["batch"] * p.params["heads"])
+                     for p in m.attention_decode]
+        decode = efficiency_curve(per_slice, secs, peaks[m.grid.attention_dtype],
+                                  work=[p.size for p in m.attention_decode])
     tables = {}
     if m.attention_table and m.grid.attention_dtype in peaks:
         tables = fit_attention_tables(m.attention_table, launch, peaks[m.grid.attention_dtype],
@@ -953,6 +1005,7 @@ def derive(m: Measurements) -> Derived:
     return Derived(peaks=peaks, reference_dtype=ref, matmul_curve=curves[ref],
                    matmul_table=shape_fits,
                    attention_curve=attention, attention_slice_curve=attention_slice,
+                   attention_decode_curve=decode,
                    attention_held_out=held_out, attention_tables=tables, mem_bw=mem_bw,
                    memory_curve=memory_curve, launch_s=launch, conv_curve=conv,
                    conv_backward_curve=conv_backward, op_curves=op_curves,

@@ -154,6 +154,9 @@ class GpuProfile:
     # CPU an attention's rate follows its sequence length and head dim, not its batch x heads
     # (None: attention_efficiency by the op's FLOPs)
     attention_head_efficiency: EfficiencyCurve | None = None
+    # attention ops of one query (a decode step's) by the FLOPs of one (batch, head) slice;
+    # None: they read the curves above
+    attention_decode_efficiency: EfficiencyCurve | None = None
     # matmuls (mm, addmm; bmm, baddbmm as (b*m, n, k)) by their (m, n, k), per dtype key
     # (``ALL_DTYPES``: every dtype, what a CUDA calibration writes; a CPU one writes fp32 and
     # bf16); fractions of the peak of each op's
@@ -227,6 +230,7 @@ class GpuProfile:
             matmul_efficiency=curve(self.matmul_efficiency),
             attention_efficiency=curve(self.attention_efficiency),
             attention_head_efficiency=curve(self.attention_head_efficiency),
+            attention_decode_efficiency=curve(self.attention_decode_efficiency),
             conv_efficiency=curve(self.conv_efficiency),
             conv_backward_efficiency=curve(self.conv_backward_efficiency),
             matmul_shape_efficiency={k: t.scaled(flops)
@@ -370,6 +374,7 @@ GPU_FIELDS: dict[str, Any] = {
     "host_link_bandwidth": Quantity.BANDWIDTH, "host_memory_bandwidth": Quantity.BANDWIDTH,
     "calibration": "mapping", "conv_efficiency": "curve", "op_efficiency": "curves",
     "op_overhead": "times", "dispatch_overhead": "times", "attention_head_efficiency": "curve",
+    "attention_decode_efficiency": "curve",
     "conv_backward_efficiency": "curve", "matmul_shape_efficiency": "shape table",
     "attention_kernels": "attention tables", "sm_count": "count",
     "sustained_clock": "fraction", "sparse_peak_flops": "sparse peaks",
@@ -379,7 +384,7 @@ GPU_FIELDS: dict[str, Any] = {
 GPU_OPTIONAL = {"price_per_gpu_hour", "attention_efficiency", "host_link_bandwidth",
                 "host_memory_bandwidth", "calibration", "conv_efficiency", "op_efficiency",
                 "op_overhead", "dispatch_overhead", "attention_head_efficiency",
-                "conv_backward_efficiency",
+                "attention_decode_efficiency", "conv_backward_efficiency",
                 "matmul_shape_efficiency", "attention_kernels", "sm_count", "sustained_clock",
                 "sparse_peak_flops", "unified_memory", "host_ahead"}
 FIELD_EXAMPLES = {  # shown when a field is missing
@@ -492,6 +497,7 @@ def gpu_from_dict(data: dict[str, Any], path: str) -> GpuProfile:
         conv_efficiency=_optional_curve(r, data, "conv_efficiency"),
         conv_backward_efficiency=_optional_curve(r, data, "conv_backward_efficiency"),
         attention_head_efficiency=_optional_curve(r, data, "attention_head_efficiency"),
+        attention_decode_efficiency=_optional_curve(r, data, "attention_decode_efficiency"),
         matmul_shape_efficiency=read_shape_tables(r, data, DTYPES),
         attention_kernels=read_attention_tables(r, data),
         op_efficiency=_op_curves(r, data),

@@ -91,6 +91,11 @@ def gpu_calibration(m: Measurements, d: Derived, command: str) -> dict[str, Any]
                       "held_out_rms_log_error": {k: _r(v, 3)
                                                  for k, v in d.attention_held_out.items()},
                       "points": [_point(p, "flops") for p in m.attention]},
+        "attention_decode": {"op": "scaled_dot_product_attention of a (B, H, 1, D) query "
+                                   "over (B, H, S, D) keys and values, no mask",
+                             "dtype": m.grid.attention_dtype,
+                             "flops": "2*B*H*1*S*(D+D) (archcost/trace/rules_attention.py)",
+                             "points": [_point(p, "flops") for p in m.attention_decode]},
         "attention_tables": {
             "op": "scaled_dot_product_attention under torch.nn.attention.sdpa_kernel(backend); "
                   "backward: torch.autograd.grad of its output, graph retained",
@@ -280,6 +285,11 @@ def gpu_yaml(m: Measurements, d: Derived, *, name: str, command: str, tdp_w: flo
         lines.append(f"  # it predicts held-out points to {held['by_slice_flops']:.0%} (rms), "
                      f"the curve by op FLOPs to {held['by_op_flops']:.0%}")
         lines += _curve(d.attention_slice_curve)
+    if d.attention_decode_curve:
+        lines.append("attention_decode_efficiency:   # [FLOPs of one (batch, head) slice, "
+                     f"fraction of peak {g.attention_dtype}]; measured on one query per sequence "
+                     "(a decode step's attention); used for attention ops of one query")
+        lines += _curve(d.attention_decode_curve)
     lines += _attention_tables(m, d)
     lines.append("memory_efficiency:      # [bytes moved by one op, fraction of memory_bandwidth]; "
                  "measured")
