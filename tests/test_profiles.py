@@ -652,6 +652,51 @@ def test_refinements_load_and_the_engine_uses_them_exactly(tmp_path):
     assert t2[3] == pytest.approx(1e8 / (peak[3] * conv_eff) + 20e-6, rel=1e-12)
 
 
+def test_gelus_tanh_form_reads_its_own_curve_traced_and_priced(tmp_path):
+    """The trace keys GELU's tanh approximation apart from the exact form, forward and
+    backward (the calls' own ``approximate``); a profile with a curve per form prices each by
+    its own (closed form), and a profile calibrated before the forms were timed apart prices
+    the tanh form by aten.gelu's curve."""
+    import torch
+    import torch.nn.functional as F
+
+    from archcost.cost.compute import compute_times, lower
+    from archcost.trace.graph import efficiency_key
+    from archcost.trace.recorder import CaptureState, Recorder
+    from archcost.trace.repeats import RepeatTracker
+
+    x = torch.randn(64, 1024, requires_grad=True)
+    state = CaptureState(RepeatTracker.empty())
+    with Recorder(state):
+        (F.gelu(x, approximate="tanh").sum() + F.gelu(x).sum()).backward()
+    keys = [efficiency_key(r) for r in state.records if r.op.startswith("aten.gelu")]
+    assert sorted(keys) == ["aten.gelu", "aten.gelu(tanh)", "aten.gelu_backward",
+                            "aten.gelu_backward(tanh)"]
+
+    import networkx as nx
+
+    def graph(keys):
+        g = nx.DiGraph()
+        for i, key in enumerate(keys):
+            g.add_node(i, op=key.split("(")[0], efficiency_key=key, index=i, flops=0,
+                       bytes_read=1_000_000, bytes_written=0, count=1, op_class="elementwise",
+                       out_dtypes=["float32"], phase="forward", module="", launches=1.0)
+        return g
+
+    tanh_curve = "  aten.gelu(tanh): [[1.0e+4, 0.002], [1.0e+7, 0.008]]\n"
+    both = load_gpu(_cpu_with(tmp_path, _REFINED.replace("op_overhead", tanh_curve + "op_overhead"),
+                              "both.yaml"))
+    older = load_gpu(_cpu_with(tmp_path, _REFINED, "older.yaml"))
+    arrays = lower(graph(["aten.gelu", "aten.gelu(tanh)"]))
+    bw, over = both.mem_bw_bytes_per_s, both.overhead_s("forward")
+    at = (6 - 4) / (7 - 4)  # 1e6 bytes, log10-linear between the points
+    exact, tanh = 0.01 + 0.03 * at, 0.002 + 0.006 * at
+    t = compute_times(arrays, both).seconds
+    assert t == pytest.approx([1e6 / (bw * exact) + over, 1e6 / (bw * tanh) + over], rel=1e-12)
+    t = compute_times(arrays, older).seconds
+    assert t == pytest.approx([1e6 / (bw * exact) + over] * 2, rel=1e-12)
+
+
 def test_where_the_host_runs_ahead_its_time_per_op_is_a_floor_not_an_addition(tmp_path):
     """host_ahead (a GPU calibrated by archcost): an op takes max(roofline + kernel_launch,
     its phase's host figure); a view (no FLOPs, no bytes) still takes nothing; the inference

@@ -109,6 +109,8 @@ class OpArrays:
     # GEMMs on a 2:4-sparse operand (the ``sparsity`` a fused ``dequant`` prologue marks);
     # None: none
     sparse: np.ndarray | None = None
+    # each op's key among the per-op efficiency curves (``op_curve_key``); None: its name
+    curve_key: list[str] | None = None
 
 
 def op_slices(d: dict) -> int:
@@ -151,6 +153,7 @@ def lower(g: nx.DiGraph) -> OpArrays:
     return OpArrays(
         node=np.array([n for n, _ in nodes], dtype=np.int64),
         op=[d["op"] for _, d in nodes],
+        curve_key=[op_curve_key(d) for _, d in nodes],
         flops=np.array([d["flops"] for _, d in nodes], dtype=np.float64),
         nbytes=np.array([d["bytes_read"] + d["bytes_written"] for _, d in nodes], dtype=np.float64),
         count=np.array([d["count"] for _, d in nodes], dtype=np.float64),
@@ -246,10 +249,19 @@ def _memory_curves(gpu) -> list:
     return [gpu.memory_efficiency] + [gpu.op_efficiency[k] for k in sorted(gpu.op_efficiency)]
 
 
-def memory_curve_index(gpu, ops) -> np.ndarray:
-    """Row of each op's memory-efficiency curve (0: the profile's memory_efficiency)."""
+def op_curve_key(d: dict) -> str:
+    """A node's key among the per-op efficiency curves (``trace.graph.efficiency_key``: the op
+    name, with its form where forms differ in speed); the op name for graphs traced before."""
+    return d.get("efficiency_key") or d["op"]
+
+
+def memory_curve_index(gpu, keys) -> np.ndarray:
+    """Row of each op's memory-efficiency curve by its key (``op_curve_key``; a form without a
+    curve of its own reads its op's: a profile calibrated before forms were timed apart), 0:
+    the profile's memory_efficiency."""
     rows = {k: i + 1 for i, k in enumerate(sorted(gpu.op_efficiency))}
-    return np.array([rows.get(op, 0) for op in ops], dtype=np.int64)
+    return np.array([rows.get(k) or rows.get(k.split("(")[0], 0) for k in keys],
+                    dtype=np.int64)
 
 
 def _by_phase(figure, phases) -> np.ndarray:
@@ -390,7 +402,7 @@ def compute_times(arrays: OpArrays, gpu, attention_kernel: str | None = None) ->
     ``attention_kernel`` where the profile has attention tables."""
     peak = _peaks(arrays, gpu)
     t, bound = roofline_seconds(gpu, arrays.flops, arrays.nbytes, peak, _op_curves(arrays),
-                                memory_curve_index(gpu, arrays.op),
+                                memory_curve_index(gpu, arrays.curve_key or arrays.op),
                                 overhead_seconds(gpu, arrays.phase) * arrays.launches,
                                 arrays.slices, arrays.mnk,
                                 peak_keys(arrays.dtype), arrays.attn, attention_kernel,
@@ -420,7 +432,9 @@ def class_roofline_parts(arrays: OpArrays, gpu, attention_kernel: str | None = N
             eff = by_curve[c].at(size[i]) if cls in TENSOR_CORE_CLASSES and c >= 0 else 1.0
             row["compute_s"] += n * arrays.flops[i] / (peak[i] * eff)
         if arrays.nbytes[i] > 0:
-            mem = gpu.op_efficiency.get(arrays.op[i], gpu.memory_efficiency)
+            key = (arrays.curve_key or arrays.op)[i]
+            mem = (gpu.op_efficiency.get(key) or gpu.op_efficiency.get(key.split("(")[0])
+                   or gpu.memory_efficiency)
             row["memory_s"] += n * arrays.nbytes[i] / (gpu.mem_bw_bytes_per_s *
                                                        mem.at(arrays.nbytes[i]))
     return out

@@ -39,6 +39,7 @@ from archcost.cost.compute import (
     TENSOR_CORE_CLASSES,
     curve_for,
     op_attention,
+    op_curve_key,
     op_dtype,
     op_mnk,
     op_slices,
@@ -70,7 +71,7 @@ class OpTable:
     section: np.ndarray  # int8: SECTION_*
     phase: np.ndarray  # int8: PHASE_CODES
     curve: np.ndarray  # int64: efficiency curve (cost.compute.curve_for)
-    op: tuple[str, ...]  # aten op names (per-op memory curves of a calibrated profile)
+    op: tuple[str, ...]  # aten op names
     dtype: tuple[str, ...]  # what the op computes in (cost.compute.op_dtype): picks the peak
     tensor_core: np.ndarray  # bool: runs at the tensor-core peak of its dtype
     flops: np.ndarray  # float64
@@ -107,6 +108,9 @@ class OpTable:
     # FLOPs, no bytes, not inside a fused kernel); the roofline gives them no time, eager
     # Python pays their dispatch (``infer.price``); None: none
     dispatch_only: np.ndarray | None = None
+    # each op's key among the per-op memory curves of a calibrated profile
+    # (cost.compute.op_curve_key); empty: its name
+    curve_key: tuple[str, ...] = ()
 
     @property
     def kernels(self) -> np.ndarray:
@@ -405,7 +409,7 @@ def _op_table(g: nx.DiGraph, rep: tuple[str, ...], layers: int, width_numel: int
                                              "flops", "nbytes", "fixed", "count", "sp_only",
                                              "attention", "slices", "mnk", "grows",
                                              "launches", "batched", "attn", "expert",
-                                             "sparse", "dispatch_only")}
+                                             "sparse", "dispatch_only", "curve_key")}
     opt: dict[str, list] = {k: [] for k in cols}
     fixed, growth = _fixed_bytes(pairs), _mnk_growth(pairs)
     model_flops = recompute_flops = 0.0
@@ -424,6 +428,7 @@ def _op_table(g: nx.DiGraph, rep: tuple[str, ...], layers: int, width_numel: int
         target["phase"].append(PHASE_CODES.get(d["phase"], 0))
         target["curve"].append(curve_for(cls, d["op"]))
         target["op"].append(d["op"])
+        target["curve_key"].append(op_curve_key(d))
         target["dtype"].append(op_dtype(d))
         target["tc"].append(cls in TENSOR_CORE_CLASSES)
         target["flops"].append(float(d["flops"]))
@@ -456,6 +461,7 @@ def _op_table(g: nx.DiGraph, rep: tuple[str, ...], layers: int, width_numel: int
             phase=np.array(c["phase"], dtype=np.int8),
             curve=np.array(c["curve"], dtype=np.int64),
             op=tuple(c["op"]),
+            curve_key=tuple(c["curve_key"]),
             dtype=tuple(c["dtype"]),
             tensor_core=np.array(c["tc"], dtype=bool),
             flops=np.array(c["flops"], dtype=np.float64),

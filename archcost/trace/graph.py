@@ -28,6 +28,19 @@ __all__ = ["build_graph", "expand_repeats", "graph_text"]
 _IN_PLACE_SUFFIX = "_"
 
 
+
+# ops whose forms run at different speeds under one name: each form its own per-op curve
+_FORMS = {"aten.gelu": "approximate", "aten.gelu_backward": "approximate"}
+
+
+def efficiency_key(rec) -> str:
+    """The op's key among a profile's per-op efficiency curves: its name, with its form where
+    one name has forms of different speed (GELU's tanh approximation: ``aten.gelu(tanh)``,
+    4.4x the exact form's time on an AVX-512 CPU, where a GPU streams both at its bandwidth)."""
+    arg = _FORMS.get(rec.op)
+    form = rec.named.get(arg, "none") if arg else "none"
+    return f"{rec.op}({form})" if form != "none" else rec.op
+
 def build_graph(records: list[OpRecord], graph_attrs: dict | None = None) -> nx.DiGraph:
     """Apply the op rules to every record and connect producers to consumers."""
     g = nx.DiGraph(**(graph_attrs or {}))
@@ -61,6 +74,7 @@ def build_graph(records: list[OpRecord], graph_attrs: dict | None = None) -> nx.
             uses_storage_of=uses,
             held_by_caller=bool(rec.extra.get("held_by_caller", False)),
             attention_shape=attention_geometry(rec),
+            efficiency_key=efficiency_key(rec),
         )
         seen: set[int] = set()
         for t in iter_tensors((rec.args, rec.kwargs)):
