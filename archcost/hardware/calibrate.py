@@ -607,7 +607,8 @@ def _measure_attention_decode(m: Measurements, device: str, grid: Grid,
     import torch.nn.functional as F
 
     sync = _sync_for(device)
-    tdt = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[grid.attention_dtype]
+    tdt = {"fp32": torch.float32, "bf16": torch.bfloat16,
+           "fp16": torch.float16}[grid.attention_dtype]
     fns = []
     for b, h, s, d in grid.attention_decode_shapes:
         q = torch.randn(b, h, 1, d, device=device, dtype=tdt)

@@ -212,7 +212,8 @@ def _size_of(fn: Callable[[], Any], op: str, key: str) -> int:
 
 # ops a training step runs on data that is not in cache: backward kernels read activations
 # saved in forward, the optimizer's in-place updates read states touched once a step
-COLD = frozenset({"aten.gelu_backward", "aten.gelu_backward(tanh)", "aten.silu_backward", "aten.threshold_backward",
+COLD = frozenset({"aten.gelu_backward", "aten.gelu_backward(tanh)", "aten.silu_backward",
+                  "aten.threshold_backward",
                   "aten._softmax_backward_data", "aten._log_softmax_backward_data",
                   "aten.native_layer_norm_backward", "aten.native_batch_norm_backward",
                   "aten.mul_", "aten.add_", "aten.lerp_", "aten.addcmul_", "aten.addcdiv_",

@@ -179,7 +179,8 @@ def _rows(w: Workload, ops: OpTable, gpu, peaks, r: Recompute, combos: np.ndarra
     peaks = np.where(beside[None, :] & (tp > 1), peaks[None, :] * (1.0 - share), peaks[None, :])
     flops, nbytes, slices, mnk = sharded_work(ops, combos)
     t, _ = roofline_seconds(gpu, flops, nbytes, peaks.ravel(),
-                            np.tile(ops.curve, n), np.tile(memory_curve_index(gpu, ops.curve_key or ops.op), n),
+                            np.tile(ops.curve, n),
+                            np.tile(memory_curve_index(gpu, ops.curve_key or ops.op), n),
                             np.tile(_overheads(ops, gpu), n), slices, mnk,
                             peak_keys(ops.dtype) * n, attention_dims(ops, cp), attention_kernel,
                             np.tile(_floors(ops, gpu), n))
