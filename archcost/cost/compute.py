@@ -419,6 +419,8 @@ def class_roofline_parts(arrays: OpArrays, gpu, attention_kernel: str | None = N
     """
     out: dict[str, dict[str, float]] = {}
     by_curve = _curve_rows(gpu)
+    mem_curves = _memory_curves(gpu)
+    mem_rows = memory_curve_index(gpu, arrays.curve_key or arrays.op)
     peak = _peaks(arrays, gpu)
     curve, peak, size = _folded(gpu, arrays.flops, peak, _op_curves(arrays), arrays.slices,
                                 arrays.mnk, peak_keys(arrays.dtype), arrays.attn,
@@ -432,9 +434,7 @@ def class_roofline_parts(arrays: OpArrays, gpu, attention_kernel: str | None = N
             eff = by_curve[c].at(size[i]) if cls in TENSOR_CORE_CLASSES and c >= 0 else 1.0
             row["compute_s"] += n * arrays.flops[i] / (peak[i] * eff)
         if arrays.nbytes[i] > 0:
-            key = (arrays.curve_key or arrays.op)[i]
-            mem = (gpu.op_efficiency.get(key) or gpu.op_efficiency.get(key.split("(")[0])
-                   or gpu.memory_efficiency)
+            mem = mem_curves[mem_rows[i]]
             row["memory_s"] += n * arrays.nbytes[i] / (gpu.mem_bw_bytes_per_s *
                                                        mem.at(arrays.nbytes[i]))
     return out

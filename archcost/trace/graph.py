@@ -23,10 +23,9 @@ from archcost.trace.records import OpRecord, iter_tensors
 from archcost.trace.rules import compute_dtype, op_cost
 from archcost.trace.rules_attention import attention_geometry
 
-__all__ = ["build_graph", "expand_repeats", "graph_text"]
+__all__ = ["build_graph", "expand_repeats", "graph_text", "efficiency_key"]
 
 _IN_PLACE_SUFFIX = "_"
-
 
 
 # ops whose forms run at different speeds under one name: each form its own per-op curve
