@@ -646,7 +646,9 @@ def test_the_shape_table_reproduces_the_cells_it_timed(calibrated):
                                 np.zeros(len(pts), dtype=np.int64), np.full(len(pts), launch),
                                 mnk=mnk, keys=[dtype] * len(pts))
         for p, got in zip(pts, t):
-            if p["flops"] / kernel_seconds(p["median_s"], launch) < peak:  # else clipped to 1
+            # clamped to [1e-4, 1] as the curves are (a tiny bf16 matmul under load on an
+            # AMX host rated 2.8e-5 of its peak)
+            if 1e-4 < p["flops"] / kernel_seconds(p["median_s"], launch) / peak < 1.0:
                 want = kernel_seconds(p["median_s"], launch) + launch
                 assert got == pytest.approx(want, rel=2 * ROUNDING), (dtype, p)
         filled = [tuple(c) for c in table["filled_from_curve"]]
