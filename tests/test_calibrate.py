@@ -791,7 +791,7 @@ def test_decode_attention_points_are_what_the_engine_prices_one_query_at(calibra
     for p in pts:
         want = sum(rates[p["flops"] // (p["batch"] * p["heads"])]) / len(
             rates[p["flops"] // (p["batch"] * p["heads"])])
-        if want < peak:  # else clipped to 1
+        if 1e-4 * peak < want < peak:  # else clamped, as every curve is
             got = p["flops"] / (priced(p, 1, False) - launch)
             assert got == pytest.approx(want, rel=2 * ROUNDING), p
         assert priced(p, 4, False) != pytest.approx(priced(p, 1, False), rel=1e-3) or \
