@@ -577,31 +577,11 @@ def _skip(bench: str, dtype: str, shape: tuple[int, int, int], grid: Grid,
             "reason": f"one call takes over {grid.max_call_s} s ({why})"}
 
 
-def _measure_attention(m: Measurements, device: str, grid: Grid, progress: Progress) -> None:
-    import torch
-    import torch.nn.functional as F
-
-    sync = _sync_for(device)
-    tdt = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[grid.attention_dtype]
-    fns = []
-    for b, h, s, d in grid.attention_shapes:
-        q, k, v = (torch.randn(b, h, s, d, device=device, dtype=tdt) for _ in range(3))
-        fns.append(lambda q=q, k=k, v=v: F.scaled_dot_product_attention(q, k, v, is_causal=True))
-    for (b, h, s, d), timed in zip(grid.attention_shapes, _time_calls(fns, sync, grid)):
-        params = {"batch": b, "heads": h, "seq": s, "head_dim": d}
-        if timed.samples is None:
-            m.skipped.append({"bench": "attention", **params,
-                              "reason": f"one call takes over {grid.max_call_s} s"})
-        else:
-            m.attention.append(Point("attention", params, sdpa_flops(b, h, s, s, d, d, True),
-                                     spread(timed.samples), timed.iters))
-        progress(f"attention {grid.attention_dtype} seq {s}")
-
-
-def _measure_attention_decode(m: Measurements, device: str, grid: Grid,
-                              progress: Progress) -> None:
-    """Decode attention: one query per sequence over ``keys`` keys and values, no mask (the
-    query is the last position: every key is visible), operands reused (a step's cache was
+def _measure_attention(m: Measurements, device: str, grid: Grid, progress: Progress,
+                       decode: bool = False) -> None:
+    """Causal SDPA over ``grid.attention_shapes`` -> ``m.attention``; with ``decode``, one
+    query per sequence over the keys of ``grid.attention_decode_shapes``, no mask (the last
+    position sees every key) -> ``m.attention_decode``. Operands reused (a step's cache was
     written or read a layer before)."""
     import torch
     import torch.nn.functional as F
@@ -609,21 +589,25 @@ def _measure_attention_decode(m: Measurements, device: str, grid: Grid,
     sync = _sync_for(device)
     tdt = {"fp32": torch.float32, "bf16": torch.bfloat16,
            "fp16": torch.float16}[grid.attention_dtype]
+    shapes = grid.attention_decode_shapes if decode else grid.attention_shapes
+    bench, out = ("attention_decode", m.attention_decode) if decode else ("attention", m.attention)
     fns = []
-    for b, h, s, d in grid.attention_decode_shapes:
-        q = torch.randn(b, h, 1, d, device=device, dtype=tdt)
+    for b, h, s, d in shapes:
+        q = torch.randn(b, h, 1 if decode else s, d, device=device, dtype=tdt)
         k, v = (torch.randn(b, h, s, d, device=device, dtype=tdt) for _ in range(2))
-        fns.append(lambda q=q, k=k, v=v: F.scaled_dot_product_attention(q, k, v))
-    for (b, h, s, d), timed in zip(grid.attention_decode_shapes, _time_calls(fns, sync, grid)):
-        params = {"batch": b, "heads": h, "keys": s, "head_dim": d}
+        fns.append(lambda q=q, k=k, v=v: F.scaled_dot_product_attention(q, k, v,
+                                                                       is_causal=not decode))
+    for (b, h, s, d), timed in zip(shapes, _time_calls(fns, sync, grid)):
+        params = {"batch": b, "heads": h, "keys" if decode else "seq": s, "head_dim": d}
         if timed.samples is None:
-            m.skipped.append({"bench": "attention_decode", **params,
+            m.skipped.append({"bench": bench, **params,
                               "reason": f"one call takes over {grid.max_call_s} s"})
         else:
-            m.attention_decode.append(Point("attention_decode", params,
-                                            sdpa_flops(b, h, 1, s, d, d, False),
-                                            spread(timed.samples), timed.iters))
-        progress(f"decode attention {grid.attention_dtype} keys {s} d={d}")
+            out.append(Point(bench, params,
+                             sdpa_flops(b, h, 1 if decode else s, s, d, d, not decode),
+                             spread(timed.samples), timed.iters))
+        progress(f"{'decode ' if decode else ''}attention {grid.attention_dtype} "
+                 f"{'keys' if decode else 'seq'} {s}")
 
 
 def _measure_memory(m: Measurements, device: str, grid: Grid, progress: Progress) -> None:
@@ -813,7 +797,7 @@ def measure(device: str, nproc: int, grid: Grid, progress: Progress | None = Non
         del arena
         _measure_attention(m, device, grid, report)
         if grid.attention_decode_shapes:
-            _measure_attention_decode(m, device, grid, report)
+            _measure_attention(m, device, grid, report, decode=True)
         _measure_memory(m, device, grid, report)
         measure_conv(m, device, grid, report)
         if grid.op_numels:
