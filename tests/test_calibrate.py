@@ -206,11 +206,19 @@ def test_the_profile_reproduces_the_medians_it_was_fitted_to(calibrated):
         by_size: dict[int, list[float]] = {}
         for p in points:
             by_size.setdefault(p[key], []).append(p[key] / kernel_seconds(p["median_s"], launch))
-        for size, rates in by_size.items():
+        # clamped to [1e-4, 1] (on an AMX host the smallest bf16 matmul runs under 1e-4 of
+        # its peak) are checked by the clamp alone
+        mean = {size: sum(rates) / len(rates) for size, rates in by_size.items()}
+        kept = {size for size, rate in mean.items() if 1e-4 < rate / peak < 1.0}
+        for size, rate in mean.items():
             model_rate = peak * curve.at(size)
-            assert model_rate == pytest.approx(sum(rates) / len(rates), rel=1e-3), (key, size)
+            if size in kept:
+                assert model_rate == pytest.approx(rate, rel=1e-3), (key, size)
+            else:
+                assert model_rate == pytest.approx(peak * min(1.0, max(1e-4, rate / peak)),
+                                                   rel=1e-3), (key, size)
         for p in points:
-            if len(by_size[p[key]]) == 1:
+            if len(by_size[p[key]]) == 1 and p[key] in kept:
                 predicted = p[key] / (peak * curve.at(p[key])) + launch
                 expected = kernel_seconds(p["median_s"], launch) + launch
                 assert predicted == pytest.approx(expected, rel=1e-3)
