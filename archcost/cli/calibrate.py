@@ -162,7 +162,7 @@ def summary(m, d, written: dict[str, str]) -> dict[str, Any]:
         "memory_points": [{"op": p.bench, **p.params, "bytes_moved": p.size,
                            "median_s": p.time.median} for p in m.memory],
         "matmul_table": None if not d.matmul_table else {
-            "dtype": next(iter(d.matmul_table)) if len(d.matmul_table) == 1 else None,
+            "dtype": d.shared_table_dtype,
             "tables": {dt: {
                 "dims": list(t.dims), "m_dims": list(t.m_dims), "values": t.values,
                 "filled_from_curve": [list(c) for c in t.filled],

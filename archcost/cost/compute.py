@@ -41,6 +41,7 @@ import numpy as np
 from archcost.cost.kernels import roofline
 from archcost.hardware.sparsity import sparse_speedup
 from archcost.hardware.tables import ALL_DTYPES
+from archcost.trace.graph import key_op
 from archcost.trace.rules_attention import attention_slices
 
 __all__ = ["OpArrays", "ComputeResult", "lower", "compute_times", "roofline_seconds",
@@ -93,6 +94,7 @@ class OpArrays:
 
     node: np.ndarray  # node ids
     op: list[str]  # aten op names
+    curve_key: list[str]  # each op's key among the per-op efficiency curves (op_curve_key)
     flops: np.ndarray  # per occurrence
     nbytes: np.ndarray  # read + written per occurrence
     count: np.ndarray
@@ -109,8 +111,6 @@ class OpArrays:
     # GEMMs on a 2:4-sparse operand (the ``sparsity`` a fused ``dequant`` prologue marks);
     # None: none
     sparse: np.ndarray | None = None
-    # each op's key among the per-op efficiency curves (``op_curve_key``); None: its name
-    curve_key: list[str] | None = None
 
 
 def op_slices(d: dict) -> int:
@@ -260,8 +260,7 @@ def memory_curve_index(gpu, keys) -> np.ndarray:
     curve of its own reads its op's: a profile calibrated before forms were timed apart), 0:
     the profile's memory_efficiency."""
     rows = {k: i + 1 for i, k in enumerate(sorted(gpu.op_efficiency))}
-    return np.array([rows.get(k) or rows.get(k.split("(")[0], 0) for k in keys],
-                    dtype=np.int64)
+    return np.array([rows.get(k) or rows.get(key_op(k), 0) for k in keys], dtype=np.int64)
 
 
 def _by_phase(figure, phases) -> np.ndarray:
@@ -402,7 +401,7 @@ def compute_times(arrays: OpArrays, gpu, attention_kernel: str | None = None) ->
     ``attention_kernel`` where the profile has attention tables."""
     peak = _peaks(arrays, gpu)
     t, bound = roofline_seconds(gpu, arrays.flops, arrays.nbytes, peak, _op_curves(arrays),
-                                memory_curve_index(gpu, arrays.curve_key or arrays.op),
+                                memory_curve_index(gpu, arrays.curve_key),
                                 overhead_seconds(gpu, arrays.phase) * arrays.launches,
                                 arrays.slices, arrays.mnk,
                                 peak_keys(arrays.dtype), arrays.attn, attention_kernel,
@@ -420,7 +419,7 @@ def class_roofline_parts(arrays: OpArrays, gpu, attention_kernel: str | None = N
     out: dict[str, dict[str, float]] = {}
     by_curve = _curve_rows(gpu)
     mem_curves = _memory_curves(gpu)
-    mem_rows = memory_curve_index(gpu, arrays.curve_key or arrays.op)
+    mem_rows = memory_curve_index(gpu, arrays.curve_key)
     peak = _peaks(arrays, gpu)
     curve, peak, size = _folded(gpu, arrays.flops, peak, _op_curves(arrays), arrays.slices,
                                 arrays.mnk, peak_keys(arrays.dtype), arrays.attn,

@@ -899,6 +899,17 @@ class Derived:
     level_fit: CollectiveFit | None  # one (alpha, bw) for the link level: all ops together
     dispatch_s: dict[str, float] = field(default_factory=dict)  # view, module_call -> seconds
 
+    @property
+    def shared_table_dtype(self) -> str | None:
+        """The dtype of the one shape table every dtype reads (at its same-duration shape);
+        None with a table per dtype, or none."""
+        return next(iter(self.matmul_table)) if len(self.matmul_table) == 1 else None
+
+
+def _per_slice_flops(points: list[Point]) -> list[int]:
+    """The FLOPs of one (batch, head) slice of each attention point."""
+    return [p.size // (p.params["batch"] * p.params["heads"]) for p in points]
+
 
 def derive(m: Measurements) -> Derived:
     """Peaks, curves, bandwidth and collective fits from ``m`` (no timing: fit.py's rules)."""
@@ -921,10 +932,7 @@ def derive(m: Measurements) -> Derived:
     from archcost.hardware.profile import EfficiencyCurve
 
     shape_fits: dict[str, TableFit] = {}
-    for dt in table_dtypes(m):
-        pts = m.matmul_table.get(dt)
-        if not pts:
-            continue
+    for dt, pts in m.matmul_table.items():  # measured in table_dtypes' order: reference first
         by_flops = EfficiencyCurve(curves[dt])
         cells = {(p.params["m"], p.params["n"], p.params["k"]):
                  kernel_seconds(p.time.median, launch) for p in pts}
@@ -942,7 +950,7 @@ def derive(m: Measurements) -> Derived:
         peak = peaks[m.grid.attention_dtype]
         flops = [p.size for p in m.attention]
         attention = efficiency_curve(flops, secs, peak)
-        per_slice = [p.size // (p.params["batch"] * p.params["heads"]) for p in m.attention]
+        per_slice = _per_slice_flops(m.attention)
         if len(m.attention) >= 3:
             held_out = {"by_op_flops": held_out_error(flops, secs, peak),
                         "by_slice_flops": held_out_error(per_slice, secs, peak, work=flops)}
@@ -951,9 +959,8 @@ def derive(m: Measurements) -> Derived:
     decode = None
     if m.attention_decode and m.grid.attention_dtype in peaks:
         secs = [kernel_seconds(p.time.median, launch) for p in m.attention_decode]
-        per_slice = [p.size // (p.params["batch"] * p.params["heads"])
-                     for p in m.attention_decode]
-        decode = efficiency_curve(per_slice, secs, peaks[m.grid.attention_dtype],
+        decode = efficiency_curve(_per_slice_flops(m.attention_decode), secs,
+                                  peaks[m.grid.attention_dtype],
                                   work=[p.size for p in m.attention_decode])
     tables = {}
     if m.attention_table and m.grid.attention_dtype in peaks:

@@ -201,10 +201,11 @@ OPS = ("aten.gelu", "aten.gelu(tanh)", "aten.gelu_backward", "aten.gelu_backward
 def _size_of(fn: Callable[[], Any], op: str, key: str) -> int:
     """FLOPs or bytes of ``op`` (a form's key: its op's) in one call of ``fn``, by the cost
     rules."""
+    from archcost.trace.graph import key_op
     from archcost.trace.probe import probe
 
     _, ops = probe(fn)
-    sizes = [getattr(p, key) for p in ops if p.op == op.split("(")[0]]
+    sizes = [getattr(p, key) for p in ops if p.op == key_op(op)]
     if not sizes:
         raise RuntimeError(f"the {op} benchmark ran {[p.op for p in ops]}, not {op}")
     return int(sum(sizes))

@@ -75,8 +75,7 @@ def gpu_calibration(m: Measurements, d: Derived, command: str) -> dict[str, Any]
         "threads": m.threads, "elapsed_s": _r(m.elapsed_s, 3), "method": _method(m),
         "kernel_launch": {"op": _LAUNCH_OP[m.device], **_times(m.launch)},
         "matmul": {dt: [_point(p, "flops") for p in pts] for dt, pts in m.matmul.items()},
-        "matmul_table": {"dtype": next(iter(d.matmul_table)) if len(d.matmul_table) == 1
-                         else None,
+        "matmul_table": {"dtype": d.shared_table_dtype,
                          "dims": list(m.grid.matmul_table_dims),
                          "m_dims": list(m.grid.table_m_dims),
                          "max_flops_timed": m.grid.matmul_table_max_flops,
@@ -196,7 +195,7 @@ def _attention_tables(m: Measurements, d: Derived) -> list[str]:
 def _shape_tables(m: Measurements, d: Derived) -> list[str]:
     """``matmul_shape_efficiency``: one table (the reference dtype's, which every other dtype
     reads at its same-duration shape) or a table per dtype measured, each in its own peak."""
-    one = len(d.matmul_table) == 1
+    one = d.shared_table_dtype is not None
     first = next(iter(d.matmul_table.values()))
     grid = "dims^3" if tuple(first.m_dims) == tuple(first.dims) else "m x n x k"
     what = f"peak {d.reference_dtype}" if one else "its dtype's peak"

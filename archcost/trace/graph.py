@@ -23,7 +23,7 @@ from archcost.trace.records import OpRecord, iter_tensors
 from archcost.trace.rules import compute_dtype, op_cost
 from archcost.trace.rules_attention import attention_geometry
 
-__all__ = ["build_graph", "expand_repeats", "graph_text", "efficiency_key"]
+__all__ = ["build_graph", "expand_repeats", "graph_text", "efficiency_key", "key_op"]
 
 _IN_PLACE_SUFFIX = "_"
 
@@ -36,9 +36,14 @@ def efficiency_key(rec) -> str:
     """The op's key among a profile's per-op efficiency curves: its name, with its form where
     one name has forms of different speed (GELU's tanh approximation: ``aten.gelu(tanh)``,
     4.4x the exact form's time on an AVX-512 CPU, where a GPU streams both at its bandwidth)."""
-    arg = _FORMS.get(rec.op)
-    form = rec.named.get(arg, "none") if arg else "none"
+    form = rec.named.get(_FORMS[rec.op], "none") if rec.op in _FORMS else "none"
     return f"{rec.op}({form})" if form != "none" else rec.op
+
+
+def key_op(key: str) -> str:
+    """The op name of an efficiency key (``efficiency_key``): ``aten.gelu(tanh)`` -> aten.gelu."""
+    return key.split("(")[0]
+
 
 def build_graph(records: list[OpRecord], graph_attrs: dict | None = None) -> nx.DiGraph:
     """Apply the op rules to every record and connect producers to consumers."""
