@@ -669,6 +669,111 @@ def test_the_shape_table_reproduces_the_cells_it_timed(calibrated):
                     gpu.matmul_efficiency.at(2 * m * n * k), rel=ROUNDING)
 
 
+def test_the_warm_rows_reproduce_the_cells_they_timed_and_keep_the_tables_elsewhere(calibrated):
+    """A CPU calibration times the table's decode rows again with their weights in the
+    last-level cache (cycled through half of it): the profile's warm rows reproduce each warm
+    median (less the launch) where its rate is inside the clamp, the cells not timed warm (n or
+    k under the grid's floor) hold the cold table's values, and ``warm_weights`` gives the
+    tables with those rows in place of their own and every other row unchanged."""
+    import numpy as np
+
+    doc, gpu_path, _, _ = calibrated
+    gpu = load_gpu(str(gpu_path))
+    grid = grid_for("cpu", quick=True)
+    record = doc["matmul_warm"]["tables"]
+    assert set(record) == set(gpu.matmul_shape_efficiency_warm) == {"fp32", "bf16"}
+    warm_gpu = gpu.warm_weights()
+    assert warm_gpu.matmul_shape_efficiency_warm == {}
+    for dtype, table in record.items():
+        cold, rows = gpu.matmul_shape_efficiency[dtype], gpu.matmul_shape_efficiency_warm[dtype]
+        assert tuple(rows.dims) == tuple(float(m) for m in grid.matmul_warm_m_dims)
+        pts = table["points"]
+        assert {(p["m"], p["n"], p["k"]) for p in pts} == set(grid.warm_cells())
+        peak, launch = gpu.peak_flops_per_s[dtype], gpu.kernel_launch_s
+        for p in pts:
+            eff = p["flops"] / kernel_seconds(p["median_s"], launch) / peak
+            if 1e-4 < eff < 1.0:
+                assert float(rows.at(p["m"], p["n"], p["k"])) == pytest.approx(
+                    eff, rel=ROUNDING), (dtype, p)
+        merged = warm_gpu.matmul_shape_efficiency[dtype]
+        for i, m in enumerate(cold.dims):
+            for j, n in enumerate(cold.n_dims):
+                for k_, k in enumerate(cold.k_dims):
+                    want = rows.at(m, n, k) if m in rows.dims else cold.values[i][j][k_]
+                    if m in rows.dims and min(n, k) < grid.matmul_warm_min_dim:
+                        assert float(want) == cold.values[i][j][k_]  # not timed warm
+                    assert merged.values[i][j][k_] == pytest.approx(float(np.asarray(want)))
+
+
+def test_cache_capacity_is_the_largest_set_read_in_under_three_quarters_of_memorys_time():
+    from archcost.hardware.fit import cache_capacity
+
+    mib = [2 ** i * 2 ** 20 for i in range(5)]
+    assert cache_capacity(mib, [10, 12, 20, 40, 41]) == mib[2]  # 40 > 0.75 x 41
+    assert cache_capacity(mib, [10, 12, 30.75, 40, 41]) == mib[2]  # the bound is inclusive
+    assert cache_capacity(mib, [10, 35, 12, 20, 41]) == mib[0]  # every smaller one too
+    assert cache_capacity(mib, [35, 12, 12, 12, 41]) is None
+    assert cache_capacity(list(reversed(mib)), [41, 40, 20, 12, 10]) == mib[2]  # any order
+    with pytest.raises(FitError):
+        cache_capacity(mib[:1], [1.0])
+
+
+def test_the_profiles_cache_is_what_its_probe_read_from_cache(calibrated):
+    """The cache probe's points (one-row linears over working sets up to twice the cache sysfs
+    gives, at most 1 GiB) give the profile's l2_cache by the rule above, and the warm rows'
+    arena cycles through half of it."""
+    from archcost.hardware.fit import cache_capacity
+
+    doc, gpu_path, _, _ = calibrated
+    gpu = load_gpu(str(gpu_path))
+    probe = gpu.calibration["cache_probe"]
+    sizes = [p["bytes"] for p in probe["points"]]
+    times = [p["median_s"] for p in probe["points"]]
+    assert sizes == sorted(sizes) and sizes[0] == 2 ** 20 and sizes[-1] <= 2 ** 30
+    llc = gpu.calibration["l2_cache_bytes"]
+    assert sizes[-1] == min(2 ** 30, math.ceil(2 * llc / 2 ** 20) * 2 ** 20)
+    found = cache_capacity(sizes, times)
+    if found is None:
+        assert gpu.l2_bytes == pytest.approx(llc, rel=ROUNDING)
+        assert gpu.matmul_shape_efficiency_warm == {}
+    else:
+        assert gpu.l2_bytes == pytest.approx(found, rel=ROUNDING) == probe["cache_bytes"]
+        assert gpu.matmul_shape_efficiency_warm
+
+
+def test_warm_rows_rate_their_timed_cells_and_take_the_tables_elsewhere():
+    """Hand-made: warm rows at m = 16 and 64 of a table over n, k in (64, 256, 1024), cells
+    with n or k under 256 not timed warm: those hold the cold table's values, the timed ones
+    FLOPs / (median - launch) / peak, and the rms log distance covers the timed cells only."""
+    import dataclasses
+
+    from archcost.hardware.calibrate import Measurements, Point, TableFit, _warm_fit
+    from archcost.hardware.fit import Spread
+
+    grid = dataclasses.replace(grid_for("cpu", quick=True), matmul_warm_m_dims=(16, 64),
+                               matmul_warm_min_dim=256)
+    dims, m_dims = (64, 256, 1024), (16, 64, 256, 1024)
+    cold = TableFit(dims, [[[0.1 * (i + 1)] * 3 for _ in dims] for i in range(4)], [], 0.0,
+                    m_dims)
+    m = Measurements("cpu", "x", "x", "x", 1, "x", grid, 1)
+    peak, launch = 1e11, 1e-6
+    pts = [Point("matmul", {"m": mm, "n": nn, "k": kk}, 2 * mm * nn * kk,
+                 Spread(2 * mm * nn * kk / (0.5 * peak) + launch, 0, 0, 1), 1)
+           for mm, nn, kk in grid.warm_cells()]
+    assert pts and all(min(p.params["n"], p.params["k"]) >= 256 for p in pts)
+    fit = _warm_fit(m, pts, cold, peak, launch)
+    assert fit.m_dims == (16, 64) and fit.dims == dims
+    for i, mm in enumerate((16, 64)):
+        for j, nn in enumerate(dims):
+            for k_, kk in enumerate(dims):
+                timed = min(nn, kk) >= 256 and 2 * mm * nn * kk <= grid.matmul_table_max_flops
+                want = 0.5 if timed else cold.values[i][j][k_]
+                assert fit.values[i][j][k_] == pytest.approx(want, rel=1e-3), (mm, nn, kk)
+                assert ((mm, nn, kk) in fit.filled) is not timed
+    logs = [math.log(0.5 / cold.values[m_dims.index(p.params["m"])][0][0]) for p in pts]
+    assert fit.curve_error == pytest.approx(math.sqrt(sum(x * x for x in logs) / len(logs)))
+
+
 def test_shape_table_fit_rates_timed_cells_and_fills_the_rest():
     from archcost.hardware.fit import shape_table
 

@@ -256,3 +256,50 @@ def test_search_and_continuous_documents_validate_and_render(tmp_path):
         out = tmp_path / (path.stem + ".md")
         assert runner.invoke(app, ["report", str(path), "-o", str(out)]).exit_code == 0
         assert needle in out.read_text()
+
+
+def _with_warm_rows(l2_bytes: float):
+    """The bundled cpu profile with a shape table of every dtype and warm rows for m = 1 and 4
+    at twice the table's efficiency, its last-level cache ``l2_bytes``: a one-GPU cluster."""
+    import dataclasses
+
+    from archcost.hardware.profile import ShapeTable, load_gpu
+
+    dims = (1.0, 4.0, 16.0, 256.0, 4096.0)
+    cold = [[[0.01 * (1 + i) * (1 + j) * (1 + k) / 125 for k in range(5)] for j in range(5)]
+            for i in range(5)]
+    rows = ShapeTable((1.0, 4.0), [[[2 * v for v in r] for r in cold[i]] for i in (0, 1)],
+                      dims, dims)
+    gpu = dataclasses.replace(load_gpu("cpu"), l2_bytes=l2_bytes,
+                              matmul_shape_efficiency={"all": ShapeTable(dims, cold)},
+                              matmul_shape_efficiency_warm={"all": rows})
+    cluster = one_replica_cluster("cpu", 1)
+    return dataclasses.replace(cluster, gpu=gpu)
+
+
+def test_decode_reads_the_warm_rows_where_weights_and_cache_fit_the_last_level_cache():
+    """A decode step whose weights and KV cache fit in the last-level cache is priced on the
+    profile with its warm rows in place (``warm_weights``): exactly that profile's price, and
+    below the cold one; a cache too small for them, and a prefill, keep the cold table."""
+    import dataclasses
+
+    spec = _llama()
+
+    def costs(cluster):
+        return InferenceCosts(spec, cluster, parse_precision("fp32"), load_runtime("eager"),
+                              build_len=64)
+
+    big, small = costs(_with_warm_rows(1e9)), costs(_with_warm_rows(1e3))
+    held = big.weight_bytes_per_gpu() + big.kv_bytes_per_gpu(2, 33)
+    assert 1e3 < held < 1e9
+    decode, prefill = InferStep.decode(1, 32), InferStep.prefill(1, 32)
+    assert big.weights_cached(2, decode) and not small.weights_cached(2, decode)
+    assert not big.weights_cached(2, prefill)
+    just = costs(_with_warm_rows(held))  # the bound is inclusive: weights + cache == the cache
+    assert just.weights_cached(2, decode)
+    assert not costs(_with_warm_rows(held * (1 - 1e-9))).weights_cached(2, decode)
+    warm_profile = dataclasses.replace(small.cluster, gpu=small.cluster.gpu.warm_weights())
+    assert big.step(2, decode)["seconds"] == pytest.approx(
+        costs(warm_profile).step(2, decode)["seconds"], rel=1e-12)
+    assert big.step(2, decode)["seconds"] < small.step(2, decode)["seconds"]
+    assert big.step(2, prefill)["seconds"] == small.step(2, prefill)["seconds"]

@@ -913,6 +913,42 @@ def test_shape_table_reads_cells_exactly_and_trilinear_in_log2_between(tmp_path)
         pytest.approx(float(t.at(64, 100, 9)), rel=1e-9)
 
 
+_WARM_VALUES = [[[0.3 + 0.1 * i + 0.02 * j + 0.01 * k for k in range(3)] for j in range(3)]
+                for i in range(3)]
+_WARM = "matmul_shape_efficiency_warm:\n  dims: [16, 64, 256]\n  values:\n" + "".join(
+    f"    - {plane}\n" for plane in _WARM_VALUES)
+
+
+def test_warm_rows_replace_their_m_planes_read_at_the_tables_n_and_k(tmp_path):
+    """``matmul_shape_efficiency_warm`` holds rows of the table timed with the weights in the
+    last-level cache: ``warm_weights`` gives the table with each m plane the rows measure
+    (m = 16 and 256 here; their m = 64 is no plane of the table) read from them, trilinear in
+    log2 at the table's n and k (clamped above the rows' grid: brute force), every other plane
+    as it was; rows for a table the profile lacks are refused in one line."""
+    import numpy as np
+
+    gpu = load_gpu(_cpu_with(tmp_path, _TABLE + _WARM))
+    cold = gpu.matmul_shape_efficiency["all"]
+    warm = gpu.warm_weights()
+    assert warm.matmul_shape_efficiency_warm == {} and gpu.warm_weights() == warm
+    got = np.array(warm.matmul_shape_efficiency["all"].values)
+    for i, m in enumerate((16, 256, 4096)):
+        for j, n in enumerate((16, 256, 4096)):
+            for k_, k in enumerate((16, 256, 4096)):
+                want = (_trilinear((16, 64, 256), _WARM_VALUES, m, n, k) if m < 4096
+                        else cold.values[i][j][k_])
+                assert got[i, j, k_] == pytest.approx(want, rel=1e-12), (m, n, k)
+    assert got[1, 1, 0] == pytest.approx(_WARM_VALUES[2][2][0])  # a cell of the rows
+    assert got[0, 2, 2] == pytest.approx(_WARM_VALUES[0][2][2])  # clamped at n, k = 256
+    plain = load_gpu(_cpu_with(tmp_path, _TABLE, "plain.yaml"))
+    assert plain.warm_weights() is plain  # no warm rows: the profile as it is
+    with pytest.raises(ProfileError) as info:
+        load_gpu(_cpu_with(tmp_path, _WARM, "rows-alone.yaml"))
+    msg = str(info.value)
+    assert "'matmul_shape_efficiency_warm': warm rows of a table matmul_shape_efficiency " \
+        "does not have" in msg and "\n" not in msg
+
+
 def test_the_engine_prices_2d_matmuls_by_the_shape_table(tmp_path):
     """Closed form: an mm with (m, n, k) takes 2mnk / (peak x table(m, n, k)) + launch; a bmm
     (no shape) its FLOPs curve; without a table the mm reads the curve too."""

@@ -156,6 +156,7 @@ def summary(m, d, written: dict[str, str]) -> dict[str, Any]:
         "memory_bandwidth_bytes_per_s": d.mem_bw,
         "memory_efficiency": [list(p) for p in d.memory_curve],
         "kernel_launch_s": d.launch_s, "memory_bytes": m.mem_bytes,
+        "cache_bytes": d.cache_bytes,  # what the cache probe read from cache; None: not probed
         "matmul_points": {dt: [{**p.params, "flops": p.size, "median_s": p.time.median,
                                 "p10_s": p.time.p10, "p90_s": p.time.p90, "reps": p.time.reps}
                                for p in pts] for dt, pts in m.matmul.items()},
@@ -170,6 +171,13 @@ def summary(m, d, written: dict[str, str]) -> dict[str, Any]:
                 "points": [{**p.params, "flops": p.size, "median_s": p.time.median}
                            for p in m.matmul_table.get(dt, [])]}
                 for dt, t in d.matmul_table.items()}},
+        "matmul_warm": None if not d.matmul_warm else {
+            "tables": {dt: {
+                "dims": list(t.dims), "m_dims": list(t.m_dims), "values": t.values,
+                "rms_log_from_table": t.curve_error,
+                "points": [{**p.params, "flops": p.size, "median_s": p.time.median}
+                           for p in m.matmul_warm.get(dt, [])]}
+                for dt, t in d.matmul_warm.items()}},
         "skipped": m.skipped, "warnings": m.warnings,
     }
     if m.collectives:
@@ -200,6 +208,8 @@ def _print_summary(doc: dict[str, Any], console=None) -> None:
     tab.row(("memory bandwidth", "bold"), fmt.si(doc["memory_bandwidth_bytes_per_s"], "B/s", 4))
     tab.row(("kernel launch", "bold"), fmt.seconds(doc["kernel_launch_s"], 4))
     tab.row(("memory", "bold"), fmt.nbytes(doc["memory_bytes"], 4))
+    if doc.get("cache_bytes"):
+        tab.row(("cache (read from, measured)", "bold"), fmt.nbytes(doc["cache_bytes"], 4))
     tab.print(console)
     coll = doc.get("collectives")
     if coll:

@@ -183,6 +183,8 @@ def _gpu_rows(g) -> list[tuple[str, str]]:
         ("matmul efficiency (FLOPs=fraction)", _curve(g.matmul_efficiency)),
         *[(f"matmul by shape (m, n, k), {dt}", _shape(t))
           for dt, t in g.matmul_shape_efficiency.items()],
+        *[(f"matmul by shape, weights in the last-level cache (decode rows), {dt}", _shape(t))
+          for dt, t in g.matmul_shape_efficiency_warm.items()],
         ("attention efficiency (FLOPs=fraction)", _curve(g.attention_efficiency)),
         *([("attention per (batch, head) slice (FLOPs=fraction)",
             _curve(g.attention_head_efficiency))] if g.attention_head_efficiency else []),

@@ -11,7 +11,10 @@ Benchmarks (timing code here; every fit is a pure function of ``fit.py``):
   a step, where a layer's weight was last read a layer or a step before) -> peak per dtype and
   ``matmul_efficiency``; then, in the fastest of bf16 and fp32, every (m, n, k) of a grid of
   dims (cells above a FLOPs cap are not timed: the curve by FLOPs fills them) ->
-  ``matmul_shape_efficiency``;
+  ``matmul_shape_efficiency``; on a CPU, one-row linears over working sets up to twice the
+  last-level cache -> ``l2_cache`` (the largest still read from cache), and the table's decode
+  rows again on operands cycling through half of it (a small model's weights stay there
+  between decode steps) -> ``matmul_shape_efficiency_warm``;
 - causal ``scaled_dot_product_attention`` over a few sequence lengths -> ``attention_efficiency``;
   and each SDPA backend over head dims x sequence lengths x mask x phase -> ``attention_kernels``
   (``attnbench.py``);
@@ -56,6 +59,7 @@ from archcost.hardware.fit import (
     FitError,
     Spread,
     best_rate,
+    cache_capacity,
     efficiency_curve,
     fit_collective,
     held_out_error,
@@ -114,6 +118,17 @@ class Grid:
     # the dtypes the shape table is timed in (each a table of its own); empty: the reference
     # dtype alone, which every other dtype reads at its same-duration shape
     matmul_table_dtypes: tuple[str, ...] = ()
+    # rows of the shape table timed again with the weights in the last-level cache (cycled
+    # through half of what the cache probe found): a decode step of a model whose weights and
+    # KV cache fit there reads them (``GpuProfile.warm_weights``); only cells whose n and k
+    # reach matmul_warm_min_dim
+    matmul_warm_m_dims: tuple[int, ...] = ()
+    matmul_warm_min_dim: int = 64
+    # time one-row linears over working sets from 1 MiB to twice the last-level cache (at most
+    # 1 GiB): the largest one still read from cache sizes the warm rows' arena and is the
+    # profile's l2_cache (a VM's sysfs gives its host's whole cache: 480 MiB read where reads
+    # over 64 MiB already came from memory)
+    cache_probe: bool = False
     # attention tables per SDPA backend (attnbench.py): head dims x sequence lengths, at
     # batch x seq = tokens and heads x head dim = hidden (the FlashAttention benchmarks' rule)
     attention_table_kernels: tuple[str, ...] = ()  # attnbench.BACKENDS names
@@ -135,6 +150,12 @@ class Grid:
         d = self.matmul_table_dims
         return [(m, n, k) for m in self.table_m_dims for n in d for k in d
                 if matmul_flops(m, n, k) <= self.matmul_table_max_flops]
+
+    def warm_cells(self) -> list[tuple[int, int, int]]:
+        """The (m, n, k) cells timed again with their weights in the last-level cache."""
+        low = self.matmul_warm_min_dim
+        return [c for c in self.table_cells()
+                if c[0] in self.matmul_warm_m_dims and min(c[1], c[2]) >= low]
 
 
 # ResNet-like convolutions, small to large FLOPs (opbench.measure_conv)
@@ -166,6 +187,7 @@ def grid_for(device: str, quick: bool) -> Grid:
                         conv_shapes=_CONVS[:2], op_numels=(1 << 16,), cold_copies=16,
                         matmul_table_dims=(64, 256, 1024), matmul_table_m_dims=(16, 64, 256, 1024),
                         matmul_table_max_flops=2 ** 28, matmul_table_dtypes=dts,
+                        matmul_warm_m_dims=(16, 64), cache_probe=True,
                         attention_table_kernels=("math", "cpu-flash"),
                         attention_table_head_dims=(16, 32), attention_table_seqs=(64, 128),
                         attention_table_tokens=256, attention_table_hidden=64,
@@ -197,6 +219,11 @@ def grid_for(device: str, quick: bool) -> Grid:
                     # same-duration shape, a decode step's one-row fp32 matmuls came out 2-3x
                     # slow against the fp32 table's)
                     matmul_table_dtypes=dts,
+                    # a decode step's rows again with the weights in the last-level cache: a
+                    # small model's 17 MB of weights stay in a 480 MiB one from step to step, and
+                    # a one-row linear read from there took 0.55x its time from memory (m = 8:
+                    # 0.88-0.99x; m = 16 on: compute sets it)
+                    matmul_warm_m_dims=(1, 2, 4, 8), cache_probe=True,
                     attention_table_kernels=("math", "cpu-flash"),
                     attention_table_head_dims=(32, 64), attention_table_seqs=(128, 256, 512),
                     attention_table_tokens=2048, attention_table_hidden=256,
@@ -242,10 +269,11 @@ def grid_for(device: str, quick: bool) -> Grid:
 def count_points(grid: Grid, nproc: int) -> int:
     """Benchmark points of a run: what a progress bar counts."""
     n = len(grid.dtypes) * len(grid.matmul_shapes) + len(grid.attention_shapes)
-    n += len(grid.table_cells()) * max(1, len(grid.matmul_table_dtypes))
+    n += (len(grid.table_cells()) + len(grid.warm_cells())) * max(1, len(grid.matmul_table_dtypes))
     n += len(grid.attention_decode_shapes)
     n += len(grid.attention_table_kernels) * len(attention_cells(grid)) * 2
     n += 2 * len(grid.memory_bytes) + 1  # copy and add per size, the launch
+    n += len(_PROBE_SETS) if grid.cache_probe else 0
     n += len(grid.conv_shapes) + len(grid.op_numels) + 2  # + the overheads, the dispatch
     if nproc > 1:
         n += len(COLLECTIVES) * len(grid.collective_bytes)
@@ -299,6 +327,9 @@ class Measurements:
     nproc: int
     matmul: dict[str, list[Point]] = field(default_factory=dict)
     matmul_table: dict[str, list[Point]] = field(default_factory=dict)  # dtype -> (m, n, k) cells
+    # dtype -> the warm cells (Grid.warm_cells), weights in the last-level cache
+    matmul_warm: dict[str, list[Point]] = field(default_factory=dict)
+    cache_probe: list[Point] = field(default_factory=list)  # one-row linears by working set
     attention: list[Point] = field(default_factory=list)
     attention_decode: list[Point] = field(default_factory=list)  # one query per sequence
     attention_table: list[Point] = field(default_factory=list)  # per backend, attnbench.py
@@ -547,13 +578,15 @@ def table_dtypes(m: Measurements) -> tuple[str, ...]:
 
 
 def _measure_matmul_table(m: Measurements, device: str, grid: Grid, progress: Progress,
-                          arena: _Arena) -> None:
-    """Every timed cell of the shape table in each of its dtypes, repetitions interleaved."""
-    cells = grid.table_cells()
+                          arena: _Arena, warm: bool = False) -> None:
+    """Every timed cell of the shape table in each of its dtypes, repetitions interleaved
+    (``warm``: the warm cells, on an arena that the last-level cache holds)."""
+    cells = grid.warm_cells() if warm else grid.table_cells()
+    into, bench = (m.matmul_warm, "matmul_warm") if warm else (m.matmul_table, "matmul_table")
     dtypes = table_dtypes(m)
     if not dtypes:
         for _ in cells:
-            progress("matmul table (skipped)")
+            progress(f"{bench} (skipped)")
         return
     sync = _sync_for(device)
     for dtype in dtypes:
@@ -562,12 +595,61 @@ def _measure_matmul_table(m: Measurements, device: str, grid: Grid, progress: Pr
                                 grid)
         for (mm, nn, kk), t in zip(cells, timed):
             if t.samples is None:
-                m.skipped.append(_skip("matmul_table", dtype, (mm, nn, kk), grid))
+                m.skipped.append(_skip(bench, dtype, (mm, nn, kk), grid))
             else:
-                m.matmul_table.setdefault(dtype, []).append(
+                into.setdefault(dtype, []).append(
                     Point("matmul", {"m": mm, "n": nn, "k": kk}, matmul_flops(mm, nn, kk),
                           spread(t.samples), t.iters))
-            progress(f"matmul {dtype} {mm}x{nn}x{kk}")
+            progress(f"matmul {dtype} {mm}x{nn}x{kk}{' warm' if warm else ''}")
+
+
+# the cache probe: a (1, 256) input by (1024, 256) fp32 weights (1 MiB each, a decode step's
+# one-row linear) cycled over working sets of 2^i MiB; the largest is twice the last-level
+# cache, at most 1 GiB
+PROBE_NK = (1024, 256)
+_PROBE_SETS = tuple(2 ** i for i in range(11))  # MiB
+
+
+def _probe_sets(llc_bytes: float | None) -> tuple[int, ...]:
+    """Working sets of the cache probe in MiB: 1 MiB up to under twice the cache, then twice
+    the cache (the reference, out of every cache)."""
+    top = min(1024, max(2, math.ceil(2 * (llc_bytes or 32 * 2**20) / 2**20)))
+    return tuple(s for s in _PROBE_SETS if s < top) + (top,)
+
+
+def _measure_cache(m: Measurements, device: str, grid: Grid, progress: Progress) -> None:
+    """One-row linears over weights cycling through working sets from 1 MiB to twice the
+    last-level cache -> ``m.cache_probe`` (size: the working set in bytes)."""
+    import torch
+    import torch.nn.functional as F
+
+    n, k = PROBE_NK
+    sets = _probe_sets(m.llc_bytes)
+    buf = torch.full((sets[-1] * 2**20 // 4,), 0.5, device=device)
+    x = torch.full((1, k), 0.5, device=device)
+    per = n * k
+
+    def call_over(mib: int) -> Callable[[], Any]:
+        ws = itertools.cycle([buf[i * per:(i + 1) * per].view(n, k)
+                              for i in range(max(1, mib * 2**20 // (4 * per)))])
+        return lambda: F.linear(x, next(ws))
+
+    timed = _time_calls([call_over(s) for s in sets], _sync_for(device), grid)
+    for s, t in zip(sets, timed):
+        if t.samples is not None:
+            m.cache_probe.append(Point("cache", {"working_set_mib": s}, s * 2**20,
+                                       spread(t.samples), t.iters))
+        progress(f"cache probe {s} MiB")
+    for _ in range(len(_PROBE_SETS) - len(sets)):
+        progress("cache probe (not needed)")
+
+
+def probe_capacity(m: Measurements) -> float | None:
+    """The largest working set the cache probe read from cache (None: not probed, or none)."""
+    if len(m.cache_probe) < 2:
+        return None
+    return cache_capacity([p.size for p in m.cache_probe],
+                          [p.time.median for p in m.cache_probe])
 
 
 def _skip(bench: str, dtype: str, shape: tuple[int, int, int], grid: Grid,
@@ -789,12 +871,21 @@ def measure(device: str, nproc: int, grid: Grid, progress: Progress | None = Non
                              lambda params, flops, t: Point("attention", params, flops,
                                                             spread(t.samples), t.iters))
     with torch.inference_mode():
-        arena = _Arena(device, m.llc_bytes or 32e6,
-                       max(mm * kk + kk * nn for mm, nn, kk in
-                           (*grid.matmul_shapes, *grid.table_cells())))
+        largest = max(mm * kk + kk * nn for mm, nn, kk in
+                      (*grid.matmul_shapes, *grid.table_cells()))
+        arena = _Arena(device, m.llc_bytes or 32e6, largest)
         _measure_matmul(m, device, grid, report, arena)
         _measure_matmul_table(m, device, grid, report, arena)
         del arena
+        if grid.cache_probe:
+            _measure_cache(m, device, grid, report)
+        cached = probe_capacity(m)
+        if grid.warm_cells() and cached:  # half the cache the probe found: operands cycle there
+            _measure_matmul_table(m, device, grid, report, _Arena(device, cached / 4, largest),
+                                  warm=True)
+        else:
+            for _ in range(len(grid.warm_cells()) * max(1, len(grid.matmul_table_dtypes))):
+                report("matmul warm (no cache found)")
         _measure_attention(m, device, grid, report)
         if grid.attention_decode_shapes:
             _measure_attention(m, device, grid, report, decode=True)
@@ -898,6 +989,11 @@ class Derived:
     collective_fits: dict[str, CollectiveFit]
     level_fit: CollectiveFit | None  # one (alpha, bw) for the link level: all ops together
     dispatch_s: dict[str, float] = field(default_factory=dict)  # view, module_call -> seconds
+    # dtype -> the warm rows (weights in the last-level cache; cells not timed warm: the
+    # table's); {}: none
+    matmul_warm: dict[str, TableFit] = field(default_factory=dict)
+    # the largest working set the cache probe read from cache (bytes); None: not probed/none
+    cache_bytes: float | None = None
 
     @property
     def shared_table_dtype(self) -> str | None:
@@ -909,6 +1005,36 @@ class Derived:
 def _per_slice_flops(points: list[Point]) -> list[int]:
     """The FLOPs of one (batch, head) slice of each attention point."""
     return [p.size // (p.params["batch"] * p.params["heads"]) for p in points]
+
+
+def _warm_fit(m: Measurements, pts: list[Point], table: TableFit, peak: float,
+              launch: float) -> TableFit:
+    """The warm rows of one dtype's table: each timed warm cell's efficiency, the cold table's
+    where a cell was not timed warm (weights too small to leave the caches near the core);
+    ``curve_error``: how far the warm cells lie from the cold ones (rms log)."""
+    rows = m.grid.matmul_warm_m_dims
+    timed = {(p.params["m"], p.params["n"], p.params["k"]): p for p in pts}
+    values, filled, logs = [], [], []
+    for mm in rows:
+        cold_plane = table.values[table.m_dims.index(mm)]
+        plane = []
+        for j, nn in enumerate(table.dims):
+            row = []
+            for l_, kk in enumerate(table.dims):
+                cold = cold_plane[j][l_]
+                p = timed.get((mm, nn, kk))
+                if p is None:
+                    filled.append((mm, nn, kk))
+                    row.append(cold)
+                    continue
+                eff = min(1.0, p.size / kernel_seconds(p.time.median, launch) / peak)
+                eff = max(1e-4, float(f"{eff:.4g}"))
+                logs.append(math.log(eff / cold))
+                row.append(eff)
+            plane.append(row)
+        values.append(plane)
+    err = math.sqrt(sum(x * x for x in logs) / len(logs)) if logs else 0.0
+    return TableFit(table.dims, values, filled, err, tuple(rows))
 
 
 def derive(m: Measurements) -> Derived:
@@ -943,6 +1069,8 @@ def derive(m: Measurements) -> Derived:
         shape_fits[dt] = TableFit(m.grid.matmul_table_dims, values, filled,
                                   math.sqrt(sum(x * x for x in miss) / len(miss)),
                                   m.grid.table_m_dims)
+    warm_fits = {dt: _warm_fit(m, pts, shape_fits[dt], peaks[dt], launch)
+                 for dt, pts in m.matmul_warm.items() if dt in shape_fits}
     attention = attention_slice = None
     held_out: dict[str, float] = {}
     if m.attention and m.grid.attention_dtype in peaks:
@@ -995,7 +1123,8 @@ def derive(m: Measurements) -> Derived:
                 raise ValidationError(f"collective benchmark, {op}: {exc}; rerun on an idle "
                                       "machine, or calibrate with --nproc 1") from None
     return Derived(peaks=peaks, reference_dtype=ref, matmul_curve=curves[ref],
-                   matmul_table=shape_fits,
+                   matmul_table=shape_fits, matmul_warm=warm_fits,
+                   cache_bytes=probe_capacity(m),
                    attention_curve=attention, attention_slice_curve=attention_slice,
                    attention_decode_curve=decode,
                    attention_held_out=held_out, attention_tables=tables, mem_bw=mem_bw,

@@ -44,7 +44,7 @@ import numpy as np
 
 __all__ = [
     "Spread", "spread", "shape_table", "matmul_flops", "sdpa_flops", "kernel_seconds",
-    "best_rate", "per_op_overhead",
+    "best_rate", "per_op_overhead", "cache_capacity", "CACHED_SHARE",
     "efficiency_curve", "held_out_error", "COLLECTIVES", "ring_coefficients", "CollectiveFit",
     "fit_collective", "predict_collective", "regime_points", "FitError",
 ]
@@ -128,6 +128,29 @@ def efficiency_curve(sizes: Sequence[int], seconds: Sequence[float], peak: float
         y = min(1.0, sum(groups[x]) / len(groups[x]) / peak)
         out.append((x, max(floor, _round_sig(y, digits))))
     return tuple(out)
+
+
+# a working set counts as cached while reads over it take at most this share of their time from
+# memory (halfway, in time, between an LLC's ~0.5 and memory's 1 on the machines measured)
+CACHED_SHARE = 0.75
+
+
+def cache_capacity(sizes: Sequence[float], seconds: Sequence[float],
+                   share: float = CACHED_SHARE) -> float | None:
+    """The largest working set read from cache: of reads timed over working sets of ``sizes``
+    bytes (the largest one out of every cache: the reference), the largest size up to which
+    every smaller one too took at most ``share`` of the reference's time. None: even the
+    smallest did not."""
+    pts = sorted((float(x), float(t)) for x, t in zip(sizes, seconds) if x > 0 and t > 0)
+    if len(pts) < 2:
+        raise FitError("a cache capacity needs two or more working sets with positive times")
+    ref = pts[-1][1]
+    best = None
+    for x, t in pts[:-1]:
+        if t > share * ref:
+            break
+        best = x
+    return best
 
 
 def shape_table(dims: Sequence[int], seconds: dict[tuple[int, int, int], float], peak: float,

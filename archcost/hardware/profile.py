@@ -163,6 +163,10 @@ class GpuProfile:
     # dtype. A dtype without a table reads matmul_efficiency by FLOPs. A bare ShapeTable given
     # here is taken as the table of every dtype.
     matmul_shape_efficiency: dict[str, ShapeTable] = field(default_factory=dict)
+    # rows of those tables (per key alike) timed with the weights in the last-level cache
+    # (l2_bytes): what a decode step reads whose weights and KV cache stay there from step to
+    # step (``warm_weights``); a CPU calibration writes them, {} elsewhere
+    matmul_shape_efficiency_warm: dict[str, ShapeTable] = field(default_factory=dict)
     # fused attention kernels (flash2, flash3, cudnn, ...) by head dim, sequence, mask and
     # phase: read for attention ops when the caller names the kernel that runs them
     attention_kernels: dict[str, AttentionTable] = field(default_factory=dict)
@@ -235,6 +239,8 @@ class GpuProfile:
             conv_backward_efficiency=curve(self.conv_backward_efficiency),
             matmul_shape_efficiency={k: t.scaled(flops)
                                      for k, t in self.matmul_shape_efficiency.items()},
+            matmul_shape_efficiency_warm={k: t.scaled(flops) for k, t
+                                          in self.matmul_shape_efficiency_warm.items()},
             attention_kernels={k: t.scaled(flops) for k, t in self.attention_kernels.items()},
             mem_bw_bytes_per_s=self.mem_bw_bytes_per_s * mem_bw,
             memory_efficiency=self.memory_efficiency.scaled(mem_bw),
@@ -263,6 +269,17 @@ class GpuProfile:
         if key == "inference" and key not in self.op_overhead_s:
             key = "forward"  # a profile calibrated before the inference phase was measured
         return key
+
+    def warm_weights(self) -> GpuProfile:
+        """This profile as a step sees it whose weights (and KV cache) stay in the last-level
+        cache from one step to the next: each shape table with its warm rows in place of
+        its own (tables without warm rows unchanged)."""
+        if not self.matmul_shape_efficiency_warm:
+            return self
+        warm = self.matmul_shape_efficiency_warm
+        return replace(self, matmul_shape_efficiency={
+            k: t.with_rows(warm[k]) if k in warm else t
+            for k, t in self.matmul_shape_efficiency.items()}, matmul_shape_efficiency_warm={})
 
     def for_inference(self) -> GpuProfile:
         """This profile with its forward ops charged the inference-mode per-op overhead (a
@@ -376,6 +393,7 @@ GPU_FIELDS: dict[str, Any] = {
     "op_overhead": "times", "dispatch_overhead": "times", "attention_head_efficiency": "curve",
     "attention_decode_efficiency": "curve",
     "conv_backward_efficiency": "curve", "matmul_shape_efficiency": "shape table",
+    "matmul_shape_efficiency_warm": "shape table",
     "attention_kernels": "attention tables", "sm_count": "count",
     "sustained_clock": "fraction", "sparse_peak_flops": "sparse peaks",
     "unified_memory": "unified memory", "host_ahead": "bool",
@@ -385,7 +403,8 @@ GPU_OPTIONAL = {"price_per_gpu_hour", "attention_efficiency", "host_link_bandwid
                 "host_memory_bandwidth", "calibration", "conv_efficiency", "op_efficiency",
                 "op_overhead", "dispatch_overhead", "attention_head_efficiency",
                 "attention_decode_efficiency", "conv_backward_efficiency",
-                "matmul_shape_efficiency", "attention_kernels", "sm_count", "sustained_clock",
+                "matmul_shape_efficiency", "matmul_shape_efficiency_warm", "attention_kernels",
+                "sm_count", "sustained_clock",
                 "sparse_peak_flops", "unified_memory", "host_ahead"}
 FIELD_EXAMPLES = {  # shown when a field is missing
     "name": "'h100-sxm'", "vendor": "NVIDIA", "peak_flops": "{fp32: '67 TFLOP/s', bf16: '989 TFLOP/s'}",
@@ -473,6 +492,7 @@ def gpu_from_dict(data: dict[str, Any], path: str) -> GpuProfile:
     peaks = _peaks(r, data["peak_flops"])
     memory = r.quantity(data, "memory", Quantity.BYTES)
     share = _gpu_share(r, data.get("unified_memory"))
+    tables = read_shape_tables(r, data, DTYPES)
     return GpuProfile(
         name=r.text(data, "name"), vendor=r.text(data, "vendor"),
         peak_flops_per_s=peaks,
@@ -498,7 +518,8 @@ def gpu_from_dict(data: dict[str, Any], path: str) -> GpuProfile:
         conv_backward_efficiency=_optional_curve(r, data, "conv_backward_efficiency"),
         attention_head_efficiency=_optional_curve(r, data, "attention_head_efficiency"),
         attention_decode_efficiency=_optional_curve(r, data, "attention_decode_efficiency"),
-        matmul_shape_efficiency=read_shape_tables(r, data, DTYPES),
+        matmul_shape_efficiency=tables,
+        matmul_shape_efficiency_warm=_warm_tables(r, data, tables),
         attention_kernels=read_attention_tables(r, data),
         op_efficiency=_op_curves(r, data),
         op_overhead_s=_overheads(r, data),
@@ -507,6 +528,18 @@ def gpu_from_dict(data: dict[str, Any], path: str) -> GpuProfile:
         sustained_clock=_sustained_clock(r, data),
         host_ahead=_host_ahead(r, data),
     )
+
+
+def _warm_tables(r: Reader, data: dict[str, Any], tables: dict[str, ShapeTable]
+                 ) -> dict[str, ShapeTable]:
+    """``matmul_shape_efficiency_warm``: warm rows of tables the profile has (per key)."""
+    warm = read_shape_tables(r, data, DTYPES, key="matmul_shape_efficiency_warm")
+    for k in warm:
+        if k not in tables:
+            where = "matmul_shape_efficiency_warm" + ("" if k == ALL_DTYPES else f".{k}")
+            raise r.fail(where, "warm rows of a table matmul_shape_efficiency does not have; "
+                         "give that table too, or remove these rows")
+    return warm
 
 
 def _host_ahead(r: Reader, data: dict[str, Any]) -> bool:

@@ -121,6 +121,15 @@ class ShapeTable:
                     out = out + weight * cell
         return np.asarray(out * fi * fj * fl, dtype=np.float64)
 
+    def with_rows(self, rows: ShapeTable) -> ShapeTable:
+        """This table with each m plane that ``rows`` measures (its m grid) read from
+        ``rows`` instead, at this table's n and k (the warm rows of a calibration over its
+        cold table)."""
+        n_grid, k_grid = np.meshgrid(self.axes[1], self.axes[2], indexing="ij")
+        planes = [rows.at(m, n_grid, k_grid).tolist() if m in rows.dims else plane
+                  for m, plane in zip(self.dims, self.values)]
+        return replace(self, values=planes)
+
     def scaled(self, factor: float) -> ShapeTable:
         """The table of a part ``factor`` times as fast: each cell's efficiency is reached by a
         matmul ``factor`` times the FLOPs, each dim scaled by the cube root."""
@@ -240,12 +249,12 @@ def _one_shape_table(r: Reader, key: str, raw: Any, dtypes: tuple[str, ...] = ()
     return ShapeTable(axes[0], cells, axes[1], axes[2], dtype=measured_in)
 
 
-def read_shape_tables(r: Reader, data: dict[str, Any], dtypes: tuple[str, ...]
-                      ) -> dict[str, ShapeTable]:
-    """``matmul_shape_efficiency``: one table for every dtype ({dims, values}, what calibration
-    writes), or a mapping dtype -> table, where a dtype may name another's table (``fp16:
-    bf16``: the same tensor-core rate). Empty when absent."""
-    key = "matmul_shape_efficiency"
+def read_shape_tables(r: Reader, data: dict[str, Any], dtypes: tuple[str, ...],
+                      key: str = "matmul_shape_efficiency") -> dict[str, ShapeTable]:
+    """``matmul_shape_efficiency`` (or ``key``: its warm rows, in the same form): one table for
+    every dtype ({dims, values}, what calibration writes), or a mapping dtype -> table, where a
+    dtype may name another's table (``fp16: bf16``: the same tensor-core rate). Empty when
+    absent."""
     raw = data.get(key)
     if raw is None:
         return {}

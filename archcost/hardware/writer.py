@@ -17,8 +17,8 @@ from typing import Any
 
 import yaml
 
-from archcost.hardware.calibrate import Derived, Measurements, Point
-from archcost.hardware.fit import CollectiveFit, Spread
+from archcost.hardware.calibrate import PROBE_NK, Derived, Measurements, Point
+from archcost.hardware.fit import CACHED_SHARE, CollectiveFit, Spread
 from archcost.hardware.units import Quantity, format_quantity
 from archcost.report.fmt import si
 
@@ -84,6 +84,17 @@ def gpu_calibration(m: Measurements, d: Derived, command: str) -> dict[str, Any]
                                          "points": [_point(p, "flops")
                                                     for p in m.matmul_table.get(dt, [])]}
                                     for dt, t in d.matmul_table.items()}},
+        "cache_probe": {"op": f"F.linear of a (1, {PROBE_NK[1]}) fp32 input by ({PROBE_NK[0]}, "
+                               f"{PROBE_NK[1]}) weights cycled over the working set",
+                        "cached_share": CACHED_SHARE, "cache_bytes": d.cache_bytes,
+                        "points": [_point(p, "bytes") for p in m.cache_probe]},
+        "matmul_warm": {"m_dims": list(m.grid.matmul_warm_m_dims),
+                        "min_dim_timed": m.grid.matmul_warm_min_dim,
+                        "arena": "operands cycling through half the cache the probe found",
+                        "tables": {dt: {"rms_log_from_table": _r(t.curve_error, 3),
+                                        "points": [_point(p, "flops")
+                                                   for p in m.matmul_warm.get(dt, [])]}
+                                   for dt, t in d.matmul_warm.items()}},
         "attention": {"op": "scaled_dot_product_attention, is_causal=True",
                       "dtype": m.grid.attention_dtype,
                       "flops": "2*B*H*S*S*(D+D)/2 (archcost/trace/rules_attention.py)",
@@ -127,6 +138,7 @@ def gpu_calibration(m: Measurements, d: Derived, command: str) -> dict[str, Any]
         rec["warnings"] = m.warnings
     if m.llc_source:
         rec["l2_cache_source"] = m.llc_source
+        rec["l2_cache_bytes"] = m.llc_bytes  # what the source reads (l2_cache: the probe's)
     if m.skipped:
         rec["skipped"] = m.skipped
     return rec
@@ -192,25 +204,39 @@ def _attention_tables(m: Measurements, d: Derived) -> list[str]:
     return lines
 
 
-def _shape_tables(m: Measurements, d: Derived) -> list[str]:
+def _shape_tables(m: Measurements, d: Derived, warm: bool = False) -> list[str]:
     """``matmul_shape_efficiency``: one table (the reference dtype's, which every other dtype
-    reads at its same-duration shape) or a table per dtype measured, each in its own peak."""
+    reads at its same-duration shape) or a table per dtype measured, each in its own peak;
+    ``warm``: ``matmul_shape_efficiency_warm``, the rows timed with the weights in the
+    last-level cache, in the same form."""
     one = d.shared_table_dtype is not None
-    first = next(iter(d.matmul_table.values()))
+    tables = d.matmul_warm if warm else d.matmul_table
+    first = next(iter(tables.values()))
     grid = "dims^3" if tuple(first.m_dims) == tuple(first.dims) else "m x n x k"
     what = f"peak {d.reference_dtype}" if one else "its dtype's peak"
-    lines = [f"matmul_shape_efficiency:   # an (m, k) @ (k, n) matmul, fraction of {what}, on "
-             f"{grid}; measured; used for 2-D matmuls"]
-    for dt, t in d.matmul_table.items():
+    if warm:
+        lines = [f"matmul_shape_efficiency_warm:   # rows of the table above timed with the "
+                 f"weights cycling through half of l2_cache, fraction of {what}; measured; read "
+                 "in their place where a decode step's weights and KV cache fit in l2_cache"]
+    else:
+        lines = [f"matmul_shape_efficiency:   # an (m, k) @ (k, n) matmul, fraction of {what}, "
+                 f"on {grid}; measured; used for 2-D matmuls"]
+    for dt, t in tables.items():
         pad = "  " if one else "    "
         if one:
             lines.append(f"  dtype: {dt}   # measured in it: another dtype's matmul reads the "
                          "table at its same-duration shape")
         else:
             lines.append(f"  {dt}:   # measured in {dt}")
-        lines.append(f"{pad}# the curve by FLOPs misses the timed cells by {t.curve_error:.0%} "
-                     f"(rms); {len(t.filled)} cells over "
-                     f"{si(m.grid.matmul_table_max_flops, 'FLOP')} are not timed but read from it")
+        if warm:
+            lines.append(f"{pad}# the warm cells lie {t.curve_error:.0%} (rms log) from the "
+                         f"table's; {len(t.filled)} cells of n or k under "
+                         f"{m.grid.matmul_warm_min_dim} are not timed but the table's")
+        else:
+            lines.append(f"{pad}# the curve by FLOPs misses the timed cells by "
+                         f"{t.curve_error:.0%} (rms); {len(t.filled)} cells over "
+                         f"{si(m.grid.matmul_table_max_flops, 'FLOP')} are not timed but read "
+                         "from it")
         if tuple(t.m_dims) == tuple(t.dims):
             lines.append(f"{pad}dims: [{', '.join(str(x) for x in t.dims)}]")
             lines.append(f"{pad}values:   # values[i][j][l]: m = dims[i], n = dims[j], "
@@ -251,7 +277,12 @@ def gpu_yaml(m: Measurements, d: Derived, *, name: str, command: str, tdp_w: flo
         f"memory_bandwidth: {fmt(d.mem_bw, Quantity.BANDWIDTH, 5):<10} # measured: best of copy "
         f"and add, {_size(min(g.memory_bytes))} to {_size(max(g.memory_bytes))} tensors",
     ]
-    if m.llc_bytes:
+    if d.cache_bytes:
+        read = f"; {m.llc_source} reads {fmt(m.llc_bytes, Quantity.BYTES)}" if m.llc_bytes else ""
+        lines.append(f"l2_cache: {fmt(d.cache_bytes, Quantity.BYTES):<16} # measured: the largest "
+                     f"working set one-row linears read at under {CACHED_SHARE:.0%} of their time "
+                     f"from memory{read}")
+    elif m.llc_bytes:
         lines.append(f"l2_cache: {fmt(m.llc_bytes, Quantity.BYTES):<16} # read: {m.llc_source}")
     else:
         lines.append("l2_cache: 32 MB            # NB: assumption, the cache size could not be read")
@@ -272,6 +303,8 @@ def gpu_yaml(m: Measurements, d: Derived, *, name: str, command: str, tdp_w: flo
     lines += _curve(d.matmul_curve)
     if d.matmul_table:
         lines += _shape_tables(m, d)
+    if d.matmul_warm:
+        lines += _shape_tables(m, d, warm=True)
     if d.attention_curve:
         lines.append(f"attention_efficiency:   # [FLOPs of one causal attention op, fraction of "
                      f"peak {g.attention_dtype}]; measured")

@@ -32,6 +32,7 @@ least one head: ``max(1/tp, 1/kv_heads)``) and the stages; the step's transient 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass, field
 
@@ -129,9 +130,23 @@ class InferenceCosts:
     def gpus(self) -> int:
         return self.tp * self.pp
 
-    @property
+    @functools.cached_property
     def gpu(self):
         return self.cluster.gpu.for_inference()  # forward ops at the inference-mode overhead
+
+    @functools.cached_property
+    def _warm_gpu(self):
+        return self.gpu.warm_weights()
+
+    def weights_cached(self, batch: int, step: InferStep) -> bool:
+        """Whether a decode step of ``batch`` sequences finds its weights in the last-level
+        cache: the profile measured warm rows and the stage's weights and KV cache fit in
+        ``l2_bytes`` (nothing else of size is read between two steps)."""
+        gpu = self.gpu
+        if step.kind != "decode" or not gpu.matmul_shape_efficiency_warm:
+            return False
+        held = self.weight_bytes_per_gpu() + self.kv_bytes_per_gpu(batch, step.max_len)
+        return held <= gpu.l2_bytes
 
     @property
     def capacity_bytes(self) -> float:
@@ -179,6 +194,10 @@ class InferenceCosts:
         if self.pp > 1:
             out.append(f"pipeline: a step's batch runs as {self.pp} micro-batches through "
                        f"{self.pp} stages of {math.ceil(w.layers / self.pp)} layers")
+        if self.gpu.matmul_shape_efficiency_warm:
+            out.append(f"decode steps whose weights and KV cache fit in the last-level cache "
+                       f"({self.gpu.l2_bytes / 2**20:.0f} MiB) read the profile's warm matmul "
+                       "rows (weights in that cache from one step to the next)")
         if self.tp > 1 and self.kv_heads() < self.tp:
             out.append(f"{self.kv_heads()} KV heads over tp {self.tp}: each GPU holds a copy "
                        "of one head")
@@ -228,12 +247,12 @@ class InferenceCosts:
                                    transient_body=transient)
 
     # --- pricing ------------------------------------------------------------------------------
-    def _rows(self, w: Workload, batch: float) -> np.ndarray:
+    def _rows(self, w: Workload, batch: float, gpu) -> np.ndarray:
         combo = np.array([[Recompute.NONE.code, 1, self.tp, 0, 1, 1]], dtype=np.int64)
         # one sequence per row, scaled by the batch: the table's micro-batch is an integer
         scaled = dataclasses.replace(w, ops={Recompute.NONE: _scale(w.ops[Recompute.NONE],
                                                                     batch)})
-        return build_table(scaled, self.gpu, combo).rows[0]
+        return build_table(scaled, gpu, combo).rows[0]
 
     def step(self, batch: int, step: InferStep) -> dict:
         """Seconds of one step of ``batch`` sequences (``step`` at batch 1 gives the kind and
@@ -242,7 +261,8 @@ class InferenceCosts:
             raise ConfigError(f"batch {batch}: must be >= 1")
         w = self.workload(step)
         micro = batch / self.pp  # sequences per micro-batch
-        rows = self._rows(w, micro)
+        rows = self._rows(w, micro, self._warm_gpu if self.weights_cached(batch, step)
+                          else self.gpu)
         stage_layers = w.layers if self.pp == 1 else math.ceil(w.layers / self.pp)
         d_pre, d_block, d_post = dispatch_seconds(w, self.gpu, self.runtime)
         pre, post = rows[C["pre_f"]] + d_pre, rows[C["post_f"]] + d_post
