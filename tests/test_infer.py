@@ -278,9 +278,10 @@ def _with_warm_rows(l2_bytes: float):
 
 
 def test_decode_reads_the_warm_rows_where_weights_and_cache_fit_the_last_level_cache():
-    """A decode step whose weights and KV cache fit in the last-level cache is priced on the
-    profile with its warm rows in place (``warm_weights``): exactly that profile's price, and
-    below the cold one; a cache too small for them, and a prefill, keep the cold table."""
+    """A decode step whose bytes moved (weights, KV cache, activations: ``work``) fit in the
+    last-level cache is priced on the profile with its warm rows in place (``warm_weights``):
+    exactly that profile's price, and below the cold one; a cache too small for them, and a
+    prefill, keep the cold table."""
     import dataclasses
 
     spec = _llama()
@@ -290,12 +291,12 @@ def test_decode_reads_the_warm_rows_where_weights_and_cache_fit_the_last_level_c
                               build_len=64)
 
     big, small = costs(_with_warm_rows(1e9)), costs(_with_warm_rows(1e3))
-    held = big.weight_bytes_per_gpu() + big.kv_bytes_per_gpu(2, 33)
-    assert 1e3 < held < 1e9
+    held = big.work(2, InferStep.decode(1, 32))["bytes_per_gpu"]
+    assert big.weight_bytes_per_gpu() + big.kv_bytes_per_gpu(2, 33) < held < 1e9
     decode, prefill = InferStep.decode(1, 32), InferStep.prefill(1, 32)
     assert big.weights_cached(2, decode) and not small.weights_cached(2, decode)
     assert not big.weights_cached(2, prefill)
-    just = costs(_with_warm_rows(held))  # the bound is inclusive: weights + cache == the cache
+    just = costs(_with_warm_rows(held))  # the bound is inclusive: bytes moved == the cache
     assert just.weights_cached(2, decode)
     assert not costs(_with_warm_rows(held * (1 - 1e-9))).weights_cached(2, decode)
     warm_profile = dataclasses.replace(small.cluster, gpu=small.cluster.gpu.warm_weights())
