@@ -680,6 +680,10 @@ def test_the_warm_rows_reproduce_the_cells_they_timed_and_keep_the_tables_elsewh
     doc, gpu_path, _, _ = calibrated
     gpu = load_gpu(str(gpu_path))
     grid = grid_for("cpu", quick=True)
+    if doc["cache_bytes"] is None:  # the probe found no cache (a busy machine): no warm rows
+        assert doc["matmul_warm"] is None and gpu.matmul_shape_efficiency_warm == {}
+        assert gpu.warm_weights() is gpu
+        return
     record = doc["matmul_warm"]["tables"]
     assert set(record) == set(gpu.matmul_shape_efficiency_warm) == {"fp32", "bf16"}
     warm_gpu = gpu.warm_weights()
@@ -728,7 +732,7 @@ def test_the_profiles_cache_is_what_its_probe_read_from_cache(calibrated):
     gpu = load_gpu(str(gpu_path))
     probe = gpu.calibration["cache_probe"]
     sizes = [p["bytes"] for p in probe["points"]]
-    times = [p["median_s"] for p in probe["points"]]
+    times = [p["p10_s"] for p in probe["points"]]
     assert sizes == sorted(sizes) and sizes[0] == 2 ** 20 and sizes[-1] <= 2 ** 30
     llc = gpu.calibration["l2_cache_bytes"]
     assert sizes[-1] == min(2 ** 30, math.ceil(2 * llc / 2 ** 20) * 2 ** 20)

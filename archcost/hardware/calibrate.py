@@ -645,11 +645,12 @@ def _measure_cache(m: Measurements, device: str, grid: Grid, progress: Progress)
 
 
 def probe_capacity(m: Measurements) -> float | None:
-    """The largest working set the cache probe read from cache (None: not probed, or none)."""
+    """The largest working set the cache probe read from cache (None: not probed, or none),
+    from each set's fastest repetitions (p10: a busy machine only slows a repetition, and a
+    slowed small set or a fast reference would hide the cache)."""
     if len(m.cache_probe) < 2:
         return None
-    return cache_capacity([p.size for p in m.cache_probe],
-                          [p.time.median for p in m.cache_probe])
+    return cache_capacity([p.size for p in m.cache_probe], [p.time.p10 for p in m.cache_probe])
 
 
 def _skip(bench: str, dtype: str, shape: tuple[int, int, int], grid: Grid,
