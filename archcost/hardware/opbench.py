@@ -230,12 +230,14 @@ def _out_of_cache(nbytes: float, cache_bytes: float) -> int:
 def _made(make: Callable[[int, Any], Callable[[], Any]], numel: int, device: str
           ) -> tuple[Callable[[], Any], int]:
     """A call made by ``make`` and the bytes of the tensors made for it: every tensor an op
-    returned while it was made (its operands, and temporaries, once per storage)."""
+    returned while it was made (its operands, and temporaries, once per storage). Each
+    storage is held until ``make`` returns, so a temporary freed on the way cannot hand its
+    address to the next one and be counted once for two."""
     import torch
     from torch.utils._python_dispatch import TorchDispatchMode
     from torch.utils._pytree import tree_leaves
 
-    storages: dict[int, int] = {}
+    storages: dict[int, tuple[Any, int]] = {}
 
     class _Count(TorchDispatchMode):
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
@@ -243,12 +245,14 @@ def _made(make: Callable[[int, Any], Callable[[], Any]], numel: int, device: str
             for t in tree_leaves(out):
                 if isinstance(t, torch.Tensor):
                     st = t.untyped_storage()
-                    storages[st.data_ptr()] = st.nbytes()
+                    storages[st.data_ptr()] = (st, st.nbytes())
             return out
 
     with _Count():
         fn = make(numel, device)
-    return fn, sum(storages.values())
+    held = sum(n for _, n in storages.values())
+    storages.clear()
+    return fn, held
 
 
 def _cold(make: Callable[[int, Any], Callable[[], Any]], numel: int, device: str,
