@@ -102,7 +102,8 @@ def gpu_calibration(m: Measurements, d: Derived, command: str) -> dict[str, Any]
                                                  for k, v in d.attention_held_out.items()},
                       "points": [_point(p, "flops") for p in m.attention]},
         "attention_decode": {"op": "scaled_dot_product_attention of a (B, H, 1, D) query "
-                                   "over (B, H, S, D) keys and values, no mask",
+                                   "over (B, H, S, D) keys and values, no mask, operands "
+                                   "cycling out of the last-level cache",
                              "dtype": m.grid.attention_dtype,
                              "flops": "2*B*H*1*S*(D+D) (archcost/trace/rules_attention.py)",
                              "points": [_point(p, "flops") for p in m.attention_decode]},
