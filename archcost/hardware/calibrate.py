@@ -119,9 +119,9 @@ class Grid:
     # dtype alone, which every other dtype reads at its same-duration shape
     matmul_table_dtypes: tuple[str, ...] = ()
     # rows of the shape table timed again with the weights in the last-level cache (cycled
-    # through half of what the cache probe found): a decode step of a model whose weights and
-    # KV cache fit there reads them (``GpuProfile.warm_weights``); only cells whose n and k
-    # reach matmul_warm_min_dim
+    # through half of what the cache probe found): a decode step whose bytes moved fit there
+    # reads them (``GpuProfile.warm_weights``); only cells whose n and k reach
+    # matmul_warm_min_dim
     matmul_warm_m_dims: tuple[int, ...] = ()
     matmul_warm_min_dim: int = 64
     # time one-row linears over working sets from 1 MiB to twice the last-level cache (at most
@@ -221,9 +221,9 @@ def grid_for(device: str, quick: bool) -> Grid:
                     # slow against the fp32 table's)
                     matmul_table_dtypes=dts,
                     # a decode step's rows again with the weights in the last-level cache: a
-                    # small model's 17 MB of weights stay in a 480 MiB one from step to step, and
-                    # a one-row linear read from there took 0.55x its time from memory (m = 8:
-                    # 0.88-0.99x; m = 16 on: compute sets it)
+                    # small model's 17 MB of weights stay there from step to step, and fp32
+                    # linears of 1-8 rows read from there took 0.44-0.59x their time from memory
+                    # (on a VM whose probe read 33.55 MB of cache where sysfs gives 503 MB)
                     matmul_warm_m_dims=(1, 2, 4, 8), cache_probe=True,
                     attention_table_kernels=("math", "cpu-flash"),
                     attention_table_head_dims=(32, 64), attention_table_seqs=(128, 256, 512),

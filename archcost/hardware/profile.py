@@ -164,8 +164,8 @@ class GpuProfile:
     # here is taken as the table of every dtype.
     matmul_shape_efficiency: dict[str, ShapeTable] = field(default_factory=dict)
     # rows of those tables (per key alike) timed with the weights in the last-level cache
-    # (l2_bytes): what a decode step reads whose weights and KV cache stay there from step to
-    # step (``warm_weights``); a CPU calibration writes them, {} elsewhere
+    # (l2_bytes): what a decode step reads whose bytes moved fit there, its weights staying
+    # from step to step (``warm_weights``); a CPU calibration writes them, {} elsewhere
     matmul_shape_efficiency_warm: dict[str, ShapeTable] = field(default_factory=dict)
     # fused attention kernels (flash2, flash3, cudnn, ...) by head dim, sequence, mask and
     # phase: read for attention ops when the caller names the kernel that runs them

@@ -218,7 +218,7 @@ def _shape_tables(m: Measurements, d: Derived, warm: bool = False) -> list[str]:
     if warm:
         lines = [f"matmul_shape_efficiency_warm:   # rows of the table above timed with the "
                  f"weights cycling through half of l2_cache, fraction of {what}; measured; read "
-                 "in their place where a decode step's weights and KV cache fit in l2_cache"]
+                 "in their place where the bytes a decode step moves fit in l2_cache"]
     else:
         lines = [f"matmul_shape_efficiency:   # an (m, k) @ (k, n) matmul, fraction of {what}, "
                  f"on {grid}; measured; used for 2-D matmuls"]
