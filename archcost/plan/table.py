@@ -127,8 +127,7 @@ def op_seconds(ops: OpTable, gpu, peaks: np.ndarray, scale: np.ndarray,
     (and the matmuls' batch dims); ``phase`` names the phase of every op (the optimizer
     table's are meaningless); ``attention_kernel``: the attention kernel run."""
     t, _ = roofline_seconds(gpu, ops.flops * scale, ops.nbytes * scale, peaks, ops.curve,
-                            memory_curve_index(gpu, ops.curve_key or ops.op),
-                            _overheads(ops, gpu, phase),
+                            memory_curve_index(gpu, ops.memory_keys), _overheads(ops, gpu, phase),
                             ops.slices * scale,
                             matmul_dims(ops, np.asarray(scale, dtype=np.float64)[None, :],
                                         np.ones((1, 1))),
@@ -180,7 +179,7 @@ def _rows(w: Workload, ops: OpTable, gpu, peaks, r: Recompute, combos: np.ndarra
     flops, nbytes, slices, mnk = sharded_work(ops, combos)
     t, _ = roofline_seconds(gpu, flops, nbytes, peaks.ravel(),
                             np.tile(ops.curve, n),
-                            np.tile(memory_curve_index(gpu, ops.curve_key or ops.op), n),
+                            np.tile(memory_curve_index(gpu, ops.memory_keys), n),
                             np.tile(_overheads(ops, gpu), n), slices, mnk,
                             peak_keys(ops.dtype) * n, attention_dims(ops, cp), attention_kernel,
                             np.tile(_floors(ops, gpu), n))

@@ -113,6 +113,12 @@ class OpTable:
     curve_key: tuple[str, ...] = ()
 
     @property
+    def memory_keys(self) -> tuple[str, ...]:
+        """Each op's key among the per-op memory curves (``cost.compute.memory_curve_index``):
+        ``curve_key``, else (a table built by hand) the op names."""
+        return self.curve_key or self.op
+
+    @property
     def kernels(self) -> np.ndarray:
         return np.ones(len(self.flops)) if self.launches is None else self.launches
 
