@@ -314,6 +314,10 @@ class Point:
     iters: int  # calls per timed repetition
 
 
+# the last-level cache assumed where none could be read (the profile says so)
+ASSUMED_LLC_BYTES = 32e6
+
+
 @dataclass(slots=True)
 class Measurements:
     """Everything one calibration measured or read, before any fitting."""
@@ -350,6 +354,11 @@ class Measurements:
     elapsed_s: float = 0.0
     load_average: float | None = None  # 1-minute load average when the run started
     warnings: list[str] = field(default_factory=list)
+
+    @property
+    def llc_or_assumed(self) -> float:
+        """The last-level cache that operands are cycled past: what was read, else assumed."""
+        return self.llc_bytes or ASSUMED_LLC_BYTES
 
 
 Progress = Callable[[str], None]  # called once per benchmark point done, with a description
@@ -622,10 +631,10 @@ PROBE_NK = (1024, 256)
 _PROBE_SETS = tuple(2 ** i for i in range(11))  # MiB
 
 
-def _probe_sets(llc_bytes: float | None) -> tuple[int, ...]:
+def _probe_sets(llc_bytes: float) -> tuple[int, ...]:
     """Working sets of the cache probe in MiB: 1 MiB up to under twice the cache, then twice
     the cache (the reference, out of every cache)."""
-    top = min(1024, max(2, math.ceil(2 * (llc_bytes or 32 * 2**20) / 2**20)))
+    top = min(1024, max(2, math.ceil(2 * llc_bytes / 2**20)))
     return tuple(s for s in _PROBE_SETS if s < top) + (top,)
 
 
@@ -636,7 +645,7 @@ def _measure_cache(m: Measurements, device: str, grid: Grid, progress: Progress)
     import torch.nn.functional as F
 
     n, k = PROBE_NK
-    sets = _probe_sets(m.llc_bytes)
+    sets = _probe_sets(m.llc_or_assumed)
     buf = torch.full((sets[-1] * 2**20 // 4,), 0.5, device=device)
     x = torch.full((1, k), 0.5, device=device)
     per = n * k
@@ -689,8 +698,8 @@ def _measure_attention(m: Measurements, device: str, grid: Grid, progress: Progr
            "fp16": torch.float16}[grid.attention_dtype]
     shapes = grid.attention_decode_shapes if decode else grid.attention_shapes
     bench, out = ("attention_decode", m.attention_decode) if decode else ("attention", m.attention)
-    arena = _Arena(device, m.llc_bytes or 32e6, max(b * h * d * (1 + 2 * s)
-                                                    for b, h, s, d in shapes)) if decode else None
+    arena = _Arena(device, m.llc_or_assumed, max(b * h * d * (1 + 2 * s)
+                                                 for b, h, s, d in shapes)) if decode else None
     fns = []
     for b, h, s, d in shapes:
         if arena is not None:
@@ -895,7 +904,7 @@ def measure(device: str, nproc: int, grid: Grid, progress: Progress | None = Non
     with torch.inference_mode():
         largest = max(mm * kk + kk * nn for mm, nn, kk in
                       (*grid.matmul_shapes, *grid.table_cells()))
-        arena = _Arena(device, m.llc_bytes or 32e6, largest)
+        arena = _Arena(device, m.llc_or_assumed, largest)
         _measure_matmul(m, device, grid, report, arena)
         _measure_matmul_table(m, device, grid, report, arena)
         del arena

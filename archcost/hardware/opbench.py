@@ -284,7 +284,7 @@ def measure_ops(m: Measurements, device: str, grid: Grid, progress: Progress) ->
 
     table = _ops_table(torch)
     sync = _sync_for(device)
-    cache = m.llc_bytes or 32e6
+    cache = m.llc_or_assumed
     budget = (m.mem_bytes or 8 * 2**30) / 8
     found: dict[str, list[Point]] = {}
 
@@ -326,7 +326,7 @@ def measure_conv(m: Measurements, device: str, grid: Grid, progress: Progress) -
         return
     aten = torch.ops.aten
     sync = _sync_for(device)
-    cache = m.llc_bytes or 32e6
+    cache = m.llc_or_assumed
     calls, params = [], []
     for n, cin, cout, hw, k, stride in grid.conv_shapes:
         x = torch.randn(n, cin, hw, hw, device=device)

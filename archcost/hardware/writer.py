@@ -17,7 +17,13 @@ from typing import Any
 
 import yaml
 
-from archcost.hardware.calibrate import PROBE_NK, Derived, Measurements, Point
+from archcost.hardware.calibrate import (
+    ASSUMED_LLC_BYTES,
+    PROBE_NK,
+    Derived,
+    Measurements,
+    Point,
+)
 from archcost.hardware.fit import CACHED_SHARE, CollectiveFit, Spread
 from archcost.hardware.units import Quantity, format_quantity
 from archcost.report.fmt import si
@@ -286,7 +292,8 @@ def gpu_yaml(m: Measurements, d: Derived, *, name: str, command: str, tdp_w: flo
     elif m.llc_bytes:
         lines.append(f"l2_cache: {fmt(m.llc_bytes, Quantity.BYTES):<16} # read: {m.llc_source}")
     else:
-        lines.append("l2_cache: 32 MB            # NB: assumption, the cache size could not be read")
+        lines.append(f"l2_cache: {fmt(ASSUMED_LLC_BYTES, Quantity.BYTES):<16} # NB: assumption, "
+                     "the cache size could not be read")
     lines += [
         f"kernel_launch: {fmt(d.launch_s, Quantity.TIME, 4):<11} # measured: median of "
         f"{_LAUNCH_OP[m.device]}",
