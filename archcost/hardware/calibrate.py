@@ -1040,30 +1040,23 @@ def _per_slice_flops(points: list[Point]) -> list[int]:
 
 def _warm_fit(m: Measurements, pts: list[Point], table: TableFit, peak: float,
               launch: float) -> TableFit:
-    """The warm rows of one dtype's table: each timed warm cell's efficiency, the cold table's
-    where a cell was not timed warm (weights too small to leave the caches near the core);
-    ``curve_error``: how far the warm cells lie from the cold ones (rms log)."""
+    """The warm rows of one dtype's table: each timed warm cell rated as the table's cells are
+    (``fit.shape_table``), the cold table's value where a cell was not timed warm (weights too
+    small to leave the caches near the core); ``curve_error``: how far the warm cells lie from
+    the cold ones (rms log)."""
     rows = m.grid.matmul_warm_m_dims
-    timed = {(p.params["m"], p.params["n"], p.params["k"]): p for p in pts}
-    values, filled, logs = [], [], []
-    for mm in rows:
-        cold_plane = table.values[table.m_dims.index(mm)]
-        plane = []
+    cells = {(p.params["m"], p.params["n"], p.params["k"]): kernel_seconds(p.time.median, launch)
+             for p in pts}
+    values, filled = shape_table(table.dims, cells, peak, lambda _flops: 1.0, m_dims=rows)
+    logs = []
+    for i, mm in enumerate(rows):
+        cold = table.values[table.m_dims.index(mm)]
         for j, nn in enumerate(table.dims):
-            row = []
             for l_, kk in enumerate(table.dims):
-                cold = cold_plane[j][l_]
-                p = timed.get((mm, nn, kk))
-                if p is None:
-                    filled.append((mm, nn, kk))
-                    row.append(cold)
-                    continue
-                eff = min(1.0, p.size / kernel_seconds(p.time.median, launch) / peak)
-                eff = max(1e-4, float(f"{eff:.4g}"))
-                logs.append(math.log(eff / cold))
-                row.append(eff)
-            plane.append(row)
-        values.append(plane)
+                if (mm, nn, kk) in cells:
+                    logs.append(math.log(values[i][j][l_] / cold[j][l_]))
+                else:
+                    values[i][j][l_] = cold[j][l_]
     err = math.sqrt(sum(x * x for x in logs) / len(logs)) if logs else 0.0
     return TableFit(table.dims, values, filled, err, tuple(rows))
 
