@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 from pathlib import Path
 
@@ -351,6 +352,50 @@ def test_efficiency_curve_interpolates_in_log10_and_clamps():
     assert three.at(2e3) == pytest.approx(0.2 + 0.2 * 0.30103, rel=1e-5)  # log10(2) = 0.30103
     assert three.xs_log10.tolist() == pytest.approx([3.0, 4.0, 6.0])
     assert three.ys.tolist() == pytest.approx([0.2, 0.4, 0.8])
+
+
+_MEM = EfficiencyCurve(((1e3, 0.2), (1e5, 1.0), (2e6, 0.4), (3e6, 0.2), (1e9, 0.1)))
+_OP = EfficiencyCurve(((1e4, 0.3), (1e6, 0.5), (1e8, 0.15)))
+
+
+def test_an_op_curve_is_capped_by_the_memory_curve_between_its_points():
+    """Closed form: between its own points an op's curve reads no higher than the memory curve
+    times the op's largest ratio to it at its own points (here 0.15 / mem(1e8), mem(1e8) =
+    0.2 - 0.1 x log10(1e8 / 3e6) / log10(1e9 / 3e6)); its points and ends stay; brute force over
+    a log grid: never above the straight reading."""
+    capped = _OP.capped_by(_MEM)
+    for x, y in _OP.points:
+        assert capped.at(x) == y
+    assert capped.at(1.0) == 0.3 and capped.at(1e12) == 0.15
+    mem_1e8 = 0.2 - 0.1 * math.log10(1e8 / 3e6) / math.log10(1e9 / 3e6)
+    ratio = 0.15 / mem_1e8
+    assert ratio == pytest.approx(max(y / _MEM.at(x) for x, y in _OP.points))
+    straight_3e6 = 0.5 - 0.35 * math.log10(3) / 2
+    assert capped.at(3e6) == pytest.approx(0.2 * ratio) and 0.2 * ratio < 0.6 * straight_3e6
+    assert capped.at(2e6) == pytest.approx(min(0.4 * ratio, 0.5 - 0.35 * math.log10(2) / 2))
+    assert capped.at(1e5) == pytest.approx(_OP.at(1e5))  # under the cap there: unchanged
+    for x in np.logspace(2, 10, 161):
+        assert capped.at(x) <= _OP.at(x) + 1e-12
+    # a curve without the memory curve's points inside its range is itself
+    assert EfficiencyCurve(((4e6, 0.1), (5e8, 0.1))).capped_by(_MEM).points == ((4e6, 0.1),
+                                                                               (5e8, 0.1))
+
+
+def test_the_engine_prices_an_op_between_its_points_on_the_capped_curve():
+    """An aten.mul of 3 MB on a profile whose memory curve drops at 2-3 MB (a core's cache
+    edge) between the op's points: bytes / (bw x capped curve) + overhead, slower than its
+    own curve read straight across; an op without a curve reads the memory curve."""
+    from archcost.cost.compute import memory_curve_index, overhead_seconds, roofline_seconds
+
+    g = dataclasses.replace(load_gpu("cpu"), memory_efficiency=_MEM,
+                            op_efficiency={"aten.mul": _OP})
+    ops = ["aten.mul", "aten.add"]
+    t, _ = roofline_seconds(g, np.zeros(2), np.full(2, 3e6), np.full(2, 1e12), np.full(2, -1),
+                            memory_curve_index(g, ops), overhead_seconds(g, ["forward"] * 2))
+    bw, over = g.mem_bw_bytes_per_s, g.overhead_s("forward")
+    assert t[0] == pytest.approx(3e6 / (bw * _OP.capped_by(_MEM).at(3e6)) + over, rel=1e-12)
+    assert t[0] > 1.5 * (3e6 / (bw * _OP.at(3e6)) + over) - over
+    assert t[1] == pytest.approx(3e6 / (bw * 0.2) + over, rel=1e-12)
 
 
 @pytest.mark.parametrize("points", [(), ((1e6, 0.0),), ((1e6, 1.5),), ((1e6, 0.5), (1e5, 0.6)), ((0, 0.5),)])

@@ -10,11 +10,12 @@ of the attention kernel the caller names (``attention_kernel``: the runtime's ch
 flash3; None keeps the curves); attention by the FLOPs of one (batch, head) slice where the
 profile has that curve; convolutions by their own curve; else the curve by the op's FLOPs. Every
 other op runs at the fp32 vector peak and is in practice memory-bound, at the op's own measured
-fraction of bandwidth where the profile has one (``op_efficiency``). The overhead is the
-profile's per-phase figure (``op_overhead``), else ``kernel_launch``, once per kernel
-the op launches (a node of a fused group carries the group's bytes and kernel, the others none:
-``cost.fusion``). NB: ops execute one after another on one stream (no overlap between kernels),
-as eager PyTorch does on one device.
+fraction of bandwidth where the profile has one (``op_efficiency``; between the op's points no
+faster against ``memory_efficiency`` than at them: ``EfficiencyCurve.capped_by``). The
+overhead is the profile's per-phase figure (``op_overhead``), else ``kernel_launch``, once per
+kernel the op launches (a node of a fused group carries the group's bytes and kernel, the others
+none: ``cost.fusion``). NB: ops execute one after another on one stream (no overlap between
+kernels), as eager PyTorch does on one device.
 
 Low-precision GEMMs (``aten._scaled_mm``) run at the peak of their operands' format (``fp8``,
 ``mxfp8``, ``nvfp4``; the node's ``compute_dtype``), not of their bf16 output, at the shape
@@ -245,8 +246,10 @@ def _curves(curves) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def _memory_curves(gpu) -> list:
-    """Row 0: memory_efficiency; then the profile's per-op curves, by sorted op name."""
-    return [gpu.memory_efficiency] + [gpu.op_efficiency[k] for k in sorted(gpu.op_efficiency)]
+    """Row 0: memory_efficiency; then the profile's per-op curves, by sorted op name, each
+    capped by memory_efficiency between its points (``EfficiencyCurve.capped_by``)."""
+    mem = gpu.memory_efficiency
+    return [mem] + [gpu.op_efficiency[k].capped_by(mem) for k in sorted(gpu.op_efficiency)]
 
 
 def op_curve_key(d: dict) -> str:

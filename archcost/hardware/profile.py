@@ -106,6 +106,24 @@ class EfficiencyCurve:
         same duration, so at ``factor`` times the size."""
         return replace(self, points=tuple((x * factor, y) for x, y in self.points))
 
+    def capped_by(self, base: EfficiencyCurve) -> EfficiencyCurve:
+        """This curve with, at each of ``base``'s points strictly inside its range, a point no
+        higher than ``base`` there times the largest ratio to ``base`` this curve has at its
+        own points; its own points and constant ends unchanged. An op timed at a few sizes
+        (``op_efficiency``) then moves its bytes no faster, against the fastest streaming op
+        (``memory_efficiency``: the best of copy and add) at the same size, than it was ever
+        timed to: that curve's denser points see a cache edge falling between the op's, which
+        reading the op's curve straight across would bridge. Parameter-free: an op timed
+        faster than streaming (its bytes by the tracer's rule more than it moves) is capped
+        that much higher."""
+        own = self.points
+        ratio = max(y / base.at(x) for x, y in own)
+        inner = [(x, min(self.at(x), base.at(x) * ratio)) for x, _ in base.points
+                 if own[0][0] < x < own[-1][0] and all(x != ox for ox, _ in own)]
+        if not inner:
+            return self
+        return replace(self, points=tuple(sorted(list(own) + inner)))
+
     def at(self, x: float) -> float:
         pts = self.points
         if x <= pts[0][0]:
