@@ -139,7 +139,18 @@ def main() -> None:
     ap.add_argument("--hardware", default="h200", help="the profile --price prices on")
     args = ap.parse_args()
     if args.price:
-        print("\n".join(price_table(args.price, args.hardware)))
+        from archcost.errors import ArchcostError
+
+        try:
+            print("\n".join(price_table(args.price, args.hardware)))
+        except OSError as exc:
+            sys.exit(f"error: cannot read {args.price}: {exc.strerror}; give a CSV this "
+                     "script wrote on a GPU")
+        except (KeyError, ValueError) as exc:
+            sys.exit(f"error: {args.price} is not a CSV this script wrote ({exc!r}); give "
+                     "one it wrote on a GPU")
+        except ArchcostError as exc:
+            sys.exit(f"error: {exc}")
         return
     import torch
 

@@ -69,3 +69,17 @@ def test_pricing_a_probe_file(tmp_path):
     # an 8192^3 GEMM is compute-bound: fp8 runs at twice bf16's dense peak on an H100
     assert s_bf16 / s_fp8 == pytest.approx(2.0, rel=0.25)
     assert f"{s_bf16 / 1e-3:.2f} |" in lines[2]
+
+
+@pytest.mark.parametrize("text, says", [
+    (None, "cannot read"), ("a,b\n1,2\n", "is not a CSV this script wrote")])
+def test_pricing_a_missing_or_foreign_file_is_one_line(tmp_path, monkeypatch, capsys, text,
+                                                       says):
+    path = tmp_path / "gemms.csv"
+    if text is not None:
+        path.write_text(text)
+    monkeypatch.setattr("sys.argv", ["gemm_probe.py", "--price", str(path)])
+    with pytest.raises(SystemExit) as info:
+        probe.main()
+    msg = str(info.value.code)
+    assert msg.startswith("error: ") and says in msg and "\n" not in msg
