@@ -95,6 +95,24 @@ def test_decode_flops_closed_form_and_flop_counter():
     assert fc.get_total_flops() == _class_flops(cap.graph, "matmul") == 2 * linear
 
 
+@pytest.mark.parametrize("step", [InferStep.prefill(3, 7), InferStep.decode(3, 21)])
+def test_each_step_ends_with_its_greedy_pick(step):
+    """A step puts out one token per sequence as a greedy generation picks it (what
+    ``validate --infer`` times): its last op is one argmax over the vocabulary of each
+    sequence's last position, whatever the number of positions the forward returned."""
+    cap = capture_inference(_llama(), step, parse_precision("fp32"))
+    last = max(cap.capture.records, key=lambda r: r.index)
+    assert last.op == "aten.argmax" and last.module == ""
+    assert _arg_shape(last) == (step.batch, LLAMA_TINY["vocab"])
+    assert sum(r.op == "aten.argmax" for r in cap.capture.records) == 1
+
+
+def _arg_shape(rec) -> tuple[int, ...]:
+    from archcost.trace.records import TensorMeta
+
+    return next(a.shape for a in rec.args if isinstance(a, TensorMeta))
+
+
 def test_decode_interpolation_equals_a_direct_trace():
     """A decode step at any context is priced from two traced contexts; its op table must be
     the one a trace at that context gives (FLOPs, bytes, attention geometry)."""

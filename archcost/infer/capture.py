@@ -7,6 +7,9 @@ Two steps make up generation:
 - **decode**: ``B x 1`` new tokens at position ``L`` against a cache holding ``L`` tokens of
   context, one token out per sequence.
 
+Each step ends with its tokens picked, greedily (the argmax of the last position's logits), as
+a generation loop and a serving engine's time per token do.
+
 The model file's ``kv_cache(model, batch_size, max_len, dtype)`` hook builds the cache and its
 forward takes ``cache=`` and ``start_pos=`` (README "Inference"); ``ModelSpec.infer_step``
 readies the call (an ``hf:`` model's: transformers' ``DynamicCache`` and ``generate``'s call,
@@ -190,6 +193,7 @@ def _capture(spec, step: InferStep, policy, kv_dtype, quantize, dedupe, st, say,
                 say(f"tracing {step.kind}")
                 st.phase = Phase.FORWARD
                 out = call()
+                _greedy_pick(out)
                 st.flush_pending()
             repeats.freeze()
         except (ArchcostError, Stalled):
@@ -238,10 +242,25 @@ def _capture(spec, step: InferStep, policy, kv_dtype, quantize, dedupe, st, say,
                         notes=notes + (qstate.notes() if qstate is not None else []))
 
 
-def _check_logits(out, spec: ModelSpec, step: InferStep) -> None:
+def _logits(out) -> torch.Tensor | None:
+    """The logits a forward returned: the tensor, an output's ``logits``, or a tuple's first."""
     t = out if isinstance(out, torch.Tensor) else getattr(out, "logits", None)
     if t is None and isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
         t = out[0]
+    return t if isinstance(t, torch.Tensor) else None
+
+
+def _greedy_pick(out) -> None:
+    """The step's token out of each sequence, as a greedy generation picks it: the argmax of
+    the last position's logits (``archcost validate --infer`` times its steps with it, and a
+    serving engine's time per token holds its sampling)."""
+    t = _logits(out)
+    if t is not None and t.dim() >= 2:
+        (t[:, -1] if t.dim() >= 3 else t).argmax(-1)
+
+
+def _check_logits(out, spec: ModelSpec, step: InferStep) -> None:
+    t = _logits(out)
     if t is None or t.dim() < 2 or t.shape[0] != step.batch:
         what = tuple(t.shape) if isinstance(t, torch.Tensor) else type(out).__name__
         raise ModelFileError(f"{spec.path.name}: the {step.kind} forward returned {what}, not "
