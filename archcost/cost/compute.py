@@ -34,6 +34,7 @@ of the dense GEMM.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import networkx as nx
@@ -249,7 +250,14 @@ def _memory_curves(gpu) -> list:
     """Row 0: memory_efficiency; then the profile's per-op curves, by sorted op name, each
     capped by memory_efficiency between its points (``EfficiencyCurve.capped_by``)."""
     mem = gpu.memory_efficiency
-    return [mem] + [gpu.op_efficiency[k].capped_by(mem) for k in sorted(gpu.op_efficiency)]
+    return [mem] + [_capped(gpu.op_efficiency[k], mem) for k in sorted(gpu.op_efficiency)]
+
+
+@functools.lru_cache(maxsize=4096)
+def _capped(curve, base):
+    """``curve.capped_by(base)``, once per pair of (immutable) curves: a serving search or a
+    long generation prices thousands of steps on one profile."""
+    return curve.capped_by(base)
 
 
 def op_curve_key(d: dict) -> str:

@@ -138,18 +138,18 @@ class InferenceCosts:
     def _warm_gpu(self):
         return self.gpu.warm_weights()
 
-    def weights_cached(self, batch: int, step: InferStep) -> bool:
+    def weights_cached(self, batch: int, step: InferStep, w: Workload | None = None) -> bool:
         """Whether a decode step of ``batch`` sequences finds its weights in the last-level
         cache: the profile measured warm rows, and the bytes one GPU's step reads and writes
         (its weights, the KV cache, every activation and copy: what passes through the cache
         between two reads of a weight) fit in ``l2_bytes``. The weights and cache alone would
         not do: a grouped-query model's decode copies its cache per query head (a small Llama,
         hidden 256, at batch 8 on a CPU: 24 MiB held, 45 MiB moved, and its matmuls ran at the
-        cold rows' rate)."""
+        cold rows' rate). ``w``: the step's workload where the caller has it."""
         gpu = self.gpu
         if step.kind != "decode" or not gpu.matmul_shape_efficiency_warm:
             return False
-        return self.work(batch, step)["bytes_per_gpu"] <= gpu.l2_bytes
+        return self.work(batch, step, w)["bytes_per_gpu"] <= gpu.l2_bytes
 
     @property
     def capacity_bytes(self) -> float:
@@ -264,7 +264,7 @@ class InferenceCosts:
             raise ConfigError(f"batch {batch}: must be >= 1")
         w = self.workload(step)
         micro = batch / self.pp  # sequences per micro-batch
-        rows = self._rows(w, micro, self._warm_gpu if self.weights_cached(batch, step)
+        rows = self._rows(w, micro, self._warm_gpu if self.weights_cached(batch, step, w)
                           else self.gpu)
         stage_layers = w.layers if self.pp == 1 else math.ceil(w.layers / self.pp)
         d_pre, d_block, d_post = dispatch_seconds(w, self.gpu, self.runtime)
@@ -284,11 +284,12 @@ class InferenceCosts:
                 "tp_comm_s": float(self.pp * tp_comm), "pp_comm_s": float((self.pp - 1) * hop),
                 "tokens": batch * step.new_tokens}
 
-    def work(self, batch: int, step: InferStep) -> dict:
+    def work(self, batch: int, step: InferStep, w: Workload | None = None) -> dict:
         """FLOPs and bytes one GPU runs and moves in a step of ``batch`` sequences (its
         stage's layers, each op's share under tp), with the roofline's verdict: the step is
-        memory-bound when its arithmetic intensity is below the GPU's ridge point."""
-        w = self.workload(step)
+        memory-bound when its arithmetic intensity is below the GPU's ridge point. ``w``: the
+        step's workload (``workload(step)``) where the caller has it."""
+        w = w if w is not None else self.workload(step)
         ops = _scale(w.ops[Recompute.NONE], batch)
         combo = np.array([[1, self.tp, 0, 1, 1]], dtype=np.int64)
         flops, nbytes, _, _ = sharded_work(ops, combo)
