@@ -3,6 +3,7 @@ and TPOT of real greedy generations of the bundled small decoders with it
 (``archcost validate --infer``) and report the error per model and point.
 
     python benchmarks/cpu_infer_validation.py [--out BENCHMARKS.md] [--rounds 2] [--threads 1]
+        [--keep DIR]
 
 Each round calibrates (``archcost calibrate --device cpu``), then validates every model at every
 (batch, input, output) point with that profile, so the profile and the runs see the same
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -46,7 +48,7 @@ POINTS = [(1, 128, 32), (8, 128, 32)]  # (batch, input_len, output_len)
 QUANTITIES = ("ttft", "tpot")
 
 
-def _round(args) -> tuple[dict, float, str]:
+def _round(args, index: int) -> tuple[dict, float, str]:
     """One round: calibrate, then validate every model at every point with that profile.
     ({(model, point): components by name}, calibration seconds, the figures calibrated)."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -55,6 +57,9 @@ def _round(args) -> tuple[dict, float, str]:
         subprocess.run([sys.executable, "-m", "archcost", "calibrate", "--device", "cpu", "-o",
                         str(profile)], cwd=ROOT, check=True, capture_output=True)
         calib_s = time.perf_counter() - t0
+        if args.keep:
+            Path(args.keep).mkdir(parents=True, exist_ok=True)
+            shutil.copy(profile, Path(args.keep) / f"round-{index + 1}.yaml")
         ref = _probe()
         gpu = load_gpu(str(profile))
         figures = (f"peak fp32 {gpu.peak_flops_per_s['fp32'] / 1e9:.1f} GFLOP/s, memory "
@@ -104,6 +109,8 @@ def _pct(x: float) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=None)
+    ap.add_argument("--keep", default=None, metavar="DIR",
+                    help="keep each round's calibrated profile as DIR/round-N.yaml")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--steps", type=int, default=3, help="timed generations per run")
     ap.add_argument("--runs", type=int, default=1,
@@ -115,7 +122,7 @@ def main() -> None:
         if getattr(args, flag) < 1:
             ap.error(f"--{flag} {getattr(args, flag)}: give a whole number of at least 1")
     os.environ["OMP_NUM_THREADS"] = str(args.threads)  # inherited by every subprocess
-    rounds = [_round(args) for _ in range(args.rounds)]
+    rounds = [_round(args, i) for i in range(args.rounds)]
     keys = list(rounds[0][0])
     lines = [
         f"### CPU inference fidelity with a profile calibrated in the same run "
