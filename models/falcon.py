@@ -141,6 +141,19 @@ class Block(nn.Module):
         return x + attn + self.mlp(self.ln_mlp(x))  # (B, T, C)
 
 
+INITIALIZER_RANGE = 0.02  # transformers' FalconConfig default
+
+
+def _init_weights(module: nn.Module) -> None:
+    """transformers' ``FalconPreTrainedModel._init_weights``: linear and embedding weights from
+    a normal of std ``INITIALIZER_RANGE``, biases zero. PyTorch's default embedding (N(0, 1))
+    under the tied head gives logits of std ~sqrt(hidden) and a softmax of subnormal numbers."""
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        nn.init.normal_(module.weight, mean=0.0, std=INITIALIZER_RANGE)
+    if isinstance(module, nn.Linear) and module.bias is not None:
+        nn.init.zeros_(module.bias)
+
+
 class Falcon(nn.Module):
     def __init__(self, layers, hidden, heads, kv_heads, ffn, vocab, rope_theta, tie_weights):
         super().__init__()
@@ -153,6 +166,7 @@ class Falcon(nn.Module):
         # A tied head reads word_embeddings.weight in forward (no second module holding the same
         # Parameter), so the tie survives anything that swaps parameters module by module.
         self.lm_head = None if tie_weights else nn.Linear(hidden, vocab, bias=False)
+        self.apply(_init_weights)
 
     def _head(self, x):
         if self.lm_head is None:

@@ -228,6 +228,49 @@ def test_tiny_training_step_on_cpu(name):
     assert not missing
 
 
+_LM_SIZES = [("gpt2", dict(layers=2, hidden=256, heads=8, vocab=4096, seq_len=32)),
+             ("bert", dict(layers=2, hidden=256, heads=8, ffn=1024, vocab=4096,
+                           max_positions=32, seq_len=32)),
+             ("falcon", dict(preset="tiny", hidden=256, heads=8, kv_heads=2, vocab=4096)),
+             ("llama", TINY["llama"]), ("moe", TINY["moe"]), ("gptj", TINY["gptj"])]
+
+
+@pytest.mark.parametrize("name, cfg", _LM_SIZES, ids=[n for n, _ in _LM_SIZES])
+def test_language_models_start_near_uniform_and_step_on_normal_floats(name, cfg):
+    """Initialised as published, a language model's first cross entropy is that of a
+    near-uniform guess, ln(vocabulary) (closed form), within 1 nat; and no op of a training step
+    puts out a subnormal float (brute force over every op's outputs), which an x86 core
+    computes with many times slower than a normal one. With PyTorch's default N(0, 1)
+    embeddings under a tied head GPT-2 started at ~170 and BERT at ~58, their softmax mostly
+    subnormal."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    tiny = torch.finfo(torch.float32).tiny
+    found: dict[str, int] = {}
+
+    class Subnormals(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for t in out if isinstance(out, (tuple, list)) else [out]:
+                if isinstance(t, torch.Tensor) and t.dtype == torch.float32 and t.numel():
+                    n = int(((t != 0) & (t.abs() < tiny)).sum())
+                    if n:
+                        found[str(func)] = found.get(str(func), 0) + n
+            return out
+
+    torch.manual_seed(0)
+    mod = model_file(name)
+    model = mod.build_model(**cfg)
+    inputs = _inputs(mod, model, cfg)
+    with Subnormals():
+        out = model(**inputs) if isinstance(inputs, dict) else model(*inputs)
+        loss = mod.loss(out, inputs)
+        loss.backward()
+    logits = out if isinstance(out, torch.Tensor) else out[0]
+    assert abs(loss.item() - math.log(logits.shape[-1])) < 1.0, loss.item()
+    assert not found, found
+
+
 def test_moe_router_and_experts_learn():
     torch.manual_seed(0)
     mod = model_file("moe")
