@@ -214,3 +214,33 @@ def test_rank_threads_is_the_launchers_split_and_the_share_follows_it(monkeypatc
     assert cpu_rank_share(SimpleNamespace(calibration=None), 1, nproc=2) == 0.5
     assert cpu_rank_share(SimpleNamespace(calibration={"device_kind": "cuda", "threads": 8}),
                           1) == 1.0
+
+
+def test_subnormal_floats_are_counted_exactly():
+    """Brute force against a closed form: of x * 1 over six fp32 values, three are nonzero and
+    below fp32's smallest normal (1.18e-38); a function without them counts none."""
+    import torch
+
+    from archcost.validate.subnormal import count_subnormals, subnormal_warning
+
+    x = torch.tensor([1e-39, -2e-39, 0.0, 1.0, 1e-45, 3e-38])
+    assert count_subnormals(lambda: x * 1.0) == {"elements": 6, "subnormal": 3}
+    assert count_subnormals(lambda: x + 1.0) == {"elements": 6, "subnormal": 0}
+    assert subnormal_warning({"elements": 6, "subnormal": 0}, "a step") is None
+    assert subnormal_warning(None, "a step") is None
+    line = subnormal_warning({"elements": 6, "subnormal": 3}, "a step")
+    assert "3 of the 6" in line and "50.00%" in line and "\n" not in line
+
+
+def test_a_step_computing_subnormal_floats_is_named_and_a_bundled_one_is_not(runner):
+    """The hidden product of the MLP is subnormal by construction (4 x 64 elements, at least
+    that many counted) and the run says so in one warning; seed_mlp's step has none."""
+    doc = _run(runner, [str(DATA / "models" / "subnormal_mlp.py"), "-s", "1", "--plan",
+                        "mbs=4,gbs=4", "--hardware", "cpu"])
+    counted = doc["validation"]["measured"][0]["subnormal"]
+    assert counted["subnormal"] >= 4 * 64 and counted["elements"] > counted["subnormal"]
+    said = [w for w in doc["warnings"] if "subnormal" in w]
+    assert len(said) == 1 and "\n" not in said[0]
+    doc = _run(runner, [*MLP, "--plan", "mbs=4,gbs=4"])
+    assert doc["validation"]["measured"][0]["subnormal"]["subnormal"] == 0
+    assert not [w for w in doc["warnings"] if "subnormal" in w]

@@ -216,6 +216,13 @@ def validate(
 
             results = run_distributed(cfg, nproc, timeout_s=timeout)
     rows = components(est, results, single_peak)
+    from archcost.validate.subnormal import subnormal_warning
+
+    late = [w for w in (subnormal_warning(results[0].get("subnormal"), "a step"),) if w]
+    for w in late:
+        if not quiet:
+            err_console.print(f"[yellow]warning:[/] {w}", soft_wrap=True)
+    warnings = warnings + late
     doc = {
         "schema_version": SCHEMA_VERSION,
         "kind": "validation",
@@ -232,7 +239,8 @@ def validate(
             "components": rows,
             "measured": [{k: r[k] for k in ("rank", "mesh", "median", "spread", "steps",
                                             "losses") if k in r}
-                         | {"memory": r.get("memory"), "comm": r.get("comm")} for r in results],
+                         | {"memory": r.get("memory"), "comm": r.get("comm"),
+                            "subnormal": r.get("subnormal")} for r in results],
         },
         "estimate": est,
         "warnings": warnings,

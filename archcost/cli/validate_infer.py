@@ -76,6 +76,13 @@ def validate_infer(model: str, *, batch: int, input_len: int, output_len: int, d
         from archcost.validate.generate import run_generation
 
         measured = run_generation(cfg)
+    from archcost.validate.subnormal import subnormal_warning
+
+    late = [w for w in (subnormal_warning(measured.get("subnormal"), "a generation"),) if w]
+    if not as_json:
+        for w in late:
+            err_console.print(f"[yellow]warning:[/] {w}", soft_wrap=True)
+    warnings = warnings + late
     doc: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "kind": "validation",
@@ -94,7 +101,8 @@ def validate_infer(model: str, *, batch: int, input_len: int, output_len: int, d
         },
         "inference": {"predicted": predicted,
                       "measured": {k: measured[k] for k in ("ttft_s", "tpot_s", "repeats",
-                                                            "warmup", "allocator")}
+                                                            "warmup", "allocator",
+                                                            "subnormal")}
                       | {"tpot_by_context": [{"context": c, "seconds": s}
                                              for c, s in measured["tpot_by_context"]]}},
         "warnings": warnings,

@@ -21,7 +21,8 @@ as ``static_serving``'s TPOT is the mean of its steps. A decode step at position
 contexts ``I + 1 .. I + O - 1``). Threads: torch's default in this process, as one-process
 ``archcost validate`` runs its training steps. On the CPU the process keeps the memory its steps
 free (``archcost.validate.allocator``), so a step does not take fresh zeroed pages from the
-kernel; ``allocator`` in the result says what was set.
+kernel; ``allocator`` in the result says what was set. On the CPU one more generation, untimed,
+counts the subnormal floats its ops put out (``subnormal``: ``archcost.validate.subnormal``).
 """
 
 from __future__ import annotations
@@ -105,6 +106,11 @@ def run_generation(cfg: GenerateConfig) -> dict[str, Any]:
             _generate(spec, model, prompt, cfg, device)
         for _ in range(cfg.repeats):
             runs.append(_generate(spec, model, prompt, cfg, device))
+        subnormal = None
+        if device.type == "cpu":  # one more generation, counted (archcost.validate.subnormal)
+            from archcost.validate.subnormal import count_subnormals
+
+            subnormal = count_subnormals(lambda: _generate(spec, model, prompt, cfg, device))
     ttfts = [r[0] for r in runs]
     per_step = [statistics.median(r[1][k] for r in runs) for k in range(cfg.output_len - 1)]
     means = [statistics.fmean(r[1]) for r in runs if r[1]]
@@ -115,5 +121,5 @@ def run_generation(cfg: GenerateConfig) -> dict[str, Any]:
         "spread": {"ttft_s": [min(ttfts), max(ttfts)],
                    "tpot_s": [min(means), max(means)] if means else [0.0, 0.0]},
         "repeats": cfg.repeats, "warmup": cfg.warmup, "allocator": allocator,
-        "tokens": runs[-1][2].tolist(),
+        "subnormal": subnormal, "tokens": runs[-1][2].tolist(),
     }

@@ -17,7 +17,8 @@ interleaved inside it, and the optimizer); communication time and the bytes hand
 collectives and point-to-point sends from ``torch.profiler`` on one extra step, per plan
 dimension; peak memory from the CUDA allocator or, on CPU, from a storage-counting dispatch mode
 on one more step (live storages created during the step, plus the persistent ones: parameters,
-buffers, optimizer states).
+buffers, optimizer states). On CPU without tensor or pipeline parallelism, one more step counts
+the subnormal floats its ops put out (``archcost.validate.subnormal``).
 """
 
 from __future__ import annotations
@@ -227,6 +228,10 @@ def run_steps(cfg: RunConfig, rank: int = 0, distributed: bool = False) -> dict[
     }
     if distributed and cfg.profile_comm:
         result["comm"] = _profile_comm(step, dtype, cfg)
+    if device.type == "cpu" and cfg.tp == 1 and cfg.pp == 1:  # one more step, every rank
+        from archcost.validate.subnormal import count_subnormals
+
+        result["subnormal"] = count_subnormals(lambda: step(None))
     if cfg.measure_memory:
         result["memory"] = _measure_memory(step, model, opt, device)
     return result
