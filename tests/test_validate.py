@@ -237,6 +237,9 @@ def test_a_step_computing_subnormal_floats_is_named_and_a_bundled_one_is_not(run
     that many counted) and the run says so in one warning; seed_mlp's step has none."""
     doc = _run(runner, [str(DATA / "models" / "subnormal_mlp.py"), "-s", "1", "--plan",
                         "mbs=4,gbs=4", "--hardware", "cpu"])
+    from archcost.report import schema
+
+    schema.check(doc)
     counted = doc["validation"]["measured"][0]["subnormal"]
     assert counted["subnormal"] >= 4 * 64 and counted["elements"] > counted["subnormal"]
     said = [w for w in doc["warnings"] if "subnormal" in w]
