@@ -138,7 +138,15 @@ def main() -> None:
                          "swings, so one round's error is one sample")
     ap.add_argument("--models", default=",".join(m for m, _ in MODELS),
                     help="comma-separated subset of the models")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="OpenMP threads of the calibration and every run (0: as the "
+                         "environment sets them); on a shared 2-core host 1 thread reads 3-12 "
+                         "points closer per model than 2 (BENCHMARKS)")
     args = ap.parse_args()
+    if args.threads < 0:
+        ap.error(f"--threads {args.threads}: give 0 (as set) or a whole number of at least 1")
+    if args.threads:
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)  # inherited by every subprocess
     chosen = [(n, a) for n, a in MODELS if n in args.models.split(",")]
     rounds = [_round(args, chosen) for _ in range(args.rounds)]
     names = [n for n, _ in chosen]
@@ -153,7 +161,8 @@ def main() -> None:
         f"{platform.machine()}, {len(os.sched_getaffinity(0))} cores)",
         "",
         f"Command: `python benchmarks/cpu_validation.py --steps {args.steps} --rounds "
-        f"{args.rounds}`: {args.rounds} rounds, each `archcost calibrate --device cpu --nproc 2` "
+        f"{args.rounds}{f' --threads {args.threads}' if args.threads else ''}`: "
+        f"{args.rounds} rounds, each `archcost calibrate --device cpu --nproc 2` "
         f"({', '.join(f'{s:.0f} s' for _, _, s in rounds)}) then every model (medians of "
         f"{args.steps} timed steps after 2 warm-up steps; "
         + ", ".join(f"{n} {max(args.steps, k)}" for n, k in STEPS.items() if n in names)
