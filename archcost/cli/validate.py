@@ -240,7 +240,8 @@ def validate(
             "measured": [{k: r[k] for k in ("rank", "mesh", "median", "spread", "steps",
                                             "losses") if k in r}
                          | {"memory": r.get("memory"), "comm": r.get("comm"),
-                            "subnormal": r.get("subnormal")} for r in results],
+                            "subnormal": r.get("subnormal"), "allocator": r.get("allocator")}
+                         for r in results],
         },
         "estimate": est,
         "warnings": warnings,

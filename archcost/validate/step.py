@@ -18,7 +18,8 @@ collectives and point-to-point sends from ``torch.profiler`` on one extra step, 
 dimension; peak memory from the CUDA allocator or, on CPU, from a storage-counting dispatch mode
 on one more step (live storages created during the step, plus the persistent ones: parameters,
 buffers, optimizer states). On CPU without tensor or pipeline parallelism, one more step counts
-the subnormal floats its ops put out (``archcost.validate.subnormal``).
+the subnormal floats its ops put out (``archcost.validate.subnormal``). On CPU each rank keeps
+the memory its steps free (``archcost.validate.allocator``; ``allocator`` says what was set).
 """
 
 from __future__ import annotations
@@ -178,6 +179,11 @@ def run_steps(cfg: RunConfig, rank: int = 0, distributed: bool = False) -> dict[
         if cfg.device == "cuda" else torch.device("cpu")
     if cfg.device == "cuda":
         torch.cuda.set_device(device)
+        allocator = "the CUDA caching allocator (the steps' tensors are on the device)"
+    else:
+        from archcost.validate.allocator import keep_freed_memory
+
+        allocator = keep_freed_memory()
     dtype = DTYPES[cfg.dtype]
     spec = load_model_file(cfg.model, cfg.overrides)
     mesh = build_mesh(cfg, device) if distributed else None
@@ -224,6 +230,7 @@ def run_steps(cfg: RunConfig, rank: int = 0, distributed: bool = False) -> dict[
         "spread": {k: (min(r[k] for r in rows), max(r[k] for r in rows)) for k in rows[0]},
         "params_local": sum(_local(p).numel() for p in model.parameters()),
         "losses": losses,  # mean over the micro-batches, warm-up steps first; None: no loss here
+        "allocator": allocator,
         **partial_grads,  # tensor parallel: bytes of gradients all-reduced before the step
     }
     if distributed and cfg.profile_comm:
