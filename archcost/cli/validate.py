@@ -218,11 +218,11 @@ def validate(
     rows = components(est, results, single_peak)
     from archcost.validate.subnormal import subnormal_warning
 
-    late = [w for w in (subnormal_warning(results[0].get("subnormal"), "a step"),) if w]
-    for w in late:
+    slow_floats = subnormal_warning(results[0].get("subnormal"), "a step")
+    if slow_floats:
+        warnings = [*warnings, slow_floats]
         if not quiet:
-            err_console.print(f"[yellow]warning:[/] {w}", soft_wrap=True)
-    warnings = warnings + late
+            err_console.print(f"[yellow]warning:[/] {slow_floats}", soft_wrap=True)
     doc = {
         "schema_version": SCHEMA_VERSION,
         "kind": "validation",

@@ -78,11 +78,11 @@ def validate_infer(model: str, *, batch: int, input_len: int, output_len: int, d
         measured = run_generation(cfg)
     from archcost.validate.subnormal import subnormal_warning
 
-    late = [w for w in (subnormal_warning(measured.get("subnormal"), "a generation"),) if w]
-    if not as_json:
-        for w in late:
-            err_console.print(f"[yellow]warning:[/] {w}", soft_wrap=True)
-    warnings = warnings + late
+    slow_floats = subnormal_warning(measured.get("subnormal"), "a generation")
+    if slow_floats:
+        warnings = [*warnings, slow_floats]
+        if not as_json:
+            err_console.print(f"[yellow]warning:[/] {slow_floats}", soft_wrap=True)
     doc: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "kind": "validation",

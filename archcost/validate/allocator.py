@@ -28,9 +28,7 @@ import ctypes.util
 __all__ = ["keep_freed_memory"]
 
 _M_TRIM_THRESHOLD = -1  # <malloc.h>
-_M_MMAP_THRESHOLD = -3
 _M_MMAP_MAX = -4
-_MMAP_THRESHOLD_MAX = 32 * 2**20  # DEFAULT_MMAP_THRESHOLD_MAX on 64-bit (mallopt(3))
 _NEVER = 2**31 - 1  # mallopt takes an int
 
 
@@ -44,8 +42,7 @@ def keep_freed_memory() -> str:
         mallopt = None
     if mallopt is None:
         return "system allocator as configured (no mallopt: not glibc)"
-    if mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX) and mallopt(_M_MMAP_MAX, 0) \
-            and mallopt(_M_TRIM_THRESHOLD, _NEVER):
+    if mallopt(_M_MMAP_MAX, 0) and mallopt(_M_TRIM_THRESHOLD, _NEVER):
         return ("glibc, freed memory kept: every allocation from the heap (no mmap), heap "
                 "never trimmed (mallopt)")
     return "system allocator as configured (mallopt refused the thresholds)"
