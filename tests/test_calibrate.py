@@ -870,6 +870,27 @@ def test_op_benchmark_times_every_op_when_memory_allows_one_cold_op_at_a_time():
         assert all(p.params["cold"] == (op in COLD) and p.time.median > 0 for p in points)
 
 
+@pytest.mark.parametrize("numel", [1 << 10, 1 << 14])
+def test_each_op_benchmark_runs_the_op_in_the_form_the_trace_keys_it_by(numel):
+    """Every call of the op benchmark, recorded as the tracer records a model's ops, runs its
+    op under the key it is timed for (``trace.graph.efficiency_key``): a form's curve (a
+    row-wise op on rows under one vector, GELU's tanh approximation) is timed on calls the
+    trace gives that form, a plain op's on calls it gives none."""
+    from archcost.hardware.opbench import OPS, _ops_table
+    from archcost.trace.graph import efficiency_key, key_op
+    from archcost.trace.recorder import CaptureState, Recorder
+    from archcost.trace.repeats import RepeatTracker
+
+    table = _ops_table(torch)
+    for op in OPS:
+        fn = table[op](numel, "cpu")
+        state = CaptureState(RepeatTracker.empty())
+        with Recorder(state):
+            fn()
+        keys = {efficiency_key(r) for r in state.records if r.op == key_op(op)}
+        assert keys == {op}, (op, keys)
+
+
 def test_decode_attention_points_are_what_the_engine_prices_one_query_at(calibrated):
     """Each decode point (one query per sequence over S keys, timed): FLOPs by the rule
     2*B*H*S*(D+D); the engine prices an attention op of one query at that geometry, forward,

@@ -742,6 +742,60 @@ def test_gelus_tanh_form_reads_its_own_curve_traced_and_priced(tmp_path):
     assert t == pytest.approx([1e6 / (bw * exact) + over] * 2, rel=1e-12)
 
 
+def test_row_wise_ops_on_rows_under_one_vector_read_their_short_forms_curve(tmp_path):
+    """A softmax, log-softmax (forward and backward) or top-k along rows of fewer than 16
+    elements, and a concatenation of pieces that short, are traced as the op's "(short)" form;
+    rows of 16 or more, a concatenation along the outer dim, are not. Traced from a real step
+    and priced: a profile with a curve for the short form prices those calls by it (closed
+    form), the long calls and a profile without the form by the op's own curve."""
+    import torch
+    import torch.nn.functional as F
+
+    from archcost.cost.compute import compute_times, lower
+    from archcost.trace.graph import build_graph
+    from archcost.trace.recorder import CaptureState, Recorder
+    from archcost.trace.repeats import RepeatTracker
+
+    short, long = torch.randn(64, 4, requires_grad=True), torch.randn(64, 16, requires_grad=True)
+    state = CaptureState(RepeatTracker.empty())
+    with Recorder(state):
+        loss = sum(F.softmax(x, -1).sum() + F.log_softmax(x, 1).sum() + x.topk(2)[0].sum()
+                   + torch.cat([x, x], -1).sum() for x in (short, long))
+        (loss + torch.cat([short, short], 0).sum()).backward()
+    g = build_graph(state.records)
+    forms = sorted((d["efficiency_key"], d["out_shapes"][0]) for _, d in g.nodes(data=True)
+                   if d["op"] in ("aten._softmax", "aten._log_softmax", "aten.topk", "aten.cat",
+                                  "aten._softmax_backward_data",
+                                  "aten._log_softmax_backward_data"))
+    assert forms == sorted([
+        ("aten._softmax(short)", [64, 4]), ("aten._softmax", [64, 16]),
+        ("aten._log_softmax(short)", [64, 4]), ("aten._log_softmax", [64, 16]),
+        ("aten.topk(short)", [64, 2]), ("aten.topk", [64, 2]),
+        ("aten.cat(short)", [64, 8]), ("aten.cat", [64, 32]), ("aten.cat", [128, 4]),
+        ("aten._softmax_backward_data(short)", [64, 4]),
+        ("aten._softmax_backward_data", [64, 16]),
+        ("aten._log_softmax_backward_data(short)", [64, 4]),
+        ("aten._log_softmax_backward_data", [64, 16])])
+
+    curves = ("  aten._softmax: [[1.0e+3, 0.05], [1.0e+6, 0.05]]\n"
+              "  aten._softmax(short): [[1.0e+3, 0.002], [1.0e+6, 0.002]]\n")
+    both = load_gpu(_cpu_with(tmp_path, _REFINED.replace("  aten.gelu", curves + "  aten.gelu"),
+                              "both.yaml"))
+    older = load_gpu(_cpu_with(tmp_path, _REFINED.replace(
+        "  aten.gelu", curves.splitlines()[0] + "\n  aten.gelu"), "older.yaml"))
+    fwd = [n for n, d in g.nodes(data=True) if d["op"] == "aten._softmax"]
+    sub = g.subgraph(fwd).copy()
+    arrays = lower(sub)
+    nbytes = [d["bytes_read"] + d["bytes_written"] for _, d in sub.nodes(data=True)]
+    is_short = [d["efficiency_key"].endswith("(short)") for _, d in sub.nodes(data=True)]
+    assert sorted(is_short) == [False, True]
+    bw, over = both.mem_bw_bytes_per_s, both.overhead_s("forward")
+    want = [b / (bw * (0.002 if s else 0.05)) + over for b, s in zip(nbytes, is_short)]
+    assert compute_times(arrays, both).seconds == pytest.approx(want, rel=1e-12)
+    assert compute_times(arrays, older).seconds == pytest.approx(
+        [b / (bw * 0.05) + over for b in nbytes], rel=1e-12)
+
+
 def test_where_the_host_runs_ahead_its_time_per_op_is_a_floor_not_an_addition(tmp_path):
     """host_ahead (a GPU calibrated by archcost): an op takes max(roofline + kernel_launch,
     its phase's host figure); a view (no FLOPs, no bytes) still takes nothing; the inference

@@ -53,6 +53,9 @@ from archcost.hardware.fit import spread
 __all__ = ["OPS", "measure_conv", "measure_ops", "measure_overheads", "measure_dispatch"]
 
 _WIDTH = 1024  # row length of the row-wise ops (normalisations, softmax)
+# row length of their "(short)" forms (``trace.graph.efficiency_key``: rows under one vector),
+# a top-2 router's over 4 experts
+_SHORT = 4
 
 
 def _ops_table(torch) -> dict[str, Callable[[int, Any], Callable[[], Any]]]:
@@ -60,18 +63,18 @@ def _ops_table(torch) -> dict[str, Callable[[int, Any], Callable[[], Any]]]:
     aten = torch.ops.aten
     F = torch.nn.functional
 
-    def rows(n, dev):
-        return torch.randn(max(1, n // _WIDTH), _WIDTH, device=dev)
+    def rows(n, dev, width=_WIDTH):
+        return torch.randn(max(1, n // width), width, device=dev)
 
-    def unary(fn):
+    def unary(fn, width=_WIDTH):
         def make(n, dev):
-            x = rows(n, dev)
+            x = rows(n, dev, width)
             return lambda: fn(x)
         return make
 
-    def backward(fn):  # (gradient, input); binary ops take two inputs the same way
+    def backward(fn, width=_WIDTH):  # (gradient, input); binary ops take two inputs the same way
         def make(n, dev):
-            g, x = rows(n, dev), rows(n, dev)
+            g, x = rows(n, dev, width), rows(n, dev, width)
             return lambda: fn(g, x)
         return make
 
@@ -85,9 +88,9 @@ def _ops_table(torch) -> dict[str, Callable[[int, Any], Callable[[], Any]]]:
         a, one = rows(n, dev), torch.ones(max(1, n // _WIDTH), _WIDTH, device=dev)
         return lambda: a.mul_(one)
 
-    def softmax_bwd(op, fwd):
+    def softmax_bwd(op, fwd, width=_WIDTH):
         def make(n, dev):
-            x = rows(n, dev)
+            x = rows(n, dev, width)
             y = fwd(x, -1, False)
             g = torch.randn_like(y)
             return lambda: op(g, y, -1, x.dtype)
@@ -134,6 +137,17 @@ def _ops_table(torch) -> dict[str, Callable[[int, Any], Callable[[], Any]]]:
         g = torch.ones((), device=dev)
         return lambda: aten.nll_loss_backward(g, logp, t, None, 1, -100, total)
 
+    def index_add(n, dev):  # rows scattered into a buffer one row longer, a dispatch's
+        src = rows(n, dev)
+        buf = torch.zeros(src.shape[0] + 1, _WIDTH, device=dev)
+        idx = torch.randperm(src.shape[0] + 1, device=dev)[: src.shape[0]]
+        return lambda: aten.index_add(buf, 0, idx, src)
+
+    def index_select(n, dev):  # rows gathered back in a permuted order, a combine's
+        x = rows(n, dev)
+        idx = torch.randperm(x.shape[0], device=dev)
+        return lambda: aten.index_select(x, 0, idx)
+
     def maxpool(n, dev):
         x = image(n, dev)
         return lambda: aten.max_pool2d_with_indices(x, [3, 3], [2, 2], [1, 1])
@@ -173,6 +187,19 @@ def _ops_table(torch) -> dict[str, Callable[[int, Any], Callable[[], Any]]]:
         "aten.native_batch_norm_backward": batch_norm_bwd,
         "aten.max_pool2d_with_indices": maxpool,
         "aten.cat": backward(lambda a, b: aten.cat([a, b], -1)),
+        # the "(short)" forms: rows of _SHORT elements (a router's softmax and top-k over its
+        # experts; a rotary embedding's halves of a 16-wide head concatenated)
+        "aten._softmax(short)": unary(lambda x: aten._softmax(x, -1, False), _SHORT),
+        "aten._softmax_backward_data(short)": softmax_bwd(aten._softmax_backward_data,
+                                                          aten._softmax, _SHORT),
+        "aten._log_softmax(short)": unary(lambda x: aten._log_softmax(x, -1, False), _SHORT),
+        "aten._log_softmax_backward_data(short)": softmax_bwd(
+            aten._log_softmax_backward_data, aten._log_softmax, _SHORT),
+        "aten.topk": unary(lambda x: aten.topk(x, 2, -1)),
+        "aten.topk(short)": unary(lambda x: aten.topk(x, 2, -1), _SHORT),
+        "aten.cat(short)": backward(lambda a, b: aten.cat([a, b], -1), _SHORT),
+        "aten.index_add": index_add,
+        "aten.index_select": index_select,
         "aten.clone": unary(aten.clone),
         # an optimizer's in-place updates (AdamW, foreach=False)
         # (values stay normal over thousands of calls: denormals would time something else)
@@ -195,7 +222,9 @@ OPS = ("aten.gelu", "aten.gelu(tanh)", "aten.gelu_backward", "aten.gelu_backward
        "aten.native_layer_norm_backward", "aten.native_batch_norm",
        "aten.native_batch_norm_backward", "aten.max_pool2d_with_indices", "aten.cat",
        "aten.clone", "aten.mul_", "aten.add_", "aten.lerp_", "aten.addcmul_", "aten.addcdiv_",
-       "aten.sqrt", "aten.div")
+       "aten.sqrt", "aten.div", "aten._softmax(short)", "aten._softmax_backward_data(short)",
+       "aten._log_softmax(short)", "aten._log_softmax_backward_data(short)", "aten.topk",
+       "aten.topk(short)", "aten.cat(short)", "aten.index_add", "aten.index_select")
 
 
 def _size_of(fn: Callable[[], Any], op: str, key: str) -> int:
@@ -216,6 +245,7 @@ def _size_of(fn: Callable[[], Any], op: str, key: str) -> int:
 COLD = frozenset({"aten.gelu_backward", "aten.gelu_backward(tanh)", "aten.silu_backward",
                   "aten.threshold_backward",
                   "aten._softmax_backward_data", "aten._log_softmax_backward_data",
+                  "aten._softmax_backward_data(short)", "aten._log_softmax_backward_data(short)",
                   "aten.native_layer_norm_backward", "aten.native_batch_norm_backward",
                   "aten.mul_", "aten.add_", "aten.lerp_", "aten.addcmul_", "aten.addcdiv_",
                   "aten.sqrt", "aten.div"})

@@ -16,6 +16,7 @@ The graph is the single source of truth about the model for every later stage; n
 from __future__ import annotations
 
 import json
+from math import prod
 
 import networkx as nx
 
@@ -30,12 +31,44 @@ _IN_PLACE_SUFFIX = "_"
 
 # ops whose forms run at different speeds under one name: each form its own per-op curve
 _FORMS = {"aten.gelu": "approximate", "aten.gelu_backward": "approximate"}
+# row-wise ops (the tensor argument whose rows they work along, and the row's dim): on rows of
+# fewer than _SHORT_ROW elements (one 512-bit vector of fp32) a CPU kernel leaves its vector
+# path for a per-element one (a softmax over 1,024 rows of 8 took 146 us, of 16 17.5 us, on an
+# AVX-512 core), so such a call is the op's "(short)" form; a concatenation copies one piece of
+# each input per outer index, short when every piece is
+_ROW_WISE = {"aten._softmax": ("self", "dim"), "aten._log_softmax": ("self", "dim"),
+             "aten._softmax_backward_data": ("output", "dim"),
+             "aten._log_softmax_backward_data": ("output", "dim"),
+             "aten.topk": ("self", "dim"), "aten.cat": ("tensors", "dim")}
+_SHORT_ROW = 16
+
+
+def _row_elements(shape, dim: int, piece: bool) -> int:
+    """Elements of one row of ``shape`` along ``dim`` (a concatenation's ``piece``: the
+    contiguous run from ``dim`` on)."""
+    if not shape:
+        return 1
+    d = dim % len(shape)
+    return prod(shape[d:]) if piece else shape[d]
+
+
+def _short_rows(rec) -> bool:
+    arg, dim_name = _ROW_WISE[rec.op]
+    tensors = [t for t in iter_tensors(rec.named.get(arg)) if t.shape]
+    dim = rec.named.get(dim_name, -1 if rec.op == "aten.topk" else 0)
+    if not tensors or not isinstance(dim, int):
+        return False
+    piece = rec.op == "aten.cat"
+    return max(_row_elements(t.shape, dim, piece) for t in tensors) < _SHORT_ROW
 
 
 def efficiency_key(rec) -> str:
     """The op's key among a profile's per-op efficiency curves: its name, with its form where
     one name has forms of different speed (GELU's tanh approximation: ``aten.gelu(tanh)``,
-    4.4x the exact form's time on an AVX-512 CPU, where a GPU streams both at its bandwidth)."""
+    4.4x the exact form's time on an AVX-512 CPU, where a GPU streams both at its bandwidth;
+    a row-wise op on rows shorter than one vector: ``aten._softmax(short)``)."""
+    if rec.op in _ROW_WISE:
+        return f"{rec.op}(short)" if _short_rows(rec) else rec.op
     form = rec.named.get(_FORMS[rec.op], "none") if rec.op in _FORMS else "none"
     return f"{rec.op}({form})" if form != "none" else rec.op
 
