@@ -221,7 +221,7 @@ def test_subnormal_floats_are_counted_exactly():
     below fp32's smallest normal (1.18e-38); a function without them counts none."""
     import torch
 
-    from archcost.validate.subnormal import count_subnormals, subnormal_warning
+    from archcost.validate.subnormal import count_subnormals, subnormal_warning, summed
 
     x = torch.tensor([1e-39, -2e-39, 0.0, 1.0, 1e-45, 3e-38])
     assert count_subnormals(lambda: x * 1.0) == {"elements": 6, "subnormal": 3}
@@ -230,6 +230,12 @@ def test_subnormal_floats_are_counted_exactly():
     assert subnormal_warning(None, "a step") is None
     line = subnormal_warning({"elements": 6, "subnormal": 3}, "a step")
     assert "3 of the 6" in line and "50.00%" in line and "\n" not in line
+    # ranks of one step: the counts add, a rank that did not count (None) left out
+    assert summed([{"elements": 6, "subnormal": 0}, None, {"elements": 10, "subnormal": 3}]) \
+        == {"elements": 16, "subnormal": 3}
+    assert summed([None, None]) is None
+    assert "3 of the 12" in subnormal_warning(summed([{"elements": 6, "subnormal": 0},
+                                                      {"elements": 6, "subnormal": 3}]), "a step")
 
 
 def test_a_step_computing_subnormal_floats_is_named_and_a_bundled_one_is_not(runner):

@@ -216,9 +216,10 @@ def validate(
 
             results = run_distributed(cfg, nproc, timeout_s=timeout)
     rows = components(est, results, single_peak)
-    from archcost.validate.subnormal import subnormal_warning
+    from archcost.validate.subnormal import subnormal_warning, summed
 
-    slow_floats = subnormal_warning(results[0].get("subnormal"), "a step")
+    slow_floats = subnormal_warning(summed([r.get("subnormal") for r in results]),
+                                    "a step" if len(results) == 1 else "a step's ranks")
     if slow_floats:
         warnings = [*warnings, slow_floats]
         if not quiet:

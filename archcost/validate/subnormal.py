@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["count_subnormals", "subnormal_warning"]
+__all__ = ["count_subnormals", "subnormal_warning", "summed"]
 
 _PLAIN = (torch.Tensor, torch.nn.Parameter)
 
@@ -44,6 +44,16 @@ def count_subnormals(fn: Callable[[], Any]) -> dict[str, int]:
     with _Count():
         fn()
     return counts
+
+
+def summed(counts: list[dict[str, int] | None]) -> dict[str, int] | None:
+    """The counts of every rank that counted, added (each rank of a multi-process validation
+    counts its own ops: a subnormal gradient on one rank slows the step of all); None where
+    none counted."""
+    counted = [c for c in counts if c]
+    if not counted:
+        return None
+    return {k: sum(c[k] for c in counted) for k in ("elements", "subnormal")}
 
 
 def subnormal_warning(counts: dict[str, int] | None, what: str) -> str | None:
