@@ -31,6 +31,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from cpu_infer_validation import MODELS, POINTS  # noqa: E402
+
 INPUT, OUTPUT = 128, 32
 
 
@@ -49,7 +51,10 @@ def _price(argv: list[str], profile: str, batch: int) -> float:
 
     out = subprocess.run(["archcost", "infer", *argv, "--hardware", profile, "-b", str(batch),
                           "-i", str(INPUT), "-n", str(OUTPUT), "--dtype", "fp32", "--json"],
-                         capture_output=True, text=True, check=True)
+                         capture_output=True, text=True)
+    if out.returncode:
+        raise SystemExit(f"error: archcost infer {argv[0]} on {profile}: "
+                         f"{(out.stderr.strip().splitlines() or ['failed'])[-1]}")
     return json.loads(out.stdout)["inference"]["ttft_s"]
 
 
@@ -101,8 +106,6 @@ def _times(path: str, overrides: dict, batch: int, reps: int, llc_bytes: int) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    from cpu_infer_validation import MODELS, POINTS
-
     from archcost.hardware.calibrate import _last_level_cache
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -110,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="a profile `archcost calibrate --device cpu` wrote on this machine")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: as set)")
     ap.add_argument("--reps", type=int, default=7, help="prefills timed per way (median)")
+    ap.add_argument("--llc-mib", type=float, default=0.0,
+                    help="last-level cache in MiB (0: from sysfs, else 512)")
     args = ap.parse_args(argv)
     if not Path(args.profile).is_file():
         print(f"error: no profile at {args.profile}; write one with `archcost calibrate "
@@ -119,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    llc = int(_last_level_cache("cpu")[0] or 512 * 2**20)
+    llc = int(args.llc_mib * 2**20 or _last_level_cache("cpu")[0] or 512 * 2**20)
     ways = ("back-to-back", "in a generation", "after a 25 ms spin", "after 2x LLC written")
     print("| model | batch | priced | " + " | ".join(ways) + " |")
     print("|---|---:|---:|" + "---:|" * len(ways))
