@@ -7,7 +7,9 @@ computes in: a scaled GEMM's operand format, else its first output's dtype), ``h
 ``repeat_group``, ``index`` (execution order), ``uses_storage_of`` (the nodes that allocated
 the storages this op reads, views and in-place results followed to their allocation),
 ``attention_shape`` ([head dim, query length, key length, causal, backward] of attention ops,
-what an attention kernel's table is read by; [] for other ops).
+what an attention kernel's table is read by; [] for other ops), ``efficiency_key`` (the op's
+key among a profile's per-op curves: its name, with its form where forms run at different
+speeds, :func:`efficiency_key`).
 Edge attributes: ``bytes``, ``dtype``, ``shape`` of the tensor flowing from producer to consumer.
 
 The graph is the single source of truth about the model for every later stage; nothing re-traces.
