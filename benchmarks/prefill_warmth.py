@@ -37,12 +37,10 @@ INPUT, OUTPUT = 128, 32
 
 
 def _overrides(argv: list[str]) -> tuple[str, dict]:
-    path, out = argv[0], {}
-    for i, a in enumerate(argv):
-        if a == "--set":
-            k, v = argv[i + 1].split("=", 1)
-            out[k] = int(v) if v.lstrip("-").isdigit() else v
-    return path, out
+    """A model's file and its ``--set`` values, parsed as ``archcost infer`` parses them."""
+    from archcost.loader import parse_overrides
+
+    return argv[0], parse_overrides([argv[i + 1] for i, a in enumerate(argv) if a == "--set"])
 
 
 def _price(argv: list[str], profile: str, batch: int) -> float:
@@ -65,6 +63,7 @@ def _times(path: str, overrides: dict, batch: int, reps: int, llc_bytes: int) ->
 
     from archcost.loader import load_model_file
     from archcost.validate.generate import _generate
+    from archcost.validate.generate import prefill as forward
 
     spec = load_model_file(path, overrides)
     torch.manual_seed(0)
@@ -79,9 +78,7 @@ def _times(path: str, overrides: dict, batch: int, reps: int, llc_bytes: int) ->
         if before is not None:
             before()
         t0 = time.perf_counter()
-        logits = model(**prompt, cache=cache, start_pos=0) if isinstance(prompt, dict) else \
-            model(*prompt, cache=cache, start_pos=0)
-        logits.argmax(-1)
+        forward(model, prompt, cache).argmax(-1)
         return time.perf_counter() - t0
 
     def spin() -> None:

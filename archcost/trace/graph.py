@@ -57,7 +57,7 @@ def _row_elements(shape, dim: int, piece: bool) -> int:
 def _short_rows(rec) -> bool:
     arg, dim_name = _ROW_WISE[rec.op]
     tensors = [t for t in iter_tensors(rec.named.get(arg)) if t.shape]
-    dim = rec.named.get(dim_name, -1 if rec.op == "aten.topk" else 0)
+    dim = rec.named.get(dim_name)  # ``named`` holds every argument, defaults filled in
     if not tensors or not isinstance(dim, int):
         return False
     piece = rec.op == "aten.cat"

@@ -37,7 +37,7 @@ import torch
 from archcost.validate.allocator import keep_freed_memory
 from archcost.validate.step import DTYPES
 
-__all__ = ["GenerateConfig", "run_generation"]
+__all__ = ["GenerateConfig", "prefill", "run_generation"]
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,12 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def prefill(model, prompt, cache):
+    """The prompt's forward from position 0 into ``cache``: the last position's logits."""
+    return model(**prompt, cache=cache, start_pos=0) if isinstance(prompt, dict) else \
+        model(*prompt, cache=cache, start_pos=0)
+
+
 def _generate(spec, model, prompt, cfg: GenerateConfig, device: torch.device
               ) -> tuple[float, list[float], torch.Tensor]:
     """One greedy generation: (TTFT, seconds of each decode step, the tokens generated)."""
@@ -65,8 +71,7 @@ def _generate(spec, model, prompt, cfg: GenerateConfig, device: torch.device
     tokens = []
     _sync(device)
     t0 = time.perf_counter()
-    logits = model(**prompt, cache=cache, start_pos=0) if isinstance(prompt, dict) else \
-        model(*prompt, cache=cache, start_pos=0)  # (B, 1, vocab)
+    logits = prefill(model, prompt, cache)  # (B, 1, vocab)
     token = logits.argmax(-1)  # (B, 1) greedy
     _sync(device)
     ttft = time.perf_counter() - t0
