@@ -29,9 +29,9 @@ def _llama(**extra):
     return load_model_file(str(MODELS / "llama.py"), dict(preset="tiny", **extra))
 
 
-def _costs(spec, build_len=64, tp=1, hardware="h100-sxm", dtype="bf16", **kw):
-    return InferenceCosts(spec, one_replica_cluster(hardware, tp), parse_precision(dtype),
-                          load_runtime("eager"), build_len=build_len, tp=tp, **kw)
+def _costs(spec, build_len=64, tp=1, hardware="h100-sxm", dtype="bf16", pp=1, **kw):
+    return InferenceCosts(spec, one_replica_cluster(hardware, tp * pp), parse_precision(dtype),
+                          load_runtime("eager"), build_len=build_len, tp=tp, pp=pp, **kw)
 
 
 def _class_flops(g, *classes) -> int:
@@ -162,6 +162,58 @@ def test_int4_weights_are_packed_in_memory():
     rest = 2 * d["vocab"] * h + (2 * d["layers"] + 1) * h
     costs = _costs(_llama(), quantize=quantizer("bf16", "int4", group, None))
     assert costs.weight_bytes_per_gpu() == linear // 2 + linear // group * 2 + rest * 2
+
+
+def test_int4_dequantized_weights_are_held_once_not_per_sequence():
+    """A weight-only linear's dequantized weight lives for its matmul whatever the batch: at
+    batch 64 int4 holds no more transient memory than bf16 does plus the two largest dequantized
+    weights (the MLP's gate and up, bf16), and at batch 1 it holds more than bf16 (the weights
+    are there)."""
+    d = LLAMA_TINY
+    dequantized = 2 * d["hidden"] * d["ffn"] * 2
+    plain = _costs(_llama())
+    int4 = _costs(_llama(), quantize=quantizer("bf16", "int4", 16, None))
+    step = InferStep.prefill(1, 32)
+    assert int4.activation_bytes(1, step) > plain.activation_bytes(1, step)
+    assert int4.activation_bytes(64, step) <= plain.activation_bytes(64, step) + dequantized
+
+
+def test_transient_envelope_is_the_peak_of_every_step_at_every_batch():
+    """Brute force: each step's live bytes affine in the batch through the two traced ones;
+    the envelope's peak equals the maximum over the steps at every batch."""
+    from archcost.plan.workload import transient_envelope
+
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        n = int(rng.integers(1, 40))
+        fixed, per = rng.uniform(0, 100, n), rng.uniform(0, 10, n)
+        pieces = transient_envelope(fixed + per, fixed + 2 * per)
+        for b in (1, 2, 3, 7, 20, 1000):
+            assert max(f + b * p for f, p in pieces) == pytest.approx(
+                float(np.max(fixed + b * per)), rel=1e-12)
+    assert transient_envelope(np.array([5.0, 3.0]), np.array([6.0])) == ((0.0, 5.0),)
+
+
+def test_pipeline_never_splits_a_sequence_and_a_prefill_fills_and_drains_it():
+    """pp = 2 over a 2-layer model: a micro-batch is whole sequences, min(pp, batch) of them; a
+    decode step takes pp stage times (one sequence per stage: as long as one sequence's), a
+    prefill m + pp - 1 (the second micro-batch leaves the last stage a stage after the first);
+    one sequence's prefill is no faster than on one GPU."""
+    spec = _llama()
+    one, two = _costs(spec), _costs(spec, hardware="dgx-h100-ndr", pp=2)
+    prefill, decode = InferStep.prefill(1, 32), InferStep.decode(1, 40)
+
+    def stage(batch, step, stages):
+        return two.step(batch, step)["compute_s"] / stages
+
+    assert stage(1, prefill, 2) == pytest.approx(stage(2, prefill, 3), rel=1e-12)
+    assert stage(3, prefill, 3) == pytest.approx(stage(4, prefill, 3), rel=1e-12)
+    assert stage(4, prefill, 3) > stage(2, prefill, 3)
+    assert two.step(2, decode)["seconds"] == pytest.approx(two.step(1, decode)["seconds"],
+                                                           rel=1e-12)
+    assert two.step(1, prefill)["compute_s"] >= one.step(1, prefill)["compute_s"]
+    assert two.step(1, prefill)["seconds"] > one.step(1, prefill)["seconds"]
+    assert two.activation_bytes(3, prefill) == two.activation_bytes(4, prefill)
 
 
 def test_tp_splits_time_and_adds_all_reduces():

@@ -18,9 +18,12 @@ matmuls, attention and the ops between a column- and a row-parallel projection d
 ``tp``; norms and residual adds are replicated; each row-parallel projection ends in an
 all-reduce of the layer's output over the tensor-parallel group, costed on the cluster's links
 (``cost.comm``), exposed (decode kernels are too short to hide it). Pipeline parallelism holds
-``layers / pp`` layers per GPU; a step's batch splits into ``pp`` micro-batches that follow each
-other through the stages (TensorRT-LLM's pipeline-parallel generation), so a step takes ``pp``
-stage times of ``batch / pp`` sequences plus the hops between stages.
+``layers / pp`` layers per GPU; a step's batch splits into ``m = min(pp, batch)`` micro-batches
+of whole sequences (the largest, ``ceil(batch / m)``, sets a stage's time) that follow each other
+through the stages (TensorRT-LLM's pipeline-parallel generation). A decode step, the pipeline
+full of micro-batches from one token to the next, takes ``pp`` stage times (each micro-batch
+crosses every stage once); a prefill fills and drains it, so its last micro-batch's first token
+comes after ``m + pp - 1`` stage times. Both add the ``pp - 1`` hops between stages.
 
 Memory per GPU: the weights as held (quantized ones as packed), split ``tp`` ways (matrices;
 vectors replicated, which the split ignores: under 0.1 % of a transformer) and ``pp`` ways; the
@@ -51,6 +54,7 @@ from archcost.plan.workload import (
     SECTION_PRE,
     OpTable,
     Workload,
+    transient_at,
     workload_from_traces,
 )
 
@@ -195,8 +199,9 @@ class InferenceCosts:
         w = self.workload(InferStep.decode(1, _ANCHORS[0]))
         out = list(w.notes)
         if self.pp > 1:
-            out.append(f"pipeline: a step's batch runs as {self.pp} micro-batches through "
-                       f"{self.pp} stages of {math.ceil(w.layers / self.pp)} layers")
+            out.append(f"pipeline: a step's batch runs as up to {self.pp} micro-batches "
+                       f"through {self.pp} stages of {math.ceil(w.layers / self.pp)} layers; "
+                       "a prefill fills and drains the stages")
         if self.gpu.matmul_shape_efficiency_warm:
             out.append(f"decode steps whose bytes moved fit in the last-level cache "
                        f"({self.gpu.l2_bytes / 2**20:.0f} MiB) read the profile's warm matmul "
@@ -233,7 +238,8 @@ class InferenceCosts:
             two = self._trace(dataclasses.replace(step, batch=2))
             self.memo[key] = workload_from_traces(
                 {Recompute.NONE: one}, self.policy, name=self.spec.name,
-                at_batch_2={Recompute.NONE: two}, runtime=self.runtime)
+                at_batch_2={Recompute.NONE: two}, runtime=self.runtime,
+                transient_by_batch=True)
         return self.memo[key]
 
     def workload(self, step: InferStep) -> Workload:
@@ -247,7 +253,7 @@ class InferenceCosts:
         transient = {Recompute.NONE: lo.transient[Recompute.NONE] + x * (
             hi.transient[Recompute.NONE] - lo.transient[Recompute.NONE])}
         return dataclasses.replace(lo, ops={Recompute.NONE: ops}, transient=transient,
-                                   transient_body=transient)
+                                   transient_body=transient, transient_lines={})
 
     # --- pricing ------------------------------------------------------------------------------
     def _rows(self, w: Workload, batch: float, gpu) -> np.ndarray:
@@ -263,7 +269,7 @@ class InferenceCosts:
         if batch < 1:
             raise ConfigError(f"batch {batch}: must be >= 1")
         w = self.workload(step)
-        micro = batch / self.pp  # sequences per micro-batch
+        m, micro = self.micro_batches(batch)
         rows = self._rows(w, micro, self._warm_gpu if self.weights_cached(batch, step, w)
                           else self.gpu)
         stage_layers = w.layers if self.pp == 1 else math.ceil(w.layers / self.pp)
@@ -278,11 +284,19 @@ class InferenceCosts:
         tp_comm = stage_layers * w.tp_points * ar
         hop = collective_cost(Collective.SEND_RECV, tokens * w.hidden * w.act_bytes, 2,
                               self.cluster, stride=self.tp).seconds if self.pp > 1 else 0.0
-        seconds = self.pp * (compute + tp_comm) + (self.pp - 1) * hop
-        return {"seconds": float(seconds), "compute_s": float(self.pp * compute),
-                "attention_s": float(self.pp * stage_layers * rows[C["attn_f"]]),
-                "tp_comm_s": float(self.pp * tp_comm), "pp_comm_s": float((self.pp - 1) * hop),
+        # stage times on the critical path: a prefill fills and drains the pipeline
+        stages = m + self.pp - 1 if step.kind == "prefill" else self.pp
+        seconds = stages * (compute + tp_comm) + (self.pp - 1) * hop
+        return {"seconds": float(seconds), "compute_s": float(stages * compute),
+                "attention_s": float(stages * stage_layers * rows[C["attn_f"]]),
+                "tp_comm_s": float(stages * tp_comm), "pp_comm_s": float((self.pp - 1) * hop),
                 "tokens": batch * step.new_tokens}
+
+    def micro_batches(self, batch: int) -> tuple[int, int]:
+        """(micro-batches, sequences in the largest) of a step of ``batch`` sequences: ``pp``
+        of them, fewer when there are fewer sequences (a sequence is not split)."""
+        m = min(self.pp, batch)
+        return m, math.ceil(batch / m)
 
     def work(self, batch: int, step: InferStep, w: Workload | None = None) -> dict:
         """FLOPs and bytes one GPU runs and moves in a step of ``batch`` sequences (its
@@ -344,9 +358,15 @@ class InferenceCosts:
         return self.kv_bytes_per_sequence(max_len) * batch * share * stage
 
     def activation_bytes(self, batch: int, step: InferStep) -> float:
-        """The step's transient activations per GPU: one micro-batch's, split over tp."""
-        w = self.workload(step)
-        return float(batch / self.pp * w.transient[Recompute.NONE] / self.tp)
+        """The step's transient activations per GPU: one micro-batch's, split over tp; what
+        does not grow with the batch (a dequantized weight) held once (a decode step's
+        interpolated between its two traced contexts)."""
+        micro = self.micro_batches(batch)[1]
+        if step.kind == "prefill":
+            return transient_at(self._anchored(step), micro) / self.tp
+        a, b = decode_anchors(step.context, self.kv_windows())
+        lo, hi = (transient_at(self._anchored(InferStep.decode(1, c)), micro) for c in (a, b))
+        return float(lo + (step.context - a) / (b - a) * (hi - lo)) / self.tp
 
 
 def dispatch_seconds(w: Workload, gpu, runtime) -> tuple[float, float, float]:

@@ -165,6 +165,12 @@ class Workload:
     # the transient peak outside the head and loss (what a pipeline stage without them holds:
     # the loss's logits-wide working tensors are the last stage's); empty: ``transient``
     transient_body: Mapping[Recompute, float] = field(default_factory=dict)
+    # the transient peak by micro-batch b, where the step was traced at batch 2 too: the upper
+    # envelope of lines (fixed, per sequence), peak(b) = max(fixed + b * per_seq) (a weight-only
+    # quantized linear's dequantized weight is fixed; ``transient_at``); empty: ``transient``
+    # grows with b (training's pricing reads it so)
+    transient_lines: Mapping[Recompute, tuple[tuple[float, float], ...]] = field(
+        default_factory=dict)
     # bytes per parameter a parameter all-gather moves: the weights in their own dtype
     # (``gather_bytes``; 0 = weight_bytes) or, with low precision, the converted linears' weights
     # in its format, scales included (``lowp_gather_bytes``); weight_bytes also counts the
@@ -569,7 +575,43 @@ def _activations(g: nx.DiGraph, cap, rep: tuple[str, ...], counts: dict[str, int
     peak, _, live = liveness_peak(alloc[keep], last[keep], size[keep], np.ones(int(keep.sum())),
                                   len(order), 0.0)
     body = live[section != SECTION_POST]
-    return (sharded, sp_only), pre, post, float(peak), float(body.max()) if len(body) else 0.0
+    return ((sharded, sp_only), pre, post, float(peak), float(body.max()) if len(body) else 0.0,
+            live)
+
+
+def transient_envelope(live_1: np.ndarray, live_2: np.ndarray
+                       ) -> tuple[tuple[float, float], ...]:
+    """The transient peak by batch b >= 1 from the live bytes at each step of a trace at batch 1
+    and the same steps at batch 2: each step's bytes are affine in b (fixed 2 l1 - l2, per
+    sequence l2 - l1), the peak the upper envelope of those lines, returned as its (fixed, per
+    sequence) pieces in order of b. Traces whose steps differ: one line through the batch-1
+    peak and the origin (everything grows with b)."""
+    l1, l2 = np.asarray(live_1, dtype=np.float64), np.asarray(live_2, dtype=np.float64)
+    if l1.shape != l2.shape or not len(l1):
+        return ((0.0, float(l1.max()) if len(l1) else 0.0),)
+    fixed, per = 2 * l1 - l2, np.maximum(l2 - l1, 0.0)
+    at_1 = fixed + per
+    i = int(np.lexsort((per, at_1))[-1])  # the highest at b = 1, the steepest of those
+    out = [(float(fixed[i]), float(per[i]))]
+    while True:
+        f0, s0 = out[-1]
+        steeper = per > s0
+        if not steeper.any():
+            return tuple(out)
+        cross = np.where(steeper, (f0 - fixed) / np.where(steeper, per - s0, 1.0), np.inf)
+        first = cross[steeper].min()
+        j = int(np.flatnonzero(steeper & (cross <= first))[np.argmax(per[steeper & (
+            cross <= first)])])
+        out.append((float(fixed[j]), float(per[j])))
+
+
+def transient_at(w: Workload, batch: float, policy: Recompute = Recompute.NONE) -> float:
+    """The transient peak of a micro-batch of ``batch`` sequences: the envelope where traced
+    (``Workload.transient_lines``), else ``batch`` times the batch-1 peak."""
+    pieces = w.transient_lines.get(policy)
+    if not pieces:
+        return batch * w.transient[policy]
+    return max(f + batch * p for f, p in pieces)
 
 
 def _module_calls(cap, nodes, sections, members: list[str], layers: int
@@ -631,12 +673,15 @@ def _param_split(cap, rep: tuple[str, ...], members: list[str], layers: int, g: 
 def workload_from_traces(traces: Mapping[Recompute, object], policy: PrecisionPolicy,
                          name: str = "model",
                          at_batch_2: Mapping[Recompute, object] | None = None,
-                         runtime: RuntimeProfile | None = None) -> Workload:
+                         runtime: RuntimeProfile | None = None,
+                         transient_by_batch: bool = False) -> Workload:
     """A Workload from traces (``archcost.trace.Traced``) of one step at batch 1, one per
     recompute policy; every trace at the same sequence length. ``at_batch_2``: the same steps
     at batch 2, where traced, to split each op's bytes into the part that grows with the
     micro-batch and the part that does not (weights). ``runtime`` (default: the default
-    runtime profile) fuses ops and launches the optimizer as the stack does."""
+    runtime profile) fuses ops and launches the optimizer as the stack does.
+    ``transient_by_batch``: with ``at_batch_2``, the transient peak's envelope by batch too
+    (``Workload.transient_lines``: a second liveness pass, which inference pricing reads)."""
     runtime = runtime or load_runtime()
     if not traces:
         raise ValueError("workload_from_traces needs at least one trace")
@@ -679,6 +724,7 @@ def workload_from_traces(traces: Mapping[Recompute, object], policy: PrecisionPo
                 dispatch = float(a.nbytes)
                 break
     ops, saved_block, saved_pre, saved_post, transient, body = {}, {}, {}, {}, {}, {}
+    lines = {}
     opt_table = None
     for policy_r, traced in traces.items():
         g, cap = traced.graph, traced.capture
@@ -695,8 +741,13 @@ def workload_from_traces(traces: Mapping[Recompute, object], policy: PrecisionPo
         ops[policy_r] = table
         opt_table = opt_table or opt
         (saved_block[policy_r], saved_pre[policy_r], saved_post[policy_r], transient[policy_r],
-         body[policy_r]) = _activations(g, cap, rep, counts, layers, width_numel, sections,
-                                        hidden, runtime.fusions)
+         body[policy_r], live) = _activations(g, cap, rep, counts, layers, width_numel,
+                                              sections, hidden, runtime.fusions)
+        if two is not None and transient_by_batch:
+            g2 = two.graph
+            live_2 = _activations(g2, two.capture, rep, counts, layers, width_numel,
+                                  _sections(_ordered(g2), rep), hidden, runtime.fusions)[5]
+            lines[policy_r] = transient_envelope(live, live_2)
     shape = ModelShape(layers=layers, heads=heads, kv_heads=kv_heads, hidden=hidden,
                        seq_len=seq_len, experts=experts)
     opt_bytes = (cap0.optimizer_state_bytes + cap0.master_weight_bytes) / max(trainable, 1.0)
@@ -715,7 +766,7 @@ def workload_from_traces(traces: Mapping[Recompute, object], policy: PrecisionPo
         grad_bytes=ITEMSIZE[policy.grad_dtype] * trainable / max(total, 1.0),
         optimizer_bytes=opt_bytes * trainable / max(total, 1.0),
         saved_block=saved_block, saved_pre=saved_pre, saved_post=saved_post,
-        transient=transient, transient_body=body, hidden=hidden, act_bytes=ITEMSIZE[policy.compute_dtype],
+        transient=transient, transient_body=body, transient_lines=lines, hidden=hidden, act_bytes=ITEMSIZE[policy.compute_dtype],
         tp_points=tp_points, kv_hidden=kv_hidden, dispatch_bytes=dispatch, notes=tuple(notes),
         gemm_dtype=policy.gemm_dtype, gather_bytes=own, lowp_gather_bytes=lowp_gather,
         runtime=runtime, module_calls=_module_calls(cap0, nodes0, sections0, members, layers),
