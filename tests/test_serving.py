@@ -17,6 +17,7 @@ from archcost.infer.serving import (
     EXACT_STEPS,
     largest_batch,
     mean_decode_s,
+    saturation_rate,
     simulate_continuous,
     static_serving,
 )
@@ -201,6 +202,24 @@ def test_overload_is_detected_and_memory_caps_the_batch():
     light = simulate_continuous(cf, 0.5 * floor, inp, out, requests=2000, seed=5)
     assert light.stable
     assert light.max_running <= most
+
+
+@pytest.mark.parametrize("most,out", [(16, 32), (64, 8), (256, 128)])
+def test_capacity_equals_the_closed_form_and_decides_a_rate_just_past_it(most, out):
+    """A decode step of constant time c (any batch, any context) and a prefill of p per
+    request: with its queue never empty the replica holds ``most`` requests, each of which
+    leaves after ``out - 1`` decode steps, so an iteration admits and prefills most / (out - 1)
+    of them: capacity most / ((out - 1) c + most p) requests/s. 3 % past it the queue grows
+    (too slowly for the growth test alone over 2,000 requests); 10 % below it, it does not."""
+    cf, inp = Affine(a=0.0, d=0.0, e=0.0), 512
+    closed = most / ((out - 1) * cf.c + most * cf.b * inp)
+    cap = saturation_rate(cf, inp, out, max_batch=most)
+    assert cap == pytest.approx(closed, rel=0.02)
+    past = simulate_continuous(cf, 1.03 * closed, inp, out, max_batch=most, seed=1)
+    assert past.capacity_per_s == pytest.approx(closed, rel=0.02) and not past.stable
+    below = simulate_continuous(cf, 0.9 * closed, inp, out, max_batch=most, seed=1)
+    assert below.stable
+    assert below.arrived_per_s == pytest.approx(_window_rate(below), rel=1e-3)
 
 
 def test_max_batch_caps_the_running_requests():

@@ -73,6 +73,10 @@ def render_inference(console: Console, doc: dict[str, Any]) -> None:
         c.note(f"output tokens/s {fmt.sig(cont['output_tokens_per_s'])}, per GPU "
                f"{fmt.sig(cont['output_tokens_per_s_per_gpu'])}; mean batch "
                f"{fmt.sig(cont['mean_batch'])}")
+        if "capacity_per_s" in cont:
+            c.note(f"requests arrived at {fmt.sig(cont['arrived_per_s'])}/s in the window; "
+                   f"the replica's capacity {fmt.sig(cont['capacity_per_s'])} requests/s "
+                   f"(utilization {cont['rate_per_s'] / cont['capacity_per_s']:.0%})")
         c.print(console)
     for note in doc.get("notes", []):
         say(console, f"note: {note}")

@@ -119,7 +119,8 @@ def continuous_section(costs: InferenceCosts, rate: float, input_len: int, outpu
             "output_tokens_per_s_per_gpu": run.output_tokens_per_s_per_gpu,
             "ttft": pct(run.ttft), "tpot": pct(run.tpot), "e2e": pct(run.e2e),
             "mean_batch": run.mean_batch, "max_running": run.max_running,
-            "stable": bool(run.stable), "queue_growth": run.queue_growth}
+            "stable": bool(run.stable), "queue_growth": run.queue_growth,
+            "capacity_per_s": run.capacity_per_s, "arrived_per_s": run.arrived_per_s}
 
 
 def _evaluated(e) -> dict[str, Any]:

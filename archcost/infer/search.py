@@ -40,6 +40,8 @@ from archcost.infer.serving import (
     DEFAULT_MAX_BATCH,
     ContinuousServing,
     largest_batch,
+    rate_bound,
+    saturation_rate,
     simulate_continuous,
     static_serving,
 )
@@ -127,13 +129,13 @@ def max_rate_within_slo(costs: StepCosts, input_len: int, output_len: int,
     """The simulation at the highest rate (one replica) that is stable with p90 TTFT and TPOT
     within the SLOs, and True; when none of the rates tried is, the lowest one tried, and
     False (module docstring)."""
-    most = min(max_batch, largest_batch(costs, input_len + output_len))
-    shortest = costs.prefill_s(1, input_len) + (output_len - 1) * costs.decode_s(1, input_len + 1)
-    lo, hi = 0.0, most / shortest
+    capacity = saturation_rate(costs, input_len, output_len, requests=requests,
+                               max_batch=max_batch, seed=seed)
+    lo, hi = 0.0, min(capacity, rate_bound(costs, input_len, output_len, max_batch))
 
     def sim(rate: float) -> ContinuousServing:
         return simulate_continuous(costs, rate, input_len, output_len, requests=requests,
-                                   max_batch=max_batch, seed=seed)
+                                   max_batch=max_batch, seed=seed, capacity_per_s=capacity)
 
     best = None
     for _ in range(RATE_HALVINGS):

@@ -48,10 +48,15 @@ Measurement: the first ``warmup_fraction`` of requests (by arrival) is warm-up a
 the window runs from the first measured arrival to the last arrival. Throughput counts output
 tokens produced in the window; latency percentiles are over the measured requests (TPOT of a
 request = (e2e - ttft) / (output_len - 1), as vLLM's ``benchmarks/benchmark_serving.py``).
-The queue is stable when the waiting queue does not grow over the second half of the window:
-its least-squares slope times that half's length is below ``QUEUE_GROWTH_FRACTION`` of the
-requests arriving in it. Under overload the latency percentiles grow with the run's length and
-only say that the rate is too high.
+The replica's capacity (``saturation_rate``) is the rate at which it completes requests with its
+queue never empty: the same requests arriving at the upper bound of what it can serve (its
+largest batch over one request's unbatched time), completions counted between the 20th and
+80th percentile of finish times. The queue is stable when the rate is below that capacity and the
+waiting queue does not grow over the second half of the window: its least-squares slope times
+that half's length is below ``QUEUE_GROWTH_FRACTION`` of the requests arriving in it (a rate just
+past capacity grows the queue too slowly for a run of thousands of requests to show it, so
+the capacity decides there). Under overload the latency percentiles grow with the run's length
+and only say that the rate is too high.
 """
 
 from __future__ import annotations
@@ -67,7 +72,8 @@ from archcost.errors import ConfigError, InfeasibleError
 from archcost.infer.costs import StepCosts
 
 __all__ = ["StaticServing", "Percentiles", "ContinuousServing", "fits", "largest_batch",
-           "mean_decode_s", "static_serving", "simulate_continuous",
+           "mean_decode_s", "static_serving", "simulate_continuous", "saturation_rate",
+           "rate_bound",
            "EXACT_STEPS", "RUN_STEPS", "TPOT_POINTS", "BATCH_LIMIT", "QUEUE_GROWTH_FRACTION"]
 
 EXACT_STEPS = 256  # decode steps priced one by one; longer outputs in this many trapezoids
@@ -206,6 +212,8 @@ class ContinuousServing:
     mean_in_system: float  # waiting + running, time-averaged over the window
     queue_growth: float  # least-squares growth of the waiting queue over the second half
     stable: bool
+    capacity_per_s: float  # requests/s the replica completes with its queue never empty
+    arrived_per_s: float  # requests/s that arrived in the window (the draw of ``rate_per_s``)
     # per measured request, arrival order
     arrival_s: np.ndarray
     first_token_s: np.ndarray
@@ -386,20 +394,15 @@ def _queue_growth(arrival: np.ndarray, admit: np.ndarray, t0: float, t1: float,
     return float(slope * (t1 - t0)), arrived
 
 
-def simulate_continuous(costs: StepCosts, rate_per_s: float,
-                        input_len: int | Sequence[int], output_len: int | Sequence[int], *,
-                        requests: int = 2000, max_batch: int = DEFAULT_MAX_BATCH,
-                        seed: int = 0, warmup_fraction: float = 0.2) -> ContinuousServing:
-    """Continuous batching in steady state (module docstring): ``requests`` Poisson arrivals at
-    ``rate_per_s``, the first ``warmup_fraction`` of them discarded."""
+def _requests(costs: StepCosts, rate_per_s: float, input_len, output_len, requests: int,
+              max_batch: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Checked arguments and the run's (arrivals, input lengths, output lengths)."""
     if not rate_per_s > 0 or not math.isfinite(rate_per_s):
         raise ConfigError(f"request rate {rate_per_s!r}: give a positive number of requests/s")
     requests = _positive_int(requests, "requests")
-    max_batch = _positive_int(max_batch, "max batch")
+    _positive_int(max_batch, "max batch")
     if requests < 20:
         raise ConfigError(f"{requests} requests: simulate at least 20 to measure a steady state")
-    if not 0 <= warmup_fraction <= 0.5:
-        raise ConfigError(f"warm-up fraction {warmup_fraction!r}: give a number in [0, 0.5]")
     rng = np.random.default_rng(seed)
     arrival = np.cumsum(rng.exponential(1.0 / rate_per_s, requests))
     inp, out = _lengths(rng, input_len, output_len, requests)
@@ -408,6 +411,49 @@ def simulate_continuous(costs: StepCosts, rate_per_s: float,
         raise InfeasibleError(f"one request of {longest} tokens does not fit in "
                               f"{costs.capacity_bytes / 2**30:.1f} GiB per GPU: use more GPUs "
                               "per replica or shorter requests")
+    return arrival, inp, out
+
+
+def rate_bound(costs: StepCosts, input_len, output_len,
+               max_batch: int = DEFAULT_MAX_BATCH) -> float:
+    """An upper bound on the requests/s a replica serves: its largest batch (``max_batch`` or
+    what fits at the longest request) over the shortest request's unbatched time."""
+    inp = np.atleast_1d(np.asarray(input_len))
+    out = np.atleast_1d(np.asarray(output_len))
+    most = max(1, largest_batch(costs, int(inp.max() + out.max()), max_batch))
+    i, n = int(inp.min()), int(out.min())
+    shortest = costs.prefill_s(1, i) + (n - 1) * costs.decode_s(1, i + 1)
+    return most / shortest
+
+
+def saturation_rate(costs: StepCosts, input_len: int | Sequence[int],
+                    output_len: int | Sequence[int], *, requests: int = 2000,
+                    max_batch: int = DEFAULT_MAX_BATCH, seed: int = 0) -> float:
+    """Requests/s the replica completes with its queue never empty (module docstring): the
+    requests arriving at ``rate_bound``, completions between the 20th and 80th percentile of
+    finish times over the time between them."""
+    arrival, inp, out = _requests(costs, rate_bound(costs, input_len, output_len, max_batch),
+                                  input_len, output_len, requests, max_batch, seed)
+    finish = np.sort(_run(costs, arrival, inp, out, max_batch).finish_s)
+    a, b = int(0.2 * finish.size), int(0.8 * finish.size)
+    return float((b - a) / (finish[b] - finish[a])) if finish[b] > finish[a] else math.inf
+
+
+def simulate_continuous(costs: StepCosts, rate_per_s: float,
+                        input_len: int | Sequence[int], output_len: int | Sequence[int], *,
+                        requests: int = 2000, max_batch: int = DEFAULT_MAX_BATCH,
+                        seed: int = 0, warmup_fraction: float = 0.2,
+                        capacity_per_s: float | None = None) -> ContinuousServing:
+    """Continuous batching in steady state (module docstring): ``requests`` Poisson arrivals at
+    ``rate_per_s``, the first ``warmup_fraction`` of them discarded. ``capacity_per_s``: the
+    replica's ``saturation_rate`` for these lengths where the caller has it."""
+    if not 0 <= warmup_fraction <= 0.5:
+        raise ConfigError(f"warm-up fraction {warmup_fraction!r}: give a number in [0, 0.5]")
+    arrival, inp, out = _requests(costs, rate_per_s, input_len, output_len, requests,
+                                  max_batch, seed)
+    if capacity_per_s is None:
+        capacity_per_s = saturation_rate(costs, input_len, output_len, requests=requests,
+                                         max_batch=max_batch, seed=seed)
     tr = _run(costs, arrival, inp, out, max_batch)
     w = int(warmup_fraction * requests)
     t0, t1 = float(arrival[w]), float(arrival[-1])
@@ -429,6 +475,8 @@ def simulate_continuous(costs: StepCosts, rate_per_s: float,
         mean_batch=float(tr.decode_batch[in_window].mean()) if in_window.any() else 0.0,
         max_running=tr.max_running,
         mean_in_system=_mean_in_system(arrival, tr.finish_s, t0, t1),
-        queue_growth=growth, stable=growth <= QUEUE_GROWTH_FRACTION * arrived,
+        queue_growth=growth,
+        stable=bool(growth <= QUEUE_GROWTH_FRACTION * arrived and rate_per_s < capacity_per_s),
+        capacity_per_s=capacity_per_s, arrived_per_s=(requests - 1 - w) / (t1 - t0),
         arrival_s=arrival[sel], first_token_s=tr.first_token_s[sel], finish_s=tr.finish_s[sel],
         output_len=out[sel])

@@ -136,7 +136,10 @@ def _continuous(inf: dict[str, Any]) -> Table:
                  ["latency", "p50", "p90", "p99"], rows, "lrrr",
                  note=f"output tokens/s {fmt.si(c.get('output_tokens_per_s'))}, mean batch "
                       f"{fmt.sig(_num(c.get('mean_batch')))}; queue "
-                      f"{'stable' if c.get('stable') else 'growing: the rate is past capacity'}")
+                      f"{'stable' if c.get('stable') else 'growing: the rate is past capacity'}"
+                      + (f"; capacity {fmt.sig(_num(c['capacity_per_s']))} requests/s, "
+                         f"{fmt.sig(_num(c.get('arrived_per_s')))} arrived per second"
+                         if isinstance(c.get("capacity_per_s"), (int, float)) else ""))
 
 
 def _plans(title: str, key: str, rows_in: list, note: str) -> Table:
