@@ -253,12 +253,24 @@ def test_infer_json_has_the_documented_keys():
       "l4"), "does not fit"),
     (("--dtype", "int3"), "--dtype"),
     (("--weights", "int4", "--dtype", "fp8"), "already stores"),
+    (("--dtype", "fp8", "--hardware", "a100-sxm-80gb"), "has no fp8 peak"),
+    (("--weights", "int4"), "none of the 14 linears"),  # group 128 > every tiny width
 ])
 def test_infer_bad_inputs_one_line(args, needle):
     res = _infer(*args)
     assert res.exit_code == 2, res.output
     lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and needle in lines[0], res.stderr
+
+
+def test_infer_notes_say_what_was_converted_and_a_sparse_rate_the_profile_lacks():
+    res = _infer("--sparsity", "2:4", "--hardware", "mi300x", "--json")
+    assert res.exit_code == 0, res.output
+    notes = json.loads(res.stdout)["notes"]
+    assert any("weights of 14 linears" in n and "2:4 sparse" in n for n in notes), notes
+    assert any("mi300x states no 2:4-sparse bf16 rate" in n for n in notes), notes
+    res = _infer("--sparsity", "2:4", "--hardware", "h100-sxm", "--json")
+    assert not any("states no 2:4" in n for n in json.loads(res.stdout)["notes"])
 
 
 def test_infer_input_past_the_model_limit():

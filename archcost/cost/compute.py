@@ -190,18 +190,19 @@ def peak_keys(dtypes) -> list[str]:
     return [PEAK_KEY.get(dt, "fp32") for dt in dtypes]
 
 
-def require_peak(gpu, key: str, option: str) -> None:
-    """A one-line ConfigError when ``gpu`` has no ``key`` peak (``--dtype fp8`` on an A100)."""
+def require_peak(gpu, key: str, option: str, fallback: str = "bf16-mixed") -> None:
+    """A one-line ConfigError when ``gpu`` has no ``key`` peak (``--dtype fp8`` on an A100);
+    ``fallback``: the ``--dtype`` the fix proposes."""
     from archcost.errors import ConfigError
 
     if gpu.peak_flops_per_s.get(key):
         return
     have = ", ".join(k for k in LOW_PRECISION_KEYS if gpu.peak_flops_per_s.get(k)) or "none"
     if key == "fp8":
-        fix = ("use --dtype bf16-mixed, or a GPU profile with an fp8 peak (Hopper, Ada, "
+        fix = (f"use --dtype {fallback}, or a GPU profile with an fp8 peak (Hopper, Ada, "
                "Blackwell: h100-sxm, h200, b200, gb200)")
     else:
-        other = "fp8" if gpu.peak_flops_per_s.get("fp8") else "bf16-mixed"
+        other = "fp8" if gpu.peak_flops_per_s.get("fp8") else fallback
         fix = f"use --dtype {other} on this GPU, or a Blackwell GPU profile (b200, gb200)"
     raise ConfigError(f"{option}: GPU profile {gpu.name} has no {key} peak (its low-precision "
                       f"peaks: {have}); {fix}")

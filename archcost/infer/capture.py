@@ -176,6 +176,7 @@ def _capture(spec, step: InferStep, policy, kv_dtype, quantize, dedupe, st, say,
         qstate = None
         if quantize is not None:
             qstate = quantize(model, [m for g in repeats.blocks for m in g.members])
+            _check_converted(qstate)
         with Recorder(st, record=False):  # built before the step, as the example inputs
             say("building the KV cache and the inputs")
             cache = spec.kv_cache(model, step.batch, step.max_len, cache_dtype)
@@ -240,6 +241,22 @@ def _capture(spec, step: InferStep, policy, kv_dtype, quantize, dedupe, st, say,
                             "torch."),
                         weight_bytes=weights, packed_bytes=packed, kv_windows=windows,
                         notes=notes + (qstate.notes() if qstate is not None else []))
+
+
+def _check_converted(qstate) -> None:
+    """One line when the conversion asked for converts none of the blocks' linears (it would
+    price the model unconverted under the conversion's name)."""
+    if qstate.linears:
+        return
+    what = qstate.quant.describe()
+    if not qstate.kept:
+        raise ConfigError(f"{what}: the model's repeated blocks hold no linear layer to convert; "
+                          "drop --weights/--sparsity/--dtype fp8 for this model")
+    path, why = next(iter(qstate.kept.items()))
+    fix = ("use a --group-size that divides it, or -1 (one scale per channel)"
+           if "group size" in why else "drop the conversion for this model")
+    raise ConfigError(f"{what}: none of the {len(qstate.kept)} linears in the repeated blocks "
+                      f"can take it ({path}: {why}); {fix}")
 
 
 def _logits(out) -> torch.Tensor | None:

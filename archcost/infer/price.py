@@ -42,7 +42,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from archcost.cost.comm import Collective, collective_cost
-from archcost.cost.compute import peak_flops_for
+from archcost.cost.compute import peak_flops_for, peak_keys, require_peak
+from archcost.hardware.sparsity import sparse_speedup
 from archcost.errors import ConfigError
 from archcost.infer.capture import InferCapture, InferStep, capture_inference
 from archcost.options import Recompute
@@ -181,7 +182,11 @@ class InferenceCosts:
 
     def check_shapes(self) -> None:
         """One line when tp cannot split the model: heads (and KV heads, unless each GPU
-        holds whole copies of them) must divide by it, and layers must fill the stages."""
+        holds whole copies of them) must divide by it, and layers must fill the stages; or
+        when the GPU has no peak for the precision (fp8 on an A100)."""
+        quant = getattr(self.quantize, "keywords", {}).get("quant")
+        if quant is not None and quant.scheme == "fp8":
+            require_peak(self.gpu, "fp8", "--dtype fp8", fallback="bf16")
         w = self.workload(InferStep.decode(1, _ANCHORS[0]))
         heads, kv = w.shape.heads, w.shape.kv_heads
         name = self.spec.path.name
@@ -198,6 +203,14 @@ class InferenceCosts:
     def notes(self) -> list[str]:
         w = self.workload(InferStep.decode(1, _ANCHORS[0]))
         out = list(w.notes)
+        cap = self._trace(InferStep.decode(1, _ANCHORS[0]))
+        out += [n for n in cap.notes if n not in out and not n.startswith("repeated ")]
+        quant = getattr(self.quantize, "keywords", {}).get("quant")
+        if quant is not None and quant.sparsity:
+            key = peak_keys([w.gemm_dtype or w.compute_dtype])[0]
+            note = sparse_speedup(self.gpu, key)[1]
+            if note:
+                out.append(note)
         if self.pp > 1:
             out.append(f"pipeline: a step's batch runs as up to {self.pp} micro-batches "
                        f"through {self.pp} stages of {math.ceil(w.layers / self.pp)} layers; "
