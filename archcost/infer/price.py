@@ -43,8 +43,8 @@ import numpy as np
 
 from archcost.cost.comm import Collective, collective_cost
 from archcost.cost.compute import peak_flops_for, peak_keys, require_peak
-from archcost.hardware.sparsity import sparse_speedup
 from archcost.errors import ConfigError
+from archcost.hardware.sparsity import sparse_speedup
 from archcost.infer.capture import InferCapture, InferStep, capture_inference
 from archcost.options import Recompute
 from archcost.plan.table import C, build_table, sharded_work
