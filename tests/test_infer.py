@@ -39,14 +39,17 @@ def _class_flops(g, *classes) -> int:
                if d["op_class"] in classes)
 
 
-@pytest.mark.parametrize("batch,max_len,tp", [(1, 64, 1), (3, 40, 1), (2, 64, 2)])
+@pytest.mark.parametrize("batch,max_len,tp", [(1, 64, 1), (3, 40, 1), (2, 64, 2), (2, 64, 4)])
 def test_kv_cache_bytes_closed_form(batch, max_len, tp):
-    """2 * layers * kv_heads * head_dim * context * batch * bytes, split over the KV heads."""
+    """2 * layers * kv_heads * head_dim * context * batch * bytes, split over the KV heads: tp
+    past the 2 KV heads leaves each GPU a whole head."""
     d = LLAMA_TINY
     closed = 2 * d["layers"] * d["kv_heads"] * (d["hidden"] // d["heads"]) * max_len * batch * 2
     hw = "dgx-h100-ndr" if tp > 1 else "h100-sxm"
-    mem = _costs(_llama(), build_len=max_len, tp=tp, hardware=hw).memory_bytes(batch, max_len)
-    assert mem["kv_cache"] == closed / tp
+    costs = _costs(_llama(), build_len=max_len, tp=tp, hardware=hw)
+    mem = costs.memory_bytes(batch, max_len)
+    assert costs.kv_heads() == d["kv_heads"]
+    assert mem["kv_cache"] == closed / min(tp, d["kv_heads"])
 
 
 def test_kv_cache_bytes_mha_and_fp8():
@@ -248,6 +251,8 @@ def test_infer_json_has_the_documented_keys():
 
 @pytest.mark.parametrize("args,needle", [
     (("--tp", "3", "--hardware", "dgx-h100-ndr"), "does not divide"),
+    (("--set", "hidden=96", "--set", "heads=12", "--set", "kv_heads=3", "--tp", "2",
+      "--hardware", "dgx-h100-ndr"), "cannot split llama.py's 3 KV heads"),
     (("--tp", "2"), "is one GPU"),
     (("--batch", "100000", "--input-len", "4096", "--output-len", "4096", "--hardware",
       "l4"), "does not fit"),

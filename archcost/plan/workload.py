@@ -333,8 +333,9 @@ def _attention_facts(records, rep: tuple[str, ...], hidden: int) -> tuple[int, i
             continue
         if "scaled_dot_product" in rec.op or "attention" in rec.op.split(".")[-1]:
             q, k = rec.named.get("query"), rec.named.get("key")
-            if q is not None and k is not None and len(q.shape) == 4:
-                tokens = int(q.shape[0]) * int(q.shape[2])
+            if q is not None and k is not None and len(q.shape) == 4 and len(k.shape) == 4:
+                # the keys' own tokens: a decode step's one query attends to the whole cache
+                tokens = int(k.shape[0]) * int(k.shape[2])
                 return int(q.shape[1]), _unrepeated(records, k) // max(tokens, 1)
         if rec.op in ("aten.bmm", "aten.matmul") and len(rec.outputs) == 1:
             shape = rec.outputs[0].shape  # explicit attention: scores (b*heads, s, s)
