@@ -278,6 +278,17 @@ def test_infer_notes_say_what_was_converted_and_a_sparse_rate_the_profile_lacks(
     assert not any("states no 2:4" in n for n in json.loads(res.stdout)["notes"])
 
 
+def test_infer_converts_a_model_that_reads_a_linears_weight_outside_its_forward():
+    """DeepSeek's absorbed attention reads ``wkv_b.weight``: under each conversion the trace
+    unpacks it (and the layers' weights shrink against bf16)."""
+    for args in (("--dtype", "fp8"), ("--weights", "int4", "--group-size", "16")):
+        res = runner.invoke(app, ["infer", str(MODELS / "deepseek_v3.py"), "--set",
+                                  "preset=tiny", "-i", "16", "-n", "4", "--json", *args])
+        assert res.exit_code == 0, res.output
+        inf = json.loads(res.stdout)["inference"]
+        assert inf["memory_bytes"]["weights"] < inf["bf16_baseline"]["memory_bytes"]["weights"]
+
+
 def test_infer_input_past_the_model_limit():
     res = runner.invoke(app, ["infer", str(MODELS / "gpt2.py"), "--set", "layers=2", "--set",
                               "hidden=64", "--set", "heads=4", "--set", "vocab=256", "--set",

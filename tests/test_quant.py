@@ -143,6 +143,26 @@ def _one_linear(n=48, k=64, bias=True, dtype=torch.float32):
     return root
 
 
+@pytest.mark.parametrize("scheme,sparsity", [("int4", None), ("int8", None), ("fp8", None),
+                                             ("none", "2:4")])
+def test_a_converted_linears_weight_is_its_dense_form(scheme, sparsity):
+    """Model code that reads ``lin.weight`` outside the forward (DeepSeek's absorbed attention)
+    gets the dense weight the packed state holds: what the forward multiplies by (int4, int8,
+    2:4: ``F.linear`` on it equals the forward), fp8's within one E4M3 step of the original."""
+    root = _one_linear()
+    w = root.block.lin.weight.detach().clone()
+    quant = parse_weight_quant(None if scheme == "none" else scheme, 32, sparsity)
+    state = quantize_linears(root, ["block"], quant)
+    lin = state.linears["block.lin"]
+    dense = lin.weight
+    assert dense.shape == w.shape and dense.dtype == w.dtype
+    x = torch.randn(2, 3, 64)
+    if scheme == "fp8":
+        assert ((dense - w).abs() <= w.abs() / 8 + lin.state["weight_scale"]).all()
+    else:
+        torch.testing.assert_close(F.linear(x, dense, lin.bias), lin(x))
+
+
 def test_int4_forward_equals_the_weight_decoded_byte_by_byte():
     root = _one_linear()
     w = root.block.lin.weight.detach().clone()

@@ -183,10 +183,22 @@ class _PackedLinear(nn.Module):
         super().__init__()
         self.in_features, self.out_features = lin.in_features, lin.out_features
         self.bias = lin.bias
+        self.dtype = lin.weight.dtype  # the compute dtype the linear was built in
         self.state: dict[str, torch.Tensor] = {}
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}"
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The dense (N, K) weight in the compute dtype, unpacked from the state: model code
+        that reads a linear's weight outside its forward (DeepSeek's absorbed attention reads
+        ``wkv_b.weight``, as its reference inference dequantizes that weight first) gets the
+        unpacking traced as ops."""
+        return self.dense(self.dtype)
+
+    def dense(self, dtype: torch.dtype) -> torch.Tensor:
+        raise NotImplementedError
 
 
 class WeightOnlyQuantLinear(_PackedLinear):
@@ -208,6 +220,9 @@ class WeightOnlyQuantLinear(_PackedLinear):
         n, k = q.shape
         s = self.state["scales"]  # (N, K/group)
         return (q.to(dtype).view(n, k // self.group, self.group) * s.unsqueeze(-1)).view(n, k)
+
+    def dense(self, dtype: torch.dtype) -> torch.Tensor:
+        return self.dequantized(dtype)
 
     def forward(self, x):
         return F.linear(x, self.dequantized(x.dtype), self.bias)
@@ -238,6 +253,9 @@ class Fp8QuantLinear(_PackedLinear):
             return w
         return _scatter_2_4(w.to(dtype), self.state["meta"]).to(_FP8)  # E4M3 -> bf16 is exact
 
+    def dense(self, dtype: torch.dtype) -> torch.Tensor:
+        return (self.weight_operand(dtype).to(dtype) * self.state["weight_scale"]).to(dtype)
+
     def forward(self, x):
         s_x = self.state["input_scale"]
         x2 = x.reshape(-1, x.shape[-1])  # (M, K)
@@ -262,9 +280,11 @@ class SparseQuantLinear(_PackedLinear):
         values, idx = prune_2_4(lin.weight.detach())
         self.state = {"weight": values, "meta": pack_meta(idx)}
 
+    def dense(self, dtype: torch.dtype) -> torch.Tensor:
+        return _scatter_2_4(self.state["weight"].to(dtype), self.state["meta"])
+
     def forward(self, x):
-        w = _scatter_2_4(self.state["weight"].to(x.dtype), self.state["meta"])
-        return F.linear(x, w, self.bias)
+        return F.linear(x, self.dense(x.dtype), self.bias)
 
 
 # the fp8 GEMM needs K and N multiples of 16 (cuBLASLt FP8; torchao's float8 filter)
