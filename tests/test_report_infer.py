@@ -14,7 +14,7 @@ import pytest
 
 from archcost.cli import app
 from archcost.report import diff_documents, fmt, load_document, schema, to_html, to_markdown
-from tests._infer_docs import LLAMA, infer_docs  # noqa: F401 (fixture)
+from tests._infer_docs import GENERATION, LLAMA, infer_docs  # noqa: F401 (fixture)
 from tests._layout import measure, problems
 from tests._report_docs import HOSTILE, load
 from tests.test_report import assert_tables, render_dom
@@ -330,3 +330,36 @@ def test_inference_sweep_report(infer_docs, runner):  # noqa: F811
         assert row[2:4] == [fmt.seconds(p["ttft_s"]), fmt.seconds(p["tpot_s"])]
     r = runner.invoke(app, ["report", str(infer_docs["sweep"]), "-f", "md"])
     assert r.exit_code == 0 and "most tokens/s per GPU" in r.output, r.output
+
+
+def _infer_doc(runner, tmp_path, name, *args):
+    path = tmp_path / f"{name}.json"
+    r = runner.invoke(app, ["infer", *LLAMA, *GENERATION, *args, "-o", str(path)])
+    assert r.exit_code == 0, r.output
+    return path, load(path)
+
+
+def test_diff_watches_continuous_batching_and_the_serving_search(runner, tmp_path):
+    """A continuous run's p90 latencies, throughput and queue verdict, and a search's best
+    throughput within the SLOs and how many configurations meet them, are watched: a 5 % worse
+    p90 TTFT, a queue that stops being stable, a best plan 10 % slower each fail the diff; the
+    same document does not."""
+    path, doc = _infer_doc(runner, tmp_path, "rate", "--rate", "50")
+    assert doc["inference"]["continuous"]["stable"] is True
+    slower = copy.deepcopy(doc)
+    slower["inference"]["continuous"]["ttft"]["p90_s"] *= 1.05
+    assert [r.metric for r in diff_documents(doc, slower).regressions] == ["continuous.ttft.p90"]
+    growing = copy.deepcopy(doc)
+    growing["inference"]["continuous"]["stable"] = False
+    assert [r.metric for r in diff_documents(doc, growing).regressions] == ["continuous.stable"]
+    assert diff_documents(doc, copy.deepcopy(doc)).exit_code == 0
+    path, doc = _infer_doc(runner, tmp_path, "search", "--gpus", "2", "--hardware",
+                           "dgx-h100-ndr", "--ttft-slo", "1s", "--precisions", "bf16")
+    worse = copy.deepcopy(doc)
+    best = next(e for e in worse["search"]["ranked"] if e["meets_slo"])
+    best["output_tokens_per_s_per_gpu"] *= 0.9
+    head = tmp_path / "head.json"
+    head.write_text(json.dumps(worse))
+    r = runner.invoke(app, ["diff", str(path), str(head)])
+    assert r.exit_code == 1 and "best.tokens_per_s_per_gpu" in r.output.split("REGRESSION")[1]
+    assert runner.invoke(app, ["diff", str(path), str(path)]).exit_code == 0

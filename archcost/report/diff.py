@@ -60,7 +60,9 @@ DEFAULT_METRICS: dict[str, tuple[str, ...]] = {
     "sweep": ("best.step_time", "step_time@*", "fits@*", "best.tokens_per_joule",
               "best.usd_per_million_tokens", "best.tokens_per_s_per_gpu", "ttft@*", "tpot@*",
               "tokens_per_s_per_gpu@*"),
-    "inference": ("fits", "ttft", "tpot", "tokens_per_s_per_gpu", "memory.peak"),
+    "inference": ("fits", "ttft", "tpot", "tokens_per_s_per_gpu", "memory.peak",
+                  "continuous.ttft.p90", "continuous.tpot.p90", "continuous.tokens_per_s",
+                  "continuous.stable", "plans_meeting_slo", "best.tokens_per_s_per_gpu"),
 }
 
 

@@ -164,6 +164,38 @@ def _inference_metrics(inf: dict[str, Any], out: dict[str, Metric], at: str = ""
     _put(out, "max_batch" + at, inf.get("max_batch"), "count", BETTER_HIGHER)
 
 
+def _continuous_metrics(c: Any, out: dict[str, Metric]) -> None:
+    """Continuous batching at one rate: latency percentiles, throughput, the queue's verdict
+    and the replica's capacity."""
+    if not isinstance(c, dict):
+        return
+    for key in ("ttft", "tpot", "e2e"):
+        for p in ("p50", "p90", "p99"):
+            _put(out, f"continuous.{key}.{p}", _get(c, key, f"{p}_s"), "s", WORSE_HIGHER)
+    _put(out, "continuous.tokens_per_s", c.get("output_tokens_per_s"), "tokens/s",
+         BETTER_HIGHER)
+    _put(out, "continuous.stable", c.get("stable"), "bool", BETTER_HIGHER, absolute=True)
+    _put(out, "continuous.capacity", c.get("capacity_per_s"), "requests/s", BETTER_HIGHER)
+
+
+def _search_metrics(search: Any, out: dict[str, Metric]) -> None:
+    """A serving search: its best configuration within the SLOs and how many meet them."""
+    if not isinstance(search, dict):
+        return
+    ranked = [e for e in search.get("ranked") or [] if isinstance(e, dict)]
+    meeting = [e for e in ranked if e.get("meets_slo") is True]
+    _put(out, "plans_meeting_slo", len(meeting), "count", BETTER_HIGHER)
+    if not meeting:
+        return
+    best = meeting[0]
+    out["best.plan"] = Metric(str(best.get("plan")), "text", NEUTRAL)
+    _put(out, "best.tokens_per_s_per_gpu", best.get("output_tokens_per_s_per_gpu"), "tokens/s",
+         BETTER_HIGHER)
+    _put(out, "best.ttft", best.get("ttft_s"), "s", WORSE_HIGHER)
+    _put(out, "best.tpot", best.get("tpot_s"), "s", WORSE_HIGHER)
+    _put(out, "best.rate", best.get("rate_per_s"), "requests/s", BETTER_HIGHER)
+
+
 def _infer_sweep_metrics(doc: dict[str, Any], out: dict[str, Metric]) -> None:
     keys = sweep_keys(doc)
     points = [p for p in doc.get("points") or [] if isinstance(p, dict)]
@@ -241,6 +273,8 @@ def metrics_of(doc: dict[str, Any]) -> dict[str, Metric]:
     elif kind == "inference":
         inf = doc.get("inference") or {}
         _inference_metrics(inf, out)
+        _continuous_metrics(inf.get("continuous"), out)
+        _search_metrics(doc.get("search"), out)
         for part in ("weights", "kv_cache", "activations"):
             _put(out, f"memory.{part}", _get(inf, "memory_bytes", part), "B", WORSE_HIGHER)
         for phase in ("prefill", "decode"):
