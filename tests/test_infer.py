@@ -260,6 +260,10 @@ def test_infer_json_has_the_documented_keys():
     (("--weights", "int4", "--dtype", "fp8"), "already stores"),
     (("--dtype", "fp8", "--hardware", "a100-sxm-80gb"), "has no fp8 peak"),
     (("--weights", "int4"), "none of the 14 linears"),  # group 128 > every tiny width
+    (("--gpus", "2", "--hardware", "dgx-h100-ndr", "--tp", "2", "--rate", "3"),
+     "drop --tp, --rate"),
+    (("--gpus", "2", "--hardware", "dgx-h100-ndr", "--ttft-slo", "500"),
+     "give 500ms or 500s"),
 ])
 def test_infer_bad_inputs_one_line(args, needle):
     res = _infer(*args)

@@ -138,6 +138,14 @@ def infer(
     stack = load_runtime(runtime)
     spec = load_model_file(model, parse_overrides(set_))
     if gpus is not None:
+        given = [name for name, on in (("--tp", tp != 1), ("--pp", pp != 1), ("--batch", batch != 1),
+                                       ("--dtype", dtype != "bf16"), ("--weights", weights),
+                                       ("--sparsity", sparsity), ("--rate", rate is not None))
+                 if on]
+        if given:
+            raise ConfigError(f"--gpus searches tp, pp, replicas, batch (or the request rate) "
+                              f"and precision itself; drop {', '.join(given)} (choose the "
+                              "precisions to try with --precisions)")
         return _search(spec, hardware or "dgx-h100-ndr", gpus, precisions, slos, continuous,
                        input_len, output_len, kv_dtype, group_size, stack, usable,
                        capture_options(routing, mask_density, trace_timeout), as_json, output)
@@ -190,7 +198,8 @@ def infer(
 
 
 def _duration(text: str | None, option: str) -> float | None:
-    """Seconds of ``500ms``, ``0.5s``, ``50 ms`` (a bare number: seconds)."""
+    """Seconds of ``500ms``, ``0.5s``, ``50 ms``, ``200us``; a bare number is refused (500
+    meant as milliseconds would read as seconds)."""
     if text is None:
         return None
     import re
@@ -198,7 +207,10 @@ def _duration(text: str | None, option: str) -> float | None:
     m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(us|ms|s)?\s*", text)
     if not m or float(m.group(1)) <= 0:
         raise ConfigError(f"{option} {text!r}: give a positive duration such as 500ms or 0.5s")
-    return float(m.group(1)) * {"us": 1e-6, "ms": 1e-3, "s": 1.0, None: 1.0}[m.group(2)]
+    if m.group(2) is None:
+        raise ConfigError(f"{option} {text!r}: a number without a unit is ambiguous; give "
+                          f"{m.group(1)}ms or {m.group(1)}s")
+    return float(m.group(1)) * {"us": 1e-6, "ms": 1e-3, "s": 1.0}[m.group(2)]
 
 
 _SEARCH_PRECISIONS = {"bf16": ("bf16", None), "fp16": ("fp16", None), "fp8": ("fp8", None),

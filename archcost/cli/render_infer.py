@@ -86,22 +86,33 @@ def render_search(console: Console, doc: dict[str, Any]) -> None:
     s, w = doc["search"], doc["workload"]
     slo = ", ".join(f"{k} <= {fmt.seconds(v)}" for k, v in
                     (("TTFT", s["ttft_slo_s"]), ("TPOT", s["tpot_slo_s"])) if v is not None)
-    cols = [Col("plan", "left"), Col("TTFT"), Col("TPOT"), Col("tok/s/GPU"), Col("peak/GPU")]
+    cont = w["batching"] == "continuous"
+    cols = [Col("plan", "left"), Col("p90 TTFT" if cont else "TTFT"),
+            Col("p90 TPOT" if cont else "TPOT"), *([Col("requests/s")] if cont else []),
+            Col("tok/s/GPU"), Col("peak/GPU")]
+
+    def row(grid: Grid, e: dict[str, Any]) -> None:
+        rate = [fmt.sig(e["rate_per_s"]) if e.get("rate_per_s") is not None else "-"]
+        grid.row(e["plan"], fmt.seconds(e["ttft_s"]), fmt.seconds(e["tpot_s"]),
+                 *(rate if cont else []), fmt.sig(e["output_tokens_per_s_per_gpu"]),
+                 fmt.nbytes(e["peak_bytes_per_gpu"]))
+
     g = Grid(f"{doc['model']['name']} on {doc['hardware']['gpus']} GPUs of "
              f"{doc['hardware']['cluster']}, {w['input_len']} in / {w['output_len']} out, "
              f"{w['batching']} batching; within {slo or 'no SLO'}", cols)
     for e in s["ranked"]:
-        g.row(e["plan"], fmt.seconds(e["ttft_s"]), fmt.seconds(e["tpot_s"]),
-              fmt.sig(e["output_tokens_per_s_per_gpu"]), fmt.nbytes(e["peak_bytes_per_gpu"]))
+        row(g, e)
     if not s["ranked"]:
-        g.note("no configuration meets the SLOs: relax them or add GPUs")
+        g.note("no configuration meets the SLOs: relax them or add GPUs" if s["pareto_front"]
+               else "no configuration fits in memory: add GPUs or shorten the requests")
     g.print(console)
     f = Grid("throughput-latency Pareto front (all that fit)", cols)
     for e in s["pareto_front"]:
-        f.row(e["plan"], fmt.seconds(e["ttft_s"]), fmt.seconds(e["tpot_s"]),
-              fmt.sig(e["output_tokens_per_s_per_gpu"]), fmt.nbytes(e["peak_bytes_per_gpu"]))
+        row(f, e)
     f.print(console)
     if s["ranked"]:
         say(console, f"best: {s['ranked'][0]['plan']}: {s['ranked'][0]['why']}")
     for sk in s["skipped"][:8]:
         say(console, f"skipped tp={sk['tp']} pp={sk['pp']} {sk['precision']}: {sk['reason']}")
+    if len(s["skipped"]) > 8:
+        say(console, f"... and {len(s['skipped']) - 8} more skipped (all in the JSON document)")
