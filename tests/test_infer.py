@@ -310,6 +310,29 @@ def test_infer_model_without_cache_hook(tmp_path):
     assert len(res.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("kv", [None, "float8_e4m3fn"])
+def test_a_fused_kv_cache_reads_repeated_heads_once_per_kv_head(kv):
+    """Under a runtime whose attention reads the cache in its kernel (``kv-cache``), a model
+    that copies each KV head to its query heads before attention (``gqa=repeat``, as HF's
+    ``repeat_kv``) reads the cache as one that hands SDPA the grouped heads does: once per KV
+    head, in the cache's dtype (closed form), whatever that dtype."""
+    from archcost.cost.fusion import executed_graph
+
+    d, ctx = LLAMA_TINY, 30
+    hd = d["hidden"] // d["heads"]
+    cache = 2 * (2 * d["kv_heads"] * (ctx + 1) * hd * (2 if kv is None else 1))
+    query = 2 * d["heads"] * 1 * hd * 2
+    reads = []
+    for gqa in ("repeat", "native"):
+        cap = capture_inference(_llama(gqa=gqa), InferStep.decode(2, ctx),
+                                parse_precision("bf16"), kv_dtype=kv)
+        run = executed_graph(cap.graph, load_runtime("tensorrt-llm"))
+        (a,) = [x for _, x in run.nodes(data=True) if x["op_class"] == "attention"
+                and x["module"] == "layers.0.attention"]
+        reads.append(a["bytes_read"])
+    assert reads == [query + cache, query + cache]
+
+
 def test_kv_cache_per_head_reads_a_grouped_kv_head_once_per_query_head():
     """tensorrt-llm-0.5's generation attention (before XQA) loads the KV head a group of query
     heads shares once per query head: llama tiny groups 4 query heads on 2 KV heads, so the

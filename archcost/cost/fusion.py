@@ -213,8 +213,14 @@ def _absorb(g: nx.DiGraph, out: nx.DiGraph, prologues: dict[int, list[int]],
         inside = set(chain) | {c}
         read = 0.0
         for n in (*chain, c):
-            internal_in = sum(e["bytes"] for p, _, e in g.in_edges(n, data=True)
-                              if _origin(g, p, inside) in inside)
+            internal_in = 0.0
+            for p, _, e in g.in_edges(n, data=True):
+                origin = _origin(g, p, inside)
+                if origin in inside:
+                    internal_in += e["bytes"]
+                elif origin == -1 and not per_head:  # a view of state read in the kernel:
+                    # its storage once, however broadcast (GQA's expanded heads)
+                    internal_in += max(0.0, e["bytes"] - _state_view_bytes(g, p, inside))
             own = max(0, g.nodes[n]["bytes_read"] - internal_in)
             if per_head and n != c and g.nodes[c]["op_class"] == "attention":
                 own *= _group_ratio(g, c)
@@ -262,6 +268,22 @@ def _origin(g: nx.DiGraph, n: int, inside: set[int]) -> int:
             return -1  # a view of a parameter or an input: outside
         n = max(ins, key=lambda e: e[2]["bytes"])[0]
     return n
+
+
+def _state_view_bytes(g: nx.DiGraph, n: int, inside: set[int]) -> float:
+    """The fewest bytes on the member views from persistent state to ``n`` (``_origin``'s
+    path): the storage a broadcast view (an ``expand`` of a KV head to its query heads) reads,
+    not the view's size."""
+    least, seen = float("inf"), set()
+    while n in inside and g.nodes[n]["bytes_written"] == 0 and n not in seen:
+        seen.add(n)
+        ins = list(g.in_edges(n, data=True))
+        if not ins:
+            break
+        edge = max(ins, key=lambda e: e[2]["bytes"])
+        least = min(least, float(edge[2]["bytes"]))
+        n = edge[0]
+    return least
 
 
 def _escapes(g: nx.DiGraph, n: int, inside: set[int], depth: int = 0) -> bool:
