@@ -219,6 +219,21 @@ def test_pipeline_never_splits_a_sequence_and_a_prefill_fills_and_drains_it():
     assert two.activation_bytes(3, prefill) == two.activation_bytes(4, prefill)
 
 
+def test_roofline_verdict_reads_the_stage_a_gpu_holds_and_the_peak_its_gemms_run_at():
+    """pp = 2 over 2 layers: a GPU runs one layer and the head (the end that moves more), not
+    half the model; fp8 linears put the ridge at the fp8 peak (the profile's figures)."""
+    from archcost.hardware.profile import load_gpu
+
+    spec, step = _llama(), InferStep.prefill(1, 32)
+    one = _costs(spec).work(4, step)
+    two = _costs(spec, hardware="dgx-h100-ndr", pp=2).work(4, step)
+    assert one["flops_per_gpu"] / 2 < two["flops_per_gpu"] < one["flops_per_gpu"]
+    g = load_gpu("h100-sxm").for_inference()
+    fp8 = _costs(_llama(), quantize=quantizer("fp8", None, 128, None)).work(4, step)
+    assert fp8["ridge_point_flop_per_byte"] == pytest.approx(
+        g.peak_flops_per_s["fp8"] * g.sustained_clock / g.mem_bw_bytes_per_s, rel=1e-12)
+
+
 def test_tp_splits_time_and_adds_all_reduces():
     spec = _llama()
     one = _costs(spec).step(8, InferStep.decode(1, 40))

@@ -314,15 +314,28 @@ class InferenceCosts:
     def work(self, batch: int, step: InferStep, w: Workload | None = None) -> dict:
         """FLOPs and bytes one GPU runs and moves in a step of ``batch`` sequences (its
         stage's layers, each op's share under tp), with the roofline's verdict: the step is
-        memory-bound when its arithmetic intensity is below the GPU's ridge point. ``w``: the
-        step's workload (``workload(step)``) where the caller has it."""
+        memory-bound when its arithmetic intensity is below the GPU's ridge point (at the peak
+        the layers' GEMMs run at: fp8's, a 2:4-sparse one's). ``w``: the step's workload
+        (``workload(step)``) where the caller has it."""
         w = w if w is not None else self.workload(step)
         ops = _scale(w.ops[Recompute.NONE], batch)
         combo = np.array([[1, self.tp, 0, 1, 1]], dtype=np.int64)
         flops, nbytes, _, _ = sharded_work(ops, combo)
-        per_op = np.where(ops.section == SECTION_BLOCK, w.layers, 1.0) * ops.count / self.pp
+        block = ops.section == SECTION_BLOCK
+        per_op = np.where(block, math.ceil(w.layers / self.pp), 0.0) * ops.count
+        if self.pp == 1:
+            per_op = per_op + np.where(block, 0.0, ops.count)
+        else:  # the fuller stage: its layers and the end (embedding or head) that moves more
+            ends = [np.where(ops.section == sec, ops.count, 0.0)
+                    for sec in (SECTION_PRE, SECTION_POST)]
+            per_op = per_op + max(ends, key=lambda e: float(nbytes @ e))
         f, b = float(flops @ per_op), float(nbytes @ per_op)
-        peak = peak_flops_for(self.gpu, w.gemm_dtype or w.compute_dtype, True)
+        quant = getattr(self.quantize, "keywords", {}).get("quant")
+        gemm = "float8_e4m3fn" if quant is not None and quant.scheme == "fp8" else (
+            w.gemm_dtype or w.compute_dtype)
+        peak = peak_flops_for(self.gpu, gemm, True)
+        if quant is not None and quant.sparsity:
+            peak *= sparse_speedup(self.gpu, peak_keys([gemm])[0])[0]
         ridge = peak * self.gpu.sustained_clock / self.gpu.mem_bw_bytes_per_s
         intensity = f / b if b else 0.0
         return {"flops_per_gpu": f, "bytes_per_gpu": b, "arithmetic_intensity": intensity,
