@@ -12,14 +12,23 @@ from archcost.report import fmt
 __all__ = ["render_inference", "render_search"]
 
 
+def _weights(w: dict[str, Any]) -> str:
+    """The linears' storage where it is not the dtype's own (int4 weight-only, 2:4, ...)."""
+    weights = w.get("weights")
+    return f", weights {weights}" if weights and weights != w.get("dtype") else ""
+
+
 def render_inference(console: Console, doc: dict[str, Any]) -> None:
     w, h, inf = doc["workload"], doc["hardware"], doc["inference"]
     par = f"tp={h['tp']} pp={h['pp']}" if h["gpus"] > 1 else "1 GPU"
     g = Grid(f"{doc['model']['name']}  batch {w['batch']}, {w['input_len']} in / "
-             f"{w['output_len']} out, {w['dtype']} (KV {w['kv_dtype']}), {h['gpu']} {par}, "
+             f"{w['output_len']} out, {w['dtype']}{_weights(w)} (KV {w['kv_dtype']}), "
+             f"{h['gpu']} {par}, "
              f"{w['runtime']}", [Col("quantity", "left"), Col("value")], header=False)
     g.row("time to first token", fmt.seconds(inf["ttft_s"]))
-    g.row("time per output token (mean)", fmt.seconds(inf["tpot_s"]))
+    decodes = w["output_len"] > 1
+    g.row("time per output token (mean)", fmt.seconds(inf["tpot_s"]) if decodes
+          else "- (one output token: no decode step)")
     g.row("end-to-end latency", fmt.seconds(inf["e2e_s"]))
     g.row("output tokens/s", fmt.sig(inf["output_tokens_per_s"]))
     g.row("output tokens/s per GPU", fmt.sig(inf["output_tokens_per_s_per_gpu"]))
@@ -33,16 +42,19 @@ def render_inference(console: Console, doc: dict[str, Any]) -> None:
              [Col("phase", "left"), Col("seconds"), Col("FLOPs"), Col("bytes"),
               Col("FLOP/B"), Col("ridge"), Col("bound", "left"), Col("TP comm")])
     for name, ph in inf["phases"].items():
+        if name != "prefill" and not decodes:
+            continue
         label = name if name == "prefill" else f"decode @ {ph['context']}"
         p.row(label, fmt.seconds(ph["seconds"]), fmt.si(ph["flops_per_gpu"]),
               fmt.nbytes(ph["bytes_per_gpu"]), fmt.sig(ph["arithmetic_intensity"]),
               fmt.sig(ph["ridge_point_flop_per_byte"]), ph["bound"],
               fmt.seconds(ph["tp_comm_s"]))
     p.print(console)
-    t = Grid("time per output token by context", [Col("context"), Col("seconds")])
-    for row in inf["tpot_by_context"]:
-        t.row(str(row["context"]), fmt.seconds(row["seconds"]))
-    t.print(console)
+    if inf["tpot_by_context"]:
+        t = Grid("time per output token by context", [Col("context"), Col("seconds")])
+        for row in inf["tpot_by_context"]:
+            t.row(str(row["context"]), fmt.seconds(row["seconds"]))
+        t.print(console)
     base = inf.get("bf16_baseline")
     if base:
         b = Grid(f"{w['weights']}, KV {w['kv_dtype']} beside bf16",

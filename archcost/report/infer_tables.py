@@ -41,8 +41,10 @@ def inference_facts(doc: dict[str, Any]) -> list[tuple[str, str]]:
                                    f" runtime {w.get('runtime', '?')}, "
                                    f"{w.get('batching', 'static')} batching")]
     facts = [("generation", f"batch {w.get('batch')}, {w.get('input_len')} prompt tokens, "
-                            f"{w.get('output_len')} generated per sequence, {w.get('dtype')} "
-                            f"(KV cache {w.get('kv_dtype', w.get('dtype'))}), runtime "
+                            f"{w.get('output_len')} generated per sequence, {w.get('dtype')}"
+                            + (f", weights {w['weights']}" if w.get("weights") not in (
+                                None, w.get("dtype")) else "")
+                            + f" (KV cache {w.get('kv_dtype', w.get('dtype'))}), runtime "
                             f"{w.get('runtime', '?')}, {w.get('batching', 'static')} batching")]
     for note in doc.get("notes") or []:
         facts.append(("note", str(note)))
