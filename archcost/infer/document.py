@@ -83,10 +83,14 @@ def check_fits(section: dict[str, Any], costs: InferenceCosts) -> None:
     fix = (f"the largest batch that fits is {largest}" if largest else
            "not even one sequence fits: raise --tp/--pp, quantize (--weights int4, "
            "--kv-dtype fp8) or shorten the sequences")
+    need, have = m["peak_per_gpu"] / GIB, costs.capacity_bytes / GIB
+    digits = 1
+    while f"{need:.{digits}f}" == f"{have:.{digits}f}" and digits < 6:
+        digits += 1  # just past the limit: enough digits to show it
     raise ConfigError(
-        f"batch {section['batch']} does not fit: {m['peak_per_gpu'] / GIB:.1f} GiB per GPU "
+        f"batch {section['batch']} does not fit: {need:.{digits}f} GiB per GPU "
         f"(weights {m['weights'] / GIB:.1f}, KV cache {m['kv_cache'] / GIB:.1f}, activations "
-        f"{m['activations'] / GIB:.1f}) against {costs.capacity_bytes / GIB:.1f} GiB usable on "
+        f"{m['activations'] / GIB:.1f}) against {have:.{digits}f} GiB usable on "
         f"{costs.gpu.name}; {fix} (or --ignore-memory to price it anyway)")
 
 
