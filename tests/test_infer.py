@@ -348,15 +348,18 @@ def test_a_fused_kv_cache_reads_repeated_heads_once_per_kv_head(kv):
     assert reads == [query + cache, query + cache]
 
 
-def test_kv_cache_per_head_reads_a_grouped_kv_head_once_per_query_head():
+@pytest.mark.parametrize("gqa", ["native", "repeat"])
+@pytest.mark.parametrize("kv", ["float8_e4m3fn", None])
+def test_kv_cache_per_head_reads_a_grouped_kv_head_once_per_query_head(gqa, kv):
     """tensorrt-llm-0.5's generation attention (before XQA) loads the KV head a group of query
     heads shares once per query head: llama tiny groups 4 query heads on 2 KV heads, so the
-    cache bytes it reads double; the query's bytes do not change."""
+    cache bytes it reads double, whether the cache is cast (fp8) or read as it is (bf16) and
+    whether the model hands SDPA grouped heads or copies; the query's bytes do not change."""
     from archcost.cost.fusion import executed_graph
 
     d, ctx = LLAMA_TINY, 30
-    cap = capture_inference(_llama(gqa="native"), InferStep.decode(2, ctx),
-                            parse_precision("bf16"), kv_dtype="float8_e4m3fn")
+    cap = capture_inference(_llama(gqa=gqa), InferStep.decode(2, ctx),
+                            parse_precision("bf16"), kv_dtype=kv)
     reads = {}
     for name in ("tensorrt-llm", "tensorrt-llm-0.5"):
         run = executed_graph(cap.graph, load_runtime(name))
@@ -364,7 +367,7 @@ def test_kv_cache_per_head_reads_a_grouped_kv_head_once_per_query_head():
         reads[name] = a["bytes_read"]
     hd = d["hidden"] // d["heads"]
     query = 2 * d["heads"] * 1 * hd * 2  # bf16
-    cache = 2 * (2 * d["kv_heads"] * (ctx + 1) * hd * 1)  # K and V, fp8
+    cache = 2 * (2 * d["kv_heads"] * (ctx + 1) * hd * (1 if kv else 2))  # K and V
     assert reads["tensorrt-llm"] - query == cache
     assert reads["tensorrt-llm-0.5"] - query == cache * d["heads"] // d["kv_heads"]
 

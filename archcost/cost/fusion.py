@@ -193,12 +193,13 @@ def _prologues(g: nx.DiGraph, fusions: frozenset[Fusion]) -> dict[int, list[int]
     return out
 
 
-def _group_ratio(g: nx.DiGraph, c: int) -> float:
+def _group_ratio(g: nx.DiGraph, c: int, chain=()) -> float:
     """Query heads per KV head of an attention node: its output's heads over the fewest heads
-    of a 4-D input (the keys and values of grouped-query attention); 1 for others."""
+    of a 4-D tensor it or its ``chain`` reads (the keys and values of grouped-query attention,
+    before any copy to the query heads); 1 for others."""
     out = g.nodes[c]["out_shapes"]
     heads = out[0][1] if out and len(out[0]) == 4 else 0
-    kv = [e["shape"][1] for _, _, e in g.in_edges(c, data=True)
+    kv = [e["shape"][1] for n in (*chain, c) for _, _, e in g.in_edges(n, data=True)
           if len(e.get("shape") or ()) == 4 and 0 < e["shape"][1] < heads]
     return heads / min(kv) if kv and heads else 1.0
 
@@ -213,17 +214,22 @@ def _absorb(g: nx.DiGraph, out: nx.DiGraph, prologues: dict[int, list[int]],
         inside = set(chain) | {c}
         read = 0.0
         for n in (*chain, c):
-            internal_in = 0.0
+            internal_in = state_in = 0.0
             for p, _, e in g.in_edges(n, data=True):
                 origin = _origin(g, p, inside)
                 if origin in inside:
                     internal_in += e["bytes"]
-                elif origin == -1 and not per_head:  # a view of state read in the kernel:
-                    # its storage once, however broadcast (GQA's expanded heads)
-                    internal_in += max(0.0, e["bytes"] - _state_view_bytes(g, p, inside))
+                elif origin == -1:  # a view of state read in the kernel: its storage,
+                    # however broadcast (GQA's expanded heads)
+                    store = min(float(e["bytes"]), _state_view_bytes(g, p, inside))
+                    internal_in += e["bytes"] - store
+                    state_in += store
             own = max(0, g.nodes[n]["bytes_read"] - internal_in)
-            if per_head and n != c and g.nodes[c]["op_class"] == "attention":
-                own *= _group_ratio(g, c)
+            if per_head and g.nodes[c]["op_class"] == "attention":
+                # the cache once per query head: what the chain reads, or the views of the
+                # cache the kernel itself reads
+                ratio = _group_ratio(g, c, chain)
+                own = own * ratio if n != c else own + state_in * (ratio - 1)
             read += own
         d = out.nodes[c]
         d["bytes_read"] = int(read)
