@@ -120,6 +120,16 @@ def test_a_measured_histogram_routes_each_expert_its_share(tmp_path):
     assert _expert_rows(t) == [16, 8, 4, 4]
 
 
+def test_a_histogram_of_another_number_of_experts_is_refused(runner, tmp_path):
+    hist = tmp_path / "hist.json"
+    hist.write_text(json.dumps([400, 200, 100]))
+    r = runner.invoke(app, ["analyze", MOE, "-b", "2", "-s", "8", "--set", "style=item_loop",
+                            "--routing", f"histogram={hist}"])
+    assert r.exit_code == 2, r.output
+    assert "3 counts for a router over 4 experts" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
 def test_a_mask_computed_from_the_weights_selects_the_stated_share():
     spec = load_model_file(str(DATA / "models" / "data_dependent.py"))
     for density, rows in ((1.0, 8), (0.5, 4), (0.25, 2)):

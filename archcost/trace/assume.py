@@ -113,8 +113,11 @@ def expert_loads(routing: Routing, tokens: int, top_k: int, experts: int) -> lis
     """Token choices each of ``experts`` receives from ``tokens`` tokens picking ``top_k``.
 
     The loads sum to ``tokens * top_k`` and none exceeds ``tokens`` (a token picks an expert at
-    most once). A histogram of another length than ``experts`` does not apply: balanced.
+    most once). A histogram of another length than ``experts`` is refused in one line.
     """
+    if routing.kind == "histogram" and experts > 0 and len(routing.shares) != experts:
+        raise ConfigError(f"--routing histogram={routing.source}: {len(routing.shares)} counts "
+                          f"for a router over {experts} experts; give one count per expert")
     total = tokens * top_k
     if experts <= 0 or total == 0:
         return [0] * max(experts, 0)
