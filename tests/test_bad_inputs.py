@@ -277,6 +277,8 @@ CASES = [
     c("estimate-plan-schedule", "estimate {M}/tiny_ok.py --plan schedule=zigzag,gbs=8",
       "zigzag"),
     c("estimate-plan-twice", "estimate {M}/tiny_ok.py --plan dp=2,dp=4,gbs=8", "given twice"),
+    c("sweep-value-twice", "sweep {M}/tiny_ok.py --vary mem_bw=1x,2x,1x", "1x given twice"),
+    c("sweep-vary-tp", "sweep {M}/tiny_ok.py --vary tp=2,4", "parallelism is not a sweep axis"),
     c("estimate-plan-not-kv", "estimate {M}/tiny_ok.py --plan 'dp 2'", "dp 2"),
     c("estimate-plan-offload", "estimate {M}/tiny_ok.py --plan offload=optimizer,gbs=8",
       "offload"),

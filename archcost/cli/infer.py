@@ -223,7 +223,7 @@ def _search(spec, hardware, gpus, precisions, slos, continuous, input_len, outpu
     from archcost.infer.price import InferenceCosts
     from archcost.infer.search import Mode, search
 
-    names = [p.strip() for p in precisions.split(",") if p.strip()]
+    names = list(dict.fromkeys(p.strip() for p in precisions.split(",") if p.strip()))
     bad = [p for p in names if p not in _SEARCH_PRECISIONS]
     if bad or not names:
         raise ConfigError(f"--precisions {precisions!r}: use a comma list of "

@@ -71,6 +71,12 @@ class Axis:
 
 def _canonical(key: str) -> str:
     k = ALIASES.get(key.strip().lower(), key.strip().lower())
+    if k in ("tp", "pp", "dp", "cp", "ep"):
+        given = f"give --{k} (with --infer; the same for every point) or " if k in (
+            "tp", "pp") else ""
+        raise ConfigError(f"--vary {key}: parallelism is not a sweep axis; {given}let a "
+                          "sweep choose it at each point (its plan search, or archcost infer "
+                          "--gpus N)")
     if k not in AXES:
         near = difflib.get_close_matches(k, list(AXES) + list(ALIASES), n=1, cutoff=0.5)
         hint = f"did you mean {near[0]!r}? " if near else ""
@@ -115,7 +121,11 @@ def parse_vary(items: list[str]) -> list[Axis]:
         if any(a.key == k for a in axes):
             raise ConfigError(f"--vary {k} given twice: give its values once")
         labels = tuple(v.strip() for v in rest.split(",") if v.strip())
-        axes.append(Axis(k, tuple(_value(k, v) for v in labels), labels))
+        values = tuple(_value(k, v) for v in labels)
+        twice = next((lab for i, lab in enumerate(labels) if values[i] in values[:i]), None)
+        if twice is not None:
+            raise ConfigError(f"--vary {k}={rest}: {twice} given twice; give each value once")
+        axes.append(Axis(k, values, labels))
     return axes
 
 
