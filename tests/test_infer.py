@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from archcost.cli import app
 from archcost.cli.infer import one_replica_cluster, quantizer
+from archcost.errors import ConfigError
 from archcost.infer.capture import InferStep, capture_inference
 from archcost.infer.price import InferenceCosts
 from archcost.loader import load_model_file
@@ -165,6 +166,18 @@ def test_int4_weights_are_packed_in_memory():
     rest = 2 * d["vocab"] * h + (2 * d["layers"] + 1) * h
     costs = _costs(_llama(), quantize=quantizer("bf16", "int4", group, None))
     assert costs.weight_bytes_per_gpu() == linear // 2 + linear // group * 2 + rest * 2
+
+
+def test_explicit_attention_heads_are_found_in_a_decode_step():
+    """A decode step's explicit attention scores one query row (B, heads, 1, S), no square
+    matrix: its heads come from the softmax over them, so tp is checked against them."""
+    spec = load_model_file(str(MODELS / "gpt2.py"), dict(layers=2, hidden=64, heads=4,
+                                                         vocab=256, flash=False))
+    costs = _costs(spec, build_len=48)
+    assert costs.kv_heads() == 4
+    assert not any("no attention found" in n for n in costs.notes())
+    with pytest.raises(ConfigError, match="does not divide gpt2.py's 4 attention heads"):
+        _costs(spec, build_len=48, tp=8, hardware="dgx-h100-ndr").check_shapes()
 
 
 def test_int4_dequantized_weights_are_held_once_not_per_sequence():

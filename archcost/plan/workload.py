@@ -327,7 +327,9 @@ def _unrepeated(records, t) -> int:
 
 
 def _attention_facts(records, rep: tuple[str, ...], hidden: int) -> tuple[int, int]:
-    """(query heads, kv hidden) from the first attention of the block."""
+    """(query heads, kv hidden) from the first attention of the block: a fused kernel's
+    inputs, an explicit attention's square score matrix, or the softmax over its scores (a
+    decode step's one query row)."""
     for rec in records:
         if rec.phase.value != "forward" or (rep and not (rec.repeat_group or "").startswith(rep)):
             continue
@@ -343,6 +345,12 @@ def _attention_facts(records, rep: tuple[str, ...], hidden: int) -> tuple[int, i
                 heads = int(shape[0])
                 return heads, hidden
             if len(shape) == 4 and shape[2] == shape[3] and shape[2] > 1:
+                return int(shape[1]), hidden
+        if rec.op in ("aten._softmax", "aten._safe_softmax") and len(rec.outputs) == 1:
+            shape = rec.outputs[0].shape  # explicit attention's probabilities, any query count
+            if len(shape) == 3 and shape[2] > 1:  # (b*heads, q, k), traced at batch 1
+                return int(shape[0]), hidden
+            if len(shape) == 4 and shape[3] > 1:  # (b, heads, q, k)
                 return int(shape[1]), hidden
     return 0, hidden
 
