@@ -121,6 +121,9 @@ class InferenceCosts:
     # traces and workloads by step, shareable between replicas of one model, precision and
     # build length (a serving search prices many tp/pp on the same traces)
     memo: dict = field(default_factory=dict, repr=False)
+    # priced steps of this replica by (batch, step): a simulation asks for the same ones again
+    # (not an init field: a ``dataclasses.replace`` of another precision starts empty)
+    _steps: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.tp < 1 or self.pp < 1:
@@ -281,6 +284,12 @@ class InferenceCosts:
         the lengths) and where they go."""
         if batch < 1:
             raise ConfigError(f"batch {batch}: must be >= 1")
+        key = (batch, step)
+        if key not in self._steps:
+            self._steps[key] = self._step(batch, step)
+        return dict(self._steps[key])
+
+    def _step(self, batch: int, step: InferStep) -> dict:
         w = self.workload(step)
         m, micro = self.micro_batches(batch)
         rows = self._rows(w, micro, self._warm_gpu if self.weights_cached(batch, step, w)

@@ -38,6 +38,7 @@ from archcost.infer.costs import StepCosts
 from archcost.infer.serving import (
     BATCH_LIMIT,
     DEFAULT_MAX_BATCH,
+    DEFAULT_REQUESTS,
     ContinuousServing,
     largest_batch,
     rate_bound,
@@ -124,7 +125,7 @@ def _meets(ttft: float, tpot: float, ttft_slo: float | None, tpot_slo: float | N
 
 def max_rate_within_slo(costs: StepCosts, input_len: int, output_len: int,
                         ttft_slo_s: float | None, tpot_slo_s: float | None, *,
-                        requests: int = 1000, max_batch: int = DEFAULT_MAX_BATCH,
+                        requests: int = DEFAULT_REQUESTS, max_batch: int = DEFAULT_MAX_BATCH,
                         seed: int = 0) -> tuple[ContinuousServing, bool]:
     """The simulation at the highest rate (one replica) that is stable with p90 TTFT and TPOT
     within the SLOs, and True; when none of the rates tried is, the lowest one tried, and
@@ -220,7 +221,7 @@ def search(gpus: int, costs_for: Callable[[int, int, str], StepCosts],
            precisions: Sequence[str], input_len: int, output_len: int, *,
            ttft_slo_s: float | None = None, tpot_slo_s: float | None = None,
            mode: Mode = Mode.STATIC, max_batch: int | None = None,
-           requests: int = 1000) -> SearchResult:
+           requests: int = DEFAULT_REQUESTS) -> SearchResult:
     """Every plan (tp, pp, replicas), batch and precision on ``gpus`` GPUs, ranked by output
     tokens/s per GPU within the SLOs, with the Pareto front (module docstring). ``max_batch``:
     the largest static batch tried (default: whatever fits), or the continuous scheduler's cap

@@ -74,7 +74,8 @@ from archcost.infer.costs import StepCosts
 __all__ = ["StaticServing", "Percentiles", "ContinuousServing", "fits", "largest_batch",
            "mean_decode_s", "static_serving", "simulate_continuous", "saturation_rate",
            "rate_bound",
-           "EXACT_STEPS", "RUN_STEPS", "TPOT_POINTS", "BATCH_LIMIT", "QUEUE_GROWTH_FRACTION"]
+           "EXACT_STEPS", "RUN_STEPS", "TPOT_POINTS", "BATCH_LIMIT", "QUEUE_GROWTH_FRACTION",
+           "DEFAULT_REQUESTS"]
 
 EXACT_STEPS = 256  # decode steps priced one by one; longer outputs in this many trapezoids
 TPOT_POINTS = 5  # contexts at which the static TPOT is reported
@@ -82,6 +83,7 @@ BATCH_LIMIT = 1 << 20  # the largest batch the fit search tries
 RUN_STEPS = 128  # decode steps priced on one chord in the simulation
 QUEUE_GROWTH_FRACTION = 0.05  # queue growth over the second half that reads as unstable
 DEFAULT_MAX_BATCH = 256  # vLLM --max-num-seqs default (vllm/engine/arg_utils.py, EngineArgs)
+DEFAULT_REQUESTS = 2000  # requests a simulation runs (--rate and the continuous search alike)
 
 
 @dataclass(frozen=True, slots=True)
@@ -427,7 +429,7 @@ def rate_bound(costs: StepCosts, input_len, output_len,
 
 
 def saturation_rate(costs: StepCosts, input_len: int | Sequence[int],
-                    output_len: int | Sequence[int], *, requests: int = 2000,
+                    output_len: int | Sequence[int], *, requests: int = DEFAULT_REQUESTS,
                     max_batch: int = DEFAULT_MAX_BATCH, seed: int = 0) -> float:
     """Requests/s the replica completes with its queue never empty (module docstring): the
     requests arriving at ``rate_bound``, completions between the 20th and 80th percentile of
@@ -441,7 +443,7 @@ def saturation_rate(costs: StepCosts, input_len: int | Sequence[int],
 
 def simulate_continuous(costs: StepCosts, rate_per_s: float,
                         input_len: int | Sequence[int], output_len: int | Sequence[int], *,
-                        requests: int = 2000, max_batch: int = DEFAULT_MAX_BATCH,
+                        requests: int = DEFAULT_REQUESTS, max_batch: int = DEFAULT_MAX_BATCH,
                         seed: int = 0, warmup_fraction: float = 0.2,
                         capacity_per_s: float | None = None) -> ContinuousServing:
     """Continuous batching in steady state (module docstring): ``requests`` Poisson arrivals at
