@@ -20,10 +20,11 @@ all-reduce of the layer's output over the tensor-parallel group, costed on the c
 (``cost.comm``), exposed (decode kernels are too short to hide it). Pipeline parallelism holds
 ``layers / pp`` layers per GPU; a step's batch splits into ``m = min(pp, batch)`` micro-batches
 of whole sequences (the largest, ``ceil(batch / m)``, sets a stage's time) that follow each other
-through the stages (TensorRT-LLM's pipeline-parallel generation). A decode step, the pipeline
-full of micro-batches from one token to the next, takes ``pp`` stage times (each micro-batch
-crosses every stage once); a prefill fills and drains it, so its last micro-batch's first token
-comes after ``m + pp - 1`` stage times. Both add the ``pp - 1`` hops between stages.
+through the stages (TensorRT-LLM's pipeline-parallel generation). A decode step takes the
+longer of a micro-batch's round trip (every stage once, the ``pp - 1`` hops between them) and
+the slowest stage serving all ``m`` micro-batches; a prefill fills and drains the stages, so its
+last micro-batch's first token comes after the round trip and ``m - 1`` more slowest stages.
+One sequence thus takes the time of the whole model plus the hops, never less.
 
 Memory per GPU: the weights as held (quantized ones as packed), split ``tp`` ways (matrices;
 vectors replicated, which the split ignores: under 0.1 % of a transformer) and ``pp`` ways; the
@@ -294,25 +295,32 @@ class InferenceCosts:
         m, micro = self.micro_batches(batch)
         rows = self._rows(w, micro, self._warm_gpu if self.weights_cached(batch, step, w)
                           else self.gpu)
-        stage_layers = w.layers if self.pp == 1 else math.ceil(w.layers / self.pp)
+        layers = w.layers
+        stage_layers = layers if self.pp == 1 else math.ceil(layers / self.pp)
         d_pre, d_block, d_post = dispatch_seconds(w, self.gpu, self.runtime)
         pre, post = rows[C["pre_f"]] + d_pre, rows[C["post_f"]] + d_post
-        ends = pre + post if self.pp == 1 else max(pre, post)
-        # the slowest stage, one micro-batch
-        compute = stage_layers * (rows[C["block_f"]] + d_block) + ends
+        block, attn = rows[C["block_f"]] + d_block, rows[C["attn_f"]]
         tokens = micro * step.new_tokens
         ar = collective_cost(Collective.ALL_REDUCE, tokens * w.hidden * w.act_bytes, self.tp,
                              self.cluster).seconds if self.tp > 1 else 0.0
-        tp_comm = stage_layers * w.tp_points * ar
         hop = collective_cost(Collective.SEND_RECV, tokens * w.hidden * w.act_bytes, 2,
                               self.cluster, stride=self.tp).seconds if self.pp > 1 else 0.0
-        # stage times on the critical path: a prefill fills and drains the pipeline
-        stages = m + self.pp - 1 if step.kind == "prefill" else self.pp
-        seconds = stages * (compute + tp_comm) + (self.pp - 1) * hop
-        return {"seconds": float(seconds), "compute_s": float(stages * compute),
-                "attention_s": float(stages * stage_layers * rows[C["attn_f"]]),
-                "tp_comm_s": float(stages * tp_comm), "pp_comm_s": float((self.pp - 1) * hop),
-                "tokens": batch * step.new_tokens}
+        hops = (self.pp - 1) * hop
+        # (compute, tp comm, attention) of one micro-batch through every stage, and of the
+        # slowest stage (its layers and the heavier end)
+        path = (layers * block + pre + post, layers * w.tp_points * ar, layers * attn)
+        stage = (stage_layers * block + (pre + post if self.pp == 1 else max(pre, post)),
+                 stage_layers * w.tp_points * ar, stage_layers * attn)
+        if step.kind == "prefill":  # the last micro-batch leaves m - 1 slowest stages late
+            parts = [p + (m - 1) * q for p, q in zip(path, stage)]
+        elif sum(path[:2]) + hops >= m * sum(stage[:2]):  # decode: a token's round trip
+            parts = list(path)
+        else:  # decode: the slowest stage serving every micro-batch once
+            parts, hops = [m * q for q in stage], 0.0
+        compute, tp_comm, attention = parts
+        return {"seconds": float(compute + tp_comm + hops), "compute_s": float(compute),
+                "attention_s": float(attention), "tp_comm_s": float(tp_comm),
+                "pp_comm_s": float(hops), "tokens": batch * step.new_tokens}
 
     def micro_batches(self, batch: int) -> tuple[int, int]:
         """(micro-batches, sequences in the largest) of a step of ``batch`` sequences: ``pp``
