@@ -302,11 +302,11 @@ def test_infer_bad_inputs_one_line(args, needle):
 
 
 def test_infer_notes_say_what_was_converted_and_a_sparse_rate_the_profile_lacks():
-    res = _infer("--sparsity", "2:4", "--hardware", "mi300x", "--json")
+    res = _infer("--sparsity", "2:4", "--hardware", "apple-m3-max", "--json")
     assert res.exit_code == 0, res.output
     notes = json.loads(res.stdout)["notes"]
     assert any("weights of 14 linears" in n and "2:4 sparse" in n for n in notes), notes
-    assert any("mi300x states no 2:4-sparse bf16 rate" in n for n in notes), notes
+    assert any("apple-m3-max states no 2:4-sparse bf16 rate" in n for n in notes), notes
     res = _infer("--sparsity", "2:4", "--hardware", "h100-sxm", "--json")
     assert not any("states no 2:4" in n for n in json.loads(res.stdout)["notes"])
 
