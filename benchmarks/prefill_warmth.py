@@ -78,7 +78,7 @@ def _times(path: str, overrides: dict, batch: int, reps: int, llc_bytes: int) ->
         if before is not None:
             before()
         t0 = time.perf_counter()
-        forward(model, prompt, cache).argmax(-1)
+        forward(spec, model, prompt, cache).argmax(-1)
         return time.perf_counter() - t0
 
     def spin() -> None:

@@ -50,6 +50,34 @@ def test_the_timed_generation_generates_what_recomputing_gives():
     assert got["tokens"] == seq[:, n_in:].tolist()
 
 
+HF_SMALL = {"num_hidden_layers": 2, "hidden_size": 64, "intermediate_size": 128,
+            "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 256}
+
+
+def test_an_hf_generation_generates_what_recomputing_gives():
+    """The same ground truth for an ``hf:`` model: transformers' own cached call (its cache
+    class) generates the tokens its uncached forward recomputes."""
+    from archcost.loader import load_model_file
+    from archcost.validate.generate import GenerateConfig, run_generation
+
+    B, n_in, n_out = 2, 6, 4
+    cfg = GenerateConfig(model="hf:llama-3.1-8b", overrides=HF_SMALL, batch=B, input_len=n_in,
+                         output_len=n_out, dtype="fp32", repeats=1, warmup=0)
+    got = run_generation(cfg)
+    assert got["ttft_s"] > 0 and len(got["tpot_by_context"]) == n_out - 1
+    spec = load_model_file("hf:llama-3.1-8b", HF_SMALL)
+    torch.manual_seed(0)
+    model = spec.build(B, n_in + n_out).eval()
+    torch.manual_seed(1)
+    prompt = spec.inputs(model, B, n_in)
+    seq = prompt["input_ids"] if isinstance(prompt, dict) else prompt[0]
+    with torch.no_grad():
+        for _ in range(n_out):
+            token = model(input_ids=seq).logits[:, -1:].argmax(-1)  # (B, 1)
+            seq = torch.cat((seq, token), dim=1)
+    assert got["tokens"] == seq[:, n_in:].tolist()
+
+
 def _readme_command() -> list[str]:
     """The command of the README's "Checking inference predictions" block."""
     text = (ROOT / "README.md").read_text()

@@ -58,29 +58,41 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def prefill(model, prompt, cache):
-    """The prompt's forward from position 0 into ``cache``: the last position's logits."""
-    return model(**prompt, cache=cache, start_pos=0) if isinstance(prompt, dict) else \
-        model(*prompt, cache=cache, start_pos=0)
+def last_logits(out) -> torch.Tensor:
+    """The last position's logits (B, 1, vocab) of a forward's output: the tensor a model file
+    returns, or an ``hf:`` model's output's ``logits``."""
+    t = out if isinstance(out, torch.Tensor) else getattr(out, "logits", None)
+    if t is None and isinstance(out, (tuple, list)) and out:
+        t = out[0]
+    return t[:, -1:]
+
+
+def prefill(spec, model, prompt, cache):
+    """The prompt's forward from position 0 into ``cache`` (the spec's cached call: the
+    model-file convention, or transformers' own for an ``hf:`` model): the last position's
+    logits (B, 1, vocab)."""
+    return last_logits(spec.infer_step(model, prompt, cache, 0)())
 
 
 def _generate(spec, model, prompt, cfg: GenerateConfig, device: torch.device
               ) -> tuple[float, list[float], torch.Tensor]:
-    """One greedy generation: (TTFT, seconds of each decode step, the tokens generated)."""
+    """One greedy generation: (TTFT, seconds of each decode step, the tokens generated). Each
+    step's call is readied (an ``hf:`` cache cut back to the step's start) before its clock
+    starts."""
     cache = spec.kv_cache(model, cfg.batch, cfg.input_len + cfg.output_len)
     tokens = []
+    call = spec.infer_step(model, prompt, cache, 0)
     _sync(device)
     t0 = time.perf_counter()
-    logits = prefill(model, prompt, cache)  # (B, 1, vocab)
-    token = logits.argmax(-1)  # (B, 1) greedy
+    token = last_logits(call()).argmax(-1)  # (B, 1) greedy
     _sync(device)
     ttft = time.perf_counter() - t0
     tokens.append(token)
     steps = []
     for k in range(cfg.output_len - 1):
+        call = spec.infer_step(model, (token,), cache, cfg.input_len + k)
         t0 = time.perf_counter()
-        logits = model(token, cache=cache, start_pos=cfg.input_len + k)  # (B, 1, vocab)
-        token = logits.argmax(-1)  # (B, 1)
+        token = last_logits(call()).argmax(-1)  # (B, 1)
         _sync(device)
         steps.append(time.perf_counter() - t0)
         tokens.append(token)
