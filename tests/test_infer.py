@@ -53,6 +53,16 @@ def test_kv_cache_bytes_closed_form(batch, max_len, tp):
     assert mem["kv_cache"] == closed / min(tp, d["kv_heads"])
 
 
+def test_a_latent_kv_cache_is_held_whole_on_every_tensor_parallel_gpu():
+    """DeepSeek-V3's MLA caches one latent per token (kv_lora_rank + qk_rope_head_dim =
+    576 values, bf16) that every head reads: as transformers caches it, one 'head' (its
+    attention has 128), so tp 8 leaves each GPU the whole cache (closed form)."""
+    spec = load_model_file("hf:deepseek-v3", {"num_hidden_layers": 2})
+    eight = _costs(spec, build_len=144, tp=8, hardware="dgx-h100-ndr")
+    assert eight.kv_heads() == 1
+    assert eight.memory_bytes(1, 144)["kv_cache"] == 2 * 576 * 144 * 2
+
+
 def test_kv_cache_bytes_mha_and_fp8():
     spec = load_model_file(str(MODELS / "gpt2.py"), dict(layers=2, hidden=64, heads=4,
                                                          vocab=256))

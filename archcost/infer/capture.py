@@ -91,6 +91,9 @@ class InferCapture:
     # the distinct sliding windows of the cache's layers (a transformers Cache's sliding
     # layers): each such layer holds and attends to at most its window; () when none has one
     kv_windows: tuple[int, ...] = ()
+    # the fewest heads of a (batch, heads, tokens, width) tensor the cache holds: the KV heads
+    # as cached (one for a latent cache); 0 when it holds none of that shape
+    kv_cache_heads: int = 0
 
 
 def _held_tensors(obj, seen: set[int]) -> list[torch.Tensor]:
@@ -118,6 +121,13 @@ def _cache_windows(cache) -> tuple[int, ...]:
     layers = getattr(cache, "layers", ())
     return tuple(sorted({int(layer.sliding_window) for layer in layers
                          if getattr(layer, "is_sliding", False)}))
+
+
+def _cache_heads(cache, batch: int) -> int:
+    """The fewest heads (dim 1) of the cache's 4-D tensors of ``batch`` sequences."""
+    heads = [int(t.shape[1]) for t in _held_tensors(cache, set())
+             if t.dim() == 4 and int(t.shape[0]) == batch and int(t.shape[1]) > 0]
+    return min(heads) if heads else 0
 
 
 def _cache_bytes(cache) -> int:
@@ -186,6 +196,7 @@ def _capture(spec, step: InferStep, policy, kv_dtype, quantize, dedupe, st, say,
                 else x, inputs)
             kv_bytes = _cache_bytes(cache)  # at max_len, before the step readies the cache
             windows = _cache_windows(cache)
+            cache_heads = _cache_heads(cache, step.batch)
             call = spec.infer_step(model, inputs, cache, step.context)
         handles += _install_module_hooks(model, st)
         handles += repeats.install(model)
@@ -240,6 +251,7 @@ def _capture(spec, step: InferStep, policy, kv_dtype, quantize, dedupe, st, say,
                         kv_cache_bytes=kv_bytes, kv_cache_dtype=str(cache_dtype).removeprefix(
                             "torch."),
                         weight_bytes=weights, packed_bytes=packed, kv_windows=windows,
+                        kv_cache_heads=cache_heads,
                         notes=notes + (qstate.notes() if qstate is not None else []))
 
 

@@ -192,7 +192,7 @@ class InferenceCosts:
         if quant is not None and quant.scheme == "fp8":
             require_peak(self.gpu, "fp8", "--dtype fp8", fallback="bf16")
         w = self.workload(InferStep.decode(1, _ANCHORS[0]))
-        heads, kv = w.shape.heads, w.shape.kv_heads
+        heads, kv = w.shape.heads, self.kv_heads()
         name = self.spec.path.name
         if heads % self.tp:
             raise ConfigError(f"--tp {self.tp} does not divide {name}'s {heads} attention "
@@ -392,7 +392,10 @@ class InferenceCosts:
         return a.kv_cache_bytes + (max_len - la) * (b.kv_cache_bytes - a.kv_cache_bytes) / (lb - la)
 
     def kv_heads(self) -> int:
-        return self.workload(InferStep.decode(1, _ANCHORS[0])).shape.kv_heads
+        """KV heads as the cache holds them (a latent cache: one, every GPU a copy); the
+        attention's where the cache shows none."""
+        cached = self._trace(InferStep.decode(1, _ANCHORS[0])).kv_cache_heads
+        return cached or self.workload(InferStep.decode(1, _ANCHORS[0])).shape.kv_heads
 
     def kv_bytes_per_gpu(self, batch: int, max_len: int) -> float:
         w = self.workload(InferStep.decode(1, _ANCHORS[0]))
