@@ -122,6 +122,8 @@ def test_the_readme_command_runs_as_written_and_its_document_is_valid(runner, mo
     ([str(DATA / "models" / "tiny_ok.py"), "--infer"], "tiny_ok.py defines no kv_cache()"),
     ([LLAMA, *TINY, "--infer", "--plan", "mbs=1,gbs=1"], "drop --plan"),
     ([LLAMA, *TINY, "--infer", "--nproc", "2"], "--infer generates in one process"),
+    ([LLAMA, *TINY, "--infer", "-s", "64", "--optimizer", "sgd"],
+     "--seq-len and --optimizer: --infer takes its lengths from --input-len"),
     ([LLAMA, *TINY, "--infer", "--dtype", "bf16-mixed"], "validate --infer runs fp32, bf16"),
     ([LLAMA, *TINY], "--plan is missing"),
 ])

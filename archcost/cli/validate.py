@@ -115,6 +115,12 @@ def validate(
         if nproc != 1:
             raise ConfigError(f"--nproc {nproc}: --infer generates in one process; use "
                               "--nproc 1")
+        unused = [name for name, given in (("--seq-len", seq_len != SEQ_LEN),
+                                           ("--optimizer", optimizer != OPTIMIZER)) if given]
+        if unused:
+            raise ConfigError(f"{' and '.join(unused)}: --infer takes its lengths from "
+                              "--input-len and --output-len and runs no optimizer; drop "
+                              f"{' and '.join(unused)}")
         validate_infer(model, batch=batch, input_len=input_len, output_len=output_len,
                        device=device, steps=steps, warmup=warmup, hardware=hardware,
                        set_=set_, dtype=dtype, as_json=as_json, output=output)
