@@ -51,7 +51,7 @@ from archcost.trace.repeats import RepeatTracker
 from archcost.trace.values import assumptions
 from archcost.trace.watchdog import Stalled
 
-__all__ = ["InferStep", "InferCapture", "capture_inference"]
+__all__ = ["InferStep", "InferCapture", "capture_inference", "logits_of"]
 
 
 @dataclass(frozen=True)
@@ -271,7 +271,7 @@ def _check_converted(qstate) -> None:
                       f"can take it ({path}: {why}); {fix}")
 
 
-def _logits(out) -> torch.Tensor | None:
+def logits_of(out) -> torch.Tensor | None:
     """The logits a forward returned: the tensor, an output's ``logits``, or a tuple's first."""
     t = out if isinstance(out, torch.Tensor) else getattr(out, "logits", None)
     if t is None and isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
@@ -283,13 +283,13 @@ def _greedy_pick(out) -> None:
     """The step's token out of each sequence, as a greedy generation picks it: the argmax of
     the last position's logits (``archcost validate --infer`` times its steps with it, and a
     serving engine's time per token holds its sampling)."""
-    t = _logits(out)
+    t = logits_of(out)
     if t is not None and t.dim() >= 2:
         (t[:, -1] if t.dim() >= 3 else t).argmax(-1)
 
 
 def _check_logits(out, spec: ModelSpec, step: InferStep) -> None:
-    t = _logits(out)
+    t = logits_of(out)
     if t is None or t.dim() < 2 or t.shape[0] != step.batch:
         what = tuple(t.shape) if isinstance(t, torch.Tensor) else type(out).__name__
         raise ModelFileError(f"{spec.path.name}: the {step.kind} forward returned {what}, not "

@@ -34,6 +34,7 @@ from typing import Any
 
 import torch
 
+from archcost.infer.capture import logits_of
 from archcost.validate.allocator import keep_freed_memory
 from archcost.validate.step import DTYPES
 
@@ -59,12 +60,9 @@ def _sync(device: torch.device) -> None:
 
 
 def last_logits(out) -> torch.Tensor:
-    """The last position's logits (B, 1, vocab) of a forward's output: the tensor a model file
-    returns, or an ``hf:`` model's output's ``logits``."""
-    t = out if isinstance(out, torch.Tensor) else getattr(out, "logits", None)
-    if t is None and isinstance(out, (tuple, list)) and out:
-        t = out[0]
-    return t[:, -1:]
+    """The last position's logits (B, 1, vocab) of a forward's output (``logits_of``: the
+    tensor a model file returns, or an ``hf:`` model's output's ``logits``)."""
+    return logits_of(out)[:, -1:]
 
 
 def prefill(spec, model, prompt, cache):
