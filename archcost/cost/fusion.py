@@ -212,25 +212,24 @@ def _absorb(g: nx.DiGraph, out: nx.DiGraph, prologues: dict[int, list[int]],
     classes = g.graph.get("module_classes", {})
     for c, chain in prologues.items():
         inside = set(chain) | {c}
+        # the cache once per query head: what the chain reads, or the views of the cache the
+        # kernel itself reads
+        ratio = _group_ratio(g, c, chain) if per_head and g.nodes[c]["op_class"] == "attention" \
+            else 1.0
         read = 0.0
         for n in (*chain, c):
             internal_in = state_in = 0.0
             for p, _, e in g.in_edges(n, data=True):
-                origin = _origin(g, p, inside)
+                origin, least = _view_path(g, p, inside)
                 if origin in inside:
                     internal_in += e["bytes"]
                 elif origin == -1:  # a view of state read in the kernel: its storage,
                     # however broadcast (GQA's expanded heads)
-                    store = min(float(e["bytes"]), _state_view_bytes(g, p, inside))
+                    store = min(float(e["bytes"]), least)
                     internal_in += e["bytes"] - store
                     state_in += store
             own = max(0, g.nodes[n]["bytes_read"] - internal_in)
-            if per_head and g.nodes[c]["op_class"] == "attention":
-                # the cache once per query head: what the chain reads, or the views of the
-                # cache the kernel itself reads
-                ratio = _group_ratio(g, c, chain)
-                own = own * ratio if n != c else own + state_in * (ratio - 1)
-            read += own
+            read += own * ratio if n != c else own + state_in * (ratio - 1)
         d = out.nodes[c]
         d["bytes_read"] = int(read)
         d["flops"] = g.nodes[c]["flops"] + sum(g.nodes[n]["flops"] for n in chain)
@@ -262,34 +261,28 @@ def _groups(g: nx.DiGraph, tags: dict[int, tuple]) -> list[list[int]]:
     return [sorted(m, key=lambda v: g.nodes[v]["index"]) for m in out.values()]
 
 
-def _origin(g: nx.DiGraph, n: int, inside: set[int]) -> int:
-    """The node whose kernel wrote what ``n`` outputs: a member view (it writes nothing) is
-    followed to its largest input's producer, so a tensor read through a view is external when
-    its storage was written outside the group."""
-    seen = set()
-    while n in inside and g.nodes[n]["bytes_written"] == 0 and n not in seen:
-        seen.add(n)
-        ins = list(g.in_edges(n, data=True))
-        if not ins:
-            return -1  # a view of a parameter or an input: outside
-        n = max(ins, key=lambda e: e[2]["bytes"])[0]
-    return n
-
-
-def _state_view_bytes(g: nx.DiGraph, n: int, inside: set[int]) -> float:
-    """The fewest bytes on the member views from persistent state to ``n`` (``_origin``'s
-    path): the storage a broadcast view (an ``expand`` of a KV head to its query heads) reads,
-    not the view's size."""
+def _view_path(g: nx.DiGraph, n: int, inside: set[int]) -> tuple[int, float]:
+    """(origin, fewest bytes on the way): the node whose kernel wrote what ``n`` outputs, a
+    member view (it writes nothing) followed to its largest input's producer (-1: a view of
+    a parameter, an input or other state, outside), and the fewest bytes of the edges walked
+    (what a broadcast view, an ``expand`` of a KV head to its query heads, reads of its
+    storage; inf when none was walked)."""
     least, seen = float("inf"), set()
     while n in inside and g.nodes[n]["bytes_written"] == 0 and n not in seen:
         seen.add(n)
         ins = list(g.in_edges(n, data=True))
         if not ins:
-            break
+            return -1, least
         edge = max(ins, key=lambda e: e[2]["bytes"])
         least = min(least, float(edge[2]["bytes"]))
         n = edge[0]
-    return least
+    return n, least
+
+
+def _origin(g: nx.DiGraph, n: int, inside: set[int]) -> int:
+    """``_view_path``'s origin: a tensor read through a view is external when its storage was
+    written outside the group."""
+    return _view_path(g, n, inside)[0]
 
 
 def _escapes(g: nx.DiGraph, n: int, inside: set[int], depth: int = 0) -> bool:
