@@ -218,6 +218,11 @@ def test_transient_envelope_is_the_peak_of_every_step_at_every_batch():
             assert max(f + b * p for f, p in pieces) == pytest.approx(
                 float(np.max(fixed + b * per)), rel=1e-12)
     assert transient_envelope(np.array([5.0, 3.0]), np.array([6.0])) == ((0.0, 5.0),)
+    # a step that shrinks with the batch is held at its batch-1 figure: the peak at b = 1 is
+    # the batch-1 trace's
+    shrink = transient_envelope(np.array([9.0, 4.0]), np.array([7.0, 6.0]))
+    assert max(f + p for f, p in shrink) == 9.0
+    assert max(f + 3 * p for f, p in shrink) == 9.0  # the growing step: 4 + 2 * 2 = 8
 
 
 def test_pipeline_never_splits_a_sequence_and_a_prefill_fills_and_drains_it():

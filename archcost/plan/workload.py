@@ -598,9 +598,9 @@ def transient_envelope(live_1: np.ndarray, live_2: np.ndarray
     l1, l2 = np.asarray(live_1, dtype=np.float64), np.asarray(live_2, dtype=np.float64)
     if l1.shape != l2.shape or not len(l1):
         return ((0.0, float(l1.max()) if len(l1) else 0.0),)
-    fixed, per = 2 * l1 - l2, np.maximum(l2 - l1, 0.0)
-    at_1 = fixed + per
-    i = int(np.lexsort((per, at_1))[-1])  # the highest at b = 1, the steepest of those
+    per = np.maximum(l2 - l1, 0.0)  # a step that shrinks with the batch: held flat
+    fixed = l1 - per  # each line through the batch-1 figure
+    i = int(np.lexsort((per, l1))[-1])  # the highest at b = 1, the steepest of those
     out = [(float(fixed[i]), float(per[i]))]
     while True:
         f0, s0 = out[-1]
@@ -608,9 +608,8 @@ def transient_envelope(live_1: np.ndarray, live_2: np.ndarray
         if not steeper.any():
             return tuple(out)
         cross = np.where(steeper, (f0 - fixed) / np.where(steeper, per - s0, 1.0), np.inf)
-        first = cross[steeper].min()
-        j = int(np.flatnonzero(steeper & (cross <= first))[np.argmax(per[steeper & (
-            cross <= first)])])
+        first = np.flatnonzero(cross <= cross.min())  # overtakes first; the steepest of those
+        j = int(first[np.argmax(per[first])])
         out.append((float(fixed[j]), float(per[j])))
 
 
