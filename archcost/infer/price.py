@@ -161,6 +161,12 @@ class InferenceCosts:
         return self.work(batch, step, w)["bytes_per_gpu"] <= gpu.l2_bytes
 
     @property
+    def weight_quant(self):
+        """The layers' linears' conversion (``trace.quant.WeightQuant``; None: none), as the
+        ``quantize`` partial (``cli.infer.quantizer``) carries it."""
+        return getattr(self.quantize, "keywords", {}).get("quant")
+
+    @property
     def capacity_bytes(self) -> float:
         return self.usable_memory * self.gpu.mem_bytes
 
@@ -188,7 +194,7 @@ class InferenceCosts:
         """One line when tp cannot split the model: heads (and KV heads, unless each GPU
         holds whole copies of them) must divide by it, and layers must fill the stages; or
         when the GPU has no peak for the precision (fp8 on an A100)."""
-        quant = getattr(self.quantize, "keywords", {}).get("quant")
+        quant = self.weight_quant
         if quant is not None and quant.scheme == "fp8":
             require_peak(self.gpu, "fp8", "--dtype fp8", fallback="bf16")
         w = self.workload(InferStep.decode(1, _ANCHORS[0]))
@@ -209,7 +215,7 @@ class InferenceCosts:
         out = list(w.notes)
         cap = self._trace(InferStep.decode(1, _ANCHORS[0]))
         out += [n for n in cap.notes if n not in out and not n.startswith("repeated ")]
-        quant = getattr(self.quantize, "keywords", {}).get("quant")
+        quant = self.weight_quant
         if quant is not None and quant.sparsity:
             key = peak_keys([w.gemm_dtype or w.compute_dtype])[0]
             note = sparse_speedup(self.gpu, key)[1]
@@ -347,7 +353,7 @@ class InferenceCosts:
                     for sec in (SECTION_PRE, SECTION_POST)]
             per_op = per_op + max(ends, key=lambda e: float(nbytes @ e))
         f, b = float(flops @ per_op), float(nbytes @ per_op)
-        quant = getattr(self.quantize, "keywords", {}).get("quant")
+        quant = self.weight_quant
         gemm = "float8_e4m3fn" if quant is not None and quant.scheme == "fp8" else (
             w.gemm_dtype or w.compute_dtype)
         peak = peak_flops_for(self.gpu, gemm, True)
