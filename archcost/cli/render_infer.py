@@ -8,21 +8,16 @@ from rich.console import Console
 
 from archcost.cli.layout import Col, Grid, say
 from archcost.report import fmt
+from archcost.report.infer_tables import weights_label
 
 __all__ = ["render_inference", "render_search"]
-
-
-def _weights(w: dict[str, Any]) -> str:
-    """The linears' storage where it is not the dtype's own (int4 weight-only, 2:4, ...)."""
-    weights = w.get("weights")
-    return f", weights {weights}" if weights and weights != w.get("dtype") else ""
 
 
 def render_inference(console: Console, doc: dict[str, Any]) -> None:
     w, h, inf = doc["workload"], doc["hardware"], doc["inference"]
     par = f"tp={h['tp']} pp={h['pp']}" if h["gpus"] > 1 else "1 GPU"
     g = Grid(f"{doc['model']['name']}  batch {w['batch']}, {w['input_len']} in / "
-             f"{w['output_len']} out, {w['dtype']}{_weights(w)} (KV {w['kv_dtype']}), "
+             f"{w['output_len']} out, {w['dtype']}{weights_label(w)} (KV {w['kv_dtype']}), "
              f"{h['gpu']} {par}, "
              f"{w['runtime']}", [Col("quantity", "left"), Col("value")], header=False)
     g.row("time to first token", fmt.seconds(inf["ttft_s"]))

@@ -19,6 +19,13 @@ MEMORY_PARTS = (("weights", "weights"), ("kv_cache", "KV cache"),
                 ("activations", "activations"))
 
 
+def weights_label(w: dict[str, Any]) -> str:
+    """", weights ..." where a workload's linears are stored other than in its dtype (int4
+    weight-only, 2:4, ...); "" otherwise."""
+    weights = w.get("weights")
+    return f", weights {weights}" if weights and weights != w.get("dtype") else ""
+
+
 def _num(v) -> float:
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else 0.0
 
@@ -42,9 +49,8 @@ def inference_facts(doc: dict[str, Any]) -> list[tuple[str, str]]:
                                    f"{w.get('batching', 'static')} batching")]
     facts = [("generation", f"batch {w.get('batch')}, {w.get('input_len')} prompt tokens, "
                             f"{w.get('output_len')} generated per sequence, {w.get('dtype')}"
-                            + (f", weights {w['weights']}" if w.get("weights") not in (
-                                None, w.get("dtype")) else "")
-                            + f" (KV cache {w.get('kv_dtype', w.get('dtype'))}), runtime "
+                            f"{weights_label(w)} (KV cache {w.get('kv_dtype', w.get('dtype'))}), "
+                            "runtime "
                             f"{w.get('runtime', '?')}, {w.get('batching', 'static')} batching")]
     for note in doc.get("notes") or []:
         facts.append(("note", str(note)))
