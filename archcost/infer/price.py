@@ -26,6 +26,10 @@ the slowest stage serving all ``m`` micro-batches; a prefill fills and drains th
 last micro-batch's first token comes after the round trip and ``m - 1`` more slowest stages.
 One sequence thus takes the time of the whole model plus the hops, never less.
 
+A grouped GEMM over stacked expert weights (``OpTable.groups``) reads the experts a step's
+rows reach under the routing assumption (``trace.assume.groups_reached``): its weight bytes
+grow with the batch until every expert is reached, then stay fixed.
+
 Memory per GPU: the weights as held (quantized ones as packed), split ``tp`` ways (matrices;
 vectors replicated, which the split ignores: under 0.1 % of a transformer) and ``pp`` ways; the
 KV cache of ``batch`` sequences at ``max_len`` tokens, split over the KV heads (a GPU holds at
@@ -59,6 +63,7 @@ from archcost.plan.workload import (
     transient_at,
     workload_from_traces,
 )
+from archcost.trace.assume import Routing, groups_reached
 
 __all__ = ["InferenceCosts", "interpolate_ops", "dispatch_seconds"]
 
@@ -165,6 +170,11 @@ class InferenceCosts:
         """The layers' linears' conversion (``trace.quant.WeightQuant``; None: none), as the
         ``quantize`` partial (``cli.infer.quantizer``) carries it."""
         return getattr(self.quantize, "keywords", {}).get("quant")
+
+    @property
+    def routing(self) -> Routing:
+        """Where the routers pick experts (``--routing``; balanced by default)."""
+        return self.options.routing if self.options is not None else Routing()
 
     @property
     def capacity_bytes(self) -> float:
@@ -283,7 +293,7 @@ class InferenceCosts:
         combo = np.array([[Recompute.NONE.code, 1, self.tp, 0, 1, 1]], dtype=np.int64)
         # one sequence per row, scaled by the batch: the table's micro-batch is an integer
         scaled = dataclasses.replace(w, ops={Recompute.NONE: _scale(w.ops[Recompute.NONE],
-                                                                    batch)})
+                                                                    batch, self.routing)})
         return build_table(scaled, gpu, combo).rows[0]
 
     def step(self, batch: int, step: InferStep) -> dict:
@@ -341,7 +351,7 @@ class InferenceCosts:
         the layers' GEMMs run at: fp8's, a 2:4-sparse one's). ``w``: the step's workload
         (``workload(step)``) where the caller has it."""
         w = w if w is not None else self.workload(step)
-        ops = _scale(w.ops[Recompute.NONE], batch)
+        ops = _scale(w.ops[Recompute.NONE], batch, self.routing)
         combo = np.array([[1, self.tp, 0, 1, 1]], dtype=np.int64)
         flops, nbytes, _, _ = sharded_work(ops, combo)
         block = ops.section == SECTION_BLOCK
@@ -445,10 +455,19 @@ def dispatch_seconds(w: Workload, gpu, runtime) -> tuple[float, float, float]:
                                        w.module_calls))
 
 
-def _scale(ops: OpTable, batch: float) -> OpTable:
+def _scale(ops: OpTable, batch: float, routing: Routing | None = None) -> OpTable:
     """The op table of ``batch`` sequences from one sequence's: what grows with the batch
-    times ``batch``, weights read once (``plan.table.sharded_work``'s rule at micro-batch 1)."""
+    times ``batch``, weights read once (``plan.table.sharded_work``'s rule at micro-batch 1);
+    a grouped GEMM over experts reads the experts its ``batch`` sequences' rows reach under
+    ``routing`` (default: balanced), each once."""
     fixed = ops.nbytes_fixed
+    if ops.groups is not None and ops.groups[:, 0].any():
+        routing = routing or Routing()
+        idle = np.array([weights * (1.0 - groups_reached(routing, rows * batch, int(groups))
+                                    / groups) if groups > 0 else 0.0
+                         for groups, rows, weights in ops.groups])
+        ops = dataclasses.replace(ops, nbytes=ops.nbytes - idle, nbytes_fixed=fixed - idle)
+        fixed = ops.nbytes_fixed
     weight_only = (ops.nbytes > 0) & (fixed >= ops.nbytes)
     mnk = np.where(ops.mnk_batch, ops.mnk * batch, ops.mnk)
     return dataclasses.replace(

@@ -111,6 +111,11 @@ class OpTable:
     # each op's key among the per-op memory curves of a calibrated profile
     # (cost.compute.op_curve_key); empty: its name
     curve_key: tuple[str, ...] = ()
+    # [n, 3] float64: grouped GEMMs over stacked weights (a mixture of experts' grouped GEMM,
+    # ``trace.rules_matmul.grouped_weights``): the groups, one sequence's rows over them and
+    # every group's weight bytes (in nbytes_fixed); zeros for other ops. A step reads the
+    # weights of the groups its rows reach (``infer.price``). None: none
+    groups: np.ndarray | None = None
 
     @property
     def memory_keys(self) -> tuple[str, ...]:
@@ -370,13 +375,22 @@ def _pairs(g1: nx.DiGraph, g2: nx.DiGraph | None) -> list[tuple[int, dict, dict]
 
 def _fixed_bytes(pairs: list[tuple[int, dict, dict]]) -> dict[int, float]:
     """Per paired node at batch 1, the bytes that do not grow with the batch (bytes are a*b +
-    c: c = 2 bytes(1) - bytes(2), within [0, bytes(1)])."""
+    c: c = 2 bytes(1) - bytes(2), within [0, bytes(1)]); a grouped GEMM's without the weights
+    of the groups its rows reached (which grow with the batch until every group is reached:
+    ``_op_table`` holds them apart)."""
     out = {}
     for n, a, b in pairs:
-        one = a["bytes_read"] + a["bytes_written"]
-        two = b["bytes_read"] + b["bytes_written"]
+        one = a["bytes_read"] + a["bytes_written"] - _reached_weights(a)
+        two = b["bytes_read"] + b["bytes_written"] - _reached_weights(b)
         out[n] = float(min(max(2 * one - two, 0), one))
     return out
+
+
+def _reached_weights(d: dict) -> float:
+    """The weight bytes a grouped GEMM node read: the groups its rows reached (0 for other
+    nodes; ``trace.graph``'s ``grouped``)."""
+    grouped = d.get("grouped") or ()
+    return grouped[2] * grouped[3] / grouped[0] if grouped else 0.0
 
 
 def _mnk_growth(pairs: list[tuple[int, dict, dict]]) -> dict[int, tuple[bool, bool, bool]]:
@@ -430,7 +444,8 @@ def _op_table(g: nx.DiGraph, rep: tuple[str, ...], layers: int, width_numel: int
                                              "flops", "nbytes", "fixed", "count", "sp_only",
                                              "attention", "slices", "mnk", "grows",
                                              "launches", "batched", "attn", "expert",
-                                             "sparse", "dispatch_only", "curve_key")}
+                                             "sparse", "dispatch_only", "curve_key",
+                                             "groups")}
     opt: dict[str, list] = {k: [] for k in cols}
     fixed, growth = _fixed_bytes(pairs), _mnk_growth(pairs)
     model_flops = recompute_flops = 0.0
@@ -453,8 +468,15 @@ def _op_table(g: nx.DiGraph, rep: tuple[str, ...], layers: int, width_numel: int
         target["dtype"].append(op_dtype(d))
         target["tc"].append(cls in TENSOR_CORE_CLASSES)
         target["flops"].append(float(d["flops"]))
-        target["nbytes"].append(float(d["bytes_read"] + d["bytes_written"]))
-        target["fixed"].append(fixed.get(n, 0.0))
+        nbytes, held = float(d["bytes_read"] + d["bytes_written"]), fixed.get(n, 0.0)
+        grouped = d.get("grouped") or ()
+        if grouped:  # every group's weights held fixed; a step reads those it reaches
+            nbytes += grouped[2] - _reached_weights(d)
+            held += grouped[2]
+        target["nbytes"].append(nbytes)
+        target["fixed"].append(held)
+        target["groups"].append(tuple(float(x) for x in grouped[:3]) if grouped
+                                else (0.0, 0.0, 0.0))
         target["count"].append(float(count))
         if d["phase"] == "forward" and section == SECTION_BLOCK:
             replicated = n not in sharded
@@ -474,7 +496,7 @@ def _op_table(g: nx.DiGraph, rep: tuple[str, ...], layers: int, width_numel: int
                                        <= 0 and d.get("launches", 1.0) > 0)
         # an activation the shape of an expert weight has no fixed bytes: not an expert op
         target["expert"].append(section == SECTION_BLOCK and d["index"] in expert_ops
-                                and fixed.get(n, 0.0) > 0)
+                                and held > 0)
 
     def table(c, mf, rf) -> OpTable:
         return OpTable(
@@ -501,6 +523,7 @@ def _op_table(g: nx.DiGraph, rep: tuple[str, ...], layers: int, width_numel: int
             expert=np.array(c["expert"], dtype=bool),
             sparse=np.array(c["sparse"], dtype=bool),
             dispatch_only=np.array(c["dispatch_only"], dtype=bool),
+            groups=np.array(c["groups"], dtype=np.float64).reshape(-1, 3),
         )
 
     return table(cols, model_flops, recompute_flops), table(opt, 0.0, 0.0)

@@ -35,7 +35,7 @@ from pathlib import Path
 from archcost.errors import ConfigError
 from archcost.trace.watchdog import DEFAULT_LIMIT_S
 
-__all__ = ["CaptureOptions", "Routing", "expert_loads", "parse_routing"]
+__all__ = ["CaptureOptions", "Routing", "expert_loads", "groups_reached", "parse_routing"]
 
 
 @dataclass(frozen=True)
@@ -130,6 +130,20 @@ def expert_loads(routing: Routing, tokens: int, top_k: int, experts: int) -> lis
     else:
         want = [total / experts] * experts
     return _round_capped(want, total, tokens)
+
+
+def groups_reached(routing: Routing, rows: float, groups: int) -> int:
+    """How many of ``groups`` experts ``rows`` token choices reach under ``routing`` (the
+    experts :func:`expert_loads` gives a choice): balanced, ``min(groups, rows)``; a
+    histogram, at most its experts with a share. A grouped GEMM reads the weights of these
+    alone, so a decode step's expert weights grow with its batch until every expert is
+    reached (Mixtral, top-2 of 8: a quarter of them at batch 1, all from batch 4)."""
+    if groups <= 0 or rows <= 0:
+        return 0
+    if routing.kind == "histogram" and len(routing.shares) != groups:
+        return min(groups, math.ceil(rows))  # another router's histogram: balanced here
+    n = math.ceil(rows - 1e-9)
+    return sum(1 for x in expert_loads(routing, n, 1, groups) if x > 0)
 
 
 def _round_capped(want: list[float], total: int, cap: int) -> list[int]:

@@ -9,7 +9,9 @@ the storages this op reads, views and in-place results followed to their allocat
 ``attention_shape`` ([head dim, query length, key length, causal, backward] of attention ops,
 what an attention kernel's table is read by; [] for other ops), ``efficiency_key`` (the op's
 key among a profile's per-op curves: its name, with its form where forms run at different
-speeds, :func:`efficiency_key`).
+speeds, :func:`efficiency_key`), ``grouped`` ([groups, rows, every group's weight bytes, groups
+with rows] of a grouped GEMM over stacked weights whose rows per group are known, whose
+``bytes_read`` holds only the groups with rows; [] for other ops).
 Edge attributes: ``bytes``, ``dtype``, ``shape`` of the tensor flowing from producer to consumer.
 
 The graph is the single source of truth about the model for every later stage; nothing re-traces.
@@ -25,6 +27,7 @@ import networkx as nx
 from archcost.trace.records import OpRecord, iter_tensors
 from archcost.trace.rules import compute_dtype, op_cost
 from archcost.trace.rules_attention import attention_geometry
+from archcost.trace.rules_matmul import grouped_weights
 
 __all__ = ["build_graph", "expand_repeats", "graph_text", "efficiency_key", "key_op"]
 
@@ -114,6 +117,7 @@ def build_graph(records: list[OpRecord], graph_attrs: dict | None = None) -> nx.
             held_by_caller=bool(rec.extra.get("held_by_caller", False)),
             attention_shape=attention_geometry(rec),
             efficiency_key=efficiency_key(rec),
+            grouped=list(grouped_weights(rec)),
         )
         seen: set[int] = set()
         for t in iter_tensors((rec.args, rec.kwargs)):

@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
 from torch.utils._pytree import tree_map
 from torch.utils.weak import WeakIdKeyDictionary
 
@@ -25,6 +25,7 @@ __all__ = ["META_KEY", "CaptureState", "Recorder", "dtype_name", "flatten"]
 
 META_KEY = "archcost_module"
 _SKIP_NAMESPACES = ("prim", "profiler")
+_GROUPED = {torch.ops.aten._grouped_mm, torch.ops.aten._scaled_grouped_mm}
 
 
 def dtype_name(dtype: torch.dtype) -> str:
@@ -245,9 +246,27 @@ class CaptureState:
                 named=_bind(func, a, k),
                 repeat_group=self.repeats.group_of(module),
                 index=len(self.records),
-                extra={"grad_sum": True} if engine else {},
+                extra={**({"grad_sum": True} if engine else {}),
+                       **self._group_rows(func, args, kwargs)},
             )
         )
+
+    def _group_rows(self, func, args, kwargs) -> dict:
+        """``{"group_rows": (...)}``: a grouped GEMM's rows per group, where the values of its
+        offsets (each group's end row) are known (a router's picks under the routing
+        assumption, sorted and counted); a group without rows reads no weights. ``{}``
+        otherwise."""
+        if func._overloadpacket not in _GROUPED or self.values is None:
+            return {}
+        offs = _bind(func, args, kwargs).get("offs")
+        if not isinstance(offs, torch.Tensor) or offs.dim() != 1:
+            return {}
+        with _disable_current_modes():
+            ends = self.values.known(offs)
+            if ends is None:
+                return {}
+            ends = [int(x) for x in ends.tolist()]
+        return {"group_rows": tuple(b - a for a, b in zip([0, *ends], ends))}
 
 
 def _nothing() -> None:

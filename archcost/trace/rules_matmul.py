@@ -11,7 +11,7 @@ from __future__ import annotations
 from math import prod
 
 from archcost.trace.records import OpClass, OpRecord
-from archcost.trace.rules_base import arg, broadcast_io, declare_positions, register
+from archcost.trace.rules_base import arg, broadcast_io, declare_positions, default_io, register
 
 declare_positions({
     "aten.convolution": "input weight bias stride padding dilation transposed",
@@ -74,7 +74,36 @@ def linear(rec: OpRecord) -> int:
     return 2 * prod(x) * w[0]
 
 
-@register("aten._grouped_mm", "aten._scaled_grouped_mm", op_class=OpClass.MATMUL)
+def grouped_weights(rec: OpRecord) -> tuple[int, int, int, int]:
+    """(groups, rows, bytes, reached) of a grouped GEMM over stacked weights ((rows, k) @
+    (groups, k, n), as a mixture-of-experts layer runs its experts) whose rows per group the
+    capture knew (``extra["group_rows"]``): the groups, the rows over all of them, every
+    group's weight bytes, and the groups with rows; () for other ops and where the rows are
+    not known."""
+    rows = rec.extra.get("group_rows")
+    if rec.op not in ("aten._grouped_mm", "aten._scaled_grouped_mm") or not rows:
+        return ()
+    a, b = rec.args[0], rec.args[1]
+    if len(a.shape) != 2 or len(b.shape) != 3 or int(b.shape[0]) != len(rows):
+        return ()
+    return len(rows), int(sum(rows)), int(b.nbytes), sum(1 for r in rows if r > 0)
+
+
+def grouped_io(rec: OpRecord) -> tuple[int, int]:
+    """As :func:`default_io`, less the weights of the groups no row reaches: a grouped GEMM
+    (CUTLASS's, cuBLAS's, torch's ``_grouped_mm``) runs tiles for the rows each group has,
+    so a group without rows reads nothing (a decode step of one token through two of eight
+    experts reads two experts' weights)."""
+    read, written = default_io(rec)
+    grouped = grouped_weights(rec)
+    if grouped:
+        groups, _, weights, reached = grouped
+        read -= weights * (groups - reached) // groups
+    return read, written
+
+
+@register("aten._grouped_mm", "aten._scaled_grouped_mm", op_class=OpClass.MATMUL,
+          io=grouped_io)
 def grouped_mm(rec: OpRecord) -> int:
     """MoE grouped GEMM. 2-D x 2-D (a weight gradient): (M, T) @ (T, N) split along T into
     groups -> 2*M*T*N; otherwise each output element contracts over the last dim of ``self``."""
