@@ -108,3 +108,24 @@ def test_groups_reached_counts_the_loaded_experts(routing, tmp_path):
     if rule.kind == "histogram":
         assert groups_reached(rule, 1000, E) == 5  # the experts with a share
     assert groups_reached(Routing(), 0, E) == 0
+
+
+@pytest.mark.parametrize("model,sets", [
+    ("hf:mixtral-8x7b", TINY),  # grouped GEMMs over the experts, a replicated router
+    ("models/moe.py", {"preset": "tiny"}),  # batched matmuls over a capacity buffer
+    ("hf:tests/data/hf/gemma2.json", {"num_hidden_layers": 4}),  # two groups: sliding, global
+    ("hf:llama-3.1-8b", {"num_hidden_layers": 2, "hidden_size": 64, "intermediate_size": 176,
+                         "num_attention_heads": 4, "num_key_value_heads": 2,
+                         "vocab_size": 256}),
+])
+def test_two_tensor_parallel_all_reduces_a_layer(model, sets):
+    """Megatron-LM's layout (Shoeybi et al. 2019, Sec. 3): one all-reduce after attention's
+    row-parallel output projection, one after the MLP's (a mixture of experts' experts split
+    as an MLP, the router replicated), whatever the stack's groups; the experts' projections
+    hold shards, the router does not."""
+    from archcost.plan.workload import workload_from_traces
+
+    spec, policy = load_model_file(model, sets), parse_precision("bf16")
+    one, two = (capture_inference(spec, InferStep.decode(b, 5), policy) for b in (1, 2))
+    w = workload_from_traces({Recompute.NONE: one}, policy, at_batch_2={Recompute.NONE: two})
+    assert w.tp_points == 2

@@ -59,7 +59,8 @@ __all__ = ["SECTION_PRE", "SECTION_BLOCK", "SECTION_POST", "PHASE_CODES", "OpTab
 SECTION_PRE, SECTION_BLOCK, SECTION_POST = 0, 1, 2
 PHASE_CODES = {"forward": 0, "backward": 1, "recompute": 2}
 _MATMULS = frozenset({"aten.mm", "aten.addmm", "aten.bmm", "aten.baddbmm", "aten.matmul",
-                      "aten.linear", "aten._scaled_mm"})
+                      "aten.linear", "aten._scaled_mm", "aten._grouped_mm",
+                      "aten._scaled_grouped_mm"})
 _LOWP = "archcost_lowp."  # low-precision casts: on a weight, each tensor-parallel rank casts its shard
 
 
@@ -161,7 +162,9 @@ class Workload:
     # communication facts per sequence
     hidden: int
     act_bytes: int  # bytes per activation element (compute dtype)
-    tp_points: int  # TP collectives per layer per pass (row-parallel projections)
+    # TP collectives per layer per pass (row-parallel projections); a stack of groups that
+    # differ in them: their mean
+    tp_points: float
     kv_hidden: int  # kv_heads * head_dim: what ring attention sends per token (K and V each)
     dispatch_bytes: float  # per sequence per MoE layer: tokens sent to experts (one all-to-all)
     notes: tuple[str, ...] = field(default_factory=tuple)
@@ -276,12 +279,17 @@ _CONST_OPS = frozenset({"aten.t", "aten.view", "aten.permute", "aten.transpose",
 
 def _tp_layout(g: nx.DiGraph, nodes, sections, hidden: int) -> tuple[set[int], int]:
     """Which forward ops of one layer hold tensor-parallel shards, and how many row-parallel
-    projections the layer has (Megatron-LM's layout, found from the dataflow).
+    projections the block's layers run (Megatron-LM's layout, found from the dataflow; each
+    counted as many times as its node stands for: divided by the layers, the collectives a
+    layer runs, whatever groups the stack holds).
 
     A weight matmul (one activation input; the other a parameter or its view) on a replicated
     input is column-parallel: its output is sharded. On a sharded input with a hidden-width
     output it is row-parallel: partial sums all-reduced into a replicated output (one TP
-    collective per pass). Every other op is sharded when any activation input is.
+    collective per pass). Every other op is sharded when any activation input is. Integer and
+    boolean inputs (indices, a grouped GEMM's offsets, masks) carry no shard; a router (a
+    matmul whose scores pick experts, ``topk``) is replicated, as Megatron-LM keeps it, so the
+    experts' grouped GEMMs split as an MLP's linears do.
     """
     const: set[int] = set()
     for n, d in nodes:
@@ -298,17 +306,34 @@ def _tp_layout(g: nx.DiGraph, nodes, sections, hidden: int) -> tuple[set[int], i
     for n, d in nodes:
         if d["phase"] != "forward" or sections.get(n) != SECTION_BLOCK or n in const:
             continue
-        acts = [u for u in g.predecessors(n) if u not in const]
+        acts = [u for u in g.predecessors(n) if u not in const
+                and not _integral(g.edges[u, n].get("dtype", ""))]
         from_shard = any(u in sharded for u in acts)
         if d["op"] in _MATMULS and len(acts) == 1:
             width = d["out_shapes"][0][-1] if d["out_shapes"] and d["out_shapes"][0] else 0
             if from_shard and width == hidden:
-                points += 1  # row-parallel: replicated after the all-reduce
-            else:
+                points += d["count"]  # row-parallel: replicated after the all-reduce
+            elif from_shard or not _routes(g, n):
                 sharded.add(n)  # column-parallel, or a further projection of a shard
         elif from_shard:
             sharded.add(n)
     return sharded, points
+
+
+def _integral(dtype: str) -> bool:
+    return dtype == "bool" or "int" in dtype
+
+
+def _routes(g: nx.DiGraph, n: int, depth: int = 4) -> bool:
+    """Whether matmul ``n``'s output picks experts: a ``topk`` within ``depth`` ops after it
+    (a softmax, a cast, a bias between), through no other matmul."""
+    frontier = [n]
+    for _ in range(depth):
+        frontier = [v for u in frontier for v in g.successors(u)
+                    if g.nodes[v]["phase"] == "forward" and g.nodes[v]["op"] not in _MATMULS]
+        if any(g.nodes[v]["op"] == "aten.topk" for v in frontier):
+            return True
+    return False
 
 
 _COPIES = frozenset({"aten.view", "aten._unsafe_view", "aten.reshape", "aten.clone",
@@ -735,6 +760,8 @@ def workload_from_traces(traces: Mapping[Recompute, object], policy: PrecisionPo
     if heads % kv_heads:
         kv_heads = heads
     _, tp_points = _tp_layout(g0, nodes0, sections0, hidden)
+    tp_points = tp_points / layers if rep else tp_points  # the block's nodes stand for its layers
+    tp_points = int(tp_points) if float(tp_points).is_integer() else tp_points
     if rep and tp_points == 0:
         notes.append("no row-parallel projection found in the block: tensor parallel is costed "
                      "without its per-layer all-reduces")
