@@ -324,3 +324,25 @@ def test_infer_refusals_one_line(config, args, needle):
     assert res.exit_code == 2, res.output
     lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and needle in lines[0], res.stderr
+
+
+@pytest.mark.parametrize("kind,sets,kv", [
+    ("multi-query", {}, 1),
+    ("grouped", {"new_decoder_architecture": True, "multi_query": False, "num_kv_heads": 2}, 2),
+])
+@pytest.mark.parametrize("step", ["prefill", "decode"])
+def test_falcon_query_heads_folded_into_rows(kind, sets, kv, step):
+    """transformers' Falcon hands SDPA its query heads folded into the rows of each KV head,
+    (batch, kv heads, heads / kv heads x tokens, head dim): the workload reads its 4 query
+    heads and ``kv`` KV heads off that, in a prefill and a decode step alike (the config's
+    num_attention_heads and num_kv_heads are the ground truth)."""
+    from archcost.options import Recompute
+    from archcost.plan.workload import workload_from_traces
+
+    spec, policy = load_model_file(f"hf:{DATA / 'hf' / 'falcon.json'}", sets), \
+        parse_precision("bf16")
+    make = (lambda b: InferStep.prefill(b, 8)) if step == "prefill" else \
+        (lambda b: InferStep.decode(b, 6))
+    one, two = (capture_inference(spec, make(b), policy) for b in (1, 2))
+    w = workload_from_traces({Recompute.NONE: one}, policy, at_batch_2={Recompute.NONE: two})
+    assert (w.shape.heads, w.shape.kv_heads) == (4, kv)

@@ -356,10 +356,14 @@ def _unrepeated(records, t) -> int:
     return numel
 
 
-def _attention_facts(records, rep: tuple[str, ...], hidden: int) -> tuple[int, int]:
+def _attention_facts(records, rep: tuple[str, ...], hidden: int,
+                     seq_len: int = 0) -> tuple[int, int]:
     """(query heads, kv hidden) from the first attention of the block: a fused kernel's
     inputs, an explicit attention's square score matrix, or the softmax over its scores (a
-    decode step's one query row)."""
+    decode step's one query row). ``seq_len``: the step's tokens a sequence; a kernel's
+    query rows a whole multiple of them, on as many heads as the keys, fold the query heads
+    of each KV head into its rows (Falcon's grouped and multi-query attention: (batch,
+    kv heads, heads / kv heads x tokens, head dim))."""
     for rec in records:
         if rec.phase.value != "forward" or (rep and not (rec.repeat_group or "").startswith(rep)):
             continue
@@ -368,7 +372,11 @@ def _attention_facts(records, rep: tuple[str, ...], hidden: int) -> tuple[int, i
             if q is not None and k is not None and len(q.shape) == 4 and len(k.shape) == 4:
                 # the keys' own tokens: a decode step's one query attends to the whole cache
                 tokens = int(k.shape[0]) * int(k.shape[2])
-                return int(q.shape[1]), _unrepeated(records, k) // max(tokens, 1)
+                heads, rows = int(q.shape[1]), int(q.shape[2])
+                if seq_len > 0 and rows > seq_len and rows % seq_len == 0 \
+                        and heads == int(k.shape[1]):
+                    heads *= rows // seq_len  # query heads folded into the rows
+                return heads, _unrepeated(records, k) // max(tokens, 1)
         if rec.op in ("aten.bmm", "aten.matmul") and len(rec.outputs) == 1:
             shape = rec.outputs[0].shape  # explicit attention: scores (b*heads, s, s)
             if len(shape) == 3 and shape[1] == shape[2] and shape[1] > 1:
@@ -750,7 +758,7 @@ def workload_from_traces(traces: Mapping[Recompute, object], policy: PrecisionPo
     nodes0 = _ordered(g0)
     sections0 = _sections(nodes0, rep)
     hidden, width_numel = _hidden(nodes0, sections0)
-    heads, kv_hidden = _attention_facts(cap0.records, rep, hidden)
+    heads, kv_hidden = _attention_facts(cap0.records, rep, hidden, seq_len)
     notes = []
     if heads == 0:
         notes.append("no attention found: tensor parallel limited by the hidden width")
