@@ -48,6 +48,25 @@ TARGET = {"mean": 0.12, "max": 0.30}  # issue 16's bar
 _GPUS = {"H100-SXM-80GB": ("dgx-h100-ndr", "H100 SXM 80GB, DGX H100"),
          "A100-SXM-80GB": ("dgx-a100-hdr", "A100 SXM 80GB, DGX A100"),
          "L40S-48GB": ("l40s", "L40S 48GB, one GPU")}
+# a row's GPU not listed above: the first profile whose name its words start (cluster profiles
+# for tp > 1 where one holds that GPU)
+_GPU_WORDS = (("H100-SXM", "dgx-h100-ndr", "h100-sxm"), ("H100-PCIE", None, "h100-pcie"),
+              ("H200", None, "h200"), ("A100-SXM-40", None, "a100-sxm-40gb"),
+              ("A100", "dgx-a100-hdr", "a100-sxm-80gb"), ("L40S", None, "l40s"),
+              ("L4", None, "l4"), ("GB200", "gb200-nvl72", "gb200"), ("B200", None, "b200"),
+              ("MI300X", "mi300x-ib", "mi300x"))
+
+
+def _hardware(gpu: str, tp: int) -> str:
+    """The profile a row's GPU runs on: ``_GPUS``, else by the GPU's name (a cluster for tp >
+    1 where the bundled ones hold that GPU; "" where none does)."""
+    if gpu in _GPUS:
+        return _GPUS[gpu][0]
+    name = gpu.upper().replace(" ", "-")
+    for words, cluster, single in _GPU_WORDS:
+        if name.startswith(words):
+            return (cluster or "") if tp > 1 else single
+    return ""
 
 
 @dataclass
@@ -66,15 +85,28 @@ class Case:
     metric: str
     value: float
     assumptions: list[str] = field(default_factory=list)
-
-    @property
-    def fp8(self) -> bool:
-        return self.precision.startswith("fp8")
+    source: str = "TensorRT-LLM v0.5"
 
 
 def _model(row: dict) -> tuple[str, dict, list[str]]:
+    """The model file, its settings and the assumptions for a row's model, from its family
+    name and the dims the row gives; a family without a bundled file of its own is built as
+    a LLaMA-style decoder of those dims (the nearest layout: pre-norm, RoPE, SwiGLU, grouped
+    KV heads), and a mixture of experts (a row with ``experts`` and ``top_k``, or a Mixtral)
+    as transformers' Mixtral of those dims, whose grouped GEMM reads the experts its tokens
+    reach, as TensorRT-LLM's MoE kernels do."""
     name = row["model"]
     dims = {k: int(row[k]) for k in ("layers", "hidden", "heads", "kv_heads", "ffn", "vocab")}
+    experts = int(row.get("experts") or 0) or (8 if name.startswith("Mixtral") else 0)
+    top_k = int(row.get("top_k") or 0) or (2 if experts else 0)
+    if experts:
+        return "hf:mixtral-8x7b", {
+            "num_hidden_layers": dims["layers"], "hidden_size": dims["hidden"],
+            "num_attention_heads": dims["heads"], "num_key_value_heads": dims["kv_heads"],
+            "intermediate_size": dims["ffn"], "vocab_size": dims["vocab"],
+            "num_local_experts": experts, "num_experts_per_tok": top_k}, [
+            f"{name}: transformers' Mixtral layout with the row's dims, {experts} experts, top "
+            f"{top_k}, balanced routing; its experts kept 16-bit under fp8"]
     if name.startswith("GPT-J"):
         return "gptj.py", {"layers": dims["layers"], "hidden": dims["hidden"],
                            "heads": dims["heads"], "vocab": dims["vocab"]}, [
@@ -86,7 +118,21 @@ def _model(row: dict) -> tuple[str, dict, list[str]]:
     if name.startswith("Falcon"):
         return "falcon.py", {**dims}, ["Falcon: parallel attention and MLP, GELU ffn, the row's "
                                        "dims"]
-    raise ValueError(f"{row['id']}: no bundled model for {name}")
+    return "llama.py", {**dims, "gqa": "native"}, [
+        f"{name}: no bundled file of its own; a LLaMA-style decoder of the row's dims (RoPE "
+        "theta 500,000, GQA heads fed to one kernel)"]
+
+
+def _precision(text: str) -> tuple[str, str | None]:
+    """(--dtype, --weights) of a row's precision: fp8 (weights, activations and cache), a
+    weight-only int8/int4 over fp16, else fp16/bf16."""
+    low = text.lower()
+    if low.startswith("fp8"):
+        return "fp8", None
+    for bits in ("int4", "int8", "w4", "w8"):
+        if bits in low:
+            return ("bf16" if "bf16" in low else "fp16"), ("int4" if "4" in bits else "int8")
+    return ("bf16" if low.startswith("bf16") else "fp16"), None
 
 
 def load_cases(path: str) -> list[Case]:
@@ -94,30 +140,33 @@ def load_cases(path: str) -> list[Case]:
     with open(path, newline="") as fh:
         for row in csv.DictReader(fh):
             model, sets, notes = _model(row)
-            hw = _GPUS[row["gpu"]][0]
+            hw = _hardware(row["gpu"], int(row["tp"]))
             out.append(Case(id=row["id"], family=row["model"], model=model, sets=sets,
                             gpu=row["gpu"], hardware=hw, tp=int(row["tp"]),
                             batch=int(row["batch"]), input_len=int(row["input_len"]),
                             output_len=int(row["output_len"]), precision=row["precision"],
                             metric=row["metric"], value=float(row["value"]),
-                            assumptions=notes))
+                            assumptions=notes, source=row.get("source") or ""))
     return out
 
 
 def pending_reason(case: Case) -> str:
     from archcost.hardware.profile import list_profiles
 
-    if not (ROOT / "models" / case.model).is_file():
+    if not case.model.startswith("hf:") and not (ROOT / "models" / case.model).is_file():
         return f"models/{case.model} is not bundled yet"
     if case.hardware not in list_profiles()["gpus"] + list_profiles()["clusters"]:
-        return f"no {case.hardware} profile yet"
+        return f"no profile for {case.gpu} at tp {case.tp}"
     return ""
 
 
-def runtime_name() -> str:
+def runtime_name(source: str = "v0.5") -> str:
+    """The runtime profile of a row's release: ``tensorrt-llm-0.5`` for v0.5's rows, the
+    current ``tensorrt-llm`` for later ones."""
     from archcost.runtime import list_runtimes
 
-    return "tensorrt-llm-0.5" if "tensorrt-llm-0.5" in list_runtimes() else "eager"
+    want = "tensorrt-llm-0.5" if "v0.5" in source else "tensorrt-llm"
+    return want if want in list_runtimes() else "eager"
 
 
 def predict(case: Case, memo: dict) -> dict:
@@ -127,14 +176,16 @@ def predict(case: Case, memo: dict) -> dict:
     from archcost.loader import load_model_file
     from archcost.runtime import load_runtime
 
-    spec = load_model_file(str(ROOT / "models" / case.model), dict(case.sets))
-    quantize, kv, dtype = None, None, "fp16"
-    if case.fp8:  # the layers' linears in fp8 (per-tensor scales), the cache in fp8
-        quantize, kv, dtype = quantizer("fp8", None, 128, None), "float8_e4m3fn", "fp8"
+    target = case.model if case.model.startswith("hf:") else str(ROOT / "models" / case.model)
+    spec = load_model_file(target, dict(case.sets))
+    dtype, weights = _precision(case.precision)
+    quantize, kv = quantizer(dtype, weights, 128, None), None
+    if dtype == "fp8":  # the layers' linears in fp8 (per-tensor scales), the cache in fp8
+        kv = "float8_e4m3fn"
     ttft_only = case.metric == "first_token_latency_ms"
     out_len = 1 if ttft_only else case.output_len
     costs = InferenceCosts(spec, one_replica_cluster(case.hardware, case.tp),
-                           infer_policy(dtype), load_runtime(runtime_name()),
+                           infer_policy(dtype), load_runtime(runtime_name(case.source)),
                            build_len=case.input_len + out_len, tp=case.tp, kv_dtype=kv,
                            quantize=quantize, memo=memo)
     run = static_serving(costs, case.batch, case.input_len, out_len)
