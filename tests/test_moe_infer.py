@@ -129,3 +129,19 @@ def test_two_tensor_parallel_all_reduces_a_layer(model, sets):
     one, two = (capture_inference(spec, InferStep.decode(b, 5), policy) for b in (1, 2))
     w = workload_from_traces({Recompute.NONE: one}, policy, at_batch_2={Recompute.NONE: two})
     assert w.tp_points == 2
+
+
+def test_stacked_experts_under_weight_quantization_are_named():
+    """--weights int8 converts the blocks' nn.Linear layers; transformers' experts are stacked
+    3-D parameters, which stay in the compute dtype: the notes say so, and the weights held
+    count them at 2 bytes each (the closed form: layers x (3 h f E) x 2)."""
+    from functools import partial
+
+    from archcost.trace.quant import parse_weight_quant, quantize_linears
+
+    quant = partial(quantize_linears, quant=parse_weight_quant("int8", 32))
+    cap = capture_inference(_spec(), InferStep.decode(1, 5), parse_precision("bf16"),
+                            quantize=quant)
+    note = next(n for n in cap.notes if "stacked expert weights" in n)
+    assert note.startswith(f"{2 * LAYERS} stacked expert weights")
+    assert cap.weight_bytes - cap.packed_bytes >= LAYERS * E * EXPERT_BYTES

@@ -57,6 +57,7 @@ default without calibration). The packed layout is (N, K/2) bytes, not TRT-LLM's
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -319,6 +320,9 @@ class QuantState:
     linears: dict[str, _PackedLinear] = field(default_factory=dict)
     weight_numel: int = 0
     kept: dict[str, str] = field(default_factory=dict)  # path -> why it stays unconverted
+    # stacked weights the blocks multiply without a linear (experts' (E, N, K) parameters,
+    # as transformers' MoE layers hold them): path -> shape; they stay in the compute dtype
+    stacked: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
     def state_tensors(self) -> list[torch.Tensor]:
         """Every persistent tensor: packed weights, scales, sparsity metadata."""
@@ -337,6 +341,11 @@ class QuantState:
         out = [f"weights of {len(self.linears)} linears in the repeated blocks: "
                f"{self.quant.describe()}; the LM head and other linears in the compute dtype"]
         out += [f"{path} stays in the compute dtype: {why}" for path, why in self.kept.items()]
+        if self.stacked:
+            numel = sum(math.prod(s) for s in self.stacked.values())
+            out.append(f"{len(self.stacked)} stacked expert weights ({numel / 1e9:.3g}B "
+                       "parameters, e.g. " + next(iter(self.stacked)) + ") stay in the compute "
+                       "dtype: only nn.Linear layers are converted")
         return out
 
 
@@ -358,4 +367,7 @@ def quantize_linears(model: nn.Module, members: list[str], quant: WeightQuant) -
             setattr(model.get_submodule(parent) if parent else model, name, new)
             state.linears[path] = new
             state.weight_numel += lin.weight.numel()
+    for path, p in model.named_parameters():
+        if p.dim() == 3 and any(path.startswith(m + ".") for m in members):
+            state.stacked[path] = tuple(p.shape)
     return state
