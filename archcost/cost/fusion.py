@@ -87,6 +87,7 @@ _ACTIVATIONS = frozenset({"aten.gelu", "aten.silu", "aten.relu", "aten.sigmoid",
 _SOFTMAX = frozenset({"aten._softmax", "aten._safe_softmax", "aten._softmax_backward_data"})
 _COMPUTE = frozenset({"matmul", "conv", "attention"})  # kernels a prologue can join
 _PACKED = "QuantLinear"  # class-name suffix of trace.quant's packed linears
+_PACKED_EXPERTS = "QuantExperts"  # ... and of a module holding packed stacked expert weights
 _GEMMS = frozenset({"aten.mm", "aten.addmm", "aten._scaled_mm"})  # a linear's GEMM
 
 
@@ -183,7 +184,8 @@ def _prologues(g: nx.DiGraph, fusions: frozenset[Fusion]) -> dict[int, list[int]
     classes = g.graph.get("module_classes", {})
     out: dict[int, list[int]] = {}
     for c, d in g.nodes(data=True):
-        packed = d["op_class"] == "matmul" and classes.get(d["module"], "").endswith(_PACKED)
+        packed = d["op_class"] == "matmul" and classes.get(d["module"], "").endswith(
+            (_PACKED, _PACKED_EXPERTS))
         if (Fusion.DEQUANT in fusions and packed) or (
                 fusions & {Fusion.KV_CACHE, Fusion.KV_CACHE_PER_HEAD}
                 and d["op_class"] == "attention"):
@@ -216,23 +218,34 @@ def _absorb(g: nx.DiGraph, out: nx.DiGraph, prologues: dict[int, list[int]],
         # kernel itself reads
         ratio = _group_ratio(g, c, chain) if per_head and g.nodes[c]["op_class"] == "attention" \
             else 1.0
-        read = 0.0
+        # a grouped GEMM's operand holds every group, of which it reads those its rows reach:
+        # so does the chain that unpacks it inside the kernel
+        grouped = g.nodes[c].get("grouped") or ()
+        reach = grouped[3] / grouped[0] if grouped else 1.0
+        read = packed = 0.0
         for n in (*chain, c):
             internal_in = state_in = 0.0
             for p, _, e in g.in_edges(n, data=True):
                 origin, least = _view_path(g, p, inside)
                 if origin in inside:
-                    internal_in += e["bytes"]
+                    internal_in += e["bytes"] * (reach if n == c else 1.0)
                 elif origin == -1:  # a view of state read in the kernel: its storage,
                     # however broadcast (GQA's expanded heads)
                     store = min(float(e["bytes"]), least)
                     internal_in += e["bytes"] - store
                     state_in += store
             own = max(0, g.nodes[n]["bytes_read"] - internal_in)
+            if n != c:
+                packed += own
             read += own * ratio if n != c else own + state_in * (ratio - 1)
         d = out.nodes[c]
+        if grouped and chain:  # the packed bytes of the groups reached; every group's apart
+            read -= packed * (1.0 - reach)
+            d["grouped"] = [grouped[0], grouped[1], int(packed), grouped[3]]
+            if classes.get(d["module"], "").startswith("Fp8"):
+                d["compute_dtype"] = "float8_e4m3fn"  # an fp8 grouped GEMM
         d["bytes_read"] = int(read)
-        d["flops"] = g.nodes[c]["flops"] + sum(g.nodes[n]["flops"] for n in chain)
+        d["flops"] = g.nodes[c]["flops"] + reach * sum(g.nodes[n]["flops"] for n in chain)
         if classes.get(d["module"], "").startswith("Sparse") and d["op_class"] == "matmul":
             d["sparsity"] = "2:4"
         for n in chain:

@@ -258,7 +258,7 @@ def _capture(spec, step: InferStep, policy, kv_dtype, quantize, dedupe, st, say,
 def _check_converted(qstate) -> None:
     """One line when the conversion asked for converts none of the blocks' linears (it would
     price the model unconverted under the conversion's name)."""
-    if qstate.linears:
+    if qstate.linears or qstate.experts:
         return
     what = qstate.quant.describe()
     if not qstate.kept:

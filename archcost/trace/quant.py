@@ -48,6 +48,12 @@ Forward, on real or fake tensors (what the capture records; each op is real aten
 A runtime that fuses ``dequant`` (``cost.fusion``) runs the weight's chain inside the GEMM
 kernel, which then reads the packed bytes only (TRT-LLM's weight-only GEMM plugins).
 
+Stacked expert weights ((E, N, K) parameters a mixture-of-experts layer multiplies with a
+grouped GEMM, as transformers' experts hold ``gate_up_proj`` and ``down_proj``) are packed the
+same way, each expert's matrix as a linear's (fp8: one scale per expert); the module reads
+them through properties that unpack them as ops (``_pack_experts``), which a ``dequant``
+runtime runs inside the grouped GEMM, reading the packed bytes of the experts it reaches.
+
 NB: the quantized values come from the weight at hand with plain round-to-nearest scaling
 (max / qmax per group): no AWQ/GPTQ calibration, no AWQ pre-quant activation scale (one
 value per input channel). The fp8 input scale is 1.0 where no calibration gives one (vLLM's
@@ -67,7 +73,7 @@ from torch import nn
 from archcost.errors import ConfigError
 
 __all__ = ["WeightQuant", "QuantState", "parse_weight_quant", "quantize_linears", "SCHEMES",
-           "FP8_MAX", "pack_int4", "unpack_int4", "prune_2_4", "pack_meta", "unpack_meta"]
+           "STACKED_SUFFIX", "FP8_MAX", "pack_int4", "unpack_int4", "prune_2_4", "pack_meta", "unpack_meta"]
 
 SCHEMES = ("int8", "int4", "fp8")
 SPARSITIES = ("2:4",)
@@ -288,6 +294,72 @@ class SparseQuantLinear(_PackedLinear):
         return F.linear(x, self.dense(x.dtype), self.bias)
 
 
+# --- stacked expert weights ---------------------------------------------------------------------
+STACKED_SUFFIX = "QuantExperts"  # class-name suffix of a module whose stacked weights are packed
+
+
+def _pack_stacked(w: torch.Tensor, quant: WeightQuant) -> dict[str, torch.Tensor]:
+    """The packed state of a stacked (E, N, K) weight (E experts' y = x W_e^T), each expert's
+    matrix as a linear's: int8/int4 values with group scales along K; fp8 with one fp32 scale
+    per expert (TensorRT-LLM's MoE fp8 quantizes each expert's weight on its own)."""
+    e, n, k = w.shape
+    if quant.scheme in _QMAX:
+        group = k if quant.group_size == -1 else quant.group_size
+        q, scales = _int_quantize(w.reshape(e * n, k), _QMAX[quant.scheme], group)
+        q = pack_int4(q) if quant.scheme == "int4" else q
+        return {"weight": q.view(e, n, -1), "scales": scales.view(e, n, -1)}
+    amax = w.float().abs().amax(dim=(1, 2))
+    scale = (amax / FP8_MAX).clamp(min=torch.finfo(torch.float32).tiny)  # (E,)
+    wq = (w.float() / scale.view(e, 1, 1)).clamp(-FP8_MAX, FP8_MAX).to(_FP8)
+    return {"weight": wq, "weight_scale": scale}
+
+
+def _unpack_stacked(state: dict[str, torch.Tensor], quant: WeightQuant,
+                    dtype: torch.dtype) -> torch.Tensor:
+    """The (E, N, K) weight in ``dtype`` from its packed state, as aten ops on the packed bytes
+    (a runtime that fuses ``dequant`` runs them inside the grouped GEMM)."""
+    w = state["weight"]
+    e, n = w.shape[0], w.shape[1]
+    if quant.scheme == "fp8":
+        return w.to(dtype) * state["weight_scale"].to(dtype).view(e, 1, 1)
+    if quant.scheme == "int4":
+        w = unpack_int4(w.reshape(e * n, -1)).view(e, n, -1)
+    k = w.shape[2]
+    group = k if quant.group_size == -1 else quant.group_size
+    s = state["scales"]  # (E, N, K/group)
+    return (w.to(dtype).view(e, n, k // group, group) * s.unsqueeze(-1)).view(e, n, k)
+
+
+def _stacked_fits(shape: tuple[int, ...], quant: WeightQuant) -> str | None:
+    """Why a stacked (E, N, K) weight stays in the compute dtype, or None."""
+    _, n, k = shape
+    if quant.sparsity:
+        return "2:4 sparse grouped GEMMs are not a kernel TensorRT-LLM or cuSPARSELt runs"
+    if quant.scheme == "fp8" and (k % _ALIGN_FP8 or n % _ALIGN_FP8):
+        return f"{n} x {k} is not a multiple of {_ALIGN_FP8} (the fp8 GEMM's alignment)"
+    if quant.scheme in _QMAX and quant.group_size != -1 and k % quant.group_size:
+        return f"K {k} is not a multiple of the group size {quant.group_size}"
+    return None
+
+
+def _pack_experts(mod: nn.Module, names: list[str], quant: WeightQuant) -> dict:
+    """Pack ``mod``'s stacked weights ``names`` in place: each leaves the module's parameters
+    and becomes a property of a subclass (its name ending ``STACKED_SUFFIX``) that unpacks it
+    when the module's forward reads it (transformers' experts read ``self.gate_up_proj`` and
+    ``self.down_proj``); returns the packed state by name."""
+    dtype = getattr(mod, names[0]).dtype  # the compute dtype the experts were built in
+    states = {name: _pack_stacked(getattr(mod, name).detach(), quant) for name in names}
+    for name in names:
+        del mod._parameters[name]
+    props = {name: property(lambda self, n=name: _unpack_stacked(
+        self.packed_state[n], self.packed_quant, self.packed_dtype)) for name in names}
+    prefix = "Fp8" if quant.scheme == "fp8" else "WeightOnly"
+    cls = type(mod)
+    mod.__class__ = type(f"{prefix}{cls.__name__}{STACKED_SUFFIX}", (cls,), props)
+    mod.packed_state, mod.packed_quant, mod.packed_dtype = states, quant, dtype
+    return states
+
+
 # the fp8 GEMM needs K and N multiples of 16 (cuBLASLt FP8; torchao's float8 filter)
 _ALIGN_FP8 = 16
 
@@ -321,12 +393,17 @@ class QuantState:
     weight_numel: int = 0
     kept: dict[str, str] = field(default_factory=dict)  # path -> why it stays unconverted
     # stacked weights the blocks multiply without a linear (experts' (E, N, K) parameters,
-    # as transformers' MoE layers hold them): path -> shape; they stay in the compute dtype
-    stacked: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    # as transformers' MoE layers hold them) that stay in the compute dtype: path -> (shape,
+    # why)
+    stacked: dict[str, tuple[tuple[int, ...], str]] = field(default_factory=dict)
+
+    # packed stacked expert weights: "module path.name" -> packed state
+    experts: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
 
     def state_tensors(self) -> list[torch.Tensor]:
         """Every persistent tensor: packed weights, scales, sparsity metadata."""
-        return [t for lin in self.linears.values() for t in lin.state.values()]
+        return [t for state in (*(lin.state for lin in self.linears.values()),
+                                *self.experts.values()) for t in state.values()]
 
     def state_bytes(self) -> int:
         """Bytes the converted linears' weights hold (the weights' memory in place of their
@@ -338,14 +415,16 @@ class QuantState:
         return self.weight_numel
 
     def notes(self) -> list[str]:
-        out = [f"weights of {len(self.linears)} linears in the repeated blocks: "
+        experts = (f" and {len(self.experts)} stacked expert weights (grouped GEMMs)"
+                   if self.experts else "")
+        out = [f"weights of {len(self.linears)} linears{experts} in the repeated blocks: "
                f"{self.quant.describe()}; the LM head and other linears in the compute dtype"]
         out += [f"{path} stays in the compute dtype: {why}" for path, why in self.kept.items()]
         if self.stacked:
-            numel = sum(math.prod(s) for s in self.stacked.values())
+            numel = sum(math.prod(shape) for shape, _ in self.stacked.values())
+            path, (shape, why) = next(iter(self.stacked.items()))
             out.append(f"{len(self.stacked)} stacked expert weights ({numel / 1e9:.3g}B "
-                       "parameters, e.g. " + next(iter(self.stacked)) + ") stay in the compute "
-                       "dtype: only nn.Linear layers are converted")
+                       f"parameters) stay in the compute dtype ({path}: {why})")
         return out
 
 
@@ -367,7 +446,20 @@ def quantize_linears(model: nn.Module, members: list[str], quant: WeightQuant) -
             setattr(model.get_submodule(parent) if parent else model, name, new)
             state.linears[path] = new
             state.weight_numel += lin.weight.numel()
+    stacked: dict[str, list[str]] = {}
     for path, p in model.named_parameters():
-        if p.dim() == 3 and any(path.startswith(m + ".") for m in members):
-            state.stacked[path] = tuple(p.shape)
+        if p.dim() != 3 or not any(path.startswith(m + ".") for m in members):
+            continue
+        why = _stacked_fits(tuple(p.shape), quant) if quant.scheme != "none" else \
+            "2:4 sparse grouped GEMMs are not a kernel TensorRT-LLM or cuSPARSELt runs"
+        if why:
+            state.stacked[path] = (tuple(p.shape), why)
+        else:
+            owner, _, name = path.rpartition(".")
+            stacked.setdefault(owner, []).append(name)
+            state.weight_numel += p.numel()
+    with torch.no_grad():
+        for owner, names in stacked.items():
+            for name, packed in _pack_experts(model.get_submodule(owner), names, quant).items():
+                state.experts[f"{owner}.{name}"] = packed
     return state
