@@ -25,6 +25,9 @@ Which chains fuse is the runtime's list (``runtime.Fusion``), each a family of f
   scatter) runs inside the GEMM, which reads the packed bytes (TensorRT-LLM's weight-only and
   cuSPARSELt GEMMs); the input's fp8 cast chain there is one kernel (TRT-LLM's quantize);
   the GEMM of a ``Sparse*`` linear is marked ``sparsity`` 2:4 (it runs at the sparse peak);
+  a module's packed stacked expert weights (class name ending ``QuantExperts``) likewise run
+  inside their grouped GEMM, which reads the packed bytes of the experts its rows reach (its
+  ``grouped`` weight bytes become the packed ones) and, fp8, runs as an fp8 GEMM;
 - ``kv-cache``: the chain from the KV cache to an attention op (the read slice, the cast from
   the cache's dtype, GQA head repeats) runs inside the attention kernel, which reads the cache
   in its own dtype (TensorRT-LLM's attention dequantizes an int8/fp8 cache on the fly);
