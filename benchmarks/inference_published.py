@@ -11,6 +11,12 @@ built from the dimensions the row gives, with the bundled model file of its fami
   70B's 8 KV heads grouped, TensorRT-LLM's GQA kernel: ``gqa=native``, no copies);
 - Falcon 180B: ``models/falcon.py`` (parallel attention and MLP, 8 KV heads).
 
+Rows beyond these are read the same way: another family as a LLaMA-style decoder of its dims,
+a mixture of experts (Mixtral, or a row with ``experts`` and ``top_k``) as transformers' Mixtral
+of its dims (its grouped GEMMs read the experts the tokens reach), a GPU by its name (a cluster
+for tp > 1: ``dgx-h200``, ``l40s-pcie``), weight-only int8/int4, throughput per GPU
+(``output_tokens_per_s_per_gpu``), a later release on the current ``tensorrt-llm`` runtime.
+
 Hardware: H100 runs on ``dgx-h100-ndr`` (NVLink within the node for tp <= 8), A100 on
 ``dgx-a100-hdr``, L40S on its GPU profile (tp 1). Runtime: ``tensorrt-llm-0.5``, the release
 measured (what its engines fuse, read from its sources; its generation attention loads a
@@ -46,13 +52,12 @@ DEFAULT_CASES = next((p for p in (ROOT.parent / "shared" / "data" / "inference_c
 TARGET = {"mean": 0.12, "max": 0.30}  # issue 16's bar
 
 _GPUS = {"H100-SXM-80GB": ("dgx-h100-ndr", "H100 SXM 80GB, DGX H100"),
-         "A100-SXM-80GB": ("dgx-a100-hdr", "A100 SXM 80GB, DGX A100"),
-         "L40S-48GB": ("l40s", "L40S 48GB, one GPU")}
+         "A100-SXM-80GB": ("dgx-a100-hdr", "A100 SXM 80GB, DGX A100")}
 # a row's GPU not listed above: the first profile whose name its words start (cluster profiles
 # for tp > 1 where one holds that GPU)
 _GPU_WORDS = (("H100-SXM", "dgx-h100-ndr", "h100-sxm"), ("H100-PCIE", None, "h100-pcie"),
-              ("H200", None, "h200"), ("A100-SXM-40", None, "a100-sxm-40gb"),
-              ("A100", "dgx-a100-hdr", "a100-sxm-80gb"), ("L40S", None, "l40s"),
+              ("H200", "dgx-h200", "h200"), ("A100-SXM-40", None, "a100-sxm-40gb"),
+              ("A100", "dgx-a100-hdr", "a100-sxm-80gb"), ("L40S", "l40s-pcie", "l40s"),
               ("L4", None, "l4"), ("GB200", "gb200-nvl72", "gb200"), ("B200", None, "b200"),
               ("MI300X", "mi300x-ib", "mi300x"))
 
@@ -191,6 +196,8 @@ def predict(case: Case, memo: dict) -> dict:
     run = static_serving(costs, case.batch, case.input_len, out_len)
     if ttft_only:
         pred = run.ttft_s * 1e3
+    elif "per_gpu" in case.metric:  # later releases print throughput per GPU
+        pred = run.output_tokens_per_s / case.tp
     else:
         pred = run.output_tokens_per_s
     return {"pred": pred, "error": pred / case.value - 1.0, "fits": run.fits,
@@ -278,7 +285,8 @@ def report(cases, results, pending, wall) -> list[str]:
              "error |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for c in cases:
         r = results.get(c.id)
-        metric = "tok/s" if c.metric.startswith("output") else "TTFT ms"
+        metric = ("tok/s/GPU" if "per_gpu" in c.metric else "tok/s") \
+            if c.metric.startswith("output") else "TTFT ms"
         if r is None:
             lines.append(f"| {c.id} | {c.family} | {c.gpu} | {c.tp} | {c.batch} | "
                          f"{c.input_len} | {c.output_len} | {metric} | {c.value:g} | pending "
@@ -289,7 +297,7 @@ def report(cases, results, pending, wall) -> list[str]:
                      f"{_pct(r['error'])} |")
     lines.append("")
     groups = {"all": [c for c in cases if c.id in results]}
-    for key in ("H100-SXM-80GB", "L40S-48GB", "A100-SXM-80GB"):
+    for key in dict.fromkeys(c.gpu for c in groups["all"]):
         groups[key] = [c for c in groups["all"] if c.gpu == key]
     groups["throughput"] = [c for c in groups["all"] if c.metric.startswith("output")]
     groups["first-token latency"] = [c for c in groups["all"] if c.metric.startswith("first")]

@@ -6,6 +6,7 @@ predicted, not refused (rows at small dims here, so they trace in seconds)."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 
 import pytest
 
@@ -21,7 +22,7 @@ _ROWS = [
     ["A", "TensorRT-LLM v0.5 first-token latency", "Mistral 7B", 2, 64, 4, 2, 128, 256,
      "H200-SXM-141GB", "fp16", 1, 1, 32, 1, "first_token_latency_ms", 1.0, "", ""],
     ["B", "TensorRT-LLM v0.8 docs/source/performance.md", "Mixtral 8x7B", 2, 64, 4, 2, 96, 256,
-     "H100-SXM-80GB", "fp16", 2, 4, 32, 8, "output_tokens_per_s_total", 1000.0, 8, 2],
+     "H100-SXM-80GB", "fp8", 2, 4, 32, 8, "output_tokens_per_s_per_gpu", 1000.0, 8, 2],
     ["C", "TensorRT-LLM v0.8 docs/source/performance.md", "LLaMA 7B", 2, 64, 4, 4, 128, 256,
      "L40S-48GB", "int4 weight-only (AWQ)", 1, 2, 32, 8, "output_tokens_per_s_total", 1000.0,
      "", ""],
@@ -49,11 +50,18 @@ def test_rows_map_to_a_model_a_profile_and_a_runtime(cases):
     assert published._precision("fp8 (weights, activations, KV cache)") == ("fp8", None)
     assert all(published.pending_reason(x) == "" for x in cases.values())
     assert published._hardware("A100-SXM-40GB", 1) == "a100-sxm-40gb"
-    assert published._hardware("H200-SXM-141GB", 8) == ""  # no bundled H200 cluster
+    assert published._hardware("H200-SXM-141GB", 8) == "dgx-h200"
+    assert published._hardware("L40S-48GB", 4) == "l40s-pcie"
+    assert published._hardware("Gaudi2", 1) == ""  # no profile: the row stays pending
 
 
 def test_such_rows_are_predicted(cases):
+    """Each row predicted; the per-GPU metric is the run's throughput over its tp GPUs."""
     memo = {}
     for case in cases.values():
         r = published.predict(case, memo)
         assert r["pred"] > 0 and r["fits"], case.id
+    b = cases["B"]
+    total = dataclasses.replace(b, metric="output_tokens_per_s_total")
+    assert published.predict(total, memo)["pred"] == pytest.approx(
+        b.tp * published.predict(b, memo)["pred"])

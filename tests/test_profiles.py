@@ -67,8 +67,9 @@ EDGE = {
 def test_every_bundled_profile_loads_under_its_file_name():
     names = list_profiles()
     assert set(names["gpus"]) == set(DATASHEET) | set(EDGE) | {"cpu"}
-    assert set(names["clusters"]) == {"cpu-host", "dgx-a100-hdr", "dgx-h100-ndr", "gb200-nvl72",
-                                      "gb200-nvl72-64", "mi300x-ib", "grand-teton-h100"}
+    assert set(names["clusters"]) == {"cpu-host", "dgx-a100-hdr", "dgx-h100-ndr", "dgx-h200",
+                                      "gb200-nvl72", "gb200-nvl72-64", "mi300x-ib",
+                                      "grand-teton-h100", "l40s-pcie"}
     for name in names["gpus"]:
         g = load_gpu(name)
         assert isinstance(g, GpuProfile) and g.name == name and "fp32" in g.peak_flops_per_s
