@@ -346,3 +346,33 @@ def test_falcon_query_heads_folded_into_rows(kind, sets, kv, step):
     one, two = (capture_inference(spec, make(b), policy) for b in (1, 2))
     w = workload_from_traces({Recompute.NONE: one}, policy, at_batch_2={Recompute.NONE: two})
     assert (w.shape.heads, w.shape.kv_heads) == (4, kv)
+
+
+@pytest.mark.parametrize("kv", [None, "float8_e4m3fn"])
+def test_a_serving_runtime_appends_to_the_cache_in_place(kv):
+    """DynamicCache.update concatenates (the eager runtime prices that copy of the cache and
+    its casts); a serving engine writes the new token in place and its attention kernel reads the cache once, in its own dtype: under tensorrt-llm
+    a decode layer's attention reads its query, and K and V of the L held tokens in the cache
+    dtype plus the new token's (closed form), and nothing else of the cache moves."""
+    from archcost.cost.fusion import executed_graph
+    from archcost.runtime import load_runtime
+
+    ctx, heads, kvh, hd = 21, 4, 2, 16
+    spec = load_model_file("hf:llama-3.1-8b", TINY)
+    cap = capture_inference(spec, InferStep.decode(1, ctx), parse_precision("bf16"),
+                            kv_dtype=kv)
+    size = 1 if kv else 2
+    fused = executed_graph(cap.graph, load_runtime("tensorrt-llm"))
+    (att,) = [d for _, d in fused.nodes(data=True) if d["op_class"] == "attention"]
+    query = heads * hd * 2
+    new = 2 * kvh * hd * size  # the step's K and V, as the cache stores them
+    assert att["bytes_read"] == pytest.approx(query + 2 * kvh * ctx * hd * size + new, abs=8)
+    moved = sum(d["bytes_read"] + d["bytes_written"] for _, d in fused.nodes(data=True)
+                if d["module"].endswith("self_attn") and d["repeat_group"]
+                and d["op_class"] not in ("matmul", "attention"))
+    assert moved < 2 * kvh * ctx * hd * size  # no copy of the cache outside the kernel
+    eager = executed_graph(cap.graph, load_runtime("eager"))
+    copied = sum(d["bytes_written"] for _, d in eager.nodes(data=True)
+                 if d["module"].endswith("self_attn") and d["repeat_group"]
+                 and d["op_class"] not in ("matmul", "attention"))
+    assert copied >= 2 * kvh * (ctx + 1) * hd * size  # the concatenation's copy of the cache

@@ -30,7 +30,10 @@ Which chains fuse is the runtime's list (``runtime.Fusion``), each a family of f
   ``grouped`` weight bytes become the packed ones) and, fp8, runs as an fp8 GEMM;
 - ``kv-cache``: the chain from the KV cache to an attention op (the read slice, the cast from
   the cache's dtype, GQA head repeats) runs inside the attention kernel, which reads the cache
-  in its own dtype (TensorRT-LLM's attention dequantizes an int8/fp8 cache on the fly);
+  in its own dtype (TensorRT-LLM's attention dequantizes an int8/fp8 cache on the fly); a
+  concatenation of the held tokens and the new ones (transformers' ``DynamicCache``) is an
+  append the engine makes in place: it joins the chain, the kernel reading the held tokens
+  and the new ones once, and the cache's copy is gone;
 - ``kv-cache-per-head``: as ``kv-cache``, the cache read once per query head rather than once
   per KV head: a generation kernel that runs each (sequence, query head) on its own loads the
   KV head it shares with the other heads of its group again (TensorRT-LLM's masked multi-head
@@ -169,7 +172,8 @@ def _state_chain(g: nx.DiGraph, c: int) -> list[int]:
                   key=lambda n: g.nodes[n]["index"])
     chain: set[int] = set()
     for n in near:  # producers first: a node joins when everything it reads is state or chain
-        if all(p in chain for p in g.predecessors(n)):
+        if all(p in chain for p in g.predecessors(n)) or (
+                d["op_class"] == "attention" and _appends(g, n)):
             chain.add(n)
     changed = True
     while changed:  # what a node outside the chain (or nothing) reads would be written: drop it
@@ -180,6 +184,19 @@ def _state_chain(g: nx.DiGraph, c: int) -> list[int]:
                 chain.discard(n)
                 changed = True
     return sorted(chain, key=lambda n: g.nodes[n]["index"])
+
+
+def _appends(g: nx.DiGraph, n: int) -> bool:
+    """Whether ``n`` appends new tokens to a cache: a ``cat`` that reads state (more bytes
+    than the ops before it made: the tokens the cache holds) beside what those ops made (the
+    step's keys or values), as transformers' ``DynamicCache.update`` concatenates. A serving
+    engine writes the new tokens into its cache in place, and its attention kernel reads the
+    cache: in a ``kv-cache`` prologue the append joins the chain, its copy of the cache gone."""
+    d = g.nodes[n]
+    if d["op"] != "aten.cat":
+        return False
+    made = sum(e["bytes"] for _, _, e in g.in_edges(n, data=True))
+    return d["bytes_read"] > made
 
 
 def _prologues(g: nx.DiGraph, fusions: frozenset[Fusion]) -> dict[int, list[int]]:

@@ -23,8 +23,11 @@ Two hooks a causal-LM ``hf:`` spec carries (:func:`archcost.hf.load_hf`):
 Why ``DynamicCache`` and not ``StaticCache``: it is what a plain ``model.generate`` runs in eager
 mode. Its ``update`` concatenates (``torch.cat([keys, new], dim=-2)``, transformers
 ``cache_utils.DynamicLayer.update``), so every step copies the whole cache into a new tensor:
-the trace records that copy and it is priced as traced (NB: a serving engine writes in place;
-``StaticCache``, built for ``torch.compile``, writes with ``index_copy_``). NB: during a layer's
+the trace records that copy and the eager runtime prices it as traced; a runtime whose
+attention reads the cache (``kv-cache`` fusion: a serving engine, which writes the new tokens
+in place) takes the concatenation into its attention kernel's prologue, so the cache is read
+once there and not copied (``cost.fusion``). ``StaticCache``, built for ``torch.compile``,
+writes with ``index_copy_``. NB: during a layer's
 ``cat`` its old and new K/V exist together; that one layer's transient copy is not in the KV
 bytes, which are the ``max_len`` tokens the cache holds.
 
