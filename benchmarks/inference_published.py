@@ -278,7 +278,9 @@ def main() -> None:
 def report(cases, results, pending, wall) -> list[str]:
     lines = [f"## Inference against TensorRT-LLM's published measurements ({date.today()})", "",
              f"`python benchmarks/inference_published.py` on {platform.machine()} "
-             f"({wall:.0f} s, runtime profile `{runtime_name()}`). Error = predicted / "
+             f"({wall:.0f} s, runtime profiles: "
+             f"{', '.join(sorted({f'`{runtime_name(c.source)}`' for c in cases}))}, by each "
+             "row's release). Error = predicted / "
              "published - 1 (throughput: + is faster than measured; first-token latency: + "
              "is slower).", "",
              "| id | model | GPU | tp | batch | in | out | metric | published | predicted | "
