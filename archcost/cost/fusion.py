@@ -56,11 +56,13 @@ keeps the op name and efficiency curve of its first member.
 
 The last two fold a *prologue* into a compute kernel: the memory-bound ops of the compute op's
 module that lead only into it and read nothing but persistent state (parameters, packed
-weights, the cache) join it; the kernel reads what the chain reads from outside and carries
-the chain's FLOPs (the dequantization's ALU work), keeping the compute op's name and curve.
-NB: a state tensor two members read is counted twice (``trace.quant`` reads each once); the
-chain's FLOPs run at the compute op's peak (on the GPU they are CUDA-core work the kernel
-overlaps with its tensor-core math and its loads).
+weights, the cache) join it; the kernel reads what the chain reads from outside, keeping the
+compute op's name, curve and shape. An attention kernel carries its chain's FLOPs (the
+cache's casts, per element it reads); a GEMM does not: unpacking a weight is CUDA-core work
+per weight, not per token, which a weight-only kernel overlaps with its loads and its
+tensor-core math (carried as the GEMM's, a batch of 64 multiplied it by 64 and stretched the
+GEMM's k: Llama 8B int4 read slower than bf16). NB: a state tensor two members read is counted
+twice (``trace.quant`` reads each once).
 
 ``qkv`` merges compute kernels rather than memory-bound ones: the forward GEMMs of the linears
 of one attention module (a module class with ``Attention`` in its name) that read the same input
@@ -247,8 +249,9 @@ def _absorb(g: nx.DiGraph, out: nx.DiGraph, prologues: dict[int, list[int]],
             internal_in = state_in = 0.0
             for p, _, e in g.in_edges(n, data=True):
                 origin, least = _view_path(g, p, inside)
-                if origin in inside:
-                    internal_in += e["bytes"] * (reach if n == c else 1.0)
+                if origin in inside:  # a broadcast view of a member's output (a weight
+                    # expanded over a batched matmul's batch) reads that output's bytes
+                    internal_in += min(float(e["bytes"]), least) * (reach if n == c else 1.0)
                 elif origin == -1:  # a view of state read in the kernel: its storage,
                     # however broadcast (GQA's expanded heads)
                     store = min(float(e["bytes"]), least)
@@ -265,7 +268,8 @@ def _absorb(g: nx.DiGraph, out: nx.DiGraph, prologues: dict[int, list[int]],
             if classes.get(d["module"], "").startswith("Fp8"):
                 d["compute_dtype"] = "float8_e4m3fn"  # an fp8 grouped GEMM
         d["bytes_read"] = int(read)
-        d["flops"] = g.nodes[c]["flops"] + reach * sum(g.nodes[n]["flops"] for n in chain)
+        if d["op_class"] != "matmul":  # the cache's casts, per element read
+            d["flops"] = g.nodes[c]["flops"] + sum(g.nodes[n]["flops"] for n in chain)
         if classes.get(d["module"], "").startswith("Sparse") and d["op_class"] == "matmul":
             d["sparsity"] = "2:4"
         for n in chain:
