@@ -476,3 +476,27 @@ def test_decode_reads_the_warm_rows_where_weights_and_cache_fit_the_last_level_c
         costs(warm_profile).step(2, decode)["seconds"], rel=1e-12)
     assert big.step(2, decode)["seconds"] < small.step(2, decode)["seconds"]
     assert big.step(2, prefill)["seconds"] == small.step(2, prefill)["seconds"]
+
+
+def test_decode_on_more_gpus_than_kv_heads_reads_a_whole_head_each():
+    """Past tp = KV heads each GPU holds a copy of one KV head (kv_bytes_per_gpu) and its
+    decode attention reads all of it: attention's bytes a GPU at tp 4 equal those at tp 2 on
+    a model of 2 KV heads (and halve from tp 1 to 2), and a step moves at least the cache a
+    GPU holds."""
+    spec = load_model_file(str(MODELS / "llama.py"), {"preset": "tiny", "gqa": "native"})
+    step, batch = InferStep.decode(1, 1000), 16
+
+    def attention_bytes(tp):
+        c = InferenceCosts(spec, one_replica_cluster("dgx-h100-ndr", tp),
+                           parse_precision("bf16"), load_runtime("tensorrt-llm"),
+                           build_len=1024, tp=tp)
+        ops = c._ops(c.workload(step), batch, step)
+        att = ops.attention & (ops.section == 1)
+        return float((ops.nbytes * ops.count)[att].sum()) / tp, c
+
+    one, _ = attention_bytes(1)
+    two, _ = attention_bytes(2)
+    four, c4 = attention_bytes(4)
+    assert c4.kv_heads() == 2
+    assert two == pytest.approx(one / 2) and four == pytest.approx(two)
+    assert c4.work(batch, step)["bytes_per_gpu"] >= c4.kv_bytes_per_gpu(batch, 1001)

@@ -234,3 +234,4 @@ def test_a_fused_grouped_gemm_reads_the_packed_experts_it_reaches(scheme, comput
                  if d["module"].endswith("mlp.experts") and d["op_class"] != "matmul"
                  and d["repeat_group"])
     assert unpack >= E * packed  # every expert's packed bytes read to unpack them
+

@@ -289,11 +289,22 @@ class InferenceCosts:
                                    transient_body=transient, transient_lines={})
 
     # --- pricing ------------------------------------------------------------------------------
-    def _rows(self, w: Workload, batch: float, gpu) -> np.ndarray:
+    def _ops(self, w: Workload, batch: float, step: InferStep) -> OpTable:
+        """The step's ops at ``batch`` sequences, as the tp split then divides them: a decode
+        step's attention on more GPUs than KV heads reads a whole KV head a GPU (each holds a
+        copy, ``kv_bytes_per_gpu``), so its bytes divide by the KV heads, not by tp."""
+        ops = _scale(w.ops[Recompute.NONE], batch, self.routing)
+        kv = self.kv_heads()
+        if step.kind == "decode" and self.tp > kv > 0:
+            ops = dataclasses.replace(ops, nbytes=np.where(
+                ops.attention & (ops.phase == PHASE_CODES["forward"]),
+                ops.nbytes * self.tp / kv, ops.nbytes))
+        return ops
+
+    def _rows(self, w: Workload, batch: float, gpu, step: InferStep) -> np.ndarray:
         combo = np.array([[Recompute.NONE.code, 1, self.tp, 0, 1, 1]], dtype=np.int64)
         # one sequence per row, scaled by the batch: the table's micro-batch is an integer
-        scaled = dataclasses.replace(w, ops={Recompute.NONE: _scale(w.ops[Recompute.NONE],
-                                                                    batch, self.routing)})
+        scaled = dataclasses.replace(w, ops={Recompute.NONE: self._ops(w, batch, step)})
         return build_table(scaled, gpu, combo).rows[0]
 
     def step(self, batch: int, step: InferStep) -> dict:
@@ -310,7 +321,7 @@ class InferenceCosts:
         w = self.workload(step)
         m, micro = self.micro_batches(batch)
         rows = self._rows(w, micro, self._warm_gpu if self.weights_cached(batch, step, w)
-                          else self.gpu)
+                          else self.gpu, step)
         layers = w.layers
         stage_layers = layers if self.pp == 1 else math.ceil(layers / self.pp)
         d_pre, d_block, d_post = dispatch_seconds(w, self.gpu, self.runtime)
@@ -351,7 +362,7 @@ class InferenceCosts:
         the layers' GEMMs run at: fp8's, a 2:4-sparse one's). ``w``: the step's workload
         (``workload(step)``) where the caller has it."""
         w = w if w is not None else self.workload(step)
-        ops = _scale(w.ops[Recompute.NONE], batch, self.routing)
+        ops = self._ops(w, batch, step)
         combo = np.array([[1, self.tp, 0, 1, 1]], dtype=np.int64)
         flops, nbytes, _, _ = sharded_work(ops, combo)
         block = ops.section == SECTION_BLOCK
