@@ -217,7 +217,16 @@ def test_transient_envelope_is_the_peak_of_every_step_at_every_batch():
         for b in (1, 2, 3, 7, 20, 1000):
             assert max(f + b * p for f, p in pieces) == pytest.approx(
                 float(np.max(fixed + b * per)), rel=1e-12)
-    assert transient_envelope(np.array([5.0, 3.0]), np.array([6.0])) == ((0.0, 5.0),)
+    # traces whose steps differ, unpaired: the line through their peaks (5 at b = 1, 6 at 2)
+    assert transient_envelope(np.array([5.0, 3.0]), np.array([6.0])) == ((4.0, 1.0),)
+    # paired by their ops: the batch-2 trace's extra step dropped, each paired step its line
+    # (a weight of 30 held once, 2 per sequence; a step that doubles), the peaks' line beside
+    live_1, live_2 = np.array([32.0, 10.0]), np.array([34.0, 7.0, 20.0])
+    pieces = transient_envelope(live_1, live_2, [("mm", "f"), ("add", "f")],
+                                [("mm", "f"), ("topk", "f"), ("add", "f")])
+    for b in (1, 2, 3, 10, 100):
+        want = max(30 + 2 * b, 10 * b)  # (the peaks' line, 32 -> 34, is the mm step's)
+        assert max(f + b * p for f, p in pieces) == pytest.approx(want)
     # a step that shrinks with the batch is held at its batch-1 figure: the peak at b = 1 is
     # the batch-1 trace's
     shrink = transient_envelope(np.array([9.0, 4.0]), np.array([7.0, 6.0]))

@@ -537,3 +537,32 @@ def test_weight_only_decode_does_the_bf16_flops_at_any_batch(weights):
     assert two["flops_per_gpu"] == pytest.approx(one["flops_per_gpu"], rel=1e-9)
     assert two["bytes_per_gpu"] < one["bytes_per_gpu"]
     assert packed.step(64, step)["seconds"] <= bf16.step(64, step)["seconds"]
+
+
+def test_an_unpacked_weight_is_held_only_where_the_runtime_materializes_it():
+    """Eager PyTorch unpacks an int4 weight into a bf16 tensor before its GEMM: the transient
+    memory holds it (at most the largest linear's bf16 weight more than bf16's); a runtime that
+    unpacks inside the GEMM (tensorrt-llm) never allocates it: the same transient as bf16."""
+    from functools import partial
+
+    from archcost.cli.infer import one_replica_cluster
+    from archcost.infer.capture import InferStep
+    from archcost.infer.price import InferenceCosts
+    from archcost.loader import load_model_file
+    from archcost.trace.precision import parse_precision
+
+    spec = load_model_file(str(MODELS / "llama.py"), {"preset": "tiny"})
+    step, quant = InferStep.decode(1, 20), partial(quantize_linears,
+                                                   quant=parse_weight_quant("int4", 16))
+
+    def held(runtime, q):
+        return InferenceCosts(spec, one_replica_cluster("h100-sxm", 1), parse_precision("bf16"),
+                              runtime, build_len=64, quantize=q).activation_bytes(1, step)
+
+    for runtime in (TRT, load_runtime("eager")):
+        base, packed = held(runtime, None), held(runtime, quant)
+        if runtime is TRT:
+            assert packed == base
+        else:
+            largest = 176 * 64 * 2  # the MLP's bf16 weight (ffn 176 x hidden 64)
+            assert base < packed <= base + 3 * largest

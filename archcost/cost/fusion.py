@@ -83,7 +83,7 @@ import networkx as nx
 from archcost.cost.compute import op_mnk
 from archcost.runtime import Fusion, OptimizerKernel
 
-__all__ = ["fuse_graph", "executed_graph", "FUSABLE_CLASSES"]
+__all__ = ["fuse_graph", "executed_graph", "prologue_nodes", "FUSABLE_CLASSES"]
 
 # op classes a fusing runtime merges (memory-bound, no tensor-core kernel)
 FUSABLE_CLASSES = frozenset({"elementwise", "reduction", "norm", "data-movement"})
@@ -217,6 +217,13 @@ def _prologues(g: nx.DiGraph, fusions: frozenset[Fusion]) -> dict[int, list[int]
     return out
 
 
+def prologue_nodes(g: nx.DiGraph, fusions: frozenset[Fusion]) -> set[int]:
+    """The nodes a runtime runs inside a compute kernel's prologue (``dequant``, ``kv-cache``):
+    what they make never leaves the kernel (an unpacked weight, the cache's cast or copy), so
+    it is never allocated."""
+    return {n for chain in _prologues(g, fusions).values() for n in chain}
+
+
 def _group_ratio(g: nx.DiGraph, c: int, chain=()) -> float:
     """Query heads per KV head of an attention node: its output's heads over the fewest heads
     of a 4-D tensor it or its ``chain`` reads (the keys and values of grouped-query attention,
@@ -249,9 +256,11 @@ def _absorb(g: nx.DiGraph, out: nx.DiGraph, prologues: dict[int, list[int]],
             internal_in = state_in = 0.0
             for p, _, e in g.in_edges(n, data=True):
                 origin, least = _view_path(g, p, inside)
-                if origin in inside:  # a broadcast view of a member's output (a weight
-                    # expanded over a batched matmul's batch) reads that output's bytes
-                    internal_in += min(float(e["bytes"]), least) * (reach if n == c else 1.0)
+                if origin in inside:  # a GEMM reads a broadcast view of a member's output
+                    # (a weight expanded over a batched matmul's batch) once: its bytes
+                    gemm = n == c and g.nodes[c]["op_class"] == "matmul"
+                    internal_in += (min(float(e["bytes"]), least) if gemm else e["bytes"]) * (
+                        reach if n == c else 1.0)
                 elif origin == -1:  # a view of state read in the kernel: its storage,
                     # however broadcast (GQA's expanded heads)
                     store = min(float(e["bytes"]), least)

@@ -45,7 +45,7 @@ from archcost.cost.compute import (
     op_slices,
 )
 from archcost.cost.fused_saves import apply_saves, fused_saves
-from archcost.cost.fusion import executed_graph
+from archcost.cost.fusion import executed_graph, prologue_nodes
 from archcost.cost.memory import liveness_arrays
 from archcost.options import Recompute
 from archcost.plan.space import ModelShape
@@ -611,6 +611,8 @@ def _activations(g: nx.DiGraph, cap, rep: tuple[str, ...], counts: dict[str, int
                 sharded += nbytes
             else:
                 sp_only += nbytes
+    # what a compute kernel's prologue makes (an unpacked weight) stays inside the kernel
+    inside = prologue_nodes(g, frozenset(fusions))
     # the layers' inputs are counted per layer by the saved list above, not by the liveness
     g = apply_saves(g, replace(saves, counts={}))
     alloc, last, size, weight, order = liveness_arrays(g)
@@ -633,27 +635,39 @@ def _activations(g: nx.DiGraph, cap, rep: tuple[str, ...], counts: dict[str, int
                 pre += size[i] * weight[i]
             elif section[alloc[i]] == SECTION_POST:
                 post += size[i] * weight[i]
-        elif a_phase == "optimizer":
+        elif a_phase == "optimizer" or order[alloc[i]] in inside:
             keep[i] = False
     from archcost.cost.kernels import liveness_peak
 
     peak, _, live = liveness_peak(alloc[keep], last[keep], size[keep], np.ones(int(keep.sum())),
                                   len(order), 0.0)
     body = live[section != SECTION_POST]
+    steps = tuple((g.nodes[n]["op"], g.nodes[n]["phase"]) for n in order)
     return ((sharded, sp_only), pre, post, float(peak), float(body.max()) if len(body) else 0.0,
-            live)
+            (live, steps))
 
 
-def transient_envelope(live_1: np.ndarray, live_2: np.ndarray
+def transient_envelope(live_1: np.ndarray, live_2: np.ndarray, steps_1=None, steps_2=None
                        ) -> tuple[tuple[float, float], ...]:
     """The transient peak by batch b >= 1 from the live bytes at each step of a trace at batch 1
     and the same steps at batch 2: each step's bytes are affine in b (fixed 2 l1 - l2, per
     sequence l2 - l1), the peak the upper envelope of those lines, returned as its (fixed, per
-    sequence) pieces in order of b. Traces whose steps differ: one line through the batch-1
-    peak and the origin (everything grows with b)."""
+    sequence) pieces in order of b. Traces whose steps differ (a router reaching more experts
+    at batch 2 runs more ops): the steps paired by ``steps_1``/``steps_2`` (each step's op and
+    phase; their longest matching runs), with the line through the two traces' peaks beside
+    them; without those, that line alone. One trace empty: its peak grows with b."""
     l1, l2 = np.asarray(live_1, dtype=np.float64), np.asarray(live_2, dtype=np.float64)
-    if l1.shape != l2.shape or not len(l1):
+    if not len(l1) or not len(l2):
         return ((0.0, float(l1.max()) if len(l1) else 0.0),)
+    if l1.shape != l2.shape:
+        p1, p2 = float(l1.max()), float(l2.max())
+        a, b = [], []
+        if steps_1 is not None and steps_2 is not None:
+            match = difflib.SequenceMatcher(None, list(steps_1), list(steps_2), autojunk=False)
+            for i, j, size in match.get_matching_blocks():
+                a += range(i, i + size)
+                b += range(j, j + size)
+        l1, l2 = np.append(l1[a], p1), np.append(l2[b], p2)
     per = np.maximum(l2 - l1, 0.0)  # a step that shrinks with the batch: held flat
     fixed = l1 - per  # each line through the batch-1 figure
     i = int(np.lexsort((per, l1))[-1])  # the highest at b = 1, the steepest of those
@@ -813,7 +827,7 @@ def workload_from_traces(traces: Mapping[Recompute, object], policy: PrecisionPo
             g2 = two.graph
             live_2 = _activations(g2, two.capture, rep, counts, layers, width_numel,
                                   _sections(_ordered(g2), rep), hidden, runtime.fusions)[5]
-            lines[policy_r] = transient_envelope(live, live_2)
+            lines[policy_r] = transient_envelope(live[0], live_2[0], live[1], live_2[1])
     shape = ModelShape(layers=layers, heads=heads, kv_heads=kv_heads, hidden=hidden,
                        seq_len=seq_len, experts=experts)
     opt_bytes = (cap0.optimizer_state_bytes + cap0.master_weight_bytes) / max(trainable, 1.0)
