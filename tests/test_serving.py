@@ -368,3 +368,22 @@ def test_continuous_search_finds_the_highest_rate_within_the_slos():
     assert not (above.stable and above.ttft.p90_s <= ttft_slo and above.tpot.p90_s <= tpot_slo)
     _, ok = max_rate_within_slo(cf, inp, out, 1e-6, None, requests=300)
     assert not ok
+
+
+
+
+def test_capacity_is_the_rate_one_by_one_arrivals_are_kept_up_with():
+    """A prefill with a fixed cost (a = 20 ms a step, whatever it prefills): requests that
+    arrive together share it, one-by-one arrivals each pay it. Overloaded ten times, the
+    replica completes far more requests/s than Poisson arrivals at that rate are served at;
+    the capacity is the rate it keeps up with: 10 % below it the output matches what the
+    arrivals ask for and the queue is stable, 10 % past it neither."""
+    cf, inp, out = Affine(a=0.02, b=2e-7, c=8e-3, d=1e-5, e=0.0), 512, 64
+    cap = saturation_rate(cf, inp, out, max_batch=64)
+    flooded = simulate_continuous(cf, 10 * cap, inp, out, max_batch=64, seed=2)
+    assert cap < 0.9 * flooded.output_tokens_per_s / out
+    below = simulate_continuous(cf, 0.9 * cap, inp, out, max_batch=64, seed=2)
+    assert below.stable
+    assert below.output_tokens_per_s == pytest.approx(below.arrived_per_s * out, rel=0.03)
+    past = simulate_continuous(cf, 1.1 * cap, inp, out, max_batch=64, seed=2)
+    assert not past.stable and past.output_tokens_per_s < 0.97 * past.arrived_per_s * out
