@@ -509,3 +509,24 @@ def test_decode_on_more_gpus_than_kv_heads_reads_a_whole_head_each():
     assert c4.kv_heads() == 2
     assert two == pytest.approx(one / 2) and four == pytest.approx(two)
     assert c4.work(batch, step)["bytes_per_gpu"] >= c4.kv_bytes_per_gpu(batch, 1001)
+
+
+@pytest.mark.parametrize("gqa", ["repeat", "native"])
+def test_tensor_parallel_splits_what_decode_reads_of_the_cache(gqa):
+    """Each GPU holds its KV heads' share of the cache: what a decode step reads of it (the
+    slice of the cache, its copies to the query heads under gqa=repeat) divides by tp as
+    the cache does. At a long context, where the cache dominates, a GPU of tp 2 moves about
+    half of what one GPU does (the norms' and the head's replicated bytes the rest)."""
+    spec = load_model_file(str(MODELS / "llama.py"), {"preset": "tiny", "gqa": gqa})
+    step = InferStep.decode(1, 4000)
+
+    def moved(tp):
+        c = InferenceCosts(spec, one_replica_cluster("dgx-h100-ndr", tp),
+                           parse_precision("bf16"), load_runtime("eager"), build_len=4096,
+                           tp=tp)
+        return c.work(8, step)["bytes_per_gpu"], c.kv_bytes_per_gpu(8, 4001)
+
+    (one, kv1), (two, kv2) = moved(1), moved(2)
+    assert kv2 == pytest.approx(kv1 / 2)
+    assert one > kv1  # the cache dominates (read; under gqa=repeat copied to the query heads)
+    assert two == pytest.approx(one / 2, rel=0.05)

@@ -286,7 +286,8 @@ def _tp_layout(g: nx.DiGraph, nodes, sections, hidden: int) -> tuple[set[int], i
     A weight matmul (one activation input; the other a parameter or its view) on a replicated
     input is column-parallel: its output is sharded. On a sharded input with a hidden-width
     output it is row-parallel: partial sums all-reduced into a replicated output (one TP
-    collective per pass). Every other op is sharded when any activation input is. Integer and
+    collective per pass). Every other op is sharded when any activation input is, and so is
+    what an attention reads of the KV cache through ops on state alone. Integer and
     boolean inputs (indices, a grouped GEMM's offsets, masks) carry no shard; a router (a
     matmul whose scores pick experts, ``topk``) is replicated, as Megatron-LM keeps it, so the
     experts' grouped GEMMs split as an MLP's linears do.
@@ -317,6 +318,21 @@ def _tp_layout(g: nx.DiGraph, nodes, sections, hidden: int) -> tuple[set[int], i
                 sharded.add(n)  # column-parallel, or a further projection of a shard
         elif from_shard:
             sharded.add(n)
+    # the KV cache is split by heads as the keys and values written into it: what an attention
+    # reads of it through ops on state alone (a slice of the cache, its cast, the copies of a
+    # KV head to its query heads) holds each GPU's heads
+    for n, d in nodes:
+        if d["phase"] != "forward" or sections.get(n) != SECTION_BLOCK or \
+                d["op_class"] != "attention" or n not in sharded:
+            continue
+        stack = [u for u in g.predecessors(n) if u in const]
+        while stack:
+            u = stack.pop()
+            if u in sharded or sections.get(u) != SECTION_BLOCK or \
+                    _integral((g.nodes[u]["out_dtypes"] or [""])[0]):
+                continue
+            sharded.add(u)
+            stack += [p for p in g.predecessors(u) if p in const]
     return sharded, points
 
 
