@@ -387,3 +387,24 @@ def test_capacity_is_the_rate_one_by_one_arrivals_are_kept_up_with():
     assert below.output_tokens_per_s == pytest.approx(below.arrived_per_s * out, rel=0.03)
     past = simulate_continuous(cf, 1.1 * cap, inp, out, max_batch=64, seed=2)
     assert not past.stable and past.output_tokens_per_s < 0.97 * past.arrived_per_s * out
+
+
+@dataclass(frozen=True)
+class PrefillHeavy(Affine):
+    """Activations that grow with the tokens prefilled (input_len; None: max_len)."""
+
+    def memory_bytes(self, batch: int, max_len: int, input_len: int | None = None) -> dict:
+        kv = self.k * batch * max_len
+        acts = self.r * batch * (input_len or max_len)
+        return {"weights": self.w, "kv_cache": kv, "activations": acts,
+                "peak_per_gpu": self.w + kv + acts}
+
+
+def test_a_request_that_fits_as_prefilled_is_simulated():
+    """A request of 128 prompt tokens and 20,000 output tokens fits when its prefill is of its
+    128 tokens (static batching says batch 1 fits): the simulation admits it as prefilled,
+    never as a prefill of all 20,128 tokens."""
+    cf = PrefillHeavy(k=1e3, r=1e5, capacity_bytes=10e9 + 1e3 * 20128 + 1e5 * 128 * 2)
+    assert static_serving(cf, 1, 128, 20000).fits
+    run = simulate_continuous(cf, 0.001, 128, 20000, requests=40, seed=1)
+    assert run.max_running >= 1

@@ -290,6 +290,7 @@ class _Scheduler:
                  max_batch: int) -> None:
         self.costs, self.arrival, self.inp, self.out = costs, arrival, inp, out
         self.max_batch = max_batch
+        self.longest_input = int(inp.max())
         n = arrival.size
         self.admit, self.first, self.finish = (np.full(n, np.nan) for _ in range(3))
         self.fit_memo: dict[tuple[int, int], bool] = {}
@@ -307,8 +308,8 @@ class _Scheduler:
 
     def room(self, batch: int, tokens: int) -> bool:
         key = (batch, -(-tokens // batch))
-        if key not in self.fit_memo:
-            self.fit_memo[key] = fits(self.costs, *key)
+        if key not in self.fit_memo:  # prefilled at the longest prompt of the run
+            self.fit_memo[key] = fits(self.costs, *key, min(key[1], self.longest_input))
         return self.fit_memo[key]
 
     def admit_and_prefill(self) -> None:
@@ -417,7 +418,7 @@ def _requests(costs: StepCosts, rate_per_s: float, input_len, output_len, reques
     arrival = np.cumsum(rng.exponential(1.0 / rate_per_s, requests))
     inp, out = _lengths(rng, input_len, output_len, requests)
     longest = int((inp + out).max())
-    if not fits(costs, 1, longest):
+    if not fits(costs, 1, longest, int(inp.max())):
         raise InfeasibleError(f"one request of {longest} tokens does not fit in "
                               f"{costs.capacity_bytes / 2**30:.1f} GiB per GPU: use more GPUs "
                               "per replica or shorter requests")
@@ -430,7 +431,7 @@ def rate_bound(costs: StepCosts, input_len, output_len,
     what fits at the longest request) over the shortest request's unbatched time."""
     inp = np.atleast_1d(np.asarray(input_len))
     out = np.atleast_1d(np.asarray(output_len))
-    most = max(1, largest_batch(costs, int(inp.max() + out.max()), max_batch))
+    most = max(1, largest_batch(costs, int(inp.max() + out.max()), max_batch, int(inp.max())))
     i, n = int(inp.min()), int(out.min())
     shortest = costs.prefill_s(1, i) + (n - 1) * costs.decode_s(1, i + 1)
     return most / shortest
