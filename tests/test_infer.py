@@ -317,6 +317,8 @@ def test_infer_json_has_the_documented_keys():
      "drop --tp, --rate"),
     (("--gpus", "2", "--hardware", "dgx-h100-ndr", "--ttft-slo", "500"),
      "give 500ms or 500s"),
+    (("--gpus", "64", "--hardware", "l40s-pcie", "--precisions", "bf16"),
+     "l40s-pcie holds at most 8 GPUs"),
 ])
 def test_infer_bad_inputs_one_line(args, needle):
     res = _infer(*args)

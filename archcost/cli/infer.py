@@ -230,9 +230,16 @@ def _search(spec, hardware, gpus, precisions, slos, continuous, input_len, outpu
                           f"{', '.join(_SEARCH_PRECISIONS)}")
     from archcost.hardware.profile import ClusterProfile, load_any
 
-    if not isinstance(load_any(hardware), ClusterProfile) and gpus > 1:
+    prof = load_any(hardware)
+    if not isinstance(prof, ClusterProfile) and gpus > 1:
         raise ConfigError(f"--hardware {hardware} is one GPU; the serving search over {gpus} "
                           "GPUs needs a cluster (e.g. --hardware dgx-h100-ndr)")
+    if isinstance(prof, ClusterProfile) and prof.max_nodes is not None and \
+            gpus > prof.max_nodes * prof.gpus_per_node:
+        most = prof.max_nodes * prof.gpus_per_node
+        raise ConfigError(f"--gpus {gpus}: {hardware} holds at most {most} GPUs "
+                          f"({prof.max_nodes} node(s) of {prof.gpus_per_node}); ask for at most "
+                          f"{most} or give a larger cluster")
     memo: dict = {}
 
     def costs_for(tp: int, pp: int, precision: str) -> InferenceCosts:
