@@ -319,6 +319,8 @@ def test_infer_json_has_the_documented_keys():
      "give 500ms or 500s"),
     (("--gpus", "64", "--hardware", "l40s-pcie", "--precisions", "bf16"),
      "l40s-pcie holds at most 8 GPUs"),
+    (("--gpus", "2", "--hardware", "dgx-a100-hdr", "--precisions", "fp8"),
+     "no plan on 2 GPUs can serve these requests"),
 ])
 def test_infer_bad_inputs_one_line(args, needle):
     res = _infer(*args)

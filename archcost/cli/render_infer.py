@@ -118,7 +118,7 @@ def render_search(console: Console, doc: dict[str, Any]) -> None:
         row(f, e)
     f.print(console)
     if s["ranked"]:
-        say(console, f"best: {s['ranked'][0]['plan']}: {s['ranked'][0]['why']}")
+        say(console, f"{s['ranked'][0]['plan']}: {s['ranked'][0]['why']}")
     for sk in s["skipped"][:8]:
         say(console, f"skipped tp={sk['tp']} pp={sk['pp']} {sk['precision']}: {sk['reason']}")
     if len(s["skipped"]) > 8:

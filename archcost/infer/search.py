@@ -33,7 +33,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from archcost.errors import ArchcostError, ConfigError
+from archcost.errors import ArchcostError, ConfigError, InfeasibleError
 from archcost.infer.costs import StepCosts
 from archcost.infer.serving import (
     BATCH_LIMIT,
@@ -248,6 +248,12 @@ def search(gpus: int, costs_for: Callable[[int, int, str], StepCosts],
                 plan = ServingPlan(tp, pp, gpus // (tp * pp), str(precision), None)
                 evaluated += _evaluate(costs, plan, gpus, mode, input_len, output_len,
                                        ttft_slo_s, tpot_slo_s, max_batch, requests)
+    if not evaluated and skipped:  # nothing to rank: say why, as the static command does
+        memory = [k for k in skipped if "does not fit" in k.reason]
+        first = (memory or skipped)[0]
+        cls = InfeasibleError if len(memory) == len(skipped) else ConfigError
+        raise cls(f"no plan on {gpus} GPUs can serve these requests (tp={first.tp} "
+                  f"pp={first.pp} {first.precision}: {first.reason})")
     ranked = sorted((e for e in evaluated if e.meets_slo), key=_rank_key)
     front_idx = pareto_front(np.array([e.output_tokens_per_s_per_gpu for e in evaluated]),
                              np.array([e.tpot_s for e in evaluated]))
