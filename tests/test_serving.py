@@ -408,3 +408,11 @@ def test_a_request_that_fits_as_prefilled_is_simulated():
     assert static_serving(cf, 1, 128, 20000).fits
     run = simulate_continuous(cf, 0.001, 128, 20000, requests=40, seed=1)
     assert run.max_running >= 1
+
+
+def test_divisors_against_brute_force():
+    from archcost.infer.search import divisors
+
+    for n in range(1, 2000):
+        assert divisors(n) == [d for d in range(1, n + 1) if n % d == 0]
+    assert len(divisors(10**9)) == 100  # (9 + 1) ** 2: found without walking to 10 ** 9
