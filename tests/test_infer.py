@@ -321,6 +321,7 @@ def test_infer_json_has_the_documented_keys():
      "l40s-pcie holds at most 8 GPUs"),
     (("--gpus", "2", "--hardware", "dgx-a100-hdr", "--precisions", "fp8"),
      "no plan on 2 GPUs can serve these requests"),
+    (("--gpus", "2", "--hardware", "dgx-h100-ndr", "--ignore-memory"), "drop --ignore-memory"),
 ])
 def test_infer_bad_inputs_one_line(args, needle):
     res = _infer(*args)

@@ -140,7 +140,8 @@ def infer(
     if gpus is not None:
         given = [name for name, on in (("--tp", tp != 1), ("--pp", pp != 1), ("--batch", batch != 1),
                                        ("--dtype", dtype != "bf16"), ("--weights", weights),
-                                       ("--sparsity", sparsity), ("--rate", rate is not None))
+                                       ("--sparsity", sparsity), ("--rate", rate is not None),
+                                       ("--ignore-memory", ignore_memory))
                  if on]
         if given:
             raise ConfigError(f"--gpus searches tp, pp, replicas, batch (or the request rate) "
