@@ -336,8 +336,9 @@ def test_search_skips_plans_where_one_sequence_does_not_fit():
     assert "does not fit" in res.skipped[0].reason
     assert {(e.plan.tp, e.plan.pp) for e in res.evaluated} == {(1, 2), (2, 1)}
     assert all(e.plan.batch == 1 for e in res.evaluated)
-    res = search(1, factory, ["bf16"], 200_000, 10)
-    assert not res.evaluated and not res.ranked and not res.front
+    # nothing left to rank: refused with the reason (the one-GPU plan's)
+    with pytest.raises(InfeasibleError, match="no plan on 1 GPUs.*tp=1 pp=1.*does not fit"):
+        search(1, factory, ["bf16"], 200_000, 10)
 
 
 def test_bad_search_inputs():
