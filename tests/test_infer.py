@@ -535,3 +535,22 @@ def test_tensor_parallel_splits_what_decode_reads_of_the_cache(gqa):
     assert kv2 == pytest.approx(kv1 / 2)
     assert one > kv1  # the cache dominates (read; under gqa=repeat copied to the query heads)
     assert two == pytest.approx(one / 2, rel=0.05)
+
+
+def test_the_search_document_states_what_shapes_its_plans():
+    """The cache's dtype, the weights' group size and the usable share of memory change the
+    plans a search finds; its document states them, so diff tells two such searches apart,
+    and it validates against the schema."""
+    from archcost.report.schema import check
+
+    docs = []
+    for extra in ((), ("--kv-dtype", "fp8", "--usable-memory", "0.8")):
+        res = _infer("--gpus", "2", "--hardware", "dgx-h100-ndr", "-i", "16", "-n", "4",
+                     "--precisions", "bf16", "--json", *extra)
+        assert res.exit_code == 0, res.output
+        docs.append(json.loads(res.stdout))
+        check(docs[-1])
+    (a, b) = docs
+    assert (a["workload"]["kv_dtype"], b["workload"]["kv_dtype"]) == (None, "fp8")
+    assert a["workload"]["group_size"] == 128
+    assert (a["hardware"]["usable_memory"], b["hardware"]["usable_memory"]) == (0.9, 0.8)

@@ -267,8 +267,9 @@ def _search(spec, hardware, gpus, precisions, slos, continuous, input_len, outpu
                   "config": spec.builder_config(1, input_len + output_len)},
         "workload": {"input_len": input_len, "output_len": output_len,
                      "precisions": names, "runtime": stack.name,
-                     "batching": "continuous" if continuous else "static"},
-        "hardware": {"cluster": hardware, "gpus": gpus},
+                     "batching": "continuous" if continuous else "static",
+                     "kv_dtype": kv_dtype, "group_size": group_size},
+        "hardware": {"cluster": hardware, "gpus": gpus, "usable_memory": usable},
         "search": search_section(res, slos),
     }
     emit(doc, as_json, output)
