@@ -322,6 +322,8 @@ def test_infer_json_has_the_documented_keys():
     (("--gpus", "2", "--hardware", "dgx-a100-hdr", "--precisions", "fp8"),
      "no plan on 2 GPUs can serve these requests"),
     (("--gpus", "2", "--hardware", "dgx-h100-ndr", "--ignore-memory"), "drop --ignore-memory"),
+    (("--gpus", "2", "--hardware", "dgx-h100-ndr", "--tp", "1", "--dtype", "bf16"),
+     "drop --tp, --dtype"),  # given at their defaults: still the search's to choose
 ])
 def test_infer_bad_inputs_one_line(args, needle):
     res = _infer(*args)

@@ -142,6 +142,13 @@ def progress_bar(quiet: bool, *columns: str):
                     TimeElapsedColumn(), console=err_console, transient=True)
 
 
+def given(ctx, name: str) -> bool:
+    """Whether option ``name`` came from the command line (or the environment), not its
+    default."""
+    source = ctx.get_parameter_source(name) if ctx is not None else None
+    return source is not None and source.name != "DEFAULT"
+
+
 def check_outputs(**paths: str | None) -> None:
     """Refuse, before any work, output paths no file can be written to (``o=path`` for ``-o``,
     ``graph=path`` for ``--graph``)."""

@@ -7,7 +7,14 @@ from typing import Annotated
 
 import typer
 
-from archcost.cli.common import check_outputs, emit, out_console, reports_errors, spinner
+from archcost.cli.common import (
+    check_outputs,
+    emit,
+    given,
+    out_console,
+    reports_errors,
+    spinner,
+)
 from archcost.cli.options import (
     BATCH,
     INPUT_LEN,
@@ -104,6 +111,7 @@ def infer(
     mask_density: MaskDensityOpt = MASK_DENSITY,
     trace_timeout: TraceTimeoutOpt = TRACE_TIMEOUT_S,
     debug: DebugOpt = False,
+    ctx: typer.Context = None,
 ) -> None:
     """Trace a prefill and a decode step of MODEL forward-only against its KV cache (the model
     file's kv_cache hook; an hf: causal LM's transformers DynamicCache) and price static
@@ -138,14 +146,12 @@ def infer(
     stack = load_runtime(runtime)
     spec = load_model_file(model, parse_overrides(set_))
     if gpus is not None:
-        given = [name for name, on in (("--tp", tp != 1), ("--pp", pp != 1), ("--batch", batch != 1),
-                                       ("--dtype", dtype != "bf16"), ("--weights", weights),
-                                       ("--sparsity", sparsity), ("--rate", rate is not None),
-                                       ("--ignore-memory", ignore_memory))
-                 if on]
-        if given:
+        chosen = [f"--{name.replace('_', '-')}" for name in
+                  ("tp", "pp", "batch", "dtype", "weights", "sparsity", "rate", "ignore_memory")
+                  if given(ctx, name)]
+        if chosen:
             raise ConfigError(f"--gpus searches tp, pp, replicas, batch (or the request rate) "
-                              f"and precision itself; drop {', '.join(given)} (choose the "
+                              f"and precision itself; drop {', '.join(chosen)} (choose the "
                               "precisions to try with --precisions)")
         return _search(spec, hardware or "dgx-h100-ndr", gpus, precisions, slos, continuous,
                        input_len, output_len, kv_dtype, group_size, stack, usable,

@@ -11,6 +11,7 @@ import typer
 from archcost.cli.common import (
     check_outputs,
     emit,
+    given,
     out_console,
     progress_bar,
     reports_errors,
@@ -133,7 +134,7 @@ def sweep(
     if infer:
         from archcost.cli.sweep_infer import infer_sweep
 
-        infer_sweep(model, vary, cluster, set_, dtype if _given(ctx, "dtype") else None, batch,
+        infer_sweep(model, vary, cluster, set_, dtype if given(ctx, "dtype") else None, batch,
                     input_len, output_len, tp, pp, usable_memory, runtime,
                     capture_options(routing, mask_density, trace_timeout), as_json, markdown,
                     as_csv, output, training={"--gpus": gpus, "--gbs": gbs, "--fix": fix,
@@ -141,7 +142,7 @@ def sweep(
                                               "--fp8-recipe": fp8_recipe})
         return
     inference = [f"--{name.replace('_', '-')}" for name in
-                 ("batch", "input_len", "output_len", "tp", "pp") if _given(ctx, name)]
+                 ("batch", "input_len", "output_len", "tp", "pp") if given(ctx, name)]
     if inference:
         raise ConfigError(f"{', '.join(inference)}: options of an inference sweep; add --infer "
                           "(a training sweep takes --gbs, --seq-len and --fix)")
@@ -224,13 +225,6 @@ def sweep(
         _render(out_console, doc)
         if output:
             say(out_console, f"wrote {output}")
-
-
-def _given(ctx, name: str) -> bool:
-    """Whether option ``name`` came from the command line (or the environment), not its
-    default."""
-    source = ctx.get_parameter_source(name) if ctx is not None else None
-    return source is not None and source.name != "DEFAULT"
 
 
 CSV_FIELDS = ("step_time_s", "tokens_per_s", "mfu", "peak_per_gpu_bytes", "joules_per_token",
