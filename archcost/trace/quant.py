@@ -330,18 +330,6 @@ def _unpack_stacked(state: dict[str, torch.Tensor], quant: WeightQuant,
     return (w.to(dtype).view(e, n, k // group, group) * s.unsqueeze(-1)).view(e, n, k)
 
 
-def _stacked_fits(shape: tuple[int, ...], quant: WeightQuant) -> str | None:
-    """Why a stacked (E, N, K) weight stays in the compute dtype, or None."""
-    _, n, k = shape
-    if quant.sparsity:
-        return "2:4 sparse grouped GEMMs are not a kernel TensorRT-LLM or cuSPARSELt runs"
-    if quant.scheme == "fp8" and (k % _ALIGN_FP8 or n % _ALIGN_FP8):
-        return f"{n} x {k} is not a multiple of {_ALIGN_FP8} (the fp8 GEMM's alignment)"
-    if quant.scheme in _QMAX and quant.group_size != -1 and k % quant.group_size:
-        return f"K {k} is not a multiple of the group size {quant.group_size}"
-    return None
-
-
 def _pack_experts(mod: nn.Module, names: list[str], quant: WeightQuant) -> dict:
     """Pack ``mod``'s stacked weights ``names`` in place: each leaves the module's parameters
     and becomes a property of a subclass (its name ending ``STACKED_SUFFIX``) that unpacks it
@@ -364,9 +352,11 @@ def _pack_experts(mod: nn.Module, names: list[str], quant: WeightQuant) -> dict:
 _ALIGN_FP8 = 16
 
 
-def _fits(lin: nn.Linear, quant: WeightQuant) -> str | None:
-    """Why ``lin`` stays in the compute dtype, or None."""
-    k, n = lin.in_features, lin.out_features
+def _fits(n: int, k: int, quant: WeightQuant, stacked: bool = False) -> str | None:
+    """Why an (N, K) weight (a linear's, or each expert's of a ``stacked`` one) stays in the
+    compute dtype, or None."""
+    if quant.sparsity and stacked:
+        return "2:4 sparse grouped GEMMs are not a kernel TensorRT-LLM or cuSPARSELt runs"
     if quant.sparsity and k % 8:
         return f"in_features {k} is not a multiple of 8 (2:4 groups, 4 positions per byte)"
     if quant.scheme == "fp8" and (k % _ALIGN_FP8 or n % _ALIGN_FP8):
@@ -437,7 +427,7 @@ def quantize_linears(model: nn.Module, members: list[str], quant: WeightQuant) -
                if isinstance(mod, nn.Linear) and any(path.startswith(m + ".") for m in members)]
     with torch.no_grad():
         for path, lin in targets:
-            why = _fits(lin, quant)
+            why = _fits(lin.out_features, lin.in_features, quant)
             if why:
                 state.kept[path] = why
                 continue
@@ -450,8 +440,7 @@ def quantize_linears(model: nn.Module, members: list[str], quant: WeightQuant) -
     for path, p in model.named_parameters():
         if p.dim() != 3 or not any(path.startswith(m + ".") for m in members):
             continue
-        why = _stacked_fits(tuple(p.shape), quant) if quant.scheme != "none" else \
-            "2:4 sparse grouped GEMMs are not a kernel TensorRT-LLM or cuSPARSELt runs"
+        why = _fits(int(p.shape[1]), int(p.shape[2]), quant, stacked=True)
         if why:
             state.stacked[path] = (tuple(p.shape), why)
         else:
