@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import bisect
 import difflib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import networkx as nx
@@ -416,10 +416,14 @@ def _pairs(g1: nx.DiGraph, g2: nx.DiGraph | None) -> list[tuple[int, dict, dict]
     if g2 is None:
         return []
     n1, n2 = _ordered(g1), _ordered(g2)
-    match = difflib.SequenceMatcher(None, [(d["op"], d["phase"]) for _, d in n1],
-                                    [(d["op"], d["phase"]) for _, d in n2], autojunk=False)
-    return [(n1[i + j][0], n1[i + j][1], n2[k + j][1])
-            for i, k, size in match.get_matching_blocks() for j in range(size)]
+    return [(n1[i][0], n1[i][1], n2[k][1]) for i, k in _matched(
+        [(d["op"], d["phase"]) for _, d in n1], [(d["op"], d["phase"]) for _, d in n2])]
+
+
+def _matched(a: Sequence, b: Sequence) -> list[tuple[int, int]]:
+    """Index pairs of ``a`` and ``b`` in their longest matching runs (difflib's)."""
+    match = difflib.SequenceMatcher(None, list(a), list(b), autojunk=False)
+    return [(i + j, k + j) for i, k, size in match.get_matching_blocks() for j in range(size)]
 
 
 def _fixed_bytes(pairs: list[tuple[int, dict, dict]]) -> dict[int, float]:
@@ -677,12 +681,9 @@ def transient_envelope(live_1: np.ndarray, live_2: np.ndarray, steps_1=None, ste
         return ((0.0, float(l1.max()) if len(l1) else 0.0),)
     if l1.shape != l2.shape:
         p1, p2 = float(l1.max()), float(l2.max())
-        a, b = [], []
-        if steps_1 is not None and steps_2 is not None:
-            match = difflib.SequenceMatcher(None, list(steps_1), list(steps_2), autojunk=False)
-            for i, j, size in match.get_matching_blocks():
-                a += range(i, i + size)
-                b += range(j, j + size)
+        pairs = _matched(steps_1, steps_2) if steps_1 is not None and steps_2 is not None \
+            else []
+        a, b = [i for i, _ in pairs], [j for _, j in pairs]
         l1, l2 = np.append(l1[a], p1), np.append(l2[b], p2)
     per = np.maximum(l2 - l1, 0.0)  # a step that shrinks with the batch: held flat
     fixed = l1 - per  # each line through the batch-1 figure
