@@ -474,9 +474,11 @@ def _scale(ops: OpTable, batch: float, routing: Routing | None = None) -> OpTabl
     fixed = ops.nbytes_fixed
     if ops.groups is not None and ops.groups[:, 0].any():
         routing = routing or Routing()
-        idle = np.array([weights * (1.0 - groups_reached(routing, rows * batch, int(groups))
-                                    / groups) if groups > 0 else 0.0
-                         for groups, rows, weights in ops.groups])
+        idle = np.zeros(len(fixed))
+        for i in np.flatnonzero(ops.groups[:, 0] > 0):  # the grouped GEMMs alone
+            groups, rows, weights = ops.groups[i]
+            idle[i] = weights * (1.0 - groups_reached(routing, rows * batch, int(groups))
+                                 / groups)
         ops = dataclasses.replace(ops, nbytes=ops.nbytes - idle, nbytes_fixed=fixed - idle)
         fixed = ops.nbytes_fixed
     weight_only = (ops.nbytes > 0) & (fixed >= ops.nbytes)
