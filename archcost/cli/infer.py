@@ -241,9 +241,8 @@ def _search(spec, hardware, gpus, precisions, slos, continuous, input_len, outpu
     if not isinstance(prof, ClusterProfile) and gpus > 1:
         raise ConfigError(f"--hardware {hardware} is one GPU; the serving search over {gpus} "
                           "GPUs needs a cluster (e.g. --hardware dgx-h100-ndr)")
-    if isinstance(prof, ClusterProfile) and prof.max_nodes is not None and \
-            gpus > prof.max_nodes * prof.gpus_per_node:
-        most = prof.max_nodes * prof.gpus_per_node
+    most = prof.most_gpus if isinstance(prof, ClusterProfile) else None
+    if most is not None and gpus > most:
         raise ConfigError(f"--gpus {gpus}: {hardware} holds at most {most} GPUs "
                           f"({prof.max_nodes} node(s) of {prof.gpus_per_node}); ask for at most "
                           f"{most} or give a larger cluster")

@@ -367,6 +367,11 @@ class ClusterProfile:
     notes: str = ""
     calibration: dict[str, Any] | None = field(default=None, compare=False, repr=False)  # as GpuProfile's
 
+    @property
+    def most_gpus(self) -> int | None:
+        """The GPUs its ``max_nodes`` nodes hold; None: unbounded."""
+        return None if self.max_nodes is None else self.max_nodes * self.gpus_per_node
+
     def with_gpus(self, n: int) -> ClusterProfile:
         """The same cluster sized to ``n`` GPUs.
 
@@ -384,10 +389,10 @@ class ClusterProfile:
                 f"ask for at most {gpn} or a multiple of {gpn} (e.g. {n // gpn * gpn} or {(n // gpn + 1) * gpn})"
             )
         nodes = math.ceil(n / gpn)
-        if self.max_nodes is not None and nodes > self.max_nodes:
+        if self.most_gpus is not None and n > self.most_gpus:
             raise ProfileError(
                 f"{self.name}: {n} GPUs needs {nodes} nodes but the cluster has at most "
-                f"{self.max_nodes}; ask for at most {self.max_nodes * gpn} GPUs"
+                f"{self.max_nodes}; ask for at most {self.most_gpus} GPUs"
             )
         outer = self.levels[-1]
         if outer.domain_size is not None and n > outer.domain_size:
