@@ -139,6 +139,10 @@ class RuntimeProfile:
     # dispatched by the host one by one (inference pricing charges them where the hardware
     # profile measured what they cost); False: a compiled engine runs the graph
     python_dispatch: bool = False
+    # row-parallel outputs added together before any other use (a MoE layer's routed and
+    # shared experts) are summed as partial sums and all-reduced once (serving engines);
+    # False: each row-parallel projection all-reduces its own output (Megatron-Core)
+    tp_sum_partials: bool = False
     source_path: str = ""
 
     def reduce_itemsize(self, grad_itemsize: float) -> float:
@@ -186,9 +190,10 @@ RUNTIME_FIELDS: dict[str, tuple[Any, str]] = {
     "fp8": ("fp8", "{recipe: current, weight_all_gather: true}"),
     "plan_constraints": ("constraints", "['cp=1', 'zero=0']"),
     "python_dispatch": ("bool", "true"),
+    "tp_sum_partials": ("bool", "true"),
 }
 _OPTIONAL = {"fp8", "allocator_headroom", "plan_constraints", "python_dispatch",
-             "overlap_slowdown"}
+             "overlap_slowdown", "tp_sum_partials"}
 # a plan constraint as `archcost plan --constraint` writes it (archcost.plan.arrays checks the key)
 _CONSTRAINT = re.compile(r"^\s*[A-Za-z_]+\s*(<=|>=|==|!=|=|<|>)\s*[A-Za-z0-9_\-]+\s*$")
 _FP8_FIELDS = {"recipe": (Fp8Recipe, "current"), "weight_all_gather": ("bool", "true")}
@@ -307,6 +312,7 @@ def runtime_from_dict(data: dict[str, Any], path: str | Path) -> RuntimeProfile:
         raise ProfileError("\n".join(c.errors))
     got["plan_constraints"] = got["plan_constraints"] or ()
     got["python_dispatch"] = bool(got["python_dispatch"])
+    got["tp_sum_partials"] = bool(got["tp_sum_partials"])
     got["overlap_slowdown"] = got["overlap_slowdown"] or 0.0
     return RuntimeProfile(**got, attention_kernel=kernels, fp8=fp8, source_path=str(path))
 

@@ -181,6 +181,19 @@ def test_runtime_python_dispatch_is_a_strict_bool():
     assert str(info.value) == "r.yaml: field 'python_dispatch': 'yes' must be true or false"
 
 
+def test_runtime_tp_sum_partials_is_an_optional_strict_bool():
+    assert load_runtime("eager").tp_sum_partials is False  # absent: each projection its own
+    assert load_runtime("megatron").tp_sum_partials is False
+    assert load_runtime("tensorrt-llm").tp_sum_partials is True
+    assert load_runtime("tensorrt-llm-0.5").tp_sum_partials is True
+    import yaml
+
+    data = yaml.safe_load((MODELS.parent / "runtime_profiles" / "eager.yaml").read_text())
+    with pytest.raises(ProfileError) as info:
+        runtime_from_dict({**data, "tp_sum_partials": 1}, "r.yaml")
+    assert str(info.value) == "r.yaml: field 'tp_sum_partials': 1 must be true or false"
+
+
 def test_calibration_measures_views_and_module_calls():
     """A real measurement: 60 views and 60 module calls (the Sequential and its 59 Identity
     modules, counted by a hook), each between 10 ns and 1 ms on any CPU."""

@@ -132,6 +132,42 @@ def test_two_tensor_parallel_all_reduces_a_layer(model, sets):
     assert w.tp_points == 2
 
 
+# DeepSeek-V3's layout shrunk: a dense first layer, then MoE layers of 8 routed experts (top 2)
+# and one shared expert; multi-latent attention (no projection of the hidden width but o_proj's)
+DEEPSEEK_TINY = dict(num_hidden_layers=3, first_k_dense_replace=1, hidden_size=64,
+                     intermediate_size=128, moe_intermediate_size=48, n_routed_experts=8,
+                     num_experts_per_tok=2, n_group=2, topk_group=1, num_attention_heads=4,
+                     num_key_value_heads=4, q_lora_rank=32, kv_lora_rank=16,
+                     qk_rope_head_dim=8, qk_nope_head_dim=16, v_head_dim=16, vocab_size=256)
+
+
+@pytest.mark.parametrize("model,sets,own,summed", [
+    # routed and shared experts: TensorRT-LLM's SharedMoE adds them, then one allreduce
+    ("hf:deepseek-v3", DEEPSEEK_TINY, 3, 2),
+    # x + attn(h) + mlp(h): TensorRT-LLM's GPT-J and Falcon sum the two, then one allreduce
+    ("models/gptj.py", {"preset": "tiny"}, 2, 1),
+    ("models/falcon.py", {"preset": "tiny"}, 2, 1),
+    # sequential sub-layers: the residual stream is normed between them, nothing to sum
+    ("hf:mixtral-8x7b", TINY, 2, 2),
+    ("hf:llama-3.1-8b", {"num_hidden_layers": 2, "hidden_size": 64, "intermediate_size": 176,
+                         "num_attention_heads": 4, "num_key_value_heads": 2,
+                         "vocab_size": 256}, 2, 2),
+])
+def test_partial_sums_added_before_one_all_reduce(model, sets, own, summed):
+    """Each row-parallel projection all-reduces its own output (Megatron-Core; ``eager``);
+    a runtime with ``tp_sum_partials`` adds the partial sums that meet in an add before any
+    other use and all-reduces the sum once (TensorRT-LLM's SharedMoE and parallel blocks)."""
+    from archcost.plan.workload import workload_from_traces
+    from archcost.runtime import load_runtime
+
+    spec, policy = load_model_file(model, sets), parse_precision("bf16")
+    one, two = (capture_inference(spec, InferStep.decode(b, 5), policy) for b in (1, 2))
+    got = [workload_from_traces({Recompute.NONE: one}, policy, runtime=load_runtime(r),
+                                at_batch_2={Recompute.NONE: two}).tp_points
+           for r in ("eager", "tensorrt-llm")]
+    assert got == [own, summed]
+
+
 def test_stacked_experts_the_group_does_not_divide_stay_and_are_named():
     """Group size 64: the experts' gate-up weights (K = hidden 64) pack; their down weights
     (K = ffn 96) stay in the compute dtype, which the notes say, and are held at 2 bytes a
@@ -235,3 +271,19 @@ def test_a_fused_grouped_gemm_reads_the_packed_experts_it_reaches(scheme, comput
                  and d["repeat_group"])
     assert unpack >= E * packed  # every expert's packed bytes read to unpack them
 
+
+
+def test_a_lone_layer_beside_the_repeated_ones_is_quantized():
+    """DeepSeek-V2-Lite's layout: one dense layer, then MoE layers (one block of several).
+    TensorRT-LLM quantizes every decoder layer's linears, the lone one too; the LM head stays."""
+    from archcost.trace.repeats import RepeatTracker
+
+    model = load_model_file("hf:deepseek-v3", DEEPSEEK_TINY).build(1, 16)
+    tracker = RepeatTracker.from_model(model)
+    assert tracker.layers == ("model.layers.0", "model.layers.1", "model.layers.2")
+    assert [b.members for b in tracker.blocks][0] == ["model.layers.1", "model.layers.2"]
+    state = quantize_linears(model, list(tracker.layers), parse_weight_quant("int8", 16))
+    dense = [p for p in state.linears if p.startswith("model.layers.0.mlp.")]
+    assert sorted(dense) == ["model.layers.0.mlp.down_proj", "model.layers.0.mlp.gate_proj",
+                             "model.layers.0.mlp.up_proj"]
+    assert not any("lm_head" in p for p in state.linears)

@@ -151,7 +151,7 @@ def capture_inference(spec: ModelSpec, step: InferStep, policy: PrecisionPolicy,
                       ) -> InferCapture:
     """Trace ``step`` of ``spec`` in ``policy``'s compute dtype; the cache in ``kv_dtype``
     (a torch dtype name; None: the compute dtype); ``quantize(model, members)`` (optional)
-    converts the repeated blocks' linears before the step and returns an object whose
+    converts the layers' linears (``RepeatTracker.layers``) before the step and returns an object whose
     ``state_bytes()`` are the converted weights as held; ``build_len``: the sequence length
     the model is built for (default: the step's end), the generation's longest."""
     options = options or CaptureOptions()
@@ -185,7 +185,7 @@ def _capture(spec, step: InferStep, policy, kv_dtype, quantize, dedupe, st, say,
             p.requires_grad_(False)
         qstate = None
         if quantize is not None:
-            qstate = quantize(model, [m for g in repeats.blocks for m in g.members])
+            qstate = quantize(model, list(repeats.layers))
             _check_converted(qstate)
         with Recorder(st, record=False):  # built before the step, as the example inputs
             say("building the KV cache and the inputs")
@@ -262,12 +262,12 @@ def _check_converted(qstate) -> None:
         return
     what = qstate.quant.describe()
     if not qstate.kept:
-        raise ConfigError(f"{what}: the model's repeated blocks hold no linear layer to convert; "
+        raise ConfigError(f"{what}: the model's layers hold no linear layer to convert; "
                           "drop --weights/--sparsity/--dtype fp8 for this model")
     path, why = next(iter(qstate.kept.items()))
     fix = ("use a --group-size that divides it, or -1 (one scale per channel)"
            if "group size" in why else "drop the conversion for this model")
-    raise ConfigError(f"{what}: none of the {len(qstate.kept)} linears in the repeated blocks "
+    raise ConfigError(f"{what}: none of the {len(qstate.kept)} linears in the layers "
                       f"can take it ({path}: {why}); {fix}")
 
 

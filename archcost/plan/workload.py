@@ -277,7 +277,8 @@ _CONST_OPS = frozenset({"aten.t", "aten.view", "aten.permute", "aten.transpose",
                         "aten.unsqueeze", "aten.slice", "aten.select", "aten.reshape"})
 
 
-def _tp_layout(g: nx.DiGraph, nodes, sections, hidden: int) -> tuple[set[int], int]:
+def _tp_layout(g: nx.DiGraph, nodes, sections, hidden: int, sum_partials: bool = False
+               ) -> tuple[set[int], int]:
     """Which forward ops of one layer hold tensor-parallel shards, and how many row-parallel
     projections the block's layers run (Megatron-LM's layout, found from the dataflow; each
     counted as many times as its node stands for: divided by the layers, the collectives a
@@ -291,6 +292,10 @@ def _tp_layout(g: nx.DiGraph, nodes, sections, hidden: int) -> tuple[set[int], i
     boolean inputs (indices, a grouped GEMM's offsets, masks) carry no shard; a router (a
     matmul whose scores pick experts, ``topk``) is replicated, as Megatron-LM keeps it, so the
     experts' grouped GEMMs split as an MLP's linears do.
+
+    ``sum_partials`` (a runtime's ``tp_sum_partials``): a row-parallel output is a partial sum
+    until an op that is not linear in it; partial sums added together (a MoE layer's routed and
+    shared experts, a parallel block's attention and MLP) are all-reduced once, after the sum.
     """
     const: set[int] = set()
     for n, d in nodes:
@@ -304,6 +309,8 @@ def _tp_layout(g: nx.DiGraph, nodes, sections, hidden: int) -> tuple[set[int], i
     sharded: set[int] = {n for n in const if sections.get(n) == SECTION_BLOCK
                          and g.nodes[n]["op"].startswith(_LOWP)}
     points = 0
+    partial: dict[int, int] = {}  # a partial sum's node -> its all-reduce (sum_partials)
+    joined: dict[int, int] = {}  # all-reduces merged into another one
     for n, d in nodes:
         if d["phase"] != "forward" or sections.get(n) != SECTION_BLOCK or n in const:
             continue
@@ -314,10 +321,22 @@ def _tp_layout(g: nx.DiGraph, nodes, sections, hidden: int) -> tuple[set[int], i
             width = d["out_shapes"][0][-1] if d["out_shapes"] and d["out_shapes"][0] else 0
             if from_shard and width == hidden:
                 points += d["count"]  # row-parallel: replicated after the all-reduce
+                if sum_partials:
+                    partial[n] = n
             elif from_shard or not _routes(g, n):
                 sharded.add(n)  # column-parallel, or a further projection of a shard
         elif from_shard:
             sharded.add(n)
+        elif sum_partials and acts:
+            # a partial sum read by another op too is all-reduced where it is made
+            live = [u in partial and all(v == n for v in g.successors(u)) for u in acts]
+            if any(live) and _linear_in(d["op"], live):
+                first, *rest = sorted({_root(joined, partial[u])
+                                       for u, p in zip(acts, live) if p})
+                for r in rest:  # partial sums added: one all-reduce after the sum
+                    joined[r] = first
+                    points -= d["count"]
+                partial[n] = first
     # the KV cache is split by heads as the keys and values written into it: what an attention
     # reads of it through ops on state alone (a slice of the cache, its cast, the copies of a
     # KV head to its query heads) holds each GPU's heads
@@ -334,6 +353,35 @@ def _tp_layout(g: nx.DiGraph, nodes, sections, hidden: int) -> tuple[set[int], i
             sharded.add(u)
             stack += [p for p in g.predecessors(u) if p in const]
     return sharded, points
+
+
+# ops linear in their partial-sum inputs: the sum of their outputs over the ranks is their
+# output on the summed inputs (a replicated operand of a product or an index is a constant)
+_PASS_PARTIAL = frozenset({"aten.view", "aten._unsafe_view", "aten.reshape", "aten.clone",
+                           "aten.contiguous", "aten.expand", "aten.unsqueeze", "aten.squeeze",
+                           "aten.transpose", "aten.permute", "aten.t", "aten.slice",
+                           "aten.select", "aten._to_copy", "aten.index_select", "aten.index",
+                           "aten.gather", "aten.sum", "aten.neg"})
+_SCALE_PARTIAL = frozenset({"aten.mul"})  # by a replicated operand
+# a replicated term of a sum is added once, after the all-reduce (x + attn + mlp: one)
+_ADD_PARTIAL = frozenset({"aten.add", "aten.sub", "aten.index_add", "aten.scatter_add"})
+_JOIN_PARTIAL = frozenset({"aten.cat", "aten.stack"})  # every piece a partial sum
+
+
+def _linear_in(op: str, partial: list[bool]) -> bool:
+    """Whether ``op`` keeps a partial sum partial, given which activation inputs are."""
+    op = op if op.endswith("__") else op.rstrip("_")  # in place as out of place
+    if op in _PASS_PARTIAL or op in _ADD_PARTIAL:
+        return True
+    if op in _SCALE_PARTIAL:
+        return sum(partial) == 1
+    return op in _JOIN_PARTIAL and all(partial)
+
+
+def _root(joined: dict[int, int], r: int) -> int:
+    while r in joined:
+        r = joined[r]
+    return r
 
 
 def _integral(dtype: str) -> bool:
@@ -798,7 +846,7 @@ def workload_from_traces(traces: Mapping[Recompute, object], policy: PrecisionPo
     kv_heads = max(1, kv_hidden // head_dim)
     if heads % kv_heads:
         kv_heads = heads
-    _, tp_points = _tp_layout(g0, nodes0, sections0, hidden)
+    _, tp_points = _tp_layout(g0, nodes0, sections0, hidden, runtime.tp_sum_partials)
     tp_points = tp_points / layers if rep else tp_points  # the block's nodes stand for its layers
     tp_points = int(tp_points) if float(tp_points).is_integer() else tp_points
     if rep and tp_points == 0:

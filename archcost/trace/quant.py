@@ -1,7 +1,8 @@
 """Inference weight compression: weight-only int8/int4, fp8 weights and activations, 2:4 sparsity.
 
-``quantize_linears`` replaces the ``nn.Linear`` layers of a model's repeated blocks (the
-transformer layers) by modules that hold their weight packed, as TensorRT-LLM stores it, and
+``quantize_linears`` replaces the ``nn.Linear`` layers of a model's layers (its repeated
+blocks and any other child of their container of a block's class: DeepSeek-V2-Lite's dense
+first layer) by modules that hold their weight packed, as TensorRT-LLM stores it, and
 whose forward runs the real aten ops that turn the packed weight into the GEMM's operand. The
 LM head and the other linears outside the blocks stay in the compute dtype: TensorRT-LLM's
 ModelOpt path disables the ``*lm_head*`` quantizers (NVIDIA/TensorRT-LLM@042c510d33e3ba07ac0e3d1ef810b82198b90e0c
@@ -407,7 +408,7 @@ class QuantState:
     def notes(self) -> list[str]:
         experts = (f" and {len(self.experts)} stacked expert weights (grouped GEMMs)"
                    if self.experts else "")
-        out = [f"weights of {len(self.linears)} linears{experts} in the repeated blocks: "
+        out = [f"weights of {len(self.linears)} linears{experts} in the layers: "
                f"{self.quant.describe()}; the LM head and other linears in the compute dtype"]
         out += [f"{path} stays in the compute dtype: {why}" for path, why in self.kept.items()]
         if self.stacked:

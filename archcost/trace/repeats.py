@@ -172,9 +172,12 @@ class RepeatTracker:
     """Finds repeated groups in a model and carries their multiplicities."""
 
     def __init__(self, blocks: list[RepeatGroup], groups: list[RepeatGroup],
-                 dedupe: bool = True, call_block=None):
+                 dedupe: bool = True, call_block=None, layers: tuple[str, ...] = ()):
         self.dedupe = dedupe
         self.blocks = blocks  # the repeated blocks (recomputation wraps each of them)
+        # the model's layers: every child of a container of blocks that is of a block's class,
+        # repeated or not (DeepSeek-V2-Lite's one dense layer before its MoE layers)
+        self.layers = tuple(layers) or tuple(m for b in blocks for m in b.members)
         self.groups = groups if dedupe else []  # the groups whose cost is carried by one member
         self._by_rep = {g.rep: g for g in self.groups}
         self._group_of_member = {m: g for g in self.groups for m in g.members}
@@ -192,6 +195,7 @@ class RepeatTracker:
         groups: blocks alike in every setting too (the module docstring)."""
         blocks: list[RepeatGroup] = []
         groups: list[RepeatGroup] = []
+        layers: list[str] = []
         inside_member: list[str] = []
         modules = dict(model.named_modules())
         for path, mod in modules.items():
@@ -205,6 +209,9 @@ class RepeatTracker:
                 if sum(1 for _ in child.parameters()) == 0:
                     continue
                 by_sig.setdefault(_module_sig(child), []).append((pos, child_path, child))
+            classes = {sig[:2] for sig, members in by_sig.items() if len(members) > 1}
+            layers += [p for sig, members in by_sig.items() if sig[:2] in classes
+                       for _, p, _ in members if not any(p.startswith(q + ".") for q in layers)]
             for sig, members in by_sig.items():
                 if len(members) < 2:
                     continue
@@ -217,7 +224,7 @@ class RepeatTracker:
                         if len(sub) > 1:
                             groups.append(RepeatGroup(sub[0], sig[1], sub, block=members[0][1]))
                             inside_member.extend(sub[1:])
-        return cls(blocks, groups, dedupe, call_block)
+        return cls(blocks, groups, dedupe, call_block, layers=tuple(layers))
 
     def install(self, model: nn.Module) -> list[_Restore]:
         modules = dict(model.named_modules())
