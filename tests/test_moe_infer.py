@@ -11,6 +11,7 @@ balanced routing) and, for the pricing's batch scaling, a step traced directly a
 from __future__ import annotations
 
 import pytest
+import torch
 
 from archcost.infer.capture import InferStep, capture_inference
 from archcost.loader import load_model_file
@@ -287,3 +288,47 @@ def test_a_lone_layer_beside_the_repeated_ones_is_quantized():
     assert sorted(dense) == ["model.layers.0.mlp.down_proj", "model.layers.0.mlp.gate_proj",
                              "model.layers.0.mlp.up_proj"]
     assert not any("lm_head" in p for p in state.linears)
+
+
+@pytest.mark.parametrize("model,sets,layers", [
+    ("hf:deepseek-v3", dict(DEEPSEEK_TINY, num_hidden_layers=2), 2),  # dense + MoE: no block
+    ("hf:llama-3.1-8b", {"num_hidden_layers": 1, "hidden_size": 64, "intermediate_size": 176,
+                         "num_attention_heads": 4, "num_key_value_heads": 2,
+                         "vocab_size": 256}, 1),  # one layer
+])
+def test_layers_without_a_repeated_block_are_the_model_s_layers(model, sets, layers):
+    """A module list of one class is the model's layers, repeated or not: a one-layer model's
+    linears are converted (7 of Llama's: q, k, v, o, gate, up, down), the LM head is not."""
+    from archcost.trace.repeats import RepeatTracker
+
+    model = load_model_file(model, sets).build(1, 16)
+    tracker = RepeatTracker.from_model(model)
+    assert not tracker.blocks
+    assert tracker.layers == tuple(f"model.layers.{i}" for i in range(layers))
+    linears = [p for p, m in model.named_modules() if isinstance(m, torch.nn.Linear)
+               and p.startswith("model.layers.")]
+    assert layers > 1 or len(linears) == 7
+    state = quantize_linears(model, list(tracker.layers), parse_weight_quant("int8", 16))
+    assert sorted([*state.linears, *state.kept]) == sorted(linears) and state.linears
+    assert not any("lm_head" in p for p in state.linears)
+
+
+def test_layers_outside_the_main_stack_all_reduce_too():
+    """DeepSeek-V3's layout with 2 dense layers before 3 MoE layers: the MoE layers are the
+    main stack (2 all-reduces each under TensorRT-LLM), the dense ones run 2 each outside it
+    (o_proj, down_proj); a tensor-parallel step pays 3 x 2 + 2 x 2 = 10 all-reduces."""
+    from archcost.cli.infer import one_replica_cluster
+    from archcost.cost.comm import Collective, collective_cost
+    from archcost.infer.price import InferenceCosts
+    from archcost.runtime import load_runtime
+
+    spec = load_model_file("hf:deepseek-v3", dict(DEEPSEEK_TINY, num_hidden_layers=5,
+                                                  first_k_dense_replace=2))
+    cluster = one_replica_cluster("dgx-h100-ndr", 2)
+    costs = InferenceCosts(spec, cluster, parse_precision("bf16"),
+                           load_runtime("tensorrt-llm"), build_len=64, tp=2)
+    step = InferStep.decode(1, 40)
+    w = costs.workload(step)
+    assert (w.layers, w.tp_points, w.tp_points_outside) == (3, 2, 4)
+    one = collective_cost(Collective.ALL_REDUCE, 4 * w.hidden * w.act_bytes, 2, cluster).seconds
+    assert costs.step(4, step)["tp_comm_s"] == pytest.approx(10 * one, rel=1e-12)

@@ -335,9 +335,12 @@ class InferenceCosts:
         hops = (self.pp - 1) * hop
         # (compute, tp comm, attention) of one micro-batch through every stage, and of the
         # slowest stage (its layers and the heavier end)
-        path = (layers * block + pre + post, layers * w.tp_points * ar, layers * attn)
+        # the layers outside the main stack (DeepSeek-V3's dense ones) run with pre: their
+        # all-reduces on the first stage
+        outside = w.tp_points_outside * ar
+        path = (layers * block + pre + post, layers * w.tp_points * ar + outside, layers * attn)
         stage = (stage_layers * block + (pre + post if self.pp == 1 else max(pre, post)),
-                 stage_layers * w.tp_points * ar, stage_layers * attn)
+                 stage_layers * w.tp_points * ar + outside, stage_layers * attn)
         if step.kind == "prefill":  # the last micro-batch leaves m - 1 slowest stages late
             parts = [p + (m - 1) * q for p, q in zip(path, stage)]
         elif sum(path[:2]) + hops >= m * sum(stage[:2]):  # decode: a token's round trip

@@ -168,6 +168,10 @@ class Workload:
     kv_hidden: int  # kv_heads * head_dim: what ring attention sends per token (K and V each)
     dispatch_bytes: float  # per sequence per MoE layer: tokens sent to experts (one all-to-all)
     notes: tuple[str, ...] = field(default_factory=tuple)
+    # TP collectives per pass of the layers outside the main stack (DeepSeek-V3's dense layers
+    # before its MoE layers, a lone layer of another shape), all of them: inference pricing
+    # adds them; training's does not read them yet
+    tp_points_outside: float = 0.0
     # what the GEMMs run in (PrecisionPolicy.gemm_dtype: its peak prices MFU); "" = compute_dtype
     gemm_dtype: str = ""
     # the transient peak outside the head and loss (what a pipeline stage without them holds:
@@ -278,11 +282,13 @@ _CONST_OPS = frozenset({"aten.t", "aten.view", "aten.permute", "aten.transpose",
 
 
 def _tp_layout(g: nx.DiGraph, nodes, sections, hidden: int, sum_partials: bool = False
-               ) -> tuple[set[int], int]:
-    """Which forward ops of one layer hold tensor-parallel shards, and how many row-parallel
-    projections the block's layers run (Megatron-LM's layout, found from the dataflow; each
-    counted as many times as its node stands for: divided by the layers, the collectives a
-    layer runs, whatever groups the stack holds).
+               ) -> tuple[set[int], float, float]:
+    """Which forward ops hold tensor-parallel shards, and how many row-parallel projections
+    the block's layers run and the ops outside the block (layers of other shapes) run
+    (Megatron-LM's layout, found from the dataflow; each counted as many times as its node
+    stands for: the block's divided by the layers are the collectives a layer runs, whatever
+    groups the stack holds). Only the block's shards are read for its ops' costs; outside it
+    the layout counts the collectives alone.
 
     A weight matmul (one activation input; the other a parameter or its view) on a replicated
     input is column-parallel: its output is sharded. On a sharded input with a hidden-width
@@ -308,19 +314,20 @@ def _tp_layout(g: nx.DiGraph, nodes, sections, hidden: int, sum_partials: bool =
     # a weight's low-precision cast runs on each rank's shard of the weight
     sharded: set[int] = {n for n in const if sections.get(n) == SECTION_BLOCK
                          and g.nodes[n]["op"].startswith(_LOWP)}
-    points = 0
+    points = {True: 0.0, False: 0.0}  # in the block, outside it
     partial: dict[int, int] = {}  # a partial sum's node -> its all-reduce (sum_partials)
     joined: dict[int, int] = {}  # all-reduces merged into another one
     for n, d in nodes:
-        if d["phase"] != "forward" or sections.get(n) != SECTION_BLOCK or n in const:
+        if d["phase"] != "forward" or n in const:
             continue
+        block = sections.get(n) == SECTION_BLOCK
         acts = [u for u in g.predecessors(n) if u not in const
                 and not _integral(g.edges[u, n].get("dtype", ""))]
         from_shard = any(u in sharded for u in acts)
         if d["op"] in _MATMULS and len(acts) == 1:
             width = d["out_shapes"][0][-1] if d["out_shapes"] and d["out_shapes"][0] else 0
             if from_shard and width == hidden:
-                points += d["count"]  # row-parallel: replicated after the all-reduce
+                points[block] += d["count"]  # row-parallel: replicated after the all-reduce
                 if sum_partials:
                     partial[n] = n
             elif from_shard or not _routes(g, n):
@@ -335,7 +342,7 @@ def _tp_layout(g: nx.DiGraph, nodes, sections, hidden: int, sum_partials: bool =
                                        for u, p in zip(acts, live) if p})
                 for r in rest:  # partial sums added: one all-reduce after the sum
                     joined[r] = first
-                    points -= d["count"]
+                    points[block] -= d["count"]
                 partial[n] = first
     # the KV cache is split by heads as the keys and values written into it: what an attention
     # reads of it through ops on state alone (a slice of the cache, its cast, the copies of a
@@ -352,7 +359,7 @@ def _tp_layout(g: nx.DiGraph, nodes, sections, hidden: int, sum_partials: bool =
                 continue
             sharded.add(u)
             stack += [p for p in g.predecessors(u) if p in const]
-    return sharded, points
+    return sharded, points[True], points[False]
 
 
 # ops linear in their partial-sum inputs: the sum of their outputs over the ranks is their
@@ -540,7 +547,7 @@ def _op_table(g: nx.DiGraph, rep: tuple[str, ...], layers: int, width_numel: int
     ``expert_ops``: the record indices of ops on stacked expert weights (``_expert_ops``)."""
     nodes = _ordered(g)
     sections = _sections(nodes, rep)
-    sharded, _ = _tp_layout(g, nodes, sections, hidden)
+    sharded = _tp_layout(g, nodes, sections, hidden)[0]
     cols: dict[str, list] = {k: [] for k in ("section", "phase", "curve", "op", "dtype", "tc",
                                              "flops", "nbytes", "fixed", "count", "sp_only",
                                              "attention", "slices", "mnk", "grows",
@@ -638,7 +645,7 @@ def _activations(g: nx.DiGraph, cap, rep: tuple[str, ...], counts: dict[str, int
     autograd saves is the fused kernels' set under ``fusions`` (``cost.fused_saves``), in the
     trace's record of saved tensors and in the liveness pass alike."""
     nodes = _ordered(g)
-    layout, _ = _tp_layout(g, nodes, sections, hidden)
+    layout = _tp_layout(g, nodes, sections, hidden)[0]
     producer: dict[int, int] = {}
     for rec in cap.records:
         for o in rec.outputs:
@@ -846,7 +853,7 @@ def workload_from_traces(traces: Mapping[Recompute, object], policy: PrecisionPo
     kv_heads = max(1, kv_hidden // head_dim)
     if heads % kv_heads:
         kv_heads = heads
-    _, tp_points = _tp_layout(g0, nodes0, sections0, hidden, runtime.tp_sum_partials)
+    _, tp_points, outside = _tp_layout(g0, nodes0, sections0, hidden, runtime.tp_sum_partials)
     tp_points = tp_points / layers if rep else tp_points  # the block's nodes stand for its layers
     tp_points = int(tp_points) if float(tp_points).is_integer() else tp_points
     if rep and tp_points == 0:
@@ -913,6 +920,7 @@ def workload_from_traces(traces: Mapping[Recompute, object], policy: PrecisionPo
         saved_block=saved_block, saved_pre=saved_pre, saved_post=saved_post,
         transient=transient, transient_body=body, transient_lines=lines, hidden=hidden, act_bytes=ITEMSIZE[policy.compute_dtype],
         tp_points=tp_points, kv_hidden=kv_hidden, dispatch_bytes=dispatch, notes=tuple(notes),
+        tp_points_outside=outside if rep else 0.0,
         gemm_dtype=policy.gemm_dtype, gather_bytes=own, lowp_gather_bytes=lowp_gather,
         runtime=runtime, module_calls=_module_calls(cap0, nodes0, sections0, members, layers),
     )

@@ -176,7 +176,8 @@ class RepeatTracker:
         self.dedupe = dedupe
         self.blocks = blocks  # the repeated blocks (recomputation wraps each of them)
         # the model's layers: every child of a container of blocks that is of a block's class,
-        # repeated or not (DeepSeek-V2-Lite's one dense layer before its MoE layers)
+        # repeated or not (DeepSeek-V2-Lite's one dense layer before its MoE layers), and the
+        # children of a module list of one class (a model of one layer)
         self.layers = tuple(layers) or tuple(m for b in blocks for m in b.members)
         self.groups = groups if dedupe else []  # the groups whose cost is carried by one member
         self._by_rep = {g.rep: g for g in self.groups}
@@ -209,7 +210,11 @@ class RepeatTracker:
                 if sum(1 for _ in child.parameters()) == 0:
                     continue
                 by_sig.setdefault(_module_sig(child), []).append((pos, child_path, child))
-            classes = {sig[:2] for sig, members in by_sig.items() if len(members) > 1}
+            # a list of one kind of layer (of one member, or of members that differ in shape:
+            # DeepSeek's dense and MoE decoder layers), or a block's kind among others
+            kinds = {sig[:2] for sig in by_sig}
+            classes = kinds if len(kinds) == 1 and isinstance(mod, nn.ModuleList) else {
+                sig[:2] for sig, members in by_sig.items() if len(members) > 1}
             layers += [p for sig, members in by_sig.items() if sig[:2] in classes
                        for _, p, _ in members if not any(p.startswith(q + ".") for q in layers)]
             for sig, members in by_sig.items():
