@@ -222,6 +222,21 @@ def test_capacity_equals_the_closed_form_and_decides_a_rate_just_past_it(most, o
     assert below.arrived_per_s == pytest.approx(_window_rate(below), rel=1e-3)
 
 
+@pytest.mark.parametrize("rate", [1e4, 1e9])
+def test_an_overloaded_replica_outputs_its_waves(rate):
+    """Requests arriving faster than a step (every one before the first prefill ends): the
+    replica runs waves of ``most`` requests, each a prefill of all of them and ``out - 1``
+    decode steps of constant time c, making ``most * out`` tokens a wave: output
+    most * out / (most * b * inp + (out - 1) * c) tokens/s, whatever the rate."""
+    most, out, inp = 64, 16, 512
+    cf = Affine(a=0.0, d=0.0, e=0.0)
+    waves = most * out / (most * cf.b * inp + (out - 1) * cf.c)
+    run = simulate_continuous(cf, rate, inp, out, max_batch=most, seed=2,
+                              capacity_per_s=1.0)
+    assert run.output_tokens_per_s == pytest.approx(waves, rel=0.02)
+    assert run.mean_batch == pytest.approx(most, rel=0.02) and not run.stable
+
+
 def test_max_batch_caps_the_running_requests():
     run = simulate_continuous(Affine(), 500.0, 512, 16, requests=600, max_batch=8, seed=6)
     assert run.max_running == 8

@@ -46,7 +46,9 @@ affine in context; NB a roofline kink inside a run is smoothed).
 
 Measurement: the first ``warmup_fraction`` of requests (by arrival) is warm-up and discarded;
 the window runs from the first measured arrival to the last arrival. Throughput counts output
-tokens produced in the window; latency percentiles are over the measured requests (TPOT of a
+tokens produced from the window's start to its end or, where fewer than ``OUTPUT_DONE`` of its
+requests have finished by then (overload: arrivals faster than steps make a window shorter than
+a prefill), until they have; latency percentiles are over the measured requests (TPOT of a
 request = (e2e - ttft) / (output_len - 1), as vLLM's ``benchmarks/benchmark_serving.py``).
 The replica's capacity (``saturation_rate``) is the highest rate it keeps up with: first the
 rate at which it completes requests with its queue never empty (the same requests arriving at
@@ -437,14 +439,25 @@ def rate_bound(costs: StepCosts, input_len, output_len,
     return most / shortest
 
 
+def _output_end(tr, arrival: np.ndarray, w: int) -> float:
+    """Where the window of output ends: the last arrival, or later where the replica is still
+    serving most of the window's requests then (under overload arrivals come faster than
+    steps: the arrivals' window can be shorter than one prefill), the time by which
+    ``OUTPUT_DONE`` of them have finished."""
+    return max(float(arrival[-1]), float(np.quantile(tr.finish_s[w:], OUTPUT_DONE)))
+
+
+OUTPUT_DONE = 0.8  # share of the measured requests finished when the output window closes
+
+
 def _window_output(tr, arrival: np.ndarray, out: np.ndarray, w: int) -> tuple[float, float]:
-    """(output tokens/s produced, output tokens/s the arrivals ask for) over the window from
-    arrival ``w`` to the last arrival."""
-    t0, t1 = float(arrival[w]), float(arrival[-1])
-    in_window = (tr.decode_end_s >= t0) & (tr.decode_end_s <= t1)
-    p_window = (tr.prefill_end_s >= t0) & (tr.prefill_end_s <= t1)
+    """(output tokens/s produced from arrival ``w`` to ``_output_end``, output tokens/s the
+    arrivals from ``w`` to the last ask for)."""
+    t0, t1, end = float(arrival[w]), float(arrival[-1]), _output_end(tr, arrival, w)
+    in_window = (tr.decode_end_s >= t0) & (tr.decode_end_s <= end)
+    p_window = (tr.prefill_end_s >= t0) & (tr.prefill_end_s <= end)
     tokens = tr.decode_batch[in_window].sum() + tr.prefill_tokens[p_window].sum()
-    return float(tokens) / (t1 - t0), float(out[w + 1:].sum()) / (t1 - t0)
+    return float(tokens) / (end - t0), float(out[w + 1:].sum()) / (t1 - t0)
 
 
 def saturation_rate(costs: StepCosts, input_len: int | Sequence[int],
@@ -508,7 +521,7 @@ def simulate_continuous(costs: StepCosts, rate_per_s: float,
     w = int(warmup_fraction * requests)
     t0, t1 = float(arrival[w]), float(arrival[-1])
     throughput, demand = _window_output(tr, arrival, out, w)
-    in_window = (tr.decode_end_s >= t0) & (tr.decode_end_s <= t1)
+    in_window = (tr.decode_end_s >= t0) & (tr.decode_end_s <= _output_end(tr, arrival, w))
     half = 0.5 * (t0 + t1)
     growth, arrived = _queue_growth(arrival, tr.admit_s, half, t1)
     sel = slice(w, None)
