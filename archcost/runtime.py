@@ -62,6 +62,10 @@ class Fusion(str, enum.Enum):
     # the query, key and value projections of an attention module as one GEMM (one weight of
     # their widths side by side), its input read once
     QKV = "qkv"
+    # the attention mask (causal, a sliding window, padding) applied inside the attention
+    # kernel from the sequences' lengths and positions: the ops that build a mask tensor only
+    # attention reads run nowhere, and the kernel reads no mask
+    MASK = "mask"
 
 
 class OptimizerKernel(str, enum.Enum):

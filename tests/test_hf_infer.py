@@ -376,3 +376,35 @@ def test_a_serving_runtime_appends_to_the_cache_in_place(kv):
                  if d["module"].endswith("self_attn") and d["repeat_group"]
                  and d["op_class"] not in ("matmul", "attention"))
     assert copied >= 2 * kvh * (ctx + 1) * hd * size  # the concatenation's copy of the cache
+
+
+@pytest.mark.parametrize("config", ["mistral"])
+def test_a_serving_runtime_masks_inside_the_attention_kernel(config):
+    """Past the window's edge transformers builds a sliding-window mask (arange, comparisons,
+    where) that the eager runtime runs; a serving engine's attention masks inside the kernel
+    from the window: under tensorrt-llm a decode step past the edge launches as many kernels
+    as one before it, none for the mask's ops. NB: Gemma 2's
+    soft-capped attention is traced as ops (the mask added to the scores), not one kernel."""
+    from archcost.cost.fusion import executed_graph
+    from archcost.runtime import load_runtime
+
+    costs = _sliding_costs(config)
+    window = costs.kv_windows()[0]
+    trt, eager = load_runtime("tensorrt-llm"), load_runtime("eager")
+
+    def launches(ctx, runtime):
+        """(kernels a decode step launches, of which the mask-building ops', those ops)."""
+        cap = capture_inference(costs.spec, InferStep.decode(1, ctx), costs.policy,
+                                build_len=64)
+        g = executed_graph(cap.graph, runtime)
+        masking = [n for n, d in cap.graph.nodes(data=True)
+                   if d["op"] in ("aten.where", "aten.le", "aten.gt", "aten.bitwise_and")]
+        return (sum(d["launches"] for _, d in g.nodes(data=True)),
+                sum(g.nodes[n]["launches"] for n in masking), len(masking))
+
+    (before, _, m0), (after, masked, m1) = launches(window - 4, trt), launches(window + 9, trt)
+    assert m1 > m0
+    assert after == before and masked == 0
+    (e_before, _, _), (e_after, e_masked, _) = (launches(window - 4, eager),
+                                                launches(window + 9, eager))
+    assert e_after > e_before and e_masked == m1  # eager runs the mask's ops

@@ -64,6 +64,15 @@ tensor-core math (carried as the GEMM's, a batch of 64 multiplied it by 64 and s
 GEMM's k: Llama 8B int4 read slower than bf16). NB: a state tensor two members read is counted
 twice (``trace.quant`` reads each once).
 
+``mask``: the ops that build an attention mask from positions alone (no activation, no weight
+or cache: ``arange``, comparisons, ``where``; transformers' causal and sliding-window masks) and
+whose outputs only attention ops read are not run, and the attention kernels do not read the
+mask: a serving engine's attention operator takes each sequence's length and the attention
+window and masks inside the kernel (TensorRT-LLM's ``gpt_attention``: packed sequences with
+their lengths, ``max_attention_window_size`` for a sliding window). A chain counts as a mask's
+when it holds a comparison or a ``where`` (what makes a mask from positions): the copies of
+the KV cache into an attention (``kv-cache``) do not.
+
 ``qkv`` merges compute kernels rather than memory-bound ones: the forward GEMMs of the linears
 of one attention module (a module class with ``Attention`` in its name) that read the same input
 run as one GEMM whose weight holds theirs side by side (TensorRT-LLM's ``Attention.qkv``, one
@@ -218,10 +227,48 @@ def _prologues(g: nx.DiGraph, fusions: frozenset[Fusion]) -> dict[int, list[int]
 
 
 def prologue_nodes(g: nx.DiGraph, fusions: frozenset[Fusion]) -> set[int]:
-    """The nodes a runtime runs inside a compute kernel's prologue (``dequant``, ``kv-cache``):
-    what they make never leaves the kernel (an unpacked weight, the cache's cast or copy), so
-    it is never allocated."""
-    return {n for chain in _prologues(g, fusions).values() for n in chain}
+    """The nodes a runtime runs inside a compute kernel's prologue (``dequant``, ``kv-cache``)
+    or not at all (``mask``): what they make never leaves the kernel (an unpacked weight, the
+    cache's cast or copy, a mask), so it is never allocated."""
+    inside = {n for chain in _prologues(g, fusions).values() for n in chain}
+    if Fusion.MASK in fusions:
+        inside |= _mask_chain(g, frozenset(inside))
+    return inside
+
+
+_MASKING = frozenset({"aten.gt", "aten.ge", "aten.lt", "aten.le", "aten.eq", "aten.ne",
+                      "aten.where", "aten.tril", "aten.triu", "aten.masked_fill"})
+
+
+def _mask_chain(g: nx.DiGraph, taken: frozenset[int]) -> set[int]:
+    """The forward nodes (not in ``taken``) that build from positions alone what only attention
+    nodes read, where the chain masks (a comparison, ``where``, ``tril``), and the index
+    arithmetic on positions that nothing reads (what transformers' mask functions make for
+    their indexing): ``mask``."""
+    attention = {n for n, d in g.nodes(data=True) if d["op_class"] == "attention"}
+    chain: set[int] = set()
+    for n in sorted(g.nodes, key=lambda n: g.nodes[n]["index"]):
+        d = g.nodes[n]
+        if n in taken or d["phase"] != "forward" or d["op_class"] in _COMPUTE or \
+                d["op_class"] == "embedding":
+            continue
+        if all(p in chain for p in g.predecessors(n)):
+            chain.add(n)  # reads what the chain made, or inputs and state (positions)
+    def index(n: int) -> bool:  # positions' arithmetic: integers and booleans
+        return all(t == "bool" or "int" in t for t in g.nodes[n]["out_dtypes"])
+
+    changed = True
+    while changed:  # keep what only the chain or attention reads (an index nothing reads too)
+        changed = False
+        for n in list(chain):
+            succ = set(g.successors(n))
+            if (not succ and not index(n)) or not succ <= chain | attention:
+                chain.discard(n)
+                changed = True
+    parts = nx.weakly_connected_components(g.subgraph(chain))
+    return {n for part in parts
+            if any(g.nodes[n]["op"].rstrip("_") in _MASKING for n in part)
+            or all(index(n) and not set(g.successors(n)) - part for n in part) for n in part}
 
 
 def _group_ratio(g: nx.DiGraph, c: int, chain=()) -> float:
@@ -376,6 +423,13 @@ def fuse_graph(g: nx.DiGraph, fusions=()) -> nx.DiGraph:
             d["flops"] = flops if i == 0 else 0  # the kernel overlaps its math and its traffic
             d["launches"] = 1.0 if i == 0 else 0.0
     _absorb(g, out, prologues, per_head=Fusion.KV_CACHE_PER_HEAD in fusions)
+    if Fusion.MASK in fusions:
+        masks = _mask_chain(g, absorbed)
+        for n in masks:
+            out.nodes[n].update(bytes_read=0, bytes_written=0, flops=0, launches=0.0)
+        for u, c, e in g.edges(data=True):
+            if u in masks and c not in masks:  # an attention node no longer reads the mask
+                out.nodes[c]["bytes_read"] = max(0, out.nodes[c]["bytes_read"] - e["bytes"])
     if Fusion.QKV in fusions:
         for members in _sibling_projections(g):
             _merge_gemms(g, out, members)
