@@ -69,8 +69,8 @@ def run_infer_sweep(*, model: str, set_: list[str] | None, axes, base: dict[str,
     doc = {
         "schema_version": 1, "kind": "sweep", "mode": "inference",
         "model": {"name": spec.name, "file": spec.path.name, "builder": spec.builder_name,
-                  "config": spec.builder_config(base["batch"],
-                                                base["input_len"] + base["output_len"])},
+                  "config": spec.model_config(base["batch"],
+                                              base["input_len"] + base["output_len"])},
         "base": {**base, "runtime": runtime.name},
         **grid,
     }
