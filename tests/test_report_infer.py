@@ -225,9 +225,48 @@ def test_diff_cli_fails_when_a_batch_stops_fitting(runner, tmp_path, infer_docs)
 
 def test_diff_refuses_an_inference_sweep_against_a_training_sweep(runner, infer_docs,  # noqa: F811
                                                                   sweeps):  # noqa: F811
-    for pair in ((infer_docs["sweep"], sweeps["one"]), (sweeps["one"], infer_docs["sweep"])):
-        r = runner.invoke(app, ["diff", *map(str, pair)])
-        _one_line_exit_2(r, "sweep: compare sweeps of the same mode")
+    r = runner.invoke(app, ["diff", str(infer_docs["sweep"]), str(sweeps["one"])])
+    _one_line_exit_2(r, "BASE is an inference sweep and HEAD a training sweep: compare sweeps "
+                        "of the same mode")
+    r = runner.invoke(app, ["diff", str(sweeps["one"]), str(infer_docs["sweep"])])
+    _one_line_exit_2(r, "BASE is a training sweep and HEAD an inference sweep: compare sweeps "
+                        "of the same mode")
+
+
+def test_diff_refuses_inference_documents_of_other_modes(runner, tmp_path, infer_docs):  # noqa: F811
+    """Static batching, continuous batching at a rate and a serving search watch different
+    metrics: either way round, one line naming both modes, exit 2 (not a REGRESSION of the
+    metrics one lacks)."""
+    rate, _ = _infer_doc(runner, tmp_path, "rate", "--rate", "20")
+    search, _ = _infer_doc(runner, tmp_path, "search", "--gpus", "2", "--hardware",
+                           "dgx-h100-ndr", "--ttft-slo", "500ms", "--tpot-slo", "50ms",
+                           "--precisions", "bf16")
+    static = infer_docs["infer"]
+    modes = {static: "static batching", rate: "continuous batching (--rate)",
+             search: "a serving search (--gpus)"}
+    for base, head in ((static, search), (search, static), (static, rate), (rate, static),
+                       (rate, search)):
+        r = runner.invoke(app, ["diff", str(base), str(head)])
+        _one_line_exit_2(r, f"BASE prices {modes[base]} and HEAD {modes[head]}: compare "
+                            "inference documents of the same mode")
+    for same in (rate, search):
+        assert runner.invoke(app, ["diff", str(same), str(same)]).exit_code == 0
+
+
+def test_diff_notes_the_settings_two_inference_documents_differ_in(runner, tmp_path,
+                                                                   infer_docs):  # noqa: F811
+    """Batch 2 on an H100 (the fixture) against batch 4 on an A100: a note names both
+    settings on each side, and only those; the same document has no note."""
+    head, _ = _infer_doc(runner, tmp_path, "a100", "-b", "4", "--hardware", "a100-sxm-80gb")
+    note = ("different settings: BASE batch=2, gpu=h100-sxm, cluster=h100-sxm; HEAD batch=4, "
+            "gpu=a100-sxm-80gb, cluster=a100-sxm-80gb")
+    r = runner.invoke(app, ["diff", str(infer_docs["infer"]), str(head), "--json"])
+    assert r.exit_code in (0, 1), r.output
+    assert json.loads(r.stdout)["notes"] == [note]
+    r = runner.invoke(app, ["diff", str(infer_docs["infer"]), str(head)])
+    assert "note: " + note in " ".join(r.output.split()), r.output
+    same = runner.invoke(app, ["diff", str(infer_docs["infer"]), str(infer_docs["infer"])])
+    assert "note:" not in same.output, same.output
 
 
 def test_diff_of_inference_sweeps_point_by_point(infer_docs):  # noqa: F811
