@@ -61,8 +61,8 @@ CORRUPT = {
     "fits-string": ("infer", lambda d: d["inference"].update(fits="yes"),
                     "$.inference.fits: expected true or false, found the string 'yes'"),
     "sweep-point-tpot": ("sweep", lambda d: d["points"][1].pop("tpot_s"),
-                         "$.points[1].tpot_s: missing, expected a number >= 0; regenerate it "
-                         "with archcost sweep -o"),
+                         "$.points[1].tpot_s: missing, expected a number >= 0 or null; "
+                         "regenerate it with archcost sweep -o"),
     "sweep-base": ("sweep", lambda d: d["base"].pop("input_len"),
                    "$.base.input_len: missing, expected an integer >= 1"),
     "sweep-mode": ("sweep", lambda d: d.update(mode="serving"),
@@ -163,6 +163,40 @@ def test_html_report_plots_of_an_inference_document(infer_docs, tmp_path):  # no
     memory = page.split('data-plot="inference-memory"')[1].split("</figure>")[0]
     for label in ("weights", "KV cache", "activations"):
         assert label in memory
+
+
+def test_one_output_token_has_no_tpot_and_no_decode_step(runner, tmp_path, infer_docs):  # noqa: F811
+    """-n 1: the one token comes out of the prefill, so no decode step runs: no TPOT (null,
+    valid under the published schema), e2e = TTFT, no decode phase in the tables, the roofline
+    or by context; the CLI table and the report say "-"; a diff against 8 tokens, either way
+    round, does not compare TPOT (not a +inf regression) and notes why."""
+    path, doc = _infer_doc(runner, tmp_path, "n1", "-b", "2", "--hardware", "h100-sxm",
+                           "-n", "1")
+    inf = doc["inference"]
+    assert inf["output_len"] == 1 and inf["tpot_s"] is None
+    assert not _valid_outside(doc)
+    assert inf["e2e_s"] == inf["ttft_s"] and inf["tpot_by_context"] == []
+    assert list(inf["phases"]) == ["prefill"]
+    tables = assert_tables(to_markdown(load_document(path)))
+    summary = {r[0].strip(): r[1].strip() for r in tables["Summary"]}
+    assert summary["time per output token (TPOT, mean)"] == "-"
+    assert [r[0].strip() for r in tables["Phases on the roofline (per GPU)"]] == ["prefill"]
+    page = to_html(load_document(path))
+    assert 'data-plot="inference-tpot"' not in page
+    roofline = page.split('data-plot="inference-roofline"')[1].split("</figure>")[0]
+    assert "prefill" in roofline and "decode" not in roofline
+    cli = runner.invoke(app, ["infer", *LLAMA, "-i", "16", "-n", "1"])
+    assert "- (one output token: no decode step)" in cli.output and "decode @" not in cli.output
+    eight = infer_docs["infer"]  # the same generation with 8 output tokens
+    assert load(eight)["inference"]["tpot_s"] > 0
+    for base, head, side in ((path, eight, "BASE"), (eight, path, "HEAD")):
+        r = runner.invoke(app, ["diff", str(base), str(head), "--json"])
+        assert r.exit_code == 0, r.output
+        res = json.loads(r.stdout)
+        tpot = next(row for row in res["rows"] if row["metric"] == "tpot")
+        assert tpot["status"] == "n/a" and not tpot["regressed"] and tpot["relative"] is None
+        assert "tpot" not in res["watched"] and "tpot" not in res["regressions"]
+        assert f"tpot: {side} has one output token (no decode step); not compared" in res["notes"]
 
 
 @pytest.mark.parametrize("name, plots", [  # hostile names; text overlaps, cut text, thin bars

@@ -115,5 +115,5 @@ def _render(console, doc: dict[str, Any]) -> None:
                 fmt.seconds(p["tpot_s"]), fmt.si(p["output_tokens_per_s_per_gpu"]),
                 fmt.nbytes(p["peak_per_gpu_bytes"]),
                 "yes" if p["fits"] else ("no", "bold red"),
-                f"{p['prefill_bound']} / {p['decode_bound']}")
+                f"{p['prefill_bound']} / {p.get('decode_bound', '-')}")
     tab.print(console)

@@ -83,7 +83,8 @@ class Row:
     relative: float | None  # (head - base) / |base|; inf when base is 0
     watched: bool
     regressed: bool
-    status: str  # regressed, missing, invalid, worse, improved, within, changed, same, new, gone
+    status: str  # regressed, missing, invalid, worse, improved, within, changed, same, new, gone,
+    # n/a (the figure does not apply to one side, e.g. the TPOT of one output token)
     absolute: bool = False  # the threshold applies to delta (points), not to relative
 
 
@@ -202,7 +203,13 @@ def _watched(requested: Iterable[str] | None, kind: str, base: dict[str, Metric]
     def keep(name: str, out: list[str]) -> None:
         if name in out:
             return
-        if name not in head and outside(name):
+        na = [f"{side} has {m.na}" for side, m in (("BASE", base.get(name)),
+                                                   ("HEAD", head.get(name))) if m and m.na]
+        if len(na) == 1:
+            notes.append(f"{name}: {na[0]}; not compared")
+        elif na:  # applies to neither: the same
+            pass
+        elif name not in head and outside(name):
             notes.append(f"{name}: its point is not in HEAD's grid; not compared")
         elif name not in base:
             notes.append(f"{name} is only in HEAD: not compared")
@@ -259,6 +266,9 @@ def _row(name: str, b: Metric | None, h: Metric | None, watched: bool, threshold
         row.base = b.invalid or bv if b else None
         row.head = h.invalid or hv if h else None
         row.status, row.regressed = "invalid", watched
+        return row
+    if (b and b.na) or (h and h.na):  # does not apply on one side: nothing to compare
+        row.status = "same" if b and b.na and h and h.na else "n/a"
         return row
     if bv is None and hv is None:
         return row
@@ -438,14 +448,14 @@ def summary(result: DiffResult) -> str:
 
 STATUS_TEXT = {"regressed": "regressed", "missing": "missing", "invalid": "invalid",
                "worse": "worse", "improved": "improved", "within": "within",
-               "changed": "changed", "same": "", "new": "new", "gone": "gone"}
+               "changed": "changed", "same": "", "new": "new", "gone": "gone", "n/a": "n/a"}
 STATUS_LEGEND = ("regressed: a watched metric worse past the threshold; missing: a watched "
                  "metric HEAD lacks; invalid: no number where one belongs (all three fail); "
                  "worse: an unwatched metric worse; within: changed by less than the "
                  "threshold; changed: a metric without a better direction; new/gone: in "
-                 "HEAD/BASE only")
+                 "HEAD/BASE only; n/a: does not apply to one side (not compared)")
 _ORDER = {"regressed": 0, "missing": 0, "invalid": 0, "worse": 1, "improved": 2, "within": 3,
-          "changed": 4, "new": 5, "gone": 6, "same": 7}
+          "changed": 4, "new": 5, "gone": 6, "n/a": 6, "same": 7}
 
 
 def other_changes(result: DiffResult) -> list[Row]:
