@@ -267,6 +267,35 @@ def test_diff_refuses_an_inference_sweep_against_a_training_sweep(runner, infer_
                         "of the same mode")
 
 
+def test_diff_shows_the_capacity_in_requests_per_s_and_readme_lists_the_watched(runner,
+                                                                                tmp_path):
+    """continuous.capacity is a rate of requests: its cells carry the unit; README's table of
+    watched metrics names every continuous-batching metric a diff watches by default."""
+    from pathlib import Path
+
+    from archcost.report.diff import DEFAULT_METRICS, format_value
+
+    path, doc = _infer_doc(runner, tmp_path, "rate", "--rate", "20")
+    head = copy.deepcopy(doc)
+    head["inference"]["continuous"]["capacity_per_s"] *= 0.5
+    row = next(r for r in diff_documents(doc, head).rows if r.metric == "continuous.capacity")
+    assert row.status == "worse"
+    capacity = doc["inference"]["continuous"]["capacity_per_s"]
+    assert format_value(row.base, row.unit) == f"{fmt.si(capacity)} req/s"
+    path_head = tmp_path / "head.json"
+    path_head.write_text(json.dumps(head))
+    md = runner.invoke(app, ["diff", str(path), str(path_head), "--markdown"]).output
+    line = next(x for x in md.splitlines() if x.startswith("| continuous.capacity |"))
+    assert f"| {fmt.si(capacity)} req/s | {fmt.si(capacity / 2)} req/s |" in line, line
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    watched = next(x for x in readme.splitlines()  # the row of the watched-metrics table
+                   if x.startswith("| `inference` | `fits`"))
+    continuous = [m for m in DEFAULT_METRICS["inference"] if m.startswith("continuous.")]
+    assert len(continuous) == 4
+    for metric in continuous:
+        assert f"`{metric}`" in watched, metric
+
+
 def test_diff_refuses_inference_documents_of_other_modes(runner, tmp_path, infer_docs):  # noqa: F811
     """Static batching, continuous batching at a rate and a serving search watch different
     metrics: either way round, one line naming both modes, exit 2 (not a REGRESSION of the

@@ -395,7 +395,8 @@ def format_value(value, unit: str) -> str:
     return {"s": fmt.seconds, "B": fmt.nbytes, "FLOP": lambda v: fmt.si(v, "FLOP"),
             "bool": lambda v: "yes" if v else "no",
             "count": fmt.count, "ratio": lambda v: fmt.percent(v, 2),
-            "tokens/s": lambda v: f"{fmt.si(v)} tok/s", "J": lambda v: fmt.si(v, "J", 4),
+            "tokens/s": lambda v: f"{fmt.si(v)} tok/s",
+            "requests/s": lambda v: f"{fmt.si(v)} req/s", "J": lambda v: fmt.si(v, "J", 4),
             "tokens/J": lambda v: f"{fmt.si(v, digits=4)} tok/J", "elasticity": lambda v: f"{v:+.3f}",
             "$": lambda v: fmt.usd(v, 4)}.get(unit, fmt.number)(value)
 
