@@ -261,7 +261,7 @@ def run_analysis(
             "name": spec.name,
             "file": spec.path.name,
             "builder": spec.builder_name,
-            "config": spec.builder_config(batch_size, seq_len),
+            "config": spec.model_config(batch_size, seq_len),
         },
         "workload": {
             "batch_size": batch_size,

@@ -242,7 +242,7 @@ def produce(run: RunSpec, progress: Callable[[str], None] | None = None) -> dict
     spec = load_model_file(run.model, overrides)
     header = {"schema_version": SCHEMA_VERSION,
               "model": {"name": spec.name, "file": spec.path.name,
-                        "builder": spec.builder_name, "config": spec.builder_config(1, seq)},
+                        "builder": spec.builder_name, "config": spec.model_config(1, seq)},
               "workload": {"seq_len": seq, "precision": policy.precision.value,
                            "optimizer": optimizer}}
     cluster_name = hardware or default.FALLBACK_CLUSTER

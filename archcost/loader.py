@@ -97,6 +97,9 @@ class ModelSpec:
     kv_cache_fn: Callable[..., Any] | None = None  # optional kv_cache(model, batch_size, ...)
     infer_step_fn: Callable[..., Any] | None = None  # hf: specs' infer_step (archcost.hf.cache)
     label: str | None = None  # the model's name when the file's stem is not (hf: configs)
+    # builder keys that size the workload, not the model (an hf: builder takes seq_len and
+    # batch_size only to check the model's position limit): left out of model_config
+    workload_keys: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -110,6 +113,12 @@ class ModelSpec:
             if key in params and key not in cfg:
                 cfg[key] = value
         return cfg
+
+    def model_config(self, batch_size: int, seq_len: int) -> dict[str, Any]:
+        """The builder arguments that make the model, as documents record it (``model.config``,
+        what ``archcost diff`` compares): :meth:`builder_config` less the workload keys."""
+        return {k: v for k, v in self.builder_config(batch_size, seq_len).items()
+                if k not in self.workload_keys}
 
     def build(self, batch_size: int, seq_len: int):
         cfg = self.builder_config(batch_size, seq_len)

@@ -176,6 +176,33 @@ def test_infer_command_runs_with_the_closed_form_kv_bytes():
     assert inf["tpot_s"] > 0 and inf["ttft_s"] > 0
 
 
+def test_the_same_model_at_another_batch_and_length_is_compared(tmp_path):
+    """The builder's sequence length and batch size size the workload, not the model: two
+    documents of the same config at other batches and lengths diff (no "different models"),
+    their model config is the --set values alone, and their KV caches are the closed form
+    (2 layers x K and V x 2 KV heads x 16 dims x tokens x 2 bytes per sequence)."""
+    sets = [a for k, v in TINY.items() for a in ("--set", f"{k}={v}")]
+    docs = []
+    for batch, prompt in ((2, 16), (4, 24)):
+        path = tmp_path / f"b{batch}.json"
+        res = runner.invoke(app, ["infer", "hf:llama-3.1-8b", *sets, "-b", str(batch), "-i",
+                                  str(prompt), "-n", "4", "-o", str(path)])
+        assert res.exit_code == 0, res.output
+        doc = json.loads(path.read_text())
+        assert doc["model"]["config"] == TINY
+        docs.append(path)
+    res = runner.invoke(app, ["diff", *map(str, docs), "--json"])
+    assert res.exit_code in (0, 1) and "different models" not in res.output, res.output
+    rows = {r["metric"]: r for r in json.loads(res.stdout)["rows"]}
+    per_token = 2 * 2 * 2 * 16 * 2
+    assert rows["memory.kv_cache"]["base"] == 2 * (16 + 4) * per_token
+    assert rows["memory.kv_cache"]["head"] == 4 * (24 + 4) * per_token
+    analysis = runner.invoke(app, ["analyze", "hf:llama-3.1-8b", *sets, "-b", "2", "-s", "8",
+                                 "--json"])
+    assert analysis.exit_code == 0, analysis.output
+    assert json.loads(analysis.stdout)["model"]["config"] == TINY  # the training documents too
+
+
 @pytest.mark.parametrize("kv,size", [("fp8", 1), ("int8", 1), ("fp32", 4)])
 def test_infer_command_prices_the_cache_in_its_kv_dtype(kv, size):
     """--kv-dtype stores the cache narrower (or wider) than bf16: the closed form at its bytes."""

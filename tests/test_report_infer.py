@@ -61,8 +61,8 @@ CORRUPT = {
     "fits-string": ("infer", lambda d: d["inference"].update(fits="yes"),
                     "$.inference.fits: expected true or false, found the string 'yes'"),
     "sweep-point-tpot": ("sweep", lambda d: d["points"][1].pop("tpot_s"),
-                         "$.points[1].tpot_s: missing, expected a number >= 0; regenerate it "
-                         "with archcost sweep -o"),
+                         "$.points[1].tpot_s: missing, expected a number >= 0 or null; "
+                         "regenerate it with archcost sweep -o"),
     "sweep-base": ("sweep", lambda d: d["base"].pop("input_len"),
                    "$.base.input_len: missing, expected an integer >= 1"),
     "sweep-mode": ("sweep", lambda d: d.update(mode="serving"),
@@ -165,6 +165,40 @@ def test_html_report_plots_of_an_inference_document(infer_docs, tmp_path):  # no
         assert label in memory
 
 
+def test_one_output_token_has_no_tpot_and_no_decode_step(runner, tmp_path, infer_docs):  # noqa: F811
+    """-n 1: the one token comes out of the prefill, so no decode step runs: no TPOT (null,
+    valid under the published schema), e2e = TTFT, no decode phase in the tables, the roofline
+    or by context; the CLI table and the report say "-"; a diff against 8 tokens, either way
+    round, does not compare TPOT (not a +inf regression) and notes why."""
+    path, doc = _infer_doc(runner, tmp_path, "n1", "-b", "2", "--hardware", "h100-sxm",
+                           "-n", "1")
+    inf = doc["inference"]
+    assert inf["output_len"] == 1 and inf["tpot_s"] is None
+    assert not _valid_outside(doc)
+    assert inf["e2e_s"] == inf["ttft_s"] and inf["tpot_by_context"] == []
+    assert list(inf["phases"]) == ["prefill"]
+    tables = assert_tables(to_markdown(load_document(path)))
+    summary = {r[0].strip(): r[1].strip() for r in tables["Summary"]}
+    assert summary["time per output token (TPOT, mean)"] == "-"
+    assert [r[0].strip() for r in tables["Phases on the roofline (per GPU)"]] == ["prefill"]
+    page = to_html(load_document(path))
+    assert 'data-plot="inference-tpot"' not in page
+    roofline = page.split('data-plot="inference-roofline"')[1].split("</figure>")[0]
+    assert "prefill" in roofline and "decode" not in roofline
+    cli = runner.invoke(app, ["infer", *LLAMA, "-i", "16", "-n", "1"])
+    assert "- (one output token: no decode step)" in cli.output and "decode @" not in cli.output
+    eight = infer_docs["infer"]  # the same generation with 8 output tokens
+    assert load(eight)["inference"]["tpot_s"] > 0
+    for base, head, side in ((path, eight, "BASE"), (eight, path, "HEAD")):
+        r = runner.invoke(app, ["diff", str(base), str(head), "--json"])
+        assert r.exit_code == 0, r.output
+        res = json.loads(r.stdout)
+        tpot = next(row for row in res["rows"] if row["metric"] == "tpot")
+        assert tpot["status"] == "n/a" and not tpot["regressed"] and tpot["relative"] is None
+        assert "tpot" not in res["watched"] and "tpot" not in res["regressions"]
+        assert f"tpot: {side} has one output token (no decode step); not compared" in res["notes"]
+
+
 @pytest.mark.parametrize("name, plots", [  # hostile names; text overlaps, cut text, thin bars
     ("infer", {"inference-tpot", "inference-roofline", "inference-memory"}),
     ("sweep", {"sweep-tpot", "sweep-ttft", "sweep-tokens-per-gpu"}),
@@ -225,9 +259,77 @@ def test_diff_cli_fails_when_a_batch_stops_fitting(runner, tmp_path, infer_docs)
 
 def test_diff_refuses_an_inference_sweep_against_a_training_sweep(runner, infer_docs,  # noqa: F811
                                                                   sweeps):  # noqa: F811
-    for pair in ((infer_docs["sweep"], sweeps["one"]), (sweeps["one"], infer_docs["sweep"])):
-        r = runner.invoke(app, ["diff", *map(str, pair)])
-        _one_line_exit_2(r, "sweep: compare sweeps of the same mode")
+    r = runner.invoke(app, ["diff", str(infer_docs["sweep"]), str(sweeps["one"])])
+    _one_line_exit_2(r, "BASE is an inference sweep and HEAD a training sweep: compare sweeps "
+                        "of the same mode")
+    r = runner.invoke(app, ["diff", str(sweeps["one"]), str(infer_docs["sweep"])])
+    _one_line_exit_2(r, "BASE is a training sweep and HEAD an inference sweep: compare sweeps "
+                        "of the same mode")
+
+
+def test_diff_shows_the_capacity_in_requests_per_s_and_readme_lists_the_watched(runner,
+                                                                                tmp_path):
+    """continuous.capacity is a rate of requests: its cells carry the unit; README's table of
+    watched metrics names every continuous-batching metric a diff watches by default."""
+    from pathlib import Path
+
+    from archcost.report.diff import DEFAULT_METRICS, format_value
+
+    path, doc = _infer_doc(runner, tmp_path, "rate", "--rate", "20")
+    head = copy.deepcopy(doc)
+    head["inference"]["continuous"]["capacity_per_s"] *= 0.5
+    row = next(r for r in diff_documents(doc, head).rows if r.metric == "continuous.capacity")
+    assert row.status == "worse"
+    capacity = doc["inference"]["continuous"]["capacity_per_s"]
+    assert format_value(row.base, row.unit) == f"{fmt.si(capacity)} req/s"
+    path_head = tmp_path / "head.json"
+    path_head.write_text(json.dumps(head))
+    md = runner.invoke(app, ["diff", str(path), str(path_head), "--markdown"]).output
+    line = next(x for x in md.splitlines() if x.startswith("| continuous.capacity |"))
+    assert f"| {fmt.si(capacity)} req/s | {fmt.si(capacity / 2)} req/s |" in line, line
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    watched = next(x for x in readme.splitlines()  # the row of the watched-metrics table
+                   if x.startswith("| `inference` | `fits`"))
+    continuous = [m for m in DEFAULT_METRICS["inference"] if m.startswith("continuous.")]
+    assert len(continuous) == 4
+    for metric in continuous:
+        assert f"`{metric}`" in watched, metric
+
+
+def test_diff_refuses_inference_documents_of_other_modes(runner, tmp_path, infer_docs):  # noqa: F811
+    """Static batching, continuous batching at a rate and a serving search watch different
+    metrics: either way round, one line naming both modes, exit 2 (not a REGRESSION of the
+    metrics one lacks)."""
+    rate, _ = _infer_doc(runner, tmp_path, "rate", "--rate", "20")
+    search, _ = _infer_doc(runner, tmp_path, "search", "--gpus", "2", "--hardware",
+                           "dgx-h100-ndr", "--ttft-slo", "500ms", "--tpot-slo", "50ms",
+                           "--precisions", "bf16")
+    static = infer_docs["infer"]
+    modes = {static: "static batching", rate: "continuous batching (--rate)",
+             search: "a serving search (--gpus)"}
+    for base, head in ((static, search), (search, static), (static, rate), (rate, static),
+                       (rate, search)):
+        r = runner.invoke(app, ["diff", str(base), str(head)])
+        _one_line_exit_2(r, f"BASE prices {modes[base]} and HEAD {modes[head]}: compare "
+                            "inference documents of the same mode")
+    for same in (rate, search):
+        assert runner.invoke(app, ["diff", str(same), str(same)]).exit_code == 0
+
+
+def test_diff_notes_the_settings_two_inference_documents_differ_in(runner, tmp_path,
+                                                                   infer_docs):  # noqa: F811
+    """Batch 2 on an H100 (the fixture) against batch 4 on an A100: a note names both
+    settings on each side, and only those; the same document has no note."""
+    head, _ = _infer_doc(runner, tmp_path, "a100", "-b", "4", "--hardware", "a100-sxm-80gb")
+    note = ("different settings: BASE batch=2, gpu=h100-sxm, cluster=h100-sxm; HEAD batch=4, "
+            "gpu=a100-sxm-80gb, cluster=a100-sxm-80gb")
+    r = runner.invoke(app, ["diff", str(infer_docs["infer"]), str(head), "--json"])
+    assert r.exit_code in (0, 1), r.output
+    assert json.loads(r.stdout)["notes"] == [note]
+    r = runner.invoke(app, ["diff", str(infer_docs["infer"]), str(head)])
+    assert "note: " + note in " ".join(r.output.split()), r.output
+    same = runner.invoke(app, ["diff", str(infer_docs["infer"]), str(infer_docs["infer"])])
+    assert "note:" not in same.output, same.output
 
 
 def test_diff_of_inference_sweeps_point_by_point(infer_docs):  # noqa: F811

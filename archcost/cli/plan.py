@@ -118,7 +118,7 @@ def _setup(model, set_, dtype, optimizer, seq_len, cluster_name, gpus, recompute
     header = {
         "schema_version": SCHEMA_VERSION,
         "model": {"name": spec.name, "file": spec.path.name, "builder": spec.builder_name,
-                  "config": spec.builder_config(1, seq_len)},
+                  "config": spec.model_config(1, seq_len)},
         "workload": {"seq_len": seq_len, "precision": policy.precision.value,
                      **({"fp8_recipe": policy.fp8_recipe.value} if policy.fp8_recipe else {}),
                      "optimizer": optimizer, "layers": workload.layers,

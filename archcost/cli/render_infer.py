@@ -36,9 +36,7 @@ def render_inference(console: Console, doc: dict[str, Any]) -> None:
     p = Grid("phases (per GPU; roofline: memory-bound below the ridge point)",
              [Col("phase", "left"), Col("seconds"), Col("FLOPs"), Col("bytes"),
               Col("FLOP/B"), Col("ridge"), Col("bound", "left"), Col("TP comm")])
-    for name, ph in inf["phases"].items():
-        if name != "prefill" and not decodes:
-            continue
+    for name, ph in inf["phases"].items():  # no decode phase for one output token
         label = name if name == "prefill" else f"decode @ {ph['context']}"
         p.row(label, fmt.seconds(ph["seconds"]), fmt.si(ph["flops_per_gpu"]),
               fmt.nbytes(ph["bytes_per_gpu"]), fmt.sig(ph["arithmetic_intensity"]),
@@ -59,7 +57,7 @@ def render_inference(console: Console, doc: dict[str, Any]) -> None:
                 ("tpot_s", "time per output token", fmt.seconds),
                 ("output_tokens_per_s", "output tokens/s", fmt.sig)):
             b.row(label, show(inf[key]), show(base[key]),
-                  f"{inf[key] / base[key]:.2f}x" if base[key] else "")
+                  f"{inf[key] / base[key]:.2f}x" if inf[key] is not None and base[key] else "")
         for key in ("weights", "kv_cache", "peak_per_gpu"):
             mine, theirs = inf["memory_bytes"][key], base["memory_bytes"][key]
             b.row(f"memory {key.replace('_', ' ')}", fmt.nbytes(mine), fmt.nbytes(theirs),

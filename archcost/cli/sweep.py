@@ -199,7 +199,7 @@ def sweep(
     doc = {
         "schema_version": SCHEMA_VERSION, "kind": "sweep",
         "model": {"name": spec.name, "file": spec.path.name, "builder": spec.builder_name,
-                  "config": spec.builder_config(1, seq_len)},
+                  "config": spec.model_config(1, seq_len)},
         "base": {"cluster": cluster, "gpus": gpus_n, "gbs": gbs, "seq_len": seq_len,
                  "dtype": dtype, "objective": objective, "runtime": stack.name},
         "prices_usd_per_gpu_hour": prices,

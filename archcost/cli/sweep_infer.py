@@ -69,8 +69,8 @@ def run_infer_sweep(*, model: str, set_: list[str] | None, axes, base: dict[str,
     doc = {
         "schema_version": 1, "kind": "sweep", "mode": "inference",
         "model": {"name": spec.name, "file": spec.path.name, "builder": spec.builder_name,
-                  "config": spec.builder_config(base["batch"],
-                                                base["input_len"] + base["output_len"])},
+                  "config": spec.model_config(base["batch"],
+                                              base["input_len"] + base["output_len"])},
         "base": {**base, "runtime": runtime.name},
         **grid,
     }
@@ -115,5 +115,5 @@ def _render(console, doc: dict[str, Any]) -> None:
                 fmt.seconds(p["tpot_s"]), fmt.si(p["output_tokens_per_s_per_gpu"]),
                 fmt.nbytes(p["peak_per_gpu_bytes"]),
                 "yes" if p["fits"] else ("no", "bold red"),
-                f"{p['prefill_bound']} / {p['decode_bound']}")
+                f"{p['prefill_bound']} / {p.get('decode_bound', '-')}")
     tab.print(console)

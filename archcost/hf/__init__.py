@@ -223,7 +223,8 @@ def load_hf(text: str, overrides: dict[str, Any] | None = None) -> ModelSpec:
         from archcost.hf.cache import infer_step, kv_cache
 
         hooks = {"kv_cache_fn": kv_cache, "infer_step_fn": infer_step}
-    return ModelSpec(path, task.name, build, inputs, None, overrides, label=name, **hooks)
+    return ModelSpec(path, task.name, build, inputs, None, overrides, label=name,
+                     workload_keys=("seq_len", "batch_size"), **hooks)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -46,6 +46,12 @@ def _phase(costs: InferenceCosts, batch: int, step: InferStep) -> dict[str, Any]
             **roof}
 
 
+def _tpot(seconds: float, output_len: int) -> float | None:
+    """The mean decode step; None (no TPOT) for one output token, which no decode step
+    produces."""
+    return seconds if output_len > 1 else None
+
+
 def inference_section(costs: InferenceCosts, batch: int, input_len: int, output_len: int
                       ) -> dict[str, Any]:
     """The ``inference`` section: static batching of ``batch`` sequences of ``input_len``
@@ -57,15 +63,17 @@ def inference_section(costs: InferenceCosts, batch: int, input_len: int, output_
     mem = dict(run.memory_bytes)
     mem["capacity"] = float(costs.gpu.mem_bytes)
     mem["usable"] = float(costs.capacity_bytes)
+    phases = {"prefill": _phase(costs, batch, InferStep.prefill(1, input_len))}
+    if output_len > 1:  # one output token comes out of the prefill: no decode step runs
+        phases["decode"] = _phase(costs, batch, InferStep.decode(1, mid))
     return {
         "batch": batch, "input_len": input_len, "output_len": output_len,
-        "ttft_s": run.ttft_s, "tpot_s": run.tpot_s, "e2e_s": run.e2e_s,
+        "ttft_s": run.ttft_s, "tpot_s": _tpot(run.tpot_s, output_len), "e2e_s": run.e2e_s,
         "output_tokens_per_s": run.output_tokens_per_s,
         "output_tokens_per_s_per_gpu": run.output_tokens_per_s_per_gpu,
         "tpot_by_context": [{"context": int(c), "seconds": float(s)}
                             for c, s in run.tpot_by_context],
-        "phases": {"prefill": _phase(costs, batch, InferStep.prefill(1, input_len)),
-                   "decode": _phase(costs, batch, InferStep.decode(1, mid))},
+        "phases": phases,
         "memory_bytes": mem,
         "kv_cache_bytes_per_token": costs.kv_bytes_per_token(),
         "fits": bool(run.fits),
@@ -101,7 +109,7 @@ def baseline_section(costs: InferenceCosts, batch: int, input_len: int, output_l
     from archcost.infer.serving import static_serving
 
     run = static_serving(costs, batch, input_len, output_len)
-    return {"ttft_s": run.ttft_s, "tpot_s": run.tpot_s, "e2e_s": run.e2e_s,
+    return {"ttft_s": run.ttft_s, "tpot_s": _tpot(run.tpot_s, output_len), "e2e_s": run.e2e_s,
             "output_tokens_per_s": run.output_tokens_per_s,
             "output_tokens_per_s_per_gpu": run.output_tokens_per_s_per_gpu,
             "memory_bytes": {k: float(v) for k, v in run.memory_bytes.items()},

@@ -11,9 +11,11 @@ is ``missing``, one whose value is there but no finite number is ``invalid``, an
 a regression (exit 1); a yes/no metric (``fits``, ``feasible``) regresses when it turns no,
 whatever the threshold. A metric only HEAD has is noted and not compared.
 
-``diff_documents`` refuses (DocumentError, exit 2) documents of different kinds or schema
-versions, of different models (name or builder configuration) unless ``force``, and a BASE
-without any of the metrics watched by default.
+``diff_documents`` refuses (DocumentError, exit 2) documents of different kinds, modes or
+schema versions (a training against an inference sweep; inference documents of static
+batching, continuous batching at a rate and a serving search watch different metrics), of
+different models (name or builder configuration) unless ``force``, and a BASE without any of
+the metrics watched by default.
 
 Sweeps (``archcost sweep -o``) are compared point by point (``metrics`` names the metrics).
 Watched by default: ``best.step_time``, every ``step_time@*`` and ``fits@*``,
@@ -26,7 +28,11 @@ time; watch it with ``--metrics 'memory.peak@*'``. Inference sweeps (``sweep --i
 the points both have, with a note (a BASE point outside HEAD's grid is not ``missing``).
 
 Inference documents (``archcost infer -o``) watch ``fits``, ``ttft``, ``tpot``,
-``tokens_per_s_per_gpu`` and ``memory.peak`` (per GPU).
+``tokens_per_s_per_gpu`` and ``memory.peak`` (per GPU); at a rate (``--rate``) also
+``continuous.ttft.p90``, ``continuous.tpot.p90``, ``continuous.tokens_per_s`` and
+``continuous.stable``; a serving search (``--gpus``) ``plans_meeting_slo`` and
+``best.tokens_per_s_per_gpu``. Documents priced at other settings (batch, lengths, precision,
+rate, hardware, SLOs) are compared with a note naming them.
 """
 
 from __future__ import annotations
@@ -77,7 +83,8 @@ class Row:
     relative: float | None  # (head - base) / |base|; inf when base is 0
     watched: bool
     regressed: bool
-    status: str  # regressed, missing, invalid, worse, improved, within, changed, same, new, gone
+    status: str  # regressed, missing, invalid, worse, improved, within, changed, same, new, gone,
+    # n/a (the figure does not apply to one side, e.g. the TPOT of one output token)
     absolute: bool = False  # the threshold applies to delta (points), not to relative
 
 
@@ -141,6 +148,24 @@ def _model_key(doc: dict[str, Any]) -> tuple[str, Any]:
     return str(model.get("name")), model.get("config") or {}
 
 
+def _a(words: str) -> str:
+    """``words`` with its indefinite article: an inference, a training."""
+    return ("an " if words[:1] in "aeiou" else "a ") + words
+
+
+def _inference_mode(doc: dict[str, Any]) -> str:
+    """What an inference document prices, which decides the metrics it has: static batching,
+    continuous batching at a rate (--rate), or a serving search (--gpus, static or
+    --continuous)."""
+    batching = (doc.get("workload") or {}).get("batching")
+    if "search" in doc:
+        return ("a serving search under continuous batching (--gpus --continuous)"
+                if batching == "continuous" else "a serving search (--gpus)")
+    if (doc.get("inference") or {}).get("continuous") is not None:
+        return "continuous batching (--rate)"
+    return "static batching"
+
+
 def _check_pair(base: dict[str, Any], head: dict[str, Any], force: bool) -> list[str]:
     notes = []
     if base["kind"] != head["kind"]:
@@ -148,8 +173,14 @@ def _check_pair(base: dict[str, Any], head: dict[str, Any], force: bool) -> list
                             "compare documents of the same kind")
     modes = [d.get("mode", "training") for d in (base, head)]
     if modes[0] != modes[1]:
-        raise DocumentError(f"BASE is a {modes[0]} sweep and HEAD a {modes[1]} sweep: compare "
-                            "sweeps of the same mode (sweep --infer against sweep --infer)")
+        raise DocumentError(f"BASE is {_a(modes[0])} sweep and HEAD {_a(modes[1])} sweep: "
+                            "compare sweeps of the same mode (sweep --infer against sweep "
+                            "--infer)")
+    if base["kind"] == "inference":
+        modes = [_inference_mode(d) for d in (base, head)]
+        if modes[0] != modes[1]:
+            raise DocumentError(f"BASE prices {modes[0]} and HEAD {modes[1]}: compare "
+                                "inference documents of the same mode")
     if base["schema_version"] != head["schema_version"]:
         raise DocumentError(f"BASE has schema_version {base['schema_version']} and HEAD "
                             f"{head['schema_version']}: regenerate the older one with this "
@@ -172,7 +203,13 @@ def _watched(requested: Iterable[str] | None, kind: str, base: dict[str, Metric]
     def keep(name: str, out: list[str]) -> None:
         if name in out:
             return
-        if name not in head and outside(name):
+        na = [f"{side} has {m.na}" for side, m in (("BASE", base.get(name)),
+                                                   ("HEAD", head.get(name))) if m and m.na]
+        if len(na) == 1:
+            notes.append(f"{name}: {na[0]}; not compared")
+        elif na:  # applies to neither: the same
+            pass
+        elif name not in head and outside(name):
             notes.append(f"{name}: its point is not in HEAD's grid; not compared")
         elif name not in base:
             notes.append(f"{name} is only in HEAD: not compared")
@@ -230,6 +267,9 @@ def _row(name: str, b: Metric | None, h: Metric | None, watched: bool, threshold
         row.head = h.invalid or hv if h else None
         row.status, row.regressed = "invalid", watched
         return row
+    if (b and b.na) or (h and h.na):  # does not apply on one side: nothing to compare
+        row.status = "same" if b and b.na and h and h.na else "n/a"
+        return row
     if bv is None and hv is None:
         return row
     if b is None or bv is None:
@@ -282,6 +322,39 @@ def _sweep_notes(base: dict[str, Any], head: dict[str, Any]) -> list[str]:
     return notes
 
 
+_HARDWARE_SETTINGS = ("gpu", "cluster", "tp", "pp", "gpus", "usable_memory")
+
+
+def _inference_settings(doc: dict[str, Any]) -> dict[str, str]:
+    """What an inference document was priced at: its workload (batch, lengths, precision,
+    runtime, batching), the request rate, the hardware and parallelism, a search's SLOs."""
+    out = {}
+    for k, v in (doc.get("workload") or {}).items():
+        out[k] = ",".join(map(str, v)) if isinstance(v, list) else str(v)
+    cont = (doc.get("inference") or {}).get("continuous")
+    if isinstance(cont, dict) and cont.get("rate_per_s") is not None:
+        out["rate"] = f"{cont['rate_per_s']:g}/s"
+    hw = doc.get("hardware") or {}
+    out.update({k: str(hw[k]) for k in _HARDWARE_SETTINGS if k in hw})
+    search = doc.get("search") if isinstance(doc.get("search"), dict) else {}
+    for key in ("ttft_slo_s", "tpot_slo_s"):
+        if search.get(key) is not None:
+            out[key[:-2]] = fmt.seconds(search[key])
+    return out
+
+
+def _inference_notes(base: dict[str, Any], head: dict[str, Any]) -> list[str]:
+    b, h = _inference_settings(base), _inference_settings(head)
+    keys = [k for k in dict.fromkeys([*b, *h]) if b.get(k) != h.get(k)]
+    if not keys:
+        return []
+
+    def side(d: dict[str, str]) -> str:
+        return ", ".join(f"{k}={d.get(k, '-')}" for k in keys)
+
+    return [f"different settings: BASE {side(b)}; HEAD {side(h)}"]
+
+
 def _outside_grid(base: dict[str, Any], head: dict[str, Any],
                   hm: dict[str, Metric]) -> Callable[[str], bool]:
     """Whether a metric of BASE belongs to a sweep point HEAD's grid does not have (sweeps over
@@ -300,6 +373,8 @@ def diff_documents(base: dict[str, Any], head: dict[str, Any], *,
     notes = _check_pair(base, head, force)
     if base["kind"] == "sweep":
         notes += _sweep_notes(base, head)
+    elif base["kind"] == "inference":
+        notes += _inference_notes(base, head)
     bm, hm = metrics_of(base), metrics_of(head)
     outside = _outside_grid(base, head, hm)
     watched = _watched(metrics, base["kind"], bm, hm, notes, outside)
@@ -320,7 +395,8 @@ def format_value(value, unit: str) -> str:
     return {"s": fmt.seconds, "B": fmt.nbytes, "FLOP": lambda v: fmt.si(v, "FLOP"),
             "bool": lambda v: "yes" if v else "no",
             "count": fmt.count, "ratio": lambda v: fmt.percent(v, 2),
-            "tokens/s": lambda v: f"{fmt.si(v)} tok/s", "J": lambda v: fmt.si(v, "J", 4),
+            "tokens/s": lambda v: f"{fmt.si(v)} tok/s",
+            "requests/s": lambda v: f"{fmt.si(v)} req/s", "J": lambda v: fmt.si(v, "J", 4),
             "tokens/J": lambda v: f"{fmt.si(v, digits=4)} tok/J", "elasticity": lambda v: f"{v:+.3f}",
             "$": lambda v: fmt.usd(v, 4)}.get(unit, fmt.number)(value)
 
@@ -373,14 +449,14 @@ def summary(result: DiffResult) -> str:
 
 STATUS_TEXT = {"regressed": "regressed", "missing": "missing", "invalid": "invalid",
                "worse": "worse", "improved": "improved", "within": "within",
-               "changed": "changed", "same": "", "new": "new", "gone": "gone"}
+               "changed": "changed", "same": "", "new": "new", "gone": "gone", "n/a": "n/a"}
 STATUS_LEGEND = ("regressed: a watched metric worse past the threshold; missing: a watched "
                  "metric HEAD lacks; invalid: no number where one belongs (all three fail); "
                  "worse: an unwatched metric worse; within: changed by less than the "
                  "threshold; changed: a metric without a better direction; new/gone: in "
-                 "HEAD/BASE only")
+                 "HEAD/BASE only; n/a: does not apply to one side (not compared)")
 _ORDER = {"regressed": 0, "missing": 0, "invalid": 0, "worse": 1, "improved": 2, "within": 3,
-          "changed": 4, "new": 5, "gone": 6, "same": 7}
+          "changed": 4, "new": 5, "gone": 6, "n/a": 6, "same": 7}
 
 
 def other_changes(result: DiffResult) -> list[Row]:

@@ -77,7 +77,8 @@ def _roofline(doc: dict[str, Any], model: str) -> str | None:
                                 f"({fmt.seconds(ph.get('seconds'))} per step)", show=True))
     hw = doc.get("hardware") or {}
     return roofline_chart(
-        "inference-roofline", f"Roofline of prefill and decode: {model}", points, max(peaks), bw,
+        "inference-roofline", f"Roofline of {' and '.join(n for n, _ in phases)}: {model}",
+        points, max(peaks), bw,
         f"one GPU of {hw.get('gpu', '?')}, batch {inf.get('batch')}; coloured: attainable "
         "(on the roof at the phase's intensity), grey: achieved by the priced step",
         list(dict.fromkeys(bounds)), y_label="attainable and achieved (FLOP/s)")

@@ -123,6 +123,9 @@ def _baseline(inf: dict[str, Any]) -> Table:
     for key, label, show in (("ttft_s", "time to first token", fmt.seconds),
                              ("tpot_s", "time per output token", fmt.seconds),
                              ("output_tokens_per_s", "output tokens/s", fmt.si)):
+        if inf.get(key) is None:  # no TPOT: one output token, no decode step
+            rows.append([label, "-", "-", "-"])
+            continue
         a, b = _num(inf.get(key)), _num(base.get(key))
         rows.append([label, show(a), show(b), f"{a / b:.2f}x" if b else "-"])
     for key, label in (*MEMORY_PARTS, ("peak_per_gpu", "peak")):

@@ -3,7 +3,9 @@ better direction: more step time, memory, FLOPs, bytes, parameters, energy or co
 more MFU, tokens/s or tokens per joule is better; texts and elasticities have no direction.
 
 A figure that is there but is no finite number is kept as ``invalid`` (a half-written document
-must not read as one that lacks the metric); an absent one (or null) has no metric.
+must not read as one that lacks the metric); an absent one (or null) has no metric, except
+where null says the figure does not apply (``na``: the TPOT of one output token, which no
+decode step produces).
 
 Analyses: ``params``, ``flops.<phase>``, ``bytes.moved``, ``memory.<part>`` and
 ``memory.static`` (their sum), with ``--hardware`` ``step_time``, ``time.<phase>``, ``mfu``,
@@ -52,6 +54,7 @@ class Metric:
     direction: int  # WORSE_HIGHER, BETTER_HIGHER or NEUTRAL
     absolute: bool = False  # threshold on the absolute change (ratios such as errors)
     invalid: str | None = None  # the value found where a number belongs (value is then None)
+    na: str | None = None  # why the figure does not apply to this document (value is None)
 
 
 def _n(v) -> float | None:
@@ -153,6 +156,8 @@ def _inference_metrics(inf: dict[str, Any], out: dict[str, Metric], at: str = ""
     it)."""
     _put(out, "fits" + at, inf.get("fits"), "bool", BETTER_HIGHER, absolute=True)
     _put(out, "ttft" + at, inf.get("ttft_s"), "s", WORSE_HIGHER)
+    if "tpot_s" in inf and inf["tpot_s"] is None:
+        out["tpot" + at] = Metric(None, "s", WORSE_HIGHER, na="one output token (no decode step)")
     _put(out, "tpot" + at, inf.get("tpot_s"), "s", WORSE_HIGHER)
     _put(out, "e2e" + at, inf.get("e2e_s"), "s", WORSE_HIGHER)
     _put(out, "tokens_per_s" + at, inf.get("output_tokens_per_s"), "tokens/s", BETTER_HIGHER)

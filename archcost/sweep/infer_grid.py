@@ -91,7 +91,7 @@ def run_infer_grid(
             "memory_bytes": {key: inf["memory_bytes"][key] for key in
                              ("weights", "kv_cache", "activations", "peak_per_gpu")},
             "prefill_bound": phases["prefill"]["bound"],
-            "decode_bound": phases["decode"]["bound"]})
+            **({"decode_bound": phases["decode"]["bound"]} if "decode" in phases else {})})
         if progress:
             progress(k + 1, total)
     return grid_result(axes, points, total, t0)
