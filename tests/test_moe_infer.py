@@ -332,3 +332,26 @@ def test_layers_outside_the_main_stack_all_reduce_too():
     assert (w.layers, w.tp_points, w.tp_points_outside) == (3, 2, 4)
     one = collective_cost(Collective.ALL_REDUCE, 4 * w.hidden * w.act_bytes, 2, cluster).seconds
     assert costs.step(4, step)["tp_comm_s"] == pytest.approx(10 * one, rel=1e-12)
+
+
+def test_pipeline_stages_count_every_decoder_layer():
+    """DeepSeek-V3's layout with 1 dense and 3 MoE layers: 4 decoder layers, each a cache
+    (MLA: one latent head of kv_lora_rank + rope dims, copied on every GPU). pp 4 is one layer
+    a stage; pp 3 puts ceil(4 / 3) = 2 layers' caches on the fullest stage:
+    2 * (16 + 8) * 2 bytes per token and layer."""
+    from archcost.cli.infer import one_replica_cluster
+    from archcost.infer.price import InferenceCosts
+    from archcost.runtime import load_runtime
+
+    spec = load_model_file("hf:deepseek-v3", dict(DEEPSEEK_TINY, num_hidden_layers=4))
+
+    def costs(pp):
+        return InferenceCosts(spec, one_replica_cluster("dgx-h100-ndr", pp),
+                              parse_precision("bf16"), load_runtime("eager"), build_len=64,
+                              pp=pp)
+
+    assert costs(4).layer_count() == 4
+    costs(4).check_shapes()  # 4 stages of one layer: accepted
+    per_token_layer = (16 + 8) * 2
+    assert costs(3).kv_bytes_per_gpu(2, 64) == pytest.approx(2 * per_token_layer * 64 * 2)
+    assert costs(4).kv_bytes_per_gpu(2, 64) == pytest.approx(1 * per_token_layer * 64 * 2)

@@ -94,6 +94,10 @@ class InferCapture:
     # the fewest heads of a (batch, heads, tokens, width) tensor the cache holds: the KV heads
     # as cached (one for a latent cache); 0 when it holds none of that shape
     kv_cache_heads: int = 0
+    # the layers the cache holds, one per attention layer (a transformers Cache's layers, a
+    # model file's list): every decoder layer, the ones outside the main repeated stack too
+    # (DeepSeek-V3's dense layers); 0 when the cache's form does not say
+    kv_layers: int = 0
 
 
 def _held_tensors(obj, seen: set[int]) -> list[torch.Tensor]:
@@ -121,6 +125,15 @@ def _cache_windows(cache) -> tuple[int, ...]:
     layers = getattr(cache, "layers", ())
     return tuple(sorted({int(layer.sliding_window) for layer in layers
                          if getattr(layer, "is_sliding", False)}))
+
+
+def _cache_layers(cache) -> int:
+    """Layers a cache holds: a transformers ``Cache``'s layers, or the entries of a list or
+    tuple of per-layer caches; 0 for other forms."""
+    layers = getattr(cache, "layers", None)
+    if isinstance(layers, (list, tuple)):
+        return len(layers)
+    return len(cache) if isinstance(cache, (list, tuple)) else 0
 
 
 def _cache_heads(cache, batch: int) -> int:
@@ -251,7 +264,7 @@ def _capture(spec, step: InferStep, policy, kv_dtype, quantize, dedupe, st, say,
                         kv_cache_bytes=kv_bytes, kv_cache_dtype=str(cache_dtype).removeprefix(
                             "torch."),
                         weight_bytes=weights, packed_bytes=packed, kv_windows=windows,
-                        kv_cache_heads=cache_heads,
+                        kv_cache_heads=cache_heads, kv_layers=_cache_layers(cache),
                         notes=notes + (qstate.notes() if qstate is not None else []))
 
 

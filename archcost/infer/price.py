@@ -216,9 +216,10 @@ class InferenceCosts:
         if kv % self.tp and self.tp % kv:
             raise ConfigError(f"--tp {self.tp} cannot split {name}'s {kv} KV heads (neither "
                               f"divides the other); use a divisor or a multiple of {kv}")
-        if self.pp > w.layers:
-            raise ConfigError(f"--pp {self.pp} is more stages than {name}'s {w.layers} layers; "
-                              f"use at most {w.layers}")
+        layers = self.layer_count()
+        if self.pp > layers:
+            raise ConfigError(f"--pp {self.pp} is more stages than {name}'s {layers} layers; "
+                              f"use at most {layers}")
 
     def notes(self) -> list[str]:
         w = self.workload(InferStep.decode(1, _ANCHORS[0]))
@@ -233,7 +234,8 @@ class InferenceCosts:
                 out.append(note)
         if self.pp > 1:
             out.append(f"pipeline: a step's batch runs as up to {self.pp} micro-batches "
-                       f"through {self.pp} stages of {math.ceil(w.layers / self.pp)} layers; "
+                       f"through {self.pp} stages of {math.ceil(self.layer_count() / self.pp)}"
+                       " layers; "
                        "a prefill fills and drains the stages")
         if self.gpu.matmul_shape_efficiency_warm:
             out.append(f"decode steps whose bytes moved fit in the last-level cache "
@@ -427,10 +429,18 @@ class InferenceCosts:
         cached = self._trace(InferStep.decode(1, _ANCHORS[0])).kv_cache_heads
         return cached or self.workload(InferStep.decode(1, _ANCHORS[0])).shape.kv_heads
 
-    def kv_bytes_per_gpu(self, batch: int, max_len: int) -> float:
+    def layer_count(self) -> int:
+        """Decoder layers: the layers the cache holds where it says (those outside the main
+        stack too: DeepSeek-V3's dense ones), else the main stack's."""
         w = self.workload(InferStep.decode(1, _ANCHORS[0]))
+        return max(w.layers, self._trace(InferStep.decode(1, _ANCHORS[0])).kv_layers)
+
+    def kv_bytes_per_gpu(self, batch: int, max_len: int) -> float:
+        """One GPU's KV cache: its heads' share of its stage's layers (the fullest stage's,
+        every decoder layer holding a cache)."""
         share = max(1.0 / self.tp, 1.0 / max(self.kv_heads(), 1))
-        stage = math.ceil(w.layers / self.pp) / w.layers
+        layers = self.layer_count()
+        stage = math.ceil(layers / self.pp) / layers
         return self.kv_bytes_per_sequence(max_len) * batch * share * stage
 
     def activation_bytes(self, batch: int, step: InferStep) -> float:
