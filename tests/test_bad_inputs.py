@@ -593,3 +593,55 @@ def test_ctrl_c_while_tracing_exits_130_and_writes_nothing(tmp_path):
     assert proc.returncode == 130, stderr
     assert stderr.count("\n") == 1 and "interrupted" in stderr and stdout == ""
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tracing"]
+
+
+# ---- a reader that closes the pipe early (archcost ... | head): a quiet exit 141 ----
+
+@pytest.mark.parametrize("args", [
+    ["profiles", "list"],
+    ["diff", "{R}/gpt2-small-h100.json", "{R}/gpt2-small-h100.json"],
+    ["infer", "{MODELS}/llama.py", "--set", "preset=tiny", "-i", "8", "-n", "4"],
+], ids=["profiles-list", "diff", "infer"])
+def test_a_closed_pipe_ends_quietly_with_141(tmp_path, args):
+    """stdout is a pipe whose read end is closed before archcost starts, so its first write
+    fails with EPIPE: no error line (no "sys.exit" blamed on a model file), no traceback, no
+    "Exception ignored" at exit, status 141 (128 + SIGPIPE, as a shell reports `yes | head`)."""
+    args = [a.format(R=ROOT / "reports", MODELS=MODELS) for a in args]
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        r = subprocess.run([*_archcost(), *args], stdout=write, stderr=subprocess.PIPE,
+                           text=True, timeout=300, cwd=tmp_path)
+    finally:
+        os.close(write)
+    assert r.returncode == 141, r.stderr
+    assert r.stderr == ""
+
+
+def test_reports_errors_tells_a_broken_pipe_from_a_sys_exit(capsys):
+    """rich's console on a broken pipe and a real sys.exit in code a command runs: the first
+    ends quietly (141), the second is still the one error line blaming the sys.exit call."""
+    import typer
+
+    from archcost.cli.common import BROKEN_PIPE, out_console, reports_errors
+
+    @reports_errors
+    def exits(debug: bool = False):
+        sys.exit(3)
+
+    @reports_errors
+    def pipe_closes(debug: bool = False):
+        out_console.on_broken_pipe()
+
+    with pytest.raises(typer.Exit) as stop:
+        exits()
+    assert stop.value.exit_code == 2
+    assert "called sys.exit(3)" in capsys.readouterr().err
+    quiet = out_console.quiet
+    try:
+        with pytest.raises(typer.Exit) as stop:
+            pipe_closes()
+    finally:
+        out_console.quiet = quiet
+    assert stop.value.exit_code == BROKEN_PIPE == 141
+    assert capsys.readouterr().err == ""

@@ -3,15 +3,19 @@
 Every way a command can fail on its input ends the same: one line on stderr, exit code 2, no
 traceback (``--debug`` shows it), no file left behind. ``reports_errors`` does it for errors
 raised while a command runs (``ArchcostError``, a model file's ``sys.exit``; Ctrl-C is one line
-and exit 130); ``OneLineErrors`` for what the command line parser refuses before that (a bad
+and exit 130; a reader that closed the pipe, ``archcost ... | head``, is a quiet exit 141);
+``OneLineErrors`` for what the command line parser refuses before that (a bad
 integer, an unknown option, a missing argument), which click would print as a usage box.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import json
+import os
+import sys
 import traceback
 from pathlib import Path
 from typing import Any
@@ -29,10 +33,23 @@ try:  # recent typer carries its own copy of click
 except ImportError:  # pragma: no cover - older typer on click
     from click.exceptions import ClickException
 
-out_console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+
+
+class _Console(Console):
+    """rich's Console, whose broken pipe reaches ``reports_errors`` as the ``BrokenPipeError``
+    it is: rich's own handler raises ``SystemExit(1)``, which reads as a model file's
+    ``sys.exit``."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        raise BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE))
+
+
+out_console = _Console(highlight=False)
+err_console = _Console(stderr=True, highlight=False)
 
 INTERRUPTED = 130  # 128 + SIGINT, as a shell reports it
+BROKEN_PIPE = 141  # 128 + SIGPIPE, as a shell reports a writer whose reader went away
 
 
 def _error_line(text: str) -> None:
@@ -75,9 +92,22 @@ def _refuse(exc: ClickException):
     raise typer.Exit(2)
 
 
+def _stdout_to_devnull() -> None:
+    """Point stdout at /dev/null, so that flushing it at exit does not fail again on the
+    closed pipe (the idiom of Python's note on SIGPIPE)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout has no file descriptor (a test runner's)
+        pass
+    finally:
+        os.close(devnull)
+
+
 def reports_errors(fn):
     """Turn ArchcostError into one line on stderr and exit 2, Ctrl-C into one line and exit
-    130, a model file's ``sys.exit`` into an error; other exceptions into exit 1."""
+    130, a closed output pipe into a quiet exit 141, a model file's ``sys.exit`` into an
+    error; other exceptions into exit 1."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -86,6 +116,9 @@ def reports_errors(fn):
             return fn(*args, **kwargs)
         except typer.Exit:
             raise
+        except BrokenPipeError:  # the reader went away (| head): end quietly
+            _stdout_to_devnull()
+            raise typer.Exit(BROKEN_PIPE) from None
         except ArchcostError as exc:
             if debug:
                 traceback.print_exc()
