@@ -57,6 +57,10 @@ def pyproject(*run_lines: str, head: str = "[tool.archcost]\n") -> dict[str, str
 
 
 RUN = ("name = 'a'", "kind = 'analyze'", "model = 'tiny_ok.py'")
+TINY_OK = (M / "tiny_ok.py").read_text()
+REPORT = (ROOT / "reports" / "gpt2-small-h100.json").read_text()
+HF_LLAMA = (DATA / "hf" / "llama.json").read_text()
+GPU_YAML = (ROOT / "hardware_profiles" / "gpus" / "h100-sxm.yaml").read_text()
 
 CASES = [
     # ---- model files (analyze) ----
@@ -372,6 +376,39 @@ CASES = [
       "does not exist"),
     c("report-o-unwritable", "report {R}/gpt2-small-h100.json -o /proc/archcost-r.md",
       "cannot create"),
+    # an output that is one of the command's inputs (any spelling of it), or empty
+    c("report-o-is-the-document", "report {T}/same.json -o {T}/./same.json",
+      "is the document RESULT.json", files={"same.json": REPORT}),
+    c("report-o-is-the-timeline", "report {T}/r.json --timeline {T}/t.json -o {T}/t.json",
+      "is the --timeline trace", files={"r.json": REPORT, "t.json": "{}"}),
+    c("analyze-o-is-the-model", "analyze {T}/m.py -s 4 -o {T}/m.py", "is the model file",
+      files={"m.py": TINY_OK}),
+    c("analyze-graph-is-the-hf-config", "analyze hf:{T}/c.json -s 4 --graph {T}/c.json",
+      "is the model file", files={"c.json": HF_LLAMA}),
+    c("analyze-o-is-the-profile", "analyze {T}/m.py -s 4 --hardware {T}/g.yaml -o {T}/g.yaml",
+      "is the --hardware profile", files={"m.py": TINY_OK, "g.yaml": GPU_YAML}),
+    c("plan-o-is-the-model", "plan {T}/m.py -s 4 -o {T}/m.py", "is the model file",
+      files={"m.py": TINY_OK}),
+    c("estimate-timeline-is-the-hf-config", "estimate hf:{T} --plan gbs=8 --timeline "
+      "{T}/config.json", "is the model file", files={"config.json": HF_LLAMA}),
+    c("infer-o-is-the-model", "infer {T}/m.py -i 8 -n 4 -o {T}/m.py", "is the model file",
+      files={"m.py": TINY_OK}),
+    c("sweep-o-is-the-model", "sweep {T}/m.py -s 4 -o {T}/m.py", "is the model file",
+      files={"m.py": TINY_OK}),
+    c("sweep-infer-o-is-the-model", "sweep {T}/m.py:build_model --infer -o {T}/m.py",
+      "is the model file", files={"m.py": TINY_OK}),
+    c("validate-o-is-the-model", "validate {T}/m.py --plan gbs=1 -o {T}/m.py",
+      "is the model file", files={"m.py": TINY_OK}),
+    c("validate-infer-o-is-the-model", "validate {T}/m.py --infer -o {T}/m.py",
+      "is the model file", files={"m.py": TINY_OK}),
+    c("ci-summary-is-the-config", "ci --config {T}/pyproject.toml --summary {T}/pyproject.toml",
+      "is the --config file", files=pyproject(*RUN)),
+    c("analyze-o-empty", f"analyze {TINY} -o ''", "-o '': an empty path"),
+    c("infer-o-empty", "infer {M}/tiny_ok.py -o ''", "-o '': an empty path"),
+    c("sweep-o-empty", "sweep {M}/tiny_ok.py -o ''", "-o '': an empty path"),
+    c("sweep-infer-o-empty", "sweep {M}/tiny_ok.py --infer -o ''", "-o '': an empty path"),
+    c("report-o-empty", "report {R}/gpt2-small-h100.json -o ''", "-o '': an empty path"),
+    c("plan-timeline-empty", "plan {M}/tiny_ok.py --timeline ''", "--timeline '': an empty path"),
     c("calibrate-o-folder", "calibrate -o {T}/p.yaml", "is a folder", files={"p.yaml/k": ""}),
     c("calibrate-o-not-yaml", "calibrate -o {T}/p.txt", "must end in .yaml"),
     c("calibrate-o-missing-folder", "calibrate -o {T}/x/p.yaml", "does not exist"),

@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperGroup
 
-from archcost.errors import ArchcostError, ProfileError
+from archcost.errors import ArchcostError, ConfigError, ProfileError
 from archcost.io import write_files
 
 try:  # recent typer carries its own copy of click
@@ -182,14 +182,37 @@ def given(ctx, name: str) -> bool:
     return source is not None and source.name != "DEFAULT"
 
 
-def check_outputs(**paths: str | None) -> None:
+def model_inputs(model: str | None, hardware: str | None = None) -> dict[str, Path | None]:
+    """What a command that runs a model reads, for ``check_outputs(inputs=...)``: the model
+    file and a profile file given to ``--hardware``."""
+    from archcost.hardware.profile import profile_file
+    from archcost.loader import model_file
+
+    return {"the model file": model_file(model) if model else None,
+            "the --hardware profile": profile_file(hardware) if hardware else None}
+
+
+def check_outputs(*, inputs: dict[str, Path | str | None] | None = None,
+                  **paths: str | None) -> None:
     """Refuse, before any work, output paths no file can be written to (``o=path`` for ``-o``,
-    ``graph=path`` for ``--graph``)."""
-    from archcost.io import check_writable
+    ``graph=path`` for ``--graph``): an empty one, one no file can be created at, and one that
+    is a file the command reads (``inputs``: what it is -> path, e.g. ``{"the model file":
+    ...}``)."""
+    from archcost.io import check_writable, same_file
 
     for name, path in paths.items():
-        if path:
-            check_writable(path, "-o" if name == "o" else f"--{name.replace('_', '-')}")
+        if path is None:
+            continue
+        option = "-o" if name == "o" else f"--{name.replace('_', '-')}"
+        if not path.strip():
+            raise ConfigError(f"{option} {path!r}: an empty path; give the name of a file to "
+                              f"write, or leave {option} out")
+        check_writable(path, option)
+        read = next((what for what, i in (inputs or {}).items()
+                     if i is not None and same_file(path, i)), None)
+        if read is not None:
+            raise ConfigError(f"{option} {path}: is {read}, which this command reads; write to "
+                              "another file")
 
 
 def document_text(doc: dict[str, Any]) -> str:

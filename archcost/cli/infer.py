@@ -11,6 +11,7 @@ from archcost.cli.common import (
     check_outputs,
     emit,
     given,
+    model_inputs,
     out_console,
     reports_errors,
     spinner,
@@ -132,7 +133,7 @@ def infer(
     from archcost.trace.precision import parse_precision
 
     check_usable_memory(usable)
-    check_outputs(o=output)
+    check_outputs(o=output, inputs=model_inputs(model, hardware))
     slos = (_duration(ttft_slo, "--ttft-slo"), _duration(tpot_slo, "--tpot-slo"))
     if (ttft_slo or tpot_slo or continuous) and gpus is None:
         raise ConfigError("--ttft-slo, --tpot-slo and --continuous belong to the serving search; "

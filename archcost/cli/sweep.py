@@ -12,6 +12,7 @@ from archcost.cli.common import (
     check_outputs,
     emit,
     given,
+    model_inputs,
     out_console,
     progress_bar,
     reports_errors,
@@ -162,7 +163,7 @@ def sweep(
 
     stack = load_runtime(runtime)
     parse_precision(dtype, fp8_recipe=fp8_recipe)
-    check_outputs(o=output)
+    check_outputs(o=output, inputs=model_inputs(model, cluster))
     options = capture_options(routing, mask_density, trace_timeout)
     cluster = cluster or FALLBACK_CLUSTER
     if counts is None:  # one node of the cluster

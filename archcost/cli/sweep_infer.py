@@ -23,7 +23,7 @@ def infer_sweep(model, vary, hardware, set_, dtype, batch, input_len, output_len
                 usable, runtime, options, as_json, markdown, as_csv, output, training) -> None:
     """``sweep --infer``: the options checked, the base of the grid from them, then the
     sweep (``training``: the training-only options, option name -> value)."""
-    from archcost.cli.common import check_outputs
+    from archcost.cli.common import check_outputs, model_inputs
     from archcost.cli.options import check_usable_memory
     from archcost.errors import ConfigError
     from archcost.runtime import load_runtime
@@ -35,7 +35,7 @@ def infer_sweep(model, vary, hardware, set_, dtype, batch, input_len, output_len
         raise ConfigError(f"{', '.join(given)}: options of a training sweep, not of --infer; "
                           "vary batch, input_len, output_len, dtype or hardware instead")
     check_usable_memory(usable)
-    check_outputs(o=output)
+    check_outputs(o=output, inputs=model_inputs(model, hardware))
     d = dtype or INFER_DEFAULTS["dtype"]
     if d not in INFER_DTYPES:
         raise ConfigError(f"--dtype {d!r}: inference prices {', '.join(INFER_DTYPES)}")

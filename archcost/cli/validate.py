@@ -6,7 +6,14 @@ from typing import Annotated
 
 import typer
 
-from archcost.cli.common import check_outputs, emit, err_console, out_console, reports_errors
+from archcost.cli.common import (
+    check_outputs,
+    emit,
+    err_console,
+    model_inputs,
+    out_console,
+    reports_errors,
+)
 from archcost.cli.common import spinner as _spinner
 from archcost.cli.options import (
     BATCH,
@@ -150,7 +157,7 @@ def validate(
                           "(mixed precision's fp32 master copies are not materialised)")
     if not timeout > 0:
         raise ConfigError(f"--timeout {timeout}: give a positive number of seconds")
-    check_outputs(o=output)
+    check_outputs(o=output, inputs=model_inputs(model, hardware))
     plan = read_plan(plan_text)
     if plan.gpus != nproc:
         raise ConfigError(f"plan uses dp*tp*pp*cp = {plan.gpus} GPUs but --nproc is {nproc}: "
