@@ -354,6 +354,13 @@ def test_a_lone_gpu_point_of_a_link_grid_is_refused_before_any_trace(monkeypatch
     (["--infer", "--vary", "gbs=8,16"], "--vary gbs: not an inference axis; with --infer vary "
                                         "batch, input_len, output_len"),
     (["--infer", "--gpus", "8"], "--gpus: options of a training sweep, not of --infer"),
+    # what only the training sweep reads, given (at its default too: -s 1024, --objective time)
+    (["--infer", "-s", "64"], "--seq-len: options of a training sweep, not of --infer"),
+    (["--infer", "-s", "1024"], "--seq-len: options of a training sweep"),
+    (["--infer", "--optimizer", "sgd"], "--optimizer: options of a training sweep"),
+    (["--infer", "--objective", "time"], "--objective: options of a training sweep"),
+    (["--infer", "--objective", "cost", "--rerank", "3", "--no-sensitivity"],
+     "--objective, --rerank, --sensitivity/--no-sensitivity: options of a training sweep"),
     (["--batch", "4"], "--batch: options of an inference sweep; add --infer"),
     (["--infer", "--dtype", "fp8"], "--dtype 'fp8': inference prices bf16, fp16, fp32"),
 ])

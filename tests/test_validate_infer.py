@@ -124,6 +124,10 @@ def test_the_readme_command_runs_as_written_and_its_document_is_valid(runner, mo
     ([LLAMA, *TINY, "--infer", "--nproc", "2"], "--infer generates in one process"),
     ([LLAMA, *TINY, "--infer", "-s", "64", "--optimizer", "sgd"],
      "--seq-len and --optimizer: --infer takes its lengths from --input-len"),
+    # given at their defaults: still options --infer does not read
+    ([LLAMA, *TINY, "--infer", "-s", "1024"], "--seq-len: --infer takes its lengths"),
+    ([LLAMA, *TINY, "--infer", "--optimizer", "adamw", "--timeout", "600"],
+     "--optimizer and --timeout: --infer takes"),
     ([LLAMA, *TINY, "--infer", "--dtype", "bf16-mixed"], "validate --infer runs fp32, bf16"),
     ([LLAMA, *TINY], "--plan is missing"),
 ])

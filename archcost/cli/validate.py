@@ -10,6 +10,7 @@ from archcost.cli.common import (
     check_outputs,
     emit,
     err_console,
+    given,
     model_inputs,
     out_console,
     reports_errors,
@@ -108,6 +109,7 @@ def validate(
     as_json: JsonOpt = False,
     output: OutputOpt = None,
     debug: DebugOpt = False,
+    ctx: typer.Context = None,
 ) -> None:
     """Run real timed training steps of MODEL with the plan's data, tensor or pipeline
     parallelism and compare them with the prediction, per component. With --infer: generate
@@ -122,12 +124,13 @@ def validate(
         if nproc != 1:
             raise ConfigError(f"--nproc {nproc}: --infer generates in one process; use "
                               "--nproc 1")
-        unused = [name for name, given in (("--seq-len", seq_len != SEQ_LEN),
-                                           ("--optimizer", optimizer != OPTIMIZER)) if given]
+        unused = [option for name, option in (("seq_len", "--seq-len"),
+                                              ("optimizer", "--optimizer"),
+                                              ("timeout", "--timeout")) if given(ctx, name)]
         if unused:
             raise ConfigError(f"{' and '.join(unused)}: --infer takes its lengths from "
-                              "--input-len and --output-len and runs no optimizer; drop "
-                              f"{' and '.join(unused)}")
+                              "--input-len and --output-len, runs no optimizer and one process "
+                              f"(no --timeout); drop {' and '.join(unused)}")
         validate_infer(model, batch=batch, input_len=input_len, output_len=output_len,
                        device=device, steps=steps, warmup=warmup, hardware=hardware,
                        set_=set_, dtype=dtype, as_json=as_json, output=output)
