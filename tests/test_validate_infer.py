@@ -129,6 +129,8 @@ def test_the_readme_command_runs_as_written_and_its_document_is_valid(runner, mo
     ([LLAMA, *TINY, "--infer", "--optimizer", "adamw", "--timeout", "600"],
      "--optimizer and --timeout: --infer takes"),
     ([LLAMA, *TINY, "--infer", "--dtype", "bf16-mixed"], "validate --infer runs fp32, bf16"),
+    ([LLAMA, *TINY, "--infer", "--hardware", "dgx-h100-ndr"],
+     "--hardware dgx-h100-ndr describes a GPU (h100-sxm), but --device cpu runs on this CPU"),
     ([LLAMA, *TINY], "--plan is missing"),
 ])
 def test_bad_input_is_one_line(runner, argv, message):
