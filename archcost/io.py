@@ -27,6 +27,9 @@ def check_writable(path: Path | str, option: str = "-o") -> Path:
     if path.is_dir():
         raise ConfigError(f"{option} {path}: is a folder; give the name of a file to write")
     directory = path.parent if str(path.parent) else Path(".")
+    if directory.exists() and not directory.is_dir():
+        raise ConfigError(f"{option} {path}: {directory} is a file, not a folder; give a path "
+                          "in a folder")
     if not directory.is_dir():
         raise ConfigError(f"{option} {path}: folder {directory} does not exist; create it first")
     probe = path.with_name(f".{path.name}.{secrets.token_hex(4)}.probe")

@@ -353,6 +353,8 @@ CASES = [
     # ---- output paths ----
     c("analyze-o-folder", f"analyze {TINY} -o {{T}}", "is a folder"),
     c("analyze-o-missing-folder", f"analyze {TINY} -o {{T}}/no/such/r.json", "does not exist"),
+    c("infer-o-under-a-file", "infer {M}/tiny_ok.py -o {T}/f.json/x.json",
+      "f.json is a file, not a folder", files={"f.json": "{}"}),
     c("analyze-o-unwritable", f"analyze {TINY} -o /proc/archcost-r.json", "cannot create a file"),
     c("analyze-graph-folder", f"analyze {TINY} --graph {{T}}/g.json/", "is a folder",
       files={"g.json/keep": ""}),
