@@ -15,6 +15,15 @@ class ConfigError(ArchcostError):
     """Bad command-line values, ``--set`` overrides or configuration files."""
 
 
+class SequenceLimitError(ConfigError):
+    """A sequence longer than the model's positions: ``tokens`` past ``most`` (its config's
+    ``field``). The message names training's ``-s``; generation names its own options."""
+
+    def __init__(self, message: str, *, tokens: int, field: str, most: int):
+        super().__init__(message)
+        self.tokens, self.field, self.most = tokens, field, most
+
+
 class ModelFileError(ArchcostError):
     """The model file is missing, does not import, or breaks the model-file convention."""
 

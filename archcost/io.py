@@ -18,7 +18,7 @@ from typing import Any
 
 from archcost.errors import ConfigError
 
-__all__ = ["atomic_write_text", "check_writable", "write_files", "write_json"]
+__all__ = ["atomic_write_text", "check_writable", "same_file", "write_files", "write_json"]
 
 
 def check_writable(path: Path | str, option: str = "-o") -> Path:
@@ -27,6 +27,9 @@ def check_writable(path: Path | str, option: str = "-o") -> Path:
     if path.is_dir():
         raise ConfigError(f"{option} {path}: is a folder; give the name of a file to write")
     directory = path.parent if str(path.parent) else Path(".")
+    if directory.exists() and not directory.is_dir():
+        raise ConfigError(f"{option} {path}: {directory} is a file, not a folder; give a path "
+                          "in a folder")
     if not directory.is_dir():
         raise ConfigError(f"{option} {path}: folder {directory} does not exist; create it first")
     probe = path.with_name(f".{path.name}.{secrets.token_hex(4)}.probe")
@@ -37,6 +40,15 @@ def check_writable(path: Path | str, option: str = "-o") -> Path:
                           f"({exc.strerror or exc}); choose another folder") from None
     _remove(probe)
     return path
+
+
+def same_file(a: Path | str, b: Path | str) -> bool:
+    """Whether ``a`` and ``b`` are one existing file (through a relative path, ``~``, a
+    symbolic or a hard link); a path that does not exist is no file's."""
+    try:
+        return os.path.samefile(Path(a).expanduser(), Path(b).expanduser())
+    except (OSError, ValueError):
+        return False
 
 
 def atomic_write_text(path: Path | str, text: str) -> None:

@@ -49,7 +49,7 @@ from typing import Any
 
 from archcost.errors import ArchcostError, ModelFileError
 
-__all__ = ["ModelSpec", "load_model_file", "parse_overrides", "parse_value"]
+__all__ = ["ModelSpec", "load_model_file", "model_file", "parse_overrides", "parse_value"]
 
 
 def parse_value(text: str) -> Any:
@@ -236,6 +236,21 @@ def default_loss(output):
     )
 
 
+def _split_target(target: str) -> tuple[str, str]:
+    """(path, builder name or '') of ``path/to/model.py[:builder]``."""
+    path_text, _, builder_name = target.partition(":") if target.count(":") == 1 else (target, "", "")
+    return path_text, builder_name
+
+
+def model_file(target: str) -> Path:
+    """The file a model argument reads: ``path/to/model.py[:builder]``'s Python file, or
+    ``hf:CONFIG``'s config.json (a folder's); a bundled ``hf:`` name names no file here."""
+    if target.startswith("hf:"):
+        path = Path(target[3:]).expanduser()
+        return path / "config.json" if path.is_dir() else path
+    return Path(_split_target(target)[0]).expanduser()
+
+
 def load_model_file(target: str, overrides: dict[str, Any] | None = None) -> ModelSpec:
     """Import ``path/to/model.py[:builder]`` and check the convention and the overrides;
     ``hf:CONFIG`` builds a Hugging Face model from its config instead (:mod:`archcost.hf`)."""
@@ -243,7 +258,7 @@ def load_model_file(target: str, overrides: dict[str, Any] | None = None) -> Mod
         from archcost.hf import load_hf
 
         return load_hf(target[3:], overrides)
-    path_text, _, builder_name = target.partition(":") if target.count(":") == 1 else (target, "", "")
+    path_text, builder_name = _split_target(target)
     builder_name = builder_name or "build_model"
     path = Path(path_text)
     if not path.is_file():

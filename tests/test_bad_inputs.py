@@ -57,6 +57,10 @@ def pyproject(*run_lines: str, head: str = "[tool.archcost]\n") -> dict[str, str
 
 
 RUN = ("name = 'a'", "kind = 'analyze'", "model = 'tiny_ok.py'")
+TINY_OK = (M / "tiny_ok.py").read_text()
+REPORT = (ROOT / "reports" / "gpt2-small-h100.json").read_text()
+HF_LLAMA = (DATA / "hf" / "llama.json").read_text()
+GPU_YAML = (ROOT / "hardware_profiles" / "gpus" / "h100-sxm.yaml").read_text()
 
 CASES = [
     # ---- model files (analyze) ----
@@ -349,6 +353,8 @@ CASES = [
     # ---- output paths ----
     c("analyze-o-folder", f"analyze {TINY} -o {{T}}", "is a folder"),
     c("analyze-o-missing-folder", f"analyze {TINY} -o {{T}}/no/such/r.json", "does not exist"),
+    c("infer-o-under-a-file", "infer {M}/tiny_ok.py -o {T}/f.json/x.json",
+      "f.json is a file, not a folder", files={"f.json": "{}"}),
     c("analyze-o-unwritable", f"analyze {TINY} -o /proc/archcost-r.json", "cannot create a file"),
     c("analyze-graph-folder", f"analyze {TINY} --graph {{T}}/g.json/", "is a folder",
       files={"g.json/keep": ""}),
@@ -372,6 +378,39 @@ CASES = [
       "does not exist"),
     c("report-o-unwritable", "report {R}/gpt2-small-h100.json -o /proc/archcost-r.md",
       "cannot create"),
+    # an output that is one of the command's inputs (any spelling of it), or empty
+    c("report-o-is-the-document", "report {T}/same.json -o {T}/./same.json",
+      "is the document RESULT.json", files={"same.json": REPORT}),
+    c("report-o-is-the-timeline", "report {T}/r.json --timeline {T}/t.json -o {T}/t.json",
+      "is the --timeline trace", files={"r.json": REPORT, "t.json": "{}"}),
+    c("analyze-o-is-the-model", "analyze {T}/m.py -s 4 -o {T}/m.py", "is the model file",
+      files={"m.py": TINY_OK}),
+    c("analyze-graph-is-the-hf-config", "analyze hf:{T}/c.json -s 4 --graph {T}/c.json",
+      "is the model file", files={"c.json": HF_LLAMA}),
+    c("analyze-o-is-the-profile", "analyze {T}/m.py -s 4 --hardware {T}/g.yaml -o {T}/g.yaml",
+      "is the --hardware profile", files={"m.py": TINY_OK, "g.yaml": GPU_YAML}),
+    c("plan-o-is-the-model", "plan {T}/m.py -s 4 -o {T}/m.py", "is the model file",
+      files={"m.py": TINY_OK}),
+    c("estimate-timeline-is-the-hf-config", "estimate hf:{T} --plan gbs=8 --timeline "
+      "{T}/config.json", "is the model file", files={"config.json": HF_LLAMA}),
+    c("infer-o-is-the-model", "infer {T}/m.py -i 8 -n 4 -o {T}/m.py", "is the model file",
+      files={"m.py": TINY_OK}),
+    c("sweep-o-is-the-model", "sweep {T}/m.py -s 4 -o {T}/m.py", "is the model file",
+      files={"m.py": TINY_OK}),
+    c("sweep-infer-o-is-the-model", "sweep {T}/m.py:build_model --infer -o {T}/m.py",
+      "is the model file", files={"m.py": TINY_OK}),
+    c("validate-o-is-the-model", "validate {T}/m.py --plan gbs=1 -o {T}/m.py",
+      "is the model file", files={"m.py": TINY_OK}),
+    c("validate-infer-o-is-the-model", "validate {T}/m.py --infer -o {T}/m.py",
+      "is the model file", files={"m.py": TINY_OK}),
+    c("ci-summary-is-the-config", "ci --config {T}/pyproject.toml --summary {T}/pyproject.toml",
+      "is the --config file", files=pyproject(*RUN)),
+    c("analyze-o-empty", f"analyze {TINY} -o ''", "-o '': an empty path"),
+    c("infer-o-empty", "infer {M}/tiny_ok.py -o ''", "-o '': an empty path"),
+    c("sweep-o-empty", "sweep {M}/tiny_ok.py -o ''", "-o '': an empty path"),
+    c("sweep-infer-o-empty", "sweep {M}/tiny_ok.py --infer -o ''", "-o '': an empty path"),
+    c("report-o-empty", "report {R}/gpt2-small-h100.json -o ''", "-o '': an empty path"),
+    c("plan-timeline-empty", "plan {M}/tiny_ok.py --timeline ''", "--timeline '': an empty path"),
     c("calibrate-o-folder", "calibrate -o {T}/p.yaml", "is a folder", files={"p.yaml/k": ""}),
     c("calibrate-o-not-yaml", "calibrate -o {T}/p.txt", "must end in .yaml"),
     c("calibrate-o-missing-folder", "calibrate -o {T}/x/p.yaml", "does not exist"),
@@ -593,3 +632,55 @@ def test_ctrl_c_while_tracing_exits_130_and_writes_nothing(tmp_path):
     assert proc.returncode == 130, stderr
     assert stderr.count("\n") == 1 and "interrupted" in stderr and stdout == ""
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tracing"]
+
+
+# ---- a reader that closes the pipe early (archcost ... | head): a quiet exit 141 ----
+
+@pytest.mark.parametrize("args", [
+    ["profiles", "list"],
+    ["diff", "{R}/gpt2-small-h100.json", "{R}/gpt2-small-h100.json"],
+    ["infer", "{MODELS}/llama.py", "--set", "preset=tiny", "-i", "8", "-n", "4"],
+], ids=["profiles-list", "diff", "infer"])
+def test_a_closed_pipe_ends_quietly_with_141(tmp_path, args):
+    """stdout is a pipe whose read end is closed before archcost starts, so its first write
+    fails with EPIPE: no error line (no "sys.exit" blamed on a model file), no traceback, no
+    "Exception ignored" at exit, status 141 (128 + SIGPIPE, as a shell reports `yes | head`)."""
+    args = [a.format(R=ROOT / "reports", MODELS=MODELS) for a in args]
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        r = subprocess.run([*_archcost(), *args], stdout=write, stderr=subprocess.PIPE,
+                           text=True, timeout=300, cwd=tmp_path)
+    finally:
+        os.close(write)
+    assert r.returncode == 141, r.stderr
+    assert r.stderr == ""
+
+
+def test_reports_errors_tells_a_broken_pipe_from_a_sys_exit(capsys):
+    """rich's console on a broken pipe and a real sys.exit in code a command runs: the first
+    ends quietly (141), the second is still the one error line blaming the sys.exit call."""
+    import typer
+
+    from archcost.cli.common import BROKEN_PIPE, out_console, reports_errors
+
+    @reports_errors
+    def exits(debug: bool = False):
+        sys.exit(3)
+
+    @reports_errors
+    def pipe_closes(debug: bool = False):
+        out_console.on_broken_pipe()
+
+    with pytest.raises(typer.Exit) as stop:
+        exits()
+    assert stop.value.exit_code == 2
+    assert "called sys.exit(3)" in capsys.readouterr().err
+    quiet = out_console.quiet
+    try:
+        with pytest.raises(typer.Exit) as stop:
+            pipe_closes()
+    finally:
+        out_console.quiet = quiet
+    assert stop.value.exit_code == BROKEN_PIPE == 141
+    assert capsys.readouterr().err == ""

@@ -343,7 +343,9 @@ def test_greedy_generation_past_the_window_matches_recomputing(config):
     ("bert", (), "keeps no KV cache"),
     ("mistral", ("--set", "sliding_window=2"), "give sliding_window >= 4"),
     # max_position_embeddings = 64: 60 + 8 tokens pass it
-    ("llama", ("--input-len", "60"), "infer: --input-len + --output-len"),
+    ("llama", ("--input-len", "60"), "llama: 68 tokens (input + output) pass the model's "
+     "max_position_embeddings = 64; shorten --input-len or --output-len, or --set "
+     "max_position_embeddings=N"),
 ])
 def test_infer_refusals_one_line(config, args, needle):
     res = runner.invoke(app, ["infer", f"hf:{DATA / 'hf' / f'{config}.json'}", "--input-len",
@@ -351,6 +353,7 @@ def test_infer_refusals_one_line(config, args, needle):
     assert res.exit_code == 2, res.output
     lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and needle in lines[0], res.stderr
+    assert " -s " not in lines[0] and "--seq-len" not in lines[0]  # training's options
 
 
 @pytest.mark.parametrize("kind,sets,kv", [

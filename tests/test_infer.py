@@ -324,6 +324,14 @@ def test_infer_json_has_the_documented_keys():
     (("--gpus", "2", "--hardware", "dgx-h100-ndr", "--ignore-memory"), "drop --ignore-memory"),
     (("--gpus", "2", "--hardware", "dgx-h100-ndr", "--tp", "1", "--dtype", "bf16"),
      "drop --tp, --dtype"),  # given at their defaults: still the search's to choose
+    # options this run does not read, given (at their defaults too)
+    (("--precisions", "fp8"), "--precisions: options of the serving search; add --gpus N"),
+    (("--precisions", "bf16,fp8", "--continuous"),
+     "--continuous, --precisions: options of the serving search"),
+    (("--group-size", "64"), "--group-size: the weights per scale of --weights int8/int4"),
+    (("--group-size", "128", "--dtype", "fp8"), "add --weights int8 or int4"),
+    (("--gpus", "2", "--hardware", "dgx-h100-ndr", "--group-size", "64"),
+     "add int8 or int4 to --precisions"),
 ])
 def test_infer_bad_inputs_one_line(args, needle):
     res = _infer(*args)

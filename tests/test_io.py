@@ -92,3 +92,23 @@ def test_a_failed_rename_leaves_no_temporary_file(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="Permission denied"):
         aio.atomic_write_text(tmp_path / "r.json", "{}")
     assert not list(tmp_path.iterdir())
+
+
+def test_same_file_follows_relative_paths_and_links(tmp_path, monkeypatch):
+    """An output is refused when it is an input however it is spelled: a relative path, a
+    symbolic link, a hard link; a path that does not exist is no input's."""
+    src = tmp_path / "model.py"
+    src.write_text("x = 1\n")
+    (tmp_path / "sym.py").symlink_to(src)
+    os.link(src, tmp_path / "hard.py")
+    (tmp_path / "other.py").write_text("x = 1\n")  # same content, another file
+    monkeypatch.chdir(tmp_path)
+    for spelling in ("model.py", "./model.py", str(src), "sym.py", "hard.py"):
+        assert aio.same_file(spelling, src), spelling
+    assert not aio.same_file("other.py", src)
+    assert not aio.same_file("missing.py", src) and not aio.same_file(src, "missing.py")
+    from archcost.cli.common import check_outputs
+
+    with pytest.raises(ConfigError, match="sym.py: is the model file, which this command"):
+        check_outputs(o="sym.py", inputs={"the model file": "model.py"})
+    check_outputs(o="new.json", inputs={"the model file": "model.py", "a profile": None})

@@ -408,11 +408,61 @@ def test_one_trace_memo_serves_the_grid(monkeypatch):
     assert len(calls) > first
 
 
+@pytest.mark.parametrize("axis", ["link_bw=2x", "net_bw=2x", "link_latency=2x",
+                                  "net_latency=0.5x", "scaleup_domain=4,8"])
+def test_a_link_axis_of_a_lone_gpu_is_refused(runner, axis):
+    """A GPU profile has no links: varying one is refused in one line naming a cluster (as a
+    training sweep refuses a GPU profile), the default h100-sxm as much as a named one."""
+    key = axis.partition("=")[0]
+    for hardware in ([], ["--hardware", "a100-sxm-80gb"]):
+        r = runner.invoke(app, ["sweep", *LLAMA, "--infer", "-i", "8", "-n", "4", *hardware,
+                                "--vary", axis])
+        _one_line_exit_2(r, f"--vary {key}:", "is one GPU, with no links to vary",
+                         "--hardware dgx-h100-ndr")
+
+
+def test_a_lone_gpu_point_of_a_link_grid_is_refused_before_any_trace(monkeypatch):
+    """The grid's clusters are built before anything is traced: a link figure at a point whose
+    hardware is one GPU is refused though the first point (a cluster) could be priced, and a
+    cluster's one-GPU replica takes the figure (its links carry no traffic at tp 1, as at one
+    GPU of a training sweep)."""
+    import archcost.infer.price as price
+    from archcost.cli.infer import one_replica_cluster
+    from archcost.errors import ConfigError
+    from archcost.loader import load_model_file, parse_overrides
+    from archcost.runtime import load_runtime
+    from archcost.sweep.axes import parse_vary
+    from archcost.sweep.infer_grid import run_infer_grid
+
+    def no_trace(*_args, **_kwargs):
+        raise AssertionError("traced before the grid was checked")
+
+    monkeypatch.setattr(price, "capture_inference", no_trace)
+    spec = load_model_file(LLAMA[0], parse_overrides(LLAMA[2:]))
+    base = {"hardware": "dgx-h100-ndr", "tp": 1, "pp": 1, "batch": 1, "input_len": 8,
+            "output_len": 4, "dtype": "bf16", "usable_memory": 0.9}
+    kw = dict(spec=spec, base=base, cluster_for=one_replica_cluster,
+              runtime=load_runtime("eager"))
+    with pytest.raises(ConfigError, match="h100-sxm is one GPU, with no links to vary"):
+        run_infer_grid(parse_vary(["hardware=dgx-h100-ndr,h100-sxm", "net_bw=2x"]), **kw)
+    monkeypatch.undo()
+    points = run_infer_grid(parse_vary(["link_bw=1x,2x"]), **kw)["points"]
+    assert [p["cluster"] for p in points] == ["dgx-h100-ndr"] * 2
+    assert points[0]["tpot_s"] == points[1]["tpot_s"] > 0
+
+
 @pytest.mark.parametrize("args, message", [
     (["--vary", "batch=1,2"], "--vary batch: an inference axis; add --infer"),
     (["--infer", "--vary", "gbs=8,16"], "--vary gbs: not an inference axis; with --infer vary "
                                         "batch, input_len, output_len"),
     (["--infer", "--gpus", "8"], "--gpus: options of a training sweep, not of --infer"),
+    # what only the training sweep reads, given (at its default too: -s 1024, --objective time)
+    (["--infer", "-s", "64"], "--seq-len: options of a training sweep, not of --infer"),
+    (["--infer", "-s", "1024"], "--seq-len: options of a training sweep"),
+    (["--infer", "--optimizer", "sgd"], "--optimizer: options of a training sweep"),
+    (["--infer", "--objective", "time"], "--objective: options of a training sweep"),
+    (["--infer", "--objective", "cost", "--rerank", "3", "--no-sensitivity"],
+     "--objective, --rerank, --sensitivity/--no-sensitivity: options of a training sweep"),
     (["--batch", "4"], "--batch: options of an inference sweep; add --infer"),
     (["--infer", "--dtype", "fp8"], "--dtype 'fp8': inference prices bf16, fp16, fp32"),
 ])

@@ -17,7 +17,7 @@ GPT = [str(MODELS / "gpt2.py"), "--set", "layers=2", "--set", "hidden=64", "--se
        "--set", "vocab=256", "-s", "64"]
 MLP = [str(MODELS / "seed_mlp.py"), "-s", "1"]
 LLAMA = [str(MODELS / "llama.py"), "--set", "preset=tiny", "-s", "32"]  # 2 layers, hidden 64
-CLUSTER = ["--hardware", "dgx-h100-ndr"]
+CLUSTER = ["--hardware", "cpu-host"]  # CPU ranks: a GPU cluster is refused on a CPU
 
 
 def _run(runner, args):
@@ -55,7 +55,7 @@ def test_two_processes_move_the_predicted_bytes(runner, zero):
     the bytes handed to collectives in one real step equal the estimate's (all-reduce,
     reduce-scatter + all-gather, and FSDP's gathers before forward and backward)."""
     doc = _run(runner, [*GPT, "--nproc", "2", "--plan", f"dp=2,zero={zero},mbs=4,gbs=8",
-                        "--hardware", "dgx-h100-ndr"])
+                        *CLUSTER])
     rows = _components(doc)
     assert rows["dp_comm_bytes"]["measured"] == pytest.approx(rows["dp_comm_bytes"]["predicted"])
     # time: the step's collectives replayed one at a time after a barrier (what the formulas
@@ -124,8 +124,8 @@ def test_pipeline_sends_the_predicted_bytes_and_computes_the_same_losses(runner,
 def test_a_rank_that_dies_is_named_and_nothing_hangs(runner):
     before = _children()
     r = runner.invoke(app, ["validate", str(DATA / "models" / "dies_on_rank1.py"), "-s", "1",
-                            "--nproc", "2", "--plan", "dp=2,mbs=2,gbs=4", "--hardware",
-                            "dgx-h100-ndr", "--timeout", "120"])
+                            "--nproc", "2", "--plan", "dp=2,mbs=2,gbs=4", *CLUSTER,
+                            "--timeout", "120"])
     assert r.exit_code == 2, r.output
     assert "rank 1 of 2 failed" in r.output and "out of disk space" in r.output
     assert _children() <= before, "no process of the run outlives it"
@@ -162,6 +162,13 @@ def _children() -> set[int]:
     ([*GPT, "--plan", "mbs=4,gbs=4", "--dtype", "bf16-mixed"], "--dtype 'bf16-mixed'"),
     ([*GPT, "--plan", "dp=2,mbs=4,gbs=8", "--nproc", "2", "--hardware", "h100-sxm"],
      "need a cluster profile"),
+    # a GPU's figures against CPU timings: refused, naming the CPU's profile and calibration
+    ([*GPT, "--plan", "mbs=4,gbs=4", "--hardware", "h100-sxm"],
+     "--hardware h100-sxm describes a GPU (h100-sxm), but --device cpu runs on this CPU: leave "
+     "--hardware out (the bundled cpu) or calibrate this CPU (archcost calibrate --device cpu"),
+    ([*GPT, "--plan", "dp=2,mbs=4,gbs=8", "--nproc", "2", "--hardware", "dgx-h100-ndr"],
+     "describes a GPU (h100-sxm), but --device cpu runs on this CPU: leave --hardware out (the "
+     "bundled cpu-host)"),
     ([str(MODELS / "gpt2.py"), "--set", "layers=64", "--set", "hidden=8192", "--set",
       "heads=64", "-s", "64", "--plan", "mbs=1,gbs=1"], "nothing was allocated"),
 ])
@@ -253,3 +260,27 @@ def test_a_step_computing_subnormal_floats_is_named_and_a_bundled_one_is_not(run
     doc = _run(runner, [*MLP, "--plan", "mbs=4,gbs=4"])
     assert doc["validation"]["measured"][0]["subnormal"]["subnormal"] == 0
     assert not [w for w in doc["warnings"] if "subnormal" in w]
+
+
+def test_a_profile_of_another_kind_of_device_is_refused():
+    """A profile says which device it describes (its calibration's device_kind; the bundled
+    cpu and GPU datasheets by name); predictions for one kind against timings of the other are
+    refused, both ways. A file of figures that does not say is taken at its word."""
+    import dataclasses
+
+    from archcost.errors import ConfigError
+    from archcost.hardware.profile import load_gpu
+    from archcost.validate.compare import profile_device, validation_cluster
+
+    cpu, h100 = load_gpu("cpu"), load_gpu("h100-sxm")
+    assert (profile_device(cpu), profile_device(h100)) == ("cpu", "cuda")
+    measured = dataclasses.replace(h100, name="mine", calibration={"device_kind": "cpu"})
+    assert profile_device(measured) == "cpu"
+    assert profile_device(dataclasses.replace(h100, name="mine")) is None
+    assert profile_device(dataclasses.replace(cpu, mem_bytes=1e9)) is None  # edited: not ours
+    with pytest.raises(ConfigError, match="describes a CPU \\(cpu\\), but --device cuda"):
+        validation_cluster("cpu", "cuda", 1)
+    with pytest.raises(ConfigError, match="describes a GPU \\(h100-sxm\\), but --device cpu"):
+        validation_cluster("dgx-h100-ndr", "cpu", 2)
+    assert validation_cluster("h100-sxm", "cuda", 1).gpu == h100
+    assert validation_cluster("cpu-host", "cpu", 2).gpu == cpu

@@ -124,7 +124,13 @@ def test_the_readme_command_runs_as_written_and_its_document_is_valid(runner, mo
     ([LLAMA, *TINY, "--infer", "--nproc", "2"], "--infer generates in one process"),
     ([LLAMA, *TINY, "--infer", "-s", "64", "--optimizer", "sgd"],
      "--seq-len and --optimizer: --infer takes its lengths from --input-len"),
+    # given at their defaults: still options --infer does not read
+    ([LLAMA, *TINY, "--infer", "-s", "1024"], "--seq-len: --infer takes its lengths"),
+    ([LLAMA, *TINY, "--infer", "--optimizer", "adamw", "--timeout", "600"],
+     "--optimizer and --timeout: --infer takes"),
     ([LLAMA, *TINY, "--infer", "--dtype", "bf16-mixed"], "validate --infer runs fp32, bf16"),
+    ([LLAMA, *TINY, "--infer", "--hardware", "dgx-h100-ndr"],
+     "--hardware dgx-h100-ndr describes a GPU (h100-sxm), but --device cpu runs on this CPU"),
     ([LLAMA, *TINY], "--plan is missing"),
 ])
 def test_bad_input_is_one_line(runner, argv, message):

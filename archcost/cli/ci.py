@@ -48,7 +48,8 @@ def ci(
     if only and len(runs) != len(set(only)):
         known = ", ".join(r.name for r in cfg.runs)
         raise ConfigError(f"--only {', '.join(only)}: not all are run names; names: {known}")
-    check_outputs(summary=summary)
+    # an unset $GITHUB_STEP_SUMMARY (outside GitHub Actions) asks for no summary
+    check_outputs(summary=summary or None, inputs={"the --config file": config})
     out = Path(out_dir)
     if not out.is_absolute():
         out = cfg.root / out

@@ -3,15 +3,19 @@
 Every way a command can fail on its input ends the same: one line on stderr, exit code 2, no
 traceback (``--debug`` shows it), no file left behind. ``reports_errors`` does it for errors
 raised while a command runs (``ArchcostError``, a model file's ``sys.exit``; Ctrl-C is one line
-and exit 130); ``OneLineErrors`` for what the command line parser refuses before that (a bad
+and exit 130; a reader that closed the pipe, ``archcost ... | head``, is a quiet exit 141);
+``OneLineErrors`` for what the command line parser refuses before that (a bad
 integer, an unknown option, a missing argument), which click would print as a usage box.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import json
+import os
+import sys
 import traceback
 from pathlib import Path
 from typing import Any
@@ -21,7 +25,7 @@ from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperGroup
 
-from archcost.errors import ArchcostError, ProfileError
+from archcost.errors import ArchcostError, ConfigError, ProfileError
 from archcost.io import write_files
 
 try:  # recent typer carries its own copy of click
@@ -29,10 +33,23 @@ try:  # recent typer carries its own copy of click
 except ImportError:  # pragma: no cover - older typer on click
     from click.exceptions import ClickException
 
-out_console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+
+
+class _Console(Console):
+    """rich's Console, whose broken pipe reaches ``reports_errors`` as the ``BrokenPipeError``
+    it is: rich's own handler raises ``SystemExit(1)``, which reads as a model file's
+    ``sys.exit``."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        raise BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE))
+
+
+out_console = _Console(highlight=False)
+err_console = _Console(stderr=True, highlight=False)
 
 INTERRUPTED = 130  # 128 + SIGINT, as a shell reports it
+BROKEN_PIPE = 141  # 128 + SIGPIPE, as a shell reports a writer whose reader went away
 
 
 def _error_line(text: str) -> None:
@@ -75,9 +92,22 @@ def _refuse(exc: ClickException):
     raise typer.Exit(2)
 
 
+def _stdout_to_devnull() -> None:
+    """Point stdout at /dev/null, so that flushing it at exit does not fail again on the
+    closed pipe (the idiom of Python's note on SIGPIPE)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout has no file descriptor (a test runner's)
+        pass
+    finally:
+        os.close(devnull)
+
+
 def reports_errors(fn):
     """Turn ArchcostError into one line on stderr and exit 2, Ctrl-C into one line and exit
-    130, a model file's ``sys.exit`` into an error; other exceptions into exit 1."""
+    130, a closed output pipe into a quiet exit 141, a model file's ``sys.exit`` into an
+    error; other exceptions into exit 1."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -86,6 +116,9 @@ def reports_errors(fn):
             return fn(*args, **kwargs)
         except typer.Exit:
             raise
+        except BrokenPipeError:  # the reader went away (| head): end quietly
+            _stdout_to_devnull()
+            raise typer.Exit(BROKEN_PIPE) from None
         except ArchcostError as exc:
             if debug:
                 traceback.print_exc()
@@ -149,14 +182,37 @@ def given(ctx, name: str) -> bool:
     return source is not None and source.name != "DEFAULT"
 
 
-def check_outputs(**paths: str | None) -> None:
+def model_inputs(model: str | None, hardware: str | None = None) -> dict[str, Path | None]:
+    """What a command that runs a model reads, for ``check_outputs(inputs=...)``: the model
+    file and a profile file given to ``--hardware``."""
+    from archcost.hardware.profile import profile_file
+    from archcost.loader import model_file
+
+    return {"the model file": model_file(model) if model else None,
+            "the --hardware profile": profile_file(hardware) if hardware else None}
+
+
+def check_outputs(*, inputs: dict[str, Path | str | None] | None = None,
+                  **paths: str | None) -> None:
     """Refuse, before any work, output paths no file can be written to (``o=path`` for ``-o``,
-    ``graph=path`` for ``--graph``)."""
-    from archcost.io import check_writable
+    ``graph=path`` for ``--graph``): an empty one, one no file can be created at, and one that
+    is a file the command reads (``inputs``: what it is -> path, e.g. ``{"the model file":
+    ...}``)."""
+    from archcost.io import check_writable, same_file
 
     for name, path in paths.items():
-        if path:
-            check_writable(path, "-o" if name == "o" else f"--{name.replace('_', '-')}")
+        if path is None:
+            continue
+        option = "-o" if name == "o" else f"--{name.replace('_', '-')}"
+        if not path.strip():
+            raise ConfigError(f"{option} {path!r}: an empty path; give the name of a file to "
+                              f"write, or leave {option} out")
+        check_writable(path, option)
+        read = next((what for what, i in (inputs or {}).items()
+                     if i is not None and same_file(path, i)), None)
+        if read is not None:
+            raise ConfigError(f"{option} {path}: is {read}, which this command reads; write to "
+                              "another file")
 
 
 def document_text(doc: dict[str, Any]) -> str:

@@ -11,6 +11,7 @@ from archcost.cli.common import (
     check_outputs,
     emit,
     given,
+    model_inputs,
     out_console,
     reports_errors,
     spinner,
@@ -132,11 +133,9 @@ def infer(
     from archcost.trace.precision import parse_precision
 
     check_usable_memory(usable)
-    check_outputs(o=output)
+    check_outputs(o=output, inputs=model_inputs(model, hardware))
     slos = (_duration(ttft_slo, "--ttft-slo"), _duration(tpot_slo, "--tpot-slo"))
-    if (ttft_slo or tpot_slo or continuous) and gpus is None:
-        raise ConfigError("--ttft-slo, --tpot-slo and --continuous belong to the serving search; "
-                          "add --gpus N")
+    _check_mode_options(ctx, gpus, weights, precisions)
     if dtype not in _DTYPES:
         raise ConfigError(f"--dtype {dtype!r}: use one of {', '.join(_DTYPES)}")
     if kv_dtype is not None and kv_dtype not in _KV_DTYPES:
@@ -202,6 +201,27 @@ def infer(
         from archcost.cli.render_infer import render_inference
 
         render_inference(out_console, doc)
+
+
+# options only the serving search (--gpus) reads: parameter -> option
+_SEARCH_ONLY = {"ttft_slo": "--ttft-slo", "tpot_slo": "--tpot-slo", "continuous": "--continuous",
+                "precisions": "--precisions"}
+
+
+def _check_mode_options(ctx, gpus: int | None, weights: str | None, precisions: str) -> None:
+    """Refuse an option given on the command line that this run does not read: the serving
+    search's options without --gpus, --group-size where no weights are int8/int4."""
+    search_only = [option for name, option in _SEARCH_ONLY.items() if given(ctx, name)]
+    if search_only and gpus is None:
+        raise ConfigError(f"{', '.join(search_only)}: options of the serving search; add --gpus "
+                          "N, or drop them")
+    if given(ctx, "group_size"):
+        if gpus is None and weights is None:
+            raise ConfigError("--group-size: the weights per scale of --weights int8/int4; add "
+                              "--weights int8 or int4, or drop --group-size")
+        if gpus is not None and not {"int8", "int4"} & {p.strip() for p in precisions.split(",")}:
+            raise ConfigError("--group-size: the weights per scale of int8/int4 weights; add "
+                              "int8 or int4 to --precisions, or drop --group-size")
 
 
 def _duration(text: str | None, option: str) -> float | None:

@@ -12,6 +12,7 @@ from archcost.cli.common import (
     check_outputs,
     emit,
     err_console,
+    model_inputs,
     out_console,
     progress_bar,
     reports_errors,
@@ -277,7 +278,8 @@ def plan(
     check_common(dtype, partition, usable_memory, fp8_recipe, lowp_gather)
     emit_fmt = _check_emit(emit_fmt, emit_file, as_json)
     _check_timeline(timeline)
-    check_outputs(o=output, timeline=timeline, emit_file=emit_file)
+    check_outputs(o=output, timeline=timeline, emit_file=emit_file,
+                  inputs=model_inputs(model, cluster))
     gbs = gbs or default_gbs(seq_len)
     fixed = list(fix or [])
     cm, header = _setup(model, set_, dtype, optimizer, seq_len, cluster,
@@ -342,7 +344,8 @@ def estimate(
     check_common(dtype, partition, usable_memory, fp8_recipe, lowp_gather)
     emit_fmt = _check_emit(emit_fmt, emit_file, as_json)
     _check_timeline(timeline)
-    check_outputs(o=output, timeline=timeline, emit_file=emit_file)
+    check_outputs(o=output, timeline=timeline, emit_file=emit_file,
+                  inputs=model_inputs(model, cluster))
     plan_obj = read_plan(plan_text)
     cm, header = _setup(model, set_, dtype, optimizer, seq_len, cluster, plan_obj.gpus,
                         (plan_obj.recompute,), as_json, partition, overlap_dp, usable_memory,

@@ -74,7 +74,8 @@ def report(
     from archcost.report.timeline import check_matches, from_trace
 
     kind = _format(fmt, output, markdown)
-    check_outputs(o=output)
+    check_outputs(o=output, inputs={"the document RESULT.json": result,
+                                    "the --timeline trace": timeline})
     doc = load_document(result)
     tl = None
     if timeline:

@@ -12,6 +12,7 @@ from archcost.cli.common import (
     check_outputs,
     emit,
     given,
+    model_inputs,
     out_console,
     progress_bar,
     reports_errors,
@@ -137,9 +138,8 @@ def sweep(
         infer_sweep(model, vary, cluster, set_, dtype if given(ctx, "dtype") else None, batch,
                     input_len, output_len, tp, pp, usable_memory, runtime,
                     capture_options(routing, mask_density, trace_timeout), as_json, markdown,
-                    as_csv, output, training={"--gpus": gpus, "--gbs": gbs, "--fix": fix,
-                                              "--constraint": constraint, "--price": price,
-                                              "--fp8-recipe": fp8_recipe})
+                    as_csv, output, training=[option for name, option in _TRAINING_ONLY.items()
+                                              if given(ctx, name)])
         return
     inference = [f"--{name.replace('_', '-')}" for name in
                  ("batch", "input_len", "output_len", "tp", "pp") if given(ctx, name)]
@@ -162,7 +162,7 @@ def sweep(
 
     stack = load_runtime(runtime)
     parse_precision(dtype, fp8_recipe=fp8_recipe)
-    check_outputs(o=output)
+    check_outputs(o=output, inputs=model_inputs(model, cluster))
     options = capture_options(routing, mask_density, trace_timeout)
     cluster = cluster or FALLBACK_CLUSTER
     if counts is None:  # one node of the cluster
@@ -227,6 +227,11 @@ def sweep(
             say(out_console, f"wrote {output}")
 
 
+# what a training sweep reads and a sweep --infer does not: parameter -> option
+_TRAINING_ONLY = {"gpus": "--gpus", "gbs": "--gbs", "seq_len": "--seq-len", "optimizer":
+                  "--optimizer", "objective": "--objective", "fix": "--fix", "constraint":
+                  "--constraint", "price": "--price", "fp8_recipe": "--fp8-recipe", "rerank":
+                  "--rerank", "sensitivity_": "--sensitivity/--no-sensitivity"}
 CSV_FIELDS = ("step_time_s", "tokens_per_s", "mfu", "peak_per_gpu_bytes", "joules_per_token",
               "usd_per_million_tokens", "bottleneck", "plan", "gpus", "gpu", "cluster")
 

@@ -22,20 +22,21 @@ CSV_FIELDS = ("ttft_s", "tpot_s", "e2e_s", "output_tokens_per_s", "output_tokens
 def infer_sweep(model, vary, hardware, set_, dtype, batch, input_len, output_len, tp, pp,
                 usable, runtime, options, as_json, markdown, as_csv, output, training) -> None:
     """``sweep --infer``: the options checked, the base of the grid from them, then the
-    sweep (``training``: the training-only options, option name -> value)."""
-    from archcost.cli.common import check_outputs
+    sweep (``training``: the training-only options given, refused)."""
+    from archcost.cli.common import check_outputs, model_inputs
     from archcost.cli.options import check_usable_memory
     from archcost.errors import ConfigError
     from archcost.runtime import load_runtime
     from archcost.sweep.axes import parse_vary
     from archcost.sweep.infer_grid import INFER_DTYPES
 
-    given = [name for name, v in training.items() if v]
-    if given:
-        raise ConfigError(f"{', '.join(given)}: options of a training sweep, not of --infer; "
-                          "vary batch, input_len, output_len, dtype or hardware instead")
+    if training:
+        raise ConfigError(f"{', '.join(training)}: options of a training sweep, not of --infer "
+                          "(it prices generation: no sequence length, optimizer, plan search or "
+                          "objective); drop them, or vary batch, input_len, output_len, dtype or "
+                          "hardware instead")
     check_usable_memory(usable)
-    check_outputs(o=output)
+    check_outputs(o=output, inputs=model_inputs(model, hardware))
     d = dtype or INFER_DEFAULTS["dtype"]
     if d not in INFER_DTYPES:
         raise ConfigError(f"--dtype {d!r}: inference prices {', '.join(INFER_DTYPES)}")

@@ -6,7 +6,15 @@ from typing import Annotated
 
 import typer
 
-from archcost.cli.common import check_outputs, emit, err_console, out_console, reports_errors
+from archcost.cli.common import (
+    check_outputs,
+    emit,
+    err_console,
+    given,
+    model_inputs,
+    out_console,
+    reports_errors,
+)
 from archcost.cli.common import spinner as _spinner
 from archcost.cli.options import (
     BATCH,
@@ -101,6 +109,7 @@ def validate(
     as_json: JsonOpt = False,
     output: OutputOpt = None,
     debug: DebugOpt = False,
+    ctx: typer.Context = None,
 ) -> None:
     """Run real timed training steps of MODEL with the plan's data, tensor or pipeline
     parallelism and compare them with the prediction, per component. With --infer: generate
@@ -115,12 +124,13 @@ def validate(
         if nproc != 1:
             raise ConfigError(f"--nproc {nproc}: --infer generates in one process; use "
                               "--nproc 1")
-        unused = [name for name, given in (("--seq-len", seq_len != SEQ_LEN),
-                                           ("--optimizer", optimizer != OPTIMIZER)) if given]
+        unused = [option for name, option in (("seq_len", "--seq-len"),
+                                              ("optimizer", "--optimizer"),
+                                              ("timeout", "--timeout")) if given(ctx, name)]
         if unused:
             raise ConfigError(f"{' and '.join(unused)}: --infer takes its lengths from "
-                              "--input-len and --output-len and runs no optimizer; drop "
-                              f"{' and '.join(unused)}")
+                              "--input-len and --output-len, runs no optimizer and one process "
+                              f"(no --timeout); drop {' and '.join(unused)}")
         validate_infer(model, batch=batch, input_len=input_len, output_len=output_len,
                        device=device, steps=steps, warmup=warmup, hardware=hardware,
                        set_=set_, dtype=dtype, as_json=as_json, output=output)
@@ -150,7 +160,7 @@ def validate(
                           "(mixed precision's fp32 master copies are not materialised)")
     if not timeout > 0:
         raise ConfigError(f"--timeout {timeout}: give a positive number of seconds")
-    check_outputs(o=output)
+    check_outputs(o=output, inputs=model_inputs(model, hardware))
     plan = read_plan(plan_text)
     if plan.gpus != nproc:
         raise ConfigError(f"plan uses dp*tp*pp*cp = {plan.gpus} GPUs but --nproc is {nproc}: "

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from archcost.cli.common import check_outputs, emit, err_console, out_console
+from archcost.cli.common import check_outputs, emit, err_console, model_inputs, out_console
 from archcost.cli.common import spinner as _spinner
 from archcost.errors import ConfigError, ValidationError
 
@@ -38,7 +38,7 @@ def validate_infer(model: str, *, batch: int, input_len: int, output_len: int, d
 
     if dtype not in _DTYPES:
         raise ConfigError(f"--dtype {dtype!r}: validate --infer runs {', '.join(_DTYPES)}")
-    check_outputs(o=output)
+    check_outputs(o=output, inputs=model_inputs(model, hardware))
     _check_device(device, 1)
     cluster = validation_cluster(hardware, device, 1)
     warnings = profile_warnings(cluster.gpu, device)

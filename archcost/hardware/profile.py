@@ -460,6 +460,12 @@ def _is_path(text: str) -> bool:
     return text.endswith((".yaml", ".yml")) or "/" in text or "\\" in text
 
 
+def profile_file(text: str) -> Path | None:
+    """The file a profile argument names (a ``.yaml`` file or a path); None for a bundled
+    name."""
+    return Path(text).expanduser() if _is_path(text) else None
+
+
 def _bundled(kind: str):
     return resources.files("archcost.profiles").joinpath(kind)
 

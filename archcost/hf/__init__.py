@@ -33,7 +33,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from archcost.errors import ConfigError, ModelFileError
+from archcost.errors import ModelFileError, SequenceLimitError
 from archcost.hf.tasks import choose_task, example_inputs, sequence_limit
 from archcost.hf.unpadded import answer_as_unpadded
 from archcost.loader import ModelSpec
@@ -203,9 +203,9 @@ def load_hf(text: str, overrides: dict[str, Any] | None = None) -> ModelSpec:
         limit = sequence_limit(task, cfg)
         if limit is not None and seq_len > limit[1]:
             field, most = limit
-            raise ConfigError(f"--seq-len {seq_len}: {name} has {field} = {most}; pass "
-                              f"-s {most} or less (infer: --input-len + --output-len), or "
-                              f"--set {field}=N for more positions")
+            raise SequenceLimitError(f"--seq-len {seq_len}: {name} has {field} = {most}; pass "
+                                     f"-s {most} or less, or --set {field}=N for more "
+                                     "positions", tokens=seq_len, field=field, most=most)
         try:
             model = task.model_class._from_config(cfg, dtype=torch.float32)
         except Exception as exc:

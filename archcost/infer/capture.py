@@ -31,7 +31,7 @@ import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils._pytree import tree_map
 
-from archcost.errors import ArchcostError, ConfigError, ModelFileError
+from archcost.errors import ArchcostError, ConfigError, ModelFileError, SequenceLimitError
 from archcost.loader import ModelSpec
 from archcost.trace.assume import CaptureOptions
 from archcost.trace.capture import (
@@ -181,8 +181,13 @@ def _capture(spec, step: InferStep, policy, kv_dtype, quantize, dedupe, st, say,
     dtype = getattr(torch, policy.compute_dtype)
     cache_dtype = getattr(torch, kv_dtype) if kv_dtype else dtype
     say("building the model on the meta device")
-    with torch.device("meta"):
-        model = spec.build(step.batch, build_len)
+    try:
+        with torch.device("meta"):
+            model = spec.build(step.batch, build_len)
+    except SequenceLimitError as exc:  # worded for training's -s
+        raise ConfigError(f"{spec.name}: {exc.tokens} tokens (input + output) pass the model's "
+                          f"{exc.field} = {exc.most}; shorten --input-len or --output-len, or "
+                          f"--set {exc.field}=N for more positions") from None
     limit = getattr(model, "max_seq_len", None)
     if isinstance(limit, int) and build_len > limit:
         raise ConfigError(f"{spec.path.name}: {build_len} tokens (input + output) pass the "

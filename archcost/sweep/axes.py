@@ -20,7 +20,7 @@ from archcost.errors import ConfigError
 from archcost.hardware.units import Quantity, UnitError, parse_quantity
 
 __all__ = ["Axis", "AXES", "parse_vary", "apply_hardware", "check_mode", "HARDWARE_KEYS",
-           "WORKLOAD_KEYS", "INFER_ONLY_KEYS", "INFER_KEYS", "RESOURCES"]
+           "WORKLOAD_KEYS", "INFER_ONLY_KEYS", "INFER_KEYS", "LINK_KEYS", "RESOURCES"]
 
 # key -> (quantity kind or "count"/"name"/"dtype", description)
 AXES: dict[str, tuple[str, str]] = {
@@ -58,6 +58,8 @@ HARDWARE_KEYS = tuple(k for k in AXES if k not in WORKLOAD_KEYS + INFER_ONLY_KEY
 # hardware figures generation reads (power, price, host link and node shape it does not)
 INFER_KEYS = (*INFER_ONLY_KEYS, "dtype", "gpu", "peak_flops", "mem_bw", "mem_capacity",
               "link_bw", "net_bw", "link_latency", "net_latency", "scaleup_domain")
+# figures of the link levels between GPUs: a lone GPU (a GPU profile) has none
+LINK_KEYS = ("link_bw", "net_bw", "link_latency", "net_latency", "scaleup_domain")
 # continuous resources whose elasticity ``sensitivity`` reports
 RESOURCES = ("peak_flops", "mem_bw", "link_bw", "net_bw", "link_latency", "net_latency")
 
@@ -146,9 +148,14 @@ def _resolve(value, current: float) -> float:
 
 
 def apply_hardware(cluster, key: str, value, compute_key: str = "bf16"):
-    """``cluster`` with one hardware figure changed."""
+    """``cluster`` with one hardware figure changed. A link figure of a lone GPU (a GPU
+    profile: no link levels) is refused, as a training sweep refuses a GPU profile."""
     gpu = cluster.gpu
     levels = list(cluster.levels)
+    if key in LINK_KEYS and not levels:
+        raise ConfigError(f"--vary {key}: {cluster.name} is one GPU, with no links to vary; "
+                          "give a cluster profile, e.g. --hardware dgx-h100-ndr (its links "
+                          "carry the traffic of --tp or --pp > 1)")
     if key == "peak_flops":
         current = gpu.peak_flops_per_s.get(compute_key) or gpu.peak_flops_per_s["fp32"]
         gpu = gpu.scaled(flops=_resolve(value, current) / current)

@@ -33,6 +33,25 @@ def _setting(axes: list[Axis], idx) -> tuple[dict[str, Any], dict[str, str]]:
             {a.key: a.labels[i] for a, i in zip(axes, idx)})
 
 
+def _point(axes: list[Axis], idx, base: dict[str, Any], cluster_for, gpus: int):
+    """(setting, labels, dtype, precision policy, cluster) of the grid point ``idx``."""
+    from archcost.cost.compute import PEAK_KEY
+    from archcost.trace.precision import parse_precision
+
+    setting, labels = _setting(axes, idx)
+    dtype = str(setting.get("dtype", base["dtype"]))
+    if dtype not in INFER_DTYPES:
+        raise ConfigError(f"--vary dtype={dtype}: inference prices {', '.join(INFER_DTYPES)}")
+    policy = parse_precision(dtype)
+    cluster = cluster_for(str(setting.get("hardware", base["hardware"])), gpus)
+    if "gpu" in setting:
+        cluster = apply_hardware(cluster, "gpu", setting["gpu"])
+    for key in (a.key for a in axes if a.key in _FIGURES):
+        cluster = apply_hardware(cluster, key, setting[key],
+                                 PEAK_KEY.get(policy.compute_dtype, "fp32"))
+    return setting, labels, dtype, policy, cluster
+
+
 def run_infer_grid(
     axes: list[Axis],
     *,
@@ -47,33 +66,23 @@ def run_infer_grid(
     """Price generation at every point of the grid spanned by ``axes``. ``base``: hardware, tp,
     pp, batch, input_len, output_len, dtype, usable_memory (what no axis varies);
     ``cluster_for(name, gpus)``: the cluster one replica of ``gpus`` GPUs runs on."""
-    from archcost.cost.compute import PEAK_KEY
     from archcost.infer.document import inference_section
     from archcost.infer.price import InferenceCosts
-    from archcost.trace.precision import parse_precision
 
     memo = {} if memo is None else memo
     t0 = time.perf_counter()
     sizes = [len(a.values) for a in axes]
     total = math.prod(sizes) if sizes else 1
     tp, pp = int(base["tp"]), int(base["pp"])
+    # every point's precision and cluster first: a point the grid cannot price is refused
+    # before anything is traced
+    grid = [(idx, *_point(axes, idx, base, cluster_for, tp * pp))
+            for idx in itertools.product(*[range(n) for n in sizes])]
     points = []
-    for k, idx in enumerate(itertools.product(*[range(n) for n in sizes])):
-        setting, labels = _setting(axes, idx)
+    for k, (idx, setting, labels, dtype, policy, cluster) in enumerate(grid):
         batch = int(setting.get("batch", base["batch"]))
         input_len = int(setting.get("input_len", base["input_len"]))
         output_len = int(setting.get("output_len", base["output_len"]))
-        dtype = str(setting.get("dtype", base["dtype"]))
-        if dtype not in INFER_DTYPES:
-            raise ConfigError(f"--vary dtype={dtype}: inference prices "
-                              f"{', '.join(INFER_DTYPES)}")
-        policy = parse_precision(dtype)
-        cluster = cluster_for(str(setting.get("hardware", base["hardware"])), tp * pp)
-        if "gpu" in setting:
-            cluster = apply_hardware(cluster, "gpu", setting["gpu"])
-        for key in (a.key for a in axes if a.key in _FIGURES):
-            cluster = apply_hardware(cluster, key, setting[key],
-                                     PEAK_KEY.get(policy.compute_dtype, "fp32"))
         costs = InferenceCosts(spec, cluster, policy, runtime, build_len=input_len + output_len,
                                tp=tp, pp=pp, usable_memory=base["usable_memory"],
                                options=options, memo=memo)

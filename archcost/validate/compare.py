@@ -15,7 +15,7 @@ from typing import Any
 from archcost.report.fmt import seconds as fmt_seconds
 
 __all__ = ["components", "generation_components", "profile_warnings", "single_gpu_cluster",
-           "available_memory_bytes", "cpu_rank_share", "validation_cluster"]
+           "available_memory_bytes", "cpu_rank_share", "profile_device", "validation_cluster"]
 
 
 def single_gpu_cluster(gpu):
@@ -28,21 +28,65 @@ def single_gpu_cluster(gpu):
                           gpus=1)
 
 
+def profile_device(gpu) -> str | None:
+    """The kind of device a profile describes, ``cpu`` or ``cuda``: what its calibration
+    recorded, else for a bundled datasheet profile ``cpu`` (the bundled cpu) or ``cuda`` (a
+    GPU's; ROCm runs as cuda in PyTorch); None for a file of figures that does not say."""
+    from archcost.hardware.profile import list_profiles, load_gpu
+
+    kind = (gpu.calibration or {}).get("device_kind")
+    if kind in ("cpu", "cuda"):
+        return kind
+    if gpu.name in list_profiles()["gpus"] and gpu == load_gpu(gpu.name):
+        return "cpu" if gpu.name == "cpu" else "cuda"
+    return None
+
+
+def _check_device_kind(cluster, name: str, device: str, nproc: int) -> None:
+    """Refuse predictions for another kind of device than the one the steps run on: CPU
+    timings against a GPU's figures (or the reverse) measure nothing."""
+    from archcost.errors import ConfigError
+
+    kind = profile_device(cluster.gpu)
+    if kind is None or kind == device:
+        return
+    if device == "cpu":
+        bundled = "cpu-host" if nproc > 1 else "cpu"
+        raise ConfigError(f"--hardware {name} describes a GPU ({cluster.gpu.name}), but "
+                          "--device cpu runs on this CPU: leave --hardware out (the bundled "
+                          f"{bundled}) or calibrate this CPU (archcost calibrate --device cpu "
+                          "-o my-cpu.yaml, then --hardware my-cpu.yaml); --device cuda runs on "
+                          "a GPU")
+    raise ConfigError(f"--hardware {name} describes a CPU ({cluster.gpu.name}), but --device "
+                      "cuda runs on a GPU: give its GPU profile (default h100-sxm) or calibrate "
+                      "it (archcost calibrate --device cuda -o my-gpu.yaml, then --hardware "
+                      "my-gpu.yaml); --device cpu runs on this CPU")
+
+
 def validation_cluster(name: str | None, device: str, nproc: int):
     """The cluster a validation's predictions use (``name``: ``--hardware``). Without it: the
     bundled ``cpu`` profile (one process) or ``cpu-host`` cluster (several: ``cpu`` with rough
     gloo-over-loopback links) on a CPU, ``h100-sxm`` or ``dgx-h100-ndr`` on CUDA. A CPU's
     profile (the bundled ``cpu``, or one ``archcost calibrate --device cpu`` wrote without
     --nproc) for several CPU processes gets ``cpu-host``'s links."""
-    from dataclasses import replace
-
-    from archcost.errors import ConfigError
-    from archcost.hardware.profile import ClusterProfile, load_any, load_cluster, load_gpu
+    from archcost.hardware.profile import load_any
 
     if name is None:
         name = {("cpu", True): "cpu", ("cpu", False): "cpu-host",
                 ("cuda", True): "h100-sxm", ("cuda", False): "dgx-h100-ndr"}[device, nproc == 1]
     prof = load_any(name)
+    cluster = _sized(prof, name, device, nproc)
+    _check_device_kind(cluster, name, device, nproc)
+    return cluster
+
+
+def _sized(prof, name: str, device: str, nproc: int):
+    """The cluster of ``nproc`` processes around profile ``prof`` (a GPU or cluster profile)."""
+    from dataclasses import replace
+
+    from archcost.errors import ConfigError
+    from archcost.hardware.profile import ClusterProfile, load_cluster, load_gpu
+
     if isinstance(prof, ClusterProfile):
         return prof.with_gpus(nproc) if nproc <= prof.gpus_per_node or nproc % \
             prof.gpus_per_node == 0 else prof
