@@ -24,15 +24,15 @@ def _profile(outdir: Path, name: str) -> str:
     return str(outdir / "gpu.yaml") if name == "gpu" else name
 
 
-def _cluster(outdir: Path, name: str):
-    """The cluster of one GPU the run was priced on. A calibrated table written before tables
-    named their dtype gets the one its calibration record names (what a calibration now
-    writes beside the cells)."""
+def _cluster(outdir: Path, name: str, device: str = "cuda"):
+    """The cluster of one device the run was priced on (``device``: the document's, cuda or
+    cpu). A calibrated table written before tables named their dtype gets the one its
+    calibration record names (what a calibration now writes beside the cells)."""
     import dataclasses
 
     from archcost.validate.compare import validation_cluster
 
-    cluster = validation_cluster(_profile(outdir, name), "cuda", 1)
+    cluster = validation_cluster(_profile(outdir, name), device, 1)
     gpu = cluster.gpu
     measured_in = ((gpu.calibration or {}).get("matmul_table") or {}).get("dtype")
     tables = {k: (dataclasses.replace(t, dtype=measured_in) if t.dtype is None else t)
@@ -56,7 +56,7 @@ def _training(doc: dict, model: str, outdir: Path) -> dict[str, float]:
     spec = load_model_file(model, doc["model"]["config"])
     workload = trace_workload(spec, w["seq_len"], parse_precision(w["dtype"]), w["optimizer"],
                               (plan.recompute,), None)
-    cluster = _cluster(outdir, doc["hardware"]["profile"])
+    cluster = _cluster(outdir, doc["hardware"]["profile"], doc.get("device", "cuda"))
     est, _ = estimate_plan(plan, CostModel(workload, cluster, usable_memory=1.0),
                            with_schedule=False)
     return {"step_time": est["step_time_s"], **{p: est["phases_s"][p] for p in
@@ -73,7 +73,7 @@ def _inference(doc: dict, model: str, outdir: Path) -> dict[str, float]:
 
     w = doc["workload"]
     spec = load_model_file(model, doc["model"]["config"])
-    cluster = _cluster(outdir, doc["hardware"]["profile"])
+    cluster = _cluster(outdir, doc["hardware"]["profile"], doc.get("device", "cuda"))
     costs = InferenceCosts(spec, cluster, parse_precision(w["dtype"]), load_runtime(INFER_RUNTIME),
                            build_len=w["input_len"] + w["output_len"])
     got = inference_section(costs, w["batch"], w["input_len"], w["output_len"])
