@@ -405,6 +405,8 @@ CASES = [
       "is the model file", files={"m.py": TINY_OK}),
     c("ci-summary-is-the-config", "ci --config {T}/pyproject.toml --summary {T}/pyproject.toml",
       "is the --config file", files=pyproject(*RUN)),
+    c("analyze-two-outputs-one-file", f"analyze {TINY} -o {{T}}/x.json --graph {{T}}/./x.json",
+      "-o writes that file too; give each output its own file"),
     c("analyze-o-empty", f"analyze {TINY} -o ''", "-o '': an empty path"),
     c("infer-o-empty", "infer {M}/tiny_ok.py -o ''", "-o '': an empty path"),
     c("sweep-o-empty", "sweep {M}/tiny_ok.py -o ''", "-o '': an empty path"),

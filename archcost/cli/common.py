@@ -195,15 +195,23 @@ def model_inputs(model: str | None, hardware: str | None = None) -> dict[str, Pa
 def check_outputs(*, inputs: dict[str, Path | str | None] | None = None,
                   **paths: str | None) -> None:
     """Refuse, before any work, output paths no file can be written to (``o=path`` for ``-o``,
-    ``graph=path`` for ``--graph``): an empty one, one no file can be created at, and one that
+    ``graph=path`` for ``--graph``): an empty one, one no file can be created at, one that
     is a file the command reads (``inputs``: what it is -> path, e.g. ``{"the model file":
-    ...}``)."""
+    ...}``) and one another output of the command names too."""
     from archcost.io import check_writable, same_file
 
+    given: list[tuple[str, str]] = []
     for name, path in paths.items():
         if path is None:
             continue
         option = "-o" if name == "o" else f"--{name.replace('_', '-')}"
+        twin = next((o for o, p in given if path.strip() and (
+            same_file(path, p) or Path(path).expanduser().resolve() ==
+            Path(p).expanduser().resolve())), None)
+        if twin is not None:
+            raise ConfigError(f"{option} {path}: {twin} writes that file too; give each output "
+                              "its own file")
+        given.append((option, path))
         if not path.strip():
             raise ConfigError(f"{option} {path!r}: an empty path; give the name of a file to "
                               f"write, or leave {option} out")
