@@ -515,3 +515,22 @@ def test_diff_watches_continuous_batching_and_the_serving_search(runner, tmp_pat
     r = runner.invoke(app, ["diff", str(path), str(head)])
     assert r.exit_code == 1 and "best.tokens_per_s_per_gpu" in r.output.split("REGRESSION")[1]
     assert runner.invoke(app, ["diff", str(path), str(path)]).exit_code == 0
+
+
+def test_continuous_batching_of_one_output_token_has_no_tpot(runner, tmp_path):
+    """--rate with -n 1: no request decodes, so the continuous TPOT percentiles are null (valid
+    under the schema), shown "-" by the CLI and the report, and a diff against 8 tokens does not
+    compare them (not a regression from 0 s)."""
+    path, doc = _infer_doc(runner, tmp_path, "r1", "--rate", "20", "-n", "1")
+    cont = doc["inference"]["continuous"]
+    assert cont["tpot"] is None and cont["ttft"]["p90_s"] > 0
+    assert not _valid_outside(doc)
+    tables = assert_tables(to_markdown(load_document(path)))
+    (row,) = [r for t in tables.values() for r in t if r[0].strip() == "time per output token"]
+    assert [c.strip() for c in row[1:]] == ["-", "-", "-"]
+    eight, _ = _infer_doc(runner, tmp_path, "r8", "--rate", "20", "-n", "8")
+    r = runner.invoke(app, ["diff", str(path), str(eight), "--json"])
+    res = json.loads(r.stdout)
+    rows = {row["metric"]: row for row in res["rows"]}
+    assert rows["continuous.tpot.p90"]["status"] == "n/a"
+    assert "continuous.tpot.p90" not in res["regressions"]

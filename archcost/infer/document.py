@@ -129,7 +129,9 @@ def continuous_section(costs: InferenceCosts, rate: float, input_len: int, outpu
 
     return {"rate_per_s": run.rate_per_s, "output_tokens_per_s": run.output_tokens_per_s,
             "output_tokens_per_s_per_gpu": run.output_tokens_per_s_per_gpu,
-            "ttft": pct(run.ttft), "tpot": pct(run.tpot), "e2e": pct(run.e2e),
+            "ttft": pct(run.ttft), "e2e": pct(run.e2e),
+            # no request generates a second token: no decode step, no TPOT
+            "tpot": pct(run.tpot) if (run.output_len > 1).any() else None,
             "mean_batch": run.mean_batch, "max_running": run.max_running,
             "stable": bool(run.stable), "queue_growth": run.queue_growth,
             "capacity_per_s": run.capacity_per_s, "arrived_per_s": run.arrived_per_s}

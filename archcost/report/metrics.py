@@ -176,6 +176,10 @@ def _continuous_metrics(c: Any, out: dict[str, Metric]) -> None:
         return
     for key in ("ttft", "tpot", "e2e"):
         for p in ("p50", "p90", "p99"):
+            if key in c and c[key] is None:  # no request decodes
+                out[f"continuous.{key}.{p}"] = Metric(None, "s", WORSE_HIGHER,
+                                                      na="one output token (no decode step)")
+                continue
             _put(out, f"continuous.{key}.{p}", _get(c, key, f"{p}_s"), "s", WORSE_HIGHER)
     _put(out, "continuous.tokens_per_s", c.get("output_tokens_per_s"), "tokens/s",
          BETTER_HIGHER)
