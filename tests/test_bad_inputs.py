@@ -74,6 +74,9 @@ CASES = [
     c("model-builder-raises", "analyze {M}/builder_raises.py", "raised ValueError"),
     c("model-returns-not-module", "analyze {M}/returns_not_module.py", "not a torch.nn.Module"),
     c("model-example_inputs-wrong", "analyze {M}/bad_inputs.py", "make example_inputs match"),
+    c("infer-kv-heads-not-dividing", "infer hf:llama-3.1-8b --set num_hidden_layers=1 --set "
+      "num_key_value_heads=5 -i 8 -n 2", "failed: RuntimeError: Number of heads in key and "
+      "value must divide"),
     c("model-no-fake-kernel", "analyze {M}/no_fake_kernel.py", "no fake-tensor kernel"),
     # ---- trace assumptions ----
     c("routing-unknown", "analyze {M}/tiny_ok.py --routing uniform", "use balanced, capacity=F"),

@@ -234,13 +234,13 @@ def _capture(spec, step: InferStep, policy, kv_dtype, quantize, dedupe, st, say,
                     f"{spec.path.name}: the model's forward does not take cache= and "
                     f"start_pos= ({exc}); see README 'Inference' for the kv_cache convention"
                 ) from None
-            raise _explain(exc, spec, step.batch, step.new_tokens) from exc
+            raise _explain(exc, spec, step.batch, step.new_tokens, _words(step)) from exc
         except SystemExit as exc:
             raise ModelFileError(f"{spec.path.name}: the {step.kind} step called sys.exit("
                                  f"{exc.code!r}); a model must not end the process: remove "
                                  "the call") from None
         except Exception as exc:
-            raise _explain(exc, spec, step.batch, step.new_tokens) from exc
+            raise _explain(exc, spec, step.batch, step.new_tokens, _words(step)) from exc
         finally:
             for h in handles:
                 h.remove()
@@ -271,6 +271,11 @@ def _capture(spec, step: InferStep, policy, kv_dtype, quantize, dedupe, st, say,
                         weight_bytes=weights, packed_bytes=packed, kv_windows=windows,
                         kv_cache_heads=cache_heads, kv_layers=_cache_layers(cache),
                         notes=notes + (qstate.notes() if qstate is not None else []))
+
+
+def _words(step: InferStep) -> str:
+    return (f"inference {step.kind} step (batch {step.batch}, {step.new_tokens} new tokens "
+            f"after {step.context})")
 
 
 def _check_converted(qstate) -> None:

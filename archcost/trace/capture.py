@@ -393,11 +393,17 @@ def _param_infos(model: nn.Module) -> list[ParamInfo]:
     return out
 
 
-def _explain(exc: Exception, spec: ModelSpec, batch_size: int, seq_len: int) -> TraceError:
+def _explain(exc: Exception, spec: ModelSpec, batch_size: int, seq_len: int,
+             step: str | None = None) -> TraceError:
     """An exception of the model's own code (an op that refuses its arguments is an
-    ``OpRefused``, with the op named)."""
-    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    ``OpRefused``, with the op named); ``step``: an inference step's words (default: the
+    training step on example_inputs)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    text = text if len(text) <= 240 else text[:237] + "..."
+    if step is not None:
+        return TraceError(f"{spec.path.name}: the {step} failed: {type(exc).__name__}: {text}; "
+                          "check the model's settings (--set) and its inference hooks")
     return TraceError(
         f"{spec.path.name}: the training step failed on example_inputs({batch_size}, {seq_len}): "
-        f"{type(exc).__name__}: {first}; make example_inputs match the model's forward"
+        f"{type(exc).__name__}: {text}; make example_inputs match the model's forward"
     )
