@@ -118,6 +118,23 @@ def test_the_readme_command_runs_as_written_and_its_document_is_valid(runner, mo
         assert rows[c]["error"] == pytest.approx(rows[c]["predicted"] / rows[c]["measured"] - 1)
 
 
+def test_a_generation_of_one_token_measures_no_tpot(runner, tmp_path):
+    """-n 1: the token comes out of the prefill; no decode step runs, so neither side has a
+    TPOT (null, valid under the schema, not 0 s) and e2e is the TTFT."""
+    out = tmp_path / "v1.json"
+    r = runner.invoke(app, ["validate", str(MODELS / "llama.py"), "--set", "preset=tiny",
+                            "--infer", "-b", "1", "-i", "8", "-n", "1", "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(out.read_text())
+    schema.check(doc)
+    assert doc["inference"]["measured"]["tpot_s"] is None
+    assert doc["inference"]["predicted"]["tpot_s"] is None
+    rows = {c["name"]: c for c in doc["validation"]["components"]}
+    assert rows["tpot"]["measured"] is None and rows["tpot"]["error"] is None
+    assert rows["e2e"]["measured"] == rows["ttft"]["measured"] > 0
+    assert "tpot" not in doc["validation"]["measured"][0]["median"]
+
+
 @pytest.mark.parametrize("argv, message", [
     ([str(DATA / "models" / "tiny_ok.py"), "--infer"], "tiny_ok.py defines no kv_cache()"),
     ([LLAMA, *TINY, "--infer", "--plan", "mbs=1,gbs=1"], "drop --plan"),

@@ -94,10 +94,10 @@ def validate_infer(model: str, *, batch: int, input_len: int, output_len: int, d
         "steps": steps, "warmup": warmup,
         "validation": {
             "components": generation_components(predicted, measured),
-            "measured": [{"rank": 0, "median": {"ttft": measured["ttft_s"],
-                                                "tpot": measured["tpot_s"]},
-                          "spread": {"ttft": measured["spread"]["ttft_s"],
-                                     "tpot": measured["spread"]["tpot_s"]}}],
+            "measured": [{"rank": 0, "median": _present(ttft=measured["ttft_s"],
+                                                        tpot=measured["tpot_s"]),
+                          "spread": _present(ttft=measured["spread"]["ttft_s"],
+                                             tpot=measured["spread"]["tpot_s"])}],
         },
         "inference": {"predicted": predicted,
                       "measured": {k: measured[k] for k in ("ttft_s", "tpot_s", "repeats",
@@ -133,3 +133,8 @@ def _render(console, doc: dict[str, Any]) -> None:
     tab.print(console)
     say(console, f"measured: medians of {doc['steps']} timed generations after "
                  f"{doc['warmup']} untimed; TPOT is the mean of the decode steps' medians")
+
+
+def _present(**figures):
+    """The figures measured (a generation of one token has no TPOT)."""
+    return {k: v for k, v in figures.items() if v is not None}

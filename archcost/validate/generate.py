@@ -131,10 +131,10 @@ def run_generation(cfg: GenerateConfig) -> dict[str, Any]:
     means = [statistics.fmean(r[1]) for r in runs if r[1]]
     return {
         "ttft_s": statistics.median(ttfts),
-        "tpot_s": statistics.fmean(per_step) if per_step else 0.0,
+        "tpot_s": statistics.fmean(per_step) if per_step else None,  # None: no decode step
         "tpot_by_context": [(cfg.input_len + 1 + k, s) for k, s in enumerate(per_step)],
         "spread": {"ttft_s": [min(ttfts), max(ttfts)],
-                   "tpot_s": [min(means), max(means)] if means else [0.0, 0.0]},
+                   "tpot_s": [min(means), max(means)] if means else None},
         "repeats": cfg.repeats, "warmup": cfg.warmup, "allocator": allocator,
         "subnormal": subnormal, "tokens": runs[-1][2].tolist(),
     }
