@@ -145,6 +145,8 @@ DEEPSEEK_TINY = dict(num_hidden_layers=3, first_k_dense_replace=1, hidden_size=6
 @pytest.mark.parametrize("model,sets,own,summed", [
     # routed and shared experts: TensorRT-LLM's SharedMoE adds them, then one allreduce
     ("hf:deepseek-v3", DEEPSEEK_TINY, 3, 2),
+    # the bundled DeepSeek-V3: routed experts gathered back through a zero row and summed
+    ("models/deepseek_v3.py", {"preset": "tiny"}, 3, 2),
     # x + attn(h) + mlp(h): TensorRT-LLM's GPT-J and Falcon sum the two, then one allreduce
     ("models/gptj.py", {"preset": "tiny"}, 2, 1),
     ("models/falcon.py", {"preset": "tiny"}, 2, 1),

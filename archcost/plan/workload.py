@@ -335,9 +335,12 @@ def _tp_layout(g: nx.DiGraph, nodes, sections, hidden: int, sum_partials: bool =
         elif from_shard:
             sharded.add(n)
         elif sum_partials and acts:
-            # a partial sum read by another op too is all-reduced where it is made
-            live = [u in partial and all(v == n for v in g.successors(u)) for u in acts]
-            if any(live) and _linear_in(d["op"], live):
+            # a partial sum read by another op too is all-reduced where it is made (an op that
+            # reads only its shape, new_zeros, does not count); zeros pass as a partial sum
+            live = [u in partial and all(v == n or g.nodes[v]["op"] in _SHAPE_ONLY
+                                         for v in g.successors(u)) for u in acts]
+            zeros = [g.nodes[u]["op"] in _ZEROS for u in acts]
+            if any(live) and _linear_in(d["op"], [a or z for a, z in zip(live, zeros)]):
                 first, *rest = sorted({_root(joined, partial[u])
                                        for u, p in zip(acts, live) if p})
                 for r in rest:  # partial sums added: one all-reduce after the sum
@@ -370,6 +373,10 @@ _PASS_PARTIAL = frozenset({"aten.view", "aten._unsafe_view", "aten.reshape", "at
                            "aten.select", "aten._to_copy", "aten.index_select", "aten.index",
                            "aten.gather", "aten.sum", "aten.neg"})
 _SCALE_PARTIAL = frozenset({"aten.mul"})  # by a replicated operand
+_SHAPE_ONLY = frozenset({"aten.new_zeros", "aten.new_empty", "aten.new_ones", "aten.new_full",
+                         "aten.zeros_like", "aten.empty_like", "aten.ones_like",
+                         "aten.full_like"})  # read their input's shape, not its values
+_ZEROS = frozenset({"aten.new_zeros", "aten.zeros_like", "aten.zeros"})
 # a replicated term of a sum is added once, after the all-reduce (x + attn + mlp: one)
 _ADD_PARTIAL = frozenset({"aten.add", "aten.sub", "aten.index_add", "aten.scatter_add"})
 _JOIN_PARTIAL = frozenset({"aten.cat", "aten.stack"})  # every piece a partial sum
