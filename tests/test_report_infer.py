@@ -534,3 +534,15 @@ def test_continuous_batching_of_one_output_token_has_no_tpot(runner, tmp_path):
     rows = {row["metric"]: row for row in res["rows"]}
     assert rows["continuous.tpot.p90"]["status"] == "n/a"
     assert "continuous.tpot.p90" not in res["regressions"]
+
+
+def test_a_serving_search_of_one_output_token_ranks_plans_without_a_tpot(runner, tmp_path):
+    """--gpus with -n 1: each plan's one token comes out of its prefill, so the ranked plans
+    and the front carry no TPOT (null, valid, "-" in the report), not 0 s."""
+    path, doc = _infer_doc(runner, tmp_path, "s1", "--gpus", "2", "--ttft-slo", "500ms",
+                           "--tpot-slo", "50ms", "-n", "1")
+    search = doc["search"]
+    assert search["ranked"] and all(e["tpot_s"] is None for e in search["ranked"])
+    assert all(e["tpot_s"] is None for e in search["pareto_front"])
+    assert not _valid_outside(doc)
+    assert "-" in to_markdown(load_document(path))

@@ -295,7 +295,7 @@ def _search(spec, hardware, gpus, precisions, slos, continuous, input_len, outpu
                      "batching": "continuous" if continuous else "static",
                      "kv_dtype": kv_dtype, "group_size": group_size},
         "hardware": {"cluster": hardware, "gpus": gpus, "usable_memory": usable},
-        "search": search_section(res, slos),
+        "search": search_section(res, slos, output_len=output_len),
     }
     emit(doc, as_json, output)
     if not as_json:

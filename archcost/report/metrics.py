@@ -201,6 +201,8 @@ def _search_metrics(search: Any, out: dict[str, Metric]) -> None:
     _put(out, "best.tokens_per_s_per_gpu", best.get("output_tokens_per_s_per_gpu"), "tokens/s",
          BETTER_HIGHER)
     _put(out, "best.ttft", best.get("ttft_s"), "s", WORSE_HIGHER)
+    if "tpot_s" in best and best["tpot_s"] is None:
+        out["best.tpot"] = Metric(None, "s", WORSE_HIGHER, na="one output token (no decode step)")
     _put(out, "best.tpot", best.get("tpot_s"), "s", WORSE_HIGHER)
     _put(out, "best.rate", best.get("rate_per_s"), "requests/s", BETTER_HIGHER)
 
