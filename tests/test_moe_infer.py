@@ -147,6 +147,10 @@ DEEPSEEK_TINY = dict(num_hidden_layers=3, first_k_dense_replace=1, hidden_size=6
     ("hf:deepseek-v3", DEEPSEEK_TINY, 3, 2),
     # the bundled DeepSeek-V3: routed experts gathered back through a zero row and summed
     ("models/deepseek_v3.py", {"preset": "tiny"}, 3, 2),
+    # Qwen2-MoE: the shared expert scaled by a one-value gate (replicated) before the sum
+    ("hf:tests/data/hf/qwen2_moe.json", {}, 3, 2),
+    ("hf:tests/data/hf/olmoe.json", {}, 2, 2),  # no shared expert
+    ("hf:tests/data/hf/falcon.json", {}, 2, 1),  # transformers' parallel Falcon layer
     # x + attn(h) + mlp(h): TensorRT-LLM's GPT-J and Falcon sum the two, then one allreduce
     ("models/gptj.py", {"preset": "tiny"}, 2, 1),
     ("models/falcon.py", {"preset": "tiny"}, 2, 1),

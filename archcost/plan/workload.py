@@ -297,7 +297,8 @@ def _tp_layout(g: nx.DiGraph, nodes, sections, hidden: int, sum_partials: bool =
     what an attention reads of the KV cache through ops on state alone. Integer and
     boolean inputs (indices, a grouped GEMM's offsets, masks) carry no shard; a router (a
     matmul whose scores pick experts, ``topk``) is replicated, as Megatron-LM keeps it, so the
-    experts' grouped GEMMs split as an MLP's linears do.
+    experts' grouped GEMMs split as an MLP's linears do; so is a projection to one value a
+    token (Qwen2-MoE's shared-expert gate, which TensorRT-LLM builds with tp_size 1).
 
     ``sum_partials`` (a runtime's ``tp_sum_partials``): a row-parallel output is a partial sum
     until an op that is not linear in it; partial sums added together (a MoE layer's routed and
@@ -330,7 +331,7 @@ def _tp_layout(g: nx.DiGraph, nodes, sections, hidden: int, sum_partials: bool =
                 points[block] += d["count"]  # row-parallel: replicated after the all-reduce
                 if sum_partials:
                     partial[n] = n
-            elif from_shard or not _routes(g, n):
+            elif from_shard or not (_routes(g, n) or width == 1):
                 sharded.add(n)  # column-parallel, or a further projection of a shard
         elif from_shard:
             sharded.add(n)
