@@ -18,7 +18,8 @@ from typing import Any
 
 from archcost.errors import ConfigError
 
-__all__ = ["atomic_write_text", "check_writable", "same_file", "write_files", "write_json"]
+__all__ = ["atomic_write_text", "check_writable", "same_file", "same_target", "write_files",
+           "write_json"]
 
 
 def check_writable(path: Path | str, option: str = "-o") -> Path:
@@ -49,6 +50,12 @@ def same_file(a: Path | str, b: Path | str) -> bool:
         return os.path.samefile(Path(a).expanduser(), Path(b).expanduser())
     except (OSError, ValueError):
         return False
+
+
+def same_target(a: Path | str, b: Path | str) -> bool:
+    """Whether writing ``a`` and ``b`` writes one file: the same existing file
+    (:func:`same_file`), or the same path once resolved (a file not written yet)."""
+    return same_file(a, b) or Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
 
 
 def atomic_write_text(path: Path | str, text: str) -> None:

@@ -198,23 +198,21 @@ def check_outputs(*, inputs: dict[str, Path | str | None] | None = None,
     ``graph=path`` for ``--graph``): an empty one, one no file can be created at, one that
     is a file the command reads (``inputs``: what it is -> path, e.g. ``{"the model file":
     ...}``) and one another output of the command names too."""
-    from archcost.io import check_writable, same_file
+    from archcost.io import check_writable, same_file, same_target
 
-    given: list[tuple[str, str]] = []
+    written: list[tuple[str, str]] = []  # (option, path) of the outputs checked before
     for name, path in paths.items():
         if path is None:
             continue
         option = "-o" if name == "o" else f"--{name.replace('_', '-')}"
-        twin = next((o for o, p in given if path.strip() and (
-            same_file(path, p) or Path(path).expanduser().resolve() ==
-            Path(p).expanduser().resolve())), None)
-        if twin is not None:
-            raise ConfigError(f"{option} {path}: {twin} writes that file too; give each output "
-                              "its own file")
-        given.append((option, path))
         if not path.strip():
             raise ConfigError(f"{option} {path!r}: an empty path; give the name of a file to "
                               f"write, or leave {option} out")
+        twin = next((o for o, p in written if same_target(path, p)), None)
+        if twin is not None:
+            raise ConfigError(f"{option} {path}: {twin} writes that file too; give each output "
+                              "its own file")
+        written.append((option, path))
         check_writable(path, option)
         read = next((what for what, i in (inputs or {}).items()
                      if i is not None and same_file(path, i)), None)

@@ -72,9 +72,8 @@ def render_inference(console: Console, doc: dict[str, Any]) -> None:
                  [Col("quantity", "left"), Col("p50"), Col("p90"), Col("p99")])
         for key, label in (("ttft", "time to first token"), ("tpot", "time per output token"),
                            ("e2e", "end-to-end latency")):
-            p = cont[key] or {}  # no TPOT where no request decodes
-            c.row(label, *(fmt.seconds(p[k]) if k in p else "-"
-                           for k in ("p50_s", "p90_s", "p99_s")))
+            p = cont[key] or {}  # no TPOT where no request decodes: "-"
+            c.row(label, *(fmt.seconds(p.get(k)) for k in ("p50_s", "p90_s", "p99_s")))
         c.note(f"output tokens/s {fmt.sig(cont['output_tokens_per_s'])}, per GPU "
                f"{fmt.sig(cont['output_tokens_per_s_per_gpu'])}; mean batch "
                f"{fmt.sig(cont['mean_batch'])}")

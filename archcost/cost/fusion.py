@@ -91,6 +91,7 @@ import networkx as nx
 
 from archcost.cost.compute import op_mnk
 from archcost.runtime import Fusion, OptimizerKernel
+from archcost.trace.rules_base import out_of_place
 
 __all__ = ["fuse_graph", "executed_graph", "prologue_nodes", "FUSABLE_CLASSES"]
 
@@ -245,6 +246,9 @@ def _mask_chain(g: nx.DiGraph, taken: frozenset[int]) -> set[int]:
     nodes read, where the chain masks (a comparison, ``where``, ``tril``), and the index
     arithmetic on positions that nothing reads (what transformers' mask functions make for
     their indexing): ``mask``."""
+    def index(n: int) -> bool:  # positions' arithmetic: integers and booleans
+        return all(t == "bool" or "int" in t for t in g.nodes[n]["out_dtypes"])
+
     attention = {n for n, d in g.nodes(data=True) if d["op_class"] == "attention"}
     chain: set[int] = set()
     for n in sorted(g.nodes, key=lambda n: g.nodes[n]["index"]):
@@ -254,9 +258,6 @@ def _mask_chain(g: nx.DiGraph, taken: frozenset[int]) -> set[int]:
             continue
         if all(p in chain for p in g.predecessors(n)):
             chain.add(n)  # reads what the chain made, or inputs and state (positions)
-    def index(n: int) -> bool:  # positions' arithmetic: integers and booleans
-        return all(t == "bool" or "int" in t for t in g.nodes[n]["out_dtypes"])
-
     changed = True
     while changed:  # keep what only the chain or attention reads (an index nothing reads too)
         changed = False
@@ -267,7 +268,7 @@ def _mask_chain(g: nx.DiGraph, taken: frozenset[int]) -> set[int]:
                 changed = True
     parts = nx.weakly_connected_components(g.subgraph(chain))
     return {n for part in parts
-            if any(g.nodes[n]["op"].rstrip("_") in _MASKING for n in part)
+            if any(out_of_place(g.nodes[n]["op"]) in _MASKING for n in part)
             or all(index(n) and not set(g.successors(n)) - part for n in part) for n in part}
 
 

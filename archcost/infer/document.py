@@ -137,12 +137,10 @@ def continuous_section(costs: InferenceCosts, rate: float, input_len: int, outpu
             "capacity_per_s": run.capacity_per_s, "arrived_per_s": run.arrived_per_s}
 
 
-def _evaluated(e, decodes: bool = True) -> dict[str, Any]:
-    """One evaluated configuration; ``decodes``: whether a request generates more than one
-    token (else no decode step runs and there is no TPOT)."""
+def _evaluated(e, output_len: int) -> dict[str, Any]:
     return {"plan": e.plan.label, "tp": e.plan.tp, "pp": e.plan.pp,
             "replicas": e.plan.replicas, "precision": e.plan.precision, "batch": e.plan.batch,
-            "ttft_s": e.ttft_s, "tpot_s": e.tpot_s if decodes else None,
+            "ttft_s": e.ttft_s, "tpot_s": _tpot(e.tpot_s, output_len),
             "output_tokens_per_s": e.output_tokens_per_s,
             "output_tokens_per_s_per_gpu": e.output_tokens_per_s_per_gpu,
             "peak_bytes_per_gpu": e.peak_bytes_per_gpu, "meets_slo": e.meets_slo,
@@ -153,10 +151,9 @@ def search_section(res, slos, top: int = 10, output_len: int = 2) -> dict[str, A
     """The serving search (:func:`archcost.infer.search.search`): the best configurations
     within the SLOs, the Pareto front, and the plans skipped with why (``output_len`` 1: no
     TPOT)."""
-    decodes = output_len > 1
     return {"ttft_slo_s": slos[0], "tpot_slo_s": slos[1],
-            "ranked": [_evaluated(e, decodes) for e in res.ranked[:top]],
-            "pareto_front": [_evaluated(e, decodes) for e in res.front],
+            "ranked": [_evaluated(e, output_len) for e in res.ranked[:top]],
+            "pareto_front": [_evaluated(e, output_len) for e in res.front],
             "evaluated": len(res.evaluated),
             "skipped": [{"tp": s.tp, "pp": s.pp, "precision": s.precision, "reason": s.reason}
                         for s in res.skipped]}

@@ -52,6 +52,7 @@ from archcost.plan.space import ModelShape
 from archcost.runtime import RuntimeProfile, load_runtime
 from archcost.trace.precision import ITEMSIZE, PrecisionPolicy
 from archcost.trace.records import iter_tensors
+from archcost.trace.rules_base import out_of_place
 
 __all__ = ["SECTION_PRE", "SECTION_BLOCK", "SECTION_POST", "PHASE_CODES", "OpTable",
            "Workload", "workload_from_traces", "trace_workload"]
@@ -385,7 +386,7 @@ _JOIN_PARTIAL = frozenset({"aten.cat", "aten.stack"})  # every piece a partial s
 
 def _linear_in(op: str, partial: list[bool]) -> bool:
     """Whether ``op`` keeps a partial sum partial, given which activation inputs are."""
-    op = op if op.endswith("__") else op.rstrip("_")  # in place as out of place
+    op = out_of_place(op)  # in place as out of place
     if op in _PASS_PARTIAL or op in _ADD_PARTIAL:
         return True
     if op in _SCALE_PARTIAL:

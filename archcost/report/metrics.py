@@ -151,14 +151,22 @@ def _sweep_metrics(doc: dict[str, Any], out: dict[str, Metric]) -> None:
                  NEUTRAL, absolute=True)
 
 
+def _put_latency(out: dict[str, Metric], name: str, d: dict[str, Any], key: str,
+                 *keys: str) -> None:
+    """A latency ``d[key][keys...]`` (seconds); where ``d`` holds ``key`` as null, the figure
+    does not apply (a TPOT of one output token: no decode step runs)."""
+    if key in d and d[key] is None:
+        out[name] = Metric(None, "s", WORSE_HIGHER, na="one output token (no decode step)")
+    else:
+        _put(out, name, _get(d, key, *keys), "s", WORSE_HIGHER)
+
+
 def _inference_metrics(inf: dict[str, Any], out: dict[str, Metric], at: str = "") -> None:
     """The figures of one inference section (or an inference sweep's point, ``at`` naming
     it)."""
     _put(out, "fits" + at, inf.get("fits"), "bool", BETTER_HIGHER, absolute=True)
     _put(out, "ttft" + at, inf.get("ttft_s"), "s", WORSE_HIGHER)
-    if "tpot_s" in inf and inf["tpot_s"] is None:
-        out["tpot" + at] = Metric(None, "s", WORSE_HIGHER, na="one output token (no decode step)")
-    _put(out, "tpot" + at, inf.get("tpot_s"), "s", WORSE_HIGHER)
+    _put_latency(out, "tpot" + at, inf, "tpot_s")
     _put(out, "e2e" + at, inf.get("e2e_s"), "s", WORSE_HIGHER)
     _put(out, "tokens_per_s" + at, inf.get("output_tokens_per_s"), "tokens/s", BETTER_HIGHER)
     _put(out, "tokens_per_s_per_gpu" + at, inf.get("output_tokens_per_s_per_gpu"), "tokens/s",
@@ -176,11 +184,7 @@ def _continuous_metrics(c: Any, out: dict[str, Metric]) -> None:
         return
     for key in ("ttft", "tpot", "e2e"):
         for p in ("p50", "p90", "p99"):
-            if key in c and c[key] is None:  # no request decodes
-                out[f"continuous.{key}.{p}"] = Metric(None, "s", WORSE_HIGHER,
-                                                      na="one output token (no decode step)")
-                continue
-            _put(out, f"continuous.{key}.{p}", _get(c, key, f"{p}_s"), "s", WORSE_HIGHER)
+            _put_latency(out, f"continuous.{key}.{p}", c, key, f"{p}_s")
     _put(out, "continuous.tokens_per_s", c.get("output_tokens_per_s"), "tokens/s",
          BETTER_HIGHER)
     _put(out, "continuous.stable", c.get("stable"), "bool", BETTER_HIGHER, absolute=True)
@@ -201,9 +205,7 @@ def _search_metrics(search: Any, out: dict[str, Metric]) -> None:
     _put(out, "best.tokens_per_s_per_gpu", best.get("output_tokens_per_s_per_gpu"), "tokens/s",
          BETTER_HIGHER)
     _put(out, "best.ttft", best.get("ttft_s"), "s", WORSE_HIGHER)
-    if "tpot_s" in best and best["tpot_s"] is None:
-        out["best.tpot"] = Metric(None, "s", WORSE_HIGHER, na="one output token (no decode step)")
-    _put(out, "best.tpot", best.get("tpot_s"), "s", WORSE_HIGHER)
+    _put_latency(out, "best.tpot", best, "tpot_s")
     _put(out, "best.rate", best.get("rate_per_s"), "requests/s", BETTER_HIGHER)
 
 

@@ -20,8 +20,8 @@ from archcost.trace.records import OpClass, OpRecord, TensorMeta, iter_tensors
 __all__ = [
     "FOREACH_PREFIX", "POSITIONS", "RULES", "Entry", "alloc_io", "arg", "copy_io",
     "declare_positions", "default_io", "factory_io", "first_list", "first_tensor", "gather_io",
-    "is_in_place", "kernel_numel", "numel", "out_numel", "overwrite_io", "per_element", "register",
-    "tensor_inputs", "view_io", "zero_flops",
+    "is_in_place", "kernel_numel", "numel", "out_numel", "out_of_place", "overwrite_io",
+    "per_element", "register", "tensor_inputs", "view_io", "zero_flops",
 ]
 
 FlopRule = Callable[[OpRecord], int]
@@ -147,6 +147,11 @@ def is_in_place(op: str) -> bool:
     """``aten.add_``, ``aten._foreach_mul_``: a trailing underscore that is not a dunder."""
     name = op.rpartition(".")[2]
     return name.endswith("_") and not name.endswith("__")
+
+
+def out_of_place(op: str) -> str:
+    """The op's out-of-place name: ``aten.add_`` -> ``aten.add``; others as they are."""
+    return op[:-1] if is_in_place(op) else op
 
 
 def _distinct(tensors) -> Iterator[TensorMeta]:
