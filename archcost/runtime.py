@@ -66,6 +66,9 @@ class Fusion(str, enum.Enum):
     # kernel from the sequences' lengths and positions: the ops that build a mask tensor only
     # attention reads run nowhere, and the kernel reads no mask
     MASK = "mask"
+    # an attention written out as ops (the scores' batched matmul, scale, mask, softmax, the
+    # values' batched matmul: eager attention, SDPA's math path) run as one attention kernel
+    ATTENTION = "attention"
 
 
 class OptimizerKernel(str, enum.Enum):

@@ -438,3 +438,94 @@ def test_a_serving_runtime_masks_inside_the_attention_kernel(config):
     (e_before, _, _), (e_after, e_masked, _) = (launches(window - 4, eager),
                                                 launches(window + 9, eager))
     assert e_after > e_before and e_masked == m1  # eager runs the mask's ops
+
+
+def _written_out(config: str, step: InferStep, runtime: str):
+    """The attention nodes of ``step`` of a bundled test config as ``runtime`` runs it."""
+    from archcost.cost.fusion import executed_graph
+    from archcost.runtime import load_runtime
+
+    spec = load_model_file(f"hf:{DATA / 'hf' / f'{config}.json'}")
+    cap = capture_inference(spec, step, parse_precision("bf16"), build_len=64)
+    g = executed_graph(cap.graph, load_runtime(runtime))
+    return sorted((d["module"], d) for _, d in g.nodes(data=True)
+                  if d["op_class"] == "attention"), cap
+
+
+# (heads, KV heads the cache holds per layer as the attention reads them, query-key head dim,
+# value head dim, a sliding window (Gemma 2's first layer), layers): Gemma 2 runs its
+# soft-capped attention as ops (eager); DeepSeek-V3's SDPA takes the math path on a CPU (value
+# head dim 16 against the query's 24), its K and V made per head from the latent cache
+_WRITTEN = {"gemma2": (4, 2, 16, 16, (8, None), 2), "deepseek_v3": (4, 4, 24, 16, (None, None), 2)}
+
+
+@pytest.mark.parametrize("config", sorted(_WRITTEN))
+@pytest.mark.parametrize("kind", ["prefill", "decode"])
+def test_a_serving_runtime_runs_an_attention_written_out_as_one_kernel(config, kind):
+    """Under tensorrt-llm (``attention`` family) each layer's attention written out as ops
+    (scores matmul, scale, softcap, mask, softmax, values matmul) is one attention kernel of
+    the closed form: FLOPs 2*H*Sq*Sk*(Dq + Dv), halved for a causal prefill; bytes the query,
+    the keys and values at their storage (the KV heads, not their repeats) and the output;
+    eager runs the ops (no attention kernel)."""
+    heads, kvh, dq, dv, windows, layers = _WRITTEN[config]
+    tokens, ctx = (12, 0) if kind == "prefill" else (1, 12)
+    step = InferStep.prefill(1, tokens) if kind == "prefill" else InferStep.decode(1, ctx)
+    att, _ = _written_out(config, step, "tensorrt-llm")
+    assert len(att) == layers
+    for (_, d), window in zip(att, windows, strict=True):
+        keys = tokens + ctx if window is None or kind == "prefill" else min(window, ctx + 1)
+        flops = 2 * heads * tokens * keys * (dq + dv)
+        assert d["flops"] == (flops // 2 if kind == "prefill" else flops)
+        assert d["attention_shape"] == [dq, tokens, keys, int(kind == "prefill"), 0]
+        read = 2 * (heads * tokens * dq + kvh * keys * (dq + dv))
+        assert d["bytes_read"] == read
+        assert d["bytes_written"] == 2 * heads * tokens * dv
+        assert d["kv_heads"] == kvh  # the heads it reads as stored
+    assert _written_out(config, step, "eager")[0] == []
+
+
+@pytest.mark.parametrize("config", sorted(_WRITTEN))
+def test_an_attention_written_out_holds_no_score_matrix_under_a_serving_runtime(config):
+    """A prefill of 256 tokens: eager holds the fp32 (or bf16) score matrix, H*S*S elements,
+    at its peak; under tensorrt-llm the kernel keeps it inside, so the step's transient peak
+    is below one H*S*S bf16 matrix."""
+    from archcost.cli.infer import one_replica_cluster
+    from archcost.infer.price import InferenceCosts
+    from archcost.runtime import load_runtime
+
+    heads, s = _WRITTEN[config][0], 256
+    spec = load_model_file(f"hf:{DATA / 'hf' / f'{config}.json'}",
+                           {"max_position_embeddings": 512})
+
+    def peak(runtime):
+        costs = InferenceCosts(spec, one_replica_cluster("h100-sxm", 1),
+                               parse_precision("bf16"), load_runtime(runtime), build_len=s + 1)
+        return costs.activation_bytes(1, InferStep.prefill(1, s))
+
+    assert peak("eager") >= 2 * heads * s * s
+    assert peak("tensorrt-llm") < 2 * heads * s * s
+
+
+def test_a_latent_cache_expanded_per_head_splits_its_attention_over_tp():
+    """DeepSeek-V3's cache holds one latent 'head' every GPU keeps whole, but its attention
+    reads the K and V that kv_b_proj (column-parallel) made per query head: at tp 2 a decode
+    step's attention bytes split over tp like the heads, not multiplied up to one KV head a
+    GPU as a cache of fewer heads than GPUs would be."""
+    from archcost.cli.infer import one_replica_cluster
+    from archcost.infer.price import InferenceCosts
+    from archcost.plan.workload import Recompute
+    from archcost.runtime import load_runtime
+
+    spec = load_model_file(f"hf:{DATA / 'hf' / 'deepseek_v3.json'}")
+    costs = InferenceCosts(spec, one_replica_cluster("dgx-h100-ndr", 2), parse_precision("bf16"),
+                           load_runtime("tensorrt-llm"), build_len=64, tp=2)
+    step = InferStep.decode(1, 12)
+    assert costs.kv_heads() == 1  # the latent cache
+    w = costs.workload(step)
+    ops = costs._ops(w, 1.0, step)
+    kernel = np.array([op == "aten._scaled_dot_product_efficient_attention" for op in ops.op])
+    assert kernel.any()
+    heads, dq, dv = 4, 24, 16
+    closed = 2 * (heads * dq + heads * 13 * (dq + dv)) + 2 * heads * dv  # read + written
+    assert ops.nbytes[kernel] == pytest.approx(w.ops[Recompute.NONE].nbytes[kernel])
+    assert ops.nbytes[kernel][0] == pytest.approx(closed)

@@ -73,6 +73,24 @@ their lengths, ``max_attention_window_size`` for a sliding window). A chain coun
 when it holds a comparison or a ``where`` (what makes a mask from positions): the copies of
 the KV cache into an attention (``kv-cache``) do not.
 
+``attention``: an attention written out as ops runs as one attention kernel, as a serving
+engine's attention operator runs whatever the model's code spells (TensorRT-LLM builds every
+model's attention on its ``gpt_attention`` operator). The pattern: a forward batched matmul
+(the scores) whose output reaches, through memory-bound ops of its module only (scale, mask,
+softcap, softmax, casts, views), one other batched matmul (the probabilities times the
+values), a softmax on the way and nothing outside reading what the chain makes; with it the
+casts, scalar scalings and views that lead only into the two matmuls (SDPA's math path casts
+bf16 to fp32 and scales the query and key) and the casts and views after the second. Eager
+attention (``torch.matmul``, ``softmax``, ``torch.matmul``), Gemma 2's softcapped scores and
+SDPA's math path (what a CPU runs when the value head dim differs from the query's: DeepSeek's
+MLA) all match. The first matmul becomes the kernel: an SDPA node (bhsd) of the two matmuls'
+FLOPs, halved when causal (a mask of the scores' square shape read by the chain: flash
+attention's convention, ``trace.rules_attention``), reading what the members read from outside
+(query, key, value, the mask) and writing the output once; the score matrix and every tensor
+inside is never allocated. NB: the KV cache's casts and appends before an attention written
+out stay their own kernels (``kv-cache`` folds them only into an attention op as traced), and a
+padding mask of the scores' shape reads as causal.
+
 ``qkv`` merges compute kernels rather than memory-bound ones: the forward GEMMs of the linears
 of one attention module (a module class with ``Attention`` in its name) that read the same input
 run as one GEMM whose weight holds theirs side by side (TensorRT-LLM's ``Attention.qkv``, one
@@ -89,7 +107,7 @@ from __future__ import annotations
 
 import networkx as nx
 
-from archcost.cost.compute import op_mnk
+from archcost.cost.compute import BATCHED_MATMULS, op_mnk
 from archcost.runtime import Fusion, OptimizerKernel
 from archcost.trace.rules_base import out_of_place
 
@@ -232,8 +250,11 @@ def prologue_nodes(g: nx.DiGraph, fusions: frozenset[Fusion]) -> set[int]:
     or not at all (``mask``): what they make never leaves the kernel (an unpacked weight, the
     cache's cast or copy, a mask), so it is never allocated."""
     inside = {n for chain in _prologues(g, fusions).values() for n in chain}
+    explicit = _explicit_attention(g) if Fusion.ATTENTION in fusions else []
+    readers = frozenset(n for _, members, _ in explicit for n in members)
+    inside |= {n for _, members, last in explicit for n in members if n != last}
     if Fusion.MASK in fusions:
-        inside |= _mask_chain(g, frozenset(inside))
+        inside |= _mask_chain(g, frozenset(inside | readers), readers)
     return inside
 
 
@@ -241,15 +262,16 @@ _MASKING = frozenset({"aten.gt", "aten.ge", "aten.lt", "aten.le", "aten.eq", "at
                       "aten.where", "aten.tril", "aten.triu", "aten.masked_fill"})
 
 
-def _mask_chain(g: nx.DiGraph, taken: frozenset[int]) -> set[int]:
+def _mask_chain(g: nx.DiGraph, taken: frozenset[int], readers: frozenset[int] = frozenset()
+                ) -> set[int]:
     """The forward nodes (not in ``taken``) that build from positions alone what only attention
-    nodes read, where the chain masks (a comparison, ``where``, ``tril``), and the index
-    arithmetic on positions that nothing reads (what transformers' mask functions make for
-    their indexing): ``mask``."""
+    nodes (or ``readers``: the members of attentions written out) read, where the chain masks
+    (a comparison, ``where``, ``tril``), and the index arithmetic on positions that nothing
+    reads (what transformers' mask functions make for their indexing): ``mask``."""
     def index(n: int) -> bool:  # positions' arithmetic: integers and booleans
         return all(t == "bool" or "int" in t for t in g.nodes[n]["out_dtypes"])
 
-    attention = {n for n, d in g.nodes(data=True) if d["op_class"] == "attention"}
+    attention = {n for n, d in g.nodes(data=True) if d["op_class"] == "attention"} | readers
     chain: set[int] = set()
     for n in sorted(g.nodes, key=lambda n: g.nodes[n]["index"]):
         d = g.nodes[n]
@@ -270,6 +292,160 @@ def _mask_chain(g: nx.DiGraph, taken: frozenset[int]) -> set[int]:
     return {n for part in parts
             if any(out_of_place(g.nodes[n]["op"]) in _MASKING for n in part)
             or all(index(n) and not set(g.successors(n)) - part for n in part) for n in part}
+
+
+# a cast, a scalar scale, a layout copy (GQA's repeated KV heads made contiguous)
+_LEADING = frozenset({"aten._to_copy", "aten.mul", "aten.div", "aten.clone"})
+_EXPLICIT_OP = "aten._scaled_dot_product_efficient_attention"  # bhsd; value head dim its own
+_CHAIN_MOST = 64  # ops between the two matmuls of an attention written out
+
+
+def _view(d: dict) -> bool:
+    return d["bytes_written"] == 0 and d["flops"] == 0 and d["op_class"] == "data-movement"
+
+
+def _explicit_attention(g: nx.DiGraph) -> list[tuple[int, list[int], int]]:
+    """Each attention written out as ops (``attention``): (its scores' matmul, its members in
+    execution order, the member writing its output)."""
+    found = []
+    for s, d in g.nodes(data=True):
+        if d["op"] not in BATCHED_MATMULS or d["phase"] != "forward":
+            continue
+        got = _between(g, s)
+        if got is None:
+            continue
+        chain, p = got
+        group = {s, p} | chain
+        post, last = [], p
+        n = p
+        while True:  # the output's casts and views
+            succ = list(g.successors(n))
+            if len(succ) != 1 or g.in_degree(succ[0]) != 1:
+                break
+            m = g.nodes[succ[0]]
+            if m["module"] != d["module"] or not (_view(m) or m["op"] == "aten._to_copy"):
+                break
+            n = succ[0]
+            post.append(n)
+            if not _view(m):
+                last = n
+        group |= set(post[:post.index(last) + 1] if last != p else ())
+        group |= _leading(g, group, d["module"])
+        found.append((s, sorted(group, key=lambda v: g.nodes[v]["index"]), last))
+    return found
+
+
+def _between(g: nx.DiGraph, s: int) -> tuple[set[int], int] | None:
+    """(the memory-bound chain, the values' matmul) after the scores' matmul ``s``, or None
+    when its output does not reach exactly one other batched matmul through memory-bound ops
+    of its module with a softmax on the way, or something outside reads what the chain makes."""
+    module = g.nodes[s]["module"]
+    chain: set[int] = set()
+    ends: set[int] = set()
+    todo = list(g.successors(s))
+    while todo:
+        n = todo.pop()
+        if n in chain or n in ends:
+            continue
+        d = g.nodes[n]
+        if d["op"] in BATCHED_MATMULS:
+            ends.add(n)
+        elif d["op_class"] in FUSABLE_CLASSES and d["phase"] == "forward" and \
+                d["module"] == module and not d.get("held_by_caller"):
+            chain.add(n)
+            if len(chain) > _CHAIN_MOST:
+                return None
+            todo.extend(g.successors(n))
+        else:
+            return None
+    if len(ends) != 1 or not any(g.nodes[n]["op"] in _SOFTMAX for n in chain):
+        return None
+    p = next(iter(ends))
+    if s in g.predecessors(p) or not any(q in chain for q in g.predecessors(p)):
+        return None
+    return chain, p
+
+
+def _leading(g: nx.DiGraph, group: set[int], module: str) -> set[int]:
+    """The casts, scalar scalings, layout copies and views of ``module`` that lead only into
+    ``group``, each reading one tensor (SDPA's math path: the query, key and value cast to
+    fp32, the query and key scaled; eager attention's KV heads repeated for their query
+    heads)."""
+    lead: set[int] = set()
+    todo = [p for n in group for p in g.predecessors(n) if p not in group]
+    while todo:
+        n = todo.pop()
+        d = g.nodes[n]
+        if n in lead or n in group or d["module"] != module or d["phase"] != "forward" or \
+                g.in_degree(n) != 1 or not (_view(d) or d["op"] in _LEADING) or \
+                not set(g.successors(n)) <= group | lead:
+            continue
+        lead.add(n)
+        todo.extend(g.predecessors(n))
+    return lead
+
+
+def _fold_attention(g: nx.DiGraph, out: nx.DiGraph, s: int, members: list[int], last: int,
+                    masks: frozenset[int] = frozenset()) -> None:
+    """``members`` (an attention written out) as one attention kernel on ``s``, the scores'
+    matmul; a mask in ``masks`` (built inside the kernel) is not read."""
+    inside = set(members)
+    d, sq, sk = g.nodes[s], *g.nodes[s]["out_shapes"][0][-2:]
+    dq = op_mnk(d)[2]
+    p = next(n for n in members if n != s and g.nodes[n]["op"] in BATCHED_MATMULS
+             and any(q in inside for q in g.predecessors(n)))
+    dv = g.nodes[p]["out_shapes"][0][-1]
+    four = next((g.nodes[n]["out_shapes"][0] for n in members
+                 if len(g.nodes[n]["out_shapes"][0]) == 4
+                 and g.nodes[n]["out_shapes"][0][-2:] == [sq, sk]), None)
+    b, h = (four[0], four[1]) if four else (1, g.nodes[s]["out_shapes"][0][0])
+    read, causal = 0.0, False
+    for n in members:  # state it reads (no edge), and what it reads from outside: a
+        # broadcast view of it (a KV head expanded to its query heads) as its storage
+        if _view(g.nodes[n]):  # read by its readers
+            continue
+        edges = list(g.in_edges(n, data=True))
+        read += max(0, g.nodes[n]["bytes_read"] - sum(e["bytes"] for *_, e in edges))
+        for q, _, e in edges:
+            origin, least = _view_path(g, q, inside)
+            if q in masks:
+                causal = sq == sk and sq > 1
+            elif origin not in inside:
+                read += min(float(e["bytes"]), least)
+                # a mask of the scores' shape
+                causal |= n not in (s, p) and list(e.get("shape") or [])[-2:] == [sq, sk] \
+                    and sq == sk and sq > 1
+    flops = g.nodes[s]["flops"] + g.nodes[p]["flops"]
+    # the KV heads it reads as stored: the fewest heads of a 4-D tensor it reads (the mask's
+    # one broadcast head apart)
+    heads = [shape[1] for n in members if not _view(g.nodes[n])
+             for q, _, e in g.in_edges(n, data=True)
+             if _origin(g, q, inside) not in inside and q not in masks
+             for shape in [_stored_shape(g, q, inside, e)]
+             if len(shape) == 4 and shape[-2:] != [sq, sk]]
+    for n in members:
+        out.nodes[n].update(bytes_read=0, bytes_written=0, flops=0, launches=0.0)
+    out.nodes[s].update(
+        op=_EXPLICIT_OP, efficiency_key=_EXPLICIT_OP, op_class="attention",
+        flops=flops // 2 if causal else flops, bytes_read=int(read),
+        bytes_written=g.nodes[last]["bytes_written"], launches=1.0,
+        out_shapes=[[b, h, sq, dv]], out_dtypes=list(g.nodes[last]["out_dtypes"][:1]),
+        compute_dtype=g.nodes[last]["out_dtypes"][0],
+        attention_shape=[int(dq), int(sq), int(sk), int(causal), 0],
+        kv_heads=int(min(heads, default=h)))
+
+
+def _stored_shape(g: nx.DiGraph, q: int, inside: set[int], e: dict) -> list:
+    """The shape of what an edge from ``q`` reads as stored: past member views (a KV head
+    expanded to its query heads) to the edge into the first of them."""
+    shape = list(e.get("shape") or [])
+    while q in inside and g.nodes[q]["bytes_written"] == 0:
+        ins = list(g.in_edges(q, data=True))
+        if not ins:
+            break
+        q, _, e = max(ins, key=lambda x: x[2]["bytes"])
+        shape = list(e.get("shape") or [])
+    return shape
 
 
 def _group_ratio(g: nx.DiGraph, c: int, chain=()) -> float:
@@ -404,8 +580,10 @@ def fuse_graph(g: nx.DiGraph, fusions=()) -> nx.DiGraph:
     if not fusions:
         return out
     prologues = _prologues(g, fusions)
+    explicit = _explicit_attention(g) if Fusion.ATTENTION in fusions else []
+    readers = frozenset(n for _, members, _ in explicit for n in members)
     absorbed = frozenset(n for chain in prologues.values() for n in chain)
-    for members in _groups(g, _tags(g, fusions, absorbed)):
+    for members in _groups(g, _tags(g, fusions, absorbed | readers)):
         if len(members) < 2:
             continue
         inside = set(members)
@@ -424,13 +602,21 @@ def fuse_graph(g: nx.DiGraph, fusions=()) -> nx.DiGraph:
             d["flops"] = flops if i == 0 else 0  # the kernel overlaps its math and its traffic
             d["launches"] = 1.0 if i == 0 else 0.0
     _absorb(g, out, prologues, per_head=Fusion.KV_CACHE_PER_HEAD in fusions)
-    if Fusion.MASK in fusions:
-        masks = _mask_chain(g, absorbed)
-        for n in masks:
-            out.nodes[n].update(bytes_read=0, bytes_written=0, flops=0, launches=0.0)
-        for u, c, e in g.edges(data=True):
-            if u in masks and c not in masks:  # an attention node no longer reads the mask
-                out.nodes[c]["bytes_read"] = max(0, out.nodes[c]["bytes_read"] - e["bytes"])
+    for c, d in g.nodes(data=True):  # the KV heads each attention kernel reads as stored
+        out_shape = d["out_shapes"][0] if d["op_class"] == "attention" and d["out_shapes"] \
+            else ()
+        if len(out_shape) == 4:
+            ratio = _group_ratio(g, c, prologues.get(c, ()))
+            out.nodes[c]["kv_heads"] = max(1, round(out_shape[1] / ratio))
+    masks = frozenset(_mask_chain(g, absorbed | readers, readers)) if Fusion.MASK in fusions \
+        else frozenset()
+    for n in masks:
+        out.nodes[n].update(bytes_read=0, bytes_written=0, flops=0, launches=0.0)
+    for u, c, e in g.edges(data=True):
+        if u in masks and c not in masks | readers:  # an attention no longer reads the mask
+            out.nodes[c]["bytes_read"] = max(0, out.nodes[c]["bytes_read"] - e["bytes"])
+    for s, members, last in explicit:
+        _fold_attention(g, out, s, members, last, masks)
     if Fusion.QKV in fusions:
         for members in _sibling_projections(g):
             _merge_gemms(g, out, members)

@@ -294,9 +294,12 @@ class InferenceCosts:
     def _ops(self, w: Workload, batch: float, step: InferStep) -> OpTable:
         """The step's ops at ``batch`` sequences, as the tp split then divides them: a decode
         step's attention on more GPUs than KV heads reads a whole KV head a GPU (each holds a
-        copy, ``kv_bytes_per_gpu``), so its bytes divide by the KV heads, not by tp."""
+        copy, ``kv_bytes_per_gpu``), so its bytes divide by the KV heads, not by tp. The heads
+        it reads as the runtime runs it (``Workload.attention_kv_heads``): a grouped cache's,
+        or every query head's where a latent cache is expanded per head by a column-parallel
+        projection (which tp splits); the cache's where the step runs no attention kernel."""
         ops = _scale(w.ops[Recompute.NONE], batch, self.routing)
-        kv = self.kv_heads()
+        kv = getattr(w, "attention_kv_heads", 0) or self.kv_heads()
         if step.kind == "decode" and self.tp > kv > 0:
             ops = dataclasses.replace(ops, nbytes=np.where(
                 ops.attention & (ops.phase == PHASE_CODES["forward"]),

@@ -173,6 +173,10 @@ class Workload:
     # before its MoE layers, a lone layer of another shape), all of them: inference pricing
     # adds them; training's does not read them yet
     tp_points_outside: float = 0.0
+    # the fewest KV heads an attention kernel of the step reads as stored, as the runtime runs
+    # it (``cost.fusion``'s ``kv_heads``: a grouped cache's heads; a latent cache expanded per
+    # query head reads the query heads); 0: no attention kernel
+    attention_kv_heads: int = 0
     # what the GEMMs run in (PrecisionPolicy.gemm_dtype: its peak prices MFU); "" = compute_dtype
     gemm_dtype: str = ""
     # the transient peak outside the head and loss (what a pipeline stage without them holds:
@@ -887,6 +891,7 @@ def workload_from_traces(traces: Mapping[Recompute, object], policy: PrecisionPo
     ops, saved_block, saved_pre, saved_post, transient, body = {}, {}, {}, {}, {}, {}
     lines = {}
     opt_table = None
+    read_heads = 0
     for policy_r, traced in traces.items():
         g, cap = traced.graph, traced.capture
         if int(g.graph["seq_len"]) != seq_len or int(g.graph["batch_size"]) != 1:
@@ -895,6 +900,9 @@ def workload_from_traces(traces: Mapping[Recompute, object], policy: PrecisionPo
         sections = _sections(nodes, rep)
         two = (at_batch_2 or {}).get(policy_r)
         run = executed_graph(g, runtime)
+        read_heads = min((d["kv_heads"] for _, d in run.nodes(data=True)
+                          if d["op_class"] == "attention" and d["phase"] == "forward"
+                          and d.get("kv_heads")), default=0)
         table, opt = _op_table(run, rep, layers, width_numel, hidden,
                                _pairs(run, executed_graph(two.graph, runtime)
                                       if two is not None else None),
@@ -929,7 +937,7 @@ def workload_from_traces(traces: Mapping[Recompute, object], policy: PrecisionPo
         saved_block=saved_block, saved_pre=saved_pre, saved_post=saved_post,
         transient=transient, transient_body=body, transient_lines=lines, hidden=hidden, act_bytes=ITEMSIZE[policy.compute_dtype],
         tp_points=tp_points, kv_hidden=kv_hidden, dispatch_bytes=dispatch, notes=tuple(notes),
-        tp_points_outside=outside if rep else 0.0,
+        tp_points_outside=outside if rep else 0.0, attention_kv_heads=read_heads,
         gemm_dtype=policy.gemm_dtype, gather_bytes=own, lowp_gather_bytes=lowp_gather,
         runtime=runtime, module_calls=_module_calls(cap0, nodes0, sections0, members, layers),
     )
