@@ -69,6 +69,11 @@ class Fusion(str, enum.Enum):
     # an attention written out as ops (the scores' batched matmul, scale, mask, softmax, the
     # values' batched matmul: eager attention, SDPA's math path) run as one attention kernel
     ATTENTION = "attention"
+    # a generation step's attention over a latent cache that one projection expands per head
+    # (multi-head latent attention) runs on the latent: the query absorbed through the
+    # projection's key part, one attention over the cached latent shared by every head, its
+    # output through the projection's value part
+    MLA = "mla"
 
 
 class OptimizerKernel(str, enum.Enum):

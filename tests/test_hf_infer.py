@@ -470,7 +470,8 @@ def test_a_serving_runtime_runs_an_attention_written_out_as_one_kernel(config, k
     heads, kvh, dq, dv, windows, layers = _WRITTEN[config]
     tokens, ctx = (12, 0) if kind == "prefill" else (1, 12)
     step = InferStep.prefill(1, tokens) if kind == "prefill" else InferStep.decode(1, ctx)
-    att, _ = _written_out(config, step, "tensorrt-llm")
+    # v0.5's profile: the written-out attention without MLA's absorption (``mla``)
+    att, _ = _written_out(config, step, "tensorrt-llm-0.5")
     assert len(att) == layers
     for (_, d), window in zip(att, windows, strict=True):
         keys = tokens + ctx if window is None or kind == "prefill" else min(window, ctx + 1)
@@ -506,11 +507,13 @@ def test_an_attention_written_out_holds_no_score_matrix_under_a_serving_runtime(
     assert peak("tensorrt-llm") < 2 * heads * s * s
 
 
-def test_a_latent_cache_expanded_per_head_splits_its_attention_over_tp():
-    """DeepSeek-V3's cache holds one latent 'head' every GPU keeps whole, but its attention
-    reads the K and V that kv_b_proj (column-parallel) made per query head: at tp 2 a decode
-    step's attention bytes split over tp like the heads, not multiplied up to one KV head a
-    GPU as a cache of fewer heads than GPUs would be."""
+@pytest.mark.parametrize("runtime", ["tensorrt-llm-0.5", "tensorrt-llm"])
+def test_a_latent_cache_splits_its_attention_over_tp_as_the_attention_reads_it(runtime):
+    """DeepSeek-V3's cache holds one latent 'head' every GPU keeps whole. Expanded (v0.5's
+    profile: no ``mla``), its attention reads the K and V that kv_b_proj (column-parallel) made
+    per query head: at tp 2 a decode step's attention bytes split over tp like the heads.
+    Absorbed (``mla``), every head attends to the one latent: each GPU reads it whole (the
+    bytes multiplied up to one KV head a GPU)."""
     from archcost.cli.infer import one_replica_cluster
     from archcost.infer.price import InferenceCosts
     from archcost.plan.workload import Recompute
@@ -518,14 +521,19 @@ def test_a_latent_cache_expanded_per_head_splits_its_attention_over_tp():
 
     spec = load_model_file(f"hf:{DATA / 'hf' / 'deepseek_v3.json'}")
     costs = InferenceCosts(spec, one_replica_cluster("dgx-h100-ndr", 2), parse_precision("bf16"),
-                           load_runtime("tensorrt-llm"), build_len=64, tp=2)
+                           load_runtime(runtime), build_len=64, tp=2)
     step = InferStep.decode(1, 12)
     assert costs.kv_heads() == 1  # the latent cache
     w = costs.workload(step)
     ops = costs._ops(w, 1.0, step)
     kernel = np.array([op == "aten._scaled_dot_product_efficient_attention" for op in ops.op])
     assert kernel.any()
-    heads, dq, dv = 4, 24, 16
-    closed = 2 * (heads * dq + heads * 13 * (dq + dv)) + 2 * heads * dv  # read + written
-    assert ops.nbytes[kernel] == pytest.approx(w.ops[Recompute.NONE].nbytes[kernel])
-    assert ops.nbytes[kernel][0] == pytest.approx(closed)
+    heads, dq, dv, r, dr, keys = 4, 24, 16, 16, 8, 13
+    traced = w.ops[Recompute.NONE].nbytes[kernel]
+    if runtime == "tensorrt-llm-0.5":
+        closed = 2 * (heads * dq + heads * keys * (dq + dv)) + 2 * heads * dv  # read + written
+        assert ops.nbytes[kernel] == pytest.approx(traced)
+    else:
+        closed = 2 * (heads * (r + dr) + keys * (r + dr)) + 2 * heads * r
+        assert ops.nbytes[kernel] == pytest.approx(traced * 2)
+    assert traced[0] == pytest.approx(closed)

@@ -361,3 +361,58 @@ def test_pipeline_stages_count_every_decoder_layer():
     per_token_layer = (16 + 8) * 2
     assert costs(3).kv_bytes_per_gpu(2, 64) == pytest.approx(2 * per_token_layer * 64 * 2)
     assert costs(4).kv_bytes_per_gpu(2, 64) == pytest.approx(1 * per_token_layer * 64 * 2)
+
+
+def _attention_region(spec, step, runtime):
+    """(the absorbing GEMMs' FLOPs, the attention kernel's FLOPs and bytes read) of the MoE
+    layer's attention in ``step`` as ``runtime`` runs it: the matmuls of the attention module
+    that read no hidden-width input (kv_b_proj, or the bundled model's absorbing bmms) and
+    the attention kernel."""
+    from archcost.cost.fusion import executed_graph
+    from archcost.runtime import load_runtime
+
+    cap = capture_inference(spec, step, parse_precision("bf16"), build_len=40)
+    g = executed_graph(cap.graph, load_runtime(runtime))
+    layer = [d for _, d in g.nodes(data=True) if ".layers.1." in f".{d['module']}."
+             and ("attn" in d["module"] or "attention" in d["module"])]
+    gemms = sum(d["flops"] for d in layer if d["op_class"] == "matmul"
+                and d["module"].split(".")[-1] in ("kv_b_proj", "self_attn", "attention"))
+    att = [d for d in layer if d["op_class"] == "attention"]
+    if not att:  # eager: transformers' ops as they run
+        return gemms, None, None, None
+    return gemms, att[0]["flops"], att[0]["bytes_read"], att[0]
+
+
+def test_a_serving_runtime_absorbs_latent_attention_in_a_generation_step():
+    """transformers' DeepSeek-V3 projects every cached token's latent through kv_b_proj at each
+    step; TensorRT-LLM's MLA generation absorbs it (``mla``): per head the query through the
+    key half (dn x r), one attention over the latent (r + dr wide, one KV head), the output
+    through the value half (r x dv). Closed forms at H 4, r 16, dr 8, dn 16, dv 16, a context
+    of 12 (13 keys); and against the bundled model, which writes the absorbed form itself:
+    its two absorbing bmms make kv_b_proj's FLOPs, its SDPA (the value padded to r + dr) the
+    attention's plus 2*H*Sk*dr."""
+    heads, r, dr, dn, dv, keys = 4, 16, 8, 16, 16, 13
+    step = InferStep.decode(1, keys - 1)
+    hf = load_model_file("hf:deepseek-v3", DEEPSEEK_TINY)
+    gemms, flops, read, att = _attention_region(hf, step, "tensorrt-llm")
+    assert gemms == 2 * heads * r * (dn + dv)
+    assert flops == 2 * heads * keys * (2 * r + dr)
+    assert read == 2 * (heads * (r + dr) + keys * (r + dr))  # the query and the latent, bf16
+    assert att["kv_heads"] == 1 and att["attention_shape"] == [r + dr, 1, keys, 0, 0]
+    bundled = load_model_file("models/deepseek_v3.py", {"preset": "tiny"})
+    b_gemms, b_flops, _, _ = _attention_region(bundled, step, "tensorrt-llm")
+    assert b_gemms == gemms
+    assert b_flops == flops + 2 * heads * keys * dr
+    # eager runs transformers' form: kv_b_proj over every cached token, per-head K and V
+    e_gemms, e_flops, _, _ = _attention_region(hf, step, "eager")
+    scores = 2 * heads * keys * (dn + dr + dv)  # the two bmms over the expanded heads
+    assert e_flops is None and e_gemms == 2 * keys * r * heads * (dn + dv) + scores
+
+
+def test_a_prefill_keeps_the_expanded_latent_attention():
+    """The context phase expands the latent through kv_b_proj (TensorRT-LLM's
+    forward_context_default): a prefill's kv_b_proj FLOPs stay 2*S*r*H*(dn + dv)."""
+    heads, r, dn, dv, tokens = 4, 16, 16, 16, 9
+    hf = load_model_file("hf:deepseek-v3", DEEPSEEK_TINY)
+    gemms, *_ = _attention_region(hf, InferStep.prefill(1, tokens), "tensorrt-llm")
+    assert gemms == 2 * tokens * r * heads * (dn + dv)

@@ -91,6 +91,20 @@ inside is never allocated. NB: the KV cache's casts and appends before an attent
 out stay their own kernels (``kv-cache`` folds them only into an attention op as traced), and a
 padding mask of the scores' shape reads as causal.
 
+``mla``: a generation step (one query a sequence) whose attention reads keys and values one
+linear projects from every cached token (multi-head latent attention as transformers'
+DeepSeek-V3 writes it: the latent cache through ``kv_b_proj`` each step) runs absorbed, as
+TensorRT-LLM's ``MLA.forward_generation`` does: the query's no-position part through the
+projection's key half (per head, ``dn x r``), one attention of every head over the cached
+latent and its rotary part (``r + dr`` wide, one KV head shared by all: each GPU reads it
+whole), the output through the value half (``r x dv``). The projection becomes those two
+per-head GEMMs (FLOPs ``2*B*H*r*(dn + dv)`` a query token, reading its weight once); the
+attention ``2*B*H*Sk*(2r + dr)`` FLOPs, reading the query and the latent of its ``Sk``
+tokens; the expanded keys and values, their copies and the cache's appends are never made.
+The head dims come from the trace: ``r`` the projection's input width, ``dn`` and ``dv`` the
+split of each head's output, ``dr`` the query-key head dim less ``dn``. A prefill (context
+phase) keeps the expanded form, as the engine runs it.
+
 ``qkv`` merges compute kernels rather than memory-bound ones: the forward GEMMs of the linears
 of one attention module (a module class with ``Attention`` in its name) that read the same input
 run as one GEMM whose weight holds theirs side by side (TensorRT-LLM's ``Attention.qkv``, one
@@ -109,6 +123,7 @@ import networkx as nx
 
 from archcost.cost.compute import BATCHED_MATMULS, op_mnk
 from archcost.runtime import Fusion, OptimizerKernel
+from archcost.trace.precision import ITEMSIZE
 from archcost.trace.rules_base import out_of_place
 
 __all__ = ["fuse_graph", "executed_graph", "prologue_nodes", "FUSABLE_CLASSES"]
@@ -253,6 +268,9 @@ def prologue_nodes(g: nx.DiGraph, fusions: frozenset[Fusion]) -> set[int]:
     explicit = _explicit_attention(g) if Fusion.ATTENTION in fusions else []
     readers = frozenset(n for _, members, _ in explicit for n in members)
     inside |= {n for _, members, last in explicit for n in members if n != last}
+    if Fusion.MLA in fusions:  # the expanded keys and values are never made
+        inside |= {n for proj, _, _, gone, _ in _latent_attentions(g, explicit)
+                   for n in (proj, *gone)}
     if Fusion.MASK in fusions:
         inside |= _mask_chain(g, frozenset(inside | readers), readers)
     return inside
@@ -448,6 +466,140 @@ def _stored_shape(g: nx.DiGraph, q: int, inside: set[int], e: dict) -> list:
     return shape
 
 
+def _latent_attentions(g: nx.DiGraph, explicit) -> list[tuple]:
+    """Each generation step's attention on keys and values one linear projects from every
+    cached token (``mla``): (the projection, the attention kernel's node, its members, the ops
+    an absorbed step does not run, (batch, heads, r, dr, dn, dv, keys))."""
+    kernels = [(s, set(members), True) for s, members, _ in explicit]
+    kernels += [(c, {c}, False) for c, d in g.nodes(data=True) if d["op_class"] == "attention"
+                and d["phase"] == "forward" and len(d.get("attention_shape") or ()) == 5
+                and d["out_shapes"] and len(d["out_shapes"][0]) == 4]
+    found = []
+    for c, members, written in kernels:
+        d = g.nodes[c]
+        if written:  # the scores' matmul: (b*h, sq, sk), its 4-D view gives b and h
+            sq, sk = d["out_shapes"][0][-2:]
+            dq = op_mnk(d)[2]
+            four = next((g.nodes[n]["out_shapes"][0] for n in members
+                         if len(g.nodes[n]["out_shapes"][0]) == 4
+                         and g.nodes[n]["out_shapes"][0][-2:] == [sq, sk]), None)
+            if four is None:
+                continue
+            batch, heads = four[0], four[1]
+        else:
+            dq, sq, sk = d["attention_shape"][:3]
+            batch, heads = d["out_shapes"][0][:2]
+        if sq != 1 or sk <= 1:
+            continue
+        proj = _expanding_gemm(g, members, batch * sk)
+        if proj is None:
+            continue
+        _, n, r = op_mnk(g.nodes[proj])
+        if heads <= 0 or n % heads:
+            continue
+        split = _head_split(g, proj, int(n // heads))
+        if split is None or not 0 < split[0] < dq:
+            continue
+        dn, dv = split
+        gone = _expanded(g, proj, members)
+        found.append((proj, c, members, gone,
+                      (batch, heads, int(r), int(dq - dn), dn, dv, int(sk))))
+    return found
+
+
+def _expanding_gemm(g: nx.DiGraph, members: set[int], rows: int) -> int | None:
+    """The one linear GEMM of ``rows`` rows (every cached token) whose output reaches the
+    attention's ``members`` through memory-bound ops only; None unless exactly one."""
+    found, seen = set(), set(members)
+    todo = [p for n in members for p in g.predecessors(n) if p not in members]
+    while todo:
+        n = todo.pop()
+        if n in seen:
+            continue
+        seen.add(n)
+        d = g.nodes[n]
+        if d["op"] in _GEMMS:
+            if op_mnk(d)[0] == rows:
+                found.add(n)
+        elif d["op_class"] in FUSABLE_CLASSES and d["phase"] == "forward":
+            todo.extend(g.predecessors(n))
+    return next(iter(found)) if len(found) == 1 else None
+
+
+def _head_split(g: nx.DiGraph, proj: int, width: int) -> tuple[int, int] | None:
+    """(dn, dv): the two widths a split after ``proj`` cuts each head's ``width`` into."""
+    todo, seen = list(g.successors(proj)), set()
+    while todo:
+        n = todo.pop()
+        if n in seen:
+            continue
+        seen.add(n)
+        d = g.nodes[n]
+        if d["op"] in ("aten.split_with_sizes", "aten.split") and len(d["out_shapes"]) == 2:
+            a, b = (shape[-1] for shape in d["out_shapes"])
+            if a + b == width:
+                return int(a), int(b)
+        if d["op_class"] in FUSABLE_CLASSES:
+            todo.extend(g.successors(n))
+    return None
+
+
+def _expanded(g: nx.DiGraph, proj: int, members: set[int]) -> frozenset[int]:
+    """The memory-bound ops an absorbed step does not run: what carries the projection's
+    output to the attention (views, splits, copies into the keys) and the copies that feed
+    only those or the projection (the latent's and the rotary keys' cache appends, views)."""
+    after: set[int] = set()
+    todo = list(g.successors(proj))
+    while todo:
+        n = todo.pop()
+        d = g.nodes[n]
+        if n in after or n in members or d["op_class"] not in FUSABLE_CLASSES:
+            continue
+        after.add(n)
+        todo.extend(g.successors(n))
+    changed = True
+    while changed:  # keep what only the chain, the attention or nothing reads
+        changed = False
+        for n in list(after):
+            if not set(g.successors(n)) <= after | members:
+                after.discard(n)
+                changed = True
+    before: set[int] = set()
+    todo = [p for n in (*after, proj) for p in g.predecessors(n)]
+    while todo:
+        n = todo.pop()
+        d = g.nodes[n]
+        if n in before or n in after or n in members or d["phase"] != "forward" or \
+                not (_view(d) or _appends(g, n)) or \
+                not set(g.successors(n)) <= after | before | {proj}:
+            continue
+        before.add(n)
+        todo.extend(g.predecessors(n))
+    return frozenset(after | before)
+
+
+def _absorb_latent(g: nx.DiGraph, out: nx.DiGraph, proj: int, c: int, gone: frozenset[int],
+                   dims: tuple) -> None:
+    """Price ``proj`` and the attention ``c`` absorbed (``mla``); ``gone`` runs nowhere."""
+    batch, heads, r, dr, dn, dv, sk = dims
+    p = g.nodes[proj]
+    size = ITEMSIZE.get(p["out_dtypes"][0], 2)
+    tokens = [e["bytes"] for _, _, e in g.in_edges(proj, data=True)
+              if (e.get("shape") or [0])[0] == batch * sk]
+    latent = sum(tokens)  # the cached latent as the projection read it
+    weight = max(0.0, out.nodes[proj]["bytes_read"] - latent)
+    out.nodes[proj].update(
+        flops=2 * batch * heads * r * (dn + dv), gemm_shape=[batch * heads, r],
+        bytes_read=int(weight + batch * heads * (dn + r) * size),
+        bytes_written=batch * heads * (r + dv) * size, launches=2.0)
+    out.nodes[c].update(
+        flops=2 * batch * heads * sk * (2 * r + dr), attention_shape=[r + dr, 1, sk, 0, 0],
+        bytes_read=int(batch * heads * (r + dr) * size + latent * (r + dr) / r),
+        bytes_written=batch * heads * r * size, out_shapes=[[batch, heads, 1, r]], kv_heads=1)
+    for n in gone:
+        out.nodes[n].update(bytes_read=0, bytes_written=0, flops=0, launches=0.0)
+
+
 def _group_ratio(g: nx.DiGraph, c: int, chain=()) -> float:
     """Query heads per KV head of an attention node: its output's heads over the fewest heads
     of a 4-D tensor it or its ``chain`` reads (the keys and values of grouped-query attention,
@@ -582,8 +734,10 @@ def fuse_graph(g: nx.DiGraph, fusions=()) -> nx.DiGraph:
     prologues = _prologues(g, fusions)
     explicit = _explicit_attention(g) if Fusion.ATTENTION in fusions else []
     readers = frozenset(n for _, members, _ in explicit for n in members)
+    latent = _latent_attentions(g, explicit) if Fusion.MLA in fusions else []
+    unmade = frozenset(n for *_, gone, _ in latent for n in gone)
     absorbed = frozenset(n for chain in prologues.values() for n in chain)
-    for members in _groups(g, _tags(g, fusions, absorbed | readers)):
+    for members in _groups(g, _tags(g, fusions, absorbed | readers | unmade)):
         if len(members) < 2:
             continue
         inside = set(members)
@@ -617,6 +771,8 @@ def fuse_graph(g: nx.DiGraph, fusions=()) -> nx.DiGraph:
             out.nodes[c]["bytes_read"] = max(0, out.nodes[c]["bytes_read"] - e["bytes"])
     for s, members, last in explicit:
         _fold_attention(g, out, s, members, last, masks)
+    for proj, c, _, gone, dims in latent:
+        _absorb_latent(g, out, proj, c, gone, dims)
     if Fusion.QKV in fusions:
         for members in _sibling_projections(g):
             _merge_gemms(g, out, members)
