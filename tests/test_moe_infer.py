@@ -10,6 +10,7 @@ balanced routing) and, for the pricing's batch scaling, a step traced directly a
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -416,3 +417,46 @@ def test_a_prefill_keeps_the_expanded_latent_attention():
     hf = load_model_file("hf:deepseek-v3", DEEPSEEK_TINY)
     gemms, *_ = _attention_region(hf, InferStep.prefill(1, tokens), "tensorrt-llm")
     assert gemms == 2 * tokens * r * heads * (dn + dv)
+
+
+@pytest.mark.parametrize("model,sets,down,up", [
+    ("hf:deepseek-v3", DEEPSEEK_TINY, ("q_a_proj", "kv_a_proj_with_mqa"),
+     ("q_b_proj", "kv_b_proj")),
+    # (its decode multiplies the query and output by wkv_b's halves itself: no wkv_b GEMM)
+    ("models/deepseek_v3.py", {"preset": "tiny"}, ("wq_a", "wkv_a"), ("wq_b",)),
+])
+def test_latent_down_projections_stay_whole_under_tensor_parallelism(model, sets, down, up):
+    """MLA's down-projections (hidden to the q and kv latents, each RMS-normalized whole
+    before its up-projection) run whole on every rank, as Megatron-Core builds them
+    (``duplicated``) and TensorRT-LLM's MLA (``fused_a``, no tensor-parallel mode); the
+    up-projections split by columns. At tp 2 a GPU's share of a down-projection's FLOPs is
+    all of them, of an up-projection's half."""
+    from archcost.plan.table import sharded_work
+    from archcost.plan.workload import (
+        _main_group,
+        _ordered,
+        _sections,
+        _tp_layout,
+        workload_from_traces,
+    )
+
+    spec, policy = load_model_file(model, sets), parse_precision("bf16")
+    one, two = (capture_inference(spec, InferStep.decode(b, 5), policy) for b in (1, 2))
+    g = one.graph
+    w = workload_from_traces({Recompute.NONE: one}, policy, at_batch_2={Recompute.NONE: two})
+    rep = _main_group(one.capture)[0]
+    nodes = _ordered(g)
+    sharded, _, _, whole = _tp_layout(g, nodes, _sections(nodes, rep), w.hidden)
+
+    def gemms(leaf):
+        return [n for n, d in g.nodes(data=True) if d["phase"] == "forward"
+                and d["op_class"] == "matmul" and d["module"].split(".")[-1] == leaf]
+
+    assert all(gemms(x) and set(gemms(x)) <= whole for x in down)
+    assert all(gemms(x) and set(gemms(x)) <= sharded for x in up)
+    ops = w.ops[Recompute.NONE]
+    flops = sharded_work(ops, np.array([[1, 2, 0, 1, 1]], dtype=np.int64))[0]
+    by_op = {i: flops[i] / max(ops.flops[i], 1e-30) for i in range(len(ops.flops))
+             if ops.flops[i] > 0 and ops.op[i] in ("aten.mm", "aten.addmm")}
+    shares = sorted(set(round(v, 6) for v in by_op.values()))
+    assert shares == [0.5, 1.0]  # split projections and the whole ones (the router too)

@@ -287,7 +287,7 @@ _CONST_OPS = frozenset({"aten.t", "aten.view", "aten.permute", "aten.transpose",
 
 
 def _tp_layout(g: nx.DiGraph, nodes, sections, hidden: int, sum_partials: bool = False
-               ) -> tuple[set[int], float, float]:
+               ) -> tuple[set[int], float, float, set[int]]:
     """Which forward ops hold tensor-parallel shards, and how many row-parallel projections
     the block's layers run and the ops outside the block (layers of other shapes) run
     (Megatron-LM's layout, found from the dataflow; each counted as many times as its node
@@ -303,7 +303,9 @@ def _tp_layout(g: nx.DiGraph, nodes, sections, hidden: int, sum_partials: bool =
     boolean inputs (indices, a grouped GEMM's offsets, masks) carry no shard; a router (a
     matmul whose scores pick experts, ``topk``) is replicated, as Megatron-LM keeps it, so the
     experts' grouped GEMMs split as an MLP's linears do; so is a projection to one value a
-    token (Qwen2-MoE's shared-expert gate, which TensorRT-LLM builds with tp_size 1).
+    token (Qwen2-MoE's shared-expert gate, which TensorRT-LLM builds with tp_size 1), and so
+    is a latent down-projection normalized whole (``_normed_whole``). Those weight matmuls run
+    whole on every rank: the fourth set returned.
 
     ``sum_partials`` (a runtime's ``tp_sum_partials``): a row-parallel output is a partial sum
     until an op that is not linear in it; partial sums added together (a MoE layer's routed and
@@ -321,6 +323,7 @@ def _tp_layout(g: nx.DiGraph, nodes, sections, hidden: int, sum_partials: bool =
     sharded: set[int] = {n for n in const if sections.get(n) == SECTION_BLOCK
                          and g.nodes[n]["op"].startswith(_LOWP)}
     points = {True: 0.0, False: 0.0}  # in the block, outside it
+    whole: set[int] = set()  # weight matmuls on a replicated input kept replicated
     partial: dict[int, int] = {}  # a partial sum's node -> its all-reduce (sum_partials)
     joined: dict[int, int] = {}  # all-reduces merged into another one
     for n, d in nodes:
@@ -336,8 +339,11 @@ def _tp_layout(g: nx.DiGraph, nodes, sections, hidden: int, sum_partials: bool =
                 points[block] += d["count"]  # row-parallel: replicated after the all-reduce
                 if sum_partials:
                     partial[n] = n
-            elif from_shard or not (_routes(g, n) or width == 1):
+            elif from_shard or not (_routes(g, n) or width == 1
+                                    or (0 < width < hidden and _normed_whole(g, n))):
                 sharded.add(n)  # column-parallel, or a further projection of a shard
+            else:
+                whole.add(n)
         elif from_shard:
             sharded.add(n)
         elif sum_partials and acts:
@@ -368,7 +374,7 @@ def _tp_layout(g: nx.DiGraph, nodes, sections, hidden: int, sum_partials: bool =
                 continue
             sharded.add(u)
             stack += [p for p in g.predecessors(u) if p in const]
-    return sharded, points[True], points[False]
+    return sharded, points[True], points[False], whole
 
 
 # ops linear in their partial-sum inputs: the sum of their outputs over the ranks is their
@@ -417,6 +423,37 @@ def _routes(g: nx.DiGraph, n: int, depth: int = 4) -> bool:
                     if g.nodes[v]["phase"] == "forward" and g.nodes[v]["op"] not in _MATMULS]
         if any(g.nodes[v]["op"] == "aten.topk" for v in frontier):
             return True
+    return False
+
+
+_TOKEN_MAJOR = frozenset({"aten.view", "aten._unsafe_view", "aten.reshape", "aten._to_copy",
+                          "aten.split_with_sizes", "aten.split", "aten.slice"})
+
+
+def _normed_whole(g: nx.DiGraph, n: int, depth: int = 4) -> bool:
+    """Whether matmul ``n``'s output (or a split of it) is normalized whole, a token at a time
+    (a norm module's ops within ``depth`` token-major views, casts and splits of it, the
+    tokens as many as its rows: not heads): a latent down-projection (DeepSeek's q_a_proj and
+    kv_a_proj_with_mqa, RMSNorm-ed before their up-projections) that Megatron-Core builds
+    ``duplicated`` and TensorRT-LLM's MLA without a tensor-parallel mode, each rank computing
+    it whole (a shard could not be normalized without its rows' other parts)."""
+    classes = g.graph.get("module_classes", {})
+    out = g.nodes[n]["out_shapes"][0] if g.nodes[n]["out_shapes"] else []
+    rows = _numel(out) // max(1, out[-1]) if out else 0
+    frontier = [n]
+    for _ in range(depth):
+        nxt = []
+        for u in frontier:
+            for v in g.successors(u):
+                d = g.nodes[v]
+                shape = d["out_shapes"][0] if d["out_shapes"] else []
+                if not shape or _numel(shape) // max(1, shape[-1]) != rows:
+                    continue  # reshaped into heads, or another op's tensor
+                if "Norm" in classes.get(d["module"], ""):
+                    return True
+                if d["op"] in _TOKEN_MAJOR:
+                    nxt.append(v)
+        frontier = nxt
     return False
 
 
@@ -560,7 +597,7 @@ def _op_table(g: nx.DiGraph, rep: tuple[str, ...], layers: int, width_numel: int
     ``expert_ops``: the record indices of ops on stacked expert weights (``_expert_ops``)."""
     nodes = _ordered(g)
     sections = _sections(nodes, rep)
-    sharded = _tp_layout(g, nodes, sections, hidden)[0]
+    sharded, _, _, whole = _tp_layout(g, nodes, sections, hidden)
     cols: dict[str, list] = {k: [] for k in ("section", "phase", "curve", "op", "dtype", "tc",
                                              "flops", "nbytes", "fixed", "count", "sp_only",
                                              "attention", "slices", "mnk", "grows",
@@ -599,11 +636,15 @@ def _op_table(g: nx.DiGraph, rep: tuple[str, ...], layers: int, width_numel: int
         target["groups"].append(tuple(float(x) for x in grouped[:3]) if grouped
                                 else (0.0, 0.0, 0.0))
         target["count"].append(float(count))
-        if d["phase"] == "forward" and section == SECTION_BLOCK:
+        layer_forward = d["phase"] == "forward" and section == SECTION_BLOCK
+        if layer_forward:
             replicated = n not in sharded
         else:  # backward and pre/post: hidden-width outputs are the replicated ones
             replicated = 0 < out_numel <= width_numel
-        target["sp_only"].append(cls not in TENSOR_CORE_CLASSES and replicated)
+        # a layer's replicated weight matmul (a router, a latent down-projection) runs whole
+        # on every rank, its weight held whole
+        target["sp_only"].append(replicated and (cls not in TENSOR_CORE_CLASSES or (
+            layer_forward and n in whole)))
         target["attention"].append(cls == "attention" or d["op"] in (
             "aten._softmax", "aten._softmax_backward_data"))
         target["slices"].append(float(op_slices(d)))
@@ -866,7 +907,7 @@ def workload_from_traces(traces: Mapping[Recompute, object], policy: PrecisionPo
     kv_heads = max(1, kv_hidden // head_dim)
     if heads % kv_heads:
         kv_heads = heads
-    _, tp_points, outside = _tp_layout(g0, nodes0, sections0, hidden, runtime.tp_sum_partials)
+    _, tp_points, outside, _ = _tp_layout(g0, nodes0, sections0, hidden, runtime.tp_sum_partials)
     tp_points = tp_points / layers if rep else tp_points  # the block's nodes stand for its layers
     tp_points = int(tp_points) if float(tp_points).is_integer() else tp_points
     if rep and tp_points == 0:
