@@ -460,3 +460,24 @@ def test_latent_down_projections_stay_whole_under_tensor_parallelism(model, sets
              if ops.flops[i] > 0 and ops.op[i] in ("aten.mm", "aten.addmm")}
     shares = sorted(set(round(v, 6) for v in by_op.values()))
     assert shares == [0.5, 1.0]  # split projections and the whole ones (the router too)
+
+
+def test_weights_of_whole_matmuls_are_held_whole_on_every_rank():
+    """At tp 2 a GPU holds half of the split weights and all of the layers' whole ones: the
+    two MoE layers' q and kv down-projections and router with its 8 correction biases
+    (DeepSeek-V3's balancing bias), (64 x 32 + 64 x 24 + 64 x 8 + 8) x 2 bytes each (bf16),
+    so W(tp 2) - W(tp 1) / 2 is half of theirs."""
+    from archcost.cli.infer import one_replica_cluster
+    from archcost.infer.price import InferenceCosts
+    from archcost.runtime import load_runtime
+
+    spec, policy = load_model_file("hf:deepseek-v3", DEEPSEEK_TINY), parse_precision("bf16")
+
+    def held(tp):
+        costs = InferenceCosts(spec, one_replica_cluster("h100-sxm" if tp == 1 else
+                                                         "dgx-h100-ndr", tp), policy,
+                               load_runtime("eager"), build_len=40, tp=tp)
+        return costs.weight_bytes_per_gpu()
+
+    whole = 2 * (64 * 32 + 64 * 24 + 64 * 8 + 8) * 2
+    assert held(2) - held(1) / 2 == pytest.approx(whole / 2)

@@ -404,8 +404,11 @@ class InferenceCosts:
         stage = math.ceil(w.layers / self.pp)
         ends = w.params_pre + w.params_post if self.pp == 1 else max(w.params_pre,
                                                                      w.params_post)
+        # the layers' weight matmuls that run whole on every rank (a router, a latent
+        # down-projection) hold their weights whole: what the tp split took off, back
+        kept = getattr(w, "whole_weight_bytes", 0.0) * stage
         return ((ends + stage * w.params_block) * plain
-                + cap.packed_bytes * stage / w.layers) / self.tp
+                + cap.packed_bytes * stage / w.layers) / self.tp + kept * (1 - 1 / self.tp)
 
     def kv_windows(self) -> tuple[int, ...]:
         """The sliding windows of the model's cache layers (none: all attend in full)."""

@@ -177,6 +177,9 @@ class Workload:
     # it (``cost.fusion``'s ``kv_heads``: a grouped cache's heads; a latent cache expanded per
     # query head reads the query heads); 0: no attention kernel
     attention_kv_heads: int = 0
+    # bytes of one main-stack layer's weights that every tensor-parallel rank holds whole (the
+    # weight matmuls the layout keeps replicated: a router, a latent down-projection), as held
+    whole_weight_bytes: float = 0.0
     # what the GEMMs run in (PrecisionPolicy.gemm_dtype: its peak prices MFU); "" = compute_dtype
     gemm_dtype: str = ""
     # the transient peak outside the head and loss (what a pipeline stage without them holds:
@@ -907,7 +910,12 @@ def workload_from_traces(traces: Mapping[Recompute, object], policy: PrecisionPo
     kv_heads = max(1, kv_hidden // head_dim)
     if heads % kv_heads:
         kv_heads = heads
-    _, tp_points, outside, _ = _tp_layout(g0, nodes0, sections0, hidden, runtime.tp_sum_partials)
+    _, tp_points, outside, whole = _tp_layout(g0, nodes0, sections0, hidden,
+                                              runtime.tp_sum_partials)
+    whole_modules = {g0.nodes[n]["module"] for n in whole
+                     if sections0.get(n) == SECTION_BLOCK}
+    whole_bytes = float(sum(p.numel * ITEMSIZE.get(p.dtype, 1) for p in cap0.params
+                            if p.module in whole_modules))
     tp_points = tp_points / layers if rep else tp_points  # the block's nodes stand for its layers
     tp_points = int(tp_points) if float(tp_points).is_integer() else tp_points
     if rep and tp_points == 0:
@@ -979,6 +987,7 @@ def workload_from_traces(traces: Mapping[Recompute, object], policy: PrecisionPo
         transient=transient, transient_body=body, transient_lines=lines, hidden=hidden, act_bytes=ITEMSIZE[policy.compute_dtype],
         tp_points=tp_points, kv_hidden=kv_hidden, dispatch_bytes=dispatch, notes=tuple(notes),
         tp_points_outside=outside if rep else 0.0, attention_kv_heads=read_heads,
+        whole_weight_bytes=whole_bytes if rep else 0.0,
         gemm_dtype=policy.gemm_dtype, gather_bytes=own, lowp_gather_bytes=lowp_gather,
         runtime=runtime, module_calls=_module_calls(cap0, nodes0, sections0, members, layers),
     )
