@@ -481,3 +481,32 @@ def test_weights_of_whole_matmuls_are_held_whole_on_every_rank():
 
     whole = 2 * (64 * 32 + 64 * 24 + 64 * 8 + 8) * 2
     assert held(2) - held(1) / 2 == pytest.approx(whole / 2)
+
+
+def test_absorbed_latent_decode_flops_are_two_per_active_parameter_plus_attention():
+    """The issue's decode closed form holds for multi-head latent attention as a serving engine
+    runs it (``mla``): 2 x the parameters a token multiplies (per layer q_a, q_b, kv_a, kv_b,
+    o; the dense layer's MLP; each MoE layer's router, shared expert and top-2 of the routed;
+    the head) + the attention over the context, 2 * H * keys * (2r + dr) a layer (scores over
+    the latent and its rotary part, values over the latent)."""
+    from archcost.cost.fusion import executed_graph
+    from archcost.runtime import load_runtime
+
+    ctx = 12
+    spec = load_model_file("hf:deepseek-v3", DEEPSEEK_TINY)
+    cap = capture_inference(spec, InferStep.decode(1, ctx), parse_precision("fp32"),
+                            build_len=40)
+    g = executed_graph(cap.graph, load_runtime("tensorrt-llm"))
+    h, heads, q_rank, r, dr, dn, dv, ffn, e_ffn, experts, top_k, vocab, layers = (
+        64, 4, 32, 16, 8, 16, 16, 128, 48, 8, 2, 256, 3)
+    attn = h * q_rank + q_rank * heads * (dn + dr) + h * (r + dr) + r * heads * (dn + dv) \
+        + heads * dv * h
+    moe = h * experts + 3 * h * e_ffn + top_k * 3 * h * e_ffn
+    linear = layers * attn + 3 * h * ffn + 2 * moe + vocab * h
+    attention = layers * 2 * heads * (ctx + 1) * (2 * r + dr)
+    assert _flops(g, "attention") == attention
+    assert _flops(g, "matmul", "attention") == 2 * linear + attention
+
+
+def _flops(g, *classes) -> int:
+    return sum(d["flops"] * d["count"] for _, d in g.nodes(data=True) if d["op_class"] in classes)
