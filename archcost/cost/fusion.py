@@ -507,40 +507,38 @@ def _latent_attentions(g: nx.DiGraph, explicit) -> list[tuple]:
     return found
 
 
-def _expanding_gemm(g: nx.DiGraph, members: set[int], rows: int) -> int | None:
-    """The one linear GEMM of ``rows`` rows (every cached token) whose output reaches the
-    attention's ``members`` through memory-bound ops only; None unless exactly one."""
-    found, seen = set(), set(members)
-    todo = [p for n in members for p in g.predecessors(n) if p not in members]
+def _reach(g: nx.DiGraph, starts, forward: bool, skip=frozenset()):
+    """Each node from ``starts`` on, once, walking on (its successors, or its predecessors)
+    past forward memory-bound ops only; ``skip``: nodes never visited."""
+    seen, todo = set(skip), list(starts)
     while todo:
         n = todo.pop()
         if n in seen:
             continue
         seen.add(n)
+        yield n
         d = g.nodes[n]
-        if d["op"] in _GEMMS:
-            if op_mnk(d)[0] == rows:
-                found.add(n)
-        elif d["op_class"] in FUSABLE_CLASSES and d["phase"] == "forward":
-            todo.extend(g.predecessors(n))
+        if d["op_class"] in FUSABLE_CLASSES and d["phase"] == "forward":
+            todo.extend(g.successors(n) if forward else g.predecessors(n))
+
+
+def _expanding_gemm(g: nx.DiGraph, members: set[int], rows: int) -> int | None:
+    """The one linear GEMM of ``rows`` rows (every cached token) whose output reaches the
+    attention's ``members`` through memory-bound ops only; None unless exactly one."""
+    starts = [p for n in members for p in g.predecessors(n)]
+    found = {n for n in _reach(g, starts, False, members)
+             if g.nodes[n]["op"] in _GEMMS and op_mnk(g.nodes[n])[0] == rows}
     return next(iter(found)) if len(found) == 1 else None
 
 
 def _head_split(g: nx.DiGraph, proj: int, width: int) -> tuple[int, int] | None:
     """(dn, dv): the two widths a split after ``proj`` cuts each head's ``width`` into."""
-    todo, seen = list(g.successors(proj)), set()
-    while todo:
-        n = todo.pop()
-        if n in seen:
-            continue
-        seen.add(n)
+    for n in _reach(g, g.successors(proj), True):
         d = g.nodes[n]
         if d["op"] in ("aten.split_with_sizes", "aten.split") and len(d["out_shapes"]) == 2:
             a, b = (shape[-1] for shape in d["out_shapes"])
             if a + b == width:
                 return int(a), int(b)
-        if d["op_class"] in FUSABLE_CLASSES:
-            todo.extend(g.successors(n))
     return None
 
 
