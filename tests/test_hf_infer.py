@@ -537,3 +537,26 @@ def test_a_latent_cache_splits_its_attention_over_tp_as_the_attention_reads_it(r
         closed = 2 * (heads * (r + dr) + keys * (r + dr)) + 2 * heads * r
         assert ops.nbytes[kernel] == pytest.approx(traced * 2)
     assert traced[0] == pytest.approx(closed)
+
+
+def test_an_attention_written_out_reads_the_cache_in_place_under_a_serving_runtime():
+    """Gemma 2's eager attention reads DynamicCache's concatenation of the held and new K and
+    V (a copy of the cache each step, which eager prices); under tensorrt-llm the append joins
+    the written-out attention's kernel (``kv-cache``): outside the kernel nothing of the cache
+    moves, and the kernel reads the held tokens and the new one once (closed form in
+    test_a_serving_runtime_runs_an_attention_written_out_as_one_kernel)."""
+    from archcost.cost.fusion import executed_graph
+    from archcost.runtime import load_runtime
+
+    kvh, hd, ctx = 2, 16, 12
+    _, cap = _written_out("gemma2", InferStep.decode(1, ctx), "tensorrt-llm")
+
+    def moved(runtime):
+        g = executed_graph(cap.graph, load_runtime(runtime))
+        return sum(d["bytes_read"] + d["bytes_written"] for _, d in g.nodes(data=True)
+                   if d["module"].endswith("layers.1.self_attn")  # the full (global) layer
+                   and d["op_class"] not in ("matmul", "attention"))
+
+    held = 2 * kvh * ctx * hd * 2  # K and V of the held tokens, bf16
+    assert moved("tensorrt-llm") < held
+    assert moved("eager") >= 2 * held  # the concatenation reads them and writes them again

@@ -87,9 +87,9 @@ MLA) all match. The first matmul becomes the kernel: an SDPA node (bhsd) of the 
 FLOPs, halved when causal (a mask of the scores' square shape read by the chain: flash
 attention's convention, ``trace.rules_attention``), reading what the members read from outside
 (query, key, value, the mask) and writing the output once; the score matrix and every tensor
-inside is never allocated. NB: the KV cache's casts and appends before an attention written
-out stay their own kernels (``kv-cache`` folds them only into an attention op as traced), and a
-padding mask of the scores' shape reads as causal.
+inside is never allocated. With ``kv-cache`` the cache's reads, casts and appends that lead
+only into its members run inside it too (the mask's ops apart), the kernel reading the cache
+once. NB: a padding mask of the scores' shape reads as causal.
 
 ``mla``: a generation step (one query a sequence) whose attention reads keys and values one
 linear projects from every cached token (multi-head latent attention as transformers'
@@ -205,27 +205,29 @@ def _tags(g: nx.DiGraph, fusions: frozenset[Fusion], absorbed: frozenset[int] = 
     return tags
 
 
-def _state_chain(g: nx.DiGraph, c: int) -> list[int]:
-    """The memory-bound ops of ``c``'s module and phase that lead only into ``c`` and read no
-    tensor another op made outside them, in execution order. A tensor no traced op made is
-    persistent state (parameters, packed weights, the cache): the model's own inputs reach the
-    blocks only through ops (the embedding)."""
+def _state_chain(g: nx.DiGraph, c: int, into: frozenset[int] = frozenset()) -> list[int]:
+    """The memory-bound ops of ``c``'s module and phase that lead only into ``c`` (or the
+    other members ``into`` of an attention written out) and read no tensor another op made
+    outside them, in execution order. A tensor no traced op made is persistent state
+    (parameters, packed weights, the cache): the model's own inputs reach the blocks only
+    through ops (the embedding)."""
     d = g.nodes[c]
-    near = sorted((n for n in nx.ancestors(g, c)
+    targets = into | {c}
+    near = sorted((n for n in set().union(*(nx.ancestors(g, t) for t in targets)) - targets
                    if g.nodes[n]["module"] == d["module"] and g.nodes[n]["phase"] == d["phase"]
                    and g.nodes[n]["op_class"] not in _COMPUTE),
                   key=lambda n: g.nodes[n]["index"])
+    attention = d["op_class"] == "attention" or bool(into)
     chain: set[int] = set()
     for n in near:  # producers first: a node joins when everything it reads is state or chain
-        if all(p in chain for p in g.predecessors(n)) or (
-                d["op_class"] == "attention" and _appends(g, n)):
+        if all(p in chain for p in g.predecessors(n)) or (attention and _appends(g, n)):
             chain.add(n)
     changed = True
     while changed:  # what a node outside the chain (or nothing) reads would be written: drop it
         changed = False
         for n in list(chain):
             succ = set(g.successors(n))
-            if not succ or not succ <= chain | {c}:
+            if not succ or not succ <= chain | targets:
                 chain.discard(n)
                 changed = True
     return sorted(chain, key=lambda n: g.nodes[n]["index"])
@@ -244,10 +246,19 @@ def _appends(g: nx.DiGraph, n: int) -> bool:
     return d["bytes_read"] > made
 
 
-def _prologues(g: nx.DiGraph, fusions: frozenset[Fusion]) -> dict[int, list[int]]:
-    """Compute node -> the state chain that runs inside its kernel (``dequant``, ``kv-cache``)."""
+def _prologues(g: nx.DiGraph, fusions: frozenset[Fusion], explicit=()
+               ) -> dict[int, list[int]]:
+    """Compute node -> the state chain that runs inside its kernel (``dequant``, ``kv-cache``;
+    an attention written out (``explicit``) takes its chain on its scores' matmul)."""
     classes = g.graph.get("module_classes", {})
     out: dict[int, list[int]] = {}
+    if fusions & {Fusion.KV_CACHE, Fusion.KV_CACHE_PER_HEAD} and explicit:
+        readers = frozenset(n for _, members, _ in explicit for n in members)
+        masks = _mask_chain(g, frozenset(), readers)  # built from positions, not the cache
+        for s, members, _ in explicit:
+            chain = [n for n in _state_chain(g, s, frozenset(members)) if n not in masks]
+            if chain:
+                out[s] = chain
     for c, d in g.nodes(data=True):
         packed = d["op_class"] == "matmul" and classes.get(d["module"], "").endswith(
             (_PACKED, _PACKED_EXPERTS))
@@ -264,8 +275,8 @@ def prologue_nodes(g: nx.DiGraph, fusions: frozenset[Fusion]) -> set[int]:
     """The nodes a runtime runs inside a compute kernel's prologue (``dequant``, ``kv-cache``)
     or not at all (``mask``): what they make never leaves the kernel (an unpacked weight, the
     cache's cast or copy, a mask), so it is never allocated."""
-    inside = {n for chain in _prologues(g, fusions).values() for n in chain}
     explicit = _explicit_attention(g) if Fusion.ATTENTION in fusions else []
+    inside = {n for chain in _prologues(g, fusions, explicit).values() for n in chain}
     readers = frozenset(n for _, members, _ in explicit for n in members)
     inside |= {n for _, members, last in explicit for n in members if n != last}
     if Fusion.MLA in fusions:  # the expanded keys and values are never made
@@ -729,8 +740,8 @@ def fuse_graph(g: nx.DiGraph, fusions=()) -> nx.DiGraph:
         d["launches"] = 1.0
     if not fusions:
         return out
-    prologues = _prologues(g, fusions)
     explicit = _explicit_attention(g) if Fusion.ATTENTION in fusions else []
+    prologues = _prologues(g, fusions, explicit)
     readers = frozenset(n for _, members, _ in explicit for n in members)
     latent = _latent_attentions(g, explicit) if Fusion.MLA in fusions else []
     unmade = frozenset(n for *_, gone, _ in latent for n in gone)
@@ -768,7 +779,7 @@ def fuse_graph(g: nx.DiGraph, fusions=()) -> nx.DiGraph:
         if u in masks and c not in masks | readers:  # an attention no longer reads the mask
             out.nodes[c]["bytes_read"] = max(0, out.nodes[c]["bytes_read"] - e["bytes"])
     for s, members, last in explicit:
-        _fold_attention(g, out, s, members, last, masks)
+        _fold_attention(g, out, s, [*prologues.get(s, ()), *members], last, masks)
     for proj, c, _, gone, dims in latent:
         _absorb_latent(g, out, proj, c, gone, dims)
     if Fusion.QKV in fusions:
