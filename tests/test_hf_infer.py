@@ -539,24 +539,28 @@ def test_a_latent_cache_splits_its_attention_over_tp_as_the_attention_reads_it(r
     assert traced[0] == pytest.approx(closed)
 
 
-def test_an_attention_written_out_reads_the_cache_in_place_under_a_serving_runtime():
-    """Gemma 2's eager attention reads DynamicCache's concatenation of the held and new K and
-    V (a copy of the cache each step, which eager prices); under tensorrt-llm the append joins
-    the written-out attention's kernel (``kv-cache``): outside the kernel nothing of the cache
-    moves, and the kernel reads the held tokens and the new one once (closed form in
-    test_a_serving_runtime_runs_an_attention_written_out_as_one_kernel)."""
+@pytest.mark.parametrize("layer", ["layers.0", "layers.1"])
+def test_an_attention_written_out_reads_the_cache_in_place_under_a_serving_runtime(layer):
+    """Gemma 2's eager attention reads the cache's concatenation of the held and new K and V
+    (a copy of the cache each step, which eager prices; its sliding layer 0 keeps a view of
+    the concatenation's last window as the cache, its full layer 1 the whole); under
+    tensorrt-llm the append joins the written-out attention's kernel (``kv-cache``): what
+    moves outside the kernel does not grow with the context, where eager's concatenation
+    reads and writes K and V of every held token (2 x 2 x kv_heads x head_dim x 2 bytes a
+    token more). Contexts of 3 and 6, inside the window of 8; the kernel's own read in
+    test_a_serving_runtime_runs_an_attention_written_out_as_one_kernel."""
     from archcost.cost.fusion import executed_graph
     from archcost.runtime import load_runtime
 
-    kvh, hd, ctx = 2, 16, 12
-    _, cap = _written_out("gemma2", InferStep.decode(1, ctx), "tensorrt-llm")
+    kvh, hd = 2, 16
+    caps = {ctx: _written_out("gemma2", InferStep.decode(1, ctx), "tensorrt-llm")[1]
+            for ctx in (3, 6)}
 
-    def moved(runtime):
-        g = executed_graph(cap.graph, load_runtime(runtime))
+    def moved(runtime, ctx):
+        g = executed_graph(caps[ctx].graph, load_runtime(runtime))
         return sum(d["bytes_read"] + d["bytes_written"] for _, d in g.nodes(data=True)
-                   if d["module"].endswith("layers.1.self_attn")  # the full (global) layer
+                   if d["module"].endswith(f"{layer}.self_attn")
                    and d["op_class"] not in ("matmul", "attention"))
 
-    held = 2 * kvh * ctx * hd * 2  # K and V of the held tokens, bf16
-    assert moved("tensorrt-llm") < held
-    assert moved("eager") >= 2 * held  # the concatenation reads them and writes them again
+    assert moved("tensorrt-llm", 6) == moved("tensorrt-llm", 3)
+    assert moved("eager", 6) - moved("eager", 3) >= 3 * 2 * 2 * kvh * hd * 2

@@ -226,7 +226,10 @@ def _state_chain(g: nx.DiGraph, c: int, into: frozenset[int] = frozenset()) -> l
     while changed:  # what a node outside the chain (or nothing) reads would be written: drop it
         changed = False
         for n in list(chain):
-            succ = set(g.successors(n))
+            # a view nothing reads keeps what the cache holds (a sliding window's last tokens
+            # of the concatenation): the engine's cache itself
+            succ = {v for v in g.successors(n)
+                    if not (_view(g.nodes[v]) and not any(True for _ in g.successors(v)))}
             if not succ or not succ <= chain | targets:
                 chain.discard(n)
                 changed = True
