@@ -564,3 +564,29 @@ def test_the_search_document_states_what_shapes_its_plans():
     assert (a["workload"]["kv_dtype"], b["workload"]["kv_dtype"]) == (None, "fp8")
     assert a["workload"]["group_size"] == 128
     assert (a["hardware"]["usable_memory"], b["hardware"]["usable_memory"]) == (0.9, 0.8)
+
+
+@pytest.mark.parametrize("kind", ["prefill", "decode"])
+def test_a_serving_runtime_prices_written_out_and_sdpa_attention_alike(kind):
+    """The bundled GPT-2 written two ways, its attention as ops (``flash=false``: matmul,
+    scale, mask, softmax, matmul) and through SDPA (``flash=true``): under tensorrt-llm
+    (``attention``) the two price the same step, one attention kernel each (the same FLOPs,
+    times within 10 %); under eager the written-out one pays its score matrix."""
+    step = InferStep.prefill(1, 64) if kind == "prefill" else InferStep.decode(1, 64)
+    sets = {"layers": 2, "hidden": 128, "heads": 4}
+
+    def priced(flash, runtime):
+        spec = load_model_file(str(MODELS / "gpt2.py"), dict(sets, flash=flash))
+        costs = InferenceCosts(spec, one_replica_cluster("h100-sxm", 1),
+                               parse_precision("bf16"), load_runtime(runtime), build_len=96)
+        (ops,) = costs.workload(step).ops.values()
+        return costs.step(4, step)["seconds"], ops
+
+    (t_ops, ops), (t_sdpa, sdpa) = priced(False, "tensorrt-llm"), priced(True, "tensorrt-llm")
+    attention = [o.startswith("aten._scaled_dot_product") for o in ops.op]
+    assert sum(attention) == sum(o.startswith("aten._scaled_dot_product") for o in sdpa.op)
+    assert ops.flops[np.array(attention)].sum() == pytest.approx(
+        sdpa.flops[np.array([o.startswith("aten._scaled_dot_product") for o in sdpa.op])].sum())
+    assert t_ops == pytest.approx(t_sdpa, rel=0.10)
+    if kind == "prefill":
+        assert priced(False, "eager")[0] > priced(True, "eager")[0]
