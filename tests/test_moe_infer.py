@@ -466,7 +466,8 @@ def test_weights_of_whole_matmuls_are_held_whole_on_every_rank():
     """At tp 2 a GPU holds half of the split weights and all of the layers' whole ones: the
     two MoE layers' q and kv down-projections and router with its 8 correction biases
     (DeepSeek-V3's balancing bias), (64 x 32 + 64 x 24 + 64 x 8 + 8) x 2 bytes each (bf16),
-    so W(tp 2) - W(tp 1) / 2 is half of theirs."""
+    and the dense first layer's down-projections, (64 x 32 + 64 x 24) x 2 bytes: W(tp 2) -
+    W(tp 1) / 2 is half of theirs."""
     from archcost.cli.infer import one_replica_cluster
     from archcost.infer.price import InferenceCosts
     from archcost.runtime import load_runtime
@@ -479,7 +480,7 @@ def test_weights_of_whole_matmuls_are_held_whole_on_every_rank():
                                load_runtime("eager"), build_len=40, tp=tp)
         return costs.weight_bytes_per_gpu()
 
-    whole = 2 * (64 * 32 + 64 * 24 + 64 * 8 + 8) * 2
+    whole = 2 * (64 * 32 + 64 * 24 + 64 * 8 + 8) * 2 + (64 * 32 + 64 * 24) * 2
     assert held(2) - held(1) / 2 == pytest.approx(whole / 2)
 
 

@@ -406,7 +406,8 @@ class InferenceCosts:
                                                                      w.params_post)
         # the layers' weight matmuls that run whole on every rank (a router, a latent
         # down-projection) hold their weights whole: what the tp split took off, back
-        kept = getattr(w, "whole_weight_bytes", 0.0) * stage
+        kept = getattr(w, "whole_weight_bytes", 0.0) * stage + getattr(
+            w, "whole_weight_bytes_outside", 0.0)
         return ((ends + stage * w.params_block) * plain
                 + cap.packed_bytes * stage / w.layers) / self.tp + kept * (1 - 1 / self.tp)
 

@@ -180,6 +180,8 @@ class Workload:
     # bytes of one main-stack layer's weights that every tensor-parallel rank holds whole (the
     # weight matmuls the layout keeps replicated: a router, a latent down-projection), as held
     whole_weight_bytes: float = 0.0
+    # ... and of the layers outside the main stack (DeepSeek-V3's dense layers), all of them
+    whole_weight_bytes_outside: float = 0.0
     # what the GEMMs run in (PrecisionPolicy.gemm_dtype: its peak prices MFU); "" = compute_dtype
     gemm_dtype: str = ""
     # the transient peak outside the head and loss (what a pipeline stage without them holds:
@@ -644,10 +646,10 @@ def _op_table(g: nx.DiGraph, rep: tuple[str, ...], layers: int, width_numel: int
             replicated = n not in sharded
         else:  # backward and pre/post: hidden-width outputs are the replicated ones
             replicated = 0 < out_numel <= width_numel
-        # a layer's replicated weight matmul (a router, a latent down-projection) runs whole
-        # on every rank, its weight held whole
-        target["sp_only"].append(replicated and (cls not in TENSOR_CORE_CLASSES or (
-            layer_forward and n in whole)))
+        # a replicated weight matmul (a router, a latent down-projection; in the stack or a
+        # layer outside it) runs whole on every rank, its weight held whole
+        target["sp_only"].append((d["phase"] == "forward" and n in whole)
+                                 or (replicated and cls not in TENSOR_CORE_CLASSES))
         target["attention"].append(cls == "attention" or d["op"] in (
             "aten._softmax", "aten._softmax_backward_data"))
         target["slices"].append(float(op_slices(d)))
@@ -912,10 +914,12 @@ def workload_from_traces(traces: Mapping[Recompute, object], policy: PrecisionPo
         kv_heads = heads
     _, tp_points, outside, whole = _tp_layout(g0, nodes0, sections0, hidden,
                                               runtime.tp_sum_partials)
-    whole_modules = {g0.nodes[n]["module"] for n in whole
-                     if sections0.get(n) == SECTION_BLOCK}
-    whole_bytes = float(sum(p.numel * ITEMSIZE.get(p.dtype, 1) for p in cap0.params
-                            if p.module in whole_modules))
+    held = {}  # bytes of the whole matmuls' weights: one layer of the stack's, the rest's
+    for inside in (True, False):
+        modules = {g0.nodes[n]["module"] for n in whole
+                   if (sections0.get(n) == SECTION_BLOCK) == inside}
+        held[inside] = float(sum(p.numel * ITEMSIZE.get(p.dtype, 1) for p in cap0.params
+                                 if p.module in modules))
     tp_points = tp_points / layers if rep else tp_points  # the block's nodes stand for its layers
     tp_points = int(tp_points) if float(tp_points).is_integer() else tp_points
     if rep and tp_points == 0:
@@ -987,7 +991,8 @@ def workload_from_traces(traces: Mapping[Recompute, object], policy: PrecisionPo
         transient=transient, transient_body=body, transient_lines=lines, hidden=hidden, act_bytes=ITEMSIZE[policy.compute_dtype],
         tp_points=tp_points, kv_hidden=kv_hidden, dispatch_bytes=dispatch, notes=tuple(notes),
         tp_points_outside=outside if rep else 0.0, attention_kv_heads=read_heads,
-        whole_weight_bytes=whole_bytes if rep else 0.0,
+        whole_weight_bytes=held[True] if rep else 0.0,
+        whole_weight_bytes_outside=held[False] if rep else held[True] + held[False],
         gemm_dtype=policy.gemm_dtype, gather_bytes=own, lowp_gather_bytes=lowp_gather,
         runtime=runtime, module_calls=_module_calls(cap0, nodes0, sections0, members, layers),
     )
