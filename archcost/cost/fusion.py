@@ -119,6 +119,8 @@ all parameters (``executed_graph``): each op's share of those launches.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import networkx as nx
 
 from archcost.cost.compute import BATCHED_MATMULS, op_mnk
@@ -222,18 +224,28 @@ def _state_chain(g: nx.DiGraph, c: int, into: frozenset[int] = frozenset()) -> l
     for n in near:  # producers first: a node joins when everything it reads is state or chain
         if all(p in chain for p in g.predecessors(n)) or (attention and _appends(g, n)):
             chain.add(n)
+    def fits(n: int, kept: set[int]) -> bool:
+        # what a node outside the chain (or nothing) reads would be written; a view nothing
+        # reads keeps what the cache holds (a sliding window's last tokens of the
+        # concatenation): the engine's cache itself
+        succ = {v for v in g.successors(n)
+                if not (_view(g.nodes[v]) and not any(True for _ in g.successors(v)))}
+        return bool(succ) and succ <= kept | targets
+
+    return sorted(_prune(chain, fits), key=lambda n: g.nodes[n]["index"])
+
+
+def _prune(nodes: set[int], fits) -> set[int]:
+    """``nodes`` less those that do not ``fits(node, nodes left)``, until every one left
+    does (dropping one can unfit another)."""
     changed = True
-    while changed:  # what a node outside the chain (or nothing) reads would be written: drop it
+    while changed:
         changed = False
-        for n in list(chain):
-            # a view nothing reads keeps what the cache holds (a sliding window's last tokens
-            # of the concatenation): the engine's cache itself
-            succ = {v for v in g.successors(n)
-                    if not (_view(g.nodes[v]) and not any(True for _ in g.successors(v)))}
-            if not succ or not succ <= chain | targets:
-                chain.discard(n)
+        for n in list(nodes):
+            if not fits(n, nodes):
+                nodes.discard(n)
                 changed = True
-    return sorted(chain, key=lambda n: g.nodes[n]["index"])
+    return nodes
 
 
 def _appends(g: nx.DiGraph, n: int) -> bool:
@@ -274,20 +286,40 @@ def _prologues(g: nx.DiGraph, fusions: frozenset[Fusion], explicit=()
     return out
 
 
-def prologue_nodes(g: nx.DiGraph, fusions: frozenset[Fusion]) -> set[int]:
-    """The nodes a runtime runs inside a compute kernel's prologue (``dequant``, ``kv-cache``)
-    or not at all (``mask``): what they make never leaves the kernel (an unpacked weight, the
-    cache's cast or copy, a mask), so it is never allocated."""
+class _Plan(NamedTuple):
+    """What a runtime's fusions make of a graph beyond its memory-bound groups: the one
+    derivation ``fuse_graph`` prices and ``prologue_nodes`` reads."""
+
+    explicit: list  # attentions written out: (scores' matmul, members, its output's writer)
+    prologues: dict  # compute node -> the chain that runs inside its kernel
+    absorbed: frozenset  # the prologues' nodes
+    readers: frozenset  # the members of the attentions written out
+    latent: list  # latent attentions absorbed (``mla``): ``_latent_attentions``
+    unmade: frozenset  # what an absorbed latent attention never makes
+    masks: frozenset  # the mask-building ops that run nowhere (``mask``)
+
+
+def _plan(g: nx.DiGraph, fusions: frozenset[Fusion]) -> _Plan:
     explicit = _explicit_attention(g) if Fusion.ATTENTION in fusions else []
-    inside = {n for chain in _prologues(g, fusions, explicit).values() for n in chain}
+    prologues = _prologues(g, fusions, explicit)
+    absorbed = frozenset(n for chain in prologues.values() for n in chain)
     readers = frozenset(n for _, members, _ in explicit for n in members)
-    inside |= {n for _, members, last in explicit for n in members if n != last}
-    if Fusion.MLA in fusions:  # the expanded keys and values are never made
-        inside |= {n for proj, _, _, gone, _ in _latent_attentions(g, explicit)
-                   for n in (proj, *gone)}
-    if Fusion.MASK in fusions:
-        inside |= _mask_chain(g, frozenset(inside | readers), readers)
-    return inside
+    latent = _latent_attentions(g, explicit) if Fusion.MLA in fusions else []
+    unmade = frozenset(n for *_, gone, _ in latent for n in gone)
+    masks = frozenset(_mask_chain(g, absorbed | readers | unmade, readers)) \
+        if Fusion.MASK in fusions else frozenset()
+    return _Plan(explicit, prologues, absorbed, readers, latent, unmade, masks)
+
+
+def prologue_nodes(g: nx.DiGraph, fusions: frozenset[Fusion]) -> set[int]:
+    """The nodes a runtime runs inside a compute kernel's prologue (``dequant``, ``kv-cache``,
+    an attention written out but for its output) or not at all (``mask``, an absorbed latent
+    attention's expansion): what they make never leaves the kernel (an unpacked weight, the
+    cache's cast or copy, a mask, a score matrix), so it is never allocated."""
+    plan = _plan(g, frozenset(fusions))
+    return (set(plan.absorbed) | plan.unmade | plan.masks
+            | {n for _, members, last in plan.explicit for n in members if n != last}
+            | {proj for proj, *_ in plan.latent})
 
 
 _MASKING = frozenset({"aten.gt", "aten.ge", "aten.lt", "aten.le", "aten.eq", "aten.ne",
@@ -312,14 +344,12 @@ def _mask_chain(g: nx.DiGraph, taken: frozenset[int], readers: frozenset[int] = 
             continue
         if all(p in chain for p in g.predecessors(n)):
             chain.add(n)  # reads what the chain made, or inputs and state (positions)
-    changed = True
-    while changed:  # keep what only the chain or attention reads (an index nothing reads too)
-        changed = False
-        for n in list(chain):
-            succ = set(g.successors(n))
-            if (not succ and not index(n)) or not succ <= chain | attention:
-                chain.discard(n)
-                changed = True
+    def fits(n: int, kept: set[int]) -> bool:  # only the chain or attention reads it (or
+        # nothing: an index)
+        succ = set(g.successors(n))
+        return (bool(succ) or index(n)) and succ <= kept | attention
+
+    _prune(chain, fits)
     parts = nx.weakly_connected_components(g.subgraph(chain))
     return {n for part in parts
             if any(out_of_place(g.nodes[n]["op"]) in _MASKING for n in part)
@@ -427,11 +457,10 @@ def _fold_attention(g: nx.DiGraph, out: nx.DiGraph, s: int, members: list[int], 
     p = next(n for n in members if n != s and g.nodes[n]["op"] in BATCHED_MATMULS
              and any(q in inside for q in g.predecessors(n)))
     dv = g.nodes[p]["out_shapes"][0][-1]
-    four = next((g.nodes[n]["out_shapes"][0] for n in members
-                 if len(g.nodes[n]["out_shapes"][0]) == 4
-                 and g.nodes[n]["out_shapes"][0][-2:] == [sq, sk]), None)
+    four = _scores_4d(g, members, sq, sk)
     b, h = (four[0], four[1]) if four else (1, g.nodes[s]["out_shapes"][0][0])
     read, causal = 0.0, False
+    heads = []  # the heads of each 4-D tensor it reads as stored (the mask's one apart)
     for n in members:  # state it reads (no edge), and what it reads from outside: a
         # broadcast view of it (a KV head expanded to its query heads) as its storage
         if _view(g.nodes[n]):  # read by its readers
@@ -439,22 +468,18 @@ def _fold_attention(g: nx.DiGraph, out: nx.DiGraph, s: int, members: list[int], 
         edges = list(g.in_edges(n, data=True))
         read += max(0, g.nodes[n]["bytes_read"] - sum(e["bytes"] for *_, e in edges))
         for q, _, e in edges:
-            origin, least = _view_path(g, q, inside)
+            origin, least, stored = _view_path(g, q, inside)
             if q in masks:
                 causal = sq == sk and sq > 1
             elif origin not in inside:
                 read += min(float(e["bytes"]), least)
+                shape = list(e.get("shape") or [])
                 # a mask of the scores' shape
-                causal |= n not in (s, p) and list(e.get("shape") or [])[-2:] == [sq, sk] \
-                    and sq == sk and sq > 1
+                causal |= n not in (s, p) and shape[-2:] == [sq, sk] and sq == sk and sq > 1
+                shape = shape if stored is None else stored
+                if len(shape) == 4 and shape[-2:] != [sq, sk]:
+                    heads.append(shape[1])
     flops = g.nodes[s]["flops"] + g.nodes[p]["flops"]
-    # the KV heads it reads as stored: the fewest heads of a 4-D tensor it reads (the mask's
-    # one broadcast head apart)
-    heads = [shape[1] for n in members if not _view(g.nodes[n])
-             for q, _, e in g.in_edges(n, data=True)
-             if _origin(g, q, inside) not in inside and q not in masks
-             for shape in [_stored_shape(g, q, inside, e)]
-             if len(shape) == 4 and shape[-2:] != [sq, sk]]
     for n in members:
         out.nodes[n].update(bytes_read=0, bytes_written=0, flops=0, launches=0.0)
     out.nodes[s].update(
@@ -467,17 +492,12 @@ def _fold_attention(g: nx.DiGraph, out: nx.DiGraph, s: int, members: list[int], 
         kv_heads=int(min(heads, default=h)))
 
 
-def _stored_shape(g: nx.DiGraph, q: int, inside: set[int], e: dict) -> list:
-    """The shape of what an edge from ``q`` reads as stored: past member views (a KV head
-    expanded to its query heads) to the edge into the first of them."""
-    shape = list(e.get("shape") or [])
-    while q in inside and g.nodes[q]["bytes_written"] == 0:
-        ins = list(g.in_edges(q, data=True))
-        if not ins:
-            break
-        q, _, e = max(ins, key=lambda x: x[2]["bytes"])
-        shape = list(e.get("shape") or [])
-    return shape
+def _scores_4d(g: nx.DiGraph, members, sq: int, sk: int) -> list | None:
+    """The 4-D (batch, heads, sq, sk) view of an attention written out's scores (its
+    batched matmul's output is (batch x heads, sq, sk)); None when no member holds one."""
+    return next((g.nodes[n]["out_shapes"][0] for n in members
+                 if len(g.nodes[n]["out_shapes"][0]) == 4
+                 and g.nodes[n]["out_shapes"][0][-2:] == [sq, sk]), None)
 
 
 def _latent_attentions(g: nx.DiGraph, explicit) -> list[tuple]:
@@ -494,9 +514,7 @@ def _latent_attentions(g: nx.DiGraph, explicit) -> list[tuple]:
         if written:  # the scores' matmul: (b*h, sq, sk), its 4-D view gives b and h
             sq, sk = d["out_shapes"][0][-2:]
             dq = op_mnk(d)[2]
-            four = next((g.nodes[n]["out_shapes"][0] for n in members
-                         if len(g.nodes[n]["out_shapes"][0]) == 4
-                         and g.nodes[n]["out_shapes"][0][-2:] == [sq, sk]), None)
+            four = _scores_4d(g, members, sq, sk)
             if four is None:
                 continue
             batch, heads = four[0], four[1]
@@ -560,22 +578,10 @@ def _expanded(g: nx.DiGraph, proj: int, members: set[int]) -> frozenset[int]:
     """The memory-bound ops an absorbed step does not run: what carries the projection's
     output to the attention (views, splits, copies into the keys) and the copies that feed
     only those or the projection (the latent's and the rotary keys' cache appends, views)."""
-    after: set[int] = set()
-    todo = list(g.successors(proj))
-    while todo:
-        n = todo.pop()
-        d = g.nodes[n]
-        if n in after or n in members or d["op_class"] not in FUSABLE_CLASSES:
-            continue
-        after.add(n)
-        todo.extend(g.successors(n))
-    changed = True
-    while changed:  # keep what only the chain, the attention or nothing reads
-        changed = False
-        for n in list(after):
-            if not set(g.successors(n)) <= after | members:
-                after.discard(n)
-                changed = True
+    after = {n for n in _reach(g, g.successors(proj), True, members)
+             if g.nodes[n]["op_class"] in FUSABLE_CLASSES}
+    # keep what only the chain, the attention or nothing reads
+    _prune(after, lambda n, kept: set(g.successors(n)) <= kept | members)
     before: set[int] = set()
     todo = [p for n in (*after, proj) for p in g.predecessors(n)]
     while todo:
@@ -643,7 +649,7 @@ def _absorb(g: nx.DiGraph, out: nx.DiGraph, prologues: dict[int, list[int]],
         for n in (*chain, c):
             internal_in = state_in = 0.0
             for p, _, e in g.in_edges(n, data=True):
-                origin, least = _view_path(g, p, inside)
+                origin, least, _ = _view_path(g, p, inside)
                 if origin in inside:  # a GEMM reads a broadcast view of a member's output
                     # (a weight expanded over a batched matmul's batch) once: its bytes
                     gemm = n == c and g.nodes[c]["op_class"] == "matmul"
@@ -695,22 +701,24 @@ def _groups(g: nx.DiGraph, tags: dict[int, tuple]) -> list[list[int]]:
     return [sorted(m, key=lambda v: g.nodes[v]["index"]) for m in out.values()]
 
 
-def _view_path(g: nx.DiGraph, n: int, inside: set[int]) -> tuple[int, float]:
-    """(origin, fewest bytes on the way): the node whose kernel wrote what ``n`` outputs, a
-    member view (it writes nothing) followed to its largest input's producer (-1: a view of
-    a parameter, an input or other state, outside), and the fewest bytes of the edges walked
-    (what a broadcast view, an ``expand`` of a KV head to its query heads, reads of its
-    storage; inf when none was walked)."""
-    least, seen = float("inf"), set()
+def _view_path(g: nx.DiGraph, n: int, inside: set[int]) -> tuple[int, float, list | None]:
+    """(origin, fewest bytes on the way, stored shape): the node whose kernel wrote what ``n``
+    outputs, a member view (it writes nothing) followed to its largest input's producer (-1: a
+    view of a parameter, an input or other state, outside), the fewest bytes of the edges
+    walked (what a broadcast view, an ``expand`` of a KV head to its query heads, reads of its
+    storage; inf when none was walked) and the shape of the last edge walked (the tensor as
+    stored; None when none was walked)."""
+    least, seen, shape = float("inf"), set(), None
     while n in inside and g.nodes[n]["bytes_written"] == 0 and n not in seen:
         seen.add(n)
         ins = list(g.in_edges(n, data=True))
         if not ins:
-            return -1, least
+            return -1, least, shape
         edge = max(ins, key=lambda e: e[2]["bytes"])
         least = min(least, float(edge[2]["bytes"]))
+        shape = list(edge[2].get("shape") or [])
         n = edge[0]
-    return n, least
+    return n, least, shape
 
 
 def _origin(g: nx.DiGraph, n: int, inside: set[int]) -> int:
@@ -743,13 +751,9 @@ def fuse_graph(g: nx.DiGraph, fusions=()) -> nx.DiGraph:
         d["launches"] = 1.0
     if not fusions:
         return out
-    explicit = _explicit_attention(g) if Fusion.ATTENTION in fusions else []
-    prologues = _prologues(g, fusions, explicit)
-    readers = frozenset(n for _, members, _ in explicit for n in members)
-    latent = _latent_attentions(g, explicit) if Fusion.MLA in fusions else []
-    unmade = frozenset(n for *_, gone, _ in latent for n in gone)
-    absorbed = frozenset(n for chain in prologues.values() for n in chain)
-    for members in _groups(g, _tags(g, fusions, absorbed | readers | unmade)):
+    plan = _plan(g, fusions)
+    prologues, readers, masks = plan.prologues, plan.readers, plan.masks
+    for members in _groups(g, _tags(g, fusions, plan.absorbed | readers | plan.unmade)):
         if len(members) < 2:
             continue
         inside = set(members)
@@ -774,16 +778,14 @@ def fuse_graph(g: nx.DiGraph, fusions=()) -> nx.DiGraph:
         if len(out_shape) == 4:
             ratio = _group_ratio(g, c, prologues.get(c, ()))
             out.nodes[c]["kv_heads"] = max(1, round(out_shape[1] / ratio))
-    masks = frozenset(_mask_chain(g, absorbed | readers, readers)) if Fusion.MASK in fusions \
-        else frozenset()
     for n in masks:
         out.nodes[n].update(bytes_read=0, bytes_written=0, flops=0, launches=0.0)
     for u, c, e in g.edges(data=True):
         if u in masks and c not in masks | readers:  # an attention no longer reads the mask
             out.nodes[c]["bytes_read"] = max(0, out.nodes[c]["bytes_read"] - e["bytes"])
-    for s, members, last in explicit:
+    for s, members, last in plan.explicit:
         _fold_attention(g, out, s, [*prologues.get(s, ()), *members], last, masks)
-    for proj, c, _, gone, dims in latent:
+    for proj, c, _, gone, dims in plan.latent:
         _absorb_latent(g, out, proj, c, gone, dims)
     if Fusion.QKV in fusions:
         for members in _sibling_projections(g):
