@@ -299,7 +299,7 @@ class InferenceCosts:
         or every query head's where a latent cache is expanded per head by a column-parallel
         projection (which tp splits); the cache's where the step runs no attention kernel."""
         ops = _scale(w.ops[Recompute.NONE], batch, self.routing)
-        kv = getattr(w, "attention_kv_heads", 0) or self.kv_heads()
+        kv = w.attention_kv_heads or self.kv_heads()
         if step.kind == "decode" and self.tp > kv > 0:
             ops = dataclasses.replace(ops, nbytes=np.where(
                 ops.attention & (ops.phase == PHASE_CODES["forward"]),
@@ -406,8 +406,7 @@ class InferenceCosts:
                                                                      w.params_post)
         # the layers' weight matmuls that run whole on every rank (a router, a latent
         # down-projection) hold their weights whole: what the tp split took off, back
-        kept = getattr(w, "whole_weight_bytes", 0.0) * stage + getattr(
-            w, "whole_weight_bytes_outside", 0.0)
+        kept = w.whole_weight_bytes * stage + w.whole_weight_bytes_outside
         return ((ends + stage * w.params_block) * plain
                 + cap.packed_bytes * stage / w.layers) / self.tp + kept * (1 - 1 / self.tp)
 

@@ -419,16 +419,20 @@ def _integral(dtype: str) -> bool:
     return dtype == "bool" or "int" in dtype
 
 
+def _ahead(g: nx.DiGraph, n: int, depth: int, through):
+    """The ops within ``depth`` steps after ``n``, nearest first, each step taking the
+    successors ``through(node data)`` accepts."""
+    frontier = [n]
+    for _ in range(depth):
+        frontier = [v for u in frontier for v in g.successors(u) if through(g.nodes[v])]
+        yield from frontier
+
+
 def _routes(g: nx.DiGraph, n: int, depth: int = 4) -> bool:
     """Whether matmul ``n``'s output picks experts: a ``topk`` within ``depth`` ops after it
     (a softmax, a cast, a bias between), through no other matmul."""
-    frontier = [n]
-    for _ in range(depth):
-        frontier = [v for u in frontier for v in g.successors(u)
-                    if g.nodes[v]["phase"] == "forward" and g.nodes[v]["op"] not in _MATMULS]
-        if any(g.nodes[v]["op"] == "aten.topk" for v in frontier):
-            return True
-    return False
+    return any(d["op"] == "aten.topk" for d in (g.nodes[v] for v in _ahead(
+        g, n, depth, lambda d: d["phase"] == "forward" and d["op"] not in _MATMULS)))
 
 
 _TOKEN_MAJOR = frozenset({"aten.view", "aten._unsafe_view", "aten.reshape", "aten._to_copy",
@@ -443,23 +447,17 @@ def _normed_whole(g: nx.DiGraph, n: int, depth: int = 4) -> bool:
     ``duplicated`` and TensorRT-LLM's MLA without a tensor-parallel mode, each rank computing
     it whole (a shard could not be normalized without its rows' other parts)."""
     classes = g.graph.get("module_classes", {})
-    out = g.nodes[n]["out_shapes"][0] if g.nodes[n]["out_shapes"] else []
-    rows = _numel(out) // max(1, out[-1]) if out else 0
-    frontier = [n]
-    for _ in range(depth):
-        nxt = []
-        for u in frontier:
-            for v in g.successors(u):
-                d = g.nodes[v]
-                shape = d["out_shapes"][0] if d["out_shapes"] else []
-                if not shape or _numel(shape) // max(1, shape[-1]) != rows:
-                    continue  # reshaped into heads, or another op's tensor
-                if "Norm" in classes.get(d["module"], ""):
-                    return True
-                if d["op"] in _TOKEN_MAJOR:
-                    nxt.append(v)
-        frontier = nxt
-    return False
+
+    def rows(d: dict) -> int:  # tokens: not heads
+        shape = d["out_shapes"][0] if d["out_shapes"] else []
+        return _numel(shape) // max(1, shape[-1]) if shape else 0
+
+    def normed(d: dict) -> bool:
+        return "Norm" in classes.get(d["module"], "")
+
+    tokens = rows(g.nodes[n])
+    return any(normed(g.nodes[v]) for v in _ahead(
+        g, n, depth, lambda d: rows(d) == tokens > 0 and (normed(d) or d["op"] in _TOKEN_MAJOR)))
 
 
 _COPIES = frozenset({"aten.view", "aten._unsafe_view", "aten.reshape", "aten.clone",
@@ -641,8 +639,7 @@ def _op_table(g: nx.DiGraph, rep: tuple[str, ...], layers: int, width_numel: int
         target["groups"].append(tuple(float(x) for x in grouped[:3]) if grouped
                                 else (0.0, 0.0, 0.0))
         target["count"].append(float(count))
-        layer_forward = d["phase"] == "forward" and section == SECTION_BLOCK
-        if layer_forward:
+        if d["phase"] == "forward" and section == SECTION_BLOCK:
             replicated = n not in sharded
         else:  # backward and pre/post: hidden-width outputs are the replicated ones
             replicated = 0 < out_numel <= width_numel
