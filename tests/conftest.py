@@ -26,6 +26,12 @@ TINY = {
 }
 
 
+def class_flops(g, *classes) -> int:
+    """FLOPs of a graph's nodes of ``classes`` (op classes), every occurrence counted."""
+    return sum(d["flops"] * d["count"] for _, d in g.nodes(data=True)
+               if d["op_class"] in classes)
+
+
 def load_module(path: Path):
     """Import a model file directly (model files are not a package)."""
     spec = importlib.util.spec_from_file_location(f"_t_{path.stem}", path)

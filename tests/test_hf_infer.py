@@ -22,17 +22,13 @@ from archcost.hf.cache import layer_shapes
 from archcost.infer.capture import InferStep, capture_inference
 from archcost.loader import load_model_file
 from archcost.trace.precision import parse_precision
-from tests.conftest import DATA
+from tests.conftest import DATA, class_flops
 
 # llama-3.1-8b's widths shrunk: 2 layers, hidden 64, 4 heads on 2 KV heads, ffn 176, vocab 512
 TINY = dict(num_hidden_layers=2, hidden_size=64, intermediate_size=176, num_attention_heads=4,
             num_key_value_heads=2, vocab_size=512)
 runner = CliRunner()
 
-
-def _class_flops(g, *classes) -> int:
-    return sum(d["flops"] * d["count"] for _, d in g.nodes(data=True)
-               if d["op_class"] in classes)
 
 
 @pytest.mark.parametrize("width", ["tiny", "published"])
@@ -51,8 +47,8 @@ def test_decode_flops_closed_form_and_flop_counter(width):
     cap = capture_inference(spec, InferStep.decode(1, ctx), parse_precision("fp32"))
     linear = layers * (2 * h * h + 2 * h * kvh * hd + 3 * h * f) + V * h
     attention = layers * 4 * heads * hd * (ctx + 1)
-    assert _class_flops(cap.graph, "matmul", "attention") == 2 * linear + attention
-    assert _class_flops(cap.graph, "attention") == attention
+    assert class_flops(cap.graph, "matmul", "attention") == 2 * linear + attention
+    assert class_flops(cap.graph, "attention") == attention
     if width != "tiny":
         return
     model = spec.build(1, ctx + 1).eval()
@@ -62,7 +58,7 @@ def test_decode_flops_closed_form_and_flop_counter(width):
         step = spec.infer_step(model, {"input_ids": torch.randint(0, V, (1, 1))}, cache, ctx)
         with FlopCounterMode(display=False) as fc:
             step()
-    assert fc.get_total_flops() == _class_flops(cap.graph, "matmul") == 2 * linear
+    assert fc.get_total_flops() == class_flops(cap.graph, "matmul") == 2 * linear
 
 
 def test_prefill_runs_the_head_on_the_last_position_only():
@@ -72,7 +68,7 @@ def test_prefill_runs_the_head_on_the_last_position_only():
     spec = load_model_file("hf:llama-3.1-8b", TINY)
     cap = capture_inference(spec, InferStep.prefill(1, n), parse_precision("fp32"))
     per_token = layers * (2 * h * h + 2 * h * kvh * hd + 3 * h * f)
-    assert _class_flops(cap.graph, "matmul") == 2 * (n * per_token + V * h)
+    assert class_flops(cap.graph, "matmul") == 2 * (n * per_token + V * h)
 
 
 def test_the_cache_concatenates_as_transformers_eager_does():

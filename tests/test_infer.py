@@ -21,7 +21,7 @@ from archcost.infer.price import InferenceCosts
 from archcost.loader import load_model_file
 from archcost.runtime import load_runtime
 from archcost.trace.precision import parse_precision
-from tests.conftest import MODELS
+from tests.conftest import MODELS, class_flops
 
 LLAMA_TINY = dict(layers=2, hidden=64, heads=4, kv_heads=2, ffn=176, vocab=512)  # the preset
 
@@ -34,10 +34,6 @@ def _costs(spec, build_len=64, tp=1, hardware="h100-sxm", dtype="bf16", pp=1, **
     return InferenceCosts(spec, one_replica_cluster(hardware, tp * pp), parse_precision(dtype),
                           load_runtime("eager"), build_len=build_len, tp=tp, pp=pp, **kw)
 
-
-def _class_flops(g, *classes) -> int:
-    return sum(d["flops"] * d["count"] for _, d in g.nodes(data=True)
-               if d["op_class"] in classes)
 
 
 @pytest.mark.parametrize("batch,max_len,tp", [(1, 64, 1), (3, 40, 1), (2, 64, 2), (2, 64, 4)])
@@ -98,15 +94,15 @@ def test_decode_flops_closed_form_and_flop_counter():
     h, f, g = d["hidden"], d["ffn"], d["kv_heads"] * d["hidden"] // d["heads"]
     linear = d["layers"] * (2 * h * h + 2 * h * g + 3 * h * f) + d["vocab"] * h
     attention = d["layers"] * 4 * d["heads"] * (h // d["heads"]) * (ctx + 1)
-    assert _class_flops(cap.graph, "matmul", "attention") == 2 * linear + attention
-    assert _class_flops(cap.graph, "attention") == attention
+    assert class_flops(cap.graph, "matmul", "attention") == 2 * linear + attention
+    assert class_flops(cap.graph, "attention") == attention
     model = spec.build(1, ctx + 1)
     cache = spec.kv_cache(model, 1, ctx + 1)
     with torch.no_grad():
         model(torch.randint(0, d["vocab"], (1, ctx)), cache=cache, start_pos=0)
         with FlopCounterMode(display=False) as fc:
             model(torch.randint(0, d["vocab"], (1, 1)), cache=cache, start_pos=ctx)
-    assert fc.get_total_flops() == _class_flops(cap.graph, "matmul") == 2 * linear
+    assert fc.get_total_flops() == class_flops(cap.graph, "matmul") == 2 * linear
 
 
 @pytest.mark.parametrize("step", [InferStep.prefill(3, 7), InferStep.decode(3, 21)])

@@ -20,6 +20,7 @@ from archcost.options import Recompute
 from archcost.trace.assume import Routing, expert_loads, groups_reached, parse_routing
 from archcost.trace.precision import parse_precision
 from archcost.trace.quant import parse_weight_quant, quantize_linears
+from tests.conftest import class_flops
 
 # Mixtral's layout shrunk: 2 layers, hidden 64, ffn 96, 8 experts, top 2
 TINY = dict(num_hidden_layers=2, hidden_size=64, intermediate_size=96, num_attention_heads=4,
@@ -505,9 +506,6 @@ def test_absorbed_latent_decode_flops_are_two_per_active_parameter_plus_attentio
     moe = h * experts + 3 * h * e_ffn + top_k * 3 * h * e_ffn
     linear = layers * attn + 3 * h * ffn + 2 * moe + vocab * h
     attention = layers * 2 * heads * (ctx + 1) * (2 * r + dr)
-    assert _flops(g, "attention") == attention
-    assert _flops(g, "matmul", "attention") == 2 * linear + attention
+    assert class_flops(g, "attention") == attention
+    assert class_flops(g, "matmul", "attention") == 2 * linear + attention
 
-
-def _flops(g, *classes) -> int:
-    return sum(d["flops"] * d["count"] for _, d in g.nodes(data=True) if d["op_class"] in classes)
