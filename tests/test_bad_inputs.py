@@ -408,6 +408,19 @@ CASES = [
       "is the model file", files={"m.py": TINY_OK}),
     c("ci-summary-is-the-config", "ci --config {T}/pyproject.toml --summary {T}/pyproject.toml",
       "is the --config file", files=pyproject(*RUN)),
+    c("analyze-o-is-the-histogram", "analyze {T}/m.py -s 4 --routing histogram={T}/h.json -o "
+      "{T}/h.json", "is the --routing histogram", files={"m.py": TINY_OK, "h.json": "[1, 1]"}),
+    c("infer-o-is-the-histogram", "infer {T}/m.py -i 8 -n 4 --routing histogram={T}/h.json -o "
+      "{T}/./h.json", "is the --routing histogram", files={"m.py": TINY_OK, "h.json": "[1, 1]"}),
+    c("plan-o-is-the-histogram", "plan {T}/m.py -s 4 --routing histogram={T}/h.json --timeline "
+      "{T}/h.json", "is the --routing histogram", files={"m.py": TINY_OK, "h.json": "[1, 1]"}),
+    c("sweep-infer-o-is-the-histogram", "sweep {T}/m.py:build_model --infer --routing "
+      "histogram={T}/h.json -o {T}/h.json", "is the --routing histogram",
+      files={"m.py": TINY_OK, "h.json": "[1, 1]"}),
+    c("ci-out-dir-is-the-baselines", "ci --config {T}/pyproject.toml --out-dir {T}/reports",
+      "is reports_dir, where the baselines are", files=pyproject(*RUN)),
+    c("ci-summary-is-a-report", "ci --config {T}/pyproject.toml --out-dir {T} --summary "
+      "{T}/a.md", "is a report this run writes", files=pyproject(*RUN)),
     c("analyze-two-outputs-one-file", f"analyze {TINY} -o {{T}}/x.json --graph {{T}}/./x.json",
       "-o writes that file too; give each output its own file"),
     c("analyze-o-empty", f"analyze {TINY} -o ''", "-o '': an empty path"),

@@ -109,7 +109,7 @@ def analyze(
     check_usable_memory(usable)
     if graph and Path(graph).suffix.lower() not in (".graphml", ".json"):
         raise ConfigError(f"--graph {graph}: unknown format; name the file .graphml or .json")
-    check_outputs(o=output, graph=graph, inputs=model_inputs(model, hardware))
+    check_outputs(o=output, graph=graph, inputs=model_inputs(model, hardware, routing))
     policy = parse_precision(dtype, fp32_grads, fp8_recipe)
     options = capture_options(routing, mask_density, trace_timeout)
     from archcost.trace.recompute import Recompute

@@ -37,7 +37,7 @@ def ci(
     baselines in reports_dir. Exit 0: no regression; 1: a watched metric regressed past its
     threshold; 2: bad configuration or a missing baseline."""
     from archcost.ci import canonical, canonical_json, load_config, produce
-    from archcost.io import write_files
+    from archcost.io import same_target, write_files
     from archcost.report.diff import diff_documents
     from archcost.report.diff import to_markdown as diff_markdown
     from archcost.report.document import check_document
@@ -56,6 +56,15 @@ def ci(
     for folder, option in ((out, "--out-dir"), (cfg.reports_dir, "reports_dir")):
         if folder.exists() and not folder.is_dir():
             raise ConfigError(f"{option} {folder}: is a file, not a folder; choose another path")
+    if not update_baselines and same_target(out, cfg.reports_dir):
+        raise ConfigError(f"--out-dir {out_dir}: is reports_dir, where the baselines are; this "
+                          "run's reports would replace them; choose another folder (or pass "
+                          "--update-baselines to make them the baselines)")
+    reports = [f for run in runs for f in (out / f"{run.name}.json", out / f"{run.name}.md",
+                                           cfg.reports_dir / f"{run.name}.json")]
+    if summary and any(same_target(summary, f) for f in reports):
+        raise ConfigError(f"--summary {summary}: is a report this run writes; give the "
+                          "summary its own file")
     baselines = {} if update_baselines else {run.name: _baseline(cfg, run) for run in runs}
     docs = {}
     for run in runs:  # every report first: a failing run leaves no file behind

@@ -182,14 +182,17 @@ def given(ctx, name: str) -> bool:
     return source is not None and source.name != "DEFAULT"
 
 
-def model_inputs(model: str | None, hardware: str | None = None) -> dict[str, Path | None]:
+def model_inputs(model: str | None, hardware: str | None = None,
+                 routing: str | None = None) -> dict[str, Path | str | None]:
     """What a command that runs a model reads, for ``check_outputs(inputs=...)``: the model
-    file and a profile file given to ``--hardware``."""
+    file, a profile file given to ``--hardware`` and the file of ``--routing histogram=FILE``."""
     from archcost.hardware.profile import profile_file
     from archcost.loader import model_file
+    from archcost.trace.assume import routing_file
 
     return {"the model file": model_file(model) if model else None,
-            "the --hardware profile": profile_file(hardware) if hardware else None}
+            "the --hardware profile": profile_file(hardware) if hardware else None,
+            "the --routing histogram": routing_file(routing) if routing else None}
 
 
 def check_outputs(*, inputs: dict[str, Path | str | None] | None = None,

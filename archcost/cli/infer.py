@@ -133,7 +133,7 @@ def infer(
     from archcost.trace.precision import parse_precision
 
     check_usable_memory(usable)
-    check_outputs(o=output, inputs=model_inputs(model, hardware))
+    check_outputs(o=output, inputs=model_inputs(model, hardware, routing))
     slos = (_duration(ttft_slo, "--ttft-slo"), _duration(tpot_slo, "--tpot-slo"))
     _check_mode_options(ctx, gpus, weights, precisions)
     if dtype not in _DTYPES:

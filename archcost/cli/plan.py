@@ -279,7 +279,7 @@ def plan(
     emit_fmt = _check_emit(emit_fmt, emit_file, as_json)
     _check_timeline(timeline)
     check_outputs(o=output, timeline=timeline, emit_file=emit_file,
-                  inputs=model_inputs(model, cluster))
+                  inputs=model_inputs(model, cluster, routing))
     gbs = gbs or default_gbs(seq_len)
     fixed = list(fix or [])
     cm, header = _setup(model, set_, dtype, optimizer, seq_len, cluster,
@@ -345,7 +345,7 @@ def estimate(
     emit_fmt = _check_emit(emit_fmt, emit_file, as_json)
     _check_timeline(timeline)
     check_outputs(o=output, timeline=timeline, emit_file=emit_file,
-                  inputs=model_inputs(model, cluster))
+                  inputs=model_inputs(model, cluster, routing))
     plan_obj = read_plan(plan_text)
     cm, header = _setup(model, set_, dtype, optimizer, seq_len, cluster, plan_obj.gpus,
                         (plan_obj.recompute,), as_json, partition, overlap_dp, usable_memory,

@@ -162,7 +162,7 @@ def sweep(
 
     stack = load_runtime(runtime)
     parse_precision(dtype, fp8_recipe=fp8_recipe)
-    check_outputs(o=output, inputs=model_inputs(model, cluster))
+    check_outputs(o=output, inputs=model_inputs(model, cluster, routing))
     options = capture_options(routing, mask_density, trace_timeout)
     cluster = cluster or FALLBACK_CLUSTER
     if counts is None:  # one node of the cluster

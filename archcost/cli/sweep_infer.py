@@ -36,7 +36,7 @@ def infer_sweep(model, vary, hardware, set_, dtype, batch, input_len, output_len
                           "objective); drop them, or vary batch, input_len, output_len, dtype or "
                           "hardware instead")
     check_usable_memory(usable)
-    check_outputs(o=output, inputs=model_inputs(model, hardware))
+    check_outputs(o=output, inputs=model_inputs(model, hardware, options.routing.spec))
     d = dtype or INFER_DEFAULTS["dtype"]
     if d not in INFER_DTYPES:
         raise ConfigError(f"--dtype {d!r}: inference prices {', '.join(INFER_DTYPES)}")

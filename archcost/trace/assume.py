@@ -35,7 +35,8 @@ from pathlib import Path
 from archcost.errors import ConfigError
 from archcost.trace.watchdog import DEFAULT_LIMIT_S
 
-__all__ = ["CaptureOptions", "Routing", "expert_loads", "groups_reached", "parse_routing"]
+__all__ = ["CaptureOptions", "Routing", "expert_loads", "groups_reached", "parse_routing",
+           "routing_file"]
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,13 @@ class Routing:
             return (f"measured histogram ({self.source}, {len(self.shares)} experts): each "
                     "expert gets its measured share")
         return "balanced: every expert gets tokens x top_k / experts"
+
+
+def routing_file(text: str) -> str | None:
+    """The file ``histogram=FILE`` names (``None`` for the other forms), for the checks that
+    no output overwrites what a command reads."""
+    key, sep, value = text.strip().partition("=")
+    return value.strip() or None if sep and key.strip().lower() == "histogram" else None
 
 
 def parse_routing(text: str) -> Routing:
