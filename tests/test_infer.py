@@ -325,6 +325,9 @@ def test_infer_json_has_the_documented_keys():
     (("--precisions", "bf16,fp8", "--continuous"),
      "--continuous, --precisions: options of the serving search"),
     (("--group-size", "64"), "--group-size: the weights per scale of --weights int8/int4"),
+    (("--max-seqs", "4"), "--max-seqs: the cap on running requests of continuous batching"),
+    (("--gpus", "2", "--hardware", "dgx-h100-ndr", "--max-seqs", "4"),
+     "add --rate R (or --gpus N --continuous)"),
     (("--group-size", "128", "--dtype", "fp8"), "add --weights int8 or int4"),
     (("--gpus", "2", "--hardware", "dgx-h100-ndr", "--group-size", "64"),
      "add int8 or int4 to --precisions"),
@@ -448,6 +451,25 @@ def test_search_and_continuous_documents_validate_and_render(tmp_path):
         out = tmp_path / (path.stem + ".md")
         assert runner.invoke(app, ["report", str(path), "-o", str(out)]).exit_code == 0
         assert needle in out.read_text()
+
+
+def test_max_seqs_caps_the_running_requests():
+    """--max-seqs is the scheduler's cap: a flooded replica runs that many at most, nearly
+    always (its mean batch within 1 % of the cap), the document says so, and a larger cap
+    serves more tokens/s (decode steps read the weights once for the whole batch); the
+    default is vLLM's 256."""
+    docs = {}
+    for cap in (None, "2", "8"):
+        extra = () if cap is None else ("--max-seqs", cap)
+        res = _infer("--input-len", "16", "--output-len", "8", "--rate", "1e6", "--json", *extra)
+        assert res.exit_code == 0, res.output
+        docs[cap] = json.loads(res.stdout)["inference"]["continuous"]
+    assert docs[None]["max_seqs"] == 256
+    for cap in ("2", "8"):
+        c = docs[cap]
+        assert c["max_seqs"] == c["max_running"] == int(cap)
+        assert 0.99 * int(cap) <= c["mean_batch"] <= int(cap)
+    assert docs["8"]["output_tokens_per_s"] > 2 * docs["2"]["output_tokens_per_s"]
 
 
 def _with_warm_rows(l2_bytes: float):

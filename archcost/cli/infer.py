@@ -87,6 +87,11 @@ def infer(
         "--rate", show_default=False, min=0.0,
         help="Continuous batching: requests/s arriving (Poisson) at one replica; reports "
         "throughput and latency percentiles from a queueing simulation.")] = None,
+    max_seqs: Annotated[int | None, typer.Option(
+        "--max-seqs", show_default=False, min=1,
+        help="Continuous batching (--rate, --continuous): the most requests running at once, "
+        "the engine's cap (vLLM --max-num-seqs, TensorRT-LLM max_batch_size). Default: 256, "
+        "vLLM's.")] = None,
     gpus: Annotated[int | None, typer.Option(
         "--gpus", show_default=False, min=1,
         help="Serving search: the best tp, pp, replicas, batch and precision on this many "
@@ -136,6 +141,9 @@ def infer(
     check_outputs(o=output, inputs=model_inputs(model, hardware, routing))
     slos = (_duration(ttft_slo, "--ttft-slo"), _duration(tpot_slo, "--tpot-slo"))
     _check_mode_options(ctx, gpus, weights, precisions)
+    if max_seqs is not None and rate is None and not continuous:
+        raise ConfigError("--max-seqs: the cap on running requests of continuous batching; add "
+                          "--rate R (or --gpus N --continuous), or drop --max-seqs")
     if dtype not in _DTYPES:
         raise ConfigError(f"--dtype {dtype!r}: use one of {', '.join(_DTYPES)}")
     if kv_dtype is not None and kv_dtype not in _KV_DTYPES:
@@ -154,7 +162,8 @@ def infer(
                               "precisions to try with --precisions)")
         return _search(spec, hardware or "dgx-h100-ndr", gpus, precisions, slos, continuous,
                        input_len, output_len, kv_dtype, group_size, stack, usable,
-                       capture_options(routing, mask_density, trace_timeout), as_json, output)
+                       capture_options(routing, mask_density, trace_timeout), as_json, output,
+                       max_seqs)
     cluster = one_replica_cluster(hardware or "h100-sxm", tp * pp)
     from archcost.infer.price import InferenceCosts
 
@@ -179,7 +188,8 @@ def infer(
             section["bf16_baseline"] = baseline_section(base, batch, input_len, output_len)
         if rate is not None:
             progress(f"simulating continuous batching at {rate:g} requests/s")
-            section["continuous"] = continuous_section(costs, rate, input_len, output_len)
+            section["continuous"] = continuous_section(costs, rate, input_len, output_len,
+                                                       max_seqs)
     if not ignore_memory:
         check_fits(section, costs)
     doc = {
@@ -245,7 +255,8 @@ _SEARCH_PRECISIONS = {"bf16": ("bf16", None), "fp16": ("fp16", None), "fp8": ("f
 
 
 def _search(spec, hardware, gpus, precisions, slos, continuous, input_len, output_len,
-            kv_dtype, group_size, stack, usable, options, as_json, output) -> None:
+            kv_dtype, group_size, stack, usable, options, as_json, output,
+            max_seqs: int | None = None) -> None:
     from archcost.infer.document import SCHEMA_VERSION, search_section
     from archcost.infer.price import InferenceCosts
     from archcost.infer.search import Mode, search
@@ -284,7 +295,8 @@ def _search(spec, hardware, gpus, precisions, slos, continuous, input_len, outpu
         if status is not None:
             status.update(f"searching {gpus} GPUs (tracing once per precision)")
         res = search(gpus, costs_for, names, input_len, output_len, ttft_slo_s=slos[0],
-                     tpot_slo_s=slos[1], mode=Mode.CONTINUOUS if continuous else Mode.STATIC)
+                     tpot_slo_s=slos[1], mode=Mode.CONTINUOUS if continuous else Mode.STATIC,
+                     max_batch=max_seqs)
     doc = {
         "schema_version": SCHEMA_VERSION,
         "kind": "inference",

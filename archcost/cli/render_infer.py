@@ -76,7 +76,8 @@ def render_inference(console: Console, doc: dict[str, Any]) -> None:
             c.row(label, *(fmt.seconds(p.get(k)) for k in ("p50_s", "p90_s", "p99_s")))
         c.note(f"output tokens/s {fmt.sig(cont['output_tokens_per_s'])}, per GPU "
                f"{fmt.sig(cont['output_tokens_per_s_per_gpu'])}; mean batch "
-               f"{fmt.sig(cont['mean_batch'])}")
+               f"{fmt.sig(cont['mean_batch'])}"
+               + (f" (at most {cont['max_seqs']} running)" if "max_seqs" in cont else ""))
         if "capacity_per_s" in cont:
             c.note(f"requests arrived at {fmt.sig(cont['arrived_per_s'])}/s in the window; "
                    f"the replica's capacity {fmt.sig(cont['capacity_per_s'])} requests/s "

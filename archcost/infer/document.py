@@ -116,13 +116,15 @@ def baseline_section(costs: InferenceCosts, batch: int, input_len: int, output_l
             "fits": bool(run.fits), "max_batch": int(run.max_batch)}
 
 
-def continuous_section(costs: InferenceCosts, rate: float, input_len: int, output_len: int
-                       ) -> dict[str, Any]:
+def continuous_section(costs: InferenceCosts, rate: float, input_len: int, output_len: int,
+                       max_seqs: int | None = None) -> dict[str, Any]:
     """Continuous batching at ``rate`` requests/s in steady state
-    (:func:`archcost.infer.serving.simulate_continuous`)."""
-    from archcost.infer.serving import simulate_continuous
+    (:func:`archcost.infer.serving.simulate_continuous`), at most ``max_seqs`` requests running
+    (default ``DEFAULT_MAX_BATCH``)."""
+    from archcost.infer.serving import DEFAULT_MAX_BATCH, simulate_continuous
 
-    run = simulate_continuous(costs, rate, input_len, output_len)
+    cap = max_seqs or DEFAULT_MAX_BATCH
+    run = simulate_continuous(costs, rate, input_len, output_len, max_batch=cap)
 
     def pct(p) -> dict[str, float]:
         return {"p50_s": p.p50_s, "p90_s": p.p90_s, "p99_s": p.p99_s}
@@ -132,7 +134,7 @@ def continuous_section(costs: InferenceCosts, rate: float, input_len: int, outpu
             "ttft": pct(run.ttft), "e2e": pct(run.e2e),
             # no request generates a second token: no decode step, no TPOT
             "tpot": pct(run.tpot) if (run.output_len > 1).any() else None,
-            "mean_batch": run.mean_batch, "max_running": run.max_running,
+            "mean_batch": run.mean_batch, "max_running": run.max_running, "max_seqs": cap,
             "stable": bool(run.stable), "queue_growth": run.queue_growth,
             "capacity_per_s": run.capacity_per_s, "arrived_per_s": run.arrived_per_s}
 

@@ -146,7 +146,9 @@ def _continuous(inf: dict[str, Any]) -> Table:
                  f"Continuous batching at {fmt.sig(_num(c.get('rate_per_s')))} requests/s",
                  ["latency", "p50", "p90", "p99"], rows, "lrrr",
                  note=f"output tokens/s {fmt.si(c.get('output_tokens_per_s'))}, mean batch "
-                      f"{fmt.sig(_num(c.get('mean_batch')))}; queue "
+                      f"{fmt.sig(_num(c.get('mean_batch')))}"
+                      + (f" (at most {c['max_seqs']} running)" if "max_seqs" in c else "")
+                      + "; queue "
                       f"{'stable' if c.get('stable') else 'growing: the rate is past capacity'}"
                       + (f"; capacity {fmt.sig(_num(c['capacity_per_s']))} requests/s, "
                          f"{fmt.sig(_num(c.get('arrived_per_s')))} arrived per second"
