@@ -59,6 +59,9 @@ class Fusion(str, enum.Enum):
     # as kv-cache, each query head reading its KV head's cache itself (generation kernels that
     # do not share a KV head's loads across its group of query heads)
     KV_CACHE_PER_HEAD = "kv-cache-per-head"
+    # as kv-cache-per-head, except a group of 8 query heads per KV head of head dim 128, which
+    # a generation kernel serves reading each KV head once (TensorRT-LLM's first XQA kernels)
+    KV_CACHE_PER_HEAD_XQA8 = "kv-cache-per-head-xqa8"
     # the query, key and value projections of an attention module as one GEMM (one weight of
     # their widths side by side), its input read once
     QKV = "qkv"

@@ -15,8 +15,9 @@ Rows beyond these are read the same way: another family as a LLaMA-style decoder
 a mixture of experts (Mixtral, or a row with ``experts`` and ``top_k``) as transformers' Mixtral
 of its dims (its grouped GEMMs read the experts the tokens reach), a GPU by its name (a cluster
 for tp > 1: ``dgx-h200``, ``l40s-pcie``), weight-only int8/int4, throughput per GPU
-(``output_tokens_per_s_per_gpu``), a release from v0.8 on (the XQA kernel's) on the current
-``tensorrt-llm`` runtime, an earlier one on ``tensorrt-llm-0.5``.
+(``output_tokens_per_s_per_gpu``), a release from v0.10 on on the current ``tensorrt-llm``
+runtime, v0.8 and v0.9 on ``tensorrt-llm-0.8`` (opt-in XQA for one GQA shape), earlier ones on
+``tensorrt-llm-0.5``.
 
 Hardware: H100 runs on ``dgx-h100-ndr`` (NVLink within the node for tp <= 8), A100 on
 ``dgx-a100-hdr``, L40S on its GPU profile (tp 1). Runtime: ``tensorrt-llm-0.5``, the release
@@ -170,14 +171,19 @@ def runtime_name(source: str = "v0.5") -> str:
     """The runtime profile of a row's release (its ``vMAJOR.MINOR``): ``tensorrt-llm-0.5``
     before v0.8, the releases whose generation attention loads a grouped KV head once per query
     head (the XQA kernel "will be included in the v0.8 releases": TensorRT-LLM
-    docs/source/blogs/XQA-kernel.md @585c756), the current ``tensorrt-llm`` from v0.8 on and
-    for a source naming no release."""
+    docs/source/blogs/XQA-kernel.md @585c756); ``tensorrt-llm-0.8`` for v0.8 and v0.9, whose
+    XQA kernels, opt-in, serve 8 query heads per KV head of head dim 128 alone (the profile's
+    sources); the current ``tensorrt-llm`` from v0.10 on and for a source naming no release
+    (NB: v0.9.0's document still calls XQA opt-in; the release that made it the default is not
+    pinned here)."""
     import re
 
     from archcost.runtime import list_runtimes
 
     m = re.search(r"\bv(\d+)\.(\d+)", source)
-    want = "tensorrt-llm-0.5" if m and (int(m[1]), int(m[2])) < (0, 8) else "tensorrt-llm"
+    release = (int(m[1]), int(m[2])) if m else None
+    want = "tensorrt-llm" if release is None or release >= (0, 10) else \
+        "tensorrt-llm-0.5" if release < (0, 8) else "tensorrt-llm-0.8"
     return want if want in list_runtimes() else "eager"
 
 

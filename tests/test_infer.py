@@ -424,6 +424,34 @@ def test_kv_cache_per_head_reads_a_grouped_kv_head_once_per_query_head(gqa, kv):
     assert reads["tensorrt-llm-0.5"] - query == cache * d["heads"] // d["kv_heads"]
 
 
+@pytest.mark.parametrize("heads,kv_heads,hidden,xqa", [
+    (16, 2, 2048, True),  # 8 query heads per KV head, head dim 128: the XQA kernel's shape
+    (8, 2, 1024, False),  # 4 per KV head (Mistral's, Mixtral's group): masked MHA
+    (16, 2, 1024, False),  # 8 per KV head of head dim 64 (not 128): masked MHA
+])
+def test_kv_cache_per_head_xqa8_reads_once_only_the_xqa_shape(heads, kv_heads, hidden, xqa):
+    """tensorrt-llm-0.8's generation attention: TensorRT-LLM's first XQA kernels serve 8
+    query heads per KV head of head dim 128 and read each KV head once (as tensorrt-llm);
+    every other grouped shape falls back to the per-query-head read (as tensorrt-llm-0.5)."""
+    from archcost.cost.fusion import executed_graph
+
+    ctx = 30
+    cap = capture_inference(_llama(layers=1, hidden=hidden, heads=heads, kv_heads=kv_heads,
+                                   ffn=64, gqa="native"),
+                            InferStep.decode(1, ctx), parse_precision("bf16"))
+    reads = {}
+    for name in ("tensorrt-llm", "tensorrt-llm-0.5", "tensorrt-llm-0.8"):
+        run = executed_graph(cap.graph, load_runtime(name))
+        (a,) = [x for n, x in run.nodes(data=True) if x["op_class"] == "attention"]
+        reads[name] = a["bytes_read"]
+    hd = hidden // heads
+    query = heads * hd * 2
+    cache = 2 * kv_heads * (ctx + 1) * hd * 2  # K and V, bf16
+    assert reads["tensorrt-llm"] - query == cache
+    assert reads["tensorrt-llm-0.5"] - query == cache * heads // kv_heads
+    assert reads["tensorrt-llm-0.8"] == reads["tensorrt-llm" if xqa else "tensorrt-llm-0.5"]
+
+
 def test_search_and_continuous_documents_validate_and_render(tmp_path):
     """The serving search and continuous batching write documents the inference schema
     checks and `report` renders (their tables: plans ranked within the SLOs, the Pareto front;

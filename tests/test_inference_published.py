@@ -44,11 +44,13 @@ def test_rows_map_to_a_model_a_profile_and_a_runtime(cases):
     assert (a.model, a.hardware, published.runtime_name(a.source)) == (
         "llama.py", "h200", "tensorrt-llm-0.5")
     assert (b.model, b.hardware, published.runtime_name(b.source)) == (
-        "hf:mixtral-8x7b", "dgx-h100-ndr", "tensorrt-llm")
+        "hf:mixtral-8x7b", "dgx-h100-ndr", "tensorrt-llm-0.8")
     assert b.sets["num_local_experts"] == 8 and b.sets["num_experts_per_tok"] == 2
-    # the releases before the XQA kernel (v0.8) read a grouped KV head once per query head
+    # before the XQA kernel (v0.8) a grouped KV head is read once per query head; v0.8 and
+    # v0.9 serve one grouped shape with it; from v0.10 it runs by default
     assert [published.runtime_name(f"TensorRT-LLM v{v} docs") for v in
-            ("0.6.1", "0.7.1", "0.8.0", "0.10.0")] == ["tensorrt-llm-0.5"] * 2 + ["tensorrt-llm"] * 2
+            ("0.6.1", "0.7.1", "0.8.0", "0.9.0", "0.10.0", "1.0")] == [
+        "tensorrt-llm-0.5"] * 2 + ["tensorrt-llm-0.8"] * 2 + ["tensorrt-llm"] * 2
     assert published._precision(c.precision) == ("fp16", "int4")
     assert published._precision("fp8 (weights, activations, KV cache)") == ("fp8", None)
     assert all(published.pending_reason(x) == "" for x in cases.values())

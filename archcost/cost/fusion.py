@@ -40,6 +40,11 @@ Which chains fuse is the runtime's list (``runtime.Fusion``), each a family of f
   attention before its XQA kernel shared them, NVIDIA/TensorRT-LLM
   docs/source/blogs/XQA-kernel.md, 2024-01-30: XQA "provides optimization for MQA and GQA
   during generation phase ... reducing data loading").
+- ``kv-cache-per-head-xqa8``: as ``kv-cache-per-head``, but an attention of 8 query heads per
+  KV head and head dim 128 reads its cache once per KV head: the shape TensorRT-LLM's first XQA
+  kernels serve (``DecoderXQARunner::shouldUse``, v0.8: "nbQHeadsPerKV != 8" or "head_size
+  != 128" falls back to the masked multi-head attention), LLaMA 2 70B's, not Mistral's 4 nor
+  Falcon 180B's 29.
 
 Two tagged nodes of one family, the same phase and the same block join when an edge links them
 and they sit at the same *level*, the number of unfused kernels on the longest path from the
@@ -261,13 +266,19 @@ def _appends(g: nx.DiGraph, n: int) -> bool:
     return d["bytes_read"] > made
 
 
+_KV_FAMILIES = frozenset({Fusion.KV_CACHE, Fusion.KV_CACHE_PER_HEAD, Fusion.KV_CACHE_PER_HEAD_XQA8})
+# the one grouped shape (query heads per KV head, head dim) the XQA kernels of
+# ``kv-cache-per-head-xqa8`` serve
+_XQA8 = (8.0, 128)
+
+
 def _prologues(g: nx.DiGraph, fusions: frozenset[Fusion], explicit=()
                ) -> dict[int, list[int]]:
     """Compute node -> the state chain that runs inside its kernel (``dequant``, ``kv-cache``;
     an attention written out (``explicit``) takes its chain on its scores' matmul)."""
     classes = g.graph.get("module_classes", {})
     out: dict[int, list[int]] = {}
-    if fusions & {Fusion.KV_CACHE, Fusion.KV_CACHE_PER_HEAD} and explicit:
+    if fusions & _KV_FAMILIES and explicit:
         readers = frozenset(n for _, members, _ in explicit for n in members)
         masks = _mask_chain(g, frozenset(), readers)  # built from positions, not the cache
         for s, members, _ in explicit:
@@ -278,7 +289,7 @@ def _prologues(g: nx.DiGraph, fusions: frozenset[Fusion], explicit=()
         packed = d["op_class"] == "matmul" and classes.get(d["module"], "").endswith(
             (_PACKED, _PACKED_EXPERTS))
         if (Fusion.DEQUANT in fusions and packed) or (
-                fusions & {Fusion.KV_CACHE, Fusion.KV_CACHE_PER_HEAD}
+                fusions & _KV_FAMILIES
                 and d["op_class"] == "attention"):
             chain = _state_chain(g, c)
             if chain:
@@ -629,11 +640,18 @@ def _group_ratio(g: nx.DiGraph, c: int, chain=()) -> float:
     return heads / min(kv) if kv and heads else 1.0
 
 
+def _head_dim(g: nx.DiGraph, c: int) -> int:
+    """The head dim of an attention node's (B, H, T, D) output; 0 for another shape."""
+    out = g.nodes[c]["out_shapes"]
+    return int(out[0][3]) if out and len(out[0]) == 4 else 0
+
+
 def _absorb(g: nx.DiGraph, out: nx.DiGraph, prologues: dict[int, list[int]],
-            per_head: bool = False) -> None:
+            per_head: bool = False, xqa8: bool = False) -> None:
     """Each compute node of ``out`` reads what its chain reads from outside and carries the
     chain's FLOPs; the chain's nodes move nothing and launch nothing. ``per_head``: an
-    attention node reads its chain's (the cache's) bytes once per query head of a group."""
+    attention node reads its chain's (the cache's) bytes once per query head of a group;
+    ``xqa8``: but once per KV head where the group and head dim are ``_XQA8``."""
     classes = g.graph.get("module_classes", {})
     for c, chain in prologues.items():
         inside = set(chain) | {c}
@@ -641,6 +659,8 @@ def _absorb(g: nx.DiGraph, out: nx.DiGraph, prologues: dict[int, list[int]],
         # kernel itself reads
         ratio = _group_ratio(g, c, chain) if per_head and g.nodes[c]["op_class"] == "attention" \
             else 1.0
+        if xqa8 and (ratio, _head_dim(g, c)) == _XQA8:
+            ratio = 1.0
         # a grouped GEMM's operand holds every group, of which it reads those its rows reach:
         # so does the chain that unpacks it inside the kernel
         grouped = g.nodes[c].get("grouped") or ()
@@ -771,7 +791,9 @@ def fuse_graph(g: nx.DiGraph, fusions=()) -> nx.DiGraph:
             d["bytes_read"], d["bytes_written"] = (read, written) if i == 0 else (0, 0)
             d["flops"] = flops if i == 0 else 0  # the kernel overlaps its math and its traffic
             d["launches"] = 1.0 if i == 0 else 0.0
-    _absorb(g, out, prologues, per_head=Fusion.KV_CACHE_PER_HEAD in fusions)
+    _absorb(g, out, prologues,
+            per_head=bool(fusions & {Fusion.KV_CACHE_PER_HEAD, Fusion.KV_CACHE_PER_HEAD_XQA8}),
+            xqa8=Fusion.KV_CACHE_PER_HEAD_XQA8 in fusions)
     for c, d in g.nodes(data=True):  # the KV heads each attention kernel reads as stored
         out_shape = d["out_shapes"][0] if d["op_class"] == "attention" and d["out_shapes"] \
             else ()
