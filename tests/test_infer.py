@@ -326,6 +326,8 @@ def test_infer_json_has_the_documented_keys():
      "--continuous, --precisions: options of the serving search"),
     (("--group-size", "64"), "--group-size: the weights per scale of --weights int8/int4"),
     (("--max-seqs", "4"), "--max-seqs: the cap on running requests of continuous batching"),
+    (("--max-batched-tokens", "4096"),
+     "--max-batched-tokens: the prompt tokens prefilled an iteration of continuous batching"),
     (("--gpus", "2", "--hardware", "dgx-h100-ndr", "--max-seqs", "4"),
      "add --rate R (or --gpus N --continuous)"),
     (("--group-size", "128", "--dtype", "fp8"), "add --weights int8 or int4"),
@@ -492,7 +494,7 @@ def test_max_seqs_caps_the_running_requests():
         res = _infer("--input-len", "16", "--output-len", "8", "--rate", "1e6", "--json", *extra)
         assert res.exit_code == 0, res.output
         docs[cap] = json.loads(res.stdout)["inference"]["continuous"]
-    assert docs[None]["max_seqs"] == 256
+    assert docs[None]["max_seqs"] == 256 and docs[None]["max_batched_tokens"] is None
     for cap in ("2", "8"):
         c = docs[cap]
         assert c["max_seqs"] == c["max_running"] == int(cap)

@@ -44,7 +44,10 @@ class Affine:
     def decode_s(self, batch: int, context_len: int) -> float:
         return self.c + self.d * batch + self.e * batch * context_len
 
-    def memory_bytes(self, batch: int, max_len: int, input_len: int | None = None) -> dict:
+    def memory_bytes(self, batch: int, max_len: int, input_len: int | None = None,
+                     prefill_batch: int | None = None) -> dict:
+        # activations r a sequence of the step, prefill or decode: a decode step of all
+        # ``batch`` holds the most
         kv = self.k * batch * max_len
         return {"weights": self.w, "kv_cache": kv, "activations": self.r * batch,
                 "peak_per_gpu": self.w + kv + self.r * batch}
@@ -409,9 +412,10 @@ def test_capacity_is_the_rate_one_by_one_arrivals_are_kept_up_with():
 class PrefillHeavy(Affine):
     """Activations that grow with the tokens prefilled (input_len; None: max_len)."""
 
-    def memory_bytes(self, batch: int, max_len: int, input_len: int | None = None) -> dict:
+    def memory_bytes(self, batch: int, max_len: int, input_len: int | None = None,
+                     prefill_batch: int | None = None) -> dict:
         kv = self.k * batch * max_len
-        acts = self.r * batch * (input_len or max_len)
+        acts = self.r * min(prefill_batch or batch, batch) * (input_len or max_len)
         return {"weights": self.w, "kv_cache": kv, "activations": acts,
                 "peak_per_gpu": self.w + kv + acts}
 
@@ -424,6 +428,57 @@ def test_a_request_that_fits_as_prefilled_is_simulated():
     assert static_serving(cf, 1, 128, 20000).fits
     run = simulate_continuous(cf, 0.001, 128, 20000, requests=40, seed=1)
     assert run.max_running >= 1
+
+
+def _brute_largest_kv(cf, max_len, prompt, limit=100_000):
+    """The most requests that fit prefilled one at a time: brute force over the batch."""
+    best = 0
+    for b in range(1, limit + 1):
+        if cf.memory_bytes(b, max_len, prompt, 1)["peak_per_gpu"] > cf.capacity_bytes:
+            break
+        best = b
+    return best
+
+
+def test_admission_counts_the_prefill_of_the_admitted_requests_alone():
+    """Activations that grow with the tokens prefilled: a static batch prefilled all at once
+    fits far fewer requests than a replica whose requests arrive one at a time and are
+    prefilled as they come; the running requests never held more than fits with one prefill
+    beside them (brute force), and reached more than the static batch."""
+    inp, out = 2048, 64
+    cf = PrefillHeavy(k=1e5, r=2e5, capacity_bytes=10e9 + 30e9)
+    static = _brute_largest(cf, inp + out)  # every request prefilled together
+    most = _brute_largest_kv(cf, inp + out, inp)
+    assert most > 2 * static
+    run = simulate_continuous(cf, 100.0, inp, out, requests=400, seed=3, capacity_per_s=1.0)
+    assert 2 * static < run.max_running <= most
+
+
+@pytest.mark.parametrize("budget", [4096, 10_000])
+def test_a_prefill_budget_bounds_the_prompt_tokens_of_each_prefill(budget):
+    """A flood of 2,048-token prompts with a budget of ``budget`` prompt tokens an iteration:
+    every prefill takes at most budget // 2048 requests (at least one); without a budget the
+    first prefill takes every request that fits."""
+    inp, out = 2048, 16
+    cf = Affine()
+    free = simulate_continuous(cf, 1e6, inp, out, requests=200, max_batch=64, seed=4)
+    capped = simulate_continuous(cf, 1e6, inp, out, requests=200, max_batch=64, seed=4,
+                                 max_tokens=budget)
+    per = max(1, budget // inp)
+    assert capped.max_running <= 64
+    assert free.ttft.p50_s != capped.ttft.p50_s
+    tr = _trace(cf, inp, out, budget)
+    assert tr.prefill_tokens.max() == per and free.max_running == 64
+    with pytest.raises(ConfigError, match="max batched tokens"):
+        simulate_continuous(cf, 1e6, inp, out, max_tokens=0)
+
+
+def _trace(cf, inp, out, budget):
+    """The scheduler's own record of one flooded run (its prefills' sizes)."""
+    from archcost.infer.serving import _requests, _run
+
+    arrival, i, o = _requests(cf, 1e6, inp, out, 200, 64, 4)
+    return _run(cf, arrival, i, o, 64, budget)
 
 
 def test_divisors_against_brute_force():

@@ -92,6 +92,11 @@ def infer(
         help="Continuous batching (--rate, --continuous): the most requests running at once, "
         "the engine's cap (vLLM --max-num-seqs, TensorRT-LLM max_batch_size). Default: 256, "
         "vLLM's.")] = None,
+    max_batched_tokens: Annotated[int | None, typer.Option(
+        "--max-batched-tokens", show_default=False, min=1,
+        help="Continuous batching (--rate, --continuous): the prompt tokens one iteration "
+        "prefills at most (vLLM --max-num-batched-tokens, TensorRT-LLM max_num_tokens); a "
+        "longer prompt is prefilled alone. Default: no budget.")] = None,
     gpus: Annotated[int | None, typer.Option(
         "--gpus", show_default=False, min=1,
         help="Serving search: the best tp, pp, replicas, batch and precision on this many "
@@ -141,9 +146,12 @@ def infer(
     check_outputs(o=output, inputs=model_inputs(model, hardware, routing))
     slos = (_duration(ttft_slo, "--ttft-slo"), _duration(tpot_slo, "--tpot-slo"))
     _check_mode_options(ctx, gpus, weights, precisions)
-    if max_seqs is not None and rate is None and not continuous:
-        raise ConfigError("--max-seqs: the cap on running requests of continuous batching; add "
-                          "--rate R (or --gpus N --continuous), or drop --max-seqs")
+    for value, option, what in ((max_seqs, "--max-seqs", "the cap on running requests"),
+                                (max_batched_tokens, "--max-batched-tokens",
+                                 "the prompt tokens prefilled an iteration")):
+        if value is not None and rate is None and not continuous:
+            raise ConfigError(f"{option}: {what} of continuous batching; add --rate R (or "
+                              f"--gpus N --continuous), or drop {option}")
     if dtype not in _DTYPES:
         raise ConfigError(f"--dtype {dtype!r}: use one of {', '.join(_DTYPES)}")
     if kv_dtype is not None and kv_dtype not in _KV_DTYPES:
@@ -163,7 +171,7 @@ def infer(
         return _search(spec, hardware or "dgx-h100-ndr", gpus, precisions, slos, continuous,
                        input_len, output_len, kv_dtype, group_size, stack, usable,
                        capture_options(routing, mask_density, trace_timeout), as_json, output,
-                       max_seqs)
+                       max_seqs, max_batched_tokens)
     cluster = one_replica_cluster(hardware or "h100-sxm", tp * pp)
     from archcost.infer.price import InferenceCosts
 
@@ -189,7 +197,7 @@ def infer(
         if rate is not None:
             progress(f"simulating continuous batching at {rate:g} requests/s")
             section["continuous"] = continuous_section(costs, rate, input_len, output_len,
-                                                       max_seqs)
+                                                       max_seqs, max_batched_tokens)
     if not ignore_memory:
         check_fits(section, costs)
     doc = {
@@ -256,7 +264,7 @@ _SEARCH_PRECISIONS = {"bf16": ("bf16", None), "fp16": ("fp16", None), "fp8": ("f
 
 def _search(spec, hardware, gpus, precisions, slos, continuous, input_len, output_len,
             kv_dtype, group_size, stack, usable, options, as_json, output,
-            max_seqs: int | None = None) -> None:
+            max_seqs: int | None = None, max_tokens: int | None = None) -> None:
     from archcost.infer.document import SCHEMA_VERSION, search_section
     from archcost.infer.price import InferenceCosts
     from archcost.infer.search import Mode, search
@@ -296,7 +304,7 @@ def _search(spec, hardware, gpus, precisions, slos, continuous, input_len, outpu
             status.update(f"searching {gpus} GPUs (tracing once per precision)")
         res = search(gpus, costs_for, names, input_len, output_len, ttft_slo_s=slos[0],
                      tpot_slo_s=slos[1], mode=Mode.CONTINUOUS if continuous else Mode.STATIC,
-                     max_batch=max_seqs)
+                     max_batch=max_seqs, max_tokens=max_tokens)
     doc = {
         "schema_version": SCHEMA_VERSION,
         "kind": "inference",

@@ -77,7 +77,9 @@ def render_inference(console: Console, doc: dict[str, Any]) -> None:
         c.note(f"output tokens/s {fmt.sig(cont['output_tokens_per_s'])}, per GPU "
                f"{fmt.sig(cont['output_tokens_per_s_per_gpu'])}; mean batch "
                f"{fmt.sig(cont['mean_batch'])}"
-               + (f" (at most {cont['max_seqs']} running)" if "max_seqs" in cont else ""))
+               + (f" (at most {cont['max_seqs']} running)" if "max_seqs" in cont else "")
+               + (f"; at most {cont['max_batched_tokens']} prompt tokens prefilled an iteration"
+                  if cont.get("max_batched_tokens") else ""))
         if "capacity_per_s" in cont:
             c.note(f"requests arrived at {fmt.sig(cont['arrived_per_s'])}/s in the window; "
                    f"the replica's capacity {fmt.sig(cont['capacity_per_s'])} requests/s "

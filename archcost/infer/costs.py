@@ -37,8 +37,10 @@ class StepCosts(Protocol):
         model-file convention has context L + 1)."""
         ...
 
-    def memory_bytes(self, batch: int, max_len: int, input_len: int | None = None) -> dict:
-        """Bytes held with ``batch`` sequences of up to ``max_len`` tokens, prefilled at
-        ``input_len`` tokens (None: up to ``max_len``, an upper bound): keys ``weights``,
-        ``kv_cache``, ``activations``, ``peak_per_gpu``."""
+    def memory_bytes(self, batch: int, max_len: int, input_len: int | None = None,
+                     prefill_batch: int | None = None) -> dict:
+        """Bytes held with ``batch`` sequences of up to ``max_len`` tokens, ``prefill_batch``
+        of them (None: all) prefilled together at ``input_len`` tokens (None: up to
+        ``max_len``, an upper bound): keys ``weights``, ``kv_cache``, ``activations``,
+        ``peak_per_gpu``."""
         ...

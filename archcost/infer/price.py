@@ -188,14 +188,16 @@ class InferenceCosts:
         included): the cache holds ``context_len - 1`` before it."""
         return self.step(batch, InferStep.decode(1, max(context_len - 1, 0)))["seconds"]
 
-    def memory_bytes(self, batch: int, max_len: int, input_len: int | None = None) -> dict:
-        """The cache at ``max_len`` tokens; transient activations the larger of the prefill's
-        (at ``input_len`` tokens; None: ``max_len``, an upper bound) and the last decode
-        step's."""
+    def memory_bytes(self, batch: int, max_len: int, input_len: int | None = None,
+                     prefill_batch: int | None = None) -> dict:
+        """The cache of ``batch`` sequences at ``max_len`` tokens; transient activations the
+        larger of the prefill's (``prefill_batch`` sequences, None: all, at ``input_len``
+        tokens; None: ``max_len``, an upper bound) and the last decode step's."""
         weights = self.weight_bytes_per_gpu()
         kv = self.kv_bytes_per_gpu(batch, max_len)
         prefill = min(input_len or max_len, max_len, self.build_len)
-        acts = max(self.activation_bytes(batch, InferStep.prefill(1, prefill)),
+        acts = max(self.activation_bytes(min(prefill_batch or batch, batch),
+                                         InferStep.prefill(1, prefill)),
                    self.activation_bytes(batch, InferStep.decode(1, max_len - 1)))
         return {"weights": weights, "kv_cache": kv, "activations": acts,
                 "peak_per_gpu": weights + kv + acts}

@@ -22,14 +22,18 @@ default (FCFS, prefill-prioritised, no chunked prefill; vLLM v0.6 ``vllm/core/sc
 ``_schedule_default``). Requests arrive as a Poisson process (seeded ``numpy`` Generator: runs
 are reproducible) with fixed lengths, or lengths drawn from given arrays. Each iteration:
 1. admit waiting requests in arrival order while the batch stays within ``max_batch`` (vLLM's
-   ``--max-num-seqs``, 256 by default) and the running and admitted requests fit at their full
-   length: ``input + output`` tokens of KV cache each, read as ``memory_bytes(n, ceil(total
-   tokens / n))`` since KV bytes are bilinear in batch and length (NB: its activations then
-   take a prefill of all ``n`` at that length, an upper bound; with a sliding window the bytes
-   are concave in the length, so the mean length over-counts them: an upper bound too). A request holds its full
-   length from admission, so nothing is ever preempted (NB: vLLM allocates blocks as tokens
-   come and preempts when they run out; reserving is TensorRT-LLM's ``GUARANTEED_NO_EVICT``
-   capacity policy; vLLM's ``max_num_batched_tokens`` prefill budget is not modelled);
+   ``--max-num-seqs``, 256 by default), the admitted prompts within ``max_tokens`` (the
+   prompt tokens one iteration prefills: vLLM's ``--max-num-batched-tokens``, TensorRT-LLM's
+   ``max_num_tokens``; None, the default: no budget, as vLLM v0.6 without chunked prefill,
+   whose budget is the model's whole length; a prompt past the budget is admitted alone) and
+   the running and admitted requests fit at their full length: ``input + output`` tokens of
+   KV cache each, read as ``memory_bytes(n, ceil(total tokens / n))`` since KV bytes are
+   bilinear in batch and length, beside the activations of the admitted ones' prefill (those
+   ``k`` sequences at the run's longest prompt: ``prefill_batch``) or of a decode step of all
+   ``n`` (NB: with a sliding window the bytes are concave in the length, so the mean length
+   over-counts them: an upper bound). A request holds its full length from admission, so
+   nothing is ever preempted (NB: vLLM allocates blocks as tokens come and preempts when they
+   run out; reserving is TensorRT-LLM's ``GUARANTEED_NO_EVICT`` capacity policy);
 2. prefill the admitted requests, which gives their first token: those of one input length as
    one ``prefill_s(k, input_len)``, distinct lengths back to back (NB: an engine packs them in
    one forward, so mixed lengths are over-priced by the extra weight reads);
@@ -121,25 +125,31 @@ def _positive_int(value: int, name: str) -> int:
     return int(value)
 
 
-def fits(costs: StepCosts, batch: int, max_len: int, input_len: int | None = None) -> bool:
-    """Whether ``batch`` sequences of ``max_len`` tokens, prefilled at ``input_len`` (None: an
-    upper bound, ``max_len``), fit in one GPU's usable memory."""
-    return costs.memory_bytes(batch, max_len, input_len)["peak_per_gpu"] <= costs.capacity_bytes
+def fits(costs: StepCosts, batch: int, max_len: int, input_len: int | None = None,
+         prefill_batch: int | None = None) -> bool:
+    """Whether ``batch`` sequences of ``max_len`` tokens, ``prefill_batch`` of them (None: all)
+    prefilled together at ``input_len`` (None: an upper bound, ``max_len``), fit in one GPU's
+    usable memory."""
+    need = costs.memory_bytes(batch, max_len, input_len, prefill_batch)["peak_per_gpu"]
+    return need <= costs.capacity_bytes
 
 
 def largest_batch(costs: StepCosts, max_len: int, limit: int = BATCH_LIMIT,
-                  input_len: int | None = None) -> int:
+                  input_len: int | None = None, prefill_batch: int | None = None) -> int:
     """The largest batch (<= ``limit``) whose peak memory fits, 0 when one sequence does not:
     doubling to bracket it, then bisection (peak memory non-decreasing in batch)."""
-    if not fits(costs, 1, max_len, input_len):
+    def ok(batch: int) -> bool:
+        return fits(costs, batch, max_len, input_len, prefill_batch)
+
+    if not ok(1):
         return 0
     lo, hi = 1, 2
-    while hi <= limit and fits(costs, hi, max_len, input_len):
+    while hi <= limit and ok(hi):
         lo, hi = hi, hi * 2
     hi = min(hi, limit + 1)  # hi does not fit, or lies past the limit
     while hi - lo > 1:
         mid = (lo + hi) // 2
-        if fits(costs, mid, max_len, input_len):
+        if ok(mid):
             lo = mid
         else:
             hi = mid
@@ -289,9 +299,9 @@ class _Scheduler:
     what happened to each request."""
 
     def __init__(self, costs: StepCosts, arrival: np.ndarray, inp: np.ndarray, out: np.ndarray,
-                 max_batch: int) -> None:
+                 max_batch: int, max_tokens: int | None = None) -> None:
         self.costs, self.arrival, self.inp, self.out = costs, arrival, inp, out
-        self.max_batch = max_batch
+        self.max_batch, self.max_tokens = max_batch, max_tokens
         self.longest_input = int(inp.max())
         n = arrival.size
         self.admit, self.first, self.finish = (np.full(n, np.nan) for _ in range(3))
@@ -302,16 +312,20 @@ class _Scheduler:
         self.left = np.empty(0, np.int64)  # decode steps each still needs
         self.held = 0  # tokens of KV cache the running requests hold at their full length
         self.nxt = self.done = self.max_running = 0
+        self.budget_hit = False  # the last admission stopped at the prefill budget
         self.t = 0.0
         self.ends: list[np.ndarray] = []
         self.batches: list[np.ndarray] = []
         self.p_ends: list[float] = []
         self.p_tokens: list[int] = []
 
-    def room(self, batch: int, tokens: int) -> bool:
-        key = (batch, -(-tokens // batch))
-        if key not in self.fit_memo:  # prefilled at the longest prompt of the run
-            self.fit_memo[key] = fits(self.costs, *key, min(key[1], self.longest_input))
+    def room(self, batch: int, tokens: int, prefilled: int) -> bool:
+        """Whether ``batch`` requests holding ``tokens`` of cache fit while ``prefilled`` of
+        them are prefilled together (at the longest prompt of the run)."""
+        key = (batch, -(-tokens // batch), prefilled)
+        if key not in self.fit_memo:
+            self.fit_memo[key] = fits(self.costs, key[0], key[1],
+                                      min(key[1], self.longest_input), prefilled)
         return self.fit_memo[key]
 
     def admit_and_prefill(self) -> None:
@@ -322,13 +336,19 @@ class _Scheduler:
             self.waiting.append(self.nxt)
             self.nxt += 1
         new: list[int] = []
+        prompt = 0  # tokens of the admitted prompts, prefilled together
+        self.budget_hit = False
         while self.waiting and self.run.size + len(new) < self.max_batch:
             head = self.waiting[0]
+            if new and self.max_tokens is not None and \
+                    prompt + int(self.inp[head]) > self.max_tokens:
+                self.budget_hit = True  # the next iteration prefills the next ones
+                break
             need = self.held + int(self.inp[head] + self.out[head])
-            if not self.room(self.run.size + len(new) + 1, need):
+            if not self.room(self.run.size + len(new) + 1, need, len(new) + 1):
                 break
             new.append(self.waiting.popleft())
-            self.held = need
+            self.held, prompt = need, prompt + int(self.inp[head])
         if not new:
             return
         idx = np.array(new, np.int64)
@@ -354,7 +374,8 @@ class _Scheduler:
         self.max_running = max(self.max_running, self.run.size)
         if self.run.size == 0:
             return
-        k = int(min(self.left.min(), RUN_STEPS))
+        # one step when the prefill budget, not memory or the cap, left requests waiting
+        k = 1 if self.budget_hit else int(min(self.left.min(), RUN_STEPS))
         mean_ctx = float(self.ctx.mean())
         a = _decode_at(self.costs, self.run.size, mean_ctx)
         b = _decode_at(self.costs, self.run.size, mean_ctx + k - 1) if k > 1 else a
@@ -373,10 +394,10 @@ class _Scheduler:
 
 
 def _run(costs: StepCosts, arrival: np.ndarray, inp: np.ndarray, out: np.ndarray,
-         max_batch: int) -> _Trace:
+         max_batch: int, max_tokens: int | None = None) -> _Trace:
     """The scheduler of the module docstring, from the first arrival until every request is
     done."""
-    s = _Scheduler(costs, arrival, inp, out, max_batch)
+    s = _Scheduler(costs, arrival, inp, out, max_batch, max_tokens)
     while s.done < arrival.size:
         s.admit_and_prefill()
         s.decode()
@@ -430,10 +451,12 @@ def _requests(costs: StepCosts, rate_per_s: float, input_len, output_len, reques
 def rate_bound(costs: StepCosts, input_len, output_len,
                max_batch: int = DEFAULT_MAX_BATCH) -> float:
     """An upper bound on the requests/s a replica serves: its largest batch (``max_batch`` or
-    what fits at the longest request) over the shortest request's unbatched time."""
+    what fits at the longest request, prefilled one at a time) over the shortest request's
+    unbatched time."""
     inp = np.atleast_1d(np.asarray(input_len))
     out = np.atleast_1d(np.asarray(output_len))
-    most = max(1, largest_batch(costs, int(inp.max() + out.max()), max_batch, int(inp.max())))
+    most = max(1, largest_batch(costs, int(inp.max() + out.max()), max_batch, int(inp.max()),
+                                prefill_batch=1))
     i, n = int(inp.min()), int(out.min())
     shortest = costs.prefill_s(1, i) + (n - 1) * costs.decode_s(1, i + 1)
     return most / shortest
@@ -462,7 +485,8 @@ def _window_output(tr, arrival: np.ndarray, out: np.ndarray, w: int) -> tuple[fl
 
 def saturation_rate(costs: StepCosts, input_len: int | Sequence[int],
                     output_len: int | Sequence[int], *, requests: int = DEFAULT_REQUESTS,
-                    max_batch: int = DEFAULT_MAX_BATCH, seed: int = 0) -> float:
+                    max_batch: int = DEFAULT_MAX_BATCH, seed: int = 0,
+                    max_tokens: int | None = None) -> float:
     """Requests/s the replica keeps up with (module docstring): the requests arriving at
     ``rate_bound``, their completions between the 20th and 80th percentile of finish times
     over the time between them (the rate with the queue never empty); below it, the highest
@@ -472,7 +496,7 @@ def saturation_rate(costs: StepCosts, input_len: int | Sequence[int],
     def run(rate):
         arrival, inp, out = _requests(costs, rate, input_len, output_len, requests, max_batch,
                                       seed)
-        return arrival, out, _run(costs, arrival, inp, out, max_batch)
+        return arrival, out, _run(costs, arrival, inp, out, max_batch, max_tokens)
 
     arrival, _, tr = run(rate_bound(costs, input_len, output_len, max_batch))
     finish = np.sort(tr.finish_s)
@@ -506,18 +530,21 @@ def simulate_continuous(costs: StepCosts, rate_per_s: float,
                         input_len: int | Sequence[int], output_len: int | Sequence[int], *,
                         requests: int = DEFAULT_REQUESTS, max_batch: int = DEFAULT_MAX_BATCH,
                         seed: int = 0, warmup_fraction: float = 0.2,
-                        capacity_per_s: float | None = None) -> ContinuousServing:
+                        capacity_per_s: float | None = None,
+                        max_tokens: int | None = None) -> ContinuousServing:
     """Continuous batching in steady state (module docstring): ``requests`` Poisson arrivals at
     ``rate_per_s``, the first ``warmup_fraction`` of them discarded. ``capacity_per_s``: the
     replica's ``saturation_rate`` for these lengths where the caller has it."""
     if not 0 <= warmup_fraction <= 0.5:
         raise ConfigError(f"warm-up fraction {warmup_fraction!r}: give a number in [0, 0.5]")
+    if max_tokens is not None:
+        _positive_int(max_tokens, "max batched tokens")
     arrival, inp, out = _requests(costs, rate_per_s, input_len, output_len, requests,
                                   max_batch, seed)
     if capacity_per_s is None:
         capacity_per_s = saturation_rate(costs, input_len, output_len, requests=requests,
-                                         max_batch=max_batch, seed=seed)
-    tr = _run(costs, arrival, inp, out, max_batch)
+                                         max_batch=max_batch, seed=seed, max_tokens=max_tokens)
+    tr = _run(costs, arrival, inp, out, max_batch, max_tokens)
     w = int(warmup_fraction * requests)
     t0, t1 = float(arrival[w]), float(arrival[-1])
     throughput, demand = _window_output(tr, arrival, out, w)
