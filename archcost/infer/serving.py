@@ -40,7 +40,10 @@ are reproducible) with fixed lengths, or lengths drawn from given arrays. Each i
 3. one decode step gives every running request (the admitted included) a token; finished
    requests leave at once. NB: vLLM v0.6 skips the decode in an iteration that prefills
    ("Don't schedule decodes if prefills are scheduled"), so there several admissions in a row
-   can hold the running batch; here one prefill at most sits between two decode steps.
+   can hold the running batch; here one prefill at most sits between two decode steps (so a
+   prefill budget that leaves requests waiting admits the next ones after one decode step; an
+   engine that runs a prefill and the decodes in one forward, TensorRT-LLM's in-flight
+   batching, reads the weights once for both where here they are read twice).
 A decode step over sequences of mixed contexts costs ``decode_s(n, mean context)``: decode cost
 is taken as bilinear in batch and context (the per-sequence attention term is linear in its
 context, so the sum over sequences is the batch times the mean), linear between the two integer
