@@ -145,13 +145,7 @@ def infer(
     check_usable_memory(usable)
     check_outputs(o=output, inputs=model_inputs(model, hardware, routing))
     slos = (_duration(ttft_slo, "--ttft-slo"), _duration(tpot_slo, "--tpot-slo"))
-    _check_mode_options(ctx, gpus, weights, precisions)
-    for value, option, what in ((max_seqs, "--max-seqs", "the cap on running requests"),
-                                (max_batched_tokens, "--max-batched-tokens",
-                                 "the prompt tokens prefilled an iteration")):
-        if value is not None and rate is None and not continuous:
-            raise ConfigError(f"{option}: {what} of continuous batching; add --rate R (or "
-                              f"--gpus N --continuous), or drop {option}")
+    _check_mode_options(ctx, gpus, weights, precisions, rate is not None or continuous)
     if dtype not in _DTYPES:
         raise ConfigError(f"--dtype {dtype!r}: use one of {', '.join(_DTYPES)}")
     if kv_dtype is not None and kv_dtype not in _KV_DTYPES:
@@ -224,15 +218,25 @@ def infer(
 # options only the serving search (--gpus) reads: parameter -> option
 _SEARCH_ONLY = {"ttft_slo": "--ttft-slo", "tpot_slo": "--tpot-slo", "continuous": "--continuous",
                 "precisions": "--precisions"}
+# continuous batching's options: (option, what it is)
+_CONTINUOUS_ONLY = {"max_seqs": ("--max-seqs", "the cap on running requests"),
+                    "max_batched_tokens": ("--max-batched-tokens",
+                                           "the prompt tokens prefilled an iteration")}
 
 
-def _check_mode_options(ctx, gpus: int | None, weights: str | None, precisions: str) -> None:
+def _check_mode_options(ctx, gpus: int | None, weights: str | None, precisions: str,
+                        continuous: bool) -> None:
     """Refuse an option given on the command line that this run does not read: the serving
-    search's options without --gpus, --group-size where no weights are int8/int4."""
+    search's options without --gpus, continuous batching's without it (``continuous``: --rate
+    or --continuous given), --group-size where no weights are int8/int4."""
     search_only = [option for name, option in _SEARCH_ONLY.items() if given(ctx, name)]
     if search_only and gpus is None:
         raise ConfigError(f"{', '.join(search_only)}: options of the serving search; add --gpus "
                           "N, or drop them")
+    for name, (option, what) in _CONTINUOUS_ONLY.items():
+        if given(ctx, name) and not continuous:
+            raise ConfigError(f"{option}: {what} of continuous batching; add --rate R (or "
+                              f"--gpus N --continuous), or drop {option}")
     if given(ctx, "group_size"):
         if gpus is None and weights is None:
             raise ConfigError("--group-size: the weights per scale of --weights int8/int4; add "
