@@ -328,6 +328,8 @@ def test_infer_json_has_the_documented_keys():
     (("--max-seqs", "4"), "--max-seqs: the cap on running requests of continuous batching"),
     (("--max-batched-tokens", "4096"),
      "--max-batched-tokens: the prompt tokens prefilled an iteration of continuous batching"),
+    (("--chunked-prefill",),
+     "--chunked-prefill: decodes and prompt chunks in one forward of continuous batching"),
     (("--gpus", "2", "--hardware", "dgx-h100-ndr", "--max-seqs", "4"),
      "add --rate R (or --gpus N --continuous)"),
     (("--group-size", "128", "--dtype", "fp8"), "add --weights int8 or int4"),
@@ -638,3 +640,58 @@ def test_a_serving_runtime_prices_written_out_and_sdpa_attention_alike(kind):
     assert t_ops == pytest.approx(t_sdpa, rel=0.10)
     if kind == "prefill":
         assert priced(False, "eager")[0] > priced(True, "eager")[0]
+
+
+@pytest.mark.parametrize("tp,pp", [(1, 1), (2, 1), (1, 2)])
+def test_a_mixed_forward_against_the_steps_it_merges(tp, pp):
+    """One forward of in-flight batching (``InferenceCosts.mixed``): with no prompt chunks it
+    is the decode step exactly; one whole prompt and no decodes is the prefill step within 2 %
+    (its tokens' work read off the decode trace, its attention off the prefill's); a prompt's
+    chunks' attention sums to the prompt's (their rows of the causal triangle); decodes and a
+    prompt in one forward cost less than the two steps apart (the weights read once, one
+    launch of every op) and more than either alone."""
+    hw = "dgx-h100-ndr" if tp * pp > 1 else "h100-sxm"
+    c = _costs(_llama(), build_len=96, tp=tp, pp=pp, hardware=hw)
+    for n, ctx in ((1, 40), (5, 70)):
+        assert c.mixed_s(n, ctx, ()) == pytest.approx(c.decode_s(n, ctx), rel=1e-12)
+    whole = c.mixed(0, 0, ((0, 64, 64),))
+    assert whole["seconds"] == pytest.approx(c.prefill_s(1, 64), rel=0.02)
+    parts = [c.mixed(0, 0, ((a, a + 16, 64),)) for a in range(0, 64, 16)]
+    assert sum(p["attention_s"] for p in parts) == pytest.approx(whole["attention_s"],
+                                                                 rel=1e-9)
+    assert parts[-1]["attention_s"] > parts[0]["attention_s"]  # later rows attend to more
+    both, dec, pre = c.mixed_s(3, 50, ((0, 64, 64),)), c.decode_s(3, 50), c.prefill_s(1, 64)
+    assert max(dec, pre) < both < dec + pre
+    with pytest.raises(ConfigError, match="prompt chunk 10..5"):
+        c.mixed(0, 0, ((10, 5, 64),))
+    with pytest.raises(ConfigError, match="at least one"):
+        c.mixed(0, 0, ())
+
+
+def test_chunked_prefill_is_recorded_and_reads_the_weights_once_an_iteration():
+    """--chunked-prefill: the document says so; flooded, a replica whose iterations run a
+    prompt and the decodes in one forward serves more tokens/s than one running them apart
+    (a tiny model: every forward's cost is its ops' launches, paid once instead of twice)."""
+    docs = {}
+    for extra in ((), ("--chunked-prefill",)):
+        res = _infer("--input-len", "16", "--output-len", "8", "--rate", "1e6",
+                     "--max-batched-tokens", "40", "--json", *extra)
+        assert res.exit_code == 0, res.output
+        docs[bool(extra)] = json.loads(res.stdout)["inference"]["continuous"]
+    assert docs[True]["chunked_prefill"] and not docs[False]["chunked_prefill"]
+    assert docs[True]["max_batched_tokens"] == 40
+    assert docs[True]["output_tokens_per_s"] > 1.2 * docs[False]["output_tokens_per_s"]
+
+
+def test_the_continuous_search_runs_chunked_prefill_and_says_so():
+    """`--gpus N --continuous --chunked-prefill`: the search's document names its scheduler
+    (the cap, the budget, chunked) and ranks plans within the SLO."""
+    res = _infer("--gpus", "1", "--hardware", "h100-sxm", "--continuous", "--chunked-prefill",
+                 "--max-batched-tokens", "32", "--tpot-slo", "5ms", "--precisions", "bf16",
+                 "--input-len", "16", "--output-len", "4", "--json")
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert {k: doc["workload"][k] for k in ("max_seqs", "max_batched_tokens",
+                                            "chunked_prefill")} == {
+        "max_seqs": 256, "max_batched_tokens": 32, "chunked_prefill": True}
+    assert doc["search"]["ranked"] and doc["search"]["ranked"][0]["tpot_s"] <= 5e-3

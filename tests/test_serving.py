@@ -5,7 +5,8 @@ heavy-load limits of a queue."""
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
@@ -43,6 +44,12 @@ class Affine:
 
     def decode_s(self, batch: int, context_len: int) -> float:
         return self.c + self.d * batch + self.e * batch * context_len
+
+    def mixed_s(self, decode_batch: int, context_len: float, chunks) -> float:
+        # one forward: the decode step's cost, its fixed part c paid once, plus b a prompt token
+        prompt = sum(stop - start for start, stop, _ in chunks)
+        return (self.c + self.d * decode_batch + self.e * decode_batch * context_len
+                + self.b * prompt)
 
     def memory_bytes(self, batch: int, max_len: int, input_len: int | None = None,
                      prefill_batch: int | None = None) -> dict:
@@ -487,3 +494,93 @@ def test_divisors_against_brute_force():
     for n in range(1, 2000):
         assert divisors(n) == [d for d in range(1, n + 1) if n % d == 0]
     assert len(divisors(10**9)) == 100  # (9 + 1) ** 2: found without walking to 10 ** 9
+
+
+# --- chunked prefill: decodes and prompt chunks in one forward ------------------------------
+
+
+@dataclass(frozen=True)
+class Recording(Affine):
+    """Affine that records every mixed forward it prices: (decode batch, chunks)."""
+
+    calls: list = field(default_factory=list, compare=False, hash=False)
+
+    def mixed_s(self, decode_batch: int, context_len: float, chunks) -> float:
+        self.calls.append((decode_batch, tuple(chunks)))
+        return super().mixed_s(decode_batch, context_len, chunks)
+
+
+def test_chunked_light_load_is_one_request_alone():
+    """A lone request of 1,000 prompt tokens under a budget of 256: its prompt in
+    ceil(1000 / 256) = 4 forwards of no decodes (c + b * chunk each), then its decode steps
+    alone (closed form as the scheduler that runs prefill and decodes apart)."""
+    cf, inp, out, budget = Affine(), 1000, 32, 256
+    run = simulate_continuous(cf, 0.01, inp, out, requests=200, seed=1, max_tokens=budget,
+                              chunked=True)
+    ttft = math.ceil(inp / budget) * cf.c + cf.b * inp
+    alone = cf.c + cf.d + cf.e * (inp + out / 2)
+    assert run.ttft.p50_s == pytest.approx(ttft, rel=1e-9)
+    assert run.tpot.p50_s == pytest.approx(alone, rel=1e-9)
+    assert run.stable
+
+
+@pytest.mark.parametrize("inp,budget", [(700, 2048), (3000, 1024), (128, 100_000)])
+def test_chunked_forwards_keep_the_budget_and_prefill_each_prompt_once(inp, budget):
+    """A flood: every forward holds at most ``budget`` tokens (its decodes and its chunks);
+    brute force over the recorded forwards: each prompt's chunks follow on from each other,
+    cover it once and end in its first token, the one under way before any new one."""
+    cf, requests = Recording(), 150
+    simulate_continuous(cf, 1e6, inp, 16, requests=requests, max_batch=64, seed=4,
+                        max_tokens=budget, chunked=True, capacity_per_s=1.0)
+    assert cf.calls
+    open_at: list[int] = []  # where each prompt under way stopped
+    done = prompt = 0
+    for decodes, chunks in cf.calls:
+        assert decodes + sum(b - a for a, b, _ in chunks) <= max(budget, decodes)
+        for i, (start, stop, length) in enumerate(chunks):
+            assert length == inp and 0 <= start < stop <= length
+            if start:
+                assert i == 0 and open_at == [start]  # the one under way, first
+                open_at.pop()
+            prompt += stop - start
+            if stop == length:
+                done += 1
+            else:
+                open_at.append(stop)
+        assert len(open_at) <= 1
+    assert not open_at and done == requests and prompt == requests * inp
+
+
+@pytest.mark.parametrize("most,out", [(16, 32), (64, 8)])
+def test_chunked_capacity_equals_the_closed_form(most, out):
+    """Decode steps of constant time c and one forward costing c + b a prompt token: with its
+    queue never empty each of ``most`` slots holds a request for ``out`` forwards (the one
+    prefilling it, which gives its first token, and out - 1 decodes), every request's prompt
+    read once: capacity most / (out c + most b inp) requests/s."""
+    cf, inp = Affine(a=0.0, d=0.0, e=0.0), 512
+    closed = most / (out * cf.c + most * cf.b * inp)
+    cap = saturation_rate(cf, inp, out, max_batch=most, chunked=True)
+    assert cap == pytest.approx(closed, rel=0.02)
+
+
+def test_chunked_prefill_does_not_stall_the_decodes():
+    """A 20,000-token prompt arriving among running requests: run apart, the decodes wait for
+    its whole prefill (a gap between two decode steps of at least prefill_s(1, 20000));
+    chunked under a budget of 512, no gap exceeds one forward of the running requests and
+    512 tokens."""
+    from archcost.infer.serving import _requests, _run
+
+    cf = Affine()
+    inp, out = np.array([200] * 30 + [20000]), np.array([400] * 30 + [8])
+    arrival, i, o = _requests(cf, 4.0, inp, out, 300, 64, 3)
+    apart = _run(cf, arrival, i, o, 64)
+    chunked = _run(cf, arrival, i, o, 64, 512, chunked=True)
+    longest = float(np.diff(apart.decode_end_s).max())
+    assert longest >= cf.prefill_s(1, 20000)
+    bound = cf.mixed_s(64, 20400, [(0, 512, 20000)])
+    busy = np.diff(chunked.decode_end_s)
+    # gaps while requests run (an idle replica waits for arrivals: not a stall)
+    finish = np.sort(chunked.finish_s)
+    running = np.array([np.searchsorted(finish, t, side="right") < np.searchsorted(
+        np.sort(chunked.admit_s), t, side="right") for t in chunked.decode_end_s[:-1]])
+    assert busy[running].max() <= bound

@@ -96,7 +96,14 @@ def infer(
         "--max-batched-tokens", show_default=False, min=1,
         help="Continuous batching (--rate, --continuous): the prompt tokens one iteration "
         "prefills at most (vLLM --max-num-batched-tokens, TensorRT-LLM max_num_tokens); a "
-        "longer prompt is prefilled alone. Default: no budget.")] = None,
+        "longer prompt is prefilled alone (with --chunked-prefill: the decodes count against it "
+        "and a prompt is split across iterations). Default: no budget.")] = None,
+    chunked_prefill: Annotated[bool, typer.Option(
+        "--chunked-prefill",
+        help="Continuous batching (--rate, --continuous): each iteration is one forward over "
+        "the running requests' next tokens and prompt chunks filling --max-batched-tokens "
+        "(vLLM V1, TensorRT-LLM in-flight batching with chunked context), where the default "
+        "runs a prefill and the decodes apart.")] = False,
     gpus: Annotated[int | None, typer.Option(
         "--gpus", show_default=False, min=1,
         help="Serving search: the best tp, pp, replicas, batch and precision on this many "
@@ -165,7 +172,7 @@ def infer(
         return _search(spec, hardware or "dgx-h100-ndr", gpus, precisions, slos, continuous,
                        input_len, output_len, kv_dtype, group_size, stack, usable,
                        capture_options(routing, mask_density, trace_timeout), as_json, output,
-                       max_seqs, max_batched_tokens)
+                       max_seqs, max_batched_tokens, chunked_prefill)
     cluster = one_replica_cluster(hardware or "h100-sxm", tp * pp)
     from archcost.infer.price import InferenceCosts
 
@@ -191,7 +198,8 @@ def infer(
         if rate is not None:
             progress(f"simulating continuous batching at {rate:g} requests/s")
             section["continuous"] = continuous_section(costs, rate, input_len, output_len,
-                                                       max_seqs, max_batched_tokens)
+                                                       max_seqs, max_batched_tokens,
+                                                       chunked_prefill)
     if not ignore_memory:
         check_fits(section, costs)
     doc = {
@@ -221,7 +229,9 @@ _SEARCH_ONLY = {"ttft_slo": "--ttft-slo", "tpot_slo": "--tpot-slo", "continuous"
 # continuous batching's options: (option, what it is)
 _CONTINUOUS_ONLY = {"max_seqs": ("--max-seqs", "the cap on running requests"),
                     "max_batched_tokens": ("--max-batched-tokens",
-                                           "the prompt tokens prefilled an iteration")}
+                                           "the prompt tokens prefilled an iteration"),
+                    "chunked_prefill": ("--chunked-prefill",
+                                        "decodes and prompt chunks in one forward")}
 
 
 def _check_mode_options(ctx, gpus: int | None, weights: str | None, precisions: str,
@@ -268,10 +278,12 @@ _SEARCH_PRECISIONS = {"bf16": ("bf16", None), "fp16": ("fp16", None), "fp8": ("f
 
 def _search(spec, hardware, gpus, precisions, slos, continuous, input_len, output_len,
             kv_dtype, group_size, stack, usable, options, as_json, output,
-            max_seqs: int | None = None, max_tokens: int | None = None) -> None:
+            max_seqs: int | None = None, max_tokens: int | None = None,
+            chunked: bool = False) -> None:
     from archcost.infer.document import SCHEMA_VERSION, search_section
     from archcost.infer.price import InferenceCosts
     from archcost.infer.search import Mode, search
+    from archcost.infer.serving import DEFAULT_MAX_BATCH
 
     names = list(dict.fromkeys(p.strip() for p in precisions.split(",") if p.strip()))
     bad = [p for p in names if p not in _SEARCH_PRECISIONS]
@@ -308,7 +320,7 @@ def _search(spec, hardware, gpus, precisions, slos, continuous, input_len, outpu
             status.update(f"searching {gpus} GPUs (tracing once per precision)")
         res = search(gpus, costs_for, names, input_len, output_len, ttft_slo_s=slos[0],
                      tpot_slo_s=slos[1], mode=Mode.CONTINUOUS if continuous else Mode.STATIC,
-                     max_batch=max_seqs, max_tokens=max_tokens)
+                     max_batch=max_seqs, max_tokens=max_tokens, chunked=chunked)
     doc = {
         "schema_version": SCHEMA_VERSION,
         "kind": "inference",
@@ -317,7 +329,10 @@ def _search(spec, hardware, gpus, precisions, slos, continuous, input_len, outpu
         "workload": {"input_len": input_len, "output_len": output_len,
                      "precisions": names, "runtime": stack.name,
                      "batching": "continuous" if continuous else "static",
-                     "kv_dtype": kv_dtype, "group_size": group_size},
+                     "kv_dtype": kv_dtype, "group_size": group_size,
+                     **({"max_seqs": max_seqs or DEFAULT_MAX_BATCH,
+                         "max_batched_tokens": max_tokens,
+                         "chunked_prefill": chunked} if continuous else {})},
         "hardware": {"cluster": hardware, "gpus": gpus, "usable_memory": usable},
         "search": search_section(res, slos, output_len=output_len),
     }

@@ -78,8 +78,12 @@ def render_inference(console: Console, doc: dict[str, Any]) -> None:
                f"{fmt.sig(cont['output_tokens_per_s_per_gpu'])}; mean batch "
                f"{fmt.sig(cont['mean_batch'])}"
                + (f" (at most {cont['max_seqs']} running)" if "max_seqs" in cont else "")
-               + (f"; at most {cont['max_batched_tokens']} prompt tokens prefilled an iteration"
-                  if cont.get("max_batched_tokens") else ""))
+               + (f"; at most {cont['max_batched_tokens']} "
+                  + ("tokens a forward, decodes and prompt chunks together"
+                     if cont.get("chunked_prefill") else "prompt tokens prefilled an iteration")
+                  if cont.get("max_batched_tokens") else "")
+               + ("; decodes and prompts in one forward (chunked prefill)"
+                  if cont.get("chunked_prefill") and not cont.get("max_batched_tokens") else ""))
         if "capacity_per_s" in cont:
             c.note(f"requests arrived at {fmt.sig(cont['arrived_per_s'])}/s in the window; "
                    f"the replica's capacity {fmt.sig(cont['capacity_per_s'])} requests/s "

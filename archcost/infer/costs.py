@@ -1,10 +1,10 @@
 """The protocol serving numerics read a priced model replica through.
 
-``serving`` and ``search`` need only four things of a replica (one model copy on ``gpus`` GPUs,
+``serving`` and ``search`` need only five things of a replica (one model copy on ``gpus`` GPUs,
 tensor- and pipeline-parallel): the time of a prefill step, the time of one decode step, the
-memory a batch holds, and the memory a GPU offers. Anything with these members serves, so the
-serving numerics are tested against closed forms and stay apart from how steps are traced and
-priced.
+time of one forward that runs decodes and prompt chunks together, the memory a batch holds,
+and the memory a GPU offers. Anything with these members serves, so the serving numerics are
+tested against closed forms and stay apart from how steps are traced and priced.
 """
 
 from __future__ import annotations
@@ -35,6 +35,14 @@ class StepCosts(Protocol):
         """Seconds of one decode step: each of ``batch`` sequences gets one token, attending to
         ``context_len`` tokens, the new one included (the step at ``start_pos`` L of the
         model-file convention has context L + 1)."""
+        ...
+
+    def mixed_s(self, decode_batch: int, context_len: float,
+                chunks: tuple[tuple[int, int, int], ...]) -> float:
+        """Seconds of one forward that gives each of ``decode_batch`` running sequences a token
+        (attending to ``context_len`` tokens, their mean) and prefills each chunk ``(start,
+        stop, prompt_len)``: positions ``start .. stop - 1`` of a prompt of ``prompt_len``
+        tokens (in-flight batching with chunked prefill)."""
         ...
 
     def memory_bytes(self, batch: int, max_len: int, input_len: int | None = None,

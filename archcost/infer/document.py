@@ -117,17 +117,18 @@ def baseline_section(costs: InferenceCosts, batch: int, input_len: int, output_l
 
 
 def continuous_section(costs: InferenceCosts, rate: float, input_len: int, output_len: int,
-                       max_seqs: int | None = None, max_tokens: int | None = None
-                       ) -> dict[str, Any]:
+                       max_seqs: int | None = None, max_tokens: int | None = None,
+                       chunked: bool = False) -> dict[str, Any]:
     """Continuous batching at ``rate`` requests/s in steady state
     (:func:`archcost.infer.serving.simulate_continuous`), at most ``max_seqs`` requests running
     (default ``DEFAULT_MAX_BATCH``), at most ``max_tokens`` prompt tokens prefilled an
-    iteration (None: no budget)."""
+    iteration (None: no budget), each iteration one forward of decodes and prompt chunks
+    where ``chunked``."""
     from archcost.infer.serving import DEFAULT_MAX_BATCH, simulate_continuous
 
     cap = max_seqs or DEFAULT_MAX_BATCH
     run = simulate_continuous(costs, rate, input_len, output_len, max_batch=cap,
-                              max_tokens=max_tokens)
+                              max_tokens=max_tokens, chunked=chunked)
 
     def pct(p) -> dict[str, float]:
         return {"p50_s": p.p50_s, "p90_s": p.p90_s, "p99_s": p.p99_s}
@@ -138,7 +139,7 @@ def continuous_section(costs: InferenceCosts, rate: float, input_len: int, outpu
             # no request generates a second token: no decode step, no TPOT
             "tpot": pct(run.tpot) if (run.output_len > 1).any() else None,
             "mean_batch": run.mean_batch, "max_running": run.max_running, "max_seqs": cap,
-            "max_batched_tokens": max_tokens,
+            "max_batched_tokens": max_tokens, "chunked_prefill": chunked,
             "stable": bool(run.stable), "queue_growth": run.queue_growth,
             "capacity_per_s": run.capacity_per_s, "arrived_per_s": run.arrived_per_s}
 

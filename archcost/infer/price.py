@@ -130,6 +130,7 @@ class InferenceCosts:
     # priced steps of this replica by (batch, step): a simulation asks for the same ones again
     # (not an init field: a ``dataclasses.replace`` of another precision starts empty)
     _steps: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+    _row_memo: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.tp < 1 or self.pp < 1:
@@ -329,12 +330,19 @@ class InferenceCosts:
         m, micro = self.micro_batches(batch)
         rows = self._rows(w, micro, self._warm_gpu if self.weights_cached(batch, step, w)
                           else self.gpu, step)
+        return {**self._timed(w, rows, m, micro * step.new_tokens, step.kind == "prefill"),
+                "tokens": batch * step.new_tokens}
+
+    def _timed(self, w: Workload, rows: np.ndarray, m: int, tokens: float, fill: bool) -> dict:
+        """Seconds of a step whose micro-batch of ``tokens`` tokens runs the table row
+        ``rows``, ``m`` micro-batches of it: a prefill's (``fill``) last micro-batch leaves
+        ``m - 1`` slowest stages late; otherwise (decode) the longer of a micro-batch's round
+        trip and the slowest stage serving every micro-batch once."""
         layers = w.layers
         stage_layers = layers if self.pp == 1 else math.ceil(layers / self.pp)
         d_pre, d_block, d_post = dispatch_seconds(w, self.gpu, self.runtime)
         pre, post = rows[C["pre_f"]] + d_pre, rows[C["post_f"]] + d_post
         block, attn = rows[C["block_f"]] + d_block, rows[C["attn_f"]]
-        tokens = micro * step.new_tokens
         ar = collective_cost(Collective.ALL_REDUCE, tokens * w.hidden * w.act_bytes, self.tp,
                              self.cluster).seconds if self.tp > 1 else 0.0
         hop = collective_cost(Collective.SEND_RECV, tokens * w.hidden * w.act_bytes, 2,
@@ -348,7 +356,7 @@ class InferenceCosts:
         path = (layers * block + pre + post, layers * w.tp_points * ar + outside, layers * attn)
         stage = (stage_layers * block + (pre + post if self.pp == 1 else max(pre, post)),
                  stage_layers * w.tp_points * ar + outside, stage_layers * attn)
-        if step.kind == "prefill":  # the last micro-batch leaves m - 1 slowest stages late
+        if fill:  # the last micro-batch leaves m - 1 slowest stages late
             parts = [p + (m - 1) * q for p, q in zip(path, stage)]
         elif sum(path[:2]) + hops >= m * sum(stage[:2]):  # decode: a token's round trip
             parts = list(path)
@@ -357,7 +365,69 @@ class InferenceCosts:
         compute, tp_comm, attention = parts
         return {"seconds": float(compute + tp_comm + hops), "compute_s": float(compute),
                 "attention_s": float(attention), "tp_comm_s": float(tp_comm),
-                "pp_comm_s": float(hops), "tokens": batch * step.new_tokens}
+                "pp_comm_s": float(hops)}
+
+    def _rows_at(self, batch: float, step: InferStep) -> np.ndarray:
+        """The table row of ``batch`` sequences of ``step`` (memoized: a simulation asks for
+        the same ones again)."""
+        key = (batch, step)
+        if key not in self._row_memo:
+            w = self.workload(step)
+            gpu = self._warm_gpu if self.weights_cached(batch, step, w) else self.gpu
+            self._row_memo[key] = self._rows(w, batch, gpu, step)
+        return self._row_memo[key]
+
+    def mixed_s(self, decode_batch: int, context_len: float,
+                chunks: tuple[tuple[int, int, int], ...]) -> float:
+        return self.mixed(decode_batch, context_len, chunks)["seconds"]
+
+    def mixed(self, decode_batch: int, context_len: float,
+              chunks: tuple[tuple[int, int, int], ...]) -> dict:
+        """One forward of in-flight batching: each of ``decode_batch`` running sequences gets a
+        token (attending to ``context_len`` tokens, the batch's mean) and each chunk
+        ``(start, stop, prompt_len)`` prefills positions ``start .. stop - 1`` of a prompt of
+        ``prompt_len`` tokens, the weights read once for all of them. Priced from the traced
+        steps, per layer: what grows with the tokens alone (the GEMMs, norms, pointwise ops,
+        the all-reduces) as a decode step's at context 0 over every token of the forward; the
+        decode sequences' attention, and what else grows with their context, as their decode
+        step's; a chunk's attention as the share of its prompt's prefill attention that its
+        rows of the causal triangle hold (its FLOPs' share); the head over the decoding
+        sequences and the prompts this forward completes (a prompt's other positions need no
+        logits). With no chunks it is the decode step exactly. NB: a chunk's attention
+        reading the cache of the chunks before it is priced by FLOPs, as the whole prompt's
+        kernel runs."""
+        n = int(decode_batch)
+        if n < 0 or (n == 0 and not chunks):
+            raise ConfigError(f"a forward of {n} decoding sequences and {len(chunks)} prompt "
+                              "chunks: give at least one of them")
+        for start, stop, length in chunks:
+            if not 0 <= start < stop <= length:
+                raise ConfigError(f"prompt chunk {start}..{stop} of a {length}-token prompt: "
+                                  "give 0 <= start < stop <= length")
+        prompt = sum(stop - start for start, stop, _ in chunks)
+        done = sum(stop == length for _, stop, length in chunks)
+        m = max(1, min(self.pp, n + len(chunks)))
+        base = InferStep.decode(1, 0)
+        a, b, post = C["block_f"], C["attn_f"], C["post_f"]
+        k = -(-n // m)  # decodes in the fullest micro-batch (whole sequences)
+        tokens = self._rows_at(k + prompt / m, base)
+        attention = sum(
+            self._rows_at(1, InferStep.prefill(1, length))[b]
+            * (stop * (stop + 1) - start * (start + 1)) / (length * (length + 1))
+            for start, stop, length in chunks) / m
+        head = self._rows_at(k + done / m, base)[post] if n + done else 0.0
+        rows = tokens.copy()
+        rows[a] += attention - tokens[b]
+        rows[b] = attention
+        rows[post] = head
+        if n:  # what grows with the decodes' context, in every section, and their attention
+            ctx = self._rows_at(k, InferStep.decode(1, max(round(context_len), 1) - 1))
+            zero = self._rows_at(k, base)
+            rows += ctx - zero
+            rows[a] += zero[b]
+            rows[b] += zero[b]
+        timed = self._timed(self.workload(base), rows, m, k + prompt / m, fill=False)
+        return {**timed, "tokens": n + done}
 
     def micro_batches(self, batch: int) -> tuple[int, int]:
         """(micro-batches, sequences in the largest) of a step of ``batch`` sequences: ``pp``

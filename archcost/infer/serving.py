@@ -44,6 +44,15 @@ are reproducible) with fixed lengths, or lengths drawn from given arrays. Each i
    prefill budget that leaves requests waiting admits the next ones after one decode step; an
    engine that runs a prefill and the decodes in one forward, TensorRT-LLM's in-flight
    batching, reads the weights once for both where here they are read twice).
+With ``chunked`` (in-flight batching with chunked prefill: vLLM V1's scheduler, TensorRT-LLM's
+in-flight batching with chunked context) each iteration is one forward (``mixed_s``): every
+running request's next token, then prompt tokens up to what is left of ``max_tokens`` (None:
+no limit) after those decodes, the prompts under way first (admission order), then new
+requests admitted FCFS as above (cap, memory at the full length; the activations counted as a
+prefill of at most ``max_tokens`` tokens a request), a prompt longer than what is left split
+across iterations. A request's first token comes out of the forward that holds its prompt's
+last chunk; it decodes from the next one. An iteration with no prompt tokens is a decode step,
+priced as above (runs of them up to the next arrival or departure).
 A decode step over sequences of mixed contexts costs ``decode_s(n, mean context)``: decode cost
 is taken as bilinear in batch and context (the per-sequence attention term is linear in its
 context, so the sum over sequences is the batch times the mean), linear between the two integer
@@ -302,10 +311,12 @@ class _Scheduler:
     what happened to each request."""
 
     def __init__(self, costs: StepCosts, arrival: np.ndarray, inp: np.ndarray, out: np.ndarray,
-                 max_batch: int, max_tokens: int | None = None) -> None:
+                 max_batch: int, max_tokens: int | None = None, chunked: bool = False) -> None:
         self.costs, self.arrival, self.inp, self.out = costs, arrival, inp, out
-        self.max_batch, self.max_tokens = max_batch, max_tokens
-        self.longest_input = int(inp.max())
+        self.max_batch, self.max_tokens, self.chunked = max_batch, max_tokens, chunked
+        # the longest prompt one prefill holds: a chunk is at most the budget
+        self.longest_input = int(min(inp.max(), max_tokens or inp.max()) if chunked
+                                 else inp.max())
         n = arrival.size
         self.admit, self.first, self.finish = (np.full(n, np.nan) for _ in range(3))
         self.fit_memo: dict[tuple[int, int], bool] = {}
@@ -316,6 +327,8 @@ class _Scheduler:
         self.held = 0  # tokens of KV cache the running requests hold at their full length
         self.nxt = self.done = self.max_running = 0
         self.budget_hit = False  # the last admission stopped at the prefill budget
+        self.prefilling: deque[int] = deque()  # admitted, prompt partly prefilled (chunked)
+        self.prefilled = np.zeros(n, np.int64)  # prompt tokens prefilled so far, per request
         self.t = 0.0
         self.ends: list[np.ndarray] = []
         self.batches: list[np.ndarray] = []
@@ -333,11 +346,7 @@ class _Scheduler:
 
     def admit_and_prefill(self) -> None:
         """Queue the arrivals so far, admit FCFS while memory and ``max_batch`` allow, prefill."""
-        if self.run.size == 0 and not self.waiting:
-            self.t = max(self.t, float(self.arrival[self.nxt]))
-        while self.nxt < self.arrival.size and self.arrival[self.nxt] <= self.t:
-            self.waiting.append(self.nxt)
-            self.nxt += 1
+        self.arrivals()
         new: list[int] = []
         prompt = 0  # tokens of the admitted prompts, prefilled together
         self.budget_hit = False
@@ -365,6 +374,73 @@ class _Scheduler:
         self.run = np.concatenate([self.run, idx])
         self.ctx = np.concatenate([self.ctx, self.inp[idx] + 1])
         self.left = np.concatenate([self.left, self.out[idx] - 1])
+
+    def arrivals(self) -> None:
+        """Queue the arrivals so far; with nothing in the system, wait for the next one."""
+        if self.run.size == 0 and not self.waiting and not self.prefilling:
+            self.t = max(self.t, float(self.arrival[self.nxt]))
+        while self.nxt < self.arrival.size and self.arrival[self.nxt] <= self.t:
+            self.waiting.append(self.nxt)
+            self.nxt += 1
+
+    def chunked_step(self) -> bool:
+        """One iteration of in-flight batching (module docstring), or False when nothing is
+        to be prefilled (the caller runs decode steps)."""
+        self.arrivals()
+        budget = math.inf if self.max_tokens is None else self.max_tokens
+        left = max(budget - self.run.size, 0)
+        chunks: list[tuple[int, int]] = []  # (request, prompt tokens this forward)
+        for r in self.prefilling:  # the prompts under way first, in admission order
+            take = min(int(self.inp[r] - self.prefilled[r]), left)
+            if take <= 0:
+                break
+            chunks.append((r, take))
+            left -= take
+        admitted = 0
+        while (self.waiting and left > 0
+               and self.run.size + len(self.prefilling) < self.max_batch):
+            head = self.waiting[0]
+            need = self.held + int(self.inp[head] + self.out[head])
+            if not self.room(self.run.size + len(self.prefilling) + 1, need, admitted + 1):
+                break
+            self.prefilling.append(self.waiting.popleft())
+            self.admit[head] = self.t
+            self.held, admitted = need, admitted + 1
+            take = int(min(self.inp[head], left))
+            chunks.append((head, take))
+            left -= take
+        if not chunks:
+            return False
+        self.max_running = max(self.max_running, self.run.size + len(self.prefilling))
+        spans = tuple((int(self.prefilled[r]), int(self.prefilled[r] + k), int(self.inp[r]))
+                      for r, k in chunks)
+        mean_ctx = float(self.ctx.mean()) if self.run.size else 0.0
+        self.t += self.costs.mixed_s(int(self.run.size), mean_ctx, spans)
+        if self.run.size:
+            self.ends.append(np.array([self.t]))
+            self.batches.append(np.array([self.run.size]))
+            self.ctx, self.left = self.ctx + 1, self.left - 1
+            gone = self.left == 0
+            if gone.any():
+                self.retire(self.run[gone])
+                self.run, self.ctx, self.left = (self.run[~gone], self.ctx[~gone],
+                                                 self.left[~gone])
+        for r, k in chunks:
+            self.prefilled[r] += k
+        idx = np.array([r for r, _ in chunks if self.prefilled[r] == self.inp[r]], np.int64)
+        if idx.size:
+            while self.prefilling and self.prefilled[self.prefilling[0]] == \
+                    self.inp[self.prefilling[0]]:
+                self.prefilling.popleft()  # prompts complete in admission order
+            self.first[idx] = self.t
+            self.p_ends.append(self.t)
+            self.p_tokens.append(idx.size)
+            self.retire(idx[self.out[idx] == 1])
+            idx = idx[self.out[idx] > 1]
+            self.run = np.concatenate([self.run, idx])
+            self.ctx = np.concatenate([self.ctx, self.inp[idx] + 1])
+            self.left = np.concatenate([self.left, self.out[idx] - 1])
+        return True
 
     def retire(self, idx: np.ndarray) -> None:
         self.finish[idx] = self.t
@@ -397,11 +473,15 @@ class _Scheduler:
 
 
 def _run(costs: StepCosts, arrival: np.ndarray, inp: np.ndarray, out: np.ndarray,
-         max_batch: int, max_tokens: int | None = None) -> _Trace:
+         max_batch: int, max_tokens: int | None = None, chunked: bool = False) -> _Trace:
     """The scheduler of the module docstring, from the first arrival until every request is
     done."""
-    s = _Scheduler(costs, arrival, inp, out, max_batch, max_tokens)
+    s = _Scheduler(costs, arrival, inp, out, max_batch, max_tokens, chunked)
     while s.done < arrival.size:
+        if chunked:
+            if not s.chunked_step():
+                s.decode()
+            continue
         s.admit_and_prefill()
         s.decode()
     ends = np.concatenate(s.ends) if s.ends else np.empty(0)
@@ -489,7 +569,7 @@ def _window_output(tr, arrival: np.ndarray, out: np.ndarray, w: int) -> tuple[fl
 def saturation_rate(costs: StepCosts, input_len: int | Sequence[int],
                     output_len: int | Sequence[int], *, requests: int = DEFAULT_REQUESTS,
                     max_batch: int = DEFAULT_MAX_BATCH, seed: int = 0,
-                    max_tokens: int | None = None) -> float:
+                    max_tokens: int | None = None, chunked: bool = False) -> float:
     """Requests/s the replica keeps up with (module docstring): the requests arriving at
     ``rate_bound``, their completions between the 20th and 80th percentile of finish times
     over the time between them (the rate with the queue never empty); below it, the highest
@@ -499,7 +579,7 @@ def saturation_rate(costs: StepCosts, input_len: int | Sequence[int],
     def run(rate):
         arrival, inp, out = _requests(costs, rate, input_len, output_len, requests, max_batch,
                                       seed)
-        return arrival, out, _run(costs, arrival, inp, out, max_batch, max_tokens)
+        return arrival, out, _run(costs, arrival, inp, out, max_batch, max_tokens, chunked)
 
     arrival, _, tr = run(rate_bound(costs, input_len, output_len, max_batch))
     finish = np.sort(tr.finish_s)
@@ -534,7 +614,8 @@ def simulate_continuous(costs: StepCosts, rate_per_s: float,
                         requests: int = DEFAULT_REQUESTS, max_batch: int = DEFAULT_MAX_BATCH,
                         seed: int = 0, warmup_fraction: float = 0.2,
                         capacity_per_s: float | None = None,
-                        max_tokens: int | None = None) -> ContinuousServing:
+                        max_tokens: int | None = None, chunked: bool = False
+                        ) -> ContinuousServing:
     """Continuous batching in steady state (module docstring): ``requests`` Poisson arrivals at
     ``rate_per_s``, the first ``warmup_fraction`` of them discarded. ``capacity_per_s``: the
     replica's ``saturation_rate`` for these lengths where the caller has it."""
@@ -546,8 +627,9 @@ def simulate_continuous(costs: StepCosts, rate_per_s: float,
                                   max_batch, seed)
     if capacity_per_s is None:
         capacity_per_s = saturation_rate(costs, input_len, output_len, requests=requests,
-                                         max_batch=max_batch, seed=seed, max_tokens=max_tokens)
-    tr = _run(costs, arrival, inp, out, max_batch, max_tokens)
+                                         max_batch=max_batch, seed=seed, max_tokens=max_tokens,
+                                         chunked=chunked)
+    tr = _run(costs, arrival, inp, out, max_batch, max_tokens, chunked)
     w = int(warmup_fraction * requests)
     t0, t1 = float(arrival[w]), float(arrival[-1])
     throughput, demand = _window_output(tr, arrival, out, w)

@@ -148,6 +148,8 @@ def _continuous(inf: dict[str, Any]) -> Table:
                  note=f"output tokens/s {fmt.si(c.get('output_tokens_per_s'))}, mean batch "
                       f"{fmt.sig(_num(c.get('mean_batch')))}"
                       + (f" (at most {c['max_seqs']} running)" if "max_seqs" in c else "")
+                      + ("; decodes and prompt chunks in one forward (chunked prefill)"
+                         if c.get("chunked_prefill") else "")
                       + "; queue "
                       f"{'stable' if c.get('stable') else 'growing: the rate is past capacity'}"
                       + (f"; capacity {fmt.sig(_num(c['capacity_per_s']))} requests/s, "
