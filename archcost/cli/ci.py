@@ -60,8 +60,7 @@ def ci(
         raise ConfigError(f"--out-dir {out_dir}: is reports_dir, where the baselines are; this "
                           "run's reports would replace them; choose another folder (or pass "
                           "--update-baselines to make them the baselines)")
-    reports = [f for run in runs for f in (out / f"{run.name}.json", out / f"{run.name}.md",
-                                           cfg.reports_dir / f"{run.name}.json")]
+    reports = [f for run in runs for f in _report_paths(out, cfg.reports_dir, run.name)]
     if summary and any(same_target(summary, f) for f in reports):
         raise ConfigError(f"--summary {summary}: is a report this run writes; give the "
                           "summary its own file")
@@ -81,10 +80,11 @@ def ci(
     for run in runs:
         doc = docs[run.name]
         text = canonical_json(doc)
-        files[out / f"{run.name}.json"] = text
-        files[out / f"{run.name}.md"] = to_markdown(doc)
+        report, markdown, baseline = _report_paths(out, cfg.reports_dir, run.name)
+        files[report] = text
+        files[markdown] = to_markdown(doc)
         if update_baselines:
-            files[cfg.reports_dir / f"{run.name}.json"] = text
+            files[baseline] = text
             lines.append(f"| {run.name} | {run.kind} | baseline written | |")
             table.append((run.name, run.kind, "baseline written", ""))
             continue
@@ -113,6 +113,12 @@ def ci(
     raise typer.Exit(worst)
 
 
+def _report_paths(out: Path, reports_dir: Path, name: str) -> tuple[Path, Path, Path]:
+    """The files run ``name`` writes, (its report, its Markdown, its baseline): one place for
+    their names, which the ``--summary`` check and the writing both read."""
+    return out / f"{name}.json", out / f"{name}.md", reports_dir / f"{name}.json"
+
+
 def _render(table, changed, summary: str | None) -> None:
     """The terminal view: one row per run, then the comparison of each run that changed (the
     Markdown summary goes to --summary)."""
@@ -137,7 +143,7 @@ def _baseline(cfg, run) -> dict:
     runs."""
     from archcost.report.document import load_document
 
-    baseline = cfg.reports_dir / f"{run.name}.json"
+    baseline = _report_paths(cfg.root, cfg.reports_dir, run.name)[2]
     if not baseline.is_file():
         where = baseline.relative_to(cfg.root) if baseline.is_relative_to(cfg.root) else baseline
         raise ConfigError(f"no baseline {where} for run {run.name!r}: run archcost ci "
