@@ -366,6 +366,11 @@ class _Scheduler:
         idx = np.array(new, np.int64)
         self.admit[idx] = self.t
         self.t += _prefill_s(self.costs, self.inp[idx])
+        self.first_tokens(idx)
+
+    def first_tokens(self, idx: np.ndarray) -> None:
+        """Requests ``idx`` got their first token now: those of one output token leave, the
+        others decode from the next step."""
         self.first[idx] = self.t
         self.p_ends.append(self.t)
         self.p_tokens.append(idx.size)
@@ -419,12 +424,7 @@ class _Scheduler:
         if self.run.size:
             self.ends.append(np.array([self.t]))
             self.batches.append(np.array([self.run.size]))
-            self.ctx, self.left = self.ctx + 1, self.left - 1
-            gone = self.left == 0
-            if gone.any():
-                self.retire(self.run[gone])
-                self.run, self.ctx, self.left = (self.run[~gone], self.ctx[~gone],
-                                                 self.left[~gone])
+            self.advance(1)
         for r, k in chunks:
             self.prefilled[r] += k
         idx = np.array([r for r, _ in chunks if self.prefilled[r] == self.inp[r]], np.int64)
@@ -432,14 +432,7 @@ class _Scheduler:
             while self.prefilling and self.prefilled[self.prefilling[0]] == \
                     self.inp[self.prefilling[0]]:
                 self.prefilling.popleft()  # prompts complete in admission order
-            self.first[idx] = self.t
-            self.p_ends.append(self.t)
-            self.p_tokens.append(idx.size)
-            self.retire(idx[self.out[idx] == 1])
-            idx = idx[self.out[idx] > 1]
-            self.run = np.concatenate([self.run, idx])
-            self.ctx = np.concatenate([self.ctx, self.inp[idx] + 1])
-            self.left = np.concatenate([self.left, self.out[idx] - 1])
+            self.first_tokens(idx)
         return True
 
     def retire(self, idx: np.ndarray) -> None:
@@ -465,6 +458,10 @@ class _Scheduler:
         self.t = float(ends[-1])
         self.ends.append(ends)
         self.batches.append(np.full(k, self.run.size))
+        self.advance(k)
+
+    def advance(self, k: int) -> None:
+        """The running requests got ``k`` tokens each; those done leave."""
         self.ctx, self.left = self.ctx + k, self.left - k
         gone = self.left == 0
         if gone.any():
