@@ -158,6 +158,10 @@ class RuntimeProfile:
     # shared experts) are summed as partial sums and all-reduced once (serving engines);
     # False: each row-parallel projection all-reduces its own output (Megatron-Core)
     tp_sum_partials: bool = False
+    # continuous batching on this stack runs each iteration's decodes and prompt chunks in one
+    # forward (the serving engine's in-flight batching: ``infer --chunked-prefill``'s default
+    # here); False: a prefill and the decode steps apart (``--no-chunked-prefill``'s)
+    inflight_batching: bool = False
     source_path: str = ""
 
     def reduce_itemsize(self, grad_itemsize: float) -> float:
@@ -206,9 +210,10 @@ RUNTIME_FIELDS: dict[str, tuple[Any, str]] = {
     "plan_constraints": ("constraints", "['cp=1', 'zero=0']"),
     "python_dispatch": ("bool", "true"),
     "tp_sum_partials": ("bool", "true"),
+    "inflight_batching": ("bool", "true"),
 }
 _OPTIONAL = {"fp8", "allocator_headroom", "plan_constraints", "python_dispatch",
-             "overlap_slowdown", "tp_sum_partials"}
+             "overlap_slowdown", "tp_sum_partials", "inflight_batching"}
 # a plan constraint as `archcost plan --constraint` writes it (archcost.plan.arrays checks the key)
 _CONSTRAINT = re.compile(r"^\s*[A-Za-z_]+\s*(<=|>=|==|!=|=|<|>)\s*[A-Za-z0-9_\-]+\s*$")
 _FP8_FIELDS = {"recipe": (Fp8Recipe, "current"), "weight_all_gather": ("bool", "true")}
@@ -328,6 +333,7 @@ def runtime_from_dict(data: dict[str, Any], path: str | Path) -> RuntimeProfile:
     got["plan_constraints"] = got["plan_constraints"] or ()
     got["python_dispatch"] = bool(got["python_dispatch"])
     got["tp_sum_partials"] = bool(got["tp_sum_partials"])
+    got["inflight_batching"] = bool(got["inflight_batching"])
     got["overlap_slowdown"] = got["overlap_slowdown"] or 0.0
     return RuntimeProfile(**got, attention_kernel=kernels, fp8=fp8, source_path=str(path))
 

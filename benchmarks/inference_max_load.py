@@ -4,13 +4,13 @@
 and H200) of TensorRT-LLM's ``docs/source/performance/perf-overview.md`` (the v1.0 tables):
 ``trtllm-bench throughput`` runs, every request queued at once, in-flight batching, the PyTorch
 backend, total output tokens/s. Each row runs ``archcost infer`` as continuous batching flooded
-past capacity, once with the default scheduler (a prefill and the decode steps apart) and once
-with ``--chunked-prefill`` (decodes and prompt chunks in one forward, as in-flight batching with
-chunked context runs them):
+past capacity, once with ``--no-chunked-prefill`` (a prefill and the decode steps apart) and
+once with ``--chunked-prefill`` (decodes and prompt chunks in one forward, as in-flight batching
+with chunked context runs them; the ``tensorrt-llm`` runtime's default):
 
     archcost infer hf:llama-3.1-8b --hardware GPU --dtype fp8 --kv-dtype fp8
         --runtime tensorrt-llm -i I -n O --rate 1000000 --max-seqs 2048
-        --max-batched-tokens 8192 --ignore-memory --json [--chunked-prefill]
+        --max-batched-tokens 8192 --ignore-memory --json --[no-]chunked-prefill
 
 Assumptions, none read from the rows: the scheduler's caps are TensorRT-LLM's build defaults
 (``max_batch_size`` 2048, ``max_num_tokens`` 8192; trtllm-bench may pick its own per data set,
@@ -38,7 +38,7 @@ from _section import publish
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CASES = ROOT / "benchmarks" / "data" / "trtllm_v1.0_max_load_cases.csv"
 _PROFILES = {"H100-SXM-80GB": "h100-sxm", "H200-SXM-141GB": "h200"}
-SCHEDULERS = (("apart", []), ("chunked", ["--chunked-prefill"]))
+SCHEDULERS = (("apart", ["--no-chunked-prefill"]), ("chunked", ["--chunked-prefill"]))
 
 
 def command(row: dict, extra: list[str]) -> list[str]:

@@ -328,8 +328,9 @@ def test_infer_json_has_the_documented_keys():
     (("--max-seqs", "4"), "--max-seqs: the cap on running requests of continuous batching"),
     (("--max-batched-tokens", "4096"),
      "--max-batched-tokens: the prompt tokens prefilled an iteration of continuous batching"),
-    (("--chunked-prefill",),
-     "--chunked-prefill: decodes and prompt chunks in one forward of continuous batching"),
+    (("--chunked-prefill",), "--[no-]chunked-prefill: whether decodes and prompt chunks "
+     "share a forward of continuous batching"),
+    (("--no-chunked-prefill",), "--[no-]chunked-prefill: whether decodes and prompt chunks"),
     (("--gpus", "2", "--hardware", "dgx-h100-ndr", "--max-seqs", "4"),
      "add --rate R (or --gpus N --continuous)"),
     (("--group-size", "128", "--dtype", "fp8"), "add --weights int8 or int4"),
@@ -671,7 +672,8 @@ def test_a_mixed_forward_against_the_steps_it_merges(tp, pp):
 def test_chunked_prefill_is_recorded_and_reads_the_weights_once_an_iteration():
     """--chunked-prefill: the document says so; flooded, a replica whose iterations run a
     prompt and the decodes in one forward serves more tokens/s than one running them apart
-    (a tiny model: every forward's cost is its ops' launches, paid once instead of twice)."""
+    (a tiny model: every forward's cost is its ops' launches, paid once instead of twice).
+    Without the option, the runtime decides: eager apart, tensorrt-llm in one forward."""
     docs = {}
     for extra in ((), ("--chunked-prefill",)):
         res = _infer("--input-len", "16", "--output-len", "8", "--rate", "1e6",
@@ -681,6 +683,12 @@ def test_chunked_prefill_is_recorded_and_reads_the_weights_once_an_iteration():
     assert docs[True]["chunked_prefill"] and not docs[False]["chunked_prefill"]
     assert docs[True]["max_batched_tokens"] == 40
     assert docs[True]["output_tokens_per_s"] > 1.2 * docs[False]["output_tokens_per_s"]
+    # the default is the runtime's: TensorRT-LLM's in-flight batching shares the forward
+    for extra, chunked in (((), True), (("--no-chunked-prefill",), False)):
+        res = _infer("--input-len", "16", "--output-len", "8", "--rate", "1e6", "--runtime",
+                     "tensorrt-llm", "--json", *extra)
+        assert res.exit_code == 0, res.output
+        assert json.loads(res.stdout)["inference"]["continuous"]["chunked_prefill"] is chunked
 
 
 def test_the_continuous_search_runs_chunked_prefill_and_says_so():

@@ -98,12 +98,13 @@ def infer(
         "prefills at most (vLLM --max-num-batched-tokens, TensorRT-LLM max_num_tokens); a "
         "longer prompt is prefilled alone (with --chunked-prefill: the decodes count against it "
         "and a prompt is split across iterations). Default: no budget.")] = None,
-    chunked_prefill: Annotated[bool, typer.Option(
-        "--chunked-prefill",
+    chunked_prefill: Annotated[bool | None, typer.Option(
+        "--chunked-prefill/--no-chunked-prefill", show_default=False,
         help="Continuous batching (--rate, --continuous): each iteration is one forward over "
         "the running requests' next tokens and prompt chunks filling --max-batched-tokens "
-        "(vLLM V1, TensorRT-LLM in-flight batching with chunked context), where the default "
-        "runs a prefill and the decodes apart.")] = False,
+        "(vLLM V1, TensorRT-LLM in-flight batching with chunked context), or a prefill and "
+        "the decodes apart. Default: the runtime's (tensorrt-llm*: one forward; eager: "
+        "apart).")] = None,
     gpus: Annotated[int | None, typer.Option(
         "--gpus", show_default=False, min=1,
         help="Serving search: the best tp, pp, replicas, batch and precision on this many "
@@ -160,6 +161,7 @@ def infer(
     quantize = quantizer(dtype, weights, group_size, sparsity)
     policy = infer_policy(dtype)
     stack = load_runtime(runtime)
+    chunked = stack.inflight_batching if chunked_prefill is None else chunked_prefill
     spec = load_model_file(model, parse_overrides(set_))
     if gpus is not None:
         chosen = [f"--{name.replace('_', '-')}" for name in
@@ -172,7 +174,7 @@ def infer(
         return _search(spec, hardware or "dgx-h100-ndr", gpus, precisions, slos, continuous,
                        input_len, output_len, kv_dtype, group_size, stack, usable,
                        capture_options(routing, mask_density, trace_timeout), as_json, output,
-                       max_seqs, max_batched_tokens, chunked_prefill)
+                       max_seqs, max_batched_tokens, chunked)
     cluster = one_replica_cluster(hardware or "h100-sxm", tp * pp)
     from archcost.infer.price import InferenceCosts
 
@@ -198,8 +200,7 @@ def infer(
         if rate is not None:
             progress(f"simulating continuous batching at {rate:g} requests/s")
             section["continuous"] = continuous_section(costs, rate, input_len, output_len,
-                                                       max_seqs, max_batched_tokens,
-                                                       chunked_prefill)
+                                                       max_seqs, max_batched_tokens, chunked)
     if not ignore_memory:
         check_fits(section, costs)
     doc = {
@@ -230,8 +231,8 @@ _SEARCH_ONLY = {"ttft_slo": "--ttft-slo", "tpot_slo": "--tpot-slo", "continuous"
 _CONTINUOUS_ONLY = {"max_seqs": ("--max-seqs", "the cap on running requests"),
                     "max_batched_tokens": ("--max-batched-tokens",
                                            "the prompt tokens prefilled an iteration"),
-                    "chunked_prefill": ("--chunked-prefill",
-                                        "decodes and prompt chunks in one forward")}
+                    "chunked_prefill": ("--[no-]chunked-prefill",
+                                        "whether decodes and prompt chunks share a forward")}
 
 
 def _check_mode_options(ctx, gpus: int | None, weights: str | None, precisions: str,
