@@ -703,3 +703,20 @@ def test_the_continuous_search_runs_chunked_prefill_and_says_so():
                                             "chunked_prefill")} == {
         "max_seqs": 256, "max_batched_tokens": 32, "chunked_prefill": True}
     assert doc["search"]["ranked"] and doc["search"]["ranked"][0]["tpot_s"] <= 5e-3
+
+
+def test_a_chunked_prefill_document_says_its_scheduler_in_every_rendering(tmp_path):
+    """A continuous run under --chunked-prefill: the schema accepts its document, the terminal
+    table and `report`'s Markdown both say the forward holds decodes and prompt chunks."""
+    from archcost.report.schema import check
+
+    path = tmp_path / "chunked.json"
+    res = _infer("--input-len", "16", "--output-len", "4", "--rate", "50", "--chunked-prefill",
+                 "--max-batched-tokens", "24", "-o", str(path))
+    assert res.exit_code == 0, res.output
+    assert "24 tokens a forward, decodes and prompt chunks together" in " ".join(
+        res.stdout.split())
+    assert check(json.loads(path.read_text()))["inference"]["continuous"]["chunked_prefill"]
+    out = tmp_path / "chunked.md"
+    assert runner.invoke(app, ["report", str(path), "-o", str(out)]).exit_code == 0
+    assert "decodes and prompt chunks in one forward (chunked prefill)" in out.read_text()
