@@ -328,8 +328,7 @@ class InferenceCosts:
     def _step(self, batch: int, step: InferStep) -> dict:
         w = self.workload(step)
         m, micro = self.micro_batches(batch)
-        rows = self._rows(w, micro, self._warm_gpu if self.weights_cached(batch, step, w)
-                          else self.gpu, step)
+        rows = self._rows_at(micro, step, batch, w)
         return {**self._timed(w, rows, m, micro * step.new_tokens, step.kind == "prefill"),
                 "tokens": batch * step.new_tokens}
 
@@ -367,13 +366,16 @@ class InferenceCosts:
                 "attention_s": float(attention), "tp_comm_s": float(tp_comm),
                 "pp_comm_s": float(hops)}
 
-    def _rows_at(self, batch: float, step: InferStep) -> np.ndarray:
-        """The table row of ``batch`` sequences of ``step`` (memoized: a simulation asks for
-        the same ones again)."""
-        key = (batch, step)
+    def _rows_at(self, batch: float, step: InferStep, whole: float,
+                 w: Workload | None = None) -> np.ndarray:
+        """The table row of one micro-batch of ``batch`` sequences of ``step``, in a step of
+        ``whole`` sequences (whose bytes decide whether the weights are read from the cache,
+        ``weights_cached``); memoized: a simulation asks for the same ones again. ``w``: the
+        step's workload where the caller has it."""
+        key = (batch, step, whole)
         if key not in self._row_memo:
-            w = self.workload(step)
-            gpu = self._warm_gpu if self.weights_cached(batch, step, w) else self.gpu
+            w = w if w is not None else self.workload(step)
+            gpu = self._warm_gpu if self.weights_cached(whole, step, w) else self.gpu
             self._row_memo[key] = self._rows(w, batch, gpu, step)
         return self._row_memo[key]
 
@@ -410,19 +412,20 @@ class InferenceCosts:
         base = InferStep.decode(1, 0)
         a, b, post = C["block_f"], C["attn_f"], C["post_f"]
         k = -(-n // m)  # decodes in the fullest micro-batch (whole sequences)
-        tokens = self._rows_at(k + prompt / m, base)
+        whole = n + prompt  # the forward's tokens: its rows read the weights as a step of them
+        tokens = self._rows_at(k + prompt / m, base, whole)
         attention = sum(
-            self._rows_at(1, InferStep.prefill(1, length))[b]
+            self._rows_at(1, InferStep.prefill(1, length), 1)[b]
             * (stop * (stop + 1) - start * (start + 1)) / (length * (length + 1))
             for start, stop, length in chunks) / m
-        head = self._rows_at(k + done / m, base)[post] if n + done else 0.0
+        head = self._rows_at(k + done / m, base, whole)[post] if n + done else 0.0
         rows = tokens.copy()
         rows[a] += attention - tokens[b]
         rows[b] = attention
         rows[post] = head
         if n:  # what grows with the decodes' context, in every section, and their attention
-            ctx = self._rows_at(k, InferStep.decode(1, max(round(context_len), 1) - 1))
-            zero = self._rows_at(k, base)
+            ctx = self._rows_at(k, InferStep.decode(1, max(round(context_len), 1) - 1), whole)
+            zero = self._rows_at(k, base, whole)
             rows += ctx - zero
             rows[a] += zero[b]
             rows[b] += zero[b]

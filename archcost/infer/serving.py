@@ -313,7 +313,7 @@ class _Scheduler:
     def __init__(self, costs: StepCosts, arrival: np.ndarray, inp: np.ndarray, out: np.ndarray,
                  max_batch: int, max_tokens: int | None = None, chunked: bool = False) -> None:
         self.costs, self.arrival, self.inp, self.out = costs, arrival, inp, out
-        self.max_batch, self.max_tokens, self.chunked = max_batch, max_tokens, chunked
+        self.max_batch, self.max_tokens = max_batch, max_tokens
         # the longest prompt one prefill holds: a chunk is at most the budget
         self.longest_input = int(min(inp.max(), max_tokens or inp.max()) if chunked
                                  else inp.max())
@@ -344,6 +344,17 @@ class _Scheduler:
                                       min(key[1], self.longest_input), prefilled)
         return self.fit_memo[key]
 
+    def admit_head(self, holding: int, admitted: int) -> int | None:
+        """The first waiting request, taken when it fits beside ``holding`` requests holding
+        cache (running or admitted), ``admitted`` of them admitted this iteration and
+        prefilled with it: its index (its full length now held), or None (it stays)."""
+        head = self.waiting[0]
+        need = self.held + int(self.inp[head] + self.out[head])
+        if not self.room(holding + 1, need, admitted + 1):
+            return None
+        self.held = need
+        return self.waiting.popleft()
+
     def admit_and_prefill(self) -> None:
         """Queue the arrivals so far, admit FCFS while memory and ``max_batch`` allow, prefill."""
         self.arrivals()
@@ -356,11 +367,10 @@ class _Scheduler:
                     prompt + int(self.inp[head]) > self.max_tokens:
                 self.budget_hit = True  # the next iteration prefills the next ones
                 break
-            need = self.held + int(self.inp[head] + self.out[head])
-            if not self.room(self.run.size + len(new) + 1, need, len(new) + 1):
+            if self.admit_head(self.run.size + len(new), len(new)) is None:
                 break
-            new.append(self.waiting.popleft())
-            self.held, prompt = need, prompt + int(self.inp[head])
+            new.append(head)
+            prompt += int(self.inp[head])
         if not new:
             return
         idx = np.array(new, np.int64)
@@ -404,13 +414,12 @@ class _Scheduler:
         admitted = 0
         while (self.waiting and left > 0
                and self.run.size + len(self.prefilling) < self.max_batch):
-            head = self.waiting[0]
-            need = self.held + int(self.inp[head] + self.out[head])
-            if not self.room(self.run.size + len(self.prefilling) + 1, need, admitted + 1):
+            head = self.admit_head(self.run.size + len(self.prefilling), admitted)
+            if head is None:
                 break
-            self.prefilling.append(self.waiting.popleft())
+            self.prefilling.append(head)
             self.admit[head] = self.t
-            self.held, admitted = need, admitted + 1
+            admitted += 1
             take = int(min(self.inp[head], left))
             chunks.append((head, take))
             left -= take
