@@ -234,3 +234,69 @@ def test_a_cpu_generation_step_reuses_its_memory(tmp_path):
     assert touched >= 1900, touched
     steady = sorted(steps[2:])
     assert steady[0] < 64 and steady[len(steady) // 2] < 300, steps
+
+
+_PROBED = [{"working_set_mib": s, "bytes": s * 2**20, "median_s": 3e-5} for s in (1, 2, 4, 8, 16,
+                                                                                  32, 64)]
+
+
+def test_the_drift_probe_times_the_warm_arena_and_the_reference_again():
+    """The largest recorded set within half the cache (where the warm rows were timed) and the
+    largest (out of every cache), each once; nothing to time without a record."""
+    from archcost.validate.drift import drift_sets
+
+    got = drift_sets(_PROBED, 16 * 2**20)
+    assert [(p["working_set_bytes"] / 2**20, p["in_cache"]) for p in got] == [(8, True),
+                                                                              (64, False)]
+    assert all(p["calibrated_s"] == 3e-5 for p in got)
+    assert [p["working_set_bytes"] for p in drift_sets(_PROBED, 2**20)] == [64 * 2**20]
+    assert [p["in_cache"] for p in drift_sets(_PROBED[:1], 4 * 2**20)] == [True]
+    assert drift_sets([], 16 * 2**20) == []
+
+
+@pytest.mark.parametrize("before, after, said", [
+    (3.3e-5, 3.5e-5, None),  # within 20 % either side
+    (3.0e-5, 4.56e-5, "ran 1.52x slower after the generation"),
+    (2.0e-5, 3.0e-5, "ran 1.50x faster before the generation"),
+])
+def test_a_probe_that_moved_past_the_tolerance_is_said_in_one_line(before, after, said):
+    from archcost.validate.drift import drift_warning
+
+    record = {"probe": "F.linear", "points": [
+        {"working_set_bytes": 8 * 2**20, "in_cache": True, "calibrated_s": 3e-5,
+         "before_s": before, "after_s": after},
+        {"working_set_bytes": 64 * 2**20, "in_cache": False, "calibrated_s": 1e-4,
+         "before_s": 1e-4, "after_s": 1.1e-4}]}
+    text = drift_warning(record)
+    if said is None:
+        assert text is None
+    else:
+        assert said in text and "8 MiB of weights, in cache" in text and "\n" not in text
+    assert drift_warning(None) is None
+
+
+def test_a_generation_on_a_probed_profile_times_the_probe_around_it(runner, tmp_path):
+    """A profile whose calibration recorded its cache probe: the probe is timed for real right
+    before and after the generation, recorded under validation.machine_drift (schema-valid),
+    and a calibrated time no machine reaches (1 ns a call) is said as a slower machine."""
+    text = (ROOT / "hardware_profiles" / "gpus" / "cpu.yaml").read_text()
+    profile = tmp_path / "probed.yaml"
+    profile.write_text(text + "calibration:\n  cache_probe:\n    cache_bytes: 4194304\n"
+                       "    points:\n"
+                       "    - {working_set_mib: 1, bytes: 1048576, median_s: 1.0e-9}\n"
+                       "    - {working_set_mib: 4, bytes: 4194304, median_s: 2.0e-5}\n")
+    out = tmp_path / "v.json"
+    r = runner.invoke(app, ["validate", LLAMA, *TINY, "--infer", "-b", "1", "-i", "8", "-n",
+                            "3", "--steps", "1", "--warmup", "0", "--hardware", str(profile),
+                            "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(out.read_text())
+    schema.check(doc)
+    points = doc["validation"]["machine_drift"]["points"]
+    assert [(p["working_set_bytes"], p["in_cache"]) for p in points] == [(2**20, True),
+                                                                         (4 * 2**20, False)]
+    for p in points:
+        assert p["before_s"] > 1e-7 and p["after_s"] > 1e-7  # a real call, not the record
+    assert any("cache probe (1 MiB of weights, in cache) ran" in w and "x slower" in w
+               for w in doc["warnings"])
+    assert "machine since calibration" in " ".join(r.output.split())

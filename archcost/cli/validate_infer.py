@@ -73,16 +73,19 @@ def validate_infer(model: str, *, batch: int, input_len: int, output_len: int, d
                          device=device)
     with _spinner(as_json, f"generating {warmup} + {steps} times: {batch} x ({input_len} + "
                   f"{output_len}) tokens"):
+        from archcost.validate.drift import machine_drift
         from archcost.validate.generate import run_generation
 
-        measured = run_generation(cfg)
+        measured, drift = machine_drift(cluster.gpu, device, lambda: run_generation(cfg))
+    from archcost.validate.drift import drift_warning
     from archcost.validate.subnormal import subnormal_warning
 
-    slow_floats = subnormal_warning(measured.get("subnormal"), "a generation")
-    if slow_floats:
-        warnings = [*warnings, slow_floats]
-        if not as_json:
-            err_console.print(f"[yellow]warning:[/] {slow_floats}", soft_wrap=True)
+    for said in (subnormal_warning(measured.get("subnormal"), "a generation"),
+                 drift_warning(drift)):
+        if said:
+            warnings = [*warnings, said]
+            if not as_json:
+                err_console.print(f"[yellow]warning:[/] {said}", soft_wrap=True)
     doc: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "kind": "validation",
@@ -98,6 +101,7 @@ def validate_infer(model: str, *, batch: int, input_len: int, output_len: int, d
                                                         tpot=measured["tpot_s"]),
                           "spread": _present(ttft=measured["spread"]["ttft_s"],
                                              tpot=measured["spread"]["tpot_s"])}],
+            **({"machine_drift": drift} if drift else {}),
         },
         "inference": {"predicted": predicted,
                       "measured": {k: measured[k] for k in ("ttft_s", "tpot_s", "repeats",
@@ -133,6 +137,15 @@ def _render(console, doc: dict[str, Any]) -> None:
     tab.print(console)
     say(console, f"measured: medians of {doc['steps']} timed generations after "
                  f"{doc['warmup']} untimed; TPOT is the mean of the decode steps' medians")
+    drift = doc["validation"].get("machine_drift")
+    for p in (drift or {}).get("points", []):
+        said = ", ".join(f"{fmt.seconds(p[k])} {k[:-2]}" for k in ("before_s", "after_s")
+                         if p.get(k))
+        say(console, f"machine since calibration: the cache probe over "
+                     f"{p['working_set_bytes'] / 2**20:.0f} MiB "
+                     f"({'in cache' if p['in_cache'] else 'from memory'}) "
+                     f"{fmt.seconds(p['calibrated_s'])} calibrated, {said} the generation",
+            style="dim")
 
 
 def _present(**figures):

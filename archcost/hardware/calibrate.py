@@ -75,7 +75,7 @@ from archcost.report.fmt import seconds as fmt_seconds
 __all__ = [
     "DEVICES", "Grid", "grid_for", "count_points", "check_request", "Point", "Measurements",
     "Derived", "TableFit", "measure", "derive", "reference_dtype", "busy_warning",
-    "DEFAULT_TDP_W", "DEFAULT_IDLE_FRACTION",
+    "DEFAULT_TDP_W", "DEFAULT_IDLE_FRACTION", "PROBE_NK", "time_cache_probe",
 ]
 
 DEVICES = ("cpu", "cuda")
@@ -638,15 +638,17 @@ def _probe_sets(llc_bytes: float) -> tuple[int, ...]:
     return tuple(s for s in _PROBE_SETS if s < top) + (top,)
 
 
-def _measure_cache(m: Measurements, device: str, grid: Grid, progress: Progress) -> None:
-    """One-row linears over weights cycling through working sets from 1 MiB to twice the
-    last-level cache -> ``m.cache_probe`` (size: the working set in bytes)."""
+def time_cache_probe(sets_mib: tuple[int, ...], device: str, grid: Grid) -> list[Point]:
+    """The cache probe at each working set of ``sets_mib`` (MiB): one-row fp32 linears, a (1,
+    k) input by (n, k) weights (``PROBE_NK``) cycled over the working set, their repetitions
+    interleaved -> one ``Point`` per set timed (size: the working set in bytes; a set whose
+    call took longer than the grid allows is left out). ``archcost calibrate`` records them;
+    ``archcost validate --infer`` times them again to see how far the machine moved since."""
     import torch
     import torch.nn.functional as F
 
     n, k = PROBE_NK
-    sets = _probe_sets(m.llc_or_assumed)
-    buf = torch.full((sets[-1] * 2**20 // 4,), 0.5, device=device)
+    buf = torch.full((max(sets_mib) * 2**20 // 4,), 0.5, device=device)
     x = torch.full((1, k), 0.5, device=device)
     per = n * k
 
@@ -655,11 +657,17 @@ def _measure_cache(m: Measurements, device: str, grid: Grid, progress: Progress)
                               for i in range(max(1, mib * 2**20 // (4 * per)))])
         return lambda: F.linear(x, next(ws))
 
-    timed = _time_calls([call_over(s) for s in sets], _sync_for(device), grid)
-    for s, t in zip(sets, timed):
-        if t.samples is not None:
-            m.cache_probe.append(Point("cache", {"working_set_mib": s}, s * 2**20,
-                                       spread(t.samples), t.iters))
+    timed = _time_calls([call_over(s) for s in sets_mib], _sync_for(device), grid)
+    return [Point("cache", {"working_set_mib": s}, s * 2**20, spread(t.samples), t.iters)
+            for s, t in zip(sets_mib, timed) if t.samples is not None]
+
+
+def _measure_cache(m: Measurements, device: str, grid: Grid, progress: Progress) -> None:
+    """One-row linears over weights cycling through working sets from 1 MiB to twice the
+    last-level cache -> ``m.cache_probe`` (:func:`time_cache_probe`)."""
+    sets = _probe_sets(m.llc_or_assumed)
+    m.cache_probe.extend(time_cache_probe(sets, device, grid))
+    for s in sets:
         progress(f"cache probe {s} MiB")
     for _ in range(len(_PROBE_SETS) - len(sets)):
         progress("cache probe (not needed)")
