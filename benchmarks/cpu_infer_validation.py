@@ -13,12 +13,12 @@ both): on a 2-core host shared with other jobs, a 2-thread region waits whenever
 holds the other core (an SDPA of one query over 132 keys took 32 ms at 2 threads against
 34 us at 1, load average 6). Target of the issue: TTFT and TPOT within 20%.
 
-Two probes, each in a fresh process right before every run, measure how far the machine has
-moved since its calibration: the 512^3 matmul of ``cpu_validation`` (compute) and one-row fp32
-linears cycling over 15.7 MB of weights (the regime of a small decoder's decode step: its
-weights read from the last-level cache, which a shared host shares with its neighbours). On a
-shared 2-core host the second swings several-fold within a minute while the first stays within
-about 15 %.
+Two probes say how far the machine moved since its calibration: the 512^3 matmul of
+``cpu_validation`` (compute), in a fresh process right before every run, and the calibration's
+cache probe (a small decoder's decode step: one-row linears over weights in the last-level
+cache, which a shared host shares with its neighbours), which ``validate --infer`` times right
+before and after its generation (``validation.machine_drift``). On a shared 2-core host the
+second swings several-fold within a minute while the first stays within about 15 %.
 """
 
 from __future__ import annotations
@@ -53,30 +53,18 @@ MODELS = [
 ]
 POINTS = [(1, 128, 32), (8, 128, 32)]  # (batch, input_len, output_len)
 QUANTITIES = ("ttft", "tpot")
-DRIFTS = ("probe_drift", "decode_probe_drift")
+DRIFTS = ("probe_drift", "cache_probe_drift")
 
-_DECODE_PROBE = r"""
-import json, time, torch
-x, b = torch.randn(1, 256), torch.randn(768)
-ws = [torch.randn(768, 256) for _ in range(20)]  # 15.7 MB of fp32 weights, read in turn
-with torch.inference_mode():
-    for w in ws:
-        torch.nn.functional.linear(x, w, b)
-    n, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < 0.5:
-        for w in ws:
-            torch.nn.functional.linear(x, w, b)
-        n += len(ws)
-print(json.dumps(768 * 256 * 4 * n / (time.perf_counter() - t0)))
-"""
-
-
-def _decode_probe() -> float:
-    """Bytes/s of one-row fp32 linears over 15.7 MB of weights now (0.5 s, a fresh process):
-    the reference a decode step's drift is measured by."""
-    out = subprocess.run([sys.executable, "-c", _DECODE_PROBE], capture_output=True, text=True,
-                         check=True)
-    return float(out.stdout)
+def _cache_drift(doc: dict) -> float | None:
+    """The in-cache cache probe's drift of one run (``validation.machine_drift``, timed by
+    ``validate --infer`` right before and after its generation): its calibrated time over the
+    mean of the two - 1, a rate's drift; None where the profile recorded no probe."""
+    points = (doc["validation"].get("machine_drift") or {}).get("points") or []
+    for p in points:
+        now = [p[k] for k in ("before_s", "after_s") if p.get(k)]
+        if p["in_cache"] and now:
+            return p["calibrated_s"] / statistics.fmean(now) - 1.0
+    return None
 
 
 def _round(args, index: int) -> tuple[dict, float, str]:
@@ -91,7 +79,7 @@ def _round(args, index: int) -> tuple[dict, float, str]:
         if args.keep:
             Path(args.keep).mkdir(parents=True, exist_ok=True)
             shutil.copy(profile, Path(args.keep) / f"round-{index + 1}.yaml")
-        ref, ref_decode = _probe(), _decode_probe()
+        ref = _probe()
         gpu = load_gpu(str(profile))
         figures = (f"peak fp32 {gpu.peak_flops_per_s['fp32'] / 1e9:.1f} GFLOP/s, memory "
                    f"{gpu.mem_bw_bytes_per_s / 1e9:.1f} GB/s, per-op overhead forward "
@@ -99,22 +87,23 @@ def _round(args, index: int) -> tuple[dict, float, str]:
                    f"{1e6 * gpu.overhead_s('inference'):.1f} us, per view "
                    f"{1e6 * gpu.dispatch_overhead_s.get('view', 0.0):.2f} us, per module call "
                    f"{1e6 * gpu.dispatch_overhead_s.get('module_call', 0.0):.2f} us; probe "
-                   f"{ref / 1e9:.1f} GFLOP/s, decode probe {ref_decode / 1e9:.1f} GB/s")
+                   f"{ref / 1e9:.1f} GFLOP/s")
         print(f"calibrated in {calib_s:.0f} s: {figures}", flush=True)
         runs: dict = {}
         for _ in range(args.runs):  # the points in turn, so a point's runs spread over the round
             for name, argv in MODELS:
                 for b, i, o in POINTS:
-                    drift = (_probe() / ref, _decode_probe() / ref_decode)
+                    drift = _probe() / ref - 1.0
                     doc = _archcost("validate", *argv, "--infer", "--batch", str(b),
                                     "--input-len", str(i), "--output-len", str(o), "--hardware",
                                     str(profile), "--steps", str(args.steps), "--warmup", "1")
                     comps = {c["name"]: c for c in doc["validation"]["components"]}
-                    runs.setdefault((name, (b, i, o)), []).append((comps, drift))
+                    runs.setdefault((name, (b, i, o)), []).append(
+                        (comps, (drift, _cache_drift(doc))))
         out = {key: _median_run(got) for key, got in runs.items()}
         for key, comps in out.items():
-            print(*key, {k: round(100 * comps[k]["error"], 1)
-                         for k in (*QUANTITIES, *DRIFTS)}, flush=True)
+            print(*key, {k: _pct(comps[k]["error"]) for k in (*QUANTITIES, *DRIFTS)},
+                  flush=True)
     return out, calib_s, figures
 
 
@@ -130,12 +119,13 @@ def _median_run(got: list) -> dict:
         out[q] = {"predicted": predicted, "measured": mid, "error": predicted / mid - 1.0,
                   "spread": measured[-1] / measured[0] - 1.0}
     for n, k in enumerate(DRIFTS):
-        out[k] = {"error": statistics.median(d[n] for _, d in got) - 1.0}
+        seen = [d[n] for _, d in got if d[n] is not None]
+        out[k] = {"error": statistics.median(seen) if seen else None}
     return out
 
 
-def _pct(x: float) -> str:
-    return f"{100 * x:+.1f}%"
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:+.1f}%"
 
 
 def main() -> None:
@@ -173,7 +163,7 @@ def main() -> None:
         "",
         "| model | batch x (input + output) | TTFT measured | TTFT error per round | "
         "TTFT spread per round | TPOT measured | TPOT error per round | TPOT spread per round "
-        "| probe drift per round | decode probe drift per round |",
+        "| probe drift per round | cache probe drift per round |",
         "|---|---|---:|---|---|---:|---|---|---|---|",
     ]
     errors: dict[str, list[float]] = {q: [] for q in QUANTITIES}
@@ -191,7 +181,7 @@ def main() -> None:
                      f"{', '.join(_pct(e) for e in per['tpot'])} | "
                      f"{', '.join(_pct(e) for e in spread['tpot'])} | "
                      f"{', '.join(_pct(e) for e in per['probe_drift'])} | "
-                     f"{', '.join(_pct(e) for e in per['decode_probe_drift'])} |")
+                     f"{', '.join(_pct(e) for e in per['cache_probe_drift'])} |")
     summary = "; ".join(
         f"{q.upper()} mean absolute error {100 * sum(map(abs, e)) / len(e):.1f}%, max "
         f"{100 * max(map(abs, e)):.1f}%, within 20%: {sum(abs(x) <= 0.2 for x in e)} of {len(e)}"
@@ -203,9 +193,11 @@ def main() -> None:
               "Probe drift: a 512^3 fp32 matmul timed for 0.5 s in a fresh process right after "
               "the calibration and right before each run; its rate at the run over the rate "
               "after calibration - 1 (a faster machine at the run than at calibration makes "
-              "the prediction high). Decode probe drift: the same for one-row fp32 linears "
-              "cycling over 15.7 MB of weights (bytes/s), the regime of the batch-1 decode "
-              "steps."]
+              "the prediction high). Cache probe drift: the calibration's own cache probe "
+              "(one-row fp32 linears over weights cycled through half the cache it found: a "
+              "small decoder's decode step) timed by `validate --infer` right before and after "
+              "its generation, its calibrated time over their mean - 1, the median over a "
+              "point's runs."]
     publish(lines, args.out)
 
 

@@ -8,9 +8,10 @@ linears over weights cycled through working sets of 1 MiB to twice the last-leve
 linears over weights in that cache; on a shared host the cache is shared with the host's other
 tenants, and the probe's in-cache time swings several-fold within a minute while a large
 matmul's rate stays within ~15 % (BENCHMARKS.md, "CPU inference fidelity on an AMD EPYC host,
-with a decode probe"). ``machine_drift`` times two of the recorded working sets again with the
-calibration's own method: the largest at most half the cache the probe found (where the warm
-rows of the shape table were timed) and the largest (out of every cache).
+with a decode probe"). ``machine_drift`` times the recorded working sets again with the
+calibration's own method and order, and reports two: the largest at most half the cache the
+probe found (where the warm rows of the shape table were timed) and the largest (out of every
+cache).
 """
 
 from __future__ import annotations
@@ -44,8 +45,8 @@ def drift_sets(points: list[dict[str, Any]], cache_bytes: float) -> list[dict[st
 
 
 def machine_drift(gpu, device: str, run: Callable[[], Any]) -> tuple[Any, dict | None]:
-    """``run()``'s result, and the drift record: the probe's chosen sets
-    (:func:`drift_sets`) timed right before and right after ``run`` on ``device``, per set its
+    """``run()``'s result, and the drift record: the probe's recorded sets timed right before
+    and right after ``run`` on ``device``, and for the chosen ones (:func:`drift_sets`) their
     calibrated median and the two medians now. None (and ``run`` alone) where the profile
     records no cache probe."""
     from archcost.hardware.calibrate import PROBE_NK, grid_for, time_cache_probe
@@ -55,7 +56,11 @@ def machine_drift(gpu, device: str, run: Callable[[], Any]) -> tuple[Any, dict |
                                                         or gpu.l2_bytes))
     if not sets:
         return run(), None
-    mib = tuple(int(round(s["working_set_bytes"] / 2**20)) for s in sets)
+    # every recorded set, in the calibration's order and interleave: a set's time depends on
+    # what ran before it (on a 2-core VM, 8 MiB after 4 MiB: 30 us a call, as calibrated;
+    # after 64 MiB: 40 us, the cache's state outlasting a thousand calls)
+    mib = tuple(sorted({int(round(p["bytes"] / 2**20)) for p in record["points"]
+                        if p.get("median_s")}))
     grid = grid_for(device, quick=False)
 
     def now() -> dict[int, float]:
