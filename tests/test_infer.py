@@ -553,6 +553,39 @@ def test_decode_reads_the_warm_rows_where_weights_and_cache_fit_the_last_level_c
     assert big.step(2, prefill)["seconds"] == small.step(2, prefill)["seconds"]
 
 
+def test_a_document_says_which_rows_priced_its_decode_step():
+    """``phases.decode.weights_from_cache``: the same verdict as ``weights_cached`` at the
+    document's batch, on a profile with warm rows (true under a large cache, false under a
+    small one); absent on a profile without them, and on the prefill. Every rendering says it
+    where it is there."""
+    from archcost.infer.document import inference_section
+    from archcost.report.infer_tables import inference_tables, weights_source
+    from archcost.report.tables import Report
+
+    spec = _llama()
+
+    def section(cluster):
+        costs = InferenceCosts(spec, cluster, parse_precision("fp32"), load_runtime("eager"),
+                               build_len=48)
+        return costs, inference_section(costs, 2, 32, 16)
+
+    for l2, cached in ((1e9, True), (1e3, False)):
+        costs, inf = section(_with_warm_rows(l2))
+        decode = inf["phases"]["decode"]
+        assert decode["weights_from_cache"] is cached
+        assert costs.weights_cached(2, InferStep.decode(1, decode["context"])) is cached
+        assert "weights_from_cache" not in inf["phases"]["prefill"]
+        said = "weights in the last-level cache" if cached else "weights from memory"
+        assert weights_source(decode) == said
+        rep = Report("inference")
+        inference_tables({"inference": inf}, rep)
+        text = json.dumps([t.rows for t in rep.tables])
+        assert f"memory ({said})" in text or f"compute ({said})" in text
+    _, plain = section(one_replica_cluster("cpu", 1))
+    assert "weights_from_cache" not in plain["phases"]["decode"]
+    assert weights_source(plain["phases"]["decode"]) == ""
+
+
 def test_decode_on_more_gpus_than_kv_heads_reads_a_whole_head_each():
     """Past tp = KV heads each GPU holds a copy of one KV head (kv_bytes_per_gpu) and its
     decode attention reads all of it: attention's bytes a GPU at tp 4 equal those at tp 2 on

@@ -8,7 +8,7 @@ from rich.console import Console
 
 from archcost.cli.layout import Col, Grid, say
 from archcost.report import fmt
-from archcost.report.infer_tables import weights_label
+from archcost.report.infer_tables import weights_label, weights_source
 
 __all__ = ["render_inference", "render_search"]
 
@@ -43,6 +43,10 @@ def render_inference(console: Console, doc: dict[str, Any]) -> None:
               fmt.sig(ph["ridge_point_flop_per_byte"]), ph["bound"],
               fmt.seconds(ph["tp_comm_s"]))
     p.print(console)
+    for ph in inf["phases"].values():
+        if weights_source(ph):
+            say(console, f"decode @ {ph['context']}: {fmt.nbytes(ph['bytes_per_gpu'])} moved a "
+                         f"step, {weights_source(ph)}", style="dim")
     if inf["tpot_by_context"]:
         t = Grid("time per output token by context", [Col("context"), Col("seconds")])
         for row in inf["tpot_by_context"]:

@@ -42,8 +42,12 @@ def _phase(costs: InferenceCosts, batch: int, step: InferStep) -> dict[str, Any]
                                           * costs.gpu.mem_bw_bytes_per_s),
             "achieved_flops_per_s": work["flops_per_gpu"] / timing["seconds"]
             if timing["seconds"] > 0 else 0.0}
+    # a decode step on a profile with warm matmul rows: which rows priced it (its bytes moved
+    # within the last-level cache or not, ``InferenceCosts.weights_cached``)
+    cached = {"weights_from_cache": costs.weights_cached(batch, step)} \
+        if step.kind == "decode" and costs.gpu.matmul_shape_efficiency_warm else {}
     return {"tokens": batch * step.new_tokens, "context": step.context, **timing, **work,
-            **roof}
+            **roof, **cached}
 
 
 def _tpot(seconds: float, output_len: int) -> float | None:

@@ -13,7 +13,7 @@ from archcost.report.document import point_label, sweep_keys
 from archcost.report.tables import Report, Table
 
 __all__ = ["inference_facts", "inference_tables", "infer_sweep_facts", "infer_sweep_tables",
-           "best_infer_point", "is_infer_sweep", "MEMORY_PARTS"]
+           "best_infer_point", "is_infer_sweep", "MEMORY_PARTS", "weights_source"]
 
 MEMORY_PARTS = (("weights", "weights"), ("kv_cache", "KV cache"),
                 ("activations", "activations"))
@@ -85,7 +85,9 @@ def _phases(inf: dict[str, Any]) -> Table:
         rows.append([label, fmt.seconds(ph.get("seconds")), fmt.si(ph.get("flops_per_gpu")),
                      fmt.nbytes(ph.get("bytes_per_gpu")),
                      fmt.sig(_num(ph.get("arithmetic_intensity"))),
-                     fmt.sig(_num(ph.get("ridge_point_flop_per_byte"))), str(ph.get("bound")),
+                     fmt.sig(_num(ph.get("ridge_point_flop_per_byte"))),
+                     " ".join(filter(None, (str(ph.get("bound")),
+                                            weights_source(ph) and f"({weights_source(ph)})"))),
                      fmt.si(ph.get("attainable_flops_per_s"), "FLOP/s"),
                      fmt.si(ph.get("achieved_flops_per_s"), "FLOP/s"),
                      fmt.seconds(_num(ph.get("tp_comm_s")) + _num(ph.get("pp_comm_s")))])
@@ -95,6 +97,14 @@ def _phases(inf: dict[str, Any]) -> Table:
                  note="memory-bound below the ridge point (peak FLOP/s over memory bandwidth); "
                       "attainable: min(peak, intensity x bandwidth); achieved: FLOPs over the "
                       "priced step time")
+
+
+def weights_source(phase: dict[str, Any]) -> str:
+    """Where a decode step's weights were read from, where the document says
+    (``weights_from_cache``: a profile with warm matmul rows); "" elsewhere."""
+    cached = phase.get("weights_from_cache")
+    return "" if cached is None else ("weights in the last-level cache" if cached else
+                                      "weights from memory")
 
 
 def _tpot(inf: dict[str, Any]) -> Table:
