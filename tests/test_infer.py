@@ -726,15 +726,15 @@ def test_chunked_prefill_is_recorded_and_reads_the_weights_once_an_iteration():
 
 def test_the_continuous_search_runs_chunked_prefill_and_says_so():
     """`--gpus N --continuous --chunked-prefill`: the search's document names its scheduler
-    (the cap, the budget, chunked) and ranks plans within the SLO."""
+    (the cap, the budget, chunked, the cached prefix) and ranks plans within the SLO."""
     res = _infer("--gpus", "1", "--hardware", "h100-sxm", "--continuous", "--chunked-prefill",
                  "--max-batched-tokens", "32", "--tpot-slo", "5ms", "--precisions", "bf16",
-                 "--input-len", "16", "--output-len", "4", "--json")
+                 "--input-len", "16", "--output-len", "4", "--prefix-len", "8", "--json")
     assert res.exit_code == 0, res.output
     doc = json.loads(res.stdout)
     assert {k: doc["workload"][k] for k in ("max_seqs", "max_batched_tokens",
-                                            "chunked_prefill")} == {
-        "max_seqs": 256, "max_batched_tokens": 32, "chunked_prefill": True}
+                                            "chunked_prefill", "prefix_len")} == {
+        "max_seqs": 256, "max_batched_tokens": 32, "chunked_prefill": True, "prefix_len": 8}
     assert doc["search"]["ranked"] and doc["search"]["ranked"][0]["tpot_s"] <= 5e-3
 
 
@@ -753,3 +753,40 @@ def test_a_chunked_prefill_document_says_its_scheduler_in_every_rendering(tmp_pa
     out = tmp_path / "chunked.md"
     assert runner.invoke(app, ["report", str(path), "-o", str(out)]).exit_code == 0
     assert "decodes and prompt chunks in one forward (chunked prefill)" in out.read_text()
+
+
+def test_a_cached_prefix_is_recorded_said_and_shortens_the_first_token(tmp_path):
+    """--prefix-len: the document records it (schema-valid), the terminal and `report` say it,
+    and at light load the first token comes sooner than without it (the prefill computes 8 of
+    the 32 prompt tokens) while the decode steps, attending to the whole prompt, are as long."""
+    from archcost.report.schema import check
+
+    docs = {}
+    for prefix in ("0", "24"):
+        path = tmp_path / f"p{prefix}.json"
+        res = _infer("--input-len", "32", "--output-len", "4", "--rate", "1", "--prefix-len",
+                     prefix, "-o", str(path))
+        assert res.exit_code == 0, res.output
+        docs[prefix] = check(json.loads(path.read_text()))["inference"]["continuous"]
+        said = "every prompt's first 24 tokens cached and reused"
+        assert (said in " ".join(res.stdout.split())) is (prefix == "24")
+    assert docs["24"]["prefix_len"] == 24 and docs["0"]["prefix_len"] == 0
+    assert docs["24"]["ttft"]["p50_s"] < docs["0"]["ttft"]["p50_s"]
+    assert docs["24"]["tpot"]["p50_s"] == pytest.approx(docs["0"]["tpot"]["p50_s"], rel=1e-6)
+    out = tmp_path / "p24.md"
+    assert runner.invoke(app, ["report", str(tmp_path / "p24.json"), "-o", str(out)]
+                         ).exit_code == 0
+    assert "every prompt's first 24 tokens cached and reused" in out.read_text()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--prefix-len", "8"], "--prefix-len: the cached prompt prefix every request shares of "
+                            "continuous batching; add --rate R"),
+    (["--rate", "5", "--prefix-len", "32"], "cached prefix of 32 tokens: give 0 <= prefix < "
+                                            "the shortest prompt (32 tokens)"),
+])
+def test_a_cached_prefix_where_it_cannot_apply_is_one_line(argv, message):
+    res = _infer("--input-len", "32", "--output-len", "4", *argv)
+    assert res.exit_code != 0
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and message in " ".join(res.output.split()), res.output

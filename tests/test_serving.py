@@ -584,3 +584,76 @@ def test_chunked_prefill_does_not_stall_the_decodes():
     running = np.array([np.searchsorted(finish, t, side="right") < np.searchsorted(
         np.sort(chunked.admit_s), t, side="right") for t in chunked.decode_end_s[:-1]])
     assert busy[running].max() <= bound
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_a_cached_prefix_of_zero_changes_nothing(chunked):
+    """--prefix-len 0 is the scheduler without it, exactly."""
+    cf = Affine()
+    a = simulate_continuous(cf, 40.0, 512, 32, requests=300, seed=2, chunked=chunked,
+                            max_tokens=1024 if chunked else None)
+    b = simulate_continuous(cf, 40.0, 512, 32, requests=300, seed=2, chunked=chunked,
+                            max_tokens=1024 if chunked else None, prefix=0)
+    assert np.array_equal(a.finish_s, b.finish_s) and a.capacity_per_s == b.capacity_per_s
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_a_lone_request_prefills_past_its_cached_prefix(chunked):
+    """A request alone, its first 384 of 512 prompt tokens cached: its first token comes out of
+    one forward over the other 128 (``mixed_s`` of the chunk (384, 512, 512): every chunk the
+    recording double sees, the capacity's floods too), its decode steps as without the prefix (they attend to the whole
+    prompt)."""
+    cf, inp, out, prefix = Recording(), 512, 32, 384
+    run = simulate_continuous(cf, 0.01, inp, out, requests=200, seed=1, chunked=chunked,
+                              prefix=prefix)
+    assert run.ttft.p50_s == pytest.approx(cf.c + cf.b * (inp - prefix), rel=1e-9)
+    alone = cf.c + cf.d + cf.e * (inp + out / 2)
+    assert run.tpot.p50_s == pytest.approx(alone, rel=1e-9)
+    assert cf.calls and all(c == (prefix, inp, inp) for _, chunks in cf.calls for c in chunks)
+
+
+@pytest.mark.parametrize("most,out", [(16, 32), (64, 8)])
+def test_cached_prefix_capacity_equals_the_closed_form(most, out):
+    """As ``test_chunked_capacity_equals_the_closed_form`` with each prompt's first ``prefix``
+    tokens cached: every request's prompt computed from there, capacity
+    most / (out c + most b (inp - prefix)) requests/s, above the capacity without it."""
+    cf, inp, prefix = Affine(a=0.0, d=0.0, e=0.0), 512, 448
+    closed = most / (out * cf.c + most * cf.b * (inp - prefix))
+    cap = saturation_rate(cf, inp, out, max_batch=most, chunked=True, prefix=prefix)
+    assert cap == pytest.approx(closed, rel=0.02)
+    without = saturation_rate(cf, inp, out, max_batch=most, chunked=True)
+    assert without == pytest.approx(most / (out * cf.c + most * cf.b * inp), rel=0.02)
+    assert cap > without
+
+
+def test_a_cached_prefix_is_held_once_so_more_requests_fit():
+    """Memory for 40 requests of 544 tokens: with 512 of each prompt shared, a request holds
+    32 tokens of its own and the prefix is held once, so (544 * 40 - 512) / 32 = 664 of them
+    fit; the cap (256) binds first: a flood runs 256 at once where 40 ran without it."""
+    inp, out, prefix = 512, 32, 512 - 64
+    cf = Affine(capacity_bytes=10e9 + 2e5 * 544 * 40 + 1e6 * 40)
+    plain = simulate_continuous(cf, 1e6, inp, out, requests=600, seed=5, capacity_per_s=1.0)
+    shared = simulate_continuous(cf, 1e6, inp, out, requests=600, seed=5, capacity_per_s=1.0,
+                                 prefix=prefix)
+    assert plain.max_running == 40
+    own = inp + out - prefix  # tokens of cache a request holds beside the shared prefix
+    held = shared.max_running * own + prefix
+    assert cf.memory_bytes(shared.max_running, -(-held // shared.max_running))[
+        "peak_per_gpu"] <= cf.capacity_bytes
+    assert shared.max_running == min(256, _most_with_prefix(cf, own, prefix))
+
+
+def _most_with_prefix(cf, own: int, prefix: int) -> int:
+    """Brute force: the most requests of ``own`` tokens each beside a ``prefix`` held once."""
+    n = 1
+    while cf.memory_bytes(n + 1, -(-((n + 1) * own + prefix) // (n + 1)))["peak_per_gpu"] \
+            <= cf.capacity_bytes:
+        n += 1
+    return n
+
+
+@pytest.mark.parametrize("prefix", [-1, 512, 600])
+def test_a_prefix_not_shorter_than_every_prompt_is_refused(prefix):
+    with pytest.raises(ConfigError, match="cached prefix of"):
+        simulate_continuous(Affine(), 10.0, np.array([512, 700]), 32, requests=100,
+                            prefix=prefix)

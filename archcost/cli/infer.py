@@ -105,6 +105,12 @@ def infer(
         "(vLLM V1, TensorRT-LLM in-flight batching with chunked context), or a prefill and "
         "the decodes apart. Default: the runtime's (tensorrt-llm*: one forward; eager: "
         "apart).")] = None,
+    prefix_len: Annotated[int, typer.Option(
+        "--prefix-len", min=0,
+        help="Continuous batching (--rate, --continuous): the first tokens of every prompt are "
+        "the same (a system prompt) and their KV cache is reused (vLLM automatic prefix "
+        "caching, TensorRT-LLM KV cache reuse): a prefill computes the rest, and the prefix's "
+        "cache is held once. Give whole cache blocks. Default: 0.")] = 0,
     gpus: Annotated[int | None, typer.Option(
         "--gpus", show_default=False, min=1,
         help="Serving search: the best tp, pp, replicas, batch and precision on this many "
@@ -174,7 +180,7 @@ def infer(
         return _search(spec, hardware or "dgx-h100-ndr", gpus, precisions, slos, continuous,
                        input_len, output_len, kv_dtype, group_size, stack, usable,
                        capture_options(routing, mask_density, trace_timeout), as_json, output,
-                       max_seqs, max_batched_tokens, chunked)
+                       max_seqs, max_batched_tokens, chunked, prefix_len)
     cluster = one_replica_cluster(hardware or "h100-sxm", tp * pp)
     from archcost.infer.price import InferenceCosts
 
@@ -200,7 +206,8 @@ def infer(
         if rate is not None:
             progress(f"simulating continuous batching at {rate:g} requests/s")
             section["continuous"] = continuous_section(costs, rate, input_len, output_len,
-                                                       max_seqs, max_batched_tokens, chunked)
+                                                       max_seqs, max_batched_tokens, chunked,
+                                                       prefix_len)
     if not ignore_memory:
         check_fits(section, costs)
     doc = {
@@ -232,7 +239,9 @@ _CONTINUOUS_ONLY = {"max_seqs": ("--max-seqs", "the cap on running requests"),
                     "max_batched_tokens": ("--max-batched-tokens",
                                            "the prompt tokens prefilled an iteration"),
                     "chunked_prefill": ("--[no-]chunked-prefill",
-                                        "whether decodes and prompt chunks share a forward")}
+                                        "whether decodes and prompt chunks share a forward"),
+                    "prefix_len": ("--prefix-len", "the cached prompt prefix every request "
+                                   "shares")}
 
 
 def _check_mode_options(ctx, gpus: int | None, weights: str | None, precisions: str,
@@ -280,7 +289,7 @@ _SEARCH_PRECISIONS = {"bf16": ("bf16", None), "fp16": ("fp16", None), "fp8": ("f
 def _search(spec, hardware, gpus, precisions, slos, continuous, input_len, output_len,
             kv_dtype, group_size, stack, usable, options, as_json, output,
             max_seqs: int | None = None, max_tokens: int | None = None,
-            chunked: bool = False) -> None:
+            chunked: bool = False, prefix: int = 0) -> None:
     from archcost.infer.document import SCHEMA_VERSION, search_section
     from archcost.infer.price import InferenceCosts
     from archcost.infer.search import Mode, search
@@ -321,7 +330,8 @@ def _search(spec, hardware, gpus, precisions, slos, continuous, input_len, outpu
             status.update(f"searching {gpus} GPUs (tracing once per precision)")
         res = search(gpus, costs_for, names, input_len, output_len, ttft_slo_s=slos[0],
                      tpot_slo_s=slos[1], mode=Mode.CONTINUOUS if continuous else Mode.STATIC,
-                     max_batch=max_seqs, max_tokens=max_tokens, chunked=chunked)
+                     max_batch=max_seqs, max_tokens=max_tokens, chunked=chunked,
+                     prefix=prefix)
     doc = {
         "schema_version": SCHEMA_VERSION,
         "kind": "inference",
@@ -333,7 +343,8 @@ def _search(spec, hardware, gpus, precisions, slos, continuous, input_len, outpu
                      "kv_dtype": kv_dtype, "group_size": group_size,
                      **({"max_seqs": max_seqs or DEFAULT_MAX_BATCH,
                          "max_batched_tokens": max_tokens,
-                         "chunked_prefill": chunked} if continuous else {})},
+                         "chunked_prefill": chunked, "prefix_len": prefix}
+                        if continuous else {})},
         "hardware": {"cluster": hardware, "gpus": gpus, "usable_memory": usable},
         "search": search_section(res, slos, output_len=output_len),
     }

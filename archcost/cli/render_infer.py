@@ -87,7 +87,9 @@ def render_inference(console: Console, doc: dict[str, Any]) -> None:
                      if cont.get("chunked_prefill") else "prompt tokens prefilled an iteration")
                   if cont.get("max_batched_tokens") else "")
                + ("; decodes and prompts in one forward (chunked prefill)"
-                  if cont.get("chunked_prefill") and not cont.get("max_batched_tokens") else ""))
+                  if cont.get("chunked_prefill") and not cont.get("max_batched_tokens") else "")
+               + (f"; every prompt's first {cont['prefix_len']} tokens cached and reused"
+                  if cont.get("prefix_len") else ""))
         if "capacity_per_s" in cont:
             c.note(f"requests arrived at {fmt.sig(cont['arrived_per_s'])}/s in the window; "
                    f"the replica's capacity {fmt.sig(cont['capacity_per_s'])} requests/s "

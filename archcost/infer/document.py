@@ -122,17 +122,17 @@ def baseline_section(costs: InferenceCosts, batch: int, input_len: int, output_l
 
 def continuous_section(costs: InferenceCosts, rate: float, input_len: int, output_len: int,
                        max_seqs: int | None = None, max_tokens: int | None = None,
-                       chunked: bool = False) -> dict[str, Any]:
+                       chunked: bool = False, prefix: int = 0) -> dict[str, Any]:
     """Continuous batching at ``rate`` requests/s in steady state
     (:func:`archcost.infer.serving.simulate_continuous`), at most ``max_seqs`` requests running
     (default ``DEFAULT_MAX_BATCH``), at most ``max_tokens`` prompt tokens prefilled an
     iteration (None: no budget), each iteration one forward of decodes and prompt chunks
-    where ``chunked``."""
+    where ``chunked``, the first ``prefix`` tokens of every prompt cached and reused."""
     from archcost.infer.serving import DEFAULT_MAX_BATCH, simulate_continuous
 
     cap = max_seqs or DEFAULT_MAX_BATCH
     run = simulate_continuous(costs, rate, input_len, output_len, max_batch=cap,
-                              max_tokens=max_tokens, chunked=chunked)
+                              max_tokens=max_tokens, chunked=chunked, prefix=prefix)
 
     def pct(p) -> dict[str, float]:
         return {"p50_s": p.p50_s, "p90_s": p.p90_s, "p99_s": p.p99_s}
@@ -144,6 +144,7 @@ def continuous_section(costs: InferenceCosts, rate: float, input_len: int, outpu
             "tpot": pct(run.tpot) if (run.output_len > 1).any() else None,
             "mean_batch": run.mean_batch, "max_running": run.max_running, "max_seqs": cap,
             "max_batched_tokens": max_tokens, "chunked_prefill": chunked,
+            "prefix_len": prefix,
             "stable": bool(run.stable), "queue_growth": run.queue_growth,
             "capacity_per_s": run.capacity_per_s, "arrived_per_s": run.arrived_per_s}
 

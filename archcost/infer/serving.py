@@ -53,6 +53,14 @@ prefill of at most ``max_tokens`` tokens a request), a prompt longer than what i
 across iterations. A request's first token comes out of the forward that holds its prompt's
 last chunk; it decodes from the next one. An iteration with no prompt tokens is a decode step,
 priced as above (runs of them up to the next arrival or departure).
+With a cached prefix (``prefix``: the first ``prefix`` tokens of every prompt are the same, a
+system prompt, and their KV cache is kept and reused: vLLM's automatic prefix caching,
+TensorRT-LLM's KV cache block reuse) a request's prefill computes its prompt from position
+``prefix`` on, attending to the whole prompt (``mixed_s`` with the chunk ``(prefix, input,
+input)``: with ``chunked`` its first chunk starts there), and it holds ``input + output -
+prefix`` tokens of cache at its full length, the prefix's blocks held once for all (its first
+request computes it like the rest: the cache is taken as warm). NB: engines reuse whole cache
+blocks only (vLLM 16 tokens, TensorRT-LLM 32 by default): give a prefix that fills whole blocks.
 A decode step over sequences of mixed contexts costs ``decode_s(n, mean context)``: decode cost
 is taken as bilinear in batch and context (the per-sequence attention term is linear in its
 context, so the sum over sequences is the batch times the mean), linear between the two integer
@@ -285,9 +293,12 @@ def _decode_at(costs: StepCosts, batch: int, context: float) -> float:
     return f_lo + (context - lo) * (costs.decode_s(batch, lo + 1) - f_lo)
 
 
-def _prefill_s(costs: StepCosts, inp: np.ndarray) -> float:
+def _prefill_s(costs: StepCosts, inp: np.ndarray, prefix: int = 0) -> float:
     """Prefill of the admitted requests (input lengths ``inp``): one ``prefill_s`` per distinct
-    length, back to back."""
+    length, back to back; past a cached ``prefix``, one forward of their uncached positions
+    (``mixed_s`` of their chunks ``(prefix, input, input)``)."""
+    if prefix:
+        return costs.mixed_s(0, 0.0, tuple((prefix, int(n), int(n)) for n in inp))
     lengths, counts = np.unique(inp, return_counts=True)
     return sum(costs.prefill_s(int(k), int(n)) for n, k in zip(lengths, counts))
 
@@ -311,9 +322,10 @@ class _Scheduler:
     what happened to each request."""
 
     def __init__(self, costs: StepCosts, arrival: np.ndarray, inp: np.ndarray, out: np.ndarray,
-                 max_batch: int, max_tokens: int | None = None, chunked: bool = False) -> None:
+                 max_batch: int, max_tokens: int | None = None, chunked: bool = False,
+                 prefix: int = 0) -> None:
         self.costs, self.arrival, self.inp, self.out = costs, arrival, inp, out
-        self.max_batch, self.max_tokens = max_batch, max_tokens
+        self.max_batch, self.max_tokens, self.prefix = max_batch, max_tokens, prefix
         # the longest prompt one prefill holds: a chunk is at most the budget
         self.longest_input = int(min(inp.max(), max_tokens or inp.max()) if chunked
                                  else inp.max())
@@ -328,7 +340,8 @@ class _Scheduler:
         self.nxt = self.done = self.max_running = 0
         self.budget_hit = False  # the last admission stopped at the prefill budget
         self.prefilling: deque[int] = deque()  # admitted, prompt partly prefilled (chunked)
-        self.prefilled = np.zeros(n, np.int64)  # prompt tokens prefilled so far, per request
+        # prompt tokens prefilled so far, per request: the cached prefix from the start
+        self.prefilled = np.full(n, prefix, np.int64)
         self.t = 0.0
         self.ends: list[np.ndarray] = []
         self.batches: list[np.ndarray] = []
@@ -349,8 +362,9 @@ class _Scheduler:
         cache (running or admitted), ``admitted`` of them admitted this iteration and
         prefilled with it: its index (its full length now held), or None (it stays)."""
         head = self.waiting[0]
-        need = self.held + int(self.inp[head] + self.out[head])
-        if not self.room(holding + 1, need, admitted + 1):
+        need = self.held + int(self.inp[head] + self.out[head]) - self.prefix
+        # the cached prefix's blocks held once beside every request's own
+        if not self.room(holding + 1, need + self.prefix, admitted + 1):
             return None
         self.held = need
         return self.waiting.popleft()
@@ -364,18 +378,18 @@ class _Scheduler:
         while self.waiting and self.run.size + len(new) < self.max_batch:
             head = self.waiting[0]
             if new and self.max_tokens is not None and \
-                    prompt + int(self.inp[head]) > self.max_tokens:
+                    prompt + int(self.inp[head]) - self.prefix > self.max_tokens:
                 self.budget_hit = True  # the next iteration prefills the next ones
                 break
             if self.admit_head(self.run.size + len(new), len(new)) is None:
                 break
             new.append(head)
-            prompt += int(self.inp[head])
+            prompt += int(self.inp[head]) - self.prefix
         if not new:
             return
         idx = np.array(new, np.int64)
         self.admit[idx] = self.t
-        self.t += _prefill_s(self.costs, self.inp[idx])
+        self.t += _prefill_s(self.costs, self.inp[idx], self.prefix)
         self.first_tokens(idx)
 
     def first_tokens(self, idx: np.ndarray) -> None:
@@ -420,7 +434,7 @@ class _Scheduler:
             self.prefilling.append(head)
             self.admit[head] = self.t
             admitted += 1
-            take = int(min(self.inp[head], left))
+            take = int(min(self.inp[head] - self.prefix, left))
             chunks.append((head, take))
             left -= take
         if not chunks:
@@ -447,7 +461,7 @@ class _Scheduler:
     def retire(self, idx: np.ndarray) -> None:
         self.finish[idx] = self.t
         self.done += idx.size
-        self.held -= int((self.inp[idx] + self.out[idx]).sum())
+        self.held -= int((self.inp[idx] + self.out[idx]).sum()) - self.prefix * idx.size
 
     def decode(self) -> None:
         """Decode steps of the running batch up to the next departure, the step the next
@@ -479,10 +493,11 @@ class _Scheduler:
 
 
 def _run(costs: StepCosts, arrival: np.ndarray, inp: np.ndarray, out: np.ndarray,
-         max_batch: int, max_tokens: int | None = None, chunked: bool = False) -> _Trace:
+         max_batch: int, max_tokens: int | None = None, chunked: bool = False,
+         prefix: int = 0) -> _Trace:
     """The scheduler of the module docstring, from the first arrival until every request is
     done."""
-    s = _Scheduler(costs, arrival, inp, out, max_batch, max_tokens, chunked)
+    s = _Scheduler(costs, arrival, inp, out, max_batch, max_tokens, chunked, prefix)
     while s.done < arrival.size:
         if chunked:
             if not s.chunked_step():
@@ -518,7 +533,8 @@ def _queue_growth(arrival: np.ndarray, admit: np.ndarray, t0: float, t1: float,
 
 
 def _requests(costs: StepCosts, rate_per_s: float, input_len, output_len, requests: int,
-              max_batch: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+              max_batch: int, seed: int, prefix: int = 0
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Checked arguments and the run's (arrivals, input lengths, output lengths)."""
     if not rate_per_s > 0 or not math.isfinite(rate_per_s):
         raise ConfigError(f"request rate {rate_per_s!r}: give a positive number of requests/s")
@@ -529,6 +545,7 @@ def _requests(costs: StepCosts, rate_per_s: float, input_len, output_len, reques
     rng = np.random.default_rng(seed)
     arrival = np.cumsum(rng.exponential(1.0 / rate_per_s, requests))
     inp, out = _lengths(rng, input_len, output_len, requests)
+    _check_prefix(prefix, inp)
     longest = int((inp + out).max())
     if not fits(costs, 1, longest, int(inp.max())):
         raise InfeasibleError(f"one request of {longest} tokens does not fit in "
@@ -537,17 +554,25 @@ def _requests(costs: StepCosts, rate_per_s: float, input_len, output_len, reques
     return arrival, inp, out
 
 
+def _check_prefix(prefix: int, inp: np.ndarray) -> None:
+    if not 0 <= prefix < int(inp.min()):
+        raise ConfigError(f"cached prefix of {prefix} tokens: give 0 <= prefix < the shortest "
+                          f"prompt ({int(inp.min())} tokens); the prompt's last token is "
+                          "always computed")
+
+
 def rate_bound(costs: StepCosts, input_len, output_len,
-               max_batch: int = DEFAULT_MAX_BATCH) -> float:
+               max_batch: int = DEFAULT_MAX_BATCH, prefix: int = 0) -> float:
     """An upper bound on the requests/s a replica serves: its largest batch (``max_batch`` or
-    what fits at the longest request, prefilled one at a time) over the shortest request's
-    unbatched time."""
+    what fits at the longest request less a cached ``prefix``, prefilled one at a time) over
+    the shortest request's unbatched time."""
     inp = np.atleast_1d(np.asarray(input_len))
     out = np.atleast_1d(np.asarray(output_len))
-    most = max(1, largest_batch(costs, int(inp.max() + out.max()), max_batch, int(inp.max()),
+    own = int(inp.max() + out.max()) - prefix  # cache a request holds of its own
+    most = max(1, largest_batch(costs, own, max_batch, min(int(inp.max()), own),
                                 prefill_batch=1))
     i, n = int(inp.min()), int(out.min())
-    shortest = costs.prefill_s(1, i) + (n - 1) * costs.decode_s(1, i + 1)
+    shortest = _prefill_s(costs, np.array([i]), prefix) + (n - 1) * costs.decode_s(1, i + 1)
     return most / shortest
 
 
@@ -575,7 +600,8 @@ def _window_output(tr, arrival: np.ndarray, out: np.ndarray, w: int) -> tuple[fl
 def saturation_rate(costs: StepCosts, input_len: int | Sequence[int],
                     output_len: int | Sequence[int], *, requests: int = DEFAULT_REQUESTS,
                     max_batch: int = DEFAULT_MAX_BATCH, seed: int = 0,
-                    max_tokens: int | None = None, chunked: bool = False) -> float:
+                    max_tokens: int | None = None, chunked: bool = False,
+                    prefix: int = 0) -> float:
     """Requests/s the replica keeps up with (module docstring): the requests arriving at
     ``rate_bound``, their completions between the 20th and 80th percentile of finish times
     over the time between them (the rate with the queue never empty); below it, the highest
@@ -584,10 +610,11 @@ def saturation_rate(costs: StepCosts, input_len: int | Sequence[int],
 
     def run(rate):
         arrival, inp, out = _requests(costs, rate, input_len, output_len, requests, max_batch,
-                                      seed)
-        return arrival, out, _run(costs, arrival, inp, out, max_batch, max_tokens, chunked)
+                                      seed, prefix)
+        return arrival, out, _run(costs, arrival, inp, out, max_batch, max_tokens, chunked,
+                                  prefix)
 
-    arrival, _, tr = run(rate_bound(costs, input_len, output_len, max_batch))
+    arrival, _, tr = run(rate_bound(costs, input_len, output_len, max_batch, prefix))
     finish = np.sort(tr.finish_s)
     a, b = int(0.2 * finish.size), int(0.8 * finish.size)
     if finish[b] <= finish[a]:
@@ -620,22 +647,23 @@ def simulate_continuous(costs: StepCosts, rate_per_s: float,
                         requests: int = DEFAULT_REQUESTS, max_batch: int = DEFAULT_MAX_BATCH,
                         seed: int = 0, warmup_fraction: float = 0.2,
                         capacity_per_s: float | None = None,
-                        max_tokens: int | None = None, chunked: bool = False
-                        ) -> ContinuousServing:
+                        max_tokens: int | None = None, chunked: bool = False,
+                        prefix: int = 0) -> ContinuousServing:
     """Continuous batching in steady state (module docstring): ``requests`` Poisson arrivals at
     ``rate_per_s``, the first ``warmup_fraction`` of them discarded. ``capacity_per_s``: the
-    replica's ``saturation_rate`` for these lengths where the caller has it."""
+    replica's ``saturation_rate`` for these lengths where the caller has it; ``prefix``: the
+    tokens every prompt starts with whose cache is reused (module docstring)."""
     if not 0 <= warmup_fraction <= 0.5:
         raise ConfigError(f"warm-up fraction {warmup_fraction!r}: give a number in [0, 0.5]")
     if max_tokens is not None:
         _positive_int(max_tokens, "max batched tokens")
     arrival, inp, out = _requests(costs, rate_per_s, input_len, output_len, requests,
-                                  max_batch, seed)
+                                  max_batch, seed, prefix)
     if capacity_per_s is None:
         capacity_per_s = saturation_rate(costs, input_len, output_len, requests=requests,
                                          max_batch=max_batch, seed=seed, max_tokens=max_tokens,
-                                         chunked=chunked)
-    tr = _run(costs, arrival, inp, out, max_batch, max_tokens, chunked)
+                                         chunked=chunked, prefix=prefix)
+    tr = _run(costs, arrival, inp, out, max_batch, max_tokens, chunked, prefix)
     w = int(warmup_fraction * requests)
     t0, t1 = float(arrival[w]), float(arrival[-1])
     throughput, demand = _window_output(tr, arrival, out, w)

@@ -160,6 +160,8 @@ def _continuous(inf: dict[str, Any]) -> Table:
                       + (f" (at most {c['max_seqs']} running)" if "max_seqs" in c else "")
                       + ("; decodes and prompt chunks in one forward (chunked prefill)"
                          if c.get("chunked_prefill") else "")
+                      + (f"; every prompt's first {c['prefix_len']} tokens cached and reused"
+                         if c.get("prefix_len") else "")
                       + "; queue "
                       f"{'stable' if c.get('stable') else 'growing: the rate is past capacity'}"
                       + (f"; capacity {fmt.sig(_num(c['capacity_per_s']))} requests/s, "
