@@ -162,6 +162,10 @@ class RuntimeProfile:
     # forward (the serving engine's in-flight batching: ``infer --chunked-prefill``'s default
     # here); False: a prefill and the decode steps apart (``--no-chunked-prefill``'s)
     inflight_batching: bool = False
+    # decode steps (iterations without prompt tokens) replay a captured CUDA graph: each kernel
+    # costs the GPU's in-graph launch (``GpuProfile.in_cuda_graph``), no host time per op;
+    # False: every step launches its kernels as ``kernel_launch`` says
+    cuda_graphs: bool = False
     source_path: str = ""
 
     def reduce_itemsize(self, grad_itemsize: float) -> float:
@@ -211,9 +215,10 @@ RUNTIME_FIELDS: dict[str, tuple[Any, str]] = {
     "python_dispatch": ("bool", "true"),
     "tp_sum_partials": ("bool", "true"),
     "inflight_batching": ("bool", "true"),
+    "cuda_graphs": ("bool", "true"),
 }
 _OPTIONAL = {"fp8", "allocator_headroom", "plan_constraints", "python_dispatch",
-             "overlap_slowdown", "tp_sum_partials", "inflight_batching"}
+             "overlap_slowdown", "tp_sum_partials", "inflight_batching", "cuda_graphs"}
 # a plan constraint as `archcost plan --constraint` writes it (archcost.plan.arrays checks the key)
 _CONSTRAINT = re.compile(r"^\s*[A-Za-z_]+\s*(<=|>=|==|!=|=|<|>)\s*[A-Za-z0-9_\-]+\s*$")
 _FP8_FIELDS = {"recipe": (Fp8Recipe, "current"), "weight_all_gather": ("bool", "true")}
@@ -334,6 +339,7 @@ def runtime_from_dict(data: dict[str, Any], path: str | Path) -> RuntimeProfile:
     got["python_dispatch"] = bool(got["python_dispatch"])
     got["tp_sum_partials"] = bool(got["tp_sum_partials"])
     got["inflight_batching"] = bool(got["inflight_batching"])
+    got["cuda_graphs"] = bool(got["cuda_graphs"])
     got["overlap_slowdown"] = got["overlap_slowdown"] or 0.0
     return RuntimeProfile(**got, attention_kernel=kernels, fp8=fp8, source_path=str(path))
 

@@ -790,3 +790,51 @@ def test_a_cached_prefix_where_it_cannot_apply_is_one_line(argv, message):
     assert res.exit_code != 0
     lines = [ln for ln in res.output.splitlines() if ln.strip()]
     assert len(lines) == 1 and message in " ".join(res.output.split()), res.output
+
+
+def test_a_runtime_that_replays_cuda_graphs_charges_decode_kernels_the_graph_launch():
+    """`cuda_graphs` (tensorrt-llm): a decode step is priced exactly as on the same GPU whose
+    kernel_launch is its measured in-graph figure (0.83 us on an H200, not the eager 4 us), at
+    any batch, and so is a mixed forward without prompt tokens; a prefill, and a forward
+    holding a prompt chunk, run without a graph and keep the eager figure."""
+    import dataclasses
+
+    spec = load_model_file(str(MODELS / "llama.py"), {"preset": "tiny"})
+    graphs = load_runtime("tensorrt-llm")
+    assert graphs.cuda_graphs
+    eager = dataclasses.replace(graphs, cuda_graphs=False)
+    h200 = one_replica_cluster("h200", 1)
+    assert h200.gpu.graph_launch_s == pytest.approx(0.83e-6)
+    in_graph = dataclasses.replace(h200, gpu=dataclasses.replace(
+        h200.gpu, kernel_launch_s=h200.gpu.graph_launch_s))
+
+    def costs(cluster, runtime):
+        return InferenceCosts(spec, cluster, parse_precision("bf16"), runtime, build_len=96)
+
+    g, e, ref = costs(h200, graphs), costs(h200, eager), costs(in_graph, eager)
+    for batch in (1, 16):
+        assert g.decode_s(batch, 40) == pytest.approx(ref.decode_s(batch, 40), rel=1e-12)
+        assert g.decode_s(batch, 40) < e.decode_s(batch, 40)
+        assert g.mixed_s(batch, 40, ()) == pytest.approx(g.decode_s(batch, 40), rel=1e-12)
+    assert g.prefill_s(2, 64) == e.prefill_s(2, 64)
+    chunk = ((0, 32, 64),)
+    assert g.mixed_s(4, 40, chunk) == pytest.approx(e.mixed_s(4, 40, chunk), rel=1e-12)
+
+
+def test_the_in_graph_profile_drops_host_time_and_keeps_what_it_cannot_replace():
+    """``in_cuda_graph``: a datasheet GPU with a graph_launch figure takes it as its per-kernel
+    time; a calibrated one (host_ahead: its kernel_launch measured in a graph) keeps its
+    kernel_launch and drops the host floors; a GPU without either is unchanged."""
+    import dataclasses
+
+    from archcost.hardware.profile import load_gpu
+
+    h200 = load_gpu("h200").in_cuda_graph()
+    assert h200.overhead_s("forward") == pytest.approx(0.83e-6)
+    a100 = load_gpu("a100-sxm-80gb")
+    assert a100.graph_launch_s is None and a100.in_cuda_graph() is a100
+    calibrated = dataclasses.replace(a100, host_ahead=True, kernel_launch_s=1e-6,
+                                     op_overhead_s={"forward": 2e-5, "inference": 1e-5})
+    assert calibrated.host_floor_s("inference") == 1e-5
+    replayed = calibrated.in_cuda_graph()
+    assert replayed.overhead_s("inference") == 1e-6 and replayed.host_floor_s("inference") == 0

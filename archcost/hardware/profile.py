@@ -201,6 +201,10 @@ class GpuProfile:
     # PyTorch) is a floor under each op's time and kernel_launch (the device's time per
     # kernel) what is added to it: tiny ops run at the host's pace, large ones at the GPU's
     host_ahead: bool = False
+    # a kernel's time beyond its work when replayed in a CUDA graph (no host launch, no host
+    # time per op): what a runtime that captures its decode steps pays a kernel
+    # (``in_cuda_graph``); None: not measured, kernel_launch applies
+    graph_launch_s: float | None = None
     # what eager Python pays beyond the charged ops of an inference forward (calibration
     # measures it under torch.inference_mode; datasheet profiles leave it out, and nothing is
     # charged): per ``DISPATCH_KINDS`` entry, seconds per call -- a view or
@@ -287,6 +291,18 @@ class GpuProfile:
         if key == "inference" and key not in self.op_overhead_s:
             key = "forward"  # a profile calibrated before the inference phase was measured
         return key
+
+    def in_cuda_graph(self) -> GpuProfile:
+        """This profile as a replayed CUDA graph sees it: each kernel costs ``graph_launch``
+        beyond its work, no host floor or per-op host overhead (the host launches the graph
+        once). A GPU calibrated by archcost (``host_ahead``) measured its ``kernel_launch`` in
+        a graph already; itself where no in-graph figure is known (a CPU, a datasheet without
+        one)."""
+        if self.graph_launch_s is None and not self.host_ahead:
+            return self
+        launch = self.kernel_launch_s if self.graph_launch_s is None else self.graph_launch_s
+        return replace(self, kernel_launch_s=launch, op_overhead_s={}, host_ahead=False,
+                       dispatch_overhead_s={})
 
     def warm_weights(self) -> GpuProfile:
         """This profile as a step sees it whose weights (and KV cache) stay in the last-level
@@ -419,7 +435,7 @@ GPU_FIELDS: dict[str, Any] = {
     "matmul_shape_efficiency_warm": "shape table",
     "attention_kernels": "attention tables", "sm_count": "count",
     "sustained_clock": "fraction", "sparse_peak_flops": "sparse peaks",
-    "unified_memory": "unified memory", "host_ahead": "bool",
+    "unified_memory": "unified memory", "host_ahead": "bool", "graph_launch": Quantity.TIME,
 }
 # attention defaults to matmul's curve; without host figures offloaded plans are refused
 GPU_OPTIONAL = {"price_per_gpu_hour", "attention_efficiency", "host_link_bandwidth",
@@ -428,7 +444,7 @@ GPU_OPTIONAL = {"price_per_gpu_hour", "attention_efficiency", "host_link_bandwid
                 "attention_decode_efficiency", "conv_backward_efficiency",
                 "matmul_shape_efficiency", "matmul_shape_efficiency_warm", "attention_kernels",
                 "sm_count", "sustained_clock",
-                "sparse_peak_flops", "unified_memory", "host_ahead"}
+                "sparse_peak_flops", "unified_memory", "host_ahead", "graph_launch"}
 FIELD_EXAMPLES = {  # shown when a field is missing
     "name": "'h100-sxm'", "vendor": "NVIDIA", "peak_flops": "{fp32: '67 TFLOP/s', bf16: '989 TFLOP/s'}",
     "memory": "'80 GB'", "memory_bandwidth": "'3.35 TB/s'", "l2_cache": "'50 MB'",
@@ -531,6 +547,8 @@ def gpu_from_dict(data: dict[str, Any], path: str) -> GpuProfile:
         mem_bw_bytes_per_s=r.quantity(data, "memory_bandwidth", Quantity.BANDWIDTH),
         l2_bytes=r.quantity(data, "l2_cache", Quantity.BYTES),
         kernel_launch_s=r.quantity(data, "kernel_launch", Quantity.TIME),
+        graph_launch_s=(r.quantity(data, "graph_launch", Quantity.TIME)
+                        if data.get("graph_launch") is not None else None),
         tdp_w=r.quantity(data, "tdp", Quantity.POWER),
         idle_power_fraction=float(idle),
         price_per_gpu_hour_usd=(None if price is None else

@@ -328,7 +328,7 @@ class InferenceCosts:
     def _step(self, batch: int, step: InferStep) -> dict:
         w = self.workload(step)
         m, micro = self.micro_batches(batch)
-        rows = self._rows_at(micro, step, batch, w)
+        rows = self._rows_at(micro, step, batch, w, self._graphs and step.kind == "decode")
         return {**self._timed(w, rows, m, micro * step.new_tokens, step.kind == "prefill"),
                 "tokens": batch * step.new_tokens}
 
@@ -367,17 +367,24 @@ class InferenceCosts:
                 "pp_comm_s": float(hops)}
 
     def _rows_at(self, batch: float, step: InferStep, whole: float,
-                 w: Workload | None = None) -> np.ndarray:
+                 w: Workload | None = None, graph: bool = False) -> np.ndarray:
         """The table row of one micro-batch of ``batch`` sequences of ``step``, in a step of
         ``whole`` sequences (whose bytes decide whether the weights are read from the cache,
-        ``weights_cached``); memoized: a simulation asks for the same ones again. ``w``: the
-        step's workload where the caller has it."""
-        key = (batch, step, whole)
+        ``weights_cached``), replayed in a CUDA graph where ``graph`` (``in_cuda_graph``);
+        memoized: a simulation asks for the same ones again. ``w``: the step's workload where
+        the caller has it."""
+        key = (batch, step, whole, graph)
         if key not in self._row_memo:
             w = w if w is not None else self.workload(step)
             gpu = self._warm_gpu if self.weights_cached(whole, step, w) else self.gpu
-            self._row_memo[key] = self._rows(w, batch, gpu, step)
+            self._row_memo[key] = self._rows(w, batch, gpu.in_cuda_graph() if graph else gpu,
+                                             step)
         return self._row_memo[key]
+
+    @property
+    def _graphs(self) -> bool:
+        """Whether this runtime replays its decode steps as CUDA graphs (``cuda_graphs``)."""
+        return bool(getattr(self.runtime, "cuda_graphs", False))
 
     def mixed_s(self, decode_batch: int, context_len: float,
                 chunks: tuple[tuple[int, int, int], ...]) -> float:
@@ -395,7 +402,8 @@ class InferenceCosts:
         step's; a chunk's attention as the share of its prompt's prefill attention that its
         rows of the causal triangle hold (its FLOPs' share); the head over the decoding
         sequences and the prompts this forward completes (a prompt's other positions need no
-        logits). With no chunks it is the decode step exactly. NB: a chunk's attention
+        logits). With no chunks it is the decode step exactly (a runtime's CUDA graph
+        included: a forward with prompt tokens runs without one). NB: a chunk's attention
         reading the cache of the chunks before it is priced by FLOPs, as the whole prompt's
         kernel runs."""
         n = int(decode_batch)
@@ -413,19 +421,21 @@ class InferenceCosts:
         a, b, post = C["block_f"], C["attn_f"], C["post_f"]
         k = -(-n // m)  # decodes in the fullest micro-batch (whole sequences)
         whole = n + prompt  # the forward's tokens: its rows read the weights as a step of them
-        tokens = self._rows_at(k + prompt / m, base, whole)
+        graph = self._graphs and not chunks  # a decode-only forward replays its CUDA graph
+        tokens = self._rows_at(k + prompt / m, base, whole, graph=graph)
         attention = sum(
             self._rows_at(1, InferStep.prefill(1, length), 1)[b]
             * (stop * (stop + 1) - start * (start + 1)) / (length * (length + 1))
             for start, stop, length in chunks) / m
-        head = self._rows_at(k + done / m, base, whole)[post] if n + done else 0.0
+        head = self._rows_at(k + done / m, base, whole, graph=graph)[post] if n + done else 0.0
         rows = tokens.copy()
         rows[a] += attention - tokens[b]
         rows[b] = attention
         rows[post] = head
         if n:  # what grows with the decodes' context, in every section, and their attention
-            ctx = self._rows_at(k, InferStep.decode(1, max(round(context_len), 1) - 1), whole)
-            zero = self._rows_at(k, base, whole)
+            ctx = self._rows_at(k, InferStep.decode(1, max(round(context_len), 1) - 1), whole,
+                                graph=graph)
+            zero = self._rows_at(k, base, whole, graph=graph)
             rows += ctx - zero
             rows[a] += zero[b]
             rows[b] += zero[b]
