@@ -73,11 +73,10 @@ def validate_infer(model: str, *, batch: int, input_len: int, output_len: int, d
                          device=device)
     with _spinner(as_json, f"generating {warmup} + {steps} times: {batch} x ({input_len} + "
                   f"{output_len}) tokens"):
-        from archcost.validate.drift import machine_drift
+        from archcost.validate.drift import drift_warning, machine_drift
         from archcost.validate.generate import run_generation
 
         measured, drift = machine_drift(cluster.gpu, device, lambda: run_generation(cfg))
-    from archcost.validate.drift import drift_warning
     from archcost.validate.subnormal import subnormal_warning
 
     for said in (subnormal_warning(measured.get("subnormal"), "a generation"),

@@ -547,8 +547,7 @@ def gpu_from_dict(data: dict[str, Any], path: str) -> GpuProfile:
         mem_bw_bytes_per_s=r.quantity(data, "memory_bandwidth", Quantity.BANDWIDTH),
         l2_bytes=r.quantity(data, "l2_cache", Quantity.BYTES),
         kernel_launch_s=r.quantity(data, "kernel_launch", Quantity.TIME),
-        graph_launch_s=(r.quantity(data, "graph_launch", Quantity.TIME)
-                        if data.get("graph_launch") is not None else None),
+        graph_launch_s=_optional(r, data, "graph_launch", Quantity.TIME),
         tdp_w=r.quantity(data, "tdp", Quantity.POWER),
         idle_power_fraction=float(idle),
         price_per_gpu_hour_usd=(None if price is None else
@@ -693,10 +692,11 @@ def _dispatch(r: Reader, data: dict[str, Any]) -> dict[str, float]:
                   "{view: '0.5 us', module_call: '2 us'}")
 
 
-def _optional(r: Reader, data: dict[str, Any], key: str) -> float | None:
+def _optional(r: Reader, data: dict[str, Any], key: str,
+              kind: Quantity = Quantity.BANDWIDTH) -> float | None:
     if data.get(key) is None:
         return None
-    return r.quantity(data, key, Quantity.BANDWIDTH)
+    return r.quantity(data, key, kind)
 
 
 def _peaks(r: Reader, raw: Any) -> dict[str, float]:

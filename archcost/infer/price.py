@@ -328,7 +328,8 @@ class InferenceCosts:
     def _step(self, batch: int, step: InferStep) -> dict:
         w = self.workload(step)
         m, micro = self.micro_batches(batch)
-        rows = self._rows_at(micro, step, batch, w, self._graphs and step.kind == "decode")
+        rows = self._rows_at(micro, step, batch, w,
+                             self.runtime.cuda_graphs and step.kind == "decode")
         return {**self._timed(w, rows, m, micro * step.new_tokens, step.kind == "prefill"),
                 "tokens": batch * step.new_tokens}
 
@@ -381,11 +382,6 @@ class InferenceCosts:
                                              step)
         return self._row_memo[key]
 
-    @property
-    def _graphs(self) -> bool:
-        """Whether this runtime replays its decode steps as CUDA graphs (``cuda_graphs``)."""
-        return bool(getattr(self.runtime, "cuda_graphs", False))
-
     def mixed_s(self, decode_batch: int, context_len: float,
                 chunks: tuple[tuple[int, int, int], ...]) -> float:
         return self.mixed(decode_batch, context_len, chunks)["seconds"]
@@ -421,7 +417,7 @@ class InferenceCosts:
         a, b, post = C["block_f"], C["attn_f"], C["post_f"]
         k = -(-n // m)  # decodes in the fullest micro-batch (whole sequences)
         whole = n + prompt  # the forward's tokens: its rows read the weights as a step of them
-        graph = self._graphs and not chunks  # a decode-only forward replays its CUDA graph
+        graph = self.runtime.cuda_graphs and not chunks  # a decode-only forward: its graph
         tokens = self._rows_at(k + prompt / m, base, whole, graph=graph)
         attention = sum(
             self._rows_at(1, InferStep.prefill(1, length), 1)[b]
