@@ -16,6 +16,7 @@ from archcost.infer.costs import StepCosts
 from archcost.infer.search import Mode, max_rate_within_slo, search
 from archcost.infer.serving import (
     EXACT_STEPS,
+    SchedulerConfig,
     largest_batch,
     mean_decode_s,
     saturation_rate,
@@ -223,11 +224,13 @@ def test_capacity_equals_the_closed_form_and_decides_a_rate_just_past_it(most, o
     (too slowly for the growth test alone over 2,000 requests); 10 % below it, it does not."""
     cf, inp = Affine(a=0.0, d=0.0, e=0.0), 512
     closed = most / ((out - 1) * cf.c + most * cf.b * inp)
-    cap = saturation_rate(cf, inp, out, max_batch=most)
+    cap = saturation_rate(cf, inp, out, config=SchedulerConfig(max_batch=most))
     assert cap == pytest.approx(closed, rel=0.02)
-    past = simulate_continuous(cf, 1.03 * closed, inp, out, max_batch=most, seed=1)
+    past = simulate_continuous(cf, 1.03 * closed, inp, out, seed=1,
+                               config=SchedulerConfig(max_batch=most))
     assert past.capacity_per_s == pytest.approx(closed, rel=0.02) and not past.stable
-    below = simulate_continuous(cf, 0.9 * closed, inp, out, max_batch=most, seed=1)
+    below = simulate_continuous(cf, 0.9 * closed, inp, out, seed=1,
+                                config=SchedulerConfig(max_batch=most))
     assert below.stable
     assert below.arrived_per_s == pytest.approx(_window_rate(below), rel=1e-3)
 
@@ -241,14 +244,15 @@ def test_an_overloaded_replica_outputs_its_waves(rate):
     most, out, inp = 64, 16, 512
     cf = Affine(a=0.0, d=0.0, e=0.0)
     waves = most * out / (most * cf.b * inp + (out - 1) * cf.c)
-    run = simulate_continuous(cf, rate, inp, out, max_batch=most, seed=2,
-                              capacity_per_s=1.0)
+    run = simulate_continuous(cf, rate, inp, out, seed=2, capacity_per_s=1.0,
+                              config=SchedulerConfig(max_batch=most))
     assert run.output_tokens_per_s == pytest.approx(waves, rel=0.02)
     assert run.mean_batch == pytest.approx(most, rel=0.02) and not run.stable
 
 
 def test_max_batch_caps_the_running_requests():
-    run = simulate_continuous(Affine(), 500.0, 512, 16, requests=600, max_batch=8, seed=6)
+    run = simulate_continuous(Affine(), 500.0, 512, 16, requests=600, seed=6,
+                              config=SchedulerConfig(max_batch=8))
     assert run.max_running == 8
     assert not run.stable
 
@@ -405,13 +409,16 @@ def test_capacity_is_the_rate_one_by_one_arrivals_are_kept_up_with():
     the capacity is the rate it keeps up with: 10 % below it the output matches what the
     arrivals ask for and the queue is stable, 10 % past it neither."""
     cf, inp, out = Affine(a=0.02, b=2e-7, c=8e-3, d=1e-5, e=0.0), 512, 64
-    cap = saturation_rate(cf, inp, out, max_batch=64)
-    flooded = simulate_continuous(cf, 10 * cap, inp, out, max_batch=64, seed=2)
+    cap = saturation_rate(cf, inp, out, config=SchedulerConfig(max_batch=64))
+    flooded = simulate_continuous(cf, 10 * cap, inp, out, seed=2,
+                                  config=SchedulerConfig(max_batch=64))
     assert cap < 0.9 * flooded.output_tokens_per_s / out
-    below = simulate_continuous(cf, 0.9 * cap, inp, out, max_batch=64, seed=2)
+    below = simulate_continuous(cf, 0.9 * cap, inp, out, seed=2,
+                                config=SchedulerConfig(max_batch=64))
     assert below.stable
     assert below.output_tokens_per_s == pytest.approx(below.arrived_per_s * out, rel=0.03)
-    past = simulate_continuous(cf, 1.1 * cap, inp, out, max_batch=64, seed=2)
+    past = simulate_continuous(cf, 1.1 * cap, inp, out, seed=2,
+                               config=SchedulerConfig(max_batch=64))
     assert not past.stable and past.output_tokens_per_s < 0.97 * past.arrived_per_s * out
 
 
@@ -468,24 +475,25 @@ def test_a_prefill_budget_bounds_the_prompt_tokens_of_each_prefill(budget):
     first prefill takes every request that fits."""
     inp, out = 2048, 16
     cf = Affine()
-    free = simulate_continuous(cf, 1e6, inp, out, requests=200, max_batch=64, seed=4)
-    capped = simulate_continuous(cf, 1e6, inp, out, requests=200, max_batch=64, seed=4,
-                                 max_tokens=budget)
+    free = simulate_continuous(cf, 1e6, inp, out, requests=200, seed=4,
+                               config=SchedulerConfig(max_batch=64))
+    capped = simulate_continuous(cf, 1e6, inp, out, requests=200, seed=4,
+                                 config=SchedulerConfig(max_batch=64, max_tokens=budget))
     per = max(1, budget // inp)
     assert capped.max_running <= 64
     assert free.ttft.p50_s != capped.ttft.p50_s
     tr = _trace(cf, inp, out, budget)
     assert tr.prefill_tokens.max() == per and free.max_running == 64
     with pytest.raises(ConfigError, match="max batched tokens"):
-        simulate_continuous(cf, 1e6, inp, out, max_tokens=0)
+        simulate_continuous(cf, 1e6, inp, out, config=SchedulerConfig(max_tokens=0))
 
 
 def _trace(cf, inp, out, budget):
     """The scheduler's own record of one flooded run (its prefills' sizes)."""
     from archcost.infer.serving import _requests, _run
 
-    arrival, i, o = _requests(cf, 1e6, inp, out, 200, 64, 4)
-    return _run(cf, arrival, i, o, 64, budget)
+    arrival, i, o = _requests(cf, 1e6, inp, out, 200, 4)
+    return _run(cf, arrival, i, o, SchedulerConfig(max_batch=64, max_tokens=budget))
 
 
 def test_divisors_against_brute_force():
@@ -515,8 +523,8 @@ def test_chunked_light_load_is_one_request_alone():
     ceil(1000 / 256) = 4 forwards of no decodes (c + b * chunk each), then its decode steps
     alone (closed form as the scheduler that runs prefill and decodes apart)."""
     cf, inp, out, budget = Affine(), 1000, 32, 256
-    run = simulate_continuous(cf, 0.01, inp, out, requests=200, seed=1, max_tokens=budget,
-                              chunked=True)
+    run = simulate_continuous(cf, 0.01, inp, out, requests=200, seed=1,
+                              config=SchedulerConfig(max_tokens=budget, chunked=True))
     ttft = math.ceil(inp / budget) * cf.c + cf.b * inp
     alone = cf.c + cf.d + cf.e * (inp + out / 2)
     assert run.ttft.p50_s == pytest.approx(ttft, rel=1e-9)
@@ -530,8 +538,8 @@ def test_chunked_forwards_keep_the_budget_and_prefill_each_prompt_once(inp, budg
     brute force over the recorded forwards: each prompt's chunks follow on from each other,
     cover it once and end in its first token, the one under way before any new one."""
     cf, requests = Recording(), 150
-    simulate_continuous(cf, 1e6, inp, 16, requests=requests, max_batch=64, seed=4,
-                        max_tokens=budget, chunked=True, capacity_per_s=1.0)
+    simulate_continuous(cf, 1e6, inp, 16, requests=requests, seed=4, capacity_per_s=1.0,
+                        config=SchedulerConfig(max_batch=64, max_tokens=budget, chunked=True))
     assert cf.calls
     open_at: list[int] = []  # where each prompt under way stopped
     done = prompt = 0
@@ -559,7 +567,7 @@ def test_chunked_capacity_equals_the_closed_form(most, out):
     read once: capacity most / (out c + most b inp) requests/s."""
     cf, inp = Affine(a=0.0, d=0.0, e=0.0), 512
     closed = most / (out * cf.c + most * cf.b * inp)
-    cap = saturation_rate(cf, inp, out, max_batch=most, chunked=True)
+    cap = saturation_rate(cf, inp, out, config=SchedulerConfig(max_batch=most, chunked=True))
     assert cap == pytest.approx(closed, rel=0.02)
 
 
@@ -572,9 +580,9 @@ def test_chunked_prefill_does_not_stall_the_decodes():
 
     cf = Affine()
     inp, out = np.array([200] * 30 + [20000]), np.array([400] * 30 + [8])
-    arrival, i, o = _requests(cf, 4.0, inp, out, 300, 64, 3)
-    apart = _run(cf, arrival, i, o, 64)
-    chunked = _run(cf, arrival, i, o, 64, 512, chunked=True)
+    arrival, i, o = _requests(cf, 4.0, inp, out, 300, 3)
+    apart = _run(cf, arrival, i, o, SchedulerConfig(max_batch=64))
+    chunked = _run(cf, arrival, i, o, SchedulerConfig(max_batch=64, max_tokens=512, chunked=True))
     longest = float(np.diff(apart.decode_end_s).max())
     assert longest >= cf.prefill_s(1, 20000)
     bound = cf.mixed_s(64, 20400, [(0, 512, 20000)])
@@ -590,10 +598,11 @@ def test_chunked_prefill_does_not_stall_the_decodes():
 def test_a_cached_prefix_of_zero_changes_nothing(chunked):
     """--prefix-len 0 is the scheduler without it, exactly."""
     cf = Affine()
-    a = simulate_continuous(cf, 40.0, 512, 32, requests=300, seed=2, chunked=chunked,
-                            max_tokens=1024 if chunked else None)
-    b = simulate_continuous(cf, 40.0, 512, 32, requests=300, seed=2, chunked=chunked,
-                            max_tokens=1024 if chunked else None, prefix=0)
+    budget = 1024 if chunked else None
+    a = simulate_continuous(cf, 40.0, 512, 32, requests=300, seed=2,
+                            config=SchedulerConfig(chunked=chunked, max_tokens=budget))
+    b = simulate_continuous(cf, 40.0, 512, 32, requests=300, seed=2,
+                            config=SchedulerConfig(chunked=chunked, max_tokens=budget, prefix=0))
     assert np.array_equal(a.finish_s, b.finish_s) and a.capacity_per_s == b.capacity_per_s
 
 
@@ -601,11 +610,11 @@ def test_a_cached_prefix_of_zero_changes_nothing(chunked):
 def test_a_lone_request_prefills_past_its_cached_prefix(chunked):
     """A request alone, its first 384 of 512 prompt tokens cached: its first token comes out of
     one forward over the other 128 (``mixed_s`` of the chunk (384, 512, 512): every chunk the
-    recording double sees, the capacity's floods too), its decode steps as without the prefix (they attend to the whole
-    prompt)."""
+    recording double sees, the capacity's floods too), its decode steps as without the prefix
+    (they attend to the whole prompt)."""
     cf, inp, out, prefix = Recording(), 512, 32, 384
-    run = simulate_continuous(cf, 0.01, inp, out, requests=200, seed=1, chunked=chunked,
-                              prefix=prefix)
+    run = simulate_continuous(cf, 0.01, inp, out, requests=200, seed=1,
+                              config=SchedulerConfig(chunked=chunked, prefix=prefix))
     assert run.ttft.p50_s == pytest.approx(cf.c + cf.b * (inp - prefix), rel=1e-9)
     alone = cf.c + cf.d + cf.e * (inp + out / 2)
     assert run.tpot.p50_s == pytest.approx(alone, rel=1e-9)
@@ -619,9 +628,10 @@ def test_cached_prefix_capacity_equals_the_closed_form(most, out):
     most / (out c + most b (inp - prefix)) requests/s, above the capacity without it."""
     cf, inp, prefix = Affine(a=0.0, d=0.0, e=0.0), 512, 448
     closed = most / (out * cf.c + most * cf.b * (inp - prefix))
-    cap = saturation_rate(cf, inp, out, max_batch=most, chunked=True, prefix=prefix)
+    cap = saturation_rate(cf, inp, out,
+                          config=SchedulerConfig(max_batch=most, chunked=True, prefix=prefix))
     assert cap == pytest.approx(closed, rel=0.02)
-    without = saturation_rate(cf, inp, out, max_batch=most, chunked=True)
+    without = saturation_rate(cf, inp, out, config=SchedulerConfig(max_batch=most, chunked=True))
     assert without == pytest.approx(most / (out * cf.c + most * cf.b * inp), rel=0.02)
     assert cap > without
 
@@ -634,7 +644,7 @@ def test_a_cached_prefix_is_held_once_so_more_requests_fit():
     cf = Affine(capacity_bytes=10e9 + 2e5 * 544 * 40 + 1e6 * 40)
     plain = simulate_continuous(cf, 1e6, inp, out, requests=600, seed=5, capacity_per_s=1.0)
     shared = simulate_continuous(cf, 1e6, inp, out, requests=600, seed=5, capacity_per_s=1.0,
-                                 prefix=prefix)
+                                 config=SchedulerConfig(prefix=prefix))
     assert plain.max_running == 40
     own = inp + out - prefix  # tokens of cache a request holds beside the shared prefix
     held = shared.max_running * own + prefix
@@ -656,4 +666,20 @@ def _most_with_prefix(cf, own: int, prefix: int) -> int:
 def test_a_prefix_not_shorter_than_every_prompt_is_refused(prefix):
     with pytest.raises(ConfigError, match="cached prefix of"):
         simulate_continuous(Affine(), 10.0, np.array([512, 700]), 32, requests=100,
-                            prefix=prefix)
+                            config=SchedulerConfig(prefix=prefix))
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"max_batch": 0}, "max batch 0"), ({"max_tokens": 0}, "max batched tokens 0"),
+    ({"prefix": -1}, "cached prefix of -1"), ({"max_batch": 2.5}, "max batch 2.5")])
+def test_scheduler_settings_are_checked_once_where_they_are_made(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        SchedulerConfig(**kwargs)
+
+
+def test_scheduler_settings_name_themselves_as_the_documents_do():
+    """The keys a continuous section and the search's workload carry, from one place."""
+    cfg = SchedulerConfig(max_batch=8, max_tokens=512, chunked=True, prefix=64)
+    assert cfg.describe() == {"max_seqs": 8, "max_batched_tokens": 512, "chunked_prefill": True,
+                              "prefix_len": 64}
+    assert SchedulerConfig().describe()["max_seqs"] == 256  # vLLM's --max-num-seqs default

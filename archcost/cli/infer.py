@@ -152,6 +152,7 @@ def infer(
         hardware_header,
         inference_section,
     )
+    from archcost.infer.serving import DEFAULT_MAX_BATCH, SchedulerConfig
     from archcost.loader import load_model_file, parse_overrides
     from archcost.runtime import load_runtime
     from archcost.trace.precision import parse_precision
@@ -167,7 +168,10 @@ def infer(
     quantize = quantizer(dtype, weights, group_size, sparsity)
     policy = infer_policy(dtype)
     stack = load_runtime(runtime)
-    chunked = stack.inflight_batching if chunked_prefill is None else chunked_prefill
+    scheduler = SchedulerConfig(
+        max_batch=max_seqs or DEFAULT_MAX_BATCH, max_tokens=max_batched_tokens,
+        chunked=stack.inflight_batching if chunked_prefill is None else chunked_prefill,
+        prefix=prefix_len)
     spec = load_model_file(model, parse_overrides(set_))
     if gpus is not None:
         chosen = [f"--{name.replace('_', '-')}" for name in
@@ -180,7 +184,7 @@ def infer(
         return _search(spec, hardware or "dgx-h100-ndr", gpus, precisions, slos, continuous,
                        input_len, output_len, kv_dtype, group_size, stack, usable,
                        capture_options(routing, mask_density, trace_timeout), as_json, output,
-                       max_seqs, max_batched_tokens, chunked, prefix_len)
+                       max_seqs, scheduler)
     cluster = one_replica_cluster(hardware or "h100-sxm", tp * pp)
     from archcost.infer.price import InferenceCosts
 
@@ -206,8 +210,7 @@ def infer(
         if rate is not None:
             progress(f"simulating continuous batching at {rate:g} requests/s")
             section["continuous"] = continuous_section(costs, rate, input_len, output_len,
-                                                       max_seqs, max_batched_tokens, chunked,
-                                                       prefix_len)
+                                                       scheduler)
     if not ignore_memory:
         check_fits(section, costs)
     doc = {
@@ -288,12 +291,12 @@ _SEARCH_PRECISIONS = {"bf16": ("bf16", None), "fp16": ("fp16", None), "fp8": ("f
 
 def _search(spec, hardware, gpus, precisions, slos, continuous, input_len, output_len,
             kv_dtype, group_size, stack, usable, options, as_json, output,
-            max_seqs: int | None = None, max_tokens: int | None = None,
-            chunked: bool = False, prefix: int = 0) -> None:
+            max_batch: int | None, scheduler) -> None:
+    """The serving search: static batches up to ``max_batch`` (None: whatever fits), or the
+    continuous scheduler as ``scheduler`` (a ``SchedulerConfig``) says."""
     from archcost.infer.document import SCHEMA_VERSION, search_section
     from archcost.infer.price import InferenceCosts
     from archcost.infer.search import Mode, search
-    from archcost.infer.serving import DEFAULT_MAX_BATCH
 
     names = list(dict.fromkeys(p.strip() for p in precisions.split(",") if p.strip()))
     bad = [p for p in names if p not in _SEARCH_PRECISIONS]
@@ -330,8 +333,7 @@ def _search(spec, hardware, gpus, precisions, slos, continuous, input_len, outpu
             status.update(f"searching {gpus} GPUs (tracing once per precision)")
         res = search(gpus, costs_for, names, input_len, output_len, ttft_slo_s=slos[0],
                      tpot_slo_s=slos[1], mode=Mode.CONTINUOUS if continuous else Mode.STATIC,
-                     max_batch=max_seqs, max_tokens=max_tokens, chunked=chunked,
-                     prefix=prefix)
+                     max_batch=max_batch, config=scheduler)
     doc = {
         "schema_version": SCHEMA_VERSION,
         "kind": "inference",
@@ -341,10 +343,7 @@ def _search(spec, hardware, gpus, precisions, slos, continuous, input_len, outpu
                      "precisions": names, "runtime": stack.name,
                      "batching": "continuous" if continuous else "static",
                      "kv_dtype": kv_dtype, "group_size": group_size,
-                     **({"max_seqs": max_seqs or DEFAULT_MAX_BATCH,
-                         "max_batched_tokens": max_tokens,
-                         "chunked_prefill": chunked, "prefix_len": prefix}
-                        if continuous else {})},
+                     **(scheduler.describe() if continuous else {})},
         "hardware": {"cluster": hardware, "gpus": gpus, "usable_memory": usable},
         "search": search_section(res, slos, output_len=output_len),
     }

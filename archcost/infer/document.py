@@ -13,6 +13,7 @@ from typing import Any
 from archcost.errors import ConfigError
 from archcost.infer.capture import InferStep
 from archcost.infer.price import InferenceCosts
+from archcost.infer.serving import SchedulerConfig, simulate_continuous, static_serving
 
 __all__ = ["SCHEMA_VERSION", "hardware_header", "inference_section", "check_fits",
            "baseline_section", "continuous_section", "search_section"]
@@ -60,8 +61,6 @@ def inference_section(costs: InferenceCosts, batch: int, input_len: int, output_
                       ) -> dict[str, Any]:
     """The ``inference`` section: static batching of ``batch`` sequences of ``input_len``
     prompt tokens generating ``output_len`` tokens each."""
-    from archcost.infer.serving import static_serving
-
     run = static_serving(costs, batch, input_len, output_len)
     mid = input_len + max(output_len // 2, 1)
     mem = dict(run.memory_bytes)
@@ -110,8 +109,6 @@ def baseline_section(costs: InferenceCosts, batch: int, input_len: int, output_l
                      ) -> dict[str, Any]:
     """The same generation in bf16 with a bf16 cache, beside a quantized one: what
     quantization buys in time and memory."""
-    from archcost.infer.serving import static_serving
-
     run = static_serving(costs, batch, input_len, output_len)
     return {"ttft_s": run.ttft_s, "tpot_s": _tpot(run.tpot_s, output_len), "e2e_s": run.e2e_s,
             "output_tokens_per_s": run.output_tokens_per_s,
@@ -121,18 +118,11 @@ def baseline_section(costs: InferenceCosts, batch: int, input_len: int, output_l
 
 
 def continuous_section(costs: InferenceCosts, rate: float, input_len: int, output_len: int,
-                       max_seqs: int | None = None, max_tokens: int | None = None,
-                       chunked: bool = False, prefix: int = 0) -> dict[str, Any]:
+                       config: SchedulerConfig) -> dict[str, Any]:
     """Continuous batching at ``rate`` requests/s in steady state
-    (:func:`archcost.infer.serving.simulate_continuous`), at most ``max_seqs`` requests running
-    (default ``DEFAULT_MAX_BATCH``), at most ``max_tokens`` prompt tokens prefilled an
-    iteration (None: no budget), each iteration one forward of decodes and prompt chunks
-    where ``chunked``, the first ``prefix`` tokens of every prompt cached and reused."""
-    from archcost.infer.serving import DEFAULT_MAX_BATCH, simulate_continuous
-
-    cap = max_seqs or DEFAULT_MAX_BATCH
-    run = simulate_continuous(costs, rate, input_len, output_len, max_batch=cap,
-                              max_tokens=max_tokens, chunked=chunked, prefix=prefix)
+    (:func:`archcost.infer.serving.simulate_continuous`) under the scheduler settings
+    ``config`` (a ``serving.SchedulerConfig``)."""
+    run = simulate_continuous(costs, rate, input_len, output_len, config=config)
 
     def pct(p) -> dict[str, float]:
         return {"p50_s": p.p50_s, "p90_s": p.p90_s, "p99_s": p.p99_s}
@@ -142,9 +132,8 @@ def continuous_section(costs: InferenceCosts, rate: float, input_len: int, outpu
             "ttft": pct(run.ttft), "e2e": pct(run.e2e),
             # no request generates a second token: no decode step, no TPOT
             "tpot": pct(run.tpot) if (run.output_len > 1).any() else None,
-            "mean_batch": run.mean_batch, "max_running": run.max_running, "max_seqs": cap,
-            "max_batched_tokens": max_tokens, "chunked_prefill": chunked,
-            "prefix_len": prefix,
+            "mean_batch": run.mean_batch, "max_running": run.max_running,
+            **config.describe(),
             "stable": bool(run.stable), "queue_growth": run.queue_growth,
             "capacity_per_s": run.capacity_per_s, "arrived_per_s": run.arrived_per_s}
 

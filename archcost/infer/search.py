@@ -38,9 +38,10 @@ from archcost.errors import ArchcostError, ConfigError, InfeasibleError
 from archcost.infer.costs import StepCosts
 from archcost.infer.serving import (
     BATCH_LIMIT,
-    DEFAULT_MAX_BATCH,
     DEFAULT_REQUESTS,
+    DEFAULT_SCHEDULER,
     ContinuousServing,
+    SchedulerConfig,
     largest_batch,
     rate_bound,
     saturation_rate,
@@ -128,21 +129,19 @@ def _meets(ttft: float, tpot: float, ttft_slo: float | None, tpot_slo: float | N
 
 def max_rate_within_slo(costs: StepCosts, input_len: int, output_len: int,
                         ttft_slo_s: float | None, tpot_slo_s: float | None, *,
-                        requests: int = DEFAULT_REQUESTS, max_batch: int = DEFAULT_MAX_BATCH,
-                        seed: int = 0, max_tokens: int | None = None, chunked: bool = False,
-                        prefix: int = 0) -> tuple[ContinuousServing, bool]:
-    """The simulation at the highest rate (one replica) that is stable with p90 TTFT and TPOT
-    within the SLOs, and True; when none of the rates tried is, the lowest one tried, and
-    False (module docstring)."""
-    capacity = saturation_rate(costs, input_len, output_len, requests=requests,
-                               max_batch=max_batch, seed=seed, max_tokens=max_tokens,
-                               chunked=chunked, prefix=prefix)
-    lo, hi = 0.0, min(capacity, rate_bound(costs, input_len, output_len, max_batch, prefix))
+                        requests: int = DEFAULT_REQUESTS, seed: int = 0,
+                        config: SchedulerConfig = DEFAULT_SCHEDULER
+                        ) -> tuple[ContinuousServing, bool]:
+    """The simulation at the highest rate (one replica, scheduled as ``config`` says) that is
+    stable with p90 TTFT and TPOT within the SLOs, and True; when none of the rates tried is,
+    the lowest one tried, and False (module docstring)."""
+    capacity = saturation_rate(costs, input_len, output_len, requests=requests, seed=seed,
+                               config=config)
+    lo, hi = 0.0, min(capacity, rate_bound(costs, input_len, output_len, config))
 
     def sim(rate: float) -> ContinuousServing:
         return simulate_continuous(costs, rate, input_len, output_len, requests=requests,
-                                   max_batch=max_batch, seed=seed, capacity_per_s=capacity,
-                                   max_tokens=max_tokens, chunked=chunked, prefix=prefix)
+                                   seed=seed, capacity_per_s=capacity, config=config)
 
     best = None
     for _ in range(RATE_HALVINGS):
@@ -158,16 +157,13 @@ def max_rate_within_slo(costs: StepCosts, input_len: int, output_len: int,
 def _evaluate(costs: StepCosts, plan: ServingPlan, gpus: int, mode: Mode, input_len: int,
               output_len: int, ttft_slo_s: float | None, tpot_slo_s: float | None,
               max_batch: int | None, requests: int,
-              max_tokens: int | None = None, chunked: bool = False,
-              prefix: int = 0) -> list[Evaluated]:
-    """The configurations of one plan and precision: each batch (static) or the rate search
-    (continuous)."""
+              config: SchedulerConfig) -> list[Evaluated]:
+    """The configurations of one plan and precision: each batch up to ``max_batch`` (static)
+    or the rate search under ``config`` (continuous)."""
     max_len = input_len + output_len
     if mode is Mode.CONTINUOUS:
         run, ok = max_rate_within_slo(costs, input_len, output_len, ttft_slo_s, tpot_slo_s,
-                                      requests=requests,
-                                      max_batch=max_batch or DEFAULT_MAX_BATCH,
-                                      max_tokens=max_tokens, chunked=chunked, prefix=prefix)
+                                      requests=requests, config=config)
         total = plan.replicas * run.output_tokens_per_s
         peak = costs.memory_bytes(max(run.max_running, 1), max_len)["peak_per_gpu"]
         return [Evaluated(plan, run.ttft.p90_s, run.tpot.p90_s, total, total / gpus, peak, ok,
@@ -230,15 +226,13 @@ def search(gpus: int, costs_for: Callable[[int, int, str], StepCosts],
            precisions: Sequence[str], input_len: int, output_len: int, *,
            ttft_slo_s: float | None = None, tpot_slo_s: float | None = None,
            mode: Mode = Mode.STATIC, max_batch: int | None = None,
-           requests: int = DEFAULT_REQUESTS, max_tokens: int | None = None,
-           chunked: bool = False, prefix: int = 0) -> SearchResult:
+           requests: int = DEFAULT_REQUESTS,
+           config: SchedulerConfig = DEFAULT_SCHEDULER) -> SearchResult:
     """Every plan (tp, pp, replicas), batch and precision on ``gpus`` GPUs, ranked by output
     tokens/s per GPU within the SLOs, with the Pareto front (module docstring). ``max_batch``:
-    the largest static batch tried (default: whatever fits), or the continuous scheduler's cap
-    on running requests (default vLLM's 256); ``requests``: simulated per rate;
-    ``max_tokens``: the continuous scheduler's prompt tokens prefilled an iteration;
-    ``chunked``: its iterations run decodes and prompt chunks in one forward; ``prefix``:
-    prompt tokens every request shares whose cache is reused (``serving``)."""
+    the largest static batch tried (default: whatever fits); ``requests``: simulated per rate
+    and ``config``: the continuous scheduler's settings (its cap, prefill budget, chunking and
+    cached prefix: ``serving.SchedulerConfig``)."""
     if gpus < 1 or not precisions:
         raise ConfigError(f"{gpus} GPUs, {len(precisions)} precisions: give at least one of each")
     evaluated: list[Evaluated] = []
@@ -260,8 +254,7 @@ def search(gpus: int, costs_for: Callable[[int, int, str], StepCosts],
                     continue
                 plan = ServingPlan(tp, pp, gpus // (tp * pp), str(precision), None)
                 evaluated += _evaluate(costs, plan, gpus, mode, input_len, output_len,
-                                       ttft_slo_s, tpot_slo_s, max_batch, requests,
-                                       max_tokens, chunked, prefix)
+                                       ttft_slo_s, tpot_slo_s, max_batch, requests, config)
     if not evaluated and skipped:  # nothing to rank: say why, as the static command does
         memory = [k for k in skipped if "does not fit" in k.reason]
         first = (memory or skipped)[0]

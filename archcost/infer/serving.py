@@ -104,11 +104,12 @@ import numpy as np
 from archcost.errors import ConfigError, InfeasibleError
 from archcost.infer.costs import StepCosts
 
-__all__ = ["StaticServing", "Percentiles", "ContinuousServing", "fits", "largest_batch",
+__all__ = ["StaticServing", "Percentiles", "ContinuousServing", "SchedulerConfig", "fits",
+           "largest_batch",
            "mean_decode_s", "static_serving", "simulate_continuous", "saturation_rate",
            "rate_bound",
            "EXACT_STEPS", "RUN_STEPS", "TPOT_POINTS", "BATCH_LIMIT", "QUEUE_GROWTH_FRACTION",
-           "DEFAULT_REQUESTS"]
+           "DEFAULT_REQUESTS", "DEFAULT_SCHEDULER"]
 
 EXACT_STEPS = 256  # decode steps priced one by one; longer outputs in this many trapezoids
 TPOT_POINTS = 5  # contexts at which the static TPOT is reported
@@ -144,6 +145,37 @@ def _positive_int(value: int, name: str) -> int:
         raise ConfigError(f"{name} {value!r}: must be a positive integer")
     return int(value)
 
+
+@dataclass(frozen=True, slots=True)
+class SchedulerConfig:
+    """How the continuous-batching scheduler of the module docstring batches, resolved once
+    (the command line's ``--max-seqs``, ``--max-batched-tokens``, ``--[no-]chunked-prefill``,
+    ``--prefix-len``): ``max_batch`` requests running at most, ``max_tokens`` prompt tokens
+    prefilled an iteration (None: no budget), decodes and prompt chunks in one forward where
+    ``chunked``, the first ``prefix`` tokens of every prompt cached and reused."""
+
+    max_batch: int = DEFAULT_MAX_BATCH
+    max_tokens: int | None = None
+    chunked: bool = False
+    prefix: int = 0
+
+    def __post_init__(self) -> None:
+        _positive_int(self.max_batch, "max batch")
+        if self.max_tokens is not None:
+            _positive_int(self.max_tokens, "max batched tokens")
+        if int(self.prefix) != self.prefix or self.prefix < 0:
+            raise ConfigError(f"cached prefix of {self.prefix!r} tokens: give a whole number "
+                              "of tokens, 0 or more")
+
+    def describe(self) -> dict[str, int | bool | None]:
+        """The settings as inference documents name them (``continuous``, the search's
+        ``workload``)."""
+        return {"max_seqs": self.max_batch, "max_batched_tokens": self.max_tokens,
+                "chunked_prefill": self.chunked, "prefix_len": self.prefix}
+
+
+# vLLM's defaults without chunked prefill: 256 requests running, no prefill budget
+DEFAULT_SCHEDULER = SchedulerConfig()
 
 def fits(costs: StepCosts, batch: int, max_len: int, input_len: int | None = None,
          prefill_batch: int | None = None) -> bool:
@@ -322,13 +354,13 @@ class _Scheduler:
     what happened to each request."""
 
     def __init__(self, costs: StepCosts, arrival: np.ndarray, inp: np.ndarray, out: np.ndarray,
-                 max_batch: int, max_tokens: int | None = None, chunked: bool = False,
-                 prefix: int = 0) -> None:
+                 config: SchedulerConfig) -> None:
         self.costs, self.arrival, self.inp, self.out = costs, arrival, inp, out
-        self.max_batch, self.max_tokens, self.prefix = max_batch, max_tokens, prefix
+        self.max_batch, self.max_tokens = config.max_batch, config.max_tokens
+        self.prefix = config.prefix
         # the longest prompt one prefill holds: a chunk is at most the budget
-        self.longest_input = int(min(inp.max(), max_tokens or inp.max()) if chunked
-                                 else inp.max())
+        self.longest_input = int(min(inp.max(), config.max_tokens or inp.max())
+                                 if config.chunked else inp.max())
         n = arrival.size
         self.admit, self.first, self.finish = (np.full(n, np.nan) for _ in range(3))
         self.fit_memo: dict[tuple[int, int], bool] = {}
@@ -341,7 +373,7 @@ class _Scheduler:
         self.budget_hit = False  # the last admission stopped at the prefill budget
         self.prefilling: deque[int] = deque()  # admitted, prompt partly prefilled (chunked)
         # prompt tokens prefilled so far, per request: the cached prefix from the start
-        self.prefilled = np.full(n, prefix, np.int64)
+        self.prefilled = np.full(n, config.prefix, np.int64)
         self.t = 0.0
         self.ends: list[np.ndarray] = []
         self.batches: list[np.ndarray] = []
@@ -493,13 +525,12 @@ class _Scheduler:
 
 
 def _run(costs: StepCosts, arrival: np.ndarray, inp: np.ndarray, out: np.ndarray,
-         max_batch: int, max_tokens: int | None = None, chunked: bool = False,
-         prefix: int = 0) -> _Trace:
+         config: SchedulerConfig) -> _Trace:
     """The scheduler of the module docstring, from the first arrival until every request is
     done."""
-    s = _Scheduler(costs, arrival, inp, out, max_batch, max_tokens, chunked, prefix)
+    s = _Scheduler(costs, arrival, inp, out, config)
     while s.done < arrival.size:
-        if chunked:
+        if config.chunked:
             if not s.chunked_step():
                 s.decode()
             continue
@@ -533,13 +564,11 @@ def _queue_growth(arrival: np.ndarray, admit: np.ndarray, t0: float, t1: float,
 
 
 def _requests(costs: StepCosts, rate_per_s: float, input_len, output_len, requests: int,
-              max_batch: int, seed: int, prefix: int = 0
-              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+              seed: int, prefix: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Checked arguments and the run's (arrivals, input lengths, output lengths)."""
     if not rate_per_s > 0 or not math.isfinite(rate_per_s):
         raise ConfigError(f"request rate {rate_per_s!r}: give a positive number of requests/s")
     requests = _positive_int(requests, "requests")
-    _positive_int(max_batch, "max batch")
     if requests < 20:
         raise ConfigError(f"{requests} requests: simulate at least 20 to measure a steady state")
     rng = np.random.default_rng(seed)
@@ -562,10 +591,11 @@ def _check_prefix(prefix: int, inp: np.ndarray) -> None:
 
 
 def rate_bound(costs: StepCosts, input_len, output_len,
-               max_batch: int = DEFAULT_MAX_BATCH, prefix: int = 0) -> float:
-    """An upper bound on the requests/s a replica serves: its largest batch (``max_batch`` or
-    what fits at the longest request less a cached ``prefix``, prefilled one at a time) over
-    the shortest request's unbatched time."""
+               config: SchedulerConfig = DEFAULT_SCHEDULER) -> float:
+    """An upper bound on the requests/s a replica serves: its largest batch (the cap, or what
+    fits at the longest request less the cached prefix, prefilled one at a time) over the
+    shortest request's unbatched time."""
+    max_batch, prefix = config.max_batch, config.prefix
     inp = np.atleast_1d(np.asarray(input_len))
     out = np.atleast_1d(np.asarray(output_len))
     own = int(inp.max() + out.max()) - prefix  # cache a request holds of its own
@@ -599,9 +629,7 @@ def _window_output(tr, arrival: np.ndarray, out: np.ndarray, w: int) -> tuple[fl
 
 def saturation_rate(costs: StepCosts, input_len: int | Sequence[int],
                     output_len: int | Sequence[int], *, requests: int = DEFAULT_REQUESTS,
-                    max_batch: int = DEFAULT_MAX_BATCH, seed: int = 0,
-                    max_tokens: int | None = None, chunked: bool = False,
-                    prefix: int = 0) -> float:
+                    seed: int = 0, config: SchedulerConfig = DEFAULT_SCHEDULER) -> float:
     """Requests/s the replica keeps up with (module docstring): the requests arriving at
     ``rate_bound``, their completions between the 20th and 80th percentile of finish times
     over the time between them (the rate with the queue never empty); below it, the highest
@@ -609,12 +637,11 @@ def saturation_rate(costs: StepCosts, input_len: int | Sequence[int],
     bisection to ``_CAPACITY_STEPS`` halvings of the bracket."""
 
     def run(rate):
-        arrival, inp, out = _requests(costs, rate, input_len, output_len, requests, max_batch,
-                                      seed, prefix)
-        return arrival, out, _run(costs, arrival, inp, out, max_batch, max_tokens, chunked,
-                                  prefix)
+        arrival, inp, out = _requests(costs, rate, input_len, output_len, requests, seed,
+                                      config.prefix)
+        return arrival, out, _run(costs, arrival, inp, out, config)
 
-    arrival, _, tr = run(rate_bound(costs, input_len, output_len, max_batch, prefix))
+    arrival, _, tr = run(rate_bound(costs, input_len, output_len, config))
     finish = np.sort(tr.finish_s)
     a, b = int(0.2 * finish.size), int(0.8 * finish.size)
     if finish[b] <= finish[a]:
@@ -644,26 +671,21 @@ _CAPACITY_STEPS = 7  # bisections of the capacity's bracket: within 0.6 % of a h
 
 def simulate_continuous(costs: StepCosts, rate_per_s: float,
                         input_len: int | Sequence[int], output_len: int | Sequence[int], *,
-                        requests: int = DEFAULT_REQUESTS, max_batch: int = DEFAULT_MAX_BATCH,
-                        seed: int = 0, warmup_fraction: float = 0.2,
-                        capacity_per_s: float | None = None,
-                        max_tokens: int | None = None, chunked: bool = False,
-                        prefix: int = 0) -> ContinuousServing:
+                        requests: int = DEFAULT_REQUESTS, seed: int = 0,
+                        warmup_fraction: float = 0.2, capacity_per_s: float | None = None,
+                        config: SchedulerConfig = DEFAULT_SCHEDULER) -> ContinuousServing:
     """Continuous batching in steady state (module docstring): ``requests`` Poisson arrivals at
-    ``rate_per_s``, the first ``warmup_fraction`` of them discarded. ``capacity_per_s``: the
-    replica's ``saturation_rate`` for these lengths where the caller has it; ``prefix``: the
-    tokens every prompt starts with whose cache is reused (module docstring)."""
+    ``rate_per_s``, the first ``warmup_fraction`` of them discarded, scheduled as ``config``
+    says. ``capacity_per_s``: the replica's ``saturation_rate`` for these lengths where the
+    caller has it."""
     if not 0 <= warmup_fraction <= 0.5:
         raise ConfigError(f"warm-up fraction {warmup_fraction!r}: give a number in [0, 0.5]")
-    if max_tokens is not None:
-        _positive_int(max_tokens, "max batched tokens")
-    arrival, inp, out = _requests(costs, rate_per_s, input_len, output_len, requests,
-                                  max_batch, seed, prefix)
+    arrival, inp, out = _requests(costs, rate_per_s, input_len, output_len, requests, seed,
+                                  config.prefix)
     if capacity_per_s is None:
         capacity_per_s = saturation_rate(costs, input_len, output_len, requests=requests,
-                                         max_batch=max_batch, seed=seed, max_tokens=max_tokens,
-                                         chunked=chunked, prefix=prefix)
-    tr = _run(costs, arrival, inp, out, max_batch, max_tokens, chunked, prefix)
+                                         seed=seed, config=config)
+    tr = _run(costs, arrival, inp, out, config)
     w = int(warmup_fraction * requests)
     t0, t1 = float(arrival[w]), float(arrival[-1])
     throughput, demand = _window_output(tr, arrival, out, w)
