@@ -15,6 +15,7 @@ each naming the file, the field and the fix.
 
 from __future__ import annotations
 
+import bisect
 import enum
 import re
 from dataclasses import dataclass
@@ -166,7 +167,30 @@ class RuntimeProfile:
     # costs the GPU's in-graph launch (``GpuProfile.in_cuda_graph``), no host time per op;
     # False: every step launches its kernels as ``kernel_launch`` says
     cuda_graphs: bool = False
+    # with cuda_graphs: the batch sizes captured, in increasing order; a step pads its batch to
+    # the next one (dummy sequences of one token: TensorRT-LLM's ``enable_padding``) and a
+    # batch past the last runs without a graph; (): a graph at every batch size, no padding
+    graph_batch_sizes: tuple[int, ...] = ()
     source_path: str = ""
+
+    def graph_batch(self, batch: int, most: int | None = None) -> int | None:
+        """The batch a decode step of ``batch`` sequences replays its CUDA graph at (padded to
+        the next captured size), or None where it runs without one. ``most``: the engine's
+        largest graph batch (its max batch size within its token budget): the sizes past it
+        are dropped and, where the list went past it, padding goes to it (TensorRT-LLM's
+        ``_filter_cuda_graph_batch_sizes``)."""
+        if not self.cuda_graphs:
+            return None
+        sizes = self.graph_batch_sizes
+        if most is not None:
+            kept = tuple(x for x in sizes if x <= most)
+            sizes = kept + (most,) if len(kept) < len(sizes) and most not in kept else kept
+            if batch > most:
+                return None
+        if not sizes:
+            return batch if not self.graph_batch_sizes else None
+        i = bisect.bisect_left(sizes, batch)
+        return sizes[i] if i < len(sizes) else None
 
     def reduce_itemsize(self, grad_itemsize: float) -> float:
         """Bytes per element of a gradient reduction, given the gradients' own."""
@@ -216,9 +240,11 @@ RUNTIME_FIELDS: dict[str, tuple[Any, str]] = {
     "tp_sum_partials": ("bool", "true"),
     "inflight_batching": ("bool", "true"),
     "cuda_graphs": ("bool", "true"),
+    "graph_batch_sizes": ("sizes", "[1, 2, 4, 8, 16, 32, 64, 128, 256]"),
 }
 _OPTIONAL = {"fp8", "allocator_headroom", "plan_constraints", "python_dispatch",
-             "overlap_slowdown", "tp_sum_partials", "inflight_batching", "cuda_graphs"}
+             "overlap_slowdown", "tp_sum_partials", "inflight_batching", "cuda_graphs",
+             "graph_batch_sizes"}
 # a plan constraint as `archcost plan --constraint` writes it (archcost.plan.arrays checks the key)
 _CONSTRAINT = re.compile(r"^\s*[A-Za-z_]+\s*(<=|>=|==|!=|=|<|>)\s*[A-Za-z0-9_\-]+\s*$")
 _FP8_FIELDS = {"recipe": (Fp8Recipe, "current"), "weight_all_gather": ("bool", "true")}
@@ -273,6 +299,13 @@ class _Check:
                 return v
             self.fail(fld, f"{v!r} must be a whole number of SMs >= 0, e.g. {shown}; 0 when "
                       "tensor-parallel communication does not overlap the matmuls")
+        elif kind == "sizes":
+            if isinstance(v, list) and v and all(
+                    not isinstance(x, bool) and isinstance(x, int) and x >= 1 for x in v) \
+                    and all(a < b for a, b in zip(v, v[1:])):
+                return tuple(v)
+            self.fail(fld, f"{v!r} must be a list of batch sizes >= 1 in increasing order, "
+                      f"e.g. {shown}")
         elif kind == "stages":
             if isinstance(v, list) and all(
                     not isinstance(x, bool) and isinstance(x, int) and 0 <= x <= 3 for x in v):
@@ -340,6 +373,11 @@ def runtime_from_dict(data: dict[str, Any], path: str | Path) -> RuntimeProfile:
     got["tp_sum_partials"] = bool(got["tp_sum_partials"])
     got["inflight_batching"] = bool(got["inflight_batching"])
     got["cuda_graphs"] = bool(got["cuda_graphs"])
+    got["graph_batch_sizes"] = got["graph_batch_sizes"] or ()
+    if got["graph_batch_sizes"] and not got["cuda_graphs"]:
+        raise ProfileError(f"{path.name}: field 'graph_batch_sizes': the batch sizes CUDA "
+                           "graphs are captured at, without cuda_graphs: true; add cuda_graphs: "
+                           "true or drop graph_batch_sizes")
     got["overlap_slowdown"] = got["overlap_slowdown"] or 0.0
     return RuntimeProfile(**got, attention_kernel=kernels, fp8=fp8, source_path=str(path))
 

@@ -205,7 +205,7 @@ def predict(case: Case, memo: dict) -> dict:
     costs = InferenceCosts(spec, one_replica_cluster(case.hardware, case.tp),
                            infer_policy(dtype), load_runtime(runtime_name(case.source)),
                            build_len=case.input_len + out_len, tp=case.tp, kv_dtype=kv,
-                           quantize=quantize, memo=memo)
+                           quantize=quantize, memo=memo, graph_max_batch=case.batch)
     run = static_serving(costs, case.batch, case.input_len, out_len)
     if ttft_only:
         pred = run.ttft_s * 1e3

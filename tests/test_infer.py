@@ -821,6 +821,42 @@ def test_a_runtime_that_replays_cuda_graphs_charges_decode_kernels_the_graph_lau
     assert g.mixed_s(4, 40, chunk) == pytest.approx(e.mixed_s(4, 40, chunk), rel=1e-12)
 
 
+def test_a_padded_graph_runs_the_tokens_work_at_the_captured_size_and_attention_as_is():
+    """``graph_batch_sizes`` (tensorrt-llm's published trtllm-bench list): a decode step pads
+    its batch to the next captured size. At a captured size nothing changes; between sizes it
+    costs more than the batch unpadded and less than the captured batch at the same context,
+    what grows with the context is the real sequences' alone (the dummies attend to nothing),
+    a mixed forward without prompt tokens is the decode step still, and a batch past the last
+    size runs without a graph (the eager runtime exactly)."""
+    import dataclasses
+
+    spec = load_model_file(str(MODELS / "llama.py"), {"preset": "tiny"})
+    graphs = load_runtime("tensorrt-llm")
+    assert graphs.graph_batch_sizes[:4] == (1, 2, 4, 8) and graphs.graph_batch(300) == 384
+    padded = dataclasses.replace(graphs, graph_batch_sizes=(1, 2, 4, 8))
+    anywhere = dataclasses.replace(graphs, graph_batch_sizes=())
+    eager = dataclasses.replace(graphs, cuda_graphs=False)
+    h200 = one_replica_cluster("h200", 1)
+
+    def costs(runtime):
+        return InferenceCosts(spec, h200, parse_precision("bf16"), runtime, build_len=96)
+
+    p, a, e = costs(padded), costs(anywhere), costs(eager)
+    for batch in (1, 4, 8):
+        assert p.decode_s(batch, 40) == pytest.approx(a.decode_s(batch, 40), rel=1e-12)
+    assert a.decode_s(5, 40) < p.decode_s(5, 40) < a.decode_s(8, 40)
+    grows = p.decode_s(5, 80) - p.decode_s(5, 40)
+    assert grows == pytest.approx(a.decode_s(5, 80) - a.decode_s(5, 40), rel=1e-9)
+    assert p.mixed_s(5, 40, ()) == pytest.approx(p.decode_s(5, 40), rel=1e-12)
+    assert p.decode_s(9, 40) == pytest.approx(e.decode_s(9, 40), rel=1e-12)
+    chunk = ((0, 32, 64),)
+    assert p.mixed_s(5, 40, chunk) == pytest.approx(e.mixed_s(5, 40, chunk), rel=1e-12)
+    # an engine whose largest graph batch is 6 pads 5 to 6, not 8; 7 runs without a graph
+    six = dataclasses.replace(p, graph_max_batch=6)
+    assert a.decode_s(5, 40) < six.decode_s(5, 40) < p.decode_s(5, 40)
+    assert six.decode_s(7, 40) == pytest.approx(e.decode_s(7, 40), rel=1e-12)
+
+
 def test_the_in_graph_profile_drops_host_time_and_keeps_what_it_cannot_replace():
     """``in_cuda_graph``: a datasheet GPU with a graph_launch figure takes it as its per-kernel
     time; a calibrated one (host_ahead: its kernel_launch measured in a graph) keeps its

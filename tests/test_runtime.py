@@ -106,6 +106,12 @@ def _write(tmp_path, text: str):
     (("fp8: null", "allocator_headroom: -0.1"), "allocator_headroom", ">= 0"),
     (("overlap_slowdown: 0.189", "overlap_slowdown: 1.5"), "overlap_slowdown", "in [0, 1]"),
     (("overlap_slowdown: 0.189", "overlap_slowdown: '19 %'"), "overlap_slowdown", "in [0, 1]"),
+    (("fp8: null", "fp8: null\ncuda_graphs: true\ngraph_batch_sizes: [1, 8, 4]"),
+     "graph_batch_sizes", "increasing order"),
+    (("fp8: null", "fp8: null\ncuda_graphs: true\ngraph_batch_sizes: [0, 8]"),
+     "graph_batch_sizes", "batch sizes >= 1"),
+    (("fp8: null", "fp8: null\ngraph_batch_sizes: [1, 8]"), "graph_batch_sizes",
+     "add cuda_graphs: true or drop graph_batch_sizes"),
 ])
 def test_a_malformed_runtime_is_one_line_naming_file_field_and_fix(tmp_path, edit, field, words):
     text = (RUNTIMES / "eager.yaml").read_text()
@@ -499,3 +505,21 @@ def test_mla_up_proj_recompute_runs_the_two_up_projections_again():
         ("wq_b", "aten.mm", ((rows, cfg["q_rank"]), (cfg["q_rank"], q_out))): cfg["layers"],
         ("wkv_b", "aten.mm", ((rows, cfg["kv_rank"]), (cfg["kv_rank"], kv_out))): cfg["layers"],
     }
+
+
+@pytest.mark.parametrize("sizes, batch, most, padded", [
+    ((1, 2, 4, 8, 16, 32, 64, 128, 256, 384, 512, 1024), 300, None, 384),
+    ((1, 2, 4, 8, 16, 32, 64, 128, 256, 384, 512, 1024), 385, 640, 512),
+    ((1, 2, 4, 8, 16, 32, 64, 128, 256, 384, 512, 1024), 513, 640, 640),  # padded to the cap
+    ((1, 2, 4, 8, 16, 32, 64, 128, 256, 384, 512, 1024), 700, 640, None),  # past the engine's
+    ((1, 2, 4, 8, 16, 32, 64, 128, 256, 384, 512, 1024), 2000, None, None),  # past the list
+    ((1, 2, 4), 5, 8, None),  # the list stops short of the cap: nothing to pad to
+    ((1, 2, 4), 3, 3, 3),
+    ((), 77, 640, 77),  # a graph at every batch size
+])
+def test_a_decode_pads_to_the_next_captured_batch_within_the_engine(sizes, batch, most, padded):
+    """TensorRT-LLM's rule (``_filter_cuda_graph_batch_sizes``): sizes past the engine's
+    largest graph batch are dropped and, where the list went past it, padding goes to it."""
+    rt = dataclasses.replace(load_runtime("tensorrt-llm"), graph_batch_sizes=sizes)
+    assert rt.graph_batch(batch, most) == padded
+    assert dataclasses.replace(rt, cuda_graphs=False).graph_batch(batch, most) is None

@@ -683,3 +683,9 @@ def test_scheduler_settings_name_themselves_as_the_documents_do():
     assert cfg.describe() == {"max_seqs": 8, "max_batched_tokens": 512, "chunked_prefill": True,
                               "prefix_len": 64}
     assert SchedulerConfig().describe()["max_seqs"] == 256  # vLLM's --max-num-seqs default
+
+
+@pytest.mark.parametrize("cap, budget, most", [(256, None, 256), (640, 2048, 640),
+                                               (4096, 2048, 2048)])
+def test_a_decode_only_iteration_holds_the_cap_within_the_budget(cap, budget, most):
+    assert SchedulerConfig(max_batch=cap, max_tokens=budget).largest_decode == most

@@ -194,12 +194,13 @@ def infer(
             if status is not None:
                 status.update(msg)
 
+        # an engine built for the static batch captures its graph at that batch
         costs = InferenceCosts(spec, cluster, policy, stack, build_len=input_len + output_len,
                                tp=tp, pp=pp, kv_dtype=_KV_DTYPES.get(kv_dtype or ""),
                                quantize=quantize,
                                usable_memory=usable,
                                options=capture_options(routing, mask_density, trace_timeout),
-                               progress=progress)
+                               progress=progress, graph_max_batch=batch)
         costs.check_shapes()
         section = inference_section(costs, batch, input_len, output_len)
         if quantize is not None or kv_dtype not in (None, dtype):
@@ -209,7 +210,8 @@ def infer(
             section["bf16_baseline"] = baseline_section(base, batch, input_len, output_len)
         if rate is not None:
             progress(f"simulating continuous batching at {rate:g} requests/s")
-            section["continuous"] = continuous_section(costs, rate, input_len, output_len,
+            served = dataclasses.replace(costs, graph_max_batch=scheduler.largest_decode)
+            section["continuous"] = continuous_section(served, rate, input_len, output_len,
                                                        scheduler)
     if not ignore_memory:
         check_fits(section, costs)
@@ -324,7 +326,8 @@ def _search(spec, hardware, gpus, precisions, slos, continuous, input_len, outpu
             build_len=input_len + output_len, tp=tp, pp=pp,
             kv_dtype=_KV_DTYPES.get(kv_dtype or ""),
             quantize=quantizer(dtype, weights, group_size, None), usable_memory=usable,
-            options=options, memo=memo)
+            options=options, memo=memo,
+            graph_max_batch=scheduler.largest_decode if continuous else None)
         costs.check_shapes()
         return costs
 

@@ -124,6 +124,10 @@ class InferenceCosts:
     usable_memory: float = 0.9
     options: object = None
     progress: object = None
+    # the engine's largest CUDA graph batch (its max batch size, within its token budget): a
+    # runtime's captured sizes past it are dropped and padding goes to it; None: the
+    # runtime's sizes as they are (``RuntimeProfile.graph_batch``)
+    graph_max_batch: int | None = None
     # traces and workloads by step, shareable between replicas of one model, precision and
     # build length (a serving search prices many tp/pp on the same traces)
     memo: dict = field(default_factory=dict, repr=False)
@@ -326,10 +330,13 @@ class InferenceCosts:
         return dict(self._steps[key])
 
     def _step(self, batch: int, step: InferStep) -> dict:
-        w = self.workload(step)
         m, micro = self.micro_batches(batch)
-        rows = self._rows_at(micro, step, batch, w,
-                             self.runtime.cuda_graphs and step.kind == "decode")
+        pad = (self.runtime.graph_batch(micro, self.graph_max_batch) if step.kind == "decode"
+               else None)
+        if pad is not None and pad != micro:  # a graph of dummy sequences beside the batch
+            return self.mixed(batch, step.context + 1, ())
+        w = self.workload(step)
+        rows = self._rows_at(micro, step, batch, w, pad is not None)
         return {**self._timed(w, rows, m, micro * step.new_tokens, step.kind == "prefill"),
                 "tokens": batch * step.new_tokens}
 
@@ -399,9 +406,11 @@ class InferenceCosts:
         rows of the causal triangle hold (its FLOPs' share); the head over the decoding
         sequences and the prompts this forward completes (a prompt's other positions need no
         logits). With no chunks it is the decode step exactly (a runtime's CUDA graph
-        included: a forward with prompt tokens runs without one). NB: a chunk's attention
-        reading the cache of the chunks before it is priced by FLOPs, as the whole prompt's
-        kernel runs."""
+        included: a forward with prompt tokens runs without one): where the runtime pads a
+        graph's batch (``RuntimeProfile.graph_batch``), what grows with the tokens and the
+        head run over the padded batch, the dummy sequences attending to nothing (one token
+        each). NB: a chunk's attention reading the cache of the chunks before it is priced by
+        FLOPs, as the whole prompt's kernel runs."""
         n = int(decode_batch)
         if n < 0 or (n == 0 and not chunks):
             raise ConfigError(f"a forward of {n} decoding sequences and {len(chunks)} prompt "
@@ -417,13 +426,15 @@ class InferenceCosts:
         a, b, post = C["block_f"], C["attn_f"], C["post_f"]
         k = -(-n // m)  # decodes in the fullest micro-batch (whole sequences)
         whole = n + prompt  # the forward's tokens: its rows read the weights as a step of them
-        graph = self.runtime.cuda_graphs and not chunks  # a decode-only forward: its graph
-        tokens = self._rows_at(k + prompt / m, base, whole, graph=graph)
+        # a decode-only forward replays its graph, at the padded batch ``kp``
+        kp = None if chunks else self.runtime.graph_batch(k, self.graph_max_batch)
+        graph, kp = kp is not None, kp or k
+        tokens = self._rows_at(kp + prompt / m, base, whole, graph=graph)
         attention = sum(
             self._rows_at(1, InferStep.prefill(1, length), 1)[b]
             * (stop * (stop + 1) - start * (start + 1)) / (length * (length + 1))
             for start, stop, length in chunks) / m
-        head = self._rows_at(k + done / m, base, whole, graph=graph)[post] if n + done else 0.0
+        head = self._rows_at(kp + done / m, base, whole, graph=graph)[post] if n + done else 0.0
         rows = tokens.copy()
         rows[a] += attention - tokens[b]
         rows[b] = attention
@@ -435,7 +446,7 @@ class InferenceCosts:
             rows += ctx - zero
             rows[a] += zero[b]
             rows[b] += zero[b]
-        timed = self._timed(self.workload(base), rows, m, k + prompt / m, fill=False)
+        timed = self._timed(self.workload(base), rows, m, kp + prompt / m, fill=False)
         return {**timed, "tokens": n + done}
 
     def micro_batches(self, batch: int) -> tuple[int, int]:

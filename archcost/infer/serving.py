@@ -167,6 +167,12 @@ class SchedulerConfig:
             raise ConfigError(f"cached prefix of {self.prefix!r} tokens: give a whole number "
                               "of tokens, 0 or more")
 
+    @property
+    def largest_decode(self) -> int:
+        """The most sequences one decode-only iteration holds: the cap, within the token
+        budget (an engine's largest CUDA graph batch)."""
+        return min(self.max_batch, self.max_tokens or self.max_batch)
+
     def describe(self) -> dict[str, int | bool | None]:
         """The settings as inference documents name them (``continuous``, the search's
         ``workload``)."""
