@@ -151,6 +151,10 @@ def test_profiles_list_and_show_cover_runtimes():
     assert res.exit_code == 0 and "torchtitan-compile" in res.output and "runtimes" in res.output
     res = CliRunner().invoke(app, ["profiles", "show", "megatron"])
     assert res.exit_code == 0 and "cudnn, flash2" in res.output and "0.25" in res.output
+    res = CliRunner().invoke(app, ["profiles", "show", "tensorrt-llm"], env={"COLUMNS": "200"})
+    assert res.exit_code == 0
+    assert "decode steps as CUDA graphs" in res.output and "256, 384, 512, 1024" in res.output
+    assert "no (a compiled engine)" in res.output
 
 
 # --- fusion: bytes of fused groups by hand -------------------------------------------------------

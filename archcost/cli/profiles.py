@@ -221,8 +221,23 @@ def _runtime_rows(r) -> list[tuple[str, str]]:
          else f"{r.allocator_headroom:g}"),
         ("FP8 recipe", "-" if r.fp8 is None else
          f"{r.fp8.recipe.value}, weight all-gather {'fp8' if r.fp8.weight_all_gather else 'bf16'}"),
+        ("inference: host dispatch per op", "yes (eager Python)" if r.python_dispatch
+         else "no (a compiled engine)"),
+        ("inference: tp partial sums all-reduced once", "yes" if r.tp_sum_partials else "no"),
+        ("inference: in-flight batching", "yes (--chunked-prefill by default)"
+         if r.inflight_batching else "no"),
+        ("inference: decode steps as CUDA graphs", _graphs(r)),
         ("file", r.source_path),
     ]
+
+
+def _graphs(r) -> str:
+    if not r.cuda_graphs:
+        return "no"
+    if not r.graph_batch_sizes:
+        return "yes, at every batch size"
+    return ("yes, padded to the captured batch sizes "
+            + ", ".join(str(x) for x in r.graph_batch_sizes))
 def _sizes(d) -> str:
     return (f"{fmt.number(d[0])}..{fmt.number(d[-1])}" if len(d) > 2
             else ", ".join(fmt.number(x) for x in d))
