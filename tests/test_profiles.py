@@ -36,17 +36,20 @@ from tests.conftest import DATA, ROOT
 BAD = DATA / "bad_profiles"
 BUNDLED = ROOT / "hardware_profiles"
 
-# REFERENCES.md "Hardware figures", per GPU, dense: bf16 TFLOP/s, fp8 TFLOP/s, memory, mem BW, TDP
+MIB = 2**20
+# REFERENCES.md "Hardware figures", per GPU, dense: bf16 TFLOP/s, fp8 TFLOP/s, memory, mem BW, TDP;
+# the memory the driver reports where public nvidia-smi outputs give it (each file names them),
+# else the datasheet's
 DATASHEET = {
-    "a100-sxm-40gb": (312, None, 40e9, 1555e9, 400),
-    "a100-sxm-80gb": (312, None, 80e9, 2039e9, 400),
-    "h100-sxm": (989, 1979, 80e9, 3.35e12, 700),
+    "a100-sxm-40gb": (312, None, 40960 * MIB, 1555e9, 400),
+    "a100-sxm-80gb": (312, None, 81920 * MIB, 2039e9, 400),
+    "h100-sxm": (989, 1979, 81559 * MIB, 3.35e12, 700),
     "h100-pcie": (756, 1513, 80e9, 2.0e12, 350),
-    "h200": (989, 1979, 141e9, 4.8e12, 700),
+    "h200": (989, 1979, 143771 * MIB, 4.8e12, 700),
     "b200": (2250, 4500, 180e9, 8e12, 1000),
     "gb200": (2500, 5000, 186e9, 8e12, 1200),
     "mi300x": (1307, 2615, 192e9, 5.3e12, 750),
-    "l4": (121, 242, 24e9, 300e9, 72),
+    "l4": (121, 242, 23034 * MIB, 300e9, 72),
     # no datasheet: torchtitan's figures (2.4 TB/s, 500 W, 95 GB) and the file's peak rule
     "h100-sxm-96gb-500w": (960, 1921, 95 * 2**30, 2.4e12, 500),
 }
@@ -56,7 +59,7 @@ DATASHEET = {
 # Jetson AGX Orin 64GB: data sheet and technical brief, 90 % of 64 GiB (NB); Apple M3 Max:
 # newsroom and technical specifications, macOS's 75 % of 128 GiB.
 EDGE = {
-    "l40s": (366.5, 733, 733, 48e9, 864e9, 350),
+    "l40s": (366.5, 733, 733, 46068 * MIB, 864e9, 350),
     "rtx-4090": (165.2, 330.3, 660.6, 24e9, 1008e9, 450),
     "jetson-agx-orin": (42.5, None, 85, 0.9 * 64 * 2**30, 204.8e9, 60),
     "apple-m3-max": (14.3, None, None, 0.75 * 128 * 2**30, 400e9, 60),
@@ -540,8 +543,8 @@ def test_cli_list_shows_every_profile(runner):
     for name in [*DATASHEET, "cpu", "dgx-a100-hdr", "dgx-h100-ndr", "gb200-nvl72", "gb200-nvl72-64",
                  "mi300x-ib"]:
         assert name in res.output
-    # 80 GB of memory in GiB: 80e9 / 2**30 = 74.5
-    assert re.search(r"h100-sxm\s.*\s989\s.*\s1,979\s.*\s74\.5\s.*\s3\.35\s.*\s700", res.output)
+    # 81,559 MiB of memory in GiB: 79.6
+    assert re.search(r"h100-sxm\s.*\s989\s.*\s1,979\s.*\s79\.6\s.*\s3\.35\s.*\s700", res.output)
     doc = json.loads(runner.invoke(profiles_cli.app, ["list", "--json"]).output)
     assert len(doc["gpus"]) == 15 and doc["clusters"][0]["kind"] == "cluster"
 
@@ -549,13 +552,13 @@ def test_cli_list_shows_every_profile(runner):
 def test_cli_show_prints_units_and_json_in_si(runner):
     res = runner.invoke(profiles_cli.app, ["show", "h100-sxm"], env={"COLUMNS": "160"})
     assert res.exit_code == 0, res.output
-    # memory in IEC units: 80e9 B / 2**30 = 74.51 GiB, a 50e6 B cache / 2**20 = 47.68 MiB
-    for text in ("989 TFLOP/s", "74.51 GiB (80,000,000,000 bytes)", "3.35 TB/s", "47.68 MiB",
+    # memory in IEC units: 81,559 MiB = 79.65 GiB, a 50e6 B cache / 2**20 = 47.68 MiB
+    for text in ("989 TFLOP/s", "79.65 GiB (85,520,809,984 bytes)", "3.35 TB/s", "47.68 MiB",
                  "4 us", "700 W"):
         assert text in res.output
     res = runner.invoke(profiles_cli.app, ["show", "h200", "--json"])
     doc = json.loads(res.output)
-    assert doc["kind"] == "gpu" and doc["mem_bytes"] == 141e9 and doc["peak_flops_per_s"]["bf16"] == 989e12
+    assert doc["kind"] == "gpu" and doc["mem_bytes"] == 143771 * MIB and doc["peak_flops_per_s"]["bf16"] == 989e12
     doc = json.loads(runner.invoke(profiles_cli.app, ["show", "dgx-a100-hdr", "--gpus", "3072", "--json"]).output)
     assert (doc["nodes"], doc["gpus"]) == (384, 3072)  # Narayanan et al. SC'21's largest run
     assert doc["levels"][1] == {"name": "ib-hdr", "domain_size": None, "bandwidth_per_gpu_bytes_per_s": 25e9,

@@ -301,9 +301,9 @@ def test_profiles_list_and_show(runner, width):
     assert r.exit_code == 0, r.output
     check(r.stdout, width, ["name", "vendor", "bf16 TFLOP/s", "fp8 TFLOP/s", "mem GiB",
                             "mem TB/s", "TDP W", "gpu", "GPUs/node", "levels"],
-          ["h100-sxm", "74.5", "3.35", "gb200-nvl72", "(72 GPUs,", "900 GB/s)",
+          ["h100-sxm", "79.6", "3.35", "gb200-nvl72", "(72 GPUs,", "900 GB/s)",
            "infinity-fabric"])
-    for name, tokens in (("dgx-h100-ndr", ["450 GB/s", "latency 3 us", "74.51 GiB",
+    for name, tokens in (("dgx-h100-ndr", ["450 GB/s", "latency 3 us", "79.65 GiB",
                                            "47.68 MiB", "494.5 TFLOP/s", "dgx-h100-ndr.yaml",
                                            "1 M=0.01,", "100 G=0.72,"]),
                          ("gb200", ["2.53 G=0.319,", "1.56 GiB=0.9", "(FLOPs=fraction)"])):
