@@ -61,6 +61,12 @@ def _parameters(cfg: dict) -> int:
     return 2 * cfg["vocab_size"] * h + cfg["num_hidden_layers"] * layer + h
 
 
+def _round_up(x: float, bands: tuple[tuple[float, int], ...], least: int) -> int:
+    """``x`` rounded up to the step of the first band it lies below, at least ``least``."""
+    step = next(step for below, step in bands if x < below)
+    return max(least, step * math.ceil(x / step))
+
+
 def bench_settings(row: dict, kv_fraction: float = 0.95) -> tuple[int, int]:
     """trtllm-bench's (max_batch_size, max_num_tokens) for ``row``'s data set (module
     docstring)."""
@@ -73,18 +79,8 @@ def bench_settings(row: dict, kv_fraction: float = 0.95) -> tuple[int, int]:
     requests = cache / (per_token * (i + o))
     bs = min(requests, 4096)
     tokens = min(bs * (1 + i / o), 32768)
-    if bs < 256:
-        max_bs = max(64, 32 * math.ceil(bs / 32))
-    elif bs < 1024:
-        max_bs = 128 * math.ceil(bs / 128)
-    else:
-        max_bs = 256 * math.ceil(bs / 256)
-    if tokens < 4096:
-        max_tokens = max(2048, 256 * math.ceil(tokens / 256))
-    elif tokens < 8192:
-        max_tokens = 512 * math.ceil(tokens / 512)
-    else:
-        max_tokens = 1024 * math.ceil(tokens / 1024)
+    max_bs = _round_up(bs, ((256, 32), (1024, 128), (math.inf, 256)), 64)
+    max_tokens = _round_up(tokens, ((4096, 256), (8192, 512), (math.inf, 1024)), 2048)
     return max_bs, max_tokens
 
 
