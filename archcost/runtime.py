@@ -179,16 +179,14 @@ class RuntimeProfile:
         largest graph batch (its max batch size within its token budget): the sizes past it
         are dropped and, where the list went past it, padding goes to it (TensorRT-LLM's
         ``_filter_cuda_graph_batch_sizes``)."""
-        if not self.cuda_graphs:
+        if not self.cuda_graphs or (most is not None and batch > most):
             return None
         sizes = self.graph_batch_sizes
+        if not sizes:
+            return batch
         if most is not None:
             kept = tuple(x for x in sizes if x <= most)
             sizes = kept + (most,) if len(kept) < len(sizes) and most not in kept else kept
-            if batch > most:
-                return None
-        if not sizes:
-            return batch if not self.graph_batch_sizes else None
         i = bisect.bisect_left(sizes, batch)
         return sizes[i] if i < len(sizes) else None
 

@@ -55,6 +55,7 @@ POINTS = [(1, 128, 32), (8, 128, 32)]  # (batch, input_len, output_len)
 QUANTITIES = ("ttft", "tpot")
 DRIFTS = ("probe_drift", "cache_probe_drift")
 
+
 def _cache_drift(doc: dict) -> float | None:
     """The in-cache cache probe's drift of one run (``validation.machine_drift``, timed by
     ``validate --infer`` right before and after its generation): its calibrated time over the

@@ -238,6 +238,8 @@ def _graphs(r) -> str:
         return "yes, at every batch size"
     return ("yes, padded to the captured batch sizes "
             + ", ".join(str(x) for x in r.graph_batch_sizes))
+
+
 def _sizes(d) -> str:
     return (f"{fmt.number(d[0])}..{fmt.number(d[-1])}" if len(d) > 2
             else ", ".join(fmt.number(x) for x in d))
