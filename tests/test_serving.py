@@ -99,15 +99,30 @@ def test_static_equals_closed_form(batch, inp, out):
         assert all(inp + 1 <= c <= inp + out - 1 for c, _ in st.tpot_by_context)
 
 
+class Counted(Quadratic):
+    """The quadratic cost, counting the contexts it is asked for."""
+
+    def __init__(self):
+        self.asked: list[int] = []
+
+    def decode_s(self, batch: int, context_len: int) -> float:
+        self.asked.append(context_len)
+        return super().decode_s(batch, context_len)
+
+
 def test_mean_decode_sums_every_step_up_to_the_exact_limit():
-    cf = Quadratic()
-    first, last = 700, 700 + EXACT_STEPS - 1
-    brute = np.mean([cf.decode_s(4, c) for c in range(first, last + 1)])
+    cf = Counted()
+    first, last = 700, 700 + EXACT_STEPS
+    brute = np.mean([Quadratic().decode_s(4, c) for c in range(first, last + 1)])
     assert mean_decode_s(cf, 4, first, last) == pytest.approx(brute, rel=1e-12)
-    # beyond it, trapezoids: exact for affine cost, and within 1e-4 for this convex one
+    assert sorted(cf.asked) == list(range(first, last + 1))
+    # beyond it, EXACT_STEPS + 1 steps from the first to the last and lines between: exact for
+    # affine cost, and within 1e-4 for this convex one
+    cf.asked.clear()
     last = first + 20 * EXACT_STEPS
-    brute = np.mean([cf.decode_s(4, c) for c in range(first, last + 1)])
+    brute = np.mean([Quadratic().decode_s(4, c) for c in range(first, last + 1)])
     assert mean_decode_s(cf, 4, first, last) == pytest.approx(brute, rel=1e-4)
+    assert len(set(cf.asked)) == EXACT_STEPS + 1 and {first, last} <= set(cf.asked)
     aff = Affine()
     brute = np.mean([aff.decode_s(4, c) for c in range(first, last + 1)])
     assert mean_decode_s(aff, 4, first, last) == pytest.approx(brute, rel=1e-12)
