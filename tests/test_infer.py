@@ -6,6 +6,7 @@ one-line errors."""
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -310,7 +311,9 @@ def test_infer_json_has_the_documented_keys():
     (("--dtype", "fp8", "--hardware", "a100-sxm-80gb"), "has no fp8 peak"),
     (("--weights", "int4"), "none of the 14 linears"),  # group 128 > every tiny width
     (("--gpus", "2", "--hardware", "dgx-h100-ndr", "--tp", "2", "--rate", "3"),
-     "drop --tp, --rate"),
+     "drop --tp (choose"),
+    (("--gpus", "2", "--hardware", "dgx-h100-ndr", "--rate", "0"),
+     "--rate 0 with --gpus: the requests/s to serve; give a positive rate"),
     (("--gpus", "2", "--hardware", "dgx-h100-ndr", "--ttft-slo", "500"),
      "give 500ms or 500s"),
     (("--gpus", "64", "--hardware", "l40s-pcie", "--precisions", "bf16"),
@@ -736,6 +739,43 @@ def test_the_continuous_search_runs_chunked_prefill_and_says_so():
                                             "chunked_prefill", "prefix_len")} == {
         "max_seqs": 256, "max_batched_tokens": 32, "chunked_prefill": True, "prefix_len": 8}
     assert doc["search"]["ranked"] and doc["search"]["ranked"][0]["tpot_s"] <= 5e-3
+
+
+def test_the_search_for_a_target_rate_takes_the_fewest_gpus(tmp_path):
+    """`--gpus N --rate R`: the continuous search serves R requests/s in all, each plan with
+    the replicas it needs (R over the most one replica serves within the SLOs, rounded up),
+    ranked by the GPUs they take; the schema accepts the document and the terminal names the
+    target. R is one and a half times what one GPU serves (measured by the search on one GPU):
+    two one-GPU replicas."""
+    from archcost.report.schema import check
+
+    common = ("--hardware", "dgx-h100-ndr", "--tpot-slo", "5ms", "--precisions", "bf16",
+              "--input-len", "16", "--output-len", "4")
+    res = _infer("--gpus", "1", "--continuous", "--json", *common)
+    assert res.exit_code == 0, res.output
+    one = json.loads(res.stdout)["search"]["ranked"][0]["replica_max_rate_per_s"]
+    target = 1.5 * one
+    path = tmp_path / "target.json"
+    res = _infer("--gpus", "2", "--rate", f"{target}", "-o", str(path), *common)
+    assert res.exit_code == 0, res.output
+    assert "serving" in res.stdout and "max req/s" in res.stdout
+    doc = check(json.loads(path.read_text()))
+    s = doc["search"]
+    assert doc["workload"]["batching"] == "continuous"
+    assert s["target_rate_per_s"] == pytest.approx(target)
+    assert s["ranked"] and s["ranked"][0]["plan"] == "tp=1,pp=1,replicas=2,bf16"
+    for e in s["ranked"]:
+        assert e["gpus_used"] == e["replicas"] * e["tp"] * e["pp"] <= 2
+        assert e["rate_per_s"] == pytest.approx(target)
+        assert e["replicas"] >= math.ceil(target / e["replica_max_rate_per_s"] * (1 - 1e-9))
+        assert e["tpot_s"] <= 5e-3
+    assert [e["gpus_used"] for e in s["ranked"]] == sorted(e["gpus_used"] for e in s["ranked"])
+    assert s["ranked"][0]["why"].startswith("best: the fewest GPUs serving")
+    md = tmp_path / "target.md"
+    assert runner.invoke(app, ["report", str(path), "-o", str(md)]).exit_code == 0
+    text = " ".join(md.read_text().split())
+    assert "requests/s in all, split evenly over each plan's replicas; ranked by the fewest GPUs" \
+        in text and "max requests/s a replica" in text
 
 
 def test_a_chunked_prefill_document_says_its_scheduler_in_every_rendering(tmp_path):

@@ -417,6 +417,59 @@ def test_continuous_search_finds_the_highest_rate_within_the_slos():
 
 
 
+def _serves(cf, rate, inp, out, ttft_slo, tpot_slo):
+    run = simulate_continuous(cf, rate, inp, out, requests=300)
+    return run.stable and run.ttft.p90_s <= ttft_slo and run.tpot.p90_s <= tpot_slo
+
+
+def test_a_target_rate_takes_the_fewest_replicas_that_serve_it():
+    """--gpus N --rate R: each replica shape gets the fewest replicas whose even split of R is
+    served within the SLOs (one fewer is not: brute force over the replica count), its GPUs
+    are replicas x tp x pp, a plan needing more than N is refused with the count, and the
+    ranking puts the fewest GPUs first."""
+    inp, out, ttft_slo, tpot_slo = 512, 16, 0.05, 0.012
+    one, _ = max_rate_within_slo(factory(1, 1, "bf16"), inp, out, ttft_slo, tpot_slo,
+                                 requests=300)
+    target = 2.5 * one.rate_per_s  # three one-GPU replicas
+    res = search(4, factory, ["bf16"], inp, out, ttft_slo_s=ttft_slo, tpot_slo_s=tpot_slo,
+                 mode=Mode.CONTINUOUS, requests=300, target_rate=target)
+    assert len(res.evaluated) == 6  # (tp, pp) of 1, 2, 4 GPUs; tp 8 does not divide 4 heads
+    within, over, never = 0, 0, 0
+    for e in res.evaluated:
+        tp, pp, n = e.plan.tp, e.plan.pp, e.plan.replicas
+        cf = factory(tp, pp, "bf16")
+        if e.gpus_used is None:  # no rate meets the SLOs (pp 2 alone spends the TPOT SLO)
+            never += 1
+            assert not e.meets_slo and "misses the SLOs" in e.why
+            assert not _serves(cf, 0.01 * target, inp, out, ttft_slo, tpot_slo)
+            continue
+        assert _serves(cf, target / n, inp, out, ttft_slo, tpot_slo)
+        if n > 1:
+            assert not _serves(cf, target / (n - 1), inp, out, ttft_slo, tpot_slo)
+        assert e.gpus_used == n * tp * pp
+        assert e.rate_per_s == pytest.approx(target, rel=1e-12)
+        assert e.replica_max_rate_per_s >= target / n * (1 - 1e-9) or n > 1
+        if e.gpus_used > 4:
+            over += 1
+            assert not e.meets_slo and e.why.startswith(f"needs {e.gpus_used} GPUs ({n} replicas)")
+        else:
+            within += 1
+            assert e.meets_slo
+    assert within and over and never
+    assert (tuple(e.gpus_used for e in res.ranked)
+            == tuple(sorted(e.gpus_used for e in res.evaluated if e.meets_slo)))
+    assert res.ranked[0].why.startswith("best: the fewest GPUs serving")
+    one_gpu = next(e for e in res.evaluated if (e.plan.tp, e.plan.pp) == (1, 1))
+    assert one_gpu.plan.replicas == 3 and one_gpu.gpus_used == 3
+
+
+def test_a_target_rate_is_served_by_continuous_batching():
+    with pytest.raises(ConfigError, match="under continuous batching"):
+        search(2, factory, ["bf16"], 512, 16, target_rate=5.0)
+    with pytest.raises(ConfigError, match="positive rate"):
+        search(2, factory, ["bf16"], 512, 16, mode=Mode.CONTINUOUS, target_rate=0.0)
+
+
 def test_capacity_is_the_rate_one_by_one_arrivals_are_kept_up_with():
     """A prefill with a fixed cost (a = 20 ms a step, whatever it prefills): requests that
     arrive together share it, one-by-one arrivals each pay it. Overloaded ten times, the

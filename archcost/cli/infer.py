@@ -86,7 +86,9 @@ def infer(
     rate: Annotated[float | None, typer.Option(
         "--rate", show_default=False, min=0.0,
         help="Continuous batching: requests/s arriving (Poisson) at one replica; reports "
-        "throughput and latency percentiles from a queueing simulation.")] = None,
+        "throughput and latency percentiles from a queueing simulation. With --gpus: the "
+        "requests/s to serve in all, each plan with the replicas it needs, the fewest GPUs "
+        "first.")] = None,
     max_seqs: Annotated[int | None, typer.Option(
         "--max-seqs", show_default=False, min=1,
         help="Continuous batching (--rate, --continuous): the most requests running at once, "
@@ -114,7 +116,8 @@ def infer(
     gpus: Annotated[int | None, typer.Option(
         "--gpus", show_default=False, min=1,
         help="Serving search: the best tp, pp, replicas, batch and precision on this many "
-        "GPUs within --ttft-slo/--tpot-slo, with the throughput-latency Pareto front.")] = None,
+        "GPUs within --ttft-slo/--tpot-slo, with the throughput-latency Pareto front (with "
+        "--rate R: the fewest of them that serve R requests/s).")] = None,
     ttft_slo: Annotated[str | None, typer.Option(
         "--ttft-slo", show_default=False, help="Time-to-first-token limit, e.g. 500ms.")] = None,
     tpot_slo: Annotated[str | None, typer.Option(
@@ -175,16 +178,20 @@ def infer(
     spec = load_model_file(model, parse_overrides(set_))
     if gpus is not None:
         chosen = [f"--{name.replace('_', '-')}" for name in
-                  ("tp", "pp", "batch", "dtype", "weights", "sparsity", "rate", "ignore_memory")
+                  ("tp", "pp", "batch", "dtype", "weights", "sparsity", "ignore_memory")
                   if given(ctx, name)]
         if chosen:
             raise ConfigError(f"--gpus searches tp, pp, replicas, batch (or the request rate) "
                               f"and precision itself; drop {', '.join(chosen)} (choose the "
                               "precisions to try with --precisions)")
-        return _search(spec, hardware or "dgx-h100-ndr", gpus, precisions, slos, continuous,
-                       input_len, output_len, kv_dtype, group_size, stack, usable,
+        if rate is not None and rate <= 0:
+            raise ConfigError(f"--rate {rate:g} with --gpus: the requests/s to serve; give a "
+                              "positive rate")
+        return _search(spec, hardware or "dgx-h100-ndr", gpus, precisions, slos,
+                       continuous or rate is not None, input_len, output_len, kv_dtype,
+                       group_size, stack, usable,
                        capture_options(routing, mask_density, trace_timeout), as_json, output,
-                       max_seqs, scheduler)
+                       max_seqs, scheduler, rate)
     cluster = one_replica_cluster(hardware or "h100-sxm", tp * pp)
     from archcost.infer.price import InferenceCosts
 
@@ -293,9 +300,10 @@ _SEARCH_PRECISIONS = {"bf16": ("bf16", None), "fp16": ("fp16", None), "fp8": ("f
 
 def _search(spec, hardware, gpus, precisions, slos, continuous, input_len, output_len,
             kv_dtype, group_size, stack, usable, options, as_json, output,
-            max_batch: int | None, scheduler) -> None:
+            max_batch: int | None, scheduler, target_rate: float | None = None) -> None:
     """The serving search: static batches up to ``max_batch`` (None: whatever fits), or the
-    continuous scheduler as ``scheduler`` (a ``SchedulerConfig``) says."""
+    continuous scheduler as ``scheduler`` (a ``SchedulerConfig``) says, serving
+    ``target_rate`` requests/s in all where given."""
     from archcost.infer.document import SCHEMA_VERSION, search_section
     from archcost.infer.price import InferenceCosts
     from archcost.infer.search import Mode, search
@@ -336,7 +344,7 @@ def _search(spec, hardware, gpus, precisions, slos, continuous, input_len, outpu
             status.update(f"searching {gpus} GPUs (tracing once per precision)")
         res = search(gpus, costs_for, names, input_len, output_len, ttft_slo_s=slos[0],
                      tpot_slo_s=slos[1], mode=Mode.CONTINUOUS if continuous else Mode.STATIC,
-                     max_batch=max_batch, config=scheduler)
+                     max_batch=max_batch, config=scheduler, target_rate=target_rate)
     doc = {
         "schema_version": SCHEMA_VERSION,
         "kind": "inference",
@@ -348,7 +356,7 @@ def _search(spec, hardware, gpus, precisions, slos, continuous, input_len, outpu
                      "kv_dtype": kv_dtype, "group_size": group_size,
                      **(scheduler.describe() if continuous else {})},
         "hardware": {"cluster": hardware, "gpus": gpus, "usable_memory": usable},
-        "search": search_section(res, slos, output_len=output_len),
+        "search": search_section(res, slos, output_len=output_len, target_rate=target_rate),
     }
     emit(doc, as_json, output)
     if not as_json:

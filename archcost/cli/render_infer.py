@@ -104,22 +104,40 @@ def render_search(console: Console, doc: dict[str, Any]) -> None:
     slo = ", ".join(f"{k} <= {fmt.seconds(v)}" for k, v in
                     (("TTFT", s["ttft_slo_s"]), ("TPOT", s["tpot_slo_s"])) if v is not None)
     cont = w["batching"] == "continuous"
+    target = s.get("target_rate_per_s")
+    # serving a target rate: the GPUs each plan takes and what one of its replicas serves at
+    # most, in place of the throughput (the target's, for every plan)
+    rates = ([Col("GPUs"), Col("max req/s")] if target is not None
+             else [Col("requests/s"), Col("tok/s/GPU")] if cont else [Col("tok/s/GPU")])
     cols = [Col("plan", "left"), Col("p90 TTFT" if cont else "TTFT"),
-            Col("p90 TPOT" if cont else "TPOT"), *([Col("requests/s")] if cont else []),
-            Col("tok/s/GPU"), Col("peak/GPU")]
+            Col("p90 TPOT" if cont else "TPOT"), *rates, Col("peak/GPU")]
+
+    def opt(x: float | None) -> str:
+        return "-" if x is None else fmt.sig(x)
 
     def row(grid: Grid, e: dict[str, Any]) -> None:
-        rate = [fmt.sig(e["rate_per_s"]) if e.get("rate_per_s") is not None else "-"]
-        grid.row(e["plan"], fmt.seconds(e["ttft_s"]), fmt.seconds(e["tpot_s"]),
-                 *(rate if cont else []), fmt.sig(e["output_tokens_per_s_per_gpu"]),
+        per_gpu = fmt.sig(e["output_tokens_per_s_per_gpu"])
+        extra = ([opt(e.get("gpus_used")), opt(e.get("replica_max_rate_per_s"))]
+                 if target is not None else [opt(e.get("rate_per_s")), per_gpu] if cont
+                 else [per_gpu])
+        grid.row(e["plan"], fmt.seconds(e["ttft_s"]), fmt.seconds(e["tpot_s"]), *extra,
                  fmt.nbytes(e["peak_bytes_per_gpu"]))
 
-    g = Grid(f"{doc['model']['name']} on {doc['hardware']['gpus']} GPUs of "
-             f"{doc['hardware']['cluster']}, {w['input_len']} in / {w['output_len']} out, "
-             f"{w['batching']} batching; within {slo or 'no SLO'}", cols)
+    gpus = doc["hardware"]["gpus"]
+    what = (f"serving {fmt.sig(target)} requests/s on at most {gpus} GPUs"
+            if target is not None else f"on {gpus} GPUs")
+    g = Grid(f"{doc['model']['name']} {what} of {doc['hardware']['cluster']}, "
+             f"{w['input_len']} in / {w['output_len']} out, {w['batching']} batching; within "
+             f"{slo or 'no SLO'}", cols)
     for e in s["ranked"]:
         row(g, e)
-    if not s["ranked"]:
+    if target is not None:
+        g.note("max req/s: the most requests/s one replica serves within the SLOs; the "
+               "requests split evenly over the replicas")
+    if not s["ranked"] and target is not None and s["pareto_front"]:
+        g.note(f"no plan serves {fmt.sig(target)} requests/s within the SLOs on {gpus} GPUs: "
+               "add GPUs, relax the SLOs or lower the rate")
+    elif not s["ranked"]:
         g.note("no configuration meets the SLOs: relax them or add GPUs" if s["pareto_front"]
                else "no configuration fits in memory: add GPUs or shorten the requests")
     g.print(console)

@@ -145,14 +145,16 @@ def _evaluated(e, output_len: int) -> dict[str, Any]:
             "output_tokens_per_s": e.output_tokens_per_s,
             "output_tokens_per_s_per_gpu": e.output_tokens_per_s_per_gpu,
             "peak_bytes_per_gpu": e.peak_bytes_per_gpu, "meets_slo": e.meets_slo,
-            "rate_per_s": e.rate_per_s, "why": e.why}
+            "rate_per_s": e.rate_per_s, "replica_max_rate_per_s": e.replica_max_rate_per_s,
+            "gpus_used": e.gpus_used, "why": e.why}
 
 
-def search_section(res, slos, top: int = 10, output_len: int = 2) -> dict[str, Any]:
+def search_section(res, slos, top: int = 10, output_len: int = 2,
+                   target_rate: float | None = None) -> dict[str, Any]:
     """The serving search (:func:`archcost.infer.search.search`): the best configurations
-    within the SLOs, the Pareto front, and the plans skipped with why (``output_len`` 1: no
-    TPOT)."""
-    return {"ttft_slo_s": slos[0], "tpot_slo_s": slos[1],
+    within the SLOs (serving ``target_rate`` requests/s in all where given), the Pareto front,
+    and the plans skipped with why (``output_len`` 1: no TPOT)."""
+    return {"ttft_slo_s": slos[0], "tpot_slo_s": slos[1], "target_rate_per_s": target_rate,
             "ranked": [_evaluated(e, output_len) for e in res.ranked[:top]],
             "pareto_front": [_evaluated(e, output_len) for e in res.front],
             "evaluated": len(res.evaluated),

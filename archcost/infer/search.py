@@ -1,6 +1,7 @@
 """Serving-plan search: how to split G GPUs into model replicas (tensor- and pipeline-parallel
 degrees), which batch and which precision give the most output tokens/s per GPU within a
-time-to-first-token and a time-per-output-token SLO, and the throughput-latency Pareto front.
+time-to-first-token and a time-per-output-token SLO, and the throughput-latency Pareto front;
+or, for a target request rate, how few GPUs serve it within the SLOs.
 
 What the search assumes (quotable)
 ----------------------------------
@@ -20,7 +21,17 @@ What the search assumes (quotable)
   ``prefill_s(1, I) + (output_len - 1) * decode_s(1, I + 1)``; step times taken
   non-decreasing in batch and context). The same seed draws the same arrival pattern at every
   rate, scaled, so feasibility is close to monotone in the rate. The batch is the scheduler's.
-- Ranking: tokens/s per GPU, ties to the lower TPOT, then TTFT, then fewer GPUs per replica.
+- A target rate R (continuous batching): each replica shape (``tp``, ``pp``) and precision
+  takes ``replicas = ceil(R / r)`` copies, ``r`` the highest rate one serves within the SLOs
+  (above), the arrivals split evenly (each replica simulated at ``R / replicas``, Poisson:
+  a random split of Poisson arrivals is Poisson, and a round-robin one is smoother, so the
+  figure errs on the safe side); where the simulation at that split misses the SLOs (the
+  rate search's feasibility is close to, not exactly, monotone), one more replica, up to
+  ``EXTRA_REPLICAS``. Its GPUs are ``replicas * tp * pp``; a plan needing more than G
+  meets nothing ("needs N GPUs"). Latencies are the p90s at the split rate, tokens/s per
+  GPU over the GPUs used.
+- Ranking: tokens/s per GPU (for a target rate: the fewest GPUs first), ties to the lower TPOT,
+  then TTFT, then fewer GPUs per replica.
   The Pareto front (most tokens/s per GPU, least TPOT) is over every configuration evaluated
   that fits in memory, within the SLOs or not.
 """
@@ -50,9 +61,10 @@ from archcost.infer.serving import (
 )
 
 __all__ = ["Mode", "ServingPlan", "Evaluated", "Skipped", "SearchResult", "divisors",
-           "pareto_front", "max_rate_within_slo", "search", "RATE_HALVINGS"]
+           "pareto_front", "max_rate_within_slo", "search", "RATE_HALVINGS", "EXTRA_REPLICAS"]
 
 RATE_HALVINGS = 10  # bisection steps on the arrival rate (continuous batching)
+EXTRA_REPLICAS = 2  # a target rate: replicas added where the even split misses the SLOs
 
 
 class Mode(enum.Enum):
@@ -88,6 +100,9 @@ class Evaluated:
     meets_slo: bool
     rate_per_s: float | None = None  # continuous: requests/s over all replicas
     mean_batch: float | None = None  # continuous: running sequences per decode step
+    # continuous: the highest rate one replica serves within the SLOs (None: none)
+    replica_max_rate_per_s: float | None = None
+    gpus_used: int | None = None  # a target rate: the GPUs its replicas take
     why: str = ""
 
 
@@ -154,20 +169,56 @@ def max_rate_within_slo(costs: StepCosts, input_len: int, output_len: int,
     return (best, True) if best is not None else (sim(hi), False)
 
 
+def _continuous(costs: StepCosts, plan: ServingPlan, gpus: int, max_len: int,
+                run: ContinuousServing, meets: bool, max_rate: float | None,
+                used: int | None = None) -> Evaluated:
+    """The configuration of ``plan``'s replicas each running as ``run`` (tokens/s per GPU over
+    ``used`` GPUs, else the ``gpus`` of the search)."""
+    total = plan.replicas * run.output_tokens_per_s
+    peak = costs.memory_bytes(max(run.max_running, 1), max_len)["peak_per_gpu"]
+    return Evaluated(plan, run.ttft.p90_s, run.tpot.p90_s, total, total / (used or gpus), peak,
+                     meets, plan.replicas * run.rate_per_s, run.mean_batch, max_rate, used)
+
+
+def _for_target(costs: StepCosts, plan: ServingPlan, gpus: int, best: ContinuousServing,
+                target: float, input_len: int, output_len: int, ttft_slo_s: float | None,
+                tpot_slo_s: float | None, requests: int, config: SchedulerConfig) -> Evaluated:
+    """``plan``'s replica shape serving ``target`` requests/s in all, ``best`` the simulation at
+    the highest rate one replica serves within the SLOs (module docstring)."""
+    replicas = max(1, math.ceil(target / best.rate_per_s * (1 - 1e-12)))
+    for _ in range(EXTRA_REPLICAS + 1):
+        run = simulate_continuous(costs, target / replicas, input_len, output_len,
+                                  requests=requests, capacity_per_s=best.capacity_per_s,
+                                  config=config)
+        ok = run.stable and _meets(run.ttft.p90_s, run.tpot.p90_s, ttft_slo_s, tpot_slo_s)
+        if ok:
+            break
+        replicas += 1
+    else:
+        replicas -= 1  # the last one tried
+    used = replicas * plan.tp * plan.pp
+    return _continuous(costs, replace(plan, replicas=replicas), gpus, input_len + output_len,
+                       run, ok and used <= gpus, best.rate_per_s, used)
+
+
 def _evaluate(costs: StepCosts, plan: ServingPlan, gpus: int, mode: Mode, input_len: int,
               output_len: int, ttft_slo_s: float | None, tpot_slo_s: float | None,
-              max_batch: int | None, requests: int,
-              config: SchedulerConfig) -> list[Evaluated]:
+              max_batch: int | None, requests: int, config: SchedulerConfig,
+              target: float | None = None) -> list[Evaluated]:
     """The configurations of one plan and precision: each batch up to ``max_batch`` (static)
-    or the rate search under ``config`` (continuous)."""
+    or the rate search under ``config`` (continuous), serving ``target`` requests/s in all
+    where given."""
     max_len = input_len + output_len
     if mode is Mode.CONTINUOUS:
         run, ok = max_rate_within_slo(costs, input_len, output_len, ttft_slo_s, tpot_slo_s,
                                       requests=requests, config=config)
-        total = plan.replicas * run.output_tokens_per_s
-        peak = costs.memory_bytes(max(run.max_running, 1), max_len)["peak_per_gpu"]
-        return [Evaluated(plan, run.ttft.p90_s, run.tpot.p90_s, total, total / gpus, peak, ok,
-                          plan.replicas * run.rate_per_s, run.mean_batch)]
+        if target is not None and ok:
+            return [_for_target(costs, plan, gpus, run, target, input_len, output_len,
+                                ttft_slo_s, tpot_slo_s, requests, config)]
+        if target is not None:  # no rate meets the SLOs: one replica at the lowest rate tried
+            plan = replace(plan, replicas=1)
+        return [_continuous(costs, plan, gpus, max_len, run, ok,
+                            run.rate_per_s if ok else None)]
     out = []
     batch = 1
     fit = largest_batch(costs, max_len, input_len=input_len)
@@ -182,8 +233,8 @@ def _evaluate(costs: StepCosts, plan: ServingPlan, gpus: int, mode: Mode, input_
 
 
 def _rank_key(e: Evaluated) -> tuple:
-    return (-e.output_tokens_per_s_per_gpu, e.tpot_s, e.ttft_s, e.plan.tp * e.plan.pp,
-            e.plan.tp, e.plan.batch or 0, e.plan.precision)
+    return (e.gpus_used or 0, -e.output_tokens_per_s_per_gpu, e.tpot_s, e.ttft_s,
+            e.plan.tp * e.plan.pp, e.plan.tp, e.plan.batch or 0, e.plan.precision)
 
 
 def _slo_text(e: Evaluated, ttft_slo_s: float | None, tpot_slo_s: float | None) -> str:
@@ -193,24 +244,44 @@ def _slo_text(e: Evaluated, ttft_slo_s: float | None, tpot_slo_s: float | None) 
     return "misses the SLOs: " + ", ".join(misses) if misses else "misses the SLOs at any rate"
 
 
+def _rate(per_s: float) -> str:
+    """A request rate for a sentence: whole from 100 up, else three significant digits."""
+    return f"{per_s:,.0f}" if per_s >= 100 else f"{per_s:.3g}"
+
+
+def _place(e: Evaluated, best: Evaluated | None, rank: int | None, gpus: int,
+           ttft_slo_s: float | None, tpot_slo_s: float | None) -> str:
+    """Where ``e`` stands: the best, its gap to the ``best`` (``rank`` among those within the
+    SLOs), the GPUs past ``gpus`` it needs for a target rate, or the SLO it misses."""
+    if e.gpus_used is not None and e.gpus_used > gpus:
+        return (f"needs {e.gpus_used} GPUs ({e.plan.replicas} replicas) for "
+                f"{_rate(e.rate_per_s)} requests/s, more than the {gpus} given")
+    if not e.meets_slo:
+        return _slo_text(e, ttft_slo_s, tpot_slo_s)
+    if e.gpus_used is not None:
+        if rank == 0:
+            return (f"best: the fewest GPUs serving {_rate(e.rate_per_s)} requests/s within the "
+                    "SLOs")
+        more = e.gpus_used - best.gpus_used
+        return f"#{rank + 1}: {more} more GPU{'' if more == 1 else 's'} than {best.plan.label}"
+    if rank == 0:
+        return "best: the most output tokens/s per GPU within the SLOs"
+    gap = 1.0 - e.output_tokens_per_s_per_gpu / best.output_tokens_per_s_per_gpu
+    return f"#{rank + 1}: {gap:.1%} fewer tokens/s per GPU than {best.plan.label}"
+
+
 def _explain(evaluated: list[Evaluated], ranked: list[Evaluated], front_idx: np.ndarray,
-             ttft_slo_s: float | None, tpot_slo_s: float | None) -> list[Evaluated]:
+             gpus: int, ttft_slo_s: float | None, tpot_slo_s: float | None) -> list[Evaluated]:
     """Each configuration with why it wins or loses: its place against the best within the SLOs
-    (or the SLO it misses), and whether it is on the Pareto front or what dominates it."""
+    (or the SLO it misses, or the GPUs it needs past the budget), and whether it is on the
+    Pareto front or what dominates it."""
     best = ranked[0] if ranked else None
     rank = {id(e): i for i, e in enumerate(ranked)}
     on_front = set(front_idx.tolist())
     front = [evaluated[i] for i in front_idx.tolist()]
     out = []
     for i, e in enumerate(evaluated):
-        if not e.meets_slo:
-            place = _slo_text(e, ttft_slo_s, tpot_slo_s)
-        elif rank[id(e)] == 0:
-            place = "best: the most output tokens/s per GPU within the SLOs"
-        else:
-            gap = 1.0 - e.output_tokens_per_s_per_gpu / best.output_tokens_per_s_per_gpu
-            place = (f"#{rank[id(e)] + 1}: {gap:.1%} fewer tokens/s per GPU than "
-                     f"{best.plan.label}")
+        place = _place(e, best, rank.get(id(e)), gpus, ttft_slo_s, tpot_slo_s)
         if i in on_front:
             pareto = "on the Pareto front: nothing has more tokens/s per GPU at a TPOT as low"
         else:
@@ -227,14 +298,20 @@ def search(gpus: int, costs_for: Callable[[int, int, str], StepCosts],
            ttft_slo_s: float | None = None, tpot_slo_s: float | None = None,
            mode: Mode = Mode.STATIC, max_batch: int | None = None,
            requests: int = DEFAULT_REQUESTS,
-           config: SchedulerConfig = DEFAULT_SCHEDULER) -> SearchResult:
+           config: SchedulerConfig = DEFAULT_SCHEDULER,
+           target_rate: float | None = None) -> SearchResult:
     """Every plan (tp, pp, replicas), batch and precision on ``gpus`` GPUs, ranked by output
     tokens/s per GPU within the SLOs, with the Pareto front (module docstring). ``max_batch``:
     the largest static batch tried (default: whatever fits); ``requests``: simulated per rate
     and ``config``: the continuous scheduler's settings (its cap, prefill budget, chunking and
-    cached prefix: ``serving.SchedulerConfig``)."""
+    cached prefix: ``serving.SchedulerConfig``); ``target_rate``: requests/s to serve in all
+    (continuous batching), each replica shape with the replicas it needs, the fewest GPUs
+    first."""
     if gpus < 1 or not precisions:
         raise ConfigError(f"{gpus} GPUs, {len(precisions)} precisions: give at least one of each")
+    if target_rate is not None and (mode is not Mode.CONTINUOUS or not target_rate > 0):
+        raise ConfigError(f"a target of {target_rate:g} requests/s: give a positive rate, served "
+                          "under continuous batching")
     evaluated: list[Evaluated] = []
     skipped: list[Skipped] = []
     for precision in precisions:
@@ -254,7 +331,8 @@ def search(gpus: int, costs_for: Callable[[int, int, str], StepCosts],
                     continue
                 plan = ServingPlan(tp, pp, gpus // (tp * pp), str(precision), None)
                 evaluated += _evaluate(costs, plan, gpus, mode, input_len, output_len,
-                                       ttft_slo_s, tpot_slo_s, max_batch, requests, config)
+                                       ttft_slo_s, tpot_slo_s, max_batch, requests, config,
+                                       target_rate)
     if not evaluated and skipped:  # nothing to rank: say why, as the static command does
         memory = [k for k in skipped if "does not fit" in k.reason]
         first = (memory or skipped)[0]
@@ -264,7 +342,7 @@ def search(gpus: int, costs_for: Callable[[int, int, str], StepCosts],
     ranked = sorted((e for e in evaluated if e.meets_slo), key=_rank_key)
     front_idx = pareto_front(np.array([e.output_tokens_per_s_per_gpu for e in evaluated]),
                              np.array([e.tpot_s for e in evaluated]))
-    explained = _explain(evaluated, ranked, front_idx, ttft_slo_s, tpot_slo_s)
+    explained = _explain(evaluated, ranked, front_idx, gpus, ttft_slo_s, tpot_slo_s)
     by_id = {id(e): x for e, x in zip(evaluated, explained)}
     return SearchResult(ranked=tuple(by_id[id(e)] for e in ranked),
                         front=tuple(explained[i] for i in front_idx.tolist()),

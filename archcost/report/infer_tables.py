@@ -169,29 +169,39 @@ def _continuous(inf: dict[str, Any]) -> Table:
                          if isinstance(c.get("capacity_per_s"), (int, float)) else ""))
 
 
-def _plans(title: str, key: str, rows_in: list, note: str, continuous: bool) -> Table:
+def _plans(title: str, key: str, rows_in: list, note: str, continuous: bool,
+           target: bool = False) -> Table:
+    """Serving plans, one a row; ``target``: serving a target rate (the GPUs each takes and
+    the most one replica serves, beside the rate)."""
+    extra = (["GPUs", "max requests/s a replica"] if target else [])
     rows = [[str(e.get("plan")), fmt.seconds(e.get("ttft_s")), fmt.seconds(e.get("tpot_s")),
              *([fmt.sig(_num(e.get("rate_per_s")))] if continuous else []),
+             *([fmt.sig(_num(e.get("gpus_used"))), fmt.sig(_num(e.get("replica_max_rate_per_s")))]
+               if target else []),
              fmt.si(e.get("output_tokens_per_s_per_gpu")), fmt.nbytes(e.get("peak_bytes_per_gpu")),
              _yes(e.get("meets_slo"))] for e in rows_in if isinstance(e, dict)]
     latency = ["p90 TTFT", "p90 TPOT", "requests/s"] if continuous else ["TTFT", "TPOT"]
-    return Table(key, title, ["plan", *latency, "tokens/s per GPU", "peak per GPU",
-                              "meets SLOs"], rows, "l" + "r" * (len(latency) + 2) + "l",
-                 note=note)
+    return Table(key, title, ["plan", *latency, *extra, "tokens/s per GPU", "peak per GPU",
+                              "meets SLOs"], rows, "l" + "r" * (len(latency) + len(extra) + 2)
+                 + "l", note=note)
 
 
 def search_tables(doc: dict[str, Any], rep: Report) -> None:
     s = doc.get("search") or {}
     cont = (doc.get("workload") or {}).get("batching") == "continuous"
+    target = isinstance(s.get("target_rate_per_s"), (int, float))
     slo = ", ".join(f"{n} at most {fmt.seconds(s.get(k))}" for n, k in
                     (("TTFT", "ttft_slo_s"), ("TPOT", "tpot_slo_s")) if s.get(k) is not None)
     how = ("; continuous batching: each at the highest request rate whose p90 latencies meet "
            "them" if cont else "")
+    order = (f"serving {fmt.sig(s['target_rate_per_s'])} requests/s in all, split evenly over "
+             "each plan's replicas; ranked by the fewest GPUs" if target
+             else f"ranked by output tokens/s per GPU{how}")
     rep.add(_plans("Best serving plans within the SLOs", "search-ranked", s.get("ranked") or [],
-                   f"SLOs: {slo or 'none'}; ranked by output tokens/s per GPU{how}", cont))
+                   f"SLOs: {slo or 'none'}; {order}", cont, target))
     rep.add(_plans("Throughput-latency Pareto front", "search-front",
                    s.get("pareto_front") or [], "every configuration that fits: nothing has "
-                   "more tokens/s per GPU at a TPOT as low", cont))
+                   "more tokens/s per GPU at a TPOT as low", cont, target))
     skipped = [[f"tp={k.get('tp')} pp={k.get('pp')} {k.get('precision')}", str(k.get("reason"))]
                for k in s.get("skipped") or [] if isinstance(k, dict)]
     if skipped:

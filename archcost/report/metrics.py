@@ -207,6 +207,7 @@ def _search_metrics(search: Any, out: dict[str, Metric]) -> None:
     _put(out, "best.ttft", best.get("ttft_s"), "s", WORSE_HIGHER)
     _put_latency(out, "best.tpot", best, "tpot_s")
     _put(out, "best.rate", best.get("rate_per_s"), "requests/s", BETTER_HIGHER)
+    _put(out, "best.gpus", best.get("gpus_used"), "count", WORSE_HIGHER)  # a target rate's
 
 
 def _infer_sweep_metrics(doc: dict[str, Any], out: dict[str, Metric]) -> None:
