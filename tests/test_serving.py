@@ -586,6 +586,28 @@ class Recording(Affine):
         return super().mixed_s(decode_batch, context_len, chunks)
 
 
+def test_simulated_steps_read_their_context_on_the_grid():
+    """A step at a mean context between two grid contexts is priced at those two alone (each
+    shared by every step between them) and read on the line joining them: exact for a cost
+    affine in the context, within 1e-3 for the quadratic one; a forward holding prompt chunks
+    prices its chunks once, at the grid's context below the mean, plus the decode step's gain
+    from there (exact where only the decodes grow with the context, as in Affine)."""
+    from archcost.infer.serving import CONTEXT_GRID, _decode_at, _forward_s
+
+    cf, lo = Counted(), 2 * CONTEXT_GRID
+    mean = lo + 0.3 * CONTEXT_GRID
+    got = _decode_at(cf, 4, mean)
+    assert sorted(set(cf.asked)) == [lo, lo + CONTEXT_GRID]
+    assert got == pytest.approx(Quadratic().decode_s(4, mean), rel=1e-3)
+    assert _decode_at(Affine(), 4, mean) == pytest.approx(Affine().decode_s(4, mean), rel=1e-12)
+    assert _decode_at(cf, 4, lo) == Quadratic().decode_s(4, lo)  # on the grid: itself
+    rec, chunks = Recording(), ((0, 100, 300), (50, 80, 80))
+    assert _forward_s(rec, 6, mean, chunks) == pytest.approx(
+        Affine().mixed_s(6, mean, chunks), rel=1e-12)
+    assert rec.calls == [(6, chunks)]
+    assert _forward_s(rec, 0, 0.0, chunks) == Affine().mixed_s(0, 0.0, chunks)
+
+
 def test_chunked_light_load_is_one_request_alone():
     """A lone request of 1,000 prompt tokens under a budget of 256: its prompt in
     ceil(1000 / 256) = 4 forwards of no decodes (c + b * chunk each), then its decode steps

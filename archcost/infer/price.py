@@ -381,7 +381,8 @@ class InferenceCosts:
         ``weights_cached``), replayed in a CUDA graph where ``graph`` (``in_cuda_graph``);
         memoized: a simulation asks for the same ones again. ``w``: the step's workload where
         the caller has it."""
-        key = (batch, step, whole, graph)
+        # the step's size decides only where the profile has warm rows (weights_cached)
+        key = (batch, step, whole if self.gpu.matmul_shape_efficiency_warm else None, graph)
         if key not in self._row_memo:
             w = w if w is not None else self.workload(step)
             gpu = self._warm_gpu if self.weights_cached(whole, step, w) else self.gpu

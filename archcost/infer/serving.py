@@ -64,8 +64,12 @@ request computes it like the rest: the cache is taken as warm). NB: engines reus
 blocks only (vLLM 16 tokens, TensorRT-LLM 32 by default): give a prefix that fills whole blocks.
 A decode step over sequences of mixed contexts costs ``decode_s(n, mean context)``: decode cost
 is taken as bilinear in batch and context (the per-sequence attention term is linear in its
-context, so the sum over sequences is the batch times the mean), linear between the two integer
-contexts around the mean. A run of decode steps with no arrival or departure between them is
+context, so the sum over sequences is the batch times the mean), read on the line between the
+contexts ``CONTEXT_GRID`` apart around the mean (each priced once for every step between them;
+a forward holding prompt chunks at the grid's context below the mean, plus what the decode step
+gains from there: against every step priced at its own context, figures move by 0.05 % at most,
+BENCHMARKS.md "Simulated steps priced on a context grid"; NB a sliding window's edge between two
+grid contexts is smoothed). A run of decode steps with no arrival or departure between them is
 priced on the chord of its first and last step (at most ``RUN_STEPS`` steps: exact for cost
 affine in context; NB a roofline kink inside a run is smoothed).
 
@@ -97,7 +101,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -109,7 +113,8 @@ __all__ = ["StaticServing", "Percentiles", "ContinuousServing", "SchedulerConfig
            "largest_batch",
            "mean_decode_s", "static_serving", "simulate_continuous", "saturation_rate",
            "rate_bound",
-           "EXACT_STEPS", "RUN_STEPS", "TPOT_POINTS", "BATCH_LIMIT", "QUEUE_GROWTH_FRACTION",
+           "EXACT_STEPS", "RUN_STEPS", "CONTEXT_GRID", "TPOT_POINTS", "BATCH_LIMIT",
+           "QUEUE_GROWTH_FRACTION",
            "DEFAULT_REQUESTS", "DEFAULT_SCHEDULER"]
 
 # decode steps priced one by one up to this many + 1; longer outputs through this many + 1
@@ -119,6 +124,7 @@ EXACT_STEPS = 32
 TPOT_POINTS = 5  # contexts at which the static TPOT is reported
 BATCH_LIMIT = 1 << 20  # the largest batch the fit search tries
 RUN_STEPS = 128  # decode steps priced on one chord in the simulation
+CONTEXT_GRID = 32  # tokens between the contexts a simulated step is priced at
 QUEUE_GROWTH_FRACTION = 0.05  # queue growth over the second half that reads as unstable
 KEEPS_UP = 0.97  # output over what the arrivals ask for, at least: the replica keeps up
 DEFAULT_MAX_BATCH = 256  # vLLM --max-num-seqs default (vllm/engine/arg_utils.py, EngineArgs)
@@ -321,14 +327,30 @@ def _lengths(rng: np.random.Generator, input_len: int | Sequence[int],
     return inp.astype(np.int64), out.astype(np.int64)
 
 
-def _decode_at(costs: StepCosts, batch: int, context: float) -> float:
-    """One decode step of ``batch`` sequences of mean context ``context``: linear between the
-    integer contexts around it."""
-    lo = math.floor(context)
-    f_lo = costs.decode_s(batch, lo)
+def _on_grid(price: Callable[[int], float], context: float) -> float:
+    """``price`` (seconds of a step at a whole context) at the mean ``context``: on the line
+    between the contexts ``CONTEXT_GRID`` apart around it (module docstring)."""
+    lo = math.floor(context / CONTEXT_GRID) * CONTEXT_GRID
+    f_lo = price(lo)
     if context == lo:
         return f_lo
-    return f_lo + (context - lo) * (costs.decode_s(batch, lo + 1) - f_lo)
+    return f_lo + (context - lo) / CONTEXT_GRID * (price(lo + CONTEXT_GRID) - f_lo)
+
+
+def _decode_at(costs: StepCosts, batch: int, context: float) -> float:
+    """One decode step of ``batch`` sequences of mean context ``context``."""
+    return _on_grid(lambda c: costs.decode_s(batch, c), context)
+
+
+def _forward_s(costs: StepCosts, decodes: int, context: float, chunks: tuple) -> float:
+    """One forward of ``decodes`` sequences of mean context ``context`` and the prompt
+    ``chunks``: priced at the grid's context below the mean, plus what the decode step gains
+    from there to the mean (only the decodes' work grows with their context)."""
+    if not decodes:
+        return costs.mixed_s(0, 0.0, chunks)
+    lo = math.floor(context / CONTEXT_GRID) * CONTEXT_GRID
+    return (costs.mixed_s(decodes, lo, chunks) + _decode_at(costs, decodes, context)
+            - costs.decode_s(decodes, lo))
 
 
 def _prefill_s(costs: StepCosts, inp: np.ndarray, prefix: int = 0) -> float:
@@ -481,7 +503,7 @@ class _Scheduler:
         spans = tuple((int(self.prefilled[r]), int(self.prefilled[r] + k), int(self.inp[r]))
                       for r, k in chunks)
         mean_ctx = float(self.ctx.mean()) if self.run.size else 0.0
-        self.t += self.costs.mixed_s(int(self.run.size), mean_ctx, spans)
+        self.t += _forward_s(self.costs, int(self.run.size), mean_ctx, spans)
         if self.run.size:
             self.ends.append(np.array([self.t]))
             self.batches.append(np.array([self.run.size]))
