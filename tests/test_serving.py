@@ -456,8 +456,8 @@ def test_a_target_rate_takes_the_fewest_replicas_that_serve_it():
             within += 1
             assert e.meets_slo
     assert within and over and never
-    assert (tuple(e.gpus_used for e in res.ranked)
-            == tuple(sorted(e.gpus_used for e in res.evaluated if e.meets_slo)))
+    ranked = [(e.gpus_used, e.tpot_s) for e in res.ranked]
+    assert ranked == sorted((e.gpus_used, e.tpot_s) for e in res.evaluated if e.meets_slo)
     assert res.ranked[0].why.startswith("best: the fewest GPUs serving")
     one_gpu = next(e for e in res.evaluated if (e.plan.tp, e.plan.pp) == (1, 1))
     assert one_gpu.plan.replicas == 3 and one_gpu.gpus_used == 3

@@ -30,8 +30,8 @@ What the search assumes (quotable)
   ``EXTRA_REPLICAS``. Its GPUs are ``replicas * tp * pp``; a plan needing more than G
   meets nothing ("needs N GPUs"). Latencies are the p90s at the split rate, tokens/s per
   GPU over the GPUs used.
-- Ranking: tokens/s per GPU (for a target rate: the fewest GPUs first), ties to the lower TPOT,
-  then TTFT, then fewer GPUs per replica.
+- Ranking: tokens/s per GPU (for a target rate: the fewest GPUs, every plan's output being the
+  target's), ties to the lower TPOT, then TTFT, then fewer GPUs per replica.
   The Pareto front (most tokens/s per GPU, least TPOT) is over every configuration evaluated
   that fits in memory, within the SLOs or not.
 """
@@ -233,8 +233,11 @@ def _evaluate(costs: StepCosts, plan: ServingPlan, gpus: int, mode: Mode, input_
 
 
 def _rank_key(e: Evaluated) -> tuple:
-    return (e.gpus_used or 0, -e.output_tokens_per_s_per_gpu, e.tpot_s, e.ttft_s,
-            e.plan.tp * e.plan.pp, e.plan.tp, e.plan.batch or 0, e.plan.precision)
+    """Most tokens/s per GPU first; serving a target rate (every plan's output the target's,
+    within its simulation's draw), the fewest GPUs first."""
+    per_gpu = 0.0 if e.gpus_used is not None else -e.output_tokens_per_s_per_gpu
+    return (e.gpus_used or 0, per_gpu, e.tpot_s, e.ttft_s, e.plan.tp * e.plan.pp, e.plan.tp,
+            e.plan.batch or 0, e.plan.precision)
 
 
 def _slo_text(e: Evaluated, ttft_slo_s: float | None, tpot_slo_s: float | None) -> str:
