@@ -774,7 +774,7 @@ def test_the_search_for_a_target_rate_takes_the_fewest_gpus(tmp_path):
     md = tmp_path / "target.md"
     assert runner.invoke(app, ["report", str(path), "-o", str(md)]).exit_code == 0
     text = " ".join(md.read_text().split())
-    assert "requests/s in all, split evenly over each plan's replicas; ranked by the fewest GPUs" \
+    assert "requests/s in all, split evenly over each plan's replicas; ranked by the fewest GPUs, then" \
         in text and "max requests/s a replica" in text
 
 

@@ -327,10 +327,15 @@ def _lengths(rng: np.random.Generator, input_len: int | Sequence[int],
     return inp.astype(np.int64), out.astype(np.int64)
 
 
+def _grid_below(context: float) -> int:
+    """The grid context at or below ``context`` (a multiple of ``CONTEXT_GRID``)."""
+    return math.floor(context / CONTEXT_GRID) * CONTEXT_GRID
+
+
 def _on_grid(price: Callable[[int], float], context: float) -> float:
     """``price`` (seconds of a step at a whole context) at the mean ``context``: on the line
     between the contexts ``CONTEXT_GRID`` apart around it (module docstring)."""
-    lo = math.floor(context / CONTEXT_GRID) * CONTEXT_GRID
+    lo = _grid_below(context)
     f_lo = price(lo)
     if context == lo:
         return f_lo
@@ -348,7 +353,7 @@ def _forward_s(costs: StepCosts, decodes: int, context: float, chunks: tuple) ->
     from there to the mean (only the decodes' work grows with their context)."""
     if not decodes:
         return costs.mixed_s(0, 0.0, chunks)
-    lo = math.floor(context / CONTEXT_GRID) * CONTEXT_GRID
+    lo = _grid_below(context)
     return (costs.mixed_s(decodes, lo, chunks) + _decode_at(costs, decodes, context)
             - costs.decode_s(decodes, lo))
 

@@ -173,7 +173,7 @@ def _plans(title: str, key: str, rows_in: list, note: str, continuous: bool,
            target: bool = False) -> Table:
     """Serving plans, one a row; ``target``: serving a target rate (the GPUs each takes and
     the most one replica serves, beside the rate)."""
-    extra = (["GPUs", "max requests/s a replica"] if target else [])
+    extra = ["GPUs", "max requests/s a replica"] if target else []
     rows = [[str(e.get("plan")), fmt.seconds(e.get("ttft_s")), fmt.seconds(e.get("tpot_s")),
              *([fmt.sig(_num(e.get("rate_per_s")))] if continuous else []),
              *([fmt.sig(_num(e.get("gpus_used"))), fmt.sig(_num(e.get("replica_max_rate_per_s")))]
@@ -195,7 +195,7 @@ def search_tables(doc: dict[str, Any], rep: Report) -> None:
     how = ("; continuous batching: each at the highest request rate whose p90 latencies meet "
            "them" if cont else "")
     order = (f"serving {fmt.sig(s['target_rate_per_s'])} requests/s in all, split evenly over "
-             "each plan's replicas; ranked by the fewest GPUs" if target
+             "each plan's replicas; ranked by the fewest GPUs, then p90 TPOT" if target
              else f"ranked by output tokens/s per GPU{how}")
     rep.add(_plans("Best serving plans within the SLOs", "search-ranked", s.get("ranked") or [],
                    f"SLOs: {slo or 'none'}; {order}", cont, target))
