@@ -1,6 +1,8 @@
 """Speed of the static serving search (``archcost infer --gpus N``), by how many decode steps a
-plan's mean TPOT prices: every step of the output up to 256 and 256 trapezoids beyond (before),
-against ``serving.EXACT_STEPS`` + 1 steps and the lines between them (now). Two searches:
+plan's mean TPOT prices: 257 (every step of an output up to 257, the old limit; the old rule
+priced each of 256 runs at both ends beyond it, up to twice as many) against
+``serving.EXACT_STEPS`` + 1 steps, the contexts between read on the lines joining them. Two
+searches:
 README's (Llama-3 70B, 8 GPUs of dgx-h100-ndr, 128 + 128 tokens, bf16, fp8 and int4 on the
 ``tensorrt-llm`` runtime) and a long output (Llama-3 8B, the same GPUs, 1,024 + 1,024 tokens,
 bf16 and fp8), both within TTFT 500 ms and TPOT 50 ms. The steps are traced once outside the
